@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of SP Driver 2.0 from Debian packages.
+# Idempotent: packages already present are skipped by apt-get. Run as root on Debian 12.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake ninja-build pkg-config git
+  clang clang-format clang-tidy libclang-rt-14-dev
+  liburing-dev libgtest-dev libgmock-dev
+  libcli11-dev libtomlplusplus-dev
+  fio libnbd-bin nbdkit qemu-utils python3-libnbd
+  iproute2 procps
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

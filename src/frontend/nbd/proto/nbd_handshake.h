@@ -1,0 +1,107 @@
+// NBD fixed-newstyle handshake as a sans-I/O state machine (no sockets, no clock), so that the
+// same code runs in the server, in unit tests and under libFuzzer.
+//
+// The server feeds every byte received during negotiation to Feed() and sends whatever
+// output() holds. When state() becomes kTransmission, negotiation is over: selected() is the
+// export and the negotiated features are readable. kClose means: send the pending output, then
+// close the connection (NBD_OPT_ABORT, a fatal protocol error, or a client that asked for
+// something the specification says ends the session).
+//
+// Thread-safety: none; one instance per connection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace spd::nbd {
+
+struct Export {
+  std::string name;
+  std::string description;
+  uint64_t size_bytes = 0;
+  bool read_only = false;
+  bool can_trim = true;
+  bool can_write_zeroes = true;
+  bool can_fast_zero = true;
+  bool can_cache = true;
+  bool can_multi_conn = true;
+  bool can_flush = true;
+  bool can_fua = true;
+  bool rotational = false;
+  uint32_t block_min_bytes = 1;
+  uint32_t block_pref_bytes = 4096;
+  uint32_t block_max_bytes = 32u << 20;  // the advertised and enforced maximum request size
+  void* cookie = nullptr;                // the server's handle (its Volume*)
+};
+
+class ExportCatalog {
+ public:
+  virtual ~ExportCatalog() = default;
+  // nullptr when unknown. The empty name selects the default export (the first one).
+  virtual const Export* Find(std::string_view name) const = 0;
+  virtual std::vector<const Export*> List() const = 0;
+};
+
+struct HandshakeLimits {
+  uint32_t option_length_max = 64 * 1024;  // longer options: NBD_REP_ERR_TOO_BIG, then close
+  uint32_t options_max = 256;              // options per session before we close
+  uint32_t meta_queries_max = 64;          // queries in one LIST/SET_META_CONTEXT
+};
+
+class Handshake {
+ public:
+  enum class State { kNegotiating, kTransmission, kClose };
+
+  Handshake(const ExportCatalog* catalog, HandshakeLimits limits = {});
+
+  // Consumes a prefix of `data` (possibly all of it, possibly none when more bytes are needed
+  // to make progress) and returns how many bytes it consumed. Bytes after the end of
+  // negotiation are not consumed: they belong to the transmission phase.
+  size_t Feed(const uint8_t* data, size_t len);
+
+  // Bytes to send, in order. The greeting is there from construction.
+  const std::vector<uint8_t>& output() const { return out_; }
+  void ConsumeOutput(size_t n);
+
+  State state() const { return state_; }
+  // Why the session closes (for the log), when state() == kClose.
+  const std::string& close_reason() const { return close_reason_; }
+
+  // Valid in kTransmission.
+  const Export* selected() const { return selected_; }
+  bool structured_replies() const { return structured_; }
+  bool no_zeroes() const { return no_zeroes_; }
+  // NBD_CMD_BLOCK_STATUS is allowed only when base:allocation was set with SET_META_CONTEXT.
+  bool base_allocation() const { return base_allocation_; }
+  uint32_t base_allocation_id() const { return base_allocation_id_; }
+  // Transmission flags sent to the client (NBD_FLAG_HAS_FLAGS | ...).
+  uint16_t transmission_flags() const { return transmission_flags_; }
+
+  // Counts of protocol errors seen (for metrics); each Feed may add some.
+  uint64_t errors() const { return errors_; }
+
+ private:
+  // Implementation detail, owned by nbd_handshake.cc.
+  const ExportCatalog* catalog_;
+  HandshakeLimits limits_;
+  State state_ = State::kNegotiating;
+  std::string close_reason_;
+  std::vector<uint8_t> out_;
+  std::vector<uint8_t> in_;  // partial option buffered until complete
+  int phase_ = 0;
+  uint32_t client_flags_ = 0;
+  uint32_t options_seen_ = 0;
+  const Export* selected_ = nullptr;
+  bool structured_ = false;
+  bool no_zeroes_ = false;
+  bool base_allocation_ = false;
+  uint32_t base_allocation_id_ = 0;
+  uint16_t transmission_flags_ = 0;
+  uint64_t errors_ = 0;
+  uint64_t skip_bytes_ = 0;  // payload of an oversized option being discarded
+};
+
+}  // namespace spd::nbd

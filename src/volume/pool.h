@@ -1,0 +1,162 @@
+// Pool: thin-provisioned volumes on one backend (a file, a block device or the sim device).
+//
+// The pool's on-disk format is in pool_format.h and docs/pool_format.md. In short: two
+// checksummed superblocks, two checkpoint slots (volume table + chunk owner map) and a metadata
+// log of checksummed records. Every metadata change (allocate, free, create, delete, grow) is a
+// log record; a commit makes the data it covers durable first (backend flush), then the records
+// (log write + flush). A crash at any point leaves each change wholly there or wholly absent.
+//
+// Space is handed out in chunks (default 1 MiB) on first write. Unwritten ranges read as zeros
+// with no backend I/O. Chunks are only ever handed out when known to hold zeros, so a chunk that
+// once belonged to another volume can never show that volume's data.
+//
+// Threading: a pool and all its volumes belong to one reactor (the one passed to Open/Create).
+// Every method is for that reactor's thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "io/io_backend.h"
+#include "reactor/reactor.h"
+
+namespace spd {
+
+class Pool;
+class Volume;
+
+enum class Durability : uint8_t {
+  kFlush = 0,  // default: durable at FLUSH or FUA
+  kSync = 1,   // every write durable before its acknowledgement
+  kNone = 2,   // scratch: may lose everything on crash
+};
+
+struct VolumeInfo {
+  uint32_t id = 0;
+  std::string name;
+  uint64_t size_bytes = 0;
+  uint64_t allocated_bytes = 0;
+  Durability durability = Durability::kFlush;
+  bool read_only = false;
+};
+
+struct PoolOptions {
+  uint32_t chunk_size_bytes = 1u << 20;  // power of two, >= 64 KiB
+  uint64_t log_size_bytes = 16u << 20;   // metadata log region
+};
+
+struct PoolStats {
+  uint64_t size_bytes = 0;
+  uint64_t chunk_size_bytes = 0;
+  uint64_t chunks_total = 0;
+  uint64_t chunks_free = 0;
+  uint64_t commits = 0;
+  uint64_t log_records = 0;
+  uint64_t checkpoints = 0;
+};
+
+// Extent kinds for Volume::MapRange (what NBD BLOCK_STATUS reports).
+enum class ExtentKind : uint8_t {
+  kData = 0,  // allocated; holds written data (or zeros written by the client)
+  kZero = 1,  // allocated but known to read as zeros
+  kHole = 2,  // unallocated: reads as zeros, uses no space
+};
+
+struct Extent {
+  uint64_t offset_bytes;
+  uint64_t length_bytes;
+  ExtentKind kind;
+};
+
+// One client request against a volume. Owned by the caller (preallocated), alive until `done`.
+struct VolumeIo {
+  IoOp op = IoOp::kRead;
+  uint8_t flags = 0;  // IoFlags
+  uint64_t offset_bytes = 0;
+  uint32_t length_bytes = 0;
+  void* buf = nullptr;  // aligned to the pool backend's alignment_bytes()
+  // 0 on success, -errno on failure (-ENOSPC, -EIO, -EINVAL, -EPERM, -EOVERFLOW).
+  int32_t result = 0;
+  void (*done)(VolumeIo* io) = nullptr;
+  void* ctx = nullptr;
+
+  // Volume-private state.
+  static constexpr int kSubIoMax = 8;  // backend I/Os one request keeps in flight at once
+  BackendIo sub[kSubIoMax];
+  uint32_t sub_pending = 0;
+  uint64_t cursor_bytes = 0;  // how far the request has been issued
+  int32_t first_error = 0;
+  Volume* volume = nullptr;
+  VolumeIo* next = nullptr;  // wait lists (commits)
+  uint64_t commit_ticket = 0;
+};
+
+class Volume {
+ public:
+  const VolumeInfo& info() const { return info_; }
+  uint64_t size_bytes() const { return info_.size_bytes; }
+
+  // Starts a read, write, flush, discard or write-zeroes. `io->done` runs later on the pool's
+  // reactor, never inside Submit. Out-of-range requests complete with -EINVAL (offset beyond the
+  // end) or -ENOSPC (write that would extend past the end), as NBD asks.
+  void Submit(VolumeIo* io);
+
+  // Describes [offset, offset+length) as extents, from memory (no backend I/O). Covers the
+  // whole range, merging neighbours of the same kind; at most `extents_max` entries (the last one
+  // then ends early, which is allowed).
+  [[nodiscard]] Status MapRange(uint64_t offset_bytes, uint64_t length_bytes, size_t extents_max,
+                                std::vector<Extent>* out) const;
+
+ private:
+  friend class Pool;
+  Volume(Pool* pool, VolumeInfo info) : pool_(pool), info_(std::move(info)) {}
+  Pool* pool_;
+  VolumeInfo info_;
+  // volume chunk index -> pool chunk index + 1 (0 = unallocated).
+  std::vector<uint32_t> map_;
+};
+
+class Pool {
+ public:
+  // Formats `backend` as an empty pool. Destroys whatever was there.
+  static Result<std::unique_ptr<Pool>> Create(std::unique_ptr<IoBackend> backend, Reactor* reactor,
+                                              const PoolOptions& options);
+  // Opens an existing pool, replaying the metadata log. Fails with kDataLoss (and changes
+  // nothing) when neither superblock verifies.
+  static Result<std::unique_ptr<Pool>> Open(std::unique_ptr<IoBackend> backend, Reactor* reactor);
+  // Open, or Create when the backend holds no pool (all-zero superblock area).
+  static Result<std::unique_ptr<Pool>> OpenOrCreate(std::unique_ptr<IoBackend> backend,
+                                                    Reactor* reactor, const PoolOptions& options);
+  ~Pool();
+
+  // Control operations. Each is committed (durable) before its callback... for simplicity these
+  // are synchronous: they commit and wait, driving the reactor if called outside Run().
+  [[nodiscard]] Result<Volume*> CreateVolume(const std::string& name, uint64_t size_bytes,
+                                             Durability durability = Durability::kFlush);
+  [[nodiscard]] Status DeleteVolume(const std::string& name);
+  // Grows or shrinks. Shrinking is refused (kFailedPrecondition) while any chunk beyond the new
+  // end is allocated.
+  [[nodiscard]] Status ResizeVolume(const std::string& name, uint64_t size_bytes);
+  Volume* FindVolume(const std::string& name);
+  std::vector<VolumeInfo> ListVolumes() const;
+
+  // Makes everything completed so far durable (data flush + metadata commit).
+  [[nodiscard]] Status SyncAll();
+
+  PoolStats stats() const;
+  IoBackend* backend() { return backend_.get(); }
+  Reactor* reactor() { return reactor_; }
+
+ private:
+  friend class Volume;
+  Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
+      : backend_(std::move(backend)), reactor_(reactor) {}
+  std::unique_ptr<IoBackend> backend_;
+  Reactor* reactor_;
+  // TODO(helper): allocator, metadata log, commit machinery.
+};
+
+}  // namespace spd
