@@ -7,8 +7,8 @@ pkgs=(
   build-essential cmake ninja-build pkg-config git
   clang clang-format clang-tidy libclang-rt-14-dev
   liburing-dev libgtest-dev libgmock-dev
-  libcli11-dev libtomlplusplus-dev
-  fio libnbd-bin nbdkit qemu-utils python3-libnbd
+  libcli11-dev
+  fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
   iproute2 procps
 )
 

@@ -34,6 +34,8 @@ enum IoFlags : uint8_t {
   kIoNoUnmap = 1 << 1,  // kWriteZeroes: keep the range allocated (no hole punching)
 };
 
+class IoBackend;
+
 // One backend operation. Owned by the caller (preallocated, never allocated per I/O), which
 // must keep it alive and untouched from Submit() until `done` runs.
 struct BackendIo {
@@ -54,6 +56,8 @@ struct BackendIo {
   Task task;
   uint32_t done_bytes = 0;
   BackendIo* next = nullptr;
+  IoBackend* owner = nullptr;
+  uint8_t phase = 0;  // multi-step operations (FUA discard = fallocate, then fdatasync)
 };
 
 struct BackendStats {

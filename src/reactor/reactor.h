@@ -79,6 +79,10 @@ class Reactor {
   // Edge-triggered readiness. `c->fn` runs with the poll mask each time fd becomes readable
   // (POLLIN, POLLRDHUP, POLLHUP, POLLERR) until Unwatch. The handler must read until EAGAIN.
   [[nodiscard]] Status Watch(int fd, Completion* c);
+  // Like Watch, but in uring mode the poll fires once and the caller re-arms it (by calling
+  // WatchOnce again) after handling the event. Such a poll needs no cancellation: shutting the
+  // socket down makes it fire one last time. In epoll mode it is the same as Watch.
+  [[nodiscard]] Status WatchOnce(int fd, Completion* c);
   // One notification when fd becomes writable (POLLOUT), delivered to the same kind of
   // Completion. Used after a send returned EAGAIN.
   [[nodiscard]] Status ArmWritable(int fd, Completion* c);
@@ -121,6 +125,7 @@ class Reactor {
   void RunTimers();
   void DrainPosted();
   void ArmWakeRead();
+  void IssuePollRemoval(Completion* removal);
   uint64_t NextTimeoutNs(uint64_t cap_ns) const;
   void HeapUp(size_t i);
   void HeapDown(size_t i);
@@ -134,7 +139,10 @@ class Reactor {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;
-  Completion wake_completion_;
+  struct WakeCompletion : Completion {
+    Reactor* reactor;
+  };
+  WakeCompletion wake_completion_;
   bool wake_armed_ = false;
 
   Task* deferred_head_ = nullptr;

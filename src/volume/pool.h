@@ -71,6 +71,12 @@ struct Extent {
   ExtentKind kind;
 };
 
+// Something waiting for a metadata commit (a FLUSH, a FUA write, a control operation).
+struct CommitWaiter {
+  void (*fn)(CommitWaiter* self, int32_t result) = nullptr;
+  CommitWaiter* next = nullptr;
+};
+
 // One client request against a volume. Owned by the caller (preallocated), alive until `done`.
 struct VolumeIo {
   IoOp op = IoOp::kRead;
@@ -90,8 +96,11 @@ struct VolumeIo {
   uint64_t cursor_bytes = 0;  // how far the request has been issued
   int32_t first_error = 0;
   Volume* volume = nullptr;
-  VolumeIo* next = nullptr;  // wait lists (commits)
-  uint64_t commit_ticket = 0;
+  CommitWaiter waiter;
+  Task task;  // deferred completion (never complete inside Submit)
+  bool in_submit = false;
+  bool needs_commit = false;  // allocated, freed, or FUA: commit before done
+  bool fua = false;
 };
 
 class Volume {
@@ -103,6 +112,8 @@ class Volume {
   // reactor, never inside Submit. Out-of-range requests complete with -EINVAL (offset beyond the
   // end) or -ENOSPC (write that would extend past the end), as NBD asks.
   void Submit(VolumeIo* io);
+  // Requests of this volume inside the pool right now.
+  uint64_t inflight() const { return inflight_; }
 
   // Describes [offset, offset+length) as extents, from memory (no backend I/O). Covers the
   // whole range, merging neighbours of the same kind; at most `extents_max` entries (the last one
@@ -112,9 +123,18 @@ class Volume {
 
  private:
   friend class Pool;
-  Volume(Pool* pool, VolumeInfo info) : pool_(pool), info_(std::move(info)) {}
+  Volume(Pool* pool, VolumeInfo info, uint32_t slot)
+      : pool_(pool), info_(std::move(info)), slot_(slot) {}
+  void Issue(VolumeIo* io);
+  void Complete(VolumeIo* io, int32_t result);
+  static void OnSubDone(BackendIo* sub);
+  static void OnCommitted(CommitWaiter* w, int32_t result);
+  static void OnDeferredDone(Task* t);
+
   Pool* pool_;
   VolumeInfo info_;
+  uint32_t slot_;
+  uint64_t inflight_ = 0;
   // volume chunk index -> pool chunk index + 1 (0 = unallocated).
   std::vector<uint32_t> map_;
 };
@@ -131,11 +151,16 @@ class Pool {
   static Result<std::unique_ptr<Pool>> OpenOrCreate(std::unique_ptr<IoBackend> backend,
                                                     Reactor* reactor, const PoolOptions& options);
   ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
 
-  // Control operations. Each is committed (durable) before its callback... for simplicity these
-  // are synchronous: they commit and wait, driving the reactor if called outside Run().
+  // Control operations: durable when they return. They commit through the same group-commit
+  // path as data and wait by driving the reactor themselves.
+  // REQUIRES: on the pool's reactor thread, not inside a reactor callback.
   [[nodiscard]] Result<Volume*> CreateVolume(const std::string& name, uint64_t size_bytes,
-                                             Durability durability = Durability::kFlush);
+                                             Durability durability = Durability::kFlush,
+                                             bool read_only = false);
+  // REQUIRES: no request of the volume in flight (kFailedPrecondition otherwise).
   [[nodiscard]] Status DeleteVolume(const std::string& name);
   // Grows or shrinks. Shrinking is refused (kFailedPrecondition) while any chunk beyond the new
   // end is allocated.
@@ -147,16 +172,81 @@ class Pool {
   [[nodiscard]] Status SyncAll();
 
   PoolStats stats() const;
-  IoBackend* backend() { return backend_.get(); }
+  IoBackend* backend() const { return backend_.get(); }
   Reactor* reactor() { return reactor_; }
+  uint64_t chunk_bytes() const { return chunk_bytes_; }
+
+  // Waits for a commit that starts after this call (group commit: one commit serves every
+  // waiter that arrived before it started). `w->fn` runs on the reactor, never inside.
+  void WaitCommit(CommitWaiter* w);
 
  private:
   friend class Volume;
-  Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
-      : backend_(std::move(backend)), reactor_(reactor) {}
+  enum ChunkState : uint8_t {
+    kFreeZero = 0,   // free and known to hold zeros: may be handed out
+    kFreeDirty = 1,  // free, contents unknown (after a crash): zeroed before use
+    kAllocated = 2,
+    kFreeing = 3,      // unmapped; zeroing in progress or waiting for in-flight I/O
+    kFreePending = 4,  // zeroed; free record not yet durable
+  };
+  struct CommitState;
+  struct PunchIo;
+
+  Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor);
+  Status Format(const PoolOptions& options);
+  Status Load();
+  Status LoadCheckpoint();
+  Status ReplayLog();
+  Status ZeroFreeChunks();
+  void RebuildVolumeMaps();
+  [[nodiscard]] Status SyncCommit(bool checkpoint);
+
+  uint64_t ChunkOffset(uint32_t pchunk) const;      // pchunk 0-based
+  uint32_t AllocChunk(Volume* v, uint64_t vchunk);  // pchunk + 1, or 0 when full
+  void UnmapChunk(Volume* v, uint64_t vchunk);
+  void ChunkIoStart(uint32_t pchunk) { ++chunk_inflight_[pchunk]; }
+  void ChunkIoDone(uint32_t pchunk);
+  void StartPunch(uint32_t pchunk);
+  static void OnPunchDone(BackendIo* io);
+
+  void StartCommit();
+  void CommitStep(int32_t result);
+  static void OnCommitIo(BackendIo* io);
+  size_t EncodeLog(uint8_t* buf, size_t blocks_max);
+  size_t EncodeCheckpoint(uint8_t* buf);
+  void FinishCommit(int32_t result);
+
   std::unique_ptr<IoBackend> backend_;
   Reactor* reactor_;
-  // TODO(helper): allocator, metadata log, commit machinery.
+  uint8_t uuid_[16] = {};
+  uint64_t pool_bytes_ = 0;
+  uint32_t chunk_bytes_ = 0;
+  uint64_t ckpt_offset_[2] = {0, 0};
+  uint64_t ckpt_bytes_ = 0;
+  uint64_t log_offset_ = 0;
+  uint64_t log_bytes_ = 0;
+  uint64_t data_offset_ = 0;
+  uint64_t chunks_total_ = 0;
+
+  uint64_t ckpt_seq_ = 0;
+  uint64_t next_lsn_ = 1;
+  uint64_t log_pos_ = 0;
+  uint32_t next_volume_id_ = 1;
+
+  std::vector<std::unique_ptr<Volume>> slots_;  // kVolumesMax
+  std::vector<uint64_t> owners_;                // per pool chunk: (slot+1) << 32 | vchunk
+  std::vector<uint8_t> state_;                  // ChunkState per pool chunk
+  std::vector<uint16_t> chunk_inflight_;
+  std::vector<uint32_t> free_zero_;  // stack of kFreeZero chunks
+  uint64_t chunks_free_ = 0;         // kFreeZero + kFreeDirty
+
+  std::vector<uint32_t> freed_pending_;  // chunks whose free record is pending
+  std::vector<uint32_t> punch_queue_;    // waiting for a PunchIo
+  std::vector<PunchIo*> punch_free_;
+  std::vector<std::unique_ptr<PunchIo>> punch_ios_;
+
+  std::unique_ptr<CommitState> commit_;
+  PoolStats stats_;
 };
 
 }  // namespace spd

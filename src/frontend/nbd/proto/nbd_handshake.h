@@ -102,6 +102,16 @@ class Handshake {
   uint16_t transmission_flags_ = 0;
   uint64_t errors_ = 0;
   uint64_t skip_bytes_ = 0;  // payload of an oversized option being discarded
+  uint32_t cur_opt_ = 0;
+  uint32_t cur_len_ = 0;
+
+  void Reply(uint32_t opt, uint32_t type, const uint8_t* data, uint32_t len);
+  void ReplyError(uint32_t opt, uint32_t type, const char* message);
+  void HandleOption(uint32_t opt, const uint8_t* data, uint32_t len);
+  void HandleInfoOrGo(uint32_t opt, const uint8_t* data, uint32_t len);
+  void HandleMetaContext(uint32_t opt, const uint8_t* data, uint32_t len);
+  void Close(const char* reason);
+  uint16_t FlagsFor(const Export& e) const;
 };
 
 }  // namespace spd::nbd

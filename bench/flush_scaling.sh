@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Group-commit benchmark: N writers, each doing 4 KiB random write + FLUSH in a loop (fio's nbd
+# engine with fsync=1, one NBD connection per writer), against spd2 on a pool in /dev/shm.
+# Prints flushed IOPS for each writer count (median of --rounds runs), the ratio to one writer,
+# and write amplification (backend bytes written / client bytes written, from spd2's counters).
+#
+#   bench/flush_scaling.sh [--rounds N] [--runtime S] [--writers "1 8"] [--bs 4k]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+spd2=${SPD2:-$here/../build/spd2}
+rounds=3
+runtime=5
+writers="1 8"
+bs=4k
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --runtime) runtime=$2; shift 2 ;;
+    --writers) writers=$2; shift 2 ;;
+    --bs) bs=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$spd2" ] || { echo "spd2 not built at $spd2" >&2; exit 1; }
+dir=$(mktemp -d /dev/shm/spd-flush.XXXXXX)
+pid=""
+cleanup() {
+  if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+metric() {  # metric NAME -> value from the metrics endpoint
+  curl -s "http://127.0.0.1:$mport/metrics" | awk -v n="$1" '$1 == n {print $2}'
+}
+
+mport=$((20000 + RANDOM % 20000))
+"$spd2" --data-dir "$dir" --pool-size 4G --volume vol0:1G --nbd-listen off \
+  --metrics-listen "127.0.0.1:$mport" --quiet --log-level warn &
+pid=$!
+for _ in $(seq 100); do [ -S "$dir/nbd.sock" ] && break; sleep 0.1; done
+[ -S "$dir/nbd.sock" ] || { echo "spd2 did not start" >&2; exit 1; }
+uri="nbd+unix:///vol0?socket=$dir/nbd.sock"
+
+declare -A results
+for r in $(seq "$rounds"); do
+  for n in $writers; do
+    out=$(fio --name=flush --ioengine=nbd --uri="$uri" --rw=randwrite --bs="$bs" --fsync=1 \
+      --iodepth=1 --numjobs="$n" --group_reporting --size=256M --time_based \
+      --runtime="$runtime" --output-format=json 2>/dev/null)
+    iops=$(echo "$out" | /usr/bin/python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))')
+    results[$n]="${results[$n]:-} $iops"
+    echo "round $r writers $n: $iops flushed writes/s"
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo
+printf "%-8s %-14s %s\n" writers "median IOPS" "ratio to 1 writer"
+base=""
+for n in $writers; do
+  m=$(echo "${results[$n]}" | median)
+  [ -z "$base" ] && base=$m
+  printf "%-8s %-14s %s\n" "$n" "$m" "$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.2f", a / b}')"
+done
+cb=$(metric spd_volume_client_bytes_written_total || true)
+bb=$(metric spd_io_bytes_written_total || true)
+if [ -n "$cb" ] && [ -n "$bb" ] && [ "$cb" != 0 ]; then
+  echo "write amplification (backend bytes / client bytes): $(awk -v a="$bb" -v b="$cb" 'BEGIN {printf "%.3f", a / b}')"
+else
+  echo "write amplification: counters spd_volume_client_bytes_written_total / spd_io_bytes_written_total not exported"
+fi

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Second command of the README: runs the whole test suite from a clean checkout.
+#   1. installs dependencies   2. format check   3. unit tests under ASan+UBSan
+#   4. integration tests with real NBD clients against a release build   5. a short fuzz run
+# Ends with one line "N passed, N failed" counting the stages; exit status non-zero on failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export SPD_JOBS=${SPD_JOBS:-$(nproc)}
+passed=0
+failed=0
+failures=()
+stage() {
+  local name=$1
+  shift
+  local t0=$SECONDS
+  echo "=== stage: $name"
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== stage $name: PASS ($((SECONDS - t0)) s)"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    echo "=== stage $name: FAIL ($((SECONDS - t0)) s)"
+  fi
+}
+
+format_check() {
+  local files
+  files=$(git ls-files '*.cc' '*.h' 2>/dev/null)
+  [ -n "$files" ] || files=$(find src include bench fuzz tests -name '*.cc' -o -name '*.h' 2>/dev/null)
+  # shellcheck disable=SC2086
+  clang-format --dry-run -Werror $files
+}
+
+unit_tests() {
+  bash scripts/build.sh asan &&
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -L unit -j "$SPD_JOBS")
+}
+
+integration_tests() {
+  bash scripts/build.sh release && SPD2="$PWD/build/spd2" bash tests/integration/run.sh
+}
+
+fuzz_run() {
+  bash scripts/build.sh fuzz || return 1
+  local corpus
+  corpus=$(mktemp -d)
+  ./build-fuzz/fuzz/nbd_fuzz -max_total_time="${SPD_FUZZ_SECONDS:-30}" -rss_limit_mb=2048 \
+    "$corpus" 2>&1 | tail -n 5
+  local rc=${PIPESTATUS[0]}
+  rm -rf "$corpus"
+  return "$rc"
+}
+
+stage setup bash scripts/setup.sh
+stage format format_check
+stage unit unit_tests
+stage integration integration_tests
+stage fuzz fuzz_run
+
+if [ ${#failures[@]} -gt 0 ]; then echo "failed stages: ${failures[*]}"; fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,227 @@
+#include "daemon/daemon.h"
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "common/log.h"
+#include "frontend/nbd/nbd_server.h"
+#include "reactor/reactor.h"
+#include "reactor/reactor_group.h"
+#include "telemetry/metrics_server.h"
+#include "volume/pool.h"
+
+namespace spd {
+namespace {
+
+struct SignalWatch : Completion {
+  int fd = -1;
+  NbdServer* server = nullptr;
+  Reactor* reactor = nullptr;
+  bool stopping = false;
+  struct Stopped : Task {
+    Reactor* reactor = nullptr;
+  } stopped;
+};
+
+void OnSignal(Completion* c, int32_t res, uint32_t flags) {
+  auto* w = static_cast<SignalWatch*>(c);
+  signalfd_siginfo si;
+  bool got = false;
+  while (read(w->fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) got = true;
+  if (!got || w->stopping) return;
+  w->stopping = true;
+  SPD_LOG_INFO("signal %u: draining in-flight requests", si.ssi_signo);
+  w->server->Shutdown(&w->stopped);
+}
+
+Status MakeDirs(const std::string& dir) {
+  std::string cur;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || dir[i] == '/') {
+      if (!cur.empty() && mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST)
+        return Status::FromErrno(errno, "mkdir " + cur);
+    }
+    if (i < dir.size()) cur += dir[i];
+  }
+  return Status::Ok();
+}
+
+bool SplitHostPort(const std::string& s, std::string* host, uint16_t* port) {
+  size_t c = s.rfind(':');
+  if (c == std::string::npos) return false;
+  *host = s.substr(0, c);
+  try {
+    unsigned long p = std::stoul(s.substr(c + 1));
+    if (p > 65535) return false;
+    *port = static_cast<uint16_t>(p);
+  } catch (...) {
+    return false;
+  }
+  return !host->empty();
+}
+
+void PrintHowToConnect(const DaemonOptions& o, const NbdServer& server, const Pool& pool) {
+  std::string vol = pool.ListVolumes().empty() ? "vol0" : pool.ListVolumes().front().name;
+  std::printf("spd2 ready.\n");
+  if (o.nbd_unix != "off") {
+    std::printf("  nbdinfo 'nbd+unix:///%s?socket=%s'\n", vol.c_str(), o.nbd_unix.c_str());
+    std::printf(
+        "  fio --name=randrw --ioengine=nbd --uri='nbd+unix:///%s?socket=%s' --rw=randrw "
+        "--bs=4k --iodepth=32 --size=256M --runtime=10 --time_based\n",
+        vol.c_str(), o.nbd_unix.c_str());
+  }
+  if (o.metrics_listen != "off") {
+    std::printf("  curl -s http://%s/metrics\n", o.metrics_listen.c_str());
+  }
+  if (o.nbd_listen != "off") {
+    std::printf("  qemu-img info nbd://127.0.0.1:%u/%s\n", server.tcp_port(), vol.c_str());
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int RunDaemon(const DaemonOptions& o) {
+  if (o.log_level == "debug") SetLogLevel(LogLevel::kDebug);
+  if (o.log_level == "warn") SetLogLevel(LogLevel::kWarn);
+  if (o.log_level == "error") SetLogLevel(LogLevel::kError);
+
+  // Signals go through a signalfd so that they are handled on the reactor like any event.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (Status s = MakeDirs(o.data_dir); !s.ok()) {
+    SPD_LOG_ERROR("data directory: %s", s.ToString().c_str());
+    return 1;
+  }
+
+  ReactorOptions ro;
+  ro.force_epoll = o.backend == BackendKind::kPosix;
+  auto reactor_or = Reactor::Create(ro);
+  if (!reactor_or.ok()) {
+    SPD_LOG_ERROR("reactor: %s", reactor_or.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<Reactor> reactor = std::move(reactor_or).value();
+  if (reactor->engine() == ReactorEngine::kEpoll && o.backend != BackendKind::kPosix) {
+    SPD_LOG_WARN("io_uring unavailable (%s): running on epoll with the posix backend",
+                 reactor->fallback_reason().c_str());
+  }
+
+  BackendOptions bo;
+  bo.kind = ChooseBackendKind(o.backend, *reactor);
+  bo.path = o.pool_path;
+  bo.size_bytes = o.pool_size_bytes;
+  bo.create = true;
+  bo.buffered = o.buffered;
+  bo.queue_depth_max = o.queue_depth_max;
+  bo.posix_threads = o.posix_threads;
+  bo.sim = o.sim;
+  auto backend = OpenBackend(bo, reactor.get());
+  if (!backend.ok()) {
+    SPD_LOG_ERROR("pool %s: %s", o.pool_path.c_str(), backend.status().ToString().c_str());
+    return 1;
+  }
+  PoolOptions po;
+  po.chunk_size_bytes = o.chunk_size_bytes;
+  auto pool_or = Pool::OpenOrCreate(std::move(backend).value(), reactor.get(), po);
+  if (!pool_or.ok()) {
+    SPD_LOG_ERROR("pool %s: %s", o.pool_path.c_str(), pool_or.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<Pool> pool = std::move(pool_or).value();
+
+  std::vector<VolumeSpec> wanted = o.volumes;
+  if (wanted.empty() && pool->ListVolumes().empty()) wanted.push_back({"vol0", 1ull << 30, false});
+  for (const VolumeSpec& v : wanted) {
+    if (pool->FindVolume(v.name) != nullptr) continue;
+    auto created = pool->CreateVolume(v.name, v.size_bytes, Durability::kFlush, v.read_only);
+    if (!created.ok()) {
+      SPD_LOG_ERROR("volume %s: %s", v.name.c_str(), created.status().ToString().c_str());
+      return 1;
+    }
+    SPD_LOG_INFO("created volume %s (%llu bytes)", v.name.c_str(),
+                 static_cast<unsigned long long>(v.size_bytes));
+  }
+
+  NbdServerOptions no;
+  if (o.nbd_unix != "off") no.unix_path = o.nbd_unix;
+  if (o.nbd_listen != "off") {
+    if (!SplitHostPort(o.nbd_listen, &no.tcp_host, &no.tcp_port)) {
+      SPD_LOG_ERROR("--nbd-listen wants HOST:PORT, got '%s'", o.nbd_listen.c_str());
+      return 2;
+    }
+  }
+  no.connections_max = o.nbd_connections_max;
+  no.conn_inflight_max = o.nbd_inflight_max;
+  no.request_bytes_max = o.nbd_request_bytes_max;
+  unsigned cores = o.cores ? o.cores : ReactorGroup::AvailableCores();
+  auto group_or = ReactorGroup::Start(reactor.get(), cores, ro);
+  if (!group_or.ok()) {
+    SPD_LOG_ERROR("%s", group_or.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<ReactorGroup> group = std::move(group_or).value();
+  std::vector<Reactor*> conn_reactors;
+  for (unsigned i = 0; i < group->size(); ++i) conn_reactors.push_back(group->at(i));
+  NbdServer server(reactor.get(), pool.get(), no, conn_reactors);
+  if (Status s = server.Start(); !s.ok()) {
+    SPD_LOG_ERROR("%s", s.ToString().c_str());
+    return 1;
+  }
+
+  MetricsServer metrics(reactor.get());
+  if (o.metrics_listen != "off") {
+    std::string host;
+    uint16_t port = 0;
+    if (!SplitHostPort(o.metrics_listen, &host, &port)) {
+      SPD_LOG_ERROR("--metrics-listen wants HOST:PORT, got '%s'", o.metrics_listen.c_str());
+      return 2;
+    }
+    if (Status s = metrics.Start(host, port); !s.ok()) {
+      SPD_LOG_ERROR("%s", s.ToString().c_str());
+      return 1;
+    }
+  }
+
+  SignalWatch sig;
+  sig.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  sig.server = &server;
+  sig.reactor = reactor.get();
+  sig.fn = &OnSignal;
+  sig.stopped.reactor = reactor.get();
+  sig.stopped.fn = [](Task* t) {
+    // Everything drained: leave the loop.
+    static_cast<SignalWatch::Stopped*>(t)->reactor->Stop();
+  };
+  if (sig.fd < 0 || !reactor->Watch(sig.fd, &sig).ok()) {
+    SPD_LOG_ERROR("signalfd: %s", strerror(errno));
+    return 1;
+  }
+
+  SPD_LOG_INFO("spd2 serving %zu volume(s) from %s on %s backend, %u %s reactor(s)",
+               pool->ListVolumes().size(), o.pool_path.c_str(), pool->backend()->name(),
+               group->size(), reactor->engine() == ReactorEngine::kUring ? "io_uring" : "epoll");
+  if (!o.quiet) PrintHowToConnect(o, server, *pool);
+  reactor->Run();
+
+  Status s = pool->SyncAll();
+  if (!s.ok()) {
+    SPD_LOG_ERROR("final flush failed: %s", s.ToString().c_str());
+    return 1;
+  }
+  SPD_LOG_INFO("spd2 stopped cleanly");
+  return 0;
+}
+
+}  // namespace spd

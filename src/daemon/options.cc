@@ -1,0 +1,179 @@
+#include "daemon/options.h"
+
+#include <CLI/CLI.hpp>
+#include <cctype>
+#include <cmath>
+#include <sstream>
+
+namespace spd {
+
+Result<uint64_t> ParseSize(const std::string& text) {
+  if (text.empty()) return InvalidArgument("empty size");
+  size_t pos = 0;
+  double v;
+  try {
+    v = std::stod(text, &pos);
+  } catch (...) {
+    return InvalidArgument("not a size: '" + text + "'");
+  }
+  if (v < 0 || !std::isfinite(v)) return InvalidArgument("not a size: '" + text + "'");
+  std::string unit = text.substr(pos);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.size() > 1 && (unit.substr(1) == "IB" || unit.substr(1) == "B"))
+    unit = unit.substr(0, 1);
+  double mult = 1;
+  if (unit.empty() || unit == "B") {
+    mult = 1;
+  } else if (unit == "K") {
+    mult = 1024.0;
+  } else if (unit == "M") {
+    mult = 1024.0 * 1024;
+  } else if (unit == "G") {
+    mult = 1024.0 * 1024 * 1024;
+  } else if (unit == "T") {
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  } else {
+    return InvalidArgument("unknown size unit in '" + text + "' (use K, M, G or T)");
+  }
+  double bytes = v * mult;
+  if (bytes > 9.0e18) return InvalidArgument("size too large: '" + text + "'");
+  return static_cast<uint64_t>(bytes);
+}
+
+Result<VolumeSpec> ParseVolumeSpec(const std::string& text) {
+  VolumeSpec spec;
+  size_t c1 = text.find(':');
+  if (c1 == std::string::npos || c1 == 0)
+    return InvalidArgument("--volume wants NAME:SIZE[:ro], got '" + text + "'");
+  spec.name = text.substr(0, c1);
+  std::string rest = text.substr(c1 + 1);
+  size_t c2 = rest.find(':');
+  std::string size = rest.substr(0, c2);
+  if (c2 != std::string::npos) {
+    std::string mode = rest.substr(c2 + 1);
+    if (mode != "ro" && mode != "rw")
+      return InvalidArgument("--volume mode must be ro or rw, got '" + mode + "'");
+    spec.read_only = mode == "ro";
+  }
+  SPD_ASSIGN_OR_RETURN(spec.size_bytes, ParseSize(size));
+  if (spec.size_bytes == 0) return InvalidArgument("--volume size must be > 0: '" + text + "'");
+  return spec;
+}
+
+namespace {
+
+constexpr const char* kDescription = R"(spd2 - SP Driver 2.0 block-storage daemon
+
+With no arguments spd2 starts in dev mode: it keeps everything under ./spd-data (a sparse pool
+file, pool.img), creates volume vol0 (1 GiB) when the pool has none, and serves every volume
+over NBD on DATA_DIR/nbd.sock and 127.0.0.1:10809. It needs no root. Every flag is also a key
+of the TOML file given with --config (key = flag name without dashes, e.g. pool-size = "4G").
+
+Sizes take binary units: 4096, 64K, 1M, 16G, 1T (KiB/MiB/GiB/TiB also accepted).
+Signals: SIGTERM or SIGINT stop accepting, let in-flight requests finish, make all data
+durable (flush) and exit 0.
+Exit codes: 0 clean stop, 1 runtime failure (pool cannot be opened, port in use), 2 bad usage.
+)";
+
+}  // namespace
+
+Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* help_text) {
+  DaemonOptions o;
+  CLI::App app(kDescription, "spd2");
+  app.get_formatter()->column_width(34);
+  app.set_config("--config", "", "Read options from this TOML file (flags given too win)");
+  app.set_version_flag("--version", "spd2 0.1.0");
+
+  std::string pool_size = "16G", chunk_size = "1M", backend = "uring", request_max = "32M";
+  std::vector<std::string> volumes;
+  app.add_option("--data-dir", o.data_dir, "Directory for the pool file and sockets")
+      ->capture_default_str();
+  app.add_option("--pool", o.pool_path, "Pool file or block device (default DATA_DIR/pool.img)");
+  app.add_option("--pool-size", pool_size, "Size of a new pool file (sparse)")
+      ->capture_default_str();
+  app.add_option("--chunk-size", chunk_size,
+                 "Thin-provisioning unit of a new pool (power of two, >= 64K)")
+      ->capture_default_str();
+  app.add_option("--volume", volumes,
+                 "NAME:SIZE[:ro] volume to create at start when missing (repeatable)");
+  app.add_option("--backend", backend,
+                 "I/O backend: uring (fast path), posix (kernel fallback), "
+                 "sim (in-memory, with latency/fault models)")
+      ->capture_default_str();
+  app.add_option("--cores", o.cores,
+                 "Reactor threads, one per core (0 = all cores). Reactor 0 owns the pool; "
+                 "connections are spread over all of them")
+      ->capture_default_str();
+  app.add_flag("--buffered", o.buffered, "Do not use O_DIRECT on the pool file");
+  app.add_option("--queue-depth", o.queue_depth_max, "Backend I/Os in flight at most")
+      ->capture_default_str();
+  app.add_option("--posix-threads", o.posix_threads, "Worker threads of the posix backend")
+      ->capture_default_str();
+  app.add_option("--sim-seed", o.sim.seed, "sim: random seed (runs replay exactly)")
+      ->capture_default_str();
+  app.add_option("--sim-latency-us", o.sim.latency_base_ns, "sim: base latency per op (us)");
+  app.add_option("--sim-jitter-us", o.sim.latency_jitter_ns, "sim: uniform extra latency (us)");
+  app.add_option("--sim-iops", o.sim.iops_max, "sim: operations per second capacity (0 = none)");
+  app.add_option("--sim-bandwidth", o.sim.bandwidth_bytes_per_s,
+                 "sim: bytes per second capacity (0 = none)");
+  app.add_option("--sim-error-rate", o.sim.error_probability,
+                 "sim: probability that a data op fails with EIO");
+  app.add_option("--nbd-unix", o.nbd_unix, "NBD unix socket (default DATA_DIR/nbd.sock; off)");
+  app.add_option("--nbd-listen", o.nbd_listen, "NBD TCP address HOST:PORT (off to disable)")
+      ->capture_default_str();
+  app.add_option("--nbd-connections-max", o.nbd_connections_max, "NBD connections at most")
+      ->capture_default_str();
+  app.add_option("--nbd-inflight-max", o.nbd_inflight_max, "NBD requests in flight per connection")
+      ->capture_default_str();
+  app.add_option("--nbd-request-max", request_max,
+                 "Largest NBD request accepted (advertised to clients)")
+      ->capture_default_str();
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "Prometheus endpoint HOST:PORT serving GET /metrics (off to disable)")
+      ->capture_default_str();
+  app.add_option("--log-level", o.log_level, "debug, info, warn or error")->capture_default_str();
+  app.add_flag("--quiet", o.quiet, "Do not print the how-to-connect lines");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    *help_text = app.help();
+    return Status(StatusCode::kCancelled, "help");
+  } catch (const CLI::CallForVersion&) {
+    *help_text = "spd2 0.1.0\n";
+    return Status(StatusCode::kCancelled, "version");
+  } catch (const CLI::ParseError& e) {
+    return InvalidArgument(e.what());
+  }
+  // The sim latencies are given in microseconds on the command line.
+  o.sim.latency_base_ns *= 1000;
+  o.sim.latency_jitter_ns *= 1000;
+  SPD_ASSIGN_OR_RETURN(o.pool_size_bytes, ParseSize(pool_size));
+  uint64_t chunk;
+  SPD_ASSIGN_OR_RETURN(chunk, ParseSize(chunk_size));
+  if (chunk < (64u << 10) || chunk > (1u << 30) || (chunk & (chunk - 1)) != 0)
+    return InvalidArgument("--chunk-size must be a power of two between 64K and 1G");
+  o.chunk_size_bytes = static_cast<uint32_t>(chunk);
+  uint64_t req;
+  SPD_ASSIGN_OR_RETURN(req, ParseSize(request_max));
+  if (req < 4096 || req > (1u << 30))
+    return InvalidArgument("--nbd-request-max must be between 4K and 1G");
+  o.nbd_request_bytes_max = static_cast<uint32_t>(req);
+  SPD_ASSIGN_OR_RETURN(o.backend, ParseBackendKind(backend));
+  for (const std::string& v : volumes) {
+    VolumeSpec spec;
+    SPD_ASSIGN_OR_RETURN(spec, ParseVolumeSpec(v));
+    o.volumes.push_back(spec);
+  }
+  if (o.pool_path.empty()) o.pool_path = o.data_dir + "/pool.img";
+  if (o.nbd_unix.empty()) o.nbd_unix = o.data_dir + "/nbd.sock";
+  if (o.log_level != "debug" && o.log_level != "info" && o.log_level != "warn" &&
+      o.log_level != "error")
+    return InvalidArgument("--log-level must be debug, info, warn or error");
+  if (o.cores > 1024) return InvalidArgument("--cores must be between 0 and 1024");
+  if (o.nbd_inflight_max == 0 || o.nbd_inflight_max > 4096)
+    return InvalidArgument("--nbd-inflight-max must be between 1 and 4096");
+  return o;
+}
+
+}  // namespace spd

@@ -1,0 +1,52 @@
+// spd2 command line and config file: one struct, filled by CLI11 from flags and from the
+// TOML file given with --config (every flag is also a config key of the same name).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "io/io_backend.h"
+#include "volume/pool.h"
+
+namespace spd {
+
+struct VolumeSpec {
+  std::string name;
+  uint64_t size_bytes = 0;
+  bool read_only = false;
+};
+
+struct DaemonOptions {
+  std::string data_dir = "./spd-data";
+  std::string pool_path;  // default DATA_DIR/pool.img
+  uint64_t pool_size_bytes = 16ull << 30;
+  uint32_t chunk_size_bytes = 1u << 20;
+  std::vector<VolumeSpec> volumes;
+  BackendKind backend = BackendKind::kUring;
+  unsigned cores = 0;  // reactors; 0 = every core this process may use
+  bool buffered = false;
+  unsigned queue_depth_max = 256;
+  unsigned posix_threads = 4;
+  SimOptions sim;
+  std::string nbd_unix;                        // default DATA_DIR/nbd.sock; "off" disables
+  std::string nbd_listen = "127.0.0.1:10809";  // "off" disables
+  uint32_t nbd_connections_max = 1024;
+  uint32_t nbd_inflight_max = 128;
+  uint32_t nbd_request_bytes_max = 32u << 20;
+  std::string metrics_listen = "127.0.0.1:9465";  // "off" disables
+  std::string log_level = "info";
+  bool quiet = false;  // no connection hints on stdout
+};
+
+// Parses "4096", "64K", "1M", "1G", "1T", "1GiB", "1.5G". Binary units.
+Result<uint64_t> ParseSize(const std::string& text);
+// "NAME:SIZE" or "NAME:SIZE:ro".
+Result<VolumeSpec> ParseVolumeSpec(const std::string& text);
+
+// Parses argv. Returns kCancelled with the text to print for --help/--version (exit 0), and
+// kInvalidArgument with a one-line message for bad input (exit 2).
+Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* help_text);
+
+}  // namespace spd

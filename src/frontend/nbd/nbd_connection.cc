@@ -1,0 +1,692 @@
+#include "frontend/nbd/nbd_connection.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/counters.h"
+#include "common/log.h"
+#include "frontend/nbd/proto/nbd_format.h"
+
+namespace spd {
+namespace {
+
+Counter requests_total("spd_nbd_requests_total", "NBD requests received.");
+Counter request_errors_total("spd_nbd_request_errors_total",
+                             "NBD requests answered with an error.");
+Counter rejected_total("spd_nbd_requests_rejected_total",
+                       "NBD requests refused by validation before reaching a volume.");
+Counter bad_magic_total("spd_nbd_bad_request_magic_total",
+                        "Connections closed because a request had a bad magic.");
+Counter backpressure_total(
+    "spd_nbd_backpressure_total",
+    "Times a connection stopped reading because its in-flight limit was hit.");
+Counter send_errors_total("spd_nbd_send_errors_total",
+                          "Connections whose socket failed while replies were pending.");
+Counter truncated_total("spd_nbd_truncated_payload_total",
+                        "Connections that closed in the middle of a write payload.");
+Counter buffer_alloc_failures_total("spd_nbd_buffer_alloc_failures_total",
+                                    "Request buffers that could not be allocated (ENOMEM).");
+Counter handshake_failures_total("spd_nbd_handshake_failures_total",
+                                 "Connections closed during negotiation.");
+
+constexpr uint32_t kBufAlign = 4096;
+// Buffers up to this size stay with their slot between requests; larger ones are freed after
+// each use so that a burst of huge requests does not pin memory.
+constexpr uint32_t kBufKeepBytes = 1u << 20;
+// Payloads at least this large are received straight into the request buffer.
+constexpr uint32_t kDirectRecvBytes = 64u << 10;
+constexpr size_t kBlockStatusExtentsMax = 128;
+
+uint32_t RoundUp(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
+
+}  // namespace
+
+NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::string peer)
+    : server_(server),
+      reactor_(reactor),
+      pool_reactor_(server->reactor_),
+      fd_(fd),
+      peer_(std::move(peer)) {
+  start_task.conn = this;
+  rx_watch_.conn = this;
+  rx_watch_.fn = &NbdConnection::OnReadable;
+  tx_watch_.conn = this;
+  tx_watch_.fn = &NbdConnection::OnWritable;
+  flush_task_.fn = &NbdConnection::OnFlushTask;
+  flush_task_.conn = this;
+}
+
+NbdConnection::~NbdConnection() {
+  if (slots_) {
+    for (uint32_t i = 0; i < server_->options_.conn_inflight_max; ++i) std::free(slots_[i].buf);
+  }
+  if (fd_ >= 0) close(fd_);
+}
+
+Status NbdConnection::Start() {
+  const NbdServerOptions& o = server_->options_;
+  rx_.resize(o.recv_buffer_bytes);
+  slots_.reset(new NbdSlot[o.conn_inflight_max]);
+  for (uint32_t i = 0; i < o.conn_inflight_max; ++i) {
+    slots_[i].conn = this;
+    slots_[i].hop.slot = &slots_[i];
+    slots_[i].extents.reserve(kBlockStatusExtentsMax + 1);
+    slots_[i].next = free_;
+    free_ = &slots_[i];
+  }
+  handshake_ = std::make_unique<nbd::Handshake>(server_->catalog());
+  SPD_RETURN_IF_ERROR(reactor_->WatchOnce(fd_, &rx_watch_));
+  rx_poll_active_ = true;
+  FlushOut();  // the greeting
+  return Status::Ok();
+}
+
+void NbdConnection::Drain() { BeginClose("server shutting down"); }
+
+void NbdConnection::OnReadable(Completion* c, int32_t res, uint32_t flags) {
+  NbdConnection* self = static_cast<Watcher*>(c)->conn;
+  const bool uring = self->reactor_->engine() == ReactorEngine::kUring;
+  if (uring) {
+    // One-shot poll: re-armed after each event while the connection lives. Re-arming before
+    // reading is safe: an event that arrives meanwhile fires the new poll.
+    self->rx_poll_active_ = false;
+    if (!self->closing_ && res >= 0) {
+      if (self->reactor_->WatchOnce(self->fd_, &self->rx_watch_).ok()) {
+        self->rx_poll_active_ = true;
+      }
+    }
+  }
+  if (res < 0) {
+    if (res != -ECANCELED) self->BeginClose("poll failed");
+    self->MaybeFinishClose();
+    return;
+  }
+  if (res & POLLOUT) self->FlushOut();
+  if (res & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) self->ReadAll();
+  self->MaybeFinishClose();
+}
+
+void NbdConnection::OnWritable(Completion* c, int32_t res, uint32_t flags) {
+  NbdConnection* self = static_cast<Watcher*>(c)->conn;
+  self->tx_armed_ = false;
+  if (res >= 0) self->FlushOut();
+  self->MaybeFinishClose();
+}
+
+void NbdConnection::OnFlushTask(Task* t) {
+  NbdConnection* self = static_cast<FlushTask*>(t)->conn;
+  self->flush_scheduled_ = false;
+  self->FlushOut();
+  if (self->stalled_ && !self->closing_) self->Resume();
+  self->MaybeFinishClose();
+}
+
+void NbdConnection::ScheduleFlush() {
+  // After close the connection is about to be deleted at the end of this tick.
+  if (flush_scheduled_ || closed_) return;
+  flush_scheduled_ = true;
+  reactor_->Defer(&flush_task_);
+}
+
+void NbdConnection::Resume() {
+  stalled_ = false;
+  if (ProcessRx()) ReadAll();
+}
+
+void NbdConnection::ReadAll() {
+  while (!closing_ && !stalled_) {
+    uint8_t* dst;
+    size_t room;
+    bool direct = false;
+    if (rx_state_ == RxState::kPayload && rx_start_ == rx_end_ &&
+        payload_slot_->req.length - payload_slot_->payload_have >= kDirectRecvBytes) {
+      direct = true;
+      dst = payload_slot_->buf + payload_slot_->payload_have;
+      room = payload_slot_->req.length - payload_slot_->payload_have;
+    } else {
+      if (rx_start_ == rx_end_) {
+        rx_start_ = rx_end_ = 0;
+      } else if (rx_end_ == rx_.size() || rx_start_ > rx_.size() / 2) {
+        std::memmove(rx_.data(), rx_.data() + rx_start_, rx_end_ - rx_start_);
+        rx_end_ -= rx_start_;
+        rx_start_ = 0;
+      }
+      dst = rx_.data() + rx_end_;
+      room = rx_.size() - rx_end_;
+      SPD_ASSERT(room > 0);
+    }
+    ssize_t n = recv(fd_, dst, room, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) BeginClose("recv failed");
+      return;
+    }
+    if (n == 0) {
+      eof_ = true;
+      if (rx_state_ == RxState::kPayload || rx_state_ == RxState::kDiscard) truncated_total.Add();
+      if (rx_state_ == RxState::kHandshake) handshake_failures_total.Add();
+      BeginClose("client closed the connection");
+      return;
+    }
+    if (direct) {
+      payload_slot_->payload_have += static_cast<uint32_t>(n);
+      if (payload_slot_->payload_have == payload_slot_->req.length) {
+        NbdSlot* s = payload_slot_;
+        payload_slot_ = nullptr;
+        rx_state_ = RxState::kHeader;
+        Dispatch(s);
+      }
+    } else {
+      rx_end_ += static_cast<size_t>(n);
+    }
+    if (!ProcessRx()) return;
+  }
+}
+
+bool NbdConnection::ProcessRx() {
+  for (;;) {
+    if (closing_) return false;
+    size_t avail = rx_end_ - rx_start_;
+    switch (rx_state_) {
+      case RxState::kHandshake:
+        if (!ProcessHandshake()) return false;
+        if (rx_state_ == RxState::kHandshake) return true;  // needs more bytes
+        break;
+      case RxState::kHeader:
+        if (avail < nbd::kRequestHeaderBytes) return true;
+        if (!ProcessHeader()) return false;
+        break;
+      case RxState::kPayload: {
+        NbdSlot* s = payload_slot_;
+        uint32_t want = s->req.length - s->payload_have;
+        uint32_t take = static_cast<uint32_t>(std::min<size_t>(want, avail));
+        std::memcpy(s->buf + s->payload_have, rx_.data() + rx_start_, take);
+        rx_start_ += take;
+        s->payload_have += take;
+        if (s->payload_have < s->req.length) return true;
+        payload_slot_ = nullptr;
+        rx_state_ = RxState::kHeader;
+        Dispatch(s);
+        break;
+      }
+      case RxState::kDiscard: {
+        uint64_t take = std::min<uint64_t>(discard_left_, avail);
+        rx_start_ += take;
+        discard_left_ -= take;
+        if (discard_left_ > 0) return true;
+        NbdSlot* s = payload_slot_;
+        payload_slot_ = nullptr;
+        rx_state_ = RxState::kHeader;
+        Complete(s);
+        break;
+      }
+      case RxState::kClosing:
+        return false;
+    }
+  }
+}
+
+bool NbdConnection::ProcessHandshake() {
+  size_t avail = rx_end_ - rx_start_;
+  size_t used = handshake_->Feed(rx_.data() + rx_start_, avail);
+  rx_start_ += used;
+  FlushOut();
+  switch (handshake_->state()) {
+    case nbd::Handshake::State::kNegotiating:
+      return true;
+    case nbd::Handshake::State::kClose:
+      handshake_failures_total.Add();
+      BeginClose(handshake_->close_reason().empty() ? "negotiation ended"
+                                                    : handshake_->close_reason().c_str());
+      return false;
+    case nbd::Handshake::State::kTransmission:
+      export_ = handshake_->selected();
+      volume_ = static_cast<Volume*>(export_->cookie);
+      rx_state_ = RxState::kHeader;
+      SPD_LOG_DEBUG("nbd %s: export '%s' structured=%d", peer_.c_str(), export_->name.c_str(),
+                    handshake_->structured_replies());
+      return true;
+  }
+  return false;
+}
+
+bool NbdConnection::ProcessHeader() {
+  const NbdServerOptions& o = server_->options_;
+  if (free_ == nullptr || inflight_bytes_ >= o.conn_inflight_bytes_max) {
+    if (!stalled_) backpressure_total.Add();
+    stalled_ = true;
+    return false;
+  }
+  nbd::Request req;
+  nbd::ParseResult pr = nbd::ParseRequest(rx_.data() + rx_start_, rx_end_ - rx_start_, &req);
+  if (pr == nbd::ParseResult::kNeedMore) return true;
+  if (pr == nbd::ParseResult::kBadMagic) {
+    bad_magic_total.Add();
+    BeginClose("bad request magic");
+    return false;
+  }
+  rx_start_ += nbd::kRequestHeaderBytes;
+  requests_total.Add();
+  nbd::Verdict v = nbd::Validate(req, *handshake_);
+  if (v.close && v.error == 0) {  // NBD_CMD_DISC
+    BeginClose("client sent NBD_CMD_DISC");
+    return false;
+  }
+  NbdSlot* s = TakeSlot();
+  s->req = req;
+  if (v.error != 0) {
+    rejected_total.Add();
+    s->reply_error = v.error;
+    if (v.close) {
+      Complete(s);
+      BeginClose("request cannot be answered safely");
+      return false;
+    }
+    if (v.payload_bytes > 0) {
+      payload_slot_ = s;
+      discard_left_ = v.payload_bytes;
+      rx_state_ = RxState::kDiscard;
+      return true;
+    }
+    Complete(s);
+    return true;
+  }
+  if (req.type == nbd::kCmdWrite && req.length > 0) {
+    if (!EnsureBuffer(s, req.length)) {
+      s->reply_error = nbd::kENoMem;
+      payload_slot_ = s;
+      discard_left_ = req.length;
+      rx_state_ = RxState::kDiscard;
+      return true;
+    }
+    s->payload_have = 0;
+    payload_slot_ = s;
+    rx_state_ = RxState::kPayload;
+    return true;
+  }
+  Dispatch(s);
+  return true;
+}
+
+bool NbdConnection::EnsureBuffer(NbdSlot* s, uint32_t bytes) {
+  if (s->buf_capacity >= bytes) return true;
+  std::free(s->buf);
+  s->buf = nullptr;
+  s->buf_capacity = 0;
+  uint32_t cap = RoundUp(bytes, kBufAlign);
+  void* p = nullptr;
+  if (posix_memalign(&p, kBufAlign, cap) != 0) {
+    buffer_alloc_failures_total.Add();
+    return false;
+  }
+  s->buf = static_cast<uint8_t*>(p);
+  s->buf_capacity = cap;
+  return true;
+}
+
+void NbdConnection::Dispatch(NbdSlot* s) {
+  const nbd::Request& r = s->req;
+  VolumeIo& v = s->vio;
+  v.flags = 0;
+  v.offset_bytes = r.offset;
+  v.length_bytes = r.length;
+  v.buf = nullptr;
+  v.result = 0;
+  v.done = &NbdConnection::OnVolumeDone;
+  v.ctx = s;
+  if (r.flags & nbd::kCmdFlagFua) v.flags |= kIoFua;
+  switch (r.type) {
+    case nbd::kCmdRead:
+      if (r.length == 0) return Complete(s);
+      if (!EnsureBuffer(s, r.length)) {
+        s->reply_error = nbd::kENoMem;
+        return Complete(s);
+      }
+      v.op = IoOp::kRead;
+      v.buf = s->buf;
+      inflight_bytes_ += r.length;
+      break;
+    case nbd::kCmdWrite:
+      if (r.length == 0) return Complete(s);
+      v.op = IoOp::kWrite;
+      v.buf = s->buf;
+      inflight_bytes_ += r.length;
+      break;
+    case nbd::kCmdFlush:
+      v.op = IoOp::kFlush;
+      v.offset_bytes = 0;
+      v.length_bytes = 0;
+      break;
+    case nbd::kCmdTrim:
+      if (r.length == 0) return Complete(s);
+      v.op = IoOp::kDiscard;
+      break;
+    case nbd::kCmdWriteZeroes:
+      if (r.length == 0) return Complete(s);
+      v.op = IoOp::kWriteZeroes;
+      if (r.flags & nbd::kCmdFlagNoHole) v.flags |= kIoNoUnmap;
+      break;
+    case nbd::kCmdCache:
+      // Our data already sits behind the backend's own cache; a prefetch hint has nothing to do.
+      return Complete(s);
+    case nbd::kCmdBlockStatus:
+      break;
+    default:
+      s->reply_error = nbd::kEInval;
+      return Complete(s);
+  }
+  if (reactor_ == pool_reactor_) return Execute(s);
+  s->hop.fn = &NbdConnection::OnHopToPool;
+  pool_reactor_->Post(&s->hop);
+}
+
+void NbdConnection::OnHopToPool(Task* t) {
+  NbdSlot* s = static_cast<NbdSlot::Hop*>(t)->slot;
+  s->conn->Execute(s);
+}
+
+void NbdConnection::OnHopBack(Task* t) {
+  NbdSlot* s = static_cast<NbdSlot::Hop*>(t)->slot;
+  s->conn->QueueReply(s);
+}
+
+void NbdConnection::Execute(NbdSlot* s) {
+  if (s->req.type == nbd::kCmdBlockStatus) {
+    DispatchBlockStatus(s);
+  } else {
+    volume_->Submit(&s->vio);
+    return;
+  }
+  if (reactor_ == pool_reactor_) return QueueReply(s);
+  s->hop.fn = &NbdConnection::OnHopBack;
+  reactor_->Post(&s->hop);
+}
+
+void NbdConnection::OnVolumeDone(VolumeIo* vio) {
+  // On the pool's reactor. The reply is built here because a structured read reply asks the
+  // volume where its holes are; queuing and sending happen on the connection's reactor.
+  auto* s = static_cast<NbdSlot*>(vio->ctx);
+  NbdConnection* c = s->conn;
+  if (vio->result < 0) s->reply_error = nbd::ErrnoToNbd(-vio->result);
+  c->BuildReply(s);
+  if (c->reactor_ == c->pool_reactor_) return c->QueueReply(s);
+  s->hop.fn = &NbdConnection::OnHopBack;
+  c->reactor_->Post(&s->hop);
+}
+
+void NbdConnection::DispatchBlockStatus(NbdSlot* s) {
+  const nbd::Request& r = s->req;
+  size_t max = (r.flags & nbd::kCmdFlagReqOne) ? 1 : kBlockStatusExtentsMax;
+  std::vector<Extent>& extents = s->extents;
+  extents.clear();
+  Status st = volume_->MapRange(r.offset, r.length, max, &extents);
+  if (!st.ok() || extents.empty()) {
+    s->reply_error = st.ok() ? nbd::kEIo : nbd::ErrnoToNbd(st.sys_errno());
+    return BuildReply(s);
+  }
+  size_t n = std::min(extents.size(), max);
+  uint8_t* p = s->hdr;
+  p += nbd::EncodeBlockStatusHeader(p, r.cookie, true, handshake_->base_allocation_id(),
+                                    static_cast<uint32_t>(n));
+  for (size_t i = 0; i < n; ++i) {
+    const Extent& e = extents[i];
+    uint32_t state = 0;
+    if (e.kind == ExtentKind::kHole) state = nbd::kStateHole | nbd::kStateZero;
+    if (e.kind == ExtentKind::kZero) state = nbd::kStateZero;
+    p += nbd::EncodeBlockDescriptor(p, static_cast<uint32_t>(e.length_bytes), state);
+  }
+  s->hdr_used = static_cast<size_t>(p - s->hdr);
+  SPD_ASSERT(s->hdr_used <= NbdSlot::kHdrBytes);
+  s->iov[0] = {s->hdr, s->hdr_used};
+  s->iov_count = 1;
+}
+
+void NbdConnection::Complete(NbdSlot* s) {
+  BuildReply(s);
+  QueueReply(s);
+}
+
+void NbdConnection::BuildReply(NbdSlot* s) {
+  const nbd::Request& r = s->req;
+  const bool structured = handshake_->structured_replies();
+  s->iov_count = 0;
+  s->hdr_used = 0;
+  if (s->reply_error != 0) {
+    if (structured && (r.type == nbd::kCmdRead || r.type == nbd::kCmdBlockStatus)) {
+      s->hdr_used = nbd::EncodeStructuredError(s->hdr, r.cookie, s->reply_error);
+    } else {
+      s->hdr_used = nbd::EncodeSimpleReply(s->hdr, r.cookie, s->reply_error);
+    }
+    s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+    return;
+  }
+  if (r.type == nbd::kCmdRead) return BuildReadReply(s);
+  s->hdr_used = nbd::EncodeSimpleReply(s->hdr, r.cookie, 0);
+  s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+}
+
+void NbdConnection::BuildReadReply(NbdSlot* s) {
+  const nbd::Request& r = s->req;
+  if (!handshake_->structured_replies()) {
+    s->hdr_used = nbd::EncodeSimpleReply(s->hdr, r.cookie, 0);
+    s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+    if (r.length > 0) s->iov[s->iov_count++] = {s->buf, r.length};
+    return;
+  }
+  if (r.length == 0) {
+    s->hdr_used = nbd::EncodeStructuredDone(s->hdr, r.cookie);
+    s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+    return;
+  }
+  // Holes go out as OFFSET_HOLE chunks (no payload), data as OFFSET_DATA chunks pointing into
+  // the buffer. A DF (don't fragment) read, or a range we cannot describe, is one data chunk.
+  std::vector<Extent>& extents = s->extents;
+  extents.clear();
+  const size_t chunks_max = (NbdSlot::kIovMax - 1) / 2;
+  bool fragment = !(r.flags & nbd::kCmdFlagDf) &&
+                  volume_->MapRange(r.offset, r.length, chunks_max, &extents).ok() &&
+                  !extents.empty();
+  if (fragment) {
+    // Merge adjacent data/zero extents: only holes are worth a chunk of their own.
+    uint64_t covered = 0;
+    for (const Extent& e : extents) covered += e.length_bytes;
+    if (covered != r.length) fragment = false;
+  }
+  if (!fragment) {
+    s->hdr_used = nbd::EncodeOffsetDataHeader(s->hdr, r.cookie, true, r.offset, r.length);
+    s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+    s->iov[s->iov_count++] = {s->buf, r.length};
+    return;
+  }
+  uint8_t* p = s->hdr;
+  for (size_t i = 0; i < extents.size(); ++i) {
+    const Extent& e = extents[i];
+    const bool last = i + 1 == extents.size();
+    const uint64_t rel = e.offset_bytes - r.offset;
+    const uint32_t len = static_cast<uint32_t>(e.length_bytes);
+    uint8_t* h = p;
+    if (e.kind == ExtentKind::kData) {
+      p += nbd::EncodeOffsetDataHeader(p, r.cookie, last, e.offset_bytes, len);
+      s->iov[s->iov_count++] = {h, static_cast<size_t>(p - h)};
+      s->iov[s->iov_count++] = {s->buf + rel, len};
+    } else {
+      p += nbd::EncodeOffsetHole(p, r.cookie, last, e.offset_bytes, len);
+      s->iov[s->iov_count++] = {h, static_cast<size_t>(p - h)};
+    }
+  }
+  s->hdr_used = static_cast<size_t>(p - s->hdr);
+  SPD_ASSERT(s->hdr_used <= NbdSlot::kHdrBytes);
+  SPD_ASSERT(s->iov_count <= NbdSlot::kIovMax);
+}
+
+void NbdConnection::QueueReply(NbdSlot* s) {
+  if (s->reply_error != 0) request_errors_total.Add();
+  // A structured reply that merged chunks may have settled on fewer iovecs than reserved.
+  SPD_ASSERT(s->iov_count > 0);
+  s->iov_sent = 0;
+  s->iov_off = 0;
+  s->next = nullptr;
+  if (send_tail_) {
+    send_tail_->next = s;
+  } else {
+    send_head_ = s;
+  }
+  send_tail_ = s;
+  ScheduleFlush();
+}
+
+void NbdConnection::FlushOut() {
+  if (closed_ || send_failed_) return;
+  // Negotiation bytes first.
+  while (handshake_ && !handshake_->output().empty()) {
+    const auto& out = handshake_->output();
+    ssize_t n = send(fd_, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) goto wait_writable;
+      send_failed_ = true;
+      send_errors_total.Add();
+      BeginClose("send failed");
+      return;
+    }
+    handshake_->ConsumeOutput(static_cast<size_t>(n));
+  }
+  while (send_head_) {
+    iovec iov[IOV_MAX];
+    int cnt = 0;
+    for (NbdSlot* s = send_head_; s && cnt < IOV_MAX; s = s->next) {
+      for (size_t i = (s == send_head_ ? s->iov_sent : 0); i < s->iov_count && cnt < IOV_MAX; ++i) {
+        iov[cnt] = s->iov[i];
+        if (s == send_head_ && i == s->iov_sent) {
+          iov[cnt].iov_base = static_cast<uint8_t*>(iov[cnt].iov_base) + s->iov_off;
+          iov[cnt].iov_len -= s->iov_off;
+        }
+        ++cnt;
+      }
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(cnt);
+    ssize_t n = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) goto wait_writable;
+      send_failed_ = true;
+      send_errors_total.Add();
+      // The peer is gone: drop every queued reply.
+      while (send_head_) {
+        NbdSlot* s = send_head_;
+        send_head_ = s->next;
+        ReleaseSlot(s);
+      }
+      send_tail_ = nullptr;
+      BeginClose("send failed");
+      return;
+    }
+    size_t left = static_cast<size_t>(n);
+    while (send_head_ && left > 0) {
+      NbdSlot* s = send_head_;
+      size_t rem = s->iov[s->iov_sent].iov_len - s->iov_off;
+      if (left >= rem) {
+        left -= rem;
+        s->iov_sent++;
+        s->iov_off = 0;
+      } else {
+        s->iov_off += left;
+        left = 0;
+      }
+      if (s->iov_sent == s->iov_count) {
+        send_head_ = s->next;
+        if (!send_head_) send_tail_ = nullptr;
+        ReleaseSlot(s);
+      }
+    }
+  }
+  return;
+wait_writable:
+  if (!tx_armed_ && reactor_->engine() == ReactorEngine::kUring) {
+    if (reactor_->ArmWritable(fd_, &tx_watch_).ok()) tx_armed_ = true;
+  }
+}
+
+NbdSlot* NbdConnection::TakeSlot() {
+  NbdSlot* s = free_;
+  SPD_ASSERT(s != nullptr);
+  free_ = s->next;
+  s->next = nullptr;
+  s->reply_error = 0;
+  s->payload_have = 0;
+  ++inflight_;
+  return s;
+}
+
+void NbdConnection::ReleaseSlot(NbdSlot* s) {
+  if (s->req.type == nbd::kCmdRead || s->req.type == nbd::kCmdWrite) {
+    if (s->vio.buf != nullptr) inflight_bytes_ -= s->req.length;
+  }
+  s->vio.buf = nullptr;
+  if (s->buf_capacity > kBufKeepBytes) {
+    std::free(s->buf);
+    s->buf = nullptr;
+    s->buf_capacity = 0;
+  }
+  s->next = free_;
+  free_ = s;
+  SPD_ASSERT(inflight_ > 0);
+  --inflight_;
+  if (stalled_) ScheduleFlush();  // resumes reading from the flush task
+}
+
+void NbdConnection::BeginClose(const char* why) {
+  if (closing_) return;
+  closing_ = true;
+  close_reason_ = why;
+  rx_state_ = RxState::kClosing;
+  SPD_LOG_DEBUG("nbd %s: closing: %s", peer_.c_str(), why);
+  if (payload_slot_) {
+    // A write whose payload never fully arrived is dropped unanswered: the client is gone.
+    ReleaseSlot(payload_slot_);
+    payload_slot_ = nullptr;
+  }
+  ScheduleFlush();
+}
+
+void NbdConnection::MaybeFinishClose() {
+  if (!closing_ || closed_) return;
+  if (inflight_ > 0) {
+    // Replies still pending on a dead socket can never be sent.
+    if (!send_failed_) return;
+    while (send_head_) {
+      NbdSlot* s = send_head_;
+      send_head_ = s->next;
+      ReleaseSlot(s);
+    }
+    send_tail_ = nullptr;
+    if (inflight_ > 0) return;  // volume I/O still running; its completion calls us again
+  }
+  Reactor* r = server_->reactor_;
+  if (!unwatched_) {
+    unwatched_ = true;
+    // Shutting the socket down fires any armed one-shot poll one last time; in epoll mode the
+    // fd leaves the epoll set at once.
+    ::shutdown(fd_, SHUT_RDWR);
+    if (r->engine() == ReactorEngine::kEpoll) {
+      r->Unwatch(fd_, &rx_watch_);
+      rx_poll_active_ = false;
+    }
+  }
+  if (rx_poll_active_ || tx_armed_) return;  // wait for the final poll completions
+  closed_ = true;
+  close(fd_);
+  fd_ = -1;
+  server_->ConnectionClosed(this);
+}
+
+}  // namespace spd

@@ -1,0 +1,101 @@
+// NBD server: listeners (unix and TCP), connections, and the glue between the sans-I/O protocol
+// engine (proto/) and volumes. Protocol-neutral pieces (volume I/O, pool) live below; nothing
+// here decides policy.
+//
+// The server's reactor owns the pool and accepts connections. Connections are spread over the
+// connection reactors (--cores): each does its own socket work (receive, parse, reply) and hands
+// volume calls to the pool's reactor with a posted message, which answers the same way. With one
+// reactor a request goes from the socket to Volume::Submit and back with no hop at all.
+//
+// Limits (each named, each enforced): connections_max, per-connection requests in flight
+// (conn_inflight_max), per-connection payload bytes in flight (conn_inflight_bytes_max), the
+// advertised maximum request size (request_bytes_max). A client that exceeds the in-flight
+// limits is not refused: the server stops reading its socket until replies drain (backpressure).
+//
+// Thread-safety: every method on the reactor's thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "frontend/nbd/proto/nbd_handshake.h"
+#include "reactor/reactor.h"
+#include "volume/pool.h"
+
+namespace spd {
+
+struct NbdServerOptions {
+  std::string unix_path;  // "" = no unix listener
+  std::string tcp_host;   // "" = no TCP listener
+  uint16_t tcp_port = 10809;
+  uint32_t connections_max = 1024;
+  uint32_t conn_inflight_max = 128;
+  uint64_t conn_inflight_bytes_max = 128ull << 20;
+  uint32_t request_bytes_max = 32u << 20;
+  uint32_t recv_buffer_bytes = 256u << 10;
+};
+
+class NbdConnection;
+
+class NbdServer {
+ public:
+  // `conn_reactors` empty means: every connection on `reactor`.
+  NbdServer(Reactor* reactor, Pool* pool, NbdServerOptions options,
+            std::vector<Reactor*> conn_reactors = {});
+  ~NbdServer();
+
+  // Publishes every volume of the pool as an export and starts listening.
+  [[nodiscard]] Status Start();
+  // Stops accepting, stops reading requests, lets in-flight requests finish and their replies
+  // go out, closes every connection; then runs `done` on the reactor.
+  void Shutdown(Task* done);
+
+  // The bound TCP port (useful with tcp_port = 0).
+  uint16_t tcp_port() const { return bound_tcp_port_; }
+  size_t connections() const { return live_conns_; }
+
+ private:
+  friend class NbdConnection;
+  class Catalog;
+  struct Listener : Completion {
+    NbdServer* server = nullptr;
+    int fd = -1;
+    int finals_pending = 0;
+  };
+
+  [[nodiscard]] Status Listen(Listener* l, int fd);
+  static void OnAcceptable(Completion* c, int32_t res, uint32_t flags);
+  void AcceptAll(Listener* l);
+  // Called on the connection's reactor once it is closed for good.
+  void ConnectionClosed(NbdConnection* conn);
+  void Forget();  // on reactor_: one connection fewer
+  const nbd::ExportCatalog* catalog() const;
+  void MaybeFinishShutdown();
+
+  Reactor* reactor_;
+  // Per connection reactor: its live connections, touched only on that reactor.
+  struct Shard {
+    NbdServer* server = nullptr;
+    Reactor* reactor = nullptr;
+    std::vector<NbdConnection*> conns;
+    struct DrainAll : Task {
+      Shard* shard;
+    } drain_all;
+  };
+  std::vector<std::unique_ptr<Shard>> shards_;
+  size_t next_shard_ = 0;
+  Pool* pool_;
+  NbdServerOptions options_;
+  std::unique_ptr<Catalog> catalog_;
+  Listener unix_listener_;
+  Listener tcp_listener_;
+  uint16_t bound_tcp_port_ = 0;
+  size_t live_conns_ = 0;  // on reactor_
+  bool shutting_down_ = false;
+  Task* shutdown_done_ = nullptr;
+};
+
+}  // namespace spd

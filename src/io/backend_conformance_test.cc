@@ -1,0 +1,274 @@
+// The same tests against every backend: uring, posix (on an io_uring and on an epoll reactor)
+// and sim. A new backend joins by adding a row to kCases.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "io/io_backend.h"
+#include "io/sim_backend.h"
+
+namespace spd {
+namespace {
+
+constexpr uint64_t kSize = 64ull << 20;
+
+struct Case {
+  const char* name;
+  BackendKind kind;
+  bool epoll;
+};
+const Case kCases[] = {{"uring", BackendKind::kUring, false},
+                       {"posix", BackendKind::kPosix, false},
+                       {"posix_epoll", BackendKind::kPosix, true},
+                       {"sim", BackendKind::kSim, false}};
+
+struct AlignedBuf {
+  explicit AlignedBuf(size_t n) : size(n) {
+    void* p = nullptr;
+    EXPECT_EQ(posix_memalign(&p, 4096, n), 0);
+    data = static_cast<uint8_t*>(p);
+    std::memset(data, 0, n);
+  }
+  ~AlignedBuf() { std::free(data); }
+  uint8_t* data;
+  size_t size;
+};
+
+class BackendConformance : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    ReactorOptions ro;
+    ro.force_epoll = GetParam().epoll;
+    auto r = Reactor::Create(ro);
+    ASSERT_TRUE(r.ok());
+    reactor_ = std::move(r).value();
+    path_ = "/dev/shm/spd-conf-" + std::to_string(getpid()) + "-" + GetParam().name;
+    unlink(path_.c_str());
+    BackendOptions o;
+    o.kind = GetParam().kind;
+    o.path = path_;
+    o.size_bytes = kSize;
+    o.create = true;
+    o.queue_depth_max = 8;
+    auto b = OpenBackend(o, reactor_.get());
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    backend_ = std::move(b).value();
+  }
+  void TearDown() override {
+    backend_.reset();
+    unlink(path_.c_str());
+  }
+
+  // Runs ios to completion; returns their results.
+  std::vector<int32_t> Run(std::vector<BackendIo>& ios) {
+    int pending = static_cast<int>(ios.size());
+    for (auto& io : ios) {
+      io.ctx = &pending;
+      io.done = [](BackendIo* d) { --*static_cast<int*>(d->ctx); };
+      backend_->Submit(&io);
+    }
+    for (int i = 0; i < 10000 && pending > 0; ++i) reactor_->RunOnce(100'000'000);
+    EXPECT_EQ(pending, 0);
+    std::vector<int32_t> res;
+    for (auto& io : ios) res.push_back(io.result);
+    return res;
+  }
+  int32_t One(IoOp op, uint64_t off, uint32_t len, void* buf, uint8_t flags = 0) {
+    std::vector<BackendIo> ios(1);
+    ios[0].op = op;
+    ios[0].offset_bytes = off;
+    ios[0].length_bytes = len;
+    ios[0].buf = buf;
+    ios[0].flags = flags;
+    return Run(ios)[0];
+  }
+
+  std::unique_ptr<Reactor> reactor_;
+  std::unique_ptr<IoBackend> backend_;
+  std::string path_;
+};
+
+void FillPattern(uint8_t* p, size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(rng());
+}
+
+TEST_P(BackendConformance, ReportsItself) {
+  EXPECT_EQ(backend_->size_bytes(), kSize);
+  EXPECT_STREQ(backend_->name(), BackendKindName(GetParam().kind));
+  EXPECT_GE(backend_->alignment_bytes(), 1u);
+}
+
+TEST_P(BackendConformance, NeverWrittenReadsZeros) {
+  AlignedBuf b(1 << 20);
+  std::memset(b.data, 0xEE, b.size);
+  EXPECT_EQ(One(IoOp::kRead, 8 << 20, 1 << 20, b.data), 1 << 20);
+  for (size_t i = 0; i < b.size; ++i) ASSERT_EQ(b.data[i], 0) << i;
+}
+
+TEST_P(BackendConformance, WriteThenReadBack) {
+  AlignedBuf w(256 * 1024), r(256 * 1024);
+  FillPattern(w.data, w.size, 1);
+  EXPECT_EQ(One(IoOp::kWrite, 4096 * 3, 256 * 1024, w.data), 256 * 1024);
+  EXPECT_EQ(One(IoOp::kFlush, 0, 0, nullptr), 0);
+  EXPECT_EQ(One(IoOp::kRead, 4096 * 3, 256 * 1024, r.data), 256 * 1024);
+  EXPECT_EQ(std::memcmp(w.data, r.data, w.size), 0);
+  // FUA write is readable too.
+  FillPattern(w.data, 4096, 2);
+  EXPECT_EQ(One(IoOp::kWrite, 0, 4096, w.data, kIoFua), 4096);
+  EXPECT_EQ(One(IoOp::kRead, 0, 4096, r.data), 4096);
+  EXPECT_EQ(std::memcmp(w.data, r.data, 4096), 0);
+}
+
+TEST_P(BackendConformance, DiscardAndWriteZeroesReadZeros) {
+  AlignedBuf w(1 << 20), r(1 << 20);
+  FillPattern(w.data, w.size, 3);
+  ASSERT_EQ(One(IoOp::kWrite, 16 << 20, 1 << 20, w.data), 1 << 20);
+  ASSERT_EQ(One(IoOp::kWriteZeroes, (16 << 20) + 65536, 65536, nullptr, kIoNoUnmap), 65536);
+  ASSERT_EQ(One(IoOp::kWriteZeroes, (16 << 20) + 262144, 65536, nullptr), 65536);
+  if (backend_->discard_zeroes()) {
+    ASSERT_EQ(One(IoOp::kDiscard, (16 << 20) + 524288, 65536, nullptr, kIoFua), 65536);
+  }
+  ASSERT_EQ(One(IoOp::kRead, 16 << 20, 1 << 20, r.data), 1 << 20);
+  for (size_t i = 0; i < r.size; ++i) {
+    bool zero = (i >= 65536 && i < 131072) || (i >= 262144 && i < 327680) ||
+                (backend_->discard_zeroes() && i >= 524288 && i < 589824);
+    ASSERT_EQ(r.data[i], zero ? 0 : w.data[i]) << "byte " << i;
+  }
+}
+
+TEST_P(BackendConformance, ManyConcurrentIosBeyondTheQueueLimit) {
+  // 64 writes with queue_depth_max 8: most wait inside the backend; all must complete.
+  constexpr int kIos = 64;
+  std::vector<std::unique_ptr<AlignedBuf>> bufs;
+  std::vector<BackendIo> ios(kIos);
+  for (int i = 0; i < kIos; ++i) {
+    bufs.push_back(std::make_unique<AlignedBuf>(8192));
+    FillPattern(bufs.back()->data, 8192, 100 + i);
+    ios[i].op = IoOp::kWrite;
+    ios[i].offset_bytes = static_cast<uint64_t>(i) * 65536;
+    ios[i].length_bytes = 8192;
+    ios[i].buf = bufs.back()->data;
+  }
+  for (int32_t r : Run(ios)) EXPECT_EQ(r, 8192);
+  EXPECT_EQ(backend_->stats().inflight, 0u);
+  EXPECT_EQ(backend_->stats().completed, static_cast<uint64_t>(kIos));
+  AlignedBuf r(8192);
+  for (int i = 0; i < kIos; i += 7) {
+    ASSERT_EQ(One(IoOp::kRead, static_cast<uint64_t>(i) * 65536, 8192, r.data), 8192);
+    EXPECT_EQ(std::memcmp(r.data, bufs[i]->data, 8192), 0) << i;
+  }
+}
+
+TEST_P(BackendConformance, SyncHelpers) {
+  AlignedBuf w(8192), r(8192);
+  FillPattern(w.data, w.size, 9);
+  ASSERT_TRUE(backend_->WriteSync(1 << 20, w.data, w.size).ok());
+  ASSERT_TRUE(backend_->FlushSync().ok());
+  ASSERT_TRUE(backend_->ReadSync(1 << 20, r.data, r.size).ok());
+  EXPECT_EQ(std::memcmp(w.data, r.data, w.size), 0);
+  ASSERT_TRUE(backend_->DiscardSync(1 << 20, 8192).ok());
+  if (backend_->discard_zeroes()) {
+    ASSERT_TRUE(backend_->ReadSync(1 << 20, r.data, r.size).ok());
+    for (size_t i = 0; i < r.size; ++i) ASSERT_EQ(r.data[i], 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, BackendConformance, ::testing::ValuesIn(kCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// Sim-only behaviour: the models and the crash image.
+class SimModels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto r = Reactor::Create(ReactorOptions{});
+    ASSERT_TRUE(r.ok());
+    reactor_ = std::move(r).value();
+  }
+  std::unique_ptr<Reactor> reactor_;
+};
+
+TEST_F(SimModels, LatencyModelDelaysCompletions) {
+  SimOptions o;
+  o.latency_base_ns = 20'000'000;
+  SimBackend sim(reactor_.get(), kSize, o);
+  uint8_t buf[512];
+  BackendIo io;
+  io.op = IoOp::kRead;
+  io.length_bytes = 512;
+  io.buf = buf;
+  bool done = false;
+  io.ctx = &done;
+  io.done = [](BackendIo* d) { *static_cast<bool*>(d->ctx) = true; };
+  uint64_t start = MonotonicNs();
+  sim.Submit(&io);
+  while (!done) reactor_->RunOnce(100'000'000);
+  EXPECT_GE(MonotonicNs() - start, 20'000'000u);
+}
+
+TEST_F(SimModels, ErrorRangesFailWithEio) {
+  SimOptions o;
+  o.error_ranges.push_back({1 << 20, 4096});
+  SimBackend sim(reactor_.get(), kSize, o);
+  uint8_t buf[4096] = {};
+  BackendIo a, b;
+  for (BackendIo* io : {&a, &b}) {
+    io->op = IoOp::kWrite;
+    io->length_bytes = 4096;
+    io->buf = buf;
+    io->done = [](BackendIo*) {};
+  }
+  a.offset_bytes = (1 << 20) - 2048;  // overlaps the bad range
+  b.offset_bytes = 2 << 20;
+  sim.Submit(&a);
+  sim.Submit(&b);
+  reactor_->RunOnce(0);
+  EXPECT_EQ(a.result, -EIO);
+  EXPECT_EQ(b.result, 4096);
+}
+
+TEST_F(SimModels, CrashImageKeepsFlushedDataAndMayDropTheRest) {
+  SimBackend sim(reactor_.get(), kSize, SimOptions{});
+  std::vector<uint8_t> one(4096, 1), two(4096, 2);
+  ASSERT_TRUE(sim.WriteSync(0, one.data(), 4096).ok());
+  ASSERT_TRUE(sim.FlushSync().ok());
+  ASSERT_TRUE(sim.WriteSync(0, two.data(), 4096).ok());
+  ASSERT_TRUE(sim.WriteSync(8192, two.data(), 4096).ok());
+  int saw_old = 0, saw_new = 0, saw_torn = 0;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    CrashOptions co;
+    co.torn_probability = 0.5;
+    SimBackend crashed(reactor_.get(), sim.CrashImage(seed, co), SimOptions{});
+    std::vector<uint8_t> got(4096);
+    ASSERT_TRUE(crashed.ReadSync(0, got.data(), 4096).ok());
+    int ones = 0, twos = 0;
+    for (size_t s = 0; s < 4096; s += 512) {
+      ASSERT_TRUE(got[s] == 1 || got[s] == 2);  // never garbage, never the never-written zero
+      // Each 512-byte sector is whole.
+      for (size_t i = s; i < s + 512; ++i) ASSERT_EQ(got[i], got[s]);
+      (got[s] == 1 ? ones : twos)++;
+    }
+    if (twos == 0) saw_old++;
+    if (ones == 0) saw_new++;
+    if (ones && twos) saw_torn++;
+  }
+  EXPECT_GT(saw_old, 0);
+  EXPECT_GT(saw_new, 0);
+  EXPECT_GT(saw_torn, 0);
+  // Same seed, same image.
+  auto a = sim.CrashImage(42, CrashOptions{});
+  auto b = sim.CrashImage(42, CrashOptions{});
+  SimBackend sa(reactor_.get(), std::move(a), SimOptions{});
+  SimBackend sb(reactor_.get(), std::move(b), SimOptions{});
+  std::vector<uint8_t> x(16384), y(16384);
+  ASSERT_TRUE(sa.ReadSync(0, x.data(), x.size()).ok());
+  ASSERT_TRUE(sb.ReadSync(0, y.data(), y.size()).ok());
+  EXPECT_EQ(x, y);
+}
+
+}  // namespace
+}  // namespace spd

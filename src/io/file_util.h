@@ -1,0 +1,36 @@
+// Opening pool files and block devices for the file-backed backends (uring, posix).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+#include "io/io_backend.h"
+
+namespace spd {
+
+struct OpenedFile {
+  int fd = -1;
+  bool direct = false;        // O_DIRECT in effect
+  bool block_device = false;  // discard/zeroes via ioctl instead of fallocate
+  uint64_t size_bytes = 0;
+  uint32_t alignment_bytes = 1;  // for O_DIRECT: logical block size / DIO alignment
+};
+
+// Opens (and creates/extends, sparse) the file named in options. Tries O_DIRECT unless
+// options.buffered; when the file system refuses O_DIRECT, reopens buffered, logs once and
+// counts spd_io_odirect_fallback_total.
+Result<OpenedFile> OpenPoolFile(const BackendOptions& options);
+
+// Synchronous helpers shared by the file backends' *Sync methods and the posix workers.
+// They loop over short transfers and return -errno or the byte count.
+int64_t PreadFull(int fd, void* buf, size_t len, uint64_t off);
+int64_t PwriteFull(int fd, const void* buf, size_t len, uint64_t off, bool fua);
+// Discard (punch) or write zeroes on a file or block device. Returns 0 or -errno.
+int DiscardRange(const OpenedFile& f, uint64_t off, uint64_t len);
+int ZeroRange(const OpenedFile& f, uint64_t off, uint64_t len, bool keep_allocated);
+
+// spd_io_bytes_written_total: one counter for every file backend.
+void CountBytesWritten(uint64_t bytes);
+
+}  // namespace spd

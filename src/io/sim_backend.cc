@@ -1,0 +1,352 @@
+#include "io/sim_backend.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/counters.h"
+
+namespace spd {
+namespace {
+
+Counter sim_injected_errors_total("spd_io_sim_injected_errors_total",
+                                  "EIO results injected by the sim backend's error model.");
+Counter sim_destaged_total("spd_io_sim_destaged_total",
+                           "Unflushed writes the sim cache destaged on its own (cache full).");
+
+}  // namespace
+
+SimBackend::SimBackend(Reactor* reactor, uint64_t size_bytes, const SimOptions& options)
+    : reactor_(reactor), size_bytes_(size_bytes), options_(options), rng_(options.seed) {
+  due_timer_.self = this;
+  due_timer_.fn = &SimBackend::OnDue;
+  immediate_task_.self = this;
+  immediate_task_.fn = &SimBackend::OnImmediate;
+  due_.reserve(1024);
+  immediate_.reserve(1024);
+}
+
+SimBackend::SimBackend(Reactor* reactor, Image image, const SimOptions& options)
+    : SimBackend(reactor, image.size_bytes, options) {
+  visible_ = image.pages;
+  durable_ = std::move(image.pages);
+}
+
+SimBackend::~SimBackend() {
+  if (due_timer_armed_) reactor_->CancelTimer(&due_timer_);
+}
+
+void SimBackend::Apply(PageMap* pages, uint64_t offset, const uint8_t* data, uint64_t length) {
+  while (length > 0) {
+    uint64_t pi = offset / kPageBytes;
+    uint32_t in = static_cast<uint32_t>(offset % kPageBytes);
+    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(length, kPageBytes - in));
+    auto fresh = std::make_shared<Page>();
+    auto it = pages->find(pi);
+    if (it != pages->end()) {
+      *fresh = *it->second;
+    } else {
+      fresh->fill(0);
+    }
+    std::memcpy(fresh->data() + in, data, n);
+    (*pages)[pi] = std::move(fresh);
+    offset += n;
+    data += n;
+    length -= n;
+  }
+}
+
+void SimBackend::ApplyZero(PageMap* pages, uint64_t offset, uint64_t length) {
+  while (length > 0) {
+    uint64_t pi = offset / kPageBytes;
+    uint32_t in = static_cast<uint32_t>(offset % kPageBytes);
+    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(length, kPageBytes - in));
+    auto it = pages->find(pi);
+    if (it != pages->end()) {
+      if (n == kPageBytes) {
+        pages->erase(it);  // whole page: back to a hole
+      } else {
+        auto fresh = std::make_shared<Page>(*it->second);
+        std::memset(fresh->data() + in, 0, n);
+        it->second = std::move(fresh);
+      }
+    }
+    offset += n;
+    length -= n;
+  }
+}
+
+void SimBackend::ReadFrom(const PageMap& pages, uint64_t offset, uint8_t* out, uint64_t length) {
+  while (length > 0) {
+    uint64_t pi = offset / kPageBytes;
+    uint32_t in = static_cast<uint32_t>(offset % kPageBytes);
+    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(length, kPageBytes - in));
+    auto it = pages.find(pi);
+    if (it == pages.end()) {
+      std::memset(out, 0, n);
+    } else {
+      std::memcpy(out, it->second->data() + in, n);
+    }
+    offset += n;
+    out += n;
+    length -= n;
+  }
+}
+
+void SimBackend::WriteVisible(uint64_t offset, const uint8_t* data, uint64_t length, bool zero,
+                              bool fua) {
+  if (zero) {
+    ApplyZero(&visible_, offset, length);
+  } else {
+    Apply(&visible_, offset, data, length);
+    bytes_written_ += length;
+  }
+  if (fua) {
+    // FUA: this write is durable at completion. Older cached writes go first so that they can
+    // never land on top of it later (a real device may persist more than asked, never less).
+    FlushCache();
+    if (zero) {
+      ApplyZero(&durable_, offset, length);
+    } else {
+      Apply(&durable_, offset, data, length);
+    }
+    return;
+  }
+  Pending p;
+  p.offset = offset;
+  p.length = static_cast<uint32_t>(length);
+  p.zero = zero;
+  if (!zero) p.data.assign(data, data + length);
+  pending_bytes_ += zero ? 0 : length;
+  pending_.push_back(std::move(p));
+  if (pending_bytes_ > kCacheBytesMax) Destage();
+}
+
+void SimBackend::FlushCache() {
+  for (const Pending& p : pending_) {
+    if (p.zero) {
+      ApplyZero(&durable_, p.offset, p.length);
+    } else {
+      Apply(&durable_, p.offset, p.data.data(), p.length);
+    }
+  }
+  pending_.clear();
+  pending_bytes_ = 0;
+}
+
+void SimBackend::Destage() {
+  // Write back the oldest half of the cache, as a device does when its cache fills.
+  size_t n = pending_.size() / 2 + 1;
+  for (size_t i = 0; i < n && i < pending_.size(); ++i) {
+    const Pending& p = pending_[i];
+    if (p.zero) {
+      ApplyZero(&durable_, p.offset, p.length);
+    } else {
+      Apply(&durable_, p.offset, p.data.data(), p.length);
+      pending_bytes_ -= p.length;
+    }
+  }
+  pending_.erase(pending_.begin(),
+                 pending_.begin() + static_cast<long>(std::min(n, pending_.size())));
+  sim_destaged_total.Add(n);
+}
+
+bool SimBackend::InjectError(const BackendIo& io) {
+  if (io.op != IoOp::kRead && io.op != IoOp::kWrite) return false;
+  for (const auto& [off, len] : options_.error_ranges) {
+    if (io.offset_bytes < off + len && off < io.offset_bytes + io.length_bytes) return true;
+  }
+  if (options_.error_probability > 0) {
+    std::uniform_real_distribution<double> u(0, 1);
+    if (u(rng_) < options_.error_probability) return true;
+  }
+  return false;
+}
+
+uint64_t SimBackend::ServiceDelayNs(const BackendIo& io) {
+  uint64_t lat = options_.latency_base_ns;
+  if (options_.latency_jitter_ns) lat += rng_() % (options_.latency_jitter_ns + 1);
+  switch (io.op) {
+    case IoOp::kRead:
+      lat += options_.read_extra_ns;
+      break;
+    case IoOp::kWrite:
+      lat += options_.write_extra_ns;
+      break;
+    case IoOp::kFlush:
+      lat += options_.flush_extra_ns;
+      break;
+    default:
+      break;
+  }
+  if (options_.iops_max == 0 && options_.bandwidth_bytes_per_s == 0) return lat;
+  // Capacity model: the device serves one operation at a time at the configured rates; a
+  // request waits for the device to be free, then for its own service time.
+  uint64_t service = 0;
+  if (options_.iops_max) service += 1000000000ull / options_.iops_max;
+  if (options_.bandwidth_bytes_per_s && (io.op == IoOp::kRead || io.op == IoOp::kWrite))
+    service += io.length_bytes * 1000000000ull / options_.bandwidth_bytes_per_s;
+  uint64_t now = MonotonicNs();
+  uint64_t start = std::max(now, capacity_free_ns_);
+  capacity_free_ns_ = start + service;
+  uint64_t queue_and_service = capacity_free_ns_ - now;
+  return std::max(lat, queue_and_service);
+}
+
+void SimBackend::Submit(BackendIo* io) {
+  SPD_ASSERT(io->offset_bytes + io->length_bytes <= size_bytes_ || io->op == IoOp::kFlush);
+  ++stats_.submitted;
+  ++stats_.inflight;
+  uint64_t delay = ServiceDelayNs(*io);
+  if (delay == 0) {
+    immediate_.push_back(io);
+    if (!immediate_scheduled_) {
+      immediate_scheduled_ = true;
+      reactor_->Defer(&immediate_task_);
+    }
+    return;
+  }
+  due_.push_back({MonotonicNs() + delay, due_seq_++, io});
+  std::push_heap(due_.begin(), due_.end(), std::greater<Scheduled>());
+  ArmDueTimer();
+}
+
+void SimBackend::ArmDueTimer() {
+  if (due_.empty()) return;
+  uint64_t first = due_.front().deadline_ns;
+  if (due_timer_armed_) {
+    if (due_timer_.deadline_ns <= first) return;
+    reactor_->CancelTimer(&due_timer_);
+  }
+  reactor_->ArmTimer(&due_timer_, first);
+  due_timer_armed_ = true;
+}
+
+void SimBackend::OnDue(Timer* t) {
+  SimBackend* self = static_cast<DueTimer*>(t)->self;
+  self->due_timer_armed_ = false;
+  uint64_t now = MonotonicNs();
+  while (!self->due_.empty() && self->due_.front().deadline_ns <= now) {
+    std::pop_heap(self->due_.begin(), self->due_.end(), std::greater<Scheduled>());
+    BackendIo* io = self->due_.back().io;
+    self->due_.pop_back();
+    self->Execute(io);
+  }
+  self->ArmDueTimer();
+}
+
+void SimBackend::OnImmediate(Task* t) {
+  SimBackend* self = static_cast<ImmediateTask*>(t)->self;
+  self->immediate_scheduled_ = false;
+  std::vector<BackendIo*> batch;
+  batch.swap(self->immediate_);
+  for (BackendIo* io : batch) self->Execute(io);
+  // Keep the reserved capacity for the next batch.
+  if (self->immediate_.empty()) {
+    batch.clear();
+    self->immediate_.swap(batch);
+  }
+}
+
+void SimBackend::Execute(BackendIo* io) {
+  // The operation takes effect when it completes: that is when a real device's data is in its
+  // cache, and the order the crash model sees.
+  if (InjectError(*io)) {
+    sim_injected_errors_total.Add();
+    io->result = -EIO;
+    return Finish(io);
+  }
+  auto* data = static_cast<uint8_t*>(io->buf);
+  switch (io->op) {
+    case IoOp::kRead:
+      ReadFrom(visible_, io->offset_bytes, data, io->length_bytes);
+      break;
+    case IoOp::kWrite:
+      WriteVisible(io->offset_bytes, data, io->length_bytes, false, io->flags & kIoFua);
+      break;
+    case IoOp::kFlush:
+      FlushCache();
+      break;
+    case IoOp::kDiscard:
+    case IoOp::kWriteZeroes:
+      WriteVisible(io->offset_bytes, nullptr, io->length_bytes, true, io->flags & kIoFua);
+      break;
+  }
+  io->result = io->op == IoOp::kFlush ? 0 : static_cast<int32_t>(io->length_bytes);
+  Finish(io);
+}
+
+void SimBackend::Finish(BackendIo* io) {
+  --stats_.inflight;
+  ++stats_.completed;
+  if (io->result < 0) ++stats_.errors;
+  const bool boundary = io->result >= 0 && (io->op == IoOp::kFlush || (io->flags & kIoFua));
+  if (boundary) {
+    ++flushes_;
+    if (flush_hook_) flush_hook_();
+  }
+  io->done(io);
+}
+
+Status SimBackend::ReadSync(uint64_t offset_bytes, void* buf, size_t length_bytes) {
+  if (offset_bytes + length_bytes > size_bytes_) return OutOfRange("sim: read beyond the end");
+  ReadFrom(visible_, offset_bytes, static_cast<uint8_t*>(buf), length_bytes);
+  return Status::Ok();
+}
+
+Status SimBackend::WriteSync(uint64_t offset_bytes, const void* buf, size_t length_bytes) {
+  if (offset_bytes + length_bytes > size_bytes_) return OutOfRange("sim: write beyond the end");
+  WriteVisible(offset_bytes, static_cast<const uint8_t*>(buf), length_bytes, false, false);
+  return Status::Ok();
+}
+
+Status SimBackend::FlushSync() {
+  FlushCache();
+  ++flushes_;
+  if (flush_hook_) flush_hook_();
+  return Status::Ok();
+}
+
+Status SimBackend::DiscardSync(uint64_t offset_bytes, uint64_t length_bytes) {
+  if (offset_bytes + length_bytes > size_bytes_) return OutOfRange("sim: discard beyond the end");
+  WriteVisible(offset_bytes, nullptr, length_bytes, true, false);
+  return Status::Ok();
+}
+
+SimBackend::Image SimBackend::CrashImage(uint64_t seed, const CrashOptions& options) const {
+  Image img;
+  img.size_bytes = size_bytes_;
+  img.pages = durable_;
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (const Pending& p : pending_) {
+    if (u(rng) >= options.keep_probability) continue;
+    if (u(rng) < options.torn_probability) {
+      // Torn: each sector of the write lands or not on its own.
+      for (uint64_t s = 0; s < p.length; s += kSectorBytes) {
+        uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kSectorBytes, p.length - s));
+        if (rng() & 1) continue;
+        if (p.zero) {
+          ApplyZero(&img.pages, p.offset + s, n);
+        } else {
+          Apply(&img.pages, p.offset + s, p.data.data() + s, n);
+        }
+      }
+      continue;
+    }
+    if (p.zero) {
+      ApplyZero(&img.pages, p.offset, p.length);
+    } else {
+      Apply(&img.pages, p.offset, p.data.data(), p.length);
+    }
+  }
+  return img;
+}
+
+SimBackend::Image SimBackend::VisibleImage() const {
+  Image img;
+  img.size_bytes = size_bytes_;
+  img.pages = visible_;
+  return img;
+}
+
+}  // namespace spd

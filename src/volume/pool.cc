@@ -1,0 +1,750 @@
+// Pool: format, open and recovery, control operations, chunk allocation and group commit.
+// The per-request data path is in volume.cc.
+#include "volume/pool.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+
+#include "common/counters.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "volume/pool_format.h"
+
+namespace spd {
+
+namespace pf = pool_format;
+
+namespace {
+
+Counter commits_total("spd_pool_commits_total", "Metadata commits (group commits).");
+Counter checkpoints_total("spd_pool_checkpoints_total", "Checkpoints written.");
+Counter log_records_total("spd_pool_log_records_total", "Metadata log records written.");
+Counter commit_errors_total("spd_pool_commit_errors_total", "Commits that failed (I/O error).");
+Counter replay_skipped_total("spd_pool_replay_skipped_records_total",
+                             "Log records skipped at replay because they did not fit the state.");
+Counter punch_errors_total("spd_pool_punch_errors_total", "Chunk zeroing failures.");
+
+constexpr size_t kLogBlocksPerCommitMax = 64;
+constexpr size_t kPunchIosMax = 32;
+// Pending records (or freed chunks waiting for a commit) beyond which the pool commits on its
+// own, without waiting for a client FLUSH: bounds memory and returns freed space.
+constexpr size_t kBackgroundCommitRecords = 2048;
+
+uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+struct AlignedFree {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using AlignedBuf = std::unique_ptr<uint8_t, AlignedFree>;
+AlignedBuf AllocAligned(size_t bytes) {
+  void* p = nullptr;
+  SPD_ASSERT(posix_memalign(&p, 4096, RoundUp(bytes, 4096)) == 0);
+  std::memset(p, 0, RoundUp(bytes, 4096));
+  return AlignedBuf(static_cast<uint8_t*>(p));
+}
+
+bool ValidName(const std::string& n) {
+  if (n.empty() || n.size() > pf::kNameBytesMax) return false;
+  for (char c : n)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+      return false;
+  return true;
+}
+
+}  // namespace
+
+struct Pool::PunchIo {
+  BackendIo io;
+  Pool* pool;
+  uint32_t pchunk;
+};
+
+struct Pool::CommitState {
+  bool running = false;
+  bool checkpoint = false;
+  bool want_checkpoint = false;
+  int phase = 0;                      // 0 flush data, 1 write metadata, 2 flush metadata
+  CommitWaiter* next_head = nullptr;  // arrived while a commit ran: served by the next one
+  CommitWaiter* next_tail = nullptr;
+  CommitWaiter* current = nullptr;     // served by the running commit
+  std::vector<pf::LogRecord> records;  // pending, not yet in a commit
+  std::vector<pf::LogRecord> batch;    // in the running commit
+  std::vector<uint32_t> batch_freed;   // become kFreeZero when the running commit is durable
+  size_t batch_blocks = 0;
+  BackendIo io;
+  AlignedBuf log_buf;
+  AlignedBuf ckpt_buf;
+};
+
+Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
+    : backend_(std::move(backend)), reactor_(reactor), commit_(new CommitState()) {
+  slots_.resize(pf::kVolumesMax);
+  commit_->io.ctx = this;
+  commit_->io.done = &Pool::OnCommitIo;
+  commit_->log_buf = AllocAligned(kLogBlocksPerCommitMax * pf::kBlockBytes);
+  for (size_t i = 0; i < kPunchIosMax; ++i) {
+    auto p = std::make_unique<PunchIo>();
+    p->pool = this;
+    p->io.ctx = p.get();
+    p->io.done = &Pool::OnPunchDone;
+    punch_free_.push_back(p.get());
+    punch_ios_.push_back(std::move(p));
+  }
+}
+
+Pool::~Pool() {
+  // Let a commit or punch that is still running finish: its BackendIo lives in this object.
+  for (int i = 0; i < 10000 && (commit_->running || punch_free_.size() < kPunchIosMax); ++i)
+    reactor_->RunOnce(10'000'000);
+}
+
+uint64_t Pool::ChunkOffset(uint32_t pchunk) const {
+  return data_offset_ + static_cast<uint64_t>(pchunk) * chunk_bytes_;
+}
+
+// ---- format and open ------------------------------------------------------------------------
+
+Result<std::unique_ptr<Pool>> Pool::Create(std::unique_ptr<IoBackend> backend, Reactor* reactor,
+                                           const PoolOptions& options) {
+  std::unique_ptr<Pool> p(new Pool(std::move(backend), reactor));
+  SPD_RETURN_IF_ERROR(p->Format(options));
+  return p;
+}
+
+Status Pool::Format(const PoolOptions& o) {
+  const uint64_t size = backend_->size_bytes();
+  if (o.chunk_size_bytes < (64u << 10) || (o.chunk_size_bytes & (o.chunk_size_bytes - 1)))
+    return InvalidArgument("chunk size must be a power of two >= 64 KiB");
+  chunk_bytes_ = o.chunk_size_bytes;
+  pool_bytes_ = size;
+  const uint64_t chunks_guess = size / chunk_bytes_;
+  ckpt_bytes_ = RoundUp(sizeof(pf::CheckpointHeader) + pf::kVolumesMax * sizeof(pf::VolumeRecord) +
+                            chunks_guess * sizeof(pf::ChunkOwner),
+                        pf::kBlockBytes);
+  ckpt_offset_[0] = 2 * pf::kBlockBytes;
+  ckpt_offset_[1] = ckpt_offset_[0] + ckpt_bytes_;
+  log_offset_ = ckpt_offset_[1] + ckpt_bytes_;
+  log_bytes_ = RoundUp(std::max<uint64_t>(o.log_size_bytes, 64 * pf::kBlockBytes), pf::kBlockBytes);
+  data_offset_ = RoundUp(log_offset_ + log_bytes_, chunk_bytes_);
+  if (data_offset_ + chunk_bytes_ > size)
+    return InvalidArgument("backend too small for a pool with this chunk size");
+  chunks_total_ = (size - data_offset_) / chunk_bytes_;
+
+  std::random_device rd;
+  for (auto& b : uuid_) b = static_cast<uint8_t>(rd());
+
+  owners_.assign(chunks_total_, 0);
+  state_.assign(chunks_total_, kFreeDirty);
+  chunk_inflight_.assign(chunks_total_, 0);
+  chunks_free_ = chunks_total_;
+  ckpt_seq_ = 0;
+  next_lsn_ = 1;
+  log_pos_ = 0;
+
+  // Whatever the backend held before is gone: zero the data region and the log.
+  SPD_RETURN_IF_ERROR(ZeroFreeChunks());
+  SPD_RETURN_IF_ERROR(backend_->DiscardSync(log_offset_, log_bytes_));
+  // A checkpoint in slot 0, then the superblocks (A, flush, B, flush): a crash before the
+  // superblocks leaves no pool; after, a complete one.
+  // Checkpoint number s always lives in slot s % 2.
+  commit_->ckpt_buf = AllocAligned(ckpt_bytes_);
+  size_t n = EncodeCheckpoint(commit_->ckpt_buf.get());
+  SPD_RETURN_IF_ERROR(
+      backend_->WriteSync(ckpt_offset_[(ckpt_seq_ + 1) % 2], commit_->ckpt_buf.get(), n));
+  SPD_RETURN_IF_ERROR(backend_->FlushSync());
+  ++ckpt_seq_;
+
+  AlignedBuf sbuf = AllocAligned(pf::kBlockBytes);
+  auto* sb = reinterpret_cast<pf::Superblock*>(sbuf.get());
+  sb->magic = pf::kSuperMagic;
+  sb->version = pf::kVersion;
+  std::memcpy(sb->uuid, uuid_, 16);
+  sb->pool_bytes = pool_bytes_;
+  sb->chunk_bytes = chunk_bytes_;
+  sb->ckpt_offset[0] = ckpt_offset_[0];
+  sb->ckpt_offset[1] = ckpt_offset_[1];
+  sb->ckpt_bytes = ckpt_bytes_;
+  sb->log_offset = log_offset_;
+  sb->log_bytes = log_bytes_;
+  sb->data_offset = data_offset_;
+  sb->chunks_total = chunks_total_;
+  sb->crc = 0;
+  sb->crc = Crc32c(0, sb, pf::kBlockBytes);
+  SPD_RETURN_IF_ERROR(backend_->WriteSync(0, sb, pf::kBlockBytes));
+  SPD_RETURN_IF_ERROR(backend_->FlushSync());
+  SPD_RETURN_IF_ERROR(backend_->WriteSync(pf::kBlockBytes, sb, pf::kBlockBytes));
+  SPD_RETURN_IF_ERROR(backend_->FlushSync());
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Pool>> Pool::Open(std::unique_ptr<IoBackend> backend, Reactor* reactor) {
+  std::unique_ptr<Pool> p(new Pool(std::move(backend), reactor));
+  SPD_RETURN_IF_ERROR(p->Load());
+  return p;
+}
+
+Result<std::unique_ptr<Pool>> Pool::OpenOrCreate(std::unique_ptr<IoBackend> backend,
+                                                 Reactor* reactor, const PoolOptions& options) {
+  AlignedBuf buf = AllocAligned(2 * pf::kBlockBytes);
+  SPD_RETURN_IF_ERROR(backend->ReadSync(0, buf.get(), 2 * pf::kBlockBytes));
+  bool blank =
+      std::all_of(buf.get(), buf.get() + 2 * pf::kBlockBytes, [](uint8_t b) { return b == 0; });
+  if (blank) return Create(std::move(backend), reactor, options);
+  return Open(std::move(backend), reactor);
+}
+
+Status Pool::Load() {
+  AlignedBuf buf = AllocAligned(2 * pf::kBlockBytes);
+  SPD_RETURN_IF_ERROR(backend_->ReadSync(0, buf.get(), 2 * pf::kBlockBytes));
+  const pf::Superblock* good = nullptr;
+  for (int i = 0; i < 2 && !good; ++i) {
+    auto* sb = reinterpret_cast<pf::Superblock*>(buf.get() + i * pf::kBlockBytes);
+    uint32_t crc = sb->crc;
+    sb->crc = 0;
+    uint32_t actual = Crc32c(0, sb, pf::kBlockBytes);
+    sb->crc = crc;
+    if (sb->magic == pf::kSuperMagic && crc == actual && sb->version == pf::kVersion) good = sb;
+  }
+  if (!good) return DataLoss("pool: no valid superblock (not a pool, or both copies corrupt)");
+  std::memcpy(uuid_, good->uuid, 16);
+  pool_bytes_ = good->pool_bytes;
+  chunk_bytes_ = good->chunk_bytes;
+  ckpt_offset_[0] = good->ckpt_offset[0];
+  ckpt_offset_[1] = good->ckpt_offset[1];
+  ckpt_bytes_ = good->ckpt_bytes;
+  log_offset_ = good->log_offset;
+  log_bytes_ = good->log_bytes;
+  data_offset_ = good->data_offset;
+  chunks_total_ = good->chunks_total;
+  if (pool_bytes_ > backend_->size_bytes() ||
+      data_offset_ + chunks_total_ * chunk_bytes_ > pool_bytes_ || chunk_bytes_ == 0)
+    return DataLoss("pool: superblock geometry does not fit the backend");
+  owners_.assign(chunks_total_, 0);
+  state_.assign(chunks_total_, kFreeDirty);
+  chunk_inflight_.assign(chunks_total_, 0);
+  commit_->ckpt_buf = AllocAligned(ckpt_bytes_);
+  SPD_RETURN_IF_ERROR(LoadCheckpoint());
+  SPD_RETURN_IF_ERROR(ReplayLog());
+  RebuildVolumeMaps();
+  // Free chunks may hold data of writes whose allocation never became durable: zero them
+  // before anything can be handed out, so no volume ever sees another's bytes.
+  SPD_RETURN_IF_ERROR(ZeroFreeChunks());
+  return Status::Ok();
+}
+
+Status Pool::LoadCheckpoint() {
+  uint64_t best_seq = 0;
+  int best = -1;
+  for (int slot = 0; slot < 2; ++slot) {
+    uint8_t* b = commit_->ckpt_buf.get();
+    SPD_RETURN_IF_ERROR(backend_->ReadSync(ckpt_offset_[slot], b, ckpt_bytes_));
+    auto* h = reinterpret_cast<pf::CheckpointHeader*>(b);
+    if (h->magic != pf::kCkptMagic || std::memcmp(h->uuid, uuid_, 16) != 0) continue;
+    if (h->payload_bytes + sizeof(pf::CheckpointHeader) > ckpt_bytes_) continue;
+    uint32_t crc = h->crc;
+    h->crc = 0;
+    uint32_t actual = Crc32c(0, b, sizeof(pf::CheckpointHeader) + h->payload_bytes);
+    h->crc = crc;
+    if (crc != actual) continue;
+    if (best < 0 || h->seq > best_seq) {
+      best = slot;
+      best_seq = h->seq;
+    }
+  }
+  if (best < 0) return DataLoss("pool: no valid checkpoint");
+  uint8_t* b = commit_->ckpt_buf.get();
+  SPD_RETURN_IF_ERROR(backend_->ReadSync(ckpt_offset_[best], b, ckpt_bytes_));
+  auto* h = reinterpret_cast<pf::CheckpointHeader*>(b);
+  ckpt_seq_ = h->seq;
+  next_lsn_ = h->log_lsn;
+  log_pos_ = h->log_pos;
+  next_volume_id_ = h->next_volume_id;
+  if (h->payload_bytes !=
+      pf::kVolumesMax * sizeof(pf::VolumeRecord) + chunks_total_ * sizeof(pf::ChunkOwner))
+    return DataLoss("pool: checkpoint size does not match the geometry");
+  auto* vr = reinterpret_cast<pf::VolumeRecord*>(b + sizeof(pf::CheckpointHeader));
+  for (uint32_t i = 0; i < pf::kVolumesMax; ++i) {
+    if (vr[i].id == 0) continue;
+    VolumeInfo info;
+    info.id = vr[i].id;
+    info.name.assign(vr[i].name, strnlen(vr[i].name, pf::kNameBytesMax));
+    info.size_bytes = vr[i].size_bytes;
+    info.durability = static_cast<Durability>(vr[i].durability);
+    info.read_only = vr[i].read_only != 0;
+    slots_[i].reset(new Volume(this, info, i));
+  }
+  auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + pf::kVolumesMax);
+  for (uint64_t c = 0; c < chunks_total_; ++c)
+    owners_[c] = (static_cast<uint64_t>(co[c].slot_plus_one) << 32) | co[c].vchunk;
+  return Status::Ok();
+}
+
+Status Pool::ReplayLog() {
+  AlignedBuf blk = AllocAligned(pf::kBlockBytes);
+  uint64_t pos = log_pos_;
+  uint64_t lsn = next_lsn_;
+  while (pos + pf::kBlockBytes <= log_bytes_) {
+    SPD_RETURN_IF_ERROR(backend_->ReadSync(log_offset_ + pos, blk.get(), pf::kBlockBytes));
+    auto* h = reinterpret_cast<pf::LogBlockHeader*>(blk.get());
+    if (h->magic != pf::kLogMagic || h->lsn != lsn || std::memcmp(h->uuid, uuid_, 16) != 0 ||
+        h->count > pf::kRecordsPerBlock)
+      break;
+    uint32_t crc = h->crc;
+    h->crc = 0;
+    if (Crc32c(0, blk.get(), pf::kBlockBytes) != crc) break;  // torn: the commit never completed
+    auto* r = reinterpret_cast<pf::LogRecord*>(blk.get() + sizeof(pf::LogBlockHeader));
+    for (uint32_t i = 0; i < h->count; ++i) {
+      if (r[i].pchunk >= chunks_total_) {
+        replay_skipped_total.Add();
+        continue;
+      }
+      if (r[i].type == static_cast<uint32_t>(pf::LogRecordType::kFree)) {
+        owners_[r[i].pchunk] = 0;
+      } else if (r[i].type == static_cast<uint32_t>(pf::LogRecordType::kAlloc) &&
+                 r[i].slot < pf::kVolumesMax && slots_[r[i].slot] != nullptr) {
+        owners_[r[i].pchunk] = (static_cast<uint64_t>(r[i].slot + 1) << 32) | r[i].vchunk;
+      } else {
+        replay_skipped_total.Add();
+      }
+    }
+    pos += pf::kBlockBytes;
+    ++lsn;
+  }
+  log_pos_ = pos;
+  next_lsn_ = lsn;
+  return Status::Ok();
+}
+
+void Pool::RebuildVolumeMaps() {
+  for (auto& v : slots_) {
+    if (!v) continue;
+    v->map_.assign((v->info_.size_bytes + chunk_bytes_ - 1) / chunk_bytes_, 0);
+    v->info_.allocated_bytes = 0;
+  }
+  chunks_free_ = 0;
+  for (uint64_t c = 0; c < chunks_total_; ++c) {
+    uint32_t slot1 = static_cast<uint32_t>(owners_[c] >> 32);
+    uint32_t vchunk = static_cast<uint32_t>(owners_[c]);
+    Volume* v = slot1 ? slots_[slot1 - 1].get() : nullptr;
+    if (v == nullptr || vchunk >= v->map_.size() || v->map_[vchunk] != 0) {
+      // Free, or an owner that no longer fits (volume gone, shrunk, duplicate): free it.
+      if (slot1) replay_skipped_total.Add();
+      owners_[c] = 0;
+      state_[c] = kFreeDirty;
+      ++chunks_free_;
+      continue;
+    }
+    v->map_[vchunk] = static_cast<uint32_t>(c + 1);
+    v->info_.allocated_bytes += chunk_bytes_;
+    state_[c] = kAllocated;
+  }
+}
+
+Status Pool::ZeroFreeChunks() {
+  free_zero_.clear();
+  AlignedBuf zeros;
+  uint64_t c = 0;
+  while (c < chunks_total_) {
+    if (state_[c] != kFreeDirty) {
+      ++c;
+      continue;
+    }
+    uint64_t end = c;
+    while (end < chunks_total_ && state_[end] == kFreeDirty) ++end;
+    uint64_t off = ChunkOffset(static_cast<uint32_t>(c));
+    uint64_t len = (end - c) * chunk_bytes_;
+    if (backend_->discard_zeroes()) {
+      SPD_RETURN_IF_ERROR(backend_->DiscardSync(off, len));
+    } else {
+      if (!zeros) zeros = AllocAligned(1 << 20);
+      for (uint64_t done = 0; done < len; done += 1 << 20)
+        SPD_RETURN_IF_ERROR(
+            backend_->WriteSync(off + done, zeros.get(), std::min<uint64_t>(1 << 20, len - done)));
+    }
+    for (uint64_t i = c; i < end; ++i) state_[i] = kFreeZero;
+    c = end;
+  }
+  SPD_RETURN_IF_ERROR(backend_->FlushSync());
+  // Hand out low chunks first: the stack pops from the back.
+  for (uint64_t i = chunks_total_; i-- > 0;)
+    if (state_[i] == kFreeZero) free_zero_.push_back(static_cast<uint32_t>(i));
+  return Status::Ok();
+}
+
+// ---- control operations ---------------------------------------------------------------------
+
+Status Pool::SyncCommit(bool checkpoint) {
+  struct Waiter : CommitWaiter {
+    bool done = false;
+    int32_t result = 0;
+  } w;
+  w.fn = [](CommitWaiter* cw, int32_t result) {
+    auto* self = static_cast<Waiter*>(cw);
+    self->done = true;
+    self->result = result;
+  };
+  if (checkpoint) commit_->want_checkpoint = true;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+  // `w` stays on the list only until the commit completes, and we wait for that right here.
+  WaitCommit(&w);
+#pragma GCC diagnostic pop
+  while (!w.done) reactor_->RunOnce(100'000'000);
+  if (w.result < 0) return Status::FromErrno(-w.result, "pool commit");
+  return Status::Ok();
+}
+
+Result<Volume*> Pool::CreateVolume(const std::string& name, uint64_t size_bytes,
+                                   Durability durability, bool read_only) {
+  if (!ValidName(name))
+    return InvalidArgument("volume name must be 1-64 characters of [A-Za-z0-9._-]: '" + name + "'");
+  if (size_bytes == 0) return InvalidArgument("volume size must be > 0");
+  if (size_bytes / chunk_bytes_ >= UINT32_MAX) return InvalidArgument("volume too large");
+  if (FindVolume(name)) return AlreadyExists("volume '" + name + "' exists");
+  uint32_t slot = pf::kVolumesMax;
+  for (uint32_t i = 0; i < pf::kVolumesMax; ++i) {
+    if (!slots_[i]) {
+      slot = i;
+      break;
+    }
+  }
+  if (slot == pf::kVolumesMax)
+    return ResourceExhausted("pool holds the maximum of 256 volumes already");
+  VolumeInfo info;
+  info.id = next_volume_id_++;
+  info.name = name;
+  info.size_bytes = size_bytes;
+  info.durability = durability;
+  info.read_only = read_only;
+  slots_[slot].reset(new Volume(this, info, slot));
+  slots_[slot]->map_.assign((size_bytes + chunk_bytes_ - 1) / chunk_bytes_, 0);
+  Status s = SyncCommit(true);
+  if (!s.ok()) {
+    slots_[slot].reset();
+    return s.WithContext("create volume " + name);
+  }
+  return slots_[slot].get();
+}
+
+Status Pool::DeleteVolume(const std::string& name) {
+  Volume* v = FindVolume(name);
+  if (!v) return NotFound("no volume '" + name + "'");
+  if (v->inflight_ > 0) return FailedPrecondition("volume '" + name + "' has I/O in flight");
+  for (uint64_t vc = 0; vc < v->map_.size(); ++vc)
+    if (v->map_[vc]) UnmapChunk(v, vc);
+  slots_[v->slot_].reset();
+  // The punches run on the reactor; the commit after them makes the frees durable.
+  for (int i = 0; i < 100000 && (!punch_queue_.empty() || punch_free_.size() < kPunchIosMax); ++i)
+    reactor_->RunOnce(100'000'000);
+  return SyncCommit(true).WithContext("delete volume " + name);
+}
+
+Status Pool::ResizeVolume(const std::string& name, uint64_t size_bytes) {
+  Volume* v = FindVolume(name);
+  if (!v) return NotFound("no volume '" + name + "'");
+  if (size_bytes == 0) return InvalidArgument("volume size must be > 0");
+  uint64_t chunks = (size_bytes + chunk_bytes_ - 1) / chunk_bytes_;
+  if (chunks >= UINT32_MAX) return InvalidArgument("volume too large");
+  if (size_bytes < v->info_.size_bytes) {
+    if (v->inflight_ > 0) return FailedPrecondition("volume '" + name + "' has I/O in flight");
+    for (uint64_t vc = chunks; vc < v->map_.size(); ++vc)
+      if (v->map_[vc])
+        return FailedPrecondition("cannot shrink '" + name +
+                                  "': data is allocated beyond the new end (discard it first)");
+    // The tail of the last kept chunk must read as zeros if the volume grows again.
+    uint64_t tail = size_bytes % chunk_bytes_;
+    if (tail && v->map_[chunks - 1]) {
+      uint64_t off = ChunkOffset(v->map_[chunks - 1] - 1) + tail;
+      SPD_RETURN_IF_ERROR(backend_->DiscardSync(off, chunk_bytes_ - tail));
+    }
+  }
+  uint64_t old = v->info_.size_bytes;
+  v->info_.size_bytes = size_bytes;
+  v->map_.resize(chunks, 0);
+  Status s = SyncCommit(true);
+  if (!s.ok()) {
+    v->info_.size_bytes = old;
+    v->map_.resize((old + chunk_bytes_ - 1) / chunk_bytes_, 0);
+  }
+  return s.WithContext("resize volume " + name);
+}
+
+Volume* Pool::FindVolume(const std::string& name) {
+  for (auto& v : slots_)
+    if (v && v->info_.name == name) return v.get();
+  return nullptr;
+}
+
+std::vector<VolumeInfo> Pool::ListVolumes() const {
+  std::vector<VolumeInfo> out;
+  for (auto& v : slots_)
+    if (v) out.push_back(v->info_);
+  std::sort(out.begin(), out.end(),
+            [](const VolumeInfo& a, const VolumeInfo& b) { return a.id < b.id; });
+  return out;
+}
+
+Status Pool::SyncAll() { return SyncCommit(false); }
+
+PoolStats Pool::stats() const {
+  PoolStats s = stats_;
+  s.size_bytes = pool_bytes_;
+  s.chunk_size_bytes = chunk_bytes_;
+  s.chunks_total = chunks_total_;
+  s.chunks_free = chunks_free_;
+  return s;
+}
+
+// ---- chunks ---------------------------------------------------------------------------------
+
+uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
+  if (free_zero_.empty()) {
+    // Freed chunks come back after the commit that records their freeing.
+    if (!freed_pending_.empty() && !commit_->running) StartCommit();
+    return 0;
+  }
+  uint32_t p = free_zero_.back();
+  free_zero_.pop_back();
+  SPD_ASSERT(state_[p] == kFreeZero);
+  state_[p] = kAllocated;
+  owners_[p] = (static_cast<uint64_t>(v->slot_ + 1) << 32) | vchunk;
+  --chunks_free_;
+  v->map_[vchunk] = p + 1;
+  v->info_.allocated_bytes += chunk_bytes_;
+  commit_->records.push_back(
+      {static_cast<uint32_t>(pf::LogRecordType::kAlloc), v->slot_, vchunk, p, 0});
+  if (commit_->records.size() >= kBackgroundCommitRecords && !commit_->running) StartCommit();
+  return p + 1;
+}
+
+void Pool::UnmapChunk(Volume* v, uint64_t vchunk) {
+  uint32_t p = v->map_[vchunk] - 1;
+  v->map_[vchunk] = 0;
+  v->info_.allocated_bytes -= chunk_bytes_;
+  owners_[p] = 0;
+  state_[p] = kFreeing;
+  // In-flight I/O to the chunk finishes first: a late write must never land in a chunk that
+  // another volume could already own.
+  if (chunk_inflight_[p] == 0) StartPunch(p);
+}
+
+void Pool::ChunkIoDone(uint32_t p) {
+  SPD_ASSERT(chunk_inflight_[p] > 0);
+  if (--chunk_inflight_[p] == 0 && state_[p] == kFreeing) StartPunch(p);
+}
+
+void Pool::StartPunch(uint32_t p) {
+  if (punch_free_.empty()) {
+    punch_queue_.push_back(p);
+    return;
+  }
+  PunchIo* io = punch_free_.back();
+  punch_free_.pop_back();
+  io->pchunk = p;
+  io->io.op = backend_->discard_zeroes() ? IoOp::kDiscard : IoOp::kWriteZeroes;
+  io->io.flags = 0;
+  io->io.offset_bytes = ChunkOffset(p);
+  io->io.length_bytes = chunk_bytes_;
+  io->io.buf = nullptr;
+  backend_->Submit(&io->io);
+}
+
+void Pool::OnPunchDone(BackendIo* bio) {
+  auto* io = static_cast<PunchIo*>(bio->ctx);
+  Pool* self = io->pool;
+  uint32_t p = io->pchunk;
+  if (bio->result < 0) {
+    // The chunk stays out of circulation until the next open zeroes it again.
+    punch_errors_total.Add();
+    self->state_[p] = kFreeDirty;
+  } else {
+    self->state_[p] = kFreePending;
+    self->commit_->records.push_back({static_cast<uint32_t>(pf::LogRecordType::kFree), 0, 0, p, 0});
+    self->freed_pending_.push_back(p);
+    if ((self->freed_pending_.size() >= kBackgroundCommitRecords || self->free_zero_.empty()) &&
+        !self->commit_->running)
+      self->StartCommit();
+  }
+  self->punch_free_.push_back(io);
+  if (!self->punch_queue_.empty()) {
+    uint32_t next = self->punch_queue_.back();
+    self->punch_queue_.pop_back();
+    self->StartPunch(next);
+  }
+}
+
+// ---- group commit ---------------------------------------------------------------------------
+
+void Pool::WaitCommit(CommitWaiter* w) {
+  w->next = nullptr;
+  CommitState& c = *commit_;
+  if (c.next_tail) {
+    c.next_tail->next = w;
+  } else {
+    c.next_head = w;
+  }
+  c.next_tail = w;
+  if (!c.running) StartCommit();
+}
+
+void Pool::StartCommit() {
+  CommitState& c = *commit_;
+  SPD_ASSERT(!c.running);
+  c.running = true;
+  c.current = c.next_head;
+  c.next_head = c.next_tail = nullptr;
+  c.phase = 0;
+  ++stats_.commits;
+  commits_total.Add();
+  // Phase 0: make every completed data write durable before metadata that may point at it.
+  c.io.op = IoOp::kFlush;
+  c.io.flags = 0;
+  c.io.offset_bytes = 0;
+  c.io.length_bytes = 0;
+  c.io.buf = nullptr;
+  backend_->Submit(&c.io);
+}
+
+void Pool::OnCommitIo(BackendIo* io) { static_cast<Pool*>(io->ctx)->CommitStep(io->result); }
+
+size_t Pool::EncodeLog(uint8_t* buf, size_t blocks_max) {
+  CommitState& c = *commit_;
+  size_t blocks = 0;
+  size_t i = 0;
+  while (i < c.batch.size() && blocks < blocks_max) {
+    uint8_t* b = buf + blocks * pf::kBlockBytes;
+    std::memset(b, 0, pf::kBlockBytes);
+    auto* h = reinterpret_cast<pf::LogBlockHeader*>(b);
+    h->magic = pf::kLogMagic;
+    h->lsn = next_lsn_ + blocks;
+    std::memcpy(h->uuid, uuid_, 16);
+    size_t n = std::min<size_t>(pf::kRecordsPerBlock, c.batch.size() - i);
+    h->count = static_cast<uint32_t>(n);
+    std::memcpy(b + sizeof(pf::LogBlockHeader), c.batch.data() + i, n * sizeof(pf::LogRecord));
+    h->crc = Crc32c(0, b, pf::kBlockBytes);
+    i += n;
+    ++blocks;
+  }
+  return blocks;
+}
+
+size_t Pool::EncodeCheckpoint(uint8_t* buf) {
+  const size_t payload =
+      pf::kVolumesMax * sizeof(pf::VolumeRecord) + chunks_total_ * sizeof(pf::ChunkOwner);
+  std::memset(buf, 0, sizeof(pf::CheckpointHeader) + payload);
+  auto* h = reinterpret_cast<pf::CheckpointHeader*>(buf);
+  h->magic = pf::kCkptMagic;
+  h->seq = ckpt_seq_ + 1;
+  std::memcpy(h->uuid, uuid_, 16);
+  h->log_lsn = next_lsn_;
+  h->log_pos = 0;  // the log starts over after a checkpoint
+  h->payload_bytes = payload;
+  h->next_volume_id = next_volume_id_;
+  auto* vr = reinterpret_cast<pf::VolumeRecord*>(buf + sizeof(pf::CheckpointHeader));
+  for (uint32_t i = 0; i < pf::kVolumesMax; ++i) {
+    if (!slots_[i]) continue;
+    const VolumeInfo& info = slots_[i]->info_;
+    vr[i].id = info.id;
+    vr[i].durability = static_cast<uint8_t>(info.durability);
+    vr[i].read_only = info.read_only ? 1 : 0;
+    vr[i].size_bytes = info.size_bytes;
+    std::memcpy(vr[i].name, info.name.data(), std::min<size_t>(info.name.size(), 64));
+  }
+  auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + pf::kVolumesMax);
+  for (uint64_t c = 0; c < chunks_total_; ++c) {
+    co[c].slot_plus_one = static_cast<uint32_t>(owners_[c] >> 32);
+    co[c].vchunk = static_cast<uint32_t>(owners_[c]);
+  }
+  h->crc = Crc32c(0, buf, sizeof(pf::CheckpointHeader) + payload);
+  return RoundUp(sizeof(pf::CheckpointHeader) + payload, pf::kBlockBytes);
+}
+
+void Pool::CommitStep(int32_t result) {
+  CommitState& c = *commit_;
+  if (result < 0) return FinishCommit(result);
+  if (c.phase == 0) {
+    // Phase 1: the records of this commit (everything pending now), or a checkpoint.
+    c.phase = 1;
+    c.batch.swap(c.records);
+    c.records.clear();
+    c.batch_freed.swap(freed_pending_);
+    freed_pending_.clear();
+    size_t blocks = (c.batch.size() + pf::kRecordsPerBlock - 1) / pf::kRecordsPerBlock;
+    c.checkpoint = c.want_checkpoint || blocks > kLogBlocksPerCommitMax ||
+                   log_pos_ + blocks * pf::kBlockBytes > log_bytes_ / 2;
+    c.want_checkpoint = false;
+    if (!c.checkpoint && blocks == 0) {
+      // Nothing to record: the data flush alone is the commit.
+      return FinishCommit(0);
+    }
+    c.io.op = IoOp::kWrite;
+    c.io.flags = 0;
+    if (c.checkpoint) {
+      size_t n = EncodeCheckpoint(c.ckpt_buf.get());
+      c.io.offset_bytes = ckpt_offset_[(ckpt_seq_ + 1) % 2];
+      c.io.length_bytes = static_cast<uint32_t>(n);
+      c.io.buf = c.ckpt_buf.get();
+    } else {
+      c.batch_blocks = EncodeLog(c.log_buf.get(), blocks);
+      c.io.offset_bytes = log_offset_ + log_pos_;
+      c.io.length_bytes = static_cast<uint32_t>(c.batch_blocks * pf::kBlockBytes);
+      c.io.buf = c.log_buf.get();
+    }
+    backend_->Submit(&c.io);
+    return;
+  }
+  if (c.phase == 1) {
+    c.phase = 2;
+    c.io.op = IoOp::kFlush;
+    c.io.offset_bytes = 0;
+    c.io.length_bytes = 0;
+    c.io.buf = nullptr;
+    backend_->Submit(&c.io);
+    return;
+  }
+  // Phase 2 done: the metadata is durable.
+  if (c.checkpoint) {
+    ++ckpt_seq_;
+    log_pos_ = 0;
+    ++stats_.checkpoints;
+    checkpoints_total.Add();
+  } else {
+    log_pos_ += c.batch_blocks * pf::kBlockBytes;
+    next_lsn_ += c.batch_blocks;
+    stats_.log_records += c.batch.size();
+    log_records_total.Add(c.batch.size());
+  }
+  FinishCommit(0);
+}
+
+void Pool::FinishCommit(int32_t result) {
+  CommitState& c = *commit_;
+  if (result < 0) {
+    commit_errors_total.Add();
+    // The records were not made durable: they go back to be written by the next commit.
+    c.records.insert(c.records.begin(), c.batch.begin(), c.batch.end());
+    freed_pending_.insert(freed_pending_.end(), c.batch_freed.begin(), c.batch_freed.end());
+    if (c.checkpoint) c.want_checkpoint = true;
+  } else {
+    for (uint32_t p : c.batch_freed) {
+      state_[p] = kFreeZero;
+      free_zero_.push_back(p);
+      ++chunks_free_;
+    }
+  }
+  c.batch.clear();
+  c.batch_freed.clear();
+  c.running = false;
+  CommitWaiter* w = c.current;
+  c.current = nullptr;
+  while (w) {
+    CommitWaiter* next = w->next;
+    w->fn(w, result);
+    w = next;
+  }
+  if (c.next_head && !c.running) StartCommit();
+}
+
+}  // namespace spd

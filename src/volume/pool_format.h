@@ -1,0 +1,104 @@
+// On-disk format of a pool. All integers little-endian. See docs/pool_format.md.
+//
+//   offset 0       superblock copy A (4 KiB)
+//   offset 4096    superblock copy B (4 KiB)
+//   ckpt_offset[0] checkpoint slot 0 (ckpt_bytes)
+//   ckpt_offset[1] checkpoint slot 1 (ckpt_bytes)
+//   log_offset     metadata log (log_bytes, 4 KiB blocks)
+//   data_offset    data chunks (chunks_total x chunk_bytes), chunk-aligned
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace spd::pool_format {
+
+constexpr uint32_t kBlockBytes = 4096;
+constexpr uint32_t kVersion = 1;
+constexpr uint64_t kSuperMagic = 0x4c4f4f5032445053ull;  // "SPD2POOL"
+constexpr uint64_t kCkptMagic = 0x54504b4332445053ull;   // "SPD2CKPT"
+constexpr uint32_t kLogMagic = 0x4c445053u;              // "SPDL"
+constexpr uint32_t kVolumesMax = 256;
+constexpr uint32_t kNameBytesMax = 64;
+
+struct Superblock {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t crc;  // crc32c of the whole 4 KiB block with this field zero
+  uint8_t uuid[16];
+  uint64_t pool_bytes;
+  uint32_t chunk_bytes;
+  uint32_t reserved0;
+  uint64_t ckpt_offset[2];
+  uint64_t ckpt_bytes;
+  uint64_t log_offset;
+  uint64_t log_bytes;
+  uint64_t data_offset;
+  uint64_t chunks_total;
+  uint8_t pad[kBlockBytes - 104];
+};
+static_assert(sizeof(Superblock) == kBlockBytes);
+static_assert(offsetof(Superblock, crc) == 12);
+static_assert(offsetof(Superblock, chunks_total) == 96);
+
+// Volume table entry inside a checkpoint.
+struct VolumeRecord {
+  uint32_t id;  // stable id, unique for the pool's life (0 = slot unused)
+  uint8_t durability;
+  uint8_t read_only;
+  uint16_t reserved0;
+  uint64_t size_bytes;
+  char name[kNameBytesMax];  // NUL-padded
+  uint8_t pad[48];
+};
+static_assert(sizeof(VolumeRecord) == 128);
+
+// Chunk owner map entry: who owns each data chunk.
+struct ChunkOwner {
+  uint32_t slot_plus_one;  // volume table slot + 1; 0 = free
+  uint32_t vchunk;         // chunk index inside the volume
+};
+static_assert(sizeof(ChunkOwner) == 8);
+
+struct CheckpointHeader {
+  uint64_t magic;
+  uint64_t seq;      // higher wins
+  uint8_t uuid[16];  // the pool's: a stale checkpoint of another pool never loads
+  uint64_t log_lsn;  // first log block LSN to replay
+  uint64_t log_pos;  // byte offset in the log region where replay starts
+  uint64_t payload_bytes;
+  uint32_t next_volume_id;
+  uint32_t crc;  // crc32c of header (this field zero) + payload
+  uint8_t pad[8];
+};
+static_assert(sizeof(CheckpointHeader) == 72);
+// Payload: VolumeRecord[kVolumesMax] then ChunkOwner[chunks_total].
+
+struct LogBlockHeader {
+  uint32_t magic;
+  uint32_t crc;  // crc32c of the whole block with this field zero
+  uint64_t lsn;  // consecutive; replay stops at the first block that breaks the sequence
+  uint8_t uuid[16];
+  uint32_t count;  // records in this block
+  uint32_t reserved0;
+};
+static_assert(sizeof(LogBlockHeader) == 40);
+
+enum class LogRecordType : uint32_t {
+  kAlloc = 1,  // chunk `pchunk` now holds volume slot `slot`'s chunk `vchunk`
+  kFree = 2,   // chunk `pchunk` is free (its contents were zeroed before this record)
+};
+
+struct LogRecord {
+  uint32_t type;
+  uint32_t slot;
+  uint64_t vchunk;
+  uint64_t pchunk;
+  uint64_t reserved0;
+};
+static_assert(sizeof(LogRecord) == 32);
+
+constexpr uint32_t kRecordsPerBlock = (kBlockBytes - sizeof(LogBlockHeader)) / sizeof(LogRecord);
+static_assert(kRecordsPerBlock == 126);
+
+}  // namespace spd::pool_format

@@ -1,0 +1,191 @@
+// Volume data path: split a request by chunk, map or allocate, issue backend I/O in waves of at
+// most VolumeIo::kSubIoMax, and commit when the request's durability asks for it.
+#include <cstring>
+
+#include "common/counters.h"
+#include "volume/pool.h"
+
+namespace spd {
+namespace {
+
+Counter client_bytes_written_total("spd_volume_client_bytes_written_total",
+                                   "Bytes clients asked volumes to write.");
+Counter invalid_requests_total("spd_volume_invalid_requests_total",
+                               "Volume requests refused: out of range or read-only.");
+Counter enospc_total("spd_volume_enospc_total", "Writes refused because the pool is full.");
+Counter io_errors_total("spd_volume_io_errors_total", "Volume requests failed by backend errors.");
+
+}  // namespace
+
+void Volume::Submit(VolumeIo* io) {
+  io->volume = this;
+  io->result = 0;
+  io->first_error = 0;
+  io->cursor_bytes = 0;
+  io->sub_pending = 0;
+  io->needs_commit = false;
+  io->in_submit = true;
+  io->fua = (io->flags & kIoFua) != 0 || info_.durability == Durability::kSync;
+  if (info_.durability == Durability::kNone) io->fua = false;
+  ++inflight_;
+  const uint64_t end = io->offset_bytes + io->length_bytes;
+  if (io->op == IoOp::kFlush) {
+    if (info_.durability == Durability::kNone) {
+      Complete(io, 0);
+    } else {
+      io->needs_commit = true;
+      Issue(io);
+    }
+  } else if (io->op != IoOp::kRead && info_.read_only) {
+    invalid_requests_total.Add();
+    Complete(io, -EPERM);
+  } else if (io->offset_bytes > info_.size_bytes || end < io->offset_bytes) {
+    invalid_requests_total.Add();
+    Complete(io, -EINVAL);
+  } else if (end > info_.size_bytes) {
+    invalid_requests_total.Add();
+    Complete(io, io->op == IoOp::kWrite || io->op == IoOp::kWriteZeroes ? -ENOSPC : -EINVAL);
+  } else {
+    if (io->op == IoOp::kWrite) client_bytes_written_total.Add(io->length_bytes);
+    if (io->fua && io->op != IoOp::kRead && io->op != IoOp::kWrite) io->needs_commit = true;
+    Issue(io);
+  }
+  io->in_submit = false;
+}
+
+void Volume::Issue(VolumeIo* io) {
+  Pool* pool = pool_;
+  const uint64_t chunk = pool->chunk_bytes_;
+  while (io->first_error == 0 && io->cursor_bytes < io->length_bytes &&
+         io->sub_pending < VolumeIo::kSubIoMax) {
+    const uint64_t off = io->offset_bytes + io->cursor_bytes;
+    const uint64_t vchunk = off / chunk;
+    const uint64_t in = off % chunk;
+    const uint32_t seg =
+        static_cast<uint32_t>(std::min<uint64_t>(io->length_bytes - io->cursor_bytes, chunk - in));
+    uint32_t p1 = map_[vchunk];
+    const uint64_t at = io->cursor_bytes;
+    io->cursor_bytes += seg;
+    IoOp op = io->op;
+    uint8_t flags = 0;
+    switch (io->op) {
+      case IoOp::kRead:
+        if (p1 == 0) {
+          std::memset(static_cast<uint8_t*>(io->buf) + at, 0, seg);
+          continue;
+        }
+        break;
+      case IoOp::kWrite:
+        if (p1 == 0) {
+          p1 = pool->AllocChunk(this, vchunk);
+          if (p1 == 0) {
+            enospc_total.Add();
+            io->first_error = -ENOSPC;
+            continue;
+          }
+          io->needs_commit = io->needs_commit || io->fua;
+        }
+        if (io->fua) flags |= kIoFua;
+        break;
+      case IoOp::kDiscard:
+      case IoOp::kWriteZeroes:
+        if (p1 == 0) continue;  // unallocated already reads as zeros
+        if (seg == chunk && !(io->op == IoOp::kWriteZeroes && (io->flags & kIoNoUnmap))) {
+          pool->UnmapChunk(this, vchunk);
+          continue;
+        }
+        // Part of a chunk: zero it in place (a punched hole reads as zeros on files and sim).
+        if (!pool->backend_->discard_zeroes()) op = IoOp::kWriteZeroes;
+        if (io->op == IoOp::kWriteZeroes && (io->flags & kIoNoUnmap)) flags |= kIoNoUnmap;
+        break;
+      case IoOp::kFlush:
+        SPD_ASSERT(false);
+    }
+    BackendIo& sub = io->sub[io->sub_pending++];
+    // Sub-I/O slots are reused only when every one of the wave has completed.
+    sub.op = op;
+    sub.flags = flags;
+    sub.offset_bytes = pool->ChunkOffset(p1 - 1) + in;
+    sub.length_bytes = seg;
+    sub.buf =
+        (op == IoOp::kRead || op == IoOp::kWrite) ? static_cast<uint8_t*>(io->buf) + at : nullptr;
+    sub.ctx = io;
+    sub.done = &Volume::OnSubDone;
+    pool->ChunkIoStart(p1 - 1);
+    pool->backend_->Submit(&sub);
+  }
+  if (io->sub_pending > 0) return;
+  // Everything issued and completed (or nothing needed the backend).
+  if (io->first_error != 0) return Complete(io, io->first_error);
+  if (io->needs_commit) {
+    io->waiter.fn = &Volume::OnCommitted;
+    pool->WaitCommit(&io->waiter);
+    return;
+  }
+  Complete(io, 0);
+}
+
+void Volume::OnSubDone(BackendIo* sub) {
+  auto* io = static_cast<VolumeIo*>(sub->ctx);
+  Volume* v = io->volume;
+  Pool* pool = v->pool_;
+  pool->ChunkIoDone(
+      static_cast<uint32_t>((sub->offset_bytes - pool->data_offset_) / pool->chunk_bytes_));
+  if (sub->result < 0 && io->first_error == 0) {
+    io_errors_total.Add();
+    io->first_error = sub->result;
+  }
+  if (--io->sub_pending > 0) return;
+  v->Issue(io);  // next wave, or finish
+}
+
+void Volume::OnCommitted(CommitWaiter* w, int32_t result) {
+  VolumeIo* io =
+      reinterpret_cast<VolumeIo*>(reinterpret_cast<char*>(w) - offsetof(VolumeIo, waiter));
+  io->volume->Complete(io, result);
+}
+
+void Volume::Complete(VolumeIo* io, int32_t result) {
+  io->result = result;
+  if (io->in_submit) {
+    // Never complete inside Submit: the caller may not be ready for its callback yet.
+    io->task.fn = &Volume::OnDeferredDone;
+    pool_->reactor_->Defer(&io->task);
+    return;
+  }
+  --inflight_;
+  io->done(io);
+}
+
+void Volume::OnDeferredDone(Task* t) {
+  VolumeIo* io = reinterpret_cast<VolumeIo*>(reinterpret_cast<char*>(t) - offsetof(VolumeIo, task));
+  --io->volume->inflight_;
+  io->done(io);
+}
+
+Status Volume::MapRange(uint64_t offset_bytes, uint64_t length_bytes, size_t extents_max,
+                        std::vector<Extent>* out) const {
+  if (offset_bytes > info_.size_bytes || offset_bytes + length_bytes > info_.size_bytes ||
+      offset_bytes + length_bytes < offset_bytes)
+    return InvalidArgument("range beyond the end of the volume");
+  const uint64_t chunk = pool_->chunk_bytes_;
+  uint64_t off = offset_bytes;
+  const uint64_t end = offset_bytes + length_bytes;
+  while (off < end) {
+    uint64_t vchunk = off / chunk;
+    uint64_t seg = std::min<uint64_t>(end - off, chunk - off % chunk);
+    ExtentKind kind = map_[vchunk] ? ExtentKind::kData : ExtentKind::kHole;
+    if (!out->empty() && out->back().kind == kind &&
+        out->back().offset_bytes + out->back().length_bytes == off &&
+        out->back().length_bytes + seg <= UINT32_MAX) {
+      out->back().length_bytes += seg;
+    } else {
+      if (out->size() >= extents_max) break;
+      out->push_back({off, seg, kind});
+    }
+    off += seg;
+  }
+  return Status::Ok();
+}
+
+}  // namespace spd

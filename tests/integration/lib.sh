@@ -1,0 +1,52 @@
+# Shared helpers for the integration tests (sourced). Each test gets its own temp directory,
+# its own spd2 (started and stopped by pid) and its own ports.
+set -euo pipefail
+
+SPD2=${SPD2:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/spd2}
+PY=/usr/bin/python3  # Debian's python3-libnbd lives here only
+T=$(mktemp -d /tmp/spd-it.XXXXXX)
+SPD_PID=""
+SPD_SOCK="$T/data/nbd.sock"
+SPD_PORT=$((20000 + RANDOM % 20000))
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+cleanup() {
+  if [ -n "$SPD_PID" ] && kill -0 "$SPD_PID" 2>/dev/null; then
+    kill -KILL "$SPD_PID" 2>/dev/null || true
+    wait "$SPD_PID" 2>/dev/null || true
+  fi
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+# start_spd2 [extra args...]: starts spd2 on $T/data, waits until the socket accepts.
+start_spd2() {
+  "$SPD2" --data-dir "$T/data" --pool-size "${SPD_POOL_SIZE:-2G}" \
+    --nbd-listen "127.0.0.1:$SPD_PORT" --metrics-listen off --quiet "$@" \
+    >>"$T/spd2.log" 2>&1 &
+  SPD_PID=$!
+  for _ in $(seq 200); do
+    if [ -S "$SPD_SOCK" ] && nbdinfo --size "nbd+unix:///?socket=$SPD_SOCK" >/dev/null 2>&1; then
+      return 0
+    fi
+    kill -0 "$SPD_PID" 2>/dev/null || { cat "$T/spd2.log" >&2; fail "spd2 exited at start"; }
+    sleep 0.05
+  done
+  cat "$T/spd2.log" >&2
+  fail "spd2 did not become ready"
+}
+
+# stop_spd2: SIGTERM and wait; fails unless spd2 exits 0.
+stop_spd2() {
+  kill -TERM "$SPD_PID"
+  local rc=0
+  wait "$SPD_PID" || rc=$?
+  SPD_PID=""
+  [ "$rc" -eq 0 ] || { cat "$T/spd2.log" >&2; fail "spd2 exited $rc after SIGTERM"; }
+}
+
+uri() { echo "nbd+unix:///${1:-vol0}?socket=$SPD_SOCK"; }

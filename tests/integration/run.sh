@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test_* in this folder against spd2 ($SPD2, default build/spd2) with real NBD
+# clients. One line per test, then "N passed, N failed". Exit non-zero on any failure.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+export SPD2=${SPD2:-$here/../../build/spd2}
+[ -x "$SPD2" ] || { echo "spd2 not found at $SPD2 (build first)"; exit 1; }
+passed=0
+failed=0
+for t in "$here"/test_*; do
+  name=$(basename "$t")
+  start=$(date +%s.%N)
+  log=$(mktemp)
+  case "$t" in
+    *.py) timeout 300 /usr/bin/python3 "$t" >"$log" 2>&1 ;;
+    *) timeout 300 bash "$t" >"$log" 2>&1 ;;
+  esac
+  rc=$?
+  secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
+  if [ $rc -eq 0 ]; then
+    passed=$((passed + 1))
+    echo "PASS $name (${secs}s)"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name (${secs}s, exit $rc)"
+    sed 's/^/    /' "$log" | tail -n 40
+  fi
+  rm -f "$log"
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
