@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Second command of the README: runs the whole test suite from a clean checkout.
 #   1. installs dependencies   2. format check   3. unit tests under ASan+UBSan
-#   4. integration tests with real NBD clients against a release build   5. a short fuzz run
+#   4. integration tests with real NBD clients against a release build
+#   5. crash-consistency sweep (>= 100,000 crash states)   6. a short fuzz run
 # Ends with one line "N passed, N failed" counting the stages; exit status non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,11 @@ integration_tests() {
   bash scripts/build.sh release && SPD2="$PWD/build/spd2" bash tests/integration/run.sh
 }
 
+crash_sweep() {
+  # At least 100,000 crash states through the production recovery code (release build).
+  bash scripts/build.sh release && ./build/spd_crash --states-min "${SPD_CRASH_STATES:-100000}"
+}
+
 fuzz_run() {
   bash scripts/build.sh fuzz || return 1
   local corpus
@@ -56,6 +62,7 @@ stage setup bash scripts/setup.sh
 stage format format_check
 stage unit unit_tests
 stage integration integration_tests
+stage crash crash_sweep
 stage fuzz fuzz_run
 
 if [ ${#failures[@]} -gt 0 ]; then echo "failed stages: ${failures[*]}"; fi

@@ -142,10 +142,12 @@ int RunDaemon(const DaemonOptions& o) {
   std::unique_ptr<Pool> pool = std::move(pool_or).value();
 
   std::vector<VolumeSpec> wanted = o.volumes;
-  if (wanted.empty() && pool->ListVolumes().empty()) wanted.push_back({"vol0", 1ull << 30, false});
+  if (wanted.empty() && pool->ListVolumes().empty()) {
+    wanted.push_back({"vol0", 1ull << 30, false, Durability::kFlush});
+  }
   for (const VolumeSpec& v : wanted) {
     if (pool->FindVolume(v.name) != nullptr) continue;
-    auto created = pool->CreateVolume(v.name, v.size_bytes, Durability::kFlush, v.read_only);
+    auto created = pool->CreateVolume(v.name, v.size_bytes, v.durability, v.read_only);
     if (!created.ok()) {
       SPD_LOG_ERROR("volume %s: %s", v.name.c_str(), created.status().ToString().c_str());
       return 1;

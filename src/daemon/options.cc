@@ -49,11 +49,22 @@ Result<VolumeSpec> ParseVolumeSpec(const std::string& text) {
   std::string rest = text.substr(c1 + 1);
   size_t c2 = rest.find(':');
   std::string size = rest.substr(0, c2);
-  if (c2 != std::string::npos) {
-    std::string mode = rest.substr(c2 + 1);
-    if (mode != "ro" && mode != "rw")
-      return InvalidArgument("--volume mode must be ro or rw, got '" + mode + "'");
-    spec.read_only = mode == "ro";
+  while (c2 != std::string::npos) {
+    rest = rest.substr(c2 + 1);
+    c2 = rest.find(':');
+    std::string mode = rest.substr(0, c2);
+    if (mode == "ro" || mode == "rw") {
+      spec.read_only = mode == "ro";
+    } else if (mode == "flush") {
+      spec.durability = Durability::kFlush;
+    } else if (mode == "sync") {
+      spec.durability = Durability::kSync;
+    } else if (mode == "none") {
+      spec.durability = Durability::kNone;
+    } else {
+      return InvalidArgument("--volume mode must be ro, rw, flush, sync or none, got '" + mode +
+                             "'");
+    }
   }
   SPD_ASSIGN_OR_RETURN(spec.size_bytes, ParseSize(size));
   if (spec.size_bytes == 0) return InvalidArgument("--volume size must be > 0: '" + text + "'");
@@ -73,6 +84,8 @@ Sizes take binary units: 4096, 64K, 1M, 16G, 1T (KiB/MiB/GiB/TiB also accepted).
 Signals: SIGTERM or SIGINT stop accepting, let in-flight requests finish, make all data
 durable (flush) and exit 0.
 Exit codes: 0 clean stop, 1 runtime failure (pool cannot be opened, port in use), 2 bad usage.
+
+Offline check of a pool: spd2 check POOL [--repair]   (see spd2 check --help)
 )";
 
 }  // namespace
@@ -95,7 +108,9 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "Thin-provisioning unit of a new pool (power of two, >= 64K)")
       ->capture_default_str();
   app.add_option("--volume", volumes,
-                 "NAME:SIZE[:ro] volume to create at start when missing (repeatable)");
+                 "NAME:SIZE[:ro][:flush|sync|none] volume to create at start when missing "
+                 "(repeatable). Durability: flush (default) = durable at FLUSH/FUA; sync = every "
+                 "write durable before its reply; none = scratch, may lose everything on crash");
   app.add_option("--backend", backend,
                  "I/O backend: uring (fast path), posix (kernel fallback), "
                  "sim (in-memory, with latency/fault models)")

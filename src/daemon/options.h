@@ -16,6 +16,7 @@ struct VolumeSpec {
   std::string name;
   uint64_t size_bytes = 0;
   bool read_only = false;
+  Durability durability = Durability::kFlush;
 };
 
 struct DaemonOptions {
@@ -42,7 +43,7 @@ struct DaemonOptions {
 
 // Parses "4096", "64K", "1M", "1G", "1T", "1GiB", "1.5G". Binary units.
 Result<uint64_t> ParseSize(const std::string& text);
-// "NAME:SIZE" or "NAME:SIZE:ro".
+// "NAME:SIZE[:MODE...]" with modes ro|rw and durability flush|sync|none.
 Result<VolumeSpec> ParseVolumeSpec(const std::string& text);
 
 // Parses argv. Returns kCancelled with the text to print for --help/--version (exit 0), and

@@ -1,10 +1,14 @@
 // spd2: the SP Driver 2.0 daemon. See `spd2 --help`.
 #include <cstdio>
 
+#include <cstring>
+
+#include "daemon/check.h"
 #include "daemon/daemon.h"
 #include "daemon/options.h"
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && !std::strcmp(argv[1], "check")) return spd::RunCheck(argc, argv);
   std::string help;
   auto options = spd::ParseDaemonOptions(argc, argv, &help);
   if (!options.ok()) {

@@ -73,6 +73,18 @@ void VolumeOracle::Completed(uint64_t first, uint64_t count, uint64_t write_id, 
   }
 }
 
+void VolumeOracle::MadeDurable(uint64_t first, uint64_t count, uint64_t write_id) {
+  for (uint64_t s = first; s < first + count; ++s) {
+    const auto& h = history_[s];
+    for (uint32_t i = static_cast<uint32_t>(h.size()); i-- > durable_[s];) {
+      if (h[i].write_id == write_id) {
+        durable_[s] = i;
+        break;
+      }
+    }
+  }
+}
+
 void VolumeOracle::FlushCompleted(uint64_t seen) {
   std::vector<uint64_t> still_dirty;
   for (uint64_t s : dirty_) {

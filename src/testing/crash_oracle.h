@@ -37,6 +37,8 @@ class VolumeOracle {
   // A write (write_id > 0) or a zeroing (write_id 0) of [first, first+count) completed.
   // `durable` for FUA writes.
   void Completed(uint64_t first, uint64_t count, uint64_t write_id, bool durable);
+  // A FUA write of [first, first+count) completed: its version is durable now.
+  void MadeDurable(uint64_t first, uint64_t count, uint64_t write_id);
   // A FLUSH completed that started after `seen` completions had been recorded.
   // REQUIRES: `seen` was obtained with CompletionMark() when the flush was submitted.
   void FlushCompleted(uint64_t seen);
@@ -50,6 +52,8 @@ class VolumeOracle {
                     uint64_t found_write_id) const;
 
   void Grow(uint64_t sectors);
+  // The newest version of a sector (what a read of the live volume must show).
+  uint64_t Latest(uint64_t sector) const { return history_[sector].back().write_id; }
 
  private:
   struct Version {

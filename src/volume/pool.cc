@@ -138,6 +138,7 @@ Status Pool::Format(const PoolOptions& o) {
   owners_.assign(chunks_total_, 0);
   state_.assign(chunks_total_, kFreeDirty);
   chunk_inflight_.assign(chunks_total_, 0);
+  alloc_pending_.assign(chunks_total_, 0);
   chunks_free_ = chunks_total_;
   ckpt_seq_ = 0;
   next_lsn_ = 1;
@@ -195,7 +196,64 @@ Result<std::unique_ptr<Pool>> Pool::OpenOrCreate(std::unique_ptr<IoBackend> back
   return Open(std::move(backend), reactor);
 }
 
+Result<PoolCheckReport> Pool::Check(std::unique_ptr<IoBackend> backend, Reactor* reactor,
+                                    bool repair) {
+  PoolCheckReport rep;
+  std::unique_ptr<Pool> p(new Pool(std::move(backend), reactor));
+  IoBackend* b = p->backend_.get();
+  // Superblocks, each on its own.
+  AlignedBuf buf = AllocAligned(2 * pf::kBlockBytes);
+  SPD_RETURN_IF_ERROR(b->ReadSync(0, buf.get(), 2 * pf::kBlockBytes));
+  for (int i = 0; i < 2; ++i) {
+    auto* sb = reinterpret_cast<pf::Superblock*>(buf.get() + i * pf::kBlockBytes);
+    uint32_t crc = sb->crc;
+    sb->crc = 0;
+    bool ok = sb->magic == pf::kSuperMagic && crc == Crc32c(0, sb, pf::kBlockBytes);
+    sb->crc = crc;
+    rep.superblock_ok[i] = ok;
+  }
+  if (!rep.superblock_ok[0] && !rep.superblock_ok[1]) {
+    rep.problems.push_back("no valid superblock: not a pool, or both copies corrupt");
+    return rep;
+  }
+  if (rep.superblock_ok[0] != rep.superblock_ok[1]) {
+    int bad = rep.superblock_ok[0] ? 1 : 0;
+    rep.problems.push_back("superblock copy " + std::string(bad ? "B" : "A") + " is corrupt");
+    if (repair) {
+      // Rewrite the bad copy from the good one: the only repair that can never lose data.
+      uint8_t* good = buf.get() + (1 - bad) * pf::kBlockBytes;
+      SPD_RETURN_IF_ERROR(b->WriteSync(bad * pf::kBlockBytes, good, pf::kBlockBytes));
+      SPD_RETURN_IF_ERROR(b->FlushSync());
+      rep.repaired.push_back("rewrote superblock copy " + std::string(bad ? "B" : "A"));
+    }
+  }
+  Status s = p->ReadSuperblock();
+  if (s.ok()) s = p->LoadMetadata();
+  if (!s.ok()) {
+    rep.problems.push_back(s.ToString());
+    return rep;
+  }
+  rep.checkpoint_seq = p->ckpt_seq_;
+  rep.log_blocks_replayed = p->log_blocks_replayed_;
+  rep.volumes = p->ListVolumes().size();
+  rep.chunks_total = p->chunks_total_;
+  rep.chunks_free = p->chunks_free_;
+  if (p->anomalies_)
+    rep.problems.push_back(std::to_string(p->anomalies_) +
+                           " chunk owner or log records do not fit the volume table (ignored "
+                           "at open: those chunks are treated as free)");
+  return rep;
+}
+
 Status Pool::Load() {
+  SPD_RETURN_IF_ERROR(ReadSuperblock());
+  SPD_RETURN_IF_ERROR(LoadMetadata());
+  // Free chunks may hold data of writes whose allocation never became durable: zero them
+  // before anything can be handed out, so no volume ever sees another's bytes.
+  return ZeroFreeChunks();
+}
+
+Status Pool::ReadSuperblock() {
   AlignedBuf buf = AllocAligned(2 * pf::kBlockBytes);
   SPD_RETURN_IF_ERROR(backend_->ReadSync(0, buf.get(), 2 * pf::kBlockBytes));
   const pf::Superblock* good = nullptr;
@@ -218,19 +276,21 @@ Status Pool::Load() {
   log_bytes_ = good->log_bytes;
   data_offset_ = good->data_offset;
   chunks_total_ = good->chunks_total;
+  return Status::Ok();
+}
+
+Status Pool::LoadMetadata() {
   if (pool_bytes_ > backend_->size_bytes() ||
       data_offset_ + chunks_total_ * chunk_bytes_ > pool_bytes_ || chunk_bytes_ == 0)
     return DataLoss("pool: superblock geometry does not fit the backend");
   owners_.assign(chunks_total_, 0);
   state_.assign(chunks_total_, kFreeDirty);
   chunk_inflight_.assign(chunks_total_, 0);
+  alloc_pending_.assign(chunks_total_, 0);
   commit_->ckpt_buf = AllocAligned(ckpt_bytes_);
   SPD_RETURN_IF_ERROR(LoadCheckpoint());
   SPD_RETURN_IF_ERROR(ReplayLog());
   RebuildVolumeMaps();
-  // Free chunks may hold data of writes whose allocation never became durable: zero them
-  // before anything can be handed out, so no volume ever sees another's bytes.
-  SPD_RETURN_IF_ERROR(ZeroFreeChunks());
   return Status::Ok();
 }
 
@@ -298,6 +358,7 @@ Status Pool::ReplayLog() {
     for (uint32_t i = 0; i < h->count; ++i) {
       if (r[i].pchunk >= chunks_total_) {
         replay_skipped_total.Add();
+        ++anomalies_;
         continue;
       }
       if (r[i].type == static_cast<uint32_t>(pf::LogRecordType::kFree)) {
@@ -307,10 +368,12 @@ Status Pool::ReplayLog() {
         owners_[r[i].pchunk] = (static_cast<uint64_t>(r[i].slot + 1) << 32) | r[i].vchunk;
       } else {
         replay_skipped_total.Add();
+        ++anomalies_;
       }
     }
     pos += pf::kBlockBytes;
     ++lsn;
+    ++log_blocks_replayed_;
   }
   log_pos_ = pos;
   next_lsn_ = lsn;
@@ -330,7 +393,10 @@ void Pool::RebuildVolumeMaps() {
     Volume* v = slot1 ? slots_[slot1 - 1].get() : nullptr;
     if (v == nullptr || vchunk >= v->map_.size() || v->map_[vchunk] != 0) {
       // Free, or an owner that no longer fits (volume gone, shrunk, duplicate): free it.
-      if (slot1) replay_skipped_total.Add();
+      if (slot1) {
+        replay_skipped_total.Add();
+        ++anomalies_;
+      }
       owners_[c] = 0;
       state_[c] = kFreeDirty;
       ++chunks_free_;
@@ -432,13 +498,36 @@ Status Pool::DeleteVolume(const std::string& name) {
   Volume* v = FindVolume(name);
   if (!v) return NotFound("no volume '" + name + "'");
   if (v->inflight_ > 0) return FailedPrecondition("volume '" + name + "' has I/O in flight");
-  for (uint64_t vc = 0; vc < v->map_.size(); ++vc)
-    if (v->map_[vc]) UnmapChunk(v, vc);
-  slots_[v->slot_].reset();
-  // The punches run on the reactor; the commit after them makes the frees durable.
+  // Atomic delete: first a checkpoint without the volume (its chunks ownerless but not yet
+  // reusable), then the chunks are zeroed and freed. A crash before the checkpoint leaves the
+  // volume whole; after it, the chunks are free and zeroed again at open.
+  std::vector<uint32_t> chunks;
+  for (uint64_t vc = 0; vc < v->map_.size(); ++vc) {
+    if (!v->map_[vc]) continue;
+    uint32_t p = v->map_[vc] - 1;
+    owners_[p] = 0;
+    state_[p] = kFreeing;
+    chunks.push_back(p);
+  }
+  std::unique_ptr<Volume> gone = std::move(slots_[v->slot_]);
+  Status s = SyncCommit(true);
+  if (!s.ok()) {
+    // Not durable: put the volume back as it was.
+    for (uint64_t vc = 0; vc < gone->map_.size(); ++vc) {
+      if (!gone->map_[vc]) continue;
+      uint32_t p = gone->map_[vc] - 1;
+      owners_[p] = (static_cast<uint64_t>(gone->slot_ + 1) << 32) | vc;
+      state_[p] = kAllocated;
+    }
+    slots_[gone->slot_] = std::move(gone);
+    return s.WithContext("delete volume " + name);
+  }
+  for (uint32_t p : chunks)
+    if (chunk_inflight_[p] == 0) StartPunch(p);
+  // Hand the space back before returning: wait for the zeroing, then commit the frees.
   for (int i = 0; i < 100000 && (!punch_queue_.empty() || punch_free_.size() < kPunchIosMax); ++i)
     reactor_->RunOnce(100'000'000);
-  return SyncCommit(true).WithContext("delete volume " + name);
+  return SyncCommit(false).WithContext("delete volume " + name + ": free space");
 }
 
 Status Pool::ResizeVolume(const std::string& name, uint64_t size_bytes) {
@@ -511,6 +600,7 @@ uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
   state_[p] = kAllocated;
   owners_[p] = (static_cast<uint64_t>(v->slot_ + 1) << 32) | vchunk;
   --chunks_free_;
+  alloc_pending_[p] = 1;
   v->map_[vchunk] = p + 1;
   v->info_.allocated_bytes += chunk_bytes_;
   commit_->records.push_back(
@@ -728,6 +818,8 @@ void Pool::FinishCommit(int32_t result) {
     freed_pending_.insert(freed_pending_.end(), c.batch_freed.begin(), c.batch_freed.end());
     if (c.checkpoint) c.want_checkpoint = true;
   } else {
+    for (const pf::LogRecord& r : c.batch)
+      if (r.type == static_cast<uint32_t>(pf::LogRecordType::kAlloc)) alloc_pending_[r.pchunk] = 0;
     for (uint32_t p : c.batch_freed) {
       state_[p] = kFreeZero;
       free_zero_.push_back(p);

@@ -139,8 +139,25 @@ class Volume {
   std::vector<uint32_t> map_;
 };
 
+// What `spd2 check` reports.
+struct PoolCheckReport {
+  bool superblock_ok[2] = {false, false};
+  uint64_t checkpoint_seq = 0;
+  uint64_t log_blocks_replayed = 0;
+  uint64_t volumes = 0;
+  uint64_t chunks_total = 0;
+  uint64_t chunks_free = 0;
+  std::vector<std::string> problems;  // empty: the pool is consistent
+  std::vector<std::string> repaired;
+};
+
 class Pool {
  public:
+  // Offline check: verifies superblocks, checkpoints, the metadata log and the allocation map
+  // without writing anything, unless `repair` (which only ever rewrites a corrupt superblock
+  // copy from the good one: a repair that cannot make a pool worse).
+  static Result<PoolCheckReport> Check(std::unique_ptr<IoBackend> backend, Reactor* reactor,
+                                       bool repair);
   // Formats `backend` as an empty pool. Destroys whatever was there.
   static Result<std::unique_ptr<Pool>> Create(std::unique_ptr<IoBackend> backend, Reactor* reactor,
                                               const PoolOptions& options);
@@ -195,6 +212,8 @@ class Pool {
   Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor);
   Status Format(const PoolOptions& options);
   Status Load();
+  Status ReadSuperblock();
+  Status LoadMetadata();
   Status LoadCheckpoint();
   Status ReplayLog();
   Status ZeroFreeChunks();
@@ -237,6 +256,8 @@ class Pool {
   std::vector<uint64_t> owners_;                // per pool chunk: (slot+1) << 32 | vchunk
   std::vector<uint8_t> state_;                  // ChunkState per pool chunk
   std::vector<uint16_t> chunk_inflight_;
+  // 1 while a chunk's allocation record is not yet durable: a FUA write into it must commit.
+  std::vector<uint8_t> alloc_pending_;
   std::vector<uint32_t> free_zero_;  // stack of kFreeZero chunks
   uint64_t chunks_free_ = 0;         // kFreeZero + kFreeDirty
 
@@ -245,6 +266,8 @@ class Pool {
   std::vector<PunchIo*> punch_free_;
   std::vector<std::unique_ptr<PunchIo>> punch_ios_;
 
+  uint64_t anomalies_ = 0;  // records/owners that did not fit, seen at load
+  uint64_t log_blocks_replayed_ = 0;
   std::unique_ptr<CommitState> commit_;
   PoolStats stats_;
 };

@@ -84,6 +84,9 @@ void Volume::Issue(VolumeIo* io) {
             continue;
           }
           io->needs_commit = io->needs_commit || io->fua;
+        } else if (io->fua && pool->alloc_pending_[p1 - 1]) {
+          // Durable data in a chunk whose allocation is not durable yet would be lost.
+          io->needs_commit = true;
         }
         if (io->fua) flags |= kIoFua;
         break;

@@ -1,0 +1,299 @@
+#include "testing/crash_harness.h"
+
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "io/sim_backend.h"
+#include "testing/crash_oracle.h"
+#include "volume/pool.h"
+
+namespace spd::testing {
+namespace {
+
+constexpr uint64_t kPoolBytes = 24ull << 20;
+constexpr uint32_t kChunkBytes = 64u << 10;
+constexpr uint64_t kLogBytes = 256u << 10;
+constexpr int kVolumesMax = 4;
+
+struct VolState {
+  std::string name;
+  uint32_t tag = 0;  // the volume id: what its sector patterns carry
+  std::shared_ptr<VolumeOracle> oracle;
+  bool acked_created = false;
+  bool deleting = false;  // a delete is under way: the volume may or may not exist
+  bool acked_deleted = false;
+};
+
+struct Expectation {
+  std::string name;
+  uint32_t tag;
+  bool must_exist;
+  bool must_not_exist;
+  std::vector<uint32_t> snapshot;
+  std::shared_ptr<VolumeOracle> oracle;
+};
+
+struct Capture {
+  SimBackend::Image image;
+  std::vector<Expectation> expect;
+  uint64_t crash_seed;
+  int op;
+};
+
+class Harness {
+ public:
+  Harness(Reactor* reactor, uint64_t seed, const CrashSweepOptions& o)
+      : reactor_(reactor), seed_(seed), opts_(o), rng_(seed) {}
+
+  // Returns "" or the first failure.
+  std::string Run(uint64_t* states) {
+    auto sim = std::make_unique<SimBackend>(reactor_, kPoolBytes, SimOptions{});
+    sim_ = sim.get();
+    PoolOptions po;
+    po.chunk_size_bytes = kChunkBytes;
+    po.log_size_bytes = kLogBytes;
+    auto p = Pool::Create(std::move(sim), reactor_, po);
+    if (!p.ok()) return "pool create: " + p.status().ToString();
+    pool_ = std::move(p).value();
+    sim_->SetFlushHook([this] { OnBoundary(); });
+    if (std::string e = CreateVolume(); !e.empty()) return e;
+    for (op_ = 0; op_ < opts_.ops_per_seed; ++op_) {
+      if (std::string e = Step(); !e.empty()) return Where() + e;
+      if (std::string e = VerifyCaptures(states); !e.empty()) return e;
+    }
+    sim_->SetFlushHook(nullptr);
+    return "";
+  }
+
+ private:
+  std::string Where() const {
+    return "seed " + std::to_string(seed_) + " op " + std::to_string(op_) + ": ";
+  }
+
+  void OnBoundary() {
+    // A power cut could happen right now: remember a few of the states it could leave.
+    std::vector<Expectation> ex;
+    for (const VolState& v : vols_) {
+      ex.push_back({v.name, v.tag, v.acked_created && !v.deleting, v.acked_deleted,
+                    v.oracle->DurableSnapshot(), v.oracle});
+    }
+    for (int i = 0; i < opts_.states_per_boundary; ++i) {
+      uint64_t cs = rng_();
+      CrashOptions co;
+      co.keep_probability = (cs % 4) / 3.0;  // 0, 1/3, 2/3, 1
+      co.torn_probability = (cs >> 8) % 2 ? 0.3 : 0.0;
+      captures_.push_back({sim_->CrashImage(cs, co), ex, cs, op_});
+    }
+  }
+
+  int32_t Do(Volume* v, IoOp op, uint64_t off, uint32_t len, void* buf, uint8_t flags) {
+    VolumeIo io;
+    io.op = op;
+    io.offset_bytes = off;
+    io.length_bytes = len;
+    io.buf = buf;
+    io.flags = flags;
+    bool done = false;
+    io.ctx = &done;
+    io.done = [](VolumeIo* d) { *static_cast<bool*>(d->ctx) = true; };
+    v->Submit(&io);
+    for (int i = 0; i < 1000000 && !done; ++i) reactor_->RunOnce(1'000'000);
+    return done ? io.result : -ETIMEDOUT;
+  }
+
+  VolState* PickVolume() {
+    std::vector<VolState*> live;
+    for (VolState& v : vols_)
+      if (v.acked_created && !v.acked_deleted) live.push_back(&v);
+    if (live.empty()) return nullptr;
+    return live[rng_() % live.size()];
+  }
+
+  std::string CreateVolume() {
+    uint64_t sectors = (256 + rng_() % 768) * 2;  // 256 KiB .. 1 MiB
+    std::string name = "v" + std::to_string(next_name_++);
+    VolState vs;
+    vs.name = name;
+    // The id is assigned inside CreateVolume; crash states taken during its commit see the
+    // volume as "may exist", with no data.
+    vols_.push_back(vs);
+    VolState& ref = vols_.back();
+    ref.oracle = std::make_shared<VolumeOracle>(0, sectors);
+    auto r = pool_->CreateVolume(name, sectors * kSectorBytes);
+    if (!r.ok()) return "create volume: " + r.status().ToString();
+    ref.tag = r.value()->info().id;
+    ref.oracle = std::make_shared<VolumeOracle>(ref.tag, sectors);
+    // Re-point expectations captured during the commit (they used tag 0, no writes).
+    for (Capture& c : captures_)
+      for (Expectation& e : c.expect)
+        if (e.name == name) {
+          e.tag = ref.tag;
+          e.oracle = ref.oracle;
+        }
+    ref.acked_created = true;
+    return "";
+  }
+
+  std::string Step() {
+    const bool trace = getenv("SPD_CRASH_TRACE") != nullptr;
+    int k = static_cast<int>(rng_() % 100);
+    VolState* vs = PickVolume();
+    if (vs == nullptr || (k >= 95 && vols_.size() < 64 && Live() < kVolumesMax))
+      return CreateVolume();
+    Volume* v = pool_->FindVolume(vs->name);
+    if (!v) return "volume " + vs->name + " vanished";
+    VolumeOracle& o = *vs->oracle;
+    const uint64_t sectors = v->size_bytes() / kSectorBytes;
+    uint64_t count = 1 + rng_() % 128;
+    if (count > sectors) count = sectors;
+    uint64_t first = rng_() % (sectors - count + 1);
+    if (trace)
+      fprintf(stderr, "op %d k=%d vol %s first %llu count %llu next_write %llu\n", op_, k,
+              vs->name.c_str(), (unsigned long long)first, (unsigned long long)count,
+              (unsigned long long)next_write_id_);
+    if (k < 35) {  // write, sometimes FUA
+      uint64_t id = next_write_id_++;
+      std::vector<uint8_t> buf(count * kSectorBytes);
+      for (uint64_t s = 0; s < count; ++s)
+        FillSector(buf.data() + s * kSectorBytes, vs->tag, first + s, id);
+      bool fua = rng_() % 5 == 0;
+      o.Completed(first, count, id, false);  // may land from the moment it is submitted
+      int32_t r = Do(v, IoOp::kWrite, first * kSectorBytes, static_cast<uint32_t>(buf.size()),
+                     buf.data(), fua ? kIoFua : 0);
+      if (r != 0) return "write failed: " + std::to_string(r);
+      if (fua) o.MadeDurable(first, count, id);
+    } else if (k < 50) {  // flush
+      std::vector<uint64_t> marks;
+      for (VolState& x : vols_) marks.push_back(x.oracle->CompletionMark());
+      int32_t r = Do(v, IoOp::kFlush, 0, 0, nullptr, 0);
+      if (r != 0) return "flush failed: " + std::to_string(r);
+      // The pool's commit covers every volume (multi-conn semantics): all are durable.
+      for (size_t i = 0; i < vols_.size(); ++i) vols_[i].oracle->FlushCompleted(marks[i]);
+    } else if (k < 70) {  // discard or write-zeroes
+      IoOp op = k < 60 ? IoOp::kDiscard : IoOp::kWriteZeroes;
+      uint8_t flags = (op == IoOp::kWriteZeroes && rng_() % 2) ? kIoNoUnmap : 0;
+      if (rng_() % 2) {  // whole chunks, so that unmapping and reuse are exercised
+        uint64_t cs = kChunkBytes / kSectorBytes;
+        first = first / cs * cs;
+        count = std::min<uint64_t>(cs * (1 + rng_() % 3), sectors - first);
+      }
+      o.Completed(first, count, 0, false);
+      int32_t r = Do(v, op, first * kSectorBytes, static_cast<uint32_t>(count * kSectorBytes),
+                     nullptr, flags);
+      if (r != 0) return "zeroing failed: " + std::to_string(r);
+    } else if (k < 88) {  // read and check the live state
+      std::vector<uint8_t> buf(count * kSectorBytes);
+      int32_t r = Do(v, IoOp::kRead, first * kSectorBytes, static_cast<uint32_t>(buf.size()),
+                     buf.data(), 0);
+      if (r != 0) return "read failed: " + std::to_string(r);
+      for (uint64_t s = 0; s < count; ++s) {
+        uint64_t got = DecodeSector(buf.data() + s * kSectorBytes, vs->tag, first + s);
+        if (got != o.Latest(first + s))
+          return "live read of sector " + std::to_string(first + s) + " gave write " +
+                 std::to_string(got) + ", expected " + std::to_string(o.Latest(first + s));
+      }
+    } else if (k < 92 && Live() > 1) {  // delete
+      vs->deleting = true;
+      Status s = pool_->DeleteVolume(vs->name);
+      if (!s.ok()) return "delete: " + s.ToString();
+      vs->acked_deleted = true;
+    } else {  // grow
+      uint64_t add = 16 + rng_() % 256;
+      Status s = pool_->ResizeVolume(vs->name, (sectors + add) * kSectorBytes);
+      if (!s.ok()) return "grow: " + s.ToString();
+      o.Grow(sectors + add);
+    }
+    return "";
+  }
+
+  int Live() const {
+    int n = 0;
+    for (const VolState& v : vols_) n += v.acked_created && !v.acked_deleted;
+    return n;
+  }
+
+  std::string VerifyCaptures(uint64_t* states) {
+    std::vector<Capture> caps;
+    caps.swap(captures_);
+    for (Capture& c : caps) {
+      ++*states;
+      std::string e = Verify(c);
+      if (!e.empty())
+        return "seed " + std::to_string(seed_) + " op " + std::to_string(c.op) + " crash state " +
+               std::to_string(c.crash_seed) + ": " + e;
+    }
+    return "";
+  }
+
+  std::string Verify(Capture& c) {
+    auto backend = std::make_unique<SimBackend>(reactor_, std::move(c.image), SimOptions{});
+    auto p = Pool::Open(std::move(backend), reactor_);
+    if (!p.ok()) return "pool did not open: " + p.status().ToString();
+    Pool* pool = p.value().get();
+    for (const Expectation& e : c.expect) {
+      Volume* v = pool->FindVolume(e.name);
+      if (e.must_exist && !v) {
+        std::string have;
+        for (auto& vi : pool->ListVolumes()) have += " " + vi.name;
+        return "acknowledged volume " + e.name + " is missing (pool has" + have + ", ckpts " +
+               std::to_string(pool->stats().checkpoints) + ")";
+      }
+      if (e.must_not_exist && v) return "deleted volume " + e.name + " came back";
+      if (!v) continue;
+      if (e.tag != 0 && v->info().id != e.tag) return "volume " + e.name + " has a foreign id";
+      const uint64_t sectors =
+          std::min<uint64_t>(v->size_bytes() / kSectorBytes, e.oracle->sectors());
+      std::vector<uint8_t> buf(sectors * kSectorBytes);
+      int32_t r = Do(v, IoOp::kRead, 0, static_cast<uint32_t>(buf.size()), buf.data(), 0);
+      if (r != 0) return "read after crash failed: " + std::to_string(r);
+      for (uint64_t s = 0; s < sectors; ++s) {
+        uint64_t got = DecodeSector(buf.data() + s * kSectorBytes, v->info().id, s);
+        std::string err = e.oracle->Check(e.snapshot, s, got);
+        if (!err.empty()) return "volume " + e.name + ": " + err;
+      }
+    }
+    return "";
+  }
+
+  Reactor* reactor_;
+  uint64_t seed_;
+  CrashSweepOptions opts_;
+  std::mt19937_64 rng_;
+  SimBackend* sim_ = nullptr;
+  std::unique_ptr<Pool> pool_;
+  std::vector<VolState> vols_;
+  std::vector<Capture> captures_;
+  uint64_t next_write_id_ = 1;
+  int next_name_ = 0;
+  int op_ = 0;
+};
+
+}  // namespace
+
+CrashSweepResult RunCrashSweep(const CrashSweepOptions& options) {
+  CrashSweepResult res;
+  auto r = Reactor::Create(ReactorOptions{});
+  if (!r.ok()) {
+    res.failures = 1;
+    res.first_failure = r.status().ToString();
+    return res;
+  }
+  auto reactor = std::move(r).value();
+  uint64_t start = MonotonicNs();
+  for (uint64_t s = options.first_seed;
+       s < options.first_seed + options.seeds || res.crash_states < options.states_min; ++s) {
+    Harness h(reactor.get(), s, options);
+    std::string e = h.Run(&res.crash_states);
+    ++res.seeds_run;
+    if (!e.empty()) {
+      if (res.failures++ == 0) res.first_failure = e;
+      if (options.verbose) std::fprintf(stderr, "FAIL %s\n", e.c_str());
+    }
+  }
+  res.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;
+  return res;
+}
+
+}  // namespace spd::testing
