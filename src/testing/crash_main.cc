@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
       o.ops_per_seed = static_cast<int>(v);
     else if (k == "--states")
       o.states_per_boundary = static_cast<int>(v);
+    else if (k == "--states-min")
+      o.states_min = v;
     else {
       std::fprintf(
           stderr,
