@@ -48,7 +48,10 @@ for r in $(seq "$rounds"); do
     out=$(fio --name=flush --ioengine=nbd --uri="$uri" --rw=randwrite --bs="$bs" --fsync=1 \
       --iodepth=1 --numjobs="$n" --group_reporting --size=256M --time_based \
       --runtime="$runtime" --output-format=json 2>/dev/null)
-    iops=$(echo "$out" | /usr/bin/python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))')
+    iops=$(echo "$out" | /usr/bin/python3 -c '
+import json, sys
+s = sys.stdin.read()
+print(round(json.loads(s[s.index("{"):])["jobs"][0]["write"]["iops"]))')
     results[$n]="${results[$n]:-} $iops"
     echo "round $r writers $n: $iops flushed writes/s"
   done
