@@ -7,6 +7,7 @@
 
 #include "io/sim_backend.h"
 #include "testing/crash_oracle.h"
+#include "testing/volume_io_util.h"
 #include "volume/pool.h"
 
 namespace spd::testing {
@@ -89,18 +90,7 @@ class Harness {
   }
 
   int32_t Do(Volume* v, IoOp op, uint64_t off, uint32_t len, void* buf, uint8_t flags) {
-    VolumeIo io;
-    io.op = op;
-    io.offset_bytes = off;
-    io.length_bytes = len;
-    io.buf = buf;
-    io.flags = flags;
-    bool done = false;
-    io.ctx = &done;
-    io.done = [](VolumeIo* d) { *static_cast<bool*>(d->ctx) = true; };
-    v->Submit(&io);
-    for (int i = 0; i < 1000000 && !done; ++i) reactor_->RunOnce(1'000'000);
-    return done ? io.result : -ETIMEDOUT;
+    return RunVolumeIo(reactor_, v, op, off, len, buf, flags).result;
   }
 
   VolState* PickVolume() {

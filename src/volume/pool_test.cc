@@ -8,6 +8,7 @@
 #include <random>
 
 #include "io/sim_backend.h"
+#include "testing/volume_io_util.h"
 
 namespace spd {
 namespace {
@@ -36,20 +37,10 @@ class PoolTest : public ::testing::Test {
   }
   // Runs one request to completion.
   int32_t Do(Volume* v, IoOp op, uint64_t off, uint32_t len, void* buf, uint8_t flags = 0) {
-    VolumeIo io;
-    io.op = op;
-    io.offset_bytes = off;
-    io.length_bytes = len;
-    io.buf = buf;
-    io.flags = flags;
-    bool done = false;
-    io.ctx = &done;
-    io.done = [](VolumeIo* d) { *static_cast<bool*>(d->ctx) = true; };
-    v->Submit(&io);
-    EXPECT_FALSE(done) << "completed inside Submit";
-    for (int i = 0; i < 100000 && !done; ++i) reactor_->RunOnce(10'000'000);
-    EXPECT_TRUE(done);
-    return io.result;
+    auto r = testing::RunVolumeIo(reactor_.get(), v, op, off, len, buf, flags);
+    EXPECT_FALSE(r.completed_inside_submit) << "completed inside Submit";
+    EXPECT_NE(r.result, -ETIMEDOUT);
+    return r.result;
   }
   std::unique_ptr<Reactor> reactor_;
 };

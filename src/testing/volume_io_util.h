@@ -1,0 +1,36 @@
+// Test helper: run one volume request to completion by driving the reactor. Control-path and
+// test code only (it blocks the calling thread's reactor until the request is done).
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+
+#include "volume/pool.h"
+
+namespace spd::testing {
+
+struct SyncVolumeResult {
+  int32_t result = -ETIMEDOUT;
+  bool completed_inside_submit = false;  // a contract violation the tests check for
+};
+
+inline SyncVolumeResult RunVolumeIo(Reactor* reactor, Volume* v, IoOp op, uint64_t off,
+                                    uint32_t len, void* buf, uint8_t flags = 0) {
+  VolumeIo io;
+  io.op = op;
+  io.offset_bytes = off;
+  io.length_bytes = len;
+  io.buf = buf;
+  io.flags = flags;
+  bool done = false;
+  io.ctx = &done;
+  io.done = [](VolumeIo* d) { *static_cast<bool*>(d->ctx) = true; };
+  v->Submit(&io);
+  SyncVolumeResult r;
+  r.completed_inside_submit = done;
+  for (int i = 0; i < 1000000 && !done; ++i) reactor->RunOnce(1'000'000);
+  if (done) r.result = io.result;
+  return r;
+}
+
+}  // namespace spd::testing
