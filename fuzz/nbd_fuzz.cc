@@ -1,63 +1,91 @@
-// libFuzzer target: arbitrary bytes into the NBD handshake and, once negotiation ends, into
-// the request parser and validator. Must never crash, assert or read out of bounds.
+// libFuzzer target: arbitrary bytes into the NBD handshake and, once
+// negotiation ends, into the request parser and validator. Must never crash,
+// assert or read out of bounds; it also traps when the engine breaks one of its
+// own promises (see the checks below), so that the fuzzer finds wrong answers
+// and not only memory errors.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include <cstring>
 
+#include "frontend/nbd/proto/nbd_format.h"
 #include "frontend/nbd/proto/nbd_handshake.h"
 #include "frontend/nbd/proto/nbd_request.h"
+#include "frontend/nbd/proto/nbd_test_util.h"
 
 namespace {
 
-class TwoExports : public spd::nbd::ExportCatalog {
- public:
-  TwoExports() {
-    a_.name = "vol0";
-    a_.description = "fuzz volume";
-    a_.size_bytes = 1 << 30;
-    a_.block_min_bytes = 512;
-    b_.name = "ro";
-    b_.size_bytes = 4096;
-    b_.read_only = true;
-  }
-  const spd::nbd::Export* Find(std::string_view name) const override {
-    if (name.empty() || name == a_.name) return &a_;
-    if (name == b_.name) return &b_;
-    return nullptr;
-  }
-  std::vector<const spd::nbd::Export*> List() const override { return {&a_, &b_}; }
+using spd::nbd::Handshake;
 
- private:
-  spd::nbd::Export a_, b_;
-};
+void Require(bool ok) {
+  if (!ok) __builtin_trap();
+}
+
+// Feeds the handshake in uneven pieces (sizes taken from the input) so that
+// partial-input paths run; returns the offset where negotiation stopped
+// consuming.
+size_t Negotiate(Handshake& hs, const uint8_t* data, size_t size, size_t pos) {
+  const size_t step = pos < size ? (data[pos] % 13) + 1 : 1;
+  Require(hs.output().size() == spd::nbd::kGreetingBytes);
+  while (pos < size && hs.state() == Handshake::State::kNegotiating) {
+    const size_t n = std::min(step, size - pos);
+    const size_t used = hs.Feed(data + pos, n);
+    Require(used <= n);
+    pos += used;
+    hs.ConsumeOutput(hs.output().size());
+    if (used < n) break;  // negotiation ended inside this piece
+  }
+  return pos;
+}
+
+void CheckVerdict(const spd::nbd::Request& r, const spd::nbd::Verdict& v) {
+  using namespace spd::nbd;
+  Require(v.payload_bytes == (r.type == kCmdWrite ? r.length : 0u));
+  Require(v.error == 0 || v.error == kEPerm || v.error == kEInval || v.error == kENoSpc ||
+          v.error == kEOverflow);
+  Require(!v.close || r.type == kCmdDisc || r.length > kWritePayloadDiscardMax);
+}
+
+void Transmit(const Handshake& hs, const uint8_t* data, size_t size, size_t pos) {
+  using namespace spd::nbd;
+  uint8_t reply[64];
+  while (size - pos >= kRequestHeaderBytes) {
+    Request r;
+    if (ParseRequest(data + pos, size - pos, &r) != ParseResult::kOk) return;
+    pos += kRequestHeaderBytes;
+    const Verdict v = Validate(r, hs);
+    CheckVerdict(r, v);
+    if (v.close) return;
+    // An accepted request addresses bytes inside the export.
+    if (v.error == 0 && r.type != kCmdFlush)
+      Require(r.offset <= hs.selected()->size_bytes &&
+              r.length <= hs.selected()->size_bytes - r.offset);
+    pos += std::min<size_t>(v.payload_bytes, size - pos);
+    EncodeSimpleReply(reply, r.cookie, v.error);
+    if (v.error != 0) EncodeStructuredError(reply, r.cookie, v.error);
+  }
+}
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static TwoExports catalog;
-  spd::nbd::Handshake hs(&catalog);
-  // Feed in uneven pieces so that partial-input paths run too.
+  static const spd::nbd::testing::TestCatalog catalog;
+  // The first byte picks small limits half of the time, so that the TOO_BIG,
+  // discard and too-many-options paths are reachable with short inputs.
+  spd::nbd::HandshakeLimits limits;
   size_t pos = 0;
-  size_t step = size ? (data[0] % 7) + 1 : 1;
-  while (pos < size && hs.state() == spd::nbd::Handshake::State::kNegotiating) {
-    size_t n = std::min(step, size - pos);
-    size_t used = hs.Feed(data + pos, n);
-    if (used == 0 && hs.state() == spd::nbd::Handshake::State::kNegotiating && n == size - pos)
-      break;
-    pos += used ? used : n;
-    hs.ConsumeOutput(hs.output().size());
+  if (size > 0 && (data[0] & 1)) {
+    limits.option_length_max = data[0] >> 1;
+    limits.option_discard_bytes_max = 4 * limits.option_length_max;
+    limits.options_max = 8;
+    limits.meta_queries_max = 2;
   }
-  if (hs.state() != spd::nbd::Handshake::State::kTransmission) return 0;
-  while (size - pos >= spd::nbd::kRequestHeaderBytes) {
-    spd::nbd::Request r;
-    if (spd::nbd::ParseRequest(data + pos, size - pos, &r) != spd::nbd::ParseResult::kOk) break;
-    pos += spd::nbd::kRequestHeaderBytes;
-    spd::nbd::Verdict v = spd::nbd::Validate(r, hs);
-    if (v.close) break;
-    pos += std::min<size_t>(v.payload_bytes, size - pos);
-    uint8_t reply[64];
-    spd::nbd::EncodeSimpleReply(reply, r.cookie, v.error);
-    spd::nbd::EncodeStructuredError(reply, r.cookie, v.error ? v.error : 5);
-  }
+  if (size > 0) ++pos;
+  Handshake hs(&catalog, limits);
+  pos = Negotiate(hs, data, size, pos);
+  if (hs.state() != Handshake::State::kTransmission) return 0;
+  Require(hs.selected() != nullptr);
+  Require(hs.transmission_flags() & spd::nbd::kFlagHasFlags);
+  Transmit(hs, data, size, pos);
   return 0;
 }

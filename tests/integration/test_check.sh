@@ -1,5 +1,6 @@
 # spd2 check: a clean pool is consistent; a corrupt superblock copy is reported (exit 1),
 # repaired only with --repair, and the pool still opens with its data.
+SPD_POOL_SIZE=256M  # the test checksums the whole pool file several times
 source "$(dirname "$0")/lib.sh"
 start_spd2 --volume vol0:64M
 head -c 8M /dev/urandom >"$T/blob"

@@ -89,6 +89,10 @@ Status NbdServer::Start() {
     e.block_pref_bytes = std::max<uint32_t>(4096, align);
     e.block_max_bytes = options_.request_bytes_max;
     e.cookie = pool_->FindVolume(vi.name);
+    if (!nbd::BlockSizesValid(e))
+      return InvalidArgument("nbd: export " + vi.name + ": block size constraints invalid (min " +
+                             std::to_string(e.block_min_bytes) + ", max " +
+                             std::to_string(e.block_max_bytes) + ")");
     catalog_->exports_.push_back(std::move(e));
   }
   if (catalog_->exports_.empty())

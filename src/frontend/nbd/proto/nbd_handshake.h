@@ -1,11 +1,13 @@
-// NBD fixed-newstyle handshake as a sans-I/O state machine (no sockets, no clock), so that the
-// same code runs in the server, in unit tests and under libFuzzer.
+// NBD fixed-newstyle handshake as a sans-I/O state machine (no sockets, no
+// clock), so that the same code runs in the server, in unit tests and under
+// libFuzzer.
 //
-// The server feeds every byte received during negotiation to Feed() and sends whatever
-// output() holds. When state() becomes kTransmission, negotiation is over: selected() is the
-// export and the negotiated features are readable. kClose means: send the pending output, then
-// close the connection (NBD_OPT_ABORT, a fatal protocol error, or a client that asked for
-// something the specification says ends the session).
+// The server feeds every byte received during negotiation to Feed() and sends
+// whatever output() holds. When state() becomes kTransmission, negotiation is
+// over: selected() is the export and the negotiated features are readable.
+// kClose means: send the pending output, then close the connection
+// (NBD_OPT_ABORT, a fatal protocol error, or a client that asked for something
+// the specification says ends the session).
 //
 // Thread-safety: none; one instance per connection.
 #pragma once
@@ -40,15 +42,29 @@ struct Export {
 class ExportCatalog {
  public:
   virtual ~ExportCatalog() = default;
-  // nullptr when unknown. The empty name selects the default export (the first one).
+  // nullptr when unknown. The empty name selects the default export (the first
+  // one).
   virtual const Export* Find(std::string_view name) const = 0;
   virtual std::vector<const Export*> List() const = 0;
 };
 
+// True when e's block sizes obey the spec's rules for NBD_INFO_BLOCK_SIZE
+// (minimum a power of two <= 64 KiB; preferred a power of two >= max(minimum,
+// 512); maximum >= preferred). The server checks its catalog with it before
+// serving: the handshake sends what it is given.
+bool BlockSizesValid(const Export& e);
+
 struct HandshakeLimits {
-  uint32_t option_length_max = 64 * 1024;  // longer options: NBD_REP_ERR_TOO_BIG, then close
-  uint32_t options_max = 256;              // options per session before we close
-  uint32_t meta_queries_max = 64;          // queries in one LIST/SET_META_CONTEXT
+  // Option data we buffer. A longer option is read and dropped without
+  // buffering, then answered with NBD_REP_ERR_TOO_BIG, and negotiation
+  // continues (the spec wants servers to error options, not hang up).
+  // NBD_OPT_EXPORT_NAME cannot be errored: too long, we close.
+  uint32_t option_length_max = 64 * 1024;
+  // An option longer than this is not worth reading to stay in sync: we close
+  // at once.
+  uint32_t option_discard_bytes_max = 16u << 20;
+  uint32_t options_max = 256;      // options per session; one more and we close
+  uint32_t meta_queries_max = 64;  // queries in one LIST/SET_META_CONTEXT (more: TOO_BIG)
 };
 
 class Handshake {
@@ -57,9 +73,10 @@ class Handshake {
 
   Handshake(const ExportCatalog* catalog, HandshakeLimits limits = {});
 
-  // Consumes a prefix of `data` (possibly all of it, possibly none when more bytes are needed
-  // to make progress) and returns how many bytes it consumed. Bytes after the end of
-  // negotiation are not consumed: they belong to the transmission phase.
+  // Consumes a prefix of `data` (possibly all of it, possibly none when more
+  // bytes are needed to make progress) and returns how many bytes it consumed.
+  // Bytes after the end of negotiation are not consumed: they belong to the
+  // transmission phase.
   size_t Feed(const uint8_t* data, size_t len);
 
   // Bytes to send, in order. The greeting is there from construction.
@@ -74,7 +91,8 @@ class Handshake {
   const Export* selected() const { return selected_; }
   bool structured_replies() const { return structured_; }
   bool no_zeroes() const { return no_zeroes_; }
-  // NBD_CMD_BLOCK_STATUS is allowed only when base:allocation was set with SET_META_CONTEXT.
+  // NBD_CMD_BLOCK_STATUS is allowed only when base:allocation was set with
+  // SET_META_CONTEXT.
   bool base_allocation() const { return base_allocation_; }
   uint32_t base_allocation_id() const { return base_allocation_id_; }
   // Transmission flags sent to the client (NBD_FLAG_HAS_FLAGS | ...).
@@ -85,32 +103,47 @@ class Handshake {
 
  private:
   // Implementation detail, owned by nbd_handshake.cc.
+  enum class Phase { kClientFlags, kOptionHeader, kOptionData, kOptionDiscard };
+
   const ExportCatalog* catalog_;
   HandshakeLimits limits_;
   State state_ = State::kNegotiating;
   std::string close_reason_;
   std::vector<uint8_t> out_;
-  std::vector<uint8_t> in_;  // partial option buffered until complete
-  int phase_ = 0;
-  uint32_t client_flags_ = 0;
+  std::vector<uint8_t> in_;  // the partial client flags, option header or option data
+  Phase phase_ = Phase::kClientFlags;
   uint32_t options_seen_ = 0;
   const Export* selected_ = nullptr;
   bool structured_ = false;
   bool no_zeroes_ = false;
   bool base_allocation_ = false;
   uint32_t base_allocation_id_ = 0;
+  // The export the last NBD_OPT_SET_META_CONTEXT selected base:allocation for
+  // (nullptr when it selected nothing); block status works only if the client
+  // then picks that export.
+  const Export* meta_export_ = nullptr;
   uint16_t transmission_flags_ = 0;
   uint64_t errors_ = 0;
-  uint64_t skip_bytes_ = 0;  // payload of an oversized option being discarded
+  uint64_t discard_left_ = 0;  // option data still to drop (Phase::kOptionDiscard)
   uint32_t cur_opt_ = 0;
   uint32_t cur_len_ = 0;
 
-  void Reply(uint32_t opt, uint32_t type, const uint8_t* data, uint32_t len);
+  size_t FeedBuffered(const uint8_t* data, size_t len, size_t want);
+  void OnClientFlags();
+  void OnOptionHeader();
+  void OnOptionDiscarded();
+  uint8_t* AppendReply(uint32_t opt, uint32_t type, size_t len);
+  void Reply(uint32_t opt, uint32_t type, const uint8_t* data, size_t len);
   void ReplyError(uint32_t opt, uint32_t type, const char* message);
   void HandleOption(uint32_t opt, const uint8_t* data, uint32_t len);
+  void HandleExportName(const uint8_t* data, uint32_t len);
+  void HandleList(uint32_t len);
   void HandleInfoOrGo(uint32_t opt, const uint8_t* data, uint32_t len);
+  void SendInfo(uint32_t opt, const Export& e, bool want_name, bool want_desc, bool want_bs);
   void HandleMetaContext(uint32_t opt, const uint8_t* data, uint32_t len);
+  void EnterTransmission(const Export& e);
   void Close(const char* reason);
+  void Fail(const char* reason);  // a protocol violation: count it, then close
   uint16_t FlagsFor(const Export& e) const;
 };
 
