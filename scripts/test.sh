@@ -44,7 +44,8 @@ integration_tests() {
 
 crash_sweep() {
   # At least 100,000 crash states through the production recovery code (release build).
-  bash scripts/build.sh release && ./build/spd_crash --states-min "${SPD_CRASH_STATES:-100000}"
+  bash scripts/build.sh release &&
+    ./build/spd_crash --states-min "${SPD_CRASH_STATES:-100000}" --exhaustive 3
 }
 
 fuzz_run() {

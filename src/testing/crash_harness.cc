@@ -48,8 +48,13 @@ class Harness {
   Harness(Reactor* reactor, uint64_t seed, const CrashSweepOptions& o)
       : reactor_(reactor), seed_(seed), opts_(o), rng_(seed) {}
 
-  // Returns "" or the first failure.
-  std::string Run(uint64_t* states) {
+  // Operation kinds a script can name (every sequence of up to N of them is one exhaustive run).
+  static constexpr int kKinds =
+      8;  // write, FUA write, flush, discard, zeroes, create, delete, grow
+
+  // Returns "" or the first failure. With a script, runs two prepared volumes through exactly
+  // those operation kinds; otherwise ops_per_seed random operations.
+  std::string Run(uint64_t* states, const std::vector<int>& script = {}) {
     auto sim = std::make_unique<SimBackend>(reactor_, kPoolBytes, SimOptions{});
     sim_ = sim.get();
     PoolOptions po;
@@ -60,7 +65,15 @@ class Harness {
     pool_ = std::move(p).value();
     sim_->SetFlushHook([this] { OnBoundary(); });
     if (std::string e = CreateVolume(); !e.empty()) return e;
-    for (op_ = 0; op_ < opts_.ops_per_seed; ++op_) {
+    std::vector<int> plan;
+    if (!script.empty()) {
+      // Two volumes holding flushed data, then the script.
+      plan = {5, 0, 0, 2};
+      plan.insert(plan.end(), script.begin(), script.end());
+    }
+    const int ops = script.empty() ? opts_.ops_per_seed : static_cast<int>(plan.size());
+    for (op_ = 0; op_ < ops; ++op_) {
+      forced_ = script.empty() ? -1 : plan[op_];
       if (std::string e = Step(); !e.empty()) return Where() + e;
       if (std::string e = VerifyCaptures(states); !e.empty()) return e;
     }
@@ -128,7 +141,9 @@ class Harness {
 
   std::string Step() {
     const bool trace = getenv("SPD_CRASH_TRACE") != nullptr;
-    int k = static_cast<int>(rng_() % 100);
+    // Forced kinds map onto the random mix's ranges below.
+    static constexpr int kForcedK[kKinds] = {0, 0, 40, 55, 65, 96, 90, 93};
+    int k = forced_ >= 0 ? kForcedK[forced_] : static_cast<int>(rng_() % 100);
     VolState* vs = PickVolume();
     if (vs == nullptr || (k >= 95 && vols_.size() < 64 && Live() < kVolumesMax))
       return CreateVolume();
@@ -148,7 +163,7 @@ class Harness {
       std::vector<uint8_t> buf(count * kSectorBytes);
       for (uint64_t s = 0; s < count; ++s)
         FillSector(buf.data() + s * kSectorBytes, vs->tag, first + s, id);
-      bool fua = rng_() % 5 == 0;
+      bool fua = forced_ >= 0 ? forced_ == 1 : rng_() % 5 == 0;
       o.Completed(first, count, id, false);  // may land from the moment it is submitted
       int32_t r = Do(v, IoOp::kWrite, first * kSectorBytes, static_cast<uint32_t>(buf.size()),
                      buf.data(), fua ? kIoFua : 0);
@@ -258,6 +273,7 @@ class Harness {
   uint64_t next_write_id_ = 1;
   int next_name_ = 0;
   int op_ = 0;
+  int forced_ = -1;
 };
 
 }  // namespace
@@ -280,6 +296,28 @@ CrashSweepResult RunCrashSweep(const CrashSweepOptions& options) {
     if (!e.empty()) {
       if (res.failures++ == 0) res.first_failure = e;
       if (options.verbose) std::fprintf(stderr, "FAIL %s\n", e.c_str());
+    }
+  }
+  // Every sequence of 1..exhaustive_depth operation kinds, each on a fresh pool.
+  std::vector<int> seq;
+  for (int depth = 1; depth <= options.exhaustive_depth; ++depth) {
+    int total = 1;
+    for (int i = 0; i < depth; ++i) total *= Harness::kKinds;
+    for (int n = 0; n < total; ++n) {
+      seq.clear();
+      for (int i = 0, x = n; i < depth; ++i, x /= Harness::kKinds)
+        seq.push_back(x % Harness::kKinds);
+      uint64_t seed = 1000000ull * depth + static_cast<uint64_t>(n);
+      Harness h(reactor.get(), seed, options);
+      std::string e = h.Run(&res.crash_states, seq);
+      ++res.sequences_run;
+      if (!e.empty()) {
+        std::string name;
+        for (int kind : seq) name += std::to_string(kind);
+        e = "sequence " + name + " (" + e + ")";
+        if (res.failures++ == 0) res.first_failure = e;
+        if (options.verbose) std::fprintf(stderr, "FAIL %s\n", e.c_str());
+      }
     }
   }
   res.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;

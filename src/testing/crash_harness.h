@@ -22,10 +22,14 @@ struct CrashSweepOptions {
   // When non-zero: keep running seeds (beyond `seeds`) until at least this many crash states
   // were checked.
   uint64_t states_min = 0;
+  // Also run every sequence of 1..exhaustive_depth operations drawn from {write, FUA write,
+  // flush, discard, write-zeroes, create, delete, grow} (8 + 64 + 512 sequences for depth 3).
+  int exhaustive_depth = 0;
 };
 
 struct CrashSweepResult {
   uint64_t seeds_run = 0;
+  uint64_t sequences_run = 0;
   uint64_t crash_states = 0;
   uint64_t failures = 0;
   std::string first_failure;  // with the seed that replays it

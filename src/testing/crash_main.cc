@@ -1,6 +1,7 @@
 // spd_crash: the crash-consistency sweep from the command line.
 //   spd_crash [--seed N] [--seeds N] [--ops N] [--states N] [--states-min N]
-// (--states: crash states taken at each device flush; --states-min: run more seeds until at
+// (--exhaustive D: also every sequence of up to D operations of 8 kinds.
+// --states: crash states taken at each device flush; --states-min: run more seeds until at
 // least that many crash states were checked — CI uses 100000.)
 // A failure prints the seed; `spd_crash --seed N --seeds 1` replays it exactly.
 #include <cstdio>
@@ -25,19 +26,24 @@ int main(int argc, char** argv) {
       o.states_per_boundary = static_cast<int>(v);
     else if (k == "--states-min")
       o.states_min = v;
+    else if (k == "--exhaustive")
+      o.exhaustive_depth = static_cast<int>(v);
     else {
-      std::fprintf(
-          stderr,
-          "usage: spd_crash [--seed N] [--seeds N] [--ops N] [--states N] [--states-min N]\n");
+      std::fprintf(stderr,
+                   "usage: spd_crash [--seed N] [--seeds N] [--ops N] [--states N] [--states-min "
+                   "N] [--exhaustive DEPTH]\n");
       return 2;
     }
   }
   auto r = spd::testing::RunCrashSweep(o);
-  std::printf("crash sweep: %llu seeds, %llu crash states in %.1f s (%.0f states/s), %llu failed\n",
-              static_cast<unsigned long long>(r.seeds_run),
-              static_cast<unsigned long long>(r.crash_states), r.seconds,
-              r.crash_states / (r.seconds > 0 ? r.seconds : 1),
-              static_cast<unsigned long long>(r.failures));
+  std::printf(
+      "crash sweep: %llu seeds + %llu exhaustive sequences, %llu crash states in %.1f s (%.0f "
+      "states/s), %llu failed\n",
+      static_cast<unsigned long long>(r.seeds_run),
+      static_cast<unsigned long long>(r.sequences_run),
+      static_cast<unsigned long long>(r.crash_states), r.seconds,
+      r.crash_states / (r.seconds > 0 ? r.seconds : 1),
+      static_cast<unsigned long long>(r.failures));
   if (r.failures) std::printf("first failure: %s\n", r.first_failure.c_str());
   return r.failures ? 1 : 0;
 }
