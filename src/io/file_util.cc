@@ -151,4 +151,27 @@ int ZeroRange(const OpenedFile& f, uint64_t off, uint64_t len, bool keep_allocat
   return -errno;
 }
 
+FileBackend::~FileBackend() {
+  if (file_.fd >= 0) close(file_.fd);
+}
+
+Status FileBackend::ReadSync(uint64_t off, void* buf, size_t len) {
+  int64_t r = PreadFull(file_.fd, buf, len, off);
+  return r < 0 ? Status::FromErrno(static_cast<int>(-r), "pread") : Status::Ok();
+}
+
+Status FileBackend::WriteSync(uint64_t off, const void* buf, size_t len) {
+  int64_t r = PwriteFull(file_.fd, buf, len, off, false);
+  return r < 0 ? Status::FromErrno(static_cast<int>(-r), "pwrite") : Status::Ok();
+}
+
+Status FileBackend::FlushSync() {
+  return fdatasync(file_.fd) < 0 ? Status::FromErrno(errno, "fdatasync") : Status::Ok();
+}
+
+Status FileBackend::DiscardSync(uint64_t off, uint64_t len) {
+  int r = DiscardRange(file_, off, len);
+  return r < 0 ? Status::FromErrno(-r, "discard") : Status::Ok();
+}
+
 }  // namespace spd

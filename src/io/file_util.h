@@ -33,4 +33,25 @@ int ZeroRange(const OpenedFile& f, uint64_t off, uint64_t len, bool keep_allocat
 // spd_io_bytes_written_total: one counter for every file backend.
 void CountBytesWritten(uint64_t bytes);
 
+// What the file backends (uring, posix) share: the opened file, its geometry, and the blocking
+// control-path helpers. Each subclass adds only its own way of running Submit().
+class FileBackend : public IoBackend {
+ public:
+  explicit FileBackend(OpenedFile file) : file_(file) {}
+  ~FileBackend() override;  // closes the file
+
+  uint64_t size_bytes() const override { return file_.size_bytes; }
+  uint32_t alignment_bytes() const override { return file_.alignment_bytes; }
+  bool discard_zeroes() const override { return !file_.block_device; }
+  Status ReadSync(uint64_t offset_bytes, void* buf, size_t length_bytes) override;
+  Status WriteSync(uint64_t offset_bytes, const void* buf, size_t length_bytes) override;
+  Status FlushSync() override;
+  Status DiscardSync(uint64_t offset_bytes, uint64_t length_bytes) override;
+
+  bool direct() const { return file_.direct; }
+
+ protected:
+  OpenedFile file_;
+};
+
 }  // namespace spd

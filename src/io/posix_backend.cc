@@ -40,7 +40,7 @@ Result<std::unique_ptr<PosixBackend>> PosixBackend::Open(const BackendOptions& o
 
 PosixBackend::PosixBackend(Reactor* reactor, OpenedFile file, unsigned threads,
                            unsigned queue_depth_max)
-    : reactor_(reactor), file_(file), queue_depth_max_(queue_depth_max) {
+    : FileBackend(file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
   for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { Worker(); });
 }
 
@@ -51,7 +51,6 @@ PosixBackend::~PosixBackend() {
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
-  close(file_.fd);
 }
 
 void PosixBackend::Submit(BackendIo* io) {
@@ -129,21 +128,6 @@ void PosixBackend::OnDone(Task* t) {
   io->done(io);
 }
 
-Status PosixBackend::ReadSync(uint64_t off, void* buf, size_t len) {
-  int64_t r = PreadFull(file_.fd, buf, len, off);
-  return r < 0 ? Status::FromErrno(static_cast<int>(-r), "pread") : Status::Ok();
-}
-Status PosixBackend::WriteSync(uint64_t off, const void* buf, size_t len) {
-  int64_t r = PwriteFull(file_.fd, buf, len, off, false);
-  return r < 0 ? Status::FromErrno(static_cast<int>(-r), "pwrite") : Status::Ok();
-}
-Status PosixBackend::FlushSync() {
-  return fdatasync(file_.fd) < 0 ? Status::FromErrno(errno, "fdatasync") : Status::Ok();
-}
-Status PosixBackend::DiscardSync(uint64_t off, uint64_t len) {
-  int r = DiscardRange(file_, off, len);
-  return r < 0 ? Status::FromErrno(-r, "discard") : Status::Ok();
-}
 BackendStats PosixBackend::stats() const { return stats_; }
 
 }  // namespace spd

@@ -14,21 +14,14 @@
 
 namespace spd {
 
-class PosixBackend final : public IoBackend {
+class PosixBackend final : public FileBackend {
  public:
   static Result<std::unique_ptr<PosixBackend>> Open(const BackendOptions& options,
                                                     Reactor* reactor);
   ~PosixBackend() override;
 
   const char* name() const override { return "posix"; }
-  uint64_t size_bytes() const override { return file_.size_bytes; }
-  uint32_t alignment_bytes() const override { return file_.alignment_bytes; }
-  bool discard_zeroes() const override { return !file_.block_device; }
   void Submit(BackendIo* io) override;
-  Status ReadSync(uint64_t offset_bytes, void* buf, size_t length_bytes) override;
-  Status WriteSync(uint64_t offset_bytes, const void* buf, size_t length_bytes) override;
-  Status FlushSync() override;
-  Status DiscardSync(uint64_t offset_bytes, uint64_t length_bytes) override;
   BackendStats stats() const override;
 
  private:
@@ -37,7 +30,6 @@ class PosixBackend final : public IoBackend {
   static void OnDone(Task* t);
 
   Reactor* reactor_;
-  OpenedFile file_;
   unsigned queue_depth_max_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -34,7 +34,7 @@ Result<std::unique_ptr<UringBackend>> UringBackend::Open(const BackendOptions& o
 }
 
 UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max)
-    : reactor_(reactor), file_(file), queue_depth_max_(queue_depth_max) {
+    : FileBackend(file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
   // A registered file saves an fget/fput per I/O; without it we use the plain fd.
   fixed_file_ = io_uring_register_files(reactor_->ring(), &file_.fd, 1) == 0;
 }
@@ -42,7 +42,6 @@ UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_dep
 UringBackend::~UringBackend() {
   SPD_ASSERT_MSG(in_ring_ == 0, "uring backend destroyed with I/O in flight");
   if (fixed_file_) io_uring_unregister_files(reactor_->ring());
-  close(file_.fd);
 }
 
 void UringBackend::Submit(BackendIo* io) {
@@ -179,22 +178,6 @@ void UringBackend::Finish(BackendIo* io) {
     Issue(next);
   }
   io->done(io);
-}
-
-Status UringBackend::ReadSync(uint64_t off, void* buf, size_t len) {
-  int64_t r = PreadFull(file_.fd, buf, len, off);
-  return r < 0 ? Status::FromErrno(static_cast<int>(-r), "pread") : Status::Ok();
-}
-Status UringBackend::WriteSync(uint64_t off, const void* buf, size_t len) {
-  int64_t r = PwriteFull(file_.fd, buf, len, off, false);
-  return r < 0 ? Status::FromErrno(static_cast<int>(-r), "pwrite") : Status::Ok();
-}
-Status UringBackend::FlushSync() {
-  return fdatasync(file_.fd) < 0 ? Status::FromErrno(errno, "fdatasync") : Status::Ok();
-}
-Status UringBackend::DiscardSync(uint64_t off, uint64_t len) {
-  int r = DiscardRange(file_, off, len);
-  return r < 0 ? Status::FromErrno(-r, "discard") : Status::Ok();
 }
 
 }  // namespace spd

@@ -12,7 +12,7 @@
 
 namespace spd {
 
-class UringBackend final : public IoBackend {
+class UringBackend final : public FileBackend {
  public:
   // REQUIRES: reactor->engine() == kUring.
   static Result<std::unique_ptr<UringBackend>> Open(const BackendOptions& options,
@@ -20,17 +20,8 @@ class UringBackend final : public IoBackend {
   ~UringBackend() override;
 
   const char* name() const override { return "uring"; }
-  uint64_t size_bytes() const override { return file_.size_bytes; }
-  uint32_t alignment_bytes() const override { return file_.alignment_bytes; }
-  bool discard_zeroes() const override { return !file_.block_device; }
   void Submit(BackendIo* io) override;
-  Status ReadSync(uint64_t offset_bytes, void* buf, size_t length_bytes) override;
-  Status WriteSync(uint64_t offset_bytes, const void* buf, size_t length_bytes) override;
-  Status FlushSync() override;
-  Status DiscardSync(uint64_t offset_bytes, uint64_t length_bytes) override;
   BackendStats stats() const override { return stats_; }
-
-  bool direct() const { return file_.direct; }
 
  private:
   UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max);
@@ -41,7 +32,6 @@ class UringBackend final : public IoBackend {
   void Finish(BackendIo* io);
 
   Reactor* reactor_;
-  OpenedFile file_;
   unsigned queue_depth_max_;
   bool fixed_file_ = false;
   BackendStats stats_;
