@@ -34,7 +34,8 @@ struct NbdSlot {
   uint32_t reply_error = 0;   // NBD error to send, 0 = success
 
   // The reply: header bytes live in `hdr`, iovecs point into hdr and buf.
-  static constexpr size_t kHdrBytes = 4096;
+  // Enough for 64 read chunk headers (32 bytes each) or 128 block-status descriptors.
+  static constexpr size_t kHdrBytes = 2304;
   static constexpr size_t kIovMax = 130;
   uint8_t hdr[kHdrBytes];
   size_t hdr_used = 0;

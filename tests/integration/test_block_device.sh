@@ -1,0 +1,29 @@
+# A pool on a block device (a loop device over a file this test makes): O_DIRECT with the
+# device's logical block size, BLKGETSIZE64, BLKDISCARD/BLKZEROOUT, reopen. Skips (exit 0 with a
+# SKIP line) when this machine cannot make loop devices.
+source "$(dirname "$0")/lib.sh"
+truncate -s 512M "$T/backing"
+dev=$(losetup --find --show "$T/backing" 2>/dev/null) || { echo "SKIP: no loop devices here"; exit 0; }
+trap 'losetup -d "$dev" 2>/dev/null; cleanup' EXIT
+start_spd2 --pool "$dev" --volume blk:256M --chunk-size 64K
+grep -q "uring backend" "$T/spd2.log" || { cat "$T/spd2.log"; fail "not on uring"; }
+head -c 32M /dev/urandom >"$T/blob"
+nbdcopy "$T/blob" "nbd+unix:///blk?socket=$SPD_SOCK"
+# Discard and zero ranges, then check through the device path.
+$PY - "$SPD_SOCK" <<'PY'
+import nbd, sys
+h = nbd.NBD(); h.connect_uri("nbd+unix:///blk?socket=" + sys.argv[1])
+h.trim(1 << 20, 4 << 20)
+h.zero(64 << 10, 8 << 20, nbd.CMD_FLAG_NO_HOLE)
+h.flush()
+assert h.pread(1 << 20, 4 << 20) == b"\0" * (1 << 20)
+assert h.pread(64 << 10, 8 << 20) == b"\0" * (64 << 10)
+h.shutdown()
+PY
+stop_spd2
+start_spd2 --pool "$dev"
+rm -f "$T/out"; nbdcopy "nbd+unix:///blk?socket=$SPD_SOCK" "$T/out"
+cmp -n $((4 << 20)) "$T/out" "$T/blob" || fail "data before the trimmed range"
+cmp -n $((3 << 20)) -i $((5 << 20)) "$T/out" "$T/blob" || fail "data after the trimmed range"
+stop_spd2
+"$SPD2" check "$dev" >"$T/check" || { cat "$T/check"; fail "check on the device"; }
