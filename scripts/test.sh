@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Second command of the README: runs the whole test suite from a clean checkout.
 #   1. installs dependencies   2. format check   3. unit tests under ASan+UBSan
-#   4. integration tests with real NBD clients against a release build
+#   4. integration tests with real NBD clients against the release and the ASan build
 #   5. crash-consistency sweep (>= 100,000 crash states)   6. a short fuzz run
 # Ends with one line "N passed, N failed" counting the stages; exit status non-zero on failure.
 set -uo pipefail
@@ -42,6 +42,13 @@ integration_tests() {
   bash scripts/build.sh release && SPD2="$PWD/build/spd2" bash tests/integration/run.sh
 }
 
+integration_tests_asan() {
+  # The same real-client tests against the ASan+UBSan daemon built by the unit stage: memory
+  # errors in connection handling show up only under real traffic.
+  [ -x build-asan/spd2 ] || bash scripts/build.sh asan || return 1
+  SPD2="$PWD/build-asan/spd2" bash tests/integration/run.sh
+}
+
 crash_sweep() {
   # At least 100,000 crash states through the production recovery code (release build).
   bash scripts/build.sh release &&
@@ -63,6 +70,7 @@ stage setup bash scripts/setup.sh
 stage format format_check
 stage unit unit_tests
 stage integration integration_tests
+stage integration-asan integration_tests_asan
 stage crash crash_sweep
 stage fuzz fuzz_run
 

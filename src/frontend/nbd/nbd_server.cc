@@ -58,6 +58,15 @@ NbdServer::NbdServer(Reactor* reactor, Pool* pool, NbdServerOptions options,
       Shard* shard = static_cast<Shard::DrainAll*>(t)->shard;
       std::vector<NbdConnection*> conns = shard->conns;
       for (NbdConnection* c : conns) c->Drain();
+      // The server (and this shard) may only go away once this task has run: say so.
+      if (shard->reactor != shard->server->reactor_) shard->server->reactor_->Post(&shard->drained);
+    };
+    sh->drained.shard = sh.get();
+    sh->drained.fn = [](Task* t) {
+      NbdServer* server = static_cast<Shard::DrainAll*>(t)->shard->server;
+      SPD_ASSERT(server->drains_pending_ > 0);
+      --server->drains_pending_;
+      server->MaybeFinishShutdown();
     };
     shards_.push_back(std::move(sh));
   }
@@ -267,6 +276,7 @@ void NbdServer::Shutdown(Task* done) {
     if (sh->reactor == reactor_) {
       sh->drain_all.fn(&sh->drain_all);
     } else {
+      ++drains_pending_;
       sh->reactor->Post(&sh->drain_all);
     }
   }
@@ -277,7 +287,7 @@ void NbdServer::MaybeFinishShutdown() {
   if (!shutting_down_ || shutdown_done_ == nullptr) return;
   SPD_LOG_DEBUG("nbd shutdown: %zu connection(s), listener finals %d/%d", live_conns_,
                 unix_listener_.finals_pending, tcp_listener_.finals_pending);
-  if (live_conns_ > 0) return;
+  if (live_conns_ > 0 || drains_pending_ > 0) return;
   if (unix_listener_.finals_pending > 0 || tcp_listener_.finals_pending > 0) return;
   Task* done = shutdown_done_;
   shutdown_done_ = nullptr;

@@ -83,7 +83,8 @@ class NbdServer {
     std::vector<NbdConnection*> conns;
     struct DrainAll : Task {
       Shard* shard;
-    } drain_all;
+    } drain_all;       // posted to `reactor`
+    DrainAll drained;  // posted back to the server's reactor once drain_all ran
   };
   std::vector<std::unique_ptr<Shard>> shards_;
   size_t next_shard_ = 0;
@@ -95,6 +96,7 @@ class NbdServer {
   uint16_t bound_tcp_port_ = 0;
   size_t live_conns_ = 0;  // on reactor_
   bool shutting_down_ = false;
+  size_t drains_pending_ = 0;  // shards on other reactors that have not run drain_all yet
   Task* shutdown_done_ = nullptr;
 };
 
