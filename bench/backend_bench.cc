@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   unsigned qd = 32;
   double seconds = 5;
   uint32_t bs = 4096;
+  bool fixed = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--backend")
@@ -48,6 +49,8 @@ int main(int argc, char** argv) {
       seconds = std::stod(v);
     else if (k == "--bs")
       bs = static_cast<uint32_t>(std::stoul(v));
+    else if (k == "--fixed")
+      fixed = v == "1";
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -56,7 +59,7 @@ int main(int argc, char** argv) {
   if (path.empty() || (rw != "randread" && rw != "randwrite") || qd == 0) {
     std::fprintf(stderr,
                  "usage: backend_bench --backend uring|posix --path FILE --rw randread|randwrite "
-                 "[--qd N] [--seconds S] [--bs BYTES]\n");
+                 "[--qd N] [--seconds S] [--bs BYTES] [--fixed 1]\n");
     return 2;
   }
   auto kind = spd::ParseBackendKind(backend);
@@ -105,6 +108,17 @@ int main(int argc, char** argv) {
         c->be->Submit(io);
       }
     };
+  }
+  if (fixed) {
+    // Registered buffers: one per job.
+    std::vector<iovec> iov;
+    for (auto& j : jobs) iov.push_back({j.buf, bs});
+    spd::Status rs = be->RegisterBuffers(iov.data(), static_cast<unsigned>(iov.size()));
+    if (!rs.ok()) {
+      std::fprintf(stderr, "%s\n", rs.ToString().c_str());
+      return 1;
+    }
+    for (size_t i = 0; i < jobs.size(); ++i) jobs[i].io.buf_index = static_cast<int16_t>(i);
   }
   const uint64_t start = spd::MonotonicNs();
   const double cpu0 = CpuSeconds();

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "common/counters.h"
 #include "io/io_backend.h"
 #include "io/sim_backend.h"
 
@@ -162,6 +163,30 @@ TEST_P(BackendConformance, ManyConcurrentIosBeyondTheQueueLimit) {
     ASSERT_EQ(One(IoOp::kRead, static_cast<uint64_t>(i) * 65536, 8192, r.data), 8192);
     EXPECT_EQ(std::memcmp(r.data, bufs[i]->data, 8192), 0) << i;
   }
+}
+
+TEST_P(BackendConformance, RegisteredBuffers) {
+  AlignedBuf w(64 * 1024), r(64 * 1024);
+  iovec iov[2] = {{w.data, w.size}, {r.data, r.size}};
+  Status s = backend_->RegisterBuffers(iov, 2);
+  if (s.code() == StatusCode::kUnimplemented) GTEST_SKIP() << s.ToString();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const uint64_t fixed_before = CounterValue("spd_io_uring_fixed_buffer_ios_total");
+  FillPattern(w.data, w.size, 21);
+  std::vector<BackendIo> ios(1);
+  ios[0].op = IoOp::kWrite;
+  ios[0].offset_bytes = 3 << 20;
+  ios[0].length_bytes = 32768;
+  ios[0].buf = w.data + 4096;  // inside registered buffer 0, not at its start
+  ios[0].buf_index = 0;
+  ASSERT_EQ(Run(ios)[0], 32768);
+  ios[0].op = IoOp::kRead;
+  ios[0].buf = r.data;
+  ios[0].buf_index = 1;
+  ASSERT_EQ(Run(ios)[0], 32768);
+  EXPECT_EQ(std::memcmp(r.data, w.data + 4096, 32768), 0);
+  EXPECT_EQ(CounterValue("spd_io_uring_fixed_buffer_ios_total"), fixed_before + 2);
+  EXPECT_TRUE(backend_->RegisterBuffers(nullptr, 0).ok());  // unregister
 }
 
 TEST_P(BackendConformance, SyncHelpers) {

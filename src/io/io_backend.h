@@ -8,6 +8,7 @@
 // OpenBackend() in backend_factory.cc.
 #pragma once
 
+#include <sys/uio.h>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,6 +46,9 @@ struct BackendIo {
   uint32_t length_bytes = 0;
   // kRead/kWrite data. Must be aligned to the backend's alignment_bytes() (O_DIRECT).
   void* buf = nullptr;
+  // Index of a buffer registered with RegisterBuffers() that contains [buf, buf+length), or -1.
+  // Backends without registered buffers ignore it.
+  int16_t buf_index = -1;
   // Set by the backend before `done`: length_bytes on success, -errno on failure. A short read
   // or write never reaches the caller; the backend retries or turns it into -EIO.
   int32_t result = 0;
@@ -91,6 +95,12 @@ class IoBackend {
   [[nodiscard]] virtual Status DiscardSync(uint64_t offset_bytes, uint64_t length_bytes) = 0;
 
   virtual BackendStats stats() const = 0;
+
+  // Registers long-lived data buffers with the kernel so that I/O naming them (buf_index) skips
+  // the per-I/O page pinning. Replaces any earlier registration. REQUIRES: no I/O in flight.
+  [[nodiscard]] virtual Status RegisterBuffers(const struct iovec* iov, unsigned count) {
+    return Unimplemented(std::string(name()) + " backend has no registered buffers");
+  }
 };
 
 enum class BackendKind { kUring, kPosix, kSim };

@@ -13,6 +13,8 @@ namespace {
 Counter uring_errors_total("spd_io_uring_errors_total", "Failed uring backend operations.");
 Counter uring_short_total("spd_io_uring_short_transfers_total",
                           "Short reads/writes resubmitted for their remainder.");
+Counter uring_fixed_ios_total("spd_io_uring_fixed_buffer_ios_total",
+                              "uring reads and writes issued on registered buffers.");
 Counter uring_queue_waits_total("spd_io_uring_queue_waits_total",
                                 "uring backend I/Os that waited for queue_depth_max.");
 
@@ -42,6 +44,7 @@ UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_dep
 UringBackend::~UringBackend() {
   SPD_ASSERT_MSG(in_ring_ == 0, "uring backend destroyed with I/O in flight");
   if (fixed_file_) io_uring_unregister_files(reactor_->ring());
+  if (buffers_registered_) io_uring_unregister_buffers(reactor_->ring());
 }
 
 void UringBackend::Submit(BackendIo* io) {
@@ -93,10 +96,22 @@ void UringBackend::Prep(BackendIo* io) {
   auto* buf = static_cast<uint8_t*>(io->buf) + done;
   switch (io->op) {
     case IoOp::kRead:
-      io_uring_prep_read(sqe, fd, buf, io->length_bytes - done, io->offset_bytes + done);
+      if (io->buf_index >= 0 && buffers_registered_) {
+        uring_fixed_ios_total.Add();
+        io_uring_prep_read_fixed(sqe, fd, buf, io->length_bytes - done, io->offset_bytes + done,
+                                 io->buf_index);
+      } else {
+        io_uring_prep_read(sqe, fd, buf, io->length_bytes - done, io->offset_bytes + done);
+      }
       break;
     case IoOp::kWrite:
-      io_uring_prep_write(sqe, fd, buf, io->length_bytes - done, io->offset_bytes + done);
+      if (io->buf_index >= 0 && buffers_registered_) {
+        uring_fixed_ios_total.Add();
+        io_uring_prep_write_fixed(sqe, fd, buf, io->length_bytes - done, io->offset_bytes + done,
+                                  io->buf_index);
+      } else {
+        io_uring_prep_write(sqe, fd, buf, io->length_bytes - done, io->offset_bytes + done);
+      }
       if (io->flags & kIoFua) sqe->rw_flags = RWF_DSYNC;
       break;
     case IoOp::kFlush:
@@ -116,6 +131,19 @@ void UringBackend::Prep(BackendIo* io) {
   }
   if (fixed_file_) sqe->flags |= IOSQE_FIXED_FILE;
   io_uring_sqe_set_data(sqe, &io->completion);
+}
+
+Status UringBackend::RegisterBuffers(const struct iovec* iov, unsigned count) {
+  if (in_ring_ > 0) return FailedPrecondition("uring: buffers registered with I/O in flight");
+  if (buffers_registered_) {
+    io_uring_unregister_buffers(reactor_->ring());
+    buffers_registered_ = false;
+  }
+  if (count == 0) return Status::Ok();
+  int rc = io_uring_register_buffers(reactor_->ring(), iov, count);
+  if (rc < 0) return Status::FromErrno(-rc, "io_uring_register_buffers");
+  buffers_registered_ = true;
+  return Status::Ok();
 }
 
 void UringBackend::OnDeferredDone(Task* t) {

@@ -21,6 +21,7 @@ class UringBackend final : public FileBackend {
 
   const char* name() const override { return "uring"; }
   void Submit(BackendIo* io) override;
+  Status RegisterBuffers(const struct iovec* iov, unsigned count) override;
   BackendStats stats() const override { return stats_; }
 
  private:
@@ -34,6 +35,7 @@ class UringBackend final : public FileBackend {
   Reactor* reactor_;
   unsigned queue_depth_max_;
   bool fixed_file_ = false;
+  bool buffers_registered_ = false;
   BackendStats stats_;
   uint64_t in_ring_ = 0;
   BackendIo* wait_head_ = nullptr;
