@@ -139,6 +139,7 @@ Status Pool::Format(const PoolOptions& o) {
   state_.assign(chunks_total_, kFreeDirty);
   chunk_inflight_.assign(chunks_total_, 0);
   alloc_pending_.assign(chunks_total_, 0);
+  known_zero_.assign(chunks_total_, 0);
   chunks_free_ = chunks_total_;
   ckpt_seq_ = 0;
   next_lsn_ = 1;
@@ -287,6 +288,7 @@ Status Pool::LoadMetadata() {
   state_.assign(chunks_total_, kFreeDirty);
   chunk_inflight_.assign(chunks_total_, 0);
   alloc_pending_.assign(chunks_total_, 0);
+  known_zero_.assign(chunks_total_, 0);
   commit_->ckpt_buf = AllocAligned(ckpt_bytes_);
   SPD_RETURN_IF_ERROR(LoadCheckpoint());
   SPD_RETURN_IF_ERROR(ReplayLog());
@@ -601,6 +603,7 @@ uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
   owners_[p] = (static_cast<uint64_t>(v->slot_ + 1) << 32) | vchunk;
   --chunks_free_;
   alloc_pending_[p] = 1;
+  known_zero_[p] = 0;
   v->map_[vchunk] = p + 1;
   v->info_.allocated_bytes += chunk_bytes_;
   commit_->records.push_back(

@@ -258,6 +258,9 @@ class Pool {
   std::vector<uint16_t> chunk_inflight_;
   // 1 while a chunk's allocation record is not yet durable: a FUA write into it must commit.
   std::vector<uint8_t> alloc_pending_;
+  // 1 for an allocated chunk known to read as zeros (whole-chunk write-zeroes with NO_HOLE and
+  // no write since). In memory only: after a restart such chunks report as data, which is safe.
+  std::vector<uint8_t> known_zero_;
   std::vector<uint32_t> free_zero_;  // stack of kFreeZero chunks
   uint64_t chunks_free_ = 0;         // kFreeZero + kFreeDirty
 

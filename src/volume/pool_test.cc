@@ -119,6 +119,18 @@ TEST_F(PoolTest, DiscardFreesSpaceAndReadsZero) {
   EXPECT_EQ(ext[1].kind, ExtentKind::kHole);
   EXPECT_EQ(ext[1].offset_bytes, kMiB);
   EXPECT_EQ(ext[1].length_bytes, 2 * kMiB);
+  // Whole-chunk write-zeroes that must stay allocated: reported as known zeros, not as data;
+  // a later write makes it data again.
+  ASSERT_EQ(Do(v, IoOp::kWriteZeroes, 0, kMiB, nullptr, kIoNoUnmap), 0);
+  ext.clear();
+  ASSERT_TRUE(v->MapRange(0, kMiB, 4, &ext).ok());
+  ASSERT_EQ(ext.size(), 1u);
+  EXPECT_EQ(ext[0].kind, ExtentKind::kZero);
+  EXPECT_EQ(v->info().allocated_bytes, 2 * kMiB);
+  ASSERT_EQ(Do(v, IoOp::kWrite, 4096, 4096, data.data()), 0);
+  ext.clear();
+  ASSERT_TRUE(v->MapRange(0, kMiB, 4, &ext).ok());
+  EXPECT_EQ(ext[0].kind, ExtentKind::kData);
 }
 
 TEST_F(PoolTest, OutOfSpaceFailsTheWriterOnly) {

@@ -89,6 +89,7 @@ void Volume::Issue(VolumeIo* io) {
           io->needs_commit = true;
         }
         if (io->fua) flags |= kIoFua;
+        pool->known_zero_[p1 - 1] = 0;
         break;
       case IoOp::kDiscard:
       case IoOp::kWriteZeroes:
@@ -97,9 +98,13 @@ void Volume::Issue(VolumeIo* io) {
           pool->UnmapChunk(this, vchunk);
           continue;
         }
-        // Part of a chunk: zero it in place (a punched hole reads as zeros on files and sim).
+        // Part of a chunk, or zeros that must stay allocated: zero it in place (a punched hole
+        // reads as zeros on files and sim).
         if (!pool->backend_->discard_zeroes()) op = IoOp::kWriteZeroes;
-        if (io->op == IoOp::kWriteZeroes && (io->flags & kIoNoUnmap)) flags |= kIoNoUnmap;
+        if (io->op == IoOp::kWriteZeroes && (io->flags & kIoNoUnmap)) {
+          flags |= kIoNoUnmap;
+          if (seg == chunk) pool->known_zero_[p1 - 1] = 1;  // block status can say "zero"
+        }
         break;
       case IoOp::kFlush:
         SPD_ASSERT(false);
@@ -177,7 +182,9 @@ Status Volume::MapRange(uint64_t offset_bytes, uint64_t length_bytes, size_t ext
   while (off < end) {
     uint64_t vchunk = off / chunk;
     uint64_t seg = std::min<uint64_t>(end - off, chunk - off % chunk);
-    ExtentKind kind = map_[vchunk] ? ExtentKind::kData : ExtentKind::kHole;
+    ExtentKind kind = ExtentKind::kHole;
+    if (map_[vchunk])
+      kind = pool_->known_zero_[map_[vchunk] - 1] ? ExtentKind::kZero : ExtentKind::kData;
     if (!out->empty() && out->back().kind == kind &&
         out->back().offset_bytes + out->back().length_bytes == off &&
         out->back().length_bytes + seg <= UINT32_MAX) {
