@@ -11,39 +11,15 @@
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "volume/pool_format.h"
+#include "volume/pool_internal.h"
 
 namespace spd {
 
-namespace pf = pool_format;
-
 namespace {
 
-Counter commits_total("spd_pool_commits_total", "Metadata commits (group commits).");
-Counter checkpoints_total("spd_pool_checkpoints_total", "Checkpoints written.");
-Counter log_records_total("spd_pool_log_records_total", "Metadata log records written.");
-Counter commit_errors_total("spd_pool_commit_errors_total", "Commits that failed (I/O error).");
 Counter replay_skipped_total("spd_pool_replay_skipped_records_total",
                              "Log records skipped at replay because they did not fit the state.");
 Counter punch_errors_total("spd_pool_punch_errors_total", "Chunk zeroing failures.");
-
-constexpr size_t kLogBlocksPerCommitMax = 64;
-constexpr size_t kPunchIosMax = 32;
-// Pending records (or freed chunks waiting for a commit) beyond which the pool commits on its
-// own, without waiting for a client FLUSH: bounds memory and returns freed space.
-constexpr size_t kBackgroundCommitRecords = 2048;
-
-uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
-struct AlignedFree {
-  void operator()(uint8_t* p) const { std::free(p); }
-};
-using AlignedBuf = std::unique_ptr<uint8_t, AlignedFree>;
-AlignedBuf AllocAligned(size_t bytes) {
-  void* p = nullptr;
-  SPD_ASSERT(posix_memalign(&p, 4096, RoundUp(bytes, 4096)) == 0);
-  std::memset(p, 0, RoundUp(bytes, 4096));
-  return AlignedBuf(static_cast<uint8_t*>(p));
-}
 
 bool ValidName(const std::string& n) {
   if (n.empty() || n.size() > pf::kNameBytesMax) return false;
@@ -54,29 +30,6 @@ bool ValidName(const std::string& n) {
 }
 
 }  // namespace
-
-struct Pool::PunchIo {
-  BackendIo io;
-  Pool* pool;
-  uint32_t pchunk;
-};
-
-struct Pool::CommitState {
-  bool running = false;
-  bool checkpoint = false;
-  bool want_checkpoint = false;
-  int phase = 0;                      // 0 flush data, 1 write metadata, 2 flush metadata
-  CommitWaiter* next_head = nullptr;  // arrived while a commit ran: served by the next one
-  CommitWaiter* next_tail = nullptr;
-  CommitWaiter* current = nullptr;     // served by the running commit
-  std::vector<pf::LogRecord> records;  // pending, not yet in a commit
-  std::vector<pf::LogRecord> batch;    // in the running commit
-  std::vector<uint32_t> batch_freed;   // become kFreeZero when the running commit is durable
-  size_t batch_blocks = 0;
-  BackendIo io;
-  AlignedBuf log_buf;
-  AlignedBuf ckpt_buf;
-};
 
 Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
     : backend_(std::move(backend)), reactor_(reactor), commit_(new CommitState()) {
@@ -666,180 +619,6 @@ void Pool::OnPunchDone(BackendIo* bio) {
     self->punch_queue_.pop_back();
     self->StartPunch(next);
   }
-}
-
-// ---- group commit ---------------------------------------------------------------------------
-
-void Pool::WaitCommit(CommitWaiter* w) {
-  w->next = nullptr;
-  CommitState& c = *commit_;
-  if (c.next_tail) {
-    c.next_tail->next = w;
-  } else {
-    c.next_head = w;
-  }
-  c.next_tail = w;
-  if (!c.running) StartCommit();
-}
-
-void Pool::StartCommit() {
-  CommitState& c = *commit_;
-  SPD_ASSERT(!c.running);
-  c.running = true;
-  c.current = c.next_head;
-  c.next_head = c.next_tail = nullptr;
-  c.phase = 0;
-  ++stats_.commits;
-  commits_total.Add();
-  // Phase 0: make every completed data write durable before metadata that may point at it.
-  c.io.op = IoOp::kFlush;
-  c.io.flags = 0;
-  c.io.offset_bytes = 0;
-  c.io.length_bytes = 0;
-  c.io.buf = nullptr;
-  backend_->Submit(&c.io);
-}
-
-void Pool::OnCommitIo(BackendIo* io) { static_cast<Pool*>(io->ctx)->CommitStep(io->result); }
-
-size_t Pool::EncodeLog(uint8_t* buf, size_t blocks_max) {
-  CommitState& c = *commit_;
-  size_t blocks = 0;
-  size_t i = 0;
-  while (i < c.batch.size() && blocks < blocks_max) {
-    uint8_t* b = buf + blocks * pf::kBlockBytes;
-    std::memset(b, 0, pf::kBlockBytes);
-    auto* h = reinterpret_cast<pf::LogBlockHeader*>(b);
-    h->magic = pf::kLogMagic;
-    h->lsn = next_lsn_ + blocks;
-    std::memcpy(h->uuid, uuid_, 16);
-    size_t n = std::min<size_t>(pf::kRecordsPerBlock, c.batch.size() - i);
-    h->count = static_cast<uint32_t>(n);
-    std::memcpy(b + sizeof(pf::LogBlockHeader), c.batch.data() + i, n * sizeof(pf::LogRecord));
-    h->crc = Crc32c(0, b, pf::kBlockBytes);
-    i += n;
-    ++blocks;
-  }
-  return blocks;
-}
-
-size_t Pool::EncodeCheckpoint(uint8_t* buf) {
-  const size_t payload =
-      pf::kVolumesMax * sizeof(pf::VolumeRecord) + chunks_total_ * sizeof(pf::ChunkOwner);
-  std::memset(buf, 0, sizeof(pf::CheckpointHeader) + payload);
-  auto* h = reinterpret_cast<pf::CheckpointHeader*>(buf);
-  h->magic = pf::kCkptMagic;
-  h->seq = ckpt_seq_ + 1;
-  std::memcpy(h->uuid, uuid_, 16);
-  h->log_lsn = next_lsn_;
-  h->log_pos = 0;  // the log starts over after a checkpoint
-  h->payload_bytes = payload;
-  h->next_volume_id = next_volume_id_;
-  auto* vr = reinterpret_cast<pf::VolumeRecord*>(buf + sizeof(pf::CheckpointHeader));
-  for (uint32_t i = 0; i < pf::kVolumesMax; ++i) {
-    if (!slots_[i]) continue;
-    const VolumeInfo& info = slots_[i]->info_;
-    vr[i].id = info.id;
-    vr[i].durability = static_cast<uint8_t>(info.durability);
-    vr[i].read_only = info.read_only ? 1 : 0;
-    vr[i].size_bytes = info.size_bytes;
-    std::memcpy(vr[i].name, info.name.data(), std::min<size_t>(info.name.size(), 64));
-  }
-  auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + pf::kVolumesMax);
-  for (uint64_t c = 0; c < chunks_total_; ++c) {
-    co[c].slot_plus_one = static_cast<uint32_t>(owners_[c] >> 32);
-    co[c].vchunk = static_cast<uint32_t>(owners_[c]);
-  }
-  h->crc = Crc32c(0, buf, sizeof(pf::CheckpointHeader) + payload);
-  return RoundUp(sizeof(pf::CheckpointHeader) + payload, pf::kBlockBytes);
-}
-
-void Pool::CommitStep(int32_t result) {
-  CommitState& c = *commit_;
-  if (result < 0) return FinishCommit(result);
-  if (c.phase == 0) {
-    // Phase 1: the records of this commit (everything pending now), or a checkpoint.
-    c.phase = 1;
-    c.batch.swap(c.records);
-    c.records.clear();
-    c.batch_freed.swap(freed_pending_);
-    freed_pending_.clear();
-    size_t blocks = (c.batch.size() + pf::kRecordsPerBlock - 1) / pf::kRecordsPerBlock;
-    c.checkpoint = c.want_checkpoint || blocks > kLogBlocksPerCommitMax ||
-                   log_pos_ + blocks * pf::kBlockBytes > log_bytes_ / 2;
-    c.want_checkpoint = false;
-    if (!c.checkpoint && blocks == 0) {
-      // Nothing to record: the data flush alone is the commit.
-      return FinishCommit(0);
-    }
-    c.io.op = IoOp::kWrite;
-    c.io.flags = 0;
-    if (c.checkpoint) {
-      size_t n = EncodeCheckpoint(c.ckpt_buf.get());
-      c.io.offset_bytes = ckpt_offset_[(ckpt_seq_ + 1) % 2];
-      c.io.length_bytes = static_cast<uint32_t>(n);
-      c.io.buf = c.ckpt_buf.get();
-    } else {
-      c.batch_blocks = EncodeLog(c.log_buf.get(), blocks);
-      c.io.offset_bytes = log_offset_ + log_pos_;
-      c.io.length_bytes = static_cast<uint32_t>(c.batch_blocks * pf::kBlockBytes);
-      c.io.buf = c.log_buf.get();
-    }
-    backend_->Submit(&c.io);
-    return;
-  }
-  if (c.phase == 1) {
-    c.phase = 2;
-    c.io.op = IoOp::kFlush;
-    c.io.offset_bytes = 0;
-    c.io.length_bytes = 0;
-    c.io.buf = nullptr;
-    backend_->Submit(&c.io);
-    return;
-  }
-  // Phase 2 done: the metadata is durable.
-  if (c.checkpoint) {
-    ++ckpt_seq_;
-    log_pos_ = 0;
-    ++stats_.checkpoints;
-    checkpoints_total.Add();
-  } else {
-    log_pos_ += c.batch_blocks * pf::kBlockBytes;
-    next_lsn_ += c.batch_blocks;
-    stats_.log_records += c.batch.size();
-    log_records_total.Add(c.batch.size());
-  }
-  FinishCommit(0);
-}
-
-void Pool::FinishCommit(int32_t result) {
-  CommitState& c = *commit_;
-  if (result < 0) {
-    commit_errors_total.Add();
-    // The records were not made durable: they go back to be written by the next commit.
-    c.records.insert(c.records.begin(), c.batch.begin(), c.batch.end());
-    freed_pending_.insert(freed_pending_.end(), c.batch_freed.begin(), c.batch_freed.end());
-    if (c.checkpoint) c.want_checkpoint = true;
-  } else {
-    for (const pf::LogRecord& r : c.batch)
-      if (r.type == static_cast<uint32_t>(pf::LogRecordType::kAlloc)) alloc_pending_[r.pchunk] = 0;
-    for (uint32_t p : c.batch_freed) {
-      state_[p] = kFreeZero;
-      free_zero_.push_back(p);
-      ++chunks_free_;
-    }
-  }
-  c.batch.clear();
-  c.batch_freed.clear();
-  c.running = false;
-  CommitWaiter* w = c.current;
-  c.current = nullptr;
-  while (w) {
-    CommitWaiter* next = w->next;
-    w->fn(w, result);
-    w = next;
-  }
-  if (c.next_head && !c.running) StartCommit();
 }
 
 }  // namespace spd
