@@ -122,6 +122,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_flag("--buffered", o.buffered, "Do not use O_DIRECT on the pool file");
   app.add_option("--queue-depth", o.queue_depth_max, "Backend I/Os in flight at most")
       ->capture_default_str();
+  app.add_option("--inline-memory-writes", o.inline_memory_writes,
+                 "uring backend on a tmpfs/ramfs pool: write with pwrite on the reactor thread "
+                 "(a memory copy) instead of letting io_uring punt each write to a worker thread")
+      ->capture_default_str();
   app.add_option("--posix-threads", o.posix_threads, "Worker threads of the posix backend")
       ->capture_default_str();
   app.add_option("--sim-seed", o.sim.seed, "sim: random seed (runs replay exactly)")

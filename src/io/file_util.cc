@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -80,6 +82,9 @@ Result<OpenedFile> OpenPoolFile(const BackendOptions& options) {
     // O_DIRECT on files: 4 KiB satisfies every file system's DIO alignment we meet; the exact
     // value (statx STATX_DIOALIGN) may be smaller but never larger on common setups.
     f.alignment_bytes = f.direct ? 4096 : 1;
+    struct statfs sfs;
+    if (fstatfs(fd, &sfs) == 0)
+      f.memory_backed = sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC;
   } else {
     close(fd);
     return InvalidArgument(options.path + " is neither a regular file nor a block device");

@@ -15,6 +15,9 @@ struct OpenedFile {
   bool block_device = false;  // discard/zeroes via ioctl instead of fallocate
   uint64_t size_bytes = 0;
   uint32_t alignment_bytes = 1;  // for O_DIRECT: logical block size / DIO alignment
+  // tmpfs/ramfs: a write is a memory copy that io_uring cannot do without blocking, so it would
+  // hand every write to an io-wq worker thread (two context switches per write).
+  bool memory_backed = false;
 };
 
 // Opens (and creates/extends, sparse) the file named in options. Tries O_DIRECT unless

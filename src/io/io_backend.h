@@ -128,7 +128,10 @@ struct BackendOptions {
   bool buffered = false;           // skip O_DIRECT on purpose
   unsigned queue_depth_max = 256;  // backend I/Os in flight at once; more wait in a queue
   unsigned posix_threads = 4;      // posix backend worker threads
-  SimOptions sim;                  // kSim only
+  // uring: on a memory-backed file (tmpfs, ramfs) do writes with pwrite on the reactor thread
+  // instead of through the ring, which would punt each one to an io-wq worker.
+  bool inline_memory_writes = true;
+  SimOptions sim;  // kSim only
 };
 
 // Opens a backend bound to `reactor`. For kUring, REQUIRES reactor->engine() == kUring; callers

@@ -15,6 +15,9 @@ Counter uring_short_total("spd_io_uring_short_transfers_total",
                           "Short reads/writes resubmitted for their remainder.");
 Counter uring_fixed_ios_total("spd_io_uring_fixed_buffer_ios_total",
                               "uring reads and writes issued on registered buffers.");
+Counter uring_inline_writes_total(
+    "spd_io_uring_inline_writes_total",
+    "Writes to a memory-backed pool file done with pwrite on the reactor (no io-wq punt).");
 Counter uring_queue_waits_total("spd_io_uring_queue_waits_total",
                                 "uring backend I/Os that waited for queue_depth_max.");
 
@@ -32,11 +35,16 @@ Result<std::unique_ptr<UringBackend>> UringBackend::Open(const BackendOptions& o
     return FailedPrecondition("uring backend needs an io_uring reactor");
   SPD_ASSIGN_OR_RETURN(OpenedFile f, OpenPoolFile(options));
   return std::unique_ptr<UringBackend>(
-      new UringBackend(reactor, f, options.queue_depth_max ? options.queue_depth_max : 1));
+      new UringBackend(reactor, f, options.queue_depth_max ? options.queue_depth_max : 1,
+                       options.inline_memory_writes && f.memory_backed));
 }
 
-UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max)
-    : FileBackend(file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
+UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max,
+                           bool inline_writes)
+    : FileBackend(file),
+      reactor_(reactor),
+      queue_depth_max_(queue_depth_max),
+      inline_writes_(inline_writes) {
   // A registered file saves an fget/fput per I/O; without it we use the plain fd.
   fixed_file_ = io_uring_register_files(reactor_->ring(), &file_.fd, 1) == 0;
 }
@@ -69,10 +77,18 @@ void UringBackend::Submit(BackendIo* io) {
 }
 
 void UringBackend::Issue(BackendIo* io) {
-  if (file_.block_device && (io->op == IoOp::kDiscard || io->op == IoOp::kWriteZeroes)) {
-    int r = io->op == IoOp::kDiscard ? DiscardRange(file_, io->offset_bytes, io->length_bytes)
-                                     : ZeroRange(file_, io->offset_bytes, io->length_bytes, true);
-    io->result = r < 0 ? r : static_cast<int32_t>(io->length_bytes);
+  const bool ioctl_op =
+      file_.block_device && (io->op == IoOp::kDiscard || io->op == IoOp::kWriteZeroes);
+  if (ioctl_op || (inline_writes_ && io->op == IoOp::kWrite)) {
+    int64_t r;
+    if (io->op == IoOp::kWrite) {
+      uring_inline_writes_total.Add();
+      r = PwriteFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes, io->flags & kIoFua);
+    } else {
+      r = io->op == IoOp::kDiscard ? DiscardRange(file_, io->offset_bytes, io->length_bytes)
+                                   : ZeroRange(file_, io->offset_bytes, io->length_bytes, true);
+    }
+    io->result = r < 0 ? static_cast<int32_t>(r) : static_cast<int32_t>(io->length_bytes);
     // Never complete inside Submit: the caller may still be setting up.
     io->task.fn = &UringBackend::OnDeferredDone;
     ++in_ring_;

@@ -202,7 +202,12 @@ void NbdServer::AcceptAll(Listener* l) {
       inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf);
       peer = std::string(buf) + ":" + std::to_string(ntohs(sin->sin_port));
     }
-    Shard* shard = shards_[next_shard_++ % shards_.size()].get();
+    // The least loaded reactor; ties go to the first, which is the pool's own reactor, where a
+    // request needs no hop to reach the volume (the common single-connection client).
+    Shard* shard = shards_[0].get();
+    for (auto& sh : shards_)
+      if (sh->placed < shard->placed) shard = sh.get();
+    ++shard->placed;
     Reactor* r = shard->reactor;
     auto* conn = new NbdConnection(this, r, fd, peer);
     conn->shard = shard;
@@ -236,10 +241,12 @@ void NbdServer::ConnectionClosed(NbdConnection* conn) {
   struct Reaper : Task {
     NbdServer* server;
     NbdConnection* conn;
+    Shard* shard;
   };
   auto* r = new Reaper();
   r->server = this;
   r->conn = conn;
+  r->shard = shard;
   r->fn = [](Task* t) {
     auto* self = static_cast<Reaper*>(t);
     Reactor* own = self->conn->reactor();
@@ -247,7 +254,7 @@ void NbdServer::ConnectionClosed(NbdConnection* conn) {
     self->conn = nullptr;
     self->fn = [](Task* t2) {
       auto* again = static_cast<Reaper*>(t2);
-      again->server->Forget();
+      again->server->Forget(again->shard);
       delete again;
     };
     if (own == self->server->reactor_) {
@@ -259,8 +266,9 @@ void NbdServer::ConnectionClosed(NbdConnection* conn) {
   conn->reactor()->Defer(r);
 }
 
-void NbdServer::Forget() {
-  SPD_ASSERT(live_conns_ > 0);
+void NbdServer::Forget(Shard* shard) {
+  SPD_ASSERT(live_conns_ > 0 && shard->placed > 0);
+  --shard->placed;
   --live_conns_;
   MaybeFinishShutdown();
 }

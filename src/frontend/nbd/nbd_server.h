@@ -71,7 +71,8 @@ class NbdServer {
   void AcceptAll(Listener* l);
   // Called on the connection's reactor once it is closed for good.
   void ConnectionClosed(NbdConnection* conn);
-  void Forget();  // on reactor_: one connection fewer
+  struct Shard;
+  void Forget(Shard* shard);  // on reactor_: one connection fewer
   const nbd::ExportCatalog* catalog() const;
   void MaybeFinishShutdown();
 
@@ -81,13 +82,14 @@ class NbdServer {
     NbdServer* server = nullptr;
     Reactor* reactor = nullptr;
     std::vector<NbdConnection*> conns;
+    // Connections placed here and not yet forgotten; touched only on the server's reactor.
+    unsigned placed = 0;
     struct DrainAll : Task {
       Shard* shard;
     } drain_all;       // posted to `reactor`
     DrainAll drained;  // posted back to the server's reactor once drain_all ran
   };
   std::vector<std::unique_ptr<Shard>> shards_;
-  size_t next_shard_ = 0;
   Pool* pool_;
   NbdServerOptions options_;
   std::unique_ptr<Catalog> catalog_;
