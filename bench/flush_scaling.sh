@@ -4,7 +4,13 @@
 # Prints flushed IOPS for each writer count (median of --rounds runs), the ratio to one writer,
 # and write amplification (backend bytes written / client bytes written, from spd2's counters).
 #
+# On tmpfs a device flush costs nothing, so the ratio there only shows CPU parallelism; give the
+# flush a real cost to see group commit, e.g. the sim backend with a SATA-SSD-like cache flush:
+#   --spd2-args "--backend sim --sim-flush-us 500"
+#
 #   bench/flush_scaling.sh [--rounds N] [--runtime S] [--writers "1 8"] [--bs 4k]
+#                          [--spd2-args "..."] [--dir /dev/shm]
+# --dir puts the pool on another file system (a real disk's flush, e.g. --dir /var/tmp).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 spd2=${SPD2:-$here/../build/spd2}
@@ -12,17 +18,21 @@ rounds=3
 runtime=5
 writers="1 8"
 bs=4k
+spd2_args=""
+base_dir=/dev/shm
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --runtime) runtime=$2; shift 2 ;;
     --writers) writers=$2; shift 2 ;;
     --bs) bs=$2; shift 2 ;;
+    --spd2-args) spd2_args=$2; shift 2 ;;
+    --dir) base_dir=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 [ -x "$spd2" ] || { echo "spd2 not built at $spd2" >&2; exit 1; }
-dir=$(mktemp -d /dev/shm/spd-flush.XXXXXX)
+dir=$(mktemp -d "$base_dir/spd-flush.XXXXXX")
 pid=""
 cleanup() {
   if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
@@ -36,7 +46,7 @@ metric() {  # metric NAME -> value from the metrics endpoint
 
 mport=$((20000 + RANDOM % 20000))
 "$spd2" --data-dir "$dir" --pool-size 4G --volume vol0:1G --nbd-listen off \
-  --metrics-listen "127.0.0.1:$mport" --quiet --log-level warn &
+  --metrics-listen "127.0.0.1:$mport" --quiet --log-level warn $spd2_args &  # split on purpose
 pid=$!
 for _ in $(seq 100); do [ -S "$dir/nbd.sock" ] && break; sleep 0.1; done
 [ -S "$dir/nbd.sock" ] || { echo "spd2 did not start" >&2; exit 1; }
@@ -59,6 +69,7 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
+echo "spd2 ${spd2_args:-(uring backend)}, pool in $base_dir, bs $bs, $rounds round(s) of ${runtime} s"
 printf "%-8s %-14s %s\n" writers "median IOPS" "ratio to 1 writer"
 base=""
 for n in $writers; do
@@ -68,6 +79,12 @@ for n in $writers; do
 done
 cb=$(metric spd_volume_client_bytes_written_total || true)
 bb=$(metric spd_io_bytes_written_total || true)
+commits=$(metric spd_pool_commits_total || true)
+if [ -n "$cb" ] && [ -n "$commits" ] && [ "$commits" != 0 ]; then
+  bsb=$(numfmt --from=iec "${bs^^}")
+  echo "group commit: $commits commits for $((cb / bsb)) write+flush pairs" \
+    "($(awk -v w="$((cb / bsb))" -v c="$commits" 'BEGIN {printf "%.2f", w / c}') flushes per device commit)"
+fi
 if [ -n "$cb" ] && [ -n "$bb" ] && [ "$cb" != 0 ]; then
   echo "write amplification (backend bytes / client bytes): $(awk -v a="$bb" -v b="$cb" 'BEGIN {printf "%.3f", a / b}')"
 else

@@ -132,6 +132,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
       ->capture_default_str();
   app.add_option("--sim-latency-us", o.sim.latency_base_ns, "sim: base latency per op (us)");
   app.add_option("--sim-jitter-us", o.sim.latency_jitter_ns, "sim: uniform extra latency (us)");
+  app.add_option("--sim-read-us", o.sim.read_extra_ns, "sim: extra latency of each read (us)");
+  app.add_option("--sim-write-us", o.sim.write_extra_ns, "sim: extra latency of each write (us)");
+  app.add_option("--sim-flush-us", o.sim.flush_extra_ns,
+                 "sim: extra latency of each device flush (us), e.g. 500 for a SATA SSD's cache "
+                 "flush: makes group commit visible");
   app.add_option("--sim-iops", o.sim.iops_max, "sim: operations per second capacity (0 = none)");
   app.add_option("--sim-bandwidth", o.sim.bandwidth_bytes_per_s,
                  "sim: bytes per second capacity (0 = none)");
@@ -167,6 +172,9 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   // The sim latencies are given in microseconds on the command line.
   o.sim.latency_base_ns *= 1000;
   o.sim.latency_jitter_ns *= 1000;
+  o.sim.read_extra_ns *= 1000;
+  o.sim.write_extra_ns *= 1000;
+  o.sim.flush_extra_ns *= 1000;
   SPD_ASSIGN_OR_RETURN(o.pool_size_bytes, ParseSize(pool_size));
   uint64_t chunk;
   SPD_ASSIGN_OR_RETURN(chunk, ParseSize(chunk_size));

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/counters.h"
+#include "io/file_util.h"
 
 namespace spd {
 namespace {
@@ -262,6 +263,7 @@ void SimBackend::Execute(BackendIo* io) {
       break;
     case IoOp::kWrite:
       WriteVisible(io->offset_bytes, data, io->length_bytes, false, io->flags & kIoFua);
+      CountBytesWritten(io->length_bytes);
       break;
     case IoOp::kFlush:
       FlushCache();
