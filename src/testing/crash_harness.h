@@ -25,6 +25,8 @@ struct CrashSweepOptions {
   // Also run every sequence of 1..exhaustive_depth operations drawn from {write, FUA write,
   // flush, discard, write-zeroes, create, delete, grow} (8 + 64 + 512 sequences for depth 3).
   int exhaustive_depth = 0;
+  // Run the pools with PoolOptions::fault_skip_commit_flush: the sweep must then fail.
+  bool fault_skip_commit_flush = false;
 };
 
 struct CrashSweepResult {

@@ -17,5 +17,18 @@ TEST(CrashHarness, ShortSweepFindsNoViolation) {
   EXPECT_GT(r.crash_states, 500u);
 }
 
+// The harness can fail: a pool whose commit acknowledges FLUSH without a device flush must be
+// caught (crash states are also taken right after each acknowledgement, not only at flushes).
+TEST(CrashHarness, CatchesCommitWithoutDeviceFlush) {
+  CrashSweepOptions o;
+  o.first_seed = 1;
+  o.seeds = 8;
+  o.ops_per_seed = 60;
+  o.fault_skip_commit_flush = true;
+  CrashSweepResult r = RunCrashSweep(o);
+  EXPECT_GT(r.failures, 0u);
+  EXPECT_NE(r.first_failure.find("seed "), std::string::npos) << r.first_failure;
+}
+
 }  // namespace
 }  // namespace spd::testing

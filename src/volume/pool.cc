@@ -63,6 +63,7 @@ Result<std::unique_ptr<Pool>> Pool::Create(std::unique_ptr<IoBackend> backend, R
                                            const PoolOptions& options) {
   std::unique_ptr<Pool> p(new Pool(std::move(backend), reactor));
   SPD_RETURN_IF_ERROR(p->Format(options));
+  p->fault_skip_commit_flush_ = options.fault_skip_commit_flush;
   return p;
 }
 

@@ -46,6 +46,9 @@ struct VolumeInfo {
 struct PoolOptions {
   uint32_t chunk_size_bytes = 1u << 20;  // power of two, >= 64 KiB
   uint64_t log_size_bytes = 16u << 20;   // metadata log region
+  // Fault injection for the crash harness's own test, never set in production: a commit
+  // acknowledges its waiters without the device flush. Proves the harness catches that bug.
+  bool fault_skip_commit_flush = false;
 };
 
 struct PoolStats {
@@ -272,6 +275,7 @@ class Pool {
   uint64_t anomalies_ = 0;  // records/owners that did not fit, seen at load
   uint64_t log_blocks_replayed_ = 0;
   std::unique_ptr<CommitState> commit_;
+  bool fault_skip_commit_flush_ = false;  // PoolOptions::fault_skip_commit_flush
   PoolStats stats_;
 };
 

@@ -1,5 +1,5 @@
-// Pool: group commit. One commit at a time: flush data, write the pending records as log
-// blocks (or a checkpoint), flush again, then complete every waiter that arrived before it
+// Pool: group commit. One commit at a time: write the pending records as log blocks (or a
+// checkpoint), flush the device once, then complete every waiter that arrived before it
 // started. See docs/pool_format.md.
 #include <algorithm>
 #include <cstring>
@@ -39,15 +39,50 @@ void Pool::StartCommit() {
   c.running = true;
   c.current = c.next_head;
   c.next_head = c.next_tail = nullptr;
-  c.phase = 0;
   ++stats_.commits;
   commits_total.Add();
-  // Phase 0: make every completed data write durable before metadata that may point at it.
-  c.io.op = IoOp::kFlush;
+  // Step 1: the records pending now, as log blocks (or a checkpoint), written without waiting
+  // for the data they describe. That is safe because a chunk is allocated only while it holds
+  // zeros and every free chunk is zeroed again at open (docs/pool_format.md): a record that
+  // lands without its data shows zeros, which is what an unflushed write may show.
+  c.batch.swap(c.records);
+  c.records.clear();
+  c.batch_freed.swap(freed_pending_);
+  freed_pending_.clear();
+  size_t blocks = (c.batch.size() + pf::kRecordsPerBlock - 1) / pf::kRecordsPerBlock;
+  c.checkpoint = c.want_checkpoint || blocks > kLogBlocksPerCommitMax ||
+                 log_pos_ + blocks * pf::kBlockBytes > log_bytes_ / 2;
+  c.want_checkpoint = false;
+  c.batch_blocks = 0;
+  if (!c.checkpoint && blocks == 0) {
+    // Nothing to record: one device flush is the whole commit.
+    c.phase = 1;
+    if (fault_skip_commit_flush_) {  // see PoolOptions; still complete asynchronously
+      c.phase = 2;
+      c.io.op = IoOp::kRead;
+      c.io.flags = 0;
+      c.io.offset_bytes = 0;
+      c.io.length_bytes = pf::kBlockBytes;
+      c.io.buf = c.log_buf.get();
+      backend_->Submit(&c.io);
+      return;
+    }
+    return CommitStep(0);
+  }
+  c.phase = 0;
+  c.io.op = IoOp::kWrite;
   c.io.flags = 0;
-  c.io.offset_bytes = 0;
-  c.io.length_bytes = 0;
-  c.io.buf = nullptr;
+  if (c.checkpoint) {
+    size_t n = EncodeCheckpoint(c.ckpt_buf.get());
+    c.io.offset_bytes = ckpt_offset_[(ckpt_seq_ + 1) % 2];
+    c.io.length_bytes = static_cast<uint32_t>(n);
+    c.io.buf = c.ckpt_buf.get();
+  } else {
+    c.batch_blocks = EncodeLog(c.log_buf.get(), blocks);
+    c.io.offset_bytes = log_offset_ + log_pos_;
+    c.io.length_bytes = static_cast<uint32_t>(c.batch_blocks * pf::kBlockBytes);
+    c.io.buf = c.log_buf.get();
+  }
   backend_->Submit(&c.io);
 }
 
@@ -108,40 +143,12 @@ size_t Pool::EncodeCheckpoint(uint8_t* buf) {
 void Pool::CommitStep(int32_t result) {
   CommitState& c = *commit_;
   if (result < 0) return FinishCommit(result);
-  if (c.phase == 0) {
-    // Phase 1: the records of this commit (everything pending now), or a checkpoint.
-    c.phase = 1;
-    c.batch.swap(c.records);
-    c.records.clear();
-    c.batch_freed.swap(freed_pending_);
-    freed_pending_.clear();
-    size_t blocks = (c.batch.size() + pf::kRecordsPerBlock - 1) / pf::kRecordsPerBlock;
-    c.checkpoint = c.want_checkpoint || blocks > kLogBlocksPerCommitMax ||
-                   log_pos_ + blocks * pf::kBlockBytes > log_bytes_ / 2;
-    c.want_checkpoint = false;
-    if (!c.checkpoint && blocks == 0) {
-      // Nothing to record: the data flush alone is the commit.
-      return FinishCommit(0);
-    }
-    c.io.op = IoOp::kWrite;
-    c.io.flags = 0;
-    if (c.checkpoint) {
-      size_t n = EncodeCheckpoint(c.ckpt_buf.get());
-      c.io.offset_bytes = ckpt_offset_[(ckpt_seq_ + 1) % 2];
-      c.io.length_bytes = static_cast<uint32_t>(n);
-      c.io.buf = c.ckpt_buf.get();
-    } else {
-      c.batch_blocks = EncodeLog(c.log_buf.get(), blocks);
-      c.io.offset_bytes = log_offset_ + log_pos_;
-      c.io.length_bytes = static_cast<uint32_t>(c.batch_blocks * pf::kBlockBytes);
-      c.io.buf = c.log_buf.get();
-    }
-    backend_->Submit(&c.io);
-    return;
-  }
-  if (c.phase == 1) {
+  if (c.phase <= 1 && !fault_skip_commit_flush_) {
+    // Step 2: one device flush makes durable every data write completed before it was issued
+    // (so every write its waiters acknowledged) and the records of step 1.
     c.phase = 2;
     c.io.op = IoOp::kFlush;
+    c.io.flags = 0;
     c.io.offset_bytes = 0;
     c.io.length_bytes = 0;
     c.io.buf = nullptr;

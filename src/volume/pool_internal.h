@@ -56,7 +56,7 @@ struct Pool::CommitState {
   bool running = false;
   bool checkpoint = false;
   bool want_checkpoint = false;
-  int phase = 0;                      // 0 flush data, 1 write metadata, 2 flush metadata
+  int phase = 0;                      // 0 write records, 1 (none to write), 2 flush
   CommitWaiter* next_head = nullptr;  // arrived while a commit ran: served by the next one
   CommitWaiter* next_tail = nullptr;
   CommitWaiter* current = nullptr;     // served by the running commit
