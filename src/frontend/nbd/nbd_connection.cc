@@ -97,7 +97,9 @@ void NbdConnection::OnReadable(Completion* c, int32_t res, uint32_t flags) {
     // One-shot poll: re-armed after each event while the connection lives. Re-arming before
     // reading is safe: an event that arrives meanwhile fires the new poll.
     self->rx_poll_active_ = false;
-    if (!self->closing_ && res >= 0) {
+    // Not while stalled on the in-flight limit: the unread bytes would fire the poll at once,
+    // again and again, until a slot frees. Resume() re-arms it.
+    if (!self->closing_ && res >= 0 && !self->stalled_) {
       if (self->reactor_->WatchOnce(self->fd_, &self->rx_watch_).ok()) {
         self->rx_poll_active_ = true;
       }
@@ -137,6 +139,9 @@ void NbdConnection::ScheduleFlush() {
 
 void NbdConnection::Resume() {
   stalled_ = false;
+  if (!rx_poll_active_ && reactor_->engine() == ReactorEngine::kUring &&
+      reactor_->WatchOnce(fd_, &rx_watch_).ok())
+    rx_poll_active_ = true;
   if (ProcessRx()) ReadAll();
 }
 
@@ -175,6 +180,12 @@ void NbdConnection::ReadAll() {
       BeginClose("client closed the connection");
       return;
     }
+    // A short read drained the socket. On io_uring the one-shot poll was re-armed before this
+    // loop and is evaluated when submitted, so it fires for bytes arriving later: skip the recv
+    // that would only say EAGAIN (one syscall of about five per request at QD1). Edge-triggered
+    // epoll needs that EAGAIN.
+    const bool drained = static_cast<size_t>(n) < room && rx_poll_active_ &&
+                         reactor_->engine() == ReactorEngine::kUring;
     if (direct) {
       payload_slot_->payload_have += static_cast<uint32_t>(n);
       if (payload_slot_->payload_have == payload_slot_->req.length) {
@@ -186,7 +197,7 @@ void NbdConnection::ReadAll() {
     } else {
       rx_end_ += static_cast<size_t>(n);
     }
-    if (!ProcessRx()) return;
+    if (!ProcessRx() || drained) return;
   }
 }
 
