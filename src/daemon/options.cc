@@ -116,8 +116,9 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "sim (in-memory, with latency/fault models)")
       ->capture_default_str();
   app.add_option("--cores", o.cores,
-                 "Reactor threads, one per core (0 = all cores). Reactor 0 owns the pool; "
-                 "connections are spread over all of them")
+                 "Reactor threads, one per core (0 = half the cores, at least one, leaving the "
+                 "rest to clients on the same host). Reactor 0 owns the pool; each new "
+                 "connection goes to the least loaded reactor, reactor 0 on ties")
       ->capture_default_str();
   app.add_flag("--buffered", o.buffered, "Do not use O_DIRECT on the pool file");
   app.add_option("--queue-depth", o.queue_depth_max, "Backend I/Os in flight at most")

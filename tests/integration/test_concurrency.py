@@ -1,5 +1,7 @@
 """16+ concurrent connections, each writing and verifying its own region; multi-conn FLUSH
-consistency: a write on A, FLUSH on B, read on C sees it."""
+consistency: a write on A, FLUSH on B, read on C sees it. Three reactors (--cores 3, more than
+CI's cores on purpose), so most connections live on a reactor other than the pool's and every
+request takes the cross-reactor hop."""
 import os
 import signal
 import subprocess
@@ -15,7 +17,8 @@ SOCK = os.path.join(T, "data", "nbd.sock")
 URI = "nbd+unix:///vol0?socket=" + SOCK
 
 p = subprocess.Popen([SPD2, "--data-dir", os.path.join(T, "data"), "--pool-size", "2G",
-                      "--volume", "vol0:512M", "--nbd-listen", "off", "--metrics-listen", "off",
+                      "--volume", "vol0:512M", "--cores", "3", "--nbd-listen", "off",
+                      "--metrics-listen", "off",
                       "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 try:
     for _ in range(200):
