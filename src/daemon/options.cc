@@ -123,6 +123,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_flag("--buffered", o.buffered, "Do not use O_DIRECT on the pool file");
   app.add_option("--queue-depth", o.queue_depth_max, "Backend I/Os in flight at most")
       ->capture_default_str();
+  app.add_option("--commit-overlap", o.commit_overlap,
+                 "Group commit: a FLUSH that arrives while a commit runs and has nothing to record "
+                 "gets a device flush of its own at once (best where flushes run in parallel); 0: "
+                 "it waits for the next commit (fewer, larger batches)")
+      ->capture_default_str();
   app.add_option("--inline-memory-writes", o.inline_memory_writes,
                  "uring backend on a tmpfs/ramfs pool: write with pwrite on the reactor thread "
                  "(a memory copy) instead of letting io_uring punt each write to a worker thread")

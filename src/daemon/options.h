@@ -31,6 +31,7 @@ struct DaemonOptions {
   unsigned queue_depth_max = 256;
   unsigned posix_threads = 4;
   bool inline_memory_writes = true;
+  bool commit_overlap = true;
   SimOptions sim;
   std::string nbd_unix;                        // default DATA_DIR/nbd.sock; "off" disables
   std::string nbd_listen = "127.0.0.1:10809";  // "off" disables

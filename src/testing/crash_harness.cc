@@ -55,7 +55,14 @@ class Harness {
   // Returns "" or the first failure. With a script, runs two prepared volumes through exactly
   // those operation kinds; otherwise ops_per_seed random operations.
   std::string Run(uint64_t* states, const std::vector<int>& script = {}) {
-    auto sim = std::make_unique<SimBackend>(reactor_, kPoolBytes, SimOptions{});
+    // A device flush takes a little while (20 to 60 us), so that requests arrive while a commit
+    // is still running, as they do on a real device (the overlapping-flush path), and two
+    // flushes may complete out of order.
+    SimOptions so;
+    so.seed = seed_;
+    so.flush_extra_ns = 20'000;
+    so.latency_jitter_ns = 40'000;
+    auto sim = std::make_unique<SimBackend>(reactor_, kPoolBytes, so);
     sim_ = sim.get();
     PoolOptions po;
     po.chunk_size_bytes = kChunkBytes;
@@ -143,6 +150,56 @@ class Harness {
     return "";
   }
 
+  // FLUSH A starts a commit; a write W completes while that commit may still run; FLUSH B
+  // arrives after W (the pool may give it an overlapping device flush of its own). Once B is
+  // acknowledged, W must be durable; crash states are taken throughout.
+  std::string OverlappingFlushes(Volume* v, VolState* vs, uint64_t first, uint64_t count) {
+    // Each FLUSH updates the oracle and takes crash states the moment it is acknowledged: an
+    // acknowledgement that comes too early (before the commit holding its records) shows there.
+    struct Flush {
+      VolumeIo io;
+      Harness* h = nullptr;
+      bool done = false;
+      std::vector<uint64_t> marks;
+    } a, b;
+    for (Flush* f : {&a, &b}) {
+      f->h = this;
+      f->io.op = IoOp::kFlush;
+      f->io.ctx = f;
+      f->io.done = [](VolumeIo* io) {
+        auto* self = static_cast<Flush*>(io->ctx);
+        self->done = true;
+        if (io->result != 0) return;
+        for (size_t i = 0; i < self->marks.size(); ++i)
+          self->h->vols_[i].oracle->FlushCompleted(self->marks[i]);
+        self->h->OnBoundary();
+      };
+    }
+    // X, before A: may allocate, so that A's commit has records to write. W, during A: the
+    // same range, now allocated, so that B needs no records and may overlap.
+    auto write = [&]() -> int32_t {
+      uint64_t id = next_write_id_++;
+      std::vector<uint8_t> buf(count * kSectorBytes);
+      for (uint64_t s = 0; s < count; ++s)
+        FillSector(buf.data() + s * kSectorBytes, vs->tag, first + s, id);
+      vs->oracle->Completed(first, count, id, false);
+      return Do(v, IoOp::kWrite, first * kSectorBytes, static_cast<uint32_t>(buf.size()),
+                buf.data(), 0);
+    };
+    if (int32_t r = write(); r != 0) return "write before a commit failed: " + std::to_string(r);
+    for (VolState& x : vols_) a.marks.push_back(x.oracle->CompletionMark());
+    v->Submit(&a.io);
+    if (int32_t r = write(); r != 0) return "write during a commit failed: " + std::to_string(r);
+    for (VolState& x : vols_) b.marks.push_back(x.oracle->CompletionMark());
+    v->Submit(&b.io);
+    for (int i = 0; i < 1000000 && !(a.done && b.done); ++i) reactor_->RunOnce(1'000'000);
+    if (!a.done || !b.done) return "overlapping flushes did not complete";
+    if (a.io.result != 0 || b.io.result != 0)
+      return "overlapping flushes failed: " + std::to_string(a.io.result) + " " +
+             std::to_string(b.io.result);
+    return "";
+  }
+
   std::string Step() {
     const bool trace = getenv("SPD_CRASH_TRACE") != nullptr;
     // Forced kinds map onto the random mix's ranges below.
@@ -173,6 +230,8 @@ class Harness {
                      buf.data(), fua ? kIoFua : 0);
       if (r != 0) return "write failed: " + std::to_string(r);
       if (fua) o.MadeDurable(first, count, id);
+    } else if (k < 50 && forced_ < 0 && rng_() % 3 == 0) {
+      return OverlappingFlushes(v, vs, first, count);
     } else if (k < 50) {  // flush
       std::vector<uint64_t> marks;
       for (VolState& x : vols_) marks.push_back(x.oracle->CompletionMark());

@@ -2,12 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include "common/counters.h"
+
 namespace spd::testing {
 namespace {
 
 // A short sweep under the unit-test build (ASan+UBSan); CI's long sweep runs the release build
 // of spd_crash with --states-min 100000 (scripts/test.sh).
 TEST(CrashHarness, ShortSweepFindsNoViolation) {
+  const uint64_t overlaps_before = CounterValue("spd_pool_overlap_flushes_total");
   CrashSweepOptions o;
   o.first_seed = 1;
   o.seeds = 8;
@@ -15,6 +18,8 @@ TEST(CrashHarness, ShortSweepFindsNoViolation) {
   CrashSweepResult r = RunCrashSweep(o);
   EXPECT_EQ(r.failures, 0u) << r.first_failure;
   EXPECT_GT(r.crash_states, 500u);
+  // The sweep reaches the pool's overlapping flush (a FLUSH that arrives during a commit).
+  EXPECT_GT(CounterValue("spd_pool_overlap_flushes_total"), overlaps_before);
 }
 
 // The harness can fail: a pool whose commit acknowledges FLUSH without a device flush must be

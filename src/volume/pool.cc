@@ -49,7 +49,9 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
 
 Pool::~Pool() {
   // Let a commit or punch that is still running finish: its BackendIo lives in this object.
-  for (int i = 0; i < 10000 && (commit_->running || punch_free_.size() < kPunchIosMax); ++i)
+  for (int i = 0; i < 10000 && (commit_->running || commit_->overlap.running ||
+                                punch_free_.size() < kPunchIosMax);
+       ++i)
     reactor_->RunOnce(10'000'000);
 }
 
@@ -64,6 +66,7 @@ Result<std::unique_ptr<Pool>> Pool::Create(std::unique_ptr<IoBackend> backend, R
   std::unique_ptr<Pool> p(new Pool(std::move(backend), reactor));
   SPD_RETURN_IF_ERROR(p->Format(options));
   p->fault_skip_commit_flush_ = options.fault_skip_commit_flush;
+  p->overlap_flush_ = options.overlap_flush;
   return p;
 }
 
@@ -148,7 +151,9 @@ Result<std::unique_ptr<Pool>> Pool::OpenOrCreate(std::unique_ptr<IoBackend> back
   bool blank =
       std::all_of(buf.get(), buf.get() + 2 * pf::kBlockBytes, [](uint8_t b) { return b == 0; });
   if (blank) return Create(std::move(backend), reactor, options);
-  return Open(std::move(backend), reactor);
+  SPD_ASSIGN_OR_RETURN(std::unique_ptr<Pool> p, Open(std::move(backend), reactor));
+  p->overlap_flush_ = options.overlap_flush;  // a run-time choice, not part of the format
+  return p;
 }
 
 Result<PoolCheckReport> Pool::Check(std::unique_ptr<IoBackend> backend, Reactor* reactor,

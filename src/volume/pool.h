@@ -46,6 +46,10 @@ struct VolumeInfo {
 struct PoolOptions {
   uint32_t chunk_size_bytes = 1u << 20;  // power of two, >= 64 KiB
   uint64_t log_size_bytes = 16u << 20;   // metadata log region
+  // While a commit runs, give FLUSH waiters that need no records a device flush of their own at
+  // once (best where flushes run in parallel); off: they wait for the next commit (fewer, larger
+  // batches, best where the device serializes flushes).
+  bool overlap_flush = true;
   // Fault injection for the crash harness's own test, never set in production: a commit
   // acknowledges its waiters without the device flush. Proves the harness catches that bug.
   bool fault_skip_commit_flush = false;
@@ -232,6 +236,8 @@ class Pool {
   static void OnPunchDone(BackendIo* io);
 
   void StartCommit();
+  void StartOverlapFlush();
+  void MaybeFinishOverlap();
   void CommitStep(int32_t result);
   static void OnCommitIo(BackendIo* io);
   size_t EncodeLog(uint8_t* buf, size_t blocks_max);
@@ -276,6 +282,7 @@ class Pool {
   uint64_t log_blocks_replayed_ = 0;
   std::unique_ptr<CommitState> commit_;
   bool fault_skip_commit_flush_ = false;  // PoolOptions::fault_skip_commit_flush
+  bool overlap_flush_ = true;             // PoolOptions::overlap_flush
   PoolStats stats_;
 };
 

@@ -16,6 +16,17 @@ Counter commits_total("spd_pool_commits_total", "Metadata commits (group commits
 Counter checkpoints_total("spd_pool_checkpoints_total", "Checkpoints written.");
 Counter log_records_total("spd_pool_log_records_total", "Metadata log records written.");
 Counter commit_errors_total("spd_pool_commit_errors_total", "Commits that failed (I/O error).");
+Counter overlap_flushes_total(
+    "spd_pool_overlap_flushes_total",
+    "Device flushes issued for FLUSH waiters while a commit ran (no records to write).");
+
+void CompleteWaiters(CommitWaiter* w, int32_t result) {
+  while (w) {
+    CommitWaiter* next = w->next;
+    w->fn(w, result);
+    w = next;
+  }
+}
 
 }  // namespace
 
@@ -30,7 +41,49 @@ void Pool::WaitCommit(CommitWaiter* w) {
     c.next_head = w;
   }
   c.next_tail = w;
-  if (!c.running) StartCommit();
+  if (!c.running) return StartCommit();
+  if (overlap_flush_ && !c.overlap.running && c.records.empty() && freed_pending_.empty() &&
+      !c.want_checkpoint && !fault_skip_commit_flush_)
+    StartOverlapFlush();
+}
+
+void Pool::StartOverlapFlush() {
+  CommitState& c = *commit_;
+  CommitState::Overlap& o = c.overlap;
+  o.running = true;
+  o.flushed = false;
+  o.result = 0;
+  o.after_result = 0;
+  o.after = c.started;  // the running commit
+  o.waiters = c.next_head;
+  c.next_head = c.next_tail = nullptr;
+  overlap_flushes_total.Add();
+  o.io.op = IoOp::kFlush;
+  o.io.flags = 0;
+  o.io.offset_bytes = 0;
+  o.io.length_bytes = 0;
+  o.io.buf = nullptr;
+  o.io.ctx = this;
+  o.io.done = [](BackendIo* io) {
+    auto* self = static_cast<Pool*>(io->ctx);
+    CommitState::Overlap& ov = self->commit_->overlap;
+    ov.flushed = true;
+    ov.result = io->result;
+    self->MaybeFinishOverlap();
+  };
+  backend_->Submit(&o.io);
+}
+
+void Pool::MaybeFinishOverlap() {
+  CommitState& c = *commit_;
+  CommitState::Overlap& o = c.overlap;
+  if (!o.running || !o.flushed || c.finished < o.after) return;
+  CommitWaiter* w = o.waiters;
+  o.waiters = nullptr;
+  o.running = false;
+  const int32_t result = o.result < 0 ? o.result : o.after_result;
+  if (o.result < 0) commit_errors_total.Add();
+  CompleteWaiters(w, result);
 }
 
 void Pool::StartCommit() {
@@ -39,6 +92,7 @@ void Pool::StartCommit() {
   c.running = true;
   c.current = c.next_head;
   c.next_head = c.next_tail = nullptr;
+  ++c.started;
   ++stats_.commits;
   commits_total.Add();
   // Step 1: the records pending now, as log blocks (or a checkpoint), written without waiting
@@ -190,13 +244,12 @@ void Pool::FinishCommit(int32_t result) {
   c.batch.clear();
   c.batch_freed.clear();
   c.running = false;
+  ++c.finished;
+  if (c.overlap.running && c.overlap.after == c.finished) c.overlap.after_result = result;
   CommitWaiter* w = c.current;
   c.current = nullptr;
-  while (w) {
-    CommitWaiter* next = w->next;
-    w->fn(w, result);
-    w = next;
-  }
+  CompleteWaiters(w, result);
+  MaybeFinishOverlap();  // its waiters come after this commit's
   if (c.next_head && !c.running) StartCommit();
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <random>
 
+#include "common/counters.h"
 #include "io/sim_backend.h"
 #include "testing/volume_io_util.h"
 
@@ -214,6 +215,47 @@ TEST_F(PoolTest, ManyCommitsWrapTheLogIntoCheckpoints) {
 }
 
 // Randomized model test: a volume and an in-memory reference get the same seeded operations.
+// A FLUSH that arrives while a commit runs, with no records of its own to write, gets its own
+// device flush at once (no wait for the commit after the running one) and still completes
+// after the running commit, whose records may describe its writes.
+TEST_F(PoolTest, FlushDuringACommitOverlapsAndCompletesInOrder) {
+  SimBackend* sim;
+  auto pool = CreatePool(64 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  auto v = pool->CreateVolume("a", 8 * kMiB);
+  ASSERT_TRUE(v.ok());
+  Volume* vol = v.value();
+  auto data = Pattern(4096, 7);
+  ASSERT_EQ(Do(vol, IoOp::kWrite, 0, 4096, data.data()), 0);  // allocates: a record is pending
+  const uint64_t overlaps_before = CounterValue("spd_pool_overlap_flushes_total");
+  const uint64_t flushes_before = sim->flushes();
+  struct Tracked {
+    VolumeIo io;
+    std::vector<int>* order;
+    int id;
+  };
+  std::vector<int> order;
+  Tracked a{{}, &order, 1}, b{{}, &order, 2};
+  for (Tracked* t : {&a, &b}) {
+    t->io.op = IoOp::kFlush;
+    t->io.ctx = t;
+    t->io.done = [](VolumeIo* io) {
+      auto* self = static_cast<Tracked*>(io->ctx);
+      self->order->push_back(self->id);
+    };
+  }
+  vol->Submit(&a.io);  // starts the commit: log write, then device flush
+  vol->Submit(&b.io);  // arrives while it runs, nothing left to record
+  for (int i = 0; i < 100000 && order.size() < 2; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(order.size(), 2u);
+  EXPECT_EQ(order[0], 1);
+  EXPECT_EQ(order[1], 2);
+  EXPECT_EQ(a.io.result, 0);
+  EXPECT_EQ(b.io.result, 0);
+  EXPECT_EQ(CounterValue("spd_pool_overlap_flushes_total"), overlaps_before + 1);
+  EXPECT_EQ(sim->flushes(), flushes_before + 2);  // the commit's and the overlapping one
+}
+
 TEST_F(PoolTest, RandomOperationsMatchAReferenceModel) {
   std::vector<uint64_t> seeds = {1, 2, 3, 4};
   if (const char* s = std::getenv("SPD_MODEL_SEED")) seeds = {std::strtoull(s, nullptr, 10)};
