@@ -62,6 +62,16 @@ struct BackendIo {
   BackendIo* next = nullptr;
   IoBackend* owner = nullptr;
   uint8_t phase = 0;  // multi-step operations (FUA discard = fallocate, then fdatasync)
+
+  // Re-targets this (reused) operation as a device flush, keeping done/ctx.
+  void SetFlush() {
+    op = IoOp::kFlush;
+    flags = 0;
+    offset_bytes = 0;
+    length_bytes = 0;
+    buf = nullptr;
+    buf_index = -1;
+  }
 };
 
 struct BackendStats {

@@ -10,6 +10,7 @@
 #include "common/counters.h"
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "journal/log_codec.h"
 #include "volume/pool_format.h"
 #include "volume/pool_internal.h"
 
@@ -32,7 +33,10 @@ bool ValidName(const std::string& n) {
 }  // namespace
 
 Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
-    : backend_(std::move(backend)), reactor_(reactor), commit_(new CommitState()) {
+    : backend_(std::move(backend)),
+      reactor_(reactor),
+      commit_(new CommitState()),
+      group_(new GroupCommit(this, backend_.get(), true)) {
   slots_.resize(pf::kVolumesMax);
   commit_->io.ctx = this;
   commit_->io.done = &Pool::OnCommitIo;
@@ -49,9 +53,7 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
 
 Pool::~Pool() {
   // Let a commit or punch that is still running finish: its BackendIo lives in this object.
-  for (int i = 0; i < 10000 && (commit_->running || commit_->overlap.running ||
-                                punch_free_.size() < kPunchIosMax);
-       ++i)
+  for (int i = 0; i < 10000 && (group_->busy() || punch_free_.size() < kPunchIosMax); ++i)
     reactor_->RunOnce(10'000'000);
 }
 
@@ -66,7 +68,7 @@ Result<std::unique_ptr<Pool>> Pool::Create(std::unique_ptr<IoBackend> backend, R
   std::unique_ptr<Pool> p(new Pool(std::move(backend), reactor));
   SPD_RETURN_IF_ERROR(p->Format(options));
   p->fault_skip_commit_flush_ = options.fault_skip_commit_flush;
-  p->overlap_flush_ = options.overlap_flush;
+  p->group_->set_overlap(options.overlap_flush && !options.fault_skip_commit_flush);
   return p;
 }
 
@@ -152,7 +154,7 @@ Result<std::unique_ptr<Pool>> Pool::OpenOrCreate(std::unique_ptr<IoBackend> back
       std::all_of(buf.get(), buf.get() + 2 * pf::kBlockBytes, [](uint8_t b) { return b == 0; });
   if (blank) return Create(std::move(backend), reactor, options);
   SPD_ASSIGN_OR_RETURN(std::unique_ptr<Pool> p, Open(std::move(backend), reactor));
-  p->overlap_flush_ = options.overlap_flush;  // a run-time choice, not part of the format
+  p->group_->set_overlap(options.overlap_flush);  // a run-time choice, not part of the format
   return p;
 }
 
@@ -308,15 +310,11 @@ Status Pool::ReplayLog() {
   uint64_t lsn = next_lsn_;
   while (pos + pf::kBlockBytes <= log_bytes_) {
     SPD_RETURN_IF_ERROR(backend_->ReadSync(log_offset_ + pos, blk.get(), pf::kBlockBytes));
-    auto* h = reinterpret_cast<pf::LogBlockHeader*>(blk.get());
-    if (h->magic != pf::kLogMagic || h->lsn != lsn || std::memcmp(h->uuid, uuid_, 16) != 0 ||
-        h->count > pf::kRecordsPerBlock)
-      break;
-    uint32_t crc = h->crc;
-    h->crc = 0;
-    if (Crc32c(0, blk.get(), pf::kBlockBytes) != crc) break;  // torn: the commit never completed
-    auto* r = reinterpret_cast<pf::LogRecord*>(blk.get() + sizeof(pf::LogBlockHeader));
-    for (uint32_t i = 0; i < h->count; ++i) {
+    // The first block that is not the valid next one ends the log (a torn block is a commit
+    // that never completed).
+    if (journal::CheckBlock(blk.get(), lsn, uuid_) != journal::BlockCheck::kValid) break;
+    std::span<const pf::LogRecord> r = journal::BlockRecords(blk.get());
+    for (size_t i = 0; i < r.size(); ++i) {
       if (r[i].pchunk >= chunks_total_) {
         replay_skipped_total.Add();
         ++anomalies_;
@@ -552,7 +550,7 @@ PoolStats Pool::stats() const {
 uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
   if (free_zero_.empty()) {
     // Freed chunks come back after the commit that records their freeing.
-    if (!freed_pending_.empty() && !commit_->running) StartCommit();
+    if (!freed_pending_.empty()) group_->Kick();
     return 0;
   }
   uint32_t p = free_zero_.back();
@@ -567,7 +565,7 @@ uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
   v->info_.allocated_bytes += chunk_bytes_;
   commit_->records.push_back(
       {static_cast<uint32_t>(pf::LogRecordType::kAlloc), v->slot_, vchunk, p, 0});
-  if (commit_->records.size() >= kBackgroundCommitRecords && !commit_->running) StartCommit();
+  if (commit_->records.size() >= kBackgroundCommitRecords) group_->Kick();
   return p + 1;
 }
 
@@ -615,9 +613,8 @@ void Pool::OnPunchDone(BackendIo* bio) {
     self->state_[p] = kFreePending;
     self->commit_->records.push_back({static_cast<uint32_t>(pf::LogRecordType::kFree), 0, 0, p, 0});
     self->freed_pending_.push_back(p);
-    if ((self->freed_pending_.size() >= kBackgroundCommitRecords || self->free_zero_.empty()) &&
-        !self->commit_->running)
-      self->StartCommit();
+    if (self->freed_pending_.size() >= kBackgroundCommitRecords || self->free_zero_.empty())
+      self->group_->Kick();
   }
   self->punch_free_.push_back(io);
   if (!self->punch_queue_.empty()) {

@@ -21,6 +21,7 @@
 
 #include "common/status.h"
 #include "io/io_backend.h"
+#include "journal/group_commit.h"
 #include "reactor/reactor.h"
 
 namespace spd {
@@ -76,12 +77,6 @@ struct Extent {
   uint64_t offset_bytes;
   uint64_t length_bytes;
   ExtentKind kind;
-};
-
-// Something waiting for a metadata commit (a FLUSH, a FUA write, a control operation).
-struct CommitWaiter {
-  void (*fn)(CommitWaiter* self, int32_t result) = nullptr;
-  CommitWaiter* next = nullptr;
 };
 
 // One client request against a volume. Owned by the caller (preallocated), alive until `done`.
@@ -158,7 +153,8 @@ struct PoolCheckReport {
   std::vector<std::string> repaired;
 };
 
-class Pool {
+// Implements GroupCommit::Owner: the journal decides when a commit runs, the pool writes it.
+class Pool : private GroupCommit::Owner {
  public:
   // Offline check: verifies superblocks, checkpoints, the metadata log and the allocation map
   // without writing anything, unless `repair` (which only ever rewrites a corrupt superblock
@@ -235,12 +231,10 @@ class Pool {
   void StartPunch(uint32_t pchunk);
   static void OnPunchDone(BackendIo* io);
 
-  void StartCommit();
-  void StartOverlapFlush();
-  void MaybeFinishOverlap();
+  void RunCommit() override;            // GroupCommit::Owner
+  bool CommitHasWork() const override;  // GroupCommit::Owner
   void CommitStep(int32_t result);
   static void OnCommitIo(BackendIo* io);
-  size_t EncodeLog(uint8_t* buf, size_t blocks_max);
   size_t EncodeCheckpoint(uint8_t* buf);
   void FinishCommit(int32_t result);
 
@@ -281,8 +275,8 @@ class Pool {
   uint64_t anomalies_ = 0;  // records/owners that did not fit, seen at load
   uint64_t log_blocks_replayed_ = 0;
   std::unique_ptr<CommitState> commit_;
+  std::unique_ptr<GroupCommit> group_;
   bool fault_skip_commit_flush_ = false;  // PoolOptions::fault_skip_commit_flush
-  bool overlap_flush_ = true;             // PoolOptions::overlap_flush
   PoolStats stats_;
 };
 

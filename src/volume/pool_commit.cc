@@ -1,100 +1,34 @@
-// Pool: group commit. One commit at a time: write the pending records as log blocks (or a
-// checkpoint), flush the device once, then complete every waiter that arrived before it
-// started. See docs/pool_format.md.
+// Pool: its side of group commit (journal/group_commit.h decides when a commit runs and who it
+// serves). A commit writes the pending records as log blocks (or a checkpoint), flushes the
+// device once, then the waiters complete. See docs/pool_format.md.
 #include <algorithm>
 #include <cstring>
 
 #include "common/counters.h"
 #include "common/crc32c.h"
+#include "journal/log_codec.h"
 #include "volume/pool.h"
 #include "volume/pool_internal.h"
 
 namespace spd {
 namespace {
 
-Counter commits_total("spd_pool_commits_total", "Metadata commits (group commits).");
 Counter checkpoints_total("spd_pool_checkpoints_total", "Checkpoints written.");
 Counter log_records_total("spd_pool_log_records_total", "Metadata log records written.");
-Counter commit_errors_total("spd_pool_commit_errors_total", "Commits that failed (I/O error).");
-Counter overlap_flushes_total(
-    "spd_pool_overlap_flushes_total",
-    "Device flushes issued for FLUSH waiters while a commit ran (no records to write).");
-
-void CompleteWaiters(CommitWaiter* w, int32_t result) {
-  while (w) {
-    CommitWaiter* next = w->next;
-    w->fn(w, result);
-    w = next;
-  }
-}
 
 }  // namespace
 
 // ---- group commit ---------------------------------------------------------------------------
 
-void Pool::WaitCommit(CommitWaiter* w) {
-  w->next = nullptr;
-  CommitState& c = *commit_;
-  if (c.next_tail) {
-    c.next_tail->next = w;
-  } else {
-    c.next_head = w;
-  }
-  c.next_tail = w;
-  if (!c.running) return StartCommit();
-  if (overlap_flush_ && !c.overlap.running && c.records.empty() && freed_pending_.empty() &&
-      !c.want_checkpoint && !fault_skip_commit_flush_)
-    StartOverlapFlush();
+void Pool::WaitCommit(CommitWaiter* w) { group_->Wait(w); }
+
+bool Pool::CommitHasWork() const {
+  return !commit_->records.empty() || !freed_pending_.empty() || commit_->want_checkpoint;
 }
 
-void Pool::StartOverlapFlush() {
+void Pool::RunCommit() {
   CommitState& c = *commit_;
-  CommitState::Overlap& o = c.overlap;
-  o.running = true;
-  o.flushed = false;
-  o.result = 0;
-  o.after_result = 0;
-  o.after = c.started;  // the running commit
-  o.waiters = c.next_head;
-  c.next_head = c.next_tail = nullptr;
-  overlap_flushes_total.Add();
-  o.io.op = IoOp::kFlush;
-  o.io.flags = 0;
-  o.io.offset_bytes = 0;
-  o.io.length_bytes = 0;
-  o.io.buf = nullptr;
-  o.io.ctx = this;
-  o.io.done = [](BackendIo* io) {
-    auto* self = static_cast<Pool*>(io->ctx);
-    CommitState::Overlap& ov = self->commit_->overlap;
-    ov.flushed = true;
-    ov.result = io->result;
-    self->MaybeFinishOverlap();
-  };
-  backend_->Submit(&o.io);
-}
-
-void Pool::MaybeFinishOverlap() {
-  CommitState& c = *commit_;
-  CommitState::Overlap& o = c.overlap;
-  if (!o.running || !o.flushed || c.finished < o.after) return;
-  CommitWaiter* w = o.waiters;
-  o.waiters = nullptr;
-  o.running = false;
-  const int32_t result = o.result < 0 ? o.result : o.after_result;
-  if (o.result < 0) commit_errors_total.Add();
-  CompleteWaiters(w, result);
-}
-
-void Pool::StartCommit() {
-  CommitState& c = *commit_;
-  SPD_ASSERT(!c.running);
-  c.running = true;
-  c.current = c.next_head;
-  c.next_head = c.next_tail = nullptr;
-  ++c.started;
   ++stats_.commits;
-  commits_total.Add();
   // Step 1: the records pending now, as log blocks (or a checkpoint), written without waiting
   // for the data they describe. That is safe because a chunk is allocated only while it holds
   // zeros and every free chunk is zeroed again at open (docs/pool_format.md): a record that
@@ -103,7 +37,7 @@ void Pool::StartCommit() {
   c.records.clear();
   c.batch_freed.swap(freed_pending_);
   freed_pending_.clear();
-  size_t blocks = (c.batch.size() + pf::kRecordsPerBlock - 1) / pf::kRecordsPerBlock;
+  size_t blocks = journal::BlocksFor(c.batch.size());
   c.checkpoint = c.want_checkpoint || blocks > kLogBlocksPerCommitMax ||
                  log_pos_ + blocks * pf::kBlockBytes > log_bytes_ / 2;
   c.want_checkpoint = false;
@@ -132,7 +66,7 @@ void Pool::StartCommit() {
     c.io.length_bytes = static_cast<uint32_t>(n);
     c.io.buf = c.ckpt_buf.get();
   } else {
-    c.batch_blocks = EncodeLog(c.log_buf.get(), blocks);
+    c.batch_blocks = journal::EncodeBlocks(c.batch, next_lsn_, uuid_, c.log_buf.get(), blocks);
     c.io.offset_bytes = log_offset_ + log_pos_;
     c.io.length_bytes = static_cast<uint32_t>(c.batch_blocks * pf::kBlockBytes);
     c.io.buf = c.log_buf.get();
@@ -141,27 +75,6 @@ void Pool::StartCommit() {
 }
 
 void Pool::OnCommitIo(BackendIo* io) { static_cast<Pool*>(io->ctx)->CommitStep(io->result); }
-
-size_t Pool::EncodeLog(uint8_t* buf, size_t blocks_max) {
-  CommitState& c = *commit_;
-  size_t blocks = 0;
-  size_t i = 0;
-  while (i < c.batch.size() && blocks < blocks_max) {
-    uint8_t* b = buf + blocks * pf::kBlockBytes;
-    std::memset(b, 0, pf::kBlockBytes);
-    auto* h = reinterpret_cast<pf::LogBlockHeader*>(b);
-    h->magic = pf::kLogMagic;
-    h->lsn = next_lsn_ + blocks;
-    std::memcpy(h->uuid, uuid_, 16);
-    size_t n = std::min<size_t>(pf::kRecordsPerBlock, c.batch.size() - i);
-    h->count = static_cast<uint32_t>(n);
-    std::memcpy(b + sizeof(pf::LogBlockHeader), c.batch.data() + i, n * sizeof(pf::LogRecord));
-    h->crc = Crc32c(0, b, pf::kBlockBytes);
-    i += n;
-    ++blocks;
-  }
-  return blocks;
-}
 
 size_t Pool::EncodeCheckpoint(uint8_t* buf) {
   const size_t payload =
@@ -201,11 +114,7 @@ void Pool::CommitStep(int32_t result) {
     // Step 2: one device flush makes durable every data write completed before it was issued
     // (so every write its waiters acknowledged) and the records of step 1.
     c.phase = 2;
-    c.io.op = IoOp::kFlush;
-    c.io.flags = 0;
-    c.io.offset_bytes = 0;
-    c.io.length_bytes = 0;
-    c.io.buf = nullptr;
+    c.io.SetFlush();
     backend_->Submit(&c.io);
     return;
   }
@@ -227,7 +136,6 @@ void Pool::CommitStep(int32_t result) {
 void Pool::FinishCommit(int32_t result) {
   CommitState& c = *commit_;
   if (result < 0) {
-    commit_errors_total.Add();
     // The records were not made durable: they go back to be written by the next commit.
     c.records.insert(c.records.begin(), c.batch.begin(), c.batch.end());
     freed_pending_.insert(freed_pending_.end(), c.batch_freed.begin(), c.batch_freed.end());
@@ -243,14 +151,7 @@ void Pool::FinishCommit(int32_t result) {
   }
   c.batch.clear();
   c.batch_freed.clear();
-  c.running = false;
-  ++c.finished;
-  if (c.overlap.running && c.overlap.after == c.finished) c.overlap.after_result = result;
-  CommitWaiter* w = c.current;
-  c.current = nullptr;
-  CompleteWaiters(w, result);
-  MaybeFinishOverlap();  // its waiters come after this commit's
-  if (c.next_head && !c.running) StartCommit();
+  group_->CommitDone(result);
 }
 
 }  // namespace spd

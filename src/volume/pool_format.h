@@ -11,13 +11,14 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "journal/journal_format.h"
+
 namespace spd::pool_format {
 
-constexpr uint32_t kBlockBytes = 4096;
+constexpr uint32_t kBlockBytes = journal::kBlockBytes;
 constexpr uint32_t kVersion = 1;
 constexpr uint64_t kSuperMagic = 0x4c4f4f5032445053ull;  // "SPD2POOL"
 constexpr uint64_t kCkptMagic = 0x54504b4332445053ull;   // "SPD2CKPT"
-constexpr uint32_t kLogMagic = 0x4c445053u;              // "SPDL"
 constexpr uint32_t kVolumesMax = 256;
 constexpr uint32_t kNameBytesMax = 64;
 
@@ -74,31 +75,11 @@ struct CheckpointHeader {
 static_assert(sizeof(CheckpointHeader) == 72);
 // Payload: VolumeRecord[kVolumesMax] then ChunkOwner[chunks_total].
 
-struct LogBlockHeader {
-  uint32_t magic;
-  uint32_t crc;  // crc32c of the whole block with this field zero
-  uint64_t lsn;  // consecutive; replay stops at the first block that breaks the sequence
-  uint8_t uuid[16];
-  uint32_t count;  // records in this block
-  uint32_t reserved0;
-};
-static_assert(sizeof(LogBlockHeader) == 40);
-
-enum class LogRecordType : uint32_t {
-  kAlloc = 1,  // chunk `pchunk` now holds volume slot `slot`'s chunk `vchunk`
-  kFree = 2,   // chunk `pchunk` is free (its contents were zeroed before this record)
-};
-
-struct LogRecord {
-  uint32_t type;
-  uint32_t slot;
-  uint64_t vchunk;
-  uint64_t pchunk;
-  uint64_t reserved0;
-};
-static_assert(sizeof(LogRecord) == 32);
-
-constexpr uint32_t kRecordsPerBlock = (kBlockBytes - sizeof(LogBlockHeader)) / sizeof(LogRecord);
-static_assert(kRecordsPerBlock == 126);
+// The metadata log's blocks and records: the journal's format (journal/journal_format.h).
+using journal::kLogMagic;
+using journal::kRecordsPerBlock;
+using journal::LogBlockHeader;
+using journal::LogRecord;
+using journal::LogRecordType;
 
 }  // namespace spd::pool_format

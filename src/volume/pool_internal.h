@@ -52,14 +52,11 @@ struct Pool::PunchIo {
   uint32_t pchunk;
 };
 
+// The pool's side of a commit; journal/group_commit.h holds the waiters and the ordering.
 struct Pool::CommitState {
-  bool running = false;
   bool checkpoint = false;
   bool want_checkpoint = false;
-  int phase = 0;                      // 0 write records, 1 (none to write), 2 flush
-  CommitWaiter* next_head = nullptr;  // arrived while a commit ran: served by the next one
-  CommitWaiter* next_tail = nullptr;
-  CommitWaiter* current = nullptr;     // served by the running commit
+  int phase = 0;                       // 0 write records, 1 (none to write), 2 flush
   std::vector<pf::LogRecord> records;  // pending, not yet in a commit
   std::vector<pf::LogRecord> batch;    // in the running commit
   std::vector<uint32_t> batch_freed;   // become kFreeZero when the running commit is durable
@@ -67,22 +64,6 @@ struct Pool::CommitState {
   BackendIo io;
   AlignedBuf log_buf;
   AlignedBuf ckpt_buf;
-  uint64_t started = 0;   // commits started
-  uint64_t finished = 0;  // commits finished (in order)
-
-  // The overlapping flush: while a commit runs, FLUSH waiters that need no records get a device
-  // flush of their own at once instead of waiting for the commit after the running one. They
-  // complete in order, once the commit that was running when they arrived has finished too
-  // (their writes' records may be in it).
-  struct Overlap {
-    bool running = false;
-    bool flushed = false;  // the device flush completed
-    int32_t result = 0;
-    int32_t after_result = 0;  // of the commit it waits for: its records may be theirs
-    uint64_t after = 0;        // complete once `finished` reaches this
-    CommitWaiter* waiters = nullptr;
-    BackendIo io;
-  } overlap;
 };
 
 }  // namespace spd
