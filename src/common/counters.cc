@@ -1,5 +1,7 @@
 #include "common/counters.h"
 
+#include <cstdint>
+#include <cstdio>
 #include <mutex>
 
 namespace spd {
@@ -12,7 +14,50 @@ std::vector<Counter*>& Registry() {
   static std::vector<Counter*> r;
   return r;
 }
+std::vector<Histogram*>& Histograms() {
+  static std::vector<Histogram*> r;
+  return r;
+}
 }  // namespace
+
+Histogram::Histogram(const char* name, const char* help) : name_(name), help_(help) {
+  std::lock_guard<std::mutex> lock(RegistryMu());
+  Histograms().push_back(this);
+}
+
+void Histogram::Observe(uint64_t ns) {
+  int i = 0;
+  while (i < kBuckets && ns > UpperBoundNs(i)) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_ns_.fetch_add(ns, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::vector<uint64_t> HistogramBuckets(const std::string& name) {
+  std::lock_guard<std::mutex> lock(RegistryMu());
+  std::vector<uint64_t> out(Histogram::kBuckets + 1, 0);
+  for (const Histogram* h : Histograms())
+    if (name == h->name())
+      for (int i = 0; i <= Histogram::kBuckets; ++i) out[i] += h->bucket(i);
+  return out;
+}
+
+uint64_t HistogramQuantileNs(const std::vector<uint64_t>& before,
+                             const std::vector<uint64_t>& after, double q) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < after.size(); ++i) total += after[i] - (i < before.size() ? before[i] : 0);
+  if (total == 0) return 0;
+  const double want = q * static_cast<double>(total);
+  uint64_t seen = 0;
+  for (size_t i = 0; i < after.size(); ++i) {
+    seen += after[i] - (i < before.size() ? before[i] : 0);
+    if (static_cast<double>(seen) >= want && seen > 0)
+      return static_cast<int>(i) < Histogram::kBuckets
+                 ? Histogram::UpperBoundNs(static_cast<int>(i))
+                 : UINT64_MAX;
+  }
+  return UINT64_MAX;
+}
 
 Counter::Counter(const char* name, const char* help) : name_(name), help_(help) {
   std::lock_guard<std::mutex> lock(RegistryMu());
@@ -50,6 +95,24 @@ std::string RenderCountersPrometheus() {
     out += ' ';
     out += std::to_string(c->value());
     out += '\n';
+  }
+  char le[32];
+  for (const Histogram* h : Histograms()) {
+    const std::string n = h->name();
+    out += "# HELP " + n + ' ' + h->help() + "\n# TYPE " + n + " histogram\n";
+    uint64_t cumulative = 0;
+    for (int i = 0; i <= Histogram::kBuckets; ++i) {
+      cumulative += h->bucket(i);
+      if (i < Histogram::kBuckets) {
+        std::snprintf(le, sizeof le, "%.6f", static_cast<double>(Histogram::UpperBoundNs(i)) / 1e9);
+      } else {
+        std::snprintf(le, sizeof le, "+Inf");
+      }
+      out += n + "_bucket{le=\"" + le + "\"} " + std::to_string(cumulative) + '\n';
+    }
+    std::snprintf(le, sizeof le, "%.9f", static_cast<double>(h->sum_ns()) / 1e9);
+    out += n + "_sum " + le + '\n';
+    out += n + "_count " + std::to_string(cumulative) + '\n';  // consistent with the buckets
   }
   return out;
 }

@@ -38,6 +38,15 @@ PY
 curl -s "http://127.0.0.1:$mport/metrics" >"$T/metrics"
 grep -q '^spd_nbd_connections_total [1-9]' "$T/metrics" || { head "$T/metrics"; fail "metrics"; }
 grep -q '^# TYPE spd_volume_client_bytes_written_total counter' "$T/metrics" || fail "metric type"
+# Server-side request latency: a Prometheus histogram that counted the requests above.
+grep -q '^# TYPE spd_nbd_request_duration_seconds histogram' "$T/metrics" || fail "histogram type"
+grep -q '^spd_nbd_request_duration_seconds_bucket{le="+Inf"} [1-9]' "$T/metrics" ||
+  fail "histogram counted nothing"
+grep -q '^spd_nbd_request_duration_seconds_count [1-9]' "$T/metrics" || fail "histogram count"
+# ... and it saw the synthetic latency: at least the 10 timed reads took over 1.024 ms.
+below=$(awk '$1 == "spd_nbd_request_duration_seconds_bucket{le=\"0.001024\"}" {print $2}' "$T/metrics")
+all=$(awk '$1 == "spd_nbd_request_duration_seconds_bucket{le=\"+Inf\"}" {print $2}' "$T/metrics")
+[ $((all - below)) -ge 10 ] || fail "histogram did not see the 2 ms reads ($below of $all below 1 ms)"
 curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/nope" | grep -q 404 || fail "404"
 stop_spd2
 rc=0; "$SPD2" --no-such-flag >/dev/null 2>"$T/err" || rc=$?

@@ -24,6 +24,9 @@ Counter rejected_total("spd_nbd_requests_rejected_total",
                        "NBD requests refused by validation before reaching a volume.");
 Counter bad_magic_total("spd_nbd_bad_request_magic_total",
                         "Connections closed because a request had a bad magic.");
+Histogram request_duration(
+    "spd_nbd_request_duration_seconds",
+    "NBD requests from header read to reply queued for sending (server-side latency).");
 Counter backpressure_total(
     "spd_nbd_backpressure_total",
     "Times a connection stopped reading because its in-flight limit was hit.");
@@ -539,6 +542,7 @@ void NbdConnection::BuildReadReply(NbdSlot* s) {
 
 void NbdConnection::QueueReply(NbdSlot* s) {
   if (s->reply_error != 0) request_errors_total.Add();
+  request_duration.Observe(MonotonicNs() - s->t0_ns);
   // A structured reply that merged chunks may have settled on fewer iovecs than reserved.
   SPD_ASSERT(s->iov_count > 0);
   s->iov_sent = 0;
@@ -634,6 +638,7 @@ NbdSlot* NbdConnection::TakeSlot() {
   s->next = nullptr;
   s->reply_error = 0;
   s->payload_have = 0;
+  s->t0_ns = MonotonicNs();
   ++inflight_;
   return s;
 }

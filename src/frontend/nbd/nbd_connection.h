@@ -32,6 +32,7 @@ struct NbdSlot {
   uint32_t buf_capacity = 0;
   uint32_t payload_have = 0;  // write payload bytes received so far
   uint32_t reply_error = 0;   // NBD error to send, 0 = success
+  uint64_t t0_ns = 0;         // header read (MonotonicNs), for spd_nbd_request_duration_seconds
 
   // The reply: header bytes live in `hdr`, iovecs point into hdr and buf.
   // Enough for 64 read chunk headers (32 bytes each) or 128 block-status descriptors.

@@ -270,6 +270,7 @@ TEST_F(NbdBackpressureTest, MoreInFlightThanTheLimitAllComplete) {
   nbd_handle* h = Connect();
   ASSERT_NE(h, nullptr);
   const uint64_t stalls_before = CounterValue("spd_nbd_backpressure_total");
+  const auto durations_before = HistogramBuckets("spd_nbd_request_duration_seconds");
   constexpr int kIos = 256;
   constexpr size_t kLen = 4096;
   std::vector<std::vector<uint8_t>> data;
@@ -289,6 +290,12 @@ TEST_F(NbdBackpressureTest, MoreInFlightThanTheLimitAllComplete) {
   while (nbd_aio_in_flight(h) > 0) ASSERT_NE(nbd_poll(h, -1), -1) << nbd_get_error();
   for (int i = 0; i < kIos; ++i) EXPECT_EQ(back[i], data[i]) << i;
   EXPECT_GT(CounterValue("spd_nbd_backpressure_total"), stalls_before);
+  // Every reply was timed (server-side latency histogram).
+  const auto durations_after = HistogramBuckets("spd_nbd_request_duration_seconds");
+  uint64_t timed = 0;
+  for (size_t i = 0; i < durations_after.size(); ++i)
+    timed += durations_after[i] - durations_before[i];
+  EXPECT_GE(timed, 2u * kIos);
   nbd_close(h);
 }
 
