@@ -302,5 +302,34 @@ TEST_F(SimModels, CrashImageKeepsFlushedDataAndMayDropTheRest) {
   EXPECT_EQ(x, y);
 }
 
+TEST_F(SimModels, CrashImageMayHoldAWriteStillInFlight) {
+  SimOptions so;
+  so.latency_base_ns = 50'000'000;  // 50 ms: still in flight when the images are taken
+  SimBackend sim(reactor_.get(), kSize, so);
+  std::vector<uint8_t> data(4096, 7);
+  BackendIo io;
+  io.op = IoOp::kWrite;
+  io.offset_bytes = 4096;
+  io.length_bytes = 4096;
+  io.buf = data.data();
+  bool done = false;
+  io.ctx = &done;
+  io.done = [](BackendIo* b) { *static_cast<bool*>(b->ctx) = true; };
+  sim.Submit(&io);
+  int landed = 0, absent = 0;
+  for (uint64_t seed = 0; seed < 100; ++seed) {
+    SimBackend crashed(reactor_.get(), sim.CrashImage(seed, CrashOptions{}), SimOptions{});
+    std::vector<uint8_t> got(4096);
+    ASSERT_TRUE(crashed.ReadSync(4096, got.data(), 4096).ok());
+    for (size_t i = 0; i < got.size(); i += 512) ASSERT_TRUE(got[i] == 0 || got[i] == 7);
+    if (got[0] == 7) landed++;
+    if (got[0] == 0) absent++;
+  }
+  EXPECT_GT(landed, 0);  // a device may land a write before reporting it done
+  EXPECT_GT(absent, 0);
+  for (int i = 0; i < 1000 && !done; ++i) reactor_->RunOnce(10'000'000);
+  EXPECT_TRUE(done);
+}
+
 }  // namespace
 }  // namespace spd

@@ -320,27 +320,31 @@ SimBackend::Image SimBackend::CrashImage(uint64_t seed, const CrashOptions& opti
   img.pages = durable_;
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> u(0, 1);
-  for (const Pending& p : pending_) {
-    if (u(rng) >= options.keep_probability) continue;
-    if (u(rng) < options.torn_probability) {
-      // Torn: each sector of the write lands or not on its own.
-      for (uint64_t s = 0; s < p.length; s += kSectorBytes) {
-        uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kSectorBytes, p.length - s));
-        if (rng() & 1) continue;
-        if (p.zero) {
-          ApplyZero(&img.pages, p.offset + s, n);
-        } else {
-          Apply(&img.pages, p.offset + s, p.data.data() + s, n);
-        }
+  // One unflushed write: lands whole, torn (a random subset of its sectors), or not at all.
+  auto maybe_apply = [&](uint64_t offset, uint32_t length, bool zero, const uint8_t* data) {
+    if (u(rng) >= options.keep_probability) return;
+    const bool torn = u(rng) < options.torn_probability;
+    for (uint64_t s = 0; s < length; s += kSectorBytes) {
+      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kSectorBytes, length - s));
+      if (torn && (rng() & 1)) continue;
+      if (zero) {
+        ApplyZero(&img.pages, offset + s, n);
+      } else {
+        Apply(&img.pages, offset + s, data + s, n);
       }
-      continue;
     }
-    if (p.zero) {
-      ApplyZero(&img.pages, p.offset, p.length);
-    } else {
-      Apply(&img.pages, p.offset, p.data.data(), p.length);
-    }
-  }
+  };
+  // Completed but not flushed: in the device's volatile cache, in completion order.
+  for (const Pending& p : pending_) maybe_apply(p.offset, p.length, p.zero, p.data.data());
+  // Submitted and not yet completed: a device may land a write before it reports it done.
+  auto in_flight = [&](const BackendIo* io) {
+    if (io->op == IoOp::kWrite)
+      maybe_apply(io->offset_bytes, io->length_bytes, false, static_cast<const uint8_t*>(io->buf));
+    else if (io->op == IoOp::kDiscard || io->op == IoOp::kWriteZeroes)
+      maybe_apply(io->offset_bytes, io->length_bytes, true, nullptr);
+  };
+  for (const BackendIo* io : immediate_) in_flight(io);
+  for (const Scheduled& d : due_) in_flight(d.io);
   return img;
 }
 
