@@ -62,6 +62,7 @@ int RunCheck(int argc, char** argv) {
   std::printf("  checkpoint sequence %llu, %llu log block(s) replayed\n",
               static_cast<unsigned long long>(r.checkpoint_seq),
               static_cast<unsigned long long>(r.log_blocks_replayed));
+  if (!r.log_end.empty()) std::printf("  log ends at %s\n", r.log_end.c_str());
   std::printf("  %llu volume(s), %llu of %llu chunks free\n",
               static_cast<unsigned long long>(r.volumes),
               static_cast<unsigned long long>(r.chunks_free),

@@ -19,6 +19,8 @@
 
 namespace spd {
 namespace {
+Counter pool_in_use_total("spd_io_pool_in_use_total",
+                          "Opens refused because another process holds the pool file's lock.");
 Counter bytes_written_total("spd_io_bytes_written_total",
                             "Bytes written to the pool by the file backends (uring, posix).");
 Counter odirect_fallback_total("spd_io_odirect_fallback_total",
@@ -51,6 +53,27 @@ Result<OpenedFile> OpenPoolFile(const BackendOptions& options) {
     if (fd < 0) return Status::FromErrno(errno, "open " + options.path);
   }
   f.fd = fd;
+  // One process at a time: a second daemon (or `spd2 check`) on a pool in use would corrupt it
+  // or read a half-written state. A POSIX record lock belongs to the process and goes away when
+  // it exits, even by SIGKILL with io_uring still holding the file (a flock would outlive the
+  // process until the ring's teardown drops its reference).
+  struct flock lk = {};
+  lk.l_type = F_WRLCK;
+  lk.l_whence = SEEK_SET;
+  if (fcntl(fd, F_SETLK, &lk) < 0) {
+    const int err = errno;
+    struct flock holder = lk;
+    const bool known = fcntl(fd, F_GETLK, &holder) == 0 && holder.l_type != F_UNLCK;
+    close(fd);
+    if (err == EACCES || err == EAGAIN) {
+      pool_in_use_total.Add();
+      return FailedPrecondition(
+          options.path + " is in use by another process" +
+          (known ? " (pid " + std::to_string(holder.l_pid) + ")" : std::string()) +
+          ": is an spd2 already serving it?");
+    }
+    return Status::FromErrno(err, "lock " + options.path);
+  }
   struct stat st;
   if (fstat(fd, &st) < 0) {
     Status s = Status::FromErrno(errno, "fstat " + options.path);

@@ -197,6 +197,7 @@ Result<PoolCheckReport> Pool::Check(std::unique_ptr<IoBackend> backend, Reactor*
   }
   rep.checkpoint_seq = p->ckpt_seq_;
   rep.log_blocks_replayed = p->log_blocks_replayed_;
+  rep.log_end = p->log_end_;
   rep.volumes = p->ListVolumes().size();
   rep.chunks_total = p->chunks_total_;
   rep.chunks_free = p->chunks_free_;
@@ -308,11 +309,17 @@ Status Pool::ReplayLog() {
   AlignedBuf blk = AllocAligned(pf::kBlockBytes);
   uint64_t pos = log_pos_;
   uint64_t lsn = next_lsn_;
+  log_end_ = "the end of the log region";
   while (pos + pf::kBlockBytes <= log_bytes_) {
     SPD_RETURN_IF_ERROR(backend_->ReadSync(log_offset_ + pos, blk.get(), pf::kBlockBytes));
     // The first block that is not the valid next one ends the log (a torn block is a commit
     // that never completed).
-    if (journal::CheckBlock(blk.get(), lsn, uuid_) != journal::BlockCheck::kValid) break;
+    const journal::BlockCheck check = journal::CheckBlock(blk.get(), lsn, uuid_);
+    if (check != journal::BlockCheck::kValid) {
+      log_end_ = std::string("LSN ") + std::to_string(lsn) + " at log offset " +
+                 std::to_string(pos) + ": " + journal::BlockCheckName(check);
+      break;
+    }
     std::span<const pf::LogRecord> r = journal::BlockRecords(blk.get());
     for (size_t i = 0; i < r.size(); ++i) {
       if (r[i].pchunk >= chunks_total_) {

@@ -146,6 +146,10 @@ struct PoolCheckReport {
   bool superblock_ok[2] = {false, false};
   uint64_t checkpoint_seq = 0;
   uint64_t log_blocks_replayed = 0;
+  // Where replay stopped and why (the first block that is not the valid next one: "bad magic"
+  // for never-written space, "wrong lsn" for an older pass, "bad checksum" for a torn last
+  // commit; none of these is damage).
+  std::string log_end;
   uint64_t volumes = 0;
   uint64_t chunks_total = 0;
   uint64_t chunks_free = 0;
@@ -274,6 +278,7 @@ class Pool : private GroupCommit::Owner {
 
   uint64_t anomalies_ = 0;  // records/owners that did not fit, seen at load
   uint64_t log_blocks_replayed_ = 0;
+  std::string log_end_;  // where and why replay stopped (PoolCheckReport::log_end)
   std::unique_ptr<CommitState> commit_;
   std::unique_ptr<GroupCommit> group_;
   bool fault_skip_commit_flush_ = false;  // PoolOptions::fault_skip_commit_flush

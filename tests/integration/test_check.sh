@@ -9,6 +9,8 @@ stop_spd2
 pool="$T/data/pool.img"
 "$SPD2" check "$pool" >"$T/c1" || { cat "$T/c1"; fail "clean pool not consistent"; }
 grep -q "1 volume(s)" "$T/c1" || { cat "$T/c1"; fail "volume count"; }
+grep -Eq "log ends at (LSN [0-9]+ at log offset [0-9]+: (bad magic|wrong lsn|bad checksum)|the end)" \
+  "$T/c1" || { cat "$T/c1"; fail "where the log ends"; }
 before=$(md5sum <"$pool")
 # Corrupt superblock copy B (bytes 4096..): detected, not touched without --repair.
 printf 'garbage' | dd of="$pool" bs=1 seek=4200 conv=notrunc status=none
