@@ -1,5 +1,6 @@
 #include "testing/crash_harness.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -200,6 +201,87 @@ class Harness {
     return "";
   }
 
+  // 2 to 8 writes in flight together (disjoint ranges, some FUA, several may allocate), and a
+  // FLUSH submitted after some of them finished: it must cover exactly those. The oracle learns
+  // of each write at submission (it may land from then on) and of its completion when it
+  // happens; crash states are taken at every acknowledgement.
+  std::string Burst(Volume* v, VolState* vs) {
+    const uint64_t sectors = v->size_bytes() / kSectorBytes;
+    const uint64_t n = 2 + rng_() % 7;
+    const uint64_t slot = sectors / n;
+    if (slot == 0) return "";
+    struct W {
+      VolumeIo io;
+      Harness* h;
+      VolState* vs;
+      uint64_t first, count, id;
+      bool fua;
+      bool done = false;
+      std::vector<uint8_t> buf;
+    };
+    std::vector<std::unique_ptr<W>> ws;
+    for (uint64_t i = 0; i < n; ++i) {
+      auto w = std::make_unique<W>();
+      w->h = this;
+      w->vs = vs;
+      w->count = 1 + rng_() % std::min<uint64_t>(128, slot);
+      w->first = i * slot + rng_() % (slot - w->count + 1);
+      w->id = next_write_id_++;
+      w->fua = rng_() % 4 == 0;
+      w->buf.resize(w->count * kSectorBytes);
+      for (uint64_t s = 0; s < w->count; ++s)
+        FillSector(w->buf.data() + s * kSectorBytes, vs->tag, w->first + s, w->id);
+      w->io.op = IoOp::kWrite;
+      w->io.offset_bytes = w->first * kSectorBytes;
+      w->io.length_bytes = static_cast<uint32_t>(w->buf.size());
+      w->io.buf = w->buf.data();
+      w->io.flags = w->fua ? kIoFua : 0;
+      w->io.ctx = w.get();
+      w->io.done = [](VolumeIo* io) {
+        auto* self = static_cast<W*>(io->ctx);
+        self->done = true;
+        if (io->result != 0) return;
+        self->vs->oracle->Finished(self->first, self->count, self->id, self->fua);
+        if (self->fua) self->h->OnBoundary();
+      };
+      vs->oracle->Submitted(w->first, w->count, w->id);
+      ws.push_back(std::move(w));
+    }
+    for (auto& w : ws) v->Submit(&w->io);
+    for (uint64_t t = rng_() % 4; t > 0; --t) reactor_->RunOnce(100'000);
+    struct Flush {
+      VolumeIo io;
+      Harness* h;
+      bool done = false;
+      std::vector<uint64_t> marks;
+    } f;
+    f.h = this;
+    for (VolState& x : vols_) f.marks.push_back(x.oracle->CompletionMark());
+    f.io.op = IoOp::kFlush;
+    f.io.ctx = &f;
+    f.io.done = [](VolumeIo* io) {
+      auto* self = static_cast<Flush*>(io->ctx);
+      self->done = true;
+      if (io->result != 0) return;
+      for (size_t i = 0; i < self->marks.size(); ++i)
+        self->h->vols_[i].oracle->FlushCompleted(self->marks[i]);
+      self->h->OnBoundary();
+    };
+    v->Submit(&f.io);
+    auto all_done = [&] {
+      if (!f.done) return false;
+      for (auto& w : ws)
+        if (!w->done) return false;
+      return true;
+    };
+    for (int i = 0; i < 1000000 && !all_done(); ++i) reactor_->RunOnce(1'000'000);
+    if (!all_done()) return "burst did not complete";
+    for (auto& w : ws)
+      if (w->io.result != 0) return "burst write failed: " + std::to_string(w->io.result);
+    if (f.io.result != 0) return "burst flush failed: " + std::to_string(f.io.result);
+    return "";
+  }
+
   std::string Step() {
     const bool trace = getenv("SPD_CRASH_TRACE") != nullptr;
     // Forced kinds map onto the random mix's ranges below.
@@ -219,7 +301,9 @@ class Harness {
       fprintf(stderr, "op %d k=%d vol %s first %llu count %llu next_write %llu\n", op_, k,
               vs->name.c_str(), (unsigned long long)first, (unsigned long long)count,
               (unsigned long long)next_write_id_);
-    if (k < 35) {  // write, sometimes FUA
+    if (k < 35 && forced_ < 0 && rng_() % 4 == 0) {
+      return Burst(v, vs);
+    } else if (k < 35) {  // write, sometimes FUA
       uint64_t id = next_write_id_++;
       std::vector<uint8_t> buf(count * kSectorBytes);
       for (uint64_t s = 0; s < count; ++s)

@@ -73,6 +73,27 @@ void VolumeOracle::Completed(uint64_t first, uint64_t count, uint64_t write_id, 
   }
 }
 
+void VolumeOracle::Submitted(uint64_t first, uint64_t count, uint64_t write_id) {
+  SPD_ASSERT(first + count <= history_.size());
+  for (uint64_t s = first; s < first + count; ++s) {
+    history_[s].push_back({write_id, UINT64_MAX});  // no FLUSH covers it until it finishes
+    dirty_.push_back(s);
+  }
+}
+
+void VolumeOracle::Finished(uint64_t first, uint64_t count, uint64_t write_id, bool durable) {
+  const uint64_t seq = ++completions_;
+  for (uint64_t s = first; s < first + count; ++s) {
+    auto& h = history_[s];
+    for (uint32_t i = static_cast<uint32_t>(h.size()); i-- > 0;) {
+      if (h[i].write_id != write_id) continue;
+      h[i].completion = seq;
+      if (durable && i > durable_[s]) durable_[s] = i;
+      break;
+    }
+  }
+}
+
 void VolumeOracle::MadeDurable(uint64_t first, uint64_t count, uint64_t write_id) {
   for (uint64_t s = first; s < first + count; ++s) {
     const auto& h = history_[s];

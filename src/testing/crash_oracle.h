@@ -8,8 +8,8 @@
 // version or a later one: never an older one, never another volume's data, never garbage.
 //
 // The workload never has two overlapping writes in flight, so the order of versions of one
-// sector is well defined. Sectors are the atomic unit of the device (torn writes tear between
-// sectors, never inside one).
+// sector is well defined (Submitted/Finished track writes in flight together). Sectors are the
+// atomic unit of the device (torn writes tear between sectors, never inside one).
 #pragma once
 
 #include <cstdint>
@@ -37,6 +37,11 @@ class VolumeOracle {
   // A write (write_id > 0) or a zeroing (write_id 0) of [first, first+count) completed.
   // `durable` for FUA writes.
   void Completed(uint64_t first, uint64_t count, uint64_t write_id, bool durable);
+  // For requests in flight together (never overlapping each other): a write was submitted (it
+  // may land from now on, but no FLUSH covers it yet) ...
+  void Submitted(uint64_t first, uint64_t count, uint64_t write_id);
+  // ... and completed: FLUSHes submitted from now on cover it; `durable` for FUA.
+  void Finished(uint64_t first, uint64_t count, uint64_t write_id, bool durable);
   // A FUA write of [first, first+count) completed: its version is durable now.
   void MadeDurable(uint64_t first, uint64_t count, uint64_t write_id);
   // A FLUSH completed that started after `seen` completions had been recorded.
