@@ -151,31 +151,38 @@ class Harness {
     return "";
   }
 
+  // A FLUSH submitted now and left in flight. It covers every write finished before now: at its
+  // acknowledgement the oracle learns so and crash states are taken.
+  struct AsyncFlush {
+    VolumeIo io;
+    Harness* h = nullptr;
+    bool done = false;
+    std::vector<uint64_t> marks;
+    void Submit(Harness* harness, Volume* v) {
+      h = harness;
+      marks.clear();
+      for (VolState& x : h->vols_) marks.push_back(x.oracle->CompletionMark());
+      io.op = IoOp::kFlush;
+      io.ctx = this;
+      io.done = [](VolumeIo* d) {
+        auto* self = static_cast<AsyncFlush*>(d->ctx);
+        self->done = true;
+        if (d->result != 0) return;
+        for (size_t i = 0; i < self->marks.size(); ++i)
+          self->h->vols_[i].oracle->FlushCompleted(self->marks[i]);
+        self->h->OnBoundary();
+      };
+      v->Submit(&io);
+    }
+  };
+
   // FLUSH A starts a commit; a write W completes while that commit may still run; FLUSH B
   // arrives after W (the pool may give it an overlapping device flush of its own). Once B is
   // acknowledged, W must be durable; crash states are taken throughout.
   std::string OverlappingFlushes(Volume* v, VolState* vs, uint64_t first, uint64_t count) {
     // Each FLUSH updates the oracle and takes crash states the moment it is acknowledged: an
     // acknowledgement that comes too early (before the commit holding its records) shows there.
-    struct Flush {
-      VolumeIo io;
-      Harness* h = nullptr;
-      bool done = false;
-      std::vector<uint64_t> marks;
-    } a, b;
-    for (Flush* f : {&a, &b}) {
-      f->h = this;
-      f->io.op = IoOp::kFlush;
-      f->io.ctx = f;
-      f->io.done = [](VolumeIo* io) {
-        auto* self = static_cast<Flush*>(io->ctx);
-        self->done = true;
-        if (io->result != 0) return;
-        for (size_t i = 0; i < self->marks.size(); ++i)
-          self->h->vols_[i].oracle->FlushCompleted(self->marks[i]);
-        self->h->OnBoundary();
-      };
-    }
+    AsyncFlush a, b;
     // X, before A: may allocate, so that A's commit has records to write. W, during A: the
     // same range, now allocated, so that B needs no records and may overlap.
     auto write = [&]() -> int32_t {
@@ -188,11 +195,9 @@ class Harness {
                 buf.data(), 0);
     };
     if (int32_t r = write(); r != 0) return "write before a commit failed: " + std::to_string(r);
-    for (VolState& x : vols_) a.marks.push_back(x.oracle->CompletionMark());
-    v->Submit(&a.io);
+    a.Submit(this, v);
     if (int32_t r = write(); r != 0) return "write during a commit failed: " + std::to_string(r);
-    for (VolState& x : vols_) b.marks.push_back(x.oracle->CompletionMark());
-    v->Submit(&b.io);
+    b.Submit(this, v);
     for (int i = 0; i < 1000000 && !(a.done && b.done); ++i) reactor_->RunOnce(1'000'000);
     if (!a.done || !b.done) return "overlapping flushes did not complete";
     if (a.io.result != 0 || b.io.result != 0)
@@ -249,25 +254,8 @@ class Harness {
     }
     for (auto& w : ws) v->Submit(&w->io);
     for (uint64_t t = rng_() % 4; t > 0; --t) reactor_->RunOnce(100'000);
-    struct Flush {
-      VolumeIo io;
-      Harness* h;
-      bool done = false;
-      std::vector<uint64_t> marks;
-    } f;
-    f.h = this;
-    for (VolState& x : vols_) f.marks.push_back(x.oracle->CompletionMark());
-    f.io.op = IoOp::kFlush;
-    f.io.ctx = &f;
-    f.io.done = [](VolumeIo* io) {
-      auto* self = static_cast<Flush*>(io->ctx);
-      self->done = true;
-      if (io->result != 0) return;
-      for (size_t i = 0; i < self->marks.size(); ++i)
-        self->h->vols_[i].oracle->FlushCompleted(self->marks[i]);
-      self->h->OnBoundary();
-    };
-    v->Submit(&f.io);
+    AsyncFlush f;
+    f.Submit(this, v);
     auto all_done = [&] {
       if (!f.done) return false;
       for (auto& w : ws)
