@@ -331,5 +331,39 @@ TEST_F(SimModels, CrashImageMayHoldAWriteStillInFlight) {
   EXPECT_TRUE(done);
 }
 
+TEST_F(SimModels, VirtualTimeCompletesInDeadlineOrderWithoutWaiting) {
+  SimOptions so;
+  so.virtual_time = true;
+  so.flush_extra_ns = 10'000'000'000ull;  // 10 s, simulated
+  so.write_extra_ns = 1'000'000;          // 1 ms, simulated
+  SimBackend sim(reactor_.get(), kSize, so);
+  std::vector<uint8_t> data(4096, 3);
+  std::vector<int> order;
+  struct Op {
+    BackendIo io;
+    std::vector<int>* order;
+    int id;
+  } flush{{}, &order, 1}, write{{}, &order, 2};
+  flush.io.op = IoOp::kFlush;
+  write.io.op = IoOp::kWrite;
+  write.io.length_bytes = 4096;
+  write.io.buf = data.data();
+  for (Op* op : {&flush, &write}) {
+    op->io.ctx = op;
+    op->io.done = [](BackendIo* b) {
+      auto* self = static_cast<Op*>(b->ctx);
+      self->order->push_back(self->id);
+    };
+  }
+  const uint64_t t0 = MonotonicNs();
+  sim.Submit(&flush.io);
+  sim.Submit(&write.io);
+  for (int i = 0; i < 100 && order.size() < 2; ++i) reactor_->RunOnce(1'000'000'000);
+  ASSERT_EQ(order.size(), 2u);
+  EXPECT_EQ(order[0], 2);  // the 1 ms write before the 10 s flush
+  EXPECT_EQ(order[1], 1);
+  EXPECT_LT(MonotonicNs() - t0, 5'000'000'000ull);  // nowhere near 10 s of real time
+}
+
 }  // namespace
 }  // namespace spd

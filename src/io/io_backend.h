@@ -117,7 +117,11 @@ enum class BackendKind { kUring, kPosix, kSim };
 
 // The sim backend's models (dev mode and tests). Zero means "off" for every knob.
 struct SimOptions {
-  uint64_t seed = 1;               // every random choice derives from it; runs replay exactly
+  uint64_t seed = 1;  // every random choice derives from it; runs replay exactly
+  // Latencies in simulated time: operations complete one per reactor tick in the order of their
+  // simulated deadlines, without waiting in real time. Fast, and a seed replays exactly (the
+  // crash harness); off, latencies are real time (dev mode, benchmarks).
+  bool virtual_time = false;
   uint64_t latency_base_ns = 0;    // added to every operation
   uint64_t latency_jitter_ns = 0;  // uniform extra in [0, jitter]
   uint64_t read_extra_ns = 0;      // per-op additions

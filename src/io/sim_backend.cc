@@ -22,6 +22,8 @@ SimBackend::SimBackend(Reactor* reactor, uint64_t size_bytes, const SimOptions& 
   due_timer_.fn = &SimBackend::OnDue;
   immediate_task_.self = this;
   immediate_task_.fn = &SimBackend::OnImmediate;
+  virtual_task_.self = this;
+  virtual_task_.fn = &SimBackend::OnVirtual;
   due_.reserve(1024);
   immediate_.reserve(1024);
 }
@@ -33,6 +35,8 @@ SimBackend::SimBackend(Reactor* reactor, Image image, const SimOptions& options)
 }
 
 SimBackend::~SimBackend() {
+  // A posted task cannot be withdrawn: operations must have completed (they do, one per tick).
+  SPD_ASSERT_MSG(!virtual_posted_, "sim backend destroyed with simulated operations in flight");
   if (due_timer_armed_) reactor_->CancelTimer(&due_timer_);
 }
 
@@ -186,7 +190,7 @@ uint64_t SimBackend::ServiceDelayNs(const BackendIo& io) {
   if (options_.iops_max) service += 1000000000ull / options_.iops_max;
   if (options_.bandwidth_bytes_per_s && (io.op == IoOp::kRead || io.op == IoOp::kWrite))
     service += io.length_bytes * 1000000000ull / options_.bandwidth_bytes_per_s;
-  uint64_t now = MonotonicNs();
+  uint64_t now = NowNs();
   uint64_t start = std::max(now, capacity_free_ns_);
   capacity_free_ns_ = start + service;
   uint64_t queue_and_service = capacity_free_ns_ - now;
@@ -198,6 +202,15 @@ void SimBackend::Submit(BackendIo* io) {
   ++stats_.submitted;
   ++stats_.inflight;
   uint64_t delay = ServiceDelayNs(*io);
+  if (options_.virtual_time) {
+    due_.push_back({vclock_ns_ + delay, due_seq_++, io});
+    std::push_heap(due_.begin(), due_.end(), std::greater<Scheduled>());
+    if (!virtual_posted_) {
+      virtual_posted_ = true;
+      reactor_->Post(&virtual_task_);
+    }
+    return;
+  }
   if (delay == 0) {
     immediate_.push_back(io);
     if (!immediate_scheduled_) {
@@ -233,6 +246,25 @@ void SimBackend::OnDue(Timer* t) {
     self->Execute(io);
   }
   self->ArmDueTimer();
+}
+
+uint64_t SimBackend::NowNs() const { return options_.virtual_time ? vclock_ns_ : MonotonicNs(); }
+
+void SimBackend::OnVirtual(Task* t) {
+  SimBackend* self = static_cast<ImmediateTask*>(t)->self;
+  self->virtual_posted_ = false;
+  if (self->due_.empty()) return;
+  std::pop_heap(self->due_.begin(), self->due_.end(), std::greater<Scheduled>());
+  Scheduled next = self->due_.back();
+  self->due_.pop_back();
+  self->vclock_ns_ = std::max(self->vclock_ns_, next.deadline_ns);
+  self->Execute(next.io);
+  // Posted, not deferred: the next completion comes in the next tick, after whatever this one
+  // set off, as on a device.
+  if (!self->due_.empty() && !self->virtual_posted_) {
+    self->virtual_posted_ = true;
+    self->reactor_->Post(&self->virtual_task_);
+  }
 }
 
 void SimBackend::OnImmediate(Task* t) {

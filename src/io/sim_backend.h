@@ -129,6 +129,13 @@ class SimBackend final : public IoBackend {
   std::vector<BackendIo*> immediate_;
   ImmediateTask immediate_task_;
   bool immediate_scheduled_ = false;
+  // SimOptions::virtual_time: the simulated clock, and the posted task that completes the
+  // earliest operation (one per tick).
+  uint64_t vclock_ns_ = 0;
+  ImmediateTask virtual_task_;
+  bool virtual_posted_ = false;
+  uint64_t NowNs() const;
+  static void OnVirtual(Task* t);
   uint64_t capacity_free_ns_ = 0;  // when the modelled device is next idle
 
   BackendStats stats_;

@@ -60,6 +60,7 @@ class Harness {
     // is still running, as they do on a real device (the overlapping-flush path), and two
     // flushes may complete out of order.
     SimOptions so;
+    so.virtual_time = true;  // simulated latencies: fast, and a seed replays exactly
     so.seed = seed_;
     so.flush_extra_ns = 20'000;
     so.latency_jitter_ns = 40'000;

@@ -22,6 +22,23 @@ TEST(CrashHarness, ShortSweepFindsNoViolation) {
   EXPECT_GT(CounterValue("spd_pool_overlap_flushes_total"), overlaps_before);
 }
 
+// A seed replays exactly: the sim runs on simulated time, so the same seeds give the same
+// interleavings, the same crash states and the same pool activity.
+TEST(CrashHarness, SameSeedsSameRun) {
+  CrashSweepOptions o;
+  o.first_seed = 5;
+  o.seeds = 4;
+  o.ops_per_seed = 60;
+  const uint64_t c0 = CounterValue("spd_pool_commits_total");
+  CrashSweepResult a = RunCrashSweep(o);
+  const uint64_t c1 = CounterValue("spd_pool_commits_total");
+  CrashSweepResult b = RunCrashSweep(o);
+  const uint64_t c2 = CounterValue("spd_pool_commits_total");
+  EXPECT_EQ(a.crash_states, b.crash_states);
+  EXPECT_EQ(c1 - c0, c2 - c1);
+  EXPECT_EQ(a.failures, 0u);
+}
+
 // The harness can fail: a pool whose commit acknowledges FLUSH without a device flush must be
 // caught (crash states are also taken right after each acknowledgement, not only at flushes).
 TEST(CrashHarness, CatchesCommitWithoutDeviceFlush) {
