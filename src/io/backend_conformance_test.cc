@@ -365,5 +365,37 @@ TEST_F(SimModels, VirtualTimeCompletesInDeadlineOrderWithoutWaiting) {
   EXPECT_LT(MonotonicNs() - t0, 5'000'000'000ull);  // nowhere near 10 s of real time
 }
 
+TEST_F(SimModels, AFlushCoversOnlyWritesCompletedBeforeItWasIssued) {
+  SimOptions so;
+  so.virtual_time = true;
+  so.flush_extra_ns = 10'000'000;  // the flush takes 10 ms (simulated) ...
+  SimBackend sim(reactor_.get(), kSize, so);
+  std::vector<uint8_t> before(4096, 1), during(4096, 2);
+  ASSERT_TRUE(sim.WriteSync(0, before.data(), 4096).ok());  // cached before the flush
+  BackendIo flush, write;
+  int done = 0;
+  for (BackendIo* io : {&flush, &write}) {
+    io->ctx = &done;
+    io->done = [](BackendIo* b) { ++*static_cast<int*>(b->ctx); };
+  }
+  flush.op = IoOp::kFlush;
+  write.op = IoOp::kWrite;
+  write.offset_bytes = 8192;
+  write.length_bytes = 4096;
+  write.buf = during.data();
+  sim.Submit(&flush);
+  sim.Submit(&write);  // ... and this write completes while it runs
+  for (int i = 0; i < 100 && done < 2; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(done, 2);
+  CrashOptions keep_nothing;
+  keep_nothing.keep_probability = 0;
+  SimBackend crashed(reactor_.get(), sim.CrashImage(1, keep_nothing), SimOptions{});
+  std::vector<uint8_t> got(4096);
+  ASSERT_TRUE(crashed.ReadSync(0, got.data(), 4096).ok());
+  EXPECT_EQ(got, before);  // covered
+  ASSERT_TRUE(crashed.ReadSync(8192, got.data(), 4096).ok());
+  EXPECT_EQ(got, std::vector<uint8_t>(4096, 0));  // not covered: may be lost
+}
+
 }  // namespace
 }  // namespace spd

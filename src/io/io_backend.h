@@ -62,6 +62,7 @@ struct BackendIo {
   BackendIo* next = nullptr;
   IoBackend* owner = nullptr;
   uint8_t phase = 0;  // multi-step operations (FUA discard = fallocate, then fdatasync)
+  uint64_t mark = 0;  // sim: for a flush, the last cached write it covers
 
   // Re-targets this (reused) operation as a device flush, keeping done/ctx.
   void SetFlush() {

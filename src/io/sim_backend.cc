@@ -121,27 +121,17 @@ void SimBackend::WriteVisible(uint64_t offset, const uint8_t* data, uint64_t len
   p.length = static_cast<uint32_t>(length);
   p.zero = zero;
   if (!zero) p.data.assign(data, data + length);
+  p.seq = ++pending_seq_;
   pending_bytes_ += zero ? 0 : length;
   pending_.push_back(std::move(p));
   if (pending_bytes_ > kCacheBytesMax) Destage();
 }
 
-void SimBackend::FlushCache() {
-  for (const Pending& p : pending_) {
-    if (p.zero) {
-      ApplyZero(&durable_, p.offset, p.length);
-    } else {
-      Apply(&durable_, p.offset, p.data.data(), p.length);
-    }
-  }
-  pending_.clear();
-  pending_bytes_ = 0;
-}
+void SimBackend::FlushCache() { WriteBack(pending_.size()); }
 
-void SimBackend::Destage() {
-  // Write back the oldest half of the cache, as a device does when its cache fills.
-  size_t n = pending_.size() / 2 + 1;
-  for (size_t i = 0; i < n && i < pending_.size(); ++i) {
+void SimBackend::WriteBack(size_t n) {
+  n = std::min(n, pending_.size());
+  for (size_t i = 0; i < n; ++i) {
     const Pending& p = pending_[i];
     if (p.zero) {
       ApplyZero(&durable_, p.offset, p.length);
@@ -150,8 +140,13 @@ void SimBackend::Destage() {
       pending_bytes_ -= p.length;
     }
   }
-  pending_.erase(pending_.begin(),
-                 pending_.begin() + static_cast<long>(std::min(n, pending_.size())));
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(n));
+}
+
+void SimBackend::Destage() {
+  // Write back the oldest half of the cache, as a device does when its cache fills.
+  const size_t n = pending_.size() / 2 + 1;
+  WriteBack(n);
   sim_destaged_total.Add(n);
 }
 
@@ -201,6 +196,7 @@ void SimBackend::Submit(BackendIo* io) {
   SPD_ASSERT(io->offset_bytes + io->length_bytes <= size_bytes_ || io->op == IoOp::kFlush);
   ++stats_.submitted;
   ++stats_.inflight;
+  if (io->op == IoOp::kFlush) io->mark = pending_seq_;
   uint64_t delay = ServiceDelayNs(*io);
   if (options_.virtual_time) {
     due_.push_back({vclock_ns_ + delay, due_seq_++, io});
@@ -297,9 +293,14 @@ void SimBackend::Execute(BackendIo* io) {
       WriteVisible(io->offset_bytes, data, io->length_bytes, false, io->flags & kIoFua);
       CountBytesWritten(io->length_bytes);
       break;
-    case IoOp::kFlush:
-      FlushCache();
+    case IoOp::kFlush: {
+      // Only what was cached when the flush was issued is covered: writes that completed while
+      // it ran may stay volatile, as on a real device.
+      size_t n = 0;
+      while (n < pending_.size() && pending_[n].seq <= io->mark) ++n;
+      WriteBack(n);
       break;
+    }
     case IoOp::kDiscard:
     case IoOp::kWriteZeroes:
       WriteVisible(io->offset_bytes, nullptr, io->length_bytes, true, io->flags & kIoFua);

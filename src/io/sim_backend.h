@@ -82,6 +82,7 @@ class SimBackend final : public IoBackend {
     uint32_t length;
     bool zero;
     std::vector<uint8_t> data;  // empty when zero
+    uint64_t seq;               // completion order (pending_seq_)
   };
   struct Scheduled {
     uint64_t deadline_ns;
@@ -104,6 +105,9 @@ class SimBackend final : public IoBackend {
   void Execute(BackendIo* io);
   void WriteVisible(uint64_t offset, const uint8_t* data, uint64_t length, bool zero, bool fua);
   void FlushCache();
+  // Makes durable the oldest `n` cached writes (device write-back).
+  void WriteBack(size_t n);
+  uint64_t pending_seq_ = 0;  // writes cached so far; a flush covers those cached before it
   void Destage();
   bool InjectError(const BackendIo& io);
   uint64_t ServiceDelayNs(const BackendIo& io);
