@@ -26,8 +26,10 @@ Histogram::Histogram(const char* name, const char* help) : name_(name), help_(he
 }
 
 void Histogram::Observe(uint64_t ns) {
-  int i = 0;
-  while (i < kBuckets && ns > UpperBoundNs(i)) ++i;
+  // Bucket i holds (2^(i-1), 2^i] microseconds: i = ceil(log2(ceil(ns / 1000))).
+  const uint64_t us = (ns + 999) / 1000;
+  int i = us <= 1 ? 0 : 64 - __builtin_clzll(us - 1);
+  if (i > kBuckets) i = kBuckets;
   buckets_[i].fetch_add(1, std::memory_order_relaxed);
   sum_ns_.fetch_add(ns, std::memory_order_relaxed);
   count_.fetch_add(1, std::memory_order_relaxed);

@@ -1,7 +1,5 @@
 #include "daemon/daemon.h"
 
-#include <algorithm>
-
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>

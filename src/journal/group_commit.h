@@ -49,8 +49,6 @@ class GroupCommit {
   bool running() const { return running_; }
   bool busy() const { return running_ || overlap_.running; }  // I/O in flight
   void set_overlap(bool on) { overlap_on_ = on; }
-  // Testing only (PoolOptions::fault_skip_commit_flush): never issue overlapping flushes.
-  void disable_overlap() { overlap_on_ = false; }
 
   uint64_t commits_started() const { return started_; }
   uint64_t overlap_flushes() const { return overlap_flushes_; }

@@ -152,6 +152,14 @@ class Harness {
     return "";
   }
 
+  // The data of write `id` to sectors [first, first+count) of the volume tagged `tag`.
+  static std::vector<uint8_t> Pattern(uint32_t tag, uint64_t first, uint64_t count, uint64_t id) {
+    std::vector<uint8_t> buf(count * kSectorBytes);
+    for (uint64_t s = 0; s < count; ++s)
+      FillSector(buf.data() + s * kSectorBytes, tag, first + s, id);
+    return buf;
+  }
+
   // A FLUSH submitted now and left in flight. It covers every write finished before now: at its
   // acknowledgement the oracle learns so and crash states are taken.
   struct AsyncFlush {
@@ -188,9 +196,7 @@ class Harness {
     // same range, now allocated, so that B needs no records and may overlap.
     auto write = [&]() -> int32_t {
       uint64_t id = next_write_id_++;
-      std::vector<uint8_t> buf(count * kSectorBytes);
-      for (uint64_t s = 0; s < count; ++s)
-        FillSector(buf.data() + s * kSectorBytes, vs->tag, first + s, id);
+      std::vector<uint8_t> buf = Pattern(vs->tag, first, count, id);
       vs->oracle->Completed(first, count, id, false);
       return Do(v, IoOp::kWrite, first * kSectorBytes, static_cast<uint32_t>(buf.size()),
                 buf.data(), 0);
@@ -234,9 +240,7 @@ class Harness {
       w->first = i * slot + rng_() % (slot - w->count + 1);
       w->id = next_write_id_++;
       w->fua = rng_() % 4 == 0;
-      w->buf.resize(w->count * kSectorBytes);
-      for (uint64_t s = 0; s < w->count; ++s)
-        FillSector(w->buf.data() + s * kSectorBytes, vs->tag, w->first + s, w->id);
+      w->buf = Pattern(vs->tag, w->first, w->count, w->id);
       w->io.op = IoOp::kWrite;
       w->io.offset_bytes = w->first * kSectorBytes;
       w->io.length_bytes = static_cast<uint32_t>(w->buf.size());
@@ -294,9 +298,7 @@ class Harness {
       return Burst(v, vs);
     } else if (k < 35) {  // write, sometimes FUA
       uint64_t id = next_write_id_++;
-      std::vector<uint8_t> buf(count * kSectorBytes);
-      for (uint64_t s = 0; s < count; ++s)
-        FillSector(buf.data() + s * kSectorBytes, vs->tag, first + s, id);
+      std::vector<uint8_t> buf = Pattern(vs->tag, first, count, id);
       bool fua = forced_ >= 0 ? forced_ == 1 : rng_() % 5 == 0;
       o.Completed(first, count, id, false);  // may land from the moment it is submitted
       int32_t r = Do(v, IoOp::kWrite, first * kSectorBytes, static_cast<uint32_t>(buf.size()),

@@ -67,8 +67,7 @@ Result<std::unique_ptr<Pool>> Pool::Create(std::unique_ptr<IoBackend> backend, R
                                            const PoolOptions& options) {
   std::unique_ptr<Pool> p(new Pool(std::move(backend), reactor));
   SPD_RETURN_IF_ERROR(p->Format(options));
-  p->fault_skip_commit_flush_ = options.fault_skip_commit_flush;
-  p->group_->set_overlap(options.overlap_flush && !options.fault_skip_commit_flush);
+  p->ApplyRunTimeOptions(options);
   return p;
 }
 
@@ -154,8 +153,14 @@ Result<std::unique_ptr<Pool>> Pool::OpenOrCreate(std::unique_ptr<IoBackend> back
       std::all_of(buf.get(), buf.get() + 2 * pf::kBlockBytes, [](uint8_t b) { return b == 0; });
   if (blank) return Create(std::move(backend), reactor, options);
   SPD_ASSIGN_OR_RETURN(std::unique_ptr<Pool> p, Open(std::move(backend), reactor));
-  p->group_->set_overlap(options.overlap_flush);  // a run-time choice, not part of the format
+  p->ApplyRunTimeOptions(options);
   return p;
+}
+
+void Pool::ApplyRunTimeOptions(const PoolOptions& options) {
+  // Choices of this run, not part of the format (chunk and log sizes are fixed at Format).
+  fault_skip_commit_flush_ = options.fault_skip_commit_flush;
+  group_->set_overlap(options.overlap_flush && !options.fault_skip_commit_flush);
 }
 
 Result<PoolCheckReport> Pool::Check(std::unique_ptr<IoBackend> backend, Reactor* reactor,

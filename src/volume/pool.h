@@ -235,6 +235,7 @@ class Pool : private GroupCommit::Owner {
   void StartPunch(uint32_t pchunk);
   static void OnPunchDone(BackendIo* io);
 
+  void ApplyRunTimeOptions(const PoolOptions& options);
   void RunCommit() override;            // GroupCommit::Owner
   bool CommitHasWork() const override;  // GroupCommit::Owner
   void CommitStep(int32_t result);

@@ -45,16 +45,6 @@ void Pool::RunCommit() {
   if (!c.checkpoint && blocks == 0) {
     // Nothing to record: one device flush is the whole commit.
     c.phase = 1;
-    if (fault_skip_commit_flush_) {  // see PoolOptions; still complete asynchronously
-      c.phase = 2;
-      c.io.op = IoOp::kRead;
-      c.io.flags = 0;
-      c.io.offset_bytes = 0;
-      c.io.length_bytes = pf::kBlockBytes;
-      c.io.buf = c.log_buf.get();
-      backend_->Submit(&c.io);
-      return;
-    }
     return CommitStep(0);
   }
   c.phase = 0;
@@ -110,11 +100,16 @@ size_t Pool::EncodeCheckpoint(uint8_t* buf) {
 void Pool::CommitStep(int32_t result) {
   CommitState& c = *commit_;
   if (result < 0) return FinishCommit(result);
-  if (c.phase <= 1 && !fault_skip_commit_flush_) {
+  if (c.phase <= 1) {
     // Step 2: one device flush makes durable every data write completed before it was issued
     // (so every write its waiters acknowledged) and the records of step 1.
     c.phase = 2;
     c.io.SetFlush();
+    if (fault_skip_commit_flush_) {  // see PoolOptions: a harmless read stands in for the flush
+      c.io.op = IoOp::kRead;
+      c.io.length_bytes = pf::kBlockBytes;
+      c.io.buf = c.log_buf.get();
+    }
     backend_->Submit(&c.io);
     return;
   }

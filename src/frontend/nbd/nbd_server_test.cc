@@ -252,12 +252,6 @@ TEST_F(NbdServerTest, VolumesAreIsolated) {
   nbd_close(h1);
 }
 
-}  // namespace
-}  // namespace spd
-
-namespace spd {
-namespace {
-
 // A client that keeps more requests in flight than the server's per-connection limit: the
 // server stops reading (backpressure) and resumes as replies drain; nothing is lost or reordered
 // wrongly and every request completes.
