@@ -128,6 +128,7 @@ int RunDaemon(const DaemonOptions& o) {
   bo.queue_depth_max = o.queue_depth_max;
   bo.posix_threads = o.posix_threads;
   bo.inline_memory_writes = o.inline_memory_writes;
+  bo.inline_memory_reads = o.inline_memory_reads;
   bo.sim = o.sim;
   auto backend = OpenBackend(bo, reactor.get());
   if (!backend.ok()) {

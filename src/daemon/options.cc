@@ -132,6 +132,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "uring backend on a tmpfs/ramfs pool: write with pwrite on the reactor thread "
                  "(a memory copy) instead of letting io_uring punt each write to a worker thread")
       ->capture_default_str();
+  app.add_option("--inline-memory-reads", o.inline_memory_reads,
+                 "uring backend on a tmpfs/ramfs pool: read with pread on the reactor thread "
+                 "instead of letting io_uring punt each read to a worker thread")
+      ->capture_default_str();
   app.add_option("--posix-threads", o.posix_threads, "Worker threads of the posix backend")
       ->capture_default_str();
   app.add_option("--sim-seed", o.sim.seed, "sim: random seed (runs replay exactly)")

@@ -31,6 +31,7 @@ struct DaemonOptions {
   unsigned queue_depth_max = 256;
   unsigned posix_threads = 4;
   bool inline_memory_writes = true;
+  bool inline_memory_reads = true;
   bool commit_overlap = true;
   SimOptions sim;
   std::string nbd_unix;                        // default DATA_DIR/nbd.sock; "off" disables

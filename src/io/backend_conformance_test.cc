@@ -21,10 +21,10 @@ struct Case {
   const char* name;
   BackendKind kind;
   bool epoll;
-  bool inline_memory_writes = true;  // the file is in /dev/shm (tmpfs): see BackendOptions
+  bool inline_memory_io = true;  // the file is in /dev/shm (tmpfs): see BackendOptions
 };
 const Case kCases[] = {{"uring", BackendKind::kUring, false},
-                       {"uring_ring_writes", BackendKind::kUring, false, false},
+                       {"uring_ring", BackendKind::kUring, false, false},
                        {"posix", BackendKind::kPosix, false},
                        {"posix_epoll", BackendKind::kPosix, true},
                        {"sim", BackendKind::kSim, false}};
@@ -57,7 +57,8 @@ class BackendConformance : public ::testing::TestWithParam<Case> {
     o.size_bytes = kSize;
     o.create = true;
     o.queue_depth_max = 8;
-    o.inline_memory_writes = GetParam().inline_memory_writes;
+    o.inline_memory_writes = GetParam().inline_memory_io;
+    o.inline_memory_reads = GetParam().inline_memory_io;
     auto b = OpenBackend(o, reactor_.get());
     ASSERT_TRUE(b.ok()) << b.status().ToString();
     backend_ = std::move(b).value();
@@ -176,6 +177,7 @@ TEST_P(BackendConformance, RegisteredBuffers) {
   ASSERT_TRUE(s.ok()) << s.ToString();
   const uint64_t fixed_before = CounterValue("spd_io_uring_fixed_buffer_ios_total");
   const uint64_t inline_before = CounterValue("spd_io_uring_inline_writes_total");
+  const uint64_t inline_reads_before = CounterValue("spd_io_uring_inline_reads_total");
   FillPattern(w.data, w.size, 21);
   std::vector<BackendIo> ios(1);
   ios[0].op = IoOp::kWrite;
@@ -189,10 +191,12 @@ TEST_P(BackendConformance, RegisteredBuffers) {
   ios[0].buf_index = 1;
   ASSERT_EQ(Run(ios)[0], 32768);
   EXPECT_EQ(std::memcmp(r.data, w.data + 4096, 32768), 0);
-  // On /dev/shm the write is done inline with pwrite unless the case turns that off.
-  const uint64_t inline_writes = GetParam().inline_memory_writes ? 1 : 0;
-  EXPECT_EQ(CounterValue("spd_io_uring_inline_writes_total"), inline_before + inline_writes);
-  EXPECT_EQ(CounterValue("spd_io_uring_fixed_buffer_ios_total"), fixed_before + 2 - inline_writes);
+  // On /dev/shm the write and the read are done inline (pwrite, pread) unless the case turns
+  // that off; then both go through the ring on the registered buffers.
+  const uint64_t inline_ios = GetParam().inline_memory_io ? 1 : 0;
+  EXPECT_EQ(CounterValue("spd_io_uring_inline_writes_total"), inline_before + inline_ios);
+  EXPECT_EQ(CounterValue("spd_io_uring_inline_reads_total"), inline_reads_before + inline_ios);
+  EXPECT_EQ(CounterValue("spd_io_uring_fixed_buffer_ios_total"), fixed_before + 2 - 2 * inline_ios);
   EXPECT_TRUE(backend_->RegisterBuffers(nullptr, 0).ok());  // unregister
 }
 

@@ -146,6 +146,9 @@ struct BackendOptions {
   // uring: on a memory-backed file (tmpfs, ramfs) do writes with pwrite on the reactor thread
   // instead of through the ring, which would punt each one to an io-wq worker.
   bool inline_memory_writes = true;
+  // Same for reads: O_DIRECT reads of shmem cannot be done without blocking either, so the ring
+  // punts every one of them to an io-wq worker too.
+  bool inline_memory_reads = true;
   SimOptions sim;  // kSim only
 };
 

@@ -18,6 +18,9 @@ Counter uring_fixed_ios_total("spd_io_uring_fixed_buffer_ios_total",
 Counter uring_inline_writes_total(
     "spd_io_uring_inline_writes_total",
     "Writes to a memory-backed pool file done with pwrite on the reactor (no io-wq punt).");
+Counter uring_inline_reads_total(
+    "spd_io_uring_inline_reads_total",
+    "Reads of a memory-backed pool file done with pread on the reactor (no io-wq punt).");
 Counter uring_queue_waits_total("spd_io_uring_queue_waits_total",
                                 "uring backend I/Os that waited for queue_depth_max.");
 
@@ -36,15 +39,17 @@ Result<std::unique_ptr<UringBackend>> UringBackend::Open(const BackendOptions& o
   SPD_ASSIGN_OR_RETURN(OpenedFile f, OpenPoolFile(options));
   return std::unique_ptr<UringBackend>(
       new UringBackend(reactor, f, options.queue_depth_max ? options.queue_depth_max : 1,
-                       options.inline_memory_writes && f.memory_backed));
+                       options.inline_memory_writes && f.memory_backed,
+                       options.inline_memory_reads && f.memory_backed));
 }
 
 UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max,
-                           bool inline_writes)
+                           bool inline_writes, bool inline_reads)
     : FileBackend(file),
       reactor_(reactor),
       queue_depth_max_(queue_depth_max),
-      inline_writes_(inline_writes) {
+      inline_writes_(inline_writes),
+      inline_reads_(inline_reads) {
   // A registered file saves an fget/fput per I/O; without it we use the plain fd.
   fixed_file_ = io_uring_register_files(reactor_->ring(), &file_.fd, 1) == 0;
 }
@@ -79,9 +84,13 @@ void UringBackend::Submit(BackendIo* io) {
 void UringBackend::Issue(BackendIo* io) {
   const bool ioctl_op =
       file_.block_device && (io->op == IoOp::kDiscard || io->op == IoOp::kWriteZeroes);
-  if (ioctl_op || (inline_writes_ && io->op == IoOp::kWrite)) {
+  if (ioctl_op || (inline_writes_ && io->op == IoOp::kWrite) ||
+      (inline_reads_ && io->op == IoOp::kRead)) {
     int64_t r;
-    if (io->op == IoOp::kWrite) {
+    if (io->op == IoOp::kRead) {
+      uring_inline_reads_total.Add();
+      r = PreadFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes);
+    } else if (io->op == IoOp::kWrite) {
       uring_inline_writes_total.Add();
       r = PwriteFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes, io->flags & kIoFua);
     } else {
