@@ -108,6 +108,7 @@ int RunDaemon(const DaemonOptions& o) {
 
   ReactorOptions ro;
   ro.force_epoll = o.backend == BackendKind::kPosix;
+  ro.poll_ns = o.reactor_poll_us * 1000;
   auto reactor_or = Reactor::Create(ro);
   if (!reactor_or.ok()) {
     SPD_LOG_ERROR("reactor: %s", reactor_or.status().ToString().c_str());

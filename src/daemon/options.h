@@ -26,7 +26,8 @@ struct DaemonOptions {
   uint32_t chunk_size_bytes = 1u << 20;
   std::vector<VolumeSpec> volumes;
   BackendKind backend = BackendKind::kUring;
-  unsigned cores = 0;  // reactors; 0 = every core this process may use
+  uint32_t reactor_poll_us = 100;  // adaptive poll window (ReactorOptions::poll_ns)
+  unsigned cores = 0;              // reactors; 0 = every core this process may use
   bool buffered = false;
   unsigned queue_depth_max = 256;
   unsigned posix_threads = 4;

@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -19,6 +20,13 @@ Counter uring_fallback_total("spd_reactor_uring_fallback_total",
                              "Reactors that fell back to epoll because io_uring set-up failed.");
 Counter posted_total("spd_reactor_posted_total", "Cross-reactor messages posted.");
 Counter wakeups_total("spd_reactor_wakeups_total", "Eventfd wake-ups of sleeping reactors.");
+Counter polls_total("spd_reactor_polls_total",
+                    "Adaptive polls: times a reactor looked for work without sleeping.");
+Counter poll_hits_total("spd_reactor_poll_hits_total",
+                        "Adaptive polls that found work before their window ended (a sleep and "
+                        "wake-up saved).");
+Counter poll_us_total("spd_reactor_poll_microseconds_total",
+                      "Time reactors spent in adaptive polls (CPU spent so as not to sleep).");
 
 constexpr uint32_t kReadableMask = POLLIN | POLLRDHUP | POLLHUP | POLLERR;
 // Marks the user_data of SQEs whose completion nobody waits for (cancellations).
@@ -42,7 +50,11 @@ Result<std::unique_ptr<Reactor>> Reactor::Create(const ReactorOptions& options) 
   r->wake_completion_.reactor = r.get();
   if (!options.force_epoll) {
     Status s = r->InitUring(options);
-    if (s.ok()) return r;
+    if (s.ok()) {
+      r->poll_ns_ = options.poll_ns;
+      r->poll_window_ns_ = options.poll_ns;
+      return r;
+    }
     r->fallback_reason_ = s.ToString();
     uring_fallback_total.Add();
   } else {
@@ -343,11 +355,13 @@ void Reactor::DrainPosted() {
   }
 }
 
-void Reactor::WaitUring(uint64_t timeout_ns) {
+void Reactor::WaitUring(uint64_t timeout_ns, bool enter) {
   io_uring_cqe* cqe = nullptr;
-  int rc;
-  ++enters_;
-  if (timeout_ns == 0) {
+  int rc = 0;
+  if (enter) ++enters_;
+  if (!enter) {
+    // The caller entered the kernel just now and saw completions.
+  } else if (timeout_ns == 0) {
     // With DEFER_TASKRUN completions appear only when we ask for events.
     rc = io_uring_submit_and_get_events(&ring_);
   } else if (timeout_ns == UINT64_MAX) {
@@ -374,6 +388,51 @@ void Reactor::WaitUring(uint64_t timeout_ns) {
     c->fn(c, res, flags);
   }
   io_uring_cq_advance(&ring_, seen);
+  if (seen > 0 && poll_ns_ != 0) last_event_ns_ = MonotonicNs();
+}
+
+bool Reactor::Poll(uint64_t cap_ns) {
+  if (poll_window_ns_ == 0 || last_event_ns_ == 0) return false;
+  const uint64_t start = MonotonicNs();
+  if (start >= last_event_ns_ + poll_window_ns_) return false;
+  uint64_t end = last_event_ns_ + poll_window_ns_;
+  if (cap_ns < end - start) end = start + cap_ns;  // cap_ns may be UINT64_MAX
+  ++polls_;
+  polls_total.Add();
+  bool hit = false;
+  uint64_t now = start;
+  while (now < end) {
+    // With DEFER_TASKRUN this runs the ring's pending task work (poll wake-ups, I/O
+    // completions), which is what posts CQEs; it never blocks.
+    ++enters_;
+    io_uring_submit_and_get_events(&ring_);
+    if (io_uring_cq_ready(&ring_) > 0 || posted_.load(std::memory_order_acquire) != nullptr) {
+      hit = true;
+      break;
+    }
+    now = MonotonicNs();
+  }
+  if (hit) {
+    ++poll_hits_;
+    poll_hits_total.Add();
+  } else {
+    // Traffic too sparse for this window: halve it, down to not polling at all. A wake-up that
+    // comes soon after the last event grows it again (AfterSleep).
+    poll_window_ns_ /= 2;
+    if (poll_window_ns_ < kPollWindowMinNs) poll_window_ns_ = 0;
+  }
+  poll_us_total.Add((MonotonicNs() - start) / 1000);
+  return hit;
+}
+
+void Reactor::AfterSleep(uint64_t last_event_before_ns) {
+  // Called when a real sleep ended with completions. Had the next event come within poll_ns of
+  // the one before, a window of 1.5 times that gap would have caught it without the sleep.
+  if (last_event_before_ns == 0 || last_event_ns_ <= last_event_before_ns) return;
+  const uint64_t gap = last_event_ns_ - last_event_before_ns;
+  if (gap > poll_ns_) return;
+  poll_window_ns_ =
+      std::min(poll_ns_, std::max({poll_window_ns_ * 2, gap + gap / 2, kPollWindowMinNs}));
 }
 
 void Reactor::WaitEpoll(uint64_t timeout_ns) {
@@ -407,16 +466,26 @@ void Reactor::Tick(uint64_t timeout_ns) {
   uint64_t wait_ns = timeout_ns;
   if (deferred_head_ != nullptr || stopping()) wait_ns = 0;
   wait_ns = NextTimeoutNs(wait_ns);
+  // Adaptive poll: soon after a completion, look for the next one instead of sleeping.
+  // A poll that found work has already entered the kernel: reap without entering again.
+  bool enter = true;
+  if (wait_ns != 0 && poll_ns_ != 0 && Poll(wait_ns)) {
+    wait_ns = 0;
+    enter = false;
+  }
+  const uint64_t last_event_before_ns = last_event_ns_;
+  const bool sleeps = wait_ns != 0;
   if (wait_ns != 0) {
     sleeping_.store(true, std::memory_order_seq_cst);
     if (posted_.load(std::memory_order_seq_cst) != nullptr) wait_ns = 0;
   }
   if (engine_ == ReactorEngine::kUring) {
-    WaitUring(wait_ns);
+    WaitUring(wait_ns, enter);
   } else {
     WaitEpoll(wait_ns);
   }
   sleeping_.store(false, std::memory_order_relaxed);
+  if (sleeps && poll_ns_ != 0) AfterSleep(last_event_before_ns);
   RunTimers();
   DrainPosted();
   RunDeferred();

@@ -52,6 +52,12 @@ struct ReactorOptions {
   bool force_epoll = false;
   // Timers a reactor can hold at once (a named limit; arming more is a programmer error).
   size_t timers_max = 65536;
+  // Adaptive polling (io_uring only): for up to this long after the last completion, look for
+  // new completions without sleeping, instead of blocking in io_uring_enter. A reactor that
+  // sleeps between requests pays a wake-up per request (tens of µs when it is woken from another
+  // core); one that polls while requests keep arriving does not. With no traffic the window
+  // passes and the reactor sleeps, so an idle daemon stays idle. 0: never poll.
+  uint64_t poll_ns = 0;
 };
 
 uint64_t MonotonicNs();
@@ -113,14 +119,24 @@ class Reactor {
   // Statistics for tests and metrics (owning thread).
   uint64_t ticks() const { return ticks_; }
   uint64_t enters() const { return enters_; }
+  // Polls that found work before their window ended, and polls in all.
+  uint64_t poll_hits() const { return poll_hits_; }
+  uint64_t polls() const { return polls_; }
+  uint64_t poll_window_ns() const { return poll_window_ns_; }
 
  private:
   Reactor() = default;
   Status InitUring(const ReactorOptions& options);
   Status InitEpoll();
   void Tick(uint64_t timeout_ns);
-  void WaitUring(uint64_t timeout_ns);
+  void WaitUring(uint64_t timeout_ns, bool enter = true);
   void WaitEpoll(uint64_t timeout_ns);
+  // Spins (non-blocking io_uring_enter) until a completion or posted task shows up or the poll
+  // window that started at the last completion ends; at most `cap_ns`. True when work arrived.
+  bool Poll(uint64_t cap_ns);
+  // Adapts the poll window after a sleep that ended with completions.
+  void AfterSleep(uint64_t last_event_before_ns);
+  static constexpr uint64_t kPollWindowMinNs = 2'000;
   void RunDeferred();
   void RunTimers();
   void DrainPosted();
@@ -156,6 +172,11 @@ class Reactor {
 
   uint64_t ticks_ = 0;
   uint64_t enters_ = 0;
+  uint64_t poll_ns_ = 0;         // the longest window (ReactorOptions::poll_ns)
+  uint64_t poll_window_ns_ = 0;  // the current one: halved by a miss, grown by a near wake-up
+  uint64_t last_event_ns_ = 0;   // when the last completion was seen (only kept when polling)
+  uint64_t polls_ = 0;
+  uint64_t poll_hits_ = 0;
 };
 
 }  // namespace spd

@@ -163,5 +163,114 @@ TEST_P(ReactorTest, StopFromAnotherThreadEndsRun) {
 INSTANTIATE_TEST_SUITE_P(Engines, ReactorTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "epoll" : "uring"; });
 
+// Adaptive polling (io_uring only): soon after a completion the reactor finds the next event
+// without sleeping; once the window has passed it sleeps again, so idle stays idle.
+TEST(ReactorPoll, FindsTheNextEventWithoutSleepingThenSleepsWhenIdle) {
+  ReactorOptions o;
+  o.poll_ns = 200'000'000;  // long enough that a loaded test machine cannot miss it
+  auto r = Reactor::Create(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::unique_ptr<Reactor> reactor = std::move(r).value();
+  if (reactor->engine() != ReactorEngine::kUring) GTEST_SKIP() << "io_uring unavailable";
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  ReadWatcher w;
+  w.fd = sv[0];
+  w.fn = [](Completion* c, int32_t res, uint32_t flags) {
+    auto* self = static_cast<ReadWatcher*>(c);
+    if (res < 0 || !(res & POLLIN)) return;
+    char buf[64];
+    ssize_t n;
+    while ((n = read(self->fd, buf, sizeof buf)) > 0) self->got.append(buf, n);
+  };
+  ASSERT_TRUE(reactor->Watch(sv[0], &w).ok());
+  // No completion yet: nothing to poll after, the reactor sleeps.
+  reactor->RunOnce(1'000'000);
+  EXPECT_EQ(reactor->polls(), 0u);
+  ASSERT_EQ(write(sv[1], "a", 1), 1);
+  for (int i = 0; i < 50 && w.got.size() < 1; ++i) reactor->RunOnce(100'000'000);
+  ASSERT_EQ(w.got, "a");
+  // The next byte arrives while the reactor polls: found by the poll, not by a wake-up.
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_EQ(write(sv[1], "b", 1), 1);
+  });
+  for (int i = 0; i < 50 && w.got.size() < 2; ++i) reactor->RunOnce(10'000'000'000ull);
+  writer.join();
+  EXPECT_EQ(w.got, "ab");
+  EXPECT_GE(reactor->poll_hits(), 1u);
+  // Nothing more arrives: the window runs out and the reactor goes back to sleeping; after that
+  // idle ticks neither poll nor spin.
+  const uint64_t start = MonotonicNs();
+  while (MonotonicNs() - start < 300'000'000ull) reactor->RunOnce(100'000'000);
+  const uint64_t polls = reactor->polls();
+  const uint64_t enters = reactor->enters();
+  for (int i = 0; i < 3; ++i) reactor->RunOnce(50'000'000);
+  EXPECT_EQ(reactor->polls(), polls);
+  EXPECT_LE(reactor->enters() - enters, 6u);
+  reactor->Unwatch(sv[0], &w);
+  for (int i = 0; i < 5; ++i) reactor->RunOnce(10'000'000);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+// Sparse traffic (events further apart than the window) makes every poll miss: the window halves
+// down to nothing and the reactor stops polling; events close together open it again.
+TEST(ReactorPoll, WindowClosesForSparseTrafficAndReopensForDense) {
+  ReactorOptions o;
+  o.poll_ns = 4'000'000;
+  auto r = Reactor::Create(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::unique_ptr<Reactor> reactor = std::move(r).value();
+  if (reactor->engine() != ReactorEngine::kUring) GTEST_SKIP() << "io_uring unavailable";
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  ReadWatcher w;
+  w.fd = sv[0];
+  w.fn = [](Completion* c, int32_t res, uint32_t flags) {
+    auto* self = static_cast<ReadWatcher*>(c);
+    if (res < 0 || !(res & POLLIN)) return;
+    char buf[64];
+    ssize_t n;
+    while ((n = read(self->fd, buf, sizeof buf)) > 0) self->got.append(buf, n);
+  };
+  ASSERT_TRUE(reactor->Watch(sv[0], &w).ok());
+  // 30 events 10 ms apart: far more than the 11 misses that halve 4 ms below 2 µs.
+  constexpr size_t kSparse = 30;
+  std::thread writer([&] {
+    for (size_t i = 0; i < kSparse; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      EXPECT_EQ(write(sv[1], "s", 1), 1);
+    }
+  });
+  for (int i = 0; i < 1000 && w.got.size() < kSparse; ++i) reactor->RunOnce(1'000'000'000ull);
+  writer.join();
+  ASSERT_EQ(w.got.size(), kSparse);
+  // Every poll missed and halved the window; once it is shorter than the time the reactor takes
+  // from an event back to its next wait (a few µs, more under ASan) or zero, no poll starts.
+  // However many sparse events come, they cost at most 11 polls.
+  const uint64_t polls = reactor->polls();
+  EXPECT_EQ(reactor->poll_hits(), 0u);
+  EXPECT_GE(polls, 1u);
+  EXPECT_LE(polls, 11u);
+  const uint64_t halved = o.poll_ns >> polls;
+  EXPECT_EQ(reactor->poll_window_ns(), halved < 2'000 ? 0 : halved);
+  // Two events in quick succession: the second wake-up came well within poll_ns of the first,
+  // so the window grows again.
+  const uint64_t closed = reactor->poll_window_ns();
+  for (int attempt = 0; attempt < 5 && reactor->poll_window_ns() <= closed; ++attempt) {
+    for (int k = 0; k < 2; ++k) {
+      const size_t want = w.got.size() + 1;
+      ASSERT_EQ(write(sv[1], "d", 1), 1);
+      for (int i = 0; i < 50 && w.got.size() < want; ++i) reactor->RunOnce(100'000'000);
+    }
+  }
+  EXPECT_GT(reactor->poll_window_ns(), closed);
+  reactor->Unwatch(sv[0], &w);
+  for (int i = 0; i < 5; ++i) reactor->RunOnce(10'000'000);
+  close(sv[0]);
+  close(sv[1]);
+}
+
 }  // namespace
 }  // namespace spd

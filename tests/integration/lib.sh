@@ -24,9 +24,10 @@ cleanup() {
 trap cleanup EXIT
 
 # start_spd2 [extra args...]: starts spd2 on $T/data, waits until the socket accepts.
+# SPD_METRICS=ADDR turns the metrics endpoint on (default off).
 start_spd2() {
   "$SPD2" --data-dir "$T/data" --pool-size "${SPD_POOL_SIZE:-2G}" \
-    --nbd-listen "127.0.0.1:$SPD_PORT" --metrics-listen off --quiet "$@" \
+    --nbd-listen "127.0.0.1:$SPD_PORT" --metrics-listen "${SPD_METRICS:-off}" --quiet "$@" \
     >>"$T/spd2.log" 2>&1 &
   SPD_PID=$!
   for _ in $(seq 200); do

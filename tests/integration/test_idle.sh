@@ -1,0 +1,26 @@
+# Idle means idle: after traffic stops, spd2 (two reactors, adaptive polling with a long window)
+# goes back to sleeping. A reactor that kept spinning would use a whole core: about 100 clock
+# ticks per second.
+source "$(dirname "$0")/lib.sh"
+mport=$((SPD_PORT + 1))
+SPD_METRICS="127.0.0.1:$mport" start_spd2 --volume vol0:64M --cores 2 --reactor-poll-us 1000
+head -c 8M /dev/urandom >"$T/blob"
+for _ in 1 2 3; do
+  nbdcopy "$T/blob" "$(uri)"
+  nbdcopy "$(uri)" "$T/out"
+done
+cmp -n $((8 << 20)) "$T/blob" "$T/out" || fail "data"
+metric() { curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+polls=$(metric spd_reactor_polls_total)
+[ "${polls:-0}" -gt 0 ] || fail "the reactors never polled during traffic"
+sleep 0.5
+ticks() { awk '{print $14 + $15}' "/proc/$SPD_PID/stat"; }
+t0=$(ticks)
+sleep 3
+t1=$(ticks)
+echo "idle: $((t1 - t0)) clock ticks in 3 s; polls during traffic: $polls"
+[ $((t1 - t0)) -le 6 ] || fail "spd2 used $((t1 - t0)) clock ticks in 3 idle seconds"
+# The metrics scrape above is the only traffic since: no poll window stays open.
+p2=$(metric spd_reactor_polls_total)
+[ $((p2 - polls)) -le 10 ] || fail "reactors kept polling while idle ($polls -> $p2)"
+stop_spd2
