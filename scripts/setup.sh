@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every build and test dependency of SP Driver 2.0 from Debian packages.
 # Idempotent: packages already present are skipped by apt-get. Run as root on Debian 12.
+#   scripts/setup.sh           build, test and benchmark dependencies
+#   scripts/setup.sh --bench   also the diagnosis tools bench/ uses (bpftrace for runq_wait.bt)
 set -euo pipefail
 
 pkgs=(
@@ -9,8 +11,9 @@ pkgs=(
   liburing-dev libgtest-dev libgmock-dev
   libcli11-dev
   fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
-  iproute2 procps
+  iproute2 procps curl
 )
+if [ "${1:-}" = "--bench" ]; then pkgs+=(bpftrace); fi
 
 missing=()
 for p in "${pkgs[@]}"; do
