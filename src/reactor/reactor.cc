@@ -51,8 +51,7 @@ Result<std::unique_ptr<Reactor>> Reactor::Create(const ReactorOptions& options) 
   if (!options.force_epoll) {
     Status s = r->InitUring(options);
     if (s.ok()) {
-      r->poll_ns_ = options.poll_ns;
-      r->poll_window_ns_ = options.poll_ns;
+      r->poll_ns_ = r->poll_window_ns_ = options.poll_ns;
       return r;
     }
     r->fallback_reason_ = s.ToString();
@@ -61,6 +60,7 @@ Result<std::unique_ptr<Reactor>> Reactor::Create(const ReactorOptions& options) 
     r->fallback_reason_ = "epoll requested";
   }
   SPD_RETURN_IF_ERROR(r->InitEpoll());
+  r->poll_ns_ = r->poll_window_ns_ = options.poll_ns;
   return r;
 }
 
@@ -402,11 +402,20 @@ bool Reactor::Poll(uint64_t cap_ns) {
   bool hit = false;
   uint64_t now = start;
   while (now < end) {
-    // With DEFER_TASKRUN this runs the ring's pending task work (poll wake-ups, I/O
-    // completions), which is what posts CQEs; it never blocks.
-    ++enters_;
-    io_uring_submit_and_get_events(&ring_);
-    if (io_uring_cq_ready(&ring_) > 0 || posted_.load(std::memory_order_acquire) != nullptr) {
+    if (posted_.load(std::memory_order_acquire) != nullptr) {
+      hit = true;
+      break;
+    }
+    if (engine_ == ReactorEngine::kUring) {
+      // With DEFER_TASKRUN this runs the ring's pending task work (poll wake-ups, I/O
+      // completions), which is what posts CQEs; it never blocks.
+      ++enters_;
+      io_uring_submit_and_get_events(&ring_);
+      if (io_uring_cq_ready(&ring_) > 0) {
+        hit = true;
+        break;
+      }
+    } else if (WaitEpoll(0) > 0) {  // handled here: the tick does not wait again
       hit = true;
       break;
     }
@@ -435,7 +444,7 @@ void Reactor::AfterSleep(uint64_t last_event_before_ns) {
       std::min(poll_ns_, std::max({poll_window_ns_ * 2, gap + gap / 2, kPollWindowMinNs}));
 }
 
-void Reactor::WaitEpoll(uint64_t timeout_ns) {
+int Reactor::WaitEpoll(uint64_t timeout_ns) {
   constexpr int kEventsMax = 256;
   epoll_event events[kEventsMax];
   timespec ts{};
@@ -457,6 +466,8 @@ void Reactor::WaitEpoll(uint64_t timeout_ns) {
     if (events[i].events & EPOLLERR) mask |= POLLERR;
     c->fn(c, static_cast<int32_t>(mask), IORING_CQE_F_MORE);
   }
+  if (n > 0 && poll_ns_ != 0) last_event_ns_ = MonotonicNs();
+  return n;
 }
 
 void Reactor::Tick(uint64_t timeout_ns) {
@@ -482,7 +493,7 @@ void Reactor::Tick(uint64_t timeout_ns) {
   if (engine_ == ReactorEngine::kUring) {
     WaitUring(wait_ns, enter);
   } else {
-    WaitEpoll(wait_ns);
+    if (enter) WaitEpoll(wait_ns);
   }
   sleeping_.store(false, std::memory_order_relaxed);
   if (sleeps && poll_ns_ != 0) AfterSleep(last_event_before_ns);

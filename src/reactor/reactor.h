@@ -52,7 +52,7 @@ struct ReactorOptions {
   bool force_epoll = false;
   // Timers a reactor can hold at once (a named limit; arming more is a programmer error).
   size_t timers_max = 65536;
-  // Adaptive polling (io_uring only): for up to this long after the last completion, look for
+  // Adaptive polling: for up to this long after the last completion, look for
   // new completions without sleeping, instead of blocking in io_uring_enter. A reactor that
   // sleeps between requests pays a wake-up per request (tens of µs when it is woken from another
   // core); one that polls while requests keep arriving does not. With no traffic the window
@@ -130,9 +130,10 @@ class Reactor {
   Status InitEpoll();
   void Tick(uint64_t timeout_ns);
   void WaitUring(uint64_t timeout_ns, bool enter = true);
-  void WaitEpoll(uint64_t timeout_ns);
-  // Spins (non-blocking io_uring_enter) until a completion or posted task shows up or the poll
-  // window that started at the last completion ends; at most `cap_ns`. True when work arrived.
+  int WaitEpoll(uint64_t timeout_ns);  // events handled
+  // Spins (non-blocking io_uring_enter, or epoll_pwait2 that handles what it finds) until a
+  // completion or posted task shows up or the poll window that started at the last completion ends;
+  // at most `cap_ns`. True when work arrived.
   bool Poll(uint64_t cap_ns);
   // Adapts the poll window after a sleep that ended with completions.
   void AfterSleep(uint64_t last_event_before_ns);

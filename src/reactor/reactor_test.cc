@@ -163,15 +163,28 @@ TEST_P(ReactorTest, StopFromAnotherThreadEndsRun) {
 INSTANTIATE_TEST_SUITE_P(Engines, ReactorTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "epoll" : "uring"; });
 
-// Adaptive polling (io_uring only): soon after a completion the reactor finds the next event
-// without sleeping; once the window has passed it sleeps again, so idle stays idle.
-TEST(ReactorPoll, FindsTheNextEventWithoutSleepingThenSleepsWhenIdle) {
-  ReactorOptions o;
-  o.poll_ns = 200'000'000;  // long enough that a loaded test machine cannot miss it
-  auto r = Reactor::Create(o);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  std::unique_ptr<Reactor> reactor = std::move(r).value();
-  if (reactor->engine() != ReactorEngine::kUring) GTEST_SKIP() << "io_uring unavailable";
+// Adaptive polling, on both engines.
+class ReactorPoll : public ::testing::TestWithParam<bool> {
+ protected:
+  std::unique_ptr<Reactor> Make(uint64_t poll_ns) {
+    ReactorOptions o;
+    o.force_epoll = GetParam();
+    o.poll_ns = poll_ns;
+    auto r = Reactor::Create(o);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    if (!r.ok()) return nullptr;
+    return std::move(r).value();
+  }
+};
+
+// Soon after a completion the reactor finds the next event without sleeping; once the window
+// has passed it sleeps again, so idle stays idle.
+TEST_P(ReactorPoll, FindsTheNextEventWithoutSleepingThenSleepsWhenIdle) {
+  // A window long enough that a loaded test machine cannot miss it.
+  std::unique_ptr<Reactor> reactor = Make(200'000'000);
+  ASSERT_NE(reactor, nullptr);
+  if (!GetParam() && reactor->engine() != ReactorEngine::kUring)
+    GTEST_SKIP() << "io_uring unavailable";
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
   ReadWatcher w;
@@ -216,13 +229,13 @@ TEST(ReactorPoll, FindsTheNextEventWithoutSleepingThenSleepsWhenIdle) {
 
 // Sparse traffic (events further apart than the window) makes every poll miss: the window halves
 // down to nothing and the reactor stops polling; events close together open it again.
-TEST(ReactorPoll, WindowClosesForSparseTrafficAndReopensForDense) {
+TEST_P(ReactorPoll, WindowClosesForSparseTrafficAndReopensForDense) {
   ReactorOptions o;
   o.poll_ns = 4'000'000;
-  auto r = Reactor::Create(o);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  std::unique_ptr<Reactor> reactor = std::move(r).value();
-  if (reactor->engine() != ReactorEngine::kUring) GTEST_SKIP() << "io_uring unavailable";
+  std::unique_ptr<Reactor> reactor = Make(o.poll_ns);
+  ASSERT_NE(reactor, nullptr);
+  if (!GetParam() && reactor->engine() != ReactorEngine::kUring)
+    GTEST_SKIP() << "io_uring unavailable";
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
   ReadWatcher w;
@@ -271,6 +284,9 @@ TEST(ReactorPoll, WindowClosesForSparseTrafficAndReopensForDense) {
   close(sv[0]);
   close(sv[1]);
 }
+
+INSTANTIATE_TEST_SUITE_P(Engines, ReactorPoll, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "epoll" : "uring"; });
 
 }  // namespace
 }  // namespace spd
