@@ -136,12 +136,14 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "it waits for the next commit (fewer, larger batches)")
       ->capture_default_str();
   app.add_option("--inline-memory-writes", o.inline_memory_writes,
-                 "uring backend on a tmpfs/ramfs pool: write with pwrite on the reactor thread "
-                 "(a memory copy) instead of letting io_uring punt each write to a worker thread")
+                 "On a tmpfs/ramfs pool: write with pwrite on the reactor thread (a memory copy) "
+                 "instead of handing each write to an io_uring worker (uring backend) or a "
+                 "worker thread (posix backend)")
       ->capture_default_str();
   app.add_option("--inline-memory-reads", o.inline_memory_reads,
-                 "uring backend on a tmpfs/ramfs pool: read with pread on the reactor thread "
-                 "instead of letting io_uring punt each read to a worker thread")
+                 "On a tmpfs/ramfs pool: read with pread on the reactor thread instead of handing "
+                 "each read to an io_uring worker (uring backend) or a worker thread (posix "
+                 "backend)")
       ->capture_default_str();
   app.add_option("--posix-threads", o.posix_threads, "Worker threads of the posix backend")
       ->capture_default_str();

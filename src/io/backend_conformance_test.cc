@@ -26,6 +26,7 @@ struct Case {
 const Case kCases[] = {{"uring", BackendKind::kUring, false},
                        {"uring_ring", BackendKind::kUring, false, false},
                        {"posix", BackendKind::kPosix, false},
+                       {"posix_workers", BackendKind::kPosix, false, false},
                        {"posix_epoll", BackendKind::kPosix, true},
                        {"sim", BackendKind::kSim, false}};
 
@@ -198,6 +199,26 @@ TEST_P(BackendConformance, RegisteredBuffers) {
   EXPECT_EQ(CounterValue("spd_io_uring_inline_reads_total"), inline_reads_before + inline_ios);
   EXPECT_EQ(CounterValue("spd_io_uring_fixed_buffer_ios_total"), fixed_before + 2 - 2 * inline_ios);
   EXPECT_TRUE(backend_->RegisterBuffers(nullptr, 0).ok());  // unregister
+}
+
+// On /dev/shm (tmpfs) reads and writes are copies done on the reactor thread unless the case
+// turns that off; either way the data must round-trip.
+TEST_P(BackendConformance, MemoryBackedReadsAndWritesInlineOrNot) {
+  if (GetParam().kind == BackendKind::kSim) GTEST_SKIP() << "no file";
+  const bool uring = GetParam().kind == BackendKind::kUring;
+  const char* const names[] = {"spd_io_uring_inline_writes_total",
+                               "spd_io_uring_inline_reads_total", "spd_io_posix_inline_ios_total"};
+  uint64_t before[3];
+  for (int i = 0; i < 3; ++i) before[i] = CounterValue(names[i]);
+  AlignedBuf w(16384), r(16384);
+  FillPattern(w.data, w.size, 33);
+  ASSERT_EQ(One(IoOp::kWrite, 5 << 20, 16384, w.data), 16384);
+  ASSERT_EQ(One(IoOp::kRead, 5 << 20, 16384, r.data), 16384);
+  EXPECT_EQ(std::memcmp(w.data, r.data, w.size), 0);
+  const uint64_t n = GetParam().inline_memory_io ? 1 : 0;
+  EXPECT_EQ(CounterValue(names[0]) - before[0], uring ? n : 0);
+  EXPECT_EQ(CounterValue(names[1]) - before[1], uring ? n : 0);
+  EXPECT_EQ(CounterValue(names[2]) - before[2], uring ? 0 : 2 * n);
 }
 
 TEST_P(BackendConformance, SyncHelpers) {

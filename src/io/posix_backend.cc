@@ -7,6 +7,9 @@
 namespace spd {
 namespace {
 Counter posix_errors_total("spd_io_posix_errors_total", "Failed posix backend operations.");
+Counter posix_inline_ios_total(
+    "spd_io_posix_inline_ios_total",
+    "Reads and writes of a memory-backed pool file done on the reactor, not by a worker.");
 Counter posix_queue_waits_total("spd_io_posix_queue_waits_total",
                                 "posix backend I/Os that waited for queue_depth_max.");
 
@@ -35,12 +38,18 @@ Result<std::unique_ptr<PosixBackend>> PosixBackend::Open(const BackendOptions& o
   SPD_ASSIGN_OR_RETURN(OpenedFile f, OpenPoolFile(options));
   unsigned threads = options.posix_threads ? options.posix_threads : 1;
   return std::unique_ptr<PosixBackend>(
-      new PosixBackend(reactor, f, threads, options.queue_depth_max ? options.queue_depth_max : 1));
+      new PosixBackend(reactor, f, threads, options.queue_depth_max ? options.queue_depth_max : 1,
+                       options.inline_memory_reads && f.memory_backed,
+                       options.inline_memory_writes && f.memory_backed));
 }
 
 PosixBackend::PosixBackend(Reactor* reactor, OpenedFile file, unsigned threads,
-                           unsigned queue_depth_max)
-    : FileBackend(file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
+                           unsigned queue_depth_max, bool inline_reads, bool inline_writes)
+    : FileBackend(file),
+      reactor_(reactor),
+      queue_depth_max_(queue_depth_max),
+      inline_reads_(inline_reads),
+      inline_writes_(inline_writes) {
   for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { Worker(); });
 }
 
@@ -63,6 +72,14 @@ void PosixBackend::Submit(BackendIo* io) {
     return;
   }
   ++worker_inflight_;
+  if ((inline_reads_ && io->op == IoOp::kRead) || (inline_writes_ && io->op == IoOp::kWrite)) {
+    // Memory-backed file: a copy, done here rather than handed to a worker and posted back.
+    posix_inline_ios_total.Add();
+    io->result = static_cast<int32_t>(DoIo(io));
+    io->task.fn = &PosixBackend::OnDone;
+    reactor_->Defer(&io->task);  // never complete inside Submit
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     Push(&queue_head_, &queue_tail_, io);
@@ -79,32 +96,36 @@ void PosixBackend::Worker() {
       if (queue_head_ == nullptr) return;  // stopping and drained
       io = Pop(&queue_head_, &queue_tail_);
     }
-    int64_t r = 0;
-    switch (io->op) {
-      case IoOp::kRead:
-        r = PreadFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes);
-        break;
-      case IoOp::kWrite:
-        r = PwriteFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes, io->flags & kIoFua);
-        break;
-      case IoOp::kFlush:
-        r = fdatasync(file_.fd) < 0 ? -errno : 0;
-        break;
-      case IoOp::kDiscard:
-        r = DiscardRange(file_, io->offset_bytes, io->length_bytes);
-        if (r == 0) r = io->length_bytes;
-        break;
-      case IoOp::kWriteZeroes:
-        r = ZeroRange(file_, io->offset_bytes, io->length_bytes, io->flags & kIoNoUnmap);
-        if (r == 0) r = io->length_bytes;
-        break;
-    }
-    if (r >= 0 && (io->flags & kIoFua) && io->op != IoOp::kWrite && io->op != IoOp::kRead)
-      r = fdatasync(file_.fd) < 0 ? -errno : r;
-    io->result = static_cast<int32_t>(r);
+    io->result = static_cast<int32_t>(DoIo(io));
     io->task.fn = &PosixBackend::OnDone;
     reactor_->Post(&io->task);
   }
+}
+
+int64_t PosixBackend::DoIo(BackendIo* io) {
+  int64_t r = 0;
+  switch (io->op) {
+    case IoOp::kRead:
+      r = PreadFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes);
+      break;
+    case IoOp::kWrite:
+      r = PwriteFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes, io->flags & kIoFua);
+      break;
+    case IoOp::kFlush:
+      r = fdatasync(file_.fd) < 0 ? -errno : 0;
+      break;
+    case IoOp::kDiscard:
+      r = DiscardRange(file_, io->offset_bytes, io->length_bytes);
+      if (r == 0) r = io->length_bytes;
+      break;
+    case IoOp::kWriteZeroes:
+      r = ZeroRange(file_, io->offset_bytes, io->length_bytes, io->flags & kIoNoUnmap);
+      if (r == 0) r = io->length_bytes;
+      break;
+  }
+  if (r >= 0 && (io->flags & kIoFua) && io->op != IoOp::kWrite && io->op != IoOp::kRead)
+    r = fdatasync(file_.fd) < 0 ? -errno : r;
+  return r;
 }
 
 void PosixBackend::OnDone(Task* t) {
