@@ -163,40 +163,51 @@ TEST_P(ReactorTest, StopFromAnotherThreadEndsRun) {
 INSTANTIATE_TEST_SUITE_P(Engines, ReactorTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "epoll" : "uring"; });
 
-// Adaptive polling, on both engines.
+// Adaptive polling, on both engines: a reactor watching one end of a socketpair.
 class ReactorPoll : public ::testing::TestWithParam<bool> {
  protected:
-  std::unique_ptr<Reactor> Make(uint64_t poll_ns) {
+  // Creates the reactor and the watch; false when the engine is unavailable (the test skips).
+  bool Start(uint64_t poll_ns) {
     ReactorOptions o;
     o.force_epoll = GetParam();
     o.poll_ns = poll_ns;
     auto r = Reactor::Create(o);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
-    if (!r.ok()) return nullptr;
-    return std::move(r).value();
+    if (!r.ok()) return false;
+    reactor_ = std::move(r).value();
+    if (!GetParam() && reactor_->engine() != ReactorEngine::kUring) return false;
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv_), 0);
+    w_.fd = sv_[0];
+    w_.fn = [](Completion* c, int32_t res, uint32_t flags) {
+      auto* self = static_cast<ReadWatcher*>(c);
+      if (res < 0 || !(res & POLLIN)) return;
+      char buf[64];
+      ssize_t n;
+      while ((n = read(self->fd, buf, sizeof buf)) > 0) self->got.append(buf, n);
+    };
+    EXPECT_TRUE(reactor_->Watch(sv_[0], &w_).ok());
+    return true;
   }
+  void TearDown() override {
+    if (w_.fd < 0) return;
+    reactor_->Unwatch(sv_[0], &w_);
+    for (int i = 0; i < 5; ++i) reactor_->RunOnce(10'000'000);
+    close(sv_[0]);
+    close(sv_[1]);
+  }
+  std::unique_ptr<Reactor> reactor_;
+  int sv_[2] = {-1, -1};
+  ReadWatcher w_;
 };
 
 // Soon after a completion the reactor finds the next event without sleeping; once the window
 // has passed it sleeps again, so idle stays idle.
 TEST_P(ReactorPoll, FindsTheNextEventWithoutSleepingThenSleepsWhenIdle) {
   // A window long enough that a loaded test machine cannot miss it.
-  std::unique_ptr<Reactor> reactor = Make(200'000'000);
-  ASSERT_NE(reactor, nullptr);
-  if (!GetParam() && reactor->engine() != ReactorEngine::kUring)
-    GTEST_SKIP() << "io_uring unavailable";
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-  ReadWatcher w;
-  w.fd = sv[0];
-  w.fn = [](Completion* c, int32_t res, uint32_t flags) {
-    auto* self = static_cast<ReadWatcher*>(c);
-    if (res < 0 || !(res & POLLIN)) return;
-    char buf[64];
-    ssize_t n;
-    while ((n = read(self->fd, buf, sizeof buf)) > 0) self->got.append(buf, n);
-  };
-  ASSERT_TRUE(reactor->Watch(sv[0], &w).ok());
+  if (!Start(200'000'000)) GTEST_SKIP() << "io_uring unavailable";
+  Reactor* reactor = reactor_.get();
+  int* sv = sv_;
+  ReadWatcher& w = w_;
   // No completion yet: nothing to poll after, the reactor sleeps.
   reactor->RunOnce(1'000'000);
   EXPECT_EQ(reactor->polls(), 0u);
@@ -221,10 +232,6 @@ TEST_P(ReactorPoll, FindsTheNextEventWithoutSleepingThenSleepsWhenIdle) {
   for (int i = 0; i < 3; ++i) reactor->RunOnce(50'000'000);
   EXPECT_EQ(reactor->polls(), polls);
   EXPECT_LE(reactor->enters() - enters, 6u);
-  reactor->Unwatch(sv[0], &w);
-  for (int i = 0; i < 5; ++i) reactor->RunOnce(10'000'000);
-  close(sv[0]);
-  close(sv[1]);
 }
 
 // Sparse traffic (events further apart than the window) makes every poll miss: the window halves
@@ -232,22 +239,10 @@ TEST_P(ReactorPoll, FindsTheNextEventWithoutSleepingThenSleepsWhenIdle) {
 TEST_P(ReactorPoll, WindowClosesForSparseTrafficAndReopensForDense) {
   ReactorOptions o;
   o.poll_ns = 4'000'000;
-  std::unique_ptr<Reactor> reactor = Make(o.poll_ns);
-  ASSERT_NE(reactor, nullptr);
-  if (!GetParam() && reactor->engine() != ReactorEngine::kUring)
-    GTEST_SKIP() << "io_uring unavailable";
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-  ReadWatcher w;
-  w.fd = sv[0];
-  w.fn = [](Completion* c, int32_t res, uint32_t flags) {
-    auto* self = static_cast<ReadWatcher*>(c);
-    if (res < 0 || !(res & POLLIN)) return;
-    char buf[64];
-    ssize_t n;
-    while ((n = read(self->fd, buf, sizeof buf)) > 0) self->got.append(buf, n);
-  };
-  ASSERT_TRUE(reactor->Watch(sv[0], &w).ok());
+  if (!Start(o.poll_ns)) GTEST_SKIP() << "io_uring unavailable";
+  Reactor* reactor = reactor_.get();
+  int* sv = sv_;
+  ReadWatcher& w = w_;
   // 30 events 10 ms apart: far more than the 11 misses that halve 4 ms below 2 µs.
   constexpr size_t kSparse = 30;
   std::thread writer([&] {
@@ -279,10 +274,6 @@ TEST_P(ReactorPoll, WindowClosesForSparseTrafficAndReopensForDense) {
     }
   }
   EXPECT_GT(reactor->poll_window_ns(), closed);
-  reactor->Unwatch(sv[0], &w);
-  for (int i = 0; i < 5; ++i) reactor->RunOnce(10'000'000);
-  close(sv[0]);
-  close(sv[1]);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, ReactorPoll, ::testing::Values(false, true),
