@@ -485,11 +485,11 @@ void Reactor::Tick(uint64_t timeout_ns) {
     enter = false;
   }
   const uint64_t last_event_before_ns = last_event_ns_;
-  const bool sleeps = wait_ns != 0;
   if (wait_ns != 0) {
     sleeping_.store(true, std::memory_order_seq_cst);
     if (posted_.load(std::memory_order_seq_cst) != nullptr) wait_ns = 0;
   }
+  const bool sleeps = wait_ns != 0;  // may block: what AfterSleep learns from
   if (engine_ == ReactorEngine::kUring) {
     WaitUring(wait_ns, enter);
   } else {
