@@ -44,7 +44,7 @@ metric() {  # metric NAME -> value from the metrics endpoint
   curl -s "http://127.0.0.1:$mport/metrics" | awk -v n="$1" '$1 == n {print $2}'
 }
 
-mport=$((20000 + RANDOM % 20000))
+mport=$((20000 + RANDOM % 12000))  # below the ephemeral port range
 "$spd2" --data-dir "$dir" --pool-size 4G --volume vol0:1G --nbd-listen off \
   --metrics-listen "127.0.0.1:$mport" --quiet --log-level warn $spd2_args &  # split on purpose
 pid=$!

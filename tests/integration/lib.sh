@@ -7,7 +7,8 @@ PY=/usr/bin/python3  # Debian's python3-libnbd lives here only
 T=$(mktemp -d /tmp/spd-it.XXXXXX)
 SPD_PID=""
 SPD_SOCK="$T/data/nbd.sock"
-SPD_PORT=$((20000 + RANDOM % 20000))
+# Below the kernel's ephemeral range (32768-60999), so that no client socket can hold it.
+SPD_PORT=$((20000 + RANDOM % 12000))
 
 fail() {
   echo "FAIL: $*" >&2
