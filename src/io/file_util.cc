@@ -149,6 +149,12 @@ int64_t PwriteFull(int fd, const void* buf, size_t len, uint64_t off, bool fua) 
   return static_cast<int64_t>(len);
 }
 
+int64_t FileBackend::CopySync(const BackendIo& io) const {
+  return io.op == IoOp::kRead
+             ? PreadFull(file_.fd, io.buf, io.length_bytes, io.offset_bytes)
+             : PwriteFull(file_.fd, io.buf, io.length_bytes, io.offset_bytes, io.flags & kIoFua);
+}
+
 int DiscardRange(const OpenedFile& f, uint64_t off, uint64_t len) {
   if (f.block_device) {
     uint64_t range[2] = {off, len};

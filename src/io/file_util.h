@@ -54,7 +54,24 @@ class FileBackend : public IoBackend {
   bool direct() const { return file_.direct; }
 
  protected:
+  // Which reads and writes are copies done on the reactor thread rather than handed off (to an
+  // io-wq worker, or a worker thread): those BackendOptions::inline_memory_* ask for, and only on
+  // a memory-backed file (tmpfs, ramfs), where I/O is a memory copy that cannot block on a disk.
+  void SetInlineCopies(const BackendOptions& options) {
+    inline_reads_ = options.inline_memory_reads && file_.memory_backed;
+    inline_writes_ = options.inline_memory_writes && file_.memory_backed;
+  }
+  bool CopiesInline(const BackendIo& io) const {
+    return (inline_reads_ && io.op == IoOp::kRead) || (inline_writes_ && io.op == IoOp::kWrite);
+  }
+  // pread or pwrite (FUA honoured) of a kRead/kWrite: bytes, or -errno.
+  int64_t CopySync(const BackendIo& io) const;
+
   OpenedFile file_;
+
+ private:
+  bool inline_reads_ = false;
+  bool inline_writes_ = false;
 };
 
 }  // namespace spd

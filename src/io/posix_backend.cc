@@ -37,19 +37,15 @@ Result<std::unique_ptr<PosixBackend>> PosixBackend::Open(const BackendOptions& o
                                                          Reactor* reactor) {
   SPD_ASSIGN_OR_RETURN(OpenedFile f, OpenPoolFile(options));
   unsigned threads = options.posix_threads ? options.posix_threads : 1;
-  return std::unique_ptr<PosixBackend>(
-      new PosixBackend(reactor, f, threads, options.queue_depth_max ? options.queue_depth_max : 1,
-                       options.inline_memory_reads && f.memory_backed,
-                       options.inline_memory_writes && f.memory_backed));
+  std::unique_ptr<PosixBackend> b(
+      new PosixBackend(reactor, f, threads, options.queue_depth_max ? options.queue_depth_max : 1));
+  b->SetInlineCopies(options);
+  return b;
 }
 
 PosixBackend::PosixBackend(Reactor* reactor, OpenedFile file, unsigned threads,
-                           unsigned queue_depth_max, bool inline_reads, bool inline_writes)
-    : FileBackend(file),
-      reactor_(reactor),
-      queue_depth_max_(queue_depth_max),
-      inline_reads_(inline_reads),
-      inline_writes_(inline_writes) {
+                           unsigned queue_depth_max)
+    : FileBackend(file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
   for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { Worker(); });
 }
 
@@ -72,7 +68,7 @@ void PosixBackend::Submit(BackendIo* io) {
     return;
   }
   ++worker_inflight_;
-  if ((inline_reads_ && io->op == IoOp::kRead) || (inline_writes_ && io->op == IoOp::kWrite)) {
+  if (CopiesInline(*io)) {
     // Memory-backed file: a copy, done here rather than handed to a worker and posted back.
     posix_inline_ios_total.Add();
     io->result = static_cast<int32_t>(DoIo(io));
@@ -106,10 +102,8 @@ int64_t PosixBackend::DoIo(BackendIo* io) {
   int64_t r = 0;
   switch (io->op) {
     case IoOp::kRead:
-      r = PreadFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes);
-      break;
     case IoOp::kWrite:
-      r = PwriteFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes, io->flags & kIoFua);
+      r = CopySync(*io);
       break;
     case IoOp::kFlush:
       r = fdatasync(file_.fd) < 0 ? -errno : 0;

@@ -25,8 +25,7 @@ class PosixBackend final : public FileBackend {
   BackendStats stats() const override;
 
  private:
-  PosixBackend(Reactor* reactor, OpenedFile file, unsigned threads, unsigned queue_depth_max,
-               bool inline_reads, bool inline_writes);
+  PosixBackend(Reactor* reactor, OpenedFile file, unsigned threads, unsigned queue_depth_max);
   void Worker();
   // Performs io synchronously (a worker, or the reactor for inline I/O); bytes or -errno.
   int64_t DoIo(BackendIo* io);
@@ -34,8 +33,6 @@ class PosixBackend final : public FileBackend {
 
   Reactor* reactor_;
   unsigned queue_depth_max_;
-  const bool inline_reads_;   // memory-backed file: pread on the reactor (see BackendOptions)
-  const bool inline_writes_;  // memory-backed file: pwrite on the reactor
   std::mutex mu_;
   std::condition_variable cv_;
   BackendIo* queue_head_ = nullptr;  // guarded by mu_

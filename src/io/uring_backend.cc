@@ -37,19 +37,14 @@ Result<std::unique_ptr<UringBackend>> UringBackend::Open(const BackendOptions& o
   if (reactor->engine() != ReactorEngine::kUring)
     return FailedPrecondition("uring backend needs an io_uring reactor");
   SPD_ASSIGN_OR_RETURN(OpenedFile f, OpenPoolFile(options));
-  return std::unique_ptr<UringBackend>(
-      new UringBackend(reactor, f, options.queue_depth_max ? options.queue_depth_max : 1,
-                       options.inline_memory_writes && f.memory_backed,
-                       options.inline_memory_reads && f.memory_backed));
+  std::unique_ptr<UringBackend> b(
+      new UringBackend(reactor, f, options.queue_depth_max ? options.queue_depth_max : 1));
+  b->SetInlineCopies(options);
+  return b;
 }
 
-UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max,
-                           bool inline_writes, bool inline_reads)
-    : FileBackend(file),
-      reactor_(reactor),
-      queue_depth_max_(queue_depth_max),
-      inline_writes_(inline_writes),
-      inline_reads_(inline_reads) {
+UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max)
+    : FileBackend(file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
   // A registered file saves an fget/fput per I/O; without it we use the plain fd.
   fixed_file_ = io_uring_register_files(reactor_->ring(), &file_.fd, 1) == 0;
 }
@@ -84,15 +79,11 @@ void UringBackend::Submit(BackendIo* io) {
 void UringBackend::Issue(BackendIo* io) {
   const bool ioctl_op =
       file_.block_device && (io->op == IoOp::kDiscard || io->op == IoOp::kWriteZeroes);
-  if (ioctl_op || (inline_writes_ && io->op == IoOp::kWrite) ||
-      (inline_reads_ && io->op == IoOp::kRead)) {
+  if (ioctl_op || CopiesInline(*io)) {
     int64_t r;
-    if (io->op == IoOp::kRead) {
-      uring_inline_reads_total.Add();
-      r = PreadFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes);
-    } else if (io->op == IoOp::kWrite) {
-      uring_inline_writes_total.Add();
-      r = PwriteFull(file_.fd, io->buf, io->length_bytes, io->offset_bytes, io->flags & kIoFua);
+    if (!ioctl_op) {
+      (io->op == IoOp::kRead ? uring_inline_reads_total : uring_inline_writes_total).Add();
+      r = CopySync(*io);
     } else {
       r = io->op == IoOp::kDiscard ? DiscardRange(file_, io->offset_bytes, io->length_bytes)
                                    : ZeroRange(file_, io->offset_bytes, io->length_bytes, true);

@@ -25,8 +25,7 @@ class UringBackend final : public FileBackend {
   BackendStats stats() const override { return stats_; }
 
  private:
-  UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max, bool inline_writes,
-               bool inline_reads);
+  UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max);
   void Issue(BackendIo* io);
   void Prep(BackendIo* io);
   static void OnCqe(Completion* c, int32_t res, uint32_t flags);
@@ -35,8 +34,6 @@ class UringBackend final : public FileBackend {
 
   Reactor* reactor_;
   unsigned queue_depth_max_;
-  const bool inline_writes_;  // memory-backed file: pwrite on the reactor (see BackendOptions)
-  const bool inline_reads_;   // memory-backed file: pread on the reactor
   bool fixed_file_ = false;
   bool buffers_registered_ = false;
   BackendStats stats_;
