@@ -116,9 +116,13 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "sim (in-memory, with latency/fault models)")
       ->capture_default_str();
   app.add_option("--cores", o.cores,
-                 "Reactor threads, one per core (0 = half the cores, at least one, leaving the "
-                 "rest to clients on the same host). Reactor 0 owns the pool; each new "
-                 "connection goes to the least loaded reactor, reactor 0 on ties")
+                 "Reactor threads, one per core (0 = every core this process may use). Reactor 0 "
+                 "owns the pool; each new connection goes to the least loaded reactor, reactor 0 "
+                 "on ties. An idle reactor sleeps")
+      ->capture_default_str();
+  app.add_option("--pin-reactors", o.pin_reactors,
+                 "Pin reactor threads 1..N-1 each to a core of its own (reactor 0, the main "
+                 "thread, is left to the scheduler); false: let the scheduler place them all")
       ->capture_default_str();
   app.add_option("--reactor-poll-us", o.reactor_poll_us,
                  "Adaptive polling: for this many microseconds after its last completion a "
@@ -144,6 +148,13 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "On a tmpfs/ramfs pool: read with pread on the reactor thread instead of handing "
                  "each read to an io_uring worker (uring backend) or a worker thread (posix "
                  "backend)")
+      ->capture_default_str();
+  app.add_option("--remote-io", o.remote_io,
+                 "A connection on a reactor other than reactor 0 (which owns the pool) runs its "
+                 "reads and plain writes of allocated space on that reactor, through its own "
+                 "channel to the pool file, instead of sending each to reactor 0 and back. Holes, "
+                 "allocation, FUA, flush, trim and block status still go to reactor 0. Not for "
+                 "--backend sim")
       ->capture_default_str();
   app.add_option("--posix-threads", o.posix_threads, "Worker threads of the posix backend")
       ->capture_default_str();

@@ -33,6 +33,8 @@ struct DaemonOptions {
   unsigned posix_threads = 4;
   bool inline_memory_writes = true;
   bool inline_memory_reads = true;
+  bool remote_io = true;     // NbdServerOptions::remote_io
+  bool pin_reactors = true;  // ReactorOptions::pin_threads
   bool commit_overlap = true;
   SimOptions sim;
   std::string nbd_unix;                        // default DATA_DIR/nbd.sock; "off" disables

@@ -186,7 +186,7 @@ int ZeroRange(const OpenedFile& f, uint64_t off, uint64_t len, bool keep_allocat
 }
 
 FileBackend::~FileBackend() {
-  if (file_.fd >= 0) close(file_.fd);
+  if (owns_file_ && file_.fd >= 0) close(file_.fd);
 }
 
 Status FileBackend::ReadSync(uint64_t off, void* buf, size_t len) {

@@ -40,8 +40,10 @@ void CountBytesWritten(uint64_t bytes);
 // control-path helpers. Each subclass adds only its own way of running Submit().
 class FileBackend : public IoBackend {
  public:
-  explicit FileBackend(OpenedFile file) : file_(file) {}
-  ~FileBackend() override;  // closes the file
+  // `owns_file`: close the file at destruction (false for a channel, which borrows it).
+  explicit FileBackend(OpenedFile file, bool owns_file = true)
+      : file_(file), owns_file_(owns_file) {}
+  ~FileBackend() override;  // closes the file if it owns it
 
   uint64_t size_bytes() const override { return file_.size_bytes; }
   uint32_t alignment_bytes() const override { return file_.alignment_bytes; }
@@ -66,10 +68,16 @@ class FileBackend : public IoBackend {
   }
   // pread or pwrite (FUA honoured) of a kRead/kWrite: bytes, or -errno.
   int64_t CopySync(const BackendIo& io) const;
+  // Copies the inline-copy choice to a channel of this backend.
+  void InheritInlineCopies(FileBackend* channel) const {
+    channel->inline_reads_ = inline_reads_;
+    channel->inline_writes_ = inline_writes_;
+  }
 
   OpenedFile file_;
 
  private:
+  bool owns_file_ = true;
   bool inline_reads_ = false;
   bool inline_writes_ = false;
 };

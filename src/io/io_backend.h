@@ -112,6 +112,16 @@ class IoBackend {
   [[nodiscard]] virtual Status RegisterBuffers(const struct iovec* iov, unsigned count) {
     return Unimplemented(std::string(name()) + " backend has no registered buffers");
   }
+  // A second way into the same storage for another reactor: reads and writes submitted to the
+  // channel run on `reactor` (its ring or its workers) against the same file, so a connection on
+  // that reactor needs no message to this backend's reactor for them. The channel shares this
+  // backend's open file (never reopens or closes it: closing any descriptor of the pool file would
+  // drop the process's lock on it) and must be destroyed first, on `reactor`'s thread, with no
+  // I/O in flight. A device flush on this backend covers writes completed on its channels (same
+  // file). REQUIRES: on `reactor`'s thread. Backends without shared storage (sim) refuse.
+  [[nodiscard]] virtual Result<std::unique_ptr<IoBackend>> OpenChannel(Reactor* reactor) {
+    return Unimplemented(std::string(name()) + " backend has no channels");
+  }
 };
 
 enum class BackendKind { kUring, kPosix, kSim };

@@ -43,9 +43,17 @@ Result<std::unique_ptr<PosixBackend>> PosixBackend::Open(const BackendOptions& o
   return b;
 }
 
+Result<std::unique_ptr<IoBackend>> PosixBackend::OpenChannel(Reactor* reactor) {
+  std::unique_ptr<PosixBackend> c(
+      new PosixBackend(reactor, file_, static_cast<unsigned>(workers_.size()), queue_depth_max_,
+                       /*owns_file=*/false));
+  InheritInlineCopies(c.get());
+  return std::unique_ptr<IoBackend>(std::move(c));
+}
+
 PosixBackend::PosixBackend(Reactor* reactor, OpenedFile file, unsigned threads,
-                           unsigned queue_depth_max)
-    : FileBackend(file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
+                           unsigned queue_depth_max, bool owns_file)
+    : FileBackend(file, owns_file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
   for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { Worker(); });
 }
 

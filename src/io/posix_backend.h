@@ -23,9 +23,11 @@ class PosixBackend final : public FileBackend {
   const char* name() const override { return "posix"; }
   void Submit(BackendIo* io) override;
   BackendStats stats() const override;
+  Result<std::unique_ptr<IoBackend>> OpenChannel(Reactor* reactor) override;
 
  private:
-  PosixBackend(Reactor* reactor, OpenedFile file, unsigned threads, unsigned queue_depth_max);
+  PosixBackend(Reactor* reactor, OpenedFile file, unsigned threads, unsigned queue_depth_max,
+               bool owns_file = true);
   void Worker();
   // Performs io synchronously (a worker, or the reactor for inline I/O); bytes or -errno.
   int64_t DoIo(BackendIo* io);

@@ -43,8 +43,18 @@ Result<std::unique_ptr<UringBackend>> UringBackend::Open(const BackendOptions& o
   return b;
 }
 
-UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max)
-    : FileBackend(file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
+Result<std::unique_ptr<IoBackend>> UringBackend::OpenChannel(Reactor* reactor) {
+  if (reactor->engine() != ReactorEngine::kUring)
+    return FailedPrecondition("uring backend channel needs an io_uring reactor");
+  std::unique_ptr<UringBackend> c(
+      new UringBackend(reactor, file_, queue_depth_max_, /*owns_file=*/false));
+  InheritInlineCopies(c.get());
+  return std::unique_ptr<IoBackend>(std::move(c));
+}
+
+UringBackend::UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max,
+                           bool owns_file)
+    : FileBackend(file, owns_file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
   // A registered file saves an fget/fput per I/O; without it we use the plain fd.
   fixed_file_ = io_uring_register_files(reactor_->ring(), &file_.fd, 1) == 0;
 }

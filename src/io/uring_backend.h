@@ -22,10 +22,11 @@ class UringBackend final : public FileBackend {
   const char* name() const override { return "uring"; }
   void Submit(BackendIo* io) override;
   Status RegisterBuffers(const struct iovec* iov, unsigned count) override;
+  Result<std::unique_ptr<IoBackend>> OpenChannel(Reactor* reactor) override;
   BackendStats stats() const override { return stats_; }
 
  private:
-  UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max);
+  UringBackend(Reactor* reactor, OpenedFile file, unsigned queue_depth_max, bool owns_file = true);
   void Issue(BackendIo* io);
   void Prep(BackendIo* io);
   static void OnCqe(Completion* c, int32_t res, uint32_t flags);

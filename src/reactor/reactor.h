@@ -58,6 +58,8 @@ struct ReactorOptions {
   // core); one that polls while requests keep arriving does not. With no traffic the window
   // passes and the reactor sleeps, so an idle daemon stays idle. 0: never poll.
   uint64_t poll_ns = 0;
+  // ReactorGroup: pin each extra reactor's thread to a core of its own.
+  bool pin_threads = true;
 };
 
 uint64_t MonotonicNs();

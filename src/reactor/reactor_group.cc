@@ -22,16 +22,25 @@ Result<std::unique_ptr<ReactorGroup>> ReactorGroup::Start(Reactor* main, unsigne
   std::unique_ptr<ReactorGroup> g(new ReactorGroup());
   g->reactors_.push_back(main);
   options.force_epoll = options.force_epoll || main->engine() == ReactorEngine::kEpoll;
-  const unsigned cores = AvailableCores();
+  // The CPUs this process may use, by number: under a cpuset (say 4-7) reactor i goes to the
+  // i-th of them, not to CPU i.
+  std::vector<int> cpus;
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
   for (unsigned i = 1; i < count; ++i) {
+    const int cpu = cpus.empty() ? -1 : cpus[i % cpus.size()];
     std::promise<Result<Reactor*>> made;
     auto made_f = made.get_future();
-    g->threads_.emplace_back([i, cores, options, &made] {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(i % cores, &set);
-      // Pinning is a preference: a restricted cpuset must not stop the daemon.
-      (void)pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    g->threads_.emplace_back([cpu, options, &made] {
+      // Pinning is a preference: a failure must not stop the daemon.
+      if (options.pin_threads && cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        (void)pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+      }
       // The ring is created on its own thread: SINGLE_ISSUER binds it to the creating task.
       auto r = Reactor::Create(options);
       if (!r.ok()) {

@@ -21,6 +21,11 @@ namespace {
 Counter replay_skipped_total("spd_pool_replay_skipped_records_total",
                              "Log records skipped at replay because they did not fit the state.");
 Counter punch_errors_total("spd_pool_punch_errors_total", "Chunk zeroing failures.");
+Counter remote_pinned_frees_total(
+    "spd_pool_remote_pinned_frees_total",
+    "Freed chunks whose zeroing waited for remote I/O (another reactor's) still running on them.");
+// How often a freed chunk that remote I/O still pins is looked at again.
+constexpr uint64_t kRemoteWaitNs = 200'000;
 
 bool ValidName(const std::string& n) {
   if (n.empty() || n.size() > pf::kNameBytesMax) return false;
@@ -40,6 +45,8 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
   slots_.resize(pf::kVolumesMax);
   commit_->io.ctx = this;
   commit_->io.done = &Pool::OnCommitIo;
+  remote_wait_timer_.fn = &Pool::OnRemoteWaitTimer;
+  remote_wait_timer_.pool = this;
   commit_->log_buf = AllocAligned(kLogBlocksPerCommitMax * pf::kBlockBytes);
   for (size_t i = 0; i < kPunchIosMax; ++i) {
     auto p = std::make_unique<PunchIo>();
@@ -52,9 +59,25 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
 }
 
 Pool::~Pool() {
+  reactor_->CancelTimer(&remote_wait_timer_);
   // Let a commit or punch that is still running finish: its BackendIo lives in this object.
   for (int i = 0; i < 10000 && (group_->busy() || punch_free_.size() < kPunchIosMax); ++i)
     reactor_->RunOnce(10'000'000);
+}
+
+bool Volume::CloseRemote(uint64_t timeout_ns) {
+  remote_open_.store(false, std::memory_order_seq_cst);
+  const uint64_t deadline = MonotonicNs() + timeout_ns;
+  while (remote_active_.load(std::memory_order_seq_cst) != 0) {
+    if (MonotonicNs() >= deadline) {
+      OpenRemote();
+      return false;
+    }
+    // Remote requests complete on their own reactors; this one may owe them a commit or a
+    // punch meanwhile.
+    pool_->reactor_->RunOnce(1'000'000);
+  }
+  return true;
 }
 
 uint64_t Pool::ChunkOffset(uint32_t pchunk) const {
@@ -96,6 +119,7 @@ Status Pool::Format(const PoolOptions& o) {
   owners_.assign(chunks_total_, 0);
   state_.assign(chunks_total_, kFreeDirty);
   chunk_inflight_.assign(chunks_total_, 0);
+  pins_.reset(new std::atomic<uint32_t>[chunks_total_]());
   alloc_pending_.assign(chunks_total_, 0);
   known_zero_.assign(chunks_total_, 0);
   chunks_free_ = chunks_total_;
@@ -254,6 +278,7 @@ Status Pool::LoadMetadata() {
   owners_.assign(chunks_total_, 0);
   state_.assign(chunks_total_, kFreeDirty);
   chunk_inflight_.assign(chunks_total_, 0);
+  pins_.reset(new std::atomic<uint32_t>[chunks_total_]());
   alloc_pending_.assign(chunks_total_, 0);
   known_zero_.assign(chunks_total_, 0);
   commit_->ckpt_buf = AllocAligned(ckpt_bytes_);
@@ -469,6 +494,9 @@ Status Pool::DeleteVolume(const std::string& name) {
   Volume* v = FindVolume(name);
   if (!v) return NotFound("no volume '" + name + "'");
   if (v->inflight_ > 0) return FailedPrecondition("volume '" + name + "' has I/O in flight");
+  // No remote request may look at the volume from here on (it goes away below).
+  if (!v->CloseRemote(5'000'000'000ull))
+    return FailedPrecondition("volume '" + name + "' has I/O in flight");
   // Atomic delete: first a checkpoint without the volume (its chunks ownerless but not yet
   // reusable), then the chunks are zeroed and freed. A crash before the checkpoint leaves the
   // volume whole; after it, the chunks are free and zeroed again at open.
@@ -490,11 +518,12 @@ Status Pool::DeleteVolume(const std::string& name) {
       owners_[p] = (static_cast<uint64_t>(gone->slot_ + 1) << 32) | vc;
       state_[p] = kAllocated;
     }
+    gone->OpenRemote();
     slots_[gone->slot_] = std::move(gone);
     return s.WithContext("delete volume " + name);
   }
   for (uint32_t p : chunks)
-    if (chunk_inflight_[p] == 0) StartPunch(p);
+    if (chunk_inflight_[p] == 0) MaybeStartPunch(p);
   // Hand the space back before returning: wait for the zeroing, then commit the frees.
   for (int i = 0; i < 100000 && (!punch_queue_.empty() || punch_free_.size() < kPunchIosMax); ++i)
     reactor_->RunOnce(100'000'000);
@@ -507,6 +536,13 @@ Status Pool::ResizeVolume(const std::string& name, uint64_t size_bytes) {
   if (size_bytes == 0) return InvalidArgument("volume size must be > 0");
   uint64_t chunks = (size_bytes + chunk_bytes_ - 1) / chunk_bytes_;
   if (chunks >= UINT32_MAX) return InvalidArgument("volume too large");
+  // Remote readers of map_ and the size wait outside while both change.
+  if (!v->CloseRemote(5'000'000'000ull))
+    return FailedPrecondition("volume '" + name + "' has I/O in flight");
+  struct Reopen {
+    Volume* v;
+    ~Reopen() { v->OpenRemote(); }
+  } reopen{v};
   if (size_bytes < v->info_.size_bytes) {
     if (v->inflight_ > 0) return FailedPrecondition("volume '" + name + "' has I/O in flight");
     for (uint64_t vc = chunks; vc < v->map_.size(); ++vc)
@@ -572,8 +608,8 @@ uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
   owners_[p] = (static_cast<uint64_t>(v->slot_ + 1) << 32) | vchunk;
   --chunks_free_;
   alloc_pending_[p] = 1;
-  known_zero_[p] = 0;
-  v->map_[vchunk] = p + 1;
+  SetKnownZero(p, 0);
+  std::atomic_ref<uint32_t>(v->map_[vchunk]).store(p + 1, std::memory_order_seq_cst);
   v->info_.allocated_bytes += chunk_bytes_;
   commit_->records.push_back(
       {static_cast<uint32_t>(pf::LogRecordType::kAlloc), v->slot_, vchunk, p, 0});
@@ -583,18 +619,34 @@ uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
 
 void Pool::UnmapChunk(Volume* v, uint64_t vchunk) {
   uint32_t p = v->map_[vchunk] - 1;
-  v->map_[vchunk] = 0;
+  // seq_cst, then pins_ read seq_cst in MaybeStartPunch: a remote request either sees the chunk
+  // gone (and backs off) or has pinned it before we look (and we wait for it).
+  std::atomic_ref<uint32_t>(v->map_[vchunk]).store(0, std::memory_order_seq_cst);
   v->info_.allocated_bytes -= chunk_bytes_;
   owners_[p] = 0;
   state_[p] = kFreeing;
   // In-flight I/O to the chunk finishes first: a late write must never land in a chunk that
   // another volume could already own.
-  if (chunk_inflight_[p] == 0) StartPunch(p);
+  if (chunk_inflight_[p] == 0) MaybeStartPunch(p);
 }
 
 void Pool::ChunkIoDone(uint32_t p) {
   SPD_ASSERT(chunk_inflight_[p] > 0);
-  if (--chunk_inflight_[p] == 0 && state_[p] == kFreeing) StartPunch(p);
+  if (--chunk_inflight_[p] == 0 && state_[p] == kFreeing) MaybeStartPunch(p);
+}
+
+void Pool::MaybeStartPunch(uint32_t p) {
+  if (pins_[p].load(std::memory_order_seq_cst) == 0) return StartPunch(p);
+  remote_pinned_frees_total.Add();
+  if (remote_wait_.empty()) reactor_->ArmTimer(&remote_wait_timer_, MonotonicNs() + kRemoteWaitNs);
+  remote_wait_.push_back(p);
+}
+
+void Pool::OnRemoteWaitTimer(Timer* t) {
+  Pool* self = static_cast<RemoteWaitTimer*>(t)->pool;
+  std::vector<uint32_t> waiting;
+  waiting.swap(self->remote_wait_);
+  for (uint32_t p : waiting) self->MaybeStartPunch(p);  // re-arms while any is still pinned
 }
 
 void Pool::StartPunch(uint32_t p) {

@@ -14,6 +14,7 @@
 // Every method is for that reactor's thread only.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -103,6 +104,7 @@ struct VolumeIo {
   bool in_submit = false;
   bool needs_commit = false;  // allocated, freed, or FUA: commit before done
   bool fua = false;
+  bool remote = false;  // started by SubmitRemote: completes on the channel's reactor
 };
 
 class Volume {
@@ -114,8 +116,19 @@ class Volume {
   // reactor, never inside Submit. Out-of-range requests complete with -EINVAL (offset beyond the
   // end) or -ENOSPC (write that would extend past the end), as NBD asks.
   void Submit(VolumeIo* io);
-  // Requests of this volume inside the pool right now.
+  // Requests of this volume inside the pool right now (from the pool's reactor).
   uint64_t inflight() const { return inflight_; }
+
+  // The fast path for a connection on another reactor. Starts `io` on `channel` (that
+  // reactor's IoBackend::OpenChannel of the pool's backend) when it needs nothing that only the
+  // pool's reactor may touch: a read, or a write without FUA on a volume that is not
+  // durability=sync, inside the volume, over at most VolumeIo::kSubIoMax chunks that are all
+  // allocated. Then `io->done` runs later on the channel's reactor (never inside), and every
+  // chunk read holds data (no holes: a reply needs no MapRange). Otherwise returns false having
+  // started nothing, and the caller hands `io` to Submit on the pool's reactor.
+  // Thread-safe (lock-free): each chunk is pinned while its I/O runs, so the pool's reactor
+  // cannot free it and give it to another volume under a remote read or write.
+  bool SubmitRemote(VolumeIo* io, IoBackend* channel);
 
   // Describes [offset, offset+length) as extents, from memory (no backend I/O). Covers the
   // whole range, merging neighbours of the same kind; at most `extents_max` entries (the last one
@@ -132,13 +145,26 @@ class Volume {
   static void OnSubDone(BackendIo* sub);
   static void OnCommitted(CommitWaiter* w, int32_t result);
   static void OnDeferredDone(Task* t);
+  static void OnRemoteSubDone(BackendIo* sub);
+  uint32_t MapLoad(uint64_t vchunk) const {
+    return std::atomic_ref<uint32_t>(const_cast<uint32_t&>(map_[vchunk]))
+        .load(std::memory_order_seq_cst);
+  }
+  // Closes the remote fast path and waits (driving the pool's reactor) until no remote request
+  // is left, so that map_ may be reallocated. False (and the path reopened) after `timeout_ns`.
+  bool CloseRemote(uint64_t timeout_ns);
+  void OpenRemote() { remote_open_.store(true, std::memory_order_seq_cst); }
 
   Pool* pool_;
   VolumeInfo info_;
   uint32_t slot_;
   uint64_t inflight_ = 0;
-  // volume chunk index -> pool chunk index + 1 (0 = unallocated).
+  // volume chunk index -> pool chunk index + 1 (0 = unallocated). Written only on the pool's
+  // reactor, with atomic stores; remote readers load atomically (MapLoad) and only while counted
+  // in remote_active_ with remote_open_ set, so the vector is not reallocated under them.
   std::vector<uint32_t> map_;
+  std::atomic<bool> remote_open_{true};
+  std::atomic<uint64_t> remote_active_{0};  // remote requests between SubmitRemote and done
 };
 
 // What `spd2 check` reports.
@@ -232,6 +258,17 @@ class Pool : private GroupCommit::Owner {
   void UnmapChunk(Volume* v, uint64_t vchunk);
   void ChunkIoStart(uint32_t pchunk) { ++chunk_inflight_[pchunk]; }
   void ChunkIoDone(uint32_t pchunk);
+  // A chunk is zeroed (and later reused) once no I/O of the pool's reactor and no remote I/O
+  // (pins_) runs on it; a chunk still pinned is retried from remote_wait_timer_.
+  void MaybeStartPunch(uint32_t pchunk);
+  static void OnRemoteWaitTimer(Timer* t);
+  void SetKnownZero(uint32_t pchunk, uint8_t v) {
+    std::atomic_ref<uint8_t>(known_zero_[pchunk]).store(v, std::memory_order_relaxed);
+  }
+  uint8_t KnownZero(uint32_t pchunk) const {
+    return std::atomic_ref<uint8_t>(const_cast<uint8_t&>(known_zero_[pchunk]))
+        .load(std::memory_order_relaxed);
+  }
   void StartPunch(uint32_t pchunk);
   static void OnPunchDone(BackendIo* io);
 
@@ -264,10 +301,17 @@ class Pool : private GroupCommit::Owner {
   std::vector<uint64_t> owners_;                // per pool chunk: (slot+1) << 32 | vchunk
   std::vector<uint8_t> state_;                  // ChunkState per pool chunk
   std::vector<uint16_t> chunk_inflight_;
+  // Remote (Volume::SubmitRemote) I/Os running on each pool chunk, from any reactor.
+  std::unique_ptr<std::atomic<uint32_t>[]> pins_;
+  std::vector<uint32_t> remote_wait_;  // freed chunks waiting for their pins to go
+  struct RemoteWaitTimer : Timer {
+    Pool* pool = nullptr;
+  } remote_wait_timer_;
   // 1 while a chunk's allocation record is not yet durable: a FUA write into it must commit.
   std::vector<uint8_t> alloc_pending_;
-  // 1 for an allocated chunk known to read as zeros (whole-chunk write-zeroes with NO_HOLE and
-  // no write since). In memory only: after a restart such chunks report as data, which is safe.
+  // 1 for an allocated chunk known to read as zeros (atomic access: SetKnownZero, KnownZero)
+  // (whole-chunk write-zeroes with NO_HOLE and no write since). In memory only: after a restart
+  // such chunks report as data, which is safe.
   std::vector<uint8_t> known_zero_;
   std::vector<uint32_t> free_zero_;  // stack of kFreeZero chunks
   uint64_t chunks_free_ = 0;         // kFreeZero + kFreeDirty

@@ -14,11 +14,20 @@ Counter invalid_requests_total("spd_volume_invalid_requests_total",
                                "Volume requests refused: out of range or read-only.");
 Counter enospc_total("spd_volume_enospc_total", "Writes refused because the pool is full.");
 Counter io_errors_total("spd_volume_io_errors_total", "Volume requests failed by backend errors.");
+Counter remote_requests_total(
+    "spd_volume_remote_requests_total",
+    "Reads and writes a connection's own reactor ran on its channel, without a message to the "
+    "pool's reactor.");
+Counter remote_fallbacks_total(
+    "spd_volume_remote_fallbacks_total",
+    "Requests from another reactor that the fast path could not take (a hole, FUA, a chunk "
+    "being freed, a resize) and that went to the pool's reactor instead.");
 
 }  // namespace
 
 void Volume::Submit(VolumeIo* io) {
   io->volume = this;
+  io->remote = false;
   io->result = 0;
   io->first_error = 0;
   io->cursor_bytes = 0;
@@ -89,7 +98,7 @@ void Volume::Issue(VolumeIo* io) {
           io->needs_commit = true;
         }
         if (io->fua) flags |= kIoFua;
-        pool->known_zero_[p1 - 1] = 0;
+        pool->SetKnownZero(p1 - 1, 0);
         break;
       case IoOp::kDiscard:
       case IoOp::kWriteZeroes:
@@ -103,7 +112,7 @@ void Volume::Issue(VolumeIo* io) {
         if (!pool->backend_->discard_zeroes()) op = IoOp::kWriteZeroes;
         if (io->op == IoOp::kWriteZeroes && (io->flags & kIoNoUnmap)) {
           flags |= kIoNoUnmap;
-          if (seg == chunk) pool->known_zero_[p1 - 1] = 1;  // block status can say "zero"
+          if (seg == chunk) pool->SetKnownZero(p1 - 1, 1);  // block status can say "zero"
         }
         break;
       case IoOp::kFlush:
@@ -131,6 +140,94 @@ void Volume::Issue(VolumeIo* io) {
     return;
   }
   Complete(io, 0);
+}
+
+bool Volume::SubmitRemote(VolumeIo* io, IoBackend* channel) {
+  const bool write = io->op == IoOp::kWrite;
+  if (channel == nullptr || (io->op != IoOp::kRead && !write) || io->length_bytes == 0 ||
+      (write && (info_.read_only || (io->flags & kIoFua) || info_.durability == Durability::kSync)))
+    return false;  // not a fast-path kind of request: no count, it is not a fallback
+  remote_active_.fetch_add(1, std::memory_order_seq_cst);
+  // seq_cst pairs with CloseRemote: either it sees us counted, or we see the path closed.
+  if (!remote_open_.load(std::memory_order_seq_cst)) {
+    remote_active_.fetch_sub(1, std::memory_order_seq_cst);
+    remote_fallbacks_total.Add();
+    return false;
+  }
+  // From here to the last `done`, map_ and info_.size_bytes stay as they are.
+  Pool* pool = pool_;
+  const uint64_t chunk = pool->chunk_bytes_;
+  const uint64_t end = io->offset_bytes + io->length_bytes;
+  const uint64_t first = io->offset_bytes / chunk;
+  const uint64_t last = (end - 1) / chunk;
+  uint32_t pinned[VolumeIo::kSubIoMax];
+  size_t n = 0;
+  bool ok = end <= info_.size_bytes && end > io->offset_bytes && last - first < VolumeIo::kSubIoMax;
+  for (uint64_t vc = first; ok && vc <= last; ++vc) {
+    const uint32_t p1 = MapLoad(vc);
+    if (p1 == 0) {
+      ok = false;  // a hole: reads need a hole chunk, writes an allocation
+      break;
+    }
+    // Pin, then look again: the pool's reactor unmaps (seq_cst) before it reads the pins, so
+    // either it sees this pin and waits, or we see the chunk gone and back off.
+    pool->pins_[p1 - 1].fetch_add(1, std::memory_order_seq_cst);
+    pinned[n++] = p1 - 1;
+    if (MapLoad(vc) != p1) ok = false;
+  }
+  if (!ok) {
+    for (size_t i = 0; i < n; ++i) pool->pins_[pinned[i]].fetch_sub(1, std::memory_order_seq_cst);
+    remote_active_.fetch_sub(1, std::memory_order_seq_cst);
+    remote_fallbacks_total.Add();
+    return false;
+  }
+  remote_requests_total.Add();
+  if (write) client_bytes_written_total.Add(io->length_bytes);
+  io->volume = this;
+  io->result = 0;
+  io->first_error = 0;
+  io->remote = true;
+  io->sub_pending = static_cast<uint32_t>(n);
+  io->cursor_bytes = io->length_bytes;
+  uint64_t at = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t off = io->offset_bytes + at;
+    const uint64_t in = off % chunk;
+    const uint32_t seg =
+        static_cast<uint32_t>(std::min<uint64_t>(io->length_bytes - at, chunk - in));
+    if (write) pool->SetKnownZero(pinned[i], 0);
+    BackendIo& sub = io->sub[i];
+    sub.op = io->op;
+    sub.flags = 0;
+    sub.offset_bytes = pool->ChunkOffset(pinned[i]) + in;
+    sub.length_bytes = seg;
+    sub.buf = static_cast<uint8_t*>(io->buf) + at;
+    sub.ctx = io;
+    sub.done = &Volume::OnRemoteSubDone;
+    at += seg;
+  }
+  // Submit only once every sub is set up: a completion never runs inside Submit, but the
+  // subs share io.
+  for (size_t i = 0; i < n; ++i) channel->Submit(&io->sub[i]);
+  return true;
+}
+
+void Volume::OnRemoteSubDone(BackendIo* sub) {
+  // On the channel's reactor.
+  auto* io = static_cast<VolumeIo*>(sub->ctx);
+  Volume* v = io->volume;
+  Pool* pool = v->pool_;
+  const auto p =
+      static_cast<uint32_t>((sub->offset_bytes - pool->data_offset_) / pool->chunk_bytes_);
+  pool->pins_[p].fetch_sub(1, std::memory_order_seq_cst);
+  if (sub->result < 0 && io->first_error == 0) {
+    io_errors_total.Add();
+    io->first_error = sub->result;
+  }
+  if (--io->sub_pending > 0) return;
+  io->result = io->first_error;
+  v->remote_active_.fetch_sub(1, std::memory_order_seq_cst);
+  io->done(io);
 }
 
 void Volume::OnSubDone(BackendIo* sub) {
@@ -184,7 +281,7 @@ Status Volume::MapRange(uint64_t offset_bytes, uint64_t length_bytes, size_t ext
     uint64_t seg = std::min<uint64_t>(end - off, chunk - off % chunk);
     ExtentKind kind = ExtentKind::kHole;
     if (map_[vchunk])
-      kind = pool_->known_zero_[map_[vchunk] - 1] ? ExtentKind::kZero : ExtentKind::kData;
+      kind = pool_->KnownZero(map_[vchunk] - 1) ? ExtentKind::kZero : ExtentKind::kData;
     if (!out->empty() && out->back().kind == kind &&
         out->back().offset_bytes + out->back().length_bytes == off &&
         out->back().length_bytes + seg <= UINT32_MAX) {

@@ -355,6 +355,7 @@ void NbdConnection::Dispatch(NbdSlot* s) {
   v.result = 0;
   v.done = &NbdConnection::OnVolumeDone;
   v.ctx = s;
+  v.remote = false;
   if (r.flags & nbd::kCmdFlagFua) v.flags |= kIoFua;
   switch (r.type) {
     case nbd::kCmdRead:
@@ -397,8 +398,22 @@ void NbdConnection::Dispatch(NbdSlot* s) {
       return Complete(s);
   }
   if (reactor_ == pool_reactor_) return Execute(s);
+  if (v.op == IoOp::kRead || v.op == IoOp::kWrite) {
+    // Reads and plain writes of allocated space run here, on this reactor's channel.
+    v.done = &NbdConnection::OnRemoteDone;
+    if (volume_->SubmitRemote(&v, server_->Channel(shard))) return;
+    v.done = &NbdConnection::OnVolumeDone;
+  }
   s->hop.fn = &NbdConnection::OnHopToPool;
   pool_reactor_->Post(&s->hop);
+}
+
+void NbdConnection::OnRemoteDone(VolumeIo* vio) {
+  auto* s = static_cast<NbdSlot*>(vio->ctx);
+  NbdConnection* c = s->conn;
+  if (vio->result < 0) s->reply_error = nbd::ErrnoToNbd(-vio->result);
+  c->BuildReply(s);  // a remote read covers allocated chunks only: no MapRange (vio->remote)
+  c->QueueReply(s);
 }
 
 void NbdConnection::OnHopToPool(Task* t) {
@@ -504,7 +519,9 @@ void NbdConnection::BuildReadReply(NbdSlot* s) {
   std::vector<Extent>& extents = s->extents;
   extents.clear();
   const size_t chunks_max = (NbdSlot::kIovMax - 1) / 2;
-  bool fragment = !(r.flags & nbd::kCmdFlagDf) &&
+  // A remote read (Volume::SubmitRemote) covered allocated chunks only: no holes to describe,
+  // and MapRange is for the pool's reactor.
+  bool fragment = !s->vio.remote && !(r.flags & nbd::kCmdFlagDf) &&
                   volume_->MapRange(r.offset, r.length, chunks_max, &extents).ok() &&
                   !extents.empty();
   if (fragment) {

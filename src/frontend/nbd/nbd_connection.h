@@ -75,6 +75,7 @@ class NbdConnection {
   static void OnWritable(Completion* c, int32_t res, uint32_t flags);
   static void OnFlushTask(Task* t);
   static void OnVolumeDone(VolumeIo* vio);
+  static void OnRemoteDone(VolumeIo* vio);  // Volume::SubmitRemote's, on this reactor
 
   void ReadAll();
   // Returns false when the connection must stop reading (closing, backpressure).

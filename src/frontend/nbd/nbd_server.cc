@@ -252,6 +252,9 @@ void NbdServer::ConnectionClosed(NbdConnection* conn) {
     Reactor* own = self->conn->reactor();
     delete self->conn;
     self->conn = nullptr;
+    // The last connection here is gone, and with it every I/O on the channel: close it now, at
+    // the end of a tick (no backend frame is on the stack), on its own reactor.
+    if (self->shard->conns.empty()) self->shard->channel.reset();
     self->fn = [](Task* t2) {
       auto* again = static_cast<Reaper*>(t2);
       again->server->Forget(again->shard);
@@ -264,6 +267,21 @@ void NbdServer::ConnectionClosed(NbdConnection* conn) {
     }
   };
   conn->reactor()->Defer(r);
+}
+
+IoBackend* NbdServer::Channel(void* shard_ptr) {
+  auto* shard = static_cast<Shard*>(shard_ptr);
+  if (shard->channel) return shard->channel.get();
+  if (shard->channel_refused || !options_.remote_io || shard->reactor == reactor_) return nullptr;
+  auto ch = pool_->backend()->OpenChannel(shard->reactor);
+  if (!ch.ok()) {
+    // sim has no channels: every request takes the pool's reactor, as with remote_io off.
+    SPD_LOG_DEBUG("nbd: no I/O channel on this reactor: %s", ch.status().ToString().c_str());
+    shard->channel_refused = true;
+    return nullptr;
+  }
+  shard->channel = std::move(ch).value();
+  return shard->channel.get();
 }
 
 void NbdServer::Forget(Shard* shard) {

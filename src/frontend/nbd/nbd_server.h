@@ -36,6 +36,10 @@ struct NbdServerOptions {
   uint64_t conn_inflight_bytes_max = 128ull << 20;
   uint32_t request_bytes_max = 32u << 20;
   uint32_t recv_buffer_bytes = 256u << 10;
+  // Connections on a reactor other than the pool's run reads and plain writes of allocated
+  // space on a channel of their own (IoBackend::OpenChannel, Volume::SubmitRemote) instead of
+  // sending each to the pool's reactor and back. Off: every volume call goes to the pool's.
+  bool remote_io = true;
 };
 
 class NbdConnection;
@@ -71,6 +75,9 @@ class NbdServer {
   void AcceptAll(Listener* l);
   // Called on the connection's reactor once it is closed for good.
   void ConnectionClosed(NbdConnection* conn);
+  // The channel of the connection's reactor (opened on first use, on that reactor), or null
+  // when there is none (remote_io off, the pool's own reactor, a backend without channels).
+  IoBackend* Channel(void* shard);
   struct Shard;
   void Forget(Shard* shard);  // on reactor_: one connection fewer
   const nbd::ExportCatalog* catalog() const;
@@ -84,6 +91,10 @@ class NbdServer {
     std::vector<NbdConnection*> conns;
     // Connections placed here and not yet forgotten; touched only on the server's reactor.
     unsigned placed = 0;
+    // Channel of the pool's backend for this reactor; opened on first use, closed (on this
+    // reactor) when the last connection here is gone. Touched only on `reactor`.
+    std::unique_ptr<IoBackend> channel;
+    bool channel_refused = false;
     struct DrainAll : Task {
       Shard* shard;
     } drain_all;       // posted to `reactor`
