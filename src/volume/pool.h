@@ -11,7 +11,9 @@
 // once belonged to another volume can never show that volume's data.
 //
 // Threading: a pool and all its volumes belong to one reactor (the one passed to Open/Create).
-// Every method is for that reactor's thread only.
+// Every method is for that reactor's thread only, except Volume::SubmitRemote: the fast path by
+// which another reactor reads and writes allocated chunks through its own backend channel,
+// lock-free (atomic map loads, per-chunk pins that hold off the chunk's zeroing and reuse).
 #pragma once
 
 #include <atomic>

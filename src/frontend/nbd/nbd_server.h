@@ -3,9 +3,11 @@
 // here decides policy.
 //
 // The server's reactor owns the pool and accepts connections. Connections are spread over the
-// connection reactors (--cores): each does its own socket work (receive, parse, reply) and hands
-// volume calls to the pool's reactor with a posted message, which answers the same way. With one
-// reactor a request goes from the socket to Volume::Submit and back with no hop at all.
+// connection reactors (--cores): each does its own socket work (receive, parse, reply). Reads
+// and plain writes of allocated space run on the connection's reactor too, through that
+// reactor's channel to the pool file (Volume::SubmitRemote, remote_io); every other volume call
+// goes to the pool's reactor with a posted message, which answers the same way. On the pool's
+// own reactor a request goes from the socket to Volume::Submit and back with no hop at all.
 //
 // Limits (each named, each enforced): connections_max, per-connection requests in flight
 // (conn_inflight_max), per-connection payload bytes in flight (conn_inflight_bytes_max), the
