@@ -151,9 +151,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
       ->capture_default_str();
   app.add_option("--remote-io", o.remote_io,
                  "A connection on a reactor other than reactor 0 (which owns the pool) runs its "
-                 "reads and plain writes of allocated space on that reactor, through its own "
-                 "channel to the pool file, instead of sending each to reactor 0 and back. Holes, "
-                 "allocation, FUA, flush, trim and block status still go to reactor 0. Not for "
+                 "reads and writes of allocated space on that reactor, through its own channel "
+                 "to the pool file, instead of sending each to reactor 0 and back. Holes, "
+                 "allocation, a FUA write into a chunk whose allocation is not yet durable, "
+                 "flush, trim, write-zeroes and block status still go to reactor 0. Not for "
                  "--backend sim")
       ->capture_default_str();
   app.add_option("--posix-threads", o.posix_threads, "Worker threads of the posix backend")

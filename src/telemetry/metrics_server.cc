@@ -22,7 +22,12 @@ MetricsServer::~MetricsServer() {
     if (c->fd >= 0) close(c->fd);
     delete c;
   }
-  if (fd_ >= 0) close(fd_);
+  if (fd_ >= 0) {
+    // The ring's poll may keep the socket alive past close() and even past exit (io_uring tears
+    // rings down asynchronously); shutdown() stops it listening now, so a restart can bind.
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+  }
 }
 
 Status MetricsServer::Start(const std::string& host, uint16_t port) {

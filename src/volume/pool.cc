@@ -607,7 +607,7 @@ uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
   state_[p] = kAllocated;
   owners_[p] = (static_cast<uint64_t>(v->slot_ + 1) << 32) | vchunk;
   --chunks_free_;
-  alloc_pending_[p] = 1;
+  SetAllocPending(p, 1);
   SetKnownZero(p, 0);
   std::atomic_ref<uint32_t>(v->map_[vchunk]).store(p + 1, std::memory_order_seq_cst);
   v->info_.allocated_bytes += chunk_bytes_;

@@ -123,13 +123,14 @@ class Volume {
 
   // The fast path for a connection on another reactor. Starts `io` on `channel` (that
   // reactor's IoBackend::OpenChannel of the pool's backend) when it needs nothing that only the
-  // pool's reactor may touch: a read, or a write without FUA on a volume that is not
-  // durability=sync, inside the volume, over at most VolumeIo::kSubIoMax chunks that are all
-  // allocated. Then `io->done` runs later on the channel's reactor (never inside), and every
-  // chunk read holds data (no holes: a reply needs no MapRange). Otherwise returns false having
-  // started nothing, and the caller hands `io` to Submit on the pool's reactor.
-  // Thread-safe (lock-free): each chunk is pinned while its I/O runs, so the pool's reactor
-  // cannot free it and give it to another volume under a remote read or write.
+  // pool's reactor may touch: a read or a write inside the volume, over at most
+  // VolumeIo::kSubIoMax chunks that are all allocated, and for a write that must be durable at
+  // completion (FUA, durability=sync) allocated durably (no commit needed). Then `io->done` runs
+  // later on the channel's reactor (never inside), and every chunk read holds data (no holes: a
+  // reply needs no MapRange). Otherwise returns false having started nothing, and the caller hands
+  // `io` to Submit on the pool's reactor. Thread-safe (lock-free): each chunk is pinned while its
+  // I/O runs, so the pool's reactor cannot free it and give it to another volume under a remote
+  // read or write.
   bool SubmitRemote(VolumeIo* io, IoBackend* channel);
 
   // Describes [offset, offset+length) as extents, from memory (no backend I/O). Covers the
@@ -267,6 +268,13 @@ class Pool : private GroupCommit::Owner {
   void SetKnownZero(uint32_t pchunk, uint8_t v) {
     std::atomic_ref<uint8_t>(known_zero_[pchunk]).store(v, std::memory_order_relaxed);
   }
+  void SetAllocPending(uint32_t pchunk, uint8_t v) {
+    std::atomic_ref<uint8_t>(alloc_pending_[pchunk]).store(v, std::memory_order_release);
+  }
+  uint8_t AllocPending(uint32_t pchunk) const {
+    return std::atomic_ref<uint8_t>(const_cast<uint8_t&>(alloc_pending_[pchunk]))
+        .load(std::memory_order_acquire);
+  }
   uint8_t KnownZero(uint32_t pchunk) const {
     return std::atomic_ref<uint8_t>(const_cast<uint8_t&>(known_zero_[pchunk]))
         .load(std::memory_order_relaxed);
@@ -309,7 +317,8 @@ class Pool : private GroupCommit::Owner {
   struct RemoteWaitTimer : Timer {
     Pool* pool = nullptr;
   } remote_wait_timer_;
-  // 1 while a chunk's allocation record is not yet durable: a FUA write into it must commit.
+  // 1 while a chunk's allocation record is not yet durable: a FUA write into it must commit
+  // (atomic access: SetAllocPending, AllocPending; remote FUA writes read it).
   std::vector<uint8_t> alloc_pending_;
   // 1 for an allocated chunk known to read as zeros (atomic access: SetKnownZero, KnownZero)
   // (whole-chunk write-zeroes with NO_HOLE and no write since). In memory only: after a restart

@@ -137,7 +137,7 @@ void Pool::FinishCommit(int32_t result) {
     if (c.checkpoint) c.want_checkpoint = true;
   } else {
     for (const pf::LogRecord& r : c.batch)
-      if (r.type == static_cast<uint32_t>(pf::LogRecordType::kAlloc)) alloc_pending_[r.pchunk] = 0;
+      if (r.type == static_cast<uint32_t>(pf::LogRecordType::kAlloc)) SetAllocPending(r.pchunk, 0);
     for (uint32_t p : c.batch_freed) {
       state_[p] = kFreeZero;
       free_zero_.push_back(p);

@@ -44,6 +44,31 @@ struct Buf {
   uint8_t* p;
 };
 
+// A channel that remembers the flags of the last I/O it was given.
+class Recorder : public IoBackend {
+ public:
+  explicit Recorder(IoBackend* inner) : inner_(inner) {}
+  const char* name() const override { return "recorder"; }
+  uint64_t size_bytes() const override { return inner_->size_bytes(); }
+  uint32_t alignment_bytes() const override { return inner_->alignment_bytes(); }
+  bool discard_zeroes() const override { return inner_->discard_zeroes(); }
+  void Submit(BackendIo* io) override {
+    last_flags = io->flags;
+    inner_->Submit(io);
+  }
+  Status ReadSync(uint64_t o, void* b, size_t n) override { return inner_->ReadSync(o, b, n); }
+  Status WriteSync(uint64_t o, const void* b, size_t n) override {
+    return inner_->WriteSync(o, b, n);
+  }
+  Status FlushSync() override { return inner_->FlushSync(); }
+  Status DiscardSync(uint64_t o, uint64_t n) override { return inner_->DiscardSync(o, n); }
+  BackendStats stats() const override { return inner_->stats(); }
+  uint8_t last_flags = 0xff;
+
+ private:
+  IoBackend* inner_;
+};
+
 // One request on the remote path; `started` says whether SubmitRemote took it.
 struct RemoteIo {
   VolumeIo io;
@@ -113,10 +138,11 @@ class RemoteIoTest : public ::testing::Test {
   std::unique_ptr<Pool> pool_;
 };
 
-TEST_F(RemoteIoTest, ReadsAndPlainWritesOfAllocatedSpaceRunOnTheChannel) {
+TEST_F(RemoteIoTest, ReadsAndWritesOfAllocatedSpaceRunOnTheChannel) {
   auto ch = pool_->backend()->OpenChannel(remote_.get());
   ASSERT_TRUE(ch.ok()) << ch.status().ToString();
   std::unique_ptr<IoBackend> channel = std::move(ch).value();
+  Recorder rec(channel.get());
   auto va = pool_->CreateVolume("a", 1 << 20);
   auto vs = pool_->CreateVolume("s", 1 << 20, Durability::kSync);
   ASSERT_TRUE(va.ok() && vs.ok());
@@ -131,9 +157,10 @@ TEST_F(RemoteIoTest, ReadsAndPlainWritesOfAllocatedSpaceRunOnTheChannel) {
   RemoteIo rio;
   EXPECT_FALSE(rio.Start(a, channel.get(), IoOp::kWrite, 0, &one));  // a hole: allocation
   ASSERT_EQ(Do(a, IoOp::kWrite, 0, &one), 0);                        // the pool allocates
-  ASSERT_TRUE(rio.Start(a, channel.get(), IoOp::kWrite, 0, &two));
+  ASSERT_TRUE(rio.Start(a, &rec, IoOp::kWrite, 0, &two));
   EXPECT_FALSE(rio.done) << "completed inside SubmitRemote";
   ASSERT_EQ(rio.Wait(remote_.get()), 0);
+  EXPECT_EQ(rec.last_flags, 0);  // a plain write stays plain
   ASSERT_EQ(Do(a, IoOp::kRead, 0, &got), 0);
   EXPECT_TRUE(got.Same(two)) << "the pool does not see the channel's write";
   std::memset(got.p, 0, got.n);
@@ -141,22 +168,32 @@ TEST_F(RemoteIoTest, ReadsAndPlainWritesOfAllocatedSpaceRunOnTheChannel) {
   ASSERT_EQ(rio.Wait(remote_.get()), 0);
   EXPECT_TRUE(got.Same(two));
 
-  EXPECT_FALSE(rio.Start(a, channel.get(), IoOp::kWrite, 0, &one, kIoFua));  // FUA: a commit
-  Buf span(8192);
-  EXPECT_FALSE(rio.Start(a, channel.get(), IoOp::kRead, kChunk - 4096, &span));  // half a hole
-  EXPECT_FALSE(rio.Start(a, channel.get(), IoOp::kRead, 1 << 20, &got));         // past the end
-  EXPECT_FALSE(rio.Start(a, channel.get(), IoOp::kFlush, 0, &got));
-  EXPECT_FALSE(rio.Start(a, nullptr, IoOp::kRead, 0, &got));  // no channel
-  ASSERT_EQ(Do(s, IoOp::kWrite, 0, &one), 0);
-  EXPECT_FALSE(rio.Start(s, channel.get(), IoOp::kWrite, 0, &two));  // durability=sync
-  ASSERT_TRUE(rio.Start(s, channel.get(), IoOp::kRead, 0, &got));
+  // FUA into a chunk whose allocation is not durable yet needs a commit: the pool's reactor.
+  EXPECT_FALSE(rio.Start(a, &rec, IoOp::kWrite, 0, &one, kIoFua));
+  ASSERT_TRUE(pool_->SyncAll().ok());
+  ASSERT_TRUE(rio.Start(a, &rec, IoOp::kWrite, 0, &one, kIoFua));  // allocation durable now
   ASSERT_EQ(rio.Wait(remote_.get()), 0);
-  EXPECT_TRUE(got.Same(one));
+  EXPECT_EQ(rec.last_flags & kIoFua, kIoFua) << "a FUA write lost its FUA on the channel";
+  Buf span(8192);
+  EXPECT_FALSE(rio.Start(a, &rec, IoOp::kRead, kChunk - 4096, &span));  // half a hole
+  EXPECT_FALSE(rio.Start(a, &rec, IoOp::kRead, 1 << 20, &got));         // past the end
+  EXPECT_FALSE(rio.Start(a, &rec, IoOp::kFlush, 0, &got));
+  EXPECT_FALSE(rio.Start(a, nullptr, IoOp::kRead, 0, &got));  // no channel
+  // A sync volume commits each allocation before the write completes; its later writes are
+  // FUA writes into durable chunks.
+  ASSERT_EQ(Do(s, IoOp::kWrite, 0, &one), 0);
+  ASSERT_TRUE(rio.Start(s, &rec, IoOp::kWrite, 0, &two));
+  ASSERT_EQ(rio.Wait(remote_.get()), 0);
+  EXPECT_EQ(rec.last_flags & kIoFua, kIoFua) << "a sync volume's write lost its FUA";
+  ASSERT_TRUE(rio.Start(s, &rec, IoOp::kRead, 0, &got));
+  ASSERT_EQ(rio.Wait(remote_.get()), 0);
+  EXPECT_TRUE(got.Same(two));
+  EXPECT_EQ(rec.last_flags, 0);
 
-  EXPECT_EQ(CounterValue("spd_volume_remote_requests_total") - ok0, 3u);
-  // The hole, FUA, half a hole, past the end (the flush and the null channel are no candidates;
-  // a sync write is none either).
-  EXPECT_EQ(CounterValue("spd_volume_remote_fallbacks_total") - fb0, 3u);
+  EXPECT_EQ(CounterValue("spd_volume_remote_requests_total") - ok0, 5u);
+  // The hole, FUA before the commit, half a hole, past the end (a flush and a missing channel
+  // are no candidates).
+  EXPECT_EQ(CounterValue("spd_volume_remote_fallbacks_total") - fb0, 4u);
   channel.reset();
 }
 

@@ -93,7 +93,7 @@ void Volume::Issue(VolumeIo* io) {
             continue;
           }
           io->needs_commit = io->needs_commit || io->fua;
-        } else if (io->fua && pool->alloc_pending_[p1 - 1]) {
+        } else if (io->fua && pool->AllocPending(p1 - 1)) {
           // Durable data in a chunk whose allocation is not durable yet would be lost.
           io->needs_commit = true;
         }
@@ -145,8 +145,13 @@ void Volume::Issue(VolumeIo* io) {
 bool Volume::SubmitRemote(VolumeIo* io, IoBackend* channel) {
   const bool write = io->op == IoOp::kWrite;
   if (channel == nullptr || (io->op != IoOp::kRead && !write) || io->length_bytes == 0 ||
-      (write && (info_.read_only || (io->flags & kIoFua) || info_.durability == Durability::kSync)))
+      (write && info_.read_only))
     return false;  // not a fast-path kind of request: no count, it is not a fallback
+  // Durable at completion (FUA, or every write of a sync volume), as in Submit: the data by the
+  // backend's FUA write, the chunk's allocation by a commit, which only the pool's reactor runs;
+  // so such a write takes this path only into chunks whose allocation is durable already.
+  const bool fua = write && info_.durability != Durability::kNone &&
+                   ((io->flags & kIoFua) || info_.durability == Durability::kSync);
   remote_active_.fetch_add(1, std::memory_order_seq_cst);
   // seq_cst pairs with CloseRemote: either it sees us counted, or we see the path closed.
   if (!remote_open_.load(std::memory_order_seq_cst)) {
@@ -173,7 +178,8 @@ bool Volume::SubmitRemote(VolumeIo* io, IoBackend* channel) {
     // either it sees this pin and waits, or we see the chunk gone and back off.
     pool->pins_[p1 - 1].fetch_add(1, std::memory_order_seq_cst);
     pinned[n++] = p1 - 1;
-    if (MapLoad(vc) != p1) ok = false;
+    // A pinned chunk is not freed, so its allocation cannot become pending again under us.
+    if (MapLoad(vc) != p1 || (fua && pool->AllocPending(p1 - 1))) ok = false;
   }
   if (!ok) {
     for (size_t i = 0; i < n; ++i) pool->pins_[pinned[i]].fetch_sub(1, std::memory_order_seq_cst);
@@ -198,7 +204,7 @@ bool Volume::SubmitRemote(VolumeIo* io, IoBackend* channel) {
     if (write) pool->SetKnownZero(pinned[i], 0);
     BackendIo& sub = io->sub[i];
     sub.op = io->op;
-    sub.flags = 0;
+    sub.flags = fua ? kIoFua : 0;
     sub.offset_bytes = pool->ChunkOffset(pinned[i]) + in;
     sub.length_bytes = seg;
     sub.buf = static_cast<uint8_t*>(io->buf) + at;

@@ -399,7 +399,7 @@ void NbdConnection::Dispatch(NbdSlot* s) {
   }
   if (reactor_ == pool_reactor_) return Execute(s);
   if (v.op == IoOp::kRead || v.op == IoOp::kWrite) {
-    // Reads and plain writes of allocated space run here, on this reactor's channel.
+    // Reads and writes of allocated space run here, on this reactor's channel.
     v.done = &NbdConnection::OnRemoteDone;
     if (volume_->SubmitRemote(&v, server_->Channel(shard))) return;
     v.done = &NbdConnection::OnVolumeDone;

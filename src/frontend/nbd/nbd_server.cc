@@ -81,8 +81,14 @@ NbdServer::~NbdServer() {
   // have stopped; nothing else can reach them.
   for (auto& sh : shards_)
     for (NbdConnection* c : sh->conns) delete c;
-  if (unix_listener_.fd >= 0) close(unix_listener_.fd);
-  if (tcp_listener_.fd >= 0) close(tcp_listener_.fd);
+  // shutdown() first: the ring's poll may still hold the socket after close() (even after the
+  // process exits: io_uring tears a ring down asynchronously), and a listening socket that
+  // lingers keeps the port, so a restarted daemon could not bind it.
+  for (Listener* l : {&unix_listener_, &tcp_listener_}) {
+    if (l->fd < 0) continue;
+    shutdown(l->fd, SHUT_RDWR);
+    close(l->fd);
+  }
   if (!options_.unix_path.empty()) unlink(options_.unix_path.c_str());
 }
 

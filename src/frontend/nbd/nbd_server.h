@@ -4,7 +4,7 @@
 //
 // The server's reactor owns the pool and accepts connections. Connections are spread over the
 // connection reactors (--cores): each does its own socket work (receive, parse, reply). Reads
-// and plain writes of allocated space run on the connection's reactor too, through that
+// and writes of allocated space run on the connection's reactor too, through that
 // reactor's channel to the pool file (Volume::SubmitRemote, remote_io); every other volume call
 // goes to the pool's reactor with a posted message, which answers the same way. On the pool's
 // own reactor a request goes from the socket to Volume::Submit and back with no hop at all.
@@ -38,7 +38,7 @@ struct NbdServerOptions {
   uint64_t conn_inflight_bytes_max = 128ull << 20;
   uint32_t request_bytes_max = 32u << 20;
   uint32_t recv_buffer_bytes = 256u << 10;
-  // Connections on a reactor other than the pool's run reads and plain writes of allocated
+  // Connections on a reactor other than the pool's run reads and writes of allocated
   // space on a channel of their own (IoBackend::OpenChannel, Volume::SubmitRemote) instead of
   // sending each to the pool's reactor and back. Off: every volume call goes to the pool's.
   bool remote_io = true;
