@@ -20,8 +20,9 @@ Counter remote_requests_total(
     "pool's reactor.");
 Counter remote_fallbacks_total(
     "spd_volume_remote_fallbacks_total",
-    "Requests from another reactor that the fast path could not take (a hole, FUA, a chunk "
-    "being freed, a resize) and that went to the pool's reactor instead.");
+    "Requests from another reactor that the fast path could not take (a hole, FUA into a chunk "
+    "whose allocation is not yet durable, a chunk being freed, a resize) and that went to the "
+    "pool's reactor instead.");
 
 }  // namespace
 
