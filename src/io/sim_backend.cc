@@ -192,6 +192,37 @@ uint64_t SimBackend::ServiceDelayNs(const BackendIo& io) {
   return std::max(lat, queue_and_service);
 }
 
+namespace {
+// Forwards to the device: same cache, same flushes, same crash images.
+class SimChannel final : public IoBackend {
+ public:
+  explicit SimChannel(SimBackend* sim) : sim_(sim) {}
+  const char* name() const override { return "sim-channel"; }
+  uint64_t size_bytes() const override { return sim_->size_bytes(); }
+  uint32_t alignment_bytes() const override { return sim_->alignment_bytes(); }
+  bool discard_zeroes() const override { return sim_->discard_zeroes(); }
+  void Submit(BackendIo* io) override { sim_->Submit(io); }
+  Status ReadSync(uint64_t off, void* buf, size_t len) override {
+    return sim_->ReadSync(off, buf, len);
+  }
+  Status WriteSync(uint64_t off, const void* buf, size_t len) override {
+    return sim_->WriteSync(off, buf, len);
+  }
+  Status FlushSync() override { return sim_->FlushSync(); }
+  Status DiscardSync(uint64_t off, uint64_t len) override { return sim_->DiscardSync(off, len); }
+  BackendStats stats() const override { return sim_->stats(); }
+
+ private:
+  SimBackend* sim_;
+};
+}  // namespace
+
+Result<std::unique_ptr<IoBackend>> SimBackend::OpenChannel(Reactor* reactor) {
+  if (reactor != reactor_)
+    return Unimplemented("sim backend: channels only on its own reactor (it is not thread-safe)");
+  return std::unique_ptr<IoBackend>(new SimChannel(this));
+}
+
 void SimBackend::Submit(BackendIo* io) {
   SPD_ASSERT(io->offset_bytes + io->length_bytes <= size_bytes_ || io->op == IoOp::kFlush);
   ++stats_.submitted;

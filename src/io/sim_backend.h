@@ -61,6 +61,9 @@ class SimBackend final : public IoBackend {
   Status FlushSync() override;
   Status DiscardSync(uint64_t offset_bytes, uint64_t length_bytes) override;
   BackendStats stats() const override { return stats_; }
+  // The simulated device is not thread-safe: a channel is offered on the sim's own reactor only
+  // (a second way into the same device, for tests and the crash harness of the remote path).
+  Result<std::unique_ptr<IoBackend>> OpenChannel(Reactor* reactor) override;
 
   // The state after a power cut now: the durable image plus a seeded random subset of the
   // unflushed writes, some of them torn.

@@ -70,9 +70,15 @@ class Harness {
     po.chunk_size_bytes = kChunkBytes;
     po.log_size_bytes = kLogBytes;
     po.fault_skip_commit_flush = opts_.fault_skip_commit_flush;
+    channel_.reset();
     auto p = Pool::Create(std::move(sim), reactor_, po);
     if (!p.ok()) return "pool create: " + p.status().ToString();
     pool_ = std::move(p).value();
+    // The remote path (Volume::SubmitRemote) on a channel of the same device: some writes of a
+    // burst take it, so its FUA and pinning rules meet the crash states too.
+    auto ch = pool_->backend()->OpenChannel(reactor_);
+    if (!ch.ok()) return "sim channel: " + ch.status().ToString();
+    channel_ = std::move(ch).value();
     sim_->SetFlushHook([this] { OnBoundary(); });
     if (std::string e = CreateVolume(); !e.empty()) return e;
     std::vector<int> plan;
@@ -257,7 +263,10 @@ class Harness {
       vs->oracle->Submitted(w->first, w->count, w->id);
       ws.push_back(std::move(w));
     }
-    for (auto& w : ws) v->Submit(&w->io);
+    // Every other write tries the remote path first (it takes writes into allocated chunks, and
+    // FUA writes only where the allocation is durable); the rest go to the pool as usual.
+    for (auto& w : ws)
+      if (w->id % 2 != 0 || !v->SubmitRemote(&w->io, channel_.get())) v->Submit(&w->io);
     for (uint64_t t = rng_() % 4; t > 0; --t) reactor_->RunOnce(100'000);
     AsyncFlush f;
     f.Submit(this, v);
@@ -406,6 +415,7 @@ class Harness {
   std::mt19937_64 rng_;
   SimBackend* sim_ = nullptr;
   std::unique_ptr<Pool> pool_;
+  std::unique_ptr<IoBackend> channel_;  // of pool_'s backend; destroyed first
   std::vector<VolState> vols_;
   std::vector<Capture> captures_;
   uint64_t next_write_id_ = 1;

@@ -45,10 +45,13 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(r.crash_states), r.seconds,
       r.crash_states / (r.seconds > 0 ? r.seconds : 1),
       static_cast<unsigned long long>(r.failures));
-  std::printf("pool paths exercised: %llu commits, %llu overlapping flushes, %llu checkpoints\n",
-              static_cast<unsigned long long>(spd::CounterValue("spd_pool_commits_total")),
-              static_cast<unsigned long long>(spd::CounterValue("spd_pool_overlap_flushes_total")),
-              static_cast<unsigned long long>(spd::CounterValue("spd_pool_checkpoints_total")));
+  std::printf(
+      "pool paths exercised: %llu commits, %llu overlapping flushes, %llu checkpoints, %llu "
+      "remote-path writes\n",
+      static_cast<unsigned long long>(spd::CounterValue("spd_pool_commits_total")),
+      static_cast<unsigned long long>(spd::CounterValue("spd_pool_overlap_flushes_total")),
+      static_cast<unsigned long long>(spd::CounterValue("spd_pool_checkpoints_total")),
+      static_cast<unsigned long long>(spd::CounterValue("spd_volume_remote_requests_total")));
   if (r.failures) std::printf("first failure: %s\n", r.first_failure.c_str());
   return r.failures ? 1 : 0;
 }
