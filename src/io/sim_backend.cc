@@ -5,6 +5,7 @@
 
 #include "common/counters.h"
 #include "io/file_util.h"
+#include "io/forwarding_backend.h"
 
 namespace spd {
 namespace {
@@ -194,26 +195,10 @@ uint64_t SimBackend::ServiceDelayNs(const BackendIo& io) {
 
 namespace {
 // Forwards to the device: same cache, same flushes, same crash images.
-class SimChannel final : public IoBackend {
+class SimChannel final : public ForwardingBackend {
  public:
-  explicit SimChannel(SimBackend* sim) : sim_(sim) {}
+  explicit SimChannel(SimBackend* sim) : ForwardingBackend(sim) {}
   const char* name() const override { return "sim-channel"; }
-  uint64_t size_bytes() const override { return sim_->size_bytes(); }
-  uint32_t alignment_bytes() const override { return sim_->alignment_bytes(); }
-  bool discard_zeroes() const override { return sim_->discard_zeroes(); }
-  void Submit(BackendIo* io) override { sim_->Submit(io); }
-  Status ReadSync(uint64_t off, void* buf, size_t len) override {
-    return sim_->ReadSync(off, buf, len);
-  }
-  Status WriteSync(uint64_t off, const void* buf, size_t len) override {
-    return sim_->WriteSync(off, buf, len);
-  }
-  Status FlushSync() override { return sim_->FlushSync(); }
-  Status DiscardSync(uint64_t off, uint64_t len) override { return sim_->DiscardSync(off, len); }
-  BackendStats stats() const override { return sim_->stats(); }
-
- private:
-  SimBackend* sim_;
 };
 }  // namespace
 

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/counters.h"
+#include "io/forwarding_backend.h"
 #include "testing/volume_io_util.h"
 #include "volume/pool.h"
 
@@ -45,28 +46,15 @@ struct Buf {
 };
 
 // A channel that remembers the flags of the last I/O it was given.
-class Recorder : public IoBackend {
+class Recorder : public ForwardingBackend {
  public:
-  explicit Recorder(IoBackend* inner) : inner_(inner) {}
+  explicit Recorder(IoBackend* inner) : ForwardingBackend(inner) {}
   const char* name() const override { return "recorder"; }
-  uint64_t size_bytes() const override { return inner_->size_bytes(); }
-  uint32_t alignment_bytes() const override { return inner_->alignment_bytes(); }
-  bool discard_zeroes() const override { return inner_->discard_zeroes(); }
   void Submit(BackendIo* io) override {
     last_flags = io->flags;
     inner_->Submit(io);
   }
-  Status ReadSync(uint64_t o, void* b, size_t n) override { return inner_->ReadSync(o, b, n); }
-  Status WriteSync(uint64_t o, const void* b, size_t n) override {
-    return inner_->WriteSync(o, b, n);
-  }
-  Status FlushSync() override { return inner_->FlushSync(); }
-  Status DiscardSync(uint64_t o, uint64_t n) override { return inner_->DiscardSync(o, n); }
-  BackendStats stats() const override { return inner_->stats(); }
   uint8_t last_flags = 0xff;
-
- private:
-  IoBackend* inner_;
 };
 
 // One request on the remote path; `started` says whether SubmitRemote took it.
