@@ -26,6 +26,8 @@ Counter remote_pinned_frees_total(
     "Freed chunks whose zeroing waited for remote I/O (another reactor's) still running on them.");
 // How often a freed chunk that remote I/O still pins is looked at again.
 constexpr uint64_t kRemoteWaitNs = 200'000;
+// How long resize and delete wait for a volume's remote requests to end.
+constexpr uint64_t kRemoteDrainNs = 5'000'000'000;
 
 bool ValidName(const std::string& n) {
   if (n.empty() || n.size() > pf::kNameBytesMax) return false;
@@ -80,6 +82,19 @@ bool Volume::CloseRemote(uint64_t timeout_ns) {
   return true;
 }
 
+void Pool::ResetChunkState() {
+  owners_.assign(chunks_total_, 0);
+  state_.assign(chunks_total_, kFreeDirty);
+  chunk_inflight_.assign(chunks_total_, 0);
+  pins_.reset(new std::atomic<uint32_t>[chunks_total_]());
+  alloc_pending_.assign(chunks_total_, 0);
+  known_zero_.assign(chunks_total_, 0);
+}
+
+uint32_t Pool::ChunkAt(uint64_t offset_bytes) const {
+  return static_cast<uint32_t>((offset_bytes - data_offset_) / chunk_bytes_);
+}
+
 uint64_t Pool::ChunkOffset(uint32_t pchunk) const {
   return data_offset_ + static_cast<uint64_t>(pchunk) * chunk_bytes_;
 }
@@ -116,12 +131,7 @@ Status Pool::Format(const PoolOptions& o) {
   std::random_device rd;
   for (auto& b : uuid_) b = static_cast<uint8_t>(rd());
 
-  owners_.assign(chunks_total_, 0);
-  state_.assign(chunks_total_, kFreeDirty);
-  chunk_inflight_.assign(chunks_total_, 0);
-  pins_.reset(new std::atomic<uint32_t>[chunks_total_]());
-  alloc_pending_.assign(chunks_total_, 0);
-  known_zero_.assign(chunks_total_, 0);
+  ResetChunkState();
   chunks_free_ = chunks_total_;
   ckpt_seq_ = 0;
   next_lsn_ = 1;
@@ -275,12 +285,7 @@ Status Pool::LoadMetadata() {
   if (pool_bytes_ > backend_->size_bytes() ||
       data_offset_ + chunks_total_ * chunk_bytes_ > pool_bytes_ || chunk_bytes_ == 0)
     return DataLoss("pool: superblock geometry does not fit the backend");
-  owners_.assign(chunks_total_, 0);
-  state_.assign(chunks_total_, kFreeDirty);
-  chunk_inflight_.assign(chunks_total_, 0);
-  pins_.reset(new std::atomic<uint32_t>[chunks_total_]());
-  alloc_pending_.assign(chunks_total_, 0);
-  known_zero_.assign(chunks_total_, 0);
+  ResetChunkState();
   commit_->ckpt_buf = AllocAligned(ckpt_bytes_);
   SPD_RETURN_IF_ERROR(LoadCheckpoint());
   SPD_RETURN_IF_ERROR(ReplayLog());
@@ -495,7 +500,7 @@ Status Pool::DeleteVolume(const std::string& name) {
   if (!v) return NotFound("no volume '" + name + "'");
   if (v->inflight_ > 0) return FailedPrecondition("volume '" + name + "' has I/O in flight");
   // No remote request may look at the volume from here on (it goes away below).
-  if (!v->CloseRemote(5'000'000'000ull))
+  if (!v->CloseRemote(kRemoteDrainNs))
     return FailedPrecondition("volume '" + name + "' has I/O in flight");
   // Atomic delete: first a checkpoint without the volume (its chunks ownerless but not yet
   // reusable), then the chunks are zeroed and freed. A crash before the checkpoint leaves the
@@ -537,7 +542,7 @@ Status Pool::ResizeVolume(const std::string& name, uint64_t size_bytes) {
   uint64_t chunks = (size_bytes + chunk_bytes_ - 1) / chunk_bytes_;
   if (chunks >= UINT32_MAX) return InvalidArgument("volume too large");
   // Remote readers of map_ and the size wait outside while both change.
-  if (!v->CloseRemote(5'000'000'000ull))
+  if (!v->CloseRemote(kRemoteDrainNs))
     return FailedPrecondition("volume '" + name + "' has I/O in flight");
   struct Reopen {
     Volume* v;

@@ -256,7 +256,9 @@ class Pool : private GroupCommit::Owner {
   void RebuildVolumeMaps();
   [[nodiscard]] Status SyncCommit(bool checkpoint);
 
-  uint64_t ChunkOffset(uint32_t pchunk) const;      // pchunk 0-based
+  uint64_t ChunkOffset(uint32_t pchunk) const;    // pchunk 0-based
+  uint32_t ChunkAt(uint64_t offset_bytes) const;  // the inverse: the pchunk of a data offset
+  void ResetChunkState();  // per-chunk arrays sized to chunks_total_, every chunk free-dirty
   uint32_t AllocChunk(Volume* v, uint64_t vchunk);  // pchunk + 1, or 0 when full
   void UnmapChunk(Volume* v, uint64_t vchunk);
   void ChunkIoStart(uint32_t pchunk) { ++chunk_inflight_[pchunk]; }

@@ -224,9 +224,7 @@ void Volume::OnRemoteSubDone(BackendIo* sub) {
   auto* io = static_cast<VolumeIo*>(sub->ctx);
   Volume* v = io->volume;
   Pool* pool = v->pool_;
-  const auto p =
-      static_cast<uint32_t>((sub->offset_bytes - pool->data_offset_) / pool->chunk_bytes_);
-  pool->pins_[p].fetch_sub(1, std::memory_order_seq_cst);
+  pool->pins_[pool->ChunkAt(sub->offset_bytes)].fetch_sub(1, std::memory_order_seq_cst);
   if (sub->result < 0 && io->first_error == 0) {
     io_errors_total.Add();
     io->first_error = sub->result;
@@ -241,8 +239,7 @@ void Volume::OnSubDone(BackendIo* sub) {
   auto* io = static_cast<VolumeIo*>(sub->ctx);
   Volume* v = io->volume;
   Pool* pool = v->pool_;
-  pool->ChunkIoDone(
-      static_cast<uint32_t>((sub->offset_bytes - pool->data_offset_) / pool->chunk_bytes_));
+  pool->ChunkIoDone(pool->ChunkAt(sub->offset_bytes));
   if (sub->result < 0 && io->first_error == 0) {
     io_errors_total.Add();
     io->first_error = sub->result;
