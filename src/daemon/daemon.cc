@@ -173,7 +173,9 @@ int RunDaemon(const DaemonOptions& o) {
   no.connections_max = o.nbd_connections_max;
   no.conn_inflight_max = o.nbd_inflight_max;
   no.request_bytes_max = o.nbd_request_bytes_max;
-  no.remote_io = o.remote_io;
+  DispatcherOptions dopt;
+  dopt.remote_io = o.remote_io;
+  Dispatcher dispatcher(pool.get(), dopt);
   // Default: one reactor per core this process may use. With the remote fast path a connection
   // on reactor 1 needs no message to reactor 0 for its reads and writes, and on the 2-core test
   // VM two reactors beat one at two connections in IOPS, p99 and CPU per I/O, and equal it at
@@ -187,7 +189,7 @@ int RunDaemon(const DaemonOptions& o) {
   std::unique_ptr<ReactorGroup> group = std::move(group_or).value();
   std::vector<Reactor*> conn_reactors;
   for (unsigned i = 0; i < group->size(); ++i) conn_reactors.push_back(group->at(i));
-  NbdServer server(reactor.get(), pool.get(), no, conn_reactors);
+  NbdServer server(reactor.get(), &dispatcher, no, conn_reactors);
   if (Status s = server.Start(); !s.ok()) {
     SPD_LOG_ERROR("%s", s.ToString().c_str());
     return 1;

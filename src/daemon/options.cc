@@ -111,9 +111,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "NAME:SIZE[:ro][:flush|sync|none] volume to create at start when missing "
                  "(repeatable). Durability: flush (default) = durable at FLUSH/FUA; sync = every "
                  "write durable before its reply; none = scratch, may lose everything on crash");
-  app.add_option("--backend", backend,
-                 "I/O backend: uring (fast path), posix (kernel fallback), "
-                 "sim (in-memory, with latency/fault models)")
+  app.add_option(
+         "--backend", backend,
+         "I/O backend: uring (fast path), posix (kernel fallback), "
+         "sim (in-memory, with latency/fault models), null (keeps nothing: every I/O succeeds at "
+         "once; measures the stack above the backend)")
       ->capture_default_str();
   app.add_option("--cores", o.cores,
                  "Reactor threads, one per core (0 = every core this process may use). Reactor 0 "

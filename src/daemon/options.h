@@ -33,7 +33,7 @@ struct DaemonOptions {
   unsigned posix_threads = 4;
   bool inline_memory_writes = true;
   bool inline_memory_reads = true;
-  bool remote_io = true;     // NbdServerOptions::remote_io
+  bool remote_io = true;     // DispatcherOptions::remote_io
   bool pin_reactors = true;  // ReactorOptions::pin_threads
   bool commit_overlap = true;
   SimOptions sim;

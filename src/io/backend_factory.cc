@@ -3,6 +3,7 @@
 #include "common/counters.h"
 #include "common/log.h"
 #include "io/io_backend.h"
+#include "io/null_backend.h"
 #include "io/posix_backend.h"
 #include "io/sim_backend.h"
 #include "io/uring_backend.h"
@@ -37,6 +38,8 @@ const char* BackendKindName(BackendKind kind) {
       return "posix";
     case BackendKind::kSim:
       return "sim";
+    case BackendKind::kNull:
+      return "null";
   }
   return "?";
 }
@@ -45,7 +48,8 @@ Result<BackendKind> ParseBackendKind(std::string_view name) {
   if (name == "uring") return BackendKind::kUring;
   if (name == "posix") return BackendKind::kPosix;
   if (name == "sim") return BackendKind::kSim;
-  return InvalidArgument("unknown backend '" + std::string(name) + "' (uring, posix or sim)");
+  if (name == "null") return BackendKind::kNull;
+  return InvalidArgument("unknown backend '" + std::string(name) + "' (uring, posix, sim or null)");
 }
 
 BackendKind ChooseBackendKind(BackendKind requested, const Reactor& reactor) {
@@ -73,6 +77,9 @@ Result<std::unique_ptr<IoBackend>> OpenBackend(const BackendOptions& options, Re
     case BackendKind::kSim:
       if (options.size_bytes == 0) return InvalidArgument("sim backend needs a size");
       return std::unique_ptr<IoBackend>(new SimBackend(reactor, options.size_bytes, options.sim));
+    case BackendKind::kNull:
+      if (options.size_bytes == 0) return InvalidArgument("null backend needs a size");
+      return std::unique_ptr<IoBackend>(new NullBackend(reactor, options.size_bytes));
   }
   return InvalidArgument("unknown backend kind");
 }

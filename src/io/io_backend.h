@@ -124,7 +124,7 @@ class IoBackend {
   }
 };
 
-enum class BackendKind { kUring, kPosix, kSim };
+enum class BackendKind { kUring, kPosix, kSim, kNull };
 
 // The sim backend's models (dev mode and tests). Zero means "off" for every knob.
 struct SimOptions {

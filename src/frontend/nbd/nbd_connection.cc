@@ -52,11 +52,7 @@ uint32_t RoundUp(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
 }  // namespace
 
 NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::string peer)
-    : server_(server),
-      reactor_(reactor),
-      pool_reactor_(server->reactor_),
-      fd_(fd),
-      peer_(std::move(peer)) {
+    : server_(server), reactor_(reactor), fd_(fd), peer_(std::move(peer)) {
   start_task.conn = this;
   rx_watch_.conn = this;
   rx_watch_.fn = &NbdConnection::OnReadable;
@@ -79,7 +75,6 @@ Status NbdConnection::Start() {
   slots_.reset(new NbdSlot[o.conn_inflight_max]);
   for (uint32_t i = 0; i < o.conn_inflight_max; ++i) {
     slots_[i].conn = this;
-    slots_[i].hop.slot = &slots_[i];
     slots_[i].extents.reserve(kBlockStatusExtentsMax + 1);
     slots_[i].next = free_;
     free_ = &slots_[i];
@@ -347,16 +342,20 @@ bool NbdConnection::EnsureBuffer(NbdSlot* s, uint32_t bytes) {
 
 void NbdConnection::Dispatch(NbdSlot* s) {
   const nbd::Request& r = s->req;
-  VolumeIo& v = s->vio;
-  v.flags = 0;
-  v.offset_bytes = r.offset;
-  v.length_bytes = r.length;
-  v.buf = nullptr;
-  v.result = 0;
-  v.done = &NbdConnection::OnVolumeDone;
-  v.ctx = s;
-  v.remote = false;
-  if (r.flags & nbd::kCmdFlagFua) v.flags |= kIoFua;
+  IoRequest& io = s->io;
+  io.flags = 0;
+  io.offset_bytes = r.offset;
+  io.length_bytes = r.length;
+  io.buf = nullptr;
+  io.volume = volume_;
+  io.extents = &s->extents;
+  io.extents_max = 0;
+  io.done = &NbdConnection::OnRequestDone;
+  io.ctx = s;
+  // The NBD cookie is the client's own correlation id for this request.
+  std::memcpy(io.correlation_id, &r.cookie, sizeof r.cookie);
+  io.stage_ns[static_cast<int>(Stage::kArrival)] = s->t0_ns;
+  if (r.flags & nbd::kCmdFlagFua) io.flags |= kReqFua;
   switch (r.type) {
     case nbd::kCmdRead:
       if (r.length == 0) return Complete(s);
@@ -364,103 +363,62 @@ void NbdConnection::Dispatch(NbdSlot* s) {
         s->reply_error = nbd::kENoMem;
         return Complete(s);
       }
-      v.op = IoOp::kRead;
-      v.buf = s->buf;
+      io.op = RequestOp::kRead;
+      io.buf = s->buf;
       inflight_bytes_ += r.length;
+      // Holes go out as OFFSET_HOLE chunks, without payload, unless the client asked for one
+      // data chunk (DF).
+      if (handshake_->structured_replies() && !(r.flags & nbd::kCmdFlagDf)) {
+        io.flags |= kReqWantExtents;
+        io.extents_max = (NbdSlot::kIovMax - 1) / 2;
+      }
       break;
     case nbd::kCmdWrite:
       if (r.length == 0) return Complete(s);
-      v.op = IoOp::kWrite;
-      v.buf = s->buf;
+      io.op = RequestOp::kWrite;
+      io.buf = s->buf;
       inflight_bytes_ += r.length;
       break;
     case nbd::kCmdFlush:
-      v.op = IoOp::kFlush;
-      v.offset_bytes = 0;
-      v.length_bytes = 0;
+      io.op = RequestOp::kFlush;
+      io.offset_bytes = 0;
+      io.length_bytes = 0;
       break;
     case nbd::kCmdTrim:
       if (r.length == 0) return Complete(s);
-      v.op = IoOp::kDiscard;
+      io.op = RequestOp::kDiscard;
       break;
     case nbd::kCmdWriteZeroes:
       if (r.length == 0) return Complete(s);
-      v.op = IoOp::kWriteZeroes;
-      if (r.flags & nbd::kCmdFlagNoHole) v.flags |= kIoNoUnmap;
+      io.op = RequestOp::kWriteZeroes;
+      if (r.flags & nbd::kCmdFlagNoHole) io.flags |= kReqNoHole;
       break;
     case nbd::kCmdCache:
       // Our data already sits behind the backend's own cache; a prefetch hint has nothing to do.
       return Complete(s);
     case nbd::kCmdBlockStatus:
+      io.op = RequestOp::kBlockStatus;
+      io.extents_max = (r.flags & nbd::kCmdFlagReqOne) ? 1 : kBlockStatusExtentsMax;
       break;
     default:
       s->reply_error = nbd::kEInval;
       return Complete(s);
   }
-  if (reactor_ == pool_reactor_) return Execute(s);
-  if (v.op == IoOp::kRead || v.op == IoOp::kWrite) {
-    // Reads and writes of allocated space run here, on this reactor's channel.
-    v.done = &NbdConnection::OnRemoteDone;
-    if (volume_->SubmitRemote(&v, server_->Channel(shard))) return;
-    v.done = &NbdConnection::OnVolumeDone;
-  }
-  s->hop.fn = &NbdConnection::OnHopToPool;
-  pool_reactor_->Post(&s->hop);
+  server_->dispatcher_->Submit(static_cast<NbdServer::Shard*>(shard)->port.get(), &io);
 }
 
-void NbdConnection::OnRemoteDone(VolumeIo* vio) {
-  auto* s = static_cast<NbdSlot*>(vio->ctx);
+void NbdConnection::OnRequestDone(IoRequest* io) {
+  auto* s = static_cast<NbdSlot*>(io->ctx);
   NbdConnection* c = s->conn;
-  if (vio->result < 0) s->reply_error = nbd::ErrnoToNbd(-vio->result);
-  c->BuildReply(s);  // a remote read covers allocated chunks only: no MapRange (vio->remote)
+  if (io->result < 0) s->reply_error = nbd::ErrnoToNbd(-io->result);
+  c->BuildReply(s);
   c->QueueReply(s);
 }
 
-void NbdConnection::OnHopToPool(Task* t) {
-  NbdSlot* s = static_cast<NbdSlot::Hop*>(t)->slot;
-  s->conn->Execute(s);
-}
-
-void NbdConnection::OnHopBack(Task* t) {
-  NbdSlot* s = static_cast<NbdSlot::Hop*>(t)->slot;
-  s->conn->QueueReply(s);
-}
-
-void NbdConnection::Execute(NbdSlot* s) {
-  if (s->req.type == nbd::kCmdBlockStatus) {
-    DispatchBlockStatus(s);
-  } else {
-    volume_->Submit(&s->vio);
-    return;
-  }
-  if (reactor_ == pool_reactor_) return QueueReply(s);
-  s->hop.fn = &NbdConnection::OnHopBack;
-  reactor_->Post(&s->hop);
-}
-
-void NbdConnection::OnVolumeDone(VolumeIo* vio) {
-  // On the pool's reactor. The reply is built here because a structured read reply asks the
-  // volume where its holes are; queuing and sending happen on the connection's reactor.
-  auto* s = static_cast<NbdSlot*>(vio->ctx);
-  NbdConnection* c = s->conn;
-  if (vio->result < 0) s->reply_error = nbd::ErrnoToNbd(-vio->result);
-  c->BuildReply(s);
-  if (c->reactor_ == c->pool_reactor_) return c->QueueReply(s);
-  s->hop.fn = &NbdConnection::OnHopBack;
-  c->reactor_->Post(&s->hop);
-}
-
-void NbdConnection::DispatchBlockStatus(NbdSlot* s) {
+void NbdConnection::BuildBlockStatusReply(NbdSlot* s) {
   const nbd::Request& r = s->req;
-  size_t max = (r.flags & nbd::kCmdFlagReqOne) ? 1 : kBlockStatusExtentsMax;
-  std::vector<Extent>& extents = s->extents;
-  extents.clear();
-  Status st = volume_->MapRange(r.offset, r.length, max, &extents);
-  if (!st.ok() || extents.empty()) {
-    s->reply_error = st.ok() ? nbd::kEIo : nbd::ErrnoToNbd(st.sys_errno());
-    return BuildReply(s);
-  }
-  size_t n = std::min(extents.size(), max);
+  const std::vector<Extent>& extents = s->extents;
+  size_t n = std::min<size_t>(extents.size(), s->io.extents_max);
   uint8_t* p = s->hdr;
   p += nbd::EncodeBlockStatusHeader(p, r.cookie, true, handshake_->base_allocation_id(),
                                     static_cast<uint32_t>(n));
@@ -497,6 +455,7 @@ void NbdConnection::BuildReply(NbdSlot* s) {
     return;
   }
   if (r.type == nbd::kCmdRead) return BuildReadReply(s);
+  if (r.type == nbd::kCmdBlockStatus) return BuildBlockStatusReply(s);
   s->hdr_used = nbd::EncodeSimpleReply(s->hdr, r.cookie, 0);
   s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
 }
@@ -516,14 +475,10 @@ void NbdConnection::BuildReadReply(NbdSlot* s) {
   }
   // Holes go out as OFFSET_HOLE chunks (no payload), data as OFFSET_DATA chunks pointing into
   // the buffer. A DF (don't fragment) read, or a range we cannot describe, is one data chunk.
-  std::vector<Extent>& extents = s->extents;
-  extents.clear();
-  const size_t chunks_max = (NbdSlot::kIovMax - 1) / 2;
-  // A remote read (Volume::SubmitRemote) covered allocated chunks only: no holes to describe,
-  // and MapRange is for the pool's reactor.
-  bool fragment = !s->vio.remote && !(r.flags & nbd::kCmdFlagDf) &&
-                  volume_->MapRange(r.offset, r.length, chunks_max, &extents).ok() &&
-                  !extents.empty();
+  // The dispatcher described the range when we asked (not for DF reads); a read that took the
+  // fast path covered allocated chunks only and comes back undescribed: all data.
+  const std::vector<Extent>& extents = s->extents;
+  bool fragment = (s->io.flags & kReqWantExtents) && s->io.extents_valid;
   if (fragment) {
     // Merge adjacent data/zero extents: only holes are worth a chunk of their own.
     uint64_t covered = 0;
@@ -662,9 +617,9 @@ NbdSlot* NbdConnection::TakeSlot() {
 
 void NbdConnection::ReleaseSlot(NbdSlot* s) {
   if (s->req.type == nbd::kCmdRead || s->req.type == nbd::kCmdWrite) {
-    if (s->vio.buf != nullptr) inflight_bytes_ -= s->req.length;
+    if (s->io.buf != nullptr) inflight_bytes_ -= s->req.length;
   }
-  s->vio.buf = nullptr;
+  s->io.buf = nullptr;
   if (s->buf_capacity > kBufKeepBytes) {
     std::free(s->buf);
     s->buf = nullptr;

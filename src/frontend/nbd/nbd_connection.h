@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "dispatch/io_request.h"
 #include "frontend/nbd/nbd_server.h"
 #include "frontend/nbd/proto/nbd_handshake.h"
 #include "frontend/nbd/proto/nbd_request.h"
@@ -18,15 +19,11 @@ namespace spd {
 // A request slot: one NBD request from parse to the last byte of its reply. Preallocated per
 // connection (conn_inflight_max of them); its data buffer is kept between requests.
 struct NbdSlot {
-  VolumeIo vio;
+  IoRequest io;  // what the dispatcher sees of this request
   nbd::Request req;
   NbdConnection* conn = nullptr;
-  NbdSlot* next = nullptr;  // free list / send queue
-  // Carries the slot between the connection's reactor and the pool's when they differ.
-  struct Hop : Task {
-    NbdSlot* slot;
-  } hop;
-  std::vector<Extent> extents;  // MapRange scratch (pool reactor), reserved once
+  NbdSlot* next = nullptr;      // free list / send queue
+  std::vector<Extent> extents;  // block status and read-hole scratch, reserved once
 
   uint8_t* buf = nullptr;  // aligned to 4096; capacity buf_capacity
   uint32_t buf_capacity = 0;
@@ -74,8 +71,7 @@ class NbdConnection {
   static void OnReadable(Completion* c, int32_t res, uint32_t flags);
   static void OnWritable(Completion* c, int32_t res, uint32_t flags);
   static void OnFlushTask(Task* t);
-  static void OnVolumeDone(VolumeIo* vio);
-  static void OnRemoteDone(VolumeIo* vio);  // Volume::SubmitRemote's, on this reactor
+  static void OnRequestDone(IoRequest* io);  // the dispatcher's, on this reactor
 
   void ReadAll();
   // Returns false when the connection must stop reading (closing, backpressure).
@@ -84,13 +80,10 @@ class NbdConnection {
   bool ProcessHeader();
   void StartPayload(NbdSlot* s);
   void Dispatch(NbdSlot* s);
-  void Execute(NbdSlot* s);  // on the pool's reactor
-  void DispatchBlockStatus(NbdSlot* s);
-  static void OnHopToPool(Task* t);
-  static void OnHopBack(Task* t);
   void Complete(NbdSlot* s);
   void BuildReply(NbdSlot* s);
   void BuildReadReply(NbdSlot* s);
+  void BuildBlockStatusReply(NbdSlot* s);
   void QueueReply(NbdSlot* s);
   void ScheduleFlush();
   void FlushOut();
@@ -102,8 +95,7 @@ class NbdConnection {
   void Resume();
 
   NbdServer* server_;
-  Reactor* reactor_;       // this connection's: sockets, parsing, replies
-  Reactor* pool_reactor_;  // the volume's owner: every volume call happens there
+  Reactor* reactor_;  // this connection's: sockets, parsing, replies, completions
   int fd_;
   std::string peer_;
   Watcher rx_watch_;

@@ -45,9 +45,13 @@ class NbdServer::Catalog : public nbd::ExportCatalog {
 
 const nbd::ExportCatalog* NbdServer::catalog() const { return catalog_.get(); }
 
-NbdServer::NbdServer(Reactor* reactor, Pool* pool, NbdServerOptions options,
+NbdServer::NbdServer(Reactor* reactor, Dispatcher* dispatcher, NbdServerOptions options,
                      std::vector<Reactor*> conn_reactors)
-    : reactor_(reactor), pool_(pool), options_(std::move(options)), catalog_(new Catalog()) {
+    : reactor_(reactor),
+      dispatcher_(dispatcher),
+      pool_(dispatcher->pool()),
+      options_(std::move(options)),
+      catalog_(new Catalog()) {
   if (conn_reactors.empty()) conn_reactors.push_back(reactor_);
   for (Reactor* r : conn_reactors) {
     auto sh = std::make_unique<Shard>();
@@ -221,7 +225,9 @@ void NbdServer::AcceptAll(Listener* l) {
     connections_total.Add();
     conn->start_task.fn = [](Task* t) {
       NbdConnection* c = static_cast<NbdConnection::ConnTask*>(t)->conn;
-      static_cast<Shard*>(c->shard)->conns.push_back(c);
+      auto* sh = static_cast<Shard*>(c->shard);
+      if (!sh->port) sh->port = sh->server->dispatcher_->OpenPort(sh->reactor);
+      sh->conns.push_back(c);
       Status s = c->Start();
       if (!s.ok()) {
         SPD_LOG_WARN("nbd: connection start: %s", s.ToString().c_str());
@@ -258,9 +264,9 @@ void NbdServer::ConnectionClosed(NbdConnection* conn) {
     Reactor* own = self->conn->reactor();
     delete self->conn;
     self->conn = nullptr;
-    // The last connection here is gone, and with it every I/O on the channel: close it now, at
-    // the end of a tick (no backend frame is on the stack), on its own reactor.
-    if (self->shard->conns.empty()) self->shard->channel.reset();
+    // The last connection here is gone, and with it every request of the port: close it now,
+    // at the end of a tick (no backend frame is on the stack), on its own reactor.
+    if (self->shard->conns.empty()) self->shard->port.reset();
     self->fn = [](Task* t2) {
       auto* again = static_cast<Reaper*>(t2);
       again->server->Forget(again->shard);
@@ -273,21 +279,6 @@ void NbdServer::ConnectionClosed(NbdConnection* conn) {
     }
   };
   conn->reactor()->Defer(r);
-}
-
-IoBackend* NbdServer::Channel(void* shard_ptr) {
-  auto* shard = static_cast<Shard*>(shard_ptr);
-  if (shard->channel) return shard->channel.get();
-  if (shard->channel_refused || !options_.remote_io || shard->reactor == reactor_) return nullptr;
-  auto ch = pool_->backend()->OpenChannel(shard->reactor);
-  if (!ch.ok()) {
-    // sim has no channels: every request takes the pool's reactor, as with remote_io off.
-    SPD_LOG_DEBUG("nbd: no I/O channel on this reactor: %s", ch.status().ToString().c_str());
-    shard->channel_refused = true;
-    return nullptr;
-  }
-  shard->channel = std::move(ch).value();
-  return shard->channel.get();
 }
 
 void NbdServer::Forget(Shard* shard) {

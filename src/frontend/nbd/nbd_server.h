@@ -2,12 +2,11 @@
 // engine (proto/) and volumes. Protocol-neutral pieces (volume I/O, pool) live below; nothing
 // here decides policy.
 //
-// The server's reactor owns the pool and accepts connections. Connections are spread over the
-// connection reactors (--cores): each does its own socket work (receive, parse, reply). Reads
-// and writes of allocated space run on the connection's reactor too, through that
-// reactor's channel to the pool file (Volume::SubmitRemote, remote_io); every other volume call
-// goes to the pool's reactor with a posted message, which answers the same way. On the pool's
-// own reactor a request goes from the socket to Volume::Submit and back with no hop at all.
+// The server's reactor accepts connections. Connections are spread over the connection
+// reactors (--cores): each does its own socket work (receive, parse, reply) and hands every
+// request to the dispatcher (dispatch/dispatcher.h) through its reactor's DispatchPort as an
+// IoRequest. Where a request runs (the volume's owner, a hop, the fast path) is the
+// dispatcher's business, not this frontend's.
 //
 // Limits (each named, each enforced): connections_max, per-connection requests in flight
 // (conn_inflight_max), per-connection payload bytes in flight (conn_inflight_bytes_max), the
@@ -23,6 +22,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "dispatch/dispatcher.h"
 #include "frontend/nbd/proto/nbd_handshake.h"
 #include "reactor/reactor.h"
 #include "volume/pool.h"
@@ -38,10 +38,6 @@ struct NbdServerOptions {
   uint64_t conn_inflight_bytes_max = 128ull << 20;
   uint32_t request_bytes_max = 32u << 20;
   uint32_t recv_buffer_bytes = 256u << 10;
-  // Connections on a reactor other than the pool's run reads and writes of allocated
-  // space on a channel of their own (IoBackend::OpenChannel, Volume::SubmitRemote) instead of
-  // sending each to the pool's reactor and back. Off: every volume call goes to the pool's.
-  bool remote_io = true;
 };
 
 class NbdConnection;
@@ -49,7 +45,8 @@ class NbdConnection;
 class NbdServer {
  public:
   // `conn_reactors` empty means: every connection on `reactor`.
-  NbdServer(Reactor* reactor, Pool* pool, NbdServerOptions options,
+  // `dispatcher` (and its pool) must outlive the server.
+  NbdServer(Reactor* reactor, Dispatcher* dispatcher, NbdServerOptions options,
             std::vector<Reactor*> conn_reactors = {});
   ~NbdServer();
 
@@ -77,9 +74,6 @@ class NbdServer {
   void AcceptAll(Listener* l);
   // Called on the connection's reactor once it is closed for good.
   void ConnectionClosed(NbdConnection* conn);
-  // The channel of the connection's reactor (opened on first use, on that reactor), or null
-  // when there is none (remote_io off, the pool's own reactor, a backend without channels).
-  IoBackend* Channel(void* shard);
   struct Shard;
   void Forget(Shard* shard);  // on reactor_: one connection fewer
   const nbd::ExportCatalog* catalog() const;
@@ -93,16 +87,16 @@ class NbdServer {
     std::vector<NbdConnection*> conns;
     // Connections placed here and not yet forgotten; touched only on the server's reactor.
     unsigned placed = 0;
-    // Channel of the pool's backend for this reactor; opened on first use, closed (on this
-    // reactor) when the last connection here is gone. Touched only on `reactor`.
-    std::unique_ptr<IoBackend> channel;
-    bool channel_refused = false;
+    // This reactor's way into the dispatcher; opened with the first connection here, closed
+    // (on this reactor) when the last one is gone. Touched only on `reactor`.
+    std::unique_ptr<DispatchPort> port;
     struct DrainAll : Task {
       Shard* shard;
     } drain_all;       // posted to `reactor`
     DrainAll drained;  // posted back to the server's reactor once drain_all ran
   };
   std::vector<std::unique_ptr<Shard>> shards_;
+  Dispatcher* dispatcher_;
   Pool* pool_;
   NbdServerOptions options_;
   std::unique_ptr<Catalog> catalog_;

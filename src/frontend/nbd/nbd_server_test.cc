@@ -66,7 +66,8 @@ class NbdServerTest : public ::testing::Test {
     NbdServerOptions no;
     no.unix_path = sock_;
     Tweak(&no);
-    NbdServer server(reactor.get(), pool.get(), no);
+    Dispatcher dispatcher(pool.get(), DispatcherOptions{});
+    NbdServer server(reactor.get(), &dispatcher, no);
     if (Status s = server.Start(); !s.ok()) return ready->set_value(s.ToString());
     reactor_ = reactor.get();
     server_ = &server;

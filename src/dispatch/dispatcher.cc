@@ -1,0 +1,212 @@
+#include "dispatch/dispatcher.h"
+
+#include <cerrno>
+
+#include "common/counters.h"
+#include "common/log.h"
+
+namespace spd {
+namespace {
+
+Counter hops_total("spd_dispatch_hops_total",
+                   "Requests sent to their volume's owning reactor and back by message.");
+Counter invalid_total("spd_dispatch_invalid_requests_total",
+                      "Requests refused by the dispatcher before any volume saw them (no "
+                      "volume, an unknown operation, no extent scratch).");
+
+}  // namespace
+
+const char* RequestOpName(RequestOp op) {
+  switch (op) {
+    case RequestOp::kRead:
+      return "read";
+    case RequestOp::kWrite:
+      return "write";
+    case RequestOp::kFlush:
+      return "flush";
+    case RequestOp::kDiscard:
+      return "discard";
+    case RequestOp::kWriteZeroes:
+      return "write-zeroes";
+    case RequestOp::kBlockStatus:
+      return "block-status";
+  }
+  return "?";
+}
+
+DispatchPort::~DispatchPort() {
+  SPD_ASSERT_MSG(inflight_ == 0, "dispatch port closed with requests in flight");
+}
+
+IoBackend* DispatchPort::Channel() {
+  if (channel_) return channel_.get();
+  if (channel_refused_) return nullptr;
+  auto ch = dispatcher_->pool()->backend()->OpenChannel(reactor_);
+  if (!ch.ok()) {
+    // sim has no channels: every request hops to the owner, as with remote_io off.
+    SPD_LOG_DEBUG("dispatch: no I/O channel on this reactor: %s", ch.status().ToString().c_str());
+    channel_refused_ = true;
+    return nullptr;
+  }
+  channel_ = std::move(ch).value();
+  return channel_.get();
+}
+
+Dispatcher::Dispatcher(Pool* pool, DispatcherOptions options, IoScheduler* scheduler)
+    : pool_(pool), options_(options), scheduler_(scheduler ? scheduler : &pass_through_) {}
+
+std::unique_ptr<DispatchPort> Dispatcher::OpenPort(Reactor* reactor) {
+  return std::unique_ptr<DispatchPort>(new DispatchPort(this, reactor));
+}
+
+void Dispatcher::Submit(DispatchPort* port, IoRequest* req) {
+  req->port = port;
+  req->result = 0;
+  req->extents_valid = false;
+  req->Stamp(Stage::kQueued);
+  ++port->inflight_;
+  req->hop.req = req;
+  const bool describes = req->op == RequestOp::kBlockStatus ||
+                         (req->op == RequestOp::kRead && (req->flags & kReqWantExtents));
+  if (req->volume == nullptr || static_cast<uint8_t>(req->op) > 5 ||
+      (describes && (req->extents == nullptr || req->extents_max == 0 ||
+                     req->extents->capacity() < req->extents_max + 1))) {
+    invalid_total.Add();
+    req->result = -EINVAL;
+    req->hop.fn = [](Task* t) {  // the scheduler never saw it: no Completed
+      IoRequest* r = static_cast<IoRequest::Hop*>(t)->req;
+      --r->port->inflight_;
+      r->done(r);
+    };
+    port->reactor_->Defer(&req->hop);
+    return;
+  }
+  scheduler_->Submit(req, this);
+}
+
+void Dispatcher::Release(IoRequest* req) {
+  req->Stamp(Stage::kDispatched);
+  DispatchPort* port = req->port;
+  Reactor* owner = OwnerOf(req->volume);
+  if (port->reactor_ == owner) return ExecuteOnOwner(req);
+  if (options_.remote_io && req->length_bytes > 0 &&
+      (req->op == RequestOp::kRead || req->op == RequestOp::kWrite)) {
+    VolumeIo& v = req->vio;
+    v.op = req->op == RequestOp::kRead ? IoOp::kRead : IoOp::kWrite;
+    v.flags = (req->flags & kReqFua) ? kIoFua : 0;
+    v.offset_bytes = req->offset_bytes;
+    v.length_bytes = req->length_bytes;
+    v.buf = req->buf;
+    v.done = &Dispatcher::OnRemoteDone;
+    v.ctx = req;
+    req->Stamp(Stage::kBackendSubmit);
+    if (req->volume->SubmitRemote(&v, port->Channel())) return;
+  }
+  hops_total.Add();
+  req->hop.fn = &Dispatcher::OnHopToOwner;
+  owner->Post(&req->hop);
+}
+
+void Dispatcher::OnHopToOwner(Task* t) {
+  IoRequest* req = static_cast<IoRequest::Hop*>(t)->req;
+  req->port->dispatcher_->ExecuteOnOwner(req);
+}
+
+void Dispatcher::ExecuteOnOwner(IoRequest* req) {
+  if (req->op == RequestOp::kBlockStatus) return BlockStatus(req);
+  VolumeIo& v = req->vio;
+  v.flags = 0;
+  switch (req->op) {
+    case RequestOp::kRead:
+      v.op = IoOp::kRead;
+      break;
+    case RequestOp::kWrite:
+      v.op = IoOp::kWrite;
+      if (req->flags & kReqFua) v.flags |= kIoFua;
+      break;
+    case RequestOp::kFlush:
+      v.op = IoOp::kFlush;
+      break;
+    case RequestOp::kDiscard:
+      v.op = IoOp::kDiscard;
+      if (req->flags & kReqFua) v.flags |= kIoFua;
+      break;
+    case RequestOp::kWriteZeroes:
+      v.op = IoOp::kWriteZeroes;
+      if (req->flags & kReqFua) v.flags |= kIoFua;
+      if (req->flags & kReqNoHole) v.flags |= kIoNoUnmap;
+      break;
+    case RequestOp::kBlockStatus:
+      SPD_ASSERT(false);
+  }
+  v.offset_bytes = req->op == RequestOp::kFlush ? 0 : req->offset_bytes;
+  v.length_bytes = req->op == RequestOp::kFlush ? 0 : req->length_bytes;
+  v.buf = (req->op == RequestOp::kRead || req->op == RequestOp::kWrite) ? req->buf : nullptr;
+  v.done = &Dispatcher::OnVolumeDone;
+  v.ctx = req;
+  req->Stamp(Stage::kBackendSubmit);
+  req->volume->Submit(&v);
+}
+
+void Dispatcher::BlockStatus(IoRequest* req) {
+  req->Stamp(Stage::kBackendSubmit);
+  req->extents->clear();
+  Status st =
+      req->volume->MapRange(req->offset_bytes, req->length_bytes, req->extents_max, req->extents);
+  if (!st.ok()) {
+    req->result = -(st.sys_errno() ? st.sys_errno() : EINVAL);
+  } else if (req->extents->empty()) {
+    req->result = -EIO;
+  } else {
+    req->extents_valid = true;
+  }
+  req->Stamp(Stage::kBackendComplete);
+  // Never complete inside Submit: on the owner's own reactor this ran in the caller's frame.
+  req->hop.fn = &Dispatcher::OnHopBack;
+  if (req->port->reactor_ == OwnerOf(req->volume)) {
+    req->port->reactor_->Defer(&req->hop);
+  } else {
+    req->port->reactor_->Post(&req->hop);
+  }
+}
+
+void Dispatcher::OnVolumeDone(VolumeIo* vio) {
+  // On the owner. A read that wants its holes described asks the map here, where it lives.
+  auto* req = static_cast<IoRequest*>(vio->ctx);
+  req->Stamp(Stage::kBackendComplete);
+  req->result = vio->result;
+  if (req->op == RequestOp::kRead && (req->flags & kReqWantExtents) && vio->result == 0) {
+    req->extents->clear();
+    req->extents_valid =
+        req->volume->MapRange(req->offset_bytes, req->length_bytes, req->extents_max, req->extents)
+            .ok() &&
+        !req->extents->empty();
+  }
+  req->port->dispatcher_->Finish(req);
+}
+
+void Dispatcher::Finish(IoRequest* req) {
+  if (req->port->reactor_ == OwnerOf(req->volume)) return Complete(req);
+  req->hop.fn = &Dispatcher::OnHopBack;
+  req->port->reactor_->Post(&req->hop);
+}
+
+void Dispatcher::OnRemoteDone(VolumeIo* vio) {
+  // On the port's reactor. A fast-path read covered allocated chunks only: no holes.
+  auto* req = static_cast<IoRequest*>(vio->ctx);
+  req->Stamp(Stage::kBackendComplete);
+  req->result = vio->result;
+  Complete(req);
+}
+
+void Dispatcher::OnHopBack(Task* t) { Complete(static_cast<IoRequest::Hop*>(t)->req); }
+
+void Dispatcher::Complete(IoRequest* req) {
+  DispatchPort* port = req->port;
+  SPD_ASSERT(port->inflight_ > 0);
+  --port->inflight_;
+  port->dispatcher_->scheduler_->Completed(req);
+  req->done(req);
+}
+
+}  // namespace spd

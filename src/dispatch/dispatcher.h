@@ -1,0 +1,100 @@
+// Dispatcher: everything between a frontend and a volume.
+//
+// A frontend submits IoRequests on its own reactor through a DispatchPort (one per frontend
+// shard and reactor). The dispatcher
+//   1. checks what needs no volume (empty ranges, unknown ops) and stamps the request;
+//   2. hands it to the scheduler stage (qos/scheduler.h; a pass-through today);
+//   3. routes it: a volume's requests are served by the volume's owning reactor
+//      (OwnerOf); a read or write of allocated space that the owner allows on the fast path
+//      runs on the submitting reactor itself, on the port's channel to the pool's storage
+//      (Volume::SubmitRemote); everything else hops to the owner and back by posted messages;
+//   4. on the owner: starts the volume operation, or answers block status from the volume's
+//      map, and describes a read's holes when the frontend asked (kReqWantExtents);
+//   5. completes the request on the submitting port's reactor (never inside Submit).
+// No step allocates or takes a lock: hops are intrusive tasks in the request, the channel is the
+// port's, extents go into the frontend's reserved scratch.
+//
+// Ownership today: every volume is owned by the pool's reactor (docs/architecture.md says what
+// changes when volumes are spread over reactors: only OwnerOf and the volume stage, never a
+// frontend).
+//
+// Thread-safety: Submit on the port's reactor; OpenPort/ClosePort on the port's reactor. The
+// Dispatcher itself is shared by every reactor and immutable after construction.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "dispatch/io_request.h"
+#include "qos/scheduler.h"
+#include "reactor/reactor.h"
+#include "volume/pool.h"
+
+namespace spd {
+
+struct DispatcherOptions {
+  // Reads and writes of allocated space from a reactor other than the owner's run on that
+  // reactor's channel of the pool's backend (Volume::SubmitRemote) instead of hopping to the
+  // owner and back. Off: every request hops.
+  bool remote_io = true;
+};
+
+// A frontend's way into the dispatcher from one reactor: holds that reactor's backend channel.
+// Created and destroyed on its reactor, with no request in flight at destruction.
+class DispatchPort {
+ public:
+  ~DispatchPort();
+  DispatchPort(const DispatchPort&) = delete;
+  DispatchPort& operator=(const DispatchPort&) = delete;
+  Reactor* reactor() const { return reactor_; }
+  uint64_t inflight() const { return inflight_; }
+
+ private:
+  friend class Dispatcher;
+  DispatchPort(Dispatcher* d, Reactor* r) : dispatcher_(d), reactor_(r) {}
+  IoBackend* Channel();  // opened on first use; null when there is none
+
+  Dispatcher* dispatcher_;
+  Reactor* reactor_;
+  std::unique_ptr<IoBackend> channel_;
+  bool channel_refused_ = false;
+  uint64_t inflight_ = 0;
+};
+
+class Dispatcher final : private IoScheduler::Sink {
+ public:
+  // `scheduler` null: the pass-through. Both must outlive every port.
+  Dispatcher(Pool* pool, DispatcherOptions options, IoScheduler* scheduler = nullptr);
+
+  // REQUIRES: on `reactor`'s thread.
+  std::unique_ptr<DispatchPort> OpenPort(Reactor* reactor);
+
+  // Starts `req`. REQUIRES: on port->reactor()'s thread; req->volume set (not needed for
+  // nothing else); req not in flight. `req->done` runs later on the same reactor.
+  void Submit(DispatchPort* port, IoRequest* req);
+
+  // The reactor that serves `v`'s requests (its map, allocation, commits).
+  Reactor* OwnerOf(const Volume* v) const { return pool_->reactor(); }
+  // Buffers of reads and writes must be aligned to this.
+  uint32_t buffer_alignment_bytes() const { return pool_->backend()->alignment_bytes(); }
+  Pool* pool() const { return pool_; }
+  IoScheduler* scheduler() const { return scheduler_; }
+
+ private:
+  void Release(IoRequest* req) override;  // IoScheduler::Sink
+  void ExecuteOnOwner(IoRequest* req);
+  void BlockStatus(IoRequest* req);
+  void Finish(IoRequest* req);           // on the owner: back to the port's reactor
+  static void Complete(IoRequest* req);  // on the port's reactor
+  static void OnVolumeDone(VolumeIo* vio);
+  static void OnRemoteDone(VolumeIo* vio);
+  static void OnHopToOwner(Task* t);
+  static void OnHopBack(Task* t);
+
+  Pool* pool_;
+  DispatcherOptions options_;
+  PassThroughScheduler pass_through_;
+  IoScheduler* scheduler_;
+};
+
+}  // namespace spd

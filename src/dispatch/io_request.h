@@ -1,0 +1,96 @@
+// IoRequest: the one request type below every frontend.
+//
+// A frontend (NBD today; iSCSI, vhost-user-blk, the in-process one of tests and bench/pipeline)
+// turns its wire request into an IoRequest it preallocated, hands it to the Dispatcher, and turns
+// the completion into its wire reply. It knows nothing of reactors, channels, pools or chunks:
+// routing, cross-reactor hops, the scheduler stage and the volume are the Dispatcher's.
+//
+// Ownership: the frontend owns the IoRequest (and its buffer and extent scratch) and must keep
+// it alive and untouched from Dispatcher::Submit until `done` runs. Nothing in it is allocated
+// per I/O.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "reactor/reactor.h"
+#include "volume/pool.h"
+
+namespace spd {
+
+enum class RequestOp : uint8_t {
+  kRead = 0,
+  kWrite = 1,
+  kFlush = 2,
+  kDiscard = 3,      // TRIM
+  kWriteZeroes = 4,  // kReqNoHole keeps the range allocated
+  kBlockStatus = 5,  // describe [offset, offset+length) as extents (no data moves)
+};
+
+const char* RequestOpName(RequestOp op);
+
+enum RequestFlags : uint8_t {
+  kReqFua = 1 << 0,     // write: durable when acknowledged
+  kReqNoHole = 1 << 1,  // write-zeroes: keep the range allocated
+  // read: also describe the range (extents: holes vs data), for replies that send holes
+  // without payload (NBD structured reads). Block status always describes.
+  kReqWantExtents = 1 << 2,
+};
+
+// The stages every request is stamped at (MonotonicNs), so that metrics, traces and probes all
+// see the same numbers.
+enum class Stage : uint8_t {
+  kArrival = 0,          // the frontend has the whole request (header, and payload for a write)
+  kQueued = 1,           // the dispatcher took it
+  kDispatched = 2,       // the scheduler released it to the volume
+  kBackendSubmit = 3,    // the volume started it (backend I/O issued, or none needed)
+  kBackendComplete = 4,  // the volume finished it
+  kReply = 5,            // the frontend queued its reply
+  kCount = 6,
+};
+
+class Dispatcher;
+class DispatchPort;
+
+struct IoRequest {
+  // ---- set by the frontend before Submit -------------------------------------------------
+  RequestOp op = RequestOp::kRead;
+  uint8_t flags = 0;  // RequestFlags
+  uint64_t offset_bytes = 0;
+  uint32_t length_bytes = 0;
+  // Data of a read or write: aligned to Dispatcher::buffer_alignment_bytes().
+  void* buf = nullptr;
+  // The target volume. The frontend holds a user registration on it (its connection's) for as
+  // long as requests may be in flight, so it cannot be deleted under them.
+  Volume* volume = nullptr;
+  uint32_t tenant = 0;              // who asked (QoS accounting); 0 = the default tenant
+  uint8_t correlation_id[16] = {};  // carried to traces and logs; the frontend chooses it
+  // Block status and kReqWantExtents: where the extents go, and how many at most. The vector's
+  // capacity must be >= extents_max + 1 (reserved once by the frontend): filling it never
+  // allocates.
+  std::vector<Extent>* extents = nullptr;
+  uint32_t extents_max = 0;
+  void (*done)(IoRequest* req) = nullptr;  // on the submitting port's reactor, never in Submit
+  void* ctx = nullptr;                     // the frontend's
+
+  // ---- set by the dispatcher before `done` -------------------------------------------------
+  // 0 on success, -errno on failure (-EINVAL, -ENOSPC, -EIO, -EPERM, -ENOMEM, ...).
+  int32_t result = 0;
+  // With kReqWantExtents: extents are valid (else the whole range is data: a read that took
+  // the fast path covers allocated space only).
+  bool extents_valid = false;
+  uint64_t stage_ns[static_cast<int>(Stage::kCount)] = {};
+
+  void Stamp(Stage s) { stage_ns[static_cast<int>(s)] = MonotonicNs(); }
+  uint64_t StageNs(Stage s) const { return stage_ns[static_cast<int>(s)]; }
+
+  // ---- dispatcher-private ---------------------------------------------------------------
+  VolumeIo vio;
+  struct Hop : Task {
+    IoRequest* req;
+  } hop;
+  DispatchPort* port = nullptr;
+};
+
+}  // namespace spd
