@@ -28,6 +28,7 @@ struct Config {
   uint32_t bs = 4096;
   bool write = false;
   double seconds = 2;
+  uint64_t ios = 0;                    // stop after this many measured I/Os instead (0: time-based)
   uint64_t span_bytes = 256ull << 20;  // the range the random offsets fall in (pre-written)
   bool remote_io = true;
 };
@@ -45,6 +46,8 @@ void Usage() {
       "  --bs BYTES           request size (default 4096)\n"
       "  --rw randread|randwrite  (default randread)\n"
       "  --seconds S          measured time (default 2)\n"
+      "  --ios N              stop after N measured I/Os instead (repeatable instruction\n"
+      "                       counts under valgrind --tool=callgrind)\n"
       "  --span BYTES         offsets fall in [0, span), written once before (default 256M)\n"
       "  --remote-io 0|1      the fast path for a second reactor (default 1)\n");
 }
@@ -113,7 +116,8 @@ struct Loop {
     } else {
       ++self->done;
     }
-    if (self->measuring && now >= self->deadline_ns) {
+    const bool over = self->cfg.ios ? self->done >= self->cfg.ios : now >= self->deadline_ns;
+    if (self->measuring && over) {
       if (self->t1_ns == 0) {
         self->t1_ns = now;
         self->cpu1_ns = ProcessCpuNs();
@@ -228,6 +232,8 @@ int main(int argc, char** argv) {
         return 2;
       }
       cfg.write = rw == "randwrite";
+    } else if (a == "--ios") {
+      cfg.ios = std::stoull(next());
     } else if (a == "--seconds") {
       cfg.seconds = std::stod(next());
     } else if (a == "--span") {

@@ -129,6 +129,9 @@ enum class BackendKind { kUring, kPosix, kSim, kNull };
 // The sim backend's models (dev mode and tests). Zero means "off" for every knob.
 struct SimOptions {
   uint64_t seed = 1;  // every random choice derives from it; runs replay exactly
+  // Alignment of offsets, lengths and buffers the sim demands of reads and writes, as O_DIRECT
+  // does (asserted: a caller that breaks it has a bug). 1: none.
+  uint32_t alignment_bytes = 1;
   // Latencies in simulated time: operations complete one per reactor tick in the order of their
   // simulated deadlines, without waiting in real time. Fast, and a seed replays exactly (the
   // crash harness); off, latencies are real time (dev mode, benchmarks).

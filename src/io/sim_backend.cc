@@ -210,6 +210,12 @@ Result<std::unique_ptr<IoBackend>> SimBackend::OpenChannel(Reactor* reactor) {
 
 void SimBackend::Submit(BackendIo* io) {
   SPD_ASSERT(io->offset_bytes + io->length_bytes <= size_bytes_ || io->op == IoOp::kFlush);
+  if (io->op == IoOp::kRead || io->op == IoOp::kWrite) {
+    const uint32_t a = alignment_bytes();
+    SPD_ASSERT_MSG(io->offset_bytes % a == 0 && io->length_bytes % a == 0 &&
+                       reinterpret_cast<uintptr_t>(io->buf) % a == 0,
+                   "sim: unaligned read or write (the device's alignment_bytes is not met)");
+  }
   ++stats_.submitted;
   ++stats_.inflight;
   if (io->op == IoOp::kFlush) io->mark = pending_seq_;

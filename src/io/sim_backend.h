@@ -53,7 +53,9 @@ class SimBackend final : public IoBackend {
 
   const char* name() const override { return "sim"; }
   uint64_t size_bytes() const override { return size_bytes_; }
-  uint32_t alignment_bytes() const override { return 1; }
+  uint32_t alignment_bytes() const override {
+    return options_.alignment_bytes ? options_.alignment_bytes : 1;
+  }
   bool discard_zeroes() const override { return true; }
   void Submit(BackendIo* io) override;
   Status ReadSync(uint64_t offset_bytes, void* buf, size_t length_bytes) override;

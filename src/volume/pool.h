@@ -106,17 +106,27 @@ struct VolumeIo {
   bool in_submit = false;
   bool needs_commit = false;  // allocated, freed, or FUA: commit before done
   bool fua = false;
-  bool remote = false;  // started by SubmitRemote: completes on the channel's reactor
+  bool remote = false;            // started by SubmitRemote: completes on the channel's reactor
+  VolumeIo* wait_next = nullptr;  // a queue of requests held while the volume is exclusive
 };
 
 class Volume {
  public:
+  ~Volume();
   const VolumeInfo& info() const { return info_; }
   uint64_t size_bytes() const { return info_.size_bytes; }
 
   // Starts a read, write, flush, discard or write-zeroes. `io->done` runs later on the pool's
   // reactor, never inside Submit. Out-of-range requests complete with -EINVAL (offset beyond the
   // end) or -ENOSPC (write that would extend past the end), as NBD asks.
+  //
+  // Any byte offset and length are accepted: a read or write not aligned to the backend's
+  // alignment_bytes() (a client that did not negotiate block sizes, such as the kernel's NBD
+  // client with 512-byte blocks over a 4 KiB O_DIRECT pool) is done through a bounce buffer,
+  // a write as read-modify-write of the aligned blocks around it. Such requests run one at a
+  // time with the volume exclusive: the fast path is paused, requests already started finish
+  // first, and requests that arrive meanwhile wait, so no write to the same blocks can slip in
+  // between the read and the write (volume_rmw.cc). Slow, and only for unaligned requests.
   void Submit(VolumeIo* io);
   // Requests of this volume inside the pool right now (from the pool's reactor).
   uint64_t inflight() const { return inflight_; }
@@ -144,7 +154,19 @@ class Volume {
   Volume(Pool* pool, VolumeInfo info, uint32_t slot)
       : pool_(pool), info_(std::move(info)), slot_(slot) {}
   void Issue(VolumeIo* io);
+  void Start(VolumeIo* io);  // Submit without the exclusive check
   void Complete(VolumeIo* io, int32_t result);
+  bool Unaligned(const VolumeIo* io) const;
+  void Hold(VolumeIo* io);
+  // volume_rmw.cc: unaligned requests and the exclusive mode they run in.
+  void SubmitUnaligned(VolumeIo* io);
+  void MaybeRunExclusive();
+  void RunNextUnaligned();
+  static void OnRmwReadDone(VolumeIo* inner);
+  static void OnRmwWriteDone(VolumeIo* inner);
+  static void OnExclusiveTimer(Timer* t);
+  void FinishUnaligned(int32_t result);
+  void LeaveExclusive();
   static void OnSubDone(BackendIo* sub);
   static void OnCommitted(CommitWaiter* w, int32_t result);
   static void OnDeferredDone(Task* t);
@@ -168,6 +190,12 @@ class Volume {
   std::vector<uint32_t> map_;
   std::atomic<bool> remote_open_{true};
   std::atomic<uint64_t> remote_active_{0};  // remote requests between SubmitRemote and done
+
+  // Exclusive mode for unaligned requests (volume_rmw.cc). While remote_paused_ is set,
+  // SubmitRemote takes nothing, so every request comes to Submit and waits in held_.
+  struct Rmw;
+  Rmw* rmw_ = nullptr;  // made at the first unaligned request; owned (deleted in ~Volume)
+  std::atomic<bool> remote_paused_{false};
 };
 
 // What `spd2 check` reports.

@@ -4,6 +4,7 @@
 
 #include "common/counters.h"
 #include "volume/pool.h"
+#include "volume/volume_rmw.h"
 
 namespace spd {
 namespace {
@@ -27,6 +28,12 @@ Counter remote_fallbacks_total(
 }  // namespace
 
 void Volume::Submit(VolumeIo* io) {
+  if (rmw_ && rmw_->exclusive) return Hold(io);
+  if (Unaligned(io)) return SubmitUnaligned(io);
+  Start(io);
+}
+
+void Volume::Start(VolumeIo* io) {
   io->volume = this;
   io->remote = false;
   io->result = 0;
@@ -155,7 +162,8 @@ bool Volume::SubmitRemote(VolumeIo* io, IoBackend* channel) {
                    ((io->flags & kIoFua) || info_.durability == Durability::kSync);
   remote_active_.fetch_add(1, std::memory_order_seq_cst);
   // seq_cst pairs with CloseRemote: either it sees us counted, or we see the path closed.
-  if (!remote_open_.load(std::memory_order_seq_cst)) {
+  if (!remote_open_.load(std::memory_order_seq_cst) ||
+      remote_paused_.load(std::memory_order_seq_cst)) {
     remote_active_.fetch_sub(1, std::memory_order_seq_cst);
     remote_fallbacks_total.Add();
     return false;
@@ -264,12 +272,15 @@ void Volume::Complete(VolumeIo* io, int32_t result) {
   }
   --inflight_;
   io->done(io);
+  if (rmw_) MaybeRunExclusive();
 }
 
 void Volume::OnDeferredDone(Task* t) {
   VolumeIo* io = reinterpret_cast<VolumeIo*>(reinterpret_cast<char*>(t) - offsetof(VolumeIo, task));
-  --io->volume->inflight_;
+  Volume* v = io->volume;
+  --v->inflight_;
   io->done(io);
+  if (v->rmw_) v->MaybeRunExclusive();
 }
 
 Status Volume::MapRange(uint64_t offset_bytes, uint64_t length_bytes, size_t extents_max,

@@ -74,10 +74,11 @@ def closed(s):
         return True
 
 
-def go(s, name=b"vol0"):
+def go(s, name=b"vol0", want_block_size=False):
     option(s, 8)  # STRUCTURED_REPLY
     assert opt_reply(s)[1] == 1
-    option(s, 7, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+    info = struct.pack(">HH", 1, 3) if want_block_size else struct.pack(">H", 0)
+    option(s, 7, struct.pack(">I", len(name)) + name + info)
     while True:
         _, typ, _ = opt_reply(s)
         if typ == 1:
@@ -142,11 +143,17 @@ try:
     request(s, 0, 0, 64 << 20); check("oversized read refused", reply_error(s) in (EINVAL, 75))
     request(s, 1, 0, 33 << 20, payload=b"\0" * (33 << 20))
     check("oversized write EINVAL (payload skipped)", reply_error(s) == EINVAL)
-    request(s, 0, 100, 4096); check("misaligned read EINVAL", reply_error(s) == EINVAL)
+    # This client did not ask for block sizes: any size is served (read-modify-write below).
+    request(s, 0, 100, 4096); check("misaligned read served", reply_error(s) == 0)
     request(s, 7, 0, 4096); check("block status without meta context EINVAL", reply_error(s) == EINVAL)
     request(s, 1, 0, 4096, payload=b"y" * 4096); check("write still fine", reply_error(s) == 0)
     # Bad request magic: disconnect.
     s.sendall(b"\xde\xad\xbe\xef" + b"\0" * 24); check("bad request magic closes", closed(s))
+    # A client that asked for block sizes promised to honour them: misaligned is EINVAL.
+    s = greet(); s.sendall(struct.pack(">I", 3)); go(s, want_block_size=True)
+    request(s, 0, 100, 4096); check("misaligned read EINVAL after asking", reply_error(s) == EINVAL)
+    request(s, 0, 0, 4096); check("aligned read fine after asking", reply_error(s) == 0)
+    s.close()
     # Read-only export refuses writes with EPERM.
     s = greet(); s.sendall(struct.pack(">I", 3)); go(s, b"ro")
     request(s, 1, 0, 4096, payload=b"z" * 4096); check("write to read-only EPERM", reply_error(s) == EPERM)

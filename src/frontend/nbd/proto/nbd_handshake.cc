@@ -280,7 +280,10 @@ void Handshake::HandleInfoOrGo(uint32_t opt, const uint8_t* data, uint32_t len) 
   }
   SendInfo(opt, *e, want_name, want_desc, want_bs);
   Reply(opt, kRepAck, nullptr, 0);
-  if (opt == kOptGo) EnterTransmission(*e);
+  if (opt == kOptGo) {
+    block_sizes_negotiated_ = want_bs;
+    EnterTransmission(*e);
+  }
 }
 
 void Handshake::SendInfo(uint32_t opt, const Export& e, bool want_name, bool want_desc,

@@ -91,6 +91,9 @@ class Handshake {
   const Export* selected() const { return selected_; }
   bool structured_replies() const { return structured_; }
   bool no_zeroes() const { return no_zeroes_; }
+  // The client asked for block size constraints when it chose the export (NBD_OPT_GO with
+  // NBD_INFO_BLOCK_SIZE), and so must honour them.
+  bool block_sizes_negotiated() const { return block_sizes_negotiated_; }
   // NBD_CMD_BLOCK_STATUS is allowed only when base:allocation was set with
   // SET_META_CONTEXT.
   bool base_allocation() const { return base_allocation_; }
@@ -116,6 +119,7 @@ class Handshake {
   const Export* selected_ = nullptr;
   bool structured_ = false;
   bool no_zeroes_ = false;
+  bool block_sizes_negotiated_ = false;
   bool base_allocation_ = false;
   uint32_t base_allocation_id_ = 0;
   // The export the last NBD_OPT_SET_META_CONTEXT selected base:allocation for

@@ -81,7 +81,8 @@ bool Advertised(uint16_t type, uint16_t tflags) {
 
 // Offset, length, alignment and size limits of a command that addresses a
 // range.
-Verdict CheckRange(const Request& r, const Export& e, bool structured, Verdict v) {
+Verdict CheckRange(const Request& r, const Export& e, bool structured, bool sizes_negotiated,
+                   Verdict v) {
   const bool grows = r.type == kCmdWrite || r.type == kCmdWriteZeroes;
   // Written so that offset + length cannot wrap: past the end is past the end,
   // which the spec answers with ENOSPC for writes and EINVAL otherwise
@@ -89,7 +90,11 @@ Verdict CheckRange(const Request& r, const Export& e, bool structured, Verdict v
   if (r.offset > e.size_bytes || r.length > e.size_bytes - r.offset)
     return Reject(out_of_range_total, grows ? kENoSpc : kEInval, v);
   const uint64_t end = r.offset + r.length;
-  const uint32_t min = e.block_min_bytes;
+  // A client that asked for block sizes (NBD_INFO_BLOCK_SIZE in NBD_OPT_GO)
+  // promised to honour the minimum; one that did not (NBD_OPT_EXPORT_NAME, the
+  // kernel's nbd-client) may send any size, which the spec says a server SHOULD
+  // then accept: the volume does read-modify-write below its alignment.
+  const uint32_t min = sizes_negotiated ? e.block_min_bytes : 1;
   // The last block of an export whose size is not a multiple of the minimum is
   // reachable.
   if (min > 1 && (r.offset % min != 0 || (r.length % min != 0 && end != e.size_bytes)))
@@ -149,7 +154,7 @@ Verdict Validate(const Request& r, const Handshake& session) {
   }
   if (r.type == kCmdBlockStatus && !session.base_allocation())
     return Reject(no_meta_context_total, kEInval, v);
-  return CheckRange(r, e, session.structured_replies(), v);
+  return CheckRange(r, e, session.structured_replies(), session.block_sizes_negotiated(), v);
 }
 
 uint32_t ErrnoToNbd(int err) {

@@ -31,15 +31,22 @@ class Sessions {
     simple = Make(Bytes().Option(1, Bytes().Str("vol0")));
     structured_no_meta = Make(Bytes().Option(8).Append(Go("vol0")));
     ro = Make(Bytes().Option(8).Append(meta_ro).Append(Go("ro")));
-    al = Make(Bytes().Option(8).Append(Go("al")));
+    al = Make(Bytes().Option(8).Append(Go("al", /*want_block_size=*/true)));
+    al_unasked = Make(Bytes().Option(8).Append(Go("al")));
     bare = Make(Bytes().Option(1, Bytes().Str("bare")));
   }
   TestCatalog cat;
-  std::unique_ptr<Handshake> full, simple, structured_no_meta, ro, al, bare;
+  std::unique_ptr<Handshake> full, simple, structured_no_meta, ro, al, al_unasked, bare;
 
  private:
-  static Bytes Go(std::string_view name) {
-    return Bytes().Option(7, Bytes().U32(static_cast<uint32_t>(name.size())).Str(name).U16(0));
+  static Bytes Go(std::string_view name, bool want_block_size = false) {
+    Bytes req = Bytes().U32(static_cast<uint32_t>(name.size())).Str(name);
+    if (want_block_size) {
+      req.U16(1).U16(3);  // one information request: NBD_INFO_BLOCK_SIZE
+    } else {
+      req.U16(0);
+    }
+    return Bytes().Option(7, req);
   }
   static Bytes MetaSet(std::string_view name) {
     return Bytes().Option(10, Bytes()
@@ -201,6 +208,23 @@ TEST(ValidateTest, AlignmentAndLimitsOnAConstrainedExport) {
                       {"write over the maximum", WRITE, 0, (64 << 10) + 512, EINVAL_},
                       {"trim over the maximum", TRIM, 0, 1 << 20, OK},
                   });
+}
+
+TEST(ValidateTest, AClientThatDidNotAskForBlockSizesMaySendAnySize) {
+  // The spec: a server SHOULD then accept any size; the volume does read-modify-write.
+  Sessions s;
+  EXPECT_FALSE(s.al_unasked->block_sizes_negotiated());
+  EXPECT_TRUE(s.al->block_sizes_negotiated());
+  EXPECT_FALSE(s.simple->block_sizes_negotiated());  // NBD_OPT_EXPORT_NAME cannot ask
+  RunRange(*s.al_unasked, {
+                              {"misaligned offset", READ, 100, 512, OK},
+                              {"misaligned length", READ, 0, 100, OK},
+                              {"misaligned write", WRITE, 512, 100, OK},
+                              {"misaligned zeroes", WZ, 1, 512, OK},
+                              {"misaligned trim", TRIM, 0, 513, OK},
+                              {"still not past the end", READ, kMiB, 512, EINVAL_},
+                              {"still not over the maximum", WRITE, 0, (64 << 10) + 512, EINVAL_},
+                          });
 }
 
 TEST(ValidateTest, ReadOnlyExportRefusesWritesWithEperm) {
