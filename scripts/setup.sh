@@ -11,6 +11,7 @@ pkgs=(
   liburing-dev libgtest-dev libgmock-dev
   libcli11-dev
   fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
+  libfuse3-dev fuse3
   iproute2 procps curl
 )
 if [ "${1:-}" = "--bench" ]; then pkgs+=(bpftrace); fi

@@ -131,6 +131,9 @@ int RunDaemon(const DaemonOptions& o) {
   bo.posix_threads = o.posix_threads;
   bo.inline_memory_writes = o.inline_memory_writes;
   bo.inline_memory_reads = o.inline_memory_reads;
+  bo.fault_noop_flush = o.fault_noop_flush;
+  if (o.fault_noop_flush)
+    SPD_LOG_WARN("--fault-noop-flush: flushes and FUA make nothing durable (test only)");
   bo.sim = o.sim;
   auto backend = OpenBackend(bo, reactor.get());
   if (!backend.ok()) {

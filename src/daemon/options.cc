@@ -134,6 +134,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "sleeps. 0: never poll")
       ->capture_default_str();
   app.add_flag("--buffered", o.buffered, "Do not use O_DIRECT on the pool file");
+  app.add_flag("--fault-noop-flush", o.fault_noop_flush,
+               "TEST ONLY, loses data: the uring and posix backends complete every flush without "
+               "fdatasync and send FUA writes as plain writes, so nothing becomes durable "
+               "(tests/integration/test_powercut.sh shows that it notices)");
   app.add_option("--queue-depth", o.queue_depth_max, "Backend I/Os in flight at most")
       ->capture_default_str();
   app.add_option("--commit-overlap", o.commit_overlap,

@@ -36,6 +36,7 @@ struct DaemonOptions {
   bool remote_io = true;     // DispatcherOptions::remote_io
   bool pin_reactors = true;  // ReactorOptions::pin_threads
   bool commit_overlap = true;
+  bool fault_noop_flush = false;  // BackendOptions::fault_noop_flush: test only
   SimOptions sim;
   std::string nbd_unix;                        // default DATA_DIR/nbd.sock; "off" disables
   std::string nbd_listen = "127.0.0.1:10809";  // "off" disables

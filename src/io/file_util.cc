@@ -150,9 +150,9 @@ int64_t PwriteFull(int fd, const void* buf, size_t len, uint64_t off, bool fua) 
 }
 
 int64_t FileBackend::CopySync(const BackendIo& io) const {
-  return io.op == IoOp::kRead
-             ? PreadFull(file_.fd, io.buf, io.length_bytes, io.offset_bytes)
-             : PwriteFull(file_.fd, io.buf, io.length_bytes, io.offset_bytes, io.flags & kIoFua);
+  return io.op == IoOp::kRead ? PreadFull(file_.fd, io.buf, io.length_bytes, io.offset_bytes)
+                              : PwriteFull(file_.fd, io.buf, io.length_bytes, io.offset_bytes,
+                                           (io.flags & kIoFua) && !fault_noop_flush_);
 }
 
 int DiscardRange(const OpenedFile& f, uint64_t off, uint64_t len) {
@@ -200,6 +200,7 @@ Status FileBackend::WriteSync(uint64_t off, const void* buf, size_t len) {
 }
 
 Status FileBackend::FlushSync() {
+  if (fault_noop_flush_) return Status::Ok();
   return fdatasync(file_.fd) < 0 ? Status::FromErrno(errno, "fdatasync") : Status::Ok();
 }
 

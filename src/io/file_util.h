@@ -63,15 +63,22 @@ class FileBackend : public IoBackend {
     inline_reads_ = options.inline_memory_reads && file_.memory_backed;
     inline_writes_ = options.inline_memory_writes && file_.memory_backed;
   }
+  void SetFaultNoopFlush(const BackendOptions& options) {
+    fault_noop_flush_ = options.fault_noop_flush;
+  }
+  // BackendOptions::fault_noop_flush (test only): flushes do nothing and FUA is dropped.
+  bool fault_noop_flush() const { return fault_noop_flush_; }
   bool CopiesInline(const BackendIo& io) const {
     return (inline_reads_ && io.op == IoOp::kRead) || (inline_writes_ && io.op == IoOp::kWrite);
   }
   // pread or pwrite (FUA honoured) of a kRead/kWrite: bytes, or -errno.
   int64_t CopySync(const BackendIo& io) const;
-  // Copies the inline-copy choice to a channel of this backend.
-  void InheritInlineCopies(FileBackend* channel) const {
+  // Copies the inline-copy choice and the fault injection to a channel of this backend: a
+  // channel's writes (the remote path) must make the same durability promises.
+  void InheritRunChoices(FileBackend* channel) const {
     channel->inline_reads_ = inline_reads_;
     channel->inline_writes_ = inline_writes_;
+    channel->fault_noop_flush_ = fault_noop_flush_;
   }
 
   OpenedFile file_;
@@ -80,6 +87,7 @@ class FileBackend : public IoBackend {
   bool owns_file_ = true;
   bool inline_reads_ = false;
   bool inline_writes_ = false;
+  bool fault_noop_flush_ = false;
 };
 
 }  // namespace spd

@@ -162,6 +162,11 @@ struct BackendOptions {
   // Same for reads: O_DIRECT reads of shmem cannot be done without blocking either, so the ring
   // punts every one of them to an io-wq worker too.
   bool inline_memory_reads = true;
+  // TEST ONLY (tests/integration/test_powercut.sh, daemon flag --fault-noop-flush), uring and
+  // posix: every flush (kFlush, FlushSync, the sync after a FUA discard) completes at once without
+  // fdatasync and FUA writes go out as plain writes, so nothing is ever made durable. The
+  // power-cut test runs with it to show that it catches a backend that skips durability.
+  bool fault_noop_flush = false;
   SimOptions sim;  // kSim only
 };
 

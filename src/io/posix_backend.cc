@@ -40,6 +40,7 @@ Result<std::unique_ptr<PosixBackend>> PosixBackend::Open(const BackendOptions& o
   std::unique_ptr<PosixBackend> b(
       new PosixBackend(reactor, f, threads, options.queue_depth_max ? options.queue_depth_max : 1));
   b->SetInlineCopies(options);
+  b->SetFaultNoopFlush(options);
   return b;
 }
 
@@ -47,7 +48,7 @@ Result<std::unique_ptr<IoBackend>> PosixBackend::OpenChannel(Reactor* reactor) {
   std::unique_ptr<PosixBackend> c(
       new PosixBackend(reactor, file_, static_cast<unsigned>(workers_.size()), queue_depth_max_,
                        /*owns_file=*/false));
-  InheritInlineCopies(c.get());
+  InheritRunChoices(c.get());
   return std::unique_ptr<IoBackend>(std::move(c));
 }
 
@@ -114,7 +115,7 @@ int64_t PosixBackend::DoIo(BackendIo* io) {
       r = CopySync(*io);
       break;
     case IoOp::kFlush:
-      r = fdatasync(file_.fd) < 0 ? -errno : 0;
+      if (!fault_noop_flush()) r = fdatasync(file_.fd) < 0 ? -errno : 0;
       break;
     case IoOp::kDiscard:
       r = DiscardRange(file_, io->offset_bytes, io->length_bytes);
@@ -125,7 +126,8 @@ int64_t PosixBackend::DoIo(BackendIo* io) {
       if (r == 0) r = io->length_bytes;
       break;
   }
-  if (r >= 0 && (io->flags & kIoFua) && io->op != IoOp::kWrite && io->op != IoOp::kRead)
+  if (r >= 0 && (io->flags & kIoFua) && io->op != IoOp::kWrite && io->op != IoOp::kRead &&
+      !fault_noop_flush())
     r = fdatasync(file_.fd) < 0 ? -errno : r;
   return r;
 }

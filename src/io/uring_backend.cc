@@ -40,6 +40,7 @@ Result<std::unique_ptr<UringBackend>> UringBackend::Open(const BackendOptions& o
   std::unique_ptr<UringBackend> b(
       new UringBackend(reactor, f, options.queue_depth_max ? options.queue_depth_max : 1));
   b->SetInlineCopies(options);
+  b->SetFaultNoopFlush(options);
   return b;
 }
 
@@ -48,7 +49,7 @@ Result<std::unique_ptr<IoBackend>> UringBackend::OpenChannel(Reactor* reactor) {
     return FailedPrecondition("uring backend channel needs an io_uring reactor");
   std::unique_ptr<UringBackend> c(
       new UringBackend(reactor, file_, queue_depth_max_, /*owns_file=*/false));
-  InheritInlineCopies(c.get());
+  InheritRunChoices(c.get());
   return std::unique_ptr<IoBackend>(std::move(c));
 }
 
@@ -112,6 +113,12 @@ void UringBackend::Issue(BackendIo* io) {
 void UringBackend::Prep(BackendIo* io) {
   io_uring_sqe* sqe = reactor_->GetSqe();
   const int fd = fixed_file_ ? 0 : file_.fd;
+  if (fault_noop_flush() && (io->phase == 1 || io->op == IoOp::kFlush)) {
+    // Test-only fault: the flush completes, through the ring like a real one, having done nothing.
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data(sqe, &io->completion);
+    return;
+  }
   if (io->phase == 1) {  // the data sync that makes a FUA discard/zeroes durable
     io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
     if (fixed_file_) sqe->flags |= IOSQE_FIXED_FILE;
@@ -138,7 +145,7 @@ void UringBackend::Prep(BackendIo* io) {
       } else {
         io_uring_prep_write(sqe, fd, buf, io->length_bytes - done, io->offset_bytes + done);
       }
-      if (io->flags & kIoFua) sqe->rw_flags = RWF_DSYNC;
+      if ((io->flags & kIoFua) && !fault_noop_flush()) sqe->rw_flags = RWF_DSYNC;
       break;
     case IoOp::kFlush:
       io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
