@@ -629,7 +629,8 @@ TEST_F(VolumeManagerRaceTest, VolumeIoWhileAForcedDeleteAndResizesRun) {
   });
   while (!remote_ready.load() && thread_error.empty()) owner_->RunOnce(1'000'000);
   // Let traffic run, then resize b a few times and force-delete a, all queued at once.
-  for (int i = 0; i < 50; ++i) owner_->RunOnce(1'000'000);
+  for (const uint64_t t0 = MonotonicNs(); MonotonicNs() - t0 < 200'000'000;)
+    owner_->RunOnce(1'000'000);
   std::atomic<int> pending{0};
   std::atomic<int> failed{0};
   Status delete_status;
@@ -667,6 +668,7 @@ TEST_F(VolumeManagerRaceTest, VolumeIoWhileAForcedDeleteAndResizesRun) {
   EXPECT_EQ(mismatches.load(), 0u);
   EXPECT_GT(remote_b_ok.load(), 0u);
   EXPECT_GT(local.ok, 0u);
+  EXPECT_GT(remote_a_ok.load(), 0u);
   // After the delete, a request started from the handle fails cleanly.
   local.closing = false;
   local.running = true;
