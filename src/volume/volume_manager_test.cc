@@ -634,14 +634,14 @@ TEST_F(VolumeManagerRaceTest, VolumeIoWhileAForcedDeleteAndResizesRun) {
   std::atomic<int> pending{0};
   std::atomic<int> failed{0};
   Status delete_status;
-  for (int k = 0; k < 6; ++k) {
+  for (int k = 0; k < 40; ++k) {
     ++pending;
     // Grow and shrink above the allocated 2 MiB.
     mgr_->Resize("b", (k % 2 ? 4 : 8) * kMiB + uint64_t(k) * 65536, [&](Status s) {
       if (!s.ok()) ++failed;
       --pending;
     });
-    if (k == 2) {
+    if (k == 20) {
       ++pending;
       mgr_->Delete("a", true, [&](Status s) {
         delete_status = s;
