@@ -1,5 +1,6 @@
 #include "daemon/daemon.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -16,6 +17,8 @@
 #include "reactor/reactor_group.h"
 #include "telemetry/metrics_server.h"
 #include "volume/pool.h"
+#include "volume/pool_format.h"
+#include "volume/volume_manager.h"
 
 namespace spd {
 namespace {
@@ -65,6 +68,77 @@ bool SplitHostPort(const std::string& s, std::string* host, uint16_t* port) {
     return false;
   }
   return !host->empty();
+}
+
+const char* DurabilityName(Durability d) {
+  return d == Durability::kSync ? "sync" : d == Durability::kNone ? "none" : "flush";
+}
+
+// The size recorded in the superblock of an existing pool at `path` (either copy), or 0 when
+// `path` holds no pool (missing, empty, blank). Only the magic is checked: this is a guard
+// against resizing by flag, not an open.
+uint64_t ExistingPoolBytes(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  uint64_t bytes = 0;
+  for (int copy = 0; copy < 2 && bytes == 0; ++copy) {
+    pool_format::Superblock sb;
+    if (pread(fd, &sb, sizeof sb, copy * pool_format::kBlockBytes) ==
+            static_cast<ssize_t>(sizeof sb) &&
+        sb.magic == pool_format::kSuperMagic)
+      bytes = sb.pool_bytes;
+  }
+  close(fd);
+  return bytes;
+}
+
+// Brings the pool's volumes to what the --volume flags ask: creates the missing ones, grows the
+// smaller ones, applies a durability that was given. A volume larger than asked is refused
+// (exit 2): a flag never shrinks a volume. Returns the exit status, or -1 to go on.
+int ApplyVolumeFlags(VolumeManager* mgr, const std::vector<VolumeFlag>& wanted) {
+  for (const VolumeFlag& v : wanted) {
+    std::shared_ptr<VolumeHandle> h = mgr->Find(v.name);
+    if (!h) {
+      auto created = mgr->CreateBlocking(v);
+      if (!created.ok()) {
+        SPD_LOG_ERROR("volume %s: %s", v.name.c_str(), created.status().ToString().c_str());
+        return created.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+      }
+      SPD_LOG_INFO("created volume %s (%llu bytes)", v.name.c_str(),
+                   static_cast<unsigned long long>(v.size_bytes));
+      continue;
+    }
+    const VolumeInfo info = h->info();
+    if (v.size_bytes < info.size_bytes) {
+      SPD_LOG_ERROR(
+          "volume %s is %llu bytes; --volume asks for %llu: shrinking a volume at start-up is "
+          "refused (give its size or larger)",
+          v.name.c_str(), static_cast<unsigned long long>(info.size_bytes),
+          static_cast<unsigned long long>(v.size_bytes));
+      return 2;
+    }
+    if (v.size_bytes > info.size_bytes) {
+      if (Status s = mgr->ResizeBlocking(v.name, v.size_bytes); !s.ok()) {
+        SPD_LOG_ERROR("volume %s: %s", v.name.c_str(), s.ToString().c_str());
+        return 1;
+      }
+      SPD_LOG_INFO("grew volume %s from %llu to %llu bytes", v.name.c_str(),
+                   static_cast<unsigned long long>(info.size_bytes),
+                   static_cast<unsigned long long>(v.size_bytes));
+    }
+    if (v.durability_given && v.durability != info.durability) {
+      if (Status s = mgr->SetDurabilityBlocking(v.name, v.durability); !s.ok()) {
+        SPD_LOG_ERROR("volume %s: %s", v.name.c_str(), s.ToString().c_str());
+        return 1;
+      }
+      SPD_LOG_INFO("volume %s: durability %s (was %s)", v.name.c_str(),
+                   DurabilityName(v.durability), DurabilityName(info.durability));
+    }
+    if (v.read_only != info.read_only)
+      SPD_LOG_WARN("volume %s stays %s: read-only cannot change at start-up", v.name.c_str(),
+                   info.read_only ? "read-only" : "read-write");
+  }
+  return -1;
 }
 
 void PrintHowToConnect(const DaemonOptions& o, const NbdServer& server, const Pool& pool) {
@@ -121,6 +195,19 @@ int RunDaemon(const DaemonOptions& o) {
                  reactor->fallback_reason().c_str());
   }
 
+  if (o.pool_size_given && o.backend != BackendKind::kSim) {
+    // Checked before the backend opens: opening would extend the file to the size asked.
+    const uint64_t existing = ExistingPoolBytes(o.pool_path);
+    if (existing != 0 && existing != o.pool_size_bytes) {
+      SPD_LOG_ERROR(
+          "pool %s is %llu bytes; --pool-size asks for %llu: changing the size of an existing "
+          "pool is not supported yet (drop --pool-size to open it as it is)",
+          o.pool_path.c_str(), static_cast<unsigned long long>(existing),
+          static_cast<unsigned long long>(o.pool_size_bytes));
+      return 2;
+    }
+  }
+
   BackendOptions bo;
   bo.kind = ChooseBackendKind(o.backend, *reactor);
   bo.path = o.pool_path;
@@ -150,20 +237,15 @@ int RunDaemon(const DaemonOptions& o) {
   }
   std::unique_ptr<Pool> pool = std::move(pool_or).value();
 
-  std::vector<VolumeSpec> wanted = o.volumes;
+  VolumeManager volumes(pool.get());
+  std::vector<VolumeFlag> wanted = o.volumes;
   if (wanted.empty() && pool->ListVolumes().empty()) {
-    wanted.push_back({"vol0", 1ull << 30, false, Durability::kFlush});
+    VolumeFlag vol0;
+    vol0.name = "vol0";
+    vol0.size_bytes = 1ull << 30;
+    wanted.push_back(vol0);
   }
-  for (const VolumeSpec& v : wanted) {
-    if (pool->FindVolume(v.name) != nullptr) continue;
-    auto created = pool->CreateVolume(v.name, v.size_bytes, v.durability, v.read_only);
-    if (!created.ok()) {
-      SPD_LOG_ERROR("volume %s: %s", v.name.c_str(), created.status().ToString().c_str());
-      return 1;
-    }
-    SPD_LOG_INFO("created volume %s (%llu bytes)", v.name.c_str(),
-                 static_cast<unsigned long long>(v.size_bytes));
-  }
+  if (int rc = ApplyVolumeFlags(&volumes, wanted); rc >= 0) return rc;
 
   NbdServerOptions no;
   if (o.nbd_unix != "off") no.unix_path = o.nbd_unix;

@@ -40,8 +40,8 @@ Result<uint64_t> ParseSize(const std::string& text) {
   return static_cast<uint64_t>(bytes);
 }
 
-Result<VolumeSpec> ParseVolumeSpec(const std::string& text) {
-  VolumeSpec spec;
+Result<VolumeFlag> ParseVolumeSpec(const std::string& text) {
+  VolumeFlag spec;
   size_t c1 = text.find(':');
   if (c1 == std::string::npos || c1 == 0)
     return InvalidArgument("--volume wants NAME:SIZE[:ro], got '" + text + "'");
@@ -57,17 +57,22 @@ Result<VolumeSpec> ParseVolumeSpec(const std::string& text) {
       spec.read_only = mode == "ro";
     } else if (mode == "flush") {
       spec.durability = Durability::kFlush;
+      spec.durability_given = true;
     } else if (mode == "sync") {
       spec.durability = Durability::kSync;
+      spec.durability_given = true;
     } else if (mode == "none") {
       spec.durability = Durability::kNone;
+      spec.durability_given = true;
     } else {
       return InvalidArgument("--volume mode must be ro, rw, flush, sync or none, got '" + mode +
                              "'");
     }
   }
   SPD_ASSIGN_OR_RETURN(spec.size_bytes, ParseSize(size));
-  if (spec.size_bytes == 0) return InvalidArgument("--volume size must be > 0: '" + text + "'");
+  if (spec.size_bytes == 0 || spec.size_bytes % Pool::kVolumeSizeAlign != 0)
+    return InvalidArgument("--volume size must be a positive multiple of 4096 bytes, got " +
+                           std::to_string(spec.size_bytes) + ": '" + text + "'");
   return spec;
 }
 
@@ -102,14 +107,18 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_option("--data-dir", o.data_dir, "Directory for the pool file and sockets")
       ->capture_default_str();
   app.add_option("--pool", o.pool_path, "Pool file or block device (default DATA_DIR/pool.img)");
-  app.add_option("--pool-size", pool_size, "Size of a new pool file (sparse)")
+  app.add_option("--pool-size", pool_size,
+                 "Size of a new pool file (sparse). Given for an existing pool of another size: "
+                 "refused (pool growth is not supported yet)")
       ->capture_default_str();
   app.add_option("--chunk-size", chunk_size,
                  "Thin-provisioning unit of a new pool (power of two, >= 64K)")
       ->capture_default_str();
   app.add_option("--volume", volumes,
                  "NAME:SIZE[:ro][:flush|sync|none] volume to create at start when missing "
-                 "(repeatable). Durability: flush (default) = durable at FLUSH/FUA; sync = every "
+                 "(repeatable); an existing one grows to SIZE (never shrinks: refused) and takes "
+                 "the durability given (none given: keeps its own). SIZE: a multiple of 4K. "
+                 "Durability: flush (default) = durable at FLUSH/FUA; sync = every "
                  "write durable before its reply; none = scratch, may lose everything on crash");
   app.add_option(
          "--backend", backend,
@@ -213,6 +222,7 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   o.sim.write_extra_ns *= 1000;
   o.sim.flush_extra_ns *= 1000;
   SPD_ASSIGN_OR_RETURN(o.pool_size_bytes, ParseSize(pool_size));
+  o.pool_size_given = app.count("--pool-size") > 0;
   uint64_t chunk;
   SPD_ASSIGN_OR_RETURN(chunk, ParseSize(chunk_size));
   if (chunk < (64u << 10) || chunk > (1u << 30) || (chunk & (chunk - 1)) != 0)
@@ -225,7 +235,7 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   o.nbd_request_bytes_max = static_cast<uint32_t>(req);
   SPD_ASSIGN_OR_RETURN(o.backend, ParseBackendKind(backend));
   for (const std::string& v : volumes) {
-    VolumeSpec spec;
+    VolumeFlag spec;
     SPD_ASSIGN_OR_RETURN(spec, ParseVolumeSpec(v));
     o.volumes.push_back(spec);
   }

@@ -9,22 +9,23 @@
 #include "common/status.h"
 #include "io/io_backend.h"
 #include "volume/pool.h"
+#include "volume/volume_manager.h"  // VolumeSpec
 
 namespace spd {
 
-struct VolumeSpec {
-  std::string name;
-  uint64_t size_bytes = 0;
-  bool read_only = false;
-  Durability durability = Durability::kFlush;
+// One --volume flag: the spec, and whether it named a durability (an existing volume keeps its
+// own when it did not).
+struct VolumeFlag : VolumeSpec {
+  bool durability_given = false;
 };
 
 struct DaemonOptions {
   std::string data_dir = "./spd-data";
   std::string pool_path;  // default DATA_DIR/pool.img
   uint64_t pool_size_bytes = 16ull << 30;
+  bool pool_size_given = false;  // --pool-size (or its config key) was given, not defaulted
   uint32_t chunk_size_bytes = 1u << 20;
-  std::vector<VolumeSpec> volumes;
+  std::vector<VolumeFlag> volumes;
   BackendKind backend = BackendKind::kUring;
   uint32_t reactor_poll_us = 100;  // adaptive poll window (ReactorOptions::poll_ns)
   unsigned cores = 0;              // reactors; 0 = every core this process may use
@@ -51,7 +52,7 @@ struct DaemonOptions {
 // Parses "4096", "64K", "1M", "1G", "1T", "1GiB", "1.5G". Binary units.
 Result<uint64_t> ParseSize(const std::string& text);
 // "NAME:SIZE[:MODE...]" with modes ro|rw and durability flush|sync|none.
-Result<VolumeSpec> ParseVolumeSpec(const std::string& text);
+Result<VolumeFlag> ParseVolumeSpec(const std::string& text);
 
 // Parses argv. Returns kCancelled with the text to print for --help/--version (exit 0), and
 // kInvalidArgument with a one-line message for bad input (exit 2).

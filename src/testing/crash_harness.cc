@@ -134,7 +134,8 @@ class Harness {
   }
 
   std::string CreateVolume() {
-    uint64_t sectors = (256 + rng_() % 768) * 2;  // 256 KiB .. 1 MiB
+    // 256 KiB .. 1 MiB, a multiple of 4 KiB (8 sectors) as volume sizes must be.
+    uint64_t sectors = (256 + rng_() % 768) * 2 / 8 * 8;
     std::string name = "v" + std::to_string(next_name_++);
     VolState vs;
     vs.name = name;
@@ -352,7 +353,7 @@ class Harness {
       if (!s.ok()) return "delete: " + s.ToString();
       vs->acked_deleted = true;
     } else {  // grow
-      uint64_t add = 16 + rng_() % 256;
+      uint64_t add = (16 + rng_() % 256) / 8 * 8;  // sizes stay multiples of 4 KiB
       Status s = pool_->ResizeVolume(vs->name, (sectors + add) * kSectorBytes);
       if (!s.ok()) return "grow: " + s.ToString();
       o.Grow(sectors + add);

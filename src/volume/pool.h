@@ -18,6 +18,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -175,15 +177,22 @@ class Volume {
     return std::atomic_ref<uint32_t>(const_cast<uint32_t&>(map_[vchunk]))
         .load(std::memory_order_seq_cst);
   }
-  // Closes the remote fast path and waits (driving the pool's reactor) until no remote request
-  // is left, so that map_ may be reallocated. False (and the path reopened) after `timeout_ns`.
-  bool CloseRemote(uint64_t timeout_ns);
+  // Closes the remote fast path (so that map_ may be reallocated and info_ change once no remote
+  // request is left); RemoteDrained() tells when the last one has ended (a control operation
+  // polls it from a timer). OpenRemote reopens it.
+  void BeginCloseRemote() { remote_open_.store(false, std::memory_order_seq_cst); }
+  bool RemoteDrained() const { return remote_active_.load(std::memory_order_seq_cst) == 0; }
   void OpenRemote() { remote_open_.store(true, std::memory_order_seq_cst); }
 
   Pool* pool_;
   VolumeInfo info_;
   uint32_t slot_;
   uint64_t inflight_ = 0;
+  // Being created: its checkpoint is not durable yet, so FindVolume and ListVolumes skip it.
+  bool hidden_ = false;
+  // Deleted: the object stays (Pool::graveyard_) so that a late caller holding the pointer
+  // fails cleanly (-ESHUTDOWN) instead of touching freed memory; size 0, no map, remote closed.
+  bool deleted_ = false;
   // volume chunk index -> pool chunk index + 1 (0 = unallocated). Written only on the pool's
   // reactor, with atomic stores; remote readers load atomically (MapLoad) and only while counted
   // in remote_active_ with remote_open_ set, so the vector is not reallocated under them.
@@ -235,22 +244,56 @@ class Pool : private GroupCommit::Owner {
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
-  // Control operations: durable when they return. They commit through the same group-commit
-  // path as data and wait by driving the reactor themselves.
+  // ---- control operations (asynchronous) ----
+  // Each is queued (FIFO, at most kControlQueueMax waiting; a full queue answers
+  // kResourceExhausted) and runs alone, as a state machine on the pool's reactor: it never
+  // blocks and never drives the reactor. `done` runs later on the pool's reactor, never inside
+  // the call, once the change is durable (a checkpoint) or has failed; on failure the pool is as
+  // it was before the operation. Every wait (the remote path's drain, the commit, a deleted
+  // volume's zeroing) is bounded (ControlTimeouts): past it the operation fails with
+  // kDeadlineExceeded (kFailedPrecondition for a drain) and the state is restored.
+  // Sizes must be a positive multiple of kVolumeSizeAlign (kInvalidArgument otherwise).
+  // REQUIRES (all): on the pool's reactor thread.
+  static constexpr size_t kControlQueueMax = 64;
+  static constexpr uint64_t kVolumeSizeAlign = 4096;
+  struct ControlTimeouts {
+    uint64_t remote_drain_ns = 5'000'000'000;  // a volume's remote requests to end
+    uint64_t commit_ns = 30'000'000'000;       // the commit of the change
+    uint64_t punch_ns = 60'000'000'000;        // a deleted volume's chunks to be zeroed
+  };
+  using ControlCallback = std::function<void(Status)>;
+  void CreateVolumeAsync(const std::string& name, uint64_t size_bytes, Durability durability,
+                         bool read_only, std::function<void(Result<Volume*>)> done);
+  // Refused (kFailedPrecondition) while a request of the volume is in the pool (inflight()).
+  // Once the deleting checkpoint is durable the volume is gone even if zeroing its chunks or
+  // the commit of their frees then fails (the status says so; FindVolume says it is gone).
+  void DeleteVolumeAsync(const std::string& name, ControlCallback done);
+  // Grows or shrinks; the current size is Ok with no commit. Shrinking is refused
+  // (kFailedPrecondition) while any chunk beyond the new end is allocated or a request runs.
+  void ResizeVolumeAsync(const std::string& name, uint64_t size_bytes, ControlCallback done);
+  // The current durability is Ok with no commit.
+  void SetDurabilityAsync(const std::string& name, Durability durability, ControlCallback done);
+  // Makes everything completed so far durable (data flush + metadata commit).
+  void SyncAllAsync(ControlCallback done);
+  // Queued operations not yet finished, the running one included.
+  size_t control_ops_pending() const { return control_queue_.size() + (control_active_ ? 1 : 0); }
+  void set_control_timeouts(const ControlTimeouts& t) { control_timeouts_ = t; }
+
+  // ---- the same, blocking ----
+  // Thin wrappers for start-up and tests: submit the operation above and drive the reactor
+  // until its callback ran.
   // REQUIRES: on the pool's reactor thread, not inside a reactor callback.
   [[nodiscard]] Result<Volume*> CreateVolume(const std::string& name, uint64_t size_bytes,
                                              Durability durability = Durability::kFlush,
                                              bool read_only = false);
-  // REQUIRES: no request of the volume in flight (kFailedPrecondition otherwise).
   [[nodiscard]] Status DeleteVolume(const std::string& name);
-  // Grows or shrinks. Shrinking is refused (kFailedPrecondition) while any chunk beyond the new
-  // end is allocated.
   [[nodiscard]] Status ResizeVolume(const std::string& name, uint64_t size_bytes);
+  [[nodiscard]] Status SetDurability(const std::string& name, Durability durability);
+  [[nodiscard]] Status SyncAll();
+
+  // A durable volume by name (not one whose creation is still committing), or nullptr.
   Volume* FindVolume(const std::string& name);
   std::vector<VolumeInfo> ListVolumes() const;
-
-  // Makes everything completed so far durable (data flush + metadata commit).
-  [[nodiscard]] Status SyncAll();
 
   PoolStats stats() const;
   IoBackend* backend() const { return backend_.get(); }
@@ -272,6 +315,7 @@ class Pool : private GroupCommit::Owner {
   };
   struct CommitState;
   struct PunchIo;
+  struct ControlOp;
 
   Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor);
   Status Format(const PoolOptions& options);
@@ -282,7 +326,21 @@ class Pool : private GroupCommit::Owner {
   Status ReplayLog();
   Status ZeroFreeChunks();
   void RebuildVolumeMaps();
-  [[nodiscard]] Status SyncCommit(bool checkpoint);
+  // Control operations (pool.cc): queue, one at a time, each a state machine.
+  void SubmitControl(std::unique_ptr<ControlOp> op);
+  void StartNextControl();
+  void ControlStart(ControlOp* op);
+  void ControlAfterDrain(ControlOp* op);
+  void ControlCommitted(ControlOp* op, int32_t result);
+  void ControlCommit(ControlOp* op, bool checkpoint);
+  void ControlPollTimer(ControlOp* op);
+  void ControlRestore(ControlOp* op);
+  void ControlFinish(ControlOp* op, Status status);
+  void ControlMaybeFree(ControlOp* op);
+  static void OnControlTimer(Timer* t);
+  static void OnControlCommit(CommitWaiter* w, int32_t result);
+  static void OnControlIo(BackendIo* io);
+  static void OnControlDone(Task* t);
 
   uint64_t ChunkOffset(uint32_t pchunk) const;    // pchunk 0-based
   uint32_t ChunkAt(uint64_t offset_bytes) const;  // the inverse: the pchunk of a data offset
@@ -369,6 +427,15 @@ class Pool : private GroupCommit::Owner {
   std::unique_ptr<GroupCommit> group_;
   bool fault_skip_commit_flush_ = false;  // PoolOptions::fault_skip_commit_flush
   PoolStats stats_;
+
+  // Control operations: every one alive (queued, running, finished but with its callback or a
+  // late commit waiter or I/O still to come), the queue, and the one running.
+  std::vector<std::unique_ptr<ControlOp>> control_ops_;
+  std::deque<ControlOp*> control_queue_;
+  ControlOp* control_active_ = nullptr;
+  ControlTimeouts control_timeouts_;
+  // Deleted volumes (tombstones, Volume::deleted_), kept so that stale pointers fail cleanly.
+  std::vector<std::unique_ptr<Volume>> graveyard_;
 };
 
 }  // namespace spd

@@ -46,7 +46,10 @@ void Volume::Start(VolumeIo* io) {
   if (info_.durability == Durability::kNone) io->fua = false;
   ++inflight_;
   const uint64_t end = io->offset_bytes + io->length_bytes;
-  if (io->op == IoOp::kFlush) {
+  if (deleted_) {
+    invalid_requests_total.Add();
+    Complete(io, -ESHUTDOWN);  // a stale pointer to a deleted volume (a tombstone)
+  } else if (io->op == IoOp::kFlush) {
     if (info_.durability == Durability::kNone) {
       Complete(io, 0);
     } else {

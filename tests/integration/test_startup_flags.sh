@@ -1,0 +1,61 @@
+# Start-up flags on an existing pool: --volume grows a volume (data kept) and applies a new
+# durability; a smaller size, an explicit --pool-size of another size and a size that is not a
+# multiple of 4 KiB are each refused with one clear line and exit status 2, harming nothing.
+source "$(dirname "$0")/lib.sh"
+
+# run_refused EXPECTED_TEXT ARGS...: spd2 must exit 2 at once, printing EXPECTED_TEXT.
+run_refused() {
+  local want=$1
+  shift
+  local rc=0
+  timeout 20 "$SPD2" --data-dir "$T/data" --nbd-listen off --metrics-listen off --quiet "$@" \
+    >"$T/refused.log" 2>&1 || rc=$?
+  [ "$rc" -eq 2 ] || { cat "$T/refused.log"; fail "exit $rc (want 2) for: $*"; }
+  grep -q -- "$want" "$T/refused.log" || { cat "$T/refused.log"; fail "no '$want' for: $*"; }
+}
+
+start_spd2 --volume vol0:64M
+head -c 1M /dev/urandom >"$T/blob"
+nbdcopy "$T/blob" "$(uri)"
+stop_spd2
+[ "$(nbdinfo --size "$(uri)" 2>/dev/null || echo none)" = none ] || fail "still serving"
+
+# Grow to 128M and switch to sync: logged, served at the new size, data kept.
+start_spd2 --volume vol0:128M:sync
+[ "$(nbdinfo --size "$(uri)")" = $((128 << 20)) ] || fail "not grown: $(nbdinfo --size "$(uri)")"
+grep -q "grew volume vol0 from 67108864 to 134217728 bytes" "$T/spd2.log" ||
+  { cat "$T/spd2.log"; fail "growth not logged"; }
+grep -q "volume vol0: durability sync (was flush)" "$T/spd2.log" ||
+  { cat "$T/spd2.log"; fail "durability change not logged"; }
+rm -f "$T/out"
+nbdcopy "$(uri)" "$T/out"
+cmp -n $((1 << 20)) "$T/out" "$T/blob" || fail "data lost by the growth"
+stop_spd2
+
+# Shrinking by flag: refused, the volume untouched.
+run_refused "shrinking a volume at start-up is refused" --pool-size 2G --volume vol0:64M
+# --pool-size of another size on the existing pool: refused (the default value never is: the
+# other runs here give 2G, the pool's size, and this one gives none).
+run_refused "changing the size of an existing pool is not supported yet" --pool-size 4G
+# A volume size that is not a multiple of 4096.
+run_refused "positive multiple of 4096 bytes, got 1000" --pool-size 2G --volume small:1000
+rc=0
+"$SPD2" check "$T/data/pool.img" >"$T/check.log" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || { cat "$T/check.log"; fail "check after the refusals"; }
+[ "$(stat -c %s "$T/data/pool.img")" = $((2 << 30)) ] || fail "pool file size changed"
+
+# Without --pool-size (default 16G) the 2G pool opens as it is; the size stays 128M.
+"$SPD2" --data-dir "$T/data" --nbd-listen "127.0.0.1:$SPD_PORT" --metrics-listen off --quiet \
+  --volume vol0:128M >>"$T/spd2.log" 2>&1 &
+SPD_PID=$!
+for _ in $(seq 200); do
+  nbdinfo --size "$(uri)" >/dev/null 2>&1 && break
+  kill -0 "$SPD_PID" 2>/dev/null || { cat "$T/spd2.log"; fail "spd2 exited without --pool-size"; }
+  sleep 0.05
+done
+[ "$(nbdinfo --size "$(uri)")" = $((128 << 20)) ] || fail "size after a plain restart"
+rm -f "$T/out"
+nbdcopy "$(uri)" "$T/out"
+cmp -n $((1 << 20)) "$T/out" "$T/blob" || fail "data lost"
+stop_spd2
+echo "ok"
