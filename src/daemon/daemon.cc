@@ -196,6 +196,14 @@ int RunDaemon(const DaemonOptions& o) {
   }
 
   if (o.pool_size_given && o.backend != BackendKind::kSim) {
+    struct stat st {};
+    if (stat(o.pool_path.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
+      SPD_LOG_ERROR(
+          "--pool-size cannot apply to %s: a block device's pool is the whole device "
+          "(drop --pool-size)",
+          o.pool_path.c_str());
+      return 2;
+    }
     // Checked before the backend opens: opening would extend the file to the size asked.
     const uint64_t existing = ExistingPoolBytes(o.pool_path);
     if (existing != 0 && existing != o.pool_size_bytes) {
@@ -274,7 +282,7 @@ int RunDaemon(const DaemonOptions& o) {
   std::unique_ptr<ReactorGroup> group = std::move(group_or).value();
   std::vector<Reactor*> conn_reactors;
   for (unsigned i = 0; i < group->size(); ++i) conn_reactors.push_back(group->at(i));
-  NbdServer server(reactor.get(), &dispatcher, no, conn_reactors);
+  NbdServer server(reactor.get(), &dispatcher, &volumes, no, conn_reactors);
   if (Status s = server.Start(); !s.ok()) {
     SPD_LOG_ERROR("%s", s.ToString().c_str());
     return 1;

@@ -99,6 +99,10 @@ VolumeManager::~VolumeManager() {
 
 void VolumeManager::AddListener(Listener* l) { listeners_.push_back(l); }
 
+void VolumeManager::RemoveListener(Listener* l) {
+  listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), l), listeners_.end());
+}
+
 std::shared_ptr<VolumeHandle> VolumeManager::Find(const std::string& name) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = handles_.find(name);

@@ -129,8 +129,12 @@ class VolumeManager {
   // Any thread. Snapshots (VolumeHandle::info), ordered by volume id.
   std::vector<VolumeInfo> List() const;
 
-  // REQUIRES: on the pool's reactor thread (or before it runs); `l` outlives the manager.
+  // REQUIRES: on the pool's reactor thread (or before it runs); `l` stays alive until it is
+  // removed or the manager goes.
   void AddListener(Listener* l);
+  // REQUIRES: on the pool's reactor thread, or after it stopped; no operation of the manager
+  // may be running (a running one may still call `l`).
+  void RemoveListener(Listener* l);
 
   // Blocking forms for start-up and tests: the call above, then drive the pool's reactor until
   // its `done` ran. REQUIRES: on the pool's reactor thread, not inside a reactor callback.

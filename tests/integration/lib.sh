@@ -25,10 +25,13 @@ cleanup() {
 trap cleanup EXIT
 
 # start_spd2 [extra args...]: starts spd2 on $T/data, waits until the socket accepts.
-# SPD_METRICS=ADDR turns the metrics endpoint on (default off). SPD_NBD_LISTEN=off serves the
+# SPD_METRICS=ADDR turns the metrics endpoint on (default off); SPD_POOL_SIZE=off passes no
+# --pool-size (a block device, whose pool is the whole device). SPD_NBD_LISTEN=off serves the
 # unix socket only (after a SIGKILL the port can stay taken until io_uring's teardown ends).
 start_spd2() {
-  "$SPD2" --data-dir "$T/data" --pool-size "${SPD_POOL_SIZE:-2G}" \
+  local size=()
+  [ "${SPD_POOL_SIZE:-2G}" = off ] || size=(--pool-size "${SPD_POOL_SIZE:-2G}")
+  "$SPD2" --data-dir "$T/data" "${size[@]}" \
     --nbd-listen "${SPD_NBD_LISTEN:-127.0.0.1:$SPD_PORT}" --metrics-listen "${SPD_METRICS:-off}" \
     --quiet "$@" \
     >>"$T/spd2.log" 2>&1 &

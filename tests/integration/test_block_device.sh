@@ -5,6 +5,10 @@ source "$(dirname "$0")/lib.sh"
 truncate -s 512M "$T/backing"
 dev=$(losetup --find --show "$T/backing" 2>/dev/null) || { echo "SKIP: no loop devices here"; exit 0; }
 trap 'losetup -d "$dev" 2>/dev/null; cleanup' EXIT
+SPD_POOL_SIZE=off
+# --pool-size cannot apply to a device: refused with one line, exit 2.
+rc=0; "$SPD2" --data-dir "$T/data" --pool "$dev" --pool-size 1G --quiet >"$T/refused" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -q "cannot apply" "$T/refused" || { cat "$T/refused"; fail "--pool-size on a device: exit $rc"; }
 start_spd2 --pool "$dev" --volume blk:256M --chunk-size 64K
 grep -q "uring backend" "$T/spd2.log" || { cat "$T/spd2.log"; fail "not on uring"; }
 head -c 32M /dev/urandom >"$T/blob"

@@ -38,6 +38,8 @@ Counter buffer_alloc_failures_total("spd_nbd_buffer_alloc_failures_total",
                                     "Request buffers that could not be allocated (ENOMEM).");
 Counter handshake_failures_total("spd_nbd_handshake_failures_total",
                                  "Connections closed during negotiation.");
+Counter closed_for_delete_total("spd_nbd_connections_closed_for_delete_total",
+                                "Connections closed because their volume was deleted (forced).");
 
 constexpr uint32_t kBufAlign = 4096;
 // Buffers up to this size stay with their slot between requests; larger ones are freed after
@@ -63,6 +65,7 @@ NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::s
 }
 
 NbdConnection::~NbdConnection() {
+  if (handle_) handle_->RemoveUser();
   if (slots_) {
     for (uint32_t i = 0; i < server_->options_.conn_inflight_max; ++i) std::free(slots_[i].buf);
   }
@@ -87,6 +90,11 @@ Status NbdConnection::Start() {
 }
 
 void NbdConnection::Drain() { BeginClose("server shutting down"); }
+
+void NbdConnection::CloseForDelete() {
+  closed_for_delete_total.Add();
+  BeginClose("volume deleted");
+}
 
 void NbdConnection::OnReadable(Completion* c, int32_t res, uint32_t flags) {
   NbdConnection* self = static_cast<Watcher*>(c)->conn;
@@ -255,13 +263,27 @@ bool NbdConnection::ProcessHandshake() {
       BeginClose(handshake_->close_reason().empty() ? "negotiation ended"
                                                     : handshake_->close_reason().c_str());
       return false;
-    case nbd::Handshake::State::kTransmission:
+    case nbd::Handshake::State::kTransmission: {
       export_ = handshake_->selected();
-      volume_ = static_cast<Volume*>(export_->cookie);
+      // The export may have been replaced (resized) or removed since the client chose it; a
+      // volume being deleted takes no new users.
+      std::shared_ptr<VolumeHandle> h = server_->HandleOf(export_);
+      if (!h || !h->AddUser()) {
+        handshake_failures_total.Add();
+        BeginClose("the volume changed or is being deleted during negotiation");
+        return false;
+      }
+      handle_ = std::move(h);
+      volume_ = handle_->volume();
+      if (volume_ == nullptr) {
+        BeginClose("the volume was deleted during negotiation");
+        return false;
+      }
       rx_state_ = RxState::kHeader;
       SPD_LOG_DEBUG("nbd %s: export '%s' structured=%d", peer_.c_str(), export_->name.c_str(),
                     handshake_->structured_replies());
       return true;
+    }
   }
   return false;
 }

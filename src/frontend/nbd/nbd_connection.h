@@ -52,7 +52,11 @@ class NbdConnection {
   [[nodiscard]] Status Start();
   // Stop reading new requests; close when in-flight ones have been answered. On reactor().
   void Drain();
+  // The same, because the volume is being deleted (forced). On reactor().
+  void CloseForDelete();
   Reactor* reactor() const { return reactor_; }
+  // The volume this connection is a user of (null before transmission). On reactor().
+  const VolumeHandle* handle() const { return handle_.get(); }
 
   // Tasks the server posts to this connection's reactor.
   struct ConnTask : Task {
@@ -115,6 +119,9 @@ class NbdConnection {
   RxState rx_state_ = RxState::kHandshake;
   std::unique_ptr<nbd::Handshake> handshake_;
   const nbd::Export* export_ = nullptr;
+  // A user registration on the volume's handle from transmission until the connection goes:
+  // the volume cannot be deleted under our requests.
+  std::shared_ptr<VolumeHandle> handle_;
   Volume* volume_ = nullptr;
   size_t handshake_sent_ = 0;
 

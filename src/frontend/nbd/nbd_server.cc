@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
 #include "common/counters.h"
 #include "common/log.h"
@@ -23,32 +25,87 @@ Counter connections_total("spd_nbd_connections_total", "NBD connections accepted
 Counter connections_refused_total("spd_nbd_connections_refused_total",
                                   "NBD connections closed at once: connections_max reached.");
 Counter accept_errors_total("spd_nbd_accept_errors_total", "accept() failures.");
+Counter exports_changed_total("spd_nbd_export_changes_total",
+                              "Exports added, replaced (resized) or removed at run time.");
 
 }  // namespace
 
+// The live export list. Handshakes read it on connection reactors while the manager's changes
+// arrive on the pool's reactor, hence the mutex (negotiation only, never per request). An
+// Export is immutable once published: a change publishes a new one, and the old one stays
+// allocated (retired_) because a handshake or connection may still point at it. A retired
+// Export is a few hundred bytes per volume change; they go with the server.
 class NbdServer::Catalog : public nbd::ExportCatalog {
  public:
+  struct Entry {
+    std::unique_ptr<nbd::Export> exp;
+    std::shared_ptr<VolumeHandle> handle;
+  };
   const nbd::Export* Find(std::string_view name) const override {
-    if (exports_.empty()) return nullptr;
-    if (name.empty()) return &exports_.front();
-    for (const nbd::Export& e : exports_)
-      if (e.name == name) return &e;
+    std::lock_guard<std::mutex> g(mu_);
+    if (live_.empty()) return nullptr;
+    if (name.empty()) return live_.front().exp.get();  // the default export: the oldest volume
+    for (const Entry& e : live_)
+      if (e.exp->name == name) return e.exp.get();
     return nullptr;
   }
   std::vector<const nbd::Export*> List() const override {
+    std::lock_guard<std::mutex> g(mu_);
     std::vector<const nbd::Export*> out;
-    for (const nbd::Export& e : exports_) out.push_back(&e);
+    for (const Entry& e : live_) out.push_back(e.exp.get());
     return out;
   }
-  std::vector<nbd::Export> exports_;
+  // Publishes `e` for `handle`, replacing an export of the same name.
+  void Put(std::unique_ptr<nbd::Export> e, std::shared_ptr<VolumeHandle> handle) {
+    std::lock_guard<std::mutex> g(mu_);
+    e->cookie = handle.get();
+    for (Entry& cur : live_) {
+      if (cur.exp->name != e->name) continue;
+      retired_.push_back(std::move(cur.exp));
+      cur.exp = std::move(e);
+      cur.handle = std::move(handle);
+      return;
+    }
+    live_.push_back({std::move(e), std::move(handle)});
+  }
+  void Remove(const std::string& name) {
+    std::lock_guard<std::mutex> g(mu_);
+    for (auto it = live_.begin(); it != live_.end(); ++it) {
+      if (it->exp->name != name) continue;
+      retired_.push_back(std::move(it->exp));
+      live_.erase(it);
+      return;
+    }
+  }
+  // The handle behind an export this catalog published (live or retired).
+  std::shared_ptr<VolumeHandle> HandleOf(const nbd::Export* e) const {
+    std::lock_guard<std::mutex> g(mu_);
+    for (const Entry& cur : live_)
+      if (cur.exp.get() == e) return cur.handle;
+    return nullptr;  // retired: its volume changed or went away since the client chose it
+  }
+  size_t size() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return live_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Entry> live_;  // in volume id order (creation order)
+  std::vector<std::unique_ptr<nbd::Export>> retired_;
 };
 
 const nbd::ExportCatalog* NbdServer::catalog() const { return catalog_.get(); }
 
-NbdServer::NbdServer(Reactor* reactor, Dispatcher* dispatcher, NbdServerOptions options,
-                     std::vector<Reactor*> conn_reactors)
+std::shared_ptr<VolumeHandle> NbdServer::HandleOf(const nbd::Export* e) const {
+  return catalog_->HandleOf(e);
+}
+
+NbdServer::NbdServer(Reactor* reactor, Dispatcher* dispatcher, VolumeManager* volumes,
+                     NbdServerOptions options, std::vector<Reactor*> conn_reactors)
     : reactor_(reactor),
       dispatcher_(dispatcher),
+      volumes_(volumes),
       pool_(dispatcher->pool()),
       options_(std::move(options)),
       catalog_(new Catalog()) {
@@ -81,6 +138,7 @@ NbdServer::NbdServer(Reactor* reactor, Dispatcher* dispatcher, NbdServerOptions 
 }
 
 NbdServer::~NbdServer() {
+  volumes_->RemoveListener(this);
   // Connections still open here (a server torn down without Shutdown) belong to reactors that
   // have stopped; nothing else can reach them.
   for (auto& sh : shards_)
@@ -96,26 +154,81 @@ NbdServer::~NbdServer() {
   if (!options_.unix_path.empty()) unlink(options_.unix_path.c_str());
 }
 
-Status NbdServer::Start() {
+Status NbdServer::ExportVolume(const VolumeInfo& vi) {
+  std::shared_ptr<VolumeHandle> handle = volumes_->Find(vi.name);
+  if (!handle) return NotFound("nbd: no handle for volume " + vi.name);
   const uint32_t align = pool_->backend()->alignment_bytes();
-  for (const VolumeInfo& vi : pool_->ListVolumes()) {
-    nbd::Export e;
-    e.name = vi.name;
-    e.description = "spd2 volume " + vi.name;
-    e.size_bytes = vi.size_bytes;
-    e.read_only = vi.read_only;
-    e.block_min_bytes = align;
-    e.block_pref_bytes = std::max<uint32_t>(4096, align);
-    e.block_max_bytes = options_.request_bytes_max;
-    e.cookie = pool_->FindVolume(vi.name);
-    if (!nbd::BlockSizesValid(e))
-      return InvalidArgument("nbd: export " + vi.name + ": block size constraints invalid (min " +
-                             std::to_string(e.block_min_bytes) + ", max " +
-                             std::to_string(e.block_max_bytes) + ")");
-    catalog_->exports_.push_back(std::move(e));
+  auto e = std::make_unique<nbd::Export>();
+  e->name = vi.name;
+  e->description = "spd2 volume " + vi.name;
+  e->size_bytes = vi.size_bytes;
+  e->read_only = vi.read_only;
+  e->block_min_bytes = align;
+  e->block_pref_bytes = std::max<uint32_t>(4096, align);
+  e->block_max_bytes = options_.request_bytes_max;
+  if (!nbd::BlockSizesValid(*e))
+    return InvalidArgument("nbd: export " + vi.name + ": block size constraints invalid (min " +
+                           std::to_string(e->block_min_bytes) + ", max " +
+                           std::to_string(e->block_max_bytes) + ")");
+  catalog_->Put(std::move(e), std::move(handle));
+  return Status::Ok();
+}
+
+void NbdServer::OnVolumeChanged(const VolumeInfo& info, VolumeManager::Change kind) {
+  if (kind == VolumeManager::Change::kDeleted) {
+    catalog_->Remove(info.name);
+    exports_changed_total.Add();
+    return;
   }
-  if (catalog_->exports_.empty())
-    return FailedPrecondition("nbd: the pool has no volume to export");
+  if (kind == VolumeManager::Change::kDurability) return;  // nothing NBD advertises
+  // Created or resized: new connections see the volume as it is now.
+  if (Status s = ExportVolume(info); !s.ok()) {
+    SPD_LOG_WARN("%s", s.ToString().c_str());
+    return;
+  }
+  exports_changed_total.Add();
+}
+
+void NbdServer::OnVolumeClosing(std::shared_ptr<VolumeHandle> handle, std::function<void()> done) {
+  // Every shard closes its connections to the volume: they stop reading, answer what is in
+  // flight, close, and give up their user registration. The manager waits for the handle's
+  // users to reach zero; `done` only says every shard has started closing.
+  struct Closing {
+    std::shared_ptr<VolumeHandle> handle;
+    std::function<void()> done;
+    std::atomic<size_t> shards_left{0};
+  };
+  auto closing = std::make_shared<Closing>();
+  closing->handle = std::move(handle);
+  closing->done = std::move(done);
+  closing->shards_left = shards_.size();
+  struct CloseTask : Task {
+    Shard* shard;
+    std::shared_ptr<Closing> closing;
+  };
+  for (auto& sh : shards_) {
+    auto* t = new CloseTask();
+    t->shard = sh.get();
+    t->closing = closing;
+    t->fn = [](Task* task) {
+      std::unique_ptr<CloseTask> self(static_cast<CloseTask*>(task));
+      std::vector<NbdConnection*> conns = self->shard->conns;
+      for (NbdConnection* c : conns)
+        if (c->handle() == self->closing->handle.get()) c->CloseForDelete();
+      if (self->closing->shards_left.fetch_sub(1) == 1) self->closing->done();
+    };
+    if (sh->reactor == reactor_) {
+      t->fn(t);
+    } else {
+      sh->reactor->Post(t);
+    }
+  }
+}
+
+Status NbdServer::Start() {
+  for (const VolumeInfo& vi : volumes_->List()) SPD_RETURN_IF_ERROR(ExportVolume(vi));
+  if (catalog_->size() == 0) return FailedPrecondition("nbd: the pool has no volume to export");
+  volumes_->AddListener(this);
 
   if (!options_.unix_path.empty()) {
     if (options_.unix_path.size() >= sizeof(sockaddr_un::sun_path))

@@ -26,6 +26,7 @@
 #include "frontend/nbd/proto/nbd_handshake.h"
 #include "reactor/reactor.h"
 #include "volume/pool.h"
+#include "volume/volume_manager.h"
 
 namespace spd {
 
@@ -42,15 +43,21 @@ struct NbdServerOptions {
 
 class NbdConnection;
 
-class NbdServer {
+// Exports are the volume manager's volumes, live: a volume created at run time can be exported
+// at once, a deleted one disappears from LIST, a resized one is offered at its new size to new
+// connections. Each connection in transmission is a user of its volume (VolumeHandle::AddUser);
+// a forced delete closes the volume's connections (OnVolumeClosing) after their in-flight
+// requests are answered.
+class NbdServer : private VolumeManager::Listener {
  public:
-  // `conn_reactors` empty means: every connection on `reactor`.
-  // `dispatcher` (and its pool) must outlive the server.
-  NbdServer(Reactor* reactor, Dispatcher* dispatcher, NbdServerOptions options,
-            std::vector<Reactor*> conn_reactors = {});
-  ~NbdServer();
+  // `conn_reactors` empty means: every connection on `reactor`. `dispatcher` and `volumes` (and
+  // their pool) must outlive the server; `reactor` must be the pool's (the manager calls its
+  // listeners there).
+  NbdServer(Reactor* reactor, Dispatcher* dispatcher, VolumeManager* volumes,
+            NbdServerOptions options, std::vector<Reactor*> conn_reactors = {});
+  ~NbdServer() override;
 
-  // Publishes every volume of the pool as an export and starts listening.
+  // Publishes every volume as an export, follows the manager's changes, starts listening.
   [[nodiscard]] Status Start();
   // Stops accepting, stops reading requests, lets in-flight requests finish and their replies
   // go out, closes every connection; then runs `done` on the reactor.
@@ -74,6 +81,12 @@ class NbdServer {
   void AcceptAll(Listener* l);
   // Called on the connection's reactor once it is closed for good.
   void ConnectionClosed(NbdConnection* conn);
+  // VolumeManager::Listener (on the pool's reactor).
+  void OnVolumeChanged(const VolumeInfo& info, VolumeManager::Change kind) override;
+  void OnVolumeClosing(std::shared_ptr<VolumeHandle> handle, std::function<void()> done) override;
+  [[nodiscard]] Status ExportVolume(const VolumeInfo& info);
+  // The volume behind an export the catalog publishes now (null for a retired one). Any thread.
+  std::shared_ptr<VolumeHandle> HandleOf(const nbd::Export* e) const;
   struct Shard;
   void Forget(Shard* shard);  // on reactor_: one connection fewer
   const nbd::ExportCatalog* catalog() const;
@@ -97,6 +110,7 @@ class NbdServer {
   };
   std::vector<std::unique_ptr<Shard>> shards_;
   Dispatcher* dispatcher_;
+  VolumeManager* volumes_;
   Pool* pool_;
   NbdServerOptions options_;
   std::unique_ptr<Catalog> catalog_;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <future>
 #include <random>
@@ -67,10 +68,12 @@ class NbdServerTest : public ::testing::Test {
     no.unix_path = sock_;
     Tweak(&no);
     Dispatcher dispatcher(pool.get(), DispatcherOptions{});
-    NbdServer server(reactor.get(), &dispatcher, no);
+    VolumeManager volumes(pool.get());
+    NbdServer server(reactor.get(), &dispatcher, &volumes, no);
     if (Status s = server.Start(); !s.ok()) return ready->set_value(s.ToString());
     reactor_ = reactor.get();
     server_ = &server;
+    volumes_ = &volumes;
     ready->set_value("");
     reactor->Run();
     server_ = nullptr;
@@ -95,7 +98,42 @@ class NbdServerTest : public ::testing::Test {
   std::thread thread_;
   Reactor* reactor_ = nullptr;
   NbdServer* server_ = nullptr;
+  VolumeManager* volumes_ = nullptr;  // called from the test thread: any-thread API
 };
+
+// Runs a manager call from the test thread and waits for its `done` (on the pool's reactor).
+template <typename Fn>
+Status ManagerCall(Fn fn) {
+  std::promise<Status> p;
+  auto f = p.get_future();
+  fn([&p](Status s) { p.set_value(s); });
+  if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+    return Status(StatusCode::kDeadlineExceeded, "manager call did not finish");
+  return f.get();
+}
+
+std::vector<std::string> ListExports(const std::string& sock) {
+  std::vector<std::string> names;
+  nbd_handle* h = nbd_create();
+  nbd_set_opt_mode(h, true);
+  std::string uri = "nbd+unix:///?socket=" + sock;
+  if (nbd_connect_uri(h, uri.c_str()) == -1) {
+    ADD_FAILURE() << nbd_get_error();
+    nbd_close(h);
+    return names;
+  }
+  nbd_list_callback cb = {.callback =
+                              [](void* user, const char* name, const char*) {
+                                static_cast<std::vector<std::string>*>(user)->push_back(name);
+                                return 0;
+                              },
+                          .user_data = &names,
+                          .free = nullptr};
+  EXPECT_NE(nbd_opt_list(h, cb), -1) << nbd_get_error();
+  nbd_opt_abort(h);
+  nbd_close(h);
+  return names;
+}
 
 std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
   std::vector<uint8_t> v(n);
@@ -251,6 +289,99 @@ TEST_F(NbdServerTest, VolumesAreIsolated) {
   EXPECT_TRUE(std::all_of(back.begin(), back.end(), [](uint8_t b) { return b == 0; }));
   nbd_close(h0);
   nbd_close(h1);
+}
+
+TEST_F(NbdServerTest, VolumesCreatedAndDeletedAtRunTimeAreExportedLive) {
+  EXPECT_EQ(ListExports(sock_), (std::vector<std::string>{"vol0", "vol1"}));
+  ASSERT_TRUE(ManagerCall([&](auto done) {
+                volumes_->Create({"live", 8 * kMiB, Durability::kFlush, false},
+                                 [done](Result<std::shared_ptr<VolumeHandle>> r) {
+                                   done(r.ok() ? Status::Ok() : r.status());
+                                 });
+              }).ok());
+  EXPECT_EQ(ListExports(sock_), (std::vector<std::string>{"vol0", "vol1", "live"}));
+  nbd_handle* h = Connect("live");  // exportable at once
+  ASSERT_NE(h, nullptr);
+  EXPECT_EQ(nbd_get_size(h), static_cast<int64_t>(8 * kMiB));
+  auto data = Pattern(4096, 9);
+  ASSERT_EQ(nbd_pwrite(h, data.data(), data.size(), 0, 0), 0) << nbd_get_error();
+  // Grown: new connections see the new size; the open one keeps working.
+  ASSERT_TRUE(ManagerCall([&](auto done) { volumes_->Resize("live", 16 * kMiB, done); }).ok());
+  nbd_handle* h2 = Connect("live");
+  ASSERT_NE(h2, nullptr);
+  EXPECT_EQ(nbd_get_size(h2), static_cast<int64_t>(16 * kMiB));
+  std::vector<uint8_t> back(4096);
+  ASSERT_EQ(nbd_pread(h2, back.data(), back.size(), 0, 0), 0) << nbd_get_error();
+  EXPECT_EQ(back, data);
+  ASSERT_EQ(nbd_pread(h, back.data(), back.size(), 0, 0), 0) << nbd_get_error();
+  // In use by two connections: a delete is refused, with a reason.
+  Status refused = ManagerCall([&](auto done) { volumes_->Delete("live", false, done); });
+  EXPECT_EQ(refused.code(), StatusCode::kFailedPrecondition) << refused.ToString();
+  nbd_close(h);
+  nbd_close(h2);
+  // Unused (the connections' users go when they close, on the server's reactors): deleted.
+  Status deleted;
+  for (int i = 0; i < 100; ++i) {
+    deleted = ManagerCall([&](auto done) { volumes_->Delete("live", false, done); });
+    if (deleted.code() != StatusCode::kFailedPrecondition) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(deleted.ok()) << deleted.ToString();
+  EXPECT_EQ(ListExports(sock_), (std::vector<std::string>{"vol0", "vol1"}));
+  nbd_handle* gone = nbd_create();
+  std::string uri = "nbd+unix:///live?socket=" + sock_;
+  EXPECT_EQ(nbd_connect_uri(gone, uri.c_str()), -1) << "a deleted volume is still exported";
+  nbd_close(gone);
+}
+
+TEST_F(NbdServerTest, AForcedDeleteClosesTheVolumesConnectionsWhileIoRuns) {
+  ASSERT_TRUE(ManagerCall([&](auto done) {
+                volumes_->Create({"doomed", 16 * kMiB, Durability::kFlush, false},
+                                 [done](Result<std::shared_ptr<VolumeHandle>> r) {
+                                   done(r.ok() ? Status::Ok() : r.status());
+                                 });
+              }).ok());
+  const uint64_t closed_before = CounterValue("spd_nbd_connections_closed_for_delete_total");
+  // Two clients keep writes and reads in flight on the doomed volume; vol0's client too.
+  std::atomic<bool> stop{false};
+  std::atomic<int> doomed_errors{0};
+  auto hammer = [&](const char* name, std::atomic<int>* errors) {
+    nbd_handle* h = Connect(name);
+    if (h == nullptr) return;
+    auto data = Pattern(64 << 10, 3);
+    std::vector<uint8_t> back(64 << 10);
+    for (int i = 0; i < 100000 && !stop; ++i) {
+      const uint64_t off = static_cast<uint64_t>(i % 200) * (64 << 10);
+      int64_t c1 = nbd_aio_pwrite(h, data.data(), data.size(), off, NBD_NULL_COMPLETION, 0);
+      int64_t c2 = nbd_aio_pread(h, back.data(), back.size(), off, NBD_NULL_COMPLETION, 0);
+      if (c1 == -1 || c2 == -1) break;
+      bool failed = false;
+      while (nbd_aio_in_flight(h) > 0) {
+        if (nbd_poll(h, -1) == -1) {
+          failed = true;
+          break;
+        }
+      }
+      if (failed || nbd_aio_is_dead(h)) break;
+    }
+    if (errors) ++*errors;
+    nbd_close(h);
+  };
+  std::thread t1(hammer, "doomed", &doomed_errors);
+  std::thread t2(hammer, "doomed", &doomed_errors);
+  std::atomic<int> vol0_ended{0};
+  std::thread t3(hammer, "vol0", &vol0_ended);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  Status s = ManagerCall([&](auto done) { volumes_->Delete("doomed", true, done); });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  t1.join();
+  t2.join();
+  EXPECT_EQ(doomed_errors.load(), 2) << "the doomed volume's clients were not disconnected";
+  EXPECT_GE(CounterValue("spd_nbd_connections_closed_for_delete_total"), closed_before + 2);
+  EXPECT_EQ(vol0_ended.load(), 0) << "another volume's connection was closed";
+  stop = true;
+  t3.join();
+  EXPECT_EQ(ListExports(sock_), (std::vector<std::string>{"vol0", "vol1"}));
 }
 
 // A client that keeps more requests in flight than the server's per-connection limit: the
