@@ -352,7 +352,7 @@ class Harness {
       Status s = pool_->DeleteVolume(vs->name);
       if (!s.ok()) return "delete: " + s.ToString();
       vs->acked_deleted = true;
-    } else {  // grow
+    } else {                                       // grow
       uint64_t add = (16 + rng_() % 256) / 8 * 8;  // sizes stay multiples of 4 KiB
       Status s = pool_->ResizeVolume(vs->name, (sectors + add) * kSectorBytes);
       if (!s.ok()) return "grow: " + s.ToString();
