@@ -3,6 +3,7 @@
 #   scripts/build.sh release   -> build/        (RelWithDebInfo: the daemon you run and benchmark)
 #   scripts/build.sh asan      -> build-asan/   (Debug: ASan + UBSan, where unit tests run)
 #   scripts/build.sh fuzz      -> build-fuzz/   (clang + libFuzzer targets)
+# Warnings are errors here (CI and development); a plain cmake build leaves SPD_WERROR off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-release}
@@ -14,7 +15,7 @@ case "$kind" in
                               -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++) ;;
   *) echo "usage: $0 release|asan|fuzz" >&2; exit 2 ;;
 esac
-cmake -S . -B "$dir" -G Ninja "${args[@]}" >/dev/null
+cmake -S . -B "$dir" -G Ninja -DSPD_WERROR=ON "${args[@]}" >/dev/null
 if [ "$kind" = fuzz ]; then
   cmake --build "$dir" -j "$jobs" --target nbd_fuzz
 else
