@@ -42,6 +42,9 @@ class NbdServerTest : public ::testing::Test {
       stop.done.fn = [](Task*) { stop.t->reactor_->Stop(); };
       stop.fn = [](Task*) { stop.t->server_->Shutdown(&stop.done); };
       reactor_->Post(&stop);
+      // Post() still reads the reactor (sleeping_, wake_fd_) after it has published the task, and
+      // the task makes the server thread leave Run() and destroy the reactor: only now may it.
+      posted_.set_value();
     }
     if (thread_.joinable()) thread_.join();
   }
@@ -70,8 +73,10 @@ class NbdServerTest : public ::testing::Test {
     if (Status s = server.Start(); !s.ok()) return ready->set_value(s.ToString());
     reactor_ = reactor.get();
     server_ = &server;
+    auto posted_f = posted_.get_future();
     ready->set_value("");
     reactor->Run();
+    posted_f.wait();  // TearDown's Post() has returned (see there)
     server_ = nullptr;
   }
 
@@ -92,6 +97,7 @@ class NbdServerTest : public ::testing::Test {
 
   std::string sock_;
   std::thread thread_;
+  std::promise<void> posted_;
   Reactor* reactor_ = nullptr;
   NbdServer* server_ = nullptr;
 };
