@@ -43,9 +43,12 @@ tsan_tests() {
   # The tests labelled "threads" (several reactors, Post from other threads, remote channels,
   # the posix backend's workers, the NBD server's shards), built with -fsanitize=thread. A race
   # report makes the binary exit 66, so the stage fails. No suppressions: none has been needed.
+  # ReactorPoll.* is left out: those tests time the adaptive-poll window (an event within
+  # microseconds of the last one or not) on one reactor thread, which a 5-15x TSan slowdown and a
+  # busy 2-core machine upset (1 poll hit where 0 was asserted); they run in the unit stage.
   bash scripts/build.sh tsan &&
     (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \
-      ctest --output-on-failure -L threads -j "$SPD_JOBS")
+      GTEST_FILTER='-*ReactorPoll.*' ctest --output-on-failure -L threads -j "$SPD_JOBS")
 }
 
 integration_tests() {
