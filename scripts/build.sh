@@ -3,6 +3,9 @@
 #   scripts/build.sh release   -> build/        (RelWithDebInfo: the daemon you run and benchmark)
 #   scripts/build.sh asan      -> build-asan/   (Debug: ASan + UBSan, where unit tests run)
 #   scripts/build.sh fuzz      -> build-fuzz/   (clang + libFuzzer targets)
+#   scripts/build.sh tsan      -> build-tsan/   (ThreadSanitizer: the unit tests labelled
+#                                               "threads", those that cross reactors/threads)
+# Warnings are errors here (CI and development); a plain cmake build leaves SPD_WERROR off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-release}
@@ -12,11 +15,14 @@ case "$kind" in
   asan) dir=build-asan; args=(-DCMAKE_BUILD_TYPE=Debug) ;;
   fuzz) dir=build-fuzz; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPD_FUZZ=ON
                               -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++) ;;
-  *) echo "usage: $0 release|asan|fuzz" >&2; exit 2 ;;
+  tsan) dir=build-tsan; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPD_TSAN=ON) ;;
+  *) echo "usage: $0 release|asan|fuzz|tsan" >&2; exit 2 ;;
 esac
-cmake -S . -B "$dir" -G Ninja "${args[@]}" >/dev/null
+cmake -S . -B "$dir" -G Ninja -DSPD_WERROR=ON "${args[@]}" >/dev/null
 if [ "$kind" = fuzz ]; then
   cmake --build "$dir" -j "$jobs" --target nbd_fuzz
+elif [ "$kind" = tsan ]; then
+  cmake --build "$dir" -j "$jobs" --target threaded_tests
 else
   cmake --build "$dir" -j "$jobs"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Second command of the README: runs the whole test suite from a clean checkout.
 #   1. installs dependencies   2. format check   3. unit tests under ASan+UBSan
+#   3b. the unit tests that cross threads and reactors under ThreadSanitizer
 #   4. integration tests with real NBD clients against the release and the ASan build
 #   5. crash-consistency sweep (>= 100,000 crash states)   6. a short fuzz run
 # Ends with one line "N passed, N failed" counting the stages; exit status non-zero on failure.
@@ -38,6 +39,18 @@ unit_tests() {
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -L unit -j "$SPD_JOBS")
 }
 
+tsan_tests() {
+  # The tests labelled "threads" (several reactors, Post from other threads, remote channels,
+  # the posix backend's workers, the NBD server's shards), built with -fsanitize=thread. A race
+  # report makes the binary exit 66, so the stage fails. No suppressions: none has been needed.
+  # ReactorPoll.* is left out: those tests time the adaptive-poll window (an event within
+  # microseconds of the last one or not) on one reactor thread, which a 5-15x TSan slowdown and a
+  # busy 2-core machine upset (1 poll hit where 0 was asserted); they run in the unit stage.
+  bash scripts/build.sh tsan &&
+    (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \
+      GTEST_FILTER='-*ReactorPoll.*' ctest --output-on-failure -L threads -j "$SPD_JOBS")
+}
+
 integration_tests() {
   bash scripts/build.sh release && SPD2="$PWD/build/spd2" bash tests/integration/run.sh
 }
@@ -69,6 +82,7 @@ fuzz_run() {
 stage setup bash scripts/setup.sh
 stage format format_check
 stage unit unit_tests
+stage tsan tsan_tests
 stage integration integration_tests
 stage integration-asan integration_tests_asan
 stage crash crash_sweep

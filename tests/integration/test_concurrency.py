@@ -1,7 +1,9 @@
 """16+ concurrent connections, each writing and verifying its own region; multi-conn FLUSH
-consistency: a write on A, FLUSH on B, read on C sees it. Three reactors (--cores 3, more than
-CI's cores on purpose), so most connections live on a reactor other than the pool's and every
-request takes the cross-reactor hop."""
+durability: a write on A into space never allocated, FLUSH on B, kill -9 (no final flush),
+restart, read on a new connection C: the data is there. Chunk allocations are committed at
+FLUSH and lost at a crash otherwise, so this fails if B's FLUSH covered only B's own writes.
+Three reactors (--cores 3, more than CI's cores on purpose), so most connections live on a
+reactor other than the pool's and every request takes the cross-reactor hop."""
 import os
 import signal
 import subprocess
@@ -16,15 +18,29 @@ T = tempfile.mkdtemp(prefix="spd-conc.")
 SOCK = os.path.join(T, "data", "nbd.sock")
 URI = "nbd+unix:///vol0?socket=" + SOCK
 
-p = subprocess.Popen([SPD2, "--data-dir", os.path.join(T, "data"), "--pool-size", "2G",
-                      "--volume", "vol0:512M", "--cores", "3", "--nbd-listen", "off",
-                      "--metrics-listen", "off",
-                      "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-try:
+
+def start():
+    """Starts spd2 on T/data; returns once a client can connect (after a kill -9 the old socket
+    file is still there, so its existence proves nothing)."""
+    p = subprocess.Popen([SPD2, "--data-dir", os.path.join(T, "data"), "--pool-size", "2G",
+                          "--volume", "vol0:512M", "--cores", "3", "--nbd-listen", "off",
+                          "--metrics-listen", "off", "--quiet"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
-        if os.path.exists(SOCK):
-            break
-        time.sleep(0.05)
+        try:
+            h = nbd.NBD()
+            h.connect_uri(URI)
+            h.shutdown()
+            return p
+        except nbd.Error:
+            assert p.poll() is None, "spd2 exited at start: %r" % p.returncode
+            time.sleep(0.05)
+    p.kill()
+    raise SystemExit("spd2 did not start")
+
+
+p = start()
+try:
     errors = []
 
     def worker(i):
@@ -53,17 +69,26 @@ try:
     assert not errors, errors
     print("ok - 20 concurrent connections wrote and verified their regions")
 
-    a, b, c = nbd.NBD(), nbd.NBD(), nbd.NBD()
-    for h in (a, b, c):
+    # The 20 connections wrote 0..320 MiB: 400 MiB onwards was never allocated.
+    a, b = nbd.NBD(), nbd.NBD()
+    for h in (a, b):
         h.connect_uri(URI)
         assert h.can_multi_conn()
-    data = os.urandom(65536)
-    a.pwrite(data, 400 << 20)
+    data = os.urandom(1 << 20)
+    assert a.pread(1 << 20, 400 << 20) == bytes(1 << 20)
+    a.pwrite(data, 400 << 20)  # acknowledged: libnbd waits for the reply
     b.flush()
-    assert c.pread(65536, 400 << 20) == data
-    print("ok - write on A, flush on B, read on C")
-    for h in (a, b, c):
-        h.shutdown()
+    p.kill()  # SIGKILL: no final flush, nothing but B's FLUSH made A's write durable
+    assert p.wait(timeout=30) == -signal.SIGKILL, p.returncode
+    del a, b, h  # close the dead connections
+    p = start()
+    c = nbd.NBD()
+    c.connect_uri(URI)
+    got = c.pread(1 << 20, 400 << 20)
+    assert got == data, "A's write lost after FLUSH on B and kill -9: %d of %d bytes differ" % (
+        sum(x != y for x, y in zip(got, data)), len(data))
+    print("ok - write on A, flush on B, kill -9, restart, read on C")
+    c.shutdown()
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=30) == 0
 finally:

@@ -19,11 +19,15 @@ BLOCK = 4096
 BLOCKS = 16384  # 64 MiB volume
 
 
+STARTED = []  # every spd2 this test started, stopped by pid at the end
+
+
 def start():
     p = subprocess.Popen([SPD2, "--data-dir", os.path.join(T, "data"), "--pool-size", "1G",
                           "--chunk-size", "64K", "--volume", "vol0:64M", "--nbd-listen", "off",
                           "--metrics-listen", "off", "--quiet"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    STARTED.append(p)
     for _ in range(200):
         if os.path.exists(SOCK):
             try:
@@ -93,5 +97,8 @@ try:
         print("ok - attempt %d: %d durable blocks verified after kill -9" % (attempt, len(durable)))
     assert checked > 0
 finally:
-    subprocess.run(["pkill", "-9", "-f", "spd2 --data-dir " + T], check=False)
+    for q in STARTED:
+        if q.poll() is None:
+            q.kill()
+            q.wait()
     subprocess.run(["rm", "-rf", T])

@@ -43,6 +43,9 @@ class NbdServerTest : public ::testing::Test {
       stop.done.fn = [](Task*) { stop.t->reactor_->Stop(); };
       stop.fn = [](Task*) { stop.t->server_->Shutdown(&stop.done); };
       reactor_->Post(&stop);
+      // Post() still reads the reactor (sleeping_, wake_fd_) after it has published the task, and
+      // the task makes the server thread leave Run() and destroy the reactor: only now may it.
+      posted_.set_value();
     }
     if (thread_.joinable()) thread_.join();
   }
@@ -74,8 +77,10 @@ class NbdServerTest : public ::testing::Test {
     reactor_ = reactor.get();
     server_ = &server;
     volumes_ = &volumes;
+    auto posted_f = posted_.get_future();
     ready->set_value("");
     reactor->Run();
+    posted_f.wait();  // TearDown's Post() has returned (see there)
     server_ = nullptr;
   }
 
@@ -96,6 +101,7 @@ class NbdServerTest : public ::testing::Test {
 
   std::string sock_;
   std::thread thread_;
+  std::promise<void> posted_;
   Reactor* reactor_ = nullptr;
   NbdServer* server_ = nullptr;
   VolumeManager* volumes_ = nullptr;  // called from the test thread: any-thread API
