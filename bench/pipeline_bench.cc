@@ -31,6 +31,7 @@ struct Config {
   uint64_t ios = 0;                    // stop after this many measured I/Os instead (0: time-based)
   uint64_t span_bytes = 256ull << 20;  // the range the random offsets fall in (pre-written)
   bool remote_io = true;
+  bool stamp_stages = false;
 };
 
 void Usage() {
@@ -49,7 +50,8 @@ void Usage() {
       "  --ios N              stop after N measured I/Os instead (repeatable instruction\n"
       "                       counts under valgrind --tool=callgrind)\n"
       "  --span BYTES         offsets fall in [0, span), written once before (default 256M)\n"
-      "  --remote-io 0|1      the fast path for a second reactor (default 1)\n");
+      "  --remote-io 0|1      the fast path for a second reactor (default 1)\n"
+      "  --stamp-stages 0|1   stamp every request at each stage (default 0)\n");
 }
 
 uint64_t ProcessCpuNs() {
@@ -162,6 +164,7 @@ int Run(const Config& cfg) {
   if (!vol.ok()) return std::fprintf(stderr, "%s\n", vol.status().ToString().c_str()), 1;
   DispatcherOptions dopt;
   dopt.remote_io = cfg.remote_io;
+  dopt.stamp_stages = cfg.stamp_stages;
   Dispatcher dispatcher(pool.get(), dopt);
   auto group_or = ReactorGroup::Start(main.get(), cfg.reactors, ReactorOptions{});
   if (!group_or.ok()) return std::fprintf(stderr, "%s\n", group_or.status().ToString().c_str()), 1;
@@ -192,11 +195,13 @@ int Run(const Config& cfg) {
   const uint64_t ios = loop.count1;
   const double secs = (loop.t1_ns - loop.t0_ns) / 1e9;
   std::printf(
-      "backend=%s reactors=%u rw=%s bs=%u qd=%u remote_io=%d: %.0f IOPS, %.3f us CPU per I/O "
+      "backend=%s reactors=%u rw=%s bs=%u qd=%u remote_io=%d stamps=%d: %.0f IOPS, %.3f us CPU "
+      "per I/O "
       "(%llu I/Os, %llu errors)\n",
       cfg.backend.c_str(), cfg.reactors, cfg.write ? "randwrite" : "randread", cfg.bs, cfg.qd,
-      cfg.remote_io ? 1 : 0, ios / secs, ios ? (loop.cpu1_ns - loop.cpu0_ns) / 1e3 / ios : 0.0,
-      static_cast<unsigned long long>(ios), static_cast<unsigned long long>(loop.errors));
+      cfg.remote_io ? 1 : 0, cfg.stamp_stages ? 1 : 0, ios / secs,
+      ios ? (loop.cpu1_ns - loop.cpu0_ns) / 1e3 / ios : 0.0, static_cast<unsigned long long>(ios),
+      static_cast<unsigned long long>(loop.errors));
   return loop.errors ? 1 : 0;
 }
 
@@ -240,6 +245,8 @@ int main(int argc, char** argv) {
       cfg.span_bytes = std::stoull(next());
     } else if (a == "--remote-io") {
       cfg.remote_io = next() != "0";
+    } else if (a == "--stamp-stages") {
+      cfg.stamp_stages = next() != "0";
     } else {
       std::fprintf(stderr, "unknown option %s (--help)\n", a.c_str());
       return 2;

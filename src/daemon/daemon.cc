@@ -268,6 +268,7 @@ int RunDaemon(const DaemonOptions& o) {
   no.request_bytes_max = o.nbd_request_bytes_max;
   DispatcherOptions dopt;
   dopt.remote_io = o.remote_io;
+  dopt.stamp_stages = o.stage_stamps;
   Dispatcher dispatcher(pool.get(), dopt);
   // Default: one reactor per core this process may use. With the remote fast path a connection
   // on reactor 1 needs no message to reactor 0 for its reads and writes, and on the 2-core test

@@ -63,6 +63,7 @@ void Dispatcher::Submit(DispatchPort* port, IoRequest* req) {
   req->port = port;
   req->result = 0;
   req->extents_valid = false;
+  req->stamp_stages = options_.stamp_stages;
   req->Stamp(Stage::kQueued);
   ++port->inflight_;
   req->hop.req = req;

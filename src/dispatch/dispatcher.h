@@ -37,6 +37,10 @@ struct DispatcherOptions {
   // reactor's channel of the pool's backend (Volume::SubmitRemote) instead of hopping to the
   // owner and back. Off: every request hops.
   bool remote_io = true;
+  // Stamp every request at each stage (IoRequest::stage_ns): what per-stage latency, traces and
+  // probes read. Off, a request costs four clock reads less (0.128 us of CPU per I/O measured
+  // with bench/pipeline on the test VM, where the whole pipeline costs 0.053 us without them).
+  bool stamp_stages = false;
 };
 
 // A frontend's way into the dispatcher from one reactor: holds that reactor's backend channel.
@@ -79,6 +83,7 @@ class Dispatcher final : private IoScheduler::Sink {
   uint32_t buffer_alignment_bytes() const { return pool_->backend()->alignment_bytes(); }
   Pool* pool() const { return pool_; }
   IoScheduler* scheduler() const { return scheduler_; }
+  bool stamp_stages() const { return options_.stamp_stages; }
 
  private:
   void Release(IoRequest* req) override;  // IoScheduler::Sink

@@ -64,6 +64,7 @@ void InprocFrontend::Submit(IoRequest* req, Callback cb, void* arg) {
   s->cb = cb;
   s->arg = arg;
   req->done = &InprocFrontend::OnDone;
+  req->stamp_stages = dispatcher_->stamp_stages();
   req->Stamp(Stage::kArrival);
   dispatcher_->Submit(port_.get(), req);
 }

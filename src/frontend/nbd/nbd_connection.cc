@@ -536,7 +536,9 @@ void NbdConnection::BuildReadReply(NbdSlot* s) {
 
 void NbdConnection::QueueReply(NbdSlot* s) {
   if (s->reply_error != 0) request_errors_total.Add();
-  request_duration.Observe(MonotonicNs() - s->t0_ns);
+  const uint64_t now = MonotonicNs();
+  request_duration.Observe(now - s->t0_ns);
+  s->io.stage_ns[static_cast<int>(Stage::kReply)] = now;
   // A structured reply that merged chunks may have settled on fewer iovecs than reserved.
   SPD_ASSERT(s->iov_count > 0);
   s->iov_sent = 0;
