@@ -239,10 +239,13 @@ TEST_P(ReactorPoll, FindsTheNextEventWithoutSleepingThenSleepsWhenIdle) {
 TEST_P(ReactorPoll, WindowClosesForSparseTrafficAndReopensForDense) {
   ReactorOptions o;
   o.poll_ns = 1'000'000;
-  // 30 events 25 ms apart: far more than the 10 misses that halve 1 ms below 2 µs. A poll can
-  // only hit when the reactor thread was kept off the CPU for most of a gap after an event (it
-  // then polls into the next one); on a loaded 2-core machine that happens now and then (5 of
-  // 20 runs at 10 ms gaps), so a run with a hit is repeated on a fresh reactor, up to 3 times.
+  // 30 events 25 ms apart: far more than the 10 misses that halve 1 ms below 2 µs. The reactor
+  // misreads the gaps only when its thread was kept off the CPU for most of one (it then polls
+  // into the next event, a hit, or sees the next wake-up "soon" after the late-handled one and
+  // grows the window); on a loaded 2-core machine that happens now and then (3-5 of 20 runs at
+  // 10 ms gaps and a 4 ms window, in CI once), so a disturbed run (a hit, or more than 11
+  // polls) is repeated on a fresh reactor, up to 3 times. A window that never closes fails all
+  // three.
   constexpr size_t kSparse = 30;
   uint64_t polls = 0;
   for (int attempt = 0; attempt < 3; ++attempt) {
@@ -263,7 +266,7 @@ TEST_P(ReactorPoll, WindowClosesForSparseTrafficAndReopensForDense) {
     writer.join();
     ASSERT_EQ(w_.got.size(), kSparse);
     polls = reactor->polls();
-    if (reactor->poll_hits() == 0) break;
+    if (reactor->poll_hits() == 0 && polls <= 11) break;
   }
   Reactor* reactor = reactor_.get();
   int* sv = sv_;
