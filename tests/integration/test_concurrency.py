@@ -7,36 +7,24 @@ reactor other than the pool's and every request takes the cross-reactor hop."""
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 
 import nbd
 
-SPD2 = os.environ["SPD2"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import spdlib  # noqa: E402
+
 T = tempfile.mkdtemp(prefix="spd-conc.")
 SOCK = os.path.join(T, "data", "nbd.sock")
 URI = "nbd+unix:///vol0?socket=" + SOCK
 
 
 def start():
-    """Starts spd2 on T/data; returns once a client can connect (after a kill -9 the old socket
-    file is still there, so its existence proves nothing)."""
-    p = subprocess.Popen([SPD2, "--data-dir", os.path.join(T, "data"), "--pool-size", "2G",
-                          "--volume", "vol0:512M", "--cores", "3", "--nbd-listen", "off",
-                          "--metrics-listen", "off", "--quiet"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            h = nbd.NBD()
-            h.connect_uri(URI)
-            h.shutdown()
-            return p
-        except nbd.Error:
-            assert p.poll() is None, "spd2 exited at start: %r" % p.returncode
-            time.sleep(0.05)
-    p.kill()
-    raise SystemExit("spd2 did not start")
+    return spdlib.start_spd2(os.path.join(T, "data"), ["--pool-size", "2G", "--volume",
+                                                        "vol0:512M", "--cores", "3"], URI)
 
 
 p = start()

@@ -5,13 +5,16 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 
 import nbd
 
-SPD2 = os.environ["SPD2"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import spdlib  # noqa: E402
+
 T = tempfile.mkdtemp(prefix="spd-kill9.")
 SOCK = os.path.join(T, "data", "nbd.sock")
 URI = "nbd+unix:///vol0?socket=" + SOCK
@@ -19,26 +22,9 @@ BLOCK = 4096
 BLOCKS = 16384  # 64 MiB volume
 
 
-STARTED = []  # every spd2 this test started, stopped by pid at the end
-
-
 def start():
-    p = subprocess.Popen([SPD2, "--data-dir", os.path.join(T, "data"), "--pool-size", "1G",
-                          "--chunk-size", "64K", "--volume", "vol0:64M", "--nbd-listen", "off",
-                          "--metrics-listen", "off", "--quiet"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    STARTED.append(p)
-    for _ in range(200):
-        if os.path.exists(SOCK):
-            try:
-                h = nbd.NBD()
-                h.connect_uri(URI)
-                h.shutdown()
-                return p
-            except nbd.Error:
-                pass
-        time.sleep(0.05)
-    raise SystemExit("spd2 did not start")
+    return spdlib.start_spd2(os.path.join(T, "data"), ["--pool-size", "1G", "--chunk-size", "64K",
+                                                        "--volume", "vol0:64M"], URI)
 
 
 def block(seq, idx):
@@ -97,8 +83,5 @@ try:
         print("ok - attempt %d: %d durable blocks verified after kill -9" % (attempt, len(durable)))
     assert checked > 0
 finally:
-    for q in STARTED:
-        if q.poll() is None:
-            q.kill()
-            q.wait()
+    spdlib.stop_all()
     subprocess.run(["rm", "-rf", T])

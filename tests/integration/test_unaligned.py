@@ -6,12 +6,15 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import tempfile
-import time
 
 import nbd
 
-SPD2 = os.environ["SPD2"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import spdlib  # noqa: E402
+from spdlib import check  # noqa: E402
+
 T = tempfile.mkdtemp(prefix="spd-unaligned.")
 SOCK = os.path.join(T, "data", "nbd.sock")
 URI = "nbd+unix:///vol0?socket=" + SOCK
@@ -19,21 +22,8 @@ SIZE = 8 << 20
 
 
 def start():
-    p = subprocess.Popen([SPD2, "--data-dir", os.path.join(T, "data"), "--pool-size", "256M",
-                          "--volume", "vol0:8M", "--cores", "2", "--nbd-listen", "off",
-                          "--metrics-listen", "off", "--quiet"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        if os.path.exists(SOCK):
-            try:
-                h = nbd.NBD()
-                h.connect_uri(URI)
-                h.shutdown()
-                return p
-            except nbd.Error:
-                pass
-        time.sleep(0.05)
-    raise SystemExit("FAIL: spd2 did not start")
+    return spdlib.start_spd2(os.path.join(T, "data"),
+                             ["--pool-size", "256M", "--volume", "vol0:8M", "--cores", "2"], URI)
 
 
 def client():
@@ -42,12 +32,6 @@ def client():
     h.set_strict_mode(0)             # and let libnbd send what it is told
     h.connect_uri(URI)
     return h
-
-
-def check(name, cond):
-    if not cond:
-        raise SystemExit("FAIL: " + name)
-    print("ok -", name)
 
 
 p = start()

@@ -1,0 +1,50 @@
+"""Shared helpers for the Python integration tests (imported, not run: run.sh runs test_*).
+
+Each test makes its own temp directory and starts its own spd2 processes; every process started
+here is stopped by its pid at exit (stop_all), never by name."""
+import atexit
+import os
+import subprocess
+import time
+
+import nbd
+
+SPD2 = os.environ["SPD2"]
+STARTED = []
+
+
+def start_spd2(data_dir, args, uri, stderr=subprocess.DEVNULL):
+    """Starts spd2 on data_dir with the extra args and returns the process once a client can
+    connect to uri (after a kill -9 the old socket file is still there, so its existence proves
+    nothing). Unix socket only: no TCP port to collide on."""
+    p = subprocess.Popen([SPD2, "--data-dir", data_dir, "--nbd-listen", "off",
+                          "--metrics-listen", "off", "--quiet"] + args,
+                         stdout=subprocess.DEVNULL, stderr=stderr)
+    STARTED.append(p)
+    for _ in range(200):
+        try:
+            h = nbd.NBD()
+            h.connect_uri(uri)
+            h.shutdown()
+            return p
+        except nbd.Error:
+            if p.poll() is not None:
+                raise SystemExit("FAIL: spd2 exited at start: %r" % p.returncode)
+            time.sleep(0.05)
+    raise SystemExit("FAIL: spd2 did not start")
+
+
+def stop_all():
+    for p in STARTED:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+atexit.register(stop_all)
+
+
+def check(name, cond):
+    if not cond:
+        raise SystemExit("FAIL: " + name)
+    print("ok -", name)
