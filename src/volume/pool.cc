@@ -28,6 +28,11 @@ Counter remote_pinned_frees_total(
 constexpr uint64_t kRemoteWaitNs = 200'000;
 // How long resize and delete wait for a volume's remote requests to end.
 constexpr uint64_t kRemoteDrainNs = 5'000'000'000;
+// How long closing the pool waits for its own I/O (chunk zeroing, a commit) to complete.
+constexpr uint64_t kShutdownDrainNs = 60'000'000'000;
+Counter shutdown_drain_timeouts_total(
+    "spd_pool_shutdown_drain_timeouts_total",
+    "Pool shutdowns that gave up waiting for in-flight pool I/O (its buffers were leaked).");
 
 bool ValidName(const std::string& n) {
   if (n.empty() || n.size() > pf::kNameBytesMax) return false;
@@ -62,9 +67,43 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
 
 Pool::~Pool() {
   reactor_->CancelTimer(&remote_wait_timer_);
-  // Let a commit or punch that is still running finish: its BackendIo lives in this object.
-  for (int i = 0; i < 10000 && (group_->busy() || punch_free_.size() < kPunchIosMax); ++i)
-    reactor_->RunOnce(10'000'000);
+  // Zeroing not yet started is dropped: those chunks stay allocated on disk (their free records
+  // are never written), as after a crash, which a TRIM allows. Zeroing that runs must finish.
+  closing_ = true;
+  punch_queue_.clear();
+  if (DrainIo(kShutdownDrainNs)) return;
+  shutdown_drain_timeouts_total.Add();
+  SPD_LOG_ERROR(
+      "pool: shutdown drain timed out after %llu s with I/O still in flight (commit %s, %zu "
+      "chunk zeroings); leaving its buffers and the backend allocated rather than freeing them "
+      "under the kernel. Metadata is as after a crash: the next open recovers it.",
+      static_cast<unsigned long long>(kShutdownDrainNs / 1'000'000'000),
+      group_->busy() ? "running" : "idle", kPunchIosMax - punch_free_.size());
+  // What the kernel may still write into, or complete to, must outlive this object.
+  (void)backend_.release();
+  (void)commit_.release();
+  (void)group_.release();
+  for (auto& p : punch_ios_) (void)p.release();
+}
+
+bool Pool::IoIdle() const {
+  // Volume requests are their submitter's to drain (the NBD server does before the pool
+  // closes): their completions call back into it.
+  return !group_->busy() && punch_free_.size() == kPunchIosMax;
+}
+
+bool Pool::DrainIo(uint64_t timeout_ns) {
+  // Waits for completions, never for a number of ticks: once the reactor is stopping a tick
+  // does not sleep, so a count of ticks passes in microseconds while a punch still runs. Here
+  // a tick sleeps until a completion while the reactor runs, and polls once it is stopping;
+  // either way only the deadline ends the wait early.
+  const uint64_t deadline = MonotonicNs() + timeout_ns;
+  while (!IoIdle()) {
+    const uint64_t now = MonotonicNs();
+    if (now >= deadline) return false;
+    reactor_->RunOnce(std::min<uint64_t>(deadline - now, 10'000'000));
+  }
+  return true;
 }
 
 bool Volume::CloseRemote(uint64_t timeout_ns) {
@@ -682,10 +721,12 @@ void Pool::OnPunchDone(BackendIo* bio) {
     self->state_[p] = kFreePending;
     self->commit_->records.push_back({static_cast<uint32_t>(pf::LogRecordType::kFree), 0, 0, p, 0});
     self->freed_pending_.push_back(p);
-    if (self->freed_pending_.size() >= kBackgroundCommitRecords || self->free_zero_.empty())
+    if (!self->closing_ &&
+        (self->freed_pending_.size() >= kBackgroundCommitRecords || self->free_zero_.empty()))
       self->group_->Kick();
   }
   self->punch_free_.push_back(io);
+  if (self->closing_) return;  // draining for shutdown: start nothing new
   if (!self->punch_queue_.empty()) {
     uint32_t next = self->punch_queue_.back();
     self->punch_queue_.pop_back();

@@ -254,6 +254,10 @@ class Pool : private GroupCommit::Owner {
   Status ReplayLog();
   Status ZeroFreeChunks();
   void RebuildVolumeMaps();
+  // True when none of the pool's own I/O (a commit, chunk zeroing) is in flight.
+  bool IoIdle() const;
+  // Drives the reactor until IoIdle(), by completions; false if `timeout_ns` passed first.
+  bool DrainIo(uint64_t timeout_ns);
   [[nodiscard]] Status SyncCommit(bool checkpoint);
 
   uint64_t ChunkOffset(uint32_t pchunk) const;    // pchunk 0-based
@@ -340,6 +344,7 @@ class Pool : private GroupCommit::Owner {
   std::unique_ptr<CommitState> commit_;
   std::unique_ptr<GroupCommit> group_;
   bool fault_skip_commit_flush_ = false;  // PoolOptions::fault_skip_commit_flush
+  bool closing_ = false;                  // in ~Pool: no new zeroing or background commit starts
   PoolStats stats_;
 };
 
