@@ -28,6 +28,15 @@ Counter remote_pinned_frees_total(
 constexpr uint64_t kRemoteWaitNs = 200'000;
 // How long resize and delete wait for a volume's remote requests to end.
 constexpr uint64_t kRemoteDrainNs = 5'000'000'000;
+Counter space_waits_total("spd_pool_space_waits_total",
+                          "Writes that found no free chunk while freed chunks were being "
+                          "zeroed and committed, and waited for one instead of failing.");
+Counter space_wait_timeouts_total(
+    "spd_pool_space_wait_timeouts_total",
+    "Writes that waited for space being reclaimed and failed with ENOSPC after space_wait_ns.");
+Counter space_wait_full_total(
+    "spd_pool_space_wait_full_total",
+    "Writes that failed with ENOSPC at once because kSpaceWaitersMax writes waited already.");
 // How long closing the pool waits for its own I/O (chunk zeroing, a commit) to complete.
 constexpr uint64_t kShutdownDrainNs = 60'000'000'000;
 Counter shutdown_drain_timeouts_total(
@@ -54,6 +63,8 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
   commit_->io.done = &Pool::OnCommitIo;
   remote_wait_timer_.fn = &Pool::OnRemoteWaitTimer;
   remote_wait_timer_.pool = this;
+  space_timer_.fn = &Pool::OnSpaceTimer;
+  space_timer_.pool = this;
   commit_->log_buf = AllocAligned(kLogBlocksPerCommitMax * pf::kBlockBytes);
   for (size_t i = 0; i < kPunchIosMax; ++i) {
     auto p = std::make_unique<PunchIo>();
@@ -67,6 +78,9 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
 
 Pool::~Pool() {
   reactor_->CancelTimer(&remote_wait_timer_);
+  // Writes still waiting for space are left as they are: their submitter (the NBD server)
+  // drains before the pool closes, so there are none unless it gave up on them.
+  reactor_->CancelTimer(&space_timer_);
   // Zeroing not yet started is dropped: those chunks stay allocated on disk (their free records
   // are never written), as after a crash, which a TRIM allows. Zeroing that runs must finish.
   closing_ = true;
@@ -233,6 +247,7 @@ Result<std::unique_ptr<Pool>> Pool::OpenOrCreate(std::unique_ptr<IoBackend> back
 void Pool::ApplyRunTimeOptions(const PoolOptions& options) {
   // Choices of this run, not part of the format (chunk and log sizes are fixed at Format).
   fault_skip_commit_flush_ = options.fault_skip_commit_flush;
+  space_wait_ns_ = options.space_wait_ns;
   group_->set_overlap(options.overlap_flush && !options.fault_skip_commit_flush);
 }
 
@@ -671,12 +686,19 @@ void Pool::UnmapChunk(Volume* v, uint64_t vchunk) {
   state_[p] = kFreeing;
   // In-flight I/O to the chunk finishes first: a late write must never land in a chunk that
   // another volume could already own.
-  if (chunk_inflight_[p] == 0) MaybeStartPunch(p);
+  if (chunk_inflight_[p] == 0) {
+    MaybeStartPunch(p);
+  } else {
+    ++freeing_busy_;
+  }
 }
 
 void Pool::ChunkIoDone(uint32_t p) {
   SPD_ASSERT(chunk_inflight_[p] > 0);
-  if (--chunk_inflight_[p] == 0 && state_[p] == kFreeing) MaybeStartPunch(p);
+  if (--chunk_inflight_[p] == 0 && state_[p] == kFreeing) {
+    --freeing_busy_;
+    MaybeStartPunch(p);
+  }
 }
 
 void Pool::MaybeStartPunch(uint32_t p) {
@@ -717,6 +739,7 @@ void Pool::OnPunchDone(BackendIo* bio) {
     // The chunk stays out of circulation until the next open zeroes it again.
     punch_errors_total.Add();
     self->state_[p] = kFreeDirty;
+    self->WakeSpaceWaiters();  // that chunk will not come back: a waiter may have none left
   } else {
     self->state_[p] = kFreePending;
     self->commit_->records.push_back({static_cast<uint32_t>(pf::LogRecordType::kFree), 0, 0, p, 0});
@@ -732,6 +755,80 @@ void Pool::OnPunchDone(BackendIo* bio) {
     self->punch_queue_.pop_back();
     self->StartPunch(next);
   }
+}
+
+}  // namespace spd
+
+namespace spd {
+
+// ---- writes waiting for space ---------------------------------------------------------------
+
+bool Pool::ReclaimPending() const {
+  return !punch_queue_.empty() || punch_free_.size() < kPunchIosMax || !remote_wait_.empty() ||
+         freeing_busy_ > 0 || !freed_pending_.empty() || !commit_->batch_freed.empty();
+}
+
+void Pool::WaitForSpace(VolumeIo* io) {
+  io->space_wait = false;
+  if (space_waiters_ >= kSpaceWaitersMax || closing_) {
+    space_wait_full_total.Add();
+    return io->volume->Complete(io, -ENOSPC);
+  }
+  if (io->space_deadline_ns == 0) {
+    space_waits_total.Add();
+    io->space_deadline_ns = MonotonicNs() + space_wait_ns_;
+  }
+  AppendSpaceWaiter(io);
+  // Frees already zeroed come back with the next commit: make sure one runs.
+  if (!freed_pending_.empty()) group_->Kick();
+  if (space_timer_.heap_index == SIZE_MAX) reactor_->ArmTimer(&space_timer_, io->space_deadline_ns);
+}
+
+void Pool::AppendSpaceWaiter(VolumeIo* io) {
+  io->space_next = nullptr;
+  if (space_tail_) {
+    space_tail_->space_next = io;
+  } else {
+    space_head_ = io;
+  }
+  space_tail_ = io;
+  ++space_waiters_;
+}
+
+void Pool::WakeSpaceWaiters() {
+  if (space_head_ == nullptr) return;
+  space_wake_ = true;
+  reactor_->CancelTimer(&space_timer_);
+  reactor_->ArmTimer(&space_timer_, 0);  // due at once: the next tick runs it
+}
+
+void Pool::OnSpaceTimer(Timer* t) {
+  Pool* self = static_cast<SpaceTimer*>(t)->pool;
+  const bool wake = self->space_wake_;
+  self->space_wake_ = false;
+  const uint64_t now = MonotonicNs();
+  VolumeIo* list = self->space_head_;
+  self->space_head_ = self->space_tail_ = nullptr;
+  self->space_waiters_ = 0;
+  while (list) {
+    VolumeIo* io = list;
+    list = io->space_next;
+    io->space_next = nullptr;
+    if (io->space_deadline_ns <= now) {
+      space_wait_timeouts_total.Add();
+      io->volume->Complete(io, -ENOSPC);
+    } else if (wake) {
+      io->volume->Issue(io);  // allocates, waits again (WaitForSpace), or fails with ENOSPC
+    } else {
+      self->AppendSpaceWaiter(io);  // not due and nothing came back: keep waiting
+    }
+  }
+  // Re-arm for the earliest deadline left (waiters kept above or queued again by Issue).
+  uint64_t next = UINT64_MAX;
+  for (VolumeIo* io = self->space_head_; io; io = io->space_next)
+    next = std::min(next, io->space_deadline_ns);
+  self->reactor_->CancelTimer(&self->space_timer_);
+  if (next != UINT64_MAX) self->reactor_->ArmTimer(&self->space_timer_, next);
 }
 
 }  // namespace spd

@@ -54,6 +54,9 @@ struct PoolOptions {
   // once (best where flushes run in parallel); off: they wait for the next commit (fewer, larger
   // batches, best where the device serializes flushes).
   bool overlap_flush = true;
+  // How long a write that needs a chunk waits, while freed chunks are being zeroed and
+  // committed, before it fails with ENOSPC (docs/pool_format.md, "Space being reclaimed").
+  uint64_t space_wait_ns = 5'000'000'000;
   // Fault injection for the crash harness's own test, never set in production: a commit
   // acknowledges its waiters without the device flush. Proves the harness catches that bug.
   bool fault_skip_commit_flush = false;
@@ -107,6 +110,10 @@ struct VolumeIo {
   bool needs_commit = false;  // allocated, freed, or FUA: commit before done
   bool fua = false;
   bool remote = false;  // started by SubmitRemote: completes on the channel's reactor
+  // Waiting for a chunk while space is being reclaimed (Pool::WaitForSpace).
+  bool space_wait = false;
+  uint64_t space_deadline_ns = 0;  // 0 until the request first waits
+  VolumeIo* space_next = nullptr;
 };
 
 class Volume {
@@ -287,6 +294,17 @@ class Pool : private GroupCommit::Owner {
   }
   void StartPunch(uint32_t pchunk);
   static void OnPunchDone(BackendIo* io);
+  // True while freed chunks are on their way back to kFreeZero (zeroing queued or running,
+  // waiting for I/O or pins, free record pending or in the running commit).
+  bool ReclaimPending() const;
+  // Parks a write that found no free chunk while ReclaimPending(); it is issued again when a
+  // commit returns chunks, and fails with ENOSPC when nothing is left to reclaim, after
+  // space_wait_ns_, or when kSpaceWaitersMax requests wait already.
+  void WaitForSpace(VolumeIo* io);
+  // Retries the waiting writes soon (from space_timer_, never inside the caller).
+  void WakeSpaceWaiters();
+  void AppendSpaceWaiter(VolumeIo* io);
+  static void OnSpaceTimer(Timer* t);
 
   void ApplyRunTimeOptions(const PoolOptions& options);
   void RunCommit() override;            // GroupCommit::Owner
@@ -345,6 +363,18 @@ class Pool : private GroupCommit::Owner {
   std::unique_ptr<GroupCommit> group_;
   bool fault_skip_commit_flush_ = false;  // PoolOptions::fault_skip_commit_flush
   bool closing_ = false;                  // in ~Pool: no new zeroing or background commit starts
+  // Chunks kFreeing whose zeroing waits for the pool reactor's in-flight I/O to them.
+  uint64_t freeing_busy_ = 0;
+  // Writes waiting for a chunk (WaitForSpace), FIFO; space_timer_ retries them (space_wake_)
+  // and fails those past their deadline.
+  VolumeIo* space_head_ = nullptr;
+  VolumeIo* space_tail_ = nullptr;
+  size_t space_waiters_ = 0;
+  bool space_wake_ = false;
+  uint64_t space_wait_ns_ = PoolOptions{}.space_wait_ns;
+  struct SpaceTimer : Timer {
+    Pool* pool = nullptr;
+  } space_timer_;
   PoolStats stats_;
 };
 

@@ -147,6 +147,9 @@ void Pool::FinishCommit(int32_t result) {
   c.batch.clear();
   c.batch_freed.clear();
   group_->CommitDone(result);
+  // Writes waiting for space look again: at chunks this commit returned, or, if it returned
+  // none, at whether anything is left to reclaim (and start the commit that frees it).
+  WakeSpaceWaiters();
 }
 
 }  // namespace spd

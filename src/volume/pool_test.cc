@@ -157,6 +157,69 @@ TEST_F(PoolTest, OutOfSpaceFailsTheWriterOnly) {
   ASSERT_EQ(Do(small, IoOp::kWrite, 0, 4096, one.data()), 0);
 }
 
+// A write into a full pool right after a TRIM waits for the freed chunks (their zeroing, then
+// the commit that records the frees) instead of failing with ENOSPC, which a file system takes
+// as fatal. A pool with nothing being reclaimed still fails at once.
+TEST_F(PoolTest, WriteRightAfterTrimOnAFullPoolWaitsForTheFreedChunks) {
+  SimBackend* sim;
+  auto pool = CreatePool(32 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  Volume* v = pool->CreateVolume("v", 128 * kMiB).value();  // thin: larger than the pool
+  auto one = Pattern(kMiB, 9);
+  const uint64_t waits0 = CounterValue("spd_pool_space_waits_total");
+  uint64_t chunks = 0;
+  int32_t r = 0;
+  for (; chunks < 128; ++chunks) {
+    r = Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data());
+    if (r != 0) break;
+  }
+  ASSERT_EQ(r, -ENOSPC);
+  ASSERT_GT(chunks, 8u);
+  // Truly full, nothing being reclaimed: ENOSPC at once, no waiting.
+  const uint64_t t0 = MonotonicNs();
+  EXPECT_EQ(Do(v, IoOp::kWrite, chunks * kMiB, 4096, one.data()), -ENOSPC);
+  EXPECT_LT(MonotonicNs() - t0, 100'000'000u);
+  EXPECT_EQ(CounterValue("spd_pool_space_waits_total"), waits0);
+  // Free everything, then at once write as much again elsewhere: every write succeeds.
+  ASSERT_EQ(Do(v, IoOp::kDiscard, 0, static_cast<uint32_t>(chunks * kMiB), nullptr), 0);
+  for (uint64_t i = 0; i < chunks; ++i)
+    ASSERT_EQ(Do(v, IoOp::kWrite, (chunks + i) * kMiB, kMiB, one.data()), 0) << "write " << i;
+  EXPECT_GT(CounterValue("spd_pool_space_waits_total"), waits0);
+  std::vector<uint8_t> back(kMiB);
+  ASSERT_EQ(Do(v, IoOp::kRead, (2 * chunks - 1) * kMiB, kMiB, back.data()), 0);
+  EXPECT_EQ(back, one);
+  ASSERT_EQ(Do(v, IoOp::kRead, 0, kMiB, back.data()), 0);
+  EXPECT_EQ(back, std::vector<uint8_t>(kMiB, 0));
+  // Full again and nothing left to reclaim: prompt ENOSPC again.
+  EXPECT_EQ(Do(v, IoOp::kWrite, 2 * chunks * kMiB, 4096, one.data()), -ENOSPC);
+}
+
+// A write waiting for space gives up with ENOSPC after PoolOptions::space_wait_ns.
+TEST_F(PoolTest, WriteWaitingForSpaceTimesOut) {
+  SimOptions so;
+  so.latency_base_ns = 20'000'000;  // real time: the zeroing and the commit take 20 ms each
+  auto sim = std::make_unique<SimBackend>(reactor_.get(), 16 * kMiB, so);
+  PoolOptions o;
+  o.log_size_bytes = 1 << 20;
+  o.space_wait_ns = 1'000'000;
+  auto p = Pool::Create(std::move(sim), reactor_.get(), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  std::unique_ptr<Pool> pool = std::move(p).value();
+  Volume* v = pool->CreateVolume("v", 64 * kMiB).value();
+  auto one = Pattern(kMiB, 10);
+  uint64_t chunks = 0;
+  while (chunks < 64 && Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data()) == 0) ++chunks;
+  ASSERT_GT(chunks, 2u);
+  const uint64_t timeouts0 = CounterValue("spd_pool_space_wait_timeouts_total");
+  ASSERT_EQ(Do(v, IoOp::kDiscard, 0, kMiB, nullptr), 0);
+  EXPECT_EQ(Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data()), -ENOSPC);
+  EXPECT_EQ(CounterValue("spd_pool_space_wait_timeouts_total"), timeouts0 + 1);
+  // The chunk does come back (a commit after its zeroing): a later write gets it.
+  for (int i = 0; i < 10 && pool->stats().chunks_free == 0; ++i)
+    ASSERT_EQ(Do(v, IoOp::kFlush, 0, 0, nullptr), 0);
+  EXPECT_EQ(Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data()), 0);
+}
+
 TEST_F(PoolTest, OutOfRangeRequests) {
   SimBackend* sim;
   auto pool = CreatePool(32 * kMiB, &sim);
