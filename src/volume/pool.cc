@@ -103,7 +103,7 @@ Pool::~Pool() {
 bool Pool::IoIdle() const {
   // Volume requests are their submitter's to drain (the NBD server does before the pool
   // closes): their completions call back into it.
-  return !group_->busy() && punch_free_.size() == kPunchIosMax;
+  return !group_->busy() && punch_free_.size() == kPunchIosMax && !ro_task_scheduled_;
 }
 
 bool Pool::DrainIo(uint64_t timeout_ns) {
@@ -716,6 +716,8 @@ void Pool::OnRemoteWaitTimer(Timer* t) {
 }
 
 void Pool::StartPunch(uint32_t p) {
+  // A read-only pool writes nothing more; the chunk stays kFreeing (allocated on disk).
+  if (read_only()) return;
   if (punch_free_.empty()) {
     punch_queue_.push_back(p);
     return;

@@ -238,7 +238,14 @@ class Pool : private GroupCommit::Owner {
 
   // Waits for a commit that starts after this call (group commit: one commit serves every
   // waiter that arrived before it started). `w->fn` runs on the reactor, never inside.
+  // On a read-only pool it completes with -EIO (no device I/O).
   void WaitCommit(CommitWaiter* w);
+
+  // True for good once a commit (log write or device flush) or a device flush failed: after a
+  // failed flush the kernel may have dropped the unwritten pages, so no later flush could
+  // vouch for them. Reads keep working; writes, trims and write-zeroes fail with -EROFS,
+  // flushes with -EIO. A restart re-opens the pool from its last durable state. Any thread.
+  bool read_only() const { return read_only_.load(std::memory_order_seq_cst); }
 
  private:
   friend class Volume;
@@ -307,8 +314,15 @@ class Pool : private GroupCommit::Owner {
   static void OnSpaceTimer(Timer* t);
 
   void ApplyRunTimeOptions(const PoolOptions& options);
-  void RunCommit() override;            // GroupCommit::Owner
-  bool CommitHasWork() const override;  // GroupCommit::Owner
+  void RunCommit() override;                  // GroupCommit::Owner
+  bool CommitHasWork() const override;        // GroupCommit::Owner
+  void FlushFailed(int32_t result) override;  // GroupCommit::Owner
+  // Turns the pool read-only for good (read_only()), logs why once.
+  void EnterReadOnly(int32_t result, const char* what);
+  // Completes commits and waiters of a read-only pool with -EIO, from the reactor (never inside
+  // the call that started them).
+  void ScheduleReadOnlyFail();
+  static void OnReadOnlyFail(Task* t);
   void CommitStep(int32_t result);
   static void OnCommitIo(BackendIo* io);
   size_t EncodeCheckpoint(uint8_t* buf);
@@ -375,6 +389,14 @@ class Pool : private GroupCommit::Owner {
   struct SpaceTimer : Timer {
     Pool* pool = nullptr;
   } space_timer_;
+  std::atomic<bool> read_only_{false};
+  CommitWaiter* ro_head_ = nullptr;  // waiters of a read-only pool, failed by ro_task_
+  CommitWaiter* ro_tail_ = nullptr;
+  bool ro_commit_ = false;  // a commit started on a read-only pool: ro_task_ fails it
+  bool ro_task_scheduled_ = false;
+  struct RoTask : Task {
+    Pool* pool = nullptr;
+  } ro_task_;
   PoolStats stats_;
 };
 

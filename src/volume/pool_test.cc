@@ -220,6 +220,64 @@ TEST_F(PoolTest, WriteWaitingForSpaceTimesOut) {
   EXPECT_EQ(Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data()), 0);
 }
 
+// After a failed device flush the pool never reports durability again ("fsyncgate": the
+// kernel may drop the failed pages, and a later fdatasync succeeds without them). Every waiter
+// of the failed commit gets the error; later writes, trims, write-zeroes and flushes fail;
+// reads work; a restart opens the last durable state.
+TEST_F(PoolTest, FailedFlushMakesThePoolReadOnlyForGood) {
+  SimBackend* sim;
+  auto pool = CreatePool(64 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  Volume* v = pool->CreateVolume("v", 16 * kMiB).value();
+  auto first = Pattern(64 << 10, 11);
+  auto second = Pattern(64 << 10, 12);
+  ASSERT_EQ(Do(v, IoOp::kWrite, 0, 64 << 10, first.data()), 0);
+  ASSERT_EQ(Do(v, IoOp::kFlush, 0, 0, nullptr), 0);
+  ASSERT_FALSE(pool->read_only());
+  ASSERT_EQ(Do(v, IoOp::kWrite, 0, 64 << 10, second.data()), 0);
+  ASSERT_EQ(Do(v, IoOp::kWrite, 4 * kMiB, 64 << 10, second.data()), 0);  // a record pending
+  // Two FLUSHes in flight together while the device's flushes fail: both get the error.
+  sim->set_fail_flushes(true);
+  VolumeIo a, b;
+  int done = 0;
+  for (VolumeIo* io : {&a, &b}) {
+    io->op = IoOp::kFlush;
+    io->ctx = &done;
+    io->done = [](VolumeIo* d) { ++*static_cast<int*>(d->ctx); };
+    v->Submit(io);
+  }
+  for (int i = 0; i < 100000 && done < 2; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(done, 2);
+  EXPECT_EQ(a.result, -EIO);
+  EXPECT_EQ(b.result, -EIO);
+  EXPECT_TRUE(pool->read_only());
+  EXPECT_EQ(CounterValue("spd_pool_read_only"), 1u);
+  // The device works again, but the data of the failed flush is gone from its cache: a flush
+  // must not report success now.
+  sim->set_fail_flushes(false);
+  EXPECT_EQ(Do(v, IoOp::kFlush, 0, 0, nullptr), -EIO);
+  EXPECT_EQ(Do(v, IoOp::kWrite, 8 * kMiB, 4096, first.data()), -EROFS);
+  EXPECT_EQ(Do(v, IoOp::kWrite, 0, 4096, first.data()), -EROFS);
+  EXPECT_EQ(Do(v, IoOp::kDiscard, 0, kMiB, nullptr), -EROFS);
+  EXPECT_EQ(Do(v, IoOp::kWriteZeroes, 0, 4096, nullptr), -EROFS);
+  EXPECT_FALSE(pool->SyncAll().ok());
+  std::vector<uint8_t> back(64 << 10);
+  ASSERT_EQ(Do(v, IoOp::kRead, 0, 64 << 10, back.data()), 0);
+  EXPECT_EQ(back, second);  // what was written (not durable, but readable until the restart)
+  // A restart opens the last durable state: the first version.
+  SimBackend::Image img = sim->CrashImage(3, CrashOptions{0.0, 0.0});
+  pool.reset();
+  auto reopened =
+      Pool::Open(std::make_unique<SimBackend>(reactor_.get(), img, SimOptions{}), reactor_.get());
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_FALSE(reopened.value()->read_only());
+  Volume* v2 = reopened.value()->FindVolume("v");
+  ASSERT_EQ(Do(v2, IoOp::kRead, 0, 64 << 10, back.data()), 0);
+  EXPECT_EQ(back, first);
+  EXPECT_EQ(Do(v2, IoOp::kWrite, 0, 4096, first.data()), 0);
+  EXPECT_EQ(Do(v2, IoOp::kFlush, 0, 0, nullptr), 0);
+}
+
 TEST_F(PoolTest, OutOfRangeRequests) {
   SimBackend* sim;
   auto pool = CreatePool(32 * kMiB, &sim);

@@ -17,6 +17,10 @@ Counter space_wait_exhausted_total(
     "spd_volume_space_wait_exhausted_total",
     "Writes that waited for space being reclaimed, then failed with ENOSPC: nothing was left to "
     "reclaim (other writes took what came back).");
+Counter read_only_refusals_total(
+    "spd_volume_read_only_pool_refusals_total",
+    "Writes, trims, write-zeroes (EROFS) and flushes (EIO) refused because the pool turned "
+    "read-only after a failed commit or device flush.");
 Counter io_errors_total("spd_volume_io_errors_total", "Volume requests failed by backend errors.");
 Counter remote_requests_total(
     "spd_volume_remote_requests_total",
@@ -46,7 +50,10 @@ void Volume::Submit(VolumeIo* io) {
   if (info_.durability == Durability::kNone) io->fua = false;
   ++inflight_;
   const uint64_t end = io->offset_bytes + io->length_bytes;
-  if (io->op == IoOp::kFlush) {
+  if (io->op != IoOp::kRead && pool_->read_only()) {
+    read_only_refusals_total.Add();
+    Complete(io, io->op == IoOp::kFlush ? -EIO : -EROFS);
+  } else if (io->op == IoOp::kFlush) {
     if (info_.durability == Durability::kNone) {
       Complete(io, 0);
     } else {
@@ -74,6 +81,12 @@ void Volume::Issue(VolumeIo* io) {
   Pool* pool = pool_;
   const uint64_t chunk = pool->chunk_bytes_;
   io->space_wait = false;
+  if (io->op != IoOp::kRead && io->op != IoOp::kFlush && io->first_error == 0 &&
+      pool->read_only()) {
+    // Turned read-only since the request started (between waves, or while it waited for space).
+    read_only_refusals_total.Add();
+    io->first_error = -EROFS;
+  }
   while (io->first_error == 0 && !io->space_wait && io->cursor_bytes < io->length_bytes &&
          io->sub_pending < VolumeIo::kSubIoMax) {
     const uint64_t off = io->offset_bytes + io->cursor_bytes;
@@ -163,7 +176,7 @@ void Volume::Issue(VolumeIo* io) {
 bool Volume::SubmitRemote(VolumeIo* io, IoBackend* channel) {
   const bool write = io->op == IoOp::kWrite;
   if (channel == nullptr || (io->op != IoOp::kRead && !write) || io->length_bytes == 0 ||
-      (write && info_.read_only))
+      (write && (info_.read_only || pool_->read_only())))
     return false;  // not a fast-path kind of request: no count, it is not a fallback
   // Durable at completion (FUA, or every write of a sync volume), as in Submit: the data by the
   // backend's FUA write, the chunk's allocation by a commit, which only the pool's reactor runs;
