@@ -166,6 +166,17 @@ Status Pool::Format(const PoolOptions& o) {
   const uint64_t size = backend_->size_bytes();
   if (o.chunk_size_bytes < (64u << 10) || (o.chunk_size_bytes & (o.chunk_size_bytes - 1)))
     return InvalidArgument("chunk size must be a power of two >= 64 KiB");
+  if (size > pf::kPoolBytesMax)
+    return InvalidArgument("backend of " + std::to_string(size) +
+                           " bytes is larger than the largest pool, 64 TiB "
+                           "(pool_format::kPoolBytesMax): use a smaller device, a partition or a "
+                           "smaller --pool-size");
+  if (size / o.chunk_size_bytes > pf::kChunksMax)
+    return InvalidArgument("backend of " + std::to_string(size) + " bytes holds " +
+                           std::to_string(size / o.chunk_size_bytes) + " chunks of " +
+                           std::to_string(o.chunk_size_bytes) + " bytes; a pool has at most " +
+                           std::to_string(pf::kChunksMax) +
+                           " (pool_format::kChunksMax): use a larger --chunk-size");
   chunk_bytes_ = o.chunk_size_bytes;
   pool_bytes_ = size;
   const uint64_t chunks_guess = size / chunk_bytes_;
@@ -339,6 +350,13 @@ Status Pool::LoadMetadata() {
   if (pool_bytes_ > backend_->size_bytes() ||
       data_offset_ + chunks_total_ * chunk_bytes_ > pool_bytes_ || chunk_bytes_ == 0)
     return DataLoss("pool: superblock geometry does not fit the backend");
+  // Written by a format that had no limits, or corrupt despite its checksum: either way not a
+  // pool this code can hold (its checkpoint would not fit one I/O).
+  if (pool_bytes_ > pf::kPoolBytesMax || chunks_total_ > pf::kChunksMax ||
+      ckpt_bytes_ > pf::kCheckpointBytesMax)
+    return DataLoss(
+        "pool: superblock geometry beyond the limits (pool_format::kPoolBytesMax, "
+        "kChunksMax)");
   ResetChunkState();
   commit_->ckpt_buf = AllocAligned(ckpt_bytes_);
   SPD_RETURN_IF_ERROR(LoadCheckpoint());

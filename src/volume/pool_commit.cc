@@ -117,6 +117,7 @@ void Pool::RunCommit() {
   c.io.flags = 0;
   if (c.checkpoint) {
     size_t n = EncodeCheckpoint(c.ckpt_buf.get());
+    SPD_ASSERT(n <= pf::kCheckpointBytesMax);  // Format and Load refuse larger geometries
     c.io.offset_bytes = ckpt_offset_[(ckpt_seq_ + 1) % 2];
     c.io.length_bytes = static_cast<uint32_t>(n);
     c.io.buf = c.ckpt_buf.get();

@@ -10,6 +10,7 @@
 #include "common/counters.h"
 #include "io/sim_backend.h"
 #include "testing/volume_io_util.h"
+#include "volume/pool_format.h"
 
 namespace spd {
 namespace {
@@ -276,6 +277,25 @@ TEST_F(PoolTest, FailedFlushMakesThePoolReadOnlyForGood) {
   EXPECT_EQ(back, first);
   EXPECT_EQ(Do(v2, IoOp::kWrite, 0, 4096, first.data()), 0);
   EXPECT_EQ(Do(v2, IoOp::kFlush, 0, 0, nullptr), 0);
+}
+
+// A checkpoint (8 bytes per chunk) is one backend I/O: its length must stay far below 2 GiB,
+// so format refuses backends beyond pool_format::kPoolBytesMax or kChunksMax chunks, with an
+// error that says which limit and what to do. The sim is sparse: a huge one costs nothing.
+TEST_F(PoolTest, FormatRefusesABackendBeyondTheLimits) {
+  PoolOptions o;
+  auto too_big = Pool::Create(NewSim(pool_format::kPoolBytesMax + kMiB), reactor_.get(), o);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(too_big.status().ToString().find("64 TiB"), std::string::npos)
+      << too_big.status().ToString();
+  // Within the size limit, but too many small chunks.
+  o.chunk_size_bytes = 64 << 10;
+  auto too_many = Pool::Create(NewSim(8ull << 40), reactor_.get(), o);
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_NE(too_many.status().ToString().find("--chunk-size"), std::string::npos)
+      << too_many.status().ToString();
+  static_assert(pool_format::kCheckpointBytesMax < (1ull << 31) / 2);
 }
 
 TEST_F(PoolTest, OutOfRangeRequests) {
