@@ -61,7 +61,8 @@ uint64_t HistogramQuantileNs(const std::vector<uint64_t>& before,
   return UINT64_MAX;
 }
 
-Counter::Counter(const char* name, const char* help) : name_(name), help_(help) {
+Counter::Counter(const char* name, const char* help, bool gauge)
+    : name_(name), help_(help), gauge_(gauge) {
   std::lock_guard<std::mutex> lock(RegistryMu());
   Registry().push_back(this);
 }
@@ -92,7 +93,7 @@ std::string RenderCountersPrometheus() {
     out += c->help();
     out += "\n# TYPE ";
     out += c->name();
-    out += " counter\n";
+    out += c->gauge() ? " gauge\n" : " counter\n";
     out += c->name();
     out += ' ';
     out += std::to_string(c->value());

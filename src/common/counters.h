@@ -16,16 +16,30 @@ class Counter {
  public:
   // `name` follows Prometheus naming (spd_<box>_<what>_total). `help` is one line.
   // Counters are created once at static-init or start-up time and live forever.
-  Counter(const char* name, const char* help);
+  Counter(const char* name, const char* help) : Counter(name, help, false) {}
   void Add(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  bool gauge() const { return gauge_; }
   uint64_t value() const { return value_.load(std::memory_order_relaxed); }
   const char* name() const { return name_; }
   const char* help() const { return help_; }
 
+ protected:
+  Counter(const char* name, const char* help, bool gauge);
+  void Store(uint64_t v) { value_.store(v, std::memory_order_relaxed); }
+
  private:
   const char* name_;
   const char* help_;
+  bool gauge_;
   std::atomic<uint64_t> value_{0};
+};
+
+// A value that goes up and down (a state, not a count): exported as a Prometheus gauge, read
+// with CounterValue like a counter. Named without _total.
+class Gauge : public Counter {
+ public:
+  Gauge(const char* name, const char* help) : Counter(name, help, true) {}
+  void Set(uint64_t v) { Store(v); }
 };
 
 // A latency histogram: buckets with upper bounds 1 us, 2 us, 4 us, ... 2^23 us (about 8.4 s) and

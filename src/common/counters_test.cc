@@ -33,5 +33,16 @@ TEST(Histogram, BucketsQuantilesAndPrometheusText) {
   EXPECT_NE(text.find("spd_test_latency_seconds_count 101\n"), std::string::npos);
 }
 
+Gauge test_gauge("spd_test_state", "Test gauge.");
+
+TEST(Gauge, SetsAndRendersAsAGauge) {
+  test_gauge.Set(1);
+  EXPECT_EQ(CounterValue("spd_test_state"), 1u);
+  test_gauge.Set(0);
+  EXPECT_EQ(CounterValue("spd_test_state"), 0u);
+  const std::string text = RenderCountersPrometheus();
+  EXPECT_NE(text.find("# TYPE spd_test_state gauge\nspd_test_state 0\n"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace spd

@@ -1,6 +1,7 @@
 #include "io/file_util.h"
 
 #include <fcntl.h>
+
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
@@ -9,6 +10,7 @@
 #include <sys/uio.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <atomic>
 #include <cerrno>
@@ -119,8 +121,10 @@ Result<OpenedFile> OpenPoolFile(const BackendOptions& options) {
 int64_t PreadFull(int fd, void* buf, size_t len, uint64_t off) {
   size_t done = 0;
   while (done < len) {
-    ssize_t n =
-        pread(fd, static_cast<uint8_t*>(buf) + done, len - done, static_cast<off_t>(off + done));
+    // At most kSyncIoBytesMax per call: the kernel moves at most 2 GiB - 4 KiB per call anyway
+    // and says so with a short count; asking for less keeps every step far from that limit.
+    ssize_t n = pread(fd, static_cast<uint8_t*>(buf) + done, std::min(len - done, kSyncIoBytesMax),
+                      static_cast<off_t>(off + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return -errno;
@@ -137,7 +141,8 @@ int64_t PreadFull(int fd, void* buf, size_t len, uint64_t off) {
 int64_t PwriteFull(int fd, const void* buf, size_t len, uint64_t off, bool fua) {
   size_t done = 0;
   while (done < len) {
-    iovec iov{const_cast<uint8_t*>(static_cast<const uint8_t*>(buf)) + done, len - done};
+    iovec iov{const_cast<uint8_t*>(static_cast<const uint8_t*>(buf)) + done,
+              std::min(len - done, kSyncIoBytesMax)};
     ssize_t n = pwritev2(fd, &iov, 1, static_cast<off_t>(off + done), fua ? RWF_DSYNC : 0);
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -27,6 +27,9 @@ Result<OpenedFile> OpenPoolFile(const BackendOptions& options);
 
 // Synchronous helpers shared by the file backends' *Sync methods and the posix workers.
 // They loop over short transfers and return -errno or the byte count.
+// Bytes one pread/pwrite call of PreadFull/PwriteFull asks for at most: larger transfers (a
+// pool's checkpoint can be 512 MiB, pool_format::kChunksMax) are split into such calls.
+constexpr size_t kSyncIoBytesMax = size_t{1} << 30;
 int64_t PreadFull(int fd, void* buf, size_t len, uint64_t off);
 int64_t PwriteFull(int fd, const void* buf, size_t len, uint64_t off, bool fua);
 // Discard (punch) or write zeroes on a file or block device. Returns 0 or -errno.

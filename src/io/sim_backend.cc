@@ -144,6 +144,13 @@ void SimBackend::WriteBack(size_t n) {
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(n));
 }
 
+void SimBackend::ForgetCached(size_t n) {
+  n = std::min(n, pending_.size());
+  for (size_t i = 0; i < n; ++i)
+    if (!pending_[i].zero) pending_bytes_ -= pending_[i].length;
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(n));
+}
+
 void SimBackend::Destage() {
   // Write back the oldest half of the cache, as a device does when its cache fills.
   const size_t n = pending_.size() / 2 + 1;
@@ -306,6 +313,14 @@ void SimBackend::Execute(BackendIo* io) {
     io->result = -EIO;
     return Finish(io);
   }
+  if (io->op == IoOp::kFlush && fail_flushes_) {
+    sim_injected_errors_total.Add();
+    size_t n = 0;
+    while (n < pending_.size() && pending_[n].seq <= io->mark) ++n;
+    ForgetCached(n);
+    io->result = -EIO;
+    return Finish(io);
+  }
   auto* data = static_cast<uint8_t*>(io->buf);
   switch (io->op) {
     case IoOp::kRead:
@@ -357,6 +372,11 @@ Status SimBackend::WriteSync(uint64_t offset_bytes, const void* buf, size_t leng
 }
 
 Status SimBackend::FlushSync() {
+  if (fail_flushes_) {
+    sim_injected_errors_total.Add();
+    ForgetCached(pending_.size());
+    return Status::FromErrno(EIO, "sim: injected flush error");
+  }
   FlushCache();
   ++flushes_;
   if (flush_hook_) flush_hook_();

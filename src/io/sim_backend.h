@@ -77,6 +77,12 @@ class SimBackend final : public IoBackend {
   // harness takes crash images here, at every flush boundary.
   void SetFlushHook(std::function<void()> hook) { flush_hook_ = std::move(hook); }
 
+  // Fault: while on, every device flush (Submit and FlushSync) fails with EIO, and the cached
+  // writes it covered are forgotten: they stay visible but never become durable, as Linux marks
+  // pages clean after failed writeback (PostgreSQL's "fsyncgate"). A later flush that succeeds
+  // therefore does not make them durable.
+  void set_fail_flushes(bool on) { fail_flushes_ = on; }
+
   uint64_t bytes_written() const { return bytes_written_; }
   uint64_t flushes() const { return flushes_; }
   size_t unflushed_writes() const { return pending_.size(); }
@@ -148,6 +154,9 @@ class SimBackend final : public IoBackend {
   uint64_t capacity_free_ns_ = 0;  // when the modelled device is next idle
 
   BackendStats stats_;
+  bool fail_flushes_ = false;
+  // set_fail_flushes: the first `n` cached writes are dropped, never made durable.
+  void ForgetCached(size_t n);
   uint64_t bytes_written_ = 0;
   uint64_t flushes_ = 0;
 };

@@ -96,7 +96,10 @@ void GroupCommit::MaybeFinishOverlap() {
   o.waiters = nullptr;
   o.running = false;
   const int32_t result = o.result < 0 ? o.result : o.after_result;
-  if (o.result < 0) commit_errors_total.Add();
+  if (o.result < 0) {
+    commit_errors_total.Add();
+    owner_->FlushFailed(o.result);
+  }
   CompleteWaiters(w, result);
 }
 

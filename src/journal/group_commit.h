@@ -32,6 +32,9 @@ class GroupCommit {
     virtual void RunCommit() = 0;
     // True when records are pending that the next commit must write.
     virtual bool CommitHasWork() const = 0;
+    // An overlapping flush failed (a failed commit the owner sees itself, in its CommitDone
+    // call). Runs before that flush's waiters complete with the error.
+    virtual void FlushFailed(int32_t result) {}
   };
 
   // `backend` serves the overlapping flushes; `overlap` turns them on.

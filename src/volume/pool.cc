@@ -26,6 +26,20 @@ Counter remote_pinned_frees_total(
     "Freed chunks whose zeroing waited for remote I/O (another reactor's) still running on them.");
 // How often a freed chunk that remote I/O still pins is looked at again.
 constexpr uint64_t kRemoteWaitNs = 200'000;
+Counter space_waits_total("spd_pool_space_waits_total",
+                          "Writes that found no free chunk while freed chunks were being "
+                          "zeroed and committed, and waited for one instead of failing.");
+Counter space_wait_timeouts_total(
+    "spd_pool_space_wait_timeouts_total",
+    "Writes that waited for space being reclaimed and failed with ENOSPC after space_wait_ns.");
+Counter space_wait_full_total(
+    "spd_pool_space_wait_full_total",
+    "Writes that failed with ENOSPC at once because kSpaceWaitersMax writes waited already.");
+// How long closing the pool waits for its own I/O (chunk zeroing, a commit) to complete.
+constexpr uint64_t kShutdownDrainNs = 60'000'000'000;
+Counter shutdown_drain_timeouts_total(
+    "spd_pool_shutdown_drain_timeouts_total",
+    "Pool shutdowns that gave up waiting for in-flight pool I/O (its buffers were leaked).");
 
 bool ValidName(const std::string& n) {
   if (n.empty() || n.size() > pf::kNameBytesMax) return false;
@@ -47,6 +61,8 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
   commit_->io.done = &Pool::OnCommitIo;
   remote_wait_timer_.fn = &Pool::OnRemoteWaitTimer;
   remote_wait_timer_.pool = this;
+  space_timer_.fn = &Pool::OnSpaceTimer;
+  space_timer_.pool = this;
   commit_->log_buf = AllocAligned(kLogBlocksPerCommitMax * pf::kBlockBytes);
   for (size_t i = 0; i < kPunchIosMax; ++i) {
     auto p = std::make_unique<PunchIo>();
@@ -63,9 +79,46 @@ Pool::~Pool() {
   // their callbacks run from here.
   for (int i = 0; i < 100000 && !control_ops_.empty(); ++i) reactor_->RunOnce(10'000'000);
   reactor_->CancelTimer(&remote_wait_timer_);
-  // Let a commit or punch that is still running finish: its BackendIo lives in this object.
-  for (int i = 0; i < 10000 && (group_->busy() || punch_free_.size() < kPunchIosMax); ++i)
-    reactor_->RunOnce(10'000'000);
+  // Writes still waiting for space are left as they are: their submitter (the NBD server)
+  // drains before the pool closes, so there are none unless it gave up on them.
+  reactor_->CancelTimer(&space_timer_);
+  // Zeroing not yet started is dropped: those chunks stay allocated on disk (their free records
+  // are never written), as after a crash, which a TRIM allows. Zeroing that runs must finish.
+  closing_ = true;
+  punch_queue_.clear();
+  if (DrainIo(kShutdownDrainNs)) return;
+  shutdown_drain_timeouts_total.Add();
+  SPD_LOG_ERROR(
+      "pool: shutdown drain timed out after %llu s with I/O still in flight (commit %s, %zu "
+      "chunk zeroings); leaving its buffers and the backend allocated rather than freeing them "
+      "under the kernel. Metadata is as after a crash: the next open recovers it.",
+      static_cast<unsigned long long>(kShutdownDrainNs / 1'000'000'000),
+      group_->busy() ? "running" : "idle", kPunchIosMax - punch_free_.size());
+  // What the kernel may still write into, or complete to, must outlive this object.
+  (void)backend_.release();
+  (void)commit_.release();
+  (void)group_.release();
+  for (auto& p : punch_ios_) (void)p.release();
+}
+
+bool Pool::IoIdle() const {
+  // Volume requests are their submitter's to drain (the NBD server does before the pool
+  // closes): their completions call back into it.
+  return !group_->busy() && punch_free_.size() == kPunchIosMax && !ro_task_scheduled_;
+}
+
+bool Pool::DrainIo(uint64_t timeout_ns) {
+  // Waits for completions, never for a number of ticks: once the reactor is stopping a tick
+  // does not sleep, so a count of ticks passes in microseconds while a punch still runs. Here
+  // a tick sleeps until a completion while the reactor runs, and polls once it is stopping;
+  // either way only the deadline ends the wait early.
+  const uint64_t deadline = MonotonicNs() + timeout_ns;
+  while (!IoIdle()) {
+    const uint64_t now = MonotonicNs();
+    if (now >= deadline) return false;
+    reactor_->RunOnce(std::min<uint64_t>(deadline - now, 10'000'000));
+  }
+  return true;
 }
 
 void Pool::ResetChunkState() {
@@ -99,6 +152,17 @@ Status Pool::Format(const PoolOptions& o) {
   const uint64_t size = backend_->size_bytes();
   if (o.chunk_size_bytes < (64u << 10) || (o.chunk_size_bytes & (o.chunk_size_bytes - 1)))
     return InvalidArgument("chunk size must be a power of two >= 64 KiB");
+  if (size > pf::kPoolBytesMax)
+    return InvalidArgument("backend of " + std::to_string(size) +
+                           " bytes is larger than the largest pool, 64 TiB "
+                           "(pool_format::kPoolBytesMax): use a smaller device, a partition or a "
+                           "smaller --pool-size");
+  if (size / o.chunk_size_bytes > pf::kChunksMax)
+    return InvalidArgument("backend of " + std::to_string(size) + " bytes holds " +
+                           std::to_string(size / o.chunk_size_bytes) + " chunks of " +
+                           std::to_string(o.chunk_size_bytes) + " bytes; a pool has at most " +
+                           std::to_string(pf::kChunksMax) +
+                           " (pool_format::kChunksMax): use a larger --chunk-size");
   chunk_bytes_ = o.chunk_size_bytes;
   pool_bytes_ = size;
   const uint64_t chunks_guess = size / chunk_bytes_;
@@ -180,6 +244,7 @@ Result<std::unique_ptr<Pool>> Pool::OpenOrCreate(std::unique_ptr<IoBackend> back
 void Pool::ApplyRunTimeOptions(const PoolOptions& options) {
   // Choices of this run, not part of the format (chunk and log sizes are fixed at Format).
   fault_skip_commit_flush_ = options.fault_skip_commit_flush;
+  space_wait_ns_ = options.space_wait_ns;
   group_->set_overlap(options.overlap_flush && !options.fault_skip_commit_flush);
 }
 
@@ -271,6 +336,13 @@ Status Pool::LoadMetadata() {
   if (pool_bytes_ > backend_->size_bytes() ||
       data_offset_ + chunks_total_ * chunk_bytes_ > pool_bytes_ || chunk_bytes_ == 0)
     return DataLoss("pool: superblock geometry does not fit the backend");
+  // Written by a format that had no limits, or corrupt despite its checksum: either way not a
+  // pool this code can hold (its checkpoint would not fit one I/O).
+  if (pool_bytes_ > pf::kPoolBytesMax || chunks_total_ > pf::kChunksMax ||
+      ckpt_bytes_ > pf::kCheckpointBytesMax)
+    return DataLoss(
+        "pool: superblock geometry beyond the limits (pool_format::kPoolBytesMax, "
+        "kChunksMax)");
   ResetChunkState();
   commit_->ckpt_buf = AllocAligned(ckpt_bytes_);
   SPD_RETURN_IF_ERROR(LoadCheckpoint());
@@ -1022,12 +1094,19 @@ void Pool::UnmapChunk(Volume* v, uint64_t vchunk) {
   state_[p] = kFreeing;
   // In-flight I/O to the chunk finishes first: a late write must never land in a chunk that
   // another volume could already own.
-  if (chunk_inflight_[p] == 0) MaybeStartPunch(p);
+  if (chunk_inflight_[p] == 0) {
+    MaybeStartPunch(p);
+  } else {
+    ++freeing_busy_;
+  }
 }
 
 void Pool::ChunkIoDone(uint32_t p) {
   SPD_ASSERT(chunk_inflight_[p] > 0);
-  if (--chunk_inflight_[p] == 0 && state_[p] == kFreeing) MaybeStartPunch(p);
+  if (--chunk_inflight_[p] == 0 && state_[p] == kFreeing) {
+    --freeing_busy_;
+    MaybeStartPunch(p);
+  }
 }
 
 void Pool::MaybeStartPunch(uint32_t p) {
@@ -1045,6 +1124,8 @@ void Pool::OnRemoteWaitTimer(Timer* t) {
 }
 
 void Pool::StartPunch(uint32_t p) {
+  // A read-only pool writes nothing more; the chunk stays kFreeing (allocated on disk).
+  if (read_only()) return;
   if (punch_free_.empty()) {
     punch_queue_.push_back(p);
     return;
@@ -1068,19 +1149,96 @@ void Pool::OnPunchDone(BackendIo* bio) {
     // The chunk stays out of circulation until the next open zeroes it again.
     punch_errors_total.Add();
     self->state_[p] = kFreeDirty;
+    self->WakeSpaceWaiters();  // that chunk will not come back: a waiter may have none left
   } else {
     self->state_[p] = kFreePending;
     self->commit_->records.push_back({static_cast<uint32_t>(pf::LogRecordType::kFree), 0, 0, p, 0});
     self->freed_pending_.push_back(p);
-    if (self->freed_pending_.size() >= kBackgroundCommitRecords || self->free_zero_.empty())
+    if (!self->closing_ &&
+        (self->freed_pending_.size() >= kBackgroundCommitRecords || self->free_zero_.empty()))
       self->group_->Kick();
   }
   self->punch_free_.push_back(io);
+  if (self->closing_) return;  // draining for shutdown: start nothing new
   if (!self->punch_queue_.empty()) {
     uint32_t next = self->punch_queue_.back();
     self->punch_queue_.pop_back();
     self->StartPunch(next);
   }
+}
+
+}  // namespace spd
+
+namespace spd {
+
+// ---- writes waiting for space ---------------------------------------------------------------
+
+bool Pool::ReclaimPending() const {
+  return !punch_queue_.empty() || punch_free_.size() < kPunchIosMax || !remote_wait_.empty() ||
+         freeing_busy_ > 0 || !freed_pending_.empty() || !commit_->batch_freed.empty();
+}
+
+void Pool::WaitForSpace(VolumeIo* io) {
+  io->space_wait = false;
+  if (space_waiters_ >= kSpaceWaitersMax || closing_) {
+    space_wait_full_total.Add();
+    return io->volume->Complete(io, -ENOSPC);
+  }
+  if (io->space_deadline_ns == 0) {
+    space_waits_total.Add();
+    io->space_deadline_ns = MonotonicNs() + space_wait_ns_;
+  }
+  AppendSpaceWaiter(io);
+  // Frees already zeroed come back with the next commit: make sure one runs.
+  if (!freed_pending_.empty()) group_->Kick();
+  if (space_timer_.heap_index == SIZE_MAX) reactor_->ArmTimer(&space_timer_, io->space_deadline_ns);
+}
+
+void Pool::AppendSpaceWaiter(VolumeIo* io) {
+  io->space_next = nullptr;
+  if (space_tail_) {
+    space_tail_->space_next = io;
+  } else {
+    space_head_ = io;
+  }
+  space_tail_ = io;
+  ++space_waiters_;
+}
+
+void Pool::WakeSpaceWaiters() {
+  if (space_head_ == nullptr) return;
+  space_wake_ = true;
+  reactor_->CancelTimer(&space_timer_);
+  reactor_->ArmTimer(&space_timer_, 0);  // due at once: the next tick runs it
+}
+
+void Pool::OnSpaceTimer(Timer* t) {
+  Pool* self = static_cast<SpaceTimer*>(t)->pool;
+  const bool wake = self->space_wake_;
+  self->space_wake_ = false;
+  const uint64_t now = MonotonicNs();
+  VolumeIo* list = self->space_head_;
+  self->space_head_ = self->space_tail_ = nullptr;
+  self->space_waiters_ = 0;
+  while (list) {
+    VolumeIo* io = list;
+    list = io->space_next;
+    io->space_next = nullptr;
+    if (io->space_deadline_ns <= now) {
+      space_wait_timeouts_total.Add();
+      io->volume->Complete(io, -ENOSPC);
+    } else if (wake) {
+      io->volume->Issue(io);  // allocates, waits again (WaitForSpace), or fails with ENOSPC
+    } else {
+      self->AppendSpaceWaiter(io);  // not due and nothing came back: keep waiting
+    }
+  }
+  // Re-arm for the earliest deadline left (waiters kept above or queued again by Issue).
+  uint64_t next = UINT64_MAX;
+  for (VolumeIo* io = self->space_head_; io; io = io->space_next)
+    next = std::min(next, io->space_deadline_ns);
+  self->reactor_->CancelTimer(&self->space_timer_);
+  if (next != UINT64_MAX) self->reactor_->ArmTimer(&self->space_timer_, next);
 }
 
 }  // namespace spd

@@ -56,6 +56,9 @@ struct PoolOptions {
   // once (best where flushes run in parallel); off: they wait for the next commit (fewer, larger
   // batches, best where the device serializes flushes).
   bool overlap_flush = true;
+  // How long a write that needs a chunk waits, while freed chunks are being zeroed and
+  // committed, before it fails with ENOSPC (docs/pool_format.md, "Space being reclaimed").
+  uint64_t space_wait_ns = 5'000'000'000;
   // Fault injection for the crash harness's own test, never set in production: a commit
   // acknowledges its waiters without the device flush. Proves the harness catches that bug.
   bool fault_skip_commit_flush = false;
@@ -110,6 +113,10 @@ struct VolumeIo {
   bool fua = false;
   bool remote = false;            // started by SubmitRemote: completes on the channel's reactor
   VolumeIo* wait_next = nullptr;  // a queue of requests held while the volume is exclusive
+  // Waiting for a chunk while space is being reclaimed (Pool::WaitForSpace).
+  bool space_wait = false;
+  uint64_t space_deadline_ns = 0;  // 0 until the request first waits
+  VolumeIo* space_next = nullptr;
 };
 
 class Volume {
@@ -302,7 +309,14 @@ class Pool : private GroupCommit::Owner {
 
   // Waits for a commit that starts after this call (group commit: one commit serves every
   // waiter that arrived before it started). `w->fn` runs on the reactor, never inside.
+  // On a read-only pool it completes with -EIO (no device I/O).
   void WaitCommit(CommitWaiter* w);
+
+  // True for good once a commit (log write or device flush) or a device flush failed: after a
+  // failed flush the kernel may have dropped the unwritten pages, so no later flush could
+  // vouch for them. Reads keep working; writes, trims and write-zeroes fail with -EROFS,
+  // flushes with -EIO. A restart re-opens the pool from its last durable state. Any thread.
+  bool read_only() const { return read_only_.load(std::memory_order_seq_cst); }
 
  private:
   friend class Volume;
@@ -341,6 +355,10 @@ class Pool : private GroupCommit::Owner {
   static void OnControlCommit(CommitWaiter* w, int32_t result);
   static void OnControlIo(BackendIo* io);
   static void OnControlDone(Task* t);
+  // True when none of the pool's own I/O (a commit, chunk zeroing) is in flight.
+  bool IoIdle() const;
+  // Drives the reactor until IoIdle(), by completions; false if `timeout_ns` passed first.
+  bool DrainIo(uint64_t timeout_ns);
 
   uint64_t ChunkOffset(uint32_t pchunk) const;    // pchunk 0-based
   uint32_t ChunkAt(uint64_t offset_bytes) const;  // the inverse: the pchunk of a data offset
@@ -369,10 +387,28 @@ class Pool : private GroupCommit::Owner {
   }
   void StartPunch(uint32_t pchunk);
   static void OnPunchDone(BackendIo* io);
+  // True while freed chunks are on their way back to kFreeZero (zeroing queued or running,
+  // waiting for I/O or pins, free record pending or in the running commit).
+  bool ReclaimPending() const;
+  // Parks a write that found no free chunk while ReclaimPending(); it is issued again when a
+  // commit returns chunks, and fails with ENOSPC when nothing is left to reclaim, after
+  // space_wait_ns_, or when kSpaceWaitersMax requests wait already.
+  void WaitForSpace(VolumeIo* io);
+  // Retries the waiting writes soon (from space_timer_, never inside the caller).
+  void WakeSpaceWaiters();
+  void AppendSpaceWaiter(VolumeIo* io);
+  static void OnSpaceTimer(Timer* t);
 
   void ApplyRunTimeOptions(const PoolOptions& options);
-  void RunCommit() override;            // GroupCommit::Owner
-  bool CommitHasWork() const override;  // GroupCommit::Owner
+  void RunCommit() override;                  // GroupCommit::Owner
+  bool CommitHasWork() const override;        // GroupCommit::Owner
+  void FlushFailed(int32_t result) override;  // GroupCommit::Owner
+  // Turns the pool read-only for good (read_only()), logs why once.
+  void EnterReadOnly(int32_t result, const char* what);
+  // Completes commits and waiters of a read-only pool with -EIO, from the reactor (never inside
+  // the call that started them).
+  void ScheduleReadOnlyFail();
+  static void OnReadOnlyFail(Task* t);
   void CommitStep(int32_t result);
   static void OnCommitIo(BackendIo* io);
   size_t EncodeCheckpoint(uint8_t* buf);
@@ -426,6 +462,27 @@ class Pool : private GroupCommit::Owner {
   std::unique_ptr<CommitState> commit_;
   std::unique_ptr<GroupCommit> group_;
   bool fault_skip_commit_flush_ = false;  // PoolOptions::fault_skip_commit_flush
+  bool closing_ = false;                  // in ~Pool: no new zeroing or background commit starts
+  // Chunks kFreeing whose zeroing waits for the pool reactor's in-flight I/O to them.
+  uint64_t freeing_busy_ = 0;
+  // Writes waiting for a chunk (WaitForSpace), FIFO; space_timer_ retries them (space_wake_)
+  // and fails those past their deadline.
+  VolumeIo* space_head_ = nullptr;
+  VolumeIo* space_tail_ = nullptr;
+  size_t space_waiters_ = 0;
+  bool space_wake_ = false;
+  uint64_t space_wait_ns_ = PoolOptions{}.space_wait_ns;
+  struct SpaceTimer : Timer {
+    Pool* pool = nullptr;
+  } space_timer_;
+  std::atomic<bool> read_only_{false};
+  CommitWaiter* ro_head_ = nullptr;  // waiters of a read-only pool, failed by ro_task_
+  CommitWaiter* ro_tail_ = nullptr;
+  bool ro_commit_ = false;  // a commit started on a read-only pool: ro_task_ fails it
+  bool ro_task_scheduled_ = false;
+  struct RoTask : Task {
+    Pool* pool = nullptr;
+  } ro_task_;
   PoolStats stats_;
 
   // Control operations: every one alive (queued, running, finished but with its callback or a

@@ -6,6 +6,7 @@
 
 #include "common/counters.h"
 #include "common/crc32c.h"
+#include "common/log.h"
 #include "journal/log_codec.h"
 #include "volume/pool.h"
 #include "volume/pool_internal.h"
@@ -15,12 +16,70 @@ namespace {
 
 Counter checkpoints_total("spd_pool_checkpoints_total", "Checkpoints written.");
 Counter log_records_total("spd_pool_log_records_total", "Metadata log records written.");
+Gauge read_only_gauge("spd_pool_read_only",
+                      "1 once the pool turned read-only after a failed commit or device flush "
+                      "(restart to re-open from the last durable state).");
+Counter read_only_commits_total(
+    "spd_pool_read_only_commit_refusals_total",
+    "Commits and commit waiters failed with EIO because the pool is read-only.");
 
 }  // namespace
 
 // ---- group commit ---------------------------------------------------------------------------
 
-void Pool::WaitCommit(CommitWaiter* w) { group_->Wait(w); }
+void Pool::WaitCommit(CommitWaiter* w) {
+  if (!read_only()) return group_->Wait(w);
+  w->next = nullptr;
+  if (ro_tail_) {
+    ro_tail_->next = w;
+  } else {
+    ro_head_ = w;
+  }
+  ro_tail_ = w;
+  ScheduleReadOnlyFail();
+}
+
+void Pool::FlushFailed(int32_t result) { EnterReadOnly(result, "device flush"); }
+
+void Pool::EnterReadOnly(int32_t result, const char* what) {
+  if (read_only()) return;
+  read_only_.store(true, std::memory_order_seq_cst);
+  read_only_gauge.Set(1);
+  group_->set_overlap(false);
+  SPD_LOG_ERROR(
+      "pool: %s failed (%s): the pool is read-only from now on. Reads still work; every write, "
+      "trim, write-zeroes and flush fails, because after a failed device flush the kernel may "
+      "have dropped the unwritten data and a later flush could report success without it. "
+      "Check the device, then restart spd2: the pool re-opens from its last durable state.",
+      what, std::strerror(-result));
+  WakeSpaceWaiters();  // writes waiting for space fail now
+}
+
+void Pool::ScheduleReadOnlyFail() {
+  if (ro_task_scheduled_) return;
+  ro_task_scheduled_ = true;
+  ro_task_.pool = this;
+  ro_task_.fn = &Pool::OnReadOnlyFail;
+  reactor_->Defer(&ro_task_);
+}
+
+void Pool::OnReadOnlyFail(Task* t) {
+  Pool* self = static_cast<RoTask*>(t)->pool;
+  self->ro_task_scheduled_ = false;
+  if (self->ro_commit_) {
+    self->ro_commit_ = false;
+    read_only_commits_total.Add();
+    self->FinishCommit(-EIO);
+  }
+  CommitWaiter* w = self->ro_head_;
+  self->ro_head_ = self->ro_tail_ = nullptr;
+  while (w) {
+    CommitWaiter* next = w->next;
+    read_only_commits_total.Add();
+    w->fn(w, -EIO);
+    w = next;
+  }
+}
 
 bool Pool::CommitHasWork() const {
   return !commit_->records.empty() || !freed_pending_.empty() || commit_->want_checkpoint;
@@ -28,6 +87,12 @@ bool Pool::CommitHasWork() const {
 
 void Pool::RunCommit() {
   CommitState& c = *commit_;
+  if (read_only()) {
+    // No device I/O any more: the commit (a background one, or waiters queued before the
+    // failure) fails from the reactor.
+    ro_commit_ = true;
+    return ScheduleReadOnlyFail();
+  }
   ++stats_.commits;
   // Step 1: the records pending now, as log blocks (or a checkpoint), written without waiting
   // for the data they describe. That is safe because a chunk is allocated only while it holds
@@ -52,6 +117,7 @@ void Pool::RunCommit() {
   c.io.flags = 0;
   if (c.checkpoint) {
     size_t n = EncodeCheckpoint(c.ckpt_buf.get());
+    SPD_ASSERT(n <= pf::kCheckpointBytesMax);  // Format and Load refuse larger geometries
     c.io.offset_bytes = ckpt_offset_[(ckpt_seq_ + 1) % 2];
     c.io.length_bytes = static_cast<uint32_t>(n);
     c.io.buf = c.ckpt_buf.get();
@@ -131,10 +197,11 @@ void Pool::CommitStep(int32_t result) {
 void Pool::FinishCommit(int32_t result) {
   CommitState& c = *commit_;
   if (result < 0) {
-    // The records were not made durable: they go back to be written by the next commit.
-    c.records.insert(c.records.begin(), c.batch.begin(), c.batch.end());
-    freed_pending_.insert(freed_pending_.end(), c.batch_freed.begin(), c.batch_freed.end());
-    if (c.checkpoint) c.want_checkpoint = true;
+    // Not durable, and never retried: after a failed flush the device (or the kernel's cache
+    // of it) may have dropped writes that a later successful flush would not bring back, so
+    // a retry could acknowledge durability that is not there. Read-only from here; the chunks
+    // of the batch's frees stay out of circulation (a restart finds them as the log says).
+    EnterReadOnly(result, c.checkpoint ? "checkpoint commit" : "log commit");
   } else {
     for (const pf::LogRecord& r : c.batch)
       if (r.type == static_cast<uint32_t>(pf::LogRecordType::kAlloc)) SetAllocPending(r.pchunk, 0);
@@ -147,6 +214,9 @@ void Pool::FinishCommit(int32_t result) {
   c.batch.clear();
   c.batch_freed.clear();
   group_->CommitDone(result);
+  // Writes waiting for space look again: at chunks this commit returned, or, if it returned
+  // none, at whether anything is left to reclaim (and start the commit that frees it).
+  WakeSpaceWaiters();
 }
 
 }  // namespace spd

@@ -75,6 +75,21 @@ struct CheckpointHeader {
 static_assert(sizeof(CheckpointHeader) == 72);
 // Payload: VolumeRecord[kVolumesMax] then ChunkOwner[chunks_total].
 
+// Size limits. A checkpoint is written and read as one backend I/O, whose length is a uint32
+// and whose result an int32 (so at most 2 GiB - 1), and it is held in memory whole: it must
+// stay well below 2 GiB. It holds 8 bytes per chunk, so the chunk count is what is bounded:
+// kChunksMax chunks make a checkpoint of 512 MiB + 32 KiB + 72 bytes (a quarter of the I/O
+// limit). The pool size is bounded too, at kChunksMax chunks of the default 1 MiB (64 TiB);
+// with smaller chunks the chunk limit comes first (64 KiB chunks: 4 TiB). Format refuses a
+// bigger backend; open refuses a superblock beyond either limit.
+constexpr uint64_t kChunksMax = 1ull << 26;
+constexpr uint64_t kPoolBytesMax = 64ull << 40;  // 64 TiB
+constexpr uint64_t kCheckpointBytesMax =
+    (sizeof(CheckpointHeader) + kVolumesMax * sizeof(VolumeRecord) +
+     kChunksMax * sizeof(ChunkOwner) + kBlockBytes - 1) /
+    kBlockBytes * kBlockBytes;
+static_assert(kCheckpointBytesMax <= (1ull << 30), "a checkpoint must stay well below 2 GiB");
+
 // The metadata log's blocks and records: the journal's format (journal/journal_format.h).
 using journal::kLogMagic;
 using journal::kRecordsPerBlock;

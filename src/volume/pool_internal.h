@@ -20,6 +20,9 @@ namespace pool_internal {
 
 constexpr size_t kLogBlocksPerCommitMax = 64;
 constexpr size_t kPunchIosMax = 32;
+// Writes that may wait for space being reclaimed at once (Pool::WaitForSpace); more fail with
+// ENOSPC. NBD bounds each connection's requests, so this is only a backstop for memory of none.
+constexpr size_t kSpaceWaitersMax = 1024;
 // Pending records (or freed chunks waiting for a commit) beyond which the pool commits on its
 // own, without waiting for a client FLUSH: bounds memory and returns freed space.
 constexpr size_t kBackgroundCommitRecords = 2048;
@@ -44,6 +47,7 @@ using pool_internal::AllocAligned;
 using pool_internal::kBackgroundCommitRecords;
 using pool_internal::kLogBlocksPerCommitMax;
 using pool_internal::kPunchIosMax;
+using pool_internal::kSpaceWaitersMax;
 using pool_internal::RoundUp;
 
 struct Pool::PunchIo {

@@ -10,6 +10,7 @@
 #include "common/counters.h"
 #include "io/sim_backend.h"
 #include "testing/volume_io_util.h"
+#include "volume/pool_format.h"
 
 namespace spd {
 namespace {
@@ -155,6 +156,146 @@ TEST_F(PoolTest, OutOfSpaceFailsTheWriterOnly) {
   ASSERT_EQ(Do(small, IoOp::kRead, 0, kMiB, back.data()), 0);
   EXPECT_EQ(back, one);
   ASSERT_EQ(Do(small, IoOp::kWrite, 0, 4096, one.data()), 0);
+}
+
+// A write into a full pool right after a TRIM waits for the freed chunks (their zeroing, then
+// the commit that records the frees) instead of failing with ENOSPC, which a file system takes
+// as fatal. A pool with nothing being reclaimed still fails at once.
+TEST_F(PoolTest, WriteRightAfterTrimOnAFullPoolWaitsForTheFreedChunks) {
+  SimBackend* sim;
+  auto pool = CreatePool(32 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  Volume* v = pool->CreateVolume("v", 128 * kMiB).value();  // thin: larger than the pool
+  auto one = Pattern(kMiB, 9);
+  const uint64_t waits0 = CounterValue("spd_pool_space_waits_total");
+  uint64_t chunks = 0;
+  int32_t r = 0;
+  for (; chunks < 128; ++chunks) {
+    r = Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data());
+    if (r != 0) break;
+  }
+  ASSERT_EQ(r, -ENOSPC);
+  ASSERT_GT(chunks, 8u);
+  // Truly full, nothing being reclaimed: ENOSPC at once, no waiting.
+  const uint64_t t0 = MonotonicNs();
+  EXPECT_EQ(Do(v, IoOp::kWrite, chunks * kMiB, 4096, one.data()), -ENOSPC);
+  EXPECT_LT(MonotonicNs() - t0, 100'000'000u);
+  EXPECT_EQ(CounterValue("spd_pool_space_waits_total"), waits0);
+  // Free everything, then at once write as much again elsewhere: every write succeeds.
+  ASSERT_EQ(Do(v, IoOp::kDiscard, 0, static_cast<uint32_t>(chunks * kMiB), nullptr), 0);
+  for (uint64_t i = 0; i < chunks; ++i)
+    ASSERT_EQ(Do(v, IoOp::kWrite, (chunks + i) * kMiB, kMiB, one.data()), 0) << "write " << i;
+  EXPECT_GT(CounterValue("spd_pool_space_waits_total"), waits0);
+  std::vector<uint8_t> back(kMiB);
+  ASSERT_EQ(Do(v, IoOp::kRead, (2 * chunks - 1) * kMiB, kMiB, back.data()), 0);
+  EXPECT_EQ(back, one);
+  ASSERT_EQ(Do(v, IoOp::kRead, 0, kMiB, back.data()), 0);
+  EXPECT_EQ(back, std::vector<uint8_t>(kMiB, 0));
+  // Full again and nothing left to reclaim: prompt ENOSPC again.
+  EXPECT_EQ(Do(v, IoOp::kWrite, 2 * chunks * kMiB, 4096, one.data()), -ENOSPC);
+}
+
+// A write waiting for space gives up with ENOSPC after PoolOptions::space_wait_ns.
+TEST_F(PoolTest, WriteWaitingForSpaceTimesOut) {
+  SimOptions so;
+  so.latency_base_ns = 20'000'000;  // real time: the zeroing and the commit take 20 ms each
+  auto sim = std::make_unique<SimBackend>(reactor_.get(), 16 * kMiB, so);
+  PoolOptions o;
+  o.log_size_bytes = 1 << 20;
+  o.space_wait_ns = 1'000'000;
+  auto p = Pool::Create(std::move(sim), reactor_.get(), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  std::unique_ptr<Pool> pool = std::move(p).value();
+  Volume* v = pool->CreateVolume("v", 64 * kMiB).value();
+  auto one = Pattern(kMiB, 10);
+  uint64_t chunks = 0;
+  while (chunks < 64 && Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data()) == 0) ++chunks;
+  ASSERT_GT(chunks, 2u);
+  const uint64_t timeouts0 = CounterValue("spd_pool_space_wait_timeouts_total");
+  ASSERT_EQ(Do(v, IoOp::kDiscard, 0, kMiB, nullptr), 0);
+  EXPECT_EQ(Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data()), -ENOSPC);
+  EXPECT_EQ(CounterValue("spd_pool_space_wait_timeouts_total"), timeouts0 + 1);
+  // The chunk does come back (a commit after its zeroing): a later write gets it.
+  for (int i = 0; i < 10 && pool->stats().chunks_free == 0; ++i)
+    ASSERT_EQ(Do(v, IoOp::kFlush, 0, 0, nullptr), 0);
+  EXPECT_EQ(Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data()), 0);
+}
+
+// After a failed device flush the pool never reports durability again ("fsyncgate": the
+// kernel may drop the failed pages, and a later fdatasync succeeds without them). Every waiter
+// of the failed commit gets the error; later writes, trims, write-zeroes and flushes fail;
+// reads work; a restart opens the last durable state.
+TEST_F(PoolTest, FailedFlushMakesThePoolReadOnlyForGood) {
+  SimBackend* sim;
+  auto pool = CreatePool(64 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  Volume* v = pool->CreateVolume("v", 16 * kMiB).value();
+  auto first = Pattern(64 << 10, 11);
+  auto second = Pattern(64 << 10, 12);
+  ASSERT_EQ(Do(v, IoOp::kWrite, 0, 64 << 10, first.data()), 0);
+  ASSERT_EQ(Do(v, IoOp::kFlush, 0, 0, nullptr), 0);
+  ASSERT_FALSE(pool->read_only());
+  ASSERT_EQ(Do(v, IoOp::kWrite, 0, 64 << 10, second.data()), 0);
+  ASSERT_EQ(Do(v, IoOp::kWrite, 4 * kMiB, 64 << 10, second.data()), 0);  // a record pending
+  // Two FLUSHes in flight together while the device's flushes fail: both get the error.
+  sim->set_fail_flushes(true);
+  VolumeIo a, b;
+  int done = 0;
+  for (VolumeIo* io : {&a, &b}) {
+    io->op = IoOp::kFlush;
+    io->ctx = &done;
+    io->done = [](VolumeIo* d) { ++*static_cast<int*>(d->ctx); };
+    v->Submit(io);
+  }
+  for (int i = 0; i < 100000 && done < 2; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(done, 2);
+  EXPECT_EQ(a.result, -EIO);
+  EXPECT_EQ(b.result, -EIO);
+  EXPECT_TRUE(pool->read_only());
+  EXPECT_EQ(CounterValue("spd_pool_read_only"), 1u);
+  // The device works again, but the data of the failed flush is gone from its cache: a flush
+  // must not report success now.
+  sim->set_fail_flushes(false);
+  EXPECT_EQ(Do(v, IoOp::kFlush, 0, 0, nullptr), -EIO);
+  EXPECT_EQ(Do(v, IoOp::kWrite, 8 * kMiB, 4096, first.data()), -EROFS);
+  EXPECT_EQ(Do(v, IoOp::kWrite, 0, 4096, first.data()), -EROFS);
+  EXPECT_EQ(Do(v, IoOp::kDiscard, 0, kMiB, nullptr), -EROFS);
+  EXPECT_EQ(Do(v, IoOp::kWriteZeroes, 0, 4096, nullptr), -EROFS);
+  EXPECT_FALSE(pool->SyncAll().ok());
+  std::vector<uint8_t> back(64 << 10);
+  ASSERT_EQ(Do(v, IoOp::kRead, 0, 64 << 10, back.data()), 0);
+  EXPECT_EQ(back, second);  // what was written (not durable, but readable until the restart)
+  // A restart opens the last durable state: the first version.
+  SimBackend::Image img = sim->CrashImage(3, CrashOptions{0.0, 0.0});
+  pool.reset();
+  auto reopened =
+      Pool::Open(std::make_unique<SimBackend>(reactor_.get(), img, SimOptions{}), reactor_.get());
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_FALSE(reopened.value()->read_only());
+  Volume* v2 = reopened.value()->FindVolume("v");
+  ASSERT_EQ(Do(v2, IoOp::kRead, 0, 64 << 10, back.data()), 0);
+  EXPECT_EQ(back, first);
+  EXPECT_EQ(Do(v2, IoOp::kWrite, 0, 4096, first.data()), 0);
+  EXPECT_EQ(Do(v2, IoOp::kFlush, 0, 0, nullptr), 0);
+}
+
+// A checkpoint (8 bytes per chunk) is one backend I/O: its length must stay far below 2 GiB,
+// so format refuses backends beyond pool_format::kPoolBytesMax or kChunksMax chunks, with an
+// error that says which limit and what to do. The sim is sparse: a huge one costs nothing.
+TEST_F(PoolTest, FormatRefusesABackendBeyondTheLimits) {
+  PoolOptions o;
+  auto too_big = Pool::Create(NewSim(pool_format::kPoolBytesMax + kMiB), reactor_.get(), o);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(too_big.status().ToString().find("64 TiB"), std::string::npos)
+      << too_big.status().ToString();
+  // Within the size limit, but too many small chunks.
+  o.chunk_size_bytes = 64 << 10;
+  auto too_many = Pool::Create(NewSim(8ull << 40), reactor_.get(), o);
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_NE(too_many.status().ToString().find("--chunk-size"), std::string::npos)
+      << too_many.status().ToString();
+  static_assert(pool_format::kCheckpointBytesMax < (1ull << 31) / 2);
 }
 
 TEST_F(PoolTest, OutOfRangeRequests) {

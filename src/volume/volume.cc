@@ -14,6 +14,14 @@ Counter client_bytes_written_total("spd_volume_client_bytes_written_total",
 Counter invalid_requests_total("spd_volume_invalid_requests_total",
                                "Volume requests refused: out of range or read-only.");
 Counter enospc_total("spd_volume_enospc_total", "Writes refused because the pool is full.");
+Counter space_wait_exhausted_total(
+    "spd_volume_space_wait_exhausted_total",
+    "Writes that waited for space being reclaimed, then failed with ENOSPC: nothing was left to "
+    "reclaim (other writes took what came back).");
+Counter read_only_refusals_total(
+    "spd_volume_read_only_pool_refusals_total",
+    "Writes, trims, write-zeroes (EROFS) and flushes (EIO) refused because the pool turned "
+    "read-only after a failed commit or device flush.");
 Counter io_errors_total("spd_volume_io_errors_total", "Volume requests failed by backend errors.");
 Counter remote_requests_total(
     "spd_volume_remote_requests_total",
@@ -41,6 +49,9 @@ void Volume::Start(VolumeIo* io) {
   io->cursor_bytes = 0;
   io->sub_pending = 0;
   io->needs_commit = false;
+  io->space_wait = false;
+  io->space_deadline_ns = 0;
+  io->space_next = nullptr;
   io->in_submit = true;
   io->fua = (io->flags & kIoFua) != 0 || info_.durability == Durability::kSync;
   if (info_.durability == Durability::kNone) io->fua = false;
@@ -49,6 +60,9 @@ void Volume::Start(VolumeIo* io) {
   if (deleted_) {
     invalid_requests_total.Add();
     Complete(io, -ESHUTDOWN);  // a stale pointer to a deleted volume (a tombstone)
+  } else if (io->op != IoOp::kRead && pool_->read_only()) {
+    read_only_refusals_total.Add();
+    Complete(io, io->op == IoOp::kFlush ? -EIO : -EROFS);
   } else if (io->op == IoOp::kFlush) {
     if (info_.durability == Durability::kNone) {
       Complete(io, 0);
@@ -76,7 +90,14 @@ void Volume::Start(VolumeIo* io) {
 void Volume::Issue(VolumeIo* io) {
   Pool* pool = pool_;
   const uint64_t chunk = pool->chunk_bytes_;
-  while (io->first_error == 0 && io->cursor_bytes < io->length_bytes &&
+  io->space_wait = false;
+  if (io->op != IoOp::kRead && io->op != IoOp::kFlush && io->first_error == 0 &&
+      pool->read_only()) {
+    // Turned read-only since the request started (between waves, or while it waited for space).
+    read_only_refusals_total.Add();
+    io->first_error = -EROFS;
+  }
+  while (io->first_error == 0 && !io->space_wait && io->cursor_bytes < io->length_bytes &&
          io->sub_pending < VolumeIo::kSubIoMax) {
     const uint64_t off = io->offset_bytes + io->cursor_bytes;
     const uint64_t vchunk = off / chunk;
@@ -98,7 +119,15 @@ void Volume::Issue(VolumeIo* io) {
       case IoOp::kWrite:
         if (p1 == 0) {
           p1 = pool->AllocChunk(this, vchunk);
+          if (p1 == 0 && pool->ReclaimPending()) {
+            // Freed chunks are on their way back (a TRIM just now): wait for one rather than
+            // fail a write that a file system would take as fatal. Retried from here.
+            io->cursor_bytes = at;
+            io->space_wait = true;
+            continue;
+          }
           if (p1 == 0) {
+            if (io->space_deadline_ns != 0) space_wait_exhausted_total.Add();
             enospc_total.Add();
             io->first_error = -ENOSPC;
             continue;
@@ -145,6 +174,7 @@ void Volume::Issue(VolumeIo* io) {
   if (io->sub_pending > 0) return;
   // Everything issued and completed (or nothing needed the backend).
   if (io->first_error != 0) return Complete(io, io->first_error);
+  if (io->space_wait) return pool->WaitForSpace(io);
   if (io->needs_commit) {
     io->waiter.fn = &Volume::OnCommitted;
     pool->WaitCommit(&io->waiter);
@@ -156,7 +186,7 @@ void Volume::Issue(VolumeIo* io) {
 bool Volume::SubmitRemote(VolumeIo* io, IoBackend* channel) {
   const bool write = io->op == IoOp::kWrite;
   if (channel == nullptr || (io->op != IoOp::kRead && !write) || io->length_bytes == 0 ||
-      (write && info_.read_only))
+      (write && (info_.read_only || pool_->read_only())))
     return false;  // not a fast-path kind of request: no count, it is not a fallback
   // Durable at completion (FUA, or every write of a sync volume), as in Submit: the data by the
   // backend's FUA write, the chunk's allocation by a commit, which only the pool's reactor runs;
