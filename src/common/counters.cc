@@ -14,6 +14,10 @@ std::vector<Counter*>& Registry() {
   static std::vector<Counter*> r;
   return r;
 }
+std::vector<Gauge*>& Gauges() {
+  static std::vector<Gauge*> r;
+  return r;
+}
 std::vector<Histogram*>& Histograms() {
   static std::vector<Histogram*> r;
   return r;
@@ -66,6 +70,19 @@ Counter::Counter(const char* name, const char* help) : name_(name), help_(help) 
   Registry().push_back(this);
 }
 
+Gauge::Gauge(const char* name, const char* help) : name_(name), help_(help) {
+  std::lock_guard<std::mutex> lock(RegistryMu());
+  Gauges().push_back(this);
+}
+
+int64_t GaugeValue(const std::string& name) {
+  std::lock_guard<std::mutex> lock(RegistryMu());
+  int64_t v = 0;
+  for (const Gauge* g : Gauges())
+    if (name == g->name()) v += g->value();
+  return v;
+}
+
 std::vector<std::pair<std::string, uint64_t>> SnapshotCounters() {
   std::lock_guard<std::mutex> lock(RegistryMu());
   std::vector<std::pair<std::string, uint64_t>> out;
@@ -97,6 +114,11 @@ std::string RenderCountersPrometheus() {
     out += ' ';
     out += std::to_string(c->value());
     out += '\n';
+  }
+  for (const Gauge* g : Gauges()) {
+    const std::string n = g->name();
+    out += "# HELP " + n + ' ' + g->help() + "\n# TYPE " + n + " gauge\n";
+    out += n + ' ' + std::to_string(g->value()) + '\n';
   }
   char le[32];
   for (const Histogram* h : Histograms()) {

@@ -28,6 +28,22 @@ class Counter {
   std::atomic<uint64_t> value_{0};
 };
 
+// A value that goes up and down (bytes in use, connections open), exported as a Prometheus
+// gauge. Lock-free like Counter.
+class Gauge {
+ public:
+  Gauge(const char* name, const char* help);
+  void Add(int64_t n) { value_.fetch_add(n, std::memory_order_relaxed); }
+  int64_t value() const { return value_.load(std::memory_order_relaxed); }
+  const char* name() const { return name_; }
+  const char* help() const { return help_; }
+
+ private:
+  const char* name_;
+  const char* help_;
+  std::atomic<int64_t> value_{0};
+};
+
 // A latency histogram: buckets with upper bounds 1 us, 2 us, 4 us, ... 2^23 us (about 8.4 s) and
 // +Inf, rendered in seconds as a Prometheus histogram (NAME_bucket{le=...}, NAME_sum,
 // NAME_count). Observe() is lock-free and can be called from any thread.
@@ -64,5 +80,6 @@ std::vector<std::pair<std::string, uint64_t>> SnapshotCounters();
 // Prometheus text exposition format of every counter and histogram.
 std::string RenderCountersPrometheus();
 uint64_t CounterValue(const std::string& name);  // 0 when unknown
+int64_t GaugeValue(const std::string& name);     // 0 when unknown
 
 }  // namespace spd
