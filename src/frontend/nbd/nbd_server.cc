@@ -110,6 +110,29 @@ NbdServer::~NbdServer() {
   if (!options_.unix_path.empty()) unlink(options_.unix_path.c_str());
 }
 
+Status NbdServer::CheckOptions(const NbdServerOptions& o) {
+  // Every request up to the advertised maximum must be able to get its buffer: a budget below
+  // one such buffer plus one connection's slots would make the advertised maximum a lie.
+  const uint64_t need =
+      NbdBufferPool::ClassBytes(o.request_bytes_max) + NbdConnection::TransmissionBytes(o);
+  if (o.memory_bytes_max < need)
+    return InvalidArgument(
+        "nbd: the memory budget (--nbd-memory-max, " + std::to_string(o.memory_bytes_max) +
+        " bytes) is smaller than one request of the advertised maximum (--nbd-request-max, " +
+        std::to_string(o.request_bytes_max) + " bytes, buffer " +
+        std::to_string(NbdBufferPool::ClassBytes(o.request_bytes_max)) +
+        ") plus one connection's slots and receive buffer (" +
+        std::to_string(NbdConnection::TransmissionBytes(o)) + "): raise it to at least " +
+        std::to_string(need));
+  if (o.handshakes_max == 0) return InvalidArgument("nbd: --nbd-handshakes-max must be >= 1");
+  if (o.handshakes_max > o.connections_max)
+    return InvalidArgument("nbd: handshakes_max (--nbd-handshakes-max, " +
+                           std::to_string(o.handshakes_max) +
+                           ") must not exceed connections_max (--nbd-connections-max, " +
+                           std::to_string(o.connections_max) + ")");
+  return Status::Ok();
+}
+
 Status NbdServer::Start() {
   const uint32_t align = pool_->backend()->alignment_bytes();
   for (const VolumeInfo& vi : pool_->ListVolumes()) {
@@ -130,20 +153,7 @@ Status NbdServer::Start() {
   }
   if (catalog_->exports_.empty())
     return FailedPrecondition("nbd: the pool has no volume to export");
-  // Every request up to the advertised maximum must be able to get its buffer: a budget below
-  // one such buffer plus one connection's slots would make the advertised maximum a lie.
-  const uint64_t need = NbdBufferPool::ClassBytes(options_.request_bytes_max) +
-                        NbdConnection::TransmissionBytes(options_);
-  if (options_.memory_bytes_max < need)
-    return InvalidArgument(
-        "nbd: the memory budget (--nbd-memory-max, " + std::to_string(options_.memory_bytes_max) +
-        " bytes) is smaller than one request of the advertised maximum (--nbd-request-max, " +
-        std::to_string(options_.request_bytes_max) + " bytes, buffer " +
-        std::to_string(NbdBufferPool::ClassBytes(options_.request_bytes_max)) +
-        ") plus one connection's slots and receive buffer (" +
-        std::to_string(NbdConnection::TransmissionBytes(options_)) + "): raise it to at least " +
-        std::to_string(need));
-  if (options_.handshakes_max == 0) return InvalidArgument("nbd: handshakes_max must be >= 1");
+  SPD_RETURN_IF_ERROR(CheckOptions(options_));
 
   if (!options_.unix_path.empty()) {
     if (options_.unix_path.size() >= sizeof(sockaddr_un::sun_path))

@@ -73,6 +73,10 @@ class NbdServer {
             std::vector<Reactor*> conn_reactors = {});
   ~NbdServer();
 
+  // Whether the limits agree with each other (Start checks it too; the daemon calls it first to
+  // report contradictory flags as a usage error).
+  [[nodiscard]] static Status CheckOptions(const NbdServerOptions& o);
+
   // Publishes every volume of the pool as an export and starts listening.
   [[nodiscard]] Status Start();
   // Stops accepting, stops reading requests, lets in-flight requests finish and their replies
