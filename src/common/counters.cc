@@ -67,6 +67,8 @@ Counter::Counter(const char* name, const char* help, bool gauge)
   Registry().push_back(this);
 }
 
+int64_t GaugeValue(const std::string& name) { return static_cast<int64_t>(CounterValue(name)); }
+
 std::vector<std::pair<std::string, uint64_t>> SnapshotCounters() {
   std::lock_guard<std::mutex> lock(RegistryMu());
   std::vector<std::pair<std::string, uint64_t>> out;
@@ -96,7 +98,9 @@ std::string RenderCountersPrometheus() {
     out += c->gauge() ? " gauge\n" : " counter\n";
     out += c->name();
     out += ' ';
-    out += std::to_string(c->value());
+    // A gauge's value is signed (Gauge::Add takes negative steps).
+    out +=
+        c->gauge() ? std::to_string(static_cast<int64_t>(c->value())) : std::to_string(c->value());
     out += '\n';
   }
   char le[32];

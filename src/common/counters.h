@@ -34,12 +34,16 @@ class Counter {
   std::atomic<uint64_t> value_{0};
 };
 
-// A value that goes up and down (a state, not a count): exported as a Prometheus gauge, read
-// with CounterValue like a counter. Named without _total.
+// A value that goes up and down (a state, not a count: bytes in use, connections open):
+// exported as a Prometheus gauge, read with CounterValue like a counter (or GaugeValue, signed).
+// Named without _total. Lock-free like Counter.
 class Gauge : public Counter {
  public:
   Gauge(const char* name, const char* help) : Counter(name, help, true) {}
   void Set(uint64_t v) { Store(v); }
+  // Signed: wraps through the unsigned store, so a matched +n/-n always returns to where it was.
+  void Add(int64_t n) { Counter::Add(static_cast<uint64_t>(n)); }
+  int64_t value() const { return static_cast<int64_t>(Counter::value()); }
 };
 
 // A latency histogram: buckets with upper bounds 1 us, 2 us, 4 us, ... 2^23 us (about 8.4 s) and
@@ -78,5 +82,6 @@ std::vector<std::pair<std::string, uint64_t>> SnapshotCounters();
 // Prometheus text exposition format of every counter and histogram.
 std::string RenderCountersPrometheus();
 uint64_t CounterValue(const std::string& name);  // 0 when unknown
+int64_t GaugeValue(const std::string& name);     // 0 when unknown
 
 }  // namespace spd

@@ -266,6 +266,14 @@ int RunDaemon(const DaemonOptions& o) {
   no.connections_max = o.nbd_connections_max;
   no.conn_inflight_max = o.nbd_inflight_max;
   no.request_bytes_max = o.nbd_request_bytes_max;
+  no.handshakes_max = o.nbd_handshakes_max;
+  no.handshake_timeout_ms = o.nbd_handshake_timeout_ms;
+  no.idle_timeout_ms = o.nbd_idle_timeout_ms;
+  no.memory_bytes_max = o.nbd_memory_bytes_max;
+  if (Status s = NbdServer::CheckOptions(no); !s.ok()) {
+    SPD_LOG_ERROR("%s", s.ToString().c_str());
+    return 2;
+  }
   DispatcherOptions dopt;
   dopt.remote_io = o.remote_io;
   dopt.stamp_stages = o.stage_stamps;

@@ -102,7 +102,8 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.set_config("--config", "", "Read options from this TOML file (flags given too win)");
   app.set_version_flag("--version", "spd2 0.1.0");
 
-  std::string pool_size = "16G", chunk_size = "1M", backend = "uring", request_max = "32M";
+  std::string pool_size = "16G", chunk_size = "1M", backend = "uring", request_max = "32M",
+              memory_max = "1G";
   std::vector<std::string> volumes;
   app.add_option("--data-dir", o.data_dir, "Directory for the pool file and sockets")
       ->capture_default_str();
@@ -197,12 +198,41 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_option("--nbd-unix", o.nbd_unix, "NBD unix socket (default DATA_DIR/nbd.sock; off)");
   app.add_option("--nbd-listen", o.nbd_listen, "NBD TCP address HOST:PORT (off to disable)")
       ->capture_default_str();
-  app.add_option("--nbd-connections-max", o.nbd_connections_max, "NBD connections at most")
+  app.add_option("--nbd-connections-max", o.nbd_connections_max,
+                 "NBD connections at most. At the limit a new connection displaces the oldest "
+                 "one still negotiating; with none negotiating it is refused (counted in "
+                 "spd_nbd_connections_refused_total)")
+      ->capture_default_str();
+  app.add_option("--nbd-handshakes-max", o.nbd_handshakes_max,
+                 "NBD connections still negotiating at most (at most --nbd-connections-max). A "
+                 "new connection beyond it closes the oldest negotiating one, so sockets that "
+                 "never negotiate cannot keep clients out "
+                 "(spd_nbd_handshake_evictions_total)")
+      ->capture_default_str();
+  app.add_option("--nbd-handshake-timeout-ms", o.nbd_handshake_timeout_ms,
+                 "Close an NBD connection that has not finished negotiating this many "
+                 "milliseconds after it was accepted (spd_nbd_handshake_timeouts_total). "
+                 "0: never")
+      ->capture_default_str();
+  app.add_option("--nbd-idle-timeout-ms", o.nbd_idle_timeout_ms,
+                 "Close a negotiated NBD connection after this many milliseconds without a "
+                 "request and with none in flight (spd_nbd_idle_timeouts_total). 0: never, the "
+                 "default, since a client such as a mounted nbd device may rightly sit idle "
+                 "for hours")
+      ->capture_default_str();
+  app.add_option("--nbd-memory-max", memory_max,
+                 "Memory of all NBD connections together for request buffers, request slots "
+                 "and receive buffers (a negotiating connection only holds a 4 KiB buffer). "
+                 "When it is spent, connections stop reading until replies give memory back "
+                 "(requests wait, none fails; spd_nbd_memory_backpressure_total, gauge "
+                 "spd_nbd_memory_bytes). Must hold one request of --nbd-request-max (its buffer "
+                 "is rounded up by at most 25%) plus one connection's slots")
       ->capture_default_str();
   app.add_option("--nbd-inflight-max", o.nbd_inflight_max, "NBD requests in flight per connection")
       ->capture_default_str();
   app.add_option("--nbd-request-max", request_max,
-                 "Largest NBD request accepted (advertised to clients)")
+                 "Largest NBD request accepted (advertised to clients, and every request up "
+                 "to it is served: see --nbd-memory-max)")
       ->capture_default_str();
   app.add_option("--metrics-listen", o.metrics_listen,
                  "Prometheus endpoint HOST:PORT serving GET /metrics (off to disable)")
@@ -239,6 +269,7 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   if (req < 4096 || req > (1u << 30))
     return InvalidArgument("--nbd-request-max must be between 4K and 1G");
   o.nbd_request_bytes_max = static_cast<uint32_t>(req);
+  SPD_ASSIGN_OR_RETURN(o.nbd_memory_bytes_max, ParseSize(memory_max));
   SPD_ASSIGN_OR_RETURN(o.backend, ParseBackendKind(backend));
   for (const std::string& v : volumes) {
     VolumeFlag spec;
@@ -255,6 +286,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument("--reactor-poll-us must be between 0 and 10000");
   if (o.nbd_inflight_max == 0 || o.nbd_inflight_max > 4096)
     return InvalidArgument("--nbd-inflight-max must be between 1 and 4096");
+  if (o.nbd_handshakes_max == 0 || o.nbd_handshakes_max > o.nbd_connections_max)
+    return InvalidArgument("--nbd-handshakes-max must be between 1 and --nbd-connections-max");
+  if (o.nbd_memory_bytes_max < o.nbd_request_bytes_max)
+    return InvalidArgument("--nbd-memory-max must be at least --nbd-request-max");
   return o;
 }
 

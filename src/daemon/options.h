@@ -45,6 +45,10 @@ struct DaemonOptions {
   uint32_t nbd_connections_max = 1024;
   uint32_t nbd_inflight_max = 128;
   uint32_t nbd_request_bytes_max = 32u << 20;
+  uint32_t nbd_handshakes_max = 64;
+  uint64_t nbd_handshake_timeout_ms = 10'000;
+  uint64_t nbd_idle_timeout_ms = 0;
+  uint64_t nbd_memory_bytes_max = 1ull << 30;
   std::string metrics_listen = "127.0.0.1:9465";  // "off" disables
   std::string log_level = "info";
   bool quiet = false;  // no connection hints on stdout

@@ -34,24 +34,39 @@ Counter send_errors_total("spd_nbd_send_errors_total",
                           "Connections whose socket failed while replies were pending.");
 Counter truncated_total("spd_nbd_truncated_payload_total",
                         "Connections that closed in the middle of a write payload.");
-Counter buffer_alloc_failures_total("spd_nbd_buffer_alloc_failures_total",
-                                    "Request buffers that could not be allocated (ENOMEM).");
 Counter handshake_failures_total("spd_nbd_handshake_failures_total",
                                  "Connections closed during negotiation.");
 Counter closed_for_delete_total("spd_nbd_connections_closed_for_delete_total",
                                 "Connections closed because their volume was deleted (forced).");
-
-constexpr uint32_t kBufAlign = 4096;
-// Buffers up to this size stay with their slot between requests; larger ones are freed after
-// each use so that a burst of huge requests does not pin memory.
-constexpr uint32_t kBufKeepBytes = 1u << 20;
+Counter handshake_timeouts_total(
+    "spd_nbd_handshake_timeouts_total",
+    "Connections closed because they had not negotiated within handshake_timeout_ms.");
+Counter handshake_evictions_total(
+    "spd_nbd_handshake_evictions_total",
+    "Negotiating connections closed to make room for a newer one (handshakes_max or "
+    "connections_max reached).");
+Counter idle_timeouts_total("spd_nbd_idle_timeouts_total",
+                            "Connections closed after idle_timeout_ms without a request.");
+Counter memory_backpressure_total(
+    "spd_nbd_memory_backpressure_total",
+    "Times a connection stopped reading because the NBD memory budget was spent.");
+Gauge negotiating_gauge("spd_nbd_connections_negotiating",
+                        "NBD connections accepted and still negotiating.");
 // Payloads at least this large are received straight into the request buffer.
 constexpr uint32_t kDirectRecvBytes = 64u << 10;
 constexpr size_t kBlockStatusExtentsMax = 128;
 
-uint32_t RoundUp(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
-
 }  // namespace
+
+uint64_t NbdConnection::TransmissionBytes(const NbdServerOptions& o) {
+  return o.recv_buffer_bytes +
+         uint64_t{o.conn_inflight_max} *
+             (sizeof(NbdSlot) + (kBlockStatusExtentsMax + 1) * sizeof(Extent));
+}
+
+NbdBufferPool* NbdConnection::pool() const {
+  return static_cast<NbdServer::Shard*>(shard)->pool.get();
+}
 
 NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::string peer)
     : server_(server), reactor_(reactor), fd_(fd), peer_(std::move(peer)) {
@@ -62,27 +77,46 @@ NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::s
   tx_watch_.fn = &NbdConnection::OnWritable;
   flush_task_.fn = &NbdConnection::OnFlushTask;
   flush_task_.conn = this;
+  timer_.conn = this;
+  timer_.fn = &NbdConnection::OnTimer;
+  mem_waiter_.conn = this;
+  mem_waiter_.fn = &NbdConnection::OnMemory;
+  negotiating_gauge.Add(1);
 }
 
 NbdConnection::~NbdConnection() {
   if (handle_) handle_->RemoveUser();
+  reactor_->CancelTimer(&timer_);
+  LeaveNegotiation();
+  NbdBufferPool* p = shard ? pool() : nullptr;
+  if (p) p->CancelWait(&mem_waiter_);
   if (slots_) {
-    for (uint32_t i = 0; i < server_->options_.conn_inflight_max; ++i) std::free(slots_[i].buf);
+    for (uint32_t i = 0; i < server_->options_.conn_inflight_max; ++i)
+      if (slots_[i].buf) p->Give(slots_[i].buf, slots_[i].buf_bytes);
   }
+  if (charged_bytes_ > 0) p->Uncharge(charged_bytes_);
   if (fd_ >= 0) close(fd_);
 }
 
 Status NbdConnection::Start() {
   const NbdServerOptions& o = server_->options_;
-  rx_.resize(o.recv_buffer_bytes);
-  slots_.reset(new NbdSlot[o.conn_inflight_max]);
-  for (uint32_t i = 0; i < o.conn_inflight_max; ++i) {
-    slots_[i].conn = this;
-    slots_[i].extents.reserve(kBlockStatusExtentsMax + 1);
-    slots_[i].next = free_;
-    free_ = &slots_[i];
-  }
+  // Only what negotiation needs: slots and the large receive buffer come with transmission, so
+  // a socket that never negotiates costs a few KiB.
+  rx_size_ = o.negotiation_buffer_bytes;
+  rx_.reset(new uint8_t[rx_size_]);
   handshake_ = std::make_unique<nbd::Handshake>(server_->catalog());
+  auto* sh = static_cast<NbdServer::Shard*>(shard);
+  if (negotiating_) {
+    neg_prev = sh->neg_tail;
+    if (sh->neg_tail) {
+      sh->neg_tail->neg_next = this;
+    } else {
+      sh->neg_head = this;
+    }
+    sh->neg_tail = this;
+  }
+  if (o.handshake_timeout_ms > 0)
+    reactor_->ArmTimer(&timer_, MonotonicNs() + o.handshake_timeout_ms * 1'000'000);
   SPD_RETURN_IF_ERROR(reactor_->WatchOnce(fd_, &rx_watch_));
   rx_poll_active_ = true;
   FlushOut();  // the greeting
@@ -94,6 +128,66 @@ void NbdConnection::Drain() { BeginClose("server shutting down"); }
 void NbdConnection::CloseForDelete() {
   closed_for_delete_total.Add();
   BeginClose("volume deleted");
+}
+
+void NbdConnection::Evict() {
+  if (!negotiating_ || closing_) return;
+  handshake_evictions_total.Add();
+  BeginClose("displaced by a newer connection while negotiating");
+}
+
+void NbdConnection::LeaveNegotiation() {
+  if (!negotiating_) return;
+  negotiating_ = false;
+  negotiating_gauge.Add(-1);
+  auto* sh = static_cast<NbdServer::Shard*>(shard);
+  if (sh == nullptr) return;
+  // Linked only once Start ran; a connection evicted or closed before that is not in the list.
+  if (neg_prev || sh->neg_head == this) {
+    if (neg_prev) {
+      neg_prev->neg_next = neg_next;
+    } else {
+      sh->neg_head = neg_next;
+    }
+    if (neg_next) {
+      neg_next->neg_prev = neg_prev;
+    } else {
+      sh->neg_tail = neg_prev;
+    }
+  }
+  neg_prev = neg_next = nullptr;
+  sh->negotiating.fetch_sub(1, std::memory_order_relaxed);
+  server_->negotiating_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void NbdConnection::OnTimer(Timer* t) {
+  NbdConnection* self = static_cast<ConnTimer*>(t)->conn;
+  if (self->closing_) return;
+  const NbdServerOptions& o = self->server_->options_;
+  const uint64_t now = MonotonicNs();
+  if (self->negotiating_) {
+    handshake_timeouts_total.Add();
+    self->BeginClose("negotiation timed out");
+    self->MaybeFinishClose();
+    return;
+  }
+  if (o.idle_timeout_ms == 0) return;
+  const uint64_t idle_ns = o.idle_timeout_ms * 1'000'000;
+  // A request in flight (or a payload still arriving) is activity, however long it takes.
+  if (self->inflight_ > 0 || self->rx_state_ == RxState::kSetup) self->last_request_ns_ = now;
+  if (now - self->last_request_ns_ >= idle_ns) {
+    idle_timeouts_total.Add();
+    self->BeginClose("idle timeout");
+    self->MaybeFinishClose();
+    return;
+  }
+  self->reactor_->ArmTimer(&self->timer_, self->last_request_ns_ + idle_ns);
+}
+
+void NbdConnection::OnMemory(NbdMemoryWaiter* w) {
+  NbdConnection* self = static_cast<MemWaiter*>(w)->conn;
+  if (!self->closing_ && self->stalled_) self->Resume();
+  self->MaybeFinishClose();
 }
 
 void NbdConnection::OnReadable(Completion* c, int32_t res, uint32_t flags) {
@@ -164,13 +258,13 @@ void NbdConnection::ReadAll() {
     } else {
       if (rx_start_ == rx_end_) {
         rx_start_ = rx_end_ = 0;
-      } else if (rx_end_ == rx_.size() || rx_start_ > rx_.size() / 2) {
-        std::memmove(rx_.data(), rx_.data() + rx_start_, rx_end_ - rx_start_);
+      } else if (rx_end_ == rx_size_ || rx_start_ > rx_size_ / 2) {
+        std::memmove(rx_.get(), rx_.get() + rx_start_, rx_end_ - rx_start_);
         rx_end_ -= rx_start_;
         rx_start_ = 0;
       }
-      dst = rx_.data() + rx_end_;
-      room = rx_.size() - rx_end_;
+      dst = rx_.get() + rx_end_;
+      room = rx_size_ - rx_end_;
       SPD_ASSERT(room > 0);
     }
     ssize_t n = recv(fd_, dst, room, MSG_DONTWAIT);
@@ -216,15 +310,21 @@ bool NbdConnection::ProcessRx() {
         if (!ProcessHandshake()) return false;
         if (rx_state_ == RxState::kHandshake) return true;  // needs more bytes
         break;
+      case RxState::kSetup:
+        if (!EnterTransmission()) return false;
+        break;
       case RxState::kHeader:
         if (avail < nbd::kRequestHeaderBytes) return true;
         if (!ProcessHeader()) return false;
+        break;
+      case RxState::kBuffer:
+        if (!AttachBuffer(buffer_slot_)) return false;
         break;
       case RxState::kPayload: {
         NbdSlot* s = payload_slot_;
         uint32_t want = s->req.length - s->payload_have;
         uint32_t take = static_cast<uint32_t>(std::min<size_t>(want, avail));
-        std::memcpy(s->buf + s->payload_have, rx_.data() + rx_start_, take);
+        std::memcpy(s->buf + s->payload_have, rx_.get() + rx_start_, take);
         rx_start_ += take;
         s->payload_have += take;
         if (s->payload_have < s->req.length) return true;
@@ -252,7 +352,7 @@ bool NbdConnection::ProcessRx() {
 
 bool NbdConnection::ProcessHandshake() {
   size_t avail = rx_end_ - rx_start_;
-  size_t used = handshake_->Feed(rx_.data() + rx_start_, avail);
+  size_t used = handshake_->Feed(rx_.get() + rx_start_, avail);
   rx_start_ += used;
   FlushOut();
   switch (handshake_->state()) {
@@ -279,13 +379,91 @@ bool NbdConnection::ProcessHandshake() {
         BeginClose("the volume was deleted during negotiation");
         return false;
       }
-      rx_state_ = RxState::kHeader;
       SPD_LOG_DEBUG("nbd %s: export '%s' structured=%d", peer_.c_str(), export_->name.c_str(),
                     handshake_->structured_replies());
+      LeaveNegotiation();
+      reactor_->CancelTimer(&timer_);
+      last_request_ns_ = MonotonicNs();
+      if (server_->options_.idle_timeout_ms > 0)
+        reactor_->ArmTimer(&timer_,
+                           last_request_ns_ + server_->options_.idle_timeout_ms * 1'000'000);
+      rx_state_ = RxState::kSetup;
       return true;
     }
   }
   return false;
+}
+
+bool NbdConnection::EnterTransmission() {
+  const NbdServerOptions& o = server_->options_;
+  const uint64_t bytes = TransmissionBytes(o);
+  // Leave room for one request of the advertised maximum, so that slots of idle connections
+  // can never keep a request from ever getting its buffer.
+  const uint64_t headroom = NbdBufferPool::ClassBytes(o.request_bytes_max);
+  if (!pool()->Charge(bytes, headroom)) {
+    if (!stalled_) memory_backpressure_total.Add();
+    stalled_ = true;
+    pool()->Wait(&mem_waiter_, bytes + headroom);
+    return false;
+  }
+  charged_bytes_ = bytes;
+  // Bytes the client sent right after negotiating move to the transmission buffer.
+  const size_t left = rx_end_ - rx_start_;
+  std::unique_ptr<uint8_t[]> rx(new uint8_t[o.recv_buffer_bytes]);
+  SPD_ASSERT(left <= o.recv_buffer_bytes);
+  std::memcpy(rx.get(), rx_.get() + rx_start_, left);
+  rx_ = std::move(rx);
+  rx_size_ = o.recv_buffer_bytes;
+  rx_start_ = 0;
+  rx_end_ = left;
+  slots_.reset(new NbdSlot[o.conn_inflight_max]);
+  for (uint32_t i = 0; i < o.conn_inflight_max; ++i) {
+    slots_[i].conn = this;
+    slots_[i].extents.reserve(kBlockStatusExtentsMax + 1);
+    slots_[i].next = free_;
+    free_ = &slots_[i];
+  }
+  rx_state_ = RxState::kHeader;
+  return true;
+}
+
+bool NbdConnection::AttachBuffer(NbdSlot* s) {
+  const uint32_t len = s->req.length;
+  bool enomem = false;
+  uint8_t* b = pool()->Take(len, &enomem);
+  if (b == nullptr && !enomem) {
+    // The budget is spent: stop reading until memory comes back (the request keeps its slot).
+    if (!stalled_) memory_backpressure_total.Add();
+    stalled_ = true;
+    buffer_slot_ = s;
+    rx_state_ = RxState::kBuffer;
+    pool()->Wait(&mem_waiter_, NbdBufferPool::ClassBytes(len));
+    return false;
+  }
+  buffer_slot_ = nullptr;
+  rx_state_ = RxState::kHeader;
+  if (b == nullptr) {
+    s->reply_error = nbd::kENoMem;
+    if (s->req.type == nbd::kCmdWrite) {
+      payload_slot_ = s;
+      discard_left_ = len;
+      rx_state_ = RxState::kDiscard;
+      return true;
+    }
+    Complete(s);
+    return true;
+  }
+  s->buf = b;
+  s->buf_bytes = len;
+  inflight_bytes_ += len;
+  if (s->req.type == nbd::kCmdWrite) {
+    s->payload_have = 0;
+    payload_slot_ = s;
+    rx_state_ = RxState::kPayload;
+    return true;
+  }
+  Dispatch(s);
+  return true;
 }
 
 bool NbdConnection::ProcessHeader() {
@@ -296,7 +474,7 @@ bool NbdConnection::ProcessHeader() {
     return false;
   }
   nbd::Request req;
-  nbd::ParseResult pr = nbd::ParseRequest(rx_.data() + rx_start_, rx_end_ - rx_start_, &req);
+  nbd::ParseResult pr = nbd::ParseRequest(rx_.get() + rx_start_, rx_end_ - rx_start_, &req);
   if (pr == nbd::ParseResult::kNeedMore) return true;
   if (pr == nbd::ParseResult::kBadMagic) {
     bad_magic_total.Add();
@@ -329,36 +507,9 @@ bool NbdConnection::ProcessHeader() {
     Complete(s);
     return true;
   }
-  if (req.type == nbd::kCmdWrite && req.length > 0) {
-    if (!EnsureBuffer(s, req.length)) {
-      s->reply_error = nbd::kENoMem;
-      payload_slot_ = s;
-      discard_left_ = req.length;
-      rx_state_ = RxState::kDiscard;
-      return true;
-    }
-    s->payload_have = 0;
-    payload_slot_ = s;
-    rx_state_ = RxState::kPayload;
-    return true;
-  }
+  if ((req.type == nbd::kCmdWrite || req.type == nbd::kCmdRead) && req.length > 0)
+    return AttachBuffer(s);
   Dispatch(s);
-  return true;
-}
-
-bool NbdConnection::EnsureBuffer(NbdSlot* s, uint32_t bytes) {
-  if (s->buf_capacity >= bytes) return true;
-  std::free(s->buf);
-  s->buf = nullptr;
-  s->buf_capacity = 0;
-  uint32_t cap = RoundUp(bytes, kBufAlign);
-  void* p = nullptr;
-  if (posix_memalign(&p, kBufAlign, cap) != 0) {
-    buffer_alloc_failures_total.Add();
-    return false;
-  }
-  s->buf = static_cast<uint8_t*>(p);
-  s->buf_capacity = cap;
   return true;
 }
 
@@ -381,13 +532,8 @@ void NbdConnection::Dispatch(NbdSlot* s) {
   switch (r.type) {
     case nbd::kCmdRead:
       if (r.length == 0) return Complete(s);
-      if (!EnsureBuffer(s, r.length)) {
-        s->reply_error = nbd::kENoMem;
-        return Complete(s);
-      }
       io.op = RequestOp::kRead;
       io.buf = s->buf;
-      inflight_bytes_ += r.length;
       // Holes go out as OFFSET_HOLE chunks, without payload, unless the client asked for one
       // data chunk (DF).
       if (handshake_->structured_replies() && !(r.flags & nbd::kCmdFlagDf)) {
@@ -399,7 +545,6 @@ void NbdConnection::Dispatch(NbdSlot* s) {
       if (r.length == 0) return Complete(s);
       io.op = RequestOp::kWrite;
       io.buf = s->buf;
-      inflight_bytes_ += r.length;
       break;
     case nbd::kCmdFlush:
       io.op = RequestOp::kFlush;
@@ -635,20 +780,19 @@ NbdSlot* NbdConnection::TakeSlot() {
   s->reply_error = 0;
   s->payload_have = 0;
   s->t0_ns = MonotonicNs();
+  last_request_ns_ = s->t0_ns;  // for the idle timeout: a store, no clock read of its own
   ++inflight_;
   return s;
 }
 
 void NbdConnection::ReleaseSlot(NbdSlot* s) {
-  if (s->req.type == nbd::kCmdRead || s->req.type == nbd::kCmdWrite) {
-    if (s->io.buf != nullptr) inflight_bytes_ -= s->req.length;
+  if (s->buf != nullptr) {
+    inflight_bytes_ -= s->buf_bytes;
+    pool()->Give(s->buf, s->buf_bytes);
+    s->buf = nullptr;
+    s->buf_bytes = 0;
   }
   s->io.buf = nullptr;
-  if (s->buf_capacity > kBufKeepBytes) {
-    std::free(s->buf);
-    s->buf = nullptr;
-    s->buf_capacity = 0;
-  }
   s->next = free_;
   free_ = s;
   SPD_ASSERT(inflight_ > 0);
@@ -662,6 +806,12 @@ void NbdConnection::BeginClose(const char* why) {
   close_reason_ = why;
   rx_state_ = RxState::kClosing;
   SPD_LOG_DEBUG("nbd %s: closing: %s", peer_.c_str(), why);
+  LeaveNegotiation();
+  reactor_->CancelTimer(&timer_);
+  if (buffer_slot_) {
+    ReleaseSlot(buffer_slot_);
+    buffer_slot_ = nullptr;
+  }
   if (payload_slot_) {
     // A write whose payload never fully arrived is dropped unanswered: the client is gone.
     ReleaseSlot(payload_slot_);

@@ -10,14 +10,16 @@
 #include <vector>
 
 #include "dispatch/io_request.h"
+#include "frontend/nbd/nbd_buffers.h"
 #include "frontend/nbd/nbd_server.h"
 #include "frontend/nbd/proto/nbd_handshake.h"
 #include "frontend/nbd/proto/nbd_request.h"
 
 namespace spd {
 
-// A request slot: one NBD request from parse to the last byte of its reply. Preallocated per
-// connection (conn_inflight_max of them); its data buffer is kept between requests.
+// A request slot: one NBD request from parse to the last byte of its reply. Allocated per
+// connection (conn_inflight_max of them) when transmission starts; its data buffer comes from
+// the reactor's NbdBufferPool for the request and goes back when the reply has been sent.
 struct NbdSlot {
   IoRequest io;  // what the dispatcher sees of this request
   nbd::Request req;
@@ -25,8 +27,8 @@ struct NbdSlot {
   NbdSlot* next = nullptr;      // free list / send queue
   std::vector<Extent> extents;  // block status and read-hole scratch, reserved once
 
-  uint8_t* buf = nullptr;  // aligned to 4096; capacity buf_capacity
-  uint32_t buf_capacity = 0;
+  uint8_t* buf = nullptr;  // aligned to 4096; from the pool, for buf_bytes
+  uint32_t buf_bytes = 0;
   uint32_t payload_have = 0;  // write payload bytes received so far
   uint32_t reply_error = 0;   // NBD error to send, 0 = success
   uint64_t t0_ns = 0;         // header read (MonotonicNs), for spd_nbd_request_duration_seconds
@@ -65,8 +67,20 @@ class NbdConnection {
   ConnTask start_task;
   void* shard = nullptr;  // the server's per-reactor registry entry
 
+  // Closes a connection that is still negotiating to make room for a newer one. On reactor().
+  void Evict();
+  // Still negotiating (counted against handshakes_max); list links in the shard, oldest first.
+  bool negotiating() const { return negotiating_; }
+  NbdConnection* neg_prev = nullptr;
+  NbdConnection* neg_next = nullptr;
+
+  // Memory a negotiated connection is charged for its slots and receive buffer.
+  static uint64_t TransmissionBytes(const NbdServerOptions& o);
+
  private:
-  enum class RxState { kHandshake, kHeader, kPayload, kDiscard, kClosing };
+  // kSetup: negotiated, waiting for the memory of its slots and receive buffer.
+  // kBuffer: a READ or WRITE header was read; waiting for the memory of its buffer.
+  enum class RxState { kHandshake, kSetup, kHeader, kBuffer, kPayload, kDiscard, kClosing };
 
   struct Watcher : Completion {
     NbdConnection* conn;
@@ -76,11 +90,20 @@ class NbdConnection {
   static void OnWritable(Completion* c, int32_t res, uint32_t flags);
   static void OnFlushTask(Task* t);
   static void OnRequestDone(IoRequest* io);  // the dispatcher's, on this reactor
+  static void OnTimer(Timer* t);
+  static void OnMemory(NbdMemoryWaiter* w);
 
   void ReadAll();
   // Returns false when the connection must stop reading (closing, backpressure).
   bool ProcessRx();
   bool ProcessHandshake();
+  // Allocates the slots and the receive buffer; false (waiting for memory) when the budget is
+  // spent.
+  bool EnterTransmission();
+  // Gives `s` its data buffer and moves on (payload or dispatch); false when waiting for memory.
+  bool AttachBuffer(NbdSlot* s);
+  void LeaveNegotiation();
+  NbdBufferPool* pool() const;
   bool ProcessHeader();
   void StartPayload(NbdSlot* s);
   void Dispatch(NbdSlot* s);
@@ -93,7 +116,6 @@ class NbdConnection {
   void FlushOut();
   NbdSlot* TakeSlot();
   void ReleaseSlot(NbdSlot* s);
-  [[nodiscard]] bool EnsureBuffer(NbdSlot* s, uint32_t bytes);
   void BeginClose(const char* why);
   void MaybeFinishClose();
   void Resume();
@@ -125,13 +147,29 @@ class NbdConnection {
   Volume* volume_ = nullptr;
   size_t handshake_sent_ = 0;
 
-  std::vector<uint8_t> rx_;
+  // Uninitialised on purpose: pages are touched only when bytes arrive.
+  std::unique_ptr<uint8_t[]> rx_;
+  size_t rx_size_ = 0;
   size_t rx_start_ = 0;
   size_t rx_end_ = 0;
   NbdSlot* payload_slot_ = nullptr;  // slot receiving a write payload (kPayload/kDiscard)
+  NbdSlot* buffer_slot_ = nullptr;   // slot waiting for its buffer (kBuffer)
   uint64_t discard_left_ = 0;
 
   std::unique_ptr<NbdSlot[]> slots_;
+  uint64_t charged_bytes_ = 0;  // TransmissionBytes once slots exist
+  bool negotiating_ = true;
+  struct ConnTimer : Timer {
+    NbdConnection* conn;
+  };
+  // Handshake timeout while negotiating, idle timeout after (when configured). One per
+  // connection; requests only store a timestamp, the timer looks at it when it fires.
+  ConnTimer timer_;
+  uint64_t last_request_ns_ = 0;
+  struct MemWaiter : NbdMemoryWaiter {
+    NbdConnection* conn;
+  };
+  MemWaiter mem_waiter_;
   NbdSlot* free_ = nullptr;
   uint32_t inflight_ = 0;
   uint64_t inflight_bytes_ = 0;

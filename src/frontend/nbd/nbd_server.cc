@@ -96,6 +96,8 @@ class NbdServer::Catalog : public nbd::ExportCatalog {
 };
 
 const nbd::ExportCatalog* NbdServer::catalog() const { return catalog_.get(); }
+uint64_t NbdServer::buffer_bytes() const { return budget_.used(); }
+uint64_t NbdServer::buffer_bytes_peak() const { return budget_.peak(); }
 
 std::shared_ptr<VolumeHandle> NbdServer::HandleOf(const nbd::Export* e) const {
   return catalog_->HandleOf(e);
@@ -104,6 +106,7 @@ std::shared_ptr<VolumeHandle> NbdServer::HandleOf(const nbd::Export* e) const {
 NbdServer::NbdServer(Reactor* reactor, Dispatcher* dispatcher, VolumeManager* volumes,
                      NbdServerOptions options, std::vector<Reactor*> conn_reactors)
     : reactor_(reactor),
+      budget_(options.memory_bytes_max),
       dispatcher_(dispatcher),
       volumes_(volumes),
       pool_(dispatcher->pool()),
@@ -121,6 +124,17 @@ NbdServer::NbdServer(Reactor* reactor, Dispatcher* dispatcher, VolumeManager* vo
       for (NbdConnection* c : conns) c->Drain();
       // The server (and this shard) may only go away once this task has run: say so.
       if (shard->reactor != shard->server->reactor_) shard->server->reactor_->Post(&shard->drained);
+    };
+    sh->pool = std::make_unique<NbdBufferPool>(&budget_, r);
+    sh->evict_task.shard = sh.get();
+    sh->evict_task.fn = [](Task* t) {
+      Shard* shard = static_cast<Shard::DrainAll*>(t)->shard;
+      shard->evict_posted.store(false);
+      // Each request closes the oldest connection still negotiating here, if any is left.
+      while (shard->evict_requests.load() > 0) {
+        if (shard->neg_head != nullptr) shard->neg_head->Evict();
+        shard->evict_requests.fetch_sub(1);
+      }
     };
     sh->drained.shard = sh.get();
     sh->drained.fn = [](Task* t) {
@@ -152,6 +166,29 @@ NbdServer::~NbdServer() {
     close(l->fd);
   }
   if (!options_.unix_path.empty()) unlink(options_.unix_path.c_str());
+}
+
+Status NbdServer::CheckOptions(const NbdServerOptions& o) {
+  // Every request up to the advertised maximum must be able to get its buffer: a budget below
+  // one such buffer plus one connection's slots would make the advertised maximum a lie.
+  const uint64_t need =
+      NbdBufferPool::ClassBytes(o.request_bytes_max) + NbdConnection::TransmissionBytes(o);
+  if (o.memory_bytes_max < need)
+    return InvalidArgument(
+        "nbd: the memory budget (--nbd-memory-max, " + std::to_string(o.memory_bytes_max) +
+        " bytes) is smaller than one request of the advertised maximum (--nbd-request-max, " +
+        std::to_string(o.request_bytes_max) + " bytes, buffer " +
+        std::to_string(NbdBufferPool::ClassBytes(o.request_bytes_max)) +
+        ") plus one connection's slots and receive buffer (" +
+        std::to_string(NbdConnection::TransmissionBytes(o)) + "): raise it to at least " +
+        std::to_string(need));
+  if (o.handshakes_max == 0) return InvalidArgument("nbd: --nbd-handshakes-max must be >= 1");
+  if (o.handshakes_max > o.connections_max)
+    return InvalidArgument("nbd: handshakes_max (--nbd-handshakes-max, " +
+                           std::to_string(o.handshakes_max) +
+                           ") must not exceed connections_max (--nbd-connections-max, " +
+                           std::to_string(o.connections_max) + ")");
+  return Status::Ok();
 }
 
 Status NbdServer::ExportVolume(const VolumeInfo& vi) {
@@ -228,6 +265,7 @@ void NbdServer::OnVolumeClosing(std::shared_ptr<VolumeHandle> handle, std::funct
 Status NbdServer::Start() {
   for (const VolumeInfo& vi : volumes_->List()) SPD_RETURN_IF_ERROR(ExportVolume(vi));
   if (catalog_->size() == 0) return FailedPrecondition("nbd: the pool has no volume to export");
+  SPD_RETURN_IF_ERROR(CheckOptions(options_));
   volumes_->AddListener(this);
 
   if (!options_.unix_path.empty()) {
@@ -311,10 +349,22 @@ void NbdServer::AcceptAll(Listener* l) {
       }
       return;
     }
-    if (live_conns_ >= options_.connections_max) {
-      connections_refused_total.Add();
-      close(fd);
-      continue;
+    // Connections still negotiating may be displaced (oldest first) by new ones: a flood of
+    // sockets that never negotiate then costs the server handshakes_max small connections and
+    // never keeps a real client out. Negotiated connections are never displaced: at
+    // connections_max with none negotiating, the newcomer is refused. (Displacement finishes
+    // on the victim's reactor, so the counts may exceed their limits by the evictions under way.)
+    uint32_t evicting = 0;
+    for (auto& sh : shards_) evicting += sh->evict_requests.load();
+    const uint32_t negotiating = negotiating_.load();
+    const uint32_t live_negotiating = negotiating > evicting ? negotiating - evicting : 0;
+    if (live_negotiating >= options_.handshakes_max ||
+        live_conns_ - std::min<size_t>(live_conns_, evicting) >= options_.connections_max) {
+      if (!EvictOneNegotiating()) {
+        connections_refused_total.Add();
+        close(fd);
+        continue;
+      }
     }
     std::string peer = "unix";
     if (ss.ss_family == AF_INET) {
@@ -331,6 +381,8 @@ void NbdServer::AcceptAll(Listener* l) {
     for (auto& sh : shards_)
       if (sh->placed < shard->placed) shard = sh.get();
     ++shard->placed;
+    shard->negotiating.fetch_add(1);
+    negotiating_.fetch_add(1);
     Reactor* r = shard->reactor;
     auto* conn = new NbdConnection(this, r, fd, peer);
     conn->shard = shard;
@@ -379,7 +431,11 @@ void NbdServer::ConnectionClosed(NbdConnection* conn) {
     self->conn = nullptr;
     // The last connection here is gone, and with it every request of the port: close it now,
     // at the end of a tick (no backend frame is on the stack), on its own reactor.
-    if (self->shard->conns.empty()) self->shard->port.reset();
+    if (self->shard->conns.empty()) {
+      self->shard->port.reset();
+      // Nobody here to reuse cached buffers: give their memory back.
+      self->shard->pool->Trim();
+    }
     self->fn = [](Task* t2) {
       auto* again = static_cast<Reaper*>(t2);
       again->server->Forget(again->shard);
@@ -392,6 +448,27 @@ void NbdServer::ConnectionClosed(NbdConnection* conn) {
     }
   };
   conn->reactor()->Defer(r);
+}
+
+bool NbdServer::EvictOneNegotiating() {
+  Shard* victim = nullptr;
+  uint32_t most = 0;
+  for (auto& sh : shards_) {
+    const uint32_t n = sh->negotiating.load();
+    const uint32_t asked = sh->evict_requests.load();
+    if (n > asked && n - asked > most) {
+      most = n - asked;
+      victim = sh.get();
+    }
+  }
+  if (victim == nullptr) return false;
+  victim->evict_requests.fetch_add(1);
+  if (victim->reactor == reactor_) {
+    victim->evict_task.fn(&victim->evict_task);
+  } else if (!victim->evict_posted.exchange(true)) {
+    victim->reactor->Post(&victim->evict_task);
+  }
+  return true;
 }
 
 void NbdServer::Forget(Shard* shard) {

@@ -8,14 +8,22 @@
 // IoRequest. Where a request runs (the volume's owner, a hop, the fast path) is the
 // dispatcher's business, not this frontend's.
 //
-// Limits (each named, each enforced): connections_max, per-connection requests in flight
-// (conn_inflight_max), per-connection payload bytes in flight (conn_inflight_bytes_max), the
-// advertised maximum request size (request_bytes_max). A client that exceeds the in-flight
-// limits is not refused: the server stops reading its socket until replies drain (backpressure).
+// Limits (each named, each enforced, each with a test): connections_max, handshakes_max,
+// handshake_timeout_ms, idle_timeout_ms, per-connection requests in flight (conn_inflight_max),
+// per-connection payload bytes in flight (conn_inflight_bytes_max), the advertised maximum
+// request size (request_bytes_max), and memory_bytes_max, the budget of every request buffer,
+// request slot and receive buffer of the server. A client that exceeds the in-flight limits or
+// finds the budget spent is not refused: the server stops reading its socket until replies
+// drain or memory comes back (backpressure).
+//
+// A connection costs little until it has negotiated: a small negotiation buffer and the
+// handshake state. Its request slots and receive buffer are allocated (and charged to the
+// budget) when transmission starts, request buffers when a request needs one.
 //
 // Thread-safety: every method on the reactor's thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,6 +31,7 @@
 
 #include "common/status.h"
 #include "dispatch/dispatcher.h"
+#include "frontend/nbd/nbd_buffers.h"
 #include "frontend/nbd/proto/nbd_handshake.h"
 #include "reactor/reactor.h"
 #include "volume/pool.h"
@@ -39,6 +48,20 @@ struct NbdServerOptions {
   uint64_t conn_inflight_bytes_max = 128ull << 20;
   uint32_t request_bytes_max = 32u << 20;
   uint32_t recv_buffer_bytes = 256u << 10;
+  // Connections still negotiating, at most. A new connection beyond it (or beyond
+  // connections_max) makes the server close the oldest negotiating connection, so sockets that
+  // never negotiate cannot keep real clients out. Smaller than connections_max.
+  uint32_t handshakes_max = 64;
+  // A connection that has not finished negotiating this long after accept is closed. 0 = never.
+  uint64_t handshake_timeout_ms = 10'000;
+  // A negotiated connection with no request for this long (and none in flight) is closed.
+  // 0 = never: NBD clients (a mounted nbd device) may legitimately sit idle for hours.
+  uint64_t idle_timeout_ms = 0;
+  // Budget of request buffers, slots and receive buffers, all connections together.
+  uint64_t memory_bytes_max = 1ull << 30;
+  // Receive buffer of a connection that is still negotiating (the handshake buffers options
+  // itself, so this only bounds one recv).
+  uint32_t negotiation_buffer_bytes = 4096;
 };
 
 class NbdConnection;
@@ -57,6 +80,10 @@ class NbdServer : private VolumeManager::Listener {
             NbdServerOptions options, std::vector<Reactor*> conn_reactors = {});
   ~NbdServer() override;
 
+  // Whether the limits agree with each other (Start checks it too; the daemon calls it first to
+  // report contradictory flags as a usage error).
+  [[nodiscard]] static Status CheckOptions(const NbdServerOptions& o);
+
   // Publishes every volume as an export, follows the manager's changes, starts listening.
   [[nodiscard]] Status Start();
   // Stops accepting, stops reading requests, lets in-flight requests finish and their replies
@@ -66,6 +93,9 @@ class NbdServer : private VolumeManager::Listener {
   // The bound TCP port (useful with tcp_port = 0).
   uint16_t tcp_port() const { return bound_tcp_port_; }
   size_t connections() const { return live_conns_; }
+  // Bytes of the memory budget in use now, and the most ever in use (any thread).
+  uint64_t buffer_bytes() const;
+  uint64_t buffer_bytes_peak() const;
 
  private:
   friend class NbdConnection;
@@ -89,6 +119,9 @@ class NbdServer : private VolumeManager::Listener {
   std::shared_ptr<VolumeHandle> HandleOf(const nbd::Export* e) const;
   struct Shard;
   void Forget(Shard* shard);  // on reactor_: one connection fewer
+  // On reactor_: asks the shard with the most negotiating connections to close its oldest one.
+  // False when no connection is negotiating (none left to displace).
+  bool EvictOneNegotiating();
   const nbd::ExportCatalog* catalog() const;
   void MaybeFinishShutdown();
 
@@ -107,8 +140,23 @@ class NbdServer : private VolumeManager::Listener {
       Shard* shard;
     } drain_all;       // posted to `reactor`
     DrainAll drained;  // posted back to the server's reactor once drain_all ran
+    // Request buffers shared by this reactor's connections. Touched only on `reactor`.
+    std::unique_ptr<NbdBufferPool> pool;
+    // Connections still negotiating, oldest first (touched only on `reactor`), and how many
+    // (counted from accept, on the server's reactor, to the end of negotiation here).
+    NbdConnection* neg_head = nullptr;
+    NbdConnection* neg_tail = nullptr;
+    std::atomic<uint32_t> negotiating{0};
+    // Evictions asked of this shard and not yet done; evict_task runs them on `reactor`.
+    std::atomic<uint32_t> evict_requests{0};
+    std::atomic<bool> evict_posted{false};
+    DrainAll evict_task;
   };
+  // Before shards_: their pools give their memory back when they go.
+  NbdMemoryBudget budget_;
   std::vector<std::unique_ptr<Shard>> shards_;
+  // Connections still negotiating, all shards (accept to end of negotiation).
+  std::atomic<uint32_t> negotiating_{0};
   Dispatcher* dispatcher_;
   VolumeManager* volumes_;
   Pool* pool_;

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 #include <libnbd.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +17,13 @@
 #include <vector>
 
 #include "common/counters.h"
+#include "frontend/nbd/proto/nbd_format.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+// From the sanitizer runtime (its header is not installed with every compiler).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
+#define SPD_HAVE_ALLOCATED_BYTES 1
+#endif
 
 namespace spd {
 namespace {
@@ -429,6 +439,371 @@ TEST_F(NbdBackpressureTest, MoreInFlightThanTheLimitAllComplete) {
     timed += durations_after[i] - durations_before[i];
   EXPECT_GE(timed, 2u * kIos);
   nbd_close(h);
+}
+
+// ---- Connection limits, timeouts and the memory budget ----
+
+// A raw client socket to the server's unix socket (blocking), or -1.
+int RawConnect(const std::string& path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.c_str(), path.size());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// True when the server closes `fd` within `ms` (bytes it sends first, the greeting, are read and
+// dropped).
+bool ClosedWithin(int fd, int ms) {
+  const uint64_t end = MonotonicNs() + static_cast<uint64_t>(ms) * 1'000'000;
+  uint8_t scratch[256];
+  for (;;) {
+    const uint64_t now = MonotonicNs();
+    if (now >= end) return false;
+    pollfd p{fd, POLLIN, 0};
+    int r = poll(&p, 1, static_cast<int>((end - now) / 1'000'000) + 1);
+    if (r <= 0) continue;
+    ssize_t n = recv(fd, scratch, sizeof scratch, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+  }
+}
+
+bool SendAll(int fd, const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  while (n > 0) {
+    ssize_t k = send(fd, b, n, MSG_NOSIGNAL);
+    if (k <= 0) return false;
+    b += k;
+    n -= static_cast<size_t>(k);
+  }
+  return true;
+}
+
+bool RecvAll(int fd, void* p, size_t n) {
+  auto* b = static_cast<uint8_t*>(p);
+  while (n > 0) {
+    ssize_t k = recv(fd, b, n, 0);
+    if (k <= 0) return false;
+    b += k;
+    n -= static_cast<size_t>(k);
+  }
+  return true;
+}
+
+void Put32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+}
+void Put64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (56 - 8 * i));
+}
+uint32_t Get32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+
+// Negotiates `exp` with NBD_OPT_EXPORT_NAME over a raw socket (simple replies only); -1 on
+// failure.
+int RawNegotiate(const std::string& path, const char* exp) {
+  int fd = RawConnect(path);
+  if (fd < 0) return -1;
+  uint8_t greet[18];
+  if (!RecvAll(fd, greet, sizeof greet)) return close(fd), -1;
+  uint8_t out[4 + 16 + 64];
+  Put32(out, nbd::kClientFlagFixedNewstyle | nbd::kClientFlagNoZeroes);
+  Put64(out + 4, nbd::kIHaveOpt);
+  Put32(out + 12, nbd::kOptExportName);
+  const uint32_t len = static_cast<uint32_t>(std::strlen(exp));
+  Put32(out + 16, len);
+  std::memcpy(out + 20, exp, len);
+  uint8_t info[10];
+  if (!SendAll(fd, out, 20 + len) || !RecvAll(fd, info, sizeof info)) return close(fd), -1;
+  return fd;
+}
+
+// Sends one request (and `payload_len` zero bytes of payload for a write) and returns the NBD
+// error of its simple reply, or -1 when the connection ended instead.
+int64_t RawRequest(int fd, uint16_t type, uint64_t cookie, uint64_t offset, uint32_t length,
+                   uint64_t payload_len) {
+  uint8_t h[28] = {};
+  Put32(h, nbd::kRequestMagic);
+  h[6] = static_cast<uint8_t>(type >> 8);
+  h[7] = static_cast<uint8_t>(type);
+  Put64(h + 8, cookie);
+  Put64(h + 16, offset);
+  Put32(h + 24, length);
+  if (!SendAll(fd, h, sizeof h)) return -1;
+  static std::vector<uint8_t> zeros(1 << 20);
+  while (payload_len > 0) {
+    size_t n = std::min<uint64_t>(payload_len, zeros.size());
+    if (!SendAll(fd, zeros.data(), n)) return -1;
+    payload_len -= n;
+  }
+  uint8_t r[16];
+  if (!RecvAll(fd, r, sizeof r) || Get32(r) != nbd::kSimpleReplyMagic) return -1;
+  return Get32(r + 4);
+}
+
+class NbdHandshakeTimeoutTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override { o->handshake_timeout_ms = 200; }
+};
+
+TEST_F(NbdHandshakeTimeoutTest, SilentSocketsAreClosedAfterTheTimeout) {
+  const uint64_t before = CounterValue("spd_nbd_handshake_timeouts_total");
+  std::vector<int> fds;
+  for (int i = 0; i < 5; ++i) fds.push_back(RawConnect(sock_));
+  for (int fd : fds) {
+    ASSERT_GE(fd, 0);
+    EXPECT_TRUE(ClosedWithin(fd, 3000)) << "a silent socket stayed open";
+    close(fd);
+  }
+  EXPECT_EQ(CounterValue("spd_nbd_handshake_timeouts_total") - before, 5u);
+  // A client that negotiates is not affected, also when it then waits longer than the timeout.
+  nbd_handle* h = Connect();
+  ASSERT_NE(h, nullptr);
+  usleep(400'000);
+  std::vector<uint8_t> buf(4096);
+  EXPECT_EQ(nbd_pread(h, buf.data(), buf.size(), 0, 0), 0) << nbd_get_error();
+  nbd_close(h);
+}
+
+class NbdHandshakesMaxTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override {
+    o->handshakes_max = 4;
+    o->connections_max = 8;
+  }
+};
+
+TEST_F(NbdHandshakesMaxTest, NewConnectionsDisplaceTheOldestNegotiating) {
+  const uint64_t before = CounterValue("spd_nbd_handshake_evictions_total");
+  // One real client first: negotiated connections are never displaced.
+  nbd_handle* first = Connect();
+  ASSERT_NE(first, nullptr);
+  std::vector<int> fds;
+  for (int i = 0; i < 20; ++i) {
+    fds.push_back(RawConnect(sock_));
+    ASSERT_GE(fds.back(), 0);
+  }
+  // The first 16 were displaced, oldest first; the newest 4 are still negotiating.
+  for (int i = 0; i < 16; ++i) EXPECT_TRUE(ClosedWithin(fds[i], 3000)) << "socket " << i;
+  for (int i = 16; i < 20; ++i) EXPECT_FALSE(ClosedWithin(fds[i], 50)) << "socket " << i;
+  // More silent sockets than connections_max leave room for a real client at once: it
+  // displaces a silent one (connections_max is 8: 1 client + 4 silent + this one fit anyway;
+  // the point is that 20 silent sockets did not take the places).
+  nbd_handle* h = Connect();
+  ASSERT_NE(h, nullptr);
+  auto data = Pattern(64 * 1024, 9);
+  EXPECT_EQ(nbd_pwrite(h, data.data(), data.size(), 0, 0), 0) << nbd_get_error();
+  std::vector<uint8_t> buf(4096);
+  EXPECT_EQ(nbd_pread(first, buf.data(), buf.size(), 0, 0), 0) << nbd_get_error();
+  EXPECT_GE(CounterValue("spd_nbd_handshake_evictions_total") - before, 16u);
+  for (int fd : fds) close(fd);
+  nbd_close(h);
+  nbd_close(first);
+}
+
+class NbdConnectionsMaxTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override {
+    o->connections_max = 3;
+    o->handshakes_max = 2;
+  }
+};
+
+TEST_F(NbdConnectionsMaxTest, SilentSocketsDoNotKeepClientsOutButNegotiatedOnesCount) {
+  nbd_handle* a = Connect();
+  ASSERT_NE(a, nullptr);
+  std::vector<int> fds;
+  for (int i = 0; i < 6; ++i) fds.push_back(RawConnect(sock_));
+  usleep(100'000);
+  // 1 negotiated + 2 negotiating = connections_max: the next real client displaces a silent
+  // socket instead of being refused.
+  nbd_handle* b = Connect();
+  ASSERT_NE(b, nullptr);
+  std::vector<uint8_t> buf(4096);
+  EXPECT_EQ(nbd_pread(b, buf.data(), buf.size(), 0, 0), 0) << nbd_get_error();
+  nbd_handle* c = Connect();
+  ASSERT_NE(c, nullptr);
+  for (int fd : fds) close(fd);
+  // Three negotiated connections: the limit holds for real clients; a fourth is refused.
+  const uint64_t refused = CounterValue("spd_nbd_connections_refused_total");
+  nbd_handle* d = nbd_create();
+  std::string uri = "nbd+unix:///vol0?socket=" + sock_;
+  EXPECT_EQ(nbd_connect_uri(d, uri.c_str()), -1);
+  nbd_close(d);
+  EXPECT_EQ(CounterValue("spd_nbd_connections_refused_total") - refused, 1u);
+  nbd_close(a);
+  nbd_close(b);
+  nbd_close(c);
+}
+
+class NbdIdleTimeoutTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override { o->idle_timeout_ms = 300; }
+};
+
+TEST_F(NbdIdleTimeoutTest, AnIdleClientIsClosedAnActiveOneIsNot) {
+  const uint64_t before = CounterValue("spd_nbd_idle_timeouts_total");
+  nbd_handle* h = Connect();
+  ASSERT_NE(h, nullptr);
+  std::vector<uint8_t> buf(4096);
+  // Requests every 100 ms for 1 s: never idle for 300 ms.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(nbd_pread(h, buf.data(), buf.size(), 0, 0), 0) << nbd_get_error();
+    usleep(100'000);
+  }
+  usleep(800'000);
+  EXPECT_EQ(nbd_pread(h, buf.data(), buf.size(), 0, 0), -1) << "idle connection still open";
+  EXPECT_EQ(CounterValue("spd_nbd_idle_timeouts_total") - before, 1u);
+  nbd_close(h);
+}
+
+TEST_F(NbdServerTest, IdleClientsStayByDefault) {
+  nbd_handle* h = Connect();
+  ASSERT_NE(h, nullptr);
+  usleep(1'200'000);
+  std::vector<uint8_t> buf(4096);
+  EXPECT_EQ(nbd_pread(h, buf.data(), buf.size(), 0, 0), 0) << nbd_get_error();
+  nbd_close(h);
+}
+
+TEST_F(NbdServerTest, SilentSocketsCostLittleMemory) {
+#ifndef SPD_HAVE_ALLOCATED_BYTES
+  GTEST_SKIP() << "needs the sanitizer allocator's statistics";
+#else
+  // A connection that has only been accepted holds a negotiation buffer and the handshake
+  // state; its request slots and receive buffer come after negotiation.
+  constexpr int kSockets = 40;  // below the default handshakes_max
+  const size_t before = __sanitizer_get_current_allocated_bytes();
+  std::vector<int> fds;
+  for (int i = 0; i < kSockets; ++i) {
+    fds.push_back(RawConnect(sock_));
+    ASSERT_GE(fds.back(), 0);
+  }
+  for (int i = 0; i < 200 && server_->connections() < kSockets; ++i) usleep(10'000);
+  usleep(100'000);  // the last one's Start
+  ASSERT_EQ(server_->connections(), static_cast<size_t>(kSockets));
+  const size_t after = __sanitizer_get_current_allocated_bytes();
+  const double per_socket = static_cast<double>(after - before) / kSockets;
+  std::printf("bytes allocated per silent socket: %.0f\n", per_socket);
+  EXPECT_LT(per_socket, 16 * 1024.0);
+  for (int fd : fds) close(fd);
+#endif
+}
+
+// A small budget and several clients writing large requests at once: every request succeeds,
+// connections wait for memory instead of failing, and the budget is never exceeded.
+class NbdMemoryBudgetTest : public NbdServerTest {
+ protected:
+  static constexpr uint64_t kBudget = 14 * kMiB;
+  void Tweak(NbdServerOptions* o) override {
+    o->request_bytes_max = 4 * kMiB;
+    o->conn_inflight_max = 8;
+    o->memory_bytes_max = kBudget;
+  }
+};
+
+TEST_F(NbdMemoryBudgetTest, ConcurrentLargeWritesWaitForMemoryAndAllSucceed) {
+  const uint64_t waits_before = CounterValue("spd_nbd_memory_backpressure_total");
+  constexpr int kConns = 4;
+  constexpr int kIos = 3;  // 4 x 3 x 4 MiB = 48 MiB in flight if the server let it
+  constexpr size_t kLen = 4 * kMiB;
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int c = 0; c < kConns; ++c) {
+    threads.emplace_back([&, c] {
+      nbd_handle* h = Connect();
+      if (!h) return;
+      std::vector<std::vector<uint8_t>> data;
+      for (int i = 0; i < kIos; ++i) data.push_back(Pattern(kLen, 300 + c * kIos + i));
+      auto off = [&](int i) { return static_cast<uint64_t>(c * kIos + i) * kLen; };
+      bool good = true;
+      for (int i = 0; i < kIos; ++i)
+        good =
+            good && nbd_aio_pwrite(h, data[i].data(), kLen, off(i), NBD_NULL_COMPLETION, 0) != -1;
+      while (good && nbd_aio_in_flight(h) > 0) good = nbd_poll(h, -1) != -1;
+      // Every write succeeded (a failed aio command stays behind as failed).
+      for (int64_t id; good && (id = nbd_aio_peek_command_completed(h)) > 0;)
+        good = nbd_aio_command_completed(h, id) == 1;
+      std::vector<std::vector<uint8_t>> back(kIos, std::vector<uint8_t>(kLen));
+      for (int i = 0; i < kIos; ++i)
+        good = good && nbd_aio_pread(h, back[i].data(), kLen, off(i), NBD_NULL_COMPLETION, 0) != -1;
+      while (good && nbd_aio_in_flight(h) > 0) good = nbd_poll(h, -1) != -1;
+      for (int64_t id; good && (id = nbd_aio_peek_command_completed(h)) > 0;)
+        good = nbd_aio_command_completed(h, id) == 1;
+      for (int i = 0; i < kIos; ++i) good = good && back[i] == data[i];
+      if (good) ok++;
+      nbd_close(h);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kConns);
+  EXPECT_GT(server_->buffer_bytes_peak(), 0u);
+  EXPECT_LE(server_->buffer_bytes_peak(), kBudget);
+  EXPECT_GT(CounterValue("spd_nbd_memory_backpressure_total"), waits_before);
+}
+
+// A budget too small for one request of the advertised maximum contradicts it: Start refuses.
+TEST(NbdServerLimits, StartRefusesABudgetBelowTheAdvertisedMaximum) {
+  auto reactor = std::move(Reactor::Create(ReactorOptions{})).value();
+  BackendOptions bo;
+  bo.kind = BackendKind::kSim;
+  bo.size_bytes = 64 * kMiB;
+  auto pool = std::move(Pool::Create(std::move(OpenBackend(bo, reactor.get())).value(),
+                                     reactor.get(), PoolOptions{}))
+                  .value();
+  ASSERT_TRUE(pool->CreateVolume("v", 16 * kMiB).ok());
+  Dispatcher dispatcher(pool.get(), DispatcherOptions{});
+  NbdServerOptions no;
+  no.unix_path = "/tmp/spd-nbd-limits-" + std::to_string(getpid()) + ".sock";
+  no.request_bytes_max = 32 * kMiB;
+  no.memory_bytes_max = 16 * kMiB;
+  VolumeManager volumes(pool.get());
+  NbdServer server(reactor.get(), &dispatcher, &volumes, no);
+  Status s = server.Start();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find("memory"), std::string::npos) << s.ToString();
+}
+
+// The advertised maximum is the enforced one: libnbd (which stops at 64 MiB itself) writes and
+// reads back exactly that much.
+class NbdRequestMaxTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override { o->request_bytes_max = 64 * kMiB; }
+};
+
+TEST_F(NbdRequestMaxTest, ExactlyTheAdvertisedMaximumRoundTrips) {
+  nbd_handle* h = Connect();
+  ASSERT_NE(h, nullptr);
+  ASSERT_EQ(nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM), static_cast<int64_t>(64 * kMiB));
+  auto data = Pattern(64 * kMiB, 77);
+  ASSERT_EQ(nbd_pwrite(h, data.data(), data.size(), 0, 0), 0) << nbd_get_error();
+  std::vector<uint8_t> back(data.size());
+  ASSERT_EQ(nbd_pread(h, back.data(), back.size(), 0, 0), 0) << nbd_get_error();
+  EXPECT_TRUE(back == data);
+  nbd_close(h);
+}
+
+// Above 256 MiB (the old fixed limit for reading and dropping a refused write): a write under the
+// advertised maximum is validated like any other (here: past the end of the 64 MiB export, so
+// ENOSPC with its payload read and dropped) and the connection stays up.
+class NbdHugeRequestTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override { o->request_bytes_max = 512 * kMiB; }
+};
+
+TEST_F(NbdHugeRequestTest, WriteAboveTheOldDiscardLimitIsValidatedNotDropped) {
+  int fd = RawNegotiate(sock_, "vol0");
+  ASSERT_GE(fd, 0);
+  constexpr uint32_t kLen = 300u << 20;
+  EXPECT_EQ(RawRequest(fd, nbd::kCmdWrite, 1, 0, kLen, kLen), int64_t{nbd::kENoSpc});
+  EXPECT_EQ(RawRequest(fd, nbd::kCmdWrite, 2, 0, 4096, 4096), 0) << "connection closed";
+  close(fd);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "frontend/nbd/proto/nbd_request.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -134,7 +135,9 @@ Verdict Validate(const Request& r, const Handshake& session) {
   Verdict v;
   if (r.type == kCmdWrite) {
     v.payload_bytes = r.length;
-    if (r.length > kWritePayloadDiscardMax) {
+    // A write the export allows is never refused by this limit, however large the allowed
+    // maximum is: a refused one of up to that size is read and dropped like any other.
+    if (r.length > std::max(kWritePayloadDiscardMax, e.block_max_bytes)) {
       v.close = true;
       return Reject(payload_too_large_total, kEInval, v);
     }

@@ -26,9 +26,10 @@ static_assert(kRequestHeaderBytes == kRequestBytes && kSimpleReplyBytes == kSimp
               kStructuredReplyHeaderBytes == kChunkHeaderBytes);
 
 // A WRITE we refuse is still read and dropped so that the next request header
-// is found. A payload longer than this is not worth reading: the request is
-// answered and the connection closed. It is well above 2^25, which the spec
-// says must never be treated as abuse.
+// is found. A payload longer than this and longer than the export's maximum
+// payload is not worth reading: the request is answered and the connection
+// closed. It is well above 2^25, which the spec says must never be treated as
+// abuse; an export that advertises a larger maximum raises it to that.
 constexpr uint32_t kWritePayloadDiscardMax = 256u << 20;
 static_assert(kWritePayloadDiscardMax >= kDefaultPayloadBytesMax);
 
