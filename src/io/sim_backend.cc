@@ -159,6 +159,10 @@ void SimBackend::Destage() {
 }
 
 bool SimBackend::InjectError(const BackendIo& io) {
+  if (fail_next_ > 0 && io.op != IoOp::kFlush) {
+    --fail_next_;
+    return true;
+  }
   if (io.op != IoOp::kRead && io.op != IoOp::kWrite) return false;
   for (const auto& [off, len] : options_.error_ranges) {
     if (io.offset_bytes < off + len && off < io.offset_bytes + io.length_bytes) return true;

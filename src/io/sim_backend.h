@@ -82,6 +82,9 @@ class SimBackend final : public IoBackend {
   // pages clean after failed writeback (PostgreSQL's "fsyncgate"). A later flush that succeeds
   // therefore does not make them durable.
   void set_fail_flushes(bool on) { fail_flushes_ = on; }
+  // Fault: the next `n` operations other than flushes (discards and write-zeroes too, which
+  // SimOptions' error models leave alone) fail with EIO.
+  void FailNext(uint32_t n) { fail_next_ = n; }
 
   uint64_t bytes_written() const { return bytes_written_; }
   uint64_t flushes() const { return flushes_; }
@@ -155,6 +158,7 @@ class SimBackend final : public IoBackend {
 
   BackendStats stats_;
   bool fail_flushes_ = false;
+  uint32_t fail_next_ = 0;  // FailNext
   // set_fail_flushes: the first `n` cached writes are dropped, never made durable.
   void ForgetCached(size_t n);
   uint64_t bytes_written_ = 0;

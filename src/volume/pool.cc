@@ -127,7 +127,32 @@ void Pool::ResetChunkState() {
   chunk_inflight_.assign(chunks_total_, 0);
   pins_.reset(new std::atomic<uint32_t>[chunks_total_]());
   alloc_pending_.assign(chunks_total_, 0);
-  known_zero_.assign(chunks_total_, 0);
+  zero_mask_.reset(new std::atomic<uint64_t>[chunks_total_]());
+  wseq_.reset(new std::atomic<uint32_t>[chunks_total_]());
+  zero_block_bytes_ = std::max<uint32_t>(64u << 10, chunk_bytes_ / 64);
+}
+
+uint64_t Pool::ZeroBits(uint64_t in, uint64_t len, bool covered_only) const {
+  const uint64_t zb = zero_block_bytes_;
+  uint64_t first = in / zb;
+  uint64_t end = (in + len + zb - 1) / zb;  // exclusive, blocks touched
+  if (covered_only) {
+    first = (in + zb - 1) / zb;
+    end = (in + len) / zb;
+  }
+  if (end <= first) return 0;
+  const uint64_t n = end - first;
+  return (n >= 64 ? ~0ull : ((1ull << n) - 1)) << first;
+}
+
+void Pool::MarkData(uint32_t p, uint64_t in, uint64_t len) {
+  wseq_[p].fetch_add(1, std::memory_order_seq_cst);
+  zero_mask_[p].fetch_and(~ZeroBits(in, len, false), std::memory_order_relaxed);
+}
+
+void Pool::MarkZeroIfUnwritten(uint32_t p, uint64_t in, uint64_t len, uint32_t wseq) {
+  if (wseq_[p].load(std::memory_order_seq_cst) != wseq) return;
+  zero_mask_[p].fetch_or(ZeroBits(in, len, true), std::memory_order_relaxed);
 }
 
 uint32_t Pool::ChunkAt(uint64_t offset_bytes) const {
@@ -1075,7 +1100,8 @@ uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
   owners_[p] = (static_cast<uint64_t>(v->slot_ + 1) << 32) | vchunk;
   --chunks_free_;
   SetAllocPending(p, 1);
-  SetKnownZero(p, 0);
+  // Handed out only when known to hold zeros: all of it reads as zeros until written.
+  SetZeroMask(p, ZeroBits(0, chunk_bytes_, true));
   std::atomic_ref<uint32_t>(v->map_[vchunk]).store(p + 1, std::memory_order_seq_cst);
   v->info_.allocated_bytes += chunk_bytes_;
   commit_->records.push_back(

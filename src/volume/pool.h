@@ -117,6 +117,9 @@ struct VolumeIo {
   bool space_wait = false;
   uint64_t space_deadline_ns = 0;  // 0 until the request first waits
   VolumeIo* space_next = nullptr;
+  // Sub-I/Os that zero in place (bit per sub) and the chunk's write count when each was issued.
+  uint8_t zeroing_subs = 0;
+  uint32_t sub_wseq[kSubIoMax] = {};
 };
 
 class Volume {
@@ -371,19 +374,29 @@ class Pool : private GroupCommit::Owner {
   // (pins_) runs on it; a chunk still pinned is retried from remote_wait_timer_.
   void MaybeStartPunch(uint32_t pchunk);
   static void OnRemoteWaitTimer(Timer* t);
-  void SetKnownZero(uint32_t pchunk, uint8_t v) {
-    std::atomic_ref<uint8_t>(known_zero_[pchunk]).store(v, std::memory_order_relaxed);
+  // Known-zero tracking of allocated chunks, per zero block (zero_block_bytes_: 64 KiB, or
+  // chunk/64 for chunks over 4 MiB): bit i of zero_mask_[p] says zero block i of chunk p reads
+  // as zeros. Any thread (atomic); remote writes clear bits on their own reactors.
+  uint64_t ZeroMask(uint32_t pchunk) const {
+    return zero_mask_[pchunk].load(std::memory_order_relaxed);
   }
+  void SetZeroMask(uint32_t pchunk, uint64_t mask) {
+    zero_mask_[pchunk].store(mask, std::memory_order_relaxed);
+  }
+  // A write to [in, in+len) of the chunk: the zero blocks it touches hold data now. Counted in
+  // wseq_, so that a zeroing that completes later does not mark them zero again.
+  void MarkData(uint32_t pchunk, uint64_t in_bytes, uint64_t len_bytes);
+  uint32_t WriteSeq(uint32_t pchunk) const { return wseq_[pchunk].load(std::memory_order_seq_cst); }
+  // A zeroing of [in, in+len) completed: the zero blocks it covers whole read as zeros, unless
+  // a write to the chunk was issued since the zeroing was (wseq_ moved on from `wseq`).
+  void MarkZeroIfUnwritten(uint32_t pchunk, uint64_t in_bytes, uint64_t len_bytes, uint32_t wseq);
+  uint64_t ZeroBits(uint64_t in_bytes, uint64_t len_bytes, bool covered_only) const;
   void SetAllocPending(uint32_t pchunk, uint8_t v) {
     std::atomic_ref<uint8_t>(alloc_pending_[pchunk]).store(v, std::memory_order_release);
   }
   uint8_t AllocPending(uint32_t pchunk) const {
     return std::atomic_ref<uint8_t>(const_cast<uint8_t&>(alloc_pending_[pchunk]))
         .load(std::memory_order_acquire);
-  }
-  uint8_t KnownZero(uint32_t pchunk) const {
-    return std::atomic_ref<uint8_t>(const_cast<uint8_t&>(known_zero_[pchunk]))
-        .load(std::memory_order_relaxed);
   }
   void StartPunch(uint32_t pchunk);
   static void OnPunchDone(BackendIo* io);
@@ -444,10 +457,13 @@ class Pool : private GroupCommit::Owner {
   // 1 while a chunk's allocation record is not yet durable: a FUA write into it must commit
   // (atomic access: SetAllocPending, AllocPending; remote FUA writes read it).
   std::vector<uint8_t> alloc_pending_;
-  // 1 for an allocated chunk known to read as zeros (atomic access: SetKnownZero, KnownZero)
-  // (whole-chunk write-zeroes with NO_HOLE and no write since). In memory only: after a restart
-  // such chunks report as data, which is safe.
-  std::vector<uint8_t> known_zero_;
+  // Per allocated chunk: which zero blocks read as zeros (ZeroMask: a fresh chunk's all, less
+  // what was written since; write-zeroes and in-place trims add back what they cover whole), and
+  // a count of writes issued to it (WriteSeq). In memory only: after a restart every allocated
+  // block reports as data, which is safe.
+  std::unique_ptr<std::atomic<uint64_t>[]> zero_mask_;
+  std::unique_ptr<std::atomic<uint32_t>[]> wseq_;
+  uint32_t zero_block_bytes_ = 64u << 10;
   std::vector<uint32_t> free_zero_;  // stack of kFreeZero chunks
   uint64_t chunks_free_ = 0;         // kFreeZero + kFreeDirty
 

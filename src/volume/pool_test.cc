@@ -442,3 +442,79 @@ TEST_F(PoolTest, RandomOperationsMatchAReferenceModel) {
 
 }  // namespace
 }  // namespace spd
+
+namespace spd {
+namespace {
+
+// Block status below the chunk: zero blocks of 64 KiB. A fresh chunk is zero except what was
+// written; write-zeroes and trims inside a written chunk turn what they cover whole back into
+// zeros (copy and backup tools skip them), and a write turns it back into data.
+TEST_F(PoolTest, BlockStatusKnowsZerosBelowTheChunk) {
+  SimBackend* sim;
+  auto pool = CreatePool(64 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  auto v = pool->CreateVolume("z", 8 * kMiB);
+  ASSERT_TRUE(v.ok());
+  Volume* vol = v.value();
+  auto map = [&](uint64_t off, uint64_t len) {
+    std::vector<Extent> e;
+    EXPECT_TRUE(vol->MapRange(off, len, 64, &e).ok());
+    std::vector<std::pair<uint64_t, ExtentKind>> out;
+    for (const Extent& x : e) out.push_back({x.length_bytes, x.kind});
+    return out;
+  };
+  using K = ExtentKind;
+  constexpr uint64_t kK = 1024;
+  auto data = Pattern(kMiB, 1);
+  ASSERT_EQ(Do(vol, IoOp::kWrite, 0, 4096, data.data()), 0);  // into a fresh chunk
+  EXPECT_EQ(map(0, kMiB),
+            (std::vector<std::pair<uint64_t, K>>{{64 * kK, K::kData}, {960 * kK, K::kZero}}));
+  ASSERT_EQ(Do(vol, IoOp::kWrite, 0, kMiB, data.data()), 0);  // the whole chunk: data
+  EXPECT_EQ(map(0, kMiB), (std::vector<std::pair<uint64_t, K>>{{kMiB, K::kData}}));
+  // 128 KiB of write-zeroes inside the written chunk, at 64 KiB: reads back as zeros.
+  ASSERT_EQ(Do(vol, IoOp::kWriteZeroes, 64 * kK, 128 * kK, nullptr, kIoNoUnmap), 0);
+  EXPECT_EQ(map(0, kMiB), (std::vector<std::pair<uint64_t, K>>{
+                              {64 * kK, K::kData}, {128 * kK, K::kZero}, {832 * kK, K::kData}}));
+  // A trim of a partial block covers no whole zero block; one of 192 KiB from 448 KiB covers
+  // the blocks at 448, 512 and 576 KiB.
+  ASSERT_EQ(Do(vol, IoOp::kDiscard, 400 * kK, 4096, nullptr), 0);
+  ASSERT_EQ(Do(vol, IoOp::kDiscard, 448 * kK, 192 * kK, nullptr), 0);
+  EXPECT_EQ(map(0, kMiB), (std::vector<std::pair<uint64_t, K>>{{64 * kK, K::kData},
+                                                               {128 * kK, K::kZero},
+                                                               {256 * kK, K::kData},
+                                                               {192 * kK, K::kZero},
+                                                               {384 * kK, K::kData}}));
+  // A 4 KiB write into a zero block makes that block data again.
+  ASSERT_EQ(Do(vol, IoOp::kWrite, 128 * kK, 4096, data.data()), 0);
+  EXPECT_EQ(map(0, kMiB), (std::vector<std::pair<uint64_t, K>>{{64 * kK, K::kData},
+                                                               {64 * kK, K::kZero},
+                                                               {320 * kK, K::kData},
+                                                               {192 * kK, K::kZero},
+                                                               {384 * kK, K::kData}}));
+  // What status calls zero really reads as zeros.
+  std::vector<uint8_t> back(kMiB);
+  ASSERT_EQ(Do(vol, IoOp::kRead, 0, kMiB, back.data()), 0);
+  for (uint64_t i = 448 * kK; i < 640 * kK; ++i) ASSERT_EQ(back[i], 0) << i;
+  for (uint64_t i = 64 * kK; i < 128 * kK; ++i) ASSERT_EQ(back[i], 0) << i;
+}
+
+// A zeroing that fails must not be reported as zeros.
+TEST_F(PoolTest, AFailedZeroingLeavesTheBlocksData) {
+  SimBackend* sim;
+  auto pool = CreatePool(64 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  auto v = pool->CreateVolume("z", 8 * kMiB);
+  ASSERT_TRUE(v.ok());
+  Volume* vol = v.value();
+  auto data = Pattern(kMiB, 2);
+  ASSERT_EQ(Do(vol, IoOp::kWrite, 0, kMiB, data.data()), 0);
+  sim->FailNext(1);  // the next backend operation fails with EIO
+  EXPECT_LT(Do(vol, IoOp::kWriteZeroes, 0, 256 * 1024, nullptr, kIoNoUnmap), 0);
+  std::vector<Extent> e;
+  ASSERT_TRUE(vol->MapRange(0, kMiB, 64, &e).ok());
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].kind, ExtentKind::kData);
+}
+
+}  // namespace
+}  // namespace spd

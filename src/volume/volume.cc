@@ -48,6 +48,7 @@ void Volume::Start(VolumeIo* io) {
   io->first_error = 0;
   io->cursor_bytes = 0;
   io->sub_pending = 0;
+  io->zeroing_subs = 0;
   io->needs_commit = false;
   io->space_wait = false;
   io->space_deadline_ns = 0;
@@ -138,7 +139,7 @@ void Volume::Issue(VolumeIo* io) {
           io->needs_commit = true;
         }
         if (io->fua) flags |= kIoFua;
-        pool->SetKnownZero(p1 - 1, 0);
+        pool->MarkData(p1 - 1, in, seg);
         break;
       case IoOp::kDiscard:
       case IoOp::kWriteZeroes:
@@ -150,10 +151,12 @@ void Volume::Issue(VolumeIo* io) {
         // Part of a chunk, or zeros that must stay allocated: zero it in place (a punched hole
         // reads as zeros on files and sim).
         if (!pool->backend_->discard_zeroes()) op = IoOp::kWriteZeroes;
-        if (io->op == IoOp::kWriteZeroes && (io->flags & kIoNoUnmap)) {
-          flags |= kIoNoUnmap;
-          if (seg == chunk) pool->SetKnownZero(p1 - 1, 1);  // block status can say "zero"
-        }
+        if (io->op == IoOp::kWriteZeroes && (io->flags & kIoNoUnmap)) flags |= kIoNoUnmap;
+        // Block status may say "zero" for what this covers once it has completed, unless a
+        // write came in meanwhile: unknown until then.
+        pool->MarkData(p1 - 1, in, seg);
+        io->zeroing_subs |= static_cast<uint8_t>(1u << io->sub_pending);
+        io->sub_wseq[io->sub_pending] = pool->WriteSeq(p1 - 1);
         break;
       case IoOp::kFlush:
         SPD_ASSERT(false);
@@ -243,7 +246,7 @@ bool Volume::SubmitRemote(VolumeIo* io, IoBackend* channel) {
     const uint64_t in = off % chunk;
     const uint32_t seg =
         static_cast<uint32_t>(std::min<uint64_t>(io->length_bytes - at, chunk - in));
-    if (write) pool->SetKnownZero(pinned[i], 0);
+    if (write) pool->MarkData(pinned[i], in, seg);
     BackendIo& sub = io->sub[i];
     sub.op = io->op;
     sub.flags = fua ? kIoFua : 0;
@@ -280,13 +283,20 @@ void Volume::OnSubDone(BackendIo* sub) {
   auto* io = static_cast<VolumeIo*>(sub->ctx);
   Volume* v = io->volume;
   Pool* pool = v->pool_;
-  pool->ChunkIoDone(pool->ChunkAt(sub->offset_bytes));
+  const uint32_t p = pool->ChunkAt(sub->offset_bytes);
+  const unsigned idx = static_cast<unsigned>(sub - io->sub);
+  if ((io->zeroing_subs & (1u << idx)) && sub->result >= 0) {
+    pool->MarkZeroIfUnwritten(p, sub->offset_bytes - pool->ChunkOffset(p), sub->length_bytes,
+                              io->sub_wseq[idx]);
+  }
+  pool->ChunkIoDone(p);
   if (sub->result < 0 && io->first_error == 0) {
     io_errors_total.Add();
     io->first_error = sub->result;
   }
   if (--io->sub_pending > 0) return;
-  v->Issue(io);  // next wave, or finish
+  io->zeroing_subs = 0;  // the next wave numbers its subs from 0 again
+  v->Issue(io);          // next wave, or finish
 }
 
 void Volume::OnCommitted(CommitWaiter* w, int32_t result) {
@@ -322,14 +332,24 @@ Status Volume::MapRange(uint64_t offset_bytes, uint64_t length_bytes, size_t ext
       offset_bytes + length_bytes < offset_bytes)
     return InvalidArgument("range beyond the end of the volume");
   const uint64_t chunk = pool_->chunk_bytes_;
+  const uint64_t zb = pool_->zero_block_bytes_;
   uint64_t off = offset_bytes;
   const uint64_t end = offset_bytes + length_bytes;
   while (off < end) {
-    uint64_t vchunk = off / chunk;
-    uint64_t seg = std::min<uint64_t>(end - off, chunk - off % chunk);
+    const uint64_t vchunk = off / chunk;
+    const uint64_t in = off % chunk;
+    uint64_t seg = std::min<uint64_t>(end - off, chunk - in);
     ExtentKind kind = ExtentKind::kHole;
-    if (map_[vchunk])
-      kind = pool_->KnownZero(map_[vchunk] - 1) ? ExtentKind::kZero : ExtentKind::kData;
+    if (const uint32_t p1 = map_[vchunk]) {
+      // Within an allocated chunk, a run of zero blocks of one kind (zero or data).
+      const uint64_t mask = pool_->ZeroMask(p1 - 1);
+      const uint64_t b = in / zb;
+      const bool zero = (mask >> b) & 1;
+      kind = zero ? ExtentKind::kZero : ExtentKind::kData;
+      uint64_t run_end = (b + 1) * zb;
+      while (run_end < chunk && (((mask >> (run_end / zb)) & 1) != 0) == zero) run_end += zb;
+      seg = std::min<uint64_t>(seg, run_end - in);
+    }
     if (!out->empty() && out->back().kind == kind &&
         out->back().offset_bytes + out->back().length_bytes == off &&
         out->back().length_bytes + seg <= UINT32_MAX) {
