@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <libnbd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -89,6 +90,24 @@ class NbdServerTest : public ::testing::Test {
       return nullptr;
     }
     return h;
+  }
+
+  // Server::Adopt(fd) on the server's reactor; returns its status.
+  Status Adopt(int fd) {
+    struct AdoptTask : Task {
+      NbdServer* server;
+      int fd;
+      std::promise<Status> result;
+    } t;
+    t.server = server_;
+    t.fd = fd;
+    t.fn = [](Task* task) {
+      auto* a = static_cast<AdoptTask*>(task);
+      a->result.set_value(a->server->Adopt(a->fd, "adopted"));
+    };
+    auto f = t.result.get_future();
+    reactor_->Post(&t);
+    return f.get();
   }
 
   std::string sock_;
@@ -251,6 +270,43 @@ TEST_F(NbdServerTest, VolumesAreIsolated) {
   EXPECT_TRUE(std::all_of(back.begin(), back.end(), [](uint8_t b) { return b == 0; }));
   nbd_close(h0);
   nbd_close(h1);
+}
+
+TEST_F(NbdServerTest, AdoptedSocketIsServedLikeAnAcceptedOne) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_TRUE(Adopt(sv[1]).ok());
+  nbd_handle* h = nbd_create();
+  ASSERT_NE(h, nullptr);
+  ASSERT_EQ(nbd_set_export_name(h, "vol1"), 0);
+  ASSERT_EQ(nbd_connect_socket(h, sv[0]), 0) << nbd_get_error();  // h owns sv[0] now
+  EXPECT_EQ(nbd_get_size(h), static_cast<int64_t>(16 * kMiB));
+  auto data = Pattern(8192, 21);
+  ASSERT_EQ(nbd_pwrite(h, data.data(), data.size(), kMiB, 0), 0) << nbd_get_error();
+  std::vector<uint8_t> back(data.size());
+  ASSERT_EQ(nbd_pread(h, back.data(), back.size(), kMiB, 0), 0) << nbd_get_error();
+  EXPECT_EQ(back, data);
+  nbd_close(h);
+}
+
+// Adopt obeys connections_max like accept does, and closes the socket it refuses.
+class NbdOneConnectionTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override { o->connections_max = 1; }
+};
+
+TEST_F(NbdOneConnectionTest, AdoptBeyondTheLimitIsRefusedAndClosed) {
+  int a[2], b[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
+  ASSERT_TRUE(Adopt(a[1]).ok());
+  Status s = Adopt(b[1]);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.ToString();
+  uint8_t buf[64];
+  EXPECT_EQ(recv(b[0], buf, sizeof buf, 0), 0);  // EOF: the server closed its end
+  EXPECT_GT(recv(a[0], buf, sizeof buf, 0), 0);  // the first one got its greeting
+  close(a[0]);
+  close(b[0]);
 }
 
 // A client that keeps more requests in flight than the server's per-connection limit: the
