@@ -16,7 +16,7 @@ case "$kind" in
 esac
 cmake -S . -B "$dir" -G Ninja "${args[@]}" >/dev/null
 if [ "$kind" = fuzz ]; then
-  cmake --build "$dir" -j "$jobs" --target nbd_fuzz
+  cmake --build "$dir" -j "$jobs" --target nbd_fuzz nbd_conn_fuzz
 else
   cmake --build "$dir" -j "$jobs"
 fi
