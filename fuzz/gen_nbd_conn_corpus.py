@@ -57,6 +57,16 @@ def request(cmd, offset=0, length=0, flags=0, cookie=1, payload=b""):
     return struct.pack(">IHHQQI", REQUEST_MAGIC, flags, cmd, cookie, offset, length) + payload
 
 
+def exact_pieces(n):
+    """Control bytes that send exactly the next n bytes (largest pieces first), no ticks."""
+    ctl = []
+    for i in reversed(range(len(PIECE_BYTES))):
+        while n >= PIECE_BYTES[i]:
+            ctl.append(i)
+            n -= PIECE_BYTES[i]
+    return ctl
+
+
 def pattern(n, seed):
     return bytes((i * 31 + seed) & 0xFF for i in range(n))
 
@@ -142,16 +152,19 @@ def main():
     # of exact sizes so that the filler starts where the payload does.
     head = handshake() + request(CMD_WRITE, 0, 256 << 10, 0, 70)
     tail = request(CMD_READ, 0, 256 << 10, 0, 71) + request(CMD_DISC, cookie=72)
-    ctl = []
-    left = len(head)
-    for i in reversed(range(len(PIECE_BYTES))):
-        while left >= PIECE_BYTES[i]:
-            ctl.append(i)
-            left -= PIECE_BYTES[i]
-    ctl += [PIECE_FILLER, 63, PIECE_REST | TICKS_32]
+    ctl = exact_pieces(len(head)) + [PIECE_FILLER, 63, PIECE_REST | TICKS_32]
     for cfg in (0, CFG_EPOLL | CFG_TIGHT | CFG_HALF_CLOSE):
         with open(os.path.join(out, f"big_write_filler_{cfg}"), "wb") as f:
             f.write(head + tail + bytes(reversed([cfg] + ctl)))
+    # The client closes (having read everything) right after sending a FUA write to the sync
+    # volume and a read, before the server saw them: the read's reply fails on the closed
+    # socket while the write waits for its commit.
+    head = handshake(b"sync")
+    ctl = exact_pieces(len(head))
+    ctl[-1] |= TICKS_32
+    with open(os.path.join(out, "close_with_io_in_flight"), "wb") as f:
+        f.write(head + request(CMD_WRITE, 0, 512, FLAG_FUA, 1, pattern(512, 1)) +
+                request(CMD_READ, 65536, 512, 0, 2) + bytes(reversed([0] + ctl + [PIECE_REST])))
 
 if __name__ == "__main__":
     main()
