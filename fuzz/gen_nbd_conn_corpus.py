@@ -111,6 +111,10 @@ def sessions():
         meta(OPT_SET_META_CONTEXT, b"sync", [b"base:allocation"]) + go(OPT_GO, b"sync") +
         basic_io(20, 1 << 20, 1024) + disc)
     s["abort"] = struct.pack(">I", CLIENT_FIXED_NEWSTYLE) + option(OPT_LIST) + option(OPT_ABORT)
+    # More negotiation replies than a small socket buffer holds, unread until the ABORT: the
+    # server must send them all, the ACK last, before it closes.
+    s["abort_unread"] = (struct.pack(">I", CLIENT_FIXED_NEWSTYLE) + option(OPT_LIST) * 80 +
+                         option(OPT_ABORT))
     s["read_only_errors"] = (handshake(b"ro") +
                              request(CMD_WRITE, 0, 512, 0, 30, pattern(512, 30)) +
                              request(CMD_READ, 0, 4096, 0, 31) +
