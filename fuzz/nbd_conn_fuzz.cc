@@ -361,6 +361,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     own.reset();
   }
+  // A connection closes only once its requests are answered: nothing of it is left in a volume.
+  for (const VolumeInfo& vi : st->pool->ListVolumes())
+    if (st->pool->FindVolume(vi.name)->inflight() != 0) Fail("a closed connection left volume I/O");
   ResetPool(st);
   return 0;
 }
