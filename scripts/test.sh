@@ -68,7 +68,12 @@ fuzz_target() {
   "./build-fuzz/fuzz/$target" -max_total_time="${SPD_FUZZ_SECONDS:-30}" -rss_limit_mb=2048 \
     -artifact_prefix="$PWD/build-fuzz/" "$corpus" "$@" >"$log" 2>&1
   rc=$?
-  if [ "$rc" -eq 0 ]; then tail -n 3 "$log"; else tail -n 60 "$log"; fi
+  if [ "$rc" -eq 0 ]; then
+    grep -E '^#[0-9]+[[:space:]].*cov:' "$log" | tail -n 1  # the coverage reached
+    grep -E '^Done ' "$log"
+  else
+    tail -n 60 "$log"
+  fi
   rm -rf "$corpus"
   return "$rc"
 }
@@ -78,11 +83,14 @@ fuzz_run() {
   # The committed seeds must be what the generator writes (python3 comes with setup.sh's deps).
   local seeds rc=0
   seeds=$(mktemp -d)
-  python3 fuzz/gen_nbd_conn_corpus.py "$seeds" &&
-    for f in "$seeds"/*; do cmp -s "$f" "fuzz/corpus/nbd_conn/$(basename "$f")" || {
+  python3 fuzz/gen_nbd_conn_corpus.py "$seeds" || rc=1
+  for f in "$seeds"/*; do
+    [ -e "$f" ] || continue
+    cmp -s "$f" "fuzz/corpus/nbd_conn/$(basename "$f")" || {
       echo "fuzz/corpus/nbd_conn/$(basename "$f") is stale: run fuzz/gen_nbd_conn_corpus.py"
       rc=1
-    }; done
+    }
+  done
   rm -rf "$seeds"
   fuzz_target nbd_fuzz || rc=1
   fuzz_target nbd_conn_fuzz fuzz/corpus/nbd_conn || rc=1
