@@ -3,7 +3,8 @@
 #   1. installs dependencies   2. format check   3. unit tests under ASan+UBSan
 #   3b. the unit tests that cross threads and reactors under ThreadSanitizer
 #   4. integration tests with real NBD clients against the release and the ASan build
-#   5. crash-consistency sweep (>= 100,000 crash states)   6. a short fuzz run
+#   5. crash-consistency sweep (>= 100,000 crash states)
+#   6. a short fuzz run of each target (SPD_FUZZ_SECONDS each, default 30)
 # Ends with one line "N passed, N failed" counting the stages; exit status non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,14 +69,44 @@ crash_sweep() {
     ./build/spd_crash --states-min "${SPD_CRASH_STATES:-100000}" --exhaustive 3
 }
 
+# One libFuzzer target for SPD_FUZZ_SECONDS (default 30) from a fresh corpus; extra arguments are
+# read-only seed directories. Prints the last lines (coverage; the report and reproducer on a
+# crash, leak or hang, which fail the stage). The whole log stays in build-fuzz/TARGET.log.
+fuzz_target() {
+  local target=$1
+  shift
+  local corpus rc log="build-fuzz/$target.log"
+  corpus=$(mktemp -d)
+  echo "--- $target"
+  "./build-fuzz/fuzz/$target" -max_total_time="${SPD_FUZZ_SECONDS:-30}" -rss_limit_mb=2048 \
+    -artifact_prefix="$PWD/build-fuzz/" "$corpus" "$@" >"$log" 2>&1
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    grep -E '^#[0-9]+[[:space:]].*cov:' "$log" | tail -n 1  # the coverage reached
+    grep -E '^Done ' "$log"
+  else
+    tail -n 60 "$log"
+  fi
+  rm -rf "$corpus"
+  return "$rc"
+}
+
 fuzz_run() {
   bash scripts/build.sh fuzz || return 1
-  local corpus
-  corpus=$(mktemp -d)
-  ./build-fuzz/fuzz/nbd_fuzz -max_total_time="${SPD_FUZZ_SECONDS:-30}" -rss_limit_mb=2048 \
-    "$corpus" 2>&1 | tail -n 5
-  local rc=${PIPESTATUS[0]}
-  rm -rf "$corpus"
+  # The committed seeds must be what the generator writes (python3 comes with setup.sh's deps).
+  local seeds rc=0
+  seeds=$(mktemp -d)
+  python3 fuzz/gen_nbd_conn_corpus.py "$seeds" || rc=1
+  for f in "$seeds"/*; do
+    [ -e "$f" ] || continue
+    cmp -s "$f" "fuzz/corpus/nbd_conn/$(basename "$f")" || {
+      echo "fuzz/corpus/nbd_conn/$(basename "$f") is stale: run fuzz/gen_nbd_conn_corpus.py"
+      rc=1
+    }
+  done
+  rm -rf "$seeds"
+  fuzz_target nbd_fuzz || rc=1
+  fuzz_target nbd_conn_fuzz fuzz/corpus/nbd_conn || rc=1
   return "$rc"
 }
 

@@ -259,6 +259,7 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   o.sim.flush_extra_ns *= 1000;
   SPD_ASSIGN_OR_RETURN(o.pool_size_bytes, ParseSize(pool_size));
   o.pool_size_given = app.count("--pool-size") > 0;
+  const bool handshakes_given = app.count("--nbd-handshakes-max") > 0;
   uint64_t chunk;
   SPD_ASSIGN_OR_RETURN(chunk, ParseSize(chunk_size));
   if (chunk < (64u << 10) || chunk > (1u << 30) || (chunk & (chunk - 1)) != 0)
@@ -286,6 +287,9 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument("--reactor-poll-us must be between 0 and 10000");
   if (o.nbd_inflight_max == 0 || o.nbd_inflight_max > 4096)
     return InvalidArgument("--nbd-inflight-max must be between 1 and 4096");
+  // The default follows a smaller --nbd-connections-max; a value given explicitly must fit it.
+  if (!handshakes_given)
+    o.nbd_handshakes_max = std::min(o.nbd_handshakes_max, o.nbd_connections_max);
   if (o.nbd_handshakes_max == 0 || o.nbd_handshakes_max > o.nbd_connections_max)
     return InvalidArgument("--nbd-handshakes-max must be between 1 and --nbd-connections-max");
   if (o.nbd_memory_bytes_max < o.nbd_request_bytes_max)

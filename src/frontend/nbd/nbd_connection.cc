@@ -822,6 +822,9 @@ void NbdConnection::BeginClose(const char* why) {
 
 void NbdConnection::MaybeFinishClose() {
   if (!closing_ || closed_) return;
+  // Negotiation replies still queued (the ACK of NBD_OPT_ABORT, the replies before it) go out
+  // first, as transmission replies do: a client that reads slowly must not lose them.
+  if (!send_failed_ && handshake_ && !handshake_->output().empty()) return;
   if (inflight_ > 0) {
     // Replies still pending on a dead socket can never be sent.
     if (!send_failed_) return;

@@ -1,6 +1,7 @@
 #include "frontend/nbd/nbd_server.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -375,35 +376,56 @@ void NbdServer::AcceptAll(Listener* l) {
       inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf);
       peer = std::string(buf) + ":" + std::to_string(ntohs(sin->sin_port));
     }
-    // The least loaded reactor; ties go to the first, which is the pool's own reactor, where a
-    // request needs no hop to reach the volume (the common single-connection client).
-    Shard* shard = shards_[0].get();
-    for (auto& sh : shards_)
-      if (sh->placed < shard->placed) shard = sh.get();
-    ++shard->placed;
-    shard->negotiating.fetch_add(1);
-    negotiating_.fetch_add(1);
-    Reactor* r = shard->reactor;
-    auto* conn = new NbdConnection(this, r, fd, peer);
-    conn->shard = shard;
-    ++live_conns_;
-    connections_total.Add();
-    conn->start_task.fn = [](Task* t) {
-      NbdConnection* c = static_cast<NbdConnection::ConnTask*>(t)->conn;
-      auto* sh = static_cast<Shard*>(c->shard);
-      if (!sh->port) sh->port = sh->server->dispatcher_->OpenPort(sh->reactor);
-      sh->conns.push_back(c);
-      Status s = c->Start();
-      if (!s.ok()) {
-        SPD_LOG_WARN("nbd: connection start: %s", s.ToString().c_str());
-        c->Drain();
-      }
-    };
-    if (r == reactor_) {
-      conn->start_task.fn(&conn->start_task);
-    } else {
-      r->Post(&conn->start_task);
+    Place(fd, std::move(peer));
+  }
+}
+
+Status NbdServer::Adopt(int fd, std::string peer) {
+  if (shutting_down_ || live_conns_ >= options_.connections_max) {
+    close(fd);
+    return shutting_down_ ? FailedPrecondition("nbd: adopt: the server is shutting down")
+                          : ResourceExhausted("nbd: adopt: connections_max reached");
+  }
+  // What accept4 would have set; the connection never blocks on its socket.
+  const int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+    Status s = Status::FromErrno(errno, "nbd: adopt: fcntl");
+    close(fd);
+    return s;
+  }
+  Place(fd, std::move(peer));
+  return Status::Ok();
+}
+
+void NbdServer::Place(int fd, std::string peer) {
+  // The least loaded reactor; ties go to the first, which is the pool's own reactor, where a
+  // request needs no hop to reach the volume (the common single-connection client).
+  Shard* shard = shards_[0].get();
+  for (auto& sh : shards_)
+    if (sh->placed < shard->placed) shard = sh.get();
+  ++shard->placed;
+  shard->negotiating.fetch_add(1);
+  negotiating_.fetch_add(1);
+  Reactor* r = shard->reactor;
+  auto* conn = new NbdConnection(this, r, fd, std::move(peer));
+  conn->shard = shard;
+  ++live_conns_;
+  connections_total.Add();
+  conn->start_task.fn = [](Task* t) {
+    NbdConnection* c = static_cast<NbdConnection::ConnTask*>(t)->conn;
+    auto* sh = static_cast<Shard*>(c->shard);
+    if (!sh->port) sh->port = sh->server->dispatcher_->OpenPort(sh->reactor);
+    sh->conns.push_back(c);
+    Status s = c->Start();
+    if (!s.ok()) {
+      SPD_LOG_WARN("nbd: connection start: %s", s.ToString().c_str());
+      c->Drain();
     }
+  };
+  if (r == reactor_) {
+    conn->start_task.fn(&conn->start_task);
+  } else {
+    r->Post(&conn->start_task);
   }
 }
 

@@ -89,6 +89,11 @@ class NbdServer : private VolumeManager::Listener {
   // Stops accepting, stops reading requests, lets in-flight requests finish and their replies
   // go out, closes every connection; then runs `done` on the reactor.
   void Shutdown(Task* done);
+  // Serves `fd`, a connected stream socket, as if the server had just accepted it: one end of a
+  // socketpair in tests and fuzzers, or a socket handed over by a supervisor (socket
+  // activation). Takes ownership of `fd`, also on failure (closed). Fails when shutting down or
+  // at connections_max. REQUIRES: on the server's reactor, after Start() succeeded.
+  [[nodiscard]] Status Adopt(int fd, std::string peer);
 
   // The bound TCP port (useful with tcp_port = 0).
   uint16_t tcp_port() const { return bound_tcp_port_; }
@@ -109,6 +114,8 @@ class NbdServer : private VolumeManager::Listener {
   [[nodiscard]] Status Listen(Listener* l, int fd);
   static void OnAcceptable(Completion* c, int32_t res, uint32_t flags);
   void AcceptAll(Listener* l);
+  // Creates the connection for an accepted (or adopted) socket on the least loaded reactor.
+  void Place(int fd, std::string peer);
   // Called on the connection's reactor once it is closed for good.
   void ConnectionClosed(NbdConnection* conn);
   // VolumeManager::Listener (on the pool's reactor).

@@ -118,6 +118,24 @@ class NbdServerTest : public ::testing::Test {
     return h;
   }
 
+  // Server::Adopt(fd) on the server's reactor; returns its status.
+  Status Adopt(int fd) {
+    struct AdoptTask : Task {
+      NbdServer* server;
+      int fd;
+      std::promise<Status> result;
+    } t;
+    t.server = server_;
+    t.fd = fd;
+    t.fn = [](Task* task) {
+      auto* a = static_cast<AdoptTask*>(task);
+      a->result.set_value(a->server->Adopt(a->fd, "adopted"));
+    };
+    auto f = t.result.get_future();
+    reactor_->Post(&t);
+    return f.get();
+  }
+
   std::string sock_;
   std::thread thread_;
   std::promise<void> posted_;
@@ -422,6 +440,76 @@ void NbdServerTest::RunForcedDeleteWhileIoRuns() {
   stop = true;
   t3.join();
   EXPECT_EQ(ListExports(sock_), (std::vector<std::string>{"vol0", "vol1"}));
+}
+
+TEST_F(NbdServerTest, AdoptedSocketIsServedLikeAnAcceptedOne) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_TRUE(Adopt(sv[1]).ok());
+  nbd_handle* h = nbd_create();
+  ASSERT_NE(h, nullptr);
+  ASSERT_EQ(nbd_set_export_name(h, "vol1"), 0);
+  ASSERT_EQ(nbd_connect_socket(h, sv[0]), 0) << nbd_get_error();  // h owns sv[0] now
+  EXPECT_EQ(nbd_get_size(h), static_cast<int64_t>(16 * kMiB));
+  auto data = Pattern(8192, 21);
+  ASSERT_EQ(nbd_pwrite(h, data.data(), data.size(), kMiB, 0), 0) << nbd_get_error();
+  std::vector<uint8_t> back(data.size());
+  ASSERT_EQ(nbd_pread(h, back.data(), back.size(), kMiB, 0), 0) << nbd_get_error();
+  EXPECT_EQ(back, data);
+  nbd_close(h);
+}
+
+// A client that sends many options and NBD_OPT_ABORT before reading any reply: the server's
+// socket buffer fills, and the close must wait until every negotiation reply, ending with the
+// ACK of the ABORT, has gone out (they were dropped).
+TEST_F(NbdServerTest, NegotiationRepliesOutliveASlowReaderAbort) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  const int small = 4096;  // the kernel's minimum, a little more
+  ASSERT_EQ(setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  ASSERT_TRUE(Adopt(sv[1]).ok());
+  auto option = [](std::vector<uint8_t>* out, uint32_t opt) {
+    const uint8_t hdr[16] = {
+        'I', 'H', 'A', 'V', 'E', 'O', 'P', 'T', 0, 0, 0, static_cast<uint8_t>(opt), 0, 0, 0, 0};
+    out->insert(out->end(), hdr, hdr + sizeof hdr);
+  };
+  std::vector<uint8_t> req = {0, 0, 0, 1};        // client flags: fixed newstyle
+  for (int i = 0; i < 100; ++i) option(&req, 3);  // NBD_OPT_LIST
+  option(&req, 2);                                // NBD_OPT_ABORT
+  ASSERT_EQ(send(sv[0], req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the server blocks on its send
+  std::vector<uint8_t> got;
+  uint8_t buf[4096];
+  for (ssize_t n; (n = recv(sv[0], buf, sizeof buf, 0)) > 0;) got.insert(got.end(), buf, buf + n);
+  close(sv[0]);
+  // Greeting, 100 x (2 export replies + ACK), then the ACK of the ABORT: 20 bytes, option 2,
+  // reply type 1 (NBD_REP_ACK), no data.
+  ASSERT_GE(got.size(), 18u + 100 * 3 * 20 + 20);
+  const uint8_t ack[12] = {0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0};
+  EXPECT_EQ(std::memcmp(got.data() + got.size() - 12, ack, sizeof ack), 0);
+}
+
+// Adopt obeys connections_max like accept does, and closes the socket it refuses.
+class NbdOneConnectionTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override {
+    o->connections_max = 1;
+    o->handshakes_max = 1;
+  }
+};
+
+TEST_F(NbdOneConnectionTest, AdoptBeyondTheLimitIsRefusedAndClosed) {
+  int a[2], b[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
+  ASSERT_TRUE(Adopt(a[1]).ok());
+  Status s = Adopt(b[1]);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.ToString();
+  uint8_t buf[64];
+  EXPECT_EQ(recv(b[0], buf, sizeof buf, 0), 0);  // EOF: the server closed its end
+  EXPECT_GT(recv(a[0], buf, sizeof buf, 0), 0);  // the first one got its greeting
+  close(a[0]);
+  close(b[0]);
 }
 
 // A client that keeps more requests in flight than the server's per-connection limit: the
