@@ -24,6 +24,9 @@ static_assert(sizeof(LogBlockHeader) == 40);
 enum class LogRecordType : uint32_t {
   kAlloc = 1,  // chunk `pchunk` now holds volume slot `slot`'s chunk `vchunk`
   kFree = 2,   // chunk `pchunk` is free (its contents were zeroed before this record)
+  // Pool format 2: the known-zero state of a free chunk (docs/pool_format.md).
+  kZeroed = 3,   // free chunk `pchunk` holds zeros, durably since before this record
+  kReserve = 4,  // free chunk `pchunk` may be handed out: no longer known to hold zeros
 };
 
 struct LogRecord {

@@ -385,6 +385,9 @@ class Harness {
     auto p = Pool::Open(std::move(backend), reactor_);
     if (!p.ok()) return "pool did not open: " + p.status().ToString();
     Pool* pool = p.value().get();
+    // Right at open, before any background zeroing: a chunk the metadata says holds zeros, or
+    // that the pool would hand out, must hold zeros in this crash state.
+    if (Status z = pool->CheckFreeChunksHoldZeros(); !z.ok()) return z.ToString();
     for (const Expectation& e : c.expect) {
       Volume* v = pool->FindVolume(e.name);
       if (e.must_exist && !v) {

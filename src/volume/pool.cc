@@ -26,6 +26,11 @@ Counter remote_pinned_frees_total(
     "Freed chunks whose zeroing waited for remote I/O (another reactor's) still running on them.");
 // How often a freed chunk that remote I/O still pins is looked at again.
 constexpr uint64_t kRemoteWaitNs = 200'000;
+Counter open_zeroing_total("spd_pool_open_zeroing_chunks_total",
+                           "Free chunks an open found not known to hold zeros and zeroed in the "
+                           "background (known-zero chunks are not rewritten).");
+Counter reserve_commits_total("spd_pool_reserve_batches_total",
+                              "Batches of known-zero chunks made allocatable (kReserve records).");
 Counter space_waits_total("spd_pool_space_waits_total",
                           "Writes that found no free chunk while freed chunks were being "
                           "zeroed and committed, and waited for one instead of failing.");
@@ -64,12 +69,15 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
   space_timer_.fn = &Pool::OnSpaceTimer;
   space_timer_.pool = this;
   commit_->log_buf = AllocAligned(kLogBlocksPerCommitMax * pf::kBlockBytes);
-  for (size_t i = 0; i < kPunchIosMax; ++i) {
+  // Zeroing of freed chunks and the background zeroing after open have I/Os of their own:
+  // a burst of one never holds up the other.
+  for (size_t i = 0; i < kPunchIosMax + kZeroIosMax; ++i) {
     auto p = std::make_unique<PunchIo>();
     p->pool = this;
+    p->background = i >= kPunchIosMax;
     p->io.ctx = p.get();
     p->io.done = &Pool::OnPunchDone;
-    punch_free_.push_back(p.get());
+    (p->background ? zero_io_free_ : punch_free_).push_back(p.get());
     punch_ios_.push_back(std::move(p));
   }
 }
@@ -86,6 +94,7 @@ Pool::~Pool() {
   // are never written), as after a crash, which a TRIM allows. Zeroing that runs must finish.
   closing_ = true;
   punch_queue_.clear();
+  zero_queue_.clear();
   if (DrainIo(kShutdownDrainNs)) return;
   shutdown_drain_timeouts_total.Add();
   SPD_LOG_ERROR(
@@ -93,7 +102,8 @@ Pool::~Pool() {
       "chunk zeroings); leaving its buffers and the backend allocated rather than freeing them "
       "under the kernel. Metadata is as after a crash: the next open recovers it.",
       static_cast<unsigned long long>(kShutdownDrainNs / 1'000'000'000),
-      group_->busy() ? "running" : "idle", kPunchIosMax - punch_free_.size());
+      group_->busy() ? "running" : "idle",
+      kPunchIosMax - punch_free_.size() + kZeroIosMax - zero_io_free_.size());
   // What the kernel may still write into, or complete to, must outlive this object.
   (void)backend_.release();
   (void)commit_.release();
@@ -104,7 +114,8 @@ Pool::~Pool() {
 bool Pool::IoIdle() const {
   // Volume requests are their submitter's to drain (the NBD server does before the pool
   // closes): their completions call back into it.
-  return !group_->busy() && punch_free_.size() == kPunchIosMax && !ro_task_scheduled_;
+  return !group_->busy() && punch_free_.size() == kPunchIosMax &&
+         zero_io_free_.size() == kZeroIosMax && !ro_task_scheduled_;
 }
 
 bool Pool::DrainIo(uint64_t timeout_ns) {
@@ -130,6 +141,13 @@ void Pool::ResetChunkState() {
   zero_mask_.reset(new std::atomic<uint64_t>[chunks_total_]());
   wseq_.reset(new std::atomic<uint32_t>[chunks_total_]());
   zero_block_bytes_ = std::max<uint32_t>(64u << 10, chunk_bytes_ / 64);
+  zero_claim_.assign(chunks_total_, 0);
+  free_zero_.clear();
+  known_zero_free_.clear();
+  zero_queue_.clear();
+  zeroed_pending_.clear();
+  reserving_ = 0;
+  reserve_target_ = std::clamp<uint64_t>(chunks_total_ / 64, 8, kReserveChunksMax);
 }
 
 uint64_t Pool::ZeroBits(uint64_t in, uint64_t len, bool covered_only) const {
@@ -214,6 +232,19 @@ Status Pool::Format(const PoolOptions& o) {
 
   // Whatever the backend held before is gone: zero the data region and the log.
   SPD_RETURN_IF_ERROR(ZeroFreeChunks());
+  // Flushed zeros: the first checkpoint says so of all but a first reserve (allocatable at
+  // once, not known zero on disk), and no open zeroes the others again.
+  format_version_ = pf::kVersion;
+  zero_map_ = true;
+  free_zero_.clear();
+  for (uint64_t i = chunks_total_; i-- > 0;) {
+    if (i < reserve_target_) {
+      free_zero_.push_back(static_cast<uint32_t>(i));
+    } else {
+      state_[i] = kFreeKnownZero;
+      known_zero_free_.push_back(static_cast<uint32_t>(i));
+    }
+  }
   SPD_RETURN_IF_ERROR(backend_->DiscardSync(log_offset_, log_bytes_));
   // A checkpoint in slot 0, then the superblocks (A, flush, B, flush): a crash before the
   // superblocks leaves no pool; after, a complete one.
@@ -326,9 +357,12 @@ Result<PoolCheckReport> Pool::Check(std::unique_ptr<IoBackend> backend, Reactor*
 Status Pool::Load() {
   SPD_RETURN_IF_ERROR(ReadSuperblock());
   SPD_RETURN_IF_ERROR(LoadMetadata());
-  // Free chunks may hold data of writes whose allocation never became durable: zero them
-  // before anything can be handed out, so no volume ever sees another's bytes.
-  return ZeroFreeChunks();
+  // Free chunks not known to hold zeros may hold data of writes whose allocation never became
+  // durable: they are zeroed, in the background, before they can be handed out, so no volume
+  // ever sees another's bytes. Serving starts at once; a write that needs a chunk before one is
+  // ready waits for it (WaitForSpace).
+  StartBackgroundZeroing();
+  return Status::Ok();
 }
 
 Status Pool::ReadSuperblock() {
@@ -341,10 +375,14 @@ Status Pool::ReadSuperblock() {
     sb->crc = 0;
     uint32_t actual = Crc32c(0, sb, pf::kBlockBytes);
     sb->crc = crc;
-    if (sb->magic == pf::kSuperMagic && crc == actual && sb->version == pf::kVersion) good = sb;
+    if (sb->magic == pf::kSuperMagic && crc == actual && sb->version >= pf::kVersionMin &&
+        sb->version <= pf::kVersion)
+      good = sb;
   }
   if (!good) return DataLoss("pool: no valid superblock (not a pool, or both copies corrupt)");
   std::memcpy(uuid_, good->uuid, 16);
+  format_version_ = good->version;
+  zero_map_ = good->version >= 2;
   pool_bytes_ = good->pool_bytes;
   chunk_bytes_ = good->chunk_bytes;
   ckpt_offset_[0] = good->ckpt_offset[0];
@@ -418,8 +456,14 @@ Status Pool::LoadCheckpoint() {
     slots_[i].reset(new Volume(this, info, i));
   }
   auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + pf::kVolumesMax);
-  for (uint64_t c = 0; c < chunks_total_; ++c)
-    owners_[c] = (static_cast<uint64_t>(co[c].slot_plus_one) << 32) | co[c].vchunk;
+  for (uint64_t c = 0; c < chunks_total_; ++c) {
+    if (co[c].slot_plus_one == 0) {
+      owners_[c] = 0;
+      zero_claim_[c] = zero_map_ && co[c].vchunk == pf::kFreeChunkZero;
+    } else {
+      owners_[c] = (static_cast<uint64_t>(co[c].slot_plus_one) << 32) | co[c].vchunk;
+    }
+  }
   return Status::Ok();
 }
 
@@ -445,11 +489,19 @@ Status Pool::ReplayLog() {
         ++anomalies_;
         continue;
       }
+      // In log order: the last record about a chunk says whether it is known zero.
       if (r[i].type == static_cast<uint32_t>(pf::LogRecordType::kFree)) {
         owners_[r[i].pchunk] = 0;
+        zero_claim_[r[i].pchunk] = 0;
       } else if (r[i].type == static_cast<uint32_t>(pf::LogRecordType::kAlloc) &&
                  r[i].slot < pf::kVolumesMax && slots_[r[i].slot] != nullptr) {
         owners_[r[i].pchunk] = (static_cast<uint64_t>(r[i].slot + 1) << 32) | r[i].vchunk;
+        zero_claim_[r[i].pchunk] = 0;
+      } else if (zero_map_ && r[i].type == static_cast<uint32_t>(pf::LogRecordType::kZeroed) &&
+                 owners_[r[i].pchunk] == 0) {
+        zero_claim_[r[i].pchunk] = 1;
+      } else if (zero_map_ && r[i].type == static_cast<uint32_t>(pf::LogRecordType::kReserve)) {
+        zero_claim_[r[i].pchunk] = 0;
       } else {
         replay_skipped_total.Add();
         ++anomalies_;
@@ -481,8 +533,9 @@ void Pool::RebuildVolumeMaps() {
         replay_skipped_total.Add();
         ++anomalies_;
       }
+      const bool zero = slot1 == 0 && zero_claim_[c];
       owners_[c] = 0;
-      state_[c] = kFreeDirty;
+      state_[c] = zero ? kFreeKnownZero : kFreeDirty;
       ++chunks_free_;
       continue;
     }
@@ -1088,9 +1141,10 @@ PoolStats Pool::stats() const {
 // ---- chunks ---------------------------------------------------------------------------------
 
 uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
+  if (free_zero_.size() <= reserve_target_ / 2) RefillReserve();
   if (free_zero_.empty()) {
-    // Freed chunks come back after the commit that records their freeing.
-    if (!freed_pending_.empty()) group_->Kick();
+    // Freed, zeroed or reserved chunks come back after the commit that records them.
+    if (CommitWouldFreeSpace()) group_->Kick();
     return 0;
   }
   uint32_t p = free_zero_.back();
@@ -1152,26 +1206,133 @@ void Pool::OnRemoteWaitTimer(Timer* t) {
 void Pool::StartPunch(uint32_t p) {
   // A read-only pool writes nothing more; the chunk stays kFreeing (allocated on disk).
   if (read_only()) return;
-  if (punch_free_.empty()) {
-    punch_queue_.push_back(p);
+  const bool background = state_[p] == kZeroing;
+  std::vector<PunchIo*>& free_ios = background ? zero_io_free_ : punch_free_;
+  if (free_ios.empty()) {
+    (background ? zero_queue_ : punch_queue_).push_back(p);
     return;
   }
-  PunchIo* io = punch_free_.back();
-  punch_free_.pop_back();
+  PunchIo* io = free_ios.back();
+  free_ios.pop_back();
   io->pchunk = p;
-  io->io.op = backend_->discard_zeroes() ? IoOp::kDiscard : IoOp::kWriteZeroes;
+  io->done_bytes = 0;
+  if (background) ++zeroing_inflight_;
   io->io.flags = 0;
   io->io.offset_bytes = ChunkOffset(p);
-  io->io.length_bytes = chunk_bytes_;
-  io->io.buf = nullptr;
+  if (backend_->discard_zeroes()) {
+    io->io.op = IoOp::kDiscard;
+    io->io.length_bytes = chunk_bytes_;
+    io->io.buf = nullptr;
+  } else {
+    // Plain writes of zeros through the backend's queue: a write-zeroes on a block device is an
+    // ioctl (BLKZEROOUT) that would block the reactor for the whole chunk.
+    if (!zero_buf_) {
+      zero_buf_ = std::make_unique<ZeroBuf>();
+      zero_buf_->buf = AllocAligned(kZeroWriteBytes);
+    }
+    io->io.op = IoOp::kWrite;
+    io->io.length_bytes = std::min<uint32_t>(chunk_bytes_, kZeroWriteBytes);
+    io->io.buf = zero_buf_->buf.get();
+  }
   backend_->Submit(&io->io);
+}
+
+void Pool::StartBackgroundZeroing() {
+  free_zero_.clear();
+  known_zero_free_.clear();
+  zero_queue_.clear();
+  // Stacks pop from the back: low chunks first.
+  for (uint64_t i = chunks_total_; i-- > 0;) {
+    if (state_[i] == kFreeKnownZero) known_zero_free_.push_back(static_cast<uint32_t>(i));
+    if (state_[i] == kFreeDirty) {
+      state_[i] = kZeroing;
+      zero_queue_.push_back(static_cast<uint32_t>(i));
+    }
+  }
+  open_zeroing_total.Add(zero_queue_.size());
+  while (!zero_queue_.empty() && !zero_io_free_.empty()) {
+    const uint32_t p = zero_queue_.back();
+    zero_queue_.pop_back();
+    StartPunch(p);
+  }
+}
+
+void Pool::ReturnZeroedChunk(uint32_t p) {
+  if (!zero_map_ || free_zero_.size() < reserve_target_) {
+    state_[p] = kFreeZero;
+    free_zero_.push_back(p);
+    return;
+  }
+  // The device flush that just completed covered its zeroing: the record may say so.
+  state_[p] = kFreeKnownZero;
+  known_zero_free_.push_back(p);
+  commit_->records.push_back({static_cast<uint32_t>(pf::LogRecordType::kZeroed), 0, 0, p, 0});
+}
+
+void Pool::RefillReserve() {
+  if (reserving_ > 0 || known_zero_free_.empty() || read_only()) return;
+  const uint64_t n = std::min<uint64_t>(reserve_target_, known_zero_free_.size());
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint32_t p = known_zero_free_.back();
+    known_zero_free_.pop_back();
+    state_[p] = kReserving;
+    ++reserving_;
+    commit_->records.push_back({static_cast<uint32_t>(pf::LogRecordType::kReserve), 0, 0, p, 0});
+  }
+  reserve_commits_total.Add();
+  group_->Kick();
+}
+
+bool Pool::CommitWouldFreeSpace() const {
+  return !freed_pending_.empty() || !zeroed_pending_.empty() || reserving_ > 0;
+}
+
+Status Pool::CheckFreeChunksHoldZeros() {
+  AlignedBuf buf = AllocAligned(chunk_bytes_);
+  const AlignedBuf zeros = AllocAligned(chunk_bytes_);
+  for (uint64_t c = 0; c < chunks_total_; ++c) {
+    if (state_[c] != kFreeZero && state_[c] != kFreeKnownZero && state_[c] != kReserving) continue;
+    SPD_RETURN_IF_ERROR(
+        backend_->ReadSync(ChunkOffset(static_cast<uint32_t>(c)), buf.get(), chunk_bytes_));
+    if (std::memcmp(buf.get(), zeros.get(), chunk_bytes_) != 0)
+      return DataLoss("free chunk " + std::to_string(c) + " (state " + std::to_string(state_[c]) +
+                      ") holds data");
+  }
+  return Status::Ok();
 }
 
 void Pool::OnPunchDone(BackendIo* bio) {
   auto* io = static_cast<PunchIo*>(bio->ctx);
   Pool* self = io->pool;
   uint32_t p = io->pchunk;
-  if (bio->result < 0) {
+  if (bio->result >= 0 && bio->op == IoOp::kWrite) {
+    io->done_bytes += bio->length_bytes;
+    if (io->done_bytes < self->chunk_bytes_) {  // the next piece of zeros
+      bio->offset_bytes += bio->length_bytes;
+      bio->length_bytes = static_cast<uint32_t>(
+          std::min<uint64_t>(self->chunk_bytes_ - io->done_bytes, kZeroWriteBytes));
+      return self->backend_->Submit(bio);
+    }
+  }
+  if (self->state_[p] == kZeroing) {
+    --self->zeroing_inflight_;
+    if (bio->result < 0) {
+      // Stays out of circulation until the next open zeroes it again.
+      punch_errors_total.Add();
+      self->state_[p] = kFreeDirty;
+      self->WakeSpaceWaiters();
+    } else {
+      // Allocatable once a device flush covers the zeros (the next commit).
+      self->state_[p] = kZeroFlushPending;
+      self->zeroed_pending_.push_back(p);
+      // A commit per batch, or for a writer waiting, or when the last zeroing is done: not one
+      // per chunk while nothing is allocatable yet after open.
+      if (!self->closing_ && (self->zeroed_pending_.size() >= kBackgroundCommitRecords ||
+                              self->space_head_ != nullptr ||
+                              (self->zero_queue_.empty() && self->zeroing_inflight_ == 0)))
+        self->group_->Kick();
+    }
+  } else if (bio->result < 0) {
     // The chunk stays out of circulation until the next open zeroes it again.
     punch_errors_total.Add();
     self->state_[p] = kFreeDirty;
@@ -1184,11 +1345,12 @@ void Pool::OnPunchDone(BackendIo* bio) {
         (self->freed_pending_.size() >= kBackgroundCommitRecords || self->free_zero_.empty()))
       self->group_->Kick();
   }
-  self->punch_free_.push_back(io);
+  (io->background ? self->zero_io_free_ : self->punch_free_).push_back(io);
   if (self->closing_) return;  // draining for shutdown: start nothing new
-  if (!self->punch_queue_.empty()) {
-    uint32_t next = self->punch_queue_.back();
-    self->punch_queue_.pop_back();
+  std::vector<uint32_t>& queue = io->background ? self->zero_queue_ : self->punch_queue_;
+  if (!queue.empty()) {
+    uint32_t next = queue.back();
+    queue.pop_back();
     self->StartPunch(next);
   }
 }
@@ -1201,7 +1363,9 @@ namespace spd {
 
 bool Pool::ReclaimPending() const {
   return !punch_queue_.empty() || punch_free_.size() < kPunchIosMax || !remote_wait_.empty() ||
-         freeing_busy_ > 0 || !freed_pending_.empty() || !commit_->batch_freed.empty();
+         freeing_busy_ > 0 || !freed_pending_.empty() || !commit_->batch_freed.empty() ||
+         !zero_queue_.empty() || zeroing_inflight_ > 0 || !zeroed_pending_.empty() ||
+         !commit_->batch_zeroed.empty() || reserving_ > 0 || !known_zero_free_.empty();
 }
 
 void Pool::WaitForSpace(VolumeIo* io) {
@@ -1215,8 +1379,10 @@ void Pool::WaitForSpace(VolumeIo* io) {
     io->space_deadline_ns = MonotonicNs() + space_wait_ns_;
   }
   AppendSpaceWaiter(io);
-  // Frees already zeroed come back with the next commit: make sure one runs.
-  if (!freed_pending_.empty()) group_->Kick();
+  // Chunks freed, zeroed or reserved already come back with the next commit: make sure one
+  // runs (a known-zero chunk is reserved first).
+  if (free_zero_.empty()) RefillReserve();
+  if (CommitWouldFreeSpace()) group_->Kick();
   if (space_timer_.heap_index == SIZE_MAX) reactor_->ArmTimer(&space_timer_, io->space_deadline_ns);
 }
 

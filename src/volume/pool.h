@@ -305,10 +305,18 @@ class Pool : private GroupCommit::Owner {
   Volume* FindVolume(const std::string& name);
   std::vector<VolumeInfo> ListVolumes() const;
 
+  // For tests: every free chunk the pool would hand out or claims on disk to hold zeros
+  // (kFreeZero, kFreeKnownZero, kReserving) does hold zeros on the backend. Blocking reads.
+  [[nodiscard]] Status CheckFreeChunksHoldZeros();
+  // Chunks still waiting for or under background zeroing (kFreeDirty excluded: punch failures).
+  uint64_t chunks_zeroing() const { return zero_queue_.size() + zeroing_inflight_; }
+
   PoolStats stats() const;
   IoBackend* backend() const { return backend_.get(); }
   Reactor* reactor() { return reactor_; }
   uint64_t chunk_bytes() const { return chunk_bytes_; }
+  // PoolOptions::space_wait_ns, for this run from now on.
+  void set_space_wait_ns(uint64_t ns) { space_wait_ns_ = ns; }
 
   // Waits for a commit that starts after this call (group commit: one commit serves every
   // waiter that arrived before it started). `w->fn` runs on the reactor, never inside.
@@ -329,10 +337,17 @@ class Pool : private GroupCommit::Owner {
     kAllocated = 2,
     kFreeing = 3,      // unmapped; zeroing in progress or waiting for in-flight I/O
     kFreePending = 4,  // zeroed; free record not yet durable
+    // Format 2 (docs/pool_format.md, "Known-zero chunks"):
+    kFreeKnownZero = 5,     // holds zeros and the metadata says so: handed out only after a
+                            // durable kReserve record (state kReserving until then)
+    kZeroing = 6,           // contents unknown (after open): background zeroing queued or running
+    kZeroFlushPending = 7,  // background zeroing done; allocatable after the next device flush
+    kReserving = 8,         // known zero; its kReserve record is not yet durable
   };
   struct CommitState;
   struct PunchIo;
   struct ControlOp;
+  struct ZeroBuf;
 
   Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor);
   Status Format(const PoolOptions& options);
@@ -342,6 +357,16 @@ class Pool : private GroupCommit::Owner {
   Status LoadCheckpoint();
   Status ReplayLog();
   Status ZeroFreeChunks();
+  // After open: queues every kFreeDirty chunk for zeroing by the reactor (asynchronous, at most
+  // kPunchIosMax in flight); lists the known-zero ones.
+  void StartBackgroundZeroing();
+  // A chunk whose zeroing a device flush has covered: allocatable (kFreeZero) while the
+  // reserve is short, else known zero (kFreeKnownZero, a kZeroed record).
+  void ReturnZeroedChunk(uint32_t pchunk);
+  // Moves known-zero chunks to kReserving (kReserve records) when the reserve runs low.
+  void RefillReserve();
+  // Records or zeroed chunks pending whose commit would make chunks allocatable.
+  bool CommitWouldFreeSpace() const;
   void RebuildVolumeMaps();
   // Control operations (pool.cc): queue, one at a time, each a state machine.
   void SubmitControl(std::unique_ptr<ControlOp> op);
@@ -465,11 +490,24 @@ class Pool : private GroupCommit::Owner {
   std::unique_ptr<std::atomic<uint32_t>[]> wseq_;
   uint32_t zero_block_bytes_ = 64u << 10;
   std::vector<uint32_t> free_zero_;  // stack of kFreeZero chunks
-  uint64_t chunks_free_ = 0;         // kFreeZero + kFreeDirty
+  // Format 2: free chunks' known-zero state is kept on disk (zero_map_); per chunk at load,
+  // whether the metadata says free and zero.
+  bool zero_map_ = false;
+  uint32_t format_version_ = 0;
+  std::vector<uint8_t> zero_claim_;
+  std::vector<uint32_t> known_zero_free_;  // stack of kFreeKnownZero chunks
+  std::vector<uint32_t> zero_queue_;       // kZeroing chunks waiting for a PunchIo
+  std::vector<uint32_t> zeroed_pending_;   // kZeroFlushPending chunks
+  uint64_t reserving_ = 0;                 // chunks in kReserving
+  uint64_t zeroing_inflight_ = 0;          // background zeroings with a PunchIo
+  uint64_t reserve_target_ = 8;            // kFreeZero chunks to keep (format 2)
+  std::unique_ptr<ZeroBuf> zero_buf_;      // zeros for zeroing writes (block devices)
+  uint64_t chunks_free_ = 0;               // kFreeZero + kFreeDirty
 
   std::vector<uint32_t> freed_pending_;  // chunks whose free record is pending
   std::vector<uint32_t> punch_queue_;    // waiting for a PunchIo
   std::vector<PunchIo*> punch_free_;
+  std::vector<PunchIo*> zero_io_free_;  // background zeroing's own
   std::vector<std::unique_ptr<PunchIo>> punch_ios_;
 
   uint64_t anomalies_ = 0;  // records/owners that did not fit, seen at load

@@ -82,7 +82,8 @@ void Pool::OnReadOnlyFail(Task* t) {
 }
 
 bool Pool::CommitHasWork() const {
-  return !commit_->records.empty() || !freed_pending_.empty() || commit_->want_checkpoint;
+  return !commit_->records.empty() || !freed_pending_.empty() || !zeroed_pending_.empty() ||
+         commit_->want_checkpoint;
 }
 
 void Pool::RunCommit() {
@@ -96,12 +97,16 @@ void Pool::RunCommit() {
   ++stats_.commits;
   // Step 1: the records pending now, as log blocks (or a checkpoint), written without waiting
   // for the data they describe. That is safe because a chunk is allocated only while it holds
-  // zeros and every free chunk is zeroed again at open (docs/pool_format.md): a record that
+  // zeros and every free chunk not known zero on disk (a chunk handed out never is) is zeroed
+  // again after open (docs/pool_format.md): a record that
   // lands without its data shows zeros, which is what an unflushed write may show.
   c.batch.swap(c.records);
   c.records.clear();
   c.batch_freed.swap(freed_pending_);
   freed_pending_.clear();
+  // Zeroings completed now are covered by this commit's device flush.
+  c.batch_zeroed.swap(zeroed_pending_);
+  zeroed_pending_.clear();
   size_t blocks = journal::BlocksFor(c.batch.size());
   c.checkpoint = c.want_checkpoint || blocks > kLogBlocksPerCommitMax ||
                  log_pos_ + blocks * pf::kBlockBytes > log_bytes_ / 2;
@@ -158,6 +163,12 @@ size_t Pool::EncodeCheckpoint(uint8_t* buf) {
   for (uint64_t c = 0; c < chunks_total_; ++c) {
     co[c].slot_plus_one = static_cast<uint32_t>(owners_[c] >> 32);
     co[c].vchunk = static_cast<uint32_t>(owners_[c]);
+    // Known zero only for a chunk never handed out since its zeros were flushed: not one being
+    // reserved (it may be written before this checkpoint is durable), nor one whose zeroing
+    // no flush has covered yet.
+    if (owners_[c] == 0)
+      co[c].vchunk =
+          zero_map_ && state_[c] == kFreeKnownZero ? pf::kFreeChunkZero : pf::kFreeChunkUnknown;
   }
   h->crc = Crc32c(0, buf, sizeof(pf::CheckpointHeader) + payload);
   return RoundUp(sizeof(pf::CheckpointHeader) + payload, pf::kBlockBytes);
@@ -203,17 +214,27 @@ void Pool::FinishCommit(int32_t result) {
     // of the batch's frees stay out of circulation (a restart finds them as the log says).
     EnterReadOnly(result, c.checkpoint ? "checkpoint commit" : "log commit");
   } else {
-    for (const pf::LogRecord& r : c.batch)
+    for (const pf::LogRecord& r : c.batch) {
       if (r.type == static_cast<uint32_t>(pf::LogRecordType::kAlloc)) SetAllocPending(r.pchunk, 0);
+      if (r.type == static_cast<uint32_t>(pf::LogRecordType::kReserve) &&
+          state_[r.pchunk] == kReserving) {
+        state_[r.pchunk] = kFreeZero;  // not known zero on disk any more: may be written
+        free_zero_.push_back(static_cast<uint32_t>(r.pchunk));
+        --reserving_;
+      }
+    }
     for (uint32_t p : c.batch_freed) {
-      state_[p] = kFreeZero;
-      free_zero_.push_back(p);
+      ReturnZeroedChunk(p);
       ++chunks_free_;
     }
+    for (uint32_t p : c.batch_zeroed) ReturnZeroedChunk(p);
   }
   c.batch.clear();
   c.batch_freed.clear();
+  c.batch_zeroed.clear();
   group_->CommitDone(result);
+  // kReserve records queued while this commit ran: a writer may be about to need them.
+  if (reserving_ > 0 && !read_only() && !group_->running() && !closing_) group_->Kick();
   // Writes waiting for space look again: at chunks this commit returned, or, if it returned
   // none, at whether anything is left to reclaim (and start the commit that frees it).
   WakeSpaceWaiters();

@@ -16,7 +16,10 @@
 namespace spd::pool_format {
 
 constexpr uint32_t kBlockBytes = journal::kBlockBytes;
-constexpr uint32_t kVersion = 1;
+// 2: free chunks' known-zero state is kept (ChunkOwner::vchunk of a free chunk, kZeroed and
+// kReserve records). Version 1 pools still open; they keep no known-zero state.
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersionMin = 1;
 constexpr uint64_t kSuperMagic = 0x4c4f4f5032445053ull;  // "SPD2POOL"
 constexpr uint64_t kCkptMagic = 0x54504b4332445053ull;   // "SPD2CKPT"
 constexpr uint32_t kVolumesMax = 256;
@@ -57,8 +60,10 @@ static_assert(sizeof(VolumeRecord) == 128);
 // Chunk owner map entry: who owns each data chunk.
 struct ChunkOwner {
   uint32_t slot_plus_one;  // volume table slot + 1; 0 = free
-  uint32_t vchunk;         // chunk index inside the volume
+  uint32_t vchunk;         // chunk index inside the volume; of a free chunk: kFreeChunk*
 };
+constexpr uint32_t kFreeChunkUnknown = 0;  // free chunk, contents unknown: zeroed at open
+constexpr uint32_t kFreeChunkZero = 1;     // free chunk known to hold zeros (format 2)
 static_assert(sizeof(ChunkOwner) == 8);
 
 struct CheckpointHeader {

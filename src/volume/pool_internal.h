@@ -20,6 +20,8 @@ namespace pool_internal {
 
 constexpr size_t kLogBlocksPerCommitMax = 64;
 constexpr size_t kPunchIosMax = 32;
+// Background zeroing after open (chunks not known zero): I/Os in flight at most.
+constexpr size_t kZeroIosMax = 8;
 // Writes that may wait for space being reclaimed at once (Pool::WaitForSpace); more fail with
 // ENOSPC. NBD bounds each connection's requests, so this is only a backstop for memory of none.
 constexpr size_t kSpaceWaitersMax = 1024;
@@ -48,12 +50,26 @@ using pool_internal::kBackgroundCommitRecords;
 using pool_internal::kLogBlocksPerCommitMax;
 using pool_internal::kPunchIosMax;
 using pool_internal::kSpaceWaitersMax;
+using pool_internal::kZeroIosMax;
 using pool_internal::RoundUp;
+
+// Free chunks kept allocatable (kFreeZero, not known zero on disk): at most this many, and
+// 1/64 of the pool, at least 8. A reopen zeroes at most these (plus chunks freed since the last
+// commit) instead of all free space.
+constexpr uint64_t kReserveChunksMax = 256;
+// Bytes of zeros one zeroing write carries (block devices, whose discard does not zero).
+constexpr uint32_t kZeroWriteBytes = 1u << 20;
 
 struct Pool::PunchIo {
   BackendIo io;
   Pool* pool;
   uint32_t pchunk;
+  uint64_t done_bytes;  // zero writes: how much of the chunk is written
+  bool background;      // one of the kZeroIosMax of background zeroing (kZeroing chunks)
+};
+
+struct Pool::ZeroBuf {
+  AlignedBuf buf;  // kZeroWriteBytes of zeros
 };
 
 // The pool's side of a commit; journal/group_commit.h holds the waiters and the ordering.
@@ -64,6 +80,7 @@ struct Pool::CommitState {
   std::vector<pf::LogRecord> records;  // pending, not yet in a commit
   std::vector<pf::LogRecord> batch;    // in the running commit
   std::vector<uint32_t> batch_freed;   // become kFreeZero when the running commit is durable
+  std::vector<uint32_t> batch_zeroed;  // background-zeroed: likewise (ReturnZeroedChunk)
   size_t batch_blocks = 0;
   BackendIo io;
   AlignedBuf log_buf;

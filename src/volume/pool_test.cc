@@ -167,7 +167,6 @@ TEST_F(PoolTest, WriteRightAfterTrimOnAFullPoolWaitsForTheFreedChunks) {
   ASSERT_TRUE(pool);
   Volume* v = pool->CreateVolume("v", 128 * kMiB).value();  // thin: larger than the pool
   auto one = Pattern(kMiB, 9);
-  const uint64_t waits0 = CounterValue("spd_pool_space_waits_total");
   uint64_t chunks = 0;
   int32_t r = 0;
   for (; chunks < 128; ++chunks) {
@@ -176,6 +175,7 @@ TEST_F(PoolTest, WriteRightAfterTrimOnAFullPoolWaitsForTheFreedChunks) {
   }
   ASSERT_EQ(r, -ENOSPC);
   ASSERT_GT(chunks, 8u);
+  const uint64_t waits0 = CounterValue("spd_pool_space_waits_total");
   // Truly full, nothing being reclaimed: ENOSPC at once, no waiting.
   const uint64_t t0 = MonotonicNs();
   EXPECT_EQ(Do(v, IoOp::kWrite, chunks * kMiB, 4096, one.data()), -ENOSPC);
@@ -202,7 +202,6 @@ TEST_F(PoolTest, WriteWaitingForSpaceTimesOut) {
   auto sim = std::make_unique<SimBackend>(reactor_.get(), 16 * kMiB, so);
   PoolOptions o;
   o.log_size_bytes = 1 << 20;
-  o.space_wait_ns = 1'000'000;
   auto p = Pool::Create(std::move(sim), reactor_.get(), o);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   std::unique_ptr<Pool> pool = std::move(p).value();
@@ -211,6 +210,7 @@ TEST_F(PoolTest, WriteWaitingForSpaceTimesOut) {
   uint64_t chunks = 0;
   while (chunks < 64 && Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data()) == 0) ++chunks;
   ASSERT_GT(chunks, 2u);
+  pool->set_space_wait_ns(1'000'000);
   const uint64_t timeouts0 = CounterValue("spd_pool_space_wait_timeouts_total");
   ASSERT_EQ(Do(v, IoOp::kDiscard, 0, kMiB, nullptr), 0);
   EXPECT_EQ(Do(v, IoOp::kWrite, chunks * kMiB, kMiB, one.data()), -ENOSPC);
@@ -296,6 +296,45 @@ TEST_F(PoolTest, FormatRefusesABackendBeyondTheLimits) {
   EXPECT_NE(too_many.status().ToString().find("--chunk-size"), std::string::npos)
       << too_many.status().ToString();
   static_assert(pool_format::kCheckpointBytesMax < (1ull << 31) / 2);
+}
+
+// Format 2: a re-open zeroes only free chunks not known to hold zeros (the reserve, chunks
+// freed since), in the background, and serves at once; what it hands out reads as zeros.
+TEST_F(PoolTest, ReopenZeroesOnlyChunksNotKnownZero) {
+  SimBackend* sim;
+  auto pool = CreatePool(128 * kMiB, &sim, 64 << 10);  // ~2000 chunks, a reserve of 31
+  ASSERT_TRUE(pool);
+  const uint64_t chunks = pool->stats().chunks_total;
+  Volume* v = pool->CreateVolume("v", 64 * kMiB).value();
+  auto data = Pattern(kMiB, 13);
+  for (uint64_t off = 0; off < 16 * kMiB; off += kMiB)
+    ASSERT_EQ(Do(v, IoOp::kWrite, off, kMiB, data.data()), 0);
+  ASSERT_EQ(Do(v, IoOp::kDiscard, 0, 8 * kMiB, nullptr), 0);
+  ASSERT_EQ(Do(v, IoOp::kFlush, 0, 0, nullptr), 0);
+  ASSERT_EQ(Do(v, IoOp::kFlush, 0, 0, nullptr), 0);  // the kZeroed records of the frees
+  SimBackend::Image img = sim->CrashImage(4, CrashOptions{0.0, 0.0});
+  pool.reset();
+  const uint64_t zeroing0 = CounterValue("spd_pool_open_zeroing_chunks_total");
+  auto reopened =
+      Pool::Open(std::make_unique<SimBackend>(reactor_.get(), img, SimOptions{}), reactor_.get());
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  const uint64_t zeroing = CounterValue("spd_pool_open_zeroing_chunks_total") - zeroing0;
+  EXPECT_LE(zeroing, 64u) << "of " << chunks << " chunks";
+  EXPECT_GT(chunks, 1000u);
+  EXPECT_TRUE(reopened.value()->CheckFreeChunksHoldZeros().ok());
+  // Serves at once; a new volume's chunks (some of them freed by the discard) read as zeros.
+  Volume* w = reopened.value()->CreateVolume("w", 64 * kMiB).value();
+  std::vector<uint8_t> back(kMiB);
+  for (uint64_t off = 0; off < 32 * kMiB; off += 64 << 10)  // 512 chunks, one sector each
+    ASSERT_EQ(Do(w, IoOp::kWrite, off, 512, data.data()), 0);
+  for (uint64_t off = 0; off < 32 * kMiB; off += kMiB) {
+    ASSERT_EQ(Do(w, IoOp::kRead, off, kMiB, back.data()), 0);
+    for (size_t i = 0; i < back.size(); ++i) {
+      const size_t in = i % (64 << 10);
+      ASSERT_EQ(back[i], in < 512 ? data[in] : 0) << "offset " << off + i;
+    }
+  }
+  ASSERT_TRUE(reopened.value()->DeleteVolume("w").ok());
 }
 
 TEST_F(PoolTest, OutOfRangeRequests) {
