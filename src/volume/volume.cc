@@ -188,9 +188,12 @@ void Volume::Issue(VolumeIo* io) {
 
 bool Volume::SubmitRemote(VolumeIo* io, IoBackend* channel) {
   const bool write = io->op == IoOp::kWrite;
+  const uint32_t align = pool_->backend_->alignment_bytes();
   if (channel == nullptr || (io->op != IoOp::kRead && !write) || io->length_bytes == 0 ||
-      (write && (info_.read_only || pool_->read_only())))
-    return false;  // not a fast-path kind of request: no count, it is not a fallback
+      (write && (info_.read_only || pool_->read_only())) ||
+      (io->offset_bytes | io->length_bytes) % align != 0)
+    return false;  // not a fast-path kind of request (unaligned ones need the bounce buffer
+                   // and the exclusive mode of Submit): no count, it is not a fallback
   // Durable at completion (FUA, or every write of a sync volume), as in Submit: the data by the
   // backend's FUA write, the chunk's allocation by a commit, which only the pool's reactor runs;
   // so such a write takes this path only into chunks whose allocation is durable already.

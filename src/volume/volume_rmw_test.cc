@@ -171,6 +171,11 @@ TEST_F(VolumeRmwTest, TheFastPathIsPausedWhileExclusive) {
   EXPECT_FALSE(vol_->SubmitRemote(&fast, ch.value().get())) << "fast path taken while exclusive";
   for (int i = 0; i < 10000 && !unaligned.done; ++i) reactor_->RunOnce(1'000'000);
   ASSERT_TRUE(unaligned.done);
+  // Unaligned requests never take the fast path (the device would refuse them: O_DIRECT).
+  VolumeIo odd = fast;
+  odd.offset_bytes = 512;
+  odd.length_bytes = 1024;
+  EXPECT_FALSE(vol_->SubmitRemote(&odd, ch.value().get())) << "unaligned request on the fast path";
   EXPECT_TRUE(vol_->SubmitRemote(&fast, ch.value().get())) << "fast path not reopened";
   for (int i = 0; i < 10000 && !done; ++i) reactor_->RunOnce(1'000'000);
   ASSERT_TRUE(done);
