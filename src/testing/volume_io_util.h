@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <memory>
 
 #include "volume/pool.h"
 
@@ -31,6 +32,19 @@ inline SyncVolumeResult RunVolumeIo(Reactor* reactor, Volume* v, IoOp op, uint64
   for (int i = 0; i < 1000000 && !done; ++i) reactor->RunOnce(1'000'000);
   if (done) r.result = io.result;
   return r;
+}
+
+// A reactor for the calling thread and a channel of `pool`'s backend on it: what a second
+// reactor needs to run the remote fast path (Volume::SubmitRemote) in a test thread.
+struct ReactorWithChannel {
+  std::unique_ptr<Reactor> reactor;
+  std::unique_ptr<IoBackend> channel;
+};
+inline Result<ReactorWithChannel> OpenReactorWithChannel(Pool* pool) {
+  ReactorWithChannel out;
+  SPD_ASSIGN_OR_RETURN(out.reactor, Reactor::Create(ReactorOptions{}));
+  SPD_ASSIGN_OR_RETURN(out.channel, pool->backend()->OpenChannel(out.reactor.get()));
+  return out;
 }
 
 }  // namespace spd::testing

@@ -235,18 +235,13 @@ TEST_F(RemoteIoTest, ConcurrentRemoteTrafficWhileThePoolResizesAndChurns) {
   std::atomic<uint64_t> remote_ok{0}, remote_refused{0}, mismatches{0};
   std::string thread_error;
   std::thread t([&] {
-    auto r = Reactor::Create(ReactorOptions{});
-    if (!r.ok()) {
-      thread_error = r.status().ToString();
+    auto rc = testing::OpenReactorWithChannel(pool_.get());
+    if (!rc.ok()) {
+      thread_error = rc.status().ToString();
       return;
     }
-    std::unique_ptr<Reactor> reactor = std::move(r).value();
-    auto ch = pool_->backend()->OpenChannel(reactor.get());
-    if (!ch.ok()) {
-      thread_error = ch.status().ToString();
-      return;
-    }
-    std::unique_ptr<IoBackend> channel = std::move(ch).value();
+    std::unique_ptr<Reactor> reactor = std::move(rc.value().reactor);
+    std::unique_ptr<IoBackend> channel = std::move(rc.value().channel);
     Buf w(4096), got(4096);
     RemoteIo rio;
     for (uint32_t i = 0; i < 20000 && !stop.load(); ++i) {

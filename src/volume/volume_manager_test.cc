@@ -559,18 +559,13 @@ TEST_F(VolumeManagerRaceTest, VolumeIoWhileAForcedDeleteAndResizesRun) {
   mgr_->AddListener(&forward);
 
   std::thread t([&] {
-    auto r = Reactor::Create(ReactorOptions{});
-    if (!r.ok()) {
-      thread_error = r.status().ToString();
+    auto rc = testing::OpenReactorWithChannel(pool_.get());
+    if (!rc.ok()) {
+      thread_error = rc.status().ToString();
       return;
     }
-    std::unique_ptr<Reactor> reactor = std::move(r).value();
-    auto ch = pool_->backend()->OpenChannel(reactor.get());
-    if (!ch.ok()) {
-      thread_error = ch.status().ToString();
-      return;
-    }
-    std::unique_ptr<IoBackend> channel = std::move(ch).value();
+    std::unique_ptr<Reactor> reactor = std::move(rc.value().reactor);
+    std::unique_ptr<IoBackend> channel = std::move(rc.value().channel);
     bool a_user = a->AddUser();
     remote_ready = true;
     AlignedBuf4k w(4096), got(4096);
