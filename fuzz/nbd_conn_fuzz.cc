@@ -39,6 +39,7 @@
 #include "io/io_backend.h"
 #include "reactor/reactor.h"
 #include "volume/pool.h"
+#include "volume/volume_manager.h"
 
 namespace spd {
 namespace {
@@ -86,6 +87,7 @@ struct Stack {
   std::unique_ptr<Reactor> reactor;
   std::unique_ptr<Pool> pool;
   std::unique_ptr<Dispatcher> dispatcher;
+  std::unique_ptr<VolumeManager> volumes;  // the servers' export list (before them: outlives them)
   // Generous limits, and tiny ones (backpressure, TOO_BIG payloads, direct receive into the
   // request buffer with a small receive buffer).
   NbdServerOptions options[2];
@@ -126,6 +128,7 @@ std::unique_ptr<Stack> BuildStack(bool epoll) {
   Check(st->pool->CreateVolume("sync", 2 * kMiB, Durability::kSync).status(), "sync");
   st->chunks_free = st->pool->stats().chunks_free;
   st->dispatcher = std::make_unique<Dispatcher>(st->pool.get(), DispatcherOptions{});
+  st->volumes = std::make_unique<VolumeManager>(st->pool.get());
 
   NbdServerOptions& roomy = st->options[0];
   roomy.connections_max = 1;
@@ -140,8 +143,8 @@ std::unique_ptr<Stack> BuildStack(bool epoll) {
   tight.request_bytes_max = 128 * kKiB;
   tight.recv_buffer_bytes = 4 * kKiB;
   for (int i = 0; i < 2; ++i) {
-    st->servers[i] =
-        std::make_unique<NbdServer>(st->reactor.get(), st->dispatcher.get(), st->options[i]);
+    st->servers[i] = std::make_unique<NbdServer>(st->reactor.get(), st->dispatcher.get(),
+                                                 st->volumes.get(), st->options[i]);
     Check(st->servers[i]->Start(), "server");
   }
   return st;
@@ -309,7 +312,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (cfg & kCfgShutdown) {
     shutdown_at = take_back(0);
     // Cheap: no listener, the catalog only.
-    own = std::make_unique<NbdServer>(st->reactor.get(), st->dispatcher.get(), st->options[kind]);
+    own = std::make_unique<NbdServer>(st->reactor.get(), st->dispatcher.get(), st->volumes.get(),
+                                      st->options[kind]);
     if (!own->Start().ok()) Fail("server start");
     server = own.get();
   }

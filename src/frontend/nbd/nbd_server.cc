@@ -113,6 +113,8 @@ NbdServer::NbdServer(Reactor* reactor, Dispatcher* dispatcher, VolumeManager* vo
       pool_(dispatcher->pool()),
       options_(std::move(options)),
       catalog_(new Catalog()) {
+  // More negotiating connections than connections could never be reached: the smaller wins.
+  options_.handshakes_max = std::min(options_.handshakes_max, options_.connections_max);
   if (conn_reactors.empty()) conn_reactors.push_back(reactor_);
   for (Reactor* r : conn_reactors) {
     auto sh = std::make_unique<Shard>();
@@ -184,11 +186,6 @@ Status NbdServer::CheckOptions(const NbdServerOptions& o) {
         std::to_string(NbdConnection::TransmissionBytes(o)) + "): raise it to at least " +
         std::to_string(need));
   if (o.handshakes_max == 0) return InvalidArgument("nbd: --nbd-handshakes-max must be >= 1");
-  if (o.handshakes_max > o.connections_max)
-    return InvalidArgument("nbd: handshakes_max (--nbd-handshakes-max, " +
-                           std::to_string(o.handshakes_max) +
-                           ") must not exceed connections_max (--nbd-connections-max, " +
-                           std::to_string(o.connections_max) + ")");
   return Status::Ok();
 }
 

@@ -50,7 +50,7 @@ struct NbdServerOptions {
   uint32_t recv_buffer_bytes = 256u << 10;
   // Connections still negotiating, at most. A new connection beyond it (or beyond
   // connections_max) makes the server close the oldest negotiating connection, so sockets that
-  // never negotiate cannot keep real clients out. Smaller than connections_max.
+  // never negotiate cannot keep real clients out. At most connections_max (larger: clamped).
   uint32_t handshakes_max = 64;
   // A connection that has not finished negotiating this long after accept is closed. 0 = never.
   uint64_t handshake_timeout_ms = 10'000;
