@@ -269,6 +269,7 @@ int RunDaemon(const DaemonOptions& o) {
   no.handshakes_max = o.nbd_handshakes_max;
   no.handshake_timeout_ms = o.nbd_handshake_timeout_ms;
   no.idle_timeout_ms = o.nbd_idle_timeout_ms;
+  no.stall_timeout_ms = o.nbd_stall_timeout_ms;
   no.memory_bytes_max = o.nbd_memory_bytes_max;
   if (Status s = NbdServer::CheckOptions(no); !s.ok()) {
     SPD_LOG_ERROR("%s", s.ToString().c_str());

@@ -214,6 +214,12 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "milliseconds after it was accepted (spd_nbd_handshake_timeouts_total). "
                  "0: never")
       ->capture_default_str();
+  app.add_option("--nbd-stall-timeout-ms", o.nbd_stall_timeout_ms,
+                 "Close a negotiated NBD connection whose client does not move for this many "
+                 "milliseconds while the server waits for it: a write payload that stopped "
+                 "arriving, or replies it does not read (spd_nbd_stall_timeouts_total; its "
+                 "queued replies are dropped). 0: never")
+      ->capture_default_str();
   app.add_option("--nbd-idle-timeout-ms", o.nbd_idle_timeout_ms,
                  "Close a negotiated NBD connection after this many milliseconds without a "
                  "request and with none in flight (spd_nbd_idle_timeouts_total). 0: never, the "

@@ -48,6 +48,7 @@ struct DaemonOptions {
   uint32_t nbd_handshakes_max = 64;
   uint64_t nbd_handshake_timeout_ms = 10'000;
   uint64_t nbd_idle_timeout_ms = 0;
+  uint64_t nbd_stall_timeout_ms = 30'000;
   uint64_t nbd_memory_bytes_max = 1ull << 30;
   std::string metrics_listen = "127.0.0.1:9465";  // "off" disables
   std::string log_level = "info";

@@ -36,6 +36,10 @@ Counter truncated_total("spd_nbd_truncated_payload_total",
                         "Connections that closed in the middle of a write payload.");
 Counter handshake_failures_total("spd_nbd_handshake_failures_total",
                                  "Connections closed during negotiation.");
+Counter stall_timeouts_total(
+    "spd_nbd_stall_timeouts_total",
+    "Connections closed because a write payload stopped arriving, or replies went unread, for "
+    "stall_timeout_ms.");
 Counter closed_for_delete_total("spd_nbd_connections_closed_for_delete_total",
                                 "Connections closed because their volume was deleted (forced).");
 Counter handshake_timeouts_total(
@@ -79,6 +83,8 @@ NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::s
   flush_task_.conn = this;
   timer_.conn = this;
   timer_.fn = &NbdConnection::OnTimer;
+  stall_timer_.conn = this;
+  stall_timer_.fn = &NbdConnection::OnStallTimer;
   mem_waiter_.conn = this;
   mem_waiter_.fn = &NbdConnection::OnMemory;
   negotiating_gauge.Add(1);
@@ -87,6 +93,7 @@ NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::s
 NbdConnection::~NbdConnection() {
   if (handle_) handle_->RemoveUser();
   reactor_->CancelTimer(&timer_);
+  reactor_->CancelTimer(&stall_timer_);
   LeaveNegotiation();
   NbdBufferPool* p = shard ? pool() : nullptr;
   if (p) p->CancelWait(&mem_waiter_);
@@ -212,6 +219,7 @@ void NbdConnection::OnReadable(Completion* c, int32_t res, uint32_t flags) {
   }
   if (res & POLLOUT) self->FlushOut();
   if (res & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) self->ReadAll();
+  self->MaybeArmStall(/*send_blocked=*/false);
   self->MaybeFinishClose();
 }
 
@@ -273,6 +281,7 @@ void NbdConnection::ReadAll() {
       if (errno != EAGAIN) BeginClose("recv failed");
       return;
     }
+    if (n > 0) rx_bytes_ += static_cast<uint64_t>(n);
     if (n == 0) {
       eof_ = true;
       if (rx_state_ == RxState::kPayload || rx_state_ == RxState::kDiscard) truncated_total.Add();
@@ -746,6 +755,7 @@ void NbdConnection::FlushOut() {
       BeginClose("send failed");
       return;
     }
+    tx_bytes_ += static_cast<uint64_t>(n);
     size_t left = static_cast<size_t>(n);
     while (send_head_ && left > 0) {
       NbdSlot* s = send_head_;
@@ -770,6 +780,37 @@ wait_writable:
   if (!tx_armed_ && reactor_->engine() == ReactorEngine::kUring) {
     if (reactor_->ArmWritable(fd_, &tx_watch_).ok()) tx_armed_ = true;
   }
+  MaybeArmStall(/*send_blocked=*/true);
+}
+
+void NbdConnection::MaybeArmStall(bool send_blocked) {
+  const uint64_t ms = server_->options_.stall_timeout_ms;
+  if (ms == 0 || closing_ || negotiating_ || stall_timer_.heap_index != SIZE_MAX) return;
+  // Replies merely queued go out at the end of this tick: only a send that would block waits
+  // for the peer (so the common path arms nothing).
+  const bool rx_wait = rx_state_ == RxState::kPayload || rx_state_ == RxState::kDiscard;
+  if (!rx_wait && !(send_blocked && send_head_ != nullptr)) return;
+  stall_rx_mark_ = rx_bytes_;
+  stall_tx_mark_ = tx_bytes_;
+  reactor_->ArmTimer(&stall_timer_, MonotonicNs() + ms * 1'000'000);
+}
+
+void NbdConnection::OnStallTimer(Timer* t) {
+  NbdConnection* self = static_cast<ConnTimer*>(t)->conn;
+  if (self->closing_) return;
+  const bool rx_wait = self->rx_state_ == RxState::kPayload || self->rx_state_ == RxState::kDiscard;
+  const bool tx_wait = self->send_head_ != nullptr;
+  if ((rx_wait && self->rx_bytes_ == self->stall_rx_mark_) ||
+      (tx_wait && self->tx_bytes_ == self->stall_tx_mark_)) {
+    // The peer has not moved for a whole stall timeout: a payload that stopped arriving, or
+    // replies nobody reads. Its queued replies can never be delivered: drop them with it.
+    stall_timeouts_total.Add();
+    self->send_failed_ = true;
+    self->BeginClose(rx_wait ? "write payload stalled" : "client stopped reading replies");
+    self->MaybeFinishClose();
+    return;
+  }
+  self->MaybeArmStall(tx_wait);  // still waiting, but it moved: look again a timeout later
 }
 
 NbdSlot* NbdConnection::TakeSlot() {

@@ -166,6 +166,15 @@ class NbdConnection {
   // connection; requests only store a timestamp, the timer looks at it when it fires.
   ConnTimer timer_;
   uint64_t last_request_ns_ = 0;
+  // Stall timeout: armed only while the connection waits for its peer (a write payload that
+  // stopped arriving, replies the client does not read); byte counts say whether it moved.
+  ConnTimer stall_timer_;
+  uint64_t rx_bytes_ = 0;
+  uint64_t tx_bytes_ = 0;
+  uint64_t stall_rx_mark_ = 0;
+  uint64_t stall_tx_mark_ = 0;
+  void MaybeArmStall(bool send_blocked);
+  static void OnStallTimer(Timer* t);
   struct MemWaiter : NbdMemoryWaiter {
     NbdConnection* conn;
   };

@@ -57,6 +57,10 @@ struct NbdServerOptions {
   // A negotiated connection with no request for this long (and none in flight) is closed.
   // 0 = never: NBD clients (a mounted nbd device) may legitimately sit idle for hours.
   uint64_t idle_timeout_ms = 0;
+  // A negotiated connection whose peer does not move for this long while the server waits for
+  // it (a write payload that stopped arriving, replies the client does not read) is closed and
+  // its queued replies dropped. 0 = never.
+  uint64_t stall_timeout_ms = 30'000;
   // Budget of request buffers, slots and receive buffers, all connections together.
   uint64_t memory_bytes_max = 1ull << 30;
   // Receive buffer of a connection that is still negotiating (the handshake buffers options

@@ -920,3 +920,75 @@ TEST_F(NbdHugeRequestTest, WriteAboveTheOldDiscardLimitIsValidatedNotDropped) {
 
 }  // namespace
 }  // namespace spd
+
+namespace spd {
+namespace {
+
+// A peer that stops moving while the server waits for it is closed after stall_timeout_ms: a
+// write whose payload stops halfway, and a client that sends reads but never reads the replies.
+// One that keeps moving, however slowly, stays.
+class NbdStallTimeoutTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override { o->stall_timeout_ms = 300; }
+};
+
+TEST_F(NbdStallTimeoutTest, AStalledPayloadIsClosedASlowOneIsNot) {
+  const uint64_t before = CounterValue("spd_nbd_stall_timeouts_total");
+  // Slow but moving: 8 KiB of a 16 KiB payload, then the rest in 1 KiB pieces every 100 ms.
+  int slow = RawNegotiate(sock_, "vol0");
+  ASSERT_GE(slow, 0);
+  uint8_t h[28] = {};
+  Put32(h, nbd::kRequestMagic);
+  h[7] = static_cast<uint8_t>(nbd::kCmdWrite);
+  Put32(h + 24, 16384);
+  std::vector<uint8_t> payload(16384, 7);
+  ASSERT_TRUE(SendAll(slow, h, sizeof h));
+  ASSERT_TRUE(SendAll(slow, payload.data(), 8192));
+  // Stalled: half a payload and nothing more.
+  int stalled = RawNegotiate(sock_, "vol0");
+  ASSERT_GE(stalled, 0);
+  ASSERT_TRUE(SendAll(stalled, h, sizeof h));
+  ASSERT_TRUE(SendAll(stalled, payload.data(), 4096));
+  for (int i = 0; i < 8; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(SendAll(slow, payload.data() + 8192 + 1024 * i, 1024));
+  }
+  uint8_t r[16];
+  ASSERT_TRUE(RecvAll(slow, r, sizeof r)) << "the slow writer was closed";
+  EXPECT_EQ(Get32(r + 4), 0u);
+  EXPECT_TRUE(ClosedWithin(stalled, 2000)) << "a stalled payload was not closed";
+  EXPECT_EQ(CounterValue("spd_nbd_stall_timeouts_total"), before + 1);
+  close(slow);
+  close(stalled);
+}
+
+TEST_F(NbdStallTimeoutTest, AClientThatNeverReadsItsRepliesIsClosed) {
+  const uint64_t before = CounterValue("spd_nbd_stall_timeouts_total");
+  int fd = RawNegotiate(sock_, "vol0");
+  ASSERT_GE(fd, 0);
+  const int small = 4096;
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  // 64 reads of 1 MiB: far more reply than the sockets hold. The client reads none of it.
+  for (uint64_t i = 0; i < 64; ++i) {
+    uint8_t h[28] = {};
+    Put32(h, nbd::kRequestMagic);
+    h[7] = static_cast<uint8_t>(nbd::kCmdRead);
+    Put64(h + 8, i);
+    Put64(h + 16, i << 20);
+    Put32(h + 24, 1 << 20);
+    ASSERT_TRUE(SendAll(fd, h, sizeof h));
+  }
+  // Closed within about the timeout once the server's sends stop moving (its queued replies
+  // dropped): then reading ends at EOF instead of blocking.
+  bool closed = false;
+  for (int i = 0; i < 50 && !closed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    closed = CounterValue("spd_nbd_stall_timeouts_total") > before;
+  }
+  EXPECT_TRUE(closed) << "a client that never reads was not closed";
+  EXPECT_TRUE(ClosedWithin(fd, 5000));
+  close(fd);
+}
+
+}  // namespace
+}  // namespace spd
