@@ -93,20 +93,7 @@ class RemoteIoTest : public ::testing::Test {
     auto r = Reactor::Create(ReactorOptions{});
     ASSERT_TRUE(r.ok());
     remote_ = std::move(r).value();
-    BackendOptions bo;
-    bo.kind = BackendKind::kUring;
-    bo.path = path_;
-    bo.size_bytes = 32ull << 20;
-    bo.create = true;
-    // Through the ring, so that a remote read stays in flight until its reactor runs.
-    bo.inline_memory_reads = false;
-    bo.inline_memory_writes = false;
-    auto b = OpenBackend(bo, owner_.get());
-    ASSERT_TRUE(b.ok()) << b.status().ToString();
-    PoolOptions po;
-    po.chunk_size_bytes = kChunk;
-    po.log_size_bytes = 1 << 20;
-    auto p = Pool::Create(std::move(b).value(), owner_.get(), po);
+    auto p = testing::CreateShmUringPool(owner_.get(), path_, 32ull << 20, kChunk);
     ASSERT_TRUE(p.ok()) << p.status().ToString();
     pool_ = std::move(p).value();
   }
