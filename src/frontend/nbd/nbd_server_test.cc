@@ -68,6 +68,7 @@ class NbdServerTest : public ::testing::Test {
     BackendOptions bo;
     bo.kind = BackendKind::kSim;
     bo.size_bytes = 256 * kMiB;
+    TweakBackend(&bo);
     auto backend = OpenBackend(bo, reactor.get());
     if (!backend.ok()) return ready->set_value(backend.status().ToString());
     auto pool_or = Pool::Create(std::move(backend).value(), reactor.get(), PoolOptions{});
@@ -102,6 +103,7 @@ class NbdServerTest : public ::testing::Test {
   }
 
   virtual void Tweak(NbdServerOptions*) {}
+  virtual void TweakBackend(BackendOptions*) {}
   virtual unsigned ConnReactors() { return 1; }
   void RunForcedDeleteWhileIoRuns();
 
@@ -988,6 +990,44 @@ TEST_F(NbdStallTimeoutTest, AClientThatNeverReadsItsRepliesIsClosed) {
   EXPECT_TRUE(closed) << "a client that never reads was not closed";
   EXPECT_TRUE(ClosedWithin(fd, 5000));
   close(fd);
+}
+
+}  // namespace
+}  // namespace spd
+
+namespace spd {
+namespace {
+
+// conn_inflight_bytes_max: a connection with more payload bytes in flight than the limit stops
+// reading until replies drain (the slot limit is far away here), and every request completes.
+class NbdInflightBytesTest : public NbdServerTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override { o->conn_inflight_bytes_max = 256 << 10; }
+  // Writes stay in flight long enough for the limit to be reached whatever the scheduling.
+  void TweakBackend(BackendOptions* bo) override { bo->sim.latency_base_ns = 20'000'000; }
+};
+
+TEST_F(NbdInflightBytesTest, MorePayloadInFlightThanTheLimitStallsAndAllComplete) {
+  nbd_handle* h = Connect();
+  ASSERT_NE(h, nullptr);
+  const uint64_t stalls_before = CounterValue("spd_nbd_backpressure_total");
+  constexpr int kIos = 32;  // of 64 KiB: 2 MiB in flight at once, against a 256 KiB limit
+  constexpr size_t kLen = 64 << 10;
+  std::vector<std::vector<uint8_t>> data;
+  for (int i = 0; i < kIos; ++i) data.push_back(Pattern(kLen, 500 + i));
+  for (int i = 0; i < kIos; ++i)
+    ASSERT_NE(nbd_aio_pwrite(h, data[i].data(), kLen, static_cast<uint64_t>(i) * kLen,
+                             NBD_NULL_COMPLETION, 0),
+              -1)
+        << nbd_get_error();
+  while (nbd_aio_in_flight(h) > 0) ASSERT_NE(nbd_poll(h, -1), -1) << nbd_get_error();
+  EXPECT_GT(CounterValue("spd_nbd_backpressure_total"), stalls_before);
+  std::vector<uint8_t> back(kLen);
+  for (int i = 0; i < kIos; ++i) {
+    ASSERT_EQ(nbd_pread(h, back.data(), kLen, static_cast<uint64_t>(i) * kLen, 0), 0);
+    EXPECT_EQ(back, data[i]) << i;
+  }
+  nbd_close(h);
 }
 
 }  // namespace
