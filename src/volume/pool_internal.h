@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/assert.h"
@@ -85,6 +87,65 @@ struct Pool::CommitState {
   BackendIo io;
   AlignedBuf log_buf;
   AlignedBuf ckpt_buf;
+};
+
+// One control operation (pool_control.cc): queued, running, or finished with something of its
+// still outstanding. Here because ~Pool (pool.cc) owns them too.
+struct Pool::ControlOp {
+  enum class Kind { kCreate, kDelete, kResize, kSetDurability, kSync };
+  enum class Phase { kQueued, kDrain, kTail, kCommit, kPunch, kFreeCommit, kDone };
+  explicit ControlOp(Kind k) : kind(k) {}
+  const Kind kind;
+  Phase phase = Phase::kQueued;
+  std::string name;
+  uint64_t size_bytes = 0;
+  Durability durability = Durability::kFlush;
+  bool read_only = false;
+  std::function<void(Status, Volume*)> done;
+
+  Pool* pool = nullptr;
+  struct OpTimer : Timer {
+    ControlOp* op;
+  } timer;
+  struct OpWaiter : CommitWaiter {
+    ControlOp* op;
+  } waiter;
+  struct OpTask : Task {
+    ControlOp* op;
+  } done_task;
+  BackendIo io;  // resize: zeroing the tail of the last kept chunk
+  // Outstanding: a finished (timed-out) operation stays allocated until these come back.
+  bool waiter_pending = false;
+  bool io_pending = false;
+  bool callback_pending = false;
+  uint64_t deadline_ns = 0;
+
+  // What a failure restores.
+  Volume* v = nullptr;
+  bool remote_closed = false;
+  uint64_t old_size = 0;
+  Durability old_durability = Durability::kFlush;
+  std::unique_ptr<Volume> gone;  // delete: out of slots_ while its checkpoint commits
+  std::vector<uint32_t> chunks;  // delete: the chunks it held
+
+  Status result;
+  Volume* result_volume = nullptr;
+
+  std::string What() const {
+    switch (kind) {
+      case Kind::kCreate:
+        return "create volume " + name;
+      case Kind::kDelete:
+        return "delete volume " + name;
+      case Kind::kResize:
+        return "resize volume " + name;
+      case Kind::kSetDurability:
+        return "set durability of volume " + name;
+      case Kind::kSync:
+        return "sync";
+    }
+    return "";
+  }
 };
 
 }  // namespace spd
