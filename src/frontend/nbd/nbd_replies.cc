@@ -1,0 +1,109 @@
+// NbdConnection's replies: a completed request (its IoRequest's result and extents) turned
+// into the bytes NBD sends (simple or structured, hole chunks, block status descriptors).
+// Sending is in nbd_connection.cc.
+#include <algorithm>
+
+#include "common/assert.h"
+#include "frontend/nbd/nbd_connection.h"
+#include "frontend/nbd/proto/nbd_format.h"
+
+namespace spd {
+
+void NbdConnection::BuildBlockStatusReply(NbdSlot* s) {
+  const nbd::Request& r = s->req;
+  const std::vector<Extent>& extents = s->extents;
+  size_t n = std::min<size_t>(extents.size(), s->io.extents_max);
+  uint8_t* p = s->hdr;
+  p += nbd::EncodeBlockStatusHeader(p, r.cookie, true, handshake_->base_allocation_id(),
+                                    static_cast<uint32_t>(n));
+  for (size_t i = 0; i < n; ++i) {
+    const Extent& e = extents[i];
+    uint32_t state = 0;
+    if (e.kind == ExtentKind::kHole) state = nbd::kStateHole | nbd::kStateZero;
+    if (e.kind == ExtentKind::kZero) state = nbd::kStateZero;
+    p += nbd::EncodeBlockDescriptor(p, static_cast<uint32_t>(e.length_bytes), state);
+  }
+  s->hdr_used = static_cast<size_t>(p - s->hdr);
+  SPD_ASSERT(s->hdr_used <= NbdSlot::kHdrBytes);
+  s->iov[0] = {s->hdr, s->hdr_used};
+  s->iov_count = 1;
+}
+
+void NbdConnection::Complete(NbdSlot* s) {
+  BuildReply(s);
+  QueueReply(s);
+}
+
+void NbdConnection::BuildReply(NbdSlot* s) {
+  const nbd::Request& r = s->req;
+  const bool structured = handshake_->structured_replies();
+  s->iov_count = 0;
+  s->hdr_used = 0;
+  if (s->reply_error != 0) {
+    if (structured && (r.type == nbd::kCmdRead || r.type == nbd::kCmdBlockStatus)) {
+      s->hdr_used = nbd::EncodeStructuredError(s->hdr, r.cookie, s->reply_error);
+    } else {
+      s->hdr_used = nbd::EncodeSimpleReply(s->hdr, r.cookie, s->reply_error);
+    }
+    s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+    return;
+  }
+  if (r.type == nbd::kCmdRead) return BuildReadReply(s);
+  if (r.type == nbd::kCmdBlockStatus) return BuildBlockStatusReply(s);
+  s->hdr_used = nbd::EncodeSimpleReply(s->hdr, r.cookie, 0);
+  s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+}
+
+void NbdConnection::BuildReadReply(NbdSlot* s) {
+  const nbd::Request& r = s->req;
+  if (!handshake_->structured_replies()) {
+    s->hdr_used = nbd::EncodeSimpleReply(s->hdr, r.cookie, 0);
+    s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+    if (r.length > 0) s->iov[s->iov_count++] = {s->buf, r.length};
+    return;
+  }
+  if (r.length == 0) {
+    s->hdr_used = nbd::EncodeStructuredDone(s->hdr, r.cookie);
+    s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+    return;
+  }
+  // Holes go out as OFFSET_HOLE chunks (no payload), data as OFFSET_DATA chunks pointing into
+  // the buffer. A DF (don't fragment) read, or a range we cannot describe, is one data chunk.
+  // The dispatcher described the range when we asked (not for DF reads); a read that took the
+  // fast path covered allocated chunks only and comes back undescribed: all data.
+  const std::vector<Extent>& extents = s->extents;
+  bool fragment = (s->io.flags & kReqWantExtents) && s->io.extents_valid;
+  if (fragment) {
+    // Merge adjacent data/zero extents: only holes are worth a chunk of their own.
+    uint64_t covered = 0;
+    for (const Extent& e : extents) covered += e.length_bytes;
+    if (covered != r.length) fragment = false;
+  }
+  if (!fragment) {
+    s->hdr_used = nbd::EncodeOffsetDataHeader(s->hdr, r.cookie, true, r.offset, r.length);
+    s->iov[s->iov_count++] = {s->hdr, s->hdr_used};
+    s->iov[s->iov_count++] = {s->buf, r.length};
+    return;
+  }
+  uint8_t* p = s->hdr;
+  for (size_t i = 0; i < extents.size(); ++i) {
+    const Extent& e = extents[i];
+    const bool last = i + 1 == extents.size();
+    const uint64_t rel = e.offset_bytes - r.offset;
+    const uint32_t len = static_cast<uint32_t>(e.length_bytes);
+    uint8_t* h = p;
+    if (e.kind == ExtentKind::kData) {
+      p += nbd::EncodeOffsetDataHeader(p, r.cookie, last, e.offset_bytes, len);
+      s->iov[s->iov_count++] = {h, static_cast<size_t>(p - h)};
+      s->iov[s->iov_count++] = {s->buf + rel, len};
+    } else {
+      p += nbd::EncodeOffsetHole(p, r.cookie, last, e.offset_bytes, len);
+      s->iov[s->iov_count++] = {h, static_cast<size_t>(p - h)};
+    }
+  }
+  s->hdr_used = static_cast<size_t>(p - s->hdr);
+  SPD_ASSERT(s->hdr_used <= NbdSlot::kHdrBytes);
+  SPD_ASSERT(s->iov_count <= NbdSlot::kIovMax);
+}
+
+}  // namespace spd
