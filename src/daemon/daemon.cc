@@ -275,14 +275,11 @@ int RunDaemon(const DaemonOptions& o) {
     SPD_LOG_ERROR("%s", s.ToString().c_str());
     return 2;
   }
-  DispatcherOptions dopt;
-  dopt.remote_io = o.remote_io;
-  dopt.stamp_stages = o.stage_stamps;
-  Dispatcher dispatcher(pool.get(), dopt);
   // Default: one reactor per core this process may use. With the remote fast path a connection
   // on reactor 1 needs no message to reactor 0 for its reads and writes, and on the 2-core test
   // VM two reactors beat one at two connections in IOPS, p99 and CPU per I/O, and equal it at
-  // one (docs/nbd.md). Extra reactors sleep when idle.
+  // one (docs/nbd.md). Extra reactors sleep when idle. Started before the dispatcher, which
+  // holds a backend channel on each owning reactor and must go first.
   unsigned cores = o.cores ? o.cores : std::max(1u, ReactorGroup::AvailableCores());
   auto group_or = ReactorGroup::Start(reactor.get(), cores, ro);
   if (!group_or.ok()) {
@@ -292,6 +289,20 @@ int RunDaemon(const DaemonOptions& o) {
   std::unique_ptr<ReactorGroup> group = std::move(group_or).value();
   std::vector<Reactor*> conn_reactors;
   for (unsigned i = 0; i < group->size(); ++i) conn_reactors.push_back(group->at(i));
+  // sim has no channels on other reactors: its owners would pass everything to reactor 0.
+  if (o.spread_volumes && bo.kind != BackendKind::kSim) {
+    std::vector<Reactor*> owners(
+        conn_reactors.begin(),
+        conn_reactors.begin() + std::min<size_t>(conn_reactors.size(), Pool::kVolumeReactorsMax));
+    if (Status s = pool->SetVolumeReactors(owners); !s.ok()) {
+      SPD_LOG_ERROR("%s", s.ToString().c_str());
+      return 1;
+    }
+  }
+  DispatcherOptions dopt;
+  dopt.remote_io = o.remote_io;
+  dopt.stamp_stages = o.stage_stamps;
+  Dispatcher dispatcher(pool.get(), dopt);
   NbdServer server(reactor.get(), &dispatcher, &volumes, no, conn_reactors);
   if (Status s = server.Start(); !s.ok()) {
     SPD_LOG_ERROR("%s", s.ToString().c_str());

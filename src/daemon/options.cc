@@ -166,12 +166,21 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "backend)")
       ->capture_default_str();
   app.add_option("--remote-io", o.remote_io,
-                 "A connection on a reactor other than reactor 0 (which owns the pool) runs its "
-                 "reads and writes of allocated space on that reactor, through its own channel "
-                 "to the pool file, instead of sending each to reactor 0 and back. Holes, "
-                 "allocation, a FUA write into a chunk whose allocation is not yet durable, "
-                 "flush, trim, write-zeroes and block status still go to reactor 0. Not for "
-                 "--backend sim")
+                 "A connection on a reactor other than its volume's owning reactor runs its "
+                 "reads and writes of allocated space on its own reactor, through its own "
+                 "channel to the pool file, instead of sending each to the owner and back. "
+                 "Holes, allocation, a FUA write into a chunk whose allocation is not yet "
+                 "durable, flush, trim, write-zeroes and block status still go to the owner. Not "
+                 "for --backend sim")
+      ->capture_default_str();
+  app.add_option("--spread-volumes", o.spread_volumes,
+                 "Give each volume an owning reactor of its own, the one owning the fewest "
+                 "volumes (at start-up and at creation): the owner splits the volume's requests "
+                 "and runs their I/O, and asks reactor 0 (which owns the pool's allocator, log "
+                 "and commits) by message only for new chunks, freed chunks and commits. 0: "
+                 "reactor 0 owns every volume. No effect with one reactor (--cores 1) or "
+                 "--backend sim (no channels on other reactors: the owner passes every request "
+                 "to reactor 0)")
       ->capture_default_str();
   app.add_option("--stage-stamps", o.stage_stamps,
                  "Stamp every request with the time it reaches each pipeline stage (arrival, "

@@ -34,9 +34,10 @@ struct DaemonOptions {
   unsigned posix_threads = 4;
   bool inline_memory_writes = true;
   bool inline_memory_reads = true;
-  bool remote_io = true;      // DispatcherOptions::remote_io
-  bool stage_stamps = false;  // DispatcherOptions::stamp_stages
-  bool pin_reactors = true;   // ReactorOptions::pin_threads
+  bool remote_io = true;       // DispatcherOptions::remote_io
+  bool spread_volumes = true;  // Pool::SetVolumeReactors over every reactor
+  bool stage_stamps = false;   // DispatcherOptions::stamp_stages
+  bool pin_reactors = true;    // ReactorOptions::pin_threads
   bool commit_overlap = true;
   bool fault_noop_flush = false;  // BackendOptions::fault_noop_flush: test only
   SimOptions sim;

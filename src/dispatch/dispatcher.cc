@@ -10,6 +10,10 @@ namespace {
 
 Counter hops_total("spd_dispatch_hops_total",
                    "Requests sent to their volume's owning reactor and back by message.");
+Counter pool_hops_total(
+    "spd_dispatch_pool_hops_total",
+    "Requests a volume's owning reactor passed on to the pool's reactor (unaligned, the volume "
+    "closed by a control operation, no backend channel on the owner).");
 Counter invalid_total("spd_dispatch_invalid_requests_total",
                       "Requests refused by the dispatcher before any volume saw them (no "
                       "volume, an unknown operation, no extent scratch).");
@@ -113,8 +117,54 @@ void Dispatcher::OnHopToOwner(Task* t) {
   req->port->dispatcher_->ExecuteOnOwner(req);
 }
 
+IoBackend* Dispatcher::OwnerChannel(const Volume* v) {
+  OwnerSide& side = owner_sides_[v->owner_index()];
+  if (side.channel) return side.channel.get();
+  if (side.refused) return nullptr;
+  auto ch = pool_->backend()->OpenChannel(v->owner());
+  if (!ch.ok()) {
+    // sim has no channels on other reactors: the owner hands every request to the pool's.
+    SPD_LOG_DEBUG("dispatch: no I/O channel on an owning reactor: %s",
+                  ch.status().ToString().c_str());
+    side.refused = true;
+    return nullptr;
+  }
+  side.channel = std::move(ch).value();
+  return side.channel.get();
+}
+
 void Dispatcher::ExecuteOnOwner(IoRequest* req) {
-  if (req->op == RequestOp::kBlockStatus) return BlockStatus(req);
+  Volume* vol = req->volume;
+  Reactor* owner = vol->owner();
+  if (owner == pool_->reactor()) return ExecuteOnPool(req);
+  if (req->op == RequestOp::kBlockStatus) {
+    req->Stamp(Stage::kBackendSubmit);
+    req->extents->clear();
+    Status st;
+    if (vol->MapRangeOwned(req->offset_bytes, req->length_bytes, req->extents_max, req->extents,
+                           &st))
+      return FinishBlockStatus(req, st, owner);
+    return HopToPool(req);
+  }
+  FillVolumeIo(req);
+  req->vio.done = &Dispatcher::OnOwnedDone;
+  req->Stamp(Stage::kBackendSubmit);
+  if (vol->SubmitOwned(&req->vio, OwnerChannel(vol), owner)) return;
+  HopToPool(req);
+}
+
+void Dispatcher::HopToPool(IoRequest* req) {
+  pool_hops_total.Add();
+  req->hop.fn = &Dispatcher::OnHopToPool;
+  pool_->reactor()->Post(&req->hop);
+}
+
+void Dispatcher::OnHopToPool(Task* t) {
+  IoRequest* req = static_cast<IoRequest::Hop*>(t)->req;
+  req->port->dispatcher_->ExecuteOnPool(req);
+}
+
+void Dispatcher::FillVolumeIo(IoRequest* req) {
   VolumeIo& v = req->vio;
   v.flags = 0;
   switch (req->op) {
@@ -143,17 +193,24 @@ void Dispatcher::ExecuteOnOwner(IoRequest* req) {
   v.offset_bytes = req->op == RequestOp::kFlush ? 0 : req->offset_bytes;
   v.length_bytes = req->op == RequestOp::kFlush ? 0 : req->length_bytes;
   v.buf = (req->op == RequestOp::kRead || req->op == RequestOp::kWrite) ? req->buf : nullptr;
-  v.done = &Dispatcher::OnVolumeDone;
   v.ctx = req;
-  req->Stamp(Stage::kBackendSubmit);
-  req->volume->Submit(&v);
 }
 
-void Dispatcher::BlockStatus(IoRequest* req) {
+void Dispatcher::ExecuteOnPool(IoRequest* req) {
+  if (req->op == RequestOp::kBlockStatus) {
+    req->Stamp(Stage::kBackendSubmit);
+    req->extents->clear();
+    Status st =
+        req->volume->MapRange(req->offset_bytes, req->length_bytes, req->extents_max, req->extents);
+    return FinishBlockStatus(req, st, pool_->reactor());
+  }
+  FillVolumeIo(req);
+  req->vio.done = &Dispatcher::OnVolumeDone;
   req->Stamp(Stage::kBackendSubmit);
-  req->extents->clear();
-  Status st =
-      req->volume->MapRange(req->offset_bytes, req->length_bytes, req->extents_max, req->extents);
+  req->volume->Submit(&req->vio);
+}
+
+void Dispatcher::FinishBlockStatus(IoRequest* req, const Status& st, Reactor* here) {
   if (!st.ok()) {
     req->result = -(st.sys_errno() ? st.sys_errno() : EINVAL);
   } else if (req->extents->empty()) {
@@ -162,9 +219,9 @@ void Dispatcher::BlockStatus(IoRequest* req) {
     req->extents_valid = true;
   }
   req->Stamp(Stage::kBackendComplete);
-  // Never complete inside Submit: on the owner's own reactor this ran in the caller's frame.
+  // Never complete inside Submit: on the port's own reactor this ran in the caller's frame.
   req->hop.fn = &Dispatcher::OnHopBack;
-  if (req->port->reactor_ == OwnerOf(req->volume)) {
+  if (req->port->reactor_ == here) {
     req->port->reactor_->Defer(&req->hop);
   } else {
     req->port->reactor_->Post(&req->hop);
@@ -172,7 +229,7 @@ void Dispatcher::BlockStatus(IoRequest* req) {
 }
 
 void Dispatcher::OnVolumeDone(VolumeIo* vio) {
-  // On the owner. A read that wants its holes described asks the map here, where it lives.
+  // On the pool's reactor. A read that wants its holes described asks the map here.
   auto* req = static_cast<IoRequest*>(vio->ctx);
   req->Stamp(Stage::kBackendComplete);
   req->result = vio->result;
@@ -183,11 +240,26 @@ void Dispatcher::OnVolumeDone(VolumeIo* vio) {
             .ok() &&
         !req->extents->empty();
   }
-  req->port->dispatcher_->Finish(req);
+  Finish(req, req->port->dispatcher_->pool_->reactor());
 }
 
-void Dispatcher::Finish(IoRequest* req) {
-  if (req->port->reactor_ == OwnerOf(req->volume)) return Complete(req);
+void Dispatcher::OnOwnedDone(VolumeIo* vio) {
+  // On the owner, inside the volume's gate (SubmitOwned's `done`): the map stays put.
+  auto* req = static_cast<IoRequest*>(vio->ctx);
+  req->Stamp(Stage::kBackendComplete);
+  req->result = vio->result;
+  if (req->op == RequestOp::kRead && (req->flags & kReqWantExtents) && vio->result == 0) {
+    req->extents->clear();
+    req->extents_valid =
+        req->volume->MapRange(req->offset_bytes, req->length_bytes, req->extents_max, req->extents)
+            .ok() &&
+        !req->extents->empty();
+  }
+  Finish(req, req->volume->owner());
+}
+
+void Dispatcher::Finish(IoRequest* req, Reactor* here) {
+  if (req->port->reactor_ == here) return Complete(req);
   req->hop.fn = &Dispatcher::OnHopBack;
   req->port->reactor_->Post(&req->hop);
 }

@@ -5,21 +5,24 @@
 //   1. checks what needs no volume (empty ranges, unknown ops) and stamps the request;
 //   2. hands it to the scheduler stage (qos/scheduler.h; a pass-through today);
 //   3. routes it: a volume's requests are served by the volume's owning reactor
-//      (OwnerOf); a read or write of allocated space that the owner allows on the fast path
-//      runs on the submitting reactor itself, on the port's channel to the pool's storage
-//      (Volume::SubmitRemote); everything else hops to the owner and back by posted messages;
-//   4. on the owner: starts the volume operation, or answers block status from the volume's
-//      map, and describes a read's holes when the frontend asked (kReqWantExtents);
+//      (OwnerOf: Volume::owner(), spread over reactors by Pool::SetVolumeReactors); a read or
+//      write of allocated space that the owner allows on the fast path runs on the submitting
+//      reactor itself, on the port's channel to the pool's storage (Volume::SubmitRemote);
+//      everything else hops to the owner and back by posted messages;
+//   4. on the owner: runs the volume stage (Volume::SubmitOwned on the owner's channel, which
+//      asks the pool's reactor by message for chunks and commits), or answers block status from
+//      the volume's map, and describes a read's holes when the frontend asked (kReqWantExtents).
+//      What the owner's path does not take (an unaligned request, a volume closed by a control
+//      operation, a backend without channels such as sim) hops on to the pool's reactor, which
+//      runs Volume::Submit; a volume owned by the pool's reactor runs there directly;
 //   5. completes the request on the submitting port's reactor (never inside Submit).
-// No step allocates or takes a lock: hops are intrusive tasks in the request, the channel is the
-// port's, extents go into the frontend's reserved scratch.
-//
-// Ownership today: every volume is owned by the pool's reactor (docs/architecture.md says what
-// changes when volumes are spread over reactors: only OwnerOf and the volume stage, never a
-// frontend).
+// No step allocates or takes a lock: hops are intrusive tasks in the request, channels are the
+// port's and the owner's, extents go into the frontend's reserved scratch.
 //
 // Thread-safety: Submit on the port's reactor; OpenPort/ClosePort on the port's reactor. The
-// Dispatcher itself is shared by every reactor and immutable after construction.
+// Dispatcher itself is shared by every reactor; its only mutable state is one backend channel per
+// owning reactor, opened and used on that reactor only. Destroy it while its reactors still
+// exist (its channels are registered with their rings), after every port.
 #pragma once
 
 #include <cstdint>
@@ -77,8 +80,8 @@ class Dispatcher final : private IoScheduler::Sink {
   // nothing else); req not in flight. `req->done` runs later on the same reactor.
   void Submit(DispatchPort* port, IoRequest* req);
 
-  // The reactor that serves `v`'s requests (its map, allocation, commits).
-  Reactor* OwnerOf(const Volume* v) const { return pool_->reactor(); }
+  // The reactor that serves `v`'s requests (splits them, runs their I/O, asks the pool).
+  Reactor* OwnerOf(const Volume* v) const { return v->owner(); }
   // Buffers of reads and writes must be aligned to this.
   uint32_t buffer_alignment_bytes() const { return pool_->backend()->alignment_bytes(); }
   Pool* pool() const { return pool_; }
@@ -88,18 +91,31 @@ class Dispatcher final : private IoScheduler::Sink {
  private:
   void Release(IoRequest* req) override;  // IoScheduler::Sink
   void ExecuteOnOwner(IoRequest* req);
-  void BlockStatus(IoRequest* req);
-  void Finish(IoRequest* req);           // on the owner: back to the port's reactor
+  void ExecuteOnPool(IoRequest* req);  // Volume::Submit, on the pool's reactor
+  void HopToPool(IoRequest* req);
+  static void FillVolumeIo(IoRequest* req);
+  // Block status answered on `here` (the owner or the pool's reactor): back to the port.
+  static void FinishBlockStatus(IoRequest* req, const Status& st, Reactor* here);
+  // On `here`: back to the port's reactor.
+  static void Finish(IoRequest* req, Reactor* here);
   static void Complete(IoRequest* req);  // on the port's reactor
   static void OnVolumeDone(VolumeIo* vio);
+  static void OnOwnedDone(VolumeIo* vio);
   static void OnRemoteDone(VolumeIo* vio);
   static void OnHopToOwner(Task* t);
+  static void OnHopToPool(Task* t);
   static void OnHopBack(Task* t);
+  IoBackend* OwnerChannel(const Volume* v);  // on v's owner: its channel, opened on first use
 
   Pool* pool_;
   DispatcherOptions options_;
   PassThroughScheduler pass_through_;
   IoScheduler* scheduler_;
+  struct OwnerSide {
+    std::unique_ptr<IoBackend> channel;
+    bool refused = false;
+  };
+  OwnerSide owner_sides_[Pool::kVolumeReactorsMax];  // by Volume::owner_index()
 };
 
 }  // namespace spd

@@ -121,8 +121,11 @@ class Harness {
     }
   }
 
+  // Half of the requests take the owner's path (Volume::SubmitOwned, the pool's reactor as the
+  // owner, on the sim channel): its chunk, unmap and commit messages meet the crash states too.
   int32_t Do(Volume* v, IoOp op, uint64_t off, uint32_t len, void* buf, uint8_t flags) {
-    return RunVolumeIo(reactor_, v, op, off, len, buf, flags).result;
+    IoBackend* owner_channel = rng_() % 2 ? channel_.get() : nullptr;
+    return RunVolumeIo(reactor_, v, op, off, len, buf, flags, owner_channel).result;
   }
 
   VolState* PickVolume() {
@@ -188,7 +191,7 @@ class Harness {
           self->h->vols_[i].oracle->FlushCompleted(self->marks[i]);
         self->h->OnBoundary();
       };
-      v->Submit(&io);
+      if (h->rng_() % 2 || !v->SubmitOwned(&io, h->channel_.get(), h->reactor_)) v->Submit(&io);
     }
   };
 
@@ -264,10 +267,15 @@ class Harness {
       vs->oracle->Submitted(w->first, w->count, w->id);
       ws.push_back(std::move(w));
     }
-    // Every other write tries the remote path first (it takes writes into allocated chunks, and
-    // FUA writes only where the allocation is durable); the rest go to the pool as usual.
-    for (auto& w : ws)
-      if (w->id % 2 != 0 || !v->SubmitRemote(&w->io, channel_.get())) v->Submit(&w->io);
+    // A third of the writes try the remote path first (it takes writes into allocated chunks,
+    // and FUA writes only where the allocation is durable), a third the owner's path (which
+    // asks the pool for chunks and commits by message); the rest go to the pool as usual.
+    for (auto& w : ws) {
+      bool started = false;
+      if (w->id % 3 == 1) started = v->SubmitRemote(&w->io, channel_.get());
+      if (w->id % 3 == 2) started = v->SubmitOwned(&w->io, channel_.get(), reactor_);
+      if (!started) v->Submit(&w->io);
+    }
     for (uint64_t t = rng_() % 4; t > 0; --t) reactor_->RunOnce(100'000);
     AsyncFlush f;
     f.Submit(this, v);
@@ -402,7 +410,10 @@ class Harness {
       const uint64_t sectors =
           std::min<uint64_t>(v->size_bytes() / kSectorBytes, e.oracle->sectors());
       std::vector<uint8_t> buf(sectors * kSectorBytes);
-      int32_t r = Do(v, IoOp::kRead, 0, static_cast<uint32_t>(buf.size()), buf.data(), 0);
+      // A pool of its own (the crash image): the live pool's channel is not for it.
+      int32_t r =
+          RunVolumeIo(reactor_, v, IoOp::kRead, 0, static_cast<uint32_t>(buf.size()), buf.data())
+              .result;
       if (r != 0) return "read after crash failed: " + std::to_string(r);
       for (uint64_t s = 0; s < sectors; ++s) {
         uint64_t got = DecodeSector(buf.data() + s * kSectorBytes, v->info().id, s);

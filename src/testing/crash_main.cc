@@ -47,11 +47,12 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(r.failures));
   std::printf(
       "pool paths exercised: %llu commits, %llu overlapping flushes, %llu checkpoints, %llu "
-      "remote-path writes\n",
+      "remote-path writes, %llu owner-path messages to the pool\n",
       static_cast<unsigned long long>(spd::CounterValue("spd_pool_commits_total")),
       static_cast<unsigned long long>(spd::CounterValue("spd_pool_overlap_flushes_total")),
       static_cast<unsigned long long>(spd::CounterValue("spd_pool_checkpoints_total")),
-      static_cast<unsigned long long>(spd::CounterValue("spd_volume_remote_requests_total")));
+      static_cast<unsigned long long>(spd::CounterValue("spd_volume_remote_requests_total")),
+      static_cast<unsigned long long>(spd::CounterValue("spd_volume_owner_pool_messages_total")));
   if (r.failures) std::printf("first failure: %s\n", r.first_failure.c_str());
   return r.failures ? 1 : 0;
 }

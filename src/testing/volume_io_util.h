@@ -16,8 +16,11 @@ struct SyncVolumeResult {
   bool completed_inside_submit = false;  // a contract violation the tests check for
 };
 
+// With `owner_channel`, the request takes the owner's path (Volume::SubmitOwned, with `reactor`
+// as the owner) when that path takes it, else Submit.
 inline SyncVolumeResult RunVolumeIo(Reactor* reactor, Volume* v, IoOp op, uint64_t off,
-                                    uint32_t len, void* buf, uint8_t flags = 0) {
+                                    uint32_t len, void* buf, uint8_t flags = 0,
+                                    IoBackend* owner_channel = nullptr) {
   VolumeIo io;
   io.op = op;
   io.offset_bytes = off;
@@ -27,7 +30,7 @@ inline SyncVolumeResult RunVolumeIo(Reactor* reactor, Volume* v, IoOp op, uint64
   bool done = false;
   io.ctx = &done;
   io.done = [](VolumeIo* d) { *static_cast<bool*>(d->ctx) = true; };
-  v->Submit(&io);
+  if (owner_channel == nullptr || !v->SubmitOwned(&io, owner_channel, reactor)) v->Submit(&io);
   SyncVolumeResult r;
   r.completed_inside_submit = done;
   for (int i = 0; i < 1000000 && !done; ++i) reactor->RunOnce(1'000'000);

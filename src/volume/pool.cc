@@ -439,6 +439,7 @@ Status Pool::LoadCheckpoint() {
     info.durability = static_cast<Durability>(vr[i].durability);
     info.read_only = vr[i].read_only != 0;
     slots_[i].reset(new Volume(this, info, i));
+    AssignOwner(slots_[i].get());
   }
   auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + pf::kVolumesMax);
   for (uint64_t c = 0; c < chunks_total_; ++c) {

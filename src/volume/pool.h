@@ -10,10 +10,14 @@
 // with no backend I/O. Chunks are only ever handed out when known to hold zeros, so a chunk that
 // once belonged to another volume can never show that volume's data.
 //
-// Threading: a pool and all its volumes belong to one reactor (the one passed to Open/Create).
-// Every method is for that reactor's thread only, except Volume::SubmitRemote: the fast path by
-// which another reactor reads and writes allocated chunks through its own backend channel,
-// lock-free (atomic map loads, per-chunk pins that hold off the chunk's zeroing and reuse).
+// Threading: the pool's shared state (allocator, chunk states, metadata log, group commit,
+// control operations) belongs to one reactor, the pool's (the one passed to Open/Create); every
+// Pool method is for that thread only. Each volume has an owning reactor (Volume::owner(), spread
+// by SetVolumeReactors), which serves the volume's requests with Volume::SubmitOwned and reaches
+// the pool's shared state by messages to the pool's reactor. Other reactors may read and write
+// allocated chunks themselves (Volume::SubmitRemote, the fast path). Both are lock-free: atomic
+// map loads and per-chunk pins that hold off the chunk's zeroing and reuse; map entries are
+// stored only on the pool's reactor.
 #pragma once
 
 #include <atomic>
@@ -111,7 +115,16 @@ struct VolumeIo {
   bool in_submit = false;
   bool needs_commit = false;  // allocated, freed, or FUA: commit before done
   bool fua = false;
-  bool remote = false;            // started by SubmitRemote: completes on the channel's reactor
+  bool remote = false;  // started by SubmitRemote: completes on the channel's reactor
+  // The owner's path (Volume::SubmitOwned): the owning reactor, and the one pool operation this
+  // request waits for by message (kPoolAlloc, kPoolUnmap, kPoolCommit) with its answer.
+  bool owned = false;
+  uint8_t pool_op = 0;
+  int32_t pool_result = 0;
+  uint32_t pool_p1 = 0;
+  uint64_t pool_vchunk = 0;
+  Reactor* owner = nullptr;
+  IoBackend* owner_channel = nullptr;
   VolumeIo* wait_next = nullptr;  // a queue of requests held while the volume is exclusive
   // Waiting for a chunk while space is being reclaimed (Pool::WaitForSpace).
   bool space_wait = false;
@@ -155,11 +168,35 @@ class Volume {
   // read or write.
   bool SubmitRemote(VolumeIo* io, IoBackend* channel);
 
+  // The reactor that owns this volume: Dispatcher::OwnerOf sends every request of the volume
+  // there, and there it runs SubmitOwned. The pool's reactor unless Pool::SetVolumeReactors
+  // spread the volumes; fixed for the volume's life (set before it is published).
+  Reactor* owner() const { return owner_; }
+  // Its index in Pool::volume_reactors() (0 when they were never set).
+  unsigned owner_index() const { return owner_index_; }
+
+  // The owner's path (volume_owned.cc): runs `io` on its owning reactor, `owner`, on `channel`
+  // (the owner's IoBackend::OpenChannel of the pool's backend). The owner splits the request,
+  // reads and writes allocated chunks itself, answers holes, zeroes parts of chunks, and asks the
+  // pool's reactor by message (never a lock) for what the pool shares: a chunk for a write into
+  // a hole (kPoolAlloc), the unmapping of a whole chunk (kPoolUnmap), a commit for FLUSH, FUA and
+  // durability=sync (kPoolCommit). `io->done` runs later on `owner`, never inside the call.
+  // Returns false having started nothing when the owner's path is closed (a control operation
+  // or the exclusive mode of an unaligned request runs), for an unaligned request, or without a
+  // channel: the caller then hands `io` to Submit on the pool's reactor. Any reactor may call it
+  // (the crash harness calls it on the pool's own); only that reactor must then run `owner`.
+  bool SubmitOwned(VolumeIo* io, IoBackend* channel, Reactor* owner);
+
   // Describes [offset, offset+length) as extents, from memory (no backend I/O). Covers the
   // whole range, merging neighbours of the same kind; at most `extents_max` entries (the last one
-  // then ends early, which is allowed).
+  // then ends early, which is allowed). On the pool's reactor, or on another inside the remote
+  // gate (MapRangeOwned).
   [[nodiscard]] Status MapRange(uint64_t offset_bytes, uint64_t length_bytes, size_t extents_max,
                                 std::vector<Extent>* out) const;
+  // MapRange from the owner (any reactor): false, having done nothing, while the owner's path is
+  // closed (then ask the pool's reactor); else true with MapRange's status in `*status`.
+  bool MapRangeOwned(uint64_t offset_bytes, uint64_t length_bytes, size_t extents_max,
+                     std::vector<Extent>* out, Status* status) const;
 
  private:
   friend class Pool;
@@ -167,6 +204,9 @@ class Volume {
       : pool_(pool), info_(std::move(info)), slot_(slot) {}
   void Issue(VolumeIo* io);
   void Start(VolumeIo* io);  // Submit without the exclusive check
+  // Resets io's private state and checks the request (read-only, range, durability): 0 to go
+  // on, 1 to complete at once with success (FLUSH of a durability=none volume), or -errno.
+  int32_t Admit(VolumeIo* io);
   void Complete(VolumeIo* io, int32_t result);
   bool Unaligned(const VolumeIo* io) const;
   void Hold(VolumeIo* io);
@@ -183,6 +223,19 @@ class Volume {
   static void OnCommitted(CommitWaiter* w, int32_t result);
   static void OnDeferredDone(Task* t);
   static void OnRemoteSubDone(BackendIo* sub);
+  // volume_owned.cc: the owner's path. On the owner: the issue loop, completions, the pool's
+  // answers. On the pool's reactor: the pool operations asked for.
+  bool EnterRemote() const;  // counts in remote_active_ when the path is open
+  void OwnedIssue(VolumeIo* io);
+  void OwnedFinish(VolumeIo* io, int32_t result);
+  void AskPool(VolumeIo* io, uint8_t op);
+  static void OnOwnedSubDone(BackendIo* sub);
+  static void OnOwnedDeferredDone(Task* t);
+  static void OnPoolReply(Task* t);
+  static void OnPoolRequest(Task* t);
+  void OwnedAlloc(VolumeIo* io);
+  static void ReplyOwned(VolumeIo* io, int32_t result);
+  static void OnOwnedCommitted(CommitWaiter* w, int32_t result);
   uint32_t MapLoad(uint64_t vchunk) const {
     return std::atomic_ref<uint32_t>(const_cast<uint32_t&>(map_[vchunk]))
         .load(std::memory_order_seq_cst);
@@ -197,6 +250,8 @@ class Volume {
   Pool* pool_;
   VolumeInfo info_;
   uint32_t slot_;
+  Reactor* owner_ = nullptr;
+  unsigned owner_index_ = 0;
   uint64_t inflight_ = 0;
   // Being created: its checkpoint is not durable yet, so FindVolume and ListVolumes skip it.
   bool hidden_ = false;
@@ -208,7 +263,9 @@ class Volume {
   // in remote_active_ with remote_open_ set, so the vector is not reallocated under them.
   std::vector<uint32_t> map_;
   std::atomic<bool> remote_open_{true};
-  std::atomic<uint64_t> remote_active_{0};  // remote requests between SubmitRemote and done
+  // Requests of other reactors between SubmitRemote or SubmitOwned and done (mutable:
+  // MapRangeOwned counts itself in too).
+  mutable std::atomic<uint64_t> remote_active_{0};
 
   // Exclusive mode for unaligned requests (volume_rmw.cc). While remote_paused_ is set,
   // SubmitRemote takes nothing, so every request comes to Submit and waits in held_.
@@ -314,6 +371,14 @@ class Pool : private GroupCommit::Owner {
   PoolStats stats() const;
   IoBackend* backend() const { return backend_.get(); }
   Reactor* reactor() { return reactor_; }
+
+  // Spreads the volumes over `reactors`: each volume, existing or created later, gets the one
+  // that owns the fewest (ties: the lowest index) as Volume::owner(). Empty: every volume is the
+  // pool reactor's (the default). At start-up, before any request and any other thread sees a
+  // volume; at most kVolumeReactorsMax. REQUIRES: on the pool's reactor thread.
+  static constexpr size_t kVolumeReactorsMax = 64;
+  [[nodiscard]] Status SetVolumeReactors(const std::vector<Reactor*>& reactors);
+  const std::vector<Reactor*>& volume_reactors() const { return volume_reactors_; }
   uint64_t chunk_bytes() const { return chunk_bytes_; }
   // PoolOptions::space_wait_ns, for this run from now on.
   void set_space_wait_ns(uint64_t ns) { space_wait_ns_ = ns; }
@@ -438,6 +503,10 @@ class Pool : private GroupCommit::Owner {
   static void OnSpaceTimer(Timer* t);
 
   void ApplyRunTimeOptions(const PoolOptions& options);
+  void AssignOwner(Volume* v);  // the least-loaded of volume_reactors_
+  // A write of the owner's path waiting for space (WaitForSpace) is answered by message; any
+  // other is completed.
+  void FailSpaceWaiter(VolumeIo* io);
   void RunCommit() override;                  // GroupCommit::Owner
   bool CommitHasWork() const override;        // GroupCommit::Owner
   void FlushFailed(int32_t result) override;  // GroupCommit::Owner
@@ -545,6 +614,8 @@ class Pool : private GroupCommit::Owner {
   std::deque<ControlOp*> control_queue_;
   ControlOp* control_active_ = nullptr;
   ControlTimeouts control_timeouts_;
+  std::vector<Reactor*> volume_reactors_;
+  std::vector<uint32_t> volumes_per_reactor_;
   // Deleted volumes (tombstones, Volume::deleted_), kept so that stale pointers fail cleanly.
   std::vector<std::unique_ptr<Volume>> graveyard_;
 };

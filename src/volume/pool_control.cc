@@ -161,6 +161,7 @@ void Pool::ControlStart(ControlOp* op) {
     info.read_only = op->read_only;
     slots_[slot].reset(new Volume(this, info, slot));
     op->v = slots_[slot].get();
+    AssignOwner(op->v);
     op->v->hidden_ = true;  // until its checkpoint is durable
     op->v->map_.assign((op->size_bytes + chunk_bytes_ - 1) / chunk_bytes_, 0);
     return ControlCommit(op, true);
@@ -504,6 +505,35 @@ Status Pool::SyncAll() {
   });
   DriveUntil(reactor_, &finished);
   return out;
+}
+
+Status Pool::SetVolumeReactors(const std::vector<Reactor*>& reactors) {
+  if (reactors.size() > kVolumeReactorsMax)
+    return InvalidArgument("pool: at most " + std::to_string(kVolumeReactorsMax) +
+                           " volume reactors, got " + std::to_string(reactors.size()));
+  for (Reactor* r : reactors)
+    if (r == nullptr) return InvalidArgument("pool: a volume reactor is null");
+  volume_reactors_ = reactors;
+  for (auto& v : slots_)
+    if (v) v->owner_ = nullptr;  // counted again from scratch, in slot order
+  for (auto& v : slots_)
+    if (v) AssignOwner(v.get());
+  return Status::Ok();
+}
+
+void Pool::AssignOwner(Volume* v) {
+  v->owner_ = reactor_;
+  v->owner_index_ = 0;
+  if (volume_reactors_.empty()) return;
+  // The least-loaded reactor by live volumes (256 at most: counted, not kept).
+  uint32_t count[kVolumeReactorsMax] = {};
+  for (const auto& u : slots_)
+    if (u && u.get() != v && u->owner_ != nullptr) ++count[u->owner_index_];
+  size_t best = 0;
+  for (size_t i = 1; i < volume_reactors_.size(); ++i)
+    if (count[i] < count[best]) best = i;
+  v->owner_ = volume_reactors_[best];
+  v->owner_index_ = static_cast<unsigned>(best);
 }
 
 Volume* Pool::FindVolume(const std::string& name) {

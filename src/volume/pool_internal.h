@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/assert.h"
+#include "common/counters.h"
 #include "volume/pool.h"
 #include "volume/pool_format.h"
 
@@ -45,6 +46,19 @@ inline AlignedBuf AllocAligned(size_t bytes) {
 }
 
 }  // namespace pool_internal
+
+// The volume data path's counters (defined in volume.cc), shared by its paths: the pool
+// reactor's (volume.cc), the owner's (volume_owned.cc) and the fast path.
+namespace volume_counters {
+extern Counter client_bytes_written_total;
+extern Counter invalid_requests_total;
+extern Counter enospc_total;
+extern Counter space_wait_exhausted_total;
+extern Counter read_only_refusals_total;
+extern Counter io_errors_total;
+extern Counter remote_requests_total;
+extern Counter remote_fallbacks_total;
+}  // namespace volume_counters
 
 using pool_internal::AlignedBuf;
 using pool_internal::AllocAligned;

@@ -30,7 +30,7 @@ void Pool::WaitForSpace(VolumeIo* io) {
   io->space_wait = false;
   if (space_waiters_ >= kSpaceWaitersMax || closing_) {
     space_wait_full_total.Add();
-    return io->volume->Complete(io, -ENOSPC);
+    return FailSpaceWaiter(io);
   }
   if (io->space_deadline_ns == 0) {
     space_waits_total.Add();
@@ -42,6 +42,11 @@ void Pool::WaitForSpace(VolumeIo* io) {
   if (free_zero_.empty()) RefillReserve();
   if (CommitWouldFreeSpace()) group_->Kick();
   if (space_timer_.heap_index == SIZE_MAX) reactor_->ArmTimer(&space_timer_, io->space_deadline_ns);
+}
+
+void Pool::FailSpaceWaiter(VolumeIo* io) {
+  if (io->owned) return Volume::ReplyOwned(io, -ENOSPC);  // the owner finishes it
+  io->volume->Complete(io, -ENOSPC);
 }
 
 void Pool::AppendSpaceWaiter(VolumeIo* io) {
@@ -76,9 +81,14 @@ void Pool::OnSpaceTimer(Timer* t) {
     io->space_next = nullptr;
     if (io->space_deadline_ns <= now) {
       space_wait_timeouts_total.Add();
-      io->volume->Complete(io, -ENOSPC);
+      self->FailSpaceWaiter(io);
     } else if (wake) {
-      io->volume->Issue(io);  // allocates, waits again (WaitForSpace), or fails with ENOSPC
+      // Allocates, waits again (WaitForSpace), or fails with ENOSPC.
+      if (io->owned) {
+        io->volume->OwnedAlloc(io);
+      } else {
+        io->volume->Issue(io);
+      }
     } else {
       self->AppendSpaceWaiter(io);  // not due and nothing came back: keep waiting
     }

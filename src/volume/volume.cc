@@ -4,10 +4,11 @@
 
 #include "common/counters.h"
 #include "volume/pool.h"
+#include "volume/pool_internal.h"
 #include "volume/volume_rmw.h"
 
 namespace spd {
-namespace {
+namespace volume_counters {
 
 Counter client_bytes_written_total("spd_volume_client_bytes_written_total",
                                    "Bytes clients asked volumes to write.");
@@ -33,7 +34,9 @@ Counter remote_fallbacks_total(
     "whose allocation is not yet durable, a chunk being freed, a resize) and that went to the "
     "pool's reactor instead.");
 
-}  // namespace
+}  // namespace volume_counters
+
+using namespace volume_counters;  // NOLINT(google-build-using-namespace): this file's own
 
 void Volume::Submit(VolumeIo* io) {
   if (rmw_ && rmw_->exclusive) return Hold(io);
@@ -44,6 +47,21 @@ void Volume::Submit(VolumeIo* io) {
 void Volume::Start(VolumeIo* io) {
   io->volume = this;
   io->remote = false;
+  io->owned = false;
+  io->in_submit = true;
+  ++inflight_;
+  if (deleted_) {
+    invalid_requests_total.Add();
+    Complete(io, -ESHUTDOWN);  // a stale pointer to a deleted volume (a tombstone)
+  } else if (const int32_t admit = Admit(io); admit != 0) {
+    Complete(io, admit > 0 ? 0 : admit);
+  } else {
+    Issue(io);
+  }
+  io->in_submit = false;
+}
+
+int32_t Volume::Admit(VolumeIo* io) {
   io->result = 0;
   io->first_error = 0;
   io->cursor_bytes = 0;
@@ -53,39 +71,33 @@ void Volume::Start(VolumeIo* io) {
   io->space_wait = false;
   io->space_deadline_ns = 0;
   io->space_next = nullptr;
-  io->in_submit = true;
   io->fua = (io->flags & kIoFua) != 0 || info_.durability == Durability::kSync;
   if (info_.durability == Durability::kNone) io->fua = false;
-  ++inflight_;
   const uint64_t end = io->offset_bytes + io->length_bytes;
-  if (deleted_) {
-    invalid_requests_total.Add();
-    Complete(io, -ESHUTDOWN);  // a stale pointer to a deleted volume (a tombstone)
-  } else if (io->op != IoOp::kRead && pool_->read_only()) {
+  if (io->op != IoOp::kRead && pool_->read_only()) {
     read_only_refusals_total.Add();
-    Complete(io, io->op == IoOp::kFlush ? -EIO : -EROFS);
-  } else if (io->op == IoOp::kFlush) {
-    if (info_.durability == Durability::kNone) {
-      Complete(io, 0);
-    } else {
-      io->needs_commit = true;
-      Issue(io);
-    }
-  } else if (io->op != IoOp::kRead && info_.read_only) {
-    invalid_requests_total.Add();
-    Complete(io, -EPERM);
-  } else if (io->offset_bytes > info_.size_bytes || end < io->offset_bytes) {
-    invalid_requests_total.Add();
-    Complete(io, -EINVAL);
-  } else if (end > info_.size_bytes) {
-    invalid_requests_total.Add();
-    Complete(io, io->op == IoOp::kWrite || io->op == IoOp::kWriteZeroes ? -ENOSPC : -EINVAL);
-  } else {
-    if (io->op == IoOp::kWrite) client_bytes_written_total.Add(io->length_bytes);
-    if (io->fua && io->op != IoOp::kRead && io->op != IoOp::kWrite) io->needs_commit = true;
-    Issue(io);
+    return io->op == IoOp::kFlush ? -EIO : -EROFS;
   }
-  io->in_submit = false;
+  if (io->op == IoOp::kFlush) {
+    if (info_.durability == Durability::kNone) return 1;
+    io->needs_commit = true;
+    return 0;
+  }
+  if (io->op != IoOp::kRead && info_.read_only) {
+    invalid_requests_total.Add();
+    return -EPERM;
+  }
+  if (io->offset_bytes > info_.size_bytes || end < io->offset_bytes) {
+    invalid_requests_total.Add();
+    return -EINVAL;
+  }
+  if (end > info_.size_bytes) {
+    invalid_requests_total.Add();
+    return io->op == IoOp::kWrite || io->op == IoOp::kWriteZeroes ? -ENOSPC : -EINVAL;
+  }
+  if (io->op == IoOp::kWrite) client_bytes_written_total.Add(io->length_bytes);
+  if (io->fua && io->op != IoOp::kRead && io->op != IoOp::kWrite) io->needs_commit = true;
+  return 0;
 }
 
 void Volume::Issue(VolumeIo* io) {
@@ -343,7 +355,7 @@ Status Volume::MapRange(uint64_t offset_bytes, uint64_t length_bytes, size_t ext
     const uint64_t in = off % chunk;
     uint64_t seg = std::min<uint64_t>(end - off, chunk - in);
     ExtentKind kind = ExtentKind::kHole;
-    if (const uint32_t p1 = map_[vchunk]) {
+    if (const uint32_t p1 = MapLoad(vchunk)) {
       // Within an allocated chunk, a run of zero blocks of one kind (zero or data).
       const uint64_t mask = pool_->ZeroMask(p1 - 1);
       const uint64_t b = in / zb;
