@@ -273,6 +273,64 @@ TEST_P(PipelineTest, InvalidRequestsFailCleanlyAndLater) {
   EXPECT_EQ(Do(RequestOp::kWrite, (4ull << 20) - 4096, 8192).result, -ENOSPC);
 }
 
+TEST_P(PipelineTest, AVolumeOwnedByAnotherReactorIsServedThereFromEveryPort) {
+  // Volumes spread over both reactors: "v" stays on the pool's, "w" is the other reactor's.
+  ASSERT_TRUE(pool_->SetVolumeReactors({owner_.get(), other_.get()}).ok());
+  ASSERT_EQ(vol_->owner(), owner_.get());
+  auto w = pool_->CreateVolume("w", 4ull << 20);
+  ASSERT_TRUE(w.ok());
+  vol_ = w.value();
+  ASSERT_EQ(vol_->owner(), other_.get());
+  const bool keeps = GetParam() != BackendKind::kNull;  // the null device keeps nothing
+  const bool channels = GetParam() != BackendKind::kSim;
+  uint8_t fill = 0x10;
+  for (Reactor* client : {owner_.get(), other_.get()}) {
+    MakeDispatcher(client);
+    const uint64_t msgs = CounterValue("spd_volume_owner_pool_messages_total");
+    const uint64_t pool_hops = CounterValue("spd_dispatch_pool_hops_total");
+    const uint64_t base = client == owner_.get() ? 0 : 2 * kChunk;
+    ++fill;
+    // Into a hole (a chunk from the pool), FUA (and a commit), then read back.
+    ASSERT_EQ(Do(RequestOp::kWrite, base + kChunk - 4096, 8192, kReqFua, fill).result, 0);
+    Result r = Do(RequestOp::kRead, base + kChunk - 4096, 8192);
+    ASSERT_EQ(r.result, 0);
+    if (keeps) {
+      for (uint8_t b : r.data) ASSERT_EQ(b, fill);
+    }
+    Result bs = Do(RequestOp::kBlockStatus, base, 2 * kChunk);
+    ASSERT_EQ(bs.result, 0);
+    ASSERT_TRUE(bs.extents_valid);
+    ASSERT_EQ(bs.extents.size(), 1u);
+    EXPECT_EQ(bs.extents[0].kind, ExtentKind::kData);
+    // Trim the first chunk whole: a hole again; the second keeps its data.
+    ASSERT_EQ(Do(RequestOp::kDiscard, base, kChunk).result, 0);
+    Result rd = Do(RequestOp::kRead, base + kChunk - 4096, 8192, kReqWantExtents);
+    ASSERT_EQ(rd.result, 0);
+    ASSERT_TRUE(rd.extents_valid);
+    ASSERT_EQ(rd.extents.size(), 2u);
+    EXPECT_EQ(rd.extents[0].kind, ExtentKind::kHole);
+    for (uint32_t i = 0; i < 4096; ++i) ASSERT_EQ(rd.data[i], 0);
+    if (keeps) {
+      for (uint32_t i = 4096; i < 8192; ++i) ASSERT_EQ(rd.data[i], fill);
+    }
+    ASSERT_EQ(Do(RequestOp::kFlush, 0, 0).result, 0);
+    if (channels) {
+      // The owner did the work and asked the pool by message only for two chunks and a commit
+      // (the FUA write across two new chunks), an unmap and the flush's commit; no request went
+      // on to the pool's reactor whole.
+      EXPECT_EQ(CounterValue("spd_volume_owner_pool_messages_total"), msgs + 5);
+      EXPECT_EQ(CounterValue("spd_dispatch_pool_hops_total"), pool_hops);
+    } else {
+      // No sim channel on the other reactor: every request but block status went on to the
+      // pool's reactor, except, from the pool reactor's own port, the first read (allocated
+      // space: the fast path on that port's channel).
+      EXPECT_EQ(CounterValue("spd_dispatch_pool_hops_total"),
+                pool_hops + (client == owner_.get() ? 4 : 5));
+    }
+    fe_.reset();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, PipelineTest,
                          ::testing::Values(BackendKind::kSim, BackendKind::kUring,
                                            BackendKind::kNull),
