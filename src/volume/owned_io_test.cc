@@ -325,7 +325,7 @@ TEST_F(OwnedIoTest, OwnerThreadAndPoolThreadRaceOnMapsSizesAndChunks) {
   ASSERT_TRUE(va.ok() && vb.ok());
   Volume* a = va.value();
   Volume* b = vb.value();
-  std::atomic<bool> done{false};
+  std::atomic<bool> done{false}, stopped{false};
   std::atomic<uint64_t> ok{0}, refused{0}, mismatches{0}, failures{0};
   std::string thread_error;
   std::thread t([&] {
@@ -367,6 +367,9 @@ TEST_F(OwnedIoTest, OwnerThreadAndPoolThreadRaceOnMapsSizesAndChunks) {
     }
     channel.reset();
     done = true;
+    // Destroy the reactor only once the pool's reactor has stopped turning: a Post to it may
+    // still be writing its wake-up after the task it carried ran.
+    while (!stopped.load()) std::this_thread::yield();
   });
   Buf churn(kChunk);
   int i = 0;
@@ -384,6 +387,7 @@ TEST_F(OwnedIoTest, OwnerThreadAndPoolThreadRaceOnMapsSizesAndChunks) {
     }
     pool_reactor_->RunOnce(100'000);
   }
+  stopped = true;
   t.join();
   ASSERT_EQ(thread_error, "");
   EXPECT_TRUE(done.load()) << "the owner thread did not finish in 60 s";

@@ -215,7 +215,41 @@ TEST_F(NbdServerTwoReactorsTest, AForcedDeleteClosesTheVolumesConnectionsWhileIo
   RunForcedDeleteWhileIoRuns();
 }
 
-void NbdServerTest::RunForcedDeleteWhileIoRuns() {
+// And with volumes spread over the two reactors on a uring pool (channels on both): vol0 and
+// "filler" are reactor 0's, vol1 and "doomed" reactor 1's, whose owner serves them and asks the
+// pool's reactor by message for chunks while the delete closes its path and drains it.
+class NbdServerSpreadTest : public NbdServerTest {
+ protected:
+  unsigned ConnReactors() override { return 2; }
+  bool SpreadVolumes() override { return true; }
+  void TweakBackend(BackendOptions* bo) override {
+    path_ = "/dev/shm/spd-nbd-spread-test-" + std::to_string(getpid()) + ".img";
+    unlink(path_.c_str());
+    bo->kind = BackendKind::kUring;
+    bo->path = path_;
+    bo->create = true;
+  }
+  void TearDown() override {
+    NbdServerTest::TearDown();
+    if (!path_.empty()) unlink(path_.c_str());
+  }
+  std::string path_;
+};
+
+TEST_F(NbdServerSpreadTest, AForcedDeleteClosesTheVolumesConnectionsWhileIoRuns) {
+  ASSERT_TRUE(ManagerCall([&](auto done) {
+                volumes_->Create({"filler", 16 * kMiB, Durability::kFlush, false},
+                                 [done](Result<std::shared_ptr<VolumeHandle>> r) {
+                                   done(r.ok() ? Status::Ok() : r.status());
+                                 });
+              }).ok());
+  const uint64_t msgs = CounterValue("spd_volume_owner_pool_messages_total");
+  RunForcedDeleteWhileIoRuns({"vol0", "vol1", "filler"});
+  EXPECT_GT(CounterValue("spd_volume_owner_pool_messages_total"), msgs)
+      << "the doomed volume's owner never asked the pool for a chunk";
+}
+
+void NbdServerTest::RunForcedDeleteWhileIoRuns(const std::vector<std::string>& left) {
   ASSERT_TRUE(ManagerCall([&](auto done) {
                 volumes_->Create({"doomed", 16 * kMiB, Durability::kFlush, false},
                                  [done](Result<std::shared_ptr<VolumeHandle>> r) {
@@ -262,7 +296,7 @@ void NbdServerTest::RunForcedDeleteWhileIoRuns() {
   EXPECT_EQ(vol0_ended.load(), 0) << "another volume's connection was closed";
   stop = true;
   t3.join();
-  EXPECT_EQ(ListExports(sock_), (std::vector<std::string>{"vol0", "vol1"}));
+  EXPECT_EQ(ListExports(sock_), left);
 }
 
 TEST_F(NbdServerTest, AdoptedSocketIsServedLikeAnAcceptedOne) {

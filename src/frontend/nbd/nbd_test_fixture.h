@@ -89,7 +89,6 @@ class NbdServerTest : public ::testing::Test {
     NbdServerOptions no;
     no.unix_path = sock_;
     Tweak(&no);
-    Dispatcher dispatcher(pool.get(), DispatcherOptions{});
     VolumeManager volumes(pool.get());
     // Connections on extra reactors reach the pool's by messages (the sim has no channels).
     auto group_or = ReactorGroup::Start(reactor.get(), ConnReactors(), ReactorOptions{});
@@ -97,6 +96,12 @@ class NbdServerTest : public ::testing::Test {
     auto group = std::move(group_or).value();
     std::vector<Reactor*> conn_reactors;
     for (unsigned i = 0; i < group->size(); ++i) conn_reactors.push_back(group->at(i));
+    if (SpreadVolumes()) {
+      if (Status s = pool->SetVolumeReactors(conn_reactors); !s.ok())
+        return ready->set_value(s.ToString());
+    }
+    // After the group: the dispatcher's channels on owning reactors go before those reactors.
+    Dispatcher dispatcher(pool.get(), DispatcherOptions{});
     NbdServer server(reactor.get(), &dispatcher, &volumes, no, conn_reactors);
     if (Status s = server.Start(); !s.ok()) return ready->set_value(s.ToString());
     reactor_ = reactor.get();
@@ -112,7 +117,9 @@ class NbdServerTest : public ::testing::Test {
   virtual void Tweak(NbdServerOptions*) {}
   virtual void TweakBackend(BackendOptions*) {}
   virtual unsigned ConnReactors() { return 1; }
-  void RunForcedDeleteWhileIoRuns();
+  // Volumes spread over the connection reactors (Pool::SetVolumeReactors), as spd2 does.
+  virtual bool SpreadVolumes() { return false; }
+  void RunForcedDeleteWhileIoRuns(const std::vector<std::string>& left = {"vol0", "vol1"});
 
   nbd_handle* Connect(const char* exp = "vol0") {
     nbd_handle* h = nbd_create();
