@@ -32,6 +32,7 @@ struct Config {
   uint64_t span_bytes = 256ull << 20;  // the range the random offsets fall in (pre-written)
   bool remote_io = true;
   bool stamp_stages = false;
+  bool owner_client = false;  // the volume is the client reactor's (Pool::SetVolumeReactors)
 };
 
 void Usage() {
@@ -51,7 +52,10 @@ void Usage() {
       "                       counts under valgrind --tool=callgrind)\n"
       "  --span BYTES         offsets fall in [0, span), written once before (default 256M)\n"
       "  --remote-io 0|1      the fast path for a second reactor (default 1)\n"
-      "  --stamp-stages 0|1   stamp every request at each stage (default 0)\n");
+      "  --stamp-stages 0|1   stamp every request at each stage (default 0)\n"
+      "  --owner pool|client  the volume's owning reactor: the pool's (default) or the\n"
+      "                       client's (with --reactors 2: the owner's path, which asks the\n"
+      "                       pool's reactor by message for chunks and commits)\n");
 }
 
 uint64_t ProcessCpuNs() {
@@ -162,17 +166,22 @@ int Run(const Config& cfg) {
   auto pool = std::move(pool_or).value();
   auto vol = pool->CreateVolume("bench", cfg.span_bytes);
   if (!vol.ok()) return std::fprintf(stderr, "%s\n", vol.status().ToString().c_str()), 1;
-  DispatcherOptions dopt;
-  dopt.remote_io = cfg.remote_io;
-  dopt.stamp_stages = cfg.stamp_stages;
-  Dispatcher dispatcher(pool.get(), dopt);
   auto group_or = ReactorGroup::Start(main.get(), cfg.reactors, ReactorOptions{});
   if (!group_or.ok()) return std::fprintf(stderr, "%s\n", group_or.status().ToString().c_str()), 1;
   auto group = std::move(group_or).value();
+  if (cfg.owner_client) {
+    if (Status s = pool->SetVolumeReactors({group->at(cfg.reactors - 1)}); !s.ok())
+      return std::fprintf(stderr, "%s\n", s.ToString().c_str()), 1;
+  }
+  DispatcherOptions dopt;
+  dopt.remote_io = cfg.remote_io;
+  dopt.stamp_stages = cfg.stamp_stages;
+  // After the group and destroyed before it: it holds a channel on the owning reactor.
+  auto dispatcher = std::make_unique<Dispatcher>(pool.get(), dopt);
 
   Loop loop;
   loop.cfg = cfg;
-  loop.dispatcher = &dispatcher;
+  loop.dispatcher = dispatcher.get();
   loop.volume = vol.value();
   loop.reactor = group->at(cfg.reactors - 1);
   loop.main = main.get();
@@ -189,19 +198,21 @@ int Run(const Config& cfg) {
   };
   loop.reactor->Post(&loop.start);
   main->Run();
+  dispatcher.reset();
   group.reset();
   if (Status s = pool->SyncAll(); !s.ok()) std::fprintf(stderr, "sync: %s\n", s.ToString().c_str());
 
   const uint64_t ios = loop.count1;
   const double secs = (loop.t1_ns - loop.t0_ns) / 1e9;
   std::printf(
-      "backend=%s reactors=%u rw=%s bs=%u qd=%u remote_io=%d stamps=%d: %.0f IOPS, %.3f us CPU "
+      "backend=%s reactors=%u rw=%s bs=%u qd=%u remote_io=%d stamps=%d owner=%s: %.0f IOPS, "
+      "%.3f us CPU "
       "per I/O "
       "(%llu I/Os, %llu errors)\n",
       cfg.backend.c_str(), cfg.reactors, cfg.write ? "randwrite" : "randread", cfg.bs, cfg.qd,
-      cfg.remote_io ? 1 : 0, cfg.stamp_stages ? 1 : 0, ios / secs,
-      ios ? (loop.cpu1_ns - loop.cpu0_ns) / 1e3 / ios : 0.0, static_cast<unsigned long long>(ios),
-      static_cast<unsigned long long>(loop.errors));
+      cfg.remote_io ? 1 : 0, cfg.stamp_stages ? 1 : 0, cfg.owner_client ? "client" : "pool",
+      ios / secs, ios ? (loop.cpu1_ns - loop.cpu0_ns) / 1e3 / ios : 0.0,
+      static_cast<unsigned long long>(ios), static_cast<unsigned long long>(loop.errors));
   return loop.errors ? 1 : 0;
 }
 
@@ -247,6 +258,13 @@ int main(int argc, char** argv) {
       cfg.remote_io = next() != "0";
     } else if (a == "--stamp-stages") {
       cfg.stamp_stages = next() != "0";
+    } else if (a == "--owner") {
+      std::string o = next();
+      if (o != "pool" && o != "client") {
+        std::fprintf(stderr, "--owner: pool or client\n");
+        return 2;
+      }
+      cfg.owner_client = o == "client";
     } else {
       std::fprintf(stderr, "unknown option %s (--help)\n", a.c_str());
       return 2;

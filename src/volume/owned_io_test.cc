@@ -290,6 +290,37 @@ TEST_F(OwnedIoTest, AControlOperationClosesTheOwnersPathAndWaitsForItsRequests) 
   ASSERT_EQ(Owned(a, IoOp::kWrite, (2 << 20) - 4096, 4096, w.p), 0);  // in the new space
 }
 
+TEST_F(OwnedIoTest, AControlOperationThatCannotDrainTheOwnersPathFailsAndRestores) {
+  auto va = pool_->CreateVolume("a", 1 << 20);
+  ASSERT_TRUE(va.ok());
+  Volume* a = va.value();
+  Pool::ControlTimeouts t;
+  t.remote_drain_ns = 50'000'000;
+  pool_->set_control_timeouts(t);
+  Buf w(4096), got(4096);
+  w.Fill(6);
+  // A request the owner does not finish (its reactor does not run) holds the path open.
+  OwnedIo stuck;
+  ASSERT_TRUE(stuck.Start(a, rec_.get(), owner_.get(), IoOp::kWrite, 0, 4096, w.p));
+  bool grown = false;
+  Status grow_status;
+  pool_->ResizeVolumeAsync("a", 2 << 20, [&](Status s) {
+    grow_status = s;
+    grown = true;
+  });
+  const uint64_t give_up = MonotonicNs() + 5'000'000'000ull;
+  while (!grown && MonotonicNs() < give_up) pool_reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(grown) << "the drain was not bounded";
+  EXPECT_EQ(grow_status.code(), StatusCode::kFailedPrecondition) << grow_status.ToString();
+  // As before the operation: the old size, and the path open again.
+  EXPECT_EQ(a->size_bytes(), 1u << 20);
+  ASSERT_EQ(Wait(&stuck), 0);
+  ASSERT_EQ(Owned(a, IoOp::kRead, 0, 4096, got.p), 0);
+  EXPECT_TRUE(got.Same(w));
+  // With the owner done, the same resize succeeds.
+  EXPECT_TRUE(pool_->ResizeVolume("a", 2 << 20).ok());
+}
+
 TEST_F(OwnedIoTest, AFullPoolWaitsForTrimmedSpaceInsteadOfFailing) {
   // A volume larger than the pool: written chunk by chunk on the owner's path until ENOSPC.
   auto va = pool_->CreateVolume("a", 64ull << 20);

@@ -79,6 +79,34 @@ TEST_F(PoolTest, CreateListResizeDelete) {
   EXPECT_EQ(pool->DeleteVolume("a").code(), StatusCode::kNotFound);
 }
 
+TEST_F(PoolTest, ControlOperationsBeyondTheQueueLimitAreRefusedAndTheRestRun) {
+  SimBackend* sim;
+  auto pool = CreatePool(64 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  ASSERT_TRUE(pool->CreateVolume("a", 8 * kMiB).ok());
+  // One runs, kControlQueueMax wait; the rest are refused at once (called back later, as all).
+  constexpr int kOps = static_cast<int>(Pool::kControlQueueMax) + 6;
+  int ok = 0, exhausted = 0, other = 0;
+  for (int i = 0; i < kOps; ++i) {
+    pool->SyncAllAsync([&](Status s) {
+      if (s.ok()) {
+        ++ok;
+      } else if (s.code() == StatusCode::kResourceExhausted) {
+        ++exhausted;
+      } else {
+        ++other;
+      }
+    });
+  }
+  EXPECT_EQ(ok + exhausted + other, 0) << "a callback ran inside the call";
+  EXPECT_EQ(pool->control_ops_pending(), Pool::kControlQueueMax + 1);
+  for (int i = 0; i < 100000 && ok + exhausted + other < kOps; ++i) reactor_->RunOnce(1'000'000);
+  EXPECT_EQ(ok, static_cast<int>(Pool::kControlQueueMax) + 1);
+  EXPECT_EQ(exhausted, 5);
+  EXPECT_EQ(other, 0);
+  EXPECT_EQ(pool->control_ops_pending(), 0u);
+}
+
 TEST_F(PoolTest, ReadWriteAcrossChunksAndZerosWhereUnwritten) {
   SimBackend* sim;
   auto pool = CreatePool(64 * kMiB, &sim, 64 << 10);
