@@ -107,6 +107,20 @@ TEST_F(PoolTest, ControlOperationsBeyondTheQueueLimitAreRefusedAndTheRestRun) {
   EXPECT_EQ(pool->control_ops_pending(), 0u);
 }
 
+TEST_F(PoolTest, AVolumeBeyondTheTableLimitIsRefused) {
+  SimBackend* sim;
+  auto pool = CreatePool(64 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  for (uint32_t i = 0; i < pool_format::kVolumesMax; ++i)
+    ASSERT_TRUE(pool->CreateVolume("v" + std::to_string(i), 4096).ok()) << i;
+  auto r = pool->CreateVolume("one-more", 4096);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  EXPECT_EQ(pool->ListVolumes().size(), pool_format::kVolumesMax);
+  ASSERT_TRUE(pool->DeleteVolume("v7").ok());  // a free slot: creatable again
+  EXPECT_TRUE(pool->CreateVolume("one-more", 4096).ok());
+}
+
 TEST_F(PoolTest, ReadWriteAcrossChunksAndZerosWhereUnwritten) {
   SimBackend* sim;
   auto pool = CreatePool(64 * kMiB, &sim, 64 << 10);
@@ -184,6 +198,62 @@ TEST_F(PoolTest, OutOfSpaceFailsTheWriterOnly) {
   ASSERT_EQ(Do(small, IoOp::kRead, 0, kMiB, back.data()), 0);
   EXPECT_EQ(back, one);
   ASSERT_EQ(Do(small, IoOp::kWrite, 0, 4096, one.data()), 0);
+}
+
+TEST_F(PoolTest, WritesBeyondTheSpaceWaiterLimitFailAtOnce) {
+  SimBackend* sim;
+  auto pool = CreatePool(16 * kMiB, &sim);
+  ASSERT_TRUE(pool);
+  Volume* v = pool->CreateVolume("v", 4096 * kMiB).value();  // thin: far larger than the pool
+  auto one = Pattern(4096, 3);
+  uint64_t chunks = 0;
+  while (chunks < 64 && Do(v, IoOp::kWrite, chunks * kMiB, 4096, one.data()) == 0) ++chunks;
+  ASSERT_LT(chunks, 64u) << "the pool never filled";
+  ASSERT_TRUE(pool->SyncAll().ok());
+  // A trim puts a chunk on its way back (unmapped inside Submit, zeroed and committed later);
+  // at once, more writes into holes than may wait for it.
+  VolumeIo trim;
+  bool trimmed = false;
+  trim.op = IoOp::kDiscard;
+  trim.offset_bytes = 0;
+  trim.length_bytes = kMiB;
+  trim.ctx = &trimmed;
+  trim.done = [](VolumeIo* io) { *static_cast<bool*>(io->ctx) = true; };
+  v->Submit(&trim);
+  constexpr int kWriters = 1100;  // kSpaceWaitersMax (1024) wait, the other 76 fail at once
+  struct W {
+    VolumeIo io;
+    bool done = false;
+  };
+  std::vector<W> ws(kWriters);
+  const uint64_t full0 = CounterValue("spd_pool_space_wait_full_total");
+  for (int i = 0; i < kWriters; ++i) {
+    W& w = ws[i];
+    w.io.op = IoOp::kWrite;
+    w.io.offset_bytes = (100 + uint64_t(i)) * kMiB;  // each a hole of its own
+    w.io.length_bytes = 4096;
+    w.io.buf = one.data();
+    w.io.ctx = &w.done;
+    w.io.done = [](VolumeIo* io) { *static_cast<bool*>(io->ctx) = true; };
+    v->Submit(&w.io);
+  }
+  EXPECT_EQ(CounterValue("spd_pool_space_wait_full_total") - full0, 76u);
+  auto all_done = [&] {
+    if (!trimmed) return false;
+    for (const W& w : ws)
+      if (!w.done) return false;
+    return true;
+  };
+  for (int i = 0; i < 100000 && !all_done(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(all_done());
+  int ok = 0, enospc = 0;
+  for (const W& w : ws) {
+    ok += w.io.result == 0;
+    enospc += w.io.result == -ENOSPC;
+  }
+  EXPECT_EQ(trim.result, 0);
+  EXPECT_GE(ok, 1) << "no waiter got the trimmed chunk";
+  EXPECT_EQ(ok + enospc, kWriters);
 }
 
 // A write into a full pool right after a TRIM waits for the freed chunks (their zeroing, then
