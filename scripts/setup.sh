@@ -10,6 +10,9 @@ pkgs=(
   clang clang-format clang-tidy libclang-rt-14-dev
   liburing-dev libgtest-dev libgmock-dev
   libcli11-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libsqlite3-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev
+  python3-grpcio python3-protobuf
   fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
   libfuse3-dev fuse3
   iproute2 procps curl

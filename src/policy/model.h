@@ -1,0 +1,113 @@
+// The control plane's policy model: what an operator declares besides volumes themselves.
+//
+// Intents (what a volume's application needs: latency target, reservation, limit, weight,
+// priority, durability), storage classes (named defaults for intents), tenants (who owns
+// volumes), roles (what a caller may do). The API (api/spd/v1), the state store (src/state),
+// `spdctl apply` (src/apply) and the QoS scheduler all use these types, so that a value means
+// the same everywhere and is validated in one place.
+//
+// Validation returns kInvalidArgument with the offending field's name first
+// ("intent.limit.iops: must be at least intent.reservation.iops (5000), got 100"), so that an
+// API error and an apply error name the same thing.
+//
+// Thread-safety: plain values; the functions are pure.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "volume/pool.h"
+
+namespace spd::policy {
+
+// Names of tenants, storage classes, tokens: 1-64 of [A-Za-z0-9._-], not starting with '.' or
+// '-'. (Volume names follow the pool's rule, which is the same.)
+inline constexpr size_t kNameBytesMax = 64;
+[[nodiscard]] Status ValidateName(std::string_view field, std::string_view name);
+
+enum class PriorityClass : uint8_t {
+  kStandard = 0,    // the default
+  kCritical = 1,    // served first among volumes whose reservations are met
+  kBackground = 2,  // only what others leave (scrub-like work, batch jobs)
+};
+std::string_view PriorityClassName(PriorityClass p);
+std::optional<PriorityClass> ParsePriorityClass(std::string_view s);
+
+std::string_view DurabilityName(Durability d);  // "flush", "sync", "none"
+std::optional<Durability> ParseDurability(std::string_view s);
+
+// A rate in operations and/or bytes per second; 0 = not set.
+struct Rate {
+  uint64_t iops = 0;
+  uint64_t bytes_per_second = 0;
+  bool empty() const { return iops == 0 && bytes_per_second == 0; }
+  bool operator==(const Rate&) const = default;
+};
+
+// "p99 under 2 ms": `percentile` in (0, 100), `bound_us` > 0. Unset: both 0.
+struct LatencyTarget {
+  double percentile = 0;
+  uint64_t bound_us = 0;
+  bool empty() const { return percentile == 0 && bound_us == 0; }
+  bool operator==(const LatencyTarget&) const = default;
+};
+
+// What a volume (or every volume of a storage class) declares it needs. Every field is
+// optional: an unset field of a volume's intent takes its storage class's value, then the
+// built-in default (no target, no reservation, no limit, weight 100, standard, flush).
+struct Intent {
+  std::optional<LatencyTarget> latency;
+  std::optional<Rate> reservation;
+  std::optional<Rate> limit;
+  std::optional<uint32_t> weight;  // 1..10000, default 100
+  std::optional<PriorityClass> priority;
+  std::optional<Durability> durability;
+  bool operator==(const Intent&) const = default;
+};
+inline constexpr uint32_t kWeightDefault = 100;
+inline constexpr uint32_t kWeightMax = 10000;
+// Reservations and limits above this are refused as typos (10 M IOPS, 1 TB/s).
+inline constexpr uint64_t kIopsMax = 10'000'000;
+inline constexpr uint64_t kBytesPerSecondMax = 1ull << 40;
+
+// Checks every field and their relations (a limit below the reservation, a latency target
+// with only one half set). `field` prefixes the names in the error ("intent", "spec.intent").
+[[nodiscard]] Status ValidateIntent(std::string_view field, const Intent& intent);
+// `over` where set, else `base`.
+Intent MergeIntent(const Intent& base, const Intent& over);
+
+struct StorageClass {
+  std::string name;
+  Intent defaults;
+  bool operator==(const StorageClass&) const = default;
+};
+[[nodiscard]] Status ValidateStorageClass(const StorageClass& sc);
+
+struct Tenant {
+  std::string name;
+  bool operator==(const Tenant&) const = default;
+};
+
+// What a caller may do (docs/control.md has the matrix). Deny by default: a caller without a
+// role is refused everything but health checks.
+enum class Role : uint8_t {
+  kNone = 0,
+  kViewer = 1,    // read everything, change nothing
+  kTenant = 2,    // read and use its own tenant's volumes; create, resize, delete them
+  kOperator = 3,  // everything on volumes, classes, intents and tenants; no tokens, no uid map
+  kAdmin = 4,     // everything
+};
+std::string_view RoleName(Role r);
+std::optional<Role> ParseRole(std::string_view s);
+
+// Sizes as people write them: "10G", "512Mi", "1.5T" is refused (whole numbers only), "4096".
+// K, M, G, T, P and Ki..Pi are powers of 1024 (a block device's G is GiB: `10G` is 10 GiB, as
+// qemu-img and truncate read it). Returns kInvalidArgument naming `field`.
+[[nodiscard]] Result<uint64_t> ParseSize(std::string_view field, std::string_view text);
+// The inverse for display: the largest unit that divides exactly ("10G", "4096").
+std::string FormatSize(uint64_t bytes);
+
+}  // namespace spd::policy

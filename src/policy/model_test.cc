@@ -1,0 +1,106 @@
+#include "policy/model.h"
+
+#include <gtest/gtest.h>
+
+namespace spd::policy {
+namespace {
+
+TEST(PolicyModel, NamesFollowOneRuleAndTheErrorNamesTheField) {
+  EXPECT_TRUE(ValidateName("name", "db-1.prod_a").ok());
+  for (const char* bad : {"", ".x", "-x", "a b", "a/b", "ä"}) {
+    Status s = ValidateName("spec.tenant", bad);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(s.message().rfind("spec.tenant: ", 0), 0u) << s.ToString();
+  }
+  EXPECT_FALSE(ValidateName("n", std::string(65, 'a')).ok());
+  EXPECT_TRUE(ValidateName("n", std::string(64, 'a')).ok());
+}
+
+TEST(PolicyModel, IntentsAreCheckedFieldByFieldAndAsAWhole) {
+  Intent ok;
+  ok.latency = LatencyTarget{99, 2000};
+  ok.reservation = Rate{5000, 0};
+  ok.limit = Rate{20000, 200ull << 20};
+  ok.weight = 200;
+  ok.priority = PriorityClass::kCritical;
+  ok.durability = Durability::kSync;
+  EXPECT_TRUE(ValidateIntent("intent", ok).ok());
+  EXPECT_TRUE(ValidateIntent("intent", Intent{}).ok());
+
+  auto expect_field = [](const Intent& in, const char* field) {
+    Status s = ValidateIntent("spec.intent", in);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << field;
+    EXPECT_EQ(s.message().rfind(std::string("spec.intent.") + field + ":", 0), 0u) << s.ToString();
+  };
+  Intent bad = ok;
+  bad.limit = Rate{100, 0};
+  expect_field(bad, "limit.iops");
+  bad = ok;
+  bad.latency = LatencyTarget{100, 2000};
+  expect_field(bad, "latency.percentile");
+  bad.latency = LatencyTarget{99, 0};
+  expect_field(bad, "latency.bound_us");
+  bad = ok;
+  bad.weight = 0;
+  expect_field(bad, "weight");
+  bad.weight = kWeightMax + 1;
+  expect_field(bad, "weight");
+  bad = ok;
+  bad.reservation = Rate{};
+  expect_field(bad, "reservation");
+  bad.reservation = Rate{kIopsMax + 1, 0};
+  expect_field(bad, "reservation.iops");
+  bad = ok;
+  bad.limit = Rate{0, 1};
+  bad.reservation = Rate{0, 2};
+  expect_field(bad, "limit.bytes_per_second");
+}
+
+TEST(PolicyModel, AVolumeIntentOverridesItsClassFieldByField) {
+  Intent cls;
+  cls.limit = Rate{1000, 0};
+  cls.weight = 50;
+  cls.durability = Durability::kSync;
+  Intent vol;
+  vol.weight = 300;
+  Intent m = MergeIntent(cls, vol);
+  EXPECT_EQ(m.limit, cls.limit);
+  EXPECT_EQ(m.weight, 300u);
+  EXPECT_EQ(m.durability, Durability::kSync);
+  EXPECT_FALSE(m.reservation.has_value());
+}
+
+TEST(PolicyModel, EnumsRoundTripByName) {
+  for (Role r : {Role::kNone, Role::kViewer, Role::kTenant, Role::kOperator, Role::kAdmin})
+    EXPECT_EQ(ParseRole(RoleName(r)), r);
+  for (PriorityClass p :
+       {PriorityClass::kStandard, PriorityClass::kCritical, PriorityClass::kBackground})
+    EXPECT_EQ(ParsePriorityClass(PriorityClassName(p)), p);
+  for (Durability d : {Durability::kFlush, Durability::kSync, Durability::kNone})
+    EXPECT_EQ(ParseDurability(DurabilityName(d)), d);
+  EXPECT_FALSE(ParseRole("root").has_value());
+  EXPECT_FALSE(ParseDurability("fsync").has_value());
+}
+
+TEST(PolicyModel, SizesParseInPowersOf1024AndRefuseWhatIsNotOne) {
+  EXPECT_EQ(ParseSize("size", "4096").value(), 4096u);
+  EXPECT_EQ(ParseSize("size", "10G").value(), 10ull << 30);
+  EXPECT_EQ(ParseSize("size", "512Mi").value(), 512ull << 20);
+  EXPECT_EQ(ParseSize("size", "1t").value(), 1ull << 40);
+  EXPECT_EQ(ParseSize("size", "2KiB").value(), 2048u);
+  for (const char* bad :
+       {"", "G", "1.5G", "10X", "10 G", "-1", "99999999999999999999", "20000000P"}) {
+    auto r = ParseSize("spec.size", bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().message().rfind("spec.size: ", 0), 0u) << bad;
+    }
+  }
+  EXPECT_EQ(FormatSize(10ull << 30), "10G");
+  EXPECT_EQ(FormatSize(4096), "4K");
+  EXPECT_EQ(FormatSize(4097), "4097");
+  EXPECT_EQ(FormatSize(0), "0");
+}
+
+}  // namespace
+}  // namespace spd::policy
