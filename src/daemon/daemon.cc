@@ -10,8 +10,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "common/log.h"
+#include "control/control_server.h"
 #include "frontend/nbd/nbd_server.h"
 #include "reactor/reactor.h"
 #include "reactor/reactor_group.h"
@@ -27,10 +29,17 @@ struct SignalWatch : Completion {
   int fd = -1;
   NbdServer* server = nullptr;
   Reactor* reactor = nullptr;
+  ControlServer* control = nullptr;
   bool stopping = false;
   struct Stopped : Task {
     Reactor* reactor = nullptr;
   } stopped;
+  // The control server stops on a thread of its own (its calls in flight need this reactor
+  // running), then the NBD server drains here.
+  std::thread control_stopper;
+  struct AfterControl : Task {
+    SignalWatch* w = nullptr;
+  } after_control;
 };
 
 void OnSignal(Completion* c, int32_t res, uint32_t flags) {
@@ -41,7 +50,16 @@ void OnSignal(Completion* c, int32_t res, uint32_t flags) {
   if (!got || w->stopping) return;
   w->stopping = true;
   SPD_LOG_INFO("signal %u: draining in-flight requests", si.ssi_signo);
-  w->server->Shutdown(&w->stopped);
+  if (w->control == nullptr) return w->server->Shutdown(&w->stopped);
+  w->after_control.w = w;
+  w->after_control.fn = [](Task* t) {
+    SignalWatch* sw = static_cast<SignalWatch::AfterControl*>(t)->w;
+    sw->server->Shutdown(&sw->stopped);
+  };
+  w->control_stopper = std::thread([w] {
+    w->control->Stop();
+    w->reactor->Post(&w->after_control);
+  });
 }
 
 Status MakeDirs(const std::string& dir) {
@@ -323,7 +341,34 @@ int RunDaemon(const DaemonOptions& o) {
     }
   }
 
+  std::unique_ptr<ControlServer> control;
+  if (o.control_socket != "off") {
+    ControlServerOptions co;
+    co.socket_path = o.control_socket;
+    co.socket_mode = o.control_socket_mode;
+    co.socket_group = o.control_socket_gid;
+    co.version = "0.1.0";
+    co.data_dir = o.data_dir;
+    co.engine = reactor->engine() == ReactorEngine::kUring ? "io_uring" : "epoll";
+    co.reactors = group->size();
+    if (o.nbd_unix != "off") co.nbd_endpoints.push_back("unix:" + o.nbd_unix);
+    if (o.nbd_listen != "off")
+      co.nbd_endpoints.push_back("tcp:" + o.nbd_listen.substr(0, o.nbd_listen.rfind(':')) + ":" +
+                                 std::to_string(server.tcp_port()));
+    if (o.metrics_listen != "off") co.metrics_endpoint = o.metrics_listen;
+    co.pool_path = o.pool_path;
+    control = std::make_unique<ControlServer>(&volumes, co);
+    if (Status s = control->Start(); !s.ok()) {
+      SPD_LOG_ERROR("%s", s.ToString().c_str());
+      return 1;
+    }
+    if (!reactor->fallback_reason().empty())
+      control->ReportBackendFallback("io_uring unavailable (" + reactor->fallback_reason() +
+                                     "): the epoll reactor and the posix backend serve");
+  }
+
   SignalWatch sig;
+  sig.control = control.get();
   sig.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   sig.server = &server;
   sig.reactor = reactor.get();
@@ -343,6 +388,8 @@ int RunDaemon(const DaemonOptions& o) {
                group->size(), reactor->engine() == ReactorEngine::kUring ? "io_uring" : "epoll");
   if (!o.quiet) PrintHowToConnect(o, server, *pool);
   reactor->Run();
+  if (sig.control_stopper.joinable()) sig.control_stopper.join();
+  control.reset();
 
   Status s = pool->SyncAll();
   if (!s.ok()) {

@@ -1,5 +1,7 @@
 #include "daemon/options.h"
 
+#include <grp.h>
+
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <cmath>
@@ -205,6 +207,16 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_option("--sim-error-rate", o.sim.error_probability,
                  "sim: probability that a data op fails with EIO");
   app.add_option("--nbd-unix", o.nbd_unix, "NBD unix socket (default DATA_DIR/nbd.sock; off)");
+  std::string control_mode = "0600", control_group;
+  app.add_option("--control-socket", o.control_socket,
+                 "The control API's unix socket, which spdctl and gRPC clients use (default "
+                 "DATA_DIR/control.sock; off). Root and the daemon's own user are admins; other "
+                 "users are refused (docs/control.md)");
+  app.add_option("--control-socket-mode", control_mode,
+                 "Permission bits of the control socket, octal (who may connect at all)")
+      ->capture_default_str();
+  app.add_option("--control-socket-group", control_group,
+                 "Group of the control socket (a name or a number; default: the daemon's)");
   app.add_option("--nbd-listen", o.nbd_listen, "NBD TCP address HOST:PORT (off to disable)")
       ->capture_default_str();
   app.add_option("--nbd-connections-max", o.nbd_connections_max,
@@ -286,6 +298,27 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument("--nbd-request-max must be between 4K and 1G");
   o.nbd_request_bytes_max = static_cast<uint32_t>(req);
   SPD_ASSIGN_OR_RETURN(o.nbd_memory_bytes_max, ParseSize(memory_max));
+  {
+    char* end = nullptr;
+    const unsigned long mode = std::strtoul(control_mode.c_str(), &end, 8);
+    if (control_mode.empty() || *end != '\0' || mode > 0777)
+      return InvalidArgument(
+          "--control-socket-mode wants octal permission bits such as 0600 or "
+          "0660, got '" +
+          control_mode + "'");
+    o.control_socket_mode = static_cast<uint32_t>(mode);
+  }
+  if (!control_group.empty()) {
+    char* end = nullptr;
+    const unsigned long gid = std::strtoul(control_group.c_str(), &end, 10);
+    if (*end == '\0') {
+      o.control_socket_gid = static_cast<int>(gid);
+    } else if (const group* gr = getgrnam(control_group.c_str())) {
+      o.control_socket_gid = static_cast<int>(gr->gr_gid);
+    } else {
+      return InvalidArgument("--control-socket-group: no group '" + control_group + "'");
+    }
+  }
   SPD_ASSIGN_OR_RETURN(o.backend, ParseBackendKind(backend));
   for (const std::string& v : volumes) {
     VolumeFlag spec;
@@ -294,6 +327,7 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   }
   if (o.pool_path.empty()) o.pool_path = o.data_dir + "/pool.img";
   if (o.nbd_unix.empty()) o.nbd_unix = o.data_dir + "/nbd.sock";
+  if (o.control_socket.empty()) o.control_socket = o.data_dir + "/control.sock";
   if (o.log_level != "debug" && o.log_level != "info" && o.log_level != "warn" &&
       o.log_level != "error")
     return InvalidArgument("--log-level must be debug, info, warn or error");

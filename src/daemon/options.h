@@ -52,6 +52,9 @@ struct DaemonOptions {
   uint64_t nbd_stall_timeout_ms = 30'000;
   uint64_t nbd_memory_bytes_max = 1ull << 30;
   std::string metrics_listen = "127.0.0.1:9465";  // "off" disables
+  std::string control_socket;                     // default DATA_DIR/control.sock; "off" disables
+  uint32_t control_socket_mode = 0600;            // --control-socket-mode (octal)
+  int control_socket_gid = -1;                    // --control-socket-group, -1: the daemon's group
   std::string log_level = "info";
   bool quiet = false;  // no connection hints on stdout
 };

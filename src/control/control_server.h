@@ -1,0 +1,84 @@
+// ControlServer: the control API (api/spd/v1/*.proto) over gRPC, on DATA_DIR/control.sock.
+//
+// gRPC's callback API on gRPC's own threads, off the reactors: a handler validates its request,
+// hands the work to the VolumeManager (which posts it to the pool's reactor) and finishes when
+// the manager's callback runs; no handler blocks and nothing here runs on a data-path thread
+// except those callbacks, which only copy a result and finish the call.
+//
+// Who calls. The server takes its unix-socket connections itself (ControlListener): it reads
+// the caller's uid with SO_PEERCRED before handing the connection to gRPC, because gRPC C++
+// does not expose it. Root and the daemon's own uid are admins; every other uid is refused
+// (PERMISSION_DENIED) until a uid map gives it a role (docs/control.md). Health checks
+// (grpc.health.v1) are open to everyone who can reach the socket.
+//
+// Limits (named, tested): request messages of at most kRequestBytesMax; at most
+// kCallsInFlightMax calls in flight (more: RESOURCE_EXHAUSTED); at most
+// kWatchersMax event watchers; the listener's own limits (control_listener.h).
+//
+// Thread-safety: Start and Stop from one thread (the daemon's main thread, Stop not on a
+// reactor: it waits for calls in flight, whose completions need the pool's reactor running).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "volume/volume_manager.h"
+
+namespace spd {
+
+class EventHub;
+
+struct ControlServerOptions {
+  std::string socket_path;      // DATA_DIR/control.sock
+  uint32_t socket_mode = 0600;  // --control-socket-mode
+  int socket_group = -1;        // --control-socket-group (gid), -1: the daemon's
+  // Fixed facts for NodeService.GetNodeInfo.
+  std::string version;
+  std::string data_dir;
+  std::string engine;
+  uint32_t reactors = 1;
+  std::vector<std::string> nbd_endpoints;
+  std::string metrics_endpoint;
+  std::string pool_path;
+};
+
+class ControlServer {
+ public:
+  static constexpr size_t kRequestBytesMax = 64 << 10;
+  static constexpr size_t kCallsInFlightMax = 256;
+  static constexpr size_t kWatchersMax = 64;
+  static constexpr uint32_t kListPageMax = 1000;
+
+  // `volumes` and the pool behind it outlive the server.
+  ControlServer(VolumeManager* volumes, ControlServerOptions options);
+  ~ControlServer();  // Stop()
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+
+  // Binds the socket and starts serving.
+  [[nodiscard]] Status Start();
+  // Stops taking connections, ends event watchers, waits (bounded, 5 s) for calls in flight.
+  // REQUIRES: not on the pool's reactor thread, which must keep running until this returns.
+  void Stop();
+
+  // Events (any thread): the event stream's source. Volume changes arrive by themselves (the
+  // server is a VolumeManager listener); the daemon adds what it knows (backend fallback, pool
+  // read-only).
+  EventHub* events() const { return events_.get(); }
+  // Events the daemon knows of (any thread).
+  void ReportBackendFallback(const std::string& reason);
+  void ReportPoolReadOnly(const std::string& reason);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<EventHub> events_;
+  std::shared_ptr<struct ControlServices> services_;  // outlive the gRPC server
+};
+
+}  // namespace spd

@@ -1,0 +1,268 @@
+#include "spdctl/format.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <sstream>
+
+#include "policy/model.h"
+
+namespace spd::ctl {
+namespace {
+
+Doc Header(const char* kind) {
+  Doc d;
+  d["apiVersion"] = kApiVersion;
+  d["kind"] = kind;
+  return d;
+}
+
+Doc VolumeFields(const v1::Volume& v) {
+  Doc d;
+  d["name"] = v.name();
+  d["id"] = v.id();
+  d["pool"] = v.pool();
+  d["sizeBytes"] = v.size_bytes();
+  d["allocatedBytes"] = v.allocated_bytes();
+  d["durability"] = DurabilityText(v.durability());
+  d["readOnly"] = v.read_only();
+  d["users"] = v.users();
+  return d;
+}
+
+Doc PoolFields(const v1::Pool& p) {
+  Doc d;
+  d["name"] = p.name();
+  d["path"] = p.path();
+  d["backend"] = p.backend();
+  d["sizeBytes"] = p.size_bytes();
+  d["chunkSizeBytes"] = p.chunk_size_bytes();
+  d["allocatedBytes"] = p.allocated_bytes();
+  d["freeBytes"] = p.free_bytes();
+  d["readOnly"] = p.read_only();
+  d["volumes"] = p.volumes();
+  d["commits"] = p.commits();
+  return d;
+}
+
+void EmitYaml(YAML::Emitter& e, const Doc& d) {
+  if (d.is_object()) {
+    e << YAML::BeginMap;
+    for (auto it = d.begin(); it != d.end(); ++it) {
+      e << YAML::Key << it.key() << YAML::Value;
+      EmitYaml(e, it.value());
+    }
+    e << YAML::EndMap;
+  } else if (d.is_array()) {
+    e << YAML::BeginSeq;
+    for (const auto& x : d) EmitYaml(e, x);
+    e << YAML::EndSeq;
+  } else if (d.is_string()) {
+    // Quoted when YAML would read it as something else ("true", "10", "null", "").
+    const std::string s = d.get<std::string>();
+    e << YAML::DoubleQuoted << s;
+  } else if (d.is_boolean()) {
+    e << (d.get<bool>() ? "true" : "false");
+  } else if (d.is_number_unsigned()) {
+    e << d.get<uint64_t>();
+  } else if (d.is_number_integer()) {
+    e << d.get<int64_t>();
+  } else if (d.is_number_float()) {
+    e << d.get<double>();
+  } else {
+    e << YAML::Null;
+  }
+}
+
+std::string Cell(const Doc& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
+  return v.dump();
+}
+
+// Columns: (title, key, is_size).
+struct Col {
+  const char* title;
+  const char* key;
+  bool size;
+};
+
+std::string Table(const std::vector<const Doc*>& rows, const std::vector<Col>& cols) {
+  std::vector<std::vector<std::string>> cells;
+  std::vector<size_t> width;
+  for (const Col& c : cols) width.push_back(std::string(c.title).size());
+  for (const Doc* r : rows) {
+    std::vector<std::string> line;
+    for (size_t i = 0; i < cols.size(); ++i) {
+      const Doc& v = (*r)[cols[i].key];
+      std::string s =
+          cols[i].size && v.is_number() ? policy::FormatSize(v.get<uint64_t>()) : Cell(v);
+      width[i] = std::max(width[i], s.size());
+      line.push_back(std::move(s));
+    }
+    cells.push_back(std::move(line));
+  }
+  std::ostringstream out;
+  auto emit = [&](const std::vector<std::string>& line) {
+    for (size_t i = 0; i < line.size(); ++i) {
+      out << line[i];
+      if (i + 1 < line.size()) out << std::string(width[i] - line[i].size() + 2, ' ');
+    }
+    out << '\n';
+  };
+  std::vector<std::string> head;
+  for (const Col& c : cols) head.push_back(c.title);
+  emit(head);
+  for (const auto& l : cells) emit(l);
+  return out.str();
+}
+
+const std::vector<Col> kVolumeCols = {{"NAME", "name", false},
+                                      {"SIZE", "sizeBytes", true},
+                                      {"ALLOCATED", "allocatedBytes", true},
+                                      {"DURABILITY", "durability", false},
+                                      {"READ-ONLY", "readOnly", false},
+                                      {"USERS", "users", false}};
+const std::vector<Col> kPoolCols = {
+    {"NAME", "name", false},          {"BACKEND", "backend", false},
+    {"SIZE", "sizeBytes", true},      {"ALLOCATED", "allocatedBytes", true},
+    {"FREE", "freeBytes", true},      {"VOLUMES", "volumes", false},
+    {"READ-ONLY", "readOnly", false}, {"PATH", "path", false}};
+
+}  // namespace
+
+std::string DurabilityText(v1::Durability d) {
+  switch (d) {
+    case v1::DURABILITY_FLUSH:
+      return "flush";
+    case v1::DURABILITY_SYNC:
+      return "sync";
+    case v1::DURABILITY_NONE:
+      return "none";
+    default:
+      return "unspecified";
+  }
+}
+
+std::string EventTypeText(v1::EventType t) {
+  switch (t) {
+    case v1::EVENT_TYPE_VOLUME_CREATED:
+      return "volume-created";
+    case v1::EVENT_TYPE_VOLUME_DELETED:
+      return "volume-deleted";
+    case v1::EVENT_TYPE_VOLUME_RESIZED:
+      return "volume-resized";
+    case v1::EVENT_TYPE_VOLUME_DURABILITY_CHANGED:
+      return "volume-durability-changed";
+    case v1::EVENT_TYPE_BACKEND_FALLBACK:
+      return "backend-fallback";
+    case v1::EVENT_TYPE_POOL_READ_ONLY:
+      return "pool-read-only";
+    case v1::EVENT_TYPE_INTENT_VIOLATION:
+      return "intent-violation";
+    case v1::EVENT_TYPE_EVENTS_LOST:
+      return "events-lost";
+    default:
+      return "unspecified";
+  }
+}
+
+Doc VolumeDoc(const v1::Volume& v) {
+  Doc d = Header("Volume");
+  const Doc fields = VolumeFields(v);  // a local: items() of a temporary would dangle
+  for (auto it = fields.begin(); it != fields.end(); ++it) d[it.key()] = it.value();
+  return d;
+}
+
+Doc VolumeListDoc(const std::vector<v1::Volume>& vs) {
+  Doc d = Header("VolumeList");
+  d["items"] = Doc::array();
+  for (const v1::Volume& v : vs) d["items"].push_back(VolumeFields(v));
+  return d;
+}
+
+Doc PoolDoc(const v1::Pool& p) {
+  Doc d = Header("Pool");
+  const Doc fields = PoolFields(p);  // a local: items() of a temporary would dangle
+  for (auto it = fields.begin(); it != fields.end(); ++it) d[it.key()] = it.value();
+  return d;
+}
+
+Doc PoolListDoc(const std::vector<v1::Pool>& ps) {
+  Doc d = Header("PoolList");
+  d["items"] = Doc::array();
+  for (const v1::Pool& p : ps) d["items"].push_back(PoolFields(p));
+  return d;
+}
+
+Doc NodeDoc(const v1::NodeInfo& n) {
+  Doc d = Header("NodeInfo");
+  d["hostname"] = n.hostname();
+  d["version"] = n.version();
+  d["pid"] = n.pid();
+  d["uptimeSeconds"] = n.uptime_seconds();
+  d["reactors"] = n.reactors();
+  d["engine"] = n.engine();
+  d["dataDir"] = n.data_dir();
+  d["nbdEndpoints"] = Doc::array();
+  for (const std::string& e : n.nbd_endpoints()) d["nbdEndpoints"].push_back(e);
+  d["metricsEndpoint"] = n.metrics_endpoint();
+  return d;
+}
+
+Doc EventDoc(const v1::Event& e) {
+  Doc d = Header("Event");
+  d["seq"] = e.seq();
+  d["timeUnixNs"] = e.time_unix_ns();
+  d["type"] = EventTypeText(e.type());
+  d["volume"] = e.volume();
+  if (e.has_volume_info()) d["volumeInfo"] = VolumeFields(e.volume_info());
+  d["message"] = e.message();
+  return d;
+}
+
+std::string ToYaml(const Doc& doc) {
+  YAML::Emitter e;
+  EmitYaml(e, doc);
+  return std::string(e.c_str()) + "\n";
+}
+
+std::string Render(const Doc& doc, Output out) {
+  if (out == Output::kJson) return doc.dump(2) + "\n";
+  if (out == Output::kYaml) return ToYaml(doc);
+  const std::string kind = doc.value("kind", "");
+  std::vector<const Doc*> rows;
+  if (kind == "VolumeList" || kind == "PoolList") {
+    for (const Doc& x : doc["items"]) rows.push_back(&x);
+    return Table(rows, kind == "VolumeList" ? kVolumeCols : kPoolCols);
+  }
+  if (kind == "Volume") return Table({&doc}, kVolumeCols);
+  if (kind == "Pool") return Table({&doc}, kPoolCols);
+  if (kind == "Event") {
+    std::string line =
+        "#" + std::to_string(doc["seq"].get<uint64_t>()) + " " + doc["type"].get<std::string>();
+    if (!doc["volume"].get<std::string>().empty()) line += " " + doc["volume"].get<std::string>();
+    if (!doc["message"].get<std::string>().empty())
+      line += ": " + doc["message"].get<std::string>();
+    return line + "\n";
+  }
+  // Anything else (NodeInfo): key: value lines.
+  std::ostringstream o;
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    if (it.key() == "apiVersion" || it.key() == "kind") continue;
+    o << it.key() << ": ";
+    if (it.value().is_array()) {
+      std::string sep;
+      for (const auto& x : it.value()) {
+        o << sep << Cell(x);
+        sep = ", ";
+      }
+    } else {
+      o << Cell(it.value());
+    }
+    o << '\n';
+  }
+  return o.str();
+}
+
+}  // namespace spd::ctl

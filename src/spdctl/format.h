@@ -1,0 +1,44 @@
+// spdctl's output: one object model, three renderings.
+//
+// Every answer is first turned into a JSON document with `apiVersion` (spd.v1) and `kind`
+// (Volume, VolumeList, Pool, PoolList, NodeInfo, Event) and fixed, documented field names in
+// lowerCamelCase (docs/spdctl.md). `-o json` prints it, `-o yaml` prints the same tree as YAML,
+// `-o table` prints columns for people. The JSON and YAML shapes are pinned by golden files
+// (tests/golden/spdctl/): a change to them is a change to a public interface and must change
+// apiVersion, not slip in (LINSTOR's users were bitten by exactly that).
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "spd/v1/events.pb.h"
+#include "spd/v1/node.pb.h"
+#include "spd/v1/pools.pb.h"
+#include "spd/v1/volumes.pb.h"
+
+namespace spd::ctl {
+
+inline constexpr const char* kApiVersion = "spd.v1";
+
+enum class Output { kTable, kJson, kYaml };
+
+using Doc = nlohmann::ordered_json;
+
+Doc VolumeDoc(const v1::Volume& v);  // kind Volume
+Doc VolumeListDoc(const std::vector<v1::Volume>& vs);
+Doc PoolDoc(const v1::Pool& p);
+Doc PoolListDoc(const std::vector<v1::Pool>& ps);
+Doc NodeDoc(const v1::NodeInfo& n);
+Doc EventDoc(const v1::Event& e);
+
+std::string DurabilityText(v1::Durability d);  // "flush", "sync", "none", "unspecified"
+std::string EventTypeText(v1::EventType t);    // "volume-created", ...
+
+// The document in `out` form (table: a header line and one line per item, columns aligned).
+std::string Render(const Doc& doc, Output out);
+// YAML of a JSON tree (block style, keys in the tree's order).
+std::string ToYaml(const Doc& doc);
+
+}  // namespace spd::ctl

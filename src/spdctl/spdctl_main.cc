@@ -1,0 +1,474 @@
+// spdctl: SP Driver 2.0's command line. It speaks only the control API (api/spd/v1), over the
+// daemon's unix socket. Noun-verb commands, `-o table|json|yaml`, exit codes scripts can rely on
+// (see --help and docs/spdctl.md).
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "policy/model.h"
+#include "spd/v1/events.grpc.pb.h"
+#include "spd/v1/node.grpc.pb.h"
+#include "spd/v1/pools.grpc.pb.h"
+#include "spd/v1/volumes.grpc.pb.h"
+#include "spdctl/format.h"
+
+namespace spd::ctl {
+namespace {
+
+// Exit codes (docs/spdctl.md; `spdctl --help` prints them).
+enum Exit : int {
+  kExitOk = 0,
+  kExitDrift = 1,  // spdctl diff: the file and the daemon differ
+  kExitUsage = 2,
+  kExitNotFound = 3,
+  kExitExists = 4,
+  kExitPrecondition = 5,
+  kExitDenied = 6,
+  kExitUnavailable = 7,
+  kExitInvalid = 8,
+  kExitBusy = 9,
+  kExitError = 10,
+};
+
+constexpr const char* kExitHelp =
+    "Exit codes: 0 success; 1 (diff) differences found; 2 usage error; 3 not found; 4 already "
+    "exists with another spec; 5 refused in the current state (in use, data beyond a shrink); 6 "
+    "permission denied; 7 daemon unreachable or timed out; 8 invalid argument; 9 a limit was "
+    "reached (retry later); 10 any other error.\n"
+    "Environment: SPD_CONTROL_SOCKET is the default for --socket.\n"
+    "Documentation: docs/spdctl.md and docs/control.md in the SP Driver repository.";
+
+int ExitFor(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK:
+      return kExitOk;
+    case grpc::StatusCode::NOT_FOUND:
+      return kExitNotFound;
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return kExitExists;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return kExitPrecondition;
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return kExitDenied;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return kExitUnavailable;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return kExitInvalid;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return kExitBusy;
+    default:
+      return kExitError;
+  }
+}
+
+const char* CodeName(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "ERROR";
+  }
+}
+
+struct Globals {
+  std::string socket;
+  std::string output = "table";
+  double timeout_s = 30;
+};
+
+class Client {
+ public:
+  explicit Client(const Globals& g) : g_(g) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 64 << 20);
+    channel_ =
+        grpc::CreateCustomChannel("unix:" + g.socket, grpc::InsecureChannelCredentials(), args);
+    volumes = v1::VolumeService::NewStub(channel_);
+    pools = v1::PoolService::NewStub(channel_);
+    node = v1::NodeService::NewStub(channel_);
+    events = v1::EventService::NewStub(channel_);
+  }
+  void Prepare(grpc::ClientContext* ctx, bool deadline = true) const {
+    if (deadline)
+      ctx->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(g_.timeout_s * 1000)));
+  }
+  // Prints the error and returns the exit code.
+  int Fail(const grpc::Status& s) const {
+    std::string msg = s.error_message();
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
+      msg += " (is spd2 running? its control socket: " + g_.socket + ")";
+    std::fprintf(stderr, "spdctl: %s: %s\n", CodeName(s.error_code()), msg.c_str());
+    return ExitFor(s.error_code());
+  }
+  Output output() const {
+    if (g_.output == "json") return Output::kJson;
+    if (g_.output == "yaml") return Output::kYaml;
+    return Output::kTable;
+  }
+  int Print(const Doc& d) const {
+    std::fputs(Render(d, output()).c_str(), stdout);
+    return kExitOk;
+  }
+
+  std::unique_ptr<v1::VolumeService::Stub> volumes;
+  std::unique_ptr<v1::PoolService::Stub> pools;
+  std::unique_ptr<v1::NodeService::Stub> node;
+  std::unique_ptr<v1::EventService::Stub> events;
+
+ private:
+  const Globals& g_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+v1::Durability ParseDurabilityFlag(const std::string& s) {
+  if (s == "flush") return v1::DURABILITY_FLUSH;
+  if (s == "sync") return v1::DURABILITY_SYNC;
+  if (s == "none") return v1::DURABILITY_NONE;
+  return v1::DURABILITY_UNSPECIFIED;
+}
+
+const char* kBashCompletion =
+    R"(# bash completion for spdctl (source it, or put it in /etc/bash_completion.d/spdctl)
+_spdctl() {
+  local cur prev words cword
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  prev="${COMP_WORDS[COMP_CWORD-1]}"
+  case "$prev" in
+    -o|--output) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
+    --durability) COMPREPLY=($(compgen -W "flush sync none" -- "$cur")); return ;;
+    --socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+  esac
+  local noun="" verb="" i
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    case "${COMP_WORDS[i]}" in
+      -*) ;;
+      *) if [ -z "$noun" ]; then noun="${COMP_WORDS[i]}"; elif [ -z "$verb" ]; then verb="${COMP_WORDS[i]}"; fi ;;
+    esac
+  done
+  local opts="-o --output --socket --timeout -h --help"
+  case "$noun" in
+    "") COMPREPLY=($(compgen -W "volume pool node events completion version $opts" -- "$cur")) ;;
+    volume)
+      case "$verb" in
+        "") COMPREPLY=($(compgen -W "create get list delete resize set-durability" -- "$cur")) ;;
+        create) COMPREPLY=($(compgen -W "--size --durability --read-only $opts" -- "$cur")) ;;
+        delete) COMPREPLY=($(compgen -W "--force $opts" -- "$cur")) ;;
+        resize) COMPREPLY=($(compgen -W "--size $opts" -- "$cur")) ;;
+        set-durability) COMPREPLY=($(compgen -W "flush sync none $opts" -- "$cur")) ;;
+        *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+      esac ;;
+    pool) [ -z "$verb" ] && COMPREPLY=($(compgen -W "get list" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+    node) [ -z "$verb" ] && COMPREPLY=($(compgen -W "info" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+    events) COMPREPLY=($(compgen -W "--since --count $opts" -- "$cur")) ;;
+    completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
+  esac
+}
+complete -F _spdctl spdctl
+)";
+
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "spdctl: manage an SP Driver 2.0 daemon (spd2) through its control API.\n"
+      "Commands are noun-verb: `spdctl volume create db1 --size 10G --durability sync`."};
+  app.footer(kExitHelp);
+  app.require_subcommand(1);
+  Globals g;
+  const char* env_socket = std::getenv("SPD_CONTROL_SOCKET");
+  g.socket = env_socket ? env_socket : "./spd-data/control.sock";
+  app.add_option("--socket", g.socket,
+                 "The daemon's control socket (spd2 --data-dir DIR serves DIR/control.sock)")
+      ->capture_default_str();
+  app.add_option("-o,--output", g.output,
+                 "Output format: table (for people), json or yaml (for programs: shapes pinned "
+                 "by apiVersion spd.v1)")
+      ->check(CLI::IsMember({"table", "json", "yaml"}))
+      ->capture_default_str();
+  app.add_option("--timeout", g.timeout_s, "Seconds to wait for an answer (events: no limit)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  int rc = kExitOk;
+  std::unique_ptr<Client> client;
+  auto C = [&]() -> Client& {
+    if (!client) client = std::make_unique<Client>(g);
+    return *client;
+  };
+
+  // ---- volume ----
+  CLI::App* vol = app.add_subcommand("volume", "Create, inspect, resize and delete volumes");
+  vol->require_subcommand(1);
+  std::string name, size_text, durability = "flush";
+  bool read_only = false, force = false;
+
+  CLI::App* vc = vol->add_subcommand("create",
+                                     "Create a volume (idempotent: the same spec again "
+                                     "succeeds; another size for the name exits 4)");
+  vc->add_option("name", name, "Volume name: 1-64 of [A-Za-z0-9._-]")->required();
+  vc->add_option("--size", size_text, "Size: bytes or with K, M, G, T (powers of 1024): 10G")
+      ->required();
+  vc->add_option("--durability", durability,
+                 "flush: durable at FLUSH/FUA (a disk's promise); sync: every write before its "
+                 "reply; none: scratch, lost on a crash")
+      ->check(CLI::IsMember({"flush", "sync", "none"}))
+      ->capture_default_str();
+  vc->add_flag("--read-only", read_only, "Refuse writes");
+  vc->callback([&] {
+    auto size = policy::ParseSize("--size", size_text);
+    if (!size.ok()) {
+      std::fprintf(stderr, "spdctl: %s\n", std::string(size.status().message()).c_str());
+      rc = kExitUsage;
+      return;
+    }
+    v1::CreateVolumeRequest req;
+    req.set_name(name);
+    req.set_size_bytes(size.value());
+    req.set_durability(ParseDurabilityFlag(durability));
+    req.set_read_only(read_only);
+    v1::Volume resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->CreateVolume(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(VolumeDoc(resp)) : C().Fail(s);
+  });
+
+  CLI::App* vg = vol->add_subcommand("get", "Show one volume");
+  vg->add_option("name", name, "Volume name")->required();
+  vg->callback([&] {
+    v1::GetVolumeRequest req;
+    req.set_name(name);
+    v1::Volume resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->GetVolume(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(VolumeDoc(resp)) : C().Fail(s);
+  });
+
+  CLI::App* vl = vol->add_subcommand("list", "List every volume (all pages)");
+  vl->callback([&] {
+    std::vector<v1::Volume> all;
+    std::string token;
+    for (int page = 0; page < 100000; ++page) {
+      v1::ListVolumesRequest req;
+      req.set_page_token(token);
+      v1::ListVolumesResponse resp;
+      grpc::ClientContext ctx;
+      C().Prepare(&ctx);
+      grpc::Status s = C().volumes->ListVolumes(&ctx, req, &resp);
+      if (!s.ok()) {
+        rc = C().Fail(s);
+        return;
+      }
+      for (const auto& v : resp.volumes()) all.push_back(v);
+      token = resp.next_page_token();
+      if (token.empty()) break;
+    }
+    rc = C().Print(VolumeListDoc(all));
+  });
+
+  CLI::App* vd = vol->add_subcommand(
+      "delete", "Delete a volume and its data (refused while in use unless --force)");
+  vd->add_option("name", name, "Volume name")->required();
+  vd->add_flag("--force", force, "Close the volume's connections first, then delete");
+  vd->callback([&] {
+    v1::DeleteVolumeRequest req;
+    req.set_name(name);
+    req.set_force(force);
+    v1::DeleteVolumeResponse resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->DeleteVolume(&ctx, req, &resp);
+    if (!s.ok()) {
+      rc = C().Fail(s);
+      return;
+    }
+    if (C().output() == Output::kTable) {
+      std::printf("deleted %s\n", name.c_str());
+    } else {
+      Doc d;
+      d["apiVersion"] = kApiVersion;
+      d["kind"] = "Deleted";
+      d["name"] = name;
+      C().Print(d);
+    }
+    rc = kExitOk;
+  });
+
+  CLI::App* vr = vol->add_subcommand(
+      "resize", "Grow or shrink a volume (shrinking is refused while data lies beyond the end)");
+  vr->add_option("name", name, "Volume name")->required();
+  vr->add_option("--size", size_text, "New size: bytes or with K, M, G, T")->required();
+  vr->callback([&] {
+    auto size = policy::ParseSize("--size", size_text);
+    if (!size.ok()) {
+      std::fprintf(stderr, "spdctl: %s\n", std::string(size.status().message()).c_str());
+      rc = kExitUsage;
+      return;
+    }
+    v1::ResizeVolumeRequest req;
+    req.set_name(name);
+    req.set_size_bytes(size.value());
+    v1::Volume resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->ResizeVolume(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(VolumeDoc(resp)) : C().Fail(s);
+  });
+
+  CLI::App* vs = vol->add_subcommand("set-durability", "Change when a volume's writes are durable");
+  vs->add_option("name", name, "Volume name")->required();
+  vs->add_option("durability", durability, "flush, sync or none")
+      ->required()
+      ->check(CLI::IsMember({"flush", "sync", "none"}));
+  vs->callback([&] {
+    v1::SetDurabilityRequest req;
+    req.set_name(name);
+    req.set_durability(ParseDurabilityFlag(durability));
+    v1::Volume resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->SetDurability(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(VolumeDoc(resp)) : C().Fail(s);
+  });
+
+  // ---- pool ----
+  CLI::App* pool = app.add_subcommand("pool", "Inspect pools (one per daemon)");
+  pool->require_subcommand(1);
+  CLI::App* pl = pool->add_subcommand("list", "List pools: size, allocated and free space");
+  pl->callback([&] {
+    v1::ListPoolsResponse resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().pools->ListPools(&ctx, v1::ListPoolsRequest(), &resp);
+    if (!s.ok()) {
+      rc = C().Fail(s);
+      return;
+    }
+    rc = C().Print(PoolListDoc({resp.pools().begin(), resp.pools().end()}));
+  });
+  std::string pool_name;
+  CLI::App* pg = pool->add_subcommand("get", "Show one pool");
+  pg->add_option("name", pool_name, "Pool name (default: the daemon's pool)");
+  pg->callback([&] {
+    v1::GetPoolRequest req;
+    req.set_name(pool_name);
+    v1::Pool resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().pools->GetPool(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(PoolDoc(resp)) : C().Fail(s);
+  });
+
+  // ---- node ----
+  CLI::App* node = app.add_subcommand("node", "This daemon and its host");
+  node->require_subcommand(1);
+  node->add_subcommand("info", "Version, uptime, reactors, engine, endpoints")->callback([&] {
+    v1::NodeInfo resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().node->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &resp);
+    rc = s.ok() ? C().Print(NodeDoc(resp)) : C().Fail(s);
+  });
+
+  // ---- events ----
+  uint64_t since = 0, count = 0;
+  CLI::App* ev = app.add_subcommand(
+      "events", "Follow the daemon's events (volume created, deleted, resized, pool read-only...)");
+  ev->add_option("--since", since,
+                 "Start with event number SEQ (the daemon keeps its last 1024); default: only new "
+                 "events");
+  ev->add_option("--count", count, "Stop after this many events (default: follow until ^C)");
+  ev->callback([&] {
+    v1::WatchEventsRequest req;
+    req.set_since_seq(since);
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx, false);
+    auto reader = C().events->WatchEvents(&ctx, req);
+    v1::Event e;
+    uint64_t n = 0;
+    while ((count == 0 || n < count) && reader->Read(&e)) {
+      ++n;
+      const Doc d = EventDoc(e);
+      // One document per event: compact JSON lines, YAML documents.
+      if (C().output() == Output::kJson) {
+        std::printf("%s\n", d.dump().c_str());
+      } else if (C().output() == Output::kYaml) {
+        std::printf("---\n%s", ToYaml(d).c_str());
+      } else {
+        std::fputs(Render(d, Output::kTable).c_str(), stdout);
+      }
+      std::fflush(stdout);
+    }
+    if (count != 0 && n >= count) {
+      ctx.TryCancel();
+      rc = kExitOk;
+      return;
+    }
+    grpc::Status s = reader->Finish();
+    rc = s.ok() ? kExitOk : C().Fail(s);
+  });
+
+  // ---- completion, version ----
+  std::string shell;
+  CLI::App* comp = app.add_subcommand(
+      "completion", "Print a shell completion script: `source <(spdctl completion bash)`");
+  comp->add_option("shell", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
+  comp->callback([&] { std::fputs(kBashCompletion, stdout); });
+  app.add_subcommand("version", "Print spdctl's version and API version")->callback([&] {
+    std::printf("spdctl 0.1.0 (API %s)\n", kApiVersion);
+  });
+
+  // Global options (-o, --socket, --timeout) are accepted after the command words too.
+  std::function<void(CLI::App*)> fall = [&](CLI::App* a) {
+    for (CLI::App* sub : a->get_subcommands({})) {
+      sub->fallthrough();
+      fall(sub);
+    }
+  };
+  fall(&app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  return rc;
+}
+
+}  // namespace
+}  // namespace spd::ctl
+
+int main(int argc, char** argv) { return spd::ctl::Main(argc, argv); }
