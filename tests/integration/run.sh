@@ -5,6 +5,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export SPD2=${SPD2:-$here/../../build/spd2}
 [ -x "$SPD2" ] || { echo "spd2 not found at $SPD2 (build first)"; exit 1; }
+# spdctl from the same build as spd2 (build/ or build-asan/).
+export SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 passed=0
 failed=0
 for t in "$here"/test_*; do

@@ -1,0 +1,96 @@
+# The control API through spdctl against a real daemon: every command, its output shapes
+# (apiVersion), its exit codes, access by uid (SO_PEERCRED), events, completion, and a clean
+# SIGTERM with a watcher connected.
+source "$(dirname "$0")/lib.sh"
+SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
+chmod 0755 "$T"  # so that user nobody can reach the socket (and be refused by the daemon)
+export SPD_CONTROL_SOCKET="$T/data/control.sock"
+ctl() { "$SPDCTL" "$@"; }
+# expect CODE CMD...: runs spdctl, fails unless it exits CODE; its stderr in $T/err.
+expect() {
+  local want=$1 rc=0
+  shift
+  "$SPDCTL" "$@" >"$T/out" 2>"$T/err" || rc=$?
+  [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
+}
+json() { /usr/bin/python3 -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
+
+start_spd2 --control-socket-mode 0666 --volume vol0:64M
+# Follows every event from the first one, in the background.
+"$SPDCTL" events --since 1 -o json >"$T/events" 2>&1 &
+events_pid=$!
+
+expect 0 node info -o json
+[ "$(json "d['apiVersion'], d['kind'], d['engine'] in ('io_uring', 'epoll')")" = "spd.v1 NodeInfo True" ] ||
+  fail "node info: $(cat "$T/out")"
+expect 0 volume create db1 --size 10G --durability sync -o json
+[ "$(json "d['apiVersion'], d['kind'], d['name'], d['sizeBytes'], d['durability']")" = \
+  "spd.v1 Volume db1 10737418240 sync" ] || fail "create: $(cat "$T/out")"
+expect 0 volume create db1 --size 10G --durability sync      # idempotent
+expect 4 volume create db1 --size 20G                          # same name, other size
+grep -q ALREADY_EXISTS "$T/err" || fail "no ALREADY_EXISTS: $(cat "$T/err")"
+expect 3 volume get nope
+expect 2 volume create bad --size 10X                          # refused by spdctl itself
+expect 8 volume create bad --size 1000                         # refused by the daemon
+grep -q "size_bytes: must be a positive multiple of 4096" "$T/err" || fail "$(cat "$T/err")"
+expect 8 volume create "bad/name" --size 1G
+grep -q "INVALID_ARGUMENT: name:" "$T/err" || fail "$(cat "$T/err")"
+expect 2 volume frobnicate
+expect 0 volume resize db1 --size 12G -o yaml
+/usr/bin/python3 -c "import yaml,sys; d=yaml.safe_load(open('$T/out')); \
+  assert d['apiVersion'] == 'spd.v1' and d['kind'] == 'Volume' and d['sizeBytes'] == 12 << 30, d" ||
+  fail "resize yaml: $(cat "$T/out")"
+expect 0 volume set-durability db1 none -o json
+[ "$(json "d['durability']")" = none ] || fail "set-durability: $(cat "$T/out")"
+expect 0 volume list -o json
+[ "$(json "d['kind'], [v['name'] for v in d['items']]")" = "VolumeList ['vol0', 'db1']" ] ||
+  fail "list: $(cat "$T/out")"
+expect 0 pool list -o json
+[ "$(json "d['items'][0]['volumes'], d['items'][0]['readOnly']")" = "2 False" ] ||
+  fail "pool list: $(cat "$T/out")"
+expect 0 pool get
+expect 3 pool get other
+
+# Data beyond a shrink, and a delete while a client has the volume open.
+head -c 64M /dev/urandom >"$T/data64"
+nbdcopy "$T/data64" "$(uri vol0)" || fail "nbdcopy into vol0"
+expect 5 volume resize vol0 --size 32M
+grep -q FAILED_PRECONDITION "$T/err" || fail "$(cat "$T/err")"
+/usr/bin/python3 -c "
+import nbd, time
+h = nbd.NBD(); h.connect_uri('$(uri vol0)')
+open('$T/held', 'w').close()
+time.sleep(20)" &
+holder=$!
+for _ in $(seq 100); do [ -e "$T/held" ] && break; sleep 0.05; done
+expect 5 volume delete vol0
+grep -q "FAILED_PRECONDITION" "$T/err" || fail "delete in use: $(cat "$T/err")"
+expect 0 volume delete vol0 --force
+kill "$holder" 2>/dev/null || true  # its connection is gone already; do not wait 20 s
+wait "$holder" 2>/dev/null || true
+expect 3 volume get vol0
+
+# Access: another uid reaches the socket (mode 0666) but has no role.
+rc=0
+setpriv --reuid=65534 --regid=65534 --clear-groups "$SPDCTL" volume list >"$T/out" 2>"$T/err" ||
+  rc=$?
+[ "$rc" -eq 6 ] || fail "uid 65534 got exit $rc: $(cat "$T/err")"
+grep -q "PERMISSION_DENIED: uid 65534 has no role" "$T/err" || fail "$(cat "$T/err")"
+expect 7 --socket "$T/nothing.sock" volume list                 # no daemon there
+
+# Completion: a valid bash script that completes the nouns.
+ctl completion bash >"$T/comp.bash"
+bash -n "$T/comp.bash" || fail "completion script is not valid bash"
+words=$(bash -c "source '$T/comp.bash'; COMP_WORDS=(spdctl vol); COMP_CWORD=1; _spdctl; echo \${COMPREPLY[*]}")
+[ "$words" = volume ] || fail "completion of 'vol' gave '$words'"
+
+# The events so far, in order; then SIGTERM ends the watcher cleanly.
+expect 0 events --since 1 --count 4 -o json
+types=$(/usr/bin/python3 -c "import json; print(' '.join(json.loads(l)['type'] for l in open('$T/out')))")
+echo "events: $types"
+[ "$types" = "volume-created volume-resized volume-durability-changed volume-deleted" ] ||
+  fail "events out of order or missing: $types"
+stop_spd2
+wait "$events_pid" || fail "the event watcher did not end cleanly at SIGTERM"
+grep -c '"type"' "$T/events" | grep -q '^4$' || fail "watcher saw: $(cat "$T/events")"
+[ ! -e "$T/data/control.sock" ] || fail "control socket left behind"
