@@ -66,7 +66,10 @@ Status MakeDirs(const std::string& dir) {
   std::string cur;
   for (size_t i = 0; i <= dir.size(); ++i) {
     if (i == dir.size() || dir[i] == '/') {
-      if (!cur.empty() && mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST)
+      // The data directory itself owner-only (it holds the pool file and the sockets); the
+      // parents it had to create, the usual 0755.
+      const mode_t mode = i == dir.size() ? 0700 : 0755;
+      if (!cur.empty() && mkdir(cur.c_str(), mode) < 0 && errno != EEXIST)
         return Status::FromErrno(errno, "mkdir " + cur);
     }
     if (i < dir.size()) cur += dir[i];
@@ -172,6 +175,9 @@ void PrintHowToConnect(const DaemonOptions& o, const NbdServer& server, const Po
   if (o.metrics_listen != "off") {
     std::printf("  curl -s http://%s/metrics\n", o.metrics_listen.c_str());
   }
+  if (o.control_socket != "off") {
+    std::printf("  spdctl --socket %s volume list\n", o.control_socket.c_str());
+  }
   if (o.nbd_listen != "off") {
     std::printf("  qemu-img info nbd://127.0.0.1:%u/%s\n", server.tcp_port(), vol.c_str());
   }
@@ -196,6 +202,14 @@ int RunDaemon(const DaemonOptions& o) {
   if (Status s = MakeDirs(o.data_dir); !s.ok()) {
     SPD_LOG_ERROR("data directory: %s", s.ToString().c_str());
     return 1;
+  }
+  {
+    struct stat st {};
+    if (stat(o.data_dir.c_str(), &st) == 0 && (st.st_mode & 0077) != 0)
+      SPD_LOG_WARN(
+          "data directory %s is open to other users (mode %03o): they can reach the "
+          "sockets, and the pool file if its own mode allows; chmod 700 it",
+          o.data_dir.c_str(), static_cast<unsigned>(st.st_mode & 0777));
   }
 
   ReactorOptions ro;

@@ -37,7 +37,7 @@ Result<OpenedFile> OpenPoolFile(const BackendOptions& options) {
   if (options.create) flags |= O_CREAT;
   int fd = -1;
   if (!options.buffered) {
-    fd = open(options.path.c_str(), flags | O_DIRECT, 0644);
+    fd = open(options.path.c_str(), flags | O_DIRECT, 0600);
     if (fd >= 0) {
       f.direct = true;
     } else if (errno == EINVAL) {
@@ -51,10 +51,16 @@ Result<OpenedFile> OpenPoolFile(const BackendOptions& options) {
     }
   }
   if (fd < 0) {
-    fd = open(options.path.c_str(), flags, 0644);
+    fd = open(options.path.c_str(), flags, 0600);
     if (fd < 0) return Status::FromErrno(errno, "open " + options.path);
   }
   f.fd = fd;
+  struct stat mode_st {};
+  if (fstat(fd, &mode_st) == 0 && S_ISREG(mode_st.st_mode) && (mode_st.st_mode & 0077) != 0)
+    SPD_LOG_WARN(
+        "%s is readable or writable by other users (mode %03o): any local user can read "
+        "every volume's data from it; chmod 600 it",
+        options.path.c_str(), static_cast<unsigned>(mode_st.st_mode & 0777));
   // One process at a time: a second daemon (or `spd2 check`) on a pool in use would corrupt it
   // or read a half-written state. A POSIX record lock belongs to the process and goes away when
   // it exits, even by SIGKILL with io_uring still holding the file (a flock would outlive the

@@ -16,6 +16,11 @@ expect() {
 json() { /usr/bin/python3 -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
 
 start_spd2 --control-socket-mode 0666 --volume vol0:64M
+# Created owner-only: the data directory, the pool file, the control socket (unless asked).
+[ "$(stat -c %a "$T/data")" = 700 ] || fail "data dir mode $(stat -c %a "$T/data")"
+[ "$(stat -c %a "$T/data/pool.img")" = 600 ] || fail "pool file mode $(stat -c %a "$T/data/pool.img")"
+[ "$(stat -c %a "$T/data/control.sock")" = 666 ] || fail "--control-socket-mode not applied"
+chmod 0711 "$T/data"  # let user nobody reach the socket below (and be refused by the daemon)
 # Follows every event from the first one, in the background.
 "$SPDCTL" events --since 1 -o json >"$T/events" 2>&1 &
 events_pid=$!
