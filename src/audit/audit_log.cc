@@ -199,8 +199,9 @@ class LineReader {
       const ssize_t n = pread(fd_, buf_.data() + have, kChunk, static_cast<off_t>(read_at_));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
+        const int err = errno;
         buf_.resize(have);
-        return Status::FromErrno(errno, "audit: read audit.log");
+        return Status::FromErrno(err, "audit: read audit.log");
       }
       buf_.resize(have + static_cast<size_t>(n));
       read_at_ += static_cast<uint64_t>(n);

@@ -69,8 +69,8 @@ struct AuditHead {
 
 struct AuditVerifyReport {
   bool ok = false;
-  // Entries read that are intact and chained, counted from the first; when !ok, the entries
-  // before the first problem.
+  // Intact, chained entries read from the first line up to the first line that is not one
+  // (entries beyond the head count: that problem is about the head, not the entries).
   uint64_t entries = 0;
   // Empty when ok. Otherwise one line naming the entry and what is wrong with it: edited,
   // deleted, inserted, reordered, truncated, torn, beyond the head, or a problem of the head
