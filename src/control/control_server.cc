@@ -8,11 +8,18 @@
 #include <chrono>
 #include <condition_variable>
 
+#include <google/protobuf/util/json_util.h>
+
+#include <deque>
+#include <thread>
+
+#include "audit/audit_log.h"
 #include "common/counters.h"
 #include "common/log.h"
 #include "control/control_listener.h"
 #include "control/event_hub.h"
 #include "policy/model.h"
+#include "spd/v1/audit.grpc.pb.h"
 #include "spd/v1/events.grpc.pb.h"
 #include "spd/v1/node.grpc.pb.h"
 #include "spd/v1/pools.grpc.pb.h"
@@ -29,6 +36,11 @@ Counter denied_total("spd_control_calls_denied_total",
 Counter busy_total("spd_control_calls_busy_total",
                    "Control API calls refused with RESOURCE_EXHAUSTED: kCallsInFlightMax calls "
                    "were in flight.");
+Counter audit_dropped_total(
+    "spd_control_audit_dropped_total",
+    "Refused mutating calls (denied, invalid) not written to the audit log because "
+    "kAuditQueueMax entries were waiting already (a flood of refused calls). Calls that change "
+    "something are always written before they return.");
 
 grpc::Status ToGrpc(const Status& s) {
   if (s.ok()) return grpc::Status::OK;
@@ -89,6 +101,14 @@ void RunOn(Reactor* reactor, std::function<void()> fn) {
 
 enum class Access { kRead, kWrite };
 
+// What the audit log records of one mutating call.
+struct AuditCall {
+  std::string who;
+  std::string method;
+  nlohmann::json args;
+  std::string traceparent;
+};
+
 }  // namespace
 
 struct ControlServer::Impl : VolumeManager::Listener {
@@ -103,6 +123,114 @@ struct ControlServer::Impl : VolumeManager::Listener {
   std::atomic<size_t> in_flight{0};
   std::atomic<bool> stopping{false};
   bool listening = false;
+
+  // The audit log and the worker thread that writes it (an append syncs to disk: not for gRPC's
+  // threads, never for a reactor). Once an append failed, the log refuses more and so do
+  // mutating calls (fail closed).
+  std::unique_ptr<AuditLog> audit;
+  std::atomic<bool> audit_broken{false};
+  std::mutex wmu;
+  std::condition_variable wcv;
+  std::deque<std::function<void()>> work;  // guarded by wmu
+  bool wstop = false;                      // guarded by wmu
+  std::thread worker;
+
+  void WorkerLoop() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> l(wmu);
+        wcv.wait(l, [&] { return wstop || !work.empty(); });
+        if (work.empty()) return;
+        fn = std::move(work.front());
+        work.pop_front();
+      }
+      fn();
+    }
+  }
+  // False (nothing queued) when `droppable` and the queue is full.
+  bool Enqueue(std::function<void()> fn, bool droppable) {
+    std::lock_guard<std::mutex> l(wmu);
+    if (droppable && work.size() >= kAuditQueueMax) return false;
+    work.push_back(std::move(fn));
+    wcv.notify_one();
+    return true;
+  }
+
+  std::string Who(grpc::CallbackServerContext* ctx) {
+    std::optional<PeerCred> p = listener.PeerOf(ctx->peer());
+    return p ? "uid:" + std::to_string(p->uid) : "unknown";
+  }
+  AuditCall Describe(grpc::CallbackServerContext* ctx, const char* method,
+                     const google::protobuf::Message& req) {
+    AuditCall a;
+    a.who = Who(ctx);
+    a.method = method;
+    std::string json;
+    google::protobuf::util::JsonPrintOptions jo;
+    jo.preserve_proto_field_names = true;
+    if (google::protobuf::util::MessageToJsonString(req, &json, jo).ok())
+      a.args = nlohmann::json::parse(json, nullptr, false);
+    if (a.args.is_discarded() || !a.args.is_object()) a.args = nlohmann::json::object();
+    auto it = ctx->client_metadata().find("traceparent");
+    if (it != ctx->client_metadata().end())
+      a.traceparent.assign(it->second.data(), it->second.size());
+    return a;
+  }
+  // Appends the call's entry (on the worker) and then finishes it. `admitted`: the call holds an
+  // in-flight slot (Done) rather than having been refused before (Refuse).
+  void FinishAudited(grpc::ServerUnaryReactor* r, AuditCall a, Status s, bool admitted) {
+    auto finish = [this, r, admitted](const Status& st) {
+      if (admitted) {
+        Done(r, st);
+      } else {
+        calls_failed_total.Add();
+        r->Finish(ToGrpc(st));
+      }
+    };
+    auto job = [this, r, a = std::move(a), s, finish]() mutable {
+      AuditEntry e;
+      e.who = a.who;
+      e.method = a.method;
+      e.args = std::move(a.args);
+      e.result = s.ok() ? "OK" : s.ToString();
+      e.traceparent = a.traceparent;
+      Status st = s;
+      if (!audit) {
+        // Broken at start (damaged): only refusals get here, and they cannot be recorded.
+        audit_dropped_total.Add();
+      } else if (Status w = audit->Append(e); !w.ok()) {
+        if (!audit_broken.exchange(true))
+          SPD_LOG_ERROR("audit log: %s: mutating calls are refused from now on",
+                        w.ToString().c_str());
+        if (s.ok())
+          st = Internal("the change was made but could not be recorded in the audit log (" +
+                        w.ToString() + "); mutating calls are refused until spd2 restarts");
+      }
+      finish(st);
+    };
+    // A refused call's entry may be dropped under a flood; a change's never is.
+    const bool droppable = !admitted;
+    if (!Enqueue(job, droppable)) {
+      audit_dropped_total.Add();
+      finish(s);
+    }
+  }
+  // A mutating call refused before it started (invalid, denied, audit broken).
+  grpc::ServerUnaryReactor* RefuseAudited(grpc::CallbackServerContext* ctx, AuditCall a,
+                                          const Status& s) {
+    auto* r = ctx->DefaultReactor();
+    FinishAudited(r, std::move(a), s, false);
+    return r;
+  }
+  // Admission for mutating calls: Admit, and the audit log must be writable.
+  Status AdmitWrite(grpc::CallbackServerContext* ctx) {
+    if (audit_broken.load())
+      return Unavailable(
+          "the audit log cannot be written: mutating calls are refused until it "
+          "is repaired and spd2 restarted (spdctl audit verify)");
+    return Admit(ctx, Access::kWrite);
+  }
 
   // Admission: a slot among kCallsInFlightMax and the caller's right to the call.
   Status Admit(grpc::CallbackServerContext* ctx, Access access) {
@@ -187,19 +315,20 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
   grpc::ServerUnaryReactor* CreateVolume(grpc::CallbackServerContext* ctx,
                                          const v1::CreateVolumeRequest* req,
                                          v1::Volume* resp) override {
+    AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/CreateVolume", *req);
     Status s = policy::ValidateName("name", req->name());
     if (s.ok()) s = CheckSize(req->size_bytes());
     auto dur = FromProto(req->durability(), true);
     if (s.ok() && !dur.ok()) s = dur.status();
-    if (!s.ok()) return ControlServer::Impl::Refuse(ctx, s);
-    if (Status a = impl_->Admit(ctx, Access::kWrite); !a.ok())
-      return ControlServer::Impl::Refuse(ctx, a);
+    if (s.ok()) s = impl_->AdmitWrite(ctx);
+    if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
     auto* r = ctx->DefaultReactor();
     VolumeSpec spec{req->name(), req->size_bytes(), dur.value(), req->read_only()};
     ControlServer::Impl* impl = impl_;
-    impl_->volumes->Create(spec, [impl, r, resp](Result<std::shared_ptr<VolumeHandle>> res) {
+    impl_->volumes->Create(spec, [impl, r, resp, audit = std::move(audit)](
+                                     Result<std::shared_ptr<VolumeHandle>> res) mutable {
       if (res.ok()) impl->Fill(res.value()->info(), resp);
-      impl->Done(r, res.ok() ? Status::Ok() : res.status());
+      impl->FinishAudited(r, std::move(audit), res.ok() ? Status::Ok() : res.status(), true);
     });
     return r;
   }
@@ -264,25 +393,28 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
   grpc::ServerUnaryReactor* DeleteVolume(grpc::CallbackServerContext* ctx,
                                          const v1::DeleteVolumeRequest* req,
                                          v1::DeleteVolumeResponse*) override {
-    if (Status s = policy::ValidateName("name", req->name()); !s.ok())
-      return ControlServer::Impl::Refuse(ctx, s);
-    if (Status a = impl_->Admit(ctx, Access::kWrite); !a.ok())
-      return ControlServer::Impl::Refuse(ctx, a);
+    AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/DeleteVolume", *req);
+    Status s = policy::ValidateName("name", req->name());
+    if (s.ok()) s = impl_->AdmitWrite(ctx);
+    if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
-    impl_->volumes->Delete(req->name(), req->force(), [impl, r](Status s) { impl->Done(r, s); });
+    impl_->volumes->Delete(req->name(), req->force(),
+                           [impl, r, audit = std::move(audit)](Status st) mutable {
+                             impl->FinishAudited(r, std::move(audit), st, true);
+                           });
     return r;
   }
 
   grpc::ServerUnaryReactor* ResizeVolume(grpc::CallbackServerContext* ctx,
                                          const v1::ResizeVolumeRequest* req,
                                          v1::Volume* resp) override {
+    AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/ResizeVolume", *req);
     Status s = policy::ValidateName("name", req->name());
     if (s.ok()) s = CheckSize(req->size_bytes());
-    if (!s.ok()) return ControlServer::Impl::Refuse(ctx, s);
-    if (Status a = impl_->Admit(ctx, Access::kWrite); !a.ok())
-      return ControlServer::Impl::Refuse(ctx, a);
-    return AfterChange(ctx, req->name(), resp, [&](auto done) {
+    if (s.ok()) s = impl_->AdmitWrite(ctx);
+    if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
+    return AfterChange(ctx, req->name(), resp, std::move(audit), [&](auto done) {
       impl_->volumes->Resize(req->name(), req->size_bytes(), done);
     });
   }
@@ -290,13 +422,13 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
   grpc::ServerUnaryReactor* SetDurability(grpc::CallbackServerContext* ctx,
                                           const v1::SetDurabilityRequest* req,
                                           v1::Volume* resp) override {
+    AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/SetDurability", *req);
     Status s = policy::ValidateName("name", req->name());
     auto dur = FromProto(req->durability(), false);
     if (s.ok() && !dur.ok()) s = dur.status();
-    if (!s.ok()) return ControlServer::Impl::Refuse(ctx, s);
-    if (Status a = impl_->Admit(ctx, Access::kWrite); !a.ok())
-      return ControlServer::Impl::Refuse(ctx, a);
-    return AfterChange(ctx, req->name(), resp, [&](auto done) {
+    if (s.ok()) s = impl_->AdmitWrite(ctx);
+    if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
+    return AfterChange(ctx, req->name(), resp, std::move(audit), [&](auto done) {
       impl_->volumes->SetDurability(req->name(), dur.value(), done);
     });
   }
@@ -305,15 +437,16 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
   // Starts a manager call whose `done(Status)` then answers with the volume's new state.
   template <typename Start>
   grpc::ServerUnaryReactor* AfterChange(grpc::CallbackServerContext* ctx, const std::string& name,
-                                        v1::Volume* resp, Start start) {
+                                        v1::Volume* resp, AuditCall audit, Start start) {
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
-    start([impl, r, resp, name](Status s) {
+    auto a = std::make_shared<AuditCall>(std::move(audit));
+    start([impl, r, resp, name, a](Status s) {
       if (s.ok()) {
         Volume* v = impl->pool->FindVolume(name);  // the callback runs on the pool's reactor
         if (v) impl->Fill(v->info(), resp);
       }
-      impl->Done(r, s);
+      impl->FinishAudited(r, std::move(*a), s, true);
     });
     return r;
   }
@@ -476,12 +609,69 @@ class EventServiceImpl final : public v1::EventService::CallbackService {
 
 }  // namespace
 
+class AuditServiceImpl final : public v1::AuditService::CallbackService {
+ public:
+  explicit AuditServiceImpl(ControlServer::Impl* impl) : impl_(impl) {}
+  grpc::ServerUnaryReactor* GetAuditHead(grpc::CallbackServerContext* ctx,
+                                         const v1::GetAuditHeadRequest*,
+                                         v1::AuditHead* resp) override {
+    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+      return ControlServer::Impl::Refuse(ctx, a);
+    auto* r = ctx->DefaultReactor();
+    if (!impl_->audit) {
+      impl_->Done(r, Unavailable("the audit log is damaged (spdctl audit verify says where)"));
+      return r;
+    }
+    const AuditHead h = impl_->audit->head();
+    resp->set_seq(h.seq);
+    resp->set_hash(h.hash);
+    impl_->Done(r, Status::Ok());
+    return r;
+  }
+  grpc::ServerUnaryReactor* VerifyAudit(grpc::CallbackServerContext* ctx,
+                                        const v1::VerifyAuditRequest* req,
+                                        v1::VerifyAuditResponse* resp) override {
+    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+      return ControlServer::Impl::Refuse(ctx, a);
+    auto* r = ctx->DefaultReactor();
+    ControlServer::Impl* impl = impl_;
+    std::optional<AuditHead> anchor;
+    if (req->has_anchor()) anchor = AuditHead{req->anchor().seq(), req->anchor().hash()};
+    // Reads the whole log: on the worker, not on gRPC's threads.
+    impl_->Enqueue(
+        [impl, r, resp, anchor] {
+          // A damaged log was not opened: check its files directly (nobody appends to it).
+          auto rep = impl->audit
+                         ? impl->audit->Verify(anchor ? &*anchor : nullptr)
+                         : VerifyAuditLog(impl->options.audit_dir, anchor ? &*anchor : nullptr);
+          if (!rep.ok()) return impl->Done(r, rep.status());
+          resp->set_ok(rep.value().ok);
+          resp->set_entries(rep.value().entries);
+          resp->set_problem(rep.value().problem);
+          resp->set_bad_entry(rep.value().bad_entry);
+          if (impl->audit) {
+            const AuditHead h = impl->audit->head();
+            resp->mutable_head()->set_seq(h.seq);
+            resp->mutable_head()->set_hash(h.hash);
+          }
+          impl->Done(r, Status::Ok());
+        },
+        false);
+    return r;
+  }
+
+ private:
+  ControlServer::Impl* impl_;
+};
+
 struct ControlServices {
   VolumeServiceImpl volume;
   PoolServiceImpl pool;
   NodeServiceImpl node;
   EventServiceImpl events;
-  explicit ControlServices(ControlServer::Impl* i) : volume(i), pool(i), node(i), events(i) {}
+  AuditServiceImpl audit;
+  explicit ControlServices(ControlServer::Impl* i)
+      : volume(i), pool(i), node(i), events(i), audit(i) {}
 };
 
 ControlServer::ControlServer(VolumeManager* volumes, ControlServerOptions options)
@@ -498,6 +688,19 @@ ControlServer::~ControlServer() {
 }
 
 Status ControlServer::Start() {
+  auto audit = AuditLog::Open(impl_->options.audit_dir);
+  if (audit.ok()) {
+    impl_->audit = std::move(audit).value();
+  } else if (audit.status().code() == StatusCode::kDataLoss) {
+    // A damaged log must not be continued (the chain would vouch for it), but data must stay
+    // reachable: serve, and refuse every mutating call until someone looks.
+    SPD_LOG_ERROR("audit log %s is damaged, mutating control calls are refused: %s",
+                  impl_->options.audit_dir.c_str(), audit.status().ToString().c_str());
+    impl_->audit_broken.store(true);
+  } else {
+    return audit.status().WithContext("control: audit log " + impl_->options.audit_dir);
+  }
+  impl_->worker = std::thread([this] { impl_->WorkerLoop(); });
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(static_cast<int>(kRequestBytesMax));
@@ -509,8 +712,12 @@ Status ControlServer::Start() {
   builder.RegisterService(&services->pool);
   builder.RegisterService(&services->node);
   builder.RegisterService(&services->events);
+  builder.RegisterService(&services->audit);
   impl_->server = builder.BuildAndStart();
-  if (!impl_->server) return Internal("control: gRPC server did not start");
+  if (!impl_->server) {
+    StopWorker();
+    return Internal("control: gRPC server did not start");
+  }
   services_ = services;
   if (auto* h = impl_->server->GetHealthCheckService()) h->SetServingStatus(true);
   impl_->volumes->AddListener(impl_.get());
@@ -520,6 +727,7 @@ Status ControlServer::Start() {
   if (!s.ok()) {
     impl_->server->Shutdown();
     impl_->server.reset();
+    StopWorker();
     return s;
   }
   SPD_LOG_INFO("control API on unix:%s", impl_->options.socket_path.c_str());
@@ -549,6 +757,17 @@ void ControlServer::Stop() {
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   impl_->server->Wait();
   impl_->server.reset();
+  StopWorker();
+}
+
+void ControlServer::StopWorker() {
+  if (!impl_->worker.joinable()) return;
+  {
+    std::lock_guard<std::mutex> l(impl_->wmu);
+    impl_->wstop = true;
+    impl_->wcv.notify_one();
+  }
+  impl_->worker.join();  // runs what is queued first
 }
 
 }  // namespace spd

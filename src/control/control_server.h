@@ -44,6 +44,9 @@ struct ControlServerOptions {
   std::vector<std::string> nbd_endpoints;
   std::string metrics_endpoint;
   std::string pool_path;
+  // The audit log's directory (DATA_DIR/audit): every mutating call is appended there, durably,
+  // before it returns (docs/audit.md).
+  std::string audit_dir;
 };
 
 class ControlServer {
@@ -52,6 +55,8 @@ class ControlServer {
   static constexpr size_t kCallsInFlightMax = 256;
   static constexpr size_t kWatchersMax = 64;
   static constexpr uint32_t kListPageMax = 1000;
+  // Entries waiting for the audit worker beyond which refused calls' entries are dropped.
+  static constexpr size_t kAuditQueueMax = 1024;
 
   // `volumes` and the pool behind it outlive the server.
   ControlServer(VolumeManager* volumes, ControlServerOptions options);
@@ -76,6 +81,7 @@ class ControlServer {
   struct Impl;
 
  private:
+  void StopWorker();
   std::unique_ptr<Impl> impl_;
   std::unique_ptr<EventHub> events_;
   std::shared_ptr<struct ControlServices> services_;  // outlive the gRPC server

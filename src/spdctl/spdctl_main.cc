@@ -12,7 +12,9 @@
 #include <memory>
 #include <string>
 
+#include "audit/audit_log.h"
 #include "policy/model.h"
+#include "spd/v1/audit.grpc.pb.h"
 #include "spd/v1/events.grpc.pb.h"
 #include "spd/v1/node.grpc.pb.h"
 #include "spd/v1/pools.grpc.pb.h"
@@ -25,7 +27,7 @@ namespace {
 // Exit codes (docs/spdctl.md; `spdctl --help` prints them).
 enum Exit : int {
   kExitOk = 0,
-  kExitDrift = 1,  // spdctl diff: the file and the daemon differ
+  kExitDrift = 1,  // spdctl diff: the file and the daemon differ; audit verify: a problem
   kExitUsage = 2,
   kExitNotFound = 3,
   kExitExists = 4,
@@ -38,7 +40,8 @@ enum Exit : int {
 };
 
 constexpr const char* kExitHelp =
-    "Exit codes: 0 success; 1 (diff) differences found; 2 usage error; 3 not found; 4 already "
+    "Exit codes: 0 success; 1 (diff) differences found, (audit verify) the log is damaged; 2 "
+    "usage error; 3 not found; 4 already "
     "exists with another spec; 5 refused in the current state (in use, data beyond a shrink); 6 "
     "permission denied; 7 daemon unreachable or timed out; 8 invalid argument; 9 a limit was "
     "reached (retry later); 10 any other error.\n"
@@ -117,6 +120,7 @@ class Client {
     pools = v1::PoolService::NewStub(channel_);
     node = v1::NodeService::NewStub(channel_);
     events = v1::EventService::NewStub(channel_);
+    audit = v1::AuditService::NewStub(channel_);
   }
   void Prepare(grpc::ClientContext* ctx, bool deadline = true) const {
     if (deadline)
@@ -145,6 +149,7 @@ class Client {
   std::unique_ptr<v1::PoolService::Stub> pools;
   std::unique_ptr<v1::NodeService::Stub> node;
   std::unique_ptr<v1::EventService::Stub> events;
+  std::unique_ptr<v1::AuditService::Stub> audit;
 
  private:
   const Globals& g_;
@@ -178,7 +183,7 @@ _spdctl() {
   done
   local opts="-o --output --socket --timeout -h --help"
   case "$noun" in
-    "") COMPREPLY=($(compgen -W "volume pool node events completion version $opts" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "volume pool node events audit completion version $opts" -- "$cur")) ;;
     volume)
       case "$verb" in
         "") COMPREPLY=($(compgen -W "create get list delete resize set-durability" -- "$cur")) ;;
@@ -191,6 +196,12 @@ _spdctl() {
     pool) [ -z "$verb" ] && COMPREPLY=($(compgen -W "get list" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
     node) [ -z "$verb" ] && COMPREPLY=($(compgen -W "info" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--since --count $opts" -- "$cur")) ;;
+    audit)
+      case "$verb" in
+        "") COMPREPLY=($(compgen -W "head verify" -- "$cur")) ;;
+        verify) COMPREPLY=($(compgen -W "--anchor --dir $opts" -- "$cur")) ;;
+        *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+      esac ;;
     completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
   esac
 }
@@ -435,6 +446,118 @@ int Main(int argc, char** argv) {
     }
     grpc::Status s = reader->Finish();
     rc = s.ok() ? kExitOk : C().Fail(s);
+  });
+
+  // ---- audit ----
+  CLI::App* aud = app.add_subcommand("audit", "The audit log of mutating calls (docs/audit.md)");
+  aud->require_subcommand(1);
+  aud->add_subcommand("head",
+                      "The log's last entry number and hash: keep it elsewhere, pass it "
+                      "to `audit verify --anchor` later")
+      ->callback([&] {
+        v1::AuditHead resp;
+        grpc::ClientContext ctx;
+        C().Prepare(&ctx);
+        grpc::Status s = C().audit->GetAuditHead(&ctx, v1::GetAuditHeadRequest(), &resp);
+        if (!s.ok()) {
+          rc = C().Fail(s);
+          return;
+        }
+        Doc d;
+        d["apiVersion"] = kApiVersion;
+        d["kind"] = "AuditHead";
+        d["seq"] = resp.seq();
+        d["hash"] = resp.hash();
+        if (C().output() == Output::kTable) {
+          std::printf("%llu:%s\n", static_cast<unsigned long long>(resp.seq()),
+                      resp.hash().c_str());
+        } else {
+          C().Print(d);
+        }
+        rc = kExitOk;
+      });
+  std::string anchor_text, audit_dir;
+  CLI::App* av = aud->add_subcommand(
+      "verify",
+      "Check the whole chain: every entry intact, in order, none missing or inserted, and the "
+      "head file matching. Exits 1 naming the first bad entry");
+  av->add_option("--anchor", anchor_text,
+                 "SEQ:HASH from an earlier `audit head`: the log must still hold that entry");
+  av->add_option("--dir", audit_dir,
+                 "Check the files in this directory directly (DATA_DIR/audit), without the daemon "
+                 "(it must not be running on them)");
+  av->callback([&] {
+    std::optional<AuditHead> anchor;
+    if (!anchor_text.empty()) {
+      const size_t colon = anchor_text.find(':');
+      AuditHead h;
+      bool parsed = colon != std::string::npos && anchor_text.size() == colon + 65;
+      try {
+        if (parsed) h.seq = std::stoull(anchor_text.substr(0, colon));
+      } catch (...) {
+        parsed = false;
+      }
+      if (!parsed) {
+        std::fprintf(stderr,
+                     "spdctl: --anchor wants SEQ:HASH (64 hex digits), as `spdctl audit "
+                     "head` prints it\n");
+        rc = kExitUsage;
+        return;
+      }
+      h.hash = anchor_text.substr(colon + 1);
+      anchor = h;
+    }
+    bool ok = false;
+    uint64_t entries = 0, bad = 0;
+    std::string problem;
+    if (!audit_dir.empty()) {
+      auto r = VerifyAuditLog(audit_dir, anchor ? &*anchor : nullptr);
+      if (!r.ok()) {
+        std::fprintf(stderr, "spdctl: %s\n", r.status().ToString().c_str());
+        rc = kExitError;
+        return;
+      }
+      ok = r.value().ok;
+      entries = r.value().entries;
+      bad = r.value().bad_entry;
+      problem = r.value().problem;
+    } else {
+      v1::VerifyAuditRequest req;
+      if (anchor) {
+        req.mutable_anchor()->set_seq(anchor->seq);
+        req.mutable_anchor()->set_hash(anchor->hash);
+      }
+      v1::VerifyAuditResponse resp;
+      grpc::ClientContext ctx;
+      C().Prepare(&ctx);
+      grpc::Status s = C().audit->VerifyAudit(&ctx, req, &resp);
+      if (!s.ok()) {
+        rc = C().Fail(s);
+        return;
+      }
+      ok = resp.ok();
+      entries = resp.entries();
+      bad = resp.bad_entry();
+      problem = resp.problem();
+    }
+    Doc d;
+    d["apiVersion"] = kApiVersion;
+    d["kind"] = "AuditVerification";
+    d["ok"] = ok;
+    d["entries"] = entries;
+    d["badEntry"] = bad;
+    d["problem"] = problem;
+    if (C().output() == Output::kTable) {
+      if (ok) {
+        std::printf("audit log intact: %llu entries\n", static_cast<unsigned long long>(entries));
+      } else {
+        std::printf("audit log DAMAGED at entry %llu: %s\n", static_cast<unsigned long long>(bad),
+                    problem.c_str());
+      }
+    } else {
+      C().Print(d);
+    }
+    rc = ok ? kExitOk : kExitDrift;
   });
 
   // ---- completion, version ----

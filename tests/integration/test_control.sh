@@ -81,6 +81,10 @@ setpriv --reuid=65534 --regid=65534 --clear-groups "$SPDCTL" volume list >"$T/ou
   rc=$?
 [ "$rc" -eq 6 ] || fail "uid 65534 got exit $rc: $(cat "$T/err")"
 grep -q "PERMISSION_DENIED: uid 65534 has no role" "$T/err" || fail "$(cat "$T/err")"
+rc=0
+setpriv --reuid=65534 --regid=65534 --clear-groups "$SPDCTL" volume create x --size 1G \
+  >"$T/out" 2>"$T/err" || rc=$?
+[ "$rc" -eq 6 ] || fail "uid 65534 create got exit $rc: $(cat "$T/err")"
 expect 7 --socket "$T/nothing.sock" volume list                 # no daemon there
 
 # Completion: a valid bash script that completes the nouns.
@@ -88,6 +92,26 @@ ctl completion bash >"$T/comp.bash"
 bash -n "$T/comp.bash" || fail "completion script is not valid bash"
 words=$(bash -c "source '$T/comp.bash'; COMP_WORDS=(spdctl vol); COMP_CWORD=1; _spdctl; echo \${COMPREPLY[*]}")
 [ "$words" = volume ] || fail "completion of 'vol' gave '$words'"
+
+# The audit log: every mutating call so far (and the refused ones), chained and intact.
+expect 0 audit verify -o json
+[ "$(json "d['kind'], d['ok']")" = "AuditVerification True" ] || fail "audit: $(cat "$T/out")"
+expect 0 audit head
+head_line=$(cat "$T/out")
+/usr/bin/python3 - "$T/data/audit/audit.log" <<'PY' || fail "audit log content"
+import json, sys
+es = [json.loads(l) for l in open(sys.argv[1])]
+calls = [(e["method"].split("/")[1], e["who"], e["result"].split(":")[0]) for e in es]
+print("audit:", calls)
+assert ("CreateVolume", "uid:0", "OK") in calls, calls
+assert ("ResizeVolume", "uid:0", "FAILED_PRECONDITION") in calls, calls   # refused shrink
+assert ("DeleteVolume", "uid:0", "OK") in calls, calls
+assert ("CreateVolume", "uid:65534", "PERMISSION_DENIED") in calls, calls  # refused: recorded
+assert any(c[0] == "CreateVolume" and c[2] == "INVALID_ARGUMENT" for c in calls), calls
+create = next(e for e in es if e["method"].endswith("CreateVolume") and e["result"] == "OK")
+assert create["args"]["name"] == "db1" and create["args"]["size_bytes"] == str(10 << 30), create
+assert all(e["method"] != "spd.v1.VolumeService/ListVolumes" for e in es), "reads are not audited"
+PY
 
 # The events so far, in order; then SIGTERM ends the watcher cleanly.
 expect 0 events --since 1 --count 4 -o json
@@ -99,3 +123,23 @@ stop_spd2
 wait "$events_pid" || fail "the event watcher did not end cleanly at SIGTERM"
 grep -c '"type"' "$T/events" | grep -q '^4$' || fail "watcher saw: $(cat "$T/events")"
 [ ! -e "$T/data/control.sock" ] || fail "control socket left behind"
+
+# A byte changed in the log: verification names the entry and exits 1; the daemon still serves
+# data, refuses mutating calls, and says why.
+expect 0 audit verify --dir "$T/data/audit" --anchor "$head_line"
+/usr/bin/python3 -c "
+p = '$T/data/audit/audit.log'
+b = bytearray(open(p, 'rb').read())
+lines = b.split(b'\\n')
+off = len(lines[0]) + 1 + 40  # inside entry 2
+b[off] ^= 0x01
+open(p, 'wb').write(bytes(b))"
+expect 1 audit verify --dir "$T/data/audit"
+grep -q "DAMAGED at entry 2" "$T/out" || fail "verify: $(cat "$T/out")"
+start_spd2
+expect 7 volume create after --size 1G
+grep -q "audit log cannot be written" "$T/err" || fail "$(cat "$T/err")"
+expect 0 volume list
+expect 1 audit verify
+grep -q "entry 2" "$T/out" || fail "verify through the daemon: $(cat "$T/out")"
+stop_spd2

@@ -96,6 +96,16 @@ while True:
 check("paged list: every volume once, in order (%s)" % names,
       names == ["vol0", "db1", "p0", "p1", "p2", "p3", "p4"] and pages == 4)
 
+# The caller's W3C traceparent reaches the audit log's entry for the call.
+tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+vol.ResizeVolume(vpb.ResizeVolumeRequest(name="db1", size_bytes=2 << 30), timeout=10,
+                 metadata=[("traceparent", tp)])
+import json  # noqa: E402
+entries = [json.loads(line) for line in open(os.path.join(data, "audit", "audit.log"))]
+resize = [e for e in entries if e["method"] == "spd.v1.VolumeService/ResizeVolume"]
+check("traceparent recorded with the call", resize and resize[-1].get("traceparent") == tp and
+      resize[-1]["result"] == "OK" and resize[-1]["who"] == "uid:0")
+
 node = node_pb2_grpc.NodeServiceStub(ch).GetNodeInfo(node_pb2.GetNodeInfoRequest(), timeout=10)
 check("node info", node.pid > 0 and node.reactors >= 1 and node.data_dir == data)
 
