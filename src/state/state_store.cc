@@ -1,0 +1,1011 @@
+#include "state/state_store.h"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+namespace spd::state {
+namespace {
+
+using nlohmann::json;
+using policy::Role;
+
+// Version 1. Roles are stored by name (policy::RoleName) so that the file reads plainly in the
+// sqlite3 shell; intents as JSON text (absent fields left out) so that "unset" survives. The
+// CHECKs and foreign keys repeat the rules the code enforces, as a backstop against a bug here
+// or a hand edit; the code checks first so that errors can name the field.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE tenants (
+  name TEXT NOT NULL PRIMARY KEY
+) STRICT;
+CREATE TABLE storage_classes (
+  name TEXT NOT NULL PRIMARY KEY,
+  defaults TEXT NOT NULL
+) STRICT;
+CREATE TABLE volume_meta (
+  volume TEXT NOT NULL PRIMARY KEY,
+  tenant TEXT REFERENCES tenants(name),
+  storage_class TEXT REFERENCES storage_classes(name),
+  intent TEXT NOT NULL
+) STRICT;
+CREATE INDEX volume_meta_by_tenant ON volume_meta(tenant);
+CREATE INDEX volume_meta_by_class ON volume_meta(storage_class);
+CREATE TABLE tokens (
+  id TEXT NOT NULL PRIMARY KEY,
+  sha256 BLOB NOT NULL CHECK (length(sha256) = 32),
+  role TEXT NOT NULL CHECK (role IN ('viewer', 'tenant', 'operator', 'admin')),
+  tenant TEXT REFERENCES tenants(name),
+  description TEXT NOT NULL,
+  created_unix INTEGER NOT NULL,
+  CHECK ((role = 'tenant') = (tenant IS NOT NULL))
+) STRICT;
+CREATE INDEX tokens_by_tenant ON tokens(tenant);
+CREATE TABLE uid_roles (
+  uid INTEGER NOT NULL PRIMARY KEY CHECK (uid BETWEEN 0 AND 4294967295),
+  role TEXT NOT NULL CHECK (role IN ('viewer', 'tenant', 'operator', 'admin')),
+  tenant TEXT REFERENCES tenants(name),
+  CHECK ((role = 'tenant') = (tenant IS NOT NULL))
+) STRICT;
+CREATE INDEX uid_roles_by_tenant ON uid_roles(tenant);
+)sql";
+
+// ---- SQLite plumbing -------------------------------------------------------------------------
+
+// The connection and the path its errors name.
+struct Conn {
+  sqlite3* db;
+  const std::string& path;
+};
+
+Status SqlError(const Conn& c, int rc) {
+  // sqlite3_errmsg describes the last failed call on the connection, which is the one that
+  // returned rc when we come here straight from it; otherwise fall back to the code's text.
+  std::string detail =
+      (c.db && sqlite3_extended_errcode(c.db) == rc) ? sqlite3_errmsg(c.db) : sqlite3_errstr(rc);
+  std::string msg = c.path + ": " + detail;
+  switch (rc & 0xff) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return DataLoss(msg + " (the state database is damaged or not a database; restore it " +
+                      "from a backup or move it away)");
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Unavailable(msg + " (another process holds the state database; waited " +
+                         std::to_string(kBusyTimeoutMs) + " ms)");
+    case SQLITE_FULL:
+      return ResourceExhausted(msg);
+    default:
+      return Internal(msg);
+  }
+}
+
+// Runs statements that return no rows we need.
+Status Exec(const Conn& c, const char* sql) {
+  const int rc = sqlite3_exec(c.db, sql, nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? Status::Ok() : SqlError(c, rc);
+}
+
+// Arguments for Stmt::Bind besides text and integers.
+struct TextOrNull {  // "" binds NULL (an unset tenant or class)
+  std::string_view text;
+};
+struct BlobArg {
+  const void* data;
+  size_t size;
+};
+
+// One prepared statement, finalized when it goes. Bind errors are kept and returned by Step.
+class Stmt {
+ public:
+  template <typename... Args>
+  Stmt(const Conn& c, std::string_view sql, const Args&... args) : c_(c) {
+    const int rc =
+        sqlite3_prepare_v2(c.db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr);
+    if (rc != SQLITE_OK) {
+      status_ = SqlError(c, rc);
+      return;
+    }
+    (BindOne(args), ...);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  // true: a row is ready; false: done.
+  Result<bool> Step() {
+    if (!status_.ok()) return status_;
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    status_ = SqlError(c_, rc);
+    return status_;
+  }
+  // For statements that return nothing.
+  Status Run() {
+    Result<bool> r = Step();
+    return r.ok() ? Status::Ok() : r.status();
+  }
+
+  bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) {
+    const unsigned char* p = sqlite3_column_text(stmt_, col);
+    const int n = sqlite3_column_bytes(stmt_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n)) : "";
+  }
+  std::string Blob(int col) {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    const int n = sqlite3_column_bytes(stmt_, col);
+    return p ? std::string(static_cast<const char*>(p), static_cast<size_t>(n)) : "";
+  }
+
+ private:
+  void Check(int rc) {
+    if (rc != SQLITE_OK && status_.ok()) status_ = SqlError(c_, rc);
+  }
+  void BindOne(std::string_view v) {
+    // A null data pointer would bind NULL; "" must stay an empty string.
+    Check(sqlite3_bind_text(stmt_, ++n_, v.data() ? v.data() : "", static_cast<int>(v.size()),
+                            SQLITE_TRANSIENT));
+  }
+  void BindOne(const std::string& v) { BindOne(std::string_view(v)); }
+  void BindOne(const char* v) { BindOne(std::string_view(v)); }
+  void BindOne(int64_t v) { Check(sqlite3_bind_int64(stmt_, ++n_, v)); }
+  void BindOne(TextOrNull v) {
+    if (v.text.empty())
+      Check(sqlite3_bind_null(stmt_, ++n_));
+    else
+      BindOne(v.text);
+  }
+  void BindOne(BlobArg v) {
+    Check(sqlite3_bind_blob(stmt_, ++n_, v.data, static_cast<int>(v.size), SQLITE_TRANSIENT));
+  }
+
+  const Conn& c_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int n_ = 0;
+  Status status_;
+};
+
+// One transaction around `body` (BEGIN IMMEDIATE for writes: the write lock is taken at the
+// start, so a busy database fails before any work, not at COMMIT). Rolled back on any error.
+template <typename F>
+Status InTxn(const Conn& c, bool write, F&& body) {
+  SPD_RETURN_IF_ERROR(Exec(c, write ? "BEGIN IMMEDIATE" : "BEGIN"));
+  Status s = body();
+  if (s.ok()) s = Exec(c, "COMMIT");
+  if (!s.ok() && !sqlite3_get_autocommit(c.db)) {
+    IgnoreError(Exec(c, "ROLLBACK"));  // the first error is the one to report
+  }
+  return s;
+}
+
+template <typename... Args>
+Result<bool> Exists(const Conn& c, std::string_view sql, const Args&... args) {
+  Stmt s(c, sql, args...);
+  return s.Step();
+}
+
+template <typename... Args>
+Result<int64_t> Count(const Conn& c, std::string_view sql, const Args&... args) {
+  Stmt s(c, sql, args...);
+  SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return Internal(c.path + ": count returned no row");
+  return s.Int(0);
+}
+
+// kResourceExhausted when `table` holds `max` rows already (callers check only for new keys).
+Status CheckLimit(const Conn& c, const char* table, size_t max, const char* what) {
+  SPD_ASSIGN_OR_RETURN(int64_t n, Count(c, std::string("SELECT count(*) FROM ") + table));
+  if (n >= static_cast<int64_t>(max))
+    return ResourceExhausted("at most " + std::to_string(max) + " " + what +
+                             " may exist; delete one first");
+  return Status::Ok();
+}
+
+Status RequireTenant(const Conn& c, const std::string& field, const std::string& tenant) {
+  SPD_ASSIGN_OR_RETURN(bool found, Exists(c, "SELECT 1 FROM tenants WHERE name = ?", tenant));
+  if (!found) return FailedPrecondition(field + ": no tenant named '" + tenant + "'");
+  return Status::Ok();
+}
+
+// A stored value this build cannot read: the file was damaged or edited by hand.
+Status BadRow(const Conn& c, const std::string& what, const std::string& why) {
+  return DataLoss(c.path + ": " + what + ": " + why);
+}
+
+Result<Role> StoredRole(const Conn& c, const std::string& what, const std::string& text) {
+  std::optional<Role> r = policy::ParseRole(text);
+  if (!r || *r == Role::kNone) return BadRow(c, what, "unknown role '" + text + "'");
+  return *r;
+}
+
+// ---- Intents as JSON -------------------------------------------------------------------------
+
+json RateJson(const policy::Rate& r) {
+  json j = json::object();
+  j["iops"] = r.iops;
+  j["bytes_per_second"] = r.bytes_per_second;
+  return j;
+}
+
+std::string IntentJson(const policy::Intent& in) {
+  json j = json::object();
+  if (in.latency) {
+    json l = json::object();
+    // nlohmann writes a double with enough digits to read back the same double.
+    l["percentile"] = in.latency->percentile;
+    l["bound_us"] = in.latency->bound_us;
+    j["latency"] = std::move(l);
+  }
+  if (in.reservation) j["reservation"] = RateJson(*in.reservation);
+  if (in.limit) j["limit"] = RateJson(*in.limit);
+  if (in.weight) j["weight"] = *in.weight;
+  if (in.priority) j["priority"] = std::string(policy::PriorityClassName(*in.priority));
+  if (in.durability) j["durability"] = std::string(policy::DurabilityName(*in.durability));
+  return j.dump();
+}
+
+// Reads `key` of object `j` as an unsigned integer; false if it is missing or anything else.
+bool U64Field(const json& j, const char* key, uint64_t* out) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number_unsigned()) return false;
+  *out = it->get<uint64_t>();
+  return true;
+}
+
+bool ParseRate(const json& j, policy::Rate* r) {
+  return j.is_object() && j.size() == 2 && U64Field(j, "iops", &r->iops) &&
+         U64Field(j, "bytes_per_second", &r->bytes_per_second);
+}
+
+// Strict: an unknown key or a wrong type is an error (the writer is this code).
+Result<policy::Intent> ParseIntentJson(std::string_view text) {
+  const json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgument("not a JSON object");
+  policy::Intent in;
+  for (const auto& item : j.items()) {
+    const std::string& key = item.key();
+    const json& v = item.value();
+    bool ok = false;
+    if (key == "latency") {
+      policy::LatencyTarget l;
+      auto p = v.is_object() ? v.find("percentile") : v.end();
+      ok = v.is_object() && v.size() == 2 && p != v.end() && p->is_number() &&
+           U64Field(v, "bound_us", &l.bound_us);
+      if (ok) {
+        l.percentile = p->get<double>();
+        in.latency = l;
+      }
+    } else if (key == "reservation" || key == "limit") {
+      policy::Rate r;
+      ok = ParseRate(v, &r);
+      if (ok) (key == "limit" ? in.limit : in.reservation) = r;
+    } else if (key == "weight") {
+      ok = v.is_number_unsigned() && v.get<uint64_t>() <= UINT32_MAX;
+      if (ok) in.weight = static_cast<uint32_t>(v.get<uint64_t>());
+    } else if (key == "priority") {
+      std::optional<policy::PriorityClass> p;
+      if (v.is_string()) p = policy::ParsePriorityClass(v.get<std::string>());
+      ok = p.has_value();
+      if (ok) in.priority = p;
+    } else if (key == "durability") {
+      std::optional<Durability> d;
+      if (v.is_string()) d = policy::ParseDurability(v.get<std::string>());
+      ok = d.has_value();
+      if (ok) in.durability = d;
+    } else {
+      return InvalidArgument("unknown field '" + key + "'");
+    }
+    if (!ok) return InvalidArgument("bad value for '" + key + "': " + v.dump());
+  }
+  return in;
+}
+
+Result<policy::Intent> StoredIntent(const Conn& c, const std::string& what,
+                                    const std::string& text) {
+  Result<policy::Intent> r = ParseIntentJson(text);
+  if (!r.ok()) return BadRow(c, what, std::string(r.status().message()));
+  return r;
+}
+
+// ---- Tokens ----------------------------------------------------------------------------------
+
+using Digest = std::array<unsigned char, 32>;
+
+Result<Digest> Sha256(std::string_view s) {
+  Digest d;
+  unsigned int n = 0;
+  if (EVP_Digest(s.data(), s.size(), d.data(), &n, EVP_sha256(), nullptr) != 1 || n != d.size())
+    return Internal("SHA-256 failed (OpenSSL EVP_Digest)");
+  return d;
+}
+
+std::string Base64Url(const unsigned char* p, size_t n) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (size_t i = 0; i < n; ++i) {
+    acc = (acc << 8) | p[i];
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += kAlphabet[(acc >> bits) & 63];
+    }
+  }
+  if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 63];
+  return out;
+}
+
+bool IsBase64UrlChar(char ch) {
+  return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+         ch == '-' || ch == '_';
+}
+
+// The shape of "spd_<12 lowercase hex>_<43 base64url>". Only the shape: whether the secret is
+// right is decided by the hash.
+bool WellFormedToken(std::string_view t) {
+  if (t.size() != kTokenChars || t.substr(0, kTokenPrefix.size()) != kTokenPrefix) return false;
+  const std::string_view id = t.substr(kTokenPrefix.size(), kTokenIdHexChars);
+  for (char ch : id)
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
+  if (t[kTokenPrefix.size() + kTokenIdHexChars] != '_') return false;
+  for (char ch : t.substr(kTokenPrefix.size() + kTokenIdHexChars + 1))
+    if (!IsBase64UrlChar(ch)) return false;
+  return true;
+}
+
+Status RandomBytes(unsigned char* p, size_t n) {
+  if (RAND_bytes(p, static_cast<int>(n)) != 1)
+    return Internal("no random bytes (OpenSSL RAND_bytes failed)");
+  return Status::Ok();
+}
+
+Result<std::string> RandomTokenId() {
+  std::array<unsigned char, kTokenIdHexChars / 2> b;
+  SPD_RETURN_IF_ERROR(RandomBytes(b.data(), b.size()));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id;
+  for (unsigned char x : b) {
+    id += kHex[x >> 4];
+    id += kHex[x & 15];
+  }
+  return id;
+}
+
+// UTF-8 (shortest forms, no surrogates) without C0/C1 control characters or DEL: descriptions
+// end up in terminals and in protobuf strings, which must be UTF-8.
+bool PrintableUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) return false;
+      ++i;
+      continue;
+    }
+    size_t more;
+    uint32_t cp;
+    if ((c & 0xe0) == 0xc0) {
+      more = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      more = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      more = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (s.size() - i - 1 < more) return false;
+    for (size_t k = 1; k <= more; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    static constexpr uint32_t kShortest[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kShortest[more] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    if (cp < 0xa0) return false;  // C1 controls
+    i += more + 1;
+  }
+  return true;
+}
+
+// The rules for a role and its tenant, for tokens and uid roles alike (the stored-tenant check
+// is separate: it needs the database).
+Status ValidateRoleTenant(Role role, const std::string& tenant) {
+  if (role == Role::kNone)
+    return InvalidArgument("role: 'none' grants nothing (callers without an entry have none)");
+  if (policy::RoleName(role) == "?")
+    return InvalidArgument("role: unknown role " + std::to_string(static_cast<int>(role)));
+  if (role == Role::kTenant) {
+    if (tenant.empty()) return InvalidArgument("tenant: role 'tenant' needs a tenant");
+    return policy::ValidateName("tenant", tenant);
+  }
+  if (!tenant.empty())
+    return InvalidArgument("tenant: only role 'tenant' names a tenant, this role is '" +
+                           std::string(policy::RoleName(role)) + "'");
+  return Status::Ok();
+}
+
+Result<TokenInfo> ReadTokenRow(const Conn& c, Stmt& s) {
+  // Columns: id, role, tenant, description, created_unix.
+  TokenInfo t;
+  t.id = s.Text(0);
+  SPD_ASSIGN_OR_RETURN(t.role, StoredRole(c, "token " + t.id, s.Text(1)));
+  t.tenant = s.Text(2);
+  t.description = s.Text(3);
+  t.created_unix = s.Int(4);
+  return t;
+}
+
+Result<UidRole> ReadUidRow(const Conn& c, Stmt& s) {
+  // Columns: uid, role, tenant.
+  UidRole u;
+  const int64_t uid = s.Int(0);
+  if (uid < 0 || uid > UINT32_MAX)
+    return BadRow(c, "uid role", "uid " + std::to_string(uid) + " out of range");
+  u.uid = static_cast<uint32_t>(uid);
+  SPD_ASSIGN_OR_RETURN(u.role, StoredRole(c, "uid " + std::to_string(uid), s.Text(1)));
+  u.tenant = s.Text(2);
+  return u;
+}
+
+// Makes `path` (and its WAL and shared-memory files, if present) private to the owner: the
+// database holds token hashes and who may do what. A new file is created 0600 whatever the
+// umask, synced, and its directory entry synced too. (SQLite creates -wal and -shm with the
+// database file's mode.)
+Status PrepareFile(const std::string& dir, const std::string& path) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    const bool ok = fchmod(fd, 0600) == 0 && fsync(fd) == 0;
+    const int err = errno;
+    close(fd);
+    if (!ok) return Status::FromErrno(err, "create " + path);
+    int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return Status::FromErrno(errno, "open " + dir);
+    const bool synced = fsync(dfd) == 0;
+    const int derr = errno;
+    close(dfd);
+    if (!synced) return Status::FromErrno(derr, "fsync " + dir);
+    return Status::Ok();
+  }
+  if (errno != EEXIST) return Status::FromErrno(errno, "create " + path);
+  for (const std::string& p : {path, path + "-wal", path + "-shm"}) {
+    fd = open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+      if (errno == ENOENT && p != path) continue;
+      return Status::FromErrno(errno, "open " + p);
+    }
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0;
+    int err = errno;
+    if (ok && !S_ISREG(st.st_mode)) {
+      close(fd);
+      return FailedPrecondition(p + ": not a regular file");
+    }
+    if (ok && (st.st_mode & 077) != 0) {
+      ok = fchmod(fd, st.st_mode & 0700) == 0;
+      err = errno;
+    }
+    close(fd);
+    if (!ok) return Status::FromErrno(err, "chmod " + p);
+  }
+  return Status::Ok();
+}
+
+int64_t NowUnix() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+// ---- Open ------------------------------------------------------------------------------------
+
+Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir) {
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) return Status::FromErrno(errno, "state directory " + dir);
+  if (!S_ISDIR(st.st_mode)) return FailedPrecondition(dir + ": not a directory");
+  std::string path = dir;
+  if (path.back() != '/') path += '/';
+  path += kStateFileName;
+  SPD_RETURN_IF_ERROR(PrepareFile(dir, path));
+
+  sqlite3* db = nullptr;
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    Status s = SqlError(Conn{db, path}, rc);
+    sqlite3_close_v2(db);
+    return s;
+  }
+  std::unique_ptr<StateStore> store(new StateStore(db, std::move(path)));
+  SPD_RETURN_IF_ERROR(store->Init());
+  return store;
+}
+
+Status StateStore::Init() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  sqlite3_extended_result_codes(db_, 1);
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  // Refuse what a damaged or hostile file could make SQLite do (writes to the schema table,
+  // functions called from schema definitions).
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+
+  // The first statement reads the file's header: a file that is not a database fails here.
+  {
+    Stmt s(c, "PRAGMA journal_mode=WAL");
+    SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row || s.Text(0) != "wal")
+      return Internal(path_ + ": cannot switch to WAL mode (journal_mode is '" +
+                      (row ? s.Text(0) : std::string()) + "')");
+  }
+  SPD_RETURN_IF_ERROR(Exec(c, "PRAGMA synchronous=FULL"));
+  SPD_RETURN_IF_ERROR(Exec(c, "PRAGMA foreign_keys=ON"));
+  {
+    SPD_ASSIGN_OR_RETURN(int64_t fk, Count(c, "PRAGMA foreign_keys"));
+    if (fk != 1) return Internal(path_ + ": this SQLite does not enforce foreign keys");
+  }
+
+  // Check the schema there, or create it in a new file. Checking needs only a read
+  // transaction, so that a start does not wait for another process that is writing; creating
+  // takes the write lock and looks again, so that two processes opening a new file at once
+  // cannot both create it.
+  bool fresh = false;
+  auto check = [&]() -> Status {
+    SPD_ASSIGN_OR_RETURN(int64_t app, Count(c, "PRAGMA application_id"));
+    SPD_ASSIGN_OR_RETURN(int64_t version, Count(c, "PRAGMA user_version"));
+    SPD_ASSIGN_OR_RETURN(int64_t objects, Count(c, "SELECT count(*) FROM sqlite_schema"));
+    fresh = app == 0 && version == 0 && objects == 0;
+    if (fresh) return Status::Ok();
+    if (app != kApplicationId)
+      return FailedPrecondition(path_ +
+                                ": an SQLite database of another application (application_id " +
+                                std::to_string(app) + "), not spd2 state");
+    if (version > kSchemaVersion)
+      return FailedPrecondition(path_ + ": schema version " + std::to_string(version) +
+                                " is newer than this build knows (" +
+                                std::to_string(kSchemaVersion) +
+                                "); run the spd2 that wrote it, or restore a backup");
+    if (version != kSchemaVersion)
+      return DataLoss(path_ + ": spd2 state with unknown schema version " +
+                      std::to_string(version));
+    return Status::Ok();
+  };
+  SPD_RETURN_IF_ERROR(InTxn(c, /*write=*/false, check));
+  if (fresh) {
+    SPD_RETURN_IF_ERROR(InTxn(c, /*write=*/true, [&]() -> Status {
+      SPD_RETURN_IF_ERROR(check());
+      if (!fresh) return Status::Ok();  // another process created it meanwhile
+      SPD_RETURN_IF_ERROR(Exec(c, kSchemaV1));
+      SPD_RETURN_IF_ERROR(
+          Exec(c, ("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str()));
+      return Exec(c, ("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
+    }));
+  }
+
+  // A few milliseconds for a file of this size; finds damage at start rather than in the middle
+  // of a request.
+  Stmt integrity(c, "PRAGMA quick_check(1)");
+  SPD_ASSIGN_OR_RETURN(bool row, integrity.Step());
+  if (!row || integrity.Text(0) != "ok") {
+    std::string why = row ? integrity.Text(0) : "no answer";
+    for (char& ch : why)
+      if (ch == '\n') ch = ' ';  // one line, for logs
+    return DataLoss(path_ + ": integrity check failed: " + why +
+                    " (restore the state database from a backup)");
+  }
+  return Status::Ok();
+}
+
+StateStore::~StateStore() { sqlite3_close_v2(db_); }
+
+// ---- Tenants ---------------------------------------------------------------------------------
+
+Status StateStore::PutTenant(const policy::Tenant& tenant) {
+  SPD_RETURN_IF_ERROR(policy::ValidateName("name", tenant.name));
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  return InTxn(c, true, [&]() -> Status {
+    SPD_ASSIGN_OR_RETURN(bool exists,
+                         Exists(c, "SELECT 1 FROM tenants WHERE name = ?", tenant.name));
+    if (exists) return Status::Ok();
+    SPD_RETURN_IF_ERROR(CheckLimit(c, "tenants", kTenantsMax, "tenants"));
+    return Stmt(c, "INSERT INTO tenants(name) VALUES (?)", tenant.name).Run();
+  });
+}
+
+Result<policy::Tenant> StateStore::GetTenant(const std::string& name) {
+  SPD_RETURN_IF_ERROR(policy::ValidateName("name", name));
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  SPD_ASSIGN_OR_RETURN(bool found, Exists(c, "SELECT 1 FROM tenants WHERE name = ?", name));
+  if (!found) return NotFound("no tenant named '" + name + "'");
+  return policy::Tenant{name};
+}
+
+Result<std::vector<policy::Tenant>> StateStore::ListTenants() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  Stmt s(c, "SELECT name FROM tenants ORDER BY name");
+  std::vector<policy::Tenant> out;
+  for (;;) {
+    SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(policy::Tenant{s.Text(0)});
+  }
+  return out;
+}
+
+Status StateStore::DeleteTenant(const std::string& name) {
+  SPD_RETURN_IF_ERROR(policy::ValidateName("name", name));
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  return InTxn(c, true, [&]() -> Status {
+    SPD_ASSIGN_OR_RETURN(bool found, Exists(c, "SELECT 1 FROM tenants WHERE name = ?", name));
+    if (!found) return NotFound("no tenant named '" + name + "'");
+    SPD_ASSIGN_OR_RETURN(int64_t volumes,
+                         Count(c, "SELECT count(*) FROM volume_meta WHERE tenant = ?", name));
+    SPD_ASSIGN_OR_RETURN(int64_t tokens,
+                         Count(c, "SELECT count(*) FROM tokens WHERE tenant = ?", name));
+    SPD_ASSIGN_OR_RETURN(int64_t uids,
+                         Count(c, "SELECT count(*) FROM uid_roles WHERE tenant = ?", name));
+    if (volumes + tokens + uids > 0) {
+      std::string users;
+      auto add = [&](int64_t n, const char* what) {
+        if (n == 0) return;
+        if (!users.empty()) users += ", ";
+        users += std::to_string(n) + " " + what;
+      };
+      add(volumes, "volume(s)");
+      add(tokens, "token(s)");
+      add(uids, "uid role(s)");
+      if (volumes > 0) {
+        Stmt first(c, "SELECT volume FROM volume_meta WHERE tenant = ? ORDER BY volume LIMIT 1",
+                   name);
+        SPD_ASSIGN_OR_RETURN(bool row, first.Step());
+        if (row) users += " (volume '" + first.Text(0) + "' among them)";
+      }
+      return FailedPrecondition("tenant '" + name + "' is still named by " + users +
+                                "; move or delete them first");
+    }
+    return Stmt(c, "DELETE FROM tenants WHERE name = ?", name).Run();
+  });
+}
+
+// ---- Storage classes -------------------------------------------------------------------------
+
+Status StateStore::PutStorageClass(const policy::StorageClass& sc) {
+  SPD_RETURN_IF_ERROR(policy::ValidateStorageClass(sc));
+  const std::string defaults = IntentJson(sc.defaults);
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  return InTxn(c, true, [&]() -> Status {
+    SPD_ASSIGN_OR_RETURN(bool exists,
+                         Exists(c, "SELECT 1 FROM storage_classes WHERE name = ?", sc.name));
+    if (!exists)
+      SPD_RETURN_IF_ERROR(CheckLimit(c, "storage_classes", kStorageClassesMax, "storage classes"));
+    return Stmt(c,
+                "INSERT INTO storage_classes(name, defaults) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET defaults = excluded.defaults",
+                sc.name, defaults)
+        .Run();
+  });
+}
+
+Result<policy::StorageClass> StateStore::GetStorageClass(const std::string& name) {
+  SPD_RETURN_IF_ERROR(policy::ValidateName("name", name));
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  Stmt s(c, "SELECT defaults FROM storage_classes WHERE name = ?", name);
+  SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return NotFound("no storage class named '" + name + "'");
+  policy::StorageClass sc{name, {}};
+  SPD_ASSIGN_OR_RETURN(sc.defaults, StoredIntent(c, "storage class '" + name + "'", s.Text(0)));
+  return sc;
+}
+
+Result<std::vector<policy::StorageClass>> StateStore::ListStorageClasses() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  Stmt s(c, "SELECT name, defaults FROM storage_classes ORDER BY name");
+  std::vector<policy::StorageClass> out;
+  for (;;) {
+    SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    policy::StorageClass sc{s.Text(0), {}};
+    SPD_ASSIGN_OR_RETURN(sc.defaults,
+                         StoredIntent(c, "storage class '" + sc.name + "'", s.Text(1)));
+    out.push_back(std::move(sc));
+  }
+  return out;
+}
+
+Status StateStore::DeleteStorageClass(const std::string& name) {
+  SPD_RETURN_IF_ERROR(policy::ValidateName("name", name));
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  return InTxn(c, true, [&]() -> Status {
+    SPD_ASSIGN_OR_RETURN(bool found,
+                         Exists(c, "SELECT 1 FROM storage_classes WHERE name = ?", name));
+    if (!found) return NotFound("no storage class named '" + name + "'");
+    Stmt user(c,
+              "SELECT volume, (SELECT count(*) FROM volume_meta WHERE storage_class = ?1) "
+              "FROM volume_meta WHERE storage_class = ?1 ORDER BY volume LIMIT 1",
+              name);
+    SPD_ASSIGN_OR_RETURN(bool used, user.Step());
+    if (used)
+      return FailedPrecondition("storage class '" + name + "' is still used by " +
+                                std::to_string(user.Int(1)) + " volume(s) (volume '" +
+                                user.Text(0) + "' among them); change them first");
+    return Stmt(c, "DELETE FROM storage_classes WHERE name = ?", name).Run();
+  });
+}
+
+// ---- Volume metadata -------------------------------------------------------------------------
+
+Status StateStore::PutVolumeMeta(const VolumeMeta& m) {
+  SPD_RETURN_IF_ERROR(policy::ValidateName("volume", m.volume));
+  if (!m.tenant.empty()) SPD_RETURN_IF_ERROR(policy::ValidateName("tenant", m.tenant));
+  if (!m.storage_class.empty())
+    SPD_RETURN_IF_ERROR(policy::ValidateName("storage_class", m.storage_class));
+  SPD_RETURN_IF_ERROR(policy::ValidateIntent("intent", m.intent));
+  const std::string intent = IntentJson(m.intent);
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  return InTxn(c, true, [&]() -> Status {
+    if (!m.tenant.empty()) SPD_RETURN_IF_ERROR(RequireTenant(c, "tenant", m.tenant));
+    if (!m.storage_class.empty()) {
+      SPD_ASSIGN_OR_RETURN(
+          bool found, Exists(c, "SELECT 1 FROM storage_classes WHERE name = ?", m.storage_class));
+      if (!found)
+        return FailedPrecondition("storage_class: no storage class named '" + m.storage_class +
+                                  "'");
+    }
+    SPD_ASSIGN_OR_RETURN(bool exists,
+                         Exists(c, "SELECT 1 FROM volume_meta WHERE volume = ?", m.volume));
+    if (!exists)
+      SPD_RETURN_IF_ERROR(CheckLimit(c, "volume_meta", kVolumeMetaMax, "volume metadata entries"));
+    return Stmt(c,
+                "INSERT INTO volume_meta(volume, tenant, storage_class, intent) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(volume) DO UPDATE SET "
+                "tenant = excluded.tenant, storage_class = excluded.storage_class, "
+                "intent = excluded.intent",
+                m.volume, TextOrNull{m.tenant}, TextOrNull{m.storage_class}, intent)
+        .Run();
+  });
+}
+
+namespace {
+// Columns: volume, tenant, storage_class, intent.
+Result<VolumeMeta> ReadVolumeRow(const Conn& c, Stmt& s) {
+  VolumeMeta m;
+  m.volume = s.Text(0);
+  m.tenant = s.Text(1);  // NULL reads as ""
+  m.storage_class = s.Text(2);
+  SPD_ASSIGN_OR_RETURN(m.intent, StoredIntent(c, "volume '" + m.volume + "'", s.Text(3)));
+  return m;
+}
+}  // namespace
+
+Result<VolumeMeta> StateStore::GetVolumeMeta(const std::string& volume) {
+  SPD_RETURN_IF_ERROR(policy::ValidateName("volume", volume));
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  Stmt s(c, "SELECT volume, tenant, storage_class, intent FROM volume_meta WHERE volume = ?",
+         volume);
+  SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return NotFound("no metadata for volume '" + volume + "'");
+  return ReadVolumeRow(c, s);
+}
+
+Result<std::vector<VolumeMeta>> StateStore::ListVolumeMeta() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  Stmt s(c, "SELECT volume, tenant, storage_class, intent FROM volume_meta ORDER BY volume");
+  std::vector<VolumeMeta> out;
+  for (;;) {
+    SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    SPD_ASSIGN_OR_RETURN(VolumeMeta m, ReadVolumeRow(c, s));
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+Status StateStore::DeleteVolumeMeta(const std::string& volume) {
+  SPD_RETURN_IF_ERROR(policy::ValidateName("volume", volume));
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  return InTxn(c, true, [&]() -> Status {
+    SPD_ASSIGN_OR_RETURN(bool found,
+                         Exists(c, "SELECT 1 FROM volume_meta WHERE volume = ?", volume));
+    if (!found) return NotFound("no metadata for volume '" + volume + "'");
+    return Stmt(c, "DELETE FROM volume_meta WHERE volume = ?", volume).Run();
+  });
+}
+
+// ---- Tokens ----------------------------------------------------------------------------------
+
+Result<NewToken> StateStore::CreateToken(policy::Role role, const std::string& tenant,
+                                         const std::string& description) {
+  SPD_RETURN_IF_ERROR(ValidateRoleTenant(role, tenant));
+  if (description.size() > kTokenDescriptionBytesMax)
+    return InvalidArgument("description: at most " + std::to_string(kTokenDescriptionBytesMax) +
+                           " bytes, got " + std::to_string(description.size()));
+  if (!PrintableUtf8(description))
+    return InvalidArgument("description: must be UTF-8 without control characters");
+
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  NewToken out;
+  SPD_RETURN_IF_ERROR(InTxn(c, true, [&]() -> Status {
+    if (role == Role::kTenant) SPD_RETURN_IF_ERROR(RequireTenant(c, "tenant", tenant));
+    SPD_RETURN_IF_ERROR(CheckLimit(c, "tokens", kTokensMax, "tokens"));
+    // 48 random bits: a clash needs billions of tokens, but costs one lookup to rule out.
+    std::string id;
+    for (int attempt = 0;; ++attempt) {
+      SPD_ASSIGN_OR_RETURN(id, RandomTokenId());
+      SPD_ASSIGN_OR_RETURN(bool taken, Exists(c, "SELECT 1 FROM tokens WHERE id = ?", id));
+      if (!taken) break;
+      if (attempt == 8) return Internal("no free token id after 8 random draws");
+    }
+    std::array<unsigned char, kTokenSecretBytes> secret;
+    SPD_RETURN_IF_ERROR(RandomBytes(secret.data(), secret.size()));
+    std::string token = std::string(kTokenPrefix) + id + "_" + Base64Url(secret.data(), 32);
+    OPENSSL_cleanse(secret.data(), secret.size());
+    SPD_ASSIGN_OR_RETURN(Digest hash, Sha256(token));
+
+    TokenInfo& info = out.info;
+    info.id = id;
+    info.role = role;
+    info.tenant = tenant;
+    info.description = description;
+    info.created_unix = NowUnix();
+    SPD_RETURN_IF_ERROR(Stmt(c,
+                             "INSERT INTO tokens(id, sha256, role, tenant, description, "
+                             "created_unix) VALUES (?, ?, ?, ?, ?, ?)",
+                             id, BlobArg{hash.data(), hash.size()}, policy::RoleName(role),
+                             TextOrNull{tenant}, description, info.created_unix)
+                            .Run());
+    out.token = std::move(token);
+    return Status::Ok();
+  }));
+  return out;
+}
+
+Result<std::vector<TokenInfo>> StateStore::ListTokens() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  Stmt s(c, "SELECT id, role, tenant, description, created_unix FROM tokens ORDER BY id");
+  std::vector<TokenInfo> out;
+  for (;;) {
+    SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    SPD_ASSIGN_OR_RETURN(TokenInfo t, ReadTokenRow(c, s));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+Status StateStore::RevokeToken(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  return InTxn(c, true, [&]() -> Status {
+    SPD_ASSIGN_OR_RETURN(bool found, Exists(c, "SELECT 1 FROM tokens WHERE id = ?", id));
+    if (!found) return NotFound("no token with id '" + id + "'");
+    return Stmt(c, "DELETE FROM tokens WHERE id = ?", id).Run();
+  });
+}
+
+Result<TokenInfo> StateStore::Authenticate(std::string_view token) {
+  // One answer for every refusal: the caller learns nothing about which part was wrong.
+  const Status denied = PermissionDenied("invalid or revoked API token");
+  if (!WellFormedToken(token)) return denied;
+  const std::string id(token.substr(kTokenPrefix.size(), kTokenIdHexChars));
+  SPD_ASSIGN_OR_RETURN(Digest presented, Sha256(token));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  TokenInfo info;
+  bool accepted = false;
+  SPD_RETURN_IF_ERROR(InTxn(c, false, [&]() -> Status {
+    Stmt s(c,
+           "SELECT id, role, tenant, description, created_unix, sha256 FROM tokens "
+           "WHERE id = ?",
+           id);
+    SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return Status::Ok();
+    const std::string stored = s.Blob(5);
+    if (stored.size() != presented.size())
+      return BadRow(c, "token " + id,
+                    "stored hash has " + std::to_string(stored.size()) + " bytes, not 32");
+    if (CRYPTO_memcmp(stored.data(), presented.data(), presented.size()) != 0) return Status::Ok();
+    SPD_ASSIGN_OR_RETURN(info, ReadTokenRow(c, s));
+    // The schema makes these hold; checked again because a wrong answer here grants access.
+    if (info.role == Role::kTenant) {
+      if (info.tenant.empty()) return Status::Ok();
+      SPD_ASSIGN_OR_RETURN(bool tenant_exists,
+                           Exists(c, "SELECT 1 FROM tenants WHERE name = ?", info.tenant));
+      if (!tenant_exists) return Status::Ok();
+    } else if (!info.tenant.empty()) {
+      return Status::Ok();
+    }
+    accepted = true;
+    return Status::Ok();
+  }));
+  if (!accepted) return denied;
+  return info;
+}
+
+// ---- Uid roles -------------------------------------------------------------------------------
+
+Status StateStore::PutUidRole(const UidRole& e) {
+  SPD_RETURN_IF_ERROR(ValidateRoleTenant(e.role, e.tenant));
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  return InTxn(c, true, [&]() -> Status {
+    if (e.role == Role::kTenant) SPD_RETURN_IF_ERROR(RequireTenant(c, "tenant", e.tenant));
+    SPD_ASSIGN_OR_RETURN(bool exists, Exists(c, "SELECT 1 FROM uid_roles WHERE uid = ?",
+                                             static_cast<int64_t>(e.uid)));
+    if (!exists) SPD_RETURN_IF_ERROR(CheckLimit(c, "uid_roles", kUidRolesMax, "uid roles"));
+    return Stmt(c,
+                "INSERT INTO uid_roles(uid, role, tenant) VALUES (?, ?, ?) "
+                "ON CONFLICT(uid) DO UPDATE SET role = excluded.role, tenant = excluded.tenant",
+                static_cast<int64_t>(e.uid), policy::RoleName(e.role), TextOrNull{e.tenant})
+        .Run();
+  });
+}
+
+Result<UidRole> StateStore::GetUidRole(uint32_t uid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  Stmt s(c, "SELECT uid, role, tenant FROM uid_roles WHERE uid = ?", static_cast<int64_t>(uid));
+  SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return NotFound("no role for uid " + std::to_string(uid));
+  return ReadUidRow(c, s);
+}
+
+Result<std::vector<UidRole>> StateStore::ListUidRoles() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  Stmt s(c, "SELECT uid, role, tenant FROM uid_roles ORDER BY uid");
+  std::vector<UidRole> out;
+  for (;;) {
+    SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    SPD_ASSIGN_OR_RETURN(UidRole u, ReadUidRow(c, s));
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
+Status StateStore::DeleteUidRole(uint32_t uid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Conn c{db_, path_};
+  return InTxn(c, true, [&]() -> Status {
+    SPD_ASSIGN_OR_RETURN(
+        bool found, Exists(c, "SELECT 1 FROM uid_roles WHERE uid = ?", static_cast<int64_t>(uid)));
+    if (!found) return NotFound("no role for uid " + std::to_string(uid));
+    return Stmt(c, "DELETE FROM uid_roles WHERE uid = ?", static_cast<int64_t>(uid)).Run();
+  });
+}
+
+}  // namespace spd::state
