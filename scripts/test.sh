@@ -107,6 +107,7 @@ fuzz_run() {
   rm -rf "$seeds"
   fuzz_target nbd_fuzz || rc=1
   fuzz_target nbd_conn_fuzz fuzz/corpus/nbd_conn || rc=1
+  fuzz_target apply_fuzz -dict=fuzz/apply.dict fuzz/corpus/apply || rc=1
   return "$rc"
 }
 
