@@ -47,6 +47,8 @@ struct ControlServerOptions {
   // The audit log's directory (DATA_DIR/audit): every mutating call is appended there, durably,
   // before it returns (docs/audit.md).
   std::string audit_dir;
+  // The state store's directory (DATA_DIR): state.db, docs/state.md.
+  std::string state_dir;
 };
 
 class ControlServer {

@@ -372,6 +372,7 @@ int RunDaemon(const DaemonOptions& o) {
     if (o.metrics_listen != "off") co.metrics_endpoint = o.metrics_listen;
     co.pool_path = o.pool_path;
     co.audit_dir = o.data_dir + "/audit";
+    co.state_dir = o.data_dir;
     control = std::make_unique<ControlServer>(&volumes, co);
     if (Status s = control->Start(); !s.ok()) {
       SPD_LOG_ERROR("%s", s.ToString().c_str());

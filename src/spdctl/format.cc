@@ -221,6 +221,93 @@ Doc EventDoc(const v1::Event& e) {
   return d;
 }
 
+Doc IntentDoc(const v1::Intent& in) {
+  Doc d = Doc::object();
+  if (in.has_latency()) {
+    d["latency"]["percentile"] = in.latency().percentile();
+    d["latency"]["boundUs"] = in.latency().bound_us();
+  }
+  auto rate = [](const v1::Rate& r) {
+    Doc x = Doc::object();
+    if (r.iops()) x["iops"] = r.iops();
+    if (r.bytes_per_second()) x["bytesPerSecond"] = r.bytes_per_second();
+    return x;
+  };
+  if (in.has_reservation()) d["reservation"] = rate(in.reservation());
+  if (in.has_limit()) d["limit"] = rate(in.limit());
+  if (in.has_weight()) d["weight"] = in.weight();
+  switch (in.priority()) {
+    case v1::PRIORITY_CLASS_STANDARD:
+      d["priority"] = "standard";
+      break;
+    case v1::PRIORITY_CLASS_CRITICAL:
+      d["priority"] = "critical";
+      break;
+    case v1::PRIORITY_CLASS_BACKGROUND:
+      d["priority"] = "background";
+      break;
+    default:
+      break;
+  }
+  if (in.durability() != v1::DURABILITY_UNSPECIFIED)
+    d["durability"] = DurabilityText(in.durability());
+  return d;
+}
+
+Doc TenantListDoc(const std::vector<v1::Tenant>& ts) {
+  Doc d = Header("TenantList");
+  d["items"] = Doc::array();
+  for (const v1::Tenant& t : ts) d["items"].push_back(Doc{{"name", t.name()}});
+  return d;
+}
+
+namespace {
+Doc ClassFields(const v1::StorageClass& sc) {
+  Doc d;
+  d["name"] = sc.name();
+  d["intent"] = IntentDoc(sc.defaults());
+  return d;
+}
+Doc PolicyFields(const v1::VolumePolicy& p) {
+  Doc d;
+  d["volume"] = p.volume();
+  d["tenant"] = p.tenant();
+  d["storageClass"] = p.storage_class();
+  d["intent"] = IntentDoc(p.intent());
+  d["effective"] = IntentDoc(p.effective());
+  return d;
+}
+std::string Compact(const Doc& d) { return d.empty() ? "-" : d.dump(); }
+}  // namespace
+
+Doc StorageClassDoc(const v1::StorageClass& sc) {
+  Doc d = Header("StorageClass");
+  const Doc f = ClassFields(sc);
+  for (auto it = f.begin(); it != f.end(); ++it) d[it.key()] = it.value();
+  return d;
+}
+
+Doc StorageClassListDoc(const std::vector<v1::StorageClass>& cs) {
+  Doc d = Header("StorageClassList");
+  d["items"] = Doc::array();
+  for (const auto& c : cs) d["items"].push_back(ClassFields(c));
+  return d;
+}
+
+Doc VolumePolicyDoc(const v1::VolumePolicy& p) {
+  Doc d = Header("VolumePolicy");
+  const Doc f = PolicyFields(p);
+  for (auto it = f.begin(); it != f.end(); ++it) d[it.key()] = it.value();
+  return d;
+}
+
+Doc VolumePolicyListDoc(const std::vector<v1::VolumePolicy>& ps) {
+  Doc d = Header("VolumePolicyList");
+  d["items"] = Doc::array();
+  for (const auto& p : ps) d["items"].push_back(PolicyFields(p));
+  return d;
+}
+
 std::string ToYaml(const Doc& doc) {
   YAML::Emitter e;
   EmitYaml(e, doc);
@@ -237,6 +324,42 @@ std::string Render(const Doc& doc, Output out) {
     return Table(rows, kind == "VolumeList" ? kVolumeCols : kPoolCols);
   }
   if (kind == "Volume") return Table({&doc}, kVolumeCols);
+  if (kind == "TenantList") {
+    std::string out = "NAME\n";
+    for (const Doc& x : doc["items"]) out += x["name"].get<std::string>() + "\n";
+    return out;
+  }
+  if (kind == "StorageClassList" || kind == "StorageClass" || kind == "VolumePolicyList" ||
+      kind == "VolumePolicy") {
+    const bool classes = kind.rfind("StorageClass", 0) == 0;
+    std::vector<Doc> rows;
+    if (kind.size() > 4 && kind.substr(kind.size() - 4) == "List") {
+      for (const Doc& x : doc["items"]) rows.push_back(x);
+    } else {
+      rows.push_back(doc);
+    }
+    std::vector<Doc> flat;
+    for (const Doc& x : rows) {
+      Doc f;
+      if (classes) {
+        f["name"] = x["name"];
+        f["intent"] = Compact(x["intent"]);
+      } else {
+        f["volume"] = x["volume"];
+        f["tenant"] = x["tenant"].get<std::string>().empty() ? "-" : x["tenant"];
+        f["storageClass"] = x["storageClass"].get<std::string>().empty() ? "-" : x["storageClass"];
+        f["effective"] = Compact(x["effective"]);
+      }
+      flat.push_back(f);
+    }
+    std::vector<const Doc*> ptrs;
+    for (const Doc& f : flat) ptrs.push_back(&f);
+    if (classes) return Table(ptrs, {{"NAME", "name", false}, {"INTENT", "intent", false}});
+    return Table(ptrs, {{"VOLUME", "volume", false},
+                        {"TENANT", "tenant", false},
+                        {"CLASS", "storageClass", false},
+                        {"EFFECTIVE INTENT", "effective", false}});
+  }
   if (kind == "Pool") return Table({&doc}, kPoolCols);
   if (kind == "Event") {
     std::string line =

@@ -15,6 +15,7 @@
 
 #include "spd/v1/events.pb.h"
 #include "spd/v1/node.pb.h"
+#include "spd/v1/policy.pb.h"
 #include "spd/v1/pools.pb.h"
 #include "spd/v1/volumes.pb.h"
 
@@ -32,6 +33,13 @@ Doc PoolDoc(const v1::Pool& p);
 Doc PoolListDoc(const std::vector<v1::Pool>& ps);
 Doc NodeDoc(const v1::NodeInfo& n);
 Doc EventDoc(const v1::Event& e);
+// Policy objects: intents in the apply file's shape (lowerCamelCase, only what is set).
+Doc IntentDoc(const v1::Intent& in);
+Doc TenantListDoc(const std::vector<v1::Tenant>& ts);
+Doc StorageClassDoc(const v1::StorageClass& sc);
+Doc StorageClassListDoc(const std::vector<v1::StorageClass>& cs);
+Doc VolumePolicyDoc(const v1::VolumePolicy& p);
+Doc VolumePolicyListDoc(const std::vector<v1::VolumePolicy>& ps);
 
 std::string DurabilityText(v1::Durability d);  // "flush", "sync", "none", "unspecified"
 std::string EventTypeText(v1::EventType t);    // "volume-created", ...

@@ -1,0 +1,294 @@
+// Private to the control server's files: the server's shared state (ControlServer::Impl), the
+// helpers its services use, and the counters they share.
+#pragma once
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "audit/audit_log.h"
+#include "common/counters.h"
+#include "common/log.h"
+#include "control/control_listener.h"
+#include "control/control_server.h"
+#include "control/event_hub.h"
+#include "policy/model.h"
+#include "spd/v1/events.pb.h"
+#include "spd/v1/volumes.pb.h"
+#include "state/state_store.h"
+
+namespace spd {
+
+namespace control_counters {
+extern Counter calls_total;
+extern Counter calls_failed_total;
+extern Counter denied_total;
+extern Counter busy_total;
+extern Counter audit_dropped_total;
+}  // namespace control_counters
+using namespace control_counters;  // NOLINT(google-build-using-namespace)
+
+grpc::Status ToGrpc(const Status& s);
+v1::Durability ToProto(Durability d);
+// UNSPECIFIED is the default (flush) where `allow_unspecified`.
+Result<Durability> FromProto(v1::Durability d, bool allow_unspecified);
+Status CheckSize(uint64_t size_bytes);
+// Runs `fn` on `reactor` (control-plane code: allocates).
+void RunOn(Reactor* reactor, std::function<void()> fn);
+
+enum class Access { kRead, kWrite };
+
+// What the audit log records of one mutating call.
+struct AuditCall {
+  std::string who;
+  std::string method;
+  nlohmann::json args;
+  std::string traceparent;
+};
+
+struct ControlServer::Impl : VolumeManager::Listener {
+  VolumeManager* volumes;
+  Pool* pool;
+  ControlServerOptions options;
+  EventHub* events;
+  ControlListener listener;
+  std::unique_ptr<grpc::Server> server;
+  uid_t daemon_uid = geteuid();
+  uint64_t started_ns = MonotonicNs();
+  std::atomic<size_t> in_flight{0};
+  std::atomic<bool> stopping{false};
+  bool listening = false;
+
+  // The audit log and the worker thread that writes it (an append syncs to disk: not for gRPC's
+  // threads, never for a reactor). Once an append failed, the log refuses more and so do
+  // mutating calls (fail closed).
+  std::unique_ptr<AuditLog> audit;
+  // Tenants, classes, volume policies, tokens, uid roles (docs/state.md). Used on the worker
+  // only. The volumes' tenant and class are cached for Fill, which runs on the pool's reactor
+  // (no SQLite there).
+  std::unique_ptr<state::StateStore> store;
+  struct Placement {
+    std::string tenant;
+    std::string storage_class;
+  };
+  std::mutex meta_mu;
+  std::map<std::string, Placement> meta;  // by volume, guarded by meta_mu
+  void CachePlacement(const std::string& volume, const Placement* p) {
+    std::lock_guard<std::mutex> l(meta_mu);
+    if (p) {
+      meta[volume] = *p;
+    } else {
+      meta.erase(volume);
+    }
+  }
+  Placement PlacementOf(const std::string& volume) {
+    std::lock_guard<std::mutex> l(meta_mu);
+    auto it = meta.find(volume);
+    return it == meta.end() ? Placement{} : it->second;
+  }
+  std::atomic<bool> audit_broken{false};
+  std::mutex wmu;
+  std::condition_variable wcv;
+  std::deque<std::function<void()>> work;  // guarded by wmu
+  bool wstop = false;                      // guarded by wmu
+  std::thread worker;
+
+  void WorkerLoop() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> l(wmu);
+        wcv.wait(l, [&] { return wstop || !work.empty(); });
+        if (work.empty()) return;
+        fn = std::move(work.front());
+        work.pop_front();
+      }
+      fn();
+    }
+  }
+  // False (nothing queued) when `droppable` and the queue is full.
+  bool Enqueue(std::function<void()> fn, bool droppable) {
+    std::lock_guard<std::mutex> l(wmu);
+    if (droppable && work.size() >= kAuditQueueMax) return false;
+    work.push_back(std::move(fn));
+    wcv.notify_one();
+    return true;
+  }
+
+  std::string Who(grpc::CallbackServerContext* ctx) {
+    std::optional<PeerCred> p = listener.PeerOf(ctx->peer());
+    return p ? "uid:" + std::to_string(p->uid) : "unknown";
+  }
+  AuditCall Describe(grpc::CallbackServerContext* ctx, const char* method,
+                     const google::protobuf::Message& req) {
+    AuditCall a;
+    a.who = Who(ctx);
+    a.method = method;
+    std::string json;
+    google::protobuf::util::JsonPrintOptions jo;
+    jo.preserve_proto_field_names = true;
+    if (google::protobuf::util::MessageToJsonString(req, &json, jo).ok())
+      a.args = nlohmann::json::parse(json, nullptr, false);
+    if (a.args.is_discarded() || !a.args.is_object()) a.args = nlohmann::json::object();
+    auto it = ctx->client_metadata().find("traceparent");
+    if (it != ctx->client_metadata().end())
+      a.traceparent.assign(it->second.data(), it->second.size());
+    return a;
+  }
+  // Appends the call's entry (on the worker) and then finishes it. `admitted`: the call holds an
+  // in-flight slot (Done) rather than having been refused before (Refuse).
+  void FinishAudited(grpc::ServerUnaryReactor* r, AuditCall a, Status s, bool admitted) {
+    auto finish = [this, r, admitted](const Status& st) {
+      if (admitted) {
+        Done(r, st);
+      } else {
+        calls_failed_total.Add();
+        r->Finish(ToGrpc(st));
+      }
+    };
+    auto job = [this, r, a = std::move(a), s, finish]() mutable {
+      AuditEntry e;
+      e.who = a.who;
+      e.method = a.method;
+      e.args = std::move(a.args);
+      e.result = s.ok() ? "OK" : s.ToString();
+      e.traceparent = a.traceparent;
+      Status st = s;
+      if (!audit) {
+        // Broken at start (damaged): only refusals get here, and they cannot be recorded.
+        audit_dropped_total.Add();
+      } else if (Status w = audit->Append(e); !w.ok()) {
+        if (!audit_broken.exchange(true))
+          SPD_LOG_ERROR("audit log: %s: mutating calls are refused from now on",
+                        w.ToString().c_str());
+        if (s.ok())
+          st = Internal("the change was made but could not be recorded in the audit log (" +
+                        w.ToString() + "); mutating calls are refused until spd2 restarts");
+      }
+      finish(st);
+    };
+    // A refused call's entry may be dropped under a flood; a change's never is.
+    const bool droppable = !admitted;
+    if (!Enqueue(job, droppable)) {
+      audit_dropped_total.Add();
+      finish(s);
+    }
+  }
+  // A mutating call refused before it started (invalid, denied, audit broken).
+  grpc::ServerUnaryReactor* RefuseAudited(grpc::CallbackServerContext* ctx, AuditCall a,
+                                          const Status& s) {
+    auto* r = ctx->DefaultReactor();
+    FinishAudited(r, std::move(a), s, false);
+    return r;
+  }
+  // Admission for mutating calls: Admit, and the audit log must be writable.
+  Status AdmitWrite(grpc::CallbackServerContext* ctx) {
+    if (audit_broken.load())
+      return Unavailable(
+          "the audit log cannot be written: mutating calls are refused until it "
+          "is repaired and spd2 restarted (spdctl audit verify)");
+    return Admit(ctx, Access::kWrite);
+  }
+
+  // Admission: a slot among kCallsInFlightMax and the caller's right to the call.
+  Status Admit(grpc::CallbackServerContext* ctx, Access access) {
+    calls_total.Add();
+    if (in_flight.fetch_add(1) >= kCallsInFlightMax) {
+      in_flight.fetch_sub(1);
+      busy_total.Add();
+      return ResourceExhausted(std::to_string(kCallsInFlightMax) +
+                               " control calls are in flight already; retry");
+    }
+    std::optional<PeerCred> peer = listener.PeerOf(ctx->peer());
+    if (!peer) {
+      in_flight.fetch_sub(1);
+      denied_total.Add();
+      return PermissionDenied("caller unknown (not on the control socket)");
+    }
+    if (peer->uid == 0 || peer->uid == daemon_uid) return Status::Ok();
+    (void)access;
+    in_flight.fetch_sub(1);
+    denied_total.Add();
+    return PermissionDenied("uid " + std::to_string(peer->uid) +
+                            " has no role on this daemon (root and the daemon's user are "
+                            "admins; docs/control.md)");
+  }
+  // Ends an admitted call.
+  void Done(grpc::ServerUnaryReactor* r, const Status& s) {
+    if (!s.ok()) calls_failed_total.Add();
+    in_flight.fetch_sub(1);
+    r->Finish(ToGrpc(s));
+  }
+  // Ends a call refused before admission counted it.
+  static grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const Status& s) {
+    calls_failed_total.Add();
+    auto* r = ctx->DefaultReactor();
+    r->Finish(ToGrpc(s));
+    return r;
+  }
+
+  void Fill(const VolumeInfo& info, v1::Volume* out) {
+    out->set_name(info.name);
+    out->set_id(info.id);
+    out->set_size_bytes(info.size_bytes);
+    out->set_allocated_bytes(info.allocated_bytes);
+    out->set_durability(ToProto(info.durability));
+    out->set_read_only(info.read_only);
+    out->set_pool("default");
+    if (auto h = volumes->Find(info.name)) out->set_users(h->users());
+    const Placement p = PlacementOf(info.name);
+    out->set_tenant(p.tenant);
+    out->set_storage_class(p.storage_class);
+  }
+
+  // At start: drops policies of volumes the pool does not have (deleted while the daemon was
+  // down, or a crash between the pool's delete and the store's), loads the placement cache.
+  Status Reconcile() {
+    SPD_ASSIGN_OR_RETURN(std::vector<state::VolumeMeta> all, store->ListVolumeMeta());
+    for (const state::VolumeMeta& m : all) {
+      if (!volumes->Find(m.volume)) {
+        SPD_LOG_WARN("state store: dropping the policy of volume %s, which the pool does not have",
+                     m.volume.c_str());
+        SPD_RETURN_IF_ERROR(store->DeleteVolumeMeta(m.volume));
+        continue;
+      }
+      Placement p{m.tenant, m.storage_class};
+      CachePlacement(m.volume, &p);
+    }
+    return Status::Ok();
+  }
+
+  // VolumeManager::Listener (pool's reactor).
+  void OnVolumeChanged(const VolumeInfo& info, VolumeManager::Change kind) override {
+    v1::Event e;
+    switch (kind) {
+      case VolumeManager::Change::kCreated:
+        e.set_type(v1::EVENT_TYPE_VOLUME_CREATED);
+        break;
+      case VolumeManager::Change::kDeleted:
+        e.set_type(v1::EVENT_TYPE_VOLUME_DELETED);
+        break;
+      case VolumeManager::Change::kResized:
+        e.set_type(v1::EVENT_TYPE_VOLUME_RESIZED);
+        break;
+      case VolumeManager::Change::kDurability:
+        e.set_type(v1::EVENT_TYPE_VOLUME_DURABILITY_CHANGED);
+        break;
+    }
+    e.set_volume(info.name);
+    Fill(info, e.mutable_volume_info());
+    events->Publish(std::move(e));
+  }
+  void OnVolumeClosing(std::shared_ptr<VolumeHandle>, std::function<void()> done) override {
+    done();  // the control plane holds no users of a volume
+  }
+};
+
+}  // namespace spd

@@ -1,0 +1,100 @@
+#include "control/convert.h"
+
+namespace spd {
+
+v1::Durability DurabilityToProto(Durability d) {
+  switch (d) {
+    case Durability::kFlush:
+      return v1::DURABILITY_FLUSH;
+    case Durability::kSync:
+      return v1::DURABILITY_SYNC;
+    case Durability::kNone:
+      return v1::DURABILITY_NONE;
+  }
+  return v1::DURABILITY_UNSPECIFIED;
+}
+
+Result<Durability> DurabilityFromProto(v1::Durability d, bool allow_unspecified) {
+  switch (d) {
+    case v1::DURABILITY_UNSPECIFIED:
+      if (allow_unspecified) return Durability::kFlush;
+      return InvalidArgument("durability: must be set (flush, sync or none)");
+    case v1::DURABILITY_FLUSH:
+      return Durability::kFlush;
+    case v1::DURABILITY_SYNC:
+      return Durability::kSync;
+    case v1::DURABILITY_NONE:
+      return Durability::kNone;
+    default:
+      return InvalidArgument("durability: unknown value " + std::to_string(static_cast<int>(d)));
+  }
+}
+
+v1::Rate RateToProto(const policy::Rate& r) {
+  v1::Rate out;
+  out.set_iops(r.iops);
+  out.set_bytes_per_second(r.bytes_per_second);
+  return out;
+}
+
+v1::PriorityClass PriorityToProto(policy::PriorityClass p) {
+  switch (p) {
+    case policy::PriorityClass::kStandard:
+      return v1::PRIORITY_CLASS_STANDARD;
+    case policy::PriorityClass::kCritical:
+      return v1::PRIORITY_CLASS_CRITICAL;
+    case policy::PriorityClass::kBackground:
+      return v1::PRIORITY_CLASS_BACKGROUND;
+  }
+  return v1::PRIORITY_CLASS_UNSPECIFIED;
+}
+
+v1::Intent IntentToProto(const policy::Intent& in) {
+  v1::Intent out;
+  if (in.latency) {
+    out.mutable_latency()->set_percentile(in.latency->percentile);
+    out.mutable_latency()->set_bound_us(in.latency->bound_us);
+  }
+  if (in.reservation) *out.mutable_reservation() = RateToProto(*in.reservation);
+  if (in.limit) *out.mutable_limit() = RateToProto(*in.limit);
+  if (in.weight) out.set_weight(*in.weight);
+  if (in.priority) out.set_priority(PriorityToProto(*in.priority));
+  if (in.durability) out.set_durability(DurabilityToProto(*in.durability));
+  return out;
+}
+
+// Converts and validates; errors name `field` and the member ("intent.weight: ...").
+Result<policy::Intent> IntentFromProto(const std::string& field, const v1::Intent& in) {
+  policy::Intent out;
+  if (in.has_latency())
+    out.latency = policy::LatencyTarget{in.latency().percentile(), in.latency().bound_us()};
+  if (in.has_reservation())
+    out.reservation = policy::Rate{in.reservation().iops(), in.reservation().bytes_per_second()};
+  if (in.has_limit()) out.limit = policy::Rate{in.limit().iops(), in.limit().bytes_per_second()};
+  if (in.has_weight()) out.weight = in.weight();
+  switch (in.priority()) {
+    case v1::PRIORITY_CLASS_UNSPECIFIED:
+      break;
+    case v1::PRIORITY_CLASS_STANDARD:
+      out.priority = policy::PriorityClass::kStandard;
+      break;
+    case v1::PRIORITY_CLASS_CRITICAL:
+      out.priority = policy::PriorityClass::kCritical;
+      break;
+    case v1::PRIORITY_CLASS_BACKGROUND:
+      out.priority = policy::PriorityClass::kBackground;
+      break;
+    default:
+      return InvalidArgument(field + ".priority: unknown value " +
+                             std::to_string(static_cast<int>(in.priority())));
+  }
+  if (in.durability() != v1::DURABILITY_UNSPECIFIED) {
+    auto d = DurabilityFromProto(in.durability(), false);
+    if (!d.ok()) return InvalidArgument(field + "." + std::string(d.status().message()));
+    out.durability = d.value();
+  }
+  SPD_RETURN_IF_ERROR(policy::ValidateIntent(field, out));
+  return out;
+}
+
+}  // namespace spd

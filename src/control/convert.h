@@ -1,0 +1,24 @@
+// Conversions between the API's messages (api/spd/v1) and the daemon's types (policy/model.h,
+// volume/pool.h), shared by the control server and spdctl. Conversions from the API validate:
+// errors are kInvalidArgument naming the field ("policy.intent.weight: ...").
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+#include "policy/model.h"
+#include "spd/v1/policy.pb.h"
+#include "spd/v1/volumes.pb.h"
+
+namespace spd {
+
+v1::Durability DurabilityToProto(Durability d);
+// UNSPECIFIED is the default (flush) where `allow_unspecified`, else an error.
+Result<Durability> DurabilityFromProto(v1::Durability d, bool allow_unspecified);
+v1::Rate RateToProto(const policy::Rate& r);
+v1::PriorityClass PriorityToProto(policy::PriorityClass p);
+v1::Intent IntentToProto(const policy::Intent& in);
+// Converts and validates (policy::ValidateIntent) under the name `field`.
+Result<policy::Intent> IntentFromProto(const std::string& field, const v1::Intent& in);
+
+}  // namespace spd

@@ -1,0 +1,243 @@
+// The control API's policy services (api/spd/v1/policy.proto): tenants, storage classes and
+// volume policies (tenant, class, intent), kept in the state store. Every call runs on the
+// control server's worker thread (SQLite syncs to disk: not for gRPC's threads), changes are
+// audited like the volume calls, and a volume policy's durability becomes the volume's.
+#include "control/policy_services.h"
+
+#include "control/control_internal.h"
+#include "control/convert.h"
+#include "spd/v1/policy.grpc.pb.h"
+
+namespace spd {
+namespace {
+
+void Fill(const policy::StorageClass& sc, v1::StorageClass* out) {
+  out->set_name(sc.name);
+  *out->mutable_defaults() = IntentToProto(sc.defaults);
+}
+
+// A volume's policy with its effective intent (the class's defaults, overridden field by field).
+Result<v1::VolumePolicy> PolicyOf(state::StateStore* store, const state::VolumeMeta& m) {
+  v1::VolumePolicy out;
+  out.set_volume(m.volume);
+  out.set_tenant(m.tenant);
+  out.set_storage_class(m.storage_class);
+  *out.mutable_intent() = IntentToProto(m.intent);
+  policy::Intent base;
+  if (!m.storage_class.empty()) {
+    SPD_ASSIGN_OR_RETURN(policy::StorageClass sc, store->GetStorageClass(m.storage_class));
+    base = sc.defaults;
+  }
+  *out.mutable_effective() = IntentToProto(policy::MergeIntent(base, m.intent));
+  return out;
+}
+
+// The pattern of every call here: admitted (and audited when it changes something), then run
+// on the worker, which answers.
+class PolicyBase {
+ protected:
+  explicit PolicyBase(ControlServer::Impl* impl) : impl_(impl) {}
+  template <typename Fn>
+  grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* ctx, Fn fn) {
+    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+      return ControlServer::Impl::Refuse(ctx, a);
+    auto* r = ctx->DefaultReactor();
+    ControlServer::Impl* impl = impl_;
+    impl_->Enqueue([impl, r, fn] { impl->Done(r, fn()); }, false);
+    return r;
+  }
+  // `fn(done)` runs on the worker and calls done(Status) once (from any thread).
+  template <typename Fn>
+  grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* ctx, const char* method,
+                                  const google::protobuf::Message& req, Fn fn) {
+    AuditCall a = impl_->Describe(ctx, method, req);
+    if (Status s = impl_->AdmitWrite(ctx); !s.ok())
+      return impl_->RefuseAudited(ctx, std::move(a), s);
+    auto* r = ctx->DefaultReactor();
+    ControlServer::Impl* impl = impl_;
+    auto call = std::make_shared<AuditCall>(std::move(a));
+    impl_->Enqueue(
+        [impl, r, call, fn] {
+          fn([impl, r, call](Status s) { impl->FinishAudited(r, std::move(*call), s, true); });
+        },
+        false);
+    return r;
+  }
+  ControlServer::Impl* impl_;
+};
+
+class TenantServiceImpl final : public v1::TenantService::CallbackService, PolicyBase {
+ public:
+  explicit TenantServiceImpl(ControlServer::Impl* impl) : PolicyBase(impl) {}
+  grpc::ServerUnaryReactor* PutTenant(grpc::CallbackServerContext* ctx,
+                                      const v1::PutTenantRequest* req, v1::Tenant* resp) override {
+    state::StateStore* store = impl_->store.get();
+    return Write(ctx, "spd.v1.TenantService/PutTenant", *req, [store, req, resp](auto done) {
+      Status s = policy::ValidateName("tenant.name", req->tenant().name());
+      if (s.ok()) s = store->PutTenant(policy::Tenant{req->tenant().name()});
+      if (s.ok()) resp->set_name(req->tenant().name());
+      done(s);
+    });
+  }
+  grpc::ServerUnaryReactor* GetTenant(grpc::CallbackServerContext* ctx,
+                                      const v1::GetTenantRequest* req, v1::Tenant* resp) override {
+    state::StateStore* store = impl_->store.get();
+    return Read(ctx, [store, req, resp]() -> Status {
+      SPD_ASSIGN_OR_RETURN(policy::Tenant t, store->GetTenant(req->name()));
+      resp->set_name(t.name);
+      return Status::Ok();
+    });
+  }
+  grpc::ServerUnaryReactor* ListTenants(grpc::CallbackServerContext* ctx,
+                                        const v1::ListTenantsRequest*,
+                                        v1::ListTenantsResponse* resp) override {
+    state::StateStore* store = impl_->store.get();
+    return Read(ctx, [store, resp]() -> Status {
+      SPD_ASSIGN_OR_RETURN(std::vector<policy::Tenant> ts, store->ListTenants());
+      for (const auto& t : ts) resp->add_tenants()->set_name(t.name);
+      return Status::Ok();
+    });
+  }
+  grpc::ServerUnaryReactor* DeleteTenant(grpc::CallbackServerContext* ctx,
+                                         const v1::DeleteTenantRequest* req,
+                                         v1::DeleteTenantResponse*) override {
+    state::StateStore* store = impl_->store.get();
+    return Write(ctx, "spd.v1.TenantService/DeleteTenant", *req,
+                 [store, req](auto done) { done(store->DeleteTenant(req->name())); });
+  }
+};
+
+class StorageClassServiceImpl final : public v1::StorageClassService::CallbackService, PolicyBase {
+ public:
+  explicit StorageClassServiceImpl(ControlServer::Impl* impl) : PolicyBase(impl) {}
+  grpc::ServerUnaryReactor* PutStorageClass(grpc::CallbackServerContext* ctx,
+                                            const v1::PutStorageClassRequest* req,
+                                            v1::StorageClass* resp) override {
+    state::StateStore* store = impl_->store.get();
+    return Write(ctx, "spd.v1.StorageClassService/PutStorageClass", *req,
+                 [store, req, resp](auto done) {
+                   const v1::StorageClass& in = req->storage_class();
+                   if (Status s = policy::ValidateName("storage_class.name", in.name()); !s.ok())
+                     return done(s);
+                   auto intent = IntentFromProto("storage_class.defaults", in.defaults());
+                   if (!intent.ok()) return done(intent.status());
+                   policy::StorageClass sc{in.name(), intent.value()};
+                   Status s = store->PutStorageClass(sc);
+                   if (s.ok()) Fill(sc, resp);
+                   done(s);
+                 });
+  }
+  grpc::ServerUnaryReactor* GetStorageClass(grpc::CallbackServerContext* ctx,
+                                            const v1::GetStorageClassRequest* req,
+                                            v1::StorageClass* resp) override {
+    state::StateStore* store = impl_->store.get();
+    return Read(ctx, [store, req, resp]() -> Status {
+      SPD_ASSIGN_OR_RETURN(policy::StorageClass sc, store->GetStorageClass(req->name()));
+      Fill(sc, resp);
+      return Status::Ok();
+    });
+  }
+  grpc::ServerUnaryReactor* ListStorageClasses(grpc::CallbackServerContext* ctx,
+                                               const v1::ListStorageClassesRequest*,
+                                               v1::ListStorageClassesResponse* resp) override {
+    state::StateStore* store = impl_->store.get();
+    return Read(ctx, [store, resp]() -> Status {
+      SPD_ASSIGN_OR_RETURN(std::vector<policy::StorageClass> all, store->ListStorageClasses());
+      for (const auto& sc : all) Fill(sc, resp->add_storage_classes());
+      return Status::Ok();
+    });
+  }
+  grpc::ServerUnaryReactor* DeleteStorageClass(grpc::CallbackServerContext* ctx,
+                                               const v1::DeleteStorageClassRequest* req,
+                                               v1::DeleteStorageClassResponse*) override {
+    state::StateStore* store = impl_->store.get();
+    return Write(ctx, "spd.v1.StorageClassService/DeleteStorageClass", *req,
+                 [store, req](auto done) { done(store->DeleteStorageClass(req->name())); });
+  }
+};
+
+class IntentServiceImpl final : public v1::IntentService::CallbackService, PolicyBase {
+ public:
+  explicit IntentServiceImpl(ControlServer::Impl* impl) : PolicyBase(impl) {}
+  grpc::ServerUnaryReactor* SetVolumePolicy(grpc::CallbackServerContext* ctx,
+                                            const v1::SetVolumePolicyRequest* req,
+                                            v1::VolumePolicy* resp) override {
+    ControlServer::Impl* impl = impl_;
+    return Write(ctx, "spd.v1.IntentService/SetVolumePolicy", *req, [impl, req, resp](auto done) {
+      const v1::VolumePolicy& in = req->policy();
+      if (Status s = policy::ValidateName("policy.volume", in.volume()); !s.ok()) return done(s);
+      if (!in.tenant().empty()) {
+        if (Status s = policy::ValidateName("policy.tenant", in.tenant()); !s.ok()) return done(s);
+      }
+      if (!in.storage_class().empty()) {
+        Status s = policy::ValidateName("policy.storage_class", in.storage_class());
+        if (!s.ok()) return done(s);
+      }
+      auto intent = IntentFromProto("policy.intent", in.intent());
+      if (!intent.ok()) return done(intent.status());
+      std::shared_ptr<VolumeHandle> h = impl->volumes->Find(in.volume());
+      if (!h) return done(NotFound("no volume '" + in.volume() + "'"));
+      state::VolumeMeta m{in.volume(), in.tenant(), in.storage_class(), intent.value()};
+      if (Status s = impl->store->PutVolumeMeta(m); !s.ok()) return done(s);
+      ControlServer::Impl::Placement p{m.tenant, m.storage_class};
+      impl->CachePlacement(m.volume, &p);
+      auto pol = PolicyOf(impl->store.get(), m);
+      if (!pol.ok()) return done(pol.status());
+      *resp = pol.value();
+      // A durability in the effective intent is the volume's durability.
+      const v1::Durability want = resp->effective().durability();
+      if (want == v1::DURABILITY_UNSPECIFIED || want == spd::ToProto(h->info().durability))
+        return done(Status::Ok());
+      impl->volumes->SetDurability(m.volume, spd::FromProto(want, false).value(),
+                                   [done](Status s) { done(s); });
+    });
+  }
+  grpc::ServerUnaryReactor* GetVolumePolicy(grpc::CallbackServerContext* ctx,
+                                            const v1::GetVolumePolicyRequest* req,
+                                            v1::VolumePolicy* resp) override {
+    ControlServer::Impl* impl = impl_;
+    return Read(ctx, [impl, req, resp]() -> Status {
+      if (!impl->volumes->Find(req->volume())) return NotFound("no volume '" + req->volume() + "'");
+      auto m = impl->store->GetVolumeMeta(req->volume());
+      if (!m.ok() && m.status().code() != StatusCode::kNotFound) return m.status();
+      state::VolumeMeta meta;  // none stored: no tenant, no class, no intent of its own
+      meta.volume = req->volume();
+      if (m.ok()) meta = m.value();
+      SPD_ASSIGN_OR_RETURN(*resp, PolicyOf(impl->store.get(), meta));
+      return Status::Ok();
+    });
+  }
+  grpc::ServerUnaryReactor* ListVolumePolicies(grpc::CallbackServerContext* ctx,
+                                               const v1::ListVolumePoliciesRequest*,
+                                               v1::ListVolumePoliciesResponse* resp) override {
+    ControlServer::Impl* impl = impl_;
+    return Read(ctx, [impl, resp]() -> Status {
+      SPD_ASSIGN_OR_RETURN(std::vector<state::VolumeMeta> all, impl->store->ListVolumeMeta());
+      for (const auto& m : all) {
+        SPD_ASSIGN_OR_RETURN(v1::VolumePolicy p, PolicyOf(impl->store.get(), m));
+        *resp->add_policies() = std::move(p);
+      }
+      return Status::Ok();
+    });
+  }
+};
+
+struct PolicyServicesImpl : PolicyServices {
+  TenantServiceImpl tenants;
+  StorageClassServiceImpl classes;
+  IntentServiceImpl intents;
+  explicit PolicyServicesImpl(ControlServer::Impl* i) : tenants(i), classes(i), intents(i) {}
+};
+
+}  // namespace
+
+std::unique_ptr<PolicyServices> RegisterPolicyServices(grpc::ServerBuilder* builder,
+                                                       ControlServer::Impl* impl) {
+  auto s = std::make_unique<PolicyServicesImpl>(impl);
+  builder->RegisterService(&s->tenants);
+  builder->RegisterService(&s->classes);
+  builder->RegisterService(&s->intents);
+  return s;
+}
+
+}  // namespace spd
