@@ -27,6 +27,8 @@ Doc VolumeFields(const v1::Volume& v) {
   d["durability"] = DurabilityText(v.durability());
   d["readOnly"] = v.read_only();
   d["users"] = v.users();
+  d["tenant"] = v.tenant();
+  d["storageClass"] = v.storage_class();
   return d;
 }
 

@@ -45,6 +45,8 @@ v1::Volume SampleVolume(const char* name, uint32_t id) {
   v.set_durability(v1::DURABILITY_SYNC);
   v.set_read_only(false);
   v.set_users(2);
+  v.set_tenant("acme");
+  v.set_storage_class("fast");
   return v;
 }
 

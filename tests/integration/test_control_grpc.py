@@ -19,7 +19,7 @@ API = os.path.join(HERE, "..", "..", "api")
 tmp = tempfile.mkdtemp(prefix="spd-grpc-")
 gen = os.path.join(tmp, "gen")
 os.makedirs(gen)
-protos = ["spd/v1/%s.proto" % p for p in ("volumes", "pools", "node", "events")]
+protos = ["spd/v1/%s.proto" % p for p in ("volumes", "pools", "node", "events", "policy")]
 subprocess.run(["protoc", "-I", API, "--python_out=" + gen, "--grpc_python_out=" + gen,
                 "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin"] + protos,
                check=True)
@@ -105,6 +105,19 @@ entries = [json.loads(line) for line in open(os.path.join(data, "audit", "audit.
 resize = [e for e in entries if e["method"] == "spd.v1.VolumeService/ResizeVolume"]
 check("traceparent recorded with the call", resize and resize[-1].get("traceparent") == tp and
       resize[-1]["result"] == "OK" and resize[-1]["who"] == "uid:0")
+
+# Policy objects are validated by the daemon too (spdctl checks first; other clients may not).
+from spd.v1 import policy_pb2 as ppb, policy_pb2_grpc  # noqa: E402
+classes = policy_pb2_grpc.StorageClassServiceStub(ch)
+bad = ppb.StorageClass(name="slow", defaults=ppb.Intent(limit=ppb.Rate(iops=10),
+                                                        reservation=ppb.Rate(iops=100)))
+c, d = code_of(classes.PutStorageClass, ppb.PutStorageClassRequest(storage_class=bad))
+check("a limit below the reservation: INVALID_ARGUMENT naming the field (%s)" % d,
+      c == grpc.StatusCode.INVALID_ARGUMENT and
+      d.startswith("storage_class.defaults.limit.iops:"))
+c, d = code_of(policy_pb2_grpc.IntentServiceStub(ch).SetVolumePolicy,
+               ppb.SetVolumePolicyRequest(policy=ppb.VolumePolicy(volume="nope")))
+check("a policy for a missing volume: NOT_FOUND", c == grpc.StatusCode.NOT_FOUND)
 
 node = node_pb2_grpc.NodeServiceStub(ch).GetNodeInfo(node_pb2.GetNodeInfoRequest(), timeout=10)
 check("node info", node.pid > 0 and node.reactors >= 1 and node.data_dir == data)
