@@ -43,7 +43,21 @@ Status CheckSize(uint64_t size_bytes);
 // Runs `fn` on `reactor` (control-plane code: allocates).
 void RunOn(Reactor* reactor, std::function<void()> fn);
 
-enum class Access { kRead, kWrite };
+// What a call needs (docs/control.md, "Who may call"): the roles that may make it.
+enum class Access {
+  kRead,         // viewer, tenant (its own volumes only), operator, admin
+  kWriteVolume,  // tenant (its own volumes only), operator, admin
+  kWritePolicy,  // tenants and storage classes: operator, admin
+  kAudit,        // the audit log: operator, admin
+  kAdmin,        // the uid map and tokens: admin
+};
+bool Allowed(policy::Role role, Access need);
+
+// Who a call comes from, as admission found it.
+struct Caller {
+  policy::Role role = policy::Role::kNone;
+  std::string tenant;  // for the tenant role
+};
 
 // What the audit log records of one mutating call.
 struct AuditCall {
@@ -189,16 +203,32 @@ struct ControlServer::Impl : VolumeManager::Listener {
     return r;
   }
   // Admission for mutating calls: Admit, and the audit log must be writable.
-  Status AdmitWrite(grpc::CallbackServerContext* ctx) {
+  Status AdmitWrite(grpc::CallbackServerContext* ctx, Access access = Access::kWriteVolume,
+                    Caller* caller = nullptr) {
     if (audit_broken.load())
-      return Unavailable(
-          "the audit log cannot be written: mutating calls are refused until it "
-          "is repaired and spd2 restarted (spdctl audit verify)");
-    return Admit(ctx, Access::kWrite);
+      return Unavailable("the audit log cannot be written: mutating calls are refused until it "
+                         "is repaired and spd2 restarted (spdctl audit verify)");
+    return Admit(ctx, access, caller);
   }
 
   // Admission: a slot among kCallsInFlightMax and the caller's right to the call.
-  Status Admit(grpc::CallbackServerContext* ctx, Access access) {
+  // The uid map (docs/state.md), cached: admission reads it on gRPC's threads; the worker
+  // changes it (AccessService) together with the store.
+  std::mutex roles_mu;
+  std::map<uint32_t, state::UidRole> uid_roles;  // guarded by roles_mu
+  Status LoadRoles() {
+    SPD_ASSIGN_OR_RETURN(std::vector<state::UidRole> all, store->ListUidRoles());
+    std::lock_guard<std::mutex> l(roles_mu);
+    uid_roles.clear();
+    for (const auto& r : all) uid_roles[r.uid] = r;
+    return Status::Ok();
+  }
+  // A tenant caller sees only its tenant's volumes; every other role sees all.
+  bool Visible(const Caller& c, const std::string& volume) {
+    return c.role != policy::Role::kTenant || PlacementOf(volume).tenant == c.tenant;
+  }
+
+  Status Admit(grpc::CallbackServerContext* ctx, Access access, Caller* caller = nullptr) {
     calls_total.Add();
     if (in_flight.fetch_add(1) >= kCallsInFlightMax) {
       in_flight.fetch_sub(1);
@@ -212,13 +242,27 @@ struct ControlServer::Impl : VolumeManager::Listener {
       denied_total.Add();
       return PermissionDenied("caller unknown (not on the control socket)");
     }
-    if (peer->uid == 0 || peer->uid == daemon_uid) return Status::Ok();
-    (void)access;
+    Caller c;
+    if (peer->uid == 0 || peer->uid == daemon_uid) {
+      c.role = policy::Role::kAdmin;
+    } else {
+      std::lock_guard<std::mutex> l(roles_mu);
+      auto it = uid_roles.find(peer->uid);
+      if (it != uid_roles.end()) {
+        c.role = it->second.role;
+        c.tenant = it->second.tenant;
+      }
+    }
+    if (caller) *caller = c;
+    if (Allowed(c.role, access)) return Status::Ok();
     in_flight.fetch_sub(1);
     denied_total.Add();
-    return PermissionDenied("uid " + std::to_string(peer->uid) +
-                            " has no role on this daemon (root and the daemon's user are "
-                            "admins; docs/control.md)");
+    if (c.role == policy::Role::kNone)
+      return PermissionDenied("uid " + std::to_string(peer->uid) +
+                              " has no role on this daemon (root and the daemon's user are "
+                              "admins; others need an entry in the uid map: docs/control.md)");
+    return PermissionDenied("uid " + std::to_string(peer->uid) + " (role " +
+                            std::string(policy::RoleName(c.role)) + ") may not make this call");
   }
   // Ends an admitted call.
   void Done(grpc::ServerUnaryReactor* r, const Status& s) {

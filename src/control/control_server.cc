@@ -32,6 +32,22 @@ Counter audit_dropped_total(
     "something are always written before they return.");
 }  // namespace control_counters
 
+bool Allowed(policy::Role role, Access need) {
+  using R = policy::Role;
+  switch (need) {
+    case Access::kRead:
+      return role != R::kNone;
+    case Access::kWriteVolume:
+      return role == R::kTenant || role == R::kOperator || role == R::kAdmin;
+    case Access::kWritePolicy:
+    case Access::kAudit:
+      return role == R::kOperator || role == R::kAdmin;
+    case Access::kAdmin:
+      return role == R::kAdmin;
+  }
+  return false;
+}
+
 grpc::Status ToGrpc(const Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
@@ -68,6 +84,9 @@ void RunOn(Reactor* reactor, std::function<void()> fn) {
 
 namespace {
 
+// What a tenant caller gets for another tenant's volume: the same as for a missing one.
+Status NotVisible(const std::string& name) { return NotFound("no volume '" + name + "'"); }
+
 class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
  public:
   explicit VolumeServiceImpl(ControlServer::Impl* impl) : impl_(impl) {}
@@ -80,15 +99,41 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
     if (s.ok()) s = CheckSize(req->size_bytes());
     auto dur = FromProto(req->durability(), true);
     if (s.ok() && !dur.ok()) s = dur.status();
-    if (s.ok()) s = impl_->AdmitWrite(ctx);
+    Caller caller;
+    if (s.ok()) s = impl_->AdmitWrite(ctx, Access::kWriteVolume, &caller);
     if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
+    if (impl_->volumes->Find(req->name()) && !impl_->Visible(caller, req->name())) {
+      impl_->in_flight.fetch_sub(1);  // admitted, refused here: answered like a refusal
+      return impl_->RefuseAudited(ctx, std::move(audit),
+                                  AlreadyExists("volume '" + req->name() + "' exists"));
+    }
     auto* r = ctx->DefaultReactor();
     VolumeSpec spec{req->name(), req->size_bytes(), dur.value(), req->read_only()};
     ControlServer::Impl* impl = impl_;
-    impl_->volumes->Create(spec, [impl, r, resp, audit = std::move(audit)](
+    impl_->volumes->Create(spec, [impl, r, resp, caller, audit = std::move(audit)](
                                      Result<std::shared_ptr<VolumeHandle>> res) mutable {
-      if (res.ok()) impl->Fill(res.value()->info(), resp);
-      impl->FinishAudited(r, std::move(audit), res.ok() ? Status::Ok() : res.status(), true);
+      if (!res.ok()) return impl->FinishAudited(r, std::move(audit), res.status(), true);
+      impl->Fill(res.value()->info(), resp);
+      if (caller.role != policy::Role::kTenant)
+        return impl->FinishAudited(r, std::move(audit), Status::Ok(), true);
+      // A tenant's volume is its tenant's from the start (on the worker, before the answer).
+      const std::string name = res.value()->name();
+      auto a = std::make_shared<AuditCall>(std::move(audit));
+      impl->Enqueue(
+          [impl, r, resp, caller, name, a] {
+            Status st = Status::Ok();
+            auto m = impl->store->GetVolumeMeta(name);
+            if (!m.ok()) {
+              st = impl->store->PutVolumeMeta(state::VolumeMeta{name, caller.tenant, "", {}});
+              if (st.ok()) {
+                ControlServer::Impl::Placement p{caller.tenant, ""};
+                impl->CachePlacement(name, &p);
+                resp->set_tenant(caller.tenant);
+              }
+            }
+            impl->FinishAudited(r, std::move(*a), st, true);
+          },
+          false);
     });
     return r;
   }
@@ -97,9 +142,14 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
                                       const v1::GetVolumeRequest* req, v1::Volume* resp) override {
     if (Status s = policy::ValidateName("name", req->name()); !s.ok())
       return ControlServer::Impl::Refuse(ctx, s);
-    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+    Caller caller;
+    if (Status a = impl_->Admit(ctx, Access::kRead, &caller); !a.ok())
       return ControlServer::Impl::Refuse(ctx, a);
     auto* r = ctx->DefaultReactor();
+    if (!impl_->Visible(caller, req->name())) {
+      impl_->Done(r, NotVisible(req->name()));
+      return r;
+    }
     ControlServer::Impl* impl = impl_;
     std::string name = req->name();
     // On the pool's reactor: its current allocation, not the last change's.
@@ -129,16 +179,17 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
     const uint32_t page = req->page_size() == 0
                               ? ControlServer::kListPageMax
                               : std::min(req->page_size(), ControlServer::kListPageMax);
-    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+    Caller caller;
+    if (Status a = impl_->Admit(ctx, Access::kRead, &caller); !a.ok())
       return ControlServer::Impl::Refuse(ctx, a);
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
-    RunOn(impl_->pool->reactor(), [impl, r, resp, after, page] {
+    RunOn(impl_->pool->reactor(), [impl, r, resp, after, page, caller] {
       std::vector<VolumeInfo> all = impl->pool->ListVolumes();
       std::sort(all.begin(), all.end(),
                 [](const VolumeInfo& a, const VolumeInfo& b) { return a.id < b.id; });
       for (const VolumeInfo& vi : all) {
-        if (vi.id <= after) continue;
+        if (vi.id <= after || !impl->Visible(caller, vi.name)) continue;
         if (static_cast<uint32_t>(resp->volumes_size()) == page) {
           resp->set_next_page_token(std::to_string(resp->volumes(page - 1).id()));
           break;
@@ -155,8 +206,13 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
                                          v1::DeleteVolumeResponse*) override {
     AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/DeleteVolume", *req);
     Status s = policy::ValidateName("name", req->name());
-    if (s.ok()) s = impl_->AdmitWrite(ctx);
+    Caller caller;
+    if (s.ok()) s = impl_->AdmitWrite(ctx, Access::kWriteVolume, &caller);
     if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
+    if (!impl_->Visible(caller, req->name())) {
+      impl_->in_flight.fetch_sub(1);
+      return impl_->RefuseAudited(ctx, std::move(audit), NotVisible(req->name()));
+    }
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
     std::string name = req->name();
@@ -186,8 +242,13 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
     AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/ResizeVolume", *req);
     Status s = policy::ValidateName("name", req->name());
     if (s.ok()) s = CheckSize(req->size_bytes());
-    if (s.ok()) s = impl_->AdmitWrite(ctx);
+    Caller caller;
+    if (s.ok()) s = impl_->AdmitWrite(ctx, Access::kWriteVolume, &caller);
     if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
+    if (!impl_->Visible(caller, req->name())) {
+      impl_->in_flight.fetch_sub(1);
+      return impl_->RefuseAudited(ctx, std::move(audit), NotVisible(req->name()));
+    }
     return AfterChange(ctx, req->name(), resp, std::move(audit), [&](auto done) {
       impl_->volumes->Resize(req->name(), req->size_bytes(), done);
     });
@@ -200,8 +261,13 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
     Status s = policy::ValidateName("name", req->name());
     auto dur = FromProto(req->durability(), false);
     if (s.ok() && !dur.ok()) s = dur.status();
-    if (s.ok()) s = impl_->AdmitWrite(ctx);
+    Caller caller;
+    if (s.ok()) s = impl_->AdmitWrite(ctx, Access::kWriteVolume, &caller);
     if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
+    if (!impl_->Visible(caller, req->name())) {
+      impl_->in_flight.fetch_sub(1);
+      return impl_->RefuseAudited(ctx, std::move(audit), NotVisible(req->name()));
+    }
     return AfterChange(ctx, req->name(), resp, std::move(audit), [&](auto done) {
       impl_->volumes->SetDurability(req->name(), dur.value(), done);
     });
@@ -300,7 +366,8 @@ class NodeServiceImpl final : public v1::NodeService::CallbackService {
 // One WatchEvents stream: a cursor into the hub, one write in flight at a time.
 class EventWatcher final : public grpc::ServerWriteReactor<v1::Event> {
  public:
-  EventWatcher(ControlServer::Impl* impl, uint64_t since) : impl_(impl) {
+  EventWatcher(ControlServer::Impl* impl, uint64_t since, Caller caller)
+      : impl_(impl), caller_(std::move(caller)) {
     slot_ = std::make_shared<EventHub::Watcher>();
     const uint64_t last = impl_->events->last_seq();
     next_ = since == 0 ? last : since - 1;  // since_seq is the first event wanted
@@ -339,7 +406,12 @@ class EventWatcher final : public grpc::ServerWriteReactor<v1::Event> {
   void TryWrite() {
     if (writing_ || finished_) return;
     if (cancelled_ || impl_->stopping.load()) return End(grpc::Status::OK);
-    std::optional<v1::Event> e = impl_->events->Next(&next_);
+    std::optional<v1::Event> e;
+    // A tenant sees the events of its own volumes (and those about no volume).
+    do {
+      e = impl_->events->Next(&next_);
+    } while (e && caller_.role == policy::Role::kTenant && !e->volume().empty() &&
+             e->volume_info().tenant() != caller_.tenant);
     if (!e) return;
     ev_ = std::move(*e);
     writing_ = true;
@@ -351,6 +423,7 @@ class EventWatcher final : public grpc::ServerWriteReactor<v1::Event> {
     Finish(s);
   }
   ControlServer::Impl* impl_;
+  Caller caller_;
   std::shared_ptr<EventHub::Watcher> slot_;
   uint64_t next_ = 0;
   v1::Event ev_;
@@ -365,7 +438,8 @@ class EventServiceImpl final : public v1::EventService::CallbackService {
   explicit EventServiceImpl(ControlServer::Impl* impl) : impl_(impl) {}
   grpc::ServerWriteReactor<v1::Event>* WatchEvents(grpc::CallbackServerContext* ctx,
                                                    const v1::WatchEventsRequest* req) override {
-    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok()) {
+    Caller caller;
+    if (Status a = impl_->Admit(ctx, Access::kRead, &caller); !a.ok()) {
       struct Refused : grpc::ServerWriteReactor<v1::Event> {
         explicit Refused(const Status& s) { Finish(ToGrpc(s)); }
         void OnDone() override { delete this; }
@@ -374,7 +448,7 @@ class EventServiceImpl final : public v1::EventService::CallbackService {
       return new Refused(a);
     }
     impl_->in_flight.fetch_sub(1);  // streams are bounded by kWatchersMax instead
-    return new EventWatcher(impl_, req->since_seq());
+    return new EventWatcher(impl_, req->since_seq(), caller);
   }
 
  private:
@@ -389,7 +463,7 @@ class AuditServiceImpl final : public v1::AuditService::CallbackService {
   grpc::ServerUnaryReactor* GetAuditHead(grpc::CallbackServerContext* ctx,
                                          const v1::GetAuditHeadRequest*,
                                          v1::AuditHead* resp) override {
-    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+    if (Status a = impl_->Admit(ctx, Access::kAudit); !a.ok())
       return ControlServer::Impl::Refuse(ctx, a);
     auto* r = ctx->DefaultReactor();
     if (!impl_->audit) {
@@ -405,7 +479,7 @@ class AuditServiceImpl final : public v1::AuditService::CallbackService {
   grpc::ServerUnaryReactor* VerifyAudit(grpc::CallbackServerContext* ctx,
                                         const v1::VerifyAuditRequest* req,
                                         v1::VerifyAuditResponse* resp) override {
-    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+    if (Status a = impl_->Admit(ctx, Access::kAudit); !a.ok())
       return ControlServer::Impl::Refuse(ctx, a);
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
@@ -445,6 +519,7 @@ struct ControlServices {
   EventServiceImpl events;
   AuditServiceImpl audit;
   std::unique_ptr<PolicyServices> policy;
+  std::unique_ptr<PolicyServices> access;
   explicit ControlServices(ControlServer::Impl* i)
       : volume(i), pool(i), node(i), events(i), audit(i) {}
 };
@@ -479,6 +554,7 @@ Status ControlServer::Start() {
   if (!store.ok()) return store.status().WithContext("control: state store");
   impl_->store = std::move(store).value();
   if (Status s = impl_->Reconcile(); !s.ok()) return s.WithContext("control: state store");
+  if (Status s = impl_->LoadRoles(); !s.ok()) return s.WithContext("control: state store");
   impl_->worker = std::thread([this] { impl_->WorkerLoop(); });
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -493,6 +569,7 @@ Status ControlServer::Start() {
   builder.RegisterService(&services->events);
   builder.RegisterService(&services->audit);
   services->policy = RegisterPolicyServices(&builder, impl_.get());
+  services->access = RegisterAccessService(&builder, impl_.get());
   impl_->server = builder.BuildAndStart();
   if (!impl_->server) {
     StopWorker();

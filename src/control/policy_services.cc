@@ -4,6 +4,8 @@
 // audited like the volume calls, and a volume policy's durability becomes the volume's.
 #include "control/policy_services.h"
 
+#include <type_traits>
+
 #include "control/control_internal.h"
 #include "control/convert.h"
 #include "spd/v1/policy.grpc.pb.h"
@@ -37,28 +39,48 @@ Result<v1::VolumePolicy> PolicyOf(state::StateStore* store, const state::VolumeM
 class PolicyBase {
  protected:
   explicit PolicyBase(ControlServer::Impl* impl) : impl_(impl) {}
+  // `fn(caller)` (or `fn()`) runs on the worker and returns the call's status.
   template <typename Fn>
   grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* ctx, Fn fn) {
-    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+    Caller caller;
+    if (Status a = impl_->Admit(ctx, Access::kRead, &caller); !a.ok())
       return ControlServer::Impl::Refuse(ctx, a);
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
-    impl_->Enqueue([impl, r, fn] { impl->Done(r, fn()); }, false);
+    impl_->Enqueue(
+        [impl, r, fn, caller] {
+          if constexpr (std::is_invocable_v<Fn, const Caller&>) {
+            impl->Done(r, fn(caller));
+          } else {
+            impl->Done(r, fn());
+          }
+        },
+        false);
     return r;
   }
-  // `fn(done)` runs on the worker and calls done(Status) once (from any thread).
+  // `fn(done)` or `fn(caller, done)` runs on the worker and calls done(Status) once (from any
+  // thread). Tenants and classes need kWritePolicy; volume policies kWriteVolume.
   template <typename Fn>
   grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* ctx, const char* method,
-                                  const google::protobuf::Message& req, Fn fn) {
+                                  const google::protobuf::Message& req, Fn fn,
+                                  Access access = Access::kWritePolicy) {
     AuditCall a = impl_->Describe(ctx, method, req);
-    if (Status s = impl_->AdmitWrite(ctx); !s.ok())
+    Caller caller;
+    if (Status s = impl_->AdmitWrite(ctx, access, &caller); !s.ok())
       return impl_->RefuseAudited(ctx, std::move(a), s);
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
     auto call = std::make_shared<AuditCall>(std::move(a));
     impl_->Enqueue(
-        [impl, r, call, fn] {
-          fn([impl, r, call](Status s) { impl->FinishAudited(r, std::move(*call), s, true); });
+        [impl, r, call, fn, caller] {
+          auto done = [impl, r, call](Status s) {
+            impl->FinishAudited(r, std::move(*call), s, true);
+          };
+          if constexpr (std::is_invocable_v<Fn, const Caller&, decltype(done)>) {
+            fn(caller, done);
+          } else {
+            fn(done);
+          }
         },
         false);
     return r;
@@ -82,7 +104,9 @@ class TenantServiceImpl final : public v1::TenantService::CallbackService, Polic
   grpc::ServerUnaryReactor* GetTenant(grpc::CallbackServerContext* ctx,
                                       const v1::GetTenantRequest* req, v1::Tenant* resp) override {
     state::StateStore* store = impl_->store.get();
-    return Read(ctx, [store, req, resp]() -> Status {
+    return Read(ctx, [store, req, resp](const Caller& c) -> Status {
+      if (c.role == policy::Role::kTenant && req->name() != c.tenant)
+        return NotFound("no tenant '" + req->name() + "'");
       SPD_ASSIGN_OR_RETURN(policy::Tenant t, store->GetTenant(req->name()));
       resp->set_name(t.name);
       return Status::Ok();
@@ -92,9 +116,12 @@ class TenantServiceImpl final : public v1::TenantService::CallbackService, Polic
                                         const v1::ListTenantsRequest*,
                                         v1::ListTenantsResponse* resp) override {
     state::StateStore* store = impl_->store.get();
-    return Read(ctx, [store, resp]() -> Status {
+    return Read(ctx, [store, resp](const Caller& c) -> Status {
       SPD_ASSIGN_OR_RETURN(std::vector<policy::Tenant> ts, store->ListTenants());
-      for (const auto& t : ts) resp->add_tenants()->set_name(t.name);
+      for (const auto& t : ts) {
+        if (c.role != policy::Role::kTenant || t.name == c.tenant)
+          resp->add_tenants()->set_name(t.name);
+      }
       return Status::Ok();
     });
   }
@@ -163,41 +190,56 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
                                             const v1::SetVolumePolicyRequest* req,
                                             v1::VolumePolicy* resp) override {
     ControlServer::Impl* impl = impl_;
-    return Write(ctx, "spd.v1.IntentService/SetVolumePolicy", *req, [impl, req, resp](auto done) {
-      const v1::VolumePolicy& in = req->policy();
-      if (Status s = policy::ValidateName("policy.volume", in.volume()); !s.ok()) return done(s);
-      if (!in.tenant().empty()) {
-        if (Status s = policy::ValidateName("policy.tenant", in.tenant()); !s.ok()) return done(s);
-      }
-      if (!in.storage_class().empty()) {
-        Status s = policy::ValidateName("policy.storage_class", in.storage_class());
-        if (!s.ok()) return done(s);
-      }
-      auto intent = IntentFromProto("policy.intent", in.intent());
-      if (!intent.ok()) return done(intent.status());
-      std::shared_ptr<VolumeHandle> h = impl->volumes->Find(in.volume());
-      if (!h) return done(NotFound("no volume '" + in.volume() + "'"));
-      state::VolumeMeta m{in.volume(), in.tenant(), in.storage_class(), intent.value()};
-      if (Status s = impl->store->PutVolumeMeta(m); !s.ok()) return done(s);
-      ControlServer::Impl::Placement p{m.tenant, m.storage_class};
-      impl->CachePlacement(m.volume, &p);
-      auto pol = PolicyOf(impl->store.get(), m);
-      if (!pol.ok()) return done(pol.status());
-      *resp = pol.value();
-      // A durability in the effective intent is the volume's durability.
-      const v1::Durability want = resp->effective().durability();
-      if (want == v1::DURABILITY_UNSPECIFIED || want == spd::ToProto(h->info().durability))
-        return done(Status::Ok());
-      impl->volumes->SetDurability(m.volume, spd::FromProto(want, false).value(),
-                                   [done](Status s) { done(s); });
-    });
+    return Write(
+        ctx, "spd.v1.IntentService/SetVolumePolicy", *req,
+        [impl, req, resp](const Caller& c, auto done) {
+          v1::VolumePolicy in = req->policy();
+          if (c.role == policy::Role::kTenant) {
+            // A tenant sets the policies of its own volumes, and cannot give them away.
+            if (!impl->Visible(c, in.volume()))
+              return done(NotFound("no volume '" + in.volume() + "'"));
+            if (!in.tenant().empty() && in.tenant() != c.tenant)
+              return done(PermissionDenied(
+                  "policy.tenant: a tenant cannot move a volume to another tenant"));
+            in.set_tenant(c.tenant);
+          }
+          if (Status s = policy::ValidateName("policy.volume", in.volume()); !s.ok())
+            return done(s);
+          if (!in.tenant().empty()) {
+            if (Status s = policy::ValidateName("policy.tenant", in.tenant()); !s.ok())
+              return done(s);
+          }
+          if (!in.storage_class().empty()) {
+            Status s = policy::ValidateName("policy.storage_class", in.storage_class());
+            if (!s.ok()) return done(s);
+          }
+          auto intent = IntentFromProto("policy.intent", in.intent());
+          if (!intent.ok()) return done(intent.status());
+          std::shared_ptr<VolumeHandle> h = impl->volumes->Find(in.volume());
+          if (!h) return done(NotFound("no volume '" + in.volume() + "'"));
+          state::VolumeMeta m{in.volume(), in.tenant(), in.storage_class(), intent.value()};
+          if (Status s = impl->store->PutVolumeMeta(m); !s.ok()) return done(s);
+          ControlServer::Impl::Placement p{m.tenant, m.storage_class};
+          impl->CachePlacement(m.volume, &p);
+          auto pol = PolicyOf(impl->store.get(), m);
+          if (!pol.ok()) return done(pol.status());
+          *resp = pol.value();
+          // A durability in the effective intent is the volume's durability.
+          const v1::Durability want = resp->effective().durability();
+          if (want == v1::DURABILITY_UNSPECIFIED || want == spd::ToProto(h->info().durability))
+            return done(Status::Ok());
+          impl->volumes->SetDurability(m.volume, spd::FromProto(want, false).value(),
+                                       [done](Status s) { done(s); });
+        },
+        Access::kWriteVolume);
   }
   grpc::ServerUnaryReactor* GetVolumePolicy(grpc::CallbackServerContext* ctx,
                                             const v1::GetVolumePolicyRequest* req,
                                             v1::VolumePolicy* resp) override {
     ControlServer::Impl* impl = impl_;
-    return Read(ctx, [impl, req, resp]() -> Status {
-      if (!impl->volumes->Find(req->volume())) return NotFound("no volume '" + req->volume() + "'");
+    return Read(ctx, [impl, req, resp](const Caller& c) -> Status {
+      if (!impl->volumes->Find(req->volume()) || !impl->Visible(c, req->volume()))
+        return NotFound("no volume '" + req->volume() + "'");
       auto m = impl->store->GetVolumeMeta(req->volume());
       if (!m.ok() && m.status().code() != StatusCode::kNotFound) return m.status();
       state::VolumeMeta meta;  // none stored: no tenant, no class, no intent of its own
@@ -211,9 +253,10 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
                                                const v1::ListVolumePoliciesRequest*,
                                                v1::ListVolumePoliciesResponse* resp) override {
     ControlServer::Impl* impl = impl_;
-    return Read(ctx, [impl, resp]() -> Status {
+    return Read(ctx, [impl, resp](const Caller& c) -> Status {
       SPD_ASSIGN_OR_RETURN(std::vector<state::VolumeMeta> all, impl->store->ListVolumeMeta());
       for (const auto& m : all) {
+        if (c.role == policy::Role::kTenant && m.tenant != c.tenant) continue;
         SPD_ASSIGN_OR_RETURN(v1::VolumePolicy p, PolicyOf(impl->store.get(), m));
         *resp->add_policies() = std::move(p);
       }

@@ -17,5 +17,8 @@ struct PolicyServices {
 
 std::unique_ptr<PolicyServices> RegisterPolicyServices(grpc::ServerBuilder* builder,
                                                        ControlServer::Impl* impl);
+// The uid map and tokens (access_service.cc), admins only.
+std::unique_ptr<PolicyServices> RegisterAccessService(grpc::ServerBuilder* builder,
+                                                      ControlServer::Impl* impl);
 
 }  // namespace spd

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "spd/v1/access.grpc.pb.h"
 #include "spd/v1/audit.grpc.pb.h"
 #include "spd/v1/events.grpc.pb.h"
 #include "spd/v1/node.grpc.pb.h"
@@ -118,6 +119,7 @@ class Client {
     tenants = v1::TenantService::NewStub(channel_);
     classes = v1::StorageClassService::NewStub(channel_);
     intents = v1::IntentService::NewStub(channel_);
+    access = v1::AccessService::NewStub(channel_);
   }
   void Prepare(grpc::ClientContext* ctx, bool deadline = true) const {
     if (deadline)
@@ -150,6 +152,7 @@ class Client {
   std::unique_ptr<v1::TenantService::Stub> tenants;
   std::unique_ptr<v1::StorageClassService::Stub> classes;
   std::unique_ptr<v1::IntentService::Stub> intents;
+  std::unique_ptr<v1::AccessService::Stub> access;
 
  private:
   const Globals& g_;

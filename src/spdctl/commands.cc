@@ -353,6 +353,132 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
                  : C().Fail(s);
   });
 
+  // ---- access (uid map), token ----
+  auto uid = std::make_shared<uint32_t>(0);
+  auto role = std::make_shared<std::string>();
+  auto descr = std::make_shared<std::string>();
+  auto role_of = [](const std::string& r) {
+    if (r == "viewer") return v1::ROLE_VIEWER;
+    if (r == "tenant") return v1::ROLE_TENANT;
+    if (r == "operator") return v1::ROLE_OPERATOR;
+    if (r == "admin") return v1::ROLE_ADMIN;
+    return v1::ROLE_UNSPECIFIED;
+  };
+  auto role_name = [](v1::Role r) -> std::string {
+    switch (r) {
+      case v1::ROLE_VIEWER:
+        return "viewer";
+      case v1::ROLE_TENANT:
+        return "tenant";
+      case v1::ROLE_OPERATOR:
+        return "operator";
+      case v1::ROLE_ADMIN:
+        return "admin";
+      default:
+        return "none";
+    }
+  };
+  const std::vector<std::string> roles = {"viewer", "tenant", "operator", "admin"};
+  CLI::App* acc = app->add_subcommand(
+      "access", "The uid map: what local users other than root may do (admins only)");
+  acc->require_subcommand(1);
+  CLI::App* as = acc->add_subcommand("set", "Give a uid a role (tenant: with --tenant)");
+  as->add_option("uid", *uid, "The user's numeric uid")->required();
+  as->add_option("--role", *role, "viewer, tenant, operator or admin")
+      ->required()
+      ->check(CLI::IsMember(roles));
+  as->add_option("--tenant", *tenant, "The tenant, for the tenant role");
+  as->callback([=] {
+    v1::PutUidRoleRequest req;
+    req.mutable_entry()->set_uid(*uid);
+    req.mutable_entry()->set_role(role_of(*role));
+    req.mutable_entry()->set_tenant(*tenant);
+    v1::UidRole r;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().access->PutUidRole(&ctx, req, &r);
+    if (s.ok())
+      std::printf("uid %u: %s %s\n", r.uid(), role_name(r.role()).c_str(), r.tenant().c_str());
+    *rc = s.ok() ? kExitOk : C().Fail(s);
+  });
+  acc->add_subcommand("list", "List the uid map")->callback([=] {
+    v1::ListUidRolesResponse r;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().access->ListUidRoles(&ctx, v1::ListUidRolesRequest(), &r);
+    if (!s.ok()) return void(*rc = C().Fail(s));
+    Doc d;
+    d["apiVersion"] = kApiVersion;
+    d["kind"] = "UidRoleList";
+    d["items"] = Doc::array();
+    for (const auto& e : r.entries())
+      d["items"].push_back(
+          Doc{{"uid", e.uid()}, {"role", role_name(e.role())}, {"tenant", e.tenant()}});
+    if (C().output() == Output::kTable) {
+      std::printf("UID  ROLE  TENANT\n");
+      for (const auto& e : r.entries())
+        std::printf("%u  %s  %s\n", e.uid(), role_name(e.role()).c_str(), e.tenant().c_str());
+    } else {
+      C().Print(d);
+    }
+    *rc = kExitOk;
+  });
+  CLI::App* adel = acc->add_subcommand("delete", "Take a uid's role away");
+  adel->add_option("uid", *uid, "The user's numeric uid")->required();
+  adel->callback([=] {
+    v1::DeleteUidRoleRequest req;
+    req.set_uid(*uid);
+    v1::DeleteUidRoleResponse r;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().access->DeleteUidRole(&ctx, req, &r);
+    *rc = s.ok() ? kExitOk : C().Fail(s);
+  });
+  CLI::App* tok = app->add_subcommand("token", "API tokens (admins only; for TCP callers)");
+  tok->require_subcommand(1);
+  CLI::App* tc =
+      tok->add_subcommand("create", "Create a token; its secret is printed once and never stored");
+  tc->add_option("--role", *role, "viewer, tenant, operator or admin")
+      ->required()
+      ->check(CLI::IsMember(roles));
+  tc->add_option("--tenant", *tenant, "The tenant, for the tenant role");
+  tc->add_option("--description", *descr, "What the token is for");
+  tc->callback([=] {
+    v1::CreateTokenRequest req;
+    req.set_role(role_of(*role));
+    req.set_tenant(*tenant);
+    req.set_description(*descr);
+    v1::CreateTokenResponse r;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().access->CreateToken(&ctx, req, &r);
+    if (s.ok()) std::printf("%s\n", r.secret().c_str());
+    *rc = s.ok() ? kExitOk : C().Fail(s);
+  });
+  tok->add_subcommand("list", "List tokens (ids, roles; never secrets)")->callback([=] {
+    v1::ListTokensResponse r;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().access->ListTokens(&ctx, v1::ListTokensRequest(), &r);
+    if (!s.ok()) return void(*rc = C().Fail(s));
+    std::printf("ID            ROLE      TENANT  DESCRIPTION\n");
+    for (const auto& t : r.tokens())
+      std::printf("%s  %-8s  %-6s  %s\n", t.id().c_str(), role_name(t.role()).c_str(),
+                  t.tenant().c_str(), t.description().c_str());
+    *rc = kExitOk;
+  });
+  CLI::App* tr = tok->add_subcommand("revoke", "Revoke a token by id");
+  tr->add_option("id", *name, "Token id (from token list)")->required();
+  tr->callback([=] {
+    v1::RevokeTokenRequest req;
+    req.set_id(*name);
+    v1::RevokeTokenResponse r;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().access->RevokeToken(&ctx, req, &r);
+    *rc = s.ok() ? kExitOk : C().Fail(s);
+  });
+
   // ---- apply, diff ----
   auto file = std::make_shared<std::string>();
   auto dry_run = std::make_shared<bool>(false);
