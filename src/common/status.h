@@ -35,6 +35,7 @@ enum class StatusCode : int {
   kInternal = 13,
   kUnavailable = 14,
   kDataLoss = 15,
+  kUnauthenticated = 16,  // the caller did not prove who it is (gRPC's code of the same number)
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -81,6 +82,9 @@ inline Status FailedPrecondition(std::string_view m) {
   return {StatusCode::kFailedPrecondition, m};
 }
 inline Status DataLoss(std::string_view m) { return {StatusCode::kDataLoss, m, EIO}; }
+inline Status Unauthenticated(std::string_view m) {
+  return {StatusCode::kUnauthenticated, m, EACCES};
+}
 inline Status Internal(std::string_view m) { return {StatusCode::kInternal, m}; }
 inline Status Unimplemented(std::string_view m) { return {StatusCode::kUnimplemented, m}; }
 inline Status Unavailable(std::string_view m) { return {StatusCode::kUnavailable, m}; }

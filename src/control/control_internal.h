@@ -136,9 +136,22 @@ struct ControlServer::Impl : VolumeManager::Listener {
     return true;
   }
 
+  // The token a TCP caller presents: metadata "authorization: Bearer TOKEN".
+  static std::string BearerOf(grpc::CallbackServerContext* ctx) {
+    auto it = ctx->client_metadata().find("authorization");
+    if (it == ctx->client_metadata().end()) return "";
+    std::string v(it->second.data(), it->second.size());
+    return v.rfind("Bearer ", 0) == 0 ? v.substr(7) : "";
+  }
   std::string Who(grpc::CallbackServerContext* ctx) {
     std::optional<PeerCred> p = listener.PeerOf(ctx->peer());
-    return p ? "uid:" + std::to_string(p->uid) : "unknown";
+    if (p) return "uid:" + std::to_string(p->uid);
+    // A token's id is not secret (listings show it): spd_<id>_<secret>.
+    const std::string t = BearerOf(ctx);
+    const size_t id_end = state::kTokenPrefix.size() + state::kTokenIdHexChars;
+    if (t.size() > id_end && t.rfind(state::kTokenPrefix, 0) == 0)
+      return "token:" + t.substr(state::kTokenPrefix.size(), state::kTokenIdHexChars);
+    return "unknown (" + ctx->peer() + ")";
   }
   AuditCall Describe(grpc::CallbackServerContext* ctx, const char* method,
                      const google::protobuf::Message& req) {
@@ -206,8 +219,9 @@ struct ControlServer::Impl : VolumeManager::Listener {
   Status AdmitWrite(grpc::CallbackServerContext* ctx, Access access = Access::kWriteVolume,
                     Caller* caller = nullptr) {
     if (audit_broken.load())
-      return Unavailable("the audit log cannot be written: mutating calls are refused until it "
-                         "is repaired and spd2 restarted (spdctl audit verify)");
+      return Unavailable(
+          "the audit log cannot be written: mutating calls are refused until it "
+          "is repaired and spd2 restarted (spdctl audit verify)");
     return Admit(ctx, access, caller);
   }
 
@@ -237,12 +251,35 @@ struct ControlServer::Impl : VolumeManager::Listener {
                                " control calls are in flight already; retry");
     }
     std::optional<PeerCred> peer = listener.PeerOf(ctx->peer());
+    Caller c;
     if (!peer) {
+      // TCP (TLS): the caller is who its API token says.
+      const std::string token = BearerOf(ctx);
+      Status why = token.empty() ? Unauthenticated(
+                                       "no API token: send the metadata 'authorization: Bearer "
+                                       "TOKEN' (spdctl token create)")
+                                 : Status::Ok();
+      if (why.ok()) {
+        auto info = store->Authenticate(token);
+        if (info.ok()) {
+          c.role = info.value().role;
+          c.tenant = info.value().tenant;
+        } else {
+          why = Unauthenticated("invalid or revoked API token");
+        }
+      }
+      if (!why.ok()) {
+        in_flight.fetch_sub(1);
+        denied_total.Add();
+        return why;
+      }
+      if (caller) *caller = c;
+      if (Allowed(c.role, access)) return Status::Ok();
       in_flight.fetch_sub(1);
       denied_total.Add();
-      return PermissionDenied("caller unknown (not on the control socket)");
+      return PermissionDenied("this token's role (" + std::string(policy::RoleName(c.role)) +
+                              ") may not make this call");
     }
-    Caller c;
     if (peer->uid == 0 || peer->uid == daemon_uid) {
       c.role = policy::Role::kAdmin;
     } else {

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <sstream>
 
 #include "control/control_internal.h"
 #include "control/convert.h"
@@ -562,6 +564,34 @@ Status ControlServer::Start() {
   // Idle connections go after 10 minutes; a connection's streams are bounded.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 600'000);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 100);
+  // A TCP client gets 5 s for its TLS handshake (gRPC's default is 120 s).
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 5000);
+  if (!impl_->options.tcp_listen.empty()) {
+    auto read = [](const std::string& path, std::string* out) -> Status {
+      std::ifstream f(path);
+      if (!f) return InvalidArgument("cannot read " + path);
+      std::stringstream ss;
+      ss << f.rdbuf();
+      *out = ss.str();
+      return Status::Ok();
+    };
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    if (impl_->options.tls_cert_file.empty() || impl_->options.tls_key_file.empty()) {
+      StopWorker();
+      return InvalidArgument(
+          "--control-listen needs --control-tls-cert and --control-tls-key: the API is never "
+          "served on TCP without TLS");
+    }
+    Status rs = read(impl_->options.tls_cert_file, &pair.cert_chain);
+    if (rs.ok()) rs = read(impl_->options.tls_key_file, &pair.private_key);
+    if (!rs.ok()) {
+      StopWorker();
+      return rs.WithContext("control TLS");
+    }
+    grpc::SslServerCredentialsOptions so;
+    so.pem_key_cert_pairs.push_back(pair);
+    builder.AddListeningPort(impl_->options.tcp_listen, grpc::SslServerCredentials(so), &tcp_port_);
+  }
   auto services = std::make_shared<ControlServices>(impl_.get());
   builder.RegisterService(&services->volume);
   builder.RegisterService(&services->pool);
@@ -576,6 +606,12 @@ Status ControlServer::Start() {
     return Internal("control: gRPC server did not start");
   }
   services_ = services;
+  if (!impl_->options.tcp_listen.empty() && tcp_port_ == 0) {
+    impl_->server->Shutdown();
+    impl_->server.reset();
+    StopWorker();
+    return Unavailable("control: cannot listen on " + impl_->options.tcp_listen);
+  }
   if (auto* h = impl_->server->GetHealthCheckService()) h->SetServingStatus(true);
   impl_->volumes->AddListener(impl_.get());
   impl_->listening = true;

@@ -49,6 +49,11 @@ struct ControlServerOptions {
   std::string audit_dir;
   // The state store's directory (DATA_DIR): state.db, docs/state.md.
   std::string state_dir;
+  // TCP with TLS (empty: off): HOST:PORT, and the server's certificate and key (PEM files).
+  // Callers there are who their API token says (metadata "authorization: Bearer TOKEN").
+  std::string tcp_listen;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class ControlServer {
@@ -84,6 +89,7 @@ class ControlServer {
 
  private:
   void StopWorker();
+  int tcp_port_ = 0;  // the bound TCP port (0: none)
   std::unique_ptr<Impl> impl_;
   std::unique_ptr<EventHub> events_;
   std::shared_ptr<struct ControlServices> services_;  // outlive the gRPC server

@@ -373,6 +373,9 @@ int RunDaemon(const DaemonOptions& o) {
     co.pool_path = o.pool_path;
     co.audit_dir = o.data_dir + "/audit";
     co.state_dir = o.data_dir;
+    co.tcp_listen = o.control_listen;
+    co.tls_cert_file = o.control_tls_cert;
+    co.tls_key_file = o.control_tls_key;
     control = std::make_unique<ControlServer>(&volumes, co);
     if (Status s = control->Start(); !s.ok()) {
       SPD_LOG_ERROR("%s", s.ToString().c_str());

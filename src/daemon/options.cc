@@ -215,6 +215,14 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_option("--control-socket-mode", control_mode,
                  "Permission bits of the control socket, octal (who may connect at all)")
       ->capture_default_str();
+  app.add_option("--control-listen", o.control_listen,
+                 "Also serve the control API on TCP, HOST:PORT, always with TLS "
+                 "(--control-tls-cert, --control-tls-key); callers there present an API token "
+                 "(spdctl token create) as 'authorization: Bearer TOKEN'. Default: off");
+  app.add_option("--control-tls-cert", o.control_tls_cert,
+                 "PEM certificate (chain) of the control API's TCP listener");
+  app.add_option("--control-tls-key", o.control_tls_key,
+                 "PEM private key of the control API's TCP listener");
   app.add_option("--control-socket-group", control_group,
                  "Group of the control socket (a name or a number; default: the daemon's)");
   app.add_option("--nbd-listen", o.nbd_listen, "NBD TCP address HOST:PORT (off to disable)")

@@ -55,6 +55,8 @@ struct DaemonOptions {
   std::string control_socket;                     // default DATA_DIR/control.sock; "off" disables
   uint32_t control_socket_mode = 0600;            // --control-socket-mode (octal)
   int control_socket_gid = -1;                    // --control-socket-group, -1: the daemon's group
+  std::string control_listen;                     // HOST:PORT for the API on TCP with TLS; "" off
+  std::string control_tls_cert, control_tls_key;
   std::string log_level = "info";
   bool quiet = false;  // no connection hints on stdout
 };

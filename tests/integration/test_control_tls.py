@@ -1,0 +1,99 @@
+"""The control API on TCP: always TLS, and callers are who their API token says. No token or a
+bad, altered or revoked one: UNAUTHENTICATED; a viewer token reads but cannot change; an admin
+token can; a plaintext client gets nothing; the daemon refuses to listen on TCP without TLS."""
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+
+from spdlib import SPD2, check, start_spd2
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+API = os.path.join(HERE, "..", "..", "api")
+tmp = tempfile.mkdtemp(prefix="spd-ctls-")
+gen = os.path.join(tmp, "gen")
+os.makedirs(gen)
+protos = ["spd/v1/%s.proto" % p for p in ("volumes", "access")]
+subprocess.run(["protoc", "-I", API, "--python_out=" + gen, "--grpc_python_out=" + gen,
+                "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin"] + protos,
+               check=True)
+sys.path.insert(0, gen)
+from spd.v1 import access_pb2 as apb, access_pb2_grpc  # noqa: E402
+from spd.v1 import volumes_pb2 as vpb, volumes_pb2_grpc  # noqa: E402
+
+cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+               check=True, capture_output=True)
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+port = s.getsockname()[1]
+s.close()
+
+# Without a certificate, TCP is refused at start: never plaintext.
+data0 = os.path.join(tmp, "data0")
+p = subprocess.run([SPD2, "--data-dir", data0, "--pool-size", "1G", "--nbd-listen", "off",
+                    "--metrics-listen", "off", "--quiet", "--control-listen",
+                    "127.0.0.1:%d" % port], capture_output=True, text=True, timeout=30)
+check("--control-listen without TLS files refuses to start (%r)" % p.stderr.strip()[-120:],
+      p.returncode != 0 and "control-tls-cert" in p.stderr)
+
+data = os.path.join(tmp, "data")
+start_spd2(data, ["--pool-size", "1G", "--volume", "vol0:16M", "--control-listen",
+                  "127.0.0.1:%d" % port, "--control-tls-cert", cert, "--control-tls-key", key],
+           "nbd+unix:///vol0?socket=" + os.path.join(data, "nbd.sock"))
+local = grpc.insecure_channel("unix:" + os.path.join(data, "control.sock"))
+acc = access_pb2_grpc.AccessServiceStub(local)
+viewer = acc.CreateToken(apb.CreateTokenRequest(role=apb.ROLE_VIEWER, description="ro"),
+                         timeout=10)
+admin = acc.CreateToken(apb.CreateTokenRequest(role=apb.ROLE_ADMIN, description="ci"),
+                        timeout=10)
+check("a token's secret is shown once, in the spd_<id>_ form",
+      viewer.secret.startswith("spd_" + viewer.token.id + "_"))
+
+creds = grpc.ssl_channel_credentials(root_certificates=open(cert, "rb").read())
+tls = grpc.secure_channel("127.0.0.1:%d" % port, creds,
+                          options=[("grpc.ssl_target_name_override", "localhost")])
+vol = volumes_pb2_grpc.VolumeServiceStub(tls)
+
+
+def code(fn, req, token=None):
+    md = [("authorization", "Bearer " + token)] if token else None
+    try:
+        fn(req, timeout=10, metadata=md)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+
+lst = vpb.ListVolumesRequest()
+mk = vpb.CreateVolumeRequest(name="over-tls", size_bytes=4096)
+check("no token: UNAUTHENTICATED", code(vol.ListVolumes, lst) == grpc.StatusCode.UNAUTHENTICATED)
+check("garbage token: UNAUTHENTICATED",
+      code(vol.ListVolumes, lst, "spd_nothing") == grpc.StatusCode.UNAUTHENTICATED)
+altered = viewer.secret[:-1] + ("A" if viewer.secret[-1] != "A" else "B")
+check("an altered token: UNAUTHENTICATED",
+      code(vol.ListVolumes, lst, altered) == grpc.StatusCode.UNAUTHENTICATED)
+check("viewer token reads", code(vol.ListVolumes, lst, viewer.secret) == grpc.StatusCode.OK)
+check("viewer token cannot create: PERMISSION_DENIED",
+      code(vol.CreateVolume, mk, viewer.secret) == grpc.StatusCode.PERMISSION_DENIED)
+check("admin token creates", code(vol.CreateVolume, mk, admin.secret) == grpc.StatusCode.OK)
+acc.RevokeToken(apb.RevokeTokenRequest(id=viewer.token.id), timeout=10)
+check("a revoked token: UNAUTHENTICATED",
+      code(vol.ListVolumes, lst, viewer.secret) == grpc.StatusCode.UNAUTHENTICATED)
+plain = volumes_pb2_grpc.VolumeServiceStub(grpc.insecure_channel("127.0.0.1:%d" % port))
+check("a plaintext client gets nothing",
+      code(plain.ListVolumes, lst, admin.secret) == grpc.StatusCode.UNAVAILABLE)
+import json  # noqa: E402
+entries = [json.loads(l) for l in open(os.path.join(data, "audit", "audit.log"))]
+made = [e for e in entries if e["method"].endswith("CreateVolume") and e["result"] == "OK"]
+check("the audit log names the token (%s)" % (made[-1]["who"] if made else None),
+      made and made[-1]["who"] == "token:" + admin.token.id)
+check("the database holds no secret",
+      admin.secret.encode() not in open(os.path.join(data, "state.db"), "rb").read())
+print("ok - control API over TLS with tokens")
