@@ -59,6 +59,8 @@ int RunCheck(int argc, char** argv) {
   std::printf("pool %s\n", path.c_str());
   std::printf("  superblock A: %s, B: %s\n", r.superblock_ok[0] ? "ok" : "BAD",
               r.superblock_ok[1] ? "ok" : "BAD");
+  if (r.format_version != 0)
+    std::printf("  format version %u, volume table of %u slots\n", r.format_version, r.volumes_max);
   std::printf("  checkpoint sequence %llu, %llu log block(s) replayed\n",
               static_cast<unsigned long long>(r.checkpoint_seq),
               static_cast<unsigned long long>(r.log_blocks_replayed));

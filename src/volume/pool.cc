@@ -46,7 +46,6 @@ Pool::Pool(std::unique_ptr<IoBackend> backend, Reactor* reactor)
       reactor_(reactor),
       commit_(new CommitState()),
       group_(new GroupCommit(this, backend_.get(), true)) {
-  slots_.resize(pf::kVolumesMax);
   commit_->io.ctx = this;
   commit_->io.done = &Pool::OnCommitIo;
   remote_wait_timer_.fn = &Pool::OnRemoteWaitTimer;
@@ -168,6 +167,9 @@ uint64_t Pool::ChunkOffset(uint32_t pchunk) const {
 
 // ---- format and open ------------------------------------------------------------------------
 
+// pool.h spells the default out (it does not include the format header).
+static_assert(PoolOptions{}.volumes_max == pf::kVolumesMaxDefault);
+
 Result<std::unique_ptr<Pool>> Pool::Create(std::unique_ptr<IoBackend> backend, Reactor* reactor,
                                            const PoolOptions& options) {
   std::unique_ptr<Pool> p(new Pool(std::move(backend), reactor));
@@ -178,8 +180,17 @@ Result<std::unique_ptr<Pool>> Pool::Create(std::unique_ptr<IoBackend> backend, R
 
 Status Pool::Format(const PoolOptions& o) {
   const uint64_t size = backend_->size_bytes();
+  const uint32_t version =
+      o.format_version_for_test == 0 ? pf::kVersion : o.format_version_for_test;
+  if (version < pf::kVersionMin || version > pf::kVersion)
+    return InvalidArgument("pool format version " + std::to_string(version) + " is not 1.." +
+                           std::to_string(pf::kVersion));
   if (o.chunk_size_bytes < (64u << 10) || (o.chunk_size_bytes & (o.chunk_size_bytes - 1)))
     return InvalidArgument("chunk size must be a power of two >= 64 KiB");
+  // Older formats have their fixed table; only version 3 takes the option.
+  if (version >= 3 && (o.volumes_max < 1 || o.volumes_max > pf::kVolumesMaxLimit))
+    return InvalidArgument("volumes_max " + std::to_string(o.volumes_max) +
+                           " is not between 1 and " + std::to_string(pf::kVolumesMaxLimit));
   if (size > pf::kPoolBytesMax)
     return InvalidArgument("backend of " + std::to_string(size) +
                            " bytes is larger than the largest pool, 64 TiB "
@@ -193,10 +204,15 @@ Status Pool::Format(const PoolOptions& o) {
                            " (pool_format::kChunksMax): use a larger --chunk-size");
   chunk_bytes_ = o.chunk_size_bytes;
   pool_bytes_ = size;
+  volumes_max_ = version >= 3 ? o.volumes_max : pf::kVolumesMaxV2;
+  slots_.clear();
+  slots_.resize(volumes_max_);
+  // The checkpoint slots hold the whole volume table, so the log and the data region start
+  // further out the larger the table is (the superblock records every offset).
   const uint64_t chunks_guess = size / chunk_bytes_;
-  ckpt_bytes_ = RoundUp(sizeof(pf::CheckpointHeader) + pf::kVolumesMax * sizeof(pf::VolumeRecord) +
-                            chunks_guess * sizeof(pf::ChunkOwner),
-                        pf::kBlockBytes);
+  ckpt_bytes_ =
+      RoundUp(sizeof(pf::CheckpointHeader) + pf::CheckpointPayloadBytes(volumes_max_, chunks_guess),
+              pf::kBlockBytes);
   ckpt_offset_[0] = 2 * pf::kBlockBytes;
   ckpt_offset_[1] = ckpt_offset_[0] + ckpt_bytes_;
   log_offset_ = ckpt_offset_[1] + ckpt_bytes_;
@@ -219,15 +235,18 @@ Status Pool::Format(const PoolOptions& o) {
   SPD_RETURN_IF_ERROR(ZeroFreeChunks());
   // Flushed zeros: the first checkpoint says so of all but a first reserve (allocatable at
   // once, not known zero on disk), and no open zeroes the others again.
-  format_version_ = pf::kVersion;
-  zero_map_ = true;
-  free_zero_.clear();
-  for (uint64_t i = chunks_total_; i-- > 0;) {
-    if (i < reserve_target_) {
-      free_zero_.push_back(static_cast<uint32_t>(i));
-    } else {
-      state_[i] = kFreeKnownZero;
-      known_zero_free_.push_back(static_cast<uint32_t>(i));
+  format_version_ = version;
+  // Version 1 keeps no known-zero state: every chunk stays allocatable (ZeroFreeChunks).
+  zero_map_ = version >= 2;
+  if (zero_map_) {
+    free_zero_.clear();
+    for (uint64_t i = chunks_total_; i-- > 0;) {
+      if (i < reserve_target_) {
+        free_zero_.push_back(static_cast<uint32_t>(i));
+      } else {
+        state_[i] = kFreeKnownZero;
+        known_zero_free_.push_back(static_cast<uint32_t>(i));
+      }
     }
   }
   SPD_RETURN_IF_ERROR(backend_->DiscardSync(log_offset_, log_bytes_));
@@ -244,7 +263,7 @@ Status Pool::Format(const PoolOptions& o) {
   AlignedBuf sbuf = AllocAligned(pf::kBlockBytes);
   auto* sb = reinterpret_cast<pf::Superblock*>(sbuf.get());
   sb->magic = pf::kSuperMagic;
-  sb->version = pf::kVersion;
+  sb->version = version;
   std::memcpy(sb->uuid, uuid_, 16);
   sb->pool_bytes = pool_bytes_;
   sb->chunk_bytes = chunk_bytes_;
@@ -255,6 +274,8 @@ Status Pool::Format(const PoolOptions& o) {
   sb->log_bytes = log_bytes_;
   sb->data_offset = data_offset_;
   sb->chunks_total = chunks_total_;
+  // Versions 1 and 2 left this zero, and so does a test that formats one.
+  sb->volumes_max = version >= 3 ? volumes_max_ : 0;
   sb->crc = 0;
   sb->crc = Crc32c(0, sb, pf::kBlockBytes);
   SPD_RETURN_IF_ERROR(backend_->WriteSync(0, sb, pf::kBlockBytes));
@@ -329,6 +350,8 @@ Result<PoolCheckReport> Pool::Check(std::unique_ptr<IoBackend> backend, Reactor*
   rep.checkpoint_seq = p->ckpt_seq_;
   rep.log_blocks_replayed = p->log_blocks_replayed_;
   rep.log_end = p->log_end_;
+  rep.format_version = p->format_version_;
+  rep.volumes_max = p->volumes_max_;
   rep.volumes = p->ListVolumes().size();
   rep.chunks_total = p->chunks_total_;
   rep.chunks_free = p->chunks_free_;
@@ -354,20 +377,39 @@ Status Pool::ReadSuperblock() {
   AlignedBuf buf = AllocAligned(2 * pf::kBlockBytes);
   SPD_RETURN_IF_ERROR(backend_->ReadSync(0, buf.get(), 2 * pf::kBlockBytes));
   const pf::Superblock* good = nullptr;
+  uint32_t newer = 0;  // a copy that verifies but is of a version this binary does not know
   for (int i = 0; i < 2 && !good; ++i) {
     auto* sb = reinterpret_cast<pf::Superblock*>(buf.get() + i * pf::kBlockBytes);
     uint32_t crc = sb->crc;
     sb->crc = 0;
     uint32_t actual = Crc32c(0, sb, pf::kBlockBytes);
     sb->crc = crc;
-    if (sb->magic == pf::kSuperMagic && crc == actual && sb->version >= pf::kVersionMin &&
-        sb->version <= pf::kVersion)
+    if (sb->magic != pf::kSuperMagic || crc != actual) continue;
+    if (sb->version >= pf::kVersionMin && sb->version <= pf::kVersion) {
       good = sb;
+    } else {
+      newer = sb->version;
+    }
   }
+  if (!good && newer != 0)
+    return DataLoss("pool: format version " + std::to_string(newer) +
+                    " is not one this spd2 reads (" + std::to_string(pf::kVersionMin) + ".." +
+                    std::to_string(pf::kVersion) + "): a newer spd2 made it");
   if (!good) return DataLoss("pool: no valid superblock (not a pool, or both copies corrupt)");
   std::memcpy(uuid_, good->uuid, 16);
   format_version_ = good->version;
   zero_map_ = good->version >= 2;
+  if (good->version >= 3) {
+    // Checksummed, but sizes memory and every checkpoint read: never trusted beyond the limit.
+    if (good->volumes_max < 1 || good->volumes_max > pf::kVolumesMaxLimit)
+      return DataLoss("pool: superblock volume table size " + std::to_string(good->volumes_max) +
+                      " is not between 1 and " + std::to_string(pf::kVolumesMaxLimit));
+    volumes_max_ = good->volumes_max;
+  } else {
+    volumes_max_ = pf::kVolumesMaxV2;  // the fixed table of versions 1 and 2
+  }
+  slots_.clear();
+  slots_.resize(volumes_max_);
   pool_bytes_ = good->pool_bytes;
   chunk_bytes_ = good->chunk_bytes;
   ckpt_offset_[0] = good->ckpt_offset[0];
@@ -391,6 +433,19 @@ Status Pool::LoadMetadata() {
     return DataLoss(
         "pool: superblock geometry beyond the limits (pool_format::kPoolBytesMax, "
         "kChunksMax)");
+  // The regions in order, none overlapping the next, and each checkpoint slot large enough
+  // for the volume table and the chunk map (a wrong volumes_max or chunk count fails here).
+  // Every offset within the pool first, so that none of the sums below can wrap.
+  if (ckpt_offset_[0] > pool_bytes_ || ckpt_offset_[1] > pool_bytes_ || log_offset_ > pool_bytes_ ||
+      log_bytes_ > pool_bytes_ ||
+      ckpt_bytes_ <
+          sizeof(pf::CheckpointHeader) + pf::CheckpointPayloadBytes(volumes_max_, chunks_total_) ||
+      ckpt_offset_[0] < 2 * pf::kBlockBytes || ckpt_offset_[1] < ckpt_offset_[0] + ckpt_bytes_ ||
+      log_offset_ < ckpt_offset_[1] + ckpt_bytes_ || log_bytes_ < pf::kBlockBytes ||
+      data_offset_ < log_offset_ + log_bytes_)
+    return DataLoss("pool: superblock layout is inconsistent (checkpoint of " +
+                    std::to_string(ckpt_bytes_) + " bytes for " + std::to_string(volumes_max_) +
+                    " volume slots and " + std::to_string(chunks_total_) + " chunks)");
   ResetChunkState();
   commit_->ckpt_buf = AllocAligned(ckpt_bytes_);
   SPD_RETURN_IF_ERROR(LoadCheckpoint());
@@ -426,11 +481,10 @@ Status Pool::LoadCheckpoint() {
   next_lsn_ = h->log_lsn;
   log_pos_ = h->log_pos;
   next_volume_id_ = h->next_volume_id;
-  if (h->payload_bytes !=
-      pf::kVolumesMax * sizeof(pf::VolumeRecord) + chunks_total_ * sizeof(pf::ChunkOwner))
+  if (h->payload_bytes != pf::CheckpointPayloadBytes(volumes_max_, chunks_total_))
     return DataLoss("pool: checkpoint size does not match the geometry");
   auto* vr = reinterpret_cast<pf::VolumeRecord*>(b + sizeof(pf::CheckpointHeader));
-  for (uint32_t i = 0; i < pf::kVolumesMax; ++i) {
+  for (uint32_t i = 0; i < volumes_max_; ++i) {
     if (vr[i].id == 0) continue;
     VolumeInfo info;
     info.id = vr[i].id;
@@ -441,7 +495,7 @@ Status Pool::LoadCheckpoint() {
     slots_[i].reset(new Volume(this, info, i));
     AssignOwner(slots_[i].get());
   }
-  auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + pf::kVolumesMax);
+  auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + volumes_max_);
   for (uint64_t c = 0; c < chunks_total_; ++c) {
     if (co[c].slot_plus_one == 0) {
       owners_[c] = 0;
@@ -480,7 +534,7 @@ Status Pool::ReplayLog() {
         owners_[r[i].pchunk] = 0;
         zero_claim_[r[i].pchunk] = 0;
       } else if (r[i].type == static_cast<uint32_t>(pf::LogRecordType::kAlloc) &&
-                 r[i].slot < pf::kVolumesMax && slots_[r[i].slot] != nullptr) {
+                 r[i].slot < volumes_max_ && slots_[r[i].slot] != nullptr) {
         owners_[r[i].pchunk] = (static_cast<uint64_t>(r[i].slot + 1) << 32) | r[i].vchunk;
         zero_claim_[r[i].pchunk] = 0;
       } else if (zero_map_ && r[i].type == static_cast<uint32_t>(pf::LogRecordType::kZeroed) &&
@@ -512,7 +566,8 @@ void Pool::RebuildVolumeMaps() {
   for (uint64_t c = 0; c < chunks_total_; ++c) {
     uint32_t slot1 = static_cast<uint32_t>(owners_[c] >> 32);
     uint32_t vchunk = static_cast<uint32_t>(owners_[c]);
-    Volume* v = slot1 ? slots_[slot1 - 1].get() : nullptr;
+    // A checkpoint's owner beyond the table (checksummed, but not trusted) fits no volume.
+    Volume* v = slot1 != 0 && slot1 <= volumes_max_ ? slots_[slot1 - 1].get() : nullptr;
     if (v == nullptr || vchunk >= v->map_.size() || v->map_[vchunk] != 0) {
       // Free, or an owner that no longer fits (volume gone, shrunk, duplicate): free it.
       if (slot1) {

@@ -56,6 +56,13 @@ struct VolumeInfo {
 struct PoolOptions {
   uint32_t chunk_size_bytes = 1u << 20;  // power of two, >= 64 KiB
   uint64_t log_size_bytes = 16u << 20;   // metadata log region
+  // Volumes a new pool can hold, fixed at format (1..65,536, pool_format::kVolumesMaxLimit).
+  // Every checkpoint carries the whole table, 128 bytes a slot whether used or not (the default
+  // 4,096: 512 KiB), and every volume create, delete or resize writes one checkpoint.
+  uint32_t volumes_max = 4096;
+  // Tests only: format an older version (1 or 2: their fixed 256-slot table, volumes_max
+  // ignored) to check that such pools still open and behave as before. 0: the current version.
+  uint32_t format_version_for_test = 0;
   // While a commit runs, give FLUSH waiters that need no records a device flush of their own at
   // once (best where flushes run in parallel); off: they wait for the next commit (fewer, larger
   // batches, best where the device serializes flushes).
@@ -283,6 +290,8 @@ struct PoolCheckReport {
   // for never-written space, "wrong lsn" for an older pass, "bad checksum" for a torn last
   // commit; none of these is damage).
   std::string log_end;
+  uint32_t format_version = 0;
+  uint32_t volumes_max = 0;  // volume table slots (256 for format 1 and 2)
   uint64_t volumes = 0;
   uint64_t chunks_total = 0;
   uint64_t chunks_free = 0;
@@ -380,6 +389,10 @@ class Pool : private GroupCommit::Owner {
   [[nodiscard]] Status SetVolumeReactors(const std::vector<Reactor*>& reactors);
   const std::vector<Reactor*>& volume_reactors() const { return volume_reactors_; }
   uint64_t chunk_bytes() const { return chunk_bytes_; }
+  // The on-disk format version (1..pool_format::kVersion) and how many volumes the pool can
+  // hold (its volume table: 256 for format 1 and 2), both fixed when the pool was formatted.
+  uint32_t format_version() const { return format_version_; }
+  uint32_t volumes_max() const { return volumes_max_; }
   // PoolOptions::space_wait_ns, for this run from now on.
   void set_space_wait_ns(uint64_t ns) { space_wait_ns_ = ns; }
 
@@ -504,6 +517,9 @@ class Pool : private GroupCommit::Owner {
 
   void ApplyRunTimeOptions(const PoolOptions& options);
   void AssignOwner(Volume* v);  // the least-loaded of volume_reactors_
+  // The least-loaded of volume_reactors_ by `count` (volumes per reactor, kVolumeReactorsMax
+  // entries), ties to the lowest index; the pool's reactor when there are none.
+  void SetOwner(Volume* v, const uint32_t* count);
   // A write of the owner's path waiting for space (WaitForSpace) is answered by message; any
   // other is completed.
   void FailSpaceWaiter(VolumeIo* io);
@@ -532,13 +548,16 @@ class Pool : private GroupCommit::Owner {
   uint64_t log_bytes_ = 0;
   uint64_t data_offset_ = 0;
   uint64_t chunks_total_ = 0;
+  // Volume table slots: pool_format::kVolumesMaxV2 for format 1 and 2, the superblock's
+  // volumes_max for format 3. slots_ has this many entries.
+  uint32_t volumes_max_ = 0;
 
   uint64_t ckpt_seq_ = 0;
   uint64_t next_lsn_ = 1;
   uint64_t log_pos_ = 0;
   uint32_t next_volume_id_ = 1;
 
-  std::vector<std::unique_ptr<Volume>> slots_;  // kVolumesMax
+  std::vector<std::unique_ptr<Volume>> slots_;  // volumes_max_ entries, by volume table slot
   std::vector<uint64_t> owners_;                // per pool chunk: (slot+1) << 32 | vchunk
   std::vector<uint8_t> state_;                  // ChunkState per pool chunk
   std::vector<uint16_t> chunk_inflight_;

@@ -138,8 +138,7 @@ void Pool::RunCommit() {
 void Pool::OnCommitIo(BackendIo* io) { static_cast<Pool*>(io->ctx)->CommitStep(io->result); }
 
 size_t Pool::EncodeCheckpoint(uint8_t* buf) {
-  const size_t payload =
-      pf::kVolumesMax * sizeof(pf::VolumeRecord) + chunks_total_ * sizeof(pf::ChunkOwner);
+  const size_t payload = pf::CheckpointPayloadBytes(volumes_max_, chunks_total_);
   std::memset(buf, 0, sizeof(pf::CheckpointHeader) + payload);
   auto* h = reinterpret_cast<pf::CheckpointHeader*>(buf);
   h->magic = pf::kCkptMagic;
@@ -150,7 +149,7 @@ size_t Pool::EncodeCheckpoint(uint8_t* buf) {
   h->payload_bytes = payload;
   h->next_volume_id = next_volume_id_;
   auto* vr = reinterpret_cast<pf::VolumeRecord*>(buf + sizeof(pf::CheckpointHeader));
-  for (uint32_t i = 0; i < pf::kVolumesMax; ++i) {
+  for (uint32_t i = 0; i < volumes_max_; ++i) {
     if (!slots_[i]) continue;
     const VolumeInfo& info = slots_[i]->info_;
     vr[i].id = info.id;
@@ -159,7 +158,7 @@ size_t Pool::EncodeCheckpoint(uint8_t* buf) {
     vr[i].size_bytes = info.size_bytes;
     std::memcpy(vr[i].name, info.name.data(), std::min<size_t>(info.name.size(), 64));
   }
-  auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + pf::kVolumesMax);
+  auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + volumes_max_);
   for (uint64_t c = 0; c < chunks_total_; ++c) {
     co[c].slot_plus_one = static_cast<uint32_t>(owners_[c] >> 32);
     co[c].vchunk = static_cast<uint32_t>(owners_[c]);

@@ -148,11 +148,16 @@ void Pool::ControlStart(ControlOp* op) {
       return ControlFinish(op, s.WithContext(op->What()));
     if (FindVolume(op->name))
       return ControlFinish(op, AlreadyExists("volume '" + op->name + "' exists"));
-    uint32_t slot = pf::kVolumesMax;
-    for (uint32_t i = 0; i < pf::kVolumesMax && slot == pf::kVolumesMax; ++i)
+    // The lowest free slot (a linear search: at most 65,536, once per create, next to a
+    // checkpoint write). A deleted volume's slot is free again once its delete committed.
+    uint32_t slot = volumes_max_;
+    for (uint32_t i = 0; i < volumes_max_ && slot == volumes_max_; ++i)
       if (!slots_[i]) slot = i;
-    if (slot == pf::kVolumesMax)
-      return ControlFinish(op, ResourceExhausted("pool holds the maximum of 256 volumes already"));
+    if (slot == volumes_max_)
+      return ControlFinish(
+          op, ResourceExhausted("pool holds the maximum of " + std::to_string(volumes_max_) +
+                                (volumes_max_ == 1 ? " volume" : " volumes") +
+                                " already (fixed when it was formatted)"));
     VolumeInfo info;
     info.id = next_volume_id_++;
     info.name = op->name;
@@ -514,21 +519,31 @@ Status Pool::SetVolumeReactors(const std::vector<Reactor*>& reactors) {
   for (Reactor* r : reactors)
     if (r == nullptr) return InvalidArgument("pool: a volume reactor is null");
   volume_reactors_ = reactors;
-  for (auto& v : slots_)
-    if (v) v->owner_ = nullptr;  // counted again from scratch, in slot order
-  for (auto& v : slots_)
-    if (v) AssignOwner(v.get());
+  // Assigned again from scratch, in slot order, counting as it goes: one pass, not an
+  // AssignOwner (a pass of its own) per volume, which a table of thousands would make slow.
+  uint32_t count[kVolumeReactorsMax] = {};
+  for (auto& v : slots_) {
+    if (!v) continue;
+    SetOwner(v.get(), count);
+    ++count[v->owner_index_];
+  }
   return Status::Ok();
 }
 
 void Pool::AssignOwner(Volume* v) {
+  // The least-loaded reactor by live volumes (counted, not kept: one pass over the table, once
+  // per create or open of a volume).
+  uint32_t count[kVolumeReactorsMax] = {};
+  if (!volume_reactors_.empty())
+    for (const auto& u : slots_)
+      if (u && u.get() != v && u->owner_ != nullptr) ++count[u->owner_index_];
+  SetOwner(v, count);
+}
+
+void Pool::SetOwner(Volume* v, const uint32_t* count) {
   v->owner_ = reactor_;
   v->owner_index_ = 0;
   if (volume_reactors_.empty()) return;
-  // The least-loaded reactor by live volumes (256 at most: counted, not kept).
-  uint32_t count[kVolumeReactorsMax] = {};
-  for (const auto& u : slots_)
-    if (u && u.get() != v && u->owner_ != nullptr) ++count[u->owner_index_];
   size_t best = 0;
   for (size_t i = 1; i < volume_reactors_.size(); ++i)
     if (count[i] < count[best]) best = i;

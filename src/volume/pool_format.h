@@ -18,12 +18,22 @@ namespace spd::pool_format {
 constexpr uint32_t kBlockBytes = journal::kBlockBytes;
 // 2: free chunks' known-zero state is kept (ChunkOwner::vchunk of a free chunk, kZeroed and
 // kReserve records). Version 1 pools still open; they keep no known-zero state.
-constexpr uint32_t kVersion = 2;
+// 3: the volume table's size is the pool's own (Superblock::volumes_max) instead of a fixed 256.
+// Versions 1 and 2 still open, with their 256-entry table; they are never rewritten as 3.
+constexpr uint32_t kVersion = 3;
 constexpr uint32_t kVersionMin = 1;
 constexpr uint64_t kSuperMagic = 0x4c4f4f5032445053ull;  // "SPD2POOL"
 constexpr uint64_t kCkptMagic = 0x54504b4332445053ull;   // "SPD2CKPT"
-constexpr uint32_t kVolumesMax = 256;
 constexpr uint32_t kNameBytesMax = 64;
+
+// Volume table entries (volume slots) in every checkpoint. Versions 1 and 2 have exactly
+// kVolumesMaxV2; a version 3 pool has Superblock::volumes_max, fixed at format, from 1 to
+// kVolumesMaxLimit (kVolumesMaxDefault unless PoolOptions::volumes_max says otherwise). The
+// table is part of every checkpoint (128 bytes a slot, used or not), and every volume create,
+// delete or resize writes a whole checkpoint: the default table is 512 KiB, the largest 8 MiB.
+constexpr uint32_t kVolumesMaxV2 = 256;
+constexpr uint32_t kVolumesMaxDefault = 4096;
+constexpr uint32_t kVolumesMaxLimit = 65536;
 
 struct Superblock {
   uint64_t magic;
@@ -39,11 +49,16 @@ struct Superblock {
   uint64_t log_bytes;
   uint64_t data_offset;
   uint64_t chunks_total;
-  uint8_t pad[kBlockBytes - 104];
+  // Version 3: volume table slots (1..kVolumesMaxLimit; anything else is damage). Versions 1
+  // and 2 wrote zero here (and kVolumesMaxV2 applies); it is read only for version 3.
+  uint32_t volumes_max;
+  uint32_t reserved1;
+  uint8_t pad[kBlockBytes - 112];
 };
 static_assert(sizeof(Superblock) == kBlockBytes);
 static_assert(offsetof(Superblock, crc) == 12);
 static_assert(offsetof(Superblock, chunks_total) == 96);
+static_assert(offsetof(Superblock, volumes_max) == 104);
 
 // Volume table entry inside a checkpoint.
 struct VolumeRecord {
@@ -78,20 +93,25 @@ struct CheckpointHeader {
   uint8_t pad[8];
 };
 static_assert(sizeof(CheckpointHeader) == 72);
-// Payload: VolumeRecord[kVolumesMax] then ChunkOwner[chunks_total].
+// Payload: VolumeRecord[volumes_max] then ChunkOwner[chunks_total] (volumes_max: kVolumesMaxV2
+// for versions 1 and 2, Superblock::volumes_max for version 3).
+constexpr uint64_t CheckpointPayloadBytes(uint64_t volumes_max, uint64_t chunks_total) {
+  return volumes_max * sizeof(VolumeRecord) + chunks_total * sizeof(ChunkOwner);
+}
 
 // Size limits. A checkpoint is written and read as one backend I/O, whose length is a uint32
 // and whose result an int32 (so at most 2 GiB - 1), and it is held in memory whole: it must
 // stay well below 2 GiB. It holds 8 bytes per chunk, so the chunk count is what is bounded:
-// kChunksMax chunks make a checkpoint of 512 MiB + 32 KiB + 72 bytes (a quarter of the I/O
-// limit). The pool size is bounded too, at kChunksMax chunks of the default 1 MiB (64 TiB);
-// with smaller chunks the chunk limit comes first (64 KiB chunks: 4 TiB). Format refuses a
-// bigger backend; open refuses a superblock beyond either limit.
+// kChunksMax chunks and the largest volume table (kVolumesMaxLimit) make a checkpoint of
+// 520 MiB + 72 bytes (about a quarter of the I/O limit). The pool size is bounded too, at
+// kChunksMax chunks of the default 1 MiB (64 TiB); with smaller chunks the chunk limit comes first
+// (64 KiB chunks: 4 TiB). Format refuses a bigger backend; open refuses a superblock beyond either
+// limit.
 constexpr uint64_t kChunksMax = 1ull << 26;
 constexpr uint64_t kPoolBytesMax = 64ull << 40;  // 64 TiB
 constexpr uint64_t kCheckpointBytesMax =
-    (sizeof(CheckpointHeader) + kVolumesMax * sizeof(VolumeRecord) +
-     kChunksMax * sizeof(ChunkOwner) + kBlockBytes - 1) /
+    (sizeof(CheckpointHeader) + CheckpointPayloadBytes(kVolumesMaxLimit, kChunksMax) +
+     (kBlockBytes - 1)) /
     kBlockBytes * kBlockBytes;
 static_assert(kCheckpointBytesMax <= (1ull << 30), "a checkpoint must stay well below 2 GiB");
 

@@ -107,18 +107,55 @@ TEST_F(PoolTest, ControlOperationsBeyondTheQueueLimitAreRefusedAndTheRestRun) {
   EXPECT_EQ(pool->control_ops_pending(), 0u);
 }
 
+// A format 2 pool keeps its fixed table of 256 volumes (format 3 pools size theirs:
+// pool_v3_test.cc), also after a reopen by this version, which never rewrites it as format 3.
 TEST_F(PoolTest, AVolumeBeyondTheTableLimitIsRefused) {
-  SimBackend* sim;
-  auto pool = CreatePool(64 * kMiB, &sim);
-  ASSERT_TRUE(pool);
-  for (uint32_t i = 0; i < pool_format::kVolumesMax; ++i)
+  PoolOptions o;
+  o.chunk_size_bytes = 1 << 20;
+  o.log_size_bytes = 1 << 20;
+  o.format_version_for_test = 2;
+  auto sim_owned = NewSim(64 * kMiB);
+  SimBackend* sim = sim_owned.get();
+  auto created = Pool::Create(std::move(sim_owned), reactor_.get(), o);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  std::unique_ptr<Pool> pool = std::move(created).value();
+  EXPECT_EQ(pool->format_version(), 2u);
+  ASSERT_EQ(pool->volumes_max(), pool_format::kVolumesMaxV2);
+  for (uint32_t i = 0; i < pool_format::kVolumesMaxV2; ++i)
     ASSERT_TRUE(pool->CreateVolume("v" + std::to_string(i), 4096).ok()) << i;
   auto r = pool->CreateVolume("one-more", 4096);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
-  EXPECT_EQ(pool->ListVolumes().size(), pool_format::kVolumesMax);
+  EXPECT_NE(r.status().ToString().find("maximum of 256 volumes"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_EQ(pool->ListVolumes().size(), pool_format::kVolumesMaxV2);
   ASSERT_TRUE(pool->DeleteVolume("v7").ok());  // a free slot: creatable again
   EXPECT_TRUE(pool->CreateVolume("one-more", 4096).ok());
+
+  // Reopened: still format 2 with 256 slots, all of them in use.
+  std::vector<uint8_t> sb_before(2 * pool_format::kBlockBytes);
+  ASSERT_TRUE(sim->ReadSync(0, sb_before.data(), sb_before.size()).ok());
+  SimBackend::Image img = sim->CrashImage(1, CrashOptions{0.0, 0.0});
+  pool.reset();
+  auto reopened =
+      Pool::Open(std::make_unique<SimBackend>(reactor_.get(), img, SimOptions{}), reactor_.get());
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  pool = std::move(reopened).value();
+  EXPECT_EQ(pool->format_version(), 2u);
+  EXPECT_EQ(pool->volumes_max(), pool_format::kVolumesMaxV2);
+  EXPECT_EQ(pool->ListVolumes().size(), pool_format::kVolumesMaxV2);
+  EXPECT_NE(pool->FindVolume("one-more"), nullptr);
+  EXPECT_EQ(pool->FindVolume("v7"), nullptr);
+  EXPECT_EQ(pool->CreateVolume("257th", 4096).status().code(), StatusCode::kResourceExhausted);
+  ASSERT_TRUE(pool->DeleteVolume("v100").ok());
+  ASSERT_TRUE(pool->CreateVolume("again", 4096).ok());
+  // Both superblock copies are as format 2 wrote them: version 2, no volumes_max.
+  std::vector<uint8_t> sb_after(2 * pool_format::kBlockBytes);
+  ASSERT_TRUE(pool->backend()->ReadSync(0, sb_after.data(), sb_after.size()).ok());
+  EXPECT_EQ(sb_after, sb_before);
+  const auto* sb = reinterpret_cast<const pool_format::Superblock*>(sb_after.data());
+  EXPECT_EQ(sb->version, 2u);
+  EXPECT_EQ(sb->volumes_max, 0u);
 }
 
 TEST_F(PoolTest, ReadWriteAcrossChunksAndZerosWhereUnwritten) {
