@@ -315,6 +315,13 @@ struct ControlServer::Impl : VolumeManager::Listener {
     return r;
   }
 
+  // A volume's info now, from any thread: the manager's snapshot (size, durability: as of the
+  // last change, which the manager made) and the allocation as of this moment.
+  VolumeInfo Current(const VolumeHandle& h) {
+    VolumeInfo vi = h.info();
+    if (Volume* v = h.volume()) vi.allocated_bytes = v->allocated_bytes_now();
+    return vi;
+  }
   void Fill(const VolumeInfo& info, v1::Volume* out) {
     out->set_name(info.name);
     out->set_id(info.id);

@@ -155,12 +155,15 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
     ControlServer::Impl* impl = impl_;
     std::string name = req->name();
     // On the pool's reactor: its current allocation, not the last change's.
-    RunOn(impl_->pool->reactor(), [impl, r, resp, name] {
-      Volume* v = impl->pool->FindVolume(name);
-      if (v == nullptr) return impl->Done(r, NotFound("no volume '" + name + "'"));
-      impl->Fill(v->info(), resp);
-      impl->Done(r, Status::Ok());
-    });
+    // From the manager's snapshot and the volume's atomic allocation: no work for the pool's
+    // reactor (bench/control: reads beside the data path).
+    std::shared_ptr<VolumeHandle> h = impl->volumes->Find(name);
+    if (!h) {
+      impl->Done(r, NotFound("no volume '" + name + "'"));
+      return r;
+    }
+    impl->Fill(impl->Current(*h), resp);
+    impl->Done(r, Status::Ok());
     return r;
   }
 
@@ -186,20 +189,19 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
       return ControlServer::Impl::Refuse(ctx, a);
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
-    RunOn(impl_->pool->reactor(), [impl, r, resp, after, page, caller] {
-      std::vector<VolumeInfo> all = impl->pool->ListVolumes();
-      std::sort(all.begin(), all.end(),
-                [](const VolumeInfo& a, const VolumeInfo& b) { return a.id < b.id; });
-      for (const VolumeInfo& vi : all) {
-        if (vi.id <= after || !impl->Visible(caller, vi.name)) continue;
-        if (static_cast<uint32_t>(resp->volumes_size()) == page) {
-          resp->set_next_page_token(std::to_string(resp->volumes(page - 1).id()));
-          break;
-        }
-        impl->Fill(vi, resp->add_volumes());
+    // The manager's snapshots (ordered by id) with each volume's atomic allocation: no work for
+    // the pool's reactor.
+    for (const VolumeInfo& snap : impl->volumes->List()) {
+      if (snap.id <= after || !impl->Visible(caller, snap.name)) continue;
+      if (static_cast<uint32_t>(resp->volumes_size()) == page) {
+        resp->set_next_page_token(std::to_string(resp->volumes(page - 1).id()));
+        break;
       }
-      impl->Done(r, Status::Ok());
-    });
+      VolumeInfo vi = snap;
+      if (auto h = impl->volumes->Find(snap.name)) vi = impl->Current(*h);
+      impl->Fill(vi, resp->add_volumes());
+    }
+    impl->Done(r, Status::Ok());
     return r;
   }
 

@@ -561,6 +561,7 @@ void Pool::RebuildVolumeMaps() {
     if (!v) continue;
     v->map_.assign((v->info_.size_bytes + chunk_bytes_ - 1) / chunk_bytes_, 0);
     v->info_.allocated_bytes = 0;
+    v->allocated_.store(v->info_.allocated_bytes, std::memory_order_relaxed);
   }
   chunks_free_ = 0;
   for (uint64_t c = 0; c < chunks_total_; ++c) {
@@ -582,6 +583,7 @@ void Pool::RebuildVolumeMaps() {
     }
     v->map_[vchunk] = static_cast<uint32_t>(c + 1);
     v->info_.allocated_bytes += chunk_bytes_;
+    v->allocated_.store(v->info_.allocated_bytes, std::memory_order_relaxed);
     state_[c] = kAllocated;
   }
 }
@@ -637,6 +639,7 @@ uint32_t Pool::AllocChunk(Volume* v, uint64_t vchunk) {
   SetZeroMask(p, ZeroBits(0, chunk_bytes_, true));
   std::atomic_ref<uint32_t>(v->map_[vchunk]).store(p + 1, std::memory_order_seq_cst);
   v->info_.allocated_bytes += chunk_bytes_;
+  v->allocated_.store(v->info_.allocated_bytes, std::memory_order_relaxed);
   commit_->records.push_back(
       {static_cast<uint32_t>(pf::LogRecordType::kAlloc), v->slot_, vchunk, p, 0});
   if (commit_->records.size() >= kBackgroundCommitRecords) group_->Kick();
@@ -649,6 +652,7 @@ void Pool::UnmapChunk(Volume* v, uint64_t vchunk) {
   // gone (and backs off) or has pinned it before we look (and we wait for it).
   std::atomic_ref<uint32_t>(v->map_[vchunk]).store(0, std::memory_order_seq_cst);
   v->info_.allocated_bytes -= chunk_bytes_;
+  v->allocated_.store(v->info_.allocated_bytes, std::memory_order_relaxed);
   owners_[p] = 0;
   state_[p] = kFreeing;
   // In-flight I/O to the chunk finishes first: a late write must never land in a chunk that

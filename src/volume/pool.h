@@ -146,6 +146,10 @@ class Volume {
  public:
   ~Volume();
   const VolumeInfo& info() const { return info_; }
+  // Bytes allocated to the volume now, from any thread (the control API reads it without the
+  // pool's reactor). Safe on any Volume* the pool handed out: volumes are never freed while the
+  // pool lives (deleted ones stay as tombstones).
+  uint64_t allocated_bytes_now() const { return allocated_.load(std::memory_order_relaxed); }
   uint64_t size_bytes() const { return info_.size_bytes; }
 
   // Starts a read, write, flush, discard or write-zeroes. `io->done` runs later on the pool's
@@ -259,6 +263,7 @@ class Volume {
   uint32_t slot_;
   Reactor* owner_ = nullptr;
   unsigned owner_index_ = 0;
+  std::atomic<uint64_t> allocated_{0};  // info_.allocated_bytes, for other threads
   uint64_t inflight_ = 0;
   // Being created: its checkpoint is not durable yet, so FindVolume and ListVolumes skip it.
   bool hidden_ = false;

@@ -360,6 +360,7 @@ void Pool::ControlCommitted(ControlOp* op, int32_t result) {
       gone->deleted_ = true;
       gone->info_.size_bytes = 0;
       gone->info_.allocated_bytes = 0;
+      gone->allocated_.store(0, std::memory_order_relaxed);
       std::vector<uint32_t>().swap(gone->map_);
       graveyard_.push_back(std::move(op->gone));
       op->remote_closed = false;  // stays closed for good

@@ -59,6 +59,12 @@ expect 3 pool get other
 # Data beyond a shrink, and a delete while a client has the volume open.
 head -c 64M /dev/urandom >"$T/data64"
 nbdcopy "$T/data64" "$(uri vol0)" || fail "nbdcopy into vol0"
+# Allocation as of now (read without the pool's reactor), in get and in list.
+expect 0 volume get vol0 -o json
+[ "$(json "d['allocatedBytes']")" = $((64 << 20)) ] || fail "allocated after the copy: $(cat "$T/out")"
+expect 0 volume list -o json
+[ "$(json "[v['allocatedBytes'] for v in d['items'] if v['name'] == 'vol0'][0]")" = $((64 << 20)) ] ||
+  fail "allocated in the list: $(cat "$T/out")"
 expect 5 volume resize vol0 --size 32M
 grep -q FAILED_PRECONDITION "$T/err" || fail "$(cat "$T/err")"
 /usr/bin/python3 -c "
