@@ -69,6 +69,8 @@ constexpr uint32_t kDirectRecvBytes = 64u << 10;
 constexpr size_t kBlockStatusExtentsMax = 128;
 // The largest TLS record's plaintext: replies are gathered into records of up to this size.
 constexpr size_t kTlsRecordBytes = 16384;
+// The TLS read-ahead buffer: a full record and its overhead, and then some.
+constexpr size_t kTlsInBytes = 32768;
 
 }  // namespace
 
@@ -321,8 +323,7 @@ void NbdConnection::ReadAll() {
     // epoll needs that EAGAIN.
     // Under TLS a short read is one record: more may wait in GnuTLS, unannounced by any poll.
     const bool drained = static_cast<size_t>(n) < room && rx_poll_active_ &&
-                         reactor_->engine() == ReactorEngine::kUring &&
-                         !(tls_up_ && gnutls_record_check_pending(tls_) > 0);
+                         reactor_->engine() == ReactorEngine::kUring && !TlsBuffered();
     if (direct) {
       payload_slot_->payload_have += static_cast<uint32_t>(n);
       if (payload_slot_->payload_have == payload_slot_->req.length) {
@@ -464,6 +465,11 @@ bool NbdConnection::DriveTlsHandshake() {
     }
     tls_ = s.value();
     tls_sessions_gauge.Add(1);
+    tls_in_.reset(new uint8_t[kTlsInBytes]);
+    // Reads through our read-ahead buffer; writes straight to the socket (GnuTLS's own).
+    gnutls_transport_set_ptr2(tls_, this, reinterpret_cast<void*>(static_cast<intptr_t>(fd_)));
+    gnutls_transport_set_pull_function(tls_, &NbdConnection::TlsPull);
+    gnutls_transport_set_pull_timeout_function(tls_, &NbdConnection::TlsPullTimeout);
   }
   for (;;) {
     const int rc = gnutls_handshake(tls_);
@@ -493,6 +499,36 @@ bool NbdConnection::DriveTlsHandshake() {
   handshake_->TlsStarted(std::move(identity));
   rx_state_ = RxState::kHandshake;
   return true;
+}
+
+ssize_t NbdConnection::TlsPull(void* p, void* buf, size_t n) {
+  auto* self = static_cast<NbdConnection*>(p);
+  if (self->tls_in_start_ == self->tls_in_end_) {
+    ssize_t k;
+    do {
+      k = recv(self->fd_, self->tls_in_.get(), kTlsInBytes, MSG_DONTWAIT);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+      gnutls_transport_set_errno(self->tls_, errno);
+      return -1;
+    }
+    if (k == 0) return 0;
+    self->rx_bytes_ += static_cast<uint64_t>(k);
+    self->tls_in_start_ = 0;
+    self->tls_in_end_ = static_cast<size_t>(k);
+  }
+  const size_t take = std::min(n, self->tls_in_end_ - self->tls_in_start_);
+  std::memcpy(buf, self->tls_in_.get() + self->tls_in_start_, take);
+  self->tls_in_start_ += take;
+  return static_cast<ssize_t>(take);
+}
+
+int NbdConnection::TlsPullTimeout(void* p, unsigned ms) {
+  auto* self = static_cast<NbdConnection*>(p);
+  if (self->tls_in_start_ != self->tls_in_end_) return 1;
+  // Only ever asked with 0 here (no GnuTLS timeouts are set): never blocks the reactor.
+  pollfd pf{self->fd_, POLLIN, 0};
+  return poll(&pf, 1, 0);
 }
 
 ssize_t NbdConnection::Receive(uint8_t* dst, size_t room) {

@@ -154,6 +154,17 @@ class NbdConnection {
   gnutls_session_t tls_ = nullptr;
   bool tls_up_ = false;
   std::unique_ptr<uint8_t[]> tls_stage_;
+  // GnuTLS asks its transport for a record's header, then for its body: served from this
+  // read-ahead buffer, one recv() brings many small records (requests) instead of two each.
+  // Bytes here are not announced by any poll: readers drain it.
+  std::unique_ptr<uint8_t[]> tls_in_;
+  size_t tls_in_start_ = 0;
+  size_t tls_in_end_ = 0;
+  static ssize_t TlsPull(void* self, void* buf, size_t n);
+  static int TlsPullTimeout(void* self, unsigned ms);
+  bool TlsBuffered() const {
+    return tls_in_start_ != tls_in_end_ || (tls_up_ && gnutls_record_check_pending(tls_) > 0);
+  }
   Watcher rx_watch_;
   Watcher tx_watch_;
   struct FlushTask : Task {
