@@ -270,7 +270,8 @@ void Handshake::HandleOption(uint32_t opt, const uint8_t* data, uint32_t len) {
     case kOptStartTls:
       if (len != 0) return ReplyError(opt, kRepErrInvalid, "NBD_OPT_STARTTLS takes no data");
       if (tls_) return ReplyError(opt, kRepErrInvalid, "TLS is already on");
-      if (!tls_offered_) return ReplyError(opt, kRepErrPolicy, "TLS is not offered here");
+      if (!tls_offered_)
+        return ReplyError(opt, kRepErrPolicy, "TLS is not configured on this server");
       Reply(opt, kRepAck, nullptr, 0);
       state_ = State::kStartTls;
       return;
