@@ -68,6 +68,18 @@ failures=$(awk '$1 == "spd_nbd_tls_handshake_failures_total" {print $2}' "$T/met
 [ "${failures:-0}" -eq 1 ] || { grep tls "$T/metrics"; fail "tls failures: ${failures:-none}, want 1"; }
 stop_spd2
 
+# The epoll reactor (--backend posix: the fallback without io_uring) runs TLS the same way.
+start_spd2 --backend posix --nbd-tls require --nbd-tls-psk "$PSK"
+rm -f "$T/out.bin"
+nbdcopy "$(tls_uri)" "$T/out.bin" || fail "nbdcopy over TLS on epoll: exit $?"
+cmp -n $((32 << 20)) "$T/out.bin" "$T/in.bin" || fail "data read back over TLS on epoll differs"
+head -c 8M /dev/urandom >"$T/in2.bin"
+nbdcopy "$T/in2.bin" "$(tls_uri)" || fail "nbdcopy into vol0 over TLS on epoll: exit $?"
+rm -f "$T/out.bin"
+nbdcopy "$(tls_uri)" "$T/out.bin" || fail "nbdcopy over TLS on epoll: exit $?"
+cmp -n $((8 << 20)) "$T/out.bin" "$T/in2.bin" || fail "data written over TLS on epoll differs"
+stop_spd2
+
 # A listener on a non-loopback address (0.0.0.0: nothing is sent to it) without TLS: refused
 # at start with one line naming both fixes, exit 2.
 rc=0

@@ -178,10 +178,13 @@ class NbdTlsTest : public NbdServerTest {
     return d + name + std::string(2, '\0');
   }
 
+  // A PSK client writes and reads back small, large and many concurrent requests.
+  void RoundTrip();
+
   TlsFiles files_;
 };
 
-TEST_F(NbdTlsTest, PskRoundTripOfData) {
+void NbdTlsTest::RoundTrip() {
   const uint64_t sessions = CounterValue("spd_nbd_tls_sessions_total");
   nbd_handle* h = PskClient("alice", files_.psk, LIBNBD_TLS_REQUIRE);
   ASSERT_EQ(ConnectTcp(h, "vol0"), 0) << nbd_get_error();
@@ -223,6 +226,40 @@ TEST_F(NbdTlsTest, PskRoundTripOfData) {
   ASSERT_EQ(nbd_pread(u, back.data(), back.size(), 0, 0), 0);
   EXPECT_TRUE(back == small);
   nbd_close(u);
+}
+
+TEST_F(NbdTlsTest, PskRoundTripOfData) { RoundTrip(); }
+
+// The same on the epoll reactor (the fallback without io_uring): edge-triggered readiness, and
+// the TLS handshake's writes announced without ArmWritable.
+class NbdTlsEpollTest : public NbdTlsTest {
+ protected:
+  void TweakReactor(ReactorOptions* o) override { o->force_epoll = true; }
+};
+
+TEST_F(NbdTlsEpollTest, PskRoundTripOfData) { RoundTrip(); }
+
+// --nbd-tls-unix: the unix socket requires TLS too.
+class NbdTlsUnixTest : public NbdTlsTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override {
+    NbdTlsTest::Tweak(o);
+    o->tls_unix = true;
+  }
+};
+
+TEST_F(NbdTlsUnixTest, UnixSocketRequiresTlsToo) {
+  nbd_handle* h = nbd_create();
+  nbd_set_export_name(h, "vol0");
+  EXPECT_EQ(nbd_connect_unix(h, sock_.c_str()), -1) << "plaintext over the unix socket";
+  nbd_close(h);
+  h = PskClient("alice", files_.psk, LIBNBD_TLS_REQUIRE);
+  nbd_set_export_name(h, "vol0");
+  ASSERT_EQ(nbd_connect_unix(h, sock_.c_str()), 0) << nbd_get_error();
+  EXPECT_EQ(nbd_get_tls_negotiated(h), 1);
+  std::vector<uint8_t> buf(4096);
+  EXPECT_EQ(nbd_pread(h, buf.data(), buf.size(), 0, 0), 0) << nbd_get_error();
+  nbd_close(h);
 }
 
 TEST_F(NbdTlsTest, RequireRefusesPlaintextClients) {
