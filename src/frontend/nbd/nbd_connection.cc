@@ -494,8 +494,12 @@ bool NbdConnection::DriveTlsHandshake() {
   tls_up_ = true;
   tls_sessions_total.Add();
   std::string identity = NbdTlsCredentials::Identity(tls_);
-  SPD_LOG_DEBUG("nbd %s: TLS up (%s, identity '%s')", peer_.c_str(),
-                gnutls_protocol_get_name(gnutls_protocol_get_version(tls_)), identity.c_str());
+  if (GetLogLevel() <= LogLevel::kDebug) {
+    char* desc = gnutls_session_get_desc(tls_);
+    SPD_LOG_DEBUG("nbd %s: TLS up %s, identity '%s'", peer_.c_str(), desc ? desc : "",
+                  identity.c_str());
+    gnutls_free(desc);
+  }
   handshake_->TlsStarted(std::move(identity));
   rx_state_ = RxState::kHandshake;
   return true;

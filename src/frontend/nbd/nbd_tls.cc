@@ -13,8 +13,12 @@ namespace {
 
 // TLS 1.2 and 1.3 as GnuTLS ships them (NORMAL), plus the PSK key exchanges, forward-secret
 // ones first. Without PSK credentials the PSK exchanges are never chosen, without a
-// certificate the certificate ones.
-constexpr char kPriority[] = "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK";
+// certificate the certificate ones. Our order, not the client's, with ChaCha20 moved last: a
+// TLS 1.3 PSK is bound to SHA-256, which rules out AES-256-GCM (SHA-384), and NORMAL lists
+// ChaCha20 before AES-128-GCM; on a CPU with AES instructions AES-GCM is many times faster
+// (measured here: 5.3 GB/s against 0.33 GB/s, gnutls-cli --benchmark-ciphers).
+constexpr char kPriority[] =
+    "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK:-CHACHA20-POLY1305:+CHACHA20-POLY1305:%SERVER_PRECEDENCE";
 // Shorter keys are refused: psktool makes 32 bytes by default.
 constexpr size_t kPskKeyBytesMin = 16;
 
