@@ -12,10 +12,10 @@ pkgs=(
   libcli11-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libsqlite3-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev
-  libgnutls28-dev gnutls-bin
   python3-grpcio python3-protobuf python3-yaml
   fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
   libfuse3-dev fuse3
+  libgnutls28-dev gnutls-bin
   iproute2 procps curl
 )
 if [ "${1:-}" = "--bench" ]; then pkgs+=(bpftrace); fi

@@ -278,8 +278,8 @@ void NbdConnection::Resume() {
 
 void NbdConnection::ReadAll() {
   if (rx_state_ == RxState::kTlsHandshake && !closing_) {
-    // Then on: what the client sent right after its handshake may already sit decrypted in
-    // GnuTLS, where no poll announces it.
+    // Once it is up, read on at once: what the client sent right after its handshake may
+    // already sit in our read-ahead buffer or in GnuTLS, where no poll announces it.
     if (!DriveTlsHandshake() || !ProcessRx()) return;
   }
   while (!closing_ && !stalled_) {
