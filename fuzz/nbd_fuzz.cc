@@ -27,7 +27,16 @@ void Require(bool ok) {
 size_t Negotiate(Handshake& hs, const uint8_t* data, size_t size, size_t pos) {
   const size_t step = pos < size ? (data[pos] % 13) + 1 : 1;
   Require(hs.output().size() == spd::nbd::kGreetingBytes);
-  while (pos < size && hs.state() == Handshake::State::kNegotiating) {
+  while (pos < size && (hs.state() == Handshake::State::kNegotiating ||
+                        hs.state() == Handshake::State::kStartTls)) {
+    if (hs.state() == Handshake::State::kStartTls) {
+      // The connection's TLS handshake succeeded: negotiation goes on "over TLS", as the
+      // identity the next byte picks. STARTTLS is acknowledged once per session at most.
+      Require(!hs.tls());
+      hs.TlsStarted(data[pos++] & 1 ? "a" : "");
+      Require(hs.tls() && !hs.structured_replies());
+      continue;
+    }
     const size_t n = std::min(step, size - pos);
     const size_t used = hs.Feed(data + pos, n);
     Require(used <= n);
@@ -81,10 +90,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     limits.meta_queries_max = 2;
   }
   if (size > 0) ++pos;
-  Handshake hs(&catalog, limits);
+  // The top bits pick the TLS mode (off, on, require) and whether an authorization callback
+  // (identity "a" may use vol0 and ro, nobody else anything) is installed.
+  static const spd::nbd::ExportAuthorizer authorize = [](std::string_view id,
+                                                         std::string_view name) {
+    return id == "a" && (name == "vol0" || name == "ro");
+  };
+  const unsigned sel = size > 0 ? data[0] >> 5 : 0;
+  const spd::nbd::TlsMode mode = sel % 3 == 0   ? spd::nbd::TlsMode::kOff
+                                 : sel % 3 == 1 ? spd::nbd::TlsMode::kOn
+                                                : spd::nbd::TlsMode::kRequire;
+  Handshake hs(&catalog, limits, mode, (sel & 4) ? &authorize : nullptr);
   pos = Negotiate(hs, data, size, pos);
   if (hs.state() != Handshake::State::kTransmission) return 0;
   Require(hs.selected() != nullptr);
+  // Require mode never enters transmission in plaintext; the callback is always obeyed.
+  Require(mode != spd::nbd::TlsMode::kRequire || hs.tls());
+  Require(!(sel & 4) || authorize(hs.tls_identity(), hs.selected()->name));
   Require(hs.transmission_flags() & spd::nbd::kFlagHasFlags);
   Transmit(hs, data, size, pos);
   return 0;

@@ -15,6 +15,7 @@ pkgs=(
   python3-grpcio python3-protobuf python3-yaml openssl
   fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
   libfuse3-dev fuse3
+  libgnutls28-dev gnutls-bin
   iproute2 procps curl
 )
 if [ "${1:-}" = "--bench" ]; then pkgs+=(bpftrace); fi

@@ -225,8 +225,34 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "PEM private key of the control API's TCP listener");
   app.add_option("--control-socket-group", control_group,
                  "Group of the control socket (a name or a number; default: the daemon's)");
-  app.add_option("--nbd-listen", o.nbd_listen, "NBD TCP address HOST:PORT (off to disable)")
+  app.add_option("--nbd-listen", o.nbd_listen,
+                 "NBD TCP address HOST:PORT (off to disable). An address outside 127.0.0.0/8 "
+                 "needs --nbd-tls require, or --nbd-insecure")
       ->capture_default_str();
+  app.add_option("--nbd-tls", o.nbd_tls,
+                 "NBD's own TLS on the TCP listener (NBD_OPT_STARTTLS). off: refused. on: "
+                 "offered, plaintext clients still served. require: a client must start TLS "
+                 "before anything else is negotiated (other options are answered "
+                 "NBD_REP_ERR_TLS_REQD, NBD_OPT_EXPORT_NAME closes). Needs --nbd-tls-psk or "
+                 "--nbd-tls-cert/--nbd-tls-key")
+      ->check(CLI::IsMember({"off", "on", "require"}))
+      ->capture_default_str();
+  app.add_option("--nbd-tls-psk", o.nbd_tls_psk,
+                 "Pre-shared keys for NBD TLS: a file of IDENTITY:HEXKEY lines, as GnuTLS's "
+                 "psktool writes them and libnbd, qemu and nbdkit read them (keys of at least "
+                 "16 bytes; keep it mode 0600). Read once at start");
+  app.add_option("--nbd-tls-cert", o.nbd_tls_cert,
+                 "PEM certificate (chain) the NBD server presents for TLS; with --nbd-tls-key");
+  app.add_option("--nbd-tls-key", o.nbd_tls_key, "PEM private key of --nbd-tls-cert");
+  app.add_option("--nbd-tls-ca", o.nbd_tls_ca,
+                 "PEM CA certificate(s): with it, NBD TLS clients must present a certificate "
+                 "this CA signed (x509 only; PSK clients are not affected)");
+  app.add_flag("--nbd-tls-unix", o.nbd_tls_unix,
+               "Apply --nbd-tls to the NBD unix socket too (by default it stays plaintext: only "
+               "local users its file mode lets in can reach it)");
+  app.add_flag("--nbd-insecure", o.nbd_insecure,
+               "Allow --nbd-listen on a non-loopback address without --nbd-tls require "
+               "(anyone who reaches it can read and write every volume)");
   app.add_option("--nbd-connections-max", o.nbd_connections_max,
                  "NBD connections at most. At the limit a new connection displaces the oldest "
                  "one still negotiating; with none negotiating it is refused (counted in "

@@ -51,6 +51,13 @@ struct DaemonOptions {
   uint64_t nbd_idle_timeout_ms = 0;
   uint64_t nbd_stall_timeout_ms = 30'000;
   uint64_t nbd_memory_bytes_max = 1ull << 30;
+  std::string nbd_tls = "off";  // off|on|require
+  std::string nbd_tls_psk;
+  std::string nbd_tls_cert;
+  std::string nbd_tls_key;
+  std::string nbd_tls_ca;
+  bool nbd_tls_unix = false;
+  bool nbd_insecure = false;
   std::string metrics_listen = "127.0.0.1:9465";  // "off" disables
   std::string control_socket;                     // default DATA_DIR/control.sock; "off" disables
   uint32_t control_socket_mode = 0600;            // --control-socket-mode (octal)

@@ -54,11 +54,23 @@ Counter idle_timeouts_total("spd_nbd_idle_timeouts_total",
 Counter memory_backpressure_total(
     "spd_nbd_memory_backpressure_total",
     "Times a connection stopped reading because the NBD memory budget was spent.");
+Counter tls_sessions_total(
+    "spd_nbd_tls_sessions_total",
+    "NBD connections whose TLS handshake (after NBD_OPT_STARTTLS) succeeded.");
+Counter tls_handshake_failures_total(
+    "spd_nbd_tls_handshake_failures_total",
+    "NBD connections closed because their TLS handshake failed (a wrong key or certificate, an "
+    "unknown PSK identity, no common cipher, a client that closed during it).");
+Gauge tls_sessions_gauge("spd_nbd_tls_sessions", "NBD connections with a TLS session now.");
 Gauge negotiating_gauge("spd_nbd_connections_negotiating",
                         "NBD connections accepted and still negotiating.");
 // Payloads at least this large are received straight into the request buffer.
 constexpr uint32_t kDirectRecvBytes = 64u << 10;
 constexpr size_t kBlockStatusExtentsMax = 128;
+// The largest TLS record's plaintext: replies are gathered into records of up to this size.
+constexpr size_t kTlsRecordBytes = 16384;
+// The TLS read-ahead buffer: a full record and its overhead, and then some.
+constexpr size_t kTlsInBytes = 32768;
 
 }  // namespace
 
@@ -72,8 +84,9 @@ NbdBufferPool* NbdConnection::pool() const {
   return static_cast<NbdServer::Shard*>(shard)->pool.get();
 }
 
-NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::string peer)
-    : server_(server), reactor_(reactor), fd_(fd), peer_(std::move(peer)) {
+NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::string peer,
+                             bool tcp)
+    : server_(server), reactor_(reactor), fd_(fd), peer_(std::move(peer)), tcp_(tcp) {
   start_task.conn = this;
   rx_watch_.conn = this;
   rx_watch_.fn = &NbdConnection::OnReadable;
@@ -102,6 +115,10 @@ NbdConnection::~NbdConnection() {
       if (slots_[i].buf) p->Give(slots_[i].buf, slots_[i].buf_bytes);
   }
   if (charged_bytes_ > 0) p->Uncharge(charged_bytes_);
+  if (tls_) {
+    gnutls_deinit(tls_);
+    tls_sessions_gauge.Add(-1);
+  }
   if (fd_ >= 0) close(fd_);
 }
 
@@ -111,7 +128,10 @@ Status NbdConnection::Start() {
   // a socket that never negotiates costs a few KiB.
   rx_size_ = o.negotiation_buffer_bytes;
   rx_.reset(new uint8_t[rx_size_]);
-  handshake_ = std::make_unique<nbd::Handshake>(server_->catalog());
+  const nbd::TlsMode tls =
+      (tcp_ || o.tls_unix) && server_->tls() != nullptr ? o.tls_mode : nbd::TlsMode::kOff;
+  handshake_ = std::make_unique<nbd::Handshake>(server_->catalog(), nbd::HandshakeLimits{}, tls,
+                                                &o.authorize);
   auto* sh = static_cast<NbdServer::Shard*>(shard);
   if (negotiating_) {
     neg_prev = sh->neg_tail;
@@ -218,7 +238,9 @@ void NbdConnection::OnReadable(Completion* c, int32_t res, uint32_t flags) {
     return;
   }
   if (res & POLLOUT) self->FlushOut();
-  if (res & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) self->ReadAll();
+  // The TLS handshake may wait for either direction: any event moves it.
+  if ((res & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) || self->rx_state_ == RxState::kTlsHandshake)
+    self->ReadAll();
   self->MaybeArmStall(/*send_blocked=*/false);
   self->MaybeFinishClose();
 }
@@ -227,6 +249,7 @@ void NbdConnection::OnWritable(Completion* c, int32_t res, uint32_t flags) {
   NbdConnection* self = static_cast<Watcher*>(c)->conn;
   self->tx_armed_ = false;
   if (res >= 0) self->FlushOut();
+  if (res >= 0 && self->rx_state_ == RxState::kTlsHandshake) self->ReadAll();
   self->MaybeFinishClose();
 }
 
@@ -254,6 +277,11 @@ void NbdConnection::Resume() {
 }
 
 void NbdConnection::ReadAll() {
+  if (rx_state_ == RxState::kTlsHandshake && !closing_) {
+    // Once it is up, read on at once: what the client sent right after its handshake may
+    // already sit in our read-ahead buffer or in GnuTLS, where no poll announces it.
+    if (!DriveTlsHandshake() || !ProcessRx()) return;
+  }
   while (!closing_ && !stalled_) {
     uint8_t* dst;
     size_t room;
@@ -275,10 +303,10 @@ void NbdConnection::ReadAll() {
       room = rx_size_ - rx_end_;
       SPD_ASSERT(room > 0);
     }
-    ssize_t n = recv(fd_, dst, room, MSG_DONTWAIT);
+    ssize_t n = Receive(dst, room);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN) BeginClose("recv failed");
+      if (errno != EAGAIN) BeginClose(tls_up_ ? "TLS receive failed" : "recv failed");
       return;
     }
     if (n > 0) rx_bytes_ += static_cast<uint64_t>(n);
@@ -293,8 +321,9 @@ void NbdConnection::ReadAll() {
     // loop and is evaluated when submitted, so it fires for bytes arriving later: skip the recv
     // that would only say EAGAIN (one syscall of about five per request at QD1). Edge-triggered
     // epoll needs that EAGAIN.
+    // Under TLS a short read is one record: more may wait in GnuTLS, unannounced by any poll.
     const bool drained = static_cast<size_t>(n) < room && rx_poll_active_ &&
-                         reactor_->engine() == ReactorEngine::kUring;
+                         reactor_->engine() == ReactorEngine::kUring && !TlsBuffered();
     if (direct) {
       payload_slot_->payload_have += static_cast<uint32_t>(n);
       if (payload_slot_->payload_have == payload_slot_->req.length) {
@@ -318,6 +347,9 @@ bool NbdConnection::ProcessRx() {
       case RxState::kHandshake:
         if (!ProcessHandshake()) return false;
         if (rx_state_ == RxState::kHandshake) return true;  // needs more bytes
+        break;
+      case RxState::kTlsHandshake:
+        if (!DriveTlsHandshake()) return false;
         break;
       case RxState::kSetup:
         if (!EnterTransmission()) return false;
@@ -367,6 +399,18 @@ bool NbdConnection::ProcessHandshake() {
   switch (handshake_->state()) {
     case nbd::Handshake::State::kNegotiating:
       return true;
+    case nbd::Handshake::State::kStartTls:
+      // The client must wait for the ACK before it starts TLS: bytes already here were sent in
+      // plaintext after STARTTLS, and taking them as TLS (or as options) would let a man in the
+      // middle inject them.
+      if (rx_end_ != rx_start_) {
+        handshake_failures_total.Add();
+        tls_handshake_failures_total.Add();
+        BeginClose("bytes after NBD_OPT_STARTTLS before its reply");
+        return false;
+      }
+      rx_state_ = RxState::kTlsHandshake;
+      return true;
     case nbd::Handshake::State::kClose:
       handshake_failures_total.Add();
       BeginClose(handshake_->close_reason().empty() ? "negotiation ended"
@@ -401,6 +445,172 @@ bool NbdConnection::ProcessHandshake() {
     }
   }
   return false;
+}
+
+bool NbdConnection::DriveTlsHandshake() {
+  if (closing_) return false;
+  // The ACK of STARTTLS (and whatever came before it) goes out in plaintext first.
+  if (handshake_ && !handshake_->output().empty()) {
+    FlushOut();
+    if (closing_ || !handshake_->output().empty()) return false;  // writable will bring us back
+  }
+  if (tls_ == nullptr) {
+    auto s = server_->tls()->NewSession(fd_);
+    if (!s.ok()) {
+      SPD_LOG_WARN("nbd %s: %s", peer_.c_str(), s.status().ToString().c_str());
+      tls_handshake_failures_total.Add();
+      handshake_failures_total.Add();
+      BeginClose("TLS session setup failed");
+      return false;
+    }
+    tls_ = s.value();
+    tls_sessions_gauge.Add(1);
+    tls_in_.reset(new uint8_t[kTlsInBytes]);
+    // Reads through our read-ahead buffer; writes straight to the socket (GnuTLS's own).
+    gnutls_transport_set_ptr2(tls_, this, reinterpret_cast<void*>(static_cast<intptr_t>(fd_)));
+    gnutls_transport_set_pull_function(tls_, &NbdConnection::TlsPull);
+    gnutls_transport_set_pull_timeout_function(tls_, &NbdConnection::TlsPullTimeout);
+  }
+  for (;;) {
+    const int rc = gnutls_handshake(tls_);
+    if (rc == GNUTLS_E_SUCCESS) break;
+    if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
+      // Waiting for the peer; reads are announced by the connection's poll, writes need one.
+      if (gnutls_record_get_direction(tls_) == 1 && !tx_armed_ &&
+          reactor_->engine() == ReactorEngine::kUring &&
+          reactor_->ArmWritable(fd_, &tx_watch_).ok())
+        tx_armed_ = true;
+      return false;
+    }
+    if (!gnutls_error_is_fatal(rc)) continue;  // a warning alert: go on
+    SPD_LOG_INFO("nbd %s: TLS handshake failed: %s", peer_.c_str(), gnutls_strerror(rc));
+    gnutls_alert_send_appropriate(tls_, rc);  // tell the client why, if the socket takes it
+    tls_handshake_failures_total.Add();
+    handshake_failures_total.Add();
+    send_failed_ = true;  // nothing more can be sent on this socket
+    BeginClose("TLS handshake failed");
+    return false;
+  }
+  tls_up_ = true;
+  tls_sessions_total.Add();
+  std::string identity = NbdTlsCredentials::Identity(tls_);
+  if (GetLogLevel() <= LogLevel::kDebug) {
+    char* desc = gnutls_session_get_desc(tls_);
+    SPD_LOG_DEBUG("nbd %s: TLS up %s, identity '%s'", peer_.c_str(), desc ? desc : "",
+                  identity.c_str());
+    gnutls_free(desc);
+  }
+  handshake_->TlsStarted(std::move(identity));
+  rx_state_ = RxState::kHandshake;
+  return true;
+}
+
+ssize_t NbdConnection::TlsPull(void* p, void* buf, size_t n) {
+  auto* self = static_cast<NbdConnection*>(p);
+  if (self->tls_in_start_ == self->tls_in_end_) {
+    ssize_t k;
+    do {
+      k = recv(self->fd_, self->tls_in_.get(), kTlsInBytes, MSG_DONTWAIT);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+      gnutls_transport_set_errno(self->tls_, errno);
+      return -1;
+    }
+    if (k == 0) return 0;
+    self->rx_bytes_ += static_cast<uint64_t>(k);
+    self->tls_in_start_ = 0;
+    self->tls_in_end_ = static_cast<size_t>(k);
+  }
+  const size_t take = std::min(n, self->tls_in_end_ - self->tls_in_start_);
+  std::memcpy(buf, self->tls_in_.get() + self->tls_in_start_, take);
+  self->tls_in_start_ += take;
+  return static_cast<ssize_t>(take);
+}
+
+int NbdConnection::TlsPullTimeout(void* p, unsigned ms) {
+  auto* self = static_cast<NbdConnection*>(p);
+  if (self->tls_in_start_ != self->tls_in_end_) return 1;
+  // Only ever asked with 0 here (no GnuTLS timeouts are set): never blocks the reactor.
+  pollfd pf{self->fd_, POLLIN, 0};
+  return poll(&pf, 1, 0);
+}
+
+ssize_t NbdConnection::Receive(uint8_t* dst, size_t room) {
+  if (!tls_up_) return recv(fd_, dst, room, MSG_DONTWAIT);
+  for (;;) {
+    const ssize_t n = gnutls_record_recv(tls_, dst, room);
+    if (n >= 0) return n;  // 0: the client sent close_notify
+    if (n == GNUTLS_E_INTERRUPTED) continue;
+    if (n == GNUTLS_E_AGAIN) {
+      errno = EAGAIN;
+      return -1;
+    }
+    if (n == GNUTLS_E_PREMATURE_TERMINATION) return 0;  // closed without close_notify
+    // A bad record, a renegotiation attempt (refused), an alert: the session is over.
+    SPD_LOG_DEBUG("nbd %s: TLS receive: %s", peer_.c_str(), gnutls_strerror(static_cast<int>(n)));
+    errno = EPROTO;
+    return -1;
+  }
+}
+
+ssize_t NbdConnection::Send(const uint8_t* p, size_t n) {
+  if (!tls_up_) return send(fd_, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  for (;;) {
+    // After GNUTLS_E_AGAIN GnuTLS keeps the encrypted record and the next call sends it and
+    // returns its size, whatever it is given: the caller offers the same bytes again (the
+    // head of its queue, possibly longer by then), so the count matches what it offered first.
+    const ssize_t k = gnutls_record_send(tls_, p, std::min(n, kTlsRecordBytes));
+    if (k >= 0) return k;
+    if (k == GNUTLS_E_INTERRUPTED) continue;
+    if (k == GNUTLS_E_AGAIN) {
+      errno = EAGAIN;
+      return -1;
+    }
+    errno = EPIPE;
+    return -1;
+  }
+}
+
+ssize_t NbdConnection::SendQueuedTls() {
+  // One record from the head of the queue: straight from a large iovec, else gathered.
+  NbdSlot* head = send_head_;
+  const iovec& first = head->iov[head->iov_sent];
+  if (first.iov_len - head->iov_off >= kTlsRecordBytes)
+    return Send(static_cast<const uint8_t*>(first.iov_base) + head->iov_off, kTlsRecordBytes);
+  if (!tls_stage_) tls_stage_.reset(new uint8_t[kTlsRecordBytes]);
+  size_t used = 0;
+  for (NbdSlot* s = head; s && used < kTlsRecordBytes; s = s->next) {
+    for (size_t i = (s == head ? s->iov_sent : 0); i < s->iov_count && used < kTlsRecordBytes;
+         ++i) {
+      const size_t off = (s == head && i == s->iov_sent) ? s->iov_off : 0;
+      const size_t take = std::min(s->iov[i].iov_len - off, kTlsRecordBytes - used);
+      std::memcpy(tls_stage_.get() + used, static_cast<const uint8_t*>(s->iov[i].iov_base) + off,
+                  take);
+      used += take;
+    }
+  }
+  return Send(tls_stage_.get(), used);
+}
+
+void NbdConnection::AdvanceSent(size_t left) {
+  tx_bytes_ += left;
+  while (send_head_ && left > 0) {
+    NbdSlot* s = send_head_;
+    size_t rem = s->iov[s->iov_sent].iov_len - s->iov_off;
+    if (left >= rem) {
+      left -= rem;
+      s->iov_sent++;
+      s->iov_off = 0;
+    } else {
+      s->iov_off += left;
+      left = 0;
+    }
+    if (s->iov_sent == s->iov_count) {
+      send_head_ = s->next;
+      if (!send_head_) send_tail_ = nullptr;
+      ReleaseSlot(s);
+    }
+  }
 }
 
 bool NbdConnection::EnterTransmission() {
@@ -615,7 +825,9 @@ void NbdConnection::FlushOut() {
   // Negotiation bytes first.
   while (handshake_ && !handshake_->output().empty()) {
     const auto& out = handshake_->output();
-    ssize_t n = send(fd_, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    // Not while the TLS handshake runs: GnuTLS owns the socket then (nothing is queued).
+    if (tls_ != nullptr && !tls_up_) break;
+    ssize_t n = Send(out.data(), out.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) goto wait_writable;
@@ -627,6 +839,15 @@ void NbdConnection::FlushOut() {
     handshake_->ConsumeOutput(static_cast<size_t>(n));
   }
   while (send_head_) {
+    if (tls_up_) {
+      ssize_t n = SendQueuedTls();
+      if (n < 0) {
+        if (errno == EAGAIN) goto wait_writable;
+        goto send_error;
+      }
+      AdvanceSent(static_cast<size_t>(n));
+      continue;
+    }
     iovec iov[IOV_MAX];
     int cnt = 0;
     for (NbdSlot* s = send_head_; s && cnt < IOV_MAX; s = s->next) {
@@ -646,38 +867,22 @@ void NbdConnection::FlushOut() {
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) goto wait_writable;
-      send_failed_ = true;
-      send_errors_total.Add();
-      // The peer is gone: drop every queued reply.
-      while (send_head_) {
-        NbdSlot* s = send_head_;
-        send_head_ = s->next;
-        ReleaseSlot(s);
-      }
-      send_tail_ = nullptr;
-      BeginClose("send failed");
-      return;
+      goto send_error;
     }
-    tx_bytes_ += static_cast<uint64_t>(n);
-    size_t left = static_cast<size_t>(n);
-    while (send_head_ && left > 0) {
-      NbdSlot* s = send_head_;
-      size_t rem = s->iov[s->iov_sent].iov_len - s->iov_off;
-      if (left >= rem) {
-        left -= rem;
-        s->iov_sent++;
-        s->iov_off = 0;
-      } else {
-        s->iov_off += left;
-        left = 0;
-      }
-      if (s->iov_sent == s->iov_count) {
-        send_head_ = s->next;
-        if (!send_head_) send_tail_ = nullptr;
-        ReleaseSlot(s);
-      }
-    }
+    AdvanceSent(static_cast<size_t>(n));
   }
+  return;
+send_error:
+  send_failed_ = true;
+  send_errors_total.Add();
+  // The peer is gone: drop every queued reply.
+  while (send_head_) {
+    NbdSlot* s = send_head_;
+    send_head_ = s->next;
+    ReleaseSlot(s);
+  }
+  send_tail_ = nullptr;
+  BeginClose("send failed");
   return;
 wait_writable:
   if (!tx_armed_ && reactor_->engine() == ReactorEngine::kUring) {
@@ -783,6 +988,9 @@ void NbdConnection::MaybeFinishClose() {
   Reactor* r = server_->reactor_;
   if (!unwatched_) {
     unwatched_ = true;
+    // A TLS session ends with close_notify (the spec's SHOULD), sent if the socket takes it
+    // now: a client that does not read gets no second chance.
+    if (tls_up_ && !send_failed_) gnutls_bye(tls_, GNUTLS_SHUT_WR);
     // Shutting the socket down fires any armed one-shot poll one last time; in epoll mode the
     // fd leaves the epoll set at once.
     ::shutdown(fd_, SHUT_RDWR);

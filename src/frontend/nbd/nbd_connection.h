@@ -2,6 +2,7 @@
 // Private to the NBD server.
 #pragma once
 
+#include <gnutls/gnutls.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -47,7 +48,8 @@ struct NbdSlot {
 
 class NbdConnection {
  public:
-  NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::string peer);
+  // `tcp`: the socket is a TCP one (the TLS policy of the TCP listener applies).
+  NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::string peer, bool tcp);
   ~NbdConnection();
 
   // REQUIRES: on reactor().
@@ -78,9 +80,20 @@ class NbdConnection {
   static uint64_t TransmissionBytes(const NbdServerOptions& o);
 
  private:
+  // kTlsHandshake: NBD_OPT_STARTTLS was acknowledged; the TLS handshake runs (GnuTLS reads
+  // and writes the socket itself), negotiation goes on in kHandshake once it is done.
   // kSetup: negotiated, waiting for the memory of its slots and receive buffer.
   // kBuffer: a READ or WRITE header was read; waiting for the memory of its buffer.
-  enum class RxState { kHandshake, kSetup, kHeader, kBuffer, kPayload, kDiscard, kClosing };
+  enum class RxState {
+    kHandshake,
+    kTlsHandshake,
+    kSetup,
+    kHeader,
+    kBuffer,
+    kPayload,
+    kDiscard,
+    kClosing
+  };
 
   struct Watcher : Completion {
     NbdConnection* conn;
@@ -94,6 +107,17 @@ class NbdConnection {
   static void OnMemory(NbdMemoryWaiter* w);
 
   void ReadAll();
+  // The transport: plain recv/send, or GnuTLS records once TLS is up. Both return bytes moved,
+  // or -1 with errno (EAGAIN: not now); Receive returns 0 at the end of the stream.
+  ssize_t Receive(uint8_t* dst, size_t room);
+  ssize_t Send(const uint8_t* p, size_t n);
+  // Sends the head of the reply queue as one TLS record (up to 16 KiB, gathered from the
+  // iovecs); bytes taken, or -1 with errno.
+  ssize_t SendQueuedTls();
+  // Marks `n` bytes of the reply queue sent, releasing the slots whose replies are complete.
+  void AdvanceSent(size_t n);
+  // Runs the TLS handshake as far as the socket allows; false while it waits (or failed).
+  bool DriveTlsHandshake();
   // Returns false when the connection must stop reading (closing, backpressure).
   bool ProcessRx();
   bool ProcessHandshake();
@@ -124,6 +148,23 @@ class NbdConnection {
   Reactor* reactor_;  // this connection's: sockets, parsing, replies, completions
   int fd_;
   std::string peer_;
+  bool tcp_;
+  // TLS: the session once STARTTLS was acknowledged, and whether its handshake is done (from
+  // then on every byte goes through it). tls_stage_ gathers reply iovecs into one record.
+  gnutls_session_t tls_ = nullptr;
+  bool tls_up_ = false;
+  std::unique_ptr<uint8_t[]> tls_stage_;
+  // GnuTLS asks its transport for a record's header, then for its body: served from this
+  // read-ahead buffer, one recv() brings many small records (requests) instead of two each.
+  // Bytes here are not announced by any poll: readers drain it.
+  std::unique_ptr<uint8_t[]> tls_in_;
+  size_t tls_in_start_ = 0;
+  size_t tls_in_end_ = 0;
+  static ssize_t TlsPull(void* self, void* buf, size_t n);
+  static int TlsPullTimeout(void* self, unsigned ms);
+  bool TlsBuffered() const {
+    return tls_in_start_ != tls_in_end_ || (tls_up_ && gnutls_record_check_pending(tls_) > 0);
+  }
   Watcher rx_watch_;
   Watcher tx_watch_;
   struct FlushTask : Task {

@@ -186,6 +186,27 @@ Status NbdServer::CheckOptions(const NbdServerOptions& o) {
         std::to_string(NbdConnection::TransmissionBytes(o)) + "): raise it to at least " +
         std::to_string(need));
   if (o.handshakes_max == 0) return InvalidArgument("nbd: --nbd-handshakes-max must be >= 1");
+  const NbdTlsFiles& f = o.tls_files;
+  const bool files =
+      !f.psk_file.empty() || !f.cert_file.empty() || !f.key_file.empty() || !f.ca_file.empty();
+  if (o.tls_mode == nbd::TlsMode::kOff && (files || o.tls_unix))
+    return InvalidArgument(
+        "nbd: TLS credentials or --nbd-tls-unix given with --nbd-tls off: say --nbd-tls on or "
+        "require");
+  if (o.tls_mode != nbd::TlsMode::kOff && f.psk_file.empty() && f.cert_file.empty())
+    return InvalidArgument(
+        "nbd: --nbd-tls on|require needs credentials: --nbd-tls-psk FILE, or --nbd-tls-cert "
+        "FILE with --nbd-tls-key FILE");
+  if (!o.tcp_host.empty() && !o.allow_insecure_tcp && o.tls_mode != nbd::TlsMode::kRequire) {
+    in_addr a{};
+    const bool loopback =
+        inet_pton(AF_INET, o.tcp_host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+    if (!loopback)
+      return InvalidArgument(
+          "nbd: refusing plaintext NBD on non-loopback address " + o.tcp_host +
+          " (anyone who can reach it could read and write every volume): use --nbd-tls require "
+          "with --nbd-tls-psk FILE (or --nbd-tls-cert/--nbd-tls-key), or pass --nbd-insecure");
+  }
   return Status::Ok();
 }
 
@@ -264,6 +285,11 @@ Status NbdServer::Start() {
   for (const VolumeInfo& vi : volumes_->List()) SPD_RETURN_IF_ERROR(ExportVolume(vi));
   if (catalog_->size() == 0) return FailedPrecondition("nbd: the pool has no volume to export");
   SPD_RETURN_IF_ERROR(CheckOptions(options_));
+  if (options_.tls_mode != nbd::TlsMode::kOff) {
+    auto creds = NbdTlsCredentials::Load(options_.tls_files);
+    if (!creds.ok()) return creds.status();
+    tls_ = std::move(creds).value();
+  }
   volumes_->AddListener(this);
 
   if (!options_.unix_path.empty()) {
@@ -373,7 +399,7 @@ void NbdServer::AcceptAll(Listener* l) {
       inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf);
       peer = std::string(buf) + ":" + std::to_string(ntohs(sin->sin_port));
     }
-    Place(fd, std::move(peer));
+    Place(fd, std::move(peer), ss.ss_family == AF_INET);
   }
 }
 
@@ -390,11 +416,15 @@ Status NbdServer::Adopt(int fd, std::string peer) {
     close(fd);
     return s;
   }
-  Place(fd, std::move(peer));
+  // A TCP socket gets the TCP listener's TLS policy, anything else the unix one's.
+  int domain = AF_UNIX;
+  socklen_t dl = sizeof domain;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0) domain = AF_UNIX;
+  Place(fd, std::move(peer), domain == AF_INET || domain == AF_INET6);
   return Status::Ok();
 }
 
-void NbdServer::Place(int fd, std::string peer) {
+void NbdServer::Place(int fd, std::string peer, bool tcp) {
   // The least loaded reactor; ties go to the first, which is the pool's own reactor, where a
   // request needs no hop to reach the volume (the common single-connection client).
   Shard* shard = shards_[0].get();
@@ -404,7 +434,7 @@ void NbdServer::Place(int fd, std::string peer) {
   shard->negotiating.fetch_add(1);
   negotiating_.fetch_add(1);
   Reactor* r = shard->reactor;
-  auto* conn = new NbdConnection(this, r, fd, std::move(peer));
+  auto* conn = new NbdConnection(this, r, fd, std::move(peer), tcp);
   conn->shard = shard;
   ++live_conns_;
   connections_total.Add();

@@ -20,6 +20,11 @@
 // handshake state. Its request slots and receive buffer are allocated (and charged to the
 // budget) when transmission starts, request buffers when a request needs one.
 //
+// TLS (NBD_OPT_STARTTLS, nbd_tls.h): tls_mode applies to TCP connections (and to unix ones with
+// tls_unix); the credentials are loaded by Start. A TCP listener on a non-loopback address
+// needs tls_mode kRequire unless allow_insecure_tcp. The optional authorize callback decides
+// which exports a client (its TLS PSK identity) may list and open (nbd_handshake.h).
+//
 // Thread-safety: every method on the reactor's thread.
 #pragma once
 
@@ -32,6 +37,7 @@
 #include "common/status.h"
 #include "dispatch/dispatcher.h"
 #include "frontend/nbd/nbd_buffers.h"
+#include "frontend/nbd/nbd_tls.h"
 #include "frontend/nbd/proto/nbd_handshake.h"
 #include "reactor/reactor.h"
 #include "volume/pool.h"
@@ -66,6 +72,18 @@ struct NbdServerOptions {
   // Receive buffer of a connection that is still negotiating (the handshake buffers options
   // itself, so this only bounds one recv).
   uint32_t negotiation_buffer_bytes = 4096;
+  // NBD's own TLS. kOn offers STARTTLS and serves plaintext clients too; kRequire refuses to
+  // negotiate anything in plaintext (the spec's FORCEDTLS). TCP connections only, unless
+  // tls_unix.
+  nbd::TlsMode tls_mode = nbd::TlsMode::kOff;
+  bool tls_unix = false;
+  NbdTlsFiles tls_files;
+  // A TCP listener on an address outside 127.0.0.0/8 without tls_mode kRequire is refused
+  // unless this is set (--nbd-insecure).
+  bool allow_insecure_tcp = false;
+  // Which exports a client may list and open, by TLS identity ("" without one); empty: every
+  // export for everyone. Thread-safe, non-blocking (called on connection reactors).
+  nbd::ExportAuthorizer authorize;
 };
 
 class NbdConnection;
@@ -102,6 +120,8 @@ class NbdServer : private VolumeManager::Listener {
   // The bound TCP port (useful with tcp_port = 0).
   uint16_t tcp_port() const { return bound_tcp_port_; }
   size_t connections() const { return live_conns_; }
+  // Loaded TLS credentials (null when TLS is off).
+  const NbdTlsCredentials* tls() const { return tls_.get(); }
   // Bytes of the memory budget in use now, and the most ever in use (any thread).
   uint64_t buffer_bytes() const;
   uint64_t buffer_bytes_peak() const;
@@ -119,7 +139,7 @@ class NbdServer : private VolumeManager::Listener {
   static void OnAcceptable(Completion* c, int32_t res, uint32_t flags);
   void AcceptAll(Listener* l);
   // Creates the connection for an accepted (or adopted) socket on the least loaded reactor.
-  void Place(int fd, std::string peer);
+  void Place(int fd, std::string peer, bool tcp);
   // Called on the connection's reactor once it is closed for good.
   void ConnectionClosed(NbdConnection* conn);
   // VolumeManager::Listener (on the pool's reactor).
@@ -173,6 +193,7 @@ class NbdServer : private VolumeManager::Listener {
   Pool* pool_;
   NbdServerOptions options_;
   std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<NbdTlsCredentials> tls_;
   Listener unix_listener_;
   Listener tcp_listener_;
   uint16_t bound_tcp_port_ = 0;

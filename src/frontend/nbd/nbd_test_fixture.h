@@ -69,7 +69,9 @@ class NbdServerTest : public ::testing::Test {
   }
 
   void ServerThread(std::promise<std::string>* ready) {
-    auto r = Reactor::Create(ReactorOptions{});
+    ReactorOptions ro;
+    TweakReactor(&ro);
+    auto r = Reactor::Create(ro);
     if (!r.ok()) return ready->set_value(r.status().ToString());
     auto reactor = std::move(r).value();
     BackendOptions bo;
@@ -91,7 +93,7 @@ class NbdServerTest : public ::testing::Test {
     Tweak(&no);
     VolumeManager volumes(pool.get());
     // Connections on extra reactors reach the pool's by messages (the sim has no channels).
-    auto group_or = ReactorGroup::Start(reactor.get(), ConnReactors(), ReactorOptions{});
+    auto group_or = ReactorGroup::Start(reactor.get(), ConnReactors(), ro);
     if (!group_or.ok()) return ready->set_value(group_or.status().ToString());
     auto group = std::move(group_or).value();
     std::vector<Reactor*> conn_reactors;
@@ -116,6 +118,7 @@ class NbdServerTest : public ::testing::Test {
 
   virtual void Tweak(NbdServerOptions*) {}
   virtual void TweakBackend(BackendOptions*) {}
+  virtual void TweakReactor(ReactorOptions*) {}
   virtual unsigned ConnReactors() { return 1; }
   // Volumes spread over the connection reactors (Pool::SetVolumeReactors), as spd2 does.
   virtual bool SpreadVolumes() { return false; }

@@ -37,8 +37,9 @@ bool BlockSizesValid(const Export& e) {
          e.block_max_bytes >= e.block_pref_bytes;
 }
 
-Handshake::Handshake(const ExportCatalog* catalog, HandshakeLimits limits)
-    : catalog_(catalog), limits_(limits) {
+Handshake::Handshake(const ExportCatalog* catalog, HandshakeLimits limits, TlsMode tls,
+                     const ExportAuthorizer* authorize)
+    : catalog_(catalog), limits_(limits), tls_mode_(tls), authorize_(authorize) {
   SPD_ASSERT(catalog_ != nullptr);
   out_.resize(kGreetingBytes);
   uint8_t* p = Put64(out_.data(), kNbdMagic);
@@ -49,6 +50,42 @@ Handshake::Handshake(const ExportCatalog* catalog, HandshakeLimits limits)
 void Handshake::ConsumeOutput(size_t n) {
   n = std::min(n, out_.size());
   out_.erase(out_.begin(), out_.begin() + static_cast<std::ptrdiff_t>(n));
+}
+
+void Handshake::TlsStarted(std::string identity) {
+  SPD_ASSERT(state_ == State::kStartTls);
+  tls_ = true;
+  identity_ = std::move(identity);
+  // The spec: nothing negotiated before STARTTLS survives it (a man in the middle could have
+  // sent it); the client negotiates again over TLS.
+  structured_ = false;
+  meta_export_ = nullptr;
+  state_ = State::kNegotiating;
+}
+
+bool Handshake::Allowed(const Export& e) const {
+  return authorize_ == nullptr || !*authorize_ || (*authorize_)(identity_, e.name);
+}
+
+const Export* Handshake::Resolve(std::string_view name, bool* denied) const {
+  *denied = false;
+  if (name.empty() && authorize_ != nullptr && *authorize_) {
+    // The default export of this client: the first one it may use.
+    bool any = false;
+    for (const Export* e : catalog_->List()) {
+      any = true;
+      if (Allowed(*e)) return e;
+    }
+    *denied = any;
+    return nullptr;
+  }
+  const Export* e = catalog_->Find(name);
+  if (e == nullptr) return nullptr;
+  if (!Allowed(*e)) {
+    *denied = true;
+    return nullptr;
+  }
+  return e;
 }
 
 void Handshake::Close(const char* reason) {
@@ -158,6 +195,12 @@ void Handshake::OnClientFlags() {
   if (flags & ~(kClientFlagFixedNewstyle | kClientFlagNoZeroes))
     return Fail("client sent unknown handshake flags");
   no_zeroes_ = (flags & kClientFlagNoZeroes) != 0;
+  // The spec: TLS needs fixed newstyle on both sides; without it the session is NOTLS, which
+  // a server that requires TLS cannot serve.
+  const bool fixed = (flags & kClientFlagFixedNewstyle) != 0;
+  if (tls_mode_ == TlsMode::kRequire && !fixed)
+    return Close("TLS is required and the client does not speak fixed newstyle");
+  tls_offered_ = tls_mode_ != TlsMode::kOff && fixed;
   phase_ = Phase::kOptionHeader;
 }
 
@@ -190,10 +233,18 @@ void Handshake::OnOptionDiscarded() {
     Reply(cur_opt_, kRepAck, nullptr, 0);
     return Close("client sent NBD_OPT_ABORT");
   }
+  if (TlsRequiredNow() && cur_opt_ != kOptStartTls)
+    return ReplyError(cur_opt_, kRepErrTlsReqd, "TLS is required: send NBD_OPT_STARTTLS first");
   ReplyError(cur_opt_, kRepErrTooBig, "option data too large");
 }
 
 void Handshake::HandleOption(uint32_t opt, const uint8_t* data, uint32_t len) {
+  if (TlsRequiredNow()) {
+    // FORCEDTLS: only STARTTLS and ABORT before TLS. NBD_OPT_EXPORT_NAME cannot be errored.
+    if (opt == kOptExportName) return Close("NBD_OPT_EXPORT_NAME before TLS, which is required");
+    if (opt != kOptStartTls && opt != kOptAbort)
+      return ReplyError(opt, kRepErrTlsReqd, "TLS is required: send NBD_OPT_STARTTLS first");
+  }
   switch (opt) {
     case kOptExportName:
       return HandleExportName(data, len);
@@ -217,9 +268,13 @@ void Handshake::HandleOption(uint32_t opt, const uint8_t* data, uint32_t len) {
     case kOptSetMetaContext:
       return HandleMetaContext(opt, data, len);
     case kOptStartTls:
-      // TODO(nbd): TLS (FORCEDTLS/SELECTIVETLS modes); until then NOTLS mode's ERR_POLICY.
       if (len != 0) return ReplyError(opt, kRepErrInvalid, "NBD_OPT_STARTTLS takes no data");
-      return ReplyError(opt, kRepErrPolicy, "TLS is not configured on this server");
+      if (tls_) return ReplyError(opt, kRepErrInvalid, "TLS is already on");
+      if (!tls_offered_)
+        return ReplyError(opt, kRepErrPolicy, "TLS is not configured on this server");
+      Reply(opt, kRepAck, nullptr, 0);
+      state_ = State::kStartTls;
+      return;
     default:
       // TODO(nbd): NBD_OPT_EXTENDED_HEADERS (64-bit lengths) once the extension settles.
       return ReplyError(opt, kRepErrUnsup, "option not supported");
@@ -227,7 +282,8 @@ void Handshake::HandleOption(uint32_t opt, const uint8_t* data, uint32_t len) {
 }
 
 void Handshake::HandleExportName(const uint8_t* data, uint32_t len) {
-  const Export* e = catalog_->Find(AsString(data, len));
+  bool denied = false;
+  const Export* e = Resolve(AsString(data, len), &denied);
   // NBD_OPT_EXPORT_NAME has no error reply: the spec says terminate the
   // session.
   if (e == nullptr) return Fail("unknown export requested with NBD_OPT_EXPORT_NAME");
@@ -241,6 +297,7 @@ void Handshake::HandleExportName(const uint8_t* data, uint32_t len) {
 void Handshake::HandleList(uint32_t len) {
   if (len != 0) return ReplyError(kOptList, kRepErrInvalid, "NBD_OPT_LIST takes no data");
   for (const Export* e : catalog_->List()) {
+    if (!Allowed(*e)) continue;  // not this client's: not shown
     uint8_t* p = AppendReply(kOptList, kRepServer, 4 + e->name.size() + e->description.size());
     p = Put32(p, static_cast<uint32_t>(e->name.size()));
     std::memcpy(p, e->name.data(), e->name.size());
@@ -261,8 +318,15 @@ void Handshake::HandleInfoOrGo(uint32_t opt, const uint8_t* data, uint32_t len) 
   req += 2;
   if (static_cast<uint64_t>(len) != kInfoRequestFixedBytes + name_len + 2ull * nreq)
     return ReplyError(opt, kRepErrInvalid, "information request count does not match length");
-  const Export* e = catalog_->Find(name);
-  if (e == nullptr) return ReplyError(opt, kRepErrUnknown, "no such export");
+  bool denied = false;
+  const Export* e = Resolve(name, &denied);
+  if (e == nullptr) {
+    // SELECTIVETLS: an export this plaintext client may not use is TLS-only for it, which the
+    // spec wants answered TLS_REQD. Otherwise the same answer as for a name that does not exist.
+    if (denied && tls_offered_ && !tls_)
+      return ReplyError(opt, kRepErrTlsReqd, "this export needs TLS credentials");
+    return ReplyError(opt, kRepErrUnknown, "no such export");
+  }
   bool want_name = false, want_desc = false, want_bs = false;
   for (uint16_t i = 0; i < nreq; ++i) {
     // Unknown information requests are ignored, as the spec requires.
@@ -347,7 +411,8 @@ void Handshake::HandleMetaContext(uint32_t opt, const uint8_t* data, uint32_t le
     if (q == kBaseAllocation || (!set && q == kBaseNamespace)) match = true;
   }
   if (pos != len) return ReplyError(opt, kRepErrInvalid, "trailing bytes after queries");
-  const Export* e = catalog_->Find(name);
+  bool denied = false;
+  const Export* e = Resolve(name, &denied);
   if (e == nullptr) return ReplyError(opt, kRepErrUnknown, "no such export");
   if (match) {
     uint8_t* p = AppendReply(opt, kRepMetaContext, 4 + kBaseAllocation.size());

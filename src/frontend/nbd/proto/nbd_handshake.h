@@ -9,11 +9,31 @@
 // (NBD_OPT_ABORT, a fatal protocol error, or a client that asked for something
 // the specification says ends the session).
 //
+// TLS (NBD_OPT_STARTTLS): the handshake only decides; the connection runs TLS.
+// When state() becomes kStartTls, the server sends the pending output (ending
+// with the NBD_REP_ACK) in plaintext, runs a TLS handshake on the same socket,
+// and calls TlsStarted() once it succeeded (or closes when it failed); every
+// byte after that goes through TLS. Modes (the spec's names):
+//   kOff      NOTLS: STARTTLS is refused with NBD_REP_ERR_POLICY.
+//   kOn       SELECTIVETLS: STARTTLS is accepted, plaintext clients are served.
+//   kRequire  FORCEDTLS: until TLS is up every option but STARTTLS and ABORT is
+//             answered NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME closes.
+//
+// Authorization: an optional callback says whether a client (its TLS identity,
+// "" without one) may use an export. NBD_OPT_LIST shows only the exports it
+// allows; NBD_OPT_INFO, NBD_OPT_GO and the META_CONTEXT options answer
+// NBD_REP_ERR_UNKNOWN for the others, exactly as for a name that does not
+// exist (no oracle), except that in kOn mode before TLS an export the
+// plaintext client may not use is TLS-only for it, which the spec wants
+// answered NBD_REP_ERR_TLS_REQD; NBD_OPT_EXPORT_NAME, which cannot fail,
+// closes.
+//
 // Thread-safety: none; one instance per connection.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +74,14 @@ class ExportCatalog {
 // serving: the handshake sends what it is given.
 bool BlockSizesValid(const Export& e);
 
+enum class TlsMode { kOff, kOn, kRequire };
+
+// May `identity` (the TLS PSK identity; "" for a plaintext client or one without
+// an identity) use the export named `export_name`? Called on connection
+// reactors, possibly concurrently: it must be thread-safe and must not block.
+using ExportAuthorizer =
+    std::function<bool(std::string_view identity, std::string_view export_name)>;
+
 struct HandshakeLimits {
   // Option data we buffer. A longer option is read and dropped without
   // buffering, then answered with NBD_REP_ERR_TOO_BIG, and negotiation
@@ -69,9 +97,11 @@ struct HandshakeLimits {
 
 class Handshake {
  public:
-  enum class State { kNegotiating, kTransmission, kClose };
+  enum class State { kNegotiating, kStartTls, kTransmission, kClose };
 
-  Handshake(const ExportCatalog* catalog, HandshakeLimits limits = {});
+  // `authorize` (may be null or empty: every export) must outlive the handshake.
+  Handshake(const ExportCatalog* catalog, HandshakeLimits limits = {}, TlsMode tls = TlsMode::kOff,
+            const ExportAuthorizer* authorize = nullptr);
 
   // Consumes a prefix of `data` (possibly all of it, possibly none when more
   // bytes are needed to make progress) and returns how many bytes it consumed.
@@ -84,6 +114,12 @@ class Handshake {
   void ConsumeOutput(size_t n);
 
   State state() const { return state_; }
+  // In kStartTls: the TLS handshake succeeded; negotiation goes on over TLS
+  // with every option state from before reset (spec, NBD_OPT_STARTTLS).
+  // `identity` is the client's PSK identity ("" without one).
+  void TlsStarted(std::string identity);
+  bool tls() const { return tls_; }
+  const std::string& tls_identity() const { return identity_; }
   // Why the session closes (for the log), when state() == kClose.
   const std::string& close_reason() const { return close_reason_; }
 
@@ -110,6 +146,11 @@ class Handshake {
 
   const ExportCatalog* catalog_;
   HandshakeLimits limits_;
+  TlsMode tls_mode_;
+  const ExportAuthorizer* authorize_;
+  bool tls_offered_ = false;  // STARTTLS is accepted (TLS mode and fixed newstyle)
+  bool tls_ = false;          // TLS is up
+  std::string identity_;
   State state_ = State::kNegotiating;
   std::string close_reason_;
   std::vector<uint8_t> out_;
@@ -146,6 +187,12 @@ class Handshake {
   void SendInfo(uint32_t opt, const Export& e, bool want_name, bool want_desc, bool want_bs);
   void HandleMetaContext(uint32_t opt, const uint8_t* data, uint32_t len);
   void EnterTransmission(const Export& e);
+  // FORCEDTLS before TLS: options other than STARTTLS and ABORT are refused.
+  bool TlsRequiredNow() const { return tls_mode_ == TlsMode::kRequire && !tls_; }
+  bool Allowed(const Export& e) const;
+  // The export `name` selects for this client ("" is the first one it may use),
+  // or null when none exists; *denied says an export exists that it may not use.
+  const Export* Resolve(std::string_view name, bool* denied) const;
   void Close(const char* reason);
   void Fail(const char* reason);  // a protocol violation: count it, then close
   uint16_t FlagsFor(const Export& e) const;

@@ -1,0 +1,181 @@
+#include "frontend/nbd/nbd_tls.h"
+
+#include <sys/stat.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "common/log.h"
+
+namespace spd {
+namespace {
+
+// TLS 1.2 and 1.3 as GnuTLS ships them (NORMAL), plus the PSK key exchanges, forward-secret
+// ones first. Without PSK credentials the PSK exchanges are never chosen, without a
+// certificate the certificate ones. Our order, not the client's, with ChaCha20 moved last: a
+// TLS 1.3 PSK is bound to SHA-256, which rules out AES-256-GCM (SHA-384), and NORMAL lists
+// ChaCha20 before AES-128-GCM; on a CPU with AES instructions AES-GCM is many times faster
+// (measured here: 5.3 GB/s against 0.33 GB/s, gnutls-cli --benchmark-ciphers).
+constexpr char kPriority[] =
+    "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK:-CHACHA20-POLY1305:+CHACHA20-POLY1305:%SERVER_PRECEDENCE";
+// Shorter keys are refused: psktool makes 32 bytes by default.
+constexpr size_t kPskKeyBytesMin = 16;
+
+Status GnutlsError(const std::string& what, int rc) {
+  return InvalidArgument("nbd tls: " + what + ": " + gnutls_strerror(rc));
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+void Wipe(std::string* s) {
+  if (!s->empty()) explicit_bzero(s->data(), s->size());
+  s->clear();
+}
+
+}  // namespace
+
+NbdTlsCredentials::~NbdTlsCredentials() {
+  for (auto& [id, key] : keys_) Wipe(&key);
+  if (priority_) gnutls_priority_deinit(priority_);
+  if (psk_) gnutls_psk_free_server_credentials(psk_);
+  if (cert_) gnutls_certificate_free_credentials(cert_);
+}
+
+Status NbdTlsCredentials::LoadPsk(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return InvalidArgument("nbd tls: cannot read the PSK file " + path);
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && (st.st_mode & 0077) != 0)
+    SPD_LOG_WARN("nbd tls: the PSK file %s can be read by other users (mode %03o): chmod 600 it",
+                 path.c_str(), static_cast<unsigned>(st.st_mode & 0777));
+  std::string line;
+  size_t lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    const std::string where = path + ":" + std::to_string(lineno);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      Wipe(&line);
+      return InvalidArgument("nbd tls: " + where + ": want IDENTITY:HEXKEY (the psktool format)");
+    }
+    std::string id = line.substr(0, colon);
+    const std::string_view hex(line.data() + colon + 1, line.size() - colon - 1);
+    std::string key;
+    bool bad = hex.size() % 2 != 0;
+    for (size_t i = 0; !bad && i < hex.size(); i += 2) {
+      const int hi = HexValue(hex[i]), lo = HexValue(hex[i + 1]);
+      if (hi < 0 || lo < 0) bad = true;
+      key.push_back(static_cast<char>(hi * 16 + lo));
+    }
+    Wipe(&line);
+    if (bad) {
+      Wipe(&key);
+      return InvalidArgument("nbd tls: " + where + ": the key of '" + id +
+                             "' is not an even number of hex digits");
+    }
+    if (key.size() < kPskKeyBytesMin) {
+      Wipe(&key);
+      return InvalidArgument("nbd tls: " + where + ": the key of '" + id + "' is shorter than " +
+                             std::to_string(kPskKeyBytesMin) +
+                             " bytes (psktool -s 32 makes a good one)");
+    }
+    if (keys_.count(id) != 0) {
+      Wipe(&key);
+      return InvalidArgument("nbd tls: " + where + ": identity '" + id + "' appears twice");
+    }
+    keys_.emplace(std::move(id), std::move(key));
+  }
+  if (keys_.empty()) return InvalidArgument("nbd tls: the PSK file " + path + " has no key");
+  int rc = gnutls_psk_allocate_server_credentials(&psk_);
+  if (rc < 0) return GnutlsError("PSK credentials", rc);
+  gnutls_psk_set_server_credentials_function2(psk_, &NbdTlsCredentials::PskLookup);
+  rc = gnutls_psk_set_server_known_dh_params(psk_, GNUTLS_SEC_PARAM_MEDIUM);
+  if (rc < 0) return GnutlsError("PSK DH parameters", rc);
+  return Status::Ok();
+}
+
+int NbdTlsCredentials::PskLookup(gnutls_session_t session, const gnutls_datum_t* username,
+                                 gnutls_datum_t* key) {
+  const auto* self = static_cast<const NbdTlsCredentials*>(gnutls_session_get_ptr(session));
+  if (self == nullptr || username == nullptr) return -1;
+  auto it = self->keys_.find(
+      std::string_view(reinterpret_cast<const char*>(username->data), username->size));
+  if (it == self->keys_.end()) return -1;  // unknown identity: the handshake fails
+  key->data = static_cast<unsigned char*>(gnutls_malloc(it->second.size()));
+  if (key->data == nullptr) return -1;
+  std::memcpy(key->data, it->second.data(), it->second.size());
+  key->size = static_cast<unsigned>(it->second.size());
+  return 0;
+}
+
+Result<std::unique_ptr<NbdTlsCredentials>> NbdTlsCredentials::Load(const NbdTlsFiles& f) {
+  std::unique_ptr<NbdTlsCredentials> c(new NbdTlsCredentials());
+  if (f.psk_file.empty() && f.cert_file.empty())
+    return InvalidArgument(
+        "nbd tls: TLS needs credentials: --nbd-tls-psk FILE, or --nbd-tls-cert FILE with "
+        "--nbd-tls-key FILE");
+  if (f.cert_file.empty() != f.key_file.empty())
+    return InvalidArgument("nbd tls: --nbd-tls-cert and --nbd-tls-key go together");
+  if (!f.ca_file.empty() && f.cert_file.empty())
+    return InvalidArgument("nbd tls: --nbd-tls-ca needs --nbd-tls-cert and --nbd-tls-key");
+  if (!f.psk_file.empty()) SPD_RETURN_IF_ERROR(c->LoadPsk(f.psk_file));
+  if (!f.cert_file.empty()) {
+    int rc = gnutls_certificate_allocate_credentials(&c->cert_);
+    if (rc < 0) return GnutlsError("certificate credentials", rc);
+    rc = gnutls_certificate_set_x509_key_file(c->cert_, f.cert_file.c_str(), f.key_file.c_str(),
+                                              GNUTLS_X509_FMT_PEM);
+    if (rc < 0) return GnutlsError(f.cert_file + " / " + f.key_file, rc);
+    rc = gnutls_certificate_set_known_dh_params(c->cert_, GNUTLS_SEC_PARAM_MEDIUM);
+    if (rc < 0) return GnutlsError("certificate DH parameters", rc);
+    if (!f.ca_file.empty()) {
+      rc = gnutls_certificate_set_x509_trust_file(c->cert_, f.ca_file.c_str(), GNUTLS_X509_FMT_PEM);
+      if (rc < 0) return GnutlsError(f.ca_file, rc);
+      if (rc == 0) return InvalidArgument("nbd tls: no CA certificate in " + f.ca_file);
+      c->want_client_cert_ = true;
+    }
+  }
+  const char* err = nullptr;
+  int rc = gnutls_priority_init2(&c->priority_, kPriority, &err, 0);
+  if (rc < 0) return GnutlsError(std::string("priorities near '") + (err ? err : "") + "'", rc);
+  return c;
+}
+
+Result<gnutls_session_t> NbdTlsCredentials::NewSession(int fd) const {
+  gnutls_session_t s = nullptr;
+  int rc = gnutls_init(&s, GNUTLS_SERVER | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL);
+  if (rc < 0) return GnutlsError("session", rc);
+  // PskLookup finds the keys through the session.
+  gnutls_session_set_ptr(s, const_cast<NbdTlsCredentials*>(this));
+  rc = gnutls_priority_set(s, priority_);
+  if (rc == 0 && psk_) rc = gnutls_credentials_set(s, GNUTLS_CRD_PSK, psk_);
+  if (rc == 0 && cert_) rc = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cert_);
+  if (rc < 0) {
+    gnutls_deinit(s);
+    return GnutlsError("session", rc);
+  }
+  if (want_client_cert_) {
+    gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
+    // The handshake itself verifies the client's chain against the CA (no name to check).
+    gnutls_session_set_verify_cert(s, nullptr, 0);
+  }
+  gnutls_transport_set_int(s, fd);
+  gnutls_handshake_set_timeout(s, 0);  // the connection's handshake timeout covers it
+  return s;
+}
+
+std::string NbdTlsCredentials::Identity(gnutls_session_t session) {
+  if (gnutls_auth_get_type(session) != GNUTLS_CRD_PSK) return "";
+  gnutls_datum_t name{};
+  if (gnutls_psk_server_get_username2(session, &name) < 0 || name.data == nullptr) return "";
+  return std::string(reinterpret_cast<const char*>(name.data), name.size);
+}
+
+}  // namespace spd
