@@ -629,6 +629,10 @@ Status ControlServer::Start() {
   return Status::Ok();
 }
 
+std::string ControlServer::VolumeTenant(const std::string& volume) const {
+  return impl_->PlacementOf(volume).tenant;
+}
+
 void ControlServer::ReportBackendFallback(const std::string& reason) {
   v1::Event e;
   e.set_type(v1::EVENT_TYPE_BACKEND_FALLBACK);

@@ -81,6 +81,10 @@ class ControlServer {
   // server is a VolumeManager listener); the daemon adds what it knows (backend fallback, pool
   // read-only).
   EventHub* events() const { return events_.get(); }
+  // The tenant a volume's policy names ("" for none). Any thread; cheap (a cached map): NBD
+  // asks it while a TLS client negotiates.
+  std::string VolumeTenant(const std::string& volume) const;
+
   // Events the daemon knows of (any thread).
   void ReportBackendFallback(const std::string& reason);
   void ReportPoolReadOnly(const std::string& reason);

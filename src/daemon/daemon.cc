@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -317,10 +318,22 @@ int RunDaemon(const DaemonOptions& o) {
   no.tls_unix = o.nbd_tls_unix;
   no.tls_files = {o.nbd_tls_psk, o.nbd_tls_cert, o.nbd_tls_key, o.nbd_tls_ca};
   no.allow_insecure_tcp = o.nbd_insecure;
-  // Authorization by TLS identity: every client may use every volume for now. The tenant
-  // mapping (a PSK identity owns some volumes) plugs in here as no.authorize (nbd_handshake.h:
-  // it filters NBD_OPT_LIST and refuses the others' volumes at INFO/GO/EXPORT_NAME).
-  no.authorize = nullptr;
+  // Authorization by TLS identity (nbd_handshake.h: it filters NBD_OPT_LIST and refuses the
+  // others' volumes at INFO/GO/EXPORT_NAME). A PSK identity is a tenant: it sees the volumes
+  // whose policy names it, unless it is one of --nbd-tls-admin-identity. No identity
+  // (plaintext where the mode allows it, x509): every volume. The control server, which knows
+  // the volumes' tenants, starts after NBD: until then tenant identities see nothing.
+  auto tenancy = std::make_shared<std::atomic<ControlServer*>>(nullptr);
+  if (no.tls_mode != nbd::TlsMode::kOff) {
+    no.authorize = [tenancy, admins = o.nbd_tls_admin_identities](std::string_view identity,
+                                                                  std::string_view export_name) {
+      if (identity.empty()) return true;
+      for (const std::string& a : admins)
+        if (a == identity) return true;
+      ControlServer* c = tenancy->load(std::memory_order_acquire);
+      return c != nullptr && c->VolumeTenant(std::string(export_name)) == identity;
+    };
+  }
   if (Status s = NbdServer::CheckOptions(no); !s.ok()) {
     SPD_LOG_ERROR("%s", s.ToString().c_str());
     return 2;
@@ -399,6 +412,7 @@ int RunDaemon(const DaemonOptions& o) {
       SPD_LOG_ERROR("%s", s.ToString().c_str());
       return 1;
     }
+    tenancy->store(control.get(), std::memory_order_release);
     if (!reactor->fallback_reason().empty())
       control->ReportBackendFallback("io_uring unavailable (" + reactor->fallback_reason() +
                                      "): the epoll reactor and the posix backend serve");
@@ -426,6 +440,7 @@ int RunDaemon(const DaemonOptions& o) {
   if (!o.quiet) PrintHowToConnect(o, server, *pool);
   reactor->Run();
   if (sig.control_stopper.joinable()) sig.control_stopper.join();
+  tenancy->store(nullptr, std::memory_order_release);
   control.reset();
 
   Status s = pool->SyncAll();

@@ -247,6 +247,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_option("--nbd-tls-ca", o.nbd_tls_ca,
                  "PEM CA certificate(s): with it, NBD TLS clients must present a certificate "
                  "this CA signed (x509 only; PSK clients are not affected)");
+  app.add_option("--nbd-tls-admin-identity", o.nbd_tls_admin_identities,
+                 "A TLS-PSK identity that may list and open every volume (repeatable). Any "
+                 "other PSK identity is a tenant's: it lists and opens only the volumes whose "
+                 "policy names that tenant (spdctl policy set VOLUME --tenant IDENTITY)");
   app.add_flag("--nbd-tls-unix", o.nbd_tls_unix,
                "Apply --nbd-tls to the NBD unix socket too (by default it stays plaintext: only "
                "local users its file mode lets in can reach it)");

@@ -57,6 +57,7 @@ struct DaemonOptions {
   std::string nbd_tls_key;
   std::string nbd_tls_ca;
   bool nbd_tls_unix = false;
+  std::vector<std::string> nbd_tls_admin_identities;  // PSK identities that see every volume
   bool nbd_insecure = false;
   std::string metrics_listen = "127.0.0.1:9465";  // "off" disables
   std::string control_socket;                     // default DATA_DIR/control.sock; "off" disables
