@@ -42,6 +42,9 @@ _spdctl() {
   case "$prev" in
     -o|--output) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
     --durability) COMPREPLY=($(compgen -W "flush sync none" -- "$cur")); return ;;
+    --priority) COMPREPLY=($(compgen -W "standard critical background" -- "$cur")); return ;;
+    --role) COMPREPLY=($(compgen -W "viewer tenant operator admin" -- "$cur")); return ;;
+    -f|--file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   local noun="" verb="" i
@@ -53,7 +56,7 @@ _spdctl() {
   done
   local opts="-o --output --socket --timeout -h --help"
   case "$noun" in
-    "") COMPREPLY=($(compgen -W "volume pool node events audit completion version $opts" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "volume pool node events audit tenant class policy access token apply diff completion version $opts" -- "$cur")) ;;
     volume)
       case "$verb" in
         "") COMPREPLY=($(compgen -W "create get list delete resize set-durability" -- "$cur")) ;;
@@ -72,6 +75,19 @@ _spdctl() {
         verify) COMPREPLY=($(compgen -W "--anchor --dir $opts" -- "$cur")) ;;
         *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
       esac ;;
+    tenant) [ -z "$verb" ] && COMPREPLY=($(compgen -W "put list delete" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+    class|policy)
+      local iflags="--latency-target --reserve-iops --reserve-bps --limit-iops --limit-bps --weight --priority --durability"
+      case "$verb" in
+        "") [ "$noun" = class ] && COMPREPLY=($(compgen -W "put get list delete" -- "$cur")) || COMPREPLY=($(compgen -W "set get list" -- "$cur")) ;;
+        put) COMPREPLY=($(compgen -W "$iflags $opts" -- "$cur")) ;;
+        set) COMPREPLY=($(compgen -W "--tenant --class $iflags $opts" -- "$cur")) ;;
+        *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+      esac ;;
+    access) [ -z "$verb" ] && COMPREPLY=($(compgen -W "set list delete" -- "$cur")) || COMPREPLY=($(compgen -W "--role --tenant $opts" -- "$cur")) ;;
+    token) [ -z "$verb" ] && COMPREPLY=($(compgen -W "create list revoke" -- "$cur")) || COMPREPLY=($(compgen -W "--role --tenant --description $opts" -- "$cur")) ;;
+    apply) COMPREPLY=($(compgen -W "-f --file --dry-run --prune $opts" -- "$cur")) ;;
+    diff) COMPREPLY=($(compgen -W "-f --file --prune $opts" -- "$cur")) ;;
     completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
   esac
 }

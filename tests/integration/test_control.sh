@@ -98,6 +98,8 @@ ctl completion bash >"$T/comp.bash"
 bash -n "$T/comp.bash" || fail "completion script is not valid bash"
 words=$(bash -c "source '$T/comp.bash'; COMP_WORDS=(spdctl vol); COMP_CWORD=1; _spdctl; echo \${COMPREPLY[*]}")
 [ "$words" = volume ] || fail "completion of 'vol' gave '$words'"
+words=$(bash -c "source '$T/comp.bash'; COMP_WORDS=(spdctl token ''); COMP_CWORD=2; _spdctl; echo \${COMPREPLY[*]}")
+[ "$words" = "create list revoke" ] || fail "completion of 'token' gave '$words'"
 
 # The audit log: every mutating call so far (and the refused ones), chained and intact.
 expect 0 audit verify -o json
