@@ -20,7 +20,7 @@ case "$kind" in
 esac
 cmake -S . -B "$dir" -G Ninja -DSPD_WERROR=ON "${args[@]}" >/dev/null
 if [ "$kind" = fuzz ]; then
-  cmake --build "$dir" -j "$jobs" --target nbd_fuzz nbd_conn_fuzz apply_fuzz
+  cmake --build "$dir" -j "$jobs" --target nbd_fuzz nbd_conn_fuzz apply_fuzz control_fuzz
 elif [ "$kind" = tsan ]; then
   cmake --build "$dir" -j "$jobs" --target threaded_tests
 else

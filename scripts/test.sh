@@ -108,6 +108,7 @@ fuzz_run() {
   fuzz_target nbd_fuzz || rc=1
   fuzz_target nbd_conn_fuzz fuzz/corpus/nbd_conn || rc=1
   fuzz_target apply_fuzz -dict=fuzz/apply.dict fuzz/corpus/apply || rc=1
+  fuzz_target control_fuzz fuzz/corpus/control || rc=1
   return "$rc"
 }
 

@@ -180,7 +180,7 @@ struct ControlServer::Impl : VolumeManager::Listener {
         r->Finish(ToGrpc(st));
       }
     };
-    auto job = [this, r, a = std::move(a), s, finish]() mutable {
+    auto job = [this, a = std::move(a), s, finish]() mutable {
       AuditEntry e;
       e.who = a.who;
       e.method = a.method;
