@@ -244,10 +244,10 @@ struct ControlServer::Impl : VolumeManager::Listener {
 
   Status Admit(grpc::CallbackServerContext* ctx, Access access, Caller* caller = nullptr) {
     calls_total.Add();
-    if (in_flight.fetch_add(1) >= kCallsInFlightMax) {
+    if (in_flight.fetch_add(1) >= options.calls_in_flight_max) {
       in_flight.fetch_sub(1);
       busy_total.Add();
-      return ResourceExhausted(std::to_string(kCallsInFlightMax) +
+      return ResourceExhausted(std::to_string(options.calls_in_flight_max) +
                                " control calls are in flight already; retry");
     }
     std::optional<PeerCred> peer = listener.PeerOf(ctx->peer());

@@ -32,6 +32,8 @@ namespace spd {
 
 class EventHub;
 
+inline constexpr size_t kCallsInFlightMax_ = 256;
+
 struct ControlServerOptions {
   std::string socket_path;      // DATA_DIR/control.sock
   uint32_t socket_mode = 0600;  // --control-socket-mode
@@ -54,12 +56,14 @@ struct ControlServerOptions {
   std::string tcp_listen;
   std::string tls_cert_file;
   std::string tls_key_file;
+  // Calls admitted at once (--control-calls-max); more are refused with RESOURCE_EXHAUSTED.
+  size_t calls_in_flight_max = kCallsInFlightMax_;
 };
 
 class ControlServer {
  public:
   static constexpr size_t kRequestBytesMax = 64 << 10;
-  static constexpr size_t kCallsInFlightMax = 256;
+  static constexpr size_t kCallsInFlightMax = kCallsInFlightMax_;  // calls_in_flight_max's default
   static constexpr size_t kWatchersMax = 64;
   static constexpr uint32_t kListPageMax = 1000;
   // Entries waiting for the audit worker beyond which refused calls' entries are dropped.

@@ -405,6 +405,7 @@ int RunDaemon(const DaemonOptions& o) {
     co.audit_dir = o.data_dir + "/audit";
     co.state_dir = o.data_dir;
     co.tcp_listen = o.control_listen;
+    co.calls_in_flight_max = o.control_calls_max;
     co.tls_cert_file = o.control_tls_cert;
     co.tls_key_file = o.control_tls_key;
     control = std::make_unique<ControlServer>(&volumes, co);

@@ -219,6 +219,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "Also serve the control API on TCP, HOST:PORT, always with TLS "
                  "(--control-tls-cert, --control-tls-key); callers there present an API token "
                  "(spdctl token create) as 'authorization: Bearer TOKEN'. Default: off");
+  app.add_option("--control-calls-max", o.control_calls_max,
+                 "Control API calls handled at once; more are refused with RESOURCE_EXHAUSTED "
+                 "(spdctl exit code 9: retry) and counted in spd_control_calls_busy_total")
+      ->check(CLI::Range(1u, 65536u))
+      ->capture_default_str();
   app.add_option("--control-tls-cert", o.control_tls_cert,
                  "PEM certificate (chain) of the control API's TCP listener");
   app.add_option("--control-tls-key", o.control_tls_key,

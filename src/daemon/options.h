@@ -65,6 +65,7 @@ struct DaemonOptions {
   int control_socket_gid = -1;                    // --control-socket-group, -1: the daemon's group
   std::string control_listen;                     // HOST:PORT for the API on TCP with TLS; "" off
   std::string control_tls_cert, control_tls_key;
+  uint32_t control_calls_max = 256;  // ControlServerOptions::calls_in_flight_max
   std::string log_level = "info";
   bool quiet = false;  // no connection hints on stdout
 };

@@ -91,6 +91,26 @@ rc=0
 setpriv --reuid=65534 --regid=65534 --clear-groups "$SPDCTL" volume create x --size 1G \
   >"$T/out" 2>"$T/err" || rc=$?
 [ "$rc" -eq 6 ] || fail "uid 65534 create got exit $rc: $(cat "$T/err")"
+# The uid map and tokens through spdctl: uid 65534 as a viewer reads but cannot change.
+expect 0 access set 65534 --role viewer
+expect 0 access list -o json
+[ "$(json "[(e['uid'], e['role']) for e in d['items']]")" = "[(65534, 'viewer')]" ] ||
+  fail "access list: $(cat "$T/out")"
+setpriv --reuid=65534 --regid=65534 --clear-groups "$SPDCTL" volume list >/dev/null 2>&1 ||
+  fail "a viewer cannot list"
+rc=0
+setpriv --reuid=65534 --regid=65534 --clear-groups "$SPDCTL" volume create y --size 1G \
+  >"$T/out" 2>"$T/err" || rc=$?
+[ "$rc" -eq 6 ] && grep -q "(role viewer) may not" "$T/err" || fail "viewer create: $rc $(cat "$T/err")"
+expect 0 access delete 65534
+expect 0 token create --role viewer --description ci
+token=$(cat "$T/out")
+[[ "$token" == spd_* ]] || fail "token create printed '$token'"
+id=$(echo "$token" | cut -d_ -f2)
+expect 0 token list
+grep -q "$id" "$T/out" && ! grep -q "$token" "$T/out" || fail "token list: $(cat "$T/out")"
+expect 0 token revoke "$id"
+expect 3 token revoke "$id"
 expect 7 --socket "$T/nothing.sock" volume list                 # no daemon there
 
 # Completion: a valid bash script that completes the nouns.

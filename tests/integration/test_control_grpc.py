@@ -175,4 +175,23 @@ for s in silent:
 check("the oldest silent sockets were closed (%d of 100)" % closed, closed >= 36)
 for s in silent:
     s.close()
+# Calls in flight are bounded (--control-calls-max): on a sim pool where every device operation
+# takes 300 ms, 8 creates at once against a limit of 2: 2 run, 6 are refused at once.
+data2 = os.path.join(tmp, "data2")
+start_spd2(data2, ["--backend", "sim", "--sim-latency-us", "300000", "--pool-size", "256M",
+                   "--volume", "vol0:16M", "--control-calls-max", "2"],
+           "nbd+unix:///vol0?socket=" + os.path.join(data2, "nbd.sock"))
+vol2 = volumes_pb2_grpc.VolumeServiceStub(grpc.insecure_channel(
+    "unix:" + os.path.join(data2, "control.sock")))
+futs = [vol2.CreateVolume.future(vpb.CreateVolumeRequest(name="c%d" % i, size_bytes=4096),
+                                 timeout=60) for i in range(8)]
+codes = []
+for f in futs:
+    try:
+        f.result()
+        codes.append("OK")
+    except grpc.RpcError as e:
+        codes.append(e.code().name)
+check("calls beyond --control-calls-max: RESOURCE_EXHAUSTED (%s)" % codes,
+      codes.count("OK") == 2 and codes.count("RESOURCE_EXHAUSTED") == 6)
 print("ok - control API from python3-grpcio")
