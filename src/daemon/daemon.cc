@@ -414,6 +414,8 @@ int RunDaemon(const DaemonOptions& o) {
       return 1;
     }
     tenancy->store(control.get(), std::memory_order_release);
+    ControlServer* cs = control.get();
+    pool->set_read_only_listener([cs](const std::string& why) { cs->ReportPoolReadOnly(why); });
     if (!reactor->fallback_reason().empty())
       control->ReportBackendFallback("io_uring unavailable (" + reactor->fallback_reason() +
                                      "): the epoll reactor and the posix backend serve");
@@ -442,6 +444,7 @@ int RunDaemon(const DaemonOptions& o) {
   reactor->Run();
   if (sig.control_stopper.joinable()) sig.control_stopper.join();
   tenancy->store(nullptr, std::memory_order_release);
+  pool->set_read_only_listener(nullptr);
   control.reset();
 
   Status s = pool->SyncAll();

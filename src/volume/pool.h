@@ -411,6 +411,11 @@ class Pool : private GroupCommit::Owner {
   // vouch for them. Reads keep working; writes, trims and write-zeroes fail with -EROFS,
   // flushes with -EIO. A restart re-opens the pool from its last durable state. Any thread.
   bool read_only() const { return read_only_.load(std::memory_order_seq_cst); }
+  // Called once, on the pool's reactor, when the pool turns read-only (with why): the control
+  // plane's POOL_READ_ONLY event. Set before the reactor runs; must not block.
+  void set_read_only_listener(std::function<void(const std::string&)> fn) {
+    read_only_listener_ = std::move(fn);
+  }
 
  private:
   friend class Volume;
@@ -623,6 +628,7 @@ class Pool : private GroupCommit::Owner {
     Pool* pool = nullptr;
   } space_timer_;
   std::atomic<bool> read_only_{false};
+  std::function<void(const std::string&)> read_only_listener_;
   CommitWaiter* ro_head_ = nullptr;  // waiters of a read-only pool, failed by ro_task_
   CommitWaiter* ro_tail_ = nullptr;
   bool ro_commit_ = false;  // a commit started on a read-only pool: ro_task_ fails it

@@ -52,6 +52,9 @@ void Pool::EnterReadOnly(int32_t result, const char* what) {
       "have dropped the unwritten data and a later flush could report success without it. "
       "Check the device, then restart spd2: the pool re-opens from its last durable state.",
       what, std::strerror(-result));
+  if (read_only_listener_)
+    read_only_listener_(std::string(what) + " failed (" + std::strerror(-result) +
+                        "): the pool is read-only until spd2 restarts");
   WakeSpaceWaiters();  // writes waiting for space fail now
 }
 

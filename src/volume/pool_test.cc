@@ -373,6 +373,8 @@ TEST_F(PoolTest, FailedFlushMakesThePoolReadOnlyForGood) {
   ASSERT_EQ(Do(v, IoOp::kWrite, 0, 64 << 10, second.data()), 0);
   ASSERT_EQ(Do(v, IoOp::kWrite, 4 * kMiB, 64 << 10, second.data()), 0);  // a record pending
   // Two FLUSHes in flight together while the device's flushes fail: both get the error.
+  std::vector<std::string> told;  // the read-only listener hears of it once
+  pool->set_read_only_listener([&](const std::string& why) { told.push_back(why); });
   sim->set_fail_flushes(true);
   VolumeIo a, b;
   int done = 0;
@@ -388,6 +390,8 @@ TEST_F(PoolTest, FailedFlushMakesThePoolReadOnlyForGood) {
   EXPECT_EQ(b.result, -EIO);
   EXPECT_TRUE(pool->read_only());
   EXPECT_EQ(CounterValue("spd_pool_read_only"), 1u);
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_NE(told[0].find("read-only"), std::string::npos) << told[0];
   // The device works again, but the data of the failed flush is gone from its cache: a flush
   // must not report success now.
   sim->set_fail_flushes(false);
