@@ -14,7 +14,8 @@ echo "alice:$(grep '^bob:' "$T/keys/keys.psk" | cut -d: -f2)" >"$T/keys/wrong.ps
 chmod 600 "$T"/keys/*.psk "$T/qemu/keys.psk"
 PSK="$T/keys/keys.psk"
 mport=$((SPD_PORT + 1))
-SPD_METRICS=127.0.0.1:$mport start_spd2 --volume vol0:128M --nbd-tls require --nbd-tls-psk "$PSK"
+SPD_METRICS=127.0.0.1:$mport start_spd2 --volume vol0:128M --nbd-tls require --nbd-tls-psk "$PSK" \
+  --nbd-tls-admin-identity alice  # alice may use every volume (identities are tenants otherwise)
 tls_uri() { echo "nbds://alice@127.0.0.1:$SPD_PORT/${1:-vol0}?tls-psk-file=${2:-$PSK}"; }
 
 # nbdinfo over TLS: the protocol line says so, the size is exact.
@@ -69,7 +70,7 @@ failures=$(awk '$1 == "spd_nbd_tls_handshake_failures_total" {print $2}' "$T/met
 stop_spd2
 
 # The epoll reactor (--backend posix: the fallback without io_uring) runs TLS the same way.
-start_spd2 --backend posix --nbd-tls require --nbd-tls-psk "$PSK"
+start_spd2 --backend posix --nbd-tls require --nbd-tls-psk "$PSK" --nbd-tls-admin-identity alice
 rm -f "$T/out.bin"
 nbdcopy "$(tls_uri)" "$T/out.bin" || fail "nbdcopy over TLS on epoll: exit $?"
 cmp -n $((32 << 20)) "$T/out.bin" "$T/in.bin" || fail "data read back over TLS on epoll differs"
@@ -94,7 +95,8 @@ rc=0
   --nbd-tls on --nbd-tls-psk "$PSK" >"$T/insecure.log" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] || { cat "$T/insecure.log"; fail "--nbd-tls on on 0.0.0.0: exit $rc, want 2"; }
 # ... require is, and so is --nbd-insecure.
-SPD_NBD_LISTEN=0.0.0.0:$SPD_PORT start_spd2 --nbd-tls require --nbd-tls-psk "$PSK"
+SPD_NBD_LISTEN=0.0.0.0:$SPD_PORT start_spd2 --nbd-tls require --nbd-tls-psk "$PSK" \
+  --nbd-tls-admin-identity alice
 nbdinfo --size "$(tls_uri)" >/dev/null || fail "TLS on 0.0.0.0 (reached over loopback)"
 stop_spd2
 SPD_NBD_LISTEN=0.0.0.0:$SPD_PORT start_spd2 --nbd-insecure
