@@ -77,8 +77,11 @@ for _ in $(seq 100); do [ -e "$T/held" ] && break; sleep 0.05; done
 expect 5 volume delete vol0
 grep -q "FAILED_PRECONDITION" "$T/err" || fail "delete in use: $(cat "$T/err")"
 expect 0 volume delete vol0 --force
-kill "$holder" 2>/dev/null || true  # its connection is gone already; do not wait 20 s
-wait "$holder" 2>/dev/null || true
+# Its connection is gone already; end its 20 s sleep (it must still be there to be killed).
+kill "$holder" || fail "the NBD holder exited early"
+rc=0
+wait "$holder" 2>/dev/null || rc=$?
+[ "$rc" -eq 143 ] || fail "the NBD holder ended with $rc, not by our SIGTERM"
 expect 3 volume get vol0
 
 # Access: another uid reaches the socket (mode 0666) but has no role.
