@@ -228,18 +228,22 @@ void Dispatcher::FinishBlockStatus(IoRequest* req, const Status& st, Reactor* he
   }
 }
 
+void Dispatcher::DescribeHoles(IoRequest* req, int32_t result) {
+  // Where the map may be read: the pool's reactor, or the owner inside the volume's gate.
+  if (req->op != RequestOp::kRead || !(req->flags & kReqWantExtents) || result != 0) return;
+  req->extents->clear();
+  req->extents_valid =
+      req->volume->MapRange(req->offset_bytes, req->length_bytes, req->extents_max, req->extents)
+          .ok() &&
+      !req->extents->empty();
+}
+
 void Dispatcher::OnVolumeDone(VolumeIo* vio) {
   // On the pool's reactor. A read that wants its holes described asks the map here.
   auto* req = static_cast<IoRequest*>(vio->ctx);
   req->Stamp(Stage::kBackendComplete);
   req->result = vio->result;
-  if (req->op == RequestOp::kRead && (req->flags & kReqWantExtents) && vio->result == 0) {
-    req->extents->clear();
-    req->extents_valid =
-        req->volume->MapRange(req->offset_bytes, req->length_bytes, req->extents_max, req->extents)
-            .ok() &&
-        !req->extents->empty();
-  }
+  DescribeHoles(req, vio->result);
   Finish(req, req->port->dispatcher_->pool_->reactor());
 }
 
@@ -248,13 +252,7 @@ void Dispatcher::OnOwnedDone(VolumeIo* vio) {
   auto* req = static_cast<IoRequest*>(vio->ctx);
   req->Stamp(Stage::kBackendComplete);
   req->result = vio->result;
-  if (req->op == RequestOp::kRead && (req->flags & kReqWantExtents) && vio->result == 0) {
-    req->extents->clear();
-    req->extents_valid =
-        req->volume->MapRange(req->offset_bytes, req->length_bytes, req->extents_max, req->extents)
-            .ok() &&
-        !req->extents->empty();
-  }
+  DescribeHoles(req, vio->result);
   Finish(req, req->volume->owner());
 }
 

@@ -99,6 +99,8 @@ class Dispatcher final : private IoScheduler::Sink {
   // On `here`: back to the port's reactor.
   static void Finish(IoRequest* req, Reactor* here);
   static void Complete(IoRequest* req);  // on the port's reactor
+  // A read that asked for extents gets its holes described from the map.
+  static void DescribeHoles(IoRequest* req, int32_t result);
   static void OnVolumeDone(VolumeIo* vio);
   static void OnOwnedDone(VolumeIo* vio);
   static void OnRemoteDone(VolumeIo* vio);
