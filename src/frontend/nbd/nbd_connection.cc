@@ -322,8 +322,8 @@ void NbdConnection::ReadAll() {
     // that would only say EAGAIN (one syscall of about five per request at QD1). Edge-triggered
     // epoll needs that EAGAIN.
     // Under TLS a short read is one record: more may wait in GnuTLS, unannounced by any poll.
-    const bool drained = static_cast<size_t>(n) < room && rx_poll_active_ &&
-                         reactor_->engine() == ReactorEngine::kUring && !TlsBuffered();
+    bool drained = static_cast<size_t>(n) < room && rx_poll_active_ &&
+                   reactor_->engine() == ReactorEngine::kUring && !TlsBuffered();
     if (direct) {
       payload_slot_->payload_have += static_cast<uint32_t>(n);
       if (payload_slot_->payload_have == payload_slot_->req.length) {
@@ -335,7 +335,11 @@ void NbdConnection::ReadAll() {
     } else {
       rx_end_ += static_cast<size_t>(n);
     }
-    if (!ProcessRx() || drained) return;
+    if (!ProcessRx()) return;
+    // ProcessRx may have run a whole TLS handshake (a STARTTLS read in plaintext, then the
+    // client's hello and finished already waiting): whatever the client sent after its
+    // finished is in our read-ahead buffer now, which no poll announces.
+    if (drained && !TlsBuffered()) return;
   }
 }
 
@@ -508,6 +512,9 @@ bool NbdConnection::DriveTlsHandshake() {
 ssize_t NbdConnection::TlsPull(void* p, void* buf, size_t n) {
   auto* self = static_cast<NbdConnection*>(p);
   if (self->tls_in_start_ == self->tls_in_end_) {
+    if (const uint32_t ms = self->server_->options_.test_tls_handshake_read_delay_ms;
+        ms > 0 && !self->tls_up_)
+      usleep(ms * 1000);
     ssize_t k;
     do {
       k = recv(self->fd_, self->tls_in_.get(), kTlsInBytes, MSG_DONTWAIT);

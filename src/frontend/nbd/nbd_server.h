@@ -84,6 +84,10 @@ struct NbdServerOptions {
   // Which exports a client may list and open, by TLS identity ("" without one); empty: every
   // export for everyone. Thread-safe, non-blocking (called on connection reactors).
   nbd::ExportAuthorizer authorize;
+  // TEST ONLY (nbd_tls_test.cc): while a TLS handshake runs, sleep this long before each read
+  // of the socket, so that everything the client sends promptly has arrived: the whole
+  // handshake then runs inside the read that brought STARTTLS, as on a loaded server.
+  uint32_t test_tls_handshake_read_delay_ms = 0;
 };
 
 class NbdConnection;
