@@ -1,5 +1,10 @@
 #include "control/control_server.h"
 
+#include <sched.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
@@ -542,6 +547,27 @@ ControlServer::~ControlServer() {
 }
 
 Status ControlServer::Start() {
+  // Every thread of the control plane (the worker, the socket listener, gRPC's pollers and
+  // executors, which gRPC creates from the thread that starts it and from each other) inherits
+  // the policy of the thread that makes it: start them from one that is SCHED_BATCH. A batch
+  // thread that wakes does not preempt a running reactor (the kernel skips wakeup preemption
+  // for it); it still gets its fair share of CPU, so calls are served, at most a scheduler
+  // slice later when every core is busy with I/O. On the 2-core test VM a loop of 200 control
+  // calls/s took 10% of 4 KiB QD32 IOPS without it (bench/control; docs/control.md).
+  if (!impl_->options.batch_threads) return StartThreads();
+  Status result;
+  std::thread starter([this, &result] {
+    sched_param p{};
+    if (sched_setscheduler(0, SCHED_BATCH, &p) != 0)
+      SPD_LOG_WARN("control: cannot make the control plane's threads SCHED_BATCH: %s",
+                   std::strerror(errno));
+    result = StartThreads();
+  });
+  starter.join();
+  return result;
+}
+
+Status ControlServer::StartThreads() {
   auto audit = AuditLog::Open(impl_->options.audit_dir);
   if (audit.ok()) {
     impl_->audit = std::move(audit).value();

@@ -58,6 +58,9 @@ struct ControlServerOptions {
   std::string tls_key_file;
   // Calls admitted at once (--control-calls-max); more are refused with RESOURCE_EXHAUSTED.
   size_t calls_in_flight_max = kCallsInFlightMax_;
+  // The control plane's threads run SCHED_BATCH, so that a call never preempts a reactor
+  // (control_server.cc, Start). Off: they run as the caller's thread does.
+  bool batch_threads = true;
 };
 
 class ControlServer {
@@ -96,6 +99,7 @@ class ControlServer {
   struct Impl;
 
  private:
+  Status StartThreads();  // Start's work, on the thread whose policy the others inherit
   void StopWorker();
   int tcp_port_ = 0;  // the bound TCP port (0: none)
   std::unique_ptr<Impl> impl_;

@@ -219,6 +219,13 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "Also serve the control API on TCP, HOST:PORT, always with TLS "
                  "(--control-tls-cert, --control-tls-key); callers there present an API token "
                  "(spdctl token create) as 'authorization: Bearer TOKEN'. Default: off");
+  app.add_option("--control-batch-threads", o.control_batch_threads,
+                 "Run the control plane's threads (gRPC's, the audit worker, the socket listener) "
+                 "as SCHED_BATCH: a control call that arrives never preempts a reactor, and waits "
+                 "at most a scheduler slice when every core is busy with I/O. 0: ordinary threads "
+                 "(calls preempt I/O; on the 2-core test VM 200 calls/s took 10% of 4 KiB QD32 "
+                 "IOPS)")
+      ->capture_default_str();
   app.add_option("--control-calls-max", o.control_calls_max,
                  "Control API calls handled at once; more are refused with RESOURCE_EXHAUSTED "
                  "(spdctl exit code 9: retry) and counted in spd_control_calls_busy_total")

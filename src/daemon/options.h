@@ -66,6 +66,7 @@ struct DaemonOptions {
   std::string control_listen;                     // HOST:PORT for the API on TCP with TLS; "" off
   std::string control_tls_cert, control_tls_key;
   uint32_t control_calls_max = 256;  // ControlServerOptions::calls_in_flight_max
+  bool control_batch_threads = true;  // ControlServerOptions::batch_threads
   std::string log_level = "info";
   bool quiet = false;  // no connection hints on stdout
 };

@@ -25,6 +25,13 @@ chmod 0711 "$T/data"  # let user nobody reach the socket below (and be refused b
 "$SPDCTL" events --since 1 -o json >"$T/events" 2>&1 &
 events_pid=$!
 
+# The control plane's threads (gRPC's, the worker, the listener) are SCHED_BATCH (policy 3) so
+# that calls never preempt a reactor; the reactors are not (--control-batch-threads).
+policies() { for t in /proc/"$SPD_PID"/task/*; do awk '/^policy/{print $3}' "$t/sched"; done; }
+batch=$(policies | grep -c '^3$')
+other=$(policies | grep -c '^0$')
+[ "$batch" -ge 4 ] && [ "$other" -ge 1 ] || fail "SCHED_BATCH threads: $batch, others: $other"
+
 expect 0 node info -o json
 [ "$(json "d['apiVersion'], d['kind'], d['engine'] in ('io_uring', 'epoll')")" = "spd.v1 NodeInfo True" ] ||
   fail "node info: $(cat "$T/out")"
@@ -167,7 +174,8 @@ b[off] ^= 0x01
 open(p, 'wb').write(bytes(b))"
 expect 1 audit verify --dir "$T/data/audit"
 grep -q "DAMAGED at entry 2" "$T/out" || fail "verify: $(cat "$T/out")"
-start_spd2
+start_spd2 --control-batch-threads 0
+[ "$(policies | grep -c '^3$')" = 0 ] || fail "--control-batch-threads 0 left batch threads"
 expect 7 volume create after --size 1G
 grep -q "audit log cannot be written" "$T/err" || fail "$(cat "$T/err")"
 expect 0 volume list
