@@ -12,6 +12,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "frontend/nbd/nbd_connection_internal.h"
 #include "frontend/nbd/proto/nbd_format.h"
 
 namespace spd {
@@ -30,16 +31,8 @@ Histogram request_duration(
 Counter backpressure_total(
     "spd_nbd_backpressure_total",
     "Times a connection stopped reading because its in-flight limit was hit.");
-Counter send_errors_total("spd_nbd_send_errors_total",
-                          "Connections whose socket failed while replies were pending.");
 Counter truncated_total("spd_nbd_truncated_payload_total",
                         "Connections that closed in the middle of a write payload.");
-Counter handshake_failures_total("spd_nbd_handshake_failures_total",
-                                 "Connections closed during negotiation.");
-Counter stall_timeouts_total(
-    "spd_nbd_stall_timeouts_total",
-    "Connections closed because a write payload stopped arriving, or replies went unread, for "
-    "stall_timeout_ms.");
 Counter closed_for_delete_total("spd_nbd_connections_closed_for_delete_total",
                                 "Connections closed because their volume was deleted (forced).");
 Counter handshake_timeouts_total(
@@ -54,6 +47,23 @@ Counter idle_timeouts_total("spd_nbd_idle_timeouts_total",
 Counter memory_backpressure_total(
     "spd_nbd_memory_backpressure_total",
     "Times a connection stopped reading because the NBD memory budget was spent.");
+Gauge negotiating_gauge("spd_nbd_connections_negotiating",
+                        "NBD connections accepted and still negotiating.");
+// Payloads at least this large are received straight into the request buffer.
+constexpr uint32_t kDirectRecvBytes = 64u << 10;
+constexpr size_t kBlockStatusExtentsMax = 128;
+
+}  // namespace
+
+namespace nbd_conn {
+Counter send_errors_total("spd_nbd_send_errors_total",
+                          "Connections whose socket failed while replies were pending.");
+Counter stall_timeouts_total(
+    "spd_nbd_stall_timeouts_total",
+    "Connections closed because a write payload stopped arriving, or replies went unread, for "
+    "stall_timeout_ms.");
+Counter handshake_failures_total("spd_nbd_handshake_failures_total",
+                                 "Connections closed during negotiation.");
 Counter tls_sessions_total(
     "spd_nbd_tls_sessions_total",
     "NBD connections whose TLS handshake (after NBD_OPT_STARTTLS) succeeded.");
@@ -62,17 +72,9 @@ Counter tls_handshake_failures_total(
     "NBD connections closed because their TLS handshake failed (a wrong key or certificate, an "
     "unknown PSK identity, no common cipher, a client that closed during it).");
 Gauge tls_sessions_gauge("spd_nbd_tls_sessions", "NBD connections with a TLS session now.");
-Gauge negotiating_gauge("spd_nbd_connections_negotiating",
-                        "NBD connections accepted and still negotiating.");
-// Payloads at least this large are received straight into the request buffer.
-constexpr uint32_t kDirectRecvBytes = 64u << 10;
-constexpr size_t kBlockStatusExtentsMax = 128;
-// The largest TLS record's plaintext: replies are gathered into records of up to this size.
-constexpr size_t kTlsRecordBytes = 16384;
-// The TLS read-ahead buffer: a full record and its overhead, and then some.
-constexpr size_t kTlsInBytes = 32768;
+}  // namespace nbd_conn
 
-}  // namespace
+using namespace nbd_conn;  // NOLINT: this file's own counters
 
 uint64_t NbdConnection::TransmissionBytes(const NbdServerOptions& o) {
   return o.recv_buffer_bytes +
@@ -451,175 +453,6 @@ bool NbdConnection::ProcessHandshake() {
   return false;
 }
 
-bool NbdConnection::DriveTlsHandshake() {
-  if (closing_) return false;
-  // The ACK of STARTTLS (and whatever came before it) goes out in plaintext first.
-  if (handshake_ && !handshake_->output().empty()) {
-    FlushOut();
-    if (closing_ || !handshake_->output().empty()) return false;  // writable will bring us back
-  }
-  if (tls_ == nullptr) {
-    auto s = server_->tls()->NewSession(fd_);
-    if (!s.ok()) {
-      SPD_LOG_WARN("nbd %s: %s", peer_.c_str(), s.status().ToString().c_str());
-      tls_handshake_failures_total.Add();
-      handshake_failures_total.Add();
-      BeginClose("TLS session setup failed");
-      return false;
-    }
-    tls_ = s.value();
-    tls_sessions_gauge.Add(1);
-    tls_in_.reset(new uint8_t[kTlsInBytes]);
-    // Reads through our read-ahead buffer; writes straight to the socket (GnuTLS's own).
-    gnutls_transport_set_ptr2(tls_, this, reinterpret_cast<void*>(static_cast<intptr_t>(fd_)));
-    gnutls_transport_set_pull_function(tls_, &NbdConnection::TlsPull);
-    gnutls_transport_set_pull_timeout_function(tls_, &NbdConnection::TlsPullTimeout);
-  }
-  for (;;) {
-    const int rc = gnutls_handshake(tls_);
-    if (rc == GNUTLS_E_SUCCESS) break;
-    if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
-      // Waiting for the peer; reads are announced by the connection's poll, writes need one.
-      if (gnutls_record_get_direction(tls_) == 1 && !tx_armed_ &&
-          reactor_->engine() == ReactorEngine::kUring &&
-          reactor_->ArmWritable(fd_, &tx_watch_).ok())
-        tx_armed_ = true;
-      return false;
-    }
-    if (!gnutls_error_is_fatal(rc)) continue;  // a warning alert: go on
-    SPD_LOG_INFO("nbd %s: TLS handshake failed: %s", peer_.c_str(), gnutls_strerror(rc));
-    gnutls_alert_send_appropriate(tls_, rc);  // tell the client why, if the socket takes it
-    tls_handshake_failures_total.Add();
-    handshake_failures_total.Add();
-    send_failed_ = true;  // nothing more can be sent on this socket
-    BeginClose("TLS handshake failed");
-    return false;
-  }
-  tls_up_ = true;
-  tls_sessions_total.Add();
-  std::string identity = NbdTlsCredentials::Identity(tls_);
-  if (GetLogLevel() <= LogLevel::kDebug) {
-    char* desc = gnutls_session_get_desc(tls_);
-    SPD_LOG_DEBUG("nbd %s: TLS up %s, identity '%s'", peer_.c_str(), desc ? desc : "",
-                  identity.c_str());
-    gnutls_free(desc);
-  }
-  handshake_->TlsStarted(std::move(identity));
-  rx_state_ = RxState::kHandshake;
-  return true;
-}
-
-ssize_t NbdConnection::TlsPull(void* p, void* buf, size_t n) {
-  auto* self = static_cast<NbdConnection*>(p);
-  if (self->tls_in_start_ == self->tls_in_end_) {
-    if (const uint32_t ms = self->server_->options_.test_tls_handshake_read_delay_ms;
-        ms > 0 && !self->tls_up_)
-      usleep(ms * 1000);
-    ssize_t k;
-    do {
-      k = recv(self->fd_, self->tls_in_.get(), kTlsInBytes, MSG_DONTWAIT);
-    } while (k < 0 && errno == EINTR);
-    if (k < 0) {
-      gnutls_transport_set_errno(self->tls_, errno);
-      return -1;
-    }
-    if (k == 0) return 0;
-    self->rx_bytes_ += static_cast<uint64_t>(k);
-    self->tls_in_start_ = 0;
-    self->tls_in_end_ = static_cast<size_t>(k);
-  }
-  const size_t take = std::min(n, self->tls_in_end_ - self->tls_in_start_);
-  std::memcpy(buf, self->tls_in_.get() + self->tls_in_start_, take);
-  self->tls_in_start_ += take;
-  return static_cast<ssize_t>(take);
-}
-
-int NbdConnection::TlsPullTimeout(void* p, unsigned ms) {
-  auto* self = static_cast<NbdConnection*>(p);
-  if (self->tls_in_start_ != self->tls_in_end_) return 1;
-  // Only ever asked with 0 here (no GnuTLS timeouts are set): never blocks the reactor.
-  pollfd pf{self->fd_, POLLIN, 0};
-  return poll(&pf, 1, 0);
-}
-
-ssize_t NbdConnection::Receive(uint8_t* dst, size_t room) {
-  if (!tls_up_) return recv(fd_, dst, room, MSG_DONTWAIT);
-  for (;;) {
-    const ssize_t n = gnutls_record_recv(tls_, dst, room);
-    if (n >= 0) return n;  // 0: the client sent close_notify
-    if (n == GNUTLS_E_INTERRUPTED) continue;
-    if (n == GNUTLS_E_AGAIN) {
-      errno = EAGAIN;
-      return -1;
-    }
-    if (n == GNUTLS_E_PREMATURE_TERMINATION) return 0;  // closed without close_notify
-    // A bad record, a renegotiation attempt (refused), an alert: the session is over.
-    SPD_LOG_DEBUG("nbd %s: TLS receive: %s", peer_.c_str(), gnutls_strerror(static_cast<int>(n)));
-    errno = EPROTO;
-    return -1;
-  }
-}
-
-ssize_t NbdConnection::Send(const uint8_t* p, size_t n) {
-  if (!tls_up_) return send(fd_, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-  for (;;) {
-    // After GNUTLS_E_AGAIN GnuTLS keeps the encrypted record and the next call sends it and
-    // returns its size, whatever it is given: the caller offers the same bytes again (the
-    // head of its queue, possibly longer by then), so the count matches what it offered first.
-    const ssize_t k = gnutls_record_send(tls_, p, std::min(n, kTlsRecordBytes));
-    if (k >= 0) return k;
-    if (k == GNUTLS_E_INTERRUPTED) continue;
-    if (k == GNUTLS_E_AGAIN) {
-      errno = EAGAIN;
-      return -1;
-    }
-    errno = EPIPE;
-    return -1;
-  }
-}
-
-ssize_t NbdConnection::SendQueuedTls() {
-  // One record from the head of the queue: straight from a large iovec, else gathered.
-  NbdSlot* head = send_head_;
-  const iovec& first = head->iov[head->iov_sent];
-  if (first.iov_len - head->iov_off >= kTlsRecordBytes)
-    return Send(static_cast<const uint8_t*>(first.iov_base) + head->iov_off, kTlsRecordBytes);
-  if (!tls_stage_) tls_stage_.reset(new uint8_t[kTlsRecordBytes]);
-  size_t used = 0;
-  for (NbdSlot* s = head; s && used < kTlsRecordBytes; s = s->next) {
-    for (size_t i = (s == head ? s->iov_sent : 0); i < s->iov_count && used < kTlsRecordBytes;
-         ++i) {
-      const size_t off = (s == head && i == s->iov_sent) ? s->iov_off : 0;
-      const size_t take = std::min(s->iov[i].iov_len - off, kTlsRecordBytes - used);
-      std::memcpy(tls_stage_.get() + used, static_cast<const uint8_t*>(s->iov[i].iov_base) + off,
-                  take);
-      used += take;
-    }
-  }
-  return Send(tls_stage_.get(), used);
-}
-
-void NbdConnection::AdvanceSent(size_t left) {
-  tx_bytes_ += left;
-  while (send_head_ && left > 0) {
-    NbdSlot* s = send_head_;
-    size_t rem = s->iov[s->iov_sent].iov_len - s->iov_off;
-    if (left >= rem) {
-      left -= rem;
-      s->iov_sent++;
-      s->iov_off = 0;
-    } else {
-      s->iov_off += left;
-      left = 0;
-    }
-    if (s->iov_sent == s->iov_count) {
-      send_head_ = s->next;
-      if (!send_head_) send_tail_ = nullptr;
-      ReleaseSlot(s);
-    }
-  }
-}
-
 bool NbdConnection::EnterTransmission() {
   const NbdServerOptions& o = server_->options_;
   const uint64_t bytes = TransmissionBytes(o);
@@ -825,107 +658,6 @@ void NbdConnection::QueueReply(NbdSlot* s) {
   }
   send_tail_ = s;
   ScheduleFlush();
-}
-
-void NbdConnection::FlushOut() {
-  if (closed_ || send_failed_) return;
-  // Negotiation bytes first.
-  while (handshake_ && !handshake_->output().empty()) {
-    const auto& out = handshake_->output();
-    // Not while the TLS handshake runs: GnuTLS owns the socket then (nothing is queued).
-    if (tls_ != nullptr && !tls_up_) break;
-    ssize_t n = Send(out.data(), out.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) goto wait_writable;
-      send_failed_ = true;
-      send_errors_total.Add();
-      BeginClose("send failed");
-      return;
-    }
-    handshake_->ConsumeOutput(static_cast<size_t>(n));
-  }
-  while (send_head_) {
-    if (tls_up_) {
-      ssize_t n = SendQueuedTls();
-      if (n < 0) {
-        if (errno == EAGAIN) goto wait_writable;
-        goto send_error;
-      }
-      AdvanceSent(static_cast<size_t>(n));
-      continue;
-    }
-    iovec iov[IOV_MAX];
-    int cnt = 0;
-    for (NbdSlot* s = send_head_; s && cnt < IOV_MAX; s = s->next) {
-      for (size_t i = (s == send_head_ ? s->iov_sent : 0); i < s->iov_count && cnt < IOV_MAX; ++i) {
-        iov[cnt] = s->iov[i];
-        if (s == send_head_ && i == s->iov_sent) {
-          iov[cnt].iov_base = static_cast<uint8_t*>(iov[cnt].iov_base) + s->iov_off;
-          iov[cnt].iov_len -= s->iov_off;
-        }
-        ++cnt;
-      }
-    }
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(cnt);
-    ssize_t n = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) goto wait_writable;
-      goto send_error;
-    }
-    AdvanceSent(static_cast<size_t>(n));
-  }
-  return;
-send_error:
-  send_failed_ = true;
-  send_errors_total.Add();
-  // The peer is gone: drop every queued reply.
-  while (send_head_) {
-    NbdSlot* s = send_head_;
-    send_head_ = s->next;
-    ReleaseSlot(s);
-  }
-  send_tail_ = nullptr;
-  BeginClose("send failed");
-  return;
-wait_writable:
-  if (!tx_armed_ && reactor_->engine() == ReactorEngine::kUring) {
-    if (reactor_->ArmWritable(fd_, &tx_watch_).ok()) tx_armed_ = true;
-  }
-  MaybeArmStall(/*send_blocked=*/true);
-}
-
-void NbdConnection::MaybeArmStall(bool send_blocked) {
-  const uint64_t ms = server_->options_.stall_timeout_ms;
-  if (ms == 0 || closing_ || negotiating_ || stall_timer_.heap_index != SIZE_MAX) return;
-  // Replies merely queued go out at the end of this tick: only a send that would block waits
-  // for the peer (so the common path arms nothing).
-  const bool rx_wait = rx_state_ == RxState::kPayload || rx_state_ == RxState::kDiscard;
-  if (!rx_wait && !(send_blocked && send_head_ != nullptr)) return;
-  stall_rx_mark_ = rx_bytes_;
-  stall_tx_mark_ = tx_bytes_;
-  reactor_->ArmTimer(&stall_timer_, MonotonicNs() + ms * 1'000'000);
-}
-
-void NbdConnection::OnStallTimer(Timer* t) {
-  NbdConnection* self = static_cast<ConnTimer*>(t)->conn;
-  if (self->closing_) return;
-  const bool rx_wait = self->rx_state_ == RxState::kPayload || self->rx_state_ == RxState::kDiscard;
-  const bool tx_wait = self->send_head_ != nullptr;
-  if ((rx_wait && self->rx_bytes_ == self->stall_rx_mark_) ||
-      (tx_wait && self->tx_bytes_ == self->stall_tx_mark_)) {
-    // The peer has not moved for a whole stall timeout: a payload that stopped arriving, or
-    // replies nobody reads. Its queued replies can never be delivered: drop them with it.
-    stall_timeouts_total.Add();
-    self->send_failed_ = true;
-    self->BeginClose(rx_wait ? "write payload stalled" : "client stopped reading replies");
-    self->MaybeFinishClose();
-    return;
-  }
-  self->MaybeArmStall(tx_wait);  // still waiting, but it moved: look again a timeout later
 }
 
 NbdSlot* NbdConnection::TakeSlot() {
