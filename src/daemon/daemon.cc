@@ -319,12 +319,17 @@ int RunDaemon(const DaemonOptions& o) {
   no.tls_files = {o.nbd_tls_psk, o.nbd_tls_cert, o.nbd_tls_key, o.nbd_tls_ca};
   no.allow_insecure_tcp = o.nbd_insecure;
   // Authorization by TLS identity (nbd_handshake.h: it filters NBD_OPT_LIST and refuses the
-  // others' volumes at INFO/GO/EXPORT_NAME). A PSK identity is a tenant: it sees the volumes
-  // whose policy names it, unless it is one of --nbd-tls-admin-identity. No identity
-  // (plaintext where the mode allows it, x509): every volume. The control server, which knows
-  // the volumes' tenants, starts after NBD: until then tenant identities see nothing.
+  // others' volumes at INFO/GO/EXPORT_NAME). A PSK identity, or with --nbd-tls-ca the Common
+  // Name of an x509 client's certificate, is a tenant: it sees the volumes whose policy names
+  // it, unless it is one of --nbd-tls-admin-identity. No identity (plaintext where the mode
+  // allows it, x509 without --nbd-tls-ca): every volume. The control server, which knows the
+  // volumes' tenants, starts after NBD: until then tenant identities see nothing.
   auto tenancy = std::make_shared<std::atomic<ControlServer*>>(nullptr);
   if (no.tls_mode != nbd::TlsMode::kOff) {
+    if (!o.nbd_tls_cert.empty() && o.nbd_tls_ca.empty())
+      SPD_LOG_WARN(
+          "nbd tls: --nbd-tls-cert without --nbd-tls-ca: x509 clients are not identified and "
+          "see every volume");
     no.authorize = [tenancy, admins = o.nbd_tls_admin_identities](std::string_view identity,
                                                                   std::string_view export_name) {
       if (identity.empty()) return true;

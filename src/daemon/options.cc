@@ -257,12 +257,16 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "PEM certificate (chain) the NBD server presents for TLS; with --nbd-tls-key");
   app.add_option("--nbd-tls-key", o.nbd_tls_key, "PEM private key of --nbd-tls-cert");
   app.add_option("--nbd-tls-ca", o.nbd_tls_ca,
-                 "PEM CA certificate(s): with it, NBD TLS clients must present a certificate "
-                 "this CA signed (x509 only; PSK clients are not affected)");
+                 "PEM CA certificate(s): with it, an x509 NBD TLS client must present a valid "
+                 "certificate this CA signed (else its handshake fails), and the subject's "
+                 "Common Name (CN) of that certificate is its identity, a tenant as a PSK "
+                 "identity is (PSK clients are not affected). WARNING: without --nbd-tls-ca, "
+                 "x509 clients are not identified and see every volume");
   app.add_option("--nbd-tls-admin-identity", o.nbd_tls_admin_identities,
-                 "A TLS-PSK identity that may list and open every volume (repeatable). Any "
-                 "other PSK identity is a tenant's: it lists and opens only the volumes whose "
-                 "policy names that tenant (spdctl policy set VOLUME --tenant IDENTITY)");
+                 "A TLS identity (a PSK identity, or a client certificate's CN with "
+                 "--nbd-tls-ca) that may list and open every volume (repeatable). Any other "
+                 "identity is a tenant's: it lists and opens only the volumes whose policy "
+                 "names that tenant (spdctl policy set VOLUME --tenant IDENTITY)");
   app.add_flag("--nbd-tls-unix", o.nbd_tls_unix,
                "Apply --nbd-tls to the NBD unix socket too (by default it stays plaintext: only "
                "local users its file mode lets in can reach it)");

@@ -7,8 +7,11 @@
 //     one "IDENTITY:HEXKEY" per line. Read whole at start (a malformed line is an error naming
 //     it); handshakes never touch the file. The identity a client proved is handed to the
 //     handshake (its authorization callback) after TLS is up.
-//   - x509: a certificate (chain) and its private key, PEM. With a CA file the server asks for
-//     a client certificate and refuses clients whose certificate that CA did not sign.
+//   - x509: a certificate (chain) and its private key, PEM. With a CA file the server requires
+//     a client certificate: a client without one, or whose certificate that CA did not sign, is
+//     expired or not yet valid, is not for TLS clients (extended key usage) or whose subject
+//     has not exactly one Common Name (CN), fails the TLS handshake. The CN is the client's
+//     identity, as a PSK identity is. Without a CA file x509 clients have no identity.
 // Either or both. TLS 1.2 and 1.3 (GnuTLS's NORMAL priorities plus the PSK key exchanges).
 //
 // Thread-safety: Load on any thread; NewSession from every connection reactor concurrently
@@ -44,8 +47,13 @@ class NbdTlsCredentials {
   // (gnutls_deinit).
   [[nodiscard]] Result<gnutls_session_t> NewSession(int fd) const;
 
-  // The identity a finished handshake proved: the PSK identity, "" for x509.
+  // The identity a finished handshake proved: the PSK identity; for x509 the subject's Common
+  // Name of the client's certificate (with a CA file), "" without a client certificate (no CA
+  // file). "" for a session that proved none.
   static std::string Identity(gnutls_session_t session);
+  // What Identity returns should a verified client certificate's CN not be readable after all
+  // (it was at the handshake: short of memory): no valid tenant name, so it matches nothing.
+  static constexpr const char* kUnidentifiedCertificate = "<unidentified x509 client>";
 
   size_t psk_identities() const { return keys_.size(); }
 

@@ -7,7 +7,11 @@
 #include <netinet/in.h>
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <optional>
+#include <set>
 
 #include "frontend/nbd/nbd_test_fixture.h"
 
@@ -439,6 +443,268 @@ TEST_F(NbdTlsX509Test, CertificateRoundTripAndAClientThatDistrustsItFails) {
   EXPECT_EQ(ConnectTcp(h, "vol0"), -1) << "an untrusted certificate was accepted";
   nbd_close(h);
   EXPECT_TRUE(CounterReaches("spd_nbd_tls_handshake_failures_total", failures + 1));
+}
+
+// Client certificates (--nbd-tls-ca): a CA of their own signs them; libnbd's directory per
+// client holds the server's certificate as ca-cert.pem and the client's certificate and key.
+struct ClientPki {
+  std::string dir;
+  std::string ca_cert, ca_key;  // the client CA (what --nbd-tls-ca names)
+
+  struct Spec {
+    std::vector<std::string> cns{"acme"};            // the subject's CNs (none: an O only)
+    const char* purpose = GNUTLS_KP_TLS_WWW_CLIENT;  // extended key usage; nullptr: none
+    bool ca = false;
+    time_t from = -3600, until = 86400;  // validity, from now
+  };
+
+  explicit ClientPki(const std::string& server_cert) : server_cert_(server_cert) {
+    static std::atomic<int> seq{0};
+    dir = "/tmp/spd-nbd-x509-" + std::to_string(getpid()) + "-" + std::to_string(seq++);
+    mkdir(dir.c_str(), 0700);
+    ca_cert = dir + "/client-ca-cert.pem";
+    ca_key = dir + "/client-ca-key.pem";
+    Spec ca;
+    ca.cns = {"client CA"};
+    ca.purpose = nullptr;
+    ca.ca = true;
+    Make(ca, "", "", ca_cert, ca_key);
+    Make(ca, "", "", dir + "/impostor-ca-cert.pem", dir + "/impostor-ca-key.pem");
+    Spec foreign = ca;
+    foreign.cns = {"another CA"};
+    Make(foreign, "", "", dir + "/foreign-ca-cert.pem", dir + "/foreign-ca-key.pem");
+  }
+  ~ClientPki() { std::filesystem::remove_all(dir); }
+
+  // A libnbd certificates directory `name` with a client certificate made per `spec`, signed
+  // by `issuer`: "client-ca"; "foreign-ca", another CA (its certificates are not even sent:
+  // GnuTLS clients send one only if its issuer is among the CAs the server names); or
+  // "impostor-ca", another key under the client CA's very name; "" for self-signed. No
+  // certificate when `spec` is null. Returns the directory.
+  std::string Client(const std::string& name, const Spec* spec,
+                     const std::string& issuer = "client-ca") {
+    const std::string d = dir + "/" + name;
+    mkdir(d.c_str(), 0700);
+    std::filesystem::copy_file(server_cert_, d + "/ca-cert.pem");
+    if (spec != nullptr) {
+      const std::string i = issuer.empty() ? "" : dir + "/" + issuer;
+      Make(*spec, i.empty() ? "" : i + "-cert.pem", i.empty() ? "" : i + "-key.pem",
+           d + "/client-cert.pem", d + "/client-key.pem");
+    }
+    return d;
+  }
+
+  static void Make(const Spec& spec, const std::string& issuer_cert, const std::string& issuer_key,
+                   const std::string& cert, const std::string& key) {
+    static std::atomic<unsigned char> serial{1};
+    gnutls_x509_privkey_t k, ik = nullptr;
+    gnutls_x509_crt_t c, ic = nullptr;
+    ASSERT_EQ(gnutls_x509_privkey_init(&k), 0);
+    ASSERT_EQ(gnutls_x509_privkey_generate(k, GNUTLS_PK_ECDSA,
+                                           GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0),
+              0);
+    ASSERT_EQ(gnutls_x509_crt_init(&c), 0);
+    gnutls_x509_crt_set_version(c, 3);
+    const unsigned char sn[] = {7, serial++};
+    gnutls_x509_crt_set_serial(c, sn, sizeof sn);
+    const time_t now = time(nullptr);
+    gnutls_x509_crt_set_activation_time(c, now + spec.from);
+    gnutls_x509_crt_set_expiration_time(c, now + spec.until);
+    for (const std::string& cn : spec.cns)
+      gnutls_x509_crt_set_dn_by_oid(c, GNUTLS_OID_X520_COMMON_NAME, 0, cn.data(), cn.size());
+    if (spec.cns.empty())
+      gnutls_x509_crt_set_dn_by_oid(c, GNUTLS_OID_X520_ORGANIZATION_NAME, 0, "acme", 4);
+    gnutls_x509_crt_set_basic_constraints(c, spec.ca ? 1 : 0, -1);
+    gnutls_x509_crt_set_key_usage(
+        c, spec.ca ? GNUTLS_KEY_KEY_CERT_SIGN : GNUTLS_KEY_DIGITAL_SIGNATURE);
+    if (spec.purpose != nullptr) gnutls_x509_crt_set_key_purpose_oid(c, spec.purpose, 0);
+    ASSERT_EQ(gnutls_x509_crt_set_key(c, k), 0);
+    if (issuer_cert.empty()) {
+      ASSERT_EQ(gnutls_x509_crt_sign2(c, c, k, GNUTLS_DIG_SHA256, 0), 0);
+    } else {
+      ASSERT_EQ(gnutls_x509_crt_init(&ic), 0);
+      ASSERT_EQ(gnutls_x509_privkey_init(&ik), 0);
+      gnutls_datum_t d{};
+      ASSERT_EQ(gnutls_load_file(issuer_cert.c_str(), &d), 0);
+      ASSERT_EQ(gnutls_x509_crt_import(ic, &d, GNUTLS_X509_FMT_PEM), 0);
+      gnutls_free(d.data);
+      ASSERT_EQ(gnutls_load_file(issuer_key.c_str(), &d), 0);
+      ASSERT_EQ(gnutls_x509_privkey_import(ik, &d, GNUTLS_X509_FMT_PEM), 0);
+      gnutls_free(d.data);
+      ASSERT_EQ(gnutls_x509_crt_sign2(c, ic, ik, GNUTLS_DIG_SHA256, 0), 0);
+    }
+    gnutls_datum_t out{};
+    ASSERT_EQ(gnutls_x509_crt_export2(c, GNUTLS_X509_FMT_PEM, &out), 0);
+    TlsFiles::Write(cert, std::string(reinterpret_cast<char*>(out.data), out.size));
+    gnutls_free(out.data);
+    ASSERT_EQ(gnutls_x509_privkey_export2(k, GNUTLS_X509_FMT_PEM, &out), 0);
+    TlsFiles::Write(key, std::string(reinterpret_cast<char*>(out.data), out.size));
+    gnutls_free(out.data);
+    if (ic) gnutls_x509_crt_deinit(ic);
+    if (ik) gnutls_x509_privkey_deinit(ik);
+    gnutls_x509_crt_deinit(c);
+    gnutls_x509_privkey_deinit(k);
+  }
+
+ private:
+  std::string server_cert_;
+};
+
+// The server requires a client certificate from the client CA; PSK stays on beside it. The
+// authorization hook gives acme vol0, globex vol1, alice (PSK) vol0, and records every
+// identity it is asked about.
+class NbdTlsClientCertTest : public NbdTlsTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override {
+    NbdTlsTest::Tweak(o);
+    o->tls_files.cert_file = files_.cert;
+    o->tls_files.key_file = files_.key;
+    o->tls_files.ca_file = pki_.ca_cert;
+    {
+      std::lock_guard<std::mutex> l(seen_mu);
+      seen.clear();
+    }
+    o->authorize = [](std::string_view id, std::string_view name) {
+      {
+        std::lock_guard<std::mutex> l(seen_mu);
+        seen.emplace(id);
+      }
+      return ((id == "acme" || id == "alice") && name == "vol0") ||
+             (id == "globex" && name == "vol1");
+    };
+  }
+  nbd_handle* CertClient(const std::string& dir) {
+    nbd_handle* h = nbd_create();
+    EXPECT_EQ(nbd_set_tls(h, LIBNBD_TLS_REQUIRE), 0);
+    EXPECT_EQ(nbd_set_tls_certificates(h, dir.c_str()), 0) << nbd_get_error();
+    return h;
+  }
+  // The exports `dir`'s client lists; nullopt when it cannot connect.
+  std::optional<std::vector<std::string>> List(const std::string& dir) {
+    std::vector<std::string> names;
+    nbd_handle* h = CertClient(dir);
+    nbd_set_opt_mode(h, true);
+    if (ConnectTcp(h, "") != 0) {
+      nbd_close(h);
+      return std::nullopt;
+    }
+    nbd_list_callback cb = {.callback =
+                                [](void* user, const char* name, const char*) {
+                                  static_cast<std::vector<std::string>*>(user)->push_back(name);
+                                  return 0;
+                                },
+                            .user_data = &names,
+                            .free = nullptr};
+    const int rc = nbd_opt_list(h, cb);
+    nbd_opt_abort(h);
+    nbd_close(h);
+    if (rc == -1) return std::nullopt;
+    return names;
+  }
+  static std::set<std::string> Seen() {
+    std::lock_guard<std::mutex> l(seen_mu);
+    return seen;
+  }
+
+  ClientPki pki_{files_.cert};
+  static inline std::mutex seen_mu;
+  static inline std::set<std::string> seen;
+};
+
+TEST_F(NbdTlsClientCertTest, TheCommonNameIsTheIdentity) {
+  ClientPki::Spec spec;
+  const std::string acme = pki_.Client("acme", &spec);
+  spec.cns = {"globex"};
+  const std::string globex = pki_.Client("globex", &spec);
+  EXPECT_EQ(List(acme), std::vector<std::string>{"vol0"});
+  EXPECT_EQ(List(globex), std::vector<std::string>{"vol1"});
+  // acme reads and writes its own volume and cannot open globex's.
+  nbd_handle* h = CertClient(acme);
+  ASSERT_EQ(ConnectTcp(h, "vol0"), 0) << nbd_get_error();
+  EXPECT_EQ(nbd_get_tls_negotiated(h), 1);
+  auto data = Pattern(64 * 1024, 21);
+  ASSERT_EQ(nbd_pwrite(h, data.data(), data.size(), 0, 0), 0) << nbd_get_error();
+  std::vector<uint8_t> back(data.size());
+  ASSERT_EQ(nbd_pread(h, back.data(), back.size(), 0, 0), 0) << nbd_get_error();
+  EXPECT_TRUE(back == data);
+  nbd_close(h);
+  h = CertClient(acme);
+  EXPECT_EQ(ConnectTcp(h, "vol1"), -1) << "acme opened globex's volume";
+  nbd_close(h);
+  // A PSK client needs no certificate: its identity is its PSK identity.
+  h = PskClient("alice", files_.psk, LIBNBD_TLS_REQUIRE);
+  ASSERT_EQ(ConnectTcp(h, "vol0"), 0) << nbd_get_error();
+  nbd_close(h);
+  EXPECT_EQ(Seen(), (std::set<std::string>{"acme", "globex", "alice"}));
+}
+
+TEST_F(NbdTlsClientCertTest, CertificatesTheCaDidNotSignOrUnfitFailTheHandshake) {
+  const uint64_t failures = CounterValue("spd_nbd_tls_handshake_failures_total");
+  const uint64_t sessions = CounterValue("spd_nbd_tls_sessions_total");
+  ClientPki::Spec ok, expired, future, no_cn, two_cns, empty_cn, server_only, self_ca;
+  expired.from = -2 * 86400;
+  expired.until = -86400;
+  future.from = 86400;
+  future.until = 2 * 86400;
+  no_cn.cns = {};
+  two_cns.cns = {"acme", "globex"};
+  empty_cn.cns = {""};
+  server_only.purpose = GNUTLS_KP_TLS_WWW_SERVER;
+  self_ca.cns = {"client CA"};  // self-signed under the CA's name: sent, and must fail
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"no certificate", pki_.Client("nocert", nullptr)},
+      {"another CA", pki_.Client("foreign", &ok, "foreign-ca")},
+      {"an impostor CA", pki_.Client("impostor", &ok, "impostor-ca")},
+      {"self-signed", pki_.Client("self", &ok, "")},
+      {"self-signed, the CA's name", pki_.Client("self-ca", &self_ca, "")},
+      {"expired", pki_.Client("expired", &expired)},
+      {"not yet valid", pki_.Client("future", &future)},
+      {"no CN", pki_.Client("no-cn", &no_cn)},
+      {"two CNs", pki_.Client("two-cns", &two_cns)},
+      {"empty CN", pki_.Client("empty-cn", &empty_cn)},
+      {"for servers only", pki_.Client("server-only", &server_only)},
+  };
+  for (const auto& [what, dir] : bad) {
+    EXPECT_EQ(List(dir), std::nullopt) << what << ": served";
+    nbd_handle* h = CertClient(dir);
+    EXPECT_EQ(ConnectTcp(h, "vol0"), -1) << what << ": opened vol0";
+    nbd_close(h);
+  }
+  EXPECT_TRUE(CounterReaches("spd_nbd_tls_handshake_failures_total", failures + 2 * bad.size()));
+  EXPECT_EQ(CounterValue("spd_nbd_tls_handshake_failures_total"), failures + 2 * bad.size());
+  EXPECT_EQ(CounterValue("spd_nbd_tls_sessions_total"), sessions);
+  EXPECT_TRUE(Seen().empty()) << "a refused client got to negotiate";
+  // The server is fine: a good certificate works.
+  EXPECT_EQ(List(pki_.Client("acme", &ok)), std::vector<std::string>{"vol0"});
+}
+
+// Without a CA file no client certificate is asked for: an x509 client has no identity ("",
+// which this hook allows vol1 and nothing else), whether it has a certificate or not.
+class NbdTlsX509NoCaTest : public NbdTlsX509Test {
+ protected:
+  void Tweak(NbdServerOptions* o) override {
+    NbdTlsX509Test::Tweak(o);
+    o->authorize = [](std::string_view id, std::string_view name) {
+      return id.empty() && name == "vol1";
+    };
+  }
+};
+
+TEST_F(NbdTlsX509NoCaTest, ClientsHaveNoIdentity) {
+  ClientPki pki(files_.cert);
+  ClientPki::Spec spec;
+  for (const std::string& dir : {pki.Client("nocert", nullptr), pki.Client("acme", &spec)}) {
+    nbd_handle* h = nbd_create();
+    ASSERT_EQ(nbd_set_tls(h, LIBNBD_TLS_REQUIRE), 0);
+    ASSERT_EQ(nbd_set_tls_certificates(h, dir.c_str()), 0) << nbd_get_error();
+    ASSERT_EQ(ConnectTcp(h, "vol1"), 0) << dir << ": " << nbd_get_error();
+    nbd_close(h);
+    h = nbd_create();
+    ASSERT_EQ(nbd_set_tls(h, LIBNBD_TLS_REQUIRE), 0);
+    ASSERT_EQ(nbd_set_tls_certificates(h, dir.c_str()), 0) << nbd_get_error();
+    EXPECT_EQ(ConnectTcp(h, "vol0"), -1) << dir << ": vol0 opened, so the identity was not ''";
+    nbd_close(h);
+  }
 }
 
 // "on": STARTTLS offered, plaintext clients served on TCP too.

@@ -76,9 +76,9 @@ bool BlockSizesValid(const Export& e);
 
 enum class TlsMode { kOff, kOn, kRequire };
 
-// May `identity` (the TLS PSK identity; "" for a plaintext client or one without
-// an identity) use the export named `export_name`? Called on connection
-// reactors, possibly concurrently: it must be thread-safe and must not block.
+// May `identity` (the TLS PSK identity or x509 client certificate's CN; "" for a
+// plaintext client or one without an identity) use the export named `export_name`? Called on
+// connection reactors, possibly concurrently: it must be thread-safe and must not block.
 using ExportAuthorizer =
     std::function<bool(std::string_view identity, std::string_view export_name)>;
 
@@ -116,7 +116,7 @@ class Handshake {
   State state() const { return state_; }
   // In kStartTls: the TLS handshake succeeded; negotiation goes on over TLS
   // with every option state from before reset (spec, NBD_OPT_STARTTLS).
-  // `identity` is the client's PSK identity ("" without one).
+  // `identity` is the client's PSK identity or certificate CN ("" without one).
   void TlsStarted(std::string identity);
   bool tls() const { return tls_; }
   const std::string& tls_identity() const { return identity_; }
