@@ -334,7 +334,17 @@ struct ControlServer::Impl : VolumeManager::Listener {
     const Placement p = PlacementOf(info.name);
     out->set_tenant(p.tenant);
     out->set_storage_class(p.storage_class);
+    FillStatus(info.name, out);
   }
+
+  // QoS (qos_bridge.cc; no-ops without a scheduler). The effective intent of `m`'s volume
+  // (its class's defaults, overridden by its own) to the scheduler; every volume's; the
+  // reservation admission check of a new policy; the status into a volume's message.
+  // PushIntent and PushAllIntents use the store: on the worker (or before it runs).
+  Status PushIntent(const state::VolumeMeta& m);
+  Status PushAllIntents();
+  Status AdmitIntent(const std::string& volume, const policy::Intent& effective);
+  void FillStatus(const std::string& volume, v1::Volume* out);
 
   // At start: drops policies of volumes the pool does not have (deleted while the daemon was
   // down, or a crash between the pool's delete and the store's), loads the placement cache.
@@ -350,7 +360,7 @@ struct ControlServer::Impl : VolumeManager::Listener {
       Placement p{m.tenant, m.storage_class};
       CachePlacement(m.volume, &p);
     }
-    return Status::Ok();
+    return PushAllIntents();
   }
 
   // VolumeManager::Listener (pool's reactor).

@@ -15,6 +15,7 @@
 #include "control/control_internal.h"
 #include "control/convert.h"
 #include "control/policy_services.h"
+#include "qos/qos_scheduler.h"
 #include "spd/v1/audit.grpc.pb.h"
 #include "spd/v1/events.grpc.pb.h"
 #include "spd/v1/node.grpc.pb.h"
@@ -233,6 +234,7 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
                                impl->CachePlacement(name, nullptr);
                                impl->Enqueue(
                                    [impl, name] {
+                                     if (impl->options.qos) impl->options.qos->ForgetVolume(name);
                                      Status d = impl->store->DeleteVolumeMeta(name);
                                      if (!d.ok() && d.code() != StatusCode::kNotFound)
                                        SPD_LOG_WARN("state store: policy of deleted volume %s: %s",
@@ -657,6 +659,14 @@ Status ControlServer::StartThreads() {
 
 std::string ControlServer::VolumeTenant(const std::string& volume) const {
   return impl_->PlacementOf(volume).tenant;
+}
+
+void ControlServer::ReportIntentViolation(const std::string& volume, const std::string& reason) {
+  v1::Event e;
+  e.set_type(v1::EVENT_TYPE_INTENT_VIOLATION);
+  e.set_volume(volume);
+  e.set_message(reason);
+  events_->Publish(std::move(e));
 }
 
 void ControlServer::ReportBackendFallback(const std::string& reason) {

@@ -29,6 +29,9 @@
 #include "volume/volume_manager.h"
 
 namespace spd {
+namespace qos {
+class QosScheduler;
+}
 
 class EventHub;
 
@@ -61,6 +64,9 @@ struct ControlServerOptions {
   // The control plane's threads run SCHED_BATCH, so that a call never preempts a reactor
   // (control_server.cc, Start). Off: they run as the caller's thread does.
   bool batch_threads = true;
+  // The QoS scheduler the daemon runs (null: --qos off): volumes' effective intents go to it,
+  // reservations are admitted against its cost model, volumes report its status.
+  qos::QosScheduler* qos = nullptr;
 };
 
 class ControlServer {
@@ -95,6 +101,8 @@ class ControlServer {
   // Events the daemon knows of (any thread).
   void ReportBackendFallback(const std::string& reason);
   void ReportPoolReadOnly(const std::string& reason);
+  // A volume's intent turned violated (the QoS scheduler's status; any thread, never blocks).
+  void ReportIntentViolation(const std::string& volume, const std::string& reason);
 
   struct Impl;
 

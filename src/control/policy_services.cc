@@ -141,8 +141,9 @@ class StorageClassServiceImpl final : public v1::StorageClassService::CallbackSe
                                             const v1::PutStorageClassRequest* req,
                                             v1::StorageClass* resp) override {
     state::StateStore* store = impl_->store.get();
+    ControlServer::Impl* impl = impl_;
     return Write(ctx, "spd.v1.StorageClassService/PutStorageClass", *req,
-                 [store, req, resp](auto done) {
+                 [impl, store, req, resp](auto done) {
                    const v1::StorageClass& in = req->storage_class();
                    if (Status s = policy::ValidateName("storage_class.name", in.name()); !s.ok())
                      return done(s);
@@ -151,6 +152,9 @@ class StorageClassServiceImpl final : public v1::StorageClassService::CallbackSe
                    policy::StorageClass sc{in.name(), intent.value()};
                    Status s = store->PutStorageClass(sc);
                    if (s.ok()) Fill(sc, resp);
+                   // The class's volumes take its new defaults (a reservation raised here is
+                   // not admitted again: docs/qos.md).
+                   if (s.ok()) s = impl->PushAllIntents();
                    done(s);
                  });
   }
@@ -218,7 +222,19 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
           std::shared_ptr<VolumeHandle> h = impl->volumes->Find(in.volume());
           if (!h) return done(NotFound("no volume '" + in.volume() + "'"));
           state::VolumeMeta m{in.volume(), in.tenant(), in.storage_class(), intent.value()};
+          {
+            // A reservation must fit beside the ones granted (admission control).
+            // (An unknown class: PutVolumeMeta below says so.)
+            auto eff = PolicyOf(impl->store.get(), m);
+            auto effective = eff.ok() ? IntentFromProto("policy.intent", eff.value().effective())
+                                      : Result<policy::Intent>(eff.status());
+            if (effective.ok()) {
+              if (Status s = impl->AdmitIntent(m.volume, effective.value()); !s.ok())
+                return done(s);
+            }
+          }
           if (Status s = impl->store->PutVolumeMeta(m); !s.ok()) return done(s);
+          if (Status s = impl->PushIntent(m); !s.ok()) return done(s);
           ControlServer::Impl::Placement p{m.tenant, m.storage_class};
           impl->CachePlacement(m.volume, &p);
           auto pol = PolicyOf(impl->store.get(), m);

@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "control/control_server.h"
+#include "daemon/qos_setup.h"
 #include "frontend/nbd/nbd_server.h"
 #include "reactor/reactor.h"
 #include "reactor/reactor_group.h"
@@ -370,7 +371,20 @@ int RunDaemon(const DaemonOptions& o) {
   DispatcherOptions dopt;
   dopt.remote_io = o.remote_io;
   dopt.stamp_stages = o.stage_stamps;
-  Dispatcher dispatcher(pool.get(), dopt);
+  // The control server, which reports violations as events, starts later.
+  auto control_events = std::make_shared<std::atomic<ControlServer*>>(nullptr);
+  auto qos_or = MakeQosScheduler(
+      o, bo, conn_reactors, [control_events](const std::string& volume, const std::string& reason) {
+        SPD_LOG_WARN("qos: volume %s: intent violated: %s", volume.c_str(), reason.c_str());
+        if (ControlServer* c = control_events->load(std::memory_order_acquire))
+          c->ReportIntentViolation(volume, reason);
+      });
+  if (!qos_or.ok()) {
+    SPD_LOG_ERROR("%s", qos_or.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<qos::QosScheduler> qos = std::move(qos_or).value();
+  Dispatcher dispatcher(pool.get(), dopt, qos.get());
   NbdServer server(reactor.get(), &dispatcher, &volumes, no, conn_reactors);
   if (Status s = server.Start(); !s.ok()) {
     SPD_LOG_ERROR("%s", s.ToString().c_str());
@@ -412,6 +426,7 @@ int RunDaemon(const DaemonOptions& o) {
     co.tcp_listen = o.control_listen;
     co.calls_in_flight_max = o.control_calls_max;
     co.batch_threads = o.control_batch_threads;
+    co.qos = qos.get();
     co.tls_cert_file = o.control_tls_cert;
     co.tls_key_file = o.control_tls_key;
     control = std::make_unique<ControlServer>(&volumes, co);
@@ -420,6 +435,7 @@ int RunDaemon(const DaemonOptions& o) {
       return 1;
     }
     tenancy->store(control.get(), std::memory_order_release);
+    control_events->store(control.get(), std::memory_order_release);
     ControlServer* cs = control.get();
     pool->set_read_only_listener([cs](const std::string& why) { cs->ReportPoolReadOnly(why); });
     if (!reactor->fallback_reason().empty())
@@ -450,6 +466,7 @@ int RunDaemon(const DaemonOptions& o) {
   reactor->Run();
   if (sig.control_stopper.joinable()) sig.control_stopper.join();
   tenancy->store(nullptr, std::memory_order_release);
+  control_events->store(nullptr, std::memory_order_release);
   pool->set_read_only_listener(nullptr);
   control.reset();
 

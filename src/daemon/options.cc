@@ -184,6 +184,26 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "--backend sim (no channels on other reactors: the owner passes every request "
                  "to reactor 0)")
       ->capture_default_str();
+  app.add_option("--qos", o.qos,
+                 "The QoS scheduler (docs/qos.md). on: every request passes the scheduler stage, "
+                 "which orders requests by the volumes' intents (reservations, weights, limits, "
+                 "priority) and keeps only a budget of device time outstanding, so that queues "
+                 "form where they can be ordered; volumes report whether their intent is met "
+                 "(spdctl volume get). off: requests go to the device in arrival order (FIFO), "
+                 "intents are stored but not enforced")
+      ->check(CLI::IsMember({"off", "on"}))
+      ->capture_default_str();
+  app.add_option(
+      "--qos-cost-model", o.qos_cost_model,
+      "The device cost model the scheduler charges requests by (JSON, written by "
+      "spdctl calibrate). Default: DATA_DIR/default.cost.json when present, else the "
+      "sim backend's own model, else a built-in model of a SATA-class SSD (docs/qos.md)");
+  app.add_option("--qos-budget-factor", o.qos_budget_factor,
+                 "Device time the scheduler keeps outstanding per reactor, in units of the cost "
+                 "of a 4 KiB read times the device's parallelism. Larger: more throughput on a "
+                 "device the model underrates; smaller: less queueing inside the device")
+      ->check(CLI::Range(0.25, 1024.0))
+      ->capture_default_str();
   app.add_option("--stage-stamps", o.stage_stamps,
                  "Stamp every request with the time it reaches each pipeline stage (arrival, "
                  "queued, dispatched, backend submit, backend complete, reply): what per-stage "
@@ -202,6 +222,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "sim: extra latency of each device flush (us), e.g. 500 for a SATA SSD's cache "
                  "flush: makes group commit visible");
   app.add_option("--sim-iops", o.sim.iops_max, "sim: operations per second capacity (0 = none)");
+  app.add_option("--sim-units", o.sim.units,
+                 "sim: operations the modelled device serves at once (an SSD's channels); "
+                 "--sim-iops and --sim-bandwidth stay its totals")
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
   app.add_option("--sim-bandwidth", o.sim.bandwidth_bytes_per_s,
                  "sim: bytes per second capacity (0 = none)");
   app.add_option("--sim-error-rate", o.sim.error_probability,

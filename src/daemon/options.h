@@ -34,10 +34,13 @@ struct DaemonOptions {
   unsigned posix_threads = 4;
   bool inline_memory_writes = true;
   bool inline_memory_reads = true;
-  bool remote_io = true;       // DispatcherOptions::remote_io
-  bool spread_volumes = true;  // Pool::SetVolumeReactors over every reactor
-  bool stage_stamps = false;   // DispatcherOptions::stamp_stages
-  bool pin_reactors = true;    // ReactorOptions::pin_threads
+  bool remote_io = true;           // DispatcherOptions::remote_io
+  bool spread_volumes = true;      // Pool::SetVolumeReactors over every reactor
+  bool stage_stamps = false;       // DispatcherOptions::stamp_stages
+  std::string qos = "off";         // off|on: the QoS scheduler (qos/qos_scheduler.h)
+  std::string qos_cost_model;      // FILE; default DATA_DIR/default.cost.json, sim, built-in
+  double qos_budget_factor = 2.0;  // QosScheduler::Options::budget_factor
+  bool pin_reactors = true;        // ReactorOptions::pin_threads
   bool commit_overlap = true;
   bool fault_noop_flush = false;  // BackendOptions::fault_noop_flush: test only
   SimOptions sim;
@@ -65,7 +68,7 @@ struct DaemonOptions {
   int control_socket_gid = -1;                    // --control-socket-group, -1: the daemon's group
   std::string control_listen;                     // HOST:PORT for the API on TCP with TLS; "" off
   std::string control_tls_cert, control_tls_key;
-  uint32_t control_calls_max = 256;  // ControlServerOptions::calls_in_flight_max
+  uint32_t control_calls_max = 256;   // ControlServerOptions::calls_in_flight_max
   bool control_batch_threads = true;  // ControlServerOptions::batch_threads
   std::string log_level = "info";
   bool quiet = false;  // no connection hints on stdout

@@ -60,7 +60,8 @@ Dispatcher::Dispatcher(Pool* pool, DispatcherOptions options, IoScheduler* sched
     : pool_(pool), options_(options), scheduler_(scheduler ? scheduler : &pass_through_) {}
 
 std::unique_ptr<DispatchPort> Dispatcher::OpenPort(Reactor* reactor) {
-  return std::unique_ptr<DispatchPort>(new DispatchPort(this, reactor));
+  return std::unique_ptr<DispatchPort>(
+      new DispatchPort(this, reactor, scheduler_->PortState(reactor)));
 }
 
 void Dispatcher::Submit(DispatchPort* port, IoRequest* req) {

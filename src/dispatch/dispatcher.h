@@ -55,14 +55,18 @@ class DispatchPort {
   DispatchPort& operator=(const DispatchPort&) = delete;
   Reactor* reactor() const { return reactor_; }
   uint64_t inflight() const { return inflight_; }
+  // The scheduler's state for this port's reactor (IoScheduler::PortState).
+  void* sched_state() const { return sched_state_; }
 
  private:
   friend class Dispatcher;
-  DispatchPort(Dispatcher* d, Reactor* r) : dispatcher_(d), reactor_(r) {}
+  DispatchPort(Dispatcher* d, Reactor* r, void* sched_state)
+      : dispatcher_(d), reactor_(r), sched_state_(sched_state) {}
   IoBackend* Channel();  // opened on first use; null when there is none
 
   Dispatcher* dispatcher_;
   Reactor* reactor_;
+  void* sched_state_;
   std::unique_ptr<IoBackend> channel_;
   bool channel_refused_ = false;
   uint64_t inflight_ = 0;

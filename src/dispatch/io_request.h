@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "qos/engine.h"
 #include "reactor/reactor.h"
 #include "volume/pool.h"
 
@@ -90,6 +91,13 @@ struct IoRequest {
     if (stamp_stages) stage_ns[static_cast<int>(s)] = MonotonicNs();
   }
   uint64_t StageNs(Stage s) const { return stage_ns[static_cast<int>(s)]; }
+
+  // ---- the scheduler stage's (qos/qos_scheduler.cc) -------------------------------------
+  struct QosItem : qos::Item {
+    IoRequest* req;
+  } qos_item;                  // the engine's hook: cost and bytes
+  uint64_t qos_submit_ns = 0;  // when the scheduler took it
+  void* qos_volume = nullptr;  // its per-reactor state of the volume; null: not scheduled
 
   // ---- dispatcher-private ---------------------------------------------------------------
   VolumeIo vio;

@@ -390,6 +390,43 @@ TEST_F(SimModels, VirtualTimeCompletesInDeadlineOrderWithoutWaiting) {
   EXPECT_LT(MonotonicNs() - t0, 5'000'000'000ull);  // nowhere near 10 s of real time
 }
 
+TEST_F(SimModels, CapacityModelServesUnitsAtOnceThenQueues) {
+  // 4,000 IOPS over 4 units: an operation alone takes 1 ms; 8 at once finish 4 at 1 ms and 4
+  // at 2 ms (simulated time, so the check does not depend on the machine).
+  SimOptions so;
+  so.virtual_time = true;
+  so.iops_max = 4000;
+  so.units = 4;
+  SimBackend sim(reactor_.get(), kSize, so);
+  std::vector<uint8_t> buf(4096 * 8);
+  struct Op {
+    BackendIo io;
+    SimBackend* sim;
+    std::vector<uint64_t>* at;
+  };
+  std::vector<uint64_t> at;
+  std::vector<Op> ops(8);
+  for (int i = 0; i < 8; ++i) {
+    ops[i].sim = &sim;
+    ops[i].at = &at;
+    ops[i].io.op = IoOp::kRead;
+    ops[i].io.offset_bytes = i * 4096ull;
+    ops[i].io.length_bytes = 4096;
+    ops[i].io.buf = buf.data() + i * 4096;
+    ops[i].io.ctx = &ops[i];
+    ops[i].io.done = [](BackendIo* b) {
+      auto* op = static_cast<Op*>(b->ctx);
+      op->at->push_back(op->sim->virtual_now_ns());
+    };
+  }
+  const uint64_t t0 = sim.virtual_now_ns();
+  for (Op& op : ops) sim.Submit(&op.io);
+  for (int i = 0; i < 100 && at.size() < 8; ++i) reactor_->RunOnce(1'000'000'000);
+  ASSERT_EQ(at.size(), 8u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(at[i] - t0, 1'000'000u) << i;
+  for (int i = 4; i < 8; ++i) EXPECT_EQ(at[i] - t0, 2'000'000u) << i;
+}
+
 TEST_F(SimModels, AFlushCoversOnlyWritesCompletedBeforeItWasIssued) {
   SimOptions so;
   so.virtual_time = true;

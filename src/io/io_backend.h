@@ -143,7 +143,11 @@ struct SimOptions {
   uint64_t flush_extra_ns = 0;
   uint64_t iops_max = 0;               // capacity model: operations per second
   uint64_t bandwidth_bytes_per_s = 0;  // capacity model: data bytes per second
-  double error_probability = 0;        // each data op fails with EIO with this probability
+  // Capacity model: the device serves this many operations at once (an SSD's channels), each
+  // for units * (1/iops_max + bytes/bandwidth): iops_max and bandwidth stay the totals, an
+  // operation alone takes `units` times its share, and queueing starts once all are busy.
+  uint32_t units = 1;
+  double error_probability = 0;  // each data op fails with EIO with this probability
   // Byte ranges [offset, offset+length) on which reads and writes fail with EIO.
   std::vector<std::pair<uint64_t, uint64_t>> error_ranges;
 };

@@ -191,17 +191,20 @@ uint64_t SimBackend::ServiceDelayNs(const BackendIo& io) {
       break;
   }
   if (options_.iops_max == 0 && options_.bandwidth_bytes_per_s == 0) return lat;
-  // Capacity model: the device serves one operation at a time at the configured rates; a
-  // request waits for the device to be free, then for its own service time.
+  // Capacity model: the device serves `units` operations at a time, each for `units` times its
+  // share of the configured rates; a request waits for the first unit to be free (in arrival
+  // order), then for its own service time.
+  const uint64_t units = std::max<uint32_t>(1, options_.units);
+  if (unit_free_ns_.size() != units) unit_free_ns_.assign(units, 0);
   uint64_t service = 0;
-  if (options_.iops_max) service += 1000000000ull / options_.iops_max;
+  if (options_.iops_max) service += units * 1000000000ull / options_.iops_max;
   if (options_.bandwidth_bytes_per_s && (io.op == IoOp::kRead || io.op == IoOp::kWrite))
-    service += io.length_bytes * 1000000000ull / options_.bandwidth_bytes_per_s;
-  uint64_t now = NowNs();
-  uint64_t start = std::max(now, capacity_free_ns_);
-  capacity_free_ns_ = start + service;
-  uint64_t queue_and_service = capacity_free_ns_ - now;
-  return std::max(lat, queue_and_service);
+    service += units * io.length_bytes * 1000000000ull / options_.bandwidth_bytes_per_s;
+  const uint64_t now = NowNs();
+  auto unit = std::min_element(unit_free_ns_.begin(), unit_free_ns_.end());
+  const uint64_t start = std::max(now, *unit);
+  *unit = start + service;
+  return std::max(lat, *unit - now);
 }
 
 namespace {

@@ -73,6 +73,9 @@ class SimBackend final : public IoBackend {
   // Everything written so far, flushed or not (a clean shutdown's image).
   Image VisibleImage() const;
 
+  // The simulated clock (virtual_time): the deadline of the last completion delivered.
+  uint64_t virtual_now_ns() const { return vclock_ns_; }
+
   // Runs after every completed flush (and FUA write), before the caller's completion: the crash
   // harness takes crash images here, at every flush boundary.
   void SetFlushHook(std::function<void()> hook) { flush_hook_ = std::move(hook); }
@@ -154,7 +157,7 @@ class SimBackend final : public IoBackend {
   bool virtual_posted_ = false;
   uint64_t NowNs() const;
   static void OnVirtual(Task* t);
-  uint64_t capacity_free_ns_ = 0;  // when the modelled device is next idle
+  std::vector<uint64_t> unit_free_ns_;  // when each unit of the modelled device is next idle
 
   BackendStats stats_;
   bool fail_flushes_ = false;

@@ -3,8 +3,9 @@
 //
 // The dispatcher hands every request to IoScheduler::Submit once, after routing it and before
 // any volume or backend work, and the scheduler hands it back through Sink::Release (at once, or
-// later from a timer or a completion) on the same reactor. Release never runs inside Submit's
-// caller's frame for a scheduler that holds requests; the pass-through releases inline.
+// later from a timer or a completion) on the same reactor. A scheduler may release inline, in
+// Submit's frame (the pass-through always does; the QoS scheduler when nothing waits), or later
+// from a timer or from Completed.
 //
 // Thread-safety: Submit, Release and Completed of one request all run on one reactor (the one
 // the request was submitted on); a scheduler shared by reactors keeps per-reactor state.
@@ -12,6 +13,7 @@
 
 namespace spd {
 
+class Reactor;
 struct IoRequest;
 
 class IoScheduler {
@@ -25,6 +27,9 @@ class IoScheduler {
   };
   virtual ~IoScheduler() = default;
   virtual const char* name() const = 0;
+  // Once per dispatcher port, on `reactor`'s thread: the scheduler's state for requests
+  // submitted there (DispatchPort::sched_state()), e.g. that reactor's shard. Default: none.
+  virtual void* PortState(Reactor* reactor) { return nullptr; }
   // Takes `req`; calls sink->Release(req) when it may run.
   virtual void Submit(IoRequest* req, Sink* sink) = 0;
   // `req` (released earlier) has completed: for schedulers that account for service time.

@@ -311,7 +311,7 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
 
   // ---- policy ----
   CLI::App* pol = app->add_subcommand(
-      "policy", "A volume's tenant, storage class and intent (enforced by QoS, not built yet)");
+      "policy", "A volume's tenant, storage class and intent (enforced with spd2 --qos on)");
   pol->require_subcommand(1);
   CLI::App* ps =
       pol->add_subcommand("set", "Set a volume's policy (replaces it: what is not given is unset)");

@@ -1,5 +1,7 @@
 #include "spdctl/format.h"
 
+#include <cstdio>
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -29,6 +31,19 @@ Doc VolumeFields(const v1::Volume& v) {
   d["users"] = v.users();
   d["tenant"] = v.tenant();
   d["storageClass"] = v.storage_class();
+  if (v.has_intent_status()) {
+    const v1::IntentStatus& st = v.intent_status();
+    Doc q;
+    q["state"] = st.state();
+    q["reason"] = st.reason();
+    q["windowSeconds"] = st.window_seconds();
+    q["iops"] = st.iops();
+    q["bytesPerSecond"] = st.bytes_per_second();
+    q["latencyPercentile"] = st.latency_percentile();
+    q["latencySeconds"] = st.latency_seconds();
+    q["queuedSecondsMean"] = st.queued_seconds_mean();
+    d["intentStatus"] = q;
+  }
   return d;
 }
 
@@ -325,7 +340,23 @@ std::string Render(const Doc& doc, Output out) {
     for (const Doc& x : doc["items"]) rows.push_back(&x);
     return Table(rows, kind == "VolumeList" ? kVolumeCols : kPoolCols);
   }
-  if (kind == "Volume") return Table({&doc}, kVolumeCols);
+  if (kind == "Volume") {
+    std::string t = Table({&doc}, kVolumeCols);
+    if (doc.contains("intentStatus")) {
+      // One line under the table: how the volume's intent fares (QoS).
+      const Doc& q = doc["intentStatus"];
+      char b[256];
+      std::snprintf(b, sizeof b, "INTENT: %s (p%g %.3g ms, %.0f IOPS, %.3g MB/s over %.1f s)",
+                    q["state"].get<std::string>().c_str(), q["latencyPercentile"].get<double>(),
+                    q["latencySeconds"].get<double>() * 1e3, q["iops"].get<double>(),
+                    q["bytesPerSecond"].get<double>() / 1e6, q["windowSeconds"].get<double>());
+      t += b;
+      const std::string reason = q["reason"].get<std::string>();
+      if (!reason.empty()) t += ": " + reason;
+      t += "\n";
+    }
+    return t;
+  }
   if (kind == "TenantList") {
     std::string out = "NAME\n";
     for (const Doc& x : doc["items"]) out += x["name"].get<std::string>() + "\n";

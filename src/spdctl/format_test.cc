@@ -60,6 +60,19 @@ TEST(SpdctlFormat, VolumeShapesArePinned) {
   ExpectGolden("volume_list.yaml", Render(VolumeListDoc(list), Output::kYaml));
   ExpectGolden("volume_list.txt", Render(VolumeListDoc(list), Output::kTable));
   ExpectGolden("volume_list_empty.json", Render(VolumeListDoc({}), Output::kJson));
+  // With the QoS scheduler on, a volume carries its intent's status.
+  v1::Volume q = SampleVolume("db1", 7);
+  v1::IntentStatus* st = q.mutable_intent_status();
+  st->set_state("violated");
+  st->set_reason("latency p99 3.1 ms exceeds the target 2 ms");
+  st->set_window_seconds(1);
+  st->set_iops(5000);
+  st->set_bytes_per_second(20480000);
+  st->set_latency_percentile(99);
+  st->set_latency_seconds(0.0031);
+  st->set_queued_seconds_mean(0.0002);
+  ExpectGolden("volume_status.json", Render(VolumeDoc(q), Output::kJson));
+  ExpectGolden("volume_status.txt", Render(VolumeDoc(q), Output::kTable));
 }
 
 TEST(SpdctlFormat, PoolNodeAndEventShapesArePinned) {

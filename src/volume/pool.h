@@ -209,6 +209,10 @@ class Volume {
   bool MapRangeOwned(uint64_t offset_bytes, uint64_t length_bytes, size_t extents_max,
                      std::vector<Extent>* out, Status* status) const;
 
+  // The QoS scheduler's state of this volume (qos/qos_scheduler.cc), made at its first
+  // request; opaque here. Any thread.
+  std::atomic<void*> qos_state{nullptr};
+
  private:
   friend class Pool;
   Volume(Pool* pool, VolumeInfo info, uint32_t slot)

@@ -1,0 +1,75 @@
+// The control plane's side of QoS: volumes' effective intents compiled for the scheduler
+// (qos/qos_scheduler.h), reservations admitted against its cost model, its status in the API.
+#include "control/control_internal.h"
+#include "qos/qos_scheduler.h"
+
+namespace spd {
+namespace {
+
+qos::Rate ToQos(const std::optional<policy::Rate>& r) {
+  if (!r) return {};
+  return qos::Rate{r->iops, r->bytes_per_second};
+}
+
+qos::VolumeIntent Compile(const policy::Intent& in) {
+  qos::VolumeIntent out;
+  out.flow.reservation = ToQos(in.reservation);
+  out.flow.limit = ToQos(in.limit);
+  out.flow.weight = in.weight.value_or(policy::kWeightDefault);
+  out.flow.priority =
+      static_cast<qos::Priority>(in.priority.value_or(policy::PriorityClass::kStandard));
+  if (in.latency && !in.latency->empty()) {
+    out.latency.percentile = in.latency->percentile;
+    out.latency.bound_ns = in.latency->bound_us * 1000;
+  }
+  return out;
+}
+
+Result<policy::Intent> Effective(state::StateStore* store, const state::VolumeMeta& m) {
+  policy::Intent base;
+  if (!m.storage_class.empty()) {
+    SPD_ASSIGN_OR_RETURN(policy::StorageClass sc, store->GetStorageClass(m.storage_class));
+    base = sc.defaults;
+  }
+  return policy::MergeIntent(base, m.intent);
+}
+
+}  // namespace
+
+Status ControlServer::Impl::PushIntent(const state::VolumeMeta& m) {
+  if (options.qos == nullptr) return Status::Ok();
+  SPD_ASSIGN_OR_RETURN(policy::Intent eff, Effective(store.get(), m));
+  options.qos->SetVolumeIntent(m.volume, m.tenant, Compile(eff));
+  return Status::Ok();
+}
+
+Status ControlServer::Impl::PushAllIntents() {
+  if (options.qos == nullptr) return Status::Ok();
+  SPD_ASSIGN_OR_RETURN(std::vector<state::VolumeMeta> all, store->ListVolumeMeta());
+  for (const state::VolumeMeta& m : all) SPD_RETURN_IF_ERROR(PushIntent(m));
+  return Status::Ok();
+}
+
+Status ControlServer::Impl::AdmitIntent(const std::string& volume,
+                                        const policy::Intent& effective) {
+  if (options.qos == nullptr || !effective.reservation || effective.reservation->empty())
+    return Status::Ok();
+  return options.qos->AdmitReservation("policy.intent.reservation", volume,
+                                       ToQos(effective.reservation));
+}
+
+void ControlServer::Impl::FillStatus(const std::string& volume, v1::Volume* out) {
+  if (options.qos == nullptr) return;
+  const qos::VolumeStatus st = options.qos->Status(volume);
+  v1::IntentStatus* s = out->mutable_intent_status();
+  s->set_state(qos::IntentStateName(st.state));
+  s->set_reason(st.reason);
+  s->set_window_seconds(static_cast<double>(st.window_ns) / 1e9);
+  s->set_iops(st.iops);
+  s->set_bytes_per_second(st.bytes_per_second);
+  s->set_latency_percentile(st.latency_percentile);
+  s->set_latency_seconds(static_cast<double>(st.latency_ns) / 1e9);
+  s->set_queued_seconds_mean(static_cast<double>(st.queue_ns_mean) / 1e9);
+}
+
+}  // namespace spd

@@ -1,0 +1,151 @@
+// QosScheduler's insides, shared by qos_scheduler.cc (the stage: submit, release, complete,
+// status, intents) and qos_controller.cc (the latency controller). Internal to src/qos.
+#pragma once
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "qos/qos_scheduler.h"
+#include "reactor/reactor.h"
+
+namespace spd::qos {
+
+// Latency histogram: bucket 0 below 1 us, then 8 buckets per power of two up to 2^36 ns (69 s);
+// a bucket's upper edge is at most 12.5% above its lower.
+constexpr int kSubBits = 3;
+constexpr int kMinExp = 10;  // 1,024 ns
+constexpr int kMaxExp = 36;
+constexpr int kBuckets = 1 + (kMaxExp - kMinExp) * (1 << kSubBits);
+
+inline int Bucket(uint64_t ns) {
+  if (ns < (1ull << kMinExp)) return 0;
+  int e = 63 - std::countl_zero(ns);
+  if (e >= kMaxExp) return kBuckets - 1;
+  const int sub = static_cast<int>((ns >> (e - kSubBits)) & ((1 << kSubBits) - 1));
+  return 1 + (e - kMinExp) * (1 << kSubBits) + sub;
+}
+
+inline uint64_t BucketUpper(int b) {
+  if (b == 0) return 1ull << kMinExp;
+  const int e = kMinExp + (b - 1) / (1 << kSubBits);
+  const uint64_t sub = static_cast<uint64_t>((b - 1) % (1 << kSubBits));
+  return ((1ull << kSubBits) + sub + 1) << (e - kSubBits);
+}
+
+struct Window {
+  uint64_t start_ns = 0;
+  uint64_t end_ns = 0;
+  uint64_t ops = 0;
+  uint64_t bytes = 0;
+  uint64_t queue_ns = 0;    // sum of time held in the scheduler
+  uint64_t enqueues = 0;    // requests submitted
+  uint64_t backlogged = 0;  // of them, ones that found the volume's queue non-empty
+  uint32_t hist[kBuckets] = {};
+
+  void Merge(const Window& o) {
+    ops += o.ops;
+    bytes += o.bytes;
+    queue_ns += o.queue_ns;
+    enqueues += o.enqueues;
+    backlogged += o.backlogged;
+    for (int i = 0; i < kBuckets; ++i) hist[i] += o.hist[i];
+  }
+  uint64_t Percentile(double p) const {
+    if (ops == 0) return 0;
+    const uint64_t rank = std::max<uint64_t>(
+        1, static_cast<uint64_t>(std::ceil(p / 100.0 * static_cast<double>(ops))));
+    uint64_t seen = 0;
+    for (int i = 0; i < kBuckets; ++i) {
+      seen += hist[i];
+      if (seen >= rank) return BucketUpper(i);
+    }
+    return BucketUpper(kBuckets - 1);
+  }
+};
+
+struct QosScheduler::TenantState {
+  std::string name;
+  FlowPolicy policy;  // guarded by QosScheduler::mu_
+  std::atomic<uint64_t> version{1};
+};
+
+// A volume on one shard: its flow in that shard's engine and what the shard measures of it.
+struct ShardVolume {
+  QosScheduler::VolumeState* vs = nullptr;
+  Engine::FlowId flow = Engine::kNoFlow;
+  QosScheduler::TenantState* tenant = nullptr;
+  uint64_t version = 0;  // of the VolumeState's intent it runs with
+  bool shared = false;   // other shards serve the volume too: exchange what each served
+  Served seen;           // the volume's global totals as last taken into account here
+  Window cur;
+  VolumeIntent intent;  // as of `version`
+  // The latency controller (qos_controller.cc): what this tick saw, and the IOPS limit it put
+  // on the volume while a tighter latency target is missed (0: none).
+  uint64_t tick_ops = 0;
+  uint64_t tick_missed = 0;  // over its own latency bound
+  double throttle_iops = 0;
+  double throttle_floor = 0;  // 10% of what it did when first throttled
+};
+
+struct QosScheduler::VolumeState {
+  std::string name;
+  std::atomic<uint64_t> version{1};
+  VolumeIntent intent;            // guarded by QosScheduler::mu_
+  TenantState* tenant = nullptr;  // guarded by QosScheduler::mu_
+  // Shards that have a flow for it (bit i: shard i); more than one: `served` is kept.
+  std::atomic<uint64_t> shards{0};
+  // Released so far by every shard that serves it while shared (dmClock).
+  std::atomic<uint64_t> ops{0}, bytes{0}, reserved_ops{0}, reserved_bytes{0};
+  ShardVolume* per_shard[kShardsMax] = {};  // element i: shard i's thread only
+  mutable std::mutex wmu;
+  Window published[kShardsMax];               // guarded by wmu: each shard's last complete window
+  IntentState reported = IntentState::kIdle;  // guarded by wmu
+};
+
+struct QosScheduler::Shard {
+  QosScheduler* s = nullptr;
+  Reactor* reactor = nullptr;
+  unsigned index = 0;
+  Engine engine;
+  IoScheduler::Sink* sink = nullptr;
+  uint64_t outstanding_ns = 0;
+  struct WakeTimer : Timer {
+    Shard* shard;
+  } timer;
+  struct RefreshTask : Task {
+    Shard* shard;
+  } refresh;
+  struct TickTimer : Timer {
+    Shard* shard;
+  } tick;
+  uint64_t last_tick_ns = 0;
+  std::atomic<bool> refresh_posted{false};
+  struct TenantFlow {
+    Engine::FlowId flow;
+    uint64_t version;
+    uint32_t volumes;
+  };
+  std::unordered_map<TenantState*, TenantFlow> tenants;
+  std::vector<std::unique_ptr<ShardVolume>> volumes;
+
+  ShardVolume* Attach(VolumeState* vs);
+  void Refresh(ShardVolume* sv);
+  Engine::FlowId TenantFlowOf(TenantState* t);
+  void CreditElsewhere(ShardVolume* sv, uint64_t now);
+  void Pump(uint64_t now);
+  void ArmWake(uint64_t at);
+  void Roll(ShardVolume* sv, uint64_t now);
+  static void OnTimer(Timer* t);
+  static void OnRefresh(Task* t);
+  // qos_controller.cc
+  FlowPolicy Effective(const ShardVolume* sv) const;
+  void ArmTick(uint64_t now);
+  void Tick(uint64_t now);
+  static void OnTick(Timer* t);
+};
+
+}  // namespace spd::qos

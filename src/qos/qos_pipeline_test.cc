@@ -1,0 +1,287 @@
+// The QoS scheduler in the real pipeline: in-process frontends on one reactor, the dispatcher,
+// a pool on the sim backend with a capacity model slow enough (2,000 IOPS) that the device, not
+// the CPU, is the bottleneck even on a loaded machine. Assertions are on shares and on limits
+// (upper bounds), which a slow machine cannot break; absolute rates are not asserted.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "common/counters.h"
+#include "frontend/inproc/inproc_frontend.h"
+#include "qos/qos_scheduler.h"
+
+namespace spd::qos {
+namespace {
+
+constexpr uint32_t kChunk = 64 << 10;
+constexpr uint64_t kDeviceIops = 2000;
+constexpr uint64_t kVolumeBytes = 1ull << 20;
+
+class QosPipelineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto r = Reactor::Create(ReactorOptions{});
+    ASSERT_TRUE(r.ok());
+    reactor_ = std::move(r).value();
+    auto o = Reactor::Create(ReactorOptions{});
+    ASSERT_TRUE(o.ok());
+    other_ = std::move(o).value();
+    bo_.kind = BackendKind::kSim;
+    bo_.size_bytes = 64ull << 20;
+    bo_.sim.iops_max = kDeviceIops;
+    auto b = OpenBackend(bo_, reactor_.get());
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    PoolOptions po;
+    po.chunk_size_bytes = kChunk;
+    po.log_size_bytes = 1 << 20;
+    auto p = Pool::Create(std::move(b).value(), reactor_.get(), po);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    pool_ = std::move(p).value();
+  }
+  void TearDown() override {
+    clients_.clear();
+    dispatcher_.reset();
+    sched_.reset();
+    pool_.reset();
+  }
+  void Start(QosScheduler::Options o = {}) {
+    o.cost = ForSim(bo_.sim);
+    o.on_violation = [this](const std::string& v, const std::string& why) {
+      violations_.push_back(v + ": " + why);
+    };
+    sched_ = std::make_unique<QosScheduler>(std::vector<Reactor*>{reactor_.get(), other_.get()}, o);
+    dispatcher_ = std::make_unique<Dispatcher>(pool_.get(), DispatcherOptions{}, sched_.get());
+  }
+  // Both reactors, once each.
+  void Spin() {
+    reactor_->RunOnce(1);
+    other_->RunOnce(1);
+  }
+  // A client keeping `qd` 4 KiB reads of `name` in flight (a new one as each completes), on
+  // the pool's reactor or on `other_`.
+  struct Client {
+    QosPipelineTest* t = nullptr;
+    Reactor* on = nullptr;
+    struct Refill : Task {
+      Client* c;
+    } refill;
+    bool refill_pending = false;
+    Volume* vol = nullptr;
+    std::unique_ptr<InprocFrontend> fe;
+    uint64_t done = 0;
+    bool stop = false;
+    uint32_t next = 0;
+  };
+  Client* AddClient(const std::string& name, uint32_t qd, bool on_other = false) {
+    auto c = std::make_unique<Client>();
+    c->t = this;
+    c->on = on_other ? other_.get() : reactor_.get();
+    c->refill.c = c.get();
+    c->refill.fn = [](Task* t) {
+      Client* cl = static_cast<Client::Refill*>(t)->c;
+      cl->refill_pending = false;
+      Issue(cl);
+    };
+    Volume* existing = nullptr;
+    for (auto& o : clients_)
+      if (o->vol->info().name == name) existing = o->vol;
+    if (existing) {
+      c->vol = existing;
+    } else {
+      auto v = pool_->CreateVolume(name, kVolumeBytes);
+      EXPECT_TRUE(v.ok());
+      c->vol = v.value();
+    }
+    InprocFrontend::Options fo;
+    fo.queue_depth = qd;
+    fo.buffer_bytes = 4096;
+    c->fe = std::make_unique<InprocFrontend>(dispatcher_.get(), c->on, fo);
+    // Written whole first: reads of holes never reach the device.
+    for (uint64_t off = 0; off < kVolumeBytes; off += 4096) {
+      IoRequest* r = nullptr;
+      while ((r = c->fe->Take()) == nullptr) Spin();
+      r->op = RequestOp::kWrite;
+      r->offset_bytes = off;
+      r->length_bytes = 4096;
+      r->volume = c->vol;
+      std::memset(r->buf, 0x5a, 4096);
+      c->fe->Submit(
+          r, [](void*, IoRequest* req) { EXPECT_EQ(req->result, 0); }, nullptr);
+    }
+    while (c->fe->inflight() > 0) Spin();
+    clients_.push_back(std::move(c));
+    return clients_.back().get();
+  }
+  static void Issue(Client* c) {
+    while (!c->stop) {
+      IoRequest* r = c->fe->Take();
+      if (r == nullptr) return;
+      r->op = RequestOp::kRead;
+      r->offset_bytes = (c->next++ % (kVolumeBytes / 4096)) * 4096ull;
+      r->length_bytes = 4096;
+      r->volume = c->vol;
+      c->fe->Submit(
+          r,
+          [](void* arg, IoRequest* req) {
+            auto* cl = static_cast<Client*>(arg);
+            EXPECT_EQ(req->result, 0);
+            ++cl->done;
+            // Submitting from the completion is allowed; the frontend frees the slot after.
+            if (!cl->refill_pending) {
+              cl->refill_pending = true;
+              cl->on->Defer(&cl->refill);
+            }
+          },
+          c);
+    }
+  }
+  // Runs every client for `ns` of real time; returns what each completed.
+  std::vector<uint64_t> Run(uint64_t ns) {
+    for (auto& c : clients_) {
+      c->done = 0;
+      c->stop = false;
+    }
+    for (auto& c : clients_) Issue(c.get());
+    const uint64_t end = MonotonicNs() + ns;
+    while (MonotonicNs() < end) Spin();
+    std::vector<uint64_t> out;
+    for (auto& c : clients_) {
+      c->stop = true;
+      out.push_back(c->done);
+    }
+    for (int i = 0; i < 200000; ++i) {
+      bool idle = true;
+      for (auto& c : clients_) idle = idle && c->fe->inflight() == 0;
+      if (idle) break;
+      Spin();
+    }
+    return out;
+  }
+  static VolumeIntent Intent(uint64_t res_iops, uint64_t lim_iops, uint32_t weight = 100) {
+    VolumeIntent in;
+    in.flow.reservation.iops = res_iops;
+    in.flow.limit.iops = lim_iops;
+    in.flow.weight = weight;
+    return in;
+  }
+
+  BackendOptions bo_;
+  std::unique_ptr<Reactor> reactor_;
+  std::unique_ptr<Reactor> other_;
+  std::unique_ptr<Pool> pool_;
+  std::unique_ptr<QosScheduler> sched_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::vector<std::string> violations_;
+};
+
+TEST_F(QosPipelineTest, ALimitCapsItsVolumeAndTheOtherTakesTheRest) {
+  Start();
+  sched_->SetVolumeIntent("lim", "", Intent(0, 200));
+  AddClient("lim", 8);
+  AddClient("free", 8);
+  std::vector<uint64_t> n = Run(1'000'000'000);
+  // 200 IOPS for one second: the start tags let one request in at once, so at most ~201.
+  EXPECT_LE(n[0], 210u) << "limited volume";
+  EXPECT_GE(n[0], 100u) << "limited volume starved";
+  EXPECT_GT(n[1], 3 * n[0]) << "the other volume did not get what the limit left";
+}
+
+TEST_F(QosPipelineTest, ALimitHoldsAcrossReactors) {
+  // One volume, a client on each reactor: each reactor's engine learns what the other served
+  // (dmClock credits), so the two together stay under the limit.
+  Start();
+  sched_->SetVolumeIntent("v", "", Intent(0, 300));
+  AddClient("v", 8, /*on_other=*/false);
+  AddClient("v", 8, /*on_other=*/true);
+  std::vector<uint64_t> n = Run(1'000'000'000);
+  EXPECT_LE(n[0] + n[1], 315u) << n[0] << " + " << n[1];
+  EXPECT_GT(n[0], 20u);
+  EXPECT_GT(n[1], 20u);
+}
+
+TEST_F(QosPipelineTest, WeightsShareTheDevice) {
+  Start();
+  sched_->SetVolumeIntent("w1", "", Intent(0, 0, 100));
+  sched_->SetVolumeIntent("w4", "", Intent(0, 0, 400));
+  AddClient("w1", 8);
+  AddClient("w4", 8);
+  std::vector<uint64_t> n = Run(1'000'000'000);
+  ASSERT_GT(n[0], 0u);
+  const double ratio = static_cast<double>(n[1]) / static_cast<double>(n[0]);
+  EXPECT_GT(ratio, 3.0) << n[0] << " vs " << n[1];
+  EXPECT_LT(ratio, 5.0) << n[0] << " vs " << n[1];
+}
+
+TEST_F(QosPipelineTest, AReservationIsServedFirst) {
+  Start();
+  // 30% of the device against two saturating neighbours of ten times its weight.
+  sched_->SetVolumeIntent("res", "", Intent(kDeviceIops * 3 / 10, 0, 10));
+  sched_->SetVolumeIntent("a", "", Intent(0, 0, 1000));
+  sched_->SetVolumeIntent("b", "", Intent(0, 0, 1000));
+  // In arrival order (FIFO) it would get 8/72 of the device by its queue depth.
+  AddClient("res", 8);
+  AddClient("a", 32);
+  AddClient("b", 32);
+  std::vector<uint64_t> n = Run(1'000'000'000);
+  const uint64_t total = n[0] + n[1] + n[2];
+  ASSERT_GT(total, 0u);
+  // By weight alone it would get 10/2010 of the device; its reservation gives it about 30%.
+  EXPECT_GT(static_cast<double>(n[0]) / static_cast<double>(total), 0.25)
+      << n[0] << " " << n[1] << " " << n[2];
+}
+
+TEST_F(QosPipelineTest, ALiveLimitChangeHoldsAtOnce) {
+  Start();
+  AddClient("v", 8);
+  std::vector<uint64_t> before = Run(300'000'000);
+  sched_->SetVolumeIntent("v", "", Intent(0, 100));
+  Spin();  // the refresh tasks
+  std::vector<uint64_t> after = Run(500'000'000);
+  EXPECT_GT(before[0], after[0]);
+  EXPECT_LE(after[0], 55u) << "100 IOPS for half a second";
+}
+
+TEST_F(QosPipelineTest, StatusReportsMeasuredFiguresAndAViolatedLatencyTarget) {
+  QosScheduler::Options o;
+  o.window_ns = 400'000'000;
+  o.tick_ns = 0;  // no latency controller: the tight target would throttle the loose volume
+  Start(o);
+  VolumeIntent tight = Intent(0, 0);
+  tight.latency.percentile = 90;    // judged from 100 requests a window
+  tight.latency.bound_ns = 10'000;  // 10 us: a 2,000 IOPS device cannot
+  sched_->SetVolumeIntent("tight", "", tight);
+  VolumeIntent loose = Intent(0, 0);
+  loose.latency.percentile = 90;
+  loose.latency.bound_ns = 10'000'000'000;  // 10 s
+  sched_->SetVolumeIntent("loose", "", loose);
+  AddClient("tight", 4);
+  AddClient("loose", 4);
+  Run(1'000'000'000);
+  VolumeStatus t = sched_->Status("tight");
+  VolumeStatus l = sched_->Status("loose");
+  EXPECT_EQ(t.state, IntentState::kViolated) << t.reason;
+  EXPECT_NE(t.reason.find("latency p90"), std::string::npos) << t.reason;
+  EXPECT_EQ(l.state, IntentState::kMet) << l.reason;
+  EXPECT_GT(l.iops, 0);
+  EXPECT_GT(l.latency_ns, 0u);
+  ASSERT_FALSE(violations_.empty());
+  EXPECT_EQ(violations_[0].rfind("tight: ", 0), 0u) << violations_[0];
+  EXPECT_EQ(sched_->Status("never").state, IntentState::kIdle);
+}
+
+TEST_F(QosPipelineTest, AdmissionRefusesAReservationBeyondTheDeviceAndSaysWhatIsLeft) {
+  Start();
+  sched_->SetVolumeIntent("big", "", Intent(kDeviceIops / 2, 0));
+  EXPECT_TRUE(sched_->AdmitReservation("f", "other", Rate{kDeviceIops / 4, 0}).ok());
+  spd::Status s = sched_->AdmitReservation("f", "other", Rate{kDeviceIops / 2, 0});
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(std::string(s.message()).find("are left to reserve"), std::string::npos)
+      << s.ToString();
+  // A volume's own reservation does not count against its new one.
+  EXPECT_TRUE(sched_->AdmitReservation("f", "big", Rate{kDeviceIops * 8 / 10, 0}).ok());
+}
+
+}  // namespace
+}  // namespace spd::qos

@@ -1,0 +1,176 @@
+// QosScheduler: the scheduler stage that turns each volume's declared intent into the order and
+// pace at which its requests reach the device (docs/qos.md).
+//
+// The dispatcher hands it every request (IoScheduler::Submit) on the reactor of the port the
+// request came in on, and gets it back through Sink::Release when it may run. Each reactor has
+// a shard: an Engine (engine.h: mClock tags over tenants and their volumes) and the device time
+// the shard has outstanding. A request is charged its estimated device time (the pool's cost
+// model, cost_model.h); a shard releases requests while what it has outstanding stays under its
+// device budget, so that queues form here, where they can be ordered, and not in the device.
+// When a volume's connections land on several reactors, each reactor's engine learns what the
+// others served of it (Engine::Credit, dmClock's delta and rho), so its limit and reservation
+// hold across them.
+//
+// Each request's time from Submit to Completed is measured per volume in one-second windows; a
+// volume's status (met, at risk, violated, with the measured figure) comes from the last
+// complete windows of every shard. A volume that turns violated is reported once through
+// Options::on_violation (the control plane's event stream).
+//
+// Intents come from the control plane by volume and tenant name (SetVolumeIntent,
+// SetTenantPolicy), from any thread; each shard picks a change up at its volume's next request
+// (one atomic load per request) and at once through a posted task, so a new limit holds within
+// milliseconds, without reconnecting.
+//
+// Thread-safety: Submit and Completed on the port's reactor; everything else any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "qos/cost_model.h"
+#include "qos/engine.h"
+#include "qos/scheduler.h"
+
+namespace spd {
+class Reactor;
+class Volume;
+}  // namespace spd
+
+namespace spd::qos {
+
+// "p99 under 2 ms": requests of the volume (Submit to Completed) at `percentile` take at most
+// `bound_ns`. Unset: percentile 0.
+struct LatencyGoal {
+  double percentile = 0;
+  uint64_t bound_ns = 0;
+  bool empty() const { return percentile <= 0 || bound_ns == 0; }
+  bool operator==(const LatencyGoal&) const = default;
+};
+
+// A volume's intent as the scheduler uses it (compiled from policy::Intent, effective).
+struct VolumeIntent {
+  FlowPolicy flow;
+  LatencyGoal latency;
+  bool operator==(const VolumeIntent&) const = default;
+};
+
+enum class IntentState : uint8_t {
+  kIdle = 0,      // too few requests in the last window to judge
+  kMet = 1,       // every goal met with room
+  kAtRisk = 2,    // met, but latency within 20% of its bound
+  kViolated = 3,  // a latency bound exceeded, or a backlogged volume got under 95% of its
+                  // reservation
+};
+const char* IntentStateName(IntentState s);
+
+// What the last complete window(s) measured of a volume, and what that means for its intent.
+struct VolumeStatus {
+  IntentState state = IntentState::kIdle;
+  std::string reason;      // for at risk and violated: which goal, declared vs measured
+  uint64_t window_ns = 0;  // the time the figures cover (0: nothing measured yet)
+  uint64_t ops = 0;        // completed in it
+  uint64_t bytes = 0;
+  double iops = 0;
+  double bytes_per_second = 0;
+  double latency_percentile = 99;  // the goal's, or 99
+  uint64_t latency_ns = 0;         // at latency_percentile (histogram bucket's upper edge)
+  uint64_t queue_ns_mean = 0;      // mean time held in the scheduler
+};
+
+class QosScheduler final : public IoScheduler {
+ public:
+  static constexpr unsigned kShardsMax = 64;
+  static constexpr size_t kTenantsMax = 4096;
+  static constexpr size_t kVolumeIntentsMax = 65536;
+
+  struct Options {
+    CostModel cost = CostModel::Default();
+    // Device time (ns, as the cost model counts it) a shard keeps outstanding at once:
+    // budget_factor * parallelism * the cost of a 4 KiB read. About budget_factor 4 KiB reads
+    // in flight per unit of the device's parallelism: enough to keep it busy, few enough that
+    // a request the scheduler puts first waits behind little.
+    double budget_factor = 2.0;
+    uint64_t window_ns = 1'000'000'000;
+    // The latency controller (blk-iolatency's idea): every tick_ns while requests flow, a
+    // volume whose latency target was missed in the tick (more requests over the bound than its
+    // percentile allows) makes every volume with a looser target or none take an IOPS limit of
+    // 70% of what it did; while every target is met the limits grow by 20% a tick and go once
+    // they no longer bind. 0: no controller.
+    uint64_t tick_ns = 100'000'000;
+    // A volume's status turned violated (reason as in VolumeStatus). Called on a reactor
+    // thread: must not block (the event hub queues).
+    std::function<void(const std::string& volume, const std::string& reason)> on_violation;
+  };
+
+  // `reactors`: every reactor whose ports may submit (the shards), at most kShardsMax.
+  QosScheduler(std::vector<Reactor*> reactors, Options options);
+  // REQUIRES: every dispatcher using it gone, and each reactor stopped or this on its thread
+  // (the shards' timers are cancelled).
+  ~QosScheduler() override;
+  QosScheduler(const QosScheduler&) = delete;
+  QosScheduler& operator=(const QosScheduler&) = delete;
+
+  const char* name() const override { return "qos"; }
+  void* PortState(Reactor* reactor) override;
+  void Submit(IoRequest* req, Sink* sink) override;
+  void Completed(IoRequest* req) override;
+
+  // The control plane (any thread). A volume without an intent gets the default (weight 100,
+  // standard, nothing reserved or limited) under the default tenant "".
+  void SetVolumeIntent(const std::string& volume, const std::string& tenant,
+                       const VolumeIntent& intent);
+  void ForgetVolume(const std::string& volume);
+  void SetTenantPolicy(const std::string& tenant, const FlowPolicy& policy);
+  // The status of a volume by name (kIdle with zeros when it never ran a request).
+  VolumeStatus Status(const std::string& volume) const;
+
+  // Admission control: OK when the reservations granted (every volume's but `volume`'s own,
+  // plus `want`) fit in `fraction` of the device's capacity by the cost model, with reads and
+  // writes of 4 KiB for IOPS and 128 KiB transfers for bytes/s. Else kResourceExhausted naming
+  // `field` and what is left ("... 12,345 IOPS of 4 KiB are left to reserve").
+  [[nodiscard]] spd::Status AdmitReservation(const std::string& field, const std::string& volume,
+                                             const Rate& want, double fraction = 0.9) const;
+
+  const CostModel& cost_model() const { return options_.cost; }
+  uint64_t budget_ns() const { return budget_ns_; }
+
+  struct Shard;
+  struct VolumeState;
+  struct TenantState;
+
+ private:
+  VolumeState* StateOf(Volume* v);
+  VolumeState* FindByName(const std::string& volume) const;  // REQUIRES: mu_
+  TenantState* TenantLocked(const std::string& name);        // REQUIRES: mu_
+  void Bump(VolumeState* vs);                                // REQUIRES: mu_
+  void PostRefresh();
+
+  Options options_;
+  uint64_t budget_ns_;
+  // The latency controller's signal across shards: the tightest bound missed, and when.
+  std::atomic<uint64_t> miss_at_ns_{0};
+  std::atomic<uint64_t> miss_bound_ns_{UINT64_MAX};
+  std::vector<Reactor*> reactors_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+
+  mutable std::mutex mu_;
+  struct Declared {
+    std::string tenant;
+    VolumeIntent intent;
+  };
+  std::map<std::string, Declared, std::less<>> declared_;                     // guarded by mu_
+  std::map<std::string, std::unique_ptr<TenantState>, std::less<>> tenants_;  // guarded by mu_
+  // Every VolumeState made (one per Volume object: volumes are never freed while the pool
+  // lives), by name for the control plane's lookups.
+  std::vector<std::unique_ptr<VolumeState>> volumes_;                 // guarded by mu_
+  std::map<std::string, VolumeState*, std::less<>> volumes_by_name_;  // guarded by mu_
+};
+
+}  // namespace spd::qos

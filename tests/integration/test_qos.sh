@@ -1,0 +1,86 @@
+# The QoS scheduler against a real daemon and real clients (fio over NBD): spd2 --qos on on the
+# sim backend's modelled device (5,000 IOPS over 4 units), intents set with spdctl. A limit caps
+# its volume while the other takes the rest; a reservation the device cannot honour is refused
+# with what is left (exit 9); `spdctl volume get` reports the intent's status; a latency target
+# the device cannot meet turns violated and is sent as an event. Shares are asserted, not rates:
+# the modelled device, not the machine, is the bottleneck.
+source "$(dirname "$0")/lib.sh"
+SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
+export SPD_CONTROL_SOCKET="$T/data/control.sock"
+expect() {
+  local want=$1 rc=0
+  shift
+  "$SPDCTL" "$@" >"$T/out" 2>"$T/err" || rc=$?
+  [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
+}
+json() { $PY -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
+fio_read() {  # fio_read VOLUME SECONDS: 4 KiB random reads at QD16; prints the read IOPS
+  fio --name=r --ioengine=nbd --uri="nbd+unix:///$1?socket=$SPD_SOCK" --rw=randread --bs=4k \
+    --size=16M --iodepth=16 --time_based --runtime="$2" --output-format=terse \
+    --terse-version=3 | awk -F';' 'NF > 8 { printf "%d\n", $8 }'
+}
+
+SPD_NBD_LISTEN=off start_spd2 --backend sim --sim-iops 5000 --sim-units 4 --qos on --cores 1 \
+  --volume lim:64M --volume free:64M --volume slow:64M
+grep -q "qos: on" "$T/spd2.log" || fail "no qos line in the log: $(cat "$T/spd2.log")"
+for v in lim free slow; do  # written first: reads of holes never reach the device
+  fio --name=w --ioengine=nbd --uri="nbd+unix:///$v?socket=$SPD_SOCK" --rw=write --bs=1M \
+    --size=16M --iodepth=4 --output=/dev/null
+done
+
+# A limit holds; the other volume takes what it leaves.
+expect 0 policy set lim --limit-iops 400
+"$SPDCTL" events --since 1 -o json >"$T/events" 2>&1 &
+events_pid=$!
+fio_read lim 3 >"$T/lim" &
+f1=$!
+fio_read free 3 >"$T/free"
+wait "$f1"
+lim=$(cat "$T/lim")
+free=$(cat "$T/free")
+echo "limited to 400: $lim IOPS; beside it: $free IOPS"
+[ "$lim" -le 420 ] || fail "the limited volume did $lim IOPS (limit 400)"
+[ "$free" -gt $((3 * lim)) ] || fail "the other volume got $free IOPS beside $lim"
+
+# Status in the API: figures of the last window.
+expect 0 volume get free -o json
+[ "$(json "d['intentStatus']['state'] in ('met', 'idle')")" = True ] || fail "status: $(cat "$T/out")"
+[ "$(json "d['intentStatus']['windowSeconds'] > 0")" = True ] || fail "no window: $(cat "$T/out")"
+expect 0 volume get lim
+grep -q "^INTENT: " "$T/out" || fail "no INTENT line: $(cat "$T/out")"
+
+# Admission: 90% of the device is 4,500 IOPS; 4,000 fits, 1,000 more does not.
+expect 0 policy set free --reserve-iops 4000
+expect 9 policy set slow --reserve-iops 1000
+grep -q "are left to reserve" "$T/err" || fail "admission error: $(cat "$T/err")"
+expect 0 policy set free  # replaces the policy: no reservation
+
+# A target the device cannot meet (p90 under 50 us; one read takes 800 us): violated, and an
+# event says so.
+expect 0 policy set slow --latency-target 90:50
+fio_read slow 3 >/dev/null
+expect 0 volume get slow -o json
+[ "$(json "d['intentStatus']['state']")" = violated ] || fail "status: $(cat "$T/out")"
+[ "$(json "'latency p90' in d['intentStatus']['reason']")" = True ] || fail "$(cat "$T/out")"
+for _ in $(seq 50); do
+  grep -q "intent-violation" "$T/events" && break
+  sleep 0.1
+done
+grep -q '"type":"intent-violation","volume":"slow"' "$T/events" || fail "no violation event for slow: $(cat "$T/events")"
+stop_spd2
+wait "$events_pid" || fail "the event watcher did not end cleanly"
+
+# --qos off: intents are stored, not enforced, and volumes carry no status. (The sim keeps
+# nothing across a restart: a new pool.)
+rm -rf "$T/data"
+SPD_NBD_LISTEN=off start_spd2 --backend sim --sim-iops 5000 --sim-units 4 --volume lim:64M
+fio --name=w --ioengine=nbd --uri="nbd+unix:///lim?socket=$SPD_SOCK" --rw=write --bs=1M \
+  --size=16M --iodepth=4 --output=/dev/null
+expect 0 policy set lim --limit-iops 400
+lim=$(fio_read lim 2)
+echo "--qos off, limit 400 stored: $lim IOPS"
+[ "$lim" -gt 800 ] || fail "--qos off still limited lim to $lim IOPS"
+expect 0 volume get lim -o json
+[ "$(json "'intentStatus' in d")" = False ] || fail "status without the scheduler: $(cat "$T/out")"
+stop_spd2
+echo "test_qos: ok"
