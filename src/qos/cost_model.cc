@@ -254,13 +254,16 @@ CostModel ForSim(const SimOptions& o) {
   const double per_byte =
       o.bandwidth_bytes_per_s ? 1e9 / static_cast<double>(o.bandwidth_bytes_per_s) : 0;
   const double s_ref = per_op + CostModel::kReferenceBytes * per_byte;
-  m.parallelism = std::clamp(std::max(lat_read, s_ref) / s_ref, 1.0, CostModel::kParallelismMax);
+  // With `units` (SimOptions::units) an operation alone holds a unit for `units` times its share.
+  const double units = std::max<uint32_t>(1, o.units);
+  m.parallelism =
+      std::clamp(std::max(lat_read, units * s_ref) / s_ref, 1.0, CostModel::kParallelismMax);
   const double base = std::max(CostModel::kNsMin, m.parallelism * per_op);
   const double npb = std::max(CostModel::kNsPerByteMin, m.parallelism * per_byte);
   m.read = {base, npb};
   m.write = {base, npb};
-  m.flush_ns = std::max({CostModel::kNsMin, lat_flush, per_op});
-  m.discard_ns = std::max({CostModel::kNsMin, lat_discard, per_op});
+  m.flush_ns = std::max({CostModel::kNsMin, lat_flush, units * per_op});
+  m.discard_ns = std::max({CostModel::kNsMin, lat_discard, units * per_op});
   return m;
 }
 

@@ -72,6 +72,18 @@ TEST(ForSim, LatencyAboveServiceTimeIsParallelism) {
   EXPECT_DOUBLE_EQ(m.discard_ns, 110'000);
 }
 
+TEST(ForSim, UnitsAreParallelism) {
+  SimOptions o;
+  o.iops_max = 4000;  // over 4 units: an operation alone takes 1 ms
+  o.units = 4;
+  const CostModel m = ForSim(o);
+  ASSERT_TRUE(m.Validate().ok()) << m.Validate().ToString();
+  EXPECT_DOUBLE_EQ(m.parallelism, 4.0);
+  EXPECT_EQ(m.Cost(IoOp::kRead, 4096), 1'000'000u);            // its QD1 latency
+  EXPECT_NEAR(m.CapacityIops(IoOp::kRead, 4096), 4000, 0.01);  // ns_per_byte at its minimum
+  EXPECT_DOUBLE_EQ(m.flush_ns, 1'000'000);
+}
+
 TEST(ForSim, NoCapacityModelServesEverythingAtOnce) {
   SimOptions o;
   o.latency_base_ns = 30'000;
