@@ -89,6 +89,9 @@ class SimBackend final : public IoBackend {
   // SimOptions' error models leave alone) fail with EIO.
   void FailNext(uint32_t n) { fail_next_ = n; }
 
+  // The sim's clock: the simulated one under SimOptions::virtual_time, else MonotonicNs().
+  uint64_t now_ns() const { return NowNs(); }
+
   uint64_t bytes_written() const { return bytes_written_; }
   uint64_t flushes() const { return flushes_; }
   size_t unflushed_writes() const { return pending_.size(); }
