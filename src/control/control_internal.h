@@ -20,7 +20,9 @@
 #include "control/control_server.h"
 #include "control/event_hub.h"
 #include "policy/model.h"
+#include "qos/calibrate.h"
 #include "spd/v1/events.pb.h"
+#include "spd/v1/node.pb.h"
 #include "spd/v1/volumes.pb.h"
 #include "state/state_store.h"
 
@@ -344,6 +346,11 @@ struct ControlServer::Impl : VolumeManager::Listener {
   Status PushIntent(const state::VolumeMeta& m);
   Status PushAllIntents();
   Status AdmitIntent(const std::string& volume, const policy::Intent& effective);
+  // NodeService.Calibrate's work (calibration.h), on its own thread: measures, stores the model
+  // as DATA_DIR/default.cost.json, hands it to the scheduler, fills `resp`.
+  Status Calibrate(const qos::CalibrateOptions& o, v1::CalibrateResponse* resp);
+  std::atomic<bool> calibrating{false};
+  std::thread calibrator;
   void FillStatus(const std::string& volume, v1::Volume* out);
 
   // At start: drops policies of volumes the pool does not have (deleted while the daemon was

@@ -370,6 +370,45 @@ class NodeServiceImpl final : public v1::NodeService::CallbackService {
     return r;
   }
 
+  grpc::ServerUnaryReactor* Calibrate(grpc::CallbackServerContext* ctx,
+                                      const v1::CalibrateRequest* req,
+                                      v1::CalibrateResponse* resp) override {
+    AuditCall audit = impl_->Describe(ctx, "spd.v1.NodeService/Calibrate", *req);
+    Status s;
+    if (req->seconds_max() < 0 || req->seconds_max() > 300)
+      s = InvalidArgument("seconds_max: 0 (15 s) or 1..300, got " +
+                          std::to_string(req->seconds_max()));
+    if (s.ok() && req->working_set_bytes() != 0 &&
+        (req->working_set_bytes() < (16ull << 20) || req->working_set_bytes() > (64ull << 30) ||
+         req->working_set_bytes() % 4096 != 0))
+      s = InvalidArgument(
+          "working_set_bytes: 0 (256 MiB) or a multiple of 4096 from 16 MiB to "
+          "64 GiB");
+    if (s.ok() && impl_->options.dispatcher == nullptr)
+      s = FailedPrecondition("this daemon cannot calibrate (no dispatcher)");
+    if (s.ok()) s = impl_->AdmitWrite(ctx, Access::kAdmin);
+    if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
+    if (impl_->calibrating.exchange(true)) {
+      impl_->in_flight.fetch_sub(1);
+      return impl_->RefuseAudited(ctx, std::move(audit),
+                                  FailedPrecondition("a calibration is running"));
+    }
+    auto* r = ctx->DefaultReactor();
+    qos::CalibrateOptions o;
+    if (req->seconds_max() > 0) o.total_ns = static_cast<uint64_t>(req->seconds_max() * 1e9);
+    if (req->working_set_bytes() > 0) o.working_set_bytes = req->working_set_bytes();
+    // On a thread of its own (it blocks for the measurement); joined by the next calibration
+    // or at Stop.
+    ControlServer::Impl* impl = impl_;
+    if (impl->calibrator.joinable()) impl->calibrator.join();
+    impl->calibrator = std::thread([impl, r, resp, o, audit = std::move(audit)]() mutable {
+      Status st = impl->Calibrate(o, resp);
+      impl->calibrating.store(false);
+      impl->FinishAudited(r, std::move(audit), st, true);
+    });
+    return r;
+  }
+
  private:
   ControlServer::Impl* impl_;
 };
@@ -689,6 +728,8 @@ void ControlServer::Stop() {
   impl_->listener.Stop();
   if (auto* h = impl_->server->GetHealthCheckService()) h->SetServingStatus(false);
   events_->WakeAll();  // watchers see `stopping` and finish
+  // A calibration runs to its end (at most its seconds_max) and answers first.
+  if (impl_->calibrator.joinable()) impl_->calibrator.join();
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   impl_->server->Wait();
   impl_->server.reset();

@@ -33,6 +33,7 @@ namespace qos {
 class QosScheduler;
 }
 
+class Dispatcher;
 class EventHub;
 
 inline constexpr size_t kCallsInFlightMax_ = 256;
@@ -67,6 +68,8 @@ struct ControlServerOptions {
   // The QoS scheduler the daemon runs (null: --qos off): volumes' effective intents go to it,
   // reservations are admitted against its cost model, volumes report its status.
   qos::QosScheduler* qos = nullptr;
+  // The daemon's dispatcher: calibration drives its scratch volume through it.
+  Dispatcher* dispatcher = nullptr;
 };
 
 class ControlServer {

@@ -1,5 +1,6 @@
 // The control plane's side of QoS: volumes' effective intents compiled for the scheduler
 // (qos/qos_scheduler.h), reservations admitted against its cost model, its status in the API.
+#include "control/calibration.h"
 #include "control/control_internal.h"
 #include "qos/qos_scheduler.h"
 
@@ -70,6 +71,35 @@ void ControlServer::Impl::FillStatus(const std::string& volume, v1::Volume* out)
   s->set_latency_percentile(st.latency_percentile);
   s->set_latency_seconds(static_cast<double>(st.latency_ns) / 1e9);
   s->set_queued_seconds_mean(static_cast<double>(st.queue_ns_mean) / 1e9);
+}
+
+Status ControlServer::Impl::Calibrate(const qos::CalibrateOptions& o, v1::CalibrateResponse* resp) {
+  qos::CalibrationReport report;
+  auto model = RunLiveCalibration(options.dispatcher, volumes, o, &report);
+  for (const qos::CalibrationPoint& p : report.points) {
+    v1::CalibrationPoint* out = resp->add_points();
+    out->set_op(IoOpName(p.op));
+    out->set_bytes(p.bytes);
+    out->set_qd1_latency_seconds(p.qd1_median_ns / 1e9);
+    out->set_queue_depth(p.queue_depth);
+    out->set_saturated_iops(p.saturated_iops);
+    out->set_saturated(p.saturated);
+    out->set_model_iops(p.model_iops);
+  }
+  resp->set_max_capacity_error(report.max_capacity_error);
+  resp->set_elapsed_seconds(static_cast<double>(report.elapsed_ns) / 1e9);
+  if (!model.ok()) return model.status().WithContext("calibration");
+  const std::string path = qos::CostModelPath(options.data_dir, "default");
+  SPD_RETURN_IF_ERROR(model.value().Save(path));
+  resp->set_cost_model_json(model.value().ToJson());
+  resp->set_path(path);
+  if (options.qos) {
+    options.qos->SetCostModel(model.value());
+    resp->set_applied(true);
+  }
+  SPD_LOG_INFO("calibration: %s stored in %s%s", model.value().source.c_str(), path.c_str(),
+               options.qos ? " and applied" : "");
+  return Status::Ok();
 }
 
 }  // namespace spd

@@ -427,6 +427,7 @@ int RunDaemon(const DaemonOptions& o) {
     co.calls_in_flight_max = o.control_calls_max;
     co.batch_threads = o.control_batch_threads;
     co.qos = qos.get();
+    co.dispatcher = &dispatcher;
     co.tls_cert_file = o.control_tls_cert;
     co.tls_key_file = o.control_tls_key;
     control = std::make_unique<ControlServer>(&volumes, co);

@@ -416,10 +416,10 @@ TEST_F(SimModels, CapacityModelServesUnitsAtOnceThenQueues) {
     ops[i].io.ctx = &ops[i];
     ops[i].io.done = [](BackendIo* b) {
       auto* op = static_cast<Op*>(b->ctx);
-      op->at->push_back(op->sim->virtual_now_ns());
+      op->at->push_back(op->sim->now_ns());
     };
   }
-  const uint64_t t0 = sim.virtual_now_ns();
+  const uint64_t t0 = sim.now_ns();
   for (Op& op : ops) sim.Submit(&op.io);
   for (int i = 0; i < 100 && at.size() < 8; ++i) reactor_->RunOnce(1'000'000'000);
   ASSERT_EQ(at.size(), 8u);

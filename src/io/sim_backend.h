@@ -73,9 +73,6 @@ class SimBackend final : public IoBackend {
   // Everything written so far, flushed or not (a clean shutdown's image).
   Image VisibleImage() const;
 
-  // The simulated clock (virtual_time): the deadline of the last completion delivered.
-  uint64_t virtual_now_ns() const { return vclock_ns_; }
-
   // Runs after every completed flush (and FUA write), before the caller's completion: the crash
   // harness takes crash images here, at every flush boundary.
   void SetFlushHook(std::function<void()> hook) { flush_hook_ = std::move(hook); }

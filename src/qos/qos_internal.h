@@ -110,9 +110,13 @@ struct QosScheduler::Shard {
   QosScheduler* s = nullptr;
   Reactor* reactor = nullptr;
   unsigned index = 0;
-  Engine engine;
+  Engine engine{Engine::Options{.max_lag_ns = 10'000'000}};
   IoScheduler::Sink* sink = nullptr;
   uint64_t outstanding_ns = 0;
+  // The scheduler's cost model and budget as of cost_version (SetCostModel).
+  CostModel cost;
+  uint64_t budget_ns = 0;
+  uint64_t cost_version = 0;
   struct WakeTimer : Timer {
     Shard* shard;
   } timer;

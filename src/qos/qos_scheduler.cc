@@ -77,9 +77,7 @@ const char* IntentStateName(IntentState s) {
 QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
     : options_(std::move(options)), reactors_(std::move(reactors)) {
   SPD_ASSERT(!reactors_.empty() && reactors_.size() <= kShardsMax);
-  const double b = options_.budget_factor * options_.cost.parallelism *
-                   static_cast<double>(options_.cost.Cost(IoOp::kRead, 4096));
-  budget_ns_ = std::max<uint64_t>(1, static_cast<uint64_t>(b));
+  budget_ns_ = BudgetOf(options_.cost, options_.budget_factor);
   for (unsigned i = 0; i < reactors_.size(); ++i) {
     auto sh = std::make_unique<Shard>();
     sh->s = this;
@@ -89,6 +87,9 @@ QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
     sh->timer.fn = &Shard::OnTimer;
     sh->refresh.shard = sh.get();
     sh->refresh.fn = &Shard::OnRefresh;
+    sh->cost = options_.cost;
+    sh->budget_ns = budget_ns_;
+    sh->cost_version = cost_version_.load();
     sh->tick.shard = sh.get();
     sh->tick.fn = &Shard::OnTick;
     shards_.push_back(std::move(sh));
@@ -106,8 +107,7 @@ QosScheduler::~QosScheduler() {
 void* QosScheduler::PortState(Reactor* reactor) {
   for (auto& sh : shards_)
     if (sh->reactor == reactor) return sh.get();
-  SPD_ASSERT_MSG(false, "QosScheduler: a port on a reactor it was not given");
-  return nullptr;
+  return nullptr;  // a reactor it was not given (calibration's): its requests pass
 }
 
 QosScheduler::TenantState* QosScheduler::TenantLocked(const std::string& name) {
@@ -242,12 +242,12 @@ void QosScheduler::Shard::CreditElsewhere(ShardVolume* sv, uint64_t now) {
 
 void QosScheduler::Submit(IoRequest* req, Sink* sink) {
   auto* sh = static_cast<Shard*>(req->port->sched_state());
-  sh->sink = sink;
-  if (req->op == RequestOp::kBlockStatus) {
+  if (sh == nullptr || req->op == RequestOp::kBlockStatus) {
     // No device time: the map is in memory.
     req->qos_volume = nullptr;
     return sink->Release(req);
   }
+  sh->sink = sink;
   VolumeState* vs = StateOf(req->volume);
   ShardVolume* sv = vs->per_shard[sh->index];
   if (sv == nullptr) {
@@ -260,7 +260,7 @@ void QosScheduler::Submit(IoRequest* req, Sink* sink) {
   req->qos_volume = sv;
   req->qos_submit_ns = now;
   req->qos_item.req = req;
-  req->qos_item.cost_ns = options_.cost.Cost(CostOp(req->op), req->length_bytes);
+  req->qos_item.cost_ns = sh->cost.Cost(CostOp(req->op), req->length_bytes);
   req->qos_item.bytes = static_cast<uint32_t>(RequestBytes(req));
   ++sv->cur.enqueues;
   if (sh->engine.queued(sv->flow) > 0) ++sv->cur.backlogged;
@@ -272,7 +272,7 @@ void QosScheduler::Submit(IoRequest* req, Sink* sink) {
 }
 
 void QosScheduler::Shard::Pump(uint64_t now) {
-  while (engine.queued() > 0 && outstanding_ns < s->budget_ns_) {
+  while (engine.queued() > 0 && outstanding_ns < budget_ns) {
     uint64_t wake = UINT64_MAX;
     Item* it = engine.Dequeue(now, &wake);
     if (it == nullptr) {
@@ -494,9 +494,41 @@ void QosScheduler::PostRefresh() {
   }
 }
 
+uint64_t QosScheduler::BudgetOf(const CostModel& c, double factor) {
+  const double b = factor * c.parallelism * static_cast<double>(c.Cost(IoOp::kRead, 4096));
+  return std::max<uint64_t>(1, static_cast<uint64_t>(b));
+}
+
+CostModel QosScheduler::cost_model() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return options_.cost;
+}
+
+uint64_t QosScheduler::budget_ns() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return budget_ns_;
+}
+
+void QosScheduler::SetCostModel(const CostModel& model) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    options_.cost = model;
+    budget_ns_ = BudgetOf(model, options_.budget_factor);
+    cost_version_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  PostRefresh();
+}
+
 void QosScheduler::Shard::OnRefresh(Task* t) {
   Shard* sh = static_cast<RefreshTask*>(t)->shard;
   sh->refresh_posted.store(false, std::memory_order_release);
+  if (const uint64_t v = sh->s->cost_version_.load(std::memory_order_acquire);
+      v != sh->cost_version) {
+    std::lock_guard<std::mutex> l(sh->s->mu_);
+    sh->cost = sh->s->options_.cost;
+    sh->budget_ns = sh->s->budget_ns_;
+    sh->cost_version = v;
+  }
   for (auto& sv : sh->volumes)
     if (sv->version != sv->vs->version.load(std::memory_order_acquire)) sh->Refresh(sv.get());
   const uint64_t now = MonotonicNs();
@@ -516,7 +548,7 @@ void QosScheduler::Shard::OnRefresh(Task* t) {
 
 spd::Status QosScheduler::AdmitReservation(const std::string& field, const std::string& volume,
                                            const Rate& want, double fraction) const {
-  const CostModel& c = options_.cost;
+  const CostModel c = cost_model();
   const double op4k = std::max(c.CostNs(IoOp::kRead, 4096), c.CostNs(IoOp::kWrite, 4096));
   const double per_byte =
       std::max(c.CostNs(IoOp::kRead, 128 << 10), c.CostNs(IoOp::kWrite, 128 << 10)) /

@@ -109,7 +109,8 @@ class QosScheduler final : public IoScheduler {
     std::function<void(const std::string& volume, const std::string& reason)> on_violation;
   };
 
-  // `reactors`: every reactor whose ports may submit (the shards), at most kShardsMax.
+  // `reactors`: every reactor whose ports may submit (the shards), at most kShardsMax. Requests
+  // from a port on any other reactor pass unscheduled (calibration's: control/calibration.h).
   QosScheduler(std::vector<Reactor*> reactors, Options options);
   // REQUIRES: every dispatcher using it gone, and each reactor stopped or this on its thread
   // (the shards' timers are cancelled).
@@ -138,8 +139,11 @@ class QosScheduler final : public IoScheduler {
   [[nodiscard]] spd::Status AdmitReservation(const std::string& field, const std::string& volume,
                                              const Rate& want, double fraction = 0.9) const;
 
-  const CostModel& cost_model() const { return options_.cost; }
-  uint64_t budget_ns() const { return budget_ns_; }
+  CostModel cost_model() const;
+  uint64_t budget_ns() const;
+  // Replaces the cost model (a calibration's), live: every shard takes it at once (a posted
+  // task) and recomputes its device budget.
+  void SetCostModel(const CostModel& model);
 
   struct Shard;
   struct VolumeState;
@@ -152,8 +156,11 @@ class QosScheduler final : public IoScheduler {
   void Bump(VolumeState* vs);                                // REQUIRES: mu_
   void PostRefresh();
 
-  Options options_;
-  uint64_t budget_ns_;
+  static uint64_t BudgetOf(const CostModel& c, double factor);
+
+  Options options_;     // .cost guarded by mu_ (each shard has its copy)
+  uint64_t budget_ns_;  // guarded by mu_
+  std::atomic<uint64_t> cost_version_{1};
   // The latency controller's signal across shards: the tightest bound missed, and when.
   std::atomic<uint64_t> miss_at_ns_{0};
   std::atomic<uint64_t> miss_bound_ns_{UINT64_MAX};

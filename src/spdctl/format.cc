@@ -227,6 +227,29 @@ Doc NodeDoc(const v1::NodeInfo& n) {
   return d;
 }
 
+Doc CalibrationDoc(const v1::CalibrateResponse& c) {
+  Doc d = Header("Calibration");
+  d["path"] = c.path();
+  d["applied"] = c.applied();
+  d["elapsedSeconds"] = c.elapsed_seconds();
+  d["maxCapacityError"] = c.max_capacity_error();
+  d["costModel"] = Doc::parse(c.cost_model_json(), nullptr, false);
+  if (d["costModel"].is_discarded()) d["costModel"] = nullptr;
+  d["points"] = Doc::array();
+  for (const v1::CalibrationPoint& p : c.points()) {
+    Doc x;
+    x["op"] = p.op();
+    x["bytes"] = p.bytes();
+    x["qd1LatencySeconds"] = p.qd1_latency_seconds();
+    x["queueDepth"] = p.queue_depth();
+    x["saturatedIops"] = p.saturated_iops();
+    x["saturated"] = p.saturated();
+    x["modelIops"] = p.model_iops();
+    d["points"].push_back(x);
+  }
+  return d;
+}
+
 Doc EventDoc(const v1::Event& e) {
   Doc d = Header("Event");
   d["seq"] = e.seq();
@@ -339,6 +362,26 @@ std::string Render(const Doc& doc, Output out) {
   if (kind == "VolumeList" || kind == "PoolList") {
     for (const Doc& x : doc["items"]) rows.push_back(&x);
     return Table(rows, kind == "VolumeList" ? kVolumeCols : kPoolCols);
+  }
+  if (kind == "Calibration") {
+    std::string t = "OP       SIZE      QD1-LATENCY  QD  IOPS       SATURATED  MODEL-IOPS\n";
+    char b[160];
+    for (const Doc& x : doc["points"]) {
+      std::snprintf(b, sizeof b, "%-8s %-9s %9.1f us  %-3u %-10.0f %-10s %.0f\n",
+                    x["op"].get<std::string>().c_str(),
+                    policy::FormatSize(x["bytes"].get<uint32_t>()).c_str(),
+                    x["qd1LatencySeconds"].get<double>() * 1e6, x["queueDepth"].get<unsigned>(),
+                    x["saturatedIops"].get<double>(), x["saturated"].get<bool>() ? "yes" : "no",
+                    x["modelIops"].get<double>());
+      t += b;
+    }
+    std::snprintf(b, sizeof b, "model within %.0f%% of the measured points, %.1f s; ",
+                  doc["maxCapacityError"].get<double>() * 100, doc["elapsedSeconds"].get<double>());
+    t += b;
+    t += "stored in " + doc["path"].get<std::string>() +
+         (doc["applied"].get<bool>() ? ", applied to the QoS scheduler\n"
+                                     : " (spd2 runs --qos off: used when it runs with --qos on)\n");
+    return t;
   }
   if (kind == "Volume") {
     std::string t = Table({&doc}, kVolumeCols);

@@ -56,7 +56,7 @@ _spdctl() {
   done
   local opts="-o --output --socket --timeout -h --help"
   case "$noun" in
-    "") COMPREPLY=($(compgen -W "volume pool node events audit tenant class policy access token apply diff completion version $opts" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "volume pool node calibrate events audit tenant class policy access token apply diff completion version $opts" -- "$cur")) ;;
     volume)
       case "$verb" in
         "") COMPREPLY=($(compgen -W "create get list delete resize set-durability" -- "$cur")) ;;
@@ -294,6 +294,42 @@ int Main(int argc, char** argv) {
     C().Prepare(&ctx);
     grpc::Status s = C().node->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &resp);
     rc = s.ok() ? C().Print(NodeDoc(resp)) : C().Fail(s);
+  });
+
+  // ---- calibrate ----
+  double cal_seconds = 15;
+  std::string cal_ws = "256M";
+  CLI::App* cal = app.add_subcommand(
+      "calibrate",
+      "Measure the pool's device (a scratch volume is created, written, read and deleted) and fit "
+      "the cost model the QoS scheduler charges requests by; it is stored as "
+      "DATA_DIR/default.cost.json and applied at once (docs/qos.md). Admins only. Other volumes' "
+      "I/O meanwhile is measured too: run it on an idle daemon");
+  cal->add_option("--seconds", cal_seconds, "The measurement at most, 1-300 seconds")
+      ->check(CLI::Range(1.0, 300.0))
+      ->capture_default_str();
+  cal->add_option("--working-set", cal_ws,
+                  "The scratch volume's size, which I/Os spread over (16M-64G); larger than the "
+                  "device's cache for figures of the media")
+      ->capture_default_str();
+  cal->callback([&] {
+    auto ws = policy::ParseSize("--working-set", cal_ws);
+    if (!ws.ok()) {
+      std::fprintf(stderr, "spdctl: %s\n", ws.status().ToString().c_str());
+      rc = kExitUsage;
+      return;
+    }
+    v1::CalibrateRequest req;
+    req.set_seconds_max(cal_seconds);
+    req.set_working_set_bytes(ws.value());
+    v1::CalibrateResponse resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx, false);
+    // The measurement, then the scratch volume's create and delete.
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(static_cast<int64_t>(cal_seconds) + 120));
+    grpc::Status s = C().node->Calibrate(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(CalibrationDoc(resp)) : C().Fail(s);
   });
 
   // ---- events ----

@@ -103,6 +103,8 @@ call("ListUidRoles", access_pb2_grpc.AccessServiceStub(ch).ListUidRoles, apb.Lis
 call("CreateToken", access_pb2_grpc.AccessServiceStub(ch).CreateToken,
      apb.CreateTokenRequest(role=apb.ROLE_VIEWER, description="t"))
 call("NodeInfo", node_pb2_grpc.NodeServiceStub(ch).GetNodeInfo, node_pb2.GetNodeInfoRequest())
+call("Calibrate", node_pb2_grpc.NodeServiceStub(ch).Calibrate,
+     node_pb2.CalibrateRequest(seconds_max=2, working_set_bytes=16 << 20))
 call("DeleteOwn", vol.DeleteVolume, vpb.DeleteVolumeRequest(name=mine))
 seen = set()
 try:
@@ -139,6 +141,7 @@ EXPECT = {
     "ListUidRoles": (D,      D,      D,       P,      D),
     "CreateToken":  (D,      D,      D,       P,      D),
     "NodeInfo":     (P,      P,      P,       P,      D),
+    "Calibrate":    (D,      D,      D,       P,      D),
     "DeleteOwn":    (D,      P,      P,       P,      D),
     "Events":       (P,      P,      P,       P,      D),
 }

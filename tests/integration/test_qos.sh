@@ -1,8 +1,9 @@
 # The QoS scheduler against a real daemon and real clients (fio over NBD): spd2 --qos on on the
 # sim backend's modelled device (5,000 IOPS over 4 units), intents set with spdctl. A limit caps
 # its volume while the other takes the rest; a reservation the device cannot honour is refused
-# with what is left (exit 9); `spdctl volume get` reports the intent's status; a latency target
-# the device cannot meet turns violated and is sent as an event. Shares are asserted, not rates:
+# with what is left (exit 9); `spdctl volume get` reports the intent's status; `spdctl calibrate`
+# measures the device live; a latency target the device cannot meet turns violated and is sent
+# as an event. Shares are asserted, not rates:
 # the modelled device, not the machine, is the bottleneck.
 source "$(dirname "$0")/lib.sh"
 SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
@@ -54,6 +55,30 @@ expect 0 policy set free --reserve-iops 4000
 expect 9 policy set slow --reserve-iops 1000
 grep -q "are left to reserve" "$T/err" || fail "admission error: $(cat "$T/err")"
 expect 0 policy set free  # replaces the policy: no reservation
+
+# Calibration through the live daemon: the sim's 5,000 IOPS over 4 units are found (loosely:
+# the whole stack is measured), stored, applied; the scratch volume is gone after; a second
+# calibration while one runs is refused.
+"$SPDCTL" calibrate --seconds 6 --working-set 16M -o json >"$T/cal" 2>"$T/cal.err" &
+cal_pid=$!
+for _ in $(seq 50); do
+  "$SPDCTL" volume list | grep -q spd-calibrate-scratch && break
+  sleep 0.1
+done
+expect 5 calibrate --seconds 1 --working-set 16M
+grep -q "a calibration is running" "$T/err" || fail "second calibration: $(cat "$T/err")"
+wait "$cal_pid" || fail "calibrate: $(cat "$T/cal" "$T/cal.err")"
+cp "$T/cal" "$T/out"
+echo "calibrated: $(json "[(p['op'], p['bytes'], round(p['saturatedIops'])) for p in d['points']]")"
+[ "$(json "d['applied'] and d['path'].endswith('/default.cost.json')")" = True ] ||
+  fail "calibration not applied: $(cat "$T/out")"
+[ -s "$T/data/default.cost.json" ] || fail "no cost model stored"
+[ "$(json "[p for p in d['points'] if p['op'] == 'read' and p['bytes'] == 4096][0]['saturatedIops']")" \
+  != 0 ] || fail "no 4 KiB read point"
+iops4k=$(json "round([p for p in d['points'] if p['op'] == 'read' and p['bytes'] == 4096][0]['saturatedIops'])")
+[ "$iops4k" -gt 3500 ] && [ "$iops4k" -lt 6500 ] || fail "4 KiB reads at depth: $iops4k IOPS (the sim does 5,000)"
+expect 0 volume list
+grep -q spd-calibrate-scratch "$T/out" && fail "the scratch volume is still there"
 
 # A target the device cannot meet (p90 under 50 us; one read takes 800 us): violated, and an
 # event says so.
