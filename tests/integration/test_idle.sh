@@ -1,9 +1,10 @@
-# Idle means idle: after traffic stops, spd2 (two reactors, adaptive polling with a long window)
-# goes back to sleeping. A reactor that kept spinning would use a whole core: about 100 clock
-# ticks per second.
+# Idle means idle: after traffic stops, spd2 (two reactors, adaptive polling with a long window,
+# the QoS scheduler with its latency controller's tick) goes back to sleeping. A reactor that
+# kept spinning would use a whole core: about 100 clock ticks per second.
 source "$(dirname "$0")/lib.sh"
 mport=$((SPD_PORT + 1))
-SPD_METRICS="127.0.0.1:$mport" start_spd2 --volume vol0:64M --cores 2 --reactor-poll-us 1000
+SPD_METRICS="127.0.0.1:$mport" start_spd2 --volume vol0:64M --cores 2 --reactor-poll-us 1000 \
+  --qos on
 head -c 8M /dev/urandom >"$T/blob"
 for _ in 1 2 3; do
   nbdcopy "$T/blob" "$(uri)"
@@ -23,4 +24,6 @@ echo "idle: $((t1 - t0)) clock ticks in 3 s; polls during traffic: $polls"
 # The metrics scrape above is the only traffic since: no poll window stays open.
 p2=$(metric spd_reactor_polls_total)
 [ $((p2 - polls)) -le 10 ] || fail "reactors kept polling while idle ($polls -> $p2)"
+# The scheduler saw the traffic (it was on the data path) and arms no timer once it is over.
+[ "$(metric spd_qos_released_by_weight_total)" -gt 0 ] || fail "the QoS scheduler saw no request"
 stop_spd2
