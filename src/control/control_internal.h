@@ -34,6 +34,7 @@ extern Counter calls_failed_total;
 extern Counter denied_total;
 extern Counter busy_total;
 extern Counter audit_dropped_total;
+extern Gauge audit_queue;
 }  // namespace control_counters
 using namespace control_counters;  // NOLINT(google-build-using-namespace)
 
@@ -125,7 +126,9 @@ struct ControlServer::Impl : VolumeManager::Listener {
         if (work.empty()) return;
         fn = std::move(work.front());
         work.pop_front();
+        audit_queue.Set(work.size());
       }
+      if (options.test_before_worker_job) options.test_before_worker_job();
       fn();
     }
   }
@@ -134,6 +137,7 @@ struct ControlServer::Impl : VolumeManager::Listener {
     std::lock_guard<std::mutex> l(wmu);
     if (droppable && work.size() >= kAuditQueueMax) return false;
     work.push_back(std::move(fn));
+    audit_queue.Set(work.size());
     wcv.notify_one();
     return true;
   }

@@ -38,6 +38,10 @@ Counter audit_dropped_total(
     "Refused mutating calls (denied, invalid) not written to the audit log because "
     "kAuditQueueMax entries were waiting already (a flood of refused calls). Calls that change "
     "something are always written before they return.");
+Gauge audit_queue("spd_control_audit_queue",
+                  "Jobs waiting for the control plane's audit worker (audit entries to append, "
+                  "state-store changes). Refused calls' entries are dropped while kAuditQueueMax "
+                  "wait.");
 }  // namespace control_counters
 
 bool Allowed(policy::Role role, Access need) {

@@ -13,7 +13,9 @@
 //
 // Limits (named, tested): request messages of at most kRequestBytesMax; at most
 // kCallsInFlightMax calls in flight (more: RESOURCE_EXHAUSTED); at most
-// kWatchersMax event watchers; the listener's own limits (control_listener.h).
+// kWatchersMax event watchers; at most kAuditQueueMax jobs waiting for the audit worker before a
+// refused call's audit entry is dropped (counted; an admitted call's entry never is); the
+// listener's own limits (control_listener.h).
 //
 // Thread-safety: Start and Stop from one thread (the daemon's main thread, Stop not on a
 // reactor: it waits for calls in flight, whose completions need the pool's reactor running).
@@ -21,6 +23,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,6 +73,10 @@ struct ControlServerOptions {
   qos::QosScheduler* qos = nullptr;
   // The daemon's dispatcher: calibration drives its scratch volume through it.
   Dispatcher* dispatcher = nullptr;
+  // TEST ONLY, never set by the daemon: the audit worker calls this before each job it takes
+  // (an audit append or a state-store change), so a test can keep the worker busy by blocking
+  // in it and fill the queue (control_server_test.cc). Empty: nothing is called.
+  std::function<void()> test_before_worker_job;
 };
 
 class ControlServer {
@@ -78,7 +85,8 @@ class ControlServer {
   static constexpr size_t kCallsInFlightMax = kCallsInFlightMax_;  // calls_in_flight_max's default
   static constexpr size_t kWatchersMax = 64;
   static constexpr uint32_t kListPageMax = 1000;
-  // Entries waiting for the audit worker beyond which refused calls' entries are dropped.
+  // Jobs waiting for the audit worker at which a refused call's entry is dropped (not queued;
+  // spd_control_audit_dropped_total). An admitted call's entry is always queued, past it too.
   static constexpr size_t kAuditQueueMax = 1024;
 
   // `volumes` and the pool behind it outlive the server.

@@ -280,12 +280,19 @@ int RunDaemon(const DaemonOptions& o) {
   PoolOptions po;
   po.chunk_size_bytes = o.chunk_size_bytes;
   po.overlap_flush = o.commit_overlap;
+  po.volumes_max = o.pool_volumes_max;
   auto pool_or = Pool::OpenOrCreate(std::move(backend).value(), reactor.get(), po);
   if (!pool_or.ok()) {
     SPD_LOG_ERROR("pool %s: %s", o.pool_path.c_str(), pool_or.status().ToString().c_str());
     return 1;
   }
   std::unique_ptr<Pool> pool = std::move(pool_or).value();
+  // The table's size is fixed at format: an existing pool keeps its own.
+  if (o.pool_volumes_max_given && pool->volumes_max() != o.pool_volumes_max)
+    SPD_LOG_INFO(
+        "pool %s has a volume table of %u slots, fixed when it was created: "
+        "--pool-volumes-max %u applies only to a new pool",
+        o.pool_path.c_str(), pool->volumes_max(), o.pool_volumes_max);
 
   VolumeManager volumes(pool.get());
   std::vector<VolumeFlag> wanted = o.volumes;

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "volume/pool_format.h"
+
 namespace spd {
 
 Result<uint64_t> ParseSize(const std::string& text) {
@@ -116,6 +118,15 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
       ->capture_default_str();
   app.add_option("--chunk-size", chunk_size,
                  "Thin-provisioning unit of a new pool (power of two, >= 64K)")
+      ->capture_default_str();
+  app.add_option("--pool-volumes-max", o.pool_volumes_max,
+                 "Volume table slots of a new pool: the most volumes it can ever hold (1 to "
+                 "65536; a create beyond it fails with RESOURCE_EXHAUSTED). Applies only when "
+                 "the pool is created: an existing pool keeps the size it was formatted with "
+                 "(logged when this differs). Each slot costs 128 bytes in every checkpoint, "
+                 "used or not (4096: 512 KiB), and every volume create, delete or resize "
+                 "writes a checkpoint: do not make it larger than needed")
+      ->check(CLI::Range(uint32_t{1}, pool_format::kVolumesMaxLimit))
       ->capture_default_str();
   app.add_option("--volume", volumes,
                  "NAME:SIZE[:ro][:flush|sync|none] volume to create at start when missing "
@@ -365,6 +376,7 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   o.sim.flush_extra_ns *= 1000;
   SPD_ASSIGN_OR_RETURN(o.pool_size_bytes, ParseSize(pool_size));
   o.pool_size_given = app.count("--pool-size") > 0;
+  o.pool_volumes_max_given = app.count("--pool-volumes-max") > 0;
   const bool handshakes_given = app.count("--nbd-handshakes-max") > 0;
   uint64_t chunk;
   SPD_ASSIGN_OR_RETURN(chunk, ParseSize(chunk_size));

@@ -25,6 +25,9 @@ struct DaemonOptions {
   uint64_t pool_size_bytes = 16ull << 30;
   bool pool_size_given = false;  // --pool-size (or its config key) was given, not defaulted
   uint32_t chunk_size_bytes = 1u << 20;
+  // PoolOptions::volumes_max of a new pool (--pool-volumes-max); an existing pool keeps its own.
+  uint32_t pool_volumes_max = PoolOptions{}.volumes_max;
+  bool pool_volumes_max_given = false;  // given, not defaulted (a differing pool is logged)
   std::vector<VolumeFlag> volumes;
   BackendKind backend = BackendKind::kUring;
   uint32_t reactor_poll_us = 100;  // adaptive poll window (ReactorOptions::poll_ns)
