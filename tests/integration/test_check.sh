@@ -19,7 +19,8 @@ rc=0; "$SPD2" check "$pool" >"$T/c2" || rc=$?
 grep -q "superblock copy B is corrupt" "$T/c2" || { cat "$T/c2"; fail "wrong report"; }
 after_check=$(md5sum <"$pool")
 [ "$before" != "$after_check" ] || fail "corruption did not land"
-"$SPD2" check "$pool" >/dev/null || true
+rc=0; "$SPD2" check "$pool" >/dev/null || rc=$?
+[ "$rc" -eq 1 ] || fail "a second check without --repair exited $rc (still corrupt: 1)"
 [ "$(md5sum <"$pool")" = "$after_check" ] || fail "check without --repair wrote to the pool"
 "$SPD2" check "$pool" --repair >"$T/c3" || { cat "$T/c3"; fail "repair failed"; }
 "$SPD2" check "$pool" >"$T/c4" || { cat "$T/c4"; fail "still inconsistent after repair"; }
