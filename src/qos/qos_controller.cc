@@ -106,8 +106,9 @@ void QosScheduler::Shard::Tick(uint64_t now) {
     sv->tick_missed = 0;
   }
   Pump(now);
+  Sweep();
   // Idle and nothing held back: no timer until the next request.
-  if (active || throttled) ArmTick(now);
+  if (active || throttled || !retiring.empty()) ArmTick(now);
 }
 
 }  // namespace spd::qos

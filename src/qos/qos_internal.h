@@ -135,6 +135,13 @@ struct QosScheduler::Shard {
   };
   std::unordered_map<TenantState*, TenantFlow> tenants;
   std::vector<std::unique_ptr<ShardVolume>> volumes;
+  // Flows of volumes moved to another tenant while requests were queued in them: removed once
+  // empty (Sweep, at each tick and refresh).
+  struct Retiring {
+    Engine::FlowId flow;
+    TenantState* tenant;
+  };
+  std::vector<Retiring> retiring;
 
   ShardVolume* Attach(VolumeState* vs);
   void Refresh(ShardVolume* sv);
@@ -143,6 +150,7 @@ struct QosScheduler::Shard {
   void Pump(uint64_t now);
   void ArmWake(uint64_t at);
   void Roll(ShardVolume* sv, uint64_t now);
+  void Sweep();
   static void OnTimer(Timer* t);
   static void OnRefresh(Task* t);
   // qos_controller.cc

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "common/counters.h"
@@ -137,14 +138,21 @@ class QosPipelineTest : public ::testing::Test {
     }
   }
   // Runs every client for `ns` of real time; returns what each completed.
-  std::vector<uint64_t> Run(uint64_t ns) {
+  std::vector<uint64_t> Run(uint64_t ns, uint64_t at_ns = 0, std::function<void()> at = {}) {
     for (auto& c : clients_) {
       c->done = 0;
       c->stop = false;
     }
     for (auto& c : clients_) Issue(c.get());
-    const uint64_t end = MonotonicNs() + ns;
-    while (MonotonicNs() < end) Spin();
+    const uint64_t start = MonotonicNs();
+    const uint64_t end = start + ns;
+    while (MonotonicNs() < end) {
+      if (at && MonotonicNs() >= start + at_ns) {
+        at();  // while requests are queued
+        at = {};
+      }
+      Spin();
+    }
     std::vector<uint64_t> out;
     for (auto& c : clients_) {
       c->stop = true;
@@ -199,6 +207,25 @@ TEST_F(QosPipelineTest, ALimitHoldsAcrossReactors) {
   EXPECT_LE(n[0] + n[1], 315u) << n[0] << " + " << n[1];
   EXPECT_GT(n[0], 20u);
   EXPECT_GT(n[1], 20u);
+}
+
+TEST_F(QosPipelineTest, ATenantLimitCapsItsVolumesTogetherAndAMoveLeavesIt) {
+  Start();
+  FlowPolicy t;
+  t.limit.iops = 300;
+  sched_->SetTenantPolicy("acme", t);
+  sched_->SetVolumeIntent("a1", "acme", Intent(0, 0));
+  sched_->SetVolumeIntent("a2", "acme", Intent(0, 0));
+  AddClient("a1", 8);
+  AddClient("a2", 8);
+  std::vector<uint64_t> n = Run(1'000'000'000);
+  EXPECT_LE(n[0] + n[1], 315u) << n[0] << " + " << n[1];
+  EXPECT_GT(n[0], 50u);
+  EXPECT_GT(n[1], 50u);
+  // a2 leaves the tenant while its requests are queued in the scheduler.
+  n = Run(1'000'000'000, 100'000'000, [this] { sched_->SetVolumeIntent("a2", "", Intent(0, 0)); });
+  EXPECT_LE(n[0], 315u);
+  EXPECT_GT(n[1], 3 * n[0]) << n[0] << " vs " << n[1] << ": a2 still under acme's limit";
 }
 
 TEST_F(QosPipelineTest, WeightsShareTheDevice) {

@@ -199,11 +199,15 @@ void QosScheduler::Shard::Refresh(ShardVolume* sv) {
   }
   sv->intent = intent;
   const uint64_t now = MonotonicNs();
-  if (tenant != sv->tenant && engine.queued(sv->flow) == 0) {
-    // Moved to another tenant: a new flow under it (the old tenant's flow stays while it has
-    // volumes here). With requests queued the move waits for the next refresh.
-    engine.RemoveVolume(sv->flow);
-    --tenants[sv->tenant].volumes;
+  if (tenant != sv->tenant) {
+    // Moved to another tenant: new requests go to a new flow under it; the old flow keeps the
+    // requests it has queued (released under the old tenant) and goes once they are (Sweep).
+    if (engine.queued(sv->flow) == 0) {
+      engine.RemoveVolume(sv->flow);
+      --tenants[sv->tenant].volumes;
+    } else {
+      retiring.push_back({sv->flow, sv->tenant});
+    }
     sv->tenant = tenant;
     const Engine::FlowId tf = TenantFlowOf(tenant);
     ++tenants[tenant].volumes;
@@ -211,6 +215,19 @@ void QosScheduler::Shard::Refresh(ShardVolume* sv) {
     return;
   }
   engine.SetPolicy(sv->flow, Effective(sv), now);
+}
+
+void QosScheduler::Shard::Sweep() {
+  for (size_t i = 0; i < retiring.size();) {
+    if (engine.queued(retiring[i].flow) > 0) {
+      ++i;
+      continue;
+    }
+    engine.RemoveVolume(retiring[i].flow);
+    --tenants[retiring[i].tenant].volumes;
+    retiring[i] = retiring.back();
+    retiring.pop_back();
+  }
 }
 
 void QosScheduler::Shard::CreditElsewhere(ShardVolume* sv, uint64_t now) {
@@ -544,6 +561,7 @@ void QosScheduler::Shard::OnRefresh(Task* t) {
     tf.version = v;
   }
   sh->Pump(now);
+  sh->Sweep();
 }
 
 spd::Status QosScheduler::AdmitReservation(const std::string& field, const std::string& volume,
