@@ -15,6 +15,19 @@ fail() {
   exit 1
 }
 
+# spdctl from the same build as spd2 (run.sh exports it).
+SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
+# expect CODE ARGS...: runs spdctl ARGS, fails unless it exits CODE; stdout in $T/out, stderr
+# in $T/err.
+expect() {
+  local want=$1 rc=0
+  shift
+  "$SPDCTL" "$@" >"$T/out" 2>"$T/err" || rc=$?
+  [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
+}
+# json EXPR: EXPR (Python) over the JSON document in $T/out, bound to d; prints the result.
+json() { $PY -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
+
 cleanup() {
   if [ -n "$SPD_PID" ] && kill -0 "$SPD_PID" 2>/dev/null; then
     kill -KILL "$SPD_PID" 2>/dev/null || true

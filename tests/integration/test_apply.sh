@@ -3,14 +3,7 @@
 # is deleted without --prune; an invalid file is refused whole, naming the line; a class's
 # durability reaches its volumes; policies survive a restart and go with their volume.
 source "$(dirname "$0")/lib.sh"
-SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
-expect() {
-  local want=$1 rc=0
-  shift
-  "$SPDCTL" "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
-}
 cat >"$T/site.yaml" <<'YAML'
 apiVersion: spd.v1
 kind: Tenant

@@ -2,18 +2,9 @@
 # (apiVersion), its exit codes, access by uid (SO_PEERCRED), events, completion, and a clean
 # SIGTERM with a watcher connected.
 source "$(dirname "$0")/lib.sh"
-SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 chmod 0755 "$T"  # so that user nobody can reach the socket (and be refused by the daemon)
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
 ctl() { "$SPDCTL" "$@"; }
-# expect CODE CMD...: runs spdctl, fails unless it exits CODE; its stderr in $T/err.
-expect() {
-  local want=$1 rc=0
-  shift
-  "$SPDCTL" "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
-}
-json() { /usr/bin/python3 -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
 
 start_spd2 --control-socket-mode 0666 --volume vol0:64M
 # Created owner-only: the data directory, the pool file, the control socket (unless asked).

@@ -2,7 +2,6 @@
 # whose policy names it; an identity given with --nbd-tls-admin-identity sees every volume; an
 # identity whose tenant owns nothing sees nothing.
 source "$(dirname "$0")/lib.sh"
-SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
 mkdir -m 700 "$T/keys"
 for id in acme beta ops; do psktool -u "$id" -p "$T/keys/keys.psk" >/dev/null; done

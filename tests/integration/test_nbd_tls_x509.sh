@@ -8,7 +8,6 @@
 # client is refused. Without --nbd-tls-ca an x509 client has no identity and sees every volume
 # (spd2 warns at start). Certificates made here with certtool (gnutls-bin).
 source "$(dirname "$0")/lib.sh"
-SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
 command -v certtool >/dev/null || fail "certtool missing (gnutls-bin; scripts/setup.sh)"
 P="$T/pki"

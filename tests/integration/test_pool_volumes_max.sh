@@ -4,16 +4,9 @@
 # start with one clear line and exit 2, before any pool is made (so is a value that is not a
 # number).
 source "$(dirname "$0")/lib.sh"
-SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
 
 # expect CODE ARGS...: spdctl must exit CODE; its stdout in $T/out, stderr in $T/err.
-expect() {
-  local want=$1 rc=0
-  shift
-  "$SPDCTL" "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
-}
 # run_refused EXPECTED_TEXT ARGS...: spd2 must exit 2 at once, printing EXPECTED_TEXT.
 run_refused() {
   local want=$1 rc=0

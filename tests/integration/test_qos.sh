@@ -6,15 +6,7 @@
 # as an event. Shares are asserted, not rates:
 # the modelled device, not the machine, is the bottleneck.
 source "$(dirname "$0")/lib.sh"
-SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
-expect() {
-  local want=$1 rc=0
-  shift
-  "$SPDCTL" "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
-}
-json() { $PY -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
 fio_read() {  # fio_read VOLUME SECONDS: 4 KiB random reads at QD16; prints the read IOPS
   fio --name=r --ioengine=nbd --uri="nbd+unix:///$1?socket=$SPD_SOCK" --rw=randread --bs=4k \
     --size=16M --iodepth=16 --time_based --runtime="$2" --output-format=terse \
