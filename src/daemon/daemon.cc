@@ -477,6 +477,10 @@ int RunDaemon(const DaemonOptions& o) {
   control_events->store(nullptr, std::memory_order_release);
   pool->set_read_only_listener(nullptr);
   control.reset();
+  // Everything drained: the other reactors stop here, so that what goes below (the dispatcher's
+  // channels, the QoS scheduler's timers on every reactor) is torn down with no reactor thread
+  // running beside it.
+  group->StopThreads();
 
   Status s = pool->SyncAll();
   if (!s.ok()) {

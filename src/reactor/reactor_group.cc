@@ -66,9 +66,12 @@ Result<std::unique_ptr<ReactorGroup>> ReactorGroup::Start(Reactor* main, unsigne
   return g;
 }
 
-ReactorGroup::~ReactorGroup() {
+ReactorGroup::~ReactorGroup() { StopThreads(); }
+
+void ReactorGroup::StopThreads() {
   for (auto& r : owned_) r->Stop();
-  for (auto& t : threads_) t.join();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
 }
 
 }  // namespace spd

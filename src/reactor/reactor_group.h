@@ -17,7 +17,10 @@ class ReactorGroup {
   // `main` (epoll when main fell back). REQUIRES: count >= 1.
   static Result<std::unique_ptr<ReactorGroup>> Start(Reactor* main, unsigned count,
                                                      ReactorOptions options);
-  ~ReactorGroup();  // stops and joins the extra reactors
+  ~ReactorGroup();  // StopThreads()
+  // Stops and joins the extra reactors' threads; the reactors themselves stay (their timers and
+  // channels may then be torn down from this thread). Idempotent.
+  void StopThreads();
 
   unsigned size() const { return static_cast<unsigned>(reactors_.size()); }
   Reactor* at(unsigned i) const { return reactors_[i]; }
