@@ -26,6 +26,19 @@
 namespace spd::ctl {
 namespace {
 
+// A size flag ("10G", "4096"): false, having printed why and set *rc to the usage exit code,
+// when it does not parse.
+bool SizeArg(const char* flag, const std::string& text, uint64_t* out, int* rc) {
+  auto v = policy::ParseSize(flag, text);
+  if (!v.ok()) {
+    std::fprintf(stderr, "spdctl: %s\n", std::string(v.status().message()).c_str());
+    *rc = kExitUsage;
+    return false;
+  }
+  *out = v.value();
+  return true;
+}
+
 v1::Durability ParseDurabilityFlag(const std::string& s) {
   if (s == "flush") return v1::DURABILITY_FLUSH;
   if (s == "sync") return v1::DURABILITY_SYNC;
@@ -140,15 +153,11 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   vc->add_flag("--read-only", read_only, "Refuse writes");
   vc->callback([&] {
-    auto size = policy::ParseSize("--size", size_text);
-    if (!size.ok()) {
-      std::fprintf(stderr, "spdctl: %s\n", std::string(size.status().message()).c_str());
-      rc = kExitUsage;
-      return;
-    }
+    uint64_t size;
+    if (!SizeArg("--size", size_text, &size, &rc)) return;
     v1::CreateVolumeRequest req;
     req.set_name(name);
-    req.set_size_bytes(size.value());
+    req.set_size_bytes(size);
     req.set_durability(ParseDurabilityFlag(durability));
     req.set_read_only(read_only);
     v1::Volume resp;
@@ -225,15 +234,11 @@ int Main(int argc, char** argv) {
   vr->add_option("name", name, "Volume name")->required();
   vr->add_option("--size", size_text, "New size: bytes or with K, M, G, T")->required();
   vr->callback([&] {
-    auto size = policy::ParseSize("--size", size_text);
-    if (!size.ok()) {
-      std::fprintf(stderr, "spdctl: %s\n", std::string(size.status().message()).c_str());
-      rc = kExitUsage;
-      return;
-    }
+    uint64_t size;
+    if (!SizeArg("--size", size_text, &size, &rc)) return;
     v1::ResizeVolumeRequest req;
     req.set_name(name);
-    req.set_size_bytes(size.value());
+    req.set_size_bytes(size);
     v1::Volume resp;
     grpc::ClientContext ctx;
     C().Prepare(&ctx);
@@ -313,15 +318,11 @@ int Main(int argc, char** argv) {
                   "device's cache for figures of the media")
       ->capture_default_str();
   cal->callback([&] {
-    auto ws = policy::ParseSize("--working-set", cal_ws);
-    if (!ws.ok()) {
-      std::fprintf(stderr, "spdctl: %s\n", ws.status().ToString().c_str());
-      rc = kExitUsage;
-      return;
-    }
+    uint64_t ws;
+    if (!SizeArg("--working-set", cal_ws, &ws, &rc)) return;
     v1::CalibrateRequest req;
     req.set_seconds_max(cal_seconds);
-    req.set_working_set_bytes(ws.value());
+    req.set_working_set_bytes(ws);
     v1::CalibrateResponse resp;
     grpc::ClientContext ctx;
     C().Prepare(&ctx, false);
