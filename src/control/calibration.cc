@@ -3,25 +3,33 @@
 #include <chrono>
 #include <deque>
 #include <future>
-#include <vector>
 
 #include "common/log.h"
 #include "dispatch/dispatcher.h"
+#include "frontend/inproc/inproc_frontend.h"
 #include "volume/volume_manager.h"
 
 namespace spd {
 namespace {
 
-// An IoBackend over one volume, through the dispatcher: what calibration drives. Offsets are
-// the volume's; requests go the way every frontend's go (fast path, owner, pool).
+// An IoBackend over one volume, through the dispatcher from an in-process frontend (the one
+// every test and bench/pipeline drive the pipeline with): what calibration drives. Offsets are
+// the volume's; requests go the way every frontend's go (fast path, owner, pool). More than
+// kRequestsMax at once wait here (calibration keeps at most its queue depth in flight).
 class VolumeBackend final : public IoBackend {
  public:
-  static constexpr size_t kRequestsMax = 256;
-  VolumeBackend(Dispatcher* d, DispatchPort* port, Volume* v, uint64_t size)
-      : d_(d), port_(port), vol_(v), size_(size), reqs_(kRequestsMax) {
-    for (auto& r : reqs_) free_.push_back(&r);
+  static constexpr uint32_t kRequestsMax = 256;
+  VolumeBackend(Dispatcher* d, Reactor* r, Volume* v, uint64_t size)
+      : d_(d), reactor_(r), vol_(v), size_(size), fe_(d, r, {kRequestsMax, 0}) {
+    drain_.self = this;
+    drain_.fn = [](Task* t) {
+      VolumeBackend* self = static_cast<Drain*>(t)->self;
+      self->drain_posted_ = false;
+      while (!self->waiting_.empty() && self->Start(self->waiting_.front()))
+        self->waiting_.pop_front();
+    };
   }
-  ~VolumeBackend() override { SPD_ASSERT(stats_.inflight == 0); }
+  ~VolumeBackend() override { SPD_ASSERT(stats_.inflight == 0 && !drain_posted_); }
   const char* name() const override { return "volume"; }
   uint64_t size_bytes() const override { return size_; }
   uint32_t alignment_bytes() const override { return d_->buffer_alignment_bytes(); }
@@ -29,11 +37,8 @@ class VolumeBackend final : public IoBackend {
   void Submit(BackendIo* io) override {
     ++stats_.submitted;
     ++stats_.inflight;
-    if (free_.empty()) {  // more in flight than requests: wait for one
-      waiting_.push_back(io);
-      return;
-    }
-    Start(io);
+    io->owner = this;
+    if (!waiting_.empty() || !Start(io)) waiting_.push_back(io);
   }
   Status ReadSync(uint64_t, void*, size_t) override { return Unimplemented("volume: no sync I/O"); }
   Status WriteSync(uint64_t, const void*, size_t) override {
@@ -47,64 +52,43 @@ class VolumeBackend final : public IoBackend {
   }
 
  private:
-  struct Req : IoRequest {
-    VolumeBackend* self = nullptr;
-  };
-  void Start(BackendIo* io) {
-    Req* r = free_.back();
-    free_.pop_back();
-    *r = Req{};
-    r->self = this;
-    switch (io->op) {
-      case IoOp::kRead:
-        r->op = RequestOp::kRead;
-        break;
-      case IoOp::kWrite:
-        r->op = RequestOp::kWrite;
-        break;
-      case IoOp::kFlush:
-        r->op = RequestOp::kFlush;
-        break;
-      case IoOp::kDiscard:
-        r->op = RequestOp::kDiscard;
-        break;
-      case IoOp::kWriteZeroes:
-        r->op = RequestOp::kWriteZeroes;
-        break;
-    }
+  bool Start(BackendIo* io) {
+    IoRequest* r = fe_.Take();
+    if (r == nullptr) return false;
+    r->op = ToRequestOp(io->op);
     if (io->flags & kIoFua) r->flags |= kReqFua;
     r->offset_bytes = io->offset_bytes;
     r->length_bytes = io->length_bytes;
     r->buf = io->buf;
     r->volume = vol_;
-    r->ctx = io;
-    r->done = &VolumeBackend::OnDone;
-    d_->Submit(port_, r);
+    fe_.Submit(r, &VolumeBackend::OnDone, io);
+    return true;
   }
-  static void OnDone(IoRequest* req) {
-    Req* r = static_cast<Req*>(req);
-    auto* io = static_cast<BackendIo*>(r->ctx);
-    VolumeBackend* self = r->self;
+  static void OnDone(void* arg, IoRequest* r) {
+    auto* io = static_cast<BackendIo*>(arg);
+    auto* self = static_cast<VolumeBackend*>(io->owner);
     io->result = r->result == 0 ? static_cast<int32_t>(io->length_bytes) : r->result;
     --self->stats_.inflight;
     ++self->stats_.completed;
     if (io->result < 0) ++self->stats_.errors;
-    self->free_.push_back(r);
-    if (!self->waiting_.empty()) {
-      BackendIo* next = self->waiting_.front();
-      self->waiting_.pop_front();
-      self->Start(next);
+    // The request's slot is free once this returns: waiting ones start from a task.
+    if (!self->waiting_.empty() && !self->drain_posted_) {
+      self->drain_posted_ = true;
+      self->reactor_->Defer(&self->drain_);
     }
     io->done(io);
   }
 
   Dispatcher* d_;
-  DispatchPort* port_;
+  Reactor* reactor_;
   Volume* vol_;
   uint64_t size_;
-  std::vector<Req> reqs_;
-  std::vector<Req*> free_;
+  InprocFrontend fe_;
   std::deque<BackendIo*> waiting_;
+  struct Drain : Task {
+    VolumeBackend* self;
+  } drain_;
+  bool drain_posted_ = false;
   BackendStats stats_;
 };
 
@@ -147,18 +131,14 @@ Result<qos::CostModel> RunLiveCalibration(Dispatcher* dispatcher, VolumeManager*
     if (!reactor.ok()) {
       model = reactor.status();
     } else {
-      std::unique_ptr<DispatchPort> port = dispatcher->OpenPort(reactor.value().get());
-      {
-        VolumeBackend vb(dispatcher, port.get(), h->volume(), size);
-        qos::CalibrateOptions o = options;
-        o.offset_bytes = 0;
-        o.length_bytes = size;
-        model = qos::Calibrate(reactor.value().get(), &vb, o, report);
-        // What a timeout left in flight completes before the adapter goes (bounded).
-        for (int i = 0; i < 100000 && vb.stats().inflight > 0; ++i)
-          reactor.value()->RunOnce(1'000'000);
-      }
-      port.reset();
+      VolumeBackend vb(dispatcher, reactor.value().get(), h->volume(), size);
+      qos::CalibrateOptions o = options;
+      o.offset_bytes = 0;
+      o.length_bytes = size;
+      model = qos::Calibrate(reactor.value().get(), &vb, o, report);
+      // What a timeout left in flight completes before the adapter goes (bounded).
+      for (int i = 0; i < 100000 && vb.stats().inflight > 0; ++i)
+        reactor.value()->RunOnce(1'000'000);
     }
     h->RemoveUser();
   }

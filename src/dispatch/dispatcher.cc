@@ -167,30 +167,13 @@ void Dispatcher::OnHopToPool(Task* t) {
 
 void Dispatcher::FillVolumeIo(IoRequest* req) {
   VolumeIo& v = req->vio;
+  SPD_ASSERT(req->op != RequestOp::kBlockStatus);
+  v.op = ToIoOp(req->op);
   v.flags = 0;
-  switch (req->op) {
-    case RequestOp::kRead:
-      v.op = IoOp::kRead;
-      break;
-    case RequestOp::kWrite:
-      v.op = IoOp::kWrite;
-      if (req->flags & kReqFua) v.flags |= kIoFua;
-      break;
-    case RequestOp::kFlush:
-      v.op = IoOp::kFlush;
-      break;
-    case RequestOp::kDiscard:
-      v.op = IoOp::kDiscard;
-      if (req->flags & kReqFua) v.flags |= kIoFua;
-      break;
-    case RequestOp::kWriteZeroes:
-      v.op = IoOp::kWriteZeroes;
-      if (req->flags & kReqFua) v.flags |= kIoFua;
-      if (req->flags & kReqNoHole) v.flags |= kIoNoUnmap;
-      break;
-    case RequestOp::kBlockStatus:
-      SPD_ASSERT(false);
-  }
+  // FUA means something for what writes; no-hole only for write-zeroes.
+  if ((req->flags & kReqFua) && req->op != RequestOp::kRead && req->op != RequestOp::kFlush)
+    v.flags |= kIoFua;
+  if ((req->flags & kReqNoHole) && req->op == RequestOp::kWriteZeroes) v.flags |= kIoNoUnmap;
   v.offset_bytes = req->op == RequestOp::kFlush ? 0 : req->offset_bytes;
   v.length_bytes = req->op == RequestOp::kFlush ? 0 : req->length_bytes;
   v.buf = (req->op == RequestOp::kRead || req->op == RequestOp::kWrite) ? req->buf : nullptr;

@@ -31,6 +31,39 @@ enum class RequestOp : uint8_t {
 
 const char* RequestOpName(RequestOp op);
 
+// The backend operation a request becomes, and back (block status has none: kRead).
+inline IoOp ToIoOp(RequestOp op) {
+  switch (op) {
+    case RequestOp::kWrite:
+      return IoOp::kWrite;
+    case RequestOp::kFlush:
+      return IoOp::kFlush;
+    case RequestOp::kDiscard:
+      return IoOp::kDiscard;
+    case RequestOp::kWriteZeroes:
+      return IoOp::kWriteZeroes;
+    case RequestOp::kRead:
+    case RequestOp::kBlockStatus:
+      break;
+  }
+  return IoOp::kRead;
+}
+inline RequestOp ToRequestOp(IoOp op) {
+  switch (op) {
+    case IoOp::kWrite:
+      return RequestOp::kWrite;
+    case IoOp::kFlush:
+      return RequestOp::kFlush;
+    case IoOp::kDiscard:
+      return RequestOp::kDiscard;
+    case IoOp::kWriteZeroes:
+      return RequestOp::kWriteZeroes;
+    case IoOp::kRead:
+      break;
+  }
+  return RequestOp::kRead;
+}
+
 enum RequestFlags : uint8_t {
   kReqFua = 1 << 0,     // write: durable when acknowledged
   kReqNoHole = 1 << 1,  // write-zeroes: keep the range allocated

@@ -34,24 +34,6 @@ uint64_t RequestBytes(const IoRequest* r) {
   return (r->op == RequestOp::kRead || r->op == RequestOp::kWrite) ? r->length_bytes : 0;
 }
 
-IoOp CostOp(RequestOp op) {
-  switch (op) {
-    case RequestOp::kRead:
-      return IoOp::kRead;
-    case RequestOp::kWrite:
-      return IoOp::kWrite;
-    case RequestOp::kFlush:
-      return IoOp::kFlush;
-    case RequestOp::kDiscard:
-      return IoOp::kDiscard;
-    case RequestOp::kWriteZeroes:
-      return IoOp::kWriteZeroes;
-    case RequestOp::kBlockStatus:
-      break;
-  }
-  return IoOp::kRead;
-}
-
 std::string Ms(uint64_t ns) {
   char b[32];
   std::snprintf(b, sizeof b, "%.3g ms", static_cast<double>(ns) / 1e6);
@@ -277,7 +259,7 @@ void QosScheduler::Submit(IoRequest* req, Sink* sink) {
   req->qos_volume = sv;
   req->qos_submit_ns = now;
   req->qos_item.req = req;
-  req->qos_item.cost_ns = sh->cost.Cost(CostOp(req->op), req->length_bytes);
+  req->qos_item.cost_ns = sh->cost.Cost(ToIoOp(req->op), req->length_bytes);
   req->qos_item.bytes = static_cast<uint32_t>(RequestBytes(req));
   ++sv->cur.enqueues;
   if (sh->engine.queued(sv->flow) > 0) ++sv->cur.backlogged;

@@ -25,8 +25,10 @@ InprocFrontend::InprocFrontend(Dispatcher* dispatcher, Reactor* reactor, Options
   for (uint32_t i = 0; i < options_.queue_depth; ++i) {
     Slot& s = slots_[i];
     s.fe = this;
-    const int rc = posix_memalign(&s.buf, 4096, options_.buffer_bytes);
-    SPD_ASSERT_MSG(rc == 0, "in-process frontend: out of memory for request buffers");
+    if (options_.buffer_bytes > 0) {
+      const int rc = posix_memalign(&s.buf, 4096, options_.buffer_bytes);
+      SPD_ASSERT_MSG(rc == 0, "in-process frontend: out of memory for request buffers");
+    }
     s.extents.reserve(kExtentsMax + 1);
     s.next = free_;
     free_ = &s;
@@ -60,7 +62,7 @@ IoRequest* InprocFrontend::Take() {
 
 void InprocFrontend::Submit(IoRequest* req, Callback cb, void* arg) {
   auto* s = static_cast<Slot*>(req->ctx);
-  SPD_ASSERT(req->length_bytes <= options_.buffer_bytes);
+  SPD_ASSERT(options_.buffer_bytes == 0 || req->length_bytes <= options_.buffer_bytes);
   s->cb = cb;
   s->arg = arg;
   req->done = &InprocFrontend::OnDone;

@@ -24,6 +24,8 @@ class InprocFrontend {
  public:
   struct Options {
     uint32_t queue_depth = 32;
+    // Each request's own buffer; 0: none, the caller sets req->buf (aligned to
+    // Dispatcher::buffer_alignment_bytes()) to memory it keeps until the callback.
     uint32_t buffer_bytes = 1u << 20;
   };
   // Runs on the reactor after the request completed; the request goes back to the free list
