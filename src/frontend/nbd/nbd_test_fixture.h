@@ -174,6 +174,22 @@ Status ManagerCall(Fn fn) {
   return f.get();
 }
 
+// NBD_OPT_LIST on `h` (connected in opt mode) into *names; then aborts and closes `h`. False
+// when the server refused the list.
+[[maybe_unused]] bool ListAndClose(nbd_handle* h, std::vector<std::string>* names) {
+  nbd_list_callback cb = {.callback =
+                              [](void* user, const char* name, const char*) {
+                                static_cast<std::vector<std::string>*>(user)->push_back(name);
+                                return 0;
+                              },
+                          .user_data = names,
+                          .free = nullptr};
+  const int rc = nbd_opt_list(h, cb);
+  nbd_opt_abort(h);
+  nbd_close(h);
+  return rc != -1;
+}
+
 [[maybe_unused]] std::vector<std::string> ListExports(const std::string& sock) {
   std::vector<std::string> names;
   nbd_handle* h = nbd_create();
@@ -184,16 +200,7 @@ Status ManagerCall(Fn fn) {
     nbd_close(h);
     return names;
   }
-  nbd_list_callback cb = {.callback =
-                              [](void* user, const char* name, const char*) {
-                                static_cast<std::vector<std::string>*>(user)->push_back(name);
-                                return 0;
-                              },
-                          .user_data = &names,
-                          .free = nullptr};
-  EXPECT_NE(nbd_opt_list(h, cb), -1) << nbd_get_error();
-  nbd_opt_abort(h);
-  nbd_close(h);
+  EXPECT_TRUE(ListAndClose(h, &names)) << "NBD_OPT_LIST refused";
   return names;
 }
 
@@ -202,6 +209,15 @@ Status ManagerCall(Fn fn) {
   std::mt19937 rng(seed);
   for (auto& b : v) b = static_cast<uint8_t>(rng());
   return v;
+}
+
+// Writes `n` bytes of Pattern(n, seed) at `off` through `h` and reads them back, equal.
+[[maybe_unused]] void ExpectWriteReadBack(nbd_handle* h, size_t n, uint64_t off, uint32_t seed) {
+  auto data = Pattern(n, seed);
+  ASSERT_EQ(nbd_pwrite(h, data.data(), data.size(), off, 0), 0) << nbd_get_error();
+  std::vector<uint8_t> back(data.size());
+  ASSERT_EQ(nbd_pread(h, back.data(), back.size(), off, 0), 0) << nbd_get_error();
+  EXPECT_TRUE(back == data);
 }
 
 // ---- Connection limits, timeouts and the memory budget ----

@@ -429,11 +429,7 @@ TEST_F(NbdTlsX509Test, CertificateRoundTripAndAClientThatDistrustsItFails) {
   ASSERT_EQ(nbd_set_tls_certificates(h, files_.dir.c_str()), 0) << nbd_get_error();
   ASSERT_EQ(ConnectTcp(h, "vol0"), 0) << nbd_get_error();
   EXPECT_EQ(nbd_get_tls_negotiated(h), 1);
-  auto data = Pattern(256 * 1024, 11);
-  ASSERT_EQ(nbd_pwrite(h, data.data(), data.size(), 8192, 0), 0) << nbd_get_error();
-  std::vector<uint8_t> back(data.size());
-  ASSERT_EQ(nbd_pread(h, back.data(), back.size(), 8192, 0), 0) << nbd_get_error();
-  EXPECT_TRUE(back == data);
+  ASSERT_NO_FATAL_FAILURE(ExpectWriteReadBack(h, 256 * 1024, 8192, 11));
   nbd_close(h);
   // A client trusting another CA refuses the server's certificate.
   const uint64_t failures = CounterValue("spd_nbd_tls_handshake_failures_total");
@@ -588,17 +584,7 @@ class NbdTlsClientCertTest : public NbdTlsTest {
       nbd_close(h);
       return std::nullopt;
     }
-    nbd_list_callback cb = {.callback =
-                                [](void* user, const char* name, const char*) {
-                                  static_cast<std::vector<std::string>*>(user)->push_back(name);
-                                  return 0;
-                                },
-                            .user_data = &names,
-                            .free = nullptr};
-    const int rc = nbd_opt_list(h, cb);
-    nbd_opt_abort(h);
-    nbd_close(h);
-    if (rc == -1) return std::nullopt;
+    if (!ListAndClose(h, &names)) return std::nullopt;
     return names;
   }
   static std::set<std::string> Seen() {
@@ -622,11 +608,7 @@ TEST_F(NbdTlsClientCertTest, TheCommonNameIsTheIdentity) {
   nbd_handle* h = CertClient(acme);
   ASSERT_EQ(ConnectTcp(h, "vol0"), 0) << nbd_get_error();
   EXPECT_EQ(nbd_get_tls_negotiated(h), 1);
-  auto data = Pattern(64 * 1024, 21);
-  ASSERT_EQ(nbd_pwrite(h, data.data(), data.size(), 0, 0), 0) << nbd_get_error();
-  std::vector<uint8_t> back(data.size());
-  ASSERT_EQ(nbd_pread(h, back.data(), back.size(), 0, 0), 0) << nbd_get_error();
-  EXPECT_TRUE(back == data);
+  ASSERT_NO_FATAL_FAILURE(ExpectWriteReadBack(h, 64 * 1024, 0, 21));
   nbd_close(h);
   h = CertClient(acme);
   EXPECT_EQ(ConnectTcp(h, "vol1"), -1) << "acme opened globex's volume";
