@@ -18,7 +18,6 @@ struct InprocFrontend::Slot {
 
 InprocFrontend::InprocFrontend(Dispatcher* dispatcher, Reactor* reactor, Options options)
     : dispatcher_(dispatcher),
-      reactor_(reactor),
       options_(options),
       port_(dispatcher->OpenPort(reactor)),
       slots_(new Slot[options.queue_depth]) {

@@ -53,7 +53,6 @@ class InprocFrontend {
   static void OnDone(IoRequest* req);
 
   Dispatcher* dispatcher_;
-  Reactor* reactor_;
   Options options_;
   std::unique_ptr<DispatchPort> port_;
   std::unique_ptr<Slot[]> slots_;
