@@ -3,7 +3,7 @@
 // with whatever the fuzzer makes), it traps when the code breaks one of its promises:
 //  - a refusal is kInvalidArgument and reads `fuzz.yaml:LINE:COLUMN: FIELD: ...` (1-based);
 //  - an accepted file: every name valid, every size a positive multiple of 4096, every intent
-//    valid;
+//    valid (a tenant's without a latency target or a durability);
 //  - the plan of a file against the state it produced is empty, with or without prune;
 //  - against an empty server it creates every object, or refuses a dangling reference;
 //  - the file written back from what was parsed (names quoted, sizes and intents as the plan
@@ -52,7 +52,8 @@ std::string Quoted(const std::string& name) { return "\"" + name + "\""; }
 std::string WriteBack(const DesiredState& d) {
   std::string out;
   for (const DesiredTenant& t : d.tenants)
-    out += "---\napiVersion: spd.v1\nkind: Tenant\nmetadata: {name: " + Quoted(t.t.name) + "}\n";
+    out += "---\napiVersion: spd.v1\nkind: Tenant\nmetadata: {name: " + Quoted(t.t.name) +
+           "}\nspec: {intent: " + FormatIntent(t.t.intent) + "}\n";
   for (const DesiredStorageClass& c : d.classes)
     out += "---\napiVersion: spd.v1\nkind: StorageClass\nmetadata: {name: " + Quoted(c.sc.name) +
            "}\nspec: {intent: " + FormatIntent(c.sc.defaults) + "}\n";
@@ -101,7 +102,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   const DesiredState& d = *r;
-  for (const DesiredTenant& t : d.tenants) Require(policy::ValidateName("n", t.t.name).ok());
+  for (const DesiredTenant& t : d.tenants) {
+    Require(policy::ValidateTenant(t.t).ok());  // a name, an intent without latency or durability
+    Require(t.line >= 1);
+  }
   for (const DesiredStorageClass& c : d.classes) {
     Require(policy::ValidateStorageClass(c.sc).ok());
     Require(c.line >= 1);

@@ -2,8 +2,9 @@
 // the API (the first byte picks which), parsed as gRPC would, then put through what the
 // handlers do with it before anything changes: name and size checks, durability and intent
 // conversion with validation, and the JSON the audit log records of it. Checks, beyond "no
-// crash, no leak": an intent the API accepts is valid and converts back to the same message;
-// the audit JSON of any parsed request is an object.
+// crash, no leak": an intent the API accepts is valid and converts back to the same message,
+// and so is a tenant (its intent without a latency target or a durability); the audit JSON of
+// any parsed request is an object.
 //   ./control_fuzz -max_total_time=60 [corpus-dir] ../../fuzz/corpus/control
 #include <google/protobuf/util/json_util.h>
 
@@ -44,6 +45,19 @@ void CheckIntent(const std::string& field, const spd::v1::Intent& in) {
   Trap(again.ok() && again.value() == r.value());
 }
 
+void CheckTenant(const spd::v1::Tenant& t) {
+  auto r = spd::TenantFromProto("tenant", t);
+  if (!r.ok()) {
+    Trap(r.status().code() == spd::StatusCode::kInvalidArgument);
+    Trap(r.status().message().rfind("tenant.", 0) == 0);  // the error names the field
+    return;
+  }
+  Trap(spd::policy::ValidateTenant(r.value()).ok());
+  Trap(!r.value().intent.latency && !r.value().intent.durability);
+  auto again = spd::TenantFromProto("tenant", spd::TenantToProto(r.value()));
+  Trap(again.ok() && again.value() == r.value());
+}
+
 template <typename M>
 bool Parse(M* m, const uint8_t* data, size_t size) {
   return m->ParseFromArray(data, static_cast<int>(size));
@@ -53,7 +67,7 @@ bool Parse(M* m, const uint8_t* data, size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1 || size > (64 << 10)) return 0;  // the server's request limit
-  const uint8_t kind = data[0] % 6;
+  const uint8_t kind = data[0] % 7;
   ++data;
   --size;
   switch (kind) {
@@ -98,9 +112,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       AuditJson(r);
       break;
     }
-    default: {
+    case 5: {
       spd::v1::PutUidRoleRequest r;
       if (!Parse(&r, data, size)) return 0;
+      AuditJson(r);
+      break;
+    }
+    default: {
+      spd::v1::PutTenantRequest r;
+      if (!Parse(&r, data, size)) return 0;
+      CheckTenant(r.tenant());
       AuditJson(r);
       break;
     }

@@ -408,6 +408,18 @@ const YNode& Locate(const YNode& n, std::string_view path) {
   return *at;
 }
 
+// A policy validator's verdict on the intent read from `n` (named `field`), placed at the node
+// of the field it names, with the file's spelling of the names.
+Status Located(const Reader& r, const YNode& n, const std::string& field, const Status& s) {
+  if (s.ok()) return s;
+  const std::string msg = CamelFields(s.message());
+  const std::string bad_field = msg.substr(0, msg.find(": "));
+  std::string_view rel = bad_field;
+  if (rel.rfind(field, 0) == 0) rel.remove_prefix(std::min(rel.size(), field.size() + 1));
+  const YNode& at = Locate(n, rel);
+  return r.At(at, InvalidArgument(msg));
+}
+
 Status ReadRate(const Reader& r, const YNode& n, const std::string& field, policy::Rate* out) {
   SPD_RETURN_IF_ERROR(r.CheckMap(n, field, {"iops", "bytesPerSecond"}));
   if (const YNode* v = Reader::Find(n, "iops"))
@@ -417,9 +429,19 @@ Status ReadRate(const Reader& r, const YNode& n, const std::string& field, polic
   return Status::Ok();
 }
 
-Status ReadIntent(const Reader& r, const YNode& n, const std::string& field, policy::Intent* out) {
+// `tenant`: a tenant's intent, which may not have a latency target or a durability
+// (policy::ValidateTenantIntent).
+Status ReadIntent(const Reader& r, const YNode& n, const std::string& field, policy::Intent* out,
+                  bool tenant = false) {
   SPD_RETURN_IF_ERROR(r.CheckMap(
       n, field, {"latency", "reservation", "limit", "weight", "priority", "durability"}));
+  if (tenant) {
+    // Refused whatever their value (policy's words): before a bad value is reported as such.
+    policy::Intent keys;
+    if (Reader::Find(n, "latency")) keys.latency = policy::LatencyTarget{};
+    if (Reader::Find(n, "durability")) keys.durability = Durability::kFlush;
+    SPD_RETURN_IF_ERROR(Located(r, n, field, policy::ValidateTenantIntent(field, keys)));
+  }
   if (const YNode* v = Reader::Find(n, "latency")) {
     const std::string f = Join(field, "latency");
     SPD_RETURN_IF_ERROR(r.CheckMap(*v, f, {"percentile", "boundUs"}));
@@ -466,14 +488,9 @@ Status ReadIntent(const Reader& r, const YNode& n, const std::string& field, pol
     if (!out->durability) return r.Err(*v, f, "must be flush, sync or none, got '" + s + "'");
   }
   // The relations between fields (a limit below the reservation) and the ranges.
-  Status s = policy::ValidateIntent(field, *out);
-  if (s.ok()) return s;
-  const std::string msg = CamelFields(s.message());
-  const std::string bad_field = msg.substr(0, msg.find(": "));
-  std::string_view rel = bad_field;
-  if (rel.rfind(field, 0) == 0) rel.remove_prefix(std::min(rel.size(), field.size() + 1));
-  const YNode& at = Locate(n, rel);
-  return r.At(at, InvalidArgument(msg));
+  return Located(
+      r, n, field,
+      tenant ? policy::ValidateTenantIntent(field, *out) : policy::ValidateIntent(field, *out));
 }
 
 enum class Kind { kTenant, kStorageClass, kVolume };
@@ -506,7 +523,7 @@ class FileParser {
     Kind kind;
     if (s == "Tenant") {
       kind = Kind::kTenant;
-      SPD_RETURN_IF_ERROR(r_.CheckMap(doc, "", {"apiVersion", "kind", "metadata"}));
+      SPD_RETURN_IF_ERROR(r_.CheckMap(doc, "", {"apiVersion", "kind", "metadata", "spec"}));
     } else if (s == "StorageClass") {
       kind = Kind::kStorageClass;
       SPD_RETURN_IF_ERROR(r_.CheckMap(doc, "", {"apiVersion", "kind", "metadata", "spec"}));
@@ -531,9 +548,16 @@ class FileParser {
     const int line = doc.mark.line + 1;
 
     switch (kind) {
-      case Kind::kTenant:
-        out_->tenants.push_back({policy::Tenant{name}, line});
+      case Kind::kTenant: {
+        DesiredTenant t{policy::Tenant{name, {}}, line};
+        if (const YNode* spec = Reader::Find(doc, "spec")) {
+          SPD_RETURN_IF_ERROR(r_.CheckMap(*spec, "spec", {"intent"}));
+          if (const YNode* in = Reader::Find(*spec, "intent"))
+            SPD_RETURN_IF_ERROR(ReadIntent(r_, *in, "spec.intent", &t.t.intent, /*tenant=*/true));
+        }
+        out_->tenants.push_back(std::move(t));
         return Status::Ok();
+      }
       case Kind::kStorageClass: {
         DesiredStorageClass c{policy::StorageClass{name, {}}, line};
         if (const YNode* spec = Reader::Find(doc, "spec")) {

@@ -9,9 +9,9 @@
 // `document` (a document's shape, the document limits) or `file` (the file limit) instead.
 //
 // What the parser checks alone: the YAML itself, apiVersion and kind, unknown keys and wrong
-// types anywhere, names (policy::ValidateName), intents (policy::ValidateIntent), sizes, and
-// duplicate (kind, name) pairs. Whether a volume's tenant and storage class exist needs the
-// server's state too: MakePlan (plan.h) checks that.
+// types anywhere, names (policy::ValidateName), intents (policy::ValidateIntent; a tenant's:
+// ValidateTenantIntent), sizes, and duplicate (kind, name) pairs. Whether a volume's tenant and
+// storage class exist needs the server's state too: MakePlan (plan.h) checks that.
 //
 // Limits, so that a hostile or broken file costs bounded time and memory: kFileBytesMax,
 // kDocumentsMax (empty documents count), kNestingMax and kNodesMax per document. A real file
@@ -62,7 +62,7 @@ struct DesiredStorageClass {
 };
 
 struct DesiredTenant {
-  policy::Tenant t;
+  policy::Tenant t;  // its intent as written (policy::ValidateTenantIntent holds)
   int line = 0;
 };
 

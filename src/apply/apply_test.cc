@@ -158,9 +158,9 @@ TEST(ApplyFile, UnknownKeysAreRefusedAtTheirPosition) {
   ExpectRefused(VolumeDoc("status: {}\n"), "f.yaml:7:1: status: unknown key");
   ExpectRefused("apiVersion: spd.v1\nkind: Volume\nmetadata:\n  name: a\n  labels: {}\n",
                 "f.yaml:5:3: metadata.labels: unknown key");
-  // What one kind has is unknown to another: a tenant has no spec, a class no tenant.
-  ExpectRefused("apiVersion: spd.v1\nkind: Tenant\nmetadata: {name: a}\nspec: {}\n",
-                "f.yaml:4:1: spec: unknown key");
+  // What one kind has is unknown to another: a tenant has no size, a class no tenant.
+  ExpectRefused("apiVersion: spd.v1\nkind: Tenant\nmetadata: {name: a}\nspec: {size: 1G}\n",
+                "f.yaml:4:8: spec.size: unknown key (allowed here: intent)");
   ExpectRefused("apiVersion: spd.v1\nkind: StorageClass\nmetadata: {name: a, tenant: b}\n",
                 "f.yaml:3:21: metadata.tenant: unknown key");
   // yaml-cpp keeps a repeated key; the file may not.
@@ -279,6 +279,65 @@ TEST(ApplyFile, IntentRulesComeFromPolicyWithTheFilesFieldNames) {
       "apiVersion: spd.v1\nkind: StorageClass\nmetadata: {name: c}\nspec:\n"
       "  intent: {reservation: {iops: 9}, limit: {iops: 8}}\n",
       "f.yaml:5:50: spec.intent.limit.iops: must be at least");
+}
+
+// A tenant with an intent (lines 1-8).
+constexpr const char* kTenantWithIntent = R"(apiVersion: spd.v1
+kind: Tenant
+metadata:
+  name: acme
+spec:
+  intent:
+    limit: {iops: 600}
+    weight: 300
+)";
+
+TEST(ApplyFile, ATenantMayCarryAnIntentOfRatesWeightAndPriority) {
+  DesiredState d = MustParse(kTenantWithIntent);
+  ASSERT_EQ(d.tenants.size(), 1u);
+  policy::Intent want;
+  want.limit = policy::Rate{600, 0};
+  want.weight = 300;
+  EXPECT_EQ(d.tenants[0].t, (policy::Tenant{"acme", want}));
+  EXPECT_EQ(d.tenants[0].line, 1);
+  d = MustParse(
+      "apiVersion: spd.v1\nkind: Tenant\nmetadata: {name: a}\nspec:\n  intent:\n"
+      "    reservation: {iops: 100, bytesPerSecond: 10M}\n    limit: {bytesPerSecond: 1G}\n"
+      "    priority: background\n");
+  ASSERT_EQ(d.tenants.size(), 1u);
+  EXPECT_EQ(d.tenants[0].t.intent.reservation, (policy::Rate{100, 10ull << 20}));
+  EXPECT_EQ(d.tenants[0].t.intent.limit, (policy::Rate{0, 1ull << 30}));
+  EXPECT_EQ(d.tenants[0].t.intent.priority, policy::PriorityClass::kBackground);
+  // spec and intent are optional; null is "not set".
+  for (const char* spec :
+       {"", "spec: {}\n", "spec: ~\n", "spec: {intent: ~}\n", "spec: {intent: {}}\n"}) {
+    d = MustParse(std::string("apiVersion: spd.v1\nkind: Tenant\nmetadata: {name: a}\n") + spec);
+    ASSERT_EQ(d.tenants.size(), 1u) << spec;
+    EXPECT_EQ(d.tenants[0].t, (policy::Tenant{"a", {}})) << spec;
+  }
+}
+
+TEST(ApplyFile, ATenantIntentIsRefusedNamingTheFieldAndLine) {
+  const std::string head =
+      "apiVersion: spd.v1\nkind: Tenant\nmetadata: {name: acme}\nspec:\n  intent:\n";
+  ExpectRefused(head + "    weight: 300\n    latency: {percentile: 99, boundUs: 2000}\n",
+                "f.yaml:7:14: spec.intent.latency: a tenant has no latency target; set it on its "
+                "volumes");
+  // Refused as a tenant's whatever its value: not "boundUs: required".
+  ExpectRefused(head + "    latency: {percentile: 99}\n",
+                "f.yaml:6:14: spec.intent.latency: a tenant has no latency target");
+  ExpectRefused(head + "    durability: sync\n",
+                "f.yaml:6:17: spec.intent.durability: a tenant has no durability; set it on its "
+                "volumes");
+  // The rest is an intent's rules, as for a volume or a class.
+  ExpectRefused(head + "    reservation: {iops: 700}\n    limit: {iops: 600}\n",
+                "f.yaml:7:19: spec.intent.limit.iops: must be at least "
+                "spec.intent.reservation.iops (700), got 600");
+  ExpectRefused(head + "    weight: 0\n", "f.yaml:6:13: spec.intent.weight: must be 1 to 10000");
+  ExpectRefused(head + "    limit: {iops: \"600\"}\n",
+                "f.yaml:6:19: spec.intent.limit.iops: must be a number");
+  ExpectRefused(head + "    priority: urgent\n",
+                "f.yaml:6:15: spec.intent.priority: must be standard, critical or background");
 }
 
 TEST(ApplyFile, ApiVersionAndKindAreChecked) {
@@ -444,6 +503,41 @@ TEST(ApplyPlan, TheStateAFileProducedGivesAnEmptyPlan) {
   ASSERT_TRUE(p.ok());
   EXPECT_TRUE(p->changes.empty());
   EXPECT_EQ(p->unchanged, 3u);
+}
+
+TEST(ApplyPlan, TenantIntentsAreCreatedUpdatedAndComparedAsDeclared) {
+  const DesiredState d =
+      MustParse(std::string(kTenantWithIntent) +
+                "---\napiVersion: spd.v1\nkind: Tenant\nmetadata: {name: beta}\n");
+  Result<Plan> p = MakePlan(d, CurrentState{}, false);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(RenderPlan(*p),
+            "+ tenant acme (intent {limit: {iops: 600}, weight: 300})\n"
+            "+ tenant beta\n"
+            "2 to create, 0 to update, 0 to delete, 0 unchanged\n");
+  // The same file against what it produced: nothing to do.
+  CurrentState s = StateOf(d);
+  for (bool prune : {false, true}) {
+    p = MakePlan(d, s, prune);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    EXPECT_TRUE(p->changes.empty()) << RenderPlan(*p);
+    EXPECT_EQ(p->unchanged, 2u);
+  }
+  // The server's acme has another limit and no weight, its beta an intent the file does not
+  // declare (the file is the truth: it goes).
+  s.tenants[0].intent.limit = policy::Rate{900, 0};
+  s.tenants[0].intent.weight.reset();
+  s.tenants[1].intent.reservation = policy::Rate{100, 0};
+  p = MakePlan(d, s, false);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  ASSERT_EQ(p->changes.size(), 2u);
+  EXPECT_EQ(p->changes[0].op, Change::Op::kUpdate);
+  EXPECT_EQ(p->changes[0].details, (std::vector<std::string>{"intent.limit.iops: 900 -> 600",
+                                                             "intent.weight: (none) -> 300"}));
+  EXPECT_EQ(RenderPlan(*p),
+            "~ tenant acme: intent.limit.iops 900 -> 600, intent.weight (none) -> 300\n"
+            "~ tenant beta: intent.reservation {iops: 100} -> (none)\n"
+            "0 to create, 2 to update, 0 to delete, 0 unchanged\n");
 }
 
 TEST(ApplyPlan, UpdatesNameEveryChangedField) {

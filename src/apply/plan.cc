@@ -180,10 +180,18 @@ Result<Plan> MakePlan(const DesiredState& desired, const CurrentState& current, 
 
   Plan plan;
   for (const auto& [name, t] : want_tenants) {
-    if (have_tenants.count(name))
-      ++plan.unchanged;  // a tenant has nothing but its name
+    const auto have = have_tenants.find(name);
+    std::vector<std::string> details;
+    if (have == have_tenants.end()) {
+      if (t->t.intent != policy::Intent{}) details.push_back("intent " + FormatIntent(t->t.intent));
+      plan.changes.push_back(Make(Change::Op::kCreate, "tenant", name, std::move(details)));
+      continue;
+    }
+    DiffIntent(have->second->intent, t->t.intent, &details);
+    if (details.empty())
+      ++plan.unchanged;
     else
-      plan.changes.push_back(Make(Change::Op::kCreate, "tenant", name));
+      plan.changes.push_back(Make(Change::Op::kUpdate, "tenant", name, std::move(details)));
   }
   for (const auto& [name, c] : want_classes) {
     const auto have = have_classes.find(name);

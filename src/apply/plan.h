@@ -5,9 +5,10 @@
 // Rules (docs/apply.md says the same for operators):
 //  - What the file has and the server lacks is created; what both have but differs is updated
 //    (Change::details names each field: `size: 10G -> 20G`, `intent.limit.iops: 20000 ->
-//    30000`); the rest counts as unchanged. A plan of a file against the state an apply of it
-//    produced is empty: fields compare as declared (a volume's own intent, not merged with its
-//    class), so the server must keep intents as they were given.
+//    30000`; a tenant's, a class's or a volume's intent); the rest counts as unchanged. A plan
+//    of a file against the state an apply of it produced is empty: fields compare as declared
+//    (a volume's own intent, not merged with its class), so the server must keep intents as
+//    they were given. An intent the server has and the file leaves out is an update to none.
 //  - Nothing is deleted unless `prune`; with it, what the server has and the file lacks is.
 //  - Order: creates and updates of tenants, then storage classes, then volumes (what a volume
 //    names exists before it); then deletes of volumes, classes, tenants (nothing in use goes
@@ -40,7 +41,7 @@ namespace spd::apply {
 
 // What the server has, as its API lists it.
 struct CurrentState {
-  std::vector<policy::Tenant> tenants;
+  std::vector<policy::Tenant> tenants;  // with their intents
   std::vector<policy::StorageClass> classes;
   struct Volume {
     std::string name;

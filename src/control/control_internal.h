@@ -356,9 +356,17 @@ struct ControlServer::Impl : VolumeManager::Listener {
   std::atomic<bool> calibrating{false};
   std::thread calibrator;
   void FillStatus(const std::string& volume, v1::Volume* out);
+  // Tenants: a tenant's intent to the scheduler (the sum of its volumes); a deleted tenant's
+  // back to the default; every stored tenant's (at start); the admission check of a tenant's
+  // reservation ("tenant.intent.reservation").
+  void PushTenant(const policy::Tenant& t);
+  void ForgetTenant(const std::string& name);
+  Status PushAllTenants();
+  Status AdmitTenant(const policy::Tenant& t);
 
   // At start: drops policies of volumes the pool does not have (deleted while the daemon was
-  // down, or a crash between the pool's delete and the store's), loads the placement cache.
+  // down, or a crash between the pool's delete and the store's), loads the placement cache,
+  // gives the scheduler every tenant's intent and every volume's.
   Status Reconcile() {
     SPD_ASSIGN_OR_RETURN(std::vector<state::VolumeMeta> all, store->ListVolumeMeta());
     for (const state::VolumeMeta& m : all) {
@@ -371,6 +379,7 @@ struct ControlServer::Impl : VolumeManager::Listener {
       Placement p{m.tenant, m.storage_class};
       CachePlacement(m.volume, &p);
     }
+    SPD_RETURN_IF_ERROR(PushAllTenants());
     return PushAllIntents();
   }
 

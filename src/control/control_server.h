@@ -68,8 +68,9 @@ struct ControlServerOptions {
   // The control plane's threads run SCHED_BATCH, so that a call never preempts a reactor
   // (control_server.cc, Start). Off: they run as the caller's thread does.
   bool batch_threads = true;
-  // The QoS scheduler the daemon runs (null: --qos off): volumes' effective intents go to it,
-  // reservations are admitted against its cost model, volumes report its status.
+  // The QoS scheduler the daemon runs (null: --qos off): volumes' effective intents and tenants'
+  // intents go to it, reservations are admitted against its cost model, volumes report its
+  // status.
   qos::QosScheduler* qos = nullptr;
   // The daemon's dispatcher: calibration drives its scratch volume through it.
   Dispatcher* dispatcher = nullptr;

@@ -63,8 +63,10 @@ v1::Intent IntentToProto(const policy::Intent& in) {
   return out;
 }
 
-// Converts and validates; errors name `field` and the member ("intent.weight: ...").
-Result<policy::Intent> IntentFromProto(const std::string& field, const v1::Intent& in) {
+namespace {
+
+// Converts without the checks of the whole (ranges, relations): the enums only.
+Result<policy::Intent> ConvertIntent(const std::string& field, const v1::Intent& in) {
   policy::Intent out;
   if (in.has_latency())
     out.latency = policy::LatencyTarget{in.latency().percentile(), in.latency().bound_us()};
@@ -93,7 +95,29 @@ Result<policy::Intent> IntentFromProto(const std::string& field, const v1::Inten
     if (!d.ok()) return InvalidArgument(field + "." + std::string(d.status().message()));
     out.durability = d.value();
   }
+  return out;
+}
+
+}  // namespace
+
+// Converts and validates; errors name `field` and the member ("intent.weight: ...").
+Result<policy::Intent> IntentFromProto(const std::string& field, const v1::Intent& in) {
+  SPD_ASSIGN_OR_RETURN(policy::Intent out, ConvertIntent(field, in));
   SPD_RETURN_IF_ERROR(policy::ValidateIntent(field, out));
+  return out;
+}
+
+v1::Tenant TenantToProto(const policy::Tenant& t) {
+  v1::Tenant out;
+  out.set_name(t.name);
+  *out.mutable_intent() = IntentToProto(t.intent);
+  return out;
+}
+
+Result<policy::Tenant> TenantFromProto(const std::string& field, const v1::Tenant& t) {
+  policy::Tenant out{t.name(), {}};
+  SPD_ASSIGN_OR_RETURN(out.intent, ConvertIntent(field + ".intent", t.intent()));
+  SPD_RETURN_IF_ERROR(policy::ValidateTenant(out, field));
   return out;
 }
 

@@ -20,5 +20,9 @@ v1::PriorityClass PriorityToProto(policy::PriorityClass p);
 v1::Intent IntentToProto(const policy::Intent& in);
 // Converts and validates (policy::ValidateIntent) under the name `field`.
 Result<policy::Intent> IntentFromProto(const std::string& field, const v1::Intent& in);
+v1::Tenant TenantToProto(const policy::Tenant& t);
+// Converts and validates (policy::ValidateTenant) under the name `field` ("tenant": errors
+// name "tenant.name", "tenant.intent.latency").
+Result<policy::Tenant> TenantFromProto(const std::string& field, const v1::Tenant& t);
 
 }  // namespace spd

@@ -93,12 +93,17 @@ class TenantServiceImpl final : public v1::TenantService::CallbackService, Polic
   explicit TenantServiceImpl(ControlServer::Impl* impl) : PolicyBase(impl) {}
   grpc::ServerUnaryReactor* PutTenant(grpc::CallbackServerContext* ctx,
                                       const v1::PutTenantRequest* req, v1::Tenant* resp) override {
-    state::StateStore* store = impl_->store.get();
-    return Write(ctx, "spd.v1.TenantService/PutTenant", *req, [store, req, resp](auto done) {
-      Status s = policy::ValidateName("tenant.name", req->tenant().name());
-      if (s.ok()) s = store->PutTenant(policy::Tenant{req->tenant().name()});
-      if (s.ok()) resp->set_name(req->tenant().name());
-      done(s);
+    ControlServer::Impl* impl = impl_;
+    return Write(ctx, "spd.v1.TenantService/PutTenant", *req, [impl, req, resp](auto done) {
+      auto t = TenantFromProto("tenant", req->tenant());
+      if (!t.ok()) return done(t.status());
+      // A reservation must fit beside the ones granted (volumes' and other tenants').
+      if (Status s = impl->AdmitTenant(t.value()); !s.ok()) return done(s);
+      if (Status s = impl->store->PutTenant(t.value()); !s.ok()) return done(s);
+      // Its volumes, together, take the new intent at once (docs/qos.md).
+      impl->PushTenant(t.value());
+      *resp = TenantToProto(t.value());
+      done(Status::Ok());
     });
   }
   grpc::ServerUnaryReactor* GetTenant(grpc::CallbackServerContext* ctx,
@@ -108,7 +113,7 @@ class TenantServiceImpl final : public v1::TenantService::CallbackService, Polic
       if (c.role == policy::Role::kTenant && req->name() != c.tenant)
         return NotFound("no tenant '" + req->name() + "'");
       SPD_ASSIGN_OR_RETURN(policy::Tenant t, store->GetTenant(req->name()));
-      resp->set_name(t.name);
+      *resp = TenantToProto(t);
       return Status::Ok();
     });
   }
@@ -120,7 +125,7 @@ class TenantServiceImpl final : public v1::TenantService::CallbackService, Polic
       SPD_ASSIGN_OR_RETURN(std::vector<policy::Tenant> ts, store->ListTenants());
       for (const auto& t : ts) {
         if (c.role != policy::Role::kTenant || t.name == c.tenant)
-          resp->add_tenants()->set_name(t.name);
+          *resp->add_tenants() = TenantToProto(t);
       }
       return Status::Ok();
     });
@@ -128,9 +133,13 @@ class TenantServiceImpl final : public v1::TenantService::CallbackService, Polic
   grpc::ServerUnaryReactor* DeleteTenant(grpc::CallbackServerContext* ctx,
                                          const v1::DeleteTenantRequest* req,
                                          v1::DeleteTenantResponse*) override {
-    state::StateStore* store = impl_->store.get();
-    return Write(ctx, "spd.v1.TenantService/DeleteTenant", *req,
-                 [store, req](auto done) { done(store->DeleteTenant(req->name())); });
+    ControlServer::Impl* impl = impl_;
+    return Write(ctx, "spd.v1.TenantService/DeleteTenant", *req, [impl, req](auto done) {
+      Status s = impl->store->DeleteTenant(req->name());
+      // Gone from the store: back to the default in the scheduler (no volume names it now).
+      if (s.ok()) impl->ForgetTenant(req->name());
+      done(s);
+    });
   }
 };
 

@@ -1,5 +1,6 @@
-// The control plane's side of QoS: volumes' effective intents compiled for the scheduler
-// (qos/qos_scheduler.h), reservations admitted against its cost model, its status in the API.
+// The control plane's side of QoS: volumes' effective intents and tenants' intents compiled for
+// the scheduler (qos/qos_scheduler.h), reservations admitted against its cost model, its status
+// in the API.
 #include "control/calibration.h"
 #include "control/control_internal.h"
 #include "qos/qos_scheduler.h"
@@ -57,6 +58,31 @@ Status ControlServer::Impl::AdmitIntent(const std::string& volume,
     return Status::Ok();
   return options.qos->AdmitReservation("policy.intent.reservation", volume,
                                        ToQos(effective.reservation));
+}
+
+void ControlServer::Impl::PushTenant(const policy::Tenant& t) {
+  if (options.qos == nullptr) return;
+  // Only the flow part: a tenant has no latency target (policy::ValidateTenant).
+  options.qos->SetTenantPolicy(t.name, Compile(t.intent).flow);
+}
+
+void ControlServer::Impl::ForgetTenant(const std::string& name) {
+  if (options.qos == nullptr) return;
+  options.qos->SetTenantPolicy(name, qos::FlowPolicy{});
+}
+
+Status ControlServer::Impl::PushAllTenants() {
+  if (options.qos == nullptr) return Status::Ok();
+  SPD_ASSIGN_OR_RETURN(std::vector<policy::Tenant> all, store->ListTenants());
+  for (const policy::Tenant& t : all) PushTenant(t);
+  return Status::Ok();
+}
+
+Status ControlServer::Impl::AdmitTenant(const policy::Tenant& t) {
+  if (options.qos == nullptr || !t.intent.reservation || t.intent.reservation->empty())
+    return Status::Ok();
+  return options.qos->AdmitTenantReservation("tenant.intent.reservation", t.name,
+                                             ToQos(t.intent.reservation));
 }
 
 void ControlServer::Impl::FillStatus(const std::string& volume, v1::Volume* out) {

@@ -152,6 +152,21 @@ Status ValidateStorageClass(const StorageClass& sc) {
   return ValidateIntent("defaults", sc.defaults);
 }
 
+Status ValidateTenantIntent(std::string_view field, const Intent& in) {
+  if (in.latency)
+    return InvalidArgument(F(field, "latency") +
+                           ": a tenant has no latency target; set it on its volumes");
+  if (in.durability)
+    return InvalidArgument(F(field, "durability") +
+                           ": a tenant has no durability; set it on its volumes");
+  return ValidateIntent(field, in);
+}
+
+Status ValidateTenant(const Tenant& t, std::string_view field) {
+  SPD_RETURN_IF_ERROR(ValidateName(F(field, "name"), t.name));
+  return ValidateTenantIntent(F(field, "intent"), t.intent);
+}
+
 Result<uint64_t> ParseSize(std::string_view field, std::string_view text) {
   const std::string f(field);
   if (text.empty()) return InvalidArgument(f + ": a size is needed (4096, 512M, 10G, 1Ti)");

@@ -86,10 +86,23 @@ struct StorageClass {
 };
 [[nodiscard]] Status ValidateStorageClass(const StorageClass& sc);
 
+// Who owns volumes. Its intent applies to the sum of its volumes (the QoS scheduler's tenant
+// level, above each volume's own): a reservation the tenant's volumes together get at least, a
+// limit they together never exceed, the tenant's weight against other tenants and its priority.
+// A latency target or a durability belongs to a volume, not to a sum: refused on a tenant.
+// Unset fields: the built-in defaults (nothing reserved or limited, weight 100, standard).
 struct Tenant {
   std::string name;
+  Intent intent = {};
   bool operator==(const Tenant&) const = default;
 };
+// A tenant's intent: ValidateIntent, and no latency target or durability ("tenant.intent.latency:
+// a tenant has no latency target; set it on its volumes"). `field` prefixes the names as in
+// ValidateIntent ("tenant.intent", "spec.intent").
+[[nodiscard]] Status ValidateTenantIntent(std::string_view field, const Intent& intent);
+// The name and the intent; `field` prefixes the names: "tenant" gives "tenant.name" and
+// "tenant.intent.weight", "" gives "name" and "intent.weight".
+[[nodiscard]] Status ValidateTenant(const Tenant& tenant, std::string_view field = "tenant");
 
 // What a caller may do (docs/control.md has the matrix). Deny by default: a caller without a
 // role is refused everything but health checks.

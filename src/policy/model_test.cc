@@ -56,6 +56,43 @@ TEST(PolicyModel, IntentsAreCheckedFieldByFieldAndAsAWhole) {
   expect_field(bad, "limit.bytes_per_second");
 }
 
+TEST(PolicyModel, ATenantIntentHasRatesWeightAndPriorityButNoLatencyOrDurability) {
+  Tenant t{"acme", {}};
+  EXPECT_TRUE(ValidateTenant(t).ok());
+  t.intent.reservation = Rate{1000, 0};
+  t.intent.limit = Rate{5000, 100ull << 20};
+  t.intent.weight = 300;
+  t.intent.priority = PriorityClass::kBackground;
+  EXPECT_TRUE(ValidateTenant(t).ok());
+
+  Tenant bad = t;
+  bad.intent.latency = LatencyTarget{99, 2000};
+  Status s = ValidateTenant(bad);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(),
+            "tenant.intent.latency: a tenant has no latency target; set it on its volumes");
+  bad = t;
+  bad.intent.durability = Durability::kSync;
+  s = ValidateTenant(bad, "spec");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message().rfind("spec.intent.durability: a tenant has no durability", 0), 0u)
+      << s.ToString();
+  // The rest is ValidateIntent's, under the tenant's names.
+  bad = t;
+  bad.intent.limit = Rate{10, 0};
+  s = ValidateTenant(bad);
+  EXPECT_EQ(s.message().rfind("tenant.intent.limit.iops: must be at least", 0), 0u) << s.ToString();
+  bad = t;
+  bad.intent.weight = 0;
+  s = ValidateTenant(bad, "");
+  EXPECT_EQ(s.message().rfind("intent.weight: ", 0), 0u) << s.ToString();
+  EXPECT_EQ(ValidateTenantIntent("x", bad.intent).message().rfind("x.weight: ", 0), 0u);
+  bad = t;
+  bad.name = "a b";
+  s = ValidateTenant(bad);
+  EXPECT_EQ(s.message().rfind("tenant.name: ", 0), 0u) << s.ToString();
+}
+
 TEST(PolicyModel, AVolumeIntentOverridesItsClassFieldByField) {
   Intent cls;
   cls.limit = Rate{1000, 0};

@@ -310,5 +310,32 @@ TEST_F(QosPipelineTest, AdmissionRefusesAReservationBeyondTheDeviceAndSaysWhatIs
   EXPECT_TRUE(sched_->AdmitReservation("f", "big", Rate{kDeviceIops * 8 / 10, 0}).ok());
 }
 
+TEST_F(QosPipelineTest, AdmissionCountsTenantsReservationsBesideVolumes) {
+  Start();
+  // Half the device reserved by a tenant: a volume gets only what is left.
+  FlowPolicy half;
+  half.reservation = Rate{kDeviceIops / 2, 0};
+  sched_->SetTenantPolicy("acme", half);
+  EXPECT_TRUE(sched_->AdmitReservation("f", "v", Rate{kDeviceIops / 4, 0}).ok());
+  EXPECT_EQ(sched_->AdmitReservation("f", "v", Rate{kDeviceIops / 2, 0}).code(),
+            StatusCode::kResourceExhausted);
+  // So does another tenant, refused naming the field and what is left.
+  spd::Status s =
+      sched_->AdmitTenantReservation("tenant.intent.reservation", "beta", Rate{kDeviceIops / 2, 0});
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(std::string(s.message()).rfind("tenant.intent.reservation: ", 0), 0u) << s.ToString();
+  EXPECT_NE(std::string(s.message()).find("are left to reserve"), std::string::npos)
+      << s.ToString();
+  // A tenant's own reservation does not count against its new one.
+  EXPECT_TRUE(sched_->AdmitTenantReservation("f", "acme", Rate{kDeviceIops * 8 / 10, 0}).ok());
+  // Volumes' reservations count against a tenant's, its own volumes' included (in full).
+  sched_->SetVolumeIntent("v", "acme", Intent(kDeviceIops / 2, 0));
+  EXPECT_FALSE(sched_->AdmitTenantReservation("f", "beta", Rate{kDeviceIops / 4, 0}).ok());
+  EXPECT_FALSE(sched_->AdmitTenantReservation("f", "acme", Rate{kDeviceIops * 8 / 10, 0}).ok());
+  // A tenant back to the default (deleted): its reservation is free again.
+  sched_->SetTenantPolicy("acme", FlowPolicy{});
+  EXPECT_TRUE(sched_->AdmitTenantReservation("f", "beta", Rate{kDeviceIops / 4, 0}).ok());
+}
+
 }  // namespace
 }  // namespace spd::qos

@@ -548,6 +548,18 @@ void QosScheduler::Shard::OnRefresh(Task* t) {
 
 spd::Status QosScheduler::AdmitReservation(const std::string& field, const std::string& volume,
                                            const Rate& want, double fraction) const {
+  return Admit(field, &volume, nullptr, want, fraction);
+}
+
+spd::Status QosScheduler::AdmitTenantReservation(const std::string& field,
+                                                 const std::string& tenant, const Rate& want,
+                                                 double fraction) const {
+  return Admit(field, nullptr, &tenant, want, fraction);
+}
+
+spd::Status QosScheduler::Admit(const std::string& field, const std::string* volume,
+                                const std::string* tenant, const Rate& want,
+                                double fraction) const {
   const CostModel c = cost_model();
   const double op4k = std::max(c.CostNs(IoOp::kRead, 4096), c.CostNs(IoOp::kWrite, 4096));
   const double per_byte =
@@ -561,7 +573,9 @@ spd::Status QosScheduler::AdmitReservation(const std::string& field, const std::
   {
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& [name, d] : declared_)
-      if (name != volume) used += device_ns(d.intent.flow.reservation);
+      if (volume == nullptr || name != *volume) used += device_ns(d.intent.flow.reservation);
+    for (const auto& [name, t] : tenants_)
+      if (tenant == nullptr || name != *tenant) used += device_ns(t->policy.reservation);
   }
   const double need = device_ns(want);
   if (used + need <= capacity) return spd::Status::Ok();

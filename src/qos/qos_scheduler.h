@@ -132,12 +132,19 @@ class QosScheduler final : public IoScheduler {
   // The status of a volume by name (kIdle with zeros when it never ran a request).
   VolumeStatus Status(const std::string& volume) const;
 
-  // Admission control: OK when the reservations granted (every volume's but `volume`'s own,
-  // plus `want`) fit in `fraction` of the device's capacity by the cost model, with reads and
-  // writes of 4 KiB for IOPS and 128 KiB transfers for bytes/s. Else kResourceExhausted naming
-  // `field` and what is left ("... 12,345 IOPS of 4 KiB are left to reserve").
+  // Admission control: OK when the reservations granted (every volume's but `volume`'s own and
+  // every tenant's, SetTenantPolicy, plus `want`) fit in `fraction` of the device's capacity by
+  // the cost model, with reads and writes of 4 KiB for IOPS and 128 KiB transfers for bytes/s.
+  // Else kResourceExhausted naming `field` and what is left ("... 12,345 IOPS of 4 KiB are left
+  // to reserve"). A tenant's reservation counts in full beside its volumes' own: the engine may
+  // serve both (a volume's reservation and its tenant's are separate schedules), so their sum is
+  // what the device may owe.
   [[nodiscard]] spd::Status AdmitReservation(const std::string& field, const std::string& volume,
                                              const Rate& want, double fraction = 0.9) const;
+  // The same for a tenant's reservation: every volume's and every tenant's but `tenant`'s own.
+  [[nodiscard]] spd::Status AdmitTenantReservation(const std::string& field,
+                                                   const std::string& tenant, const Rate& want,
+                                                   double fraction = 0.9) const;
 
   CostModel cost_model() const;
   uint64_t budget_ns() const;
@@ -155,6 +162,9 @@ class QosScheduler final : public IoScheduler {
   TenantState* TenantLocked(const std::string& name);        // REQUIRES: mu_
   void Bump(VolumeState* vs);                                // REQUIRES: mu_
   void PostRefresh();
+  // AdmitReservation's check, leaving out the volume `volume` or the tenant `tenant` (null: none).
+  spd::Status Admit(const std::string& field, const std::string* volume, const std::string* tenant,
+                    const Rate& want, double fraction) const;
 
   static uint64_t BudgetOf(const CostModel& c, double factor);
 

@@ -23,20 +23,26 @@ struct IntentFlags {
   uint32_t weight = 0;
   std::string priority, durability;
 
-  void Add(CLI::App* c) {
-    c->add_option("--latency-target", latency,
-                  "PERCENTILE:MICROSECONDS, e.g. 99:2000 for \"p99 under 2 ms\"");
-    c->add_option("--reserve-iops", reserve_iops, "Reservation: at least this many IOPS");
-    c->add_option("--reserve-bps", reserve_bps, "Reservation: at least this many bytes/s (200M)");
-    c->add_option("--limit-iops", limit_iops, "Limit: at most this many IOPS");
-    c->add_option("--limit-bps", limit_bps, "Limit: at most this many bytes/s (200M)");
+  // `tenant`: only the flags a tenant's intent may have (no latency target, no durability);
+  // its rates are its volumes' together.
+  void Add(CLI::App* c, bool tenant = false) {
+    const std::string sum = tenant ? " (its volumes together)" : "";
+    if (!tenant)
+      c->add_option("--latency-target", latency,
+                    "PERCENTILE:MICROSECONDS, e.g. 99:2000 for \"p99 under 2 ms\"");
+    c->add_option("--reserve-iops", reserve_iops, "Reservation: at least this many IOPS" + sum);
+    c->add_option("--reserve-bps", reserve_bps,
+                  "Reservation: at least this many bytes/s (200M)" + sum);
+    c->add_option("--limit-iops", limit_iops, "Limit: at most this many IOPS" + sum);
+    c->add_option("--limit-bps", limit_bps, "Limit: at most this many bytes/s (200M)" + sum);
     c->add_option("--weight", weight,
                   "Share of what is left after reservations, 1-10000 "
                   "(default 100)");
     c->add_option("--priority", priority, "standard, critical or background")
         ->check(CLI::IsMember({"standard", "critical", "background"}));
-    c->add_option("--durability", durability, "flush, sync or none")
-        ->check(CLI::IsMember({"flush", "sync", "none"}));
+    if (!tenant)
+      c->add_option("--durability", durability, "flush, sync or none")
+          ->check(CLI::IsMember({"flush", "sync", "none"}));
   }
   // Builds the intent (only what was given); errors name the flag.
   Result<v1::Intent> Build() const {
@@ -88,7 +94,10 @@ Result<apply::CurrentState> FetchState(Client& c, grpc::Status* rpc) {
     c.Prepare(&ctx);
     *rpc = c.tenants->ListTenants(&ctx, v1::ListTenantsRequest(), &r);
     if (!rpc->ok()) return Internal("rpc");
-    for (const auto& t : r.tenants()) cur.tenants.push_back(policy::Tenant{t.name()});
+    for (const auto& t : r.tenants()) {
+      SPD_ASSIGN_OR_RETURN(policy::Intent in, IntentFromProto("intent", t.intent()));
+      cur.tenants.push_back(policy::Tenant{t.name(), in});
+    }
   }
   {
     v1::ListStorageClassesResponse r;
@@ -141,6 +150,8 @@ Result<apply::CurrentState> FetchState(Client& c, grpc::Status* rpc) {
 grpc::Status Execute(Client& c, const apply::Plan& plan, const apply::DesiredState& want) {
   std::map<std::string, const apply::DesiredVolume*> vols;
   std::map<std::string, const apply::DesiredStorageClass*> classes;
+  std::map<std::string, const apply::DesiredTenant*> tenants;
+  for (const auto& t : want.tenants) tenants[t.t.name] = &t;
   for (const auto& v : want.volumes) vols[v.name] = &v;
   for (const auto& sc : want.classes) classes[sc.sc.name] = &sc;
   for (const apply::Change& ch : plan.changes) {
@@ -156,7 +167,7 @@ grpc::Status Execute(Client& c, const apply::Plan& plan, const apply::DesiredSta
         s = c.tenants->DeleteTenant(&ctx, req, &r);
       } else {
         v1::PutTenantRequest req;
-        req.mutable_tenant()->set_name(ch.name);
+        *req.mutable_tenant() = TenantToProto(tenants.at(ch.name)->t);
         v1::Tenant r;
         s = c.tenants->PutTenant(&ctx, req, &r);
       }
@@ -224,18 +235,37 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
   auto flags = std::make_shared<IntentFlags>();
 
   // ---- tenant ----
-  CLI::App* ten = app->add_subcommand("tenant", "Tenants: who owns volumes");
+  CLI::App* ten = app->add_subcommand(
+      "tenant", "Tenants: who owns volumes, and the intent of their volumes together");
   ten->require_subcommand(1);
-  CLI::App* tp = ten->add_subcommand("put", "Create a tenant (idempotent)");
+  CLI::App* tp = ten->add_subcommand(
+      "put",
+      "Create a tenant or replace its intent (what is not given is unset); the intent applies "
+      "to the sum of its volumes");
   tp->add_option("name", *name, "Tenant name")->required();
+  flags->Add(tp, /*tenant=*/true);
   tp->callback([=] {
+    auto in = flags->Build();
+    if (!in.ok()) return void(*rc = Usage(in.status()));
     v1::PutTenantRequest req;
     req.mutable_tenant()->set_name(*name);
+    *req.mutable_tenant()->mutable_intent() = in.value();
     v1::Tenant r;
     grpc::ClientContext ctx;
     C().Prepare(&ctx);
     grpc::Status s = C().tenants->PutTenant(&ctx, req, &r);
     *rc = s.ok() ? C().Print(TenantListDoc({r})) : C().Fail(s);
+  });
+  CLI::App* tg = ten->add_subcommand("get", "Show a tenant and its intent");
+  tg->add_option("name", *name, "Tenant name")->required();
+  tg->callback([=] {
+    v1::GetTenantRequest req;
+    req.set_name(*name);
+    v1::Tenant r;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().tenants->GetTenant(&ctx, req, &r);
+    *rc = s.ok() ? C().Print(TenantDoc(r)) : C().Fail(s);
   });
   ten->add_subcommand("list", "List tenants")->callback([=] {
     v1::ListTenantsResponse r;

@@ -294,10 +294,26 @@ Doc IntentDoc(const v1::Intent& in) {
   return d;
 }
 
+namespace {
+Doc TenantFields(const v1::Tenant& t) {
+  Doc d;
+  d["name"] = t.name();
+  d["intent"] = IntentDoc(t.intent());
+  return d;
+}
+}  // namespace
+
+Doc TenantDoc(const v1::Tenant& t) {
+  Doc d = Header("Tenant");
+  const Doc f = TenantFields(t);  // a local: items() of a temporary would dangle
+  for (auto it = f.begin(); it != f.end(); ++it) d[it.key()] = it.value();
+  return d;
+}
+
 Doc TenantListDoc(const std::vector<v1::Tenant>& ts) {
   Doc d = Header("TenantList");
   d["items"] = Doc::array();
-  for (const v1::Tenant& t : ts) d["items"].push_back(Doc{{"name", t.name()}});
+  for (const v1::Tenant& t : ts) d["items"].push_back(TenantFields(t));
   return d;
 }
 
@@ -400,14 +416,10 @@ std::string Render(const Doc& doc, Output out) {
     }
     return t;
   }
-  if (kind == "TenantList") {
-    std::string out = "NAME\n";
-    for (const Doc& x : doc["items"]) out += x["name"].get<std::string>() + "\n";
-    return out;
-  }
-  if (kind == "StorageClassList" || kind == "StorageClass" || kind == "VolumePolicyList" ||
-      kind == "VolumePolicy") {
-    const bool classes = kind.rfind("StorageClass", 0) == 0;
+  if (kind == "TenantList" || kind == "Tenant" || kind == "StorageClassList" ||
+      kind == "StorageClass" || kind == "VolumePolicyList" || kind == "VolumePolicy") {
+    // Tenants and classes alike: a name and an intent.
+    const bool classes = kind.rfind("StorageClass", 0) == 0 || kind.rfind("Tenant", 0) == 0;
     std::vector<Doc> rows;
     if (kind.size() > 4 && kind.substr(kind.size() - 4) == "List") {
       for (const Doc& x : doc["items"]) rows.push_back(x);

@@ -36,6 +36,7 @@ Doc CalibrationDoc(const v1::CalibrateResponse& c);  // kind Calibration
 Doc EventDoc(const v1::Event& e);
 // Policy objects: intents in the apply file's shape (lowerCamelCase, only what is set).
 Doc IntentDoc(const v1::Intent& in);
+Doc TenantDoc(const v1::Tenant& t);  // kind Tenant: name, intent ({} when none)
 Doc TenantListDoc(const std::vector<v1::Tenant>& ts);
 Doc StorageClassDoc(const v1::StorageClass& sc);
 Doc StorageClassListDoc(const std::vector<v1::StorageClass>& cs);

@@ -111,6 +111,27 @@ TEST(SpdctlFormat, PoolNodeAndEventShapesArePinned) {
   ExpectGolden("event.txt", Render(EventDoc(e), Output::kTable));
 }
 
+TEST(SpdctlFormat, TenantShapesArePinned) {
+  // A tenant with an intent (rates of its volumes together, weight, priority) and one without:
+  // its intent is {} then, as a storage class without defaults.
+  v1::Tenant t;
+  t.set_name("acme");
+  t.mutable_intent()->mutable_reservation()->set_iops(100);
+  t.mutable_intent()->mutable_limit()->set_iops(600);
+  t.mutable_intent()->mutable_limit()->set_bytes_per_second(50ull << 20);
+  t.mutable_intent()->set_weight(300);
+  t.mutable_intent()->set_priority(v1::PRIORITY_CLASS_CRITICAL);
+  v1::Tenant bare;
+  bare.set_name("beta");
+  ExpectGolden("tenant.json", Render(TenantDoc(t), Output::kJson));
+  ExpectGolden("tenant.yaml", Render(TenantDoc(t), Output::kYaml));
+  ExpectGolden("tenant.txt", Render(TenantDoc(t), Output::kTable));
+  ExpectGolden("tenant_bare.json", Render(TenantDoc(bare), Output::kJson));
+  ExpectGolden("tenant_list.json", Render(TenantListDoc({t, bare}), Output::kJson));
+  ExpectGolden("tenant_list.yaml", Render(TenantListDoc({t, bare}), Output::kYaml));
+  ExpectGolden("tenant_list.txt", Render(TenantListDoc({t, bare}), Output::kTable));
+}
+
 TEST(SpdctlFormat, YamlQuotesStringsThatWouldReadAsOtherTypes) {
   // A volume named "true" or "10" must come back as a string from any YAML reader.
   v1::Volume v = SampleVolume("true", 1);

@@ -1,5 +1,6 @@
 #include "state/state_store.h"
 
+#include "common/log.h"
 #include "state/state_sql.h"
 
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <utility>
 
@@ -62,6 +64,15 @@ CREATE TABLE uid_roles (
 ) STRICT;
 CREATE INDEX uid_roles_by_tenant ON uid_roles(tenant);
 )sql";
+
+// Upgrades: kMigrations[v - 1] turns version v into v + 1. A new file gets version 1 and then
+// every upgrade, so that a new file and an upgraded one have the same schema. Each upgrade runs
+// in the transaction that sets user_version: a crash leaves the old version or the new one.
+// Version 2: a tenant's intent (JSON as volume_meta.intent; an existing tenant gets none).
+constexpr const char* kMigrations[] = {
+    "ALTER TABLE tenants ADD COLUMN intent TEXT NOT NULL DEFAULT '{}'",
+};
+static_assert(std::size(kMigrations) == kSchemaVersion - 1, "one upgrade per version");
 
 json RateJson(const policy::Rate& r) {
   json j = json::object();
@@ -249,6 +260,7 @@ Status StateStore::Init() {
   // takes the write lock and looks again, so that two processes opening a new file at once
   // cannot both create it.
   bool fresh = false;
+  int64_t found = 0;  // the file's version
   auto check = [&]() -> Status {
     SPD_ASSIGN_OR_RETURN(int64_t app, Count(c, "PRAGMA application_id"));
     SPD_ASSIGN_OR_RETURN(int64_t version, Count(c, "PRAGMA user_version"));
@@ -264,21 +276,35 @@ Status StateStore::Init() {
                                 " is newer than this build knows (" +
                                 std::to_string(kSchemaVersion) +
                                 "); run the spd2 that wrote it, or restore a backup");
-    if (version != kSchemaVersion)
+    if (version < 1)
       return DataLoss(path_ + ": spd2 state with unknown schema version " +
                       std::to_string(version));
+    found = version;
     return Status::Ok();
   };
   SPD_RETURN_IF_ERROR(InTxn(c, /*write=*/false, check));
-  if (fresh) {
+  if (fresh || found < kSchemaVersion) {
+    // Create or upgrade under the write lock, after looking again: another process may have
+    // done it meanwhile.
+    int64_t from = 0;
     SPD_RETURN_IF_ERROR(InTxn(c, /*write=*/true, [&]() -> Status {
       SPD_RETURN_IF_ERROR(check());
-      if (!fresh) return Status::Ok();  // another process created it meanwhile
-      SPD_RETURN_IF_ERROR(Exec(c, kSchemaV1));
-      SPD_RETURN_IF_ERROR(
-          Exec(c, ("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str()));
+      if (fresh) {
+        SPD_RETURN_IF_ERROR(Exec(c, kSchemaV1));
+        SPD_RETURN_IF_ERROR(
+            Exec(c, ("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str()));
+        found = 1;
+      } else {
+        from = found;
+      }
+      for (int64_t v = found; v < kSchemaVersion; ++v)
+        SPD_RETURN_IF_ERROR(Exec(c, kMigrations[v - 1]));
+      if (found == kSchemaVersion) return Status::Ok();
       return Exec(c, ("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
     }));
+    if (from != 0 && from < kSchemaVersion)
+      SPD_LOG_INFO("state store: %s: schema upgraded from version %lld to %d", path_.c_str(),
+                   static_cast<long long>(from), kSchemaVersion);
   }
 
   // A few milliseconds for a file of this size; finds damage at start rather than in the middle
@@ -300,15 +326,19 @@ StateStore::~StateStore() { sqlite3_close_v2(db_); }
 // ---- Tenants ---------------------------------------------------------------------------------
 
 Status StateStore::PutTenant(const policy::Tenant& tenant) {
-  SPD_RETURN_IF_ERROR(policy::ValidateName("name", tenant.name));
+  SPD_RETURN_IF_ERROR(policy::ValidateTenant(tenant, ""));
+  const std::string intent = IntentJson(tenant.intent);
   std::lock_guard<std::mutex> lock(mu_);
   const Conn c{db_, path_};
   return InTxn(c, true, [&]() -> Status {
     SPD_ASSIGN_OR_RETURN(bool exists,
                          Exists(c, "SELECT 1 FROM tenants WHERE name = ?", tenant.name));
-    if (exists) return Status::Ok();
-    SPD_RETURN_IF_ERROR(CheckLimit(c, "tenants", kTenantsMax, "tenants"));
-    return Stmt(c, "INSERT INTO tenants(name) VALUES (?)", tenant.name).Run();
+    if (!exists) SPD_RETURN_IF_ERROR(CheckLimit(c, "tenants", kTenantsMax, "tenants"));
+    return Stmt(c,
+                "INSERT INTO tenants(name, intent) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET intent = excluded.intent",
+                tenant.name, intent)
+        .Run();
   });
 }
 
@@ -316,20 +346,25 @@ Result<policy::Tenant> StateStore::GetTenant(const std::string& name) {
   SPD_RETURN_IF_ERROR(policy::ValidateName("name", name));
   std::lock_guard<std::mutex> lock(mu_);
   const Conn c{db_, path_};
-  SPD_ASSIGN_OR_RETURN(bool found, Exists(c, "SELECT 1 FROM tenants WHERE name = ?", name));
-  if (!found) return NotFound("no tenant named '" + name + "'");
-  return policy::Tenant{name};
+  Stmt s(c, "SELECT intent FROM tenants WHERE name = ?", name);
+  SPD_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return NotFound("no tenant named '" + name + "'");
+  policy::Tenant t{name, {}};
+  SPD_ASSIGN_OR_RETURN(t.intent, StoredIntent(c, "tenant '" + name + "'", s.Text(0)));
+  return t;
 }
 
 Result<std::vector<policy::Tenant>> StateStore::ListTenants() {
   std::lock_guard<std::mutex> lock(mu_);
   const Conn c{db_, path_};
-  Stmt s(c, "SELECT name FROM tenants ORDER BY name");
+  Stmt s(c, "SELECT name, intent FROM tenants ORDER BY name");
   std::vector<policy::Tenant> out;
   for (;;) {
     SPD_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) break;
-    out.push_back(policy::Tenant{s.Text(0)});
+    policy::Tenant t{s.Text(0), {}};
+    SPD_ASSIGN_OR_RETURN(t.intent, StoredIntent(c, "tenant '" + t.name + "'", s.Text(1)));
+    out.push_back(std::move(t));
   }
   return out;
 }

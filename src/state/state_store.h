@@ -54,10 +54,11 @@ inline constexpr size_t kTokenDescriptionBytesMax = 256;
 inline constexpr int kBusyTimeoutMs = 2000;
 
 // The file in the data directory, and what its header says (PRAGMA application_id "SPD2",
-// PRAGMA user_version): a version newer than kSchemaVersion is refused at Open.
+// PRAGMA user_version): a version newer than kSchemaVersion is refused at Open, an older one is
+// upgraded in place (docs/state.md). Version 2 added the tenants' intents.
 inline constexpr std::string_view kStateFileName = "state.db";
 inline constexpr int32_t kApplicationId = 0x53504432;
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 // API tokens are "spd_<id>_<secret>": id is kTokenIdHexChars lowercase hex digits (random, not
 // secret: listings show it), secret is kTokenSecretBytes random bytes in base64url without
@@ -105,7 +106,8 @@ class StateStore {
   // Opens or creates `dir`/state.db (`dir` must exist). The file is created with mode 0600, and
   // an existing one (and its -wal, -shm) with group or other permissions is narrowed to 0600:
   // it holds token hashes. Sets WAL mode, synchronous=FULL and foreign keys; creates the schema
-  // in a new file; checks the file (PRAGMA quick_check). Errors: kDataLoss naming the path when
+  // in a new file, upgrades an older one (one transaction: all or nothing); checks the file
+  // (PRAGMA quick_check). Errors: kDataLoss naming the path when
   // the file is not a database or is damaged; kFailedPrecondition for another application's
   // SQLite database or a schema newer than this build's; kUnavailable when another process
   // holds it past kBusyTimeoutMs.
@@ -116,8 +118,10 @@ class StateStore {
 
   const std::string& path() const { return path_; }  // dir/state.db
 
-  // Tenants. Put of an existing tenant is Ok and changes nothing. Delete: kNotFound if missing;
-  // kFailedPrecondition while volume metadata, a token or a uid role names it.
+  // Tenants (policy::ValidateTenant; errors name "name", "intent.latency", ...). Put replaces
+  // the intent of an existing tenant (the same put again changes nothing); the intent
+  // round-trips exactly, as a volume's does. Delete: kNotFound if missing; kFailedPrecondition
+  // while volume metadata, a token or a uid role names it.
   Status PutTenant(const policy::Tenant& tenant);
   Result<policy::Tenant> GetTenant(const std::string& name);
   Result<std::vector<policy::Tenant>> ListTenants();  // by name (bytewise)

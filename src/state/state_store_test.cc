@@ -1,5 +1,7 @@
 #include "state/state_store.h"
 
+#include "state/state_test_util.h"
+
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <sqlite3.h>
@@ -18,102 +20,8 @@
 namespace spd::state {
 namespace {
 
+using namespace test_util;  // NOLINT: the tests' helpers
 using policy::Role;
-
-// A directory under /tmp, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/spd_state_test.XXXXXX";
-    const char* p = mkdtemp(tmpl);
-    SPD_ASSERT(p != nullptr);
-    path_ = p;
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-  std::string db() const { return path_ + "/state.db"; }
-
- private:
-  std::string path_;
-};
-
-std::unique_ptr<StateStore> OpenOk(const std::string& dir) {
-  Result<std::unique_ptr<StateStore>> r = StateStore::Open(dir);
-  EXPECT_TRUE(r.ok()) << r.status().ToString();
-  return r.ok() ? std::move(r).value() : nullptr;
-}
-
-std::string ReadBytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-
-void WriteBytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f << bytes;
-}
-
-// SQL on the file through a separate connection: what a hand edit or a damaged file does.
-void RawExec(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr),
-            SQLITE_OK);
-  char* err = nullptr;
-  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  EXPECT_EQ(rc, SQLITE_OK) << (err ? err : "") << " in " << sql;
-  sqlite3_free(err);
-  sqlite3_close(db);
-}
-
-mode_t ModeOf(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return 0;
-  return st.st_mode & 07777;
-}
-
-bool StartsWith(std::string_view s, std::string_view prefix) {
-  return s.substr(0, prefix.size()) == prefix;
-}
-bool Contains(std::string_view s, std::string_view part) {
-  return s.find(part) != std::string_view::npos;
-}
-
-policy::Intent FullIntent() {
-  policy::Intent in;
-  in.latency = policy::LatencyTarget{99.9, 2000};
-  in.reservation = policy::Rate{5000, 0};
-  in.limit = policy::Rate{20000, 200ull << 20};
-  in.weight = 200;
-  in.priority = policy::PriorityClass::kCritical;
-  in.durability = Durability::kSync;
-  return in;
-}
-
-// Intents that differ in which fields are set and in awkward values (a percentile that is not
-// a short decimal, the largest rates).
-std::vector<policy::Intent> VariedIntents() {
-  std::vector<policy::Intent> v;
-  v.push_back(policy::Intent{});
-  v.push_back(FullIntent());
-  policy::Intent a;
-  a.latency = policy::LatencyTarget{100.0 / 3.0, 1};
-  v.push_back(a);
-  policy::Intent b;
-  b.reservation = policy::Rate{0, 1};
-  b.durability = Durability::kNone;
-  v.push_back(b);
-  policy::Intent c;
-  c.limit = policy::Rate{policy::kIopsMax, policy::kBytesPerSecondMax};
-  c.priority = policy::PriorityClass::kBackground;
-  v.push_back(c);
-  policy::Intent d;
-  d.weight = policy::kWeightMax;
-  d.priority = policy::PriorityClass::kStandard;
-  d.durability = Durability::kFlush;
-  d.latency = policy::LatencyTarget{0.001, 3'600'000'000ull};
-  v.push_back(d);
-  return v;
-}
 
 TEST(StateStore, TenantsPersistAndPutIsIdempotent) {
   TempDir dir;
@@ -141,6 +49,45 @@ TEST(StateStore, TenantsPersistAndPutIsIdempotent) {
   auto list = s->ListTenants();
   ASSERT_TRUE(list.ok());
   EXPECT_EQ(*list, (std::vector<policy::Tenant>{{"acme"}}));
+}
+
+// What a tenant's intent may hold (no latency target, no durability), in varied shapes.
+std::vector<policy::Intent> TenantIntents() {
+  std::vector<policy::Intent> v;
+  for (policy::Intent in : VariedIntents()) {
+    in.latency.reset();
+    in.durability.reset();
+    v.push_back(in);
+  }
+  return v;
+}
+
+TEST(StateStore, TenantIntentsRoundTripAndPutReplacesThem) {
+  TempDir dir;
+  const std::vector<policy::Intent> intents = TenantIntents();
+  std::vector<policy::Tenant> want;
+  {
+    auto s = OpenOk(dir.path());
+    for (size_t i = 0; i < intents.size(); ++i) {
+      want.push_back({"t" + std::to_string(i), intents[i]});
+      ASSERT_TRUE(s->PutTenant(want.back()).ok());
+    }
+    // Put replaces the intent: t0 had none, gets t1's; t1's goes; again changes nothing.
+    ASSERT_TRUE(s->PutTenant({"t0", intents[1]}).ok());
+    ASSERT_TRUE(s->PutTenant({"t0", intents[1]}).ok());
+    ASSERT_TRUE(s->PutTenant({"t1", {}}).ok());
+    want[0].intent = intents[1];
+    want[1].intent = {};
+  }
+  auto s = OpenOk(dir.path());
+  auto list = s->ListTenants();
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  EXPECT_EQ(*list, want);
+  for (const policy::Tenant& t : want) {
+    auto one = s->GetTenant(t.name);
+    ASSERT_TRUE(one.ok()) << one.status().ToString();
+    EXPECT_EQ(*one, t);
+  }
 }
 
 TEST(StateStore, StorageClassesRoundTripEveryIntentFieldExactly) {
@@ -242,6 +189,12 @@ TEST(StateStore, NamesIntentsAndRolesAreValidatedNamingTheField) {
   expect_field(s->PutTenant({"a b"}), "name");
   expect_field(s->PutTenant({std::string(65, 'a')}), "name");
   expect_field(s->GetTenant("../x").status(), "name");
+  policy::Intent latency;
+  latency.latency = policy::LatencyTarget{99, 2000};
+  expect_field(s->PutTenant({"acme", latency}), "intent.latency");
+  policy::Intent durability;
+  durability.durability = Durability::kSync;
+  expect_field(s->PutTenant({"acme", durability}), "intent.durability");
   expect_field(s->PutStorageClass({"-gold", {}}), "name");
   policy::Intent bad;
   bad.weight = 0;
@@ -263,7 +216,7 @@ TEST(StateStore, NamesIntentsAndRolesAreValidatedNamingTheField) {
   expect_field(s->PutUidRole({5, Role::kTenant, ""}), "tenant");
   expect_field(s->PutUidRole({5, Role::kViewer, "acme"}), "tenant");
   // Nothing of the above was stored.
-  EXPECT_EQ(s->ListTenants()->size(), 1u);
+  EXPECT_EQ(*s->ListTenants(), (std::vector<policy::Tenant>{{"acme", {}}}));
   EXPECT_TRUE(s->ListStorageClasses()->empty());
   EXPECT_TRUE(s->ListVolumeMeta()->empty());
   EXPECT_TRUE(s->ListTokens()->empty());
@@ -343,6 +296,11 @@ TEST(StateStore, TenantLimit) {
       kTenantsMax, [&](size_t i) { return s->PutTenant({"t" + std::to_string(i)}); },
       [&](size_t i) { return s->DeleteTenant("t" + std::to_string(i)); });
   EXPECT_EQ(s->ListTenants()->size(), kTenantsMax);
+  // At the limit, replacing an existing tenant's intent still works.
+  policy::Intent in;
+  in.limit = policy::Rate{600, 0};
+  EXPECT_TRUE(s->PutTenant({"t1", in}).ok());
+  EXPECT_EQ(s->GetTenant("t1")->intent, in);
 }
 
 TEST(StateStore, StorageClassLimit) {
@@ -588,125 +546,6 @@ TEST(StateStore, TheFilesHoldTheHashButNoSecret) {
   s.reset();
   EXPECT_FALSE(std::filesystem::exists(dir.db() + "-wal"));
   check(ReadBytes(dir.db()), "closed");
-}
-
-TEST(StateStore, FilesArePrivateWhateverTheUmask) {
-  TempDir dir;
-  const mode_t old = umask(0);
-  {
-    auto s = OpenOk(dir.path());
-    ASSERT_TRUE(s);
-    ASSERT_TRUE(s->PutTenant({"acme"}).ok());
-    EXPECT_EQ(ModeOf(dir.db()), 0600u);
-    ASSERT_TRUE(std::filesystem::exists(dir.db() + "-wal"));
-    EXPECT_EQ(ModeOf(dir.db() + "-wal"), 0600u);
-    EXPECT_EQ(ModeOf(dir.db() + "-shm"), 0600u);
-  }
-  umask(old);
-  // An existing file someone opened up is narrowed again.
-  ASSERT_EQ(chmod(dir.db().c_str(), 0644), 0);
-  auto s = OpenOk(dir.path());
-  ASSERT_TRUE(s);
-  EXPECT_EQ(ModeOf(dir.db()), 0600u);
-  EXPECT_TRUE(s->GetTenant("acme").ok());
-}
-
-TEST(StateStore, ADamagedFileIsDataLossNamingThePath) {
-  std::string garbage;
-  for (int i = 0; i < 8192; ++i) garbage += static_cast<char>((i * 131 + 7) & 0xff);
-  for (const std::string& bytes : {garbage, std::string("hello, not a database\n")}) {
-    TempDir dir;
-    WriteBytes(dir.db(), bytes);
-    Result<std::unique_ptr<StateStore>> r = StateStore::Open(dir.path());
-    ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
-    EXPECT_TRUE(Contains(r.status().message(), dir.db())) << r.status().ToString();
-    EXPECT_EQ(ReadBytes(dir.db()), bytes);  // left as it was, for whoever investigates
-  }
-  // A database whose pages were overwritten: found by the check at Open.
-  TempDir dir;
-  {
-    auto s = OpenOk(dir.path());
-    for (int i = 0; i < 400; ++i)
-      ASSERT_TRUE(s->PutVolumeMeta({"volume-" + std::to_string(i), "", "", FullIntent()}).ok());
-  }
-  std::string bytes = ReadBytes(dir.db());
-  ASSERT_GE(bytes.size(), 6u * 4096);
-  for (size_t i = 2 * 4096; i < 6 * 4096; ++i) bytes[i] = garbage[i % garbage.size()];
-  WriteBytes(dir.db(), bytes);
-  Result<std::unique_ptr<StateStore>> r = StateStore::Open(dir.path());
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
-  EXPECT_TRUE(Contains(r.status().message(), dir.db())) << r.status().ToString();
-}
-
-TEST(StateStore, ANewerSchemaOrAnotherApplicationsDatabaseIsRefused) {
-  TempDir dir;
-  { ASSERT_TRUE(OpenOk(dir.path())); }
-  RawExec(dir.db(), "PRAGMA user_version = " + std::to_string(kSchemaVersion + 1));
-  Result<std::unique_ptr<StateStore>> r = StateStore::Open(dir.path());
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition) << r.status().ToString();
-  EXPECT_TRUE(Contains(r.status().message(), "schema version 2 is newer")) << r.status().ToString();
-  EXPECT_TRUE(Contains(r.status().message(), dir.db()));
-  RawExec(dir.db(), "PRAGMA user_version = 1");
-  EXPECT_TRUE(StateStore::Open(dir.path()).ok());
-
-  TempDir other;
-  RawExec(other.db(), "CREATE TABLE notes(x TEXT)");
-  r = StateStore::Open(other.path());
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition) << r.status().ToString();
-  EXPECT_TRUE(Contains(r.status().message(), "another application")) << r.status().ToString();
-
-  EXPECT_EQ(StateStore::Open(dir.path() + "/missing").status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(StateStore::Open(dir.db()).status().code(), StatusCode::kFailedPrecondition);
-}
-
-// Another process holding the write lock: reads go on (WAL), a write waits kBusyTimeoutMs and
-// fails kUnavailable, and works again once the other process lets go.
-TEST(StateStore, ABusyDatabaseIsUnavailableForWritesOnly) {
-  TempDir dir;
-  { ASSERT_TRUE(OpenOk(dir.path())->PutTenant({"acme"}).ok()); }
-  // Fork while this process has no connection open: SQLite's per-process lock bookkeeping
-  // must not be copied into the child half-used.
-  int to_parent[2], to_child[2];
-  ASSERT_EQ(pipe(to_parent), 0);
-  ASSERT_EQ(pipe(to_child), 0);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    sqlite3* db = nullptr;
-    if (sqlite3_open_v2(dir.db().c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
-      _exit(1);
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) _exit(2);
-    char b = 'l';
-    if (write(to_parent[1], &b, 1) != 1) _exit(3);
-    if (read(to_child[0], &b, 1) != 1) _exit(4);
-    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-    sqlite3_close(db);
-    _exit(0);
-  }
-  char b;
-  ASSERT_EQ(read(to_parent[0], &b, 1), 1);
-  auto s = OpenOk(dir.path());  // needs no write lock for an existing file
-  ASSERT_TRUE(s);
-  EXPECT_TRUE(s->GetTenant("acme").ok());
-  const auto t0 = std::chrono::steady_clock::now();
-  Status st = s->PutTenant({"beta"});
-  const auto waited = std::chrono::steady_clock::now() - t0;
-  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
-  EXPECT_TRUE(Contains(st.message(), dir.db()) && Contains(st.message(), "another process"))
-      << st.ToString();
-  EXPECT_GE(waited, std::chrono::milliseconds(kBusyTimeoutMs - 100));
-  EXPECT_EQ(s->ListTenants()->size(), 1u);
-  ASSERT_EQ(write(to_child[1], &b, 1), 1);
-  int wstatus = 0;
-  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
-  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << wstatus;
-  for (int fd : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) close(fd);
-  EXPECT_TRUE(s->PutTenant({"beta"}).ok());
-  EXPECT_EQ(s->ListTenants()->size(), 2u);
 }
 
 TEST(StateStore, ConcurrentCallersSeeConsistentState) {

@@ -1,7 +1,8 @@
 # Declarative configuration through spdctl against a real daemon: apply creates tenants, classes
 # and volumes; the same file twice changes nothing; diff exits 1 on drift and 0 in sync; nothing
 # is deleted without --prune; an invalid file is refused whole, naming the line; a class's
-# durability reaches its volumes; policies survive a restart and go with their volume.
+# durability reaches its volumes; a tenant's intent is applied and compared like a class's;
+# policies survive a restart and go with their volume.
 source "$(dirname "$0")/lib.sh"
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
 cat >"$T/site.yaml" <<'YAML'
@@ -60,6 +61,37 @@ expect 0 apply -f "$T/site.yaml"
 expect 0 volume get vol0
 expect 1 diff -f "$T/site.yaml" --prune
 grep -q -- "- volume vol0" "$T/out" || fail "$(cat "$T/out")"
+
+# A tenant's intent: one the file does not declare is drift (the file is the truth); a file's
+# tenant intent is applied, then in sync; a latency target on a tenant is refused at its line.
+expect 0 tenant put acme --limit-iops 600
+expect 1 diff -f "$T/site.yaml"
+grep -q "~ tenant acme: intent.limit {iops: 600} -> (none)" "$T/out" || fail "$(cat "$T/out")"
+expect 0 apply -f "$T/site.yaml"
+expect 0 tenant get acme -o json
+/usr/bin/python3 -c "import json; d = json.load(open('$T/out')); assert d['intent'] == {}, d" ||
+  fail "acme's intent: $(cat "$T/out")"
+cat >"$T/tenant.yaml" <<'YAML'
+apiVersion: spd.v1
+kind: Tenant
+metadata:
+  name: beta
+spec:
+  intent: {reservation: {iops: 100}, limit: {iops: 600}, weight: 300, priority: background}
+YAML
+expect 0 apply -f "$T/tenant.yaml"
+grep -q "+ tenant beta (intent {reservation: {iops: 100}, limit: {iops: 600}, weight: 300, priority: background})" "$T/out" ||
+  fail "$(cat "$T/out")"
+expect 0 diff -f "$T/tenant.yaml"
+expect 0 tenant get beta -o json
+/usr/bin/python3 -c "import json; d = json.load(open('$T/out')); assert d['intent'] == \
+  {'reservation': {'iops': 100}, 'limit': {'iops': 600}, 'weight': 300, 'priority': 'background'}, d" ||
+  fail "beta's intent: $(cat "$T/out")"
+sed -i 's/weight: 300/weight: 300, latency: {percentile: 99, boundUs: 2000}/' "$T/tenant.yaml"
+expect 8 apply -f "$T/tenant.yaml"
+grep -q "tenant.yaml:6:.*spec.intent.latency: a tenant has no latency target" "$T/err" ||
+  fail "no line/field in: $(cat "$T/err")"
+expect 0 tenant delete beta
 
 # An invalid file is refused whole, naming the line, and changes nothing.
 cp "$T/site.yaml" "$T/bad.yaml"

@@ -45,9 +45,19 @@ ten = policy_pb2_grpc.TenantServiceStub(ch)
 pol = policy_pb2_grpc.IntentServiceStub(ch)
 acc = access_pb2_grpc.AccessServiceStub(ch)
 
-# As root (an admin): two tenants, a volume each, and the uid map.
-for t in ("acme", "beta"):
-    ten.PutTenant(ppb.PutTenantRequest(tenant=ppb.Tenant(name=t)), timeout=10)
+# As root (an admin): two tenants (acme with an intent), a volume each, and the uid map.
+ten.PutTenant(ppb.PutTenantRequest(tenant=ppb.Tenant(
+    name="acme", intent=ppb.Intent(limit=ppb.Rate(iops=600)))), timeout=10)
+ten.PutTenant(ppb.PutTenantRequest(tenant=ppb.Tenant(name="beta")), timeout=10)
+# A tenant's intent has no latency target: refused naming the field, whoever asks.
+try:
+    ten.PutTenant(ppb.PutTenantRequest(tenant=ppb.Tenant(name="acme", intent=ppb.Intent(
+        latency=ppb.LatencyTarget(percentile=99, bound_us=2000)))), timeout=10)
+    check("a tenant intent with a latency target is refused", False)
+except grpc.RpcError as e:
+    check("a tenant intent with a latency target is refused (%s: %s)" % (e.code().name, e.details()),
+          e.code() == grpc.StatusCode.INVALID_ARGUMENT and
+          e.details().startswith("tenant.intent.latency: "))
 for name, t in (("a1", "acme"), ("b1", "beta")):
     vol.CreateVolume(vpb.CreateVolumeRequest(name=name, size_bytes=16 << 20), timeout=10)
     pol.SetVolumePolicy(ppb.SetVolumePolicyRequest(policy=ppb.VolumePolicy(volume=name, tenant=t)),
@@ -92,6 +102,12 @@ call("DeleteOther", vol.DeleteVolume, vpb.DeleteVolumeRequest(name="b1")) if rol
 call("PutTenant", ten.PutTenant, ppb.PutTenantRequest(tenant=ppb.Tenant(name="t-" + role)))
 r = call("ListTenants", ten.ListTenants, ppb.ListTenantsRequest())
 out["tenants"] = sorted(t.name for t in r.tenants) if r else None
+r = call("GetOwnTenant", ten.GetTenant, ppb.GetTenantRequest(name="acme"))
+out["own_limit"] = r.intent.limit.iops if r else None
+call("GetOtherTenant", ten.GetTenant, ppb.GetTenantRequest(name="beta"))
+# Raising its own tenant's limit is a tenant put: not the tenant role's.
+call("PutOwnTenant", ten.PutTenant, ppb.PutTenantRequest(tenant=ppb.Tenant(
+    name="acme", intent=ppb.Intent(limit=ppb.Rate(iops=1200)))))
 call("PutClass", cls.PutStorageClass, ppb.PutStorageClassRequest(
     storage_class=ppb.StorageClass(name="c-" + role)))
 call("PolicyOwn", pol.SetVolumePolicy, ppb.SetVolumePolicyRequest(
@@ -134,6 +150,9 @@ EXPECT = {
     "DeleteOther":  (D,      N,      None,    None,   D),
     "PutTenant":    (D,      D,      P,       P,      D),
     "ListTenants":  (P,      P,      P,       P,      D),
+    "GetOwnTenant": (P,      P,      P,       P,      D),
+    "GetOtherTenant": (P,    N,      P,       P,      D),
+    "PutOwnTenant": (D,      D,      P,       P,      D),
     "PutClass":     (D,      D,      P,       P,      D),
     "PolicyOwn":    (D,      P,      P,       P,      D),
     "PolicyGiveAway": (None, D,      None,    None,   None),
@@ -170,6 +189,11 @@ check("a tenant lists only its own volumes (%s)" % got["tenant"]["listed"],
 check("a viewer lists every volume", set(got["viewer"]["listed"]) >= {"a1", "b1", "x1"})
 check("a tenant lists only its own tenant (%s)" % got["tenant"]["tenants"],
       got["tenant"]["tenants"] == ["acme"])
+check("a tenant reads its own tenant's intent (%s)" % got["tenant"]["own_limit"],
+      got["tenant"]["own_limit"] == 600)
+t = ten.GetTenant(ppb.GetTenantRequest(name="acme"), timeout=10)
+check("acme's intent as the operator and admin put it (%s)" % t.intent.limit.iops,
+      t.intent.limit.iops == 1200 and not t.intent.HasField("reservation"))
 check("a tenant's event stream names only its volumes (%s)" % got["tenant"]["event_volumes"],
       # (an event carries the volume's tenant as of the event: a1's creation came before its
       # policy named acme; the tenant's own volume is acme's from its creation)
