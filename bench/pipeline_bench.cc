@@ -1,20 +1,26 @@
 // pipeline_bench: drives the request pipeline (in-process frontend -> dispatcher -> scheduler
 // stage -> volume -> backend) with no sockets and prints IOPS and CPU per I/O. On the null
 // backend the figure is the cost of everything above the backend. bench/pipeline runs it in
-// interleaved rounds; `pipeline_bench --help` lists the options.
+// interleaved rounds; `pipeline_bench --help` lists the options. With --qos 1 the scheduler stage
+// is the QoS scheduler (src/qos/qos_scheduler.h, no intents) instead of the pass-through:
+// bench/qos (scenario 6) and bench/pipeline --qos compare the two.
 #include <sys/resource.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "common/log.h"
 #include "dispatch/dispatcher.h"
 #include "frontend/inproc/inproc_frontend.h"
 #include "io/io_backend.h"
+#include "qos/cost_model.h"
+#include "qos/qos_scheduler.h"
 #include "reactor/reactor_group.h"
 #include "volume/pool.h"
 
@@ -33,6 +39,8 @@ struct Config {
   bool remote_io = true;
   bool stamp_stages = false;
   bool owner_client = false;  // the volume is the client reactor's (Pool::SetVolumeReactors)
+  bool qos = false;           // the QoS scheduler stage instead of the pass-through
+  double qos_budget_factor = 2.0;
 };
 
 void Usage() {
@@ -55,7 +63,13 @@ void Usage() {
       "  --stamp-stages 0|1   stamp every request at each stage (default 0)\n"
       "  --owner pool|client  the volume's owning reactor: the pool's (default) or the\n"
       "                       client's (with --reactors 2: the owner's path, which asks the\n"
-      "                       pool's reactor by message for chunks and commits)\n");
+      "                       pool's reactor by message for chunks and commits)\n"
+      "  --qos 0|1            1: the QoS scheduler stage (qos::QosScheduler over every\n"
+      "                       reactor, the built-in cost model CostModel::Default(), no\n"
+      "                       intents: every volume weight 100) instead of the pass-through\n"
+      "                       (default 0). Requests beyond its device budget wait in it\n"
+      "  --qos-budget-factor F  the scheduler's budget_factor (default 2: with the built-in\n"
+      "                       model about 10 reads of 4 KiB outstanding; 1024: nothing held)\n");
 }
 
 uint64_t ProcessCpuNs() {
@@ -176,8 +190,19 @@ int Run(const Config& cfg) {
   DispatcherOptions dopt;
   dopt.remote_io = cfg.remote_io;
   dopt.stamp_stages = cfg.stamp_stages;
+  // The QoS stage: a shard on every reactor of the group, as the daemon makes it. Made after
+  // the group and destroyed before it, after the dispatcher (see the end of Run).
+  std::unique_ptr<qos::QosScheduler> qos;
+  if (cfg.qos) {
+    qos::QosScheduler::Options qo;
+    qo.cost = qos::CostModel::Default();
+    qo.budget_factor = cfg.qos_budget_factor;
+    std::vector<Reactor*> shards;
+    for (unsigned i = 0; i < group->size(); ++i) shards.push_back(group->at(i));
+    qos = std::make_unique<qos::QosScheduler>(std::move(shards), std::move(qo));
+  }
   // After the group and destroyed before it: it holds a channel on the owning reactor.
-  auto dispatcher = std::make_unique<Dispatcher>(pool.get(), dopt);
+  auto dispatcher = std::make_unique<Dispatcher>(pool.get(), dopt, qos.get());
 
   Loop loop;
   loop.cfg = cfg;
@@ -199,19 +224,38 @@ int Run(const Config& cfg) {
   loop.reactor->Post(&loop.start);
   main->Run();
   dispatcher.reset();
+  if (qos && cfg.reactors > 1) {
+    // ~QosScheduler cancels its shards' timers: each reactor stopped (main is) or on its
+    // thread, so the client reactor's own thread runs it.
+    struct Drop : Task {
+      std::unique_ptr<qos::QosScheduler>* qos;
+      std::promise<void> done;
+    } drop;
+    drop.qos = &qos;
+    drop.fn = [](Task* t) {
+      auto* d = static_cast<Drop*>(t);
+      d->qos->reset();
+      d->done.set_value();
+    };
+    std::future<void> dropped = drop.done.get_future();
+    group->at(cfg.reactors - 1)->Post(&drop);
+    dropped.wait();
+  }
+  qos.reset();
   group.reset();
   if (Status s = pool->SyncAll(); !s.ok()) std::fprintf(stderr, "sync: %s\n", s.ToString().c_str());
 
   const uint64_t ios = loop.count1;
   const double secs = (loop.t1_ns - loop.t0_ns) / 1e9;
   std::printf(
-      "backend=%s reactors=%u rw=%s bs=%u qd=%u remote_io=%d stamps=%d owner=%s: %.0f IOPS, "
+      "backend=%s reactors=%u rw=%s bs=%u qd=%u remote_io=%d stamps=%d owner=%s qos=%d: %.0f "
+      "IOPS, "
       "%.3f us CPU "
       "per I/O "
       "(%llu I/Os, %llu errors)\n",
       cfg.backend.c_str(), cfg.reactors, cfg.write ? "randwrite" : "randread", cfg.bs, cfg.qd,
       cfg.remote_io ? 1 : 0, cfg.stamp_stages ? 1 : 0, cfg.owner_client ? "client" : "pool",
-      ios / secs, ios ? (loop.cpu1_ns - loop.cpu0_ns) / 1e3 / ios : 0.0,
+      cfg.qos ? 1 : 0, ios / secs, ios ? (loop.cpu1_ns - loop.cpu0_ns) / 1e3 / ios : 0.0,
       static_cast<unsigned long long>(ios), static_cast<unsigned long long>(loop.errors));
   return loop.errors ? 1 : 0;
 }
@@ -258,6 +302,10 @@ int main(int argc, char** argv) {
       cfg.remote_io = next() != "0";
     } else if (a == "--stamp-stages") {
       cfg.stamp_stages = next() != "0";
+    } else if (a == "--qos") {
+      cfg.qos = next() != "0";
+    } else if (a == "--qos-budget-factor") {
+      cfg.qos_budget_factor = std::stod(next());
     } else if (a == "--owner") {
       std::string o = next();
       if (o != "pool" && o != "client") {
@@ -272,7 +320,8 @@ int main(int argc, char** argv) {
   }
   if (cfg.reactors < 1 || cfg.reactors > 2 || cfg.qd == 0 || cfg.qd > 1024 || cfg.bs == 0 ||
       cfg.bs % 512 != 0 || cfg.bs > (1u << 20) || cfg.span_bytes < (1u << 20) ||
-      cfg.span_bytes % (1u << 20) != 0) {
+      cfg.span_bytes % (1u << 20) != 0 || !(cfg.qos_budget_factor >= 0.25) ||
+      cfg.qos_budget_factor > 1024) {
     std::fprintf(stderr, "bad options (--help)\n");
     return 2;
   }
