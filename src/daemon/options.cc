@@ -215,6 +215,14 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "device the model underrates; smaller: less queueing inside the device")
       ->check(CLI::Range(0.25, 1024.0))
       ->capture_default_str();
+  app.add_option("--qos-limit-burst-ms", o.qos_limit_burst_ms,
+                 "A volume that did less than its IOPS or bytes/s limit may then send this many "
+                 "milliseconds of its limit's rate at once (a token bucket this deep), so that "
+                 "a burst of requests under the limit is not spread out. Any 1-second window "
+                 "sees at most limit x (1 s + this). 0: requests are paced strictly 1/limit "
+                 "apart")
+      ->check(CLI::Range(0.0, 1000.0))
+      ->capture_default_str();
   app.add_option("--stage-stamps", o.stage_stamps,
                  "Stamp every request with the time it reaches each pipeline stage (arrival, "
                  "queued, dispatched, backend submit, backend complete, reply): what per-stage "

@@ -43,6 +43,7 @@ struct DaemonOptions {
   std::string qos = "off";         // off|on: the QoS scheduler (qos/qos_scheduler.h)
   std::string qos_cost_model;      // FILE; default DATA_DIR/default.cost.json, sim, built-in
   double qos_budget_factor = 2.0;  // QosScheduler::Options::budget_factor
+  double qos_limit_burst_ms = 20;  // QosScheduler::Options::limit_burst_ns
   bool pin_reactors = true;        // ReactorOptions::pin_threads
   bool commit_overlap = true;
   bool fault_noop_flush = false;  // BackendOptions::fault_noop_flush: test only

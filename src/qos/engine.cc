@@ -118,16 +118,18 @@ void Rescale(Tag& tag, uint64_t old_rate, uint64_t new_rate, uint64_t now) {
   }
 }
 
-// A flow becoming active restarts its set dimensions' tags at now: no credit for idle time.
+// A flow becoming active restarts its reservation tags at now (no credit for idle time) and its
+// limit tags no earlier than `limit_floor` (now - Options::limit_burst_ns: the burst an idle
+// flow has saved up).
 template <typename Node>
-void Restart(Node& n, uint64_t now) {
-  auto restart = [now](auto& tag, uint64_t rate) {
-    if (rate && tag.ns < now) tag = {now, 0};
+void Restart(Node& n, uint64_t now, uint64_t limit_floor) {
+  auto restart = [](auto& tag, uint64_t rate, uint64_t floor) {
+    if (rate && tag.ns < floor) tag = {floor, 0};
   };
-  restart(n.r_ops, n.policy.reservation.iops);
-  restart(n.r_bytes, n.policy.reservation.bytes_per_second);
-  restart(n.l_ops, n.policy.limit.iops);
-  restart(n.l_bytes, n.policy.limit.bytes_per_second);
+  restart(n.r_ops, n.policy.reservation.iops, now);
+  restart(n.r_bytes, n.policy.reservation.bytes_per_second, now);
+  restart(n.l_ops, n.policy.limit.iops, limit_floor);
+  restart(n.l_bytes, n.policy.limit.bytes_per_second, limit_floor);
 }
 
 }  // namespace
@@ -423,15 +425,22 @@ void Engine::Enqueue(FlowId volume, Item* item, uint64_t now_ns) {
   Node& t = nodes_[v.parent];
   t.queued++;
   if (++v.queued == 1) {
-    Restart(v, now_ns);
-    if (t.queued == 1) Restart(t, now_ns);
+    const uint64_t floor =
+        now_ns > options_.limit_burst_ns ? now_ns - options_.limit_burst_ns : 0;
+    Restart(v, now_ns, floor);
+    if (t.queued == 1) Restart(t, now_ns, floor);
     Place(v, *t.level, now_ns);
     Refresh(t, now_ns);
   }
 }
 
 // Advances `n`'s tags for one released item: L and P always, R when its reservation was due.
-void Engine::Charge(Node& n, const Item& item, bool r_due, uint64_t base) {
+uint64_t Engine::LimitBase(uint64_t now_ns) const {
+  const uint64_t back = std::max(options_.max_lag_ns, options_.limit_burst_ns);
+  return now_ns > back ? now_ns - back : 0;
+}
+
+void Engine::Charge(Node& n, const Item& item, bool r_due, uint64_t base, uint64_t l_base) {
   const FlowPolicy& p = n.policy;
   if (r_due) {
     if (p.reservation.iops) Advance(n.r_ops, n.r_ops_div, 1, base);
@@ -439,8 +448,10 @@ void Engine::Charge(Node& n, const Item& item, bool r_due, uint64_t base) {
       Advance(n.r_bytes, n.r_bytes_div, item.bytes, base);
     }
   }
-  if (p.limit.iops) Advance(n.l_ops, n.l_ops_div, 1, base);
-  if (p.limit.bytes_per_second && item.bytes) Advance(n.l_bytes, n.l_bytes_div, item.bytes, base);
+  if (p.limit.iops) Advance(n.l_ops, n.l_ops_div, 1, l_base);
+  if (p.limit.bytes_per_second && item.bytes) {
+    Advance(n.l_bytes, n.l_bytes_div, item.bytes, l_base);
+  }
   n.p += n.weight_div.DivMod(item.cost_ns + n.p_rem, &n.p_rem);
 }
 
@@ -486,8 +497,9 @@ Item* Engine::Dequeue(uint64_t now_ns, uint64_t* wake_ns) {
   item->next_ = nullptr;
   item->phase_ = phase;
   uint64_t base = now_ns > options_.max_lag_ns ? now_ns - options_.max_lag_ns : 0;
-  Charge(*v, *item, RTag(*v) <= now_ns, base);
-  Charge(*t, *item, RTag(*t) <= now_ns, base);
+  const uint64_t l_base = LimitBase(now_ns);
+  Charge(*v, *item, RTag(*v) <= now_ns, base, l_base);
+  Charge(*t, *item, RTag(*t) <= now_ns, base, l_base);
   v->queued--;
   t->queued--;
   queued_--;
@@ -558,7 +570,8 @@ void Engine::Credit(FlowId flow, const Served& elsewhere, uint64_t now_ns) {
     // max_lag as a release here would leave them (an idle flow's restart at now anyway). Based
     // at now_ns, an engine whose flow was idle would take a lead over the one serving it (its
     // tags ahead by the credit's delivery delay) and never serve it once both have work.
-    uint64_t base = now_ns > options_.max_lag_ns ? now_ns - options_.max_lag_ns : 0;
+    const uint64_t base = now_ns > options_.max_lag_ns ? now_ns - options_.max_lag_ns : 0;
+    const uint64_t l_base = LimitBase(now_ns);
     const FlowPolicy& p = f.policy;
     if (p.reservation.iops && elsewhere.reserved_ops) {
       AdvanceWide(f.r_ops, p.reservation.iops, elsewhere.reserved_ops, base);
@@ -566,9 +579,9 @@ void Engine::Credit(FlowId flow, const Served& elsewhere, uint64_t now_ns) {
     if (p.reservation.bytes_per_second && elsewhere.reserved_bytes) {
       AdvanceWide(f.r_bytes, p.reservation.bytes_per_second, elsewhere.reserved_bytes, base);
     }
-    if (p.limit.iops && elsewhere.ops) AdvanceWide(f.l_ops, p.limit.iops, elsewhere.ops, base);
+    if (p.limit.iops && elsewhere.ops) AdvanceWide(f.l_ops, p.limit.iops, elsewhere.ops, l_base);
     if (p.limit.bytes_per_second && elsewhere.bytes) {
-      AdvanceWide(f.l_bytes, p.limit.bytes_per_second, elsewhere.bytes, base);
+      AdvanceWide(f.l_bytes, p.limit.bytes_per_second, elsewhere.bytes, l_base);
     }
   };
   credit(n);

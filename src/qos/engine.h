@@ -38,7 +38,8 @@
 // the previous one's cost is paid, so a flow idle under its limit has no added latency.
 //
 // A flow that becomes active (its first item after idling) gets no credit for the idle time: its
-// R and L restart at max(previous, now). A flow that joins the weight competition of a class at
+// R tags restart at max(previous, now), its L tags at max(previous, now - limit_burst_ns) (the
+// limit's burst, Options::limit_burst_ns; 0 by default). A flow that joins the weight competition of a class at
 // its level (after idling, after being held by a limit, or a tenant with its first runnable
 // volume of that class) starts at P = max(its P, the smallest P competing there), so it neither
 // bursts ahead nor is starved. A backlogged flow that is served late (the device was busy with
@@ -126,6 +127,11 @@ class Engine {
     // release is never made up (a limit is then a hard cap over any window, but a flow served
     // late by a busy device loses rate).
     uint64_t max_lag_ns = 1'000'000;
+    // A limit's burst: how far behind now a flow's limit tags may start, so that a flow that did
+    // less than its limit may then release up to limit_burst_ns of its limit's rate at once (a
+    // token bucket that deep) instead of spreading a burst of requests 1/limit apart. Any
+    // window then sees at most limit * (window + limit_burst_ns); 0: a strict pace.
+    uint64_t limit_burst_ns = 0;
   };
 
   Engine() : Engine(Options{}) {}
@@ -239,7 +245,9 @@ class Engine {
   static uint64_t Ref(const Level& lv, int cls);
   void Place(Node& volume, Level& lv, uint64_t now);
   void Refresh(Node& tenant, uint64_t now);
-  void Charge(Node& n, const Item& item, bool r_due, uint64_t base);
+  void Charge(Node& n, const Item& item, bool r_due, uint64_t base, uint64_t l_base);
+  // The earliest a backlogged flow's limit tag may be: now - max(max_lag_ns, limit_burst_ns).
+  uint64_t LimitBase(uint64_t now_ns) const;
 
   Options options_;
   std::vector<Node> nodes_;

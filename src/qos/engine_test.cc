@@ -130,6 +130,46 @@ TEST(QosEngine, IdleTimeEarnsNoCredit) {
   EXPECT_EQ(e.Dequeue(wake, &wake), &r[2]);
 }
 
+// With a burst, an idle flow may start limit_burst_ns of its limit's rate at once; then its pace.
+TEST(QosEngine, IdleTimeEarnsTheLimitsBurstAndNoMore) {
+  Engine e(Engine::Options{.limit_burst_ns = 20 * kMs});
+  Engine::FlowId v = e.AddVolume(e.AddTenant(FlowPolicy{}), IopsLimit(1000));
+  Req r[40];
+  for (Req& x : r) x.cost_ns = 10;
+  for (Req& x : r) e.Enqueue(v, &x, 10 * kS);
+  uint64_t wake = 0;
+  int at_once = 0;
+  while (e.Dequeue(10 * kS, &wake) != nullptr) at_once++;
+  // Tags from now - 20 ms to now: 21 items of a 1,000 IOPS limit.
+  EXPECT_EQ(at_once, 21);
+  EXPECT_EQ(wake, 10 * kS + kMs);
+  EXPECT_NE(e.Dequeue(wake, &wake), nullptr);
+  EXPECT_EQ(e.Dequeue(wake, &wake), nullptr);
+  // Backlogged since: no new burst while it stays busy, even much later.
+  EXPECT_EQ(wake, 10 * kS + 2 * kMs);
+}
+
+// A saturating limited flow with a burst: every 1-second window within limit * (1 s + burst).
+TEST(QosEngine, ABurstKeepsEveryWindowWithinLimitPlusBurst) {
+  DeviceSim sim(Engine::Options{.limit_burst_ns = 20 * kMs});
+  Engine& e = sim.engine();
+  Engine::FlowId t = e.AddTenant(FlowPolicy{});
+  int a = sim.AddClient(e.AddVolume(t, IopsLimit(1000)), 4 * kUs);
+  int b = sim.AddClient(e.AddVolume(t, Weight(100)), 4 * kUs);
+  sim.Saturate(a);
+  sim.Saturate(b);
+  sim.Run(3 * kS);
+  sim.Stop(a);
+  sim.Run(4 * kS);
+  sim.Saturate(a);
+  sim.Run(7 * kS);
+  for (size_t w = 0; w < 7; w++) {
+    if (w == 3) continue;  // stopped
+    EXPECT_LE(sim.ops(a, w), 1000u + 21u) << "window " << w;
+    EXPECT_GE(sim.ops(a, w), 980u) << "window " << w;
+  }
+}
+
 TEST(QosEngine, BytesLimitChargesBytesAndLetsFlushesPass) {
   Engine e;
   FlowPolicy p;

@@ -1,8 +1,16 @@
-// The latency controller (blk-iolatency's idea, over IOPS limits): while a volume misses its
-// latency target, volumes with a looser target or none are held to 70% of the rate they got
-// (never below 10% of what they did when this began, so that a target the device cannot meet
-// does not starve everyone); while every target is met, those limits grow by 20% a tick and go
-// once they no longer bind. Every tick_ns while requests flow; no timer when idle.
+// The latency controller (blk-iolatency's idea, over outstanding device time rather than rates).
+//
+// Every tick_ns while requests flow, each shard judges its volumes' latency targets against
+// 80% of their bounds (ControllerAimNs) (the target is judged over whole windows; aiming below it leaves room for
+// the ticks the controller needs to react). When one is missed, on any shard, every shard starts
+// protecting it: volumes with a looser target or none ("loose") may keep at most a cap of device
+// time outstanding, so that the tighter volume's next request finds a unit of the device free
+// instead of queueing inside the device behind theirs, where no scheduler can reorder it. The cap
+// starts at the device's parallelism less one unit (a 4 KiB read's cost: one unit kept free), is
+// cut to kCut of itself on each further miss (never below one unit), and after kHoldTicks of
+// targets met grows by kGrowUnits a tick back to that ceiling; it goes once no volume with a
+// latency target has had requests for kIdleTicks. The loose volumes keep the rest of the device:
+// nothing changes their rates, reservations or weights among themselves.
 #include <algorithm>
 
 #include "common/counters.h"
@@ -11,34 +19,22 @@
 namespace spd::qos {
 namespace {
 
-Counter throttles_total("spd_qos_latency_throttles_total",
-                        "Times the latency controller lowered a volume's IOPS because a volume "
-                        "with a tighter latency target missed it.");
-Gauge throttled_gauge("spd_qos_latency_throttled_volumes",
-                      "Volumes the latency controller holds to an IOPS limit now.");
+Counter cuts_total("spd_qos_latency_throttles_total",
+                   "Times the latency controller lowered the device time that volumes with a "
+                   "looser latency target (or none) may keep outstanding, because a volume "
+                   "with a tighter target missed it.");
+Gauge capped_gauge("spd_qos_latency_capped_shards",
+                   "Reactors on which the latency controller caps the device time of volumes "
+                   "with a looser latency target (or none) now.");
 
 constexpr double kCut = 0.7;
-constexpr double kGrow = 1.2;
-// Never below: a throttled volume still makes progress, and a target the device cannot meet
-// at all (violated whatever the others do) does not starve everyone else.
-constexpr double kFloorIops = 10;
-constexpr double kFloorShare = 0.1;  // of the rate when the throttle began
+constexpr double kGrowUnits = 0.25;
+constexpr uint32_t kHoldTicks = 5;
+constexpr uint64_t kIdleTicks = 10;
 // A target is judged in a tick only from this many requests.
 constexpr uint64_t kTickOpsMin = 10;
 
 }  // namespace
-
-FlowPolicy QosScheduler::Shard::Effective(const ShardVolume* sv) const {
-  FlowPolicy p = sv->intent.flow;
-  if (sv->throttle_iops > 0) {
-    const auto t = static_cast<uint64_t>(sv->throttle_iops);
-    p.limit.iops = p.limit.iops ? std::min(p.limit.iops, t) : t;
-    // A reservation above the throttle would be refused by the engine's limit anyway; keep
-    // the policy consistent.
-    if (p.reservation.iops > p.limit.iops) p.reservation.iops = p.limit.iops;
-  }
-  return p;
-}
 
 void QosScheduler::Shard::ArmTick(uint64_t now) {
   if (last_tick_ns == 0) last_tick_ns = now;
@@ -51,15 +47,17 @@ void QosScheduler::Shard::OnTick(Timer* t) {
 }
 
 void QosScheduler::Shard::Tick(uint64_t now) {
-  const double secs = std::max(1e-3, static_cast<double>(now - last_tick_ns) / 1e9);
   last_tick_ns = now;
+  const uint64_t tick_ns = s->options_.tick_ns;
   // 1. Which targets were missed here this tick.
   uint64_t missed_bound = UINT64_MAX;
   bool at_risk = false;
   bool active = false;
+  bool latency_active = false;
   for (auto& sv : volumes) {
     active = active || sv->tick_ops > 0;
     const LatencyGoal& g = sv->intent.latency;
+    if (!g.empty() && sv->tick_ops > 0) latency_active = true;
     if (g.empty() || sv->tick_ops < kTickOpsMin) continue;
     const double allowed = (1.0 - g.percentile / 100.0) * static_cast<double>(sv->tick_ops);
     if (static_cast<double>(sv->tick_missed) > allowed) {
@@ -68,47 +66,46 @@ void QosScheduler::Shard::Tick(uint64_t now) {
       at_risk = true;
     }
   }
+  for (auto& sv : volumes) {
+    sv->tick_ops = 0;
+    sv->tick_missed = 0;
+  }
+  if (latency_active) s->latency_active_at_ns_.store(now, std::memory_order_release);
   if (missed_bound != UINT64_MAX) {
     // Tell the other shards (their volumes may be the ones crowding this one's).
     s->miss_bound_ns_.store(missed_bound, std::memory_order_relaxed);
     s->miss_at_ns_.store(now, std::memory_order_release);
-  } else if (now - s->miss_at_ns_.load(std::memory_order_acquire) < 2 * s->options_.tick_ns) {
+  } else if (now - s->miss_at_ns_.load(std::memory_order_acquire) < 2 * tick_ns) {
     missed_bound = s->miss_bound_ns_.load(std::memory_order_relaxed);
   }
-  // 2. Throttle the looser volumes, or let them go.
-  bool throttled = false;
-  for (auto& sv : volumes) {
-    const LatencyGoal& g = sv->intent.latency;
-    const double rate = static_cast<double>(sv->tick_ops) / secs;
-    double want = sv->throttle_iops;
-    if (missed_bound != UINT64_MAX && (g.empty() || g.bound_ns > missed_bound)) {
-      // Only volumes that were doing something crowd the device.
-      if (sv->tick_ops > 0) {
-        if (want == 0) sv->throttle_floor = std::max(kFloorIops, rate * kFloorShare);
-        const double cut = std::max(sv->throttle_floor, rate * kCut);
-        if (want == 0 || cut < want) {
-          want = cut;
-          throttles_total.Add();
-        }
-      }
-    } else if (want > 0 && !at_risk) {
-      want *= kGrow;
-      // No longer binding: the volume does less than the limit allows.
-      if (rate < want / (kGrow * kGrow)) want = 0;
+  // 2. The loose volumes' cap.
+  const double unit = std::max(1.0, cost.CostNs(IoOp::kRead, 4096));
+  const auto ceiling = static_cast<uint64_t>(
+      std::min(static_cast<double>(budget_ns), std::max(unit, (cost.parallelism - 1) * unit)));
+  const bool was_capped = loose_cap_ns > 0;
+  if (missed_bound != UINT64_MAX) {
+    protect_bound_ns = std::min(protect_bound_ns, missed_bound);
+    loose_cap_ns = loose_cap_ns == 0
+                       ? ceiling
+                       : static_cast<uint64_t>(std::max(unit, static_cast<double>(loose_cap_ns) * kCut));
+    hold_ticks = kHoldTicks;
+    cuts_total.Add();
+  } else if (loose_cap_ns > 0) {
+    const uint64_t last = s->latency_active_at_ns_.load(std::memory_order_acquire);
+    if (now - last > kIdleTicks * tick_ns) {
+      loose_cap_ns = 0;  // nobody to protect any more
+      protect_bound_ns = UINT64_MAX;
+    } else if (hold_ticks > 0) {
+      --hold_ticks;
+    } else if (!at_risk) {
+      loose_cap_ns = std::min(ceiling, loose_cap_ns + static_cast<uint64_t>(kGrowUnits * unit));
     }
-    if (want != sv->throttle_iops) {
-      if ((want > 0) != (sv->throttle_iops > 0)) throttled_gauge.Add(want > 0 ? 1 : -1);
-      sv->throttle_iops = want;
-      engine.SetPolicy(sv->flow, Effective(sv.get()), now);
-    }
-    throttled = throttled || want > 0;
-    sv->tick_ops = 0;
-    sv->tick_missed = 0;
   }
+  if (was_capped != (loose_cap_ns > 0)) capped_gauge.Add(loose_cap_ns > 0 ? 1 : -1);
   Pump(now);
   Sweep();
   // Idle and nothing held back: no timer until the next request.
-  if (active || throttled || !retiring.empty()) ArmTick(now);
+  if (active || loose_cap_ns > 0 || !retiring.empty()) ArmTick(now);
 }
 
 }  // namespace spd::qos

@@ -67,6 +67,10 @@ struct Window {
   }
 };
 
+// The latency the controller aims at for a volume with latency bound `bound_ns`: 80% of it
+// (qos_controller.cc).
+inline uint64_t ControllerAimNs(uint64_t bound_ns) { return bound_ns / 5 * 4; }
+
 struct QosScheduler::TenantState {
   std::string name;
   FlowPolicy policy;  // guarded by QosScheduler::mu_
@@ -83,12 +87,9 @@ struct ShardVolume {
   Served seen;           // the volume's global totals as last taken into account here
   Window cur;
   VolumeIntent intent;  // as of `version`
-  // The latency controller (qos_controller.cc): what this tick saw, and the IOPS limit it put
-  // on the volume while a tighter latency target is missed (0: none).
+  // The latency controller (qos_controller.cc): what this tick saw.
   uint64_t tick_ops = 0;
-  uint64_t tick_missed = 0;  // over its own latency bound
-  double throttle_iops = 0;
-  double throttle_floor = 0;  // 10% of what it did when first throttled
+  uint64_t tick_missed = 0;  // over the controller's aim (a fraction of its latency bound)
 };
 
 struct QosScheduler::VolumeState {
@@ -110,7 +111,8 @@ struct QosScheduler::Shard {
   QosScheduler* s = nullptr;
   Reactor* reactor = nullptr;
   unsigned index = 0;
-  Engine engine{Engine::Options{.max_lag_ns = 10'000'000}};
+  explicit Shard(Engine::Options eo) : engine(eo) {}
+  Engine engine;
   IoScheduler::Sink* sink = nullptr;
   uint64_t outstanding_ns = 0;
   // The scheduler's cost model and budget as of cost_version (SetCostModel).
@@ -127,6 +129,21 @@ struct QosScheduler::Shard {
     Shard* shard;
   } tick;
   uint64_t last_tick_ns = 0;
+  // The latency controller's headroom: while protecting (a volume with a latency bound of at
+  // most protect_bound_ns missed it lately), the other volumes ("loose") may keep at most
+  // loose_cap_ns of device time outstanding; their requests the engine releases beyond that
+  // wait here, in release order, for loose requests to complete.
+  uint64_t protect_bound_ns = UINT64_MAX;  // UINT64_MAX: not protecting
+  uint64_t loose_cap_ns = 0;
+  uint64_t loose_out_ns = 0;
+  uint32_t hold_ticks = 0;  // ticks to wait after a cut before the cap grows again
+  IoRequest* parked_head = nullptr;
+  IoRequest* parked_tail = nullptr;
+  bool Loose(const ShardVolume* sv) const {
+    return sv->intent.latency.empty() || sv->intent.latency.bound_ns > protect_bound_ns;
+  }
+  void Release(IoRequest* r, uint64_t now);
+  void ReleaseParked(uint64_t now);
   std::atomic<bool> refresh_posted{false};
   struct TenantFlow {
     Engine::FlowId flow;
@@ -154,7 +171,6 @@ struct QosScheduler::Shard {
   static void OnTimer(Timer* t);
   static void OnRefresh(Task* t);
   // qos_controller.cc
-  FlowPolicy Effective(const ShardVolume* sv) const;
   void ArmTick(uint64_t now);
   void Tick(uint64_t now);
   static void OnTick(Timer* t);

@@ -27,6 +27,10 @@ Counter released_weight_total(
 Counter held_total("spd_qos_held_total",
                    "Requests the QoS scheduler could not release at once (device budget spent, "
                    "or a limit).");
+Counter parked_held_total("spd_qos_latency_parked_total",
+                          "Requests of volumes with a looser latency target (or none) the "
+                          "latency controller held back, so that a tighter volume's requests "
+                          "find the device free.");
 Counter violations_total("spd_qos_intent_violations_total",
                          "Volumes whose status turned violated (one per turn).");
 
@@ -61,7 +65,8 @@ QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
   SPD_ASSERT(!reactors_.empty() && reactors_.size() <= kShardsMax);
   budget_ns_ = BudgetOf(options_.cost, options_.budget_factor);
   for (unsigned i = 0; i < reactors_.size(); ++i) {
-    auto sh = std::make_unique<Shard>();
+    auto sh = std::make_unique<Shard>(Engine::Options{
+        .max_lag_ns = 10'000'000, .limit_burst_ns = options_.limit_burst_ns});
     sh->s = this;
     sh->reactor = reactors_[i];
     sh->index = i;
@@ -153,7 +158,7 @@ ShardVolume* QosScheduler::Shard::Attach(VolumeState* vs) {
   sv->intent = intent;
   const Engine::FlowId tf = TenantFlowOf(sv->tenant);
   ++tenants[sv->tenant].volumes;
-  sv->flow = engine.AddVolume(tf, Effective(sv.get()));
+  sv->flow = engine.AddVolume(tf, sv->intent.flow);
   const uint64_t bit = 1ull << index;
   const uint64_t before = vs->shards.fetch_or(bit, std::memory_order_acq_rel);
   sv->shared = (before & ~bit) != 0;
@@ -193,10 +198,10 @@ void QosScheduler::Shard::Refresh(ShardVolume* sv) {
     sv->tenant = tenant;
     const Engine::FlowId tf = TenantFlowOf(tenant);
     ++tenants[tenant].volumes;
-    sv->flow = engine.AddVolume(tf, Effective(sv));
+    sv->flow = engine.AddVolume(tf, sv->intent.flow);
     return;
   }
-  engine.SetPolicy(sv->flow, Effective(sv), now);
+  engine.SetPolicy(sv->flow, sv->intent.flow, now);
 }
 
 void QosScheduler::Shard::Sweep() {
@@ -271,6 +276,7 @@ void QosScheduler::Submit(IoRequest* req, Sink* sink) {
 }
 
 void QosScheduler::Shard::Pump(uint64_t now) {
+  ReleaseParked(now);
   while (engine.queued() > 0 && outstanding_ns < budget_ns) {
     uint64_t wake = UINT64_MAX;
     Item* it = engine.Dequeue(now, &wake);
@@ -279,26 +285,53 @@ void QosScheduler::Shard::Pump(uint64_t now) {
       return;
     }
     IoRequest* r = static_cast<IoRequest::QosItem*>(it)->req;
-    auto* sv = static_cast<ShardVolume*>(r->qos_volume);
-    outstanding_ns += it->cost_ns;
-    sv->cur.queue_ns += now - r->qos_submit_ns;
-    const bool by_reservation = it->phase() == Phase::kReservation;
-    (by_reservation ? released_reservation_total : released_weight_total).Add();
-    if (sv->shared) {
-      VolumeState* vs = sv->vs;
-      vs->ops.fetch_add(1, std::memory_order_acq_rel);
-      vs->bytes.fetch_add(it->bytes, std::memory_order_acq_rel);
-      ++sv->seen.ops;
-      sv->seen.bytes += it->bytes;
-      if (by_reservation) {
-        vs->reserved_ops.fetch_add(1, std::memory_order_acq_rel);
-        vs->reserved_bytes.fetch_add(it->bytes, std::memory_order_acq_rel);
-        ++sv->seen.reserved_ops;
-        sv->seen.reserved_bytes += it->bytes;
-      }
+    r->qos_item.loose = loose_cap_ns > 0 && Loose(static_cast<ShardVolume*>(r->qos_volume));
+    if (r->qos_item.loose && (parked_head != nullptr || loose_out_ns >= loose_cap_ns)) {
+      // Over the loose cap: wait, in release order, so that a tighter volume's next request
+      // (the engine's next pick once the loose ones are out of it) finds the device free.
+      r->qos_item.parked_next = nullptr;
+      (parked_head ? parked_tail->qos_item.parked_next : parked_head) = r;
+      parked_tail = r;
+      parked_held_total.Add();
+      continue;
     }
-    sink->Release(r);
+    Release(r, now);
   }
+}
+
+void QosScheduler::Shard::ReleaseParked(uint64_t now) {
+  while (parked_head != nullptr && outstanding_ns < budget_ns &&
+         (loose_cap_ns == 0 || loose_out_ns < loose_cap_ns)) {
+    IoRequest* r = parked_head;
+    parked_head = r->qos_item.parked_next;
+    if (parked_head == nullptr) parked_tail = nullptr;
+    r->qos_item.loose = loose_cap_ns > 0;
+    Release(r, now);
+  }
+}
+
+void QosScheduler::Shard::Release(IoRequest* r, uint64_t now) {
+  Item* it = &r->qos_item;
+  auto* sv = static_cast<ShardVolume*>(r->qos_volume);
+  outstanding_ns += it->cost_ns;
+  if (r->qos_item.loose) loose_out_ns += it->cost_ns;
+  sv->cur.queue_ns += now - r->qos_submit_ns;
+  const bool by_reservation = it->phase() == Phase::kReservation;
+  (by_reservation ? released_reservation_total : released_weight_total).Add();
+  if (sv->shared) {
+    VolumeState* vs = sv->vs;
+    vs->ops.fetch_add(1, std::memory_order_acq_rel);
+    vs->bytes.fetch_add(it->bytes, std::memory_order_acq_rel);
+    ++sv->seen.ops;
+    sv->seen.bytes += it->bytes;
+    if (by_reservation) {
+      vs->reserved_ops.fetch_add(1, std::memory_order_acq_rel);
+      vs->reserved_bytes.fetch_add(it->bytes, std::memory_order_acq_rel);
+      ++sv->seen.reserved_ops;
+      sv->seen.reserved_bytes += it->bytes;
+    }
+  }
+  sink->Release(r);
 }
 
 void QosScheduler::Shard::ArmWake(uint64_t at) {
@@ -321,6 +354,10 @@ void QosScheduler::Completed(IoRequest* req) {
   auto* sh = static_cast<Shard*>(req->port->sched_state());
   SPD_ASSERT(sh->outstanding_ns >= req->qos_item.cost_ns);
   sh->outstanding_ns -= req->qos_item.cost_ns;
+  if (req->qos_item.loose) {
+    SPD_ASSERT(sh->loose_out_ns >= req->qos_item.cost_ns);
+    sh->loose_out_ns -= req->qos_item.cost_ns;
+  }
   const uint64_t now = MonotonicNs();
   Window& w = sv->cur;
   ++w.ops;
@@ -328,7 +365,9 @@ void QosScheduler::Completed(IoRequest* req) {
   const uint64_t lat = now - req->qos_submit_ns;
   ++w.hist[Bucket(lat)];
   ++sv->tick_ops;
-  if (!sv->intent.latency.empty() && lat > sv->intent.latency.bound_ns) ++sv->tick_missed;
+  if (!sv->intent.latency.empty() && lat > ControllerAimNs(sv->intent.latency.bound_ns)) {
+    ++sv->tick_missed;
+  }
   if (now - w.start_ns >= options_.window_ns) sh->Roll(sv, now);
   sh->Pump(now);
 }

@@ -97,12 +97,16 @@ class QosScheduler final : public IoScheduler {
     // in flight per unit of the device's parallelism: enough to keep it busy, few enough that
     // a request the scheduler puts first waits behind little.
     double budget_factor = 2.0;
+    // A limit's burst (Engine::Options::limit_burst_ns): a volume below its limit may then
+    // release this much of its limit's rate at once. Any 1-second window sees at most
+    // limit * (1 s + burst) per shard serving the volume.
+    uint64_t limit_burst_ns = 20'000'000;
     uint64_t window_ns = 1'000'000'000;
-    // The latency controller (blk-iolatency's idea): every tick_ns while requests flow, a
-    // volume whose latency target was missed in the tick (more requests over the bound than its
-    // percentile allows) makes every volume with a looser target or none take an IOPS limit of
-    // 70% of what it did; while every target is met the limits grow by 20% a tick and go once
-    // they no longer bind. 0: no controller.
+    // The latency controller (blk-iolatency's idea, qos_controller.cc): every tick_ns while
+    // requests flow. Once a volume misses its latency target in a tick, volumes with a looser
+    // target or none may keep only part of the device busy (a unit of its parallelism kept
+    // free, less on further misses), so that the tighter volume's requests find the device
+    // free; 0: no controller.
     uint64_t tick_ns = 100'000'000;
     // A volume's status turned violated (reason as in VolumeStatus). Called on a reactor
     // thread: must not block (the event hub queues).
@@ -174,6 +178,8 @@ class QosScheduler final : public IoScheduler {
   // The latency controller's signal across shards: the tightest bound missed, and when.
   std::atomic<uint64_t> miss_at_ns_{0};
   std::atomic<uint64_t> miss_bound_ns_{UINT64_MAX};
+  // Last tick at which a shard saw requests of a volume with a latency target.
+  std::atomic<uint64_t> latency_active_at_ns_{0};
   std::vector<Reactor*> reactors_;
   std::vector<std::unique_ptr<Shard>> shards_;
 
