@@ -215,6 +215,14 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "device the model underrates; smaller: less queueing inside the device")
       ->check(CLI::Range(0.25, 1024.0))
       ->capture_default_str();
+  app.add_option("--qos-budget-max-factor", o.qos_budget_max_factor,
+                 "How far the device budget may grow, in the units of --qos-budget-factor: "
+                 "while requests wait for the budget and a 25% larger one completes 5% more, "
+                 "it grows (a device that gains throughput with depth, such as a virtual disk "
+                 "or a RAID, gets the depth it needs). Equal to --qos-budget-factor: a fixed "
+                 "budget")
+      ->check(CLI::Range(0.25, 4096.0))
+      ->capture_default_str();
   app.add_option("--qos-limit-burst-ms", o.qos_limit_burst_ms,
                  "A volume that did less than its IOPS or bytes/s limit may then send this many "
                  "milliseconds of its limit's rate at once (a token bucket this deep), so that "

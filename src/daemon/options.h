@@ -37,14 +37,15 @@ struct DaemonOptions {
   unsigned posix_threads = 4;
   bool inline_memory_writes = true;
   bool inline_memory_reads = true;
-  bool remote_io = true;           // DispatcherOptions::remote_io
-  bool spread_volumes = true;      // Pool::SetVolumeReactors over every reactor
-  bool stage_stamps = false;       // DispatcherOptions::stamp_stages
-  std::string qos = "off";         // off|on: the QoS scheduler (qos/qos_scheduler.h)
-  std::string qos_cost_model;      // FILE; default DATA_DIR/default.cost.json, sim, built-in
-  double qos_budget_factor = 2.0;  // QosScheduler::Options::budget_factor
-  double qos_limit_burst_ms = 20;  // QosScheduler::Options::limit_burst_ns
-  bool pin_reactors = true;        // ReactorOptions::pin_threads
+  bool remote_io = true;                // DispatcherOptions::remote_io
+  bool spread_volumes = true;           // Pool::SetVolumeReactors over every reactor
+  bool stage_stamps = false;            // DispatcherOptions::stamp_stages
+  std::string qos = "off";              // off|on: the QoS scheduler (qos/qos_scheduler.h)
+  std::string qos_cost_model;           // FILE; default DATA_DIR/default.cost.json, sim, built-in
+  double qos_budget_factor = 2.0;       // QosScheduler::Options::budget_factor
+  double qos_budget_max_factor = 32.0;  // QosScheduler::Options::budget_max_factor
+  double qos_limit_burst_ms = 20;       // QosScheduler::Options::limit_burst_ns
+  bool pin_reactors = true;             // ReactorOptions::pin_threads
   bool commit_overlap = true;
   bool fault_noop_flush = false;  // BackendOptions::fault_noop_flush: test only
   SimOptions sim;

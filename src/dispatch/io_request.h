@@ -128,9 +128,9 @@ struct IoRequest {
   // ---- the scheduler stage's (qos/qos_scheduler.cc) -------------------------------------
   struct QosItem : qos::Item {
     IoRequest* req;
-    IoRequest* parked_next;  // in the shard's parked list (the latency controller's)
-    bool loose;              // counted against the shard's loose cap while outstanding
-  } qos_item;                // the engine's hook: cost and bytes
+    IoRequest* parked_next;    // in the shard's parked list (the latency controller's)
+    bool loose;                // counted against the shard's loose cap while outstanding
+  } qos_item;                  // the engine's hook: cost and bytes
   uint64_t qos_submit_ns = 0;  // when the scheduler took it
   void* qos_volume = nullptr;  // its per-reactor state of the volume; null: not scheduled
 

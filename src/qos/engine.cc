@@ -425,8 +425,7 @@ void Engine::Enqueue(FlowId volume, Item* item, uint64_t now_ns) {
   Node& t = nodes_[v.parent];
   t.queued++;
   if (++v.queued == 1) {
-    const uint64_t floor =
-        now_ns > options_.limit_burst_ns ? now_ns - options_.limit_burst_ns : 0;
+    const uint64_t floor = now_ns > options_.limit_burst_ns ? now_ns - options_.limit_burst_ns : 0;
     Restart(v, now_ns, floor);
     if (t.queued == 1) Restart(t, now_ns, floor);
     Place(v, *t.level, now_ns);

@@ -39,11 +39,11 @@
 //
 // A flow that becomes active (its first item after idling) gets no credit for the idle time: its
 // R tags restart at max(previous, now), its L tags at max(previous, now - limit_burst_ns) (the
-// limit's burst, Options::limit_burst_ns; 0 by default). A flow that joins the weight competition of a class at
-// its level (after idling, after being held by a limit, or a tenant with its first runnable
-// volume of that class) starts at P = max(its P, the smallest P competing there), so it neither
-// bursts ahead nor is starved. A backlogged flow that is served late (the device was busy with
-// another item when its tag came due) keeps its schedule, but its tags never lag behind now by
+// limit's burst, Options::limit_burst_ns; 0 by default). A flow that joins the weight competition
+// of a class at its level (after idling, after being held by a limit, or a tenant with its first
+// runnable volume of that class) starts at P = max(its P, the smallest P competing there), so it
+// neither bursts ahead nor is starved. A backlogged flow that is served late (the device was busy
+// with another item when its tag came due) keeps its schedule, but its tags never lag behind now by
 // more than Options::max_lag_ns: at most that much missed rate is made up later, at most
 // max_lag_ns * rate items beyond a limit in any window (1 ms default: 0.1% of a 1-second window).
 //

@@ -1,13 +1,13 @@
 // The latency controller (blk-iolatency's idea, over outstanding device time rather than rates).
 //
 // Every tick_ns while requests flow, each shard judges its volumes' latency targets against
-// 80% of their bounds (ControllerAimNs) (the target is judged over whole windows; aiming below it leaves room for
-// the ticks the controller needs to react). When one is missed, on any shard, every shard starts
-// protecting it: volumes with a looser target or none ("loose") may keep at most a cap of device
-// time outstanding, so that the tighter volume's next request finds a unit of the device free
-// instead of queueing inside the device behind theirs, where no scheduler can reorder it. The cap
-// starts at the device's parallelism less one unit (a 4 KiB read's cost: one unit kept free), is
-// cut to kCut of itself on each further miss (never below one unit), and after kHoldTicks of
+// 80% of their bounds (ControllerAimNs) (the target is judged over whole windows; aiming below it
+// leaves room for the ticks the controller needs to react). When one is missed, on any shard, every
+// shard starts protecting it: volumes with a looser target or none ("loose") may keep at most a cap
+// of device time outstanding, so that the tighter volume's next request finds a unit of the device
+// free instead of queueing inside the device behind theirs, where no scheduler can reorder it. The
+// cap starts at the device's parallelism less one unit (a 4 KiB read's cost: one unit kept free),
+// is cut to kCut of itself on each further miss (never below one unit), and after kHoldTicks of
 // targets met grows by kGrowUnits a tick back to that ceiling; it goes once no volume with a
 // latency target has had requests for kIdleTicks. The loose volumes keep the rest of the device:
 // nothing changes their rates, reservations or weights among themselves.
@@ -31,13 +31,19 @@ constexpr double kCut = 0.7;
 constexpr double kGrowUnits = 0.25;
 constexpr uint32_t kHoldTicks = 5;
 constexpr uint64_t kIdleTicks = 10;
+Counter budget_steps_total("spd_qos_budget_steps_total",
+                           "Times a reactor's adaptive device budget changed (grew by 25% while "
+                           "throughput grew with it, or stepped back).");
+constexpr double kBudgetStep = 1.25;
+constexpr double kBudgetGain = 1.05;
+constexpr uint32_t kBudgetHoldTicks = 20;
 // A target is judged in a tick only from this many requests.
 constexpr uint64_t kTickOpsMin = 10;
 
 }  // namespace
 
 void QosScheduler::Shard::ArmTick(uint64_t now) {
-  if (last_tick_ns == 0) last_tick_ns = now;
+  last_tick_ns = now;  // after an idle spell too: a tick covers only time with requests
   reactor->ArmTimer(&tick, now + s->options_.tick_ns);
 }
 
@@ -46,7 +52,52 @@ void QosScheduler::Shard::OnTick(Timer* t) {
   sh->Tick(MonotonicNs());
 }
 
+// Hill climbing on the budget: while requests wait for it, step it up by kBudgetStep and keep
+// the step if the next full tick completed kBudgetGain more device time (the cost model's
+// estimate) than before it; else step back down and wait kBudgetHoldTicks before probing again.
+// A device whose throughput keeps growing with depth (a virtual disk, a RAID) so gets the depth
+// it needs; one that saturates at the model's budget stays there (probing costs one tick of
+// deeper queueing every few seconds).
+void QosScheduler::Shard::AdaptBudget(uint64_t elapsed_ns) {
+  const double rate = static_cast<double>(tick_done_ns) / static_cast<double>(elapsed_ns);
+  const bool bound = budget_bound;
+  tick_done_ns = 0;
+  budget_bound = false;
+  const double max_scale = s->options_.budget_max_factor / s->options_.budget_factor;
+  if (max_scale <= 1.0) return;
+  if (loose_cap_ns > 0 || !bound) {
+    probe_rate = 0;  // protecting a latency target, or the budget did not bind: nothing to learn
+    return;
+  }
+  if (probe_hold > 0) {
+    --probe_hold;
+    return;
+  }
+  double scale = budget_scale;
+  if (probe_rate > 0 && rate < probe_rate * kBudgetGain) {
+    scale = std::max(1.0, scale / kBudgetStep);
+    probe_rate = 0;
+    probe_hold = kBudgetHoldTicks;
+  } else if (scale < max_scale) {
+    probe_rate = rate;
+    scale = std::min(max_scale, scale * kBudgetStep);
+    probe_hold = 1;  // the tick of the change is a transition: judge the one after
+  }
+  if (scale != budget_scale) {
+    budget_scale = scale;
+    SetBudgetBase(budget_base_ns);
+    budget_steps_total.Add();
+  }
+}
+
+void QosScheduler::Shard::SetLooseCap(uint64_t cap_ns) {
+  if ((cap_ns > 0) != (loose_cap_ns > 0)) capped_gauge.Add(cap_ns > 0 ? 1 : -1);
+  loose_cap_ns = cap_ns;
+  if (cap_ns == 0) protect_bound_ns = UINT64_MAX;
+}
+
 void QosScheduler::Shard::Tick(uint64_t now) {
+  const uint64_t elapsed = std::max<uint64_t>(1, now - last_tick_ns);
   last_tick_ns = now;
   const uint64_t tick_ns = s->options_.tick_ns;
   // 1. Which targets were missed here this tick.
@@ -82,26 +133,24 @@ void QosScheduler::Shard::Tick(uint64_t now) {
   const double unit = std::max(1.0, cost.CostNs(IoOp::kRead, 4096));
   const auto ceiling = static_cast<uint64_t>(
       std::min(static_cast<double>(budget_ns), std::max(unit, (cost.parallelism - 1) * unit)));
-  const bool was_capped = loose_cap_ns > 0;
   if (missed_bound != UINT64_MAX) {
     protect_bound_ns = std::min(protect_bound_ns, missed_bound);
-    loose_cap_ns = loose_cap_ns == 0
-                       ? ceiling
-                       : static_cast<uint64_t>(std::max(unit, static_cast<double>(loose_cap_ns) * kCut));
+    SetLooseCap(loose_cap_ns == 0 ? ceiling
+                                  : static_cast<uint64_t>(
+                                        std::max(unit, static_cast<double>(loose_cap_ns) * kCut)));
     hold_ticks = kHoldTicks;
     cuts_total.Add();
   } else if (loose_cap_ns > 0) {
     const uint64_t last = s->latency_active_at_ns_.load(std::memory_order_acquire);
     if (now - last > kIdleTicks * tick_ns) {
-      loose_cap_ns = 0;  // nobody to protect any more
-      protect_bound_ns = UINT64_MAX;
+      SetLooseCap(0);  // nobody to protect any more
     } else if (hold_ticks > 0) {
       --hold_ticks;
     } else if (!at_risk) {
-      loose_cap_ns = std::min(ceiling, loose_cap_ns + static_cast<uint64_t>(kGrowUnits * unit));
+      SetLooseCap(std::min(ceiling, loose_cap_ns + static_cast<uint64_t>(kGrowUnits * unit)));
     }
   }
-  if (was_capped != (loose_cap_ns > 0)) capped_gauge.Add(loose_cap_ns > 0 ? 1 : -1);
+  AdaptBudget(elapsed);
   Pump(now);
   Sweep();
   // Idle and nothing held back: no timer until the next request.

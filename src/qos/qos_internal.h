@@ -117,7 +117,20 @@ struct QosScheduler::Shard {
   uint64_t outstanding_ns = 0;
   // The scheduler's cost model and budget as of cost_version (SetCostModel).
   CostModel cost;
-  uint64_t budget_ns = 0;
+  uint64_t budget_ns = 0;       // budget_base_ns * budget_scale
+  uint64_t budget_base_ns = 0;  // QosScheduler::budget_ns_
+  // The adaptive budget (qos_controller.cc, AdaptBudget): a device that keeps gaining
+  // throughput with depth past the model's budget gets more outstanding.
+  double budget_scale = 1.0;
+  double probe_rate = 0;      // device time completed per ns before the last step up; 0: none
+  uint32_t probe_hold = 0;    // ticks before the next step
+  uint64_t tick_done_ns = 0;  // device time (cost) completed this tick
+  bool budget_bound = false;  // this tick, requests waited for the budget
+  void SetBudgetBase(uint64_t base) {
+    budget_base_ns = base;
+    budget_ns = static_cast<uint64_t>(static_cast<double>(base) * budget_scale);
+  }
+  void AdaptBudget(uint64_t elapsed_ns);
   uint64_t cost_version = 0;
   struct WakeTimer : Timer {
     Shard* shard;
@@ -142,6 +155,7 @@ struct QosScheduler::Shard {
   bool Loose(const ShardVolume* sv) const {
     return sv->intent.latency.empty() || sv->intent.latency.bound_ns > protect_bound_ns;
   }
+  void SetLooseCap(uint64_t cap_ns);  // keeps spd_qos_latency_capped_shards (qos_controller.cc)
   void Release(IoRequest* r, uint64_t now);
   void ReleaseParked(uint64_t now);
   std::atomic<bool> refresh_posted{false};

@@ -65,8 +65,8 @@ QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
   SPD_ASSERT(!reactors_.empty() && reactors_.size() <= kShardsMax);
   budget_ns_ = BudgetOf(options_.cost, options_.budget_factor);
   for (unsigned i = 0; i < reactors_.size(); ++i) {
-    auto sh = std::make_unique<Shard>(Engine::Options{
-        .max_lag_ns = 10'000'000, .limit_burst_ns = options_.limit_burst_ns});
+    auto sh = std::make_unique<Shard>(
+        Engine::Options{.max_lag_ns = 10'000'000, .limit_burst_ns = options_.limit_burst_ns});
     sh->s = this;
     sh->reactor = reactors_[i];
     sh->index = i;
@@ -75,7 +75,7 @@ QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
     sh->refresh.shard = sh.get();
     sh->refresh.fn = &Shard::OnRefresh;
     sh->cost = options_.cost;
-    sh->budget_ns = budget_ns_;
+    sh->SetBudgetBase(budget_ns_);
     sh->cost_version = cost_version_.load();
     sh->tick.shard = sh.get();
     sh->tick.fn = &Shard::OnTick;
@@ -88,6 +88,7 @@ QosScheduler::~QosScheduler() {
   for (auto& sh : shards_) {
     if (sh->timer.heap_index != SIZE_MAX) sh->reactor->CancelTimer(&sh->timer);
     if (sh->tick.heap_index != SIZE_MAX) sh->reactor->CancelTimer(&sh->tick);
+    sh->SetLooseCap(0);
   }
 }
 
@@ -297,6 +298,7 @@ void QosScheduler::Shard::Pump(uint64_t now) {
     }
     Release(r, now);
   }
+  if (engine.queued() > 0 && outstanding_ns >= budget_ns) budget_bound = true;
 }
 
 void QosScheduler::Shard::ReleaseParked(uint64_t now) {
@@ -354,6 +356,7 @@ void QosScheduler::Completed(IoRequest* req) {
   auto* sh = static_cast<Shard*>(req->port->sched_state());
   SPD_ASSERT(sh->outstanding_ns >= req->qos_item.cost_ns);
   sh->outstanding_ns -= req->qos_item.cost_ns;
+  sh->tick_done_ns += req->qos_item.cost_ns;
   if (req->qos_item.loose) {
     SPD_ASSERT(sh->loose_out_ns >= req->qos_item.cost_ns);
     sh->loose_out_ns -= req->qos_item.cost_ns;
@@ -564,7 +567,7 @@ void QosScheduler::Shard::OnRefresh(Task* t) {
       v != sh->cost_version) {
     std::lock_guard<std::mutex> l(sh->s->mu_);
     sh->cost = sh->s->options_.cost;
-    sh->budget_ns = sh->s->budget_ns_;
+    sh->SetBudgetBase(sh->s->budget_ns_);
     sh->cost_version = v;
   }
   for (auto& sv : sh->volumes)
