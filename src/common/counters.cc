@@ -1,5 +1,6 @@
 #include "common/counters.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
@@ -18,7 +19,42 @@ std::vector<Histogram*>& Histograms() {
   static std::vector<Histogram*> r;
   return r;
 }
+std::mutex& CollectorsMu() {  // held while collectors run: a destructor waits for them
+  static std::mutex mu;
+  return mu;
+}
+std::vector<MetricsCollector*>& Collectors() {
+  static std::vector<MetricsCollector*> r;
+  return r;
+}
 }  // namespace
+
+MetricsCollector::MetricsCollector(std::function<void(std::string*)> fn) : fn_(std::move(fn)) {
+  std::lock_guard<std::mutex> lock(CollectorsMu());
+  Collectors().push_back(this);
+}
+
+MetricsCollector::~MetricsCollector() {
+  std::lock_guard<std::mutex> lock(CollectorsMu());
+  auto& c = Collectors();
+  c.erase(std::remove(c.begin(), c.end(), this), c.end());
+}
+
+std::string PromLabel(std::string_view v) {
+  std::string out = "\"";
+  for (char ch : v) {
+    if (ch == '\\' || ch == '"') {
+      out += '\\';
+      out += ch;
+    } else if (ch == '\n') {
+      out += "\\n";
+    } else {
+      out += ch;
+    }
+  }
+  out += '"';
+  return out;
+}
 
 Histogram::Histogram(const char* name, const char* help) : name_(name), help_(help) {
   std::lock_guard<std::mutex> lock(RegistryMu());
@@ -86,7 +122,7 @@ uint64_t CounterValue(const std::string& name) {
 }
 
 std::string RenderCountersPrometheus() {
-  std::lock_guard<std::mutex> lock(RegistryMu());
+  std::unique_lock<std::mutex> lock(RegistryMu());
   std::string out;
   for (const Counter* c : Registry()) {
     out += "# HELP ";
@@ -121,6 +157,9 @@ std::string RenderCountersPrometheus() {
     out += n + "_sum " + le + '\n';
     out += n + "_count " + std::to_string(cumulative) + '\n';  // consistent with the buckets
   }
+  lock.unlock();
+  std::lock_guard<std::mutex> clock(CollectorsMu());
+  for (MetricsCollector* c : Collectors()) c->fn_(&out);
   return out;
 }
 

@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -77,9 +79,28 @@ uint64_t HistogramQuantileNs(const std::vector<uint64_t>& before,
 // Bucket counts of the histogram named `name` (kBuckets + 1 values; zeros when unknown).
 std::vector<uint64_t> HistogramBuckets(const std::string& name);
 
+// A source of labelled samples (per volume, per tenant), asked at every scrape of the metrics
+// endpoint: `fn` appends whole metric families (# HELP, # TYPE, samples) in Prometheus text
+// format to *out. Registered while the object lives; its destructor waits for a running call.
+// `fn` runs on the scraping thread and must not register or drop collectors.
+class MetricsCollector {
+ public:
+  explicit MetricsCollector(std::function<void(std::string* out)> fn);
+  ~MetricsCollector();
+  MetricsCollector(const MetricsCollector&) = delete;
+  MetricsCollector& operator=(const MetricsCollector&) = delete;
+
+ private:
+  friend std::string RenderCountersPrometheus();
+  std::function<void(std::string*)> fn_;
+};
+
+// `v` as a Prometheus label value, quoted: backslash, double quote and newline escaped.
+std::string PromLabel(std::string_view v);
+
 // All counters as (name, value), for tests and the metrics endpoint.
 std::vector<std::pair<std::string, uint64_t>> SnapshotCounters();
-// Prometheus text exposition format of every counter and histogram.
+// Prometheus text exposition format of every counter and histogram, then every collector's.
 std::string RenderCountersPrometheus();
 uint64_t CounterValue(const std::string& name);  // 0 when unknown
 int64_t GaugeValue(const std::string& name);     // 0 when unknown

@@ -44,5 +44,15 @@ TEST(Gauge, SetsAndRendersAsAGauge) {
   EXPECT_NE(text.find("# TYPE spd_test_state gauge\nspd_test_state 0\n"), std::string::npos);
 }
 
+TEST(MetricsCollector, AppendsWhileItLivesAndEscapesLabels) {
+  EXPECT_EQ(PromLabel("a\\b\"c\nd"), "\"a\\\\b\\\"c\\nd\"");
+  {
+    MetricsCollector c(
+        [](std::string* out) { *out += "spd_test_labelled{v=" + PromLabel("x") + "} 7\n"; });
+    EXPECT_NE(RenderCountersPrometheus().find("spd_test_labelled{v=\"x\"} 7\n"), std::string::npos);
+  }
+  EXPECT_EQ(RenderCountersPrometheus().find("spd_test_labelled"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace spd

@@ -35,8 +35,11 @@ Counter budget_steps_total("spd_qos_budget_steps_total",
                            "Times a reactor's adaptive device budget changed (grew by 25% while "
                            "throughput grew with it, or stepped back).");
 constexpr double kBudgetStep = 1.25;
-constexpr double kBudgetGain = 1.05;
-constexpr uint32_t kBudgetHoldTicks = 20;
+constexpr double kBudgetGain = 1.03;
+constexpr double kBudgetFar = 1.15;  // a step that gained this much: the next is a leap
+constexpr double kBudgetLeap = 1.5;
+constexpr uint32_t kBudgetTicks = 2;
+constexpr uint32_t kBudgetHoldTicks = 10;
 // A target is judged in a tick only from this many requests.
 constexpr uint64_t kTickOpsMin = 10;
 
@@ -52,36 +55,51 @@ void QosScheduler::Shard::OnTick(Timer* t) {
   sh->Tick(MonotonicNs());
 }
 
-// Hill climbing on the budget: while requests wait for it, step it up by kBudgetStep and keep
-// the step if the next full tick completed kBudgetGain more device time (the cost model's
-// estimate) than before it; else step back down and wait kBudgetHoldTicks before probing again.
-// A device whose throughput keeps growing with depth (a virtual disk, a RAID) so gets the depth
-// it needs; one that saturates at the model's budget stays there (probing costs one tick of
-// deeper queueing every few seconds).
+// Hill climbing on the budget. While requests wait for it, measure the device time completed
+// per second over kBudgetTicks ticks at the current budget, step it up by kBudgetStep (kBudgetLeap
+// after a step that gained kBudgetFar, or as the first), let a
+// tick pass (the change settling), measure kBudgetTicks more: kept if it completed kBudgetGain
+// more (and the next step follows), else stepped back, with kBudgetHoldTicks before probing
+// again. A device whose throughput keeps growing with depth (a virtual disk, a RAID) so gets the
+// depth it needs; one that saturates at the model's budget stays there (probing costs a few
+// ticks of deeper queueing every couple of seconds). A tick in which the budget did not bind, or
+// in which the latency controller caps anyone, restarts the measurement.
 void QosScheduler::Shard::AdaptBudget(uint64_t elapsed_ns) {
-  const double rate = static_cast<double>(tick_done_ns) / static_cast<double>(elapsed_ns);
+  const uint64_t done = tick_done_ns;
   const bool bound = budget_bound;
   tick_done_ns = 0;
   budget_bound = false;
   const double max_scale = s->options_.budget_max_factor / s->options_.budget_factor;
   if (max_scale <= 1.0) return;
   if (loose_cap_ns > 0 || !bound) {
-    probe_rate = 0;  // protecting a latency target, or the budget did not bind: nothing to learn
+    base_rate = 0;
+    probe_ticks = 0;
+    meas_done_ns = meas_elapsed_ns = 0;
     return;
   }
-  if (probe_hold > 0) {
-    --probe_hold;
+  if (probe_skip > 0) {
+    --probe_skip;
     return;
   }
+  meas_done_ns += done;
+  meas_elapsed_ns += elapsed_ns;
+  if (++probe_ticks < kBudgetTicks) return;
+  const double rate = static_cast<double>(meas_done_ns) / static_cast<double>(meas_elapsed_ns);
+  probe_ticks = 0;
+  meas_done_ns = meas_elapsed_ns = 0;
   double scale = budget_scale;
-  if (probe_rate > 0 && rate < probe_rate * kBudgetGain) {
-    scale = std::max(1.0, scale / kBudgetStep);
-    probe_rate = 0;
-    probe_hold = kBudgetHoldTicks;
+  if (base_rate > 0 && rate < base_rate * kBudgetGain) {
+    scale = std::max(1.0, scale / kBudgetStep);  // the last step did not pay
+    base_rate = 0;
+    probe_skip = kBudgetHoldTicks;
   } else if (scale < max_scale) {
-    probe_rate = rate;
-    scale = std::min(max_scale, scale * kBudgetStep);
-    probe_hold = 1;  // the tick of the change is a transition: judge the one after
+    // A step that paid well (or the first): the device is far from saturated, step further.
+    const bool far = base_rate == 0 || rate >= base_rate * kBudgetFar;
+    base_rate = rate;
+    scale = std::min(max_scale, scale * (far ? kBudgetLeap : kBudgetStep));
+    probe_skip = 1;
+  } else {
+    base_rate = 0;
   }
   if (scale != budget_scale) {
     budget_scale = scale;

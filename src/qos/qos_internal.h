@@ -122,14 +122,14 @@ struct QosScheduler::Shard {
   // The adaptive budget (qos_controller.cc, AdaptBudget): a device that keeps gaining
   // throughput with depth past the model's budget gets more outstanding.
   double budget_scale = 1.0;
-  double probe_rate = 0;      // device time completed per ns before the last step up; 0: none
-  uint32_t probe_hold = 0;    // ticks before the next step
-  uint64_t tick_done_ns = 0;  // device time (cost) completed this tick
-  bool budget_bound = false;  // this tick, requests waited for the budget
-  void SetBudgetBase(uint64_t base) {
-    budget_base_ns = base;
-    budget_ns = static_cast<uint64_t>(static_cast<double>(base) * budget_scale);
-  }
+  double base_rate = 0;       // device time completed per ns at the current scale; 0: unknown
+  uint32_t probe_ticks = 0;   // ticks measured so far (meas_*) at the current scale
+  uint32_t probe_skip = 0;    // ticks to let pass before measuring (a change settling, a hold)
+  uint64_t meas_done_ns = 0;  // device time completed over the measured ticks
+  uint64_t meas_elapsed_ns = 0;
+  uint64_t tick_done_ns = 0;          // device time (cost) completed this tick
+  bool budget_bound = false;          // this tick, requests waited for the budget
+  void SetBudgetBase(uint64_t base);  // and budget_ns (spd_qos_device_budget_microseconds)
   void AdaptBudget(uint64_t elapsed_ns);
   uint64_t cost_version = 0;
   struct WakeTimer : Timer {

@@ -395,8 +395,9 @@ TEST_F(QosAdaptiveBudgetTest, AnUnderratedDeviceGetsTheDepthItNeeds) {
   std::vector<uint64_t> n = Run(1'000'000'000);
   EXPECT_GT(CounterValue("spd_qos_budget_steps_total"), steps0);
   EXPECT_GT(n[0], fixed_max * 6 / 5) << "a fixed budget allows at most " << fixed_max;
-  std::printf("adaptive budget: %lu reads in 1 s (a fixed budget: at most %lu)\n",
-              static_cast<unsigned long>(n[0]), static_cast<unsigned long>(fixed_max));
+  std::printf("adaptive budget: %lu reads in 1 s (a fixed budget: at most %lu), %lu steps\n",
+              static_cast<unsigned long>(n[0]), static_cast<unsigned long>(fixed_max),
+              static_cast<unsigned long>(CounterValue("spd_qos_budget_steps_total") - steps0));
 }
 
 }  // namespace

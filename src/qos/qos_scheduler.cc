@@ -31,6 +31,9 @@ Counter parked_held_total("spd_qos_latency_parked_total",
                           "Requests of volumes with a looser latency target (or none) the "
                           "latency controller held back, so that a tighter volume's requests "
                           "find the device free.");
+Gauge budget_gauge("spd_qos_device_budget_microseconds",
+                   "Device time (by the cost model) the QoS scheduler lets be outstanding now, "
+                   "summed over reactors: the adaptive budget.");
 Counter violations_total("spd_qos_intent_violations_total",
                          "Volumes whose status turned violated (one per turn).");
 
@@ -82,13 +85,17 @@ QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
     shards_.push_back(std::move(sh));
   }
   tenants_.emplace("", std::make_unique<TenantState>());
+  collector_ = std::make_unique<MetricsCollector>([this](std::string* out) { RenderMetrics(out); });
 }
 
 QosScheduler::~QosScheduler() {
+  collector_.reset();  // waits for a scrape in progress
   for (auto& sh : shards_) {
     if (sh->timer.heap_index != SIZE_MAX) sh->reactor->CancelTimer(&sh->timer);
     if (sh->tick.heap_index != SIZE_MAX) sh->reactor->CancelTimer(&sh->tick);
     sh->SetLooseCap(0);
+    sh->budget_scale = 0;
+    sh->SetBudgetBase(0);  // out of the gauge
   }
 }
 
@@ -274,6 +281,13 @@ void QosScheduler::Submit(IoRequest* req, Sink* sink) {
   const size_t before = sh->engine.queued();
   sh->Pump(now);
   if (sh->engine.queued() == before) held_total.Add();
+}
+
+void QosScheduler::Shard::SetBudgetBase(uint64_t base) {
+  budget_base_ns = base;
+  const uint64_t old_us = budget_ns / 1000;
+  budget_ns = static_cast<uint64_t>(static_cast<double>(base) * budget_scale);
+  budget_gauge.Add(static_cast<int64_t>(budget_ns / 1000) - static_cast<int64_t>(old_us));
 }
 
 void QosScheduler::Shard::Pump(uint64_t now) {

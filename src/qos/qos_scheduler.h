@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "common/counters.h"
 #include "common/status.h"
 #include "qos/cost_model.h"
 #include "qos/engine.h"
@@ -199,6 +200,9 @@ class QosScheduler final : public IoScheduler {
   // lives), by name for the control plane's lookups.
   std::vector<std::unique_ptr<VolumeState>> volumes_;                 // guarded by mu_
   std::map<std::string, VolumeState*, std::less<>> volumes_by_name_;  // guarded by mu_
+  // Every volume's status as labelled metrics (qos_metrics.cc); dropped first at destruction.
+  void RenderMetrics(std::string* out) const;
+  std::unique_ptr<MetricsCollector> collector_;
 };
 
 }  // namespace spd::qos

@@ -13,8 +13,9 @@ fio_read() {  # fio_read VOLUME SECONDS: 4 KiB random reads at QD16; prints the 
     --terse-version=3 | awk -F';' 'NF > 8 { printf "%d\n", $8 }'
 }
 
-SPD_NBD_LISTEN=off start_spd2 --backend sim --sim-iops 5000 --sim-units 4 --qos on --cores 1 \
-  --volume lim:64M --volume free:64M --volume slow:64M
+mport=$((SPD_PORT + 1))
+SPD_METRICS="127.0.0.1:$mport" SPD_NBD_LISTEN=off start_spd2 --backend sim --sim-iops 5000 \
+  --sim-units 4 --qos on --cores 1 --volume lim:64M --volume free:64M --volume slow:64M
 grep -q "qos: on" "$T/spd2.log" || fail "no qos line in the log: $(cat "$T/spd2.log")"
 for v in lim free slow; do  # written first: reads of holes never reach the device
   fio --name=w --ioengine=nbd --uri="nbd+unix:///$v?socket=$SPD_SOCK" --rw=write --bs=1M \
@@ -77,6 +78,13 @@ fio_read slow 3 >/dev/null
 expect 0 volume get slow -o json
 [ "$(json "d['intentStatus']['state']")" = violated ] || fail "status: $(cat "$T/out")"
 [ "$(json "'latency p90' in d['intentStatus']['reason']")" = True ] || fail "$(cat "$T/out")"
+# ... and in the metrics, by volume (3: violated).
+curl -s "http://127.0.0.1:$mport/metrics" >"$T/metrics"
+grep -qx 'spd_qos_volume_intent_state{volume="slow"} 3' "$T/metrics" ||
+  fail "slow's state in the metrics: $(grep spd_qos_volume "$T/metrics")"
+grep -q '^spd_qos_volume_latency_seconds{volume="slow",percentile="90"} ' "$T/metrics" ||
+  fail "slow's latency in the metrics: $(grep spd_qos_volume "$T/metrics")"
+grep -q '^spd_qos_volume_iops{volume="lim"} ' "$T/metrics" || fail "no iops of lim in the metrics"
 for _ in $(seq 50); do
   grep -q "intent-violation" "$T/events" && break
   sleep 0.1
