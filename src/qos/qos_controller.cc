@@ -63,15 +63,24 @@ void QosScheduler::Shard::OnTick(Timer* t) {
 // again. A device whose throughput keeps growing with depth (a virtual disk, a RAID) so gets the
 // depth it needs; one that saturates at the model's budget stays there (probing costs a few
 // ticks of deeper queueing every couple of seconds). A tick in which the budget did not bind, or
-// in which the latency controller caps anyone, restarts the measurement.
-void QosScheduler::Shard::AdaptBudget(uint64_t elapsed_ns) {
+// in which the latency controller caps anyone, restarts the measurement; a tick in which a
+// volume got under 95% of its IOPS reservation steps the budget back.
+void QosScheduler::Shard::AdaptBudget(uint64_t elapsed_ns, bool reserve_short) {
   const uint64_t done = tick_done_ns;
   const bool bound = budget_bound;
   tick_done_ns = 0;
   budget_bound = false;
   const double max_scale = s->options_.budget_max_factor / s->options_.budget_factor;
   if (max_scale <= 1.0) return;
-  if (loose_cap_ns > 0 || !bound) {
+  if (reserve_short && budget_scale > 1.0) {
+    // A volume got less than its reservation: a deeper device queue makes each of its requests
+    // slower, which a client with few requests in flight cannot make up. Step back.
+    budget_scale = std::max(1.0, budget_scale / kBudgetStep);
+    SetBudgetBase(budget_base_ns);
+    budget_steps_total.Add();
+    probe_skip = kBudgetHoldTicks;
+  }
+  if (loose_cap_ns > 0 || !bound || reserve_short) {
     base_rate = 0;
     probe_ticks = 0;
     meas_done_ns = meas_elapsed_ns = 0;
@@ -123,8 +132,15 @@ void QosScheduler::Shard::Tick(uint64_t now) {
   bool at_risk = false;
   bool active = false;
   bool latency_active = false;
+  bool reserve_short = false;
+  const double secs = static_cast<double>(elapsed) / 1e9;
   for (auto& sv : volumes) {
     active = active || sv->tick_ops > 0;
+    const Rate& r = sv->intent.flow.reservation;
+    if (r.iops && sv->tick_ops > 0 &&
+        static_cast<double>(sv->tick_ops) < 0.95 * static_cast<double>(r.iops) * secs) {
+      reserve_short = true;
+    }
     const LatencyGoal& g = sv->intent.latency;
     if (!g.empty() && sv->tick_ops > 0) latency_active = true;
     if (g.empty() || sv->tick_ops < kTickOpsMin) continue;
@@ -168,7 +184,7 @@ void QosScheduler::Shard::Tick(uint64_t now) {
       SetLooseCap(std::min(ceiling, loose_cap_ns + static_cast<uint64_t>(kGrowUnits * unit)));
     }
   }
-  AdaptBudget(elapsed);
+  AdaptBudget(elapsed, reserve_short);
   Pump(now);
   Sweep();
   // Idle and nothing held back: no timer until the next request.

@@ -130,7 +130,7 @@ struct QosScheduler::Shard {
   uint64_t tick_done_ns = 0;          // device time (cost) completed this tick
   bool budget_bound = false;          // this tick, requests waited for the budget
   void SetBudgetBase(uint64_t base);  // and budget_ns (spd_qos_device_budget_microseconds)
-  void AdaptBudget(uint64_t elapsed_ns);
+  void AdaptBudget(uint64_t elapsed_ns, bool reserve_short);
   uint64_t cost_version = 0;
   struct WakeTimer : Timer {
     Shard* shard;
