@@ -391,6 +391,13 @@ int RunDaemon(const DaemonOptions& o) {
     return 1;
   }
   std::unique_ptr<qos::QosScheduler> qos = std::move(qos_or).value();
+  // The pool's zeroing and punching go through the scheduler's background class; the gate is
+  // cleared before the scheduler goes (this guard is destroyed first).
+  struct BackgroundGateGuard {
+    Pool* pool;
+    ~BackgroundGateGuard() { pool->SetBackgroundGate(nullptr); }
+  } background_gate_guard{pool.get()};
+  if (qos) pool->SetBackgroundGate(qos->BackgroundGate(reactor.get()));
   Dispatcher dispatcher(pool.get(), dopt, qos.get());
   NbdServer server(reactor.get(), &dispatcher, &volumes, no, conn_reactors);
   if (Status s = server.Start(); !s.ok()) {

@@ -53,7 +53,8 @@ struct BackendIo {
   // or write never reaches the caller; the backend retries or turns it into -EIO.
   int32_t result = 0;
   void (*done)(BackendIo* io) = nullptr;
-  void* ctx = nullptr;  // caller's
+  void* ctx = nullptr;         // caller's
+  void* gate_state = nullptr;  // an IoGate's, from its Submit to its Done (else null)
 
   // Backend-private state. Callers leave these alone.
   Completion completion;
@@ -73,6 +74,19 @@ struct BackendIo {
     buf = nullptr;
     buf_index = -1;
   }
+};
+
+// Admission of a caller's background I/O (a pool's chunk zeroing and punching) by a scheduler
+// (qos::QosScheduler::BackgroundGate): Submit hands `io` to `backend` when the scheduler lets
+// it, now or later; the caller calls Done from io's completion when io->gate_state is not null
+// (and the gate still set), before it reuses or resubmits io. On the owning reactor's thread.
+class IoGate {
+ public:
+  virtual void Submit(IoBackend* backend, BackendIo* io) = 0;
+  virtual void Done(BackendIo* io) = 0;
+
+ protected:
+  ~IoGate() = default;
 };
 
 struct BackendStats {

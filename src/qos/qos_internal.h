@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dispatch/io_request.h"
 #include "qos/qos_scheduler.h"
 #include "reactor/reactor.h"
 
@@ -107,6 +108,13 @@ struct QosScheduler::VolumeState {
   IntentState reported = IntentState::kIdle;  // guarded by wmu
 };
 
+// A background I/O in a shard's engine (req == nullptr tells it from a volume's request).
+struct QosScheduler::BgItem : IoRequest::QosItem {
+  BackendIo* io = nullptr;  // queued or in flight; null: free
+  IoBackend* backend = nullptr;
+  BgItem* next_free = nullptr;
+};
+
 struct QosScheduler::Shard {
   QosScheduler* s = nullptr;
   Reactor* reactor = nullptr;
@@ -157,6 +165,18 @@ struct QosScheduler::Shard {
   }
   void SetLooseCap(uint64_t cap_ns);  // keeps spd_qos_latency_capped_shards (qos_controller.cc)
   void Release(IoRequest* r, uint64_t now);
+  // Background I/O (qos_background.cc).
+  struct Gate final : IoGate {
+    Shard* sh = nullptr;
+    void Submit(IoBackend* backend, BackendIo* io) override;
+    void Done(BackendIo* io) override;
+  } gate;
+  Engine::FlowId bg_flow = Engine::kNoFlow;
+  std::vector<std::unique_ptr<BgItem>> bg_items;  // at most kBgItemsMax
+  BgItem* bg_free = nullptr;
+  static constexpr size_t kBgItemsMax = 256;
+  void ReleaseBackground(BgItem* b);
+  void DropBackground();  // at teardown: queued ones straight to their backend
   void ReleaseParked(uint64_t now);
   std::atomic<bool> refresh_posted{false};
   struct TenantFlow {

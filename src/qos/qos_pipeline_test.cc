@@ -44,6 +44,7 @@ class QosPipelineTest : public ::testing::Test {
   void TearDown() override {
     clients_.clear();
     dispatcher_.reset();
+    if (pool_) pool_->SetBackgroundGate(nullptr);
     sched_.reset();
     pool_.reset();
   }
@@ -398,6 +399,47 @@ TEST_F(QosAdaptiveBudgetTest, AnUnderratedDeviceGetsTheDepthItNeeds) {
   std::printf("adaptive budget: %lu reads in 1 s (a fixed budget: at most %lu), %lu steps\n",
               static_cast<unsigned long>(n[0]), static_cast<unsigned long>(fixed_max),
               static_cast<unsigned long>(CounterValue("spd_qos_budget_steps_total") - steps0));
+}
+
+// Background I/O through the scheduler: the chunks of a trimmed volume are punched in the
+// background class, which beside a saturating volume gets its reservation (5 a second) and not
+// more, and everything once the volume stops.
+TEST_F(QosPipelineTest, BackgroundPunchesGetTheirReservationBesideASaturatingVolume) {
+  QosScheduler::Options o;
+  o.tick_ns = 0;
+  o.background_reserve_iops = 5;
+  Start(o);
+  pool_->SetBackgroundGate(sched_->BackgroundGate(reactor_.get()));
+  AddClient("fg", 16);
+  Client* bg = AddClient("bg", 16);
+  std::unique_ptr<Client> bg_owner = std::move(clients_.back());
+  clients_.pop_back();  // runs no reads: only its trim, 100 ms into the run below
+  auto trim = [&] {
+    for (uint64_t off = 0; off < kVolumeBytes; off += kChunk) {
+      IoRequest* r = bg->fe->Take();
+      ASSERT_NE(r, nullptr);
+      r->op = RequestOp::kDiscard;
+      r->offset_bytes = off;
+      r->length_bytes = kChunk;
+      r->volume = bg->vol;
+      bg->fe->Submit(
+          r, [](void*, IoRequest* req) { EXPECT_EQ(req->result, 0); }, nullptr);
+    }
+  };
+  const uint64_t released0 = CounterValue("spd_qos_background_released_total");
+  std::vector<uint64_t> n = Run(1'100'000'000, 100'000'000, trim);
+  const uint64_t beside = CounterValue("spd_qos_background_released_total") - released0;
+  EXPECT_GT(n[0], 500u) << "the volume";
+  EXPECT_GE(beside, 2u) << "the reservation did not let background work progress";
+  EXPECT_LE(beside, 8u) << "background work took more than its reservation beside the volume";
+  // The volume stops: the rest of the 16 punches go at once.
+  clients_.clear();
+  const uint64_t end = MonotonicNs() + 2'000'000'000;
+  while (CounterValue("spd_qos_background_released_total") - released0 < 16 && MonotonicNs() < end)
+    Spin();
+  EXPECT_EQ(CounterValue("spd_qos_background_released_total") - released0, 16u);
+  while (bg->fe->inflight() > 0) Spin();
+  EXPECT_EQ(CounterValue("spd_qos_background_ungated_total"), 0u);
 }
 
 }  // namespace

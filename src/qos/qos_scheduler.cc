@@ -82,6 +82,7 @@ QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
     sh->cost_version = cost_version_.load();
     sh->tick.shard = sh.get();
     sh->tick.fn = &Shard::OnTick;
+    sh->gate.sh = sh.get();
     shards_.push_back(std::move(sh));
   }
   tenants_.emplace("", std::make_unique<TenantState>());
@@ -91,6 +92,7 @@ QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
 QosScheduler::~QosScheduler() {
   collector_.reset();  // waits for a scrape in progress
   for (auto& sh : shards_) {
+    sh->DropBackground();
     if (sh->timer.heap_index != SIZE_MAX) sh->reactor->CancelTimer(&sh->timer);
     if (sh->tick.heap_index != SIZE_MAX) sh->reactor->CancelTimer(&sh->tick);
     sh->SetLooseCap(0);
@@ -300,6 +302,10 @@ void QosScheduler::Shard::Pump(uint64_t now) {
       return;
     }
     IoRequest* r = static_cast<IoRequest::QosItem*>(it)->req;
+    if (r == nullptr) {
+      ReleaseBackground(static_cast<BgItem*>(static_cast<IoRequest::QosItem*>(it)));
+      continue;
+    }
     r->qos_item.loose = loose_cap_ns > 0 && Loose(static_cast<ShardVolume*>(r->qos_volume));
     if (r->qos_item.loose && (parked_head != nullptr || loose_out_ns >= loose_cap_ns)) {
       // Over the loose cap: wait, in release order, so that a tighter volume's next request

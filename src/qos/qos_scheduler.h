@@ -107,6 +107,10 @@ class QosScheduler final : public IoScheduler {
     // release this much of its limit's rate at once. Any 1-second window sees at most
     // limit * (1 s + burst) per shard serving the volume.
     uint64_t limit_burst_ns = 20'000'000;
+    // Background I/O (BackgroundGate) is served in the background class (only what volumes
+    // leave) but never below this many operations per second, so that zeroing and punching
+    // (which writers waiting for space depend on) always progress.
+    uint64_t background_reserve_iops = 20;
     uint64_t window_ns = 1'000'000'000;
     // The latency controller (blk-iolatency's idea, qos_controller.cc): every tick_ns while
     // requests flow. Once a volume misses its latency target in a tick, volumes with a looser
@@ -162,9 +166,16 @@ class QosScheduler final : public IoScheduler {
   // task) and recomputes its device budget.
   void SetCostModel(const CostModel& model);
 
+  // The gate the pool's background I/O (chunk zeroing and punching) goes through on `reactor`
+  // (Pool::SetBackgroundGate): a flow of its own in the background class, which gets what the
+  // volumes leave and at least Options::background_reserve_iops. Null for a reactor not given.
+  // Clear it from the pool before this is destroyed.
+  IoGate* BackgroundGate(Reactor* reactor);
+
   struct Shard;
   struct VolumeState;
   struct TenantState;
+  struct BgItem;
 
  private:
   VolumeState* StateOf(Volume* v);

@@ -489,7 +489,13 @@ void Pool::StartPunch(uint32_t p) {
     io->io.length_bytes = std::min<uint32_t>(chunk_bytes_, kZeroWriteBytes);
     io->io.buf = zero_buf_->buf.get();
   }
-  backend_->Submit(&io->io);
+  SubmitBackground(&io->io);
+}
+
+void Pool::SubmitBackground(BackendIo* io) {
+  io->gate_state = nullptr;
+  if (bg_gate_ != nullptr) return bg_gate_->Submit(backend_.get(), io);
+  backend_->Submit(io);
 }
 
 void Pool::StartBackgroundZeroing() {
@@ -560,13 +566,15 @@ void Pool::OnPunchDone(BackendIo* bio) {
   auto* io = static_cast<PunchIo*>(bio->ctx);
   Pool* self = io->pool;
   uint32_t p = io->pchunk;
+  if (bio->gate_state != nullptr && self->bg_gate_ != nullptr) self->bg_gate_->Done(bio);
+  bio->gate_state = nullptr;
   if (bio->result >= 0 && bio->op == IoOp::kWrite) {
     io->done_bytes += bio->length_bytes;
     if (io->done_bytes < self->chunk_bytes_) {  // the next piece of zeros
       bio->offset_bytes += bio->length_bytes;
       bio->length_bytes = static_cast<uint32_t>(
           std::min<uint64_t>(self->chunk_bytes_ - io->done_bytes, kZeroWriteBytes));
-      return self->backend_->Submit(bio);
+      return self->SubmitBackground(bio);
     }
   }
   if (self->state_[p] == kZeroing) {

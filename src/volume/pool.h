@@ -417,6 +417,10 @@ class Pool : private GroupCommit::Owner {
   bool read_only() const { return read_only_.load(std::memory_order_seq_cst); }
   // Called once, on the pool's reactor, when the pool turns read-only (with why): the control
   // plane's POOL_READ_ONLY event. Set before the reactor runs; must not block.
+  // Background I/O (chunk zeroing and punching) goes through `gate` (the QoS scheduler's
+  // background class) from now on; null: straight to the backend. On the pool's reactor thread
+  // (or with it stopped); the gate must outlive the setting (clear it before destroying it).
+  void SetBackgroundGate(IoGate* gate) { bg_gate_ = gate; }
   void set_read_only_listener(std::function<void(const std::string&)> fn) {
     read_only_listener_ = std::move(fn);
   }
@@ -618,7 +622,9 @@ class Pool : private GroupCommit::Owner {
   std::unique_ptr<CommitState> commit_;
   std::unique_ptr<GroupCommit> group_;
   bool fault_skip_commit_flush_ = false;  // PoolOptions::fault_skip_commit_flush
-  bool closing_ = false;                  // in ~Pool: no new zeroing or background commit starts
+  IoGate* bg_gate_ = nullptr;             // SetBackgroundGate
+  void SubmitBackground(BackendIo* io);
+  bool closing_ = false;  // in ~Pool: no new zeroing or background commit starts
   // Chunks kFreeing whose zeroing waits for the pool reactor's in-flight I/O to them.
   uint64_t freeing_busy_ = 0;
   // Writes waiting for a chunk (WaitForSpace), FIFO; space_timer_ retries them (space_wake_)
