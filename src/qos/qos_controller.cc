@@ -6,9 +6,14 @@
 // shard starts protecting it: volumes with a looser target or none ("loose") may keep at most a cap
 // of device time outstanding, so that the tighter volume's next request finds a unit of the device
 // free instead of queueing inside the device behind theirs, where no scheduler can reorder it. The
-// cap starts at the device's parallelism less one unit (a 4 KiB read's cost: one unit kept free),
-// is cut to kCut of itself on each further miss (never below one unit), and after kHoldTicks of
-// targets met grows by kGrowUnits a tick back to that ceiling; it goes once no volume with a
+// cap starts at the device's parallelism less one unit (a 4 KiB read's cost: one unit kept free)
+// and is cut to kCut of itself on each further miss (never below one unit). After kHoldTicks of
+// targets met it grows (kGrowRate a tick, at least kGrowUnits) towards kBelowMiss of the cap at
+// which the last miss happened, but not below that first ceiling: so a device that serves far
+// more at once than its model's parallelism (a virtual disk) leaves the others what the target
+// does not need, and one whose model is right stays at one unit kept free. Every kProbeTicks
+// calm ticks it probes a quarter higher. A request is released only if the loose volumes'
+// outstanding stays within the cap (one at a time below it). The cap goes once no volume with a
 // latency target has had requests for kIdleTicks. The loose volumes keep the rest of the device:
 // nothing changes their rates, reservations or weights among themselves.
 #include <algorithm>
@@ -30,6 +35,9 @@ Gauge capped_gauge("spd_qos_latency_capped_shards",
 constexpr double kCut = 0.7;
 constexpr double kGrowUnits = 0.25;
 constexpr uint32_t kHoldTicks = 5;
+constexpr double kGrowRate = 1.1;      // or kGrowUnits, whichever is more
+constexpr double kBelowMiss = 0.9;     // of the cap at the last miss
+constexpr uint32_t kProbeTicks = 300;  // 30 s
 constexpr uint64_t kIdleTicks = 10;
 Counter budget_steps_total("spd_qos_budget_steps_total",
                            "Times a reactor's adaptive device budget changed (grew by 25% while "
@@ -169,10 +177,15 @@ void QosScheduler::Shard::Tick(uint64_t now) {
       std::min(static_cast<double>(budget_ns), std::max(unit, (cost.parallelism - 1) * unit)));
   if (missed_bound != UINT64_MAX) {
     protect_bound_ns = std::min(protect_bound_ns, missed_bound);
-    SetLooseCap(loose_cap_ns == 0 ? ceiling
-                                  : static_cast<uint64_t>(
-                                        std::max(unit, static_cast<double>(loose_cap_ns) * kCut)));
+    if (loose_cap_ns == 0) {
+      miss_cap_ns = budget_ns;
+      SetLooseCap(ceiling);
+    } else {
+      miss_cap_ns = loose_cap_ns;
+      SetLooseCap(static_cast<uint64_t>(std::max(unit, static_cast<double>(loose_cap_ns) * kCut)));
+    }
     hold_ticks = kHoldTicks;
+    calm_ticks = 0;
     cuts_total.Add();
   } else if (loose_cap_ns > 0) {
     const uint64_t last = s->latency_active_at_ns_.load(std::memory_order_acquire);
@@ -181,7 +194,15 @@ void QosScheduler::Shard::Tick(uint64_t now) {
     } else if (hold_ticks > 0) {
       --hold_ticks;
     } else if (!at_risk) {
-      SetLooseCap(std::min(ceiling, loose_cap_ns + static_cast<uint64_t>(kGrowUnits * unit)));
+      // Towards just below where the last miss happened (at least the ceiling); every
+      // kProbeTicks calm ticks, a quarter higher.
+      if (++calm_ticks % kProbeTicks == 0) miss_cap_ns += miss_cap_ns / 4;
+      const double target = std::min(
+          static_cast<double>(budget_ns),
+          std::max(static_cast<double>(ceiling), kBelowMiss * static_cast<double>(miss_cap_ns)));
+      const double cap = static_cast<double>(loose_cap_ns);
+      const double grown = std::max(cap + kGrowUnits * unit, cap * kGrowRate);
+      SetLooseCap(static_cast<uint64_t>(std::max(unit, std::min(target, grown))));
     }
   }
   AdaptBudget(elapsed, reserve_short);

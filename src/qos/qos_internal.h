@@ -157,7 +157,9 @@ struct QosScheduler::Shard {
   uint64_t protect_bound_ns = UINT64_MAX;  // UINT64_MAX: not protecting
   uint64_t loose_cap_ns = 0;
   uint64_t loose_out_ns = 0;
-  uint32_t hold_ticks = 0;  // ticks to wait after a cut before the cap grows again
+  uint32_t hold_ticks = 0;   // ticks to wait after a cut before the cap grows again
+  uint64_t miss_cap_ns = 0;  // the cap (or the budget, uncapped) at the last miss
+  uint32_t calm_ticks = 0;   // ticks without a miss since
   IoRequest* parked_head = nullptr;
   IoRequest* parked_tail = nullptr;
   bool Loose(const ShardVolume* sv) const {

@@ -307,7 +307,8 @@ void QosScheduler::Shard::Pump(uint64_t now) {
       continue;
     }
     r->qos_item.loose = loose_cap_ns > 0 && Loose(static_cast<ShardVolume*>(r->qos_volume));
-    if (r->qos_item.loose && (parked_head != nullptr || loose_out_ns >= loose_cap_ns)) {
+    if (r->qos_item.loose && (parked_head != nullptr ||
+                              (loose_out_ns > 0 && loose_out_ns + it->cost_ns > loose_cap_ns))) {
       // Over the loose cap: wait, in release order, so that a tighter volume's next request
       // (the engine's next pick once the loose ones are out of it) finds the device free.
       r->qos_item.parked_next = nullptr;
@@ -323,7 +324,8 @@ void QosScheduler::Shard::Pump(uint64_t now) {
 
 void QosScheduler::Shard::ReleaseParked(uint64_t now) {
   while (parked_head != nullptr && outstanding_ns < budget_ns &&
-         (loose_cap_ns == 0 || loose_out_ns < loose_cap_ns)) {
+         (loose_cap_ns == 0 || loose_out_ns == 0 ||
+          loose_out_ns + parked_head->qos_item.cost_ns <= loose_cap_ns)) {
     IoRequest* r = parked_head;
     parked_head = r->qos_item.parked_next;
     if (parked_head == nullptr) parked_tail = nullptr;
