@@ -125,6 +125,19 @@ void QosScheduler::Shard::AdaptBudget(uint64_t elapsed_ns, bool reserve_short) {
   }
 }
 
+// The device is one: the shards with requests lately share its budget, each keeping an equal
+// part as its base (which the adaptive budget then scales), so that N reactors do not keep N
+// budgets outstanding. A shard that goes idle leaves the sharing at its last tick.
+void QosScheduler::Shard::ShareBudget(bool active) {
+  const uint64_t bit = 1ull << index;
+  const uint64_t mask =
+      active ? s->active_shards_.fetch_or(bit) | bit : s->active_shards_.fetch_and(~bit) & ~bit;
+  const unsigned n = std::max(1, std::popcount(mask));
+  if (n == share_of) return;
+  share_of = n;
+  SetBudgetBase(model_budget_ns / n);
+}
+
 void QosScheduler::Shard::SetLooseCap(uint64_t cap_ns) {
   if ((cap_ns > 0) != (loose_cap_ns > 0)) capped_gauge.Add(cap_ns > 0 ? 1 : -1);
   loose_cap_ns = cap_ns;
@@ -205,11 +218,16 @@ void QosScheduler::Shard::Tick(uint64_t now) {
       SetLooseCap(static_cast<uint64_t>(std::max(unit, std::min(target, grown))));
     }
   }
+  ShareBudget(active);
   AdaptBudget(elapsed, reserve_short);
   Pump(now);
   Sweep();
   // Idle and nothing held back: no timer until the next request.
-  if (active || loose_cap_ns > 0 || !retiring.empty()) ArmTick(now);
+  if (active || loose_cap_ns > 0 || !retiring.empty()) {
+    ArmTick(now);
+  } else {
+    ShareBudget(false);
+  }
 }
 
 }  // namespace spd::qos

@@ -138,6 +138,15 @@ struct QosScheduler::Shard {
   uint64_t tick_done_ns = 0;          // device time (cost) completed this tick
   bool budget_bound = false;          // this tick, requests waited for the budget
   void SetBudgetBase(uint64_t base);  // and budget_ns (spd_qos_device_budget_microseconds)
+  // The scheduler's budget (QosScheduler::budget_ns_), shared by the shards active lately: each
+  // keeps model_budget_ns / share_of as its base (qos_controller.cc, ShareBudget).
+  uint64_t model_budget_ns = 0;
+  unsigned share_of = 1;
+  void SetModelBudget(uint64_t b) {
+    model_budget_ns = b;
+    SetBudgetBase(b / share_of);
+  }
+  void ShareBudget(bool active);
   void AdaptBudget(uint64_t elapsed_ns, bool reserve_short);
   uint64_t cost_version = 0;
   struct WakeTimer : Timer {

@@ -442,5 +442,19 @@ TEST_F(QosPipelineTest, BackgroundPunchesGetTheirReservationBesideASaturatingVol
   EXPECT_EQ(CounterValue("spd_qos_background_ungated_total"), 0u);
 }
 
+// The device is one: two reactors with requests share its budget (half each), not one each.
+TEST_F(QosPipelineTest, ReactorsWithRequestsShareTheDeviceBudget) {
+  QosScheduler::Options o;
+  o.budget_max_factor = o.budget_factor;  // no adaptation: the base alone
+  Start(o);
+  const auto whole_us = static_cast<int64_t>(sched_->budget_ns() / 1000);
+  const int64_t before = GaugeValue("spd_qos_device_budget_microseconds");
+  EXPECT_NEAR(before, 2 * whole_us, 2) << "two shards, each the whole budget before any tick";
+  AddClient("a", 8);
+  AddClient("b", 8, /*on_other=*/true);
+  Run(500'000'000);
+  EXPECT_NEAR(GaugeValue("spd_qos_device_budget_microseconds"), whole_us, 2);
+}
+
 }  // namespace
 }  // namespace spd::qos

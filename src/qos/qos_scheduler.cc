@@ -78,7 +78,7 @@ QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
     sh->refresh.shard = sh.get();
     sh->refresh.fn = &Shard::OnRefresh;
     sh->cost = options_.cost;
-    sh->SetBudgetBase(budget_ns_);
+    sh->SetModelBudget(budget_ns_);
     sh->cost_version = cost_version_.load();
     sh->tick.shard = sh.get();
     sh->tick.fn = &Shard::OnTick;
@@ -589,7 +589,7 @@ void QosScheduler::Shard::OnRefresh(Task* t) {
       v != sh->cost_version) {
     std::lock_guard<std::mutex> l(sh->s->mu_);
     sh->cost = sh->s->options_.cost;
-    sh->SetBudgetBase(sh->s->budget_ns_);
+    sh->SetModelBudget(sh->s->budget_ns_);
     sh->cost_version = v;
   }
   for (auto& sv : sh->volumes)

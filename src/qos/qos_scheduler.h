@@ -197,6 +197,8 @@ class QosScheduler final : public IoScheduler {
   std::atomic<uint64_t> miss_bound_ns_{UINT64_MAX};
   // Last tick at which a shard saw requests of a volume with a latency target.
   std::atomic<uint64_t> latency_active_at_ns_{0};
+  // Shards that had requests in their last tick (bit i: shard i): they share the budget.
+  std::atomic<uint64_t> active_shards_{0};
   std::vector<Reactor*> reactors_;
   std::vector<std::unique_ptr<Shard>> shards_;
 
