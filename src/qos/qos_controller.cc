@@ -43,7 +43,7 @@ Counter budget_steps_total("spd_qos_budget_steps_total",
                            "Times a reactor's adaptive device budget changed (grew by 25% while "
                            "throughput grew with it, or stepped back).");
 constexpr double kBudgetStep = 1.25;
-constexpr double kBudgetGain = 1.03;
+constexpr double kBudgetGain = 1.05;
 constexpr double kBudgetFar = 1.15;  // a step that gained this much: the next is a leap
 constexpr double kBudgetLeap = 1.5;
 constexpr uint32_t kBudgetTicks = 2;
@@ -65,7 +65,7 @@ void QosScheduler::Shard::OnTick(Timer* t) {
 
 // Hill climbing on the budget. While requests wait for it, measure the device time completed
 // per second over kBudgetTicks ticks at the current budget, step it up by kBudgetStep (kBudgetLeap
-// after a step that gained kBudgetFar, or as the first), let a
+// after a step that gained kBudgetFar; a step that did not pay is undone whole), let a
 // tick pass (the change settling), measure kBudgetTicks more: kept if it completed kBudgetGain
 // more (and the next step follows), else stepped back, with kBudgetHoldTicks before probing
 // again. A device whose throughput keeps growing with depth (a virtual disk, a RAID) so gets the
@@ -106,14 +106,16 @@ void QosScheduler::Shard::AdaptBudget(uint64_t elapsed_ns, bool reserve_short) {
   meas_done_ns = meas_elapsed_ns = 0;
   double scale = budget_scale;
   if (base_rate > 0 && rate < base_rate * kBudgetGain) {
-    scale = std::max(1.0, scale / kBudgetStep);  // the last step did not pay
+    scale = std::max(1.0, scale / last_step);  // the last step did not pay: undo it whole
     base_rate = 0;
     probe_skip = kBudgetHoldTicks;
   } else if (scale < max_scale) {
-    // A step that paid well (or the first): the device is far from saturated, step further.
-    const bool far = base_rate == 0 || rate >= base_rate * kBudgetFar;
+    // After a step that paid well the device is far from saturated: leap further.
+    const bool far = base_rate > 0 && rate >= base_rate * kBudgetFar;
     base_rate = rate;
-    scale = std::min(max_scale, scale * (far ? kBudgetLeap : kBudgetStep));
+    const double next = std::min(max_scale, scale * (far ? kBudgetLeap : kBudgetStep));
+    last_step = next / scale;
+    scale = next;
     probe_skip = 1;
   } else {
     base_rate = 0;

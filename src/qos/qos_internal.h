@@ -130,6 +130,7 @@ struct QosScheduler::Shard {
   // The adaptive budget (qos_controller.cc, AdaptBudget): a device that keeps gaining
   // throughput with depth past the model's budget gets more outstanding.
   double budget_scale = 1.0;
+  double last_step = 1.0;     // the factor of the last step up
   double base_rate = 0;       // device time completed per ns at the current scale; 0: unknown
   uint32_t probe_ticks = 0;   // ticks measured so far (meas_*) at the current scale
   uint32_t probe_skip = 0;    // ticks to let pass before measuring (a change settling, a hold)
