@@ -399,6 +399,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   if (chunk < (64u << 10) || chunk > (1u << 30) || (chunk & (chunk - 1)) != 0)
     return InvalidArgument("--chunk-size must be a power of two between 64K and 1G");
   o.chunk_size_bytes = static_cast<uint32_t>(chunk);
+  if (o.qos_budget_max_factor < o.qos_budget_factor)
+    return InvalidArgument("--qos-budget-max-factor (" + std::to_string(o.qos_budget_max_factor) +
+                           ") must be at least --qos-budget-factor (" +
+                           std::to_string(o.qos_budget_factor) + ")");
   uint64_t req;
   SPD_ASSIGN_OR_RETURN(req, ParseSize(request_max));
   if (req < 4096 || req > (1u << 30))

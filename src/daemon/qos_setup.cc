@@ -2,8 +2,6 @@
 
 #include <sys/stat.h>
 
-#include <algorithm>
-
 #include "common/log.h"
 
 namespace spd {
@@ -14,7 +12,7 @@ Result<std::unique_ptr<qos::QosScheduler>> MakeQosScheduler(
   if (o.qos != "on") return std::unique_ptr<qos::QosScheduler>();
   qos::QosScheduler::Options qo;
   qo.budget_factor = o.qos_budget_factor;
-  qo.budget_max_factor = std::max(o.qos_budget_factor, o.qos_budget_max_factor);
+  qo.budget_max_factor = o.qos_budget_max_factor;  // >= budget_factor (options.cc)
   qo.limit_burst_ns = static_cast<uint64_t>(o.qos_limit_burst_ms * 1e6);
   qo.on_violation = std::move(on_violation);
   const std::string found = qos::CostModelPath(o.data_dir, "default");

@@ -39,6 +39,8 @@ run_refused "shrinking a volume at start-up is refused" --pool-size 2G --volume 
 run_refused "changing the size of an existing pool is not supported yet" --pool-size 4G
 # A volume size that is not a multiple of 4096.
 run_refused "positive multiple of 4096 bytes, got 1000" --pool-size 2G --volume small:1000
+run_refused "must be at least --qos-budget-factor" --qos on --qos-budget-factor 4 \
+  --qos-budget-max-factor 2
 rc=0
 "$SPD2" check "$T/data/pool.img" >"$T/check.log" 2>&1 || rc=$?
 [ "$rc" -eq 0 ] || { cat "$T/check.log"; fail "check after the refusals"; }
