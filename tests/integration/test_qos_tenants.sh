@@ -6,15 +6,7 @@
 # restart gives the scheduler every stored tenant's intent before any call. Shares and upper
 # bounds are asserted, not rates: the modelled device, not the machine, is the bottleneck.
 source "$(dirname "$0")/lib.sh"
-SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
-expect() {
-  local want=$1 rc=0
-  shift
-  "$SPDCTL" "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
-}
-json() { $PY -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
 start() {  # a new daemon on $T/data, its three volumes written (reads of holes never reach the device)
   SPD_NBD_LISTEN=off start_spd2 --backend sim --sim-iops 5000 --sim-units 4 --qos on --cores 1 \
     --volume t1:64M --volume t2:64M --volume o1:64M
@@ -35,6 +27,17 @@ rate() {  # rate VOLUME FROM_MS TO_MS: IOPS of the reads completed in (FROM, TO]
   $PY -c "
 n = sum(1 for l in open('$T/$1_iops.1.log') if $2 < int(l.split(',')[0]) <= $3)
 print(n * 1000 // ($3 - $2))"
+}
+# t_limited WHEN FROM_MS TO_MS: T's volumes' IOPS in (FROM, TO] (t1, t2, their sum) and o1's,
+# checked: T's sum within its limit of 600, o1 (tenant O) taking the rest.
+t_limited() {
+  t1=$(rate t1 "$2" "$3")
+  t2=$(rate t2 "$2" "$3")
+  o1=$(rate o1 "$2" "$3")
+  sum=$((t1 + t2))
+  echo "$1, T limited to 600: t1 $t1 + t2 $t2 = $sum IOPS; o1 of tenant O beside them: $o1 IOPS"
+  [ "$sum" -le 630 ] || fail "$1: T's volumes did $sum IOPS together (limit 600)"
+  [ "$o1" -gt $((3 * sum)) ] || fail "$1: o1 got $o1 IOPS beside T's $sum"
 }
 
 start
@@ -63,14 +66,8 @@ expect 0 tenant put T
 wait "$f1"
 wait "$f2"
 wait "$f3"
-t1=$(rate t1 1000 4000)
-t2=$(rate t2 1000 4000)
-o1=$(rate o1 1000 4000)
-sum=$((t1 + t2))
-echo "tenant T limited to 600: t1 $t1 + t2 $t2 = $sum IOPS; o1 of tenant O beside them: $o1 IOPS"
-[ "$sum" -le 630 ] || fail "T's volumes did $sum IOPS together (limit 600)"
+t_limited "first run" 1000 4000
 [ $((3 * t1)) -gt "$sum" ] && [ $((3 * t2)) -gt "$sum" ] || fail "T's volumes do not share: $t1, $t2"
-[ "$o1" -gt $((3 * sum)) ] || fail "o1 got $o1 IOPS beside T's $sum"
 u1=$(rate t1 5500 7500)
 u2=$(rate t2 5500 7500)
 free=$((u1 + u2))
@@ -108,13 +105,7 @@ f2=$!
 fio_log o1 4
 wait "$f1"
 wait "$f2"
-t1=$(rate t1 500 3500)
-t2=$(rate t2 500 3500)
-o1=$(rate o1 500 3500)
-sum=$((t1 + t2))
-echo "after a restart, T limited to 600: t1 $t1 + t2 $t2 = $sum IOPS; o1: $o1 IOPS"
-[ "$sum" -le 630 ] || fail "after a restart T's volumes did $sum IOPS together (limit 600)"
-[ "$o1" -gt $((3 * sum)) ] || fail "after a restart o1 got $o1 IOPS beside T's $sum"
+t_limited "after a restart" 500 3500
 expect 0 tenant list -o json
 [ "$(json "[(t['name'], t['intent']) for t in d['items']]")" = \
   "[('O', {}), ('T', {'limit': {'iops': 600}})]" ] || fail "tenant list: $(cat "$T/out")"
