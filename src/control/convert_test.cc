@@ -4,19 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include "policy/intent_test_util.h"
+
 namespace spd {
 namespace {
 
-policy::Intent FullIntent() {
-  policy::Intent in;
-  in.latency = policy::LatencyTarget{99.9, 2000};
-  in.reservation = policy::Rate{5000, 0};
-  in.limit = policy::Rate{20000, 200ull << 20};
-  in.weight = 200;
-  in.priority = policy::PriorityClass::kCritical;
-  in.durability = Durability::kSync;
-  return in;
-}
+using policy::test_util::FullIntent;
 
 TEST(ControlConvert, IntentsRoundTripFieldByField) {
   for (const policy::Intent& in : {policy::Intent{}, FullIntent()}) {

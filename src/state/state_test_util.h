@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/assert.h"
+#include "policy/intent_test_util.h"
 #include "state/state_store.h"
 
 namespace spd::state::test_util {
@@ -99,16 +100,7 @@ inline bool Contains(std::string_view s, std::string_view part) {
   return s.find(part) != std::string_view::npos;
 }
 
-inline policy::Intent FullIntent() {
-  policy::Intent in;
-  in.latency = policy::LatencyTarget{99.9, 2000};
-  in.reservation = policy::Rate{5000, 0};
-  in.limit = policy::Rate{20000, 200ull << 20};
-  in.weight = 200;
-  in.priority = policy::PriorityClass::kCritical;
-  in.durability = Durability::kSync;
-  return in;
-}
+using policy::test_util::FullIntent;
 
 // Intents that differ in which fields are set and in awkward values (a percentile that is not
 // a short decimal, the largest rates).
