@@ -186,6 +186,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("max_capacity_error=%.3f\n", rep.max_capacity_error);
+  std::printf("depth sweep (smallest read):");
+  for (const auto& d : rep.depth_points) std::printf(" QD%u %.0f", d.queue_depth, d.iops);
+  std::printf(" -> depth %.0f\n", m->depth);
   std::printf("%s", m->ToJson().c_str());
   if (sim) std::printf("ForSim (expected):\n%s", spd::qos::ForSim(so).ToJson().c_str());
   if (!save.empty()) {

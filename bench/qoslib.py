@@ -140,8 +140,14 @@ class Device:
                 os.unlink(target)
             return
         self.model_path = target
-        self.model_note = "uring on %s (O_DIRECT); cost model calibrated by calibrate_bench" % (
-            self.path)
+        try:
+            with open(target) as f:
+                m = json.load(f)
+            shape = " (parallelism %.1f, depth %s)" % (m["parallelism"], m.get("depth", "-"))
+        except (OSError, ValueError, KeyError) as e:
+            shape = " (unreadable: %s)" % e
+        self.model_note = ("uring on %s (O_DIRECT); cost model calibrated by calibrate_bench%s"
+                           % (self.path, shape))
 
     def spd2_args(self):
         if self.kind == "sim":
@@ -212,10 +218,11 @@ class Daemon:
         with open(self.log_path) as f:
             for line in f:
                 if "qos: on, cost model" in line:
-                    # qos: on, cost model 'sim' (4 KiB read 400000 ns, parallelism 8.0), ...
+                    # qos: on, cost model 'sim' (4 KiB read 400000 ns, parallelism 8.0,
+                    # depth 8.0), ...
                     src = line.split("cost model '")[1].split("'")[0]
                     read_ns = float(line.split("4 KiB read ")[1].split()[0])
-                    par = float(line.split("parallelism ")[1].split(")")[0])
+                    par = float(line.split("parallelism ")[1].split(",")[0])
                     return {"source": src, "read_ns": read_ns, "parallelism": par,
                             "capacity": par * 1e9 / read_ns, "line": line.strip()}
         raise BenchError("no 'qos: on' line in the log: %s" % self.tail())

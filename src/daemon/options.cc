@@ -209,10 +209,12 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
       "The device cost model the scheduler charges requests by (JSON, written by "
       "spdctl calibrate). Default: DATA_DIR/default.cost.json when present, else the "
       "sim backend's own model, else a built-in model of a SATA-class SSD (docs/qos.md)");
-  app.add_option("--qos-budget-factor", o.qos_budget_factor,
-                 "Device time the scheduler keeps outstanding per reactor, in units of the cost "
-                 "of a 4 KiB read times the device's parallelism. Larger: more throughput on a "
-                 "device the model underrates; smaller: less queueing inside the device")
+  app.add_option(
+         "--qos-budget-factor", o.qos_budget_factor,
+         "Device time the scheduler keeps outstanding per reactor, in units of the cost "
+         "of a 4 KiB read times the queue depth the device needs to deliver its capacity "
+         "(measured by spdctl calibrate; else its parallelism). Larger: more throughput on a "
+         "device the model underrates; smaller: less queueing inside the device")
       ->check(CLI::Range(0.25, 1024.0))
       ->capture_default_str();
   app.add_option("--qos-budget-max-factor", o.qos_budget_max_factor,

@@ -32,11 +32,12 @@ Result<std::unique_ptr<qos::QosScheduler>> MakeQosScheduler(
   }
   auto s = std::make_unique<qos::QosScheduler>(std::move(reactors), std::move(qo));
   SPD_LOG_INFO(
-      "qos: on, cost model '%s' (4 KiB read %llu ns, parallelism %.1f), %llu ns of "
+      "qos: on, cost model '%s' (4 KiB read %llu ns, parallelism %.1f, depth %.1f), %llu ns of "
       "device time outstanding per reactor",
       s->cost_model().source.c_str(),
       static_cast<unsigned long long>(s->cost_model().Cost(IoOp::kRead, 4096)),
-      s->cost_model().parallelism, static_cast<unsigned long long>(s->budget_ns()));
+      s->cost_model().parallelism, s->cost_model().SaturationDepth(),
+      static_cast<unsigned long long>(s->budget_ns()));
   return s;
 }
 

@@ -324,6 +324,18 @@ Line FitLine(const std::vector<std::pair<double, double>>& xy) {
 
 }  // namespace
 
+double SaturationDepthOf(const std::vector<DepthPoint>& points) {
+  if (points.size() < 2) return 0;
+  const DepthPoint* deepest = &points.front();
+  for (const DepthPoint& p : points)
+    if (p.queue_depth > deepest->queue_depth) deepest = &p;
+  if (!(deepest->iops > 0)) return 0;
+  unsigned best = deepest->queue_depth;
+  for (const DepthPoint& p : points)
+    if (p.queue_depth > 0 && p.iops >= 0.9 * deepest->iops) best = std::min(best, p.queue_depth);
+  return best;
+}
+
 Result<CostModel> FitCostModel(const std::vector<CalibrationPoint>& points) {
   auto line_for = [&](IoOp op) -> Result<Line> {
     std::vector<std::pair<double, double>> xy;
@@ -443,7 +455,11 @@ Result<CostModel> Calibrate(Reactor* reactor, IoBackend* backend, const Calibrat
 
   // Each measured point gets a share of the time left (90% of total_ns: the rest is slack for
   // draining queues), at most point_ns; the prefill counts as two points.
-  unsigned points_left = 2 + 4 * static_cast<unsigned>(sizes.size()) + (o.measure_flush ? 1 : 0) +
+  // The depth sweep: the smallest reads at 2, 4, 8, ... below their full depth.
+  std::vector<unsigned> sweep;
+  for (unsigned q = 2; q < depth(sizes.front()); q *= 2) sweep.push_back(q);
+  unsigned points_left = 2 + 4 * static_cast<unsigned>(sizes.size()) +
+                         static_cast<unsigned>(sweep.size()) + (o.measure_flush ? 1 : 0) +
                          (o.measure_discard ? 1 : 0);
   const uint64_t soft_deadline = run->Now() + o.total_ns / 10 * 9;
   auto budget_end = [&](unsigned weight) {
@@ -538,6 +554,23 @@ Result<CostModel> Calibrate(Reactor* reactor, IoBackend* backend, const Calibrat
     }
   }
 
+  // The depth sweep (reads only: nothing to settle). rep.points[0] is the smallest read.
+  const CalibrationPoint& small = rep.points.front();
+  if (small.qd1_median_ns > 0) rep.depth_points.push_back({1, 1e9 / small.qd1_median_ns});
+  for (unsigned q : sweep) {
+    Phase d;
+    d.qd = q;
+    d.name = "read " + Bytes(small.bytes) + " QD" + std::to_string(q);
+    d.op = IoOp::kRead;
+    d.bytes = small.bytes;
+    d.end_ns = budget_end(1);
+    d.warmup = q;
+    d.min_issue = d.warmup + std::max<uint64_t>(q, kSaturatedIosMin);
+    if (Status s = run->Run(&d); !s.ok()) return finish(s);
+    rep.depth_points.push_back({q, d.Rate()});
+  }
+  rep.depth_points.push_back({small.queue_depth, small.saturated_iops});
+
   auto qd1_point = [&](Phase& ph, IoOp op, uint32_t bytes) -> Status {
     ph.op = op;
     ph.bytes = bytes;
@@ -571,6 +604,7 @@ Result<CostModel> Calibrate(Reactor* reactor, IoBackend* backend, const Calibrat
   if (!fitted.ok()) return fitted.status();
   CostModel m = std::move(fitted).value();
   m.source = std::string("calibrated ") + backend->name();
+  m.depth = SaturationDepthOf(rep.depth_points);
   for (CalibrationPoint& p : rep.points) {
     p.model_iops = m.CapacityIops(p.op, p.bytes);
     if (p.saturated_iops > 0)

@@ -5,7 +5,9 @@
 //   - the throughput at depth (queue_depth I/Os kept in flight; fewer for large sizes, see
 //     inflight_bytes_max): the slope of a least-squares line through the completions' times,
 //     after the first round of them;
-// then the flush latency (each flush after a 4 KiB write) and the discard latency at QD1. A flush
+// then the throughput of the smallest reads at depths 2, 4, 8, ... below their full depth (the
+// model's `depth`: the first that reaches 90% of the full depth's throughput), then the flush
+// latency (each flush after a 4 KiB write) and the discard latency at QD1. A flush
 // (not measured) follows every stretch of writes, so that each point starts with the device's
 // write cache empty.
 //
@@ -88,8 +90,17 @@ struct CalibrationPoint {
   double model_iops = 0;  // the fitted model's CapacityIops(op, bytes)
 };
 
+// Throughput of 4 KiB (the smallest size's) random reads at one queue depth.
+struct DepthPoint {
+  unsigned queue_depth = 0;
+  double iops = 0;
+};
+
 struct CalibrationReport {
   std::vector<CalibrationPoint> points;
+  // The smallest read size at QD1, 2, 4, ... up to its full depth (the last point): where the
+  // model's `depth` comes from (SaturationDepthOf).
+  std::vector<DepthPoint> depth_points;
   uint64_t working_set_bytes = 0;
   uint64_t elapsed_ns = 0;
   // max |model_iops / saturated_iops - 1| over the saturated points: how linear the device is.
@@ -102,6 +113,10 @@ struct CalibrationReport {
 // given, receives the measured points (also on most errors: what was measured so far).
 Result<CostModel> Calibrate(Reactor* reactor, IoBackend* backend, const CalibrateOptions& options,
                             CalibrationReport* report = nullptr);
+
+// The smallest measured depth whose throughput is at least 90% of the deepest point's; 0 with
+// fewer than two points or no throughput at the deepest.
+double SaturationDepthOf(const std::vector<DepthPoint>& points);
 
 // The fit alone, from measured points (see the top of this file): needs saturated read and
 // write throughput at two or more distinct sizes each and the QD1 latency of the smallest read.

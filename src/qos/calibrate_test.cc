@@ -228,6 +228,7 @@ TEST_F(CalibrateSim, RecoversTheSerialSimsModelInVirtualTime) {
   EXPECT_TRUE(m->Validate().ok());
   EXPECT_EQ(rep.points.size(), 8u);  // 2 ops x 3 sizes, flush, discard
   EXPECT_EQ(rep.working_set_bytes, 16u << 20);
+  EXPECT_EQ(m->depth, 1);  // one at a time: QD1 already takes all of it
   ExpectModelNear(*m, ForSim(so), rep, 0.02);
   EXPECT_LT(rep.max_capacity_error, 0.02);
   EXPECT_EQ(sim_->stats().errors, 0u);
@@ -248,6 +249,26 @@ TEST_F(CalibrateSim, RecoversParallelismInVirtualTime) {
   auto m = Calibrate(reactor_.get(), sim_.get(), VirtualCalibration(), &rep);  // QD 32 > 7.6
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   ExpectModelNear(*m, want, rep, 0.02);
+  // The depth sweep: QD1 .. 16 and the full 32. QD4 gives 4/7.6 of the capacity, QD8 all of it.
+  ASSERT_EQ(rep.depth_points.size(), 6u);
+  EXPECT_EQ(rep.depth_points.back().queue_depth, 32u);
+  EXPECT_NEAR(rep.depth_points[2].iops / rep.depth_points.back().iops, 4 / 7.58, 0.03);
+  EXPECT_EQ(m->depth, 8);
+  EXPECT_EQ(m->SaturationDepth(), 8);
+}
+
+TEST(SaturationDepthOf, TheFirstDepthWithNinetyPercent) {
+  EXPECT_EQ(SaturationDepthOf({}), 0);
+  EXPECT_EQ(SaturationDepthOf({{32, 1000}}), 0);         // one point: nothing to compare
+  EXPECT_EQ(SaturationDepthOf({{1, 100}, {32, 0}}), 0);  // no throughput at depth
+  // A virtual disk: latency grows with depth long before the throughput stops growing.
+  EXPECT_EQ(
+      SaturationDepthOf({{1, 22000}, {2, 36000}, {4, 51000}, {8, 69700}, {16, 84000}, {32, 91500}}),
+      16);
+  EXPECT_EQ(SaturationDepthOf({{1, 22000}, {16, 82000}, {32, 91500}}), 32);  // 89.6%
+  EXPECT_EQ(SaturationDepthOf({{1, 5000}, {2, 5000}, {32, 5000}}), 1);       // serial
+  // Order does not matter; a noisy shallow point above the deepest still counts.
+  EXPECT_EQ(SaturationDepthOf({{32, 1000}, {4, 1010}, {1, 100}}), 4);
 }
 
 // The same in real time: timers, waits, whatever else runs on the machine. Latencies then

@@ -117,6 +117,7 @@ Status CostModel::Validate() const {
   SPD_RETURN_IF_ERROR(CheckRange("flush_ns", flush_ns, kNsMin, kNsMax, "ns"));
   SPD_RETURN_IF_ERROR(CheckRange("discard_ns", discard_ns, kNsMin, kNsMax, "ns"));
   SPD_RETURN_IF_ERROR(CheckRange("parallelism", parallelism, 1, kParallelismMax, ""));
+  if (depth != 0) SPD_RETURN_IF_ERROR(CheckRange("depth", depth, 1, kParallelismMax, ""));
   return Status::Ok();
 }
 
@@ -127,6 +128,7 @@ std::string CostModel::ToJson() const {
   j["version"] = kVersion;
   j["source"] = source;
   j["parallelism"] = parallelism;
+  if (depth > 0) j["depth"] = depth;
   j["read"] = {{"base_ns", read.base_ns}, {"ns_per_byte", read.ns_per_byte}};
   j["write"] = {{"base_ns", write.base_ns}, {"ns_per_byte", write.ns_per_byte}};
   j["flush_ns"] = flush_ns;
@@ -149,15 +151,19 @@ Result<CostModel> CostModel::FromJson(std::string_view text) {
   if (version->get<int64_t>() != kVersion)
     return BadFile("version " + std::to_string(version->get<int64_t>()) +
                    " is not supported (this build reads version " + std::to_string(kVersion) + ")");
-  SPD_RETURN_IF_ERROR(OnlyKnownKeys(
-      j, {"format", "version", "source", "parallelism", "read", "write", "flush_ns", "discard_ns"},
-      ""));
+  SPD_RETURN_IF_ERROR(OnlyKnownKeys(j,
+                                    {"format", "version", "source", "parallelism", "depth", "read",
+                                     "write", "flush_ns", "discard_ns"},
+                                    ""));
   CostModel m;
   if (auto s = j.find("source"); s != j.end()) {
     if (!s->is_string()) return BadFile("field 'source' is not a string");
     m.source = s->get<std::string>();
   }
   SPD_ASSIGN_OR_RETURN(m.parallelism, NumberField(j, "parallelism", "parallelism"));
+  if (j.contains("depth")) {  // optional: files written before it was measured lack it
+    SPD_ASSIGN_OR_RETURN(m.depth, NumberField(j, "depth", "depth"));
+  }
   SPD_ASSIGN_OR_RETURN(m.read, OpField(j, "read"));
   SPD_ASSIGN_OR_RETURN(m.write, OpField(j, "write"));
   SPD_ASSIGN_OR_RETURN(m.flush_ns, NumberField(j, "flush_ns", "flush_ns"));

@@ -25,14 +25,16 @@
 // Stored with a pool as DATA_DIR/<pool>.cost.json (CostModelPath), a small versioned JSON file:
 //
 //   {"format": "spd-cost-model", "version": 1, "source": "calibrated uring",
-//    "parallelism": 4.8, "read": {"base_ns": 60000, "ns_per_byte": 10},
+//    "parallelism": 4.8, "depth": 16, "read": {"base_ns": 60000, "ns_per_byte": 10},
 //    "write": {"base_ns": 120000, "ns_per_byte": 12.5}, "flush_ns": 1000000,
 //    "discard_ns": 500000}
 //
-// "source" is optional free text (where the numbers came from); every other field is required,
-// and a field this version does not know is an error (a newer file bumps "version").
+// "source" is optional free text (where the numbers came from) and "depth" optional (a model
+// calibrated before it was measured, or one written by hand, lacks it); every other field is
+// required, and a field this version does not know is an error (a newer file bumps "version").
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -66,6 +68,11 @@ struct CostModel {
   double flush_ns = 0;
   double discard_ns = 0;  // also kWriteZeroes
   double parallelism = 1;
+  // The queue depth at which 4 KiB random reads reach 90% of their throughput at the
+  // calibration's full depth (calibrate.h), when measured; 0: not measured. A device whose
+  // latency grows with depth long before it saturates (a virtual disk, a network volume) needs
+  // far more requests in flight than `parallelism` to deliver its capacity.
+  double depth = 0;
   std::string source;  // free text: "default", "sim", "calibrated uring", ...
 
   // Device-ns charged for one I/O (at least 1). kWriteZeroes costs what kDiscard costs: on files
@@ -78,6 +85,10 @@ struct CostModel {
   double CapacityIops(IoOp op, uint32_t bytes) const {
     return parallelism * 1e9 / CostNs(op, bytes);
   }
+
+  // Requests (4 KiB reads) the device needs in flight to deliver its capacity: the measured
+  // depth, or the parallelism when that was not measured (or is larger).
+  double SaturationDepth() const { return std::max(parallelism, depth); }
 
   // OK, or InvalidArgument naming the first field that is not finite or out of its bounds.
   Status Validate() const;

@@ -190,7 +190,11 @@ class CostModelFile : public ::testing::Test {
     EXPECT_NE(msg.find(path_), std::string::npos) << msg;  // which file
     return msg;
   }
-  json Valid() { return json::parse(CostModel::Default().ToJson()); }
+  json Valid() {
+    CostModel m = CostModel::Default();
+    m.depth = 8;
+    return json::parse(m.ToJson());
+  }
 
   std::string dir_;
   std::string path_;
@@ -208,6 +212,7 @@ TEST_F(CostModelFile, SaveLoadRoundTripIsExact) {
   o.latency_base_ns = 1'000'000'001;
   CostModel m = ForSim(o);
   m.source = "calibrated uring \"quoted\" \xc3\xa9";
+  m.depth = 24;
   ASSERT_TRUE(m.Validate().ok()) << m.Validate().ToString();
   ASSERT_TRUE(m.Save(path_).ok());
   auto back = CostModel::Load(path_);
@@ -219,6 +224,7 @@ TEST_F(CostModelFile, SaveLoadRoundTripIsExact) {
   EXPECT_EQ(back->flush_ns, m.flush_ns);
   EXPECT_EQ(back->discard_ns, m.discard_ns);
   EXPECT_EQ(back->parallelism, m.parallelism);
+  EXPECT_EQ(back->depth, 24);
   EXPECT_EQ(back->source, m.source);
   EXPECT_NE(access((path_ + ".tmp").c_str(), F_OK), 0);  // the temporary is gone
 
@@ -229,6 +235,7 @@ TEST_F(CostModelFile, SaveLoadRoundTripIsExact) {
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(again->read.base_ns, d.read.base_ns);
   EXPECT_EQ(again->source, "default");
+  EXPECT_EQ(again->depth, 0);  // not written when not measured
 }
 
 TEST_F(CostModelFile, SaveRefusesAnInvalidModelAndKeepsTheOldFile) {
@@ -305,13 +312,25 @@ TEST_F(CostModelFile, EachMissingFieldIsNamed) {
       LoadFails(StatusCode::kDataLoss, std::string("missing field '") + op + "." + field + "'");
     }
   }
-  // "source" is optional.
+  // "source" and "depth" are optional.
   json j = Valid();
   j.erase("source");
+  j.erase("depth");
   Write(j.dump());
   auto r = CostModel::Load(path_);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->source, "");
+  EXPECT_EQ(r->depth, 0);
+  EXPECT_EQ(r->SaturationDepth(), r->parallelism);
+}
+
+TEST(CostModel, SaturationDepthIsTheMeasuredDepthOrTheParallelism) {
+  CostModel m = CostModel::Default();  // parallelism 5
+  EXPECT_EQ(m.SaturationDepth(), 5);
+  m.depth = 32;
+  EXPECT_EQ(m.SaturationDepth(), 32);
+  m.depth = 2;  // below the parallelism: the parallelism stands
+  EXPECT_EQ(m.SaturationDepth(), 5);
 }
 
 TEST_F(CostModelFile, MistypedAndUnknownFieldsAreNamed) {
@@ -350,6 +369,14 @@ TEST_F(CostModelFile, AbsurdNumbersAreRefusedByName) {
   j["discard_ns"] = 1e15;
   Write(j.dump());
   LoadFails(StatusCode::kInvalidArgument, "discard_ns = 1000000000000000 is outside");
+  j = Valid();
+  j["depth"] = 0.5;
+  Write(j.dump());
+  LoadFails(StatusCode::kInvalidArgument, "depth = 0.5");
+  j = Valid();
+  j["depth"] = "16";
+  Write(j.dump());
+  LoadFails(StatusCode::kDataLoss, "'depth' is not a number");
 }
 
 }  // namespace

@@ -558,7 +558,7 @@ void QosScheduler::PostRefresh() {
 }
 
 uint64_t QosScheduler::BudgetOf(const CostModel& c, double factor) {
-  const double b = factor * c.parallelism * static_cast<double>(c.Cost(IoOp::kRead, 4096));
+  const double b = factor * c.SaturationDepth() * static_cast<double>(c.Cost(IoOp::kRead, 4096));
   return std::max<uint64_t>(1, static_cast<uint64_t>(b));
 }
 

@@ -94,9 +94,10 @@ class QosScheduler final : public IoScheduler {
   struct Options {
     CostModel cost = CostModel::Default();
     // Device time (ns, as the cost model counts it) a shard keeps outstanding at once:
-    // budget_factor * parallelism * the cost of a 4 KiB read. About budget_factor 4 KiB reads
-    // in flight per unit of the device's parallelism: enough to keep it busy, few enough that
-    // a request the scheduler puts first waits behind little.
+    // budget_factor * cost.SaturationDepth() * the cost of a 4 KiB read. About budget_factor
+    // times the 4 KiB reads the device needs in flight to deliver its capacity (its measured
+    // depth, else its parallelism): enough to keep it busy, few enough that a request the
+    // scheduler puts first waits behind little.
     double budget_factor = 2.0;
     // The budget adapts (qos_controller.cc): while requests wait for it and a larger one
     // yields 5% more completed device time, it grows by 25% a step, up to budget_max_factor
