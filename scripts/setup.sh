@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs every build and test dependency of SP Driver 2.0 from Debian packages.
 # Idempotent: packages already present are skipped by apt-get. Run as root on Debian 12.
-#   scripts/setup.sh           build, test and benchmark dependencies
-#   scripts/setup.sh --bench   also the diagnosis tools bench/ uses (bpftrace for runq_wait.bt)
+#   scripts/setup.sh    build, test and benchmark dependencies (bpftrace, promtool included)
 set -euo pipefail
 
 pkgs=(
@@ -17,8 +16,8 @@ pkgs=(
   libfuse3-dev fuse3
   libgnutls28-dev gnutls-bin
   iproute2 procps curl
+  systemtap-sdt-dev bpftrace prometheus
 )
-if [ "${1:-}" = "--bench" ]; then pkgs+=(bpftrace); fi
 
 missing=()
 for p in "${pkgs[@]}"; do

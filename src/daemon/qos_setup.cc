@@ -33,11 +33,13 @@ Result<std::unique_ptr<qos::QosScheduler>> MakeQosScheduler(
   auto s = std::make_unique<qos::QosScheduler>(std::move(reactors), std::move(qo));
   SPD_LOG_INFO(
       "qos: on, cost model '%s' (4 KiB read %llu ns, parallelism %.1f, depth %.1f), %llu ns of "
-      "device time outstanding per reactor",
+      "device time outstanding per reactor (%llu ns while no volume there has an intent that "
+      "needs requests held)",
       s->cost_model().source.c_str(),
       static_cast<unsigned long long>(s->cost_model().Cost(IoOp::kRead, 4096)),
       s->cost_model().parallelism, s->cost_model().SaturationDepth(),
-      static_cast<unsigned long long>(s->budget_ns()));
+      static_cast<unsigned long long>(s->budget_ns()),
+      static_cast<unsigned long long>(s->deep_budget_ns()));
   return s;
 }
 

@@ -50,8 +50,31 @@ constexpr uint32_t kBudgetTicks = 2;
 constexpr uint32_t kBudgetHoldTicks = 10;
 // A target is judged in a tick only from this many requests.
 constexpr uint64_t kTickOpsMin = 10;
+Gauge deep_gauge("spd_qos_deep_shards",
+                 "Reactors whose volumes lately have no intent that needs requests held back "
+                 "(reservation, weight or priority other than the default, latency target): "
+                 "they keep the device at its calibrated depth, as FIFO would.");
+
+// A share the scheduler can give only by holding requests back while others wait. A limit is
+// not one: pacing holds it at any budget.
+bool Holds(const FlowPolicy& p) {
+  return !p.reservation.empty() || p.weight != FlowPolicy{}.weight ||
+         p.priority != Priority::kStandard;
+}
 
 }  // namespace
+
+void QosScheduler::Shard::SetDeep(bool d) {
+  if (d == deep) return;
+  deep = d;
+  deep_gauge.Add(d ? 1 : -1);
+  // Another base: the adaptive budget starts over from it.
+  budget_scale = 1.0;
+  base_rate = 0;
+  probe_ticks = 0;
+  meas_done_ns = meas_elapsed_ns = 0;
+  SetBudgetBase(BaseBudget() / share_of);
+}
 
 void QosScheduler::Shard::ArmTick(uint64_t now) {
   last_tick_ns = now;  // after an idle spell too: a tick covers only time with requests
@@ -137,7 +160,7 @@ void QosScheduler::Shard::ShareBudget(bool active) {
   const unsigned n = std::max(1, std::popcount(mask));
   if (n == share_of) return;
   share_of = n;
-  SetBudgetBase(model_budget_ns / n);
+  SetBudgetBase(BaseBudget() / n);
 }
 
 void QosScheduler::Shard::SetLooseCap(uint64_t cap_ns) {
@@ -157,8 +180,14 @@ void QosScheduler::Shard::Tick(uint64_t now) {
   bool latency_active = false;
   bool reserve_short = false;
   const double secs = static_cast<double>(elapsed) / 1e9;
+  bool holds = false;  // a volume with requests has an intent that needs held requests
   for (auto& sv : volumes) {
     active = active || sv->tick_ops > 0;
+    if (sv->tick_ops > 0 && !holds) {
+      holds = Holds(sv->intent.flow) || !sv->intent.latency.empty();
+      auto t = tenants.find(sv->tenant);
+      if (!holds && t != tenants.end()) holds = Holds(engine.policy(t->second.flow));
+    }
     const Rate& r = sv->intent.flow.reservation;
     if (r.iops && sv->tick_ops > 0 &&
         static_cast<double>(sv->tick_ops) < 0.95 * static_cast<double>(r.iops) * secs) {
@@ -221,6 +250,7 @@ void QosScheduler::Shard::Tick(uint64_t now) {
     }
   }
   ShareBudget(active);
+  if (active) SetDeep(!holds);
   AdaptBudget(elapsed, reserve_short);
   Pump(now);
   Sweep();

@@ -142,11 +142,20 @@ struct QosScheduler::Shard {
   // The scheduler's budget (QosScheduler::budget_ns_), shared by the shards active lately: each
   // keeps model_budget_ns / share_of as its base (qos_controller.cc, ShareBudget).
   uint64_t model_budget_ns = 0;
+  // The same for a device at its calibrated depth (QosScheduler::deep_budget_ns_): the base
+  // while `deep`, that is while no volume with requests here lately has an intent that only
+  // held requests can give (Holds, qos_controller.cc), so that a scheduler with nothing to
+  // order keeps the device as busy as FIFO would.
+  uint64_t deep_budget_ns = 0;
+  bool deep = false;
   unsigned share_of = 1;
-  void SetModelBudget(uint64_t b) {
-    model_budget_ns = b;
-    SetBudgetBase(b / share_of);
+  uint64_t BaseBudget() const { return deep ? deep_budget_ns : model_budget_ns; }
+  void SetModelBudget(uint64_t ordered, uint64_t deep_b) {
+    model_budget_ns = ordered;
+    deep_budget_ns = deep_b;
+    SetBudgetBase(BaseBudget() / share_of);
   }
+  void SetDeep(bool d);
   void ShareBudget(bool active);
   void AdaptBudget(uint64_t elapsed_ns, bool reserve_short);
   uint64_t cost_version = 0;

@@ -401,6 +401,35 @@ TEST_F(QosAdaptiveBudgetTest, AnUnderratedDeviceGetsTheDepthItNeeds) {
               static_cast<unsigned long>(CounterValue("spd_qos_budget_steps_total") - steps0));
 }
 
+// A model that claims 1 unit but was calibrated to need 8 in flight (depth 8): with no intent
+// to order, the reactor keeps the device at that depth, as FIFO would; a weight (which only
+// held requests can give) brings the parallelism's budget back. No adaptation here.
+TEST_F(QosAdaptiveBudgetTest, NothingToOrderKeepsTheDeviceAtItsDepth) {
+  QosScheduler::Options o;
+  o.budget_max_factor = o.budget_factor;
+  Start(o);
+  SimOptions underrated = bo_.sim;
+  underrated.units = 1;
+  CostModel m = ForSim(underrated);
+  m.depth = 8;
+  sched_->SetCostModel(m);
+  EXPECT_EQ(sched_->deep_budget_ns(), 8 * sched_->budget_ns());
+  const uint64_t fixed_max = kDeviceIops / 8 * 2;  // 2 outstanding, 4 ms each
+  AddClient("v", 32);
+  Run(300'000'000);  // a tick or more
+  std::vector<uint64_t> n = Run(1'000'000'000);
+  EXPECT_EQ(GaugeValue("spd_qos_deep_shards"), 1);
+  EXPECT_GT(n[0], fixed_max * 6 / 5) << "the parallelism's budget allows at most " << fixed_max;
+
+  sched_->SetVolumeIntent("v", "", Intent(0, 0, 200));
+  Run(300'000'000);
+  n = Run(1'000'000'000);
+  EXPECT_EQ(GaugeValue("spd_qos_deep_shards"), 0);
+  EXPECT_LE(n[0], fixed_max * 11 / 10) << "a weight to give, yet the device kept deep";
+  std::printf("depth budget: %lu reads in 1 s with a weight set (at most %lu)\n",
+              static_cast<unsigned long>(n[0]), static_cast<unsigned long>(fixed_max));
+}
+
 // Background I/O through the scheduler: the chunks of a trimmed volume are punched in the
 // background class, which beside a saturating volume gets its reservation (5 a second) and not
 // more, and everything once the volume stops.

@@ -66,7 +66,8 @@ const char* IntentStateName(IntentState s) {
 QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
     : options_(std::move(options)), reactors_(std::move(reactors)) {
   SPD_ASSERT(!reactors_.empty() && reactors_.size() <= kShardsMax);
-  budget_ns_ = BudgetOf(options_.cost, options_.budget_factor);
+  budget_ns_ = BudgetOf(options_.cost, options_.budget_factor, false);
+  deep_budget_ns_ = BudgetOf(options_.cost, options_.budget_factor, true);
   for (unsigned i = 0; i < reactors_.size(); ++i) {
     auto sh = std::make_unique<Shard>(
         Engine::Options{.max_lag_ns = 10'000'000, .limit_burst_ns = options_.limit_burst_ns});
@@ -78,7 +79,7 @@ QosScheduler::QosScheduler(std::vector<Reactor*> reactors, Options options)
     sh->refresh.shard = sh.get();
     sh->refresh.fn = &Shard::OnRefresh;
     sh->cost = options_.cost;
-    sh->SetModelBudget(budget_ns_);
+    sh->SetModelBudget(budget_ns_, deep_budget_ns_);
     sh->cost_version = cost_version_.load();
     sh->tick.shard = sh.get();
     sh->tick.fn = &Shard::OnTick;
@@ -96,6 +97,7 @@ QosScheduler::~QosScheduler() {
     if (sh->timer.heap_index != SIZE_MAX) sh->reactor->CancelTimer(&sh->timer);
     if (sh->tick.heap_index != SIZE_MAX) sh->reactor->CancelTimer(&sh->tick);
     sh->SetLooseCap(0);
+    sh->SetDeep(false);  // out of the gauge
     sh->budget_scale = 0;
     sh->SetBudgetBase(0);  // out of the gauge
   }
@@ -557,8 +559,9 @@ void QosScheduler::PostRefresh() {
   }
 }
 
-uint64_t QosScheduler::BudgetOf(const CostModel& c, double factor) {
-  const double b = factor * c.SaturationDepth() * static_cast<double>(c.Cost(IoOp::kRead, 4096));
+uint64_t QosScheduler::BudgetOf(const CostModel& c, double factor, bool deep) {
+  const double depth = deep ? c.SaturationDepth() : c.parallelism;
+  const double b = factor * depth * static_cast<double>(c.Cost(IoOp::kRead, 4096));
   return std::max<uint64_t>(1, static_cast<uint64_t>(b));
 }
 
@@ -572,11 +575,17 @@ uint64_t QosScheduler::budget_ns() const {
   return budget_ns_;
 }
 
+uint64_t QosScheduler::deep_budget_ns() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return deep_budget_ns_;
+}
+
 void QosScheduler::SetCostModel(const CostModel& model) {
   {
     std::lock_guard<std::mutex> l(mu_);
     options_.cost = model;
-    budget_ns_ = BudgetOf(model, options_.budget_factor);
+    budget_ns_ = BudgetOf(model, options_.budget_factor, false);
+    deep_budget_ns_ = BudgetOf(model, options_.budget_factor, true);
     cost_version_.fetch_add(1, std::memory_order_acq_rel);
   }
   PostRefresh();
@@ -589,7 +598,7 @@ void QosScheduler::Shard::OnRefresh(Task* t) {
       v != sh->cost_version) {
     std::lock_guard<std::mutex> l(sh->s->mu_);
     sh->cost = sh->s->options_.cost;
-    sh->SetModelBudget(sh->s->budget_ns_);
+    sh->SetModelBudget(sh->s->budget_ns_, sh->s->deep_budget_ns_);
     sh->cost_version = v;
   }
   for (auto& sv : sh->volumes)

@@ -94,10 +94,13 @@ class QosScheduler final : public IoScheduler {
   struct Options {
     CostModel cost = CostModel::Default();
     // Device time (ns, as the cost model counts it) a shard keeps outstanding at once:
-    // budget_factor * cost.SaturationDepth() * the cost of a 4 KiB read. About budget_factor
-    // times the 4 KiB reads the device needs in flight to deliver its capacity (its measured
-    // depth, else its parallelism): enough to keep it busy, few enough that a request the
-    // scheduler puts first waits behind little.
+    // budget_factor * parallelism * the cost of a 4 KiB read: about budget_factor 4 KiB reads in
+    // flight per unit of the device's parallelism, enough to keep it busy, few enough that a
+    // request the scheduler puts first waits behind little. While no volume with requests on a
+    // reactor has an intent that needs requests held back (a reservation, a weight or priority
+    // other than the default, a latency target: qos_controller.cc), the reactor uses
+    // cost.SaturationDepth() instead of parallelism: a device that needs depth to deliver its
+    // capacity (a virtual disk) then gets it, as with FIFO.
     double budget_factor = 2.0;
     // The budget adapts (qos_controller.cc): while requests wait for it and a larger one
     // yields 5% more completed device time, it grows by 25% a step, up to budget_max_factor
@@ -163,6 +166,7 @@ class QosScheduler final : public IoScheduler {
 
   CostModel cost_model() const;
   uint64_t budget_ns() const;
+  uint64_t deep_budget_ns() const;  // the same while nothing needs ordering (BudgetOf, deep)
   // Replaces the cost model (a calibration's), live: every shard takes it at once (a posted
   // task) and recomputes its device budget.
   void SetCostModel(const CostModel& model);
@@ -188,10 +192,12 @@ class QosScheduler final : public IoScheduler {
   spd::Status Admit(const std::string& field, const std::string* volume, const std::string* tenant,
                     const Rate& want, double fraction) const;
 
-  static uint64_t BudgetOf(const CostModel& c, double factor);
+  // factor * (deep ? c.SaturationDepth() : c.parallelism) * the cost of a 4 KiB read.
+  static uint64_t BudgetOf(const CostModel& c, double factor, bool deep);
 
-  Options options_;     // .cost guarded by mu_ (each shard has its copy)
-  uint64_t budget_ns_;  // guarded by mu_
+  Options options_;          // .cost guarded by mu_ (each shard has its copy)
+  uint64_t budget_ns_;       // guarded by mu_
+  uint64_t deep_budget_ns_;  // guarded by mu_: the same at the model's SaturationDepth
   std::atomic<uint64_t> cost_version_{1};
   // The latency controller's signal across shards: the tightest bound missed, and when.
   std::atomic<uint64_t> miss_at_ns_{0};
