@@ -1,6 +1,7 @@
 #include "common/counters.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
@@ -38,6 +39,38 @@ MetricsCollector::~MetricsCollector() {
   std::lock_guard<std::mutex> lock(CollectorsMu());
   auto& c = Collectors();
   c.erase(std::remove(c.begin(), c.end(), this), c.end());
+}
+
+void PromHeader(std::string* out, std::string_view name, std::string_view help,
+                std::string_view type) {
+  *out += "# HELP ";
+  *out += name;
+  *out += ' ';
+  *out += help;
+  *out += "\n# TYPE ";
+  *out += name;
+  *out += ' ';
+  *out += type;
+  *out += '\n';
+}
+
+void PromSample(std::string* out, std::string_view name, std::string_view labels, double v) {
+  char num[40];
+  // Counts print whole (exact to 2^53); fractions (seconds) with 9 significant digits.
+  if (v == std::floor(v) && std::fabs(v) < 9e18) {
+    std::snprintf(num, sizeof num, "%.0f", v);
+  } else {
+    std::snprintf(num, sizeof num, "%.9g", v);
+  }
+  *out += name;
+  if (!labels.empty()) {
+    *out += '{';
+    *out += labels;
+    *out += '}';
+  }
+  *out += ' ';
+  *out += num;
+  *out += '\n';
 }
 
 std::string PromLabel(std::string_view v) {
@@ -132,9 +165,15 @@ std::string RenderCountersPrometheus() {
     out += "\n# TYPE ";
     out += c->name();
     out += c->gauge() ? " gauge\n" : " counter\n";
+    // A gauge's value is signed (Gauge::Add takes negative steps).
+    if (c->per_unit() != 1) {
+      const double v = c->gauge() ? static_cast<double>(static_cast<int64_t>(c->value()))
+                                  : static_cast<double>(c->value());
+      PromSample(&out, c->name(), "", v / static_cast<double>(c->per_unit()));
+      continue;
+    }
     out += c->name();
     out += ' ';
-    // A gauge's value is signed (Gauge::Add takes negative steps).
     out +=
         c->gauge() ? std::to_string(static_cast<int64_t>(c->value())) : std::to_string(c->value());
     out += '\n';

@@ -14,13 +14,25 @@
 
 namespace spd {
 
+// How many stored units make one exported unit: a counter kept in µs and exported in seconds
+// (Prometheus' base unit) is declared with kMicros.
+struct PerUnit {
+  uint64_t n;
+};
+inline constexpr PerUnit kMicros{1'000'000};
+
 class Counter {
  public:
   // `name` follows Prometheus naming (spd_<box>_<what>_total). `help` is one line.
   // Counters are created once at static-init or start-up time and live forever.
   Counter(const char* name, const char* help) : Counter(name, help, false) {}
+  // Kept in 1/per_unit of the exported unit (MicrosCounter: µs, exported in seconds).
+  Counter(const char* name, const char* help, PerUnit per_unit) : Counter(name, help, false) {
+    per_unit_ = per_unit.n;
+  }
   void Add(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
   bool gauge() const { return gauge_; }
+  uint64_t per_unit() const { return per_unit_; }
   uint64_t value() const { return value_.load(std::memory_order_relaxed); }
   const char* name() const { return name_; }
   const char* help() const { return help_; }
@@ -28,6 +40,7 @@ class Counter {
  protected:
   Counter(const char* name, const char* help, bool gauge);
   void Store(uint64_t v) { value_.store(v, std::memory_order_relaxed); }
+  uint64_t per_unit_ = 1;  // exported as value / per_unit_ (CounterValue reads it raw)
 
  private:
   const char* name_;
@@ -42,6 +55,9 @@ class Counter {
 class Gauge : public Counter {
  public:
   Gauge(const char* name, const char* help) : Counter(name, help, true) {}
+  Gauge(const char* name, const char* help, PerUnit per_unit) : Counter(name, help, true) {
+    per_unit_ = per_unit.n;
+  }
   void Set(uint64_t v) { Store(v); }
   // Signed: wraps through the unsigned store, so a matched +n/-n always returns to where it was.
   void Add(int64_t n) { Counter::Add(static_cast<uint64_t>(n)); }
@@ -97,6 +113,12 @@ class MetricsCollector {
 
 // `v` as a Prometheus label value, quoted: backslash, double quote and newline escaped.
 std::string PromLabel(std::string_view v);
+// For collectors: a family's "# HELP" and "# TYPE" lines (type "counter", "gauge",
+// "histogram"), and one sample `name{labels} value` (labels already rendered, may be empty;
+// whole values print as integers, others with 9 significant digits).
+void PromHeader(std::string* out, std::string_view name, std::string_view help,
+                std::string_view type);
+void PromSample(std::string* out, std::string_view name, std::string_view labels, double v);
 
 // All counters as (name, value), for tests and the metrics endpoint.
 std::vector<std::pair<std::string, uint64_t>> SnapshotCounters();

@@ -56,3 +56,33 @@ TEST(MetricsCollector, AppendsWhileItLivesAndEscapesLabels) {
 
 }  // namespace
 }  // namespace spd
+
+namespace spd {
+namespace {
+
+Counter micros_test_total("spd_test_micros_seconds_total", "test", kMicros);
+Gauge micros_test_gauge("spd_test_micros_gauge_seconds", "test", kMicros);
+
+TEST(Counter, KeptInMicrosecondsExportedInSeconds) {
+  micros_test_total.Add(2'500'000);
+  micros_test_gauge.Set(1500);
+  micros_test_gauge.Add(-3000);
+  const std::string text = RenderCountersPrometheus();
+  EXPECT_NE(text.find("\nspd_test_micros_seconds_total 2.5\n"), std::string::npos);
+  EXPECT_NE(text.find("\nspd_test_micros_gauge_seconds -0.0015\n"), std::string::npos);
+  EXPECT_EQ(CounterValue("spd_test_micros_seconds_total"), 2'500'000u);  // raw
+}
+
+TEST(PromSample, WholeValuesPrintWholeFractionsWithNineDigits) {
+  std::string out;
+  PromSample(&out, "a", "", 12345678901234.0);
+  PromSample(&out, "b", "x=\"1\"", 0.000123456789123);
+  PromSample(&out, "c", "", 0);
+  EXPECT_EQ(out, "a 12345678901234\nb{x=\"1\"} 0.000123456789\nc 0\n");
+  std::string h;
+  PromHeader(&h, "n", "Help text.", "counter");
+  EXPECT_EQ(h, "# HELP n Help text.\n# TYPE n counter\n");
+}
+
+}  // namespace
+}  // namespace spd

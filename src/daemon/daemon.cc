@@ -23,6 +23,7 @@
 #include "volume/pool.h"
 #include "volume/pool_format.h"
 #include "volume/volume_manager.h"
+#include "volume/volume_metrics.h"
 
 namespace spd {
 namespace {
@@ -326,6 +327,7 @@ int RunDaemon(const DaemonOptions& o) {
   no.tls_unix = o.nbd_tls_unix;
   no.tls_files = {o.nbd_tls_psk, o.nbd_tls_cert, o.nbd_tls_key, o.nbd_tls_ca};
   no.allow_insecure_tcp = o.nbd_insecure;
+  no.volume_stats = o.volume_metrics;
   // Authorization by TLS identity (nbd_handshake.h: it filters NBD_OPT_LIST and refuses the
   // others' volumes at INFO/GO/EXPORT_NAME). A PSK identity, or with --nbd-tls-ca the Common
   // Name of an x509 client's certificate, is a tenant: it sees the volumes whose policy names
@@ -406,6 +408,11 @@ int RunDaemon(const DaemonOptions& o) {
   }
 
   MetricsServer metrics(reactor.get());
+  // Per-volume figures (spd_volume_*), the tenant label from the control plane once it runs.
+  VolumeMetrics volume_metrics(&volumes, [tenancy](const std::string& volume) {
+    ControlServer* c = tenancy->load(std::memory_order_acquire);
+    return c != nullptr ? c->VolumeTenant(volume) : std::string();
+  });
   if (o.metrics_listen != "off") {
     std::string host;
     uint16_t port = 0;

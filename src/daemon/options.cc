@@ -372,6 +372,12 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_option("--metrics-listen", o.metrics_listen,
                  "Prometheus endpoint HOST:PORT serving GET /metrics (off to disable)")
       ->capture_default_str();
+  app.add_option("--volume-metrics", o.volume_metrics,
+                 "Count every request per volume (spd_volume_* metrics: requests, bytes, errors "
+                 "and latency histograms by operation, requests in flight, time held by the "
+                 "scheduler). Off: the spd_volume_* request families stay empty; for A/B "
+                 "measurements of their cost (docs/observability.md)")
+      ->capture_default_str();
   app.add_option("--log-level", o.log_level, "debug, info, warn or error")->capture_default_str();
   app.add_flag("--quiet", o.quiet, "Do not print the how-to-connect lines");
 

@@ -68,6 +68,7 @@ struct DaemonOptions {
   std::vector<std::string> nbd_tls_admin_identities;  // PSK identities that see every volume
   bool nbd_insecure = false;
   std::string metrics_listen = "127.0.0.1:9465";  // "off" disables
+  bool volume_metrics = true;                     // NbdServerOptions::volume_stats
   std::string control_socket;                     // default DATA_DIR/control.sock; "off" disables
   uint32_t control_socket_mode = 0600;            // --control-socket-mode (octal)
   int control_socket_gid = -1;                    // --control-socket-group, -1: the daemon's group

@@ -67,6 +67,7 @@ std::unique_ptr<DispatchPort> Dispatcher::OpenPort(Reactor* reactor) {
 void Dispatcher::Submit(DispatchPort* port, IoRequest* req) {
   req->port = port;
   req->result = 0;
+  req->queue_ns = 0;
   req->extents_valid = false;
   req->stamp_stages = options_.stamp_stages;
   req->Stamp(Stage::kQueued);

@@ -132,6 +132,7 @@ struct IoRequest {
     bool loose;                // counted against the shard's loose cap while outstanding
   } qos_item;                  // the engine's hook: cost and bytes
   uint64_t qos_submit_ns = 0;  // when the scheduler took it
+  uint64_t queue_ns = 0;       // how long the scheduler held it (0 without one)
   void* qos_volume = nullptr;  // its per-reactor state of the volume; null: not scheduled
 
   // ---- dispatcher-private ---------------------------------------------------------------

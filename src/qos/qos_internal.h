@@ -138,7 +138,7 @@ struct QosScheduler::Shard {
   uint64_t meas_elapsed_ns = 0;
   uint64_t tick_done_ns = 0;          // device time (cost) completed this tick
   bool budget_bound = false;          // this tick, requests waited for the budget
-  void SetBudgetBase(uint64_t base);  // and budget_ns (spd_qos_device_budget_microseconds)
+  void SetBudgetBase(uint64_t base);  // and budget_ns (spd_qos_device_budget_seconds)
   // The scheduler's budget (QosScheduler::budget_ns_), shared by the shards active lately: each
   // keeps model_budget_ns / share_of as its base (qos_controller.cc, ShareBudget).
   uint64_t model_budget_ns = 0;

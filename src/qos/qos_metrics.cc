@@ -29,25 +29,10 @@ constexpr Family kQueue{"spd_qos_volume_queue_seconds_mean",
                         "Mean time a volume's requests were held in the scheduler in its last "
                         "window."};
 
-void Header(std::string* out, const Family& f) {
-  *out += "# HELP ";
-  *out += f.name;
-  *out += ' ';
-  *out += f.help;
-  *out += "\n# TYPE ";
-  *out += f.name;
-  *out += " gauge\n";
-}
+void Header(std::string* out, const Family& f) { PromHeader(out, f.name, f.help, "gauge"); }
 
 void Sample(std::string* out, const Family& f, const std::string& labels, double v) {
-  char num[40];
-  std::snprintf(num, sizeof num, "%.9g", v);
-  *out += f.name;
-  *out += '{';
-  *out += labels;
-  *out += "} ";
-  *out += num;
-  *out += '\n';
+  PromSample(out, f.name, labels, v);
 }
 
 }  // namespace

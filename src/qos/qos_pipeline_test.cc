@@ -477,12 +477,12 @@ TEST_F(QosPipelineTest, ReactorsWithRequestsShareTheDeviceBudget) {
   o.budget_max_factor = o.budget_factor;  // no adaptation: the base alone
   Start(o);
   const auto whole_us = static_cast<int64_t>(sched_->budget_ns() / 1000);
-  const int64_t before = GaugeValue("spd_qos_device_budget_microseconds");
+  const int64_t before = GaugeValue("spd_qos_device_budget_seconds");
   EXPECT_NEAR(before, 2 * whole_us, 2) << "two shards, each the whole budget before any tick";
   AddClient("a", 8);
   AddClient("b", 8, /*on_other=*/true);
   Run(500'000'000);
-  EXPECT_NEAR(GaugeValue("spd_qos_device_budget_microseconds"), whole_us, 2);
+  EXPECT_NEAR(GaugeValue("spd_qos_device_budget_seconds"), whole_us, 2);
 }
 
 }  // namespace

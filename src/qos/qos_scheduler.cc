@@ -31,9 +31,10 @@ Counter parked_held_total("spd_qos_latency_parked_total",
                           "Requests of volumes with a looser latency target (or none) the "
                           "latency controller held back, so that a tighter volume's requests "
                           "find the device free.");
-Gauge budget_gauge("spd_qos_device_budget_microseconds",
+Gauge budget_gauge("spd_qos_device_budget_seconds",
                    "Device time (by the cost model) the QoS scheduler lets be outstanding now, "
-                   "summed over reactors: the adaptive budget.");
+                   "summed over reactors: the adaptive budget.",
+                   kMicros);
 Counter violations_total("spd_qos_intent_violations_total",
                          "Volumes whose status turned violated (one per turn).");
 
@@ -341,7 +342,8 @@ void QosScheduler::Shard::Release(IoRequest* r, uint64_t now) {
   auto* sv = static_cast<ShardVolume*>(r->qos_volume);
   outstanding_ns += it->cost_ns;
   if (r->qos_item.loose) loose_out_ns += it->cost_ns;
-  sv->cur.queue_ns += now - r->qos_submit_ns;
+  r->queue_ns = now - r->qos_submit_ns;
+  sv->cur.queue_ns += r->queue_ns;
   const bool by_reservation = it->phase() == Phase::kReservation;
   (by_reservation ? released_reservation_total : released_weight_total).Add();
   if (sv->shared) {

@@ -25,8 +25,9 @@ Counter polls_total("spd_reactor_polls_total",
 Counter poll_hits_total("spd_reactor_poll_hits_total",
                         "Adaptive polls that found work before their window ended (a sleep and "
                         "wake-up saved).");
-Counter poll_us_total("spd_reactor_poll_microseconds_total",
-                      "Time reactors spent in adaptive polls (CPU spent so as not to sleep).");
+Counter poll_us_total("spd_reactor_poll_seconds_total",
+                      "Time reactors spent in adaptive polls (CPU spent so as not to sleep).",
+                      kMicros);
 
 constexpr uint32_t kReadableMask = POLLIN | POLLRDHUP | POLLHUP | POLLERR;
 // Marks the user_data of SQEs whose completion nobody waits for (cancellations).

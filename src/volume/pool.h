@@ -32,6 +32,7 @@
 #include "io/io_backend.h"
 #include "journal/group_commit.h"
 #include "reactor/reactor.h"
+#include "volume/volume_stats.h"
 
 namespace spd {
 
@@ -212,6 +213,10 @@ class Volume {
   // The QoS scheduler's state of this volume (qos/qos_scheduler.cc), made at its first
   // request; opaque here. Any thread.
   std::atomic<void*> qos_state{nullptr};
+
+  // What its clients' requests did, for the metrics endpoint (volume_stats.h). Frontends record
+  // into slots of their own; any thread.
+  VolumeIoStats io_stats;
 
  private:
   friend class Pool;

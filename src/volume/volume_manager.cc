@@ -109,6 +109,15 @@ std::shared_ptr<VolumeHandle> VolumeManager::Find(const std::string& name) const
   return it == handles_.end() ? nullptr : it->second;
 }
 
+std::vector<std::pair<std::string, Volume*>> VolumeManager::Volumes() const {
+  std::vector<std::pair<std::string, Volume*>> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  out.reserve(handles_.size());
+  for (const auto& [name, h] : handles_)
+    if (Volume* v = h->volume()) out.emplace_back(name, v);
+  return out;
+}
+
 std::vector<VolumeInfo> VolumeManager::List() const {
   std::vector<VolumeInfo> out;
   {

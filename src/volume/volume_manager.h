@@ -128,6 +128,9 @@ class VolumeManager {
   std::shared_ptr<VolumeHandle> Find(const std::string& name) const;
   // Any thread. Snapshots (VolumeHandle::info), ordered by volume id.
   std::vector<VolumeInfo> List() const;
+  // Any thread. Every volume's name and object (valid while the pool lives: deleted volumes
+  // stay as tombstones), in name order.
+  std::vector<std::pair<std::string, Volume*>> Volumes() const;
 
   // REQUIRES: on the pool's reactor thread (or before it runs); `l` stays alive until it is
   // removed or the manager goes.

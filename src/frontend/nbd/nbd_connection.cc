@@ -18,6 +18,24 @@
 namespace spd {
 namespace {
 
+IoClass ClassOf(uint16_t type) {
+  switch (type) {
+    case nbd::kCmdRead:
+      return IoClass::kRead;
+    case nbd::kCmdWrite:
+      return IoClass::kWrite;
+    case nbd::kCmdFlush:
+      return IoClass::kFlush;
+    case nbd::kCmdTrim:
+    case nbd::kCmdWriteZeroes:
+      return IoClass::kDiscard;
+    case nbd::kCmdBlockStatus:
+      return IoClass::kBlockStatus;
+    default:
+      return IoClass::kOther;
+  }
+}
+
 Counter requests_total("spd_nbd_requests_total", "NBD requests received.");
 Counter request_errors_total("spd_nbd_request_errors_total",
                              "NBD requests answered with an error.");
@@ -106,6 +124,7 @@ NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::s
 }
 
 NbdConnection::~NbdConnection() {
+  if (stats_) volume_->io_stats.Detach(stats_);  // volumes outlive connections (tombstones)
   if (handle_) handle_->RemoveUser();
   reactor_->CancelTimer(&timer_);
   reactor_->CancelTimer(&stall_timer_);
@@ -438,6 +457,7 @@ bool NbdConnection::ProcessHandshake() {
         BeginClose("the volume was deleted during negotiation");
         return false;
       }
+      if (server_->options_.volume_stats) stats_ = volume_->io_stats.Attach();
       SPD_LOG_DEBUG("nbd %s: export '%s' structured=%d", peer_.c_str(), export_->name.c_str(),
                     handshake_->structured_replies());
       LeaveNegotiation();
@@ -645,6 +665,13 @@ void NbdConnection::QueueReply(NbdSlot* s) {
   if (s->reply_error != 0) request_errors_total.Add();
   const uint64_t now = MonotonicNs();
   request_duration.Observe(now - s->t0_ns);
+  if (stats_) {
+    const IoClass c = ClassOf(s->req.type);
+    const bool data = c == IoClass::kRead || c == IoClass::kWrite;
+    // NBD's error values are Linux errno values.
+    VolumeIoStats::Record(stats_, true, c, data && s->reply_error == 0 ? s->req.length : 0,
+                          -static_cast<int32_t>(s->reply_error), now - s->t0_ns, s->io.queue_ns);
+  }
   s->io.stage_ns[static_cast<int>(Stage::kReply)] = now;
   // A structured reply that merged chunks may have settled on fewer iovecs than reserved.
   SPD_ASSERT(s->iov_count > 0);
@@ -669,7 +696,9 @@ NbdSlot* NbdConnection::TakeSlot() {
   s->payload_have = 0;
   s->t0_ns = MonotonicNs();
   last_request_ns_ = s->t0_ns;  // for the idle timeout: a store, no clock read of its own
+  s->io.queue_ns = 0;           // set by the scheduler stage, for requests that reach it
   ++inflight_;
+  if (stats_) VolumeIoStats::Begin(stats_, true);
   return s;
 }
 

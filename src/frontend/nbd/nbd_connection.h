@@ -186,6 +186,7 @@ class NbdConnection {
   // the volume cannot be deleted under our requests.
   std::shared_ptr<VolumeHandle> handle_;
   Volume* volume_ = nullptr;
+  IoStatsSlot* stats_ = nullptr;  // this connection's in volume_->io_stats (transmission on)
   size_t handshake_sent_ = 0;
 
   // Uninitialised on purpose: pages are touched only when bytes arrive.

@@ -51,6 +51,8 @@ struct NbdServerOptions {
   uint16_t tcp_port = 10809;
   uint32_t connections_max = 1024;
   uint32_t conn_inflight_max = 128;
+  // Count each connection's requests in its volume's io_stats (volume_stats.h).
+  bool volume_stats = true;
   uint64_t conn_inflight_bytes_max = 128ull << 20;
   uint32_t request_bytes_max = 32u << 20;
   uint32_t recv_buffer_bytes = 256u << 10;
