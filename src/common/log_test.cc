@@ -144,10 +144,12 @@ TEST(LogRateLimiter, BurstThenRateThenSuppressedCount) {
   EXPECT_TRUE(lim.Admit(t0 + 50'000'000, &supp));
   EXPECT_EQ(supp, 250u);
   EXPECT_FALSE(lim.Admit(t0 + 50'000'000, &supp));
+  EXPECT_TRUE(lim.Admit(t0 + 100'000'000, &supp));
+  EXPECT_EQ(supp, 1u);  // the count started again
   // A steady 20 lines a second go through, and no more: 100 s at 40 lines/s.
   int admitted = 0;
   for (int i = 0; i < 4000; ++i)
-    if (lim.Admit(t0 + 50'000'000 + 25'000'000ull * (i + 1), &supp)) ++admitted;
+    if (lim.Admit(t0 + 100'000'000 + 25'000'000ull * (i + 1), &supp)) ++admitted;
   EXPECT_GE(admitted, 1999);
   EXPECT_LE(admitted, 2001);
   // Quiet for the burst's length: the whole burst again.

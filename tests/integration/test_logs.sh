@@ -128,7 +128,6 @@ def check_site(name, site, happened):
 
 slow = [j for j in lines if j["msg"].startswith("slow request: ")]
 r1 = check_site("slow requests", slow, metrics["spd_slow_requests_total"])
-assert metrics["spd_slow_requests_total"] > 1000, metrics["spd_slow_requests_total"]
 tls = [j for j in lines if "TLS handshake failed" in j["msg"]]
 r2 = check_site("TLS garbage", tls, 401)
 assert all(j["component"] == "nbd" for j in tls), tls[0]
