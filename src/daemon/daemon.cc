@@ -201,6 +201,7 @@ int RunDaemon(const DaemonOptions& o) {
   if (o.log_level == "debug") SetLogLevel(LogLevel::kDebug);
   if (o.log_level == "warn") SetLogLevel(LogLevel::kWarn);
   if (o.log_level == "error") SetLogLevel(LogLevel::kError);
+  if (o.log_format == "json") SetLogFormat(LogFormat::kJson);
 
   // Signals go through a signalfd so that they are handled on the reactor like any event.
   sigset_t mask;
@@ -321,6 +322,7 @@ int RunDaemon(const DaemonOptions& o) {
   no.idle_timeout_ms = o.nbd_idle_timeout_ms;
   no.stall_timeout_ms = o.nbd_stall_timeout_ms;
   no.memory_bytes_max = o.nbd_memory_bytes_max;
+  no.slow_request_ns = o.slow_request_ms * 1'000'000;
   no.tls_mode = o.nbd_tls == "require" ? nbd::TlsMode::kRequire
                 : o.nbd_tls == "on"    ? nbd::TlsMode::kOn
                                        : nbd::TlsMode::kOff;
@@ -379,7 +381,8 @@ int RunDaemon(const DaemonOptions& o) {
   }
   DispatcherOptions dopt;
   dopt.remote_io = o.remote_io;
-  dopt.stamp_stages = o.stage_stamps;
+  // The slow-request line's breakdown is made of the stage stamps.
+  dopt.stamp_stages = o.stage_stamps || o.slow_request_ms > 0;
   // The control server, which reports violations as events, starts later.
   auto control_events = std::make_shared<std::atomic<ControlServer*>>(nullptr);
   auto qos_or = MakeQosScheduler(

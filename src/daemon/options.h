@@ -77,7 +77,9 @@ struct DaemonOptions {
   uint32_t control_calls_max = 256;   // ControlServerOptions::calls_in_flight_max
   bool control_batch_threads = true;  // ControlServerOptions::batch_threads
   std::string log_level = "info";
-  bool quiet = false;  // no connection hints on stdout
+  std::string log_format = "text";  // text|json (common/log.h)
+  uint64_t slow_request_ms = 0;     // NbdServerOptions::slow_request_ns; 0 = off
+  bool quiet = false;               // no connection hints on stdout
 };
 
 // Parses "4096", "64K", "1M", "1G", "1T", "1GiB", "1.5G". Binary units.

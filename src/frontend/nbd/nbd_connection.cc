@@ -673,6 +673,9 @@ void NbdConnection::QueueReply(NbdSlot* s) {
                           -static_cast<int32_t>(s->reply_error), now - s->t0_ns, s->io.queue_ns);
   }
   s->io.stage_ns[static_cast<int>(Stage::kReply)] = now;
+  // The only cost of the slow-request log per request: UINT64_MAX when it is off.
+  if (now - s->t0_ns > server_->slow_after_ns_) [[unlikely]]
+    LogSlow(s, now);
   // A structured reply that merged chunks may have settled on fewer iovecs than reserved.
   SPD_ASSERT(s->iov_count > 0);
   s->iov_sent = 0;

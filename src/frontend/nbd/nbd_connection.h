@@ -136,6 +136,8 @@ class NbdConnection {
   void BuildReadReply(NbdSlot* s);
   void BuildBlockStatusReply(NbdSlot* s);
   void QueueReply(NbdSlot* s);
+  // The slow-request line of `s`, replied at `reply_ns` (dispatch/slow_request.h).
+  void LogSlow(const NbdSlot* s, uint64_t reply_ns) const;
   void ScheduleFlush();
   void FlushOut();
   NbdSlot* TakeSlot();

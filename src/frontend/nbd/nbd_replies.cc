@@ -2,8 +2,10 @@
 // into the bytes NBD sends (simple or structured, hole chunks, block status descriptors).
 // Sending is in nbd_connection.cc.
 #include <algorithm>
+#include <cstring>
 
 #include "common/assert.h"
+#include "dispatch/slow_request.h"
 #include "frontend/nbd/nbd_connection.h"
 #include "frontend/nbd/proto/nbd_format.h"
 
@@ -27,6 +29,31 @@ void NbdConnection::BuildBlockStatusReply(NbdSlot* s) {
   SPD_ASSERT(s->hdr_used <= NbdSlot::kHdrBytes);
   s->iov[0] = {s->hdr, s->hdr_used};
   s->iov_count = 1;
+}
+
+void NbdConnection::LogSlow(const NbdSlot* s, uint64_t reply_ns) const {
+  const nbd::Request& r = s->req;
+  SlowRequest sr;
+  sr.volume = export_ != nullptr ? std::string_view(export_->name) : std::string_view();
+  sr.arrival_ns = s->t0_ns;
+  sr.reply_ns = reply_ns;
+  // Dispatch stamps the arrival with t0: a request answered without the dispatcher (refused,
+  // or nothing to do) has only the slot's stale stamps and the NBD header's own fields.
+  uint8_t cookie[16] = {};
+  if (s->io.StageNs(Stage::kArrival) == s->t0_ns) {
+    sr.op = RequestOpName(s->io.op);
+    sr.offset_bytes = s->io.offset_bytes;
+    sr.length_bytes = s->io.length_bytes;
+    sr.correlation = s->io.correlation_id;
+    sr.stage_ns = s->io.stage_ns;
+  } else {
+    sr.op = "refused";
+    sr.offset_bytes = r.offset;
+    sr.length_bytes = r.length;
+    std::memcpy(cookie, &r.cookie, sizeof r.cookie);  // as Dispatch would have
+    sr.correlation = cookie;
+  }
+  LogSlowRequest(sr);
 }
 
 void NbdConnection::Complete(NbdSlot* s) {

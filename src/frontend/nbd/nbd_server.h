@@ -90,6 +90,10 @@ struct NbdServerOptions {
   // of the socket, so that everything the client sends promptly has arrived: the whole
   // handshake then runs inside the read that brought STARTTLS, as on a loaded server.
   uint32_t test_tls_handshake_read_delay_ms = 0;
+  // A request whose arrival -> reply time exceeds this logs a slow-request line
+  // (dispatch/slow_request.h; its stage breakdown needs DispatcherOptions::stamp_stages).
+  // 0 = never.
+  uint64_t slow_request_ns = 0;
 };
 
 class NbdConnection;
@@ -198,6 +202,8 @@ class NbdServer : private VolumeManager::Listener {
   VolumeManager* volumes_;
   Pool* pool_;
   NbdServerOptions options_;
+  // options_.slow_request_ns, UINT64_MAX when 0: a reply compares against it and nothing else.
+  uint64_t slow_after_ns_ = UINT64_MAX;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<NbdTlsCredentials> tls_;
   Listener unix_listener_;
