@@ -166,7 +166,10 @@ BT
 
 check_counts() {
   local mode=$1 vol stage op got
-  grep -q "@bad" "$T/bt.out" && { cat "$T/bt.out"; fail "qos $mode: probes out of order or failed"; }
+  if grep -q "@bad" "$T/bt.out"; then
+    cat "$T/bt.out"
+    fail "qos $mode: probes out of order or failed"
+  fi
   for vol in vol0 vol1; do
     for stage in arrival enqueue dispatch submit complete reply; do
       for op in "${!want_n[@]}"; do
@@ -205,10 +208,11 @@ start_bt "$tools/spd-latency.bt"
 wait_attached request__arrival request__reply
 workload vol0
 stop_bt
-grep -q '^@usecs\[vol0\]:' "$T/bt.out" || { cat "$T/bt.out"; fail "spd-latency.bt: no vol0 histogram"; }
+grep -q '^@usecs\[vol0\]:' "$T/bt.out" ||
+  { cat "$T/bt.out"; fail "spd-latency.bt: no vol0 histogram"; }
 # Its buckets hold the 36 requests.
-n=$(sed -n '/^@usecs\[vol0\]:/,/^$/p' "$T/bt.out" | sed -n 's/^\[[^]]*[])] *\([0-9][0-9]*\) .*/\1/p' |
-  awk '{s += $1} END {print s + 0}')
+n=$(sed -n '/^@usecs\[vol0\]:/,/^$/p' "$T/bt.out" |
+  sed -n 's/^\[[^]]*[])] *\([0-9][0-9]*\) .*/\1/p' | awk '{s += $1} END {print s + 0}')
 [ "$n" -eq 36 ] || { cat "$T/bt.out"; fail "spd-latency.bt: $n requests in vol0's histogram"; }
 
 start_bt "$tools/spd-slowest.bt"
@@ -218,6 +222,7 @@ stop_bt
 # The first request is slower than none before it: at least one line, with its stages.
 grep -Eq '^vol0 +[0-5] +[0-9]+ +[0-9]+ +[0-9a-f]+( +[0-9]+){6}$' "$T/bt.out" ||
   { cat "$T/bt.out"; fail "spd-slowest.bt: no vol0 line"; }
-grep -q '^@slowest_us\[vol0, ' "$T/bt.out" || { cat "$T/bt.out"; fail "spd-slowest.bt: no top list"; }
+grep -q '^@slowest_us\[vol0, ' "$T/bt.out" ||
+  { cat "$T/bt.out"; fail "spd-slowest.bt: no top list"; }
 stop_spd2
 echo "usdt: 6 probes x 36 requests x 2 volumes, qos off and on; spd-latency.bt, spd-slowest.bt"
