@@ -250,7 +250,7 @@ int Run(const Config& cfg) {
   std::printf(
       "backend=%s reactors=%u rw=%s bs=%u qd=%u remote_io=%d stamps=%d owner=%s qos=%d: %.0f "
       "IOPS, "
-      "%.3f us CPU "
+      "%.4f us CPU "
       "per I/O "
       "(%llu I/Os, %llu errors)\n",
       cfg.backend.c_str(), cfg.reactors, cfg.write ? "randwrite" : "randread", cfg.bs, cfg.qd,

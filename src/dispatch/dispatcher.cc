@@ -4,6 +4,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "dispatch/request_probes.h"
 
 namespace spd {
 namespace {
@@ -88,11 +89,15 @@ void Dispatcher::Submit(DispatchPort* port, IoRequest* req) {
     port->reactor_->Defer(&req->hop);
     return;
   }
+  // Both schedulers (the pass-through and QoS) take every request here and give it back through
+  // Release: the two probes mark the scheduler stage whichever runs.
+  SPD_REQUEST_PROBE(sched__enqueue, req);
   scheduler_->Submit(req, this);
 }
 
 void Dispatcher::Release(IoRequest* req) {
   req->Stamp(Stage::kDispatched);
+  SPD_REQUEST_PROBE(sched__dispatch, req);
   DispatchPort* port = req->port;
   Reactor* owner = OwnerOf(req->volume);
   if (port->reactor_ == owner) return ExecuteOnOwner(req);
@@ -107,7 +112,13 @@ void Dispatcher::Release(IoRequest* req) {
     v.done = &Dispatcher::OnRemoteDone;
     v.ctx = req;
     req->Stamp(Stage::kBackendSubmit);
-    if (req->volume->SubmitRemote(&v, port->Channel())) return;
+    if (req->volume->SubmitRemote(&v, port->Channel())) {
+      // After the call, not before: a refused one started nothing and the request goes on to the
+      // owner, where the probe fires then. `done` never runs inside the call, so
+      // backend__complete still comes after.
+      SPD_REQUEST_PROBE(backend__submit, req);
+      return;
+    }
   }
   hops_total.Add();
   req->hop.fn = &Dispatcher::OnHopToOwner;
@@ -144,14 +155,20 @@ void Dispatcher::ExecuteOnOwner(IoRequest* req) {
     req->extents->clear();
     Status st;
     if (vol->MapRangeOwned(req->offset_bytes, req->length_bytes, req->extents_max, req->extents,
-                           &st))
+                           &st)) {
+      // Answered from memory: the backend stage is the map lookup, already done.
+      SPD_REQUEST_PROBE(backend__submit, req);
       return FinishBlockStatus(req, st, owner);
+    }
     return HopToPool(req);
   }
   FillVolumeIo(req);
   req->vio.done = &Dispatcher::OnOwnedDone;
   req->Stamp(Stage::kBackendSubmit);
-  if (vol->SubmitOwned(&req->vio, OwnerChannel(vol), owner)) return;
+  if (vol->SubmitOwned(&req->vio, OwnerChannel(vol), owner)) {
+    SPD_REQUEST_PROBE(backend__submit, req);  // after: as in Release
+    return;
+  }
   HopToPool(req);
 }
 
@@ -184,6 +201,7 @@ void Dispatcher::FillVolumeIo(IoRequest* req) {
 void Dispatcher::ExecuteOnPool(IoRequest* req) {
   if (req->op == RequestOp::kBlockStatus) {
     req->Stamp(Stage::kBackendSubmit);
+    SPD_REQUEST_PROBE(backend__submit, req);
     req->extents->clear();
     Status st =
         req->volume->MapRange(req->offset_bytes, req->length_bytes, req->extents_max, req->extents);
@@ -192,6 +210,7 @@ void Dispatcher::ExecuteOnPool(IoRequest* req) {
   FillVolumeIo(req);
   req->vio.done = &Dispatcher::OnVolumeDone;
   req->Stamp(Stage::kBackendSubmit);
+  SPD_REQUEST_PROBE(backend__submit, req);  // the last resort: Volume::Submit always takes it
   req->volume->Submit(&req->vio);
 }
 
@@ -204,6 +223,7 @@ void Dispatcher::FinishBlockStatus(IoRequest* req, const Status& st, Reactor* he
     req->extents_valid = true;
   }
   req->Stamp(Stage::kBackendComplete);
+  SPD_REQUEST_PROBE(backend__complete, req, req->result);
   // Never complete inside Submit: on the port's own reactor this ran in the caller's frame.
   req->hop.fn = &Dispatcher::OnHopBack;
   if (req->port->reactor_ == here) {
@@ -228,6 +248,7 @@ void Dispatcher::OnVolumeDone(VolumeIo* vio) {
   auto* req = static_cast<IoRequest*>(vio->ctx);
   req->Stamp(Stage::kBackendComplete);
   req->result = vio->result;
+  SPD_REQUEST_PROBE(backend__complete, req, req->result);
   DescribeHoles(req, vio->result);
   Finish(req, req->port->dispatcher_->pool_->reactor());
 }
@@ -237,6 +258,7 @@ void Dispatcher::OnOwnedDone(VolumeIo* vio) {
   auto* req = static_cast<IoRequest*>(vio->ctx);
   req->Stamp(Stage::kBackendComplete);
   req->result = vio->result;
+  SPD_REQUEST_PROBE(backend__complete, req, req->result);
   DescribeHoles(req, vio->result);
   Finish(req, req->volume->owner());
 }
@@ -252,6 +274,7 @@ void Dispatcher::OnRemoteDone(VolumeIo* vio) {
   auto* req = static_cast<IoRequest*>(vio->ctx);
   req->Stamp(Stage::kBackendComplete);
   req->result = vio->result;
+  SPD_REQUEST_PROBE(backend__complete, req, req->result);
   Complete(req);
 }
 

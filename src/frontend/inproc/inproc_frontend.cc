@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "common/assert.h"
+#include "dispatch/request_probes.h"
 
 namespace spd {
 
@@ -70,6 +71,7 @@ void InprocFrontend::Submit(IoRequest* req, Callback cb, void* arg) {
   req->done = &InprocFrontend::OnDone;
   req->stamp_stages = dispatcher_->stamp_stages();
   req->Stamp(Stage::kArrival);
+  SPD_REQUEST_PROBE(request__arrival, req);
   dispatcher_->Submit(port_.get(), req);
 }
 
@@ -77,6 +79,9 @@ void InprocFrontend::OnDone(IoRequest* req) {
   auto* s = static_cast<Slot*>(req->ctx);
   InprocFrontend* fe = s->fe;
   req->Stamp(Stage::kReply);
+  // The latency is known only when the dispatcher stamps stages (0 otherwise).
+  SPD_REQUEST_PROBE(request__reply, req,
+                    req->StageNs(Stage::kReply) - req->StageNs(Stage::kArrival));
   s->cb(s->arg, req);
   s->next = fe->free_;
   fe->free_ = s;

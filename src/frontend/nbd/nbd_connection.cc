@@ -12,6 +12,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "dispatch/request_probes.h"
 #include "frontend/nbd/nbd_connection_internal.h"
 #include "frontend/nbd/proto/nbd_format.h"
 
@@ -650,6 +651,9 @@ void NbdConnection::Dispatch(NbdSlot* s) {
       s->reply_error = nbd::kEInval;
       return Complete(s);
   }
+  // Here and not at the header: the payload is in, and requests answered without the pipeline
+  // (CACHE, empty ranges, invalid ones) never fire a request probe.
+  SPD_REQUEST_PROBE(request__arrival, &io);
   server_->dispatcher_->Submit(static_cast<NbdServer::Shard*>(shard)->port.get(), &io);
 }
 
@@ -659,6 +663,10 @@ void NbdConnection::OnRequestDone(IoRequest* io) {
   if (io->result < 0) s->reply_error = nbd::ErrnoToNbd(-io->result);
   c->BuildReply(s);
   c->QueueReply(s);
+  // Here rather than in QueueReply, which also answers requests that never reached the
+  // dispatcher: exactly one reply probe per arrival probe. The latency is the one the
+  // request-duration histogram observes (from the header's arrival).
+  SPD_REQUEST_PROBE(request__reply, io, io->StageNs(Stage::kReply) - io->StageNs(Stage::kArrival));
 }
 
 void NbdConnection::QueueReply(NbdSlot* s) {
