@@ -3,7 +3,7 @@
 //
 // Two formats (SetLogFormat, spd2 --log-format): text, the default, for a person at a terminal
 //   2024-05-01T12:34:56.789Z spd2 warn: nbd 127.0.0.1:5555: TLS handshake failed: ...
-// and JSON lines, one object per line, for a log pipeline (docs/observability-logs.md):
+// and JSON lines, one object per line, for a log pipeline (docs/observability.md):
 //   {"time":"2024-05-01T12:34:56.789012Z","level":"warn","component":"nbd","msg":"..."}
 // with "volume" and "correlation_id" when the call site knows them (SPD_LOG_FIELDS).
 //

@@ -1,5 +1,5 @@
 // USDT probes (provider "spd2"): static tracepoints that bpftrace, perf, systemtap or gdb attach
-// to in a running spd2, with no restart and no rebuild (docs/observability-usdt.md, tools/*.bt).
+// to in a running spd2, with no restart and no rebuild (docs/observability.md, tools/*.bt).
 //
 // Each probe is a nop in the instruction stream plus a note in the binary (.note.stapsdt) that
 // says where the nop is and where its arguments live. With semaphores (_SDT_HAS_SEMAPHORES), each
@@ -14,7 +14,7 @@
 //
 // Adding a probe: declare its semaphore below (SPD_PROBE_SEMAPHORE), define it in probes.cc, fire
 // it with SPD_PROBE(name, args...) (integers or pointers; sdt.h takes 12, but bpftrace 0.17 reads
-// only the first six on x86-64), and document it in docs/observability-usdt.md. A probe's name uses
+// only the first six on x86-64), and document it in docs/observability.md. A probe's name uses
 // "__" where tracers show "-" (request__arrival is spd2:request-arrival to systemtap; bpftrace
 // keeps the "__").
 #pragma once

@@ -383,7 +383,7 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "Log lines on stderr: text (one line a person reads: time, level, message) or "
                  "json (one object per line: time in RFC 3339 UTC with microseconds, level, "
                  "component, msg, and volume and correlation_id when the line is about one "
-                 "request; docs/observability-logs.md). Each place in the code that logs "
+                 "request; docs/observability.md). Each place in the code that logs "
                  "prints at most 100 lines at once and 20 a second after that; the lines it "
                  "drops are counted (spd_log_suppressed_total) and its next line says how many")
       ->check(CLI::IsMember({"text", "json"}))

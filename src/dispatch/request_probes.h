@@ -1,4 +1,4 @@
-// The request probes (common/probes.h; docs/observability-usdt.md): one per pipeline stage, each
+// The request probes (common/probes.h; docs/observability.md): one per pipeline stage, each
 // fired exactly once per request that reaches that stage, with the same first five arguments:
 //
 //   arg0  const char*     the volume's name (stable: a volume's name never changes and its

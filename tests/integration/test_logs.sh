@@ -1,4 +1,4 @@
-# Logs (docs/observability-logs.md): with --log-format json every line spd2 writes is a JSON
+# Logs (docs/observability.md): with --log-format json every line spd2 writes is a JSON
 # object with time, level, component and msg; with --slow-request-ms below the sim backend's
 # latency each request logs a slow-request line with its volume, op, offset, length,
 # correlation id and stage breakdown; floods (slow requests from fio, failed TLS handshakes from

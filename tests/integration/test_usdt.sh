@@ -1,4 +1,4 @@
-# USDT probes (docs/observability-usdt.md): readelf lists the six spd2 probes with their
+# USDT probes (docs/observability.md): readelf lists the six spd2 probes with their
 # semaphores; bpftrace attached to the running daemon sees each probe exactly once per request
 # of a known workload (36 requests of six kinds on each of two volumes owned by different
 # reactors), in pipeline order, with --qos off and on;
