@@ -10,7 +10,7 @@ pkgs=(
   liburing-dev libgtest-dev libgmock-dev
   libcli11-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libsqlite3-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev
+  zlib1g-dev libsqlite3-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev
   python3-grpcio python3-protobuf python3-yaml openssl
   fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
   libfuse3-dev fuse3

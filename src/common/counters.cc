@@ -155,8 +155,13 @@ uint64_t CounterValue(const std::string& name) {
 }
 
 std::string RenderCountersPrometheus() {
+  // Sized from the last scrape: growing a text of megabytes (thousands of volumes) by doubling
+  // would copy it a dozen times and leave the heap with twice its size.
+  static std::atomic<size_t> last_size{0};
   std::unique_lock<std::mutex> lock(RegistryMu());
   std::string out;
+  const size_t hint = last_size.load(std::memory_order_relaxed);
+  out.reserve(hint + hint / 16);
   for (const Counter* c : Registry()) {
     out += "# HELP ";
     out += c->name();
@@ -199,6 +204,7 @@ std::string RenderCountersPrometheus() {
   lock.unlock();
   std::lock_guard<std::mutex> clock(CollectorsMu());
   for (MetricsCollector* c : Collectors()) c->fn_(&out);
+  last_size.store(out.size(), std::memory_order_relaxed);
   return out;
 }
 

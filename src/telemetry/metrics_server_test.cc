@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include <zlib.h>
+
 #include "common/counters.h"
 
 namespace spd {
@@ -269,6 +271,34 @@ TEST_P(MetricsServerTest, HttpMethodsPathsAndKeepAlive) {
   ASSERT_TRUE(SendAll(bad, "what is this\r\n\r\n"));
   EXPECT_EQ(ReadResponse(bad).rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0u);
   EXPECT_TRUE(ClosedWithin(bad, 2000 * kMs));
+}
+
+// A scraper that accepts gzip (Prometheus does) gets the same text compressed.
+TEST_P(MetricsServerTest, GzipWhenTheClientAcceptsIt) {
+  Start(MetricsServerOptions{});
+  int fd = Connect();
+  ASSERT_TRUE(SendAll(fd, "GET /metrics HTTP/1.1\r\nAccept-Encoding: deflate, gzip\r\n\r\n"));
+  const std::string r = ReadResponse(fd);
+  ASSERT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
+  ASSERT_NE(r.find("Content-Encoding: gzip\r\n"), std::string::npos) << r.substr(0, 300);
+  const size_t body = r.find("\r\n\r\n") + 4;
+  z_stream z{};
+  ASSERT_EQ(inflateInit2(&z, 15 + 16), Z_OK);
+  std::string text(4 << 20, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(r.data() + body));
+  z.avail_in = static_cast<uInt>(r.size() - body);
+  z.next_out = reinterpret_cast<Bytef*>(text.data());
+  z.avail_out = static_cast<uInt>(text.size());
+  EXPECT_EQ(inflate(&z, Z_FINISH), Z_STREAM_END);
+  text.resize(z.total_out);
+  inflateEnd(&z);
+  EXPECT_NE(text.find("\nspd_metrics_scrapes_total "), std::string::npos) << text.substr(0, 200);
+  // Without the header: plain text.
+  ASSERT_TRUE(SendAll(fd, kScrape));
+  const std::string plain = ReadResponse(fd);
+  EXPECT_EQ(plain.find("Content-Encoding"), std::string::npos);
+  EXPECT_NE(plain.find("\nspd_metrics_scrapes_total "), std::string::npos);
+  close(fd);
 }
 
 TEST_P(MetricsServerTest, IdleKeepAliveIsClosedAndTheReactorSleeps) {
