@@ -356,10 +356,11 @@ TEST_F(QosLatencyControllerTest, AMissedTargetCapsTheOthersAndTheCapGoesWhenItsV
   victim.latency.percentile = 90;
   victim.latency.bound_ns = 3'000'000;  // aim 2.4 ms; alone 2 ms, behind a full device ~4 ms
   sched_->SetVolumeIntent("victim", "", victim);
-  AddClient("victim", 1);
-  AddClient("bulk", 16);
+  // Before the clients: on a loaded machine starting them can take a tick, and the first cut.
   const uint64_t cuts0 = CounterValue("spd_qos_latency_throttles_total");
   const uint64_t parked0 = CounterValue("spd_qos_latency_parked_total");
+  AddClient("victim", 1);
+  AddClient("bulk", 16);
   std::vector<uint64_t> n = Run(1'500'000'000);
   EXPECT_GT(CounterValue("spd_qos_latency_throttles_total"), cuts0);
   EXPECT_GT(CounterValue("spd_qos_latency_parked_total"), parked0);
