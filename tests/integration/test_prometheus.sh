@@ -11,7 +11,10 @@ PROM_PID=""
 stop_prom() {
   if [ -n "$PROM_PID" ] && kill -0 "$PROM_PID" 2>/dev/null; then
     kill -TERM "$PROM_PID"
-    wait "$PROM_PID" 2>/dev/null || true
+    local rc=0
+    wait "$PROM_PID" || rc=$?
+    # 0, or 143 when SIGTERM ended it before its handler ran; anything else is a crash.
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 143 ] || echo "prometheus exited $rc" >&2
   fi
   PROM_PID=""
 }
@@ -67,10 +70,13 @@ PROM_PID=$!
 
 # q PROMQL: the query's single value (empty while Prometheus has none).
 q() {
-  curl -sf --max-time 5 "http://127.0.0.1:$PPORT/api/v1/query" --data-urlencode "query=$1" |
-    $PY -c 'import json,sys
-r = json.load(sys.stdin)["data"]["result"]
-print(r[0]["value"][1] if len(r) == 1 else "")' 2>/dev/null || true
+  local body
+  # Not up yet, or no answer: empty, which every caller treats as "not there".
+  body=$(curl -sf --max-time 5 "http://127.0.0.1:$PPORT/api/v1/query" \
+    --data-urlencode "query=$1") || return 0
+  $PY -c 'import json,sys
+r = json.loads(sys.argv[1])["data"]["result"]
+print(r[0]["value"][1] if len(r) == 1 else "")' "$body"
 }
 # Until the first scrape with our figures is in (bounded: 60 s).
 for _ in $(seq 120); do
