@@ -40,8 +40,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-metric() {  # metric NAME -> value from the metrics endpoint
-  curl -s "http://127.0.0.1:$mport/metrics" | awk -v n="$1" '$1 == n {print $2}'
+metric() {  # metric NAME -> value from the metrics endpoint (summed over its series' labels)
+  curl -s "http://127.0.0.1:$mport/metrics" |
+    awk -v n="$1" 'index($1, n "{") == 1 || $1 == n {s += $2; c++} END {if (c) print s}'
 }
 
 mport=$((20000 + RANDOM % 12000))  # below the ephemeral port range

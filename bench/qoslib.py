@@ -27,6 +27,8 @@ MB = 1000 * 1000  # bytes/s limits are decimal: 1 MB/s = 10^6 B/s
 
 # Default rounds per scenario (--rounds overrides every one): fewer for the long ones.
 ROUNDS = {1: 3, 2: 3, 3: 2, 4: 3, 5: 3, 6: 5, 7: 3}
+P99_SAMPLES = 2000  # a paced p99 is taken over at least this many I/Os ...
+P99_MAX_S = 25.0  # ... or this many seconds, whichever is shorter
 TITLES = {
     1: "noisy neighbour", 2: "reservation", 3: "limits", 4: "weights 1:2:4",
     5: "work conservation", 6: "scheduler CPU cost", 7: "live limit change",

@@ -29,8 +29,6 @@
 namespace spd {
 
 namespace control_counters {
-extern Counter calls_total;
-extern Counter calls_failed_total;
 extern Counter denied_total;
 extern Counter busy_total;
 extern Counter audit_dropped_total;
@@ -182,7 +180,6 @@ struct ControlServer::Impl : VolumeManager::Listener {
       if (admitted) {
         Done(r, st);
       } else {
-        calls_failed_total.Add();
         r->Finish(ToGrpc(st));
       }
     };
@@ -249,7 +246,6 @@ struct ControlServer::Impl : VolumeManager::Listener {
   }
 
   Status Admit(grpc::CallbackServerContext* ctx, Access access, Caller* caller = nullptr) {
-    calls_total.Add();
     if (in_flight.fetch_add(1) >= options.calls_in_flight_max) {
       in_flight.fetch_sub(1);
       busy_total.Add();
@@ -309,13 +305,11 @@ struct ControlServer::Impl : VolumeManager::Listener {
   }
   // Ends an admitted call.
   void Done(grpc::ServerUnaryReactor* r, const Status& s) {
-    if (!s.ok()) calls_failed_total.Add();
     in_flight.fetch_sub(1);
     r->Finish(ToGrpc(s));
   }
   // Ends a call refused before admission counted it.
   static grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const Status& s) {
-    calls_failed_total.Add();
     auto* r = ctx->DefaultReactor();
     r->Finish(ToGrpc(s));
     return r;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "control/call_interceptor.h"
 #include "control/control_internal.h"
 #include "control/convert.h"
 #include "control/policy_services.h"
@@ -25,9 +26,6 @@
 namespace spd {
 
 namespace control_counters {
-Counter calls_total("spd_control_calls_total", "Control API calls received.");
-Counter calls_failed_total("spd_control_calls_failed_total",
-                           "Control API calls that ended with an error (any code).");
 Counter denied_total("spd_control_calls_denied_total",
                      "Control API calls refused: the caller has no role that allows them.");
 Counter busy_total("spd_control_calls_busy_total",
@@ -498,7 +496,6 @@ class EventServiceImpl final : public v1::EventService::CallbackService {
         explicit Refused(const Status& s) { Finish(ToGrpc(s)); }
         void OnDone() override { delete this; }
       };
-      calls_failed_total.Add();
       return new Refused(a);
     }
     impl_->in_flight.fetch_sub(1);  // streams are bounded by kWatchersMax instead
@@ -633,6 +630,11 @@ Status ControlServer::StartThreads() {
   impl_->worker = std::thread([this] { impl_->WorkerLoop(); });
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> ic;
+    ic.push_back(MakeCallInterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(ic));
+  }
   builder.SetMaxReceiveMessageSize(static_cast<int>(kRequestBytesMax));
   // Idle connections go after 10 minutes; a connection's streams are bounded.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 600'000);

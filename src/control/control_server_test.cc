@@ -26,6 +26,7 @@
 
 #include "audit/audit_log.h"
 #include "common/counters.h"
+#include "control/call_interceptor.h"
 #include "io/sim_backend.h"
 #include "spd/v1/audit.grpc.pb.h"
 #include "spd/v1/node.grpc.pb.h"
@@ -211,6 +212,42 @@ class ControlServerTest : public ::testing::Test {
   Reactor* reactor_ = nullptr;
   ControlServer* server_ = nullptr;
 };
+
+// The value of one sample line of the metrics text (0 when absent).
+double SampleValue(const std::string& series) {
+  const std::string text = RenderCountersPrometheus();
+  const size_t at = text.find("\n" + series + " ");
+  return at == std::string::npos ? 0 : std::stod(text.substr(at + series.size() + 2));
+}
+
+TEST_F(ControlServerTest, CallsAreCountedByMethodAndCode) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  const std::string ok =
+      "spd_control_calls_total{method=\"spd.v1.NodeService/GetNodeInfo\",code=\"OK\"}";
+  const std::string missing =
+      "spd_control_calls_total{method=\"spd.v1.VolumeService/GetVolume\",code=\"NOT_FOUND\"}";
+  const double ok0 = SampleValue(ok), missing0 = SampleValue(missing);
+  auto channel = Channel();
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 5);
+    v1::NodeInfo info;
+    grpc::Status s = v1::NodeService::NewStub(channel)->GetNodeInfo(&ctx, {}, &info);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  grpc::ClientContext ctx;
+  Deadline(&ctx, 5);
+  v1::GetVolumeRequest req;
+  req.set_name("nope");
+  v1::Volume out;
+  grpc::Status s = v1::VolumeService::NewStub(channel)->GetVolume(&ctx, req, &out);
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  // Counted before the status goes out: no wait needed.
+  EXPECT_EQ(SampleValue(ok) - ok0, 3);
+  EXPECT_EQ(SampleValue(missing) - missing0, 1);
+  EXPECT_STREQ(GrpcCodeName(16), "UNAUTHENTICATED");
+  EXPECT_STREQ(GrpcCodeName(99), "UNKNOWN");
+}
 
 TEST_F(ControlServerTest, AFloodOfRefusedCallsFillsTheAuditQueueToItsLimitAndNoFurther) {
   constexpr size_t kMax = ControlServer::kAuditQueueMax;

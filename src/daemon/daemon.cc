@@ -22,6 +22,7 @@
 #include "telemetry/metrics_server.h"
 #include "volume/pool.h"
 #include "volume/pool_format.h"
+#include "volume/pool_metrics.h"
 #include "volume/volume_manager.h"
 #include "volume/volume_metrics.h"
 
@@ -228,6 +229,7 @@ int RunDaemon(const DaemonOptions& o) {
   ro.force_epoll = o.backend == BackendKind::kPosix;
   ro.poll_ns = o.reactor_poll_us * 1000;
   ro.pin_threads = o.pin_reactors;
+  ro.name = "0";
   auto reactor_or = Reactor::Create(ro);
   if (!reactor_or.ok()) {
     SPD_LOG_ERROR("reactor: %s", reactor_or.status().ToString().c_str());
@@ -416,6 +418,8 @@ int RunDaemon(const DaemonOptions& o) {
     ControlServer* c = tenancy->load(std::memory_order_acquire);
     return c != nullptr ? c->VolumeTenant(volume) : std::string();
   });
+  // Pool figures (spd_pool_*): rendered on this reactor, the pool's, where the server runs.
+  PoolMetrics pool_metrics(pool.get(), "default");
   if (o.metrics_listen != "off") {
     std::string host;
     uint16_t port = 0;

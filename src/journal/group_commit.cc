@@ -6,7 +6,6 @@
 namespace spd {
 namespace {
 
-Counter commits_total("spd_pool_commits_total", "Metadata commits (group commits).");
 Counter commit_errors_total("spd_pool_commit_errors_total", "Commits that failed (I/O error).");
 Counter overlap_flushes_total(
     "spd_pool_overlap_flushes_total",
@@ -50,7 +49,6 @@ void GroupCommit::Start() {
   current_ = next_head_;
   next_head_ = next_tail_ = nullptr;
   ++started_;
-  commits_total.Add();
   owner_->RunCommit();
 }
 

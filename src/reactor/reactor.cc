@@ -5,10 +5,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <pthread.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 
 #include "common/counters.h"
 #include "common/log.h"
@@ -19,15 +21,60 @@ namespace {
 Counter uring_fallback_total("spd_reactor_uring_fallback_total",
                              "Reactors that fell back to epoll because io_uring set-up failed.");
 Counter posted_total("spd_reactor_posted_total", "Cross-reactor messages posted.");
-Counter wakeups_total("spd_reactor_wakeups_total", "Eventfd wake-ups of sleeping reactors.");
-Counter polls_total("spd_reactor_polls_total",
-                    "Adaptive polls: times a reactor looked for work without sleeping.");
-Counter poll_hits_total("spd_reactor_poll_hits_total",
-                        "Adaptive polls that found work before their window ended (a sleep and "
-                        "wake-up saved).");
-Counter poll_us_total("spd_reactor_poll_seconds_total",
-                      "Time reactors spent in adaptive polls (CPU spent so as not to sleep).",
-                      kMicros);
+
+// Adds to a counter only its owning thread writes: a plain load and store, no locked
+// instruction (readers on other threads see a recent value).
+inline void Bump(std::atomic<uint64_t>& a, uint64_t n = 1) {
+  a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+// Every live reactor, for the spd_reactor_* families.
+std::mutex& LiveMu() {
+  static std::mutex mu;
+  return mu;
+}
+std::vector<Reactor*>& Live() {
+  static std::vector<Reactor*> live;
+  return live;
+}
+uint64_t unnamed_seq = 0;  // guarded by LiveMu()
+
+void RenderReactors(std::string* out) {
+  const std::vector<Reactor::Figures> all = Reactor::AllFigures();
+  if (all.empty()) return;
+  struct Family {
+    const char* name;
+    const char* help;
+    const char* type;
+    double (*get)(const Reactor::Figures&);
+  };
+  static const Family kFamilies[] = {
+      {"spd_reactor_busy_seconds_total",
+       "CPU time of the reactor's thread (handling events, polling; not sleeping).", "counter",
+       [](const Reactor::Figures& f) { return f.busy_ns / 1e9; }},
+      {"spd_reactor_polls_total",
+       "Adaptive polls: times the reactor looked for work without sleeping.", "counter",
+       [](const Reactor::Figures& f) { return static_cast<double>(f.polls); }},
+      {"spd_reactor_poll_hits_total",
+       "Adaptive polls that found work before their window ended (a sleep and wake-up saved).",
+       "counter", [](const Reactor::Figures& f) { return static_cast<double>(f.poll_hits); }},
+      {"spd_reactor_poll_seconds_total",
+       "Time the reactor spent in adaptive polls (CPU spent so as not to sleep).", "counter",
+       [](const Reactor::Figures& f) { return f.poll_ns / 1e9; }},
+      {"spd_reactor_sleeps_total",
+       "Waits for events that could block (io_uring_enter or epoll_pwait2 with a timeout).",
+       "counter", [](const Reactor::Figures& f) { return static_cast<double>(f.sleeps); }},
+      {"spd_reactor_wakeups_total",
+       "Eventfd wake-ups: another thread posted work while the reactor slept.", "counter",
+       [](const Reactor::Figures& f) { return static_cast<double>(f.wakeups); }},
+  };
+  for (const Family& fam : kFamilies) {
+    PromHeader(out, fam.name, fam.help, fam.type);
+    for (const Reactor::Figures& f : all)
+      PromSample(out, fam.name, "reactor=" + PromLabel(f.name), fam.get(f));
+  }
+}
+MetricsCollector reactor_collector(RenderReactors);
 
 constexpr uint32_t kReadableMask = POLLIN | POLLRDHUP | POLLHUP | POLLERR;
 // Marks the user_data of SQEs whose completion nobody waits for (cancellations).
@@ -49,20 +96,55 @@ Result<std::unique_ptr<Reactor>> Reactor::Create(const ReactorOptions& options) 
   if (r->wake_fd_ < 0) return Status::FromErrno(errno, "reactor: eventfd");
   r->wake_completion_.fn = &Reactor::OnWake;
   r->wake_completion_.reactor = r.get();
+  bool uring = false;
   if (!options.force_epoll) {
     Status s = r->InitUring(options);
     if (s.ok()) {
-      r->poll_ns_ = r->poll_window_ns_ = options.poll_ns;
-      return r;
+      uring = true;
+    } else {
+      r->fallback_reason_ = s.ToString();
+      uring_fallback_total.Add();
     }
-    r->fallback_reason_ = s.ToString();
-    uring_fallback_total.Add();
   } else {
     r->fallback_reason_ = "epoll requested";
   }
-  SPD_RETURN_IF_ERROR(r->InitEpoll());
+  if (!uring) SPD_RETURN_IF_ERROR(r->InitEpoll());
   r->poll_ns_ = r->poll_window_ns_ = options.poll_ns;
+  r->has_cpu_clock_ = pthread_getcpuclockid(pthread_self(), &r->cpu_clock_) == 0;
+  std::lock_guard<std::mutex> l(LiveMu());
+  r->name_ = options.name.empty() ? "unnamed-" + std::to_string(++unnamed_seq) : options.name;
+  Live().push_back(r.get());
   return r;
+}
+
+std::vector<Reactor::Figures> Reactor::AllFigures() {
+  std::vector<Figures> all;
+  std::lock_guard<std::mutex> l(LiveMu());
+  all.reserve(Live().size());
+  for (Reactor* r : Live()) {
+    Stats& s = r->stats_;
+    if (r->has_cpu_clock_) {
+      // The thread may have ended (a group's reactor lives on until the group is destroyed):
+      // then its last reading stands. A counter never goes back.
+      timespec ts{};
+      if (clock_gettime(r->cpu_clock_, &ts) == 0) {
+        const uint64_t ns =
+            static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+        if (ns > s.busy_ns.load(std::memory_order_relaxed))
+          s.busy_ns.store(ns, std::memory_order_relaxed);
+      }
+    }
+    Figures f;
+    f.name = r->name_;
+    f.busy_ns = s.busy_ns.load(std::memory_order_relaxed);
+    f.polls = s.polls.load(std::memory_order_relaxed);
+    f.poll_hits = s.poll_hits.load(std::memory_order_relaxed);
+    f.poll_ns = s.poll_ns.load(std::memory_order_relaxed);
+    f.wakeups = s.wakeups.load(std::memory_order_relaxed);
+    f.sleeps = s.sleeps.load(std::memory_order_relaxed);
+    all.push_back(std::move(f));
+  }
+  return all;
 }
 
 Status Reactor::InitUring(const ReactorOptions& options) {
@@ -100,6 +182,11 @@ Status Reactor::InitEpoll() {
 }
 
 Reactor::~Reactor() {
+  {
+    std::lock_guard<std::mutex> l(LiveMu());
+    auto& live = Live();
+    live.erase(std::remove(live.begin(), live.end(), this), live.end());
+  }
   if (ring_ready_) io_uring_queue_exit(&ring_);
   if (epoll_fd_ >= 0) close(epoll_fd_);
   if (wake_fd_ >= 0) close(wake_fd_);
@@ -129,7 +216,7 @@ void Reactor::ArmWakeRead() {
 
 void Reactor::OnWake(Completion* c, int32_t res, uint32_t flags) {
   Reactor* self = static_cast<WakeCompletion*>(c)->reactor;
-  wakeups_total.Add();
+  Bump(self->stats_.wakeups);
   if (self->engine_ == ReactorEngine::kUring) {
     self->wake_armed_ = false;
     if (!self->stopping()) self->ArmWakeRead();
@@ -398,8 +485,7 @@ bool Reactor::Poll(uint64_t cap_ns) {
   if (start >= last_event_ns_ + poll_window_ns_) return false;
   uint64_t end = last_event_ns_ + poll_window_ns_;
   if (cap_ns < end - start) end = start + cap_ns;  // cap_ns may be UINT64_MAX
-  ++polls_;
-  polls_total.Add();
+  Bump(stats_.polls);
   bool hit = false;
   uint64_t now = start;
   while (now < end) {
@@ -423,15 +509,14 @@ bool Reactor::Poll(uint64_t cap_ns) {
     now = MonotonicNs();
   }
   if (hit) {
-    ++poll_hits_;
-    poll_hits_total.Add();
+    Bump(stats_.poll_hits);
   } else {
     // Traffic too sparse for this window: halve it, down to not polling at all. A wake-up that
     // comes soon after the last event grows it again (AfterSleep).
     poll_window_ns_ /= 2;
     if (poll_window_ns_ < kPollWindowMinNs) poll_window_ns_ = 0;
   }
-  poll_us_total.Add((MonotonicNs() - start) / 1000);
+  Bump(stats_.poll_ns, MonotonicNs() - start);
   return hit;
 }
 
@@ -491,6 +576,7 @@ void Reactor::Tick(uint64_t timeout_ns) {
     if (posted_.load(std::memory_order_seq_cst) != nullptr) wait_ns = 0;
   }
   const bool sleeps = wait_ns != 0;  // may block: what AfterSleep learns from
+  if (sleeps) Bump(stats_.sleeps);
   if (engine_ == ReactorEngine::kUring) {
     WaitUring(wait_ns, enter);
   } else {

@@ -14,10 +14,12 @@
 #pragma once
 
 #include <liburing.h>
+#include <time.h>
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -60,6 +62,9 @@ struct ReactorOptions {
   uint64_t poll_ns = 0;
   // ReactorGroup: pin each extra reactor's thread to a core of its own.
   bool pin_threads = true;
+  // The `reactor` label of its spd_reactor_* metric series ("0" the daemon's main reactor, "1"..
+  // a ReactorGroup's others); empty: "unnamed-N" in creation order.
+  std::string name;
 };
 
 uint64_t MonotonicNs();
@@ -121,10 +126,26 @@ class Reactor {
   // Statistics for tests and metrics (owning thread).
   uint64_t ticks() const { return ticks_; }
   uint64_t enters() const { return enters_; }
-  // Polls that found work before their window ended, and polls in all.
-  uint64_t poll_hits() const { return poll_hits_; }
-  uint64_t polls() const { return polls_; }
+  // Polls that found work before their window ended, and polls in all (any thread).
+  uint64_t poll_hits() const { return stats_.poll_hits.load(std::memory_order_relaxed); }
+  uint64_t polls() const { return stats_.polls.load(std::memory_order_relaxed); }
   uint64_t poll_window_ns() const { return poll_window_ns_; }
+  const std::string& name() const { return name_; }
+
+  // Every live reactor's figures, for the spd_reactor_* families (labelled `reactor`): they are
+  // kept per reactor by its own thread (one writer: plain relaxed loads and stores, no locked
+  // instruction) and read here, at a scrape, from any thread. Busy time is the reactor
+  // thread's CPU time (its CPU clock), so measuring it costs the loop nothing.
+  struct Figures {
+    std::string name;
+    uint64_t busy_ns = 0;
+    uint64_t polls = 0;
+    uint64_t poll_hits = 0;
+    uint64_t poll_ns = 0;
+    uint64_t wakeups = 0;
+    uint64_t sleeps = 0;
+  };
+  static std::vector<Figures> AllFigures();
 
  private:
   Reactor() = default;
@@ -178,8 +199,19 @@ class Reactor {
   uint64_t poll_ns_ = 0;         // the longest window (ReactorOptions::poll_ns)
   uint64_t poll_window_ns_ = 0;  // the current one: halved by a miss, grown by a near wake-up
   uint64_t last_event_ns_ = 0;   // when the last completion was seen (only kept when polling)
-  uint64_t polls_ = 0;
-  uint64_t poll_hits_ = 0;
+  // Single-writer (the owning thread), read by AllFigures from any thread.
+  struct Stats {
+    std::atomic<uint64_t> polls{0};
+    std::atomic<uint64_t> poll_hits{0};
+    std::atomic<uint64_t> poll_ns{0};
+    std::atomic<uint64_t> wakeups{0};
+    std::atomic<uint64_t> sleeps{
+        0};  // blocking waits (io_uring_enter or epoll_pwait2 that may sleep)
+    std::atomic<uint64_t> busy_ns{0};  // the last CPU clock reading (a finished thread has none)
+  } stats_;
+  std::string name_;
+  clockid_t cpu_clock_ = 0;
+  bool has_cpu_clock_ = false;
 };
 
 }  // namespace spd

@@ -33,6 +33,7 @@ Result<std::unique_ptr<ReactorGroup>> ReactorGroup::Start(Reactor* main, unsigne
     const int cpu = cpus.empty() ? -1 : cpus[i % cpus.size()];
     std::promise<Result<Reactor*>> made;
     auto made_f = made.get_future();
+    options.name = std::to_string(i);
     g->threads_.emplace_back([cpu, options, &made] {
       // Pinning is a preference: a failure must not stop the daemon.
       if (options.pin_threads && cpu >= 0) {

@@ -7,6 +7,8 @@
 
 #include <thread>
 
+#include "common/counters.h"
+
 namespace spd {
 namespace {
 
@@ -106,6 +108,54 @@ TEST_P(ReactorTest, PostFromAnotherThreadWakesSleeper) {
   poster.join();
   EXPECT_EQ(t.runs, 1);
   EXPECT_LT(MonotonicNs() - start, 5'000'000'000ull);
+}
+
+TEST_P(ReactorTest, FiguresAreKeptPerReactorAndExported) {
+  ReactorOptions o;
+  o.force_epoll = GetParam();
+  o.name = "fig\"ures";
+  auto made = Reactor::Create(o);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  Reactor* r = made.value().get();
+  auto figures = [&]() {
+    for (const Reactor::Figures& f : Reactor::AllFigures())
+      if (f.name == "fig\"ures") return f;
+    ADD_FAILURE() << "no figures for the reactor";
+    return Reactor::Figures{};
+  };
+  const Reactor::Figures before = figures();
+  EXPECT_EQ(before.wakeups, 0u);
+  // A post to a sleeping reactor wakes it: one wake-up, at least one sleep.
+  CountingTask t;
+  t.fn = [](Task* self) { static_cast<CountingTask*>(self)->runs++; };
+  std::thread poster([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    r->Post(&t);
+  });
+  for (int i = 0; i < 10 && t.runs == 0; ++i) r->RunOnce(10'000'000'000ull);
+  poster.join();
+  ASSERT_EQ(t.runs, 1);
+  // Busy time is the thread's CPU time: burn 10 ms of it (CPU time, not wall time: a loaded
+  // machine gives this thread less than the wall clock).
+  auto thread_cpu_ns = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
+  };
+  const uint64_t cpu_until = thread_cpu_ns() + 10'000'000;
+  const uint64_t give_up = MonotonicNs() + 10'000'000'000ull;
+  while (thread_cpu_ns() < cpu_until && MonotonicNs() < give_up) {
+  }
+  const Reactor::Figures after = figures();
+  EXPECT_GE(after.wakeups, 1u);
+  EXPECT_GE(after.sleeps, 1u);
+  EXPECT_GE(after.busy_ns, before.busy_ns + 10'000'000);
+  const std::string text = RenderCountersPrometheus();
+  EXPECT_NE(text.find("spd_reactor_wakeups_total{reactor=\"fig\\\"ures\"} "), std::string::npos);
+  EXPECT_NE(text.find("# TYPE spd_reactor_busy_seconds_total counter"), std::string::npos);
+  // Gone with the reactor.
+  made.value().reset();
+  for (const Reactor::Figures& f : Reactor::AllFigures()) EXPECT_NE(f.name, "fig\"ures");
 }
 
 struct ReadWatcher : Completion {

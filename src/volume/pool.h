@@ -84,6 +84,11 @@ struct PoolStats {
   uint64_t commits = 0;
   uint64_t log_records = 0;
   uint64_t checkpoints = 0;
+  uint64_t log_size_bytes = 0;  // the metadata log region
+  uint64_t log_used_bytes = 0;  // written since the last checkpoint (one starts at half)
+  uint32_t volumes = 0;         // live volumes (table slots in use)
+  uint32_t volumes_max = 0;
+  bool read_only = false;
 };
 
 // Extent kinds for Volume::MapRange (what NBD BLOCK_STATUS reports).

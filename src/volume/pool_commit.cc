@@ -14,11 +14,6 @@
 namespace spd {
 namespace {
 
-Counter checkpoints_total("spd_pool_checkpoints_total", "Checkpoints written.");
-Counter log_records_total("spd_pool_log_records_total", "Metadata log records written.");
-Gauge read_only_gauge("spd_pool_read_only",
-                      "1 once the pool turned read-only after a failed commit or device flush "
-                      "(restart to re-open from the last durable state).");
 Counter read_only_commits_total(
     "spd_pool_read_only_commit_refusals_total",
     "Commits and commit waiters failed with EIO because the pool is read-only.");
@@ -44,7 +39,6 @@ void Pool::FlushFailed(int32_t result) { EnterReadOnly(result, "device flush"); 
 void Pool::EnterReadOnly(int32_t result, const char* what) {
   if (read_only()) return;
   read_only_.store(true, std::memory_order_seq_cst);
-  read_only_gauge.Set(1);
   group_->set_overlap(false);
   SPD_LOG_ERROR(
       "pool: %s failed (%s): the pool is read-only from now on. Reads still work; every write, "
@@ -197,12 +191,10 @@ void Pool::CommitStep(int32_t result) {
     ++ckpt_seq_;
     log_pos_ = 0;
     ++stats_.checkpoints;
-    checkpoints_total.Add();
   } else {
     log_pos_ += c.batch_blocks * pf::kBlockBytes;
     next_lsn_ += c.batch_blocks;
     stats_.log_records += c.batch.size();
-    log_records_total.Add(c.batch.size());
   }
   FinishCommit(0);
 }

@@ -573,6 +573,11 @@ PoolStats Pool::stats() const {
   s.chunk_size_bytes = chunk_bytes_;
   s.chunks_total = chunks_total_;
   s.chunks_free = chunks_free_;
+  s.log_size_bytes = log_bytes_;
+  s.log_used_bytes = log_pos_;
+  s.volumes_max = volumes_max_;
+  for (const auto& v : slots_) s.volumes += v != nullptr ? 1 : 0;
+  s.read_only = read_only();
   return s;
 }
 

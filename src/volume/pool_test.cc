@@ -389,7 +389,7 @@ TEST_F(PoolTest, FailedFlushMakesThePoolReadOnlyForGood) {
   EXPECT_EQ(a.result, -EIO);
   EXPECT_EQ(b.result, -EIO);
   EXPECT_TRUE(pool->read_only());
-  EXPECT_EQ(CounterValue("spd_pool_read_only"), 1u);
+  EXPECT_TRUE(pool->stats().read_only);
   ASSERT_EQ(told.size(), 1u);
   EXPECT_NE(told[0].find("read-only"), std::string::npos) << told[0];
   // The device works again, but the data of the failed flush is gone from its cache: a flush

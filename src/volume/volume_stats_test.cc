@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "io/sim_backend.h"
+#include "volume/pool_metrics.h"
 #include "volume/volume_metrics.h"
 
 namespace spd {
@@ -169,6 +170,53 @@ TEST_F(VolumeMetricsTest, EveryFamilyOnceWithLabelsAndConsistentHistograms) {
   // The collector is registered: the endpoint's text carries the families.
   EXPECT_NE(RenderCountersPrometheus().find("spd_volume_size_bytes{volume=\"c\""),
             std::string::npos);
+}
+
+TEST_F(VolumeMetricsTest, PoolFamiliesFollowAllocationAndVolumes) {
+  PoolMetrics pm(pool_.get(), "p\"1");
+  const std::string l = "{pool=\"p\\\"1\"}";
+  auto value = [&](const std::string& family) {
+    std::string out;
+    pm.Render(&out);
+    const std::string key = "\n" + family + l + " ";
+    const size_t at = out.find(key);
+    EXPECT_NE(at, std::string::npos) << family << "\n" << out;
+    return at == std::string::npos ? -1.0 : std::stod(out.substr(at + key.size()));
+  };
+  const double size = value("spd_pool_size_bytes");
+  EXPECT_GT(size, 0);
+  EXPECT_EQ(value("spd_pool_allocated_bytes"), 0);
+  EXPECT_EQ(value("spd_pool_free_bytes"), size);
+  EXPECT_EQ(value("spd_pool_volumes"), 0);
+  EXPECT_EQ(value("spd_pool_read_only"), 0);
+  EXPECT_EQ(value("spd_pool_log_size_bytes"), 1 << 20);
+  const double commits0 = value("spd_pool_commits_total");
+
+  VolumeSpec a;
+  a.name = "a";
+  a.size_bytes = 4 << 20;
+  auto ha = mgr_->CreateBlocking(a);
+  ASSERT_TRUE(ha.ok()) << ha.status().ToString();
+  EXPECT_EQ(value("spd_pool_volumes"), 1);
+  EXPECT_GT(value("spd_pool_commits_total"), commits0);
+  // One 4 KiB write allocates one 64 KiB chunk.
+  std::vector<uint8_t> buf(4096, 7);
+  VolumeIo io;
+  io.op = IoOp::kWrite;
+  io.offset_bytes = 1 << 20;
+  io.length_bytes = 4096;
+  io.buf = buf.data();
+  bool done = false;
+  io.ctx = &done;
+  io.done = [](VolumeIo* d) { *static_cast<bool*>(d->ctx) = true; };
+  ha.value()->volume()->Submit(&io);
+  for (int i = 0; i < 100000 && !done; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(done);
+  ASSERT_EQ(io.result, 0);
+  EXPECT_EQ(value("spd_pool_allocated_bytes"), 64 << 10);
+  EXPECT_EQ(value("spd_pool_free_bytes"), size - (64 << 10));
+  // Registered: the endpoint's text carries them.
+  EXPECT_NE(RenderCountersPrometheus().find("spd_pool_volumes" + l + " 1\n"), std::string::npos);
 }
 
 }  // namespace

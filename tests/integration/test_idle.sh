@@ -11,7 +11,11 @@ for _ in 1 2 3; do
   nbdcopy "$(uri)" "$T/out"
 done
 cmp -n $((8 << 20)) "$T/blob" "$T/out" || fail "data"
-metric() { curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+# metric NAME: the sample NAME, or the sum of its series (spd_reactor_* have one per reactor).
+metric() {
+  curl -s "http://127.0.0.1:$mport/metrics" |
+    awk -v m="$1" 'index($1, m "{") == 1 || $1 == m {s += $2; n++} END {if (n) print s}'
+}
 polls=$(metric spd_reactor_polls_total)
 [ "${polls:-0}" -gt 0 ] || fail "the reactors never polled during traffic"
 sleep 0.5

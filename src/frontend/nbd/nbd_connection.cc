@@ -66,8 +66,19 @@ Counter idle_timeouts_total("spd_nbd_idle_timeouts_total",
 Counter memory_backpressure_total(
     "spd_nbd_memory_backpressure_total",
     "Times a connection stopped reading because the NBD memory budget was spent.");
-Gauge negotiating_gauge("spd_nbd_connections_negotiating",
-                        "NBD connections accepted and still negotiating.");
+// Connections now, by state: spd_nbd_connections{state}. Changed at state changes only (not
+// per request), by every reactor: shared atomics are fine here.
+std::atomic<int64_t> connections_in[4];
+const char* const kStateNames[4] = {"", "negotiating", "transmission", "closing"};
+MetricsCollector connections_collector([](std::string* out) {
+  PromHeader(out, "spd_nbd_connections",
+             "NBD connections now, by state: negotiating (accepted, handshake or TLS not "
+             "done), transmission (serving requests), closing (replies and I/O draining).",
+             "gauge");
+  for (int i = 1; i < 4; ++i)
+    PromSample(out, "spd_nbd_connections", std::string("state=\"") + kStateNames[i] + "\"",
+               static_cast<double>(connections_in[i].load(std::memory_order_relaxed)));
+});
 // Payloads at least this large are received straight into the request buffer.
 constexpr uint32_t kDirectRecvBytes = 64u << 10;
 constexpr size_t kBlockStatusExtentsMax = 128;
@@ -121,7 +132,16 @@ NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::s
   stall_timer_.fn = &NbdConnection::OnStallTimer;
   mem_waiter_.conn = this;
   mem_waiter_.fn = &NbdConnection::OnMemory;
-  negotiating_gauge.Add(1);
+  SetCountedState(CountedState::kNegotiating);
+}
+
+void NbdConnection::SetCountedState(CountedState s) {
+  if (s == counted_) return;
+  if (counted_ != CountedState::kNone)
+    connections_in[static_cast<int>(counted_)].fetch_sub(1, std::memory_order_relaxed);
+  if (s != CountedState::kNone)
+    connections_in[static_cast<int>(s)].fetch_add(1, std::memory_order_relaxed);
+  counted_ = s;
 }
 
 NbdConnection::~NbdConnection() {
@@ -142,6 +162,7 @@ NbdConnection::~NbdConnection() {
     tls_sessions_gauge.Add(-1);
   }
   if (fd_ >= 0) close(fd_);
+  SetCountedState(CountedState::kNone);
 }
 
 Status NbdConnection::Start() {
@@ -188,7 +209,6 @@ void NbdConnection::Evict() {
 void NbdConnection::LeaveNegotiation() {
   if (!negotiating_) return;
   negotiating_ = false;
-  negotiating_gauge.Add(-1);
   auto* sh = static_cast<NbdServer::Shard*>(shard);
   if (sh == nullptr) return;
   // Linked only once Start ran; a connection evicted or closed before that is not in the list.
@@ -462,6 +482,7 @@ bool NbdConnection::ProcessHandshake() {
       SPD_LOG_DEBUG("nbd %s: export '%s' structured=%d", peer_.c_str(), export_->name.c_str(),
                     handshake_->structured_replies());
       LeaveNegotiation();
+      SetCountedState(CountedState::kTransmission);
       reactor_->CancelTimer(&timer_);
       last_request_ns_ = MonotonicNs();
       if (server_->options_.idle_timeout_ms > 0)
@@ -733,6 +754,7 @@ void NbdConnection::BeginClose(const char* why) {
   closing_ = true;
   close_reason_ = why;
   rx_state_ = RxState::kClosing;
+  SetCountedState(CountedState::kClosing);
   SPD_LOG_DEBUG("nbd %s: closing: %s", peer_.c_str(), why);
   LeaveNegotiation();
   reactor_->CancelTimer(&timer_);

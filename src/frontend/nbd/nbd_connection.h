@@ -203,6 +203,10 @@ class NbdConnection {
   std::unique_ptr<NbdSlot[]> slots_;
   uint64_t charged_bytes_ = 0;  // TransmissionBytes once slots exist
   bool negotiating_ = true;
+  // Which spd_nbd_connections{state} series counts this connection (SetCountedState).
+  enum class CountedState : uint8_t { kNone, kNegotiating, kTransmission, kClosing };
+  CountedState counted_ = CountedState::kNone;
+  void SetCountedState(CountedState s);
   struct ConnTimer : Timer {
     NbdConnection* conn;
   };

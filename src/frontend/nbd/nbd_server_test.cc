@@ -3,6 +3,9 @@
 // in nbd_limits_test.cc.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include "common/counters.h"
 #include "frontend/nbd/nbd_test_fixture.h"
 
 namespace spd {
@@ -22,6 +25,35 @@ TEST_F(NbdServerTest, AdvertisesCapabilities) {
   EXPECT_EQ(nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 1);
   EXPECT_GE(nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM), static_cast<int64_t>(32 * kMiB));
   nbd_close(h);
+}
+
+// spd_nbd_connections{state}: a connection counts as negotiating until it has an export, then
+// in transmission, and in no state once closed.
+TEST_F(NbdServerTest, ConnectionsAreCountedByState) {
+  auto state = [](const char* s) {
+    const std::string text = RenderCountersPrometheus();
+    const std::string key = std::string("\nspd_nbd_connections{state=\"") + s + "\"} ";
+    const size_t at = text.find(key);
+    EXPECT_NE(at, std::string::npos) << s;
+    return at == std::string::npos ? -1L : std::stol(text.substr(at + key.size()));
+  };
+  auto wait_for = [&](const char* s, long want) {
+    for (int i = 0; i < 500 && state(s) != want; ++i) usleep(10'000);
+    return state(s);
+  };
+  const long neg0 = state("negotiating"), tx0 = state("transmission");
+  nbd_handle* h = Connect();
+  ASSERT_NE(h, nullptr);
+  EXPECT_EQ(wait_for("transmission", tx0 + 1), tx0 + 1);
+  int raw = RawConnect(sock_);  // connects, never negotiates
+  ASSERT_GE(raw, 0);
+  EXPECT_EQ(wait_for("negotiating", neg0 + 1), neg0 + 1);
+  EXPECT_EQ(state("transmission"), tx0 + 1);
+  close(raw);
+  nbd_close(h);
+  EXPECT_EQ(wait_for("negotiating", neg0), neg0);
+  EXPECT_EQ(wait_for("transmission", tx0), tx0);
+  EXPECT_EQ(wait_for("closing", 0), 0);
 }
 
 TEST_F(NbdServerTest, WriteReadRoundTripAcrossChunks) {
