@@ -1,6 +1,7 @@
 # A real Prometheus (Debian's) scrapes the daemon: promtool finds the exposition clean, and
 # PromQL through Prometheus' HTTP API returns the per-volume figures of the I/O this test did
-# (requests by operation, bytes, errors by kind, histogram counts), for two volumes apart.
+# (requests by operation, bytes, errors by kind, histogram counts), for two volumes apart; and
+# every query of the Grafana dashboard (deploy/grafana) returns data.
 source "$(dirname "$0")/lib.sh"
 command -v prometheus >/dev/null || fail "prometheus is not installed (scripts/setup.sh)"
 command -v promtool >/dev/null || fail "promtool is not installed (scripts/setup.sh)"
@@ -109,6 +110,13 @@ check 'spd_volume_size_bytes{volume="other"}' $((16 << 20))
 # here took well under a second on the sim).
 p99=$(q 'histogram_quantile(0.99, spd_volume_request_duration_seconds_bucket{volume="vol0",op="write"})')
 $PY -c "import sys; v = float('$p99'); sys.exit(0 if 0 < v <= 1 else 1)" || fail "p99 of writes '$p99'"
+
+# The Grafana dashboard: every panel's query, its variables set to this daemon's volumes, is
+# valid PromQL that returns data here (a rate once Prometheus holds two samples; it waits 30 s at
+# most). A control call first, so that the control-call family has a series to show.
+expect 0 --socket "$T/data/control.sock" volume list
+$PY "$(dirname "$0")/dashboard_check.py" "http://127.0.0.1:$PPORT" \
+  "$(dirname "$0")/../../deploy/grafana/spd2-dashboard.json" || fail "dashboard queries"
 
 stop_prom
 stop_spd2
