@@ -10,12 +10,12 @@ pkgs=(
   liburing-dev libgtest-dev libgmock-dev
   libcli11-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  zlib1g-dev libsqlite3-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev
+  zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev
   python3-grpcio python3-protobuf python3-yaml openssl
   fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
   libfuse3-dev fuse3
   libgnutls28-dev gnutls-bin
-  iproute2 procps curl
+  iproute2 procps curl python3-venv python3-pip
   systemtap-sdt-dev bpftrace prometheus
 )
 
@@ -25,9 +25,24 @@ for p in "${pkgs[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#pkgs[@]} packages present"
-  exit 0
+else
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# Test-only Python packages from PyPI (tests/requirements-test.txt) go into a venv of the
+# checkout, .venv-test/, never into the system Python. Debian's python3 makes it: the tests
+# run it as .venv-test/bin/python3.
+cd "$(dirname "$0")/.."
+venv=.venv-test
+req=tests/requirements-test.txt
+if [ ! -x "$venv/bin/python3" ]; then
+  /usr/bin/python3 -m venv "$venv"
+fi
+if ! cmp -s "$req" "$venv/requirements-installed.txt"; then
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/requirements-installed.txt"
+fi
+echo "setup: test venv $venv ready"

@@ -1,11 +1,14 @@
 #include "control/call_interceptor.h"
 
+#include <time.h>
+
 #include <map>
 #include <mutex>
 #include <string>
 #include <utility>
 
 #include "common/counters.h"
+#include "common/trace.h"
 
 namespace spd {
 namespace {
@@ -50,19 +53,66 @@ MetricsCollector calls_collector([](std::string* out) {
                static_cast<double>(n));
 });
 
+uint64_t RealtimeNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 class CallInterceptor : public grpc::experimental::Interceptor {
  public:
-  explicit CallInterceptor(grpc::experimental::ServerRpcInfo* info) : info_(info) {}
+  explicit CallInterceptor(grpc::experimental::ServerRpcInfo* info)
+      : info_(info), traced_(trace::Enabled()), start_ns_(traced_ ? RealtimeNs() : 0) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     using grpc::experimental::InterceptionHookPoints;
-    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS))
-      CountCall(info_->method(), static_cast<int>(methods->GetSendStatus().error_code()));
+    if (traced_ &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      auto* md = methods->GetRecvInitialMetadata();
+      if (md != nullptr) {
+        auto it = md->find("traceparent");
+        if (it != md->end()) traceparent_.assign(it->second.data(), it->second.size());
+      }
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const grpc::Status st = methods->GetSendStatus();
+      CountCall(info_->method(), static_cast<int>(st.error_code()));
+      if (traced_) RecordSpan(st);
+    }
     methods->Proceed();
   }
 
  private:
+  // A server span for the call: the child of the caller's span when its traceparent is valid,
+  // else the root of a new trace (OpenTelemetry's semantic conventions for RPC).
+  void RecordSpan(const grpc::Status& st) {
+    trace::Span s;
+    uint8_t flags = 0;
+    if (!trace::ParseTraceparent(traceparent_, &s.trace_id, &s.parent, &flags)) {
+      s.trace_id = trace::NewTraceId();
+      s.parent = trace::SpanId{};
+    }
+    s.span_id = trace::NewSpanId();
+    std::string method = info_->method() != nullptr ? info_->method() : "";
+    if (!method.empty() && method[0] == '/') method.erase(0, 1);
+    s.name = method;
+    s.kind = trace::SpanKind::kServer;
+    s.start_unix_ns = start_ns_;
+    s.end_unix_ns = RealtimeNs();
+    s.status = st.ok() ? trace::SpanStatus::kOk : trace::SpanStatus::kError;
+    if (!st.ok()) s.status_message = st.error_message();
+    const size_t slash = method.find('/');
+    s.Add("rpc.system", std::string("grpc"));
+    s.Add("rpc.service", method.substr(0, slash));
+    if (slash != std::string::npos) s.Add("rpc.method", method.substr(slash + 1));
+    s.Add("rpc.grpc.status_code", static_cast<int64_t>(st.error_code()));
+    trace::Record(std::move(s));
+  }
+
   grpc::experimental::ServerRpcInfo* info_;
+  const bool traced_;  // tracing was on when the call came in
+  const uint64_t start_ns_;
+  std::string traceparent_;
 };
 
 class CallInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {

@@ -14,12 +14,14 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/trace.h"
 #include "control/control_server.h"
 #include "daemon/qos_setup.h"
 #include "frontend/nbd/nbd_server.h"
 #include "reactor/reactor.h"
 #include "reactor/reactor_group.h"
 #include "telemetry/metrics_server.h"
+#include "telemetry/otlp_exporter.h"
 #include "volume/pool.h"
 #include "volume/pool_format.h"
 #include "volume/pool_metrics.h"
@@ -325,6 +327,36 @@ int RunDaemon(const DaemonOptions& o) {
   no.stall_timeout_ms = o.nbd_stall_timeout_ms;
   no.memory_bytes_max = o.nbd_memory_bytes_max;
   no.slow_request_ns = o.slow_request_ms * 1'000'000;
+  // Tracing: the exporter's thread starts before anything records a span and is stopped (its
+  // last batch sent) after the reactors, at the end of Run.
+  std::unique_ptr<OtlpExporter> exporter;
+  if (!o.trace_endpoint.empty()) {
+    OtlpOptions eo;
+    eo.endpoint = o.trace_endpoint;
+    eo.service_version = "0.1.0";
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) == 0) eo.service_instance = host;
+    exporter = std::make_unique<OtlpExporter>(eo);
+    if (Status s = exporter->Start(); !s.ok()) {
+      SPD_LOG_ERROR("%s", s.ToString().c_str());
+      return 2;
+    }
+    trace::Options to;
+    to.io_sample_rate = o.trace_sample_rate;
+    to.io_slow_ns = o.trace_slow_ms * 1'000'000;
+    trace::Enable(to);
+    no.trace_sample_period = trace::IoSamplePeriod();
+    no.trace_slow_ns = trace::IoSlowNs();
+    const std::string io =
+        no.trace_sample_period > 0
+            ? "one in " + std::to_string(no.trace_sample_period) + " I/O requests"
+            : std::string("no sampled I/O");
+    SPD_LOG_INFO("tracing to %s: every control call, %s%s", eo.endpoint.c_str(), io.c_str(),
+                 no.trace_slow_ns > 0 ? ", every slow I/O request" : "");
+  }
+  struct TraceOff {
+    ~TraceOff() { trace::Disable(); }
+  } trace_off;
   no.tls_mode = o.nbd_tls == "require" ? nbd::TlsMode::kRequire
                 : o.nbd_tls == "on"    ? nbd::TlsMode::kOn
                                        : nbd::TlsMode::kOff;
@@ -384,7 +416,8 @@ int RunDaemon(const DaemonOptions& o) {
   DispatcherOptions dopt;
   dopt.remote_io = o.remote_io;
   // The slow-request line's breakdown is made of the stage stamps.
-  dopt.stamp_stages = o.stage_stamps || o.slow_request_ms > 0;
+  dopt.stamp_stages =
+      o.stage_stamps || o.slow_request_ms > 0 || no.trace_sample_period > 0 || no.trace_slow_ns > 0;
   // The control server, which reports violations as events, starts later.
   auto control_events = std::make_shared<std::atomic<ControlServer*>>(nullptr);
   auto qos_or = MakeQosScheduler(
@@ -502,6 +535,7 @@ int RunDaemon(const DaemonOptions& o) {
   // channels, the QoS scheduler's timers on every reactor) is torn down with no reactor thread
   // running beside it.
   group->StopThreads();
+  if (exporter) exporter->Stop();  // the spans of the last requests go out
 
   Status s = pool->SyncAll();
   if (!s.ok()) {

@@ -397,6 +397,27 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "default for that reason. 0: off")
       ->check(CLI::Range(uint64_t{0}, uint64_t{3'600'000}))
       ->capture_default_str();
+  app.add_option("--trace-endpoint", o.trace_endpoint,
+                 "Send trace spans to this OpenTelemetry collector, as OTLP over HTTP with JSON "
+                 "bodies: the collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces "
+                 "(https works too). Every control API call becomes a span (the child of the "
+                 "caller's W3C traceparent when it sent one), and I/O requests chosen by "
+                 "--trace-sample-rate and --trace-slow-ms become a span with a child per stage. "
+                 "Spans wait in a bounded queue (8192) and go in batches from a thread of their "
+                 "own; when the collector is slow or gone they are dropped and counted "
+                 "(spd_trace_spans_dropped_total, spd_trace_export_errors_total), I/O never "
+                 "waits for them. Default: off (docs/observability.md)");
+  app.add_option("--trace-sample-rate", o.trace_sample_rate,
+                 "With --trace-endpoint: the fraction of each NBD connection's I/O requests "
+                 "traced, 0 to 1 (0.001: one in 1,000). Turns --stage-stamps on. A traced "
+                 "request costs a few microseconds of CPU (its spans are built on its reactor)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--trace-slow-ms", o.trace_slow_ms,
+                 "With --trace-endpoint: also trace every I/O request that takes longer than "
+                 "this many milliseconds from arrival to reply. Turns --stage-stamps on. 0: off")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{3'600'000}))
+      ->capture_default_str();
   app.add_flag("--quiet", o.quiet, "Do not print the how-to-connect lines");
 
   try {
@@ -429,6 +450,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument("--qos-budget-max-factor (" + std::to_string(o.qos_budget_max_factor) +
                            ") must be at least --qos-budget-factor (" +
                            std::to_string(o.qos_budget_factor) + ")");
+  if (o.trace_endpoint.empty() && (o.trace_sample_rate > 0 || o.trace_slow_ms > 0))
+    return InvalidArgument(
+        "--trace-sample-rate and --trace-slow-ms choose requests to trace: they need "
+        "--trace-endpoint (where the spans go)");
   uint64_t req;
   SPD_ASSIGN_OR_RETURN(req, ParseSize(request_max));
   if (req < 4096 || req > (1u << 30))

@@ -79,6 +79,9 @@ struct DaemonOptions {
   std::string log_level = "info";
   std::string log_format = "text";  // text|json (common/log.h)
   uint64_t slow_request_ms = 0;     // NbdServerOptions::slow_request_ns; 0 = off
+  std::string trace_endpoint;       // OTLP/HTTP traces URL; "" = tracing off
+  double trace_sample_rate = 0;     // fraction of I/O requests traced
+  uint64_t trace_slow_ms = 0;       // and every request slower than this; 0 = none
   bool quiet = false;               // no connection hints on stdout
 };
 

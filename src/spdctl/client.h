@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -40,7 +41,9 @@ inline constexpr const char* kExitHelp =
     "exists with another spec; 5 refused in the current state (in use, data beyond a shrink); 6 "
     "permission denied; 7 daemon unreachable or timed out; 8 invalid argument; 9 a limit was "
     "reached (retry later); 10 any other error.\n"
-    "Environment: SPD_CONTROL_SOCKET is the default for --socket.\n"
+    "Environment: SPD_CONTROL_SOCKET is the default for --socket; TRACEPARENT (a W3C trace "
+    "context, 00-TRACEID-SPANID-FLAGS) is sent with every call, so that spd2's spans of it join "
+    "that trace (spd2 --trace-endpoint).\n"
     "Documentation: docs/spdctl.md and docs/control.md in the SP Driver repository.";
 
 inline int ExitFor(grpc::StatusCode c) {
@@ -121,7 +124,12 @@ class Client {
     intents = v1::IntentService::NewStub(channel_);
     access = v1::AccessService::NewStub(channel_);
   }
+  // Every call carries the deadline and, when the environment has TRACEPARENT (a W3C trace
+  // context, as OpenTelemetry's tools pass it on), that trace context: spd2's span of the call
+  // becomes its child.
   void Prepare(grpc::ClientContext* ctx, bool deadline = true) const {
+    if (const char* tp = std::getenv("TRACEPARENT"); tp != nullptr && *tp != '\0')
+      ctx->AddMetadata("traceparent", tp);
     if (deadline)
       ctx->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(g_.timeout_s * 1000)));

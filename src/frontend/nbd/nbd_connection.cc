@@ -12,6 +12,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "common/trace.h"
 #include "dispatch/request_probes.h"
 #include "frontend/nbd/nbd_connection_internal.h"
 #include "frontend/nbd/proto/nbd_format.h"
@@ -133,6 +134,8 @@ NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::s
   mem_waiter_.conn = this;
   mem_waiter_.fn = &NbdConnection::OnMemory;
   SetCountedState(CountedState::kNegotiating);
+  const trace::SpanId id = trace::NewSpanId();
+  std::memcpy(conn_id_, id.b, sizeof conn_id_);
 }
 
 void NbdConnection::SetCountedState(CountedState s) {
@@ -628,6 +631,7 @@ void NbdConnection::Dispatch(NbdSlot* s) {
   io.ctx = s;
   // The NBD cookie is the client's own correlation id for this request.
   std::memcpy(io.correlation_id, &r.cookie, sizeof r.cookie);
+  std::memcpy(io.correlation_id + 8, conn_id_, sizeof conn_id_);
   io.stage_ns[static_cast<int>(Stage::kArrival)] = s->t0_ns;
   if (r.flags & nbd::kCmdFlagFua) io.flags |= kReqFua;
   switch (r.type) {
@@ -705,6 +709,8 @@ void NbdConnection::QueueReply(NbdSlot* s) {
   // The only cost of the slow-request log per request: UINT64_MAX when it is off.
   if (now - s->t0_ns > server_->slow_after_ns_) [[unlikely]]
     LogSlow(s, now);
+  if (server_->trace_io_) [[unlikely]]
+    MaybeTrace(s, now);
   // A structured reply that merged chunks may have settled on fewer iovecs than reserved.
   SPD_ASSERT(s->iov_count > 0);
   s->iov_sent = 0;

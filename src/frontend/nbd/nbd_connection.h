@@ -138,6 +138,12 @@ class NbdConnection {
   void QueueReply(NbdSlot* s);
   // The slow-request line of `s`, replied at `reply_ns` (dispatch/slow_request.h).
   void LogSlow(const NbdSlot* s, uint64_t reply_ns) const;
+  // A span for `s` (and one per stage) when it is sampled or slow (common/trace.h).
+  void MaybeTrace(const NbdSlot* s, uint64_t reply_ns);
+  // Bytes 8..15 of every request's correlation id: random per connection, so that ids (the
+  // client's cookie in bytes 0..7) differ between connections and can be trace ids.
+  uint8_t conn_id_[8] = {};
+  uint64_t trace_count_ = 0;  // requests since the last sampled one
   void ScheduleFlush();
   void FlushOut();
   NbdSlot* TakeSlot();

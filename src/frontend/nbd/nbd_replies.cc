@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/assert.h"
+#include "dispatch/request_trace.h"
 #include "dispatch/slow_request.h"
 #include "frontend/nbd/nbd_connection.h"
 #include "frontend/nbd/proto/nbd_format.h"
@@ -31,15 +32,17 @@ void NbdConnection::BuildBlockStatusReply(NbdSlot* s) {
   s->iov_count = 1;
 }
 
-void NbdConnection::LogSlow(const NbdSlot* s, uint64_t reply_ns) const {
+// The request of `s` as the slow-request line and traces describe it. `scratch` (16 bytes)
+// holds a correlation id for a request the dispatcher never saw.
+static SlowRequest Describe(const NbdSlot* s, uint64_t reply_ns, const nbd::Export* exp,
+                            const uint8_t* conn_id, uint8_t* scratch) {
   const nbd::Request& r = s->req;
   SlowRequest sr;
-  sr.volume = export_ != nullptr ? std::string_view(export_->name) : std::string_view();
+  sr.volume = exp != nullptr ? std::string_view(exp->name) : std::string_view();
   sr.arrival_ns = s->t0_ns;
   sr.reply_ns = reply_ns;
   // Dispatch stamps the arrival with t0: a request answered without the dispatcher (refused,
   // or nothing to do) has only the slot's stale stamps and the NBD header's own fields.
-  uint8_t cookie[16] = {};
   if (s->io.StageNs(Stage::kArrival) == s->t0_ns) {
     sr.op = RequestOpName(s->io.op);
     sr.offset_bytes = s->io.offset_bytes;
@@ -50,10 +53,30 @@ void NbdConnection::LogSlow(const NbdSlot* s, uint64_t reply_ns) const {
     sr.op = "refused";
     sr.offset_bytes = r.offset;
     sr.length_bytes = r.length;
-    std::memcpy(cookie, &r.cookie, sizeof r.cookie);  // as Dispatch would have
-    sr.correlation = cookie;
+    std::memcpy(scratch, &r.cookie, sizeof r.cookie);  // as Dispatch would have
+    std::memcpy(scratch + 8, conn_id, 8);
+    sr.correlation = scratch;
   }
-  LogSlowRequest(sr);
+  return sr;
+}
+
+void NbdConnection::LogSlow(const NbdSlot* s, uint64_t reply_ns) const {
+  uint8_t scratch[16];
+  LogSlowRequest(Describe(s, reply_ns, export_, conn_id_, scratch));
+}
+
+void NbdConnection::MaybeTrace(const NbdSlot* s, uint64_t reply_ns) {
+  const NbdServerOptions& o = server_->options_;
+  bool sampled = false;
+  if (o.trace_sample_period > 0 && ++trace_count_ >= o.trace_sample_period) {
+    trace_count_ = 0;
+    sampled = true;
+  }
+  const bool slow = o.trace_slow_ns > 0 && reply_ns - s->t0_ns > o.trace_slow_ns;
+  if (!sampled && !slow) return;
+  uint8_t scratch[16];
+  TraceRequest(Describe(s, reply_ns, export_, conn_id_, scratch), "nbd", slow ? "slow" : "sampled",
+               static_cast<int>(s->reply_error));
 }
 
 void NbdConnection::Complete(NbdSlot* s) {

@@ -116,6 +116,7 @@ NbdServer::NbdServer(Reactor* reactor, Dispatcher* dispatcher, VolumeManager* vo
   // More negotiating connections than connections could never be reached: the smaller wins.
   options_.handshakes_max = std::min(options_.handshakes_max, options_.connections_max);
   if (options_.slow_request_ns > 0) slow_after_ns_ = options_.slow_request_ns;
+  trace_io_ = options_.trace_sample_period > 0 || options_.trace_slow_ns > 0;
   if (conn_reactors.empty()) conn_reactors.push_back(reactor_);
   for (Reactor* r : conn_reactors) {
     auto sh = std::make_unique<Shard>();

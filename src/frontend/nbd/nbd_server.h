@@ -94,6 +94,11 @@ struct NbdServerOptions {
   // (dispatch/slow_request.h; its stage breakdown needs DispatcherOptions::stamp_stages).
   // 0 = never.
   uint64_t slow_request_ns = 0;
+  // Trace I/O requests (common/trace.h): one in trace_sample_period of each connection's
+  // requests (0: none) and each slower than trace_slow_ns (0: none). A traced request becomes a
+  // span with a child per stage (its stage breakdown needs DispatcherOptions::stamp_stages).
+  uint64_t trace_sample_period = 0;
+  uint64_t trace_slow_ns = 0;
 };
 
 class NbdConnection;
@@ -204,6 +209,8 @@ class NbdServer : private VolumeManager::Listener {
   NbdServerOptions options_;
   // options_.slow_request_ns, UINT64_MAX when 0: a reply compares against it and nothing else.
   uint64_t slow_after_ns_ = UINT64_MAX;
+  // Either trace option set: the one test a reply makes for tracing.
+  bool trace_io_ = false;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<NbdTlsCredentials> tls_;
   Listener unix_listener_;
