@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every build and test dependency of SP Driver 2.0 from Debian packages.
 # Idempotent: packages already present are skipped by apt-get. Run as root on Debian 12.
-#   scripts/setup.sh    build, test and benchmark dependencies (bpftrace, promtool included)
+#   scripts/setup.sh    build, test and benchmark dependencies (bpftrace, promtool included;
+#                       prometheus-cpp only for bench/exposer_compare)
 set -euo pipefail
 
 pkgs=(
@@ -17,6 +18,7 @@ pkgs=(
   libgnutls28-dev gnutls-bin
   iproute2 procps curl python3-venv python3-pip
   systemtap-sdt-dev bpftrace prometheus
+  prometheus-cpp-dev
 )
 
 missing=()
