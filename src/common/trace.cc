@@ -144,8 +144,12 @@ bool Record(Span&& s) {
 size_t Take(std::vector<Span>* out, size_t max, uint64_t wait_ns) {
   Queue& q = Q();
   std::unique_lock<std::mutex> l(q.mu);
-  if (wait_ns > 0)
-    q.cv.wait_for(l, std::chrono::nanoseconds(wait_ns), [&] { return !q.spans.empty() || q.wake; });
+  auto ready = [&] { return !q.spans.empty() || q.wake; };
+  if (wait_ns == UINT64_MAX) {
+    q.cv.wait(l, ready);
+  } else if (wait_ns > 0) {
+    q.cv.wait_for(l, std::chrono::nanoseconds(wait_ns), ready);
+  }
   q.wake = false;
   const size_t n = std::min(max, q.spans.size());
   for (size_t i = 0; i < n; ++i) out->push_back(std::move(q.spans[i]));

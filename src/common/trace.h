@@ -77,8 +77,9 @@ uint64_t IoSlowNs();
 
 // Queues a finished span. False when off or full (dropped, counted).
 bool Record(Span&& s);
-// For the exporter: waits until a span is queued, `stop` is called or `wait_ns` passes (0: do
-// not wait), then moves up to `max` spans into *out. Returns how many.
+// For the exporter: waits until a span is queued, WakeTakers is called or `wait_ns` passes (0:
+// do not wait; UINT64_MAX: no deadline), then moves up to `max` spans into *out. Returns how
+// many.
 size_t Take(std::vector<Span>* out, size_t max, uint64_t wait_ns);
 // Wakes a Take that waits (the exporter is stopping).
 void WakeTakers();

@@ -104,7 +104,7 @@ void OtlpExporter::Loop() {
   while (true) {
     const bool stopping = stop_.load();
     // Asleep until the first span (no timeout: an idle exporter never wakes), then gather.
-    if (!stopping && trace::Queued() == 0) trace::Take(&batch, o_.batch_max, UINT64_MAX / 4);
+    if (!stopping && trace::Queued() == 0) trace::Take(&batch, o_.batch_max, UINT64_MAX);
     if (!stop_.load() && batch.size() < o_.batch_max) {
       const auto until =
           std::chrono::steady_clock::now() + std::chrono::nanoseconds(o_.batch_wait_ns);
