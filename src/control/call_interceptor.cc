@@ -7,14 +7,16 @@
 #include <string>
 #include <utility>
 
+#include <google/protobuf/descriptor.h>
+
 #include "common/counters.h"
 #include "common/trace.h"
 
 namespace spd {
 namespace {
 
-// Calls by (method, code). Bounded: a server has a fixed set of methods and 17 codes; past
-// kSeriesMax pairs (which a correct server never reaches) calls count under method "other".
+// Calls by (method, code). Bounded: methods are the ones served (KnownMethod) and there are 17
+// codes; past kSeriesMax pairs (which this server never reaches) calls count under "other".
 constexpr size_t kSeriesMax = 1024;
 
 std::mutex& CallsMu() {
@@ -26,11 +28,25 @@ std::map<std::pair<std::string, int>, uint64_t>& Calls() {
   return calls;
 }
 
-void CountCall(const char* method, int code) {
+// "package.Service/Method" of a method this binary serves (its proto is compiled in, or gRPC's
+// health service), else "unknown": a client can send any path, and a label per made-up name
+// would let it grow the metrics without bound.
+std::string KnownMethod(const char* path) {
+  std::string m = path != nullptr && *path == '/' ? path + 1 : (path ? path : "");
+  if (m == "grpc.health.v1.Health/Check" || m == "grpc.health.v1.Health/Watch") return m;
+  std::string dotted = m;
+  const size_t slash = dotted.find('/');
+  if (slash == std::string::npos) return "unknown";
+  dotted[slash] = '.';
+  if (google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(dotted) == nullptr)
+    return "unknown";
+  return m;
+}
+
+void CountCall(const std::string& method, int code) {
   std::lock_guard<std::mutex> l(CallsMu());
   auto& calls = Calls();
-  std::string m = method != nullptr && *method == '/' ? method + 1 : (method ? method : "");
-  auto key = std::make_pair(std::move(m), code);
+  auto key = std::make_pair(method, code);
   auto it = calls.find(key);
   if (it == calls.end() && calls.size() >= kSeriesMax) {
     key.first = "other";
@@ -62,7 +78,9 @@ uint64_t RealtimeNs() {
 class CallInterceptor : public grpc::experimental::Interceptor {
  public:
   explicit CallInterceptor(grpc::experimental::ServerRpcInfo* info)
-      : info_(info), traced_(trace::Enabled()), start_ns_(traced_ ? RealtimeNs() : 0) {}
+      : method_(KnownMethod(info->method())),
+        traced_(trace::Enabled()),
+        start_ns_(traced_ ? RealtimeNs() : 0) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     using grpc::experimental::InterceptionHookPoints;
@@ -76,7 +94,7 @@ class CallInterceptor : public grpc::experimental::Interceptor {
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       const grpc::Status st = methods->GetSendStatus();
-      CountCall(info_->method(), static_cast<int>(st.error_code()));
+      CountCall(method_, static_cast<int>(st.error_code()));
       if (traced_) RecordSpan(st);
     }
     methods->Proceed();
@@ -93,8 +111,7 @@ class CallInterceptor : public grpc::experimental::Interceptor {
       s.parent = trace::SpanId{};
     }
     s.span_id = trace::NewSpanId();
-    std::string method = info_->method() != nullptr ? info_->method() : "";
-    if (!method.empty() && method[0] == '/') method.erase(0, 1);
+    const std::string& method = method_;
     s.name = method;
     s.kind = trace::SpanKind::kServer;
     s.start_unix_ns = start_ns_;
@@ -109,8 +126,8 @@ class CallInterceptor : public grpc::experimental::Interceptor {
     trace::Record(std::move(s));
   }
 
-  grpc::experimental::ServerRpcInfo* info_;
-  const bool traced_;  // tracing was on when the call came in
+  const std::string method_;  // KnownMethod
+  const bool traced_;         // tracing was on when the call came in
   const uint64_t start_ns_;
   std::string traceparent_;
 };

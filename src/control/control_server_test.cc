@@ -6,6 +6,7 @@
 // refusals are still answered while the queue is full.
 #include "control/control_server.h"
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -245,6 +246,21 @@ TEST_F(ControlServerTest, CallsAreCountedByMethodAndCode) {
   // Counted before the status goes out: no wait needed.
   EXPECT_EQ(SampleValue(ok) - ok0, 3);
   EXPECT_EQ(SampleValue(missing) - missing0, 1);
+  // A made-up method is answered UNIMPLEMENTED and counted as "unknown": no series per name a
+  // client invents.
+  for (int i = 0; i < 3; ++i) {
+    grpc::GenericStub generic(channel);
+    grpc::ClientContext gctx;
+    Deadline(&gctx, 5);
+    grpc::Slice empty(std::string{});
+    grpc::ByteBuffer in(&empty, 1), out;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&gctx, "/evil.Made/Up" + std::to_string(i), grpc::StubOptions(), &in, &out,
+                      [&done](grpc::Status st) { done.set_value(st); });
+    EXPECT_EQ(done.get_future().get().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  }
+  EXPECT_EQ(RenderCountersPrometheus().find("evil.Made"), std::string::npos);
+  EXPECT_GE(SampleValue("spd_control_calls_total{method=\"unknown\",code=\"UNIMPLEMENTED\"}"), 3);
   EXPECT_STREQ(GrpcCodeName(16), "UNAUTHENTICATED");
   EXPECT_STREQ(GrpcCodeName(99), "UNKNOWN");
 }
