@@ -1,10 +1,11 @@
 # Idle means idle: after traffic stops, spd2 (two reactors, adaptive polling with a long window,
-# the QoS scheduler with its latency controller's tick) goes back to sleeping. A reactor that
+# the QoS scheduler with its latency controller's tick, the trace exporter's thread) goes back
+# to sleeping. A reactor that
 # kept spinning would use a whole core: about 100 clock ticks per second.
 source "$(dirname "$0")/lib.sh"
 mport=$((SPD_PORT + 1))
 SPD_METRICS="127.0.0.1:$mport" start_spd2 --volume vol0:64M --cores 2 --reactor-poll-us 1000 \
-  --qos on
+  --qos on --trace-endpoint http://127.0.0.1:9/v1/traces --trace-slow-ms 60000
 head -c 8M /dev/urandom >"$T/blob"
 for _ in 1 2 3; do
   nbdcopy "$T/blob" "$(uri)"
