@@ -67,19 +67,6 @@ Counter idle_timeouts_total("spd_nbd_idle_timeouts_total",
 Counter memory_backpressure_total(
     "spd_nbd_memory_backpressure_total",
     "Times a connection stopped reading because the NBD memory budget was spent.");
-// Connections now, by state: spd_nbd_connections{state}. Changed at state changes only (not
-// per request), by every reactor: shared atomics are fine here.
-std::atomic<int64_t> connections_in[4];
-const char* const kStateNames[4] = {"", "negotiating", "transmission", "closing"};
-MetricsCollector connections_collector([](std::string* out) {
-  PromHeader(out, "spd_nbd_connections",
-             "NBD connections now, by state: negotiating (accepted, handshake or TLS not "
-             "done), transmission (serving requests), closing (replies and I/O draining).",
-             "gauge");
-  for (int i = 1; i < 4; ++i)
-    PromSample(out, "spd_nbd_connections", std::string("state=\"") + kStateNames[i] + "\"",
-               static_cast<double>(connections_in[i].load(std::memory_order_relaxed)));
-});
 // Payloads at least this large are received straight into the request buffer.
 constexpr uint32_t kDirectRecvBytes = 64u << 10;
 constexpr size_t kBlockStatusExtentsMax = 128;
@@ -136,15 +123,6 @@ NbdConnection::NbdConnection(NbdServer* server, Reactor* reactor, int fd, std::s
   SetCountedState(CountedState::kNegotiating);
   const trace::SpanId id = trace::NewSpanId();
   std::memcpy(conn_id_, id.b, sizeof conn_id_);
-}
-
-void NbdConnection::SetCountedState(CountedState s) {
-  if (s == counted_) return;
-  if (counted_ != CountedState::kNone)
-    connections_in[static_cast<int>(counted_)].fetch_sub(1, std::memory_order_relaxed);
-  if (s != CountedState::kNone)
-    connections_in[static_cast<int>(s)].fetch_add(1, std::memory_order_relaxed);
-  counted_ = s;
 }
 
 NbdConnection::~NbdConnection() {
