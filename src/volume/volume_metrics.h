@@ -1,4 +1,4 @@
-// The per-volume metric families (labels `volume` and `tenant`), in the style of
+// The per-volume metric families (labels `volume`, and `tenant` when it has one), in the style of
 // node_exporter's node_disk_*: base units, counters end in _total.
 //
 //   spd_volume_requests_total{op}            requests answered, by operation class

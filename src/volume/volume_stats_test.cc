@@ -141,7 +141,7 @@ TEST_F(VolumeMetricsTest, EveryFamilyOnceWithLabelsAndConsistentHistograms) {
   auto has = [&](const std::string& line) {
     EXPECT_NE(out.find("\n" + line + "\n"), std::string::npos) << line << "\n" << out;
   };
-  const std::string la = "volume=\"a\",tenant=\"\"";
+  const std::string la = "volume=\"a\"";  // no tenant: no tenant label
   has("spd_volume_requests_total{" + la + ",op=\"read\"} 4");
   has("spd_volume_requests_total{" + la + ",op=\"write\"} 1");
   has("spd_volume_read_bytes_total{" + la + "} 16384");
