@@ -2,6 +2,7 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -28,9 +29,10 @@ std::atomic<uint64_t> slow_ns{0};
 struct Queue {
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<Span> spans;  // guarded by mu
-  size_t max = 0;           // guarded by mu
-  bool wake = false;        // guarded by mu: WakeTakers
+  std::vector<Span> spans;    // guarded by mu
+  size_t max = 0;             // guarded by mu
+  bool wake = false;          // guarded by mu: WakeTakers
+  size_t wake_at = SIZE_MAX;  // guarded by mu: a Take waits for this many spans
 };
 Queue& Q() {
   static Queue q;
@@ -83,16 +85,16 @@ bool ParseHex(std::string_view s, uint8_t* out, size_t n) {
 bool TraceId::valid() const { return !AllZero(b, sizeof b); }
 bool SpanId::valid() const { return !AllZero(b, sizeof b); }
 
-void Span::Add(std::string key, std::string value) {
+void Span::Add(const char* key, std::string value) {
   Attr a;
-  a.key = std::move(key);
+  a.key = key;
   a.str = std::move(value);
   attrs.push_back(std::move(a));
 }
 
-void Span::Add(std::string key, int64_t value) {
+void Span::Add(const char* key, int64_t value) {
   Attr a;
-  a.key = std::move(key);
+  a.key = key;
   a.num = value;
   a.is_int = true;
   attrs.push_back(std::move(a));
@@ -126,29 +128,46 @@ uint64_t IoSamplePeriod() { return sample_period.load(std::memory_order_relaxed)
 uint64_t IoSlowNs() { return slow_ns.load(std::memory_order_relaxed); }
 
 bool Record(Span&& s) {
-  if (!Enabled()) return false;
-  Queue& q = Q();
-  {
-    std::lock_guard<std::mutex> l(q.mu);
-    if (q.spans.size() >= q.max) {
-      spans_dropped_total.Add();
-      return false;
-    }
-    q.spans.push_back(std::move(s));
-  }
-  spans_recorded_total.Add();
-  q.cv.notify_one();
-  return true;
+  std::vector<Span> one;
+  one.push_back(std::move(s));
+  return RecordAll(&one) == 1;
 }
 
-size_t Take(std::vector<Span>* out, size_t max, uint64_t wait_ns) {
+size_t RecordAll(std::vector<Span>* spans) {
+  if (!Enabled()) {
+    spans->clear();
+    return 0;
+  }
+  Queue& q = Q();
+  size_t queued = 0;
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> l(q.mu);
+    const size_t room = q.max > q.spans.size() ? q.max - q.spans.size() : 0;
+    queued = std::min(room, spans->size());
+    for (size_t i = 0; i < queued; ++i) q.spans.push_back(std::move((*spans)[i]));
+    wake = q.spans.size() >= q.wake_at;
+  }
+  if (queued < spans->size()) spans_dropped_total.Add(spans->size() - queued);
+  if (queued > 0) spans_recorded_total.Add(queued);
+  spans->clear();
+  if (wake) q.cv.notify_one();
+  return queued;
+}
+
+size_t Take(std::vector<Span>* out, size_t max, uint64_t wait_ns, size_t min_ready) {
   Queue& q = Q();
   std::unique_lock<std::mutex> l(q.mu);
-  auto ready = [&] { return !q.spans.empty() || q.wake; };
-  if (wait_ns == UINT64_MAX) {
-    q.cv.wait(l, ready);
-  } else if (wait_ns > 0) {
-    q.cv.wait_for(l, std::chrono::nanoseconds(wait_ns), ready);
+  const size_t want = std::max<size_t>(1, min_ready);
+  auto ready = [&] { return q.spans.size() >= want || q.wake; };
+  if (wait_ns > 0 && !ready()) {
+    q.wake_at = want;
+    if (wait_ns == UINT64_MAX) {
+      q.cv.wait(l, ready);
+    } else {
+      q.cv.wait_for(l, std::chrono::nanoseconds(wait_ns), ready);
+    }
+    q.wake_at = SIZE_MAX;
   }
   q.wake = false;
   const size_t n = std::min(max, q.spans.size());

@@ -32,8 +32,8 @@ struct SpanId {
 };
 
 struct Attr {
-  std::string key;
-  std::string str;  // a string value, unless is_int
+  const char* key = "";  // a string with static storage (a literal): attributes are named in code
+  std::string str;       // a string value, unless is_int
   int64_t num = 0;
   bool is_int = false;
 };
@@ -53,8 +53,9 @@ struct Span {
   std::string status_message;
   std::vector<Attr> attrs;
 
-  void Add(std::string key, std::string value);
-  void Add(std::string key, int64_t value);
+  // `key`: a literal (kept as a pointer).
+  void Add(const char* key, std::string value);
+  void Add(const char* key, int64_t value);
 };
 
 struct Options {
@@ -77,10 +78,14 @@ uint64_t IoSlowNs();
 
 // Queues a finished span. False when off or full (dropped, counted).
 bool Record(Span&& s);
-// For the exporter: waits until a span is queued, WakeTakers is called or `wait_ns` passes (0:
-// do not wait; UINT64_MAX: no deadline), then moves up to `max` spans into *out. Returns how
-// many.
-size_t Take(std::vector<Span>* out, size_t max, uint64_t wait_ns);
+// Queues every span of *spans under one lock (a request's spans); those that do not fit are
+// dropped and counted. Returns how many were queued; *spans is left empty.
+size_t RecordAll(std::vector<Span>* spans);
+// For the exporter: waits until at least `min_ready` spans are queued (1 at least),
+// WakeTakers is called or `wait_ns` passes (0: do not wait; UINT64_MAX: no deadline), then
+// moves up to `max` spans into *out. Returns how many. A recorder wakes the waiter only when the
+// queue reaches `min_ready`: gathering a batch costs no wake-up per span.
+size_t Take(std::vector<Span>* out, size_t max, uint64_t wait_ns, size_t min_ready = 1);
 // Wakes a Take that waits (the exporter is stopping).
 void WakeTakers();
 size_t Queued();

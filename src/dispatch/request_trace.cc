@@ -15,7 +15,10 @@ bool TraceRequest(const SlowRequest& r, const char* frontend, const char* why, i
                                             "spd.backend", "spd.reply"};
   static const char* const kStageAttrs[] = {"spd.queued_us", "spd.dispatched_us", "spd.submit_us",
                                             "spd.backend_us", "spd.reply_us"};
-  trace::Span root;
+  std::vector<trace::Span> spans(1);
+  spans.reserve(static_cast<size_t>(Stage::kCount));
+  trace::Span& root = spans[0];
+  root.attrs.reserve(13);
   std::memcpy(root.trace_id.b, r.correlation, sizeof root.trace_id.b);
   if (!root.trace_id.valid()) root.trace_id = trace::NewTraceId();
   root.span_id = trace::NewSpanId();
@@ -38,26 +41,26 @@ bool TraceRequest(const SlowRequest& r, const char* frontend, const char* why, i
     if (st.us[i] >= 0) root.Add(kStageAttrs[i], st.us[i]);
 
   // The children: the same walk over the stamps as the breakdown, with their times.
-  std::vector<trace::Span> children;
+  const trace::TraceId trace_id = root.trace_id;
+  const trace::SpanId parent = root.span_id;
+  const uint64_t start_unix_ns = root.start_unix_ns;
   uint64_t last = r.arrival_ns;
   for (int i = 1; i < static_cast<int>(Stage::kCount); ++i) {
     const uint64_t t = i == static_cast<int>(Stage::kReply) ? r.reply_ns
                        : r.stage_ns != nullptr              ? r.stage_ns[i]
                                                             : 0;
     if (t < last || t > r.reply_ns) continue;
-    trace::Span c;
-    c.trace_id = root.trace_id;
+    trace::Span& c = spans.emplace_back();  // reserved: `root` stays valid
+    c.trace_id = trace_id;
     c.span_id = trace::NewSpanId();
-    c.parent = root.span_id;
+    c.parent = parent;
     c.name = kStageSpans[i - 1];
-    c.start_unix_ns = root.start_unix_ns + (last - r.arrival_ns);
-    c.end_unix_ns = root.start_unix_ns + (t - r.arrival_ns);
-    children.push_back(std::move(c));
+    c.start_unix_ns = start_unix_ns + (last - r.arrival_ns);
+    c.end_unix_ns = start_unix_ns + (t - r.arrival_ns);
     last = t;
   }
-  if (!trace::Record(std::move(root))) return false;
-  for (trace::Span& c : children) trace::Record(std::move(c));
-  return true;
+  // One lock for the request's spans; the root first, so a full queue drops children first.
+  return trace::RecordAll(&spans) > 0;
 }
 
 }  // namespace spd

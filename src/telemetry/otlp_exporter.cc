@@ -2,7 +2,9 @@
 
 #include <curl/curl.h>
 
-#include <nlohmann/json.hpp>
+#include <chrono>
+#include <cstdio>
+#include <string_view>
 
 #include "common/counters.h"
 #include "common/log.h"
@@ -18,22 +20,65 @@ Counter spans_exported_total("spd_trace_spans_exported_total",
 Counter spans_lost_total("spd_trace_spans_lost_total",
                          "Spans of export requests that failed (not retried).");
 
-nlohmann::json AttrJson(const trace::Attr& a) {
-  nlohmann::json v;
-  // OTLP JSON: 64-bit integers are strings (the proto3 JSON mapping).
-  if (a.is_int) {
-    v["intValue"] = std::to_string(a.num);
-  } else {
-    v["stringValue"] = a.str;
+// JSON text of `v` (quotes included): escapes what JSON requires, and replaces bytes that are
+// not valid UTF-8 with U+FFFD (attribute values may come from clients).
+void JsonString(std::string* out, std::string_view v) {
+  out->push_back('"');
+  size_t i = 0;
+  while (i < v.size()) {
+    const auto c = static_cast<unsigned char>(v[i]);
+    if (c == '"' || c == '\\') {
+      out->push_back('\\');
+      out->push_back(static_cast<char>(c));
+      ++i;
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out->append(buf);
+      ++i;
+    } else if (c < 0x80) {
+      out->push_back(static_cast<char>(c));
+      ++i;
+    } else {
+      // A valid UTF-8 sequence is copied; anything else becomes U+FFFD.
+      const size_t n = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+      bool ok = n > 0 && i + n <= v.size();
+      for (size_t k = 1; ok && k < n; ++k)
+        ok = (static_cast<unsigned char>(v[i + k]) & 0xc0) == 0x80;
+      if (ok) {
+        out->append(v.substr(i, n));
+        i += n;
+      } else {
+        out->append("\xef\xbf\xbd");
+        ++i;
+      }
+    }
   }
-  return {{"key", a.key}, {"value", v}};
+  out->push_back('"');
 }
 
-nlohmann::json StrAttr(const std::string& k, const std::string& v) {
+void JsonAttr(std::string* out, const trace::Attr& a) {
+  out->append("{\"key\":");
+  JsonString(out, a.key);
+  // OTLP JSON: 64-bit integers are strings (the proto3 JSON mapping).
+  if (a.is_int) {
+    out->append(",\"value\":{\"intValue\":\"");
+    out->append(std::to_string(a.num));
+    out->append("\"}}");
+  } else {
+    out->append(",\"value\":{\"stringValue\":");
+    JsonString(out, a.str);
+    out->append("}}");
+  }
+}
+
+void JsonResourceAttr(std::string* out, bool* first, const char* key, const std::string& v) {
+  if (!*first) out->push_back(',');
+  *first = false;
   trace::Attr a;
-  a.key = k;
+  a.key = key;
   a.str = v;
-  return AttrJson(a);
+  JsonAttr(out, a);
 }
 
 size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
@@ -41,36 +86,54 @@ size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
 }  // namespace
 
 std::string OtlpJson(const std::vector<trace::Span>& spans, const OtlpOptions& o) {
-  nlohmann::json list = nlohmann::json::array();
-  for (const trace::Span& s : spans) {
-    nlohmann::json j;
-    j["traceId"] = trace::Hex(s.trace_id.b, 16);
-    j["spanId"] = trace::Hex(s.span_id.b, 8);
-    if (s.parent.valid()) j["parentSpanId"] = trace::Hex(s.parent.b, 8);
-    j["name"] = s.name;
-    j["kind"] = static_cast<int>(s.kind);
-    j["startTimeUnixNano"] = std::to_string(s.start_unix_ns);
-    j["endTimeUnixNano"] = std::to_string(s.end_unix_ns);
-    nlohmann::json attrs = nlohmann::json::array();
-    for (const trace::Attr& a : s.attrs) attrs.push_back(AttrJson(a));
-    j["attributes"] = std::move(attrs);
-    nlohmann::json st = {{"code", static_cast<int>(s.status)}};
-    if (!s.status_message.empty()) st["message"] = s.status_message;
-    j["status"] = std::move(st);
-    list.push_back(std::move(j));
-  }
-  nlohmann::json res = nlohmann::json::array();
-  res.push_back(StrAttr("service.name", o.service_name));
-  if (!o.service_version.empty()) res.push_back(StrAttr("service.version", o.service_version));
+  // Written by hand rather than through a JSON library's DOM: at a sample rate that makes
+  // thousands of spans a second, building a document per span cost more than the spans.
+  std::string out;
+  out.reserve(256 + spans.size() * 600);
+  out.append("{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+  bool first = true;
+  JsonResourceAttr(&out, &first, "service.name", o.service_name);
+  if (!o.service_version.empty())
+    JsonResourceAttr(&out, &first, "service.version", o.service_version);
   if (!o.service_instance.empty())
-    res.push_back(StrAttr("service.instance.id", o.service_instance));
-  nlohmann::json scope = {{"scope", {{"name", "spd2"}}}, {"spans", std::move(list)}};
-  nlohmann::json rs = {{"resource", {{"attributes", std::move(res)}}},
-                       {"scopeSpans", nlohmann::json::array({std::move(scope)})}};
-  nlohmann::json body = {{"resourceSpans", nlohmann::json::array({std::move(rs)})}};
-  // Attribute values come from clients (volume names are checked, but still): never throw on
-  // invalid UTF-8, replace it.
-  return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    JsonResourceAttr(&out, &first, "service.instance.id", o.service_instance);
+  out.append("]},\"scopeSpans\":[{\"scope\":{\"name\":\"spd2\"},\"spans\":[");
+  for (size_t i = 0; i < spans.size(); ++i) {
+    const trace::Span& s = spans[i];
+    if (i > 0) out.push_back(',');
+    out.append("{\"traceId\":\"");
+    out.append(trace::Hex(s.trace_id.b, 16));
+    out.append("\",\"spanId\":\"");
+    out.append(trace::Hex(s.span_id.b, 8));
+    out.push_back('"');
+    if (s.parent.valid()) {
+      out.append(",\"parentSpanId\":\"");
+      out.append(trace::Hex(s.parent.b, 8));
+      out.push_back('"');
+    }
+    out.append(",\"name\":");
+    JsonString(&out, s.name);
+    out.append(",\"kind\":");
+    out.append(std::to_string(static_cast<int>(s.kind)));
+    out.append(",\"startTimeUnixNano\":\"");
+    out.append(std::to_string(s.start_unix_ns));
+    out.append("\",\"endTimeUnixNano\":\"");
+    out.append(std::to_string(s.end_unix_ns));
+    out.append("\",\"attributes\":[");
+    for (size_t k = 0; k < s.attrs.size(); ++k) {
+      if (k > 0) out.push_back(',');
+      JsonAttr(&out, s.attrs[k]);
+    }
+    out.append("],\"status\":{\"code\":");
+    out.append(std::to_string(static_cast<int>(s.status)));
+    if (!s.status_message.empty()) {
+      out.append(",\"message\":");
+      JsonString(&out, s.status_message);
+    }
+    out.append("}}");
+  }
+  out.append("]}]}]}");
+  return out;
 }
 
 OtlpExporter::OtlpExporter(OtlpOptions o) : o_(std::move(o)) {}
@@ -104,15 +167,17 @@ void OtlpExporter::Loop() {
   while (true) {
     const bool stopping = stop_.load();
     // Asleep until the first span (no timeout: an idle exporter never wakes), then gather.
-    if (!stopping && trace::Queued() == 0) trace::Take(&batch, o_.batch_max, UINT64_MAX);
+    if (!stopping && trace::Queued() == 0) trace::Take(&batch, o_.batch_max, UINT64_MAX, 1);
     if (!stop_.load() && batch.size() < o_.batch_max) {
       const auto until =
           std::chrono::steady_clock::now() + std::chrono::nanoseconds(o_.batch_wait_ns);
       while (batch.size() < o_.batch_max && !stop_.load()) {
         const auto now = std::chrono::steady_clock::now();
         if (now >= until) break;
-        trace::Take(&batch, o_.batch_max - batch.size(),
-                    static_cast<uint64_t>(std::chrono::nanoseconds(until - now).count()));
+        // Woken only by a full batch (or the deadline, or Stop): no wake-up per span.
+        const size_t room = o_.batch_max - batch.size();
+        trace::Take(&batch, room,
+                    static_cast<uint64_t>(std::chrono::nanoseconds(until - now).count()), room);
       }
     }
     trace::Take(&batch, o_.batch_max - batch.size(), 0);
