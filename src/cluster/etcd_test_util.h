@@ -206,7 +206,10 @@ class SilentServer {
         pollfd p{fd_, POLLIN, 0};
         if (poll(&p, 1, 50) == 1) {
           const int c = accept(fd_, nullptr, nullptr);
-          if (c >= 0) held_.push_back(c);
+          if (c >= 0) {
+            held_.push_back(c);
+            accepted_.fetch_add(1);
+          }
         }
       }
     });
@@ -219,11 +222,13 @@ class SilentServer {
   }
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
+  int accepted() const { return accepted_.load(); }
 
  private:
   int fd_ = -1;
   int port_ = -1;
   std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
   std::vector<int> held_;  // only the accepting thread touches it until the join
   std::thread thread_;
 };

@@ -208,7 +208,8 @@ TEST(EtcdWatchRestartTest, WatchSurvivesAnEtcdRestart) {
 // the backoff after it.
 TEST(EtcdWatchStopTest, StopIsPromptOnASilentServer) {
   etcd_test::SilentServer silent;
-  auto c = MakeClient({silent.endpoint()}, 500ms);
+  // request_timeout long enough that a Stop waiting it out would show.
+  auto c = MakeClient({silent.endpoint()}, 2000ms);
   ASSERT_NE(c, nullptr);
   Collector got;
   auto w = c->Watch("/x/", got.Callback());
@@ -217,8 +218,10 @@ TEST(EtcdWatchStopTest, StopIsPromptOnASilentServer) {
   ASSERT_TRUE(WaitFor([&] { return (*w)->reconnects() >= 1; }, 10s));
   Status why = (*w)->last_error();
   EXPECT_EQ(why.code(), StatusCode::kDeadlineExceeded) << why.ToString();
-  EXPECT_NE(why.message().find("not confirmed within 500 ms"), std::string_view::npos)
+  EXPECT_NE(why.message().find("not confirmed within 2000 ms"), std::string_view::npos)
       << why.ToString();
+  // Stop while the second stream waits for its confirmation (connected, not yet timed out).
+  ASSERT_TRUE(WaitFor([&] { return silent.accepted() >= 2; }, 10s));
   const auto t0 = std::chrono::steady_clock::now();
   (*w)->Stop();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
