@@ -2,7 +2,8 @@
 # Installs every build and test dependency of SP Driver 2.0 from Debian packages.
 # Idempotent: packages already present are skipped by apt-get. Run as root on Debian 12.
 #   scripts/setup.sh    build, test and benchmark dependencies (bpftrace, promtool included;
-#                       prometheus-cpp only for bench/exposer_compare)
+#                       prometheus-cpp only for bench/exposer_compare; etcd for the cluster
+#                       client's tests)
 set -euo pipefail
 
 pkgs=(
@@ -19,6 +20,7 @@ pkgs=(
   iproute2 procps curl python3-venv python3-pip
   systemtap-sdt-dev bpftrace prometheus
   prometheus-cpp-dev
+  etcd-server etcd-client
 )
 
 missing=()
