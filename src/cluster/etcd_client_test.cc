@@ -18,19 +18,7 @@ using etcd_test::MakeClient;
 using etcd_test::SharedEtcd;
 using etcd_test::WaitFor;
 
-class EtcdKvTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ASSERT_FALSE(etcd_test::FindEtcd().empty()) << etcd_test::kNoEtcd;
-    std::string error;
-    etcd_ = SharedEtcd(&error);
-    ASSERT_NE(etcd_, nullptr) << "etcd did not start: " << error;
-    client_ = MakeClient({etcd_->endpoint()});
-    ASSERT_NE(client_, nullptr);
-  }
-  EtcdProcess* etcd_ = nullptr;
-  std::unique_ptr<EtcdClient> client_;
-};
+using EtcdKvTest = etcd_test::SharedEtcdTest;
 
 TEST(EtcdCodecTest, Base64RoundTripsAndRefusesGarbage) {
   using etcd_codec::Base64Decode;

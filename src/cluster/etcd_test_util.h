@@ -256,4 +256,19 @@ inline std::unique_ptr<EtcdClient> MakeClient(std::vector<std::string> endpoints
   return c.ok() ? std::move(c).value() : nullptr;
 }
 
+// A test with the shared etcd and a client of it (FAILs, not skips, without etcd).
+class SharedEtcdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(FindEtcd().empty()) << kNoEtcd;
+    std::string error;
+    etcd_ = SharedEtcd(&error);
+    ASSERT_NE(etcd_, nullptr) << "etcd did not start: " << error;
+    client_ = MakeClient({etcd_->endpoint()});
+    ASSERT_NE(client_, nullptr);
+  }
+  EtcdProcess* etcd_ = nullptr;
+  std::unique_ptr<EtcdClient> client_;
+};
+
 }  // namespace spd::etcd_test

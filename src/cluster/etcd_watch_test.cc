@@ -51,23 +51,13 @@ class Collector {
   std::vector<WatchEvent> events_;
 };
 
-class EtcdWatchTest : public ::testing::Test {
+class EtcdWatchTest : public etcd_test::SharedEtcdTest {
  protected:
-  void SetUp() override {
-    ASSERT_FALSE(etcd_test::FindEtcd().empty()) << etcd_test::kNoEtcd;
-    std::string error;
-    etcd_ = SharedEtcd(&error);
-    ASSERT_NE(etcd_, nullptr) << "etcd did not start: " << error;
-    client_ = MakeClient({etcd_->endpoint()});
-    ASSERT_NE(client_, nullptr);
-  }
   int64_t Now() {
     auto g = client_->Get("/");
     EXPECT_TRUE(g.ok()) << g.status().ToString();
     return g.ok() ? g->revision : 0;
   }
-  EtcdProcess* etcd_ = nullptr;
-  std::unique_ptr<EtcdClient> client_;
 };
 
 TEST_F(EtcdWatchTest, EventsArriveInOrder) {

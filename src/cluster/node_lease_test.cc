@@ -16,17 +16,15 @@ using etcd_test::MakeClient;
 using etcd_test::SharedEtcd;
 using etcd_test::WaitFor;
 
-TEST(NodeLeaseTest, RegistersKeepsAliveAndRevokesOnStop) {
-  std::string error;
-  EtcdProcess* etcd = SharedEtcd(&error);
-  ASSERT_NE(etcd, nullptr) << error;
-  auto client = MakeClient({etcd->endpoint()});
-  ASSERT_NE(client, nullptr);
+using NodeLeaseTest = etcd_test::SharedEtcdTest;
+
+TEST_F(NodeLeaseTest, RegistersKeepsAliveAndRevokesOnStop) {
+  EtcdClient* client = client_.get();
   NodeLeaseOptions o;
   o.key = "/spd/v1/nodes/lease-test";
   o.value = "{\"addr\":\"127.0.0.1:1\"}";
   o.ttl_seconds = 3;
-  auto lease = NodeLease::Start(client.get(), o);
+  auto lease = NodeLease::Start(client, o);
   ASSERT_TRUE(lease.ok()) << lease.status().ToString();
   NodeLease& n = **lease;
   auto got = client->Get(o.key);
@@ -53,7 +51,7 @@ TEST(NodeLeaseTest, RegistersKeepsAliveAndRevokesOnStop) {
 
 // Cut off from etcd, the holder stops counting on its lease by its own clock, and does so
 // before etcd could expire it (TTL from the last keepalive etcd handled).
-TEST(NodeLeaseTest, ValidRunsOutByItsOwnClockWhenEtcdIsGone) {
+TEST(NodeLeaseOwnEtcdTest, ValidRunsOutByItsOwnClockWhenEtcdIsGone) {
   EtcdProcess etcd;
   ASSERT_EQ(etcd.Start(), "");
   auto client = MakeClient({etcd.endpoint()}, 500ms);
@@ -75,16 +73,12 @@ TEST(NodeLeaseTest, ValidRunsOutByItsOwnClockWhenEtcdIsGone) {
   n.Stop();  // bounded: the revoke fails within the client's deadline
 }
 
-TEST(NodeLeaseTest, AnExpiredLeaseIsLost) {
-  std::string error;
-  EtcdProcess* etcd = SharedEtcd(&error);
-  ASSERT_NE(etcd, nullptr) << error;
-  auto client = MakeClient({etcd->endpoint()});
-  ASSERT_NE(client, nullptr);
+TEST_F(NodeLeaseTest, AnExpiredLeaseIsLost) {
+  EtcdClient* client = client_.get();
   NodeLeaseOptions o;
   o.key = "/spd/v1/nodes/revoked-behind-its-back";
   o.ttl_seconds = 3;
-  auto lease = NodeLease::Start(client.get(), o);
+  auto lease = NodeLease::Start(client, o);
   ASSERT_TRUE(lease.ok()) << lease.status().ToString();
   NodeLease& n = **lease;
   // Someone else (an operator, a bug) revokes it: the next keepalive finds it gone.
@@ -93,19 +87,15 @@ TEST(NodeLeaseTest, AnExpiredLeaseIsLost) {
   EXPECT_FALSE(n.Valid());
 }
 
-TEST(NodeLeaseTest, BadOptionsAreRefused) {
-  std::string error;
-  EtcdProcess* etcd = SharedEtcd(&error);
-  ASSERT_NE(etcd, nullptr) << error;
-  auto client = MakeClient({etcd->endpoint()});
-  ASSERT_NE(client, nullptr);
+TEST_F(NodeLeaseTest, BadOptionsAreRefused) {
+  EtcdClient* client = client_.get();
   NodeLeaseOptions o;
   o.key = "k";
   o.ttl_seconds = 1;
-  EXPECT_EQ(NodeLease::Start(client.get(), o).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(NodeLease::Start(client, o).status().code(), StatusCode::kInvalidArgument);
   o.ttl_seconds = 5;
   o.margin = 1.5;
-  EXPECT_EQ(NodeLease::Start(client.get(), o).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(NodeLease::Start(client, o).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
