@@ -12,13 +12,26 @@ Result<std::unique_ptr<NodeLease>> NodeLease::Start(EtcdClient* client, NodeLeas
   const auto sent = std::chrono::steady_clock::now();
   SPD_ASSIGN_OR_RETURN(Lease lease, client->LeaseGrant(n->o_.ttl_seconds));
   n->lease_id_ = lease.id;
-  if (Result<int64_t> put = client->Put(n->o_.key, n->o_.value, lease.id); !put.ok()) {
+  if (Status put = n->PutKey(lease.id); !put.ok()) {
     (void)client->LeaseRevoke(lease.id);
-    return put.status();
+    return put;
   }
   n->Extend(sent, lease.ttl);
   n->thread_ = std::thread([p = n.get()] { p->Loop(); });
   return n;
+}
+
+Status NodeLease::PutKey(int64_t lease) {
+  if (!o_.exclusive) return client_->Put(o_.key, o_.value, lease).status();
+  Txn txn;
+  txn.compare.push_back(Compare::CreateRevision(o_.key, Compare::Op::kEqual, 0));
+  txn.then.push_back(TxnOp::Put(o_.key, o_.value, lease));
+  txn.otherwise.push_back(TxnOp::Get(o_.key));
+  SPD_ASSIGN_OR_RETURN(TxnResult r, client_->Txn(txn));
+  if (r.succeeded) return Status::Ok();
+  std::string holder;
+  if (!r.results.empty() && !r.results[0].kvs.empty()) holder = r.results[0].kvs[0].value;
+  return AlreadyExists(o_.key + " is held by another lease: " + holder);
 }
 
 NodeLease::~NodeLease() { Stop(); }

@@ -35,6 +35,9 @@ struct NodeLeaseOptions {
   int64_t ttl_seconds = 10;
   // The share of the TTL not counted on: Valid() ends at sent + TTL * (1 - margin).
   double margin = 0.2;
+  // Put the key only if it does not exist (a node name two daemons must not share): Start
+  // fails with kAlreadyExists, naming the holder's value, and revokes its new lease.
+  bool exclusive = false;
 };
 
 class NodeLease {
@@ -59,6 +62,7 @@ class NodeLease {
  private:
   NodeLease(EtcdClient* client, NodeLeaseOptions o) : client_(client), o_(std::move(o)) {}
   void Loop();
+  Status PutKey(int64_t lease);
   void Extend(std::chrono::steady_clock::time_point sent, int64_t ttl_seconds);
 
   EtcdClient* client_;

@@ -49,6 +49,35 @@ TEST_F(NodeLeaseTest, RegistersKeepsAliveAndRevokesOnStop) {
   EXPECT_FALSE(got->kv.has_value()) << "the key outlived the revoked lease";
 }
 
+// Two holders of one exclusive key: the second is refused, named, and leaves no lease behind;
+// once the first is gone the name is free again.
+TEST_F(NodeLeaseTest, ExclusiveKeyRefusesASecondHolder) {
+  EtcdClient* client = client_.get();
+  NodeLeaseOptions o;
+  o.key = "/spd/v1/nodes/exclusive-test";
+  o.value = "first";
+  o.ttl_seconds = 5;
+  o.exclusive = true;
+  auto first = NodeLease::Start(client, o);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  o.value = "second";
+  auto second = NodeLease::Start(client, o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(second.status().message().find("first"), std::string::npos)
+      << second.status().ToString();
+  auto got = client->Get(o.key);
+  ASSERT_TRUE(got.ok() && got->kv.has_value());
+  EXPECT_EQ(got->kv->value, "first");
+  EXPECT_EQ(got->kv->lease, (*first)->lease_id());
+  (*first)->Stop();
+  auto third = NodeLease::Start(client, o);
+  ASSERT_TRUE(third.ok()) << third.status().ToString();
+  got = client->Get(o.key);
+  ASSERT_TRUE(got.ok() && got->kv.has_value());
+  EXPECT_EQ(got->kv->value, "second");
+}
+
 // Cut off from etcd, the holder stops counting on its lease by its own clock, and does so
 // before etcd could expire it (TTL from the last keepalive etcd handled).
 TEST(NodeLeaseOwnEtcdTest, ValidRunsOutByItsOwnClockWhenEtcdIsGone) {

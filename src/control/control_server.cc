@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "control/call_interceptor.h"
+#include "control/cluster_info.h"
 #include "control/control_internal.h"
 #include "control/convert.h"
 #include "control/policy_services.h"
@@ -367,7 +368,24 @@ class NodeServiceImpl final : public v1::NodeService::CallbackService {
     resp->set_data_dir(o.data_dir);
     for (const std::string& e : o.nbd_endpoints) resp->add_nbd_endpoints(e);
     resp->set_metrics_endpoint(o.metrics_endpoint);
+    FillClusterInfo(o.cluster, resp);
     auto* r = ctx->DefaultReactor();
+    impl_->Done(r, Status::Ok());
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* ListClusterNodes(grpc::CallbackServerContext* ctx,
+                                             const v1::ListClusterNodesRequest*,
+                                             v1::ListClusterNodesResponse* resp) override {
+    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+      return ControlServer::Impl::Refuse(ctx, a);
+    auto* r = ctx->DefaultReactor();
+    if (impl_->options.cluster == nullptr) {
+      impl_->Done(r,
+                  FailedPrecondition("this node runs alone: spd2 was started without --cluster"));
+      return r;
+    }
+    FillClusterNodes(*impl_->options.cluster, resp);
     impl_->Done(r, Status::Ok());
     return r;
   }

@@ -36,6 +36,7 @@ namespace qos {
 class QosScheduler;
 }
 
+class ClusterNode;
 class Dispatcher;
 class EventHub;
 
@@ -74,6 +75,8 @@ struct ControlServerOptions {
   qos::QosScheduler* qos = nullptr;
   // The daemon's dispatcher: calibration drives its scratch volume through it.
   Dispatcher* dispatcher = nullptr;
+  // Cluster membership (--cluster); null: the node runs alone. Outlives the server.
+  ClusterNode* cluster = nullptr;
   // TEST ONLY, never set by the daemon: the audit worker calls this before each job it takes
   // (an audit append or a state-store change), so a test can keep the worker busy by blocking
   // in it and fill the queue (control_server_test.cc). Empty: nothing is called.

@@ -13,6 +13,9 @@
 #include <cstring>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
+#include "cluster/cluster_node.h"
 #include "common/log.h"
 #include "common/trace.h"
 #include "control/control_server.h"
@@ -205,6 +208,19 @@ int RunDaemon(const DaemonOptions& o) {
   if (o.log_level == "warn") SetLogLevel(LogLevel::kWarn);
   if (o.log_level == "error") SetLogLevel(LogLevel::kError);
   if (o.log_format == "json") SetLogFormat(LogFormat::kJson);
+  std::string node_name = o.node_name;
+  if (!o.cluster.empty()) {
+    if (node_name.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof host - 1);
+      node_name = host;
+    }
+    if (Status s = ClusterNode::CheckName(node_name); !s.ok()) {
+      SPD_LOG_ERROR("--node-name: %s%s", std::string(s.message()).c_str(),
+                    o.node_name.empty() ? " (the host name; give --node-name)" : "");
+      return 2;
+    }
+  }
 
   // Signals go through a signalfd so that they are handled on the reactor like any event.
   sigset_t mask;
@@ -466,6 +482,35 @@ int RunDaemon(const DaemonOptions& o) {
     }
   }
 
+  std::vector<std::string> nbd_endpoints;
+  if (o.nbd_unix != "off") nbd_endpoints.push_back("unix:" + o.nbd_unix);
+  if (o.nbd_listen != "off")
+    nbd_endpoints.push_back("tcp:" + o.nbd_listen.substr(0, o.nbd_listen.rfind(':')) + ":" +
+                            std::to_string(server.tcp_port()));
+
+  // Cluster membership: registers in the background; the node serves whether etcd answers or not.
+  std::unique_ptr<ClusterNode> cluster;
+  if (!o.cluster.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    nlohmann::json info = {{"name", node_name},
+                           {"hostname", host},
+                           {"pid", static_cast<uint32_t>(getpid())},
+                           {"version", "0.1.0"},
+                           {"nbd", nbd_endpoints}};
+    ClusterNodeOptions cno;
+    cno.endpoints = o.cluster;
+    cno.name = node_name;
+    cno.info_json = info.dump();
+    cno.ttl_seconds = o.cluster_lease_ttl_s;
+    Result<std::unique_ptr<ClusterNode>> c = ClusterNode::Start(cno);
+    if (!c.ok()) {
+      SPD_LOG_ERROR("--cluster: %s", c.status().ToString().c_str());
+      return 2;
+    }
+    cluster = std::move(*c);
+  }
+
   std::unique_ptr<ControlServer> control;
   if (o.control_socket != "off") {
     ControlServerOptions co;
@@ -476,10 +521,8 @@ int RunDaemon(const DaemonOptions& o) {
     co.data_dir = o.data_dir;
     co.engine = reactor->engine() == ReactorEngine::kUring ? "io_uring" : "epoll";
     co.reactors = group->size();
-    if (o.nbd_unix != "off") co.nbd_endpoints.push_back("unix:" + o.nbd_unix);
-    if (o.nbd_listen != "off")
-      co.nbd_endpoints.push_back("tcp:" + o.nbd_listen.substr(0, o.nbd_listen.rfind(':')) + ":" +
-                                 std::to_string(server.tcp_port()));
+    co.nbd_endpoints = nbd_endpoints;
+    co.cluster = cluster.get();
     if (o.metrics_listen != "off") co.metrics_endpoint = o.metrics_listen;
     co.pool_path = o.pool_path;
     co.audit_dir = o.data_dir + "/audit";
@@ -531,6 +574,7 @@ int RunDaemon(const DaemonOptions& o) {
   control_events->store(nullptr, std::memory_order_release);
   pool->set_read_only_listener(nullptr);
   control.reset();
+  if (cluster) cluster->Stop();  // revokes the lease: the registration goes now
   // Everything drained: the other reactors stop here, so that what goes below (the dispatcher's
   // channels, the QoS scheduler's timers on every reactor) is torn down with no reactor thread
   // running beside it.

@@ -418,6 +418,24 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "this many milliseconds from arrival to reply. Turns --stage-stamps on. 0: off")
       ->check(CLI::Range(uint64_t{0}, uint64_t{3'600'000}))
       ->capture_default_str();
+  app.add_option("--cluster", o.cluster,
+                 "Join a cluster whose state lives in etcd: the etcd members' client URLs, "
+                 "comma-separated (http://10.0.0.1:2379,http://10.0.0.2:2379). The node registers "
+                 "as /spd/v1/nodes/NAME with a lease (--cluster-lease-ttl) and keeps serving its "
+                 "local volumes whether etcd answers or not (it retries in the background; "
+                 "`spdctl node info` shows the state). Without it the node runs alone")
+      ->delimiter(',');
+  app.add_option("--node-name", o.node_name,
+                 "This node's name in the cluster, unique there: 1-63 of [A-Za-z0-9._-]. While "
+                 "another live node holds the name (or this node's previous run, for up to one "
+                 "lease TTL after it was killed) the node waits and retries. Default: the host "
+                 "name. Needs --cluster");
+  app.add_option("--cluster-lease-ttl", o.cluster_lease_ttl_s,
+                 "Seconds of the node's etcd lease: etcd drops the registration (and, later, the "
+                 "node's primaries) this long after the node stopped renewing it; renewed every "
+                 "third of it. Needs --cluster")
+      ->check(CLI::Range(int64_t{2}, int64_t{300}))
+      ->capture_default_str();
   app.add_flag("--quiet", o.quiet, "Do not print the how-to-connect lines");
 
   try {
@@ -450,6 +468,12 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument("--qos-budget-max-factor (" + std::to_string(o.qos_budget_max_factor) +
                            ") must be at least --qos-budget-factor (" +
                            std::to_string(o.qos_budget_factor) + ")");
+  if (o.cluster.empty() && (!o.node_name.empty() || app.count("--cluster-lease-ttl") > 0))
+    return InvalidArgument("--node-name and --cluster-lease-ttl need --cluster (the etcd members)");
+  for (const std::string& e : o.cluster)
+    if (e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0)
+      return InvalidArgument("--cluster wants etcd client URLs (http://HOST:PORT), got '" + e +
+                             "'");
   if (o.trace_endpoint.empty() && (o.trace_sample_rate > 0 || o.trace_slow_ms > 0))
     return InvalidArgument(
         "--trace-sample-rate and --trace-slow-ms choose requests to trace: they need "

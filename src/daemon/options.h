@@ -83,6 +83,10 @@ struct DaemonOptions {
   double trace_sample_rate = 0;     // fraction of I/O requests traced
   uint64_t trace_slow_ms = 0;       // and every request slower than this; 0 = none
   bool quiet = false;               // no connection hints on stdout
+  // Cluster membership (docs/replication.md): etcd endpoints; empty: this node runs alone.
+  std::vector<std::string> cluster;
+  std::string node_name;             // default: the host name
+  int64_t cluster_lease_ttl_s = 10;  // ClusterNodeOptions::ttl_seconds
 };
 
 // Parses "4096", "64K", "1M", "1G", "1T", "1GiB", "1.5G". Binary units.

@@ -94,6 +94,11 @@ void EmitYaml(YAML::Emitter& e, const Doc& d) {
 std::string Cell(const Doc& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
+  if (v.is_array()) {
+    std::string s;
+    for (const Doc& x : v) s += (s.empty() ? "" : ",") + Cell(x);
+    return s;
+  }
   return v.dump();
 }
 
@@ -224,6 +229,32 @@ Doc NodeDoc(const v1::NodeInfo& n) {
   d["nbdEndpoints"] = Doc::array();
   for (const std::string& e : n.nbd_endpoints()) d["nbdEndpoints"].push_back(e);
   d["metricsEndpoint"] = n.metrics_endpoint();
+  if (!n.node_name().empty()) {  // --cluster only: a lone node's document is unchanged
+    d["nodeName"] = n.node_name();
+    d["clusterState"] = n.cluster_state();
+    if (!n.cluster_detail().empty()) d["clusterDetail"] = n.cluster_detail();
+  }
+  return d;
+}
+
+Doc ClusterNodeListDoc(const v1::ListClusterNodesResponse& r) {
+  Doc d = Header("ClusterNodeList");
+  d["listed"] = r.listed();
+  d["revision"] = r.revision();
+  if (!r.watch_error().empty()) d["watchError"] = r.watch_error();
+  d["items"] = Doc::array();
+  for (const v1::ClusterNode& n : r.nodes()) {
+    Doc x;
+    x["name"] = n.name();
+    x["hostname"] = n.hostname();
+    x["pid"] = n.pid();
+    x["version"] = n.version();
+    x["nbdEndpoints"] = Doc::array();
+    for (const std::string& e : n.nbd_endpoints()) x["nbdEndpoints"].push_back(e);
+    x["leaseId"] = n.lease_id();
+    x["self"] = n.self();
+    d["items"].push_back(std::move(x));
+  }
   return d;
 }
 
@@ -378,6 +409,21 @@ std::string Render(const Doc& doc, Output out) {
   if (kind == "VolumeList" || kind == "PoolList") {
     for (const Doc& x : doc["items"]) rows.push_back(&x);
     return Table(rows, kind == "VolumeList" ? kVolumeCols : kPoolCols);
+  }
+  if (kind == "ClusterNodeList") {
+    for (const Doc& x : doc["items"]) rows.push_back(&x);
+    std::string t = Table(rows, {{"NAME", "name", false},
+                                 {"HOST", "hostname", false},
+                                 {"PID", "pid", false},
+                                 {"VERSION", "version", false},
+                                 {"SELF", "self", false},
+                                 {"NBD", "nbdEndpoints", false}});
+    if (!doc["listed"].get<bool>())
+      t += "(not known yet: this node has not read the list from etcd)\n";
+    else if (doc.contains("watchError"))
+      t += "(may be behind: the watch on etcd broke: " + doc["watchError"].get<std::string>() +
+           ")\n";
+    return t;
   }
   if (kind == "Calibration") {
     std::string t = "OP       SIZE      QD1-LATENCY  QD  IOPS       SATURATED  MODEL-IOPS\n";

@@ -32,7 +32,8 @@ Doc VolumeListDoc(const std::vector<v1::Volume>& vs);
 Doc PoolDoc(const v1::Pool& p);
 Doc PoolListDoc(const std::vector<v1::Pool>& ps);
 Doc NodeDoc(const v1::NodeInfo& n);
-Doc CalibrationDoc(const v1::CalibrateResponse& c);  // kind Calibration
+Doc ClusterNodeListDoc(const v1::ListClusterNodesResponse& r);  // kind ClusterNodeList
+Doc CalibrationDoc(const v1::CalibrateResponse& c);             // kind Calibration
 Doc EventDoc(const v1::Event& e);
 // Policy objects: intents in the apply file's shape (lowerCamelCase, only what is set).
 Doc IntentDoc(const v1::Intent& in);

@@ -80,7 +80,7 @@ _spdctl() {
         *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
       esac ;;
     pool) [ -z "$verb" ] && COMPREPLY=($(compgen -W "get list" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
-    node) [ -z "$verb" ] && COMPREPLY=($(compgen -W "info" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+    node) [ -z "$verb" ] && COMPREPLY=($(compgen -W "info list" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--since --count $opts" -- "$cur")) ;;
     audit)
       case "$verb" in
@@ -300,6 +300,16 @@ int Main(int argc, char** argv) {
     grpc::Status s = C().node->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &resp);
     rc = s.ok() ? C().Print(NodeDoc(resp)) : C().Fail(s);
   });
+  node->add_subcommand("list",
+                       "The cluster's nodes, as this node's copy of etcd's list has them (spd2 "
+                       "--cluster only): name, host, pid, version, NBD endpoints")
+      ->callback([&] {
+        v1::ListClusterNodesResponse resp;
+        grpc::ClientContext ctx;
+        C().Prepare(&ctx);
+        grpc::Status s = C().node->ListClusterNodes(&ctx, v1::ListClusterNodesRequest(), &resp);
+        rc = s.ok() ? C().Print(ClusterNodeListDoc(resp)) : C().Fail(s);
+      });
 
   // ---- calibrate ----
   double cal_seconds = 15;

@@ -28,11 +28,16 @@ expect() {
 # json EXPR: EXPR (Python) over the JSON document in $T/out, bound to d; prints the result.
 json() { $PY -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
 
+# Other processes a test started (by pid), killed at exit with spd2 and etcd.
+EXTRA_PIDS=()
 cleanup() {
-  if [ -n "$SPD_PID" ] && kill -0 "$SPD_PID" 2>/dev/null; then
-    kill -KILL "$SPD_PID" 2>/dev/null || true
-    wait "$SPD_PID" 2>/dev/null || true
-  fi
+  local p
+  for p in "$SPD_PID" "${ETCD_PID:-}" "${EXTRA_PIDS[@]}"; do
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+      kill -KILL "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -70,3 +75,36 @@ stop_spd2() {
 }
 
 uri() { echo "nbd+unix:///${1:-vol0}?socket=$SPD_SOCK"; }
+
+# start_etcd: a one-member etcd of the test's own on free loopback ports, data under $T/etcd;
+# sets ETCD_PID and ETCD_URL (http://127.0.0.1:PORT), waits until it answers. Stopped by pid
+# with stop_etcd or at exit. Started again by start_etcd on the same data and ports.
+ETCD_PID=""
+ETCD_PORT=${ETCD_PORT:-$((20000 + RANDOM % 12000))}
+ETCD_PEER_PORT=$((ETCD_PORT + 1))
+ETCD_URL="http://127.0.0.1:$ETCD_PORT"
+start_etcd() {
+  command -v etcd >/dev/null || fail "etcd is not installed: run scripts/setup.sh"
+  mkdir -p "$T/etcd"
+  etcd --name t --data-dir "$T/etcd/data" --listen-client-urls "$ETCD_URL" \
+    --advertise-client-urls "$ETCD_URL" --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "t=http://127.0.0.1:$ETCD_PEER_PORT" >>"$T/etcd/etcd.log" 2>&1 &
+  ETCD_PID=$!
+  for _ in $(seq 300); do
+    if ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout=1s get x >/dev/null 2>&1; then
+      return 0
+    fi
+    kill -0 "$ETCD_PID" 2>/dev/null || { tail -20 "$T/etcd/etcd.log" >&2; fail "etcd exited at start"; }
+    sleep 0.1
+  done
+  tail -20 "$T/etcd/etcd.log" >&2
+  fail "etcd did not answer within 30 s"
+}
+stop_etcd() {
+  [ -n "$ETCD_PID" ] || return 0
+  local rc=0
+  kill -TERM "$ETCD_PID"
+  wait "$ETCD_PID" 2>/dev/null || rc=$?
+  ETCD_PID=""
+}
