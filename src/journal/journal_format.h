@@ -27,6 +27,10 @@ enum class LogRecordType : uint32_t {
   // Pool format 2: the known-zero state of a free chunk (docs/pool_format.md).
   kZeroed = 3,   // free chunk `pchunk` holds zeros, durably since before this record
   kReserve = 4,  // free chunk `pchunk` may be handed out: no longer known to hold zeros
+  // Replication (docs/replication.md): volume slot `slot` holds, durably since before this
+  // record, every write of its primaries up to generation (epoch `vchunk`, sequence
+  // `reserved0`); `pchunk` is 0. Pools that never replicate never carry one.
+  kGeneration = 5,
 };
 
 struct LogRecord {

@@ -21,10 +21,12 @@
 #pragma once
 
 #include <atomic>
+#include <compare>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,31 @@ enum class Durability : uint8_t {
   kFlush = 0,  // default: durable at FLUSH or FUA
   kSync = 1,   // every write durable before its acknowledgement
   kNone = 2,   // scratch: may lose everything on crash
+};
+
+// A replica's position in its volume's history (docs/replication.md): the primary's epoch and
+// the sequence number of the last barrier whose writes are durable here. Ordered by epoch,
+// then sequence; the replica with the highest durable generation is the freshest.
+struct ReplicaGeneration {
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  auto operator<=>(const ReplicaGeneration&) const = default;
+};
+
+// Pool::RecordGeneration's request, owned by the caller (preallocated), alive until `done`.
+struct GenerationRecord {
+  ReplicaGeneration generation;
+  // 0 once durable; -EINVAL for a generation below the volume's (nothing recorded), -EIO on a
+  // failed commit, -ESHUTDOWN for a deleted volume.
+  int32_t result = 0;
+  void (*done)(GenerationRecord* r) = nullptr;
+  void* ctx = nullptr;
+  // Pool-private state.
+  struct Waiter : CommitWaiter {
+    GenerationRecord* record = nullptr;
+  } waiter;
+  Volume* volume = nullptr;
+  uint8_t step = 0;
 };
 
 struct VolumeInfo {
@@ -157,6 +184,14 @@ class Volume {
   // pool lives (deleted ones stay as tombstones).
   uint64_t allocated_bytes_now() const { return allocated_.load(std::memory_order_relaxed); }
   uint64_t size_bytes() const { return info_.size_bytes; }
+  // Replication: the durable generation (what the disk says; Pool::RecordGeneration raises it),
+  // and the highest epoch asked for so far (recorded or on its way: a replica fences writes of
+  // any lower epoch by it). Any thread.
+  ReplicaGeneration generation() const {
+    std::lock_guard<std::mutex> l(gen_mu_);
+    return gen_durable_;
+  }
+  uint64_t epoch_seen() const { return epoch_seen_.load(std::memory_order_acquire); }
 
   // Starts a read, write, flush, discard or write-zeroes. `io->done` runs later on the pool's
   // reactor, never inside Submit. Out-of-range requests complete with -EINVAL (offset beyond the
@@ -298,6 +333,16 @@ class Volume {
   struct Rmw;
   Rmw* rmw_ = nullptr;  // made at the first unaligned request; owned (deleted in ~Volume)
   std::atomic<bool> remote_paused_{false};
+
+  // Replication generation (pool_generation.cc). gen_durable_ is on disk (a pair: read and
+  // written under gen_mu_); gen_pending_ is what the records queued for the next commit say
+  // (the checkpoint encodes it). Written on the pool's reactor only.
+  mutable std::mutex gen_mu_;
+  ReplicaGeneration gen_durable_;
+  std::atomic<uint64_t> epoch_seen_{0};
+  ReplicaGeneration gen_pending_;
+  // At open (checkpoint, then each kGeneration record in log order): raises all of the above.
+  void LoadGeneration(ReplicaGeneration g);
 };
 
 // What `spd2 check` reports.
@@ -370,6 +415,16 @@ class Pool : private GroupCommit::Owner {
   void SetDurabilityAsync(const std::string& name, Durability durability, ControlCallback done);
   // Makes everything completed so far durable (data flush + metadata commit).
   void SyncAllAsync(ControlCallback done);
+
+  // Replication: records durably that `v` holds every write up to `r->generation`. Two commits:
+  // the first makes every write completed before the call durable (its device flush), the
+  // second writes the record (a kGeneration log record, or the checkpoint), so that the record
+  // never lands on disk before the data it vouches for. A generation below the volume's
+  // (pending or durable) is refused (-EINVAL); an equal one completes after the commits too.
+  // Volume::epoch_seen() rises at the call, so fencing starts before the record is durable.
+  // Not a control operation: no queue, no drain; any number may run at once.
+  // `r->done` runs on the pool's reactor, never inside. REQUIRES: on the pool's reactor thread.
+  void RecordGeneration(Volume* v, GenerationRecord* r);
   // Queued operations not yet finished, the running one included.
   size_t control_ops_pending() const { return control_queue_.size() + (control_active_ ? 1 : 0); }
   void set_control_timeouts(const ControlTimeouts& t) { control_timeouts_ = t; }
@@ -551,6 +606,7 @@ class Pool : private GroupCommit::Owner {
   // A write of the owner's path waiting for space (WaitForSpace) is answered by message; any
   // other is completed.
   void FailSpaceWaiter(VolumeIo* io);
+  static void OnGenerationCommit(CommitWaiter* w, int32_t result);
   void RunCommit() override;                  // GroupCommit::Owner
   bool CommitHasWork() const override;        // GroupCommit::Owner
   void FlushFailed(int32_t result) override;  // GroupCommit::Owner

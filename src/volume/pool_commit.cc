@@ -154,6 +154,10 @@ size_t Pool::EncodeCheckpoint(uint8_t* buf) {
     vr[i].read_only = info.read_only ? 1 : 0;
     vr[i].size_bytes = info.size_bytes;
     std::memcpy(vr[i].name, info.name.data(), std::min<size_t>(info.name.size(), 64));
+    // Every kGeneration record of this commit's batch is in gen_pending_ (records queued after
+    // the batch was taken are not: this runs right after, on the same reactor).
+    vr[i].gen_epoch = slots_[i]->gen_pending_.epoch;
+    vr[i].gen_seq = slots_[i]->gen_pending_.seq;
   }
   auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + volumes_max_);
   for (uint64_t c = 0; c < chunks_total_; ++c) {

@@ -68,9 +68,15 @@ struct VolumeRecord {
   uint16_t reserved0;
   uint64_t size_bytes;
   char name[kNameBytesMax];  // NUL-padded
-  uint8_t pad[48];
+  // Replication generation (docs/replication.md): the epoch and sequence every write up to
+  // which is durable here. Zero for a volume never replicated (and in pools written before
+  // replication existed: the bytes were padding, always zero).
+  uint64_t gen_epoch;
+  uint64_t gen_seq;
+  uint8_t pad[32];
 };
 static_assert(sizeof(VolumeRecord) == 128);
+static_assert(offsetof(VolumeRecord, gen_epoch) == 80);
 
 // Chunk owner map entry: who owns each data chunk.
 struct ChunkOwner {
