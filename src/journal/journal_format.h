@@ -29,7 +29,8 @@ enum class LogRecordType : uint32_t {
   kReserve = 4,  // free chunk `pchunk` may be handed out: no longer known to hold zeros
   // Replication (docs/replication.md): volume slot `slot` holds, durably since before this
   // record, every write of its primaries up to generation (epoch `vchunk`, sequence
-  // `reserved0`); `pchunk` is 0. Pools that never replicate never carry one.
+  // `reserved0`), and follows no primary of an epoch below `pchunk` (its fence). Pools that
+  // never replicate never carry one.
   kGeneration = 5,
 };
 

@@ -59,8 +59,11 @@ struct ReplicaGeneration {
 // Pool::RecordGeneration's request, owned by the caller (preallocated), alive until `done`.
 struct GenerationRecord {
   ReplicaGeneration generation;
-  // 0 once durable; -EINVAL for a generation below the volume's (nothing recorded), -EIO on a
-  // failed commit, -ESHUTDOWN for a deleted volume.
+  // The fence: the highest primary epoch this replica has promised to follow (it refuses writes
+  // of any lower one). Raised to generation.epoch when below it.
+  uint64_t fence_epoch = 0;
+  // 0 once durable; -EINVAL for a generation or fence below the volume's (nothing recorded),
+  // -EIO on a failed commit, -ESHUTDOWN for a deleted volume.
   int32_t result = 0;
   void (*done)(GenerationRecord* r) = nullptr;
   void* ctx = nullptr;
@@ -184,14 +187,18 @@ class Volume {
   // pool lives (deleted ones stay as tombstones).
   uint64_t allocated_bytes_now() const { return allocated_.load(std::memory_order_relaxed); }
   uint64_t size_bytes() const { return info_.size_bytes; }
-  // Replication: the durable generation (what the disk says; Pool::RecordGeneration raises it),
-  // and the highest epoch asked for so far (recorded or on its way: a replica fences writes of
-  // any lower epoch by it). Any thread.
+  // Replication: the durable generation (what the disk says; Pool::RecordGeneration raises it)
+  // and the durable fence epoch; fence_epoch() is the highest fence asked for so far (durable or
+  // on its way): a replica refuses writes of any lower epoch by it. Any thread.
   ReplicaGeneration generation() const {
     std::lock_guard<std::mutex> l(gen_mu_);
     return gen_durable_;
   }
-  uint64_t epoch_seen() const { return epoch_seen_.load(std::memory_order_acquire); }
+  uint64_t fence_epoch_durable() const {
+    std::lock_guard<std::mutex> l(gen_mu_);
+    return fence_durable_;
+  }
+  uint64_t fence_epoch() const { return fence_seen_.load(std::memory_order_acquire); }
 
   // Starts a read, write, flush, discard or write-zeroes. `io->done` runs later on the pool's
   // reactor, never inside Submit. Out-of-range requests complete with -EINVAL (offset beyond the
@@ -339,10 +346,12 @@ class Volume {
   // (the checkpoint encodes it). Written on the pool's reactor only.
   mutable std::mutex gen_mu_;
   ReplicaGeneration gen_durable_;
-  std::atomic<uint64_t> epoch_seen_{0};
+  uint64_t fence_durable_ = 0;
+  std::atomic<uint64_t> fence_seen_{0};
   ReplicaGeneration gen_pending_;
+  uint64_t fence_pending_ = 0;
   // At open (checkpoint, then each kGeneration record in log order): raises all of the above.
-  void LoadGeneration(ReplicaGeneration g);
+  void LoadGeneration(ReplicaGeneration g, uint64_t fence);
 };
 
 // What `spd2 check` reports.

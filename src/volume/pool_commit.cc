@@ -158,6 +158,7 @@ size_t Pool::EncodeCheckpoint(uint8_t* buf) {
     // the batch was taken are not: this runs right after, on the same reactor).
     vr[i].gen_epoch = slots_[i]->gen_pending_.epoch;
     vr[i].gen_seq = slots_[i]->gen_pending_.seq;
+    vr[i].fence_epoch = slots_[i]->fence_pending_;
   }
   auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + volumes_max_);
   for (uint64_t c = 0; c < chunks_total_; ++c) {

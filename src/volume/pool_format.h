@@ -73,7 +73,8 @@ struct VolumeRecord {
   // replication existed: the bytes were padding, always zero).
   uint64_t gen_epoch;
   uint64_t gen_seq;
-  uint8_t pad[32];
+  uint64_t fence_epoch;  // the highest primary epoch promised to (>= gen_epoch)
+  uint8_t pad[24];
 };
 static_assert(sizeof(VolumeRecord) == 128);
 static_assert(offsetof(VolumeRecord, gen_epoch) == 80);

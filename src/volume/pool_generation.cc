@@ -1,5 +1,6 @@
 // Pool: the replication generation of each volume (docs/replication.md, "Never promote stale
 // data"), recorded durably after the data it vouches for.
+#include <algorithm>
 #include <cerrno>
 
 #include "common/counters.h"
@@ -25,15 +26,16 @@ void Finish(GenerationRecord* r, int32_t result) {
 
 }  // namespace
 
-void Volume::LoadGeneration(ReplicaGeneration g) {
-  if (g <= gen_pending_) return;
-  gen_pending_ = g;
+void Volume::LoadGeneration(ReplicaGeneration g, uint64_t fence) {
+  fence = std::max(fence, g.epoch);
+  gen_pending_ = std::max(gen_pending_, g);
+  fence_pending_ = std::max(fence_pending_, fence);
   {
     std::lock_guard<std::mutex> l(gen_mu_);
-    gen_durable_ = g;
+    gen_durable_ = gen_pending_;
+    fence_durable_ = fence_pending_;
   }
-  if (g.epoch > epoch_seen_.load(std::memory_order_relaxed))
-    epoch_seen_.store(g.epoch, std::memory_order_release);
+  fence_seen_.store(fence_pending_, std::memory_order_release);
 }
 
 void Pool::RecordGeneration(Volume* v, GenerationRecord* r) {
@@ -42,12 +44,13 @@ void Pool::RecordGeneration(Volume* v, GenerationRecord* r) {
   r->step = 0;
   r->waiter.record = r;
   r->waiter.fn = &Pool::OnGenerationCommit;
-  if (v->deleted_ || r->generation < v->gen_pending_) {
+  r->fence_epoch = std::max(r->fence_epoch, r->generation.epoch);
+  if (v->deleted_ || r->generation < v->gen_pending_ || r->fence_epoch < v->fence_pending_) {
     // Answered from the reactor like every other outcome: a failing commit waiter does that.
     r->step = 2;
     r->result = v->deleted_ ? -ESHUTDOWN : -EINVAL;
-  } else if (r->generation.epoch > v->epoch_seen_.load(std::memory_order_relaxed)) {
-    v->epoch_seen_.store(r->generation.epoch, std::memory_order_release);
+  } else if (r->fence_epoch > v->fence_seen_.load(std::memory_order_relaxed)) {
+    v->fence_seen_.store(r->fence_epoch, std::memory_order_release);
   }
   // Step 0: a commit that starts after this call; its device flush makes every write completed
   // before it durable.
@@ -64,17 +67,21 @@ void Pool::OnGenerationCommit(CommitWaiter* w, int32_t result) {
   if (r->step == 0) {
     // Step 1: the record, in the next commit (written after the flush above completed).
     r->step = 1;
-    if (r->generation > v->gen_pending_) {
-      v->gen_pending_ = r->generation;
+    if (r->generation > v->gen_pending_ || r->fence_epoch > v->fence_pending_) {
+      // Checked again: another record may have raised them since the call.
+      v->gen_pending_ = std::max(v->gen_pending_, r->generation);
+      v->fence_pending_ = std::max(v->fence_pending_, r->fence_epoch);
       self->commit_->records.push_back({static_cast<uint32_t>(pf::LogRecordType::kGeneration),
-                                        v->slot_, r->generation.epoch, 0, r->generation.seq});
+                                        v->slot_, v->gen_pending_.epoch, v->fence_pending_,
+                                        v->gen_pending_.seq});
     }
     return self->WaitCommit(&r->waiter);
   }
   // Durable: this commit carried the record (or an earlier one carried an equal or higher one).
   {
     std::lock_guard<std::mutex> l(v->gen_mu_);
-    if (r->generation > v->gen_durable_) v->gen_durable_ = r->generation;
+    v->gen_durable_ = std::max(v->gen_durable_, r->generation);
+    v->fence_durable_ = std::max(v->fence_durable_, r->fence_epoch);
   }
   generation_records_total.Add();
   Finish(r, 0);

@@ -71,13 +71,13 @@ TEST_F(PoolGenerationTest, SurvivesAPowerCutWithTheDataBeforeIt) {
   ASSERT_EQ(Write(v_, 0, 'a'), 0);  // completed, never flushed by itself
   ASSERT_EQ(Record(v_, {3, 7}), 0);
   EXPECT_EQ(v_->generation(), (ReplicaGeneration{3, 7}));
-  EXPECT_EQ(v_->epoch_seen(), 3u);
+  EXPECT_EQ(v_->fence_epoch(), 3u);
   pool_ = PowerCutAndReopen();
   ASSERT_NE(pool_, nullptr);
   Volume* v = pool_->FindVolume("r");
   ASSERT_NE(v, nullptr);
   EXPECT_EQ(v->generation(), (ReplicaGeneration{3, 7})) << "the log record did not replay";
-  EXPECT_EQ(v->epoch_seen(), 3u);
+  EXPECT_EQ(v->fence_epoch(), 3u);
   std::memset(buf_, 0, sizeof buf_);
   ASSERT_EQ(testing::RunVolumeIo(reactor_.get(), v, IoOp::kRead, 0, sizeof buf_, buf_).result, 0);
   EXPECT_EQ(buf_[0], 'a') << "the generation outlived the data it vouches for";
@@ -106,7 +106,7 @@ TEST_F(PoolGenerationTest, EpochSeenRisesAtTheCall) {
   r.ctx = &done;
   r.done = [](GenerationRecord* x) { *static_cast<bool*>(x->ctx) = true; };
   pool_->RecordGeneration(v_, &r);
-  EXPECT_EQ(v_->epoch_seen(), 9u);
+  EXPECT_EQ(v_->fence_epoch(), 9u);
   EXPECT_EQ(v_->generation(), (ReplicaGeneration{0, 0})) << "durable before any commit";
   for (int i = 0; i < 100000 && !done; ++i) reactor_->RunOnce(1'000'000);
   ASSERT_TRUE(done);
@@ -125,6 +125,37 @@ TEST_F(PoolGenerationTest, CheckpointCarriesIt) {
   ASSERT_NE(pool_, nullptr);
   EXPECT_EQ(pool_->FindVolume("r")->generation(), (ReplicaGeneration{5, 11}));
   EXPECT_EQ(pool_->FindVolume("other")->generation(), (ReplicaGeneration{2, 2}));
+}
+
+// The fence rises on its own (a new primary's epoch, before the replica holds its data) and
+// never goes down; a generation's epoch raises it too.
+TEST_F(PoolGenerationTest, FenceIsRecordedAndNeverGoesDown) {
+  GenerationRecord r;
+  r.generation = {1, 5};
+  r.fence_epoch = 4;
+  bool done = false;
+  r.ctx = &done;
+  r.done = [](GenerationRecord* x) { *static_cast<bool*>(x->ctx) = true; };
+  pool_->RecordGeneration(v_, &r);
+  EXPECT_EQ(v_->fence_epoch(), 4u);
+  EXPECT_EQ(v_->fence_epoch_durable(), 0u);
+  for (int i = 0; i < 100000 && !done; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(r.result, 0);
+  EXPECT_EQ(v_->fence_epoch_durable(), 4u);
+  EXPECT_EQ(v_->generation(), (ReplicaGeneration{1, 5}));
+  r.generation = {1, 6};
+  r.fence_epoch = 3;  // below the fence: refused
+  done = false;
+  pool_->RecordGeneration(v_, &r);
+  for (int i = 0; i < 100000 && !done; ++i) reactor_->RunOnce(1'000'000);
+  EXPECT_EQ(r.result, -EINVAL);
+  EXPECT_EQ(Record(v_, {6, 0}), 0);  // fence follows the generation's epoch
+  EXPECT_EQ(v_->fence_epoch(), 6u);
+  pool_ = PowerCutAndReopen();
+  ASSERT_NE(pool_, nullptr);
+  EXPECT_EQ(pool_->FindVolume("r")->fence_epoch_durable(), 6u);
+  EXPECT_EQ(pool_->FindVolume("r")->fence_epoch(), 6u);
+  EXPECT_EQ(pool_->FindVolume("r")->generation(), (ReplicaGeneration{6, 0}));
 }
 
 TEST_F(PoolGenerationTest, ADeletedVolumeRefuses) {

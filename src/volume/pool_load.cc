@@ -150,7 +150,7 @@ Status Pool::LoadCheckpoint() {
     info.durability = static_cast<Durability>(vr[i].durability);
     info.read_only = vr[i].read_only != 0;
     slots_[i].reset(new Volume(this, info, i));
-    slots_[i]->LoadGeneration({vr[i].gen_epoch, vr[i].gen_seq});
+    slots_[i]->LoadGeneration({vr[i].gen_epoch, vr[i].gen_seq}, vr[i].fence_epoch);
     AssignOwner(slots_[i].get());
   }
   auto* co = reinterpret_cast<pf::ChunkOwner*>(vr + volumes_max_);
@@ -184,7 +184,7 @@ Status Pool::ReplayLog() {
     for (size_t i = 0; i < r.size(); ++i) {
       if (r[i].type == static_cast<uint32_t>(pf::LogRecordType::kGeneration)) {
         if (r[i].slot < volumes_max_ && slots_[r[i].slot] != nullptr) {
-          slots_[r[i].slot]->LoadGeneration({r[i].vchunk, r[i].reserved0});
+          slots_[r[i].slot]->LoadGeneration({r[i].vchunk, r[i].reserved0}, r[i].pchunk);
         } else {
           replay_skipped_total.Add();
           ++anomalies_;
