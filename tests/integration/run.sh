@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test_* in this folder against spd2 ($SPD2, default build/spd2) with real NBD
+# Runs every test_* in this folder and in ../cluster against spd2 ($SPD2, default build/spd2) with real NBD
 # clients. One line per test, then "N passed, N failed". Exit non-zero on any failure.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,7 +9,8 @@ export SPD2=${SPD2:-$here/../../build/spd2}
 export SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 passed=0
 failed=0
-for t in "$here"/test_*; do
+# tests/cluster holds the replication tests (and their tools), run the same way.
+for t in "$here"/test_* "$here"/../cluster/test_*; do
   name=$(basename "$t")
   start=$(date +%s.%N)
   log=$(mktemp)
