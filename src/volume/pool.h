@@ -187,6 +187,7 @@ class Volume {
   // pool lives (deleted ones stay as tombstones).
   uint64_t allocated_bytes_now() const { return allocated_.load(std::memory_order_relaxed); }
   uint64_t size_bytes() const { return info_.size_bytes; }
+  Pool* pool() const { return pool_; }
   // Replication: the durable generation (what the disk says; Pool::RecordGeneration raises it)
   // and the durable fence epoch; fence_epoch() is the highest fence asked for so far (durable or
   // on its way): a replica refuses writes of any lower epoch by it. Any thread.

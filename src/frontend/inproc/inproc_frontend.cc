@@ -75,6 +75,13 @@ void InprocFrontend::Submit(IoRequest* req, Callback cb, void* arg) {
   dispatcher_->Submit(port_.get(), req);
 }
 
+void InprocFrontend::Release(IoRequest* req) {
+  auto* s = static_cast<Slot*>(req->ctx);
+  s->next = free_;
+  free_ = s;
+  --inflight_;
+}
+
 void InprocFrontend::OnDone(IoRequest* req) {
   auto* s = static_cast<Slot*>(req->ctx);
   InprocFrontend* fe = s->fe;

@@ -43,6 +43,8 @@ class InprocFrontend {
   IoRequest* Take();
   // Submits a request from Take(); `cb(arg, req)` runs on this reactor once it completed.
   void Submit(IoRequest* req, Callback cb, void* arg);
+  // Gives back a request from Take() that was never submitted.
+  void Release(IoRequest* req);
   uint32_t inflight() const { return inflight_; }
   uint32_t buffer_bytes() const { return options_.buffer_bytes; }
 

@@ -1,0 +1,656 @@
+#include "replica/replica_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "common/counters.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "frontend/inproc/inproc_frontend.h"
+#include "replica/replica_wire.h"
+
+namespace spd {
+namespace {
+
+namespace rw = replica_wire;
+
+Gauge sessions_gauge("spd_replica_sessions", "Replication sessions (primaries) served now");
+Counter sessions_refused_total("spd_replica_sessions_refused_total",
+                               "Replication connections closed at accept: sessions_max reached");
+Counter hellos_refused_total("spd_replica_hellos_refused_total",
+                             "Replication hellos refused (stale epoch, no volume, size mismatch, "
+                             "fence not recorded)");
+Counter fenced_total("spd_replica_fenced_total",
+                     "Replicated writes refused because a newer primary's epoch fences them");
+Counter protocol_errors_total("spd_replica_protocol_errors_total",
+                              "Replication sessions closed for a malformed message");
+Counter timeouts_total("spd_replica_timeouts_total",
+                       "Replication sessions closed for a hello or message that did not come in "
+                       "time, or replies the primary did not read");
+Counter writes_total("spd_replica_writes_total",
+                     "Replicated writes, write-zeroes and discards applied (any result)");
+Counter write_errors_total("spd_replica_write_errors_total",
+                           "Replicated writes answered with an error");
+Counter barriers_total("spd_replica_barriers_total",
+                       "Replication barriers made durable (generation recorded)");
+Counter bytes_total("spd_replica_write_bytes_total", "Bytes of replicated writes received");
+
+constexpr uint64_t kTickNs = 200'000'000;
+constexpr size_t kOutMax = 64u << 10;  // unsent replies beyond which reading pauses
+
+}  // namespace
+
+struct ReplicaServer::Listener : Completion {
+  ReplicaServer* server = nullptr;
+  int fd = -1;
+  bool armed = false;
+};
+
+struct ReplicaServer::Session {
+  ReplicaServer* server = nullptr;
+  Session* next = nullptr;
+  Session* prev = nullptr;
+  int fd = -1;
+  struct Watch : Completion {
+    Session* s = nullptr;
+  } rx, tx;
+  bool rx_armed = false;
+  bool tx_armed = false;
+  struct Tick : Timer {
+    Session* s = nullptr;
+  } tick;
+  bool tick_armed = false;
+  bool closing = false;
+  bool hello_done = false;
+  uint64_t hello_deadline_ns = 0;
+  uint64_t partial_since_ns = 0;  // a message or reply half-way since; 0: none
+  uint64_t epoch = 0;
+  bool applying = false;  // hello accepted and in sync: writes are applied
+  // The message being read.
+  uint8_t hdr_buf[rw::kHeaderBytes];
+  size_t hdr_got = 0;
+  rw::Header hdr;
+  bool in_payload = false;
+  uint8_t* payload = nullptr;
+  uint32_t payload_got = 0;
+  IoRequest* req = nullptr;  // a write's request while its payload arrives
+  rw::HelloBody hello;
+  // The volume, once the hello named one.
+  std::shared_ptr<VolumeHandle> handle;
+  bool user = false;
+  Volume* volume = nullptr;
+  std::unique_ptr<InprocFrontend> fe;
+  // A barrier waiting for the writes before it (reading paused meanwhile), or being recorded.
+  bool barrier_waiting = false;
+  bool record_pending = false;
+  GenerationRecord record;
+  rw::Header barrier;
+  // Replies not yet sent.
+  std::vector<uint8_t> out;
+  size_t out_off = 0;
+
+  std::string Peer() const { return "replica session fd " + std::to_string(fd); }
+};
+
+namespace {
+
+using Session = ReplicaServer::Session;
+
+void Close(Session* s, const char* why);
+void Pump(Session* s);
+void Send(Session* s);
+
+void Reply(Session* s, const rw::Header& h, const void* payload = nullptr, size_t n = 0) {
+  uint8_t b[rw::kHeaderBytes];
+  rw::EncodeHeader(h, b);
+  s->out.insert(s->out.end(), b, b + sizeof b);
+  if (n > 0) {
+    const auto* p = static_cast<const uint8_t*>(payload);
+    s->out.insert(s->out.end(), p, p + n);
+  }
+  Send(s);
+}
+
+void Ack(Session* s, uint64_t seq, int32_t result) {
+  rw::Header h;
+  h.type = static_cast<uint16_t>(rw::Type::kAck);
+  h.epoch = s->epoch;
+  h.seq = seq;
+  h.result = result;
+  Reply(s, h);
+}
+
+void MaybeFree(Session* s);
+
+void Send(Session* s) {
+  while (s->out_off < s->out.size()) {
+    const ssize_t n = send(s->fd, s->out.data() + s->out_off, s->out.size() - s->out_off,
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      s->out_off += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      if (!s->tx_armed && s->server->reactor_->engine() == ReactorEngine::kUring &&
+          s->server->reactor_->ArmWritable(s->fd, &s->tx).ok())
+        s->tx_armed = true;
+      if (s->partial_since_ns == 0) s->partial_since_ns = MonotonicNs();
+      return;
+    }
+    s->out.clear();
+    s->out_off = 0;
+    return Close(s, "send failed");
+  }
+  s->out.clear();
+  s->out_off = 0;
+}
+
+void OnWritable(Completion* c, int32_t, uint32_t) {
+  Session* s = static_cast<Session::Watch*>(c)->s;
+  s->tx_armed = false;
+  if (s->closing) return MaybeFree(s);
+  s->partial_since_ns = 0;
+  Send(s);
+  if (s->out.empty()) Pump(s);  // reading may have paused on a full reply buffer
+}
+
+}  // namespace
+
+void ReplicaSessionRead(Session* s);
+
+namespace {
+
+void OnReadable(Completion* c, int32_t, uint32_t flags) {
+  Session* s = static_cast<Session::Watch*>(c)->s;
+  if (s->server->reactor_->engine() == ReactorEngine::kUring) s->rx_armed = false;
+  (void)flags;
+  if (s->closing) return MaybeFree(s);
+  // epoll: the socket's writability arrives here too (the fd is registered for both).
+  if (s->out_off < s->out.size()) Send(s);
+  Pump(s);
+}
+
+void OnWriteDone(void* arg, IoRequest* req) {
+  auto* s = static_cast<Session*>(arg);
+  uint64_t msg_seq = 0;
+  std::memcpy(&msg_seq, req->correlation_id + 8, sizeof msg_seq);
+  if (req->result != 0) write_errors_total.Add();
+  if (!s->closing) Ack(s, msg_seq, req->result);
+  if (s->closing) return MaybeFree(s);
+  Pump(s);  // a slot is free again, or the barrier may go
+}
+
+void OnRecorded(GenerationRecord* r) {
+  auto* s = static_cast<Session*>(r->ctx);
+  s->record_pending = false;
+  if (s->closing) return MaybeFree(s);
+  if (!s->hello_done) {
+    // The fence of an accepted hello is durable now: answer it.
+    s->hello_done = true;
+    rw::HelloReplyBody body;
+    const ReplicaGeneration g = s->volume->generation();
+    body.gen_epoch = g.epoch;
+    body.gen_seq = g.seq;
+    body.fence_epoch = s->volume->fence_epoch_durable();
+    body.size_bytes = s->volume->size_bytes();
+    body.write_bytes_max = s->server->o_.write_bytes_max;
+    rw::Header h;
+    h.type = static_cast<uint16_t>(rw::Type::kHelloReply);
+    h.epoch = s->epoch;
+    h.length = sizeof body;
+    if (r->result != 0) {
+      hellos_refused_total.Add();
+      body.status = static_cast<uint32_t>(rw::HelloStatus::kError);
+      h.result = r->result;
+    } else {
+      // Clean: nothing applied after its generation. Known for volumes this process saw a
+      // barrier of; otherwise only a volume never written (generation zero, nothing allocated).
+      auto c = s->server->clean_.find(s->volume);
+      const bool clean = c != s->server->clean_.end()
+                             ? c->second
+                             : g == ReplicaGeneration{} && s->volume->allocated_bytes_now() == 0;
+      const bool in_sync = g == ReplicaGeneration{s->hello.base_epoch, s->hello.base_seq} && clean;
+      body.status =
+          static_cast<uint32_t>(in_sync ? rw::HelloStatus::kInSync : rw::HelloStatus::kOutOfSync);
+      s->applying = in_sync;
+    }
+    h.crc = Crc32c(0, &body, sizeof body);
+    Reply(s, h, &body, sizeof body);
+    if (r->result != 0) return Close(s, "the fence could not be recorded");
+    return Pump(s);
+  }
+  // A barrier.
+  if (r->result == 0) {
+    barriers_total.Add();
+    s->server->clean_[s->volume] = true;  // reading was paused: nothing after it yet
+  }
+  Ack(s, s->barrier.seq, r->result);
+  Pump(s);
+}
+
+void StartBarrierIfReady(Session* s) {
+  if (!s->barrier_waiting || s->record_pending || s->fe->inflight() > 0) return;
+  s->barrier_waiting = false;
+  s->record_pending = true;
+  s->record.generation = {s->epoch, s->barrier.seq};
+  s->record.fence_epoch = s->epoch;
+  s->record.ctx = s;
+  s->record.done = &OnRecorded;
+  s->volume->pool()->RecordGeneration(s->volume, &s->record);
+}
+
+// The hello arrived whole: find the volume, check the fence, record the new one.
+void HandleHello(Session* s) {
+  rw::HelloReplyBody body;
+  rw::HelloStatus status = rw::HelloStatus::kError;
+  const std::string name(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume));
+  ReplicaServer* srv = s->server;
+  s->handle = srv->volumes_->Find(name);
+  if (!s->handle || !(s->user = s->handle->AddUser()) || s->handle->volume() == nullptr) {
+    status = rw::HelloStatus::kNoVolume;
+  } else {
+    s->volume = s->handle->volume();
+    body.gen_epoch = s->volume->generation().epoch;
+    body.gen_seq = s->volume->generation().seq;
+    body.fence_epoch = s->volume->fence_epoch();
+    body.size_bytes = s->volume->size_bytes();
+    if (s->volume->size_bytes() != s->hello.size_bytes) {
+      status = rw::HelloStatus::kSizeMismatch;
+    } else if (s->epoch < s->volume->fence_epoch()) {
+      status = rw::HelloStatus::kStaleEpoch;
+      fenced_total.Add();
+    } else {
+      // Accepted so far: displace an older session of the volume, then make the fence durable.
+      auto it = srv->holders_.find(s->volume);
+      if (it != srv->holders_.end() && it->second != s)
+        Close(it->second, "displaced by a newer hello");
+      srv->holders_[s->volume] = s;
+      InprocFrontend::Options fo;
+      fo.queue_depth = srv->o_.queue_depth;
+      fo.buffer_bytes = srv->o_.write_bytes_max;
+      s->fe = std::make_unique<InprocFrontend>(srv->dispatcher_, srv->reactor_, fo);
+      s->record_pending = true;
+      s->record.generation = s->volume->generation();
+      s->record.fence_epoch = s->epoch;
+      s->record.ctx = s;
+      s->record.done = &OnRecorded;
+      s->volume->pool()->RecordGeneration(s->volume, &s->record);
+      return;  // answered from OnRecorded
+    }
+  }
+  hellos_refused_total.Add();
+  body.status = static_cast<uint32_t>(status);
+  rw::Header h;
+  h.type = static_cast<uint16_t>(rw::Type::kHelloReply);
+  h.epoch = s->epoch;
+  h.length = sizeof body;
+  h.crc = Crc32c(0, &body, sizeof body);
+  Reply(s, h, &body, sizeof body);
+  Close(s, rw::HelloStatusName(status));
+}
+
+// A whole message (header, and payload for a write) is in: act on it. False: stop reading.
+bool HandleMessage(Session* s) {
+  const rw::Header& h = s->hdr;
+  const auto type = static_cast<rw::Type>(h.type);
+  if (!s->hello_done && !s->record_pending) {
+    if (type != rw::Type::kHello) {
+      protocol_errors_total.Add();
+      Close(s, "first message is not a hello");
+      return false;
+    }
+    s->epoch = h.epoch;
+    HandleHello(s);
+    return false;  // nothing more until the hello is answered
+  }
+  if (h.epoch != s->epoch) {
+    protocol_errors_total.Add();
+    Close(s, "message of another epoch");
+    return false;
+  }
+  if (s->epoch < s->volume->fence_epoch()) {
+    // A newer primary took the volume: this one is deposed.
+    fenced_total.Add();
+    if (s->req) s->fe->Release(s->req);
+    s->req = nullptr;
+    Ack(s, h.seq, -ESTALE);
+    Close(s, "fenced by a newer primary's epoch");
+    return false;
+  }
+  switch (type) {
+    case rw::Type::kWrite:
+    case rw::Type::kWriteZeroes:
+    case rw::Type::kDiscard: {
+      if (!s->applying) {
+        Ack(s, h.seq, -ENOTCONN);  // out of sync: nothing is applied before a resync
+        if (s->req) s->fe->Release(s->req);
+        s->req = nullptr;
+        return true;
+      }
+      IoRequest* req = s->req;
+      s->req = nullptr;
+      if (req == nullptr) req = s->fe->Take();  // write-zeroes, discard: no payload
+      req->volume = s->volume;
+      req->offset_bytes = h.offset;
+      req->length_bytes = h.length;
+      req->flags = (h.flags & rw::kFlagFua) ? kReqFua : 0;
+      if (h.flags & rw::kFlagNoHole) req->flags |= kReqNoHole;
+      req->op = type == rw::Type::kWrite         ? RequestOp::kWrite
+                : type == rw::Type::kWriteZeroes ? RequestOp::kWriteZeroes
+                                                 : RequestOp::kDiscard;
+      std::memcpy(req->correlation_id + 8, &h.seq, sizeof h.seq);
+      s->server->clean_[s->volume] = false;
+      writes_total.Add();
+      if (type == rw::Type::kWrite) {
+        bytes_total.Add(h.length);
+        if (Crc32c(0, req->buf, h.length) != h.crc) {
+          protocol_errors_total.Add();
+          s->fe->Release(req);  // nothing applied
+          Close(s, "write payload checksum mismatch");
+          return false;
+        }
+      }
+      s->fe->Submit(req, &OnWriteDone, s);
+      return true;
+    }
+    case rw::Type::kBarrier:
+      s->barrier = h;
+      s->barrier_waiting = true;
+      StartBarrierIfReady(s);
+      return false;  // reading resumes once it is acknowledged
+    default:
+      protocol_errors_total.Add();
+      Close(s, "unexpected message type");
+      return false;
+  }
+}
+
+}  // namespace
+
+// Reads and handles messages until the socket is empty or reading must pause.
+void ReplicaSessionRead(Session* s) {
+  ReplicaServer* srv = s->server;
+  for (;;) {
+    if (s->closing) return;
+    if (s->record_pending || s->barrier_waiting) return;  // resumes from OnRecorded / a write
+    if (s->out.size() - s->out_off > kOutMax) return;     // resumes from OnWritable
+    if (!s->in_payload) {
+      const ssize_t n =
+          recv(s->fd, s->hdr_buf + s->hdr_got, rw::kHeaderBytes - s->hdr_got, MSG_DONTWAIT);
+      if (n == 0) return Close(s, "the primary closed the connection");
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return Close(s, "recv failed");
+        break;
+      }
+      if (s->partial_since_ns == 0) s->partial_since_ns = MonotonicNs();
+      s->hdr_got += static_cast<size_t>(n);
+      if (s->hdr_got < rw::kHeaderBytes) continue;
+      s->hdr_got = 0;
+      const std::string bad = rw::DecodeHeader(s->hdr_buf, srv->o_.write_bytes_max, &s->hdr);
+      if (!bad.empty()) {
+        protocol_errors_total.Add();
+        SPD_LOG_WARN("replica: %s: %s", s->Peer().c_str(), bad.c_str());
+        return Close(s, "malformed message");
+      }
+      const auto type = static_cast<rw::Type>(s->hdr.type);
+      const uint32_t want = rw::PayloadBytes(s->hdr);
+      if (type == rw::Type::kHello) {
+        s->payload = reinterpret_cast<uint8_t*>(&s->hello);
+      } else if (type == rw::Type::kWrite) {
+        if (!s->hello_done) {
+          protocol_errors_total.Add();
+          return Close(s, "write before the hello");
+        }
+        s->req = s->fe->Take();
+        if (s->req == nullptr) {
+          // Every slot busy: keep the header, read its payload once a write completes.
+          s->hdr_got = rw::kHeaderBytes;
+          return;
+        }
+        s->payload = static_cast<uint8_t*>(s->req->buf);
+      } else if (type == rw::Type::kWriteZeroes || type == rw::Type::kDiscard) {
+        if (s->hello_done && s->fe->inflight() >= srv->o_.queue_depth) {
+          s->hdr_got = rw::kHeaderBytes;
+          return;
+        }
+      }
+      if (want > 0) {
+        s->in_payload = true;
+        s->payload_got = 0;
+        continue;
+      }
+    } else {
+      const uint32_t want = rw::PayloadBytes(s->hdr);
+      const ssize_t n =
+          recv(s->fd, s->payload + s->payload_got, want - s->payload_got, MSG_DONTWAIT);
+      if (n == 0) return Close(s, "the primary closed the connection");
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return Close(s, "recv failed");
+        break;
+      }
+      s->payload_got += static_cast<uint32_t>(n);
+      if (s->payload_got < want) continue;
+      s->in_payload = false;
+      if (static_cast<rw::Type>(s->hdr.type) == rw::Type::kHello &&
+          Crc32c(0, &s->hello, sizeof s->hello) != s->hdr.crc) {
+        protocol_errors_total.Add();
+        return Close(s, "hello checksum mismatch");
+      }
+    }
+    s->partial_since_ns = 0;
+    if (!HandleMessage(s)) return;
+  }
+  // The socket is empty: wait for more.
+  if (srv->reactor_->engine() == ReactorEngine::kUring && !s->rx_armed && !s->closing) {
+    if (srv->reactor_->WatchOnce(s->fd, &s->rx).ok()) {
+      s->rx_armed = true;
+    } else {
+      Close(s, "cannot watch the socket");
+    }
+  }
+}
+
+namespace {
+
+void Pump(Session* s) {
+  if (s->closing) return MaybeFree(s);
+  if (s->barrier_waiting) StartBarrierIfReady(s);
+  ReplicaSessionRead(s);
+}
+
+void OnTick(Timer* t) {
+  Session* s = static_cast<Session::Tick*>(t)->s;
+  s->tick_armed = false;
+  if (s->closing) return MaybeFree(s);
+  const uint64_t now = MonotonicNs();
+  const ReplicaServerOptions& o = s->server->o_;
+  if (!s->hello_done && !s->record_pending && now >= s->hello_deadline_ns) {
+    timeouts_total.Add();
+    return Close(s, "no hello in time");
+  }
+  if (s->partial_since_ns != 0 && now - s->partial_since_ns >= o.stall_timeout_ms * 1'000'000) {
+    timeouts_total.Add();
+    return Close(s, "a message or reply stalled half-way");
+  }
+  s->tick_armed = true;
+  s->server->reactor_->ArmTimer(&s->tick, now + kTickNs);
+}
+
+void Close(Session* s, const char* why) {
+  if (s->closing) return;
+  s->closing = true;
+  SPD_LOG_INFO("replica: %s closed: %s", s->Peer().c_str(), why);
+  ReplicaServer* srv = s->server;
+  Reactor* r = srv->reactor_;
+  shutdown(s->fd, SHUT_RDWR);  // a pending one-shot poll fires once more
+  if (r->engine() != ReactorEngine::kUring) {
+    r->Unwatch(s->fd, &s->rx);
+    s->rx_armed = false;
+    s->tx_armed = false;
+  }
+  if (s->tick_armed) {
+    r->CancelTimer(&s->tick);
+    s->tick_armed = false;
+  }
+  if (s->req) {
+    s->fe->Release(s->req);  // a write whose payload never came
+    s->req = nullptr;
+  }
+  MaybeFree(s);
+}
+
+void MaybeFree(Session* s) {
+  if (!s->closing || s->rx_armed || s->tx_armed || s->record_pending ||
+      (s->fe && s->fe->inflight() > 0))
+    return;
+  s->server->SessionGone(s);
+}
+
+}  // namespace
+
+ReplicaServer::ReplicaServer(Reactor* reactor, Dispatcher* dispatcher, VolumeManager* volumes,
+                             ReplicaServerOptions options)
+    : reactor_(reactor), dispatcher_(dispatcher), volumes_(volumes), o_(std::move(options)) {}
+
+ReplicaServer::~ReplicaServer() {
+  if (listener_ && listener_->fd >= 0) {
+    if (listener_->armed) reactor_->Unwatch(listener_->fd, listener_.get());
+    close(listener_->fd);
+  }
+}
+
+Status ReplicaServer::Start() {
+  if (o_.queue_depth == 0 || o_.write_bytes_max < 4096 ||
+      o_.write_bytes_max > replica_wire::kPayloadMax)
+    return InvalidArgument("replica server: queue_depth >= 1 and write_bytes_max in 4K..4M");
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno(errno, "replica: socket");
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(o_.port);
+  if (inet_pton(AF_INET, o_.host.c_str(), &sa.sin_addr) != 1) {
+    close(fd);
+    return InvalidArgument("replica: listen address must be an IPv4 address, got '" + o_.host +
+                           "'");
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0 || listen(fd, 64) < 0) {
+    Status s =
+        Status::FromErrno(errno, "replica: bind/listen " + o_.host + ":" + std::to_string(o_.port));
+    close(fd);
+    return s;
+  }
+  socklen_t len = sizeof sa;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  port_ = ntohs(sa.sin_port);
+  listener_ = std::make_unique<Listener>();
+  listener_->server = this;
+  listener_->fd = fd;
+  listener_->fn = [](Completion* c, int32_t res, uint32_t flags) {
+    auto* l = static_cast<Listener*>(c);
+    ReplicaServer* self = l->server;
+    if (self->reactor_->engine() == ReactorEngine::kUring && !(flags & IORING_CQE_F_MORE)) {
+      l->armed = false;
+      if (!self->shutting_down_ && res != -ECANCELED && self->reactor_->Watch(l->fd, l).ok())
+        l->armed = true;
+    }
+    if (res > 0 && !self->shutting_down_) self->AcceptAll();
+    self->MaybeFinishShutdown();
+  };
+  SPD_RETURN_IF_ERROR(reactor_->Watch(fd, listener_.get()));
+  listener_->armed = true;
+  return Status::Ok();
+}
+
+void ReplicaServer::AcceptAll() {
+  for (;;) {
+    const int fd = accept4(listener_->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (sessions_ >= o_.sessions_max) {
+      sessions_refused_total.Add();
+      close(fd);
+      continue;
+    }
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    auto* s = new Session();
+    s->server = this;
+    s->fd = fd;
+    s->rx.s = s;
+    s->rx.fn = &OnReadable;
+    s->tx.s = s;
+    s->tx.fn = &OnWritable;
+    s->tick.s = s;
+    s->tick.fn = &OnTick;
+    s->hello_deadline_ns = MonotonicNs() + o_.hello_timeout_ms * 1'000'000;
+    s->next = head_;
+    if (head_) head_->prev = s;
+    head_ = s;
+    ++sessions_;
+    sessions_gauge.Add(1);
+    s->tick_armed = true;
+    reactor_->ArmTimer(&s->tick, MonotonicNs() + kTickNs);
+    if (!reactor_->WatchOnce(fd, &s->rx).ok()) {
+      Close(s, "cannot watch the socket");
+      continue;
+    }
+    s->rx_armed = reactor_->engine() == ReactorEngine::kUring;
+  }
+}
+
+void ReplicaServer::SessionGone(Session* s) {
+  if (s->volume) {
+    auto it = holders_.find(s->volume);
+    if (it != holders_.end() && it->second == s) holders_.erase(it);
+  }
+  s->fe.reset();
+  if (s->user) s->handle->RemoveUser();
+  close(s->fd);
+  if (s->prev) s->prev->next = s->next;
+  if (s->next) s->next->prev = s->prev;
+  if (head_ == s) head_ = s->next;
+  --sessions_;
+  sessions_gauge.Add(-1);
+  delete s;
+  MaybeFinishShutdown();
+}
+
+void ReplicaServer::Shutdown(Task* done) {
+  shutting_down_ = true;
+  shutdown_done_ = done;
+  if (listener_ && listener_->armed) {
+    if (reactor_->Unwatch(listener_->fd, listener_.get()) == 0) listener_->armed = false;
+  }
+  for (Session* s = head_; s != nullptr;) {
+    Session* next = s->next;
+    Close(s, "the server is shutting down");
+    s = next;
+  }
+  MaybeFinishShutdown();
+}
+
+void ReplicaServer::MaybeFinishShutdown() {
+  if (!shutting_down_ || head_ != nullptr || (listener_ && listener_->armed) ||
+      shutdown_done_ == nullptr)
+    return;
+  Task* t = shutdown_done_;
+  shutdown_done_ = nullptr;
+  reactor_->Defer(t);
+}
+
+}  // namespace spd

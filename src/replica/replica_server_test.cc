@@ -1,0 +1,284 @@
+// ReplicaServer against a test primary on a socket: the hello and its fence, writes applied
+// and acknowledged, barriers recording the generation, and every refusal (stale epoch, out of
+// sync, malformed or corrupt messages, a silent peer).
+#include "replica/replica_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/crc32c.h"
+#include "io/sim_backend.h"
+#include "replica/replica_wire.h"
+#include "testing/volume_io_util.h"
+
+namespace spd {
+namespace {
+
+namespace rw = replica_wire;
+
+class ReplicaServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto r = Reactor::Create(ReactorOptions{});
+    ASSERT_TRUE(r.ok());
+    reactor_ = std::move(r).value();
+    PoolOptions o;
+    o.chunk_size_bytes = 64 << 10;
+    o.log_size_bytes = 1 << 20;
+    auto p = Pool::Create(std::make_unique<SimBackend>(reactor_.get(), 64ull << 20, SimOptions{}),
+                          reactor_.get(), o);
+    ASSERT_TRUE(p.ok());
+    pool_ = std::move(p).value();
+    ASSERT_TRUE(pool_->CreateVolume("v", 4 << 20).ok());
+    ASSERT_TRUE(pool_->CreateVolume("used", 4 << 20).ok());
+    volumes_ = std::make_unique<VolumeManager>(pool_.get());
+    dispatcher_ = std::make_unique<Dispatcher>(pool_.get(), DispatcherOptions{});
+    ReplicaServerOptions so;
+    so.hello_timeout_ms = 300;
+    so.sessions_max = 4;
+    server_ =
+        std::make_unique<ReplicaServer>(reactor_.get(), dispatcher_.get(), volumes_.get(), so);
+    ASSERT_TRUE(server_->Start().ok());
+  }
+  void TearDown() override {
+    for (int fd : fds_) close(fd);
+    bool done = false;
+    struct Done : Task {
+      bool* flag;
+    } t;
+    t.flag = &done;
+    t.fn = [](Task* x) { *static_cast<Done*>(x)->flag = true; };
+    server_->Shutdown(&t);
+    for (int i = 0; i < 5000 && !done; ++i) reactor_->RunOnce(1'000'000);
+    EXPECT_TRUE(done) << "sessions did not end";
+    server_.reset();
+    dispatcher_.reset();
+    volumes_.reset();
+    pool_.reset();
+  }
+  int Connect() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(server_->port());
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    fds_.push_back(fd);
+    for (int i = 0; i < 20; ++i) reactor_->RunOnce(1'000'000);  // accepted
+    return fd;
+  }
+  static void SendMsg(int fd, rw::Header h, const void* payload = nullptr) {
+    const uint32_t n = rw::PayloadBytes(h);
+    if (n > 0) h.crc = Crc32c(0, payload, n);
+    uint8_t b[rw::kHeaderBytes];
+    rw::EncodeHeader(h, b);
+    ASSERT_EQ(send(fd, b, sizeof b, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof b));
+    if (n > 0) {
+      ASSERT_EQ(send(fd, payload, n, MSG_NOSIGNAL), static_cast<ssize_t>(n));
+    }
+  }
+  // Drives the reactor until `n` bytes arrived on fd (or it closed, or 5 s passed): how many.
+  size_t RecvAll(int fd, void* buf, size_t n) {
+    size_t got = 0;
+    for (int i = 0; i < 5000 && got < n; ++i) {
+      reactor_->RunOnce(1'000'000);
+      const ssize_t r = recv(fd, static_cast<uint8_t*>(buf) + got, n - got, MSG_DONTWAIT);
+      if (r == 0) break;
+      if (r > 0) got += static_cast<size_t>(r);
+    }
+    return got;
+  }
+  // The next message: false when the connection closed first.
+  bool Recv(int fd, rw::Header* h, std::vector<uint8_t>* payload = nullptr) {
+    uint8_t b[rw::kHeaderBytes];
+    if (RecvAll(fd, b, sizeof b) != sizeof b) return false;
+    EXPECT_EQ(rw::DecodeHeader(b, rw::kPayloadMax, h), "");
+    std::vector<uint8_t> p(rw::PayloadBytes(*h));
+    if (!p.empty() && RecvAll(fd, p.data(), p.size()) != p.size()) return false;
+    if (payload) *payload = std::move(p);
+    return true;
+  }
+  // Whether the server closed fd (drives the reactor up to `ms`).
+  bool Closed(int fd, int ms = 2000) {
+    for (int i = 0; i < ms; ++i) {
+      reactor_->RunOnce(1'000'000);
+      uint8_t b[256];
+      const ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno != EAGAIN)) return true;
+    }
+    return false;
+  }
+  rw::HelloReplyBody Hello(int fd, const char* volume, uint64_t epoch, ReplicaGeneration base,
+                           uint64_t size = 4 << 20) {
+    rw::HelloBody b;
+    std::memcpy(b.volume, volume, std::min(std::strlen(volume), sizeof b.volume));
+    b.size_bytes = size;
+    b.base_epoch = base.epoch;
+    b.base_seq = base.seq;
+    b.write_bytes_max = 1 << 20;
+    rw::Header h;
+    h.type = static_cast<uint16_t>(rw::Type::kHello);
+    h.epoch = epoch;
+    h.length = sizeof b;
+    SendMsg(fd, h, &b);
+    rw::Header rh;
+    std::vector<uint8_t> p;
+    rw::HelloReplyBody r;
+    r.status = 999;
+    if (!Recv(fd, &rh, &p)) return r;
+    EXPECT_EQ(rh.type, static_cast<uint16_t>(rw::Type::kHelloReply));
+    if (p.size() == sizeof r) std::memcpy(&r, p.data(), sizeof r);
+    return r;
+  }
+  // A write of `len` bytes of `fill` at `off`; the ack's result (1 when none came).
+  int32_t Write(int fd, uint64_t epoch, uint64_t seq, uint64_t off, uint32_t len, char fill) {
+    std::vector<uint8_t> data(len, static_cast<uint8_t>(fill));
+    rw::Header h;
+    h.type = static_cast<uint16_t>(rw::Type::kWrite);
+    h.epoch = epoch;
+    h.seq = seq;
+    h.offset = off;
+    h.length = len;
+    SendMsg(fd, h, data.data());
+    rw::Header a;
+    if (!Recv(fd, &a)) return 1;
+    EXPECT_EQ(a.seq, seq);
+    return a.result;
+  }
+  int32_t Barrier(int fd, uint64_t epoch, uint64_t seq) {
+    rw::Header h;
+    h.type = static_cast<uint16_t>(rw::Type::kBarrier);
+    h.epoch = epoch;
+    h.seq = seq;
+    SendMsg(fd, h);
+    rw::Header a;
+    if (!Recv(fd, &a)) return 1;
+    EXPECT_EQ(a.seq, seq);
+    return a.result;
+  }
+  char ReadByte(const char* volume, uint64_t off) {
+    alignas(4096) static char buf[4096];
+    Volume* v = pool_->FindVolume(volume);
+    EXPECT_EQ(
+        testing::RunVolumeIo(reactor_.get(), v, IoOp::kRead, off & ~4095ull, 4096, buf).result, 0);
+    return buf[off & 4095];
+  }
+
+  std::unique_ptr<Reactor> reactor_;
+  std::unique_ptr<Pool> pool_;
+  std::unique_ptr<VolumeManager> volumes_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<ReplicaServer> server_;
+  std::vector<int> fds_;
+};
+
+TEST_F(ReplicaServerTest, AppliesWritesAndRecordsGenerationsAtBarriers) {
+  const int fd = Connect();
+  const rw::HelloReplyBody r = Hello(fd, "v", 1, {0, 0});
+  ASSERT_EQ(r.status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  EXPECT_EQ(r.fence_epoch, 1u) << "the fence is durable before the reply";
+  Volume* v = pool_->FindVolume("v");
+  EXPECT_EQ(v->fence_epoch_durable(), 1u);
+  EXPECT_EQ(Write(fd, 1, 1, 0, 8192, 'x'), 0);
+  EXPECT_EQ(Write(fd, 1, 2, 1 << 20, 4096, 'y'), 0);
+  EXPECT_EQ(v->generation(), (ReplicaGeneration{0, 0}));
+  EXPECT_EQ(Barrier(fd, 1, 3), 0);
+  EXPECT_EQ(v->generation(), (ReplicaGeneration{1, 3}));
+  EXPECT_EQ(ReadByte("v", 8191), 'x');
+  EXPECT_EQ(ReadByte("v", 1 << 20), 'y');
+  // The same primary again (a new connection, its base now 1:3): in sync, the old session goes.
+  const int fd2 = Connect();
+  EXPECT_EQ(Hello(fd2, "v", 1, {1, 3}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  EXPECT_TRUE(Closed(fd)) << "the displaced session stays open";
+  EXPECT_EQ(Write(fd2, 1, 4, 0, 4096, 'z'), 0);
+  // Written after its generation: a hello now is out of sync until the next barrier.
+  const int fd3 = Connect();
+  EXPECT_EQ(Hello(fd3, "v", 1, {1, 3}).status, static_cast<uint32_t>(rw::HelloStatus::kOutOfSync));
+}
+
+TEST_F(ReplicaServerTest, ANewerPrimaryFencesTheOldOne) {
+  const int old_fd = Connect();
+  ASSERT_EQ(Hello(old_fd, "v", 3, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  ASSERT_EQ(Barrier(old_fd, 3, 1), 0);
+  const int new_fd = Connect();
+  ASSERT_EQ(Hello(new_fd, "v", 4, {3, 1}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  EXPECT_EQ(pool_->FindVolume("v")->fence_epoch_durable(), 4u);
+  // The deposed primary's session is gone, and it cannot come back with its epoch.
+  EXPECT_TRUE(Closed(old_fd));
+  const int again = Connect();
+  const rw::HelloReplyBody r = Hello(again, "v", 3, {3, 1});
+  EXPECT_EQ(r.status, static_cast<uint32_t>(rw::HelloStatus::kStaleEpoch));
+  EXPECT_EQ(r.fence_epoch, 4u);
+  EXPECT_TRUE(Closed(again));
+  EXPECT_EQ(Write(new_fd, 4, 2, 0, 4096, 'n'), 0);
+  EXPECT_EQ(ReadByte("v", 0), 'n');
+}
+
+TEST_F(ReplicaServerTest, AVolumeWithOtherDataIsOutOfSyncAndTakesNoWrites) {
+  alignas(4096) static char buf[4096];
+  std::memset(buf, 'o', sizeof buf);
+  ASSERT_EQ(
+      testing::RunVolumeIo(reactor_.get(), pool_->FindVolume("used"), IoOp::kWrite, 0, 4096, buf)
+          .result,
+      0);
+  const int fd = Connect();
+  ASSERT_EQ(Hello(fd, "used", 1, {0, 0}).status,
+            static_cast<uint32_t>(rw::HelloStatus::kOutOfSync));
+  EXPECT_EQ(Write(fd, 1, 1, 0, 4096, 'w'), -ENOTCONN);
+  EXPECT_EQ(ReadByte("used", 0), 'o');
+}
+
+TEST_F(ReplicaServerTest, RefusesWhatItCannotServe) {
+  int fd = Connect();
+  EXPECT_EQ(Hello(fd, "nope", 1, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kNoVolume));
+  EXPECT_TRUE(Closed(fd));
+  fd = Connect();
+  EXPECT_EQ(Hello(fd, "v", 1, {0, 0}, 8 << 20).status,
+            static_cast<uint32_t>(rw::HelloStatus::kSizeMismatch));
+  EXPECT_TRUE(Closed(fd));
+  // A write before any hello.
+  fd = Connect();
+  rw::Header h;
+  h.type = static_cast<uint16_t>(rw::Type::kBarrier);
+  SendMsg(fd, h);
+  EXPECT_TRUE(Closed(fd));
+  // Garbage.
+  fd = Connect();
+  uint8_t junk[rw::kHeaderBytes];
+  std::memset(junk, 0xab, sizeof junk);
+  ASSERT_EQ(send(fd, junk, sizeof junk, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof junk));
+  EXPECT_TRUE(Closed(fd));
+  // A write whose payload does not match its checksum is not applied.
+  fd = Connect();
+  ASSERT_EQ(Hello(fd, "v", 1, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  std::vector<uint8_t> data(4096, 'c');
+  h = rw::Header();
+  h.type = static_cast<uint16_t>(rw::Type::kWrite);
+  h.epoch = 1;
+  h.seq = 1;
+  h.length = 4096;
+  h.crc = 12345;
+  uint8_t b[rw::kHeaderBytes];
+  rw::EncodeHeader(h, b);
+  ASSERT_EQ(send(fd, b, sizeof b, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof b));
+  ASSERT_EQ(send(fd, data.data(), data.size(), MSG_NOSIGNAL), 4096);
+  EXPECT_TRUE(Closed(fd));
+  EXPECT_EQ(ReadByte("v", 0), 0);
+  // A peer that never says hello is closed after hello_timeout_ms.
+  fd = Connect();
+  EXPECT_TRUE(Closed(fd, 3000));
+  // Every closed session is freed once its last poll completion came back.
+  for (int i = 0; i < 1000 && server_->sessions() > 0; ++i) reactor_->RunOnce(1'000'000);
+  EXPECT_EQ(server_->sessions(), 0u);
+}
+
+}  // namespace
+}  // namespace spd

@@ -1,0 +1,104 @@
+// The replication wire protocol between a primary and a replica (docs/replication.md, "Wire
+// protocol"). TCP; every message is a 48-byte header, then `length` bytes of payload for the
+// messages that carry one. All integers little-endian (the machines spd2 runs on; static_asserts
+// below pin the layout, and Decode checks every field it relies on).
+//
+//   primary -> replica                          replica -> primary
+//   kHello     payload HelloBody                kHelloReply  payload HelloReplyBody
+//   kWrite     payload: the data (crc32c)       kAck         seq = the message's, result
+//   kWriteZeroes, kDiscard (no payload)         kAck
+//   kBarrier   seq: the barrier's               kAck after the writes before it are durable
+//                                                            and the generation recorded
+//
+// The primary numbers every message after the hello (seq: 1, 2, 3 ... per epoch, never reused)
+// and never has two overlapping writes in flight: the replica applies writes concurrently, in
+// any order, and answers each when it is done; it answers a barrier once every write received
+// before it is durable and its generation (epoch, barrier seq) is recorded.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace spd::replica_wire {
+
+constexpr uint32_t kMagic = 0x52445053u;  // "SPDR"
+constexpr uint16_t kVersion = 1;
+constexpr size_t kHeaderBytes = 48;
+// The largest payload of any message: a write (the replica says its own limit in the hello
+// reply, at most this).
+constexpr uint32_t kPayloadMax = 4u << 20;
+
+enum class Type : uint16_t {
+  kHello = 1,
+  kHelloReply = 2,
+  kWrite = 3,
+  kWriteZeroes = 4,
+  kDiscard = 5,
+  kBarrier = 6,
+  kAck = 7,
+};
+
+enum Flags : uint16_t {
+  kFlagFua = 1 << 0,     // write, write-zeroes: durable before the ack
+  kFlagNoHole = 1 << 1,  // write-zeroes: keep the range allocated
+};
+
+struct Header {
+  uint32_t magic = kMagic;
+  uint16_t version = kVersion;
+  uint16_t type = 0;
+  uint16_t flags = 0;
+  uint16_t reserved0 = 0;
+  int32_t result = 0;   // kAck: 0 or -errno
+  uint64_t epoch = 0;   // the primary's epoch (every message)
+  uint64_t seq = 0;     // the message's number (kAck: the answered one's)
+  uint64_t offset = 0;  // bytes into the volume (write, write-zeroes, discard)
+  uint32_t length = 0;  // bytes: of the range; of the payload for kWrite, hello and its reply
+  uint32_t crc = 0;     // crc32c of the payload (0 without one)
+};
+static_assert(sizeof(Header) == kHeaderBytes);
+
+// kHello's payload.
+struct HelloBody {
+  char volume[64] = {};  // NUL-padded name
+  uint64_t size_bytes = 0;
+  uint64_t base_epoch = 0;  // the primary's durable generation when it became primary
+  uint64_t base_seq = 0;
+  uint32_t write_bytes_max = 0;  // the largest write the primary would like to send
+  uint32_t reserved0 = 0;
+};
+static_assert(sizeof(HelloBody) == 96);
+
+enum class HelloStatus : uint32_t {
+  kInSync = 0,      // the replica holds the primary's base generation and nothing after it
+  kOutOfSync = 1,   // it holds something else: it needs a resync before it counts
+  kStaleEpoch = 2,  // it follows a newer primary (fence > epoch): this primary is deposed
+  kNoVolume = 3,    // no such volume here
+  kSizeMismatch = 4,
+  kBusy = 5,   // another primary session holds the volume
+  kError = 6,  // anything else (see the reply's result)
+};
+const char* HelloStatusName(HelloStatus s);
+
+// kHelloReply's payload.
+struct HelloReplyBody {
+  uint32_t status = 0;           // HelloStatus
+  uint32_t write_bytes_max = 0;  // writes longer than this are refused
+  uint64_t gen_epoch = 0;        // the replica's durable generation
+  uint64_t gen_seq = 0;
+  uint64_t fence_epoch = 0;  // its durable fence (the primary's epoch once accepted)
+  uint64_t size_bytes = 0;
+};
+static_assert(sizeof(HelloReplyBody) == 40);
+
+// Header <-> bytes. Decode checks magic, version, the type, and that the payload length is
+// allowed for the type (a write's at most `payload_max`); "" or what is wrong.
+void EncodeHeader(const Header& h, uint8_t out[kHeaderBytes]);
+std::string DecodeHeader(const uint8_t in[kHeaderBytes], uint32_t payload_max, Header* h);
+// The payload bytes a decoded header announces (0 for ranges without data).
+uint32_t PayloadBytes(const Header& h);
+
+}  // namespace spd::replica_wire
