@@ -4,6 +4,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "dispatch/replica_hook.h"
 #include "dispatch/request_probes.h"
 
 namespace spd {
@@ -68,6 +69,7 @@ std::unique_ptr<DispatchPort> Dispatcher::OpenPort(Reactor* reactor) {
 void Dispatcher::Submit(DispatchPort* port, IoRequest* req) {
   req->port = port;
   req->result = 0;
+  req->repl_hook = nullptr;
   req->queue_ns = 0;
   req->extents_valid = false;
   req->stamp_stages = options_.stamp_stages;
@@ -102,7 +104,9 @@ void Dispatcher::Release(IoRequest* req) {
   Reactor* owner = OwnerOf(req->volume);
   if (port->reactor_ == owner) return ExecuteOnOwner(req);
   if (options_.remote_io && req->length_bytes > 0 &&
-      (req->op == RequestOp::kRead || req->op == RequestOp::kWrite)) {
+      (req->op == RequestOp::kRead ||
+       (req->op == RequestOp::kWrite &&
+        req->volume->replica_hook.load(std::memory_order_acquire) == nullptr))) {
     VolumeIo& v = req->vio;
     v.op = req->op == RequestOp::kRead ? IoOp::kRead : IoOp::kWrite;
     v.flags = (req->flags & kReqFua) ? kIoFua : 0;
@@ -147,6 +151,16 @@ IoBackend* Dispatcher::OwnerChannel(const Volume* v) {
 }
 
 void Dispatcher::ExecuteOnOwner(IoRequest* req) {
+  if (req->op != RequestOp::kRead && req->op != RequestOp::kBlockStatus) {
+    if (void* h = req->volume->replica_hook.load(std::memory_order_acquire)) {
+      req->repl_hook = static_cast<ReplicaHook*>(h);
+      return req->repl_hook->Start(req);
+    }
+  }
+  ExecuteLocal(req);
+}
+
+void Dispatcher::ExecuteLocal(IoRequest* req) {
   Volume* vol = req->volume;
   Reactor* owner = vol->owner();
   if (owner == pool_->reactor()) return ExecuteOnPool(req);
@@ -249,6 +263,8 @@ void Dispatcher::OnVolumeDone(VolumeIo* vio) {
   req->Stamp(Stage::kBackendComplete);
   req->result = vio->result;
   SPD_REQUEST_PROBE(backend__complete, req, req->result);
+  if (req->repl_hook != nullptr)
+    return LocalPartDone(req, req->port->dispatcher_->pool_->reactor());
   DescribeHoles(req, vio->result);
   Finish(req, req->port->dispatcher_->pool_->reactor());
 }
@@ -259,8 +275,31 @@ void Dispatcher::OnOwnedDone(VolumeIo* vio) {
   req->Stamp(Stage::kBackendComplete);
   req->result = vio->result;
   SPD_REQUEST_PROBE(backend__complete, req, req->result);
+  if (req->repl_hook != nullptr) return LocalPartDone(req, req->volume->owner());
   DescribeHoles(req, vio->result);
   Finish(req, req->volume->owner());
+}
+
+void Dispatcher::LocalPartDone(IoRequest* req, Reactor* here) {
+  if (here == req->volume->owner()) return req->repl_hook->LocalDone(req);
+  req->hop.fn = &Dispatcher::OnHopToOwnerLocalDone;
+  req->volume->owner()->Post(&req->hop);
+}
+
+void Dispatcher::OnHopToOwnerLocalDone(Task* t) {
+  IoRequest* req = static_cast<IoRequest::Hop*>(t)->req;
+  req->repl_hook->LocalDone(req);
+}
+
+void Dispatcher::FinishReplicated(IoRequest* req) {
+  req->repl_hook = nullptr;
+  // Never inside the hook's Start: the owner may be the port's reactor, in Submit's frame.
+  req->hop.fn = &Dispatcher::OnHopBack;
+  if (req->port->reactor_ == req->volume->owner()) {
+    req->port->reactor_->Defer(&req->hop);
+  } else {
+    req->port->reactor_->Post(&req->hop);
+  }
 }
 
 void Dispatcher::Finish(IoRequest* req, Reactor* here) {

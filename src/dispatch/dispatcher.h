@@ -90,6 +90,12 @@ class Dispatcher final : private IoScheduler::Sink {
   uint32_t buffer_alignment_bytes() const { return pool_->backend()->alignment_bytes(); }
   Pool* pool() const { return pool_; }
   IoScheduler* scheduler() const { return scheduler_; }
+
+  // For a ReplicaHook (dispatch/replica_hook.h), on the volume's owner: runs the local part of
+  // `req` on the volume; the hook's LocalDone follows, on the owner.
+  void ExecuteLocal(IoRequest* req);
+  // The hook is done with `req` (req->result final): back to its port. On the volume's owner.
+  static void FinishReplicated(IoRequest* req);
   bool stamp_stages() const { return options_.stamp_stages; }
 
  private:
@@ -111,6 +117,9 @@ class Dispatcher final : private IoScheduler::Sink {
   static void OnHopToOwner(Task* t);
   static void OnHopToPool(Task* t);
   static void OnHopBack(Task* t);
+  static void OnHopToOwnerLocalDone(Task* t);
+  // The local part of a request a hook holds ended on `here`: to the hook, on the owner.
+  static void LocalPartDone(IoRequest* req, Reactor* here);
   IoBackend* OwnerChannel(const Volume* v);  // on v's owner: its channel, opened on first use
 
   Pool* pool_;

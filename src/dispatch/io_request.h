@@ -141,6 +141,16 @@ struct IoRequest {
     IoRequest* req;
   } hop;
   DispatchPort* port = nullptr;
+
+  // ---- the replication hook's (dispatch/replica_hook.h; replica/replica_set.cc) --------------
+  class ReplicaHook* repl_hook = nullptr;  // set while a hook holds the request
+  uint64_t repl_seq = 0;                   // its number in the volume's replication stream
+  uint32_t repl_waiting = 0;               // replicas whose ack it still waits for (a bit each)
+  int32_t repl_result = 0;                 // the first failure of any part
+  bool repl_local_pending = false;
+  uint64_t repl_deadline_ns = 0;
+  IoRequest* repl_next = nullptr;  // in the hook's queues
+  uint8_t repl_hdr[48];            // its replication message header, the same for every replica
 };
 
 }  // namespace spd

@@ -261,6 +261,10 @@ class Volume {
   // The QoS scheduler's state of this volume (qos/qos_scheduler.cc), made at its first
   // request; opaque here. Any thread.
   std::atomic<void*> qos_state{nullptr};
+  // The replication hook (dispatch/replica_hook.h) while this volume is the primary of a
+  // replicated volume; null otherwise. Set and cleared by the replication layer with no
+  // request of the volume in flight; opaque here. Any thread.
+  std::atomic<void*> replica_hook{nullptr};
 
   // What its clients' requests did, for the metrics endpoint (volume_stats.h). Frontends record
   // into slots of their own; any thread.

@@ -1,0 +1,129 @@
+// ReplicaSet: the primary side of replication for one volume (docs/replication.md, "Data
+// path"). It is the volume's ReplicaHook: on the volume's owning reactor it numbers every write,
+// write-zeroes, discard and flush, runs it on the local volume and sends it to every in-sync
+// replica (replica/replica_wire.h; a flush becomes a barrier), and completes it only when the
+// local part and every in-sync replica's ack are in.
+//
+// A replica that fails (no connection, an error, no ack within ack_timeout_ms, out of sync at
+// the hello) stops counting: it is marked out of sync through `mark_out_of_sync` (the cluster
+// layer writes it to etcd) and, until that mark is confirmed, no request of the volume is
+// acknowledged (they wait, at most hold_timeout_ms, then fail with -EIO). A replica that
+// answers -ESTALE (or refuses the hello with a newer fence) has a newer primary: this one is
+// deposed, and every request fails with -EIO from then on.
+//
+// Links connect from threads of their own (connect and hello, each with a deadline), then run on
+// the owner. Requests that arrive before every link has connected or failed wait for that.
+// Limits: inflight_max requests numbered and not yet complete (more wait in a queue of the
+// frontends' own requests), at most kReplicasMax replicas.
+//
+// Thread-safety: Start, Attach, Detach, Stop and the hook on the owner's thread; Links() from
+// any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dispatch/dispatcher.h"
+#include "dispatch/replica_hook.h"
+
+namespace spd {
+
+struct ReplicaTarget {
+  std::string name;     // the replica's node name
+  std::string address;  // HOST:PORT of its replication listener (IPv4)
+};
+
+struct ReplicaSetOptions {
+  std::string volume;      // the volume's name on the replicas
+  uint64_t epoch = 0;      // this primary's
+  ReplicaGeneration base;  // the generation the primary started from
+  std::vector<ReplicaTarget> replicas;
+  uint64_t connect_timeout_ms = 2'000;  // connect and hello, each
+  uint64_t ack_timeout_ms = 5'000;
+  uint64_t hold_timeout_ms = 30'000;
+  uint32_t inflight_max = 1024;  // a power of two
+  // Marks replica `name` out of sync where promotion looks; calls done(true) once that is
+  // durable (any thread). Null: nothing to mark (tests, a node without a cluster).
+  std::function<void(const std::string& name, std::function<void(bool ok)> done)> mark_out_of_sync;
+};
+
+class ReplicaSet final : public ReplicaHook {
+ public:
+  static constexpr size_t kReplicasMax = 8;
+  enum class LinkState { kConnecting, kInSync, kOutOfSync, kDeposedUs };
+  static const char* LinkStateName(LinkState s);
+  struct LinkInfo {
+    std::string name;
+    LinkState state = LinkState::kConnecting;
+    std::string detail;   // why it is not in sync
+    bool marked = false;  // its out-of-sync mark is confirmed
+    uint64_t acked = 0;   // messages it acknowledged
+  };
+
+  // On the owner (v->owner()). Starts connecting; Attach to route the volume's requests here.
+  static Result<std::unique_ptr<ReplicaSet>> Start(Dispatcher* d, Volume* v, ReplicaSetOptions o);
+  ~ReplicaSet() override;  // Stop()
+
+  // The volume's writes and flushes go through the set from now on (Volume::replica_hook).
+  void Attach();
+  // Back to the volume alone. REQUIRES: nothing of the volume in flight.
+  void Detach();
+  // Closes every link and joins the connecting threads, driving the owner's reactor until the
+  // links' last events came back. REQUIRES: on the owner's thread, outside any of its callbacks,
+  // detached.
+  void Stop();
+
+  std::vector<LinkInfo> Links() const;
+  bool deposed() const { return deposed_.load(); }
+  // Every link has connected or failed (requests flow).
+  bool settled() const { return settled_; }
+
+  void Start(IoRequest* req) override;
+  void LocalDone(IoRequest* req) override;
+
+  struct Link;
+
+  // Internal: the links' (replica_set.cc).
+  void FailLink(Link* l, LinkState state, const std::string& why);
+  void MaybeComplete(IoRequest* req);
+  Reactor* owner_;
+  std::vector<IoRequest*> table_;  // by seq & mask: numbered, not complete
+  uint64_t mask_ = 0;
+  uint64_t next_seq_ = 1;
+  mutable std::mutex info_mu_;  // guards the LinkInfo copies Links() reads
+
+ private:
+  ReplicaSet(Dispatcher* d, Volume* v, ReplicaSetOptions o);
+  void Admit(IoRequest* req);
+  void AdmitWaiting();
+  void CompleteAll();  // after a mark settled: every request that waited for it
+  void Marked(Link* l, bool ok);
+  void CheckSettled();
+  void OnTick();
+  void PumpLinks();
+  bool Holding() const { return marks_pending_ != 0; }
+  uint32_t InSyncBits() const;
+
+  Dispatcher* dispatcher_;
+  Volume* volume_;
+  ReplicaSetOptions o_;
+  std::vector<std::unique_ptr<Link>> links_;
+  IoRequest* wait_head_ = nullptr;  // not yet numbered (table full, or links not settled)
+  IoRequest* wait_tail_ = nullptr;
+  uint32_t marks_pending_ = 0;  // links failed whose out-of-sync mark is not confirmed
+  bool settled_ = false;
+  std::atomic<bool> deposed_{false};
+  bool stopping_ = false;
+  struct TickTimer : Timer {
+    ReplicaSet* set = nullptr;
+  } tick_;
+  bool tick_armed_ = false;
+};
+
+}  // namespace spd
