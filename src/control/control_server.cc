@@ -17,6 +17,7 @@
 #include "control/control_internal.h"
 #include "control/convert.h"
 #include "control/policy_services.h"
+#include "control/replication_calls.h"
 #include "qos/qos_scheduler.h"
 #include "spd/v1/audit.grpc.pb.h"
 #include "spd/v1/events.grpc.pb.h"
@@ -102,6 +103,12 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
  public:
   explicit VolumeServiceImpl(ControlServer::Impl* impl) : impl_(impl) {}
 
+  grpc::ServerUnaryReactor* ListReplicas(grpc::CallbackServerContext* ctx,
+                                         const v1::ListReplicasRequest* req,
+                                         v1::ListReplicasResponse* resp) override {
+    return ListReplicatedVolumes(impl_, ctx, req, resp);
+  }
+
   grpc::ServerUnaryReactor* CreateVolume(grpc::CallbackServerContext* ctx,
                                          const v1::CreateVolumeRequest* req,
                                          v1::Volume* resp) override {
@@ -118,6 +125,7 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
       return impl_->RefuseAudited(ctx, std::move(audit),
                                   AlreadyExists("volume '" + req->name() + "' exists"));
     }
+    if (req->replicas() > 1) return CreateReplicatedVolume(impl_, ctx, req, resp, std::move(audit));
     auto* r = ctx->DefaultReactor();
     VolumeSpec spec{req->name(), req->size_bytes(), dur.value(), req->read_only()};
     ControlServer::Impl* impl = impl_;

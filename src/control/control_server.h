@@ -37,6 +37,7 @@ class QosScheduler;
 }
 
 class ClusterNode;
+class ReplicationManager;
 class Dispatcher;
 class EventHub;
 
@@ -77,6 +78,8 @@ struct ControlServerOptions {
   Dispatcher* dispatcher = nullptr;
   // Cluster membership (--cluster); null: the node runs alone. Outlives the server.
   ClusterNode* cluster = nullptr;
+  // Replicated volumes (--cluster and --replication-listen); null: none. Outlives the server.
+  ReplicationManager* replication = nullptr;
   // TEST ONLY, never set by the daemon: the audit worker calls this before each job it takes
   // (an audit append or a state-store change), so a test can keep the worker busy by blocking
   // in it and fill the queue (control_server_test.cc). Empty: nothing is called.

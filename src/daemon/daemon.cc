@@ -23,6 +23,8 @@
 #include "frontend/nbd/nbd_server.h"
 #include "reactor/reactor.h"
 #include "reactor/reactor_group.h"
+#include "replica/replica_server.h"
+#include "replica/replication_manager.h"
 #include "telemetry/metrics_server.h"
 #include "telemetry/otlp_exporter.h"
 #include "volume/pool.h"
@@ -39,16 +41,19 @@ struct SignalWatch : Completion {
   NbdServer* server = nullptr;
   Reactor* reactor = nullptr;
   ControlServer* control = nullptr;
+  ReplicationManager* replication = nullptr;
+  ReplicaServer* replica = nullptr;
   bool stopping = false;
   struct Stopped : Task {
     Reactor* reactor = nullptr;
   } stopped;
-  // The control server stops on a thread of its own (its calls in flight need this reactor
-  // running), then the NBD server drains here.
+  // The control server and the replication manager stop on a thread of their own (their work
+  // in flight needs the reactors running), then the NBD server drains here, then the replica
+  // server.
   std::thread control_stopper;
   struct AfterControl : Task {
     SignalWatch* w = nullptr;
-  } after_control;
+  } after_control, after_nbd;
 };
 
 void OnSignal(Completion* c, int32_t res, uint32_t flags) {
@@ -59,14 +64,21 @@ void OnSignal(Completion* c, int32_t res, uint32_t flags) {
   if (!got || w->stopping) return;
   w->stopping = true;
   SPD_LOG_INFO("signal %u: draining in-flight requests", si.ssi_signo);
-  if (w->control == nullptr) return w->server->Shutdown(&w->stopped);
+  w->after_nbd.w = w;
+  w->after_nbd.fn = [](Task* t) {
+    SignalWatch* sw = static_cast<SignalWatch::AfterControl*>(t)->w;
+    if (sw->replica == nullptr) return sw->reactor->Stop();
+    sw->replica->Shutdown(&sw->stopped);
+  };
   w->after_control.w = w;
   w->after_control.fn = [](Task* t) {
     SignalWatch* sw = static_cast<SignalWatch::AfterControl*>(t)->w;
-    sw->server->Shutdown(&sw->stopped);
+    sw->server->Shutdown(&sw->after_nbd);
   };
+  if (w->control == nullptr && w->replication == nullptr) return w->server->Shutdown(&w->after_nbd);
   w->control_stopper = std::thread([w] {
-    w->control->Stop();
+    if (w->control) w->control->Stop();
+    if (w->replication) w->replication->Stop();
     w->reactor->Post(&w->after_control);
   });
 }
@@ -488,6 +500,23 @@ int RunDaemon(const DaemonOptions& o) {
     nbd_endpoints.push_back("tcp:" + o.nbd_listen.substr(0, o.nbd_listen.rfind(':')) + ":" +
                             std::to_string(server.tcp_port()));
 
+  // The replica server: primaries of replicated volumes on other nodes send their writes here.
+  std::unique_ptr<ReplicaServer> replica;
+  std::string replica_address;
+  if (!o.replication_listen.empty()) {
+    ReplicaServerOptions ro;
+    if (!SplitHostPort(o.replication_listen, &ro.host, &ro.port)) {
+      SPD_LOG_ERROR("--replication-listen wants HOST:PORT, got '%s'", o.replication_listen.c_str());
+      return 2;
+    }
+    replica = std::make_unique<ReplicaServer>(reactor.get(), &dispatcher, &volumes, ro);
+    if (Status s = replica->Start(); !s.ok()) {
+      SPD_LOG_ERROR("--replication-listen: %s", s.ToString().c_str());
+      return s.code() == StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    replica_address = ro.host + ":" + std::to_string(replica->port());
+  }
+
   // Cluster membership: registers in the background; the node serves whether etcd answers or not.
   std::unique_ptr<ClusterNode> cluster;
   if (!o.cluster.empty()) {
@@ -498,6 +527,7 @@ int RunDaemon(const DaemonOptions& o) {
                            {"pid", static_cast<uint32_t>(getpid())},
                            {"version", "0.1.0"},
                            {"nbd", nbd_endpoints}};
+    if (replica) info["replication"] = replica_address;
     ClusterNodeOptions cno;
     cno.endpoints = o.cluster;
     cno.name = node_name;
@@ -509,6 +539,12 @@ int RunDaemon(const DaemonOptions& o) {
       return 2;
     }
     cluster = std::move(*c);
+  }
+  std::unique_ptr<ReplicationManager> replication;
+  if (cluster && replica) {
+    replication = std::make_unique<ReplicationManager>(cluster.get(), &volumes, &dispatcher,
+                                                       ReplicationManagerOptions{});
+    replication->Start();
   }
 
   std::unique_ptr<ControlServer> control;
@@ -523,6 +559,7 @@ int RunDaemon(const DaemonOptions& o) {
     co.reactors = group->size();
     co.nbd_endpoints = nbd_endpoints;
     co.cluster = cluster.get();
+    co.replication = replication.get();
     if (o.metrics_listen != "off") co.metrics_endpoint = o.metrics_listen;
     co.pool_path = o.pool_path;
     co.audit_dir = o.data_dir + "/audit";
@@ -550,6 +587,8 @@ int RunDaemon(const DaemonOptions& o) {
 
   SignalWatch sig;
   sig.control = control.get();
+  sig.replication = replication.get();
+  sig.replica = replica.get();
   sig.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   sig.server = &server;
   sig.reactor = reactor.get();
@@ -579,6 +618,9 @@ int RunDaemon(const DaemonOptions& o) {
   // channels, the QoS scheduler's timers on every reactor) is torn down with no reactor thread
   // running beside it.
   group->StopThreads();
+  if (replication) replication->Release();  // the closed primaries' sets, their owners stopped
+  replication.reset();
+  replica.reset();
   if (exporter) exporter->Stop();  // the spans of the last requests go out
 
   Status s = pool->SyncAll();

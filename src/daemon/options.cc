@@ -436,6 +436,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "third of it. Needs --cluster")
       ->check(CLI::Range(int64_t{2}, int64_t{300}))
       ->capture_default_str();
+  app.add_option("--replication-listen", o.replication_listen,
+                 "Serve replicas on this IPv4 HOST:PORT: primaries of replicated volumes on other "
+                 "nodes connect here to send their writes (docs/replication.md). Advertised in "
+                 "the node's registration; without it the node holds no replicas and is never "
+                 "placed. Needs --cluster");
   app.add_flag("--quiet", o.quiet, "Do not print the how-to-connect lines");
 
   try {
@@ -468,8 +473,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument("--qos-budget-max-factor (" + std::to_string(o.qos_budget_max_factor) +
                            ") must be at least --qos-budget-factor (" +
                            std::to_string(o.qos_budget_factor) + ")");
-  if (o.cluster.empty() && (!o.node_name.empty() || app.count("--cluster-lease-ttl") > 0))
-    return InvalidArgument("--node-name and --cluster-lease-ttl need --cluster (the etcd members)");
+  if (o.cluster.empty() && (!o.node_name.empty() || app.count("--cluster-lease-ttl") > 0 ||
+                            !o.replication_listen.empty()))
+    return InvalidArgument(
+        "--node-name, --cluster-lease-ttl and --replication-listen need --cluster (the etcd "
+        "members)");
   for (const std::string& e : o.cluster)
     if (e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0)
       return InvalidArgument("--cluster wants etcd client URLs (http://HOST:PORT), got '" + e +

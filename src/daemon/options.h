@@ -87,6 +87,7 @@ struct DaemonOptions {
   std::vector<std::string> cluster;
   std::string node_name;             // default: the host name
   int64_t cluster_lease_ttl_s = 10;  // ClusterNodeOptions::ttl_seconds
+  std::string replication_listen;    // HOST:PORT of the replica server; "" off
 };
 
 // Parses "4096", "64K", "1M", "1G", "1T", "1GiB", "1.5G". Binary units.

@@ -151,7 +151,8 @@ IoBackend* Dispatcher::OwnerChannel(const Volume* v) {
 }
 
 void Dispatcher::ExecuteOnOwner(IoRequest* req) {
-  if (req->op != RequestOp::kRead && req->op != RequestOp::kBlockStatus) {
+  if (req->op != RequestOp::kRead && req->op != RequestOp::kBlockStatus &&
+      !(req->flags & kReqFromPrimary)) {
     if (void* h = req->volume->replica_hook.load(std::memory_order_acquire)) {
       req->repl_hook = static_cast<ReplicaHook*>(h);
       return req->repl_hook->Start(req);

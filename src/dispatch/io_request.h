@@ -70,6 +70,9 @@ enum RequestFlags : uint8_t {
   // read: also describe the range (extents: holes vs data), for replies that send holes
   // without payload (NBD structured reads). Block status always describes.
   kReqWantExtents = 1 << 2,
+  // A replicated volume's write sent by its primary (the replica server): the volume's replica
+  // hook, which refuses every other write on a node that is not the primary, lets it through.
+  kReqFromPrimary = 1 << 3,
 };
 
 // The stages every request is stamped at (MonotonicNs), so that metrics, traces and probes all

@@ -76,6 +76,13 @@ struct ReplicaServer::Session {
   // The message being read.
   uint8_t hdr_buf[rw::kHeaderBytes];
   size_t hdr_got = 0;
+  bool hdr_ready = false;  // decoded, waiting for a free request slot
+  // Pumps again after a completion, once its request is back in the free list (the frontend
+  // frees it only after the callback returns).
+  struct PumpTask : Task {
+    Session* s = nullptr;
+  } pump;
+  bool pump_pending = false;
   rw::Header hdr;
   bool in_payload = false;
   uint8_t* payload = nullptr;
@@ -184,8 +191,11 @@ void OnWriteDone(void* arg, IoRequest* req) {
   std::memcpy(&msg_seq, req->correlation_id + 8, sizeof msg_seq);
   if (req->result != 0) write_errors_total.Add();
   if (!s->closing) Ack(s, msg_seq, req->result);
-  if (s->closing) return MaybeFree(s);
-  Pump(s);  // a slot is free again, or the barrier may go
+  // A slot is free again, or the barrier may go: once this request is back in the free list.
+  if (!s->pump_pending) {
+    s->pump_pending = true;
+    s->server->reactor_->Defer(&s->pump);
+  }
 }
 
 void OnRecorded(GenerationRecord* r) {
@@ -341,7 +351,7 @@ bool HandleMessage(Session* s) {
       req->volume = s->volume;
       req->offset_bytes = h.offset;
       req->length_bytes = h.length;
-      req->flags = (h.flags & rw::kFlagFua) ? kReqFua : 0;
+      req->flags = kReqFromPrimary | ((h.flags & rw::kFlagFua) ? kReqFua : 0);
       if (h.flags & rw::kFlagNoHole) req->flags |= kReqNoHole;
       req->op = type == rw::Type::kWrite         ? RequestOp::kWrite
                 : type == rw::Type::kWriteZeroes ? RequestOp::kWriteZeroes
@@ -383,23 +393,26 @@ void ReplicaSessionRead(Session* s) {
     if (s->record_pending || s->barrier_waiting) return;  // resumes from OnRecorded / a write
     if (s->out.size() - s->out_off > kOutMax) return;     // resumes from OnWritable
     if (!s->in_payload) {
-      const ssize_t n =
-          recv(s->fd, s->hdr_buf + s->hdr_got, rw::kHeaderBytes - s->hdr_got, MSG_DONTWAIT);
-      if (n == 0) return Close(s, "the primary closed the connection");
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN) return Close(s, "recv failed");
-        break;
-      }
-      if (s->partial_since_ns == 0) s->partial_since_ns = MonotonicNs();
-      s->hdr_got += static_cast<size_t>(n);
-      if (s->hdr_got < rw::kHeaderBytes) continue;
-      s->hdr_got = 0;
-      const std::string bad = rw::DecodeHeader(s->hdr_buf, srv->o_.write_bytes_max, &s->hdr);
-      if (!bad.empty()) {
-        protocol_errors_total.Add();
-        SPD_LOG_WARN("replica: %s: %s", s->Peer().c_str(), bad.c_str());
-        return Close(s, "malformed message");
+      if (!s->hdr_ready) {
+        const ssize_t n =
+            recv(s->fd, s->hdr_buf + s->hdr_got, rw::kHeaderBytes - s->hdr_got, MSG_DONTWAIT);
+        if (n == 0) return Close(s, "the primary closed the connection");
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (errno != EAGAIN) return Close(s, "recv failed");
+          break;
+        }
+        if (s->partial_since_ns == 0) s->partial_since_ns = MonotonicNs();
+        s->hdr_got += static_cast<size_t>(n);
+        if (s->hdr_got < rw::kHeaderBytes) continue;
+        s->hdr_got = 0;
+        const std::string bad = rw::DecodeHeader(s->hdr_buf, srv->o_.write_bytes_max, &s->hdr);
+        if (!bad.empty()) {
+          protocol_errors_total.Add();
+          SPD_LOG_WARN("replica: %s: %s", s->Peer().c_str(), bad.c_str());
+          return Close(s, "malformed message");
+        }
+        s->hdr_ready = true;
       }
       const auto type = static_cast<rw::Type>(s->hdr.type);
       const uint32_t want = rw::PayloadBytes(s->hdr);
@@ -411,18 +424,13 @@ void ReplicaSessionRead(Session* s) {
           return Close(s, "write before the hello");
         }
         s->req = s->fe->Take();
-        if (s->req == nullptr) {
-          // Every slot busy: keep the header, read its payload once a write completes.
-          s->hdr_got = rw::kHeaderBytes;
-          return;
-        }
+        // Every slot busy: keep the header, read its payload once a write completes.
+        if (s->req == nullptr) return;
         s->payload = static_cast<uint8_t*>(s->req->buf);
       } else if (type == rw::Type::kWriteZeroes || type == rw::Type::kDiscard) {
-        if (s->hello_done && s->fe->inflight() >= srv->o_.queue_depth) {
-          s->hdr_got = rw::kHeaderBytes;
-          return;
-        }
+        if (s->hello_done && s->fe->inflight() >= srv->o_.queue_depth) return;
       }
+      s->hdr_ready = false;
       if (want > 0) {
         s->in_payload = true;
         s->payload_got = 0;
@@ -510,7 +518,7 @@ void Close(Session* s, const char* why) {
 }
 
 void MaybeFree(Session* s) {
-  if (!s->closing || s->rx_armed || s->tx_armed || s->record_pending ||
+  if (!s->closing || s->rx_armed || s->tx_armed || s->record_pending || s->pump_pending ||
       (s->fe && s->fe->inflight() > 0))
     return;
   s->server->SessionGone(s);
@@ -597,6 +605,12 @@ void ReplicaServer::AcceptAll() {
     s->tx.fn = &OnWritable;
     s->tick.s = s;
     s->tick.fn = &OnTick;
+    s->pump.s = s;
+    s->pump.fn = [](Task* t) {
+      Session* x = static_cast<Session::PumpTask*>(t)->s;
+      x->pump_pending = false;
+      Pump(x);  // frees a closing session once nothing is left
+    };
     s->hello_deadline_ns = MonotonicNs() + o_.hello_timeout_ms * 1'000'000;
     s->next = head_;
     if (head_) head_->prev = s;

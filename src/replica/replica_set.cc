@@ -91,7 +91,8 @@ struct ReplicaSet::Link {
   } rx, tx;
   bool rx_armed = false;
   bool tx_armed = false;
-  bool closed = false;  // the socket is shut down; waiting for the final poll events
+  bool closed = false;         // the socket is shut down; waiting for the final poll events
+  bool mark_inflight = false;  // its out-of-sync mark was asked for, no answer yet
   // Sending: the next seq to send and how much of its message went.
   uint64_t send_seq = 0;
   size_t send_off = 0;
@@ -280,19 +281,13 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
   return s;
 }
 
-ReplicaSet::~ReplicaSet() { Stop(); }
+ReplicaSet::~ReplicaSet() { JoinThreads(); }
 
-void ReplicaSet::Attach() { volume_->replica_hook.store(static_cast<ReplicaHook*>(this)); }
-
-void ReplicaSet::Detach() { volume_->replica_hook.store(nullptr); }
-
-void ReplicaSet::Stop() {
+void ReplicaSet::Close() {
   if (stopping_) return;
   stopping_ = true;
   if (tick_armed_) owner_->CancelTimer(&tick_);
   tick_armed_ = false;
-  for (auto& l : links_)
-    if (l->connector.joinable()) l->connector.join();
   for (auto& l : links_) {
     if (l->fd >= 0 && !l->closed) {
       l->closed = true;
@@ -303,6 +298,20 @@ void ReplicaSet::Stop() {
       }
     }
   }
+}
+
+void ReplicaSet::JoinThreads() {
+  for (auto& l : links_)
+    if (l->connector.joinable()) l->connector.join();
+}
+
+void ReplicaSet::Attach() { volume_->replica_hook.store(static_cast<ReplicaHook*>(this)); }
+
+void ReplicaSet::Detach() { volume_->replica_hook.store(nullptr); }
+
+void ReplicaSet::Stop() {
+  Close();
+  JoinThreads();
   // The posted hand-overs and the final poll events must come back before the links go.
   for (int i = 0; i < 100000; ++i) {
     bool busy = false;
@@ -411,6 +420,7 @@ void ReplicaSet::LocalDone(IoRequest* req) {
 
 void ReplicaSet::MaybeComplete(IoRequest* req) {
   if (req->repl_local_pending || req->repl_waiting != 0 || Holding()) return;
+  if (o_.lease_valid && !deposed_ && !o_.lease_valid()) return;  // the tick tries again
   table_[req->repl_seq & mask_] = nullptr;
   req->result = deposed_ ? -EIO : req->repl_result;
   Dispatcher::FinishReplicated(req);
@@ -554,25 +564,7 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
     if (r != nullptr) r->repl_waiting &= ~l->bit();
   if (o_.mark_out_of_sync && state != LinkState::kDeposedUs) {
     marks_pending_ |= l->bit();
-    Link* link = l;
-    o_.mark_out_of_sync(l->target.name, [this, link](bool ok) {
-      // Any thread: hand the answer to the owner.
-      struct MarkTask : Task {
-        ReplicaSet* set;
-        Link* link;
-        bool ok;
-      };
-      auto* t = new MarkTask();
-      t->set = this;
-      t->link = link;
-      t->ok = ok;
-      t->fn = [](Task* x) {
-        auto* m = static_cast<MarkTask*>(x);
-        m->set->Marked(m->link, m->ok);
-        delete m;
-      };
-      owner_->Post(t);
-    });
+    AskMark(l);
   } else {
     std::lock_guard<std::mutex> g(info_mu_);
     l->info.marked = true;
@@ -581,12 +573,33 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
   CompleteAll();
 }
 
+void ReplicaSet::AskMark(Link* l) {
+  l->mark_inflight = true;
+  o_.mark_out_of_sync(l->target.name, [this, l](bool ok) {
+    // Any thread: hand the answer to the owner.
+    struct MarkTask : Task {
+      ReplicaSet* set;
+      Link* link;
+      bool ok;
+    };
+    auto* t = new MarkTask();
+    t->set = this;
+    t->link = l;
+    t->ok = ok;
+    t->fn = [](Task* x) {
+      auto* m = static_cast<MarkTask*>(x);
+      m->set->Marked(m->link, m->ok);
+      delete m;
+    };
+    owner_->Post(t);
+  });
+}
+
 void ReplicaSet::Marked(Link* l, bool ok) {
+  l->mark_inflight = false;
   if (!ok) {
-    // Retried from the tick: the requests keep waiting, within hold_timeout_ms.
+    // Asked again from the tick: the requests keep waiting, within hold_timeout_ms.
     marks_failed_total.Add();
-    std::lock_guard<std::mutex> g(info_mu_);
-    l->info.detail += " (out-of-sync mark failed; retrying)";
     return;
   }
   marks_pending_ &= ~l->bit();
@@ -609,14 +622,12 @@ void ReplicaSet::OnTick() {
         FailLink(l.get(), LinkState::kOutOfSync,
                  "no ack within " + std::to_string(o_.ack_timeout_ms) + " ms");
   }
-  // Marks not confirmed: ask again; requests held past hold_timeout_ms fail.
-  if (Holding()) {
-    for (auto& l : links_) {
-      std::lock_guard<std::mutex> g(info_mu_);
-      if (!(marks_pending_ & l->bit()) || l->info.detail.find("retrying") == std::string::npos)
-        continue;
-      l->info.detail = l->info.detail.substr(0, l->info.detail.find(" (out-of-sync mark"));
-    }
+  const bool lease_ok = !o_.lease_valid || o_.lease_valid();
+  if (lease_ok && !Holding()) CompleteAll();  // requests held while the lease was not valid
+  // Marks not confirmed, or no valid lease: requests held past hold_timeout_ms fail.
+  if (Holding() || !lease_ok) {
+    for (auto& l : links_)
+      if ((marks_pending_ & l->bit()) && !l->mark_inflight) AskMark(l.get());
     for (IoRequest*& r : table_) {
       if (r == nullptr || r->repl_local_pending ||
           now < r->repl_deadline_ns + o_.hold_timeout_ms * 1'000'000)

@@ -51,6 +51,10 @@ struct ReplicaSetOptions {
   // Marks replica `name` out of sync where promotion looks; calls done(true) once that is
   // durable (any thread). Null: nothing to mark (tests, a node without a cluster).
   std::function<void(const std::string& name, std::function<void(bool ok)> done)> mark_out_of_sync;
+  // The lease-safety rule (docs/replication.md): while it answers false, nothing is
+  // acknowledged (requests wait, at most hold_timeout_ms). Null: always valid. Any thread; it is
+  // asked at every completion, so it must be cheap.
+  std::function<bool()> lease_valid;
 };
 
 class ReplicaSet final : public ReplicaHook {
@@ -78,11 +82,17 @@ class ReplicaSet final : public ReplicaHook {
   // links' last events came back. REQUIRES: on the owner's thread, outside any of its callbacks,
   // detached.
   void Stop();
+  // Stop in two halves for a set whose owner runs on a thread of its own: Close on the owner
+  // (links shut down, timer cancelled; idempotent), then JoinThreads from any thread; destroy
+  // the set once the owner's reactor has stopped.
+  void Close();
+  void JoinThreads();
 
   std::vector<LinkInfo> Links() const;
   bool deposed() const { return deposed_.load(); }
   // Every link has connected or failed (requests flow).
-  bool settled() const { return settled_; }
+  bool settled() const { return settled_.load(); }
+  uint64_t epoch() const { return o_.epoch; }
 
   void Start(IoRequest* req) override;
   void LocalDone(IoRequest* req) override;
@@ -103,6 +113,7 @@ class ReplicaSet final : public ReplicaHook {
   void Admit(IoRequest* req);
   void AdmitWaiting();
   void CompleteAll();  // after a mark settled: every request that waited for it
+  void AskMark(Link* l);
   void Marked(Link* l, bool ok);
   void CheckSettled();
   void OnTick();
@@ -117,7 +128,7 @@ class ReplicaSet final : public ReplicaHook {
   IoRequest* wait_head_ = nullptr;  // not yet numbered (table full, or links not settled)
   IoRequest* wait_tail_ = nullptr;
   uint32_t marks_pending_ = 0;  // links failed whose out-of-sync mark is not confirmed
-  bool settled_ = false;
+  std::atomic<bool> settled_{false};
   std::atomic<bool> deposed_{false};
   bool stopping_ = false;
   struct TickTimer : Timer {

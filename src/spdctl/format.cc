@@ -237,6 +237,33 @@ Doc NodeDoc(const v1::NodeInfo& n) {
   return d;
 }
 
+Doc ReplicaListDoc(const v1::ListReplicasResponse& r) {
+  Doc d = Header("ReplicatedVolumeList");
+  d["items"] = Doc::array();
+  for (const v1::ReplicatedVolume& v : r.volumes()) {
+    Doc x;
+    x["name"] = v.name();
+    x["sizeBytes"] = v.size_bytes();
+    x["replicas"] = v.replicas();
+    x["nodes"] = Doc::array();
+    for (const std::string& n : v.nodes()) x["nodes"].push_back(n);
+    x["primary"] = v.primary();
+    x["epoch"] = v.epoch();
+    x["copies"] = Doc::array();
+    for (const v1::ReplicaState& s : v.states()) {
+      Doc c;
+      c["node"] = s.node();
+      c["state"] = s.state();
+      c["epoch"] = s.epoch();
+      c["detail"] = s.detail();
+      c["acked"] = s.acked();
+      x["copies"].push_back(std::move(c));
+    }
+    d["items"].push_back(std::move(x));
+  }
+  return d;
+}
+
 Doc ClusterNodeListDoc(const v1::ListClusterNodesResponse& r) {
   Doc d = Header("ClusterNodeList");
   d["listed"] = r.listed();
@@ -409,6 +436,30 @@ std::string Render(const Doc& doc, Output out) {
   if (kind == "VolumeList" || kind == "PoolList") {
     for (const Doc& x : doc["items"]) rows.push_back(&x);
     return Table(rows, kind == "VolumeList" ? kVolumeCols : kPoolCols);
+  }
+  if (kind == "ReplicatedVolumeList") {
+    std::vector<Doc> flat;
+    for (const Doc& v : doc["items"])
+      for (const Doc& c : v["copies"]) {
+        Doc f;
+        f["volume"] = v["name"];
+        f["node"] = c["node"];
+        f["role"] = c["node"] == v["primary"] ? "primary" : "replica";
+        f["state"] = c["state"];
+        f["epoch"] = c["epoch"];
+        f["acked"] = c["acked"];
+        f["detail"] = c["detail"];
+        flat.push_back(std::move(f));
+      }
+    std::vector<const Doc*> ptrs;
+    for (const Doc& f : flat) ptrs.push_back(&f);
+    return Table(ptrs, {{"VOLUME", "volume", false},
+                        {"NODE", "node", false},
+                        {"ROLE", "role", false},
+                        {"STATE", "state", false},
+                        {"EPOCH", "epoch", false},
+                        {"ACKED", "acked", false},
+                        {"DETAIL", "detail", false}});
   }
   if (kind == "ClusterNodeList") {
     for (const Doc& x : doc["items"]) rows.push_back(&x);

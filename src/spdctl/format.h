@@ -33,6 +33,7 @@ Doc PoolDoc(const v1::Pool& p);
 Doc PoolListDoc(const std::vector<v1::Pool>& ps);
 Doc NodeDoc(const v1::NodeInfo& n);
 Doc ClusterNodeListDoc(const v1::ListClusterNodesResponse& r);  // kind ClusterNodeList
+Doc ReplicaListDoc(const v1::ListReplicasResponse& r);          // kind ReplicatedVolumeList
 Doc CalibrationDoc(const v1::CalibrateResponse& c);             // kind Calibration
 Doc EventDoc(const v1::Event& e);
 // Policy objects: intents in the apply file's shape (lowerCamelCase, only what is set).

@@ -69,7 +69,7 @@ _spdctl() {
   done
   local opts="-o --output --socket --timeout -h --help"
   case "$noun" in
-    "") COMPREPLY=($(compgen -W "volume pool node calibrate events audit tenant class policy access token apply diff completion version $opts" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "volume pool replica node calibrate events audit tenant class policy access token apply diff completion version $opts" -- "$cur")) ;;
     volume)
       case "$verb" in
         "") COMPREPLY=($(compgen -W "create get list delete resize set-durability" -- "$cur")) ;;
@@ -139,6 +139,7 @@ int Main(int argc, char** argv) {
   vol->require_subcommand(1);
   std::string name, size_text, durability = "flush";
   bool read_only = false, force = false;
+  int replicas = 1;
 
   CLI::App* vc = vol->add_subcommand("create",
                                      "Create a volume (idempotent: the same spec again "
@@ -152,6 +153,13 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"flush", "sync", "none"}))
       ->capture_default_str();
   vc->add_flag("--read-only", read_only, "Refuse writes");
+  vc->add_option("--replicas", replicas,
+                 "Copies on that many nodes of the cluster, this one first, written "
+                 "synchronously: a write is acknowledged once every in-sync copy has it "
+                 "(spd2 --cluster --replication-listen on each; `spdctl replica list` shows "
+                 "them). 1: this node alone")
+      ->check(CLI::Range(1, 9))
+      ->capture_default_str();
   vc->callback([&] {
     uint64_t size;
     if (!SizeArg("--size", size_text, &size, &rc)) return;
@@ -160,6 +168,7 @@ int Main(int argc, char** argv) {
     req.set_size_bytes(size);
     req.set_durability(ParseDurabilityFlag(durability));
     req.set_read_only(read_only);
+    req.set_replicas(static_cast<uint32_t>(replicas));
     v1::Volume resp;
     grpc::ClientContext ctx;
     C().Prepare(&ctx);
@@ -288,6 +297,26 @@ int Main(int argc, char** argv) {
     C().Prepare(&ctx);
     grpc::Status s = C().pools->GetPool(&ctx, req, &resp);
     rc = s.ok() ? C().Print(PoolDoc(resp)) : C().Fail(s);
+  });
+
+  // ---- replica ----
+  CLI::App* rep = app.add_subcommand("replica", "Replicated volumes and their copies");
+  rep->require_subcommand(1);
+  std::string rep_volume;
+  CLI::App* rl = rep->add_subcommand(
+      "list",
+      "Every replicated volume (or one): placement, primary and its epoch, and each copy's "
+      "state (in_sync, out_of_sync) as the cluster records it; on the primary also what its "
+      "link to each copy has acknowledged");
+  rl->add_option("volume", rep_volume, "Only this volume");
+  rl->callback([&] {
+    v1::ListReplicasRequest req;
+    req.set_volume(rep_volume);
+    v1::ListReplicasResponse resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->ListReplicas(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(ReplicaListDoc(resp)) : C().Fail(s);
   });
 
   // ---- node ----

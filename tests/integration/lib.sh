@@ -38,7 +38,7 @@ cleanup() {
       wait "$p" 2>/dev/null || true
     fi
   done
-  rm -rf "$T"
+  [ -n "${KEEP_T:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
 

@@ -1,0 +1,76 @@
+// The control API's replicated-volume calls (VolumeService.CreateVolume with replicas > 1,
+// VolumeService.ListReplicas), on the ReplicationManager.
+#include "control/replication_calls.h"
+
+#include <thread>
+
+#include "replica/replication_manager.h"
+
+namespace spd {
+
+// Placed and recorded in etcd on a thread of its own (blocking, bounded by etcd's timeouts).
+grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
+                                                 grpc::CallbackServerContext* ctx,
+                                                 const v1::CreateVolumeRequest* req,
+                                                 v1::Volume* resp, AuditCall audit) {
+  ReplicationManager* rm = impl_->options.replication;
+  if (rm == nullptr) {
+    impl_->in_flight.fetch_sub(1);
+    return impl_->RefuseAudited(
+        ctx, std::move(audit),
+        FailedPrecondition("replicated volumes need spd2 --cluster and --replication-listen"));
+  }
+  auto* r = ctx->DefaultReactor();
+  ControlServer::Impl* impl = impl_;
+  std::thread([impl, rm, r, resp, name = req->name(), size = req->size_bytes(),
+               replicas = req->replicas(), audit = std::move(audit)]() mutable {
+    Status st = rm->Create(name, size, replicas);
+    if (st.ok()) {
+      if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);
+    }
+    impl->FinishAudited(r, std::move(audit), st, true);
+  }).detach();
+  return r;
+}
+
+grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
+                                                grpc::CallbackServerContext* ctx,
+                                                const v1::ListReplicasRequest* req,
+                                                v1::ListReplicasResponse* resp) {
+  if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+    return ControlServer::Impl::Refuse(ctx, a);
+  auto* r = ctx->DefaultReactor();
+  ReplicationManager* rm = impl_->options.replication;
+  if (rm == nullptr) {
+    impl_->Done(r, FailedPrecondition(
+                       "this node holds no replicated volumes: spd2 runs without --cluster and "
+                       "--replication-listen"));
+    return r;
+  }
+  for (const ReplicatedVolumeStatus& v : rm->List()) {
+    if (!req->volume().empty() && req->volume() != v.name) continue;
+    v1::ReplicatedVolume* out = resp->add_volumes();
+    out->set_name(v.name);
+    out->set_size_bytes(v.size_bytes);
+    out->set_replicas(v.replicas);
+    for (const std::string& n : v.nodes) out->add_nodes(n);
+    out->set_primary(v.primary);
+    out->set_epoch(v.epoch);
+    for (const ReplicaStatus& st : v.states) {
+      v1::ReplicaState* x = out->add_states();
+      x->set_node(st.node);
+      x->set_state(st.state);
+      x->set_epoch(st.epoch);
+      x->set_detail(st.detail);
+      x->set_acked(st.acked);
+    }
+  }
+  if (!req->volume().empty() && resp->volumes_size() == 0) {
+    impl_->Done(r, NotFound("no replicated volume '" + req->volume() + "'"));
+    return r;
+  }
+  impl_->Done(r, Status::Ok());
+  return r;
+}
+
+}  // namespace spd

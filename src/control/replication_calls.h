@@ -1,0 +1,20 @@
+// VolumeService's replicated-volume calls (control_server.cc hands them over).
+#pragma once
+
+#include "control/control_internal.h"
+#include "spd/v1/volumes.grpc.pb.h"
+
+namespace spd {
+
+// CreateVolume with replicas > 1: placed and recorded in etcd on a thread of its own (blocking,
+// bounded by etcd's timeouts). REQUIRES: admitted (in_flight counted), `audit` described.
+grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl,
+                                                 grpc::CallbackServerContext* ctx,
+                                                 const v1::CreateVolumeRequest* req,
+                                                 v1::Volume* resp, AuditCall audit);
+grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl,
+                                                grpc::CallbackServerContext* ctx,
+                                                const v1::ListReplicasRequest* req,
+                                                v1::ListReplicasResponse* resp);
+
+}  // namespace spd

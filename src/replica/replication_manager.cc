@@ -1,0 +1,441 @@
+#include "replica/replication_manager.h"
+
+#include <algorithm>
+#include <future>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "common/counters.h"
+#include "common/log.h"
+
+namespace spd {
+namespace {
+
+Counter campaigns_total("spd_replication_campaigns_total",
+                        "Campaigns for a replicated volume's primary (won or lost)");
+Counter campaigns_won_total("spd_replication_campaigns_won_total",
+                            "Campaigns this node won: it became a volume's primary");
+Counter step_downs_total("spd_replication_step_downs_total",
+                         "Primaries this node gave up (its key gone or another node's)");
+
+// Runs fn on `r` and waits for it (a posted task).
+void RunOn(Reactor* r, std::function<void()> fn) {
+  struct T : Task {
+    std::function<void()> work;
+    std::promise<void> done;
+  } t;
+  t.work = std::move(fn);
+  std::future<void> f = t.done.get_future();
+  t.fn = [](Task* x) {
+    auto* self = static_cast<T*>(x);
+    self->work();
+    self->done.set_value();
+  };
+  r->Post(&t);
+  f.wait();
+}
+
+struct Parsed {
+  struct Spec {
+    uint64_t size = 0;
+    uint32_t replicas = 0;
+    std::vector<std::string> nodes;
+  };
+  struct Prim {
+    std::string node;
+    int64_t epoch = 0;  // create_revision
+    int64_t lease = 0;
+  };
+  std::map<std::string, Spec> specs;
+  std::map<std::string, Prim> primaries;
+  std::map<std::string, std::map<std::string, std::pair<std::string, uint64_t>>> states;
+};
+
+Parsed Parse(const PrefixMirror::Snapshot& s) {
+  Parsed p;
+  const std::string prefix = kVolumesPrefix;
+  for (const auto& [key, kv] : s.kvs) {
+    const std::string rest = key.substr(prefix.size());
+    const size_t slash = rest.find('/');
+    const nlohmann::json j = nlohmann::json::parse(kv.value, nullptr, false);
+    if (!j.is_object()) continue;
+    if (slash == std::string::npos) {
+      Parsed::Spec sp;
+      sp.size = j.value("size", uint64_t{0});
+      sp.replicas = j.value("replicas", uint32_t{0});
+      if (j.contains("nodes") && j["nodes"].is_array())
+        for (const auto& n : j["nodes"])
+          if (n.is_string()) sp.nodes.push_back(n.get<std::string>());
+      p.specs[rest] = sp;
+      continue;
+    }
+    const std::string name = rest.substr(0, slash);
+    const std::string sub = rest.substr(slash + 1);
+    if (sub == "primary") {
+      p.primaries[name] = {j.value("node", std::string()), kv.create_revision, kv.lease};
+    } else if (sub.rfind("replicas/", 0) == 0) {
+      p.states[name][sub.substr(9)] = {j.value("state", std::string()),
+                                       j.value("epoch", uint64_t{0})};
+    }
+  }
+  return p;
+}
+
+std::string ReplicationAddress(const PrefixMirror::Snapshot& nodes, const std::string& node) {
+  auto it = nodes.kvs.find(std::string(kNodesPrefix) + node);
+  if (it == nodes.kvs.end()) return "";
+  const nlohmann::json j = nlohmann::json::parse(it->second.value, nullptr, false);
+  return j.is_object() ? j.value("replication", std::string()) : std::string();
+}
+
+}  // namespace
+
+struct ReplicationManager::Primary {
+  std::unique_ptr<ReplicaSet> set;
+  Volume* volume = nullptr;
+  std::shared_ptr<VolumeHandle> handle;
+  bool states_recorded = false;
+};
+
+ReplicationManager::ReplicationManager(ClusterNode* cluster, VolumeManager* volumes,
+                                       Dispatcher* dispatcher, ReplicationManagerOptions options)
+    : cluster_(cluster), volumes_(volumes), dispatcher_(dispatcher), o_(options) {}
+
+ReplicationManager::~ReplicationManager() {
+  Stop();
+  Release();
+}
+
+void ReplicationManager::Start() {
+  mirror_ = PrefixMirror::Start(cluster_->client(),
+                                {kVolumesPrefix, std::chrono::milliseconds(500)}, [this] {
+                                  std::lock_guard<std::mutex> l(mu_);
+                                  changed_ = true;
+                                  cv_.notify_all();
+                                });
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void ReplicationManager::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (mirror_) mirror_->Stop();
+  std::vector<std::string> names;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [n, p] : primaries_) names.push_back(n);
+  }
+  for (const std::string& n : names) StepDown(n);
+}
+
+void ReplicationManager::Release() {
+  std::vector<std::unique_ptr<ReplicaSet>> sets;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    sets.swap(closed_);
+  }
+  sets.clear();  // joins their connecting threads
+}
+
+void ReplicationManager::Loop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stop_) {
+    changed_ = false;
+    l.unlock();
+    Reconcile();
+    l.lock();
+    cv_.wait_for(l, std::chrono::milliseconds(500), [&] { return stop_ || changed_; });
+  }
+}
+
+void ReplicationManager::Guard(Volume* v) {
+  void* want = static_cast<ReplicaHook*>(&guard_);
+  void* cur = v->replica_hook.load();
+  if (cur == nullptr) v->replica_hook.store(want);
+}
+
+void ReplicationManager::Reconcile() {
+  const PrefixMirror::Snapshot snap = mirror_->Get();
+  if (!snap.listed) return;
+  const PrefixMirror::Snapshot nodes = cluster_->Nodes();
+  const Parsed p = Parse(snap);
+  const std::string me = cluster_->name();
+  for (const auto& [name, spec] : p.specs) {
+    if (std::find(spec.nodes.begin(), spec.nodes.end(), me) == spec.nodes.end()) continue;
+    std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
+    if (!h) {
+      VolumeSpec vs;
+      vs.name = name;
+      vs.size_bytes = spec.size;
+      std::promise<Status> done;
+      volumes_->Create(vs, [&done](Result<std::shared_ptr<VolumeHandle>> r) {
+        done.set_value(r.ok() ? Status::Ok() : r.status());
+      });
+      const Status s = done.get_future().get();
+      if (!s.ok()) {
+        SPD_LOG_WARN("replication: cannot create the local copy of %s: %s", name.c_str(),
+                     s.ToString().c_str());
+        continue;
+      }
+      SPD_LOG_INFO("replication: created the local copy of %s (%llu bytes)", name.c_str(),
+                   static_cast<unsigned long long>(spec.size));
+      h = volumes_->Find(name);
+      if (!h) continue;
+    }
+    Volume* v = h->volume();
+    if (v == nullptr) continue;
+    if (v->size_bytes() != spec.size) {
+      SPD_LOG_WARN("replication: local volume %s is %llu bytes, the cluster's %llu: not served",
+                   name.c_str(), static_cast<unsigned long long>(v->size_bytes()),
+                   static_cast<unsigned long long>(spec.size));
+      continue;
+    }
+    auto prim = p.primaries.find(name);
+    const bool mine = prim != p.primaries.end() && prim->second.node == me &&
+                      prim->second.lease == cluster_->lease_id();
+    bool running = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = primaries_.find(name);
+      running = it != primaries_.end() &&
+                it->second->set->epoch() == static_cast<uint64_t>(mine ? prim->second.epoch : 0);
+    }
+    if (mine) {
+      if (!running) {
+        StepDown(name);
+        if (Status s = BecomePrimary(name, v, static_cast<uint64_t>(prim->second.epoch), spec.nodes,
+                                     nodes);
+            !s.ok())
+          SPD_LOG_WARN("replication: %s: cannot serve as primary: %s", name.c_str(),
+                       s.ToString().c_str());
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = primaries_.find(name);
+      if (it != primaries_.end() && !it->second->states_recorded && it->second->set->settled())
+        RecordStates(name, it->second.get());
+      continue;
+    }
+    StepDown(name);
+    Guard(v);
+    if (prim != p.primaries.end() || !cluster_->LeaseValid()) continue;
+    // No primary: campaign if this copy may hold the volume.
+    auto st = p.states.find(name);
+    bool eligible = false;
+    if (st == p.states.end() || st->second.empty()) {
+      eligible = !spec.nodes.empty() && spec.nodes[0] == me;  // a new volume: its first node
+    } else {
+      auto mine_st = st->second.find(me);
+      eligible = mine_st != st->second.end() && mine_st->second.first == "in_sync";
+    }
+    if (!eligible) continue;
+    campaigns_total.Add();
+    Txn txn;
+    const std::string key = std::string(kVolumesPrefix) + name + "/primary";
+    txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, 0));
+    txn.then.push_back(TxnOp::Put(key, nlohmann::json{{"node", me}}.dump(), cluster_->lease_id()));
+    Result<TxnResult> r = cluster_->client()->Txn(txn);
+    if (r.ok() && r->succeeded) {
+      campaigns_won_total.Add();
+      SPD_LOG_INFO("replication: %s: this node is the primary now (epoch %lld)", name.c_str(),
+                   static_cast<long long>(r->revision));
+      std::lock_guard<std::mutex> l(mu_);
+      changed_ = true;  // the mirror brings the key; act on it at once
+    }
+  }
+}
+
+Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uint64_t epoch,
+                                         const std::vector<std::string>& nodes,
+                                         const PrefixMirror::Snapshot& nodes_snap) {
+  // The fence first, on this node's own copy: a deposed primary that still reaches it is refused.
+  std::promise<int32_t> fenced;
+  GenerationRecord rec;
+  RunOn(v->pool()->reactor(), [&] {
+    rec.generation = v->generation();
+    rec.fence_epoch = epoch;
+    rec.ctx = &fenced;
+    rec.done = [](GenerationRecord* r) {
+      static_cast<std::promise<int32_t>*>(r->ctx)->set_value(r->result);
+    };
+    v->pool()->RecordGeneration(v, &rec);
+  });
+  if (const int32_t rc = fenced.get_future().get(); rc != 0)
+    return Status::FromErrno(-rc, "recording the fence");
+  ReplicaSetOptions so;
+  so.volume = name;
+  so.epoch = epoch;
+  so.base = v->generation();
+  so.connect_timeout_ms = o_.connect_timeout_ms;
+  so.ack_timeout_ms = o_.ack_timeout_ms;
+  so.hold_timeout_ms = o_.hold_timeout_ms;
+  for (const std::string& n : nodes)
+    if (n != cluster_->name()) so.replicas.push_back({n, ReplicationAddress(nodes_snap, n)});
+  ClusterNode* cluster = cluster_;
+  so.lease_valid = [cluster] { return cluster->LeaseValid(); };
+  so.mark_out_of_sync = [cluster, name, epoch](const std::string& node,
+                                               std::function<void(bool)> done) {
+    // Off the reactor: a transaction that holds only while this epoch is the primary's.
+    std::thread([cluster, name, epoch, node, done = std::move(done)] {
+      Txn txn;
+      txn.compare.push_back(Compare::CreateRevision(std::string(kVolumesPrefix) + name + "/primary",
+                                                    Compare::Op::kEqual,
+                                                    static_cast<int64_t>(epoch)));
+      txn.then.push_back(
+          TxnOp::Put(std::string(kVolumesPrefix) + name + "/replicas/" + node,
+                     nlohmann::json{{"state", "out_of_sync"}, {"epoch", epoch}}.dump()));
+      Result<TxnResult> r = cluster->client()->Txn(txn);
+      done(r.ok() && r->succeeded);
+    }).detach();
+  };
+  auto p = std::make_unique<Primary>();
+  p->handle = volumes_->Find(name);
+  p->volume = v;
+  Status st;
+  RunOn(v->owner(), [&] {
+    Result<std::unique_ptr<ReplicaSet>> s = ReplicaSet::Start(dispatcher_, v, so);
+    if (!s.ok()) {
+      st = s.status();
+      return;
+    }
+    p->set = std::move(*s);
+    v->replica_hook.store(nullptr);  // the guard goes; the set takes over
+    p->set->Attach();
+  });
+  if (!st.ok()) return st;
+  std::lock_guard<std::mutex> l(mu_);
+  primaries_[name] = std::move(p);
+  return Status::Ok();
+}
+
+void ReplicationManager::RecordStates(const std::string& name, Primary* p) {
+  // REQUIRES: mu_ held. Writes in_sync for this node and every replica in sync, under the epoch.
+  const uint64_t epoch = p->set->epoch();
+  Txn txn;
+  txn.compare.push_back(Compare::CreateRevision(std::string(kVolumesPrefix) + name + "/primary",
+                                                Compare::Op::kEqual, static_cast<int64_t>(epoch)));
+  auto put = [&](const std::string& node, const char* state) {
+    txn.then.push_back(TxnOp::Put(std::string(kVolumesPrefix) + name + "/replicas/" + node,
+                                  nlohmann::json{{"state", state}, {"epoch", epoch}}.dump()));
+  };
+  put(cluster_->name(), "in_sync");
+  for (const ReplicaSet::LinkInfo& li : p->set->Links())
+    if (li.state == ReplicaSet::LinkState::kInSync) put(li.name, "in_sync");
+  Result<TxnResult> r = cluster_->client()->Txn(txn);
+  p->states_recorded = r.ok();
+}
+
+void ReplicationManager::StepDown(const std::string& name) {
+  std::unique_ptr<Primary> p;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = primaries_.find(name);
+    if (it == primaries_.end()) return;
+    p = std::move(it->second);
+    primaries_.erase(it);
+  }
+  step_downs_total.Add();
+  SPD_LOG_INFO("replication: %s: no longer the primary (epoch %llu)", name.c_str(),
+               static_cast<unsigned long long>(p->set->epoch()));
+  ReplicaSet* set = p->set.get();
+  Volume* v = p->volume;
+  WriteGuard* guard = &guard_;
+  RunOn(v->owner(), [set, v, guard] {
+    set->Detach();
+    set->Close();
+    v->replica_hook.store(static_cast<ReplicaHook*>(guard));
+  });
+  std::lock_guard<std::mutex> l(mu_);
+  closed_.push_back(std::move(p->set));
+}
+
+Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, uint32_t replicas) {
+  if (replicas < 2 || replicas > ReplicaSet::kReplicasMax + 1)
+    return InvalidArgument("replicas must be 2.." + std::to_string(ReplicaSet::kReplicasMax + 1));
+  const PrefixMirror::Snapshot nodes = cluster_->Nodes();
+  const PrefixMirror::Snapshot vols = mirror_->Get();
+  if (!nodes.listed || !vols.listed)
+    return Status(StatusCode::kUnavailable, "the cluster's state is not known yet (etcd)");
+  const std::string me = cluster_->name();
+  if (ReplicationAddress(nodes, me).empty())
+    return FailedPrecondition("this node serves no replicas (--replication-listen)");
+  // This node first, then the nodes that hold the fewest replicated volumes.
+  const Parsed p = Parse(vols);
+  std::map<std::string, int> load;
+  for (const auto& [n, spec] : p.specs)
+    for (const std::string& node : spec.nodes) ++load[node];
+  std::vector<std::pair<int, std::string>> others;
+  for (const auto& [key, kv] : nodes.kvs) {
+    const std::string n = key.substr(std::string(kNodesPrefix).size());
+    if (n != me && !ReplicationAddress(nodes, n).empty()) others.push_back({load[n], n});
+  }
+  std::sort(others.begin(), others.end());
+  if (others.size() + 1 < replicas)
+    return FailedPrecondition("only " + std::to_string(others.size() + 1) +
+                              " node(s) serve replicas; " + std::to_string(replicas) + " asked");
+  std::vector<std::string> placed{me};
+  for (uint32_t i = 0; i + 1 < replicas; ++i) placed.push_back(others[i].second);
+  const std::string key = std::string(kVolumesPrefix) + name;
+  Txn txn;
+  txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, 0));
+  txn.then.push_back(TxnOp::Put(
+      key, nlohmann::json{{"size", size_bytes}, {"replicas", replicas}, {"nodes", placed}}.dump()));
+  SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
+  if (!r.succeeded) return AlreadyExists("replicated volume '" + name + "' exists in the cluster");
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    changed_ = true;
+  }
+  cv_.notify_all();
+  for (int i = 0; i < 80; ++i) {
+    if (volumes_->Find(name)) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Status(StatusCode::kDeadlineExceeded,
+                "recorded in the cluster, but the local copy did not appear within 4 s");
+}
+
+std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {
+  const Parsed p = Parse(mirror_->Get());
+  std::vector<ReplicatedVolumeStatus> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [name, spec] : p.specs) {
+    ReplicatedVolumeStatus v;
+    v.name = name;
+    v.size_bytes = spec.size;
+    v.replicas = spec.replicas;
+    v.nodes = spec.nodes;
+    if (auto it = p.primaries.find(name); it != p.primaries.end()) {
+      v.primary = it->second.node;
+      v.epoch = static_cast<uint64_t>(it->second.epoch);
+    }
+    std::vector<ReplicaSet::LinkInfo> links;
+    if (auto it = primaries_.find(name); it != primaries_.end()) links = it->second->set->Links();
+    auto st = p.states.find(name);
+    for (const std::string& node : spec.nodes) {
+      ReplicaStatus r;
+      r.node = node;
+      r.state = "unknown";
+      if (st != p.states.end())
+        if (auto s = st->second.find(node); s != st->second.end()) {
+          r.state = s->second.first;
+          r.epoch = s->second.second;
+        }
+      for (const auto& li : links)
+        if (li.name == node) {
+          r.detail = li.detail;
+          r.acked = li.acked;
+        }
+      v.states.push_back(r);
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace spd

@@ -1,0 +1,112 @@
+// ReplicationManager: replicated volumes in a cluster (docs/replication.md, "Volumes in etcd").
+//
+// State in etcd, under /spd/v1/volumes/:
+//   NAME                  {"size": B, "replicas": N, "nodes": [...]}  the spec and its placement
+//   NAME/primary          {"node": X}, bound to X's lease; its create_revision is the epoch
+//   NAME/replicas/NODE    {"state": "in_sync"|"out_of_sync", "epoch": E}, written by primaries
+//
+// A thread of its own reconciles this node with the state (every half second and at every
+// change, from a mirror of the prefix): it creates the local volume of every replicated volume
+// placed here; it guards the volumes this node is not the primary of (WriteGuard: local clients
+// get EROFS); it campaigns for a volume's primary when there is none and this node may hold it
+// (its copy is in_sync, or the volume is new and this node is first in the placement): a
+// transaction that creates NAME/primary only if it does not exist; and it runs the primary of
+// the volumes it won: the fence raised to the epoch on its own copy, then a ReplicaSet to every
+// other placed node, whose failures are marked out_of_sync with a transaction that holds only
+// while this node's epoch is still the primary's. A node whose primary key went (its lease
+// expired, or another node holds the volume) stops being the primary: the set is closed and the
+// guard goes back on.
+//
+// Thread-safety: Start/Stop from the daemon's main thread; Create and List from any thread
+// (they block on etcd, bounded by its request timeout).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/cluster_node.h"
+#include "cluster/prefix_mirror.h"
+#include "replica/replica_set.h"
+#include "replica/write_guard.h"
+#include "volume/volume_manager.h"
+
+namespace spd {
+
+inline constexpr const char* kVolumesPrefix = "/spd/v1/volumes/";
+
+struct ReplicationManagerOptions {
+  // The timeouts of every primary's ReplicaSet.
+  uint64_t connect_timeout_ms = 2'000;
+  uint64_t ack_timeout_ms = 5'000;
+  uint64_t hold_timeout_ms = 30'000;
+};
+
+struct ReplicaStatus {
+  std::string node;
+  std::string state;   // in_sync, out_of_sync, or unknown (nothing recorded yet)
+  uint64_t epoch = 0;  // of the primary that recorded the state
+  std::string detail;  // from this node's link, when it is the primary
+  uint64_t acked = 0;
+};
+
+struct ReplicatedVolumeStatus {
+  std::string name;
+  uint64_t size_bytes = 0;
+  uint32_t replicas = 0;
+  std::vector<std::string> nodes;
+  std::string primary;  // empty: none now
+  uint64_t epoch = 0;
+  std::vector<ReplicaStatus> states;
+};
+
+class ReplicationManager {
+ public:
+  ReplicationManager(ClusterNode* cluster, VolumeManager* volumes, Dispatcher* dispatcher,
+                     ReplicationManagerOptions options);
+  ~ReplicationManager();  // Stop()
+
+  void Start();
+  // Ends the thread, closes every set on its owner (posted; waits for it) and removes the
+  // guards. REQUIRES: the reactors still run.
+  void Stop();
+  // Destroys the closed sets. REQUIRES: their owners' reactors stopped.
+  void Release();
+
+  // Places and records a new replicated volume (this node first); returns once the local copy
+  // exists (bounded: 4 s). kFailedPrecondition when fewer nodes serve replicas than asked.
+  Status Create(const std::string& name, uint64_t size_bytes, uint32_t replicas);
+  std::vector<ReplicatedVolumeStatus> List() const;
+
+ private:
+  struct Primary;
+  void Loop();
+  void Reconcile();
+  void Guard(Volume* v);
+  Status BecomePrimary(const std::string& name, Volume* v, uint64_t epoch,
+                       const std::vector<std::string>& nodes,
+                       const PrefixMirror::Snapshot& nodes_snap);
+  void StepDown(const std::string& name);
+  void RecordStates(const std::string& name, Primary* p);
+
+  ClusterNode* cluster_;
+  VolumeManager* volumes_;
+  Dispatcher* dispatcher_;
+  ReplicationManagerOptions o_;
+  std::unique_ptr<PrefixMirror> mirror_;
+  std::thread thread_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                                          // guarded by mu_
+  bool changed_ = false;                                       // guarded by mu_
+  std::map<std::string, std::unique_ptr<Primary>> primaries_;  // guarded by mu_
+  std::vector<std::unique_ptr<ReplicaSet>> closed_;            // guarded by mu_
+  WriteGuard guard_;
+};
+
+}  // namespace spd

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Synchronous replication end to end (docs/replication.md): three spd2 nodes on loopback and a
+# real etcd. A volume created with --replicas 3 gets a copy on every node, a primary elected in
+# etcd, and every write acknowledged through the primary's NBD export is on every copy
+# (tests/cluster/blockcheck.py verifies it through each node's own export). Replicas refuse
+# local writes. When the primary is killed, an in-sync copy is promoted once its lease expires,
+# with a higher epoch, and holds every acknowledged write; the returning old primary is fenced
+# out and marked out of sync.
+. "$(dirname "$0")/../integration/lib.sh"
+BC="$(dirname "$0")/blockcheck.py"
+
+start_etcd
+TTL=3
+declare -A PID DIR
+start_node() {  # NAME
+  local n=$1
+  DIR[$n]="$T/$n"
+  "$SPD2" --data-dir "${DIR[$n]}" --pool-size 512M --nbd-listen off --metrics-listen off --quiet \
+    --cluster "$ETCD_URL" --node-name "$n" --cluster-lease-ttl $TTL \
+    --replication-listen 127.0.0.1:0 >>"$T/$n.log" 2>&1 &
+  PID[$n]=$!
+  EXTRA_PIDS+=("${PID[$n]}")
+  for _ in $(seq 200); do
+    [ -S "${DIR[$n]}/control.sock" ] && return 0
+    kill -0 "${PID[$n]}" 2>/dev/null || { cat "$T/$n.log" >&2; fail "node $n exited at start"; }
+    sleep 0.05
+  done
+  fail "node $n did not start"
+}
+ctl() {  # NODE ARGS...: spdctl against that node, output in $T/out
+  local n=$1
+  shift
+  expect 0 --socket "${DIR[$n]}/control.sock" "$@"
+}
+nbd_uri() { echo "nbd+unix:///rv?socket=${DIR[$1]}/nbd.sock"; }
+# primary_of NODE: the primary as NODE sees it ("" for none) and its epoch, "NAME EPOCH".
+primary_of() {
+  ctl "$1" replica list rv -o json
+  json 'd["items"][0]["primary"] + " " + str(d["items"][0]["epoch"])'
+}
+# copies NODE: "node=state ..." as NODE sees them.
+copies() {
+  ctl "$1" replica list rv -o json
+  json '" ".join(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"])'
+}
+wait_for() {  # DESCRIPTION SECONDS COMMAND...: until COMMAND succeeds
+  local what=$1 secs=$2
+  shift 2
+  for _ in $(seq $((secs * 10))); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  fail "$what: not within ${secs} s"
+}
+
+for n in a b c; do start_node $n; done
+registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
+wait_for "three nodes registered" 15 registered
+
+# --- Create on a: a copy on each node, a the primary, every copy in sync.
+ctl a volume create rv --size 64M --replicas 3
+all_in_sync() { [ "$(copies "$1")" = "a=in_sync b=in_sync c=in_sync" ]; }
+wait_for "every copy in sync" 15 all_in_sync a
+read -r P1 E1 <<<"$(primary_of a)"
+[ "$P1" = a ] || fail "primary is '$P1', wanted a"
+[ "$E1" -gt 0 ] || fail "no epoch"
+for n in b c; do
+  nbdinfo --size "$(nbd_uri $n)" >"$T/size" || fail "no local copy on $n"
+  [ "$(cat "$T/size")" = 67108864 ] || fail "copy on $n has size $(cat "$T/size")"
+done
+ctl a replica list
+grep -q "^rv *a *primary *in_sync" "$T/out" || fail "table: $(cat "$T/out")"
+
+# --- Writes through the primary, FUA and FLUSH among them, are on every copy.
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 7 --blocks 4096 --qd 16 \
+  --ops 3000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" >"$T/w1.log" ||
+  { cat "$T/w1.log"; fail "writes through the primary failed"; }
+for n in a b c; do
+  $PY "$BC" verify --uri "$(nbd_uri $n)" --state "$T/bc.json" --min-durable 500 >"$T/v.log" ||
+    { cat "$T/v.log"; fail "copy on $n lacks acknowledged writes"; }
+done
+
+# --- A replica refuses local writes (it would diverge from the primary).
+rc=0
+$PY -c "
+import nbd, sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+try:
+    h.pwrite(b'x' * 4096, 0)
+except nbd.Error as e:
+    print('refused:', e); sys.exit(0)
+sys.exit(1)" "$(nbd_uri b)" >"$T/ro.log" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || { cat "$T/ro.log"; fail "a replica took a local write"; }
+
+# --- The primary dies under writes: an in-sync copy takes over with a higher epoch, holding
+# every write acknowledged before, and the writes go on there.
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 8 --qd 16 --ops 20000 \
+  --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" --kill-pid "${PID[a]}" \
+  --kill-after-ops 1500 >"$T/w2.log" 2>&1 || rc=$?
+[ "$rc" -eq 3 ] || { cat "$T/w2.log"; fail "the write run did not end with the lost connection ($rc)"; }
+wait "${PID[a]}" 2>/dev/null || rc=$?
+new_primary() { read -r P2 E2 <<<"$(primary_of b)"; [ -n "$P2" ] && [ "$P2" != a ]; }
+wait_for "a new primary" $((TTL + 12)) new_primary
+[ "$E2" -gt "$E1" ] || fail "the new epoch $E2 is not above $E1"
+$PY "$BC" verify --uri "$(nbd_uri "$P2")" --state "$T/bc.json" >"$T/v2.log" ||
+  { cat "$T/v2.log"; fail "the new primary $P2 lost acknowledged writes"; }
+cp "$T/bc.json" "$T/bc-failover.json"
+$PY "$BC" write --uri "$(nbd_uri "$P2")" --state "$T/bc.json" --seed 9 --qd 16 --ops 1000 \
+  --seconds 60 --flush-every 32 --epoch "$E2" >"$T/w3.log" ||
+  { cat "$T/w3.log"; fail "writes through the new primary failed"; }
+$PY "$BC" verify --uri "$(nbd_uri "$P2")" --state "$T/bc.json" >"$T/v3.log" ||
+  { cat "$T/v3.log"; fail "the new primary lost its own acknowledged writes"; }
+OTHER=b
+[ "$P2" = b ] && OTHER=c
+# The other survivor holds everything acknowledged up to the failover. It took writes the dead
+# primary had in flight, which the new primary may not have, so it is out of sync with the new
+# primary until a resync (not built yet: docs/replication.md), and is marked so; the dead
+# node's copy too (the new primary could not reach it).
+$PY "$BC" verify --uri "$(nbd_uri $OTHER)" --state "$T/bc-failover.json" >"$T/v4.log" ||
+  { cat "$T/v4.log"; fail "the other survivor $OTHER lost writes acknowledged before the failover"; }
+marked_out() {
+  local c
+  c=$(copies "$P2")
+  [[ "$c" == *"a=out_of_sync"* && "$c" == *"$P2=in_sync"* ]]
+}
+wait_for "the old primary's copy marked out of sync" 15 marked_out
+copies "$P2" >"$T/copies"
+echo "copies after the failover: $(cat "$T/copies")"
+
+# --- The old primary returns: it is no primary, its copy stays out of sync, writes on it fail.
+start_node a
+sleep 2
+read -r P3 E3 <<<"$(primary_of a)"
+[ "$P3" = "$P2" ] && [ "$E3" = "$E2" ] || fail "after a returned: primary '$P3' epoch $E3"
+rc=0
+$PY -c "
+import nbd, sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+try:
+    h.pwrite(b'x' * 4096, 0)
+except nbd.Error as e:
+    sys.exit(0)
+sys.exit(1)" "$(nbd_uri a)" >"$T/ro2.log" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || fail "the deposed primary took a local write"
+echo "replication: OK (epochs $E1 -> $E2, primary a -> $P2)"
