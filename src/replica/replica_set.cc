@@ -288,6 +288,20 @@ void ReplicaSet::Close() {
   stopping_ = true;
   if (tick_armed_) owner_->CancelTimer(&tick_);
   tick_armed_ = false;
+  // Nothing more is acknowledged: what waits fails, what runs locally fails when it ends.
+  while (wait_head_ != nullptr) {
+    IoRequest* req = wait_head_;
+    wait_head_ = req->repl_next;
+    req->result = -EIO;
+    Dispatcher::FinishReplicated(req);
+  }
+  wait_tail_ = nullptr;
+  for (IoRequest* r : table_)
+    if (r != nullptr) {
+      r->repl_waiting = 0;
+      r->repl_result = -EIO;
+    }
+  CompleteAll();
   for (auto& l : links_) {
     if (l->fd >= 0 && !l->closed) {
       l->closed = true;
@@ -353,6 +367,10 @@ void ReplicaSet::CheckSettled() {
 void ReplicaSet::Start(IoRequest* req) {
   req->repl_next = nullptr;
   req->repl_result = 0;
+  if (stopping_) {  // closed between the dispatcher's look at the hook and now
+    req->result = -EIO;
+    return Dispatcher::FinishReplicated(req);
+  }
   if (!settled_ || wait_head_ != nullptr || table_[next_seq_ & mask_] != nullptr) {
     if (wait_tail_) {
       wait_tail_->repl_next = req;
@@ -366,7 +384,7 @@ void ReplicaSet::Start(IoRequest* req) {
 }
 
 void ReplicaSet::AdmitWaiting() {
-  while (settled_ && wait_head_ != nullptr && table_[next_seq_ & mask_] == nullptr) {
+  while (settled_ && !stopping_ && wait_head_ != nullptr && table_[next_seq_ & mask_] == nullptr) {
     IoRequest* req = wait_head_;
     wait_head_ = req->repl_next;
     if (wait_head_ == nullptr) wait_tail_ = nullptr;
@@ -419,8 +437,11 @@ void ReplicaSet::LocalDone(IoRequest* req) {
 }
 
 void ReplicaSet::MaybeComplete(IoRequest* req) {
-  if (req->repl_local_pending || req->repl_waiting != 0 || Holding()) return;
-  if (o_.lease_valid && !deposed_ && !o_.lease_valid()) return;  // the tick tries again
+  if (req->repl_local_pending || req->repl_waiting != 0) return;
+  if (!stopping_) {
+    if (Holding()) return;
+    if (o_.lease_valid && !deposed_ && !o_.lease_valid()) return;  // the tick tries again
+  }
   table_[req->repl_seq & mask_] = nullptr;
   req->result = deposed_ ? -EIO : req->repl_result;
   Dispatcher::FinishReplicated(req);

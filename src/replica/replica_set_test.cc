@@ -211,6 +211,20 @@ TEST_F(ReplicaSetTest, AMarkThatCannotBeMadeFailsTheHeldRequests) {
   EXPECT_EQ(Do(RequestOp::kWrite, 4096, 4096, 'y'), -EIO);
 }
 
+// A set closed (its node steps down, or stops) acknowledges nothing more: what it holds fails.
+TEST_F(ReplicaSetTest, ClosingFailsWhatItHolds) {
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}, {"gone", "127.0.0.1:1"}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)>) {};  // never answers
+  StartSet(o);
+  Op* w = Submit(RequestOp::kWrite, 0, 4096, 'h');
+  for (int i = 0; i < 100; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(w->result, 1) << "not held";
+  set_->Detach();
+  set_->Close();
+  EXPECT_EQ(Wait(w), -EIO);
+  EXPECT_EQ(Do(RequestOp::kWrite, 4096, 4096, 'l'), 0) << "the volume alone again";
+}
+
 TEST_F(ReplicaSetTest, ANewerPrimaryDeposesTheOldOne) {
   StartSet(Options(1, {{"r1", Addr(r1_)}}));
   ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'o'), 0);

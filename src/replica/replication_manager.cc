@@ -107,7 +107,35 @@ ReplicationManager::~ReplicationManager() {
   Release();
 }
 
+void ReplicationManager::MarkLoop() {
+  std::unique_lock<std::mutex> l(mark_mu_);
+  while (true) {
+    mark_cv_.wait(l, [&] { return mark_stop_ || !marks_.empty(); });
+    if (marks_.empty()) return;  // stopping, nothing left
+    Mark m = std::move(marks_.front());
+    marks_.pop_front();
+    if (mark_stop_) {
+      l.unlock();
+      m.done(false);
+      l.lock();
+      continue;
+    }
+    l.unlock();
+    Txn txn;
+    txn.compare.push_back(
+        Compare::CreateRevision(std::string(kVolumesPrefix) + m.volume + "/primary",
+                                Compare::Op::kEqual, static_cast<int64_t>(m.epoch)));
+    txn.then.push_back(
+        TxnOp::Put(std::string(kVolumesPrefix) + m.volume + "/replicas/" + m.node,
+                   nlohmann::json{{"state", "out_of_sync"}, {"epoch", m.epoch}}.dump()));
+    Result<TxnResult> r = cluster_->client()->Txn(txn);
+    m.done(r.ok() && r->succeeded);
+    l.lock();
+  }
+}
+
 void ReplicationManager::Start() {
+  mark_thread_ = std::thread([this] { MarkLoop(); });
   mirror_ = PrefixMirror::Start(cluster_->client(),
                                 {kVolumesPrefix, std::chrono::milliseconds(500)}, [this] {
                                   std::lock_guard<std::mutex> l(mu_);
@@ -132,6 +160,12 @@ void ReplicationManager::Stop() {
     for (auto& [n, p] : primaries_) names.push_back(n);
   }
   for (const std::string& n : names) StepDown(n);
+  {
+    std::lock_guard<std::mutex> l(mark_mu_);
+    mark_stop_ = true;
+  }
+  mark_cv_.notify_all();
+  if (mark_thread_.joinable()) mark_thread_.join();  // unanswered marks get done(false)
 }
 
 void ReplicationManager::Release() {
@@ -278,20 +312,13 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
     if (n != cluster_->name()) so.replicas.push_back({n, ReplicationAddress(nodes_snap, n)});
   ClusterNode* cluster = cluster_;
   so.lease_valid = [cluster] { return cluster->LeaseValid(); };
-  so.mark_out_of_sync = [cluster, name, epoch](const std::string& node,
-                                               std::function<void(bool)> done) {
-    // Off the reactor: a transaction that holds only while this epoch is the primary's.
-    std::thread([cluster, name, epoch, node, done = std::move(done)] {
-      Txn txn;
-      txn.compare.push_back(Compare::CreateRevision(std::string(kVolumesPrefix) + name + "/primary",
-                                                    Compare::Op::kEqual,
-                                                    static_cast<int64_t>(epoch)));
-      txn.then.push_back(
-          TxnOp::Put(std::string(kVolumesPrefix) + name + "/replicas/" + node,
-                     nlohmann::json{{"state", "out_of_sync"}, {"epoch", epoch}}.dump()));
-      Result<TxnResult> r = cluster->client()->Txn(txn);
-      done(r.ok() && r->succeeded);
-    }).detach();
+  so.mark_out_of_sync = [this, name, epoch](const std::string& node,
+                                            std::function<void(bool)> done) {
+    // Off the reactor, on the marker thread: a transaction under this epoch.
+    std::lock_guard<std::mutex> l(mark_mu_);
+    if (mark_stop_) return done(false);
+    marks_.push_back({name, node, epoch, std::move(done)});
+    mark_cv_.notify_all();
   };
   auto p = std::make_unique<Primary>();
   p->handle = volumes_->Find(name);

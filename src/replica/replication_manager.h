@@ -23,6 +23,8 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -93,6 +95,7 @@ class ReplicationManager {
                        const PrefixMirror::Snapshot& nodes_snap);
   void StepDown(const std::string& name);
   void RecordStates(const std::string& name, Primary* p);
+  void MarkLoop();
 
   ClusterNode* cluster_;
   VolumeManager* volumes_;
@@ -107,6 +110,17 @@ class ReplicationManager {
   std::map<std::string, std::unique_ptr<Primary>> primaries_;  // guarded by mu_
   std::vector<std::unique_ptr<ReplicaSet>> closed_;            // guarded by mu_
   WriteGuard guard_;
+  // Out-of-sync marks, made by a thread of their own (ReplicaSets ask from their reactors).
+  struct Mark {
+    std::string volume, node;
+    uint64_t epoch;
+    std::function<void(bool)> done;
+  };
+  std::mutex mark_mu_;
+  std::condition_variable mark_cv_;
+  std::deque<Mark> marks_;  // guarded by mark_mu_
+  bool mark_stop_ = false;  // guarded by mark_mu_
+  std::thread mark_thread_;
 };
 
 }  // namespace spd
