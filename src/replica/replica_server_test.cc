@@ -43,7 +43,9 @@ class ReplicaServerTest : public ::testing::Test {
     dispatcher_ = std::make_unique<Dispatcher>(pool_.get(), DispatcherOptions{});
     ReplicaServerOptions so;
     so.hello_timeout_ms = 300;
+    so.stall_timeout_ms = 400;
     so.sessions_max = 4;
+    so.queue_depth = 4;
     server_ =
         std::make_unique<ReplicaServer>(reactor_.get(), dispatcher_.get(), volumes_.get(), so);
     ASSERT_TRUE(server_->Start().ok());
@@ -278,6 +280,61 @@ TEST_F(ReplicaServerTest, RefusesWhatItCannotServe) {
   // Every closed session is freed once its last poll completion came back.
   for (int i = 0; i < 1000 && server_->sessions() > 0; ++i) reactor_->RunOnce(1'000'000);
   EXPECT_EQ(server_->sessions(), 0u);
+}
+
+// Hostile peers: more connections than sessions_max, a message that stops half-way, a write
+// larger than the limit, and a primary that sends writes but never reads its acks.
+TEST_F(ReplicaServerTest, HostilePeersAreBounded) {
+  // sessions_max (4): the fifth connection is closed at once; the first four stay.
+  std::vector<int> held;
+  for (int i = 0; i < 4; ++i) held.push_back(Connect());
+  EXPECT_EQ(server_->sessions(), 4u);
+  const int fifth = Connect();
+  EXPECT_TRUE(Closed(fifth, 200));
+  EXPECT_EQ(server_->sessions(), 4u);
+  for (int fd : held) EXPECT_TRUE(Closed(fd, 3000));  // and they never said hello
+  for (int i = 0; i < 1000 && server_->sessions() > 0; ++i) reactor_->RunOnce(1'000'000);
+  // Half a header, then silence: closed after stall_timeout_ms.
+  int fd = Connect();
+  ASSERT_EQ(Hello(fd, "v", 1, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  uint8_t half[20] = {};
+  ASSERT_EQ(send(fd, half, sizeof half, MSG_NOSIGNAL), 20);
+  EXPECT_TRUE(Closed(fd, 3000));
+  // A write above write_bytes_max is a protocol error.
+  fd = Connect();
+  ASSERT_EQ(Hello(fd, "v", 1, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  rw::Header h;
+  h.type = static_cast<uint16_t>(rw::Type::kWrite);
+  h.epoch = 1;
+  h.seq = 1;
+  h.length = 2u << 20;
+  uint8_t b[rw::kHeaderBytes];
+  rw::EncodeHeader(h, b);
+  ASSERT_EQ(send(fd, b, sizeof b, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof b));
+  EXPECT_TRUE(Closed(fd));
+  // A primary that never reads: the server stops reading once its replies pile up (and the
+  // socket buffers fill), and closes the session when they stay unread for stall_timeout_ms;
+  // memory stays bounded meanwhile.
+  fd = Connect();
+  const int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  ASSERT_EQ(Hello(fd, "v", 1, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  std::vector<uint8_t> data(4096, 'f');
+  h = rw::Header();
+  h.type = static_cast<uint16_t>(rw::Type::kWriteZeroes);
+  h.epoch = 1;
+  h.length = 4096;
+  size_t sent = 0;
+  for (uint64_t seq = 1; seq <= 200000; ++seq) {
+    h.seq = seq;
+    rw::EncodeHeader(h, b);
+    const ssize_t n = send(fd, b, sizeof b, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n != static_cast<ssize_t>(sizeof b)) break;
+    sent += sizeof b;
+    if (seq % 64 == 0) reactor_->RunOnce(0);
+  }
+  EXPECT_LT(sent, 200000u * sizeof b) << "the server kept reading with nobody taking its replies";
+  EXPECT_TRUE(Closed(fd, 5000)) << "a primary that reads nothing keeps its session";
 }
 
 }  // namespace
