@@ -230,7 +230,9 @@ void OnRecorded(GenerationRecord* r) {
       const bool in_sync = g == ReplicaGeneration{s->hello.base_epoch, s->hello.base_seq} && clean;
       body.status =
           static_cast<uint32_t>(in_sync ? rw::HelloStatus::kInSync : rw::HelloStatus::kOutOfSync);
-      s->applying = in_sync;
+      // Out of sync but resyncing: the primary copies everything over this session.
+      s->applying = in_sync || (s->hello.flags & rw::kHelloResync) != 0;
+      if (!in_sync && s->applying) s->server->clean_[s->volume] = false;
     }
     h.crc = Crc32c(0, &body, sizeof body);
     Reply(s, h, &body, sizeof body);

@@ -15,6 +15,7 @@
 #include "common/counters.h"
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "replica/replica_set_internal.h"
 #include "replica/replica_wire.h"
 
 namespace spd {
@@ -37,142 +38,7 @@ Counter messages_total("spd_replication_messages_total",
 
 constexpr uint64_t kTickNs = 100'000'000;
 
-bool SplitAddress(const std::string& a, sockaddr_in* sa) {
-  const size_t colon = a.rfind(':');
-  if (colon == std::string::npos) return false;
-  *sa = {};
-  sa->sin_family = AF_INET;
-  const std::string port = a.substr(colon + 1);
-  char* end = nullptr;
-  const long p = std::strtol(port.c_str(), &end, 10);
-  if (port.empty() || *end != '\0' || p <= 0 || p > 65535) return false;
-  sa->sin_port = htons(static_cast<uint16_t>(p));
-  return inet_pton(AF_INET, a.substr(0, colon).c_str(), &sa->sin_addr) == 1;
-}
-
-// Waits for fd to be ready for `events` until `deadline_ns`: whether it is.
-bool WaitFd(int fd, short events, uint64_t deadline_ns) {
-  for (;;) {
-    const uint64_t now = MonotonicNs();
-    if (now >= deadline_ns) return false;
-    pollfd p{fd, events, 0};
-    const int r = poll(&p, 1, static_cast<int>((deadline_ns - now) / 1'000'000 + 1));
-    if (r > 0) return true;
-    if (r < 0 && errno != EINTR) return false;
-  }
-}
-
-bool IoAll(int fd, void* buf, size_t n, bool out, uint64_t deadline_ns) {
-  auto* p = static_cast<uint8_t*>(buf);
-  size_t done = 0;
-  while (done < n) {
-    if (!WaitFd(fd, out ? POLLOUT : POLLIN, deadline_ns)) return false;
-    const ssize_t r = out ? send(fd, p + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT)
-                          : recv(fd, p + done, n - done, MSG_DONTWAIT);
-    if (r > 0) {
-      done += static_cast<size_t>(r);
-    } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
-
-struct ReplicaSet::Link {
-  ReplicaSet* set = nullptr;
-  size_t index = 0;
-  ReplicaTarget target;
-  ReplicaSet::LinkInfo info;  // guarded by set->info_mu_ for Links(); written on the owner
-  int fd = -1;
-  struct Watch : Completion {
-    Link* link = nullptr;
-  } rx, tx;
-  bool rx_armed = false;
-  bool tx_armed = false;
-  bool closed = false;         // the socket is shut down; waiting for the final poll events
-  bool mark_inflight = false;  // its out-of-sync mark was asked for, no answer yet
-  // Sending: the next seq to send and how much of its message went.
-  uint64_t send_seq = 0;
-  size_t send_off = 0;
-  uint8_t ack_buf[rw::kHeaderBytes];
-  size_t ack_got = 0;
-  // The connecting thread's result, handed over by a posted task.
-  std::thread connector;
-  struct Connected : Task {
-    Link* link = nullptr;
-  } connected;
-  bool connected_pending = false;  // posted, not yet run
-  int conn_fd = -1;
-  rw::HelloReplyBody reply;
-  std::string conn_error;
-
-  uint32_t bit() const { return 1u << index; }
-  void SetState(LinkState s, const std::string& detail) {
-    std::lock_guard<std::mutex> l(set->info_mu_);
-    info.state = s;
-    info.detail = detail;
-  }
-
-  // The connecting thread: connect, hello, reply; each within connect_timeout_ms.
-  void Connect(rw::HelloBody hello, uint64_t epoch, uint64_t timeout_ms) {
-    sockaddr_in sa;
-    int fd = -1;
-    std::string err;
-    if (!SplitAddress(target.address, &sa)) {
-      err = "bad address '" + target.address + "' (want IPv4 HOST:PORT)";
-    } else if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
-      err = std::string("socket: ") + std::strerror(errno);
-    } else {
-      const uint64_t deadline = MonotonicNs() + timeout_ms * 1'000'000;
-      int rc = connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-      if (rc < 0 && errno == EINPROGRESS) {
-        int soerr = ETIMEDOUT;
-        if (WaitFd(fd, POLLOUT, deadline)) {
-          socklen_t len = sizeof soerr;
-          getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
-        }
-        rc = soerr == 0 ? 0 : -1;
-        errno = soerr;
-      }
-      if (rc < 0) {
-        err = std::string("connect: ") + std::strerror(errno);
-      } else {
-        const int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-        rw::Header h;
-        h.type = static_cast<uint16_t>(rw::Type::kHello);
-        h.epoch = epoch;
-        h.length = sizeof hello;
-        h.crc = Crc32c(0, &hello, sizeof hello);
-        uint8_t b[rw::kHeaderBytes];
-        rw::EncodeHeader(h, b);
-        const uint64_t hello_deadline = MonotonicNs() + timeout_ms * 1'000'000;
-        rw::Header rh;
-        if (!IoAll(fd, b, sizeof b, true, hello_deadline) ||
-            !IoAll(fd, &hello, sizeof hello, true, hello_deadline) ||
-            !IoAll(fd, b, sizeof b, false, hello_deadline)) {
-          err = "no hello reply within " + std::to_string(timeout_ms) + " ms";
-        } else if (std::string bad = rw::DecodeHeader(b, 0, &rh);
-                   !bad.empty() || rh.type != static_cast<uint16_t>(rw::Type::kHelloReply)) {
-          err = "bad hello reply: " + (bad.empty() ? std::string("wrong type") : bad);
-        } else if (!IoAll(fd, &reply, sizeof reply, false, hello_deadline) ||
-                   Crc32c(0, &reply, sizeof reply) != rh.crc) {
-          err = "hello reply body lost or corrupt";
-        }
-      }
-    }
-    if (!err.empty() && fd >= 0) {
-      close(fd);
-      fd = -1;
-    }
-    conn_fd = fd;
-    conn_error = err;
-    set->owner_->Post(&connected);
-  }
-};
 
 namespace {
 
@@ -184,7 +50,7 @@ void LinkSend(Link* l);
 void OnLinkReadable(Completion* c, int32_t, uint32_t) {
   Link* l = static_cast<Link::Watch*>(c)->link;
   if (l->set->owner_->engine() == ReactorEngine::kUring) l->rx_armed = false;
-  if (l->closed) return;
+  if (l->closed) return l->set->ReleaseFd(l);
   LinkSend(l);  // epoll: writability arrives here too
   if (!l->closed) LinkRead(l);
 }
@@ -192,7 +58,8 @@ void OnLinkReadable(Completion* c, int32_t, uint32_t) {
 void OnLinkWritable(Completion* c, int32_t, uint32_t) {
   Link* l = static_cast<Link::Watch*>(c)->link;
   l->tx_armed = false;
-  if (!l->closed) LinkSend(l);
+  if (l->closed) return l->set->ReleaseFd(l);
+  LinkSend(l);
 }
 
 }  // namespace
@@ -207,12 +74,11 @@ const char* ReplicaSet::LinkStateName(LinkState s) {
       return "out-of-sync";
     case LinkState::kDeposedUs:
       return "deposed-us";
+    case LinkState::kResyncing:
+      return "resyncing";
   }
   return "unknown";
 }
-
-ReplicaSet::ReplicaSet(Dispatcher* d, Volume* v, ReplicaSetOptions o)
-    : owner_(v->owner()), dispatcher_(d), volume_(v), o_(std::move(o)) {}
 
 Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
                                                       ReplicaSetOptions o) {
@@ -245,28 +111,9 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
     l->connected.link = l.get();
     l->connected.fn = [](Task* t) {
       Link* k = static_cast<Link::Connected*>(t)->link;
-      k->connected_pending = false;
-      ReplicaSet* set = k->set;
-      if (set->stopping_) {
-        if (k->conn_fd >= 0) close(k->conn_fd);
-        return;
-      }
-      if (!k->conn_error.empty()) return set->FailLink(k, LinkState::kOutOfSync, k->conn_error);
-      k->fd = k->conn_fd;
-      const auto status = static_cast<rw::HelloStatus>(k->reply.status);
-      if (status == rw::HelloStatus::kStaleEpoch)
-        return set->FailLink(k, LinkState::kDeposedUs,
-                             "the replica follows epoch " + std::to_string(k->reply.fence_epoch));
-      if (status != rw::HelloStatus::kInSync)
-        return set->FailLink(k, LinkState::kOutOfSync,
-                             std::string("hello: ") + rw::HelloStatusName(status));
-      k->SetState(LinkState::kInSync, "");
-      k->send_seq = set->next_seq_;
-      if (!set->owner_->WatchOnce(k->fd, &k->rx).ok())
-        return set->FailLink(k, LinkState::kOutOfSync, "cannot watch the socket");
-      k->rx_armed = set->owner_->engine() == ReactorEngine::kUring;
-      set->CheckSettled();
+      k->set->Connected(k);
     };
+    l->hello = hello;
     l->connected_pending = true;
     Link* raw = l.get();
     const uint64_t epoch = s->o_.epoch;
@@ -281,13 +128,85 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
   return s;
 }
 
-ReplicaSet::~ReplicaSet() { JoinThreads(); }
+void ReplicaSet::Connected(Link* k) {
+  k->connected_pending = false;
+  if (stopping_) {
+    if (k->conn_fd >= 0) close(k->conn_fd);
+    return;
+  }
+  if (!k->conn_error.empty()) {
+    if (k->resync_attempt) {  // still out of sync (and marked): try again later
+      k->retry_at_ns = MonotonicNs() + o_.resync_retry_ms * 1'000'000;
+      std::lock_guard<std::mutex> g(info_mu_);
+      k->info.detail = "resync: " + k->conn_error;
+      return;
+    }
+    return FailLink(k, LinkState::kOutOfSync, k->conn_error);
+  }
+  k->fd = k->conn_fd;
+  k->closed = false;
+  k->ack_got = 0;
+  k->send_off = 0;
+  const auto status = static_cast<rw::HelloStatus>(k->reply.status);
+  if (status == rw::HelloStatus::kStaleEpoch)
+    return FailLink(k, LinkState::kDeposedUs,
+                    "the replica follows epoch " + std::to_string(k->reply.fence_epoch));
+  const bool resync = k->resync_attempt && status == rw::HelloStatus::kOutOfSync;
+  if (status != rw::HelloStatus::kInSync && !resync) {
+    if (!k->resync_attempt)
+      return FailLink(k, LinkState::kOutOfSync,
+                      std::string("hello: ") + rw::HelloStatusName(status));
+    // A resync the replica would not take: close and try again later.
+    k->closed = true;
+    shutdown(k->fd, SHUT_RDWR);
+    close(k->fd);
+    k->fd = -1;
+    k->retry_at_ns = MonotonicNs() + o_.resync_retry_ms * 1'000'000;
+    return;
+  }
+  k->send_seq = next_seq_;
+  if (!owner_->WatchOnce(k->fd, &k->rx).ok())
+    return FailLink(k, LinkState::kOutOfSync, "cannot watch the socket");
+  k->rx_armed = owner_->engine() == ReactorEngine::kUring;
+  if (resync) {
+    k->SetState(LinkState::kResyncing, "");
+    StartCopy(k);
+  } else {
+    k->SetState(LinkState::kInSync, "");
+  }
+  CheckSettled();
+}
+
+void ReplicaSet::ReleaseFd(Link* l) {
+  if (!l->closed || l->rx_armed || l->tx_armed || l->fd < 0) return;
+  close(l->fd);
+  l->fd = -1;
+}
+
+void ReplicaSet::Reconnect(Link* l) {
+  if (l->connector.joinable()) l->connector.join();  // it posted its result long ago
+  if (o_.resolve_address) {
+    const std::string a = o_.resolve_address(l->target.name);
+    if (!a.empty()) l->target.address = a;
+  }
+  l->resync_attempt = true;
+  l->retry_at_ns = 0;
+  l->connected_pending = true;
+  rw::HelloBody hello = l->hello;
+  hello.flags = rw::kHelloResync;
+  hello.base_epoch = volume_->generation().epoch;
+  hello.base_seq = volume_->generation().seq;
+  const uint64_t epoch = o_.epoch;
+  const uint64_t timeout = o_.connect_timeout_ms;
+  l->connector = std::thread([l, hello, epoch, timeout] { l->Connect(hello, epoch, timeout); });
+}
 
 void ReplicaSet::Close() {
   if (stopping_) return;
   stopping_ = true;
   if (tick_armed_) owner_->CancelTimer(&tick_);
   tick_armed_ = false;
+  AbortCopy("the set is closing");  // parked requests go back to the wait queue, failed below
   // Nothing more is acknowledged: what waits fails, what runs locally fails when it ends.
   while (wait_head_ != nullptr) {
     IoRequest* req = wait_head_;
@@ -350,7 +269,8 @@ std::vector<ReplicaSet::LinkInfo> ReplicaSet::Links() const {
 uint32_t ReplicaSet::InSyncBits() const {
   uint32_t bits = 0;
   for (const auto& l : links_)
-    if (l->info.state == LinkState::kInSync) bits |= l->bit();
+    if (l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing)
+      bits |= l->bit();
   return bits;
 }
 
@@ -371,6 +291,7 @@ void ReplicaSet::Start(IoRequest* req) {
     req->result = -EIO;
     return Dispatcher::FinishReplicated(req);
   }
+  if (ParkIfCopying(req)) return;
   if (!settled_ || wait_head_ != nullptr || table_[next_seq_ & mask_] != nullptr) {
     if (wait_tail_) {
       wait_tail_->repl_next = req;
@@ -388,6 +309,8 @@ void ReplicaSet::AdmitWaiting() {
     IoRequest* req = wait_head_;
     wait_head_ = req->repl_next;
     if (wait_head_ == nullptr) wait_tail_ = nullptr;
+    req->repl_next = nullptr;
+    if (ParkIfCopying(req)) continue;
     Admit(req);
   }
 }
@@ -438,6 +361,10 @@ void ReplicaSet::LocalDone(IoRequest* req) {
 
 void ReplicaSet::MaybeComplete(IoRequest* req) {
   if (req->repl_local_pending || req->repl_waiting != 0) return;
+  if (IsCopyMessage(req)) {
+    table_[req->repl_seq & mask_] = nullptr;
+    return CopyAcked(req->repl_result);
+  }
   if (!stopping_) {
     if (Holding()) return;
     if (o_.lease_valid && !deposed_ && !o_.lease_valid()) return;  // the tick tries again
@@ -457,7 +384,9 @@ void ReplicaSet::CompleteAll() {
 
 void ReplicaSet::PumpLinks() {
   for (auto& l : links_)
-    if (l->info.state == LinkState::kInSync && !l->closed) LinkSend(l.get());
+    if ((l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing) &&
+        !l->closed)
+      LinkSend(l.get());
 }
 
 namespace {
@@ -560,6 +489,7 @@ void LinkRead(Link* l) {
 
 void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
   if (l->info.state == LinkState::kOutOfSync || l->info.state == LinkState::kDeposedUs) return;
+  if (l->info.state == LinkState::kResyncing) AbortCopy(why);
   link_failures_total.Add();
   SPD_LOG_WARN("replication: volume %s: replica %s (%s) %s: %s", o_.volume.c_str(),
                l->target.name.c_str(), l->target.address.c_str(), LinkStateName(state),
@@ -572,7 +502,9 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
       owner_->Unwatch(l->fd, &l->rx);
       l->rx_armed = l->tx_armed = false;
     }
+    ReleaseFd(l);
   }
+  l->retry_at_ns = MonotonicNs() + o_.resync_retry_ms * 1'000'000;
   if (state == LinkState::kDeposedUs && !deposed_.exchange(true)) {
     deposed_total.Add();
     SPD_LOG_ERROR(
@@ -583,7 +515,12 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
   // Requests stop waiting for it; none completes until its mark is confirmed.
   for (IoRequest* r : table_)
     if (r != nullptr) r->repl_waiting &= ~l->bit();
-  if (o_.mark_out_of_sync && state != LinkState::kDeposedUs) {
+  bool already_marked;
+  {
+    std::lock_guard<std::mutex> g(info_mu_);
+    already_marked = l->info.marked;  // a resync that failed: it never counted
+  }
+  if (o_.mark_out_of_sync && state != LinkState::kDeposedUs && !already_marked) {
     marks_pending_ |= l->bit();
     AskMark(l);
   } else {
@@ -643,6 +580,20 @@ void ReplicaSet::OnTick() {
         FailLink(l.get(), LinkState::kOutOfSync,
                  "no ack within " + std::to_string(o_.ack_timeout_ms) + " ms");
   }
+  // Out-of-sync replicas whose mark is confirmed: connect again for a resync.
+  if (o_.resync && !deposed_) {
+    for (auto& l : links_) {
+      bool marked;
+      {
+        std::lock_guard<std::mutex> g(info_mu_);
+        marked = l->info.marked;
+      }
+      if (l->info.state == LinkState::kOutOfSync && marked && !l->connected_pending && l->fd < 0 &&
+          l->retry_at_ns != 0 && now >= l->retry_at_ns && copy_ == nullptr)
+        Reconnect(l.get());
+    }
+  }
+  if (copy_) CopyStep();  // a drain or a table slot it waits for
   const bool lease_ok = !o_.lease_valid || o_.lease_valid();
   if (lease_ok && !Holding()) CompleteAll();  // requests held while the lease was not valid
   // Marks not confirmed, or no valid lease: requests held past hold_timeout_ms fail.

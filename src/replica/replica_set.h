@@ -55,19 +55,36 @@ struct ReplicaSetOptions {
   // acknowledged (requests wait, at most hold_timeout_ms). Null: always valid. Any thread; it is
   // asked at every completion, so it must be cheap.
   std::function<bool()> lease_valid;
+  // Resync: an out-of-sync replica whose mark is confirmed is connected again every
+  // resync_retry_ms and, if it takes a resync, gets the whole volume copied over (allocated
+  // regions as writes, unallocated ones as discards) while new writes go to it too; after a
+  // final barrier it is in sync, and mark_in_sync records that (any thread; done(true) once
+  // durable). Off: an out-of-sync replica stays so.
+  bool resync = true;
+  uint64_t resync_retry_ms = 2'000;
+  uint32_t resync_region_bytes = 1u << 20;
+  // A replica's current address, asked before each reconnection (a node that restarted may
+  // listen elsewhere); "" or null: the one it had.
+  std::function<std::string(const std::string& name)> resolve_address;
+  std::function<void(const std::string& name, std::function<void(bool ok)> done)> mark_in_sync;
 };
 
 class ReplicaSet final : public ReplicaHook {
  public:
   static constexpr size_t kReplicasMax = 8;
-  enum class LinkState { kConnecting, kInSync, kOutOfSync, kDeposedUs };
+  // kResyncing: connected again after it fell out of sync; gets every new write (and is waited
+  // for) while the set copies the whole volume to it, region by region; in sync after the
+  // copy's final barrier.
+  enum class LinkState { kConnecting, kInSync, kOutOfSync, kDeposedUs, kResyncing };
   static const char* LinkStateName(LinkState s);
   struct LinkInfo {
     std::string name;
     LinkState state = LinkState::kConnecting;
-    std::string detail;   // why it is not in sync
-    bool marked = false;  // its out-of-sync mark is confirmed
-    uint64_t acked = 0;   // messages it acknowledged
+    std::string detail;           // why it is not in sync
+    bool marked = false;          // its out-of-sync mark is confirmed
+    uint64_t acked = 0;           // messages it acknowledged
+    uint64_t resynced_bytes = 0;  // of the current or last resync
+    uint64_t resyncs = 0;         // resyncs completed
   };
 
   // On the owner (v->owner()). Starts connecting; Attach to route the volume's requests here.
@@ -99,7 +116,9 @@ class ReplicaSet final : public ReplicaHook {
 
   struct Link;
 
-  // Internal: the links' (replica_set.cc).
+  // Internal: the links' (replica_set.cc, replica_set_resync.cc).
+  void ReleaseFd(Link* l);
+  void Connected(Link* l);
   void FailLink(Link* l, LinkState state, const std::string& why);
   void MaybeComplete(IoRequest* req);
   Reactor* owner_;
@@ -135,6 +154,19 @@ class ReplicaSet final : public ReplicaHook {
     ReplicaSet* set = nullptr;
   } tick_;
   bool tick_armed_ = false;
+  // Resync (replica_set_resync.cc): one copy at a time.
+  struct Copy;
+  std::unique_ptr<Copy> copy_;
+  std::vector<std::unique_ptr<Copy>> stale_copies_;  // aborted with a local read in flight
+  void Reconnect(Link* l);
+  void StartCopy(Link* l);
+  void CopyStep();
+  void CopySend();
+  void CopyAcked(int32_t result);
+  void AbortCopy(const std::string& why);
+  bool ParkIfCopying(IoRequest* req);
+  bool IsCopyMessage(const IoRequest* req) const;
+  static void OnCopyRead(void* arg, IoRequest* req);
 };
 
 }  // namespace spd

@@ -225,6 +225,61 @@ TEST_F(ReplicaSetTest, ClosingFailsWhatItHolds) {
   EXPECT_EQ(Do(RequestOp::kWrite, 4096, 4096, 'l'), 0) << "the volume alone again";
 }
 
+// An out-of-sync replica (it holds other data) is resynced: the whole volume copied over while
+// writes go on, parked ones included, then it is in sync and equal to the primary.
+TEST_F(ReplicaSetTest, AnOutOfSyncReplicaIsResyncedWhileWritesGoOn) {
+  alignas(4096) static char junk[65536];
+  std::memset(junk, 'j', sizeof junk);
+  // r2's copy diverged: data where the primary has holes, and elsewhere.
+  for (uint64_t off : {0ull, 1ull << 20, 3ull << 20})
+    ASSERT_EQ(
+        testing::RunVolumeIo(reactor_.get(), r2_.v, IoOp::kWrite, off, sizeof junk, junk).result,
+        0);
+  ASSERT_EQ(Do(RequestOp::kWrite, 2 << 20, 8192, 'p'), 0);  // before the set: local only
+  std::vector<std::string> in_sync_marks;
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.mark_in_sync = [&](const std::string& name, std::function<void(bool)> done) {
+    in_sync_marks.push_back(name);
+    done(true);
+  };
+  o.resync_retry_ms = 100;
+  o.resync_region_bytes = 256 << 10;  // several regions per MiB
+  o.base = primary_.v->generation();
+  StartSet(o);
+  EXPECT_EQ(set_->Links()[1].state, ReplicaSet::LinkState::kOutOfSync);
+  // Writes while the resync runs (some into regions not yet copied, some into copied ones).
+  std::vector<Op*> ops;
+  for (int round = 0; round < 40 && set_->Links()[1].state != ReplicaSet::LinkState::kInSync;
+       ++round) {
+    ops.push_back(Submit(RequestOp::kWrite, ((round * 7) % 64) * 65536, 4096, 'a' + round % 26));
+    for (int i = 0; i < 20; ++i) reactor_->RunOnce(1'000'000);
+  }
+  for (Op* op : ops) ASSERT_EQ(Wait(op), 0);
+  for (int i = 0; i < 5000 && set_->Links()[1].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[1].state, ReplicaSet::LinkState::kInSync) << set_->Links()[1].detail;
+  EXPECT_EQ(set_->Links()[1].resyncs, 1u);
+  EXPECT_EQ(in_sync_marks, std::vector<std::string>{"r2"});
+  ASSERT_EQ(Do(RequestOp::kWrite, 4096, 4096, 'z'), 0);  // in sync: it gets this one too
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  // Equal to the primary, byte for byte.
+  std::vector<char> a(kVolBytes), b(kVolBytes);
+  for (auto [node, buf] : {std::pair{&primary_, &a}, std::pair{&r2_, &b}}) {
+    for (uint64_t off = 0; off < kVolBytes; off += 65536) {
+      alignas(4096) static char chunk[65536];
+      ASSERT_EQ(
+          testing::RunVolumeIo(reactor_.get(), node->v, IoOp::kRead, off, 65536, chunk).result, 0);
+      std::memcpy(buf->data() + off, chunk, 65536);
+    }
+  }
+  size_t diff = 0;
+  for (size_t i = 0; i < kVolBytes; ++i) diff += a[i] != b[i];
+  EXPECT_EQ(diff, 0u) << "the resynced copy differs from the primary";
+  EXPECT_EQ(b[2 << 20], 'p');
+  EXPECT_EQ(b[(3 << 20) + 8192], 0) << "a region the primary never wrote kept the copy's old data";
+}
+
 TEST_F(ReplicaSetTest, ANewerPrimaryDeposesTheOldOne) {
   StartSet(Options(1, {{"r1", Addr(r1_)}}));
   ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'o'), 0);

@@ -68,7 +68,13 @@ struct HelloBody {
   uint64_t base_epoch = 0;  // the primary's durable generation when it became primary
   uint64_t base_seq = 0;
   uint32_t write_bytes_max = 0;  // the largest write the primary would like to send
-  uint32_t reserved0 = 0;
+  uint32_t flags = 0;            // HelloFlags
+};
+
+enum HelloFlags : uint32_t {
+  // The primary will resync an out-of-sync copy: the session applies writes even then (the
+  // primary copies every region and ends with a barrier, after which the copy is in sync).
+  kHelloResync = 1u << 0,
 };
 static_assert(sizeof(HelloBody) == 96);
 

@@ -107,6 +107,16 @@ ReplicationManager::~ReplicationManager() {
   Release();
 }
 
+void ReplicationManager::QueueMark(Mark m) {
+  std::unique_lock<std::mutex> l(mark_mu_);
+  if (mark_stop_) {
+    l.unlock();
+    return m.done(false);
+  }
+  marks_.push_back(std::move(m));
+  mark_cv_.notify_all();
+}
+
 void ReplicationManager::MarkLoop() {
   std::unique_lock<std::mutex> l(mark_mu_);
   while (true) {
@@ -125,9 +135,8 @@ void ReplicationManager::MarkLoop() {
     txn.compare.push_back(
         Compare::CreateRevision(std::string(kVolumesPrefix) + m.volume + "/primary",
                                 Compare::Op::kEqual, static_cast<int64_t>(m.epoch)));
-    txn.then.push_back(
-        TxnOp::Put(std::string(kVolumesPrefix) + m.volume + "/replicas/" + m.node,
-                   nlohmann::json{{"state", "out_of_sync"}, {"epoch", m.epoch}}.dump()));
+    txn.then.push_back(TxnOp::Put(std::string(kVolumesPrefix) + m.volume + "/replicas/" + m.node,
+                                  nlohmann::json{{"state", m.state}, {"epoch", m.epoch}}.dump()));
     Result<TxnResult> r = cluster_->client()->Txn(txn);
     m.done(r.ok() && r->succeeded);
     l.lock();
@@ -312,13 +321,16 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
     if (n != cluster_->name()) so.replicas.push_back({n, ReplicationAddress(nodes_snap, n)});
   ClusterNode* cluster = cluster_;
   so.lease_valid = [cluster] { return cluster->LeaseValid(); };
+  // Off the reactor, on the marker thread: transactions under this epoch.
   so.mark_out_of_sync = [this, name, epoch](const std::string& node,
                                             std::function<void(bool)> done) {
-    // Off the reactor, on the marker thread: a transaction under this epoch.
-    std::lock_guard<std::mutex> l(mark_mu_);
-    if (mark_stop_) return done(false);
-    marks_.push_back({name, node, epoch, std::move(done)});
-    mark_cv_.notify_all();
+    QueueMark({name, node, epoch, "out_of_sync", std::move(done)});
+  };
+  so.resolve_address = [cluster](const std::string& node) {
+    return ReplicationAddress(cluster->Nodes(), node);
+  };
+  so.mark_in_sync = [this, name, epoch](const std::string& node, std::function<void(bool)> done) {
+    QueueMark({name, node, epoch, "in_sync", std::move(done)});
   };
   auto p = std::make_unique<Primary>();
   p->handle = volumes_->Find(name);

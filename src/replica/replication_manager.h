@@ -114,8 +114,10 @@ class ReplicationManager {
   struct Mark {
     std::string volume, node;
     uint64_t epoch;
+    std::string state;  // in_sync, out_of_sync
     std::function<void(bool)> done;
   };
+  void QueueMark(Mark m);
   std::mutex mark_mu_;
   std::condition_variable mark_cv_;
   std::deque<Mark> marks_;  // guarded by mark_mu_

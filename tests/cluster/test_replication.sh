@@ -4,8 +4,8 @@
 # etcd, and every write acknowledged through the primary's NBD export is on every copy
 # (tests/cluster/blockcheck.py verifies it through each node's own export). Replicas refuse
 # local writes. When the primary is killed, an in-sync copy is promoted once its lease expires,
-# with a higher epoch, and holds every acknowledged write; the returning old primary is fenced
-# out and marked out of sync.
+# with a higher epoch, and holds every acknowledged write; the other survivor and, when it
+# returns, the old primary are resynced from the new one and hold every acknowledged write.
 . "$(dirname "$0")/../integration/lib.sh"
 BC="$(dirname "$0")/blockcheck.py"
 
@@ -112,26 +112,33 @@ $PY "$BC" verify --uri "$(nbd_uri "$P2")" --state "$T/bc.json" >"$T/v3.log" ||
   { cat "$T/v3.log"; fail "the new primary lost its own acknowledged writes"; }
 OTHER=b
 [ "$P2" = b ] && OTHER=c
-# The other survivor holds everything acknowledged up to the failover. It took writes the dead
-# primary had in flight, which the new primary may not have, so it is out of sync with the new
-# primary until a resync (not built yet: docs/replication.md), and is marked so; the dead
-# node's copy too (the new primary could not reach it).
+# The other survivor took writes the dead primary had in flight, which the new primary may not
+# have: it is resynced from the new primary (the whole volume copied while writes go on), then
+# in sync, and holds every write acknowledged since. The dead node's copy is out of sync.
 $PY "$BC" verify --uri "$(nbd_uri $OTHER)" --state "$T/bc-failover.json" >"$T/v4.log" ||
   { cat "$T/v4.log"; fail "the other survivor $OTHER lost writes acknowledged before the failover"; }
-marked_out() {
+survivors_in_sync() {
   local c
   c=$(copies "$P2")
-  [[ "$c" == *"a=out_of_sync"* && "$c" == *"$P2=in_sync"* ]]
+  [[ "$c" == *"a=out_of_sync"* && "$c" == *"$P2=in_sync"* && "$c" == *"$OTHER=in_sync"* ]]
 }
-wait_for "the old primary's copy marked out of sync" 15 marked_out
-copies "$P2" >"$T/copies"
-echo "copies after the failover: $(cat "$T/copies")"
+wait_for "the other survivor resynced, the dead node out of sync" 30 survivors_in_sync
+$PY "$BC" write --uri "$(nbd_uri "$P2")" --state "$T/bc.json" --seed 10 --qd 16 --ops 500 \
+  --seconds 60 --flush-every 16 --epoch "$E2" >"$T/w4.log" ||
+  { cat "$T/w4.log"; fail "writes through the new primary failed"; }
+$PY "$BC" verify --uri "$(nbd_uri $OTHER)" --state "$T/bc.json" >"$T/v5.log" ||
+  { cat "$T/v5.log"; fail "the resynced copy on $OTHER lacks acknowledged writes"; }
 
-# --- The old primary returns: it is no primary, its copy stays out of sync, writes on it fail.
+# --- The old primary returns: it is no primary (fenced: the new epoch is above its own), it
+# is resynced from the new primary and then holds every acknowledged write, and writes on it
+# fail.
 start_node a
-sleep 2
+all_in_sync_now() { [ "$(copies "$P2")" = "a=in_sync b=in_sync c=in_sync" ]; }
+wait_for "the returning node resynced" 30 all_in_sync_now
 read -r P3 E3 <<<"$(primary_of a)"
 [ "$P3" = "$P2" ] && [ "$E3" = "$E2" ] || fail "after a returned: primary '$P3' epoch $E3"
+$PY "$BC" verify --uri "$(nbd_uri a)" --state "$T/bc.json" >"$T/v6.log" ||
+  { cat "$T/v6.log"; fail "the resynced old primary lacks acknowledged writes"; }
 rc=0
 $PY -c "
 import nbd, sys

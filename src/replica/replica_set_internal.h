@@ -1,0 +1,167 @@
+// ReplicaSet's insides, shared by replica_set.cc (links, requests) and replica_set_resync.cc.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "common/crc32c.h"
+#include "replica/replica_set.h"
+#include "replica/replica_wire.h"
+
+namespace spd {
+namespace replica_internal {
+
+namespace rw = replica_wire;
+
+inline bool SplitAddress(const std::string& a, sockaddr_in* sa) {
+  const size_t colon = a.rfind(':');
+  if (colon == std::string::npos) return false;
+  *sa = {};
+  sa->sin_family = AF_INET;
+  const std::string port = a.substr(colon + 1);
+  char* end = nullptr;
+  const long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p <= 0 || p > 65535) return false;
+  sa->sin_port = htons(static_cast<uint16_t>(p));
+  return inet_pton(AF_INET, a.substr(0, colon).c_str(), &sa->sin_addr) == 1;
+}
+
+// Waits for fd to be ready for `events` until `deadline_ns`: whether it is.
+inline bool WaitFd(int fd, short events, uint64_t deadline_ns) {
+  for (;;) {
+    const uint64_t now = MonotonicNs();
+    if (now >= deadline_ns) return false;
+    pollfd p{fd, events, 0};
+    const int r = poll(&p, 1, static_cast<int>((deadline_ns - now) / 1'000'000 + 1));
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+}
+
+inline bool IoAll(int fd, void* buf, size_t n, bool out, uint64_t deadline_ns) {
+  auto* p = static_cast<uint8_t*>(buf);
+  size_t done = 0;
+  while (done < n) {
+    if (!WaitFd(fd, out ? POLLOUT : POLLIN, deadline_ns)) return false;
+    const ssize_t r = out ? send(fd, p + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT)
+                          : recv(fd, p + done, n - done, MSG_DONTWAIT);
+    if (r > 0) {
+      done += static_cast<size_t>(r);
+    } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace replica_internal
+
+struct ReplicaSet::Link {
+  ReplicaSet* set = nullptr;
+  size_t index = 0;
+  ReplicaTarget target;
+  ReplicaSet::LinkInfo info;  // guarded by set->info_mu_ for Links(); written on the owner
+  int fd = -1;
+  struct Watch : Completion {
+    Link* link = nullptr;
+  } rx, tx;
+  bool rx_armed = false;
+  bool tx_armed = false;
+  bool closed = false;          // the socket is shut down; waiting for the final poll events
+  bool mark_inflight = false;   // its out-of-sync mark was asked for, no answer yet
+  bool resync_attempt = false;  // the current connection asked for a resync
+  uint64_t retry_at_ns = 0;     // out of sync: when to connect again
+  replica_wire::HelloBody hello;
+  // Sending: the next seq to send and how much of its message went.
+  uint64_t send_seq = 0;
+  size_t send_off = 0;
+  uint8_t ack_buf[replica_wire::kHeaderBytes];
+  size_t ack_got = 0;
+  // The connecting thread's result, handed over by a posted task.
+  std::thread connector;
+  struct Connected : Task {
+    Link* link = nullptr;
+  } connected;
+  bool connected_pending = false;  // posted, not yet run
+  int conn_fd = -1;
+  replica_wire::HelloReplyBody reply;
+  std::string conn_error;
+
+  uint32_t bit() const { return 1u << index; }
+  void SetState(LinkState s, const std::string& detail) {
+    std::lock_guard<std::mutex> l(set->info_mu_);
+    info.state = s;
+    info.detail = detail;
+  }
+
+  // The connecting thread: connect, hello, reply; each within connect_timeout_ms.
+  void Connect(replica_wire::HelloBody hello, uint64_t epoch, uint64_t timeout_ms) {
+    sockaddr_in sa;
+    int fd = -1;
+    std::string err;
+    if (!replica_internal::SplitAddress(target.address, &sa)) {
+      err = "bad address '" + target.address + "' (want IPv4 HOST:PORT)";
+    } else if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
+      err = std::string("socket: ") + std::strerror(errno);
+    } else {
+      const uint64_t deadline = MonotonicNs() + timeout_ms * 1'000'000;
+      int rc = connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+      if (rc < 0 && errno == EINPROGRESS) {
+        int soerr = ETIMEDOUT;
+        if (replica_internal::WaitFd(fd, POLLOUT, deadline)) {
+          socklen_t len = sizeof soerr;
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+        }
+        rc = soerr == 0 ? 0 : -1;
+        errno = soerr;
+      }
+      if (rc < 0) {
+        err = std::string("connect: ") + std::strerror(errno);
+      } else {
+        const int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        replica_wire::Header h;
+        h.type = static_cast<uint16_t>(replica_wire::Type::kHello);
+        h.epoch = epoch;
+        h.length = sizeof hello;
+        h.crc = Crc32c(0, &hello, sizeof hello);
+        uint8_t b[replica_wire::kHeaderBytes];
+        replica_wire::EncodeHeader(h, b);
+        const uint64_t hello_deadline = MonotonicNs() + timeout_ms * 1'000'000;
+        replica_wire::Header rh;
+        if (!replica_internal::IoAll(fd, b, sizeof b, true, hello_deadline) ||
+            !replica_internal::IoAll(fd, &hello, sizeof hello, true, hello_deadline) ||
+            !replica_internal::IoAll(fd, b, sizeof b, false, hello_deadline)) {
+          err = "no hello reply within " + std::to_string(timeout_ms) + " ms";
+        } else if (std::string bad = replica_wire::DecodeHeader(b, 0, &rh);
+                   !bad.empty() ||
+                   rh.type != static_cast<uint16_t>(replica_wire::Type::kHelloReply)) {
+          err = "bad hello reply: " + (bad.empty() ? std::string("wrong type") : bad);
+        } else if (!replica_internal::IoAll(fd, &reply, sizeof reply, false, hello_deadline) ||
+                   Crc32c(0, &reply, sizeof reply) != rh.crc) {
+          err = "hello reply body lost or corrupt";
+        }
+      }
+    }
+    if (!err.empty() && fd >= 0) {
+      close(fd);
+      fd = -1;
+    }
+    conn_fd = fd;
+    conn_error = err;
+    set->owner_->Post(&connected);
+  }
+};
+
+}  // namespace spd
