@@ -316,6 +316,10 @@ void ReplicaSet::AdmitWaiting() {
 }
 
 void ReplicaSet::Admit(IoRequest* req) {
+  if (req->op != RequestOp::kFlush)
+    for (auto& l : links_)
+      if (l->dirty_valid && l->info.state == LinkState::kOutOfSync)
+        l->MarkDirty(req->offset_bytes, req->length_bytes);
   const uint64_t seq = next_seq_++;
   req->repl_seq = seq;
   table_[seq & mask_] = req;
@@ -489,6 +493,17 @@ void LinkRead(Link* l) {
 
 void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
   if (l->info.state == LinkState::kOutOfSync || l->info.state == LinkState::kDeposedUs) return;
+  // What it may have missed from now on: the writes in flight, then every new one (Admit). A
+  // replica that was in sync starts a fresh record; one that was resyncing keeps its record
+  // (the regions copied so far were cleared from it), plus what is in flight.
+  if (l->info.state == LinkState::kInSync) {
+    l->dirty.assign((volume_->size_bytes() / Link::kDirtyUnitBytes + 64) / 64, 0);
+    l->dirty_valid = true;
+  }
+  if (l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing)
+    for (IoRequest* r : table_)
+      if (r != nullptr && r->op != RequestOp::kFlush && (r->repl_waiting & l->bit()))
+        l->MarkDirty(r->offset_bytes, r->length_bytes);
   if (l->info.state == LinkState::kResyncing) AbortCopy(why);
   link_failures_total.Add();
   SPD_LOG_WARN("replication: volume %s: replica %s (%s) %s: %s", o_.volume.c_str(),

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/crc32c.h"
 #include "replica/replica_set.h"
@@ -98,6 +99,23 @@ struct ReplicaSet::Link {
   std::string conn_error;
 
   uint32_t bit() const { return 1u << index; }
+
+  // Incremental resync: while `dirty_valid`, `dirty` has a bit per kDirtyUnitBytes of the
+  // volume for every write the replica may have missed since it fell out of sync (tracked only
+  // when it fell out of sync from in sync, under this primary; otherwise the whole volume is
+  // copied). In memory: a primary that restarts copies everything.
+  static constexpr uint64_t kDirtyUnitBytes = 64 << 10;
+  bool dirty_valid = false;
+  std::vector<uint64_t> dirty;
+  void MarkDirty(uint64_t off, uint64_t len) {
+    if (!dirty_valid || len == 0) return;
+    const uint64_t last = (off + len - 1) / kDirtyUnitBytes;
+    for (uint64_t u = off / kDirtyUnitBytes; u <= last; ++u)
+      if (u / 64 < dirty.size()) dirty[u / 64] |= 1ull << (u % 64);
+  }
+  bool IsDirty(uint64_t unit) const {
+    return unit / 64 < dirty.size() && (dirty[unit / 64] >> (unit % 64)) & 1;
+  }
   void SetState(LinkState s, const std::string& detail) {
     std::lock_guard<std::mutex> l(set->info_mu_);
     info.state = s;

@@ -41,6 +41,7 @@ struct ReplicaSet::Copy {
   enum class Phase { kRegion, kReading, kSending, kBarrier, kDone } phase = Phase::kRegion;
   uint64_t off = 0;  // the region being copied
   uint32_t len = 0;
+  uint32_t region = 0;                 // the largest region
   bool locked = false;                 // writes to [off, off+len) are parked
   bool hole = false;                   // the region is unallocated here: sent as a discard
   bool queued = false;                 // the message is in the table
@@ -71,6 +72,7 @@ void ReplicaSet::StartCopy(Link* l) {
                                                                          ? l->reply.write_bytes_max
                                                                          : o_.resync_region_bytes);
   c->len = region;
+  c->region = region;
   if (posix_memalign(&c->buf, 4096, region) != 0) {
     FailLink(l, LinkState::kOutOfSync, "resync: out of memory for its buffer");
     return;
@@ -85,8 +87,15 @@ void ReplicaSet::StartCopy(Link* l) {
     l->info.resynced_bytes = 0;
     l->info.detail = "resyncing";
   }
-  SPD_LOG_INFO("replication: volume %s: resyncing replica %s (%llu bytes)", o_.volume.c_str(),
-               l->target.name.c_str(), static_cast<unsigned long long>(volume_->size_bytes()));
+  uint64_t dirty_units = 0;
+  for (uint64_t w : l->dirty) dirty_units += static_cast<uint64_t>(__builtin_popcountll(w));
+  SPD_LOG_INFO(
+      "replication: volume %s: resyncing replica %s: %s", o_.volume.c_str(), l->target.name.c_str(),
+      l->dirty_valid
+          ? ("the " + std::to_string(dirty_units * Link::kDirtyUnitBytes) +
+             " bytes it may have missed")
+                .c_str()
+          : ("the whole volume, " + std::to_string(volume_->size_bytes()) + " bytes").c_str());
   copy_ = std::move(c);
   CopyStep();
 }
@@ -110,11 +119,26 @@ void ReplicaSet::CopyStep() {
   Copy* c = copy_.get();
   if (c == nullptr || c->read_pending || c->queued || c->phase == Copy::Phase::kDone) return;
   if (c->phase == Copy::Phase::kBarrier) return CopySend();
-  if (c->off >= volume_->size_bytes()) {
+  Link* l = c->link;
+  const uint64_t size = volume_->size_bytes();
+  if (l->dirty_valid) {
+    // Only what it may have missed: the next run of dirty units, at most a region long.
+    constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
+    const uint64_t units = (size + kUnit - 1) / kUnit;
+    uint64_t u = c->off / kUnit;
+    while (u < units && !l->IsDirty(u)) u = l->dirty[u / 64] == 0 ? (u / 64 + 1) * 64 : u + 1;
+    c->off = std::min(u, units) * kUnit;
+    uint64_t end = c->off;
+    while (end < size && end - c->off < c->region && l->IsDirty(end / kUnit)) end += kUnit;
+    c->len = static_cast<uint32_t>(std::min(end, size) - std::min(c->off, size));
+  } else {
+    c->len =
+        static_cast<uint32_t>(std::min<uint64_t>(c->region, size > c->off ? size - c->off : 0));
+  }
+  if (c->off >= size) {
     c->phase = Copy::Phase::kBarrier;
     return CopySend();
   }
-  c->len = static_cast<uint32_t>(std::min<uint64_t>(c->len, volume_->size_bytes() - c->off));
   c->locked = true;
   // Writes to the region already numbered must be done first (they may still be on their way
   // to the local disk, or to the replica, where they would race the copy).
@@ -210,9 +234,16 @@ void ReplicaSet::CopyAcked(int32_t result) {
       l->info.marked = false;
     }
     l->SetState(LinkState::kInSync, "");
+    l->dirty_valid = false;
+    l->dirty.clear();
     copy_.reset();
     if (o_.mark_in_sync) o_.mark_in_sync(l->target.name, [](bool) {});
     return;
+  }
+  if (c->link->dirty_valid) {
+    constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
+    for (uint64_t u = c->off / kUnit; u < (c->off + c->len + kUnit - 1) / kUnit; ++u)
+      c->link->dirty[u / 64] &= ~(1ull << (u % 64));
   }
   if (c->hole) {
     resync_discard_bytes_total.Add(c->len);

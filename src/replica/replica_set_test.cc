@@ -10,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "common/counters.h"
 #include "frontend/inproc/inproc_frontend.h"
 #include "io/sim_backend.h"
 #include "replica/replica_server.h"
@@ -278,6 +279,48 @@ TEST_F(ReplicaSetTest, AnOutOfSyncReplicaIsResyncedWhileWritesGoOn) {
   EXPECT_EQ(diff, 0u) << "the resynced copy differs from the primary";
   EXPECT_EQ(b[2 << 20], 'p');
   EXPECT_EQ(b[(3 << 20) + 8192], 0) << "a region the primary never wrote kept the copy's old data";
+}
+
+// A replica that was in sync and goes away for a while gets back only what it missed: the
+// regions written meanwhile (64 KiB units), not the whole volume.
+TEST_F(ReplicaSetTest, AReplicaBackFromAnOutageGetsOnlyWhatItMissed) {
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.resync_retry_ms = 100;
+  StartSet(o);
+  for (int i = 0; i < 16; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 4096, 'i'), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  // r1 goes away (its server stops), then comes back on the same port.
+  const uint16_t port = r1_.server->port();
+  bool done = false;
+  struct Done : Task {
+    bool* flag;
+  } t;
+  t.flag = &done;
+  t.fn = [](Task* x) { *static_cast<Done*>(x)->flag = true; };
+  r1_.server->Shutdown(&t);
+  for (int i = 0; i < 5000 && !done; ++i) reactor_->RunOnce(1'000'000);
+  r1_.server.reset();
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'x'), 0);  // it fails here and is marked
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  ASSERT_EQ(Do(RequestOp::kWrite, 5 * 65536 + 8192, 4096, 'y'), 0);
+  ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'w'), 0);
+  const uint64_t copied_before = CounterValue("spd_replication_resync_bytes_total");
+  ReplicaServerOptions so;
+  so.port = port;
+  r1_.server =
+      std::make_unique<ReplicaServer>(reactor_.get(), r1_.dispatcher.get(), r1_.volumes.get(), so);
+  ASSERT_TRUE(r1_.server->Start().ok());
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  // Three 64 KiB units were written while it was away (the one of the write it failed on
+  // included): that, and nothing else, was copied.
+  EXPECT_EQ(CounterValue("spd_replication_resync_bytes_total") - copied_before, 3u * 65536);
+  EXPECT_EQ(ByteAt(r1_, 0), 'x');
+  EXPECT_EQ(ByteAt(r1_, 5 * 65536 + 8192), 'y');
+  EXPECT_EQ(ByteAt(r1_, 40 * 65536), 'w');
+  EXPECT_EQ(ByteAt(r1_, 65536), 'i');
 }
 
 TEST_F(ReplicaSetTest, ANewerPrimaryDeposesTheOldOne) {
