@@ -469,6 +469,9 @@ std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {
         if (li.name == node) {
           r.detail = li.detail;
           r.acked = li.acked;
+          if (li.state == ReplicaSet::LinkState::kResyncing)
+            r.detail = "resyncing: at byte " + std::to_string(li.resynced_bytes) + " of " +
+                       std::to_string(spec.size);
         }
       v.states.push_back(r);
     }
