@@ -153,6 +153,7 @@ struct IoRequest {
   bool repl_local_pending = false;
   uint64_t repl_deadline_ns = 0;
   IoRequest* repl_next = nullptr;  // in the hook's queues
+  uint32_t repl_active = 0;        // the hook's: its index among the requests in flight
   uint8_t repl_hdr[48];            // its replication message header, the same for every replica
 };
 

@@ -207,6 +207,12 @@ void ReplicaSet::Close() {
   if (tick_armed_) owner_->CancelTimer(&tick_);
   tick_armed_ = false;
   AbortCopy("the set is closing");  // parked requests go back to the wait queue, failed below
+  if (conflict_head_ != nullptr) {  // likewise
+    conflict_tail_->repl_next = wait_head_;
+    if (wait_head_ == nullptr) wait_tail_ = conflict_tail_;
+    wait_head_ = conflict_head_;
+    conflict_head_ = conflict_tail_ = nullptr;
+  }
   // Nothing more is acknowledged: what waits fails, what runs locally fails when it ends.
   while (wait_head_ != nullptr) {
     IoRequest* req = wait_head_;
@@ -292,6 +298,7 @@ void ReplicaSet::Start(IoRequest* req) {
     return Dispatcher::FinishReplicated(req);
   }
   if (ParkIfCopying(req)) return;
+  if (settled_ && wait_head_ == nullptr && ParkIfConflicting(req)) return;
   if (!settled_ || wait_head_ != nullptr || table_[next_seq_ & mask_] != nullptr) {
     if (wait_tail_) {
       wait_tail_->repl_next = req;
@@ -311,6 +318,7 @@ void ReplicaSet::AdmitWaiting() {
     if (wait_head_ == nullptr) wait_tail_ = nullptr;
     req->repl_next = nullptr;
     if (ParkIfCopying(req)) continue;
+    if (ParkIfConflicting(req)) continue;
     Admit(req);
   }
 }
@@ -323,6 +331,10 @@ void ReplicaSet::Admit(IoRequest* req) {
   const uint64_t seq = next_seq_++;
   req->repl_seq = seq;
   table_[seq & mask_] = req;
+  if (req->op != RequestOp::kFlush) {
+    req->repl_active = static_cast<uint32_t>(active_.size());
+    active_.push_back(req);
+  }
   req->repl_local_pending = true;
   req->repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
   req->repl_waiting = deposed_ ? 0 : InSyncBits();
@@ -373,10 +385,50 @@ void ReplicaSet::MaybeComplete(IoRequest* req) {
     if (Holding()) return;
     if (o_.lease_valid && !deposed_ && !o_.lease_valid()) return;  // the tick tries again
   }
-  table_[req->repl_seq & mask_] = nullptr;
   req->result = deposed_ ? -EIO : req->repl_result;
+  Retire(req);
   Dispatcher::FinishReplicated(req);
   AdmitWaiting();
+}
+
+bool ReplicaSet::ParkIfConflicting(IoRequest* req) {
+  if (req->op == RequestOp::kFlush || req->length_bytes == 0) return false;
+  const uint64_t a = req->offset_bytes, b = a + req->length_bytes;
+  bool conflict = false;
+  for (const IoRequest* r : active_)
+    if (r->offset_bytes < b && r->offset_bytes + r->length_bytes > a) {
+      conflict = true;
+      break;
+    }
+  for (const IoRequest* r = conflict_head_; !conflict && r != nullptr; r = r->repl_next)
+    if (r->offset_bytes < b && r->offset_bytes + r->length_bytes > a) conflict = true;
+  if (!conflict) return false;
+  req->repl_next = nullptr;
+  if (conflict_tail_) {
+    conflict_tail_->repl_next = req;
+  } else {
+    conflict_head_ = req;
+  }
+  conflict_tail_ = req;
+  return true;
+}
+
+void ReplicaSet::Retire(IoRequest* req) {
+  table_[req->repl_seq & mask_] = nullptr;
+  if (req->op != RequestOp::kFlush && req->repl_active < active_.size() &&
+      active_[req->repl_active] == req) {
+    IoRequest* last = active_.back();
+    active_[req->repl_active] = last;
+    last->repl_active = req->repl_active;
+    active_.pop_back();
+  }
+  if (conflict_head_ == nullptr) return;
+  // Parked writes go back to the front of the wait queue, in order; AdmitWaiting parks again
+  // those that still overlap something.
+  conflict_tail_->repl_next = wait_head_;
+  if (wait_head_ == nullptr) wait_tail_ = conflict_tail_;
+  wait_head_ = conflict_head_;
+  conflict_head_ = conflict_tail_ = nullptr;
 }
 
 void ReplicaSet::CompleteAll() {
@@ -621,8 +673,8 @@ void ReplicaSet::OnTick() {
         continue;
       held_failed_total.Add();
       IoRequest* req = r;
-      r = nullptr;
       req->result = -EIO;
+      Retire(req);
       Dispatcher::FinishReplicated(req);
     }
   }

@@ -131,7 +131,11 @@ class ReplicaSet final : public ReplicaHook {
   ReplicaSet(Dispatcher* d, Volume* v, ReplicaSetOptions o);
   void Admit(IoRequest* req);
   void AdmitWaiting();
-  void CompleteAll();  // after a mark settled: every request that waited for it
+  // Writes that overlap one in flight (or one parked before them) wait until it is done: two
+  // overlapping writes in flight together could land in different orders on different copies.
+  bool ParkIfConflicting(IoRequest* req);
+  void Retire(IoRequest* req);  // out of the table and the in-flight list; parked ones retry
+  void CompleteAll();           // after a mark settled: every request that waited for it
   void AskMark(Link* l);
   void Marked(Link* l, bool ok);
   void CheckSettled();
@@ -144,6 +148,9 @@ class ReplicaSet final : public ReplicaHook {
   Volume* volume_;
   ReplicaSetOptions o_;
   std::vector<std::unique_ptr<Link>> links_;
+  std::vector<IoRequest*> active_;      // numbered writes in flight (IoRequest::repl_active)
+  IoRequest* conflict_head_ = nullptr;  // parked behind an overlapping write, in order
+  IoRequest* conflict_tail_ = nullptr;
   IoRequest* wait_head_ = nullptr;  // not yet numbered (table full, or links not settled)
   IoRequest* wait_tail_ = nullptr;
   uint32_t marks_pending_ = 0;  // links failed whose out-of-sync mark is not confirmed
