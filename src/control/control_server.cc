@@ -754,6 +754,15 @@ void ControlServer::ReportPoolReadOnly(const std::string& reason) {
   events_->Publish(std::move(e));
 }
 
+void ControlServer::ReportReplication(bool primary_changed, const std::string& volume,
+                                      const std::string& message) {
+  v1::Event e;
+  e.set_type(primary_changed ? v1::EVENT_TYPE_PRIMARY_CHANGED : v1::EVENT_TYPE_REPLICA_STATE);
+  e.set_volume(volume);
+  e.set_message(message);
+  events_->Publish(std::move(e));
+}
+
 void ControlServer::Stop() {
   if (!impl_->server) return;
   impl_->stopping.store(true);

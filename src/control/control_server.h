@@ -119,6 +119,10 @@ class ControlServer {
   // Events the daemon knows of (any thread).
   void ReportBackendFallback(const std::string& reason);
   void ReportPoolReadOnly(const std::string& reason);
+  // Replication: this node became or stopped being `volume`'s primary (primary_changed true), or
+  // its link to a copy changed state.
+  void ReportReplication(bool primary_changed, const std::string& volume,
+                         const std::string& message);
   // A volume's intent turned violated (the QoS scheduler's status; any thread, never blocks).
   void ReportIntentViolation(const std::string& volume, const std::string& reason);
 

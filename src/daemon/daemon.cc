@@ -542,8 +542,13 @@ int RunDaemon(const DaemonOptions& o) {
   }
   std::unique_ptr<ReplicationManager> replication;
   if (cluster && replica) {
-    replication = std::make_unique<ReplicationManager>(cluster.get(), &volumes, &dispatcher,
-                                                       ReplicationManagerOptions{});
+    ReplicationManagerOptions rmo;
+    rmo.on_event = [control_events](bool primary_changed, const std::string& volume,
+                                    const std::string& message) {
+      if (ControlServer* c = control_events->load(std::memory_order_acquire))
+        c->ReportReplication(primary_changed, volume, message);
+    };
+    replication = std::make_unique<ReplicationManager>(cluster.get(), &volumes, &dispatcher, rmo);
     replication->Start();
   }
 

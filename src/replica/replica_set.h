@@ -39,6 +39,9 @@ struct ReplicaTarget {
   std::string address;  // HOST:PORT of its replication listener (IPv4)
 };
 
+// ReplicaSet::LinkState's name ("in-sync", "out-of-sync", ...), for on_link_state.
+using LinkStateView = const char*;
+
 struct ReplicaSetOptions {
   std::string volume;      // the volume's name on the replicas
   uint64_t epoch = 0;      // this primary's
@@ -63,6 +66,9 @@ struct ReplicaSetOptions {
   bool resync = true;
   uint64_t resync_retry_ms = 2'000;
   uint32_t resync_region_bytes = 1u << 20;
+  // Told of every link state change (on the owner; must not block): name, new state, why.
+  std::function<void(const std::string& name, LinkStateView state, const std::string& why)>
+      on_link_state;
   // A replica's current address, asked before each reconnection (a node that restarted may
   // listen elsewhere); "" or null: the one it had.
   std::function<std::string(const std::string& name)> resolve_address;

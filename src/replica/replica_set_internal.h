@@ -117,9 +117,16 @@ struct ReplicaSet::Link {
     return unit / 64 < dirty.size() && (dirty[unit / 64] >> (unit % 64)) & 1;
   }
   void SetState(LinkState s, const std::string& detail) {
-    std::lock_guard<std::mutex> l(set->info_mu_);
-    info.state = s;
-    info.detail = detail;
+    {
+      std::lock_guard<std::mutex> l(set->info_mu_);
+      if (info.state == s) {
+        info.detail = detail;
+        return;
+      }
+      info.state = s;
+      info.detail = detail;
+    }
+    if (set->o_.on_link_state) set->o_.on_link_state(target.name, LinkStateName(s), detail);
   }
 
   // The connecting thread: connect, hello, reply; each within connect_timeout_ms.

@@ -326,6 +326,12 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
                                             std::function<void(bool)> done) {
     QueueMark({name, node, epoch, "out_of_sync", std::move(done)});
   };
+  so.on_link_state = [this, name](const std::string& node, LinkStateView state,
+                                  const std::string& why) {
+    if (o_.on_event)
+      o_.on_event(false, name,
+                  "copy on " + node + ": " + state + (why.empty() ? "" : " (" + why + ")"));
+  };
   so.resolve_address = [cluster](const std::string& node) {
     return ReplicationAddress(cluster->Nodes(), node);
   };
@@ -347,6 +353,10 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
     p->set->Attach();
   });
   if (!st.ok()) return st;
+  if (o_.on_event)
+    o_.on_event(
+        true, name,
+        "node " + cluster_->name() + " is the primary (epoch " + std::to_string(epoch) + ")");
   std::lock_guard<std::mutex> l(mu_);
   primaries_[name] = std::move(p);
   return Status::Ok();
@@ -379,6 +389,10 @@ void ReplicationManager::StepDown(const std::string& name) {
     primaries_.erase(it);
   }
   step_downs_total.Add();
+  if (o_.on_event)
+    o_.on_event(true, name,
+                "node " + cluster_->name() + " is no longer the primary (epoch " +
+                    std::to_string(p->set->epoch()) + ")");
   SPD_LOG_INFO("replication: %s: no longer the primary (epoch %llu)", name.c_str(),
                static_cast<unsigned long long>(p->set->epoch()));
   ReplicaSet* set = p->set.get();

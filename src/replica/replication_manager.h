@@ -47,6 +47,10 @@ struct ReplicationManagerOptions {
   uint64_t connect_timeout_ms = 2'000;
   uint64_t ack_timeout_ms = 5'000;
   uint64_t hold_timeout_ms = 30'000;
+  // Told of replication events (any thread; must not block): this node became or stopped being
+  // a volume's primary (primary_changed), or its link to a copy changed state.
+  std::function<void(bool primary_changed, const std::string& volume, const std::string& message)>
+      on_event;
 };
 
 struct ReplicaStatus {

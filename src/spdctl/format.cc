@@ -184,6 +184,10 @@ std::string EventTypeText(v1::EventType t) {
       return "intent-violation";
     case v1::EVENT_TYPE_EVENTS_LOST:
       return "events-lost";
+    case v1::EVENT_TYPE_PRIMARY_CHANGED:
+      return "primary-changed";
+    case v1::EVENT_TYPE_REPLICA_STATE:
+      return "replica-state";
     default:
       return "unspecified";
   }

@@ -123,6 +123,14 @@ survivors_in_sync() {
   [[ "$c" == *"a=out_of_sync"* && "$c" == *"$P2=in_sync"* && "$c" == *"$OTHER=in_sync"* ]]
 }
 wait_for "the other survivor resynced, the dead node out of sync" 30 survivors_in_sync
+# The new primary's event stream says what happened (the watch is cut after 3 s).
+rc=0
+timeout 3 "$SPDCTL" --socket "${DIR[$P2]}/control.sock" events --since 1 -o json >"$T/ev" || rc=$?
+[ "$rc" -eq 124 ] || fail "events: exit $rc"
+grep -q "\"primary-changed\".*node $P2 is the primary (epoch $E2)" "$T/ev" ||
+  fail "no primary-changed event: $(cat "$T/ev")"
+grep -q "\"replica-state\".*copy on $OTHER: resyncing" "$T/ev" || fail "no resyncing event: $(cat "$T/ev")"
+grep -q "\"replica-state\".*copy on $OTHER: in-sync" "$T/ev" || fail "no in-sync event: $(cat "$T/ev")"
 $PY "$BC" write --uri "$(nbd_uri "$P2")" --state "$T/bc.json" --seed 10 --qd 16 --ops 500 \
   --seconds 60 --flush-every 16 --epoch "$E2" >"$T/w4.log" ||
   { cat "$T/w4.log"; fail "writes through the new primary failed"; }
