@@ -109,6 +109,12 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
     return ListReplicatedVolumes(impl_, ctx, req, resp);
   }
 
+  grpc::ServerUnaryReactor* PromoteReplica(grpc::CallbackServerContext* ctx,
+                                           const v1::PromoteReplicaRequest* req,
+                                           v1::ListReplicasResponse* resp) override {
+    return PromoteReplicaVolume(impl_, ctx, req, resp);
+  }
+
   grpc::ServerUnaryReactor* CreateVolume(grpc::CallbackServerContext* ctx,
                                          const v1::CreateVolumeRequest* req,
                                          v1::Volume* resp) override {

@@ -7,6 +7,32 @@
 #include "replica/replication_manager.h"
 
 namespace spd {
+namespace {
+
+// The replicated volumes (all, or `only`) as ListReplicas answers them.
+void FillReplicated(ReplicationManager* rm, const std::string& only,
+                    v1::ListReplicasResponse* resp) {
+  for (const ReplicatedVolumeStatus& v : rm->List()) {
+    if (!only.empty() && only != v.name) continue;
+    v1::ReplicatedVolume* out = resp->add_volumes();
+    out->set_name(v.name);
+    out->set_size_bytes(v.size_bytes);
+    out->set_replicas(v.replicas);
+    for (const std::string& n : v.nodes) out->add_nodes(n);
+    out->set_primary(v.primary);
+    out->set_epoch(v.epoch);
+    for (const ReplicaStatus& st : v.states) {
+      v1::ReplicaState* x = out->add_states();
+      x->set_node(st.node);
+      x->set_state(st.state);
+      x->set_epoch(st.epoch);
+      x->set_detail(st.detail);
+      x->set_acked(st.acked);
+    }
+  }
+}
+
+}  // namespace
 
 // Placed and recorded in etcd on a thread of its own (blocking, bounded by etcd's timeouts).
 grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
@@ -47,29 +73,36 @@ grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
                        "--replication-listen"));
     return r;
   }
-  for (const ReplicatedVolumeStatus& v : rm->List()) {
-    if (!req->volume().empty() && req->volume() != v.name) continue;
-    v1::ReplicatedVolume* out = resp->add_volumes();
-    out->set_name(v.name);
-    out->set_size_bytes(v.size_bytes);
-    out->set_replicas(v.replicas);
-    for (const std::string& n : v.nodes) out->add_nodes(n);
-    out->set_primary(v.primary);
-    out->set_epoch(v.epoch);
-    for (const ReplicaStatus& st : v.states) {
-      v1::ReplicaState* x = out->add_states();
-      x->set_node(st.node);
-      x->set_state(st.state);
-      x->set_epoch(st.epoch);
-      x->set_detail(st.detail);
-      x->set_acked(st.acked);
-    }
-  }
+  FillReplicated(rm, req->volume(), resp);
   if (!req->volume().empty() && resp->volumes_size() == 0) {
     impl_->Done(r, NotFound("no replicated volume '" + req->volume() + "'"));
     return r;
   }
   impl_->Done(r, Status::Ok());
+  return r;
+}
+
+grpc::ServerUnaryReactor* PromoteReplicaVolume(ControlServer::Impl* impl_,
+                                               grpc::CallbackServerContext* ctx,
+                                               const v1::PromoteReplicaRequest* req,
+                                               v1::ListReplicasResponse* resp) {
+  AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/PromoteReplica", *req);
+  Caller caller;
+  Status s = impl_->AdmitWrite(ctx, Access::kAdmin, &caller);
+  if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
+  ReplicationManager* rm = impl_->options.replication;
+  if (rm == nullptr) {
+    impl_->in_flight.fetch_sub(1);
+    return impl_->RefuseAudited(
+        ctx, std::move(audit),
+        FailedPrecondition("replicated volumes need spd2 --cluster and --replication-listen"));
+  }
+  auto* r = ctx->DefaultReactor();
+  std::thread([impl_, rm, r, resp, name = req->volume(), audit = std::move(audit)]() mutable {
+    Status st = rm->Promote(name);
+    if (st.ok()) FillReplicated(rm, name, resp);
+    impl_->FinishAudited(r, std::move(audit), st, true);
+  }).detach();
   return r;
 }
 

@@ -17,4 +17,9 @@ grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl,
                                                 const v1::ListReplicasRequest* req,
                                                 v1::ListReplicasResponse* resp);
 
+grpc::ServerUnaryReactor* PromoteReplicaVolume(ControlServer::Impl* impl,
+                                               grpc::CallbackServerContext* ctx,
+                                               const v1::PromoteReplicaRequest* req,
+                                               v1::ListReplicasResponse* resp);
+
 }  // namespace spd

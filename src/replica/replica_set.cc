@@ -151,7 +151,8 @@ void ReplicaSet::Connected(Link* k) {
   if (status == rw::HelloStatus::kStaleEpoch)
     return FailLink(k, LinkState::kDeposedUs,
                     "the replica follows epoch " + std::to_string(k->reply.fence_epoch));
-  const bool resync = k->resync_attempt && status == rw::HelloStatus::kOutOfSync;
+  const bool resync =
+      k->resync_attempt && status == rw::HelloStatus::kOutOfSync && copy_ == nullptr;
   if (status != rw::HelloStatus::kInSync && !resync) {
     if (!k->resync_attempt)
       return FailLink(k, LinkState::kOutOfSync,
@@ -649,15 +650,21 @@ void ReplicaSet::OnTick() {
   }
   // Out-of-sync replicas whose mark is confirmed: connect again for a resync.
   if (o_.resync && !deposed_) {
+    // One resync at a time: none while a copy runs or a resync hello is on its way.
+    bool busy = copy_ != nullptr;
+    for (auto& l : links_) busy |= l->connected_pending && l->resync_attempt;
     for (auto& l : links_) {
+      if (busy) break;
       bool marked;
       {
         std::lock_guard<std::mutex> g(info_mu_);
         marked = l->info.marked;
       }
       if (l->info.state == LinkState::kOutOfSync && marked && !l->connected_pending && l->fd < 0 &&
-          l->retry_at_ns != 0 && now >= l->retry_at_ns && copy_ == nullptr)
+          l->retry_at_ns != 0 && now >= l->retry_at_ns) {
         Reconnect(l.get());
+        busy = true;
+      }
     }
   }
   if (copy_) CopyStep();  // a drain or a table slot it waits for

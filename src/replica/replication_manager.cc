@@ -50,6 +50,7 @@ struct Parsed {
   std::map<std::string, Spec> specs;
   std::map<std::string, Prim> primaries;
   std::map<std::string, std::map<std::string, std::pair<std::string, uint64_t>>> states;
+  std::map<std::string, std::string> handovers;  // volume -> the node asked to take it
 };
 
 Parsed Parse(const PrefixMirror::Snapshot& s) {
@@ -74,6 +75,8 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
     const std::string sub = rest.substr(slash + 1);
     if (sub == "primary") {
       p.primaries[name] = {j.value("node", std::string()), kv.create_revision, kv.lease};
+    } else if (sub == "handover") {
+      p.handovers[name] = j.value("to", std::string());
     } else if (sub.rfind("replicas/", 0) == 0) {
       p.states[name][sub.substr(9)] = {j.value("state", std::string()),
                                        j.value("epoch", uint64_t{0})};
@@ -258,15 +261,39 @@ void ReplicationManager::Reconcile() {
           SPD_LOG_WARN("replication: %s: cannot serve as primary: %s", name.c_str(),
                        s.ToString().c_str());
       }
-      std::lock_guard<std::mutex> l(mu_);
-      auto it = primaries_.find(name);
-      if (it != primaries_.end() && !it->second->states_recorded && it->second->set->settled())
-        RecordStates(name, it->second.get());
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        auto it = primaries_.find(name);
+        if (it != primaries_.end() && !it->second->states_recorded && it->second->set->settled())
+          RecordStates(name, it->second.get());
+      }
+      auto ho = p.handovers.find(name);
+      if (ho != p.handovers.end() && ho->second == me) {
+        (void)cluster_->client()->Delete(std::string(kVolumesPrefix) + name + "/handover");
+      } else if (ho != p.handovers.end()) {
+        // Asked to hand the volume over: only to a copy that is in sync.
+        auto st = p.states.find(name);
+        const bool target_ok = st != p.states.end() && st->second.count(ho->second) &&
+                               st->second.at(ho->second).first == "in_sync";
+        if (target_ok) {
+          SPD_LOG_INFO("replication: %s: handing the volume over to %s", name.c_str(),
+                       ho->second.c_str());
+          StepDown(name);
+          Txn txn;
+          const std::string key = std::string(kVolumesPrefix) + name + "/primary";
+          txn.compare.push_back(
+              Compare::CreateRevision(key, Compare::Op::kEqual, prim->second.epoch));
+          txn.then.push_back(TxnOp::Delete(key));
+          (void)cluster_->client()->Txn(txn);
+        }
+      }
       continue;
     }
     StepDown(name);
     Guard(v);
     if (prim != p.primaries.end() || !cluster_->LeaseValid()) continue;
+    // A handover to another node: leave the volume to it.
+    if (auto ho = p.handovers.find(name); ho != p.handovers.end() && ho->second != me) continue;
     // No primary: campaign if this copy may hold the volume.
     auto st = p.states.find(name);
     bool eligible = false;
@@ -451,6 +478,46 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
   }
   return Status(StatusCode::kDeadlineExceeded,
                 "recorded in the cluster, but the local copy did not appear within 4 s");
+}
+
+Status ReplicationManager::Promote(const std::string& name) {
+  const std::string me = cluster_->name();
+  Parsed p = Parse(mirror_->Get());
+  auto spec = p.specs.find(name);
+  if (spec == p.specs.end()) return NotFound("no replicated volume '" + name + "'");
+  if (std::find(spec->second.nodes.begin(), spec->second.nodes.end(), me) ==
+      spec->second.nodes.end())
+    return FailedPrecondition("'" + name + "' has no copy on this node (" + me + ")");
+  auto prim = p.primaries.find(name);
+  if (prim != p.primaries.end() && prim->second.node == me) return Status::Ok();
+  auto st = p.states.find(name);
+  const std::string mine =
+      st != p.states.end() && st->second.count(me) ? st->second.at(me).first : "unknown";
+  if (mine != "in_sync")
+    return FailedPrecondition("the copy on this node is " + mine +
+                              ": only an in-sync copy may become the primary");
+  if (!cluster_->LeaseValid())
+    return Status(StatusCode::kUnavailable, "this node's cluster lease is not valid");
+  // The request lives with this node's lease: if this node dies, nobody waits for it.
+  SPD_ASSIGN_OR_RETURN(int64_t rev, cluster_->client()->Put(
+                                        std::string(kVolumesPrefix) + name + "/handover",
+                                        nlohmann::json{{"to", me}}.dump(), cluster_->lease_id()));
+  (void)rev;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    changed_ = true;
+  }
+  cv_.notify_all();
+  for (int i = 0; i < 300; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    p = Parse(mirror_->Get());
+    prim = p.primaries.find(name);
+    if (prim != p.primaries.end() && prim->second.node == me) return Status::Ok();
+  }
+  (void)cluster_->client()->Delete(std::string(kVolumesPrefix) + name + "/handover");
+  return Status(StatusCode::kDeadlineExceeded,
+                "this node did not become the primary of '" + name + "' within 15 s (primary: " +
+                    (prim != p.primaries.end() ? prim->second.node : std::string("none")) + ")");
 }
 
 std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {

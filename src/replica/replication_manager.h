@@ -88,6 +88,10 @@ class ReplicationManager {
   // exists (bounded: 4 s). kFailedPrecondition when fewer nodes serve replicas than asked.
   Status Create(const std::string& name, uint64_t size_bytes, uint32_t replicas);
   std::vector<ReplicatedVolumeStatus> List() const;
+  // Makes this node `name`'s primary: only if its copy is in sync. The primary hands the volume
+  // over (it steps down and deletes its key; writes in flight there fail, its clients must
+  // reconnect here), and this node takes it. Blocks until it has (at most 15 s).
+  Status Promote(const std::string& name);
 
  private:
   struct Primary;

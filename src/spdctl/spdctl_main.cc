@@ -80,6 +80,7 @@ _spdctl() {
         *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
       esac ;;
     pool) [ -z "$verb" ] && COMPREPLY=($(compgen -W "get list" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+    replica) [ -z "$verb" ] && COMPREPLY=($(compgen -W "list promote" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
     node) [ -z "$verb" ] && COMPREPLY=($(compgen -W "info list" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--since --count $opts" -- "$cur")) ;;
     audit)
@@ -316,6 +317,22 @@ int Main(int argc, char** argv) {
     grpc::ClientContext ctx;
     C().Prepare(&ctx);
     grpc::Status s = C().volumes->ListReplicas(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(ReplicaListDoc(resp)) : C().Fail(s);
+  });
+
+  CLI::App* rp = rep->add_subcommand(
+      "promote",
+      "Make the node spdctl talks to (--socket) the volume's primary. Only an in-sync copy may "
+      "be promoted; the current primary hands the volume over (writes in flight there fail, and "
+      "its clients must reconnect to this node). Waits until done (15 s at most)");
+  rp->add_option("volume", rep_volume, "The volume")->required();
+  rp->callback([&] {
+    v1::PromoteReplicaRequest req;
+    req.set_volume(rep_volume);
+    v1::ListReplicasResponse resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->PromoteReplica(&ctx, req, &resp);
     rc = s.ok() ? C().Print(ReplicaListDoc(resp)) : C().Fail(s);
   });
 

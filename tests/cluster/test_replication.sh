@@ -142,6 +142,7 @@ $PY "$BC" verify --uri "$(nbd_uri $OTHER)" --state "$T/bc.json" >"$T/v5.log" ||
 # fail.
 start_node a
 all_in_sync_now() { [ "$(copies "$P2")" = "a=in_sync b=in_sync c=in_sync" ]; }
+all_in_sync_now_a() { [ "$(copies a)" = "a=in_sync b=in_sync c=in_sync" ]; }
 wait_for "the returning node resynced" 30 all_in_sync_now
 read -r P3 E3 <<<"$(primary_of a)"
 [ "$P3" = "$P2" ] && [ "$E3" = "$E2" ] || fail "after a returned: primary '$P3' epoch $E3"
@@ -157,4 +158,20 @@ except nbd.Error as e:
     sys.exit(0)
 sys.exit(1)" "$(nbd_uri a)" >"$T/ro2.log" 2>&1 || rc=$?
 [ "$rc" -eq 0 ] || fail "the deposed primary took a local write"
-echo "replication: OK (epochs $E1 -> $E2, primary a -> $P2)"
+
+# --- Manual promote: a (in sync again) takes the volume back; the old primary hands it over.
+expect 3 --socket "${DIR[a]}/control.sock" replica promote nope
+ctl a replica promote rv -o json
+read -r P4 E4 <<<"$(primary_of a)"
+[ "$P4" = a ] && [ "$E4" -gt "$E2" ] || fail "after promote: primary '$P4' epoch $E4 (was $E2)"
+$PY "$BC" verify --uri "$(nbd_uri a)" --state "$T/bc.json" >"$T/v7.log" ||
+  { cat "$T/v7.log"; fail "the promoted copy lacks acknowledged writes"; }
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 11 --qd 16 --ops 500 \
+  --seconds 60 --flush-every 16 --epoch "$E4" >"$T/w5.log" ||
+  { cat "$T/w5.log"; fail "writes through the promoted primary failed"; }
+wait_for "every copy in sync after the promote" 30 all_in_sync_now_a
+for n in b c; do
+  $PY "$BC" verify --uri "$(nbd_uri $n)" --state "$T/bc.json" >"$T/v8.log" ||
+    { cat "$T/v8.log"; fail "copy on $n lacks the promoted primary's writes"; }
+done
+echo "replication: OK (epochs $E1 -> $E2 -> $E4, primary a -> $P2 -> a)"
