@@ -53,7 +53,15 @@ struct ReplicaSet::Copy {
   IoRequest* parked_tail = nullptr;
   uint64_t copied = 0;
   std::vector<Extent> extents;
-  ~Copy() { std::free(buf); }
+  ~Copy() {
+    if (fe && fe->inflight() > 0) {
+      // A local read never came back (its reactor stopped first, at shutdown): the frontend
+      // and the buffer it reads into are left to the process's end rather than freed under it.
+      (void)fe.release();
+      return;
+    }
+    std::free(buf);
+  }
 };
 
 ReplicaSet::ReplicaSet(Dispatcher* d, Volume* v, ReplicaSetOptions o)
