@@ -32,6 +32,15 @@ void FillReplicated(ReplicationManager* rm, const std::string& only,
   }
 }
 
+// An admitted call on a node without replication: refused like a refusal.
+grpc::ServerUnaryReactor* RefuseNoReplication(ControlServer::Impl* impl,
+                                              grpc::CallbackServerContext* ctx, AuditCall audit) {
+  impl->in_flight.fetch_sub(1);
+  return impl->RefuseAudited(
+      ctx, std::move(audit),
+      FailedPrecondition("replicated volumes need spd2 --cluster and --replication-listen"));
+}
+
 }  // namespace
 
 // Placed and recorded in etcd on a thread of its own (blocking, bounded by etcd's timeouts).
@@ -40,12 +49,7 @@ grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
                                                  const v1::CreateVolumeRequest* req,
                                                  v1::Volume* resp, AuditCall audit) {
   ReplicationManager* rm = impl_->options.replication;
-  if (rm == nullptr) {
-    impl_->in_flight.fetch_sub(1);
-    return impl_->RefuseAudited(
-        ctx, std::move(audit),
-        FailedPrecondition("replicated volumes need spd2 --cluster and --replication-listen"));
-  }
+  if (rm == nullptr) return RefuseNoReplication(impl_, ctx, std::move(audit));
   auto* r = ctx->DefaultReactor();
   ControlServer::Impl* impl = impl_;
   std::thread([impl, rm, r, resp, name = req->name(), size = req->size_bytes(),
@@ -91,12 +95,7 @@ grpc::ServerUnaryReactor* PromoteReplicaVolume(ControlServer::Impl* impl_,
   Status s = impl_->AdmitWrite(ctx, Access::kAdmin, &caller);
   if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
   ReplicationManager* rm = impl_->options.replication;
-  if (rm == nullptr) {
-    impl_->in_flight.fetch_sub(1);
-    return impl_->RefuseAudited(
-        ctx, std::move(audit),
-        FailedPrecondition("replicated volumes need spd2 --cluster and --replication-listen"));
-  }
+  if (rm == nullptr) return RefuseNoReplication(impl_, ctx, std::move(audit));
   auto* r = ctx->DefaultReactor();
   std::thread([impl_, rm, r, resp, name = req->volume(), audit = std::move(audit)]() mutable {
     Status st = rm->Promote(name);

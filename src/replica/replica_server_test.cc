@@ -16,6 +16,7 @@
 
 #include "common/crc32c.h"
 #include "io/sim_backend.h"
+#include "replica/replica_test_util.h"
 #include "replica/replica_wire.h"
 #include "testing/volume_io_util.h"
 
@@ -52,14 +53,7 @@ class ReplicaServerTest : public ::testing::Test {
   }
   void TearDown() override {
     for (int fd : fds_) close(fd);
-    bool done = false;
-    struct Done : Task {
-      bool* flag;
-    } t;
-    t.flag = &done;
-    t.fn = [](Task* x) { *static_cast<Done*>(x)->flag = true; };
-    server_->Shutdown(&t);
-    for (int i = 0; i < 5000 && !done; ++i) reactor_->RunOnce(1'000'000);
+    const bool done = replica_test::ShutdownServer(reactor_.get(), server_.get());
     EXPECT_TRUE(done) << "sessions did not end";
     server_.reset();
     dispatcher_.reset();

@@ -14,6 +14,7 @@
 #include "frontend/inproc/inproc_frontend.h"
 #include "io/sim_backend.h"
 #include "replica/replica_server.h"
+#include "replica/replica_test_util.h"
 #include "testing/volume_io_util.h"
 
 namespace spd {
@@ -49,14 +50,7 @@ class ReplicaSetTest : public ::testing::Test {
     fe_.reset();
     for (Node* n : {&primary_, &r1_, &r2_}) {
       if (n->server) {
-        bool done = false;
-        struct Done : Task {
-          bool* flag;
-        } t;
-        t.flag = &done;
-        t.fn = [](Task* x) { *static_cast<Done*>(x)->flag = true; };
-        n->server->Shutdown(&t);
-        for (int i = 0; i < 5000 && !done; ++i) reactor_->RunOnce(1'000'000);
+        EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), n->server.get()));
         n->server.reset();
       }
       n->dispatcher.reset();
@@ -206,14 +200,7 @@ TEST_F(ReplicaSetTest, AMarkThatCannotBeMadeFailsTheHeldRequests) {
   StartSet(o);
   ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'x'), 0);
   // The replica goes away (its server closes every session).
-  bool done = false;
-  struct Done : Task {
-    bool* flag;
-  } t;
-  t.flag = &done;
-  t.fn = [](Task* x) { *static_cast<Done*>(x)->flag = true; };
-  r1_.server->Shutdown(&t);
-  for (int i = 0; i < 5000 && !done; ++i) reactor_->RunOnce(1'000'000);
+  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), r1_.server.get()));
   r1_.server.reset();
   EXPECT_EQ(Do(RequestOp::kWrite, 4096, 4096, 'y'), -EIO);
 }
@@ -298,14 +285,7 @@ TEST_F(ReplicaSetTest, AReplicaBackFromAnOutageGetsOnlyWhatItMissed) {
   ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
   // r1 goes away (its server stops), then comes back on the same port.
   const uint16_t port = r1_.server->port();
-  bool done = false;
-  struct Done : Task {
-    bool* flag;
-  } t;
-  t.flag = &done;
-  t.fn = [](Task* x) { *static_cast<Done*>(x)->flag = true; };
-  r1_.server->Shutdown(&t);
-  for (int i = 0; i < 5000 && !done; ++i) reactor_->RunOnce(1'000'000);
+  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), r1_.server.get()));
   r1_.server.reset();
   ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'x'), 0);  // it fails here and is marked
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);

@@ -31,11 +31,12 @@ json() { $PY -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
 # Other processes a test started (by pid), killed at exit with spd2 and etcd.
 EXTRA_PIDS=()
 cleanup() {
-  local p
+  local p rc
   for p in "$SPD_PID" "${ETCD_PID:-}" "${EXTRA_PIDS[@]}"; do
-    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
-      kill -KILL "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
+    # A process that already exited needs no kill; the status of the killed one is not news.
+    if [ -n "$p" ] && kill -KILL "$p" 2>/dev/null; then
+      rc=0
+      wait "$p" 2>/dev/null || rc=$?
     fi
   done
   [ -n "${KEEP_T:-}" ] || rm -rf "$T"
