@@ -35,7 +35,11 @@ done
 dir=$(mktemp -d "$base_dir/spd-flush.XXXXXX")
 pid=""
 cleanup() {
-  if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  # A daemon that already exited needs no signal; its exit status is no news at cleanup.
+  if [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; then
+    local rc=0
+    wait "$pid" 2>/dev/null || rc=$?
+  fi
   rm -rf "$dir"
 }
 trap cleanup EXIT

@@ -4,7 +4,8 @@
 // conversion with validation, and the JSON the audit log records of it. Checks, beyond "no
 // crash, no leak": an intent the API accepts is valid and converts back to the same message,
 // and so is a tenant (its intent without a latency target or a durability); the audit JSON of
-// any parsed request is an object.
+// any parsed request is an object; a ListVolumes page token is accepted only in the form
+// next_page_token gives it.
 //   ./control_fuzz -max_total_time=60 [corpus-dir] ../../fuzz/corpus/control
 #include <google/protobuf/util/json_util.h>
 
@@ -67,7 +68,7 @@ bool Parse(M* m, const uint8_t* data, size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1 || size > (64 << 10)) return 0;  // the server's request limit
-  const uint8_t kind = data[0] % 7;
+  const uint8_t kind = data[0] % 8;
   ++data;
   --size;
   switch (kind) {
@@ -116,6 +117,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       spd::v1::PutUidRoleRequest r;
       if (!Parse(&r, data, size)) return 0;
       AuditJson(r);
+      break;
+    }
+    case 7: {
+      // A page token is accepted only in the form next_page_token gives it (round trip).
+      spd::v1::ListVolumesRequest r;
+      if (!Parse(&r, data, size)) return 0;
+      auto t = spd::PageTokenFromProto(r.page_token());
+      if (t.ok()) {
+        Trap(r.page_token().empty() ? *t == 0 : std::to_string(*t) == r.page_token());
+      } else {
+        Trap(t.status().code() == spd::StatusCode::kInvalidArgument);
+        Trap(t.status().message().rfind("page_token", 0) == 0);
+      }
       break;
     }
     default: {

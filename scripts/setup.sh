@@ -3,7 +3,7 @@
 # Idempotent: packages already present are skipped by apt-get. Run as root on Debian 12.
 #   scripts/setup.sh    build, test and benchmark dependencies (bpftrace, promtool included;
 #                       prometheus-cpp only for bench/exposer_compare; etcd for the cluster
-#                       client's tests)
+#                       client's tests, nftables for tests/cluster's namespace harness)
 set -euo pipefail
 
 pkgs=(
@@ -17,7 +17,7 @@ pkgs=(
   fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
   libfuse3-dev fuse3
   libgnutls28-dev gnutls-bin
-  iproute2 procps curl python3-venv python3-pip
+  iproute2 nftables procps curl python3-venv python3-pip
   systemtap-sdt-dev bpftrace prometheus
   prometheus-cpp-dev
   etcd-server etcd-client

@@ -240,6 +240,49 @@ struct ControlServer::Impl : VolumeManager::Listener {
     for (const auto& r : all) uid_roles[r.uid] = r;
     return Status::Ok();
   }
+  // A tenant caller's new volume is its tenant's from the start: placed in the cache before it
+  // is created (so that the creation's event and the answer carry the tenant: a tenant's
+  // watcher gets the event), stored on the worker before the answer (OwnNewVolume), the cache
+  // undone when the creation failed (UnplaceNewVolume). True: placed here.
+  bool PlaceNewVolume(const Caller& c, const std::string& volume) {
+    if (c.role != policy::Role::kTenant || volumes->Find(volume)) return false;
+    Placement p{c.tenant, ""};
+    CachePlacement(volume, &p);
+    return true;
+  }
+  void UnplaceNewVolume(const std::string& volume) {
+    if (!volumes->Find(volume)) CachePlacement(volume, nullptr);
+  }
+  // On the worker: the tenant caller's volume is stored as its tenant's unless it has a policy.
+  Status OwnNewVolume(const Caller& c, const std::string& volume, v1::Volume* resp) {
+    if (store->GetVolumeMeta(volume).ok()) return Status::Ok();
+    Status st = store->PutVolumeMeta(state::VolumeMeta{volume, c.tenant, "", {}});
+    if (!st.ok()) {
+      CachePlacement(volume, nullptr);  // as the store has it
+      return st;
+    }
+    Placement p{c.tenant, ""};
+    CachePlacement(volume, &p);
+    resp->set_tenant(c.tenant);
+    return st;
+  }
+
+  // Who a local uid is: root and the daemon's uid are admins, others what the uid map says.
+  // The control socket's callers and NBD's local clients alike (ControlServer::UidMayUseVolume).
+  Caller CallerOfUid(uint32_t uid) {
+    Caller c;
+    if (uid == 0 || uid == daemon_uid) {
+      c.role = policy::Role::kAdmin;
+      return c;
+    }
+    std::lock_guard<std::mutex> l(roles_mu);
+    auto it = uid_roles.find(uid);
+    if (it != uid_roles.end()) {
+      c.role = it->second.role;
+      c.tenant = it->second.tenant;
+    }
+    return c;
+  }
   // A tenant caller sees only its tenant's volumes; every other role sees all.
   bool Visible(const Caller& c, const std::string& volume) {
     return c.role != policy::Role::kTenant || PlacementOf(volume).tenant == c.tenant;
@@ -282,16 +325,7 @@ struct ControlServer::Impl : VolumeManager::Listener {
       return PermissionDenied("this token's role (" + std::string(policy::RoleName(c.role)) +
                               ") may not make this call");
     }
-    if (peer->uid == 0 || peer->uid == daemon_uid) {
-      c.role = policy::Role::kAdmin;
-    } else {
-      std::lock_guard<std::mutex> l(roles_mu);
-      auto it = uid_roles.find(peer->uid);
-      if (it != uid_roles.end()) {
-        c.role = it->second.role;
-        c.tenant = it->second.tenant;
-      }
-    }
+    c = CallerOfUid(peer->uid);
     if (caller) *caller = c;
     if (Allowed(c.role, access)) return Status::Ok();
     in_flight.fetch_sub(1);

@@ -17,6 +17,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "common/unix_socket.h"
 #include "reactor/reactor.h"
 
 namespace spd {
@@ -40,30 +41,9 @@ ControlListener::~ControlListener() { Stop(); }
 
 Status ControlListener::Start(const std::string& path, uint32_t mode, int gid,
                               grpc::Server* server) {
-  sockaddr_un sa{};
-  if (path.size() >= sizeof sa.sun_path)
-    return InvalidArgument("control socket path too long (at most " +
-                           std::to_string(sizeof sa.sun_path - 1) + " bytes): " + path);
-  struct stat st {};
-  if (lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return FailedPrecondition("control socket " + path + " exists and is not a socket");
-    unlink(path.c_str());  // a stale one from an earlier run (the pool lock says we own the dir)
-  }
+  SPD_ASSIGN_OR_RETURN(listen_fd_, BindUnixSocket(path, mode, gid, "control socket"));
   server_ = server;
   path_ = path;
-  listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (listen_fd_ < 0) return Status::FromErrno(errno, "control socket");
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-  // Created with the final mode at once (no window in which it is more open).
-  const mode_t old = umask(static_cast<mode_t>(~mode & 0777));
-  const int b = bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  umask(old);
-  if (b < 0) return Status::FromErrno(errno, "bind " + path);
-  if (chmod(path.c_str(), mode) < 0) return Status::FromErrno(errno, "chmod " + path);
-  if (gid >= 0 && chown(path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(gid)) < 0)
-    return Status::FromErrno(errno, "chgrp " + path);
   if (listen(listen_fd_, 128) < 0) return Status::FromErrno(errno, "listen " + path);
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stop_fd_ < 0) return Status::FromErrno(errno, "eventfd");
@@ -153,16 +133,15 @@ void ControlListener::Loop() {
           if (errno != EAGAIN && errno != EINTR) accept_errors_total.Add();
           break;
         }
-        ucred cred{};
-        socklen_t len = sizeof cred;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        Result<PeerCred> cred = UnixPeerCred(fd);
+        if (!cred.ok()) {
           accept_errors_total.Add();
           close(fd);
           continue;
         }
         {
           std::lock_guard<std::mutex> l(mu_);
-          peers_[fd] = PeerCred{cred.uid, cred.gid, cred.pid};
+          peers_[fd] = *cred;
         }
         if (pending.size() >= kPendingMax) {
           evicted_total.Add();

@@ -26,6 +26,7 @@
 #include <string>
 #include <thread>
 
+#include "common/peer_uid.h"  // PeerCred
 #include "common/status.h"
 
 namespace grpc {
@@ -33,12 +34,6 @@ class Server;
 }
 
 namespace spd {
-
-struct PeerCred {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  pid_t pid = 0;
-};
 
 class ControlListener {
  public:
@@ -50,8 +45,8 @@ class ControlListener {
   ControlListener(const ControlListener&) = delete;
   ControlListener& operator=(const ControlListener&) = delete;
 
-  // Binds `path` (a stale socket file is replaced; anything else there is an error), sets its
-  // mode and group (gid -1: unchanged), listens, and starts the thread.
+  // Binds `path` (BindUnixSocket: a stale socket file is replaced, anything else there is an
+  // error; mode and group, gid -1: unchanged), listens, and starts the thread.
   [[nodiscard]] Status Start(const std::string& path, uint32_t mode, int gid, grpc::Server* server);
   // Stops the thread, closes the listening socket and the pending connections, removes the
   // socket file. Connections already handed to gRPC are gRPC's.

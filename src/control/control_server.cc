@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "control/audit_service.h"
 #include "control/call_interceptor.h"
 #include "control/cluster_info.h"
 #include "control/control_internal.h"
@@ -131,35 +132,30 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
       return impl_->RefuseAudited(ctx, std::move(audit),
                                   AlreadyExists("volume '" + req->name() + "' exists"));
     }
-    if (req->replicas() > 1) return CreateReplicatedVolume(impl_, ctx, req, resp, std::move(audit));
+    const bool placed = impl_->PlaceNewVolume(caller, req->name());
+    if (req->replicas() > 1)
+      return CreateReplicatedVolume(impl_, ctx, req, resp, std::move(audit), caller, placed);
     auto* r = ctx->DefaultReactor();
     VolumeSpec spec{req->name(), req->size_bytes(), dur.value(), req->read_only()};
     ControlServer::Impl* impl = impl_;
-    impl_->volumes->Create(spec, [impl, r, resp, caller, audit = std::move(audit)](
-                                     Result<std::shared_ptr<VolumeHandle>> res) mutable {
-      if (!res.ok()) return impl->FinishAudited(r, std::move(audit), res.status(), true);
-      impl->Fill(res.value()->info(), resp);
-      if (caller.role != policy::Role::kTenant)
-        return impl->FinishAudited(r, std::move(audit), Status::Ok(), true);
-      // A tenant's volume is its tenant's from the start (on the worker, before the answer).
-      const std::string name = res.value()->name();
-      auto a = std::make_shared<AuditCall>(std::move(audit));
-      impl->Enqueue(
-          [impl, r, resp, caller, name, a] {
-            Status st = Status::Ok();
-            auto m = impl->store->GetVolumeMeta(name);
-            if (!m.ok()) {
-              st = impl->store->PutVolumeMeta(state::VolumeMeta{name, caller.tenant, "", {}});
-              if (st.ok()) {
-                ControlServer::Impl::Placement p{caller.tenant, ""};
-                impl->CachePlacement(name, &p);
-                resp->set_tenant(caller.tenant);
-              }
-            }
-            impl->FinishAudited(r, std::move(*a), st, true);
-          },
-          false);
-    });
+    impl_->volumes->Create(
+        spec, [impl, r, resp, caller, placed, name = req->name(),
+               audit = std::move(audit)](Result<std::shared_ptr<VolumeHandle>> res) mutable {
+          if (!res.ok()) {
+            if (placed) impl->UnplaceNewVolume(name);
+            return impl->FinishAudited(r, std::move(audit), res.status(), true);
+          }
+          impl->Fill(res.value()->info(), resp);
+          if (caller.role != policy::Role::kTenant)
+            return impl->FinishAudited(r, std::move(audit), Status::Ok(), true);
+          // A tenant's volume is its tenant's from the start (on the worker, before the answer).
+          auto a = std::make_shared<AuditCall>(std::move(audit));
+          impl->Enqueue(
+              [impl, r, resp, caller, name, a] {
+                impl->FinishAudited(r, std::move(*a), impl->OwnNewVolume(caller, name, resp), true);
+              },
+              false);
+        });
     return r;
   }
 
@@ -193,17 +189,9 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
   grpc::ServerUnaryReactor* ListVolumes(grpc::CallbackServerContext* ctx,
                                         const v1::ListVolumesRequest* req,
                                         v1::ListVolumesResponse* resp) override {
-    uint64_t after = 0;
-    if (!req->page_token().empty()) {
-      try {
-        size_t used = 0;
-        after = std::stoull(req->page_token(), &used);
-        if (used != req->page_token().size()) throw std::invalid_argument("trailing");
-      } catch (...) {
-        return ControlServer::Impl::Refuse(
-            ctx, InvalidArgument("page_token: not a token from ListVolumes"));
-      }
-    }
+    Result<uint64_t> token = PageTokenFromProto(req->page_token());
+    if (!token.ok()) return ControlServer::Impl::Refuse(ctx, token.status());
+    const uint64_t after = *token;
     const uint32_t page = req->page_size() == 0
                               ? ControlServer::kListPageMax
                               : std::min(req->page_size(), ControlServer::kListPageMax);
@@ -327,19 +315,26 @@ class PoolServiceImpl final : public v1::PoolService::CallbackService {
 
   grpc::ServerUnaryReactor* GetPool(grpc::CallbackServerContext* ctx, const v1::GetPoolRequest* req,
                                     v1::Pool* resp) override {
-    if (!req->name().empty() && req->name() != "default")
-      return ControlServer::Impl::Refuse(ctx, NotFound("no pool '" + req->name() + "'"));
+    // Admitted first: a caller without a role learns nothing, not even which pools there are.
+    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+      return ControlServer::Impl::Refuse(ctx, a);
+    if (!req->name().empty() && req->name() != "default") {
+      auto* r = ctx->DefaultReactor();
+      impl_->Done(r, NotFound("no pool '" + req->name() + "'"));
+      return r;
+    }
     return Snapshot(ctx, resp);
   }
   grpc::ServerUnaryReactor* ListPools(grpc::CallbackServerContext* ctx, const v1::ListPoolsRequest*,
                                       v1::ListPoolsResponse* resp) override {
+    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+      return ControlServer::Impl::Refuse(ctx, a);
     return Snapshot(ctx, resp->add_pools());
   }
 
  private:
+  // REQUIRES: the call admitted.
   grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* ctx, v1::Pool* out) {
-    if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
-      return ControlServer::Impl::Refuse(ctx, a);
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
     RunOn(impl_->pool->reactor(), [impl, r, out] {
@@ -418,10 +413,15 @@ class NodeServiceImpl final : public v1::NodeService::CallbackService {
       s = InvalidArgument(
           "working_set_bytes: 0 (256 MiB) or a multiple of 4096 from 16 MiB to "
           "64 GiB");
-    if (s.ok() && impl_->options.dispatcher == nullptr)
-      s = FailedPrecondition("this daemon cannot calibrate (no dispatcher)");
     if (s.ok()) s = impl_->AdmitWrite(ctx, Access::kAdmin);
     if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
+    // Admitted first: what this daemon can do is for its admins to learn.
+    if (impl_->options.dispatcher == nullptr) {
+      impl_->in_flight.fetch_sub(1);
+      return impl_->RefuseAudited(
+          ctx, std::move(audit),
+          FailedPrecondition("this daemon cannot calibrate (no dispatcher)"));
+    }
     if (impl_->calibrating.exchange(true)) {
       impl_->in_flight.fetch_sub(1);
       return impl_->RefuseAudited(ctx, std::move(audit),
@@ -495,11 +495,18 @@ class EventWatcher final : public grpc::ServerWriteReactor<v1::Event> {
     do {
       e = impl_->events->Next(&next_);
     } while (e && caller_.role == policy::Role::kTenant && !e->volume().empty() &&
-             e->volume_info().tenant() != caller_.tenant);
+             TenantOf(*e) != caller_.tenant);
     if (!e) return;
     ev_ = std::move(*e);
     writing_ = true;
     StartWrite(&ev_);
+  }
+  // The tenant of an event's volume: as of the event when it carries the volume's state (a
+  // deleted volume's is gone from the placements by now), else (intent violations, replication
+  // events) the volume's current one.
+  std::string TenantOf(const v1::Event& e) {
+    if (e.has_volume_info()) return e.volume_info().tenant();
+    return impl_->PlacementOf(e.volume()).tenant;
   }
   void End(const grpc::Status& s) {
     if (finished_) return;
@@ -540,71 +547,16 @@ class EventServiceImpl final : public v1::EventService::CallbackService {
 
 }  // namespace
 
-class AuditServiceImpl final : public v1::AuditService::CallbackService {
- public:
-  explicit AuditServiceImpl(ControlServer::Impl* impl) : impl_(impl) {}
-  grpc::ServerUnaryReactor* GetAuditHead(grpc::CallbackServerContext* ctx,
-                                         const v1::GetAuditHeadRequest*,
-                                         v1::AuditHead* resp) override {
-    if (Status a = impl_->Admit(ctx, Access::kAudit); !a.ok())
-      return ControlServer::Impl::Refuse(ctx, a);
-    auto* r = ctx->DefaultReactor();
-    if (!impl_->audit) {
-      impl_->Done(r, Unavailable("the audit log is damaged (spdctl audit verify says where)"));
-      return r;
-    }
-    const AuditHead h = impl_->audit->head();
-    resp->set_seq(h.seq);
-    resp->set_hash(h.hash);
-    impl_->Done(r, Status::Ok());
-    return r;
-  }
-  grpc::ServerUnaryReactor* VerifyAudit(grpc::CallbackServerContext* ctx,
-                                        const v1::VerifyAuditRequest* req,
-                                        v1::VerifyAuditResponse* resp) override {
-    if (Status a = impl_->Admit(ctx, Access::kAudit); !a.ok())
-      return ControlServer::Impl::Refuse(ctx, a);
-    auto* r = ctx->DefaultReactor();
-    ControlServer::Impl* impl = impl_;
-    std::optional<AuditHead> anchor;
-    if (req->has_anchor()) anchor = AuditHead{req->anchor().seq(), req->anchor().hash()};
-    // Reads the whole log: on the worker, not on gRPC's threads.
-    impl_->Enqueue(
-        [impl, r, resp, anchor] {
-          // A damaged log was not opened: check its files directly (nobody appends to it).
-          auto rep = impl->audit
-                         ? impl->audit->Verify(anchor ? &*anchor : nullptr)
-                         : VerifyAuditLog(impl->options.audit_dir, anchor ? &*anchor : nullptr);
-          if (!rep.ok()) return impl->Done(r, rep.status());
-          resp->set_ok(rep.value().ok);
-          resp->set_entries(rep.value().entries);
-          resp->set_problem(rep.value().problem);
-          resp->set_bad_entry(rep.value().bad_entry);
-          if (impl->audit) {
-            const AuditHead h = impl->audit->head();
-            resp->mutable_head()->set_seq(h.seq);
-            resp->mutable_head()->set_hash(h.hash);
-          }
-          impl->Done(r, Status::Ok());
-        },
-        false);
-    return r;
-  }
-
- private:
-  ControlServer::Impl* impl_;
-};
-
 struct ControlServices {
   VolumeServiceImpl volume;
   PoolServiceImpl pool;
   NodeServiceImpl node;
   EventServiceImpl events;
-  AuditServiceImpl audit;
+  std::unique_ptr<v1::AuditService::CallbackService> audit;
   std::unique_ptr<PolicyServices> policy;
   std::unique_ptr<PolicyServices> access;
   explicit ControlServices(ControlServer::Impl* i)
-      : volume(i), pool(i), node(i), events(i), audit(i) {}
+      : volume(i), pool(i), node(i), events(i), audit(NewAuditService(i)) {}
 };
 
 ControlServer::ControlServer(VolumeManager* volumes, ControlServerOptions options)
@@ -704,7 +656,7 @@ Status ControlServer::StartThreads() {
   builder.RegisterService(&services->pool);
   builder.RegisterService(&services->node);
   builder.RegisterService(&services->events);
-  builder.RegisterService(&services->audit);
+  builder.RegisterService(services->audit.get());
   services->policy = RegisterPolicyServices(&builder, impl_.get());
   services->access = RegisterAccessService(&builder, impl_.get());
   impl_->server = builder.BuildAndStart();
@@ -736,6 +688,11 @@ Status ControlServer::StartThreads() {
 
 std::string ControlServer::VolumeTenant(const std::string& volume) const {
   return impl_->PlacementOf(volume).tenant;
+}
+
+bool ControlServer::UidMayUseVolume(uint32_t uid, const std::string& volume) const {
+  const Caller c = impl_->CallerOfUid(uid);
+  return Allowed(c.role, Access::kWriteVolume) && impl_->Visible(c, volume);
 }
 
 void ControlServer::ReportIntentViolation(const std::string& volume, const std::string& reason) {

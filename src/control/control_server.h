@@ -115,6 +115,14 @@ class ControlServer {
   // The tenant a volume's policy names ("" for none). Any thread; cheap (a cached map): NBD
   // asks it while a TLS client negotiates.
   std::string VolumeTenant(const std::string& volume) const;
+  // May local uid `uid` (a plaintext NBD client of the unix socket or of TCP over loopback) use
+  // `volume`'s data? The uid is who it is on the control socket (root and the daemon's uid are
+  // admins, others have the uid map's role) and may use the volumes it may change through the
+  // API: an admin or operator every volume, a tenant its own tenant's; a viewer (whose "read"
+  // is the control plane's metadata, not volume data) or a uid without a role none
+  // (docs/nbd.md). Any thread; cheap (the cached uid map and placements): NBD asks it while a
+  // client negotiates.
+  bool UidMayUseVolume(uint32_t uid, const std::string& volume) const;
 
   // Events the daemon knows of (any thread).
   void ReportBackendFallback(const std::string& reason);

@@ -121,4 +121,18 @@ Result<policy::Tenant> TenantFromProto(const std::string& field, const v1::Tenan
   return out;
 }
 
+Result<uint64_t> PageTokenFromProto(const std::string& token) {
+  if (token.empty()) return uint64_t{0};
+  const Status bad = InvalidArgument("page_token: not a token from ListVolumes");
+  if (token.size() > 20 || (token.size() > 1 && token[0] == '0')) return bad;
+  uint64_t v = 0;
+  for (char ch : token) {
+    if (ch < '0' || ch > '9') return bad;
+    const uint64_t d = static_cast<uint64_t>(ch - '0');
+    if (v > (UINT64_MAX - d) / 10) return bad;  // does not fit
+    v = v * 10 + d;
+  }
+  return v;
+}
+
 }  // namespace spd

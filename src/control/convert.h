@@ -20,6 +20,10 @@ v1::PriorityClass PriorityToProto(policy::PriorityClass p);
 v1::Intent IntentToProto(const policy::Intent& in);
 // Converts and validates (policy::ValidateIntent) under the name `field`.
 Result<policy::Intent> IntentFromProto(const std::string& field, const v1::Intent& in);
+// ListVolumes' page_token: what next_page_token said (a volume id in decimal, no sign, no
+// spaces, no leading zero); INVALID_ARGUMENT naming "page_token" otherwise. "" is 0 (from the
+// start).
+Result<uint64_t> PageTokenFromProto(const std::string& token);
 v1::Tenant TenantToProto(const policy::Tenant& t);
 // Converts and validates (policy::ValidateTenant) under the name `field` ("tenant": errors
 // name "tenant.name", "tenant.intent.latency").

@@ -80,3 +80,23 @@ TEST(ControlConvert, ATenantIntentIsValidatedUnderTheRequestsFieldNames) {
 
 }  // namespace
 }  // namespace spd
+
+namespace spd {
+namespace {
+
+TEST(PageToken, OnlyWhatNextPageTokenGives) {
+  EXPECT_EQ(*PageTokenFromProto(""), 0u);
+  EXPECT_EQ(*PageTokenFromProto("0"), 0u);
+  EXPECT_EQ(*PageTokenFromProto("42"), 42u);
+  EXPECT_EQ(*PageTokenFromProto("18446744073709551615"), UINT64_MAX);
+  for (const char* bad : {"-1", "+1", " 1", "1 ", "01", "1a", "18446744073709551616",
+                          "99999999999999999999", "123456789012345678901", "0x10"}) {
+    auto r = PageTokenFromProto(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(r.status().message().rfind("page_token", 0), 0u) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace spd

@@ -2,6 +2,7 @@
 // VolumeService.ListReplicas), on the ReplicationManager.
 #include "control/replication_calls.h"
 
+#include <functional>
 #include <thread>
 
 #include "replica/replication_manager.h"
@@ -9,11 +10,13 @@
 namespace spd {
 namespace {
 
-// The replicated volumes (all, or `only`) as ListReplicas answers them.
-void FillReplicated(ReplicationManager* rm, const std::string& only,
-                    v1::ListReplicasResponse* resp) {
+// The replicated volumes (all, or `only`) as ListReplicas answers them; `visible` filters (a
+// tenant caller's own).
+void FillReplicated(ReplicationManager* rm, const std::string& only, v1::ListReplicasResponse* resp,
+                    const std::function<bool(const std::string&)>& visible = nullptr) {
   for (const ReplicatedVolumeStatus& v : rm->List()) {
     if (!only.empty() && only != v.name) continue;
+    if (visible && !visible(v.name)) continue;
     v1::ReplicatedVolume* out = resp->add_volumes();
     out->set_name(v.name);
     out->set_size_bytes(v.size_bytes);
@@ -47,18 +50,44 @@ grpc::ServerUnaryReactor* RefuseNoReplication(ControlServer::Impl* impl,
 grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
                                                  grpc::CallbackServerContext* ctx,
                                                  const v1::CreateVolumeRequest* req,
-                                                 v1::Volume* resp, AuditCall audit) {
+                                                 v1::Volume* resp, AuditCall audit,
+                                                 const Caller& caller, bool placed) {
   ReplicationManager* rm = impl_->options.replication;
-  if (rm == nullptr) return RefuseNoReplication(impl_, ctx, std::move(audit));
+  if (rm == nullptr) {
+    if (placed) impl_->UnplaceNewVolume(req->name());
+    return RefuseNoReplication(impl_, ctx, std::move(audit));
+  }
+  // Before DefaultReactor: a call takes it once (RefuseAudited does).
+  auto dur = FromProto(req->durability(), true);
+  if (!dur.ok() || req->read_only()) {
+    if (placed) impl_->UnplaceNewVolume(req->name());
+    impl_->in_flight.fetch_sub(1);  // admitted, refused here: answered like a refusal
+    return impl_->RefuseAudited(
+        ctx, std::move(audit),
+        !dur.ok() ? dur.status()
+                  : InvalidArgument("a replicated volume cannot be created read-only (its "
+                                    "replicas take the primary's writes)"));
+  }
   auto* r = ctx->DefaultReactor();
   ControlServer::Impl* impl = impl_;
-  std::thread([impl, rm, r, resp, name = req->name(), size = req->size_bytes(),
-               replicas = req->replicas(), audit = std::move(audit)]() mutable {
-    Status st = rm->Create(name, size, replicas);
+  std::thread([impl, rm, r, resp, caller, placed, name = req->name(), size = req->size_bytes(),
+               replicas = req->replicas(), durability = dur.value(),
+               audit = std::move(audit)]() mutable {
+    Status st = rm->Create(name, size, replicas, durability);
+    if (!st.ok() && placed) impl->UnplaceNewVolume(name);
     if (st.ok()) {
       if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);
     }
-    impl->FinishAudited(r, std::move(audit), st, true);
+    if (!st.ok() || caller.role != policy::Role::kTenant)
+      return impl->FinishAudited(r, std::move(audit), st, true);
+    // A tenant's volume is its tenant's from the start (on the worker, before the answer), as
+    // a local volume's (control_server.cc, CreateVolume).
+    auto a = std::make_shared<AuditCall>(std::move(audit));
+    impl->Enqueue(
+        [impl, r, resp, caller, name, a] {
+          impl->FinishAudited(r, std::move(*a), impl->OwnNewVolume(caller, name, resp), true);
+        },
+        false);
   }).detach();
   return r;
 }
@@ -67,7 +96,8 @@ grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
                                                 grpc::CallbackServerContext* ctx,
                                                 const v1::ListReplicasRequest* req,
                                                 v1::ListReplicasResponse* resp) {
-  if (Status a = impl_->Admit(ctx, Access::kRead); !a.ok())
+  Caller caller;
+  if (Status a = impl_->Admit(ctx, Access::kRead, &caller); !a.ok())
     return ControlServer::Impl::Refuse(ctx, a);
   auto* r = ctx->DefaultReactor();
   ReplicationManager* rm = impl_->options.replication;
@@ -77,7 +107,9 @@ grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
                        "--replication-listen"));
     return r;
   }
-  FillReplicated(rm, req->volume(), resp);
+  ControlServer::Impl* impl = impl_;
+  FillReplicated(rm, req->volume(), resp,
+                 [impl, caller](const std::string& v) { return impl->Visible(caller, v); });
   if (!req->volume().empty() && resp->volumes_size() == 0) {
     impl_->Done(r, NotFound("no replicated volume '" + req->volume() + "'"));
     return r;

@@ -7,11 +7,15 @@
 namespace spd {
 
 // CreateVolume with replicas > 1: placed and recorded in etcd on a thread of its own (blocking,
-// bounded by etcd's timeouts). REQUIRES: admitted (in_flight counted), `audit` described.
+// bounded by etcd's timeouts). A tenant caller's volume is its tenant's (on this node) from the
+// start, as a local one (`placed`: Impl::PlaceNewVolume placed it). REQUIRES: admitted
+// (in_flight counted), `audit` described.
 grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl,
                                                  grpc::CallbackServerContext* ctx,
                                                  const v1::CreateVolumeRequest* req,
-                                                 v1::Volume* resp, AuditCall audit);
+                                                 v1::Volume* resp, AuditCall audit,
+                                                 const Caller& caller, bool placed);
+// A tenant caller sees only its own tenant's replicated volumes (another's: NOT_FOUND).
 grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl,
                                                 grpc::CallbackServerContext* ctx,
                                                 const v1::ListReplicasRequest* req,

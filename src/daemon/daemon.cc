@@ -24,6 +24,7 @@
 #include "reactor/reactor.h"
 #include "reactor/reactor_group.h"
 #include "replica/replica_server.h"
+#include "replica/replica_tls.h"
 #include "replica/replication_manager.h"
 #include "telemetry/metrics_server.h"
 #include "telemetry/otlp_exporter.h"
@@ -110,10 +111,6 @@ bool SplitHostPort(const std::string& s, std::string* host, uint16_t* port) {
     return false;
   }
   return !host->empty();
-}
-
-const char* DurabilityName(Durability d) {
-  return d == Durability::kSync ? "sync" : d == Durability::kNone ? "none" : "flush";
 }
 
 // The size recorded in the superblock of an existing pool at `path` (either copy), or 0 when
@@ -340,6 +337,8 @@ int RunDaemon(const DaemonOptions& o) {
 
   NbdServerOptions no;
   if (o.nbd_unix != "off") no.unix_path = o.nbd_unix;
+  no.unix_mode = o.nbd_unix_mode;
+  no.unix_gid = o.nbd_unix_gid;
   if (o.nbd_listen != "off") {
     if (!SplitHostPort(o.nbd_listen, &no.tcp_host, &no.tcp_port)) {
       SPD_LOG_ERROR("--nbd-listen wants HOST:PORT, got '%s'", o.nbd_listen.c_str());
@@ -396,7 +395,8 @@ int RunDaemon(const DaemonOptions& o) {
   // others' volumes at INFO/GO/EXPORT_NAME). A PSK identity, or with --nbd-tls-ca the Common
   // Name of an x509 client's certificate, is a tenant: it sees the volumes whose policy names
   // it, unless it is one of --nbd-tls-admin-identity. No identity (plaintext where the mode
-  // allows it, x509 without --nbd-tls-ca): every volume. The control server, which knows the
+  // allows it, x509 without --nbd-tls-ca): every volume, unless the client is on this host,
+  // where its uid decides (authorize_uid, below). The control server, which knows the
   // volumes' tenants, starts after NBD: until then tenant identities see nothing.
   auto tenancy = std::make_shared<std::atomic<ControlServer*>>(nullptr);
   if (no.tls_mode != nbd::TlsMode::kOff) {
@@ -412,6 +412,22 @@ int RunDaemon(const DaemonOptions& o) {
       ControlServer* c = tenancy->load(std::memory_order_acquire);
       return c != nullptr && c->VolumeTenant(std::string(export_name)) == identity;
     };
+  }
+  // Authorization by uid (docs/nbd.md, who may connect): a plaintext client on this host (the
+  // unix socket, TCP over loopback) is its uid, with the control socket's roles: root, the
+  // daemon's user, admins and operators use every volume, a tenant its tenant's, anyone else
+  // none. The uid map lives in the control server's state store: until it runs (and with
+  // --control-socket off) only root and the daemon's user. --nbd-local-any-user: no check.
+  if (!o.nbd_local_any_user) {
+    no.authorize_uid = [tenancy, self = geteuid()](uint32_t uid, std::string_view export_name) {
+      if (ControlServer* c = tenancy->load(std::memory_order_acquire))
+        return c->UidMayUseVolume(uid, std::string(export_name));
+      return uid == 0 || uid == self;
+    };
+  } else {
+    SPD_LOG_WARN(
+        "nbd: --nbd-local-any-user: every local user who can connect (the unix socket, TCP over "
+        "loopback) may read and write every volume");
   }
   if (Status s = NbdServer::CheckOptions(no); !s.ok()) {
     SPD_LOG_ERROR("%s", s.ToString().c_str());
@@ -501,10 +517,21 @@ int RunDaemon(const DaemonOptions& o) {
                             std::to_string(server.tcp_port()));
 
   // The replica server: primaries of replicated volumes on other nodes send their writes here.
+  // Declared first: the server and the primaries' sets use it until they are gone.
+  std::unique_ptr<ReplicaTls> replica_tls;
+  if (!o.replication_tls_psk.empty()) {
+    Result<std::unique_ptr<ReplicaTls>> t = ReplicaTls::Load(o.replication_tls_psk);
+    if (!t.ok()) {
+      SPD_LOG_ERROR("--replication-tls-psk: %s", t.status().ToString().c_str());
+      return 2;
+    }
+    replica_tls = std::move(*t);
+  }
   std::unique_ptr<ReplicaServer> replica;
   std::string replica_address;
   if (!o.replication_listen.empty()) {
     ReplicaServerOptions ro;
+    ro.tls = replica_tls.get();
     if (!SplitHostPort(o.replication_listen, &ro.host, &ro.port)) {
       SPD_LOG_ERROR("--replication-listen wants HOST:PORT, got '%s'", o.replication_listen.c_str());
       return 2;
@@ -543,6 +570,10 @@ int RunDaemon(const DaemonOptions& o) {
   std::unique_ptr<ReplicationManager> replication;
   if (cluster && replica) {
     ReplicationManagerOptions rmo;
+    rmo.inject_rtt_us = o.replication_inject_rtt_us;
+    rmo.inject_loss_ppm = o.replication_inject_loss_ppm;
+    rmo.inject_seed = o.replication_inject_seed;
+    rmo.tls = replica_tls.get();
     rmo.on_event = [control_events](bool primary_changed, const std::string& volume,
                                     const std::string& message) {
       if (ControlServer* c = control_events->load(std::memory_order_acquire))
@@ -585,7 +616,8 @@ int RunDaemon(const DaemonOptions& o) {
     control_events->store(control.get(), std::memory_order_release);
     ControlServer* cs = control.get();
     pool->set_read_only_listener([cs](const std::string& why) { cs->ReportPoolReadOnly(why); });
-    if (!reactor->fallback_reason().empty())
+    // A fallback, not the posix backend asked for (--backend posix: no io_uring wanted).
+    if (reactor->engine() == ReactorEngine::kEpoll && o.backend != BackendKind::kPosix)
       control->ReportBackendFallback("io_uring unavailable (" + reactor->fallback_reason() +
                                      "): the epoll reactor and the posix backend serve");
   }

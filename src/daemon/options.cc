@@ -1,12 +1,11 @@
 #include "daemon/options.h"
 
-#include <grp.h>
-
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <cmath>
 #include <sstream>
 
+#include "common/unix_socket.h"
 #include "volume/pool_format.h"
 
 namespace spd {
@@ -260,7 +259,16 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "sim: bytes per second capacity (0 = none)");
   app.add_option("--sim-error-rate", o.sim.error_probability,
                  "sim: probability that a data op fails with EIO");
-  app.add_option("--nbd-unix", o.nbd_unix, "NBD unix socket (default DATA_DIR/nbd.sock; off)");
+  app.add_option("--nbd-unix", o.nbd_unix,
+                 "NBD unix socket (default DATA_DIR/nbd.sock; off). A client there is who its "
+                 "uid says (SO_PEERCRED), as on the control socket: see --nbd-local-any-user");
+  std::string nbd_unix_mode = "0600", nbd_unix_group;
+  app.add_option("--nbd-unix-mode", nbd_unix_mode,
+                 "Permission bits of the NBD unix socket, octal (who may connect at all; what a "
+                 "connected uid may open is the uid map's decision, docs/nbd.md)")
+      ->capture_default_str();
+  app.add_option("--nbd-unix-group", nbd_unix_group,
+                 "Group of the NBD unix socket (a name or a number; default: the daemon's)");
   std::string control_mode = "0600", control_group;
   app.add_option("--control-socket", o.control_socket,
                  "The control API's unix socket, which spdctl and gRPC clients use (default "
@@ -293,7 +301,8 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "Group of the control socket (a name or a number; default: the daemon's)");
   app.add_option("--nbd-listen", o.nbd_listen,
                  "NBD TCP address HOST:PORT (off to disable). An address outside 127.0.0.0/8 "
-                 "needs --nbd-tls require, or --nbd-insecure")
+                 "needs --nbd-tls require, or --nbd-insecure. A plaintext client over loopback "
+                 "is who its uid says: see --nbd-local-any-user")
       ->capture_default_str();
   app.add_option("--nbd-tls", o.nbd_tls,
                  "NBD's own TLS on the TCP listener (NBD_OPT_STARTTLS). off: refused. on: "
@@ -324,6 +333,14 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_flag("--nbd-tls-unix", o.nbd_tls_unix,
                "Apply --nbd-tls to the NBD unix socket too (by default it stays plaintext: only "
                "local users its file mode lets in can reach it)");
+  app.add_flag("--nbd-local-any-user", o.nbd_local_any_user,
+               "INSECURE: do not check who a plaintext NBD client on this host is. By default a "
+               "client of the unix socket (SO_PEERCRED) or of TCP over loopback (the owner of "
+               "its socket, from the kernel's socket table) is its uid: root and the daemon's "
+               "user open every volume, a uid the uid map makes operator or admin every "
+               "volume, tenant its tenant's volumes (spdctl access set UID --role tenant "
+               "--tenant T), anyone else none (spd_nbd_uid_refusals_total). With this flag "
+               "every local user who can connect reads and writes every volume");
   app.add_flag("--nbd-insecure", o.nbd_insecure,
                "Allow --nbd-listen on a non-loopback address without --nbd-tls require "
                "(anyone who reaches it can read and write every volume)");
@@ -441,6 +458,31 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "nodes connect here to send their writes (docs/replication.md). Advertised in "
                  "the node's registration; without it the node holds no replicas and is never "
                  "placed. Needs --cluster");
+  app.add_option("--replication-tls-psk", o.replication_tls_psk,
+                 "TLS on the replication link with the pre-shared keys of FILE (GnuTLS psktool's "
+                 "format, IDENTITY:HEXKEY per line; give every node the same file, mode 0600). "
+                 "As a primary this node connects with the first key; as a replica it takes only "
+                 "TLS sessions made with a key of the file: a peer without it fails the handshake "
+                 "and nothing it sends is applied. Without it the link is plaintext TCP, and "
+                 "anyone who reaches --replication-listen can write to the replicas "
+                 "(docs/replication.md, \"TLS\"). Needs --replication-listen")
+      ->check(CLI::ExistingFile);
+  app.add_option("--replication-inject-rtt-us", o.replication_inject_rtt_us,
+                 "Testing: delay every replication message this node sends as a primary by this "
+                 "many microseconds, as a network round trip would (there is no netem here). "
+                 "Needs --cluster")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1'000'000}))
+      ->capture_default_str();
+  app.add_option("--replication-inject-loss-ppm", o.replication_inject_loss_ppm,
+                 "Testing: of every million replication messages this node sends as a primary, "
+                 "this many are 'lost' and leave 200 ms late, as TCP's retransmission would send "
+                 "them (the messages behind wait: the stream keeps its order). Needs --cluster")
+      ->check(CLI::Range(uint32_t{0}, uint32_t{1'000'000}))
+      ->capture_default_str();
+  app.add_option("--replication-inject-seed", o.replication_inject_seed,
+                 "Testing: the seed of --replication-inject-loss-ppm's choices (a run repeats "
+                 "with the same seed and the same writes)")
+      ->capture_default_str();
   app.add_flag("--quiet", o.quiet, "Do not print the how-to-connect lines");
 
   try {
@@ -474,10 +516,15 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                            ") must be at least --qos-budget-factor (" +
                            std::to_string(o.qos_budget_factor) + ")");
   if (o.cluster.empty() && (!o.node_name.empty() || app.count("--cluster-lease-ttl") > 0 ||
-                            !o.replication_listen.empty()))
+                            !o.replication_listen.empty() || o.replication_inject_rtt_us != 0 ||
+                            o.replication_inject_loss_ppm != 0))
     return InvalidArgument(
-        "--node-name, --cluster-lease-ttl and --replication-listen need --cluster (the etcd "
-        "members)");
+        "--node-name, --cluster-lease-ttl, --replication-listen and --replication-inject-* need "
+        "--cluster (the etcd members)");
+  if (!o.replication_tls_psk.empty() && o.replication_listen.empty())
+    return InvalidArgument(
+        "--replication-tls-psk needs --replication-listen (and --cluster): it secures the "
+        "replication link");
   for (const std::string& e : o.cluster)
     if (e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0)
       return InvalidArgument("--cluster wants etcd client URLs (http://HOST:PORT), got '" + e +
@@ -492,26 +539,15 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument("--nbd-request-max must be between 4K and 1G");
   o.nbd_request_bytes_max = static_cast<uint32_t>(req);
   SPD_ASSIGN_OR_RETURN(o.nbd_memory_bytes_max, ParseSize(memory_max));
-  {
-    char* end = nullptr;
-    const unsigned long mode = std::strtoul(control_mode.c_str(), &end, 8);
-    if (control_mode.empty() || *end != '\0' || mode > 0777)
-      return InvalidArgument(
-          "--control-socket-mode wants octal permission bits such as 0600 or "
-          "0660, got '" +
-          control_mode + "'");
-    o.control_socket_mode = static_cast<uint32_t>(mode);
-  }
+  SPD_ASSIGN_OR_RETURN(o.control_socket_mode,
+                       ParseSocketMode("--control-socket-mode", control_mode));
   if (!control_group.empty()) {
-    char* end = nullptr;
-    const unsigned long gid = std::strtoul(control_group.c_str(), &end, 10);
-    if (*end == '\0') {
-      o.control_socket_gid = static_cast<int>(gid);
-    } else if (const group* gr = getgrnam(control_group.c_str())) {
-      o.control_socket_gid = static_cast<int>(gr->gr_gid);
-    } else {
-      return InvalidArgument("--control-socket-group: no group '" + control_group + "'");
-    }
+    SPD_ASSIGN_OR_RETURN(o.control_socket_gid,
+                         ParseSocketGroup("--control-socket-group", control_group));
+  }
+  SPD_ASSIGN_OR_RETURN(o.nbd_unix_mode, ParseSocketMode("--nbd-unix-mode", nbd_unix_mode));
+  if (!nbd_unix_group.empty()) {
+    SPD_ASSIGN_OR_RETURN(o.nbd_unix_gid, ParseSocketGroup("--nbd-unix-group", nbd_unix_group));
   }
   SPD_ASSIGN_OR_RETURN(o.backend, ParseBackendKind(backend));
   for (const std::string& v : volumes) {

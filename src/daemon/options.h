@@ -49,7 +49,12 @@ struct DaemonOptions {
   bool commit_overlap = true;
   bool fault_noop_flush = false;  // BackendOptions::fault_noop_flush: test only
   SimOptions sim;
-  std::string nbd_unix;                        // default DATA_DIR/nbd.sock; "off" disables
+  std::string nbd_unix;           // default DATA_DIR/nbd.sock; "off" disables
+  uint32_t nbd_unix_mode = 0600;  // --nbd-unix-mode (octal)
+  int nbd_unix_gid = -1;          // --nbd-unix-group, -1: the daemon's group
+  // --nbd-local-any-user: no uid check of plaintext local NBD clients (NbdServerOptions::
+  // authorize_uid stays empty). Insecure.
+  bool nbd_local_any_user = false;
   std::string nbd_listen = "127.0.0.1:10809";  // "off" disables
   uint32_t nbd_connections_max = 1024;
   uint32_t nbd_inflight_max = 128;
@@ -85,9 +90,13 @@ struct DaemonOptions {
   bool quiet = false;               // no connection hints on stdout
   // Cluster membership (docs/replication.md): etcd endpoints; empty: this node runs alone.
   std::vector<std::string> cluster;
-  std::string node_name;             // default: the host name
-  int64_t cluster_lease_ttl_s = 10;  // ClusterNodeOptions::ttl_seconds
-  std::string replication_listen;    // HOST:PORT of the replica server; "" off
+  std::string node_name;                   // default: the host name
+  int64_t cluster_lease_ttl_s = 10;        // ClusterNodeOptions::ttl_seconds
+  std::string replication_listen;          // HOST:PORT of the replica server; "" off
+  std::string replication_tls_psk;         // psktool FILE: TLS on the replication link; "" off
+  uint64_t replication_inject_rtt_us = 0;  // ReplicaSetOptions::inject_* (testing)
+  uint32_t replication_inject_loss_ppm = 0;
+  uint64_t replication_inject_seed = 1;
 };
 
 // Parses "4096", "64K", "1M", "1G", "1T", "1GiB", "1.5G". Binary units.

@@ -73,6 +73,10 @@ enum RequestFlags : uint8_t {
   // A replicated volume's write sent by its primary (the replica server): the volume's replica
   // hook, which refuses every other write on a node that is not the primary, lets it through.
   kReqFromPrimary = 1 << 3,
+  // A replicated volume's resync or rebuild (the primary's reads of what it copies, the
+  // replica's writes of it): the QoS scheduler serves it in a flow of its own in the
+  // background class, so that the volumes' own requests keep their intents.
+  kReqRebuild = 1 << 4,
 };
 
 // The stages every request is stamped at (MonotonicNs), so that metrics, traces and probes all
@@ -133,6 +137,7 @@ struct IoRequest {
     IoRequest* req;
     IoRequest* parked_next;    // in the shard's parked list (the latency controller's)
     bool loose;                // counted against the shard's loose cap while outstanding
+    bool rebuild;              // kReqRebuild: in the shard's rebuild flow, no volume's figures
   } qos_item;                  // the engine's hook: cost and bytes
   uint64_t qos_submit_ns = 0;  // when the scheduler took it
   uint64_t queue_ns = 0;       // how long the scheduler held it (0 without one)

@@ -74,6 +74,37 @@ void QosScheduler::Shard::Gate::Done(BackendIo* io) {
   s->Pump(MonotonicNs());
 }
 
+// Replication's resync and rebuild I/O: a flow of its own under the default tenant, in the
+// background class, with a reservation in bytes (Options::rebuild_reserve_bytes). Its requests
+// count against the device budget; they add nothing to any volume's figures or credit.
+void QosScheduler::Shard::SubmitRebuild(IoRequest* req, uint64_t now) {
+  if (rebuild_flow == Engine::kNoFlow) {
+    TenantState* t = s->tenants_.at("").get();  // never removed
+    FlowPolicy p;
+    p.priority = Priority::kBackground;
+    p.reservation.bytes_per_second = s->options_.rebuild_reserve_bytes;
+    rebuild_flow = engine.AddVolume(TenantFlowOf(t), p);
+    ++tenants[t].volumes;
+  }
+  req->qos_volume = this;  // not null: Completed comes back here
+  req->qos_submit_ns = now;
+  req->qos_item.req = req;
+  req->qos_item.rebuild = true;
+  req->qos_item.loose = false;
+  req->qos_item.cost_ns = cost.Cost(ToIoOp(req->op), req->length_bytes);
+  req->qos_item.bytes = static_cast<uint32_t>(RequestBytes(req));
+  engine.Enqueue(rebuild_flow, &req->qos_item, now);
+  Pump(now);
+}
+
+void QosScheduler::Shard::CompletedRebuild(IoRequest* req) {
+  SPD_ASSERT(outstanding_ns >= req->qos_item.cost_ns);
+  outstanding_ns -= req->qos_item.cost_ns;
+  tick_done_ns += req->qos_item.cost_ns;
+  req->qos_item.rebuild = false;
+  Pump(MonotonicNs());
+}
+
 void QosScheduler::Shard::DropBackground() {
   if (bg_flow == Engine::kNoFlow) return;
   // No volume's request is queued any more (the dispatchers are gone): what the engine still

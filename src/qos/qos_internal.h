@@ -15,6 +15,11 @@
 
 namespace spd::qos {
 
+// The bytes a request moves (what byte rates count).
+inline uint64_t RequestBytes(const IoRequest* r) {
+  return (r->op == RequestOp::kRead || r->op == RequestOp::kWrite) ? r->length_bytes : 0;
+}
+
 // Latency histogram: bucket 0 below 1 us, then 8 buckets per power of two up to 2^36 ns (69 s);
 // a bucket's upper edge is at most 12.5% above its lower.
 constexpr int kSubBits = 3;
@@ -193,6 +198,9 @@ struct QosScheduler::Shard {
     void Done(BackendIo* io) override;
   } gate;
   Engine::FlowId bg_flow = Engine::kNoFlow;
+  Engine::FlowId rebuild_flow = Engine::kNoFlow;  // kReqRebuild requests (qos_background.cc)
+  void SubmitRebuild(IoRequest* req, uint64_t now);
+  void CompletedRebuild(IoRequest* req);
   std::vector<std::unique_ptr<BgItem>> bg_items;  // at most kBgItemsMax
   BgItem* bg_free = nullptr;
   static constexpr size_t kBgItemsMax = 256;

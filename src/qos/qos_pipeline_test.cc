@@ -75,6 +75,7 @@ class QosPipelineTest : public ::testing::Test {
     uint64_t done = 0;
     bool stop = false;
     uint32_t next = 0;
+    uint8_t flags = 0;  // on every read (kReqRebuild: replication's resync class)
   };
   Client* AddClient(const std::string& name, uint32_t qd, bool on_other = false) {
     auto c = std::make_unique<Client>();
@@ -121,6 +122,7 @@ class QosPipelineTest : public ::testing::Test {
       IoRequest* r = c->fe->Take();
       if (r == nullptr) return;
       r->op = RequestOp::kRead;
+      r->flags = c->flags;
       r->offset_bytes = (c->next++ % (kVolumeBytes / 4096)) * 4096ull;
       r->length_bytes = 4096;
       r->volume = c->vol;
@@ -480,6 +482,36 @@ TEST_F(QosPipelineTest, BackgroundPunchesGetTheirReservationBesideASaturatingVol
   EXPECT_EQ(CounterValue("spd_qos_background_released_total") - released0, 16u);
   while (bg->fe->inflight() > 0) Spin();
   EXPECT_EQ(CounterValue("spd_qos_background_ungated_total"), 0u);
+}
+
+// Replication's resync reads (kReqRebuild) are a class of their own: beside a volume that
+// saturates the device they get their reservation and little more, and they add nothing to
+// their volume's figures; alone, they get the whole device.
+TEST_F(QosPipelineTest, ResyncIoGetsItsReservationBesideASaturatingVolume) {
+  QosScheduler::Options o;
+  o.tick_ns = 0;
+  o.rebuild_reserve_bytes = 5 * 4096;  // 5 reads of 4 KiB a second
+  Start(o);
+  AddClient("fg", 16);
+  Client* rb = AddClient("rb", 16);
+  rb->flags = kReqRebuild;
+  const uint64_t released0 = CounterValue("spd_qos_rebuild_released_total");
+  std::vector<uint64_t> n = Run(1'100'000'000);
+  const uint64_t beside = CounterValue("spd_qos_rebuild_released_total") - released0;
+  EXPECT_EQ(beside, rb->done) << "every resync read went through the rebuild class";
+  EXPECT_GT(n[0], 500u) << "the volume";
+  EXPECT_GE(n[1], 2u) << "the reservation did not let the resync progress";
+  std::printf("beside the volume (%lu reads in 1.1 s): %lu resync reads\n",
+              static_cast<unsigned long>(n[0]), static_cast<unsigned long>(n[1]));
+  if (n[0] >= kDeviceIops * 9 / 10) {  // a saturated device only (see the punches' test)
+    EXPECT_LE(n[1], 24u) << "the resync took more than its reservation beside the volume";
+  }
+  EXPECT_EQ(sched_->Status("rb").iops, 0) << "resync reads counted as the volume's own";
+  // Alone, the resync gets the device (the class is work-conserving).
+  std::unique_ptr<Client> fg = std::move(clients_.front());
+  clients_.erase(clients_.begin());
+  n = Run(500'000'000);
+  EXPECT_GT(n[0], 300u) << "the resync alone";
 }
 
 // The device is one: two reactors with requests share its budget (half each), not one each.

@@ -24,6 +24,9 @@ Counter released_reservation_total(
 Counter released_weight_total(
     "spd_qos_released_by_weight_total",
     "Requests the QoS scheduler released by weight and priority (mClock's weight phase).");
+Counter rebuild_released_total("spd_qos_rebuild_released_total",
+                               "Replication resync and rebuild I/Os the QoS scheduler released "
+                               "(their own flow, in the background class).");
 Counter held_total("spd_qos_held_total",
                    "Requests the QoS scheduler could not release at once (device budget spent, "
                    "or a limit).");
@@ -37,10 +40,6 @@ Gauge budget_gauge("spd_qos_device_budget_seconds",
                    kMicros);
 Counter violations_total("spd_qos_intent_violations_total",
                          "Volumes whose status turned violated (one per turn).");
-
-uint64_t RequestBytes(const IoRequest* r) {
-  return (r->op == RequestOp::kRead || r->op == RequestOp::kWrite) ? r->length_bytes : 0;
-}
 
 std::string Ms(uint64_t ns) {
   char b[32];
@@ -265,6 +264,8 @@ void QosScheduler::Submit(IoRequest* req, Sink* sink) {
     return sink->Release(req);
   }
   sh->sink = sink;
+  if (req->flags & kReqRebuild) return sh->SubmitRebuild(req, MonotonicNs());
+  req->qos_item.rebuild = false;
   VolumeState* vs = StateOf(req->volume);
   ShardVolume* sv = vs->per_shard[sh->index];
   if (sv == nullptr) {
@@ -307,6 +308,12 @@ void QosScheduler::Shard::Pump(uint64_t now) {
     IoRequest* r = static_cast<IoRequest::QosItem*>(it)->req;
     if (r == nullptr) {
       ReleaseBackground(static_cast<BgItem*>(static_cast<IoRequest::QosItem*>(it)));
+      continue;
+    }
+    if (r->qos_item.rebuild) {
+      outstanding_ns += it->cost_ns;
+      rebuild_released_total.Add();
+      sink->Release(r);
       continue;
     }
     r->qos_item.loose = loose_cap_ns > 0 && Loose(static_cast<ShardVolume*>(r->qos_volume));
@@ -380,6 +387,7 @@ void QosScheduler::Completed(IoRequest* req) {
   if (sv == nullptr) return;
   req->qos_volume = nullptr;
   auto* sh = static_cast<Shard*>(req->port->sched_state());
+  if (req->qos_item.rebuild) return sh->CompletedRebuild(req);
   SPD_ASSERT(sh->outstanding_ns >= req->qos_item.cost_ns);
   sh->outstanding_ns -= req->qos_item.cost_ns;
   sh->tick_done_ns += req->qos_item.cost_ns;

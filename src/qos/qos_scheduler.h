@@ -115,6 +115,10 @@ class QosScheduler final : public IoScheduler {
     // leave) but never below this many operations per second, so that zeroing and punching
     // (which writers waiting for space depend on) always progress.
     uint64_t background_reserve_iops = 20;
+    // Replication's resync and rebuild I/O (kReqRebuild) is served in a flow of its own in the
+    // background class, never below this many bytes per second (so that a rebuild finishes even
+    // under a full foreground load).
+    uint64_t rebuild_reserve_bytes = 32ull << 20;
     uint64_t window_ns = 1'000'000'000;
     // The latency controller (blk-iolatency's idea, qos_controller.cc): every tick_ns while
     // requests flow. Once a volume misses its latency target in a tick, volumes with a looser

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -14,6 +15,8 @@
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "frontend/inproc/inproc_frontend.h"
+#include "replica/replica_server_metrics.h"
+#include "replica/replica_tls.h"
 #include "replica/replica_wire.h"
 
 namespace spd {
@@ -21,29 +24,13 @@ namespace {
 
 namespace rw = replica_wire;
 
-Gauge sessions_gauge("spd_replica_sessions", "Replication sessions (primaries) served now");
-Counter sessions_refused_total("spd_replica_sessions_refused_total",
-                               "Replication connections closed at accept: sessions_max reached");
-Counter hellos_refused_total("spd_replica_hellos_refused_total",
-                             "Replication hellos refused (stale epoch, no volume, size mismatch, "
-                             "fence not recorded)");
-Counter fenced_total("spd_replica_fenced_total",
-                     "Replicated writes refused because a newer primary's epoch fences them");
-Counter protocol_errors_total("spd_replica_protocol_errors_total",
-                              "Replication sessions closed for a malformed message");
-Counter timeouts_total("spd_replica_timeouts_total",
-                       "Replication sessions closed for a hello or message that did not come in "
-                       "time, or replies the primary did not read");
-Counter writes_total("spd_replica_writes_total",
-                     "Replicated writes, write-zeroes and discards applied (any result)");
-Counter write_errors_total("spd_replica_write_errors_total",
-                           "Replicated writes answered with an error");
-Counter barriers_total("spd_replica_barriers_total",
-                       "Replication barriers made durable (generation recorded)");
-Counter bytes_total("spd_replica_write_bytes_total", "Bytes of replicated writes received");
+using namespace replica_server_metrics;  // NOLINT: the counters of replica_server_metrics.cc
 
 constexpr uint64_t kTickNs = 200'000'000;
 constexpr size_t kOutMax = 64u << 10;  // unsent replies beyond which reading pauses
+// Messages are read in bulk through a buffer of this size; a payload bigger than half of it
+// that is not in the buffer yet is read straight into its request.
+constexpr size_t kInBytes = 64u << 10;
 
 }  // namespace
 
@@ -73,9 +60,11 @@ struct ReplicaServer::Session {
   uint64_t partial_since_ns = 0;  // a message or reply half-way since; 0: none
   uint64_t epoch = 0;
   bool applying = false;  // hello accepted and in sync: writes are applied
+  // Bytes read from the socket, not yet taken: in[in_beg, in_end).
+  std::unique_ptr<uint8_t[]> in{new uint8_t[kInBytes]};
+  size_t in_beg = 0;
+  size_t in_end = 0;
   // The message being read.
-  uint8_t hdr_buf[rw::kHeaderBytes];
-  size_t hdr_got = 0;
   bool hdr_ready = false;  // decoded, waiting for a free request slot
   // Pumps again after a completion, once its request is back in the free list (the frontend
   // frees it only after the callback returns).
@@ -83,6 +72,11 @@ struct ReplicaServer::Session {
     Session* s = nullptr;
   } pump;
   bool pump_pending = false;
+  // Sends the replies made during the reactor's current batch of events in one send.
+  struct FlushTask : Task {
+    Session* s = nullptr;
+  } flush;
+  bool flush_pending = false;
   rw::Header hdr;
   bool in_payload = false;
   uint8_t* payload = nullptr;
@@ -102,6 +96,11 @@ struct ReplicaServer::Session {
   // Replies not yet sent.
   std::vector<uint8_t> out;
   size_t out_off = 0;
+  // TLS (ReplicaServerOptions::tls): the session, its handshake not done yet, a record send
+  // that must be called again.
+  gnutls_session_t tls = nullptr;
+  bool handshaking = false;
+  bool tls_send_pending = false;
 
   std::string Peer() const { return "replica session fd " + std::to_string(fd); }
 };
@@ -122,7 +121,10 @@ void Reply(Session* s, const rw::Header& h, const void* payload = nullptr, size_
     const auto* p = static_cast<const uint8_t*>(payload);
     s->out.insert(s->out.end(), p, p + n);
   }
-  Send(s);
+  if (!s->flush_pending) {
+    s->flush_pending = true;
+    s->server->reactor_->Defer(&s->flush);
+  }
 }
 
 void Ack(Session* s, uint64_t seq, int32_t result) {
@@ -138,8 +140,10 @@ void MaybeFree(Session* s);
 
 void Send(Session* s) {
   while (s->out_off < s->out.size()) {
-    const ssize_t n = send(s->fd, s->out.data() + s->out_off, s->out.size() - s->out_off,
-                           MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n = s->tls ? TlsSend(s->tls, s->out.data() + s->out_off,
+                                       s->out.size() - s->out_off, &s->tls_send_pending)
+                             : send(s->fd, s->out.data() + s->out_off, s->out.size() - s->out_off,
+                                    MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       s->out_off += static_cast<size_t>(n);
       continue;
@@ -160,10 +164,34 @@ void Send(Session* s) {
   s->out_off = 0;
 }
 
+// The TLS handshake, a step at a time as the socket allows.
+void Handshake(Session* s) {
+  std::string why;
+  const int rc = TlsHandshakeStep(s->tls, &why);
+  if (rc < 0) {
+    tls_failures_total.Add();
+    SPD_LOG_WARN("replica: %s: TLS handshake failed: %s", s->Peer().c_str(), why.c_str());
+    return Close(s, "TLS handshake failed");
+  }
+  if (rc == 0) {
+    s->handshaking = false;
+    return Pump(s);
+  }
+  Reactor* r = s->server->reactor_;
+  if (r->engine() != ReactorEngine::kUring) return;  // epoll: both directions are watched
+  if (TlsWantsWrite(s->tls)) {
+    if (!s->tx_armed && r->ArmWritable(s->fd, &s->tx).ok()) s->tx_armed = true;
+  } else if (!s->rx_armed) {
+    if (r->WatchOnce(s->fd, &s->rx).ok()) s->rx_armed = true;
+  }
+  if (!s->tx_armed && !s->rx_armed) Close(s, "cannot watch the socket");
+}
+
 void OnWritable(Completion* c, int32_t, uint32_t) {
   Session* s = static_cast<Session::Watch*>(c)->s;
   s->tx_armed = false;
   if (s->closing) return MaybeFree(s);
+  if (s->handshaking) return Handshake(s);
   s->partial_since_ns = 0;
   Send(s);
   if (s->out.empty()) Pump(s);  // reading may have paused on a full reply buffer
@@ -180,6 +208,7 @@ void OnReadable(Completion* c, int32_t, uint32_t flags) {
   if (s->server->reactor_->engine() == ReactorEngine::kUring) s->rx_armed = false;
   (void)flags;
   if (s->closing) return MaybeFree(s);
+  if (s->handshaking) return Handshake(s);
   // epoll: the socket's writability arrives here too (the fd is registered for both).
   if (s->out_off < s->out.size()) Send(s);
   Pump(s);
@@ -215,7 +244,16 @@ void OnRecorded(GenerationRecord* r) {
     rw::Header h;
     h.type = static_cast<uint16_t>(rw::Type::kHelloReply);
     h.epoch = s->epoch;
-    h.length = sizeof body;
+    // What this copy applied of its previous primary's last writes, as it stands before this
+    // session applies anything: a new primary resyncs only those units (and its own).
+    const ReplicaActivity::Snapshot act = s->volume->replica_activity.Take();
+    std::vector<rw::ActivityRange> ranges;
+    if (act.complete && act.ranges.size() <= rw::kActivityRangesMax) {
+      body.activity_epoch = act.epoch;
+      body.activity_flags = rw::kActivityComplete;
+      for (const ReplicaActivity::Range& x : act.ranges) ranges.push_back({x.first, x.units});
+    }
+    body.activity_ranges = static_cast<uint32_t>(ranges.size());
     if (r->result != 0) {
       hellos_refused_total.Add();
       body.status = static_cast<uint32_t>(rw::HelloStatus::kError);
@@ -223,26 +261,33 @@ void OnRecorded(GenerationRecord* r) {
     } else {
       // Clean: nothing applied after its generation. Known for volumes this process saw a
       // barrier of; otherwise only a volume never written (generation zero, nothing allocated).
-      auto c = s->server->clean_.find(s->volume);
-      const bool clean = c != s->server->clean_.end()
-                             ? c->second
-                             : g == ReplicaGeneration{} && s->volume->allocated_bytes_now() == 0;
+      const Volume::Applied applied = s->volume->applied_after_generation.load();
+      const bool clean = applied == Volume::Applied::kClean ||
+                         (applied == Volume::Applied::kUnknown && g == ReplicaGeneration{} &&
+                          s->volume->allocated_bytes_now() == 0);
       const bool in_sync = g == ReplicaGeneration{s->hello.base_epoch, s->hello.base_seq} && clean;
       body.status =
           static_cast<uint32_t>(in_sync ? rw::HelloStatus::kInSync : rw::HelloStatus::kOutOfSync);
       // Out of sync but resyncing: the primary copies everything over this session.
       s->applying = in_sync || (s->hello.flags & rw::kHelloResync) != 0;
-      if (!in_sync && s->applying) s->server->clean_[s->volume] = false;
+      if (!in_sync && s->applying) s->volume->MarkApplied();
+      if (s->applying) s->volume->replica_activity.Begin(s->epoch);
     }
-    h.crc = Crc32c(0, &body, sizeof body);
-    Reply(s, h, &body, sizeof body);
+    const size_t rb = ranges.size() * sizeof(rw::ActivityRange);
+    h.length = static_cast<uint32_t>(sizeof body + rb);
+    h.crc = Crc32c(Crc32c(0, &body, sizeof body), ranges.data(), rb);
+    std::vector<uint8_t> payload(sizeof body + rb);
+    std::memcpy(payload.data(), &body, sizeof body);
+    if (rb > 0) std::memcpy(payload.data() + sizeof body, ranges.data(), rb);
+    Reply(s, h, payload.data(), payload.size());
     if (r->result != 0) return Close(s, "the fence could not be recorded");
     return Pump(s);
   }
   // A barrier.
   if (r->result == 0) {
     barriers_total.Add();
-    s->server->clean_[s->volume] = true;  // reading was paused: nothing after it yet
+    // Reading was paused: nothing after it yet.
+    s->volume->applied_after_generation.store(Volume::Applied::kClean);
   }
   Ack(s, s->barrier.seq, r->result);
   Pump(s);
@@ -337,6 +382,9 @@ bool HandleMessage(Session* s) {
     Close(s, "fenced by a newer primary's epoch");
     return false;
   }
+  // Every message below the watermark is on every in-sync copy: its activity records go.
+  if (s->applying)
+    s->volume->replica_activity.Trim(s->epoch, h.seq - static_cast<uint64_t>(h.result));
   switch (type) {
     case rw::Type::kWrite:
     case rw::Type::kWriteZeroes:
@@ -355,11 +403,13 @@ bool HandleMessage(Session* s) {
       req->length_bytes = h.length;
       req->flags = kReqFromPrimary | ((h.flags & rw::kFlagFua) ? kReqFua : 0);
       if (h.flags & rw::kFlagNoHole) req->flags |= kReqNoHole;
+      if (h.flags & rw::kFlagRebuild) req->flags |= kReqRebuild;
       req->op = type == rw::Type::kWrite         ? RequestOp::kWrite
                 : type == rw::Type::kWriteZeroes ? RequestOp::kWriteZeroes
                                                  : RequestOp::kDiscard;
       std::memcpy(req->correlation_id + 8, &h.seq, sizeof h.seq);
-      s->server->clean_[s->volume] = false;
+      s->volume->MarkApplied();
+      s->volume->replica_activity.Record(s->epoch, h.seq, h.offset, h.length);
       writes_total.Add();
       if (type == rw::Type::kWrite) {
         bytes_total.Add(h.length);
@@ -387,28 +437,53 @@ bool HandleMessage(Session* s) {
 
 }  // namespace
 
+// Reads more of the socket into the session's buffer. >0: bytes read; 0: nothing there now
+// (EAGAIN); <0: the session was closed.
+ssize_t FillIn(Session* s) {
+  if (s->in_beg == s->in_end) {
+    s->in_beg = s->in_end = 0;
+  } else if (s->in_beg > 0) {
+    std::memmove(s->in.get(), s->in.get() + s->in_beg, s->in_end - s->in_beg);
+    s->in_end -= s->in_beg;
+    s->in_beg = 0;
+  }
+  for (;;) {
+    const ssize_t n =
+        s->tls ? TlsRecv(s->tls, s->in.get() + s->in_end, kInBytes - s->in_end)
+               : recv(s->fd, s->in.get() + s->in_end, kInBytes - s->in_end, MSG_DONTWAIT);
+    if (n > 0) {
+      s->in_end += static_cast<size_t>(n);
+      return n;
+    }
+    if (n == 0) {
+      Close(s, "the primary closed the connection");
+      return -1;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return 0;
+    Close(s, "recv failed");
+    return -1;
+  }
+}
+
 // Reads and handles messages until the socket is empty or reading must pause.
 void ReplicaSessionRead(Session* s) {
   ReplicaServer* srv = s->server;
   for (;;) {
     if (s->closing) return;
     if (s->record_pending || s->barrier_waiting) return;  // resumes from OnRecorded / a write
-    if (s->out.size() - s->out_off > kOutMax) return;     // resumes from OnWritable
+    if (s->out.size() - s->out_off > kOutMax) return;     // resumes from the reply flush
     if (!s->in_payload) {
       if (!s->hdr_ready) {
-        const ssize_t n =
-            recv(s->fd, s->hdr_buf + s->hdr_got, rw::kHeaderBytes - s->hdr_got, MSG_DONTWAIT);
-        if (n == 0) return Close(s, "the primary closed the connection");
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          if (errno != EAGAIN) return Close(s, "recv failed");
-          break;
+        if (s->in_end - s->in_beg < rw::kHeaderBytes) {
+          const ssize_t n = FillIn(s);
+          if (n < 0) return;
+          if (n == 0) break;
+          continue;
         }
-        if (s->partial_since_ns == 0) s->partial_since_ns = MonotonicNs();
-        s->hdr_got += static_cast<size_t>(n);
-        if (s->hdr_got < rw::kHeaderBytes) continue;
-        s->hdr_got = 0;
-        const std::string bad = rw::DecodeHeader(s->hdr_buf, srv->o_.write_bytes_max, &s->hdr);
+        const std::string bad =
+            rw::DecodeHeader(s->in.get() + s->in_beg, srv->o_.write_bytes_max, &s->hdr);
+        s->in_beg += rw::kHeaderBytes;
         if (!bad.empty()) {
           protocol_errors_total.Add();
           SPD_LOG_WARN("replica: %s: %s", s->Peer().c_str(), bad.c_str());
@@ -439,17 +514,29 @@ void ReplicaSessionRead(Session* s) {
         continue;
       }
     } else {
-      const uint32_t want = rw::PayloadBytes(s->hdr);
-      const ssize_t n =
-          recv(s->fd, s->payload + s->payload_got, want - s->payload_got, MSG_DONTWAIT);
-      if (n == 0) return Close(s, "the primary closed the connection");
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN) return Close(s, "recv failed");
-        break;
+      const uint32_t need = rw::PayloadBytes(s->hdr) - s->payload_got;
+      if (s->in_end > s->in_beg) {  // what the buffer holds first
+        const size_t n = std::min<size_t>(need, s->in_end - s->in_beg);
+        std::memcpy(s->payload + s->payload_got, s->in.get() + s->in_beg, n);
+        s->in_beg += n;
+        s->payload_got += static_cast<uint32_t>(n);
+      } else if (need > kInBytes / 2) {  // a big rest: straight into the request
+        const ssize_t n = s->tls ? TlsRecv(s->tls, s->payload + s->payload_got, need)
+                                 : recv(s->fd, s->payload + s->payload_got, need, MSG_DONTWAIT);
+        if (n == 0) return Close(s, "the primary closed the connection");
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (errno != EAGAIN) return Close(s, "recv failed");
+          break;
+        }
+        s->payload_got += static_cast<uint32_t>(n);
+      } else {
+        const ssize_t n = FillIn(s);
+        if (n < 0) return;
+        if (n == 0) break;
+        continue;
       }
-      s->payload_got += static_cast<uint32_t>(n);
-      if (s->payload_got < want) continue;
+      if (s->payload_got < rw::PayloadBytes(s->hdr)) continue;
       s->in_payload = false;
       if (static_cast<rw::Type>(s->hdr.type) == rw::Type::kHello &&
           Crc32c(0, &s->hello, sizeof s->hello) != s->hdr.crc) {
@@ -460,6 +547,9 @@ void ReplicaSessionRead(Session* s) {
     s->partial_since_ns = 0;
     if (!HandleMessage(s)) return;
   }
+  // Part of a message came and the rest did not: the stall timeout runs from now.
+  if ((s->in_end > s->in_beg || s->in_payload) && s->partial_since_ns == 0)
+    s->partial_since_ns = MonotonicNs();
   // The socket is empty: wait for more.
   if (srv->reactor_->engine() == ReactorEngine::kUring && !s->rx_armed && !s->closing) {
     if (srv->reactor_->WatchOnce(s->fd, &s->rx).ok()) {
@@ -474,6 +564,7 @@ namespace {
 
 void Pump(Session* s) {
   if (s->closing) return MaybeFree(s);
+  if (s->handshaking) return;
   if (s->barrier_waiting) StartBarrierIfReady(s);
   ReplicaSessionRead(s);
 }
@@ -490,6 +581,9 @@ void OnTick(Timer* t) {
   }
   if (s->partial_since_ns != 0 && now - s->partial_since_ns >= o.stall_timeout_ms * 1'000'000) {
     timeouts_total.Add();
+    // Abortive: a peer that does not read would never get a FIN queued behind unread replies.
+    const linger abort{1, 0};
+    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
     return Close(s, "a message or reply stalled half-way");
   }
   s->tick_armed = true;
@@ -500,6 +594,8 @@ void Close(Session* s, const char* why) {
   if (s->closing) return;
   s->closing = true;
   SPD_LOG_INFO("replica: %s closed: %s", s->Peer().c_str(), why);
+  // Replies made in this batch (a refusal, the last acks) go out before the socket shuts.
+  if (s->out_off < s->out.size()) Send(s);
   ReplicaServer* srv = s->server;
   Reactor* r = srv->reactor_;
   shutdown(s->fd, SHUT_RDWR);  // a pending one-shot poll fires once more
@@ -521,7 +617,7 @@ void Close(Session* s, const char* why) {
 
 void MaybeFree(Session* s) {
   if (!s->closing || s->rx_armed || s->tx_armed || s->record_pending || s->pump_pending ||
-      (s->fe && s->fe->inflight() > 0))
+      s->flush_pending || (s->fe && s->fe->inflight() > 0))
     return;
   s->server->SessionGone(s);
 }
@@ -598,9 +694,22 @@ void ReplicaServer::AcceptAll() {
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    gnutls_session_t tls = nullptr;
+    if (o_.tls != nullptr) {
+      Result<gnutls_session_t> t = o_.tls->NewServerSession(fd);
+      if (!t.ok()) {
+        tls_failures_total.Add();
+        SPD_LOG_WARN("replica: %s", t.status().ToString().c_str());
+        close(fd);
+        continue;
+      }
+      tls = *t;
+    }
     auto* s = new Session();
     s->server = this;
     s->fd = fd;
+    s->tls = tls;
+    s->handshaking = tls != nullptr;
     s->rx.s = s;
     s->rx.fn = &OnReadable;
     s->tx.s = s;
@@ -612,6 +721,15 @@ void ReplicaServer::AcceptAll() {
       Session* x = static_cast<Session::PumpTask*>(t)->s;
       x->pump_pending = false;
       Pump(x);  // frees a closing session once nothing is left
+    };
+    s->flush.s = s;
+    s->flush.fn = [](Task* t) {
+      Session* x = static_cast<Session::FlushTask*>(t)->s;
+      x->flush_pending = false;
+      if (x->closing) return MaybeFree(x);
+      const bool paused = x->out.size() - x->out_off > kOutMax;
+      Send(x);
+      if (paused && x->out.empty()) Pump(x);  // reading paused on a full reply buffer
     };
     s->hello_deadline_ns = MonotonicNs() + o_.hello_timeout_ms * 1'000'000;
     s->next = head_;
@@ -636,6 +754,7 @@ void ReplicaServer::SessionGone(Session* s) {
   }
   s->fe.reset();
   if (s->user) s->handle->RemoveUser();
+  if (s->tls) gnutls_deinit(s->tls);
   close(s->fd);
   if (s->prev) s->prev->next = s->next;
   if (s->next) s->next->prev = s->prev;

@@ -38,6 +38,8 @@
 
 namespace spd {
 
+class ReplicaTls;
+
 struct ReplicaServerOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 0;  // 0: any free port (port() says which)
@@ -46,6 +48,10 @@ struct ReplicaServerOptions {
   uint32_t write_bytes_max = 1u << 20;
   uint64_t hello_timeout_ms = 5'000;
   uint64_t stall_timeout_ms = 30'000;
+  // TLS (replica_tls.h): every session must complete a TLS handshake with a key of the file
+  // first (within hello_timeout_ms); plaintext peers fail it. Null: plaintext. Outlives the
+  // server.
+  const ReplicaTls* tls = nullptr;
 };
 
 class ReplicaServer {
@@ -82,8 +88,6 @@ class ReplicaServer {
   Session* head_ = nullptr;  // every live session
   // The session that holds each volume (one at a time).
   std::map<const Volume*, Session*> holders_;
-  // Volumes with writes applied after their last recorded generation (in this process).
-  std::map<const Volume*, bool> clean_;
   bool shutting_down_ = false;
   Task* shutdown_done_ = nullptr;
 };

@@ -113,13 +113,15 @@ class ReplicaServerTest : public ::testing::Test {
     return false;
   }
   rw::HelloReplyBody Hello(int fd, const char* volume, uint64_t epoch, ReplicaGeneration base,
-                           uint64_t size = 4 << 20) {
+                           uint64_t size = 4 << 20, uint32_t flags = 0,
+                           std::vector<rw::ActivityRange>* ranges = nullptr) {
     rw::HelloBody b;
     std::memcpy(b.volume, volume, std::min(std::strlen(volume), sizeof b.volume));
     b.size_bytes = size;
     b.base_epoch = base.epoch;
     b.base_seq = base.seq;
     b.write_bytes_max = 1 << 20;
+    b.flags = flags;
     rw::Header h;
     h.type = static_cast<uint16_t>(rw::Type::kHello);
     h.epoch = epoch;
@@ -131,16 +133,25 @@ class ReplicaServerTest : public ::testing::Test {
     r.status = 999;
     if (!Recv(fd, &rh, &p)) return r;
     EXPECT_EQ(rh.type, static_cast<uint16_t>(rw::Type::kHelloReply));
-    if (p.size() == sizeof r) std::memcpy(&r, p.data(), sizeof r);
+    if (p.size() < sizeof r) return r;
+    std::memcpy(&r, p.data(), sizeof r);
+    EXPECT_EQ(p.size(), sizeof r + r.activity_ranges * sizeof(rw::ActivityRange));
+    if (ranges != nullptr) {
+      ranges->resize((p.size() - sizeof r) / sizeof(rw::ActivityRange));
+      std::memcpy(ranges->data(), p.data() + sizeof r, p.size() - sizeof r);
+    }
     return r;
   }
   // A write of `len` bytes of `fill` at `off`; the ack's result (1 when none came).
-  int32_t Write(int fd, uint64_t epoch, uint64_t seq, uint64_t off, uint32_t len, char fill) {
+  // `gap`: the watermark it carries (rw::Header::result).
+  int32_t Write(int fd, uint64_t epoch, uint64_t seq, uint64_t off, uint32_t len, char fill,
+                int32_t gap = 0) {
     std::vector<uint8_t> data(len, static_cast<uint8_t>(fill));
     rw::Header h;
     h.type = static_cast<uint16_t>(rw::Type::kWrite);
     h.epoch = epoch;
     h.seq = seq;
+    h.result = gap;
     h.offset = off;
     h.length = len;
     SendMsg(fd, h, data.data());
@@ -198,6 +209,50 @@ TEST_F(ReplicaServerTest, AppliesWritesAndRecordsGenerationsAtBarriers) {
   // Written after its generation: a hello now is out of sync until the next barrier.
   const int fd3 = Connect();
   EXPECT_EQ(Hello(fd3, "v", 1, {1, 3}).status, static_cast<uint32_t>(rw::HelloStatus::kOutOfSync));
+}
+
+// What a copy applies is recorded (64 KiB units) until the primary's watermark passes it, and
+// the next primary's hello gets what is left of the record: the writes the old primary may have
+// had in flight (volume/replica_activity.h).
+TEST_F(ReplicaServerTest, AppliedWritesAreRecordedUntilTheWatermarkPassesThem) {
+  const int fd = Connect();
+  ASSERT_EQ(Hello(fd, "v", 1, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  Volume* v = pool_->FindVolume("v");
+  EXPECT_EQ(Write(fd, 1, 1, 0, 4096, 'a', 0), 0);
+  EXPECT_EQ(Write(fd, 1, 2, 5 * 65536 + 4096, 65536, 'b', 1), 0);  // units 5 and 6
+  EXPECT_EQ(Write(fd, 1, 3, 9 * 65536, 4096, 'c', 2), 0);          // 1 and 2 may be in flight: kept
+  ReplicaActivity::Snapshot a = v->replica_activity.Take();
+  EXPECT_TRUE(a.complete);
+  EXPECT_EQ(a.epoch, 1u);
+  ASSERT_EQ(a.ranges.size(), 3u);
+  EXPECT_EQ(a.ranges[0].first, 0u);
+  EXPECT_EQ(a.ranges[1].first, 5u);
+  EXPECT_EQ(a.ranges[1].units, 2u);
+  EXPECT_EQ(a.ranges[2].first, 9u);
+  // Message 4 says everything below 3 is on every copy: the records of 1 and 2 go.
+  EXPECT_EQ(Write(fd, 1, 4, 20 * 65536, 4096, 'd', 1), 0);
+  a = v->replica_activity.Take();
+  ASSERT_EQ(a.ranges.size(), 2u);
+  EXPECT_EQ(a.ranges[0].first, 9u);
+  EXPECT_EQ(a.ranges[1].first, 20u);
+  // A watermark above the message's own number is a protocol error.
+  EXPECT_EQ(Write(fd, 1, 5, 0, 4096, 'e', 6), 1);
+  EXPECT_TRUE(Closed(fd));
+  // The next primary (epoch 2) hears what is left: units 9 and 20, of epoch 1.
+  const int fd2 = Connect();
+  std::vector<rw::ActivityRange> ranges;
+  const rw::HelloReplyBody r = Hello(fd2, "v", 2, {0, 0}, 4 << 20, rw::kHelloResync, &ranges);
+  EXPECT_EQ(r.status, static_cast<uint32_t>(rw::HelloStatus::kOutOfSync));
+  EXPECT_EQ(r.activity_epoch, 1u);
+  EXPECT_EQ(r.activity_flags, static_cast<uint32_t>(rw::kActivityComplete));
+  ASSERT_EQ(ranges.size(), 2u);
+  EXPECT_EQ(ranges[0].first_unit, 9u);
+  EXPECT_EQ(ranges[0].units, 1u);
+  EXPECT_EQ(ranges[1].first_unit, 20u);
+  // Its session applies (a resync): the record starts afresh for epoch 2.
+  a = v->replica_activity.Take();
+  EXPECT_EQ(a.epoch, 2u);
+  EXPECT_TRUE(a.ranges.empty());
 }
 
 TEST_F(ReplicaServerTest, ANewerPrimaryFencesTheOldOne) {

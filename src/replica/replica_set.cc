@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -33,34 +34,12 @@ Counter held_failed_total("spd_replication_held_failed_total",
                           "out-of-sync mark");
 Counter deposed_total("spd_replication_deposed_total",
                       "Volumes whose primary learned from a replica that a newer one exists");
-Counter messages_total("spd_replication_messages_total",
-                       "Replication messages sent to replicas (writes, barriers)");
+Counter prior_units_total("spd_replication_failover_resync_units_total",
+                          "64 KiB units a new primary resyncs to a replica that was in sync with "
+                          "the previous primary (the writes that were in flight at the failover); "
+                          "a replica without them gets the whole volume copied");
 
 constexpr uint64_t kTickNs = 100'000'000;
-
-}  // namespace
-
-namespace {
-
-using Link = ReplicaSet::Link;
-
-void LinkRead(Link* l);
-void LinkSend(Link* l);
-
-void OnLinkReadable(Completion* c, int32_t, uint32_t) {
-  Link* l = static_cast<Link::Watch*>(c)->link;
-  if (l->set->owner_->engine() == ReactorEngine::kUring) l->rx_armed = false;
-  if (l->closed) return l->set->ReleaseFd(l);
-  LinkSend(l);  // epoll: writability arrives here too
-  if (!l->closed) LinkRead(l);
-}
-
-void OnLinkWritable(Completion* c, int32_t, uint32_t) {
-  Link* l = static_cast<Link::Watch*>(c)->link;
-  l->tx_armed = false;
-  if (l->closed) return l->set->ReleaseFd(l);
-  LinkSend(l);
-}
 
 }  // namespace
 
@@ -89,9 +68,23 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
   if (o.volume.empty() || o.volume.size() > 64) return InvalidArgument("volume name");
   std::unique_ptr<ReplicaSet> s(new ReplicaSet(d, v, std::move(o)));
   s->table_.assign(s->o_.inflight_max, nullptr);
+  s->send_at_.assign(s->o_.inflight_max, 0);
   s->mask_ = s->o_.inflight_max - 1;
   s->tick_.set = s.get();
   s->tick_.fn = [](Timer* t) { static_cast<TickTimer*>(t)->set->OnTick(); };
+  s->delay_timer_.set = s.get();
+  s->delay_timer_.fn = [](Timer* t) {
+    ReplicaSet* set = static_cast<DelayTimer*>(t)->set;
+    set->delay_armed_ = false;
+    set->PumpLinks();
+  };
+  s->inject_rng_ = s->o_.inject_seed | 1;
+  s->pump_task_.set = s.get();
+  s->pump_task_.fn = [](Task* t) {
+    ReplicaSet* set = static_cast<PumpTask*>(t)->set;
+    set->pump_deferred_ = false;
+    set->PumpLinks();
+  };
   rw::HelloBody hello;
   std::memcpy(hello.volume, s->o_.volume.data(), s->o_.volume.size());
   hello.size_bytes = v->size_bytes();
@@ -105,9 +98,9 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
     l->target = s->o_.replicas[i];
     l->info.name = l->target.name;
     l->rx.link = l.get();
-    l->rx.fn = &OnLinkReadable;
+    l->rx.fn = &replica_internal::OnLinkReadable;
     l->tx.link = l.get();
-    l->tx.fn = &OnLinkWritable;
+    l->tx.fn = &replica_internal::OnLinkWritable;
     l->connected.link = l.get();
     l->connected.fn = [](Task* t) {
       Link* k = static_cast<Link::Connected*>(t)->link;
@@ -131,6 +124,8 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
 void ReplicaSet::Connected(Link* k) {
   k->connected_pending = false;
   if (stopping_) {
+    if (k->conn_tls != nullptr) gnutls_deinit(k->conn_tls);
+    k->conn_tls = nullptr;
     if (k->conn_fd >= 0) close(k->conn_fd);
     return;
   }
@@ -144,24 +139,30 @@ void ReplicaSet::Connected(Link* k) {
     return FailLink(k, LinkState::kOutOfSync, k->conn_error);
   }
   k->fd = k->conn_fd;
+  k->tls = k->conn_tls;
+  k->conn_tls = nullptr;
+  k->tls_flush_pending = false;
   k->closed = false;
   k->ack_got = 0;
   k->send_off = 0;
   const auto status = static_cast<rw::HelloStatus>(k->reply.status);
+  if (status == rw::HelloStatus::kOutOfSync) AdoptPriorActivity(k);
   if (status == rw::HelloStatus::kStaleEpoch)
     return FailLink(k, LinkState::kDeposedUs,
                     "the replica follows epoch " + std::to_string(k->reply.fence_epoch));
   const bool resync =
       k->resync_attempt && status == rw::HelloStatus::kOutOfSync && copy_ == nullptr;
   if (status != rw::HelloStatus::kInSync && !resync) {
-    if (!k->resync_attempt)
+    if (!k->resync_attempt) {
+      // It is there and answers: its resync may start as soon as its mark is confirmed.
+      k->resync_at_mark = status == rw::HelloStatus::kOutOfSync;
       return FailLink(k, LinkState::kOutOfSync,
                       std::string("hello: ") + rw::HelloStatusName(status));
+    }
     // A resync the replica would not take: close and try again later.
     k->closed = true;
     shutdown(k->fd, SHUT_RDWR);
-    close(k->fd);
-    k->fd = -1;
+    k->CloseFd();
     k->retry_at_ns = MonotonicNs() + o_.resync_retry_ms * 1'000'000;
     return;
   }
@@ -180,8 +181,7 @@ void ReplicaSet::Connected(Link* k) {
 
 void ReplicaSet::ReleaseFd(Link* l) {
   if (!l->closed || l->rx_armed || l->tx_armed || l->fd < 0) return;
-  close(l->fd);
-  l->fd = -1;
+  l->CloseFd();
 }
 
 void ReplicaSet::Reconnect(Link* l) {
@@ -207,6 +207,8 @@ void ReplicaSet::Close() {
   stopping_ = true;
   if (tick_armed_) owner_->CancelTimer(&tick_);
   tick_armed_ = false;
+  if (delay_armed_) owner_->CancelTimer(&delay_timer_);
+  delay_armed_ = false;
   AbortCopy("the set is closing");  // parked requests go back to the wait queue, failed below
   if (conflict_head_ != nullptr) {  // likewise
     conflict_tail_->repl_next = wait_head_;
@@ -228,6 +230,7 @@ void ReplicaSet::Close() {
       r->repl_result = -EIO;
     }
   CompleteAll();
+  FinishQuiesce(0);  // a hand-over that had not sent its barrier yet
   for (auto& l : links_) {
     if (l->fd >= 0 && !l->closed) {
       l->closed = true;
@@ -254,16 +257,13 @@ void ReplicaSet::Stop() {
   JoinThreads();
   // The posted hand-overs and the final poll events must come back before the links go.
   for (int i = 0; i < 100000; ++i) {
-    bool busy = false;
+    bool busy = pump_deferred_;
     for (auto& l : links_) busy |= l->connected_pending || l->rx_armed || l->tx_armed;
     if (!busy) break;
     owner_->RunOnce(1'000'000);
   }
   for (auto& l : links_)
-    if (l->fd >= 0) {
-      close(l->fd);
-      l->fd = -1;
-    }
+    if (l->fd >= 0) l->CloseFd();
 }
 
 std::vector<ReplicaSet::LinkInfo> ReplicaSet::Links() const {
@@ -298,6 +298,10 @@ void ReplicaSet::Start(IoRequest* req) {
     req->result = -EIO;
     return Dispatcher::FinishReplicated(req);
   }
+  if (quiescing_) {  // being handed over: the next primary takes writes
+    req->result = -EROFS;
+    return Dispatcher::FinishReplicated(req);
+  }
   if (ParkIfCopying(req)) return;
   if (settled_ && wait_head_ == nullptr && ParkIfConflicting(req)) return;
   if (!settled_ || wait_head_ != nullptr || table_[next_seq_ & mask_] != nullptr) {
@@ -325,10 +329,12 @@ void ReplicaSet::AdmitWaiting() {
 }
 
 void ReplicaSet::Admit(IoRequest* req) {
-  if (req->op != RequestOp::kFlush)
+  if (req->op != RequestOp::kFlush) {
+    volume_->MarkApplied();
     for (auto& l : links_)
       if (l->dirty_valid && l->info.state == LinkState::kOutOfSync)
         l->MarkDirty(req->offset_bytes, req->length_bytes);
+  }
   const uint64_t seq = next_seq_++;
   req->repl_seq = seq;
   table_[seq & mask_] = req;
@@ -338,10 +344,12 @@ void ReplicaSet::Admit(IoRequest* req) {
   }
   req->repl_local_pending = true;
   req->repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
+  send_at_[seq & mask_] = SendAt();
   req->repl_waiting = deposed_ ? 0 : InSyncBits();
   rw::Header h;
   h.epoch = o_.epoch;
   h.seq = seq;
+  h.result = Gap(seq);
   switch (req->op) {
     case RequestOp::kWrite:
       h.type = static_cast<uint16_t>(rw::Type::kWrite);
@@ -366,7 +374,7 @@ void ReplicaSet::Admit(IoRequest* req) {
     if (req->flags & kReqFua) h.flags |= rw::kFlagFua;
   }
   rw::EncodeHeader(h, req->repl_hdr);
-  if (req->repl_waiting != 0) PumpLinks();
+  if (req->repl_waiting != 0) SchedulePump();
   dispatcher_->ExecuteLocal(req);
 }
 
@@ -379,17 +387,81 @@ void ReplicaSet::LocalDone(IoRequest* req) {
 void ReplicaSet::MaybeComplete(IoRequest* req) {
   if (req->repl_local_pending || req->repl_waiting != 0) return;
   if (IsCopyMessage(req)) {
-    table_[req->repl_seq & mask_] = nullptr;
+    ClearSlot(req->repl_seq);
     return CopyAcked(req->repl_result);
   }
   if (!stopping_) {
     if (Holding()) return;
     if (o_.lease_valid && !deposed_ && !o_.lease_valid()) return;  // the tick tries again
   }
+  if (req == &quiesce_msg_) {
+    ClearSlot(req->repl_seq);
+    return FinishQuiesce(req->repl_result == 0 && !deposed_ && !stopping_ ? req->repl_seq : 0);
+  }
   req->result = deposed_ ? -EIO : req->repl_result;
   Retire(req);
   Dispatcher::FinishReplicated(req);
   AdmitWaiting();
+  MaybeSendQuiesce();
+}
+
+void ReplicaSet::Quiesce(std::function<void(uint64_t)> done) {
+  if (quiesce_done_ || quiesce_sent_) return done(0);  // one at a time
+  quiescing_ = true;
+  quiesce_done_ = std::move(done);
+  if (stopping_ || deposed_) return FinishQuiesce(0);
+  // What waits to be numbered was never started: it fails like anything new.
+  AbortCopy("the volume is being handed over");
+  if (conflict_head_ != nullptr) {
+    conflict_tail_->repl_next = wait_head_;
+    if (wait_head_ == nullptr) wait_tail_ = conflict_tail_;
+    wait_head_ = conflict_head_;
+    conflict_head_ = conflict_tail_ = nullptr;
+  }
+  while (wait_head_ != nullptr) {
+    IoRequest* req = wait_head_;
+    wait_head_ = req->repl_next;
+    req->result = -EROFS;
+    Dispatcher::FinishReplicated(req);
+  }
+  wait_tail_ = nullptr;
+  MaybeSendQuiesce();
+}
+
+void ReplicaSet::MaybeSendQuiesce() {
+  if (!quiescing_ || quiesce_sent_ || !quiesce_done_) return;
+  if (stopping_ || deposed_) return FinishQuiesce(0);
+  for (IoRequest* r : table_)
+    if (r != nullptr) return;  // called again as they complete
+  quiesce_sent_ = true;
+  uint32_t bits = 0;
+  for (const auto& l : links_)
+    if (l->info.state == LinkState::kInSync) bits |= l->bit();
+  IoRequest& m = quiesce_msg_;
+  m.op = RequestOp::kFlush;
+  m.offset_bytes = 0;
+  m.length_bytes = 0;
+  m.repl_seq = next_seq_++;
+  m.repl_waiting = bits;
+  m.repl_local_pending = false;
+  m.repl_result = 0;
+  m.repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
+  rw::Header h;
+  h.type = static_cast<uint16_t>(rw::Type::kBarrier);
+  h.epoch = o_.epoch;
+  h.seq = m.repl_seq;
+  h.result = Gap(m.repl_seq);
+  rw::EncodeHeader(h, m.repl_hdr);
+  table_[m.repl_seq & mask_] = &m;
+  send_at_[m.repl_seq & mask_] = SendAt();
+  if (bits != 0) SchedulePump();
+  MaybeComplete(&m);  // nothing in sync: done at once
+}
+
+void ReplicaSet::FinishQuiesce(uint64_t seq) {
+  auto done = std::move(quiesce_done_);
+  quiesce_done_ = nullptr;
+  if (done) done(seq);
 }
 
 bool ReplicaSet::ParkIfConflicting(IoRequest* req) {
@@ -415,7 +487,7 @@ bool ReplicaSet::ParkIfConflicting(IoRequest* req) {
 }
 
 void ReplicaSet::Retire(IoRequest* req) {
-  table_[req->repl_seq & mask_] = nullptr;
+  ClearSlot(req->repl_seq);
   if (req->op != RequestOp::kFlush && req->repl_active < active_.size() &&
       active_[req->repl_active] == req) {
     IoRequest* last = active_.back();
@@ -432,117 +504,43 @@ void ReplicaSet::Retire(IoRequest* req) {
   conflict_head_ = conflict_tail_ = nullptr;
 }
 
+void ReplicaSet::ClearSlot(uint64_t seq) {
+  table_[seq & mask_] = nullptr;
+  while (low_seq_ < next_seq_ && table_[low_seq_ & mask_] == nullptr) ++low_seq_;
+}
+
+void ReplicaSet::AdoptPriorActivity(Link* l) {
+  const ReplicaActivity::Snapshot& mine = o_.prior;
+  if (l->dirty_valid || !mine.complete || mine.epoch == 0) return;
+  if (!(l->reply.activity_flags & rw::kActivityComplete) || l->reply.activity_epoch != mine.epoch)
+    return;
+  bool was_in_sync = false;
+  for (const std::string& n : o_.prior_in_sync) was_in_sync |= n == l->target.name;
+  if (!was_in_sync) return;
+  std::vector<ReplicaActivity::Range> all = mine.ranges;
+  for (const rw::ActivityRange& r : l->reply_ranges) all.push_back({r.first_unit, r.units});
+  l->dirty.assign((volume_->size_bytes() / Link::kDirtyUnitBytes + 64) / 64, 0);
+  l->dirty_valid = true;
+  uint64_t units = 0;
+  for (const ReplicaActivity::Range& r : MergeRanges(std::move(all))) {
+    l->MarkDirty(uint64_t{r.first} * Link::kDirtyUnitBytes,
+                 uint64_t{r.units} * Link::kDirtyUnitBytes);
+    units += r.units;
+  }
+  prior_units_total.Add(units);
+  SPD_LOG_INFO(
+      "replication: volume %s: replica %s was in sync in epoch %llu; only the %llu "
+      "units of 64 KiB either copy applied last then will be resynced",
+      o_.volume.c_str(), l->target.name.c_str(), static_cast<unsigned long long>(mine.epoch),
+      static_cast<unsigned long long>(units));
+}
+
 void ReplicaSet::CompleteAll() {
   for (IoRequest*& r : table_)
     if (r != nullptr) MaybeComplete(r);
 }
 
 // ---- links ---------------------------------------------------------------------------------
-
-void ReplicaSet::PumpLinks() {
-  for (auto& l : links_)
-    if ((l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing) &&
-        !l->closed)
-      LinkSend(l.get());
-}
-
-namespace {
-
-void LinkSend(Link* l) {
-  ReplicaSet* set = l->set;
-  (void)set;
-  while (!l->closed && l->send_seq < l->set->next_seq_) {
-    IoRequest* req = l->set->table_[l->send_seq & l->set->mask_];
-    if (req == nullptr || req->repl_seq != l->send_seq || !(req->repl_waiting & l->bit())) {
-      ++l->send_seq;  // nothing for this link at this number
-      l->send_off = 0;
-      continue;
-    }
-    const size_t payload = req->op == RequestOp::kWrite ? req->length_bytes : 0;
-    const size_t total = rw::kHeaderBytes + payload;
-    iovec iov[2];
-    int n = 0;
-    if (l->send_off < rw::kHeaderBytes) {
-      iov[n++] = {req->repl_hdr + l->send_off, rw::kHeaderBytes - l->send_off};
-      if (payload) iov[n++] = {req->buf, payload};
-    } else {
-      iov[n++] = {static_cast<uint8_t*>(req->buf) + (l->send_off - rw::kHeaderBytes),
-                  total - l->send_off};
-    }
-    msghdr mh{};
-    mh.msg_iov = iov;
-    mh.msg_iovlen = static_cast<size_t>(n);
-    const ssize_t r = sendmsg(l->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        if (!l->tx_armed && l->set->owner_->engine() == ReactorEngine::kUring &&
-            l->set->owner_->ArmWritable(l->fd, &l->tx).ok())
-          l->tx_armed = true;
-        return;
-      }
-      return l->set->FailLink(l, ReplicaSet::LinkState::kOutOfSync,
-                              std::string("send: ") + std::strerror(errno));
-    }
-    l->send_off += static_cast<size_t>(r);
-    if (l->send_off == total) {
-      messages_total.Add();
-      ++l->send_seq;
-      l->send_off = 0;
-    }
-  }
-}
-
-void LinkRead(Link* l) {
-  ReplicaSet* set = l->set;
-  for (;;) {
-    const ssize_t r =
-        recv(l->fd, l->ack_buf + l->ack_got, rw::kHeaderBytes - l->ack_got, MSG_DONTWAIT);
-    if (r == 0) return set->FailLink(l, ReplicaSet::LinkState::kOutOfSync, "the replica closed");
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN)
-        return set->FailLink(l, ReplicaSet::LinkState::kOutOfSync,
-                             std::string("recv: ") + std::strerror(errno));
-      break;
-    }
-    l->ack_got += static_cast<size_t>(r);
-    if (l->ack_got < rw::kHeaderBytes) continue;
-    l->ack_got = 0;
-    rw::Header h;
-    const std::string bad = rw::DecodeHeader(l->ack_buf, 0, &h);
-    if (!bad.empty() || h.type != static_cast<uint16_t>(rw::Type::kAck))
-      return set->FailLink(l, ReplicaSet::LinkState::kOutOfSync,
-                           "bad message from the replica: " + (bad.empty() ? "not an ack" : bad));
-    if (h.result == -ESTALE)
-      return set->FailLink(l, ReplicaSet::LinkState::kDeposedUs,
-                           "the replica follows a newer epoch");
-    IoRequest* req = set->table_[h.seq & set->mask_];
-    if (req == nullptr || req->repl_seq != h.seq || !(req->repl_waiting & l->bit()))
-      return set->FailLink(l, ReplicaSet::LinkState::kOutOfSync,
-                           "ack for a message not in flight: " + std::to_string(h.seq));
-    if (h.result != 0)
-      return set->FailLink(
-          l, ReplicaSet::LinkState::kOutOfSync,
-          "the replica failed message " + std::to_string(h.seq) + ": " + std::strerror(-h.result));
-    {
-      std::lock_guard<std::mutex> g(set->info_mu_);
-      ++l->info.acked;
-    }
-    req->repl_waiting &= ~l->bit();
-    set->MaybeComplete(req);
-    if (l->closed) return;
-  }
-  if (set->owner_->engine() == ReactorEngine::kUring && !l->rx_armed && !l->closed) {
-    if (set->owner_->WatchOnce(l->fd, &l->rx).ok()) {
-      l->rx_armed = true;
-    } else {
-      set->FailLink(l, ReplicaSet::LinkState::kOutOfSync, "cannot watch the socket");
-    }
-  }
-}
-
-}  // namespace
 
 void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
   if (l->info.state == LinkState::kOutOfSync || l->info.state == LinkState::kDeposedUs) return;
@@ -553,6 +551,8 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
     l->dirty.assign((volume_->size_bytes() / Link::kDirtyUnitBytes + 64) / 64, 0);
     l->dirty_valid = true;
   }
+  // A whole-volume copy cut short resumes where it stopped (what it copied stays there).
+  if (l->info.state == LinkState::kResyncing) CheckpointCopy();
   if (l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing)
     for (IoRequest* r : table_)
       if (r != nullptr && r->op != RequestOp::kFlush && (r->repl_waiting & l->bit()))
@@ -601,28 +601,36 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
 
 void ReplicaSet::AskMark(Link* l) {
   l->mark_inflight = true;
-  o_.mark_out_of_sync(l->target.name, [this, l](bool ok) {
+  // The answer may come after the set is gone (a step-down while etcd is slow): it finds the
+  // set through the gate, which the destructor empties.
+  std::shared_ptr<MarkGate> gate = mark_gate_;
+  Reactor* owner = owner_;
+  o_.mark_out_of_sync(l->target.name, [gate, owner, l](bool ok) {
     // Any thread: hand the answer to the owner.
     struct MarkTask : Task {
-      ReplicaSet* set;
+      std::shared_ptr<MarkGate> gate;
       Link* link;
       bool ok;
     };
     auto* t = new MarkTask();
-    t->set = this;
+    t->gate = gate;
     t->link = l;
     t->ok = ok;
     t->fn = [](Task* x) {
       auto* m = static_cast<MarkTask*>(x);
-      m->set->Marked(m->link, m->ok);
+      {
+        std::lock_guard<std::mutex> g(m->gate->mu);
+        if (m->gate->set != nullptr) m->gate->set->Marked(m->link, m->ok);
+      }
       delete m;
     };
-    owner_->Post(t);
+    owner->Post(t);
   });
 }
 
 void ReplicaSet::Marked(Link* l, bool ok) {
   l->mark_inflight = false;
+  if (stopping_) return;  // stopped: nothing waits for it any more
   if (!ok) {
     // Asked again from the tick: the requests keep waiting, within hold_timeout_ms.
     marks_failed_total.Add();
@@ -632,6 +640,10 @@ void ReplicaSet::Marked(Link* l, bool ok) {
   {
     std::lock_guard<std::mutex> g(info_mu_);
     l->info.marked = true;
+  }
+  if (l->resync_at_mark) {  // at the next tick rather than after resync_retry_ms
+    l->resync_at_mark = false;
+    l->retry_at_ns = MonotonicNs();
   }
   CompleteAll();
 }

@@ -31,8 +31,11 @@
 
 #include "dispatch/dispatcher.h"
 #include "dispatch/replica_hook.h"
+#include "volume/replica_activity.h"
 
 namespace spd {
+
+class ReplicaTls;
 
 struct ReplicaTarget {
   std::string name;     // the replica's node name
@@ -51,6 +54,11 @@ struct ReplicaSetOptions {
   uint64_t ack_timeout_ms = 5'000;
   uint64_t hold_timeout_ms = 30'000;
   uint32_t inflight_max = 1024;  // a power of two
+  uint32_t sndbuf_bytes = 0;     // each link's socket send buffer (as DRBD's sndbuf-size); 0: auto
+  // TLS (replica_tls.h): every link connects over TLS with the file's first key; a replica
+  // without TLS or another key fails the handshake (the link is out of sync). Null: plaintext.
+  // Outlives the set.
+  const ReplicaTls* tls = nullptr;
   // Marks replica `name` out of sync where promotion looks; calls done(true) once that is
   // durable (any thread). Null: nothing to mark (tests, a node without a cluster).
   std::function<void(const std::string& name, std::function<void(bool ok)> done)> mark_out_of_sync;
@@ -73,6 +81,22 @@ struct ReplicaSetOptions {
   // listen elsewhere); "" or null: the one it had.
   std::function<std::string(const std::string& name)> resolve_address;
   std::function<void(const std::string& name, std::function<void(bool ok)> done)> mark_in_sync;
+  // After a failover (docs/replication.md, "Resync after a failover"): this copy's record of
+  // what it applied in the previous primary's term (volume/replica_activity.h), and the
+  // replicas that were in sync in that term as etcd says. Such a replica that answers out of
+  // sync with a complete record of the same term is resynced only in the units either record
+  // holds (the writes the dead primary may have had in flight), not the whole volume.
+  ReplicaActivity::Snapshot prior;
+  std::vector<std::string> prior_in_sync;
+  // Fault injection in our own transport (there is no netem here): every message leaves
+  // inject_rtt_us after it was numbered (the round trip, put on the way out), and with
+  // probability inject_loss_ppm / 1e6 a message is "lost" and leaves inject_rto_ms later, as
+  // TCP's retransmission would send it; the stream keeps its order, so the messages behind a
+  // lost one wait too. inject_seed makes a run repeatable.
+  uint64_t inject_rtt_us = 0;
+  uint32_t inject_loss_ppm = 0;
+  uint64_t inject_rto_ms = 200;
+  uint64_t inject_seed = 1;
 };
 
 class ReplicaSet final : public ReplicaHook {
@@ -111,6 +135,14 @@ class ReplicaSet final : public ReplicaHook {
   void Close();
   void JoinThreads();
 
+  // A clean hand-over (ReplicationManager, promote). From now on every request fails with
+  // -EROFS (the volume is being handed over); once everything admitted before has completed, a
+  // barrier goes to every in-sync replica. done(seq) on the owner once they all acknowledged it
+  // (seq: the barrier's number: the caller records the same generation on the local copy, so
+  // that every in-sync copy then holds one generation with nothing after it and the next
+  // primary finds them in sync), or done(0) when that could not be (closing, deposed).
+  void Quiesce(std::function<void(uint64_t seq)> done);
+
   std::vector<LinkInfo> Links() const;
   bool deposed() const { return deposed_.load(); }
   // Every link has connected or failed (requests flow).
@@ -127,10 +159,20 @@ class ReplicaSet final : public ReplicaHook {
   void Connected(Link* l);
   void FailLink(Link* l, LinkState state, const std::string& why);
   void MaybeComplete(IoRequest* req);
+  void WaitToSend(uint64_t at);  // a message waits until `at` for an injected delay
+  // Empties a table slot and moves the watermark (low_seq_) past the slots that are empty.
+  void ClearSlot(uint64_t seq);
+  // What a message numbered `seq` tells the replicas of the watermark (replica_wire.h, result).
+  int32_t Gap(uint64_t seq) const { return static_cast<int32_t>(seq - low_seq_); }
+  // A first connection's out-of-sync answer: a dirty map from both activity records, if they
+  // vouch for it (o_.prior).
+  void AdoptPriorActivity(Link* l);
   Reactor* owner_;
   std::vector<IoRequest*> table_;  // by seq & mask: numbered, not complete
+  std::vector<uint64_t> send_at_;  // by seq & mask: an injected delay's end (0: none)
   uint64_t mask_ = 0;
   uint64_t next_seq_ = 1;
+  uint64_t low_seq_ = 1;        // the lowest number still in the table (next_seq_ when none)
   mutable std::mutex info_mu_;  // guards the LinkInfo copies Links() reads
 
  private:
@@ -147,6 +189,9 @@ class ReplicaSet final : public ReplicaHook {
   void CheckSettled();
   void OnTick();
   void PumpLinks();
+  // Sends once the reactor's current batch of events is handled: the messages numbered in one
+  // batch leave in one sendmsg per link.
+  void SchedulePump();
   bool Holding() const { return marks_pending_ != 0; }
   uint32_t InSyncBits() const;
 
@@ -167,6 +212,35 @@ class ReplicaSet final : public ReplicaHook {
     ReplicaSet* set = nullptr;
   } tick_;
   bool tick_armed_ = false;
+  struct PumpTask : Task {
+    ReplicaSet* set = nullptr;
+  } pump_task_;
+  bool pump_deferred_ = false;
+  // Quiesce: requests refused; the final barrier once nothing else is in flight.
+  bool quiescing_ = false;
+  bool quiesce_sent_ = false;
+  std::function<void(uint64_t)> quiesce_done_;
+  IoRequest quiesce_msg_;
+  void MaybeSendQuiesce();
+  void FinishQuiesce(uint64_t seq);
+  // Injected delay (inject_*): when the next message may leave, at the earliest.
+  uint64_t SendAt();
+  struct DelayTimer : Timer {
+    ReplicaSet* set = nullptr;
+  } delay_timer_;
+  bool delay_armed_ = false;
+  uint64_t delay_deadline_ns_ = 0;
+  uint64_t last_send_at_ns_ = 0;
+  uint64_t inject_rng_ = 0;
+
+  // Out-of-sync marks are answered from any thread, possibly after the set is gone: their tasks
+  // reach the set through this, emptied by the destructor.
+  struct MarkGate {
+    std::mutex mu;
+    ReplicaSet* set = nullptr;
+  };
+  std::shared_ptr<MarkGate> mark_gate_;
+
   // Resync (replica_set_resync.cc): one copy at a time.
   struct Copy;
   std::unique_ptr<Copy> copy_;
@@ -177,6 +251,8 @@ class ReplicaSet final : public ReplicaHook {
   void CopySend();
   void CopyAcked(int32_t result);
   void AbortCopy(const std::string& why);
+  // A whole-volume copy that stops keeps its progress as the link's dirty map.
+  void CheckpointCopy();
   bool ParkIfCopying(IoRequest* req);
   bool IsCopyMessage(const IoRequest* req) const;
   static void OnCopyRead(void* arg, IoRequest* req);

@@ -17,6 +17,7 @@
 
 #include "common/crc32c.h"
 #include "replica/replica_set.h"
+#include "replica/replica_tls.h"
 #include "replica/replica_wire.h"
 
 namespace spd {
@@ -65,6 +66,10 @@ inline bool IoAll(int fd, void* buf, size_t n, bool out, uint64_t deadline_ns) {
   return true;
 }
 
+// The links' poll callbacks (replica_set_link.cc).
+void OnLinkReadable(Completion* c, int32_t res, uint32_t flags);
+void OnLinkWritable(Completion* c, int32_t res, uint32_t flags);
+
 }  // namespace replica_internal
 
 struct ReplicaSet::Link {
@@ -81,12 +86,15 @@ struct ReplicaSet::Link {
   bool closed = false;          // the socket is shut down; waiting for the final poll events
   bool mark_inflight = false;   // its out-of-sync mark was asked for, no answer yet
   bool resync_attempt = false;  // the current connection asked for a resync
+  bool resync_at_mark = false;  // it answered out of sync: resync once the mark is confirmed
   uint64_t retry_at_ns = 0;     // out of sync: when to connect again
   replica_wire::HelloBody hello;
   // Sending: the next seq to send and how much of its message went.
   uint64_t send_seq = 0;
   size_t send_off = 0;
-  uint8_t ack_buf[replica_wire::kHeaderBytes];
+  // Acks arrive in bulk: one recv takes up to kAckBufBytes of them.
+  static constexpr size_t kAckBufBytes = replica_wire::kHeaderBytes * 64;
+  uint8_t ack_buf[kAckBufBytes];
   size_t ack_got = 0;
   // The connecting thread's result, handed over by a posted task.
   std::thread connector;
@@ -96,14 +104,28 @@ struct ReplicaSet::Link {
   bool connected_pending = false;  // posted, not yet run
   int conn_fd = -1;
   replica_wire::HelloReplyBody reply;
+  std::vector<replica_wire::ActivityRange> reply_ranges;
+  // TLS (ReplicaSetOptions::tls): the connecting thread's session, handed over with conn_fd;
+  // the link's; records corked and handed to GnuTLS whose sending must be called again.
+  gnutls_session_t conn_tls = nullptr;
+  gnutls_session_t tls = nullptr;
+  bool tls_flush_pending = false;
   std::string conn_error;
 
   uint32_t bit() const { return 1u << index; }
+  void CloseFd() {
+    if (tls != nullptr) gnutls_deinit(tls);
+    tls = nullptr;
+    close(fd);
+    fd = -1;
+  }
 
   // Incremental resync: while `dirty_valid`, `dirty` has a bit per kDirtyUnitBytes of the
-  // volume for every write the replica may have missed since it fell out of sync (tracked only
-  // when it fell out of sync from in sync, under this primary; otherwise the whole volume is
-  // copied). In memory: a primary that restarts copies everything.
+  // volume for every unit the replica may lack: what it missed since it fell out of sync from
+  // in sync under this primary; after a failover, the units either copy applied of the old
+  // primary's last writes (AdoptPriorActivity); what a whole-volume copy cut short had left
+  // (CheckpointCopy). Otherwise the whole volume is copied. In memory: a primary that restarts
+  // copies everything.
   static constexpr uint64_t kDirtyUnitBytes = 64 << 10;
   bool dirty_valid = false;
   std::vector<uint64_t> dirty;
@@ -150,12 +172,32 @@ struct ReplicaSet::Link {
         rc = soerr == 0 ? 0 : -1;
         errno = soerr;
       }
+      gnutls_session_t tls = nullptr;
       if (rc < 0) {
         err = std::string("connect: ") + std::strerror(errno);
-      } else {
+      } else if (set->o_.tls != nullptr) {
+        Result<gnutls_session_t> t = set->o_.tls->NewClientSession(fd);
+        std::string why;
+        if (!t.ok()) {
+          err = t.status().ToString();
+        } else if (tls = *t;
+                   !TlsHandshakeUntil(tls, fd, MonotonicNs() + timeout_ms * 1'000'000, &why)) {
+          err = "TLS handshake: " + why;
+        }
+      }
+      conn_tls = tls;
+      auto io = [&](void* buf, size_t n, bool out, uint64_t deadline) {
+        return tls ? TlsIoAll(tls, fd, buf, n, out, deadline)
+                   : replica_internal::IoAll(fd, buf, n, out, deadline);
+      };
+      if (err.empty()) {
         const int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        if (set->o_.sndbuf_bytes != 0) {
+          const int b = static_cast<int>(set->o_.sndbuf_bytes);
+          setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof b);
+        }
         replica_wire::Header h;
         h.type = static_cast<uint16_t>(replica_wire::Type::kHello);
         h.epoch = epoch;
@@ -165,21 +207,29 @@ struct ReplicaSet::Link {
         replica_wire::EncodeHeader(h, b);
         const uint64_t hello_deadline = MonotonicNs() + timeout_ms * 1'000'000;
         replica_wire::Header rh;
-        if (!replica_internal::IoAll(fd, b, sizeof b, true, hello_deadline) ||
-            !replica_internal::IoAll(fd, &hello, sizeof hello, true, hello_deadline) ||
-            !replica_internal::IoAll(fd, b, sizeof b, false, hello_deadline)) {
+        if (!io(b, sizeof b, true, hello_deadline) ||
+            !io(&hello, sizeof hello, true, hello_deadline) ||
+            !io(b, sizeof b, false, hello_deadline)) {
           err = "no hello reply within " + std::to_string(timeout_ms) + " ms";
         } else if (std::string bad = replica_wire::DecodeHeader(b, 0, &rh);
                    !bad.empty() ||
                    rh.type != static_cast<uint16_t>(replica_wire::Type::kHelloReply)) {
           err = "bad hello reply: " + (bad.empty() ? std::string("wrong type") : bad);
-        } else if (!replica_internal::IoAll(fd, &reply, sizeof reply, false, hello_deadline) ||
-                   Crc32c(0, &reply, sizeof reply) != rh.crc) {
-          err = "hello reply body lost or corrupt";
+        } else {
+          // The body, then the replica's activity ranges (the length was checked by Decode).
+          reply_ranges.resize((rh.length - sizeof reply) / sizeof(replica_wire::ActivityRange));
+          const size_t rb = reply_ranges.size() * sizeof(replica_wire::ActivityRange);
+          if (!io(&reply, sizeof reply, false, hello_deadline) ||
+              (rb > 0 && !io(reply_ranges.data(), rb, false, hello_deadline)) ||
+              Crc32c(Crc32c(0, &reply, sizeof reply), reply_ranges.data(), rb) != rh.crc ||
+              reply.activity_ranges != reply_ranges.size())
+            err = "hello reply body lost or corrupt";
         }
       }
     }
     if (!err.empty() && fd >= 0) {
+      if (conn_tls != nullptr) gnutls_deinit(conn_tls);
+      conn_tls = nullptr;
       close(fd);
       fd = -1;
     }

@@ -26,6 +26,10 @@ namespace rw = replica_wire;
 
 Counter resync_bytes_total("spd_replication_resync_bytes_total",
                            "Bytes a primary copied to resyncing replicas (written regions)");
+Counter resync_checkpoints_total(
+    "spd_replication_resync_checkpoints_total",
+    "Whole-volume resyncs cut short whose progress was kept: the next attempt copies only the "
+    "rest and what was written meanwhile");
 Counter resync_discard_bytes_total(
     "spd_replication_resync_discard_bytes_total",
     "Bytes of unallocated regions a primary sent to resyncing replicas as discards");
@@ -65,9 +69,22 @@ struct ReplicaSet::Copy {
 };
 
 ReplicaSet::ReplicaSet(Dispatcher* d, Volume* v, ReplicaSetOptions o)
-    : owner_(v->owner()), dispatcher_(d), volume_(v), o_(std::move(o)) {}
+    : owner_(v->owner()),
+      dispatcher_(d),
+      volume_(v),
+      o_(std::move(o)),
+      mark_gate_(std::make_shared<MarkGate>()) {
+  mark_gate_->set = this;
+}
 
-ReplicaSet::~ReplicaSet() { JoinThreads(); }
+ReplicaSet::~ReplicaSet() {
+  {
+    // A mark answered from now on (its task may still be posted) finds no set.
+    std::lock_guard<std::mutex> g(mark_gate_->mu);
+    mark_gate_->set = nullptr;
+  }
+  JoinThreads();
+}
 
 bool ReplicaSet::IsCopyMessage(const IoRequest* req) const {
   return copy_ != nullptr && req == &copy_->msg;
@@ -166,6 +183,7 @@ void ReplicaSet::CopyStep() {
   }
   IoRequest* req = c->fe->Take();
   req->op = RequestOp::kRead;
+  req->flags = kReqRebuild;  // the QoS scheduler's rebuild class
   req->volume = volume_;
   req->offset_bytes = c->off;
   req->length_bytes = c->len;
@@ -195,10 +213,13 @@ void ReplicaSet::CopySend() {
   m.repl_local_pending = false;
   m.repl_result = 0;
   m.repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
+  send_at_[m.repl_seq & mask_] = SendAt();
   m.buf = c->buf;
   rw::Header h;
   h.epoch = o_.epoch;
   h.seq = m.repl_seq;
+  h.result = Gap(m.repl_seq);
+  if (c->phase != Copy::Phase::kBarrier) h.flags = rw::kFlagRebuild;
   if (c->phase == Copy::Phase::kBarrier) {
     h.type = static_cast<uint16_t>(rw::Type::kBarrier);
     m.op = RequestOp::kFlush;
@@ -277,14 +298,30 @@ void ReplicaSet::CopyAcked(int32_t result) {
   if (copy_) CopyStep();
 }
 
+void ReplicaSet::CheckpointCopy() {
+  Copy* c = copy_.get();
+  if (c == nullptr || c->link->dirty_valid) return;  // a dirty map: copied units are cleared
+  // Everything below the region being copied is on the replica, and every write to it since
+  // went there too (the link was resyncing): the rest of the volume is what is left to copy,
+  // plus the writes in flight and from now on (FailLink, Admit mark those).
+  Link* l = c->link;
+  constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
+  const uint64_t units = (volume_->size_bytes() + kUnit - 1) / kUnit;
+  l->dirty.assign((volume_->size_bytes() / kUnit + 64) / 64, 0);
+  l->dirty_valid = true;
+  for (uint64_t u = c->off / kUnit; u < units; ++u) l->dirty[u / 64] |= 1ull << (u % 64);
+  resync_checkpoints_total.Add();
+}
+
 void ReplicaSet::AbortCopy(const std::string& why) {
   if (copy_ == nullptr) return;
+  CheckpointCopy();
   std::unique_ptr<Copy> c = std::move(copy_);
   resyncs_aborted_total.Add();
   SPD_LOG_WARN("replication: volume %s: resync of %s abandoned at %llu bytes: %s",
                o_.volume.c_str(), c->link->target.name.c_str(),
                static_cast<unsigned long long>(c->off), why.c_str());
-  if (c->queued) table_[c->msg.repl_seq & mask_] = nullptr;
+  if (c->queued) ClearSlot(c->msg.repl_seq);
   // A local read still running completes into a frontend that must outlive it: keep the copy.
   IoRequest* p = c->parked_head;
   c->parked_head = c->parked_tail = nullptr;

@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <vector>
@@ -15,6 +18,7 @@
 #include "io/sim_backend.h"
 #include "replica/replica_server.h"
 #include "replica/replica_test_util.h"
+#include "replica/replica_tls.h"
 #include "testing/volume_io_util.h"
 
 namespace spd {
@@ -274,6 +278,58 @@ TEST_F(ReplicaSetTest, AnOutOfSyncReplicaIsResyncedWhileWritesGoOn) {
   EXPECT_EQ(b[(3 << 20) + 8192], 0) << "a region the primary never wrote kept the copy's old data";
 }
 
+// A whole-volume resync cut short (the replica goes away half-way) resumes where it stopped:
+// the second attempt copies the rest and what was written meanwhile, and the copy ends equal.
+TEST_F(ReplicaSetTest, AnInterruptedResyncResumesFromWhereItStopped) {
+  alignas(4096) static char junk[65536];
+  std::memset(junk, 'j', sizeof junk);
+  for (uint64_t off = 0; off < kVolBytes; off += 4 * 65536)  // r2 holds other data
+    ASSERT_EQ(
+        testing::RunVolumeIo(reactor_.get(), r2_.v, IoOp::kWrite, off, sizeof junk, junk).result,
+        0);
+  for (uint64_t off = 0; off < kVolBytes; off += 2 * 65536)
+    ASSERT_EQ(Do(RequestOp::kWrite, off, 4096, 'p'), 0);  // before the set: local only
+  ReplicaSetOptions o = Options(1, {{"r2", Addr(r2_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.resync_retry_ms = 100;
+  o.resync_region_bytes = 64 << 10;
+  o.base = primary_.v->generation();
+  StartSet(o);
+  auto copied = [] {
+    return CounterValue("spd_replication_resync_bytes_total") +
+           CounterValue("spd_replication_resync_discard_bytes_total");
+  };
+  const uint64_t before = copied();
+  for (int i = 0; i < 5000 && set_->Links()[0].resynced_bytes < kVolBytes / 2; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_GE(set_->Links()[0].resynced_bytes, kVolBytes / 2);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kResyncing);
+  const uint16_t port = r2_.server->port();
+  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), r2_.server.get()));
+  r2_.server.reset();
+  const uint64_t first = copied() - before;
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'x'), 0);  // copied already; written meanwhile
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  ReplicaServerOptions so;
+  so.port = port;
+  r2_.server =
+      std::make_unique<ReplicaServer>(reactor_.get(), r2_.dispatcher.get(), r2_.volumes.get(), so);
+  ASSERT_TRUE(r2_.server->Start().ok());
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  // The second attempt: the rest (at most the half not copied, and the region cut short) and
+  // the unit written meanwhile.
+  const uint64_t second = copied() - before - first;
+  EXPECT_LE(second, kVolBytes - first + 2 * 65536);
+  EXPECT_LT(second, kVolBytes) << "started over";
+  EXPECT_EQ(CounterValue("spd_replication_resync_checkpoints_total") > 0, true);
+  for (uint64_t off = 0; off < kVolBytes; off += 4096)
+    ASSERT_EQ(ByteAt(r2_, off), ByteAt(primary_, off)) << "offset " << off;
+  EXPECT_EQ(ByteAt(r2_, 0), 'x');
+}
+
 // A replica that was in sync and goes away for a while gets back only what it missed: the
 // regions written meanwhile (64 KiB units), not the whole volume.
 TEST_F(ReplicaSetTest, AReplicaBackFromAnOutageGetsOnlyWhatItMissed) {
@@ -307,6 +363,144 @@ TEST_F(ReplicaSetTest, AReplicaBackFromAnOutageGetsOnlyWhatItMissed) {
   EXPECT_EQ(ByteAt(r1_, 5 * 65536 + 8192), 'y');
   EXPECT_EQ(ByteAt(r1_, 40 * 65536), 'w');
   EXPECT_EQ(ByteAt(r1_, 65536), 'i');
+}
+
+// After a failover, a copy that was in sync with the old primary is resynced only where it or
+// the new primary applied writes the old one may have had in flight (both activity records),
+// and ends equal to the new primary.
+TEST_F(ReplicaSetTest, AfterAFailoverOnlyTheWritesInFlightAreResynced) {
+  StartSet(Options(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}}));
+  for (int i = 0; i < 64; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a' + i % 26), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  // The old primary dies with writes in flight: one reached r1 only, another r2 only (as its
+  // replica server would have applied and recorded them).
+  set_->Detach();
+  set_->Stop();
+  set_.reset();
+  alignas(4096) static char buf[4096];
+  std::memset(buf, '1', sizeof buf);
+  ASSERT_EQ(testing::RunVolumeIo(reactor_.get(), r1_.v, IoOp::kWrite, 7 * 65536, 4096, buf).result,
+            0);
+  r1_.v->replica_activity.Record(1, 66, 7 * 65536, 4096);
+  r1_.v->MarkApplied();
+  std::memset(buf, '2', sizeof buf);
+  ASSERT_EQ(testing::RunVolumeIo(reactor_.get(), r2_.v, IoOp::kWrite, 30 * 65536, 4096, buf).result,
+            0);
+  r2_.v->replica_activity.Record(1, 67, 30 * 65536, 4096);
+  r2_.v->MarkApplied();
+  const ReplicaActivity::Snapshot mine = r1_.v->replica_activity.Take();
+  ASSERT_TRUE(mine.complete);
+  std::vector<ReplicaActivity::Range> all = mine.ranges;
+  for (const auto& x : r2_.v->replica_activity.Take().ranges) all.push_back(x);
+  uint64_t units = 0;
+  for (const auto& x : MergeRanges(all)) units += x.units;
+  ASSERT_LT(units, 10u) << "the records hold more than the last writes";
+  // r1 takes over (epoch 2), r2 its replica; both were in sync in epoch 1.
+  ReplicaSetOptions o = Options(2, {{"r2", Addr(r2_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.resync_retry_ms = 100;
+  o.base = r1_.v->generation();
+  o.prior = mine;
+  o.prior_in_sync = {"r2"};
+  const uint64_t copied_before = CounterValue("spd_replication_resync_bytes_total") +
+                                 CounterValue("spd_replication_resync_discard_bytes_total");
+  auto s = ReplicaSet::Start(r1_.dispatcher.get(), r1_.v, o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  set_ = std::move(s).value();
+  set_->Attach();
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  EXPECT_EQ(CounterValue("spd_replication_resync_bytes_total") +
+                CounterValue("spd_replication_resync_discard_bytes_total") - copied_before,
+            units * 65536);
+  for (uint64_t off = 0; off < kVolBytes; off += 4096)
+    ASSERT_EQ(ByteAt(r2_, off), ByteAt(r1_, off)) << "offset " << off;
+  EXPECT_EQ(ByteAt(r2_, 7 * 65536), '1');
+  EXPECT_EQ(ByteAt(r2_, 30 * 65536), 'a' + 30 % 26) << "r2's own in-flight write stayed";
+}
+
+// A psktool-format key file in /tmp (removed by the caller): "node:" and 32 bytes of `fill`.
+std::string KeyFile(char fill) {
+  char path[] = "/tmp/spd-replica-tls-XXXXXX";
+  const int fd = mkstemp(path);
+  EXPECT_GE(fd, 0);
+  const std::string line = "node:" + std::string(64, fill) + "\n";
+  EXPECT_EQ(write(fd, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+  close(fd);
+  return path;
+}
+
+// TLS on the link: with the same key on both ends writes flow as in plaintext; a replica with
+// another key, and a primary without TLS, fail the handshake: out of sync, nothing applied.
+TEST_F(ReplicaSetTest, OverTlsWritesFlowAndAPeerWithoutTheKeyIsRefused) {
+  const std::string good = KeyFile('a'), bad = KeyFile('b');
+  auto tls = ReplicaTls::Load(good);
+  auto other = ReplicaTls::Load(bad);
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+  ASSERT_TRUE(tls.ok()) << tls.status().ToString();
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  EXPECT_EQ((*tls)->identity(), "node");
+  auto restart = [&](Node* n, const ReplicaTls* t) {
+    EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), n->server.get()));
+    ReplicaServerOptions so;
+    so.tls = t;
+    n->server =
+        std::make_unique<ReplicaServer>(reactor_.get(), n->dispatcher.get(), n->volumes.get(), so);
+    ASSERT_TRUE(n->server->Start().ok());
+  };
+  restart(&r1_, tls->get());
+  restart(&r2_, other->get());
+  const uint64_t failures0 = CounterValue("spd_replica_tls_handshake_failures_total");
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.tls = tls->get();
+  o.resync = false;
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  StartSet(o);
+  std::vector<ReplicaSet::LinkInfo> links = set_->Links();
+  EXPECT_EQ(links[0].state, ReplicaSet::LinkState::kInSync) << links[0].detail;
+  EXPECT_EQ(links[1].state, ReplicaSet::LinkState::kOutOfSync);
+  EXPECT_NE(links[1].detail.find("TLS"), std::string::npos) << links[1].detail;
+  std::vector<Op*> batch;  // more than one record per round, large writes among them
+  for (int i = 0; i < 24; ++i)
+    batch.push_back(Submit(RequestOp::kWrite, i * 65536, i % 3 == 0 ? 65536 : 4096, 'a' + i));
+  for (Op* op : batch) ASSERT_EQ(Wait(op), 0);
+  ASSERT_EQ(Do(RequestOp::kWrite, 3 << 20, 4096, 'F', kReqFua), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(ByteAt(r1_, i * 65536 + 4095), 'a' + i);
+  EXPECT_EQ(ByteAt(r1_, 3 << 20), 'F');
+  EXPECT_EQ(ByteAt(r2_, 0), 0) << "the replica with another key took a write";
+  EXPECT_EQ(r1_.v->generation(), (ReplicaGeneration{1, 26}));  // the flush: message 26
+  // A primary without TLS against the TLS replica.
+  set_->Detach();
+  set_->Stop();
+  set_.reset();
+  ReplicaSetOptions plain = Options(2, {{"r1", Addr(r1_)}});
+  plain.resync = false;
+  plain.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  StartSet(plain);
+  EXPECT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  EXPECT_EQ(r1_.v->fence_epoch(), 1u) << "a plaintext hello was taken";
+  EXPECT_GE(CounterValue("spd_replica_tls_handshake_failures_total") - failures0, 2u);
+}
+
+// An out-of-sync mark answered after the set is gone (a step-down while etcd is slow) touches
+// nothing of it (under ASan, the task that carries the answer would read the freed set).
+TEST_F(ReplicaSetTest, AMarkAnsweredAfterTheSetIsGoneIsIgnored) {
+  std::function<void(bool)> pending;
+  ReplicaSetOptions o = Options(1, {{"gone", "127.0.0.1:1"}});
+  o.mark_out_of_sync = [&](const std::string&, std::function<void(bool)> done) {
+    pending = std::move(done);
+  };
+  StartSet(o);
+  ASSERT_TRUE(pending) << "the failed replica's mark was not asked for";
+  set_->Detach();
+  set_->Stop();
+  set_.reset();
+  pending(true);  // from the marker thread, in production: posted to the owner
+  for (int i = 0; i < 20; ++i) reactor_->RunOnce(1'000'000);
 }
 
 // Overlapping writes in flight together are serialized: every copy ends with the same bytes.
@@ -352,6 +546,90 @@ TEST_F(ReplicaSetTest, ANewerPrimaryDeposesTheOldOne) {
   EXPECT_EQ((*s3)->Links()[0].state, ReplicaSet::LinkState::kDeposedUs);
   EXPECT_TRUE((*s3)->deposed());
   (*s3)->Stop();
+}
+
+}  // namespace
+}  // namespace spd
+
+namespace spd {
+namespace {
+
+// Many messages leave in one sendmsg and big ones fill the socket: every byte still arrives in
+// order (partial sends resume mid-message), on every replica.
+TEST_F(ReplicaSetTest, BatchesOfBigWritesArriveWholeEverywhere) {
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.sndbuf_bytes = 16 << 10;  // sends end mid-message
+  o.resync = false;           // a broken stream must show, not be repaired
+  StartSet(o);
+  std::vector<Op*> batch;
+  for (int i = 0; i < 32; ++i)
+    batch.push_back(Submit(RequestOp::kWrite, uint64_t(i) * (64 << 10), 64 << 10, 'A' + i));
+  for (Op* o : batch) ASSERT_EQ(Wait(o), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  for (Node* n : {&r1_, &r2_})
+    for (int i = 0; i < 32; ++i) {
+      EXPECT_EQ(ByteAt(*n, uint64_t(i) * (64 << 10)), 'A' + i) << i;
+      EXPECT_EQ(ByteAt(*n, uint64_t(i) * (64 << 10) + (64 << 10) - 1), 'A' + i) << i;
+    }
+  EXPECT_EQ(r1_.v->generation(), (ReplicaGeneration{1, 33}));
+  for (const auto& l : set_->Links()) {
+    EXPECT_EQ(l.acked, 33u) << l.name;
+    EXPECT_EQ(l.state, ReplicaSet::LinkState::kInSync) << l.name << ": " << l.detail;
+  }
+}
+
+// Injected round trip and loss (ReplicaSetOptions::inject_*): a write is not acknowledged
+// before the injected round trip has passed, lost messages leave late and in order, and every
+// replica ends with every write.
+TEST_F(ReplicaSetTest, InjectedRoundTripAndLossDelayButLoseNothing) {
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.inject_rtt_us = 20'000;
+  o.inject_loss_ppm = 300'000;
+  o.inject_rto_ms = 30;
+  o.inject_seed = 7;
+  StartSet(o);
+  const uint64_t lost_before = CounterValue("spd_replication_injected_losses_total");
+  const uint64_t t0 = MonotonicNs();
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'q'), 0);
+  EXPECT_GE(MonotonicNs() - t0, 20'000'000u) << "acknowledged before the injected round trip";
+  std::vector<Op*> batch;
+  for (int i = 1; i <= 30; ++i)
+    batch.push_back(Submit(RequestOp::kWrite, uint64_t(i) * 4096, 4096, 'a' + i % 26));
+  for (Op* w : batch) ASSERT_EQ(Wait(w), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  EXPECT_GT(CounterValue("spd_replication_injected_losses_total") - lost_before, 0u);
+  for (Node* n : {&r1_, &r2_}) {
+    EXPECT_EQ(ByteAt(*n, 0), 'q');
+    for (int i = 1; i <= 30; ++i) EXPECT_EQ(ByteAt(*n, uint64_t(i) * 4096), 'a' + i % 26) << i;
+  }
+  EXPECT_EQ(r1_.v->generation(), (ReplicaGeneration{1, 32}));
+}
+
+// A hand-over's quiesce: what is in flight completes, then one barrier reaches every in-sync
+// replica (each records that generation with nothing after it: clean), and every request from
+// then on fails with EROFS.
+TEST_F(ReplicaSetTest, QuiesceEndsWithOneBarrierEverywhereAndRefusesWhatFollows) {
+  StartSet(Options(3, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}}));
+  std::vector<Op*> batch;
+  for (int i = 0; i < 10; ++i)
+    batch.push_back(Submit(RequestOp::kWrite, uint64_t(i) * 4096, 4096, 'k' + i));
+  uint64_t seq = ~0ull;
+  set_->Quiesce([&](uint64_t s) { seq = s; });
+  EXPECT_EQ(Do(RequestOp::kWrite, 1 << 20, 4096, 'z'), -EROFS);
+  EXPECT_EQ(Do(RequestOp::kFlush, 0, 0, 0), -EROFS);
+  for (Op* o : batch) ASSERT_EQ(Wait(o), 0) << "admitted before the quiesce: completes";
+  for (int i = 0; i < 3000 && seq == ~0ull; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(seq, 11u) << "the barrier follows the ten writes";
+  for (Node* n : {&r1_, &r2_}) {
+    EXPECT_EQ(n->v->generation(), (ReplicaGeneration{3, 11}));
+    EXPECT_EQ(n->v->applied_after_generation.load(), Volume::Applied::kClean);
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(ByteAt(*n, uint64_t(i) * 4096), 'k' + i);
+    EXPECT_EQ(ByteAt(*n, 1 << 20), 0) << "a refused write reached a replica";
+  }
+  EXPECT_EQ(primary_.v->applied_after_generation.load(), Volume::Applied::kDirty);
+  uint64_t again = ~0ull;
+  set_->Quiesce([&](uint64_t s) { again = s; });
+  EXPECT_EQ(again, 0u) << "a second quiesce";
 }
 
 }  // namespace

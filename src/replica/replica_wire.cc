@@ -43,24 +43,32 @@ std::string DecodeHeader(const uint8_t in[kHeaderBytes], uint32_t payload_max, H
   std::memcpy(h, in, kHeaderBytes);
   if (h->magic != kMagic) return "bad magic";
   if (h->version != kVersion) return "unsupported version " + std::to_string(h->version);
-  switch (static_cast<Type>(h->type)) {
+  const auto type = static_cast<Type>(h->type);
+  if ((type == Type::kWrite || type == Type::kWriteZeroes || type == Type::kDiscard ||
+       type == Type::kBarrier) &&
+      (h->result < 0 || static_cast<uint64_t>(h->result) > h->seq))
+    return "watermark outside the message's number";
+  switch (type) {
     case Type::kHello:
       if (h->length != sizeof(HelloBody)) return "hello of the wrong length";
       return "";
     case Type::kHelloReply:
-      if (h->length != sizeof(HelloReplyBody)) return "hello reply of the wrong length";
+      if (h->length < sizeof(HelloReplyBody) ||
+          (h->length - sizeof(HelloReplyBody)) % sizeof(ActivityRange) != 0 ||
+          h->length > sizeof(HelloReplyBody) + kActivityRangesMax * sizeof(ActivityRange))
+        return "hello reply of the wrong length";
       return "";
     case Type::kWrite:
       if (h->length == 0) return "empty write";
       if (h->length > payload_max || h->length > kPayloadMax)
         return "write of " + std::to_string(h->length) + " bytes, above the limit of " +
                std::to_string(payload_max < kPayloadMax ? payload_max : kPayloadMax);
-      if ((h->flags & ~kFlagFua) != 0) return "unknown write flags";
+      if ((h->flags & ~(kFlagFua | kFlagRebuild)) != 0) return "unknown write flags";
       return "";
     case Type::kWriteZeroes:
     case Type::kDiscard:
       if (h->length == 0) return "empty range";
-      if ((h->flags & ~(kFlagFua | kFlagNoHole)) != 0) return "unknown flags";
+      if ((h->flags & ~(kFlagFua | kFlagNoHole | kFlagRebuild)) != 0) return "unknown flags";
       return "";
     case Type::kBarrier:
     case Type::kAck:

@@ -25,7 +25,8 @@
 namespace spd::replica_wire {
 
 constexpr uint32_t kMagic = 0x52445053u;  // "SPDR"
-constexpr uint16_t kVersion = 1;
+// 2: the primary's watermark in `result`; the hello reply carries the replica's activity.
+constexpr uint16_t kVersion = 2;
 constexpr size_t kHeaderBytes = 48;
 // The largest payload of any message: a write (the replica says its own limit in the hello
 // reply, at most this).
@@ -42,8 +43,9 @@ enum class Type : uint16_t {
 };
 
 enum Flags : uint16_t {
-  kFlagFua = 1 << 0,     // write, write-zeroes: durable before the ack
-  kFlagNoHole = 1 << 1,  // write-zeroes: keep the range allocated
+  kFlagFua = 1 << 0,      // write, write-zeroes: durable before the ack
+  kFlagNoHole = 1 << 1,   // write-zeroes: keep the range allocated
+  kFlagRebuild = 1 << 2,  // write, discard: a resync's copy (the QoS scheduler's rebuild class)
 };
 
 struct Header {
@@ -52,7 +54,10 @@ struct Header {
   uint16_t type = 0;
   uint16_t flags = 0;
   uint16_t reserved0 = 0;
-  int32_t result = 0;   // kAck: 0 or -errno
+  // kAck: 0 or -errno. From the primary (write, write-zeroes, discard, barrier): how many
+  // messages before this one may still be incomplete: every message numbered below seq - result
+  // is on every in-sync copy (the watermark, volume/replica_activity.h). 0 <= result <= seq.
+  int32_t result = 0;
   uint64_t epoch = 0;   // the primary's epoch (every message)
   uint64_t seq = 0;     // the message's number (kAck: the answered one's)
   uint64_t offset = 0;  // bytes into the volume (write, write-zeroes, discard)
@@ -89,7 +94,7 @@ enum class HelloStatus : uint32_t {
 };
 const char* HelloStatusName(HelloStatus s);
 
-// kHelloReply's payload.
+// kHelloReply's payload: this body, then activity_ranges ActivityRange entries.
 struct HelloReplyBody {
   uint32_t status = 0;           // HelloStatus
   uint32_t write_bytes_max = 0;  // writes longer than this are refused
@@ -97,8 +102,21 @@ struct HelloReplyBody {
   uint64_t gen_seq = 0;
   uint64_t fence_epoch = 0;  // its durable fence (the primary's epoch once accepted)
   uint64_t size_bytes = 0;
+  // What the copy applied of its previous primary's last writes, as it stood before this hello
+  // (volume/replica_activity.h): the term, whether the record is complete, and how many ranges
+  // of 64 KiB units follow.
+  uint64_t activity_epoch = 0;
+  uint32_t activity_ranges = 0;
+  uint32_t activity_flags = 0;  // kActivityComplete
 };
-static_assert(sizeof(HelloReplyBody) == 40);
+static_assert(sizeof(HelloReplyBody) == 56);
+enum ActivityFlags : uint32_t { kActivityComplete = 1u << 0 };
+struct ActivityRange {
+  uint32_t first_unit = 0;  // 64 KiB units
+  uint32_t units = 0;
+};
+static_assert(sizeof(ActivityRange) == 8);
+constexpr uint32_t kActivityRangesMax = 4096;
 
 // Header <-> bytes. Decode checks magic, version, the type, and that the payload length is
 // allowed for the type (a write's at most `payload_max`); "" or what is wrong.

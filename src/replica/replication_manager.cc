@@ -1,6 +1,7 @@
 #include "replica/replication_manager.h"
 
 #include <algorithm>
+#include <chrono>
 #include <future>
 #include <set>
 
@@ -41,6 +42,7 @@ struct Parsed {
     uint64_t size = 0;
     uint32_t replicas = 0;
     std::vector<std::string> nodes;
+    Durability durability = Durability::kFlush;
   };
   struct Prim {
     std::string node;
@@ -65,6 +67,10 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
       Parsed::Spec sp;
       sp.size = j.value("size", uint64_t{0});
       sp.replicas = j.value("replicas", uint32_t{0});
+      const std::string d = j.value("durability", std::string("flush"));
+      sp.durability = d == "sync"   ? Durability::kSync
+                      : d == "none" ? Durability::kNone
+                                    : Durability::kFlush;
       if (j.contains("nodes") && j["nodes"].is_array())
         for (const auto& n : j["nodes"])
           if (n.is_string()) sp.nodes.push_back(n.get<std::string>());
@@ -219,6 +225,7 @@ void ReplicationManager::Reconcile() {
       VolumeSpec vs;
       vs.name = name;
       vs.size_bytes = spec.size;
+      vs.durability = spec.durability;
       std::promise<Status> done;
       volumes_->Create(vs, [&done](Result<std::shared_ptr<VolumeHandle>> r) {
         done.set_value(r.ok() ? Status::Ok() : r.status());
@@ -255,8 +262,9 @@ void ReplicationManager::Reconcile() {
     if (mine) {
       if (!running) {
         StepDown(name);
+        auto st = p.states.find(name);
         if (Status s = BecomePrimary(name, v, static_cast<uint64_t>(prim->second.epoch), spec.nodes,
-                                     nodes);
+                                     nodes, st != p.states.end() ? st->second : CopyStates{});
             !s.ok())
           SPD_LOG_WARN("replication: %s: cannot serve as primary: %s", name.c_str(),
                        s.ToString().c_str());
@@ -278,6 +286,9 @@ void ReplicationManager::Reconcile() {
         if (target_ok) {
           SPD_LOG_INFO("replication: %s: handing the volume over to %s", name.c_str(),
                        ho->second.c_str());
+          if (!Quiesce(name))
+            SPD_LOG_WARN("replication: %s: no clean hand-over (the copies may need a resync)",
+                         name.c_str());
           StepDown(name);
           Txn txn;
           const std::string key = std::string(kVolumesPrefix) + name + "/primary";
@@ -322,7 +333,8 @@ void ReplicationManager::Reconcile() {
 
 Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uint64_t epoch,
                                          const std::vector<std::string>& nodes,
-                                         const PrefixMirror::Snapshot& nodes_snap) {
+                                         const PrefixMirror::Snapshot& nodes_snap,
+                                         const CopyStates& states) {
   // The fence first, on this node's own copy: a deposed primary that still reaches it is refused.
   std::promise<int32_t> fenced;
   GenerationRecord rec;
@@ -341,9 +353,24 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   so.volume = name;
   so.epoch = epoch;
   so.base = v->generation();
+  // After a failover: what this copy applied last in the previous term, and who else was in
+  // sync then (only if this copy was too, in that same term).
+  so.prior = v->replica_activity.Take();
+  auto in_term = [&](const std::string& n) {
+    auto it = states.find(n);
+    return it != states.end() && it->second.first == "in_sync" &&
+           it->second.second == so.prior.epoch;
+  };
+  if (so.prior.complete && in_term(cluster_->name()))
+    for (const std::string& n : nodes)
+      if (n != cluster_->name() && in_term(n)) so.prior_in_sync.push_back(n);
   so.connect_timeout_ms = o_.connect_timeout_ms;
   so.ack_timeout_ms = o_.ack_timeout_ms;
   so.hold_timeout_ms = o_.hold_timeout_ms;
+  so.inject_rtt_us = o_.inject_rtt_us;
+  so.inject_loss_ppm = o_.inject_loss_ppm;
+  so.inject_seed = o_.inject_seed ^ epoch;  // another stream for each primary term
+  so.tls = o_.tls;
   for (const std::string& n : nodes)
     if (n != cluster_->name()) so.replicas.push_back({n, ReplicationAddress(nodes_snap, n)});
   ClusterNode* cluster = cluster_;
@@ -406,6 +433,53 @@ void ReplicationManager::RecordStates(const std::string& name, Primary* p) {
   p->states_recorded = r.ok();
 }
 
+bool ReplicationManager::Quiesce(const std::string& name) {
+  ReplicaSet* set = nullptr;
+  Volume* v = nullptr;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = primaries_.find(name);
+    if (it == primaries_.end()) return false;
+    set = it->second->set.get();
+    v = it->second->volume;
+  }
+  // The answer may come after this call gave up waiting: the promise is shared.
+  auto answer = std::make_shared<std::promise<uint64_t>>();
+  std::future<uint64_t> f = answer->get_future();
+  RunOn(v->owner(),
+        [set, answer] { set->Quiesce([answer](uint64_t seq) { answer->set_value(seq); }); });
+  // Within the ack timeout: a promote waits 15 s for the whole hand-over.
+  if (f.wait_for(std::chrono::milliseconds(o_.ack_timeout_ms)) != std::future_status::ready) {
+    SPD_LOG_WARN("replication: %s: the hand-over's final barrier got no answer within %llu ms",
+                 name.c_str(), static_cast<unsigned long long>(o_.ack_timeout_ms));
+    return false;
+  }
+  const uint64_t seq = f.get();
+  if (seq == 0) {
+    SPD_LOG_WARN("replication: %s: the hand-over's final barrier failed (closing or deposed)",
+                 name.c_str());
+    return false;
+  }
+  // Every in-sync replica recorded (epoch, seq) with nothing after it: so does this copy.
+  std::promise<int32_t> recorded;
+  GenerationRecord rec;
+  RunOn(v->pool()->reactor(), [&] {
+    rec.generation = {set->epoch(), seq};
+    rec.fence_epoch = set->epoch();
+    rec.ctx = &recorded;
+    rec.done = [](GenerationRecord* r) {
+      static_cast<std::promise<int32_t>*>(r->ctx)->set_value(r->result);
+    };
+    v->pool()->RecordGeneration(v, &rec);
+  });
+  if (recorded.get_future().get() != 0) return false;
+  v->applied_after_generation.store(Volume::Applied::kClean);
+  SPD_LOG_INFO("replication: %s: quiesced at generation (%llu, %llu) for the hand-over",
+               name.c_str(), static_cast<unsigned long long>(set->epoch()),
+               static_cast<unsigned long long>(seq));
+  return true;
+}
+
 void ReplicationManager::StepDown(const std::string& name) {
   std::unique_ptr<Primary> p;
   {
@@ -434,7 +508,8 @@ void ReplicationManager::StepDown(const std::string& name) {
   closed_.push_back(std::move(p->set));
 }
 
-Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, uint32_t replicas) {
+Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, uint32_t replicas,
+                                  Durability durability) {
   if (replicas < 2 || replicas > ReplicaSet::kReplicasMax + 1)
     return InvalidArgument("replicas must be 2.." + std::to_string(ReplicaSet::kReplicasMax + 1));
   const PrefixMirror::Snapshot nodes = cluster_->Nodes();
@@ -463,8 +538,11 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
   const std::string key = std::string(kVolumesPrefix) + name;
   Txn txn;
   txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, 0));
-  txn.then.push_back(TxnOp::Put(
-      key, nlohmann::json{{"size", size_bytes}, {"replicas", replicas}, {"nodes", placed}}.dump()));
+  txn.then.push_back(TxnOp::Put(key, nlohmann::json{{"size", size_bytes},
+                                                    {"replicas", replicas},
+                                                    {"nodes", placed},
+                                                    {"durability", DurabilityName(durability)}}
+                                         .dump()));
   SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
   if (!r.succeeded) return AlreadyExists("replicated volume '" + name + "' exists in the cluster");
   {

@@ -47,6 +47,12 @@ struct ReplicationManagerOptions {
   uint64_t connect_timeout_ms = 2'000;
   uint64_t ack_timeout_ms = 5'000;
   uint64_t hold_timeout_ms = 30'000;
+  // Fault injection on every primary's links (ReplicaSetOptions::inject_*; tests, benchmarks).
+  uint64_t inject_rtt_us = 0;
+  uint32_t inject_loss_ppm = 0;
+  uint64_t inject_seed = 1;
+  // TLS on every primary's links (ReplicaSetOptions::tls); null: plaintext. Outlives the manager.
+  const ReplicaTls* tls = nullptr;
   // Told of replication events (any thread; must not block): this node became or stopped being
   // a volume's primary (primary_changed), or its link to a copy changed state.
   std::function<void(bool primary_changed, const std::string& volume, const std::string& message)>
@@ -86,7 +92,9 @@ class ReplicationManager {
 
   // Places and records a new replicated volume (this node first); returns once the local copy
   // exists (bounded: 4 s). kFailedPrecondition when fewer nodes serve replicas than asked.
-  Status Create(const std::string& name, uint64_t size_bytes, uint32_t replicas);
+  // Every copy gets `durability` (in the cluster's record of the volume).
+  Status Create(const std::string& name, uint64_t size_bytes, uint32_t replicas,
+                Durability durability = Durability::kFlush);
   std::vector<ReplicatedVolumeStatus> List() const;
   // Makes this node `name`'s primary: only if its copy is in sync. The primary hands the volume
   // over (it steps down and deletes its key; writes in flight there fail, its clients must
@@ -98,10 +106,14 @@ class ReplicationManager {
   void Loop();
   void Reconcile();
   void Guard(Volume* v);
+  // Each copy's state in etcd: node -> (state, the epoch of the primary that wrote it).
+  using CopyStates = std::map<std::string, std::pair<std::string, uint64_t>>;
   Status BecomePrimary(const std::string& name, Volume* v, uint64_t epoch,
                        const std::vector<std::string>& nodes,
-                       const PrefixMirror::Snapshot& nodes_snap);
+                       const PrefixMirror::Snapshot& nodes_snap, const CopyStates& states);
   void StepDown(const std::string& name);
+  // Before a hand-over: the set's final barrier, and the same generation on the local copy.
+  bool Quiesce(const std::string& name);
   void RecordStates(const std::string& name, Primary* p);
   void MarkLoop();
 

@@ -96,6 +96,18 @@ inline const char* CodeName(grpc::StatusCode c) {
       return "UNAVAILABLE";
     case grpc::StatusCode::UNAUTHENTICATED:
       return "UNAUTHENTICATED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
     default:
       return "ERROR";
   }

@@ -284,8 +284,13 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
     grpc::ClientContext ctx;
     C().Prepare(&ctx);
     grpc::Status s = C().tenants->DeleteTenant(&ctx, req, &r);
-    if (s.ok()) std::printf("deleted tenant %s\n", name->c_str());
-    *rc = s.ok() ? kExitOk : C().Fail(s);
+    if (!s.ok()) return void(*rc = C().Fail(s));
+    if (C().output() == Output::kTable) {
+      std::printf("deleted tenant %s\n", name->c_str());
+    } else {
+      C().Print(DeletedDoc(*name));
+    }
+    *rc = kExitOk;
   });
 
   // ---- class ----
@@ -335,8 +340,13 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
     grpc::ClientContext ctx;
     C().Prepare(&ctx);
     grpc::Status s = C().classes->DeleteStorageClass(&ctx, req, &r);
-    if (s.ok()) std::printf("deleted storage class %s\n", name->c_str());
-    *rc = s.ok() ? kExitOk : C().Fail(s);
+    if (!s.ok()) return void(*rc = C().Fail(s));
+    if (C().output() == Output::kTable) {
+      std::printf("deleted storage class %s\n", name->c_str());
+    } else {
+      C().Print(DeletedDoc(*name));
+    }
+    *rc = kExitOk;
   });
 
   // ---- policy ----
@@ -394,20 +404,6 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
     if (r == "admin") return v1::ROLE_ADMIN;
     return v1::ROLE_UNSPECIFIED;
   };
-  auto role_name = [](v1::Role r) -> std::string {
-    switch (r) {
-      case v1::ROLE_VIEWER:
-        return "viewer";
-      case v1::ROLE_TENANT:
-        return "tenant";
-      case v1::ROLE_OPERATOR:
-        return "operator";
-      case v1::ROLE_ADMIN:
-        return "admin";
-      default:
-        return "none";
-    }
-  };
   const std::vector<std::string> roles = {"viewer", "tenant", "operator", "admin"};
   CLI::App* acc = app->add_subcommand(
       "access", "The uid map: what local users other than root may do (admins only)");
@@ -428,7 +424,7 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
     C().Prepare(&ctx);
     grpc::Status s = C().access->PutUidRole(&ctx, req, &r);
     if (s.ok())
-      std::printf("uid %u: %s %s\n", r.uid(), role_name(r.role()).c_str(), r.tenant().c_str());
+      std::printf("uid %u: %s %s\n", r.uid(), RoleText(r.role()).c_str(), r.tenant().c_str());
     *rc = s.ok() ? kExitOk : C().Fail(s);
   });
   acc->add_subcommand("list", "List the uid map")->callback([=] {
@@ -437,21 +433,7 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
     C().Prepare(&ctx);
     grpc::Status s = C().access->ListUidRoles(&ctx, v1::ListUidRolesRequest(), &r);
     if (!s.ok()) return void(*rc = C().Fail(s));
-    Doc d;
-    d["apiVersion"] = kApiVersion;
-    d["kind"] = "UidRoleList";
-    d["items"] = Doc::array();
-    for (const auto& e : r.entries())
-      d["items"].push_back(
-          Doc{{"uid", e.uid()}, {"role", role_name(e.role())}, {"tenant", e.tenant()}});
-    if (C().output() == Output::kTable) {
-      std::printf("UID  ROLE  TENANT\n");
-      for (const auto& e : r.entries())
-        std::printf("%u  %s  %s\n", e.uid(), role_name(e.role()).c_str(), e.tenant().c_str());
-    } else {
-      C().Print(d);
-    }
-    *rc = kExitOk;
+    *rc = C().Print(UidRoleListDoc({r.entries().begin(), r.entries().end()}));
   });
   CLI::App* adel = acc->add_subcommand("delete", "Take a uid's role away");
   adel->add_option("uid", *uid, "The user's numeric uid")->required();
@@ -491,11 +473,7 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
     C().Prepare(&ctx);
     grpc::Status s = C().access->ListTokens(&ctx, v1::ListTokensRequest(), &r);
     if (!s.ok()) return void(*rc = C().Fail(s));
-    std::printf("ID            ROLE      TENANT  DESCRIPTION\n");
-    for (const auto& t : r.tokens())
-      std::printf("%s  %-8s  %-6s  %s\n", t.id().c_str(), role_name(t.role()).c_str(),
-                  t.tenant().c_str(), t.description().c_str());
-    *rc = kExitOk;
+    *rc = C().Print(TokenListDoc({r.tokens().begin(), r.tokens().end()}));
   });
   CLI::App* tr = tok->add_subcommand("revoke", "Revoke a token by id");
   tr->add_option("id", *name, "Token id (from token list)")->required();

@@ -426,6 +426,72 @@ Doc VolumePolicyListDoc(const std::vector<v1::VolumePolicy>& ps) {
   return d;
 }
 
+std::string RoleText(v1::Role r) {
+  switch (r) {
+    case v1::ROLE_VIEWER:
+      return "viewer";
+    case v1::ROLE_TENANT:
+      return "tenant";
+    case v1::ROLE_OPERATOR:
+      return "operator";
+    case v1::ROLE_ADMIN:
+      return "admin";
+    default:
+      return "none";
+  }
+}
+
+Doc UidRoleListDoc(const std::vector<v1::UidRole>& es) {
+  Doc d = Header("UidRoleList");
+  d["items"] = Doc::array();
+  for (const v1::UidRole& e : es) {
+    Doc x;
+    x["uid"] = e.uid();
+    x["role"] = RoleText(e.role());
+    x["tenant"] = e.tenant();
+    d["items"].push_back(std::move(x));
+  }
+  return d;
+}
+
+Doc TokenListDoc(const std::vector<v1::Token>& ts) {
+  Doc d = Header("TokenList");
+  d["items"] = Doc::array();
+  for (const v1::Token& t : ts) {
+    Doc x;
+    x["id"] = t.id();
+    x["role"] = RoleText(t.role());
+    x["tenant"] = t.tenant();
+    x["description"] = t.description();
+    x["createdUnix"] = t.created_unix();
+    d["items"].push_back(std::move(x));
+  }
+  return d;
+}
+
+Doc AuditHeadDoc(const v1::AuditHead& h) {
+  Doc d = Header("AuditHead");
+  d["seq"] = h.seq();
+  d["hash"] = h.hash();
+  return d;
+}
+
+Doc AuditVerificationDoc(bool ok, uint64_t entries, uint64_t bad_entry,
+                         const std::string& problem) {
+  Doc d = Header("AuditVerification");
+  d["ok"] = ok;
+  d["entries"] = entries;
+  d["badEntry"] = bad_entry;
+  d["problem"] = problem;
+  return d;
+}
+
+Doc DeletedDoc(const std::string& name) {
+  Doc d = Header("Deleted");
+  d["name"] = name;
+  return d;
+}
+
 std::string ToYaml(const Doc& doc) {
   YAML::Emitter e;
   EmitYaml(e, doc);
@@ -549,6 +615,25 @@ std::string Render(const Doc& doc, Output out) {
                         {"CLASS", "storageClass", false},
                         {"EFFECTIVE INTENT", "effective", false}});
   }
+  if (kind == "UidRoleList" || kind == "TokenList") {
+    for (const Doc& x : doc["items"]) rows.push_back(&x);
+    if (kind == "UidRoleList")
+      return Table(rows,
+                   {{"UID", "uid", false}, {"ROLE", "role", false}, {"TENANT", "tenant", false}});
+    return Table(rows, {{"ID", "id", false},
+                        {"ROLE", "role", false},
+                        {"TENANT", "tenant", false},
+                        {"DESCRIPTION", "description", false}});
+  }
+  if (kind == "AuditHead")
+    return std::to_string(doc["seq"].get<uint64_t>()) + ":" + doc["hash"].get<std::string>() + "\n";
+  if (kind == "AuditVerification") {
+    if (doc["ok"].get<bool>())
+      return "audit log intact: " + std::to_string(doc["entries"].get<uint64_t>()) + " entries\n";
+    return "audit log DAMAGED at entry " + std::to_string(doc["badEntry"].get<uint64_t>()) + ": " +
+           doc["problem"].get<std::string>() + "\n";
+  }
+  if (kind == "Deleted") return "deleted " + doc["name"].get<std::string>() + "\n";
   if (kind == "Pool") return Table({&doc}, kPoolCols);
   if (kind == "Event") {
     std::string line =

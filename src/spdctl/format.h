@@ -1,11 +1,11 @@
 // spdctl's output: one object model, three renderings.
 //
-// Every answer is first turned into a JSON document with `apiVersion` (spd.v1) and `kind`
-// (Volume, VolumeList, Pool, PoolList, NodeInfo, Event) and fixed, documented field names in
-// lowerCamelCase (docs/spdctl.md). `-o json` prints it, `-o yaml` prints the same tree as YAML,
-// `-o table` prints columns for people. The JSON and YAML shapes are pinned by golden files
-// (tests/golden/spdctl/): a change to them is a change to a public interface and must change
-// apiVersion, not slip in (LINSTOR's users were bitten by exactly that).
+// Every answer is first turned into a JSON document with `apiVersion` (spd.v1), a `kind` (one of
+// kKinds below) and fixed, documented field names in lowerCamelCase (docs/spdctl.md). `-o json`
+// prints it, `-o yaml` prints the same tree as YAML, `-o table` prints columns for people. The JSON
+// and YAML shapes are pinned by golden files (tests/golden/spdctl/): a change to them is a change
+// to a public interface and must change apiVersion, not slip in (LINSTOR's users were bitten by
+// exactly that).
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "spd/v1/access.pb.h"
+#include "spd/v1/audit.pb.h"
 #include "spd/v1/events.pb.h"
 #include "spd/v1/node.pb.h"
 #include "spd/v1/policy.pb.h"
@@ -22,6 +24,29 @@
 namespace spd::ctl {
 
 inline constexpr const char* kApiVersion = "spd.v1";
+
+// Every kind spdctl prints (each made by one function below); format_test.cc pins each one's
+// JSON and YAML with golden files and fails for a kind in this list without them.
+inline constexpr const char* kKinds[] = {"Volume",
+                                         "VolumeList",
+                                         "Pool",
+                                         "PoolList",
+                                         "NodeInfo",
+                                         "ClusterNodeList",
+                                         "ReplicatedVolumeList",
+                                         "Calibration",
+                                         "Event",
+                                         "Tenant",
+                                         "TenantList",
+                                         "StorageClass",
+                                         "StorageClassList",
+                                         "VolumePolicy",
+                                         "VolumePolicyList",
+                                         "UidRoleList",
+                                         "TokenList",
+                                         "AuditHead",
+                                         "AuditVerification",
+                                         "Deleted"};
 
 enum class Output { kTable, kJson, kYaml };
 
@@ -44,6 +69,17 @@ Doc StorageClassDoc(const v1::StorageClass& sc);
 Doc StorageClassListDoc(const std::vector<v1::StorageClass>& cs);
 Doc VolumePolicyDoc(const v1::VolumePolicy& p);
 Doc VolumePolicyListDoc(const std::vector<v1::VolumePolicy>& ps);
+// Access (admins): the uid map, API tokens (never their secrets).
+Doc UidRoleListDoc(const std::vector<v1::UidRole>& es);  // kind UidRoleList
+Doc TokenListDoc(const std::vector<v1::Token>& ts);      // kind TokenList
+// The audit log: its head, a verification's result.
+Doc AuditHeadDoc(const v1::AuditHead& h);  // kind AuditHead
+Doc AuditVerificationDoc(bool ok, uint64_t entries, uint64_t bad_entry,
+                         const std::string& problem);  // kind AuditVerification
+// What a delete answers in json and yaml (volume, tenant, class delete).
+Doc DeletedDoc(const std::string& name);  // kind Deleted
+
+std::string RoleText(v1::Role r);  // "viewer", "tenant", "operator", "admin", "none"
 
 std::string DurabilityText(v1::Durability d);  // "flush", "sync", "none", "unspecified"
 std::string EventTypeText(v1::EventType t);    // "volume-created", ...

@@ -227,16 +227,7 @@ int Main(int argc, char** argv) {
       rc = C().Fail(s);
       return;
     }
-    if (C().output() == Output::kTable) {
-      std::printf("deleted %s\n", name.c_str());
-    } else {
-      Doc d;
-      d["apiVersion"] = kApiVersion;
-      d["kind"] = "Deleted";
-      d["name"] = name;
-      C().Print(d);
-    }
-    rc = kExitOk;
+    rc = C().Print(DeletedDoc(name));
   });
 
   CLI::App* vr = vol->add_subcommand(
@@ -442,18 +433,7 @@ int Main(int argc, char** argv) {
           rc = C().Fail(s);
           return;
         }
-        Doc d;
-        d["apiVersion"] = kApiVersion;
-        d["kind"] = "AuditHead";
-        d["seq"] = resp.seq();
-        d["hash"] = resp.hash();
-        if (C().output() == Output::kTable) {
-          std::printf("%llu:%s\n", static_cast<unsigned long long>(resp.seq()),
-                      resp.hash().c_str());
-        } else {
-          C().Print(d);
-        }
-        rc = kExitOk;
+        rc = C().Print(AuditHeadDoc(resp));
       });
   std::string anchor_text, audit_dir;
   CLI::App* av = aud->add_subcommand(
@@ -519,23 +499,7 @@ int Main(int argc, char** argv) {
       bad = resp.bad_entry();
       problem = resp.problem();
     }
-    Doc d;
-    d["apiVersion"] = kApiVersion;
-    d["kind"] = "AuditVerification";
-    d["ok"] = ok;
-    d["entries"] = entries;
-    d["badEntry"] = bad;
-    d["problem"] = problem;
-    if (C().output() == Output::kTable) {
-      if (ok) {
-        std::printf("audit log intact: %llu entries\n", static_cast<unsigned long long>(entries));
-      } else {
-        std::printf("audit log DAMAGED at entry %llu: %s\n", static_cast<unsigned long long>(bad),
-                    problem.c_str());
-      }
-    } else {
-      C().Print(d);
-    }
+    C().Print(AuditVerificationDoc(ok, entries, bad, problem));
     rc = ok ? kExitOk : kExitDrift;
   });
 

@@ -34,6 +34,7 @@
 #include "io/io_backend.h"
 #include "journal/group_commit.h"
 #include "reactor/reactor.h"
+#include "volume/replica_activity.h"
 #include "volume/volume_stats.h"
 
 namespace spd {
@@ -265,6 +266,21 @@ class Volume {
   // replicated volume; null otherwise. Set and cleared by the replication layer with no
   // request of the volume in flight; opaque here. Any thread.
   std::atomic<void*> replica_hook{nullptr};
+  // Replication: whether anything was applied to this copy after its durable generation, as far
+  // as this process knows. kUnknown at start (it cannot tell what a previous run applied);
+  // kDirty once a replicated write is applied (by the primary's set or the replica server);
+  // kClean once a generation is recorded with nothing applied or in flight after it. A copy is
+  // in sync with a primary only if its generation is the primary's and it is clean. Any thread.
+  enum class Applied : uint8_t { kUnknown, kClean, kDirty };
+  std::atomic<Applied> applied_after_generation{Applied::kUnknown};
+  void MarkApplied() {
+    if (applied_after_generation.load(std::memory_order_relaxed) != Applied::kDirty)
+      applied_after_generation.store(Applied::kDirty, std::memory_order_relaxed);
+  }
+
+  // Replication: the units this copy applied of its primary's writes that may still be in
+  // flight there (replica_activity.h): what a new primary resyncs after a failover.
+  ReplicaActivity replica_activity;
 
   // What its clients' requests did, for the metrics endpoint (volume_stats.h). Frontends record
   // into slots of their own; any thread.

@@ -23,6 +23,8 @@ Counter manager_close_timeouts_total(
 // How often a forced delete looks again at the users of the volume it closes.
 constexpr uint64_t kClosePollNs = 1'000'000;
 
+}  // namespace
+
 const char* DurabilityName(Durability d) {
   switch (d) {
     case Durability::kFlush:
@@ -34,8 +36,6 @@ const char* DurabilityName(Durability d) {
   }
   return "?";
 }
-
-}  // namespace
 
 // ---- VolumeHandle ---------------------------------------------------------------------------
 

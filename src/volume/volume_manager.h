@@ -33,6 +33,9 @@
 
 namespace spd {
 
+// "flush", "sync", "none".
+const char* DurabilityName(Durability d);
+
 struct VolumeSpec {
   std::string name;
   uint64_t size_bytes = 0;  // a positive multiple of 4096

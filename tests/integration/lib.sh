@@ -25,6 +25,22 @@ expect() {
   "$SPDCTL" "$@" >"$T/out" 2>"$T/err" || rc=$?
   [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
 }
+# start_cluster_node NAME ARGS...: spd2 with its data in $T/NAME (log $T/NAME.log, no NBD TCP
+# listener) and ARGS, in the background; returns once its control socket is there. Sets
+# NODE_PID (killed at exit with the others).
+start_cluster_node() {
+  local n=$1
+  shift
+  "$SPD2" --data-dir "$T/$n" --nbd-listen off --quiet "$@" >>"$T/$n.log" 2>&1 &
+  NODE_PID=$!
+  EXTRA_PIDS+=("$NODE_PID")
+  for _ in $(seq 200); do
+    [ -S "$T/$n/control.sock" ] && return 0
+    kill -0 "$NODE_PID" 2>/dev/null || { cat "$T/$n.log" >&2; fail "node $n exited at start"; }
+    sleep 0.05
+  done
+  fail "node $n did not start"
+}
 # json EXPR: EXPR (Python) over the JSON document in $T/out, bound to d; prints the result.
 json() { $PY -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
 

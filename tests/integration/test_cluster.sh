@@ -11,16 +11,9 @@ TTL=3
 # A second spd2 (node b) on its own data dir and ports; pid in B_PID.
 B="$T/b"
 start_b() {
-  "$SPD2" --data-dir "$B" --pool-size 256M --nbd-listen off --metrics-listen off --quiet \
-    --cluster "$ETCD_URL" --cluster-lease-ttl $TTL "$@" >>"$T/b.log" 2>&1 &
-  B_PID=$!
-  EXTRA_PIDS+=("$B_PID")
-  for _ in $(seq 200); do
-    [ -S "$B/control.sock" ] && return 0
-    kill -0 "$B_PID" 2>/dev/null || { cat "$T/b.log" >&2; fail "node b exited at start"; }
-    sleep 0.05
-  done
-  fail "node b did not start"
+  start_cluster_node b --pool-size 256M --metrics-listen off --cluster "$ETCD_URL" \
+    --cluster-lease-ttl $TTL "$@"
+  B_PID=$NODE_PID
 }
 # nodes SOCKET: the names in that node's list, space-separated.
 nodes() {

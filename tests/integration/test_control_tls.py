@@ -1,6 +1,8 @@
 """The control API on TCP: always TLS, and callers are who their API token says. No token or a
 bad, altered or revoked one: UNAUTHENTICATED; a viewer token reads but cannot change; an admin
-token can; a plaintext client gets nothing; the daemon refuses to listen on TCP without TLS."""
+token can; a tenant token sees and changes only its tenant's volumes; an operator token changes
+tenants but not the uid map; a plaintext client gets nothing; the daemon refuses to listen on
+TCP without TLS."""
 import os
 import socket
 import subprocess
@@ -17,12 +19,14 @@ API = os.path.join(HERE, "..", "..", "api")
 tmp = tempfile.mkdtemp(prefix="spd-ctls-")
 gen = os.path.join(tmp, "gen")
 os.makedirs(gen)
-protos = ["spd/v1/%s.proto" % p for p in ("volumes", "access")]
+protos = ["spd/v1/%s.proto" % p for p in ("volumes", "access", "policy", "audit")]
 subprocess.run(["protoc", "-I", API, "--python_out=" + gen, "--grpc_python_out=" + gen,
                 "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin"] + protos,
                check=True)
 sys.path.insert(0, gen)
 from spd.v1 import access_pb2 as apb, access_pb2_grpc  # noqa: E402
+from spd.v1 import audit_pb2, audit_pb2_grpc  # noqa: E402
+from spd.v1 import policy_pb2 as ppb, policy_pb2_grpc  # noqa: E402
 from spd.v1 import volumes_pb2 as vpb, volumes_pb2_grpc  # noqa: E402
 
 cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -86,12 +90,62 @@ check("admin token creates", code(vol.CreateVolume, mk, admin.secret) == grpc.St
 acc.RevokeToken(apb.RevokeTokenRequest(id=viewer.token.id), timeout=10)
 check("a revoked token: UNAUTHENTICATED",
       code(vol.ListVolumes, lst, viewer.secret) == grpc.StatusCode.UNAUTHENTICATED)
+
+# Tenant and operator tokens: the role table applies to tokens as to uids (docs/control.md).
+lvol = volumes_pb2_grpc.VolumeServiceStub(local)
+lten = policy_pb2_grpc.TenantServiceStub(local)
+lpol = policy_pb2_grpc.IntentServiceStub(local)
+for t in ("acme", "beta"):
+    lten.PutTenant(ppb.PutTenantRequest(tenant=ppb.Tenant(name=t)), timeout=10)
+for name, t in (("a1", "acme"), ("b1", "beta")):
+    lvol.CreateVolume(vpb.CreateVolumeRequest(name=name, size_bytes=1 << 20), timeout=10)
+    lpol.SetVolumePolicy(ppb.SetVolumePolicyRequest(policy=ppb.VolumePolicy(volume=name, tenant=t)),
+                         timeout=10)
+tenant = acc.CreateToken(apb.CreateTokenRequest(role=apb.ROLE_TENANT, tenant="acme"), timeout=10)
+operator = acc.CreateToken(apb.CreateTokenRequest(role=apb.ROLE_OPERATOR), timeout=10)
+ten = policy_pb2_grpc.TenantServiceStub(tls)
+aud = audit_pb2_grpc.AuditServiceStub(tls)
+tacc = access_pb2_grpc.AccessServiceStub(tls)
+C = grpc.StatusCode
+CELLS = [  # (what, call, request, tenant token, operator token)
+    ("GetVolume own", vol.GetVolume, vpb.GetVolumeRequest(name="a1"), C.OK, C.OK),
+    ("GetVolume other", vol.GetVolume, vpb.GetVolumeRequest(name="b1"), C.NOT_FOUND, C.OK),
+    ("ResizeVolume other", vol.ResizeVolume,
+     vpb.ResizeVolumeRequest(name="b1", size_bytes=1 << 20), C.NOT_FOUND, C.OK),
+    ("CreateVolume", vol.CreateVolume, None, C.OK, C.OK),
+    ("PutTenant", ten.PutTenant, ppb.PutTenantRequest(tenant=ppb.Tenant(name="gamma")),
+     C.PERMISSION_DENIED, C.OK),
+    ("GetTenant other", ten.GetTenant, ppb.GetTenantRequest(name="beta"), C.NOT_FOUND, C.OK),
+    ("VerifyAudit", aud.VerifyAudit, audit_pb2.VerifyAuditRequest(), C.PERMISSION_DENIED, C.OK),
+    ("ListUidRoles", tacc.ListUidRoles, apb.ListUidRolesRequest(), C.PERMISSION_DENIED,
+     C.PERMISSION_DENIED),
+    ("CreateToken", tacc.CreateToken, apb.CreateTokenRequest(role=apb.ROLE_ADMIN),
+     C.PERMISSION_DENIED, C.PERMISSION_DENIED),
+]
+bad = []
+for what, fn, req, *want in CELLS:
+    for who, tok, w in (("tenant", tenant, want[0]), ("operator", operator, want[1])):
+        r = req or vpb.CreateVolumeRequest(name="new-by-" + who, size_bytes=4096)
+        got = code(fn, r, tok.secret)
+        if got != w:
+            bad.append("%s with a %s token: %s, wanted %s" % (what, who, got.name, w.name))
+check("tenant and operator tokens over TLS: %d cells%s" % (2 * len(CELLS),
+      "" if not bad else ": " + "; ".join(bad)), not bad)
+listed = sorted(v.name for v in vol.ListVolumes(lst, timeout=10, metadata=[
+    ("authorization", "Bearer " + tenant.secret)]).volumes)
+check("a tenant token lists only its tenant's volumes (%s)" % listed,
+      listed == ["a1", "new-by-tenant"])
+check("what a tenant token creates is its tenant's",
+      lpol.GetVolumePolicy(ppb.GetVolumePolicyRequest(volume="new-by-tenant"),
+                           timeout=10).tenant == "acme")
+
 plain = volumes_pb2_grpc.VolumeServiceStub(grpc.insecure_channel("127.0.0.1:%d" % port))
 check("a plaintext client gets nothing",
       code(plain.ListVolumes, lst, admin.secret) == grpc.StatusCode.UNAVAILABLE)
 import json  # noqa: E402
 entries = [json.loads(l) for l in open(os.path.join(data, "audit", "audit.log"))]
-made = [e for e in entries if e["method"].endswith("CreateVolume") and e["result"] == "OK"]
+made = [e for e in entries if e["method"].endswith("CreateVolume") and e["result"] == "OK"
+        and e["args"].get("name") == "over-tls"]
 check("the audit log names the token (%s)" % (made[-1]["who"] if made else None),
       made and made[-1]["who"] == "token:" + admin.token.id)
 check("the database holds no secret",

@@ -35,10 +35,11 @@ mount_fs() {
 }
 
 # wait_gone PID: waits (bounded) until PID, a child of this shell, has exited, then reaps it
-# and sets WAIT_RC to its status. Returns 1 if it is still running after 10 s.
+# and sets WAIT_RC to its status. Returns 1 if it is still running after 30 s (a loaded 2-core
+# machine running the ASan build took more than 10 s once).
 wait_gone() {
   local state
-  for _ in $(seq 200); do
+  for _ in $(seq 600); do
     state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || state=""
     if [ -z "$state" ] || [ "$state" = Z ]; then
       WAIT_RC=0

@@ -3,8 +3,8 @@
 # its volume while the other takes the rest; a reservation the device cannot honour is refused
 # with what is left (exit 9); `spdctl volume get` reports the intent's status; `spdctl calibrate`
 # measures the device live; a latency target the device cannot meet turns violated and is sent
-# as an event. Shares are asserted, not rates:
-# the modelled device, not the machine, is the bottleneck.
+# as an event, also to the watcher of the volume's tenant (a uid with the tenant role). Shares
+# are asserted, not rates: the modelled device, not the machine, is the bottleneck.
 source "$(dirname "$0")/lib.sh"
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
 fio_read() {  # fio_read VOLUME SECONDS: 4 KiB random reads at QD16; prints the read IOPS
@@ -14,8 +14,11 @@ fio_read() {  # fio_read VOLUME SECONDS: 4 KiB random reads at QD16; prints the 
 }
 
 mport=$((SPD_PORT + 1))
+chmod 0755 "$T"  # the tenant's watcher (another uid) reaches the socket
 SPD_METRICS="127.0.0.1:$mport" SPD_NBD_LISTEN=off start_spd2 --backend sim --sim-iops 5000 \
-  --sim-units 4 --qos on --cores 1 --volume lim:64M --volume free:64M --volume slow:64M
+  --sim-units 4 --qos on --cores 1 --volume lim:64M --volume free:64M --volume slow:64M \
+  --control-socket-mode 0666
+chmod 0711 "$T/data"
 grep -q "qos: on" "$T/spd2.log" || fail "no qos line in the log: $(cat "$T/spd2.log")"
 for v in lim free slow; do  # written first: reads of holes never reach the device
   fio --name=w --ioengine=nbd --uri="nbd+unix:///$v?socket=$SPD_SOCK" --rw=write --bs=1M \
@@ -72,8 +75,16 @@ expect 0 volume list
 grep -q spd-calibrate-scratch "$T/out" && fail "the scratch volume is still there"
 
 # A target the device cannot meet (p90 under 50 us; one read takes 800 us): violated, and an
-# event says so.
-expect 0 policy set slow --latency-target 90:50
+# event says so, also to acme's watcher (slow is acme's; lim, another tenant's, is not sent).
+expect 0 tenant put acme
+expect 0 tenant put other
+expect 0 access set 2301 --role tenant --tenant acme
+expect 0 policy set lim --limit-iops 400 --tenant other
+setpriv --reuid=2301 --regid=2301 --clear-groups "$SPDCTL" events --since 1 -o json \
+  >"$T/tevents" 2>&1 &
+tevents_pid=$!
+EXTRA_PIDS+=("$tevents_pid")
+expect 0 policy set slow --latency-target 90:50 --tenant acme
 fio_read slow 3 >/dev/null
 expect 0 volume get slow -o json
 [ "$(json "d['intentStatus']['state']")" = violated ] || fail "status: $(cat "$T/out")"
@@ -90,8 +101,17 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 grep -q '"type":"intent-violation","volume":"slow"' "$T/events" || fail "no violation event for slow: $(cat "$T/events")"
+for _ in $(seq 50); do
+  grep -q "intent-violation" "$T/tevents" && break
+  sleep 0.1
+done
+grep -q '"type":"intent-violation","volume":"slow"' "$T/tevents" ||
+  fail "acme's watcher got no violation event for slow: $(cat "$T/tevents")"
+grep -q '"volume":"lim"' "$T/tevents" && fail "acme's watcher got events of lim: $(cat "$T/tevents")"
 stop_spd2
 wait "$events_pid" || fail "the event watcher did not end cleanly"
+wait "$tevents_pid" || fail "the tenant's event watcher did not end cleanly"
+EXTRA_PIDS=()
 
 # --qos off: intents are stored, not enforced, and volumes carry no status. (The sim keeps
 # nothing across a restart: a new pool.)

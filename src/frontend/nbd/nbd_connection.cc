@@ -12,6 +12,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "common/peer_uid.h"
 #include "common/trace.h"
 #include "dispatch/request_probes.h"
 #include "frontend/nbd/nbd_connection_internal.h"
@@ -38,59 +39,11 @@ IoClass ClassOf(uint16_t type) {
   }
 }
 
-Counter requests_total("spd_nbd_requests_total", "NBD requests received.");
-Counter request_errors_total("spd_nbd_request_errors_total",
-                             "NBD requests answered with an error.");
-Counter rejected_total("spd_nbd_requests_rejected_total",
-                       "NBD requests refused by validation before reaching a volume.");
-Counter bad_magic_total("spd_nbd_bad_request_magic_total",
-                        "Connections closed because a request had a bad magic.");
-Histogram request_duration(
-    "spd_nbd_request_duration_seconds",
-    "NBD requests from header read to reply queued for sending (server-side latency).");
-Counter backpressure_total(
-    "spd_nbd_backpressure_total",
-    "Times a connection stopped reading because its in-flight limit was hit.");
-Counter truncated_total("spd_nbd_truncated_payload_total",
-                        "Connections that closed in the middle of a write payload.");
-Counter closed_for_delete_total("spd_nbd_connections_closed_for_delete_total",
-                                "Connections closed because their volume was deleted (forced).");
-Counter handshake_timeouts_total(
-    "spd_nbd_handshake_timeouts_total",
-    "Connections closed because they had not negotiated within handshake_timeout_ms.");
-Counter handshake_evictions_total(
-    "spd_nbd_handshake_evictions_total",
-    "Negotiating connections closed to make room for a newer one (handshakes_max or "
-    "connections_max reached).");
-Counter idle_timeouts_total("spd_nbd_idle_timeouts_total",
-                            "Connections closed after idle_timeout_ms without a request.");
-Counter memory_backpressure_total(
-    "spd_nbd_memory_backpressure_total",
-    "Times a connection stopped reading because the NBD memory budget was spent.");
 // Payloads at least this large are received straight into the request buffer.
 constexpr uint32_t kDirectRecvBytes = 64u << 10;
 constexpr size_t kBlockStatusExtentsMax = 128;
 
 }  // namespace
-
-namespace nbd_conn {
-Counter send_errors_total("spd_nbd_send_errors_total",
-                          "Connections whose socket failed while replies were pending.");
-Counter stall_timeouts_total(
-    "spd_nbd_stall_timeouts_total",
-    "Connections closed because a write payload stopped arriving, or replies went unread, for "
-    "stall_timeout_ms.");
-Counter handshake_failures_total("spd_nbd_handshake_failures_total",
-                                 "Connections closed during negotiation.");
-Counter tls_sessions_total(
-    "spd_nbd_tls_sessions_total",
-    "NBD connections whose TLS handshake (after NBD_OPT_STARTTLS) succeeded.");
-Counter tls_handshake_failures_total(
-    "spd_nbd_tls_handshake_failures_total",
-    "NBD connections closed because their TLS handshake failed (a wrong key or certificate, an "
-    "unknown PSK identity, no common cipher, a client that closed during it).");
-Gauge tls_sessions_gauge("spd_nbd_tls_sessions", "NBD connections with a TLS session now.");
-}  // namespace nbd_conn
 
 using namespace nbd_conn;  // NOLINT: this file's own counters
 
@@ -154,8 +107,27 @@ Status NbdConnection::Start() {
   rx_.reset(new uint8_t[rx_size_]);
   const nbd::TlsMode tls =
       (tcp_ || o.tls_unix) && server_->tls() != nullptr ? o.tls_mode : nbd::TlsMode::kOff;
-  handshake_ = std::make_unique<nbd::Handshake>(server_->catalog(), nbd::HandshakeLimits{}, tls,
-                                                &o.authorize);
+  const nbd::ExportAuthorizer* authorize = &o.authorize;
+  // A client on this host is who its uid says: on the unix socket, and on TCP over loopback.
+  if (o.authorize_uid && (!tcp_ || PeerIsLoopback(fd_))) {
+    uid_policy_ = true;
+    Result<uint32_t> uid = PeerUid(fd_);
+    if (uid.ok()) {
+      uid_known_ = true;
+      uid_ = *uid;
+    } else {
+      SPD_LOG_WARN("nbd %s: cannot tell the client's uid, it may open no volume: %s", peer_.c_str(),
+                   uid.status().ToString().c_str());
+    }
+    authorize_ = [this](std::string_view identity, std::string_view export_name) {
+      const NbdServerOptions& so = server_->options_;
+      if (!UidDecides()) return !so.authorize || so.authorize(identity, export_name);
+      return uid_known_ && so.authorize_uid(uid_, export_name);
+    };
+    authorize = &authorize_;
+  }
+  handshake_ =
+      std::make_unique<nbd::Handshake>(server_->catalog(), nbd::HandshakeLimits{}, tls, authorize);
   auto* sh = static_cast<NbdServer::Shard*>(shard);
   if (negotiating_) {
     neg_prev = sh->neg_tail;
@@ -418,10 +390,29 @@ bool NbdConnection::ProcessRx() {
   }
 }
 
+bool NbdConnection::UidDecides() const {
+  // A TLS identity decides once TLS is up; TLS without one (x509 without a CA) leaves it to the
+  // uid.
+  return uid_policy_ && (!handshake_->tls() || handshake_->tls_identity().empty());
+}
+
+void NbdConnection::NoteDenials() {
+  if (handshake_->denials() == denials_seen_) return;
+  denials_seen_ = handshake_->denials();
+  if (uid_refused_ || !UidDecides()) return;
+  uid_refused_ = true;
+  uid_refusals_total.Add();
+  const std::string& name = handshake_->last_denied();
+  const std::string uid = uid_known_ ? std::to_string(uid_) : "unknown";
+  SPD_LOG_WARN("nbd %s: uid %s may not use export '%s' (docs/nbd.md, who may connect): refused",
+               peer_.c_str(), uid.c_str(), name.empty() ? "(default)" : name.c_str());
+}
+
 bool NbdConnection::ProcessHandshake() {
   size_t avail = rx_end_ - rx_start_;
   size_t used = handshake_->Feed(rx_.get() + rx_start_, avail);
   rx_start_ += used;
+  NoteDenials();
   FlushOut();
   switch (handshake_->state()) {
     case nbd::Handshake::State::kNegotiating:

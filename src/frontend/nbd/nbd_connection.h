@@ -189,6 +189,18 @@ class NbdConnection {
 
   RxState rx_state_ = RxState::kHandshake;
   std::unique_ptr<nbd::Handshake> handshake_;
+  // The uid check (NbdServerOptions::authorize_uid): whether it applies to this client (a
+  // plaintext one on this host), and the client's uid when it could be told. authorize_ is
+  // what the handshake asks: the uid's rights while the uid decides (UidDecides), the TLS
+  // identity's otherwise. A refusal is counted and logged once per connection.
+  bool uid_policy_ = false;
+  bool uid_known_ = false;
+  uint32_t uid_ = 0;
+  bool uid_refused_ = false;
+  uint32_t denials_seen_ = 0;
+  nbd::ExportAuthorizer authorize_;
+  bool UidDecides() const;
+  void NoteDenials();
   const nbd::Export* export_ = nullptr;
   // A user registration on the volume's handle from transmission until the connection goes:
   // the volume cannot be deleted under our requests.

@@ -1,5 +1,5 @@
-// What nbd_connection.cc, nbd_connection_send.cc and nbd_connection_tls.cc share: counters and the
-// TLS sizes.
+// What nbd_connection.cc, nbd_connection_send.cc and nbd_connection_tls.cc share: counters
+// (defined in nbd_connection_metrics.cc) and the TLS sizes.
 #pragma once
 
 #include <cstddef>
@@ -14,6 +14,19 @@ extern Counter stall_timeouts_total;
 extern Counter tls_sessions_total;
 extern Counter tls_handshake_failures_total;
 extern Gauge tls_sessions_gauge;
+extern Counter requests_total;
+extern Counter request_errors_total;
+extern Counter rejected_total;
+extern Counter bad_magic_total;
+extern Histogram request_duration;
+extern Counter backpressure_total;
+extern Counter truncated_total;
+extern Counter closed_for_delete_total;
+extern Counter handshake_timeouts_total;
+extern Counter handshake_evictions_total;
+extern Counter idle_timeouts_total;
+extern Counter uid_refusals_total;
+extern Counter memory_backpressure_total;
 
 // The largest TLS record's plaintext: replies are gathered into records of up to this size.
 constexpr size_t kTlsRecordBytes = 16384;

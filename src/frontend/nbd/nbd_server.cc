@@ -6,7 +6,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "common/unix_socket.h"
 #include "frontend/nbd/nbd_connection.h"
 
 namespace spd {
@@ -295,19 +295,9 @@ Status NbdServer::Start() {
   volumes_->AddListener(this);
 
   if (!options_.unix_path.empty()) {
-    if (options_.unix_path.size() >= sizeof(sockaddr_un::sun_path))
-      return InvalidArgument("nbd: unix socket path too long: " + options_.unix_path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return Status::FromErrno(errno, "nbd: socket(AF_UNIX)");
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::memcpy(sa.sun_path, options_.unix_path.c_str(), options_.unix_path.size());
-    unlink(options_.unix_path.c_str());  // a stale socket from a previous run
-    if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
-      Status s = Status::FromErrno(errno, "nbd: bind " + options_.unix_path);
-      close(fd);
-      return s;
-    }
+    int fd = -1;
+    SPD_ASSIGN_OR_RETURN(fd, BindUnixSocket(options_.unix_path, options_.unix_mode,
+                                            options_.unix_gid, "nbd: unix socket"));
     SPD_RETURN_IF_ERROR(Listen(&unix_listener_, fd));
   }
   if (!options_.tcp_host.empty()) {

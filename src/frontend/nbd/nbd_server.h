@@ -23,15 +23,18 @@
 // TLS (NBD_OPT_STARTTLS, nbd_tls.h): tls_mode applies to TCP connections (and to unix ones with
 // tls_unix); the credentials are loaded by Start. A TCP listener on a non-loopback address
 // needs tls_mode kRequire unless allow_insecure_tcp. The optional authorize callback decides
-// which exports a client (its TLS PSK identity) may list and open (nbd_handshake.h).
+// which exports a client (its TLS PSK identity) may list and open (nbd_handshake.h);
+// authorize_uid does the same for a plaintext client on this host by its uid.
 //
 // Thread-safety: every method on the reactor's thread.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -47,7 +50,11 @@ namespace spd {
 
 struct NbdServerOptions {
   std::string unix_path;  // "" = no unix listener
-  std::string tcp_host;   // "" = no TCP listener
+  // The unix socket file's permission bits and group (-1: the process's), from its creation on
+  // (BindUnixSocket, common/unix_socket.h).
+  uint32_t unix_mode = 0600;
+  int unix_gid = -1;
+  std::string tcp_host;  // "" = no TCP listener
   uint16_t tcp_port = 10809;
   uint32_t connections_max = 1024;
   uint32_t conn_inflight_max = 128;
@@ -86,6 +93,14 @@ struct NbdServerOptions {
   // Which exports a client may list and open, by TLS identity ("" without one); empty: every
   // export for everyone. Thread-safe, non-blocking (called on connection reactors).
   nbd::ExportAuthorizer authorize;
+  // Which exports a plaintext client on this host may list and open, by the uid at the other
+  // end (common/peer_uid.h): a client of the unix socket (SO_PEERCRED), or a TCP client whose
+  // connection runs over loopback (the owner of its socket, from inet_diag). It replaces
+  // `authorize` for such a client until TLS gives it an identity (with TLS up but no identity,
+  // x509 without a CA, the uid still decides); a client whose uid cannot be told may use no
+  // export. TCP clients from elsewhere (--nbd-insecure) are not asked about. Empty: no uid
+  // check. Thread-safe, non-blocking, like `authorize`.
+  std::function<bool(uint32_t uid, std::string_view export_name)> authorize_uid;
   // TEST ONLY (nbd_tls_test.cc): while a TLS handshake runs, sleep this long before each read
   // of the socket, so that everything the client sends promptly has arrived: the whole
   // handshake then runs inside the read that brought STARTTLS, as on a loaded server.

@@ -1,42 +1,19 @@
 #include "frontend/nbd/nbd_tls.h"
 
 #include <gnutls/x509.h>
-#include <sys/stat.h>
 
 #include <cstring>
-#include <fstream>
 #include <sstream>
 
 #include "common/log.h"
+#include "common/psk_file.h"
+#include "common/psk_gnutls.h"
 
 namespace spd {
 namespace {
 
-// TLS 1.2 and 1.3 as GnuTLS ships them (NORMAL), plus the PSK key exchanges, forward-secret
-// ones first. Without PSK credentials the PSK exchanges are never chosen, without a
-// certificate the certificate ones. Our order, not the client's, with ChaCha20 moved last: a
-// TLS 1.3 PSK is bound to SHA-256, which rules out AES-256-GCM (SHA-384), and NORMAL lists
-// ChaCha20 before AES-128-GCM; on a CPU with AES instructions AES-GCM is many times faster
-// (measured here: 5.3 GB/s against 0.33 GB/s, gnutls-cli --benchmark-ciphers).
-constexpr char kPriority[] =
-    "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK:-CHACHA20-POLY1305:+CHACHA20-POLY1305:%SERVER_PRECEDENCE";
-// Shorter keys are refused: psktool makes 32 bytes by default.
-constexpr size_t kPskKeyBytesMin = 16;
-
 Status GnutlsError(const std::string& what, int rc) {
   return InvalidArgument("nbd tls: " + what + ": " + gnutls_strerror(rc));
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-void Wipe(std::string* s) {
-  if (!s->empty()) explicit_bzero(s->data(), s->size());
-  s->clear();
 }
 
 // Longest Common Name taken (X.520 allows 64 characters; UTF-8 may need 4 bytes each).
@@ -138,59 +115,14 @@ int VerifyClient(gnutls_session_t s) {
 }  // namespace
 
 NbdTlsCredentials::~NbdTlsCredentials() {
-  for (auto& [id, key] : keys_) Wipe(&key);
+  for (auto& [id, key] : keys_) WipeKey(&key);
   if (priority_) gnutls_priority_deinit(priority_);
   if (psk_) gnutls_psk_free_server_credentials(psk_);
   if (cert_) gnutls_certificate_free_credentials(cert_);
 }
 
 Status NbdTlsCredentials::LoadPsk(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return InvalidArgument("nbd tls: cannot read the PSK file " + path);
-  struct stat st {};
-  if (stat(path.c_str(), &st) == 0 && (st.st_mode & 0077) != 0)
-    SPD_LOG_WARN("nbd tls: the PSK file %s can be read by other users (mode %03o): chmod 600 it",
-                 path.c_str(), static_cast<unsigned>(st.st_mode & 0777));
-  std::string line;
-  size_t lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    const std::string where = path + ":" + std::to_string(lineno);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    const size_t colon = line.find(':');
-    if (colon == std::string::npos || colon == 0) {
-      Wipe(&line);
-      return InvalidArgument("nbd tls: " + where + ": want IDENTITY:HEXKEY (the psktool format)");
-    }
-    std::string id = line.substr(0, colon);
-    const std::string_view hex(line.data() + colon + 1, line.size() - colon - 1);
-    std::string key;
-    bool bad = hex.size() % 2 != 0;
-    for (size_t i = 0; !bad && i < hex.size(); i += 2) {
-      const int hi = HexValue(hex[i]), lo = HexValue(hex[i + 1]);
-      if (hi < 0 || lo < 0) bad = true;
-      key.push_back(static_cast<char>(hi * 16 + lo));
-    }
-    Wipe(&line);
-    if (bad) {
-      Wipe(&key);
-      return InvalidArgument("nbd tls: " + where + ": the key of '" + id +
-                             "' is not an even number of hex digits");
-    }
-    if (key.size() < kPskKeyBytesMin) {
-      Wipe(&key);
-      return InvalidArgument("nbd tls: " + where + ": the key of '" + id + "' is shorter than " +
-                             std::to_string(kPskKeyBytesMin) +
-                             " bytes (psktool -s 32 makes a good one)");
-    }
-    if (keys_.count(id) != 0) {
-      Wipe(&key);
-      return InvalidArgument("nbd tls: " + where + ": identity '" + id + "' appears twice");
-    }
-    keys_.emplace(std::move(id), std::move(key));
-  }
-  if (keys_.empty()) return InvalidArgument("nbd tls: the PSK file " + path + " has no key");
+  SPD_RETURN_IF_ERROR(LoadPskFile(path, "nbd tls", &keys_));
   int rc = gnutls_psk_allocate_server_credentials(&psk_);
   if (rc < 0) return GnutlsError("PSK credentials", rc);
   gnutls_psk_set_server_credentials_function2(psk_, &NbdTlsCredentials::PskLookup);
@@ -202,15 +134,7 @@ Status NbdTlsCredentials::LoadPsk(const std::string& path) {
 int NbdTlsCredentials::PskLookup(gnutls_session_t session, const gnutls_datum_t* username,
                                  gnutls_datum_t* key) {
   const auto* self = static_cast<const NbdTlsCredentials*>(gnutls_session_get_ptr(session));
-  if (self == nullptr || username == nullptr) return -1;
-  auto it = self->keys_.find(
-      std::string_view(reinterpret_cast<const char*>(username->data), username->size));
-  if (it == self->keys_.end()) return -1;  // unknown identity: the handshake fails
-  key->data = static_cast<unsigned char*>(gnutls_malloc(it->second.size()));
-  if (key->data == nullptr) return -1;
-  std::memcpy(key->data, it->second.data(), it->second.size());
-  key->size = static_cast<unsigned>(it->second.size());
-  return 0;
+  return self == nullptr ? -1 : PskKeyFor(self->keys_, username, key);
 }
 
 Result<std::unique_ptr<NbdTlsCredentials>> NbdTlsCredentials::Load(const NbdTlsFiles& f) {
@@ -240,7 +164,7 @@ Result<std::unique_ptr<NbdTlsCredentials>> NbdTlsCredentials::Load(const NbdTlsF
     }
   }
   const char* err = nullptr;
-  int rc = gnutls_priority_init2(&c->priority_, kPriority, &err, 0);
+  int rc = gnutls_priority_init2(&c->priority_, kPskTlsPriority, &err, 0);
   if (rc < 0) return GnutlsError(std::string("priorities near '") + (err ? err : "") + "'", rc);
   return c;
 }

@@ -411,6 +411,32 @@ TEST_F(NbdTlsAuthorizeTest, ListIsFilteredAndGoRefusedForOthersVolumes) {
   EXPECT_TRUE(ListExports(sock_).empty());
 }
 
+// The uid check beside TLS (tls on: plaintext clients are served too): a plaintext client on
+// this host is its uid (here: vol1 only), a client with a TLS identity is that identity.
+class NbdTlsUidTest : public NbdTlsAuthorizeTest {
+ protected:
+  void Tweak(NbdServerOptions* o) override {
+    NbdTlsAuthorizeTest::Tweak(o);
+    o->tls_mode = nbd::TlsMode::kOn;
+    o->authorize_uid = [](uint32_t, std::string_view name) { return name == "vol1"; };
+  }
+};
+
+TEST_F(NbdTlsUidTest, TlsIdentityDecidesOverTheUid) {
+  EXPECT_EQ(List("alice"), std::vector<std::string>{"vol0"});
+  EXPECT_EQ(ListExports(sock_), std::vector<std::string>{"vol1"});
+  std::vector<std::string> names;
+  nbd_handle* h = PskClient("", "", LIBNBD_TLS_DISABLE);
+  nbd_set_opt_mode(h, true);
+  ASSERT_EQ(ConnectTcp(h, ""), 0) << nbd_get_error();
+  EXPECT_TRUE(ListAndClose(h, &names));
+  EXPECT_EQ(names, std::vector<std::string>{"vol1"});
+  // In plaintext, vol0 is TLS-only for this uid (on mode answers ERR_TLS_REQD).
+  h = PskClient("", "", LIBNBD_TLS_DISABLE);
+  EXPECT_EQ(ConnectTcp(h, "vol0"), -1) << "the uid opened vol0 in plaintext";
+  nbd_close(h);
+}
+
 // x509: a server certificate, the client verifying it against its CA (the same self-signed
 // certificate) and the host name.
 class NbdTlsX509Test : public NbdTlsTest {

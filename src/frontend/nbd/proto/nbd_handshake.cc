@@ -67,23 +67,27 @@ bool Handshake::Allowed(const Export& e) const {
   return authorize_ == nullptr || !*authorize_ || (*authorize_)(identity_, e.name);
 }
 
-const Export* Handshake::Resolve(std::string_view name, bool* denied) const {
+const Export* Handshake::Resolve(std::string_view name, bool* denied) {
   *denied = false;
+  const Export* e = nullptr;
   if (name.empty() && authorize_ != nullptr && *authorize_) {
     // The default export of this client: the first one it may use.
     bool any = false;
-    for (const Export* e : catalog_->List()) {
+    for (const Export* x : catalog_->List()) {
       any = true;
-      if (Allowed(*e)) return e;
+      if (Allowed(*x)) return x;
     }
     *denied = any;
-    return nullptr;
+  } else {
+    e = catalog_->Find(name);
+    if (e != nullptr && !Allowed(*e)) {
+      *denied = true;
+      e = nullptr;
+    }
   }
-  const Export* e = catalog_->Find(name);
-  if (e == nullptr) return nullptr;
-  if (!Allowed(*e)) {
-    *denied = true;
-    return nullptr;
+  if (*denied) {
+    ++denials_;
+    last_denied_ = name;
   }
   return e;
 }

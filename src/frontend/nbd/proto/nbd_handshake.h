@@ -139,6 +139,11 @@ class Handshake {
 
   // Counts of protocol errors seen (for metrics); each Feed may add some.
   uint64_t errors() const { return errors_; }
+  // Requests for an export that exists but that the authorization callback refused this client
+  // (INFO, GO, EXPORT_NAME, the META_CONTEXT options; not LIST, which only leaves it out), and
+  // the name the last one asked for ("" for the default export). Each Feed may add some.
+  uint32_t denials() const { return denials_; }
+  const std::string& last_denied() const { return last_denied_; }
 
  private:
   // Implementation detail, owned by nbd_handshake.cc.
@@ -169,6 +174,8 @@ class Handshake {
   const Export* meta_export_ = nullptr;
   uint16_t transmission_flags_ = 0;
   uint64_t errors_ = 0;
+  uint32_t denials_ = 0;
+  std::string last_denied_;
   uint64_t discard_left_ = 0;  // option data still to drop (Phase::kOptionDiscard)
   uint32_t cur_opt_ = 0;
   uint32_t cur_len_ = 0;
@@ -192,7 +199,8 @@ class Handshake {
   bool Allowed(const Export& e) const;
   // The export `name` selects for this client ("" is the first one it may use),
   // or null when none exists; *denied says an export exists that it may not use.
-  const Export* Resolve(std::string_view name, bool* denied) const;
+  // Counts a refusal in denials_.
+  const Export* Resolve(std::string_view name, bool* denied);
   void Close(const char* reason);
   void Fail(const char* reason);  // a protocol violation: count it, then close
   uint16_t FlagsFor(const Export& e) const;

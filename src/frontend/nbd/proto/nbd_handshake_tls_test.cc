@@ -172,6 +172,10 @@ TEST(HandshakeAuthorize, InfoGoAndMetaContextRefuseOthersExportsAsUnknown) {
   want.OptError(kListMetaOpt, kErrUnknown, "no such export");
   EXPECT_EQ(t.Feed(in).vec(), want.vec());
   EXPECT_EQ(t.hs.state(), State::kNegotiating);
+  // Refusals of existing exports are counted (the server's uid check counts and logs them);
+  // the unknown name is not one.
+  EXPECT_EQ(t.hs.denials(), 3u);
+  EXPECT_EQ(t.hs.last_denied(), "vol0");
   // Its own export works; the default ("") is the first one it may use: ro for bob.
   Bytes go = t.Feed(Bytes().Option(kGoOpt, InfoData("")));
   Bytes want_go;
@@ -190,6 +194,8 @@ TEST(HandshakeAuthorize, ExportNameOfAnothersExportCloses) {
   t.hs.TlsStarted("alice");
   EXPECT_EQ(t.Feed(Bytes().Option(kExportNameOpt, Bytes().Str("ro"))).size(), 0u);
   EXPECT_EQ(t.hs.state(), State::kClose);
+  EXPECT_EQ(t.hs.denials(), 1u);
+  EXPECT_EQ(t.hs.last_denied(), "ro");
 }
 
 TEST(HandshakeAuthorize, OnModePlaintextGetsTlsRequiredForExportsItMayNotUse) {
@@ -202,6 +208,7 @@ TEST(HandshakeAuthorize, OnModePlaintextGetsTlsRequiredForExportsItMayNotUse) {
   want.OptError(kInfoOpt, kErrUnknown, "no such export");
   want.OptReply(kListOpt, kAck);  // nothing listed for ""
   EXPECT_EQ(t.Feed(in).vec(), want.vec());
+  EXPECT_EQ(t.hs.denials(), 1u);  // GO vol0; LIST leaves exports out without a refusal
   // After TLS as alice: vol0 is hers.
   t.Feed(Bytes().Option(kStartTlsOpt));
   t.hs.TlsStarted("alice");

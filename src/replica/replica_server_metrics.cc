@@ -1,0 +1,29 @@
+#include "replica/replica_server_metrics.h"
+
+namespace spd::replica_server_metrics {
+
+Gauge sessions_gauge("spd_replica_sessions", "Replication sessions (primaries) served now");
+Counter sessions_refused_total("spd_replica_sessions_refused_total",
+                               "Replication connections closed at accept: sessions_max reached");
+Counter hellos_refused_total("spd_replica_hellos_refused_total",
+                             "Replication hellos refused (stale epoch, no volume, size mismatch, "
+                             "fence not recorded)");
+Counter fenced_total("spd_replica_fenced_total",
+                     "Replicated writes refused because a newer primary's epoch fences them");
+Counter protocol_errors_total("spd_replica_protocol_errors_total",
+                              "Replication sessions closed for a malformed message");
+Counter timeouts_total("spd_replica_timeouts_total",
+                       "Replication sessions closed for a hello or message that did not come in "
+                       "time, or replies the primary did not read");
+Counter writes_total("spd_replica_writes_total",
+                     "Replicated writes, write-zeroes and discards applied (any result)");
+Counter write_errors_total("spd_replica_write_errors_total",
+                           "Replicated writes answered with an error");
+Counter barriers_total("spd_replica_barriers_total",
+                       "Replication barriers made durable (generation recorded)");
+Counter bytes_total("spd_replica_write_bytes_total", "Bytes of replicated writes received");
+Counter tls_failures_total("spd_replica_tls_handshake_failures_total",
+                           "Replication connections closed for a failed TLS handshake (no TLS, "
+                           "an unknown identity or another key)");
+
+}  // namespace spd::replica_server_metrics

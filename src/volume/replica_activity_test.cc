@@ -1,0 +1,72 @@
+#include "volume/replica_activity.h"
+
+#include <gtest/gtest.h>
+
+namespace spd {
+namespace {
+
+constexpr uint64_t kU = ReplicaActivity::kUnitBytes;
+
+TEST(ReplicaActivityTest, RecordsUnitsUntilTheWatermarkPassesThem) {
+  ReplicaActivity a;
+  EXPECT_FALSE(a.Take().complete) << "no term followed yet";
+  a.Begin(7);
+  a.Record(7, 1, 0, 4096);             // unit 0
+  a.Record(7, 2, 3 * kU - 512, 1024);  // units 2 and 3
+  a.Record(7, 3, 1 * kU, 4096);        // unit 1: merges with 0 and 2-3
+  a.Record(7, 4, 10 * kU, 3 * kU);     // units 10-12
+  ReplicaActivity::Snapshot s = a.Take();
+  EXPECT_TRUE(s.complete);
+  EXPECT_EQ(s.epoch, 7u);
+  ASSERT_EQ(s.ranges.size(), 2u);
+  EXPECT_EQ(s.ranges[0].first, 0u);
+  EXPECT_EQ(s.ranges[0].units, 4u);
+  EXPECT_EQ(s.ranges[1].first, 10u);
+  EXPECT_EQ(s.ranges[1].units, 3u);
+  a.Trim(6, 100);  // another term's watermark: nothing goes
+  EXPECT_EQ(a.Take().ranges.size(), 2u);
+  a.Trim(7, 3);  // 1 and 2 are everywhere
+  s = a.Take();
+  ASSERT_EQ(s.ranges.size(), 2u);
+  EXPECT_EQ(s.ranges[0].first, 1u);
+  EXPECT_EQ(s.ranges[0].units, 1u);
+  a.Begin(7);  // a reconnection within the term keeps the record
+  EXPECT_EQ(a.Take().ranges.size(), 2u);
+  a.Begin(8);  // a new term starts afresh
+  s = a.Take();
+  EXPECT_TRUE(s.complete);
+  EXPECT_EQ(s.epoch, 8u);
+  EXPECT_TRUE(s.ranges.empty());
+}
+
+TEST(ReplicaActivityTest, WhatItCannotVouchForMakesItIncomplete) {
+  ReplicaActivity a;
+  a.Begin(1);
+  a.Record(2, 1, 0, 4096);  // a write of a term it does not follow
+  EXPECT_FALSE(a.Take().complete);
+  a.Begin(3);
+  for (uint64_t seq = 1; seq <= ReplicaActivity::kEntriesMax; ++seq) a.Record(3, seq, 0, 4096);
+  EXPECT_TRUE(a.Take().complete) << "full, nothing dropped yet";
+  a.Record(3, ReplicaActivity::kEntriesMax + 1, 0, 4096);
+  EXPECT_FALSE(a.Take().complete) << "a record had to be dropped";
+  a.Trim(3, UINT64_MAX);
+  a.Record(3, UINT64_MAX - 1, 0, 4096);
+  EXPECT_FALSE(a.Take().complete) << "incomplete for the rest of the term";
+  a.Begin(4);
+  a.Record(4, 1, (uint64_t{UINT32_MAX} + 1) * kU, 4096);  // beyond 256 TiB
+  EXPECT_FALSE(a.Take().complete);
+}
+
+TEST(ReplicaActivityTest, MergeRangesJoinsOverlappingAndAdjacentOnes) {
+  const std::vector<ReplicaActivity::Range> m =
+      MergeRanges({{10, 2}, {0, 1}, {11, 5}, {1, 1}, {20, 0}, {30, 1}, {16, 1}});
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0].first, 0u);
+  EXPECT_EQ(m[0].units, 2u);
+  EXPECT_EQ(m[1].first, 10u);
+  EXPECT_EQ(m[1].units, 7u);
+  EXPECT_EQ(m[2].first, 30u);
+}
+
+}  // namespace
+}  // namespace spd

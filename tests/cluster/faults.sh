@@ -1,0 +1,510 @@
+# The replication fault matrix (issue 17; docs/replication.md "Fault matrix"), sourced by
+# tests/cluster/test_faults.sh. Three spd2 nodes, each in a network namespace of its own, and a
+# 3-member etcd (tests/cluster/netns.sh). Every round of every row: a fresh 3-way volume,
+# self-describing writes through the primary's export (tests/cluster/blockcheck.py: QD32, FUA
+# and FLUSH among them), a fault while they run, then the checks every row shares:
+#   - a primary exists afterwards, its epoch above the one before the fault if it changed;
+#   - blockcheck verify on the primary: every write acknowledged durable (FUA, or before a
+#     completed FLUSH) is there and no block went back to an older version (a stale promotion
+#     shows as exactly that);
+#   - writes go on through the primary; once the fault is healed every copy comes back in sync
+#     and every copy holds every acknowledged write (verified through that node's own export).
+# Clients reach the nodes through their unix sockets (the file system is shared), so the client
+# side is never partitioned: the faults are between the nodes and between the nodes and etcd.
+#
+# Rows (FAULT_ROWS, space-separated; default: all):
+#   kill9_primary    kill -9 of the primary under QD32 writes with FLUSHes; it restarts later
+#   isolate_primary  the primary reaches nobody (replicas, etcd) under writes; healed later
+#   cut_primary_etcd the primary reaches its replicas but not etcd
+#   isolate_replica  one replica of three reaches nobody; healed later
+#   oneway           the primary's messages to one replica are dropped (its acks would pass)
+#   sigstop_primary  SIGSTOP of the primary beyond its lease, then SIGCONT
+#   rejoin_clean     a replica stopped cleanly while writes went on returns and the primary is
+#                    killed at once (DRBD #145): the stale copy must not be promoted
+#   kill_all         every node killed at once under writes, then restarted
+#   promote_cycles   six manual promotes in a row, writes through each new primary
+#   etcd_leader      the etcd leader killed under writes, restarted later
+#   etcd_all_down    every etcd member down for longer than the lease under writes, then back
+#   kill_resync_target  a replica that missed writes is killed mid-resync, then returns
+#   kill_new_primary_mid_resync  the primary dies while one replica is away, the new one dies
+#                    while copying the volume to it: that out-of-sync copy must not be promoted
+#   last_standing    the replicas go away one after the other, the primary (alone) dies, the
+#                    replicas return: neither may take the volume until the primary returns
+#   flap_resync      a replica's network is cut (beyond the ack timeout) and healed twice
+#                    while it is resynced
+#   rtt_R            every primary's messages carry an injected round trip of R us (0, 500,
+#                    2000, 10000), 1% of them "lost" (200 ms late); then kill -9 of the primary
+# FAULT_ROUNDS rounds of each (default 1), seeds FAULT_SEED, FAULT_SEED+1, ...
+# shellcheck disable=SC2034
+FAULT_TTL=3
+BC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/blockcheck.py"
+declare -A NPID
+NODE_ARGS=()
+ROUND_LOG=""
+
+# A failure shows the end of every node's log first (the test's output is all CI keeps).
+fail() {
+  local k
+  for k in 1 2 3; do
+    if [ -f "$T/n$k.log" ]; then
+      echo "--- n$k.log (end)" >&2
+      grep -v "open to other users" "$T/n$k.log" | tail -n 12 | cut -c12-220 >&2
+    fi
+  done
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+# The node named nK lives in namespace K, data in $T/nK, replication on its address, port 7000.
+node_dir() { echo "$T/n$1"; }
+sock() { echo "$(node_dir "$1")/control.sock"; }
+nbd_uri() { echo "nbd+unix:///rv?socket=$(node_dir "$1")/nbd.sock"; }
+
+start_node() {  # K
+  local k=$1 d
+  d=$(node_dir "$k")
+  mkdir -p "$d"
+  rm -f "$d/control.sock"
+  nsrun_bg "$k" "$T/n$k.log" "$SPD2" --data-dir "$d" --pool-size 256M --nbd-listen off \
+    --metrics-listen off --quiet --cluster "$ETCD_ENDPOINTS" --node-name "n$k" \
+    --cluster-lease-ttl $FAULT_TTL --replication-listen "$(node_ip "$k"):7000" \
+    "${NODE_ARGS[@]}"
+  NPID[$k]=$NSRUN_PID
+  for _ in $(seq 200); do
+    [ -S "$d/control.sock" ] && return 0
+    kill -0 "${NPID[$k]}" 2>/dev/null || { tail -20 "$T/n$k.log" >&2; fail "node n$k exited at start"; }
+    sleep 0.05
+  done
+  fail "node n$k did not start"
+}
+
+stop_node() {  # K SIGNAL: signal, then wait for it to end (bounded)
+  local k=$1 sig=$2 pid=${NPID[$1]}
+  [ -n "$pid" ] || return 0
+  if kill "-$sig" "$pid" 2>/dev/null; then
+    for _ in $(seq 200); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid"
+      sleep 0.2
+    fi
+  fi
+  local rc=0
+  wait "$pid" 2>/dev/null || rc=$?
+  NPID[$k]=""
+}
+
+# ctl K ARGS...: spdctl against node K, output in $T/out; fails unless it exits 0.
+ctl() {
+  local k=$1
+  shift
+  expect 0 --socket "$(sock "$k")" "$@"
+}
+# view K: "PRIMARY EPOCH COPIES" as node K sees volume rv (COPIES "n1=in_sync,..." sorted).
+view() {
+  local rc=0
+  "$SPDCTL" --socket "$(sock "$1")" replica list rv -o json >"$T/out" 2>"$T/err" || rc=$?
+  [ "$rc" -eq 0 ] || return 1
+  json '(d["items"][0]["primary"] or "-") + " " + str(d["items"][0]["epoch"]) + " " + ",".join(sorted(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"]))'
+}
+wait_until() {  # DESCRIPTION SECONDS COMMAND...
+  local what=$1 secs=$2
+  shift 2
+  for _ in $(seq $((secs * 10))); do
+    if "$@"; then return 0; fi
+    sleep 0.1
+  done
+  fail "$what: not within ${secs} s"
+}
+# Sets P (the primary's K) and E (its epoch) from node K's view; true when there is a primary
+# other than EXCEPT (a node number or "").
+primary_is_known() {  # K [EXCEPT]
+  local v p
+  v=$(view "$1") || return 1
+  read -r p E _ <<<"$v"
+  [ "$p" != "-" ] || return 1
+  P=${p#n}
+  [ "$P" != "${2:-}" ]
+}
+# Every node names the same primary and epoch (a node that was cut off may still think it is
+# the primary for a while: it acknowledges nothing meanwhile). Sets P and E.
+primary_agreed() {
+  local k v first=""
+  for k in 1 2 3; do
+    v=$(view "$k") || return 1
+    v=${v%% *}" "$(echo "$v" | cut -d' ' -f2)
+    [ -n "$first" ] || first=$v
+    [ "$v" = "$first" ] || return 1
+  done
+  [ "${first%% *}" != "-" ] || return 1
+  read -r P E <<<"$first"
+  P=${P#n}
+}
+primary_agreed_above() {  # EPOCH: agreed, and elected after EPOCH
+  primary_agreed && [ "$E" -gt "$1" ]
+}
+all_in_sync() {  # K: node K sees every copy in sync and a primary
+  local v
+  v=$(view "$1") || return 1
+  [[ "$v" == *" n1=in_sync,n2=in_sync,n3=in_sync" ]] && [[ "$v" != "- "* ]]
+}
+
+bc_write() {  # K SEED OPS [more blockcheck write args]: through node K's export
+  local k=$1 seed=$2 ops=$3
+  shift 3
+  $PY "$BC" write --uri "$(nbd_uri "$k")" --state "$T/bc.json" --seed "$seed" --qd 32 \
+    --ops "$ops" --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "${E:-0}" --stall 10 "$@"
+}
+bc_verify() {  # K WHAT
+  $PY "$BC" verify --uri "$(nbd_uri "$1")" --state "$T/bc.json" >"$T/verify.log" 2>&1 ||
+    { cat "$T/verify.log" >&2; fail "$ROUND_LOG: $2 (node n$1) lacks acknowledged writes or regressed"; }
+}
+
+# A round's start: nodes up, a fresh 3-way volume in sync, some writes verified everywhere.
+round_setup() {
+  local k
+  for k in 1 2 3; do start_node "$k"; done
+  registered() { ctl 1 node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
+  wait_until "$ROUND_LOG: three nodes registered" 20 registered
+  ctl 1 volume create rv --size 64M --replicas 3
+  wait_until "$ROUND_LOG: every copy in sync" 20 all_in_sync 1
+  primary_is_known 1 || fail "$ROUND_LOG: no primary"
+  rm -f "$T/bc.json"
+  bc_write "$P" "$SEED" 500 --blocks 4096 >"$T/w0.log" 2>&1 ||
+    { cat "$T/w0.log" >&2; fail "$ROUND_LOG: first writes failed"; }
+}
+
+# A round's end: nodes stopped, the cluster's keys gone (the next round starts afresh).
+round_teardown() {
+  local k
+  for k in 1 2 3; do stop_node "$k" KILL; done
+  net_heal_all
+  etcdctl_in 1 del --prefix /spd/ >/dev/null
+  for k in 1 2 3; do rm -rf "$(node_dir "$k")"; done
+}
+
+# After the fault was healed (every node running): a primary, writes through it, every copy
+# back in sync and holding every acknowledged write.
+round_converges() {  # OLD_EPOCH
+  local old=$1 k
+  wait_until "$ROUND_LOG: every node agrees on the primary" $((FAULT_TTL + 20)) primary_agreed
+  [ "$E" -ge "$old" ] || fail "$ROUND_LOG: epoch went back from $old to $E"
+  bc_verify "$P" "the primary after the fault"
+  bc_write "$P" $((SEED + 1000)) 300 >"$T/w2.log" 2>&1 ||
+    { cat "$T/w2.log" >&2; fail "$ROUND_LOG: writes through the primary n$P after the fault"; }
+  wait_until "$ROUND_LOG: every copy back in sync" 60 all_in_sync "$P"
+  for k in 1 2 3; do bc_verify "$k" "a copy after the resync"; done
+}
+
+# Writes in the background through node K while a fault happens; sets BCPID.
+bc_background() {  # K SEED
+  bc_write "$1" "$2" 1000000 --seconds 20 >"$T/w1.log" 2>&1 &
+  BCPID=$!
+}
+# The background writes end (at most 40 s: 20 s of writes, a 10 s stall bound, the save).
+bc_join() {
+  local rc=0
+  wait "$BCPID" || rc=$?
+  case $rc in
+    0 | 3 | 4) ;;  # done, connection lost, server stalled (state saved in each case)
+    *) cat "$T/w1.log" >&2; fail "$ROUND_LOG: blockcheck write exited $rc" ;;
+  esac
+}
+
+# --- rows: each runs one round (round_setup done; P and E set) ---
+
+row_kill9_primary() {
+  local old=$E p=$P rc=0
+  bc_write "$p" "$SEED" 1000000 --kill-pid "${NPID[$p]}" \
+    --kill-after-ops $((300 + RANDOM % 1500)) >"$T/w1.log" 2>&1 || rc=$?
+  [ "$rc" -eq 3 ] || { cat "$T/w1.log" >&2; fail "$ROUND_LOG: the kill did not cut the writes ($rc)"; }
+  stop_node "$p" KILL
+  local other=1
+  [ "$p" = 1 ] && other=2
+  wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known "$other" "$p"
+  [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
+  bc_verify "$P" "the new primary"
+  start_node "$p"
+  round_converges "$old"
+}
+
+# The primary is cut off by FAULT (a function taking its number) under writes; another copy
+# takes over with a higher epoch and holds every acknowledged write; then the cut is healed.
+primary_cut_off() {  # FAULT
+  local old=$E p=$P
+  bc_background "$p" "$SEED"
+  sleep "0.$((RANDOM % 9 + 1))"
+  "$1" "$p"
+  local other=1
+  [ "$p" = 1 ] && other=2
+  wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known "$other" "$p"
+  [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
+  bc_join
+  bc_verify "$P" "the new primary"
+  node_heal "$p"
+  round_converges "$old"
+}
+row_isolate_primary() { primary_cut_off node_isolate; }
+row_cut_primary_etcd() { primary_cut_off node_cut_etcd; }
+
+row_isolate_replica() {
+  local old=$E p=$P r
+  r=$(((p % 3) + 1))
+  bc_background "$p" "$SEED"
+  sleep "0.$((RANDOM % 9 + 1))"
+  node_isolate "$r"
+  bc_join
+  primary_is_known "$p" || fail "$ROUND_LOG: no primary while a replica was away"
+  [ "$P" = "$p" ] || fail "$ROUND_LOG: the primary moved (n$p -> n$P) when a replica went away"
+  bc_verify "$p" "the primary"
+  node_heal "$r"
+  round_converges "$old"
+}
+
+row_oneway() {
+  local old=$E p=$P r
+  r=$(((p % 3) + 1))
+  bc_background "$p" "$SEED"
+  sleep "0.$((RANDOM % 9 + 1))"
+  node_cut_oneway "$p" "$r"
+  bc_join
+  bc_verify "$P" "the primary"
+  node_heal "$p"
+  round_converges "$old"
+}
+
+row_sigstop_primary() {
+  local old=$E p=$P
+  bc_background "$p" "$SEED"
+  sleep "0.$((RANDOM % 9 + 1))"
+  kill -STOP "${NPID[$p]}"
+  local other=1
+  [ "$p" = 1 ] && other=2
+  wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known "$other" "$p"
+  [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
+  sleep 1
+  kill -CONT "${NPID[$p]}"
+  bc_join
+  bc_verify "$P" "the new primary"
+  round_converges "$old"
+}
+
+# DRBD #145's case: a replica shut down cleanly while the primary kept writing comes back;
+# the primary is killed right then. The returning copy missed writes: it must not be promoted
+# (the other replica must), and it must be resynced before it counts as in sync.
+row_rejoin_clean() {
+  local old=$E p=$P r o rc=0
+  r=$(((p % 3) + 1))
+  o=$(((r % 3) + 1))
+  stop_node "$r" TERM
+  bc_write "$p" "$SEED" $((200 + RANDOM % 800)) >"$T/w1.log" 2>&1 ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with a replica away"; }
+  start_node "$r"
+  sleep "0.$((RANDOM % 5))"
+  stop_node "$p" KILL
+  wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known "$o" "$p"
+  [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
+  bc_verify "$P" "the new primary"
+  start_node "$p"
+  round_converges "$old"
+}
+
+# Every node killed at once under writes, then all restarted: a copy that held every
+# acknowledged write becomes the primary.
+row_kill_all() {
+  local old=$E p=$P k
+  bc_background "$p" "$SEED"
+  sleep "0.$((RANDOM % 9 + 1))"
+  for k in 1 2 3; do kill -KILL "${NPID[$k]}"; done
+  for k in 1 2 3; do stop_node "$k" KILL; done
+  bc_join
+  for k in 1 2 3; do start_node "$k"; done
+  # Until the dead incarnations' leases expire etcd still names the old primary (which, back
+  # under a new lease, does not act on it): a new election must follow.
+  wait_until "$ROUND_LOG: a primary elected after the restart" $((FAULT_TTL + 20)) \
+    primary_agreed_above "$old"
+  round_converges "$old"
+}
+
+# Fast promote cycles: each copy in turn is promoted and written through (the previous primary
+# hands over), a few times.
+row_promote_cycles() {
+  local old=$E i k
+  for i in 1 2 3 4 5 6; do
+    k=$(((P % 3) + 1))
+    ctl "$k" replica promote rv -o json
+    wait_until "$ROUND_LOG: n$k the agreed primary" 20 primary_agreed
+    [ "$P" = "$k" ] || fail "$ROUND_LOG: promoted n$k, the primary is n$P"
+    bc_write "$P" $((SEED + i)) $((50 + RANDOM % 200)) >"$T/w1.log" 2>&1 ||
+      { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes through the promoted n$k"; }
+    bc_verify "$P" "the promoted copy"
+  done
+  round_converges "$old"
+}
+
+# The etcd leader stops under writes (a new one is elected); it comes back later.
+row_etcd_leader() {
+  local old=$E p=$P l
+  bc_background "$p" "$SEED"
+  sleep "0.$((RANDOM % 9 + 1))"
+  l=$(etcd_leader) || fail "$ROUND_LOG: no etcd leader"
+  etcd_member_stop "$l" KILL
+  bc_join
+  etcd_member_start "$l"
+  round_converges "$old"
+}
+
+# Every etcd member down under writes for longer than the lease, then back.
+row_etcd_all_down() {
+  local old=$E p=$P
+  bc_background "$p" "$SEED"
+  sleep "0.$((RANDOM % 9 + 1))"
+  etcd_all_stop
+  sleep $((FAULT_TTL + 2))
+  etcd_all_start
+  bc_join
+  round_converges "$old"
+}
+
+# A replica that missed writes is killed while it is being resynced, then comes back.
+row_kill_resync_target() {
+  local old=$E p=$P r
+  r=$(((p % 3) + 1))
+  stop_node "$r" TERM
+  bc_write "$p" "$SEED" $((500 + RANDOM % 1000)) >"$T/w1.log" 2>&1 ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with a replica away"; }
+  start_node "$r"
+  sleep "0.$((RANDOM % 4))"
+  stop_node "$r" KILL
+  bc_write "$p" $((SEED + 500)) 200 >"$T/w1b.log" 2>&1 ||
+    { cat "$T/w1b.log" >&2; fail "$ROUND_LOG: writes after the resync target died"; }
+  start_node "$r"
+  round_converges "$old"
+}
+
+# The primary dies while one replica (o) is away (stopped cleanly: out of sync under it); the
+# other (r) takes over, and once o is back starts copying the whole volume to it; r dies
+# before that copy can end: o must not take the volume (no primary is right) until r
+# returns. The primary's messages carry an injected 20 ms round trip (run_row), so that the
+# copy (one region at a time) outlasts the kill. (A survivor that was in sync with the dead
+# primary gets only the in-flight window, too fast to be killed mid-way.)
+row_kill_new_primary_mid_resync() {
+  local old=$E p=$P rc=0 r o p2
+  r=$(((p % 3) + 1))
+  o=$(((r % 3) + 1))
+  stop_node "$o" TERM
+  bc_write "$p" "$SEED" 1000000 --kill-pid "${NPID[$p]}" \
+    --kill-after-ops $((300 + RANDOM % 1500)) >"$T/w1.log" 2>&1 || rc=$?
+  [ "$rc" -eq 3 ] || { cat "$T/w1.log" >&2; fail "$ROUND_LOG: the kill did not cut the writes ($rc)"; }
+  stop_node "$p" KILL
+  start_node "$o"
+  wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known "$r" "$p"
+  p2=$P
+  [ "$p2" = "$r" ] || fail "$ROUND_LOG: n$p2 took the volume, not the in-sync n$r"
+  stop_node "$p2" KILL
+  # For two lease times the survivor must not take the volume: its copy is out of sync.
+  local v
+  for _ in $(seq $((FAULT_TTL * 20))); do
+    v=$(view "$o") || fail "$ROUND_LOG: node n$o does not answer"
+    case "$v" in
+      "n$o "*) fail "$ROUND_LOG: the out-of-sync survivor n$o was promoted ($v)" ;;
+    esac
+    sleep 0.1
+  done
+  start_node "$p2"
+  start_node "$p"
+  round_converges "$old"
+}
+
+# The last replica standing fails and older ones return: one replica goes away (stopped
+# cleanly), writes go on; the other goes away, writes go on (the primary alone); the primary is
+# killed under writes. Both replicas return: neither may take the volume (each missed
+# acknowledged writes; no primary is right) until the primary returns, takes it again and
+# resyncs them.
+row_last_standing() {
+  local old=$E p=$P r1 r2 rc=0 k v
+  r1=$(((p % 3) + 1))
+  r2=$(((r1 % 3) + 1))
+  stop_node "$r1" TERM
+  bc_write "$p" "$SEED" $((200 + RANDOM % 500)) >"$T/w1.log" 2>&1 ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with one replica away"; }
+  stop_node "$r2" TERM
+  bc_write "$p" $((SEED + 300)) 1000000 --kill-pid "${NPID[$p]}" \
+    --kill-after-ops $((200 + RANDOM % 500)) >"$T/w1b.log" 2>&1 || rc=$?
+  [ "$rc" -eq 3 ] || { cat "$T/w1b.log" >&2; fail "$ROUND_LOG: the kill did not cut the writes ($rc)"; }
+  stop_node "$p" KILL
+  start_node "$r1"
+  start_node "$r2"
+  for _ in $(seq $((FAULT_TTL * 20))); do
+    for k in "$r1" "$r2"; do
+      v=$(view "$k") || fail "$ROUND_LOG: node n$k does not answer"
+      case "$v" in
+        "n$r1 "* | "n$r2 "*) fail "$ROUND_LOG: a copy that missed writes took the volume ($v)" ;;
+      esac
+    done
+    sleep 0.1
+  done
+  start_node "$p"
+  round_converges "$old"
+}
+
+# A link that flaps during a resync: a replica killed while writes go on comes back and is
+# resynced (its whole volume: a killed copy's state is unknown) over links with an injected
+# 20 ms round trip (run_row), so that the copy lasts; twice meanwhile its network is cut for
+# longer than the 5 s ack timeout (the resync stops, keeping its progress) and healed (it
+# resumes). It ends in sync with every acknowledged write.
+row_flap_resync() {
+  local old=$E p=$P r i
+  r=$(((p % 3) + 1))
+  stop_node "$r" KILL
+  bc_write "$p" "$SEED" $((300 + RANDOM % 700)) >"$T/w1.log" 2>&1 ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with a replica away"; }
+  start_node "$r"
+  for i in 1 2; do
+    # (Resumed after the first cut, the rest of the copy may be done before it is seen.)
+    wait_until "$ROUND_LOG: n$r resyncing ($i)" 30 resyncing_or_done "$p" "$r"
+    resyncing "$p" "$r" || break
+    sleep "0.$((RANDOM % 5))"
+    node_isolate "$r"
+    sleep 6
+    node_heal "$r"
+  done
+  round_converges "$old"
+}
+# Whether primary K is copying regions to replica R now (its link's detail).
+resyncing_or_done() {  # K R: resyncing, or the copy is in sync again (in etcd)
+  resyncing "$1" "$2" || json '" ".join(c["state"] for c in d["items"][0]["copies"] if c["node"] == "n'"$2"'")' | grep -qx in_sync
+}
+resyncing() {  # K R
+  ctl "$1" replica list rv -o json
+  json '" ".join(c.get("detail", "") for c in d["items"][0]["copies"] if c["node"] == "n'"$2"'")' |
+    grep -q "^resyncing: at byte"
+}
+
+# rtt_R: a round with injected round trip R us and 1% loss, then kill -9 of the primary.
+row_rtt() {
+  row_kill9_primary
+}
+
+# run_row NAME ROUND: one round of a row, with its own nodes.
+run_row() {
+  local row=$1 round=$2 fn=$1
+  SEED=$((FAULT_SEED + round))
+  RANDOM=$SEED
+  ROUND_LOG="$row round $round (seed $SEED)"
+  NODE_ARGS=()
+  if [[ "$row" == rtt_* ]]; then
+    NODE_ARGS=(--replication-inject-rtt-us "${row#rtt_}" --replication-inject-loss-ppm 10000
+      --replication-inject-seed "$SEED")
+    fn=rtt
+  elif [ "$row" = kill_new_primary_mid_resync ] || [ "$row" = flap_resync ]; then
+    NODE_ARGS=(--replication-inject-rtt-us 20000 --replication-inject-seed "$SEED")
+  fi
+  local t0=$SECONDS
+  round_setup
+  "row_$fn"
+  round_teardown
+  echo "faults: $ROUND_LOG: OK ($((SECONDS - t0)) s, epoch $E, primary n$P; during the fault: $(grep -o 'acknowledged durable in this run: [^;]*' "$T/w1.log" | head -1))"
+}
