@@ -53,7 +53,7 @@ tsan_tests() {
 }
 
 integration_tests() {
-  bash scripts/build.sh release && SPD2="$PWD/build/spd2" bash tests/integration/run.sh
+  bash scripts/build.sh tools && SPD2="$PWD/build/spd2" bash tests/integration/run.sh
 }
 
 integration_tests_asan() {
@@ -65,7 +65,7 @@ integration_tests_asan() {
 
 crash_sweep() {
   # At least 100,000 crash states through the production recovery code (release build).
-  bash scripts/build.sh release &&
+  bash scripts/build.sh tools &&
     ./build/spd_crash --states-min "${SPD_CRASH_STATES:-100000}" --exhaustive 3
 }
 

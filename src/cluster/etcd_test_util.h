@@ -163,6 +163,12 @@ class EtcdProcess {
     return "";
   }
 
+  // Removes the data directory (stopped): the next Start is a new cluster at revision 1.
+  void WipeData() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_ + "/data", ec);
+  }
+
   // SIGTERM by pid, waits (bounded) for the exit; SIGKILL if it does not come.
   void Stop() {
     if (pid_ <= 0) return;

@@ -100,7 +100,7 @@ void WatchState::Run() {
     const Status s = Stream(o.endpoints[ep], &compacted);
     if (stop.load()) break;
     if (compacted) {
-      SPD_LOG_INFO("etcd watch '%s': %s", prefix.c_str(), s.ToString().c_str());
+      SPD_LOG_WARN("etcd watch '%s': %s", prefix.c_str(), s.ToString().c_str());
       need_resync = true;
       continue;
     }
@@ -149,6 +149,17 @@ bool WatchState::OnMessage(std::string_view line, const std::string& where, bool
     *created = true;
     backoff = client->o_.watch_backoff_min;  // connected: the next break starts afresh
     if (next.load() == 0) next.store(header_rev + 1);
+    // An etcd whose newest revision is below the one to resume from lost its data (restored
+    // from an old snapshot, or a new cluster on the same address): it accepts the watch and
+    // would wait, silently, until its revisions catch up. List again instead. (A member that
+    // lags the one that served the list can do this too; a re-list is harmless then.)
+    if (header_rev > 0 && next.load() > header_rev + 1) {
+      *compacted = true;
+      *error = OutOfRange(where + ": etcd is at revision " + std::to_string(header_rev) +
+                          ", below revision " + std::to_string(next.load()) +
+                          " to resume from (its data was replaced); re-listing the prefix");
+      return false;
+    }
   }
   auto evs = r.find("events");
   if (evs == r.end() || !evs->is_array() || evs->empty()) {

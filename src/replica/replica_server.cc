@@ -259,13 +259,10 @@ void OnRecorded(GenerationRecord* r) {
       body.status = static_cast<uint32_t>(rw::HelloStatus::kError);
       h.result = r->result;
     } else {
-      // Clean: nothing applied after its generation. Known for volumes this process saw a
-      // barrier of; otherwise only a volume never written (generation zero, nothing allocated).
-      const Volume::Applied applied = s->volume->applied_after_generation.load();
-      const bool clean = applied == Volume::Applied::kClean ||
-                         (applied == Volume::Applied::kUnknown && g == ReplicaGeneration{} &&
-                          s->volume->allocated_bytes_now() == 0);
-      const bool in_sync = g == ReplicaGeneration{s->hello.base_epoch, s->hello.base_seq} && clean;
+      // In sync: the primary's base generation, nothing applied after it here or there.
+      const bool in_sync = g == ReplicaGeneration{s->hello.base_epoch, s->hello.base_seq} &&
+                           s->volume->CleanAtGeneration() &&
+                           (s->hello.flags & rw::kHelloPrimaryDirty) == 0;
       body.status =
           static_cast<uint32_t>(in_sync ? rw::HelloStatus::kInSync : rw::HelloStatus::kOutOfSync);
       // Out of sync but resyncing: the primary copies everything over this session.

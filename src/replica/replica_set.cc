@@ -38,8 +38,13 @@ Counter prior_units_total("spd_replication_failover_resync_units_total",
                           "64 KiB units a new primary resyncs to a replica that was in sync with "
                           "the previous primary (the writes that were in flight at the failover); "
                           "a replica without them gets the whole volume copied");
+Counter lost_copies_total("spd_replication_lost_copies_total",
+                          "Replicas back at a generation below a barrier they acknowledged (a "
+                          "new disk, a restored image): resynced whole, not by their dirty map");
 
 constexpr uint64_t kTickNs = 100'000'000;
+
+ReplicaGeneration ReplyGeneration(const rw::HelloReplyBody& r) { return {r.gen_epoch, r.gen_seq}; }
 
 }  // namespace
 
@@ -91,6 +96,9 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
   hello.base_epoch = s->o_.base.epoch;
   hello.base_seq = s->o_.base.seq;
   hello.write_bytes_max = 1u << 20;
+  // A primary that applied writes after its base (a replica until now, or restarted) may hold
+  // some that no copy has: none is in sync with it until resynced.
+  if (!v->CleanAtGeneration()) hello.flags |= rw::kHelloPrimaryDirty;
   for (size_t i = 0; i < s->o_.replicas.size(); ++i) {
     auto l = std::make_unique<Link>();
     l->set = s.get();
@@ -150,9 +158,27 @@ void ReplicaSet::Connected(Link* k) {
   if (status == rw::HelloStatus::kStaleEpoch)
     return FailLink(k, LinkState::kDeposedUs,
                     "the replica follows epoch " + std::to_string(k->reply.fence_epoch));
-  const bool resync =
-      k->resync_attempt && status == rw::HelloStatus::kOutOfSync && copy_ == nullptr;
-  if (status != rw::HelloStatus::kInSync && !resync) {
+  // A resync attempt resyncs whatever the copy answers: "in sync" (its generation is the base
+  // and it applied nothing after it) does not mean it has what it missed while away.
+  const bool answered = status == rw::HelloStatus::kOutOfSync || status == rw::HelloStatus::kInSync;
+  const bool resync = k->resync_attempt && answered && copy_ == nullptr;
+  // A copy below a barrier it acknowledged under this primary lost what it had (a new disk, a
+  // restored image): what it missed since is not all it lacks; the whole volume is copied.
+  if (resync && k->dirty_valid && k->acked_barrier_seq != 0 &&
+      ReplyGeneration(k->reply) < ReplicaGeneration{o_.epoch, k->acked_barrier_seq}) {
+    SPD_LOG_WARN(
+        "replication: volume %s: replica %s is back at generation (%llu, %llu), below the "
+        "barrier (%llu, %llu) it acknowledged: it lost data; the whole volume is copied",
+        o_.volume.c_str(), k->target.name.c_str(),
+        static_cast<unsigned long long>(k->reply.gen_epoch),
+        static_cast<unsigned long long>(k->reply.gen_seq),
+        static_cast<unsigned long long>(o_.epoch),
+        static_cast<unsigned long long>(k->acked_barrier_seq));
+    k->dirty_valid = false;
+    k->dirty.clear();
+    lost_copies_total.Add();
+  }
+  if (!resync && (k->resync_attempt || status != rw::HelloStatus::kInSync)) {
     if (!k->resync_attempt) {
       // It is there and answers: its resync may start as soon as its mark is confirmed.
       k->resync_at_mark = status == rw::HelloStatus::kOutOfSync;
@@ -194,7 +220,8 @@ void ReplicaSet::Reconnect(Link* l) {
   l->retry_at_ns = 0;
   l->connected_pending = true;
   rw::HelloBody hello = l->hello;
-  hello.flags = rw::kHelloResync;
+  hello.flags =
+      rw::kHelloResync | (volume_->CleanAtGeneration() ? 0u : uint32_t{rw::kHelloPrimaryDirty});
   hello.base_epoch = volume_->generation().epoch;
   hello.base_seq = volume_->generation().seq;
   const uint64_t epoch = o_.epoch;

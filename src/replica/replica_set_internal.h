@@ -83,11 +83,12 @@ struct ReplicaSet::Link {
   } rx, tx;
   bool rx_armed = false;
   bool tx_armed = false;
-  bool closed = false;          // the socket is shut down; waiting for the final poll events
-  bool mark_inflight = false;   // its out-of-sync mark was asked for, no answer yet
-  bool resync_attempt = false;  // the current connection asked for a resync
-  bool resync_at_mark = false;  // it answered out of sync: resync once the mark is confirmed
-  uint64_t retry_at_ns = 0;     // out of sync: when to connect again
+  bool closed = false;             // the socket is shut down; waiting for the final poll events
+  bool mark_inflight = false;      // its out-of-sync mark was asked for, no answer yet
+  bool resync_attempt = false;     // the current connection asked for a resync
+  bool resync_at_mark = false;     // it answered out of sync: resync once the mark is confirmed
+  uint64_t retry_at_ns = 0;        // out of sync: when to connect again
+  uint64_t acked_barrier_seq = 0;  // the newest barrier it acknowledged under this primary
   replica_wire::HelloBody hello;
   // Sending: the next seq to send and how much of its message went.
   uint64_t send_seq = 0;

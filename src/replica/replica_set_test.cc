@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -64,7 +65,7 @@ class ReplicaSetTest : public ::testing::Test {
   }
   // Each node's device completes I/O after a random 0-100 us of its own (its own seed), so
   // that writes in flight together complete, and land, in different orders on different nodes.
-  void MakeNode(Node* n, uint64_t seed) {
+  void MakeNode(Node* n, uint64_t seed, uint16_t port = 0) {
     PoolOptions o;
     o.chunk_size_bytes = 64 << 10;
     o.log_size_bytes = 1 << 20;
@@ -80,8 +81,10 @@ class ReplicaSetTest : public ::testing::Test {
     n->v = *v;
     n->volumes = std::make_unique<VolumeManager>(n->pool.get());
     n->dispatcher = std::make_unique<Dispatcher>(n->pool.get(), DispatcherOptions{});
-    n->server = std::make_unique<ReplicaServer>(reactor_.get(), n->dispatcher.get(),
-                                                n->volumes.get(), ReplicaServerOptions{});
+    ReplicaServerOptions ro;
+    ro.port = port;
+    n->server =
+        std::make_unique<ReplicaServer>(reactor_.get(), n->dispatcher.get(), n->volumes.get(), ro);
     ASSERT_TRUE(n->server->Start().ok());
   }
   std::string Addr(const Node& n) { return "127.0.0.1:" + std::to_string(n.server->port()); }
@@ -254,11 +257,20 @@ TEST_F(ReplicaSetTest, AnOutOfSyncReplicaIsResyncedWhileWritesGoOn) {
     for (int i = 0; i < 20; ++i) reactor_->RunOnce(1'000'000);
   }
   for (Op* op : ops) ASSERT_EQ(Wait(op), 0);
-  for (int i = 0; i < 5000 && set_->Links()[1].state != ReplicaSet::LinkState::kInSync; ++i)
-    reactor_->RunOnce(1'000'000);
+  // r1 is empty but not in sync either: the primary wrote before the set (it is not clean at
+  // its base), so it is resynced too, one copy at a time.
+  auto both = [&] {
+    for (const auto& l : set_->Links())
+      if (l.state != ReplicaSet::LinkState::kInSync) return false;
+    return true;
+  };
+  for (int i = 0; i < 10000 && !both(); ++i) reactor_->RunOnce(1'000'000);
   ASSERT_EQ(set_->Links()[1].state, ReplicaSet::LinkState::kInSync) << set_->Links()[1].detail;
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
   EXPECT_EQ(set_->Links()[1].resyncs, 1u);
-  EXPECT_EQ(in_sync_marks, std::vector<std::string>{"r2"});
+  std::sort(in_sync_marks.begin(), in_sync_marks.end());
+  EXPECT_EQ(in_sync_marks, (std::vector<std::string>{"r1", "r2"}));
+  EXPECT_EQ(ByteAt(r1_, 2 << 20), 'p') << "the primary's write from before the set";
   ASSERT_EQ(Do(RequestOp::kWrite, 4096, 4096, 'z'), 0);  // in sync: it gets this one too
   ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
   // Equal to the primary, byte for byte.
@@ -363,6 +375,85 @@ TEST_F(ReplicaSetTest, AReplicaBackFromAnOutageGetsOnlyWhatItMissed) {
   EXPECT_EQ(ByteAt(r1_, 5 * 65536 + 8192), 'y');
   EXPECT_EQ(ByteAt(r1_, 40 * 65536), 'w');
   EXPECT_EQ(ByteAt(r1_, 65536), 'i');
+}
+
+// A replica that comes back with an empty copy (a new disk) under the same name: its dirty map
+// (what it missed while away) is not all it lacks. It is below a barrier it acknowledged, so the
+// whole volume is copied.
+TEST_F(ReplicaSetTest, AReplicaBackWithAnEmptyCopyGetsTheWholeVolume) {
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.resync_retry_ms = 100;
+  StartSet(o);
+  for (int i = 0; i < 16; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 4096, 'i'), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  const uint16_t port = r1_.server->port();
+  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), r1_.server.get()));
+  r1_.server.reset();
+  ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'w'), 0);  // it fails here and is marked
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  r1_.dispatcher.reset();
+  r1_.volumes.reset();
+  r1_.pool.reset();
+  MakeNode(&r1_, 2, port);  // a new disk: generation (0, 0), nothing written
+  const uint64_t lost_before = CounterValue("spd_replication_lost_copies_total");
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  EXPECT_EQ(CounterValue("spd_replication_lost_copies_total") - lost_before, 1u);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(ByteAt(r1_, i * 65536), 'i') << "unit " << i;
+  EXPECT_EQ(ByteAt(r1_, 40 * 65536), 'w');
+}
+
+// A primary that holds data at generation (0, 0) it cannot vouch for (written before, or a
+// restarted process) finds no copy in sync at its first hello, not even an empty one whose
+// generation matches: each is resynced.
+TEST_F(ReplicaSetTest, ADirtyPrimaryFindsNoCopyInSyncAtItsFirstHello) {
+  alignas(4096) static char buf[4096];
+  std::memset(buf, 'd', sizeof buf);
+  for (int i = 0; i < 8; ++i)
+    ASSERT_EQ(
+        testing::RunVolumeIo(reactor_.get(), primary_.v, IoOp::kWrite, i * 65536, 4096, buf).result,
+        0);
+  ASSERT_FALSE(primary_.v->CleanAtGeneration());
+  ASSERT_TRUE(r1_.v->CleanAtGeneration());
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.resync_retry_ms = 100;
+  StartSet(o);
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(ByteAt(r1_, i * 65536), 'd') << "unit " << i;
+}
+
+// A resync attempt that the copy answers "in sync" (it missed only a barrier: same generation,
+// nothing applied) is still a resync: it ends with the copy marked in sync, not left marked out
+// of sync while the link counts it.
+TEST_F(ReplicaSetTest, AResyncAnsweredInSyncEndsMarkedInSync) {
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  std::vector<std::string> marked_in_sync;
+  o.mark_in_sync = [&](const std::string& name, std::function<void(bool)> done) {
+    marked_in_sync.push_back(name);
+    done(true);
+  };
+  o.resync_retry_ms = 100;
+  StartSet(o);
+  const uint16_t port = r1_.server->port();
+  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), r1_.server.get()));
+  r1_.server.reset();
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);  // it fails here and is marked
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  ASSERT_TRUE(primary_.v->CleanAtGeneration());
+  ReplicaServerOptions so;
+  so.port = port;
+  r1_.server =
+      std::make_unique<ReplicaServer>(reactor_.get(), r1_.dispatcher.get(), r1_.volumes.get(), so);
+  ASSERT_TRUE(r1_.server->Start().ok());
+  for (int i = 0; i < 5000 && marked_in_sync.empty(); ++i) reactor_->RunOnce(1'000'000);
+  EXPECT_EQ(marked_in_sync, std::vector<std::string>{"r1"});
+  EXPECT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
 }
 
 // After a failover, a copy that was in sync with the old primary is resynced only where it or

@@ -80,6 +80,10 @@ enum HelloFlags : uint32_t {
   // The primary will resync an out-of-sync copy: the session applies writes even then (the
   // primary copies every region and ends with a barrier, after which the copy is in sync).
   kHelloResync = 1u << 0,
+  // The primary's own copy is not clean at its base generation (it applied writes after it, or
+  // cannot tell, having restarted): no copy is in sync with it at that generation, whatever it
+  // holds. The replica answers out of sync; the primary resyncs it.
+  kHelloPrimaryDirty = 1u << 1,
 };
 static_assert(sizeof(HelloBody) == 96);
 

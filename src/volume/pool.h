@@ -277,6 +277,14 @@ class Volume {
     if (applied_after_generation.load(std::memory_order_relaxed) != Applied::kDirty)
       applied_after_generation.store(Applied::kDirty, std::memory_order_relaxed);
   }
+  // Nothing applied after the durable generation: known for a copy this process saw a
+  // generation recorded of; otherwise only a volume never written (generation zero, nothing
+  // allocated).
+  bool CleanAtGeneration() const {
+    const Applied a = applied_after_generation.load();
+    return a == Applied::kClean || (a == Applied::kUnknown && generation() == ReplicaGeneration{} &&
+                                    allocated_bytes_now() == 0);
+  }
 
   // Replication: the units this copy applied of its primary's writes that may still be in
   // flight there (replica_activity.h): what a new primary resyncs after a failover.

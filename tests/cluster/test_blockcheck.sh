@@ -109,12 +109,12 @@ grep -Eq "acknowledged durable in this run: flush [1-9][0-9]*, fua [1-9]" "$T/bc
   fail "no block acknowledged durable both by FLUSH and by FUA"
 bc 0 verify --uri "$(uri basic)" --state "$S1"
 verify_counts 16384 0 0 0
-# Bounded by time as well: --seconds ends a run that --ops would not.
-t0=$(date +%s%N)
+# Bounded by time as well: --seconds ends a run that --ops would not (run.sh's 300-s timeout
+# stands behind it). Only liveness is checked, not speed: a loaded machine may be slow to start.
 bc 0 write --uri "$(uri basic)" --state "$S1" --seed 1 --seconds 1 --ops 100000000
-secs=$((($(date +%s%N) - t0) / 1000000000))
 has "write: completed"
-[ "$secs" -le 10 ] || fail "a 1-second write run took $secs s"
+n=$(sed -n 's/^write: completed; \([0-9]*\) writes.*/\1/p' "$T/bc.out")
+[ -n "$n" ] && [ "$n" -lt 100000000 ] || fail "a 1-second write run did not stop by time ($n writes)"
 bc 0 verify --uri "$(uri basic)" --state "$S1"
 verify_counts 16384 0 0 0
 

@@ -26,6 +26,9 @@ for t in "$here"/test_* "$here"/../cluster/test_*; do
   else
     failed=$((failed + 1))
     echo "FAIL $name (${secs}s, exit $rc)"
+    # The reason first (lib.sh's fail prints "FAIL: ..."): CI may keep only the start of a tail.
+    grep -m1 '^FAIL: ' "$log" | sed 's/^FAIL: /    reason: /'
+    [ "$rc" -ne 124 ] || echo "    reason: timed out after 300 s"
     sed 's/^/    /' "$log" | tail -n 40
   fi
   rm -f "$log"
