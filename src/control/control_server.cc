@@ -115,6 +115,11 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
                                            v1::ListReplicasResponse* resp) override {
     return PromoteReplicaVolume(impl_, ctx, req, resp);
   }
+  grpc::ServerUnaryReactor* DemoteReplica(grpc::CallbackServerContext* ctx,
+                                          const v1::DemoteReplicaRequest* req,
+                                          v1::ListReplicasResponse* resp) override {
+    return DemoteReplicaVolume(impl_, ctx, req, resp);
+  }
 
   grpc::ServerUnaryReactor* CreateVolume(grpc::CallbackServerContext* ctx,
                                          const v1::CreateVolumeRequest* req,

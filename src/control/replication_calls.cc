@@ -118,23 +118,49 @@ grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
   return r;
 }
 
-grpc::ServerUnaryReactor* PromoteReplicaVolume(ControlServer::Impl* impl_,
-                                               grpc::CallbackServerContext* ctx,
-                                               const v1::PromoteReplicaRequest* req,
-                                               v1::ListReplicasResponse* resp) {
-  AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/PromoteReplica", *req);
+namespace {
+
+// Promote and demote: admins only; `change` runs on a thread of its own (it waits up to 15 s
+// for the hand-over), then the volume is answered as ListReplicas would.
+template <typename Req>
+grpc::ServerUnaryReactor* HandOverCall(ControlServer::Impl* impl_, grpc::CallbackServerContext* ctx,
+                                       const char* method, const Req* req,
+                                       v1::ListReplicasResponse* resp,
+                                       std::function<Status(ReplicationManager*)> change) {
+  AuditCall audit = impl_->Describe(ctx, method, *req);
   Caller caller;
   Status s = impl_->AdmitWrite(ctx, Access::kAdmin, &caller);
   if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
   ReplicationManager* rm = impl_->options.replication;
   if (rm == nullptr) return RefuseNoReplication(impl_, ctx, std::move(audit));
   auto* r = ctx->DefaultReactor();
-  std::thread([impl_, rm, r, resp, name = req->volume(), audit = std::move(audit)]() mutable {
-    Status st = rm->Promote(name);
+  std::thread([impl_, rm, r, resp, name = req->volume(), change = std::move(change),
+               audit = std::move(audit)]() mutable {
+    Status st = change(rm);
     if (st.ok()) FillReplicated(rm, name, resp);
     impl_->FinishAudited(r, std::move(audit), st, true);
   }).detach();
   return r;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* PromoteReplicaVolume(ControlServer::Impl* impl_,
+                                               grpc::CallbackServerContext* ctx,
+                                               const v1::PromoteReplicaRequest* req,
+                                               v1::ListReplicasResponse* resp) {
+  return HandOverCall(impl_, ctx, "spd.v1.VolumeService/PromoteReplica", req, resp,
+                      [name = req->volume()](ReplicationManager* rm) { return rm->Promote(name); });
+}
+
+grpc::ServerUnaryReactor* DemoteReplicaVolume(ControlServer::Impl* impl_,
+                                              grpc::CallbackServerContext* ctx,
+                                              const v1::DemoteReplicaRequest* req,
+                                              v1::ListReplicasResponse* resp) {
+  return HandOverCall(impl_, ctx, "spd.v1.VolumeService/DemoteReplica", req, resp,
+                      [name = req->volume(), to = req->to()](ReplicationManager* rm) {
+                        return rm->Demote(name, to);
+                      });
 }
 
 }  // namespace spd

@@ -25,5 +25,9 @@ grpc::ServerUnaryReactor* PromoteReplicaVolume(ControlServer::Impl* impl,
                                                grpc::CallbackServerContext* ctx,
                                                const v1::PromoteReplicaRequest* req,
                                                v1::ListReplicasResponse* resp);
+grpc::ServerUnaryReactor* DemoteReplicaVolume(ControlServer::Impl* impl,
+                                              grpc::CallbackServerContext* ctx,
+                                              const v1::DemoteReplicaRequest* req,
+                                              v1::ListReplicasResponse* resp);
 
 }  // namespace spd

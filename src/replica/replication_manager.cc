@@ -574,27 +574,71 @@ Status ReplicationManager::Promote(const std::string& name) {
   if (mine != "in_sync")
     return FailedPrecondition("the copy on this node is " + mine +
                               ": only an in-sync copy may become the primary");
+  return HandOver(name, me);
+}
+
+Status ReplicationManager::Demote(const std::string& name, const std::string& to) {
+  const std::string me = cluster_->name();
+  Parsed p = Parse(mirror_->Get());
+  auto spec = p.specs.find(name);
+  if (spec == p.specs.end()) return NotFound("no replicated volume '" + name + "'");
+  auto prim = p.primaries.find(name);
+  if (prim == p.primaries.end() || prim->second.node != me)
+    return FailedPrecondition(
+        "this node (" + me + ") is not the primary of '" + name +
+        "' (the primary: " + (prim != p.primaries.end() ? prim->second.node : std::string("none")) +
+        "): ask the primary");
+  const std::vector<std::string>& nodes = spec->second.nodes;
+  if (!to.empty() && std::find(nodes.begin(), nodes.end(), to) == nodes.end())
+    return NotFound("'" + name + "' has no copy on node '" + to + "'");
+  if (to == me) return FailedPrecondition("node '" + to + "' is the primary already");
+  auto st = p.states.find(name);
+  auto state_of = [&](const std::string& n) {
+    return st != p.states.end() && st->second.count(n) ? st->second.at(n).first
+                                                       : std::string("unknown");
+  };
+  std::string target = to;
+  if (target.empty()) {
+    for (const std::string& n : nodes)
+      if (n != me && state_of(n) == "in_sync") {
+        target = n;
+        break;
+      }
+    if (target.empty())
+      return FailedPrecondition("no other copy of '" + name +
+                                "' is in sync: none may take the volume");
+  } else if (state_of(target) != "in_sync") {
+    return FailedPrecondition("the copy on " + target + " is " + state_of(target) +
+                              ": only an in-sync copy may become the primary");
+  }
+  return HandOver(name, target);
+}
+
+Status ReplicationManager::HandOver(const std::string& name, const std::string& to) {
   if (!cluster_->LeaseValid())
     return Status(StatusCode::kUnavailable, "this node's cluster lease is not valid");
   // The request lives with this node's lease: if this node dies, nobody waits for it.
-  SPD_ASSIGN_OR_RETURN(int64_t rev, cluster_->client()->Put(
-                                        std::string(kVolumesPrefix) + name + "/handover",
-                                        nlohmann::json{{"to", me}}.dump(), cluster_->lease_id()));
+  const std::string key = std::string(kVolumesPrefix) + name + "/handover";
+  SPD_ASSIGN_OR_RETURN(int64_t rev, cluster_->client()->Put(key, nlohmann::json{{"to", to}}.dump(),
+                                                            cluster_->lease_id()));
   (void)rev;
   {
     std::lock_guard<std::mutex> l(mu_);
     changed_ = true;
   }
   cv_.notify_all();
+  Parsed p;
   for (int i = 0; i < 300; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     p = Parse(mirror_->Get());
-    prim = p.primaries.find(name);
-    if (prim != p.primaries.end() && prim->second.node == me) return Status::Ok();
+    auto prim = p.primaries.find(name);
+    if (prim != p.primaries.end() && prim->second.node == to) return Status::Ok();
   }
-  (void)cluster_->client()->Delete(std::string(kVolumesPrefix) + name + "/handover");
+  (void)cluster_->client()->Delete(key);
+  auto prim = p.primaries.find(name);
   return Status(StatusCode::kDeadlineExceeded,
-                "this node did not become the primary of '" + name + "' within 15 s (primary: " +
+                "node " + to + " did not become the primary of '" + name +
+                    "' within 15 s (primary: " +
                     (prim != p.primaries.end() ? prim->second.node : std::string("none")) + ")");
 }
 

@@ -100,9 +100,15 @@ class ReplicationManager {
   // over (it steps down and deletes its key; writes in flight there fail, its clients must
   // reconnect here), and this node takes it. Blocks until it has (at most 15 s).
   Status Promote(const std::string& name);
+  // Asked of `name`'s primary: hands the volume over to `to` (empty: the first other copy in
+  // sync), which must be in sync. Blocks until `to` is the primary (at most 15 s).
+  Status Demote(const std::string& name, const std::string& to);
 
  private:
   struct Primary;
+  // Asks for `name` to be handed over to `to` (a key bound to this node's lease) and waits until
+  // `to` is its primary (15 s at most; the request is withdrawn then).
+  Status HandOver(const std::string& name, const std::string& to);
   void Loop();
   void Reconcile();
   void Guard(Volume* v);

@@ -327,6 +327,27 @@ int Main(int argc, char** argv) {
     rc = s.ok() ? C().Print(ReplicaListDoc(resp)) : C().Fail(s);
   });
 
+  std::string demote_to;
+  CLI::App* rd = rep->add_subcommand(
+      "demote",
+      "Asked of the volume's primary (--socket): hand the volume over to another copy that is in "
+      "sync (--to NODE, or the first one). Writes in flight here fail, and the clients must "
+      "reconnect to the new primary. Refused on a node that is not the primary (exit 5), for a "
+      "node with no copy (exit 3), and when the target, or every other copy, is out of sync "
+      "(exit 5). Waits until done (15 s at most)");
+  rd->add_option("volume", rep_volume, "The volume")->required();
+  rd->add_option("--to", demote_to, "The node to take the volume (default: the first in sync)");
+  rd->callback([&] {
+    v1::DemoteReplicaRequest req;
+    req.set_volume(rep_volume);
+    req.set_to(demote_to);
+    v1::ListReplicasResponse resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->DemoteReplica(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(ReplicaListDoc(resp)) : C().Fail(s);
+  });
+
   // ---- node ----
   CLI::App* node = app.add_subcommand("node", "This daemon and its host");
   node->require_subcommand(1);

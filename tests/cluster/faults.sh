@@ -32,6 +32,9 @@
 #                    replicas return: neither may take the volume until the primary returns
 #   flap_resync      a replica's network is cut (beyond the ack timeout) and healed twice
 #                    while it is resynced
+#   enospc_replica   a replica's file system fills up under writes (its data directory is a
+#                    tmpfs shrunk to what it holds + 4 MiB): it is marked out of sync, writes go
+#                    on; the file system is grown again and the copy is resynced
 #   rtt_R            every primary's messages carry an injected round trip of R us (0, 500,
 #                    2000, 10000), 1% of them "lost" (200 ms late); then kill -9 of the primary
 # FAULT_ROUNDS rounds of each (default 1), seeds FAULT_SEED, FAULT_SEED+1, ...
@@ -172,7 +175,7 @@ round_setup() {
   wait_until "$ROUND_LOG: every copy in sync" 20 all_in_sync 1
   primary_is_known 1 || fail "$ROUND_LOG: no primary"
   rm -f "$T/bc.json"
-  bc_write "$P" "$SEED" 500 --blocks 4096 >"$T/w0.log" 2>&1 ||
+  bc_write "$P" "$SEED" 500 --blocks "${SETUP_BLOCKS:-4096}" >"$T/w0.log" 2>&1 ||
     { cat "$T/w0.log" >&2; fail "$ROUND_LOG: first writes failed"; }
 }
 
@@ -182,7 +185,11 @@ round_teardown() {
   for k in 1 2 3; do stop_node "$k" KILL; done
   net_heal_all
   etcdctl_in 1 del --prefix /spd/ >/dev/null
-  for k in 1 2 3; do rm -rf "$(node_dir "$k")"; done
+  for k in 1 2 3; do
+    ! mountpoint -q "$(node_dir "$k")" || umount "$(node_dir "$k")" ||
+      fail "cannot unmount the tmpfs of n$k"
+    rm -rf "$(node_dir "$k")"
+  done
 }
 
 # After the fault was healed (every node running): a primary, writes through it, every copy
@@ -483,6 +490,24 @@ resyncing() {  # K R
     grep -q "^resyncing: at byte"
 }
 
+# Node 3's data directory is a tmpfs (run_row mounts it); once the round's volume is set up, it
+# is shrunk to what it holds + 4 MiB, so that the writes into new regions fill it.
+row_enospc_replica() {
+  local old=$E p=$P d used
+  d=$(node_dir 3)
+  [ "$p" != 3 ] || fail "$ROUND_LOG: n3, the node that fills up, is the primary"
+  used=$(df -B1 --output=used "$d" | tail -1)
+  mount -o remount,size=$((used + (4 << 20))) "$d" || fail "$ROUND_LOG: cannot shrink the tmpfs"
+  bc_write "$p" "$SEED" 3000 >"$T/w1.log" 2>&1 ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes through the primary while n3 is full"; }
+  out_of_sync_3() { view "$p" | grep -q "n3=out_of_sync"; }
+  wait_until "$ROUND_LOG: the full replica n3 out of sync" 30 out_of_sync_3
+  primary_is_known "$p" && [ "$P" = "$p" ] || fail "$ROUND_LOG: the primary moved (n$p -> n$P)"
+  bc_verify "$p" "the primary"
+  mount -o remount,size=1G "$d" || fail "$ROUND_LOG: cannot grow the tmpfs"
+  round_converges "$old"
+}
+
 # rtt_R: a round with injected round trip R us and 1% loss, then kill -9 of the primary.
 row_rtt() {
   row_kill9_primary
@@ -501,6 +526,15 @@ run_row() {
     fn=rtt
   elif [ "$row" = kill_new_primary_mid_resync ] || [ "$row" = flap_resync ]; then
     NODE_ARGS=(--replication-inject-rtt-us 20000 --replication-inject-seed "$SEED")
+  fi
+  SETUP_BLOCKS=4096
+  if [ "$row" = enospc_replica ]; then
+    # 64 KiB chunks: the first writes (over the whole volume) allocate a part of it, the
+    # row's writes the rest.
+    NODE_ARGS=(--chunk-size 64K)
+    SETUP_BLOCKS=16384
+    mkdir -p "$(node_dir 3)"
+    mount -t tmpfs -o size=1G tmpfs "$(node_dir 3)" || fail "$ROUND_LOG: cannot mount a tmpfs"
   fi
   local t0=$SECONDS
   round_setup

@@ -190,4 +190,22 @@ for n in b c; do
   $PY "$BC" verify --uri "$(nbd_uri $n)" --state "$T/bc.json" >"$T/v8.log" ||
     { cat "$T/v8.log"; fail "copy on $n lacks the promoted primary's writes"; }
 done
-echo "replication: OK (epochs $E1 -> $E2 -> $E4, primary a -> $P2 -> a)"
+
+# --- Manual demote, asked of the primary: refused on a replica, for a node with no copy and for
+# the primary itself; then a hands the volume to c, which holds every acknowledged write.
+expect 5 --socket "${DIR[b]}/control.sock" replica demote rv
+expect 3 --socket "${DIR[a]}/control.sock" replica demote rv --to nope
+expect 5 --socket "${DIR[a]}/control.sock" replica demote rv --to a
+ctl a replica demote rv --to c -o json
+read -r P5 E5 <<<"$(primary_of a)"
+[ "$P5" = c ] && [ "$E5" -gt "$E4" ] || fail "after demote: primary '$P5' epoch $E5 (was a, $E4)"
+$PY "$BC" verify --uri "$(nbd_uri c)" --state "$T/bc.json" >"$T/v9.log" ||
+  { cat "$T/v9.log"; fail "the copy a handed the volume to lacks acknowledged writes"; }
+$PY "$BC" write --uri "$(nbd_uri c)" --state "$T/bc.json" --seed 12 --qd 16 --ops 300 \
+  --seconds 60 --flush-every 16 --epoch "$E5" >"$T/w6.log" ||
+  { cat "$T/w6.log"; fail "writes through the new primary c failed"; }
+all_in_sync_now_c() { [ "$(copies c)" = "a=in_sync b=in_sync c=in_sync" ]; }
+wait_for "every copy in sync after the demote" 30 all_in_sync_now_c
+$PY "$BC" verify --uri "$(nbd_uri a)" --state "$T/bc.json" >"$T/v10.log" ||
+  { cat "$T/v10.log"; fail "the demoted a lacks the new primary's writes"; }
+echo "replication: OK (epochs $E1 -> $E2 -> $E4 -> $E5, primary a -> $P2 -> a -> c)"

@@ -55,6 +55,8 @@ cleanup() {
       wait "$p" 2>/dev/null || rc=$?
     fi
   done
+  # File systems a test mounted under $T (a tmpfs standing for a full disk) go first.
+  for p in $(awk -v t="$T/" 'index($2, t) == 1 {print $2}' /proc/mounts); do umount -l "$p"; done
   [ -n "${KEEP_T:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT

@@ -187,6 +187,9 @@ MATRIX = [
     row("PromoteReplica own", "admin", V + "PromoteReplica", {"volume": "a1"}, ok=FP, obj="own"),
     row("PromoteReplica other", "admin", V + "PromoteReplica", {"volume": "b1"}, ok=FP,
         obj="other"),
+    row("DemoteReplica own", "admin", V + "DemoteReplica", {"volume": "a1"}, ok=FP, obj="own"),
+    row("DemoteReplica other", "admin", V + "DemoteReplica", {"volume": "b1", "to": "n2"}, ok=FP,
+        obj="other"),
     row("GetAuditHead", "audit", AU + "GetAuditHead", {}),
     row("VerifyAudit", "audit", AU + "VerifyAudit", {}),
     # Volumes.
