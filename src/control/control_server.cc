@@ -127,8 +127,12 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
     AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/CreateVolume", *req);
     Status s = policy::ValidateName("name", req->name());
     if (s.ok()) s = CheckSize(req->size_bytes());
-    auto dur = FromProto(req->durability(), true);
+    // DURABILITY_ASYNC: replicated volumes only (CreateReplicatedVolume takes it).
+    const bool async = req->durability() == v1::DURABILITY_ASYNC;
+    auto dur = async ? Result<Durability>(Durability::kFlush) : FromProto(req->durability(), true);
     if (s.ok() && !dur.ok()) s = dur.status();
+    if (s.ok() && async && req->replicas() < 2)
+      s = InvalidArgument("durability: async is for replicated volumes (replicas 2 or more)");
     Caller caller;
     if (s.ok()) s = impl_->AdmitWrite(ctx, Access::kWriteVolume, &caller);
     if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);

@@ -24,6 +24,12 @@ void FillReplicated(ReplicationManager* rm, const std::string& only, v1::ListRep
     for (const std::string& n : v.nodes) out->add_nodes(n);
     out->set_primary(v.primary);
     out->set_epoch(v.epoch);
+    out->set_durability(v.durability == "async"  ? v1::DURABILITY_ASYNC
+                        : v.durability == "sync" ? v1::DURABILITY_SYNC
+                        : v.durability == "none" ? v1::DURABILITY_NONE
+                                                 : v1::DURABILITY_FLUSH);
+    out->set_lag_bytes(v.lag_bytes);
+    out->set_lag_ms(v.lag_ms);
     for (const ReplicaStatus& st : v.states) {
       v1::ReplicaState* x = out->add_states();
       x->set_node(st.node);
@@ -57,8 +63,10 @@ grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
     if (placed) impl_->UnplaceNewVolume(req->name());
     return RefuseNoReplication(impl_, ctx, std::move(audit));
   }
-  // Before DefaultReactor: a call takes it once (RefuseAudited does).
-  auto dur = FromProto(req->durability(), true);
+  // Before DefaultReactor: a call takes it once (RefuseAudited does). An asynchronous volume's
+  // copies are durable at FLUSH.
+  const bool async = req->durability() == v1::DURABILITY_ASYNC;
+  auto dur = async ? Result<Durability>(Durability::kFlush) : FromProto(req->durability(), true);
   if (!dur.ok() || req->read_only()) {
     if (placed) impl_->UnplaceNewVolume(req->name());
     impl_->in_flight.fetch_sub(1);  // admitted, refused here: answered like a refusal
@@ -71,9 +79,9 @@ grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
   auto* r = ctx->DefaultReactor();
   ControlServer::Impl* impl = impl_;
   std::thread([impl, rm, r, resp, caller, placed, name = req->name(), size = req->size_bytes(),
-               replicas = req->replicas(), durability = dur.value(),
+               replicas = req->replicas(), durability = dur.value(), async,
                audit = std::move(audit)]() mutable {
-    Status st = rm->Create(name, size, replicas, durability);
+    Status st = rm->Create(name, size, replicas, durability, async);
     if (!st.ok() && placed) impl->UnplaceNewVolume(name);
     if (st.ok()) {
       if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);

@@ -573,6 +573,8 @@ int RunDaemon(const DaemonOptions& o) {
     rmo.inject_rtt_us = o.replication_inject_rtt_us;
     rmo.inject_loss_ppm = o.replication_inject_loss_ppm;
     rmo.inject_seed = o.replication_inject_seed;
+    rmo.async_lag_bytes = o.replication_async_lag_bytes;
+    rmo.async_lag_ms = o.replication_async_lag_ms;
     rmo.tls = replica_tls.get();
     rmo.on_event = [control_events](bool primary_changed, const std::string& volume,
                                     const std::string& message) {

@@ -483,6 +483,20 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "Testing: the seed of --replication-inject-loss-ppm's choices (a run repeats "
                  "with the same seed and the same writes)")
       ->capture_default_str();
+  std::string async_lag_bytes = "32M";
+  app.add_option("--replication-async-lag-bytes", async_lag_bytes,
+                 "Asynchronous volumes (spdctl volume create --replicas N --durability async) "
+                 "this node is the primary of: at most this much payload acknowledged to clients "
+                 "and not yet to every in-sync replica (K, M, G). At the bound, completions wait "
+                 "for the replicas, as a synchronous volume's do. A failover may lose up to this "
+                 "much acknowledged data. Needs --replication-listen")
+      ->capture_default_str();
+  app.add_option("--replication-async-lag-ms", o.replication_async_lag_ms,
+                 "Asynchronous volumes: at most this old, in ms, the oldest message the replicas "
+                 "have not acknowledged; beyond it completions wait for them. Needs "
+                 "--replication-listen")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{3'600'000}))
+      ->capture_default_str();
   app.add_flag("--quiet", o.quiet, "Do not print the how-to-connect lines");
 
   try {
@@ -521,6 +535,16 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument(
         "--node-name, --cluster-lease-ttl, --replication-listen and --replication-inject-* need "
         "--cluster (the etcd members)");
+  SPD_ASSIGN_OR_RETURN(o.replication_async_lag_bytes, ParseSize(async_lag_bytes));
+  if (o.replication_async_lag_bytes < (1u << 20))
+    return InvalidArgument(
+        "--replication-async-lag-bytes must be at least 1M (a write of the "
+        "largest size must fit)");
+  if (o.replication_listen.empty() && (app.count("--replication-async-lag-bytes") > 0 ||
+                                       app.count("--replication-async-lag-ms") > 0))
+    return InvalidArgument(
+        "--replication-async-lag-bytes and --replication-async-lag-ms need "
+        "--replication-listen (and --cluster): they bound asynchronous replicated volumes");
   if (!o.replication_tls_psk.empty() && o.replication_listen.empty())
     return InvalidArgument(
         "--replication-tls-psk needs --replication-listen (and --cluster): it secures the "

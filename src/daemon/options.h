@@ -97,6 +97,8 @@ struct DaemonOptions {
   uint64_t replication_inject_rtt_us = 0;  // ReplicaSetOptions::inject_* (testing)
   uint32_t replication_inject_loss_ppm = 0;
   uint64_t replication_inject_seed = 1;
+  uint64_t replication_async_lag_bytes = 32ull << 20;  // ReplicaSetOptions::async_lag_*
+  uint64_t replication_async_lag_ms = 1'000;
 };
 
 // Parses "4096", "64K", "1M", "1G", "1T", "1GiB", "1.5G". Binary units.

@@ -77,6 +77,10 @@ enum RequestFlags : uint8_t {
   // replica's writes of it): the QoS scheduler serves it in a flow of its own in the
   // background class, so that the volumes' own requests keep their intents.
   kReqRebuild = 1 << 4,
+  // An asynchronous replicated volume's message still in flight to its replicas after the
+  // request it copies completed (replica/replica_set_async.cc): the replica set's own, never a
+  // frontend's.
+  kReqReplShadow = 1 << 5,
 };
 
 // The stages every request is stamped at (MonotonicNs), so that metrics, traces and probes all

@@ -412,7 +412,15 @@ void ReplicaSet::LocalDone(IoRequest* req) {
 }
 
 void ReplicaSet::MaybeComplete(IoRequest* req) {
-  if (req->repl_local_pending || req->repl_waiting != 0) return;
+  if (req->flags & kReqReplShadow) {
+    if (req->repl_waiting == 0) RetireShadow(req);
+    return;
+  }
+  if (req->repl_local_pending) return;
+  if (req->repl_waiting != 0) {
+    if (o_.async && !IsCopyMessage(req) && req != &quiesce_msg_) MaybeShadow(req);
+    return;
+  }
   if (IsCopyMessage(req)) {
     ClearSlot(req->repl_seq);
     return CopyAcked(req->repl_result);
@@ -714,7 +722,7 @@ void ReplicaSet::OnTick() {
     for (auto& l : links_)
       if ((marks_pending_ & l->bit()) && !l->mark_inflight) AskMark(l.get());
     for (IoRequest*& r : table_) {
-      if (r == nullptr || r->repl_local_pending ||
+      if (r == nullptr || r->repl_local_pending || (r->flags & kReqReplShadow) ||
           now < r->repl_deadline_ns + o_.hold_timeout_ms * 1'000'000)
         continue;
       held_failed_total.Add();

@@ -97,6 +97,15 @@ struct ReplicaSetOptions {
   uint32_t inject_loss_ppm = 0;
   uint64_t inject_rto_ms = 200;
   uint64_t inject_seed = 1;
+  // An asynchronous volume (replica_set_async.cc): a request completes once done locally; its
+  // message stays in flight to the replicas as a copy of its own (a shadow), in order with the
+  // others, as long as what the replicas have not acknowledged stays within async_lag_bytes of
+  // payload and its oldest message within async_lag_ms. Beyond either bound a completion waits
+  // for the acks, as a synchronous one does. Overlapping writes still wait for each other's
+  // acks (every copy applies them in one order).
+  bool async = false;
+  uint64_t async_lag_bytes = 32ull << 20;
+  uint64_t async_lag_ms = 1'000;
 };
 
 class ReplicaSet final : public ReplicaHook {
@@ -148,6 +157,10 @@ class ReplicaSet final : public ReplicaHook {
   // Every link has connected or failed (requests flow).
   bool settled() const { return settled_.load(); }
   uint64_t epoch() const { return o_.epoch; }
+  // Asynchronous volumes: payload bytes and age (ms) of what the replicas have not acknowledged
+  // of the requests already complete. Any thread.
+  uint64_t lag_bytes() const { return lag_bytes_.load(std::memory_order_relaxed); }
+  uint64_t lag_ms() const;
 
   void Start(IoRequest* req) override;
   void LocalDone(IoRequest* req) override;
@@ -256,6 +269,19 @@ class ReplicaSet final : public ReplicaHook {
   bool ParkIfCopying(IoRequest* req);
   bool IsCopyMessage(const IoRequest* req) const;
   static void OnCopyRead(void* arg, IoRequest* req);
+
+  // Asynchronous volumes (replica_set_async.cc).
+  struct Shadow;
+  std::vector<std::unique_ptr<Shadow>> shadows_free_;
+  std::atomic<uint64_t> lag_bytes_{0};
+  std::atomic<uint64_t> lag_oldest_ns_{0};  // when the oldest message in flight was numbered
+  uint32_t shadows_live_ = 0;
+  // Completes `req` (done locally, replicas pending) at once, leaving a shadow in its place, if
+  // the lag allows; else it waits for the acks.
+  void MaybeShadow(IoRequest* req);
+  void RetireShadow(IoRequest* shadow);
+  void NoteOldest();
+  void FreeShadows();
 };
 
 }  // namespace spd

@@ -72,6 +72,13 @@ void OnLinkWritable(Completion* c, int32_t res, uint32_t flags);
 
 }  // namespace replica_internal
 
+// An asynchronous volume's message in flight after its request completed (replica_set_async.cc).
+struct ReplicaSet::Shadow : IoRequest {
+  std::unique_ptr<uint8_t[]> data;
+  size_t capacity = 0;
+  uint64_t payload = 0;  // counted in the lag
+};
+
 struct ReplicaSet::Link {
   ReplicaSet* set = nullptr;
   size_t index = 0;

@@ -84,6 +84,7 @@ ReplicaSet::~ReplicaSet() {
     mark_gate_->set = nullptr;
   }
   JoinThreads();
+  FreeShadows();
 }
 
 bool ReplicaSet::IsCopyMessage(const IoRequest* req) const {

@@ -43,6 +43,7 @@ struct Parsed {
     uint32_t replicas = 0;
     std::vector<std::string> nodes;
     Durability durability = Durability::kFlush;
+    bool async = false;  // "durability": "async": the copies get flush
   };
   struct Prim {
     std::string node;
@@ -71,6 +72,7 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
       sp.durability = d == "sync"   ? Durability::kSync
                       : d == "none" ? Durability::kNone
                                     : Durability::kFlush;
+      sp.async = d == "async";
       if (j.contains("nodes") && j["nodes"].is_array())
         for (const auto& n : j["nodes"])
           if (n.is_string()) sp.nodes.push_back(n.get<std::string>());
@@ -263,8 +265,9 @@ void ReplicationManager::Reconcile() {
       if (!running) {
         StepDown(name);
         auto st = p.states.find(name);
-        if (Status s = BecomePrimary(name, v, static_cast<uint64_t>(prim->second.epoch), spec.nodes,
-                                     nodes, st != p.states.end() ? st->second : CopyStates{});
+        if (Status s =
+                BecomePrimary(name, v, static_cast<uint64_t>(prim->second.epoch), spec.nodes, nodes,
+                              st != p.states.end() ? st->second : CopyStates{}, spec.async);
             !s.ok())
           SPD_LOG_WARN("replication: %s: cannot serve as primary: %s", name.c_str(),
                        s.ToString().c_str());
@@ -334,7 +337,7 @@ void ReplicationManager::Reconcile() {
 Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uint64_t epoch,
                                          const std::vector<std::string>& nodes,
                                          const PrefixMirror::Snapshot& nodes_snap,
-                                         const CopyStates& states) {
+                                         const CopyStates& states, bool async) {
   // The fence first, on this node's own copy: a deposed primary that still reaches it is refused.
   std::promise<int32_t> fenced;
   GenerationRecord rec;
@@ -371,6 +374,9 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   so.inject_loss_ppm = o_.inject_loss_ppm;
   so.inject_seed = o_.inject_seed ^ epoch;  // another stream for each primary term
   so.tls = o_.tls;
+  so.async = async;
+  so.async_lag_bytes = o_.async_lag_bytes;
+  so.async_lag_ms = o_.async_lag_ms;
   for (const std::string& n : nodes)
     if (n != cluster_->name()) so.replicas.push_back({n, ReplicationAddress(nodes_snap, n)});
   ClusterNode* cluster = cluster_;
@@ -509,7 +515,7 @@ void ReplicationManager::StepDown(const std::string& name) {
 }
 
 Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, uint32_t replicas,
-                                  Durability durability) {
+                                  Durability durability, bool async) {
   if (replicas < 2 || replicas > ReplicaSet::kReplicasMax + 1)
     return InvalidArgument("replicas must be 2.." + std::to_string(ReplicaSet::kReplicasMax + 1));
   const PrefixMirror::Snapshot nodes = cluster_->Nodes();
@@ -538,11 +544,12 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
   const std::string key = std::string(kVolumesPrefix) + name;
   Txn txn;
   txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, 0));
-  txn.then.push_back(TxnOp::Put(key, nlohmann::json{{"size", size_bytes},
-                                                    {"replicas", replicas},
-                                                    {"nodes", placed},
-                                                    {"durability", DurabilityName(durability)}}
-                                         .dump()));
+  txn.then.push_back(TxnOp::Put(
+      key, nlohmann::json{{"size", size_bytes},
+                          {"replicas", replicas},
+                          {"nodes", placed},
+                          {"durability", async ? std::string("async") : DurabilityName(durability)}}
+               .dump()));
   SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
   if (!r.succeeded) return AlreadyExists("replicated volume '" + name + "' exists in the cluster");
   {
@@ -651,13 +658,18 @@ std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {
     v.name = name;
     v.size_bytes = spec.size;
     v.replicas = spec.replicas;
+    v.durability = spec.async ? std::string("async") : DurabilityName(spec.durability);
     v.nodes = spec.nodes;
     if (auto it = p.primaries.find(name); it != p.primaries.end()) {
       v.primary = it->second.node;
       v.epoch = static_cast<uint64_t>(it->second.epoch);
     }
     std::vector<ReplicaSet::LinkInfo> links;
-    if (auto it = primaries_.find(name); it != primaries_.end()) links = it->second->set->Links();
+    if (auto it = primaries_.find(name); it != primaries_.end()) {
+      links = it->second->set->Links();
+      v.lag_bytes = it->second->set->lag_bytes();
+      v.lag_ms = it->second->set->lag_ms();
+    }
     auto st = p.states.find(name);
     for (const std::string& node : spec.nodes) {
       ReplicaStatus r;

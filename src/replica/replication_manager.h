@@ -51,6 +51,9 @@ struct ReplicationManagerOptions {
   uint64_t inject_rtt_us = 0;
   uint32_t inject_loss_ppm = 0;
   uint64_t inject_seed = 1;
+  // Asynchronous volumes' lag bounds (ReplicaSetOptions::async_lag_*).
+  uint64_t async_lag_bytes = 32ull << 20;
+  uint64_t async_lag_ms = 1'000;
   // TLS on every primary's links (ReplicaSetOptions::tls); null: plaintext. Outlives the manager.
   const ReplicaTls* tls = nullptr;
   // Told of replication events (any thread; must not block): this node became or stopped being
@@ -71,6 +74,10 @@ struct ReplicatedVolumeStatus {
   std::string name;
   uint64_t size_bytes = 0;
   uint32_t replicas = 0;
+  std::string durability;  // flush, sync, none or async (as recorded in etcd)
+  // On the primary of an asynchronous volume: what the replicas lag (ReplicaSet::lag_*).
+  uint64_t lag_bytes = 0;
+  uint64_t lag_ms = 0;
   std::vector<std::string> nodes;
   std::string primary;  // empty: none now
   uint64_t epoch = 0;
@@ -93,8 +100,9 @@ class ReplicationManager {
   // Places and records a new replicated volume (this node first); returns once the local copy
   // exists (bounded: 4 s). kFailedPrecondition when fewer nodes serve replicas than asked.
   // Every copy gets `durability` (in the cluster's record of the volume).
+  // `async`: an asynchronous volume (ReplicaSetOptions::async; its copies get `durability`).
   Status Create(const std::string& name, uint64_t size_bytes, uint32_t replicas,
-                Durability durability = Durability::kFlush);
+                Durability durability = Durability::kFlush, bool async = false);
   std::vector<ReplicatedVolumeStatus> List() const;
   // Makes this node `name`'s primary: only if its copy is in sync. The primary hands the volume
   // over (it steps down and deletes its key; writes in flight there fail, its clients must
@@ -116,7 +124,8 @@ class ReplicationManager {
   using CopyStates = std::map<std::string, std::pair<std::string, uint64_t>>;
   Status BecomePrimary(const std::string& name, Volume* v, uint64_t epoch,
                        const std::vector<std::string>& nodes,
-                       const PrefixMirror::Snapshot& nodes_snap, const CopyStates& states);
+                       const PrefixMirror::Snapshot& nodes_snap, const CopyStates& states,
+                       bool async);
   void StepDown(const std::string& name);
   // Before a hand-over: the set's final barrier, and the same generation on the local copy.
   bool Quiesce(const std::string& name);

@@ -253,6 +253,12 @@ Doc ReplicaListDoc(const v1::ListReplicasResponse& r) {
     for (const std::string& n : v.nodes()) x["nodes"].push_back(n);
     x["primary"] = v.primary();
     x["epoch"] = v.epoch();
+    x["durability"] = v.durability() == v1::DURABILITY_ASYNC  ? "async"
+                      : v.durability() == v1::DURABILITY_SYNC ? "sync"
+                      : v.durability() == v1::DURABILITY_NONE ? "none"
+                                                              : "flush";
+    x["lagBytes"] = v.lag_bytes();
+    x["lagMs"] = v.lag_ms();
     x["copies"] = Doc::array();
     for (const v1::ReplicaState& s : v.states()) {
       Doc c;
@@ -514,7 +520,14 @@ std::string Render(const Doc& doc, Output out) {
         Doc f;
         f["volume"] = v["name"];
         f["node"] = c["node"];
-        f["role"] = c["node"] == v["primary"] ? "primary" : "replica";
+        const bool primary = c["node"] == v["primary"];
+        f["role"] = primary ? "primary" : "replica";
+        f["durability"] = v["durability"];
+        // An asynchronous volume's lag, on its primary's row (what the replicas lack).
+        f["lag"] = primary && v["durability"] == "async"
+                       ? std::to_string(v["lagBytes"].get<uint64_t>()) + " B / " +
+                             std::to_string(v["lagMs"].get<uint64_t>()) + " ms"
+                       : "";
         f["state"] = c["state"];
         f["epoch"] = c["epoch"];
         f["acked"] = c["acked"];
@@ -526,9 +539,11 @@ std::string Render(const Doc& doc, Output out) {
     return Table(ptrs, {{"VOLUME", "volume", false},
                         {"NODE", "node", false},
                         {"ROLE", "role", false},
+                        {"DURABILITY", "durability", false},
                         {"STATE", "state", false},
                         {"EPOCH", "epoch", false},
                         {"ACKED", "acked", false},
+                        {"LAG", "lag", false},
                         {"DETAIL", "detail", false}});
   }
   if (kind == "ClusterNodeList") {

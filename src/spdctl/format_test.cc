@@ -298,6 +298,9 @@ TEST(SpdctlFormat, ClusterShapesArePinned) {
   v->add_nodes("n2");
   v->set_primary("n1");
   v->set_epoch(12);
+  v->set_durability(v1::DURABILITY_ASYNC);
+  v->set_lag_bytes(1 << 20);
+  v->set_lag_ms(35);
   v1::ReplicaState* s1 = v->add_states();
   s1->set_node("n1");
   s1->set_state("in_sync");

@@ -43,6 +43,7 @@ v1::Durability ParseDurabilityFlag(const std::string& s) {
   if (s == "flush") return v1::DURABILITY_FLUSH;
   if (s == "sync") return v1::DURABILITY_SYNC;
   if (s == "none") return v1::DURABILITY_NONE;
+  if (s == "async") return v1::DURABILITY_ASYNC;
   return v1::DURABILITY_UNSPECIFIED;
 }
 
@@ -54,7 +55,7 @@ _spdctl() {
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   case "$prev" in
     -o|--output) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
-    --durability) COMPREPLY=($(compgen -W "flush sync none" -- "$cur")); return ;;
+    --durability) COMPREPLY=($(compgen -W "flush sync none async" -- "$cur")); return ;;
     --priority) COMPREPLY=($(compgen -W "standard critical background" -- "$cur")); return ;;
     --role) COMPREPLY=($(compgen -W "viewer tenant operator admin" -- "$cur")); return ;;
     -f|--file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -150,15 +151,18 @@ int Main(int argc, char** argv) {
       ->required();
   vc->add_option("--durability", durability,
                  "flush: durable at FLUSH/FUA (a disk's promise); sync: every write before its "
-                 "reply; none: scratch, lost on a crash")
-      ->check(CLI::IsMember({"flush", "sync", "none"}))
+                 "reply; none: scratch, lost on a crash; async (with --replicas): acknowledged "
+                 "once done on the primary (durable there at FLUSH/FUA), the replicas get it "
+                 "within the node's lag bounds")
+      ->check(CLI::IsMember({"flush", "sync", "none", "async"}))
       ->capture_default_str();
   vc->add_flag("--read-only", read_only, "Refuse writes");
   vc->add_option("--replicas", replicas,
                  "Copies on that many nodes of the cluster, this one first, written "
                  "synchronously: a write is acknowledged once every in-sync copy has it "
-                 "(spd2 --cluster --replication-listen on each; `spdctl replica list` shows "
-                 "them). 1: this node alone")
+                 "(with --durability async: once the primary has it, the others within the "
+                 "primary's lag bounds) (spd2 --cluster --replication-listen on each; `spdctl "
+                 "replica list` shows them). 1: this node alone")
       ->check(CLI::Range(1, 9))
       ->capture_default_str();
   vc->callback([&] {

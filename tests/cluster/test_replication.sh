@@ -71,7 +71,7 @@ for n in b c; do
   [ "$(json 'd["durability"]')" = sync ] || fail "copy on $n: durability $(cat "$T/out")"
 done
 ctl a replica list
-grep -q "^rv *a *primary *in_sync" "$T/out" || fail "table: $(cat "$T/out")"
+grep -q "^rv *a *primary *sync *in_sync" "$T/out" || fail "table: $(cat "$T/out")"
 
 # --- Writes through the primary, FUA and FLUSH among them, are on every copy.
 $PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 7 --blocks 4096 --qd 16 \

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Asynchronous replication end to end (docs/replication.md, "Asynchronous volumes"): three spd2
+# nodes on loopback and a real etcd; every primary's messages carry an injected 20 ms round
+# trip, and the lag bound is 1 MiB. A volume created with --replicas 3 --durability async:
+#   - its writes complete before the replicas have them (counted by the primary), the lag is
+#     reported by `spdctl replica list` and stays within the bound;
+#   - once the writes stop and the lag drained, every copy holds every acknowledged write;
+#   - kill -9 of the primary under QD32 writes with FLUSHes: a copy takes over; what it lacks of
+#     the acknowledged writes is within the lag bound (1 MiB: 256 blocks of 4 KiB), nothing is
+#     corrupt, and once the old primary returns every copy is resynced to the new primary's.
+# Refusals: async without --replicas (exit 8).
+. "$(dirname "$0")/../integration/lib.sh"
+BC="$(dirname "$0")/blockcheck.py"
+
+start_etcd
+TTL=3
+declare -A PID DIR
+declare -A MPORT=([a]=$((SPD_PORT + 1)) [b]=$((SPD_PORT + 2)) [c]=$((SPD_PORT + 3)))
+start_node() {  # NAME
+  local n=$1
+  DIR[$n]="$T/$n"
+  start_cluster_node "$n" --pool-size 512M --metrics-listen "127.0.0.1:${MPORT[$n]}" \
+    --cluster "$ETCD_URL" --node-name "$n" --cluster-lease-ttl $TTL \
+    --replication-listen 127.0.0.1:0 --replication-inject-rtt-us 20000 \
+    --replication-async-lag-bytes 1M --replication-async-lag-ms 2000
+  PID[$n]=$NODE_PID
+}
+ctl() {  # NODE ARGS...: spdctl against that node, output in $T/out
+  local n=$1
+  shift
+  expect 0 --socket "${DIR[$n]}/control.sock" "$@"
+}
+nbd_uri() { echo "nbd+unix:///rv?socket=${DIR[$1]}/nbd.sock"; }
+wait_for() {  # DESCRIPTION SECONDS COMMAND...: until COMMAND succeeds
+  local what=$1 secs=$2
+  shift 2
+  for _ in $(seq $((secs * 10))); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  fail "$what: not within ${secs} s"
+}
+metric() {  # NODE NAME: the metric's value on that node
+  curl -sf "http://127.0.0.1:${MPORT[$1]}/metrics" |
+    awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print "missing" }'
+}
+view() {  # NODE: "PRIMARY EPOCH COPIES LAGBYTES DURABILITY" as NODE sees volume rv
+  ctl "$1" replica list rv -o json
+  json '(d["items"][0]["primary"] or "-") + " " + str(d["items"][0]["epoch"]) + " " + ",".join(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"]) + " " + str(d["items"][0]["lagBytes"]) + " " + d["items"][0]["durability"]'
+}
+all_in_sync() { [ "$(view "$1" | cut -d' ' -f3)" = "a=in_sync,b=in_sync,c=in_sync" ]; }
+
+# The lag flags need --replication-listen.
+rc=0
+"$SPD2" --data-dir "$T/x" --nbd-listen off --replication-async-lag-ms 10 >"$T/x.log" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] || fail "--replication-async-lag-ms without --replication-listen: exit $rc"
+grep -q "need --replication-listen" "$T/x.log" || fail "refusal: $(cat "$T/x.log")"
+
+for n in a b c; do start_node $n; done
+registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
+wait_for "three nodes registered" 15 registered
+expect 8 --socket "${DIR[a]}/control.sock" volume create lone --size 16M --durability async
+grep -q "async is for replicated volumes" "$T/err" || fail "refusal: $(cat "$T/err")"
+ctl a volume create rv --size 64M --replicas 3 --durability async
+wait_for "every copy in sync" 15 all_in_sync a
+read -r P1 E1 _ _ D <<<"$(view a)"
+[ "$P1" = a ] && [ "$D" = async ] || fail "primary '$P1', durability '$D'"
+ctl b volume get rv -o json
+[ "$(json 'd["durability"]')" = flush ] || fail "a copy's durability: $(cat "$T/out")"
+
+# --- Writes complete ahead of the replicas, within the lag bound; the lag is reported.
+before=$(metric a spd_replication_async_shadowed_total)
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 7 --blocks 4096 --qd 32 \
+  --ops 30000 --seconds 4 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" >"$T/w1.log" &
+W=$!
+peak=0
+for _ in $(seq 30); do
+  read -r _ _ _ lag _ <<<"$(view a)"
+  [ "$lag" -le $((1 << 20)) ] || fail "a lag of $lag bytes, above the 1 MiB bound"
+  [ "$lag" -le "$peak" ] || peak=$lag
+  sleep 0.1
+done
+ctl a replica list
+grep -q "^rv *a *primary *async .* B / [0-9]* ms" "$T/out" || fail "table: $(cat "$T/out")"
+wait "$W" || { cat "$T/w1.log"; fail "writes through the primary failed"; }
+after=$(metric a spd_replication_async_shadowed_total)
+[ "$after" != missing ] && [ $((after - before)) -gt 100 ] ||
+  fail "only $((after - before)) requests completed ahead of the replicas"
+[ "$peak" -gt 0 ] || fail "no lag seen while writing (peak $peak)"
+echo "async: $((after - before)) requests completed ahead of the replicas; lag peak $peak bytes"
+drained() { read -r _ _ _ lag _ <<<"$(view a)"; [ "$lag" -eq 0 ]; }
+wait_for "the lag drained" 20 drained
+for n in a b c; do
+  $PY "$BC" verify --uri "$(nbd_uri $n)" --state "$T/bc.json" >"$T/v.log" ||
+    { cat "$T/v.log"; fail "copy on $n lacks acknowledged writes after the lag drained"; }
+done
+
+# --- kill -9 of the primary under QD32 writes: a copy takes over, lacking at most what the
+# lag bound allows of the acknowledged writes; nothing is corrupt.
+rc=0
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 8 --qd 32 --ops 40000 \
+  --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" --kill-pid "${PID[a]}" \
+  --kill-after-ops 3000 >"$T/w2.log" 2>&1 || rc=$?
+[ "$rc" -eq 3 ] || { cat "$T/w2.log"; fail "the write run did not end with the lost connection ($rc)"; }
+wait "${PID[a]}" 2>/dev/null || rc=$?
+new_primary() { read -r P2 E2 _ <<<"$(view b)"; [ "$P2" != - ] && [ "$P2" != a ]; }
+wait_for "a new primary" $((TTL + 12)) new_primary
+[ "$E2" -gt "$E1" ] || fail "the new epoch $E2 is not above $E1"
+rc=0
+$PY "$BC" verify --uri "$(nbd_uri "$P2")" --state "$T/bc.json" >"$T/v2.log" || rc=$?
+[ "$rc" -le 1 ] || { cat "$T/v2.log"; fail "verify on the new primary exited $rc"; }
+summary=$(grep '^verify: .* blocks checked' "$T/v2.log")
+lost=$(echo "$summary" | sed -n 's/.*lost \([0-9]*\).*/\1/p')
+regressed=$(echo "$summary" | sed -n 's/.*regressed \([0-9]*\).*/\1/p')
+corrupt=$(echo "$summary" | sed -n 's/.*corrupt \([0-9]*\).*/\1/p')
+[ -n "$lost" ] && [ -n "$regressed" ] && [ -n "$corrupt" ] || fail "no verify summary: $summary"
+[ "$corrupt" -eq 0 ] || { cat "$T/v2.log"; fail "corrupt blocks on the new primary"; }
+[ $((lost + regressed)) -le 256 ] ||
+  { cat "$T/v2.log"; fail "the new primary lacks $((lost + regressed)) acknowledged blocks (bound 256)"; }
+echo "async failover: the new primary $P2 lacks $lost + $regressed acknowledged blocks (bound 256)"
+
+# --- The old primary returns: every copy is resynced to the new primary's data, byte for byte.
+start_node a
+all_in_sync_p2() { all_in_sync "$P2"; }
+wait_for "every copy back in sync" 60 all_in_sync_p2
+for n in a b c; do
+  $PY -c "
+import hashlib, nbd, sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+d = hashlib.sha256()
+for off in range(0, h.get_size(), 1 << 20):
+    d.update(h.pread(1 << 20, off))
+print(d.hexdigest())" "$(nbd_uri $n)" >"$T/sum.$n" || fail "cannot read the copy on $n"
+done
+cmp -s "$T/sum.a" "$T/sum.$P2" && cmp -s "$T/sum.b" "$T/sum.$P2" && cmp -s "$T/sum.c" "$T/sum.$P2" ||
+  fail "the copies differ after the resync: $(cat "$T"/sum.a "$T"/sum.b "$T"/sum.c)"
+echo "replication async: OK (epochs $E1 -> $E2, primary a -> $P2)"
