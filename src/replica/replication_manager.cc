@@ -15,6 +15,11 @@ namespace {
 
 Counter campaigns_total("spd_replication_campaigns_total",
                         "Campaigns for a replicated volume's primary (won or lost)");
+Counter yields_total("spd_replication_candidacies_yielded_total",
+                     "Asynchronous volumes: elections this copy left to a candidate with a "
+                     "higher durable generation (counted at each look)");
+// How long an asynchronous volume's copies stand as candidates before the freshest campaigns.
+constexpr int kCandidacyMs = 1500;
 Counter campaigns_won_total("spd_replication_campaigns_won_total",
                             "Campaigns this node won: it became a volume's primary");
 Counter step_downs_total("spd_replication_step_downs_total",
@@ -54,6 +59,8 @@ struct Parsed {
   std::map<std::string, Prim> primaries;
   std::map<std::string, std::map<std::string, std::pair<std::string, uint64_t>>> states;
   std::map<std::string, std::string> handovers;  // volume -> the node asked to take it
+  // Asynchronous volumes with no primary: volume -> node -> the durable generation it stands with.
+  std::map<std::string, std::map<std::string, ReplicaGeneration>> candidates;
 };
 
 Parsed Parse(const PrefixMirror::Snapshot& s) {
@@ -85,6 +92,9 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
       p.primaries[name] = {j.value("node", std::string()), kv.create_revision, kv.lease};
     } else if (sub == "handover") {
       p.handovers[name] = j.value("to", std::string());
+    } else if (sub.rfind("candidates/", 0) == 0) {
+      p.candidates[name][sub.substr(11)] = {j.value("epoch", uint64_t{0}),
+                                            j.value("seq", uint64_t{0})};
     } else if (sub.rfind("replicas/", 0) == 0) {
       p.states[name][sub.substr(9)] = {j.value("state", std::string()),
                                        j.value("epoch", uint64_t{0})};
@@ -261,6 +271,12 @@ void ReplicationManager::Reconcile() {
       running = it != primaries_.end() &&
                 it->second->set->epoch() == static_cast<uint64_t>(mine ? prim->second.epoch : 0);
     }
+    const std::string candidacy = std::string(kVolumesPrefix) + name + "/candidates/" + me;
+    if (prim != p.primaries.end()) {  // an election is over: this copy's candidacy goes
+      candidacy_since_.erase(name);
+      if (auto c = p.candidates.find(name); c != p.candidates.end() && c->second.count(me))
+        (void)cluster_->client()->Delete(candidacy);
+    }
     if (mine) {
       if (!running) {
         StepDown(name);
@@ -318,6 +334,38 @@ void ReplicationManager::Reconcile() {
       eligible = mine_st != st->second.end() && mine_st->second.first == "in_sync";
     }
     if (!eligible) continue;
+    // An asynchronous volume's in-sync copies may lag one another (within the lag bound): the
+    // freshest takes it. Each stands with its durable generation (a key bound to its lease) for
+    // kCandidacyMs; one that sees a candidate in sync with a higher generation leaves it the
+    // volume.
+    if (spec.async && p.states.count(name)) {
+      const ReplicaGeneration g = v->generation();
+      auto c = p.candidates.find(name);
+      if (c == p.candidates.end() || !c->second.count(me)) {
+        (void)cluster_->client()->Put(candidacy,
+                                      nlohmann::json{{"epoch", g.epoch}, {"seq", g.seq}}.dump(),
+                                      cluster_->lease_id());
+        candidacy_since_[name] = std::chrono::steady_clock::now();
+        continue;
+      }
+      auto since = candidacy_since_.try_emplace(name, std::chrono::steady_clock::now()).first;
+      if (std::chrono::steady_clock::now() - since->second <
+          std::chrono::milliseconds(kCandidacyMs))
+        continue;
+      // Every copy compares the generations the candidates published (its own too), so that
+      // all decide alike; equal ones all campaign (the election's transaction picks one).
+      const ReplicaGeneration mine_pub = c->second.at(me);
+      bool fresher = false;
+      for (const auto& [node, gen] : c->second) {
+        auto ns = st->second.find(node);
+        fresher |=
+            node != me && gen > mine_pub && ns != st->second.end() && ns->second.first == "in_sync";
+      }
+      if (fresher) {
+        yields_total.Add();
+        continue;
+      }
+    }
     campaigns_total.Add();
     Txn txn;
     const std::string key = std::string(kVolumesPrefix) + name + "/primary";

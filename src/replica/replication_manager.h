@@ -144,6 +144,9 @@ class ReplicationManager {
   bool changed_ = false;                                       // guarded by mu_
   std::map<std::string, std::unique_ptr<Primary>> primaries_;  // guarded by mu_
   std::vector<std::unique_ptr<ReplicaSet>> closed_;            // guarded by mu_
+  // Asynchronous volumes with no primary: since when this copy stands as a candidate (the
+  // reconciling thread's own).
+  std::map<std::string, std::chrono::steady_clock::time_point> candidacy_since_;
   WriteGuard guard_;
   // Out-of-sync marks, made by a thread of their own (ReplicaSets ask from their reactors).
   struct Mark {

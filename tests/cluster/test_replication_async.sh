@@ -7,7 +7,9 @@
 #   - once the writes stop and the lag drained, every copy holds every acknowledged write;
 #   - kill -9 of the primary under QD32 writes with FLUSHes: a copy takes over; what it lacks of
 #     the acknowledged writes is within the lag bound (1 MiB: 256 blocks of 4 KiB), nothing is
-#     corrupt, and once the old primary returns every copy is resynced to the new primary's.
+#     corrupt, and once the old primary returns every copy is resynced to the new primary's;
+#   - with no primary the freshest in-sync copy (highest durable generation) takes the volume:
+#     another copy waits for it.
 # Refusals: async without --replicas (exit 8).
 . "$(dirname "$0")/../integration/lib.sh"
 BC="$(dirname "$0")/blockcheck.py"
@@ -134,4 +136,28 @@ print(d.hexdigest())" "$(nbd_uri $n)" >"$T/sum.$n" || fail "cannot read the copy
 done
 cmp -s "$T/sum.a" "$T/sum.$P2" && cmp -s "$T/sum.b" "$T/sum.$P2" && cmp -s "$T/sum.c" "$T/sum.$P2" ||
   fail "the copies differ after the resync: $(cat "$T"/sum.a "$T"/sum.b "$T"/sum.c)"
-echo "replication async: OK (epochs $E1 -> $E2, primary a -> $P2)"
+
+# --- The freshest copy takes an asynchronous volume: with no primary, each in-sync copy stands
+# with its durable generation for 1.5 s and leaves the volume to a fresher one. Y (stopped)
+# is made to look fresher by its candidacy key (a generation no copy has); X must wait for it
+# (no primary while Y is away, X counts its yields), and Y takes the volume once back.
+X=a
+Y=b
+[ "$P2" != b ] || Y=c
+[ "$P2" != a ] || X=c
+kill -STOP "${PID[$Y]}"
+kill -KILL "${PID[$P2]}"
+wait "${PID[$P2]}" 2>/dev/null || rc=$?
+ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" put "/spd/v1/volumes/rv/candidates/$Y" \
+  '{"epoch": 999999999, "seq": 1}' >/dev/null || fail "cannot put $Y's candidacy"
+sleep $((TTL + 4))  # the lease of the dead primary, the candidacy window, and some
+read -r P3 _ <<<"$(view $X)"
+[ "$P3" = - ] || fail "$P3 took the volume while a fresher candidate ($Y) was away"
+yields=$(metric $X spd_replication_candidacies_yielded_total)
+[ "$yields" != missing ] && [ "$yields" -gt 0 ] || fail "$X did not yield to $Y ($yields)"
+kill -CONT "${PID[$Y]}"
+y_primary() { read -r P3 E3 _ <<<"$(view $X)"; [ "$P3" = "$Y" ]; }
+wait_for "$Y the primary" 20 y_primary
+[ "$E3" -gt "$E2" ] || fail "epoch $E3 not above $E2"
+echo "freshest: $X yielded $yields times to the fresher $Y, which took the volume (epoch $E3)"
+echo "replication async: OK (epochs $E1 -> $E2 -> $E3, primary a -> $P2 -> $Y)"
