@@ -89,6 +89,21 @@ class ReplicaSetTest : public ::testing::Test {
     ASSERT_TRUE(n->server->Start().ok());
   }
   std::string Addr(const Node& n) { return "127.0.0.1:" + std::to_string(n.server->port()); }
+  // Stops node n's replica server (it goes away); the port it listened on.
+  uint16_t StopServer(Node& n) {
+    const uint16_t port = n.server->port();
+    EXPECT_TRUE(ShutdownServer(reactor_.get(), n.server.get()));
+    n.server.reset();
+    return port;
+  }
+  // Starts node n's replica server again on `port` (it comes back, its copy as it was).
+  void RestartServer(Node& n, uint16_t port) {
+    ReplicaServerOptions so;
+    so.port = port;
+    n.server =
+        std::make_unique<ReplicaServer>(reactor_.get(), n.dispatcher.get(), n.volumes.get(), so);
+    ASSERT_TRUE(n.server->Start().ok());
+  }
   ReplicaSetOptions Options(uint64_t epoch, std::vector<ReplicaTarget> targets) {
     ReplicaSetOptions o;
     o.volume = "vol";

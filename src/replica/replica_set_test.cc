@@ -21,7 +21,20 @@ namespace {
 
 using replica_test::kVolBytes;
 using replica_test::Node;
-using ReplicaSetTest = replica_test::ReplicaSetTest;
+
+// The outage tests' start: a set with r1 alone (marks confirmed at once, resyncs tried every
+// 100 ms), 16 units of 64 KiB written ('i') and flushed there.
+class ReplicaSetTest : public replica_test::ReplicaSetTest {
+ protected:
+  void StartR1WithData() {
+    ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}});
+    o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+    o.resync_retry_ms = 100;
+    StartSet(o);
+    for (int i = 0; i < 16; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 4096, 'i'), 0);
+    ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  }
+};
 
 TEST_F(ReplicaSetTest, ThreeWayWritesAndFlushesReachEveryReplica) {
   StartSet(Options(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}}));
@@ -220,26 +233,15 @@ TEST_F(ReplicaSetTest, AnInterruptedResyncResumesFromWhereItStopped) {
 // A replica that was in sync and goes away for a while gets back only what it missed: the
 // regions written meanwhile (64 KiB units), not the whole volume.
 TEST_F(ReplicaSetTest, AReplicaBackFromAnOutageGetsOnlyWhatItMissed) {
-  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}});
-  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
-  o.resync_retry_ms = 100;
-  StartSet(o);
-  for (int i = 0; i < 16; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 4096, 'i'), 0);
-  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  ASSERT_NO_FATAL_FAILURE(StartR1WithData());
   // r1 goes away (its server stops), then comes back on the same port.
-  const uint16_t port = r1_.server->port();
-  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), r1_.server.get()));
-  r1_.server.reset();
+  const uint16_t port = StopServer(r1_);
   ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'x'), 0);  // it fails here and is marked
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
   ASSERT_EQ(Do(RequestOp::kWrite, 5 * 65536 + 8192, 4096, 'y'), 0);
   ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'w'), 0);
   const uint64_t copied_before = CounterValue("spd_replication_resync_bytes_total");
-  ReplicaServerOptions so;
-  so.port = port;
-  r1_.server =
-      std::make_unique<ReplicaServer>(reactor_.get(), r1_.dispatcher.get(), r1_.volumes.get(), so);
-  ASSERT_TRUE(r1_.server->Start().ok());
+  RestartServer(r1_, port);
   for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
     reactor_->RunOnce(1'000'000);
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
@@ -256,15 +258,8 @@ TEST_F(ReplicaSetTest, AReplicaBackFromAnOutageGetsOnlyWhatItMissed) {
 // (what it missed while away) is not all it lacks. It is below a barrier it acknowledged, so the
 // whole volume is copied.
 TEST_F(ReplicaSetTest, AReplicaBackWithAnEmptyCopyGetsTheWholeVolume) {
-  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}});
-  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
-  o.resync_retry_ms = 100;
-  StartSet(o);
-  for (int i = 0; i < 16; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 4096, 'i'), 0);
-  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
-  const uint16_t port = r1_.server->port();
-  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), r1_.server.get()));
-  r1_.server.reset();
+  ASSERT_NO_FATAL_FAILURE(StartR1WithData());
+  const uint16_t port = StopServer(r1_);
   ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'w'), 0);  // it fails here and is marked
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
   r1_.dispatcher.reset();
@@ -315,17 +310,11 @@ TEST_F(ReplicaSetTest, AResyncAnsweredInSyncEndsMarkedInSync) {
   };
   o.resync_retry_ms = 100;
   StartSet(o);
-  const uint16_t port = r1_.server->port();
-  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), r1_.server.get()));
-  r1_.server.reset();
+  const uint16_t port = StopServer(r1_);
   ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);  // it fails here and is marked
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
   ASSERT_TRUE(primary_.v->CleanAtGeneration());
-  ReplicaServerOptions so;
-  so.port = port;
-  r1_.server =
-      std::make_unique<ReplicaServer>(reactor_.get(), r1_.dispatcher.get(), r1_.volumes.get(), so);
-  ASSERT_TRUE(r1_.server->Start().ok());
+  RestartServer(r1_, port);
   for (int i = 0; i < 5000 && marked_in_sync.empty(); ++i) reactor_->RunOnce(1'000'000);
   EXPECT_EQ(marked_in_sync, std::vector<std::string>{"r1"});
   EXPECT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;

@@ -7,26 +7,14 @@
 # with a higher epoch, and holds every acknowledged write; the other survivor and, when it
 # returns, the old primary are resynced from the new one and hold every acknowledged write.
 . "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
 BC="$(dirname "$0")/blockcheck.py"
 
 start_etcd
 TTL=3
 declare -A PID DIR
 declare -A MPORT=([a]=$((SPD_PORT + 1)) [b]=$((SPD_PORT + 2)) [c]=$((SPD_PORT + 3)))
-start_node() {  # NAME
-  local n=$1
-  DIR[$n]="$T/$n"
-  start_cluster_node "$n" --pool-size 512M --metrics-listen "127.0.0.1:${MPORT[$n]}" \
-    --cluster "$ETCD_URL" --node-name "$n" --cluster-lease-ttl $TTL \
-    --replication-listen 127.0.0.1:0
-  PID[$n]=$NODE_PID
-}
-ctl() {  # NODE ARGS...: spdctl against that node, output in $T/out
-  local n=$1
-  shift
-  expect 0 --socket "${DIR[$n]}/control.sock" "$@"
-}
-nbd_uri() { echo "nbd+unix:///rv?socket=${DIR[$1]}/nbd.sock"; }
+start_node() { start_repl_node "$1"; }
 # primary_of NODE: the primary as NODE sees it ("-" for none) and its epoch, "NAME EPOCH". (An
 # empty name would leave " EPOCH", which `read P E` takes as P=EPOCH; spdctl's complaints go to
 # stderr, not into the answer.)
@@ -38,15 +26,6 @@ primary_of() {
 copies() {
   ctl "$1" replica list rv -o json
   json '" ".join(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"])'
-}
-wait_for() {  # DESCRIPTION SECONDS COMMAND...: until COMMAND succeeds
-  local what=$1 secs=$2
-  shift 2
-  for _ in $(seq $((secs * 10))); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  fail "$what: not within ${secs} s"
 }
 
 for n in a b c; do start_node $n; done
@@ -126,10 +105,6 @@ wait_for "the other survivor resynced, the dead node out of sync" 30 survivors_i
 # Both survivors were in sync with the dead primary: only the units either applied of its last
 # writes (its in-flight window), plus what the new primary wrote meanwhile, were copied. A
 # whole-volume copy counts 64 MiB (16 MiB of blocks written, the rest as discards).
-metric() {  # NODE NAME: the counter's value on that node
-  curl -sf "http://127.0.0.1:${MPORT[$1]}/metrics" |
-    awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print "missing" }'
-}
 units=$(metric "$P2" spd_replication_failover_resync_units_total)
 copied=$(metric "$P2" spd_replication_resync_bytes_total)
 holes=$(metric "$P2" spd_replication_resync_discard_bytes_total)

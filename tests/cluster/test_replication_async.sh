@@ -12,39 +12,16 @@
 #     another copy waits for it.
 # Refusals: async without --replicas (exit 8).
 . "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
 BC="$(dirname "$0")/blockcheck.py"
 
 start_etcd
 TTL=3
 declare -A PID DIR
 declare -A MPORT=([a]=$((SPD_PORT + 1)) [b]=$((SPD_PORT + 2)) [c]=$((SPD_PORT + 3)))
-start_node() {  # NAME
-  local n=$1
-  DIR[$n]="$T/$n"
-  start_cluster_node "$n" --pool-size 512M --metrics-listen "127.0.0.1:${MPORT[$n]}" \
-    --cluster "$ETCD_URL" --node-name "$n" --cluster-lease-ttl $TTL \
-    --replication-listen 127.0.0.1:0 --replication-inject-rtt-us 20000 \
-    --replication-async-lag-bytes 1M --replication-async-lag-ms 2000
-  PID[$n]=$NODE_PID
-}
-ctl() {  # NODE ARGS...: spdctl against that node, output in $T/out
-  local n=$1
-  shift
-  expect 0 --socket "${DIR[$n]}/control.sock" "$@"
-}
-nbd_uri() { echo "nbd+unix:///rv?socket=${DIR[$1]}/nbd.sock"; }
-wait_for() {  # DESCRIPTION SECONDS COMMAND...: until COMMAND succeeds
-  local what=$1 secs=$2
-  shift 2
-  for _ in $(seq $((secs * 10))); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  fail "$what: not within ${secs} s"
-}
-metric() {  # NODE NAME: the metric's value on that node
-  curl -sf "http://127.0.0.1:${MPORT[$1]}/metrics" |
-    awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print "missing" }'
+start_node() {  # NAME: a 20 ms injected round trip, a 1 MiB lag bound
+  start_repl_node "$1" --replication-inject-rtt-us 20000 --replication-async-lag-bytes 1M \
+    --replication-async-lag-ms 2000
 }
 view() {  # NODE: "PRIMARY EPOCH COPIES LAGBYTES DURABILITY" as NODE sees volume rv
   ctl "$1" replica list rv -o json

@@ -5,6 +5,8 @@
 # export); c fails the handshake, is out of sync and holds nothing of them. The flag is refused
 # where it cannot take effect.
 . "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
+VOL=tv
 BC="$(dirname "$0")/blockcheck.py"
 
 # Flags first: no file, and no --replication-listen.
@@ -41,21 +43,6 @@ start_node() {  # NAME
   PID[$n]=$NODE_PID
 }
 for n in a b c; do start_node $n; done
-ctl() {
-  local n=$1
-  shift
-  expect 0 --socket "${DIR[$n]}/control.sock" "$@"
-}
-nbd_uri() { echo "nbd+unix:///tv?socket=${DIR[$1]}/nbd.sock"; }
-wait_for() {  # DESCRIPTION SECONDS COMMAND...
-  local what=$1 secs=$2
-  shift 2
-  for _ in $(seq $((secs * 10))); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  fail "$what: not within ${secs} s"
-}
 registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
 wait_for "three nodes registered" 15 registered
 ctl a volume create tv --size 32M --replicas 3
@@ -74,10 +61,6 @@ $PY "$BC" verify --uri "$(nbd_uri b)" --state "$T/bc.json" --min-durable 500 >"$
 # c never took a session: its copy holds none of them, and it counted the failed handshakes.
 nbdinfo --map "$(nbd_uri c)" >"$T/map" || fail "no copy on c"
 grep -q "data" "$T/map" && fail "c holds data: $(cat "$T/map")"
-metric() {  # NODE NAME
-  curl -sf "http://127.0.0.1:${MPORT[$1]}/metrics" |
-    awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }'
-}
 [ "$(metric c spd_replica_tls_handshake_failures_total)" -gt 0 ] ||
   fail "c counted no failed handshake"
 [ "$(metric b spd_replica_tls_handshake_failures_total)" -eq 0 ] ||

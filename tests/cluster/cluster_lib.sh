@@ -1,0 +1,41 @@
+# Helpers shared by the replication tests on loopback (test_replication*.sh), sourced after
+# tests/integration/lib.sh. The test declares DIR (node name -> its data directory), PID and
+# MPORT (node name -> its metrics port), sets TTL (the nodes' lease) and VOL (its volume's name,
+# default rv), and has started etcd (start_etcd).
+
+# start_repl_node NAME [ARGS...]: spd2 node NAME of the test's cluster (data in $T/NAME, a 512M
+# pool, metrics on MPORT[NAME], replication on a free loopback port) with ARGS; sets DIR[NAME]
+# and PID[NAME].
+start_repl_node() {
+  local n=$1
+  shift
+  DIR[$n]="$T/$n"
+  start_cluster_node "$n" --pool-size 512M --metrics-listen "127.0.0.1:${MPORT[$n]}" \
+    --cluster "$ETCD_URL" --node-name "$n" --cluster-lease-ttl "$TTL" \
+    --replication-listen 127.0.0.1:0 "$@"
+  PID[$n]=$NODE_PID
+}
+
+# ctl NODE ARGS...: spdctl against that node, output in $T/out; fails unless it exits 0.
+ctl() {
+  local n=$1
+  shift
+  expect 0 --socket "${DIR[$n]}/control.sock" "$@"
+}
+# nbd_uri NODE: the volume's export on that node (its unix socket).
+nbd_uri() { echo "nbd+unix:///${VOL:-rv}?socket=${DIR[$1]}/nbd.sock"; }
+# wait_for DESCRIPTION SECONDS COMMAND...: until COMMAND succeeds (checked every 0.1 s).
+wait_for() {
+  local what=$1 secs=$2
+  shift 2
+  for _ in $(seq $((secs * 10))); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  fail "$what: not within ${secs} s"
+}
+# metric NODE NAME: the metric's value on that node ("missing" when it is not exported).
+metric() {
+  curl -sf "http://127.0.0.1:${MPORT[$1]}/metrics" |
+    awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print "missing" }'
+}
