@@ -10,6 +10,7 @@ missing and that no block went back to an older write.
                        [--seconds T] [--ops K] [--flush-every F] [--fua-ratio R] [--epoch E]
                        [--kill-pid PID --kill-after-ops K]
   blockcheck.py verify --uri URI --state FILE [--min-durable K]
+  blockcheck.py verify --uri URI --state FILE --prefix     (asynchronous replication's promise)
   blockcheck.py damage --uri URI --state FILE --kind regress|zero|garbage|torn|misplace
                        [--older FILE] [--block B]      (negative controls only: breaks a block)
 
@@ -49,6 +50,18 @@ and writer ("runs"), the versions that were write-zeroes ("zeroed": powercut_nbd
 and the size of the checked range ("blocks_total": verify reads blocks [0, blocks_total) and
 untracked blocks there must be zeros). A later write run with the same state file continues the
 counter, so rounds chain: write, kill or fail over, verify against another server, write more.
+
+The last write run also keeps its order: the versions it issued per block with the number of
+their completion ("issued": [version, n] in issue order; n = -1 if never acknowledged), what
+each block held as far as the state knew before the run ("pre"), and, for every FLUSH it sent,
+the version counter and the completions so far at that moment ("flushes": a write issued before
+FLUSH k has a version below flushes[k][0]; one completed before it was sent, a number below
+flushes[k][1]). verify --prefix checks that the volume is a FLUSH-consistent prefix of that run,
+what an asynchronous replica promises after a failover (it may lack acknowledged writes): for
+some k, every block holds its newest write completed before FLUSH k was sent (or a later one;
+NBD's FLUSH covers completed writes) and nothing issued after FLUSH k+1 was sent (k = 0: nothing
+of the run is required; k = the number of FLUSHes: everything may be there). It prints the
+range of such k, or fails.
 """
 import argparse
 import bisect
@@ -141,8 +154,13 @@ def save_state(path, s):
 
 
 def begin_run(s, epoch, writer):
-    """Starts a write run: its versions (from s["next"] on) carry this epoch and writer."""
-    s["runs"].append({"first": s["next"], "epoch": epoch, "writer": writer})
+    """Starts a write run: its versions (from s["next"] on) carry this epoch and writer. Only
+    the last run keeps its order (issued, pre, flushes: verify --prefix)."""
+    for r in s["runs"]:
+        for k in ("issued", "pre", "flushes"):
+            r.pop(k, None)
+    s["runs"].append({"first": s["next"], "epoch": epoch, "writer": writer, "issued": {},
+                      "pre": {}, "flushes": []})
 
 
 def run_of(s, version):
@@ -181,11 +199,19 @@ class Recorder:
     def __init__(self, state):
         self.s = state
         self.completions = 0  # plain writes completed so far
+        self.all_done = 0  # writes completed so far, FUA or not (the run's order: --prefix)
         self.pending = collections.deque()  # (completion number, block, version, category)
         self.counts = {}
 
     def issued(self, block, version, zero=False):
         rec = self.s["blocks"].setdefault(block, [0, [], None])
+        run = self.s["runs"][-1] if self.s["runs"] else None
+        if run is not None and "issued" in run:
+            key = str(block)
+            if key not in run["issued"]:
+                run["pre"][key] = [rec[0]] + list(rec[1])  # what it could hold before the run
+                run["issued"][key] = []
+            run["issued"][key].append([version, -1])  # its completion's number, once done
         rec[1].append(version)
         if zero:
             self.s["zeroed"].add(version)
@@ -193,6 +219,12 @@ class Recorder:
     def completed(self, block, version, durable_as=None, category=None):
         """durable_as: the category if the write was acknowledged durable (FUA), else None;
         category: the category it gets when a later FLUSH makes it durable."""
+        run = self.s["runs"][-1] if self.s["runs"] else None
+        if run is not None and "issued" in run:
+            last = run["issued"].get(str(block))
+            if last and last[-1][0] == version:  # never two writes of a block in flight
+                last[-1][1] = self.all_done
+        self.all_done += 1
         if durable_as:
             self._durable(block, version, durable_as)
         else:
@@ -200,6 +232,9 @@ class Recorder:
             self.completions += 1
 
     def flush_sent(self):
+        run = self.s["runs"][-1] if self.s["runs"] else None
+        if run is not None and "flushes" in run:
+            run["flushes"].append([self.s["next"], self.all_done])
         return self.completions
 
     def flush_done(self, mark):
@@ -328,6 +363,7 @@ def cmd_write(a):
         return EXIT_CONNECTION
     rng = random.Random(a.seed * 1000003 + len(s["runs"]))  # a chained run picks other blocks
     begin_run(s, a.epoch, a.seed)
+    s["runs"][-1]["connections"] = a.connections
     rec = Recorder(s)
 
     # (connection, cookie) -> ("write", [(block, version)], fua, buffer) or ("flush", mark)
@@ -446,10 +482,76 @@ def cmd_write(a):
 
 # ---- verify ------------------------------------------------------------------------------
 
+def prefix_range(s, read_block):
+    """verify --prefix: (kmin, kmax, problems) over every block; read_block(b) -> its bytes. A
+    FLUSH-consistent prefix exists iff there are no problems and kmin <= kmax."""
+    run = s["runs"][-1] if s["runs"] else None
+    if run is None or "issued" not in run:
+        raise Usage("the state's last run kept no order (written by an older blockcheck)")
+    if run.get("connections", 1) != 1:
+        raise Usage("--prefix: the last run used %d connections: their order at the server is "
+                    "not the order they were sent in" % run["connections"])
+    issued = {int(b): v for b, v in run["issued"].items()}
+    pre = {int(b): v for b, v in run["pre"].items()}
+    # FLUSH k (1..K) was sent when the counter was sent_at[k] and done[k] writes had completed;
+    # k = 0 is the run's start, K + 1 its end.
+    K = len(run["flushes"])
+    sent_at = [run["first"]] + [f[0] for f in run["flushes"]] + [s["next"]]
+    done = [0] + [f[1] for f in run["flushes"]] + [float("inf")]
+    kmin, kmax, problems = 0, K, []
+    for b in range(s["blocks_total"]):
+        buf = read_block(b)
+        if b not in issued:  # not written in the run: as the state had it
+            kind, detail = check_block(s, b, buf)
+            if kind != "ok":
+                problems.append((b, kind, detail))
+            continue
+        versions = [v for v, _ in issued[b]]
+        version, epoch, writer, problem = decode(buf, b)
+        if problem:
+            problems.append((b, "corrupt", problem))
+            continue
+        if version >= run["first"] and version not in s["zeroed"]:
+            if version not in versions:
+                problems.append((b, "corrupt", "version %d was never written to it" % version))
+                continue
+            newer = issued[b][versions.index(version) + 1:]
+            # issued before FLUSH k+1 was sent: sent_at[k + 1] > version
+            lo = next(k for k in range(K + 1) if sent_at[k + 1] > version)
+        else:  # what it held before the run (or zeros)
+            before = pre[b]
+            if not (version in before or (version == 0 and (before[0] == 0 or any(
+                    v in s["zeroed"] for v in before)))):
+                problems.append((b, "regressed", "version %d, not what it held before the run "
+                                 "(%s)" % (version, before[:4])))
+                continue
+            newer, lo = issued[b], 0
+        # no newer write of it completed before FLUSH k was sent: done[k] <= its number
+        first_done = min((n for _, n in newer if n >= 0), default=None)
+        hi = K if first_done is None else max(k for k in range(K + 1) if done[k] <= first_done)
+        kmin, kmax = max(kmin, lo), min(kmax, hi)
+    return kmin, kmax, problems
+
+
 def cmd_verify(a):
     s = load_state(a.state)
     try:
         (h,) = connect(a.uri, 1, s["blocks_total"] * BLOCK)
+        if a.prefix:
+            kmin, kmax, problems = prefix_range(s, lambda b: h.pread(BLOCK, b * BLOCK))
+            h.shutdown()
+            K = len(s["runs"][-1]["flushes"])
+            for b, kind, detail in problems[:a.show]:
+                print("  %s: block %d: %s" % (kind.upper(), b, detail))
+            if problems or kmin > kmax:
+                print("verify --prefix: FAILED: %s" % (
+                    "%d blocks broken" % len(problems) if problems else
+                    "no FLUSH-consistent prefix (a block needs FLUSH >= %d, another <= %d of %d)"
+                    % (kmin, kmax, K)))
+                return EXIT_FAILED
+            print("verify --prefix: passed: a FLUSH-consistent prefix, FLUSH %d..%d of %d" % (
+                kmin, kmax, K))
+            return EXIT_OK
         results = list(check_volume(h, s))
         h.shutdown()
     except nbd.Error as e:
@@ -555,6 +657,9 @@ def main(argv=None):
     v.add_argument("--min-durable", type=int, default=1, help="fail unless at least this many "
                    "blocks were acknowledged durable (default 1; 0: no such check)")
     v.add_argument("--show", type=int, default=5, help="failures to list, of each kind")
+    v.add_argument("--prefix", action="store_true",
+                   help="check a FLUSH-consistent prefix of the last write run instead (what an "
+                   "asynchronous replica promises; the run must have used one connection)")
     d.add_argument("--kind", required=True,
                    choices=["regress", "zero", "garbage", "torn", "misplace"])
     d.add_argument("--older", help="an earlier copy of the state file (--kind regress)")

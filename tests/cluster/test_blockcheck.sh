@@ -25,7 +25,7 @@ FS_PID=""
 SPD_POOL_SIZE=512M
 SPD_NBD_LISTEN=off  # spd2 restarts right after a SIGKILL: the unix socket only
 NEG=(regress garbage torn misplace zero)
-VOLUMES=(--volume basic:64M --volume chain:16M)
+VOLUMES=(--volume basic:64M --volume chain:16M --volume prefix:8M)
 for k in "${NEG[@]}"; do VOLUMES+=(--volume "neg-$k:4M"); done
 
 teardown() {
@@ -117,6 +117,26 @@ n=$(sed -n 's/^write: completed; \([0-9]*\) writes.*/\1/p' "$T/bc.out")
 [ -n "$n" ] && [ "$n" -lt 100000000 ] || fail "a 1-second write run did not stop by time ($n writes)"
 bc 0 verify --uri "$(uri basic)" --state "$S1"
 verify_counts 16384 0 0 0
+
+echo "== 1b. verify --prefix: a run that completed whole is its own last prefix; a block written"
+echo "   once and completed before the last FLUSH, zeroed since, is no prefix"
+SP="$T/prefix.json"
+bc 0 write --uri "$(uri prefix)" --state "$SP" --seed 11 --blocks 2048 --ops 2000 --flush-every 16
+bc 0 verify --uri "$(uri prefix)" --state "$SP" --prefix
+flushes=$("$PY" -c "import json,sys; print(len(json.load(open(sys.argv[1]))['runs'][-1]['flushes']))" "$SP")
+has "verify --prefix: passed: a FLUSH-consistent prefix, FLUSH $flushes..$flushes of $flushes"
+# A block written once in this run, completed before the last FLUSH was sent, not written before.
+B=$("$PY" - "$SP" <<'EOF2'
+import json, sys
+s = json.load(open(sys.argv[1]))
+run = s["runs"][-1]
+print(next(b for b, v in run["issued"].items()
+           if len(v) == 1 and 0 <= v[0][1] < run["flushes"][-1][1] and run["pre"][b][0] == 0))
+EOF2
+) || fail "no block written once and completed before the last FLUSH"
+bc 0 damage --uri "$(uri prefix)" --state "$SP" --kind zero --block "$B"
+bc 1 verify --uri "$(uri prefix)" --state "$SP" --prefix
+has "verify --prefix: FAILED: no FLUSH-consistent prefix (a block needs FLUSH >= $flushes, another <= "
 
 echo "== 2. write, SIGKILL of spd2 mid-run, restart, verify"
 write_kill --uri "$(uri basic)" --state "$S1" --seed 2 --qd 32 --flush-every 8 --fua-ratio 0.2

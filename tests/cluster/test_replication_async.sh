@@ -7,7 +7,8 @@
 #   - once the writes stop and the lag drained, every copy holds every acknowledged write;
 #   - kill -9 of the primary under QD32 writes with FLUSHes: a copy takes over; what it lacks of
 #     the acknowledged writes is within the lag bound (1 MiB: 256 blocks of 4 KiB), nothing is
-#     corrupt, and once the old primary returns every copy is resynced to the new primary's;
+#     corrupt, it is a FLUSH-consistent prefix of the writes (blockcheck verify --prefix), and
+#     once the old primary returns every copy is resynced to the new primary's;
 #   - with no primary the freshest in-sync copy (highest durable generation) takes the volume:
 #     another copy waits for it.
 # Refusals: async without --replicas (exit 8).
@@ -96,7 +97,11 @@ corrupt=$(echo "$summary" | sed -n 's/.*corrupt \([0-9]*\).*/\1/p')
 [ "$corrupt" -eq 0 ] || { cat "$T/v2.log"; fail "corrupt blocks on the new primary"; }
 [ $((lost + regressed)) -le 256 ] ||
   { cat "$T/v2.log"; fail "the new primary lacks $((lost + regressed)) acknowledged blocks (bound 256)"; }
-echo "async failover: the new primary $P2 lacks $lost + $regressed acknowledged blocks (bound 256)"
+# What it holds is a FLUSH-consistent prefix of the writes (the replicas pause at each barrier).
+$PY "$BC" verify --uri "$(nbd_uri "$P2")" --state "$T/bc.json" --prefix >"$T/v3.log" ||
+  { cat "$T/v3.log"; fail "the new primary $P2 is no FLUSH-consistent prefix of the writes"; }
+prefix=$(grep -o "FLUSH [0-9]*\.\.[0-9]* of [0-9]*" "$T/v3.log")
+echo "async failover: the new primary $P2 lacks $lost + $regressed acknowledged blocks (bound 256); a prefix: $prefix"
 
 # --- The old primary returns: every copy is resynced to the new primary's data, byte for byte.
 start_node a
