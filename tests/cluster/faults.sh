@@ -35,6 +35,10 @@
 #   enospc_replica   a replica's file system fills up under writes (its data directory is a
 #                    tmpfs shrunk to what it holds + 4 MiB): it is marked out of sync, writes go
 #                    on; the file system is grown again and the copy is resynced
+#   io_errors_replica  a replica's device fails 0.5% of its data operations with EIO (--backend
+#                    sim --sim-error-rate): it is marked out of sync whenever it fails one,
+#                    writes go on; it is restarted on a sound device (empty: the sim device
+#                    keeps nothing) and resynced whole
 #   rtt_R            every primary's messages carry an injected round trip of R us (0, 500,
 #                    2000, 10000), 1% of them "lost" (200 ms late); then kill -9 of the primary
 # FAULT_ROUNDS rounds of each (default 1), seeds FAULT_SEED, FAULT_SEED+1, ...
@@ -64,14 +68,15 @@ sock() { echo "$(node_dir "$1")/control.sock"; }
 nbd_uri() { echo "nbd+unix:///rv?socket=$(node_dir "$1")/nbd.sock"; }
 
 start_node() {  # K
-  local k=$1 d
+  local k=$1 d extra=()
   d=$(node_dir "$k")
   mkdir -p "$d"
+  [ "$k" != 3 ] || read -ra extra <<<"$NODE3_ARGS"  # node 3's own (a row's fault)
   rm -f "$d/control.sock"
   nsrun_bg "$k" "$T/n$k.log" "$SPD2" --data-dir "$d" --pool-size 256M --nbd-listen off \
     --metrics-listen off --quiet --cluster "$ETCD_ENDPOINTS" --node-name "n$k" \
     --cluster-lease-ttl $FAULT_TTL --replication-listen "$(node_ip "$k"):7000" \
-    "${NODE_ARGS[@]}"
+    "${NODE_ARGS[@]}" "${extra[@]}"
   NPID[$k]=$NSRUN_PID
   for _ in $(seq 200); do
     [ -S "$d/control.sock" ] && return 0
@@ -508,6 +513,26 @@ row_enospc_replica() {
   round_converges "$old"
 }
 
+# Node 3 runs on a sim device that fails 0.5% of its data operations (run_row sets NODE3_ARGS).
+row_io_errors_replica() {
+  local old=$E p=$P
+  [ "$p" != 3 ] || fail "$ROUND_LOG: n3, the node whose device fails, is the primary"
+  bc_write "$p" "$SEED" 3000 >"$T/w1.log" 2>&1 ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes through the primary while n3's device fails"; }
+  grep -q "replica n3 .*out-of-sync: the replica failed message" "$T/n$p.log" ||
+    fail "$ROUND_LOG: the primary never saw n3 fail a message"
+  primary_is_known "$p" && [ "$P" = "$p" ] || fail "$ROUND_LOG: the primary moved (n$p -> n$P)"
+  bc_verify "$p" "the primary"
+  # Resynced by what it missed (its failures too, now and then): once in sync again, its copy
+  # holds every acknowledged write (a replica that hid a failure would not).
+  wait_until "$ROUND_LOG: n3 back in sync, its device still failing" 60 all_in_sync "$p"
+  bc_verify 3 "the copy on the failing n3 once in sync"
+  stop_node 3 KILL
+  NODE3_ARGS=""
+  start_node 3
+  round_converges "$old"
+}
+
 # rtt_R: a round with injected round trip R us and 1% loss, then kill -9 of the primary.
 row_rtt() {
   row_kill9_primary
@@ -528,6 +553,9 @@ run_row() {
     NODE_ARGS=(--replication-inject-rtt-us 20000 --replication-inject-seed "$SEED")
   fi
   SETUP_BLOCKS=4096
+  NODE3_ARGS=""
+  [ "$row" != io_errors_replica ] ||
+    NODE3_ARGS="--backend sim --sim-error-rate 0.005 --sim-seed $SEED"
   if [ "$row" = enospc_replica ]; then
     # 64 KiB chunks: the first writes (over the whole volume) allocate a part of it, the
     # row's writes the rest.
