@@ -20,6 +20,9 @@ Counter yields_total("spd_replication_candidacies_yielded_total",
                      "higher durable generation (counted at each look)");
 // How long an asynchronous volume's copies stand as candidates before the freshest campaigns.
 constexpr int kCandidacyMs = 1500;
+Counter read_only_step_downs_total("spd_replication_read_only_step_downs_total",
+                                   "Primaries this node gave up because its pool turned "
+                                   "read-only (a failed commit)");
 Counter campaigns_won_total("spd_replication_campaigns_won_total",
                             "Campaigns this node won: it became a volume's primary");
 Counter step_downs_total("spd_replication_step_downs_total",
@@ -277,6 +280,20 @@ void ReplicationManager::Reconcile() {
       if (auto c = p.candidates.find(name); c != p.candidates.end() && c->second.count(me))
         (void)cluster_->client()->Delete(candidacy);
     }
+    if (mine && v->pool()->read_only()) {
+      // Its pool turned read-only (a commit failed: ENOSPC, EIO): this copy can take no write.
+      // It gives the volume up (its key, under its epoch) so that an in-sync copy takes it.
+      read_only_step_downs_total.Add();
+      SPD_LOG_ERROR("replication: %s: this node's pool is read-only: giving up the volume",
+                    name.c_str());
+      StepDown(name);
+      Txn txn;
+      const std::string key = std::string(kVolumesPrefix) + name + "/primary";
+      txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, prim->second.epoch));
+      txn.then.push_back(TxnOp::Delete(key));
+      (void)cluster_->client()->Txn(txn);
+      continue;
+    }
     if (mine) {
       if (!running) {
         StepDown(name);
@@ -333,7 +350,7 @@ void ReplicationManager::Reconcile() {
       auto mine_st = st->second.find(me);
       eligible = mine_st != st->second.end() && mine_st->second.first == "in_sync";
     }
-    if (!eligible) continue;
+    if (!eligible || v->pool()->read_only()) continue;
     // An asynchronous volume's in-sync copies may lag one another (within the lag bound): the
     // freshest takes it. Each stands with its durable generation (a key bound to its lease) for
     // kCandidacyMs; one that sees a candidate in sync with a higher generation leaves it the

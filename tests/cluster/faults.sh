@@ -35,6 +35,9 @@
 #   enospc_replica   a replica's file system fills up under writes (its data directory is a
 #                    tmpfs shrunk to what it holds + 4 MiB): it is marked out of sync, writes go
 #                    on; the file system is grown again and the copy is resynced
+#   enospc_primary   the primary's file system fills up likewise: a write fails, its pool turns
+#                    read-only and it gives the volume up to an in-sync copy (which holds every
+#                    acknowledged write); grown and restarted, it is resynced
 #   io_errors_replica  a replica's device fails 0.5% of its data operations with EIO (--backend
 #                    sim --sim-error-rate): it is marked out of sync whenever it fails one,
 #                    writes go on; it is restarted on a sound device (empty: the sim device
@@ -495,21 +498,46 @@ resyncing() {  # K R
     grep -q "^resyncing: at byte"
 }
 
-# Node 3's data directory is a tmpfs (run_row mounts it); once the round's volume is set up, it
-# is shrunk to what it holds + 4 MiB, so that the writes into new regions fill it.
-row_enospc_replica() {
-  local old=$E p=$P d used
-  d=$(node_dir 3)
-  [ "$p" != 3 ] || fail "$ROUND_LOG: n3, the node that fills up, is the primary"
+# shrink_tmpfs K: node K's data directory (a tmpfs run_row mounted) shrinks to what it holds
+# + 4 MiB, so that writes into new regions fill it.
+shrink_tmpfs() {
+  local d used
+  d=$(node_dir "$1")
   used=$(df -B1 --output=used "$d" | tail -1)
   mount -o remount,size=$((used + (4 << 20))) "$d" || fail "$ROUND_LOG: cannot shrink the tmpfs"
+}
+
+row_enospc_replica() {
+  local old=$E p=$P
+  [ "$p" != 3 ] || fail "$ROUND_LOG: n3, the node that fills up, is the primary"
+  shrink_tmpfs 3
   bc_write "$p" "$SEED" 3000 >"$T/w1.log" 2>&1 ||
     { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes through the primary while n3 is full"; }
   out_of_sync_3() { view "$p" | grep -q "n3=out_of_sync"; }
   wait_until "$ROUND_LOG: the full replica n3 out of sync" 30 out_of_sync_3
   primary_is_known "$p" && [ "$P" = "$p" ] || fail "$ROUND_LOG: the primary moved (n$p -> n$P)"
   bc_verify "$p" "the primary"
-  mount -o remount,size=1G "$d" || fail "$ROUND_LOG: cannot grow the tmpfs"
+  mount -o remount,size=1G "$(node_dir 3)" || fail "$ROUND_LOG: cannot grow the tmpfs"
+  round_converges "$old"
+}
+
+# The primary's file system fills up under writes: a write fails (blockcheck stops on it), the
+# pool turns read-only (a failed commit), and the primary gives the volume up: an in-sync copy
+# takes it with a higher epoch and holds every acknowledged write. The file system is grown and
+# the node restarted (its pool recovers); it is resynced.
+row_enospc_primary() {
+  local old=$E p=$P rc=0
+  [ "$p" = 1 ] || fail "$ROUND_LOG: n1, the node that fills up, is not the primary (n$p)"
+  shrink_tmpfs 1
+  bc_write "$p" "$SEED" 20000 >"$T/w1.log" 2>&1 || rc=$?
+  [ "$rc" -eq 3 ] && grep -q "the server failed a write" "$T/w1.log" ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: no write failed on the full primary (exit $rc)"; }
+  wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known 2 1
+  [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
+  bc_verify "$P" "the new primary"
+  mount -o remount,size=1G "$(node_dir 1)" || fail "$ROUND_LOG: cannot grow the tmpfs"
+  stop_node 1 TERM
+  start_node 1
   round_converges "$old"
 }
 
@@ -556,13 +584,15 @@ run_row() {
   NODE3_ARGS=""
   [ "$row" != io_errors_replica ] ||
     NODE3_ARGS="--backend sim --sim-error-rate 0.005 --sim-seed $SEED"
-  if [ "$row" = enospc_replica ]; then
+  if [[ "$row" == enospc_* ]]; then
     # 64 KiB chunks: the first writes (over the whole volume) allocate a part of it, the
-    # row's writes the rest.
+    # row's writes the rest. The node that fills up: n3 (a replica) or n1 (the primary).
+    local full=3
+    [ "$row" != enospc_primary ] || full=1
     NODE_ARGS=(--chunk-size 64K)
     SETUP_BLOCKS=16384
-    mkdir -p "$(node_dir 3)"
-    mount -t tmpfs -o size=1G tmpfs "$(node_dir 3)" || fail "$ROUND_LOG: cannot mount a tmpfs"
+    mkdir -p "$(node_dir $full)"
+    mount -t tmpfs -o size=1G tmpfs "$(node_dir $full)" || fail "$ROUND_LOG: cannot mount a tmpfs"
   fi
   local t0=$SECONDS
   round_setup
