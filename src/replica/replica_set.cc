@@ -237,20 +237,8 @@ void ReplicaSet::Close() {
   if (delay_armed_) owner_->CancelTimer(&delay_timer_);
   delay_armed_ = false;
   AbortCopy("the set is closing");  // parked requests go back to the wait queue, failed below
-  if (conflict_head_ != nullptr) {  // likewise
-    conflict_tail_->repl_next = wait_head_;
-    if (wait_head_ == nullptr) wait_tail_ = conflict_tail_;
-    wait_head_ = conflict_head_;
-    conflict_head_ = conflict_tail_ = nullptr;
-  }
   // Nothing more is acknowledged: what waits fails, what runs locally fails when it ends.
-  while (wait_head_ != nullptr) {
-    IoRequest* req = wait_head_;
-    wait_head_ = req->repl_next;
-    req->result = -EIO;
-    Dispatcher::FinishReplicated(req);
-  }
-  wait_tail_ = nullptr;
+  FailWaiting(-EIO);
   for (IoRequest* r : table_)
     if (r != nullptr) {
       r->repl_waiting = 0;
@@ -447,20 +435,27 @@ void ReplicaSet::Quiesce(std::function<void(uint64_t)> done) {
   if (stopping_ || deposed_) return FinishQuiesce(0);
   // What waits to be numbered was never started: it fails like anything new.
   AbortCopy("the volume is being handed over");
-  if (conflict_head_ != nullptr) {
-    conflict_tail_->repl_next = wait_head_;
-    if (wait_head_ == nullptr) wait_tail_ = conflict_tail_;
-    wait_head_ = conflict_head_;
-    conflict_head_ = conflict_tail_ = nullptr;
-  }
+  FailWaiting(-EROFS);
+  MaybeSendQuiesce();
+}
+
+void ReplicaSet::RequeueParked() {
+  if (conflict_head_ == nullptr) return;
+  conflict_tail_->repl_next = wait_head_;
+  if (wait_head_ == nullptr) wait_tail_ = conflict_tail_;
+  wait_head_ = conflict_head_;
+  conflict_head_ = conflict_tail_ = nullptr;
+}
+
+void ReplicaSet::FailWaiting(int32_t result) {
+  RequeueParked();
   while (wait_head_ != nullptr) {
     IoRequest* req = wait_head_;
     wait_head_ = req->repl_next;
-    req->result = -EROFS;
+    req->result = result;
     Dispatcher::FinishReplicated(req);
   }
   wait_tail_ = nullptr;
-  MaybeSendQuiesce();
 }
 
 void ReplicaSet::MaybeSendQuiesce() {
@@ -530,13 +525,9 @@ void ReplicaSet::Retire(IoRequest* req) {
     last->repl_active = req->repl_active;
     active_.pop_back();
   }
-  if (conflict_head_ == nullptr) return;
   // Parked writes go back to the front of the wait queue, in order; AdmitWaiting parks again
   // those that still overlap something.
-  conflict_tail_->repl_next = wait_head_;
-  if (wait_head_ == nullptr) wait_tail_ = conflict_tail_;
-  wait_head_ = conflict_head_;
-  conflict_head_ = conflict_tail_ = nullptr;
+  RequeueParked();
 }
 
 void ReplicaSet::ClearSlot(uint64_t seq) {

@@ -196,7 +196,11 @@ class ReplicaSet final : public ReplicaHook {
   // overlapping writes in flight together could land in different orders on different copies.
   bool ParkIfConflicting(IoRequest* req);
   void Retire(IoRequest* req);  // out of the table and the in-flight list; parked ones retry
-  void CompleteAll();           // after a mark settled: every request that waited for it
+  // The writes parked behind overlapping ones go back to the front of the wait queue, in order.
+  void RequeueParked();
+  // Every request not yet numbered (parked ones too) completes with `result`.
+  void FailWaiting(int32_t result);
+  void CompleteAll();  // after a mark settled: every request that waited for it
   void AskMark(Link* l);
   void Marked(Link* l, bool ok);
   void CheckSettled();
