@@ -230,12 +230,18 @@ bc_join() {
 
 # --- rows: each runs one round (round_setup done; P and E set) ---
 
+# kill_under_writes K SEED AFTER LOG: writes through node K that SIGKILL it after AFTER writes
+# (output in LOG); the kill must cut them; the node is reaped.
+kill_under_writes() {
+  local k=$1 rc=0
+  bc_write "$k" "$2" 1000000 --kill-pid "${NPID[$k]}" --kill-after-ops "$3" >"$4" 2>&1 || rc=$?
+  [ "$rc" -eq 3 ] || { cat "$4" >&2; fail "$ROUND_LOG: the kill did not cut the writes ($rc)"; }
+  stop_node "$k" KILL
+}
+
 row_kill9_primary() {
-  local old=$E p=$P rc=0
-  bc_write "$p" "$SEED" 1000000 --kill-pid "${NPID[$p]}" \
-    --kill-after-ops $((300 + RANDOM % 1500)) >"$T/w1.log" 2>&1 || rc=$?
-  [ "$rc" -eq 3 ] || { cat "$T/w1.log" >&2; fail "$ROUND_LOG: the kill did not cut the writes ($rc)"; }
-  stop_node "$p" KILL
+  local old=$E p=$P
+  kill_under_writes "$p" "$SEED" $((300 + RANDOM % 1500)) "$T/w1.log"
   local other=1
   [ "$p" = 1 ] && other=2
   wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known "$other" "$p"
@@ -406,14 +412,11 @@ row_kill_resync_target() {
 # copy (one region at a time) outlasts the kill. (A survivor that was in sync with the dead
 # primary gets only the in-flight window, too fast to be killed mid-way.)
 row_kill_new_primary_mid_resync() {
-  local old=$E p=$P rc=0 r o p2
+  local old=$E p=$P r o p2
   r=$(((p % 3) + 1))
   o=$(((r % 3) + 1))
   stop_node "$o" TERM
-  bc_write "$p" "$SEED" 1000000 --kill-pid "${NPID[$p]}" \
-    --kill-after-ops $((300 + RANDOM % 1500)) >"$T/w1.log" 2>&1 || rc=$?
-  [ "$rc" -eq 3 ] || { cat "$T/w1.log" >&2; fail "$ROUND_LOG: the kill did not cut the writes ($rc)"; }
-  stop_node "$p" KILL
+  kill_under_writes "$p" "$SEED" $((300 + RANDOM % 1500)) "$T/w1.log"
   start_node "$o"
   wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known "$r" "$p"
   p2=$P
@@ -439,17 +442,14 @@ row_kill_new_primary_mid_resync() {
 # acknowledged writes; no primary is right) until the primary returns, takes it again and
 # resyncs them.
 row_last_standing() {
-  local old=$E p=$P r1 r2 rc=0 k v
+  local old=$E p=$P r1 r2 k v
   r1=$(((p % 3) + 1))
   r2=$(((r1 % 3) + 1))
   stop_node "$r1" TERM
   bc_write "$p" "$SEED" $((200 + RANDOM % 500)) >"$T/w1.log" 2>&1 ||
     { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with one replica away"; }
   stop_node "$r2" TERM
-  bc_write "$p" $((SEED + 300)) 1000000 --kill-pid "${NPID[$p]}" \
-    --kill-after-ops $((200 + RANDOM % 500)) >"$T/w1b.log" 2>&1 || rc=$?
-  [ "$rc" -eq 3 ] || { cat "$T/w1b.log" >&2; fail "$ROUND_LOG: the kill did not cut the writes ($rc)"; }
-  stop_node "$p" KILL
+  kill_under_writes "$p" $((SEED + 300)) $((200 + RANDOM % 500)) "$T/w1b.log"
   start_node "$r1"
   start_node "$r2"
   for _ in $(seq $((FAULT_TTL * 20))); do
