@@ -532,6 +532,7 @@ int RunDaemon(const DaemonOptions& o) {
   if (!o.replication_listen.empty()) {
     ReplicaServerOptions ro;
     ro.tls = replica_tls.get();
+    ro.state_dir = o.data_dir + "/replication";
     if (!SplitHostPort(o.replication_listen, &ro.host, &ro.port)) {
       SPD_LOG_ERROR("--replication-listen wants HOST:PORT, got '%s'", o.replication_listen.c_str());
       return 2;
@@ -576,6 +577,7 @@ int RunDaemon(const DaemonOptions& o) {
     rmo.async_lag_bytes = o.replication_async_lag_bytes;
     rmo.async_lag_ms = o.replication_async_lag_ms;
     rmo.tls = replica_tls.get();
+    rmo.state_dir = o.data_dir + "/replication";
     rmo.on_event = [control_events](bool primary_changed, const std::string& volume,
                                     const std::string& message) {
       if (ControlServer* c = control_events->load(std::memory_order_acquire))

@@ -15,6 +15,7 @@
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "frontend/inproc/inproc_frontend.h"
+#include "replica/dirty_map.h"
 #include "replica/replica_server_metrics.h"
 #include "replica/replica_tls.h"
 #include "replica/replica_wire.h"
@@ -312,6 +313,7 @@ void HandleHello(Session* s) {
     status = rw::HelloStatus::kNoVolume;
   } else {
     s->volume = s->handle->volume();
+    PersistActivity(s->volume, srv->o_.state_dir, name);
     body.gen_epoch = s->volume->generation().epoch;
     body.gen_seq = s->volume->generation().seq;
     body.fence_epoch = s->volume->fence_epoch();

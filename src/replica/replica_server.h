@@ -52,6 +52,9 @@ struct ReplicaServerOptions {
   // first (within hello_timeout_ms); plaintext peers fail it. Null: plaintext. Outlives the
   // server.
   const ReplicaTls* tls = nullptr;
+  // Where each volume's activity record is kept (DIR/VOLUME.activity; volume/replica_activity.h)
+  // so that it outlives this process. "": in memory only.
+  std::string state_dir;
 };
 
 class ReplicaServer {

@@ -34,6 +34,9 @@ Counter held_failed_total("spd_replication_held_failed_total",
                           "out-of-sync mark");
 Counter deposed_total("spd_replication_deposed_total",
                       "Volumes whose primary learned from a replica that a newer one exists");
+Counter resumed_maps_total("spd_replication_dirty_maps_resumed_total",
+                           "Dirty maps of out-of-sync replicas a restarted primary took over from "
+                           "its previous process (their resync copies only what they lack)");
 Counter prior_units_total("spd_replication_failover_resync_units_total",
                           "64 KiB units a new primary resyncs to a replica that was in sync with "
                           "the previous primary (the writes that were in flight at the failover); "
@@ -115,6 +118,16 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
       k->set->Connected(k);
     };
     l->hello = hello;
+    l->dirty = DirtyMap(v->size_bytes());
+    const std::string& node = l->target.name;
+    if (!s->o_.state_dir.empty() && !node.empty() && node.find('/') == std::string::npos &&
+        node != "." && node != "..") {
+      const std::string path = s->o_.state_dir + "/" + s->o_.volume + ".dirty." + node;
+      if (Status st = l->dirty.Open(path, v->size_bytes()); !st.ok())
+        SPD_LOG_WARN("replication: volume %s: dirty map of %s kept in memory only: %s",
+                     s->o_.volume.c_str(), node.c_str(), st.ToString().c_str());
+    }
+    s->SeedDirty(l.get());
     l->connected_pending = true;
     Link* raw = l.get();
     const uint64_t epoch = s->o_.epoch;
@@ -123,6 +136,8 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
         std::thread([raw, hello, epoch, timeout] { raw->Connect(hello, epoch, timeout); });
     s->links_.push_back(std::move(l));
   }
+  // This copy's record of the new term, as its primary (after the maps took the old one's).
+  v->replica_activity.Begin(s->o_.epoch, /*primary=*/true);
   s->tick_armed_ = true;
   s->owner_->ArmTimer(&s->tick_, MonotonicNs() + kTickNs);
   s->CheckSettled();
@@ -154,7 +169,8 @@ void ReplicaSet::Connected(Link* k) {
   k->ack_got = 0;
   k->send_off = 0;
   const auto status = static_cast<rw::HelloStatus>(k->reply.status);
-  if (status == rw::HelloStatus::kOutOfSync) AdoptPriorActivity(k);
+  if (status == rw::HelloStatus::kOutOfSync || status == rw::HelloStatus::kInSync)
+    AdoptPriorActivity(k);
   if (status == rw::HelloStatus::kStaleEpoch)
     return FailLink(k, LinkState::kDeposedUs,
                     "the replica follows epoch " + std::to_string(k->reply.fence_epoch));
@@ -164,7 +180,7 @@ void ReplicaSet::Connected(Link* k) {
   const bool resync = k->resync_attempt && answered && copy_ == nullptr;
   // A copy below a barrier it acknowledged under this primary lost what it had (a new disk, a
   // restored image): what it missed since is not all it lacks; the whole volume is copied.
-  if (resync && k->dirty_valid && k->acked_barrier_seq != 0 &&
+  if (resync && k->dirty.valid() && k->acked_barrier_seq != 0 &&
       ReplyGeneration(k->reply) < ReplicaGeneration{o_.epoch, k->acked_barrier_seq}) {
     SPD_LOG_WARN(
         "replication: volume %s: replica %s is back at generation (%llu, %llu), below the "
@@ -174,8 +190,7 @@ void ReplicaSet::Connected(Link* k) {
         static_cast<unsigned long long>(k->reply.gen_seq),
         static_cast<unsigned long long>(o_.epoch),
         static_cast<unsigned long long>(k->acked_barrier_seq));
-    k->dirty_valid = false;
-    k->dirty.clear();
+    k->dirty.Invalidate();
     lost_copies_total.Add();
   }
   if (!resync && (k->resync_attempt || status != rw::HelloStatus::kInSync)) {
@@ -200,6 +215,7 @@ void ReplicaSet::Connected(Link* k) {
     k->SetState(LinkState::kResyncing, "");
     StartCopy(k);
   } else {
+    k->dirty.Invalidate();  // in sync: nothing to copy
     k->SetState(LinkState::kInSync, "");
   }
   CheckSettled();
@@ -347,12 +363,15 @@ void ReplicaSet::Admit(IoRequest* req) {
   if (req->op != RequestOp::kFlush) {
     volume_->MarkApplied();
     for (auto& l : links_)
-      if (l->dirty_valid && l->info.state == LinkState::kOutOfSync)
+      if (l->dirty.valid() && l->info.state == LinkState::kOutOfSync)
         l->MarkDirty(req->offset_bytes, req->length_bytes);
   }
   const uint64_t seq = next_seq_++;
   req->repl_seq = seq;
   table_[seq & mask_] = req;
+  // This copy's own record of the term: what it has in flight, should it crash or restart.
+  if (req->op != RequestOp::kFlush)
+    volume_->replica_activity.Record(o_.epoch, seq, req->offset_bytes, req->length_bytes);
   if (req->op != RequestOp::kFlush) {
     req->repl_active = static_cast<uint32_t>(active_.size());
     active_.push_back(req);
@@ -532,27 +551,49 @@ void ReplicaSet::Retire(IoRequest* req) {
 
 void ReplicaSet::ClearSlot(uint64_t seq) {
   table_[seq & mask_] = nullptr;
+  const uint64_t low = low_seq_;
   while (low_seq_ < next_seq_ && table_[low_seq_ & mask_] == nullptr) ++low_seq_;
+  if (low_seq_ != low) volume_->replica_activity.Trim(o_.epoch, low_seq_);
+}
+
+void ReplicaSet::SeedDirty(Link* l) {
+  bool in_prior = false;
+  for (const std::string& n : o_.prior_in_sync) in_prior |= n == l->target.name;
+  if (in_prior) {
+    // What it missed of the last term's writes: this copy's record now, its own at its hello.
+    l->dirty.Reset(o_.epoch, o_.prior.ranges, /*pending=*/true);
+    l->prior_pending = true;
+  } else if (o_.prior_own_term && l->dirty.valid() && l->dirty.epoch() == o_.prior.epoch) {
+    // Out of sync in the term this node was the primary of, its map kept by that process: the
+    // map, plus what that primary had in flight, is all it lacks.
+    const uint64_t before = l->dirty.Count();
+    l->dirty.Carry(o_.epoch, o_.prior.ranges);
+    resumed_maps_total.Add();
+    SPD_LOG_INFO(
+        "replication: volume %s: replica %s resumes its dirty map of epoch %llu: %llu units of "
+        "64 KiB (%llu from the writes in flight then)",
+        o_.volume.c_str(), l->target.name.c_str(), static_cast<unsigned long long>(o_.prior.epoch),
+        static_cast<unsigned long long>(l->dirty.Count()),
+        static_cast<unsigned long long>(l->dirty.Count() - before));
+  } else {
+    l->dirty.Invalidate();
+  }
 }
 
 void ReplicaSet::AdoptPriorActivity(Link* l) {
+  if (!l->prior_pending) return;
+  l->prior_pending = false;
   const ReplicaActivity::Snapshot& mine = o_.prior;
-  if (l->dirty_valid || !mine.complete || mine.epoch == 0) return;
-  if (!(l->reply.activity_flags & rw::kActivityComplete) || l->reply.activity_epoch != mine.epoch)
+  if (!(l->reply.activity_flags & rw::kActivityComplete) || l->reply.activity_epoch != mine.epoch) {
+    l->dirty.Invalidate();  // its record cannot vouch: the whole volume
     return;
-  bool was_in_sync = false;
-  for (const std::string& n : o_.prior_in_sync) was_in_sync |= n == l->target.name;
-  if (!was_in_sync) return;
+  }
   std::vector<ReplicaActivity::Range> all = mine.ranges;
   for (const rw::ActivityRange& r : l->reply_ranges) all.push_back({r.first_unit, r.units});
-  l->dirty.assign((volume_->size_bytes() / Link::kDirtyUnitBytes + 64) / 64, 0);
-  l->dirty_valid = true;
+  all = MergeRanges(std::move(all));
+  l->dirty.Resolve(all);
   uint64_t units = 0;
-  for (const ReplicaActivity::Range& r : MergeRanges(std::move(all))) {
-    l->MarkDirty(uint64_t{r.first} * Link::kDirtyUnitBytes,
-                 uint64_t{r.units} * Link::kDirtyUnitBytes);
-    units += r.units;
-  }
+  for (const ReplicaActivity::Range& r : all) units += r.units;
   prior_units_total.Add(units);
   SPD_LOG_INFO(
       "replication: volume %s: replica %s was in sync in epoch %llu; only the %llu "
@@ -573,10 +614,7 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
   // What it may have missed from now on: the writes in flight, then every new one (Admit). A
   // replica that was in sync starts a fresh record; one that was resyncing keeps its record
   // (the regions copied so far were cleared from it), plus what is in flight.
-  if (l->info.state == LinkState::kInSync) {
-    l->dirty.assign((volume_->size_bytes() / Link::kDirtyUnitBytes + 64) / 64, 0);
-    l->dirty_valid = true;
-  }
+  if (l->info.state == LinkState::kInSync) l->dirty.Reset(o_.epoch, {}, false);
   // A whole-volume copy cut short resumes where it stopped (what it copied stays there).
   if (l->info.state == LinkState::kResyncing) CheckpointCopy();
   if (l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing)

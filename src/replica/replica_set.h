@@ -88,6 +88,13 @@ struct ReplicaSetOptions {
   // holds (the writes the dead primary may have had in flight), not the whole volume.
   ReplicaActivity::Snapshot prior;
   std::vector<std::string> prior_in_sync;
+  // `prior` is this node's own record of a term it was the primary of (and etcd says this node
+  // was in sync in it): a replica out of sync then whose dirty map that process persisted
+  // resumes it (plus what was in flight then), instead of getting the whole volume.
+  bool prior_own_term = false;
+  // Where each replica's dirty map is kept (DIR/VOLUME.dirty.NODE, dirty_map.h): the next
+  // process of this node may resume it. "": in memory only.
+  std::string state_dir;
   // Fault injection in our own transport (there is no netem here): every message leaves
   // inject_rtt_us after it was numbered (the round trip, put on the way out), and with
   // probability inject_loss_ppm / 1e6 a message is "lost" and leaves inject_rto_ms later, as
@@ -177,8 +184,10 @@ class ReplicaSet final : public ReplicaHook {
   void ClearSlot(uint64_t seq);
   // What a message numbered `seq` tells the replicas of the watermark (replica_wire.h, result).
   int32_t Gap(uint64_t seq) const { return static_cast<int32_t>(seq - low_seq_); }
-  // A first connection's out-of-sync answer: a dirty map from both activity records, if they
-  // vouch for it (o_.prior).
+  // At the start: the link's dirty map from what this node knows (o_.prior, a persisted map).
+  void SeedDirty(Link* l);
+  // A hello's answer: a link's map waiting for the replica's record of the previous term
+  // (prior_pending) gets it if it vouches, else the whole volume is copied.
   void AdoptPriorActivity(Link* l);
   Reactor* owner_;
   std::vector<IoRequest*> table_;  // by seq & mask: numbered, not complete

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/crc32c.h"
+#include "replica/dirty_map.h"
 #include "replica/replica_set.h"
 #include "replica/replica_tls.h"
 #include "replica/replica_wire.h"
@@ -128,24 +129,22 @@ struct ReplicaSet::Link {
     fd = -1;
   }
 
-  // Incremental resync: while `dirty_valid`, `dirty` has a bit per kDirtyUnitBytes of the
+  // Incremental resync: while `dirty` is valid, it has a bit per kDirtyUnitBytes of the
   // volume for every unit the replica may lack: what it missed since it fell out of sync from
   // in sync under this primary; after a failover, the units either copy applied of the old
   // primary's last writes (AdoptPriorActivity); what a whole-volume copy cut short had left
-  // (CheckpointCopy). Otherwise the whole volume is copied. In memory: a primary that restarts
-  // copies everything.
-  static constexpr uint64_t kDirtyUnitBytes = 64 << 10;
-  bool dirty_valid = false;
-  std::vector<uint64_t> dirty;
+  // (CheckpointCopy); what a map persisted by this node's previous process held (Start).
+  // Otherwise the whole volume is copied.
+  static constexpr uint64_t kDirtyUnitBytes = DirtyMap::kUnitBytes;
+  DirtyMap dirty;
+  // In the previous term's in-sync set (ReplicaSetOptions::prior_in_sync), out of reach at the
+  // start: `dirty` holds this copy's record of that term and what it missed since; the
+  // replica's own record, at its first hello, decides whether that is all (AdoptPriorActivity).
+  bool prior_pending = false;
   void MarkDirty(uint64_t off, uint64_t len) {
-    if (!dirty_valid || len == 0) return;
-    const uint64_t last = (off + len - 1) / kDirtyUnitBytes;
-    for (uint64_t u = off / kDirtyUnitBytes; u <= last; ++u)
-      if (u / 64 < dirty.size()) dirty[u / 64] |= 1ull << (u % 64);
+    if (dirty.valid()) dirty.Mark(off, len);
   }
-  bool IsDirty(uint64_t unit) const {
-    return unit / 64 < dirty.size() && (dirty[unit / 64] >> (unit % 64)) & 1;
-  }
+  bool IsDirty(uint64_t unit) const { return dirty.valid() && dirty.IsDirty(unit); }
   void SetState(LinkState s, const std::string& detail) {
     {
       std::lock_guard<std::mutex> l(set->info_mu_);

@@ -113,11 +113,10 @@ void ReplicaSet::StartCopy(Link* l) {
     l->info.resynced_bytes = 0;
     l->info.detail = "resyncing";
   }
-  uint64_t dirty_units = 0;
-  for (uint64_t w : l->dirty) dirty_units += static_cast<uint64_t>(__builtin_popcountll(w));
+  const uint64_t dirty_units = l->dirty.valid() ? l->dirty.Count() : 0;
   SPD_LOG_INFO(
       "replication: volume %s: resyncing replica %s: %s", o_.volume.c_str(), l->target.name.c_str(),
-      l->dirty_valid
+      l->dirty.valid()
           ? ("the " + std::to_string(dirty_units * Link::kDirtyUnitBytes) +
              " bytes it may have missed")
                 .c_str()
@@ -147,13 +146,10 @@ void ReplicaSet::CopyStep() {
   if (c->phase == Copy::Phase::kBarrier) return CopySend();
   Link* l = c->link;
   const uint64_t size = volume_->size_bytes();
-  if (l->dirty_valid) {
+  if (l->dirty.valid()) {
     // Only what it may have missed: the next run of dirty units, at most a region long.
     constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
-    const uint64_t units = (size + kUnit - 1) / kUnit;
-    uint64_t u = c->off / kUnit;
-    while (u < units && !l->IsDirty(u)) u = l->dirty[u / 64] == 0 ? (u / 64 + 1) * 64 : u + 1;
-    c->off = std::min(u, units) * kUnit;
+    c->off = l->dirty.NextDirty(c->off / kUnit) * kUnit;
     uint64_t end = c->off;
     while (end < size && end - c->off < c->region && l->IsDirty(end / kUnit)) end += kUnit;
     c->len = static_cast<uint32_t>(std::min(end, size) - std::min(c->off, size));
@@ -264,16 +260,15 @@ void ReplicaSet::CopyAcked(int32_t result) {
       l->info.marked = false;
     }
     l->SetState(LinkState::kInSync, "");
-    l->dirty_valid = false;
-    l->dirty.clear();
+    l->dirty.Invalidate();
     copy_.reset();
     if (o_.mark_in_sync) o_.mark_in_sync(l->target.name, [](bool) {});
     return;
   }
-  if (c->link->dirty_valid) {
+  if (c->link->dirty.valid()) {
     constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
     for (uint64_t u = c->off / kUnit; u < (c->off + c->len + kUnit - 1) / kUnit; ++u)
-      c->link->dirty[u / 64] &= ~(1ull << (u % 64));
+      c->link->dirty.Clear(u);
   }
   if (c->hole) {
     resync_discard_bytes_total.Add(c->len);
@@ -301,16 +296,15 @@ void ReplicaSet::CopyAcked(int32_t result) {
 
 void ReplicaSet::CheckpointCopy() {
   Copy* c = copy_.get();
-  if (c == nullptr || c->link->dirty_valid) return;  // a dirty map: copied units are cleared
+  if (c == nullptr || c->link->dirty.valid()) return;  // a dirty map: copied units are cleared
   // Everything below the region being copied is on the replica, and every write to it since
   // went there too (the link was resyncing): the rest of the volume is what is left to copy,
   // plus the writes in flight and from now on (FailLink, Admit mark those).
   Link* l = c->link;
   constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
   const uint64_t units = (volume_->size_bytes() + kUnit - 1) / kUnit;
-  l->dirty.assign((volume_->size_bytes() / kUnit + 64) / 64, 0);
-  l->dirty_valid = true;
-  for (uint64_t u = c->off / kUnit; u < units; ++u) l->dirty[u / 64] |= 1ull << (u % 64);
+  l->dirty.Reset(o_.epoch, {}, false);
+  l->dirty.MarkUnits(c->off / kUnit, units - c->off / kUnit);
   resync_checkpoints_total.Add();
 }
 

@@ -9,6 +9,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "replica/dirty_map.h"
 
 namespace spd {
 namespace {
@@ -423,15 +424,19 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   so.base = v->generation();
   // After a failover: what this copy applied last in the previous term, and who else was in
   // sync then (only if this copy was too, in that same term).
+  PersistActivity(v, o_.state_dir, name);
   so.prior = v->replica_activity.Take();
   auto in_term = [&](const std::string& n) {
     auto it = states.find(n);
     return it != states.end() && it->second.first == "in_sync" &&
            it->second.second == so.prior.epoch;
   };
-  if (so.prior.complete && in_term(cluster_->name()))
+  if (so.prior.complete && in_term(cluster_->name())) {
     for (const std::string& n : nodes)
       if (n != cluster_->name() && in_term(n)) so.prior_in_sync.push_back(n);
+    so.prior_own_term = so.prior.primary;
+  }
+  so.state_dir = o_.state_dir;
   so.connect_timeout_ms = o_.connect_timeout_ms;
   so.ack_timeout_ms = o_.ack_timeout_ms;
   so.hold_timeout_ms = o_.hold_timeout_ms;

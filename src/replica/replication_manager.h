@@ -56,6 +56,8 @@ struct ReplicationManagerOptions {
   uint64_t async_lag_ms = 1'000;
   // TLS on every primary's links (ReplicaSetOptions::tls); null: plaintext. Outlives the manager.
   const ReplicaTls* tls = nullptr;
+  // Where activity records and dirty maps are kept (ReplicaSetOptions::state_dir); "": memory.
+  std::string state_dir;
   // Told of replication events (any thread; must not block): this node became or stopped being
   // a volume's primary (primary_changed), or its link to a copy changed state.
   std::function<void(bool primary_changed, const std::string& volume, const std::string& message)>

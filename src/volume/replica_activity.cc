@@ -1,42 +1,104 @@
 #include "volume/replica_activity.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace spd {
+namespace {
 
-void ReplicaActivity::Begin(uint64_t epoch) {
+void InitHeader(ActivityFileHeader* h) {
+  std::memset(h, 0, sizeof *h);
+  std::memcpy(h->magic, kActivityFileMagic, sizeof h->magic);
+  h->version = kReplicationFileVersion;
+  h->entries_max = ReplicaActivity::kEntriesMax;
+}
+
+bool HeaderValid(const ActivityFileHeader* h) {
+  return std::memcmp(h->magic, kActivityFileMagic, sizeof h->magic) == 0 &&
+         h->version == kReplicationFileVersion && h->entries_max == ReplicaActivity::kEntriesMax &&
+         h->head < h->entries_max && h->count <= h->entries_max;
+}
+
+}  // namespace
+
+void ReplicaActivity::EnsureMemory() {
+  if (h_ != nullptr) return;
+  heap_ = std::make_unique<uint8_t[]>(kBytes);
+  h_ = reinterpret_cast<ActivityFileHeader*>(heap_.get());
+  ring_ = reinterpret_cast<ActivityFileEntry*>(heap_.get() + sizeof(ActivityFileHeader));
+  InitHeader(h_);
+}
+
+Status ReplicaActivity::Persist(const std::string& path) {
   std::lock_guard<std::mutex> l(mu_);
-  if (epoch == epoch_) return;
-  epoch_ = epoch;
-  complete_ = true;
-  head_ = count_ = 0;
+  if (file_.mapped() && file_.path() == path) return Status::Ok();
+  bool existed = false;
+  Result<MappedFile> f = MappedFile::Open(path, kBytes, &existed);
+  if (!f.ok()) return f.status();
+  auto* fh = reinterpret_cast<ActivityFileHeader*>(f->data());
+  const bool mine = h_ != nullptr && h_->epoch != 0;
+  if (mine) {
+    // This process has a record already: the file gets it (incomplete while it is copied).
+    fh->flags = 0;
+    std::memcpy(f->data() + sizeof(ActivityFileHeader), ring_, kEntriesMax * sizeof *ring_);
+    const uint32_t flags = h_->flags;
+    ActivityFileHeader copy = *h_;
+    copy.flags = 0;
+    std::memcpy(fh, &copy, sizeof copy);
+    fh->flags = flags;
+  } else if (!existed || !HeaderValid(fh)) {
+    InitHeader(fh);  // flags 0: no record, vouches for nothing
+  }
+  file_ = std::move(*f);
+  heap_.reset();
+  h_ = fh;
+  ring_ = reinterpret_cast<ActivityFileEntry*>(file_.data() + sizeof(ActivityFileHeader));
+  return Status::Ok();
+}
+
+std::string ReplicaActivity::path() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return file_.path();
+}
+
+void ReplicaActivity::Begin(uint64_t epoch, bool primary) {
+  std::lock_guard<std::mutex> l(mu_);
+  EnsureMemory();
+  if (epoch == h_->epoch) return;
+  h_->flags = 0;  // incomplete first: a crash in between leaves a record that vouches for nothing
+  h_->head = h_->count = 0;
+  h_->epoch = epoch;
+  h_->flags = kActivityFlagComplete | (primary ? kActivityFlagPrimary : 0);
 }
 
 void ReplicaActivity::Record(uint64_t epoch, uint64_t seq, uint64_t offset, uint64_t length) {
   std::lock_guard<std::mutex> l(mu_);
-  if (epoch != epoch_) {  // not a term this record follows: it cannot vouch for this copy
-    complete_ = false;
+  EnsureMemory();
+  if (epoch != h_->epoch) {  // not a term this record follows: it cannot vouch for this copy
+    h_->flags &= ~kActivityFlagComplete;
     return;
   }
-  if (!complete_) return;
+  if (!(h_->flags & kActivityFlagComplete)) return;
   const uint64_t first = offset / kUnitBytes;
   const uint64_t last = length == 0 ? first : (offset + length - 1) / kUnitBytes;
-  if (last >= UINT32_MAX || count_ == kEntriesMax) {
-    complete_ = false;  // a volume above 256 TiB, or more in flight than the ring holds
+  if (last >= UINT32_MAX || h_->count == kEntriesMax) {
+    h_->flags &= ~kActivityFlagComplete;  // beyond 256 TiB, or more in flight than the ring holds
     return;
   }
-  if (ring_.size() < kEntriesMax) ring_.resize(kEntriesMax);
-  ring_[(head_ + count_) % kEntriesMax] = {seq, static_cast<uint32_t>(first),
-                                           static_cast<uint32_t>(last - first + 1)};
-  ++count_;
+  // The entry before the count that makes it part of the record.
+  ring_[(h_->head + h_->count) % kEntriesMax] = {seq, static_cast<uint32_t>(first),
+                                                 static_cast<uint32_t>(last - first + 1)};
+  ++h_->count;
 }
 
 void ReplicaActivity::Trim(uint64_t epoch, uint64_t seq) {
   std::lock_guard<std::mutex> l(mu_);
-  if (epoch != epoch_) return;
-  while (count_ > 0 && ring_[head_].seq < seq) {
-    head_ = (head_ + 1) % kEntriesMax;
-    --count_;
+  if (h_ == nullptr || epoch != h_->epoch) return;
+  // The head before the count: a crash in between leaves one stale slot at the end of the
+  // record (units that need no resync, or none), never a live entry dropped.
+  while (h_->count > 0 && ring_[h_->head].seq < seq) {
+    h_->head = (h_->head + 1) % kEntriesMax;
+    --h_->count;
   }
 }
 
@@ -45,19 +107,20 @@ ReplicaActivity::Snapshot ReplicaActivity::Take() const {
   std::vector<Range> r;
   {
     std::lock_guard<std::mutex> l(mu_);
-    s.epoch = epoch_;
-    s.complete = complete_;
-    if (!complete_) return s;
-    r.reserve(count_);
-    for (size_t i = 0; i < count_; ++i) {
-      const Entry& e = ring_[(head_ + i) % kEntriesMax];
-      r.push_back({e.first, e.units});
+    if (h_ == nullptr) return s;
+    s.epoch = h_->epoch;
+    s.complete = (h_->flags & kActivityFlagComplete) != 0;
+    s.primary = (h_->flags & kActivityFlagPrimary) != 0;
+    if (!s.complete) return s;
+    r.reserve(h_->count);
+    for (size_t i = 0; i < h_->count; ++i) {
+      const ActivityFileEntry& e = ring_[(h_->head + i) % kEntriesMax];
+      r.push_back({e.first_unit, e.units});
     }
   }
   s.ranges = MergeRanges(std::move(r));
   return s;
 }
-
 std::vector<ReplicaActivity::Range> MergeRanges(std::vector<ReplicaActivity::Range> ranges) {
   using Range = ReplicaActivity::Range;
   std::sort(ranges.begin(), ranges.end(),

@@ -14,12 +14,26 @@
 // room (kEntriesMax records above the watermark; a primary keeps at most 1,024 messages in flight
 // by default). An incomplete one makes the new primary copy the whole volume, as before.
 //
+// The primary keeps one too, of its own writes (Begin with primary = true): after it crashes or
+// restarts, what it had in flight is in it.
+//
+// Persist puts the record in a file mapped shared (replica_activity_format.h): every store is in
+// the page cache at once, so a killed process leaves its record behind, complete or not, and the
+// next process of this node reads it back. A power cut keeps only what the kernel wrote back
+// (docs/replication.md, "Persisted state").
+//
 // Thread-safety: every call from any thread (a mutex; one uncontended lock per applied write).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
+
+#include "common/mapped_file.h"
+#include "common/status.h"
+#include "volume/replica_activity_format.h"
 
 namespace spd {
 
@@ -35,12 +49,21 @@ class ReplicaActivity {
   struct Snapshot {
     uint64_t epoch = 0;         // the term the record is of (0: none)
     bool complete = false;      // see above
+    bool primary = false;       // this copy was that term's primary
     std::vector<Range> ranges;  // sorted, disjoint, not adjacent
   };
 
-  // A session of `epoch` was accepted on this copy: a newer epoch starts a fresh, complete
-  // record; the same epoch keeps the one it has (a reconnection within the term).
-  void Begin(uint64_t epoch);
+  // Keeps the record in `path` from now on: a valid record there (of an earlier process) is
+  // taken as this one's if this one has none yet; otherwise the file gets this one. Idempotent
+  // for the same path. On failure the record stays in memory.
+  Status Persist(const std::string& path);
+  // The file the record is kept in ("" in memory).
+  std::string path() const;
+
+  // A session of `epoch` was accepted on this copy (or this copy became its primary: `primary`):
+  // a newer epoch starts a fresh, complete record; the same epoch keeps the one it has (a
+  // reconnection within the term).
+  void Begin(uint64_t epoch, bool primary = false);
   // Before applying message `seq` of `epoch` to [offset, offset + length).
   void Record(uint64_t epoch, uint64_t seq, uint64_t offset, uint64_t length);
   // Every message of `epoch` below `seq` is on every in-sync copy: its records go.
@@ -48,18 +71,17 @@ class ReplicaActivity {
   Snapshot Take() const;
 
  private:
-  struct Entry {
-    uint64_t seq;
-    uint32_t first;
-    uint32_t units;
-  };
+  static constexpr size_t kBytes =
+      sizeof(ActivityFileHeader) + kEntriesMax * sizeof(ActivityFileEntry);
+  // REQUIRES: mu_ held. Memory for a record, on first use (most volumes never replicate).
+  void EnsureMemory();
   mutable std::mutex mu_;
-  uint64_t epoch_ = 0;
-  bool complete_ = false;
-  // A ring of at most kEntriesMax, in the order applied (the primary's order).
-  std::vector<Entry> ring_;
-  size_t head_ = 0;
-  size_t count_ = 0;
+  // The record: a header and a ring of at most kEntriesMax entries in the order applied (the
+  // primary's order), in heap_ or in file_; null until first used.
+  ActivityFileHeader* h_ = nullptr;
+  ActivityFileEntry* ring_ = nullptr;
+  std::unique_ptr<uint8_t[]> heap_;
+  MappedFile file_;
 };
 
 // Merges `ranges` (any order, overlapping) into sorted, disjoint, non-adjacent ones.

@@ -1,6 +1,11 @@
 #include "volume/replica_activity.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
 
 namespace spd {
 namespace {
@@ -66,6 +71,91 @@ TEST(ReplicaActivityTest, MergeRangesJoinsOverlappingAndAdjacentOnes) {
   EXPECT_EQ(m[1].first, 10u);
   EXPECT_EQ(m[1].units, 7u);
   EXPECT_EQ(m[2].first, 30u);
+}
+
+}  // namespace
+}  // namespace spd
+
+namespace spd {
+namespace {
+
+std::string TempPath() {
+  char path[] = "/tmp/spd-activity-XXXXXX";
+  const int fd = mkstemp(path);
+  EXPECT_GE(fd, 0);
+  close(fd);
+  unlink(path);
+  return path;
+}
+
+// The record outlives its process: the next one that persists to the same file has it, with
+// its term, whether it was the primary and whether it is complete.
+TEST(ReplicaActivityTest, APersistedRecordIsThereForTheNextProcess) {
+  const std::string path = TempPath();
+  {
+    ReplicaActivity a;
+    ASSERT_TRUE(a.Persist(path).ok());
+    a.Begin(9, /*primary=*/true);
+    a.Record(9, 1, 0, 4096);
+    a.Record(9, 2, 5 * kU, 4096);
+    a.Record(9, 3, 7 * kU, 2 * kU);
+    a.Trim(9, 2);
+  }  // the process ends here (nothing is written at the end: every store was in the file)
+  ReplicaActivity b;
+  EXPECT_FALSE(b.Take().complete);
+  ASSERT_TRUE(b.Persist(path).ok());
+  ReplicaActivity::Snapshot s = b.Take();
+  EXPECT_TRUE(s.complete);
+  EXPECT_TRUE(s.primary);
+  EXPECT_EQ(s.epoch, 9u);
+  ASSERT_EQ(s.ranges.size(), 2u);
+  EXPECT_EQ(s.ranges[0].first, 5u);
+  EXPECT_EQ(s.ranges[0].units, 1u);
+  EXPECT_EQ(s.ranges[1].first, 7u);
+  EXPECT_EQ(s.ranges[1].units, 2u);
+  b.Begin(10);  // a replica's record of the next term
+  ReplicaActivity c;
+  ASSERT_TRUE(c.Persist(path).ok());
+  s = c.Take();
+  EXPECT_EQ(s.epoch, 10u);
+  EXPECT_FALSE(s.primary);
+  EXPECT_TRUE(s.ranges.empty());
+  // An incomplete record stays so.
+  for (uint64_t seq = 1; seq <= ReplicaActivity::kEntriesMax + 1; ++seq) c.Record(10, seq, 0, 1);
+  ReplicaActivity d;
+  ASSERT_TRUE(d.Persist(path).ok());
+  EXPECT_FALSE(d.Take().complete);
+  unlink(path.c_str());
+}
+
+// A file that is not a record (another format, damaged) vouches for nothing; a process that
+// has a record already gives it to a new file.
+TEST(ReplicaActivityTest, AForeignFileVouchesForNothingAndAnEarlierRecordMovesIn) {
+  const std::string path = TempPath();
+  {
+    FILE* f = fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::string junk(70000, 'j');
+    fwrite(junk.data(), 1, junk.size(), f);
+    fclose(f);
+  }
+  ReplicaActivity a;
+  ASSERT_TRUE(a.Persist(path).ok());
+  EXPECT_FALSE(a.Take().complete);
+  EXPECT_EQ(a.Take().epoch, 0u);
+  unlink(path.c_str());
+  ReplicaActivity b;
+  b.Begin(3);
+  b.Record(3, 1, 2 * kU, 4096);
+  ASSERT_TRUE(b.Persist(path).ok());
+  ReplicaActivity c;
+  ASSERT_TRUE(c.Persist(path).ok());
+  ReplicaActivity::Snapshot s = c.Take();
+  EXPECT_TRUE(s.complete);
+  EXPECT_EQ(s.epoch, 3u);
+  ASSERT_EQ(s.ranges.size(), 1u);
+  EXPECT_EQ(s.ranges[0].first, 2u);
+  unlink(path.c_str());
 }
 
 }  // namespace

@@ -49,6 +49,7 @@
 FAULT_TTL=3
 BC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/blockcheck.py"
 declare -A NPID
+LOGMARK=()
 NODE_ARGS=()
 ROUND_LOG=""
 
@@ -228,6 +229,32 @@ bc_join() {
   esac
 }
 
+# log_mark: remembers where each node's log ends now; whole_copies_since_mark: how many
+# whole-volume resyncs the nodes started since (docs/replication.md, "Persisted state": after a
+# crash or restart only the writes in flight, or what a replica missed, are copied).
+log_mark() {
+  local k
+  for k in 1 2 3; do LOGMARK[$k]=$(wc -l <"$T/n$k.log"); done
+}
+whole_copies_since_mark() {
+  local k n=0 c
+  for k in 1 2 3; do
+    c=$(awk -v from="${LOGMARK[$k]}" \
+      'NR > from && /resyncing replica .*: the whole volume/ { c++ } END { print c + 0 }' \
+      "$T/n$k.log")
+    n=$((n + c))
+  done
+  echo "$n"
+}
+expect_no_whole_copy() {  # WHAT
+  local n
+  n=$(whole_copies_since_mark)
+  [ "$n" = 0 ] || {
+    grep -h 'resyncing replica' "$T"/n?.log >&2
+    fail "$ROUND_LOG: $n whole-volume resyncs after $1 (the persisted records bound them)"
+  }
+}
+
 # --- rows: each runs one round (round_setup done; P and E set) ---
 
 # kill_under_writes K SEED AFTER LOG: writes through node K that SIGKILL it after AFTER writes
@@ -241,6 +268,7 @@ kill_under_writes() {
 
 row_kill9_primary() {
   local old=$E p=$P
+  log_mark
   kill_under_writes "$p" "$SEED" $((300 + RANDOM % 1500)) "$T/w1.log"
   local other=1
   [ "$p" = 1 ] && other=2
@@ -249,6 +277,7 @@ row_kill9_primary() {
   bc_verify "$P" "the new primary"
   start_node "$p"
   round_converges "$old"
+  expect_no_whole_copy "the primary's kill -9"
 }
 
 # The primary is cut off by FAULT (a function taking its number) under writes; another copy
@@ -336,6 +365,7 @@ row_rejoin_clean() {
 # acknowledged write becomes the primary.
 row_kill_all() {
   local old=$E p=$P k
+  log_mark
   bc_background "$p" "$SEED"
   sleep "0.$((RANDOM % 9 + 1))"
   for k in 1 2 3; do kill -KILL "${NPID[$k]}"; done
@@ -347,6 +377,7 @@ row_kill_all() {
   wait_until "$ROUND_LOG: a primary elected after the restart" $((FAULT_TTL + 20)) \
     primary_agreed_above "$old"
   round_converges "$old"
+  expect_no_whole_copy "every node's kill -9"
 }
 
 # Fast promote cycles: each copy in turn is promoted and written through (the previous primary

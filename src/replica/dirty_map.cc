@@ -1,0 +1,129 @@
+#include "replica/dirty_map.h"
+
+#include <cstring>
+
+#include "common/log.h"
+#include "volume/pool.h"
+
+namespace spd {
+namespace {
+
+uint64_t WordsFor(uint64_t size_bytes) {
+  return (size_bytes / DirtyMap::kUnitBytes + 64) / 64;  // a unit more than needed: never 0
+}
+
+size_t BytesFor(uint64_t size_bytes) {
+  return sizeof(DirtyFileHeader) + WordsFor(size_bytes) * sizeof(uint64_t);
+}
+
+void InitHeader(DirtyFileHeader* h, uint64_t size_bytes) {
+  std::memset(h, 0, sizeof *h);
+  std::memcpy(h->magic, kDirtyFileMagic, sizeof h->magic);
+  h->version = kReplicationFileVersion;
+  h->size_bytes = size_bytes;
+  h->unit_bytes = DirtyMap::kUnitBytes;
+  h->words = WordsFor(size_bytes);
+}
+
+}  // namespace
+
+void PersistActivity(Volume* v, const std::string& dir, const std::string& name) {
+  if (dir.empty()) return;
+  const std::string path = dir + "/" + name + ".activity";
+  Status st = MakeDirectories(dir);
+  if (st.ok()) st = v->replica_activity.Persist(path);
+  if (!st.ok())
+    SPD_LOG_WARN("replication: volume %s: activity record kept in memory only: %s", name.c_str(),
+                 st.ToString().c_str());
+}
+
+DirtyMap::DirtyMap(uint64_t size_bytes) { Init(size_bytes); }
+
+void DirtyMap::Init(uint64_t size_bytes) {
+  units_ = (size_bytes + kUnitBytes - 1) / kUnitBytes;
+  heap_ = std::make_unique<uint8_t[]>(BytesFor(size_bytes));  // zeroed: invalid, no bits
+  h_ = reinterpret_cast<DirtyFileHeader*>(heap_.get());
+  words_ = reinterpret_cast<uint64_t*>(heap_.get() + sizeof(DirtyFileHeader));
+  InitHeader(h_, size_bytes);
+}
+
+Status DirtyMap::Open(const std::string& path, uint64_t size_bytes) {
+  bool existed = false;
+  Result<MappedFile> f = MappedFile::Open(path, BytesFor(size_bytes), &existed);
+  if (!f.ok()) return f.status();
+  auto* fh = reinterpret_cast<DirtyFileHeader*>(f->data());
+  const bool usable = existed && std::memcmp(fh->magic, kDirtyFileMagic, sizeof fh->magic) == 0 &&
+                      fh->version == kReplicationFileVersion && fh->size_bytes == size_bytes &&
+                      fh->unit_bytes == kUnitBytes && fh->words == WordsFor(size_bytes) &&
+                      fh->pending == 0;
+  if (!usable) {
+    fh->valid = 0;
+    InitHeader(fh, size_bytes);
+    std::memset(f->data() + sizeof *fh, 0, f->size() - sizeof *fh);
+  }
+  units_ = (size_bytes + kUnitBytes - 1) / kUnitBytes;
+  file_ = std::move(*f);
+  heap_.reset();
+  h_ = fh;
+  words_ = reinterpret_cast<uint64_t*>(file_.data() + sizeof(DirtyFileHeader));
+  return Status::Ok();
+}
+
+void DirtyMap::Reset(uint64_t epoch, const Ranges& units, bool pending) {
+  h_->valid = 0;  // invalid while it changes: a crash in between copies the whole volume
+  std::memset(words_, 0, h_->words * sizeof(uint64_t));
+  for (const ReplicaActivity::Range& r : units) MarkUnits(r.first, r.units);
+  h_->epoch = epoch;
+  h_->pending = pending ? 1 : 0;
+  h_->valid = 1;
+}
+
+void DirtyMap::Carry(uint64_t epoch, const Ranges& units) {
+  // The units first: a crash in between leaves the old term's map with more bits, never the
+  // new term's with fewer.
+  for (const ReplicaActivity::Range& r : units) MarkUnits(r.first, r.units);
+  h_->epoch = epoch;
+}
+
+void DirtyMap::Resolve(const Ranges& units) {
+  for (const ReplicaActivity::Range& r : units) MarkUnits(r.first, r.units);
+  h_->pending = 0;
+}
+
+void DirtyMap::Invalidate() {
+  h_->valid = 0;
+  h_->pending = 0;
+  std::memset(words_, 0, h_->words * sizeof(uint64_t));
+}
+
+void DirtyMap::Mark(uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  const uint64_t first = offset / kUnitBytes;
+  MarkUnits(first, (offset + length - 1) / kUnitBytes - first + 1);
+}
+
+void DirtyMap::MarkUnits(uint64_t first, uint64_t units) {
+  for (uint64_t u = first; u < first + units && u / 64 < h_->words; ++u)
+    words_[u / 64] |= 1ull << (u % 64);
+}
+
+uint64_t DirtyMap::NextDirty(uint64_t unit) const {
+  while (unit < units_) {
+    const uint64_t w = words_[unit / 64] >> (unit % 64);
+    if (w != 0) {
+      unit += static_cast<uint64_t>(__builtin_ctzll(w));
+      return unit < units_ ? unit : units_;
+    }
+    unit = (unit / 64 + 1) * 64;
+  }
+  return units_;
+}
+
+uint64_t DirtyMap::Count() const {
+  uint64_t n = 0;
+  for (uint64_t i = 0; i < h_->words; ++i)
+    n += static_cast<uint64_t>(__builtin_popcountll(words_[i]));
+  return n;
+}
+
+}  // namespace spd

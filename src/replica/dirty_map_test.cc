@@ -1,0 +1,84 @@
+#include "replica/dirty_map.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+namespace spd {
+namespace {
+
+constexpr uint64_t kU = DirtyMap::kUnitBytes;
+constexpr uint64_t kSize = 1000 * kU + 4096;  // not a whole number of units
+
+std::string TempPath() {
+  char path[] = "/tmp/spd-dirty-XXXXXX";
+  const int fd = mkstemp(path);
+  EXPECT_GE(fd, 0);
+  close(fd);
+  unlink(path);
+  return path;
+}
+
+TEST(DirtyMapTest, BitsRunsAndCounts) {
+  DirtyMap m(kSize);
+  EXPECT_FALSE(m.valid());
+  EXPECT_EQ(m.units(), 1001u);
+  m.Reset(4, {{10, 3}}, false);
+  EXPECT_TRUE(m.valid());
+  EXPECT_EQ(m.epoch(), 4u);
+  m.Mark(100 * kU - 1, 2);  // straddles units 99 and 100
+  m.Mark(1000 * kU, 1);     // the last, partial unit
+  EXPECT_EQ(m.Count(), 6u);
+  EXPECT_EQ(m.NextDirty(0), 10u);
+  EXPECT_EQ(m.NextDirty(13), 99u);
+  EXPECT_EQ(m.NextDirty(101), 1000u);
+  m.Clear(1000);
+  EXPECT_EQ(m.NextDirty(101), m.units()) << "none left after 100";
+  m.Invalidate();
+  EXPECT_FALSE(m.valid());
+  EXPECT_EQ(m.Count(), 0u);
+}
+
+// A persisted map is there for the next process as it stood; one still waiting for a replica's
+// record (pending), of another size, or not a map at all, is not: the whole volume is copied.
+TEST(DirtyMapTest, APersistedMapIsThereForTheNextProcessUnlessItCannotBeTrusted) {
+  const std::string path = TempPath();
+  {
+    DirtyMap m(kSize);
+    ASSERT_TRUE(m.Open(path, kSize).ok());
+    EXPECT_FALSE(m.valid()) << "a new file";
+    m.Reset(7, {}, false);
+    m.Mark(5 * kU, 4096);
+    m.Carry(8, {{700, 2}});
+  }
+  {
+    DirtyMap m;
+    ASSERT_TRUE(m.Open(path, kSize).ok());
+    ASSERT_TRUE(m.valid());
+    EXPECT_EQ(m.epoch(), 8u);
+    EXPECT_EQ(m.Count(), 3u);
+    EXPECT_TRUE(m.IsDirty(5));
+    EXPECT_TRUE(m.IsDirty(701));
+    m.Reset(9, {{1, 1}}, /*pending=*/true);
+  }
+  {
+    DirtyMap m;
+    ASSERT_TRUE(m.Open(path, kSize).ok());
+    EXPECT_FALSE(m.valid()) << "it was waiting for the replica's own record";
+    m.Reset(9, {{1, 1}}, true);
+    m.Resolve({{2, 1}});
+  }
+  {
+    DirtyMap m;
+    ASSERT_TRUE(m.Open(path, kSize).ok());
+    ASSERT_TRUE(m.valid());
+    EXPECT_EQ(m.Count(), 2u);
+  }
+  DirtyMap bigger;
+  ASSERT_TRUE(bigger.Open(path, 2 * kSize).ok());
+  EXPECT_FALSE(bigger.valid()) << "a map of another size";
+  unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace spd

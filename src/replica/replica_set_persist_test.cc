@@ -1,0 +1,167 @@
+// What a primary keeps on disk for the next process of its node (docs/replication.md,
+// "Persisted state"): each replica's dirty map and its own activity record.
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "replica/dirty_map.h"
+#include "replica/replica_set_fixture.h"
+
+namespace spd {
+namespace {
+
+using replica_test::kVolBytes;
+
+class ReplicaSetPersistTest : public replica_test::ReplicaSetTest {
+ protected:
+  void SetUp() override {
+    ReplicaSetTest::SetUp();
+    char dir[] = "/tmp/spd-replica-state-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+  }
+  void TearDown() override {
+    ReplicaSetTest::TearDown();
+    std::filesystem::remove_all(dir_);
+  }
+  ReplicaSetOptions Marked(uint64_t epoch, std::vector<ReplicaTarget> targets) {
+    ReplicaSetOptions o = Options(epoch, std::move(targets));
+    o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+    o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+    o.resync_retry_ms = 100;
+    o.state_dir = dir_;
+    return o;
+  }
+  // The set is gone as if its process died: nothing of it runs any more (the files stay).
+  void DropSet() {
+    set_->Detach();
+    set_->Stop();
+    set_.reset();
+  }
+  bool AllInSync() {
+    for (const auto& l : set_->Links())
+      if (l.state != ReplicaSet::LinkState::kInSync) return false;
+    return true;
+  }
+  static uint64_t Copied() {
+    return CounterValue("spd_replication_resync_bytes_total") +
+           CounterValue("spd_replication_resync_discard_bytes_total");
+  }
+  void ExpectEqual(replica_test::Node& a, replica_test::Node& b) {
+    for (uint64_t off = 0; off < kVolBytes; off += 4096)
+      ASSERT_EQ(ByteAt(a, off), ByteAt(b, off)) << "offset " << off;
+  }
+  std::string dir_;
+};
+
+// The primary restarts while a replica is out of sync: the map its last process kept (the
+// units that replica missed) is resumed, and only those are copied, not the whole volume.
+TEST_F(ReplicaSetPersistTest, ARestartedPrimaryResumesTheDirtyMapItsLastProcessKept) {
+  StartSet(Marked(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}}));
+  for (int i = 0; i < 32; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a' + i % 26), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  const uint16_t port = StopServer(r2_);
+  ASSERT_EQ(Do(RequestOp::kWrite, 3 * 65536, 4096, 'x'), 0);  // r2 fails here and is marked
+  ASSERT_EQ(set_->Links()[1].state, ReplicaSet::LinkState::kOutOfSync);
+  ASSERT_EQ(Do(RequestOp::kWrite, 17 * 65536 + 4096, 4096, 'y'), 0);
+  ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'z'), 0);
+  DropSet();
+  // The next process of the primary's node: its own record of epoch 1 says it was the primary.
+  const ReplicaActivity::Snapshot mine = primary_.v->replica_activity.Take();
+  ASSERT_TRUE(mine.complete);
+  ASSERT_TRUE(mine.primary);
+  RestartServer(r2_, port);
+  ReplicaSetOptions o = Marked(2, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.base = primary_.v->generation();
+  o.prior = mine;
+  o.prior_in_sync = {"r1"};
+  o.prior_own_term = true;
+  // r1's own record keeps the last write it applied (no later message moved the watermark past
+  // it): that unit is what r1 gets.
+  uint64_t r1_units = 0;
+  for (const auto& x : r1_.v->replica_activity.Take().ranges) r1_units += x.units;
+  EXPECT_EQ(r1_units, 1u);
+  const uint64_t resumed = CounterValue("spd_replication_dirty_maps_resumed_total");
+  const uint64_t before = Copied();
+  StartSet(o);
+  for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(AllInSync()) << set_->Links()[1].detail;
+  EXPECT_EQ(CounterValue("spd_replication_dirty_maps_resumed_total") - resumed, 1u);
+  EXPECT_EQ(Copied() - before, (3u + r1_units) * 65536)
+      << "the three units r2 missed and r1's last one, nothing else";
+  ExpectEqual(primary_, r2_);
+  ExpectEqual(primary_, r1_);
+}
+
+// A map of another term, or none, is not resumed: the whole volume is copied.
+TEST_F(ReplicaSetPersistTest, AMapOfAnotherTermIsNotResumed) {
+  StartSet(Marked(1, {{"r2", Addr(r2_)}}));
+  for (int i = 0; i < 32; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a'), 0);
+  const uint16_t port = StopServer(r2_);
+  ASSERT_EQ(Do(RequestOp::kWrite, 3 * 65536, 4096, 'x'), 0);
+  DropSet();
+  RestartServer(r2_, port);
+  ReplicaSetOptions o = Marked(5, {{"r2", Addr(r2_)}});
+  o.base = primary_.v->generation();
+  o.prior = primary_.v->replica_activity.Take();
+  o.prior.epoch = 4;  // this node's record is of a later term than the map
+  o.prior_own_term = true;
+  const uint64_t before = Copied();
+  StartSet(o);
+  for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(AllInSync());
+  EXPECT_EQ(Copied() - before, kVolBytes) << "the whole volume (allocated and holes)";
+  ExpectEqual(primary_, r2_);
+}
+
+// The old primary comes back after a failover: the new one gives it only what either of them
+// had in flight in the old term (the old one's record, kept on its disk, at its hello) and what
+// it missed since, not the whole volume.
+TEST_F(ReplicaSetPersistTest, TheOldPrimaryBackGetsOnlyWhatEitherHadInFlight) {
+  StartSet(Marked(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}}));
+  for (int i = 0; i < 32; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a' + i % 26), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  DropSet();
+  // It dies with a write applied locally only (recorded first, as Admit does).
+  alignas(4096) static char buf[4096];
+  std::memset(buf, 'L', sizeof buf);
+  primary_.v->replica_activity.Record(1, 500, 9 * 65536, 4096);
+  ASSERT_EQ(
+      testing::RunVolumeIo(reactor_.get(), primary_.v, IoOp::kWrite, 9 * 65536, 4096, buf).result,
+      0);
+  const uint16_t port = StopServer(primary_);
+  // r1 takes over (epoch 2); the old primary ("p") is unreachable at first.
+  ReplicaSetOptions o = Marked(2, {{"p", "127.0.0.1:" + std::to_string(port)}, {"r2", Addr(r2_)}});
+  o.base = r1_.v->generation();
+  o.prior = r1_.v->replica_activity.Take();
+  ASSERT_TRUE(o.prior.complete);
+  o.prior_in_sync = {"p", "r2"};
+  auto s = ReplicaSet::Start(r1_.dispatcher.get(), r1_.v, o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  set_ = std::move(s).value();
+  for (int i = 0; i < 5000 && !set_->settled(); ++i) reactor_->RunOnce(1'000'000);
+  set_->Attach();
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  InprocFrontend fe1(r1_.dispatcher.get(), reactor_.get(), InprocFrontend::Options{4, 64 << 10});
+  IoRequest* req = fe1.Take();  // a write of the new term, missed by p
+  req->op = RequestOp::kWrite;
+  req->offset_bytes = 20 * 65536;
+  req->length_bytes = 4096;
+  req->volume = r1_.v;
+  std::memset(req->buf, 'N', 4096);
+  int32_t result = 1;
+  fe1.Submit(
+      req, [](void* arg, IoRequest* r) { *static_cast<int32_t*>(arg) = r->result; }, &result);
+  for (int i = 0; i < 3000 && result == 1; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(result, 0);
+  const uint64_t before = Copied();
+  RestartServer(primary_, port);
+  for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(AllInSync()) << set_->Links()[0].detail;
+  EXPECT_EQ(Copied() - before, 2u * 65536) << "unit 9 (the old primary's) and 20 (the new one's)";
+  ExpectEqual(r1_, primary_);
+  EXPECT_EQ(ByteAt(primary_, 9 * 65536), 'a' + 9 % 26) << "its unreplicated write was undone";
+}
+
+}  // namespace
+}  // namespace spd

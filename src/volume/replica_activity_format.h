@@ -1,0 +1,67 @@
+// The on-disk form of a copy's activity record (replica_activity.h) and of a primary's dirty
+// map of a replica (replica/dirty_map.h): files under DATA_DIR/replication/, mapped shared, so
+// every store is in the page cache at once and survives the process (docs/replication.md,
+// "Persisted state"). Little-endian, native alignment.
+//
+// VOLUME.activity:
+//   ActivityFileHeader (64 bytes), then ActivityFileEntry[entries_max] (a ring: head, count).
+// VOLUME.dirty.NODE:
+//   DirtyFileHeader (64 bytes), then uint64_t words[words]: bit u % 64 of word u / 64 is unit u
+//   (unit_bytes each) of the volume.
+//
+// Crash order: a record is made incomplete (flags) before anything else of it changes and marked
+// complete again last, so a process killed between two stores leaves a record that vouches for
+// nothing rather than one that vouches wrongly; likewise a dirty map is made invalid first.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace spd {
+
+inline constexpr char kActivityFileMagic[8] = {'S', 'P', 'D', 'A', 'C', 'T', '0', '1'};
+inline constexpr char kDirtyFileMagic[8] = {'S', 'P', 'D', 'D', 'R', 'T', '0', '1'};
+inline constexpr uint32_t kReplicationFileVersion = 1;
+
+struct ActivityFileHeader {
+  char magic[8];
+  uint32_t version;
+  uint32_t flags;  // kActivityFlag*
+  uint64_t epoch;  // the term the record is of (0: none)
+  uint64_t head;   // ring index of the oldest entry
+  uint64_t count;  // entries in the ring
+  uint64_t entries_max;
+  uint8_t reserved[16];
+};
+inline constexpr uint32_t kActivityFlagComplete = 1;  // the record vouches for its term
+inline constexpr uint32_t kActivityFlagPrimary = 2;   // this copy was the term's primary
+
+struct ActivityFileEntry {
+  uint64_t seq;
+  uint32_t first_unit;
+  uint32_t units;
+};
+
+struct DirtyFileHeader {
+  char magic[8];
+  uint32_t version;
+  uint32_t valid;       // 1: the bits are what the replica may lack; 0: copy the whole volume
+  uint64_t epoch;       // the primary's term that keeps the map
+  uint64_t size_bytes;  // of the volume
+  uint64_t unit_bytes;
+  uint64_t words;
+  uint32_t pending;  // 1: waits for the replica's own record (ReplicaSet, prior_pending): not
+                     // usable by another process
+  uint8_t reserved[12];
+};
+
+static_assert(sizeof(ActivityFileHeader) == 64);
+static_assert(offsetof(ActivityFileHeader, epoch) == 16);
+static_assert(offsetof(ActivityFileHeader, entries_max) == 40);
+static_assert(sizeof(ActivityFileEntry) == 16);
+static_assert(sizeof(DirtyFileHeader) == 64);
+static_assert(offsetof(DirtyFileHeader, epoch) == 16);
+static_assert(offsetof(DirtyFileHeader, words) == 40);
+static_assert(offsetof(DirtyFileHeader, pending) == 48);
+
+}  // namespace spd
