@@ -259,6 +259,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "sim: bytes per second capacity (0 = none)");
   app.add_option("--sim-error-rate", o.sim.error_probability,
                  "sim: probability that a data op fails with EIO");
+  app.add_option("--sim-error-after-ops", o.sim.error_after_ops,
+                 "sim: --sim-error-rate applies only once this many reads and writes went by "
+                 "(a device that starts failing under load)")
+      ->capture_default_str();
   app.add_option("--nbd-unix", o.nbd_unix,
                  "NBD unix socket (default DATA_DIR/nbd.sock; off). A client there is who its "
                  "uid says (SO_PEERCRED), as on the control socket: see --nbd-local-any-user");

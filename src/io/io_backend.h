@@ -162,6 +162,7 @@ struct SimOptions {
   // operation alone takes `units` times its share, and queueing starts once all are busy.
   uint32_t units = 1;
   double error_probability = 0;  // each data op fails with EIO with this probability
+  uint64_t error_after_ops = 0;  // ... once this many data ops went by (0: from the start)
   // Byte ranges [offset, offset+length) on which reads and writes fail with EIO.
   std::vector<std::pair<uint64_t, uint64_t>> error_ranges;
 };

@@ -167,7 +167,7 @@ bool SimBackend::InjectError(const BackendIo& io) {
   for (const auto& [off, len] : options_.error_ranges) {
     if (io.offset_bytes < off + len && off < io.offset_bytes + io.length_bytes) return true;
   }
-  if (options_.error_probability > 0) {
+  if (options_.error_probability > 0 && ++data_ops_ > options_.error_after_ops) {
     std::uniform_real_distribution<double> u(0, 1);
     if (u(rng_) < options_.error_probability) return true;
   }

@@ -90,6 +90,7 @@ class SimBackend final : public IoBackend {
   uint64_t now_ns() const { return NowNs(); }
 
   uint64_t bytes_written() const { return bytes_written_; }
+  uint64_t data_ops() const { return data_ops_; }
   uint64_t flushes() const { return flushes_; }
   size_t unflushed_writes() const { return pending_.size(); }
 
@@ -162,6 +163,7 @@ class SimBackend final : public IoBackend {
   BackendStats stats_;
   bool fail_flushes_ = false;
   uint32_t fail_next_ = 0;  // FailNext
+  uint64_t data_ops_ = 0;   // reads and writes seen by the probabilistic error model
   // set_fail_flushes: the first `n` cached writes are dropped, never made durable.
   void ForgetCached(size_t n);
   uint64_t bytes_written_ = 0;

@@ -37,6 +37,9 @@ Counter deposed_total("spd_replication_deposed_total",
 Counter resumed_maps_total("spd_replication_dirty_maps_resumed_total",
                            "Dirty maps of out-of-sync replicas a restarted primary took over from "
                            "its previous process (their resync copies only what they lack)");
+Counter local_failures_total("spd_replication_local_write_failures_total",
+                             "Primaries whose own copy failed a write (I/O error): each gives "
+                             "its volume up and gets the whole volume back as a replica");
 Counter prior_units_total("spd_replication_failover_resync_units_total",
                           "64 KiB units a new primary resyncs to a replica that was in sync with "
                           "the previous primary (the writes that were in flight at the failover); "
@@ -415,7 +418,34 @@ void ReplicaSet::Admit(IoRequest* req) {
 void ReplicaSet::LocalDone(IoRequest* req) {
   req->repl_local_pending = false;
   if (req->result < 0 && req->repl_result == 0) req->repl_result = req->result;
+  if (req->result < 0 && req->op != RequestOp::kFlush && req->result != -EROFS)
+    LocalWriteFailed(req);
   MaybeComplete(req);
+}
+
+void ReplicaSet::LocalWriteFailed(IoRequest* req) {
+  // This copy missed a write that the replicas may have applied. A resyncing one is stopped
+  // and gets the unit again (its copy cursor may be past it). An in-sync one now holds what
+  // this copy does not, and this copy's record cannot say where (the failed write leaves it
+  // once retired): the primary gives the volume up to it (ReplicationManager) and, back as a
+  // replica, gets the whole volume. With none in sync nothing diverged that a dirty map does
+  // not hold (Admit marked the unit for the out-of-sync ones): this copy stays the volume's.
+  bool any_in_sync = false;
+  for (auto& l : links_) {
+    if (l->info.state == LinkState::kResyncing) {
+      FailLink(l.get(), LinkState::kOutOfSync, "this primary's copy failed a write it sent");
+      l->MarkDirty(req->offset_bytes, req->length_bytes);
+    }
+    any_in_sync |= l->info.state == LinkState::kInSync;
+  }
+  if (any_in_sync && !local_failed_.exchange(true)) {
+    volume_->replica_activity.Spoil();
+    local_failures_total.Add();
+    SPD_LOG_ERROR(
+        "replication: volume %s: a write failed on this primary's own copy (%s): its copy may "
+        "differ from the replicas'; giving the volume up",
+        o_.volume.c_str(), std::strerror(-req->result));
+  }
 }
 
 void ReplicaSet::MaybeComplete(IoRequest* req) {

@@ -161,6 +161,9 @@ class ReplicaSet final : public ReplicaHook {
 
   std::vector<LinkInfo> Links() const;
   bool deposed() const { return deposed_.load(); }
+  // A write failed on the local copy (an I/O error, not EROFS): this copy is no longer the
+  // replicas' equal; the volume must go to an in-sync replica. Any thread.
+  bool local_failed() const { return local_failed_.load(); }
   // Every link has connected or failed (requests flow).
   bool settled() const { return settled_.load(); }
   uint64_t epoch() const { return o_.epoch; }
@@ -200,6 +203,7 @@ class ReplicaSet final : public ReplicaHook {
  private:
   ReplicaSet(Dispatcher* d, Volume* v, ReplicaSetOptions o);
   void Admit(IoRequest* req);
+  void LocalWriteFailed(IoRequest* req);
   void AdmitWaiting();
   // Writes that overlap one in flight (or one parked before them) wait until it is done: two
   // overlapping writes in flight together could land in different orders on different copies.
@@ -233,6 +237,7 @@ class ReplicaSet final : public ReplicaHook {
   uint32_t marks_pending_ = 0;  // links failed whose out-of-sync mark is not confirmed
   std::atomic<bool> settled_{false};
   std::atomic<bool> deposed_{false};
+  std::atomic<bool> local_failed_{false};
   bool stopping_ = false;
   struct TickTimer : Timer {
     ReplicaSet* set = nullptr;

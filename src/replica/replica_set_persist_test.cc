@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "io/sim_backend.h"
 #include "replica/dirty_map.h"
 #include "replica/replica_set_fixture.h"
 
@@ -161,6 +162,33 @@ TEST_F(ReplicaSetPersistTest, TheOldPrimaryBackGetsOnlyWhatEitherHadInFlight) {
   EXPECT_EQ(Copied() - before, 2u * 65536) << "unit 9 (the old primary's) and 20 (the new one's)";
   ExpectEqual(r1_, primary_);
   EXPECT_EQ(ByteAt(primary_, 9 * 65536), 'a' + 9 % 26) << "its unreplicated write was undone";
+}
+
+// A write that fails on the primary's own copy (an I/O error) while a replica is in sync leaves
+// the replica holding what the primary does not: the set says so (the volume must go to the
+// replica) and its record vouches for nothing (the old primary, back, gets the whole volume).
+// With no replica in sync it stays the volume's.
+TEST_F(ReplicaSetPersistTest, AWriteFailingOnThePrimarysCopyGivesTheVolumeUpToAnInSyncReplica) {
+  auto* sim = static_cast<SimBackend*>(primary_.pool->backend());
+  StartSet(Marked(1, {{"r1", Addr(r1_)}}));
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'a'), 0);
+  const uint64_t failures = CounterValue("spd_replication_local_write_failures_total");
+  sim->FailNext(1);
+  EXPECT_EQ(Do(RequestOp::kWrite, 65536, 4096, 'b'), -EIO);
+  EXPECT_TRUE(set_->local_failed());
+  EXPECT_EQ(CounterValue("spd_replication_local_write_failures_total") - failures, 1u);
+  EXPECT_EQ(ByteAt(r1_, 65536), 'b') << "the replica applied it";
+  EXPECT_FALSE(primary_.v->replica_activity.Take().complete);
+  DropSet();
+  // Alone (its replica gone and marked): a failed write changes nothing it cannot resync.
+  const uint16_t port = StopServer(r1_);
+  StartSet(Marked(2, {{"r1", "127.0.0.1:" + std::to_string(port)}}));
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'c'), 0);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  sim->FailNext(1);
+  EXPECT_EQ(Do(RequestOp::kWrite, 65536, 4096, 'd'), -EIO);
+  EXPECT_FALSE(set_->local_failed());
+  EXPECT_TRUE(primary_.v->replica_activity.Take().complete);
 }
 
 }  // namespace

@@ -269,11 +269,13 @@ void ReplicationManager::Reconcile() {
     const bool mine = prim != p.primaries.end() && prim->second.node == me &&
                       prim->second.lease == cluster_->lease_id();
     bool running = false;
+    bool local_failed = false;
     {
       std::lock_guard<std::mutex> l(mu_);
       auto it = primaries_.find(name);
       running = it != primaries_.end() &&
                 it->second->set->epoch() == static_cast<uint64_t>(mine ? prim->second.epoch : 0);
+      local_failed = running && it->second->set->local_failed();
     }
     const std::string candidacy = std::string(kVolumesPrefix) + name + "/candidates/" + me;
     if (prim != p.primaries.end()) {  // an election is over: this copy's candidacy goes
@@ -281,16 +283,23 @@ void ReplicationManager::Reconcile() {
       if (auto c = p.candidates.find(name); c != p.candidates.end() && c->second.count(me))
         (void)cluster_->client()->Delete(candidacy);
     }
-    if (mine && v->pool()->read_only()) {
-      // Its pool turned read-only (a commit failed: ENOSPC, EIO): this copy can take no write.
-      // It gives the volume up (its key, under its epoch) so that an in-sync copy takes it.
-      read_only_step_downs_total.Add();
-      SPD_LOG_ERROR("replication: %s: this node's pool is read-only: giving up the volume",
-                    name.c_str());
+    if (mine && (v->pool()->read_only() || local_failed)) {
+      // Its pool turned read-only (a commit failed: ENOSPC, EIO), or a write failed on its copy:
+      // this copy can take no write, or no longer equals the replicas. It gives the volume up
+      // (its key, under its epoch) so that an in-sync copy takes it; a copy that missed a
+      // write is marked out of sync in the same transaction, so that it never campaigns before
+      // it is resynced.
+      if (!local_failed) read_only_step_downs_total.Add();
+      SPD_LOG_ERROR("replication: %s: this node's %s: giving up the volume", name.c_str(),
+                    local_failed ? "copy failed a write" : "pool is read-only");
       StepDown(name);
       Txn txn;
       const std::string key = std::string(kVolumesPrefix) + name + "/primary";
       txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, prim->second.epoch));
+      if (local_failed)
+        txn.then.push_back(TxnOp::Put(
+            std::string(kVolumesPrefix) + name + "/replicas/" + me,
+            nlohmann::json{{"state", "out_of_sync"}, {"epoch", prim->second.epoch}}.dump()));
       txn.then.push_back(TxnOp::Delete(key));
       (void)cluster_->client()->Txn(txn);
       continue;

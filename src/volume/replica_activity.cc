@@ -102,6 +102,11 @@ void ReplicaActivity::Trim(uint64_t epoch, uint64_t seq) {
   }
 }
 
+void ReplicaActivity::Spoil() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (h_ != nullptr) h_->flags &= ~kActivityFlagComplete;
+}
+
 ReplicaActivity::Snapshot ReplicaActivity::Take() const {
   Snapshot s;
   std::vector<Range> r;

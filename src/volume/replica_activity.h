@@ -69,6 +69,9 @@ class ReplicaActivity {
   // Every message of `epoch` below `seq` is on every in-sync copy: its records go.
   void Trim(uint64_t epoch, uint64_t seq);
   Snapshot Take() const;
+  // The copy lost track of what it holds (a write failed on it): the record vouches for nothing
+  // until a new term begins.
+  void Spoil();
 
  private:
   static constexpr size_t kBytes =

@@ -76,6 +76,7 @@ start_node() {  # K
   d=$(node_dir "$k")
   mkdir -p "$d"
   [ "$k" != 3 ] || read -ra extra <<<"$NODE3_ARGS"  # node 3's own (a row's fault)
+  [ "$k" != 1 ] || read -ra extra <<<"$NODE1_ARGS"  # node 1's own
   rm -f "$d/control.sock"
   nsrun_bg "$k" "$T/n$k.log" "$SPD2" --data-dir "$d" --pool-size 256M --nbd-listen off \
     --metrics-listen off --quiet --cluster "$ETCD_ENDPOINTS" --node-name "n$k" \
@@ -592,6 +593,27 @@ row_io_errors_replica() {
   round_converges "$old"
 }
 
+# Node 1, the primary, runs on a sim device that fails 0.5% of its reads and writes once the
+# round's first writes are in (run_row sets NODE1_ARGS): a write fails on its copy, which the
+# replicas applied; it gives the volume up to one of them and, restarted on a sound device,
+# gets it back whole.
+row_io_errors_primary() {
+  local old=$E p=$P rc=0
+  [ "$p" = 1 ] || fail "$ROUND_LOG: n1, the node whose device fails, is not the primary (n$p)"
+  bc_write 1 "$SEED" 20000 >"$T/w1.log" 2>&1 || rc=$?
+  [ "$rc" -eq 3 ] && grep -q "the server failed a write" "$T/w1.log" ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: no write failed on the failing primary (exit $rc)"; }
+  wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known 2 1
+  [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
+  grep -q "this node's copy failed a write: giving up the volume" "$T/n1.log" ||
+    fail "$ROUND_LOG: n1 did not give the volume up for its failed write"
+  bc_verify "$P" "the new primary"
+  stop_node 1 KILL
+  NODE1_ARGS=""
+  start_node 1
+  round_converges "$old"
+}
+
 # rtt_R: a round with injected round trip R us and 1% loss, then kill -9 of the primary.
 row_rtt() {
   row_kill9_primary
@@ -613,8 +635,11 @@ run_row() {
   fi
   SETUP_BLOCKS=4096
   NODE3_ARGS=""
+  NODE1_ARGS=""
   [ "$row" != io_errors_replica ] ||
     NODE3_ARGS="--backend sim --sim-error-rate 0.005 --sim-seed $SEED"
+  [ "$row" != io_errors_primary ] ||
+    NODE1_ARGS="--backend sim --sim-error-rate 0.005 --sim-error-after-ops 4000 --sim-seed $SEED"
   if [[ "$row" == enospc_* ]]; then
     # 64 KiB chunks: the first writes (over the whole volume) allocate a part of it, the
     # row's writes the rest. The node that fills up: n3 (a replica) or n1 (the primary).
