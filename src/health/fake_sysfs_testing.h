@@ -33,7 +33,7 @@ class FakeSysfs {
 
   // Writes content + "\n" to rel (creating parent directories), in place.
   void Write(const std::string& rel, const std::string& content) const {
-    MakeDirs(rel.substr(0, rel.rfind('/')));
+    MakeParent(rel);
     const int fd = open(Path(rel).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     SPD_ASSERT(fd >= 0);
     const std::string line = content.empty() ? "" : content + "\n";
@@ -44,8 +44,12 @@ class FakeSysfs {
   // Makes rel an empty file: its next read returns no data, as a failing attribute does.
   void Empty(const std::string& rel) const { Write(rel, ""); }
   void Symlink(const std::string& target, const std::string& rel) const {
-    MakeDirs(rel.substr(0, rel.rfind('/')));
+    MakeParent(rel);
     SPD_ASSERT(symlink(target.c_str(), Path(rel).c_str()) == 0);
+  }
+  void MakeParent(const std::string& rel) const {
+    const size_t slash = rel.rfind('/');
+    if (slash != std::string::npos) MakeDirs(rel.substr(0, slash));
   }
   void MakeDirs(const std::string& rel) const {
     std::string p = root_;
