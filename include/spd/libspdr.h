@@ -130,7 +130,7 @@ typedef struct spdr_reading {
 /* Maps the cache spd2 publishes under a POSIX shared-memory name (NULL: SPDR_DEFAULT_SHM_NAME).
  * Thread-safe. The caller owns *out and closes it with spdr_cache_close. */
 SPDR_API int spdr_cache_open(const char* shm_name, spdr_cache** out);
-/* The same for a cache kept in a file (spd2 --health-cache FILE, tests). */
+/* The same for a cache kept in a plain file (tests, containers). */
 SPDR_API int spdr_cache_open_path(const char* path, spdr_cache** out);
 /* Unmaps it. REQUIRES: its sensors closed and watches stopped. NULL is a no-op. */
 SPDR_API void spdr_cache_close(spdr_cache* cache);
