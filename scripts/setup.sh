@@ -18,6 +18,7 @@ pkgs=(
   libfuse3-dev fuse3
   libgnutls28-dev gnutls-bin
   iproute2 nftables procps curl python3-venv python3-pip
+  lm-sensors
   systemtap-sdt-dev bpftrace prometheus
   prometheus-cpp-dev
   etcd-server etcd-client

@@ -1,0 +1,154 @@
+#include "health/health_cache.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <ctime>
+#include <new>
+
+namespace spd::health {
+namespace {
+
+uint64_t NowNs(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
+}
+
+// Opens a fresh, empty object to build the segment in; `publish` then makes it visible under
+// its final name (a rename for files; shm objects are created under their final name, and
+// readers wait for the magic).
+Result<int> OpenFresh(const CacheOptions& o, std::string* build_path) {
+  int fd;
+  if (!o.path.empty()) {
+    *build_path = o.path + ".tmp." + std::to_string(getpid());
+    unlink(build_path->c_str());
+    fd = open(build_path->c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, o.mode);
+    if (fd < 0) return Status::FromErrno(errno, "create " + *build_path);
+  } else {
+    shm_unlink(o.shm_name.c_str());
+    fd = shm_open(o.shm_name.c_str(), O_RDWR | O_CREAT | O_EXCL, o.mode);
+    if (fd < 0) return Status::FromErrno(errno, "shm_open " + o.shm_name);
+  }
+  // The umask may have narrowed the mode; readers need it as asked.
+  if (fchmod(fd, o.mode) != 0) {
+    Status s = Status::FromErrno(errno, "fchmod health cache");
+    close(fd);
+    return s;
+  }
+  return fd;
+}
+
+}  // namespace
+
+void CopyField(char* dst, size_t capacity, std::string_view s) {
+  const size_t n = std::min(s.size(), capacity - 1);
+  std::memcpy(dst, s.data(), n);
+  std::memset(dst + n, 0, capacity - n);
+}
+
+Result<std::unique_ptr<HealthCacheWriter>> HealthCacheWriter::Create(const CacheOptions& o) {
+  if (o.capacity == 0 || o.capacity > kSensorsMax) {
+    return InvalidArgument("health cache capacity must be 1.." + std::to_string(kSensorsMax));
+  }
+  std::string build_path;
+  SPD_ASSIGN_OR_RETURN(int fd, OpenFresh(o, &build_path));
+  const size_t bytes = SegmentBytes(o.capacity);
+  if (ftruncate(fd, off_t(bytes)) != 0) {
+    Status s = Status::FromErrno(errno, "size health cache");
+    close(fd);
+    return s;
+  }
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int map_errno = errno;
+  close(fd);
+  if (base == MAP_FAILED) return Status::FromErrno(map_errno, "mmap health cache");
+
+  std::unique_ptr<HealthCacheWriter> w(new HealthCacheWriter());
+  w->options_ = o;
+  w->base_ = base;
+  w->bytes_ = bytes;
+  w->location_ = o.path.empty() ? o.shm_name : o.path;
+  // The object is new and zero-filled; placement-new gives the atomics their lifetime.
+  w->header_ = new (base) HealthHeader{};
+  w->records_ = reinterpret_cast<SensorRecord*>(static_cast<char*>(base) + sizeof(HealthHeader));
+  for (uint32_t i = 0; i < o.capacity; ++i) new (&w->records_[i]) SensorRecord{};
+  HealthHeader& h = *w->header_;
+  h.version = kHealthFormatVersion;
+  h.header_bytes = sizeof(HealthHeader);
+  h.record_bytes = sizeof(SensorRecord);
+  h.sensors_capacity = o.capacity;
+  h.writer_pid = uint64_t(getpid());
+  h.created_realtime_ns = NowNs(CLOCK_REALTIME);
+  h.total_bytes = bytes;
+  h.magic.store(kHealthMagic, std::memory_order_release);
+  if (!build_path.empty() && rename(build_path.c_str(), o.path.c_str()) != 0) {
+    Status s = Status::FromErrno(errno, "rename " + build_path);
+    unlink(build_path.c_str());
+    return s;
+  }
+  return w;
+}
+
+HealthCacheWriter::~HealthCacheWriter() {
+  if (base_ != nullptr) munmap(base_, bytes_);
+  if (!options_.unlink_on_close) return;
+  if (!options_.path.empty()) {
+    unlink(options_.path.c_str());
+  } else {
+    shm_unlink(options_.shm_name.c_str());
+  }
+}
+
+Result<uint32_t> HealthCacheWriter::AddSensor(const SensorIdentity& id) {
+  const uint32_t index = header_->sensor_count.load(std::memory_order_relaxed);
+  if (index >= header_->sensors_capacity) {
+    return ResourceExhausted("health cache full (" + std::to_string(index) + " sensors)");
+  }
+  SensorRecord& r = records_[index];
+  r.period_ns = id.period_ns;
+  r.kind = static_cast<uint16_t>(id.kind);
+  r.unit = static_cast<uint16_t>(id.unit);
+  r.source_index = id.source_index;
+  CopyField(r.name, sizeof(r.name), id.name);
+  CopyField(r.pci_location, sizeof(r.pci_location), id.pci_location);
+  CopyField(r.channel, sizeof(r.channel), id.channel);
+  CopyField(r.label, sizeof(r.label), id.label);
+  r.status.store(static_cast<uint32_t>(SensorStatus::kStale), std::memory_order_relaxed);
+  header_->sensor_count.store(index + 1, std::memory_order_release);
+  return index;
+}
+
+void HealthCacheWriter::Write(uint32_t index, const SensorSample& sample) {
+  SPD_ASSERT(index < sensor_count());
+  SPD_ASSERT(in_round_);
+  WriteSample(records_[index], sample);
+}
+
+void HealthCacheWriter::BeginRound() {
+  SPD_ASSERT(!in_round_);
+  in_round_ = true;
+  health::BeginRound(*header_);
+}
+
+void HealthCacheWriter::EndRound(uint64_t monotonic_ns, uint64_t realtime_ns) {
+  SPD_ASSERT(in_round_);
+  in_round_ = false;
+  header_->heartbeat_monotonic_ns.store(monotonic_ns, std::memory_order_relaxed);
+  header_->heartbeat_realtime_ns.store(realtime_ns, std::memory_order_relaxed);
+  health::EndRound(*header_);
+}
+
+uint32_t HealthCacheWriter::sensor_count() const {
+  return header_->sensor_count.load(std::memory_order_relaxed);
+}
+
+const SensorRecord& HealthCacheWriter::record(uint32_t index) const {
+  SPD_ASSERT(index < sensor_count());
+  return records_[index];
+}
+
+}  // namespace spd::health
