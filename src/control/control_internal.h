@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "control/call_executor.h"
+
 #include "audit/audit_log.h"
 #include "common/counters.h"
 #include "common/log.h"
@@ -383,6 +385,10 @@ struct ControlServer::Impl : VolumeManager::Listener {
   Status Calibrate(const qos::CalibrateOptions& o, v1::CalibrateResponse* resp);
   std::atomic<bool> calibrating{false};
   std::thread calibrator;
+  // Replicated creates, promotes and demotes (they wait on etcd and other nodes): one at a
+  // time, at most kReplicationCallsQueuedMax waiting (call_executor.h).
+  static constexpr size_t kReplicationCallsQueuedMax = 16;
+  CallExecutor replication_calls{kReplicationCallsQueuedMax};
   void FillStatus(const std::string& volume, v1::Volume* out);
   // Tenants: a tenant's intent to the scheduler (the sum of its volumes); a deleted tenant's
   // back to the default; every stored tenant's (at start); the admission check of a tenant's

@@ -743,6 +743,8 @@ void ControlServer::Stop() {
   events_->WakeAll();  // watchers see `stopping` and finish
   // A calibration runs to its end (at most its seconds_max) and answers first.
   if (impl_->calibrator.joinable()) impl_->calibrator.join();
+  // The replication call running ends (its own deadline); those waiting are answered.
+  impl_->replication_calls.Stop();
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   impl_->server->Wait();
   impl_->server.reset();

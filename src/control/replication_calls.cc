@@ -50,9 +50,35 @@ grpc::ServerUnaryReactor* RefuseNoReplication(ControlServer::Impl* impl,
       FailedPrecondition("replicated volumes need spd2 --cluster and --replication-listen"));
 }
 
+Status BusyReplicationCalls() {
+  return ResourceExhausted("too many replication calls waiting (" +
+                           std::to_string(ControlServer::Impl::kReplicationCallsQueuedMax) +
+                           "; they run one at a time): try again later");
+}
+
+// The end of a replicated create (on the executor's thread).
+void FinishReplicatedCreate(ControlServer::Impl* impl, grpc::ServerUnaryReactor* r,
+                            v1::Volume* resp, const Caller& caller, bool placed,
+                            const std::string& name, std::shared_ptr<AuditCall> audit, Status st) {
+  if (!st.ok() && placed) impl->UnplaceNewVolume(name);
+  if (st.ok()) {
+    if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);
+  }
+  if (!st.ok() || caller.role != policy::Role::kTenant)
+    return impl->FinishAudited(r, std::move(*audit), st, true);
+  // A tenant's volume is its tenant's from the start (on the worker, before the answer), as
+  // a local volume's (control_server.cc, CreateVolume).
+  impl->Enqueue(
+      [impl, r, resp, caller, name, audit] {
+        impl->FinishAudited(r, std::move(*audit), impl->OwnNewVolume(caller, name, resp), true);
+      },
+      false);
+}
+
 }  // namespace
 
-// Placed and recorded in etcd on a thread of its own (blocking, bounded by etcd's timeouts).
+// Placed and recorded in etcd on the replication calls' thread (blocking, bounded by etcd's
+// timeouts).
 grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
                                                  grpc::CallbackServerContext* ctx,
                                                  const v1::CreateVolumeRequest* req,
@@ -78,25 +104,17 @@ grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
   }
   auto* r = ctx->DefaultReactor();
   ControlServer::Impl* impl = impl_;
-  std::thread([impl, rm, r, resp, caller, placed, name = req->name(), size = req->size_bytes(),
-               replicas = req->replicas(), durability = dur.value(), async,
-               audit = std::move(audit)]() mutable {
-    Status st = rm->Create(name, size, replicas, durability, async);
-    if (!st.ok() && placed) impl->UnplaceNewVolume(name);
-    if (st.ok()) {
-      if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);
-    }
-    if (!st.ok() || caller.role != policy::Role::kTenant)
-      return impl->FinishAudited(r, std::move(audit), st, true);
-    // A tenant's volume is its tenant's from the start (on the worker, before the answer), as
-    // a local volume's (control_server.cc, CreateVolume).
-    auto a = std::make_shared<AuditCall>(std::move(audit));
-    impl->Enqueue(
-        [impl, r, resp, caller, name, a] {
-          impl->FinishAudited(r, std::move(*a), impl->OwnNewVolume(caller, name, resp), true);
-        },
-        false);
-  }).detach();
+  auto a = std::make_shared<AuditCall>(std::move(audit));
+  const bool kept = impl->replication_calls.Submit(
+      [impl, rm, r, resp, caller, placed, name = req->name(), size = req->size_bytes(),
+       replicas = req->replicas(), durability = dur.value(), async, a](const Status& refused) {
+        Status st = refused.ok() ? rm->Create(name, size, replicas, durability, async) : refused;
+        FinishReplicatedCreate(impl, r, resp, caller, placed, name, a, st);
+      });
+  if (!kept) {
+    if (placed) impl->UnplaceNewVolume(req->name());
+    impl->FinishAudited(r, std::move(*a), BusyReplicationCalls(), true);
+  }
   return r;
 }
 
@@ -128,8 +146,8 @@ grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
 
 namespace {
 
-// Promote and demote: admins only; `change` runs on a thread of its own (it waits up to 15 s
-// for the hand-over), then the volume is answered as ListReplicas would.
+// Promote and demote: admins only; `change` runs on the replication calls' thread (it waits up
+// to 15 s for the hand-over), then the volume is answered as ListReplicas would.
 template <typename Req>
 grpc::ServerUnaryReactor* HandOverCall(ControlServer::Impl* impl_, grpc::CallbackServerContext* ctx,
                                        const char* method, const Req* req,
@@ -142,12 +160,14 @@ grpc::ServerUnaryReactor* HandOverCall(ControlServer::Impl* impl_, grpc::Callbac
   ReplicationManager* rm = impl_->options.replication;
   if (rm == nullptr) return RefuseNoReplication(impl_, ctx, std::move(audit));
   auto* r = ctx->DefaultReactor();
-  std::thread([impl_, rm, r, resp, name = req->volume(), change = std::move(change),
-               audit = std::move(audit)]() mutable {
-    Status st = change(rm);
-    if (st.ok()) FillReplicated(rm, name, resp);
-    impl_->FinishAudited(r, std::move(audit), st, true);
-  }).detach();
+  auto a = std::make_shared<AuditCall>(std::move(audit));
+  if (!impl_->replication_calls.Submit([impl_, rm, r, resp, name = req->volume(),
+                                        change = std::move(change), a](const Status& refused) {
+        Status st = refused.ok() ? change(rm) : refused;
+        if (st.ok()) FillReplicated(rm, name, resp);
+        impl_->FinishAudited(r, std::move(*a), st, true);
+      }))
+    impl_->FinishAudited(r, std::move(*a), BusyReplicationCalls(), true);
   return r;
 }
 
