@@ -34,16 +34,9 @@ Counter held_failed_total("spd_replication_held_failed_total",
                           "out-of-sync mark");
 Counter deposed_total("spd_replication_deposed_total",
                       "Volumes whose primary learned from a replica that a newer one exists");
-Counter resumed_maps_total("spd_replication_dirty_maps_resumed_total",
-                           "Dirty maps of out-of-sync replicas a restarted primary took over from "
-                           "its previous process (their resync copies only what they lack)");
 Counter local_failures_total("spd_replication_local_write_failures_total",
                              "Primaries whose own copy failed a write (I/O error): each gives "
                              "its volume up and gets the whole volume back as a replica");
-Counter prior_units_total("spd_replication_failover_resync_units_total",
-                          "64 KiB units a new primary resyncs to a replica that was in sync with "
-                          "the previous primary (the writes that were in flight at the failover); "
-                          "a replica without them gets the whole volume copied");
 Counter lost_copies_total("spd_replication_lost_copies_total",
                           "Replicas back at a generation below a barrier they acknowledged (a "
                           "new disk, a restored image): resynced whole, not by their dirty map");
@@ -584,52 +577,6 @@ void ReplicaSet::ClearSlot(uint64_t seq) {
   const uint64_t low = low_seq_;
   while (low_seq_ < next_seq_ && table_[low_seq_ & mask_] == nullptr) ++low_seq_;
   if (low_seq_ != low) volume_->replica_activity.Trim(o_.epoch, low_seq_);
-}
-
-void ReplicaSet::SeedDirty(Link* l) {
-  bool in_prior = false;
-  for (const std::string& n : o_.prior_in_sync) in_prior |= n == l->target.name;
-  if (in_prior) {
-    // What it missed of the last term's writes: this copy's record now, its own at its hello.
-    l->dirty.Reset(o_.epoch, o_.prior.ranges, /*pending=*/true);
-    l->prior_pending = true;
-  } else if (o_.prior_own_term && l->dirty.valid() && l->dirty.epoch() == o_.prior.epoch) {
-    // Out of sync in the term this node was the primary of, its map kept by that process: the
-    // map, plus what that primary had in flight, is all it lacks.
-    const uint64_t before = l->dirty.Count();
-    l->dirty.Carry(o_.epoch, o_.prior.ranges);
-    resumed_maps_total.Add();
-    SPD_LOG_INFO(
-        "replication: volume %s: replica %s resumes its dirty map of epoch %llu: %llu units of "
-        "64 KiB (%llu from the writes in flight then)",
-        o_.volume.c_str(), l->target.name.c_str(), static_cast<unsigned long long>(o_.prior.epoch),
-        static_cast<unsigned long long>(l->dirty.Count()),
-        static_cast<unsigned long long>(l->dirty.Count() - before));
-  } else {
-    l->dirty.Invalidate();
-  }
-}
-
-void ReplicaSet::AdoptPriorActivity(Link* l) {
-  if (!l->prior_pending) return;
-  l->prior_pending = false;
-  const ReplicaActivity::Snapshot& mine = o_.prior;
-  if (!(l->reply.activity_flags & rw::kActivityComplete) || l->reply.activity_epoch != mine.epoch) {
-    l->dirty.Invalidate();  // its record cannot vouch: the whole volume
-    return;
-  }
-  std::vector<ReplicaActivity::Range> all = mine.ranges;
-  for (const rw::ActivityRange& r : l->reply_ranges) all.push_back({r.first_unit, r.units});
-  all = MergeRanges(std::move(all));
-  l->dirty.Resolve(all);
-  uint64_t units = 0;
-  for (const ReplicaActivity::Range& r : all) units += r.units;
-  prior_units_total.Add(units);
-  SPD_LOG_INFO(
-      "replication: volume %s: replica %s was in sync in epoch %llu; only the %llu "
-      "units of 64 KiB either copy applied last then will be resynced",
-      o_.volume.c_str(), l->target.name.c_str(), static_cast<unsigned long long>(mine.epoch),
-      static_cast<unsigned long long>(units));
 }
 
 void ReplicaSet::CompleteAll() {

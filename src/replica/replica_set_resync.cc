@@ -38,6 +38,13 @@ Counter resyncs_aborted_total("spd_replication_resyncs_aborted_total",
                               "Resyncs abandoned (the replica failed, a local read failed, the "
                               "set closed); retried from the start");
 
+Counter resumed_maps_total("spd_replication_dirty_maps_resumed_total",
+                           "Dirty maps of out-of-sync replicas a restarted primary took over from "
+                           "its previous process (their resync copies only what they lack)");
+Counter prior_units_total("spd_replication_failover_resync_units_total",
+                          "64 KiB units a new primary resyncs to a replica that was in sync with "
+                          "the previous primary (the writes that were in flight at the failover); "
+                          "a replica without them gets the whole volume copied");
 }  // namespace
 
 struct ReplicaSet::Copy {
@@ -331,6 +338,52 @@ void ReplicaSet::AbortCopy(const std::string& why) {
     stale_copies_.push_back(std::move(c));
   }
   AdmitWaiting();
+}
+
+void ReplicaSet::SeedDirty(Link* l) {
+  bool in_prior = false;
+  for (const std::string& n : o_.prior_in_sync) in_prior |= n == l->target.name;
+  if (in_prior) {
+    // What it missed of the last term's writes: this copy's record now, its own at its hello.
+    l->dirty.Reset(o_.epoch, o_.prior.ranges, /*pending=*/true);
+    l->prior_pending = true;
+  } else if (o_.prior_own_term && l->dirty.valid() && l->dirty.epoch() == o_.prior.epoch) {
+    // Out of sync in the term this node was the primary of, its map kept by that process: the
+    // map, plus what that primary had in flight, is all it lacks.
+    const uint64_t before = l->dirty.Count();
+    l->dirty.Carry(o_.epoch, o_.prior.ranges);
+    resumed_maps_total.Add();
+    SPD_LOG_INFO(
+        "replication: volume %s: replica %s resumes its dirty map of epoch %llu: %llu units of "
+        "64 KiB (%llu from the writes in flight then)",
+        o_.volume.c_str(), l->target.name.c_str(), static_cast<unsigned long long>(o_.prior.epoch),
+        static_cast<unsigned long long>(l->dirty.Count()),
+        static_cast<unsigned long long>(l->dirty.Count() - before));
+  } else {
+    l->dirty.Invalidate();
+  }
+}
+
+void ReplicaSet::AdoptPriorActivity(Link* l) {
+  if (!l->prior_pending) return;
+  l->prior_pending = false;
+  const ReplicaActivity::Snapshot& mine = o_.prior;
+  if (!(l->reply.activity_flags & rw::kActivityComplete) || l->reply.activity_epoch != mine.epoch) {
+    l->dirty.Invalidate();  // its record cannot vouch: the whole volume
+    return;
+  }
+  std::vector<ReplicaActivity::Range> all = mine.ranges;
+  for (const rw::ActivityRange& r : l->reply_ranges) all.push_back({r.first_unit, r.units});
+  all = MergeRanges(std::move(all));
+  l->dirty.Resolve(all);
+  uint64_t units = 0;
+  for (const ReplicaActivity::Range& r : all) units += r.units;
+  prior_units_total.Add(units);
+  SPD_LOG_INFO(
+      "replication: volume %s: replica %s was in sync in epoch %llu; only the %llu "
+      "units of 64 KiB either copy applied last then will be resynced",
+      o_.volume.c_str(), l->target.name.c_str(), static_cast<unsigned long long>(mine.epoch),
+      static_cast<unsigned long long>(units));
 }
 
 }  // namespace spd
