@@ -376,6 +376,10 @@ void ReplicaSet::Admit(IoRequest* req) {
   req->repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
   send_at_[seq & mask_] = SendAt();
   req->repl_waiting = deposed_ ? 0 : InSyncBits();
+  if (req->op != RequestOp::kFlush && req->repl_waiting != 0)
+    for (auto& l : links_)
+      if (req->repl_waiting & l->bit())
+        l->NoteUnbarriered(seq, req->offset_bytes, req->length_bytes);
   rw::Header h;
   h.epoch = o_.epoch;
   h.seq = seq;
@@ -594,10 +598,13 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
   if (l->info.state == LinkState::kInSync) l->dirty.Reset(o_.epoch, {}, false);
   // A whole-volume copy cut short resumes where it stopped (what it copied stays there).
   if (l->info.state == LinkState::kResyncing) CheckpointCopy();
-  if (l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing)
+  if (l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing) {
     for (IoRequest* r : table_)
       if (r != nullptr && r->op != RequestOp::kFlush && (r->repl_waiting & l->bit()))
         l->MarkDirty(r->offset_bytes, r->length_bytes);
+    // What it acknowledged since its last barrier: gone with its power, maybe.
+    l->MarkUnbarriered();
+  }
   if (l->info.state == LinkState::kResyncing) AbortCopy(why);
   link_failures_total.Add();
   SPD_LOG_WARN("replication: volume %s: replica %s (%s) %s: %s", o_.volume.c_str(),

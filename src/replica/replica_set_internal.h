@@ -144,6 +144,46 @@ struct ReplicaSet::Link {
   void MarkDirty(uint64_t off, uint64_t len) {
     if (dirty.valid()) dirty.Mark(off, len);
   }
+  // The writes it acknowledged since its last barrier: applied there, durable only at the next
+  // barrier, so a replica that loses power loses them; when it fails they join its dirty map
+  // (FailLink). A ring of at most kUnbarrieredMax; past that, `unbarriered_lost` until a
+  // barrier covers the write that did not fit (a failure then copies the whole volume).
+  static constexpr size_t kUnbarrieredMax = 4096;
+  struct Unbarriered {
+    uint64_t seq;
+    uint64_t off;
+    uint64_t len;
+  };
+  std::vector<Unbarriered> unbarriered;
+  size_t ub_head = 0, ub_count = 0;
+  uint64_t unbarriered_lost = 0;  // the newest seq that did not fit (0: none)
+  void NoteUnbarriered(uint64_t seq, uint64_t off, uint64_t len) {
+    if (ub_count == kUnbarrieredMax) {
+      unbarriered_lost = seq;
+      return;
+    }
+    if (unbarriered.empty()) unbarriered.resize(kUnbarrieredMax);
+    unbarriered[(ub_head + ub_count) % kUnbarrieredMax] = {seq, off, len};
+    ++ub_count;
+  }
+  // A barrier numbered `seq` is durable there: what was numbered before it is too.
+  void BarrierAcked(uint64_t seq) {
+    while (ub_count > 0 && unbarriered[ub_head].seq < seq) {
+      ub_head = (ub_head + 1) % kUnbarrieredMax;
+      --ub_count;
+    }
+    if (unbarriered_lost != 0 && unbarriered_lost < seq) unbarriered_lost = 0;
+  }
+  // Into the dirty map, once it fell out of sync (REQUIRES: dirty valid or about to be made so).
+  void MarkUnbarriered() {
+    if (unbarriered_lost != 0) dirty.Invalidate();
+    for (size_t i = 0; i < ub_count; ++i) {
+      const Unbarriered& u = unbarriered[(ub_head + i) % kUnbarrieredMax];
+      MarkDirty(u.off, u.len);
+    }
+    ub_head = ub_count = 0;
+    unbarriered_lost = 0;
+  }
   bool IsDirty(uint64_t unit) const { return dirty.valid() && dirty.IsDirty(unit); }
   void SetState(LinkState s, const std::string& detail) {
     {

@@ -248,8 +248,10 @@ void LinkRead(Link* l) {
         std::lock_guard<std::mutex> g(set->info_mu_);
         ++l->info.acked;
       }
-      if (req->op == RequestOp::kFlush)
+      if (req->op == RequestOp::kFlush) {
         l->acked_barrier_seq = std::max(l->acked_barrier_seq, h.seq);
+        l->BarrierAcked(h.seq);
+      }
       req->repl_waiting &= ~l->bit();
       set->MaybeComplete(req);
       if (l->closed) return;

@@ -191,5 +191,42 @@ TEST_F(ReplicaSetPersistTest, AWriteFailingOnThePrimarysCopyGivesTheVolumeUpToAn
   EXPECT_TRUE(primary_.v->replica_activity.Take().complete);
 }
 
+// A replica that loses power loses what it acknowledged since its last barrier (applied, not yet
+// durable there): when it fails, those writes join its dirty map, and its resync brings them
+// back, not only what it missed while away.
+TEST_F(ReplicaSetPersistTest, AReplicaThatLostPowerGetsItsUnbarrieredWritesBack) {
+  StartSet(Marked(1, {{"r1", Addr(r1_)}}));
+  for (int i = 0; i < 16; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 4096, 'i'), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);  // durable on r1
+  ASSERT_EQ(Do(RequestOp::kWrite, 20 * 65536, 4096, 'u'), 0);
+  ASSERT_EQ(Do(RequestOp::kWrite, 21 * 65536, 4096, 'u'), 0);
+  ASSERT_EQ(ByteAt(r1_, 20 * 65536), 'u') << "applied on r1, not durable there";
+  // r1's power goes: its device keeps only what a barrier made durable.
+  SimBackend::Image img =
+      static_cast<SimBackend*>(r1_.pool->backend())->CrashImage(1, CrashOptions{0.0, 0.0});
+  const uint16_t port = StopServer(r1_);
+  ASSERT_EQ(Do(RequestOp::kWrite, 30 * 65536, 4096, 'w'), 0);  // it fails here and is marked
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  r1_.dispatcher.reset();
+  r1_.volumes.reset();
+  r1_.pool.reset();
+  auto p =
+      Pool::Open(std::make_unique<SimBackend>(reactor_.get(), img, SimOptions{}), reactor_.get());
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  r1_.pool = std::move(p).value();
+  r1_.v = r1_.pool->FindVolume("vol");
+  ASSERT_NE(r1_.v, nullptr);
+  ASSERT_EQ(ByteAt(r1_, 20 * 65536), 0) << "the unbarriered write is gone";
+  r1_.volumes = std::make_unique<VolumeManager>(r1_.pool.get());
+  r1_.dispatcher = std::make_unique<Dispatcher>(r1_.pool.get(), DispatcherOptions{});
+  RestartServer(r1_, port);
+  for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(AllInSync()) << set_->Links()[0].detail;
+  EXPECT_EQ(ByteAt(r1_, 20 * 65536), 'u');
+  EXPECT_EQ(ByteAt(r1_, 21 * 65536), 'u');
+  EXPECT_EQ(ByteAt(r1_, 30 * 65536), 'w');
+  ExpectEqual(primary_, r1_);
+}
+
 }  // namespace
 }  // namespace spd
