@@ -455,8 +455,17 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
       ->check(CLI::IsMember(roles));
   tc->add_option("--tenant", *tenant, "The tenant, for the tenant role");
   tc->add_option("--description", *descr, "What the token is for");
+  auto ttl = std::make_shared<std::string>();
+  tc->add_option("--ttl", *ttl,
+                 "Expire this long after creation: 30s, 15m, 1h, 7d (at most 3650d; default: "
+                 "never)");
   tc->callback([=] {
     v1::CreateTokenRequest req;
+    if (!ttl->empty()) {
+      auto secs = policy::ParseDuration("--ttl", *ttl);
+      if (!secs.ok()) return void(*rc = Usage(secs.status()));
+      req.set_ttl_seconds(static_cast<int64_t>(secs.value()));
+    }
     req.set_role(role_of(*role));
     req.set_tenant(*tenant);
     req.set_description(*descr);

@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <ctime>
 #include <sstream>
 
 #include "policy/model.h"
@@ -17,6 +18,16 @@ Doc Header(const char* kind) {
   d["apiVersion"] = kApiVersion;
   d["kind"] = kind;
   return d;
+}
+
+// Seconds since the epoch as "2026-12-02T01:00:00Z".
+std::string UtcTime(int64_t unix_seconds) {
+  const auto t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  char buf[32];
+  if (gmtime_r(&t, &tm) == nullptr || std::strftime(buf, sizeof buf, "%FT%TZ", &tm) == 0)
+    return std::to_string(unix_seconds);
+  return buf;
 }
 
 Doc VolumeFields(const v1::Volume& v) {
@@ -470,6 +481,7 @@ Doc TokenListDoc(const std::vector<v1::Token>& ts) {
     x["tenant"] = t.tenant();
     x["description"] = t.description();
     x["createdUnix"] = t.created_unix();
+    x["expiresUnix"] = t.expires_unix();  // 0: never
     d["items"].push_back(std::move(x));
   }
   return d;
@@ -635,9 +647,19 @@ std::string Render(const Doc& doc, Output out) {
     if (kind == "UidRoleList")
       return Table(rows,
                    {{"UID", "uid", false}, {"ROLE", "role", false}, {"TENANT", "tenant", false}});
+    std::vector<Doc> flat;
+    for (const Doc* x : rows) {
+      Doc f = *x;
+      const int64_t exp = (*x)["expiresUnix"].get<int64_t>();
+      f["expires"] = exp == 0 ? std::string("never") : UtcTime(exp);
+      flat.push_back(std::move(f));
+    }
+    rows.clear();
+    for (const Doc& f : flat) rows.push_back(&f);
     return Table(rows, {{"ID", "id", false},
                         {"ROLE", "role", false},
                         {"TENANT", "tenant", false},
+                        {"EXPIRES", "expires", false},
                         {"DESCRIPTION", "description", false}});
   }
   if (kind == "AuditHead")

@@ -218,6 +218,7 @@ TEST(SpdctlFormat, AccessShapesArePinned) {
   tokens[1].set_tenant("acme");
   tokens[1].set_description("acme's provisioner");
   tokens[1].set_created_unix(1796000100);
+  tokens[1].set_expires_unix(1796086500);
   ExpectGolden("token_list.json", Render(TokenListDoc(tokens), Output::kJson));
   ExpectGolden("token_list.yaml", Render(TokenListDoc(tokens), Output::kYaml));
   ExpectGolden("token_list.txt", Render(TokenListDoc(tokens), Output::kTable));

@@ -2,7 +2,7 @@
 bad, altered or revoked one: UNAUTHENTICATED; a viewer token reads but cannot change; an admin
 token can; a tenant token sees and changes only its tenant's volumes; an operator token changes
 tenants but not the uid map; a plaintext client gets nothing; the daemon refuses to listen on
-TCP without TLS."""
+TCP without TLS; a token created with a ttl works until it expires, then is UNAUTHENTICATED."""
 import os
 import socket
 import subprocess
@@ -90,6 +90,55 @@ check("admin token creates", code(vol.CreateVolume, mk, admin.secret) == grpc.St
 acc.RevokeToken(apb.RevokeTokenRequest(id=viewer.token.id), timeout=10)
 check("a revoked token: UNAUTHENTICATED",
       code(vol.ListVolumes, lst, viewer.secret) == grpc.StatusCode.UNAUTHENTICATED)
+
+# A token with a ttl (spdctl token create --ttl): accepted until it expires, then UNAUTHENTICATED
+# saying so; spdctl refuses a ttl it cannot read as a usage error (exit 2), the daemon one that is
+# too long (INVALID_ARGUMENT, exit 8); token list shows the expiry.
+SPDCTL = os.environ.get("SPDCTL", os.path.join(os.path.dirname(SPD2), "spdctl"))
+sock = ["--socket", os.path.join(data, "control.sock")]
+for bad in ("0", "0s", "=-1h", "1w", "abc", "1.5h"):
+    r = subprocess.run([SPDCTL] + sock + ["token", "create", "--role", "viewer",
+                       "--ttl" + (bad if bad.startswith("=") else "=" + bad)],
+                       capture_output=True, text=True, timeout=30)
+    check("--ttl %s: usage error, exit 2 (%r)" % (bad, r.stderr.strip()),
+          r.returncode == 2 and "--ttl" in r.stderr)
+r = subprocess.run([SPDCTL] + sock + ["token", "create", "--role", "viewer", "--ttl", "3651d"],
+                   capture_output=True, text=True, timeout=30)
+check("--ttl over 10 years: INVALID_ARGUMENT, exit 8 (%r)" % r.stderr.strip(),
+      r.returncode == 8 and "ttl_seconds" in r.stderr)
+t0 = time.time()
+r = subprocess.run([SPDCTL] + sock + ["token", "create", "--role", "viewer", "--ttl", "2s",
+                    "--description", "short"], capture_output=True, text=True, timeout=30)
+short = r.stdout.strip()
+check("spdctl token create --ttl 2s (%r)" % r.stderr.strip(), r.returncode == 0 and short)
+t_call = time.time()
+ok_before = code(vol.ListVolumes, lst, short)
+import json as _json  # noqa: E402
+listed = _json.loads(subprocess.run([SPDCTL] + sock + ["token", "list", "-o", "json"],
+                                    capture_output=True, text=True, timeout=30).stdout)
+mine = [t for t in listed["items"] if short.startswith("spd_" + t["id"] + "_")]
+check("token list -o json shows its expiresUnix (%s)" % mine,
+      len(mine) == 1 and mine[0]["expiresUnix"] == mine[0]["createdUnix"] + 2)
+table = subprocess.run([SPDCTL] + sock + ["token", "list"], capture_output=True, text=True,
+                       timeout=30).stdout
+check("token list's table has EXPIRES (never, or the time)",
+      "EXPIRES" in table and "never" in table and "Z " in table)
+# created_unix is in whole seconds: the token lives 1 to 2 s; the call came well before.
+check("a 2 s token works at first (%.2f s after its creation began: %s)" %
+      (t_call - t0, ok_before.name),
+      ok_before == grpc.StatusCode.OK and t_call < mine[0]["expiresUnix"])
+time.sleep(max(0.0, mine[0]["expiresUnix"] - time.time()) + 0.2)
+try:
+    vol.ListVolumes(lst, timeout=10, metadata=[("authorization", "Bearer " + short)])
+    expired = None
+except grpc.RpcError as e:
+    expired = e
+check("once expired: UNAUTHENTICATED, 'API token expired' (%s)" %
+      (expired and expired.details()),
+      expired is not None and expired.code() == grpc.StatusCode.UNAUTHENTICATED
+      and "expired" in expired.details())
+check("a token without a ttl still works",
+      code(vol.ListVolumes, lst, admin.secret) == grpc.StatusCode.OK)
 
 # Tenant and operator tokens: the role table applies to tokens as to uids (docs/control.md).
 lvol = volumes_pb2_grpc.VolumeServiceStub(local)
