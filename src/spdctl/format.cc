@@ -471,19 +471,56 @@ Doc UidRoleListDoc(const std::vector<v1::UidRole>& es) {
   return d;
 }
 
+namespace {
+void TokenFields(const v1::Token& t, Doc* x) {
+  (*x)["id"] = t.id();
+  (*x)["role"] = RoleText(t.role());
+  (*x)["tenant"] = t.tenant();
+  (*x)["description"] = t.description();
+  (*x)["createdUnix"] = t.created_unix();
+  (*x)["expiresUnix"] = t.expires_unix();  // 0: never
+}
+}  // namespace
+
 Doc TokenListDoc(const std::vector<v1::Token>& ts) {
   Doc d = Header("TokenList");
   d["items"] = Doc::array();
   for (const v1::Token& t : ts) {
     Doc x;
-    x["id"] = t.id();
-    x["role"] = RoleText(t.role());
-    x["tenant"] = t.tenant();
-    x["description"] = t.description();
-    x["createdUnix"] = t.created_unix();
-    x["expiresUnix"] = t.expires_unix();  // 0: never
+    TokenFields(t, &x);
     d["items"].push_back(std::move(x));
   }
+  return d;
+}
+
+Doc NewTokenDoc(const v1::CreateTokenResponse& r) {
+  Doc d = Header("NewToken");
+  TokenFields(r.token(), &d);
+  d["secret"] = r.secret();
+  return d;
+}
+
+Doc PlanDoc(const apply::Plan& plan, bool dry_run, bool applied) {
+  Doc d = Header("Plan");
+  d["dryRun"] = dry_run;
+  d["applied"] = applied;
+  d["changes"] = Doc::array();
+  size_t n[3] = {0, 0, 0};
+  for (const apply::Change& c : plan.changes) {
+    static constexpr const char* kOps[] = {"create", "update", "delete"};
+    const auto op = static_cast<size_t>(c.op);
+    ++n[op];
+    Doc x;
+    x["op"] = kOps[op];
+    x["kind"] = c.kind;
+    x["name"] = c.name;
+    x["details"] = c.details;
+    d["changes"].push_back(std::move(x));
+  }
+  d["toCreate"] = n[0];
+  d["toUpdate"] = n[1];
+  d["toDelete"] = n[2];
+  d["unchanged"] = plan.unchanged;
   return d;
 }
 
@@ -642,6 +679,7 @@ std::string Render(const Doc& doc, Output out) {
                         {"CLASS", "storageClass", false},
                         {"EFFECTIVE INTENT", "effective", false}});
   }
+  if (kind == "NewToken") return doc["secret"].get<std::string>() + "\n";
   if (kind == "UidRoleList" || kind == "TokenList") {
     for (const Doc& x : doc["items"]) rows.push_back(&x);
     if (kind == "UidRoleList")

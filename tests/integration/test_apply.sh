@@ -46,10 +46,25 @@ done
 ! grep -q "applied" "$T/out" || fail "dry run applied: $(cat "$T/out")"
 expect 1 diff -f "$T/site.yaml"  # a dry run changed nothing
 expect 3 tenant get acme
+# -o json|yaml: one Plan document (apiVersion spd.v1), the same exit codes, no plan text.
+expect 1 diff -f "$T/site.yaml" -o json
+/usr/bin/python3 -c "import json; d = json.load(open('$T/out')); \
+  assert (d['apiVersion'], d['kind'], d['dryRun'], d['applied'], d['toCreate']) == \
+    ('spd.v1', 'Plan', True, False, 3), d; \
+  assert [(c['op'], c['kind'], c['name']) for c in d['changes']] == [('create', 'tenant', 'acme'), \
+    ('create', 'storageclass', 'fast'), ('create', 'volume', 'db1')], d" ||
+  fail "diff -o json: $(cat "$T/out")"
+expect 0 apply -f "$T/site.yaml" --dry-run -o yaml
+/usr/bin/python3 -c "import yaml; d = yaml.safe_load(open('$T/out')); \
+  assert (d['kind'], d['dryRun'], d['applied'], d['toCreate']) == ('Plan', True, False, 3), d" ||
+  fail "apply --dry-run -o yaml: $(cat "$T/out")"
+expect 3 tenant get acme
 expect 0 apply -f "$T/site.yaml"
 grep -q "applied 3 change(s)" "$T/out" || fail "$(cat "$T/out")"
-expect 0 apply -f "$T/site.yaml"
-grep -q "0 to create, 0 to update, 0 to delete, 3 unchanged" "$T/out" || fail "second apply: $(cat "$T/out")"
+expect 0 apply -f "$T/site.yaml" -o json
+/usr/bin/python3 -c "import json; d = json.load(open('$T/out')); \
+  assert (d['kind'], d['applied'], d['changes'], d['unchanged']) == ('Plan', False, [], 3), d" ||
+  fail "second apply -o json: $(cat "$T/out")"
 expect 0 diff -f "$T/site.yaml"
 # The class's durability is the volume's; the volume's own weight overrides nothing else.
 expect 0 volume get db1 -o json

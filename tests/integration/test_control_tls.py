@@ -137,6 +137,14 @@ check("once expired: UNAUTHENTICATED, 'API token expired' (%s)" %
       (expired and expired.details()),
       expired is not None and expired.code() == grpc.StatusCode.UNAUTHENTICATED
       and "expired" in expired.details())
+r = subprocess.run([SPDCTL] + sock + ["token", "create", "--role", "viewer", "--ttl", "1h",
+                    "-o", "json"], capture_output=True, text=True, timeout=30)
+nt = _json.loads(r.stdout) if r.returncode == 0 else {}
+check("token create -o json: kind NewToken with the secret and its expiry (%r)" % r.stderr,
+      nt.get("apiVersion") == "spd.v1" and nt.get("kind") == "NewToken"
+      and nt["secret"].startswith("spd_" + nt["id"] + "_")
+      and nt["expiresUnix"] == nt["createdUnix"] + 3600
+      and code(vol.ListVolumes, lst, nt["secret"]) == grpc.StatusCode.OK)
 check("a token without a ttl still works",
       code(vol.ListVolumes, lst, admin.secret) == grpc.StatusCode.OK)
 
