@@ -47,6 +47,7 @@ void Fill(const state::TokenInfo& t, v1::Token* out) {
   out->set_tenant(t.tenant);
   out->set_description(t.description);
   out->set_created_unix(t.created_unix);
+  out->set_expires_unix(t.expires_unix);
 }
 
 class AccessServiceImpl final : public v1::AccessService::CallbackService {
@@ -95,8 +96,9 @@ class AccessServiceImpl final : public v1::AccessService::CallbackService {
     ControlServer::Impl* impl = impl_;
     return Write(ctx, "spd.v1.AccessService/CreateToken", *req, [impl, req, resp]() -> Status {
       SPD_ASSIGN_OR_RETURN(policy::Role role, RoleFromProto("role", req->role()));
-      SPD_ASSIGN_OR_RETURN(state::NewToken t,
-                           impl->store->CreateToken(role, req->tenant(), req->description()));
+      SPD_ASSIGN_OR_RETURN(
+          state::NewToken t,
+          impl->store->CreateToken(role, req->tenant(), req->description(), req->ttl_seconds()));
       Fill(t.info, resp->mutable_token());
       resp->set_secret(t.token);
       return Status::Ok();

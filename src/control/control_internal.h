@@ -32,6 +32,7 @@ namespace spd {
 
 namespace control_counters {
 extern Counter denied_total;
+extern Counter tokens_expired_total;
 extern Counter busy_total;
 extern Counter audit_dropped_total;
 extern Gauge audit_queue;
@@ -311,6 +312,9 @@ struct ControlServer::Impl : VolumeManager::Listener {
         if (info.ok()) {
           c.role = info.value().role;
           c.tenant = info.value().tenant;
+        } else if (info.status().code() == StatusCode::kUnauthenticated) {
+          tokens_expired_total.Add();
+          why = info.status();  // "API token expired": the caller holds its secret
         } else {
           why = Unauthenticated("invalid or revoked API token");
         }

@@ -31,6 +31,10 @@ namespace spd {
 namespace control_counters {
 Counter denied_total("spd_control_calls_denied_total",
                      "Control API calls refused: the caller has no role that allows them.");
+Counter tokens_expired_total("spd_control_tokens_expired_total",
+                             "Control API calls refused with UNAUTHENTICATED because their API "
+                             "token (right secret) had expired; also in "
+                             "spd_control_calls_denied_total.");
 Counter busy_total("spd_control_calls_busy_total",
                    "Control API calls refused with RESOURCE_EXHAUSTED: kCallsInFlightMax calls "
                    "were in flight.");

@@ -201,6 +201,45 @@ Result<uint64_t> ParseSize(std::string_view field, std::string_view text) {
   return n << shift;
 }
 
+Result<uint64_t> ParseDuration(std::string_view field, std::string_view text) {
+  const std::string f(field);
+  const std::string want =
+      ": wants a positive whole number and a unit, s, m, h or d (30s, 15m, "
+      "1h, 7d), got '" +
+      std::string(text) + "'";
+  size_t i = 0;
+  uint64_t n = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+    n = n * 10 + static_cast<uint64_t>(text[i] - '0');
+    if (n > kDurationSecondsMax)
+      return InvalidArgument(f + ": too long: '" + std::string(text) + "'");
+    ++i;
+  }
+  if (i == 0 || i + 1 != text.size()) return InvalidArgument(f + want);
+  uint64_t unit = 0;
+  switch (text[i]) {
+    case 's':
+      unit = 1;
+      break;
+    case 'm':
+      unit = 60;
+      break;
+    case 'h':
+      unit = 3600;
+      break;
+    case 'd':
+      unit = 86400;
+      break;
+    default:
+      return InvalidArgument(f + want);
+  }
+  if (n == 0)
+    return InvalidArgument(f + ": must be longer than 0, got '" + std::string(text) + "'");
+  if (n > kDurationSecondsMax / unit)
+    return InvalidArgument(f + ": too long: '" + std::string(text) + "'");
+  return n * unit;
+}
+
 std::string FormatSize(uint64_t bytes) {
   static constexpr const char* kUnits[] = {"", "K", "M", "G", "T", "P"};
   int u = 0;

@@ -122,5 +122,10 @@ std::optional<Role> ParseRole(std::string_view s);
 [[nodiscard]] Result<uint64_t> ParseSize(std::string_view field, std::string_view text);
 // The inverse for display: the largest unit that divides exactly ("10G", "4096").
 std::string FormatSize(uint64_t bytes);
+// Durations as people write them: a positive whole number and one unit, s, m, h or d ("30s",
+// "15m", "1h", "7d"), in seconds. No unit, another unit, 0, a sign, a fraction, or more than
+// kDurationSecondsMax: kInvalidArgument naming `field`.
+inline constexpr uint64_t kDurationSecondsMax = uint64_t{1} << 40;  // ~34,800 years
+[[nodiscard]] Result<uint64_t> ParseDuration(std::string_view field, std::string_view text);
 
 }  // namespace spd::policy

@@ -139,5 +139,22 @@ TEST(PolicyModel, SizesParseInPowersOf1024AndRefuseWhatIsNotOne) {
   EXPECT_EQ(FormatSize(0), "0");
 }
 
+TEST(PolicyModel, DurationsParseInSecondsMinutesHoursDaysAndRefuseTheRest) {
+  EXPECT_EQ(ParseDuration("--ttl", "30s").value(), 30u);
+  EXPECT_EQ(ParseDuration("--ttl", "15m").value(), 900u);
+  EXPECT_EQ(ParseDuration("--ttl", "1h").value(), 3600u);
+  EXPECT_EQ(ParseDuration("--ttl", "7d").value(), 7u * 86400);
+  EXPECT_EQ(ParseDuration("--ttl", "12725829d").value(), 12725829ull * 86400);  // <= the max
+  for (const char* bad : {"", "0s", "0", "30", "-1h", "+1h", "1.5h", "1w", "h", "1h ", " 1h", "1hh",
+                          "12725830d", "99999999999999999999s", "1099511627777s"}) {
+    auto r = ParseDuration("--ttl", bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().message().rfind("--ttl: ", 0), 0u) << bad;
+    }
+  }
+  EXPECT_EQ(ParseDuration("--ttl", "1099511627776s").value(), kDurationSecondsMax);
+}
+
 }  // namespace
 }  // namespace spd::policy

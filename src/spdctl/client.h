@@ -1,14 +1,20 @@
-// spdctl's connection to the daemon and its exit codes (docs/spdctl.md), shared by its commands.
+// spdctl's connection to the daemon and its exit codes (docs/spdctl.md), shared by its commands:
+// the unix socket (the caller is its uid), or a remote daemon over TCP with TLS and an API token.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 
+#include "common/status.h"
 #include "spd/v1/access.grpc.pb.h"
 #include "spd/v1/audit.grpc.pb.h"
 #include "spd/v1/events.grpc.pb.h"
@@ -41,7 +47,8 @@ inline constexpr const char* kExitHelp =
     "exists with another spec; 5 refused in the current state (in use, data beyond a shrink); 6 "
     "permission denied; 7 daemon unreachable or timed out; 8 invalid argument; 9 a limit was "
     "reached (retry later); 10 any other error.\n"
-    "Environment: SPD_CONTROL_SOCKET is the default for --socket; TRACEPARENT (a W3C trace "
+    "Environment: SPD_CONTROL_SOCKET is the default for --socket; SPDCTL_TOKEN the API token "
+    "for --address when there is no --token-file; TRACEPARENT (a W3C trace "
     "context, 00-TRACEID-SPANID-FLAGS) is sent with every call, so that spd2's spans of it join "
     "that trace (spd2 --trace-endpoint).\n"
     "Documentation: docs/spdctl.md and docs/control.md in the SP Driver repository.";
@@ -117,15 +124,74 @@ struct Globals {
   std::string socket;
   std::string output = "table";
   double timeout_s = 30;
+  // A remote daemon (spd2 --control-listen): TCP with TLS instead of the unix socket.
+  std::string address;          // HOST:PORT; empty: the socket
+  std::string tls_ca;           // PEM file of the CA to trust; empty: the system's
+  std::string tls_server_name;  // the name to check the certificate against; empty: HOST
+  std::string token_file;       // the API token's file; else $SPDCTL_TOKEN
+  // Filled by ResolveRemote from the files: sent as "authorization: Bearer TOKEN".
+  std::string tls_ca_pem;
+  std::string token;
 };
+
+// Largest token or CA file read (a token is 60 bytes, a CA bundle a few hundred KiB).
+inline constexpr size_t kCredentialFileBytesMax = 1 << 20;
+
+// Reads the --address options' files into `g` (after parsing, before any call). Errors (a
+// usage error: exit 2) name the option: a file that cannot be read or is too large, an empty
+// token, --tls-ca, --tls-server-name or --token-file without --address, --address without a
+// token.
+inline Status ResolveRemote(Globals* g) {
+  auto read = [](const char* opt, const std::string& path, std::string* out) -> Status {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr)
+      return InvalidArgument(std::string(opt) + ": cannot read " + path + ": " +
+                             std::strerror(errno));
+    out->assign(kCredentialFileBytesMax + 1, '\0');
+    out->resize(std::fread(out->data(), 1, out->size(), f));
+    std::fclose(f);
+    if (out->size() > kCredentialFileBytesMax)
+      return InvalidArgument(std::string(opt) + ": " + path + " is larger than " +
+                             std::to_string(kCredentialFileBytesMax) + " bytes");
+    return Status::Ok();
+  };
+  if (g->address.empty()) {
+    for (const auto& [opt, v] : {std::pair<const char*, const std::string*>{"--tls-ca", &g->tls_ca},
+                                 {"--tls-server-name", &g->tls_server_name},
+                                 {"--token-file", &g->token_file}})
+      if (!v->empty()) return InvalidArgument(std::string(opt) + ": only with --address");
+    return Status::Ok();
+  }
+  if (!g->tls_ca.empty()) SPD_RETURN_IF_ERROR(read("--tls-ca", g->tls_ca, &g->tls_ca_pem));
+  const char* env = std::getenv("SPDCTL_TOKEN");
+  if (!g->token_file.empty()) {
+    SPD_RETURN_IF_ERROR(read("--token-file", g->token_file, &g->token));
+  } else if (env != nullptr) {
+    g->token = env;
+  }
+  while (!g->token.empty() && std::isspace(static_cast<unsigned char>(g->token.back())))
+    g->token.pop_back();
+  if (g->token.empty())
+    return InvalidArgument(
+        "--address: a remote daemon wants an API token: --token-file FILE or SPDCTL_TOKEN "
+        "(spdctl token create)");
+  return Status::Ok();
+}
 
 class Client {
  public:
   explicit Client(const Globals& g) : g_(g) {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 64 << 20);
-    channel_ =
-        grpc::CreateCustomChannel("unix:" + g.socket, grpc::InsecureChannelCredentials(), args);
+    if (g.address.empty()) {
+      channel_ =
+          grpc::CreateCustomChannel("unix:" + g.socket, grpc::InsecureChannelCredentials(), args);
+    } else {
+      grpc::SslCredentialsOptions tls;
+      tls.pem_root_certs = g.tls_ca_pem;  // empty: gRPC's default roots
+      if (!g.tls_server_name.empty()) args.SetSslTargetNameOverride(g.tls_server_name);
+      channel_ = grpc::CreateCustomChannel(g.address, grpc::SslCredentials(tls), args);
+    }
     volumes = v1::VolumeService::NewStub(channel_);
     pools = v1::PoolService::NewStub(channel_);
     node = v1::NodeService::NewStub(channel_);
@@ -142,6 +208,8 @@ class Client {
   void Prepare(grpc::ClientContext* ctx, bool deadline = true) const {
     if (const char* tp = std::getenv("TRACEPARENT"); tp != nullptr && *tp != '\0')
       ctx->AddMetadata("traceparent", tp);
+    // Only to a remote daemon, over TLS: on the socket the caller is its uid.
+    if (!g_.address.empty()) ctx->AddMetadata("authorization", "Bearer " + g_.token);
     if (deadline)
       ctx->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(g_.timeout_s * 1000)));
@@ -150,7 +218,9 @@ class Client {
   int Fail(const grpc::Status& s) const {
     std::string msg = s.error_message();
     if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
-      msg += " (is spd2 running? its control socket: " + g_.socket + ")";
+      msg += g_.address.empty() ? " (is spd2 running? its control socket: " + g_.socket + ")"
+                                : " (is spd2 running with --control-listen " + g_.address +
+                                      "? is --tls-ca its certificate's CA?)";
     std::fprintf(stderr, "spdctl: %s: %s\n", CodeName(s.error_code()), msg.c_str());
     return ExitFor(s.error_code());
   }

@@ -455,8 +455,17 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
       ->check(CLI::IsMember(roles));
   tc->add_option("--tenant", *tenant, "The tenant, for the tenant role");
   tc->add_option("--description", *descr, "What the token is for");
+  auto ttl = std::make_shared<std::string>();
+  tc->add_option("--ttl", *ttl,
+                 "Expire this long after creation: 30s, 15m, 1h, 7d (at most 3650d; default: "
+                 "never)");
   tc->callback([=] {
     v1::CreateTokenRequest req;
+    if (!ttl->empty()) {
+      auto secs = policy::ParseDuration("--ttl", *ttl);
+      if (!secs.ok()) return void(*rc = Usage(secs.status()));
+      req.set_ttl_seconds(static_cast<int64_t>(secs.value()));
+    }
     req.set_role(role_of(*role));
     req.set_tenant(*tenant);
     req.set_description(*descr);
@@ -464,8 +473,8 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
     grpc::ClientContext ctx;
     C().Prepare(&ctx);
     grpc::Status s = C().access->CreateToken(&ctx, req, &r);
-    if (s.ok()) std::printf("%s\n", r.secret().c_str());
-    *rc = s.ok() ? kExitOk : C().Fail(s);
+    // Table: the secret alone (TOKEN=$(spdctl token create ...)); json, yaml: kind NewToken.
+    *rc = s.ok() ? C().Print(NewTokenDoc(r)) : C().Fail(s);
   });
   tok->add_subcommand("list", "List tokens (ids, roles; never secrets)")->callback([=] {
     v1::ListTokensResponse r;
@@ -515,13 +524,18 @@ void AddPolicyCommands(CLI::App* app, const std::function<Client&()>& C, int* rc
       return void(*rc = plan.status().code() == StatusCode::kFailedPrecondition ? kExitPrecondition
                                                                                 : kExitInvalid);
     }
-    std::fputs(apply::RenderPlan(plan.value()).c_str(), stdout);
-    if (diff_only) return void(*rc = plan.value().changes.empty() ? kExitOk : kExitDrift);
-    if (*dry_run || plan.value().changes.empty()) return void(*rc = kExitOk);
-    grpc::Status s = Execute(C(), plan.value(), want.value());
-    if (!s.ok()) return void(*rc = C().Fail(s));
-    std::printf("applied %zu change(s)\n", plan.value().changes.size());
-    *rc = kExitOk;
+    // Table: the plan's text first, then what was done; json, yaml: one Plan document at the end.
+    const bool table = C().output() == Output::kTable;
+    const bool apply = !diff_only && !*dry_run && !plan.value().changes.empty();
+    if (table) std::fputs(apply::RenderPlan(plan.value()).c_str(), stdout);
+    const int done = diff_only && !plan.value().changes.empty() ? kExitDrift : kExitOk;
+    if (apply) {
+      grpc::Status s = Execute(C(), plan.value(), want.value());
+      if (!s.ok()) return void(*rc = C().Fail(s));
+      if (table) std::printf("applied %zu change(s)\n", plan.value().changes.size());
+    }
+    if (!table) C().Print(PlanDoc(plan.value(), diff_only || *dry_run, apply));
+    *rc = done;
   };
   CLI::App* ap = app->add_subcommand(
       "apply",

@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <ctime>
 #include <sstream>
 
 #include "policy/model.h"
@@ -17,6 +18,16 @@ Doc Header(const char* kind) {
   d["apiVersion"] = kApiVersion;
   d["kind"] = kind;
   return d;
+}
+
+// Seconds since the epoch as "2026-12-02T01:00:00Z".
+std::string UtcTime(int64_t unix_seconds) {
+  const auto t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  char buf[32];
+  if (gmtime_r(&t, &tm) == nullptr || std::strftime(buf, sizeof buf, "%FT%TZ", &tm) == 0)
+    return std::to_string(unix_seconds);
+  return buf;
 }
 
 Doc VolumeFields(const v1::Volume& v) {
@@ -460,18 +471,56 @@ Doc UidRoleListDoc(const std::vector<v1::UidRole>& es) {
   return d;
 }
 
+namespace {
+void TokenFields(const v1::Token& t, Doc* x) {
+  (*x)["id"] = t.id();
+  (*x)["role"] = RoleText(t.role());
+  (*x)["tenant"] = t.tenant();
+  (*x)["description"] = t.description();
+  (*x)["createdUnix"] = t.created_unix();
+  (*x)["expiresUnix"] = t.expires_unix();  // 0: never
+}
+}  // namespace
+
 Doc TokenListDoc(const std::vector<v1::Token>& ts) {
   Doc d = Header("TokenList");
   d["items"] = Doc::array();
   for (const v1::Token& t : ts) {
     Doc x;
-    x["id"] = t.id();
-    x["role"] = RoleText(t.role());
-    x["tenant"] = t.tenant();
-    x["description"] = t.description();
-    x["createdUnix"] = t.created_unix();
+    TokenFields(t, &x);
     d["items"].push_back(std::move(x));
   }
+  return d;
+}
+
+Doc NewTokenDoc(const v1::CreateTokenResponse& r) {
+  Doc d = Header("NewToken");
+  TokenFields(r.token(), &d);
+  d["secret"] = r.secret();
+  return d;
+}
+
+Doc PlanDoc(const apply::Plan& plan, bool dry_run, bool applied) {
+  Doc d = Header("Plan");
+  d["dryRun"] = dry_run;
+  d["applied"] = applied;
+  d["changes"] = Doc::array();
+  size_t n[3] = {0, 0, 0};
+  for (const apply::Change& c : plan.changes) {
+    static constexpr const char* kOps[] = {"create", "update", "delete"};
+    const auto op = static_cast<size_t>(c.op);
+    ++n[op];
+    Doc x;
+    x["op"] = kOps[op];
+    x["kind"] = c.kind;
+    x["name"] = c.name;
+    x["details"] = c.details;
+    d["changes"].push_back(std::move(x));
+  }
+  d["toCreate"] = n[0];
+  d["toUpdate"] = n[1];
+  d["toDelete"] = n[2];
+  d["unchanged"] = plan.unchanged;
   return d;
 }
 
@@ -630,14 +679,25 @@ std::string Render(const Doc& doc, Output out) {
                         {"CLASS", "storageClass", false},
                         {"EFFECTIVE INTENT", "effective", false}});
   }
+  if (kind == "NewToken") return doc["secret"].get<std::string>() + "\n";
   if (kind == "UidRoleList" || kind == "TokenList") {
     for (const Doc& x : doc["items"]) rows.push_back(&x);
     if (kind == "UidRoleList")
       return Table(rows,
                    {{"UID", "uid", false}, {"ROLE", "role", false}, {"TENANT", "tenant", false}});
+    std::vector<Doc> flat;
+    for (const Doc* x : rows) {
+      Doc f = *x;
+      const int64_t exp = (*x)["expiresUnix"].get<int64_t>();
+      f["expires"] = exp == 0 ? std::string("never") : UtcTime(exp);
+      flat.push_back(std::move(f));
+    }
+    rows.clear();
+    for (const Doc& f : flat) rows.push_back(&f);
     return Table(rows, {{"ID", "id", false},
                         {"ROLE", "role", false},
                         {"TENANT", "tenant", false},
+                        {"EXPIRES", "expires", false},
                         {"DESCRIPTION", "description", false}});
   }
   if (kind == "AuditHead")

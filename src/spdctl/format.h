@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "apply/plan.h"
 #include "spd/v1/access.pb.h"
 #include "spd/v1/audit.pb.h"
 #include "spd/v1/events.pb.h"
@@ -44,6 +45,8 @@ inline constexpr const char* kKinds[] = {"Volume",
                                          "VolumePolicyList",
                                          "UidRoleList",
                                          "TokenList",
+                                         "NewToken",
+                                         "Plan",
                                          "AuditHead",
                                          "AuditVerification",
                                          "Deleted"};
@@ -72,6 +75,11 @@ Doc VolumePolicyListDoc(const std::vector<v1::VolumePolicy>& ps);
 // Access (admins): the uid map, API tokens (never their secrets).
 Doc UidRoleListDoc(const std::vector<v1::UidRole>& es);  // kind UidRoleList
 Doc TokenListDoc(const std::vector<v1::Token>& ts);      // kind TokenList
+// kind NewToken: the token's fields and its secret (shown once); its table is the secret alone.
+Doc NewTokenDoc(const v1::CreateTokenResponse& r);
+// kind Plan (spdctl apply, diff): the changes in order (op create|update|delete, kind, name,
+// details as the plan's text has them), the counts, and whether they were carried out.
+Doc PlanDoc(const apply::Plan& plan, bool dry_run, bool applied);
 // The audit log: its head, a verification's result.
 Doc AuditHeadDoc(const v1::AuditHead& h);  // kind AuditHead
 Doc AuditVerificationDoc(bool ok, uint64_t entries, uint64_t bad_entry,

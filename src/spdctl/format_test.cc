@@ -218,9 +218,35 @@ TEST(SpdctlFormat, AccessShapesArePinned) {
   tokens[1].set_tenant("acme");
   tokens[1].set_description("acme's provisioner");
   tokens[1].set_created_unix(1796000100);
+  tokens[1].set_expires_unix(1796086500);
   ExpectGolden("token_list.json", Render(TokenListDoc(tokens), Output::kJson));
   ExpectGolden("token_list.yaml", Render(TokenListDoc(tokens), Output::kYaml));
   ExpectGolden("token_list.txt", Render(TokenListDoc(tokens), Output::kTable));
+}
+
+TEST(SpdctlFormat, NewTokenAndPlanShapesArePinned) {
+  v1::CreateTokenResponse r;
+  r.mutable_token()->set_id("0123456789ab");
+  r.mutable_token()->set_role(v1::ROLE_VIEWER);
+  r.mutable_token()->set_description("dashboard");
+  r.mutable_token()->set_created_unix(1796000000);
+  r.mutable_token()->set_expires_unix(1796003600);
+  r.set_secret("spd_0123456789ab_" + std::string(43, 'x'));
+  ExpectGolden("new_token.json", Render(NewTokenDoc(r), Output::kJson));
+  ExpectGolden("new_token.yaml", Render(NewTokenDoc(r), Output::kYaml));
+  // The table is the secret alone, as before: TOKEN=$(spdctl token create ...).
+  EXPECT_EQ(Render(NewTokenDoc(r), Output::kTable), r.secret() + "\n");
+  apply::Plan p;
+  using Op = apply::Change::Op;
+  p.changes.push_back({Op::kCreate, "tenant", "acme", {}});
+  p.changes.push_back({Op::kCreate, "volume", "db1", {"size 1G", "tenant acme", "class fast"}});
+  p.changes.push_back({Op::kUpdate, "volume", "db2", {"size: 1G -> 2G"}});
+  p.changes.push_back({Op::kDelete, "storageclass", "old", {}});
+  p.unchanged = 2;
+  ExpectGolden("plan.json", Render(PlanDoc(p, false, true), Output::kJson));
+  ExpectGolden("plan.yaml", Render(PlanDoc(p, false, true), Output::kYaml));
+  ExpectGolden("plan_dry_run.json", Render(PlanDoc(p, true, false), Output::kJson));
+  ExpectGolden("plan_empty.yaml", Render(PlanDoc(apply::Plan{{}, 3}, true, false), Output::kYaml));
 }
 
 TEST(SpdctlFormat, AuditAndDeletedShapesArePinned) {

@@ -1,6 +1,6 @@
 // spdctl: SP Driver 2.0's command line. It speaks only the control API (api/spd/v1), over the
-// daemon's unix socket. Noun-verb commands, `-o table|json|yaml`, exit codes scripts can rely on
-// (see --help and docs/spdctl.md).
+// daemon's unix socket or, with --address, over TCP with TLS and an API token. Noun-verb commands,
+// `-o table|json|yaml`, exit codes scripts can rely on (see --help and docs/spdctl.md).
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
@@ -59,7 +59,7 @@ _spdctl() {
     --priority) COMPREPLY=($(compgen -W "standard critical background" -- "$cur")); return ;;
     --role) COMPREPLY=($(compgen -W "viewer tenant operator admin" -- "$cur")); return ;;
     -f|--file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --socket|--tls-ca|--token-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   local noun="" verb="" i
   for ((i = 1; i < COMP_CWORD; i++)); do
@@ -68,7 +68,7 @@ _spdctl() {
       *) if [ -z "$noun" ]; then noun="${COMP_WORDS[i]}"; elif [ -z "$verb" ]; then verb="${COMP_WORDS[i]}"; fi ;;
     esac
   done
-  local opts="-o --output --socket --timeout -h --help"
+  local opts="-o --output --socket --timeout --address --tls-ca --tls-server-name --token-file -h --help"
   case "$noun" in
     "") COMPREPLY=($(compgen -W "volume pool replica node calibrate events audit tenant class policy access token apply diff completion version $opts" -- "$cur")) ;;
     volume)
@@ -100,7 +100,7 @@ _spdctl() {
         *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
       esac ;;
     access) [ -z "$verb" ] && COMPREPLY=($(compgen -W "set list delete" -- "$cur")) || COMPREPLY=($(compgen -W "--role --tenant $opts" -- "$cur")) ;;
-    token) [ -z "$verb" ] && COMPREPLY=($(compgen -W "create list revoke" -- "$cur")) || COMPREPLY=($(compgen -W "--role --tenant --description $opts" -- "$cur")) ;;
+    token) [ -z "$verb" ] && COMPREPLY=($(compgen -W "create list revoke" -- "$cur")) || COMPREPLY=($(compgen -W "--role --tenant --description --ttl $opts" -- "$cur")) ;;
     apply) COMPREPLY=($(compgen -W "-f --file --dry-run --prune $opts" -- "$cur")) ;;
     diff) COMPREPLY=($(compgen -W "-f --file --prune $opts" -- "$cur")) ;;
     completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
@@ -129,6 +129,21 @@ int Main(int argc, char** argv) {
   app.add_option("--timeout", g.timeout_s, "Seconds to wait for an answer (events: no limit)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--address", g.address,
+                 "A remote daemon's control API, HOST:PORT (spd2 --control-listen): TLS, and "
+                 "the API token of --token-file or $SPDCTL_TOKEN; instead of --socket");
+  app.add_option("--tls-ca", g.tls_ca,
+                 "With --address: PEM file of the CA that signed the daemon's certificate "
+                 "(default: the system's CAs)");
+  app.add_option("--tls-server-name", g.tls_server_name,
+                 "With --address: the name the daemon's certificate must have (default: HOST)");
+  app.add_option("--token-file", g.token_file,
+                 "With --address: file holding the API token (spdctl token create); default "
+                 "$SPDCTL_TOKEN");
+  // Before any command's callback: the files of --address, or a usage error (exit 2).
+  app.parse_complete_callback([&] {
+    if (Status s = ResolveRemote(&g); !s.ok()) throw CLI::ValidationError(std::string(s.message()));
+  });
   int rc = kExitOk;
   std::unique_ptr<Client> client;
   auto C = [&]() -> Client& {

@@ -138,13 +138,15 @@ Status ValidateRoleTenant(Role role, const std::string& tenant) {
 }
 
 Result<TokenInfo> ReadTokenRow(const Conn& c, Stmt& s) {
-  // Columns: id, role, tenant, description, created_unix.
+  // Columns: id, role, tenant, description, created_unix, expires_unix (NULL: never).
   TokenInfo t;
   t.id = s.Text(0);
   SPD_ASSIGN_OR_RETURN(t.role, StoredRole(c, "token " + t.id, s.Text(1)));
   t.tenant = s.Text(2);
   t.description = s.Text(3);
   t.created_unix = s.Int(4);
+  t.expires_unix = s.Int(5);
+  if (t.expires_unix < 0) return BadRow(c, "token " + t.id, "negative expires_unix");
   return t;
 }
 
@@ -171,8 +173,12 @@ int64_t NowUnix() {
 // ---- Tokens ----------------------------------------------------------------------------------
 
 Result<NewToken> StateStore::CreateToken(policy::Role role, const std::string& tenant,
-                                         const std::string& description) {
+                                         const std::string& description, int64_t ttl_seconds) {
   SPD_RETURN_IF_ERROR(ValidateRoleTenant(role, tenant));
+  if (ttl_seconds < 0 || ttl_seconds > kTokenTtlSecondsMax)
+    return InvalidArgument("ttl_seconds: 0 (never expires) or 1 to " +
+                           std::to_string(kTokenTtlSecondsMax) + " (10 years), got " +
+                           std::to_string(ttl_seconds));
   if (description.size() > kTokenDescriptionBytesMax)
     return InvalidArgument("description: at most " + std::to_string(kTokenDescriptionBytesMax) +
                            " bytes, got " + std::to_string(description.size()));
@@ -205,11 +211,13 @@ Result<NewToken> StateStore::CreateToken(policy::Role role, const std::string& t
     info.tenant = tenant;
     info.description = description;
     info.created_unix = NowUnix();
+    info.expires_unix = ttl_seconds > 0 ? info.created_unix + ttl_seconds : 0;
     SPD_RETURN_IF_ERROR(Stmt(c,
                              "INSERT INTO tokens(id, sha256, role, tenant, description, "
-                             "created_unix) VALUES (?, ?, ?, ?, ?, ?)",
+                             "created_unix, expires_unix) VALUES (?, ?, ?, ?, ?, ?, "
+                             "nullif(?, 0))",
                              id, BlobArg{hash.data(), hash.size()}, policy::RoleName(role),
-                             TextOrNull{tenant}, description, info.created_unix)
+                             TextOrNull{tenant}, description, info.created_unix, info.expires_unix)
                             .Run());
     out.token = std::move(token);
     return Status::Ok();
@@ -220,7 +228,9 @@ Result<NewToken> StateStore::CreateToken(policy::Role role, const std::string& t
 Result<std::vector<TokenInfo>> StateStore::ListTokens() {
   std::lock_guard<std::mutex> lock(mu_);
   const Conn c{db_, path_};
-  Stmt s(c, "SELECT id, role, tenant, description, created_unix FROM tokens ORDER BY id");
+  Stmt s(c,
+         "SELECT id, role, tenant, description, created_unix, expires_unix FROM tokens "
+         "ORDER BY id");
   std::vector<TokenInfo> out;
   for (;;) {
     SPD_ASSIGN_OR_RETURN(bool row, s.Step());
@@ -242,6 +252,10 @@ Status StateStore::RevokeToken(const std::string& id) {
 }
 
 Result<TokenInfo> StateStore::Authenticate(std::string_view token) {
+  return Authenticate(token, NowUnix());
+}
+
+Result<TokenInfo> StateStore::Authenticate(std::string_view token, int64_t now_unix) {
   // One answer for every refusal: the caller learns nothing about which part was wrong.
   const Status denied = PermissionDenied("invalid or revoked API token");
   if (!WellFormedToken(token)) return denied;
@@ -254,12 +268,12 @@ Result<TokenInfo> StateStore::Authenticate(std::string_view token) {
   bool accepted = false;
   SPD_RETURN_IF_ERROR(InTxn(c, false, [&]() -> Status {
     Stmt s(c,
-           "SELECT id, role, tenant, description, created_unix, sha256 FROM tokens "
-           "WHERE id = ?",
+           "SELECT id, role, tenant, description, created_unix, expires_unix, sha256 "
+           "FROM tokens WHERE id = ?",
            id);
     SPD_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return Status::Ok();
-    const std::string stored = s.Blob(5);
+    const std::string stored = s.Blob(6);
     if (stored.size() != presented.size())
       return BadRow(c, "token " + id,
                     "stored hash has " + std::to_string(stored.size()) + " bytes, not 32");
@@ -274,6 +288,9 @@ Result<TokenInfo> StateStore::Authenticate(std::string_view token) {
     } else if (!info.tenant.empty()) {
       return Status::Ok();
     }
+    // Checked after the secret: only the token's holder learns that it has expired.
+    if (info.expires_unix != 0 && now_unix >= info.expires_unix)
+      return Unauthenticated("API token expired");
     accepted = true;
     return Status::Ok();
   }));

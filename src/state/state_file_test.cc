@@ -1,6 +1,7 @@
 // The state store's file: who may read it, what a damaged, newer or older one does (the
 // schema's versions and upgrades), and another process holding it.
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -140,7 +141,7 @@ INSERT INTO uid_roles(uid, role, tenant) VALUES (2002, 'tenant', 'acme');
 )sql";
 
 TEST(StateStore, AVersion1FileIsUpgradedInPlaceKeepingEverything) {
-  static_assert(kSchemaVersion == 2, "a new version needs its own upgrade test");
+  static_assert(kSchemaVersion == 3, "a new version needs its own upgrade test");
   TempDir dir;
   RawExec(dir.db(), kVersion1File);
   ASSERT_EQ(RawQuery(dir.db(), "PRAGMA user_version"), std::vector<std::string>{"1"});
@@ -180,6 +181,51 @@ TEST(StateStore, AVersion1FileIsUpgradedInPlaceKeepingEverything) {
   EXPECT_EQ(RawQuery(dir.db(), schema), RawQuery(fresh.db(), schema));
   EXPECT_EQ(RawQuery(dir.db(), "PRAGMA application_id"),
             RawQuery(fresh.db(), "PRAGMA application_id"));
+}
+
+// A version-2 file (tenants with intents, tokens without an expiry) with an admin token whose
+// string the test knows: upgraded to version 3, the token still authenticates and never
+// expires, and a new token can have an expiry.
+TEST(StateStore, AVersion2FileIsUpgradedAndItsTokensNeverExpire) {
+  const std::string token = "spd_0123456789ab_" + std::string(43, 'A');
+  unsigned char d[32];
+  unsigned int n = 0;
+  ASSERT_EQ(EVP_Digest(token.data(), token.size(), d, &n, EVP_sha256(), nullptr), 1);
+  std::string hex;
+  for (unsigned char x : d) {
+    hex += "0123456789abcdef"[x >> 4];
+    hex += "0123456789abcdef"[x & 15];
+  }
+  TempDir dir;
+  RawExec(dir.db(), kVersion1File);
+  RawExec(dir.db(),
+          "ALTER TABLE tenants ADD COLUMN intent TEXT NOT NULL DEFAULT '{}';"
+          "PRAGMA user_version = 2;"
+          "INSERT INTO tokens(id, sha256, role, tenant, description, created_unix) VALUES "
+          "('0123456789ab', x'" +
+              hex + "', 'admin', NULL, 'old', 1796000000);");
+  ASSERT_EQ(RawQuery(dir.db(), "PRAGMA user_version"), std::vector<std::string>{"2"});
+  {
+    auto s = OpenOk(dir.path());
+    ASSERT_TRUE(s);
+    auto who = s->Authenticate(token, int64_t{1} << 40);
+    ASSERT_TRUE(who.ok()) << who.status().ToString();
+    EXPECT_EQ(who->role, policy::Role::kAdmin);
+    EXPECT_EQ(who->created_unix, 1796000000);
+    EXPECT_EQ(who->expires_unix, 0);
+    auto t = s->CreateToken(policy::Role::kViewer, "", "new", 60);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    EXPECT_EQ(s->Authenticate(t->token, t->info.expires_unix).status().code(),
+              StatusCode::kUnauthenticated);
+  }
+  EXPECT_EQ(RawQuery(dir.db(), "PRAGMA user_version"), std::vector<std::string>{"3"});
+  EXPECT_EQ(RawQuery(dir.db(), "SELECT expires_unix FROM tokens WHERE id = '0123456789ab'"),
+            std::vector<std::string>{"NULL"});
+  // An upgraded file and a new one have the same schema.
+  TempDir fresh;
+  { ASSERT_TRUE(OpenOk(fresh.path())); }
+  const std::string schema = "SELECT type, name, sql FROM sqlite_schema ORDER BY name";
+  EXPECT_EQ(RawQuery(dir.db(), schema), RawQuery(fresh.db(), schema));
 }
 
 TEST(StateStore, AFailedUpgradeLeavesTheFileAtItsVersion) {

@@ -69,8 +69,11 @@ CREATE INDEX uid_roles_by_tenant ON uid_roles(tenant);
 // every upgrade, so that a new file and an upgraded one have the same schema. Each upgrade runs
 // in the transaction that sets user_version: a crash leaves the old version or the new one.
 // Version 2: a tenant's intent (JSON as volume_meta.intent; an existing tenant gets none).
+// Version 3: a token's expiry (NULL: never, which an existing token keeps).
 constexpr const char* kMigrations[] = {
     "ALTER TABLE tenants ADD COLUMN intent TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE tokens ADD COLUMN expires_unix INTEGER "
+    "CHECK (expires_unix IS NULL OR expires_unix > created_unix)",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion - 1, "one upgrade per version");
 

@@ -50,15 +50,18 @@ inline constexpr size_t kUidRolesMax = 1024;
 // A token's description: at most this many bytes of UTF-8 without control characters. Longer:
 // kInvalidArgument (a field's value, like a name over policy::kNameBytesMax; not a quota).
 inline constexpr size_t kTokenDescriptionBytesMax = 256;
+// A token's time to live, when it has one: 1 s to 10 years (3,650 days). Else kInvalidArgument.
+inline constexpr int64_t kTokenTtlSecondsMax = int64_t{3650} * 24 * 3600;
 // How long a call waits for another process's write lock before kUnavailable.
 inline constexpr int kBusyTimeoutMs = 2000;
 
 // The file in the data directory, and what its header says (PRAGMA application_id "SPD2",
 // PRAGMA user_version): a version newer than kSchemaVersion is refused at Open, an older one is
-// upgraded in place (docs/state.md). Version 2 added the tenants' intents.
+// upgraded in place (docs/state.md). Version 2 added the tenants' intents, version 3 the tokens'
+// expiry.
 inline constexpr std::string_view kStateFileName = "state.db";
 inline constexpr int32_t kApplicationId = 0x53504432;
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 // API tokens are "spd_<id>_<secret>": id is kTokenIdHexChars lowercase hex digits (random, not
 // secret: listings show it), secret is kTokenSecretBytes random bytes in base64url without
@@ -86,6 +89,7 @@ struct TokenInfo {
   std::string tenant;
   std::string description;
   int64_t created_unix = 0;  // seconds since the epoch, when it was created
+  int64_t expires_unix = 0;  // from then on refused (seconds since the epoch); 0: never
   bool operator==(const TokenInfo&) const = default;
 };
 
@@ -143,16 +147,21 @@ class StateStore {
 
   // API tokens. Create draws a random id and secret (OpenSSL RAND_bytes) and returns the token
   // string, which exists nowhere else afterwards: only its SHA-256 is stored. `role` must not be
-  // kNone; kTenant needs an existing `tenant`, other roles an empty one.
+  // kNone; kTenant needs an existing `tenant`, other roles an empty one. `ttl_seconds` > 0: the
+  // token expires that long after its creation (at most kTokenTtlSecondsMax); 0: never; < 0:
+  // kInvalidArgument.
   Result<NewToken> CreateToken(policy::Role role, const std::string& tenant,
-                               const std::string& description);
+                               const std::string& description, int64_t ttl_seconds = 0);
   Result<std::vector<TokenInfo>> ListTokens();  // by id
   Status RevokeToken(const std::string& id);    // kNotFound if there is no such token
   // Who presents `token`. Any malformed string, unknown id, wrong secret or revoked token gives
   // the same kPermissionDenied, so the answer does not say whether an id exists. The hashes are
   // compared in constant time. (The id itself is not secret; timing may show whether it
-  // exists, as ListTokens does to its callers.)
+  // exists, as ListTokens does to its callers.) A token presented with its right secret at or
+  // after its expiry (`now_unix` >= expires_unix) is kUnauthenticated "API token expired": only
+  // its holder learns that, and the caller can count it apart.
   Result<TokenInfo> Authenticate(std::string_view token);
+  Result<TokenInfo> Authenticate(std::string_view token, int64_t now_unix);
 
   // Unix uid -> role (for callers on the unix socket, by SO_PEERCRED). Put replaces the uid's
   // entry. Same role/tenant rules as tokens.

@@ -421,6 +421,61 @@ TEST(StateStore, TokenAuthenticatesAndPersists) {
   for (const TokenInfo& t : *list) EXPECT_TRUE(t == admin.info || t == tenant.info);
 }
 
+TEST(StateStore, ATokenExpiresAtItsTtlAndOnlyItsHolderIsToldSo) {
+  TempDir dir;
+  auto s = OpenOk(dir.path());
+  ASSERT_TRUE(s);
+  auto forever = s->CreateToken(Role::kViewer, "", "no ttl");
+  auto hour = s->CreateToken(Role::kOperator, "", "an hour", 3600);
+  ASSERT_TRUE(forever.ok() && hour.ok());
+  EXPECT_EQ(forever->info.expires_unix, 0);
+  const int64_t created = hour->info.created_unix;
+  EXPECT_EQ(hour->info.expires_unix, created + 3600);
+  // Not yet expired: accepted, up to the last second before.
+  for (int64_t now : {created, created + 3599}) {
+    auto who = s->Authenticate(hour->token, now);
+    ASSERT_TRUE(who.ok()) << now << ": " << who.status().ToString();
+    EXPECT_EQ(*who, hour->info);
+  }
+  // From expires_unix on: refused, told apart from a wrong secret (kUnauthenticated).
+  for (int64_t now : {created + 3600, created + 86400 * 365}) {
+    auto who = s->Authenticate(hour->token, now);
+    EXPECT_EQ(who.status().code(), StatusCode::kUnauthenticated) << now;
+    EXPECT_TRUE(Contains(who.status().message(), "expired")) << who.status().ToString();
+  }
+  // Someone without the secret learns nothing about the expiry.
+  std::string wrong = hour->token;
+  wrong.back() = wrong.back() == 'A' ? 'B' : 'A';
+  EXPECT_EQ(s->Authenticate(wrong, created + 3600).status().code(), StatusCode::kPermissionDenied);
+  // No ttl: accepted whenever.
+  EXPECT_TRUE(s->Authenticate(forever->token, created + (int64_t{1} << 40)).ok());
+  // Persisted and listed with the expiry.
+  s.reset();
+  s = OpenOk(dir.path());
+  auto list = s->ListTokens();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  for (const TokenInfo& t : *list) EXPECT_TRUE(t == forever->info || t == hour->info);
+  EXPECT_EQ(s->Authenticate(hour->token, created + 3600).status().code(),
+            StatusCode::kUnauthenticated);
+}
+
+TEST(StateStore, ATokenTtlIsBounded) {
+  TempDir dir;
+  auto s = OpenOk(dir.path());
+  ASSERT_TRUE(s);
+  for (int64_t bad : {int64_t{-1}, kTokenTtlSecondsMax + 1, INT64_MAX}) {
+    auto t = s->CreateToken(Role::kViewer, "", "", bad);
+    EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(StartsWith(std::string(t.status().message()), "ttl_seconds: ")) << bad;
+  }
+  auto max = s->CreateToken(Role::kViewer, "", "", kTokenTtlSecondsMax);
+  ASSERT_TRUE(max.ok()) << max.status().ToString();
+  EXPECT_EQ(max->info.expires_unix, max->info.created_unix + kTokenTtlSecondsMax);
+  EXPECT_EQ(s->CreateToken(Role::kViewer, "", "", 1)->info.expires_unix > 0, true);
+  EXPECT_EQ(s->ListTokens()->size(), 2u);
+}
+
 TEST(StateStore, EveryAlteredTokenIsRefusedTheSameWay) {
   TempDir dir;
   auto s = OpenOk(dir.path());

@@ -1,8 +1,10 @@
 # Declarative configuration through spdctl against a real daemon: apply creates tenants, classes
 # and volumes; the same file twice changes nothing; diff exits 1 on drift and 0 in sync; nothing
-# is deleted without --prune; an invalid file is refused whole, naming the line; a class's
-# durability reaches its volumes; a tenant's intent is applied and compared like a class's;
-# policies survive a restart and go with their volume.
+# is deleted without --prune; a dry run prints the plan of what it would create; an invalid file
+# is refused whole (a new tenant before the bad document is not created), naming the line; a
+# class's durability reaches its volumes; a tenant's intent is applied and compared like a
+# class's; policies survive a restart and go with their volume; at start, the policy of a volume
+# the pool no longer has is dropped (Reconcile), its tenant and class stay.
 source "$(dirname "$0")/lib.sh"
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
 cat >"$T/site.yaml" <<'YAML'
@@ -36,11 +38,33 @@ start_spd2 --volume vol0:64M
 expect 1 diff -f "$T/site.yaml"
 grep -q "3 to create, 0 to update, 0 to delete, 0 unchanged" "$T/out" || fail "$(cat "$T/out")"
 expect 0 apply -f "$T/site.yaml" --dry-run
+# The plan names each thing it would create, and says it created nothing.
+for line in "+ tenant acme" "+ storageclass fast" "+ volume db1" \
+  "3 to create, 0 to update, 0 to delete, 0 unchanged"; do
+  grep -qF -- "$line" "$T/out" || fail "dry run: no '$line' in: $(cat "$T/out")"
+done
+! grep -q "applied" "$T/out" || fail "dry run applied: $(cat "$T/out")"
 expect 1 diff -f "$T/site.yaml"  # a dry run changed nothing
+expect 3 tenant get acme
+# -o json|yaml: one Plan document (apiVersion spd.v1), the same exit codes, no plan text.
+expect 1 diff -f "$T/site.yaml" -o json
+/usr/bin/python3 -c "import json; d = json.load(open('$T/out')); \
+  assert (d['apiVersion'], d['kind'], d['dryRun'], d['applied'], d['toCreate']) == \
+    ('spd.v1', 'Plan', True, False, 3), d; \
+  assert [(c['op'], c['kind'], c['name']) for c in d['changes']] == [('create', 'tenant', 'acme'), \
+    ('create', 'storageclass', 'fast'), ('create', 'volume', 'db1')], d" ||
+  fail "diff -o json: $(cat "$T/out")"
+expect 0 apply -f "$T/site.yaml" --dry-run -o yaml
+/usr/bin/python3 -c "import yaml; d = yaml.safe_load(open('$T/out')); \
+  assert (d['kind'], d['dryRun'], d['applied'], d['toCreate']) == ('Plan', True, False, 3), d" ||
+  fail "apply --dry-run -o yaml: $(cat "$T/out")"
+expect 3 tenant get acme
 expect 0 apply -f "$T/site.yaml"
 grep -q "applied 3 change(s)" "$T/out" || fail "$(cat "$T/out")"
-expect 0 apply -f "$T/site.yaml"
-grep -q "0 to create, 0 to update, 0 to delete, 3 unchanged" "$T/out" || fail "second apply: $(cat "$T/out")"
+expect 0 apply -f "$T/site.yaml" -o json
+/usr/bin/python3 -c "import json; d = json.load(open('$T/out')); \
+  assert (d['kind'], d['applied'], d['changes'], d['unchanged']) == ('Plan', False, [], 3), d" ||
+  fail "second apply -o json: $(cat "$T/out")"
 expect 0 diff -f "$T/site.yaml"
 # The class's durability is the volume's; the volume's own weight overrides nothing else.
 expect 0 volume get db1 -o json
@@ -93,9 +117,22 @@ grep -q "tenant.yaml:6:.*spec.intent.latency: a tenant has no latency target" "$
   fail "no line/field in: $(cat "$T/err")"
 expect 0 tenant delete beta
 
-# An invalid file is refused whole, naming the line, and changes nothing.
+# An invalid file is refused whole, naming the line, and changes nothing: a new tenant and a new
+# class before the bad document are not created (a partial apply would create them).
 cp "$T/site.yaml" "$T/bad.yaml"
 cat >>"$T/bad.yaml" <<'YAML'
+---
+apiVersion: spd.v1
+kind: Tenant
+metadata:
+  name: gamma
+---
+apiVersion: spd.v1
+kind: StorageClass
+metadata:
+  name: slowpoke
+spec:
+  intent: {limit: {iops: 50}}
 ---
 apiVersion: spd.v1
 kind: Volume
@@ -106,8 +143,10 @@ spec:
   intent: {limit: {iops: 100}, reservation: {iops: 5000}}
 YAML
 expect 8 apply -f "$T/bad.yaml"
-grep -q "bad.yaml:33:.*limit.iops" "$T/err" || fail "no line/field in: $(cat "$T/err")"
+grep -q "bad.yaml:45:.*limit.iops" "$T/err" || fail "no line/field in: $(cat "$T/err")"
 expect 3 volume get db2
+expect 3 tenant get gamma
+expect 3 class get slowpoke
 
 # Refusals through the API: a policy naming a missing class; a class in use cannot go.
 expect 5 policy set vol0 --class nope
@@ -123,6 +162,25 @@ expect 0 volume delete db1
 expect 0 policy list -o json
 /usr/bin/python3 -c "import json; d = json.load(open('$T/out')); assert d['items'] == [], d" ||
   fail "policy of a deleted volume left: $(cat "$T/out")"
+
+# Reconciliation at start (Reconcile): a volume with a policy, its pool gone while spd2 was
+# down but state.db kept. The new pool lacks the volume: its policy is dropped (logged), its
+# tenant and class stay, and nothing names them any more.
+expect 0 volume create db3 --size 16M
+expect 0 policy set db3 --tenant acme --class fast
+expect 0 policy get db3
+stop_spd2
+[ -f "$T/data/state.db" ] && [ -f "$T/data/pool.img" ] || fail "no state.db or pool.img: $(ls "$T/data")"
+rm "$T/data/pool.img"
+start_spd2 --volume vol0:64M  # a new, empty pool (vol0 for start_spd2's readiness check)
+expect 3 volume get db3
+expect 3 policy get db3
+expect 0 policy list -o json
+/usr/bin/python3 -c "import json; d = json.load(open('$T/out')); assert d['items'] == [], d" ||
+  fail "policy of a vanished volume left: $(cat "$T/out")"
+grep -q "dropping the policy of volume db3" "$T/spd2.log" || fail "no log line: $(tail "$T/spd2.log")"
+expect 0 tenant get acme
+expect 0 class get fast
 expect 0 class delete fast
 expect 0 tenant delete acme
 stop_spd2

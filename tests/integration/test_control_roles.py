@@ -6,11 +6,16 @@ on another tenant's: a tenant sees and touches only its own tenant's, also in li
 event stream. The expected code of every cell comes from docs/control.md's role table (PERMITTED
 below); a call this node cannot serve (replication and cluster calls without --cluster) answers
 a permitted caller FAILED_PRECONDITION, never PERMISSION_DENIED. The test fails when the protos
-have an RPC the matrix does not cover."""
+have an RPC the matrix does not cover.
+
+The same matrix runs a second time over TCP with TLS (--control-listen), each caller an API token
+of its role (the tenant's of acme; "none" sends no token and is UNAUTHENTICATED, but for the
+health service): docs/control.md says tokens carry the same roles."""
 import glob
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,7 +64,18 @@ from spd.v1 import volumes_pb2 as vpb, volumes_pb2_grpc  # noqa: E402
 
 data = os.path.join(tmp, "data")
 sock = os.path.join(data, "control.sock")
-start_spd2(data, ["--pool-size", "1G", "--volume", "x1:16M", "--control-socket-mode", "0666"],
+cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+               check=True, capture_output=True)
+s_ = socket.socket()
+s_.bind(("127.0.0.1", 0))
+port = s_.getsockname()[1]
+s_.close()
+start_spd2(data, ["--pool-size", "1G", "--volume", "x1:16M", "--control-socket-mode", "0666",
+                  "--control-listen", "127.0.0.1:%d" % port, "--control-tls-cert", cert,
+                  "--control-tls-key", key],
            "nbd+unix:///x1?socket=" + os.path.join(data, "nbd.sock"))
 os.chmod(data, 0o711)
 ch = grpc.insecure_channel("unix:" + sock)
@@ -70,6 +86,11 @@ pol = policy_pb2_grpc.IntentServiceStub(ch)
 acc = access_pb2_grpc.AccessServiceStub(ch)
 
 ORDER = ["viewer", "tenant", "operator", "admin", "none"]
+# Callers: a uid of each role on the socket, then a token of each role over TCP ("tcp-ROLE").
+# Each has its own objects to use up (named after the caller).
+TCP = ["tcp-" + r for r in ORDER]
+CALLERS = ORDER + TCP
+ROLE_OF = {c: c[len("tcp-"):] if c in TCP else c for c in CALLERS}
 UIDS = {"viewer": 2001, "tenant": 2002, "operator": 2003, "admin": 2004, "none": 2005}
 ROLES = {"viewer": apb.ROLE_VIEWER, "tenant": apb.ROLE_TENANT, "operator": apb.ROLE_OPERATOR,
          "admin": apb.ROLE_ADMIN}
@@ -110,7 +131,7 @@ owned_volume("b1", "beta")
 ACME = {"a1"}
 BETA = {"b1"}
 victim_tokens = {}
-for i, r in enumerate(ORDER):
+for i, r in enumerate(CALLERS):
     owned_volume("del-own-" + r, "acme")     # DeleteVolume, own
     owned_volume("del-other-" + r, "beta")   # DeleteVolume, another tenant's
     owned_volume("ga-" + r, "acme")          # SetVolumePolicy giving it away
@@ -127,6 +148,9 @@ for r, uid in UIDS.items():
     if r in ROLES:
         acc.PutUidRole(apb.PutUidRoleRequest(entry=apb.UidRole(
             uid=uid, role=ROLES[r], tenant="acme" if r == "tenant" else "")), timeout=10)
+TOKENS = {"tcp-" + r: acc.CreateToken(apb.CreateTokenRequest(
+    role=ROLES[r], tenant="acme" if r == "tenant" else "", description="matrix " + r),
+    timeout=10).secret for r in ROLES}
 
 # docs/control.md, "Who may call": the roles each kind of call is open to.
 PERMITTED = {
@@ -239,9 +263,10 @@ MATRIX = [
         ok=FP),
     # Access: the uid map and tokens.
     row("PutUidRole", "admin", AS + "PutUidRole",
-        lambda r: {"entry": {"uid": 4001 + ORDER.index(r), "role": "ROLE_VIEWER"}}),
+        lambda r: {"entry": {"uid": 4001 + CALLERS.index(r), "role": "ROLE_VIEWER"}}),
     row("ListUidRoles", "admin", AS + "ListUidRoles", {}),
-    row("DeleteUidRole", "admin", AS + "DeleteUidRole", lambda r: {"uid": 3001 + ORDER.index(r)}),
+    row("DeleteUidRole", "admin", AS + "DeleteUidRole",
+        lambda r: {"uid": 3001 + CALLERS.index(r)}),
     row("CreateToken", "admin", AS + "CreateToken",
         {"role": "ROLE_VIEWER", "description": "t"}),
     row("ListTokens", "admin", AS + "ListTokens", {}),
@@ -258,7 +283,10 @@ MATRIX = [
 ]
 
 
-def expected(r, role):
+def expected(r, caller):
+    role = ROLE_OF[caller]
+    if caller == "tcp-none":  # no token: only the health service answers
+        return OK if r["access"] == "anyone" else "UNAUTHENTICATED"
     if role not in PERMITTED[r["access"]]:
         return D
     if role == "tenant" and r["tenant"] is not None:
@@ -283,14 +311,19 @@ check("the matrix covers every RPC of the protos (%d RPCs in %d services)%s" % (
 CHILD = r'''
 import glob, importlib, json, os, sys
 import grpc
-gen, sock, calls = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+gen, conn, calls = sys.argv[1], json.loads(sys.argv[2]), json.load(open(sys.argv[3]))
 sys.path.insert(0, gen)
 from google.protobuf import json_format, symbol_database
 for f in glob.glob(os.path.join(gen, "spd", "v1", "*_pb2.py")):
     importlib.import_module("spd.v1." + os.path.basename(f)[:-3])
 importlib.import_module("spd_health_pb2")
 db = symbol_database.Default()
-ch = grpc.insecure_channel("unix:" + sock)
+if conn.get("ca"):  # TCP with TLS, and the caller's token if it has one
+    ch = grpc.secure_channel(conn["target"], grpc.ssl_channel_credentials(
+        root_certificates=open(conn["ca"], "rb").read()))
+    md = [("authorization", "Bearer " + conn["token"])] if conn.get("token") else None
+else:
+    ch, md = grpc.insecure_channel(conn["target"]), None
 out = {}
 for c in calls:
     service, name = c["method"].split("/")
@@ -302,7 +335,8 @@ for c in calls:
     try:
         if m.server_streaming:
             it = ch.unary_stream(path, request_serializer=req_t.SerializeToString,
-                                 response_deserializer=resp_t.FromString)(req, timeout=c["stream"])
+                                 response_deserializer=resp_t.FromString)(req, timeout=c["stream"],
+                                                                metadata=md)
             try:
                 for x in it:
                     got.append(json_format.MessageToDict(x))
@@ -316,7 +350,8 @@ for c in calls:
                                              grpc.StatusCode.CANCELLED) else e.code().name)
         else:
             x = ch.unary_unary(path, request_serializer=req_t.SerializeToString,
-                               response_deserializer=resp_t.FromString)(req, timeout=c["timeout"])
+                               response_deserializer=resp_t.FromString)(req, timeout=c["timeout"],
+                                                                 metadata=md)
             got.append(json_format.MessageToDict(x))
             code = "OK"
     except grpc.RpcError as e:
@@ -330,7 +365,7 @@ with open(child, "w") as f:
 os.chmod(child, 0o644)
 
 got = {}
-for r in ORDER:
+for r in CALLERS:
     calls = [dict(label=x["label"], method=x["method"],
                   req=x["req"](r) if callable(x["req"]) else x["req"], keep=x["keep"],
                   timeout=x["timeout"], stream=x["stream"]) for x in MATRIX]
@@ -338,28 +373,34 @@ for r in ORDER:
     with open(cf, "w") as f:
         json.dump(calls, f)
     os.chmod(cf, 0o644)
-    uid = UIDS[r]
-    p = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups",
-                        "/usr/bin/python3", child, gen, sock, cf], capture_output=True, text=True,
-                       timeout=280)
+    if r in TCP:  # as ourselves: who the caller is is its token
+        conn = {"target": "127.0.0.1:%d" % port, "ca": cert, "token": TOKENS.get(r)}
+        cmd = []
+    else:
+        conn = {"target": "unix:" + sock}
+        cmd = ["setpriv", "--reuid=%d" % UIDS[r], "--regid=%d" % UIDS[r], "--clear-groups"]
+    p = subprocess.run(cmd + ["/usr/bin/python3", child, gen, json.dumps(conn), cf],
+                       capture_output=True, text=True, timeout=280)
     if p.returncode != 0:
         raise SystemExit("FAIL: child as %s: %s" % (r, p.stderr))
     got[r] = json.loads(p.stdout)
 
-bad = []
 cells = 0
-print("%-30s %s" % ("call", "  ".join("%-9s" % r for r in ORDER)))
-for x in MATRIX:
-    line = []
-    for r in ORDER:
-        want, have = expected(x, r), got[r][x["label"]]["code"]
-        cells += 1
-        line.append("%-9s" % (have[:9] if have == want else "!" + have[:8]))
-        if have != want:
-            bad.append("%s as %s: %s, wanted %s" % (x["label"], r, have, want))
-    print("%-30s %s" % (x["label"], "  ".join(line)))
-check("role x call matrix: %d cells (%d calls x %d callers, %d RPCs)%s" % (
-    cells, len(MATRIX), len(ORDER), len(rpcs), "" if not bad else ": " + "; ".join(bad)), not bad)
+for what, callers in (("uids on the socket", ORDER), ("tokens over TCP and TLS", TCP)):
+    bad = []
+    print("%s\n%-30s %s" % (what, "call", "  ".join("%-9s" % r for r in ORDER)))
+    for x in MATRIX:
+        line = []
+        for r in callers:
+            want, have = expected(x, r), got[r][x["label"]]["code"]
+            cells += 1
+            line.append("%-9s" % (have[:9] if have == want else "!" + have[:8]))
+            if have != want:
+                bad.append("%s as %s: %s, wanted %s" % (x["label"], r, have, want))
+        print("%-30s %s" % (x["label"], "  ".join(line)))
+    check("role x call matrix, %s: %d cells (%d calls x %d callers, %d RPCs)%s" % (
+        what, len(MATRIX) * len(callers), len(MATRIX), len(callers), len(rpcs),
+        "" if not bad else ": " + "; ".join(bad)), not bad)
 
 
 def answers(role, label):
@@ -385,6 +426,14 @@ def ev(role):
 
 check("a tenant lists only its own tenant's volumes (%s)" % sorted(listed("tenant")),
       "a1" in listed("tenant") and listed("tenant") <= ACME)
+check("a tenant token lists only its own tenant's volumes (%s)" % sorted(listed("tcp-tenant")),
+      "a1" in listed("tcp-tenant") and listed("tcp-tenant") <= ACME | {"tenant-new"})
+# (after the socket's callers: what they deleted is gone, what the tenant made is there)
+check("a viewer token lists every volume",
+      listed("tcp-viewer") >= {"a1", "b1", "x1", "tenant-new", "del-own-tcp-viewer",
+                               "del-other-tcp-viewer"})
+check("a tenant token lists only its own tenant (%s)" % tenants("tcp-tenant"),
+      tenants("tcp-tenant") == ["acme"])
 check("a viewer lists every volume", listed("viewer") >= ACME | BETA | {"x1"})
 check("a tenant lists only its own tenant (%s)" % tenants("tenant"), tenants("tenant") == ["acme"])
 check("an operator lists every tenant", {"acme", "beta"} <= set(tenants("operator")))
@@ -405,7 +454,7 @@ check("a tenant's watcher sees its own volume's creation: acme's from the start"
        if e.get("volume") == "tenant-new" and e["type"] == "EVENT_TYPE_VOLUME_CREATED"]
       == ["acme"])
 check("an operator's event stream names them all", {"a1", "b1"} <= ev("operator"))
-for r in ORDER:
+for r in CALLERS:
     for label in ("Health.Check", "Health.Watch"):
         a = answers(r, label)
         check("%s as %s: SERVING" % (label, r), a and a[0].get("status") == "SERVING")
@@ -420,10 +469,12 @@ check("the tenant could not give its volume away", p.tenant == "acme")
 p = pol.GetVolumePolicy(ppb.GetVolumePolicyRequest(volume="tenant-new"), timeout=10)
 check("what the tenant created is its tenant's (%r)" % p.tenant, p.tenant == "acme")
 names = {v.name for v in vol.ListVolumes(vpb.ListVolumesRequest(), timeout=10).volumes}
-check("the tenant deleted its own volume and not another's",
-      "del-own-tenant" not in names and "del-other-tenant" in names)
+for t in ("tenant", "tcp-tenant"):
+    check("the %s deleted its own volume and not another's" % t,
+          "del-own-" + t not in names and "del-other-" + t in names)
 check("denied callers deleted nothing",
-      {"del-own-viewer", "del-other-viewer", "del-own-none", "del-other-none"} <= names)
+      {"del-%s-%s" % (o, c) for o in ("own", "other")
+       for c in ("viewer", "none", "tcp-viewer", "tcp-none")} <= names)
 entries = [json.loads(line) for line in open(os.path.join(data, "audit", "audit.log"))]
 for r in ("viewer", "none"):
     denied = [e for e in entries if e["who"] == "uid:%d" % UIDS[r] and

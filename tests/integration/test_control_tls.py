@@ -2,7 +2,8 @@
 bad, altered or revoked one: UNAUTHENTICATED; a viewer token reads but cannot change; an admin
 token can; a tenant token sees and changes only its tenant's volumes; an operator token changes
 tenants but not the uid map; a plaintext client gets nothing; the daemon refuses to listen on
-TCP without TLS."""
+TCP without TLS; a token created with a ttl works until it expires, then is UNAUTHENTICATED;
+spdctl reaches the daemon with --address, --tls-ca and --token-file (or SPDCTL_TOKEN)."""
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import tempfile
 import time
 
 import grpc
+import json
 
 from spdlib import SPD2, check, start_spd2
 
@@ -91,6 +93,63 @@ acc.RevokeToken(apb.RevokeTokenRequest(id=viewer.token.id), timeout=10)
 check("a revoked token: UNAUTHENTICATED",
       code(vol.ListVolumes, lst, viewer.secret) == grpc.StatusCode.UNAUTHENTICATED)
 
+# A token with a ttl (spdctl token create --ttl): accepted until it expires, then UNAUTHENTICATED
+# saying so; spdctl refuses a ttl it cannot read as a usage error (exit 2), the daemon one that is
+# too long (INVALID_ARGUMENT, exit 8); token list shows the expiry.
+SPDCTL = os.environ.get("SPDCTL", os.path.join(os.path.dirname(SPD2), "spdctl"))
+sock = ["--socket", os.path.join(data, "control.sock")]
+for bad in ("0", "0s", "=-1h", "1w", "abc", "1.5h"):
+    r = subprocess.run([SPDCTL] + sock + ["token", "create", "--role", "viewer",
+                       "--ttl" + (bad if bad.startswith("=") else "=" + bad)],
+                       capture_output=True, text=True, timeout=30)
+    check("--ttl %s: usage error, exit 2 (%r)" % (bad, r.stderr.strip()),
+          r.returncode == 2 and "--ttl" in r.stderr)
+r = subprocess.run([SPDCTL] + sock + ["token", "create", "--role", "viewer", "--ttl", "3651d"],
+                   capture_output=True, text=True, timeout=30)
+check("--ttl over 10 years: INVALID_ARGUMENT, exit 8 (%r)" % r.stderr.strip(),
+      r.returncode == 8 and "ttl_seconds" in r.stderr)
+t0 = time.time()
+r = subprocess.run([SPDCTL] + sock + ["token", "create", "--role", "viewer", "--ttl", "2s",
+                    "--description", "short"], capture_output=True, text=True, timeout=30)
+short = r.stdout.strip()
+check("spdctl token create --ttl 2s (%r)" % r.stderr.strip(), r.returncode == 0 and short)
+t_call = time.time()
+ok_before = code(vol.ListVolumes, lst, short)
+import json as _json  # noqa: E402
+listed = _json.loads(subprocess.run([SPDCTL] + sock + ["token", "list", "-o", "json"],
+                                    capture_output=True, text=True, timeout=30).stdout)
+mine = [t for t in listed["items"] if short.startswith("spd_" + t["id"] + "_")]
+check("token list -o json shows its expiresUnix (%s)" % mine,
+      len(mine) == 1 and mine[0]["expiresUnix"] == mine[0]["createdUnix"] + 2)
+table = subprocess.run([SPDCTL] + sock + ["token", "list"], capture_output=True, text=True,
+                       timeout=30).stdout
+check("token list's table has EXPIRES (never, or the time)",
+      "EXPIRES" in table and "never" in table and "Z " in table)
+# created_unix is in whole seconds: the token lives 1 to 2 s; the call came well before.
+check("a 2 s token works at first (%.2f s after its creation began: %s)" %
+      (t_call - t0, ok_before.name),
+      ok_before == grpc.StatusCode.OK and t_call < mine[0]["expiresUnix"])
+time.sleep(max(0.0, mine[0]["expiresUnix"] - time.time()) + 0.2)
+try:
+    vol.ListVolumes(lst, timeout=10, metadata=[("authorization", "Bearer " + short)])
+    expired = None
+except grpc.RpcError as e:
+    expired = e
+check("once expired: UNAUTHENTICATED, 'API token expired' (%s)" %
+      (expired and expired.details()),
+      expired is not None and expired.code() == grpc.StatusCode.UNAUTHENTICATED
+      and "expired" in expired.details())
+r = subprocess.run([SPDCTL] + sock + ["token", "create", "--role", "viewer", "--ttl", "1h",
+                    "-o", "json"], capture_output=True, text=True, timeout=30)
+nt = _json.loads(r.stdout) if r.returncode == 0 else {}
+check("token create -o json: kind NewToken with the secret and its expiry (%r)" % r.stderr,
+      nt.get("apiVersion") == "spd.v1" and nt.get("kind") == "NewToken"
+      and nt["secret"].startswith("spd_" + nt["id"] + "_")
+      and nt["expiresUnix"] == nt["createdUnix"] + 3600
+      and code(vol.ListVolumes, lst, nt["secret"]) == grpc.StatusCode.OK)
+check("a token without a ttl still works",
+      code(vol.ListVolumes, lst, admin.secret) == grpc.StatusCode.OK)
+
 # Tenant and operator tokens: the role table applies to tokens as to uids (docs/control.md).
 lvol = volumes_pb2_grpc.VolumeServiceStub(local)
 lten = policy_pb2_grpc.TenantServiceStub(local)
@@ -139,10 +198,57 @@ check("what a tenant token creates is its tenant's",
       lpol.GetVolumePolicy(ppb.GetVolumePolicyRequest(volume="new-by-tenant"),
                            timeout=10).tenant == "acme")
 
+# spdctl against the remote daemon: --address, --tls-ca, --token-file (or SPDCTL_TOKEN). A viewer
+# token lists; creating is PERMISSION_DENIED (exit 6, docs/spdctl.md); a bad token is
+# UNAUTHENTICATED (exit 6); a CA that did not sign the certificate or another server name cannot
+# connect (exit 7).
+rviewer = acc.CreateToken(apb.CreateTokenRequest(role=apb.ROLE_VIEWER, description="remote"),
+                          timeout=10).secret
+tokfile = os.path.join(tmp, "viewer.token")
+with open(tokfile, "w") as f:
+    f.write(rviewer + "\n")
+os.chmod(tokfile, 0o600)
+remote = [SPDCTL, "--address", "127.0.0.1:%d" % port, "--tls-ca", cert, "--timeout", "10"]
+env = {k: v for k, v in os.environ.items() if k != "SPDCTL_TOKEN"}
+
+
+def ctl(args, extra_env=None):
+    return subprocess.run(remote + args, capture_output=True, text=True, timeout=60,
+                          env=dict(env, **(extra_env or {})))
+
+
+r = ctl(["--token-file", tokfile, "volume", "list", "-o", "json"])
+names = sorted(v["name"] for v in json.loads(r.stdout)["items"]) if r.returncode == 0 else r.stderr
+check("spdctl --address --tls-ca --token-file volume list with a viewer token (%s)" % names,
+      r.returncode == 0 and "over-tls" in names)
+r = ctl(["--token-file", tokfile, "--tls-server-name", "localhost", "volume", "create", "nope",
+         "--size", "1M"])
+check("... volume create: PERMISSION_DENIED, exit 6 (%r)" % r.stderr.strip(),
+      r.returncode == 6 and "PERMISSION_DENIED" in r.stderr)
+r = ctl(["volume", "list"], {"SPDCTL_TOKEN": rviewer})
+check("SPDCTL_TOKEN instead of --token-file (%r)" % r.stderr.strip(),
+      r.returncode == 0 and "over-tls" in r.stdout)
+r = ctl(["volume", "list"], {"SPDCTL_TOKEN": altered})
+check("a bad token: UNAUTHENTICATED, exit 6 (%r)" % r.stderr.strip(),
+      r.returncode == 6 and "UNAUTHENTICATED" in r.stderr)
+r = ctl(["volume", "list"])
+check("--address without a token: usage error, exit 2 (%r)" % r.stderr.strip(),
+      r.returncode == 2 and "token" in r.stderr)
+other_ca, other_key = os.path.join(tmp, "other.pem"), os.path.join(tmp, "other.key")
+subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", other_key,
+                "-out", other_ca, "-days", "1", "-subj", "/CN=localhost"],
+               check=True, capture_output=True)
+r = subprocess.run([SPDCTL, "--address", "127.0.0.1:%d" % port, "--tls-ca", other_ca,
+                    "--token-file", tokfile, "--timeout", "5", "volume", "list"],
+                   capture_output=True, text=True, timeout=60, env=env)
+check("a CA that did not sign the daemon's certificate: exit 7 (%r)" % r.stderr.strip()[-80:],
+      r.returncode == 7)
+r = ctl(["--token-file", tokfile, "--tls-server-name", "elsewhere", "volume", "list"])
+check("a server name the certificate does not have: exit 7 (%d %r)" % (r.returncode, r.stderr), r.returncode == 7)
+
 plain = volumes_pb2_grpc.VolumeServiceStub(grpc.insecure_channel("127.0.0.1:%d" % port))
 check("a plaintext client gets nothing",
       code(plain.ListVolumes, lst, admin.secret) == grpc.StatusCode.UNAVAILABLE)
-import json  # noqa: E402
 entries = [json.loads(l) for l in open(os.path.join(data, "audit", "audit.log"))]
 made = [e for e in entries if e["method"].endswith("CreateVolume") and e["result"] == "OK"
         and e["args"].get("name") == "over-tls"]

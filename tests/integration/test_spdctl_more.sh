@@ -89,7 +89,7 @@ pyj "t = [x for x in d['items'] if x['id'] == '$id']; assert d['kind'] == 'Token
 expect 0 token list -o yaml
 pyy "assert d['kind'] == 'TokenList' and d['items'][0]['id'] == '$id', d" "token list -o yaml"
 expect 0 token list
-grep -q "^$id  *operator  *spdctl test$" "$T/out" || fail "token list: $(cat "$T/out")"
+grep -q "^$id  *operator  *never  *spdctl test$" "$T/out" || fail "token list: $(cat "$T/out")"
 expect 0 tenant put uidt
 expect 0 access set 2101 --role tenant --tenant uidt
 expect 0 access list -o yaml

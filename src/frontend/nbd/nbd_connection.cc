@@ -53,6 +53,10 @@ uint64_t NbdConnection::TransmissionBytes(const NbdServerOptions& o) {
              (sizeof(NbdSlot) + (kBlockStatusExtentsMax + 1) * sizeof(Extent));
 }
 
+uint64_t NbdConnection::TlsBytes() {
+  return kTlsInBytes + kTlsRecordBytes + kTlsSessionEstimateBytes;
+}
+
 NbdBufferPool* NbdConnection::pool() const {
   return static_cast<NbdServer::Shard*>(shard)->pool.get();
 }
@@ -479,7 +483,7 @@ bool NbdConnection::EnterTransmission() {
     pool()->Wait(&mem_waiter_, bytes + headroom);
     return false;
   }
-  charged_bytes_ = bytes;
+  charged_bytes_ += bytes;
   // Bytes the client sent right after negotiating move to the transmission buffer.
   const size_t left = rx_end_ - rx_start_;
   std::unique_ptr<uint8_t[]> rx(new uint8_t[o.recv_buffer_bytes]);

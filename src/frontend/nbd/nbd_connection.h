@@ -78,6 +78,9 @@ class NbdConnection {
 
   // Memory a negotiated connection is charged for its slots and receive buffer.
   static uint64_t TransmissionBytes(const NbdServerOptions& o);
+  // Memory a connection is charged when its TLS session starts (STARTTLS): its read-ahead and
+  // record buffers and an estimate of GnuTLS's session (kTlsSessionEstimateBytes).
+  static uint64_t TlsBytes();
 
  private:
   // kTlsHandshake: NBD_OPT_STARTTLS was acknowledged; the TLS handshake runs (GnuTLS reads
@@ -219,7 +222,7 @@ class NbdConnection {
   uint64_t discard_left_ = 0;
 
   std::unique_ptr<NbdSlot[]> slots_;
-  uint64_t charged_bytes_ = 0;  // TransmissionBytes once slots exist
+  uint64_t charged_bytes_ = 0;  // TlsBytes once TLS started, + TransmissionBytes once slots exist
   bool negotiating_ = true;
   // Which spd_nbd_connections{state} series counts this connection (SetCountedState).
   enum class CountedState : uint8_t { kNone, kNegotiating, kTransmission, kClosing };

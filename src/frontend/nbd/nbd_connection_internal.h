@@ -27,10 +27,14 @@ extern Counter handshake_evictions_total;
 extern Counter idle_timeouts_total;
 extern Counter uid_refusals_total;
 extern Counter memory_backpressure_total;
+extern Counter tls_memory_refusals_total;
 
 // The largest TLS record's plaintext: replies are gathered into records of up to this size.
 constexpr size_t kTlsRecordBytes = 16384;
 // The TLS read-ahead buffer: a full record and its overhead, and then some.
 constexpr size_t kTlsInBytes = 32768;
+// What a GnuTLS session holds besides our buffers, charged as this estimate: its record buffers
+// (up to a record, ~16 KiB with overhead, each way), keys and handshake state (docs/nbd.md).
+constexpr size_t kTlsSessionEstimateBytes = 48 * 1024;
 
 }  // namespace spd::nbd_conn

@@ -52,5 +52,10 @@ Counter uid_refusals_total(
 Counter memory_backpressure_total(
     "spd_nbd_memory_backpressure_total",
     "Times a connection stopped reading because the NBD memory budget was spent.");
+Counter tls_memory_refusals_total(
+    "spd_nbd_tls_memory_refusals_total",
+    "Connections closed after NBD_OPT_STARTTLS because the NBD memory budget (--nbd-memory-max) "
+    "had no room for their TLS session (NbdConnection::TlsBytes); also in "
+    "spd_nbd_tls_handshake_failures_total and spd_nbd_handshake_failures_total.");
 
 }  // namespace spd::nbd_conn

@@ -24,6 +24,20 @@ bool NbdConnection::DriveTlsHandshake() {
     if (closing_ || !handshake_->output().empty()) return false;  // writable will bring us back
   }
   if (tls_ == nullptr) {
+    // The session's memory comes out of the NBD budget, leaving room for one request of the
+    // advertised maximum as negotiated connections' slots do. No room: the connection closes
+    // (a TLS client cannot go on without TLS).
+    const uint64_t headroom = NbdBufferPool::ClassBytes(server_->options_.request_bytes_max);
+    if (!pool()->Charge(TlsBytes(), headroom)) {
+      SPD_LOG_WARN("nbd %s: no memory for a TLS session (--nbd-memory-max): closing",
+                   peer_.c_str());
+      tls_memory_refusals_total.Add();
+      tls_handshake_failures_total.Add();
+      handshake_failures_total.Add();
+      BeginClose("no memory for a TLS session");
+      return false;
+    }
+    charged_bytes_ += TlsBytes();
     auto s = server_->tls()->NewSession(fd_);
     if (!s.ok()) {
       SPD_LOG_WARN("nbd %s: %s", peer_.c_str(), s.status().ToString().c_str());

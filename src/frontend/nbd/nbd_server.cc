@@ -176,8 +176,10 @@ NbdServer::~NbdServer() {
 Status NbdServer::CheckOptions(const NbdServerOptions& o) {
   // Every request up to the advertised maximum must be able to get its buffer: a budget below
   // one such buffer plus one connection's slots would make the advertised maximum a lie.
+  // With TLS, one connection's session too (NbdConnection::TlsBytes).
+  const uint64_t tls = o.tls_mode == nbd::TlsMode::kOff ? 0 : NbdConnection::TlsBytes();
   const uint64_t need =
-      NbdBufferPool::ClassBytes(o.request_bytes_max) + NbdConnection::TransmissionBytes(o);
+      NbdBufferPool::ClassBytes(o.request_bytes_max) + NbdConnection::TransmissionBytes(o) + tls;
   if (o.memory_bytes_max < need)
     return InvalidArgument(
         "nbd: the memory budget (--nbd-memory-max, " + std::to_string(o.memory_bytes_max) +
@@ -185,8 +187,9 @@ Status NbdServer::CheckOptions(const NbdServerOptions& o) {
         std::to_string(o.request_bytes_max) + " bytes, buffer " +
         std::to_string(NbdBufferPool::ClassBytes(o.request_bytes_max)) +
         ") plus one connection's slots and receive buffer (" +
-        std::to_string(NbdConnection::TransmissionBytes(o)) + "): raise it to at least " +
-        std::to_string(need));
+        std::to_string(NbdConnection::TransmissionBytes(o)) + ")" +
+        (tls ? " and TLS session (" + std::to_string(tls) + ")" : std::string()) +
+        ": raise it to at least " + std::to_string(need));
   if (o.handshakes_max == 0) return InvalidArgument("nbd: --nbd-handshakes-max must be >= 1");
   const NbdTlsFiles& f = o.tls_files;
   const bool files =
