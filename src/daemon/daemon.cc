@@ -22,6 +22,7 @@
 #include "control/control_server.h"
 #include "daemon/health_setup.h"
 #include "daemon/qos_setup.h"
+#include "daemon/redfish_setup.h"
 #include "frontend/nbd/nbd_server.h"
 #include "reactor/reactor.h"
 #include "reactor/reactor_group.h"
@@ -46,7 +47,7 @@ struct SignalWatch : Completion {
   ControlServer* control = nullptr;
   ReplicationManager* replication = nullptr;
   ReplicaServer* replica = nullptr;
-  // What stops before anything drains: the health collector.
+  // What stops before anything drains: the Redfish server, then the health collector.
   std::function<void()> stop_first;
   bool stopping = false;
   struct Stopped : Task {
@@ -636,9 +637,17 @@ int RunDaemon(const DaemonOptions& o) {
     return 1;
   }
   std::unique_ptr<health::Collector> health = std::move(health_or).value();
+  // Redfish serves that cache, on threads of its own.
+  auto redfish_or = StartRedfish(o, health != nullptr);
+  if (!redfish_or.ok()) {
+    SPD_LOG_ERROR("%s", redfish_or.status().ToString().c_str());
+    return redfish_or.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  std::unique_ptr<RedfishRuntime> redfish = std::move(redfish_or).value();
 
   SignalWatch sig;
-  sig.stop_first = [&health] {
+  sig.stop_first = [&health, &redfish] {
+    if (redfish) redfish->server->Stop();
     if (health) health->Stop();
   };
   sig.control = control.get();

@@ -114,9 +114,19 @@ struct DaemonOptions {
   uint64_t health_period_ms = 1'000;
   // --health-source-period PREFIX=MS: per-source periods (CollectorOptions::periods).
   std::vector<std::pair<std::string, uint64_t>> health_source_periods;
+  // Redfish (docs/redfish.md): HOST:PORT of the HTTPS service, "off" disables.
+  std::string redfish_listen = "off";
+  std::string redfish_cert, redfish_key;  // PEM; both empty: a self-signed pair in DATA_DIR
+  std::string redfish_users;              // accounts file (required with --redfish-listen)
+  uint32_t redfish_connections_max = 64;
+  uint32_t redfish_request_bytes_max = 16u << 10;
+  uint32_t redfish_sessions_max = 64;
+  uint64_t redfish_session_timeout_s = 1'800;
+  uint32_t redfish_threads = 2;
+  bool redfish_test_break_odata_version = false;  // test only: omit OData-Version
 };
 
-// The health flags (options_health.cc), added to spd2's parser, and their checks
+// The health and Redfish flags (options_health.cc), added to spd2's parser, and their checks
 // once parsed.
 void AddHealthOptions(CLI::App* app, DaemonOptions* o, std::vector<std::string>* source_periods);
 Status FinishHealthOptions(DaemonOptions* o, const std::vector<std::string>& source_periods);

@@ -1,4 +1,4 @@
-// spd2's host-health flags (docs/health.md): kept apart from
+// spd2's host-health and Redfish flags (docs/health.md, docs/redfish.md): kept apart from
 // options.cc, which holds the storage flags.
 #include <CLI/CLI.hpp>
 #include <string>
@@ -37,6 +37,50 @@ void AddHealthOptions(CLI::App* app, DaemonOptions* o, std::vector<std::string>*
                   "PREFIX=MS: sources whose name begins with PREFIX (hwmon/k10temp, thermal/, "
                   "nvme/) are read every MS milliseconds instead of --health-period-ms; the first "
                   "matching flag wins. Repeatable");
+  app->add_option("--redfish-listen", o->redfish_listen,
+                  "Serve DMTF Redfish (DSP0266) over HTTPS on HOST:PORT: the service root, "
+                  "Chassis with every health sensor, ThermalSubsystem, PowerSubsystem, "
+                  "Systems/1/Storage with the pool's drive, sessions and the accounts of "
+                  "--redfish-users (docs/redfish.md). 127.0.0.1:8443 keeps it on this host; "
+                  "another address exposes it. Needs --redfish-users. Default: off")
+      ->capture_default_str();
+  app->add_option("--redfish-cert", o->redfish_cert,
+                  "PEM certificate (chain) of the Redfish service. Without it and --redfish-key, "
+                  "spd2 makes a self-signed ECDSA P-256 pair at start in DATA_DIR/redfish-cert.pem "
+                  "and DATA_DIR/redfish-key.pem (mode 0600), reused on the next start, and logs "
+                  "its SHA-256 fingerprint")
+      ->check(CLI::ExistingFile);
+  app->add_option("--redfish-key", o->redfish_key, "PEM private key of --redfish-cert")
+      ->check(CLI::ExistingFile);
+  app->add_option("--redfish-users", o->redfish_users,
+                  "Redfish accounts, one per line: USER:ROLE:pbkdf2-sha256$ITERATIONS$SALT$HASH "
+                  "(SALT and HASH in hex; ROLE Administrator, Operator or ReadOnly; # comments). "
+                  "Keep it mode 0600 (docs/redfish.md shows how to make a line)")
+      ->check(CLI::ExistingFile);
+  app->add_option("--redfish-connections-max", o->redfish_connections_max,
+                  "Redfish connections open at once; more are closed at accept")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{4096}))
+      ->capture_default_str();
+  app->add_option("--redfish-request-max", o->redfish_request_bytes_max,
+                  "Largest Redfish request body in bytes; a larger one is answered 413")
+      ->check(CLI::Range(uint32_t{256}, uint32_t{1u << 20}))
+      ->capture_default_str();
+  app->add_option("--redfish-sessions-max", o->redfish_sessions_max,
+                  "Redfish sessions open at once; one more is refused (503) until one ends")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{4096}))
+      ->capture_default_str();
+  app->add_option("--redfish-session-timeout", o->redfish_session_timeout_s,
+                  "Seconds a Redfish session lives after its last request (SessionService's "
+                  "SessionTimeout)")
+      ->check(CLI::Range(uint64_t{30}, uint64_t{86'400}))
+      ->capture_default_str();
+  app->add_option("--redfish-threads", o->redfish_threads,
+                  "Threads of the Redfish server (its own, never the I/O reactors)")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{64}))
+      ->capture_default_str();
+  app->add_flag("--redfish-test-break-odata-version", o->redfish_test_break_odata_version,
+                "Test only: omit the OData-Version header from every reply, so that the "
+                "protocol validator's negative control sees a failure");
 }
 
 Status FinishHealthOptions(DaemonOptions* o, const std::vector<std::string>& source_periods) {
@@ -59,6 +103,14 @@ Status FinishHealthOptions(DaemonOptions* o, const std::vector<std::string>& sou
   if (o->health_shm.empty() || o->health_shm[0] != '/')
     return InvalidArgument("--health-shm wants /NAME or an absolute file path, got '" +
                            o->health_shm + "'");
+  if (o->redfish_listen != "off") {
+    if (o->health == "off")
+      return InvalidArgument("--redfish-listen needs --health (it serves the health cache)");
+    if (o->redfish_users.empty())
+      return InvalidArgument("--redfish-listen needs --redfish-users (the accounts file)");
+    if (o->redfish_cert.empty() != o->redfish_key.empty())
+      return InvalidArgument("--redfish-cert and --redfish-key go together");
+  }
   return Status::Ok();
 }
 
