@@ -22,6 +22,8 @@ Counter connections_refused_total(
 Counter requests_too_large_total(
     "spd_redfish_requests_too_large_total",
     "Redfish requests whose body passed --redfish-request-max (answered 413).");
+Counter handler_exceptions_total("spd_redfish_handler_exceptions_total",
+                                 "Redfish requests whose handler threw (answered 500).");
 Counter queue_errors_total(
     "spd_redfish_reply_errors_total",
     "Redfish replies libmicrohttpd could not queue (the connection closes).");
@@ -115,7 +117,16 @@ struct RedfishServer::Callbacks {
     req.body_too_large = st->too_large;
     MHD_get_connection_values(conn, MHD_HEADER_KIND, &CollectHeader, &req.headers);
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, &CollectArg, &req.query);
-    const HttpResponse resp = s->service_->Handle(req, MonotonicNs());
+    HttpResponse resp;
+    try {
+      resp = s->service_->Handle(req, MonotonicNs());
+    } catch (const std::exception& e) {  // a bug must not take the daemon down with it
+      handler_exceptions_total.Add();
+      SPD_LOG_ERROR("redfish: %s %s: %s", method, url, e.what());
+      resp.status = 500;
+      resp.body = ErrorBody("InternalError", "The request failed inside the service.");
+      resp.headers.emplace_back("Content-Type", "application/json;charset=utf-8");
+    }
     MHD_Response* r = MHD_create_response_from_buffer(
         resp.body.size(), const_cast<char*>(resp.body.data()), MHD_RESPMEM_MUST_COPY);
     if (r == nullptr) {

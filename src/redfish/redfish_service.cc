@@ -42,7 +42,8 @@ std::vector<std::string> Segments(const std::string& path) {
 HttpResponse JsonResponse(int status, const Json& j) {
   HttpResponse r;
   r.status = status;
-  r.body = j.dump();
+  // Labels come from sysfs: bytes that are not UTF-8 become U+FFFD instead of an exception.
+  r.body = j.dump(-1, ' ', false, Json::error_handler_t::replace);
   r.headers.emplace_back("Content-Type", "application/json;charset=utf-8");
   return r;
 }
@@ -376,6 +377,10 @@ HttpResponse RedfishService::Route(const HttpRequest& req, const Auth& auth, uin
         }
         return JsonResponse(200, SessionCollectionJson(shown));
       };
+    } else if (seg[3] == "Sessions" && n == 5 && seg[4] == "Members") {
+      // DSP0266: a POST to a collection's Members property is a POST to the collection.
+      t = {true, false, "POST"};
+      if (req.method == "POST") return PostSession(req, now_ns);
     } else if (seg[3] == "Sessions" && n == 5) {
       std::optional<Session> s = sessions_.Get(seg[4], now_ns);
       // Another user's session exists for administrators only.
@@ -411,7 +416,8 @@ HttpResponse RedfishService::Route(const HttpRequest& req, const Auth& auth, uin
     }
   }
   if (!t.found) return Error(404, "ResourceNotFound", "No resource at " + req.path + ".");
-  if (req.method != "GET" && req.method != "HEAD") {
+  // A route without a GET (Sessions/Members) answers 405 to it too.
+  if ((req.method != "GET" && req.method != "HEAD") || !get) {
     HttpResponse r = Error(405, "OperationNotAllowed",
                            req.method + " is not allowed on " + req.path + "; allowed: " + t.allow);
     r.headers.emplace_back("Allow", t.allow);

@@ -175,6 +175,29 @@ TEST_F(RedfishTest, SessionCreateUseDelete) {
             401);
 }
 
+TEST_F(RedfishTest, APostToMembersIsAPostToTheCollection) {
+  HttpResponse r = Do("POST", "/redfish/v1/SessionService/Sessions/Members", {},
+                      R"({"UserName": "viewer", "Password": "view"})");
+  EXPECT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(Do("GET", "/redfish/v1/SessionService/Sessions/Members",
+               {{"authorization", "Basic YWRtaW46czNjcmV0"}})
+                .Header("Allow"),
+            "POST");
+}
+
+TEST_F(RedfishTest, ALabelThatIsNotUtf8IsReplaced) {
+  health::SensorIdentity id;
+  id.name = "hwmon/odd/temp1";
+  id.label = "bad \xff label";
+  id.kind = health::SensorKind::kTemp;
+  id.unit = health::SensorUnit::kMilliCelsius;
+  id.period_ns = kSec;
+  ASSERT_TRUE(writer_->AddSensor(id).ok());
+  HttpResponse r = Get("/redfish/v1/Chassis/1/Sensors/hwmon_odd_temp1");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(J(r)["Description"], "bad \xef\xbf\xbd label");
+}
+
 TEST_F(RedfishTest, SessionsMaxIsEnforced) {
   const std::string body = R"({"UserName": "admin", "Password": "s3cret"})";
   EXPECT_EQ(Do("POST", "/redfish/v1/SessionService/Sessions", {}, body).status, 201);

@@ -3,8 +3,14 @@
 #    wrong OData-Version, 304 for If-None-Match, 413 past --redfish-request-max, a session
 #    created (X-Auth-Token, Location), used, deleted; 503 past --redfish-sessions-max; a
 #    connection past --redfish-connections-max closed; a Sensor's Reading following the file.
+#  - DMTF's Redfish Protocol Validator (rf_protocol_validator, from .venv-test: scripts/setup.sh)
+#    reports no FAIL; against --redfish-test-break-odata-version it must report some (the
+#    negative control: the validator does look).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fake_sysfs.sh"
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+RPV=${RPV:-$repo/.venv-test/bin/rf_protocol_validator}
+[ -x "$RPV" ] || fail "no rf_protocol_validator at $RPV: run scripts/setup.sh"
 root=$T/sys
 fake_sysfs "$root"
 rport=$((SPD_PORT + 2))
@@ -103,6 +109,49 @@ fake_put "$root" class/hwmon/hwmon0/temp1_input 101000
 for _ in $(seq 100); do [ "$(reading)" = "101.0 Critical" ] && break; sleep 0.05; done
 [ "$(reading)" = "101.0 Critical" ] || fail "sensor did not follow the file: '$(reading)'"
 fake_put "$root" class/hwmon/hwmon0/temp1_input 42500
+# DMTF's Redfish Protocol Validator: no FAIL.
+# rpv DIR: runs it into DIR; prints "PASS FAIL WARN" from the summary of its TSV report.
+rpv() {
+  mkdir -p "$1"
+  # requests lets REQUESTS_CA_BUNDLE (set on some CI hosts) override --no-cert-check.
+  (cd "$1" && timeout 240 env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE "$RPV" --rhost "$base" --user admin --password 'Adm1n-pass' \
+    --no-cert-check --report-dir "$1" --report-type tsv >"$1/out.txt" 2>&1) || true
+  local tsv
+  tsv=$(ls "$1"/*.tsv 2>/dev/null | head -1)
+  [ -n "$tsv" ] || { cat "$1/out.txt"; fail "the validator wrote no report"; }
+  $PY - "$tsv" <<'PY'
+import csv, sys
+counts = {}
+for row in csv.reader(open(sys.argv[1]), delimiter="\t"):
+    for cell in row:
+        if cell in ("PASS", "FAIL", "WARN", "NOT_TESTED"):
+            counts[cell] = counts.get(cell, 0) + 1
+print(counts.get("PASS", 0), counts.get("FAIL", 0), counts.get("WARN", 0))
+PY
+}
+read -r pass nfail warn <<<"$(rpv "$T/rpv")"
+echo "protocol validator: $pass PASS, $nfail FAIL, $warn WARN"
+if [ "$nfail" -ne 0 ]; then
+  awk -F'\t' '/FAIL/' "$T"/rpv/*.tsv | head -20
+  fail "the protocol validator reports $nfail FAIL"
+fi
+[ "$pass" -gt 200 ] || fail "only $pass PASS: did the validator reach the service?"
+# After all that, the server's threads sleep (epoll without a timer; the validator's
+# keep-alive connections were closed or time out).
+sleep 1
+ticks() { awk '{print $14 + $15}' "/proc/$SPD_PID/stat"; }
+t0=$(ticks)
+sleep 3
+t1=$(ticks)
+echo "idle with Redfish on: $((t1 - t0)) clock ticks in 3 s"
+[ $((t1 - t0)) -le 3 ] || fail "spd2 with Redfish used $((t1 - t0)) ticks in 3 idle seconds"
+stop_spd2
+
+# Negative control: the same validator against a service without OData-Version.
+start_redfish --redfish-test-break-odata-version
+read -r pass nfail warn <<<"$(rpv "$T/rpv-broken")"
+echo "protocol validator, OData-Version omitted: $pass PASS, $nfail FAIL, $warn WARN"
+[ "$nfail" -gt 0 ] || fail "the validator found nothing wrong with a broken service"
 stop_spd2
 
 start_redfish --redfish-connections-max 6
