@@ -125,38 +125,70 @@ RedfishService::RedfishService(ServiceOptions options, std::vector<Account> acco
       sessions_(options_.sessions_max, options_.session_timeout_ns),
       cache_(cache) {}
 
+RedfishService::~RedfishService() = default;
+
+RedfishService::SensorIndex::~SensorIndex() {
+  for (spdr_sensor* h : handles) spdr_sensor_close(h);
+}
+
+// Ids, and a handle per sensor for one-sensor reads; rebuilt only when sensors were added (the
+// count only grows), so a request does no per-sensor string work.
+std::shared_ptr<const RedfishService::SensorIndex> RedfishService::Index() const {
+  const uint32_t count = cache_ == nullptr ? 0 : spdr_sensor_count(cache_);
+  std::lock_guard<std::mutex> lock(index_mu_);
+  if (index_ && index_->ids.size() == count) return index_;
+  auto idx = std::make_shared<SensorIndex>();
+  for (uint32_t i = 0; i < count; ++i) {
+    spdr_sensor_info info;
+    spdr_sensor* h = nullptr;
+    if (spdr_sensor_info_at(cache_, i, &info) != SPDR_OK ||
+        spdr_sensor_open(const_cast<spdr_cache*>(cache_), info.name, &h) != SPDR_OK) {
+      cache_read_errors_total.Add();
+      return std::make_shared<SensorIndex>();
+    }
+    std::string id = SensorId(info.name);
+    // Two names that sanitize alike (a/b_c, a_b/c) keep distinct ids.
+    if (idx->by_id.count(id) != 0) id += "_" + std::to_string(i);
+    idx->by_id.emplace(id, i);
+    idx->ids.push_back(std::move(id));
+    idx->handles.push_back(h);
+  }
+  index_ = idx;
+  return idx;
+}
+
 std::vector<RedfishService::SensorView> RedfishService::Sensors() const {
   std::vector<SensorView> out;
-  if (cache_ == nullptr) return out;
-  std::vector<spdr_reading> readings(spdr_sensor_count(cache_));
+  const std::shared_ptr<const SensorIndex> idx = Index();
+  std::vector<spdr_reading> readings(idx->ids.size());
   uint32_t count = 0;
-  int rc = spdr_snapshot(cache_, readings.data(), uint32_t(readings.size()), &count, nullptr);
-  if (rc == SPDR_ERANGE) {  // sensors were added meanwhile
-    readings.resize(count);
-    rc = spdr_snapshot(cache_, readings.data(), uint32_t(readings.size()), &count, nullptr);
-  }
-  if (rc != SPDR_OK) {
-    cache_read_errors_total.Add();
+  if (readings.empty()) return out;
+  if (spdr_snapshot(cache_, readings.data(), uint32_t(readings.size()), &count, nullptr) !=
+      SPDR_OK) {
+    cache_read_errors_total.Add();  // includes sensors added since Index (retried next request)
     return out;
   }
-  out.reserve(count);
-  for (uint32_t i = 0; i < count; ++i) {
-    SensorView v;
-    if (spdr_sensor_info_at(cache_, i, &v.info) != SPDR_OK) continue;
-    v.id = SensorId(v.info.name);
-    v.reading = readings[i];
-    out.push_back(std::move(v));
-  }
-  // Two names that sanitize alike (a/b_c, a_b/c) keep distinct ids.
+  out.resize(readings.size());
   for (size_t i = 0; i < out.size(); ++i) {
-    for (size_t k = 0; k < i; ++k) {
-      if (out[k].id == out[i].id) {
-        out[i].id += "_" + std::to_string(i);
-        break;
-      }
-    }
+    spdr_sensor_info_at(cache_, uint32_t(i), &out[i].info);
+    out[i].id = idx->ids[i];
+    out[i].reading = readings[i];
   }
   return out;
+}
+
+std::optional<RedfishService::SensorView> RedfishService::OneSensor(const std::string& id) const {
+  const std::shared_ptr<const SensorIndex> idx = Index();
+  auto it = idx->by_id.find(id);
+  if (it == idx->by_id.end()) return std::nullopt;
+  SensorView v;
+  v.id = id;
+  if (spdr_sensor_info_get(idx->handles[it->second], &v.info) != SPDR_OK ||
+      spdr_sensor_read_cached(idx->handles[it->second], &v.reading, 0) != SPDR_OK) {
+    cache_read_errors_total.Add();
+    return std::nullopt;
+  }
+  return v;
 }
 
 RedfishService::Auth RedfishService::Authenticate(const HttpRequest& req, uint64_t now_ns) {
@@ -321,11 +353,10 @@ HttpResponse RedfishService::Route(const HttpRequest& req, const Auth& auth, uin
         t.found = true;
         get = [&] { return JsonResponse(200, SensorCollectionJson(need_sensors())); };
       } else if (seg[4] == "Sensors" && n == 6) {
-        for (const auto& s : need_sensors()) {
-          if (s.id == seg[5] && IsRedfishSensor(s.info)) {
-            t.found = true;
-            get = [s] { return JsonResponse(200, SensorJson(s)); };
-          }
+        std::optional<SensorView> s = OneSensor(seg[5]);
+        if (s && IsRedfishSensor(s->info)) {
+          t.found = true;
+          get = [s] { return JsonResponse(200, SensorJson(*s)); };
         }
       } else if (seg[4] == "ThermalSubsystem" && n == 5) {
         t.found = true;

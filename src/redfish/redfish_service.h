@@ -11,7 +11,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "redfish/redfish_auth.h"
@@ -60,6 +63,7 @@ class RedfishService {
  public:
   // cache: the health cache, mapped by the caller, who keeps it open longer than the service.
   RedfishService(ServiceOptions options, std::vector<Account> accounts, const spdr_cache* cache);
+  ~RedfishService();
   HttpResponse Handle(const HttpRequest& req, uint64_t now_ns);
 
   SessionStore& sessions() { return sessions_; }
@@ -81,13 +85,26 @@ class RedfishService {
   HttpResponse Route(const HttpRequest& req, const Auth& auth, uint64_t now_ns);
   Auth Authenticate(const HttpRequest& req, uint64_t now_ns);
   HttpResponse PostSession(const HttpRequest& req, uint64_t now_ns);
-  std::vector<SensorView> Sensors() const;
+  struct SensorIndex {
+    std::vector<std::string> ids;  // by cache index
+    std::unordered_map<std::string, uint32_t> by_id;
+    std::vector<spdr_sensor*> handles;  // closed with the index
+    SensorIndex() = default;
+    SensorIndex(const SensorIndex&) = delete;
+    SensorIndex& operator=(const SensorIndex&) = delete;
+    ~SensorIndex();
+  };
+  std::shared_ptr<const SensorIndex> Index() const;
+  std::vector<SensorView> Sensors() const;  // every sensor, one snapshot
+  std::optional<SensorView> OneSensor(const std::string& id) const;
   void Finish(const HttpRequest& req, HttpResponse* resp) const;
 
   const ServiceOptions options_;
   Accounts accounts_;
   SessionStore sessions_;
   const spdr_cache* cache_;
+  mutable std::mutex index_mu_;
+  mutable std::shared_ptr<const SensorIndex> index_;  // guarded by index_mu_
 };
 
 // A Redfish error body (DSP0266 "Error responses") with one Base message.
