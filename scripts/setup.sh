@@ -16,7 +16,7 @@ pkgs=(
   python3-grpcio python3-protobuf python3-yaml openssl
   fio libnbd-bin libnbd-dev nbdkit qemu-utils python3-libnbd
   libfuse3-dev fuse3
-  libgnutls28-dev gnutls-bin
+  libgnutls28-dev gnutls-bin libmicrohttpd-dev
   iproute2 nftables procps curl python3-venv python3-pip
   lm-sensors
   systemtap-sdt-dev bpftrace prometheus

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -19,7 +20,9 @@
 #include "common/log.h"
 #include "common/trace.h"
 #include "control/control_server.h"
+#include "daemon/health_setup.h"
 #include "daemon/qos_setup.h"
+#include "daemon/redfish_setup.h"
 #include "frontend/nbd/nbd_server.h"
 #include "reactor/reactor.h"
 #include "reactor/reactor_group.h"
@@ -44,6 +47,8 @@ struct SignalWatch : Completion {
   ControlServer* control = nullptr;
   ReplicationManager* replication = nullptr;
   ReplicaServer* replica = nullptr;
+  // What stops before anything drains: the Redfish server, then the health collector.
+  std::function<void()> stop_first;
   bool stopping = false;
   struct Stopped : Task {
     Reactor* reactor = nullptr;
@@ -65,6 +70,7 @@ void OnSignal(Completion* c, int32_t res, uint32_t flags) {
   if (!got || w->stopping) return;
   w->stopping = true;
   SPD_LOG_INFO("signal %u: draining in-flight requests", si.ssi_signo);
+  if (w->stop_first) w->stop_first();
   w->after_nbd.w = w;
   w->after_nbd.fn = [](Task* t) {
     SignalWatch* sw = static_cast<SignalWatch::AfterControl*>(t)->w;
@@ -626,7 +632,26 @@ int RunDaemon(const DaemonOptions& o) {
                                      "): the epoll reactor and the posix backend serve");
   }
 
+  // Host health: after the pool opened (its drive's SMART is read), on a thread of its own.
+  auto health_or = StartHealth(o);
+  if (!health_or.ok()) {
+    SPD_LOG_ERROR("%s", health_or.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<health::Collector> health = std::move(health_or).value();
+  // Redfish serves that cache, on threads of its own.
+  auto redfish_or = StartRedfish(o, health != nullptr);
+  if (!redfish_or.ok()) {
+    SPD_LOG_ERROR("%s", redfish_or.status().ToString().c_str());
+    return redfish_or.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  std::unique_ptr<RedfishRuntime> redfish = std::move(redfish_or).value();
+
   SignalWatch sig;
+  sig.stop_first = [&health, &redfish] {
+    if (redfish) redfish->server->Stop();
+    if (health) health->Stop();
+  };
   sig.control = control.get();
   sig.replication = replication.get();
   sig.replica = replica.get();

@@ -502,6 +502,8 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
       ->check(CLI::Range(uint64_t{1}, uint64_t{3'600'000}))
       ->capture_default_str();
   app.add_flag("--quiet", o.quiet, "Do not print the how-to-connect lines");
+  std::vector<std::string> health_source_periods;
+  AddHealthOptions(&app, &o, &health_source_periods);
 
   try {
     app.parse(argc, argv);
@@ -601,6 +603,7 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument("--nbd-handshakes-max must be between 1 and --nbd-connections-max");
   if (o.nbd_memory_bytes_max < o.nbd_request_bytes_max)
     return InvalidArgument("--nbd-memory-max must be at least --nbd-request-max");
+  SPD_RETURN_IF_ERROR(FinishHealthOptions(&o, health_source_periods));
   return o;
 }
 

@@ -4,12 +4,17 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
 #include "io/io_backend.h"
 #include "volume/pool.h"
 #include "volume/volume_manager.h"  // VolumeSpec
+
+namespace CLI {
+class App;
+}
 
 namespace spd {
 
@@ -99,7 +104,32 @@ struct DaemonOptions {
   uint64_t replication_inject_seed = 1;
   uint64_t replication_async_lag_bytes = 32ull << 20;  // ReplicaSetOptions::async_lag_*
   uint64_t replication_async_lag_ms = 1'000;
+  // Host health (docs/health.md): auto (the collector runs when the cache can be made; a failure
+  // is logged, never fatal), on (a failure stops the start, exit 1) or off.
+  std::string health = "auto";
+  std::string sysfs_root = "/sys";
+  // The cache: a POSIX shared-memory name ("/spd2-health", libspdr's default) or, with a second
+  // slash, the absolute path of a plain file ("/run/spd2/health.cache").
+  std::string health_shm = "/spd2-health";
+  uint64_t health_period_ms = 1'000;
+  // --health-source-period PREFIX=MS: per-source periods (CollectorOptions::periods).
+  std::vector<std::pair<std::string, uint64_t>> health_source_periods;
+  // Redfish (docs/redfish.md): HOST:PORT of the HTTPS service, "off" disables.
+  std::string redfish_listen = "off";
+  std::string redfish_cert, redfish_key;  // PEM; both empty: a self-signed pair in DATA_DIR
+  std::string redfish_users;              // accounts file (required with --redfish-listen)
+  uint32_t redfish_connections_max = 64;
+  uint32_t redfish_request_bytes_max = 16u << 10;
+  uint32_t redfish_sessions_max = 64;
+  uint64_t redfish_session_timeout_s = 1'800;
+  uint32_t redfish_threads = 2;
+  bool redfish_test_break_odata_version = false;  // test only: omit OData-Version
 };
+
+// The health and Redfish flags (options_health.cc), added to spd2's parser, and their checks
+// once parsed.
+void AddHealthOptions(CLI::App* app, DaemonOptions* o, std::vector<std::string>* source_periods);
+Status FinishHealthOptions(DaemonOptions* o, const std::vector<std::string>& source_periods);
 
 // Parses "4096", "64K", "1M", "1G", "1T", "1GiB", "1.5G". Binary units.
 Result<uint64_t> ParseSize(const std::string& text);

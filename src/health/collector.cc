@@ -7,7 +7,21 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "common/counters.h"
+
 namespace spd::health {
+namespace {
+
+// Process-wide (one collector runs in spd2; tests that make several add up).
+Gauge sensors_gauge("spd_health_sensors", "Sensors the health collector publishes in its cache.");
+Counter reads_total("spd_health_reads_total",
+                    "Hardware reads by the health collector: sysfs preads and NVMe log pages.");
+Counter read_errors_total("spd_health_read_errors_total",
+                          "Health reads that failed (the sensor is marked failed).");
+Counter polls_total("spd_health_polls_total", "Poll rounds of the health collector.");
+Counter wakeups_total("spd_health_wakeups_total", "Times the health collector's thread woke up.");
+
+}  // namespace
 
 struct Collector::Channel {
   uint32_t index = 0;
@@ -110,6 +124,7 @@ Result<std::unique_ptr<Collector>> Collector::Create(
     SPD_RETURN_IF_ERROR(c->AddSysfsSource(spec, source_index++));
   }
   for (auto& n : nvme) SPD_RETURN_IF_ERROR(c->AddNvmeSource(std::move(n), source_index++));
+  sensors_gauge.Set(c->cache_->sensor_count());
   return c;
 }
 
@@ -169,6 +184,7 @@ Status Collector::AddNvmeSource(std::unique_ptr<NvmeHealthSource> nvme, uint32_t
 int Collector::ReadInt(int fd, int64_t* value) {
   char buf[32];
   preads_.fetch_add(1, std::memory_order_relaxed);
+  reads_total.Add();
   const ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
   if (n < 0) return errno;
   if (n == 0) return ENODATA;
@@ -188,6 +204,7 @@ void Collector::PollSysfsChannel(Channel& c, uint64_t now_ns, uint64_t realtime_
   int64_t v = 0;
   const int err = ReadInt(c.input_fd, &v);
   if (err != 0) {
+    read_errors_total.Add();
     s.status = static_cast<uint32_t>(SensorStatus::kFailed);
     s.last_errno = err;
     return;
@@ -204,8 +221,10 @@ void Collector::PollSysfsChannel(Channel& c, uint64_t now_ns, uint64_t realtime_
 
 void Collector::PollNvme(Source& src, uint64_t now_ns, uint64_t realtime_ns) {
   NvmeLogPage page{};
+  reads_total.Add();
   const Status st = src.nvme->ReadSmartLog(&page);
   if (!st.ok()) {
+    if (st.code() != StatusCode::kUnavailable) read_errors_total.Add();
     for (Channel& c : src.channels) {
       if (st.code() == StatusCode::kUnavailable) {
         ApplyAge(&c.sample, now_ns, src.period_ns);
@@ -270,6 +289,7 @@ void Collector::PollDue(uint64_t now_ns) {
   if (!any) return;
   cache_->EndRound(now_ns, realtime_ns);
   rounds_.fetch_add(1, std::memory_order_relaxed);
+  polls_total.Add();
 }
 
 void Collector::PollAll(uint64_t now_ns) {
@@ -308,6 +328,7 @@ void Collector::Run() {
   while (!stop_) {
     lock.unlock();
     wakeups_.fetch_add(1, std::memory_order_relaxed);
+    wakeups_total.Add();
     PollDue(NowNs(CLOCK_MONOTONIC));
     const uint64_t next = NextDueNs();
     lock.lock();

@@ -4,6 +4,8 @@
 // tests/integration/test_health_sensors_j.sh to cross-check lm-sensors.
 //
 //   spd_health_dump [--sysfs-root DIR] [--json] [--cache FILE [--keep]]
+//   spd_health_dump --open CACHE [--json]    reads a running spd2's cache (/NAME: shared
+//                                             memory; a path with more slashes: a file)
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,7 +21,8 @@ namespace {
 
 int Usage() {
   std::fprintf(stderr,
-               "usage: spd_health_dump [--sysfs-root DIR] [--json] [--cache FILE [--keep]]\n");
+               "usage: spd_health_dump [--sysfs-root DIR] [--json] [--cache FILE [--keep]]\n"
+               "       spd_health_dump --open CACHE [--json]\n");
   return 2;
 }
 
@@ -50,6 +53,7 @@ nlohmann::json ToJson(const spdr_sensor_info& info, const spdr_reading& r) {
 int main(int argc, char** argv) {
   spd::health::CollectorOptions o;
   bool json = false;
+  std::string open_cache;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json") {
@@ -58,24 +62,35 @@ int main(int argc, char** argv) {
       o.sysfs_root = argv[++i];
     } else if (a == "--cache" && i + 1 < argc) {
       o.cache.path = argv[++i];
+    } else if (a == "--open" && i + 1 < argc) {
+      open_cache = argv[++i];
     } else if (a == "--keep") {
       o.cache.unlink_on_close = false;  // leave the cache file for other readers
     } else {
       return Usage();
     }
   }
-  if (o.cache.path.empty()) o.cache.path = "/tmp/spd_health_dump." + std::to_string(getpid());
-  o.cache.capacity = spd::health::kSensorsMax;
-  auto collector = spd::health::Collector::Create(o);
-  if (!collector.ok()) {
-    std::fprintf(stderr, "spd_health_dump: %s\n", collector.status().ToString().c_str());
-    return 1;
-  }
-  (*collector)->PollAll(1);  // one round; the monotonic time does not matter here
+  std::unique_ptr<spd::health::Collector> collector;
   spdr_cache* cache = nullptr;
-  int rc = spdr_cache_open_path(o.cache.path.c_str(), &cache);
+  int rc;
+  if (!open_cache.empty()) {
+    rc = open_cache.find('/', 1) != std::string::npos
+             ? spdr_cache_open_path(open_cache.c_str(), &cache)
+             : spdr_cache_open(open_cache.c_str(), &cache);
+  } else {
+    if (o.cache.path.empty()) o.cache.path = "/tmp/spd_health_dump." + std::to_string(getpid());
+    o.cache.capacity = spd::health::kSensorsMax;
+    auto made = spd::health::Collector::Create(o);
+    if (!made.ok()) {
+      std::fprintf(stderr, "spd_health_dump: %s\n", made.status().ToString().c_str());
+      return 1;
+    }
+    collector = std::move(*made);
+    collector->PollAll(1);  // one round; the monotonic time does not matter here
+    rc = spdr_cache_open_path(o.cache.path.c_str(), &cache);
+  }
   uint32_t count = 0;
-  std::vector<spdr_reading> readings(spdr_sensor_count(cache));
+  std::vector<spdr_reading> readings(rc == SPDR_OK ? spdr_sensor_count(cache) : 0);
   if (rc == SPDR_OK) rc = spdr_snapshot(cache, readings.data(), readings.size(), &count, nullptr);
   if (rc != SPDR_OK) {
     std::fprintf(stderr, "spd_health_dump: read cache: %s\n", spdr_strerror(rc));

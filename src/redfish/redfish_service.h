@@ -1,0 +1,118 @@
+// The Redfish service (DMTF DSP0266, Redfish 1.x): every resource and every protocol rule, as
+// a function from a request to a response, with no socket in sight. redfish_server.h puts it
+// behind HTTPS. docs/redfish.md lists the resources.
+//
+// Sensor values come from the host-health cache through libspdr (a snapshot per request): a
+// GET never touches sysfs, and costs the collector nothing.
+//
+// Thread-safety: Handle may run on any number of threads at once.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "redfish/redfish_auth.h"
+#include "spd/libspdr.h"
+
+namespace spd::redfish {
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // without the query
+  std::map<std::string, std::string> query;
+  std::map<std::string, std::string> headers;  // keys in lower case
+  std::string body;
+  bool body_too_large = false;  // the server stopped reading at its request_bytes_max
+  std::string Header(const std::string& lower_name) const {
+    auto it = headers.find(lower_name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string Header(const std::string& name) const;  // "" when absent (exact name)
+};
+
+// A drive of Systems/1/Storage/1: the pool's device, with what is known about it.
+struct DriveInfo {
+  std::string path;  // the pool's file or block device
+  uint64_t capacity_bytes = 0;
+  std::string nvme_serial;  // set when it is an NVMe namespace (its SMART is in the cache)
+  std::string model;
+};
+
+struct ServiceOptions {
+  uint64_t session_timeout_ns = 1'800'000'000'000;
+  uint32_t sessions_max = 64;
+  std::string uuid;      // ServiceRoot.UUID; stable across restarts (from the data directory)
+  std::string hostname;  // ComputerSystem.HostName
+  std::vector<DriveInfo> drives;
+  bool test_break_odata_version = false;  // test only: no OData-Version header
+};
+
+class RedfishService {
+ public:
+  // cache: the health cache, mapped by the caller, who keeps it open longer than the service.
+  RedfishService(ServiceOptions options, std::vector<Account> accounts, const spdr_cache* cache);
+  ~RedfishService();
+  HttpResponse Handle(const HttpRequest& req, uint64_t now_ns);
+
+  SessionStore& sessions() { return sessions_; }
+
+  // One sensor of the cache as a Redfish Sensor (what redfish_resources.cc builds from).
+  struct SensorView {
+    std::string id;  // the URI segment: the stable name with '/' made '_'
+    spdr_sensor_info info;
+    spdr_reading reading;
+  };
+  struct Auth {
+    bool ok = false;
+    std::string user;
+    Role role = Role::kReadOnly;
+    std::string session_id;  // when the request came with a session token
+  };
+
+ private:
+  HttpResponse Route(const HttpRequest& req, const Auth& auth, uint64_t now_ns);
+  Auth Authenticate(const HttpRequest& req, uint64_t now_ns);
+  HttpResponse PostSession(const HttpRequest& req, uint64_t now_ns);
+  struct SensorIndex {
+    std::vector<std::string> ids;  // by cache index
+    std::unordered_map<std::string, uint32_t> by_id;
+    std::vector<spdr_sensor*> handles;  // closed with the index
+    SensorIndex() = default;
+    SensorIndex(const SensorIndex&) = delete;
+    SensorIndex& operator=(const SensorIndex&) = delete;
+    ~SensorIndex();
+  };
+  std::shared_ptr<const SensorIndex> Index() const;
+  std::vector<SensorView> Sensors() const;  // every sensor, one snapshot
+  std::optional<SensorView> OneSensor(const std::string& id) const;
+  void Finish(const HttpRequest& req, HttpResponse* resp) const;
+
+  const ServiceOptions options_;
+  Accounts accounts_;
+  SessionStore sessions_;
+  const spdr_cache* cache_;
+  mutable std::mutex index_mu_;
+  mutable std::shared_ptr<const SensorIndex> index_;  // guarded by index_mu_
+};
+
+// A Redfish error body (DSP0266 "Error responses") with one Base message.
+std::string ErrorBody(const std::string& message_id, const std::string& message);
+// The FNV-1a 64 hash of body, as a quoted strong entity tag.
+std::string ETagOf(const std::string& body);
+// The sensors' URI segment: the stable name, '/' and other characters outside
+// [A-Za-z0-9_.-] made '_'.
+std::string SensorId(const std::string& stable_name);
+
+}  // namespace spd::redfish
