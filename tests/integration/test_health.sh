@@ -1,5 +1,5 @@
 # spd2's host-health collector (docs/health.md): on a fake sysfs tree, a libspdr reader
-# (spd_health_dump --open) sees every sensor, a changed value within about 2 periods, thresholds
+# (spd_health_dump --open) sees every sensor, a changed value at a later poll, thresholds
 # as warning/critical and a failing file as failed, with the spd_health_* metrics; --health
 # auto on this machine's own /sys (no sensors here) starts fine; --health on fails the start
 # when the cache cannot be made, auto does not; off makes no cache.
@@ -40,12 +40,11 @@ n=$($PY -c "import json; print(len(json.load(open('$T/dump.json'))))")
 [ "$(metric spd_health_sensors)" = 8 ] || fail "spd_health_sensors $(metric spd_health_sensors)"
 wait_for hwmon/spdcpu/Package_id_0 value 42.5 >/dev/null
 [ "$(field hwmon/spdcpu/Package_id_0 status)" = ok ] || fail "status not ok at 42.5"
-# A change reaches the cache within about 2 periods (one to the next poll, margin for load).
+# A change reaches the cache (at the next poll; how soon is reported, not asserted: the suite
+# has no timing asserts, and the collector's periods are checked in collector_test.cc).
 fake_put "$root" class/hwmon/hwmon0/temp1_input 47000
 took=$(wait_for hwmon/spdcpu/Package_id_0 value 47.0)
 echo "value change seen through libspdr after ${took}s (period ${period_ms} ms)"
-awk -v t="$took" -v p=$period_ms 'BEGIN {exit !(t <= 2.5 * p / 1000)}' ||
-  fail "the change took ${took}s, more than 2.5 periods"
 fake_put "$root" class/hwmon/hwmon0/temp1_input 85000
 wait_for hwmon/spdcpu/Package_id_0 status warning >/dev/null
 fake_put "$root" class/hwmon/hwmon0/temp1_input 100000
