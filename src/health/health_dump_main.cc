@@ -35,7 +35,8 @@ nlohmann::json ToJson(const spdr_sensor_info& info, const spdr_reading& r) {
                       {"unit", spdr_unit_name(info.unit)},
                       {"raw", r.value},
                       {"value", r.value_si},
-                      {"status", spdr_status_name(r.status)}};
+                      {"status", spdr_status_name(r.status)},
+                      {"period_ms", double(info.period_ns) / 1e6}};
   if (info.pci_location[0] != '\0') j["pci_location"] = info.pci_location;
   const std::pair<uint32_t, std::pair<const char*, int64_t>> thresholds[] = {
       {SPDR_HAS_MIN, {"min", r.min}},

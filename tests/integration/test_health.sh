@@ -13,7 +13,7 @@ cache=$T/health.cache
 period_ms=500
 mport=$((SPD_PORT + 1))
 SPD_METRICS="127.0.0.1:$mport" start_spd2 --volume vol0:64M --sysfs-root "$root" \
-  --health-shm "$cache" --health-period-ms $period_ms
+  --health-shm "$cache" --health-period-ms $period_ms --health-source-period thermal/=5000
 metric() { curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 # field NAME KEY: KEY of sensor NAME as the cache shows it now.
 field() {
@@ -39,6 +39,9 @@ n=$($PY -c "import json; print(len(json.load(open('$T/dump.json'))))")
 [ "$n" -eq 8 ] || { cat "$T/dump.json"; fail "$n sensors in the cache, want 8"; }
 [ "$(metric spd_health_sensors)" = 8 ] || fail "spd_health_sensors $(metric spd_health_sensors)"
 wait_for hwmon/spdcpu/Package_id_0 value 42.5 >/dev/null
+# --health-source-period: the thermal zone at its own period, the chips at --health-period-ms.
+[ "$(field thermal/x86_pkg_temp period_ms)" = 5000.0 ] || fail "thermal period $(field thermal/x86_pkg_temp period_ms)"
+[ "$(field hwmon/spdcpu/Package_id_0 period_ms)" = 500.0 ] || fail "hwmon period"
 [ "$(field hwmon/spdcpu/Package_id_0 status)" = ok ] || fail "status not ok at 42.5"
 # A change reaches the cache (at the next poll; how soon is reported, not asserted: the suite
 # has no timing asserts, and the collector's periods are checked in collector_test.cc).
@@ -78,6 +81,13 @@ rc=0
 "$SPD2" --data-dir "$T/data" --nbd-listen off --quiet --health on \
   --health-shm /nonexistent-dir/x/health.cache >>"$T/on.log" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] || { cat "$T/on.log"; fail "--health on with no cache exited $rc, want 1"; }
+for bad in "--health-source-period thermal/" "--health-source-period =5" \
+  "--health-source-period x=1" "--health-shm relative" "--health maybe"; do
+  rc=0
+  # shellcheck disable=SC2086
+  "$SPD2" --data-dir "$T/data" --nbd-listen off --quiet $bad >>"$T/bad.log" 2>&1 || rc=$?
+  [ "$rc" -eq 2 ] || { cat "$T/bad.log"; fail "$bad exited $rc, want 2"; }
+done
 start_spd2 --health off --health-shm "$T/off.cache"
 [ ! -e "$T/off.cache" ] || fail "--health off made a cache"
 stop_spd2
