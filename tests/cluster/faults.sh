@@ -542,6 +542,7 @@ shrink_tmpfs() {
 row_enospc_replica() {
   local old=$E p=$P
   [ "$p" != 3 ] || fail "$ROUND_LOG: n3, the node that fills up, is the primary"
+  log_mark
   shrink_tmpfs 3
   bc_write "$p" "$SEED" 3000 >"$T/w1.log" 2>&1 ||
     { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes through the primary while n3 is full"; }
@@ -550,6 +551,15 @@ row_enospc_replica() {
   primary_is_known "$p" && [ "$P" = "$p" ] || fail "$ROUND_LOG: the primary moved (n$p -> n$P)"
   bc_verify "$p" "the primary"
   mount -o remount,size=1G "$(node_dir 3)" || fail "$ROUND_LOG: cannot grow the tmpfs"
+  # A commit that failed for want of space turned n3's pool read-only for good (by design: a
+  # failed flush may have lost data); such a node must be restarted (its pool re-opens from its
+  # last durable state). Only a data write that failed leaves it able to resync as it is.
+  if awk -v from="${LOGMARK[3]}" 'NR > from && /the pool is read-only from now on/ { f = 1 }
+      END { exit !f }' "$T/n3.log"; then
+    echo "faults: $ROUND_LOG: n3's pool turned read-only (a commit failed): restarted"
+    stop_node 3 TERM
+    start_node 3
+  fi
   round_converges "$old"
 }
 
