@@ -21,11 +21,15 @@ ls "$T/prefix"/lib*/libspdr.so.0 >/dev/null 2>&1 || ls "$T"/prefix/lib*/*/libspd
   fail "no libspdr.so.0 installed"
 export PKG_CONFIG_PATH=$(dirname "$pc")
 libdir=$(pkg-config --variable=libdir spdr)
+# A sanitizer build's libspdr (CI's integration-asan stage) needs its runtime loaded first: the
+# examples are built with the same sanitizers then.
+san=()
+if ldd "$libdir/libspdr.so" | grep -q libasan; then san=(-fsanitize=address,undefined); fi
 # shellcheck disable=SC2046  # pkg-config's flags are meant to be split
-cc -std=c11 -Wall -Wextra -Werror "$src/examples/sensor_read.c" $(pkg-config --cflags --libs spdr) \
+cc -std=c11 -Wall -Wextra -Werror "${san[@]}" "$src/examples/sensor_read.c" $(pkg-config --cflags --libs spdr) \
   -Wl,-rpath,"$libdir" -o "$T/sensor_read" 2>&1 || fail "examples/sensor_read.c did not build"
 # shellcheck disable=SC2046
-c++ -std=c++17 -Wall -Wextra -Werror "$src/examples/snapshot.cpp" $(pkg-config --cflags --libs spdr) \
+c++ -std=c++17 -Wall -Wextra -Werror "${san[@]}" "$src/examples/snapshot.cpp" $(pkg-config --cflags --libs spdr) \
   -Wl,-rpath,"$libdir" -o "$T/snapshot" 2>&1 || fail "examples/snapshot.cpp did not build"
 mkdir -p "$T/sys/class/hwmon/hwmon0"
 echo spdfake >"$T/sys/class/hwmon/hwmon0/name"
