@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/file_util.h"
 #include "common/log.h"
 #include "daemon/health_setup.h"
 #include "redfish/redfish_auth.h"
@@ -16,14 +17,6 @@
 
 namespace spd {
 namespace {
-
-std::string FirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  while (!line.empty() && (line.back() == ' ' || line.back() == '\n')) line.pop_back();
-  return line;
-}
 
 // The service's UUID, kept in DATA_DIR/redfish.uuid so that it survives restarts.
 std::string ServiceUuid(const std::string& data_dir) {

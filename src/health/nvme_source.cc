@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <fstream>
 
+#include "common/file_util.h"
+
 namespace spd::health {
 namespace {
 
@@ -20,14 +22,6 @@ uint64_t LoadLe(const NvmeLogPage& p, size_t offset, size_t bytes) {
 
 void StoreLe(NvmeLogPage* p, size_t offset, size_t bytes, uint64_t v) {
   for (size_t i = 0; i < bytes; ++i) (*p)[offset + i] = uint8_t(v >> (8 * i));
-}
-
-std::string FirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  while (!line.empty() && (line.back() == ' ' || line.back() == '\n')) line.pop_back();
-  return line;
 }
 
 class NvmeIoctlSource : public NvmeHealthSource {

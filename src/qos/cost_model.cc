@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "common/file_util.h"
+
 namespace spd::qos {
 namespace {
 
@@ -62,26 +64,6 @@ Result<OpCost> OpField(const json& j, const char* key) {
   SPD_ASSIGN_OR_RETURN(c.base_ns, NumberField(*it, "base_ns", prefix + "base_ns"));
   SPD_ASSIGN_OR_RETURN(c.ns_per_byte, NumberField(*it, "ns_per_byte", prefix + "ns_per_byte"));
   return c;
-}
-
-std::string DirOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-Status WriteAll(int fd, const std::string& data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "write " + path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
 }
 
 }  // namespace
@@ -174,25 +156,7 @@ Result<CostModel> CostModel::FromJson(std::string_view text) {
 
 Status CostModel::Save(const std::string& path) const {
   SPD_RETURN_IF_ERROR(Validate().WithContext("save " + path));
-  const std::string text = ToJson();
-  const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::FromErrno(errno, "create " + tmp);
-  Status s = WriteAll(fd, text, tmp);
-  if (s.ok() && fsync(fd) < 0) s = Status::FromErrno(errno, "fsync " + tmp);
-  if (close(fd) < 0 && s.ok()) s = Status::FromErrno(errno, "close " + tmp);
-  if (s.ok() && rename(tmp.c_str(), path.c_str()) < 0)
-    s = Status::FromErrno(errno, "rename " + tmp + " to " + path);
-  if (!s.ok()) {
-    unlink(tmp.c_str());
-    return s;
-  }
-  const std::string dir = DirOf(path);
-  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Status::FromErrno(errno, "open " + dir);
-  if (fsync(dfd) < 0) s = Status::FromErrno(errno, "fsync " + dir);
-  close(dfd);
-  return s;
+  return WriteFileAtomic(path, ToJson());
 }
 
 Result<CostModel> CostModel::Load(const std::string& path) {

@@ -269,7 +269,8 @@ void OnRecorded(GenerationRecord* r) {
       // Out of sync but resyncing: the primary copies everything over this session.
       s->applying = in_sync || (s->hello.flags & rw::kHelloResync) != 0;
       if (!in_sync && s->applying) s->volume->MarkApplied();
-      if (s->applying) s->volume->replica_activity.Begin(s->epoch);
+      if (s->applying)
+        s->volume->replica_activity.Begin(s->epoch, /*primary=*/false, /*resyncing=*/!in_sync);
     }
     const size_t rb = ranges.size() * sizeof(rw::ActivityRange);
     h.length = static_cast<uint32_t>(sizeof body + rb);
@@ -286,6 +287,8 @@ void OnRecorded(GenerationRecord* r) {
     barriers_total.Add();
     // Reading was paused: nothing after it yet.
     s->volume->applied_after_generation.store(Volume::Applied::kClean);
+    // A resync's last barrier: this copy holds the term now (what ranks it after etcd's loss).
+    if (s->barrier.flags & rw::kFlagResyncEnd) s->volume->replica_activity.ResyncEnded(s->epoch);
   }
   Ack(s, s->barrier.seq, r->result);
   Pump(s);

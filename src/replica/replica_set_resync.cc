@@ -223,7 +223,7 @@ void ReplicaSet::CopySend() {
   h.epoch = o_.epoch;
   h.seq = m.repl_seq;
   h.result = Gap(m.repl_seq);
-  if (c->phase != Copy::Phase::kBarrier) h.flags = rw::kFlagRebuild;
+  h.flags = c->phase == Copy::Phase::kBarrier ? rw::kFlagResyncEnd : rw::kFlagRebuild;
   if (c->phase == Copy::Phase::kBarrier) {
     h.type = static_cast<uint16_t>(rw::Type::kBarrier);
     m.op = RequestOp::kFlush;

@@ -43,9 +43,10 @@ enum class Type : uint16_t {
 };
 
 enum Flags : uint16_t {
-  kFlagFua = 1 << 0,      // write, write-zeroes: durable before the ack
-  kFlagNoHole = 1 << 1,   // write-zeroes: keep the range allocated
-  kFlagRebuild = 1 << 2,  // write, discard: a resync's copy (the QoS scheduler's rebuild class)
+  kFlagFua = 1 << 0,        // write, write-zeroes: durable before the ack
+  kFlagNoHole = 1 << 1,     // write-zeroes: keep the range allocated
+  kFlagRebuild = 1 << 2,    // write, discard: a resync's copy (the QoS scheduler's rebuild class)
+  kFlagResyncEnd = 1 << 3,  // barrier: a resync's last; once durable the copy holds the term
 };
 
 struct Header {

@@ -10,6 +10,7 @@
 #include "common/counters.h"
 #include "common/log.h"
 #include "replica/dirty_map.h"
+#include "replica/replication_manager_internal.h"
 
 namespace spd {
 namespace {
@@ -46,26 +47,7 @@ void RunOn(Reactor* r, std::function<void()> fn) {
   f.wait();
 }
 
-struct Parsed {
-  struct Spec {
-    uint64_t size = 0;
-    uint32_t replicas = 0;
-    std::vector<std::string> nodes;
-    Durability durability = Durability::kFlush;
-    bool async = false;  // "durability": "async": the copies get flush
-  };
-  struct Prim {
-    std::string node;
-    int64_t epoch = 0;  // create_revision
-    int64_t lease = 0;
-  };
-  std::map<std::string, Spec> specs;
-  std::map<std::string, Prim> primaries;
-  std::map<std::string, std::map<std::string, std::pair<std::string, uint64_t>>> states;
-  std::map<std::string, std::string> handovers;  // volume -> the node asked to take it
-  // Asynchronous volumes with no primary: volume -> node -> the durable generation it stands with.
-  std::map<std::string, std::map<std::string, ReplicaGeneration>> candidates;
-};
+}  // namespace
 
 Parsed Parse(const PrefixMirror::Snapshot& s) {
   Parsed p;
@@ -84,6 +66,8 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
                       : d == "none" ? Durability::kNone
                                     : Durability::kFlush;
       sp.async = d == "async";
+      sp.recovered = j.value("recovered", false);
+      sp.json = kv.value;
       if (j.contains("nodes") && j["nodes"].is_array())
         for (const auto& n : j["nodes"])
           if (n.is_string()) sp.nodes.push_back(n.get<std::string>());
@@ -93,12 +77,17 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
     const std::string name = rest.substr(0, slash);
     const std::string sub = rest.substr(slash + 1);
     if (sub == "primary") {
-      p.primaries[name] = {j.value("node", std::string()), kv.create_revision, kv.lease};
+      p.primaries[name] = {
+          j.value("node", std::string()),
+          static_cast<int64_t>(EpochOf(j.value("era", uint64_t{0}), kv.create_revision)),
+          kv.create_revision, kv.lease};
     } else if (sub == "handover") {
       p.handovers[name] = j.value("to", std::string());
     } else if (sub.rfind("candidates/", 0) == 0) {
       p.candidates[name][sub.substr(11)] = {j.value("epoch", uint64_t{0}),
                                             j.value("seq", uint64_t{0})};
+      if (std::optional<CandidateRank> r = CandidateRank::FromJson(kv.value))
+        p.ranks[name][sub.substr(11)] = *r;
     } else if (sub.rfind("replicas/", 0) == 0) {
       p.states[name][sub.substr(9)] = {j.value("state", std::string()),
                                        j.value("epoch", uint64_t{0})};
@@ -113,15 +102,6 @@ std::string ReplicationAddress(const PrefixMirror::Snapshot& nodes, const std::s
   const nlohmann::json j = nlohmann::json::parse(it->second.value, nullptr, false);
   return j.is_object() ? j.value("replication", std::string()) : std::string();
 }
-
-}  // namespace
-
-struct ReplicationManager::Primary {
-  std::unique_ptr<ReplicaSet> set;
-  Volume* volume = nullptr;
-  std::shared_ptr<VolumeHandle> handle;
-  bool states_recorded = false;
-};
 
 ReplicationManager::ReplicationManager(ClusterNode* cluster, VolumeManager* volumes,
                                        Dispatcher* dispatcher, ReplicationManagerOptions options)
@@ -159,7 +139,7 @@ void ReplicationManager::MarkLoop() {
     Txn txn;
     txn.compare.push_back(
         Compare::CreateRevision(std::string(kVolumesPrefix) + m.volume + "/primary",
-                                Compare::Op::kEqual, static_cast<int64_t>(m.epoch)));
+                                Compare::Op::kEqual, RevisionOf(m.epoch)));
     txn.then.push_back(TxnOp::Put(std::string(kVolumesPrefix) + m.volume + "/replicas/" + m.node,
                                   nlohmann::json{{"state", m.state}, {"epoch", m.epoch}}.dump()));
     Result<TxnResult> r = cluster_->client()->Txn(txn);
@@ -231,11 +211,33 @@ void ReplicationManager::Guard(Volume* v) {
 void ReplicationManager::Reconcile() {
   const PrefixMirror::Snapshot snap = mirror_->Get();
   if (!snap.listed) return;
+  if (!CheckCluster(snap)) return;
   const PrefixMirror::Snapshot nodes = cluster_->Nodes();
   const Parsed p = Parse(snap);
   const std::string me = cluster_->name();
+  // A primary whose volume is gone from etcd (etcd lost its data: the volume comes back, with
+  // an election, once published again) stops.
+  std::vector<std::string> gone;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& [name, prim] : primaries_)
+      if (!p.specs.count(name)) gone.push_back(name);
+  }
+  for (const std::string& name : gone) {
+    SPD_LOG_WARN("replication: %s: its record is gone from etcd: no longer the primary",
+                 name.c_str());
+    StepDown(name);
+  }
   for (const auto& [name, spec] : p.specs) {
     if (std::find(spec.nodes.begin(), spec.nodes.end(), me) == spec.nodes.end()) continue;
+    if (!o_.state_dir.empty() && saved_specs_[name] != spec.json) {
+      // Kept on disk, to be published again if etcd loses its data.
+      if (Status s = SaveSpec(o_.state_dir, name, spec.json); s.ok())
+        saved_specs_[name] = spec.json;
+      else
+        SPD_LOG_WARN("replication: cannot keep the spec of %s: %s", name.c_str(),
+                     s.ToString().c_str());
+    }
     std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
     if (!h) {
       VolumeSpec vs;
@@ -295,7 +297,7 @@ void ReplicationManager::Reconcile() {
       StepDown(name);
       Txn txn;
       const std::string key = std::string(kVolumesPrefix) + name + "/primary";
-      txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, prim->second.epoch));
+      txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, prim->second.rev));
       if (local_failed)
         txn.then.push_back(TxnOp::Put(
             std::string(kVolumesPrefix) + name + "/replicas/" + me,
@@ -339,7 +341,7 @@ void ReplicationManager::Reconcile() {
           Txn txn;
           const std::string key = std::string(kVolumesPrefix) + name + "/primary";
           txn.compare.push_back(
-              Compare::CreateRevision(key, Compare::Op::kEqual, prim->second.epoch));
+              Compare::CreateRevision(key, Compare::Op::kEqual, prim->second.rev));
           txn.then.push_back(TxnOp::Delete(key));
           (void)cluster_->client()->Txn(txn);
         }
@@ -354,7 +356,14 @@ void ReplicationManager::Reconcile() {
     // No primary: campaign if this copy may hold the volume.
     auto st = p.states.find(name);
     bool eligible = false;
-    if (st == p.states.end() || st->second.empty()) {
+    if ((st == p.states.end() || st->second.empty()) && spec.recovered) {
+      // Published again after etcd lost its data: the copies' disks decide.
+      if (v->pool()->read_only()) continue;
+      auto r = p.ranks.find(name);
+      eligible = RecoveryCandidacy(
+          name, v, spec.nodes,
+          r != p.ranks.end() ? r->second : std::map<std::string, CandidateRank>{});
+    } else if (st == p.states.end() || st->second.empty()) {
       eligible = !spec.nodes.empty() && spec.nodes[0] == me;  // a new volume: its first node
     } else {
       auto mine_st = st->second.find(me);
@@ -394,11 +403,7 @@ void ReplicationManager::Reconcile() {
       }
     }
     campaigns_total.Add();
-    Txn txn;
-    const std::string key = std::string(kVolumesPrefix) + name + "/primary";
-    txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, 0));
-    txn.then.push_back(TxnOp::Put(key, nlohmann::json{{"node", me}}.dump(), cluster_->lease_id()));
-    Result<TxnResult> r = cluster_->client()->Txn(txn);
+    Result<TxnResult> r = cluster_->client()->Txn(CampaignTxn(name));
     if (r.ok() && r->succeeded) {
       campaigns_won_total.Add();
       SPD_LOG_INFO("replication: %s: this node is the primary now (epoch %lld)", name.c_str(),
@@ -506,7 +511,7 @@ void ReplicationManager::RecordStates(const std::string& name, Primary* p) {
   const uint64_t epoch = p->set->epoch();
   Txn txn;
   txn.compare.push_back(Compare::CreateRevision(std::string(kVolumesPrefix) + name + "/primary",
-                                                Compare::Op::kEqual, static_cast<int64_t>(epoch)));
+                                                Compare::Op::kEqual, RevisionOf(epoch)));
   auto put = [&](const std::string& node, const char* state) {
     txn.then.push_back(TxnOp::Put(std::string(kVolumesPrefix) + name + "/replicas/" + node,
                                   nlohmann::json{{"state", state}, {"epoch", epoch}}.dump()));
@@ -591,187 +596,6 @@ void ReplicationManager::StepDown(const std::string& name) {
   });
   std::lock_guard<std::mutex> l(mu_);
   closed_.push_back(std::move(p->set));
-}
-
-Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, uint32_t replicas,
-                                  Durability durability, bool async) {
-  if (replicas < 2 || replicas > ReplicaSet::kReplicasMax + 1)
-    return InvalidArgument("replicas must be 2.." + std::to_string(ReplicaSet::kReplicasMax + 1));
-  const PrefixMirror::Snapshot nodes = cluster_->Nodes();
-  const PrefixMirror::Snapshot vols = mirror_->Get();
-  if (!nodes.listed || !vols.listed)
-    return Status(StatusCode::kUnavailable, "the cluster's state is not known yet (etcd)");
-  const std::string me = cluster_->name();
-  if (ReplicationAddress(nodes, me).empty())
-    return FailedPrecondition("this node serves no replicas (--replication-listen)");
-  // This node first, then the nodes that hold the fewest replicated volumes.
-  const Parsed p = Parse(vols);
-  std::map<std::string, int> load;
-  for (const auto& [n, spec] : p.specs)
-    for (const std::string& node : spec.nodes) ++load[node];
-  std::vector<std::pair<int, std::string>> others;
-  for (const auto& [key, kv] : nodes.kvs) {
-    const std::string n = key.substr(std::string(kNodesPrefix).size());
-    if (n != me && !ReplicationAddress(nodes, n).empty()) others.push_back({load[n], n});
-  }
-  std::sort(others.begin(), others.end());
-  if (others.size() + 1 < replicas)
-    return FailedPrecondition("only " + std::to_string(others.size() + 1) +
-                              " node(s) serve replicas; " + std::to_string(replicas) + " asked");
-  std::vector<std::string> placed{me};
-  for (uint32_t i = 0; i + 1 < replicas; ++i) placed.push_back(others[i].second);
-  const std::string key = std::string(kVolumesPrefix) + name;
-  Txn txn;
-  txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, 0));
-  txn.then.push_back(TxnOp::Put(
-      key, nlohmann::json{{"size", size_bytes},
-                          {"replicas", replicas},
-                          {"nodes", placed},
-                          {"durability", async ? std::string("async") : DurabilityName(durability)}}
-               .dump()));
-  SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
-  if (!r.succeeded) return AlreadyExists("replicated volume '" + name + "' exists in the cluster");
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    changed_ = true;
-  }
-  cv_.notify_all();
-  for (int i = 0; i < 80; ++i) {
-    if (volumes_->Find(name)) return Status::Ok();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return Status(StatusCode::kDeadlineExceeded,
-                "recorded in the cluster, but the local copy did not appear within 4 s");
-}
-
-Status ReplicationManager::Promote(const std::string& name) {
-  const std::string me = cluster_->name();
-  Parsed p = Parse(mirror_->Get());
-  auto spec = p.specs.find(name);
-  if (spec == p.specs.end()) return NotFound("no replicated volume '" + name + "'");
-  if (std::find(spec->second.nodes.begin(), spec->second.nodes.end(), me) ==
-      spec->second.nodes.end())
-    return FailedPrecondition("'" + name + "' has no copy on this node (" + me + ")");
-  auto prim = p.primaries.find(name);
-  if (prim != p.primaries.end() && prim->second.node == me) return Status::Ok();
-  auto st = p.states.find(name);
-  const std::string mine =
-      st != p.states.end() && st->second.count(me) ? st->second.at(me).first : "unknown";
-  if (mine != "in_sync")
-    return FailedPrecondition("the copy on this node is " + mine +
-                              ": only an in-sync copy may become the primary");
-  return HandOver(name, me);
-}
-
-Status ReplicationManager::Demote(const std::string& name, const std::string& to) {
-  const std::string me = cluster_->name();
-  Parsed p = Parse(mirror_->Get());
-  auto spec = p.specs.find(name);
-  if (spec == p.specs.end()) return NotFound("no replicated volume '" + name + "'");
-  auto prim = p.primaries.find(name);
-  if (prim == p.primaries.end() || prim->second.node != me)
-    return FailedPrecondition(
-        "this node (" + me + ") is not the primary of '" + name +
-        "' (the primary: " + (prim != p.primaries.end() ? prim->second.node : std::string("none")) +
-        "): ask the primary");
-  const std::vector<std::string>& nodes = spec->second.nodes;
-  if (!to.empty() && std::find(nodes.begin(), nodes.end(), to) == nodes.end())
-    return NotFound("'" + name + "' has no copy on node '" + to + "'");
-  if (to == me) return FailedPrecondition("node '" + to + "' is the primary already");
-  auto st = p.states.find(name);
-  auto state_of = [&](const std::string& n) {
-    return st != p.states.end() && st->second.count(n) ? st->second.at(n).first
-                                                       : std::string("unknown");
-  };
-  std::string target = to;
-  if (target.empty()) {
-    for (const std::string& n : nodes)
-      if (n != me && state_of(n) == "in_sync") {
-        target = n;
-        break;
-      }
-    if (target.empty())
-      return FailedPrecondition("no other copy of '" + name +
-                                "' is in sync: none may take the volume");
-  } else if (state_of(target) != "in_sync") {
-    return FailedPrecondition("the copy on " + target + " is " + state_of(target) +
-                              ": only an in-sync copy may become the primary");
-  }
-  return HandOver(name, target);
-}
-
-Status ReplicationManager::HandOver(const std::string& name, const std::string& to) {
-  if (!cluster_->LeaseValid())
-    return Status(StatusCode::kUnavailable, "this node's cluster lease is not valid");
-  // The request lives with this node's lease: if this node dies, nobody waits for it.
-  const std::string key = std::string(kVolumesPrefix) + name + "/handover";
-  SPD_ASSIGN_OR_RETURN(int64_t rev, cluster_->client()->Put(key, nlohmann::json{{"to", to}}.dump(),
-                                                            cluster_->lease_id()));
-  (void)rev;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    changed_ = true;
-  }
-  cv_.notify_all();
-  Parsed p;
-  for (int i = 0; i < 300; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    p = Parse(mirror_->Get());
-    auto prim = p.primaries.find(name);
-    if (prim != p.primaries.end() && prim->second.node == to) return Status::Ok();
-  }
-  (void)cluster_->client()->Delete(key);
-  auto prim = p.primaries.find(name);
-  return Status(StatusCode::kDeadlineExceeded,
-                "node " + to + " did not become the primary of '" + name +
-                    "' within 15 s (primary: " +
-                    (prim != p.primaries.end() ? prim->second.node : std::string("none")) + ")");
-}
-
-std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {
-  const Parsed p = Parse(mirror_->Get());
-  std::vector<ReplicatedVolumeStatus> out;
-  std::lock_guard<std::mutex> l(mu_);
-  for (const auto& [name, spec] : p.specs) {
-    ReplicatedVolumeStatus v;
-    v.name = name;
-    v.size_bytes = spec.size;
-    v.replicas = spec.replicas;
-    v.durability = spec.async ? std::string("async") : DurabilityName(spec.durability);
-    v.nodes = spec.nodes;
-    if (auto it = p.primaries.find(name); it != p.primaries.end()) {
-      v.primary = it->second.node;
-      v.epoch = static_cast<uint64_t>(it->second.epoch);
-    }
-    std::vector<ReplicaSet::LinkInfo> links;
-    if (auto it = primaries_.find(name); it != primaries_.end()) {
-      links = it->second->set->Links();
-      v.lag_bytes = it->second->set->lag_bytes();
-      v.lag_ms = it->second->set->lag_ms();
-    }
-    auto st = p.states.find(name);
-    for (const std::string& node : spec.nodes) {
-      ReplicaStatus r;
-      r.node = node;
-      r.state = "unknown";
-      if (st != p.states.end())
-        if (auto s = st->second.find(node); s != st->second.end()) {
-          r.state = s->second.first;
-          r.epoch = s->second.second;
-        }
-      for (const auto& li : links)
-        if (li.name == node) {
-          r.detail = li.detail;
-          r.acked = li.acked;
-          if (li.state == ReplicaSet::LinkState::kResyncing)
-            r.detail = "resyncing: at byte " + std::to_string(li.resynced_bytes) + " of " +
-                       std::to_string(spec.size);
-        }
-      v.states.push_back(r);
-    }
-    out.push_back(std::move(v));
-  }
-  return out;
 }
 
 }  // namespace spd

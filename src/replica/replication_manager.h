@@ -28,12 +28,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cluster/cluster_node.h"
 #include "cluster/prefix_mirror.h"
+#include "replica/cluster_recovery.h"
 #include "replica/replica_set.h"
 #include "replica/write_guard.h"
 #include "volume/volume_manager.h"
@@ -133,6 +135,20 @@ class ReplicationManager {
   bool Quiesce(const std::string& name);
   void RecordStates(const std::string& name, Primary* p);
   void MarkLoop();
+  // After etcd lost its data (replica/cluster_recovery.h; replication_recovery.cc): settles the
+  // cluster's identity with etcd (at start, every 2 s, and when etcd's revision went back) and
+  // publishes this node's volumes again when etcd was re-created. False: do not act now (no
+  // identity known yet, or etcd names another cluster).
+  bool CheckCluster(const PrefixMirror::Snapshot& snap);
+  void Republish();
+  uint64_t MaxFenceEra();
+  // A recovered volume with no primary and no recorded states: this copy stands with its rank;
+  // true when every placed copy stood and this one is the best (it campaigns).
+  bool RecoveryCandidacy(const std::string& name, Volume* v, const std::vector<std::string>& nodes,
+                         const std::map<std::string, CandidateRank>& candidates);
+  // The campaign for `name`'s primary key: created only if absent, naming the cluster's era
+  // (and only while the era is the one this node read).
+  Txn CampaignTxn(const std::string& name) const;
 
   ClusterNode* cluster_;
   VolumeManager* volumes_;
@@ -150,6 +166,13 @@ class ReplicationManager {
   // reconciling thread's own).
   std::map<std::string, std::chrono::steady_clock::time_point> candidacy_since_;
   WriteGuard guard_;
+  // The reconciling thread's own: the cluster's identity as last settled (none without a
+  // state_dir), when, at which revision of the volumes' mirror; specs saved on disk.
+  std::optional<IdentityCheck> identity_;
+  std::chrono::steady_clock::time_point identity_checked_;
+  int64_t identity_snap_rev_ = 0;
+  std::map<std::string, std::string> saved_specs_;
+  std::map<std::string, std::string> recovery_logged_;  // volume -> what was logged last
   // Out-of-sync marks, made by a thread of their own (ReplicaSets ask from their reactors).
   struct Mark {
     std::string volume, node;

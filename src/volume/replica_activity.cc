@@ -61,14 +61,24 @@ std::string ReplicaActivity::path() const {
   return file_.path();
 }
 
-void ReplicaActivity::Begin(uint64_t epoch, bool primary) {
+void ReplicaActivity::Begin(uint64_t epoch, bool primary, bool resyncing) {
   std::lock_guard<std::mutex> l(mu_);
   EnsureMemory();
-  if (epoch == h_->epoch) return;
+  if (epoch == h_->epoch) {
+    if (resyncing) h_->flags |= kActivityFlagResyncing;
+    return;
+  }
   h_->flags = 0;  // incomplete first: a crash in between leaves a record that vouches for nothing
   h_->head = h_->count = 0;
+  h_->max_seq = 0;
   h_->epoch = epoch;
-  h_->flags = kActivityFlagComplete | (primary ? kActivityFlagPrimary : 0);
+  h_->flags = kActivityFlagComplete | (primary ? kActivityFlagPrimary : 0) |
+              (resyncing ? kActivityFlagResyncing : 0);
+}
+
+void ReplicaActivity::ResyncEnded(uint64_t epoch) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (h_ != nullptr && h_->epoch == epoch) h_->flags &= ~kActivityFlagResyncing;
 }
 
 void ReplicaActivity::Record(uint64_t epoch, uint64_t seq, uint64_t offset, uint64_t length) {
@@ -78,6 +88,7 @@ void ReplicaActivity::Record(uint64_t epoch, uint64_t seq, uint64_t offset, uint
     h_->flags &= ~kActivityFlagComplete;
     return;
   }
+  if (seq > h_->max_seq) h_->max_seq = seq;
   if (!(h_->flags & kActivityFlagComplete)) return;
   const uint64_t first = offset / kUnitBytes;
   const uint64_t last = length == 0 ? first : (offset + length - 1) / kUnitBytes;
@@ -104,7 +115,7 @@ void ReplicaActivity::Trim(uint64_t epoch, uint64_t seq) {
 
 void ReplicaActivity::Spoil() {
   std::lock_guard<std::mutex> l(mu_);
-  if (h_ != nullptr) h_->flags &= ~kActivityFlagComplete;
+  if (h_ != nullptr) h_->flags = (h_->flags & ~kActivityFlagComplete) | kActivityFlagSpoiled;
 }
 
 ReplicaActivity::Snapshot ReplicaActivity::Take() const {
@@ -116,6 +127,9 @@ ReplicaActivity::Snapshot ReplicaActivity::Take() const {
     s.epoch = h_->epoch;
     s.complete = (h_->flags & kActivityFlagComplete) != 0;
     s.primary = (h_->flags & kActivityFlagPrimary) != 0;
+    s.resyncing = (h_->flags & kActivityFlagResyncing) != 0;
+    s.spoiled = (h_->flags & kActivityFlagSpoiled) != 0;
+    s.max_seq = h_->max_seq;
     if (!s.complete) return s;
     r.reserve(h_->count);
     for (size_t i = 0; i < h_->count; ++i) {

@@ -50,6 +50,9 @@ class ReplicaActivity {
     uint64_t epoch = 0;         // the term the record is of (0: none)
     bool complete = false;      // see above
     bool primary = false;       // this copy was that term's primary
+    bool resyncing = false;     // a resync of that term had not ended on this copy
+    bool spoiled = false;       // a write failed on this copy in that term
+    uint64_t max_seq = 0;       // the highest message of that term applied here
     std::vector<Range> ranges;  // sorted, disjoint, not adjacent
   };
 
@@ -63,7 +66,10 @@ class ReplicaActivity {
   // A session of `epoch` was accepted on this copy (or this copy became its primary: `primary`):
   // a newer epoch starts a fresh, complete record; the same epoch keeps the one it has (a
   // reconnection within the term).
-  void Begin(uint64_t epoch, bool primary = false);
+  // `resyncing`: the session resyncs this copy (the record says so until ResyncEnded).
+  void Begin(uint64_t epoch, bool primary = false, bool resyncing = false);
+  // The resync of `epoch` ended on this copy (its last barrier is durable): it holds the term.
+  void ResyncEnded(uint64_t epoch);
   // Before applying message `seq` of `epoch` to [offset, offset + length).
   void Record(uint64_t epoch, uint64_t seq, uint64_t offset, uint64_t length);
   // Every message of `epoch` below `seq` is on every in-sync copy: its records go.

@@ -31,10 +31,16 @@ struct ActivityFileHeader {
   uint64_t head;   // ring index of the oldest entry
   uint64_t count;  // entries in the ring
   uint64_t entries_max;
-  uint8_t reserved[16];
+  uint64_t max_seq;  // the highest message number of `epoch` applied (0 in records of old versions)
+  uint8_t reserved[8];
 };
 inline constexpr uint32_t kActivityFlagComplete = 1;  // the record vouches for its term
 inline constexpr uint32_t kActivityFlagPrimary = 2;   // this copy was the term's primary
+// The copy is being resynced in this term: it holds only part of it until the primary's last
+// barrier of the copy (which clears the flag).
+inline constexpr uint32_t kActivityFlagResyncing = 4;
+// A write failed on this copy in this term: it may lack what it acknowledged (Spoil).
+inline constexpr uint32_t kActivityFlagSpoiled = 8;
 
 struct ActivityFileEntry {
   uint64_t seq;
@@ -58,6 +64,7 @@ struct DirtyFileHeader {
 static_assert(sizeof(ActivityFileHeader) == 64);
 static_assert(offsetof(ActivityFileHeader, epoch) == 16);
 static_assert(offsetof(ActivityFileHeader, entries_max) == 40);
+static_assert(offsetof(ActivityFileHeader, max_seq) == 48);
 static_assert(sizeof(ActivityFileEntry) == 16);
 static_assert(sizeof(DirtyFileHeader) == 64);
 static_assert(offsetof(DirtyFileHeader, epoch) == 16);

@@ -421,6 +421,37 @@ row_etcd_all_down() {
   round_converges "$old"
 }
 
+# etcd loses its data (every member's directory wiped) under writes, while one replica is away
+# and has missed writes (marked out of sync in the etcd that is lost). The nodes find the cluster
+# gone, publish their volumes again from their disks and elect the freshest copy by what the
+# copies hold; the stale one must not win. Odd seeds also kill every node at once after the
+# wipe (their disks alone decide after the restart); even ones keep them running (the primary
+# steps down and the election follows).
+row_etcd_lost() {
+  local old=$E p=$P r k
+  r=$(((p % 3) + 1))
+  stop_node "$r" TERM
+  bc_write "$p" "$SEED" $((200 + RANDOM % 500)) >"$T/w1.log" 2>&1 ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with a replica away"; }
+  bc_background "$p" $((SEED + 300))
+  sleep "0.$((RANDOM % 9 + 1))"
+  etcd_wipe || fail "$ROUND_LOG: cannot wipe etcd"
+  if [ $((SEED % 2)) = 1 ]; then
+    for k in 1 2 3; do [ -z "${NPID[$k]}" ] || kill -KILL "${NPID[$k]}"; done
+    for k in 1 2 3; do stop_node "$k" KILL; done
+    bc_join
+    for k in 1 2 3; do start_node "$k"; done
+  else
+    bc_join
+    start_node "$r"
+  fi
+  wait_until "$ROUND_LOG: a primary elected from the copies' disks" $((FAULT_TTL + 30)) \
+    primary_agreed_above "$old"
+  [ "$P" != "$r" ] || fail "$ROUND_LOG: n$r, which missed writes, took the volume (epoch $E)"
+  grep -q 'etcd lost the cluster' "$T"/n?.log || fail "$ROUND_LOG: no node saw etcd's loss"
+  round_converges "$old"
+}
+
 # A replica that missed writes is killed while it is being resynced, then comes back.
 row_kill_resync_target() {
   local old=$E p=$P r

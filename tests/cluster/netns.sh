@@ -677,6 +677,17 @@ etcd_all_start() {
   etcd_wait_healthy
 }
 
+# etcd_wipe: every member stopped, its data directory removed, and started again: a new, empty
+# etcd (revisions from 1) in the old one's place, as after the loss of every member's disk.
+etcd_wipe() {
+  etcd_all_stop || return 1
+  local k
+  for ((k = 1; k <= ETCD_N; k++)); do
+    rm -rf "${CLUSTER_DIR:?}/etcd/e$k" || return 1
+  done
+  etcd_all_start
+}
+
 # etcd_leader: K of the member that a majority of the cluster (running members asked in their own
 # namespaces) reports as leader, and that says so itself; waits ETCD_WAIT_S for one.
 etcd_leader() {

@@ -1,0 +1,194 @@
+// ReplicationManager's calls from the control API: create, promote, demote (a hand-over), list.
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "replica/replication_manager.h"
+#include "replica/replication_manager_internal.h"
+
+namespace spd {
+
+Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, uint32_t replicas,
+                                  Durability durability, bool async) {
+  if (replicas < 2 || replicas > ReplicaSet::kReplicasMax + 1)
+    return InvalidArgument("replicas must be 2.." + std::to_string(ReplicaSet::kReplicasMax + 1));
+  const PrefixMirror::Snapshot nodes = cluster_->Nodes();
+  const PrefixMirror::Snapshot vols = mirror_->Get();
+  if (!nodes.listed || !vols.listed)
+    return Status(StatusCode::kUnavailable, "the cluster's state is not known yet (etcd)");
+  const std::string me = cluster_->name();
+  if (ReplicationAddress(nodes, me).empty())
+    return FailedPrecondition("this node serves no replicas (--replication-listen)");
+  // This node first, then the nodes that hold the fewest replicated volumes.
+  const Parsed p = Parse(vols);
+  std::map<std::string, int> load;
+  for (const auto& [n, spec] : p.specs)
+    for (const std::string& node : spec.nodes) ++load[node];
+  std::vector<std::pair<int, std::string>> others;
+  for (const auto& [key, kv] : nodes.kvs) {
+    const std::string n = key.substr(std::string(kNodesPrefix).size());
+    if (n != me && !ReplicationAddress(nodes, n).empty()) others.push_back({load[n], n});
+  }
+  std::sort(others.begin(), others.end());
+  if (others.size() + 1 < replicas)
+    return FailedPrecondition("only " + std::to_string(others.size() + 1) +
+                              " node(s) serve replicas; " + std::to_string(replicas) + " asked");
+  std::vector<std::string> placed{me};
+  for (uint32_t i = 0; i + 1 < replicas; ++i) placed.push_back(others[i].second);
+  const std::string key = std::string(kVolumesPrefix) + name;
+  Txn txn;
+  txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, 0));
+  txn.then.push_back(TxnOp::Put(
+      key, nlohmann::json{{"size", size_bytes},
+                          {"replicas", replicas},
+                          {"nodes", placed},
+                          {"durability", async ? std::string("async") : DurabilityName(durability)}}
+               .dump()));
+  SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
+  if (!r.succeeded) return AlreadyExists("replicated volume '" + name + "' exists in the cluster");
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    changed_ = true;
+  }
+  cv_.notify_all();
+  for (int i = 0; i < 80; ++i) {
+    if (volumes_->Find(name)) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Status(StatusCode::kDeadlineExceeded,
+                "recorded in the cluster, but the local copy did not appear within 4 s");
+}
+
+Status ReplicationManager::Promote(const std::string& name) {
+  const std::string me = cluster_->name();
+  Parsed p = Parse(mirror_->Get());
+  auto spec = p.specs.find(name);
+  if (spec == p.specs.end()) return NotFound("no replicated volume '" + name + "'");
+  if (std::find(spec->second.nodes.begin(), spec->second.nodes.end(), me) ==
+      spec->second.nodes.end())
+    return FailedPrecondition("'" + name + "' has no copy on this node (" + me + ")");
+  auto prim = p.primaries.find(name);
+  if (prim != p.primaries.end() && prim->second.node == me) return Status::Ok();
+  auto st = p.states.find(name);
+  const std::string mine =
+      st != p.states.end() && st->second.count(me) ? st->second.at(me).first : "unknown";
+  if (mine != "in_sync")
+    return FailedPrecondition("the copy on this node is " + mine +
+                              ": only an in-sync copy may become the primary");
+  return HandOver(name, me);
+}
+
+Status ReplicationManager::Demote(const std::string& name, const std::string& to) {
+  const std::string me = cluster_->name();
+  Parsed p = Parse(mirror_->Get());
+  auto spec = p.specs.find(name);
+  if (spec == p.specs.end()) return NotFound("no replicated volume '" + name + "'");
+  auto prim = p.primaries.find(name);
+  if (prim == p.primaries.end() || prim->second.node != me)
+    return FailedPrecondition(
+        "this node (" + me + ") is not the primary of '" + name +
+        "' (the primary: " + (prim != p.primaries.end() ? prim->second.node : std::string("none")) +
+        "): ask the primary");
+  const std::vector<std::string>& nodes = spec->second.nodes;
+  if (!to.empty() && std::find(nodes.begin(), nodes.end(), to) == nodes.end())
+    return NotFound("'" + name + "' has no copy on node '" + to + "'");
+  if (to == me) return FailedPrecondition("node '" + to + "' is the primary already");
+  auto st = p.states.find(name);
+  auto state_of = [&](const std::string& n) {
+    return st != p.states.end() && st->second.count(n) ? st->second.at(n).first
+                                                       : std::string("unknown");
+  };
+  std::string target = to;
+  if (target.empty()) {
+    for (const std::string& n : nodes)
+      if (n != me && state_of(n) == "in_sync") {
+        target = n;
+        break;
+      }
+    if (target.empty())
+      return FailedPrecondition("no other copy of '" + name +
+                                "' is in sync: none may take the volume");
+  } else if (state_of(target) != "in_sync") {
+    return FailedPrecondition("the copy on " + target + " is " + state_of(target) +
+                              ": only an in-sync copy may become the primary");
+  }
+  return HandOver(name, target);
+}
+
+Status ReplicationManager::HandOver(const std::string& name, const std::string& to) {
+  if (!cluster_->LeaseValid())
+    return Status(StatusCode::kUnavailable, "this node's cluster lease is not valid");
+  // The request lives with this node's lease: if this node dies, nobody waits for it.
+  const std::string key = std::string(kVolumesPrefix) + name + "/handover";
+  SPD_ASSIGN_OR_RETURN(int64_t rev, cluster_->client()->Put(key, nlohmann::json{{"to", to}}.dump(),
+                                                            cluster_->lease_id()));
+  (void)rev;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    changed_ = true;
+  }
+  cv_.notify_all();
+  Parsed p;
+  for (int i = 0; i < 300; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    p = Parse(mirror_->Get());
+    auto prim = p.primaries.find(name);
+    if (prim != p.primaries.end() && prim->second.node == to) return Status::Ok();
+  }
+  (void)cluster_->client()->Delete(key);
+  auto prim = p.primaries.find(name);
+  return Status(StatusCode::kDeadlineExceeded,
+                "node " + to + " did not become the primary of '" + name +
+                    "' within 15 s (primary: " +
+                    (prim != p.primaries.end() ? prim->second.node : std::string("none")) + ")");
+}
+
+std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {
+  const Parsed p = Parse(mirror_->Get());
+  std::vector<ReplicatedVolumeStatus> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [name, spec] : p.specs) {
+    ReplicatedVolumeStatus v;
+    v.name = name;
+    v.size_bytes = spec.size;
+    v.replicas = spec.replicas;
+    v.durability = spec.async ? std::string("async") : DurabilityName(spec.durability);
+    v.nodes = spec.nodes;
+    if (auto it = p.primaries.find(name); it != p.primaries.end()) {
+      v.primary = it->second.node;
+      v.epoch = static_cast<uint64_t>(it->second.epoch);
+    }
+    std::vector<ReplicaSet::LinkInfo> links;
+    if (auto it = primaries_.find(name); it != primaries_.end()) {
+      links = it->second->set->Links();
+      v.lag_bytes = it->second->set->lag_bytes();
+      v.lag_ms = it->second->set->lag_ms();
+    }
+    auto st = p.states.find(name);
+    for (const std::string& node : spec.nodes) {
+      ReplicaStatus r;
+      r.node = node;
+      r.state = "unknown";
+      if (st != p.states.end())
+        if (auto s = st->second.find(node); s != st->second.end()) {
+          r.state = s->second.first;
+          r.epoch = s->second.second;
+        }
+      for (const auto& li : links)
+        if (li.name == node) {
+          r.detail = li.detail;
+          r.acked = li.acked;
+          if (li.state == ReplicaSet::LinkState::kResyncing)
+            r.detail = "resyncing: at byte " + std::to_string(li.resynced_bytes) + " of " +
+                       std::to_string(spec.size);
+        }
+      v.states.push_back(r);
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace spd

@@ -1,0 +1,54 @@
+// ReplicationManager's own: the volumes' keys in etcd parsed (replication_manager.cc), shared
+// by its files (replication_manager_calls.cc, replication_recovery.cc).
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cluster/prefix_mirror.h"
+#include "replica/cluster_recovery.h"
+#include "replica/replication_manager.h"
+#include "volume/pool.h"
+
+namespace spd {
+
+struct Parsed {
+  struct Spec {
+    uint64_t size = 0;
+    uint32_t replicas = 0;
+    std::vector<std::string> nodes;
+    Durability durability = Durability::kFlush;
+    bool async = false;      // "durability": "async": the copies get flush
+    bool recovered = false;  // published again after etcd lost its data (cluster_recovery.h)
+    std::string json;        // the value as in etcd
+  };
+  struct Prim {
+    std::string node;
+    int64_t epoch = 0;  // EpochOf(the era it names, create_revision)
+    int64_t rev = 0;    // create_revision
+    int64_t lease = 0;
+  };
+  std::map<std::string, Spec> specs;
+  std::map<std::string, Prim> primaries;
+  std::map<std::string, std::map<std::string, std::pair<std::string, uint64_t>>> states;
+  std::map<std::string, std::string> handovers;  // volume -> the node asked to take it
+  // Asynchronous volumes with no primary: volume -> node -> the durable generation it stands with.
+  std::map<std::string, std::map<std::string, ReplicaGeneration>> candidates;
+  // Recovered volumes with no primary: volume -> node -> its rank (cluster_recovery.h).
+  std::map<std::string, std::map<std::string, CandidateRank>> ranks;
+};
+
+// A volume this node is the primary of.
+struct ReplicationManager::Primary {
+  std::unique_ptr<ReplicaSet> set;
+  Volume* volume = nullptr;
+  std::shared_ptr<VolumeHandle> handle;
+  bool states_recorded = false;
+};
+
+Parsed Parse(const PrefixMirror::Snapshot& s);
+// Node `node`'s replication address (HOST:PORT) from the nodes' mirror; "" if none.
+std::string ReplicationAddress(const PrefixMirror::Snapshot& nodes, const std::string& node);
+
+}  // namespace spd
