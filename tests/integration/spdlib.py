@@ -48,3 +48,24 @@ def check(name, cond):
     if not cond:
         raise SystemExit("FAIL: " + name)
     print("ok -", name)
+
+
+def self_signed_cert(directory, name="cert", san=True):
+    """A self-signed certificate for localhost (and 127.0.0.1 with san): (cert, key) paths."""
+    cert, key = os.path.join(directory, name + ".pem"), os.path.join(directory, name + ".key")
+    cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+           "-out", cert, "-days", "1", "-subj", "/CN=localhost"]
+    if san:
+        cmd += ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return cert, key
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -15,14 +15,13 @@ import glob
 import importlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 
 import grpc
 
-from spdlib import check, start_spd2
+from spdlib import check, free_port, self_signed_cert, start_spd2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 API = os.path.join(HERE, "..", "..", "api")
@@ -64,15 +63,8 @@ from spd.v1 import volumes_pb2 as vpb, volumes_pb2_grpc  # noqa: E402
 
 data = os.path.join(tmp, "data")
 sock = os.path.join(data, "control.sock")
-cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-               check=True, capture_output=True)
-s_ = socket.socket()
-s_.bind(("127.0.0.1", 0))
-port = s_.getsockname()[1]
-s_.close()
+cert, key = self_signed_cert(tmp)
+port = free_port()
 start_spd2(data, ["--pool-size", "1G", "--volume", "x1:16M", "--control-socket-mode", "0666",
                   "--control-listen", "127.0.0.1:%d" % port, "--control-tls-cert", cert,
                   "--control-tls-key", key],

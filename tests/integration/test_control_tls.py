@@ -5,7 +5,6 @@ tenants but not the uid map; a plaintext client gets nothing; the daemon refuses
 TCP without TLS; a token created with a ttl works until it expires, then is UNAUTHENTICATED;
 spdctl reaches the daemon with --address, --tls-ca and --token-file (or SPDCTL_TOKEN)."""
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ import time
 import grpc
 import json
 
-from spdlib import SPD2, check, start_spd2
+from spdlib import SPD2, check, free_port, self_signed_cert, start_spd2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 API = os.path.join(HERE, "..", "..", "api")
@@ -31,15 +30,8 @@ from spd.v1 import audit_pb2, audit_pb2_grpc  # noqa: E402
 from spd.v1 import policy_pb2 as ppb, policy_pb2_grpc  # noqa: E402
 from spd.v1 import volumes_pb2 as vpb, volumes_pb2_grpc  # noqa: E402
 
-cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-               check=True, capture_output=True)
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-port = s.getsockname()[1]
-s.close()
+cert, key = self_signed_cert(tmp)
+port = free_port()
 
 # Without a certificate, TCP is refused at start: never plaintext.
 data0 = os.path.join(tmp, "data0")
@@ -234,10 +226,7 @@ check("a bad token: UNAUTHENTICATED, exit 6 (%r)" % r.stderr.strip(),
 r = ctl(["volume", "list"])
 check("--address without a token: usage error, exit 2 (%r)" % r.stderr.strip(),
       r.returncode == 2 and "token" in r.stderr)
-other_ca, other_key = os.path.join(tmp, "other.pem"), os.path.join(tmp, "other.key")
-subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", other_key,
-                "-out", other_ca, "-days", "1", "-subj", "/CN=localhost"],
-               check=True, capture_output=True)
+other_ca, _ = self_signed_cert(tmp, "other", san=False)
 r = subprocess.run([SPDCTL, "--address", "127.0.0.1:%d" % port, "--tls-ca", other_ca,
                     "--token-file", tokfile, "--timeout", "5", "volume", "list"],
                    capture_output=True, text=True, timeout=60, env=env)

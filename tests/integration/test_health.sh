@@ -70,8 +70,10 @@ stop_spd2
 start_spd2 --health-shm "$T/own.cache"
 grep -q "health: [0-9]* sensor(s)" "$T/spd2.log" || fail "no health line in the log"
 "$DUMP" --open "$T/own.cache" >/dev/null || fail "own cache unreadable"
-hw=$( (ls -d /sys/class/hwmon/hwmon* /sys/class/thermal/thermal_zone* 2>/dev/null || true) | wc -l)
-[ "$hw" -gt 0 ] || grep -q "health: 0 sensor(s)" "$T/spd2.log" || fail "sensors on a host without"
+shopt -s nullglob
+own=(/sys/class/hwmon/hwmon* /sys/class/thermal/thermal_zone*)
+shopt -u nullglob
+[ "${#own[@]}" -gt 0 ] || grep -q "health: 0 sensor(s)" "$T/spd2.log" || fail "sensors on a host without"
 stop_spd2
 # A cache that cannot be made: auto goes on without health, on refuses to start (exit 1).
 start_spd2 --health-shm /nonexistent-dir/x/health.cache
