@@ -219,7 +219,13 @@ void OnWriteDone(void* arg, IoRequest* req) {
   auto* s = static_cast<Session*>(arg);
   uint64_t msg_seq = 0;
   std::memcpy(&msg_seq, req->correlation_id + 8, sizeof msg_seq);
-  if (req->result != 0) write_errors_total.Add();
+  if (req->result != 0) {
+    write_errors_total.Add();
+    // This copy lacks a write of the term now: its record vouches for nothing (a failover
+    // copies it whole) and it does not hold the term whole (cluster_recovery.h) until a resync
+    // ends.
+    s->volume->replica_activity.Spoil();
+  }
   if (!s->closing) Ack(s, msg_seq, req->result);
   // A slot is free again, or the barrier may go: once this request is back in the free list.
   if (!s->pump_pending) {

@@ -34,8 +34,9 @@ class ReplicaServerTest : public ::testing::Test {
     PoolOptions o;
     o.chunk_size_bytes = 64 << 10;
     o.log_size_bytes = 1 << 20;
-    auto p = Pool::Create(std::make_unique<SimBackend>(reactor_.get(), 64ull << 20, SimOptions{}),
-                          reactor_.get(), o);
+    auto sim = std::make_unique<SimBackend>(reactor_.get(), 64ull << 20, SimOptions{});
+    sim_ = sim.get();
+    auto p = Pool::Create(std::move(sim), reactor_.get(), o);
     ASSERT_TRUE(p.ok());
     pool_ = std::move(p).value();
     ASSERT_TRUE(pool_->CreateVolume("v", 4 << 20).ok());
@@ -160,9 +161,10 @@ class ReplicaServerTest : public ::testing::Test {
     EXPECT_EQ(a.seq, seq);
     return a.result;
   }
-  int32_t Barrier(int fd, uint64_t epoch, uint64_t seq) {
+  int32_t Barrier(int fd, uint64_t epoch, uint64_t seq, uint16_t flags = 0) {
     rw::Header h;
     h.type = static_cast<uint16_t>(rw::Type::kBarrier);
+    h.flags = flags;
     h.epoch = epoch;
     h.seq = seq;
     SendMsg(fd, h);
@@ -180,6 +182,7 @@ class ReplicaServerTest : public ::testing::Test {
   }
 
   std::unique_ptr<Reactor> reactor_;
+  SimBackend* sim_ = nullptr;  // pool_'s
   std::unique_ptr<Pool> pool_;
   std::unique_ptr<VolumeManager> volumes_;
   std::unique_ptr<Dispatcher> dispatcher_;
@@ -249,10 +252,26 @@ TEST_F(ReplicaServerTest, AppliedWritesAreRecordedUntilTheWatermarkPassesThem) {
   EXPECT_EQ(ranges[0].first_unit, 9u);
   EXPECT_EQ(ranges[0].units, 1u);
   EXPECT_EQ(ranges[1].first_unit, 20u);
-  // Its session applies (a resync): the record starts afresh for epoch 2.
+  // Its session applies (a resync): the record starts afresh for epoch 2, marked resyncing.
   a = v->replica_activity.Take();
   EXPECT_EQ(a.epoch, 2u);
   EXPECT_TRUE(a.ranges.empty());
+  EXPECT_TRUE(a.resyncing);
+  EXPECT_EQ(Write(fd2, 2, 1, 0, 4096, 'f', 0), 0);
+  EXPECT_EQ(v->replica_activity.Take().max_seq, 1u);
+  // A write that fails here spoils the record: this copy no longer holds the term whole.
+  sim_->FailNext(1);
+  EXPECT_NE(Write(fd2, 2, 2, 0, 4096, 'g', 0), 0);
+  EXPECT_TRUE(v->replica_activity.Take().spoiled);
+  // A plain barrier leaves the marks; the resync's last one clears them (the copy is whole).
+  EXPECT_EQ(Barrier(fd2, 2, 3), 0);
+  a = v->replica_activity.Take();
+  EXPECT_TRUE(a.resyncing && a.spoiled);
+  EXPECT_EQ(Write(fd2, 2, 4, 0, 4096, 'h', 0), 0);
+  EXPECT_EQ(Barrier(fd2, 2, 5, rw::kFlagResyncEnd), 0);
+  a = v->replica_activity.Take();
+  EXPECT_FALSE(a.resyncing || a.spoiled);
+  EXPECT_EQ(a.max_seq, 4u);
 }
 
 TEST_F(ReplicaServerTest, ANewerPrimaryFencesTheOldOne) {

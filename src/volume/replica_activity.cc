@@ -78,7 +78,8 @@ void ReplicaActivity::Begin(uint64_t epoch, bool primary, bool resyncing) {
 
 void ReplicaActivity::ResyncEnded(uint64_t epoch) {
   std::lock_guard<std::mutex> l(mu_);
-  if (h_ != nullptr && h_->epoch == epoch) h_->flags &= ~kActivityFlagResyncing;
+  if (h_ != nullptr && h_->epoch == epoch)
+    h_->flags &= ~(kActivityFlagResyncing | kActivityFlagSpoiled);
 }
 
 void ReplicaActivity::Record(uint64_t epoch, uint64_t seq, uint64_t offset, uint64_t length) {

@@ -68,7 +68,8 @@ class ReplicaActivity {
   // reconnection within the term).
   // `resyncing`: the session resyncs this copy (the record says so until ResyncEnded).
   void Begin(uint64_t epoch, bool primary = false, bool resyncing = false);
-  // The resync of `epoch` ended on this copy (its last barrier is durable): it holds the term.
+  // The resync of `epoch` ended on this copy (its last barrier is durable): it holds the term
+  // (neither resyncing nor spoiled; the record stays incomplete: it missed entries).
   void ResyncEnded(uint64_t epoch);
   // Before applying message `seq` of `epoch` to [offset, offset + length).
   void Record(uint64_t epoch, uint64_t seq, uint64_t offset, uint64_t length);
