@@ -260,6 +260,14 @@ expect_no_whole_copy() {  # WHAT
 
 # kill_under_writes K SEED AFTER LOG: writes through node K that SIGKILL it after AFTER writes
 # (output in LOG); the kill must cut them; the node is reaped.
+# away_and_write R SIGNAL MIN SPREAD: node R (a replica) stopped with SIGNAL, then MIN + RANDOM %
+# SPREAD writes through the primary (P) while it is away.
+away_and_write() {
+  stop_node "$1" "$2"
+  bc_write "$P" "$SEED" $(($3 + RANDOM % $4)) >"$T/w1.log" 2>&1 ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with a replica away"; }
+}
+
 kill_under_writes() {
   local k=$1 rc=0
   bc_write "$k" "$2" 1000000 --kill-pid "${NPID[$k]}" --kill-after-ops "$3" >"$4" 2>&1 || rc=$?
@@ -349,9 +357,7 @@ row_rejoin_clean() {
   local old=$E p=$P r o rc=0
   r=$(((p % 3) + 1))
   o=$(((r % 3) + 1))
-  stop_node "$r" TERM
-  bc_write "$p" "$SEED" $((200 + RANDOM % 800)) >"$T/w1.log" 2>&1 ||
-    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with a replica away"; }
+  away_and_write "$r" TERM 200 800
   start_node "$r"
   sleep "0.$((RANDOM % 5))"
   stop_node "$p" KILL
@@ -430,9 +436,7 @@ row_etcd_all_down() {
 row_etcd_lost() {
   local old=$E p=$P r k
   r=$(((p % 3) + 1))
-  stop_node "$r" TERM
-  bc_write "$p" "$SEED" $((200 + RANDOM % 500)) >"$T/w1.log" 2>&1 ||
-    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with a replica away"; }
+  away_and_write "$r" TERM 200 500
   bc_background "$p" $((SEED + 300))
   sleep "0.$((RANDOM % 9 + 1))"
   etcd_wipe || fail "$ROUND_LOG: cannot wipe etcd"
@@ -456,9 +460,7 @@ row_etcd_lost() {
 row_kill_resync_target() {
   local old=$E p=$P r
   r=$(((p % 3) + 1))
-  stop_node "$r" TERM
-  bc_write "$p" "$SEED" $((500 + RANDOM % 1000)) >"$T/w1.log" 2>&1 ||
-    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with a replica away"; }
+  away_and_write "$r" TERM 500 1000
   start_node "$r"
   sleep "0.$((RANDOM % 4))"
   stop_node "$r" KILL
@@ -536,9 +538,7 @@ row_last_standing() {
 row_flap_resync() {
   local old=$E p=$P r i
   r=$(((p % 3) + 1))
-  stop_node "$r" KILL
-  bc_write "$p" "$SEED" $((300 + RANDOM % 700)) >"$T/w1.log" 2>&1 ||
-    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: writes with a replica away"; }
+  away_and_write "$r" KILL 300 700
   start_node "$r"
   for i in 1 2; do
     # (Resumed after the first cut, the rest of the copy may be done before it is seen.)
