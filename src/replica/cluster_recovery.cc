@@ -159,7 +159,8 @@ std::map<std::string, std::string> LoadSpecs(const std::string& state_dir) {
 }
 
 std::string CandidateRank::ToJson() const {
-  return nlohmann::json{{"epoch", epoch}, {"seq", seq}, {"whole", whole}, {"primary", primary}}
+  return nlohmann::json{
+      {"epoch", epoch}, {"seq", seq}, {"whole", whole}, {"primary", primary}, {"first", first}}
       .dump();
 }
 
@@ -171,6 +172,7 @@ std::optional<CandidateRank> CandidateRank::FromJson(const std::string& json) {
   r.seq = j.value("seq", uint64_t{0});
   r.whole = j.value("whole", false);
   r.primary = j.value("primary", false);
+  r.first = j.value("first", uint64_t{0});
   return r;
 }
 
@@ -182,6 +184,7 @@ CandidateRank RankOf(const ReplicaActivity::Snapshot& a, ReplicaGeneration durab
     r.seq = a.max_seq;
     if (durable.epoch == a.epoch) r.seq = std::max(r.seq, durable.seq);
     r.primary = a.primary;
+    r.first = a.first_seq;
   } else {
     // No record of the term (lost, or from a version that kept none): only the durable
     // generation, which vouches for less than a whole term.
@@ -197,11 +200,26 @@ std::string ChooseRecoveryWinner(const std::map<std::string, CandidateRank>& can
   for (const std::string& n : placed) {
     auto it = candidates.find(n);
     if (it == candidates.end()) return "";
-    if (best.empty() || it->second > candidates.at(best) ||
-        (it->second == candidates.at(best) && n < best))
+    if (best.empty() || it->second.Key() > candidates.at(best).Key() ||
+        (it->second.Key() == candidates.at(best).Key() && n < best))
       best = n;
   }
   return best;
+}
+
+std::vector<std::string> InSyncByRank(const std::map<std::string, CandidateRank>& candidates,
+                                      const std::string& winner) {
+  std::vector<std::string> out;
+  auto w = candidates.find(winner);
+  if (w == candidates.end() || !w->second.primary || !w->second.whole || w->second.epoch == 0)
+    return out;
+  for (const auto& [node, r] : candidates)
+    if (node == winner ||
+        (r.epoch == w->second.epoch && r.whole && !r.primary &&
+         (r.seq == w->second.seq ||
+          (w->second.first != 0 && r.seq < w->second.seq && w->second.first <= r.seq + 1))))
+      out.push_back(node);
+  return out;
 }
 
 }  // namespace spd

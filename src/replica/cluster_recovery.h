@@ -29,6 +29,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cluster/etcd_client.h"
@@ -92,7 +93,12 @@ struct CandidateRank {
   bool whole = false;    // it held that term whole: not resyncing, not spoiled
   uint64_t seq = 0;      // the highest message of the term it applied (else its generation's)
   bool primary = false;  // it was that term's primary
-  auto operator<=>(const CandidateRank&) const = default;
+  // The lowest message its record still holds (0: none): it holds every one of the term from
+  // there to `seq` (a primary's record keeps what may not be on every copy yet).
+  uint64_t first = 0;
+  // The order of ranks (`first` does not rank).
+  auto Key() const { return std::tie(epoch, whole, seq, primary); }
+  bool operator==(const CandidateRank&) const = default;
   std::string ToJson() const;
   static std::optional<CandidateRank> FromJson(const std::string& json);
 };
@@ -102,5 +108,15 @@ CandidateRank RankOf(const ReplicaActivity::Snapshot& activity, ReplicaGeneratio
 // first name), once every node of `placed` stood; "" before that.
 std::string ChooseRecoveryWinner(const std::map<std::string, CandidateRank>& candidates,
                                  const std::vector<std::string>& placed);
+
+// After a recovered volume's election: the copies that hold `winner`'s term as it does, but for
+// messages the winner's record holds, to be taken as in sync in that term (their resync is then
+// bounded by the activity records, as after a failover): only when the winner was the term's
+// primary and holds it whole, and for copies of the same term, whole, whose last message is the
+// winner's, or one below the first its record holds (messages reach a replica in order, and a
+// failed one spoils its record, so such a copy lacks only messages in the winner's record).
+// Empty when the winner is not such a primary. The winner itself is in the list.
+std::vector<std::string> InSyncByRank(const std::map<std::string, CandidateRank>& candidates,
+                                      const std::string& winner);
 
 }  // namespace spd

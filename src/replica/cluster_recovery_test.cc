@@ -63,10 +63,30 @@ TEST(ClusterRecoveryTest, TheFreshestCopyWinsOnceEveryCopyStood) {
   const CandidateRank bare = RankOf(ReplicaActivity::Snapshot{}, {7, 50});
   EXPECT_EQ(bare.epoch, 7u);
   EXPECT_FALSE(bare.whole);
-  EXPECT_LT(bare, c["c"]);
+  EXPECT_LT(bare.Key(), c["c"].Key());
   // The rank crosses etcd as JSON; an asynchronous candidacy (no "whole") is not one.
   EXPECT_EQ(CandidateRank::FromJson(c["c"].ToJson()), c["c"]);
   EXPECT_FALSE(CandidateRank::FromJson(R"({"epoch": 7, "seq": 3})").has_value());
+}
+
+TEST(ClusterRecoveryTest, CopiesThatHoldTheWinnersTermAsItDoesCountAsInSyncInIt) {
+  std::map<std::string, CandidateRank> c;
+  c["a"] = RankOf(Act(7, 40, /*primary=*/true), {7, 0});
+  c["b"] = RankOf(Act(7, 40), {7, 32});                                  // applied the last message
+  c["c"] = RankOf(Act(7, 39), {7, 32});                                  // missed one: not in sync
+  c["d"] = RankOf(Act(7, 40, false, false, /*spoiled=*/true), {7, 32});  // failed a write
+  c["e"] = RankOf(Act(6, 40), {6, 40});                                  // another term
+  EXPECT_EQ(InSyncByRank(c, "a"), (std::vector<std::string>{"a", "b"}));
+  // The winner's record holds messages 38 to 40: a copy that applied up to 37 lacks only those.
+  c["a"].first = 38;
+  c["c"].seq = 37;
+  EXPECT_EQ(InSyncByRank(c, "a"), (std::vector<std::string>{"a", "b", "c"}));
+  c["c"].seq = 36;  // message 37 may be missing there, and the record no longer holds it
+  EXPECT_EQ(InSyncByRank(c, "a"), (std::vector<std::string>{"a", "b"}));
+  // A winner that was not the term's primary (or is not whole) vouches for nobody.
+  EXPECT_TRUE(InSyncByRank(c, "b").empty());
+  c["a"] = RankOf(Act(7, 40, true, false, true), {7, 0});
+  EXPECT_TRUE(InSyncByRank(c, "a").empty());
 }
 
 TEST(ClusterRecoveryTest, AnActivityRecordSaysWhatItHoldsOfItsTerm) {

@@ -580,7 +580,9 @@ void ReplicaSet::ClearSlot(uint64_t seq) {
   table_[seq & mask_] = nullptr;
   const uint64_t low = low_seq_;
   while (low_seq_ < next_seq_ && table_[low_seq_ & mask_] == nullptr) ++low_seq_;
-  if (low_seq_ != low) volume_->replica_activity.Trim(o_.epoch, low_seq_);
+  // Not while closing: the messages failed then may have been applied here (and on some copy),
+  // so the record keeps them, as a killed process's would, for the next primary's resync.
+  if (low_seq_ != low && !stopping_) volume_->replica_activity.Trim(o_.epoch, low_seq_);
 }
 
 void ReplicaSet::CompleteAll() {

@@ -191,6 +191,33 @@ TEST_F(ReplicaSetPersistTest, AWriteFailingOnThePrimarysCopyGivesTheVolumeUpToAn
   EXPECT_TRUE(primary_.v->replica_activity.Take().complete);
 }
 
+// A primary that stops (its key lost) fails what it had in flight; a write among them may be on
+// its own copy already (and on some replica): its record keeps it, as a killed process's would,
+// so that the next primary's resync covers its unit.
+TEST_F(ReplicaSetPersistTest, AClosingSetKeepsTheRecordOfTheWritesItFailed) {
+  ReplicaSetOptions o = Marked(1, {{"r1", Addr(r1_)}});
+  std::function<void(bool)> pending;
+  o.mark_out_of_sync = [&pending](const std::string&, std::function<void(bool)> done) {
+    pending = std::move(done);  // etcd does not answer: the write is held
+  };
+  StartSet(o);
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'a'), 0);
+  StopServer(r1_);
+  Op* w = Submit(RequestOp::kWrite, 7 * 65536, 4096, 'b');
+  for (int i = 0; i < 3000 && !pending; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(pending) << "the link failed and its mark was asked for";
+  EXPECT_EQ(w->result, 1) << "held until the mark is confirmed";
+  set_->Detach();
+  set_->Close();
+  EXPECT_EQ(Wait(w), -EIO);
+  EXPECT_EQ(ByteAt(primary_, 7 * 65536), 'b') << "applied on the primary's copy";
+  const ReplicaActivity::Snapshot a = primary_.v->replica_activity.Take();
+  ASSERT_TRUE(a.complete);
+  bool kept = false;
+  for (const auto& x : a.ranges) kept |= x.first <= 7 && 7 < x.first + x.units;
+  EXPECT_TRUE(kept) << "the failed write's unit left the record";
+}
+
 // A replica that loses power loses what it acknowledged since its last barrier (applied, not yet
 // durable there): when it fails, those writes join its dirty map, and its resync brings them
 // back, not only what it missed while away.

@@ -310,9 +310,23 @@ void ReplicationManager::Reconcile() {
       if (!running) {
         StepDown(name);
         auto st = p.states.find(name);
-        if (Status s =
-                BecomePrimary(name, v, static_cast<uint64_t>(prim->second.epoch), spec.nodes, nodes,
-                              st != p.states.end() ? st->second : CopyStates{}, spec.async);
+        CopyStates states = st != p.states.end() ? st->second : CopyStates{};
+        if (states.empty() && spec.recovered && recovery_ranks_.count(name)) {
+          // Won a recovered volume's election: the copies that held its term as this one did
+          // count as in sync in it (cluster_recovery.h), so that they get the bounded resync.
+          const uint64_t term = recovery_ranks_[name].at(me).epoch;
+          std::string list;
+          for (const std::string& n : InSyncByRank(recovery_ranks_[name], me)) {
+            states[n] = {"in_sync", term};
+            list += " " + n;
+          }
+          SPD_LOG_INFO("replication: %s: recovered volume: in sync in epoch %llu by their rank:%s",
+                       name.c_str(), static_cast<unsigned long long>(term),
+                       list.empty() ? " none" : list.c_str());
+        }
+        recovery_ranks_.erase(name);
+        if (Status s = BecomePrimary(name, v, static_cast<uint64_t>(prim->second.epoch), spec.nodes,
+                                     nodes, states, spec.async);
             !s.ok())
           SPD_LOG_WARN("replication: %s: cannot serve as primary: %s", name.c_str(),
                        s.ToString().c_str());
@@ -363,6 +377,7 @@ void ReplicationManager::Reconcile() {
       eligible = RecoveryCandidacy(
           name, v, spec.nodes,
           r != p.ranks.end() ? r->second : std::map<std::string, CandidateRank>{});
+      if (eligible) recovery_ranks_[name] = r->second;
     } else if (st == p.states.end() || st->second.empty()) {
       eligible = !spec.nodes.empty() && spec.nodes[0] == me;  // a new volume: its first node
     } else {

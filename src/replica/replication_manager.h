@@ -173,6 +173,8 @@ class ReplicationManager {
   int64_t identity_snap_rev_ = 0;
   std::map<std::string, std::string> saved_specs_;
   std::map<std::string, std::string> recovery_logged_;  // volume -> what was logged last
+  // Recovered volumes this node campaigned for: the ranks it saw (every placed copy's).
+  std::map<std::string, std::map<std::string, CandidateRank>> recovery_ranks_;
   // Out-of-sync marks, made by a thread of their own (ReplicaSets ask from their reactors).
   struct Mark {
     std::string volume, node;

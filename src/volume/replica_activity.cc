@@ -131,6 +131,7 @@ ReplicaActivity::Snapshot ReplicaActivity::Take() const {
     s.resyncing = (h_->flags & kActivityFlagResyncing) != 0;
     s.spoiled = (h_->flags & kActivityFlagSpoiled) != 0;
     s.max_seq = h_->max_seq;
+    if (h_->count > 0) s.first_seq = ring_[h_->head].seq;
     if (!s.complete) return s;
     r.reserve(h_->count);
     for (size_t i = 0; i < h_->count; ++i) {

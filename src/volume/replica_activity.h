@@ -53,6 +53,7 @@ class ReplicaActivity {
     bool resyncing = false;     // a resync of that term had not ended on this copy
     bool spoiled = false;       // a write failed on this copy in that term
     uint64_t max_seq = 0;       // the highest message of that term applied here
+    uint64_t first_seq = 0;     // the lowest message the record holds (0: none)
     std::vector<Range> ranges;  // sorted, disjoint, not adjacent
   };
 
