@@ -17,6 +17,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "redfish/redfish_auth.h"
 #include "spd/libspdr.h"
 
@@ -50,6 +52,13 @@ struct DriveInfo {
   std::string model;
 };
 
+// $expand (DSP0266 "Query parameters"): "*", "." or "~", with ($levels=N) up to
+// kExpandLevelsMax. One reply puts at most kExpandResourcesMax resources in line and holds at
+// most kExpandBytesMax bytes; past either the answer is 507 InsufficientStorage.
+inline constexpr uint32_t kExpandLevelsMax = 6;
+inline constexpr size_t kExpandResourcesMax = 10'000;
+inline constexpr size_t kExpandBytesMax = 8 << 20;
+
 struct ServiceOptions {
   uint64_t session_timeout_ns = 1'800'000'000'000;
   uint32_t sessions_max = 64;
@@ -82,7 +91,15 @@ class RedfishService {
   };
 
  private:
+  struct RequestCtx;  // one request's sensor snapshot and $expand budget (redfish_service.cc)
+  struct Target;      // what a URI names (redfish_service.cc)
+  struct ExpandQuery;
   HttpResponse Route(const HttpRequest& req, const Auth& auth, uint64_t now_ns);
+  Target Find(const HttpRequest& req, const std::vector<std::string>& seg, const Auth& auth,
+              uint64_t now_ns, RequestCtx& ctx);
+  // Puts in line the resources that j's references name, levels deep; false past the limits.
+  bool Expand(nlohmann::json& j, const ExpandQuery& q, uint32_t levels, bool in_links,
+              const Auth& auth, uint64_t now_ns, RequestCtx& ctx);
   Auth Authenticate(const HttpRequest& req, uint64_t now_ns);
   HttpResponse PostSession(const HttpRequest& req, uint64_t now_ns);
   struct SensorIndex {
@@ -95,7 +112,8 @@ class RedfishService {
     ~SensorIndex();
   };
   std::shared_ptr<const SensorIndex> Index() const;
-  std::vector<SensorView> Sensors() const;  // every sensor, one snapshot
+  // Every sensor, one snapshot (by cache index, as *index_out's ids).
+  std::vector<SensorView> Sensors(std::shared_ptr<const SensorIndex>* index_out = nullptr) const;
   std::optional<SensorView> OneSensor(const std::string& id) const;
   void Finish(const HttpRequest& req, HttpResponse* resp) const;
 
