@@ -110,7 +110,7 @@ struct RedfishService::Target {
   bool found = false;
   const char* allow = kAllowGet;
   std::function<Json()> json;         // the body of a JSON resource
-  std::function<HttpResponse()> raw;  // another kind of body ($metadata)
+  std::function<HttpResponse()> raw;  // a ready reply ($metadata, a cached Sensor body)
   std::optional<HttpResponse> done;
 };
 
@@ -215,10 +215,12 @@ std::vector<RedfishService::SensorView> RedfishService::Sensors(
   return out;
 }
 
-std::optional<RedfishService::SensorView> RedfishService::OneSensor(const std::string& id) const {
+std::optional<RedfishService::SensorView> RedfishService::OneSensor(const std::string& id,
+                                                                    uint32_t* index) const {
   const std::shared_ptr<const SensorIndex> idx = Index();
   auto it = idx->by_id.find(id);
   if (it == idx->by_id.end()) return std::nullopt;
+  *index = it->second;
   SensorView v;
   v.id = id;
   if (spdr_sensor_info_get(idx->handles[it->second], &v.info) != SPDR_OK ||
@@ -227,6 +229,37 @@ std::optional<RedfishService::SensorView> RedfishService::OneSensor(const std::s
     return std::nullopt;
   }
   return v;
+}
+
+namespace {
+
+// Whether two readings of a sensor make the same Sensor body (the fields SensorJson shows).
+bool SameBody(const spdr_reading& a, const spdr_reading& b) {
+  return a.status == b.status && a.updated_monotonic_ns == b.updated_monotonic_ns &&
+         a.value_si == b.value_si && a.threshold_mask == b.threshold_mask && a.max == b.max &&
+         a.crit == b.crit && a.min == b.min && a.lcrit == b.lcrit;
+}
+
+}  // namespace
+
+HttpResponse RedfishService::SensorResponse(uint32_t index, const SensorView& s) const {
+  HttpResponse r;
+  r.headers.emplace_back("Content-Type", "application/json;charset=utf-8");
+  {
+    std::lock_guard<std::mutex> lock(bodies_mu_);
+    if (index < bodies_.size() && bodies_[index].valid &&
+        SameBody(bodies_[index].reading, s.reading)) {
+      r.body = bodies_[index].body;
+      r.etag = bodies_[index].etag;
+      return r;
+    }
+  }
+  r.body = JsonResponse(200, SensorJson(s)).body;
+  r.etag = ETagOf(r.body);
+  std::lock_guard<std::mutex> lock(bodies_mu_);
+  if (bodies_.size() <= index) bodies_.resize(index + 1);
+  bodies_[index] = SensorBody{true, s.reading, r.body, r.etag};
+  return r;
 }
 
 RedfishService::Auth RedfishService::Authenticate(const HttpRequest& req, uint64_t now_ns) {
@@ -324,7 +357,7 @@ void RedfishService::Finish(const HttpRequest& req, HttpResponse* resp) const {
   resp->headers.emplace_back("Strict-Transport-Security", "max-age=31536000");
   resp->headers.emplace_back("X-Content-Type-Options", "nosniff");
   if (resp->status != 200 || (req.method != "GET" && req.method != "HEAD")) return;
-  const std::string etag = ETagOf(resp->body);
+  const std::string etag = resp->etag.empty() ? ETagOf(resp->body) : resp->etag;
   resp->headers.emplace_back("ETag", etag);
   if (resp->Header("Content-Type").rfind("application/json", 0) == 0 && !resp->body.empty()) {
     // The schema that describes the body, by its @odata.type.
@@ -419,7 +452,7 @@ HttpResponse RedfishService::Route(const HttpRequest& req, const Auth& auth, uin
     return r;
   }
   HttpResponse r;
-  if (t.raw) {
+  if (t.raw && (expand.kind == ExpandKind::kNone || !t.json)) {
     r = t.raw();
   } else {
     Json j = t.json();
@@ -511,16 +544,18 @@ RedfishService::Target RedfishService::Find(const HttpRequest& req,
       } else if (seg[4] == "Sensors" && n == 6) {
         // In a reply that already holds the snapshot (an expanded collection), from it.
         std::optional<SensorView> s;
+        uint32_t i = 0;
         if (ctx.sensors_read) {
           auto it = ctx.index->by_id.find(seg[5]);
           if (it != ctx.index->by_id.end() && it->second < ctx.sensors.size())
             s = ctx.sensors[it->second];
         } else {
-          s = OneSensor(seg[5]);
+          s = OneSensor(seg[5], &i);
         }
         if (s && IsRedfishSensor(s->info)) {
           t.found = true;
           t.json = [s] { return SensorJson(*s); };
+          if (!ctx.sensors_read) t.raw = [this, s, i] { return SensorResponse(i, *s); };
         }
       } else if (seg[4] == "ThermalSubsystem" && n == 5) {
         t.found = true;

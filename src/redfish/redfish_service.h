@@ -41,6 +41,7 @@ struct HttpResponse {
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  std::string etag;  // of body when already known (a cached Sensor body); else Finish hashes
   std::string Header(const std::string& name) const;  // "" when absent (exact name)
 };
 
@@ -114,7 +115,11 @@ class RedfishService {
   std::shared_ptr<const SensorIndex> Index() const;
   // Every sensor, one snapshot (by cache index, as *index_out's ids).
   std::vector<SensorView> Sensors(std::shared_ptr<const SensorIndex>* index_out = nullptr) const;
-  std::optional<SensorView> OneSensor(const std::string& id) const;
+  // The sensor of this id, read from the cache; *index its cache index.
+  std::optional<SensorView> OneSensor(const std::string& id, uint32_t* index) const;
+  // A Sensor's 200 reply: the body (and ETag) last built for this sensor when its reading is
+  // the same, else built now and kept. A GET of one Sensor is then a cached read and a copy.
+  HttpResponse SensorResponse(uint32_t index, const SensorView& s) const;
   void Finish(const HttpRequest& req, HttpResponse* resp) const;
 
   const ServiceOptions options_;
@@ -123,6 +128,13 @@ class RedfishService {
   const spdr_cache* cache_;
   mutable std::mutex index_mu_;
   mutable std::shared_ptr<const SensorIndex> index_;  // guarded by index_mu_
+  struct SensorBody {
+    bool valid = false;
+    spdr_reading reading{};  // the reading body shows
+    std::string body, etag;
+  };
+  mutable std::mutex bodies_mu_;
+  mutable std::vector<SensorBody> bodies_;  // by cache index; guarded by bodies_mu_
 };
 
 // A Redfish error body (DSP0266 "Error responses") with one Base message.
