@@ -88,7 +88,7 @@ rf=$("$HB" redfish "https://127.0.0.1:$port" bench bench-pass 200)
 # (utime + stime, sampled) and the scheduler's exact run time of every thread (schedstat, ns).
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
-runtime_ns() { cat /proc/"$PID"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+runtime_ns() { cat /proc/"$PID"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }  # mawk: %d stops at 2^31
 sleep 1
 t0=$(ticks)
 n0=$(runtime_ns)
