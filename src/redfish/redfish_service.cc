@@ -420,12 +420,12 @@ std::optional<HttpResponse> ParseExpand(const std::string& v, ExpandKind* kind, 
   return std::nullopt;
 }
 
-HttpResponse TooLargeToExpand() {
+HttpResponse TooLargeToExpand(const ServiceOptions& o) {
   return Error(507, "InsufficientStorage",
                "The expanded reply would pass the service's limits (" +
-                   std::to_string(kExpandResourcesMax) + " resources, " +
-                   std::to_string(kExpandBytesMax >> 20) +
-                   " MiB); ask for fewer $levels or expand a smaller resource.");
+                   std::to_string(o.expand_resources_max) + " resources, " +
+                   std::to_string(o.expand_bytes_max) +
+                   " bytes); ask for fewer $levels or expand a smaller resource.");
 }
 
 }  // namespace
@@ -458,10 +458,10 @@ HttpResponse RedfishService::Route(const HttpRequest& req, const Auth& auth, uin
     Json j = t.json();
     if (expand.kind != ExpandKind::kNone &&
         !Expand(j, expand, expand.levels, false, auth, now_ns, ctx))
-      return TooLargeToExpand();
+      return TooLargeToExpand(options_);
     r = JsonResponse(200, j);
-    if (expand.kind != ExpandKind::kNone && r.body.size() > kExpandBytesMax)
-      return TooLargeToExpand();
+    if (expand.kind != ExpandKind::kNone && r.body.size() > options_.expand_bytes_max)
+      return TooLargeToExpand(options_);
   }
   r.headers.emplace_back("Allow", t.allow);
   return r;
@@ -488,7 +488,7 @@ bool RedfishService::Expand(Json& j, const ExpandQuery& q, uint32_t levels, bool
     get.path = uri;
     Target t = Find(get, seg, auth, now_ns, ctx);
     if (!t.found || !t.json) return true;
-    if (++ctx.expanded > kExpandResourcesMax) return false;
+    if (++ctx.expanded > options_.expand_resources_max) return false;
     Json r = t.json();
     if (levels > 1 && !Expand(r, q, levels - 1, false, auth, now_ns, ctx)) return false;
     v = std::move(r);

@@ -66,7 +66,9 @@ struct ServiceOptions {
   std::string uuid;      // ServiceRoot.UUID; stable across restarts (from the data directory)
   std::string hostname;  // ComputerSystem.HostName
   std::vector<DriveInfo> drives;
-  bool test_break_odata_version = false;  // test only: no OData-Version header
+  bool test_break_odata_version = false;              // test only: no OData-Version header
+  size_t expand_resources_max = kExpandResourcesMax;  // smaller in tests
+  size_t expand_bytes_max = kExpandBytesMax;
 };
 
 class RedfishService {

@@ -309,6 +309,36 @@ TEST_F(RedfishTest, ExpandPutsTheSensorsInLine) {
   EXPECT_EQ(J(GetQuery("/redfish/v1", "$expand", "*"))["Chassis"]["Members@odata.count"], 1);
 }
 
+// Past its limits (resources put in line, bytes of reply) $expand answers 507
+// InsufficientStorage instead of building the reply; within them the same request is 200.
+TEST_F(RedfishTest, ExpandPastItsLimitsIs507) {
+  for (int i = 1; i < 8; ++i) {
+    health::SensorIdentity id;
+    id.name = "hwmon/more/temp" + std::to_string(i);
+    id.kind = health::SensorKind::kTemp;
+    id.unit = health::SensorUnit::kMilliCelsius;
+    id.period_ns = kSec;
+    ASSERT_TRUE(writer_->AddSensor(id).ok());
+  }
+  auto with_limits = [&](size_t resources, size_t bytes) {
+    ServiceOptions so;
+    so.expand_resources_max = resources;
+    so.expand_bytes_max = bytes;
+    service_ = std::make_unique<RedfishService>(
+        so, ParseAccounts(MakeAccountLine("admin", Role::kAdministrator, "s3cret", kIter)).value(),
+        cache_);
+  };
+  with_limits(8, kExpandBytesMax);  // the 8 Sensors fit
+  EXPECT_EQ(GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".").status, 200);
+  with_limits(7, kExpandBytesMax);
+  HttpResponse r = GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".");
+  EXPECT_EQ(r.status, 507);
+  EXPECT_EQ(J(r)["error"]["code"], "Base.1.16.InsufficientStorage");
+  with_limits(kExpandResourcesMax, 2000);  // 8 Sensors are ~3.5 KB
+  EXPECT_EQ(GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".").status, 507);
+  EXPECT_EQ(Get("/redfish/v1/Chassis/1/Sensors").status, 200);  // the limit is $expand's only
+}
+
 TEST_F(RedfishTest, AccountsAndRolesAreReadOnly) {
   EXPECT_EQ(J(Get("/redfish/v1/AccountService/Accounts"))["Members@odata.count"], 2);
   nlohmann::json a = J(Get("/redfish/v1/AccountService/Accounts/viewer"));
