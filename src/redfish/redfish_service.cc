@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include <cstdio>
+#include <cstring>
 #include <functional>
 
 #include "common/counters.h"
@@ -111,6 +112,8 @@ struct RedfishService::Target {
   const char* allow = kAllowGet;
   std::function<Json()> json;         // the body of a JSON resource
   std::function<HttpResponse()> raw;  // a ready reply ($metadata, a cached Sensor body)
+  // A ready reply for $expand "." or "*" (the Sensors collection); else Expand on json.
+  std::function<HttpResponse()> expanded;
   std::optional<HttpResponse> done;
 };
 
@@ -136,11 +139,21 @@ std::string ErrorBody(const std::string& message_id, const std::string& message)
 }
 
 std::string ETagOf(const std::string& body) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : body) {
-    h ^= c;
-    h *= 1099511628211ull;
+  // 8 bytes a step (one multiply each, where byte-wise FNV-1a took eight: 41 KB of expanded
+  // Sensors hashed in ~90 us that way), the high bits of each product folded back into the low.
+  constexpr uint64_t kMul = 0x9e3779b97f4a7c15ull;
+  uint64_t h = 1469598103934665603ull ^ body.size();
+  size_t i = 0;
+  for (; i + 8 <= body.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, body.data() + i, 8);
+    h = (h ^ w) * kMul;
+    h ^= h >> 32;
   }
+  for (; i < body.size(); ++i) h = (h ^ static_cast<unsigned char>(body[i])) * kMul;
+  h ^= h >> 29;  // the finalizer of splitmix64
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 32;
   char buf[24];
   std::snprintf(buf, sizeof buf, "\"%016llx\"", static_cast<unsigned long long>(h));
   return buf;
@@ -233,6 +246,14 @@ std::optional<RedfishService::SensorView> RedfishService::OneSensor(const std::s
 
 namespace {
 
+HttpResponse TooLargeToExpand(const ServiceOptions& o) {
+  return Error(507, "InsufficientStorage",
+               "The expanded reply would pass the service's limits (" +
+                   std::to_string(o.expand_resources_max) + " resources, " +
+                   std::to_string(o.expand_bytes_max) +
+                   " bytes); ask for fewer $levels or expand a smaller resource.");
+}
+
 // Whether two readings of a sensor make the same Sensor body (the fields SensorJson shows).
 bool SameBody(const spdr_reading& a, const spdr_reading& b) {
   return a.status == b.status && a.updated_monotonic_ns == b.updated_monotonic_ns &&
@@ -259,6 +280,28 @@ HttpResponse RedfishService::SensorResponse(uint32_t index, const SensorView& s)
   std::lock_guard<std::mutex> lock(bodies_mu_);
   if (bodies_.size() <= index) bodies_.resize(index + 1);
   bodies_[index] = SensorBody{true, s.reading, r.body, r.etag};
+  return r;
+}
+
+HttpResponse RedfishService::ExpandedSensors(RequestCtx& ctx) const {
+  const std::vector<SensorView>& all = ctx.All();
+  Json c = SensorCollectionJson(all);
+  if (c["Members"].size() > options_.expand_resources_max) return TooLargeToExpand(options_);
+  c["Members"] = Json::array();
+  HttpResponse r = JsonResponse(200, c);
+  // Keys are sorted, and those before Members hold URIs and types: this is the property.
+  static const std::string kMembers = "\"Members\":[]";
+  const size_t at = r.body.find(kMembers);
+  if (at == std::string::npos) return Error(500, "InternalError", "The collection lost Members.");
+  std::string members;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (!IsRedfishSensor(all[i].info)) continue;
+    if (!members.empty()) members += ',';
+    members += SensorResponse(uint32_t(i), all[i]).body;
+    if (members.size() > options_.expand_bytes_max) return TooLargeToExpand(options_);
+  }
+  r.body.insert(at + kMembers.size() - 1, members);
+  if (r.body.size() > options_.expand_bytes_max) return TooLargeToExpand(options_);
   return r;
 }
 
@@ -420,14 +463,6 @@ std::optional<HttpResponse> ParseExpand(const std::string& v, ExpandKind* kind, 
   return std::nullopt;
 }
 
-HttpResponse TooLargeToExpand(const ServiceOptions& o) {
-  return Error(507, "InsufficientStorage",
-               "The expanded reply would pass the service's limits (" +
-                   std::to_string(o.expand_resources_max) + " resources, " +
-                   std::to_string(o.expand_bytes_max) +
-                   " bytes); ask for fewer $levels or expand a smaller resource.");
-}
-
 }  // namespace
 
 HttpResponse RedfishService::Route(const HttpRequest& req, const Auth& auth, uint64_t now_ns) {
@@ -452,7 +487,10 @@ HttpResponse RedfishService::Route(const HttpRequest& req, const Auth& auth, uin
     return r;
   }
   HttpResponse r;
-  if (t.raw && (expand.kind == ExpandKind::kNone || !t.json)) {
+  if (t.expanded && (expand.kind == ExpandKind::kAll || expand.kind == ExpandKind::kNoLinks)) {
+    r = t.expanded();
+    if (r.status != 200) return r;
+  } else if (t.raw && (expand.kind == ExpandKind::kNone || !t.json)) {
     r = t.raw();
   } else {
     Json j = t.json();
@@ -541,6 +579,7 @@ RedfishService::Target RedfishService::Find(const HttpRequest& req,
       } else if (seg[4] == "Sensors" && n == 5) {
         t.found = true;
         t.json = [&ctx] { return SensorCollectionJson(ctx.All()); };
+        t.expanded = [this, &ctx] { return ExpandedSensors(ctx); };
       } else if (seg[4] == "Sensors" && n == 6) {
         // In a reply that already holds the snapshot (an expanded collection), from it.
         std::optional<SensorView> s;

@@ -122,6 +122,9 @@ class RedfishService {
   // A Sensor's 200 reply: the body (and ETag) last built for this sensor when its reading is
   // the same, else built now and kept. A GET of one Sensor is then a cached read and a copy.
   HttpResponse SensorResponse(uint32_t index, const SensorView& s) const;
+  // The Sensors collection with every member in line ($expand "." or "*"), made of the members'
+  // SensorResponse bodies, spliced into the collection's.
+  HttpResponse ExpandedSensors(RequestCtx& ctx) const;
   void Finish(const HttpRequest& req, HttpResponse* resp) const;
 
   const ServiceOptions options_;
@@ -141,7 +144,8 @@ class RedfishService {
 
 // A Redfish error body (DSP0266 "Error responses") with one Base message.
 std::string ErrorBody(const std::string& message_id, const std::string& message);
-// The FNV-1a 64 hash of body, as a quoted strong entity tag.
+// A 64-bit hash of body (multiplicative, 8 bytes a step; not cryptographic), as a quoted strong
+// entity tag.
 std::string ETagOf(const std::string& body);
 // The sensors' URI segment: the stable name, '/' and other characters outside
 // [A-Za-z0-9_.-] made '_'.

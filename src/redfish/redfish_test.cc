@@ -348,6 +348,22 @@ TEST_F(RedfishTest, AccountsAndRolesAreReadOnly) {
   EXPECT_EQ(Get("/redfish/v1/AccountService/Roles/Operator").status, 200);
 }
 
+// The ETag follows every byte of the body: each single-byte change of a Sensor-sized body, at
+// every position and in the tail past the last whole 8 bytes, gives another tag.
+TEST(RedfishETag, EveryByteCounts) {
+  const std::string body(437, 'x');
+  const std::string tag = ETagOf(body);
+  EXPECT_EQ(tag.size(), 18u);
+  EXPECT_EQ(tag, ETagOf(body));
+  EXPECT_NE(tag, ETagOf(body + "x"));
+  EXPECT_NE(tag, ETagOf(body.substr(1)));
+  for (size_t i = 0; i < body.size(); ++i) {
+    std::string b = body;
+    b[i] = 'y';
+    EXPECT_NE(ETagOf(b), tag) << i;
+  }
+}
+
 TEST(RedfishAccounts, BadLinesAreRefused) {
   EXPECT_FALSE(ParseAccounts("admin:Administrator").ok());
   EXPECT_FALSE(ParseAccounts("admin:Root:pbkdf2-sha256$1000$0011223344556677$00").ok());
