@@ -9,7 +9,8 @@
 //   health_bench redfish BASE USER PASS ROUNDS  HTTPS keep-alive (one libcurl handle, a session
 //                                              token): per round, GET of every Sensor of the
 //                                              collection; then ROUNDS GETs of one Sensor and of
-//                                              ThermalMetrics
+//                                              ThermalMetrics, and 5 x ROUNDS of the collection
+//                                              with $expand=. (every Sensor in line)
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -183,7 +184,7 @@ int Redfish(const std::string& base, const char* user, const char* pass, long ro
   if (collection.is_discarded() || !collection.contains("Members")) return 1;
   for (const auto& m : collection["Members"]) uris.push_back(m["@odata.id"].get<std::string>());
   if (uris.empty()) return 1;
-  std::vector<double> round_ms, one_ms, thermal_ms;
+  std::vector<double> round_ms, one_ms, thermal_ms, expand_ms;
   for (long r = 0; r < rounds; ++r) {
     const uint64_t t0 = NowNs();
     for (const std::string& u : uris) {
@@ -199,11 +200,24 @@ int Redfish(const std::string& base, const char* user, const char* pass, long ro
     if (Get(h, base + "/redfish/v1/Chassis/1/ThermalSubsystem/ThermalMetrics").empty()) return 1;
     thermal_ms.push_back(double(NowNs() - t0) / 1e6);
   }
+  // Every Sensor in one GET ($expand=. of the collection); the reply must hold them all.
+  const std::string expand_url = base + "/redfish/v1/Chassis/1/Sensors?$expand=.";
+  const nlohmann::json expanded = nlohmann::json::parse(Get(h, expand_url), nullptr, false);
+  if (expanded.is_discarded() || expanded["Members"].size() != uris.size()) return 1;
+  for (const auto& m : expanded["Members"]) {
+    if (!m.contains("ReadingType")) return 1;
+  }
+  for (long r = 0; r < rounds * 5; ++r) {
+    const uint64_t t0 = NowNs();
+    if (Get(h, expand_url).empty()) return 1;
+    expand_ms.push_back(double(NowNs() - t0) / 1e6);
+  }
   std::printf(
       "mode=redfish sensors=%zu all_p50_ms=%.3f all_p99_ms=%.3f one_p50_ms=%.3f "
-      "one_p99_ms=%.3f thermal_p50_ms=%.3f thermal_p99_ms=%.3f\n",
+      "one_p99_ms=%.3f thermal_p50_ms=%.3f thermal_p99_ms=%.3f expand_p50_ms=%.3f "
+      "expand_p99_ms=%.3f\n",
       uris.size(), Pct(round_ms, 0.5), Pct(round_ms, 0.99), Pct(one_ms, 0.5), Pct(one_ms, 0.99),
-      Pct(thermal_ms, 0.5), Pct(thermal_ms, 0.99));
+      Pct(thermal_ms, 0.5), Pct(thermal_ms, 0.99), Pct(expand_ms, 0.5), Pct(expand_ms, 0.99));
   curl_slist_free_all(list);
   curl_easy_cleanup(h);
   return 0;

@@ -161,7 +161,11 @@ Json ServiceRootJson(const ServiceOptions& o) {
   j["Links"] = {{"Sessions", Link(kRoot + "/SessionService/Sessions")}};
   j["ProtocolFeaturesSupported"] = {
       {"ExpandQuery",
-       {{"ExpandAll", false}, {"Levels", false}, {"Links", false}, {"NoLinks", false}}},
+       {{"ExpandAll", true},
+        {"Levels", true},
+        {"Links", true},
+        {"NoLinks", true},
+        {"MaxLevels", kExpandLevelsMax}}},
       {"FilterQuery", false},
       {"SelectQuery", false},
       {"OnlyMemberQuery", false},

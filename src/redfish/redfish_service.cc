@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include <cstdio>
+#include <cstring>
 #include <functional>
 
 #include "common/counters.h"
@@ -69,14 +70,52 @@ std::string Base64Decode(const std::string& in) {
   return out;
 }
 
-// What a route allows, and whether it needs no authentication.
-struct Target {
-  bool found = false;
-  bool is_public = false;
-  const char* allow = kAllowGet;
-};
+// The resources that answer without authentication (DSP0266: the service root, $metadata,
+// the OData service document, and the POST that creates a session).
+bool IsPublic(const std::string& method, const std::vector<std::string>& seg) {
+  return seg.size() <= 2 || (seg.size() == 3 && (seg[2] == "$metadata" || seg[2] == "odata")) ||
+         (method == "POST" && seg.size() >= 4 && seg.size() <= 5 && seg[2] == "SessionService" &&
+          seg[3] == "Sessions" && (seg.size() == 4 || seg[4] == "Members"));
+}
+
+enum class ExpandKind { kNone, kAll, kNoLinks, kLinks };  // none, "*", ".", "~"
+
+bool IsReference(const Json& v) {
+  return v.is_object() && v.size() == 1 && v.begin().key() == "@odata.id" && v.begin()->is_string();
+}
 
 }  // namespace
+
+struct RedfishService::ExpandQuery {
+  ExpandKind kind = ExpandKind::kNone;
+  uint32_t levels = 1;
+};
+
+// One request: its snapshot of every sensor, read once when first needed, so that a reply with
+// many sensors (a collection put in line by $expand) shows one instant of the cache.
+struct RedfishService::RequestCtx {
+  const RedfishService* service = nullptr;
+  bool sensors_read = false;
+  std::vector<SensorView> sensors;
+  std::shared_ptr<const SensorIndex> index;  // of the snapshot
+  size_t expanded = 0;                       // resources put in line so far
+  const std::vector<SensorView>& All() {
+    if (!sensors_read) sensors = service->Sensors(&index);
+    sensors_read = true;
+    return sensors;
+  }
+};
+
+// What a URI names: its methods, its GET, or the answer to a POST or DELETE already made.
+struct RedfishService::Target {
+  bool found = false;
+  const char* allow = kAllowGet;
+  std::function<Json()> json;         // the body of a JSON resource
+  std::function<HttpResponse()> raw;  // a ready reply ($metadata, a cached Sensor body)
+  // A ready reply for $expand "." or "*" (the Sensors collection); else Expand on json.
+  std::function<HttpResponse()> expanded;
+  std::optional<HttpResponse> done;
+};
 
 std::string HttpResponse::Header(const std::string& name) const {
   for (const auto& [k, v] : headers) {
@@ -96,15 +135,25 @@ std::string ErrorBody(const std::string& message_id, const std::string& message)
                {{"code", "Base.1.16." + message_id},
                 {"message", message},
                 {"@Message.ExtendedInfo", Json::array({info})}}}}
-      .dump();
+      .dump(-1, ' ', false, Json::error_handler_t::replace);  // echoed paths may not be UTF-8
 }
 
 std::string ETagOf(const std::string& body) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : body) {
-    h ^= c;
-    h *= 1099511628211ull;
+  // 8 bytes a step (one multiply each, where byte-wise FNV-1a took eight: 41 KB of expanded
+  // Sensors hashed in ~90 us that way), the high bits of each product folded back into the low.
+  constexpr uint64_t kMul = 0x9e3779b97f4a7c15ull;
+  uint64_t h = 1469598103934665603ull ^ body.size();
+  size_t i = 0;
+  for (; i + 8 <= body.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, body.data() + i, 8);
+    h = (h ^ w) * kMul;
+    h ^= h >> 32;
   }
+  for (; i < body.size(); ++i) h = (h ^ static_cast<unsigned char>(body[i])) * kMul;
+  h ^= h >> 29;  // the finalizer of splitmix64
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 32;
   char buf[24];
   std::snprintf(buf, sizeof buf, "\"%016llx\"", static_cast<unsigned long long>(h));
   return buf;
@@ -157,9 +206,11 @@ std::shared_ptr<const RedfishService::SensorIndex> RedfishService::Index() const
   return idx;
 }
 
-std::vector<RedfishService::SensorView> RedfishService::Sensors() const {
+std::vector<RedfishService::SensorView> RedfishService::Sensors(
+    std::shared_ptr<const SensorIndex>* index_out) const {
   std::vector<SensorView> out;
   const std::shared_ptr<const SensorIndex> idx = Index();
+  if (index_out != nullptr) *index_out = idx;
   std::vector<spdr_reading> readings(idx->ids.size());
   uint32_t count = 0;
   if (readings.empty()) return out;
@@ -177,10 +228,12 @@ std::vector<RedfishService::SensorView> RedfishService::Sensors() const {
   return out;
 }
 
-std::optional<RedfishService::SensorView> RedfishService::OneSensor(const std::string& id) const {
+std::optional<RedfishService::SensorView> RedfishService::OneSensor(const std::string& id,
+                                                                    uint32_t* index) const {
   const std::shared_ptr<const SensorIndex> idx = Index();
   auto it = idx->by_id.find(id);
   if (it == idx->by_id.end()) return std::nullopt;
+  *index = it->second;
   SensorView v;
   v.id = id;
   if (spdr_sensor_info_get(idx->handles[it->second], &v.info) != SPDR_OK ||
@@ -189,6 +242,67 @@ std::optional<RedfishService::SensorView> RedfishService::OneSensor(const std::s
     return std::nullopt;
   }
   return v;
+}
+
+namespace {
+
+HttpResponse TooLargeToExpand(const ServiceOptions& o) {
+  return Error(507, "InsufficientStorage",
+               "The expanded reply would pass the service's limits (" +
+                   std::to_string(o.expand_resources_max) + " resources, " +
+                   std::to_string(o.expand_bytes_max) +
+                   " bytes); ask for fewer $levels or expand a smaller resource.");
+}
+
+// Whether two readings of a sensor make the same Sensor body (the fields SensorJson shows).
+bool SameBody(const spdr_reading& a, const spdr_reading& b) {
+  return a.status == b.status && a.updated_monotonic_ns == b.updated_monotonic_ns &&
+         a.value_si == b.value_si && a.threshold_mask == b.threshold_mask && a.max == b.max &&
+         a.crit == b.crit && a.min == b.min && a.lcrit == b.lcrit;
+}
+
+}  // namespace
+
+HttpResponse RedfishService::SensorResponse(uint32_t index, const SensorView& s) const {
+  HttpResponse r;
+  r.headers.emplace_back("Content-Type", "application/json;charset=utf-8");
+  {
+    std::lock_guard<std::mutex> lock(bodies_mu_);
+    if (index < bodies_.size() && bodies_[index].valid &&
+        SameBody(bodies_[index].reading, s.reading)) {
+      r.body = bodies_[index].body;
+      r.etag = bodies_[index].etag;
+      return r;
+    }
+  }
+  r.body = JsonResponse(200, SensorJson(s)).body;
+  r.etag = ETagOf(r.body);
+  std::lock_guard<std::mutex> lock(bodies_mu_);
+  if (bodies_.size() <= index) bodies_.resize(index + 1);
+  bodies_[index] = SensorBody{true, s.reading, r.body, r.etag};
+  return r;
+}
+
+HttpResponse RedfishService::ExpandedSensors(RequestCtx& ctx) const {
+  const std::vector<SensorView>& all = ctx.All();
+  Json c = SensorCollectionJson(all);
+  if (c["Members"].size() > options_.expand_resources_max) return TooLargeToExpand(options_);
+  c["Members"] = Json::array();
+  HttpResponse r = JsonResponse(200, c);
+  // Keys are sorted, and those before Members hold URIs and types: this is the property.
+  static const std::string kMembers = "\"Members\":[]";
+  const size_t at = r.body.find(kMembers);
+  if (at == std::string::npos) return Error(500, "InternalError", "The collection lost Members.");
+  std::string members;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (!IsRedfishSensor(all[i].info)) continue;
+    if (!members.empty()) members += ',';
+    members += SensorResponse(uint32_t(i), all[i]).body;
+    if (members.size() > options_.expand_bytes_max) return TooLargeToExpand(options_);
+  }
+  r.body.insert(at + kMembers.size() - 1, members);
+  if (r.body.size() > options_.expand_bytes_max) return TooLargeToExpand(options_);
+  return r;
 }
 
 RedfishService::Auth RedfishService::Authenticate(const HttpRequest& req, uint64_t now_ns) {
@@ -258,11 +372,9 @@ HttpResponse RedfishService::Handle(const HttpRequest& req, uint64_t now_ns) {
   } else {
     Auth auth;
     const std::vector<std::string> seg = Segments(req.path);
-    const bool is_public =
-        seg.size() <= 2 || (seg.size() == 3 && (seg[2] == "$metadata" || seg[2] == "odata")) ||
-        (req.method == "POST" && seg.size() >= 4 && seg.size() <= 5 && seg[2] == "SessionService" &&
-         seg[3] == "Sessions" && (seg.size() == 4 || seg[4] == "Members"));
-    if (!is_public) auth = Authenticate(req, now_ns);
+    const bool is_public = IsPublic(req.method, seg);
+    // A public resource with $expand shows what it links to only to those who may see it.
+    if (!is_public || req.query.count("$expand") != 0) auth = Authenticate(req, now_ns);
     if (!is_public && !auth.ok) {
       auth_failures_total.Add();
       resp = Error(401, "InsufficientPrivilege",
@@ -288,7 +400,7 @@ void RedfishService::Finish(const HttpRequest& req, HttpResponse* resp) const {
   resp->headers.emplace_back("Strict-Transport-Security", "max-age=31536000");
   resp->headers.emplace_back("X-Content-Type-Options", "nosniff");
   if (resp->status != 200 || (req.method != "GET" && req.method != "HEAD")) return;
-  const std::string etag = ETagOf(resp->body);
+  const std::string etag = resp->etag.empty() ? ETagOf(resp->body) : resp->etag;
   resp->headers.emplace_back("ETag", etag);
   if (resp->Header("Content-Type").rfind("application/json", 0) == 0 && !resp->body.empty()) {
     // The schema that describes the body, by its @odata.type.
@@ -306,89 +418,215 @@ void RedfishService::Finish(const HttpRequest& req, HttpResponse* resp) const {
   }
 }
 
+namespace {
+
+// The value of $expand: "*", "." or "~", alone or with "($levels=N)"; an error reply when it is
+// none of those.
+std::optional<HttpResponse> ParseExpand(const std::string& v, ExpandKind* kind, uint32_t* levels) {
+  const auto bad = [&] {
+    return Error(400, "QueryParameterValueFormatError",
+                 "The value '" + v +
+                     "' for the parameter $expand is not a format that the parameter can accept "
+                     "(*, . or ~, optionally followed by ($levels=N)).");
+  };
+  if (v.empty()) return bad();
+  switch (v[0]) {
+    case '*':
+      *kind = ExpandKind::kAll;
+      break;
+    case '.':
+      *kind = ExpandKind::kNoLinks;
+      break;
+    case '~':
+      *kind = ExpandKind::kLinks;
+      break;
+    default:
+      return bad();
+  }
+  *levels = 1;
+  if (v.size() == 1) return std::nullopt;
+  static const std::string kOpen = "($levels=";
+  if (v.size() < 1 + kOpen.size() + 2 || v.compare(1, kOpen.size(), kOpen) != 0 || v.back() != ')')
+    return bad();
+  const std::string n = v.substr(1 + kOpen.size(), v.size() - kOpen.size() - 2);
+  if (n.empty() || n.size() > 9) return bad();
+  uint32_t l = 0;
+  for (char c : n) {
+    if (c < '0' || c > '9') return bad();
+    l = l * 10 + uint32_t(c - '0');
+  }
+  if (l < 1 || l > kExpandLevelsMax)
+    return Error(400, "QueryParameterOutOfRange",
+                 "The value '" + n + "' for the query parameter $levels is out of range 1-" +
+                     std::to_string(kExpandLevelsMax) + ".");
+  *levels = l;
+  return std::nullopt;
+}
+
+}  // namespace
+
 HttpResponse RedfishService::Route(const HttpRequest& req, const Auth& auth, uint64_t now_ns) {
-  const std::vector<std::string> seg = Segments(req.path);
+  ExpandQuery expand;
+  for (const auto& [k, v] : req.query) {
+    if (k == "$expand") {
+      if (std::optional<HttpResponse> e = ParseExpand(v, &expand.kind, &expand.levels)) return *e;
+    } else if (!k.empty() && (k[0] == '$' || k == "only" || k == "excerpt")) {
+      return Error(501, "QueryNotSupported", "Query parameter " + k + " is not supported.");
+    }
+  }
+  RequestCtx ctx;
+  ctx.service = this;
+  Target t = Find(req, Segments(req.path), auth, now_ns, ctx);
+  if (t.done) return std::move(*t.done);
+  if (!t.found) return Error(404, "ResourceNotFound", "No resource at " + req.path + ".");
+  // A route without a GET (Sessions/Members) answers 405 to it too.
+  if ((req.method != "GET" && req.method != "HEAD") || (!t.json && !t.raw)) {
+    HttpResponse r = Error(405, "OperationNotAllowed",
+                           req.method + " is not allowed on " + req.path + "; allowed: " + t.allow);
+    r.headers.emplace_back("Allow", t.allow);
+    return r;
+  }
+  HttpResponse r;
+  if (t.expanded && (expand.kind == ExpandKind::kAll || expand.kind == ExpandKind::kNoLinks)) {
+    r = t.expanded();
+    if (r.status != 200) return r;
+  } else if (t.raw && (expand.kind == ExpandKind::kNone || !t.json)) {
+    r = t.raw();
+  } else {
+    Json j = t.json();
+    if (expand.kind != ExpandKind::kNone &&
+        !Expand(j, expand, expand.levels, false, auth, now_ns, ctx))
+      return TooLargeToExpand(options_);
+    r = JsonResponse(200, j);
+    if (expand.kind != ExpandKind::kNone && r.body.size() > options_.expand_bytes_max)
+      return TooLargeToExpand(options_);
+  }
+  r.headers.emplace_back("Allow", t.allow);
+  return r;
+}
+
+bool RedfishService::Expand(Json& j, const ExpandQuery& q, uint32_t levels, bool in_links,
+                            const Auth& auth, uint64_t now_ns, RequestCtx& ctx) {
+  // "*" every reference, "." those outside Links, "~" those inside.
+  const auto wanted = [&](bool links) {
+    return q.kind == ExpandKind::kAll || (q.kind == ExpandKind::kNoLinks && !links) ||
+           (q.kind == ExpandKind::kLinks && links);
+  };
+  const auto visit = [&](Json& v, bool links) {
+    if (!IsReference(v)) {
+      return !(v.is_object() || v.is_array()) || Expand(v, q, levels, links, auth, now_ns, ctx);
+    }
+    if (!wanted(links)) return true;
+    const std::string& uri = v.begin()->get_ref<const std::string&>();
+    const std::vector<std::string> seg = Segments(uri);
+    // Only what this client could GET; a reference it may not follow stays a reference.
+    if (uri.find('?') != std::string::npos || (!auth.ok && !IsPublic("GET", seg))) return true;
+    HttpRequest get;
+    get.method = "GET";
+    get.path = uri;
+    Target t = Find(get, seg, auth, now_ns, ctx);
+    if (!t.found || !t.json) return true;
+    if (++ctx.expanded > options_.expand_resources_max) return false;
+    Json r = t.json();
+    if (levels > 1 && !Expand(r, q, levels - 1, false, auth, now_ns, ctx)) return false;
+    v = std::move(r);
+    return true;
+  };
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (!visit(*it, in_links || it.key() == "Links")) return false;
+    }
+  } else if (j.is_array()) {
+    for (Json& v : j) {
+      if (!visit(v, in_links)) return false;
+    }
+  }
+  return true;
+}
+
+RedfishService::Target RedfishService::Find(const HttpRequest& req,
+                                            const std::vector<std::string>& seg, const Auth& auth,
+                                            uint64_t now_ns, RequestCtx& ctx) {
   const size_t n = seg.size();
   auto at = [&](size_t i, const char* s) { return n > i && seg[i] == s; };
-  for (const auto& [k, v] : req.query) {
-    if (!k.empty() && (k[0] == '$' || k == "only" || k == "excerpt"))
-      return Error(501, "QueryNotSupported", "Query parameter " + k + " is not supported.");
-  }
   Target t;
-  std::function<HttpResponse()> get;
   const bool v1 = at(0, "redfish") && at(1, "v1");
-  std::vector<RedfishService::SensorView> sensors;
-  bool sensors_read = false;
-  auto need_sensors = [&]() -> const std::vector<SensorView>& {
-    if (!sensors_read) sensors = Sensors();
-    sensors_read = true;
-    return sensors;
-  };
   if (n == 1 && at(0, "redfish")) {
-    t = {true, true};
-    get = [] { return JsonResponse(200, Json{{"v1", "/redfish/v1/"}}); };
+    t.found = true;
+    t.json = [] { return Json{{"v1", "/redfish/v1/"}}; };
   } else if (v1 && n == 2) {
-    t = {true, true};
-    get = [&] { return JsonResponse(200, ServiceRootJson(options_)); };
+    t.found = true;
+    t.json = [this] { return ServiceRootJson(options_); };
   } else if (v1 && n == 3 && seg[2] == "$metadata") {
-    t = {true, true};
-    get = [] {
+    t.found = true;
+    t.raw = [] {
       HttpResponse r;
       r.body = MetadataXml();
       r.headers.emplace_back("Content-Type", "application/xml");
       return r;
     };
   } else if (v1 && n == 3 && seg[2] == "odata") {
-    t = {true, true};
-    get = [] { return JsonResponse(200, ODataServiceJson()); };
+    t.found = true;
+    t.json = [] { return ODataServiceJson(); };
   } else if (v1 && at(2, "Chassis")) {
     if (n == 3) {
       t.found = true;
-      get = [] { return JsonResponse(200, ChassisCollectionJson()); };
+      t.json = [] { return ChassisCollectionJson(); };
     } else if (seg[3] == kChassisId) {
       if (n == 4) {
         t.found = true;
-        get = [&] { return JsonResponse(200, ChassisJson(need_sensors())); };
+        t.json = [&ctx] { return ChassisJson(ctx.All()); };
       } else if (seg[4] == "Sensors" && n == 5) {
         t.found = true;
-        get = [&] { return JsonResponse(200, SensorCollectionJson(need_sensors())); };
+        t.json = [&ctx] { return SensorCollectionJson(ctx.All()); };
+        t.expanded = [this, &ctx] { return ExpandedSensors(ctx); };
       } else if (seg[4] == "Sensors" && n == 6) {
-        std::optional<SensorView> s = OneSensor(seg[5]);
+        // In a reply that already holds the snapshot (an expanded collection), from it.
+        std::optional<SensorView> s;
+        uint32_t i = 0;
+        if (ctx.sensors_read) {
+          auto it = ctx.index->by_id.find(seg[5]);
+          if (it != ctx.index->by_id.end() && it->second < ctx.sensors.size())
+            s = ctx.sensors[it->second];
+        } else {
+          s = OneSensor(seg[5], &i);
+        }
         if (s && IsRedfishSensor(s->info)) {
           t.found = true;
-          get = [s] { return JsonResponse(200, SensorJson(*s)); };
+          t.json = [s] { return SensorJson(*s); };
+          if (!ctx.sensors_read) t.raw = [this, s, i] { return SensorResponse(i, *s); };
         }
       } else if (seg[4] == "ThermalSubsystem" && n == 5) {
         t.found = true;
-        get = [&] { return JsonResponse(200, ThermalSubsystemJson(need_sensors())); };
+        t.json = [&ctx] { return ThermalSubsystemJson(ctx.All()); };
       } else if (seg[4] == "ThermalSubsystem" && n == 6 && seg[5] == "ThermalMetrics") {
         t.found = true;
-        get = [&] { return JsonResponse(200, ThermalMetricsJson(need_sensors())); };
-      } else if (seg[4] == "PowerSubsystem" && n == 5 && HasPowerData(need_sensors())) {
+        t.json = [&ctx] { return ThermalMetricsJson(ctx.All()); };
+      } else if (seg[4] == "PowerSubsystem" && n == 5 && HasPowerData(ctx.All())) {
         t.found = true;
-        get = [&] { return JsonResponse(200, PowerSubsystemJson(need_sensors())); };
+        t.json = [&ctx] { return PowerSubsystemJson(ctx.All()); };
       }
     }
   } else if (v1 && at(2, "Systems")) {
     if (n == 3) {
       t.found = true;
-      get = [] { return JsonResponse(200, SystemCollectionJson()); };
+      t.json = [] { return SystemCollectionJson(); };
     } else if (seg[3] == kSystemId) {
       if (n == 4) {
         t.found = true;
-        get = [&] { return JsonResponse(200, SystemJson(options_, need_sensors())); };
+        t.json = [this, &ctx] { return SystemJson(options_, ctx.All()); };
       } else if (seg[4] == "Storage" && n == 5) {
         t.found = true;
-        get = [] { return JsonResponse(200, StorageCollectionJson()); };
+        t.json = [] { return StorageCollectionJson(); };
       } else if (seg[4] == "Storage" && seg[5] == kStorageId) {
         if (n == 6) {
           t.found = true;
-          get = [&] { return JsonResponse(200, StorageJson(options_, need_sensors())); };
+          t.json = [this, &ctx] { return StorageJson(options_, ctx.All()); };
         } else if (n == 8 && seg[6] == "Drives") {
           for (size_t i = 0; i < options_.drives.size(); ++i) {
             if (seg[7] == std::to_string(i)) {
               t.found = true;
-              get = [&, i] { return JsonResponse(200, DriveJson(options_, i, need_sensors())); };
+              t.json = [this, &ctx, i] { return DriveJson(options_, i, ctx.All()); };
             }
           }
         }
@@ -397,66 +635,59 @@ HttpResponse RedfishService::Route(const HttpRequest& req, const Auth& auth, uin
   } else if (v1 && at(2, "SessionService")) {
     if (n == 3) {
       t.found = true;
-      get = [&] { return JsonResponse(200, SessionServiceJson(options_)); };
+      t.json = [this] { return SessionServiceJson(options_); };
     } else if (seg[3] == "Sessions" && n == 4) {
-      t = {true, false, kAllowSessions};
-      if (req.method == "POST") return PostSession(req, now_ns);
-      get = [&] {
+      t.found = true;
+      t.allow = kAllowSessions;
+      if (req.method == "POST") t.done = PostSession(req, now_ns);
+      t.json = [this, &auth, now_ns] {
         std::vector<Session> all = sessions_.List(now_ns), shown;
         for (const Session& s : all) {
           if (auth.role == Role::kAdministrator || s.user == auth.user) shown.push_back(s);
         }
-        return JsonResponse(200, SessionCollectionJson(shown));
+        return SessionCollectionJson(shown);
       };
     } else if (seg[3] == "Sessions" && n == 5 && seg[4] == "Members") {
       // DSP0266: a POST to a collection's Members property is a POST to the collection.
-      t = {true, false, "POST"};
-      if (req.method == "POST") return PostSession(req, now_ns);
+      t.found = true;
+      t.allow = "POST";
+      if (req.method == "POST") t.done = PostSession(req, now_ns);
     } else if (seg[3] == "Sessions" && n == 5) {
       std::optional<Session> s = sessions_.Get(seg[4], now_ns);
       // Another user's session exists for administrators only.
       if (s && (auth.role == Role::kAdministrator || s->user == auth.user)) {
-        t = {true, false, kAllowSession};
+        t.found = true;
+        t.allow = kAllowSession;
         if (req.method == "DELETE") {
           sessions_.Delete(s->id);
-          return JsonResponse(200, SessionJson(*s));
+          t.done = JsonResponse(200, SessionJson(*s));
         }
-        get = [s] { return JsonResponse(200, SessionJson(*s)); };
+        t.json = [s] { return SessionJson(*s); };
       }
     }
   } else if (v1 && at(2, "AccountService")) {
     if (n == 3) {
       t.found = true;
-      get = [] { return JsonResponse(200, AccountServiceJson()); };
+      t.json = [] { return AccountServiceJson(); };
     } else if (seg[3] == "Accounts" && n == 4) {
       t.found = true;
-      get = [&] { return JsonResponse(200, AccountCollectionJson(accounts_.list())); };
+      t.json = [this] { return AccountCollectionJson(accounts_.list()); };
     } else if (seg[3] == "Accounts" && n == 5) {
       if (const Account* a = accounts_.Find(seg[4])) {
         t.found = true;
-        get = [a] { return JsonResponse(200, AccountJson(*a)); };
+        t.json = [a] { return AccountJson(*a); };
       }
     } else if (seg[3] == "Roles" && n == 4) {
       t.found = true;
-      get = [] { return JsonResponse(200, RoleCollectionJson()); };
+      t.json = [] { return RoleCollectionJson(); };
     } else if (seg[3] == "Roles" && n == 5) {
       if (std::optional<Role> r = ParseRole(seg[4])) {
         t.found = true;
-        get = [r] { return JsonResponse(200, RoleJson(*r)); };
+        t.json = [r] { return RoleJson(*r); };
       }
     }
   }
-  if (!t.found) return Error(404, "ResourceNotFound", "No resource at " + req.path + ".");
-  // A route without a GET (Sessions/Members) answers 405 to it too.
-  if ((req.method != "GET" && req.method != "HEAD") || !get) {
-    HttpResponse r = Error(405, "OperationNotAllowed",
-                           req.method + " is not allowed on " + req.path + "; allowed: " + t.allow);
-    r.headers.emplace_back("Allow", t.allow);
-    return r;
-  }
-  HttpResponse r = get();
-  r.headers.emplace_back("Allow", t.allow);
-  return r;
+  return t;
 }
 
 }  // namespace spd::redfish

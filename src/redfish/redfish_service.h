@@ -17,6 +17,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "redfish/redfish_auth.h"
 #include "spd/libspdr.h"
 
@@ -39,6 +41,7 @@ struct HttpResponse {
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  std::string etag;  // of body when already known (a cached Sensor body); else Finish hashes
   std::string Header(const std::string& name) const;  // "" when absent (exact name)
 };
 
@@ -50,13 +53,22 @@ struct DriveInfo {
   std::string model;
 };
 
+// $expand (DSP0266 "Query parameters"): "*", "." or "~", with ($levels=N) up to
+// kExpandLevelsMax. One reply puts at most kExpandResourcesMax resources in line and holds at
+// most kExpandBytesMax bytes; past either the answer is 507 InsufficientStorage.
+inline constexpr uint32_t kExpandLevelsMax = 6;
+inline constexpr size_t kExpandResourcesMax = 10'000;
+inline constexpr size_t kExpandBytesMax = 8 << 20;
+
 struct ServiceOptions {
   uint64_t session_timeout_ns = 1'800'000'000'000;
   uint32_t sessions_max = 64;
   std::string uuid;      // ServiceRoot.UUID; stable across restarts (from the data directory)
   std::string hostname;  // ComputerSystem.HostName
   std::vector<DriveInfo> drives;
-  bool test_break_odata_version = false;  // test only: no OData-Version header
+  bool test_break_odata_version = false;              // test only: no OData-Version header
+  size_t expand_resources_max = kExpandResourcesMax;  // smaller in tests
+  size_t expand_bytes_max = kExpandBytesMax;
 };
 
 class RedfishService {
@@ -82,7 +94,15 @@ class RedfishService {
   };
 
  private:
+  struct RequestCtx;  // one request's sensor snapshot and $expand budget (redfish_service.cc)
+  struct Target;      // what a URI names (redfish_service.cc)
+  struct ExpandQuery;
   HttpResponse Route(const HttpRequest& req, const Auth& auth, uint64_t now_ns);
+  Target Find(const HttpRequest& req, const std::vector<std::string>& seg, const Auth& auth,
+              uint64_t now_ns, RequestCtx& ctx);
+  // Puts in line the resources that j's references name, levels deep; false past the limits.
+  bool Expand(nlohmann::json& j, const ExpandQuery& q, uint32_t levels, bool in_links,
+              const Auth& auth, uint64_t now_ns, RequestCtx& ctx);
   Auth Authenticate(const HttpRequest& req, uint64_t now_ns);
   HttpResponse PostSession(const HttpRequest& req, uint64_t now_ns);
   struct SensorIndex {
@@ -95,8 +115,16 @@ class RedfishService {
     ~SensorIndex();
   };
   std::shared_ptr<const SensorIndex> Index() const;
-  std::vector<SensorView> Sensors() const;  // every sensor, one snapshot
-  std::optional<SensorView> OneSensor(const std::string& id) const;
+  // Every sensor, one snapshot (by cache index, as *index_out's ids).
+  std::vector<SensorView> Sensors(std::shared_ptr<const SensorIndex>* index_out = nullptr) const;
+  // The sensor of this id, read from the cache; *index its cache index.
+  std::optional<SensorView> OneSensor(const std::string& id, uint32_t* index) const;
+  // A Sensor's 200 reply: the body (and ETag) last built for this sensor when its reading is
+  // the same, else built now and kept. A GET of one Sensor is then a cached read and a copy.
+  HttpResponse SensorResponse(uint32_t index, const SensorView& s) const;
+  // The Sensors collection with every member in line ($expand "." or "*"), made of the members'
+  // SensorResponse bodies, spliced into the collection's.
+  HttpResponse ExpandedSensors(RequestCtx& ctx) const;
   void Finish(const HttpRequest& req, HttpResponse* resp) const;
 
   const ServiceOptions options_;
@@ -105,11 +133,19 @@ class RedfishService {
   const spdr_cache* cache_;
   mutable std::mutex index_mu_;
   mutable std::shared_ptr<const SensorIndex> index_;  // guarded by index_mu_
+  struct SensorBody {
+    bool valid = false;
+    spdr_reading reading{};  // the reading body shows
+    std::string body, etag;
+  };
+  mutable std::mutex bodies_mu_;
+  mutable std::vector<SensorBody> bodies_;  // by cache index; guarded by bodies_mu_
 };
 
 // A Redfish error body (DSP0266 "Error responses") with one Base message.
 std::string ErrorBody(const std::string& message_id, const std::string& message);
-// The FNV-1a 64 hash of body, as a quoted strong entity tag.
+// A 64-bit hash of body (multiplicative, 8 bytes a step; not cryptographic), as a quoted strong
+// entity tag.
 std::string ETagOf(const std::string& body);
 // The sensors' URI segment: the stable name, '/' and other characters outside
 // [A-Za-z0-9_.-] made '_'.

@@ -76,6 +76,14 @@ class RedfishTest : public ::testing::Test {
   HttpResponse Get(const std::string& path, uint64_t now = kSec) {
     return Do("GET", path, {{"authorization", "Basic YWRtaW46czNjcmV0"}}, "", now);  // admin
   }
+  HttpResponse GetQuery(const std::string& path, const std::string& key, const std::string& value) {
+    HttpRequest r;
+    r.method = "GET";
+    r.path = path;
+    r.headers["authorization"] = "Basic YWRtaW46czNjcmV0";  // admin
+    r.query[key] = value;
+    return service_->Handle(r, kSec);
+  }
   static nlohmann::json J(const HttpResponse& r) { return nlohmann::json::parse(r.body); }
 
   std::unique_ptr<health::HealthCacheWriter> writer_;
@@ -236,8 +244,99 @@ TEST_F(RedfishTest, UnsupportedQueryParametersAre501) {
   req.method = "GET";
   req.path = "/redfish/v1/Chassis";
   req.headers["authorization"] = "Basic YWRtaW46czNjcmV0";
-  req.query["$expand"] = "*";
+  req.query["$top"] = "2";
   EXPECT_EQ(service_->Handle(req, kSec).status, 501);
+  req.query.clear();
+  req.query["excerpt"] = "";
+  EXPECT_EQ(service_->Handle(req, kSec).status, 501);
+}
+
+// $expand (DSP0266): the Sensors collection with every Sensor in line, from one snapshot of the
+// cache; the three kinds and $levels; bad values are 400; and a public resource expands into
+// protected ones only for an authenticated client.
+TEST_F(RedfishTest, ExpandPutsTheSensorsInLine) {
+  for (int i = 1; i < 8; ++i) {
+    health::SensorIdentity id;
+    id.name = "hwmon/more/temp" + std::to_string(i);
+    id.kind = health::SensorKind::kTemp;
+    id.unit = health::SensorUnit::kMilliCelsius;
+    id.period_ns = kSec;
+    ASSERT_TRUE(writer_->AddSensor(id).ok());
+  }
+  const nlohmann::json plain = J(Get("/redfish/v1/Chassis/1/Sensors"));
+  HttpResponse r = GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".");
+  ASSERT_EQ(r.status, 200) << r.body;
+  nlohmann::json j = J(r);
+  ASSERT_EQ(j["Members@odata.count"], 8);
+  ASSERT_EQ(j["Members"].size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    const nlohmann::json& m = j["Members"][i];
+    EXPECT_EQ(m["@odata.id"], plain["Members"][i]["@odata.id"]);
+    EXPECT_EQ(m["@odata.type"], "#Sensor.v1_7_0.Sensor");
+    EXPECT_EQ(J(Get(m["@odata.id"].get<std::string>())), m);  // as its own GET shows it
+  }
+  EXPECT_DOUBLE_EQ(j["Members"][0]["Reading"].get<double>(), 42.5);
+  EXPECT_EQ(j, J(GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", "*")));
+  EXPECT_EQ(j, J(GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".($levels=3)")));
+  // "~" expands only what is under Links: a collection has none.
+  EXPECT_EQ(J(GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", "~")), plain);
+
+  nlohmann::json c = J(GetQuery("/redfish/v1/Chassis/1", "$expand", "."));
+  EXPECT_EQ(c["Sensors"]["Members@odata.count"], 8);
+  EXPECT_EQ(c["Sensors"]["Members"][0].size(), 1u);  // level 2 is not expanded
+  EXPECT_EQ(c["Links"]["ComputerSystems"][0].size(), 1u);
+  c = J(GetQuery("/redfish/v1/Chassis/1", "$expand", "~"));
+  EXPECT_EQ(c["Links"]["ComputerSystems"][0]["SystemType"], "Physical");
+  EXPECT_EQ(c["Sensors"].size(), 1u);
+  c = J(GetQuery("/redfish/v1/Chassis/1", "$expand", "*($levels=2)"));
+  EXPECT_EQ(c["Sensors"]["Members"][0]["ReadingUnits"], "Cel");
+  EXPECT_EQ(c["Links"]["ComputerSystems"][0]["Links"]["Chassis"][0]["ChassisType"], "RackMount");
+
+  for (const char* bad : {"", "x", "Members", ".($levels=0)", ".($levels=7)", ".($levels=x)",
+                          ".(levels=2)", ".($levels=2", "..", "*($levels=)"}) {
+    EXPECT_EQ(GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", bad).status, 400) << bad;
+  }
+
+  // The service root is public; what it links to is not.
+  HttpRequest req;
+  req.method = "GET";
+  req.path = "/redfish/v1";
+  req.query["$expand"] = "*";
+  nlohmann::json root = J(service_->Handle(req, kSec));
+  EXPECT_EQ(root["Chassis"].size(), 1u);
+  EXPECT_EQ(root["ProtocolFeaturesSupported"]["ExpandQuery"]["NoLinks"], true);
+  EXPECT_EQ(root["ProtocolFeaturesSupported"]["ExpandQuery"]["MaxLevels"], kExpandLevelsMax);
+  EXPECT_EQ(J(GetQuery("/redfish/v1", "$expand", "*"))["Chassis"]["Members@odata.count"], 1);
+}
+
+// Past its limits (resources put in line, bytes of reply) $expand answers 507
+// InsufficientStorage instead of building the reply; within them the same request is 200.
+TEST_F(RedfishTest, ExpandPastItsLimitsIs507) {
+  for (int i = 1; i < 8; ++i) {
+    health::SensorIdentity id;
+    id.name = "hwmon/more/temp" + std::to_string(i);
+    id.kind = health::SensorKind::kTemp;
+    id.unit = health::SensorUnit::kMilliCelsius;
+    id.period_ns = kSec;
+    ASSERT_TRUE(writer_->AddSensor(id).ok());
+  }
+  auto with_limits = [&](size_t resources, size_t bytes) {
+    ServiceOptions so;
+    so.expand_resources_max = resources;
+    so.expand_bytes_max = bytes;
+    service_ = std::make_unique<RedfishService>(
+        so, ParseAccounts(MakeAccountLine("admin", Role::kAdministrator, "s3cret", kIter)).value(),
+        cache_);
+  };
+  with_limits(8, kExpandBytesMax);  // the 8 Sensors fit
+  EXPECT_EQ(GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".").status, 200);
+  with_limits(7, kExpandBytesMax);
+  HttpResponse r = GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".");
+  EXPECT_EQ(r.status, 507);
+  EXPECT_EQ(J(r)["error"]["code"], "Base.1.16.InsufficientStorage");
+  with_limits(kExpandResourcesMax, 2000);  // 8 Sensors are ~3.5 KB
+  EXPECT_EQ(GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".").status, 507);
+  EXPECT_EQ(Get("/redfish/v1/Chassis/1/Sensors").status, 200);  // the limit is $expand's only
 }
 
 TEST_F(RedfishTest, AccountsAndRolesAreReadOnly) {
@@ -247,6 +346,22 @@ TEST_F(RedfishTest, AccountsAndRolesAreReadOnly) {
   EXPECT_TRUE(a["Password"].is_null());
   EXPECT_EQ(J(Get("/redfish/v1/AccountService/Roles"))["Members@odata.count"], 3);
   EXPECT_EQ(Get("/redfish/v1/AccountService/Roles/Operator").status, 200);
+}
+
+// The ETag follows every byte of the body: each single-byte change of a Sensor-sized body, at
+// every position and in the tail past the last whole 8 bytes, gives another tag.
+TEST(RedfishETag, EveryByteCounts) {
+  const std::string body(437, 'x');
+  const std::string tag = ETagOf(body);
+  EXPECT_EQ(tag.size(), 18u);
+  EXPECT_EQ(tag, ETagOf(body));
+  EXPECT_NE(tag, ETagOf(body + "x"));
+  EXPECT_NE(tag, ETagOf(body.substr(1)));
+  for (size_t i = 0; i < body.size(); ++i) {
+    std::string b = body;
+    b[i] = 'y';
+    EXPECT_NE(ETagOf(b), tag) << i;
+  }
 }
 
 TEST(RedfishAccounts, BadLinesAreRefused) {
@@ -294,6 +409,14 @@ TEST_F(RedfishTest, SensorGetCostWith96Sensors) {
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
       kRounds;
   std::printf("one Sensor GET in the service: %.1f us\n", us);
+  constexpr int kExpandRounds = 200;
+  const auto t1 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kExpandRounds; ++i)
+    ASSERT_EQ(GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".").status, 200);
+  const double expand_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t1).count() /
+      kExpandRounds;
+  std::printf("Sensors?$expand=. (96 in line) in the service: %.1f us\n", expand_us);
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 #  - curl: the headers DSP0266 asks for, 401 with WWW-Authenticate, 405 with Allow, 412 for a
 #    wrong OData-Version, 304 for If-None-Match, 413 past --redfish-request-max, a session
 #    created (X-Auth-Token, Location), used, deleted; 503 past --redfish-sessions-max; a
-#    connection past --redfish-connections-max closed; a Sensor's Reading following the file.
+#    connection past --redfish-connections-max closed; a Sensor's Reading following the file;
+#    $expand of the Sensors collection (400 for a bad value, 501 for $select).
 #  - DMTF's Redfish Protocol Validator (rf_protocol_validator, from .venv-test: scripts/setup.sh)
 #    reports no FAIL; against --redfish-test-break-odata-version it must report some (the
 #    negative control: the validator does look).
@@ -109,6 +110,17 @@ fake_put "$root" class/hwmon/hwmon0/temp1_input 101000
 for _ in $(seq 100); do [ "$(reading)" = "101.0 Critical" ] && break; sleep 0.05; done
 [ "$(reading)" = "101.0 Critical" ] || fail "sensor did not follow the file: '$(reading)'"
 fake_put "$root" class/hwmon/hwmon0/temp1_input 42500
+# $expand over HTTPS: every Sensor of the collection in one reply.
+expect_code 200 "${A[@]}" "$base/redfish/v1/Chassis/1/Sensors?\$expand=.(\$levels=1)"
+$PY - "$T/b" <<'PY' || fail "\$expand=. of the Sensors"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["Members@odata.count"] == len(d["Members"]) >= 8, d["Members@odata.count"]
+for m in d["Members"]:
+    assert m["@odata.type"].startswith("#Sensor.") and "ReadingType" in m, m
+PY
+expect_code 400 "${A[@]}" "$base/redfish/v1/Chassis/1/Sensors?\$expand=Members"
+expect_code 501 "${A[@]}" "$base/redfish/v1/Chassis/1/Sensors?\$select=Reading"
 # DMTF's Redfish Protocol Validator: no FAIL.
 # rpv DIR: runs it into DIR; prints "PASS FAIL WARN" from the summary of its TSV report.
 rpv() {
