@@ -24,7 +24,11 @@ source "$repo/tests/integration/fake_sysfs.sh"
 T=$(mktemp -d /tmp/spd-bench-health.XXXXXX)
 PID=""
 cleanup() {
-  [ -z "$PID" ] || { kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true; }
+  local rc=0
+  if [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; then
+    wait "$PID" 2>/dev/null || rc=$?
+    [ "$rc" = 0 ] || echo "spd2 exited $rc at its stop" >&2
+  fi
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -78,7 +82,7 @@ EOF
   sensors_p50=$(sort -n "$T/sensors.us" | awk '{a[NR] = $1} END {print a[int(NR / 2) + 1]}')
   sensors_p99=$(sort -n "$T/sensors.us" | tail -1)
   sensors_sys=$(awk '/ total$/ {print $4}' "$T/strace.sensors")
-  sensors_n=$(grep -c '_input:' "$T/sensors.out" || true)
+  sensors_n=$(awk '/_input:/ {n++} END {print n + 0}' "$T/sensors.out")
   sensors_line="p50 ${sensors_p50} us, max of 50 ${sensors_p99} us, ${sensors_sys} syscalls ($sensors_n inputs)"
 fi
 

@@ -122,12 +122,14 @@ PY
 expect_code 400 "${A[@]}" "$base/redfish/v1/Chassis/1/Sensors?\$expand=Members"
 expect_code 501 "${A[@]}" "$base/redfish/v1/Chassis/1/Sensors?\$select=Reading"
 # DMTF's Redfish Protocol Validator: no FAIL.
-# rpv DIR: runs it into DIR; prints "PASS FAIL WARN" from the summary of its TSV report.
+# rpv DIR: runs it into DIR; prints "PASS FAIL WARN" from the summary of its TSV report. Its exit
+# status must agree: 1 when it counted a FAIL, 0 when not (anything else: it did not finish).
 rpv() {
   mkdir -p "$1"
+  local rc=0
   # requests lets REQUESTS_CA_BUNDLE (set on some CI hosts) override --no-cert-check.
   (cd "$1" && timeout 240 env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE "$RPV" --rhost "$base" --user admin --password 'Adm1n-pass' \
-    --no-cert-check --report-dir "$1" --report-type tsv >"$1/out.txt" 2>&1) || true
+    --no-cert-check --report-dir "$1" --report-type tsv >"$1/out.txt" 2>&1) || rc=$?
   local tsv
   tsv=$(ls "$1"/*.tsv 2>/dev/null | head -1)
   [ -n "$tsv" ] || { cat "$1/out.txt"; fail "the validator wrote no report"; }
@@ -140,9 +142,12 @@ for row in csv.reader(open(sys.argv[1]), delimiter="\t"):
             counts[cell] = counts.get(cell, 0) + 1
 print(counts.get("PASS", 0), counts.get("FAIL", 0), counts.get("WARN", 0))
 PY
+  [ "$rc" -le 1 ] || { tail -20 "$1/out.txt" >&2; fail "the validator exited $rc"; }
+  echo "$rc"
 }
-read -r pass nfail warn <<<"$(rpv "$T/rpv")"
-echo "protocol validator: $pass PASS, $nfail FAIL, $warn WARN"
+read -r pass nfail warn rc <<<"$(rpv "$T/rpv" | tr '\n' ' ')"
+echo "protocol validator: $pass PASS, $nfail FAIL, $warn WARN (exit $rc)"
+[ "$rc" = "$((nfail > 0))" ] || fail "the validator's exit status $rc disagrees with its $nfail FAIL"
 if [ "$nfail" -ne 0 ]; then
   awk -F'\t' '/FAIL/' "$T"/rpv/*.tsv | head -20
   fail "the protocol validator reports $nfail FAIL"
@@ -161,9 +166,9 @@ stop_spd2
 
 # Negative control: the same validator against a service without OData-Version.
 start_redfish --redfish-test-break-odata-version
-read -r pass nfail warn <<<"$(rpv "$T/rpv-broken")"
-echo "protocol validator, OData-Version omitted: $pass PASS, $nfail FAIL, $warn WARN"
-[ "$nfail" -gt 0 ] || fail "the validator found nothing wrong with a broken service"
+read -r pass nfail warn rc <<<"$(rpv "$T/rpv-broken" | tr '\n' ' ')"
+echo "protocol validator, OData-Version omitted: $pass PASS, $nfail FAIL, $warn WARN (exit $rc)"
+[ "$nfail" -gt 0 ] && [ "$rc" = 1 ] || fail "the validator found nothing wrong with a broken service"
 stop_spd2
 
 start_redfish --redfish-connections-max 6
