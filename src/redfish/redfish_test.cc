@@ -251,18 +251,23 @@ TEST_F(RedfishTest, UnsupportedQueryParametersAre501) {
   EXPECT_EQ(service_->Handle(req, kSec).status, 501);
 }
 
-// $expand (DSP0266): the Sensors collection with every Sensor in line, from one snapshot of the
-// cache; the three kinds and $levels; bad values are 400; and a public resource expands into
-// protected ones only for an authenticated client.
-TEST_F(RedfishTest, ExpandPutsTheSensorsInLine) {
+// Seven more temperature sensors beside the fixture's (hwmon/more/temp1..7).
+void AddMoreSensorsTo(health::HealthCacheWriter* writer) {
   for (int i = 1; i < 8; ++i) {
     health::SensorIdentity id;
     id.name = "hwmon/more/temp" + std::to_string(i);
     id.kind = health::SensorKind::kTemp;
     id.unit = health::SensorUnit::kMilliCelsius;
     id.period_ns = kSec;
-    ASSERT_TRUE(writer_->AddSensor(id).ok());
+    ASSERT_TRUE(writer->AddSensor(id).ok());
   }
+}
+
+// $expand (DSP0266): the Sensors collection with every Sensor in line, from one snapshot of the
+// cache; the three kinds and $levels; bad values are 400; and a public resource expands into
+// protected ones only for an authenticated client.
+TEST_F(RedfishTest, ExpandPutsTheSensorsInLine) {
+  AddMoreSensorsTo(writer_.get());
   const nlohmann::json plain = J(Get("/redfish/v1/Chassis/1/Sensors"));
   HttpResponse r = GetQuery("/redfish/v1/Chassis/1/Sensors", "$expand", ".");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -312,14 +317,7 @@ TEST_F(RedfishTest, ExpandPutsTheSensorsInLine) {
 // Past its limits (resources put in line, bytes of reply) $expand answers 507
 // InsufficientStorage instead of building the reply; within them the same request is 200.
 TEST_F(RedfishTest, ExpandPastItsLimitsIs507) {
-  for (int i = 1; i < 8; ++i) {
-    health::SensorIdentity id;
-    id.name = "hwmon/more/temp" + std::to_string(i);
-    id.kind = health::SensorKind::kTemp;
-    id.unit = health::SensorUnit::kMilliCelsius;
-    id.period_ns = kSec;
-    ASSERT_TRUE(writer_->AddSensor(id).ok());
-  }
+  AddMoreSensorsTo(writer_.get());
   auto with_limits = [&](size_t resources, size_t bytes) {
     ServiceOptions so;
     so.expand_resources_max = resources;
