@@ -114,8 +114,9 @@ TEST(HealthCache, ReadersNeverSeeATornRecordOrSnapshot) {
       w->BeginRound();
       for (uint32_t r = 0; r < kRecords; ++r) w->Write(r, SampleOf(i, r));
       w->EndRound(i, i);
-      // Rounds back to back, with a pause now and then so that some snapshots can succeed.
-      if (i % 256 == 0) std::this_thread::sleep_for(std::chrono::microseconds(20));
+      // Rounds back to back, with a pause now and then so that some snapshots can succeed (long
+      // enough for a reader to read every record under a sanitizer's slowdown).
+      if (i % 64 == 0) std::this_thread::sleep_for(std::chrono::microseconds(500));
     }
   });
   std::atomic<uint64_t> torn{0}, records_ok{0}, snapshots_ok{0}, mixed{0}, retries{0};
@@ -138,10 +139,12 @@ TEST(HealthCache, ReadersNeverSeeATornRecordOrSnapshot) {
   };
   std::vector<std::thread> readers;
   for (int i = 0; i < 2; ++i) readers.emplace_back(reader);
-  // Until the readers have met the writer inside a record often enough (retries), at most 10 s:
-  // on a loaded machine the threads may rarely run at the same time.
+  // Until the readers have met the writer inside a record often enough (retries) and made a
+  // whole snapshot, at most 10 s: on a loaded machine the threads may rarely run at the same
+  // time. (Under TSan the 5,000 retries came within 16 ms, before any snapshot.)
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (retries.load() < 5000 && std::chrono::steady_clock::now() < deadline) {
+  while ((retries.load() < 5000 || snapshots_ok.load() == 0) &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   stop_readers = true;
