@@ -11,6 +11,7 @@
 
 #include "common/file_util.h"
 #include "common/log.h"
+#include "common/os_util.h"
 #include "daemon/health_setup.h"
 #include "redfish/redfish_auth.h"
 #include "redfish/redfish_tls.h"
@@ -23,7 +24,7 @@ std::string ServiceUuid(const std::string& data_dir) {
   const std::string path = data_dir + "/redfish.uuid";
   std::string u = FirstLine(path);
   if (u.size() == 36) return u;
-  std::string h = redfish::RandomHex(16);
+  std::string h = RandomHex(16);
   h[12] = '4';                                                  // version 4
   h[16] = "89ab"[std::stoi(h.substr(16, 1), nullptr, 16) & 3];  // RFC 4122 variant
   u = h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) + "-" +

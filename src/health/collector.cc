@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "common/counters.h"
+#include "common/os_util.h"
 
 namespace spd::health {
 namespace {
@@ -48,12 +49,6 @@ struct Collector::Source {
 };
 
 namespace {
-
-uint64_t NowNs(clockid_t clock) {
-  timespec ts{};
-  clock_gettime(clock, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
-}
 
 struct NvmeMetric {
   const char* name;
@@ -279,7 +274,7 @@ void Collector::PollSource(Source& s, uint64_t now_ns, uint64_t realtime_ns) {
 
 void Collector::PollDue(uint64_t now_ns) {
   bool any = false;
-  const uint64_t realtime_ns = NowNs(CLOCK_REALTIME);
+  const uint64_t realtime_ns = ClockNs(CLOCK_REALTIME);
   for (auto& s : sources_) {
     if (s->next_due_ns > now_ns) continue;
     if (!any) cache_->BeginRound();
@@ -329,7 +324,7 @@ void Collector::Run() {
     lock.unlock();
     wakeups_.fetch_add(1, std::memory_order_relaxed);
     wakeups_total.Add();
-    PollDue(NowNs(CLOCK_MONOTONIC));
+    PollDue(ClockNs(CLOCK_MONOTONIC));
     const uint64_t next = NextDueNs();
     lock.lock();
     if (next == UINT64_MAX) {

@@ -9,14 +9,10 @@
 #include <ctime>
 #include <new>
 
+#include "common/os_util.h"
+
 namespace spd::health {
 namespace {
-
-uint64_t NowNs(clockid_t clock) {
-  timespec ts{};
-  clock_gettime(clock, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
-}
 
 // Opens a fresh, empty object to build the segment in; `publish` then makes it visible under
 // its final name (a rename for files; shm objects are created under their final name, and
@@ -82,7 +78,7 @@ Result<std::unique_ptr<HealthCacheWriter>> HealthCacheWriter::Create(const Cache
   h.record_bytes = sizeof(SensorRecord);
   h.sensors_capacity = o.capacity;
   h.writer_pid = uint64_t(getpid());
-  h.created_realtime_ns = NowNs(CLOCK_REALTIME);
+  h.created_realtime_ns = ClockNs(CLOCK_REALTIME);
   h.total_bytes = bytes;
   h.magic.store(kHealthMagic, std::memory_order_release);
   if (!build_path.empty() && rename(build_path.c_str(), o.path.c_str()) != 0) {

@@ -10,6 +10,7 @@
 
 #include "common/assert.h"
 #include "common/counters.h"
+#include "common/os_util.h"
 
 namespace spd::redfish {
 namespace {
@@ -93,12 +94,6 @@ std::string ToHex(std::string_view bytes) {
     out += kDigits[c & 15];
   }
   return out;
-}
-
-std::string RandomHex(size_t bytes) {
-  std::string raw(bytes, '\0');
-  SPD_ASSERT(RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), int(bytes)) == 1);
-  return ToHex(raw);
 }
 
 bool ConstantTimeEqual(std::string_view a, std::string_view b) {

@@ -51,8 +51,6 @@ std::string Pbkdf2Sha256(std::string_view password, std::string_view salt, uint3
 std::string MakeAccountLine(std::string_view user, Role role, std::string_view password,
                             uint32_t iterations);
 std::string ToHex(std::string_view bytes);
-// Random bytes from the OS's CSPRNG (RAND_bytes), hex-encoded.
-std::string RandomHex(size_t bytes);
 bool ConstantTimeEqual(std::string_view a, std::string_view b);
 
 class Accounts {

@@ -1,33 +1,17 @@
 #include "replica/cluster_recovery.h"
 
 #include <dirent.h>
-#include <sys/random.h>
 
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
+#include "common/os_util.h"
 
 namespace spd {
 namespace {
 
 constexpr const char* kIdentityFile = "/cluster.json";
 constexpr const char* kSpecSuffix = ".spec";
-
-std::string RandomHex(size_t bytes) {
-  std::string raw(bytes, '\0');
-  size_t got = 0;
-  while (got < bytes) {
-    const ssize_t n = getrandom(raw.data() + got, bytes - got, 0);
-    if (n > 0) got += static_cast<size_t>(n);
-  }
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out += kHex[c >> 4];
-    out += kHex[c & 15];
-  }
-  return out;
-}
 
 std::string IdentityJson(const ClusterIdentity& c) {
   return nlohmann::json{{"id", c.id}, {"era", c.era}, {"nonce", c.nonce}}.dump();
