@@ -78,13 +78,14 @@ bool IsPublic(const std::string& method, const std::vector<std::string>& seg) {
           seg[3] == "Sessions" && (seg.size() == 4 || seg[4] == "Members"));
 }
 
-enum class ExpandKind { kNone, kAll, kNoLinks, kLinks };  // none, "*", ".", "~"
-
 bool IsReference(const Json& v) {
   return v.is_object() && v.size() == 1 && v.begin().key() == "@odata.id" && v.begin()->is_string();
 }
 
 }  // namespace
+
+// Outside the anonymous namespace: ExpandQuery, a member type of RedfishService, holds one.
+enum class ExpandKind { kNone, kAll, kNoLinks, kLinks };  // none, "*", ".", "~"
 
 struct RedfishService::ExpandQuery {
   ExpandKind kind = ExpandKind::kNone;
