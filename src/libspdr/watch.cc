@@ -17,14 +17,13 @@ namespace {
 constexpr uint32_t kQueueMax = 1024;
 constexpr uint32_t kDefaultIntervalMs = 200;
 
-struct Seen {
-  int32_t status;
-  int64_t value;  // last value reported (or the baseline)
-};
-
 }  // namespace
 
 struct spdr_watch {
+  struct Seen {
+    int32_t status;
+    int64_t value;  // last value reported (or the baseline)
+  };
   spdr_cache* cache = nullptr;
   spdr_watch_options options{};
   int fd = -1;
@@ -88,7 +87,7 @@ void Scan(spdr_watch* w, bool report) {
     if (!ReadRecord(w->cache, i, &r, 1024)) continue;  // mid-write: next scan
     uint64_t age = 0;
     const int status = JudgeStatus(w->cache, r, now, &age);
-    Seen& s = w->seen[i];
+    spdr_watch::Seen& s = w->seen[i];
     if (i >= w->seen_count || !report) {
       s = {status, r.value};
       continue;
