@@ -457,7 +457,7 @@ void ReplicaSet::MaybeComplete(IoRequest* req) {
   }
   if (IsCopyMessage(req)) {
     ClearSlot(req->repl_seq);
-    return CopyAcked(req->repl_result);
+    return CopyAcked(req);
   }
   if (!stopping_) {
     if (Holding()) return;
@@ -472,6 +472,7 @@ void ReplicaSet::MaybeComplete(IoRequest* req) {
   Dispatcher::FinishReplicated(req);
   AdmitWaiting();
   MaybeSendQuiesce();
+  if (copy_stalled_) CopyStep();  // it waited for this write, or for a table slot
 }
 
 void ReplicaSet::Quiesce(std::function<void(uint64_t)> done) {

@@ -74,6 +74,9 @@ struct ReplicaSetOptions {
   bool resync = true;
   uint64_t resync_retry_ms = 2'000;
   uint32_t resync_region_bytes = 1u << 20;
+  // Regions of a resync in flight at once (read here, on the wire, written there): the copy
+  // keeps the link and both disks busy instead of waiting a round trip per region.
+  uint32_t resync_regions_inflight = 4;
   // Told of every link state change (on the owner; must not block): name, new state, why.
   std::function<void(const std::string& name, LinkStateView state, const std::string& why)>
       on_link_state;
@@ -275,12 +278,15 @@ class ReplicaSet final : public ReplicaHook {
   // Resync (replica_set_resync.cc): one copy at a time.
   struct Copy;
   std::unique_ptr<Copy> copy_;
+  bool copy_stalled_ = false;  // the copy waits for writes or a table slot: step at completions
   std::vector<std::unique_ptr<Copy>> stale_copies_;  // aborted with a local read in flight
   void Reconnect(Link* l);
   void StartCopy(Link* l);
   void CopyStep();
-  void CopySend();
-  void CopyAcked(int32_t result);
+  void CopyStepOnce();
+  bool CopySend(IoRequest& m, uint64_t off, uint32_t len, void* buf, bool hole, bool barrier);
+  void CopyAcked(IoRequest* req);
+  void ReleaseParked();
   void AbortCopy(const std::string& why);
   // A whole-volume copy that stops keeps its progress as the link's dirty map.
   void CheckpointCopy();

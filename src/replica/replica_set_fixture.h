@@ -157,6 +157,23 @@ class ReplicaSetTest : public ::testing::Test {
     return buf[off & 4095];
   }
 
+  // Bytes in which node n's copy differs from the primary's, the whole volume read.
+  size_t BytesDifferingFromPrimary(Node& n) {
+    std::vector<char> a(kVolBytes), b(kVolBytes);
+    for (auto [node, buf] : {std::pair{&primary_, &a}, std::pair{&n, &b}}) {
+      for (uint64_t off = 0; off < kVolBytes; off += 65536) {
+        alignas(4096) static char chunk[65536];
+        EXPECT_EQ(
+            testing::RunVolumeIo(reactor_.get(), node->v, IoOp::kRead, off, 65536, chunk).result,
+            0);
+        std::memcpy(buf->data() + off, chunk, 65536);
+      }
+    }
+    size_t diff = 0;
+    for (size_t i = 0; i < kVolBytes; ++i) diff += a[i] != b[i];
+    return diff;
+  }
+
   std::unique_ptr<Reactor> reactor_;
   Node primary_, r1_, r2_;
   std::unique_ptr<InprocFrontend> fe_;

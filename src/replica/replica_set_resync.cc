@@ -1,9 +1,10 @@
 // ReplicaSet: resync of an out-of-sync replica (docs/replication.md, "Resync"). The whole
-// volume is copied to it, one region at a time: while a region is copied no write to it is in
-// flight (the copy waits for those running and parks those that arrive), so the copy and the
-// writes around it reach the replica in an order that leaves it equal to the primary. New
-// writes go to the resyncing replica all along. A final barrier makes the copy durable there;
-// then it is in sync.
+// volume (or what its dirty map holds) is copied to it, region by region, a few regions in
+// flight at once (ReplicaSetOptions::resync_regions_inflight): while a region is copied no
+// write to it is in flight (the copy waits for those running and parks those that arrive), so
+// the copy and the writes around it reach the replica in an order that leaves it equal to the
+// primary. New writes go to the resyncing replica all along. A final barrier makes the copy
+// durable there; then it is in sync.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -48,30 +49,53 @@ Counter prior_units_total("spd_replication_failover_resync_units_total",
 }  // namespace
 
 struct ReplicaSet::Copy {
+  // One region on its way: read here, sent, written there. Writes to it are parked meanwhile.
+  struct Slot {
+    enum class Phase { kFree, kWaiting, kReading, kSending, kQueued } phase = Phase::kFree;
+    uint64_t off = 0;
+    uint32_t len = 0;
+    bool hole = false;  // unallocated here: sent as a discard
+    void* buf = nullptr;
+    IoRequest msg;  // the replication message (a table entry of its own)
+    std::vector<Extent> extents;
+  };
   Link* link = nullptr;
-  enum class Phase { kRegion, kReading, kSending, kBarrier, kDone } phase = Phase::kRegion;
-  uint64_t off = 0;  // the region being copied
-  uint32_t len = 0;
-  uint32_t region = 0;                 // the largest region
-  bool locked = false;                 // writes to [off, off+len) are parked
-  bool hole = false;                   // the region is unallocated here: sent as a discard
-  bool queued = false;                 // the message is in the table
-  IoRequest msg;                       // the replication message (a table entry of its own)
-  void* buf = nullptr;                 // the region's data
+  uint32_t region = 0;  // the largest region
+  uint64_t cursor = 0;  // where the next region starts looking
+  std::vector<Slot> slots;
+  enum class End { kNo, kBarrier, kQueued } end = End::kNo;  // the final barrier
+  IoRequest barrier;
   std::unique_ptr<InprocFrontend> fe;  // local reads
-  bool read_pending = false;
-  IoRequest* parked_head = nullptr;
+  IoRequest* parked_head = nullptr;    // writes to regions in flight, in their order
   IoRequest* parked_tail = nullptr;
   uint64_t copied = 0;
-  std::vector<Extent> extents;
+  // CopyStep runs once at a time: a step asked for meanwhile (a read that completed at once)
+  // runs after it, and an abort asked for meanwhile (a link that failed while sending) waits
+  // for it to return, so that nothing it still uses is freed under it.
+  bool stepping = false;
+  bool again = false;
+  std::string abort_why;
+
+  // Everything below this offset is on the replica (the regions in flight start at or above).
+  uint64_t Low() const {
+    uint64_t low = cursor;
+    for (const Slot& s : slots)
+      if (s.phase != Slot::Phase::kFree) low = std::min(low, s.off);
+    return low;
+  }
+  bool Idle() const {
+    for (const Slot& s : slots)
+      if (s.phase != Slot::Phase::kFree) return false;
+    return true;
+  }
   ~Copy() {
     if (fe && fe->inflight() > 0) {
       // A local read never came back (its reactor stopped first, at shutdown): the frontend
-      // and the buffer it reads into are left to the process's end rather than freed under it.
+      // and the buffers it reads into are left to the process's end rather than freed under it.
       (void)fe.release();
       return;
     }
-    std::free(buf);
+    for (Slot& s : slots) std::free(s.buf);
   }
 };
 
@@ -95,7 +119,11 @@ ReplicaSet::~ReplicaSet() {
 }
 
 bool ReplicaSet::IsCopyMessage(const IoRequest* req) const {
-  return copy_ != nullptr && req == &copy_->msg;
+  if (copy_ == nullptr) return false;
+  if (req == &copy_->barrier) return true;
+  for (const Copy::Slot& s : copy_->slots)
+    if (req == &s.msg) return true;
+  return false;
 }
 
 void ReplicaSet::StartCopy(Link* l) {
@@ -104,17 +132,19 @@ void ReplicaSet::StartCopy(Link* l) {
   const uint32_t region = std::min<uint32_t>(o_.resync_region_bytes, l->reply.write_bytes_max > 0
                                                                          ? l->reply.write_bytes_max
                                                                          : o_.resync_region_bytes);
-  c->len = region;
   c->region = region;
-  if (posix_memalign(&c->buf, 4096, region) != 0) {
-    FailLink(l, LinkState::kOutOfSync, "resync: out of memory for its buffer");
-    return;
+  c->slots.resize(std::max<uint32_t>(1, o_.resync_regions_inflight));
+  for (Copy::Slot& s : c->slots) {
+    if (posix_memalign(&s.buf, 4096, region) != 0) {
+      FailLink(l, LinkState::kOutOfSync, "resync: out of memory for its buffers");
+      return;
+    }
+    s.extents.reserve(9);
   }
   InprocFrontend::Options fo;
-  fo.queue_depth = 1;
+  fo.queue_depth = static_cast<uint32_t>(c->slots.size());
   fo.buffer_bytes = 0;
   c->fe = std::make_unique<InprocFrontend>(dispatcher_, owner_, fo);
-  c->extents.reserve(9);
   {
     std::lock_guard<std::mutex> g(info_mu_);
     l->info.resynced_bytes = 0;
@@ -134,9 +164,12 @@ void ReplicaSet::StartCopy(Link* l) {
 
 bool ReplicaSet::ParkIfCopying(IoRequest* req) {
   Copy* c = copy_.get();
-  if (c == nullptr || !c->locked || req->op == RequestOp::kFlush) return false;
-  if (req->offset_bytes >= c->off + c->len || req->offset_bytes + req->length_bytes <= c->off)
-    return false;
+  if (c == nullptr || req->op == RequestOp::kFlush) return false;
+  bool locked = false;
+  for (const Copy::Slot& s : c->slots)
+    locked |= s.phase != Copy::Slot::Phase::kFree && req->offset_bytes < s.off + s.len &&
+              req->offset_bytes + req->length_bytes > s.off;
+  if (!locked) return false;
   req->repl_next = nullptr;
   if (c->parked_tail) {
     c->parked_tail->repl_next = req;
@@ -148,115 +181,165 @@ bool ReplicaSet::ParkIfCopying(IoRequest* req) {
 }
 
 void ReplicaSet::CopyStep() {
+  copy_stalled_ = false;
   Copy* c = copy_.get();
-  if (c == nullptr || c->read_pending || c->queued || c->phase == Copy::Phase::kDone) return;
-  if (c->phase == Copy::Phase::kBarrier) return CopySend();
+  if (c == nullptr) return;
+  if (c->stepping) {
+    c->again = true;
+    return;
+  }
+  c->stepping = true;
+  do {
+    c->again = false;
+    CopyStepOnce();
+  } while (c->again && c->abort_why.empty());
+  c->stepping = false;
+  if (!c->abort_why.empty()) AbortCopy(std::string(c->abort_why));
+}
+
+void ReplicaSet::CopyStepOnce() {
+  Copy* c = copy_.get();
+  using Phase = Copy::Slot::Phase;
+  if (c->end != Copy::End::kNo) {
+    if (c->end == Copy::End::kBarrier &&
+        CopySend(c->barrier, 0, 0, nullptr, /*hole=*/false, /*barrier=*/true))
+      c->end = Copy::End::kQueued;
+    return;
+  }
   Link* l = c->link;
   const uint64_t size = volume_->size_bytes();
-  if (l->dirty.valid()) {
-    // Only what it may have missed: the next run of dirty units, at most a region long.
-    constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
-    c->off = l->dirty.NextDirty(c->off / kUnit) * kUnit;
-    uint64_t end = c->off;
-    while (end < size && end - c->off < c->region && l->IsDirty(end / kUnit)) end += kUnit;
-    c->len = static_cast<uint32_t>(std::min(end, size) - std::min(c->off, size));
-  } else {
-    c->len =
-        static_cast<uint32_t>(std::min<uint64_t>(c->region, size > c->off ? size - c->off : 0));
+  for (Copy::Slot& s : c->slots) {
+    if (s.phase == Phase::kFree && c->cursor < size) {
+      // The next region: with a dirty map only what it may have missed (the next run of dirty
+      // units, at most a region long), else the next region of the volume.
+      uint64_t off = c->cursor;
+      uint64_t end;
+      if (l->dirty.valid()) {
+        constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
+        off = l->dirty.NextDirty(off / kUnit) * kUnit;
+        end = off;
+        while (end < size && end - off < c->region && l->IsDirty(end / kUnit)) end += kUnit;
+      } else {
+        end = off + c->region;
+      }
+      end = std::min(end, size);
+      c->cursor = std::max(off, end);
+      if (off >= size) continue;
+      s.off = off;
+      s.len = static_cast<uint32_t>(end - off);
+      s.phase = Phase::kWaiting;  // locked: writes to it are parked from now on
+    }
+    if (s.phase == Phase::kWaiting) {
+      // Writes to the region already numbered must be done first (they may still be on their
+      // way to the local disk, or to the replica, where they would race the copy).
+      bool busy = false;
+      for (uint64_t q = low_seq_; q < next_seq_ && !busy; ++q) {
+        const IoRequest* r = table_[q & mask_];
+        if (r == nullptr || r->op == RequestOp::kFlush || IsCopyMessage(r)) continue;
+        busy |= r->offset_bytes < s.off + s.len && r->offset_bytes + r->length_bytes > s.off;
+      }
+      Status st;
+      s.extents.clear();
+      if (busy || !volume_->MapRangeOwned(s.off, s.len, 8, &s.extents, &st)) {
+        copy_stalled_ = true;  // again at a completion, or the next tick
+        continue;
+      }
+      s.hole = st.ok() && !s.extents.empty();
+      for (const Extent& e : s.extents)
+        if (e.kind != ExtentKind::kHole) s.hole = false;
+      if (s.hole) {
+        s.phase = Phase::kSending;
+      } else {
+        IoRequest* req = c->fe->Take();
+        req->op = RequestOp::kRead;
+        req->flags = kReqRebuild;  // the QoS scheduler's rebuild class
+        req->volume = volume_;
+        req->offset_bytes = s.off;
+        req->length_bytes = s.len;
+        req->buf = s.buf;
+        s.phase = Phase::kReading;
+        c->fe->Submit(req, &ReplicaSet::OnCopyRead, this);
+        if (!c->abort_why.empty()) return;  // a read that failed at once
+      }
+    }
+    if (s.phase == Phase::kSending) {
+      if (!CopySend(s.msg, s.off, s.len, s.buf, s.hole, /*barrier=*/false)) {
+        copy_stalled_ = true;  // the table is full
+        continue;
+      }
+      s.phase = Phase::kQueued;
+      if (!c->abort_why.empty()) return;  // the link failed while sending
+    }
   }
-  if (c->off >= size) {
-    c->phase = Copy::Phase::kBarrier;
-    return CopySend();
+  if (c->cursor >= size && c->Idle()) {
+    c->end = Copy::End::kBarrier;
+    if (CopySend(c->barrier, 0, 0, nullptr, false, /*barrier=*/true)) {
+      c->end = Copy::End::kQueued;
+    } else {
+      copy_stalled_ = true;
+    }
   }
-  c->locked = true;
-  // Writes to the region already numbered must be done first (they may still be on their way
-  // to the local disk, or to the replica, where they would race the copy).
-  for (IoRequest* r : table_) {
-    if (r == nullptr || r == &c->msg || r->op == RequestOp::kFlush) continue;
-    if (r->offset_bytes < c->off + c->len && r->offset_bytes + r->length_bytes > c->off) return;
-  }
-  c->extents.clear();
-  Status st;
-  if (!volume_->MapRangeOwned(c->off, c->len, 8, &c->extents, &st)) return;  // again next tick
-  c->hole = st.ok() && !c->extents.empty();
-  for (const Extent& e : c->extents)
-    if (e.kind != ExtentKind::kHole) c->hole = false;
-  if (c->hole) {
-    c->phase = Copy::Phase::kSending;
-    return CopySend();
-  }
-  IoRequest* req = c->fe->Take();
-  req->op = RequestOp::kRead;
-  req->flags = kReqRebuild;  // the QoS scheduler's rebuild class
-  req->volume = volume_;
-  req->offset_bytes = c->off;
-  req->length_bytes = c->len;
-  req->buf = c->buf;
-  c->read_pending = true;
-  c->phase = Copy::Phase::kReading;
-  c->fe->Submit(req, &ReplicaSet::OnCopyRead, this);
 }
 
 void ReplicaSet::OnCopyRead(void* arg, IoRequest* req) {
   auto* self = static_cast<ReplicaSet*>(arg);
   Copy* c = self->copy_.get();
   if (c == nullptr) return;  // aborted meanwhile
-  c->read_pending = false;
+  Copy::Slot* s = nullptr;
+  for (Copy::Slot& x : c->slots)
+    if (x.buf == req->buf && x.phase == Copy::Slot::Phase::kReading) s = &x;
+  if (s == nullptr) return;  // a read of an aborted copy
   if (req->result < 0)
     return self->AbortCopy(std::string("local read: ") + std::strerror(-req->result));
-  c->phase = Copy::Phase::kSending;
-  self->CopySend();
+  s->phase = Copy::Slot::Phase::kSending;
+  self->CopyStep();
 }
 
-void ReplicaSet::CopySend() {
+bool ReplicaSet::CopySend(IoRequest& m, uint64_t off, uint32_t len, void* buf, bool hole,
+                          bool barrier) {
   Copy* c = copy_.get();
-  if (table_[next_seq_ & mask_] != nullptr) return;  // a slot frees up: MaybeComplete, the tick
-  IoRequest& m = c->msg;
+  if (table_[next_seq_ & mask_] != nullptr) return false;  // a slot frees up: a completion
   m.repl_seq = next_seq_++;
   m.repl_waiting = c->link->bit();
   m.repl_local_pending = false;
   m.repl_result = 0;
   m.repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
   send_at_[m.repl_seq & mask_] = SendAt();
-  m.buf = c->buf;
+  m.buf = buf;
   rw::Header h;
   h.epoch = o_.epoch;
   h.seq = m.repl_seq;
   h.result = Gap(m.repl_seq);
-  h.flags = c->phase == Copy::Phase::kBarrier ? rw::kFlagResyncEnd : rw::kFlagRebuild;
-  if (c->phase == Copy::Phase::kBarrier) {
+  h.flags = barrier ? rw::kFlagResyncEnd : rw::kFlagRebuild;
+  if (barrier) {
     h.type = static_cast<uint16_t>(rw::Type::kBarrier);
     m.op = RequestOp::kFlush;
     m.length_bytes = 0;
-  } else if (c->hole) {
-    h.type = static_cast<uint16_t>(rw::Type::kDiscard);
-    h.offset = c->off;
-    h.length = c->len;
-    m.op = RequestOp::kDiscard;
-    m.offset_bytes = c->off;
-    m.length_bytes = c->len;
   } else {
-    h.type = static_cast<uint16_t>(rw::Type::kWrite);
-    h.offset = c->off;
-    h.length = c->len;
-    h.crc = Crc32c(0, c->buf, c->len);
-    m.op = RequestOp::kWrite;
-    m.offset_bytes = c->off;
-    m.length_bytes = c->len;
+    h.type = static_cast<uint16_t>(hole ? rw::Type::kDiscard : rw::Type::kWrite);
+    h.offset = off;
+    h.length = len;
+    if (!hole) h.crc = Crc32c(0, buf, len);
+    m.op = hole ? RequestOp::kDiscard : RequestOp::kWrite;
+    m.offset_bytes = off;
+    m.length_bytes = len;
   }
   rw::EncodeHeader(h, m.repl_hdr);
   table_[m.repl_seq & mask_] = &m;
-  c->queued = true;
   PumpLinks();
+  return true;
 }
 
-void ReplicaSet::CopyAcked(int32_t result) {
+void ReplicaSet::CopyAcked(IoRequest* req) {
   Copy* c = copy_.get();
-  c->queued = false;
-  if (result != 0) return AbortCopy("the replica failed a copied region");
-  if (c->phase == Copy::Phase::kBarrier) {
+  // A message whose link failed meanwhile completes too (its wait was dropped, FailLink): it
+  // proves nothing, and the copy is being abandoned.
+  const bool ok =
+      req->repl_result == 0 && c->abort_why.empty() && c->link->info.state == LinkState::kResyncing;
+  if (req == &c->barrier) {
+    c->end = Copy::End::kBarrier;  // not queued any more
+    if (!ok) return AbortCopy("the replica failed the resync's final barrier");
     Link* l = c->link;
-    c->phase = Copy::Phase::kDone;
     resyncs_total.Add();
     SPD_LOG_INFO("replication: volume %s: replica %s resynced (%llu bytes copied); in sync",
                  o_.volume.c_str(), l->target.name.c_str(),
@@ -269,28 +352,39 @@ void ReplicaSet::CopyAcked(int32_t result) {
     l->SetState(LinkState::kInSync, "");
     l->dirty.Invalidate();
     copy_.reset();
+    copy_stalled_ = false;
     if (o_.mark_in_sync) o_.mark_in_sync(l->target.name, [](bool) {});
     return;
   }
+  Copy::Slot* s = nullptr;
+  for (Copy::Slot& x : c->slots)
+    if (&x.msg == req) s = &x;
+  SPD_ASSERT(s != nullptr);
+  s->phase = Copy::Slot::Phase::kFree;  // not queued any more, whatever comes next
+  if (!ok) return AbortCopy("the replica failed a copied region");
   if (c->link->dirty.valid()) {
     constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
-    for (uint64_t u = c->off / kUnit; u < (c->off + c->len + kUnit - 1) / kUnit; ++u)
+    for (uint64_t u = s->off / kUnit; u < (s->off + s->len + kUnit - 1) / kUnit; ++u)
       c->link->dirty.Clear(u);
   }
-  if (c->hole) {
-    resync_discard_bytes_total.Add(c->len);
+  if (s->hole) {
+    resync_discard_bytes_total.Add(s->len);
   } else {
-    resync_bytes_total.Add(c->len);
-    c->copied += c->len;
+    resync_bytes_total.Add(s->len);
+    c->copied += s->len;
   }
   {
     std::lock_guard<std::mutex> g(info_mu_);
-    c->link->info.resynced_bytes = c->off + c->len;
+    c->link->info.resynced_bytes = c->Low();
   }
-  // The region is on the replica: its parked writes go now, then the next region.
-  c->locked = false;
-  c->off += c->len;
-  c->phase = Copy::Phase::kRegion;
+  // The region is on the replica: the writes parked for it go now (those that also touch a
+  // region still in flight are parked again, in their order), then the next regions.
+  ReleaseParked();
+  if (copy_) CopyStep();
+}
+
+void ReplicaSet::ReleaseParked() {
+  Copy* c = copy_.get();
   IoRequest* p = c->parked_head;
   c->parked_head = c->parked_tail = nullptr;
   while (p != nullptr) {
@@ -298,45 +392,62 @@ void ReplicaSet::CopyAcked(int32_t result) {
     Start(p);
     p = next;
   }
-  if (copy_) CopyStep();
 }
 
 void ReplicaSet::CheckpointCopy() {
   Copy* c = copy_.get();
   if (c == nullptr || c->link->dirty.valid()) return;  // a dirty map: copied units are cleared
-  // Everything below the region being copied is on the replica, and every write to it since
-  // went there too (the link was resyncing): the rest of the volume is what is left to copy,
-  // plus the writes in flight and from now on (FailLink, Admit mark those).
+  // Everything below the lowest region in flight is on the replica, and every write to it
+  // since went there too (the link was resyncing): the rest of the volume is what is left to
+  // copy, plus the writes in flight and from now on (FailLink, Admit mark those).
   Link* l = c->link;
   constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
   const uint64_t units = (volume_->size_bytes() + kUnit - 1) / kUnit;
+  const uint64_t low = std::min(c->Low() / kUnit, units);
   l->dirty.Reset(o_.epoch, {}, false);
-  l->dirty.MarkUnits(c->off / kUnit, units - c->off / kUnit);
+  l->dirty.MarkUnits(low, units - low);
   resync_checkpoints_total.Add();
 }
 
 void ReplicaSet::AbortCopy(const std::string& why) {
   if (copy_ == nullptr) return;
+  if (copy_->stepping) {  // CopyStep aborts it once it returns
+    if (copy_->abort_why.empty()) copy_->abort_why = why;
+    return;
+  }
   CheckpointCopy();
   std::unique_ptr<Copy> c = std::move(copy_);
+  copy_stalled_ = false;
   resyncs_aborted_total.Add();
   SPD_LOG_WARN("replication: volume %s: resync of %s abandoned at %llu bytes: %s",
                o_.volume.c_str(), c->link->target.name.c_str(),
-               static_cast<unsigned long long>(c->off), why.c_str());
-  if (c->queued) ClearSlot(c->msg.repl_seq);
-  // A local read still running completes into a frontend that must outlive it: keep the copy.
+               static_cast<unsigned long long>(c->Low()), why.c_str());
+  for (Copy::Slot& s : c->slots)
+    if (s.phase == Copy::Slot::Phase::kQueued) ClearSlot(s.msg.repl_seq);
+  if (c->end == Copy::End::kQueued) ClearSlot(c->barrier.repl_seq);
   IoRequest* p = c->parked_head;
   c->parked_head = c->parked_tail = nullptr;
-  while (p != nullptr) {  // back to the wait queue, in order, ahead of the others
+  // Back to the wait queue, in order, ahead of the others.
+  IoRequest* first = nullptr;
+  IoRequest* last = nullptr;
+  while (p != nullptr) {
     IoRequest* next = p->repl_next;
-    p->repl_next = wait_head_;
-    wait_head_ = p;
-    if (wait_tail_ == nullptr) wait_tail_ = p;
+    p->repl_next = nullptr;
+    if (last) {
+      last->repl_next = p;
+    } else {
+      first = p;
+    }
+    last = p;
     p = next;
   }
-  if (c->read_pending) {
-    stale_copies_.push_back(std::move(c));
+  if (first != nullptr) {
+    last->repl_next = wait_head_;
+    wait_head_ = first;
+    if (wait_tail_ == nullptr) wait_tail_ = last;
   }
+  // A local read still running completes into a frontend that must outlive it: keep the copy.
+  if (c->fe && c->fe->inflight() > 0) stale_copies_.push_back(std::move(c));
   AdmitWaiting();
 }
 

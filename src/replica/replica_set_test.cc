@@ -162,20 +162,63 @@ TEST_F(ReplicaSetTest, AnOutOfSyncReplicaIsResyncedWhileWritesGoOn) {
   ASSERT_EQ(Do(RequestOp::kWrite, 4096, 4096, 'z'), 0);  // in sync: it gets this one too
   ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
   // Equal to the primary, byte for byte.
-  std::vector<char> a(kVolBytes), b(kVolBytes);
-  for (auto [node, buf] : {std::pair{&primary_, &a}, std::pair{&r2_, &b}}) {
-    for (uint64_t off = 0; off < kVolBytes; off += 65536) {
-      alignas(4096) static char chunk[65536];
-      ASSERT_EQ(
-          testing::RunVolumeIo(reactor_.get(), node->v, IoOp::kRead, off, 65536, chunk).result, 0);
-      std::memcpy(buf->data() + off, chunk, 65536);
+  EXPECT_EQ(BytesDifferingFromPrimary(r2_), 0u) << "the resynced copy differs from the primary";
+  EXPECT_EQ(ByteAt(r2_, 2 << 20), 'p');
+  EXPECT_EQ(ByteAt(r2_, (3 << 20) + 8192), 0)
+      << "a region the primary never wrote kept the copy's old data";
+}
+
+// Several regions of the copy in flight at once (resync_regions_inflight) and 16 writes in
+// flight at once beside them, some across two regions, some into regions being copied: the
+// parked writes go in their order once their regions are on the replica, and the copy ends
+// equal to the primary, byte for byte.
+TEST_F(ReplicaSetTest, ManyRegionsAndManyWritesInFlightLeaveTheResyncedCopyEqual) {
+  alignas(4096) static char junk[65536];
+  std::memset(junk, 'j', sizeof junk);
+  for (uint64_t off = 0; off < kVolBytes; off += 3 * 65536)  // r2 holds other data
+    ASSERT_EQ(
+        testing::RunVolumeIo(reactor_.get(), r2_.v, IoOp::kWrite, off, sizeof junk, junk).result,
+        0);
+  for (uint64_t off = 0; off < kVolBytes; off += 65536)
+    ASSERT_EQ(Do(RequestOp::kWrite, off, 4096, 'p'), 0);  // before the set: local only
+  ReplicaSetOptions o = Options(1, {{"r2", Addr(r2_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.resync_retry_ms = 100;
+  o.resync_region_bytes = 64 << 10;
+  o.resync_regions_inflight = 6;
+  o.base = primary_.v->generation();
+  StartSet(o);
+  uint64_t x = 88172645463325252ull;  // xorshift64: the same writes every run
+  auto next = [&x] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kResyncing; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kResyncing);
+  int rounds = 0;
+  for (; rounds < 400 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++rounds) {
+    std::vector<Op*> batch;
+    for (int i = 0; i < 16; ++i) {
+      const uint64_t r = next();
+      // Half of them end 4 KiB past a region's start: they straddle two regions.
+      const uint64_t off = r % 2 ? (r >> 8) % (kVolBytes / 4096) * 4096
+                                 : ((r >> 8) % (kVolBytes / 65536 - 1) + 1) * 65536 - 8192;
+      const uint32_t len = r % 2 ? 4096 * (1 + (r >> 40) % 3) : 12288;
+      batch.push_back(Submit(RequestOp::kWrite, std::min<uint64_t>(off, kVolBytes - len), len,
+                             static_cast<char>('a' + (r >> 50) % 26)));
     }
+    for (Op* op : batch) ASSERT_EQ(Wait(op), 0);
   }
-  size_t diff = 0;
-  for (size_t i = 0; i < kVolBytes; ++i) diff += a[i] != b[i];
-  EXPECT_EQ(diff, 0u) << "the resynced copy differs from the primary";
-  EXPECT_EQ(b[2 << 20], 'p');
-  EXPECT_EQ(b[(3 << 20) + 8192], 0) << "a region the primary never wrote kept the copy's old data";
+  EXPECT_GT(rounds, 3) << "the copy ended before the writes could race it";
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  EXPECT_EQ(BytesDifferingFromPrimary(r2_), 0u) << "the resynced copy differs from the primary";
 }
 
 // A whole-volume resync cut short (the replica goes away half-way) resumes where it stopped:
@@ -219,10 +262,11 @@ TEST_F(ReplicaSetTest, AnInterruptedResyncResumesFromWhereItStopped) {
   for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
     reactor_->RunOnce(1'000'000);
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
-  // The second attempt: the rest (at most the half not copied, and the region cut short) and
-  // the unit written meanwhile.
+  // The second attempt: the rest (at most the half not copied, and the regions that were in
+  // flight: those acknowledged above the lowest one not acknowledged are copied again) and the
+  // unit written meanwhile.
   const uint64_t second = copied() - before - first;
-  EXPECT_LE(second, kVolBytes - first + 2 * 65536);
+  EXPECT_LE(second, kVolBytes - first + (o.resync_regions_inflight + 1) * 65536);
   EXPECT_LT(second, kVolBytes) << "started over";
   EXPECT_EQ(CounterValue("spd_replication_resync_checkpoints_total") > 0, true);
   for (uint64_t off = 0; off < kVolBytes; off += 4096)
