@@ -471,6 +471,19 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "anyone who reaches --replication-listen can write to the replicas "
                  "(docs/replication.md, \"TLS\"). Needs --replication-listen")
       ->check(CLI::ExistingFile);
+  app.add_option("--replication-resync-inflight", o.replication_resync_inflight,
+                 "How many regions a resync or rebuild of a replica (docs/replication.md, "
+                 "\"Resync\") keeps in flight at once, each read here, sent and written there. "
+                 "More keeps the link and both disks busier (a faster rebuild); every one of them "
+                 "is bytes that a foreground write to that replica may queue behind on the link")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--replication-resync-region-kib", o.replication_resync_region_kib,
+                 "The size of a resync's region in KiB, a multiple of 64 (the dirty map's unit) "
+                 "from 64 to 1024 (a replica takes at most 1 MiB in one message); writes to a "
+                 "region being copied wait until it is on the replica")
+      ->check(CLI::Range(64, 1024))
+      ->capture_default_str();
   app.add_option("--replication-inject-rtt-us", o.replication_inject_rtt_us,
                  "Testing: delay every replication message this node sends as a primary by this "
                  "many microseconds, as a network round trip would (there is no netem here). "
@@ -541,6 +554,13 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument(
         "--node-name, --cluster-lease-ttl, --replication-listen and --replication-inject-* need "
         "--cluster (the etcd members)");
+  if (o.replication_resync_region_kib % 64 != 0)
+    return InvalidArgument("--replication-resync-region-kib (" +
+                           std::to_string(o.replication_resync_region_kib) +
+                           ") must be a multiple of 64 (the dirty map's unit)");
+  if (o.cluster.empty() && (app.count("--replication-resync-inflight") > 0 ||
+                            app.count("--replication-resync-region-kib") > 0))
+    return InvalidArgument("--replication-resync-* need --cluster (the etcd members)");
   SPD_ASSIGN_OR_RETURN(o.replication_async_lag_bytes, ParseSize(async_lag_bytes));
   if (o.replication_async_lag_bytes < (1u << 20))
     return InvalidArgument(

@@ -95,11 +95,13 @@ struct DaemonOptions {
   bool quiet = false;               // no connection hints on stdout
   // Cluster membership (docs/replication.md): etcd endpoints; empty: this node runs alone.
   std::vector<std::string> cluster;
-  std::string node_name;                   // default: the host name
-  int64_t cluster_lease_ttl_s = 10;        // ClusterNodeOptions::ttl_seconds
-  std::string replication_listen;          // HOST:PORT of the replica server; "" off
-  std::string replication_tls_psk;         // psktool FILE: TLS on the replication link; "" off
-  uint64_t replication_inject_rtt_us = 0;  // ReplicaSetOptions::inject_* (testing)
+  std::string node_name;                     // default: the host name
+  int64_t cluster_lease_ttl_s = 10;          // ClusterNodeOptions::ttl_seconds
+  std::string replication_listen;            // HOST:PORT of the replica server; "" off
+  std::string replication_tls_psk;           // psktool FILE: TLS on the replication link; "" off
+  uint32_t replication_resync_inflight = 4;  // ReplicaSetOptions::resync_regions_inflight
+  uint32_t replication_resync_region_kib = 1024;  // ReplicaSetOptions::resync_region_bytes
+  uint64_t replication_inject_rtt_us = 0;         // ReplicaSetOptions::inject_* (testing)
   uint32_t replication_inject_loss_ppm = 0;
   uint64_t replication_inject_seed = 1;
   uint64_t replication_async_lag_bytes = 32ull << 20;  // ReplicaSetOptions::async_lag_*

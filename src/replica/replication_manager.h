@@ -49,6 +49,9 @@ struct ReplicationManagerOptions {
   uint64_t connect_timeout_ms = 2'000;
   uint64_t ack_timeout_ms = 5'000;
   uint64_t hold_timeout_ms = 30'000;
+  // Every primary's resyncs (ReplicaSetOptions::resync_regions_inflight, resync_region_bytes).
+  uint32_t resync_regions_inflight = 4;
+  uint32_t resync_region_bytes = 1u << 20;
   // Fault injection on every primary's links (ReplicaSetOptions::inject_*; tests, benchmarks).
   uint64_t inject_rtt_us = 0;
   uint32_t inject_loss_ppm = 0;

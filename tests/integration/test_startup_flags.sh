@@ -60,4 +60,14 @@ rm -f "$T/out"
 nbdcopy "$(uri)" "$T/out"
 cmp -n $((1 << 20)) "$T/out" "$T/blob" || fail "data lost"
 stop_spd2
+
+# The resync's flags: a region that is not a whole number of dirty-map units, values out of
+# range, and either flag without a cluster (where it could not take effect) are refused.
+run_refused "must be a multiple of 64" --cluster http://127.0.0.1:1 \
+  --replication-resync-region-kib 100
+run_refused "not in range 64 to 1024" --cluster http://127.0.0.1:1 \
+  --replication-resync-region-kib 2048
+run_refused "not in range 1 to 64" --cluster http://127.0.0.1:1 --replication-resync-inflight 0
+run_refused "need --cluster" --replication-resync-inflight 8
+run_refused "need --cluster" --replication-resync-region-kib 256
 echo "ok"
