@@ -157,6 +157,20 @@ class ReplicaSetTest : public ::testing::Test {
     return buf[off & 4095];
   }
 
+  // Node n's copy diverges: 64 KiB of 'j' every `stride` bytes, written there directly.
+  void WriteJunk(Node& n, uint64_t stride) {
+    alignas(4096) static char junk[65536];
+    std::memset(junk, 'j', sizeof junk);
+    for (uint64_t off = 0; off < kVolBytes; off += stride)
+      ASSERT_EQ(
+          testing::RunVolumeIo(reactor_.get(), n.v, IoOp::kWrite, off, sizeof junk, junk).result,
+          0);
+  }
+  // 4 KiB of 'p' every `stride` bytes through the primary's pipeline (before a set: local only).
+  void WritePrimary(uint64_t stride) {
+    for (uint64_t off = 0; off < kVolBytes; off += stride)
+      ASSERT_EQ(Do(RequestOp::kWrite, off, 4096, 'p'), 0);
+  }
   // Bytes in which node n's copy differs from the primary's, the whole volume read.
   size_t BytesDifferingFromPrimary(Node& n) {
     std::vector<char> a(kVolBytes), b(kVolBytes);

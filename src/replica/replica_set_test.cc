@@ -173,14 +173,8 @@ TEST_F(ReplicaSetTest, AnOutOfSyncReplicaIsResyncedWhileWritesGoOn) {
 // parked writes go in their order once their regions are on the replica, and the copy ends
 // equal to the primary, byte for byte.
 TEST_F(ReplicaSetTest, ManyRegionsAndManyWritesInFlightLeaveTheResyncedCopyEqual) {
-  alignas(4096) static char junk[65536];
-  std::memset(junk, 'j', sizeof junk);
-  for (uint64_t off = 0; off < kVolBytes; off += 3 * 65536)  // r2 holds other data
-    ASSERT_EQ(
-        testing::RunVolumeIo(reactor_.get(), r2_.v, IoOp::kWrite, off, sizeof junk, junk).result,
-        0);
-  for (uint64_t off = 0; off < kVolBytes; off += 65536)
-    ASSERT_EQ(Do(RequestOp::kWrite, off, 4096, 'p'), 0);  // before the set: local only
+  WriteJunk(r2_, 3 * 65536);  // r2 holds other data
+  WritePrimary(65536);        // before the set: local only
   ReplicaSetOptions o = Options(1, {{"r2", Addr(r2_)}});
   o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
   o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
@@ -224,14 +218,8 @@ TEST_F(ReplicaSetTest, ManyRegionsAndManyWritesInFlightLeaveTheResyncedCopyEqual
 // A whole-volume resync cut short (the replica goes away half-way) resumes where it stopped:
 // the second attempt copies the rest and what was written meanwhile, and the copy ends equal.
 TEST_F(ReplicaSetTest, AnInterruptedResyncResumesFromWhereItStopped) {
-  alignas(4096) static char junk[65536];
-  std::memset(junk, 'j', sizeof junk);
-  for (uint64_t off = 0; off < kVolBytes; off += 4 * 65536)  // r2 holds other data
-    ASSERT_EQ(
-        testing::RunVolumeIo(reactor_.get(), r2_.v, IoOp::kWrite, off, sizeof junk, junk).result,
-        0);
-  for (uint64_t off = 0; off < kVolBytes; off += 2 * 65536)
-    ASSERT_EQ(Do(RequestOp::kWrite, off, 4096, 'p'), 0);  // before the set: local only
+  WriteJunk(r2_, 4 * 65536);  // r2 holds other data
+  WritePrimary(2 * 65536);    // before the set: local only
   ReplicaSetOptions o = Options(1, {{"r2", Addr(r2_)}});
   o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
   o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
