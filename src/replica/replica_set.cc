@@ -357,6 +357,7 @@ void ReplicaSet::AdmitWaiting() {
 
 void ReplicaSet::Admit(IoRequest* req) {
   if (req->op != RequestOp::kFlush) {
+    fg_wrote_ = true;  // a resync yields to the foreground (CopyStepOnce)
     volume_->MarkApplied();
     for (auto& l : links_)
       if (l->dirty.valid() && l->info.state == LinkState::kOutOfSync)

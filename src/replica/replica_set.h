@@ -77,6 +77,10 @@ struct ReplicaSetOptions {
   // Regions of a resync in flight at once (read here, on the wire, written there): the copy
   // keeps the link and both disks busy instead of waiting a round trip per region.
   uint32_t resync_regions_inflight = 4;
+  // While clients wrote within the last window of this many ms, a resync keeps one region of a
+  // quarter size in flight instead (their writes to the resyncing replica queue on the link
+  // behind what the copy sent before them). 0: never.
+  uint32_t resync_yield_window_ms = 10;
   // Told of every link state change (on the owner; must not block): name, new state, why.
   std::function<void(const std::string& name, LinkStateView state, const std::string& why)>
       on_link_state;
@@ -279,6 +283,10 @@ class ReplicaSet final : public ReplicaHook {
   struct Copy;
   std::unique_ptr<Copy> copy_;
   bool copy_stalled_ = false;  // the copy waits for writes or a table slot: step at completions
+  // Whether clients wrote in the last resync_yield_window_ms (CopyStepOnce).
+  bool fg_wrote_ = false;
+  bool fg_busy_ = false;
+  uint64_t fg_window_ns_ = 0;
   std::vector<std::unique_ptr<Copy>> stale_copies_;  // aborted with a local read in flight
   void Reconnect(Link* l);
   void StartCopy(Link* l);

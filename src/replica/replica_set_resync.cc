@@ -35,6 +35,10 @@ Counter resync_discard_bytes_total(
     "spd_replication_resync_discard_bytes_total",
     "Bytes of unallocated regions a primary sent to resyncing replicas as discards");
 Counter resyncs_total("spd_replication_resyncs_total", "Resyncs completed (a replica in sync)");
+Counter resync_yields_total(
+    "spd_replication_resync_yielded_regions_total",
+    "Regions a resync copied one at a time and at a quarter of their size because clients were "
+    "writing (their writes to the resyncing replica queue behind the copy on the link)");
 Counter resyncs_aborted_total("spd_replication_resyncs_aborted_total",
                               "Resyncs abandoned (the replica failed, a local read failed, the "
                               "set closed); retried from the start");
@@ -159,6 +163,8 @@ void ReplicaSet::StartCopy(Link* l) {
                 .c_str()
           : ("the whole volume, " + std::to_string(volume_->size_bytes()) + " bytes").c_str());
   copy_ = std::move(c);
+  fg_wrote_ = fg_busy_ = false;  // writes from before the copy do not count
+  fg_window_ns_ = MonotonicNs();
   CopyStep();
 }
 
@@ -208,8 +214,20 @@ void ReplicaSet::CopyStepOnce() {
   }
   Link* l = c->link;
   const uint64_t size = volume_->size_bytes();
+  // While clients write, one region of a quarter size at a time (at least one dirty unit):
+  // their writes to this replica wait on the link behind what the copy sent before them.
+  const uint64_t now = MonotonicNs();
+  if (now - fg_window_ns_ >= uint64_t{o_.resync_yield_window_ms} * 1'000'000) {
+    fg_busy_ = fg_wrote_ && o_.resync_yield_window_ms > 0;
+    fg_wrote_ = false;
+    fg_window_ns_ = now;
+  }
+  const uint32_t region =
+      fg_busy_ ? std::max<uint32_t>(Link::kDirtyUnitBytes, c->region / 4) : c->region;
+  size_t active = 0;
+  for (const Copy::Slot& s : c->slots) active += s.phase != Phase::kFree;
   for (Copy::Slot& s : c->slots) {
-    if (s.phase == Phase::kFree && c->cursor < size) {
+    if (s.phase == Phase::kFree && c->cursor < size && (!fg_busy_ || active == 0)) {
       // The next region: with a dirty map only what it may have missed (the next run of dirty
       // units, at most a region long), else the next region of the volume.
       uint64_t off = c->cursor;
@@ -218,9 +236,9 @@ void ReplicaSet::CopyStepOnce() {
         constexpr uint64_t kUnit = Link::kDirtyUnitBytes;
         off = l->dirty.NextDirty(off / kUnit) * kUnit;
         end = off;
-        while (end < size && end - off < c->region && l->IsDirty(end / kUnit)) end += kUnit;
+        while (end < size && end - off < region && l->IsDirty(end / kUnit)) end += kUnit;
       } else {
-        end = off + c->region;
+        end = off + region;
       }
       end = std::min(end, size);
       c->cursor = std::max(off, end);
@@ -228,6 +246,8 @@ void ReplicaSet::CopyStepOnce() {
       s.off = off;
       s.len = static_cast<uint32_t>(end - off);
       s.phase = Phase::kWaiting;  // locked: writes to it are parked from now on
+      ++active;
+      if (fg_busy_) resync_yields_total.Add();
     }
     if (s.phase == Phase::kWaiting) {
       // Writes to the region already numbered must be done first (they may still be on their

@@ -181,6 +181,7 @@ TEST_F(ReplicaSetTest, ManyRegionsAndManyWritesInFlightLeaveTheResyncedCopyEqual
   o.resync_retry_ms = 100;
   o.resync_region_bytes = 64 << 10;
   o.resync_regions_inflight = 6;
+  o.resync_yield_window_ms = 0;  // all six in flight while the writes go on
   o.base = primary_.v->generation();
   StartSet(o);
   uint64_t x = 88172645463325252ull;  // xorshift64: the same writes every run
@@ -305,6 +306,43 @@ TEST_F(ReplicaSetTest, AReplicaBackWithAnEmptyCopyGetsTheWholeVolume) {
   EXPECT_EQ(CounterValue("spd_replication_lost_copies_total") - lost_before, 1u);
   for (int i = 0; i < 16; ++i) EXPECT_EQ(ByteAt(r1_, i * 65536), 'i') << "unit " << i;
   EXPECT_EQ(ByteAt(r1_, 40 * 65536), 'w');
+}
+
+// While clients write, a resync keeps one region of a quarter size in flight (their writes to
+// the resyncing replica would queue on the link behind the copy's); with no writes it does not.
+TEST_F(ReplicaSetTest, AResyncYieldsToClientsWhileTheyWrite) {
+  WriteJunk(r2_, 3 * 65536);  // r2 holds other data
+  WritePrimary(65536);        // before the set: local only
+  ReplicaSetOptions o = Options(1, {{"r2", Addr(r2_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  o.resync_retry_ms = 100;
+  o.resync_region_bytes = 256 << 10;
+  o.resync_yield_window_ms = 1;  // the whole copy takes a few ms here
+  const uint64_t yields_before = CounterValue("spd_replication_resync_yielded_regions_total");
+  StartSet(o);
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kResyncing; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kResyncing);
+  for (int round = 0; round < 400 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync;
+       ++round)
+    ASSERT_EQ(Do(RequestOp::kWrite, (round % 64) * 65536 + 4096, 4096, 'w'), 0);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  EXPECT_GT(CounterValue("spd_replication_resync_yielded_regions_total"), yields_before);
+  EXPECT_EQ(BytesDifferingFromPrimary(r2_), 0u);
+  // A second resync with no client writing: no region yields.
+  const uint64_t yields_mid = CounterValue("spd_replication_resync_yielded_regions_total");
+  const uint64_t resyncs_mid = CounterValue("spd_replication_resyncs_total");
+  const uint16_t port = StopServer(r2_);
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'x'), 0);  // it fails there: out of sync
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  RestartServer(r2_, port);
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  EXPECT_EQ(CounterValue("spd_replication_resyncs_total"), resyncs_mid + 1);
+  EXPECT_EQ(CounterValue("spd_replication_resync_yielded_regions_total"), yields_mid);
+  EXPECT_EQ(BytesDifferingFromPrimary(r2_), 0u);
 }
 
 // A primary that holds data at generation (0, 0) it cannot vouch for (written before, or a
