@@ -114,6 +114,15 @@ class ReplicaSetTest : public ::testing::Test {
     o.connect_timeout_ms = 1000;
     return o;
   }
+  // A set of epoch 1 with one replica, node n as `name`, whose marks (out of sync, in sync)
+  // are confirmed at once and whose resync is tried again every 100 ms.
+  ReplicaSetOptions ResyncOptions(const std::string& name, const Node& n) {
+    ReplicaSetOptions o = Options(1, {{name, Addr(n)}});
+    o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+    o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+    o.resync_retry_ms = 100;
+    return o;
+  }
   // Starts a set on the primary's volume and drives the reactor until every link settled.
   void StartSet(ReplicaSetOptions o) {
     auto s = ReplicaSet::Start(primary_.dispatcher.get(), primary_.v, std::move(o));

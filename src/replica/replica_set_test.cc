@@ -175,10 +175,7 @@ TEST_F(ReplicaSetTest, AnOutOfSyncReplicaIsResyncedWhileWritesGoOn) {
 TEST_F(ReplicaSetTest, ManyRegionsAndManyWritesInFlightLeaveTheResyncedCopyEqual) {
   WriteJunk(r2_, 3 * 65536);  // r2 holds other data
   WritePrimary(65536);        // before the set: local only
-  ReplicaSetOptions o = Options(1, {{"r2", Addr(r2_)}});
-  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
-  o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
-  o.resync_retry_ms = 100;
+  ReplicaSetOptions o = ResyncOptions("r2", r2_);
   o.resync_region_bytes = 64 << 10;
   o.resync_regions_inflight = 6;
   o.resync_yield_window_ms = 0;  // all six in flight while the writes go on
@@ -221,10 +218,7 @@ TEST_F(ReplicaSetTest, ManyRegionsAndManyWritesInFlightLeaveTheResyncedCopyEqual
 TEST_F(ReplicaSetTest, AnInterruptedResyncResumesFromWhereItStopped) {
   WriteJunk(r2_, 4 * 65536);  // r2 holds other data
   WritePrimary(2 * 65536);    // before the set: local only
-  ReplicaSetOptions o = Options(1, {{"r2", Addr(r2_)}});
-  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
-  o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
-  o.resync_retry_ms = 100;
+  ReplicaSetOptions o = ResyncOptions("r2", r2_);
   o.resync_region_bytes = 64 << 10;
   o.base = primary_.v->generation();
   StartSet(o);
@@ -313,10 +307,7 @@ TEST_F(ReplicaSetTest, AReplicaBackWithAnEmptyCopyGetsTheWholeVolume) {
 TEST_F(ReplicaSetTest, AResyncYieldsToClientsWhileTheyWrite) {
   WriteJunk(r2_, 3 * 65536);  // r2 holds other data
   WritePrimary(65536);        // before the set: local only
-  ReplicaSetOptions o = Options(1, {{"r2", Addr(r2_)}});
-  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
-  o.mark_in_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
-  o.resync_retry_ms = 100;
+  ReplicaSetOptions o = ResyncOptions("r2", r2_);
   o.resync_region_bytes = 256 << 10;
   o.resync_yield_window_ms = 1;  // the whole copy takes a few ms here
   const uint64_t yields_before = CounterValue("spd_replication_resync_yielded_regions_total");
