@@ -309,16 +309,22 @@ TEST_F(ReplicaSetTest, AResyncYieldsToClientsWhileTheyWrite) {
   WritePrimary(65536);        // before the set: local only
   ReplicaSetOptions o = ResyncOptions("r2", r2_);
   o.resync_region_bytes = 256 << 10;
-  o.resync_yield_window_ms = 1;  // the whole copy takes a few ms here
+  o.resync_yield_window_ms = 1;
+  // Every message 2 ms on its way: the copy (16 regions, 4 at a time) takes longer than one
+  // turn of the reactor, even under a sanitizer, so that the writes below meet it.
+  o.inject_rtt_us = 2'000;
   const uint64_t yields_before = CounterValue("spd_replication_resync_yielded_regions_total");
   StartSet(o);
   for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kResyncing; ++i)
     reactor_->RunOnce(1'000'000);
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kResyncing);
-  for (int round = 0; round < 400 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync;
-       ++round)
-    ASSERT_EQ(Do(RequestOp::kWrite, (round % 64) * 65536 + 4096, 4096, 'w'), 0);
+  int rounds = 0;
+  for (; rounds < 1000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++rounds)
+    ASSERT_EQ(Do(RequestOp::kWrite, (rounds % 64) * 65536 + 4096, 4096, 'w'), 0);
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  EXPECT_GT(rounds, 2) << "the copy ended before the writes could meet it";
   EXPECT_GT(CounterValue("spd_replication_resync_yielded_regions_total"), yields_before);
   EXPECT_EQ(BytesDifferingFromPrimary(r2_), 0u);
   // A second resync with no client writing: no region yields.
