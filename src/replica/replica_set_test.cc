@@ -308,9 +308,9 @@ TEST_F(ReplicaSetTest, AResyncYieldsToClientsWhileTheyWrite) {
   WriteJunk(r2_, 3 * 65536);  // r2 holds other data
   WritePrimary(65536);        // before the set: local only
   ReplicaSetOptions o = ResyncOptions("r2", r2_);
-  o.resync_region_bytes = 256 << 10;
+  o.resync_region_bytes = 64 << 10;
   o.resync_yield_window_ms = 1;
-  // Every message 2 ms on its way: the copy (16 regions, 4 at a time) takes longer than one
+  // Every message 2 ms on its way: the copy (64 regions, 4 at a time) takes longer than one
   // turn of the reactor, even under a sanitizer, so that the writes below meet it.
   o.inject_rtt_us = 2'000;
   const uint64_t yields_before = CounterValue("spd_replication_resync_yielded_regions_total");
@@ -325,7 +325,8 @@ TEST_F(ReplicaSetTest, AResyncYieldsToClientsWhileTheyWrite) {
     reactor_->RunOnce(1'000'000);
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
   EXPECT_GT(rounds, 2) << "the copy ended before the writes could meet it";
-  EXPECT_GT(CounterValue("spd_replication_resync_yielded_regions_total"), yields_before);
+  EXPECT_GT(CounterValue("spd_replication_resync_yielded_regions_total"), yields_before)
+      << rounds << " writes met the copy";
   EXPECT_EQ(BytesDifferingFromPrimary(r2_), 0u);
   // A second resync with no client writing: no region yields.
   const uint64_t yields_mid = CounterValue("spd_replication_resync_yielded_regions_total");
