@@ -53,7 +53,7 @@ tsan_tests() {
 }
 
 integration_tests() {
-  bash scripts/build.sh tools && SPD2="$PWD/build/spd2" bash tests/integration/run.sh
+  bash scripts/build.sh tools && SPD_IT_JOBS=2 SPD2="$PWD/build/spd2" bash tests/integration/run.sh
 }
 
 integration_tests_asan() {
@@ -63,7 +63,7 @@ integration_tests_asan() {
   # harness, not the daemon) and the idle-CPU test (a measurement of the machine's scheduler,
   # the same code either way).
   [ -x build-asan/spd2 ] || bash scripts/build.sh asan || return 1
-  SPD_IT_SKIP="test_netns_selftest.sh test_idle.sh" SPD2="$PWD/build-asan/spd2" \
+  SPD_IT_JOBS=2 SPD_IT_SKIP="test_netns_selftest.sh test_idle.sh" SPD2="$PWD/build-asan/spd2" \
     bash tests/integration/run.sh
 }
 
@@ -128,10 +128,21 @@ fuzz_run() {
     }
   done
   rm -rf "$seeds"
-  fuzz_target nbd_fuzz || rc=1
-  fuzz_target nbd_conn_fuzz fuzz/corpus/nbd_conn || rc=1
-  fuzz_target apply_fuzz -dict=fuzz/apply.dict fuzz/corpus/apply || rc=1
-  fuzz_target control_fuzz fuzz/corpus/control || rc=1
+  # Two targets at a time (each is one process on one core), their reports in a fixed order.
+  local a b
+  fuzz_target nbd_fuzz >build-fuzz/nbd_fuzz.out 2>&1 &
+  a=$!
+  fuzz_target nbd_conn_fuzz fuzz/corpus/nbd_conn >build-fuzz/nbd_conn_fuzz.out 2>&1 &
+  b=$!
+  wait "$a" || rc=1
+  wait "$b" || rc=1
+  fuzz_target apply_fuzz -dict=fuzz/apply.dict fuzz/corpus/apply >build-fuzz/apply_fuzz.out 2>&1 &
+  a=$!
+  fuzz_target control_fuzz fuzz/corpus/control >build-fuzz/control_fuzz.out 2>&1 &
+  b=$!
+  wait "$a" || rc=1
+  wait "$b" || rc=1
+  cat build-fuzz/{nbd_fuzz,nbd_conn_fuzz,apply_fuzz,control_fuzz}.out
   return "$rc"
 }
 

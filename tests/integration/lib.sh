@@ -47,7 +47,15 @@ json() { $PY -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
 # Other processes a test started (by pid), killed at exit with spd2 and etcd.
 EXTRA_PIDS=()
 cleanup() {
-  local p rc
+  local status=$? p rc f
+  # A failed test shows the end of each daemon's log (CI keeps only the test's output).
+  if [ "$status" -ne 0 ] && [ -z "${NO_LOG_TAILS:-}" ]; then
+    for f in "$T"/*.log; do
+      [ -f "$f" ] || continue
+      echo "--- the end of $(basename "$f")" >&2
+      tail -n 8 "$f" | cut -c1-200 >&2
+    done
+  fi
   for p in "$SPD_PID" "${ETCD_PID:-}" "${EXTRA_PIDS[@]}"; do
     # A process that already exited needs no kill; the status of the killed one is not news.
     if [ -n "$p" ] && kill -KILL "$p" 2>/dev/null; then

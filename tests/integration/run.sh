@@ -2,42 +2,88 @@
 # Runs every test_* in this folder and in ../cluster against spd2 ($SPD2, default build/spd2) with real NBD
 # clients. One line per test, then "N passed, N failed". Exit non-zero on any failure.
 # SPD_IT_SKIP="test_a.sh test_b.py" leaves those out (each listed as SKIP).
+# SPD_IT_JOBS=N (default 1) runs up to N tests at a time, except those in ALONE below, which run
+# one by one with nothing else running. Results are printed in the tests' order either way.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export SPD2=${SPD2:-$here/../../build/spd2}
 [ -x "$SPD2" ] || { echo "spd2 not found at $SPD2 (build first)"; exit 1; }
 # spdctl from the same build as spd2 (build/ or build-asan/).
 export SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
-passed=0
-failed=0
-# tests/cluster holds the replication tests (and their tools), run the same way.
-for t in "$here"/test_* "$here"/../cluster/test_*; do
-  name=$(basename "$t")
-  # SPD_IT_SKIP: names of tests not to run (scripts/test.sh's ASan pass leaves out those that
-  # test the machine or the harness rather than the daemon).
-  case " ${SPD_IT_SKIP:-} " in
-    *" $name "*) echo "SKIP $name"; continue ;;
-  esac
+jobs=${SPD_IT_JOBS:-1}
+[[ $jobs =~ ^[1-9][0-9]?$ ]] || { echo "SPD_IT_JOBS '$jobs': want 1..99"; exit 2; }
+# Tests that measure the daemon's CPU, rates, latencies or lease timing, or that start
+# many processes (etcd members, network namespaces): a neighbour would skew what they measure.
+ALONE=" test_idle.sh test_metrics_hostile.sh test_nbd_hostile.py test_powercut.sh test_redfish.sh
+ test_qos.sh test_qos_tenants.sh test_usdt.sh test_traces.sh test_prometheus.sh
+ test_blockcheck.sh test_faults.sh test_netns_selftest.sh test_replication_async.sh
+ test_replication.sh test_cluster.sh "
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# run_one INDEX PATH: runs one test; leaves its exit status, seconds and log in $out/INDEX.*.
+run_one() {
+  local i=$1 t=$2 start rc
   start=$(date +%s.%N)
-  log=$(mktemp)
   case "$t" in
-    *.py) timeout 300 /usr/bin/python3 "$t" >"$log" 2>&1 ;;
-    *) timeout 300 bash "$t" >"$log" 2>&1 ;;
+    *.py) timeout 300 /usr/bin/python3 "$t" >"$out/$i.log" 2>&1 ;;
+    *) timeout 300 bash "$t" >"$out/$i.log" 2>&1 ;;
   esac
   rc=$?
-  secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
-  if [ $rc -eq 0 ]; then
+  awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}' >"$out/$i.secs"
+  echo "$rc" >"$out/$i.rc"
+}
+
+# report INDEX NAME: prints the test's line (and the end of its log if it failed).
+passed=0
+failed=0
+report() {
+  local i=$1 name=$2 rc secs
+  rc=$(cat "$out/$i.rc")
+  secs=$(cat "$out/$i.secs")
+  if [ "$rc" -eq 0 ]; then
     passed=$((passed + 1))
     echo "PASS $name (${secs}s)"
   else
     failed=$((failed + 1))
     echo "FAIL $name (${secs}s, exit $rc)"
     # The reason first (lib.sh's fail prints "FAIL: ..."): CI may keep only the start of a tail.
-    grep -m1 '^FAIL: ' "$log" | sed 's/^FAIL: /    reason: /'
+    grep -m1 '^FAIL: ' "$out/$i.log" | sed 's/^FAIL: /    reason: /'
     [ "$rc" -ne 124 ] || echo "    reason: timed out after 300 s"
-    sed 's/^/    /' "$log" | tail -n 40
+    sed "s/^/    /" "$out/$i.log" | tail -n 80
   fi
-  rm -f "$log"
+}
+
+# tests/cluster holds the replication tests (and their tools), run the same way.
+tests=("$here"/test_* "$here"/../cluster/test_*)
+# First the tests that may share the machine, up to $jobs at a time (reported when all are
+# done); then the others one by one, each reported as it ends. With SPD_IT_JOBS=1 every test
+# runs in the second pass, in order.
+for pass in shared alone; do
+  ran=()
+  for i in "${!tests[@]}"; do
+    t=${tests[$i]}
+    name=$(basename "$t")
+    # SPD_IT_SKIP: names of tests not to run (scripts/test.sh's ASan pass leaves out those that
+    # test the machine or the harness rather than the daemon).
+    case " ${SPD_IT_SKIP:-} " in
+      *" $name "*)
+        [ "$pass" = shared ] || echo "SKIP $name"
+        continue
+        ;;
+    esac
+    case "$ALONE" in *[[:space:]]"$name"[[:space:]]*) alone=1 ;; *) alone=0 ;; esac
+    if [ "$pass" = shared ] && [ "$alone" = 0 ] && [ "$jobs" -gt 1 ]; then
+      while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+      run_one "$i" "$t" &
+      ran+=("$i")
+    elif [ "$pass" = alone ] && { [ "$alone" = 1 ] || [ "$jobs" -eq 1 ]; }; then
+      run_one "$i" "$t"
+      report "$i" "$name"
+    fi
+  done
+  wait
+  for i in "${ran[@]}"; do report "$i" "$(basename "${tests[$i]}")"; done
 done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
