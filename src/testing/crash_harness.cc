@@ -100,6 +100,14 @@ class Harness {
     return "";
   }
 
+  // Adds this run's pool activity to `res`.
+  void CountPool(CrashSweepResult* res) const {
+    if (!pool_) return;
+    const PoolStats ps = pool_->stats();
+    res->commits += ps.commits;
+    res->checkpoints += ps.checkpoints;
+  }
+
  private:
   std::string Where() const {
     return "seed " + std::to_string(seed_) + " op " + std::to_string(op_) + ": ";
@@ -451,17 +459,7 @@ CrashSweepResult RunCrashSweep(const CrashSweepOptions& options) {
   }
   auto reactor = std::move(r).value();
   uint64_t start = MonotonicNs();
-  for (uint64_t s = options.first_seed;
-       s < options.first_seed + options.seeds || res.crash_states < options.states_min; ++s) {
-    Harness h(reactor.get(), s, options);
-    std::string e = h.Run(&res.crash_states);
-    ++res.seeds_run;
-    if (!e.empty()) {
-      if (res.failures++ == 0) res.first_failure = e;
-      if (options.verbose) std::fprintf(stderr, "FAIL %s\n", e.c_str());
-    }
-  }
-  // Every sequence of 1..exhaustive_depth operation kinds, each on a fresh pool.
+  // First every sequence of 1..exhaustive_depth operation kinds, each on a fresh pool.
   std::vector<int> seq;
   for (int depth = 1; depth <= options.exhaustive_depth; ++depth) {
     int total = 1;
@@ -473,6 +471,7 @@ CrashSweepResult RunCrashSweep(const CrashSweepOptions& options) {
       uint64_t seed = 1000000ull * depth + static_cast<uint64_t>(n);
       Harness h(reactor.get(), seed, options);
       std::string e = h.Run(&res.crash_states, seq);
+      h.CountPool(&res);
       ++res.sequences_run;
       if (!e.empty()) {
         std::string name;
@@ -481,6 +480,18 @@ CrashSweepResult RunCrashSweep(const CrashSweepOptions& options) {
         if (res.failures++ == 0) res.first_failure = e;
         if (options.verbose) std::fprintf(stderr, "FAIL %s\n", e.c_str());
       }
+    }
+  }
+  // Then the seeds (more than `seeds` until states_min, the sequences' states included).
+  for (uint64_t s = options.first_seed;
+       s < options.first_seed + options.seeds || res.crash_states < options.states_min; ++s) {
+    Harness h(reactor.get(), s, options);
+    std::string e = h.Run(&res.crash_states);
+    h.CountPool(&res);
+    ++res.seeds_run;
+    if (!e.empty()) {
+      if (res.failures++ == 0) res.first_failure = e;
+      if (options.verbose) std::fprintf(stderr, "FAIL %s\n", e.c_str());
     }
   }
   res.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;

@@ -20,7 +20,7 @@ struct CrashSweepOptions {
   int states_per_boundary = 4;  // crash states taken at each device flush
   bool verbose = false;
   // When non-zero: keep running seeds (beyond `seeds`) until at least this many crash states
-  // were checked.
+  // were checked, those of the exhaustive sequences (run first) included.
   uint64_t states_min = 0;
   // Also run every sequence of 1..exhaustive_depth operations drawn from {write, FUA write,
   // flush, discard, write-zeroes, create, delete, grow} (8 + 64 + 512 sequences for depth 3).
@@ -33,6 +33,10 @@ struct CrashSweepResult {
   uint64_t seeds_run = 0;
   uint64_t sequences_run = 0;
   uint64_t crash_states = 0;
+  // The pools' metadata commits and checkpoints over the sweep (PoolStats: these are no
+  // registry counters).
+  uint64_t commits = 0;
+  uint64_t checkpoints = 0;
   uint64_t failures = 0;
   std::string first_failure;  // with the seed that replays it
   double seconds = 0;
