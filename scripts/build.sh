@@ -4,7 +4,8 @@
 #   scripts/build.sh tools     -> build/        (the same, only what the integration tests and
 #                                               the crash sweep run: spd2, spdctl, spd_crash,
 #                                               powercut_fs)
-#   scripts/build.sh asan      -> build-asan/   (Debug: ASan + UBSan, where unit tests run)
+#   scripts/build.sh asan      -> build-asan/   (Debug: ASan + UBSan, where unit tests run;
+#                                               the unit tests and the tools, no benches)
 #   scripts/build.sh fuzz      -> build-fuzz/   (clang + libFuzzer targets)
 #   scripts/build.sh tsan      -> build-tsan/   (ThreadSanitizer: the unit tests labelled
 #                                               "threads", those that cross reactors/threads)
@@ -33,6 +34,9 @@ if [ "$kind" = fuzz ]; then
   cmake --build "$dir" -j "$jobs" --target nbd_fuzz nbd_conn_fuzz apply_fuzz control_fuzz
 elif [ "$kind" = tools ]; then
   cmake --build "$dir" -j "$jobs" --target integration_tools
+elif [ "$kind" = asan ]; then
+  # What the unit stage and the ASan integration pass run (the benches are not run there).
+  cmake --build "$dir" -j "$jobs" --target unit_tests integration_tools
 elif [ "$kind" = tsan ]; then
   cmake --build "$dir" -j "$jobs" --target threaded_tests
 else
