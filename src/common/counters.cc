@@ -1,5 +1,7 @@
 #include "common/counters.h"
 
+#include "common/assert.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -149,8 +151,16 @@ std::vector<std::pair<std::string, uint64_t>> SnapshotCounters() {
 uint64_t CounterValue(const std::string& name) {
   std::lock_guard<std::mutex> lock(RegistryMu());
   uint64_t v = 0;
-  for (const Counter* c : Registry())
-    if (name == c->name()) v += c->value();
+  bool found = false;
+  for (const Counter* c : Registry()) {
+    if (name != c->name()) continue;
+    v += c->value();
+    found = true;
+  }
+  // Counters register at static initialisation, with the code that counts: a name that is
+  // not there is a typo or a figure kept elsewhere (a collector's), and a check reading it
+  // would compare 0 with 0 for ever (the crash sweep's commits did).
+  SPD_ASSERT_MSG(found, ("CounterValue: no counter named " + name).c_str());
   return v;
 }
 

@@ -124,7 +124,8 @@ void PromSample(std::string* out, std::string_view name, std::string_view labels
 std::vector<std::pair<std::string, uint64_t>> SnapshotCounters();
 // Prometheus text exposition format of every counter and histogram, then every collector's.
 std::string RenderCountersPrometheus();
-uint64_t CounterValue(const std::string& name);  // 0 when unknown
-int64_t GaugeValue(const std::string& name);     // 0 when unknown
+// A registered counter's or gauge's value; an unknown name stops the process (SPD_ASSERT).
+uint64_t CounterValue(const std::string& name);
+int64_t GaugeValue(const std::string& name);
 
 }  // namespace spd

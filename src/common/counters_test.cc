@@ -86,3 +86,15 @@ TEST(PromSample, WholeValuesPrintWholeFractionsWithNineDigits) {
 
 }  // namespace
 }  // namespace spd
+
+namespace spd {
+namespace {
+
+// A check that reads a counter nobody registered would compare 0 with 0 for ever: it stops.
+TEST(CounterValueDeathTest, AnUnknownNameStopsTheProcess) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(CounterValue("spd_no_such_counter_total"), "no counter named spd_no_such_counter");
+}
+
+}  // namespace
+}  // namespace spd
