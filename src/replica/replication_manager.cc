@@ -282,7 +282,11 @@ void ReplicationManager::Reconcile() {
     const std::string candidacy = std::string(kVolumesPrefix) + name + "/candidates/" + me;
     if (prim != p.primaries.end()) {  // an election is over: this copy's candidacy goes
       candidacy_since_.erase(name);
-      if (auto c = p.candidates.find(name); c != p.candidates.end() && c->second.count(me))
+      // Not while this node's lease ran out by its own clock: its view may be older than the
+      // lease (a process stopped beyond it sees the primary of before and would delete what
+      // stands for it now); its candidacy, bound to the lease, went with it anyway.
+      if (auto c = p.candidates.find(name);
+          c != p.candidates.end() && c->second.count(me) && cluster_->LeaseValid())
         (void)cluster_->client()->Delete(candidacy);
     }
     if (mine && (v->pool()->read_only() || local_failed)) {
