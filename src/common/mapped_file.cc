@@ -5,17 +5,63 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <random>
 #include <utility>
 
+#include "common/counters.h"
+#include "common/log.h"
+
 namespace spd {
+namespace {
+
+Counter unclosed_total("spd_state_files_unclosed_total",
+                       "Persisted state files found open by a boot that ended without closing "
+                       "them (power loss or a kernel crash): their contents were not trusted");
+
+constexpr uint64_t kClaimMask = (uint64_t{1} << kClaimBits) - 1;
+std::atomic<uint64_t> boot_tag_for_testing{0};
+std::atomic<uint64_t> claims{0};
+
+uint64_t ReadBootTag() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  if (!(in >> id) || id.size() < 32) {
+    SPD_LOG_WARN(
+        "cannot read /proc/sys/kernel/random/boot_id: state files left open by a "
+        "killed process will be taken as a power loss's");
+    return (uint64_t{std::random_device{}()} << 32 | uint64_t{1} << 63) & ~kClaimMask;
+  }
+  uint64_t h = 14695981039346656037ull;  // FNV-1a
+  for (char c : id) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  h &= ~kClaimMask;
+  return h != 0 ? h : uint64_t{1} << 63;
+}
+
+}  // namespace
+
+uint64_t BootTag() {
+  const uint64_t t = boot_tag_for_testing.load(std::memory_order_relaxed) & ~kClaimMask;
+  if (t != 0) return t;
+  static const uint64_t tag = ReadBootTag();
+  return tag;
+}
+
+void SetBootTagForTesting(uint64_t tag) {
+  boot_tag_for_testing.store(tag, std::memory_order_relaxed);
+}
 
 MappedFile::~MappedFile() { Reset(); }
 
 MappedFile::MappedFile(MappedFile&& o) noexcept
     : data_(std::exchange(o.data_, nullptr)),
       size_(std::exchange(o.size_, 0)),
-      path_(std::move(o.path_)) {}
+      path_(std::move(o.path_)),
+      tag_offset_(std::exchange(o.tag_offset_, SIZE_MAX)),
+      claim_(std::exchange(o.claim_, 0)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (this != &o) {
@@ -23,14 +69,33 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
     data_ = std::exchange(o.data_, nullptr);
     size_ = std::exchange(o.size_, 0);
     path_ = std::move(o.path_);
+    tag_offset_ = std::exchange(o.tag_offset_, SIZE_MAX);
+    claim_ = std::exchange(o.claim_, 0);
   }
   return *this;
 }
 
 void MappedFile::Reset() {
+  if (data_ != nullptr && tag_offset_ < size_) {
+    // Closed in order: the contents written back first, then the mark that says so (unless a
+    // later mapping of the file claimed it: that one marks it when it closes).
+    Status st = Sync();
+    uint64_t now = 0;
+    std::memcpy(&now, data_ + tag_offset_, sizeof now);
+    if (st.ok() && now == claim_) {
+      const uint64_t closed = 0;
+      std::memcpy(data_ + tag_offset_, &closed, sizeof closed);
+      st = Sync();
+    }
+    if (!st.ok())
+      SPD_LOG_WARN("%s: not closed in order (%s): a reboot will not trust it", path_.c_str(),
+                   st.ToString().c_str());
+  }
   if (data_ != nullptr) munmap(data_, size_);
   data_ = nullptr;
   size_ = 0;
+  tag_offset_ = SIZE_MAX;
+  claim_ = 0;
 }
 
 Result<MappedFile> MappedFile::Open(const std::string& path, size_t bytes, bool* existed) {
@@ -65,6 +130,31 @@ Status MappedFile::Sync() {
   if (data_ == nullptr) return Status::Ok();
   if (msync(data_, size_, MS_SYNC) != 0) return Status::FromErrno(errno, "msync " + path_);
   return Status::Ok();
+}
+
+Result<MappedFile::LastOpener> MappedFile::Claim(size_t tag_offset) {
+  if (data_ == nullptr || tag_offset % 8 != 0 || tag_offset + 8 > size_)
+    return InvalidArgument("claim " + path_ + ": tag offset out of the mapping");
+  uint64_t was = 0;
+  std::memcpy(&was, data_ + tag_offset, sizeof was);
+  const uint64_t boot = BootTag();
+  const LastOpener last = was == 0                      ? LastOpener::kNone
+                          : (was & ~kClaimMask) == boot ? LastOpener::kThisBoot
+                                                        : LastOpener::kAnotherBoot;
+  const uint64_t claim = boot | (claims.fetch_add(1, std::memory_order_relaxed) & kClaimMask);
+  std::memcpy(data_ + tag_offset, &claim, sizeof claim);
+  Status st = Sync();
+  if (!st.ok()) return st;
+  tag_offset_ = tag_offset;
+  claim_ = claim;
+  if (last == LastOpener::kAnotherBoot) {
+    unclosed_total.Add();
+    SPD_LOG_WARN(
+        "%s: left open by a boot that ended without closing it (a power loss or a "
+        "kernel crash): its contents vouch for nothing",
+        path_.c_str());
+  }
+  return last;
 }
 
 Status MakeDirectories(const std::string& dir) {

@@ -1,5 +1,6 @@
 #include "replica/dirty_map.h"
 
+#include <cstddef>
 #include <cstring>
 
 #include "common/log.h"
@@ -17,7 +18,9 @@ size_t BytesFor(uint64_t size_bytes) {
 }
 
 void InitHeader(DirtyFileHeader* h, uint64_t size_bytes) {
+  const uint64_t tag = h->open_tag;  // the file's claim stays (MappedFile::Claim)
   std::memset(h, 0, sizeof *h);
+  h->open_tag = tag;
   std::memcpy(h->magic, kDirtyFileMagic, sizeof h->magic);
   h->version = kReplicationFileVersion;
   h->size_bytes = size_bytes;
@@ -52,7 +55,12 @@ Status DirtyMap::Open(const std::string& path, uint64_t size_bytes) {
   Result<MappedFile> f = MappedFile::Open(path, BytesFor(size_bytes), &existed);
   if (!f.ok()) return f.status();
   auto* fh = reinterpret_cast<DirtyFileHeader*>(f->data());
-  const bool usable = existed && std::memcmp(fh->magic, kDirtyFileMagic, sizeof fh->magic) == 0 &&
+  // Left open by a boot that ended (a power loss): bits set since it was opened may not have
+  // been written back, so it is not used (replica_activity_format.h).
+  Result<MappedFile::LastOpener> last = f->Claim(offsetof(DirtyFileHeader, open_tag));
+  if (!last.ok()) return last.status();
+  const bool usable = existed && *last != MappedFile::LastOpener::kAnotherBoot &&
+                      std::memcmp(fh->magic, kDirtyFileMagic, sizeof fh->magic) == 0 &&
                       fh->version == kReplicationFileVersion && fh->size_bytes == size_bytes &&
                       fh->unit_bytes == kUnitBytes && fh->words == WordsFor(size_bytes) &&
                       fh->pending == 0;

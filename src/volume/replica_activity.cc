@@ -1,13 +1,16 @@
 #include "volume/replica_activity.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 namespace spd {
 namespace {
 
 void InitHeader(ActivityFileHeader* h) {
+  const uint64_t tag = h->open_tag;  // the file's claim stays (MappedFile::Claim)
   std::memset(h, 0, sizeof *h);
+  h->open_tag = tag;
   std::memcpy(h->magic, kActivityFileMagic, sizeof h->magic);
   h->version = kReplicationFileVersion;
   h->entries_max = ReplicaActivity::kEntriesMax;
@@ -36,6 +39,10 @@ Status ReplicaActivity::Persist(const std::string& path) {
   Result<MappedFile> f = MappedFile::Open(path, kBytes, &existed);
   if (!f.ok()) return f.status();
   auto* fh = reinterpret_cast<ActivityFileHeader*>(f->data());
+  // Left open by a boot that ended (a power loss): the pages it holds are any mix of what was
+  // stored, so it vouches for nothing (replica_activity_format.h).
+  Result<MappedFile::LastOpener> last = f->Claim(offsetof(ActivityFileHeader, open_tag));
+  if (!last.ok()) return last.status();
   const bool mine = h_ != nullptr && h_->epoch != 0;
   if (mine) {
     // This process has a record already: the file gets it (incomplete while it is copied).
@@ -44,9 +51,10 @@ Status ReplicaActivity::Persist(const std::string& path) {
     const uint32_t flags = h_->flags;
     ActivityFileHeader copy = *h_;
     copy.flags = 0;
+    copy.open_tag = fh->open_tag;
     std::memcpy(fh, &copy, sizeof copy);
     fh->flags = flags;
-  } else if (!existed || !HeaderValid(fh)) {
+  } else if (!existed || !HeaderValid(fh) || *last == MappedFile::LastOpener::kAnotherBoot) {
     InitHeader(fh);  // flags 0: no record, vouches for nothing
   }
   file_ = std::move(*f);

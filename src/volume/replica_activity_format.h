@@ -12,6 +12,10 @@
 // Crash order: a record is made incomplete (flags) before anything else of it changes and marked
 // complete again last, so a process killed between two stores leaves a record that vouches for
 // nothing rather than one that vouches wrongly; likewise a dirty map is made invalid first.
+// Power loss: the kernel writes pages back in no order, so `open_tag` (MappedFile::Claim) names
+// the boot that has the file open, written back when opened and zeroed, after everything else
+// was written back, when closed in order. A file found open by another boot vouches for nothing
+// (no record; the map invalid: the whole volume is copied). Files of before the tag have 0 there.
 #pragma once
 
 #include <cstddef>
@@ -32,7 +36,7 @@ struct ActivityFileHeader {
   uint64_t count;  // entries in the ring
   uint64_t entries_max;
   uint64_t max_seq;  // the highest message number of `epoch` applied (0 in records of old versions)
-  uint8_t reserved[8];
+  uint64_t open_tag;  // the boot and claim that has the file open; 0: closed in order
 };
 inline constexpr uint32_t kActivityFlagComplete = 1;  // the record vouches for its term
 inline constexpr uint32_t kActivityFlagPrimary = 2;   // this copy was the term's primary
@@ -58,17 +62,20 @@ struct DirtyFileHeader {
   uint64_t words;
   uint32_t pending;  // 1: waits for the replica's own record (ReplicaSet, prior_pending): not
                      // usable by another process
-  uint8_t reserved[12];
+  uint32_t reserved;
+  uint64_t open_tag;  // as in ActivityFileHeader
 };
 
 static_assert(sizeof(ActivityFileHeader) == 64);
 static_assert(offsetof(ActivityFileHeader, epoch) == 16);
 static_assert(offsetof(ActivityFileHeader, entries_max) == 40);
 static_assert(offsetof(ActivityFileHeader, max_seq) == 48);
+static_assert(offsetof(ActivityFileHeader, open_tag) == 56);
 static_assert(sizeof(ActivityFileEntry) == 16);
 static_assert(sizeof(DirtyFileHeader) == 64);
 static_assert(offsetof(DirtyFileHeader, epoch) == 16);
 static_assert(offsetof(DirtyFileHeader, words) == 40);
 static_assert(offsetof(DirtyFileHeader, pending) == 48);
+static_assert(offsetof(DirtyFileHeader, open_tag) == 56);
 
 }  // namespace spd

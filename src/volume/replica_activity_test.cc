@@ -5,7 +5,12 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 #include <string>
+
+#include "common/counters.h"
+#include "common/mapped_file.h"
+#include "testing/dying_child.h"
 
 namespace spd {
 namespace {
@@ -155,6 +160,46 @@ TEST(ReplicaActivityTest, AForeignFileVouchesForNothingAndAnEarlierRecordMovesIn
   EXPECT_EQ(s.epoch, 3u);
   ASSERT_EQ(s.ranges.size(), 1u);
   EXPECT_EQ(s.ranges[0].first, 2u);
+  unlink(path.c_str());
+}
+
+// A record left open by a boot that ended (a power loss or a kernel crash: its pages were
+// written back in no order) vouches for nothing; one left by a killed process of this boot, or
+// closed in order before a reboot, is taken as it stands.
+TEST(ReplicaActivityTest, ARecordLeftOpenByABootThatEndedVouchesForNothing) {
+  const std::string path = TempPath();
+  // Keeps a record; `open`: left open (in a dying child, the process ends with it open), else
+  // closed in order.
+  auto keep = [&](bool open) {
+    auto a = std::make_unique<ReplicaActivity>();
+    if (!a->Persist(path).ok()) return false;
+    a->Begin(9, /*primary=*/true);
+    a->Record(9, 1, 5 * kU, 4096);
+    const bool ok = a->Take().complete;
+    if (open) a.release();  // NOLINT: the child ends here without freeing it
+    return ok;
+  };
+  auto epoch_kept = [&] {
+    ReplicaActivity b;
+    EXPECT_TRUE(b.Persist(path).ok());
+    const ReplicaActivity::Snapshot s = b.Take();
+    return s.complete && s.ranges.size() == 1 ? s.epoch : 0;
+  };
+  const uint64_t unclosed = CounterValue("spd_state_files_unclosed_total");
+  ASSERT_TRUE(testing::RunInDyingChild([&] { return keep(true); }))
+      << "a process of this boot, killed";
+  EXPECT_EQ(epoch_kept(), 9u);
+  ASSERT_TRUE(keep(false));                      // closed in order
+  SetBootTagForTesting(uint64_t{0xb007} << 40);  // a reboot
+  EXPECT_EQ(epoch_kept(), 9u) << "closed in order before the reboot";
+  ASSERT_TRUE(testing::RunInDyingChild([&] { return keep(true); }));
+  SetBootTagForTesting(uint64_t{0xb008} << 40);  // a power loss, then the next boot
+  ReplicaActivity c;
+  ASSERT_TRUE(c.Persist(path).ok());
+  EXPECT_EQ(c.Take().epoch, 0u) << "no record: only the durable generation speaks";
+  EXPECT_FALSE(c.Take().complete);
+  EXPECT_EQ(CounterValue("spd_state_files_unclosed_total") - unclosed, 1u);
+  SetBootTagForTesting(0);
   unlink(path.c_str());
 }
 

@@ -262,6 +262,20 @@ expect_no_whole_copy() {  # WHAT
 # (output in LOG); the kill must cut them; the node is reaped.
 # away_and_write R SIGNAL MIN SPREAD: node R (a replica) stopped with SIGNAL, then MIN + RANDOM %
 # SPREAD writes through the primary (P) while it is away.
+# Every record and map node K keeps says it was closed in order (the tag at byte 56 is 0:
+# MappedFile::Claim), as a clean stop leaves them; a reboot trusts only those (and a killed
+# process's: same boot).
+state_closed() {  # K
+  local f tag n=0
+  for f in "$(node_dir "$1")"/replication/*.activity "$(node_dir "$1")"/replication/*.dirty.*; do
+    [ -f "$f" ] || continue
+    tag=$(od -An -tx8 -j56 -N8 "$f" | tr -d ' ')
+    [ "$tag" = 0000000000000000 ] || fail "$ROUND_LOG: $f left open by a clean stop (tag $tag)"
+    n=$((n + 1))
+  done
+  [ "$n" -gt 0 ] || fail "$ROUND_LOG: node n$1 keeps no record to check"
+}
+
 away_and_write() {
   stop_node "$1" "$2"
   bc_write "$P" "$SEED" $(($3 + RANDOM % $4)) >"$T/w1.log" 2>&1 ||
@@ -358,6 +372,7 @@ row_rejoin_clean() {
   r=$(((p % 3) + 1))
   o=$(((r % 3) + 1))
   away_and_write "$r" TERM 200 800
+  state_closed "$r"
   start_node "$r"
   sleep "0.$((RANDOM % 5))"
   stop_node "$p" KILL
