@@ -27,6 +27,26 @@ stage() {
   fi
 }
 
+# side_by_side DIR COMMAND...: runs the commands (each a string: a command of this script or a
+# program, with its arguments), two at a time (CI has two cores), the output of the Nth in
+# DIR/N.out for the caller to print in order. Returns 1 when any of them failed.
+side_by_side() {
+  local dir=$1 n=0 rc=0 cmd pids=()
+  shift
+  rm -rf "$dir" && mkdir -p "$dir" || return 1
+  for cmd in "$@"; do
+    if [ "${#pids[@]}" -ge 2 ]; then
+      wait "${pids[0]}" || rc=1
+      pids=("${pids[@]:1}")
+    fi
+    eval "$cmd" >"$dir/$n.out" 2>&1 &
+    pids+=("$!")
+    n=$((n + 1))
+  done
+  for cmd in "${pids[@]}"; do wait "$cmd" || rc=1; done
+  return "$rc"
+}
+
 format_check() {
   local files
   files=$(git ls-files '*.cc' '*.h' 2>/dev/null)
@@ -36,8 +56,9 @@ format_check() {
 }
 
 unit_tests() {
-  bash scripts/build.sh asan &&
-    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -L unit -j "$SPD_JOBS")
+  bash scripts/build.sh asan || return 1
+  bg_build_start tsan
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -L unit -j "$SPD_JOBS")
 }
 
 tsan_tests() {
@@ -47,7 +68,7 @@ tsan_tests() {
   # ReactorPoll.* is left out: those tests time the adaptive-poll window (an event within
   # microseconds of the last one or not) on one reactor thread, which a 5-15x TSan slowdown and a
   # busy 2-core machine upset (1 poll hit where 0 was asserted); they run in the unit stage.
-  bash scripts/build.sh tsan &&
+  bg_build_wait tsan &&
     (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \
       GTEST_FILTER='-*ReactorPoll.*' ctest --output-on-failure -L threads -j "$SPD_JOBS")
 }
@@ -75,17 +96,12 @@ crash_sweep() {
   # checked here (the seeds are fixed: the same count every run). A failure prints its seed
   # (spd_crash --seed N --seeds 1 replays it).
   bash scripts/build.sh tools || return 1
-  local want=${SPD_CRASH_STATES:-100000} rc=0 a b total
-  ./build/spd_crash --seeds 10 --states-min $((want / 2)) --exhaustive 3 \
-    >build/crash-a.log 2>&1 &
-  a=$!
-  ./build/spd_crash --seed 1000000 --seeds 10 --states-min $(((want + 1) / 2)) \
-    >build/crash-b.log 2>&1 &
-  b=$!
-  wait "$a" || rc=1
-  wait "$b" || rc=1
-  tail -n 3 build/crash-a.log build/crash-b.log
-  total=$(cat build/crash-a.log build/crash-b.log |
+  local want=${SPD_CRASH_STATES:-100000} rc=0 total
+  side_by_side build/crash \
+    "./build/spd_crash --seeds 10 --states-min $((want / 2)) --exhaustive 3" \
+    "./build/spd_crash --seed 1000000 --seeds 10 --states-min $(((want + 1) / 2))" || rc=1
+  tail -n 3 build/crash/0.out build/crash/1.out
+  total=$(cat build/crash/0.out build/crash/1.out |
     sed -n 's/^crash sweep: .*, \([0-9]*\) crash states in .*/\1/p' | awk '{s += $1} END {print s + 0}')
   echo "crash states checked: $total (at least $want)"
   [ "$total" -ge "$want" ] || rc=1
@@ -114,25 +130,31 @@ fuzz_target() {
   return "$rc"
 }
 
-# The fuzz build (clang, about 3 minutes of CI's two cores) runs at the lowest priority beside
-# the integration stages, whose tests mostly wait (sleeps, leases, clients: the release pass kept
-# 0.55 of 2 cores busy, measured); the fuzz stage waits for it. SPD_FUZZ_BUILD_BG=0: in the stage.
-fuzz_build_start() {
-  [ "${SPD_FUZZ_BUILD_BG:-1}" = 1 ] || return 0
-  mkdir -p build-fuzz
-  nice -n 19 bash scripts/build.sh fuzz >build-fuzz/build.log 2>&1 &
-  FUZZ_BUILD_PID=$!
+# Builds for later stages run at the lowest priority beside earlier stages' tests, which mostly
+# wait (timers, sleeps, leases, clients: the integration release pass kept 0.55 of CI's 2 cores
+# busy, measured): the TSan build beside the unit tests, the fuzz build (clang, about 3 minutes
+# of both cores) beside the integration stages. The stage that needs one waits for it.
+# SPD_BG_BUILDS=0: each build in its own stage.
+declare -A BG_BUILD=()
+bg_build_start() {  # KIND (tsan, fuzz): scripts/build.sh KIND, its log in build-KIND/build.log
+  [ "${SPD_BG_BUILDS:-1}" = 1 ] || return 0
+  mkdir -p "build-$1"
+  nice -n 19 bash scripts/build.sh "$1" >"build-$1/build.log" 2>&1 &
+  BG_BUILD[$1]=$!
 }
-
-fuzz_run() {
-  if [ -n "${FUZZ_BUILD_PID:-}" ]; then
-    wait "$FUZZ_BUILD_PID" || {
-      tail -n 40 build-fuzz/build.log
+bg_build_wait() {  # KIND: waits for the build started by bg_build_start, or builds now
+  if [ -n "${BG_BUILD[$1]:-}" ]; then
+    wait "${BG_BUILD[$1]}" || {
+      tail -n 40 "build-$1/build.log"
       return 1
     }
   else
-    bash scripts/build.sh fuzz || return 1
+    bash scripts/build.sh "$1"
   fi
+}
+
+fuzz_run() {
+  bg_build_wait fuzz || return 1
   # The committed seeds must be what the generator writes (python3 comes with setup.sh's deps).
   local seeds rc=0
   seeds=$(mktemp -d)
@@ -146,20 +168,11 @@ fuzz_run() {
   done
   rm -rf "$seeds"
   # Two targets at a time (each is one process on one core), their reports in a fixed order.
-  local a b
-  fuzz_target nbd_fuzz >build-fuzz/nbd_fuzz.out 2>&1 &
-  a=$!
-  fuzz_target nbd_conn_fuzz fuzz/corpus/nbd_conn >build-fuzz/nbd_conn_fuzz.out 2>&1 &
-  b=$!
-  wait "$a" || rc=1
-  wait "$b" || rc=1
-  fuzz_target apply_fuzz -dict=fuzz/apply.dict fuzz/corpus/apply >build-fuzz/apply_fuzz.out 2>&1 &
-  a=$!
-  fuzz_target control_fuzz fuzz/corpus/control >build-fuzz/control_fuzz.out 2>&1 &
-  b=$!
-  wait "$a" || rc=1
-  wait "$b" || rc=1
-  cat build-fuzz/{nbd_fuzz,nbd_conn_fuzz,apply_fuzz,control_fuzz}.out
+  side_by_side build-fuzz/runs "fuzz_target nbd_fuzz" \
+    "fuzz_target nbd_conn_fuzz fuzz/corpus/nbd_conn" \
+    "fuzz_target apply_fuzz -dict=fuzz/apply.dict fuzz/corpus/apply" \
+    "fuzz_target control_fuzz fuzz/corpus/control" || rc=1
+  cat build-fuzz/runs/{0,1,2,3}.out
   return "$rc"
 }
 
@@ -167,7 +180,7 @@ stage setup bash scripts/setup.sh
 stage format format_check
 stage unit unit_tests
 stage tsan tsan_tests
-fuzz_build_start
+bg_build_start fuzz
 stage integration integration_tests
 stage integration-asan integration_tests_asan
 stage crash crash_sweep

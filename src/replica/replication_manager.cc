@@ -343,7 +343,10 @@ void ReplicationManager::Reconcile() {
       }
       auto ho = p.handovers.find(name);
       if (ho != p.handovers.end() && ho->second == me) {
-        (void)cluster_->client()->Delete(std::string(kVolumesPrefix) + name + "/handover");
+        // Done (it was handed to this node), but not from a view older than this node's lease
+        // (see the candidacy above): a newer request to it would go unanswered.
+        if (cluster_->LeaseValid())
+          (void)cluster_->client()->Delete(std::string(kVolumesPrefix) + name + "/handover");
       } else if (ho != p.handovers.end()) {
         // Asked to hand the volume over: only to a copy that is in sync.
         auto st = p.states.find(name);

@@ -1,3 +1,4 @@
+# spd-it: alone (kills under load, timed)
 # blockcheck.py's own test, against one real spd2 ($SPD2; no replication yet). It shows that the
 # checker passes what it should and fails what it should:
 #   1. a write run (32 requests in flight, FUA writes and FLUSHes), then verify: passes;

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# spd-it: alone (an etcd cluster, network namespaces, lease timing)
 # The replication fault matrix (tests/cluster/faults.sh has the rows and the checks): three spd2
 # nodes in network namespaces and a 3-member etcd; every round writes through the primary,
 # injects a fault, and checks that no acknowledged write was lost, no block regressed and no

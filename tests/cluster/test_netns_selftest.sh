@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# spd-it: alone (network namespaces and their timing)
 # Self-test of the namespace cluster harness (tests/cluster/netns.sh); no spd2. Three nodes and a
 # 3-member etcd, a netprobe.py listener in each of the six namespaces. After every partition
 # primitive, every ordered pair of the six is probed: TCP (connect + echo, needs both

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# spd-it: alone (etcd, lease timing)
 # Synchronous replication end to end (docs/replication.md): three spd2 nodes on loopback and a
 # real etcd. A volume created with --replicas 3 gets a copy on every node, a primary elected in
 # etcd, and every write acknowledged through the primary's NBD export is on every copy

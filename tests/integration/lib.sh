@@ -49,7 +49,7 @@ EXTRA_PIDS=()
 cleanup() {
   local status=$? p rc f
   # A failed test shows the end of each daemon's log (CI keeps only the test's output).
-  if [ "$status" -ne 0 ] && [ -z "${NO_LOG_TAILS:-}" ]; then
+  if [ "$status" -ne 0 ] && [ "$status" -ne 77 ] && [ -z "${NO_LOG_TAILS:-}" ]; then
     for f in "$T"/*.log; do
       [ -f "$f" ] || continue
       echo "--- the end of $(basename "$f")" >&2

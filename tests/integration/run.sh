@@ -2,8 +2,12 @@
 # Runs every test_* in this folder and in ../cluster against spd2 ($SPD2, default build/spd2) with real NBD
 # clients. One line per test, then "N passed, N failed". Exit non-zero on any failure.
 # SPD_IT_SKIP="test_a.sh test_b.py" leaves those out (each listed as SKIP).
-# SPD_IT_JOBS=N (default 1) runs up to N tests at a time, except those in ALONE below, which run
-# one by one with nothing else running. Results are printed in the tests' order either way.
+# SPD_IT_JOBS=N (default 1) runs up to N tests at a time, except those that say
+# "# spd-it: alone (why)" in their first lines, which run one by one with nothing else running:
+# tests that measure the daemon's CPU, rates, latencies or lease timing, or start many
+# processes (etcd members, network namespaces); a neighbour would skew what they measure.
+# Results are printed in the tests' order either way.
+# A test that exits 77 skipped itself (its "SKIP: why" line is shown); it counts as skipped.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export SPD2=${SPD2:-$here/../../build/spd2}
@@ -12,12 +16,6 @@ export SPD2=${SPD2:-$here/../../build/spd2}
 export SPDCTL=${SPDCTL:-$(dirname "$SPD2")/spdctl}
 jobs=${SPD_IT_JOBS:-1}
 [[ $jobs =~ ^[1-9][0-9]?$ ]] || { echo "SPD_IT_JOBS '$jobs': want 1..99"; exit 2; }
-# Tests that measure the daemon's CPU, rates, latencies or lease timing, or that start
-# many processes (etcd members, network namespaces): a neighbour would skew what they measure.
-ALONE=" test_idle.sh test_metrics_hostile.sh test_nbd_hostile.py test_powercut.sh test_redfish.sh
- test_qos.sh test_qos_tenants.sh test_usdt.sh test_traces.sh test_prometheus.sh
- test_blockcheck.sh test_faults.sh test_netns_selftest.sh test_replication_async.sh
- test_replication.sh test_cluster.sh "
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -37,6 +35,7 @@ run_one() {
 # report INDEX NAME: prints the test's line (and the end of its log if it failed).
 passed=0
 failed=0
+skipped=0
 report() {
   local i=$1 name=$2 rc secs
   rc=$(cat "$out/$i.rc")
@@ -44,6 +43,9 @@ report() {
   if [ "$rc" -eq 0 ]; then
     passed=$((passed + 1))
     echo "PASS $name (${secs}s)"
+  elif [ "$rc" -eq 77 ]; then
+    skipped=$((skipped + 1))
+    echo "SKIP $name ($(grep -m1 '^SKIP: ' "$out/$i.log" | sed 's/^SKIP: //'))"
   else
     failed=$((failed + 1))
     echo "FAIL $name (${secs}s, exit $rc)"
@@ -68,11 +70,12 @@ for pass in shared alone; do
     # test the machine or the harness rather than the daemon).
     case " ${SPD_IT_SKIP:-} " in
       *" $name "*)
-        [ "$pass" = shared ] || echo "SKIP $name"
+        [ "$pass" = shared ] || { echo "SKIP $name (SPD_IT_SKIP)"; skipped=$((skipped + 1)); }
         continue
         ;;
     esac
-    case "$ALONE" in *[[:space:]]"$name"[[:space:]]*) alone=1 ;; *) alone=0 ;; esac
+    alone=0
+    head -n 3 "$t" | grep -q '^# spd-it: alone' && alone=1
     if [ "$pass" = shared ] && [ "$alone" = 0 ] && [ "$jobs" -gt 1 ]; then
       while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
       run_one "$i" "$t" &
@@ -85,5 +88,5 @@ for pass in shared alone; do
   wait
   for i in "${ran[@]}"; do report "$i" "$(basename "${tests[$i]}")"; done
 done
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

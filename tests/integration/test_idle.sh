@@ -1,3 +1,4 @@
+# spd-it: alone (it measures the daemon's CPU when idle)
 # Idle means idle: after traffic stops, spd2 (two reactors, adaptive polling with a long window,
 # the QoS scheduler with its latency controller's tick, the trace exporter's thread) goes back
 # to sleeping. A reactor that

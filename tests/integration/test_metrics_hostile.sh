@@ -1,3 +1,4 @@
+# spd-it: alone (it times a scrape among silent clients)
 # Hostile metrics clients: silent connections (connect, send nothing) must not keep a scraper
 # out. More silent clients than the server keeps (MetricsServer's clients_max, 64) are opened and
 # held; curl must still scrape within a bound, every time. Then the silent ones must be dropped by

@@ -1,3 +1,4 @@
+# spd-it: alone (it times clients among hundreds of hostile sockets)
 """Hostile and huge clients (docs/nbd.md, "Server limits"):
 - 300 sockets that connect and never negotiate: a real client connects and does I/O at once,
   the daemon's RSS stays under a bound, and every silent socket is closed (displaced by newer

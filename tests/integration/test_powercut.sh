@@ -1,3 +1,4 @@
+# spd-it: alone (a FUSE file system and its timing)
 # Power cut: do the file backends' FLUSH and FUA reach stable storage? The pool lives on
 # powercut_fs (powercut_fs.c, built beside spd2 as tests/powercut_fs), a FUSE file system that
 # keeps every write in a volatile layer until an fsync/fdatasync of the file (or a DSYNC write,

@@ -1,3 +1,4 @@
+# spd-it: alone (a Prometheus server and its scrape timing)
 # A real Prometheus (Debian's) scrapes the daemon: promtool finds the exposition clean, and
 # PromQL through Prometheus' HTTP API returns the per-volume figures of the I/O this test did
 # (requests by operation, bytes, errors by kind, histogram counts), for two volumes apart; and

@@ -1,3 +1,4 @@
+# spd-it: alone (it measures rates and latencies)
 # The QoS scheduler against a real daemon and real clients (fio over NBD): spd2 --qos on on the
 # sim backend's modelled device (5,000 IOPS over 4 units), intents set with spdctl. A limit caps
 # its volume while the other takes the rest; a reservation the device cannot honour is refused

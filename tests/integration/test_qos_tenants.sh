@@ -1,3 +1,4 @@
+# spd-it: alone (it measures rates)
 # Tenant intents against a real daemon and real clients (fio over NBD): spd2 --qos on on the sim
 # backend's modelled device (5,000 IOPS over 4 units). A tenant's limit caps the SUM of its two
 # volumes while a volume of another tenant takes the rest; `spdctl tenant put` without the limit

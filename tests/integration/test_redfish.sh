@@ -1,3 +1,4 @@
+# spd-it: alone (it measures the sensor cache's CPU and rates)
 # spd2's Redfish service over HTTPS (docs/redfish.md) on a fake sysfs tree:
 #  - curl: the headers DSP0266 asks for, 401 with WWW-Authenticate, 405 with Allow, 412 for a
 #    wrong OData-Version, 304 for If-None-Match, 413 past --redfish-request-max, a session

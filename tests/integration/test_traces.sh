@@ -1,3 +1,4 @@
+# spd-it: alone (it measures the exporter's cost)
 # Traces: spd2 exports spans as OTLP/HTTP JSON to a receiver that checks every body against
 # OpenTelemetry's own message definitions (otlp_receiver.py, opentelemetry-proto from PyPI in
 # the test venv that scripts/setup.sh makes). Checked: a control call continues the caller's
