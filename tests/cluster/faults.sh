@@ -258,10 +258,6 @@ expect_no_whole_copy() {  # WHAT
 
 # --- rows: each runs one round (round_setup done; P and E set) ---
 
-# kill_under_writes K SEED AFTER LOG: writes through node K that SIGKILL it after AFTER writes
-# (output in LOG); the kill must cut them; the node is reaped.
-# away_and_write R SIGNAL MIN SPREAD: node R (a replica) stopped with SIGNAL, then MIN + RANDOM %
-# SPREAD writes through the primary (P) while it is away.
 # Every record and map node K keeps says it was closed in order (the tag at byte 56 is 0:
 # MappedFile::Claim), as a clean stop leaves them; a reboot trusts only those (and a killed
 # process's: same boot).
@@ -276,6 +272,27 @@ state_closed() {  # K
   [ "$n" -gt 0 ] || fail "$ROUND_LOG: node n$1 keeps no record to check"
 }
 
+# Node K (stopped) as a power cut and a reboot leave its files: each record and map still
+# claimed by a boot that ended (a tag no boot has), and nothing past its header written back
+# (the kernel writes pages back in no order). The pool's own data is on tmpfs here and keeps
+# every write: only the replication state is cut.
+power_cut() {  # K
+  local f size n=0
+  for f in "$(node_dir "$1")"/replication/*.activity "$(node_dir "$1")"/replication/*.dirty.*; do
+    [ -f "$f" ] || continue
+    size=$(stat -c %s "$f")
+    truncate -s 64 "$f" && truncate -s "$size" "$f" || fail "$ROUND_LOG: cannot cut $f"
+    printf '\x00\x00\x00\x00\x00\xad\xde\x00' | dd of="$f" bs=1 seek=56 conv=notrunc status=none ||
+      fail "$ROUND_LOG: cannot tag $f"
+    n=$((n + 1))
+  done
+  [ "$n" -gt 0 ] || fail "$ROUND_LOG: node n$1 keeps no record to cut"
+}
+
+# kill_under_writes K SEED AFTER LOG: writes through node K that SIGKILL it after AFTER writes
+# (output in LOG); the kill must cut them; the node is reaped.
+# away_and_write R SIGNAL MIN SPREAD: node R (a replica) stopped with SIGNAL, then MIN + RANDOM %
+# SPREAD writes through the primary (P) while it is away.
 away_and_write() {
   stop_node "$1" "$2"
   bc_write "$P" "$SEED" $(($3 + RANDOM % $4)) >"$T/w1.log" 2>&1 ||
@@ -404,6 +421,28 @@ row_kill_all() {
 
 # Fast promote cycles: each copy in turn is promoted and written through (the previous primary
 # hands over), a few times.
+# Every node loses power at once under writes (kill -9, then power_cut on each), then all
+# restart: no record or map vouches for anything, a copy is elected by its durable generation
+# alone (docs/replication.md, "Persisted state"), and the other two are copied in whole.
+row_powercut_all() {
+  local old=$E p=$P k n
+  log_mark
+  bc_background "$p" "$SEED"
+  sleep "0.$((RANDOM % 9 + 1))"
+  for k in 1 2 3; do kill -KILL "${NPID[$k]}"; done
+  for k in 1 2 3; do
+    stop_node "$k" KILL
+    power_cut "$k"
+  done
+  bc_join
+  for k in 1 2 3; do start_node "$k"; done
+  wait_until "$ROUND_LOG: a primary elected after the power cut" $((FAULT_TTL + 20)) \
+    primary_agreed_above "$old"
+  round_converges "$old"
+  n=$(whole_copies_since_mark)
+  [ "$n" -ge 2 ] || fail "$ROUND_LOG: $n whole-volume resyncs after a power cut (want 2: no record left open by the boot before may bound one)"
+}
+
 row_promote_cycles() {
   local old=$E i k
   for i in 1 2 3 4 5 6; do
