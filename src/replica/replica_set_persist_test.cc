@@ -35,6 +35,16 @@ class ReplicaSetPersistTest : public replica_test::ReplicaSetTest {
     o.state_dir = dir_;
     return o;
   }
+  // A set of epoch 1 with r1 and r2; 32 units written and flushed; r2 stopped (its port in
+  // *port), and a write to unit 3 that marks it out of sync.
+  void WriteWhileR2IsAway(uint16_t* port) {
+    StartSet(Marked(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}}));
+    for (int i = 0; i < 32; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a' + i % 26), 0);
+    ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+    *port = StopServer(r2_);
+    ASSERT_EQ(Do(RequestOp::kWrite, 3 * 65536, 4096, 'x'), 0);  // r2 fails here and is marked
+    ASSERT_EQ(set_->Links()[1].state, ReplicaSet::LinkState::kOutOfSync);
+  }
   // The set is gone as if its process died: nothing of it runs any more (the files stay).
   void DropSet() {
     set_->Detach();
@@ -60,12 +70,8 @@ class ReplicaSetPersistTest : public replica_test::ReplicaSetTest {
 // The primary restarts while a replica is out of sync: the map its last process kept (the
 // units that replica missed) is resumed, and only those are copied, not the whole volume.
 TEST_F(ReplicaSetPersistTest, ARestartedPrimaryResumesTheDirtyMapItsLastProcessKept) {
-  StartSet(Marked(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}}));
-  for (int i = 0; i < 32; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a' + i % 26), 0);
-  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
-  const uint16_t port = StopServer(r2_);
-  ASSERT_EQ(Do(RequestOp::kWrite, 3 * 65536, 4096, 'x'), 0);  // r2 fails here and is marked
-  ASSERT_EQ(set_->Links()[1].state, ReplicaSet::LinkState::kOutOfSync);
+  uint16_t port = 0;
+  ASSERT_NO_FATAL_FAILURE(WriteWhileR2IsAway(&port));
   ASSERT_EQ(Do(RequestOp::kWrite, 17 * 65536 + 4096, 4096, 'y'), 0);
   ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'z'), 0);
   DropSet();
@@ -103,12 +109,8 @@ TEST_F(ReplicaSetPersistTest, ARestartedPrimaryResumesTheDirtyMapItsLastProcessK
 TEST_F(ReplicaSetPersistTest, APrimaryBackFromAPowerLossCopiesTheWholeVolume) {
   const std::string record = dir_ + "/vol.activity";
   ASSERT_TRUE(primary_.v->replica_activity.Persist(record).ok());
-  StartSet(Marked(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}}));
-  for (int i = 0; i < 32; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a' + i % 26), 0);
-  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
-  const uint16_t port = StopServer(r2_);
-  ASSERT_EQ(Do(RequestOp::kWrite, 3 * 65536, 4096, 'x'), 0);  // r2 fails here and is marked
-  ASSERT_EQ(set_->Links()[1].state, ReplicaSet::LinkState::kOutOfSync);
+  uint16_t port = 0;
+  ASSERT_NO_FATAL_FAILURE(WriteWhileR2IsAway(&port));
   ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'z'), 0);
   DropSet();
   // The power cut, as the disk may have it: the map's words lost, and the files still claimed
