@@ -68,13 +68,16 @@ tsan_tests() {
   # ReactorPoll.* is left out: those tests time the adaptive-poll window (an event within
   # microseconds of the last one or not) on one reactor thread, which a 5-15x TSan slowdown and a
   # busy 2-core machine upset (1 poll hit where 0 was asserted); they run in the unit stage.
-  bg_build_wait tsan &&
-    (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \
-      GTEST_FILTER='-*ReactorPoll.*' ctest --output-on-failure -L threads -j "$SPD_JOBS")
+  bg_build_wait tsan || return 1
+  bg_build_start tools
+  (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \
+    GTEST_FILTER='-*ReactorPoll.*' ctest --output-on-failure -L threads -j "$SPD_JOBS")
 }
 
 integration_tests() {
-  bash scripts/build.sh tools && SPD_IT_JOBS=2 SPD2="$PWD/build/spd2" bash tests/integration/run.sh
+  bg_build_wait tools || return 1
+  bg_build_start fuzz
+  SPD_IT_JOBS=2 SPD2="$PWD/build/spd2" bash tests/integration/run.sh
 }
 
 integration_tests_asan() {
@@ -132,20 +135,20 @@ fuzz_target() {
 
 # Builds for later stages run at the lowest priority beside earlier stages' tests, which mostly
 # wait (timers, sleeps, leases, clients: the integration release pass kept 0.55 of CI's 2 cores
-# busy, measured): the TSan build beside the unit tests, the fuzz build (clang, about 3 minutes
-# of both cores) beside the integration stages. The stage that needs one waits for it.
-# SPD_BG_BUILDS=0: each build in its own stage.
+# busy, measured): the TSan build beside the unit tests, the release build beside the TSan
+# tests, the fuzz build (clang, about 3 minutes of both cores) beside the integration stages.
+# The stage that needs one waits for it. SPD_BG_BUILDS=0: each build in its own stage.
 declare -A BG_BUILD=()
-bg_build_start() {  # KIND (tsan, fuzz): scripts/build.sh KIND, its log in build-KIND/build.log
+bg_build_start() {  # KIND (tsan, tools, fuzz): scripts/build.sh KIND, its log in build-bg/KIND.log
   [ "${SPD_BG_BUILDS:-1}" = 1 ] || return 0
-  mkdir -p "build-$1"
-  nice -n 19 bash scripts/build.sh "$1" >"build-$1/build.log" 2>&1 &
+  mkdir -p build-bg
+  nice -n 19 bash scripts/build.sh "$1" >"build-bg/$1.log" 2>&1 &
   BG_BUILD[$1]=$!
 }
 bg_build_wait() {  # KIND: waits for the build started by bg_build_start, or builds now
   if [ -n "${BG_BUILD[$1]:-}" ]; then
     wait "${BG_BUILD[$1]}" || {
-      tail -n 40 "build-$1/build.log"
+      tail -n 40 "build-bg/$1.log"
       return 1
     }
   else
@@ -180,7 +183,6 @@ stage setup bash scripts/setup.sh
 stage format format_check
 stage unit unit_tests
 stage tsan tsan_tests
-bg_build_start fuzz
 stage integration integration_tests
 stage integration-asan integration_tests_asan
 stage crash crash_sweep
