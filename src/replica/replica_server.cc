@@ -261,6 +261,7 @@ void OnRecorded(GenerationRecord* r) {
       for (const ReplicaActivity::Range& x : act.ranges) ranges.push_back({x.first, x.units});
     }
     body.activity_ranges = static_cast<uint32_t>(ranges.size());
+    if (act.left_open) body.activity_flags |= rw::kActivityLeftOpen;
     if (r->result != 0) {
       hellos_refused_total.Add();
       body.status = static_cast<uint32_t>(rw::HelloStatus::kError);

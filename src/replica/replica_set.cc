@@ -39,7 +39,8 @@ Counter local_failures_total("spd_replication_local_write_failures_total",
                              "its volume up and gets the whole volume back as a replica");
 Counter lost_copies_total("spd_replication_lost_copies_total",
                           "Replicas back at a generation below a barrier they acknowledged (a "
-                          "new disk, a restored image): resynced whole, not by their dirty map");
+                          "new disk, a restored image) or from a power loss (their record left "
+                          "open by a boot that ended): resynced whole, not by their dirty map");
 
 constexpr uint64_t kTickNs = 100'000'000;
 
@@ -174,6 +175,17 @@ void ReplicaSet::Connected(Link* k) {
   // and it applied nothing after it) does not mean it has what it missed while away.
   const bool answered = status == rw::HelloStatus::kOutOfSync || status == rw::HelloStatus::kInSync;
   const bool resync = k->resync_attempt && answered && copy_ == nullptr;
+  // A copy that lost power since it last closed its record (replica_wire.h) may lack what it
+  // had not made durable: a resync's copied regions before its last barrier among them, which
+  // its map (or a checkpoint) counts as copied. The whole volume is copied.
+  if (answered && (k->reply.activity_flags & rw::kActivityLeftOpen) && k->dirty.valid()) {
+    SPD_LOG_WARN(
+        "replication: volume %s: replica %s lost power (or its kernel crashed) since it last "
+        "closed its record: what it had not made durable may be gone; the whole volume is copied",
+        o_.volume.c_str(), k->target.name.c_str());
+    k->dirty.Invalidate();
+    lost_copies_total.Add();
+  }
   // A copy below a barrier it acknowledged under this primary lost what it had (a new disk, a
   // restored image): what it missed since is not all it lacks; the whole volume is copied.
   if (resync && k->dirty.valid() && k->acked_barrier_seq != 0 &&

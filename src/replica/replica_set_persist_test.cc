@@ -149,6 +149,35 @@ TEST_F(ReplicaSetPersistTest, APrimaryBackFromAPowerLossCopiesTheWholeVolume) {
   ExpectEqual(primary_, r1_);
 }
 
+// A replica that lost power while away (its record's file still claimed by the boot before)
+// may have lost what it had not made durable, and with it units a map or a checkpoint counts
+// as copied: the primary copies it the whole volume, not only the units it missed.
+TEST_F(ReplicaSetPersistTest, AReplicaBackFromAPowerLossGetsTheWholeVolume) {
+  uint16_t port = 0;
+  ASSERT_NO_FATAL_FAILURE(WriteWhileR2IsAway(&port));
+  ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'z'), 0);
+  // r2's node boots again after the power loss: its record as that left it.
+  const std::string record = dir_ + "/r2.activity";
+  {
+    const int fd = open(record.c_str(), O_RDWR | O_CREAT, 0600);
+    ASSERT_GE(fd, 0);
+    const uint64_t tag = uint64_t{0xdead} << 40;  // not this boot's
+    ASSERT_EQ(pwrite(fd, &tag, sizeof tag, 56), 8);
+    close(fd);
+  }
+  ASSERT_TRUE(r2_.v->replica_activity.Persist(record).ok());
+  ASSERT_TRUE(r2_.v->replica_activity.Take().left_open);
+  const uint64_t lost = CounterValue("spd_replication_lost_copies_total");
+  const uint64_t before = Copied();
+  RestartServer(r2_, port);
+  for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(AllInSync()) << set_->Links()[1].detail;
+  EXPECT_EQ(Copied() - before, kVolBytes) << "the whole volume, not the 2 units it missed";
+  EXPECT_EQ(CounterValue("spd_replication_lost_copies_total") - lost, 1u);
+  EXPECT_FALSE(r2_.v->replica_activity.Take().left_open) << "a resync ended on it";
+  ExpectEqual(primary_, r2_);
+}
+
 // A map of another term, or none, is not resumed: the whole volume is copied.
 TEST_F(ReplicaSetPersistTest, AMapOfAnotherTermIsNotResumed) {
   StartSet(Marked(1, {{"r2", Addr(r2_)}}));

@@ -112,10 +112,16 @@ struct HelloReplyBody {
   // of 64 KiB units follow.
   uint64_t activity_epoch = 0;
   uint32_t activity_ranges = 0;
-  uint32_t activity_flags = 0;  // kActivityComplete
+  uint32_t activity_flags = 0;  // ActivityFlags
 };
 static_assert(sizeof(HelloReplyBody) == 56);
-enum ActivityFlags : uint32_t { kActivityComplete = 1u << 0 };
+enum ActivityFlags : uint32_t {
+  kActivityComplete = 1u << 0,
+  // The copy's record was left open by a boot that ended (a power loss or a kernel crash) and
+  // no resync ended on it since: it may have lost what it had not made durable, so units a
+  // map or a checkpoint counts as copied to it may be gone (the primary copies it whole).
+  kActivityLeftOpen = 1u << 1,
+};
 struct ActivityRange {
   uint32_t first_unit = 0;  // 64 KiB units
   uint32_t units = 0;

@@ -43,6 +43,7 @@ Status ReplicaActivity::Persist(const std::string& path) {
   // stored, so it vouches for nothing (replica_activity_format.h).
   Result<MappedFile::LastOpener> last = f->Claim(offsetof(ActivityFileHeader, open_tag));
   if (!last.ok()) return last.status();
+  if (*last == MappedFile::LastOpener::kAnotherBoot) left_open_ = true;
   const bool mine = h_ != nullptr && h_->epoch != 0;
   if (mine) {
     // This process has a record already: the file gets it (incomplete while it is copied).
@@ -86,8 +87,10 @@ void ReplicaActivity::Begin(uint64_t epoch, bool primary, bool resyncing) {
 
 void ReplicaActivity::ResyncEnded(uint64_t epoch) {
   std::lock_guard<std::mutex> l(mu_);
-  if (h_ != nullptr && h_->epoch == epoch)
+  if (h_ != nullptr && h_->epoch == epoch) {
     h_->flags &= ~(kActivityFlagResyncing | kActivityFlagSpoiled);
+    left_open_ = false;
+  }
 }
 
 void ReplicaActivity::Record(uint64_t epoch, uint64_t seq, uint64_t offset, uint64_t length) {
@@ -132,6 +135,7 @@ ReplicaActivity::Snapshot ReplicaActivity::Take() const {
   std::vector<Range> r;
   {
     std::lock_guard<std::mutex> l(mu_);
+    s.left_open = left_open_;
     if (h_ == nullptr) return s;
     s.epoch = h_->epoch;
     s.complete = (h_->flags & kActivityFlagComplete) != 0;

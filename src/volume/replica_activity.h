@@ -47,11 +47,15 @@ class ReplicaActivity {
     uint32_t units = 0;
   };
   struct Snapshot {
-    uint64_t epoch = 0;         // the term the record is of (0: none)
-    bool complete = false;      // see above
-    bool primary = false;       // this copy was that term's primary
-    bool resyncing = false;     // a resync of that term had not ended on this copy
-    bool spoiled = false;       // a write failed on this copy in that term
+    uint64_t epoch = 0;      // the term the record is of (0: none)
+    bool complete = false;   // see above
+    bool primary = false;    // this copy was that term's primary
+    bool resyncing = false;  // a resync of that term had not ended on this copy
+    bool spoiled = false;    // a write failed on this copy in that term
+    // This process found the record left open by a boot that ended (a power loss or a kernel
+    // crash: replica_activity_format.h), and no resync has ended on this copy since: it may
+    // lack what it had not made durable then.
+    bool left_open = false;
     uint64_t max_seq = 0;       // the highest message of that term applied here
     uint64_t first_seq = 0;     // the lowest message the record holds (0: none)
     std::vector<Range> ranges;  // sorted, disjoint, not adjacent
@@ -70,7 +74,8 @@ class ReplicaActivity {
   // `resyncing`: the session resyncs this copy (the record says so until ResyncEnded).
   void Begin(uint64_t epoch, bool primary = false, bool resyncing = false);
   // The resync of `epoch` ended on this copy (its last barrier is durable): it holds the term
-  // (neither resyncing nor spoiled; the record stays incomplete: it missed entries).
+  // (neither resyncing nor spoiled; the record stays incomplete: it missed entries), and
+  // whatever a power loss took before is back (left_open ends).
   void ResyncEnded(uint64_t epoch);
   // Before applying message `seq` of `epoch` to [offset, offset + length).
   void Record(uint64_t epoch, uint64_t seq, uint64_t offset, uint64_t length);
@@ -93,6 +98,7 @@ class ReplicaActivity {
   ActivityFileEntry* ring_ = nullptr;
   std::unique_ptr<uint8_t[]> heap_;
   MappedFile file_;
+  bool left_open_ = false;  // Snapshot::left_open
 };
 
 // Merges `ranges` (any order, overlapping) into sorted, disjoint, non-adjacent ones.
