@@ -39,6 +39,10 @@ class DirtyMap {
 
   bool valid() const { return h_->valid != 0; }
   uint64_t epoch() const { return h_->epoch; }
+  // The copy of the volume the map is of (replica_wire::HelloReplyBody::copy_id; 0: unknown).
+  // Kept through Reset, Carry and Resolve; a new or unusable file starts with 0.
+  uint64_t copy_id() const { return h_->copy_id; }
+  void set_copy_id(uint64_t id) { h_->copy_id = id; }
   using Ranges = std::vector<ReplicaActivity::Range>;
   // Valid, holding only `units`, kept by the primary of `epoch`. `pending`: more units are to
   // come (Resolve) before it is all the replica lacks; until then no other process may use it.

@@ -39,8 +39,9 @@ Counter local_failures_total("spd_replication_local_write_failures_total",
                              "its volume up and gets the whole volume back as a replica");
 Counter lost_copies_total("spd_replication_lost_copies_total",
                           "Replicas back at a generation below a barrier they acknowledged (a "
-                          "new disk, a restored image) or from a power loss (their record left "
-                          "open by a boot that ended): resynced whole, not by their dirty map");
+                          "new disk, a restored image), with another copy than their map's (a "
+                          "new disk) or from a power loss (their record left open by a boot "
+                          "that ended): resynced whole, not by their dirty map");
 
 constexpr uint64_t kTickNs = 100'000'000;
 
@@ -175,6 +176,18 @@ void ReplicaSet::Connected(Link* k) {
   // and it applied nothing after it) does not mean it has what it missed while away.
   const bool answered = status == rw::HelloStatus::kOutOfSync || status == rw::HelloStatus::kInSync;
   const bool resync = k->resync_attempt && answered && copy_ == nullptr;
+  // Another copy than the one the map was kept for (a new disk, or the volume created again
+  // there): what the map or a checkpoint counts as copied is not on it.
+  if (answered && k->dirty.valid() && k->dirty.copy_id() != 0 &&
+      k->dirty.copy_id() != k->reply.copy_id) {
+    SPD_LOG_WARN(
+        "replication: volume %s: replica %s answers with another copy of the volume than its "
+        "map was kept for (a new disk, or the volume created again): the whole volume is copied",
+        o_.volume.c_str(), k->target.name.c_str());
+    k->dirty.Invalidate();
+    lost_copies_total.Add();
+  }
+  if (answered) k->dirty.set_copy_id(k->reply.copy_id);
   // A copy that lost power since it last closed its record (replica_wire.h) may lack what it
   // had not made durable: a resync's copied regions before its last barrier among them, which
   // its map (or a checkpoint) counts as copied. The whole volume is copied.

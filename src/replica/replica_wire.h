@@ -26,7 +26,8 @@ namespace spd::replica_wire {
 
 constexpr uint32_t kMagic = 0x52445053u;  // "SPDR"
 // 2: the primary's watermark in `result`; the hello reply carries the replica's activity.
-constexpr uint16_t kVersion = 2;
+// 3: the hello reply names the copy (HelloReplyBody::copy_id).
+constexpr uint16_t kVersion = 3;
 constexpr size_t kHeaderBytes = 48;
 // The largest payload of any message: a write (the replica says its own limit in the hello
 // reply, at most this).
@@ -113,8 +114,13 @@ struct HelloReplyBody {
   uint64_t activity_epoch = 0;
   uint32_t activity_ranges = 0;
   uint32_t activity_flags = 0;  // ActivityFlags
+  // Which copy of the volume the replica holds: a tag of its pool (made at the pool's creation)
+  // and of the volume's id in it (never reused). Another tag than at an earlier hello: a new
+  // disk, or the volume deleted and created again; what the primary's map or checkpoint counts
+  // as copied to the copy of before is not on this one.
+  uint64_t copy_id = 0;
 };
-static_assert(sizeof(HelloReplyBody) == 56);
+static_assert(sizeof(HelloReplyBody) == 64);
 enum ActivityFlags : uint32_t {
   kActivityComplete = 1u << 0,
   // The copy's record was left open by a boot that ended (a power loss or a kernel crash) and

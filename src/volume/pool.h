@@ -404,6 +404,8 @@ struct PoolCheckReport {
 // Implements GroupCommit::Owner: the journal decides when a commit runs, the pool writes it.
 class Pool : private GroupCommit::Owner {
  public:
+  // Made at the pool's creation, kept in its superblock: which pool this is.
+  const uint8_t* uuid() const { return uuid_; }
   // Offline check: verifies superblocks, checkpoints, the metadata log and the allocation map
   // without writing anything, unless `repair` (which only ever rewrites a corrupt superblock
   // copy from the good one: a repair that cannot make a pool worse).

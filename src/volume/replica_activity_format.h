@@ -6,7 +6,7 @@
 // VOLUME.activity:
 //   ActivityFileHeader (64 bytes), then ActivityFileEntry[entries_max] (a ring: head, count).
 // VOLUME.dirty.NODE:
-//   DirtyFileHeader (64 bytes), then uint64_t words[words]: bit u % 64 of word u / 64 is unit u
+//   DirtyFileHeader (128 bytes), then uint64_t words[words]: bit u % 64 of word u / 64 is unit u
 //   (unit_bytes each) of the volume.
 //
 // Crash order: a record is made incomplete (flags) before anything else of it changes and marked
@@ -64,6 +64,10 @@ struct DirtyFileHeader {
                      // usable by another process
   uint32_t reserved;
   uint64_t open_tag;  // as in ActivityFileHeader
+  // The copy the map is of (replica_wire::HelloReplyBody::copy_id; 0: not known yet). A replica
+  // that answers with another copy lacks more than the map says (a new disk).
+  uint64_t copy_id;
+  uint8_t reserved2[56];
 };
 
 static_assert(sizeof(ActivityFileHeader) == 64);
@@ -72,10 +76,11 @@ static_assert(offsetof(ActivityFileHeader, entries_max) == 40);
 static_assert(offsetof(ActivityFileHeader, max_seq) == 48);
 static_assert(offsetof(ActivityFileHeader, open_tag) == 56);
 static_assert(sizeof(ActivityFileEntry) == 16);
-static_assert(sizeof(DirtyFileHeader) == 64);
+static_assert(sizeof(DirtyFileHeader) == 128);
 static_assert(offsetof(DirtyFileHeader, epoch) == 16);
 static_assert(offsetof(DirtyFileHeader, words) == 40);
 static_assert(offsetof(DirtyFileHeader, pending) == 48);
 static_assert(offsetof(DirtyFileHeader, open_tag) == 56);
+static_assert(offsetof(DirtyFileHeader, copy_id) == 64);
 
 }  // namespace spd
