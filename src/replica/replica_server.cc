@@ -204,18 +204,6 @@ void ReplicaSessionRead(Session* s);
 
 namespace {
 
-// HelloReplyBody::copy_id: FNV-1a over the pool's uuid and the volume's id there (never 0).
-uint64_t CopyId(const Volume* v) {
-  uint64_t h = 14695981039346656037ull;
-  auto mix = [&h](const uint8_t* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  mix(v->pool()->uuid(), 16);
-  const uint32_t id = v->info().id;
-  mix(reinterpret_cast<const uint8_t*>(&id), sizeof id);
-  return h != 0 ? h : 1;
-}
-
 void OnReadable(Completion* c, int32_t, uint32_t flags) {
   Session* s = static_cast<Session::Watch*>(c)->s;
   if (s->server->reactor_->engine() == ReactorEngine::kUring) s->rx_armed = false;
@@ -274,7 +262,7 @@ void OnRecorded(GenerationRecord* r) {
     }
     body.activity_ranges = static_cast<uint32_t>(ranges.size());
     if (act.left_open) body.activity_flags |= rw::kActivityLeftOpen;
-    body.copy_id = CopyId(s->volume);
+    body.copy_id = s->volume->copy_id();
     if (r->result != 0) {
       hellos_refused_total.Add();
       body.status = static_cast<uint32_t>(rw::HelloStatus::kError);

@@ -201,6 +201,9 @@ class Volume {
     return fence_durable_;
   }
   uint64_t fence_epoch() const { return fence_seen_.load(std::memory_order_acquire); }
+  // Which copy of the volume this is, wherever it is asked: a tag (never 0) of the pool's uuid
+  // and the volume's id in it, never reused (replica_wire::HelloReplyBody::copy_id).
+  uint64_t copy_id() const;
 
   // Starts a read, write, flush, discard or write-zeroes. `io->done` runs later on the pool's
   // reactor, never inside Submit. Out-of-range requests complete with -EINVAL (offset beyond the

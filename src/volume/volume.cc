@@ -378,4 +378,15 @@ Status Volume::MapRange(uint64_t offset_bytes, uint64_t length_bytes, size_t ext
   return Status::Ok();
 }
 
+uint64_t Volume::copy_id() const {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a
+  auto mix = [&h](const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  mix(pool_->uuid(), 16);
+  const uint32_t id = info_.id;
+  mix(reinterpret_cast<const uint8_t*>(&id), sizeof id);
+  return h != 0 ? h : 1;
+}
+
 }  // namespace spd
