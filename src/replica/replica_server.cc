@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "frontend/inproc/inproc_frontend.h"
 #include "replica/dirty_map.h"
+#include "replica/replica_server_internal.h"
 #include "replica/replica_server_metrics.h"
 #include "replica/replica_tls.h"
 #include "replica/replica_wire.h"
@@ -29,9 +30,6 @@ using namespace replica_server_metrics;  // NOLINT: the counters of replica_serv
 
 constexpr uint64_t kTickNs = 200'000'000;
 constexpr size_t kOutMax = 64u << 10;  // unsent replies beyond which reading pauses
-// Messages are read in bulk through a buffer of this size; a payload bigger than half of it
-// that is not in the buffer yet is read straight into its request.
-constexpr size_t kInBytes = 64u << 10;
 
 }  // namespace
 
@@ -41,80 +39,11 @@ struct ReplicaServer::Listener : Completion {
   bool armed = false;
 };
 
-struct ReplicaServer::Session {
-  ReplicaServer* server = nullptr;
-  Session* next = nullptr;
-  Session* prev = nullptr;
-  int fd = -1;
-  struct Watch : Completion {
-    Session* s = nullptr;
-  } rx, tx;
-  bool rx_armed = false;
-  bool tx_armed = false;
-  struct Tick : Timer {
-    Session* s = nullptr;
-  } tick;
-  bool tick_armed = false;
-  bool closing = false;
-  bool hello_done = false;
-  uint64_t hello_deadline_ns = 0;
-  uint64_t partial_since_ns = 0;  // a message or reply half-way since; 0: none
-  uint64_t epoch = 0;
-  bool applying = false;  // hello accepted and in sync: writes are applied
-  // Bytes read from the socket, not yet taken: in[in_beg, in_end).
-  std::unique_ptr<uint8_t[]> in{new uint8_t[kInBytes]};
-  size_t in_beg = 0;
-  size_t in_end = 0;
-  // The message being read.
-  bool hdr_ready = false;  // decoded, waiting for a free request slot
-  // Pumps again after a completion, once its request is back in the free list (the frontend
-  // frees it only after the callback returns).
-  struct PumpTask : Task {
-    Session* s = nullptr;
-  } pump;
-  bool pump_pending = false;
-  // Sends the replies made during the reactor's current batch of events in one send.
-  struct FlushTask : Task {
-    Session* s = nullptr;
-  } flush;
-  bool flush_pending = false;
-  rw::Header hdr;
-  bool in_payload = false;
-  uint8_t* payload = nullptr;
-  uint32_t payload_got = 0;
-  IoRequest* req = nullptr;  // a write's request while its payload arrives
-  rw::HelloBody hello;
-  // The volume, once the hello named one.
-  std::shared_ptr<VolumeHandle> handle;
-  bool user = false;
-  Volume* volume = nullptr;
-  std::unique_ptr<InprocFrontend> fe;
-  // A barrier waiting for the writes before it (reading paused meanwhile), or being recorded.
-  bool barrier_waiting = false;
-  bool record_pending = false;
-  GenerationRecord record;
-  rw::Header barrier;
-  // Replies not yet sent.
-  std::vector<uint8_t> out;
-  size_t out_off = 0;
-  // TLS (ReplicaServerOptions::tls): the session, its handshake not done yet, a record send
-  // that must be called again.
-  gnutls_session_t tls = nullptr;
-  bool handshaking = false;
-  bool tls_send_pending = false;
+namespace replica_session {
 
-  std::string Peer() const { return "replica session fd " + std::to_string(fd); }
-};
-
-namespace {
-
-using Session = ReplicaServer::Session;
-
-void Close(Session* s, const char* why);
-void Pump(Session* s);
 void Send(Session* s);
 
-void Reply(Session* s, const rw::Header& h, const void* payload = nullptr, size_t n = 0) {
+void Reply(Session* s, const rw::Header& h, const void* payload, size_t n) {
   uint8_t b[rw::kHeaderBytes];
   rw::EncodeHeader(h, b);
   s->out.insert(s->out.end(), b, b + sizeof b);
@@ -198,11 +127,7 @@ void OnWritable(Completion* c, int32_t, uint32_t) {
   if (s->out.empty()) Pump(s);  // reading may have paused on a full reply buffer
 }
 
-}  // namespace
-
 void ReplicaSessionRead(Session* s);
-
-namespace {
 
 void OnReadable(Completion* c, int32_t, uint32_t flags) {
   Session* s = static_cast<Session::Watch*>(c)->s;
@@ -238,58 +163,7 @@ void OnRecorded(GenerationRecord* r) {
   auto* s = static_cast<Session*>(r->ctx);
   s->record_pending = false;
   if (s->closing) return MaybeFree(s);
-  if (!s->hello_done) {
-    // The fence of an accepted hello is durable now: answer it.
-    s->hello_done = true;
-    rw::HelloReplyBody body;
-    const ReplicaGeneration g = s->volume->generation();
-    body.gen_epoch = g.epoch;
-    body.gen_seq = g.seq;
-    body.fence_epoch = s->volume->fence_epoch_durable();
-    body.size_bytes = s->volume->size_bytes();
-    body.write_bytes_max = s->server->o_.write_bytes_max;
-    rw::Header h;
-    h.type = static_cast<uint16_t>(rw::Type::kHelloReply);
-    h.epoch = s->epoch;
-    // What this copy applied of its previous primary's last writes, as it stands before this
-    // session applies anything: a new primary resyncs only those units (and its own).
-    const ReplicaActivity::Snapshot act = s->volume->replica_activity.Take();
-    std::vector<rw::ActivityRange> ranges;
-    if (act.complete && act.ranges.size() <= rw::kActivityRangesMax) {
-      body.activity_epoch = act.epoch;
-      body.activity_flags = rw::kActivityComplete;
-      for (const ReplicaActivity::Range& x : act.ranges) ranges.push_back({x.first, x.units});
-    }
-    body.activity_ranges = static_cast<uint32_t>(ranges.size());
-    if (act.left_open) body.activity_flags |= rw::kActivityLeftOpen;
-    body.copy_id = s->volume->copy_id();
-    if (r->result != 0) {
-      hellos_refused_total.Add();
-      body.status = static_cast<uint32_t>(rw::HelloStatus::kError);
-      h.result = r->result;
-    } else {
-      // In sync: the primary's base generation, nothing applied after it here or there.
-      const bool in_sync = g == ReplicaGeneration{s->hello.base_epoch, s->hello.base_seq} &&
-                           s->volume->CleanAtGeneration() &&
-                           (s->hello.flags & rw::kHelloPrimaryDirty) == 0;
-      body.status =
-          static_cast<uint32_t>(in_sync ? rw::HelloStatus::kInSync : rw::HelloStatus::kOutOfSync);
-      // Out of sync but resyncing: the primary copies everything over this session.
-      s->applying = in_sync || (s->hello.flags & rw::kHelloResync) != 0;
-      if (!in_sync && s->applying) s->volume->MarkApplied();
-      if (s->applying)
-        s->volume->replica_activity.Begin(s->epoch, /*primary=*/false, /*resyncing=*/!in_sync);
-    }
-    const size_t rb = ranges.size() * sizeof(rw::ActivityRange);
-    h.length = static_cast<uint32_t>(sizeof body + rb);
-    h.crc = Crc32c(Crc32c(0, &body, sizeof body), ranges.data(), rb);
-    std::vector<uint8_t> payload(sizeof body + rb);
-    std::memcpy(payload.data(), &body, sizeof body);
-    if (rb > 0) std::memcpy(payload.data() + sizeof body, ranges.data(), rb);
-    Reply(s, h, payload.data(), payload.size());
-    if (r->result != 0) return Close(s, "the fence could not be recorded");
-    return Pump(s);
-  }
+  if (!s->hello_done) return AnswerHello(s, r->result);
   // A barrier.
   if (r->result == 0) {
     barriers_total.Add();
@@ -311,57 +185,6 @@ void StartBarrierIfReady(Session* s) {
   s->record.ctx = s;
   s->record.done = &OnRecorded;
   s->volume->pool()->RecordGeneration(s->volume, &s->record);
-}
-
-// The hello arrived whole: find the volume, check the fence, record the new one.
-void HandleHello(Session* s) {
-  rw::HelloReplyBody body;
-  rw::HelloStatus status = rw::HelloStatus::kError;
-  const std::string name(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume));
-  ReplicaServer* srv = s->server;
-  s->handle = srv->volumes_->Find(name);
-  if (!s->handle || !(s->user = s->handle->AddUser()) || s->handle->volume() == nullptr) {
-    status = rw::HelloStatus::kNoVolume;
-  } else {
-    s->volume = s->handle->volume();
-    PersistActivity(s->volume, srv->o_.state_dir, name);
-    body.gen_epoch = s->volume->generation().epoch;
-    body.gen_seq = s->volume->generation().seq;
-    body.fence_epoch = s->volume->fence_epoch();
-    body.size_bytes = s->volume->size_bytes();
-    if (s->volume->size_bytes() != s->hello.size_bytes) {
-      status = rw::HelloStatus::kSizeMismatch;
-    } else if (s->epoch < s->volume->fence_epoch()) {
-      status = rw::HelloStatus::kStaleEpoch;
-      fenced_total.Add();
-    } else {
-      // Accepted so far: displace an older session of the volume, then make the fence durable.
-      auto it = srv->holders_.find(s->volume);
-      if (it != srv->holders_.end() && it->second != s)
-        Close(it->second, "displaced by a newer hello");
-      srv->holders_[s->volume] = s;
-      InprocFrontend::Options fo;
-      fo.queue_depth = srv->o_.queue_depth;
-      fo.buffer_bytes = srv->o_.write_bytes_max;
-      s->fe = std::make_unique<InprocFrontend>(srv->dispatcher_, srv->reactor_, fo);
-      s->record_pending = true;
-      s->record.generation = s->volume->generation();
-      s->record.fence_epoch = s->epoch;
-      s->record.ctx = s;
-      s->record.done = &OnRecorded;
-      s->volume->pool()->RecordGeneration(s->volume, &s->record);
-      return;  // answered from OnRecorded
-    }
-  }
-  hellos_refused_total.Add();
-  body.status = static_cast<uint32_t>(status);
-  rw::Header h;
-  h.type = static_cast<uint16_t>(rw::Type::kHelloReply);
-  h.epoch = s->epoch;
-  h.length = sizeof body;
-  h.crc = Crc32c(0, &body, sizeof body);
-  Reply(s, h, &body, sizeof body);
-  Close(s, rw::HelloStatusName(status));
 }
 
 // A whole message (header, and payload for a write) is in: act on it. False: stop reading.
@@ -444,8 +267,6 @@ bool HandleMessage(Session* s) {
       return false;
   }
 }
-
-}  // namespace
 
 // Reads more of the socket into the session's buffer. >0: bytes read; 0: nothing there now
 // (EAGAIN); <0: the session was closed.
@@ -570,8 +391,6 @@ void ReplicaSessionRead(Session* s) {
   }
 }
 
-namespace {
-
 void Pump(Session* s) {
   if (s->closing) return MaybeFree(s);
   if (s->handshaking) return;
@@ -632,7 +451,9 @@ void MaybeFree(Session* s) {
   s->server->SessionGone(s);
 }
 
-}  // namespace
+}  // namespace replica_session
+
+using namespace replica_session;  // NOLINT: the session code above
 
 ReplicaServer::ReplicaServer(Reactor* reactor, Dispatcher* dispatcher, VolumeManager* volumes,
                              ReplicaServerOptions options)

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "common/counters.h"
@@ -142,6 +143,35 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
   return s;
 }
 
+// Why what the map of `k` (or a checkpoint) counts as copied may not be on the copy that
+// answered its hello; empty when the map holds. Each is a loss the map cannot see:
+std::string ReplicaSet::LostCopyReason(const Link& k, bool resync) const {
+  // Another copy than the one the map was kept for (a new disk, or the volume created again).
+  if (k.dirty.copy_id() != 0 && k.dirty.copy_id() != k.reply.copy_id)
+    return "answers with another copy of the volume than its map was kept for (a new disk, or "
+           "the volume created again)";
+  // A copy that lost power since it last closed its record (replica_wire.h) may lack what it
+  // had not made durable: a resync's copied regions before its last barrier among them.
+  if ((k.reply.activity_flags & rw::kActivityLeftOpen) != 0)
+    return "lost power (or its kernel crashed) since it last closed its record: what it had "
+           "not made durable may be gone";
+  // A copy below a barrier it acknowledged under this primary lost what it had (a new disk, a
+  // restored image): what it missed since is not all it lacks.
+  if (resync && k.acked_barrier_seq != 0 &&
+      ReplyGeneration(k.reply) < ReplicaGeneration{o_.epoch, k.acked_barrier_seq}) {
+    char buf[160];
+    snprintf(buf, sizeof buf,
+             "is back at generation (%llu, %llu), below the barrier (%llu, %llu) it "
+             "acknowledged: it lost data",
+             static_cast<unsigned long long>(k.reply.gen_epoch),
+             static_cast<unsigned long long>(k.reply.gen_seq),
+             static_cast<unsigned long long>(o_.epoch),
+             static_cast<unsigned long long>(k.acked_barrier_seq));
+    return buf;
+  }
+  return {};
+}
+
 void ReplicaSet::Connected(Link* k) {
   k->connected_pending = false;
   if (stopping_) {
@@ -176,44 +206,15 @@ void ReplicaSet::Connected(Link* k) {
   // and it applied nothing after it) does not mean it has what it missed while away.
   const bool answered = status == rw::HelloStatus::kOutOfSync || status == rw::HelloStatus::kInSync;
   const bool resync = k->resync_attempt && answered && copy_ == nullptr;
-  // Another copy than the one the map was kept for (a new disk, or the volume created again
-  // there): what the map or a checkpoint counts as copied is not on it.
-  if (answered && k->dirty.valid() && k->dirty.copy_id() != 0 &&
-      k->dirty.copy_id() != k->reply.copy_id) {
-    SPD_LOG_WARN(
-        "replication: volume %s: replica %s answers with another copy of the volume than its "
-        "map was kept for (a new disk, or the volume created again): the whole volume is copied",
-        o_.volume.c_str(), k->target.name.c_str());
-    k->dirty.Invalidate();
-    lost_copies_total.Add();
+  if (answered && k->dirty.valid()) {
+    if (const std::string why = LostCopyReason(*k, resync); !why.empty()) {
+      SPD_LOG_WARN("replication: volume %s: replica %s %s: the whole volume is copied",
+                   o_.volume.c_str(), k->target.name.c_str(), why.c_str());
+      k->dirty.Invalidate();
+      lost_copies_total.Add();
+    }
   }
   if (answered) k->dirty.set_copy_id(k->reply.copy_id);
-  // A copy that lost power since it last closed its record (replica_wire.h) may lack what it
-  // had not made durable: a resync's copied regions before its last barrier among them, which
-  // its map (or a checkpoint) counts as copied. The whole volume is copied.
-  if (answered && (k->reply.activity_flags & rw::kActivityLeftOpen) && k->dirty.valid()) {
-    SPD_LOG_WARN(
-        "replication: volume %s: replica %s lost power (or its kernel crashed) since it last "
-        "closed its record: what it had not made durable may be gone; the whole volume is copied",
-        o_.volume.c_str(), k->target.name.c_str());
-    k->dirty.Invalidate();
-    lost_copies_total.Add();
-  }
-  // A copy below a barrier it acknowledged under this primary lost what it had (a new disk, a
-  // restored image): what it missed since is not all it lacks; the whole volume is copied.
-  if (resync && k->dirty.valid() && k->acked_barrier_seq != 0 &&
-      ReplyGeneration(k->reply) < ReplicaGeneration{o_.epoch, k->acked_barrier_seq}) {
-    SPD_LOG_WARN(
-        "replication: volume %s: replica %s is back at generation (%llu, %llu), below the "
-        "barrier (%llu, %llu) it acknowledged: it lost data; the whole volume is copied",
-        o_.volume.c_str(), k->target.name.c_str(),
-        static_cast<unsigned long long>(k->reply.gen_epoch),
-        static_cast<unsigned long long>(k->reply.gen_seq),
-        static_cast<unsigned long long>(o_.epoch),
-        static_cast<unsigned long long>(k->acked_barrier_seq));
-    k->dirty.Invalidate();
-    lost_copies_total.Add();
-  }
   if (!resync && (k->resync_attempt || status != rw::HelloStatus::kInSync)) {
     if (!k->resync_attempt) {
       // It is there and answers: its resync may start as soon as its mark is confirmed.

@@ -199,6 +199,9 @@ class ReplicaSet final : public ReplicaHook {
   // A hello's answer: a link's map waiting for the replica's record of the previous term
   // (prior_pending) gets it if it vouches, else the whole volume is copied.
   void AdoptPriorActivity(Link* l);
+  // A hello's answer: why the copy may lack what the link's map counts as copied (it is then
+  // copied whole); empty when the map holds.
+  std::string LostCopyReason(const Link& k, bool resync) const;
   Reactor* owner_;
   std::vector<IoRequest*> table_;  // by seq & mask: numbered, not complete
   std::vector<uint64_t> send_at_;  // by seq & mask: an injected delay's end (0: none)

@@ -1,0 +1,120 @@
+// A replica session's hello and its answer (replica_server_internal.h).
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/crc32c.h"
+#include "replica/replica_server_internal.h"
+#include "replica/replica_server_metrics.h"
+#include "replica/replica_wire.h"
+
+namespace spd::replica_session {
+
+namespace rw = replica_wire;
+
+using namespace replica_server_metrics;  // NOLINT: the counters of replica_server_metrics.cc
+
+void HandleHello(Session* s) {
+  rw::HelloReplyBody body;
+  rw::HelloStatus status = rw::HelloStatus::kError;
+  const std::string name(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume));
+  ReplicaServer* srv = s->server;
+  s->handle = srv->volumes_->Find(name);
+  if (!s->handle || !(s->user = s->handle->AddUser()) || s->handle->volume() == nullptr) {
+    status = rw::HelloStatus::kNoVolume;
+  } else {
+    s->volume = s->handle->volume();
+    PersistActivity(s->volume, srv->o_.state_dir, name);
+    body.gen_epoch = s->volume->generation().epoch;
+    body.gen_seq = s->volume->generation().seq;
+    body.fence_epoch = s->volume->fence_epoch();
+    body.size_bytes = s->volume->size_bytes();
+    if (s->volume->size_bytes() != s->hello.size_bytes) {
+      status = rw::HelloStatus::kSizeMismatch;
+    } else if (s->epoch < s->volume->fence_epoch()) {
+      status = rw::HelloStatus::kStaleEpoch;
+      fenced_total.Add();
+    } else {
+      // Accepted so far: displace an older session of the volume, then make the fence durable.
+      auto it = srv->holders_.find(s->volume);
+      if (it != srv->holders_.end() && it->second != s)
+        Close(it->second, "displaced by a newer hello");
+      srv->holders_[s->volume] = s;
+      InprocFrontend::Options fo;
+      fo.queue_depth = srv->o_.queue_depth;
+      fo.buffer_bytes = srv->o_.write_bytes_max;
+      s->fe = std::make_unique<InprocFrontend>(srv->dispatcher_, srv->reactor_, fo);
+      s->record_pending = true;
+      s->record.generation = s->volume->generation();
+      s->record.fence_epoch = s->epoch;
+      s->record.ctx = s;
+      s->record.done = &OnRecorded;
+      s->volume->pool()->RecordGeneration(s->volume, &s->record);
+      return;  // answered from OnRecorded
+    }
+  }
+  hellos_refused_total.Add();
+  body.status = static_cast<uint32_t>(status);
+  rw::Header h;
+  h.type = static_cast<uint16_t>(rw::Type::kHelloReply);
+  h.epoch = s->epoch;
+  h.length = sizeof body;
+  h.crc = Crc32c(0, &body, sizeof body);
+  Reply(s, h, &body, sizeof body);
+  Close(s, rw::HelloStatusName(status));
+}
+
+void AnswerHello(Session* s, int32_t result) {
+  // The fence of an accepted hello is durable now: answer it.
+  s->hello_done = true;
+  rw::HelloReplyBody body;
+  const ReplicaGeneration g = s->volume->generation();
+  body.gen_epoch = g.epoch;
+  body.gen_seq = g.seq;
+  body.fence_epoch = s->volume->fence_epoch_durable();
+  body.size_bytes = s->volume->size_bytes();
+  body.write_bytes_max = s->server->o_.write_bytes_max;
+  rw::Header h;
+  h.type = static_cast<uint16_t>(rw::Type::kHelloReply);
+  h.epoch = s->epoch;
+  // What this copy applied of its previous primary's last writes, as it stands before this
+  // session applies anything: a new primary resyncs only those units (and its own).
+  const ReplicaActivity::Snapshot act = s->volume->replica_activity.Take();
+  std::vector<rw::ActivityRange> ranges;
+  if (act.complete && act.ranges.size() <= rw::kActivityRangesMax) {
+    body.activity_epoch = act.epoch;
+    body.activity_flags = rw::kActivityComplete;
+    for (const ReplicaActivity::Range& x : act.ranges) ranges.push_back({x.first, x.units});
+  }
+  body.activity_ranges = static_cast<uint32_t>(ranges.size());
+  if (act.left_open) body.activity_flags |= rw::kActivityLeftOpen;
+  body.copy_id = s->volume->copy_id();
+  if (result != 0) {
+    hellos_refused_total.Add();
+    body.status = static_cast<uint32_t>(rw::HelloStatus::kError);
+    h.result = result;
+  } else {
+    // In sync: the primary's base generation, nothing applied after it here or there.
+    const bool in_sync = g == ReplicaGeneration{s->hello.base_epoch, s->hello.base_seq} &&
+                         s->volume->CleanAtGeneration() &&
+                         (s->hello.flags & rw::kHelloPrimaryDirty) == 0;
+    body.status =
+        static_cast<uint32_t>(in_sync ? rw::HelloStatus::kInSync : rw::HelloStatus::kOutOfSync);
+    // Out of sync but resyncing: the primary copies everything over this session.
+    s->applying = in_sync || (s->hello.flags & rw::kHelloResync) != 0;
+    if (!in_sync && s->applying) s->volume->MarkApplied();
+    if (s->applying)
+      s->volume->replica_activity.Begin(s->epoch, /*primary=*/false, /*resyncing=*/!in_sync);
+  }
+  const size_t rb = ranges.size() * sizeof(rw::ActivityRange);
+  h.length = static_cast<uint32_t>(sizeof body + rb);
+  h.crc = Crc32c(Crc32c(0, &body, sizeof body), ranges.data(), rb);
+  std::vector<uint8_t> payload(sizeof body + rb);
+  std::memcpy(payload.data(), &body, sizeof body);
+  if (rb > 0) std::memcpy(payload.data() + sizeof body, ranges.data(), rb);
+  Reply(s, h, payload.data(), payload.size());
+  if (result != 0) return Close(s, "the fence could not be recorded");
+  return Pump(s);
+}
+
+}  // namespace spd::replica_session
