@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <thread>
+#include <vector>
 
 #include "replica/replication_manager.h"
 
@@ -178,7 +179,9 @@ grpc::ServerUnaryReactor* PromoteReplicaVolume(ControlServer::Impl* impl_,
                                                const v1::PromoteReplicaRequest* req,
                                                v1::ListReplicasResponse* resp) {
   return HandOverCall(impl_, ctx, "spd.v1.VolumeService/PromoteReplica", req, resp,
-                      [name = req->volume()](ReplicationManager* rm) { return rm->Promote(name); });
+                      [name = req->volume(), without = std::vector<std::string>(
+                                                 req->without().begin(), req->without().end())](
+                          ReplicationManager* rm) { return rm->Promote(name, without); });
 }
 
 grpc::ServerUnaryReactor* DemoteReplicaVolume(ControlServer::Impl* impl_,

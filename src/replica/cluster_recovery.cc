@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
@@ -176,6 +178,16 @@ CandidateRank RankOf(const ReplicaActivity::Snapshot& a, ReplicaGeneration durab
     r.seq = durable.seq;
   }
   return r;
+}
+
+std::vector<std::string> RecoveryVoters(const std::vector<std::string>& placed,
+                                        const std::vector<std::string>& given_up,
+                                        const std::map<std::string, CandidateRank>& candidates) {
+  std::vector<std::string> out;
+  for (const std::string& n : placed)
+    if (candidates.count(n) || std::find(given_up.begin(), given_up.end(), n) == given_up.end())
+      out.push_back(n);
+  return out;
 }
 
 std::string ChooseRecoveryWinner(const std::map<std::string, CandidateRank>& candidates,

@@ -104,6 +104,13 @@ struct CandidateRank {
 };
 CandidateRank RankOf(const ReplicaActivity::Snapshot& activity, ReplicaGeneration durable);
 
+// The copies a recovered volume's election waits for: every node of `placed` but those an
+// admin gave up on (`given_up`: spdctl replica promote --without) that have not stood; a copy
+// given up on that stands after all counts again (it may hold the last acknowledged writes).
+std::vector<std::string> RecoveryVoters(const std::vector<std::string>& placed,
+                                        const std::vector<std::string>& given_up,
+                                        const std::map<std::string, CandidateRank>& candidates);
+
 // The node that should take a recovered volume: the best rank among `candidates` (ties: the
 // first name), once every node of `placed` stood; "" before that.
 std::string ChooseRecoveryWinner(const std::map<std::string, CandidateRank>& candidates,

@@ -69,6 +69,26 @@ TEST(ClusterRecoveryTest, TheFreshestCopyWinsOnceEveryCopyStood) {
   EXPECT_FALSE(CandidateRank::FromJson(R"({"epoch": 7, "seq": 3})").has_value());
 }
 
+TEST(ClusterRecoveryTest, AnElectionGoesOnWithoutTheCopiesGivenUpOnThatHaveNotStood) {
+  const std::vector<std::string> placed{"a", "b", "c"};
+  std::map<std::string, CandidateRank> c;
+  c["a"] = RankOf(Act(7, 39), {7, 32});
+  c["b"] = RankOf(Act(7, 40), {7, 32});
+  // Nothing given up on: every placed copy votes, and c has not stood.
+  EXPECT_EQ(RecoveryVoters(placed, {}, c), placed);
+  EXPECT_EQ(ChooseRecoveryWinner(c, RecoveryVoters(placed, {}, c)), "");
+  // c given up on: the others decide, the best rank wins (not the node that asked).
+  const std::vector<std::string> without_c{"c"};
+  EXPECT_EQ(RecoveryVoters(placed, without_c, c), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(ChooseRecoveryWinner(c, RecoveryVoters(placed, without_c, c)), "b");
+  // c stands after all: it votes again (it may hold the last writes) and may win.
+  c["c"] = RankOf(Act(7, 45), {7, 32});
+  EXPECT_EQ(RecoveryVoters(placed, without_c, c), placed);
+  EXPECT_EQ(ChooseRecoveryWinner(c, RecoveryVoters(placed, without_c, c)), "c");
+  // A name given up on that is not placed changes nothing.
+  EXPECT_EQ(RecoveryVoters(placed, {"zz"}, {}), placed);
+}
+
 TEST(ClusterRecoveryTest, CopiesThatHoldTheWinnersTermAsItDoesCountAsInSyncInIt) {
   std::map<std::string, CandidateRank> c;
   c["a"] = RankOf(Act(7, 40, /*primary=*/true), {7, 0});

@@ -83,6 +83,12 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
           kv.create_revision, kv.lease};
     } else if (sub == "handover") {
       p.handovers[name] = j.value("to", std::string());
+    } else if (sub == "given_up") {
+      std::vector<std::string>& g = p.given_up[name];
+      if (j.contains("nodes") && j["nodes"].is_array())
+        for (const auto& n : j["nodes"])
+          if (n.is_string()) g.push_back(n.get<std::string>());
+      p.given_up_rev[name] = kv.mod_revision;
     } else if (sub.rfind("candidates/", 0) == 0) {
       p.candidates[name][sub.substr(11)] = {j.value("epoch", uint64_t{0}),
                                             j.value("seq", uint64_t{0})};
@@ -381,10 +387,13 @@ void ReplicationManager::Reconcile() {
       // Published again after etcd lost its data: the copies' disks decide.
       if (v->pool()->read_only()) continue;
       auto r = p.ranks.find(name);
-      eligible = RecoveryCandidacy(
-          name, v, spec.nodes,
-          r != p.ranks.end() ? r->second : std::map<std::string, CandidateRank>{});
-      if (eligible) recovery_ranks_[name] = r->second;
+      const std::map<std::string, CandidateRank> ranks =
+          r != p.ranks.end() ? r->second : std::map<std::string, CandidateRank>{};
+      auto g = p.given_up.find(name);
+      const std::vector<std::string> voters = RecoveryVoters(
+          spec.nodes, g != p.given_up.end() ? g->second : std::vector<std::string>{}, ranks);
+      eligible = RecoveryCandidacy(name, v, voters, ranks);
+      if (eligible) recovery_ranks_[name] = ranks;
     } else if (st == p.states.end() || st->second.empty()) {
       eligible = !spec.nodes.empty() && spec.nodes[0] == me;  // a new volume: its first node
     } else {

@@ -114,7 +114,11 @@ class ReplicationManager {
   // Makes this node `name`'s primary: only if its copy is in sync. The primary hands the volume
   // over (it steps down and deletes its key; writes in flight there fail, its clients must
   // reconnect here), and this node takes it. Blocks until it has (at most 15 s).
-  Status Promote(const std::string& name);
+  // `without` (a recovered volume only: etcd lost its data, and its election waits for every
+  // placed copy to stand): the copies on these nodes, which have not stood, are given up on;
+  // the election goes on among the others (the best rank takes it, this copy or another).
+  // Blocks until the volume has a primary (at most 15 s).
+  Status Promote(const std::string& name, const std::vector<std::string>& without = {});
   // Asked of `name`'s primary: hands the volume over to `to` (empty: the first other copy in
   // sync), which must be in sync. Blocks until `to` is the primary (at most 15 s).
   Status Demote(const std::string& name, const std::string& to);
@@ -124,6 +128,8 @@ class ReplicationManager {
   // Asks for `name` to be handed over to `to` (a key bound to this node's lease) and waits until
   // `to` is its primary (15 s at most; the request is withdrawn then).
   Status HandOver(const std::string& name, const std::string& to);
+  // Promote with `without` (replication_recovery.cc).
+  Status PromoteWithout(const std::string& name, const std::vector<std::string>& without);
   void Loop();
   void Reconcile();
   void Guard(Volume* v);

@@ -61,7 +61,8 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
                 "recorded in the cluster, but the local copy did not appear within 4 s");
 }
 
-Status ReplicationManager::Promote(const std::string& name) {
+Status ReplicationManager::Promote(const std::string& name,
+                                   const std::vector<std::string>& without) {
   const std::string me = cluster_->name();
   Parsed p = Parse(mirror_->Get());
   auto spec = p.specs.find(name);
@@ -69,6 +70,7 @@ Status ReplicationManager::Promote(const std::string& name) {
   if (std::find(spec->second.nodes.begin(), spec->second.nodes.end(), me) ==
       spec->second.nodes.end())
     return FailedPrecondition("'" + name + "' has no copy on this node (" + me + ")");
+  if (!without.empty()) return PromoteWithout(name, without);
   auto prim = p.primaries.find(name);
   if (prim != p.primaries.end() && prim->second.node == me) return Status::Ok();
   auto st = p.states.find(name);

@@ -37,7 +37,16 @@ struct Parsed {
   std::map<std::string, std::map<std::string, ReplicaGeneration>> candidates;
   // Recovered volumes with no primary: volume -> node -> its rank (cluster_recovery.h).
   std::map<std::string, std::map<std::string, CandidateRank>> ranks;
+  // Recovered volumes: the copies an admin gave up on (spdctl replica promote --without), and
+  // the key's mod revision.
+  std::map<std::string, std::vector<std::string>> given_up;
+  std::map<std::string, int64_t> given_up_rev;
 };
+
+// A recovered volume's key of the copies given up on (Parsed::given_up).
+inline std::string GivenUpKey(const std::string& volume) {
+  return std::string(kVolumesPrefix) + volume + "/given_up";
+}
 
 // A volume this node is the primary of.
 struct ReplicationManager::Primary {

@@ -1,7 +1,10 @@
 // ReplicationManager after etcd lost its data (replica/cluster_recovery.h, docs/replication.md
 // "When etcd loses its data"): the identity check, the volumes published again, the election
 // of a recovered volume by the copies' own disks.
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -9,6 +12,7 @@
 #include "common/log.h"
 #include "replica/dirty_map.h"
 #include "replica/replication_manager.h"
+#include "replica/replication_manager_internal.h"
 
 namespace spd {
 namespace {
@@ -26,6 +30,10 @@ Counter era_raises_total("spd_replication_era_raises_total",
                          "Times this node raised the cluster's era above a fence of its own");
 Counter recovery_candidacies_total("spd_replication_recovery_candidacies_total",
                                    "Candidacies this node published for a recovered volume");
+Counter copies_given_up_total("spd_replication_copies_given_up_total",
+                              "Copies of recovered volumes an admin gave up on through this "
+                              "node (spdctl replica promote --without): the election went on "
+                              "without them");
 
 constexpr auto kIdentityPeriod = std::chrono::seconds(2);
 
@@ -140,6 +148,10 @@ bool ReplicationManager::RecoveryCandidacy(const std::string& name, Volume* v,
     why = "waiting for every copy to stand:";
     for (const std::string& n : nodes)
       if (!candidates.count(n)) why += " " + n;
+    why +=
+        " (a copy that never comes back may hold the last writes; to go on without it: "
+        "spdctl replica promote " +
+        name + " --without NODE)";
   } else if (winner != me) {
     why = "leaving it to " + winner + " (" + candidates.at(winner).ToJson() + ")";
   }
@@ -163,6 +175,89 @@ Txn ReplicationManager::CampaignTxn(const std::string& name) const {
   txn.then.push_back(TxnOp::Put(
       key, nlohmann::json{{"node", cluster_->name()}, {"era", era}}.dump(), cluster_->lease_id()));
   return txn;
+}
+
+Status ReplicationManager::PromoteWithout(const std::string& name,
+                                          const std::vector<std::string>& without) {
+  const std::string me = cluster_->name();
+  const Parsed p = Parse(mirror_->Get());
+  const Parsed::Spec& spec = p.specs.at(name);  // the caller checked
+  if (auto prim = p.primaries.find(name); prim != p.primaries.end())
+    return FailedPrecondition("'" + name + "' has a primary (" + prim->second.node +
+                              "): --without is for a recovered volume whose election waits for "
+                              "copies that do not come back");
+  if (!spec.recovered || (p.states.count(name) && !p.states.at(name).empty()))
+    return FailedPrecondition("'" + name +
+                              "' is not a recovered volume waiting for its copies (etcd kept "
+                              "its states): --without does not apply");
+  auto r = p.ranks.find(name);
+  const std::map<std::string, CandidateRank> ranks =
+      r != p.ranks.end() ? r->second : std::map<std::string, CandidateRank>{};
+  std::vector<std::string> given;
+  if (auto g = p.given_up.find(name); g != p.given_up.end()) given = g->second;
+  std::string list;  // the nodes given up on by this call
+  uint64_t added = 0;
+  for (const std::string& n : without) {
+    if (n == me) return InvalidArgument("this node (" + me + ") cannot go on without its own copy");
+    if (std::find(spec.nodes.begin(), spec.nodes.end(), n) == spec.nodes.end())
+      return NotFound("'" + name + "' has no copy on node '" + n + "'");
+    if (ranks.count(n))
+      return FailedPrecondition("the copy on " + n +
+                                " stands in the election: it is not gone (the election waits "
+                                "only for the copies that have not stood)");
+    if (std::find(given.begin(), given.end(), n) == given.end()) {
+      given.push_back(n);
+      list += " " + n;
+      ++added;
+    }
+  }
+  // Only while nothing moved: no primary yet, none of them stood, the list as read.
+  Txn txn;
+  txn.compare.push_back(Compare::CreateRevision(std::string(kVolumesPrefix) + name + "/primary",
+                                                Compare::Op::kEqual, 0));
+  for (const std::string& n : without)
+    txn.compare.push_back(Compare::CreateRevision(
+        std::string(kVolumesPrefix) + name + "/candidates/" + n, Compare::Op::kEqual, 0));
+  auto rev = p.given_up_rev.find(name);
+  txn.compare.push_back(Compare::ModRevision(GivenUpKey(name), Compare::Op::kEqual,
+                                             rev != p.given_up_rev.end() ? rev->second : 0));
+  txn.then.push_back(
+      TxnOp::Put(GivenUpKey(name), nlohmann::json{{"nodes", given}, {"by", me}}.dump()));
+  SPD_ASSIGN_OR_RETURN(TxnResult t, cluster_->client()->Txn(txn));
+  if (!t.succeeded)
+    return FailedPrecondition("the election of '" + name +
+                              "' moved on meanwhile (a primary, or one of those copies stood): "
+                              "look again (spdctl replica list)");
+  if (!list.empty()) {
+    copies_given_up_total.Add(added);
+    SPD_LOG_WARN(
+        "replication: %s: recovered volume: an admin gave up on the copies on%s: the election "
+        "goes on without them (what only they held is lost)",
+        name.c_str(), list.c_str());
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    changed_ = true;
+  }
+  cv_.notify_all();
+  std::vector<std::string> waiting;
+  for (int i = 0; i < 300; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const Parsed q = Parse(mirror_->Get());
+    if (q.primaries.count(name)) return Status::Ok();
+    auto qr = q.ranks.find(name);
+    const std::map<std::string, CandidateRank> now =
+        qr != q.ranks.end() ? qr->second : std::map<std::string, CandidateRank>{};
+    waiting.clear();
+    for (const std::string& n : RecoveryVoters(spec.nodes, given, now))
+      if (!now.count(n)) waiting.push_back(n);
+  }
+  std::string w;
+  for (const std::string& n : waiting) w += " " + n;
+  return Status(StatusCode::kDeadlineExceeded,
+                "no primary for '" + name + "' within 15 s" +
+                    (w.empty() ? std::string(" (the election is under way)")
+                               : "; it waits for the copies on" + w));
 }
 
 }  // namespace spd

@@ -330,15 +330,29 @@ int Main(int argc, char** argv) {
     rc = s.ok() ? C().Print(ReplicaListDoc(resp)) : C().Fail(s);
   });
 
+  std::vector<std::string> promote_without;
   CLI::App* rp = rep->add_subcommand(
       "promote",
       "Make the node spdctl talks to (--socket) the volume's primary. Only an in-sync copy may "
       "be promoted; the current primary hands the volume over (writes in flight there fail, and "
-      "its clients must reconnect to this node). Waits until done (15 s at most)");
+      "its clients must reconnect to this node). Waits until done (15 s at most). With "
+      "--without: see there");
   rp->add_option("volume", rep_volume, "The volume")->required();
+  rp->add_option("--without", promote_without,
+                 "A recovered volume only (etcd lost its data, and its election waits for every "
+                 "placed copy to stand): go on without the copy on NODE, which has not stood "
+                 "(repeatable). The best of the other copies takes the volume, this one or "
+                 "another; what only NODE's copy held is lost, and NODE's copy is resynced from "
+                 "the new primary if it returns. Refused for a copy that stands (exit 5), a node "
+                 "with no copy (exit 3), a volume with a primary or with recorded states (exit "
+                 "5), this node's own copy (exit 8)")
+      ->type_name("NODE")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   rp->callback([&] {
     v1::PromoteReplicaRequest req;
     req.set_volume(rep_volume);
+    for (const std::string& n : promote_without) req.add_without(n);
     v1::ListReplicasResponse resp;
     grpc::ClientContext ctx;
     C().Prepare(&ctx);
