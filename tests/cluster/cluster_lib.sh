@@ -39,3 +39,15 @@ metric() {
   curl -sf "http://127.0.0.1:${MPORT[$1]}/metrics" |
     awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print "missing" }'
 }
+# primary_of NODE: the volume's primary as NODE sees it ("-" for none) and its epoch, "NAME
+# EPOCH". (An empty name would leave " EPOCH", which `read P E` takes as P=EPOCH; spdctl's
+# complaints go to stderr, not into the answer.)
+primary_of() {
+  ctl "$1" replica list "${VOL:-rv}" -o json >&2
+  json '(d["items"][0]["primary"] or "-") + " " + str(d["items"][0]["epoch"])'
+}
+# copies NODE: the volume's copies as NODE sees them, "node=state ...".
+copies() {
+  ctl "$1" replica list "${VOL:-rv}" -o json
+  json '" ".join(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"])'
+}

@@ -22,7 +22,7 @@ CI_ROWS="kill9_primary isolate_primary isolate_replica sigstop_primary rejoin_cl
 kill_new_primary_mid_resync enospc_replica enospc_primary io_errors_replica io_errors_primary rtt_2000
 etcd_lost powercut_all"
 # Under the ASan daemon (about twice as slow) three rows keep the test within its 300 s.
-case "$SPD2" in *asan*) CI_ROWS="kill9_primary isolate_primary promote_cycles" ;; esac
+if sanitizer_build; then CI_ROWS="kill9_primary isolate_primary promote_cycles"; fi
 FAULT_ROWS=${FAULT_ROWS:-$CI_ROWS}
 [ "$FAULT_ROWS" != all ] || FAULT_ROWS=$ALL_ROWS
 FAULT_ROUNDS=${FAULT_ROUNDS:-1}

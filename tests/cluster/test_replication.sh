@@ -16,18 +16,6 @@ TTL=3
 declare -A PID DIR
 declare -A MPORT=([a]=$((SPD_PORT + 1)) [b]=$((SPD_PORT + 2)) [c]=$((SPD_PORT + 3)))
 start_node() { start_repl_node "$1"; }
-# primary_of NODE: the primary as NODE sees it ("-" for none) and its epoch, "NAME EPOCH". (An
-# empty name would leave " EPOCH", which `read P E` takes as P=EPOCH; spdctl's complaints go to
-# stderr, not into the answer.)
-primary_of() {
-  ctl "$1" replica list rv -o json >&2
-  json '(d["items"][0]["primary"] or "-") + " " + str(d["items"][0]["epoch"])'
-}
-# copies NODE: "node=state ..." as NODE sees them.
-copies() {
-  ctl "$1" replica list rv -o json
-  json '" ".join(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"])'
-}
 
 for n in a b c; do start_node $n; done
 registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }

@@ -17,14 +17,6 @@ TTL=3
 declare -A PID DIR
 declare -A MPORT=([a]=$((SPD_PORT + 1)) [b]=$((SPD_PORT + 2)) [c]=$((SPD_PORT + 3)))
 start_node() { start_repl_node "$1"; }
-primary_of() {
-  ctl "$1" replica list rv -o json >&2
-  json '(d["items"][0]["primary"] or "-") + " " + str(d["items"][0]["epoch"])'
-}
-copies() {
-  ctl "$1" replica list rv -o json
-  json '" ".join(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"])'
-}
 stop_node() {
   kill -TERM "${PID[$1]}"
   wait "${PID[$1]}" 2>/dev/null || fail "node $1 did not stop cleanly"

@@ -41,6 +41,11 @@ start_cluster_node() {
   done
   fail "node $n did not start"
 }
+# sanitizer_build: whether $SPD2 is the sanitizer build (scripts/build.sh asan: Debug with ASan
+# and UBSan), by its build directory's CMake cache.
+sanitizer_build() {
+  grep -q '^CMAKE_BUILD_TYPE:STRING=Debug$' "$(dirname "$SPD2")/CMakeCache.txt" 2>/dev/null
+}
 # json EXPR: EXPR (Python) over the JSON document in $T/out, bound to d; prints the result.
 json() { $PY -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
 

@@ -8,6 +8,22 @@
 #  - DMTF's Redfish Protocol Validator (rf_protocol_validator, from .venv-test: scripts/setup.sh)
 #    reports no FAIL; against --redfish-test-break-odata-version it must report some (the
 #    negative control: the validator does look).
+# The validator first looks for the service by SSDP: it multicasts M-SEARCH to 239.255.255.250
+# and ff02::c and waits 5 s for each of four answers. The test runs in a network namespace of
+# its own with loopback only, so that nothing leaves the machine (those sends fail at once)
+# and the 20 s per run go.
+if [ -z "${SPD_TEST_NETNS:-}" ]; then
+  ns=spdrf$$
+  ip netns add "$ns" || { echo "FAIL: cannot make the network namespace $ns" >&2; exit 1; }
+  trap 'ip netns del "$ns" 2>/dev/null' EXIT
+  ip netns exec "$ns" ip link set lo up || exit 1
+  SPD_TEST_NETNS=$ns ip netns exec "$ns" bash "$0" "$@" &
+  inner=$!
+  trap 'kill -TERM "$inner" 2>/dev/null; wait "$inner"; exit 143' TERM INT
+  rc=0
+  wait "$inner" || rc=$?
+  exit "$rc"
+fi
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fake_sysfs.sh"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -165,12 +181,17 @@ echo "idle with Redfish on: $((t1 - t0)) clock ticks in 3 s"
 [ $((t1 - t0)) -le 3 ] || fail "spd2 with Redfish used $((t1 - t0)) ticks in 3 idle seconds"
 stop_spd2
 
-# Negative control: the same validator against a service without OData-Version.
-start_redfish --redfish-test-break-odata-version
-read -r pass nfail warn rc <<<"$(rpv "$T/rpv-broken" | tr '\n' ' ')"
-echo "protocol validator, OData-Version omitted: $pass PASS, $nfail FAIL, $warn WARN (exit $rc)"
-[ "$nfail" -gt 0 ] && [ "$rc" = 1 ] || fail "the validator found nothing wrong with a broken service"
-stop_spd2
+# Negative control: the same validator against a service without OData-Version. It checks the
+# validator, not spd2's memory: the sanitizer build's run leaves it to the release build's.
+if sanitizer_build; then
+  echo "protocol validator's negative control: left to the release build's run"
+else
+  start_redfish --redfish-test-break-odata-version
+  read -r pass nfail warn rc <<<"$(rpv "$T/rpv-broken" | tr '\n' ' ')"
+  echo "protocol validator, OData-Version omitted: $pass PASS, $nfail FAIL, $warn WARN (exit $rc)"
+  [ "$nfail" -gt 0 ] && [ "$rc" = 1 ] || fail "the validator found nothing wrong with a broken service"
+  stop_spd2
+fi
 
 start_redfish --redfish-connections-max 6
 # Connections: 6 open (TLS done, idle); the 7th is closed at once; after one closes, it works.

@@ -19,7 +19,7 @@ fi
 # Under ASan the release run covers the probes: bpftrace's attach and detach of the sanitized
 # binary took minutes on a busy 2-core machine (a SIGINT not answered within 30 s in CI), and
 # the probes are the same code.
-if [ -f "$cache" ] && grep -q '^CMAKE_BUILD_TYPE:STRING=Debug$' "$cache"; then
+if sanitizer_build; then
   echo "SKIP: $SPD2 is the sanitizer build; the release build's run tests the probes"
   exit 77  # skipped (tests/integration/run.sh)
 fi
