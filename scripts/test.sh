@@ -3,7 +3,7 @@
 #   1. installs dependencies   2. format check   3. unit tests under ASan+UBSan
 #   3b. the unit tests that cross threads and reactors under ThreadSanitizer
 #   4. integration tests with real NBD clients against the release and the ASan build
-#   5. crash-consistency sweep (>= 100,000 crash states)
+#   5. crash-consistency sweep (>= 100,000 crash states; run beside stage 4's ASan pass)
 #   6. a short fuzz run of each target (SPD_FUZZ_SECONDS each, default 30)
 # Ends with one line "N passed, N failed" counting the stages; exit status non-zero on failure.
 set -uo pipefail
@@ -87,6 +87,7 @@ integration_tests_asan() {
   # harness, not the daemon) and the idle-CPU test (a measurement of the machine's scheduler,
   # the same code either way).
   [ -x build-asan/spd2 ] || bash scripts/build.sh asan || return 1
+  bg_stage_start crash crash_sweep
   SPD_IT_JOBS=2 SPD_IT_SKIP="test_netns_selftest.sh test_idle.sh" SPD2="$PWD/build-asan/spd2" \
     bash tests/integration/run.sh
 }
@@ -156,6 +157,29 @@ bg_build_wait() {  # KIND: waits for the build started by bg_build_start, or bui
   fi
 }
 
+# A later stage's work that needs no quiet machine (the crash sweep: a fixed count of crash
+# states, CPU only) runs at the lowest priority beside an earlier stage's tests, as the builds
+# do; its stage then prints what it printed and passes or fails as it did.
+declare -A BG_STAGE=()
+bg_stage_start() {  # NAME FUNCTION: runs FUNCTION of this script, its output in build-bg/NAME.log
+  [ "${SPD_BG_BUILDS:-1}" = 1 ] || return 0
+  mkdir -p build-bg
+  (
+    renice -n 19 -p "$BASHPID" >/dev/null
+    "$2"
+  ) >"build-bg/$1.log" 2>&1 &
+  BG_STAGE[$1]=$!
+}
+bg_stage_run() {  # NAME FUNCTION: the outcome of bg_stage_start's run, or FUNCTION now
+  local rc=0
+  if [ -n "${BG_STAGE[$1]:-}" ]; then
+    wait "${BG_STAGE[$1]}" || rc=$?
+    cat "build-bg/$1.log"
+    return "$rc"
+  fi
+  "$2"
+}
+
 fuzz_run() {
   bg_build_wait fuzz || return 1
   # The committed seeds must be what the generator writes (python3 comes with setup.sh's deps).
@@ -185,7 +209,7 @@ stage unit unit_tests
 stage tsan tsan_tests
 stage integration integration_tests
 stage integration-asan integration_tests_asan
-stage crash crash_sweep
+stage crash bg_stage_run crash crash_sweep
 stage fuzz fuzz_run
 
 if [ ${#failures[@]} -gt 0 ]; then echo "failed stages: ${failures[*]}"; fi
