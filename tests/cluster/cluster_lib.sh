@@ -3,6 +3,18 @@
 # MPORT (node name -> its metrics port), sets TTL (the nodes' lease) and VOL (its volume's name,
 # default rv), and has started etcd (start_etcd).
 
+# The checker of acknowledged writes (blockcheck.py: write, verify).
+BC="$(dirname "${BASH_SOURCE[0]}")/blockcheck.py"
+
+# repl_cluster_init: the usual cluster of three nodes a, b and c: etcd started, TTL 3 s, DIR
+# and PID empty, MPORT a port each.
+repl_cluster_init() {
+  start_etcd
+  TTL=3
+  declare -gA PID=() DIR=()
+  declare -gA MPORT=([a]=$((SPD_PORT + 1)) [b]=$((SPD_PORT + 2)) [c]=$((SPD_PORT + 3)))
+}
+
 # start_repl_node NAME [ARGS...]: spd2 node NAME of the test's cluster (data in $T/NAME, a 512M
 # pool, metrics on MPORT[NAME], replication on a free loopback port) with ARGS; sets DIR[NAME]
 # and PID[NAME].

@@ -15,12 +15,8 @@
 # Refusals: async without --replicas (exit 8).
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
-BC="$(dirname "$0")/blockcheck.py"
 
-start_etcd
-TTL=3
-declare -A PID DIR
-declare -A MPORT=([a]=$((SPD_PORT + 1)) [b]=$((SPD_PORT + 2)) [c]=$((SPD_PORT + 3)))
+repl_cluster_init
 start_node() {  # NAME: a 20 ms injected round trip, a 1 MiB lag bound
   start_repl_node "$1" --replication-inject-rtt-us 20000 --replication-async-lag-bytes 1M \
     --replication-async-lag-ms 2000

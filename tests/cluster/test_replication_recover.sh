@@ -10,12 +10,8 @@
 # all, is resynced and holds them too.
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
-BC="$(dirname "$0")/blockcheck.py"
 
-start_etcd
-TTL=3
-declare -A PID DIR
-declare -A MPORT=([a]=$((SPD_PORT + 1)) [b]=$((SPD_PORT + 2)) [c]=$((SPD_PORT + 3)))
+repl_cluster_init
 start_node() { start_repl_node "$1"; }
 stop_node() {
   kill -TERM "${PID[$1]}"
