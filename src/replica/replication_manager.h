@@ -42,6 +42,8 @@
 
 namespace spd {
 
+struct Parsed;  // the volumes' keys parsed (replication_manager_internal.h)
+
 inline constexpr const char* kVolumesPrefix = "/spd/v1/volumes/";
 
 struct ReplicationManagerOptions {
@@ -128,6 +130,11 @@ class ReplicationManager {
   // Asks for `name` to be handed over to `to` (a key bound to this node's lease) and waits until
   // `to` is its primary (15 s at most; the request is withdrawn then).
   Status HandOver(const std::string& name, const std::string& to);
+  // Wakes the reconciling thread to act on what changed now.
+  void Poke();
+  // Polls the volumes' mirror (every 50 ms, 15 s at most) into `last` until `name` has a
+  // primary and `wanted()` (which may read `last`) holds. False: not within 15 s.
+  bool WaitForPrimary(const std::string& name, Parsed* last, const std::function<bool()>& wanted);
   // Promote with `without` (replication_recovery.cc).
   Status PromoteWithout(const std::string& name, const std::vector<std::string>& without);
   void Loop();

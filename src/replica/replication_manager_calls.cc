@@ -48,11 +48,7 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
                .dump()));
   SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
   if (!r.succeeded) return AlreadyExists("replicated volume '" + name + "' exists in the cluster");
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    changed_ = true;
-  }
-  cv_.notify_all();
+  Poke();
   for (int i = 0; i < 80; ++i) {
     if (volumes_->Find(name)) return Status::Ok();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -127,24 +123,34 @@ Status ReplicationManager::HandOver(const std::string& name, const std::string& 
   SPD_ASSIGN_OR_RETURN(int64_t rev, cluster_->client()->Put(key, nlohmann::json{{"to", to}}.dump(),
                                                             cluster_->lease_id()));
   (void)rev;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    changed_ = true;
-  }
-  cv_.notify_all();
+  Poke();
   Parsed p;
-  for (int i = 0; i < 300; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    p = Parse(mirror_->Get());
-    auto prim = p.primaries.find(name);
-    if (prim != p.primaries.end() && prim->second.node == to) return Status::Ok();
-  }
+  if (WaitForPrimary(name, &p, [&] { return p.primaries.at(name).node == to; }))
+    return Status::Ok();
   (void)cluster_->client()->Delete(key);
   auto prim = p.primaries.find(name);
   return Status(StatusCode::kDeadlineExceeded,
                 "node " + to + " did not become the primary of '" + name +
                     "' within 15 s (primary: " +
                     (prim != p.primaries.end() ? prim->second.node : std::string("none")) + ")");
+}
+
+void ReplicationManager::Poke() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    changed_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool ReplicationManager::WaitForPrimary(const std::string& name, Parsed* last,
+                                        const std::function<bool()>& wanted) {
+  for (int i = 0; i < 300; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    *last = Parse(mirror_->Get());
+    if (last->primaries.count(name) && wanted()) return true;
+  }
+  return false;
 }
 
 std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {

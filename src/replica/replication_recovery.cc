@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -235,25 +234,16 @@ Status ReplicationManager::PromoteWithout(const std::string& name,
         "goes on without them (what only they held is lost)",
         name.c_str(), list.c_str());
   }
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    changed_ = true;
-  }
-  cv_.notify_all();
-  std::vector<std::string> waiting;
-  for (int i = 0; i < 300; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const Parsed q = Parse(mirror_->Get());
-    if (q.primaries.count(name)) return Status::Ok();
-    auto qr = q.ranks.find(name);
-    const std::map<std::string, CandidateRank> now =
-        qr != q.ranks.end() ? qr->second : std::map<std::string, CandidateRank>{};
-    waiting.clear();
-    for (const std::string& n : RecoveryVoters(spec.nodes, given, now))
-      if (!now.count(n)) waiting.push_back(n);
-  }
+  Poke();
+  Parsed q;
+  if (WaitForPrimary(name, &q, [] { return true; })) return Status::Ok();
+  // Who the election still waits for, as last seen.
+  auto qr = q.ranks.find(name);
+  const std::map<std::string, CandidateRank> now =
+      qr != q.ranks.end() ? qr->second : std::map<std::string, CandidateRank>{};
   std::string w;
-  for (const std::string& n : waiting) w += " " + n;
+  for (const std::string& n : RecoveryVoters(spec.nodes, given, now))
+    if (!now.count(n)) w += " " + n;
   return Status(StatusCode::kDeadlineExceeded,
                 "no primary for '" + name + "' within 15 s" +
                     (w.empty() ? std::string(" (the election is under way)")
