@@ -86,7 +86,11 @@ setpriv --reuid=2301 --regid=2301 --clear-groups "$SPDCTL" events --since 1 -o j
 tevents_pid=$!
 EXTRA_PIDS+=("$tevents_pid")
 expect 0 policy set slow --latency-target 90:50 --tenant acme
-fio_read slow 3 >/dev/null
+# Status and metrics are read while the reads go on: a window with no traffic after them would
+# read "idle" (it did once, under ASan on a loaded machine, between the two reads).
+fio_read slow 6 >/dev/null &
+fio_pid=$!
+sleep 3
 expect 0 volume get slow -o json
 [ "$(json "d['intentStatus']['state']")" = violated ] || fail "status: $(cat "$T/out")"
 [ "$(json "'latency p90' in d['intentStatus']['reason']")" = True ] || fail "$(cat "$T/out")"
@@ -94,6 +98,7 @@ expect 0 volume get slow -o json
 curl -s "http://127.0.0.1:$mport/metrics" >"$T/metrics"
 grep -qx 'spd_qos_volume_intent_state{volume="slow"} 3' "$T/metrics" ||
   fail "slow's state in the metrics: $(grep spd_qos_volume "$T/metrics")"
+wait "$fio_pid" || fail "the reads of slow failed"
 grep -q '^spd_qos_volume_latency_seconds{volume="slow",percentile="90"} ' "$T/metrics" ||
   fail "slow's latency in the metrics: $(grep spd_qos_volume "$T/metrics")"
 grep -q '^spd_qos_volume_iops{volume="lim"} ' "$T/metrics" || fail "no iops of lim in the metrics"
