@@ -87,7 +87,7 @@ integration_tests_asan() {
   # harness, not the daemon) and the idle-CPU test (a measurement of the machine's scheduler,
   # the same code either way).
   [ -x build-asan/spd2 ] || bash scripts/build.sh asan || return 1
-  bg_stage_start crash crash_sweep
+  bg_start crash crash_sweep
   SPD_IT_JOBS=2 SPD_IT_SKIP="test_netns_selftest.sh test_idle.sh" SPD2="$PWD/build-asan/spd2" \
     bash tests/integration/run.sh
 }
@@ -134,51 +134,43 @@ fuzz_target() {
   return "$rc"
 }
 
-# Builds for later stages run at the lowest priority beside earlier stages' tests, which mostly
+# Work for later stages runs at the lowest priority beside earlier stages' tests, which mostly
 # wait (timers, sleeps, leases, clients: the integration release pass kept 0.55 of CI's 2 cores
 # busy, measured): the TSan build beside the unit tests, the release build beside the TSan
-# tests, the fuzz build (clang, about 3 minutes of both cores) beside the integration stages.
-# The stage that needs one waits for it. SPD_BG_BUILDS=0: each build in its own stage.
-declare -A BG_BUILD=()
-bg_build_start() {  # KIND (tsan, tools, fuzz): scripts/build.sh KIND, its log in build-bg/KIND.log
+# tests, the fuzz build (clang, about 3 minutes of both cores) beside the integration stages,
+# the crash sweep (a fixed count of crash states, CPU only) beside the ASan integration pass.
+# The stage that needs it waits for it. SPD_BG_BUILDS=0: each in its own stage.
+declare -A BG=()
+bg_start() {  # NAME COMMAND...: runs COMMAND (a function of this script or a program) at nice 19,
+  #             its output in build-bg/NAME.log
   [ "${SPD_BG_BUILDS:-1}" = 1 ] || return 0
-  mkdir -p build-bg
-  nice -n 19 bash scripts/build.sh "$1" >"build-bg/$1.log" 2>&1 &
-  BG_BUILD[$1]=$!
-}
-bg_build_wait() {  # KIND: waits for the build started by bg_build_start, or builds now
-  if [ -n "${BG_BUILD[$1]:-}" ]; then
-    wait "${BG_BUILD[$1]}" || {
-      tail -n 40 "build-bg/$1.log"
-      return 1
-    }
-  else
-    bash scripts/build.sh "$1"
-  fi
-}
-
-# A later stage's work that needs no quiet machine (the crash sweep: a fixed count of crash
-# states, CPU only) runs at the lowest priority beside an earlier stage's tests, as the builds
-# do; its stage then prints what it printed and passes or fails as it did.
-declare -A BG_STAGE=()
-bg_stage_start() {  # NAME FUNCTION: runs FUNCTION of this script, its output in build-bg/NAME.log
-  [ "${SPD_BG_BUILDS:-1}" = 1 ] || return 0
+  local name=$1
+  shift
   mkdir -p build-bg
   (
     renice -n 19 -p "$BASHPID" >/dev/null
-    "$2"
-  ) >"build-bg/$1.log" 2>&1 &
-  BG_STAGE[$1]=$!
+    "$@"
+  ) >"build-bg/$name.log" 2>&1 &
+  BG[$name]=$!
 }
-bg_stage_run() {  # NAME FUNCTION: the outcome of bg_stage_start's run, or FUNCTION now
-  local rc=0
-  if [ -n "${BG_STAGE[$1]:-}" ]; then
-    wait "${BG_STAGE[$1]}" || rc=$?
-    cat "build-bg/$1.log"
-    return "$rc"
+bg_wait() {  # SHOW NAME COMMAND...: the outcome of bg_start NAME's run, or COMMAND now. SHOW:
+  #            "all" prints its output, "failure" the last 40 lines of it when it failed
+  local show=$1 name=$2 rc=0
+  shift 2
+  [ -n "${BG[$name]:-}" ] || {
+    "$@"
+    return
+  }
+  wait "${BG[$name]}" || rc=$?
+  if [ "$show" = all ]; then
+    cat "build-bg/$name.log"
+  elif [ "$rc" -ne 0 ]; then
+    tail -n 40 "build-bg/$name.log"
   fi
-  "$2"
+  return "$rc"
 }
+bg_build_start() { bg_start "$1" bash scripts/build.sh "$1"; }  # KIND: tsan, tools or fuzz
+bg_build_wait() { bg_wait failure "$1" bash scripts/build.sh "$1"; }
 
 fuzz_run() {
   bg_build_wait fuzz || return 1
@@ -209,7 +201,7 @@ stage unit unit_tests
 stage tsan tsan_tests
 stage integration integration_tests
 stage integration-asan integration_tests_asan
-stage crash bg_stage_run crash crash_sweep
+stage crash bg_wait all crash crash_sweep
 stage fuzz fuzz_run
 
 if [ ${#failures[@]} -gt 0 ]; then echo "failed stages: ${failures[*]}"; fi
