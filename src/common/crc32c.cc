@@ -31,18 +31,58 @@ uint32_t Crc32cTable(uint32_t crc, const uint8_t* p, size_t len) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) uint32_t Crc32cHw(uint32_t crc, const uint8_t* p, size_t len) {
-  uint64_t c = ~crc;
-  while (len >= 8) {
+// One crc32 instruction takes 3 cycles to give its result and a new one can start each cycle, so
+// a buffer of at least 3 * kStripe bytes is taken as three stripes at once, whose registers are
+// then joined: the register after A then B is Shift(register after A) ^ (register of B from 0),
+// Shift being what kStripe zero bytes do to a register (linear: a table per byte of it).
+constexpr size_t kStripe = 256;
+
+__attribute__((target("sse4.2"))) uint64_t Crc32cHwRun(uint64_t c, const uint8_t* p, size_t len) {
+  for (; len >= 8; p += 8, len -= 8) {
     uint64_t v;
     std::memcpy(&v, p, 8);
     c = _mm_crc32_u64(c, v);
-    p += 8;
-    len -= 8;
   }
   uint32_t c32 = static_cast<uint32_t>(c);
   while (len--) c32 = _mm_crc32_u8(c32, *p++);
-  return ~c32;
+  return c32;
+}
+
+struct StripeShift {
+  uint32_t t[4][256];
+  StripeShift() {
+    const uint8_t zeros[kStripe] = {};
+    for (int k = 0; k < 4; ++k)
+      for (uint32_t b = 0; b < 256; ++b)
+        t[k][b] = static_cast<uint32_t>(Crc32cHwRun(b << (8 * k), zeros, kStripe));
+  }
+  uint32_t operator()(uint32_t c) const {
+    return t[0][c & 0xFF] ^ t[1][(c >> 8) & 0xFF] ^ t[2][(c >> 16) & 0xFF] ^ t[3][c >> 24];
+  }
+};
+
+__attribute__((target("sse4.2"))) uint32_t Crc32cHw(uint32_t crc, const uint8_t* p, size_t len) {
+  uint64_t c = ~crc;
+  if (len >= 3 * kStripe) {
+    static const StripeShift shift;
+    do {
+      uint64_t c1 = 0, c2 = 0;
+      for (size_t i = 0; i < kStripe; i += 8) {
+        uint64_t v0, v1, v2;
+        std::memcpy(&v0, p + i, 8);
+        std::memcpy(&v1, p + kStripe + i, 8);
+        std::memcpy(&v2, p + 2 * kStripe + i, 8);
+        c = _mm_crc32_u64(c, v0);
+        c1 = _mm_crc32_u64(c1, v1);
+        c2 = _mm_crc32_u64(c2, v2);
+      }
+      c = shift(shift(static_cast<uint32_t>(c)) ^ static_cast<uint32_t>(c1)) ^
+          static_cast<uint32_t>(c2);
+      p += 3 * kStripe;
+      len -= 3 * kStripe;
+    } while (len >= 3 * kStripe);
+  }
+  return ~static_cast<uint32_t>(Crc32cHwRun(c, p, len));
 }
 
 bool HaveSse42() {
@@ -54,6 +94,10 @@ const bool kHaveSse42 = HaveSse42();
 #endif
 
 }  // namespace
+
+uint32_t Crc32cPortable(uint32_t crc, const void* data, size_t len) {
+  return Crc32cTable(crc, static_cast<const uint8_t*>(data), len);
+}
 
 uint32_t Crc32c(uint32_t crc, const void* data, size_t len) {
   const auto* p = static_cast<const uint8_t*>(data);

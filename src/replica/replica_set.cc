@@ -91,6 +91,7 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
     ReplicaSet* set = static_cast<PumpTask*>(t)->set;
     set->pump_deferred_ = false;
     set->PumpLinks();
+    set->ShadowPending();
   };
   rw::HelloBody hello;
   std::memcpy(hello.volume, s->o_.volume.data(), s->o_.volume.size());
@@ -269,6 +270,7 @@ void ReplicaSet::Reconnect(Link* l) {
 
 void ReplicaSet::Close() {
   if (stopping_) return;
+  ShadowPending();  // done locally: shadowed (copied if not sent) as before the close
   stopping_ = true;
   if (tick_armed_) owner_->CancelTimer(&tick_);
   tick_armed_ = false;
@@ -495,6 +497,7 @@ void ReplicaSet::MaybeComplete(IoRequest* req) {
     return FinishQuiesce(req->repl_result == 0 && !deposed_ && !stopping_ ? req->repl_seq : 0);
   }
   req->result = deposed_ ? -EIO : req->repl_result;
+  req->flags &= static_cast<uint8_t>(~kReqReplShadowPending);
   Retire(req);
   Dispatcher::FinishReplicated(req);
   AdmitWaiting();

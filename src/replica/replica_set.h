@@ -311,9 +311,14 @@ class ReplicaSet final : public ReplicaHook {
   std::atomic<uint64_t> lag_bytes_{0};
   std::atomic<uint64_t> lag_oldest_ns_{0};  // when the oldest message in flight was numbered
   uint32_t shadows_live_ = 0;
-  // Completes `req` (done locally, replicas pending) at once, leaving a shadow in its place, if
-  // the lag allows; else it waits for the acks.
+  // Completes `req` (done locally, replicas pending), leaving a shadow in its place, if the lag
+  // allows; else it waits for the acks. A message not yet sent waits for the links' send of
+  // this round (ShadowPending): once it left, its shadow needs no copy of the payload.
   void MaybeShadow(IoRequest* req);
+  void ShadowPending();
+  std::vector<std::pair<IoRequest*, uint64_t>> shadow_pending_, shadow_pending_run_;
+  bool shadow_now_ = false;  // ShadowPending runs: no more waiting for the send
+  bool SentToAll(const IoRequest* req) const;
   void RetireShadow(IoRequest* shadow);
   void NoteOldest();
   void FreeShadows();

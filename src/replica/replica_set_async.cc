@@ -5,6 +5,9 @@
 // and in-flight entry. The links send and settle shadows like any message; the last ack retires
 // it. The lag (payload of the shadows, age of the oldest message in flight) is bounded: beyond
 // async_lag_bytes or async_lag_ms a completion waits for its acks, as in synchronous mode.
+// A request done before its message left waits for the links' send of the same reactor round:
+// what went out is in the sockets, and its shadow then holds no copy of the payload (a copy is
+// made only for a message still held back: a full socket, an injected delay).
 #include <cstring>
 
 #include "common/counters.h"
@@ -21,6 +24,9 @@ Gauge lag_bytes_gauge("spd_replication_async_lag_bytes",
                       "acknowledged by every in-sync replica (all volumes of this node)");
 Counter shadowed_total("spd_replication_async_shadowed_total",
                        "Asynchronous volumes: requests completed before their replicas had them");
+Counter payload_copies_total("spd_replication_async_payload_copies_total",
+                             "Asynchronous volumes: requests completed before their message had "
+                             "left for every replica, whose payload was copied to be sent later");
 Counter lag_waits_total("spd_replication_async_lag_waits_total",
                         "Asynchronous volumes: completions held back because the lag was at its "
                         "bound (bytes or time), counted at each look");
@@ -59,6 +65,16 @@ void ReplicaSet::MaybeShadow(IoRequest* req) {
     lag_waits_total.Add();
     return;  // the acks complete it
   }
+  const bool sent = SentToAll(req);
+  if (!sent && !shadow_now_) {
+    if (!(req->flags & kReqReplShadowPending)) {
+      req->flags |= kReqReplShadowPending;
+      shadow_pending_.emplace_back(req, req->repl_seq);
+      SchedulePump();
+    }
+    return;
+  }
+  req->flags &= static_cast<uint8_t>(~kReqReplShadowPending);
   std::unique_ptr<Shadow> s;
   if (!shadows_free_.empty()) {
     s = std::move(shadows_free_.back());
@@ -66,7 +82,8 @@ void ReplicaSet::MaybeShadow(IoRequest* req) {
   } else {
     s = std::make_unique<Shadow>();
   }
-  if (s->capacity < payload) {
+  const bool copy = payload != 0 && !sent;
+  if (copy && s->capacity < payload) {
     s->data.reset(new uint8_t[payload]);
     s->capacity = payload;
   }
@@ -75,8 +92,11 @@ void ReplicaSet::MaybeShadow(IoRequest* req) {
   s->offset_bytes = req->offset_bytes;
   s->length_bytes = req->length_bytes;
   s->flags = static_cast<uint8_t>(req->flags | kReqReplShadow);
-  s->buf = s->data.get();
-  if (payload != 0) std::memcpy(s->buf, req->buf, payload);
+  s->buf = copy ? s->data.get() : nullptr;  // a message that left is never sent again
+  if (copy) {
+    std::memcpy(s->buf, req->buf, payload);
+    payload_copies_total.Add();
+  }
   s->payload = payload;
   s->repl_seq = req->repl_seq;
   s->repl_waiting = req->repl_waiting;
@@ -100,6 +120,27 @@ void ReplicaSet::MaybeShadow(IoRequest* req) {
   req->result = req->repl_result;
   Dispatcher::FinishReplicated(req);
   AdmitWaiting();
+}
+
+bool ReplicaSet::SentToAll(const IoRequest* req) const {
+  for (const auto& l : links_)
+    if ((req->repl_waiting & l->bit()) && l->send_seq <= req->repl_seq) return false;
+  return true;
+}
+
+void ReplicaSet::ShadowPending() {
+  if (shadow_pending_.empty()) return;
+  shadow_pending_run_.swap(shadow_pending_);
+  shadow_now_ = true;
+  for (auto [req, seq] : shadow_pending_run_) {
+    // Still this request, still waiting (a link's failure may have completed it meanwhile).
+    if (table_[seq & mask_] != req || req->repl_seq != seq || !(req->flags & kReqReplShadowPending))
+      continue;
+    req->flags &= static_cast<uint8_t>(~kReqReplShadowPending);
+    MaybeComplete(req);
+  }
+  shadow_now_ = false;
+  shadow_pending_run_.clear();
 }
 
 void ReplicaSet::RetireShadow(IoRequest* req) {
@@ -128,6 +169,7 @@ void ReplicaSet::FreeShadows() {
       r = nullptr;
     }
   shadows_free_.clear();
+  shadow_pending_.clear();
 }
 
 }  // namespace spd

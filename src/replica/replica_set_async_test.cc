@@ -3,6 +3,8 @@
 // bounds; overlapping writes still wait for each other's acks; every copy ends the same.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "common/counters.h"
 #include "replica/replica_set.h"
 #include "replica/replica_set_fixture.h"
@@ -11,7 +13,30 @@ namespace spd {
 namespace {
 
 using replica_test::kVolBytes;
-using ReplicaSetAsyncTest = replica_test::ReplicaSetTest;
+class ReplicaSetAsyncTest : public replica_test::ReplicaSetTest {
+ protected:
+  // A write whose buffer is scribbled over as it completes (a frontend reusing it).
+  Op* SubmitScribbled(uint64_t off, uint32_t len, char fill) {
+    IoRequest* req = fe_->Take();
+    EXPECT_NE(req, nullptr);
+    req->op = RequestOp::kWrite;
+    req->offset_bytes = off;
+    req->length_bytes = len;
+    req->flags = 0;
+    req->volume = primary_.v;
+    std::memset(req->buf, fill, len);
+    ops_.push_back(std::make_unique<Op>());
+    Op* o = ops_.back().get();
+    fe_->Submit(
+        req,
+        [](void* arg, IoRequest* r) {
+          static_cast<Op*>(arg)->result = r->result;
+          std::memset(r->buf, '#', r->length_bytes);
+        },
+        o);
+    return o;
+  }
+};
 
 // Runs the reactor until `done` holds or about `ms` milliseconds passed.
 template <typename F>
@@ -72,6 +97,37 @@ TEST_F(ReplicaSetAsyncTest, AsyncWritesCompleteBeforeTheReplicasHaveThem) {
   for (const auto& l : set_->Links()) EXPECT_EQ(l.state, ReplicaSet::LinkState::kInSync);
   EXPECT_EQ(ByteAt(r1_, 65536 + 4096), 'a');
   EXPECT_EQ(ByteAt(r2_, 65536), 'a');
+}
+
+// The payload of a write done locally is copied for its replicas only while its message has not
+// left (held back here by the injected delay); a message that left needs no copy. Either way
+// the replicas get what was written, not what the buffer held after: each write's buffer is
+// scribbled over as it completes, as a frontend reusing it would.
+TEST_F(ReplicaSetAsyncTest, AMessageHeldBackKeepsACopyOfItsPayload) {
+  StartSet(Slow(Options(1, {{"r1", Addr(r1_)}}), true));
+  const uint64_t copies = CounterValue("spd_replication_async_payload_copies_total");
+  Op* held = SubmitScribbled(0, 8192, 'h');
+  RunUntil(reactor_.get(), 600, [&] { return held->result != 1; });
+  ASSERT_EQ(held->result, 0);
+  EXPECT_EQ(CounterValue("spd_replication_async_payload_copies_total") - copies, 1u);
+  RunUntil(reactor_.get(), 5000, [&] { return set_->lag_bytes() == 0; });
+  EXPECT_EQ(ByteAt(r1_, 4096), 'h');
+}
+
+TEST_F(ReplicaSetAsyncTest, AMessageThatLeftNeedsNoCopyOfItsPayload) {
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.async = true;
+  StartSet(o);
+  const uint64_t copies = CounterValue("spd_replication_async_payload_copies_total");
+  std::vector<Op*> ops;
+  for (int i = 0; i < 8; ++i) ops.push_back(SubmitScribbled(65536 * (i + 1), 4096, 's'));
+  for (Op* x : ops) ASSERT_EQ(WaitDone(reactor_.get(), x), 0);
+  RunUntil(reactor_.get(), 5000, [&] { return set_->lag_bytes() == 0; });
+  EXPECT_EQ(CounterValue("spd_replication_async_payload_copies_total") - copies, 0u);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(ByteAt(r1_, 65536 * (i + 1)), 's');
+    EXPECT_EQ(ByteAt(r2_, 65536 * (i + 1)), 's');
+  }
 }
 
 // The lag bound: with room for two 4 KiB writes, two of four complete early; the others wait
