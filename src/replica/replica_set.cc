@@ -400,6 +400,7 @@ void ReplicaSet::Admit(IoRequest* req) {
   if (req->op != RequestOp::kFlush) {
     req->repl_active = static_cast<uint32_t>(active_.size());
     active_.push_back(req);
+    active_ranges_.emplace_back(req->offset_bytes, req->offset_bytes + req->length_bytes);
   }
   req->repl_local_pending = true;
   req->repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
@@ -575,8 +576,8 @@ bool ReplicaSet::ParkIfConflicting(IoRequest* req) {
   if (req->op == RequestOp::kFlush || req->length_bytes == 0) return false;
   const uint64_t a = req->offset_bytes, b = a + req->length_bytes;
   bool conflict = false;
-  for (const IoRequest* r : active_)
-    if (r->offset_bytes < b && r->offset_bytes + r->length_bytes > a) {
+  for (const auto& [first, end] : active_ranges_)
+    if (first < b && end > a) {
       conflict = true;
       break;
     }
@@ -599,8 +600,10 @@ void ReplicaSet::Retire(IoRequest* req) {
       active_[req->repl_active] == req) {
     IoRequest* last = active_.back();
     active_[req->repl_active] = last;
+    active_ranges_[req->repl_active] = active_ranges_.back();
     last->repl_active = req->repl_active;
     active_.pop_back();
+    active_ranges_.pop_back();
   }
   // Parked writes go back to the front of the wait queue, in order; AdmitWaiting parks again
   // those that still overlap something.
