@@ -672,8 +672,12 @@ row_enospc_primary() {
   [ "$p" = 1 ] || fail "$ROUND_LOG: n1, the node that fills up, is not the primary (n$p)"
   shrink_tmpfs 1
   bc_write "$p" "$SEED" 20000 >"$T/w1.log" 2>&1 || rc=$?
-  [ "$rc" -eq 3 ] && grep -q "the server failed a write" "$T/w1.log" ||
+  # A data write fails first, or the pool's log commit does (ENOSPC on a flush; the pool is
+  # read-only from then on and the primary steps down): seed 9102 saw the second.
+  [ "$rc" -eq 3 ] && grep -qE "the server failed a (write|flush)" "$T/w1.log" ||
     { cat "$T/w1.log" >&2; fail "$ROUND_LOG: no write failed on the full primary (exit $rc)"; }
+  ! grep -q "the server failed a flush" "$T/w1.log" ||
+    echo "faults: $ROUND_LOG: a commit failed before any data write (the pool read-only)"
   wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known 2 1
   [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
   bc_verify "$P" "the new primary"
@@ -721,12 +725,17 @@ row_io_errors_primary() {
   local old=$E p=$P rc=0
   [ "$p" = 1 ] || fail "$ROUND_LOG: n1, the node whose device fails, is not the primary (n$p)"
   bc_write 1 "$SEED" 20000 >"$T/w1.log" 2>&1 || rc=$?
-  [ "$rc" -eq 3 ] && grep -q "the server failed a write" "$T/w1.log" ||
+  # A data write fails first, or a write of the pool's log commit does (the pool is read-only
+  # from then on, the next flush fails with EIO, and the primary steps down): seed 9302 saw the
+  # second.
+  [ "$rc" -eq 3 ] && grep -qE "the server failed a (write|flush)" "$T/w1.log" ||
     { cat "$T/w1.log" >&2; fail "$ROUND_LOG: no write failed on the failing primary (exit $rc)"; }
+  ! grep -q "the server failed a flush" "$T/w1.log" ||
+    echo "faults: $ROUND_LOG: a commit failed before any data write (the pool read-only)"
   wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known 2 1
   [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
-  grep -q "this node's copy failed a write: giving up the volume" "$T/n1.log" ||
-    fail "$ROUND_LOG: n1 did not give the volume up for its failed write"
+  grep -qE "this node's (copy failed a write|pool is read-only): giving up the volume" \
+    "$T/n1.log" || fail "$ROUND_LOG: n1 did not give the volume up for its failed write"
   bc_verify "$P" "the new primary"
   stop_node 1 KILL
   NODE1_ARGS=""
