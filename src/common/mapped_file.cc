@@ -115,6 +115,13 @@ Result<MappedFile> MappedFile::Open(const std::string& path, size_t bytes, bool*
     close(fd);
     return Status::FromErrno(e, "extend " + path);
   }
+  // Every page backed by the file system now: a store into a hole of a shared mapping on a
+  // full file system is a SIGBUS (the daemon's end), where this is an error its caller handles.
+  // (A file found at its size may be sparse too: an older daemon's, or extended elsewhere.)
+  if (const int rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes)); rc != 0) {
+    close(fd);
+    return Status::FromErrno(rc, "allocate " + path);
+  }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int e = errno;
   close(fd);
