@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "testing/full_tmpfs.h"
+
 namespace spd {
 namespace {
 
@@ -48,6 +50,18 @@ TEST(MappedFile, EveryPageIsAllocatedOnceOpen) {
   ASSERT_EQ(unlink((dir + "/new").c_str()), 0);
   ASSERT_EQ(unlink(sparse.c_str()), 0);
   ASSERT_EQ(rmdir(dir.c_str()), 0);
+}
+
+// On a file system with no space left, Open fails (ENOSPC): before, it mapped a hole and the
+// first store into it ended the process (SIGBUS).
+TEST(MappedFile, AFullFileSystemIsAnErrorAtOpenNotASignalAtTheFirstStore) {
+  testing::FullTmpfs fs;
+  if (!fs.ok()) GTEST_SKIP() << "cannot mount a tmpfs (not root?)";
+  bool existed = true;
+  Result<MappedFile> f = MappedFile::Open(fs.Path("map"), 16 << 10, &existed);
+  if (f.ok()) f->data()[8192] = 1;  // the SIGBUS, had Open left a hole
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), StatusCode::kResourceExhausted) << f.status().ToString();
 }
 
 }  // namespace

@@ -70,7 +70,7 @@ TEST(Crc32c, EveryLengthAndStartAgreesWithTheTable) {
   for (size_t len : {0, 1, 7, 8, 255, 767, 768, 769, 1535, 1536, 2304, 4096, 4097, 4990})
     for (size_t off : {0, 1, 3, 8})
       for (uint32_t seed : {0u, 0xE3069283u}) {
-        SCOPED_TRACE(testing::Message() << "len " << len << " off " << off << " seed " << seed);
+        SCOPED_TRACE(::testing::Message() << "len " << len << " off " << off << " seed " << seed);
         EXPECT_EQ(Crc32c(seed, buf.data() + off, len), Crc32cPortable(seed, buf.data() + off, len));
       }
 }

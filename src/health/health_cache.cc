@@ -58,6 +58,11 @@ Result<std::unique_ptr<HealthCacheWriter>> HealthCacheWriter::Create(const Cache
     close(fd);
     return s;
   }
+  // Every page allocated now: on a full /dev/shm the stores below would be a SIGBUS.
+  if (const int rc = posix_fallocate(fd, 0, off_t(bytes)); rc != 0) {
+    close(fd);
+    return Status::FromErrno(rc, "allocate health cache");
+  }
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int map_errno = errno;
   close(fd);

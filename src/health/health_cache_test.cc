@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "health/fake_sysfs_testing.h"
+#include "testing/full_tmpfs.h"
 
 namespace spd::health {
 namespace {
@@ -75,6 +76,20 @@ std::unique_ptr<HealthCacheWriter> MakeCache(const FakeSysfs& fs) {
     EXPECT_TRUE((*w)->AddSensor(id).ok());
   }
   return std::move(*w);
+}
+
+// On a full file system (a full /dev/shm) the cache is an error at start, not a SIGBUS at its
+// first store.
+TEST(HealthCache, AFullFileSystemIsAnErrorNotASignal) {
+  spd::testing::FullTmpfs fs;
+  if (!fs.ok()) GTEST_SKIP() << "cannot mount a tmpfs (not root?)";
+  CacheOptions o;
+  o.path = fs.Path("cache");
+  o.capacity = kRecords;
+  auto w = HealthCacheWriter::Create(o);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().ToString().find("allocate health cache"), std::string::npos)
+      << w.status().ToString();
 }
 
 TEST(HealthCache, HeaderAndModeForReaders) {
