@@ -81,9 +81,6 @@ enum RequestFlags : uint8_t {
   // request it copies completed (replica/replica_set_async.cc): the replica set's own, never a
   // frontend's.
   kReqReplShadow = 1 << 5,
-  // An asynchronous volume's request done locally whose message had not left yet: it completes
-  // once the links' send of this reactor round ran (replica/replica_set_async.cc).
-  kReqReplShadowPending = 1 << 6,
 };
 
 // The stages every request is stamped at (MonotonicNs), so that metrics, traces and probes all

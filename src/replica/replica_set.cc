@@ -498,7 +498,6 @@ void ReplicaSet::MaybeComplete(IoRequest* req) {
     return FinishQuiesce(req->repl_result == 0 && !deposed_ && !stopping_ ? req->repl_seq : 0);
   }
   req->result = deposed_ ? -EIO : req->repl_result;
-  req->flags &= static_cast<uint8_t>(~kReqReplShadowPending);
   Retire(req);
   Dispatcher::FinishReplicated(req);
   AdmitWaiting();

@@ -67,14 +67,10 @@ void ReplicaSet::MaybeShadow(IoRequest* req) {
   }
   const bool sent = SentToAll(req);
   if (!sent && !shadow_now_) {
-    if (!(req->flags & kReqReplShadowPending)) {
-      req->flags |= kReqReplShadowPending;
-      shadow_pending_.emplace_back(req, req->repl_seq);
-      SchedulePump();
-    }
+    shadow_pending_.emplace_back(req, req->repl_seq);
+    SchedulePump();
     return;
   }
-  req->flags &= static_cast<uint8_t>(~kReqReplShadowPending);
   std::unique_ptr<Shadow> s;
   if (!shadows_free_.empty()) {
     s = std::move(shadows_free_.back());
@@ -133,10 +129,9 @@ void ReplicaSet::ShadowPending() {
   shadow_pending_run_.swap(shadow_pending_);
   shadow_now_ = true;
   for (auto [req, seq] : shadow_pending_run_) {
-    // Still this request, still waiting (a link's failure may have completed it meanwhile).
-    if (table_[seq & mask_] != req || req->repl_seq != seq || !(req->flags & kReqReplShadowPending))
-      continue;
-    req->flags &= static_cast<uint8_t>(~kReqReplShadowPending);
+    // Still this request, still waiting in its slot: not completed meanwhile (a link's failure),
+    // nor shadowed by an earlier entry for it (it may be listed twice).
+    if (table_[seq & mask_] != req || req->repl_seq != seq) continue;
     MaybeComplete(req);
   }
   shadow_now_ = false;

@@ -3,8 +3,6 @@
 // bounds; overlapping writes still wait for each other's acks; every copy ends the same.
 #include <gtest/gtest.h>
 
-#include <cstring>
-
 #include "common/counters.h"
 #include "replica/replica_set.h"
 #include "replica/replica_set_fixture.h"
@@ -13,30 +11,7 @@ namespace spd {
 namespace {
 
 using replica_test::kVolBytes;
-class ReplicaSetAsyncTest : public replica_test::ReplicaSetTest {
- protected:
-  // A write whose buffer is scribbled over as it completes (a frontend reusing it).
-  Op* SubmitScribbled(uint64_t off, uint32_t len, char fill) {
-    IoRequest* req = fe_->Take();
-    EXPECT_NE(req, nullptr);
-    req->op = RequestOp::kWrite;
-    req->offset_bytes = off;
-    req->length_bytes = len;
-    req->flags = 0;
-    req->volume = primary_.v;
-    std::memset(req->buf, fill, len);
-    ops_.push_back(std::make_unique<Op>());
-    Op* o = ops_.back().get();
-    fe_->Submit(
-        req,
-        [](void* arg, IoRequest* r) {
-          static_cast<Op*>(arg)->result = r->result;
-          std::memset(r->buf, '#', r->length_bytes);
-        },
-        o);
-    return o;
-  }
-};
+using ReplicaSetAsyncTest = replica_test::ReplicaSetTest;
 
 // Runs the reactor until `done` holds or about `ms` milliseconds passed.
 template <typename F>
@@ -106,7 +81,7 @@ TEST_F(ReplicaSetAsyncTest, AsyncWritesCompleteBeforeTheReplicasHaveThem) {
 TEST_F(ReplicaSetAsyncTest, AMessageHeldBackKeepsACopyOfItsPayload) {
   StartSet(Slow(Options(1, {{"r1", Addr(r1_)}}), true));
   const uint64_t copies = CounterValue("spd_replication_async_payload_copies_total");
-  Op* held = SubmitScribbled(0, 8192, 'h');
+  Op* held = Submit(RequestOp::kWrite, 0, 8192, 'h', 0, /*scribble=*/true);
   RunUntil(reactor_.get(), 600, [&] { return held->result != 1; });
   ASSERT_EQ(held->result, 0);
   EXPECT_EQ(CounterValue("spd_replication_async_payload_copies_total") - copies, 1u);
@@ -120,7 +95,8 @@ TEST_F(ReplicaSetAsyncTest, AMessageThatLeftNeedsNoCopyOfItsPayload) {
   StartSet(o);
   const uint64_t copies = CounterValue("spd_replication_async_payload_copies_total");
   std::vector<Op*> ops;
-  for (int i = 0; i < 8; ++i) ops.push_back(SubmitScribbled(65536 * (i + 1), 4096, 's'));
+  for (int i = 0; i < 8; ++i)
+    ops.push_back(Submit(RequestOp::kWrite, 65536 * (i + 1), 4096, 's', 0, /*scribble=*/true));
   for (Op* x : ops) ASSERT_EQ(WaitDone(reactor_.get(), x), 0);
   RunUntil(reactor_.get(), 5000, [&] { return set_->lag_bytes() == 0; });
   EXPECT_EQ(CounterValue("spd_replication_async_payload_copies_total") - copies, 0u);

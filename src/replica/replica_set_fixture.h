@@ -136,7 +136,9 @@ class ReplicaSetTest : public ::testing::Test {
     int32_t result = 1;  // 1: not completed
   };
   // Submits a request through the primary's pipeline; returns its Op (result 1 until done).
-  Op* Submit(RequestOp op, uint64_t off, uint32_t len, char fill, uint8_t flags = 0) {
+  // scribble: its buffer is overwritten as it completes (a frontend reusing it at once).
+  Op* Submit(RequestOp op, uint64_t off, uint32_t len, char fill, uint8_t flags = 0,
+             bool scribble = false) {
     IoRequest* req = fe_->Take();
     EXPECT_NE(req, nullptr);
     req->op = op;
@@ -147,8 +149,16 @@ class ReplicaSetTest : public ::testing::Test {
     if (op == RequestOp::kWrite) std::memset(req->buf, fill, len);
     ops_.push_back(std::make_unique<Op>());
     Op* o = ops_.back().get();
-    fe_->Submit(
-        req, [](void* arg, IoRequest* r) { static_cast<Op*>(arg)->result = r->result; }, o);
+    auto done = [](void* arg, IoRequest* r) { static_cast<Op*>(arg)->result = r->result; };
+    auto done_scribbled = [](void* arg, IoRequest* r) {
+      static_cast<Op*>(arg)->result = r->result;
+      std::memset(r->buf, '#', r->length_bytes);
+    };
+    if (scribble) {
+      fe_->Submit(req, done_scribbled, o);
+    } else {
+      fe_->Submit(req, done, o);
+    }
     return o;
   }
   int32_t Wait(Op* o, int ms = 3000) {

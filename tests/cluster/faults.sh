@@ -667,6 +667,16 @@ row_enospc_replica() {
 # pool turns read-only (a failed commit), and the primary gives the volume up: an in-sync copy
 # takes it with a higher epoch and holds every acknowledged write. The file system is grown and
 # the node restarted (its pool recovers); it is resynced.
+# The writes of w1.log (blockcheck's exit RC) stopped on a failure of the primary WHO: a data
+# write fails first, or a write of the pool's log commit does (a flush then fails, ENOSPC or EIO;
+# the pool is read-only from then on and the primary steps down: seeds 9102 and 9302 saw that).
+primary_io_failed() {  # RC WHO
+  [ "$1" -eq 3 ] && grep -qE "the server failed a (write|flush)" "$T/w1.log" ||
+    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: no write failed on $2 (exit $1)"; }
+  ! grep -q "the server failed a flush" "$T/w1.log" ||
+    echo "faults: $ROUND_LOG: a commit failed before any data write (the pool read-only)"
+}
+
 row_enospc_primary() {
   local old=$E p=$P rc=0
   [ "$p" = 1 ] || fail "$ROUND_LOG: n1, the node that fills up, is not the primary (n$p)"
@@ -674,12 +684,7 @@ row_enospc_primary() {
   # file was a SIGBUS once), even ones 4 MiB (writes acknowledged before the first failure).
   shrink_tmpfs 1 $((SEED % 2 ? 0 : 4 << 20))
   bc_write "$p" "$SEED" 20000 >"$T/w1.log" 2>&1 || rc=$?
-  # A data write fails first, or the pool's log commit does (ENOSPC on a flush; the pool is
-  # read-only from then on and the primary steps down): seed 9102 saw the second.
-  [ "$rc" -eq 3 ] && grep -qE "the server failed a (write|flush)" "$T/w1.log" ||
-    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: no write failed on the full primary (exit $rc)"; }
-  ! grep -q "the server failed a flush" "$T/w1.log" ||
-    echo "faults: $ROUND_LOG: a commit failed before any data write (the pool read-only)"
+  primary_io_failed "$rc" "the full primary"
   wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known 2 1
   [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
   bc_verify "$P" "the new primary"
@@ -727,13 +732,7 @@ row_io_errors_primary() {
   local old=$E p=$P rc=0
   [ "$p" = 1 ] || fail "$ROUND_LOG: n1, the node whose device fails, is not the primary (n$p)"
   bc_write 1 "$SEED" 20000 >"$T/w1.log" 2>&1 || rc=$?
-  # A data write fails first, or a write of the pool's log commit does (the pool is read-only
-  # from then on, the next flush fails with EIO, and the primary steps down): seed 9302 saw the
-  # second.
-  [ "$rc" -eq 3 ] && grep -qE "the server failed a (write|flush)" "$T/w1.log" ||
-    { cat "$T/w1.log" >&2; fail "$ROUND_LOG: no write failed on the failing primary (exit $rc)"; }
-  ! grep -q "the server failed a flush" "$T/w1.log" ||
-    echo "faults: $ROUND_LOG: a commit failed before any data write (the pool read-only)"
+  primary_io_failed "$rc" "the failing primary"
   wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known 2 1
   [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
   grep -qE "this node's (copy failed a write|pool is read-only): giving up the volume" \
