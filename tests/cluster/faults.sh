@@ -709,7 +709,7 @@ row_io_errors_replica() {
   # hit one of its pool's commits: the pool is then read-only for good (by design: after a
   # failed commit or flush nothing more is written), and no resync can take; it waits for the
   # restart below (seed 6007 did).
-  n3_read_only() { tail -n "+$((N3_ROUND_LINE + 1))" "$T/n3.log" | grep -q "read-only from now on"; }
+  n3_read_only() { tail -n "+$((N3_ROUND_LINE + 1))" "$T/n3.log" | grep -c "read-only from now on" >/dev/null; }
   n3_settled() { all_in_sync "$p" || n3_read_only; }
   wait_until "$ROUND_LOG: n3 back in sync (or its pool read-only), its device still failing" 60 \
     n3_settled

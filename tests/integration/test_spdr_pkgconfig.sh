@@ -22,9 +22,11 @@ ls "$T/prefix"/lib*/libspdr.so.0 >/dev/null 2>&1 || ls "$T"/prefix/lib*/*/libspd
 export PKG_CONFIG_PATH=$(dirname "$pc")
 libdir=$(pkg-config --variable=libdir spdr)
 # A sanitizer build's libspdr (CI's integration-asan stage) needs its runtime loaded first: the
-# examples are built with the same sanitizers then.
+# examples are built with the same sanitizers then. (grep -c reads all of ldd's output: grep -q
+# leaving at the first match made ldd's next write a SIGPIPE, under pipefail a "no" now and then,
+# and the examples were built without the runtime: "ASan runtime does not come first".)
 san=()
-if ldd "$libdir/libspdr.so" | grep -q libasan; then san=(-fsanitize=address,undefined); fi
+if ldd "$libdir/libspdr.so" | grep -c libasan >/dev/null; then san=(-fsanitize=address,undefined); fi
 # shellcheck disable=SC2046  # pkg-config's flags are meant to be split
 cc -std=c11 -Wall -Wextra -Werror "${san[@]}" "$src/examples/sensor_read.c" $(pkg-config --cflags --libs spdr) \
   -Wl,-rpath,"$libdir" -o "$T/sensor_read" 2>&1 || fail "examples/sensor_read.c did not build"
