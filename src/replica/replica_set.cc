@@ -28,16 +28,15 @@ namespace rw = replica_wire;
 Counter link_failures_total("spd_replication_link_failures_total",
                             "Replicas that stopped counting for a volume (connection, error, "
                             "timeout, out of sync at the hello)");
-Counter marks_failed_total("spd_replication_marks_failed_total",
-                           "Out-of-sync marks that could not be made durable (retried)");
 Counter held_failed_total("spd_replication_held_failed_total",
                           "Requests failed with EIO after waiting hold_timeout_ms for an "
                           "out-of-sync mark");
 Counter deposed_total("spd_replication_deposed_total",
                       "Volumes whose primary learned from a replica that a newer one exists");
 Counter local_failures_total("spd_replication_local_write_failures_total",
-                             "Primaries whose own copy failed a write (I/O error): each gives "
-                             "its volume up and gets the whole volume back as a replica");
+                             "Primaries whose own copy failed a write or a flush, or whose pool "
+                             "turned read-only, while a replica was in sync: each gives its "
+                             "volume up and gets the whole volume back as a replica");
 Counter lost_copies_total("spd_replication_lost_copies_total",
                           "Replicas back at a generation below a barrier they acknowledged (a "
                           "new disk, a restored image), with another copy than their map's (a "
@@ -357,6 +356,14 @@ void ReplicaSet::Start(IoRequest* req) {
     req->result = -EROFS;
     return Dispatcher::FinishReplicated(req);
   }
+  if (req->op != RequestOp::kFlush &&
+      (req->offset_bytes + req->length_bytes < req->offset_bytes ||
+       req->offset_bytes + req->length_bytes > volume_->size_bytes())) {
+    // Past the end (a frontend that did not check): refused here as the volume would refuse it,
+    // sent nowhere, so that it never reads as a failure of this copy (LocalWriteFailed).
+    req->result = req->op == RequestOp::kDiscard ? -EINVAL : -ENOSPC;
+    return Dispatcher::FinishReplicated(req);
+  }
   if (ParkIfCopying(req)) return;
   if (settled_ && wait_head_ == nullptr && ParkIfConflicting(req)) return;
   if (!settled_ || wait_head_ != nullptr || table_[next_seq_ & mask_] != nullptr) {
@@ -445,33 +452,45 @@ void ReplicaSet::Admit(IoRequest* req) {
 void ReplicaSet::LocalDone(IoRequest* req) {
   req->repl_local_pending = false;
   if (req->result < 0 && req->repl_result == 0) req->repl_result = req->result;
-  if (req->result < 0 && req->op != RequestOp::kFlush && req->result != -EROFS)
-    LocalWriteFailed(req);
+  // EINVAL and EPERM refuse a request before it touches the copy (the replicas refuse it too).
+  if (req->result < 0 && req->result != -EINVAL && req->result != -EPERM) LocalWriteFailed(req);
   MaybeComplete(req);
 }
 
 void ReplicaSet::LocalWriteFailed(IoRequest* req) {
-  // This copy missed a write that the replicas may have applied. A resyncing one is stopped
-  // and gets the unit again (its copy cursor may be past it). An in-sync one now holds what
-  // this copy does not, and this copy's record cannot say where (the failed write leaves it
-  // once retired): the primary gives the volume up to it (ReplicationManager) and, back as a
-  // replica, gets the whole volume. With none in sync nothing diverged that a dirty map does
-  // not hold (Admit marked the unit for the out-of-sync ones): this copy stays the volume's.
+  // This copy missed a write that the replicas may have applied (an I/O error, or EROFS from a
+  // pool turned read-only). A resyncing one is stopped and gets the unit again (its copy cursor
+  // may be past it). A failed flush leaves the copy whole for now, but a pool whose flush or
+  // commit failed is read-only for good and re-opens from its last durable commit: without
+  // the writes acknowledged since, which the replicas hold.
+  if (req->op != RequestOp::kFlush)
+    for (auto& l : links_)
+      if (l->info.state == LinkState::kResyncing) {
+        FailLink(l.get(), LinkState::kOutOfSync, "this primary's copy failed a write it sent");
+        l->MarkDirty(req->offset_bytes, req->length_bytes);
+      }
+  LocalCopyLost(
+      (std::string(req->op == RequestOp::kFlush ? "failed a flush (" : "failed a write (") +
+       std::strerror(-req->result) + ")")
+          .c_str());
+}
+
+void ReplicaSet::LocalCopyLost(const char* what) {
+  // An in-sync replica now holds what this copy does not (or will not after a restart), and
+  // this copy's record cannot say where (a failed write leaves it once retired; what the pool
+  // loses is everything since its last commit): the primary gives the volume up to it
+  // (ReplicationManager) and, back as a replica, gets the whole volume. With none in sync
+  // nothing diverged that a dirty map does not hold (Admit marked the units of the out-of-sync
+  // ones; their maps start before the copy's last commit): this copy stays the volume's.
   bool any_in_sync = false;
-  for (auto& l : links_) {
-    if (l->info.state == LinkState::kResyncing) {
-      FailLink(l.get(), LinkState::kOutOfSync, "this primary's copy failed a write it sent");
-      l->MarkDirty(req->offset_bytes, req->length_bytes);
-    }
-    any_in_sync |= l->info.state == LinkState::kInSync;
-  }
+  for (auto& l : links_) any_in_sync |= l->info.state == LinkState::kInSync;
   if (any_in_sync && !local_failed_.exchange(true)) {
     volume_->replica_activity.Spoil();
     local_failures_total.Add();
     SPD_LOG_ERROR(
-        "replication: volume %s: a write failed on this primary's own copy (%s): its copy may "
-        "differ from the replicas'; giving the volume up",
-        o_.volume.c_str(), std::strerror(-req->result));
+        "replication: volume %s: this primary's own copy %s: it may differ from the "
+        "replicas'; giving the volume up",
+        o_.volume.c_str(), what);
   }
 }
 
@@ -682,59 +701,17 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
   CompleteAll();
 }
 
-void ReplicaSet::AskMark(Link* l) {
-  l->mark_inflight = true;
-  // The answer may come after the set is gone (a step-down while etcd is slow): it finds the
-  // set through the gate, which the destructor empties.
-  std::shared_ptr<MarkGate> gate = mark_gate_;
-  Reactor* owner = owner_;
-  o_.mark_out_of_sync(l->target.name, [gate, owner, l](bool ok) {
-    // Any thread: hand the answer to the owner.
-    struct MarkTask : Task {
-      std::shared_ptr<MarkGate> gate;
-      Link* link;
-      bool ok;
-    };
-    auto* t = new MarkTask();
-    t->gate = gate;
-    t->link = l;
-    t->ok = ok;
-    t->fn = [](Task* x) {
-      auto* m = static_cast<MarkTask*>(x);
-      {
-        std::lock_guard<std::mutex> g(m->gate->mu);
-        if (m->gate->set != nullptr) m->gate->set->Marked(m->link, m->ok);
-      }
-      delete m;
-    };
-    owner->Post(t);
-  });
-}
-
-void ReplicaSet::Marked(Link* l, bool ok) {
-  l->mark_inflight = false;
-  if (stopping_) return;  // stopped: nothing waits for it any more
-  if (!ok) {
-    // Asked again from the tick: the requests keep waiting, within hold_timeout_ms.
-    marks_failed_total.Add();
-    return;
-  }
-  marks_pending_ &= ~l->bit();
-  {
-    std::lock_guard<std::mutex> g(info_mu_);
-    l->info.marked = true;
-  }
-  if (l->resync_at_mark) {  // at the next tick rather than after resync_retry_ms
-    l->resync_at_mark = false;
-    l->retry_at_ns = MonotonicNs();
-  }
-  CompleteAll();
-}
-
 void ReplicaSet::OnTick() {
   tick_armed_ = false;
   if (stopping_) return;
   const uint64_t now = MonotonicNs();
+  // A pool turned read-only by another volume's commit, or by one of this volume's with no
+  // request of it failing yet, loses this copy's acknowledged writes since its last commit
+  // just as well. Then the manager may act on it (read_only_checked).
+  if (!read_only_checked_ && volume_->pool()->read_only()) {
+    LocalCopyLost("is on a pool turned read-only");
+    read_only_checked_ = true;
+  }
   // Replicas that did not answer in time stop counting.
   for (IoRequest* r : table_) {
     if (r == nullptr || r->repl_waiting == 0 || now < r->repl_deadline_ns) continue;

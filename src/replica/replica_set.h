@@ -168,9 +168,13 @@ class ReplicaSet final : public ReplicaHook {
 
   std::vector<LinkInfo> Links() const;
   bool deposed() const { return deposed_.load(); }
-  // A write failed on the local copy (an I/O error, not EROFS): this copy is no longer the
-  // replicas' equal; the volume must go to an in-sync replica. Any thread.
+  // A write or a flush failed on the local copy, or its pool turned read-only, while a replica
+  // was in sync: this copy is no longer (or, restarted, will not be) the replicas' equal; the
+  // volume must go to an in-sync replica. Any thread.
   bool local_failed() const { return local_failed_.load(); }
+  // The set has seen its pool read-only and decided local_failed() by it (its next tick after
+  // the pool turned). Any thread.
+  bool read_only_checked() const { return read_only_checked_.load(); }
   // Every link has connected or failed (requests flow).
   bool settled() const { return settled_.load(); }
   uint64_t epoch() const { return o_.epoch; }
@@ -214,6 +218,8 @@ class ReplicaSet final : public ReplicaHook {
   ReplicaSet(Dispatcher* d, Volume* v, ReplicaSetOptions o);
   void Admit(IoRequest* req);
   void LocalWriteFailed(IoRequest* req);
+  // This copy lost, or will lose at a restart, what the replicas hold (what: why, for the log).
+  void LocalCopyLost(const char* what);
   void AdmitWaiting();
   // Writes that overlap one in flight (or one parked before them) wait until it is done: two
   // overlapping writes in flight together could land in different orders on different copies.
@@ -251,6 +257,7 @@ class ReplicaSet final : public ReplicaHook {
   std::atomic<bool> settled_{false};
   std::atomic<bool> deposed_{false};
   std::atomic<bool> local_failed_{false};
+  std::atomic<bool> read_only_checked_{false};
   bool stopping_ = false;
   struct TickTimer : Timer {
     ReplicaSet* set = nullptr;

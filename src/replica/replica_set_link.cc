@@ -22,6 +22,8 @@ Counter messages_total("spd_replication_messages_total",
                        "Replication messages sent to replicas (writes, barriers)");
 Counter injected_losses_total("spd_replication_injected_losses_total",
                               "Messages delayed by an injected loss (inject_loss_ppm)");
+Counter marks_failed_total("spd_replication_marks_failed_total",
+                           "Out-of-sync marks that could not be made durable (retried)");
 
 void LinkRead(Link* l);
 void LinkSend(Link* l);
@@ -274,5 +276,56 @@ void LinkRead(Link* l) {
 }
 
 }  // namespace
+
+// ---- out-of-sync marks ---------------------------------------------------------------------
+
+void ReplicaSet::AskMark(Link* l) {
+  l->mark_inflight = true;
+  // The answer may come after the set is gone (a step-down while etcd is slow): it finds the
+  // set through the gate, which the destructor empties.
+  std::shared_ptr<MarkGate> gate = mark_gate_;
+  Reactor* owner = owner_;
+  o_.mark_out_of_sync(l->target.name, [gate, owner, l](bool ok) {
+    // Any thread: hand the answer to the owner.
+    struct MarkTask : Task {
+      std::shared_ptr<MarkGate> gate;
+      Link* link;
+      bool ok;
+    };
+    auto* t = new MarkTask();
+    t->gate = gate;
+    t->link = l;
+    t->ok = ok;
+    t->fn = [](Task* x) {
+      auto* m = static_cast<MarkTask*>(x);
+      {
+        std::lock_guard<std::mutex> g(m->gate->mu);
+        if (m->gate->set != nullptr) m->gate->set->Marked(m->link, m->ok);
+      }
+      delete m;
+    };
+    owner->Post(t);
+  });
+}
+
+void ReplicaSet::Marked(Link* l, bool ok) {
+  l->mark_inflight = false;
+  if (stopping_) return;  // stopped: nothing waits for it any more
+  if (!ok) {
+    // Asked again from the tick: the requests keep waiting, within hold_timeout_ms.
+    marks_failed_total.Add();
+    return;
+  }
+  marks_pending_ &= ~l->bit();
+  {
+    std::lock_guard<std::mutex> g(info_mu_);
+    l->info.marked = true;
+  }
+  if (l->resync_at_mark) {  // at the next tick rather than after resync_retry_ms
+    l->resync_at_mark = false;
+    l->retry_at_ns = MonotonicNs();
+  }
+  CompleteAll();
+}
 
 }  // namespace spd

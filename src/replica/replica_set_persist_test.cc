@@ -275,6 +275,77 @@ TEST_F(ReplicaSetPersistTest, AWriteFailingOnThePrimarysCopyGivesTheVolumeUpToAn
   EXPECT_TRUE(primary_.v->replica_activity.Take().complete);
 }
 
+// A flush that fails on the primary's own copy turns its pool read-only: restarted, the pool
+// re-opens from its last commit, without writes that an in-sync replica holds (and the writes
+// after it fail with EROFS here while the replica applies them). The set says so, as for a
+// failed write: the volume goes to the replica and the record vouches for nothing.
+TEST_F(ReplicaSetPersistTest, AFlushFailingOnThePrimarysCopyGivesTheVolumeUpToAnInSyncReplica) {
+  auto* sim = static_cast<SimBackend*>(primary_.pool->backend());
+  StartSet(Marked(1, {{"r1", Addr(r1_)}}));
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'a'), 0);
+  const uint64_t failures = CounterValue("spd_replication_local_write_failures_total");
+  sim->set_fail_flushes(true);
+  EXPECT_EQ(Do(RequestOp::kFlush, 0, 0, 0), -EIO);
+  sim->set_fail_flushes(false);
+  ASSERT_TRUE(primary_.pool->read_only());
+  EXPECT_TRUE(set_->local_failed());
+  EXPECT_EQ(CounterValue("spd_replication_local_write_failures_total") - failures, 1u);
+  EXPECT_FALSE(primary_.v->replica_activity.Take().complete);
+  EXPECT_EQ(Do(RequestOp::kWrite, 65536, 4096, 'b'), -EROFS);
+  EXPECT_EQ(ByteAt(r1_, 65536), 'b') << "the replica applied it";
+}
+
+// The pool turns read-only with no request of the set failing (another volume's commit, a
+// background one): the set's next tick finds it, and the manager waits for that verdict
+// (read_only_checked) before it gives the volume up. With no replica in sync it stays unmarked.
+TEST_F(ReplicaSetPersistTest, APoolTurnedReadOnlyUnderTheSetIsALostCopyWhenAReplicaIsInSync) {
+  auto* sim = static_cast<SimBackend*>(primary_.pool->backend());
+  StartSet(Marked(1, {{"r1", Addr(r1_)}}));
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'a'), 0);
+  EXPECT_FALSE(set_->read_only_checked());
+  alignas(4096) static char buf[4096] = {};
+  ASSERT_EQ(testing::RunVolumeIo(reactor_.get(), primary_.v, IoOp::kWrite, 8192, 4096, buf).result,
+            0);
+  sim->set_fail_flushes(true);
+  EXPECT_EQ(testing::RunVolumeIo(reactor_.get(), primary_.v, IoOp::kFlush, 0, 0, nullptr).result,
+            -EIO);
+  sim->set_fail_flushes(false);
+  ASSERT_TRUE(primary_.pool->read_only());
+  for (int i = 0; i < 1000 && !set_->read_only_checked(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(set_->read_only_checked());
+  EXPECT_TRUE(set_->local_failed());
+  EXPECT_FALSE(primary_.v->replica_activity.Take().complete);
+}
+
+TEST_F(ReplicaSetPersistTest, APoolTurnedReadOnlyWithNoReplicaInSyncKeepsTheVolume) {
+  auto* sim = static_cast<SimBackend*>(primary_.pool->backend());
+  const uint16_t port = StopServer(r1_);
+  StartSet(Marked(1, {{"r1", "127.0.0.1:" + std::to_string(port)}}));
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'a'), 0);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  sim->set_fail_flushes(true);
+  EXPECT_EQ(Do(RequestOp::kFlush, 0, 0, 0), -EIO);
+  sim->set_fail_flushes(false);
+  for (int i = 0; i < 1000 && !set_->read_only_checked(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(set_->read_only_checked());
+  EXPECT_FALSE(set_->local_failed()) << "its map holds what the replica missed";
+}
+
+// A request past the end (a frontend that did not check) is refused as the volume would refuse
+// it, never sent, and is not a failure of the primary's copy (it would give the volume up).
+TEST_F(ReplicaSetPersistTest, ARequestPastTheEndIsRefusedNotAFailureOfTheCopy) {
+  StartSet(Marked(1, {{"r1", Addr(r1_)}}));
+  const uint64_t sent = CounterValue("spd_replication_messages_total");
+  EXPECT_EQ(Do(RequestOp::kWrite, kVolBytes, 4096, 'a'), -ENOSPC);
+  EXPECT_EQ(Do(RequestOp::kWrite, kVolBytes - 4096, 8192, 'a'), -ENOSPC);
+  EXPECT_EQ(Do(RequestOp::kWriteZeroes, ~0ull - 4095, 8192, 0), -ENOSPC);
+  EXPECT_EQ(Do(RequestOp::kDiscard, kVolBytes, 4096, 0), -EINVAL);
+  EXPECT_EQ(CounterValue("spd_replication_messages_total"), sent);
+  EXPECT_FALSE(set_->local_failed());
+  EXPECT_EQ(Do(RequestOp::kWrite, kVolBytes - 4096, 4096, 'z'), 0);
+  EXPECT_EQ(ByteAt(r1_, kVolBytes - 1), 'z');
+}
+
 // A primary that stops (its key lost) fails what it had in flight; a write among them may be on
 // its own copy already (and on some replica): its record keeps it, as a killed process's would,
 // so that the next primary's resync covers its unit.

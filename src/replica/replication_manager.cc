@@ -278,12 +278,14 @@ void ReplicationManager::Reconcile() {
                       prim->second.lease == cluster_->lease_id();
     bool running = false;
     bool local_failed = false;
+    bool read_only_checked = false;
     {
       std::lock_guard<std::mutex> l(mu_);
       auto it = primaries_.find(name);
       running = it != primaries_.end() &&
                 it->second->set->epoch() == static_cast<uint64_t>(mine ? prim->second.epoch : 0);
       local_failed = running && it->second->set->local_failed();
+      read_only_checked = running && it->second->set->read_only_checked();
     }
     const std::string candidacy = std::string(kVolumesPrefix) + name + "/candidates/" + me;
     if (prim != p.primaries.end()) {  // an election is over: this copy's candidacy goes
@@ -295,15 +297,20 @@ void ReplicationManager::Reconcile() {
           c != p.candidates.end() && c->second.count(me) && cluster_->LeaseValid())
         (void)cluster_->client()->Delete(candidacy);
     }
-    if (mine && (v->pool()->read_only() || local_failed)) {
+    // A running set decides first whether its read-only pool lost what a replica in sync
+    // holds (its next tick): until then this copy is not given up unmarked.
+    const bool read_only = v->pool()->read_only() && (!running || read_only_checked);
+    if (mine && (read_only || local_failed)) {
       // Its pool turned read-only (a commit failed: ENOSPC, EIO), or a write failed on its copy:
       // this copy can take no write, or no longer equals the replicas. It gives the volume up
       // (its key, under its epoch) so that an in-sync copy takes it; a copy that missed a
-      // write is marked out of sync in the same transaction, so that it never campaigns before
-      // it is resynced.
-      if (!local_failed) read_only_step_downs_total.Add();
-      SPD_LOG_ERROR("replication: %s: this node's %s: giving up the volume", name.c_str(),
-                    local_failed ? "copy failed a write" : "pool is read-only");
+      // write, or whose pool will re-open without writes it acknowledged (local_failed), is
+      // marked out of sync in the same transaction, so that it never campaigns before it is
+      // resynced.
+      if (read_only) read_only_step_downs_total.Add();
+      SPD_LOG_ERROR("replication: %s: this node's %s: giving up the volume%s", name.c_str(),
+                    read_only ? "pool is read-only" : "copy failed a write",
+                    local_failed ? " (its copy marked out of sync)" : "");
       StepDown(name);
       Txn txn;
       const std::string key = std::string(kVolumesPrefix) + name + "/primary";

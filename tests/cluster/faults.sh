@@ -670,6 +670,12 @@ row_enospc_replica() {
 # The writes of w1.log (blockcheck's exit RC) stopped on a failure of the primary WHO: a data
 # write fails first, or a write of the pool's log commit does (a flush then fails, ENOSPC or EIO;
 # the pool is read-only from then on and the primary steps down: seeds 9102 and 9302 saw that).
+round_log() { tail -n "+$((ROUND_LINE[$1] + 1))" "$T/n$1.log"; }  # K: this round's part
+# n1 gave the volume up, its copy marked out of sync (it lacks, or restarted will, what they hold)
+n1_gave_up_marked() {
+  round_log 1 | grep -c "giving up the volume (its copy marked out of sync)" >/dev/null ||
+    fail "$ROUND_LOG: n1 did not give the volume up with its copy marked out of sync"
+}
 primary_io_failed() {  # RC WHO
   [ "$1" -eq 3 ] && grep -qE "the server failed a (write|flush)" "$T/w1.log" ||
     { cat "$T/w1.log" >&2; fail "$ROUND_LOG: no write failed on $2 (exit $1)"; }
@@ -687,6 +693,7 @@ row_enospc_primary() {
   primary_io_failed "$rc" "the full primary"
   wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known 2 1
   [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
+  n1_gave_up_marked
   bc_verify "$P" "the new primary"
   mount -o remount,size=1G "$(node_dir 1)" || fail "$ROUND_LOG: cannot grow the tmpfs"
   stop_node 1 TERM
@@ -709,7 +716,7 @@ row_io_errors_replica() {
   # hit one of its pool's commits: the pool is then read-only for good (by design: after a
   # failed commit or flush nothing more is written), and no resync can take; it waits for the
   # restart below (seed 6007 did).
-  n3_read_only() { tail -n "+$((N3_ROUND_LINE + 1))" "$T/n3.log" | grep -c "read-only from now on" >/dev/null; }
+  n3_read_only() { round_log 3 | grep -c "read-only from now on" >/dev/null; }
   n3_settled() { all_in_sync "$p" || n3_read_only; }
   wait_until "$ROUND_LOG: n3 back in sync (or its pool read-only), its device still failing" 60 \
     n3_settled
@@ -735,8 +742,7 @@ row_io_errors_primary() {
   primary_io_failed "$rc" "the failing primary"
   wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known 2 1
   [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
-  grep -qE "this node's (copy failed a write|pool is read-only): giving up the volume" \
-    "$T/n1.log" || fail "$ROUND_LOG: n1 did not give the volume up for its failed write"
+  n1_gave_up_marked
   bc_verify "$P" "the new primary"
   stop_node 1 KILL
   NODE1_ARGS=""
@@ -783,8 +789,10 @@ run_row() {
     mount -t tmpfs -o size=1G tmpfs "$(node_dir $full)" || fail "$ROUND_LOG: cannot mount a tmpfs"
   fi
   local t0=$SECONDS
-  N3_ROUND_LINE=0  # where this round's part of n3's log starts
-  [ ! -f "$T/n3.log" ] || N3_ROUND_LINE=$(wc -l <"$T/n3.log")
+  for k in 1 2 3; do  # where this round's part of each node's log starts (round_log)
+    ROUND_LINE[k]=0
+    [ ! -f "$T/n$k.log" ] || ROUND_LINE[k]=$(wc -l <"$T/n$k.log")
+  done
   round_setup
   "row_$fn"
   round_teardown
