@@ -498,7 +498,7 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
       ->capture_default_str();
   app.add_option("--replication-inject-seed", o.replication_inject_seed,
                  "Testing: the seed of --replication-inject-loss-ppm's choices (a run repeats "
-                 "with the same seed and the same writes)")
+                 "with the same seed and the same writes). Needs --replication-inject-loss-ppm")
       ->capture_default_str();
   std::string async_lag_bytes = "32M";
   app.add_option("--replication-async-lag-bytes", async_lag_bytes,
@@ -554,6 +554,10 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument(
         "--node-name, --cluster-lease-ttl, --replication-listen and --replication-inject-* need "
         "--cluster (the etcd members)");
+  if (app.count("--replication-inject-seed") > 0 && o.replication_inject_loss_ppm == 0)
+    return InvalidArgument(
+        "--replication-inject-seed needs --replication-inject-loss-ppm (it seeds that "
+        "choice, and nothing else)");
   if (o.replication_resync_region_kib % 64 != 0)
     return InvalidArgument("--replication-resync-region-kib (" +
                            std::to_string(o.replication_resync_region_kib) +

@@ -767,7 +767,7 @@ run_row() {
       --replication-inject-seed "$SEED")
     fn=rtt
   elif [ "$row" = kill_new_primary_mid_resync ] || [ "$row" = flap_resync ]; then
-    NODE_ARGS=(--replication-inject-rtt-us 20000 --replication-inject-seed "$SEED")
+    NODE_ARGS=(--replication-inject-rtt-us 20000)
   fi
   SETUP_BLOCKS=4096
   NODE3_ARGS=""

@@ -70,4 +70,7 @@ run_refused "not in range 64 to 1024" --cluster http://127.0.0.1:1 \
 run_refused "not in range 1 to 64" --cluster http://127.0.0.1:1 --replication-resync-inflight 0
 run_refused "need --cluster" --replication-resync-inflight 8
 run_refused "need --cluster" --replication-resync-region-kib 256
+# A seed with no injected loss to choose seeds nothing.
+run_refused "needs --replication-inject-loss-ppm" --cluster http://127.0.0.1:1 \
+  --replication-inject-rtt-us 100 --replication-inject-seed 7
 echo "ok"
