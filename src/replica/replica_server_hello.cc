@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/crc32c.h"
+#include "replica/dirty_map.h"
 #include "replica/replica_server_internal.h"
 #include "replica/replica_server_metrics.h"
 #include "replica/replica_wire.h"
