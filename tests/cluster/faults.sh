@@ -42,6 +42,7 @@
 #                    sim --sim-error-rate): it is marked out of sync whenever it fails one,
 #                    writes go on; it is restarted on a sound device (empty: the sim device
 #                    keeps nothing) and resynced whole
+#   powercut_all, powercut_replica: tests/cluster/faults_power.sh
 #   rtt_R            every primary's messages carry an injected round trip of R us (0, 500,
 #                    2000, 10000), 1% of them "lost" (200 ms late); then kill -9 of the primary
 # FAULT_ROUNDS rounds of each (default 1), seeds FAULT_SEED, FAULT_SEED+1, ...
@@ -282,23 +283,6 @@ state_closed() {  # K
   [ "$n" -gt 0 ] || fail "$ROUND_LOG: node n$1 keeps no record to check"
 }
 
-# Node K (stopped) as a power cut and a reboot leave its files: each record and map still
-# claimed by a boot that ended (a tag no boot has), and nothing past its header written back
-# (the kernel writes pages back in no order). The pool's own data is on tmpfs here and keeps
-# every write: only the replication state is cut.
-power_cut() {  # K
-  local f size n=0
-  for f in "$(node_dir "$1")"/replication/*.activity "$(node_dir "$1")"/replication/*.dirty.*; do
-    [ -f "$f" ] || continue
-    size=$(stat -c %s "$f")
-    truncate -s 64 "$f" && truncate -s "$size" "$f" || fail "$ROUND_LOG: cannot cut $f"
-    printf '\x00\x00\x00\x00\x00\xad\xde\x00' | dd of="$f" bs=1 seek=56 conv=notrunc status=none ||
-      fail "$ROUND_LOG: cannot tag $f"
-    n=$((n + 1))
-  done
-  [ "$n" -gt 0 ] || fail "$ROUND_LOG: node n$1 keeps no record to cut"
-}
-
 # kill_under_writes K SEED AFTER LOG: writes through node K that SIGKILL it after AFTER writes
 # (output in LOG); the kill must cut them; the node is reaped.
 # away_and_write R SIGNAL MIN SPREAD: node R (a replica) stopped with SIGNAL, then MIN + RANDOM %
@@ -431,28 +415,6 @@ row_kill_all() {
 
 # Fast promote cycles: each copy in turn is promoted and written through (the previous primary
 # hands over), a few times.
-# Every node loses power at once under writes (kill -9, then power_cut on each), then all
-# restart: no record or map vouches for anything, a copy is elected by its durable generation
-# alone (docs/replication.md, "Persisted state"), and the other two are copied in whole.
-row_powercut_all() {
-  local old=$E p=$P k n
-  log_mark
-  bc_background "$p" "$SEED"
-  sleep "0.$((RANDOM % 9 + 1))"
-  for k in 1 2 3; do kill -KILL "${NPID[$k]}"; done
-  for k in 1 2 3; do
-    stop_node "$k" KILL
-    power_cut "$k"
-  done
-  bc_join
-  for k in 1 2 3; do start_node "$k"; done
-  wait_until "$ROUND_LOG: a primary elected after the power cut" $((FAULT_TTL + 20)) \
-    primary_agreed_above "$old"
-  round_converges "$old"
-  n=$(whole_copies_since_mark)
-  [ "$n" -ge 2 ] || fail "$ROUND_LOG: $n whole-volume resyncs after a power cut (want 2: no record left open by the boot before may bound one)"
-}
-
 row_promote_cycles() {
   local old=$E i k
   for i in 1 2 3 4 5 6; do
@@ -788,6 +750,7 @@ run_row() {
     mkdir -p "$(node_dir $full)"
     mount -t tmpfs -o size=1G tmpfs "$(node_dir $full)" || fail "$ROUND_LOG: cannot mount a tmpfs"
   fi
+  [ "$row" != powercut_replica ] || powercut_fs_mount 3
   local t0=$SECONDS
   for k in 1 2 3; do  # where this round's part of each node's log starts (round_log)
     ROUND_LINE[k]=0
@@ -796,5 +759,6 @@ run_row() {
   round_setup
   "row_$fn"
   round_teardown
+  powercut_fs_umount
   echo "faults: $ROUND_LOG: OK ($((SECONDS - t0)) s, epoch $E, primary n$P; during the fault: $(grep -o 'acknowledged durable in this run: [^;]*' "$T/w1.log" | head -1))"
 }
