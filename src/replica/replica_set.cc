@@ -356,13 +356,12 @@ void ReplicaSet::Start(IoRequest* req) {
     req->result = -EROFS;
     return Dispatcher::FinishReplicated(req);
   }
-  if (req->op != RequestOp::kFlush &&
-      (req->offset_bytes + req->length_bytes < req->offset_bytes ||
-       req->offset_bytes + req->length_bytes > volume_->size_bytes())) {
+  if (req->op != RequestOp::kFlush) {
     // Past the end (a frontend that did not check): refused here as the volume would refuse it,
     // sent nowhere, so that it never reads as a failure of this copy (LocalWriteFailed).
-    req->result = req->op == RequestOp::kDiscard ? -EINVAL : -ENOSPC;
-    return Dispatcher::FinishReplicated(req);
+    req->result =
+        volume_->RangeError(req->offset_bytes, req->length_bytes, req->op != RequestOp::kDiscard);
+    if (req->result != 0) return Dispatcher::FinishReplicated(req);
   }
   if (ParkIfCopying(req)) return;
   if (settled_ && wait_head_ == nullptr && ParkIfConflicting(req)) return;

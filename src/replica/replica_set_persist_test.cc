@@ -338,7 +338,7 @@ TEST_F(ReplicaSetPersistTest, ARequestPastTheEndIsRefusedNotAFailureOfTheCopy) {
   const uint64_t sent = CounterValue("spd_replication_messages_total");
   EXPECT_EQ(Do(RequestOp::kWrite, kVolBytes, 4096, 'a'), -ENOSPC);
   EXPECT_EQ(Do(RequestOp::kWrite, kVolBytes - 4096, 8192, 'a'), -ENOSPC);
-  EXPECT_EQ(Do(RequestOp::kWriteZeroes, ~0ull - 4095, 8192, 0), -ENOSPC);
+  EXPECT_EQ(Do(RequestOp::kWriteZeroes, ~0ull - 4095, 8192, 0), -EINVAL);  // wraps around
   EXPECT_EQ(Do(RequestOp::kDiscard, kVolBytes, 4096, 0), -EINVAL);
   EXPECT_EQ(CounterValue("spd_replication_messages_total"), sent);
   EXPECT_FALSE(set_->local_failed());

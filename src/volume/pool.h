@@ -21,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <compare>
 #include <cstdint>
 #include <deque>
@@ -188,6 +189,15 @@ class Volume {
   // pool lives (deleted ones stay as tombstones).
   uint64_t allocated_bytes_now() const { return allocated_.load(std::memory_order_relaxed); }
   uint64_t size_bytes() const { return info_.size_bytes; }
+  // What a request of `len` bytes at `off` gets for its range: 0 within the volume; -ENOSPC
+  // for a write or write-zeroes (`writes`) that starts inside and runs past the end (what NBD
+  // asks for); -EINVAL for any other range past the end or one that wraps around.
+  int32_t RangeError(uint64_t off, uint64_t len, bool writes) const {
+    const uint64_t end = off + len;
+    if (off > info_.size_bytes || end < off) return -EINVAL;
+    if (end > info_.size_bytes) return writes ? -ENOSPC : -EINVAL;
+    return 0;
+  }
   Pool* pool() const { return pool_; }
   // Replication: the durable generation (what the disk says; Pool::RecordGeneration raises it)
   // and the durable fence epoch; fence_epoch() is the highest fence asked for so far (durable or

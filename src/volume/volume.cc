@@ -73,7 +73,6 @@ int32_t Volume::Admit(VolumeIo* io) {
   io->space_next = nullptr;
   io->fua = (io->flags & kIoFua) != 0 || info_.durability == Durability::kSync;
   if (info_.durability == Durability::kNone) io->fua = false;
-  const uint64_t end = io->offset_bytes + io->length_bytes;
   if (io->op != IoOp::kRead && pool_->read_only()) {
     read_only_refusals_total.Add();
     return io->op == IoOp::kFlush ? -EIO : -EROFS;
@@ -87,13 +86,11 @@ int32_t Volume::Admit(VolumeIo* io) {
     invalid_requests_total.Add();
     return -EPERM;
   }
-  if (io->offset_bytes > info_.size_bytes || end < io->offset_bytes) {
+  if (const int32_t e = RangeError(io->offset_bytes, io->length_bytes,
+                                   io->op == IoOp::kWrite || io->op == IoOp::kWriteZeroes);
+      e != 0) {
     invalid_requests_total.Add();
-    return -EINVAL;
-  }
-  if (end > info_.size_bytes) {
-    invalid_requests_total.Add();
-    return io->op == IoOp::kWrite || io->op == IoOp::kWriteZeroes ? -ENOSPC : -EINVAL;
+    return e;
   }
   if (io->op == IoOp::kWrite) client_bytes_written_total.Add(io->length_bytes);
   if (io->fua && io->op != IoOp::kRead && io->op != IoOp::kWrite) io->needs_commit = true;
