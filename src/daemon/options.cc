@@ -484,6 +484,17 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "region being copied wait until it is on the replica")
       ->check(CLI::Range(64, 1024))
       ->capture_default_str();
+  app.add_option("--replication-activity-window-mib", o.replication_activity_window_mib,
+                 "The primary's activity log (docs/replication.md, \"The primary's activity "
+                 "log\"): at most this many MiB of 64 KiB units in which its own copy may differ "
+                 "from its replicas'. A write to a unit not in the log waits until the unit is "
+                 "durably there (an 8 KiB FUA write to DATA_DIR/replication/VOLUME.alog per round "
+                 "that touches new units); when it is full, a flush of the primary's copy lets "
+                 "older units go. After a power loss of the primary only these units (and the new "
+                 "primary's in-flight writes) are copied back to it. 1 to 127; 0: no log (a "
+                 "primary that lost power gets the whole volume back)")
+      ->check(CLI::Range(0, 127))
+      ->capture_default_str();
   app.add_option("--replication-inject-rtt-us", o.replication_inject_rtt_us,
                  "Testing: delay every replication message this node sends as a primary by this "
                  "many microseconds, as a network round trip would (there is no netem here). "
@@ -563,8 +574,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                            std::to_string(o.replication_resync_region_kib) +
                            ") must be a multiple of 64 (the dirty map's unit)");
   if (o.cluster.empty() && (app.count("--replication-resync-inflight") > 0 ||
-                            app.count("--replication-resync-region-kib") > 0))
-    return InvalidArgument("--replication-resync-* need --cluster (the etcd members)");
+                            app.count("--replication-resync-region-kib") > 0 ||
+                            app.count("--replication-activity-window-mib") > 0))
+    return InvalidArgument(
+        "--replication-resync-* and --replication-activity-window-mib need --cluster (the etcd "
+        "members)");
   SPD_ASSIGN_OR_RETURN(o.replication_async_lag_bytes, ParseSize(async_lag_bytes));
   if (o.replication_async_lag_bytes < (1u << 20))
     return InvalidArgument(

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/crc32c.h"
+#include "replica/activity_log.h"
 #include "replica/dirty_map.h"
 #include "replica/replica_server_internal.h"
 #include "replica/replica_server_metrics.h"
@@ -86,6 +87,24 @@ void AnswerHello(Session* s, int32_t result) {
     body.activity_epoch = act.epoch;
     body.activity_flags = rw::kActivityComplete;
     for (const ReplicaActivity::Range& x : act.ranges) ranges.push_back({x.first, x.units});
+  }
+  const std::string& dir = s->server->o_.state_dir;
+  if (act.left_open && !act.complete && !dir.empty()) {
+    // Power lost while open: the record says nothing, but a term this copy was the primary of
+    // has its durable log, which bounds what the copy may lack or hold in excess.
+    const ActivityLog::Contents log = ActivityLog::Read(
+        dir + "/" + std::string(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume)) +
+        ".alog");
+    if (log.valid && !log.whole && log.epoch != 0) {
+      std::vector<ReplicaActivity::Range> r;
+      for (const uint32_t u : log.units) r.push_back({u, 1});
+      r = MergeRanges(std::move(r));
+      if (r.size() <= rw::kActivityRangesMax) {
+        body.activity_epoch = log.epoch;
+        body.activity_flags = rw::kActivityComplete | rw::kActivityDurableLog;
+        for (const ReplicaActivity::Range& x : r) ranges.push_back({x.first, x.units});
+      }
+    }
   }
   body.activity_ranges = static_cast<uint32_t>(ranges.size());
   if (act.left_open) body.activity_flags |= rw::kActivityLeftOpen;

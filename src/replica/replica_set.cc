@@ -89,8 +89,10 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
   s->pump_task_.fn = [](Task* t) {
     ReplicaSet* set = static_cast<PumpTask*>(t)->set;
     set->pump_deferred_ = false;
+    set->AdmitWaiting();  // the log's requests waiting for room, after the watermark moved
     set->PumpLinks();
     set->ShadowPending();
+    set->PumpLog();  // after this round's requests took their units
   };
   rw::HelloBody hello;
   std::memcpy(hello.volume, s->o_.volume.data(), s->o_.volume.size());
@@ -137,6 +139,7 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
   }
   // This copy's record of the new term, as its primary (after the maps took the old one's).
   v->replica_activity.Begin(s->o_.epoch, /*primary=*/true);
+  s->OpenLog();
   s->tick_armed_ = true;
   s->owner_->ArmTimer(&s->tick_, MonotonicNs() + kTickNs);
   s->CheckSettled();
@@ -152,7 +155,8 @@ std::string ReplicaSet::LostCopyReason(const Link& k, bool resync) const {
            "the volume created again)";
   // A copy that lost power since it last closed its record (replica_wire.h) may lack what it
   // had not made durable: a resync's copied regions before its last barrier among them.
-  if ((k.reply.activity_flags & rw::kActivityLeftOpen) != 0)
+  // Unless its durable activity log of the last term, now in the map, covers that loss.
+  if ((k.reply.activity_flags & rw::kActivityLeftOpen) != 0 && !k.prior_from_log)
     return "lost power (or its kernel crashed) since it last closed its record: what it had "
            "not made durable may be gone";
   // A copy below a barrier it acknowledged under this primary lost what it had (a new disk, a
@@ -214,6 +218,7 @@ void ReplicaSet::Connected(Link* k) {
       lost_copies_total.Add();
     }
   }
+  k->prior_from_log = false;  // for this hello only: a later power loss is a loss again
   if (answered) k->dirty.set_copy_id(k->reply.copy_id);
   if (!resync && (k->resync_attempt || status != rw::HelloStatus::kInSync)) {
     if (!k->resync_attempt) {
@@ -311,7 +316,7 @@ void ReplicaSet::Stop() {
   JoinThreads();
   // The posted hand-overs and the final poll events must come back before the links go.
   for (int i = 0; i < 100000; ++i) {
-    bool busy = pump_deferred_;
+    bool busy = pump_deferred_ || LogBusy();
     for (auto& l : links_) busy |= l->connected_pending || l->rx_armed || l->tx_armed;
     if (!busy) break;
     owner_->RunOnce(1'000'000);
@@ -374,6 +379,7 @@ void ReplicaSet::Start(IoRequest* req) {
     wait_tail_ = req;
     return;
   }
+  if (ParkForLog(req)) return;
   Admit(req);
 }
 
@@ -385,6 +391,7 @@ void ReplicaSet::AdmitWaiting() {
     req->repl_next = nullptr;
     if (ParkIfCopying(req)) continue;
     if (ParkIfConflicting(req)) continue;
+    if (ParkForLog(req)) continue;
     Admit(req);
   }
 }
@@ -403,6 +410,7 @@ void ReplicaSet::Admit(IoRequest* req) {
   // This copy's own record of the term: what it has in flight, should it crash or restart.
   if (req->op != RequestOp::kFlush)
     volume_->replica_activity.Record(o_.epoch, seq, req->offset_bytes, req->length_bytes);
+  LogNumbered(req);
   if (req->op != RequestOp::kFlush) {
     req->repl_active = static_cast<uint32_t>(active_.size());
     active_.push_back(req);
@@ -450,6 +458,7 @@ void ReplicaSet::Admit(IoRequest* req) {
 
 void ReplicaSet::LocalDone(IoRequest* req) {
   req->repl_local_pending = false;
+  LogLocalDone(req);
   if (req->result < 0 && req->repl_result == 0) req->repl_result = req->result;
   // EINVAL and EPERM refuse a request before it touches the copy (the replicas refuse it too).
   if (req->result < 0 && req->result != -EINVAL && req->result != -EPERM) LocalWriteFailed(req);
@@ -543,6 +552,7 @@ void ReplicaSet::RequeueParked() {
 }
 
 void ReplicaSet::FailWaiting(int32_t result) {
+  RequeueLogWaiting();
   RequeueParked();
   while (wait_head_ != nullptr) {
     IoRequest* req = wait_head_;
@@ -557,7 +567,8 @@ void ReplicaSet::MaybeSendQuiesce() {
   if (!quiescing_ || quiesce_sent_ || !quiesce_done_) return;
   if (stopping_ || deposed_) return FinishQuiesce(0);
   for (IoRequest* r : table_)
-    if (r != nullptr) return;  // called again as they complete
+    if (r != nullptr) return;             // called again as they complete
+  if (log_wait_head_ != nullptr) return;  // called again once they are numbered and complete
   quiesce_sent_ = true;
   uint32_t bits = 0;
   for (const auto& l : links_)
@@ -634,6 +645,11 @@ void ReplicaSet::ClearSlot(uint64_t seq) {
   // Not while closing: the messages failed then may have been applied here (and on some copy),
   // so the record keeps them, as a killed process's would, for the next primary's resync.
   if (low_seq_ != low && !stopping_) volume_->replica_activity.Trim(o_.epoch, low_seq_);
+  if (log_retry_ && low_seq_ != low) {  // units may leave the log now
+    log_retry_ = false;
+    RequeueLogWaiting();
+    SchedulePump();
+  }
 }
 
 void ReplicaSet::CompleteAll() {

@@ -35,6 +35,8 @@
 
 namespace spd {
 
+class ActivityLog;
+class InprocFrontend;
 class ReplicaTls;
 
 struct ReplicaTarget {
@@ -102,6 +104,11 @@ struct ReplicaSetOptions {
   // Where each replica's dirty map is kept (DIR/VOLUME.dirty.NODE, dirty_map.h): the next
   // process of this node may resume it. "": in memory only.
   std::string state_dir;
+  // The primary's activity log (replica/activity_log.h), in DIR/VOLUME.alog under state_dir:
+  // at most this many 64 KiB units (1..2032); a write to a unit not in it waits until the unit
+  // is durably there. After a power loss of this node its units bound what the next primary
+  // copies back to it. 0 (or no state_dir): no log (a power loss then copies the whole volume).
+  uint32_t activity_log_units = 1024;
   // Fault injection in our own transport (there is no netem here): every message leaves
   // inject_rtt_us after it was numbered (the round trip, put on the way out), and with
   // probability inject_loss_ppm / 1e6 a message is "lost" and leaves inject_rto_ms later, as
@@ -314,6 +321,35 @@ class ReplicaSet final : public ReplicaHook {
   bool ParkIfCopying(IoRequest* req);
   bool IsCopyMessage(const IoRequest* req) const;
   static void OnCopyRead(void* arg, IoRequest* req);
+
+  // The activity log (replica_set_log.cc): null when off.
+  std::unique_ptr<ActivityLog> log_;
+  IoRequest* log_wait_head_ = nullptr;  // waiting for a snapshot of the log (or room in it)
+  IoRequest* log_wait_tail_ = nullptr;
+  bool log_ready_ = false;                  // the term's first flush of this copy completed
+  std::unique_ptr<InprocFrontend> log_fe_;  // this copy's own flushes (room in the log)
+  bool log_flush_inflight_ = false;
+  bool log_retry_ = false;  // requests wait for room: try again when the watermark moves
+  uint64_t log_flush_cover_ = 0;
+  // Every write numbered below it is durable on this copy (a local flush completed after it).
+  uint64_t local_durable_ = 0;
+  std::vector<uint64_t> cover_;  // by seq & mask: a flush's LocalCover when it was numbered
+  void OpenLog();
+  // Before Admit: whether `req` waits for the log (its units not yet durably in it).
+  bool ParkForLog(IoRequest* req);
+  void LogNumbered(const IoRequest* req);   // Admit numbered it
+  void LogLocalDone(const IoRequest* req);  // its local part is done
+  void PumpLog();
+  static void OnLogWritten(void* ctx, bool ok);
+  // This copy's own flush (not a barrier): the log's older units may go once it completes.
+  void FlushForLog();
+  static void OnFlushForLog(void* arg, IoRequest* req);
+  // The lowest number whose local part has not completed (next_seq_ when none).
+  uint64_t LocalCover() const;
+  // The log's waiting requests back to the front of the wait queue, or failed.
+  void RequeueLogWaiting();
+  void FailLogWaiting(int32_t result);
+  bool LogBusy() const;
 
   // Asynchronous volumes (replica_set_async.cc).
   struct Shadow;

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "common/crc32c.h"
+#include "frontend/inproc/inproc_frontend.h"
+#include "replica/activity_log.h"
 #include "replica/dirty_map.h"
 #include "replica/replica_set.h"
 #include "replica/replica_tls.h"
@@ -141,6 +143,9 @@ struct ReplicaSet::Link {
   // start: `dirty` holds this copy's record of that term and what it missed since; the
   // replica's own record, at its first hello, decides whether that is all (AdoptPriorActivity).
   bool prior_pending = false;
+  // Its record of that term was its durable activity log after a power loss
+  // (rw::kActivityDurableLog): the map holds what the power loss took, no whole copy for it.
+  bool prior_from_log = false;
   void MarkDirty(uint64_t off, uint64_t len) {
     if (dirty.valid()) dirty.Mark(off, len);
   }

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "io/sim_backend.h"
+#include "replica/activity_log.h"
 #include "replica/dirty_map.h"
 #include "replica/replica_set_fixture.h"
 
@@ -59,6 +60,23 @@ class ReplicaSetPersistTest : public replica_test::ReplicaSetTest {
   static uint64_t Copied() {
     return CounterValue("spd_replication_resync_bytes_total") +
            CounterValue("spd_replication_resync_discard_bytes_total");
+  }
+  // r1 takes over (epoch 2) from the primary, away as "p" (its replica server's port then
+  // `port`), with r2; both were in sync in epoch 1. r1 keeps its state in DIR/r1.
+  void FailOverToR1(uint16_t port) {
+    ReplicaSetOptions o =
+        Marked(2, {{"p", "127.0.0.1:" + std::to_string(port)}, {"r2", Addr(r2_)}});
+    o.state_dir = dir_ + "/r1";
+    std::filesystem::create_directories(o.state_dir);
+    o.base = r1_.v->generation();
+    o.prior = r1_.v->replica_activity.Take();
+    ASSERT_TRUE(o.prior.complete);
+    o.prior_in_sync = {"p", "r2"};
+    auto s = ReplicaSet::Start(r1_.dispatcher.get(), r1_.v, o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    set_ = std::move(s).value();
+    for (int i = 0; i < 5000 && !set_->settled(); ++i) reactor_->RunOnce(1'000'000);
+    set_->Attach();
   }
   void ExpectEqual(replica_test::Node& a, replica_test::Node& b) {
     for (uint64_t off = 0; off < kVolBytes; off += 4096)
@@ -149,6 +167,81 @@ TEST_F(ReplicaSetPersistTest, APrimaryBackFromAPowerLossCopiesTheWholeVolume) {
   ExpectEqual(primary_, r1_);
 }
 
+// The primary loses power with writes acknowledged that its own device had not made durable
+// (the replicas hold them), and r1 takes over. Its record of its last writes is gone with the
+// power (left open by the boot that ended), but its activity log, written durably before each
+// write to a new unit, holds every unit in which it may differ: back, it gets those units (at
+// most the log's window) and r1's, not the whole volume, and ends equal to r1.
+TEST_F(ReplicaSetPersistTest, AnOldPrimaryBackFromAPowerLossGetsOnlyItsActivityLogsUnits) {
+  const std::string record = dir_ + "/vol.activity";
+  ASSERT_TRUE(primary_.v->replica_activity.Persist(record).ok());
+  ReplicaSetOptions first = Marked(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  first.activity_log_units = 16;
+  StartSet(first);
+  for (int i = 0; i < 32; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a' + i % 26), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  // Acknowledged by every copy, durable on none yet.
+  ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'v'), 0);
+  ASSERT_EQ(Do(RequestOp::kWrite, 41 * 65536 + 8192, 4096, 'v'), 0);
+  ASSERT_EQ(Do(RequestOp::kWrite, 3 * 65536, 4096, 'w'), 0);
+  DropSet();
+  {
+    const ActivityLog::Contents c = ActivityLog::Read(dir_ + "/vol.alog");
+    ASSERT_TRUE(c.valid);
+    EXPECT_EQ(c.epoch, 1u);
+    EXPECT_LE(c.units.size(), 16u);
+    for (uint32_t u : {3u, 40u, 41u})
+      EXPECT_TRUE(std::find(c.units.begin(), c.units.end(), u) != c.units.end()) << u;
+  }
+  // The power goes: the device keeps only what a flush made durable, the record's file stays
+  // claimed by the boot that ended.
+  SimBackend::Image img =
+      static_cast<SimBackend*>(primary_.pool->backend())->CrashImage(1, CrashOptions{0.0, 0.0});
+  const uint16_t port = StopServer(primary_);
+  {
+    const uint64_t tag = uint64_t{0xdead} << 40;  // not this boot's
+    const int fd = open(record.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, &tag, sizeof tag, 56), 8);
+    close(fd);
+  }
+  ASSERT_NO_FATAL_FAILURE(FailOverToR1(port));
+  // p's node boots again: its pool as the power cut left it, its record read back.
+  primary_.dispatcher.reset();
+  primary_.volumes.reset();
+  primary_.pool.reset();
+  auto p =
+      Pool::Open(std::make_unique<SimBackend>(reactor_.get(), img, SimOptions{}), reactor_.get());
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  primary_.pool = std::move(p).value();
+  primary_.v = primary_.pool->FindVolume("vol");
+  ASSERT_NE(primary_.v, nullptr);
+  ASSERT_NE(ByteAt(primary_, 40 * 65536), 'v') << "the write the power took";
+  ASSERT_TRUE(primary_.v->replica_activity.Persist(record).ok());
+  ASSERT_TRUE(primary_.v->replica_activity.Take().left_open);
+  primary_.volumes = std::make_unique<VolumeManager>(primary_.pool.get());
+  primary_.dispatcher = std::make_unique<Dispatcher>(primary_.pool.get(), DispatcherOptions{});
+  ReplicaServerOptions so;
+  so.port = port;
+  so.state_dir = dir_;
+  primary_.server = std::make_unique<ReplicaServer>(reactor_.get(), primary_.dispatcher.get(),
+                                                    primary_.volumes.get(), so);
+  ASSERT_TRUE(primary_.server->Start().ok());
+  const uint64_t lost = CounterValue("spd_replication_lost_copies_total");
+  const uint64_t before = Copied();
+  for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(AllInSync()) << set_->Links()[0].detail;
+  const uint64_t copied = Copied() - before;
+  EXPECT_LE(copied, 16u * 65536) << "at most the log's window";
+  EXPECT_GE(copied, 3u * 65536) << "units 3, 40 and 41 at least";
+  EXPECT_EQ(CounterValue("spd_replication_lost_copies_total") - lost, 0u);
+  ExpectEqual(r1_, primary_);
+  EXPECT_EQ(ByteAt(primary_, 40 * 65536), 'v');
+  EXPECT_EQ(ByteAt(primary_, 41 * 65536 + 8192), 'v');
+  EXPECT_EQ(ByteAt(primary_, 3 * 65536), 'w');
+  EXPECT_FALSE(primary_.v->replica_activity.Take().left_open) << "a resync ended on it";
+}
+
 // A replica that lost power while away (its record's file still claimed by the boot before)
 // may have lost what it had not made durable, and with it units a map or a checkpoint counts
 // as copied: the primary copies it the whole volume, not only the units it missed.
@@ -215,17 +308,7 @@ TEST_F(ReplicaSetPersistTest, TheOldPrimaryBackGetsOnlyWhatEitherHadInFlight) {
       testing::RunVolumeIo(reactor_.get(), primary_.v, IoOp::kWrite, 9 * 65536, 4096, buf).result,
       0);
   const uint16_t port = StopServer(primary_);
-  // r1 takes over (epoch 2); the old primary ("p") is unreachable at first.
-  ReplicaSetOptions o = Marked(2, {{"p", "127.0.0.1:" + std::to_string(port)}, {"r2", Addr(r2_)}});
-  o.base = r1_.v->generation();
-  o.prior = r1_.v->replica_activity.Take();
-  ASSERT_TRUE(o.prior.complete);
-  o.prior_in_sync = {"p", "r2"};
-  auto s = ReplicaSet::Start(r1_.dispatcher.get(), r1_.v, o);
-  ASSERT_TRUE(s.ok()) << s.status().ToString();
-  set_ = std::move(s).value();
-  for (int i = 0; i < 5000 && !set_->settled(); ++i) reactor_->RunOnce(1'000'000);
-  set_->Attach();
+  ASSERT_NO_FATAL_FAILURE(FailOverToR1(port));
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
   InprocFrontend fe1(r1_.dispatcher.get(), reactor_.get(), InprocFrontend::Options{4, 64 << 10});
   IoRequest* req = fe1.Take();  // a write of the new term, missed by p
@@ -357,6 +440,7 @@ TEST_F(ReplicaSetPersistTest, AClosingSetKeepsTheRecordOfTheWritesItFailed) {
   };
   StartSet(o);
   ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'a'), 0);
+  ASSERT_EQ(Do(RequestOp::kWrite, 7 * 65536, 4096, 'a'), 0);  // its unit in the activity log
   StopServer(r1_);
   Op* w = Submit(RequestOp::kWrite, 7 * 65536, 4096, 'b');
   for (int i = 0; i < 3000 && !pending; ++i) reactor_->RunOnce(1'000'000);

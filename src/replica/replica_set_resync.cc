@@ -120,6 +120,10 @@ ReplicaSet::~ReplicaSet() {
   }
   JoinThreads();
   FreeShadows();
+  // A flush or a snapshot of the log that never came back (its reactor stopped first, at
+  // shutdown): left to the process's end rather than freed under the backend.
+  if (log_fe_ && log_fe_->inflight() > 0) (void)log_fe_.release();
+  if (log_ && log_->writing()) (void)log_.release();
 }
 
 bool ReplicaSet::IsCopyMessage(const IoRequest* req) const {
@@ -503,6 +507,7 @@ void ReplicaSet::AdoptPriorActivity(Link* l) {
     l->dirty.Invalidate();  // its record cannot vouch: the whole volume
     return;
   }
+  l->prior_from_log = (l->reply.activity_flags & rw::kActivityDurableLog) != 0;
   std::vector<ReplicaActivity::Range> all = mine.ranges;
   for (const rw::ActivityRange& r : l->reply_ranges) all.push_back({r.first_unit, r.units});
   all = MergeRanges(std::move(all));
@@ -512,9 +517,10 @@ void ReplicaSet::AdoptPriorActivity(Link* l) {
   prior_units_total.Add(units);
   SPD_LOG_INFO(
       "replication: volume %s: replica %s was in sync in epoch %llu; only the %llu "
-      "units of 64 KiB either copy applied last then will be resynced",
+      "units of 64 KiB either copy applied last then%s will be resynced",
       o_.volume.c_str(), l->target.name.c_str(), static_cast<unsigned long long>(mine.epoch),
-      static_cast<unsigned long long>(units));
+      static_cast<unsigned long long>(units),
+      l->prior_from_log ? " (its share from its activity log: it lost power)" : "");
 }
 
 }  // namespace spd

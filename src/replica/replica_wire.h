@@ -127,6 +127,11 @@ enum ActivityFlags : uint32_t {
   // no resync ended on it since: it may have lost what it had not made durable, so units a
   // map or a checkpoint counts as copied to it may be gone (the primary copies it whole).
   kActivityLeftOpen = 1u << 1,
+  // With kActivityLeftOpen: the ranges are the copy's durable activity log of the term it was
+  // the primary of (replica/activity_log.h), not its record: every unit in which it may differ
+  // from that term's other copies after the power loss. A new primary whose map waits for this
+  // copy's record of that term (prior_pending) copies those units and its own, not the whole.
+  kActivityDurableLog = 1u << 2,
 };
 struct ActivityRange {
   uint32_t first_unit = 0;  // 64 KiB units

@@ -54,6 +54,8 @@ struct ReplicationManagerOptions {
   // Every primary's resyncs (ReplicaSetOptions::resync_regions_inflight, resync_region_bytes).
   uint32_t resync_regions_inflight = 4;
   uint32_t resync_region_bytes = 1u << 20;
+  // Every primary's activity log (ReplicaSetOptions::activity_log_units; 0: none).
+  uint32_t activity_log_units = 1024;
   // Fault injection on every primary's links (ReplicaSetOptions::inject_*; tests, benchmarks).
   uint64_t inject_rtt_us = 0;
   uint32_t inject_loss_ppm = 0;

@@ -42,7 +42,7 @@
 #                    sim --sim-error-rate): it is marked out of sync whenever it fails one,
 #                    writes go on; it is restarted on a sound device (empty: the sim device
 #                    keeps nothing) and resynced whole
-#   powercut_all, powercut_replica: tests/cluster/faults_power.sh
+#   powercut_all, powercut_replica, powercut_primary: tests/cluster/faults_power.sh
 #   rtt_R            every primary's messages carry an injected round trip of R us (0, 500,
 #                    2000, 10000), 1% of them "lost" (200 ms late); then kill -9 of the primary
 # FAULT_ROUNDS rounds of each (default 1), seeds FAULT_SEED, FAULT_SEED+1, ...
@@ -751,6 +751,7 @@ run_row() {
     mount -t tmpfs -o size=1G tmpfs "$(node_dir $full)" || fail "$ROUND_LOG: cannot mount a tmpfs"
   fi
   [ "$row" != powercut_replica ] || powercut_fs_mount 3
+  [ "$row" != powercut_primary ] || powercut_fs_mount 1
   local t0=$SECONDS
   for k in 1 2 3; do  # where this round's part of each node's log starts (round_log)
     ROUND_LINE[k]=0

@@ -6,14 +6,18 @@
 #                    FUSE file system that drops every write not made durable at a "power
 #                    cut"); it loses power under writes, the primary stays, and it returns
 #                    without what it had acknowledged since its last barrier
+#   powercut_primary the primary's pool lives on powercut_fs; it loses power under writes, a
+#                    replica takes over; back, the old primary is given only the units of its
+#                    activity log and the new primary's record, not the whole volume
 PCFS_PID=""
 PCFS_MNT=""
+DROPPED=""
 
-# powercut_fs_mount K: node K's pool on a fresh powercut_fs (NODE3_ARGS for K=3; run_row).
+# powercut_fs_mount K: node K's pool on a fresh powercut_fs (NODE1_ARGS or NODE3_ARGS; run_row).
 powercut_fs_mount() {
   local fs=${POWERCUT_FS:-$(dirname "$SPD2")/tests/powercut_fs}
   [ -x "$fs" ] || fail "no powercut_fs at $fs (scripts/build.sh builds it beside spd2; or POWERCUT_FS)"
-  [ "$1" = 3 ] || fail "powercut_fs_mount: node 3 only"
+  [ "$1" = 1 ] || [ "$1" = 3 ] || fail "powercut_fs_mount: node 1 or 3 only"
   PCFS_MNT="$T/pcfs$1"
   mkdir -p "$PCFS_MNT"
   "$fs" "$PCFS_MNT" 2>>"$T/pcfs.log" &
@@ -21,7 +25,7 @@ powercut_fs_mount() {
   EXTRA_PIDS+=("$PCFS_PID")
   for _ in $(seq 100); do
     if mountpoint -q "$PCFS_MNT"; then
-      NODE3_ARGS="--pool $PCFS_MNT/pool.img"
+      printf -v "NODE$1_ARGS" '%s' "--pool $PCFS_MNT/pool.img"
       return 0
     fi
     kill -0 "$PCFS_PID" 2>/dev/null || fail "powercut_fs exited at mount: $(cat "$T/pcfs.log")"
@@ -55,6 +59,15 @@ power_cut() {  # K
   [ "$n" -gt 0 ] || fail "$ROUND_LOG: node n$1 keeps no record to cut"
 }
 
+# Node K, its pool on powercut_fs, killed and its power cut: the pool's volatile writes dropped,
+# its records cut (power_cut). Sets DROPPED: how many blocks the cut dropped.
+cut_pool_power() {  # K
+  stop_node "$1" KILL
+  echo cut >"$PCFS_MNT/.powercut" || fail "$ROUND_LOG: cannot cut n$1's power"
+  DROPPED=$(awk '$1 == "dropped_blocks" {print $2}' "$PCFS_MNT/.powercut")
+  power_cut "$1"
+}
+
 # Every node loses power at once under writes (kill -9, then power_cut on each), then all
 # restart: no record or map vouches for anything, a copy is elected by its durable generation
 # alone (docs/replication.md, "Persisted state"), and the other two are copied in whole.
@@ -83,15 +96,12 @@ row_powercut_all() {
 # a replica": it says so at its hello and is copied whole). round_converges then reads every
 # acknowledged block back from n3's own copy.
 row_powercut_replica() {
-  local old=$E p=$P n dropped
+  local old=$E p=$P n
   [ "$p" != 3 ] || fail "$ROUND_LOG: n3, the node that loses power, is the primary"
   log_mark
   bc_background "$p" "$SEED"
   sleep "0.$((RANDOM % 9 + 1))"
-  stop_node 3 KILL
-  echo cut >"$PCFS_MNT/.powercut" || fail "$ROUND_LOG: cannot cut n3's power"
-  dropped=$(awk '$1 == "dropped_blocks" {print $2}' "$PCFS_MNT/.powercut")
-  power_cut 3
+  cut_pool_power 3
   sleep "0.$((RANDOM % 9 + 1))"
   start_node 3
   bc_join
@@ -100,5 +110,31 @@ row_powercut_replica() {
   round_converges "$old"
   n=$(whole_copies_since_mark)
   [ "$n" -ge 1 ] || fail "$ROUND_LOG: no whole-volume resync of n3 after its power loss"
-  echo "faults: $ROUND_LOG: the cut dropped ${dropped:-?} volatile blocks of n3's pool"
+  echo "faults: $ROUND_LOG: the cut dropped ${DROPPED:-?} volatile blocks of n3's pool"
+}
+
+# The primary n1 loses power under writes (kill -9, then its pool's volatile writes dropped and
+# its record and maps cut; its activity log, written with FUA, stays as the disk has it): a
+# replica takes over with a higher epoch and holds every acknowledged write. n1, back, lacks
+# what its pool had not made durable and may hold writes no other copy has; its activity log
+# names every unit where that can be (docs/replication.md, "The primary's activity log"), so
+# the new primary copies it those units and its own record's, not the whole volume, and
+# round_converges reads every acknowledged block back from n1's own copy.
+row_powercut_primary() {
+  local old=$E p=$P
+  [ "$p" = 1 ] || fail "$ROUND_LOG: n1, the node that loses power, is not the primary (n$p)"
+  log_mark
+  bc_background "$p" "$SEED"
+  sleep "0.$((RANDOM % 9 + 1))"
+  cut_pool_power 1
+  bc_join
+  wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known 2 1
+  [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
+  bc_verify "$P" "the new primary"
+  start_node 1
+  round_converges "$old"
+  [ "$(round_log "$P" | grep -c 'its share from its activity log')" -gt 0 ] ||
+    fail "$ROUND_LOG: the new primary n$P did not take n1's activity log"
+  expect_no_whole_copy "the primary's power loss (its activity log bounds the resync)"
+  echo "faults: $ROUND_LOG: the cut dropped ${DROPPED:-?} volatile blocks of n1's pool"
 }

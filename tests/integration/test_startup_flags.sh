@@ -69,6 +69,8 @@ run_refused "not in range 64 to 1024" --cluster http://127.0.0.1:1 \
   --replication-resync-region-kib 2048
 run_refused "not in range 1 to 64" --cluster http://127.0.0.1:1 --replication-resync-inflight 0
 run_refused "need --cluster" --replication-resync-inflight 8
+run_refused "need --cluster" --replication-activity-window-mib 8
+run_refused "not in range 0 to 127" --cluster http://127.0.0.1:1 --replication-activity-window-mib 128
 run_refused "need --cluster" --replication-resync-region-kib 256
 # A seed with no injected loss to choose seeds nothing.
 run_refused "needs --replication-inject-loss-ppm" --cluster http://127.0.0.1:1 \
