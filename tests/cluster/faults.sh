@@ -751,7 +751,12 @@ run_row() {
     mount -t tmpfs -o size=1G tmpfs "$(node_dir $full)" || fail "$ROUND_LOG: cannot mount a tmpfs"
   fi
   [ "$row" != powercut_replica ] || powercut_fs_mount 3
-  [ "$row" != powercut_primary ] || powercut_fs_mount 1
+  if [ "$row" = powercut_primary ]; then
+    powercut_fs_mount 1
+    # A window of 64 units where the writes touch 256 (16 MiB of blocks): units leave the log
+    # (after flushes of the primary's copy) all along, not only join it.
+    NODE_ARGS=(--replication-activity-window-mib 4)
+  fi
   local t0=$SECONDS
   for k in 1 2 3; do  # where this round's part of each node's log starts (round_log)
     ROUND_LINE[k]=0

@@ -68,6 +68,21 @@ cut_pool_power() {  # K
   power_cut "$1"
 }
 
+# Every copy holds the same bytes (after round_converges: all in sync, nothing writing). What
+# blockcheck verifies is the acknowledged-durable writes; a copy that kept or lost a write no
+# client saw made durable differs only here.
+copies_equal() {
+  local k
+  for k in 1 2 3; do
+    nbdcopy "$(nbd_uri "$k")" "$T/copy$k.img" || fail "$ROUND_LOG: cannot read n$k's copy"
+  done
+  for k in 2 3; do
+    cmp -s "$T/copy1.img" "$T/copy$k.img" ||
+      fail "$ROUND_LOG: n1's and n$k's copies differ after the resync: $(cmp "$T/copy1.img" "$T/copy$k.img" | head -c 200)"
+  done
+  rm -f "$T"/copy?.img
+}
+
 # Every node loses power at once under writes (kill -9, then power_cut on each), then all
 # restart: no record or map vouches for anything, a copy is elected by its durable generation
 # alone (docs/replication.md, "Persisted state"), and the other two are copied in whole.
@@ -110,6 +125,7 @@ row_powercut_replica() {
   round_converges "$old"
   n=$(whole_copies_since_mark)
   [ "$n" -ge 1 ] || fail "$ROUND_LOG: no whole-volume resync of n3 after its power loss"
+  copies_equal
   echo "faults: $ROUND_LOG: the cut dropped ${DROPPED:-?} volatile blocks of n3's pool"
 }
 
@@ -132,9 +148,14 @@ row_powercut_primary() {
   [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
   bc_verify "$P" "the new primary"
   start_node 1
+  # Nothing wrote since n1 fell: its resync is its log's units and the new primary's record
+  # alone, and then every copy must hold the same bytes (round_converges writes more first).
+  wait_until "$ROUND_LOG: n1 back in sync" 60 all_in_sync "$P"
+  copies_equal
   round_converges "$old"
-  [ "$(round_log "$P" | grep -c 'its share from its activity log')" -gt 0 ] ||
-    fail "$ROUND_LOG: the new primary n$P did not take n1's activity log"
+  local units
+  units=$(round_log "$P" | sed -n 's/.*replica n1 was in sync in epoch .*; only the \([0-9]*\) units.*its share from its activity log.*/\1/p' | tail -n 1)
+  [ -n "$units" ] || fail "$ROUND_LOG: the new primary n$P did not take n1's activity log"
   expect_no_whole_copy "the primary's power loss (its activity log bounds the resync)"
-  echo "faults: $ROUND_LOG: the cut dropped ${DROPPED:-?} volatile blocks of n1's pool"
+  echo "faults: $ROUND_LOG: the cut dropped ${DROPPED:-?} volatile blocks of n1's pool; n1 got $units units of 64 KiB back"
 }
