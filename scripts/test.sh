@@ -4,7 +4,7 @@
 #   3b. the unit tests that cross threads and reactors under ThreadSanitizer
 #   4. integration tests with real NBD clients against the release and the ASan build
 #   5. crash-consistency sweep (>= 100,000 crash states; run beside stage 4's ASan pass)
-#   6. a short fuzz run of each target (SPD_FUZZ_SECONDS each, default 30)
+#   6. a short fuzz run of each target (SPD_FUZZ_SECONDS each, default 20)
 # Ends with one line "N passed, N failed" counting the stages; exit status non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -112,7 +112,7 @@ crash_sweep() {
   return "$rc"
 }
 
-# One libFuzzer target for SPD_FUZZ_SECONDS (default 30) from a fresh corpus; extra arguments are
+# One libFuzzer target for SPD_FUZZ_SECONDS (default 20) from a fresh corpus; extra arguments are
 # read-only seed directories. Prints the last lines (coverage; the report and reproducer on a
 # crash, leak or hang, which fail the stage). The whole log stays in build-fuzz/TARGET.log.
 fuzz_target() {
@@ -121,7 +121,7 @@ fuzz_target() {
   local corpus rc log="build-fuzz/$target.log"
   corpus=$(mktemp -d)
   echo "--- $target"
-  "./build-fuzz/fuzz/$target" -max_total_time="${SPD_FUZZ_SECONDS:-30}" -rss_limit_mb=2048 \
+  "./build-fuzz/fuzz/$target" -max_total_time="${SPD_FUZZ_SECONDS:-20}" -rss_limit_mb=2048 \
     -artifact_prefix="$PWD/build-fuzz/" "$corpus" "$@" >"$log" 2>&1
   rc=$?
   if [ "$rc" -eq 0 ]; then

@@ -129,8 +129,17 @@ ActivityLog::Need ActivityLog::Admit(uint64_t first, uint64_t last, uint64_t dur
     }
   }
   if (missing == 0) return wait ? Need::kWait : Need::kCovered;
-  if (units_.size() + missing > window_) MakeRoom(durable_below);
-  if (units_.size() + missing > window_) return Need::kFull;
+  if (units_.size() + missing > window_) {
+    // A scan that found no room finds none again until a flush or the watermark moved
+    // durable_below, or a snapshot became durable (writes waiting for room retry often).
+    if (durable_below == full_below_ && durable_snap_ == full_snap_) return Need::kFull;
+    MakeRoom(durable_below);
+    if (units_.size() + missing > window_) {
+      full_below_ = durable_below;
+      full_snap_ = durable_snap_;
+      return Need::kFull;
+    }
+  }
   for (uint64_t u = first; u <= last; ++u)
     if (units_.emplace(static_cast<uint32_t>(u), Entry{UINT64_MAX, 0}).second) ++pending_;
   return Need::kWait;

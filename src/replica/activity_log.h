@@ -110,6 +110,9 @@ class ActivityLog {
   uint64_t snap_ = 0;          // the last snapshot numbered
   uint64_t durable_snap_ = 0;  // the last one known written
   uint32_t pending_ = 0;
+  // The last scan for room that found too little was at these (Admit).
+  uint64_t full_below_ = UINT64_MAX;
+  uint64_t full_snap_ = UINT64_MAX;
   bool writing_ = false;
   uint64_t written_ = 0;
   std::unique_ptr<IoBackend> backend_;

@@ -226,9 +226,10 @@ round_converges() {  # OLD_EPOCH
   for k in 1 2 3; do bc_verify "$k" "a copy after the resync"; done
 }
 
-# Writes in the background through node K while a fault happens; sets BCPID.
+# Writes in the background through node K while a fault happens, for FAULT_WRITE_SECONDS (20;
+# test_faults.sh's CI selection: 12); sets BCPID.
 bc_background() {  # K SEED
-  bc_write "$1" "$2" 1000000 --seconds 20 >"$T/w1.log" 2>&1 &
+  bc_write "$1" "$2" 1000000 --seconds "${FAULT_WRITE_SECONDS:-20}" >"$T/w1.log" 2>&1 &
   BCPID=$!
 }
 # The background writes end (at most 40 s: 20 s of writes, a 10 s stall bound, the save).
