@@ -96,18 +96,23 @@ Result<std::unique_ptr<ActivityLog>> ActivityLog::Open(const std::string& path, 
   // Numbers go on from the file's: the highest valid snapshot is the log.
   log->snap_ = log->durable_snap_ = before.valid ? before.snap : 0;
   log->units_.reserve(window_units * 2);
+  log->list_.reserve(window_units);
   return log;
 }
 
 ActivityLog::~ActivityLog() = default;
 
 void ActivityLog::MakeRoom(uint64_t durable_below) {
-  for (auto it = units_.begin(); it != units_.end();) {
+  for (size_t i = 0; i < list_.size();) {
+    auto it = units_.find(list_[i]);
     const Entry& e = it->second;
     if (e.snap != 0 && e.snap <= durable_snap_ && e.last_seq < durable_below) {
-      it = units_.erase(it);
+      units_.erase(it);
+      list_[i] = list_.back();
+      list_.pop_back();
+      if (i < list_.size()) units_[list_[i]].index = static_cast<uint32_t>(i);
     } else {
-      ++it;
+      ++i;
     }
   }
 }
@@ -140,8 +145,13 @@ ActivityLog::Need ActivityLog::Admit(uint64_t first, uint64_t last, uint64_t dur
       return Need::kFull;
     }
   }
-  for (uint64_t u = first; u <= last; ++u)
-    if (units_.emplace(static_cast<uint32_t>(u), Entry{UINT64_MAX, 0}).second) ++pending_;
+  for (uint64_t u = first; u <= last; ++u) {
+    const auto unit = static_cast<uint32_t>(u);
+    if (units_.emplace(unit, Entry{UINT64_MAX, 0, static_cast<uint32_t>(list_.size())}).second) {
+      list_.push_back(unit);
+      added_.push_back(unit);
+    }
+  }
   return Need::kWait;
 }
 
@@ -160,14 +170,10 @@ void ActivityLog::Write(void (*done)(void* ctx, bool ok), void* ctx) {
   done_ = done;
   done_ctx_ = ctx;
   const uint64_t snap = ++snap_;
-  std::vector<uint32_t> list;
-  list.reserve(units_.size());
-  for (auto& [u, e] : units_) {
-    if (e.snap == 0) e.snap = snap;
-    list.push_back(u);
-  }
-  pending_ = 0;
-  Encode(snap, epoch_, list, buf_.get());
+  for (const uint32_t u : added_)
+    if (auto it = units_.find(u); it != units_.end()) it->second.snap = snap;
+  added_.clear();
+  Encode(snap, epoch_, list_, buf_.get());
   io_ = BackendIo{};
   io_.op = IoOp::kWrite;
   io_.flags = kIoFua;
@@ -194,7 +200,7 @@ void ActivityLog::OnWritten(BackendIo* io) {
     for (auto& [u, e] : log->units_)
       if (e.snap == snap) {
         e.snap = 0;
-        ++log->pending_;
+        log->added_.push_back(u);
       }
   }
   log->done_(log->done_ctx_, ok);

@@ -85,7 +85,7 @@ class ActivityLog {
   // The request was numbered `seq`.
   void Touch(uint64_t first, uint64_t last, uint64_t seq);
   // Units added and not yet in a snapshot on its way.
-  bool pending() const { return pending_ != 0; }
+  bool pending() const { return !added_.empty(); }
   bool writing() const { return writing_; }
   // Writes a snapshot of every unit in the log; `done(ctx, ok)` on the owner once it is durable
   // or failed (its new units are then pending again). REQUIRES: !writing().
@@ -103,13 +103,17 @@ class ActivityLog {
   struct Entry {
     uint64_t last_seq = 0;  // the newest write numbered to it (UINT64_MAX: reserved)
     uint64_t snap = 0;      // the first snapshot that holds it (0: none yet)
+    uint32_t index = 0;     // in list_
   };
   std::unordered_map<uint32_t, Entry> units_;
+  // The same units in a flat list (a snapshot copies it as it is), and those added since the
+  // last snapshot was numbered.
+  std::vector<uint32_t> list_;
+  std::vector<uint32_t> added_;
   uint32_t window_ = 0;
   uint64_t epoch_ = 0;
   uint64_t snap_ = 0;          // the last snapshot numbered
   uint64_t durable_snap_ = 0;  // the last one known written
-  uint32_t pending_ = 0;
   // The last scan for room that found too little was at these (Admit).
   uint64_t full_below_ = UINT64_MAX;
   uint64_t full_snap_ = UINT64_MAX;
