@@ -110,7 +110,6 @@ void ActivityLog::MakeRoom(uint64_t durable_below) {
       units_.erase(it);
       list_[i] = list_.back();
       list_.pop_back();
-      if (i < list_.size()) units_[list_[i]].index = static_cast<uint32_t>(i);
     } else {
       ++i;
     }
@@ -147,7 +146,7 @@ ActivityLog::Need ActivityLog::Admit(uint64_t first, uint64_t last, uint64_t dur
   }
   for (uint64_t u = first; u <= last; ++u) {
     const auto unit = static_cast<uint32_t>(u);
-    if (units_.emplace(unit, Entry{UINT64_MAX, 0, static_cast<uint32_t>(list_.size())}).second) {
+    if (units_.emplace(unit, Entry{UINT64_MAX, 0}).second) {
       list_.push_back(unit);
       added_.push_back(unit);
     }

@@ -44,6 +44,11 @@ struct ActivityLogHeader {
 };
 static_assert(sizeof(ActivityLogHeader) == 64);
 
+// Where a volume's activity log is kept under a node's replication state directory.
+inline std::string ActivityLogPath(const std::string& dir, const std::string& volume) {
+  return dir + "/" + volume + ".alog";
+}
+
 class ActivityLog {
  public:
   static constexpr uint32_t kSlotBytes = 8192;
@@ -103,7 +108,6 @@ class ActivityLog {
   struct Entry {
     uint64_t last_seq = 0;  // the newest write numbered to it (UINT64_MAX: reserved)
     uint64_t snap = 0;      // the first snapshot that holds it (0: none yet)
-    uint32_t index = 0;     // in list_
   };
   std::unordered_map<uint32_t, Entry> units_;
   // The same units in a flat list (a snapshot copies it as it is), and those added since the

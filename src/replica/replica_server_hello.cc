@@ -92,9 +92,8 @@ void AnswerHello(Session* s, int32_t result) {
   if (act.left_open && !act.complete && !dir.empty()) {
     // Power lost while open: the record says nothing, but a term this copy was the primary of
     // has its durable log, which bounds what the copy may lack or hold in excess.
-    const ActivityLog::Contents log = ActivityLog::Read(
-        dir + "/" + std::string(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume)) +
-        ".alog");
+    const ActivityLog::Contents log = ActivityLog::Read(ActivityLogPath(
+        dir, std::string(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume))));
     if (log.valid && !log.whole && log.epoch != 0) {
       std::vector<ReplicaActivity::Range> r;
       for (const uint32_t u : log.units) r.push_back({u, 1});

@@ -36,7 +36,7 @@ bool Logged(const IoRequest* req) { return req->op != RequestOp::kFlush && req->
 void ReplicaSet::OpenLog() {
   if (o_.state_dir.empty() || o_.activity_log_units == 0) return;
   Result<std::unique_ptr<ActivityLog>> l = ActivityLog::Open(
-      o_.state_dir + "/" + o_.volume + ".alog", owner_, o_.epoch, o_.activity_log_units);
+      ActivityLogPath(o_.state_dir, o_.volume), owner_, o_.epoch, o_.activity_log_units);
   if (!l.ok()) {
     // Writes go on; a power loss of this node then copies the whole volume back to it.
     SPD_LOG_WARN("replication: volume %s: no activity log: %s", o_.volume.c_str(),

@@ -61,6 +61,21 @@ class ReplicaSetPersistTest : public replica_test::ReplicaSetTest {
     return CounterValue("spd_replication_resync_bytes_total") +
            CounterValue("spd_replication_resync_discard_bytes_total");
   }
+  // Node n boots again after a power cut: its pool opened from the device image the cut left
+  // (no replica server yet: the caller starts it).
+  void BootFromImage(replica_test::Node& n, const SimBackend::Image& img) {
+    n.dispatcher.reset();
+    n.volumes.reset();
+    n.pool.reset();
+    auto p =
+        Pool::Open(std::make_unique<SimBackend>(reactor_.get(), img, SimOptions{}), reactor_.get());
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    n.pool = std::move(p).value();
+    n.v = n.pool->FindVolume("vol");
+    ASSERT_NE(n.v, nullptr);
+    n.volumes = std::make_unique<VolumeManager>(n.pool.get());
+    n.dispatcher = std::make_unique<Dispatcher>(n.pool.get(), DispatcherOptions{});
+  }
   // r1 takes over (epoch 2) from the primary, away as "p" (its replica server's port then
   // `port`), with r2; both were in sync in epoch 1. r1 keeps its state in DIR/r1.
   void FailOverToR1(uint16_t port) {
@@ -210,20 +225,10 @@ TEST_F(ReplicaSetPersistTest, AnOldPrimaryBackFromAPowerLossGetsOnlyItsActivityL
   }
   ASSERT_NO_FATAL_FAILURE(FailOverToR1(port));
   // p's node boots again: its pool as the power cut left it, its record read back.
-  primary_.dispatcher.reset();
-  primary_.volumes.reset();
-  primary_.pool.reset();
-  auto p =
-      Pool::Open(std::make_unique<SimBackend>(reactor_.get(), img, SimOptions{}), reactor_.get());
-  ASSERT_TRUE(p.ok()) << p.status().ToString();
-  primary_.pool = std::move(p).value();
-  primary_.v = primary_.pool->FindVolume("vol");
-  ASSERT_NE(primary_.v, nullptr);
+  ASSERT_NO_FATAL_FAILURE(BootFromImage(primary_, img));
   ASSERT_NE(ByteAt(primary_, 23 * 65536), 'y') << "the write the power took";
   ASSERT_TRUE(primary_.v->replica_activity.Persist(record).ok());
   ASSERT_TRUE(primary_.v->replica_activity.Take().left_open);
-  primary_.volumes = std::make_unique<VolumeManager>(primary_.pool.get());
-  primary_.dispatcher = std::make_unique<Dispatcher>(primary_.pool.get(), DispatcherOptions{});
   ReplicaServerOptions so;
   so.port = port;
   so.state_dir = dir_;
@@ -477,18 +482,8 @@ TEST_F(ReplicaSetPersistTest, AReplicaThatLostPowerGetsItsUnbarrieredWritesBack)
   const uint16_t port = StopServer(r1_);
   ASSERT_EQ(Do(RequestOp::kWrite, 30 * 65536, 4096, 'w'), 0);  // it fails here and is marked
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
-  r1_.dispatcher.reset();
-  r1_.volumes.reset();
-  r1_.pool.reset();
-  auto p =
-      Pool::Open(std::make_unique<SimBackend>(reactor_.get(), img, SimOptions{}), reactor_.get());
-  ASSERT_TRUE(p.ok()) << p.status().ToString();
-  r1_.pool = std::move(p).value();
-  r1_.v = r1_.pool->FindVolume("vol");
-  ASSERT_NE(r1_.v, nullptr);
+  ASSERT_NO_FATAL_FAILURE(BootFromImage(r1_, img));
   ASSERT_EQ(ByteAt(r1_, 20 * 65536), 0) << "the unbarriered write is gone";
-  r1_.volumes = std::make_unique<VolumeManager>(r1_.pool.get());
-  r1_.dispatcher = std::make_unique<Dispatcher>(r1_.pool.get(), DispatcherOptions{});
   RestartServer(r1_, port);
   for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
   ASSERT_TRUE(AllInSync()) << set_->Links()[0].detail;
