@@ -580,6 +580,7 @@ int RunDaemon(const DaemonOptions& o) {
     rmo.resync_regions_inflight = o.replication_resync_inflight;
     rmo.resync_region_bytes = o.replication_resync_region_kib << 10;
     rmo.activity_log_units = o.replication_activity_window_mib * 16;
+    rmo.unbarriered_bytes = uint64_t{o.replication_unbarriered_mib} << 20;
     rmo.inject_rtt_us = o.replication_inject_rtt_us;
     rmo.inject_loss_ppm = o.replication_inject_loss_ppm;
     rmo.inject_seed = o.replication_inject_seed;

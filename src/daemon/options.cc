@@ -495,6 +495,17 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "primary that lost power gets the whole volume back)")
       ->check(CLI::Range(0, 127))
       ->capture_default_str();
+  app.add_option("--replication-unbarriered-mib", o.replication_unbarriered_mib,
+                 "A replica acknowledges a write once applied; it is durable there at the next "
+                 "barrier (a client's FLUSH). The primary keeps, per replica, what it "
+                 "acknowledged since (at most 4,096 writes): should the replica lose power, that "
+                 "is resynced with what it missed, not the whole volume. When a replica holds "
+                 "this many MiB, or 2,048 writes, no barrier covered, the primary flushes the "
+                 "volume itself (docs/replication.md, \"Power loss on a replica\"). 1 to 4096; 0: "
+                 "never (a replica that loses power after more than 4,096 such writes gets the "
+                 "whole volume)")
+      ->check(CLI::Range(0, 4096))
+      ->capture_default_str();
   app.add_option("--replication-inject-rtt-us", o.replication_inject_rtt_us,
                  "Testing: delay every replication message this node sends as a primary by this "
                  "many microseconds, as a network round trip would (there is no netem here). "
@@ -575,10 +586,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                            ") must be a multiple of 64 (the dirty map's unit)");
   if (o.cluster.empty() && (app.count("--replication-resync-inflight") > 0 ||
                             app.count("--replication-resync-region-kib") > 0 ||
-                            app.count("--replication-activity-window-mib") > 0))
+                            app.count("--replication-activity-window-mib") > 0 ||
+                            app.count("--replication-unbarriered-mib") > 0))
     return InvalidArgument(
-        "--replication-resync-* and --replication-activity-window-mib need --cluster (the etcd "
-        "members)");
+        "--replication-resync-*, --replication-activity-window-mib and "
+        "--replication-unbarriered-mib need --cluster (the etcd members)");
   SPD_ASSIGN_OR_RETURN(o.replication_async_lag_bytes, ParseSize(async_lag_bytes));
   if (o.replication_async_lag_bytes < (1u << 20))
     return InvalidArgument(

@@ -102,6 +102,7 @@ struct DaemonOptions {
   uint32_t replication_resync_inflight = 4;  // ReplicaSetOptions::resync_regions_inflight
   uint32_t replication_resync_region_kib = 1024;  // ReplicaSetOptions::resync_region_bytes
   uint32_t replication_activity_window_mib = 64;  // ReplicaSetOptions::activity_log_units / 16
+  uint32_t replication_unbarriered_mib = 64;      // ReplicaSetOptions::unbarriered_bytes >> 20
   uint64_t replication_inject_rtt_us = 0;         // ReplicaSetOptions::inject_* (testing)
   uint32_t replication_inject_loss_ppm = 0;
   uint64_t replication_inject_seed = 1;

@@ -108,6 +108,7 @@ void AnswerHello(Session* s, int32_t result) {
   body.activity_ranges = static_cast<uint32_t>(ranges.size());
   if (act.left_open) body.activity_flags |= rw::kActivityLeftOpen;
   body.copy_id = s->volume->copy_id();
+  body.losses = act.losses;
   if (result != 0) {
     hellos_refused_total.Add();
     body.status = static_cast<uint32_t>(rw::HelloStatus::kError);

@@ -37,6 +37,10 @@ Counter local_failures_total("spd_replication_local_write_failures_total",
                              "Primaries whose own copy failed a write or a flush, or whose pool "
                              "turned read-only, while a replica was in sync: each gives its "
                              "volume up and gets the whole volume back as a replica");
+Counter powered_off_units_total(
+    "spd_replication_power_loss_units_total",
+    "64 KiB units a replica that lost power since its last hello had acknowledged since its "
+    "last barrier: resynced with what it missed, instead of its whole copy");
 Counter lost_copies_total("spd_replication_lost_copies_total",
                           "Replicas back at a generation below a barrier they acknowledged (a "
                           "new disk, a restored image), with another copy than their map's (a "
@@ -93,6 +97,7 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
     set->PumpLinks();
     set->ShadowPending();
     set->PumpLog();  // after this round's requests took their units
+    set->BarrierForRing();
   };
   rw::HelloBody hello;
   std::memcpy(hello.volume, s->o_.volume.data(), s->o_.volume.size());
@@ -156,9 +161,15 @@ std::string ReplicaSet::LostCopyReason(const Link& k, bool resync) const {
   // A copy that lost power since it last closed its record (replica_wire.h) may lack what it
   // had not made durable: a resync's copied regions before its last barrier among them.
   // Unless its durable activity log of the last term, now in the map, covers that loss.
-  if ((k.reply.activity_flags & rw::kActivityLeftOpen) != 0 && !k.prior_from_log)
+  // A loss before its first hello to this set; later ones the set accounts for (Connected).
+  if ((k.reply.activity_flags & rw::kActivityLeftOpen) != 0 && !k.prior_from_log && !k.losses_known)
     return "lost power (or its kernel crashed) since it last closed its record: what it had "
            "not made durable may be gone";
+  if (k.losses_known && k.reply.losses < k.losses_seen)
+    return "counts fewer power losses than at its last hello (its state files were replaced): "
+           "it cannot tell what it lost";
+  if (k.losses_known && k.reply.losses > k.losses_seen && k.unbarriered_lost != 0)
+    return "lost power after more writes since its last barrier than the primary keeps";
   // A copy below a barrier it acknowledged under this primary lost what it had (a new disk, a
   // restored image): what it missed since is not all it lacks.
   if (resync && k.acked_barrier_seq != 0 &&
@@ -217,6 +228,17 @@ void ReplicaSet::Connected(Link* k) {
       k->dirty.Invalidate();
       lost_copies_total.Add();
     }
+  }
+  // It lost power since its last hello to this set: what it acknowledged since its last
+  // barrier then may be gone (the map holds the rest). Otherwise all of it is there.
+  if (answered && k->losses_known && k->reply.losses > k->losses_seen && k->dirty.valid()) {
+    powered_off_units_total.Add(k->UnbarrieredUnits());
+    k->MarkUnbarriered();
+  }
+  if (answered) {
+    k->DropUnbarriered();
+    k->losses_known = true;
+    k->losses_seen = k->reply.losses;
   }
   k->prior_from_log = false;  // for this hello only: a later power loss is a loss again
   if (answered) k->dirty.set_copy_id(k->reply.copy_id);
@@ -316,7 +338,7 @@ void ReplicaSet::Stop() {
   JoinThreads();
   // The posted hand-overs and the final poll events must come back before the links go.
   for (int i = 0; i < 100000; ++i) {
-    bool busy = pump_deferred_ || LogBusy();
+    bool busy = pump_deferred_ || LogBusy() || ring_barrier_inflight_;
     for (auto& l : links_) busy |= l->connected_pending || l->rx_armed || l->tx_armed;
     if (!busy) break;
     owner_->RunOnce(1'000'000);
@@ -671,8 +693,8 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
     for (IoRequest* r : table_)
       if (r != nullptr && r->op != RequestOp::kFlush && (r->repl_waiting & l->bit()))
         l->MarkDirty(r->offset_bytes, r->length_bytes);
-    // What it acknowledged since its last barrier: gone with its power, maybe.
-    l->MarkUnbarriered();
+    // What it acknowledged since its last barrier stays in its ring: its next hello tells
+    // whether it lost power (Connected).
   }
   if (l->info.state == LinkState::kResyncing) AbortCopy(why);
   link_failures_total.Add();

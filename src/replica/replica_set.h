@@ -109,6 +109,11 @@ struct ReplicaSetOptions {
   // is durably there. After a power loss of this node its units bound what the next primary
   // copies back to it. 0 (or no state_dir): no log (a power loss then copies the whole volume).
   uint32_t activity_log_units = 1024;
+  // A replica that loses power loses what it acknowledged since its last barrier; the set keeps
+  // that per link (Link::kUnbarrieredMax writes) and, once a link holds half as many or this
+  // many bytes, flushes the volume itself (BarrierForRing). 0: never (past kUnbarrieredMax
+  // writes, a replica's power loss copies the whole volume).
+  uint64_t unbarriered_bytes = 64ull << 20;
   // Fault injection in our own transport (there is no netem here): every message leaves
   // inject_rtt_us after it was numbered (the round trip, put on the way out), and with
   // probability inject_loss_ppm / 1e6 a message is "lost" and leaves inject_rto_ms later, as
@@ -350,6 +355,14 @@ class ReplicaSet final : public ReplicaHook {
   void RequeueLogWaiting();
   void FailLogWaiting(int32_t result);
   bool LogBusy() const;
+
+  // A barrier of the set's own (replica_set_link.cc): a flush through the volume, as a
+  // client's, once a link keeps half of Link::kUnbarrieredMax writes no barrier covered, so
+  // that a failure marks what they touched rather than the whole volume.
+  std::unique_ptr<InprocFrontend> ring_fe_;
+  bool ring_barrier_inflight_ = false;
+  void BarrierForRing();
+  static void OnBarrierForRing(void* arg, IoRequest* req);
 
   // Asynchronous volumes (replica_set_async.cc).
   struct Shadow;

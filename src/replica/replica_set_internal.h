@@ -149,10 +149,14 @@ struct ReplicaSet::Link {
   void MarkDirty(uint64_t off, uint64_t len) {
     if (dirty.valid()) dirty.Mark(off, len);
   }
-  // The writes it acknowledged since its last barrier: applied there, durable only at the next
-  // barrier, so a replica that loses power loses them; when it fails they join its dirty map
-  // (FailLink). A ring of at most kUnbarrieredMax; past that, `unbarriered_lost` until a
-  // barrier covers the write that did not fit (a failure then copies the whole volume).
+  // What it acknowledged since its last barrier (writes, and a resync's copied regions):
+  // applied there, durable only at the next barrier, so a replica that loses power loses them.
+  // A ring of at most kUnbarrieredMax; past that, `unbarriered_lost` until a barrier covers the
+  // write that did not fit. The set barriers the replicas itself before it fills
+  // (BarrierForRing: half the entries, or ReplicaSetOptions::unbarriered_bytes). When the link
+  // fails the ring stays as it was; the next hello the replica answers tells whether it lost power
+  // since the last one (HelloReplyBody::losses): then the ring joins its dirty map (a ring that
+  // overflowed: the whole volume), otherwise it goes (everything it acknowledged is still there).
   static constexpr size_t kUnbarrieredMax = 4096;
   struct Unbarriered {
     uint64_t seq;
@@ -161,6 +165,7 @@ struct ReplicaSet::Link {
   };
   std::vector<Unbarriered> unbarriered;
   size_t ub_head = 0, ub_count = 0;
+  uint64_t ub_bytes = 0;
   uint64_t unbarriered_lost = 0;  // the newest seq that did not fit (0: none)
   void NoteUnbarriered(uint64_t seq, uint64_t off, uint64_t len) {
     if (ub_count == kUnbarrieredMax) {
@@ -170,25 +175,46 @@ struct ReplicaSet::Link {
     if (unbarriered.empty()) unbarriered.resize(kUnbarrieredMax);
     unbarriered[(ub_head + ub_count) % kUnbarrieredMax] = {seq, off, len};
     ++ub_count;
+    ub_bytes += len;
   }
   // A barrier numbered `seq` is durable there: what was numbered before it is too.
   void BarrierAcked(uint64_t seq) {
     while (ub_count > 0 && unbarriered[ub_head].seq < seq) {
+      ub_bytes -= unbarriered[ub_head].len;
       ub_head = (ub_head + 1) % kUnbarrieredMax;
       --ub_count;
     }
     if (unbarriered_lost != 0 && unbarriered_lost < seq) unbarriered_lost = 0;
   }
-  // Into the dirty map, once it fell out of sync (REQUIRES: dirty valid or about to be made so).
+  bool UnbarrieredFull(uint64_t bytes_max) const {
+    return ub_count >= kUnbarrieredMax / 2 || ub_bytes >= bytes_max;
+  }
+  // Into the dirty map: it lost power (REQUIRES: dirty valid, or the whole volume is copied).
   void MarkUnbarriered() {
     if (unbarriered_lost != 0) dirty.Invalidate();
     for (size_t i = 0; i < ub_count; ++i) {
       const Unbarriered& u = unbarriered[(ub_head + i) % kUnbarrieredMax];
       MarkDirty(u.off, u.len);
     }
+    DropUnbarriered();
+  }
+  uint64_t UnbarrieredUnits() const {  // an upper bound (units of entries that overlap count twice)
+    uint64_t n = 0;
+    for (size_t i = 0; i < ub_count; ++i) {
+      const Unbarriered& u = unbarriered[(ub_head + i) % kUnbarrieredMax];
+      n += (u.off + u.len + kDirtyUnitBytes - 1) / kDirtyUnitBytes - u.off / kDirtyUnitBytes;
+    }
+    return n;
+  }
+  void DropUnbarriered() {
     ub_head = ub_count = 0;
+    ub_bytes = 0;
     unbarriered_lost = 0;
   }
+  // The replica's count of power losses at its last hello answered to this set (none yet:
+  // !losses_known; a left-open record then copies the whole volume, see LostCopyReason).
+  bool losses_known = false;
+  uint64_t losses_seen = 0;
   bool IsDirty(uint64_t unit) const { return dirty.valid() && dirty.IsDirty(unit); }
   void SetState(LinkState s, const std::string& detail) {
     {

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "common/counters.h"
+#include "frontend/inproc/inproc_frontend.h"
 #include "replica/replica_set.h"
 #include "replica/replica_set_internal.h"
 #include "replica/replica_wire.h"
@@ -22,6 +23,12 @@ Counter messages_total("spd_replication_messages_total",
                        "Replication messages sent to replicas (writes, barriers)");
 Counter injected_losses_total("spd_replication_injected_losses_total",
                               "Messages delayed by an injected loss (inject_loss_ppm)");
+Counter ring_barriers_total(
+    "spd_replication_ring_barriers_total",
+    "Flushes a primary issued itself because a replica held many writes no barrier had made "
+    "durable there (a failure would otherwise resync its whole copy)");
+Counter ring_barrier_failures_total("spd_replication_ring_barrier_failures_total",
+                                    "Flushes a primary issued itself that failed");
 Counter marks_failed_total("spd_replication_marks_failed_total",
                            "Out-of-sync marks that could not be made durable (retried)");
 
@@ -78,6 +85,37 @@ void ReplicaSet::WaitToSend(uint64_t at) {
   delay_armed_ = true;
   delay_deadline_ns_ = at;
   owner_->ArmTimer(&delay_timer_, at);
+}
+
+void ReplicaSet::BarrierForRing() {
+  if (ring_barrier_inflight_ || stopping_ || deposed_ || o_.unbarriered_bytes == 0) return;
+  bool full = false;
+  for (const auto& l : links_)
+    full |= (l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing) &&
+            l->UnbarrieredFull(o_.unbarriered_bytes);
+  if (!full) return;
+  if (ring_fe_ == nullptr) {
+    InprocFrontend::Options fo;
+    fo.queue_depth = 1;
+    fo.buffer_bytes = 0;
+    ring_fe_ = std::make_unique<InprocFrontend>(dispatcher_, owner_, fo);
+  }
+  IoRequest* req = ring_fe_->Take();
+  if (req == nullptr) return;
+  req->op = RequestOp::kFlush;
+  req->flags = 0;  // as a client's: this copy and a barrier to every in-sync replica
+  req->volume = volume_;
+  ring_barrier_inflight_ = true;
+  ring_barriers_total.Add();
+  ring_fe_->Submit(req, &ReplicaSet::OnBarrierForRing, this);
+}
+
+void ReplicaSet::OnBarrierForRing(void* arg, IoRequest* req) {
+  auto* s = static_cast<ReplicaSet*>(arg);
+  s->ring_barrier_inflight_ = false;
+  // A failure is the links' or this copy's, handled where it happened; the ring stays full
+  // until the next one (the pump tries again).
+  if (req->result < 0) ring_barrier_failures_total.Add();
 }
 
 void ReplicaSet::SchedulePump() {

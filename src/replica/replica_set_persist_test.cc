@@ -76,6 +76,17 @@ class ReplicaSetPersistTest : public replica_test::ReplicaSetTest {
     n.volumes = std::make_unique<VolumeManager>(n.pool.get());
     n.dispatcher = std::make_unique<Dispatcher>(n.pool.get(), DispatcherOptions{});
   }
+  // Node n's record as a power cut leaves it: open by a boot that ended (the tag
+  // MappedFile::Claim writes); n's volume takes it, as its next boot's process would.
+  void RecordLeftOpenByABootThatEnded(replica_test::Node& n, const std::string& record) {
+    const int fd = open(record.c_str(), O_RDWR | O_CREAT, 0600);
+    ASSERT_GE(fd, 0);
+    const uint64_t tag = uint64_t{0xdead} << 40;  // not this boot's
+    ASSERT_EQ(pwrite(fd, &tag, sizeof tag, offsetof(ActivityFileHeader, open_tag)), 8);
+    close(fd);
+    ASSERT_TRUE(n.v->replica_activity.Persist(record).ok());
+    ASSERT_TRUE(n.v->replica_activity.Take().left_open);
+  }
   // r1 takes over (epoch 2) from the primary, away as "p" (its replica server's port then
   // `port`), with r2; both were in sync in epoch 1. r1 keeps its state in DIR/r1.
   void FailOverToR1(uint16_t port) {
@@ -251,33 +262,35 @@ TEST_F(ReplicaSetPersistTest, AnOldPrimaryBackFromAPowerLossGetsOnlyItsActivityL
   EXPECT_FALSE(primary_.v->replica_activity.Take().left_open) << "a resync ended on it";
 }
 
-// A replica that lost power while away (its record's file still claimed by the boot before)
-// may have lost what it had not made durable, and with it units a map or a checkpoint counts
-// as copied: the primary copies it the whole volume, not only the units it missed.
-TEST_F(ReplicaSetPersistTest, AReplicaBackFromAPowerLossGetsTheWholeVolume) {
+// A replica that lost power before its first hello to this primary's process may lack what it
+// had not made durable then, and with it units a map or a checkpoint counts as copied; nothing
+// here kept what it had acknowledged since its last barrier (the primary restarted): the whole
+// volume is copied, not only the units it missed.
+TEST_F(ReplicaSetPersistTest, AReplicaBackFromAPowerLossBeforeItsFirstHelloGetsTheWholeVolume) {
   uint16_t port = 0;
   ASSERT_NO_FATAL_FAILURE(WriteWhileR2IsAway(&port));
   ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'z'), 0);
-  // r2's node boots again after the power loss: its record as that left it.
-  const std::string record = dir_ + "/r2.activity";
-  {
-    const int fd = open(record.c_str(), O_RDWR | O_CREAT, 0600);
-    ASSERT_GE(fd, 0);
-    const uint64_t tag = uint64_t{0xdead} << 40;  // not this boot's
-    ASSERT_EQ(pwrite(fd, &tag, sizeof tag, 56), 8);
-    close(fd);
-  }
-  ASSERT_TRUE(r2_.v->replica_activity.Persist(record).ok());
-  ASSERT_TRUE(r2_.v->replica_activity.Take().left_open);
+  DropSet();  // the primary's process restarts
+  ASSERT_NO_FATAL_FAILURE(RecordLeftOpenByABootThatEnded(r2_, dir_ + "/r2.activity"));
+  RestartServer(r2_, port);
+  ReplicaSetOptions o = Marked(2, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.base = primary_.v->generation();
+  o.prior = primary_.v->replica_activity.Take();
+  o.prior_in_sync = {"r1"};
+  o.prior_own_term = true;
+  uint64_t r1_units = 0;
+  for (const auto& x : r1_.v->replica_activity.Take().ranges) r1_units += x.units;
   const uint64_t lost = CounterValue("spd_replication_lost_copies_total");
   const uint64_t before = Copied();
-  RestartServer(r2_, port);
+  StartSet(o);
   for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
   ASSERT_TRUE(AllInSync()) << set_->Links()[1].detail;
-  EXPECT_EQ(Copied() - before, kVolBytes) << "the whole volume, not the 2 units it missed";
+  EXPECT_EQ(Copied() - before, kVolBytes + r1_units * 65536)
+      << "the whole volume to r2, not the 2 units it missed";
   EXPECT_EQ(CounterValue("spd_replication_lost_copies_total") - lost, 1u);
   EXPECT_FALSE(r2_.v->replica_activity.Take().left_open) << "a resync ended on it";
   ExpectEqual(primary_, r2_);
+  ExpectEqual(primary_, r1_);
 }
 
 // A map of another term, or none, is not resumed: the whole volume is copied.
@@ -467,9 +480,12 @@ TEST_F(ReplicaSetPersistTest, AClosingSetKeepsTheRecordOfTheWritesItFailed) {
 }
 
 // A replica that loses power loses what it acknowledged since its last barrier (applied, not yet
-// durable there): when it fails, those writes join its dirty map, and its resync brings them
-// back, not only what it missed while away.
+// durable there). The primary keeps those writes; at its next hello the replica counts one more
+// power loss, and they join its dirty map: its resync brings them back with what it missed
+// while away, and nothing else (not the whole volume).
 TEST_F(ReplicaSetPersistTest, AReplicaThatLostPowerGetsItsUnbarrieredWritesBack) {
+  const std::string record = dir_ + "/r1.activity";
+  ASSERT_TRUE(r1_.v->replica_activity.Persist(record).ok());
   StartSet(Marked(1, {{"r1", Addr(r1_)}}));
   for (int i = 0; i < 16; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 4096, 'i'), 0);
   ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);  // durable on r1
@@ -484,12 +500,54 @@ TEST_F(ReplicaSetPersistTest, AReplicaThatLostPowerGetsItsUnbarrieredWritesBack)
   ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
   ASSERT_NO_FATAL_FAILURE(BootFromImage(r1_, img));
   ASSERT_EQ(ByteAt(r1_, 20 * 65536), 0) << "the unbarriered write is gone";
+  ASSERT_NO_FATAL_FAILURE(RecordLeftOpenByABootThatEnded(r1_, record));
+  const uint64_t lost = CounterValue("spd_replication_lost_copies_total");
+  const uint64_t before = Copied();
   RestartServer(r1_, port);
   for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
   ASSERT_TRUE(AllInSync()) << set_->Links()[0].detail;
   EXPECT_EQ(ByteAt(r1_, 20 * 65536), 'u');
   EXPECT_EQ(ByteAt(r1_, 21 * 65536), 'u');
   EXPECT_EQ(ByteAt(r1_, 30 * 65536), 'w');
+  EXPECT_EQ(Copied() - before, 3u * 65536) << "units 20, 21 and 30, not the whole volume";
+  EXPECT_EQ(CounterValue("spd_replication_lost_copies_total"), lost);
+  EXPECT_FALSE(r1_.v->replica_activity.Take().left_open) << "a resync ended on it";
+  ExpectEqual(primary_, r1_);
+}
+
+// The same in the middle of a resync: the regions it copied since the replica's last barrier
+// were cleared from the map when the replica applied them, and a power loss takes them too.
+// They are copied again (with the rest), and the copy ends equal.
+TEST_F(ReplicaSetPersistTest, AReplicaThatLostPowerMidResyncGetsItsCopiedRegionsAgain) {
+  const std::string record = dir_ + "/r1.activity";
+  ASSERT_TRUE(r1_.v->replica_activity.Persist(record).ok());
+  ReplicaSetOptions o = Marked(1, {{"r1", Addr(r1_)}});
+  o.resync_region_bytes = 64 << 10;
+  o.resync_regions_inflight = 1;
+  StartSet(o);
+  for (int i = 0; i < 48; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 65536, 'i'), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);  // allocated and durable on r1
+  uint16_t port = StopServer(r1_);
+  for (int i = 0; i < 48; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 65536, 'o'), 0);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  RestartServer(r1_, port);
+  for (int i = 0; i < 10000 && set_->Links()[0].resynced_bytes < 24 * 65536; ++i)
+    reactor_->RunOnce(100'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kResyncing);
+  ASSERT_GE(set_->Links()[0].resynced_bytes, 24u * 65536);
+  ASSERT_EQ(ByteAt(r1_, 0), 'o') << "copied, not yet durable there";
+  SimBackend::Image img =
+      static_cast<SimBackend*>(r1_.pool->backend())->CrashImage(1, CrashOptions{0.0, 0.0});
+  port = StopServer(r1_);
+  ASSERT_EQ(Do(RequestOp::kWrite, 60 * 65536, 4096, 'w'), 0);
+  ASSERT_NO_FATAL_FAILURE(BootFromImage(r1_, img));
+  ASSERT_EQ(ByteAt(r1_, 0), 'i') << "the copied region is gone with the power";
+  ASSERT_NO_FATAL_FAILURE(RecordLeftOpenByABootThatEnded(r1_, record));
+  const uint64_t lost = CounterValue("spd_replication_lost_copies_total");
+  RestartServer(r1_, port);
+  for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(AllInSync()) << set_->Links()[0].detail;
+  EXPECT_EQ(CounterValue("spd_replication_lost_copies_total"), lost) << "not the whole volume";
   ExpectEqual(primary_, r1_);
 }
 

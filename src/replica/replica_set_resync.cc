@@ -123,6 +123,7 @@ ReplicaSet::~ReplicaSet() {
   // A flush or a snapshot of the log that never came back (its reactor stopped first, at
   // shutdown): left to the process's end rather than freed under the backend.
   if (log_fe_ && log_fe_->inflight() > 0) (void)log_fe_.release();
+  if (ring_fe_ && ring_fe_->inflight() > 0) (void)ring_fe_.release();
   if (log_ && log_->writing()) (void)log_.release();
 }
 
@@ -347,6 +348,7 @@ bool ReplicaSet::CopySend(IoRequest& m, uint64_t off, uint32_t len, void* buf, b
     m.op = hole ? RequestOp::kDiscard : RequestOp::kWrite;
     m.offset_bytes = off;
     m.length_bytes = len;
+    c->link->NoteUnbarriered(m.repl_seq, off, len);  // durable there at the next barrier
   }
   rw::EncodeHeader(h, m.repl_hdr);
   table_[m.repl_seq & mask_] = &m;

@@ -310,6 +310,31 @@ TEST_F(ReplicaSetTest, AReplicaBackFromAnOutageGetsOnlyWhatItMissed) {
   EXPECT_EQ(ByteAt(r1_, 65536), 'i');
 }
 
+// The same after more writes without a flush than the primary keeps per link for a power loss
+// there (Link::kUnbarrieredMax): the set barriers the replicas itself before they fill it, so a
+// failure still resyncs only what the replica missed, not the whole volume.
+TEST_F(ReplicaSetTest, ManyWritesWithoutAFlushStillResyncOnlyWhatWasMissed) {
+  ASSERT_NO_FATAL_FAILURE(StartR1WithData());
+  const uint64_t barriers = CounterValue("spd_replication_ring_barriers_total");
+  constexpr int kWrites = 3 * 4096;
+  for (int i = 0; i < kWrites; ++i)  // 8 units of 64 KiB, written over and over
+    ASSERT_EQ(Do(RequestOp::kWrite, (i % 128) * 4096, 4096, static_cast<char>('a' + i % 26)), 0);
+  EXPECT_GE(CounterValue("spd_replication_ring_barriers_total") - barriers, 2u);
+  const uint16_t port = StopServer(r1_);
+  ASSERT_EQ(Do(RequestOp::kWrite, 40 * 65536, 4096, 'w'), 0);  // it fails here and is marked
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kOutOfSync);
+  const uint64_t copied_before = CounterValue("spd_replication_resync_bytes_total");
+  RestartServer(r1_, port);
+  for (int i = 0; i < 5000 && set_->Links()[0].state != ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[0].state, ReplicaSet::LinkState::kInSync) << set_->Links()[0].detail;
+  // The unit it missed: it did not lose power (its count of losses stayed), so what it
+  // acknowledged since the last barrier is still there.
+  EXPECT_EQ(CounterValue("spd_replication_resync_bytes_total") - copied_before, 65536u);
+  EXPECT_EQ(ByteAt(r1_, 40 * 65536), 'w');
+  EXPECT_EQ(BytesDifferingFromPrimary(r1_), 0u);
+}
+
 // A replica that comes back with an empty copy (a new disk) under the same name: its dirty map
 // (what it missed while away) is not all it lacks. It is below a barrier it acknowledged, so the
 // whole volume is copied.

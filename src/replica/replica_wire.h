@@ -27,7 +27,8 @@ namespace spd::replica_wire {
 constexpr uint32_t kMagic = 0x52445053u;  // "SPDR"
 // 2: the primary's watermark in `result`; the hello reply carries the replica's activity.
 // 3: the hello reply names the copy (HelloReplyBody::copy_id).
-constexpr uint16_t kVersion = 3;
+// 4: the hello reply counts the copy's power losses (HelloReplyBody::losses).
+constexpr uint16_t kVersion = 4;
 constexpr size_t kHeaderBytes = 48;
 // The largest payload of any message: a write (the replica says its own limit in the hello
 // reply, at most this).
@@ -119,8 +120,12 @@ struct HelloReplyBody {
   // disk, or the volume deleted and created again; what the primary's map or checkpoint counts
   // as copied to the copy of before is not on this one.
   uint64_t copy_id = 0;
+  // How many power losses the copy had, ever (volume/replica_activity.h; written back before
+  // it answers). More than at its last hello to this primary: it may have lost what it had
+  // acknowledged since its last barrier.
+  uint64_t losses = 0;
 };
-static_assert(sizeof(HelloReplyBody) == 64);
+static_assert(sizeof(HelloReplyBody) == 72);
 enum ActivityFlags : uint32_t {
   kActivityComplete = 1u << 0,
   // The copy's record was left open by a boot that ended (a power loss or a kernel crash) and

@@ -495,6 +495,7 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   so.resync_regions_inflight = o_.resync_regions_inflight;
   so.resync_region_bytes = o_.resync_region_bytes;
   so.activity_log_units = o_.activity_log_units;
+  so.unbarriered_bytes = o_.unbarriered_bytes;
   so.inject_rtt_us = o_.inject_rtt_us;
   so.inject_loss_ppm = o_.inject_loss_ppm;
   so.inject_seed = o_.inject_seed ^ epoch;  // another stream for each primary term

@@ -56,6 +56,8 @@ struct ReplicationManagerOptions {
   uint32_t resync_region_bytes = 1u << 20;
   // Every primary's activity log (ReplicaSetOptions::activity_log_units; 0: none).
   uint32_t activity_log_units = 1024;
+  // When every primary barriers its replicas itself (ReplicaSetOptions::unbarriered_bytes).
+  uint64_t unbarriered_bytes = 64ull << 20;
   // Fault injection on every primary's links (ReplicaSetOptions::inject_*; tests, benchmarks).
   uint64_t inject_rtt_us = 0;
   uint32_t inject_loss_ppm = 0;

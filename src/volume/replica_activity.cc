@@ -7,18 +7,23 @@
 namespace spd {
 namespace {
 
+// A header with no record. The file's claim (MappedFile::Claim) and power-loss counts stay.
 void InitHeader(ActivityFileHeader* h) {
-  const uint64_t tag = h->open_tag;  // the file's claim stays (MappedFile::Claim)
+  const uint64_t tag = h->open_tag;
+  const uint64_t losses = h->losses;
+  const uint64_t resynced = h->losses_resynced;
   std::memset(h, 0, sizeof *h);
   h->open_tag = tag;
+  h->losses = losses;
+  h->losses_resynced = resynced;
   std::memcpy(h->magic, kActivityFileMagic, sizeof h->magic);
-  h->version = kReplicationFileVersion;
+  h->version = kActivityFileVersion;
   h->entries_max = ReplicaActivity::kEntriesMax;
 }
 
 bool HeaderValid(const ActivityFileHeader* h) {
   return std::memcmp(h->magic, kActivityFileMagic, sizeof h->magic) == 0 &&
-         h->version == kReplicationFileVersion && h->entries_max == ReplicaActivity::kEntriesMax &&
+         h->version == kActivityFileVersion && h->entries_max == ReplicaActivity::kEntriesMax &&
          h->head < h->entries_max && h->count <= h->entries_max;
 }
 
@@ -29,6 +34,7 @@ void ReplicaActivity::EnsureMemory() {
   heap_ = std::make_unique<uint8_t[]>(kBytes);
   h_ = reinterpret_cast<ActivityFileHeader*>(heap_.get());
   ring_ = reinterpret_cast<ActivityFileEntry*>(heap_.get() + sizeof(ActivityFileHeader));
+  std::memset(h_, 0, sizeof *h_);
   InitHeader(h_);
 }
 
@@ -43,7 +49,15 @@ Status ReplicaActivity::Persist(const std::string& path) {
   // stored, so it vouches for nothing (replica_activity_format.h).
   Result<MappedFile::LastOpener> last = f->Claim(offsetof(ActivityFileHeader, open_tag));
   if (!last.ok()) return last.status();
-  if (*last == MappedFile::LastOpener::kAnotherBoot) left_open_ = true;
+  const bool another_boot = *last == MappedFile::LastOpener::kAnotherBoot;
+  // The power-loss counts, from a valid header (a file of an older version has none).
+  uint64_t losses = 0;
+  uint64_t resynced = 0;
+  if (existed && HeaderValid(fh)) {
+    losses = fh->losses;
+    resynced = std::min(fh->losses_resynced, losses);
+  }
+  if (another_boot) ++losses;
   const bool mine = h_ != nullptr && h_->epoch != 0;
   if (mine) {
     // This process has a record already: the file gets it (incomplete while it is copied).
@@ -55,8 +69,15 @@ Status ReplicaActivity::Persist(const std::string& path) {
     copy.open_tag = fh->open_tag;
     std::memcpy(fh, &copy, sizeof copy);
     fh->flags = flags;
-  } else if (!existed || !HeaderValid(fh) || *last == MappedFile::LastOpener::kAnotherBoot) {
+  } else if (!existed || !HeaderValid(fh) || another_boot) {
     InitHeader(fh);  // flags 0: no record, vouches for nothing
+  }
+  fh->losses = losses;
+  fh->losses_resynced = resynced;
+  // A new loss is on the disk before any primary hears of this copy: counted once only, and
+  // never below what a primary saw at an earlier hello (replica_wire::HelloReplyBody::losses).
+  if (another_boot) {
+    if (Status st = f->Sync(); !st.ok()) return st;
   }
   file_ = std::move(*f);
   heap_.reset();
@@ -81,6 +102,9 @@ void ReplicaActivity::Begin(uint64_t epoch, bool primary, bool resyncing) {
   h_->head = h_->count = 0;
   h_->max_seq = 0;
   h_->epoch = epoch;
+  // The primary of a new term: its copy is the term's from now on, whatever a power loss took
+  // from it before (the others are resynced to it).
+  if (primary) h_->losses_resynced = h_->losses;
   h_->flags = kActivityFlagComplete | (primary ? kActivityFlagPrimary : 0) |
               (resyncing ? kActivityFlagResyncing : 0);
 }
@@ -89,7 +113,7 @@ void ReplicaActivity::ResyncEnded(uint64_t epoch) {
   std::lock_guard<std::mutex> l(mu_);
   if (h_ != nullptr && h_->epoch == epoch) {
     h_->flags &= ~(kActivityFlagResyncing | kActivityFlagSpoiled);
-    left_open_ = false;
+    h_->losses_resynced = h_->losses;
   }
 }
 
@@ -135,8 +159,9 @@ ReplicaActivity::Snapshot ReplicaActivity::Take() const {
   std::vector<Range> r;
   {
     std::lock_guard<std::mutex> l(mu_);
-    s.left_open = left_open_;
     if (h_ == nullptr) return s;
+    s.losses = h_->losses;
+    s.left_open = h_->losses > h_->losses_resynced;
     s.epoch = h_->epoch;
     s.complete = (h_->flags & kActivityFlagComplete) != 0;
     s.primary = (h_->flags & kActivityFlagPrimary) != 0;

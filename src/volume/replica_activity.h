@@ -52,10 +52,13 @@ class ReplicaActivity {
     bool primary = false;    // this copy was that term's primary
     bool resyncing = false;  // a resync of that term had not ended on this copy
     bool spoiled = false;    // a write failed on this copy in that term
-    // This process found the record left open by a boot that ended (a power loss or a kernel
-    // crash: replica_activity_format.h), and no resync has ended on this copy since: it may
-    // lack what it had not made durable then.
+    // A process of this node found the record left open by a boot that ended (a power loss
+    // or a kernel crash: replica_activity_format.h), and no resync has ended on this copy
+    // since: it may lack what it had not made durable then. Kept in the file: a restart of
+    // the daemon before the resync does not forget it.
     bool left_open = false;
+    // How many such power losses the copy had, ever (kept in the file; 0 in memory only).
+    uint64_t losses = 0;
     uint64_t max_seq = 0;       // the highest message of that term applied here
     uint64_t first_seq = 0;     // the lowest message the record holds (0: none)
     std::vector<Range> ranges;  // sorted, disjoint, not adjacent
@@ -72,6 +75,7 @@ class ReplicaActivity {
   // a newer epoch starts a fresh, complete record; the same epoch keeps the one it has (a
   // reconnection within the term).
   // `resyncing`: the session resyncs this copy (the record says so until ResyncEnded).
+  // A new term with `primary` ends left_open: the copy is that term's.
   void Begin(uint64_t epoch, bool primary = false, bool resyncing = false);
   // The resync of `epoch` ended on this copy (its last barrier is durable): it holds the term
   // (neither resyncing nor spoiled; the record stays incomplete: it missed entries), and
@@ -98,7 +102,6 @@ class ReplicaActivity {
   ActivityFileEntry* ring_ = nullptr;
   std::unique_ptr<uint8_t[]> heap_;
   MappedFile file_;
-  bool left_open_ = false;  // Snapshot::left_open
 };
 
 // Merges `ranges` (any order, overlapping) into sorted, disjoint, non-adjacent ones.

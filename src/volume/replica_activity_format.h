@@ -4,7 +4,7 @@
 // "Persisted state"). Little-endian, native alignment.
 //
 // VOLUME.activity:
-//   ActivityFileHeader (64 bytes), then ActivityFileEntry[entries_max] (a ring: head, count).
+//   ActivityFileHeader (128 bytes), then ActivityFileEntry[entries_max] (a ring: head, count).
 // VOLUME.dirty.NODE:
 //   DirtyFileHeader (128 bytes), then uint64_t words[words]: bit u % 64 of word u / 64 is unit u
 //   (unit_bytes each) of the volume.
@@ -25,7 +25,10 @@ namespace spd {
 
 inline constexpr char kActivityFileMagic[8] = {'S', 'P', 'D', 'A', 'C', 'T', '0', '1'};
 inline constexpr char kDirtyFileMagic[8] = {'S', 'P', 'D', 'D', 'R', 'T', '0', '1'};
-inline constexpr uint32_t kReplicationFileVersion = 1;
+inline constexpr uint32_t kReplicationFileVersion = 1;  // of VOLUME.dirty.NODE
+// Of VOLUME.activity: 2 added the power-loss counts (a file of version 1 is taken as no
+// record, once, after an upgrade: a failover then resyncs that copy whole).
+inline constexpr uint32_t kActivityFileVersion = 2;
 
 struct ActivityFileHeader {
   char magic[8];
@@ -37,6 +40,14 @@ struct ActivityFileHeader {
   uint64_t entries_max;
   uint64_t max_seq;  // the highest message number of `epoch` applied (0 in records of old versions)
   uint64_t open_tag;  // the boot and claim that has the file open; 0: closed in order
+  // Power losses: how many times a process found the file left open by a boot that ended
+  // (counted, and written back, before the process answers any primary); how many of them a
+  // resync that ended on the copy made good. losses > losses_resynced: the copy may lack what
+  // it had not made durable (ReplicaActivity::Snapshot::left_open). Not part of the record:
+  // they stay when a new term or a reset starts one.
+  uint64_t losses;
+  uint64_t losses_resynced;
+  uint8_t reserved[48];
 };
 inline constexpr uint32_t kActivityFlagComplete = 1;  // the record vouches for its term
 inline constexpr uint32_t kActivityFlagPrimary = 2;   // this copy was the term's primary
@@ -70,11 +81,12 @@ struct DirtyFileHeader {
   uint8_t reserved2[56];
 };
 
-static_assert(sizeof(ActivityFileHeader) == 64);
+static_assert(sizeof(ActivityFileHeader) == 128);
 static_assert(offsetof(ActivityFileHeader, epoch) == 16);
 static_assert(offsetof(ActivityFileHeader, entries_max) == 40);
 static_assert(offsetof(ActivityFileHeader, max_seq) == 48);
 static_assert(offsetof(ActivityFileHeader, open_tag) == 56);
+static_assert(offsetof(ActivityFileHeader, losses) == 64);
 static_assert(sizeof(ActivityFileEntry) == 16);
 static_assert(sizeof(DirtyFileHeader) == 128);
 static_assert(offsetof(DirtyFileHeader, epoch) == 16);

@@ -203,5 +203,67 @@ TEST(ReplicaActivityTest, ARecordLeftOpenByABootThatEndedVouchesForNothing) {
   unlink(path.c_str());
 }
 
+// A power loss is counted in the file, and the copy says it may lack what it had not made
+// durable (left_open) until a resync ends on it or it becomes a new term's primary: a restart
+// of the daemon in between (killed, or stopped in order) does not forget it.
+TEST(ReplicaActivityTest, APowerLossIsRememberedUntilAResyncEnds) {
+  const std::string path = TempPath();
+  auto take = [&] {
+    ReplicaActivity a;
+    EXPECT_TRUE(a.Persist(path).ok());
+    return a.Take();
+  };
+  auto left_open_by_a_dying_child = [&](uint64_t epoch) {
+    return testing::RunInDyingChild([&] {
+      auto a = std::make_unique<ReplicaActivity>();
+      if (!a->Persist(path).ok()) return false;
+      a->Begin(epoch);
+      a->Record(epoch, 1, 5 * kU, 4096);
+      (void)a.release();  // NOLINT: the child ends here without freeing it
+      return true;
+    });
+  };
+  ASSERT_TRUE(left_open_by_a_dying_child(4));
+  EXPECT_EQ(take().losses, 0u) << "a killed process of this boot is no power loss";
+  EXPECT_FALSE(take().left_open);
+  // Two boots in a row end with the file open (power lost under each).
+  SetBootTagForTesting(uint64_t{0xb009} << 40);
+  ASSERT_TRUE(left_open_by_a_dying_child(4));
+  SetBootTagForTesting(uint64_t{0xb00a} << 40);
+  ASSERT_TRUE(left_open_by_a_dying_child(4));
+  SetBootTagForTesting(uint64_t{0xb00b} << 40);
+  {
+    ReplicaActivity a;
+    ASSERT_TRUE(a.Persist(path).ok());
+    EXPECT_EQ(a.Take().losses, 2u);
+    EXPECT_TRUE(a.Take().left_open);
+  }  // stopped in order
+  EXPECT_EQ(take().losses, 2u);
+  EXPECT_TRUE(take().left_open) << "a restart does not forget the loss";
+  {
+    ReplicaActivity a;
+    ASSERT_TRUE(a.Persist(path).ok());
+    a.Begin(5, /*primary=*/false, /*resyncing=*/true);
+    EXPECT_TRUE(a.Take().left_open);
+    a.ResyncEnded(5);
+    EXPECT_FALSE(a.Take().left_open);
+    EXPECT_EQ(a.Take().losses, 2u) << "the count stays";
+  }
+  EXPECT_FALSE(take().left_open);
+  SetBootTagForTesting(uint64_t{0xb00c} << 40);
+  ASSERT_TRUE(left_open_by_a_dying_child(6));
+  SetBootTagForTesting(uint64_t{0xb00d} << 40);
+  {
+    ReplicaActivity a;
+    ASSERT_TRUE(a.Persist(path).ok());
+    EXPECT_EQ(a.Take().losses, 3u);
+    EXPECT_TRUE(a.Take().left_open);
+    a.Begin(7, /*primary=*/true);
+    EXPECT_FALSE(a.Take().left_open) << "its copy is the new term's";
+  }
+  SetBootTagForTesting(0);
+  unlink(path.c_str());
+}
+
 }  // namespace
 }  // namespace spd

@@ -71,6 +71,8 @@ run_refused "not in range 1 to 64" --cluster http://127.0.0.1:1 --replication-re
 run_refused "need --cluster" --replication-resync-inflight 8
 run_refused "need --cluster" --replication-activity-window-mib 8
 run_refused "not in range 0 to 127" --cluster http://127.0.0.1:1 --replication-activity-window-mib 128
+run_refused "need --cluster" --replication-unbarriered-mib 8
+run_refused "not in range 0 to 4096" --cluster http://127.0.0.1:1 --replication-unbarriered-mib 4097
 run_refused "need --cluster" --replication-resync-region-kib 256
 # A seed with no injected loss to choose seeds nothing.
 run_refused "needs --replication-inject-loss-ppm" --cluster http://127.0.0.1:1 \
