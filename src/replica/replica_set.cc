@@ -49,8 +49,6 @@ Counter lost_copies_total("spd_replication_lost_copies_total",
 
 constexpr uint64_t kTickNs = 100'000'000;
 
-ReplicaGeneration ReplyGeneration(const rw::HelloReplyBody& r) { return {r.gen_epoch, r.gen_seq}; }
-
 }  // namespace
 
 const char* ReplicaSet::LinkStateName(LinkState s) {
@@ -149,42 +147,6 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
   s->owner_->ArmTimer(&s->tick_, MonotonicNs() + kTickNs);
   s->CheckSettled();
   return s;
-}
-
-// Why what the map of `k` (or a checkpoint) counts as copied may not be on the copy that
-// answered its hello; empty when the map holds. Each is a loss the map cannot see:
-std::string ReplicaSet::LostCopyReason(const Link& k, bool resync) const {
-  // Another copy than the one the map was kept for (a new disk, or the volume created again).
-  if (k.dirty.copy_id() != 0 && k.dirty.copy_id() != k.reply.copy_id)
-    return "answers with another copy of the volume than its map was kept for (a new disk, or "
-           "the volume created again)";
-  // A copy that lost power since it last closed its record (replica_wire.h) may lack what it
-  // had not made durable: a resync's copied regions before its last barrier among them.
-  // Unless its durable activity log of the last term, now in the map, covers that loss.
-  // A loss before its first hello to this set; later ones the set accounts for (Connected).
-  if ((k.reply.activity_flags & rw::kActivityLeftOpen) != 0 && !k.prior_from_log && !k.losses_known)
-    return "lost power (or its kernel crashed) since it last closed its record: what it had "
-           "not made durable may be gone";
-  if (k.losses_known && k.reply.losses < k.losses_seen)
-    return "counts fewer power losses than at its last hello (its state files were replaced): "
-           "it cannot tell what it lost";
-  if (k.losses_known && k.reply.losses > k.losses_seen && k.unbarriered_lost != 0)
-    return "lost power after more writes since its last barrier than the primary keeps";
-  // A copy below a barrier it acknowledged under this primary lost what it had (a new disk, a
-  // restored image): what it missed since is not all it lacks.
-  if (resync && k.acked_barrier_seq != 0 &&
-      ReplyGeneration(k.reply) < ReplicaGeneration{o_.epoch, k.acked_barrier_seq}) {
-    char buf[160];
-    snprintf(buf, sizeof buf,
-             "is back at generation (%llu, %llu), below the barrier (%llu, %llu) it "
-             "acknowledged: it lost data",
-             static_cast<unsigned long long>(k.reply.gen_epoch),
-             static_cast<unsigned long long>(k.reply.gen_seq),
-             static_cast<unsigned long long>(o_.epoch),
-             static_cast<unsigned long long>(k.acked_barrier_seq));
-    return buf;
-  }
-  return {};
 }
 
 void ReplicaSet::Connected(Link* k) {
