@@ -132,7 +132,9 @@ row_powercut_replica() {
     echo "faults: $ROUND_LOG: the term moved ($old -> $E): a whole copy may be due"
   fi
   copies_equal
-  echo "faults: $ROUND_LOG: the cut dropped ${DROPPED:-?} volatile blocks of n3's pool"
+  echo "faults: $ROUND_LOG: the cut dropped ${DROPPED:-?} volatile blocks of n3's pool;" \
+    "$(awk -v from="${LOGMARK[$p]}" 'NR > from && /resyncing replica n3/' "$T/n$p.log" |
+      sed 's/.*resyncing replica/resyncing replica/' | tr '\n' ';')"
 }
 
 # The primary n1 loses power under writes (kill -9, then its pool's volatile writes dropped and
