@@ -70,6 +70,20 @@ ActivityLog::Contents ActivityLog::Read(const std::string& path) {
   return best;
 }
 
+bool ActivityLog::AsRecord(const Contents& c, size_t ranges_max, ReplicaActivity::Snapshot* out) {
+  if (!c.valid || c.whole || c.epoch == 0) return false;
+  std::vector<ReplicaActivity::Range> r;
+  r.reserve(c.units.size());
+  for (const uint32_t u : c.units) r.push_back({u, 1});
+  r = MergeRanges(std::move(r));
+  if (r.size() > ranges_max) return false;
+  out->epoch = c.epoch;
+  out->complete = true;
+  out->primary = true;
+  out->ranges = std::move(r);
+  return true;
+}
+
 Result<std::unique_ptr<ActivityLog>> ActivityLog::Open(const std::string& path, Reactor* owner,
                                                        uint64_t epoch, uint32_t window_units) {
   if (window_units < kWindowMin || window_units > kUnitsMax)

@@ -29,6 +29,7 @@
 
 #include "common/status.h"
 #include "io/io_backend.h"
+#include "volume/replica_activity.h"
 
 namespace spd {
 
@@ -68,6 +69,11 @@ class ActivityLog {
   };
   // The log in `path` as a process after a power loss finds it; invalid when there is none.
   static Contents Read(const std::string& path);
+  // What a log read back says of its term, as a record would (ReplicaActivity::Snapshot: that
+  // epoch, complete, this copy its primary, its units as ranges): every unit in which this
+  // copy may differ from that term's other copies. False (nothing set) when it cannot say: no
+  // valid log, "the whole volume" in it, or more ranges than `ranges_max`.
+  static bool AsRecord(const Contents& c, size_t ranges_max, ReplicaActivity::Snapshot* out);
   // A slot's bytes for a snapshot (tests write torn and stale slots with it).
   static void Encode(uint64_t snap, uint64_t epoch, const std::vector<uint32_t>& units,
                      uint8_t out[kSlotBytes]);

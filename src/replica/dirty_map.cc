@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "replica/activity_log.h"
 #include "volume/pool.h"
 
 namespace spd {
@@ -38,6 +39,24 @@ void PersistActivity(Volume* v, const std::string& dir, const std::string& name)
   if (!st.ok())
     SPD_LOG_WARN("replication: volume %s: activity record kept in memory only: %s", name.c_str(),
                  st.ToString().c_str());
+}
+
+ReplicaActivity::Snapshot PriorActivity(Volume* v, const std::string& dir,
+                                        const std::string& name) {
+  PersistActivity(v, dir, name);
+  ReplicaActivity::Snapshot s = v->replica_activity.Take();
+  if (s.epoch != 0 || !s.left_open || dir.empty()) return s;
+  ReplicaActivity::Snapshot from_log;
+  if (!ActivityLog::AsRecord(ActivityLog::Read(ActivityLogPath(dir, name)),
+                             ReplicaActivity::kEntriesMax, &from_log))
+    return s;
+  from_log.left_open = true;
+  from_log.losses = s.losses;
+  SPD_LOG_INFO(
+      "replication: volume %s: its record was lost with the power; its activity log of "
+      "epoch %llu stands for it (%zu ranges of 64 KiB units)",
+      name.c_str(), static_cast<unsigned long long>(from_log.epoch), from_log.ranges.size());
+  return from_log;
 }
 
 DirtyMap::DirtyMap(uint64_t size_bytes) { Init(size_bytes); }

@@ -25,6 +25,12 @@ class Volume;
 // taking over what an earlier process of this node left there. Logged when it cannot (the record
 // stays in memory). Idempotent.
 void PersistActivity(Volume* v, const std::string& dir, const std::string& name);
+// What this copy applied last in its previous term, for a primary of a new term
+// (ReplicaSetOptions::prior): its record (PersistActivity first). After a power loss the record
+// vouches for nothing; if no term began here since and this node's activity log (DIR/NAME.alog)
+// is valid, the log stands for it: the term it was the primary of, every unit in which its copy
+// may differ from that term's others (replica/activity_log.h).
+ReplicaActivity::Snapshot PriorActivity(Volume* v, const std::string& dir, const std::string& name);
 
 class DirtyMap {
  public:

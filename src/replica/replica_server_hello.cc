@@ -94,15 +94,11 @@ void AnswerHello(Session* s, int32_t result) {
     // has its durable log, which bounds what the copy may lack or hold in excess.
     const ActivityLog::Contents log = ActivityLog::Read(ActivityLogPath(
         dir, std::string(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume))));
-    if (log.valid && !log.whole && log.epoch != 0) {
-      std::vector<ReplicaActivity::Range> r;
-      for (const uint32_t u : log.units) r.push_back({u, 1});
-      r = MergeRanges(std::move(r));
-      if (r.size() <= rw::kActivityRangesMax) {
-        body.activity_epoch = log.epoch;
-        body.activity_flags = rw::kActivityComplete | rw::kActivityDurableLog;
-        for (const ReplicaActivity::Range& x : r) ranges.push_back({x.first, x.units});
-      }
+    ReplicaActivity::Snapshot rec;
+    if (ActivityLog::AsRecord(log, rw::kActivityRangesMax, &rec)) {
+      body.activity_epoch = rec.epoch;
+      body.activity_flags = rw::kActivityComplete | rw::kActivityDurableLog;
+      for (const ReplicaActivity::Range& x : rec.ranges) ranges.push_back({x.first, x.units});
     }
   }
   body.activity_ranges = static_cast<uint32_t>(ranges.size());

@@ -262,6 +262,55 @@ TEST_F(ReplicaSetPersistTest, AnOldPrimaryBackFromAPowerLossGetsOnlyItsActivityL
   EXPECT_FALSE(primary_.v->replica_activity.Take().left_open) << "a resync ended on it";
 }
 
+// The primary loses power with writes acknowledged that its own device had not made durable
+// and comes back as the primary of the next term (its replicas stayed). Its record is gone with
+// the power, but its activity log stands for it (PriorActivity): the replicas, in sync in the
+// last term, get only the log's units and their own records', not the whole volume, and end
+// equal to the primary's copy as the power left it.
+TEST_F(ReplicaSetPersistTest, APrimaryBackFromAPowerLossAsThePrimaryCopiesOnlyItsLogsUnits) {
+  const std::string record = dir_ + "/vol.activity";
+  ASSERT_TRUE(primary_.v->replica_activity.Persist(record).ok());
+  ReplicaSetOptions first = Marked(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  first.activity_log_units = 16;
+  StartSet(first);
+  for (int i = 0; i < 64; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a' + i % 26), 0);
+  ASSERT_EQ(Do(RequestOp::kFlush, 0, 0, 0), 0);
+  for (int u = 4; u < 24; ++u) ASSERT_EQ(Do(RequestOp::kWrite, u * 65536, 4096, 'y'), 0);
+  DropSet();
+  SimBackend::Image img =
+      static_cast<SimBackend*>(primary_.pool->backend())->CrashImage(1, CrashOptions{0.0, 0.0});
+  StopServer(primary_);
+  ASSERT_NO_FATAL_FAILURE(BootFromImage(primary_, img));
+  ASSERT_NE(ByteAt(primary_, 23 * 65536), 'y') << "the write the power took";
+  ASSERT_EQ(ByteAt(r1_, 23 * 65536), 'y') << "applied on the replicas";
+  ASSERT_NO_FATAL_FAILURE(RecordLeftOpenByABootThatEnded(primary_, record));
+  ReplicaSetOptions o = Marked(2, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.base = primary_.v->generation();
+  o.prior = PriorActivity(primary_.v, dir_, "vol");
+  ASSERT_TRUE(o.prior.complete) << "the log stands for the record";
+  EXPECT_EQ(o.prior.epoch, 1u);
+  uint64_t log_units = 0;
+  for (const auto& x : o.prior.ranges) log_units += x.units;
+  EXPECT_LE(log_units, 16u);
+  o.prior_in_sync = {"r1", "r2"};
+  o.prior_own_term = true;
+  uint64_t replica_units = 0;
+  for (replica_test::Node* n : {&r1_, &r2_})
+    for (const auto& x : n->v->replica_activity.Take().ranges) replica_units += x.units;
+  const uint64_t lost = CounterValue("spd_replication_lost_copies_total");
+  const uint64_t before = Copied();
+  StartSet(o);
+  for (int i = 0; i < 10000 && !AllInSync(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(AllInSync()) << set_->Links()[1].detail;
+  const uint64_t copied = Copied() - before;
+  EXPECT_LE(copied, 2 * (log_units + replica_units) * 65536) << "the log's units and the records'";
+  EXPECT_GE(copied, 2u * 65536) << "unit 23 to each replica at least";
+  EXPECT_EQ(CounterValue("spd_replication_lost_copies_total"), lost);
+  ExpectEqual(primary_, r1_);
+  ExpectEqual(primary_, r2_);
+  EXPECT_FALSE(primary_.v->replica_activity.Take().left_open) << "its copy is the term's";
+}
+
 // A replica that lost power before its first hello to this primary's process may lack what it
 // had not made durable then, and with it units a map or a checkpoint counts as copied; nothing
 // here kept what it had acknowledged since its last barrier (the primary restarted): the whole

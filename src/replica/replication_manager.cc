@@ -476,8 +476,7 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   so.base = v->generation();
   // After a failover: what this copy applied last in the previous term, and who else was in
   // sync then (only if this copy was too, in that same term).
-  PersistActivity(v, o_.state_dir, name);
-  so.prior = v->replica_activity.Take();
+  so.prior = PriorActivity(v, o_.state_dir, name);
   auto in_term = [&](const std::string& n) {
     auto it = states.find(n);
     return it != states.end() && it->second.first == "in_sync" &&
