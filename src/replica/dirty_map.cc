@@ -41,14 +41,16 @@ void PersistActivity(Volume* v, const std::string& dir, const std::string& name)
                  st.ToString().c_str());
 }
 
-ReplicaActivity::Snapshot PriorActivity(Volume* v, const std::string& dir,
-                                        const std::string& name) {
+ReplicaActivity::Snapshot PriorActivity(Volume* v, const std::string& dir, const std::string& name,
+                                        uint64_t fence_before) {
   PersistActivity(v, dir, name);
   ReplicaActivity::Snapshot s = v->replica_activity.Take();
   if (s.epoch != 0 || !s.left_open || dir.empty()) return s;
+  const ActivityLog::Contents log = ActivityLog::Read(ActivityLogPath(dir, name));
   ReplicaActivity::Snapshot from_log;
-  if (!ActivityLog::AsRecord(ActivityLog::Read(ActivityLogPath(dir, name)),
-                             ReplicaActivity::kEntriesMax, &from_log))
+  // A later term's hello accepted here (a higher fence): its writes are in no log.
+  if (log.epoch != fence_before ||
+      !ActivityLog::AsRecord(log, ReplicaActivity::kEntriesMax, &from_log))
     return s;
   from_log.left_open = true;
   from_log.losses = s.losses;

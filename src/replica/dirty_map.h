@@ -27,10 +27,12 @@ class Volume;
 void PersistActivity(Volume* v, const std::string& dir, const std::string& name);
 // What this copy applied last in its previous term, for a primary of a new term
 // (ReplicaSetOptions::prior): its record (PersistActivity first). After a power loss the record
-// vouches for nothing; if no term began here since and this node's activity log (DIR/NAME.alog)
-// is valid, the log stands for it: the term it was the primary of, every unit in which its copy
-// may differ from that term's others (replica/activity_log.h).
-ReplicaActivity::Snapshot PriorActivity(Volume* v, const std::string& dir, const std::string& name);
+// vouches for nothing; if this node's activity log (DIR/NAME.alog) is valid and of the last term
+// the copy took part in (`fence_before`: its fence before the new term's), the log stands for
+// it: the term it was the primary of, every unit in which its copy may differ from that term's
+// others (replica/activity_log.h).
+ReplicaActivity::Snapshot PriorActivity(Volume* v, const std::string& dir, const std::string& name,
+                                        uint64_t fence_before);
 
 class DirtyMap {
  public:

@@ -47,6 +47,7 @@ void HandleHello(Session* s) {
       fo.buffer_bytes = srv->o_.write_bytes_max;
       s->fe = std::make_unique<InprocFrontend>(srv->dispatcher_, srv->reactor_, fo);
       s->record_pending = true;
+      s->fence_before = s->volume->fence_epoch();
       s->record.generation = s->volume->generation();
       s->record.fence_epoch = s->epoch;
       s->record.ctx = s;
@@ -94,8 +95,10 @@ void AnswerHello(Session* s, int32_t result) {
     // has its durable log, which bounds what the copy may lack or hold in excess.
     const ActivityLog::Contents log = ActivityLog::Read(ActivityLogPath(
         dir, std::string(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume))));
+    // Only if that term is the last this copy took part in (no later primary's hello was
+    // accepted here: what that one's writes changed is in no log and no record).
     ReplicaActivity::Snapshot rec;
-    if (ActivityLog::AsRecord(log, rw::kActivityRangesMax, &rec)) {
+    if (log.epoch == s->fence_before && ActivityLog::AsRecord(log, rw::kActivityRangesMax, &rec)) {
       body.activity_epoch = rec.epoch;
       body.activity_flags = rw::kActivityComplete | rw::kActivityDurableLog;
       for (const ReplicaActivity::Range& x : rec.ranges) ranges.push_back({x.first, x.units});

@@ -75,6 +75,8 @@ struct ReplicaServer::Session {
   bool barrier_waiting = false;
   bool record_pending = false;
   GenerationRecord record;
+  // The copy's fence before this hello raised it: the last term it took part in.
+  uint64_t fence_before = 0;
   replica_wire::Header barrier;
   // Replies not yet sent.
   std::vector<uint8_t> out;

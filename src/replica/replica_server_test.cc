@@ -10,12 +10,16 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include "common/crc32c.h"
 #include "io/sim_backend.h"
+#include "replica/activity_log.h"
 #include "replica/replica_test_util.h"
 #include "replica/replica_wire.h"
 #include "testing/volume_io_util.h"
@@ -403,6 +407,57 @@ TEST_F(ReplicaServerTest, HostilePeersAreBounded) {
   }
   EXPECT_LT(sent, 200000u * sizeof b) << "the server kept reading with nobody taking its replies";
   EXPECT_TRUE(Closed(fd, 5000)) << "a primary that reads nothing keeps its session";
+}
+
+// After a power loss, a copy that was a term's primary answers with its durable activity log
+// as its record of that term (kActivityDurableLog), but only while that term is the last it took
+// part in: once it accepted a later primary's hello (its fence rose), that primary's writes may
+// be on it and are in no log, so the log no longer stands for anything.
+TEST_F(ReplicaServerTest, ItsActivityLogStandsForItsRecordOnlyForTheLastTermItTookPartIn) {
+  char tmpl[] = "/tmp/spd-replica-server-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  Volume* v = pool_->FindVolume("v");
+  // The fence of the term it was the primary of (ReplicationManager::BecomePrimary records it).
+  ASSERT_TRUE(replica_test::RecordFence(reactor_.get(), v, 1));
+  {  // its log of that term: unit 5
+    std::vector<uint8_t> slots(2 * ActivityLog::kSlotBytes, 0);
+    ActivityLog::Encode(1, 1, {5}, slots.data());
+    const int fd = open(ActivityLogPath(dir, "v").c_str(), O_WRONLY | O_CREAT, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, slots.data(), slots.size(), 0), static_cast<ssize_t>(slots.size()));
+    close(fd);
+  }
+  {  // its record, left open by the boot the power ended
+    const int fd = open((dir + "/v.activity").c_str(), O_WRONLY | O_CREAT, 0600);
+    ASSERT_GE(fd, 0);
+    const uint64_t tag = uint64_t{0xdead} << 40;
+    ASSERT_EQ(pwrite(fd, &tag, sizeof tag, offsetof(ActivityFileHeader, open_tag)), 8);
+    close(fd);
+  }
+  ASSERT_TRUE(replica_test::ShutdownServer(reactor_.get(), server_.get()));
+  ReplicaServerOptions so;
+  so.state_dir = dir;
+  server_ = std::make_unique<ReplicaServer>(reactor_.get(), dispatcher_.get(), volumes_.get(), so);
+  ASSERT_TRUE(server_->Start().ok());
+  // Term 2's primary: the log (term 1, the last this copy took part in) answers for the record.
+  // Its primary is dirty, so the copy is out of sync and applies nothing yet.
+  std::vector<rw::ActivityRange> ranges;
+  rw::HelloReplyBody r = Hello(Connect(), "v", 2, {0, 0}, 4 << 20, rw::kHelloPrimaryDirty, &ranges);
+  ASSERT_EQ(r.status, static_cast<uint32_t>(rw::HelloStatus::kOutOfSync));
+  EXPECT_EQ(r.losses, 1u);
+  EXPECT_NE(r.activity_flags & rw::kActivityLeftOpen, 0u);
+  ASSERT_NE(r.activity_flags & rw::kActivityDurableLog, 0u);
+  EXPECT_EQ(r.activity_epoch, 1u);
+  ASSERT_EQ(ranges.size(), 1u);
+  EXPECT_EQ(ranges[0].first_unit, 5u);
+  // Term 3's primary: the copy accepted term 2's hello, so its log says nothing any more.
+  r = Hello(Connect(), "v", 3, {0, 0}, 4 << 20, rw::kHelloPrimaryDirty, &ranges);
+  ASSERT_EQ(r.status, static_cast<uint32_t>(rw::HelloStatus::kOutOfSync));
+  EXPECT_NE(r.activity_flags & rw::kActivityLeftOpen, 0u);
+  EXPECT_EQ(r.activity_flags & rw::kActivityDurableLog, 0u);
+  EXPECT_EQ(r.activity_flags & rw::kActivityComplete, 0u);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

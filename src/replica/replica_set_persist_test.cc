@@ -203,6 +203,7 @@ TEST_F(ReplicaSetPersistTest, AnOldPrimaryBackFromAPowerLossGetsOnlyItsActivityL
   ASSERT_TRUE(primary_.v->replica_activity.Persist(record).ok());
   ReplicaSetOptions first = Marked(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
   first.activity_log_units = 16;
+  ASSERT_TRUE(replica_test::RecordFence(reactor_.get(), primary_.v, 1));  // its term's
   StartSet(first);
   // Every unit written (allocated: later writes commit nothing of the pool) and flushed.
   for (int i = 0; i < 64; ++i) ASSERT_EQ(Do(RequestOp::kWrite, i * 65536, 8192, 'a' + i % 26), 0);
@@ -286,7 +287,10 @@ TEST_F(ReplicaSetPersistTest, APrimaryBackFromAPowerLossAsThePrimaryCopiesOnlyIt
   ASSERT_NO_FATAL_FAILURE(RecordLeftOpenByABootThatEnded(primary_, record));
   ReplicaSetOptions o = Marked(2, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
   o.base = primary_.v->generation();
-  o.prior = PriorActivity(primary_.v, dir_, "vol");
+  // Its fence, as its term recorded it (ReplicationManager::BecomePrimary): term 1. Had it
+  // accepted a later term's hello, that term's writes would be in no log.
+  EXPECT_FALSE(PriorActivity(primary_.v, dir_, "vol", 2).complete);
+  o.prior = PriorActivity(primary_.v, dir_, "vol", 1);
   ASSERT_TRUE(o.prior.complete) << "the log stands for the record";
   EXPECT_EQ(o.prior.epoch, 1u);
   uint64_t log_units = 0;

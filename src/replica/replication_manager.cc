@@ -459,7 +459,9 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   // The fence first, on this node's own copy: a deposed primary that still reaches it is refused.
   std::promise<int32_t> fenced;
   GenerationRecord rec;
+  uint64_t fence_before = 0;  // the last term this copy took part in (PriorActivity)
   RunOn(v->pool()->reactor(), [&] {
+    fence_before = v->fence_epoch();
     rec.generation = v->generation();
     rec.fence_epoch = epoch;
     rec.ctx = &fenced;
@@ -476,7 +478,7 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   so.base = v->generation();
   // After a failover: what this copy applied last in the previous term, and who else was in
   // sync then (only if this copy was too, in that same term).
-  so.prior = PriorActivity(v, o_.state_dir, name);
+  so.prior = PriorActivity(v, o_.state_dir, name, fence_before);
   auto in_term = [&](const std::string& n) {
     auto it = states.find(n);
     return it != states.end() && it->second.first == "in_sync" &&
