@@ -241,6 +241,10 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
       impl_->in_flight.fetch_sub(1);
       return impl_->RefuseAudited(ctx, std::move(audit), NotVisible(req->name()));
     }
+    if (Status rs = impl_->RefuseReplicated(req->name(), "deleted"); !rs.ok()) {
+      impl_->in_flight.fetch_sub(1);
+      return impl_->RefuseAudited(ctx, std::move(audit), rs);
+    }
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
     std::string name = req->name();
@@ -277,6 +281,10 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
     if (!impl_->Visible(caller, req->name())) {
       impl_->in_flight.fetch_sub(1);
       return impl_->RefuseAudited(ctx, std::move(audit), NotVisible(req->name()));
+    }
+    if (Status rs = impl_->RefuseReplicated(req->name(), "resized"); !rs.ok()) {
+      impl_->in_flight.fetch_sub(1);
+      return impl_->RefuseAudited(ctx, std::move(audit), rs);
     }
     return AfterChange(ctx, req->name(), resp, std::move(audit), [&](auto done) {
       impl_->volumes->Resize(req->name(), req->size_bytes(), done);

@@ -9,6 +9,16 @@
 #include "replica/replication_manager.h"
 
 namespace spd {
+
+Status ControlServer::Impl::RefuseReplicated(const std::string& volume, const char* what) const {
+  if (options.replication == nullptr || !options.replication->Replicated(volume))
+    return Status::Ok();
+  return FailedPrecondition("'" + volume + "' is a replicated volume (spdctl replica list " +
+                            volume + "): its copy here cannot be " + what +
+                            " alone, and a cluster-wide delete or resize is not built yet "
+                            "(docs/replication.md, \"Limits today\")");
+}
+
 namespace {
 
 // The replicated volumes (all, or `only`) as ListReplicas answers them; `visible` filters (a

@@ -117,6 +117,11 @@ class ReplicationManager {
   Status Create(const std::string& name, uint64_t size_bytes, uint32_t replicas,
                 Durability durability = Durability::kFlush, bool async = false);
   std::vector<ReplicatedVolumeStatus> List() const;
+  // Whether `name` is a replicated volume this node knows of: in the cluster's record, or with
+  // a copy's spec kept here (DATA_DIR/replication/NAME.spec). Its local copy is the
+  // replication's: deleting or resizing it alone would leave the copies apart (the control
+  // API refuses that).
+  bool Replicated(const std::string& name) const;
   // Makes this node `name`'s primary: only if its copy is in sync. The primary hands the volume
   // over (it steps down and deletes its key; writes in flight there fail, its clients must
   // reconnect here), and this node takes it. Blocks until it has (at most 15 s).

@@ -153,6 +153,11 @@ bool ReplicationManager::WaitForPrimary(const std::string& name, Parsed* last,
   return false;
 }
 
+bool ReplicationManager::Replicated(const std::string& name) const {
+  if (Parse(mirror_->Get()).specs.count(name) > 0) return true;
+  return !o_.state_dir.empty() && LoadSpecs(o_.state_dir).count(name) > 0;
+}
+
 std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {
   const Parsed p = Parse(mirror_->Get());
   std::vector<ReplicatedVolumeStatus> out;

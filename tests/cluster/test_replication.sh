@@ -46,6 +46,21 @@ for n in a b c; do
     { cat "$T/v.log"; fail "copy on $n lacks acknowledged writes"; }
 done
 
+# --- A copy of a replicated volume is not deleted or resized alone, on the primary or a replica
+# (forced or not): once, a delete answered "deleted" and the replication re-created the primary's
+# copy empty, still "in sync".
+for n in a b; do
+  for args in "volume delete rv" "volume delete rv --force" "volume resize rv --size 128M"; do
+    # shellcheck disable=SC2086
+    expect 5 --socket "${DIR[$n]}/control.sock" $args
+    grep -q "is a replicated volume" "$T/err" || fail "$args on $n: $(cat "$T/err")"
+  done
+done
+for n in a b c; do
+  $PY "$BC" verify --uri "$(nbd_uri $n)" --state "$T/bc.json" --min-durable 500 >"$T/v.log" ||
+    { cat "$T/v.log"; fail "copy on $n lacks acknowledged writes after the refused deletes"; }
+done
+
 # --- A replica refuses local writes (it would diverge from the primary).
 rc=0
 $PY -c "
