@@ -82,7 +82,7 @@ void AnswerHello(Session* s, int32_t result) {
   h.epoch = s->epoch;
   // What this copy applied of its previous primary's last writes, as it stands before this
   // session applies anything: a new primary resyncs only those units (and its own).
-  const ReplicaActivity::Snapshot act = s->volume->replica_activity.Take();
+  const ReplicaActivity::Snapshot act = s->volume->replica_activity.TakeForHello(s->epoch);
   std::vector<rw::ActivityRange> ranges;
   if (act.complete && act.ranges.size() <= rw::kActivityRangesMax) {
     body.activity_epoch = act.epoch;

@@ -98,6 +98,10 @@ void ReplicaActivity::Begin(uint64_t epoch, bool primary, bool resyncing) {
     if (resyncing) h_->flags |= kActivityFlagResyncing;
     return;
   }
+  std::vector<Range> r;
+  replaced_ = TakeLocked(&r);
+  replaced_.ranges = MergeRanges(std::move(r));
+  replaced_by_ = epoch;
   h_->flags = 0;  // incomplete first: a crash in between leaves a record that vouches for nothing
   h_->head = h_->count = 0;
   h_->max_seq = 0;
@@ -154,31 +158,52 @@ void ReplicaActivity::Spoil() {
   if (h_ != nullptr) h_->flags = (h_->flags & ~kActivityFlagComplete) | kActivityFlagSpoiled;
 }
 
-ReplicaActivity::Snapshot ReplicaActivity::Take() const {
+ReplicaActivity::Snapshot ReplicaActivity::TakeLocked(std::vector<Range>* r) const {
   Snapshot s;
+  if (h_ == nullptr) return s;
+  s.losses = h_->losses;
+  s.left_open = h_->losses > h_->losses_resynced;
+  s.epoch = h_->epoch;
+  s.complete = (h_->flags & kActivityFlagComplete) != 0;
+  s.primary = (h_->flags & kActivityFlagPrimary) != 0;
+  s.resyncing = (h_->flags & kActivityFlagResyncing) != 0;
+  s.spoiled = (h_->flags & kActivityFlagSpoiled) != 0;
+  s.max_seq = h_->max_seq;
+  if (h_->count > 0) s.first_seq = ring_[h_->head].seq;
+  if (!s.complete) return s;
+  r->reserve(h_->count);
+  for (size_t i = 0; i < h_->count; ++i) {
+    const ActivityFileEntry& e = ring_[(h_->head + i) % kEntriesMax];
+    r->push_back({e.first_unit, e.units});
+  }
+  return s;
+}
+
+ReplicaActivity::Snapshot ReplicaActivity::Take() const {
   std::vector<Range> r;
+  Snapshot s;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (h_ == nullptr) return s;
-    s.losses = h_->losses;
-    s.left_open = h_->losses > h_->losses_resynced;
-    s.epoch = h_->epoch;
-    s.complete = (h_->flags & kActivityFlagComplete) != 0;
-    s.primary = (h_->flags & kActivityFlagPrimary) != 0;
-    s.resyncing = (h_->flags & kActivityFlagResyncing) != 0;
-    s.spoiled = (h_->flags & kActivityFlagSpoiled) != 0;
-    s.max_seq = h_->max_seq;
-    if (h_->count > 0) s.first_seq = ring_[h_->head].seq;
-    if (!s.complete) return s;
-    r.reserve(h_->count);
-    for (size_t i = 0; i < h_->count; ++i) {
-      const ActivityFileEntry& e = ring_[(h_->head + i) % kEntriesMax];
-      r.push_back({e.first_unit, e.units});
-    }
+    s = TakeLocked(&r);
   }
   s.ranges = MergeRanges(std::move(r));
   return s;
 }
+
+ReplicaActivity::Snapshot ReplicaActivity::TakeForHello(uint64_t epoch) const {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (h_ != nullptr && replaced_by_ == epoch && h_->epoch == epoch && h_->max_seq == 0 &&
+        h_->count == 0) {
+      Snapshot s = replaced_;
+      s.losses = h_->losses;
+      s.left_open = h_->losses > h_->losses_resynced;
+      return s;
+    }
+  }
+  return Take();
+}
+
 std::vector<ReplicaActivity::Range> MergeRanges(std::vector<ReplicaActivity::Range> ranges) {
   using Range = ReplicaActivity::Range;
   std::sort(ranges.begin(), ranges.end(),

@@ -86,6 +86,11 @@ class ReplicaActivity {
   // Every message of `epoch` below `seq` is on every in-sync copy: its records go.
   void Trim(uint64_t epoch, uint64_t seq);
   Snapshot Take() const;
+  // What a hello of `epoch` is answered with: Take(), unless a session of that epoch began the
+  // record (Begin) and nothing of it was applied since: then the record that Begin replaced (a
+  // primary whose first reply was lost hears at its next hello what the first one said). In
+  // memory only: a restart in between answers with the fresh record.
+  Snapshot TakeForHello(uint64_t epoch) const;
   // The copy lost track of what it holds (a write failed on it): the record vouches for nothing
   // until a new term begins.
   void Spoil();
@@ -95,6 +100,11 @@ class ReplicaActivity {
       sizeof(ActivityFileHeader) + kEntriesMax * sizeof(ActivityFileEntry);
   // REQUIRES: mu_ held. Memory for a record, on first use (most volumes never replicate).
   void EnsureMemory();
+  // REQUIRES: mu_ held. The record's fields; its ranges not yet merged (Take merges them).
+  Snapshot TakeLocked(std::vector<Range>* ranges) const;
+  // The record the last Begin of a new epoch replaced (TakeForHello), and that epoch.
+  Snapshot replaced_;
+  uint64_t replaced_by_ = 0;
   mutable std::mutex mu_;
   // The record: a header and a ring of at most kEntriesMax entries in the order applied (the
   // primary's order), in heap_ or in file_; null until first used.
