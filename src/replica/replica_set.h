@@ -355,6 +355,8 @@ class ReplicaSet final : public ReplicaHook {
   void RequeueLogWaiting();
   void FailLogWaiting(int32_t result);
   bool LogBusy() const;
+  // A flush of the set's own through `*fe` (made on first use, one at a time), with `flags`.
+  IoRequest* TakeOwnFlush(std::unique_ptr<InprocFrontend>* fe, uint8_t flags);
 
   // A barrier of the set's own (replica_set_link.cc): a flush through the volume, as a
   // client's, once a link keeps half of Link::kUnbarrieredMax writes no barrier covered, so

@@ -132,17 +132,9 @@ void ReplicaSet::BarrierForRing() {
     full |= (l->info.state == LinkState::kInSync || l->info.state == LinkState::kResyncing) &&
             l->UnbarrieredFull(o_.unbarriered_bytes);
   if (!full) return;
-  if (ring_fe_ == nullptr) {
-    InprocFrontend::Options fo;
-    fo.queue_depth = 1;
-    fo.buffer_bytes = 0;
-    ring_fe_ = std::make_unique<InprocFrontend>(dispatcher_, owner_, fo);
-  }
-  IoRequest* req = ring_fe_->Take();
+  // As a client's: this copy and a barrier to every in-sync replica.
+  IoRequest* req = TakeOwnFlush(&ring_fe_, 0);
   if (req == nullptr) return;
-  req->op = RequestOp::kFlush;
-  req->flags = 0;  // as a client's: this copy and a barrier to every in-sync replica
-  req->volume = volume_;
   ring_barrier_inflight_ = true;
   ring_barriers_total.Add();
   ring_fe_->Submit(req, &ReplicaSet::OnBarrierForRing, this);

@@ -126,19 +126,26 @@ void ReplicaSet::OnLogWritten(void* ctx, bool ok) {
   s->PumpLog();  // units added while this one was on its way
 }
 
-void ReplicaSet::FlushForLog() {
-  if (log_flush_inflight_ || stopping_) return;
-  if (log_fe_ == nullptr) {
+IoRequest* ReplicaSet::TakeOwnFlush(std::unique_ptr<InprocFrontend>* fe, uint8_t flags) {
+  if (*fe == nullptr) {
     InprocFrontend::Options fo;
     fo.queue_depth = 1;
     fo.buffer_bytes = 0;
-    log_fe_ = std::make_unique<InprocFrontend>(dispatcher_, owner_, fo);
+    *fe = std::make_unique<InprocFrontend>(dispatcher_, owner_, fo);
   }
-  IoRequest* req = log_fe_->Take();
-  if (req == nullptr) return;
+  IoRequest* req = (*fe)->Take();
+  if (req == nullptr) return nullptr;
   req->op = RequestOp::kFlush;
-  req->flags = kReqFromPrimary;  // this copy only: no barrier to the replicas
+  req->flags = flags;
   req->volume = volume_;
+  return req;
+}
+
+void ReplicaSet::FlushForLog() {
+  if (log_flush_inflight_ || stopping_) return;
+  // This copy only: no barrier to the replicas.
+  IoRequest* req = TakeOwnFlush(&log_fe_, kReqFromPrimary);
+  if (req == nullptr) return;
   log_flush_inflight_ = true;
   log_flush_cover_ = LocalCover();
   log_flushes_total.Add();
