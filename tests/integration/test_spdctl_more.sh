@@ -119,7 +119,7 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 grep -q '"volume":"scratch"' "$T/ev" || fail "the watcher: $(cat "$T/ev")"
-"$SPDCTL" calibrate --seconds 4 --working-set 16M >"$T/cal" 2>&1 &
+"$SPDCTL" calibrate --seconds 8 --working-set 16M >"$T/cal" 2>&1 &
 cal_pid=$!
 for _ in $(seq 300); do
   grep -q '"type":"volume-created","volume":"spd-calibrate-scratch"' "$T/ev" && break
