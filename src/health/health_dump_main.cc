@@ -92,9 +92,18 @@ int main(int argc, char** argv) {
   }
   uint32_t count = 0;
   std::vector<spdr_reading> readings(rc == SPDR_OK ? spdr_sensor_count(cache) : 0);
-  if (rc == SPDR_OK) rc = spdr_snapshot(cache, readings.data(), readings.size(), &count, nullptr);
+  // spdr_snapshot gives up after ~1 ms of spd2 mid-round (SPDR_EAGAIN): a writer descheduled
+  // on a busy machine holds a round longer. Try again for up to 2 s.
+  if (rc == SPDR_OK) {
+    for (int i = 0; i < 2000; ++i) {
+      rc = spdr_snapshot(cache, readings.data(), readings.size(), &count, nullptr);
+      if (rc != SPDR_EAGAIN) break;
+      usleep(1000);
+    }
+  }
   if (rc != SPDR_OK) {
     std::fprintf(stderr, "spd_health_dump: read cache: %s\n", spdr_strerror(rc));
+    if (cache != nullptr) spdr_cache_close(cache);
     return 1;
   }
   nlohmann::json all = nlohmann::json::array();
