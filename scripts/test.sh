@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Second command of the README: runs the whole test suite from a clean checkout.
-#   1. installs dependencies   2. format check   3. unit tests under ASan+UBSan
-#   3b. the unit tests that cross threads and reactors under ThreadSanitizer
-#   4. integration tests with real NBD clients against the release and the ASan build
-#   5. crash-consistency sweep (>= 100,000 crash states; run beside stage 4's ASan pass)
-#   6. a short fuzz run of each target (SPD_FUZZ_SECONDS each, default 20)
+#   1. installs dependencies   2. format check
+#   3. integration tests with real NBD clients against the release build
+#   4. unit tests under ASan+UBSan
+#   4b. the unit tests that cross threads and reactors under ThreadSanitizer
+#   5. the integration tests again against the ASan build
+#   6. crash-consistency sweep (>= 100,000 crash states; run beside stage 5)
+#   7. a short fuzz run of each target (SPD_FUZZ_SECONDS each, default 20)
 # Ends with one line "N passed, N failed" counting the stages; exit status non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +58,7 @@ format_check() {
 }
 
 unit_tests() {
-  bash scripts/build.sh asan || return 1
+  bg_build_wait asan || return 1
   bg_build_start tsan
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -L unit -j "$SPD_JOBS")
 }
@@ -69,14 +71,14 @@ tsan_tests() {
   # microseconds of the last one or not) on one reactor thread, which a 5-15x TSan slowdown and a
   # busy 2-core machine upset (1 poll hit where 0 was asserted); they run in the unit stage.
   bg_build_wait tsan || return 1
-  bg_build_start tools
+  bg_build_start fuzz
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \
     GTEST_FILTER='-*ReactorPoll.*' ctest --output-on-failure -L threads -j "$SPD_JOBS")
 }
 
 integration_tests() {
-  bg_build_wait tools || return 1
-  bg_build_start fuzz
+  bash scripts/build.sh tools || return 1
+  bg_build_start asan
   SPD_IT_JOBS=2 SPD2="$PWD/build/spd2" bash tests/integration/run.sh
 }
 
@@ -136,10 +138,11 @@ fuzz_target() {
 
 # Work for later stages runs at the lowest priority beside earlier stages' tests, which mostly
 # wait (timers, sleeps, leases, clients: the integration release pass kept 0.55 of CI's 2 cores
-# busy, measured): the TSan build beside the unit tests, the release build beside the TSan
-# tests, the fuzz build (clang, about 3 minutes of both cores) beside the integration stages,
-# the crash sweep (a fixed count of crash states, CPU only) beside the ASan integration pass.
-# The stage that needs it waits for it. SPD_BG_BUILDS=0: each in its own stage.
+# busy, measured): the ASan build beside the release integration pass (the first stage after
+# the release build, the one with the most idle CPU), the TSan build beside the unit tests, the
+# fuzz build (clang, about 3 minutes of both cores) beside the TSan tests, the crash sweep (a
+# fixed count of crash states, CPU only) beside the ASan integration pass. The stage that needs
+# it waits for it. SPD_BG_BUILDS=0: each in its own stage.
 declare -A BG=()
 bg_start() {  # NAME COMMAND...: runs COMMAND (a function of this script or a program) at nice 19,
   #             its output in build-bg/NAME.log
@@ -197,9 +200,9 @@ fuzz_run() {
 
 stage setup bash scripts/setup.sh
 stage format format_check
+stage integration integration_tests
 stage unit unit_tests
 stage tsan tsan_tests
-stage integration integration_tests
 stage integration-asan integration_tests_asan
 stage crash bg_wait all crash crash_sweep
 stage fuzz fuzz_run
