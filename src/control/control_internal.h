@@ -425,6 +425,11 @@ struct ControlServer::Impl : VolumeManager::Listener {
     return PushAllIntents();
   }
 
+  // A deleted volume's policy goes with it (whoever deleted it: a call here, a replicated
+  // volume's deletion in the cluster): its placement at once, its QoS policy and stored meta on
+  // the worker (before the answer to a delete called here, which the worker sends after).
+  void ForgetDeleted(const std::string& name);  // control_server.cc
+
   // VolumeManager::Listener (pool's reactor).
   void OnVolumeChanged(const VolumeInfo& info, VolumeManager::Change kind) override {
     v1::Event e;
@@ -434,6 +439,7 @@ struct ControlServer::Impl : VolumeManager::Listener {
         break;
       case VolumeManager::Change::kDeleted:
         e.set_type(v1::EVENT_TYPE_VOLUME_DELETED);
+        ForgetDeleted(info.name);
         break;
       case VolumeManager::Change::kResized:
         e.set_type(v1::EVENT_TYPE_VOLUME_RESIZED);

@@ -28,6 +28,19 @@
 
 namespace spd {
 
+void ControlServer::Impl::ForgetDeleted(const std::string& name) {
+  CachePlacement(name, nullptr);
+  Enqueue(
+      [this, name] {
+        if (options.qos) options.qos->ForgetVolume(name);
+        Status d = store->DeleteVolumeMeta(name);
+        if (!d.ok() && d.code() != StatusCode::kNotFound)
+          SPD_LOG_WARN("state store: policy of deleted volume %s: %s", name.c_str(),
+                       d.ToString().c_str());
+      },
+      false);
+}
+
 namespace control_counters {
 Counter denied_total("spd_control_calls_denied_total",
                      "Control API calls refused: the caller has no role that allows them.");
@@ -241,29 +254,13 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
       impl_->in_flight.fetch_sub(1);
       return impl_->RefuseAudited(ctx, std::move(audit), NotVisible(req->name()));
     }
-    if (Status rs = impl_->RefuseReplicated(req->name(), "deleted"); !rs.ok()) {
-      impl_->in_flight.fetch_sub(1);
-      return impl_->RefuseAudited(ctx, std::move(audit), rs);
-    }
+    if (IsReplicated(*impl_, req->name()))
+      return DeleteReplicatedVolume(impl_, ctx, req, std::move(audit));
+    // The volume's policy goes with it: Impl::OnVolumeChanged.
     auto* r = ctx->DefaultReactor();
     ControlServer::Impl* impl = impl_;
-    std::string name = req->name();
     impl_->volumes->Delete(req->name(), req->force(),
-                           [impl, r, name, audit = std::move(audit)](Status st) mutable {
-                             if (st.ok()) {
-                               // The volume's policy goes with it (on the worker, before the
-                               // answer).
-                               impl->CachePlacement(name, nullptr);
-                               impl->Enqueue(
-                                   [impl, name] {
-                                     if (impl->options.qos) impl->options.qos->ForgetVolume(name);
-                                     Status d = impl->store->DeleteVolumeMeta(name);
-                                     if (!d.ok() && d.code() != StatusCode::kNotFound)
-                                       SPD_LOG_WARN("state store: policy of deleted volume %s: %s",
-                                                    name.c_str(), d.ToString().c_str());
-                                   },
-                                   false);
-                             }
+                           [impl, r, audit = std::move(audit)](Status st) mutable {
                              impl->FinishAudited(r, std::move(audit), st, true);
                            });
     return r;

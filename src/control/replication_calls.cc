@@ -10,13 +10,16 @@
 
 namespace spd {
 
+bool IsReplicated(const ControlServer::Impl& impl, const std::string& volume) {
+  return impl.options.replication != nullptr && impl.options.replication->Replicated(volume);
+}
+
 Status ControlServer::Impl::RefuseReplicated(const std::string& volume, const char* what) const {
-  if (options.replication == nullptr || !options.replication->Replicated(volume))
-    return Status::Ok();
+  if (!IsReplicated(*this, volume)) return Status::Ok();
   return FailedPrecondition("'" + volume + "' is a replicated volume (spdctl replica list " +
                             volume + "): its copy here cannot be " + what +
-                            " alone, and a cluster-wide delete or resize is not built yet "
-                            "(docs/replication.md, \"Limits today\")");
+                            " alone, and a cluster-wide " + what +
+                            " is not built yet (docs/replication.md, \"Limits today\")");
 }
 
 namespace {
@@ -39,6 +42,7 @@ void FillReplicated(ReplicationManager* rm, const std::string& only, v1::ListRep
                         : v.durability == "sync" ? v1::DURABILITY_SYNC
                         : v.durability == "none" ? v1::DURABILITY_NONE
                                                  : v1::DURABILITY_FLUSH);
+    out->set_deleting(v.deleting);
     out->set_lag_bytes(v.lag_bytes);
     out->set_lag_ms(v.lag_ms);
     for (const ReplicaStatus& st : v.states) {
@@ -126,6 +130,24 @@ grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
     if (placed) impl->UnplaceNewVolume(req->name());
     impl->FinishAudited(r, std::move(*a), BusyReplicationCalls(), true);
   }
+  return r;
+}
+
+// On the replication calls' thread: the deletion recorded in etcd, then a wait (at most 15 s)
+// for the copy here to go.
+grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
+                                                 grpc::CallbackServerContext* ctx,
+                                                 const v1::DeleteVolumeRequest* req,
+                                                 AuditCall audit) {
+  ReplicationManager* rm = impl->options.replication;
+  auto* r = ctx->DefaultReactor();
+  auto a = std::make_shared<AuditCall>(std::move(audit));
+  if (!impl->replication_calls.Submit(
+          [impl, rm, r, name = req->name(), force = req->force(), a](const Status& refused) {
+            const Status st = refused.ok() ? rm->Delete(name, force) : refused;
+            impl->FinishAudited(r, std::move(*a), st, true);
+          }))
+    impl->FinishAudited(r, std::move(*a), BusyReplicationCalls(), true);
   return r;
 }
 

@@ -15,6 +15,15 @@ grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl,
                                                  const v1::CreateVolumeRequest* req,
                                                  v1::Volume* resp, AuditCall audit,
                                                  const Caller& caller, bool placed);
+// Whether `volume` is a replicated volume (ReplicationManager::Replicated); false without one.
+bool IsReplicated(const ControlServer::Impl& impl, const std::string& volume);
+// DeleteVolume of a replicated volume: deleted on every node (ReplicationManager::Delete).
+// REQUIRES: admitted (in_flight counted), visible to the caller, `audit` described, a
+// ReplicationManager.
+grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
+                                                 grpc::CallbackServerContext* ctx,
+                                                 const v1::DeleteVolumeRequest* req,
+                                                 AuditCall audit);
 // A tenant caller sees only its own tenant's replicated volumes (another's: NOT_FOUND).
 grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl,
                                                 grpc::CallbackServerContext* ctx,

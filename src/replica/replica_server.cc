@@ -460,6 +460,7 @@ ReplicaServer::ReplicaServer(Reactor* reactor, Dispatcher* dispatcher, VolumeMan
     : reactor_(reactor), dispatcher_(dispatcher), volumes_(volumes), o_(std::move(options)) {}
 
 ReplicaServer::~ReplicaServer() {
+  if (watching_volumes_) volumes_->RemoveListener(&volume_watch_);
   if (listener_ && listener_->fd >= 0) {
     if (listener_->armed) reactor_->Unwatch(listener_->fd, listener_.get());
     close(listener_->fd);
@@ -507,6 +508,11 @@ Status ReplicaServer::Start() {
   };
   SPD_RETURN_IF_ERROR(reactor_->Watch(fd, listener_.get()));
   listener_->armed = true;
+  if (volumes_ != nullptr && !watching_volumes_) {
+    volume_watch_.server = this;
+    volumes_->AddListener(&volume_watch_);
+    watching_volumes_ = true;
+  }
   return Status::Ok();
 }
 
@@ -594,6 +600,16 @@ void ReplicaServer::SessionGone(Session* s) {
   sessions_gauge.Add(-1);
   delete s;
   MaybeFinishShutdown();
+}
+
+void ReplicaServer::VolumeWatch::OnVolumeClosing(std::shared_ptr<VolumeHandle> handle,
+                                                 std::function<void()> done) {
+  for (Session* s = server->head_; s != nullptr;) {
+    Session* next = s->next;
+    if (s->handle == handle) Close(s, "its volume is being deleted");
+    s = next;
+  }
+  done();  // the delete waits for the session's requests and its user to go
 }
 
 void ReplicaServer::Shutdown(Task* done) {

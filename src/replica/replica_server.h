@@ -93,6 +93,16 @@ class ReplicaServer {
   std::map<const Volume*, Session*> holders_;
   bool shutting_down_ = false;
   Task* shutdown_done_ = nullptr;
+
+  // A forced delete of a volume (a replicated volume deleted in the cluster) closes the session
+  // that holds it, so that its copy can go at once.
+  struct VolumeWatch : VolumeManager::Listener {
+    ReplicaServer* server = nullptr;
+    void OnVolumeChanged(const VolumeInfo&, VolumeManager::Change) override {}
+    void OnVolumeClosing(std::shared_ptr<VolumeHandle> handle, std::function<void()> done) override;
+  };
+  VolumeWatch volume_watch_;
+  bool watching_volumes_ = false;
 };
 
 }  // namespace spd

@@ -67,7 +67,9 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
                                     : Durability::kFlush;
       sp.async = d == "async";
       sp.recovered = j.value("recovered", false);
+      sp.deleting = j.value("deleting", false);
       sp.json = kv.value;
+      sp.rev = kv.mod_revision;
       if (j.contains("nodes") && j["nodes"].is_array())
         for (const auto& n : j["nodes"])
           if (n.is_string()) sp.nodes.push_back(n.get<std::string>());
@@ -94,6 +96,8 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
                                             j.value("seq", uint64_t{0})};
       if (std::optional<CandidateRank> r = CandidateRank::FromJson(kv.value))
         p.ranks[name][sub.substr(11)] = *r;
+    } else if (sub.rfind("deleted/", 0) == 0) {
+      p.deleted[name].insert(sub.substr(8));
     } else if (sub.rfind("replicas/", 0) == 0) {
       p.states[name][sub.substr(9)] = {j.value("state", std::string()),
                                        j.value("epoch", uint64_t{0})};
@@ -235,6 +239,10 @@ void ReplicationManager::Reconcile() {
     StepDown(name);
   }
   for (const auto& [name, spec] : p.specs) {
+    if (spec.deleting) {
+      DeleteCopy(name, p);
+      continue;
+    }
     if (std::find(spec.nodes.begin(), spec.nodes.end(), me) == spec.nodes.end()) continue;
     if (!o_.state_dir.empty() && saved_specs_[name] != spec.json) {
       // Kept on disk, to be published again if etcd loses its data.

@@ -77,7 +77,9 @@ struct ReplicationManagerOptions {
 
 struct ReplicaStatus {
   std::string node;
-  std::string state;   // in_sync, out_of_sync, or unknown (nothing recorded yet)
+  // in_sync, out_of_sync, or unknown (nothing recorded yet); of a volume being deleted:
+  // deleting or deleted
+  std::string state;
   uint64_t epoch = 0;  // of the primary that recorded the state
   std::string detail;  // from this node's link, when it is the primary
   uint64_t acked = 0;
@@ -92,7 +94,8 @@ struct ReplicatedVolumeStatus {
   uint64_t lag_bytes = 0;
   uint64_t lag_ms = 0;
   std::vector<std::string> nodes;
-  std::string primary;  // empty: none now
+  bool deleting = false;  // being deleted on every node (each copy "deleting" or "deleted")
+  std::string primary;    // empty: none now
   uint64_t epoch = 0;
   std::vector<ReplicaStatus> states;
 };
@@ -122,6 +125,14 @@ class ReplicationManager {
   // replication's: deleting or resizing it alone would leave the copies apart (the control
   // API refuses that).
   bool Replicated(const std::string& name) const;
+  // Deletes replicated volume `name` on every node (docs/replication.md, "Deleting a
+  // replicated volume"): its spec in etcd is marked "deleting"; every placed node then steps
+  // down if it is the primary, deletes its copy (forced: its users are closed) and the copy's
+  // replication state on disk, and says so (NAME/deleted/NODE); once every placed node has,
+  // the volume's keys go. Returns once this node's copy is gone (at most 15 s), or at once when
+  // it holds none. Without `force`: kFailedPrecondition when the primary is another node (its
+  // clients are there) or this node's copy has users. kNotFound: no such volume in etcd.
+  Status Delete(const std::string& name, bool force);
   // Makes this node `name`'s primary: only if its copy is in sync. The primary hands the volume
   // over (it steps down and deletes its key; writes in flight there fail, its clients must
   // reconnect here), and this node takes it. Blocks until it has (at most 15 s).
@@ -156,6 +167,9 @@ class ReplicationManager {
                        const PrefixMirror::Snapshot& nodes_snap, const CopyStates& states,
                        bool async);
   void StepDown(const std::string& name);
+  // A volume marked "deleting" (replication_delete.cc): this node's part of the delete, then,
+  // once every copy is gone, the volume's keys.
+  void DeleteCopy(const std::string& name, const Parsed& p);
   // Before a hand-over: the set's final barrier, and the same generation on the local copy.
   bool Quiesce(const std::string& name);
   void RecordStates(const std::string& name, Primary* p);
@@ -198,6 +212,7 @@ class ReplicationManager {
   int64_t identity_snap_rev_ = 0;
   std::map<std::string, std::string> saved_specs_;
   std::map<std::string, std::string> recovery_logged_;  // volume -> what was logged last
+  std::map<std::string, std::string> delete_logged_;    // volume -> the failure logged last
   // Recovered volumes this node campaigned for: the ranks it saw (every placed copy's).
   std::map<std::string, std::map<std::string, CandidateRank>> recovery_ranks_;
   // Out-of-sync marks, made by a thread of their own (ReplicaSets ask from their reactors).

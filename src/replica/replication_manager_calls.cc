@@ -23,6 +23,13 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
     return FailedPrecondition("this node serves no replicas (--replication-listen)");
   // This node first, then the nodes that hold the fewest replicated volumes.
   const Parsed p = Parse(vols);
+  if (auto it = p.specs.find(name); it != p.specs.end() && it->second.deleting) {
+    std::string waiting;
+    for (const std::string& n : it->second.nodes)
+      if (!p.deleted.count(name) || !p.deleted.at(name).count(n)) waiting += " " + n;
+    return AlreadyExists("replicated volume '" + name +
+                         "' is still being deleted; copies not deleted yet on:" + waiting);
+  }
   std::map<std::string, int> load;
   for (const auto& [n, spec] : p.specs)
     for (const std::string& node : spec.nodes) ++load[node];
@@ -179,11 +186,18 @@ std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {
       v.lag_bytes = it->second->set->lag_bytes();
       v.lag_ms = it->second->set->lag_ms();
     }
+    v.deleting = spec.deleting;
     auto st = p.states.find(name);
+    auto del = p.deleted.find(name);
     for (const std::string& node : spec.nodes) {
       ReplicaStatus r;
       r.node = node;
       r.state = "unknown";
+      if (spec.deleting) {  // no other state matters now
+        r.state = del != p.deleted.end() && del->second.count(node) ? "deleted" : "deleting";
+        v.states.push_back(r);
+        continue;
+      }
       if (st != p.states.end())
         if (auto s = st->second.find(node); s != st->second.end()) {
           r.state = s->second.first;

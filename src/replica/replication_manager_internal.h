@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,9 @@ struct Parsed {
     Durability durability = Durability::kFlush;
     bool async = false;      // "durability": "async": the copies get flush
     bool recovered = false;  // published again after etcd lost its data (cluster_recovery.h)
+    bool deleting = false;   // being deleted on every node (ReplicationManager::Delete)
     std::string json;        // the value as in etcd
+    int64_t rev = 0;         // its mod revision
   };
   struct Prim {
     std::string node;
@@ -41,6 +44,8 @@ struct Parsed {
   // the key's mod revision.
   std::map<std::string, std::vector<std::string>> given_up;
   std::map<std::string, int64_t> given_up_rev;
+  // Volumes being deleted: the nodes that deleted their copies (NAME/deleted/NODE).
+  std::map<std::string, std::set<std::string>> deleted;
 };
 
 // A recovered volume's key of the copies given up on (Parsed::given_up).

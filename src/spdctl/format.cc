@@ -268,6 +268,7 @@ Doc ReplicaListDoc(const v1::ListReplicasResponse& r) {
                       : v.durability() == v1::DURABILITY_SYNC ? "sync"
                       : v.durability() == v1::DURABILITY_NONE ? "none"
                                                               : "flush";
+    if (v.deleting()) x["deleting"] = true;  // its copies are "deleting" or "deleted"
     x["lagBytes"] = v.lag_bytes();
     x["lagMs"] = v.lag_ms();
     x["copies"] = Doc::array();

@@ -231,9 +231,14 @@ int Main(int argc, char** argv) {
   });
 
   CLI::App* vd = vol->add_subcommand(
-      "delete", "Delete a volume and its data (refused while in use unless --force)");
+      "delete",
+      "Delete a volume and its data (refused while in use unless --force). A replicated volume "
+      "(spd2 --cluster) is deleted on every node that holds a copy; without --force it is "
+      "refused unless asked of its primary (spdctl replica list)");
   vd->add_option("name", name, "Volume name")->required();
-  vd->add_flag("--force", force, "Close the volume's connections first, then delete");
+  vd->add_flag("--force", force,
+               "Close the volume's connections first (on every node, for a replicated volume), "
+               "then delete");
   vd->callback([&] {
     v1::DeleteVolumeRequest req;
     req.set_name(name);

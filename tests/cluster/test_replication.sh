@@ -46,16 +46,16 @@ for n in a b c; do
     { cat "$T/v.log"; fail "copy on $n lacks acknowledged writes"; }
 done
 
-# --- A copy of a replicated volume is not deleted or resized alone, on the primary or a replica
-# (forced or not): once, a delete answered "deleted" and the replication re-created the primary's
-# copy empty, still "in sync".
+# --- A copy of a replicated volume is not resized alone, on the primary or a replica, and a
+# delete asked of a replica without --force is refused (the clients are on the primary): once,
+# a delete answered "deleted" and the replication re-created the primary's copy empty, still
+# "in sync". (The delete in the cluster is tested at the end.)
 for n in a b; do
-  for args in "volume delete rv" "volume delete rv --force" "volume resize rv --size 128M"; do
-    # shellcheck disable=SC2086
-    expect 5 --socket "${DIR[$n]}/control.sock" $args
-    grep -q "is a replicated volume" "$T/err" || fail "$args on $n: $(cat "$T/err")"
-  done
+  expect 5 --socket "${DIR[$n]}/control.sock" volume resize rv --size 128M
+  grep -q "is a replicated volume" "$T/err" || fail "resize on $n: $(cat "$T/err")"
 done
+expect 5 --socket "${DIR[b]}/control.sock" volume delete rv
+grep -q "the primary of 'rv' is node a" "$T/err" || fail "delete on b: $(cat "$T/err")"
 for n in a b c; do
   $PY "$BC" verify --uri "$(nbd_uri $n)" --state "$T/bc.json" --min-durable 500 >"$T/v.log" ||
     { cat "$T/v.log"; fail "copy on $n lacks acknowledged writes after the refused deletes"; }
@@ -183,4 +183,60 @@ all_in_sync_now_c() { [ "$(copies c)" = "a=in_sync b=in_sync c=in_sync" ]; }
 wait_for "every copy in sync after the demote" 30 all_in_sync_now_c
 $PY "$BC" verify --uri "$(nbd_uri a)" --state "$T/bc.json" >"$T/v10.log" ||
   { cat "$T/v10.log"; fail "the demoted a lacks the new primary's writes"; }
-echo "replication: OK (epochs $E1 -> $E2 -> $E4 -> $E5, primary a -> $P2 -> a -> c)"
+
+# --- Delete in the cluster, with node b down: refused on the primary while a client is
+# connected, forced from a (the client is closed); the copies on a and c go at once, b's when it
+# is back, then the volume's keys; meanwhile the name cannot be created again. Then it can,
+# and the new volume is empty on every copy.
+kill -TERM "${PID[b]}"
+wait "${PID[b]}" || fail "node b exited $? on SIGTERM"
+# The client reads until its connection is closed (60 s at most).
+$PY -c "
+import nbd, sys, time
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+print('connected', flush=True)
+for _ in range(600):
+    try:
+        h.pread(4096, 0)
+    except nbd.Error as e:
+        print('closed:', e); sys.exit(0)
+    time.sleep(0.1)
+sys.exit(1)" "$(nbd_uri c)" >"$T/holder.log" 2>&1 &
+HOLDER=$!
+holder_connected() { grep -q connected "$T/holder.log"; }
+wait_for "a client connected to c" 10 holder_connected
+expect 5 --socket "${DIR[c]}/control.sock" volume delete rv
+grep -q "1 open user" "$T/err" || fail "unforced delete with a client: $(cat "$T/err")"
+ctl a volume delete rv --force
+rc=0
+wait "$HOLDER" || rc=$?
+[ "$rc" -eq 0 ] || { cat "$T/holder.log"; fail "the forced delete left c's client connected ($rc)"; }
+gone_on() { ctl "$1" volume list -o json; [ "$(json '[v["name"] for v in d["items"]].count("rv")')" = 0 ]; }
+gone_on a || fail "rv still listed on a after its delete: $(cat "$T/out")"
+wait_for "the copy on c deleted" 10 gone_on c
+deleting() { [ "$(copies a)" = "a=deleted b=deleting c=deleted" ]; }
+wait_for "a and c deleted, b deleting" 10 deleting
+ls "${DIR[a]}/replication/" "${DIR[c]}/replication/" >"$T/files"
+! grep -q "^rv\." "$T/files" || fail "replication state of rv left: $(cat "$T/files")"
+ls "${DIR[b]}/replication/" >"$T/files"
+grep -q "^rv\.spec$" "$T/files" || fail "b's state went while it was down: $(cat "$T/files")"
+expect 4 --socket "${DIR[a]}/control.sock" volume create rv --size 32M --replicas 3
+grep -q "still being deleted; copies not deleted yet on: b" "$T/err" ||
+  fail "create while deleting: $(cat "$T/err")"
+start_node b
+no_record() {
+  local rc=0
+  "$SPDCTL" --socket "${DIR[a]}/control.sock" replica list rv >/dev/null 2>&1 || rc=$?
+  [ "$rc" -eq 3 ]
+}
+wait_for "b's copy deleted and the volume's record gone" 20 no_record
+gone_on b || fail "rv still listed on b: $(cat "$T/out")"
+ls "${DIR[b]}/replication/" >"$T/files"
+! grep -q "^rv\." "$T/files" || fail "replication state of rv left on b: $(cat "$T/files")"
+ctl a volume create rv --size 32M --replicas 3
+wait_for "the new rv in sync" 20 all_in_sync a
+for n in a b c; do
+  nbdcopy "$(nbd_uri $n)" - | cmp -s - <(head -c 33554432 /dev/zero) ||
+    fail "the new rv on $n is not empty"
+done
+echo "replication: OK (epochs $E1 -> $E2 -> $E4 -> $E5, primary a -> $P2 -> a -> c; deleted and created again)"

@@ -1,0 +1,145 @@
+// Deleting a replicated volume on every node (ReplicationManager::Delete; docs/replication.md,
+// "Deleting a replicated volume").
+//
+// The call marks the volume's spec "deleting" (a transaction on the spec's mod revision). From
+// then on no node creates, guards, campaigns for or serves the volume: each placed node, at its
+// next reconciliation, steps down if it is the primary, deletes its copy (forced: the NBD
+// connections and the replica session that use it are closed), removes the copy's replication
+// state (DATA_DIR/replication/NAME.*: its spec, activity record and log, the dirty maps it kept
+// as a primary) and records NAME/deleted/NODE. A node that is down does its part when it comes
+// back. Once every placed node has, any node removes the volume's keys (a transaction on the
+// spec's mod revision again); the name can then be used again. Until then a create of the name
+// is refused and `spdctl replica list` shows the volume with each copy "deleting" or "deleted".
+#include <unistd.h>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/log.h"
+#include "replica/activity_log.h"
+#include "replica/replication_manager.h"
+#include "replica/replication_manager_internal.h"
+
+namespace spd {
+namespace {
+
+// What this node keeps on disk for `volume`'s replication (names as their writers make them:
+// cluster_recovery.cc, dirty_map.cc, activity_log.h, replica_set.h). Missing files are fine.
+Status RemoveReplicationFiles(const std::string& dir, const std::string& volume,
+                              const std::vector<std::string>& nodes) {
+  if (dir.empty()) return Status::Ok();
+  std::vector<std::string> paths = {dir + "/" + volume + ".spec", dir + "/" + volume + ".activity",
+                                    ActivityLogPath(dir, volume)};
+  for (const std::string& n : nodes) paths.push_back(dir + "/" + volume + ".dirty." + n);
+  for (const std::string& path : paths)
+    if (unlink(path.c_str()) != 0 && errno != ENOENT)
+      return Status::FromErrno(errno, "remove " + path);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ReplicationManager::Delete(const std::string& name, bool force) {
+  const PrefixMirror::Snapshot vols = mirror_->Get();
+  if (!vols.listed) return Unavailable("the cluster's state is not known yet (etcd)");
+  const Parsed p = Parse(vols);
+  auto it = p.specs.find(name);
+  if (it == p.specs.end()) {
+    if (!o_.state_dir.empty() && LoadSpecs(o_.state_dir).count(name))
+      return FailedPrecondition("'" + name +
+                                "' is a replicated volume known here only from its saved spec, "
+                                "not in etcd (etcd lost its data?): it is published again first");
+    return NotFound("no replicated volume '" + name + "' in the cluster");
+  }
+  const Parsed::Spec& spec = it->second;
+  const std::string me = cluster_->name();
+  if (!spec.deleting) {
+    if (!force) {
+      auto prim = p.primaries.find(name);
+      if (prim != p.primaries.end() && prim->second.node != me)
+        return FailedPrecondition("the primary of '" + name + "' is node " + prim->second.node +
+                                  ", where its clients are: delete it there, or force (its "
+                                  "clients are closed)");
+      if (std::shared_ptr<VolumeHandle> h = volumes_->Find(name); h && h->users() > 0)
+        return FailedPrecondition("volume '" + name + "' has " + std::to_string(h->users()) +
+                                  " open user(s) (connections); use force to close them and "
+                                  "delete it anyway");
+    }
+    nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
+    if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
+    j["deleting"] = true;
+    const std::string key = std::string(kVolumesPrefix) + name;
+    Txn txn;
+    txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
+    txn.then.push_back(TxnOp::Put(key, j.dump()));
+    SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
+    if (!r.succeeded)
+      return Status(StatusCode::kAborted,
+                    "the record of '" + name + "' changed meanwhile: try again");
+    SPD_LOG_INFO("replication: %s: deleted in the cluster: every node deletes its copy",
+                 name.c_str());
+    if (o_.on_event) o_.on_event(false, name, "deleted in the cluster by node " + me);
+  }
+  Poke();
+  if (std::find(spec.nodes.begin(), spec.nodes.end(), me) == spec.nodes.end()) return Status::Ok();
+  for (int i = 0; i < 300; ++i) {
+    if (!volumes_->Find(name)) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Status(StatusCode::kDeadlineExceeded,
+                "deleted in the cluster, but the copy here is not gone after 15 s (spdctl "
+                "replica list " +
+                    name + "; the daemon's log says why)");
+}
+
+void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
+  const Parsed::Spec& spec = p.specs.at(name);
+  const std::string me = cluster_->name();
+  auto d = p.deleted.find(name);
+  const auto done = [&](const std::string& node) {
+    return d != p.deleted.end() && d->second.count(node) > 0;
+  };
+  const bool placed = std::find(spec.nodes.begin(), spec.nodes.end(), me) != spec.nodes.end();
+  if (placed && !done(me)) {
+    StepDown(name);
+    candidacy_since_.erase(name);
+    recovery_ranks_.erase(name);
+    saved_specs_.erase(name);
+    auto failed = [&](const Status& s) {
+      if (delete_logged_[name] != s.ToString())
+        SPD_LOG_WARN("replication: %s: cannot delete the copy here yet: %s", name.c_str(),
+                     s.ToString().c_str());
+      delete_logged_[name] = s.ToString();
+    };
+    if (volumes_->Find(name)) {
+      std::promise<Status> deleted;
+      volumes_->Delete(name, true, [&deleted](Status s) { deleted.set_value(s); });
+      if (Status s = deleted.get_future().get(); !s.ok() && s.code() != StatusCode::kNotFound)
+        return failed(s);
+    }
+    if (Status s = RemoveReplicationFiles(o_.state_dir, name, spec.nodes); !s.ok())
+      return failed(s);
+    const Result<int64_t> put =
+        cluster_->client()->Put(std::string(kVolumesPrefix) + name + "/deleted/" + me, "{}");
+    if (!put.ok()) return failed(put.status());
+    delete_logged_.erase(name);
+    SPD_LOG_INFO("replication: %s: the copy here is deleted", name.c_str());
+    if (o_.on_event) o_.on_event(false, name, "node " + me + " deleted its copy");
+    return;  // the mirror brings the key; the next round looks at the others
+  }
+  for (const std::string& n : spec.nodes)
+    if (!done(n)) return;  // a node that is down does its part when it is back
+  // Every copy is gone: the volume's keys go (unless its record changed meanwhile).
+  const std::string key = std::string(kVolumesPrefix) + name;
+  Txn txn;
+  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
+  txn.then.push_back(TxnOp::Delete(key));
+  txn.then.push_back(TxnOp::DeletePrefix(key + "/"));
+  if (Result<TxnResult> r = cluster_->client()->Txn(txn); r.ok() && r->succeeded)
+    SPD_LOG_INFO("replication: %s: every copy is deleted; its record in etcd is gone",
+                 name.c_str());
+}
+
+}  // namespace spd
