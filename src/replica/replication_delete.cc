@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/counters.h"
 #include "common/log.h"
 #include "replica/activity_log.h"
 #include "replica/replication_manager.h"
@@ -24,6 +25,17 @@
 
 namespace spd {
 namespace {
+
+Counter deletes_total("spd_replication_deletes_total",
+                      "Replicated volumes this node marked deleted in the cluster (spdctl volume "
+                      "delete)");
+Counter copies_deleted_total("spd_replication_copies_deleted_total",
+                             "Copies of replicated volumes deleted here because the volume was "
+                             "deleted in the cluster");
+Counter copy_delete_failures_total("spd_replication_copy_delete_failures_total",
+                                   "Attempts to delete a copy of a volume deleted in the cluster "
+                                   "that failed (its users did not close, its pool refused, its "
+                                   "state files or etcd failed); each is tried again");
 
 // What this node keeps on disk for `volume`'s replication (names as their writers make them:
 // cluster_recovery.cc, dirty_map.cc, activity_log.h, replica_set.h). Missing files are fine.
@@ -78,6 +90,7 @@ Status ReplicationManager::Delete(const std::string& name, bool force) {
     if (!r.succeeded)
       return Status(StatusCode::kAborted,
                     "the record of '" + name + "' changed meanwhile: try again");
+    deletes_total.Add();
     SPD_LOG_INFO("replication: %s: deleted in the cluster: every node deletes its copy",
                  name.c_str());
     if (o_.on_event) o_.on_event(false, name, "deleted in the cluster by node " + me);
@@ -102,12 +115,16 @@ void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
     return d != p.deleted.end() && d->second.count(node) > 0;
   };
   const bool placed = std::find(spec.nodes.begin(), spec.nodes.end(), me) != spec.nodes.end();
-  if (placed && !done(me)) {
+  // Done here but the mirror does not show it yet: not again.
+  auto mine = deleted_here_.find(name);
+  const bool done_here = done(me) || (mine != deleted_here_.end() && mine->second == spec.rev);
+  if (placed && !done_here) {
     StepDown(name);
     candidacy_since_.erase(name);
     recovery_ranks_.erase(name);
     saved_specs_.erase(name);
     auto failed = [&](const Status& s) {
+      copy_delete_failures_total.Add();
       if (delete_logged_[name] != s.ToString())
         SPD_LOG_WARN("replication: %s: cannot delete the copy here yet: %s", name.c_str(),
                      s.ToString().c_str());
@@ -125,6 +142,8 @@ void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
         cluster_->client()->Put(std::string(kVolumesPrefix) + name + "/deleted/" + me, "{}");
     if (!put.ok()) return failed(put.status());
     delete_logged_.erase(name);
+    deleted_here_[name] = spec.rev;
+    copies_deleted_total.Add();
     SPD_LOG_INFO("replication: %s: the copy here is deleted", name.c_str());
     if (o_.on_event) o_.on_event(false, name, "node " + me + " deleted its copy");
     return;  // the mirror brings the key; the next round looks at the others

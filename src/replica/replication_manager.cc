@@ -238,6 +238,8 @@ void ReplicationManager::Reconcile() {
                  name.c_str());
     StepDown(name);
   }
+  for (auto it = deleted_here_.begin(); it != deleted_here_.end();)  // the record is gone
+    it = p.specs.count(it->first) ? std::next(it) : deleted_here_.erase(it);
   for (const auto& [name, spec] : p.specs) {
     if (spec.deleting) {
       DeleteCopy(name, p);

@@ -213,6 +213,8 @@ class ReplicationManager {
   std::map<std::string, std::string> saved_specs_;
   std::map<std::string, std::string> recovery_logged_;  // volume -> what was logged last
   std::map<std::string, std::string> delete_logged_;    // volume -> the failure logged last
+  // Volumes whose copy this node deleted: the spec's mod revision it was deleted under.
+  std::map<std::string, int64_t> deleted_here_;
   // Recovered volumes this node campaigned for: the ranks it saw (every placed copy's).
   std::map<std::string, std::map<std::string, CandidateRank>> recovery_ranks_;
   // Out-of-sync marks, made by a thread of their own (ReplicaSets ask from their reactors).

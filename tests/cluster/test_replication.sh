@@ -190,6 +190,8 @@ $PY "$BC" verify --uri "$(nbd_uri a)" --state "$T/bc.json" >"$T/v10.log" ||
 # and the new volume is empty on every copy.
 kill -TERM "${PID[b]}"
 wait "${PID[b]}" || fail "node b exited $? on SIGTERM"
+# A policy on c's copy goes with it (the delete is asked of a).
+ctl c policy set rv --limit-iops 1000
 # The client reads until its connection is closed (60 s at most).
 $PY -c "
 import nbd, sys, time
@@ -233,8 +235,15 @@ wait_for "b's copy deleted and the volume's record gone" 20 no_record
 gone_on b || fail "rv still listed on b: $(cat "$T/out")"
 ls "${DIR[b]}/replication/" >"$T/files"
 ! grep -q "^rv\." "$T/files" || fail "replication state of rv left on b: $(cat "$T/files")"
+[ "$(metric a spd_replication_deletes_total)" = 1 ] || fail "deletes_total on a: $(metric a spd_replication_deletes_total)"
+for n in a b c; do
+  [ "$(metric $n spd_replication_copies_deleted_total)" = 1 ] ||
+    fail "copies_deleted_total on $n: $(metric $n spd_replication_copies_deleted_total)"
+done
 ctl a volume create rv --size 32M --replicas 3
 wait_for "the new rv in sync" 20 all_in_sync a
+ctl c policy get rv -o json
+[ "$(json 'd["intent"]')" = "{}" ] || fail "the deleted copy's policy stayed on c: $(cat "$T/out")"
 for n in a b c; do
   nbdcopy "$(nbd_uri $n)" - | cmp -s - <(head -c 33554432 /dev/zero) ||
     fail "the new rv on $n is not empty"
