@@ -302,6 +302,8 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
       impl_->in_flight.fetch_sub(1);
       return impl_->RefuseAudited(ctx, std::move(audit), NotVisible(req->name()));
     }
+    if (IsReplicated(*impl_, req->name()))
+      return SetReplicatedDurability(impl_, ctx, req, dur.value(), resp, std::move(audit));
     return AfterChange(ctx, req->name(), resp, std::move(audit), [&](auto done) {
       impl_->volumes->SetDurability(req->name(), dur.value(), done);
     });

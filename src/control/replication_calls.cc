@@ -151,6 +151,26 @@ grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
   return r;
 }
 
+grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
+                                                  grpc::CallbackServerContext* ctx,
+                                                  const v1::SetDurabilityRequest* req,
+                                                  Durability durability, v1::Volume* resp,
+                                                  AuditCall audit) {
+  ReplicationManager* rm = impl->options.replication;
+  auto* r = ctx->DefaultReactor();
+  auto a = std::make_shared<AuditCall>(std::move(audit));
+  if (!impl->replication_calls.Submit(
+          [impl, rm, r, resp, name = req->name(), durability, a](const Status& refused) {
+            const Status st = refused.ok() ? rm->SetDurability(name, durability) : refused;
+            if (st.ok()) {
+              if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);
+            }
+            impl->FinishAudited(r, std::move(*a), st, true);
+          }))
+    impl->FinishAudited(r, std::move(*a), BusyReplicationCalls(), true);
+  return r;
+}
+
 grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
                                                 grpc::CallbackServerContext* ctx,
                                                 const v1::ListReplicasRequest* req,

@@ -24,6 +24,13 @@ grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
                                                  grpc::CallbackServerContext* ctx,
                                                  const v1::DeleteVolumeRequest* req,
                                                  AuditCall audit);
+// SetDurability of a replicated volume: on every copy (ReplicationManager::SetDurability);
+// answered with the copy here. REQUIRES: as DeleteReplicatedVolume.
+grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
+                                                  grpc::CallbackServerContext* ctx,
+                                                  const v1::SetDurabilityRequest* req,
+                                                  Durability durability, v1::Volume* resp,
+                                                  AuditCall audit);
 // A tenant caller sees only its own tenant's replicated volumes (another's: NOT_FOUND).
 grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl,
                                                 grpc::CallbackServerContext* ctx,

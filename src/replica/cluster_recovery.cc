@@ -119,8 +119,12 @@ Result<IdentityCheck> RaiseEra(EtcdClient* etcd, const std::string& state_dir, u
   return Unavailable("the cluster's identity key kept changing");
 }
 
+std::string SpecPath(const std::string& state_dir, const std::string& volume) {
+  return state_dir + "/" + volume + kSpecSuffix;
+}
+
 Status SaveSpec(const std::string& state_dir, const std::string& volume, const std::string& json) {
-  const std::string path = state_dir + "/" + volume + kSpecSuffix;
+  const std::string path = SpecPath(state_dir, volume);
   Result<std::string> cur = ReadFileText(path);
   if (cur.ok() && *cur == json + "\n") return Status::Ok();
   return WriteFileAtomic(path, json + "\n");

@@ -82,6 +82,8 @@ Result<IdentityCheck> CheckIdentity(EtcdClient* etcd, const std::string& state_d
 // revision; retried on a race, at most 8 times). Returns the identity as it stands.
 Result<IdentityCheck> RaiseEra(EtcdClient* etcd, const std::string& state_dir, uint64_t era);
 
+// Where a replicated volume's spec is kept on disk (STATE_DIR/VOLUME.spec).
+std::string SpecPath(const std::string& state_dir, const std::string& volume);
 // A replicated volume's spec as kept on disk (the JSON value of volumes/NAME).
 Status SaveSpec(const std::string& state_dir, const std::string& volume, const std::string& json);
 // Every spec on disk: volume -> JSON.

@@ -33,7 +33,7 @@ void InitHeader(DirtyFileHeader* h, uint64_t size_bytes) {
 
 void PersistActivity(Volume* v, const std::string& dir, const std::string& name) {
   if (dir.empty()) return;
-  const std::string path = dir + "/" + name + ".activity";
+  const std::string path = ActivityRecordPath(dir, name);
   Status st = MakeDirectories(dir);
   if (st.ok()) st = v->replica_activity.Persist(path);
   if (!st.ok())

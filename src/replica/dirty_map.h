@@ -25,6 +25,15 @@ class Volume;
 // taking over what an earlier process of this node left there. Logged when it cannot (the record
 // stays in memory). Idempotent.
 void PersistActivity(Volume* v, const std::string& dir, const std::string& name);
+// Where a copy's activity record is kept (DIR/VOLUME.activity), and where a primary keeps its
+// dirty map of the copy on node `node` (DIR/VOLUME.dirty.NODE).
+inline std::string ActivityRecordPath(const std::string& dir, const std::string& volume) {
+  return dir + "/" + volume + ".activity";
+}
+inline std::string DirtyMapPath(const std::string& dir, const std::string& volume,
+                                const std::string& node) {
+  return dir + "/" + volume + ".dirty." + node;
+}
 // What this copy applied last in its previous term, for a primary of a new term
 // (ReplicaSetOptions::prior): its record (PersistActivity first). After a power loss the record
 // vouches for nothing; if this node's activity log (DIR/NAME.alog) is valid and of the last term

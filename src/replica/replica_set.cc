@@ -126,7 +126,7 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
     const std::string& node = l->target.name;
     if (!s->o_.state_dir.empty() && !node.empty() && node.find('/') == std::string::npos &&
         node != "." && node != "..") {
-      const std::string path = s->o_.state_dir + "/" + s->o_.volume + ".dirty." + node;
+      const std::string path = DirtyMapPath(s->o_.state_dir, s->o_.volume, node);
       if (Status st = l->dirty.Open(path, v->size_bytes()); !st.ok())
         SPD_LOG_WARN("replication: volume %s: dirty map of %s kept in memory only: %s",
                      s->o_.volume.c_str(), node.c_str(), st.ToString().c_str());

@@ -96,9 +96,10 @@ std::string ReplicaSet::LostCopyReason(const Link& k, bool resync) const {
     return "answers with another copy of the volume than its map was kept for (a new disk, or "
            "the volume created again)";
   // A copy that lost power since it last closed its record (replica_wire.h) may lack what it
-  // had not made durable: a resync's copied regions before its last barrier among them.
-  // Unless its durable activity log of the last term, now in the map, covers that loss.
-  // A loss before its first hello to this set; later ones the set accounts for (Connected).
+  // had not made durable (a resync's copied regions among it). Losses this set saw the count of
+  // at an earlier hello are accounted for in Connected (its ring of unbarriered writes joins
+  // the map); one before its first hello to this set is not, unless its durable activity log
+  // of the last term, now in the map, covers it.
   if ((k.reply.activity_flags & rw::kActivityLeftOpen) != 0 && !k.prior_from_log && !k.losses_known)
     return "lost power (or its kernel crashed) since it last closed its record: what it had "
            "not made durable may be gone";

@@ -20,6 +20,7 @@
 #include "common/counters.h"
 #include "common/log.h"
 #include "replica/activity_log.h"
+#include "replica/dirty_map.h"
 #include "replica/replication_manager.h"
 #include "replica/replication_manager_internal.h"
 
@@ -42,9 +43,9 @@ Counter copy_delete_failures_total("spd_replication_copy_delete_failures_total",
 Status RemoveReplicationFiles(const std::string& dir, const std::string& volume,
                               const std::vector<std::string>& nodes) {
   if (dir.empty()) return Status::Ok();
-  std::vector<std::string> paths = {dir + "/" + volume + ".spec", dir + "/" + volume + ".activity",
+  std::vector<std::string> paths = {SpecPath(dir, volume), ActivityRecordPath(dir, volume),
                                     ActivityLogPath(dir, volume)};
-  for (const std::string& n : nodes) paths.push_back(dir + "/" + volume + ".dirty." + n);
+  for (const std::string& n : nodes) paths.push_back(DirtyMapPath(dir, volume, n));
   for (const std::string& path : paths)
     if (unlink(path.c_str()) != 0 && errno != ENOENT)
       return Status::FromErrno(errno, "remove " + path);
@@ -59,7 +60,7 @@ Status ReplicationManager::Delete(const std::string& name, bool force) {
   const Parsed p = Parse(vols);
   auto it = p.specs.find(name);
   if (it == p.specs.end()) {
-    if (!o_.state_dir.empty() && LoadSpecs(o_.state_dir).count(name))
+    if (Replicated(name))  // not in etcd: its spec on disk
       return FailedPrecondition("'" + name +
                                 "' is a replicated volume known here only from its saved spec, "
                                 "not in etcd (etcd lost its data?): it is published again first");
@@ -125,10 +126,10 @@ void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
     saved_specs_.erase(name);
     auto failed = [&](const Status& s) {
       copy_delete_failures_total.Add();
-      if (delete_logged_[name] != s.ToString())
+      if (failure_logged_[name + "/delete"] != s.ToString())
         SPD_LOG_WARN("replication: %s: cannot delete the copy here yet: %s", name.c_str(),
                      s.ToString().c_str());
-      delete_logged_[name] = s.ToString();
+      failure_logged_[name + "/delete"] = s.ToString();
     };
     if (volumes_->Find(name)) {
       std::promise<Status> deleted;
@@ -141,7 +142,7 @@ void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
     const Result<int64_t> put =
         cluster_->client()->Put(std::string(kVolumesPrefix) + name + "/deleted/" + me, "{}");
     if (!put.ok()) return failed(put.status());
-    delete_logged_.erase(name);
+    failure_logged_.erase(name + "/delete");
     deleted_here_[name] = spec.rev;
     copies_deleted_total.Add();
     SPD_LOG_INFO("replication: %s: the copy here is deleted", name.c_str());

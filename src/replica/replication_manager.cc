@@ -283,6 +283,23 @@ void ReplicationManager::Reconcile() {
                    static_cast<unsigned long long>(spec.size));
       continue;
     }
+    if (!spec.async && h->info().durability != spec.durability) {
+      // Changed in the cluster (ReplicationManager::SetDurability): this copy follows.
+      std::promise<Status> done;
+      volumes_->SetDurability(name, spec.durability,
+                              [&done](Status s) { done.set_value(std::move(s)); });
+      const Status s = done.get_future().get();
+      std::string& logged = failure_logged_[name + "/durability"];
+      if (s.ok()) {
+        SPD_LOG_INFO("replication: %s: the copy here is now of durability %s", name.c_str(),
+                     DurabilityName(spec.durability));
+        failure_logged_.erase(name + "/durability");
+      } else if (logged != s.ToString()) {  // once per reason: it is tried every round
+        SPD_LOG_WARN("replication: %s: cannot change the copy's durability to %s: %s", name.c_str(),
+                     DurabilityName(spec.durability), s.ToString().c_str());
+        logged = s.ToString();
+      }
+    }
     auto prim = p.primaries.find(name);
     const bool mine = prim != p.primaries.end() && prim->second.node == me &&
                       prim->second.lease == cluster_->lease_id();

@@ -133,6 +133,11 @@ class ReplicationManager {
   // it holds none. Without `force`: kFailedPrecondition when the primary is another node (its
   // clients are there) or this node's copy has users. kNotFound: no such volume in etcd.
   Status Delete(const std::string& name, bool force);
+  // Changes replicated volume `name`'s durability on every copy: recorded in its spec in etcd,
+  // which every placed node's copy follows at its next reconciliation. Returns once the copy
+  // here has it (at most 4 s). kFailedPrecondition for an asynchronous volume (its copies keep
+  // flush) or one being deleted.
+  Status SetDurability(const std::string& name, Durability durability);
   // Makes this node `name`'s primary: only if its copy is in sync. The primary hands the volume
   // over (it steps down and deletes its key; writes in flight there fail, its clients must
   // reconnect here), and this node takes it. Blocks until it has (at most 15 s).
@@ -212,7 +217,8 @@ class ReplicationManager {
   int64_t identity_snap_rev_ = 0;
   std::map<std::string, std::string> saved_specs_;
   std::map<std::string, std::string> recovery_logged_;  // volume -> what was logged last
-  std::map<std::string, std::string> delete_logged_;    // volume -> the failure logged last
+  // "VOLUME/what" -> the failure of a change logged last (logged once per reason).
+  std::map<std::string, std::string> failure_logged_;
   // Volumes whose copy this node deleted: the spec's mod revision it was deleted under.
   std::map<std::string, int64_t> deleted_here_;
   // Recovered volumes this node campaigned for: the ranks it saw (every placed copy's).

@@ -1,4 +1,5 @@
 // ReplicationManager's calls from the control API: create, promote, demote (a hand-over), list.
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <thread>
@@ -160,9 +161,49 @@ bool ReplicationManager::WaitForPrimary(const std::string& name, Parsed* last,
   return false;
 }
 
+Status ReplicationManager::SetDurability(const std::string& name, Durability durability) {
+  const PrefixMirror::Snapshot vols = mirror_->Get();
+  if (!vols.listed) return Unavailable("the cluster's state is not known yet (etcd)");
+  const Parsed p = Parse(vols);
+  auto it = p.specs.find(name);
+  if (it == p.specs.end()) return NotFound("no replicated volume '" + name + "' in the cluster");
+  const Parsed::Spec& spec = it->second;
+  if (spec.deleting) return FailedPrecondition("'" + name + "' is being deleted");
+  if (spec.async)
+    return FailedPrecondition("'" + name +
+                              "' is an asynchronous replicated volume: its copies keep "
+                              "durability flush");
+  if (spec.durability != durability) {
+    nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
+    if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
+    j["durability"] = DurabilityName(durability);
+    const std::string key = std::string(kVolumesPrefix) + name;
+    Txn txn;
+    txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
+    txn.then.push_back(TxnOp::Put(key, j.dump()));
+    SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
+    if (!r.succeeded)
+      return Status(StatusCode::kAborted,
+                    "the record of '" + name + "' changed meanwhile: try again");
+    SPD_LOG_INFO("replication: %s: durability %s on every copy", name.c_str(),
+                 DurabilityName(durability));
+  }
+  Poke();
+  if (std::find(spec.nodes.begin(), spec.nodes.end(), cluster_->name()) == spec.nodes.end())
+    return Status::Ok();
+  for (int i = 0; i < 80; ++i) {
+    std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
+    if (h && h->info().durability == durability) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Status(StatusCode::kDeadlineExceeded,
+                "recorded in the cluster, but the copy here did not change within 4 s (the "
+                "daemon's log says why)");
+}
+
 bool ReplicationManager::Replicated(const std::string& name) const {
   if (Parse(mirror_->Get()).specs.count(name) > 0) return true;
-  return !o_.state_dir.empty() && LoadSpecs(o_.state_dir).count(name) > 0;
+  return !o_.state_dir.empty() && access(SpecPath(o_.state_dir, name).c_str(), F_OK) == 0;
 }
 
 std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {

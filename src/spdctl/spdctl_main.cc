@@ -271,7 +271,10 @@ int Main(int argc, char** argv) {
     rc = s.ok() ? C().Print(VolumeDoc(resp)) : C().Fail(s);
   });
 
-  CLI::App* vs = vol->add_subcommand("set-durability", "Change when a volume's writes are durable");
+  CLI::App* vs = vol->add_subcommand(
+      "set-durability",
+      "Change when a volume's writes are durable. A replicated volume's copies all change (asked "
+      "of any node); an asynchronous one's keep flush");
   vs->add_option("name", name, "Volume name")->required();
   vs->add_option("durability", durability, "flush, sync or none")
       ->required()

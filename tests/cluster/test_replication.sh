@@ -46,6 +46,23 @@ for n in a b c; do
     { cat "$T/v.log"; fail "copy on $n lacks acknowledged writes"; }
 done
 
+# --- Durability changes on every copy, asked of any node (here a replica, then the primary);
+# an asynchronous volume's copies keep flush.
+durability_everywhere() {
+  local n
+  for n in a b c; do
+    ctl $n volume get rv -o json
+    [ "$(json 'd["durability"]')" = "$1" ] || return 1
+  done
+}
+ctl b volume set-durability rv flush
+wait_for "durability flush on every copy" 5 durability_everywhere flush
+ctl a volume set-durability rv sync
+wait_for "durability sync on every copy" 5 durability_everywhere sync
+ctl a volume create av --size 16M --replicas 2 --durability async
+expect 5 --socket "${DIR[a]}/control.sock" volume set-durability av sync
+grep -q "asynchronous replicated volume" "$T/err" || fail "async set-durability: $(cat "$T/err")"
+
 # --- A copy of a replicated volume is not resized alone, on the primary or a replica, and a
 # delete asked of a replica without --force is refused (the clients are on the primary): once,
 # a delete answered "deleted" and the replication re-created the primary's copy empty, still
@@ -241,7 +258,9 @@ for n in a b c; do
     fail "copies_deleted_total on $n: $(metric $n spd_replication_copies_deleted_total)"
 done
 ctl a volume create rv --size 32M --replicas 3
-wait_for "the new rv in sync" 20 all_in_sync a
+# Placed anew: a first, then the nodes holding the fewest replicated volumes (av is on b).
+sorted_in_sync() { [ "$(copies a | tr ' ' '\n' | sort | tr '\n' ' ')" = "a=in_sync b=in_sync c=in_sync " ]; }
+wait_for "the new rv in sync" 20 sorted_in_sync
 ctl c policy get rv -o json
 [ "$(json 'd["intent"]')" = "{}" ] || fail "the deleted copy's policy stayed on c: $(cat "$T/out")"
 for n in a b c; do
