@@ -133,22 +133,38 @@ grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl_,
   return r;
 }
 
-// On the replication calls' thread: the deletion recorded in etcd, then a wait (at most 15 s)
-// for the copy here to go.
+namespace {
+
+// Runs `call` on the replication calls' thread and answers with its status; `after` (if any)
+// fills the answer first when it is OK. REQUIRES: admitted, `audit` described.
+grpc::ServerUnaryReactor* OnReplicationThread(ControlServer::Impl* impl,
+                                              grpc::CallbackServerContext* ctx, AuditCall audit,
+                                              std::function<Status(ReplicationManager*)> call,
+                                              std::function<void()> after = nullptr) {
+  ReplicationManager* rm = impl->options.replication;
+  auto* r = ctx->DefaultReactor();
+  auto a = std::make_shared<AuditCall>(std::move(audit));
+  if (!impl->replication_calls.Submit([impl, rm, r, call = std::move(call),
+                                       after = std::move(after), a](const Status& refused) {
+        const Status st = refused.ok() ? call(rm) : refused;
+        if (st.ok() && after) after();
+        impl->FinishAudited(r, std::move(*a), st, true);
+      }))
+    impl->FinishAudited(r, std::move(*a), BusyReplicationCalls(), true);
+  return r;
+}
+
+}  // namespace
+
+// The deletion recorded in etcd, then a wait (at most 15 s) for the copy here to go.
 grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
                                                  grpc::CallbackServerContext* ctx,
                                                  const v1::DeleteVolumeRequest* req,
                                                  AuditCall audit) {
-  ReplicationManager* rm = impl->options.replication;
-  auto* r = ctx->DefaultReactor();
-  auto a = std::make_shared<AuditCall>(std::move(audit));
-  if (!impl->replication_calls.Submit(
-          [impl, rm, r, name = req->name(), force = req->force(), a](const Status& refused) {
-            const Status st = refused.ok() ? rm->Delete(name, force) : refused;
-            impl->FinishAudited(r, std::move(*a), st, true);
-          }))
-    impl->FinishAudited(r, std::move(*a), BusyReplicationCalls(), true);
-  return r;
+  return OnReplicationThread(impl, ctx, std::move(audit),
+                             [name = req->name(), force = req->force()](ReplicationManager* rm) {
+                               return rm->Delete(name, force);
+                             });
 }
 
 grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
@@ -156,19 +172,14 @@ grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
                                                   const v1::SetDurabilityRequest* req,
                                                   Durability durability, v1::Volume* resp,
                                                   AuditCall audit) {
-  ReplicationManager* rm = impl->options.replication;
-  auto* r = ctx->DefaultReactor();
-  auto a = std::make_shared<AuditCall>(std::move(audit));
-  if (!impl->replication_calls.Submit(
-          [impl, rm, r, resp, name = req->name(), durability, a](const Status& refused) {
-            const Status st = refused.ok() ? rm->SetDurability(name, durability) : refused;
-            if (st.ok()) {
-              if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);
-            }
-            impl->FinishAudited(r, std::move(*a), st, true);
-          }))
-    impl->FinishAudited(r, std::move(*a), BusyReplicationCalls(), true);
-  return r;
+  return OnReplicationThread(
+      impl, ctx, std::move(audit),
+      [name = req->name(), durability](ReplicationManager* rm) {
+        return rm->SetDurability(name, durability);
+      },
+      [impl, resp, name = req->name()] {
+        if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);
+      });
 }
 
 grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
@@ -212,16 +223,8 @@ grpc::ServerUnaryReactor* HandOverCall(ControlServer::Impl* impl_, grpc::Callbac
   if (!s.ok()) return impl_->RefuseAudited(ctx, std::move(audit), s);
   ReplicationManager* rm = impl_->options.replication;
   if (rm == nullptr) return RefuseNoReplication(impl_, ctx, std::move(audit));
-  auto* r = ctx->DefaultReactor();
-  auto a = std::make_shared<AuditCall>(std::move(audit));
-  if (!impl_->replication_calls.Submit([impl_, rm, r, resp, name = req->volume(),
-                                        change = std::move(change), a](const Status& refused) {
-        Status st = refused.ok() ? change(rm) : refused;
-        if (st.ok()) FillReplicated(rm, name, resp);
-        impl_->FinishAudited(r, std::move(*a), st, true);
-      }))
-    impl_->FinishAudited(r, std::move(*a), BusyReplicationCalls(), true);
-  return r;
+  return OnReplicationThread(impl_, ctx, std::move(audit), std::move(change),
+                             [rm, name = req->volume(), resp] { FillReplicated(rm, name, resp); });
 }
 
 }  // namespace

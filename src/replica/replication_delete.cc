@@ -80,17 +80,7 @@ Status ReplicationManager::Delete(const std::string& name, bool force) {
                                   " open user(s) (connections); use force to close them and "
                                   "delete it anyway");
     }
-    nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
-    if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
-    j["deleting"] = true;
-    const std::string key = std::string(kVolumesPrefix) + name;
-    Txn txn;
-    txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
-    txn.then.push_back(TxnOp::Put(key, j.dump()));
-    SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
-    if (!r.succeeded)
-      return Status(StatusCode::kAborted,
-                    "the record of '" + name + "' changed meanwhile: try again");
+    SPD_RETURN_IF_ERROR(PutSpecField(cluster_->client(), name, spec, "deleting", true));
     deletes_total.Add();
     SPD_LOG_INFO("replication: %s: deleted in the cluster: every node deletes its copy",
                  name.c_str());

@@ -161,6 +161,22 @@ bool ReplicationManager::WaitForPrimary(const std::string& name, Parsed* last,
   return false;
 }
 
+Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spec& spec,
+                    const std::string& field, const nlohmann::json& value) {
+  nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
+  if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
+  j[field] = value;
+  const std::string key = std::string(kVolumesPrefix) + name;
+  Txn txn;
+  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
+  txn.then.push_back(TxnOp::Put(key, j.dump()));
+  SPD_ASSIGN_OR_RETURN(TxnResult r, etcd->Txn(txn));
+  if (!r.succeeded)
+    return Status(StatusCode::kAborted,
+                  "the record of '" + name + "' changed meanwhile: try again");
+  return Status::Ok();
+}
+
 Status ReplicationManager::SetDurability(const std::string& name, Durability durability) {
   const PrefixMirror::Snapshot vols = mirror_->Get();
   if (!vols.listed) return Unavailable("the cluster's state is not known yet (etcd)");
@@ -174,17 +190,8 @@ Status ReplicationManager::SetDurability(const std::string& name, Durability dur
                               "' is an asynchronous replicated volume: its copies keep "
                               "durability flush");
   if (spec.durability != durability) {
-    nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
-    if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
-    j["durability"] = DurabilityName(durability);
-    const std::string key = std::string(kVolumesPrefix) + name;
-    Txn txn;
-    txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
-    txn.then.push_back(TxnOp::Put(key, j.dump()));
-    SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
-    if (!r.succeeded)
-      return Status(StatusCode::kAborted,
-                    "the record of '" + name + "' changed meanwhile: try again");
+    SPD_RETURN_IF_ERROR(
+        PutSpecField(cluster_->client(), name, spec, "durability", DurabilityName(durability)));
     SPD_LOG_INFO("replication: %s: durability %s on every copy", name.c_str(),
                  DurabilityName(durability));
   }

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cluster/prefix_mirror.h"
 #include "replica/cluster_recovery.h"
 #include "replica/replication_manager.h"
@@ -62,6 +64,10 @@ struct ReplicationManager::Primary {
 };
 
 Parsed Parse(const PrefixMirror::Snapshot& s);
+// Sets `field` of `name`'s spec in etcd to `value`, only while the spec is still at `spec.rev`
+// (kAborted when it changed meanwhile: the caller's view is stale).
+Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spec& spec,
+                    const std::string& field, const nlohmann::json& value);
 // Node `node`'s replication address (HOST:PORT) from the nodes' mirror; "" if none.
 std::string ReplicationAddress(const PrefixMirror::Snapshot& nodes, const std::string& node);
 
