@@ -12,7 +12,6 @@
 // is refused and `spdctl replica list` shows the volume with each copy "deleting" or "deleted".
 #include <unistd.h>
 #include <chrono>
-#include <future>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -122,11 +121,23 @@ void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
       failure_logged_[name + "/delete"] = s.ToString();
     };
     if (volumes_->Find(name)) {
-      std::promise<Status> deleted;
-      volumes_->Delete(name, true, [&deleted](Status s) { deleted.set_value(s); });
-      if (Status s = deleted.get_future().get(); !s.ok() && s.code() != StatusCode::kNotFound)
-        return failed(s);
+      // Not waited for here: a forced delete may wait up to its close timeout (10 s) for the
+      // copy's users, and this thread serves every other volume's elections meanwhile.
+      std::shared_ptr<CopyDelete>& cd = copy_deletes_[name];
+      if (!cd) {
+        cd = std::make_shared<CopyDelete>();
+        volumes_->Delete(name, true, [cd](Status s) {
+          cd->status = std::move(s);
+          cd->done.store(true, std::memory_order_release);
+        });
+        return;
+      }
+      if (!cd->done.load(std::memory_order_acquire)) return;  // its users are being closed
+      const Status s = cd->status;
+      copy_deletes_.erase(name);
+      if (!s.ok() && s.code() != StatusCode::kNotFound) return failed(s);  // tried again
     }
+    copy_deletes_.erase(name);
     if (Status s = RemoveReplicationFiles(o_.state_dir, name, spec.nodes); !s.ok())
       return failed(s);
     const Result<int64_t> put =

@@ -21,6 +21,7 @@
 // (they block on etcd, bounded by its request timeout).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -219,6 +220,12 @@ class ReplicationManager {
   std::map<std::string, std::string> recovery_logged_;  // volume -> what was logged last
   // "VOLUME/what" -> the failure of a change logged last (logged once per reason).
   std::map<std::string, std::string> failure_logged_;
+  // Copies being deleted (the pool's reactor finishes each; the reconciling thread looks).
+  struct CopyDelete {
+    std::atomic<bool> done{false};
+    Status status;  // written before `done`
+  };
+  std::map<std::string, std::shared_ptr<CopyDelete>> copy_deletes_;
   // Volumes whose copy this node deleted: the spec's mod revision it was deleted under.
   std::map<std::string, int64_t> deleted_here_;
   // Recovered volumes this node campaigned for: the ranks it saw (every placed copy's).
