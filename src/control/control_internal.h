@@ -286,10 +286,10 @@ struct ControlServer::Impl : VolumeManager::Listener {
     }
     return c;
   }
-  // A replicated volume's local copy is its replication's: deleted or resized alone, it would
-  // be re-created empty from the cluster's record, or stand apart from the other copies
-  // (docs/replication.md, "Limits today"). FailedPrecondition for those (`what`: "deleted", ...).
-  Status RefuseReplicated(const std::string& volume, const char* what) const;
+  // A replicated volume's local copy is its replication's: resized alone it would stand apart
+  // from the other copies, and a resize of them all is not built (docs/replication.md, "Limits
+  // today"). FailedPrecondition for a replicated volume, OK otherwise.
+  Status RefuseReplicatedResize(const std::string& volume) const;
   // A tenant caller sees only its tenant's volumes; every other role sees all.
   bool Visible(const Caller& c, const std::string& volume) {
     return c.role != policy::Role::kTenant || PlacementOf(volume).tenant == c.tenant;

@@ -279,7 +279,7 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
       impl_->in_flight.fetch_sub(1);
       return impl_->RefuseAudited(ctx, std::move(audit), NotVisible(req->name()));
     }
-    if (Status rs = impl_->RefuseReplicated(req->name(), "resized"); !rs.ok()) {
+    if (Status rs = impl_->RefuseReplicatedResize(req->name()); !rs.ok()) {
       impl_->in_flight.fetch_sub(1);
       return impl_->RefuseAudited(ctx, std::move(audit), rs);
     }

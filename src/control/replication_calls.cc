@@ -14,12 +14,13 @@ bool IsReplicated(const ControlServer::Impl& impl, const std::string& volume) {
   return impl.options.replication != nullptr && impl.options.replication->Replicated(volume);
 }
 
-Status ControlServer::Impl::RefuseReplicated(const std::string& volume, const char* what) const {
+Status ControlServer::Impl::RefuseReplicatedResize(const std::string& volume) const {
   if (!IsReplicated(*this, volume)) return Status::Ok();
   return FailedPrecondition("'" + volume + "' is a replicated volume (spdctl replica list " +
-                            volume + "): its copy here cannot be " + what +
-                            " alone, and a cluster-wide " + what +
-                            " is not built yet (docs/replication.md, \"Limits today\")");
+                            volume +
+                            "): its copy here cannot be resized alone, and a "
+                            "cluster-wide resize is not built yet (docs/replication.md, "
+                            "\"Limits today\")");
 }
 
 namespace {

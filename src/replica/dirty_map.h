@@ -26,12 +26,14 @@ class Volume;
 // stays in memory). Idempotent.
 void PersistActivity(Volume* v, const std::string& dir, const std::string& name);
 // Where a copy's activity record is kept (DIR/VOLUME.activity), and where a primary keeps its
-// dirty map of the copy on node `node` (DIR/VOLUME.dirty.NODE).
+// dirty map of the copy on node `node` (DIR/VOLUME.dirty.NODE; "" for a node name that could
+// name a path outside DIR: empty, ".", ".." or with a '/'; the names come from etcd).
 inline std::string ActivityRecordPath(const std::string& dir, const std::string& volume) {
   return dir + "/" + volume + ".activity";
 }
 inline std::string DirtyMapPath(const std::string& dir, const std::string& volume,
                                 const std::string& node) {
+  if (node.empty() || node == "." || node == ".." || node.find('/') != std::string::npos) return "";
   return dir + "/" + volume + ".dirty." + node;
 }
 // What this copy applied last in its previous term, for a primary of a new term

@@ -124,9 +124,8 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
     l->hello = hello;
     l->dirty = DirtyMap(v->size_bytes());
     const std::string& node = l->target.name;
-    if (!s->o_.state_dir.empty() && !node.empty() && node.find('/') == std::string::npos &&
-        node != "." && node != "..") {
-      const std::string path = DirtyMapPath(s->o_.state_dir, s->o_.volume, node);
+    if (const std::string path = DirtyMapPath(s->o_.state_dir, s->o_.volume, node);
+        !s->o_.state_dir.empty() && !path.empty()) {
       if (Status st = l->dirty.Open(path, v->size_bytes()); !st.ok())
         SPD_LOG_WARN("replication: volume %s: dirty map of %s kept in memory only: %s",
                      s->o_.volume.c_str(), node.c_str(), st.ToString().c_str());

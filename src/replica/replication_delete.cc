@@ -46,7 +46,7 @@ Status RemoveReplicationFiles(const std::string& dir, const std::string& volume,
                                     ActivityLogPath(dir, volume)};
   for (const std::string& n : nodes) paths.push_back(DirtyMapPath(dir, volume, n));
   for (const std::string& path : paths)
-    if (unlink(path.c_str()) != 0 && errno != ENOENT)
+    if (!path.empty() && unlink(path.c_str()) != 0 && errno != ENOENT)
       return Status::FromErrno(errno, "remove " + path);
   return Status::Ok();
 }
@@ -134,9 +134,11 @@ void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
       }
       if (!cd->done.load(std::memory_order_acquire)) return;  // its users are being closed
       const Status s = cd->status;
-      copy_deletes_.erase(name);
-      if (!s.ok() && s.code() != StatusCode::kNotFound) return failed(s);  // tried again
+      copy_deletes_.erase(name);  // done: a failed one starts again next round
+      if (!s.ok() && s.code() != StatusCode::kNotFound) return failed(s);
     }
+    // A delete that ended before this round saw it (the copy is gone) is forgotten here, so that
+    // a copy created again under the name later starts a delete of its own.
     copy_deletes_.erase(name);
     if (Status s = RemoveReplicationFiles(o_.state_dir, name, spec.nodes); !s.ok())
       return failed(s);
