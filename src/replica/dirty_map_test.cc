@@ -25,6 +25,14 @@ std::string TempPath() {
   return path;
 }
 
+// Node names come from etcd: none may name a file outside the state directory (the delete of a
+// replicated volume unlinks these paths).
+TEST(DirtyMapTest, APathOnlyForANodeNameThatStaysInTheDirectory) {
+  EXPECT_EQ(DirtyMapPath("/d", "v", "b"), "/d/v.dirty.b");
+  for (const char* bad : {"", ".", "..", "../x", "a/b", "/etc"})
+    EXPECT_EQ(DirtyMapPath("/d", "v", bad), "") << "'" << bad << "'";
+}
+
 TEST(DirtyMapTest, BitsRunsAndCounts) {
   DirtyMap m(kSize);
   EXPECT_FALSE(m.valid());
