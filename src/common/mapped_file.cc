@@ -133,6 +133,23 @@ Result<MappedFile> MappedFile::Open(const std::string& path, size_t bytes, bool*
   return m;
 }
 
+Status MappedFile::Grow(size_t bytes) {
+  if (data_ == nullptr) return FailedPrecondition("grow " + path_ + ": not mapped");
+  if (bytes <= size_) return Status::Ok();
+  const int fd = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path_);
+  // As in Open: every page backed before a store can reach it.
+  int rc = ftruncate(fd, static_cast<off_t>(bytes)) == 0 ? 0 : errno;
+  if (rc == 0) rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+  close(fd);
+  if (rc != 0) return Status::FromErrno(rc, "extend " + path_);
+  void* p = mremap(data_, size_, bytes, MREMAP_MAYMOVE);
+  if (p == MAP_FAILED) return Status::FromErrno(errno, "remap " + path_);
+  data_ = static_cast<uint8_t*>(p);
+  size_ = bytes;
+  return Status::Ok();
+}
+
 Status MappedFile::Sync() {
   if (data_ == nullptr) return Status::Ok();
   if (msync(data_, size_, MS_SYNC) != 0) return Status::FromErrno(errno, "msync " + path_);

@@ -36,6 +36,10 @@ class MappedFile {
   const std::string& path() const { return path_; }
   // Writes the mapping back and waits (msync MS_SYNC).
   Status Sync();
+  // The file extended (with zeros) to `bytes` and the whole of it mapped, the claim kept; the
+  // mapping may move (data() changes). Smaller than size(): Ok, nothing done. On failure the
+  // mapping stays as it was.
+  Status Grow(size_t bytes);
 
   // Who had the file open before this Claim.
   enum class LastOpener {

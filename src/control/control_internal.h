@@ -286,10 +286,6 @@ struct ControlServer::Impl : VolumeManager::Listener {
     }
     return c;
   }
-  // A replicated volume's local copy is its replication's: resized alone it would stand apart
-  // from the other copies, and a resize of them all is not built (docs/replication.md, "Limits
-  // today"). FailedPrecondition for a replicated volume, OK otherwise.
-  Status RefuseReplicatedResize(const std::string& volume) const;
   // A tenant caller sees only its tenant's volumes; every other role sees all.
   bool Visible(const Caller& c, const std::string& volume) {
     return c.role != policy::Role::kTenant || PlacementOf(volume).tenant == c.tenant;

@@ -279,10 +279,8 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
       impl_->in_flight.fetch_sub(1);
       return impl_->RefuseAudited(ctx, std::move(audit), NotVisible(req->name()));
     }
-    if (Status rs = impl_->RefuseReplicatedResize(req->name()); !rs.ok()) {
-      impl_->in_flight.fetch_sub(1);
-      return impl_->RefuseAudited(ctx, std::move(audit), rs);
-    }
+    if (IsReplicated(*impl_, req->name()))
+      return ResizeReplicatedVolume(impl_, ctx, req, resp, std::move(audit));
     return AfterChange(ctx, req->name(), resp, std::move(audit), [&](auto done) {
       impl_->volumes->Resize(req->name(), req->size_bytes(), done);
     });

@@ -14,15 +14,6 @@ bool IsReplicated(const ControlServer::Impl& impl, const std::string& volume) {
   return impl.options.replication != nullptr && impl.options.replication->Replicated(volume);
 }
 
-Status ControlServer::Impl::RefuseReplicatedResize(const std::string& volume) const {
-  if (!IsReplicated(*this, volume)) return Status::Ok();
-  return FailedPrecondition("'" + volume + "' is a replicated volume (spdctl replica list " +
-                            volume +
-                            "): its copy here cannot be resized alone, and a "
-                            "cluster-wide resize is not built yet (docs/replication.md, "
-                            "\"Limits today\")");
-}
-
 namespace {
 
 // The replicated volumes (all, or `only`) as ListReplicas answers them; `visible` filters (a
@@ -177,6 +168,20 @@ grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
       impl, ctx, std::move(audit),
       [name = req->name(), durability](ReplicationManager* rm) {
         return rm->SetDurability(name, durability);
+      },
+      [impl, resp, name = req->name()] {
+        if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);
+      });
+}
+
+grpc::ServerUnaryReactor* ResizeReplicatedVolume(ControlServer::Impl* impl,
+                                                 grpc::CallbackServerContext* ctx,
+                                                 const v1::ResizeVolumeRequest* req,
+                                                 v1::Volume* resp, AuditCall audit) {
+  return OnReplicationThread(
+      impl, ctx, std::move(audit),
+      [name = req->name(), size = req->size_bytes()](ReplicationManager* rm) {
+        return rm->Resize(name, size);
       },
       [impl, resp, name = req->name()] {
         if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);

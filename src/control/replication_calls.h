@@ -31,6 +31,12 @@ grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
                                                   const v1::SetDurabilityRequest* req,
                                                   Durability durability, v1::Volume* resp,
                                                   AuditCall audit);
+// ResizeVolume of a replicated volume: grown on every copy (ReplicationManager::Resize);
+// answered with the copy here. REQUIRES: as DeleteReplicatedVolume.
+grpc::ServerUnaryReactor* ResizeReplicatedVolume(ControlServer::Impl* impl,
+                                                 grpc::CallbackServerContext* ctx,
+                                                 const v1::ResizeVolumeRequest* req,
+                                                 v1::Volume* resp, AuditCall audit);
 // A tenant caller sees only its own tenant's replicated volumes (another's: NOT_FOUND).
 grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl,
                                                 grpc::CallbackServerContext* ctx,

@@ -80,21 +80,54 @@ Status DirtyMap::Open(const std::string& path, uint64_t size_bytes) {
   // been written back, so it is not used (replica_activity_format.h).
   Result<MappedFile::LastOpener> last = f->Claim(offsetof(DirtyFileHeader, open_tag));
   if (!last.ok()) return last.status();
-  const bool usable = existed && *last != MappedFile::LastOpener::kAnotherBoot &&
+  // A map of a smaller volume (this one grew: its file was shorter, extended with zeros by the
+  // open) is this one's with the new units clean, as Grow would have made it.
+  const bool grew = fh->size_bytes < size_bytes && fh->words == WordsFor(fh->size_bytes) &&
+                    BytesFor(fh->size_bytes) <= f->size();
+  const bool usable = (existed || grew) && *last != MappedFile::LastOpener::kAnotherBoot &&
                       std::memcmp(fh->magic, kDirtyFileMagic, sizeof fh->magic) == 0 &&
-                      fh->version == kReplicationFileVersion && fh->size_bytes == size_bytes &&
-                      fh->unit_bytes == kUnitBytes && fh->words == WordsFor(size_bytes) &&
+                      fh->version == kReplicationFileVersion && fh->size_bytes <= size_bytes &&
+                      fh->unit_bytes == kUnitBytes && fh->words == WordsFor(fh->size_bytes) &&
                       fh->pending == 0;
   if (!usable) {
     fh->valid = 0;
     InitHeader(fh, size_bytes);
     std::memset(f->data() + sizeof *fh, 0, f->size() - sizeof *fh);
+  } else if (fh->size_bytes < size_bytes) {
+    // The words past the old ones are the open's zeros (the file ended there); the header
+    // last, so that a crash before it leaves the old map, grown again at the next open.
+    std::memset(f->data() + BytesFor(fh->size_bytes), 0, f->size() - BytesFor(fh->size_bytes));
+    fh->words = WordsFor(size_bytes);
+    fh->size_bytes = size_bytes;
   }
   units_ = (size_bytes + kUnitBytes - 1) / kUnitBytes;
   file_ = std::move(*f);
   heap_.reset();
   h_ = fh;
   words_ = reinterpret_cast<uint64_t*>(file_.data() + sizeof(DirtyFileHeader));
+  return Status::Ok();
+}
+
+Status DirtyMap::Grow(uint64_t size_bytes) {
+  if (size_bytes <= h_->size_bytes) return Status::Ok();
+  const size_t old_bytes = BytesFor(h_->size_bytes);
+  const size_t new_bytes = BytesFor(size_bytes);
+  uint8_t* base = nullptr;
+  if (file_.mapped()) {
+    if (Status st = file_.Grow(new_bytes); !st.ok()) return st;
+    base = file_.data();
+  } else {
+    auto bigger = std::make_unique<uint8_t[]>(new_bytes);  // zeroed
+    std::memcpy(bigger.get(), heap_.get(), old_bytes);
+    heap_ = std::move(bigger);
+    base = heap_.get();
+  }
+  std::memset(base + old_bytes, 0, new_bytes - old_bytes);  // the new units: clean
+  h_ = reinterpret_cast<DirtyFileHeader*>(base);
+  words_ = reinterpret_cast<uint64_t*>(base + sizeof(DirtyFileHeader));
+  h_->words = WordsFor(size_bytes);
+  h_->size_bytes = size_bytes;
+  units_ = (size_bytes + kUnitBytes - 1) / kUnitBytes;
   return Status::Ok();
 }
 

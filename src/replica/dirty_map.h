@@ -51,9 +51,14 @@ class DirtyMap {
 
   // In memory, for a volume of size_bytes; invalid.
   explicit DirtyMap(uint64_t size_bytes = 0);
-  // Keeps the map in `path` for a volume of size_bytes. A valid map found there (same size and
-  // unit) is loaded as it stands; otherwise the file starts invalid.
+  // Keeps the map in `path` for a volume of size_bytes. A valid map found there (same unit, of
+  // the same size or of a smaller volume that grew since: Grow) is loaded as it stands;
+  // otherwise the file starts invalid.
   Status Open(const std::string& path, uint64_t size_bytes);
+  // The volume grew to size_bytes: the units past the old end start clean (the copies grow
+  // before anything is written there: they hold its zeros), the rest as it was. A smaller or
+  // equal size changes nothing. On failure (the file could not grow) the map is as it was.
+  Status Grow(uint64_t size_bytes);
   bool persisted() const { return file_.mapped(); }
 
   bool valid() const { return h_->valid != 0; }

@@ -88,9 +88,79 @@ TEST(DirtyMapTest, APersistedMapIsThereForTheNextProcessUnlessItCannotBeTrusted)
     ASSERT_TRUE(m.valid());
     EXPECT_EQ(m.Count(), 2u);
   }
-  DirtyMap bigger;
-  ASSERT_TRUE(bigger.Open(path, 2 * kSize).ok());
-  EXPECT_FALSE(bigger.valid()) << "a map of another size";
+  {
+    DirtyMap bigger;  // the volume grew while no process kept the map
+    ASSERT_TRUE(bigger.Open(path, 2 * kSize).ok());
+    ASSERT_TRUE(bigger.valid()) << "a map of a volume that grew since";
+    EXPECT_EQ(bigger.units(), 2001u);
+    EXPECT_EQ(bigger.Count(), 2u) << "the new units start clean";
+    EXPECT_TRUE(bigger.IsDirty(1));
+    bigger.MarkUnits(2000, 1);
+  }
+  {
+    DirtyMap again;
+    ASSERT_TRUE(again.Open(path, 2 * kSize).ok());
+    ASSERT_TRUE(again.valid());
+    EXPECT_EQ(again.Count(), 3u);
+    EXPECT_TRUE(again.IsDirty(2000)) << "a bit past the old end, kept";
+  }
+  DirtyMap smaller;
+  ASSERT_TRUE(smaller.Open(path, kSize).ok());
+  EXPECT_FALSE(smaller.valid()) << "a map of a bigger volume (volumes never shrink under one)";
+  unlink(path.c_str());
+}
+
+// A volume that grows under a running primary: its maps grow with it, in memory and in their
+// files, keeping every bit; the units past the old end start clean; the next process finds the
+// grown map (and a map left open by a boot that ended is still not used).
+TEST(DirtyMapTest, AMapGrowsWithItsVolumeKeepingItsBits) {
+  DirtyMap mem(kSize);
+  mem.Reset(2, {{3, 1}, {1000, 1}}, false);
+  ASSERT_TRUE(mem.Grow(3 * kSize).ok());
+  EXPECT_TRUE(mem.valid());
+  EXPECT_EQ(mem.units(), 3001u);
+  EXPECT_EQ(mem.Count(), 2u);
+  EXPECT_TRUE(mem.IsDirty(1000));
+  EXPECT_EQ(mem.NextDirty(1001), 3001u) << "the new units are clean";
+  mem.MarkUnits(3000, 1);
+  EXPECT_EQ(mem.NextDirty(1001), 3000u);
+  ASSERT_TRUE(mem.Grow(kSize).ok()) << "smaller: nothing to do";
+  EXPECT_EQ(mem.units(), 3001u);
+
+  const std::string path = TempPath();
+  {
+    DirtyMap m;
+    ASSERT_TRUE(m.Open(path, kSize).ok());
+    m.Reset(5, {{7, 2}}, false);
+    ASSERT_TRUE(m.Grow(4 * kSize).ok());
+    EXPECT_EQ(m.Count(), 2u);
+    m.MarkUnits(4000, 1);
+    EXPECT_EQ(m.Count(), 3u);
+  }
+  {
+    DirtyMap m;
+    ASSERT_TRUE(m.Open(path, 4 * kSize).ok());
+    ASSERT_TRUE(m.valid()) << "the grown map, closed in order";
+    EXPECT_EQ(m.epoch(), 5u);
+    EXPECT_EQ(m.Count(), 3u);
+    EXPECT_TRUE(m.IsDirty(4000));
+  }
+  // Grown by a process of a boot that then ended with the file open: the claim survived the
+  // growth, so the map is not trusted.
+  ASSERT_TRUE(testing::RunInDyingChild([&] {
+    auto m = std::make_unique<DirtyMap>();
+    if (!m->Open(path, 4 * kSize).ok() || !m->Grow(5 * kSize).ok()) return false;
+    m->MarkUnits(4500, 1);
+    m.release();  // NOLINT: the child ends with it open
+    return true;
+  }));
+  SetBootTagForTesting(uint64_t{0x5ef0} << 40);
+  {
+    DirtyMap m;
+    ASSERT_TRUE(m.Open(path, 5 * kSize).ok());
+    EXPECT_FALSE(m.valid()) << "left open by the boot before";
+  }
+  SetBootTagForTesting(0);
   unlink(path.c_str());
 }
 

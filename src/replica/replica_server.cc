@@ -176,6 +176,36 @@ void OnRecorded(GenerationRecord* r) {
   Pump(s);
 }
 
+void OnGrown(Task* t) {
+  Session* s = static_cast<Session::GrowTask*>(t)->s;
+  s->grow_pending = false;
+  const Status st = std::move(s->grow_task.status);
+  if (s->closing) return MaybeFree(s);
+  if (s->grow.type == 0) return HelloGrown(s, st);
+  if (st.ok()) {
+    grows_total.Add();
+  } else {
+    grow_failures_total.Add();
+    SPD_LOG_WARN("replica: %s: volume %s: cannot grow to %llu bytes: %s", s->Peer().c_str(),
+                 s->handle->name().c_str(), static_cast<unsigned long long>(s->grow.offset),
+                 st.ToString().c_str());
+  }
+  Ack(s, s->grow.seq, st.ok() ? 0 : -EIO);
+  Pump(s);
+}
+
+void StartGrow(Session* s, uint64_t size_bytes) {
+  s->grow_pending = true;
+  s->grow_task.s = s;
+  s->grow_task.fn = &OnGrown;
+  ReplicaServer* srv = s->server;
+  // Through the manager (its listeners hear of it): its answer comes on the pool's reactor.
+  srv->volumes_->Resize(s->handle->name(), size_bytes, [s, srv](Status st) {
+    s->grow_task.status = std::move(st);
+    srv->reactor_->Post(&s->grow_task);
+  });
+}
+
 void StartBarrierIfReady(Session* s) {
   if (!s->barrier_waiting || s->record_pending || s->fe->inflight() > 0) return;
   s->barrier_waiting = false;
@@ -256,6 +286,16 @@ bool HandleMessage(Session* s) {
       s->fe->Submit(req, &OnWriteDone, s);
       return true;
     }
+    case rw::Type::kGrow:
+      // Before the primary's own copy grows: no write past this copy's end comes before it.
+      s->grow = h;
+      if (h.offset < s->volume->size_bytes()) {  // volumes never shrink under a primary
+        protocol_errors_total.Add();
+        Ack(s, h.seq, -EINVAL);
+        return true;
+      }
+      StartGrow(s, h.offset);
+      return false;  // reading resumes once it is acknowledged
     case rw::Type::kBarrier:
       s->barrier = h;
       s->barrier_waiting = true;
@@ -302,8 +342,9 @@ void ReplicaSessionRead(Session* s) {
   ReplicaServer* srv = s->server;
   for (;;) {
     if (s->closing) return;
-    if (s->record_pending || s->barrier_waiting) return;  // resumes from OnRecorded / a write
-    if (s->out.size() - s->out_off > kOutMax) return;     // resumes from the reply flush
+    // Resumes from OnRecorded, a write, or OnGrown.
+    if (s->record_pending || s->barrier_waiting || s->grow_pending) return;
+    if (s->out.size() - s->out_off > kOutMax) return;  // resumes from the reply flush
     if (!s->in_payload) {
       if (!s->hdr_ready) {
         if (s->in_end - s->in_beg < rw::kHeaderBytes) {
@@ -404,7 +445,7 @@ void OnTick(Timer* t) {
   if (s->closing) return MaybeFree(s);
   const uint64_t now = MonotonicNs();
   const ReplicaServerOptions& o = s->server->o_;
-  if (!s->hello_done && !s->record_pending && now >= s->hello_deadline_ns) {
+  if (!s->hello_done && !s->record_pending && !s->grow_pending && now >= s->hello_deadline_ns) {
     timeouts_total.Add();
     return Close(s, "no hello in time");
   }
@@ -445,8 +486,8 @@ void Close(Session* s, const char* why) {
 }
 
 void MaybeFree(Session* s) {
-  if (!s->closing || s->rx_armed || s->tx_armed || s->record_pending || s->pump_pending ||
-      s->flush_pending || (s->fe && s->fe->inflight() > 0))
+  if (!s->closing || s->rx_armed || s->tx_armed || s->record_pending || s->grow_pending ||
+      s->pump_pending || s->flush_pending || (s->fe && s->fe->inflight() > 0))
     return;
   s->server->SessionGone(s);
 }

@@ -16,26 +16,80 @@ namespace rw = replica_wire;
 
 using namespace replica_server_metrics;  // NOLINT: the counters of replica_server_metrics.cc
 
+namespace {
+
+void RefuseHello(Session* s, rw::HelloReplyBody body, rw::HelloStatus status) {
+  hellos_refused_total.Add();
+  body.status = static_cast<uint32_t>(status);
+  rw::Header h;
+  h.type = static_cast<uint16_t>(rw::Type::kHelloReply);
+  h.epoch = s->epoch;
+  h.length = sizeof body;
+  h.crc = Crc32c(0, &body, sizeof body);
+  Reply(s, h, &body, sizeof body);
+  Close(s, rw::HelloStatusName(status));
+}
+
+// The volume is found: check the size and the fence, then record the new fence.
+void CheckHello(Session* s);
+
+}  // namespace
+
 void HandleHello(Session* s) {
-  rw::HelloReplyBody body;
-  rw::HelloStatus status = rw::HelloStatus::kError;
   const std::string name(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume));
   ReplicaServer* srv = s->server;
   s->handle = srv->volumes_->Find(name);
-  if (!s->handle || !(s->user = s->handle->AddUser()) || s->handle->volume() == nullptr) {
-    status = rw::HelloStatus::kNoVolume;
-  } else {
-    s->volume = s->handle->volume();
+  if (!s->handle || !(s->user = s->handle->AddUser()) || s->handle->volume() == nullptr)
+    return RefuseHello(s, {}, rw::HelloStatus::kNoVolume);
+  s->volume = s->handle->volume();
+  // The volume grew while this copy was away (or before the primary's grow reached it): it
+  // grows first, unless the primary is a deposed one (the fence check below refuses it).
+  if (s->volume->size_bytes() < s->hello.size_bytes && s->epoch >= s->volume->fence_epoch()) {
+    SPD_LOG_INFO("replica: %s: volume %s grows to the primary's %llu bytes (it is %llu here)",
+                 s->Peer().c_str(), name.c_str(),
+                 static_cast<unsigned long long>(s->hello.size_bytes),
+                 static_cast<unsigned long long>(s->volume->size_bytes()));
+    s->grow = rw::Header{};
+    s->grow.type = 0;  // the hello's
+    s->grow.offset = s->hello.size_bytes;
+    return StartGrow(s, s->hello.size_bytes);
+  }
+  CheckHello(s);
+}
+
+void HelloGrown(Session* s, const Status& status) {
+  if (status.ok()) {
+    grows_total.Add();
+    return CheckHello(s);
+  }
+  grow_failures_total.Add();
+  SPD_LOG_WARN("replica: %s: cannot grow volume %s to %llu bytes: %s", s->Peer().c_str(),
+               s->handle->name().c_str(), static_cast<unsigned long long>(s->hello.size_bytes),
+               status.ToString().c_str());
+  rw::HelloReplyBody body;
+  body.size_bytes = s->volume->size_bytes();
+  RefuseHello(s, body, rw::HelloStatus::kSizeMismatch);
+}
+
+namespace {
+
+void CheckHello(Session* s) {
+  rw::HelloReplyBody body;
+  rw::HelloStatus status = rw::HelloStatus::kError;
+  const std::string& name = s->handle->name();
+  ReplicaServer* srv = s->server;
+  {
     PersistActivity(s->volume, srv->o_.state_dir, name);
     body.gen_epoch = s->volume->generation().epoch;
     body.gen_seq = s->volume->generation().seq;
     body.fence_epoch = s->volume->fence_epoch();
     body.size_bytes = s->volume->size_bytes();
-    if (s->volume->size_bytes() != s->hello.size_bytes) {
-      status = rw::HelloStatus::kSizeMismatch;
-    } else if (s->epoch < s->volume->fence_epoch()) {
+    // A deposed primary learns that first, whatever it says of the size.
+    if (s->epoch < s->volume->fence_epoch()) {
       status = rw::HelloStatus::kStaleEpoch;
       fenced_total.Add();
+    } else if (s->volume->size_bytes() != s->hello.size_bytes) {
+      status = rw::HelloStatus::kSizeMismatch;
     } else {
       // Accepted so far: displace an older session of the volume, then make the fence durable.
       auto it = srv->holders_.find(s->volume);
@@ -56,16 +110,10 @@ void HandleHello(Session* s) {
       return;  // answered from OnRecorded
     }
   }
-  hellos_refused_total.Add();
-  body.status = static_cast<uint32_t>(status);
-  rw::Header h;
-  h.type = static_cast<uint16_t>(rw::Type::kHelloReply);
-  h.epoch = s->epoch;
-  h.length = sizeof body;
-  h.crc = Crc32c(0, &body, sizeof body);
-  Reply(s, h, &body, sizeof body);
-  Close(s, rw::HelloStatusName(status));
+  RefuseHello(s, body, status);
 }
+
+}  // namespace
 
 void AnswerHello(Session* s, int32_t result) {
   // The fence of an accepted hello is durable now: answer it.

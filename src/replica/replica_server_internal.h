@@ -77,6 +77,14 @@ struct ReplicaServer::Session {
   GenerationRecord record;
   // The copy's fence before this hello raised it: the last term it took part in.
   uint64_t fence_before = 0;
+  // The copy growing (a kGrow, or a hello of a bigger volume), reading paused meanwhile; the
+  // VolumeManager's answer comes back to the session's reactor through grow_task.
+  bool grow_pending = false;
+  replica_wire::Header grow;  // the kGrow being done (type 0: the hello's)
+  struct GrowTask : Task {
+    Session* s = nullptr;
+    Status status;
+  } grow_task;
   replica_wire::Header barrier;
   // Replies not yet sent.
   std::vector<uint8_t> out;
@@ -108,6 +116,11 @@ void OnRecorded(GenerationRecord* r);
 void HandleHello(Session* s);
 // The fence of an accepted hello is recorded (`result` 0) or failed: answer it.
 void AnswerHello(Session* s, int32_t result);
+// Grows the session's copy to `size_bytes` (a kGrow in s->grow, or the hello's); Grown runs on
+// the session's reactor when done.
+void StartGrow(Session* s, uint64_t size_bytes);
+// replica_server_hello.cc: the copy grew for the hello (or failed to): go on with it.
+void HelloGrown(Session* s, const Status& status);
 
 }  // namespace replica_session
 }  // namespace spd

@@ -26,4 +26,11 @@ Counter tls_failures_total("spd_replica_tls_handshake_failures_total",
                            "Replication connections closed for a failed TLS handshake (no TLS, "
                            "an unknown identity or another key)");
 
+Counter grows_total("spd_replica_grows_total",
+                    "Copies grown on a primary's word (its volume grew: a grow message, or a "
+                    "hello of a bigger volume)");
+Counter grow_failures_total("spd_replica_grow_failures_total",
+                            "Copies that could not grow on a primary's word (the primary's "
+                            "link to them fails; they stay out of sync until they can)");
+
 }  // namespace spd::replica_server_metrics

@@ -16,5 +16,7 @@ extern Counter write_errors_total;
 extern Counter barriers_total;
 extern Counter bytes_total;
 extern Counter tls_failures_total;
+extern Counter grows_total;
+extern Counter grow_failures_total;
 
 }  // namespace spd::replica_server_metrics

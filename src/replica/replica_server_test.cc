@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "common/counters.h"
 #include "common/crc32c.h"
 #include "io/sim_backend.h"
 #include "replica/activity_log.h"
@@ -301,6 +302,59 @@ TEST_F(ReplicaServerTest, ANewerPrimaryFencesTheOldOne) {
   EXPECT_EQ(ReadByte("v", 0), 'n');
 }
 
+// A volume that grows (docs/replication.md, "Resizing a replicated volume"): a kGrow grows the
+// copy before it is acknowledged, and a write past the old end is applied after it; a hello of a
+// bigger volume grows a copy that was away, unless it comes from a deposed primary; a kGrow to
+// a smaller size is refused, and a grow to no size is a malformed message.
+TEST_F(ReplicaServerTest, ACopyGrowsOnItsPrimarysWord) {
+  const uint64_t grows = CounterValue("spd_replica_grows_total");
+  int fd = Connect();
+  ASSERT_EQ(Hello(fd, "v", 2, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  EXPECT_EQ(Write(fd, 2, 1, 4096, 4096, 'a'), 0);
+  rw::Header g;
+  g.type = static_cast<uint16_t>(rw::Type::kGrow);
+  g.epoch = 2;
+  g.seq = 2;
+  g.offset = 8 << 20;
+  SendMsg(fd, g);
+  rw::Header a;
+  ASSERT_TRUE(Recv(fd, &a));
+  EXPECT_EQ(a.seq, 2u);
+  EXPECT_EQ(a.result, 0);
+  EXPECT_EQ(pool_->FindVolume("v")->size_bytes(), uint64_t{8} << 20);
+  EXPECT_EQ(volumes_->Find("v")->info().size_bytes, uint64_t{8} << 20) << "through the manager";
+  EXPECT_EQ(Write(fd, 2, 3, (6 << 20) + 4096, 4096, 'b'), 0) << "past the old end";
+  EXPECT_EQ(ReadByte("v", (6 << 20) + 4096), 'b');
+  EXPECT_EQ(ReadByte("v", 4096), 'a');
+  g.seq = 4;
+  g.offset = 4 << 20;  // smaller: refused, nothing changes
+  SendMsg(fd, g);
+  ASSERT_TRUE(Recv(fd, &a));
+  EXPECT_EQ(a.result, -EINVAL);
+  EXPECT_EQ(pool_->FindVolume("v")->size_bytes(), uint64_t{8} << 20);
+  EXPECT_EQ(Barrier(fd, 2, 5), 0) << "the session goes on";
+  // The primary comes back after the volume grew again: its hello grows the copy first.
+  fd = Connect();
+  rw::HelloReplyBody r = Hello(fd, "v", 3, {2, 5}, 12 << 20);
+  EXPECT_EQ(r.status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  EXPECT_EQ(r.size_bytes, uint64_t{12} << 20);
+  EXPECT_EQ(pool_->FindVolume("v")->size_bytes(), uint64_t{12} << 20);
+  EXPECT_EQ(CounterValue("spd_replica_grows_total") - grows, 2u);
+  // A deposed primary's hello of a bigger volume grows nothing.
+  const int old_fd = Connect();
+  r = Hello(old_fd, "v", 2, {2, 5}, 16 << 20);
+  EXPECT_EQ(r.status, static_cast<uint32_t>(rw::HelloStatus::kStaleEpoch));
+  EXPECT_EQ(pool_->FindVolume("v")->size_bytes(), uint64_t{12} << 20);
+  EXPECT_TRUE(Closed(old_fd));
+  // A grow to no size.
+  g.epoch = 3;
+  g.seq = 1;
+  g.offset = 0;
+  SendMsg(fd, g);
+  EXPECT_TRUE(Closed(fd));
+  EXPECT_EQ(pool_->FindVolume("v")->size_bytes(), uint64_t{12} << 20);
+}
+
 TEST_F(ReplicaServerTest, AVolumeWithOtherDataIsOutOfSyncAndTakesNoWrites) {
   alignas(4096) static char buf[4096];
   std::memset(buf, 'o', sizeof buf);
@@ -319,8 +373,8 @@ TEST_F(ReplicaServerTest, RefusesWhatItCannotServe) {
   int fd = Connect();
   EXPECT_EQ(Hello(fd, "nope", 1, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kNoVolume));
   EXPECT_TRUE(Closed(fd));
-  fd = Connect();
-  EXPECT_EQ(Hello(fd, "v", 1, {0, 0}, 8 << 20).status,
+  fd = Connect();  // a primary of a smaller volume: volumes never shrink under one
+  EXPECT_EQ(Hello(fd, "v", 1, {0, 0}, 2 << 20).status,
             static_cast<uint32_t>(rw::HelloStatus::kSizeMismatch));
   EXPECT_TRUE(Closed(fd));
   // A write before any hello.

@@ -180,7 +180,11 @@ void ReplicaSet::Connected(Link* k) {
                     "the replica follows epoch " + std::to_string(k->reply.fence_epoch));
   // A resync attempt resyncs whatever the copy answers: "in sync" (its generation is the base
   // and it applied nothing after it) does not mean it has what it missed while away.
-  const bool answered = status == rw::HelloStatus::kOutOfSync || status == rw::HelloStatus::kInSync;
+  bool answered = status == rw::HelloStatus::kOutOfSync || status == rw::HelloStatus::kInSync;
+  // The volume began to grow after this hello left: the copy answered at the old size and never
+  // got the kGrow (numbered before it joined). It connects again, naming the new size.
+  const bool grew = answered && k->hello.size_bytes < SizeTarget();
+  if (grew) answered = false;
   const bool resync = k->resync_attempt && answered && copy_ == nullptr;
   if (answered && k->dirty.valid()) {
     if (const std::string why = LostCopyReason(*k, resync); !why.empty()) {
@@ -203,12 +207,13 @@ void ReplicaSet::Connected(Link* k) {
   }
   k->prior_from_log = false;  // for this hello only: a later power loss is a loss again
   if (answered) k->dirty.set_copy_id(k->reply.copy_id);
-  if (!resync && (k->resync_attempt || status != rw::HelloStatus::kInSync)) {
+  if (!resync && (k->resync_attempt || status != rw::HelloStatus::kInSync || grew)) {
     if (!k->resync_attempt) {
       // It is there and answers: its resync may start as soon as its mark is confirmed.
       k->resync_at_mark = status == rw::HelloStatus::kOutOfSync;
       return FailLink(k, LinkState::kOutOfSync,
-                      std::string("hello: ") + rw::HelloStatusName(status));
+                      grew ? std::string("the volume grew during its hello")
+                           : std::string("hello: ") + rw::HelloStatusName(status));
     }
     // A resync the replica would not take: close and try again later.
     k->closed = true;
@@ -245,6 +250,7 @@ void ReplicaSet::Reconnect(Link* l) {
   l->resync_attempt = true;
   l->retry_at_ns = 0;
   l->connected_pending = true;
+  l->hello.size_bytes = SizeTarget();  // the volume may have grown (Grow)
   rw::HelloBody hello = l->hello;
   hello.flags =
       rw::kHelloResync | (volume_->CleanAtGeneration() ? 0u : uint32_t{rw::kHelloPrimaryDirty});
@@ -273,6 +279,7 @@ void ReplicaSet::Close() {
     }
   CompleteAll();
   FinishQuiesce(0);  // a hand-over that had not sent its barrier yet
+  FinishGrow(-EIO);  // a grow whose message had not gone
   for (auto& l : links_) {
     if (l->fd >= 0 && !l->closed) {
       l->closed = true;
@@ -492,7 +499,7 @@ void ReplicaSet::MaybeComplete(IoRequest* req) {
   }
   if (req->repl_local_pending) return;
   if (req->repl_waiting != 0) {
-    if (o_.async && !IsCopyMessage(req) && req != &quiesce_msg_) MaybeShadow(req);
+    if (o_.async && !IsCopyMessage(req) && !IsOwnMessage(req)) MaybeShadow(req);
     return;
   }
   if (IsCopyMessage(req)) {
@@ -507,11 +514,16 @@ void ReplicaSet::MaybeComplete(IoRequest* req) {
     ClearSlot(req->repl_seq);
     return FinishQuiesce(req->repl_result == 0 && !deposed_ && !stopping_ ? req->repl_seq : 0);
   }
+  if (req == &grow_msg_) {
+    ClearSlot(req->repl_seq);
+    return FinishGrow(!deposed_ && !stopping_ ? 0 : -EIO);
+  }
   req->result = deposed_ ? -EIO : req->repl_result;
   Retire(req);
   Dispatcher::FinishReplicated(req);
   AdmitWaiting();
   MaybeSendQuiesce();
+  MaybeSendGrow();
   if (copy_stalled_) CopyStep();  // it waited for this write, or for a table slot
 }
 

@@ -178,6 +178,14 @@ class ReplicaSet final : public ReplicaHook {
   // primary finds them in sync), or done(0) when that could not be (closing, deposed).
   void Quiesce(std::function<void(uint64_t seq)> done);
 
+  // The volume grows to size_bytes (ReplicationManager, a resize; replica_set_grow.cc): every
+  // link's dirty map grows (its new units clean), then a kGrow goes to every in-sync and
+  // resyncing replica. done(0) on the owner once each acknowledged it or failed and was marked
+  // out of sync (it grows at its next hello, which names the new size from now on); <0: it
+  // could not be (-EBUSY: one at a time; -EIO: closing or deposed; a map that could not grow).
+  // The caller grows the local copy after done(0), so that no write past a replica's end is
+  // ever sent to it. A size not above the volume's: done(0) at once.
+  void Grow(uint64_t size_bytes, std::function<void(int32_t result)> done);
   std::vector<LinkInfo> Links() const;
   bool deposed() const { return deposed_.load(); }
   // A write or a flush failed on the local copy, or its pool turned read-only, while a replica
@@ -286,6 +294,19 @@ class ReplicaSet final : public ReplicaHook {
   IoRequest quiesce_msg_;
   void MaybeSendQuiesce();
   void FinishQuiesce(uint64_t seq);
+  // Grow (replica_set_grow.cc): the kGrow message, sent once a table slot is free; the size
+  // the volume is growing to (a hello names it from the start of a grow on).
+  IoRequest grow_msg_;
+  std::function<void(int32_t)> grow_done_;
+  bool grow_sent_ = false;
+  uint64_t grow_size_ = 0;
+  uint64_t SizeTarget() const;
+  void MaybeSendGrow();
+  void FinishGrow(int32_t result);
+  // The set's own messages that are no client's request (the quiesce's barrier, the grow).
+  bool IsOwnMessage(const IoRequest* req) const {
+    return req == &quiesce_msg_ || req == &grow_msg_;
+  }
   // Injected delay (inject_*): when the next message may leave, at the earliest.
   uint64_t SendAt();
   struct DelayTimer : Timer {

@@ -45,7 +45,7 @@ std::string DecodeHeader(const uint8_t in[kHeaderBytes], uint32_t payload_max, H
   if (h->version != kVersion) return "unsupported version " + std::to_string(h->version);
   const auto type = static_cast<Type>(h->type);
   if ((type == Type::kWrite || type == Type::kWriteZeroes || type == Type::kDiscard ||
-       type == Type::kBarrier) &&
+       type == Type::kBarrier || type == Type::kGrow) &&
       (h->result < 0 || static_cast<uint64_t>(h->result) > h->seq))
     return "watermark outside the message's number";
   switch (type) {
@@ -69,6 +69,9 @@ std::string DecodeHeader(const uint8_t in[kHeaderBytes], uint32_t payload_max, H
     case Type::kDiscard:
       if (h->length == 0) return "empty range";
       if ((h->flags & ~(kFlagFua | kFlagNoHole | kFlagRebuild)) != 0) return "unknown flags";
+      return "";
+    case Type::kGrow:
+      if (h->offset == 0 || h->length != 0) return "a grow to no size";
       return "";
     case Type::kBarrier:
     case Type::kAck:

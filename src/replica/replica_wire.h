@@ -9,6 +9,7 @@
 //   kWriteZeroes, kDiscard (no payload)         kAck
 //   kBarrier   seq: the barrier's               kAck after the writes before it are durable
 //                                                            and the generation recorded
+//   kGrow      offset: the volume's new size    kAck once the copy is that big (durably)
 //
 // The primary numbers every message after the hello (seq: 1, 2, 3 ... per epoch, never reused)
 // and never has two overlapping writes in flight: the replica applies writes concurrently, in
@@ -28,7 +29,8 @@ constexpr uint32_t kMagic = 0x52445053u;  // "SPDR"
 // 2: the primary's watermark in `result`; the hello reply carries the replica's activity.
 // 3: the hello reply names the copy (HelloReplyBody::copy_id).
 // 4: the hello reply counts the copy's power losses (HelloReplyBody::losses).
-constexpr uint16_t kVersion = 4;
+// 5: kGrow; a hello of a bigger volume grows a smaller copy (HelloBody::size_bytes).
+constexpr uint16_t kVersion = 5;
 constexpr size_t kHeaderBytes = 48;
 // The largest payload of any message: a write (the replica says its own limit in the hello
 // reply, at most this).
@@ -42,6 +44,9 @@ enum class Type : uint16_t {
   kDiscard = 5,
   kBarrier = 6,
   kAck = 7,
+  // The volume grows to `offset` bytes (a primary sends it before its own copy grows, so that no
+  // write past a replica's end ever reaches one). No payload.
+  kGrow = 8,
 };
 
 enum Flags : uint16_t {
@@ -72,6 +77,8 @@ static_assert(sizeof(Header) == kHeaderBytes);
 // kHello's payload.
 struct HelloBody {
   char volume[64] = {};  // NUL-padded name
+  // The primary's copy's size. A smaller copy grows to it before the answer (the volume grew
+  // while the replica was away); a bigger one answers kSizeMismatch (volumes never shrink).
   uint64_t size_bytes = 0;
   uint64_t base_epoch = 0;  // the primary's durable generation when it became primary
   uint64_t base_seq = 0;

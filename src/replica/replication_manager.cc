@@ -30,8 +30,9 @@ Counter campaigns_won_total("spd_replication_campaigns_won_total",
 Counter step_downs_total("spd_replication_step_downs_total",
                          "Primaries this node gave up (its key gone or another node's)");
 
-// Runs fn on `r` and waits for it (a posted task).
-void RunOn(Reactor* r, std::function<void()> fn) {
+}  // namespace
+
+void RunOnAndWait(Reactor* r, std::function<void()> fn) {
   struct T : Task {
     std::function<void()> work;
     std::promise<void> done;
@@ -46,8 +47,6 @@ void RunOn(Reactor* r, std::function<void()> fn) {
   r->Post(&t);
   f.wait();
 }
-
-}  // namespace
 
 Parsed Parse(const PrefixMirror::Snapshot& s) {
   Parsed p;
@@ -277,12 +276,19 @@ void ReplicationManager::Reconcile() {
     }
     Volume* v = h->volume();
     if (v == nullptr) continue;
-    if (v->size_bytes() != spec.size) {
-      SPD_LOG_WARN("replication: local volume %s is %llu bytes, the cluster's %llu: not served",
-                   name.c_str(), static_cast<unsigned long long>(v->size_bytes()),
-                   static_cast<unsigned long long>(spec.size));
+    if (v->size_bytes() > spec.size) {  // the spec only grows: not a copy of this volume
+      std::string& logged = failure_logged_[name + "/size"];
+      if (logged.empty())
+        SPD_LOG_WARN("replication: local volume %s is %llu bytes, the cluster's %llu: not served",
+                     name.c_str(), static_cast<unsigned long long>(v->size_bytes()),
+                     static_cast<unsigned long long>(spec.size));
+      logged = "bigger";
       continue;
     }
+    failure_logged_.erase(name + "/size");
+    // Smaller: the volume grew (ReplicationManager::Resize). A replica grows on its primary's
+    // word (a kGrow, or the hello of a bigger volume); the primary below.
+    const bool smaller = v->size_bytes() < spec.size;
     if (!spec.async && h->info().durability != spec.durability) {
       // Changed in the cluster (ReplicationManager::SetDurability): this copy follows.
       std::promise<Status> done;
@@ -351,6 +357,8 @@ void ReplicationManager::Reconcile() {
       continue;
     }
     if (mine) {
+      if (!running && smaller && !GrowCopy(name, spec.size, false)) continue;
+      if (running && smaller) GrowCopy(name, spec.size, true);
       if (!running) {
         StepDown(name);
         auto st = p.states.find(name);
@@ -487,7 +495,7 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   std::promise<int32_t> fenced;
   GenerationRecord rec;
   uint64_t fence_before = 0;  // the last term this copy took part in (PriorActivity)
-  RunOn(v->pool()->reactor(), [&] {
+  RunOnAndWait(v->pool()->reactor(), [&] {
     fence_before = v->fence_epoch();
     rec.generation = v->generation();
     rec.fence_epoch = epoch;
@@ -556,7 +564,7 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   p->handle = volumes_->Find(name);
   p->volume = v;
   Status st;
-  RunOn(v->owner(), [&] {
+  RunOnAndWait(v->owner(), [&] {
     Result<std::unique_ptr<ReplicaSet>> s = ReplicaSet::Start(dispatcher_, v, so);
     if (!s.ok()) {
       st = s.status();
@@ -606,8 +614,8 @@ bool ReplicationManager::Quiesce(const std::string& name) {
   // The answer may come after this call gave up waiting: the promise is shared.
   auto answer = std::make_shared<std::promise<uint64_t>>();
   std::future<uint64_t> f = answer->get_future();
-  RunOn(v->owner(),
-        [set, answer] { set->Quiesce([answer](uint64_t seq) { answer->set_value(seq); }); });
+  RunOnAndWait(v->owner(),
+               [set, answer] { set->Quiesce([answer](uint64_t seq) { answer->set_value(seq); }); });
   // Within the ack timeout: a promote waits 15 s for the whole hand-over.
   if (f.wait_for(std::chrono::milliseconds(o_.ack_timeout_ms)) != std::future_status::ready) {
     SPD_LOG_WARN("replication: %s: the hand-over's final barrier got no answer within %llu ms",
@@ -623,7 +631,7 @@ bool ReplicationManager::Quiesce(const std::string& name) {
   // Every in-sync replica recorded (epoch, seq) with nothing after it: so does this copy.
   std::promise<int32_t> recorded;
   GenerationRecord rec;
-  RunOn(v->pool()->reactor(), [&] {
+  RunOnAndWait(v->pool()->reactor(), [&] {
     rec.generation = {set->epoch(), seq};
     rec.fence_epoch = set->epoch();
     rec.ctx = &recorded;
@@ -659,7 +667,7 @@ void ReplicationManager::StepDown(const std::string& name) {
   ReplicaSet* set = p->set.get();
   Volume* v = p->volume;
   WriteGuard* guard = &guard_;
-  RunOn(v->owner(), [set, v, guard] {
+  RunOnAndWait(v->owner(), [set, v, guard] {
     set->Detach();
     set->Close();
     v->replica_hook.store(static_cast<ReplicaHook*>(guard));

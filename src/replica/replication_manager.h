@@ -139,6 +139,13 @@ class ReplicationManager {
   // here has it (at most 4 s). kFailedPrecondition for an asynchronous volume (its copies keep
   // flush) or one being deleted.
   Status SetDurability(const std::string& name, Durability durability);
+  // Grows replicated volume `name` on every copy (replication_resize.cc): the size is recorded
+  // in its spec in etcd; the primary grows its replicas in sync first (a kGrow on the link:
+  // no write past a replica's end ever reaches one), then its own copy; a copy that was away
+  // grows at its next hello. Returns once the copy here has the size (at most 15 s), or at once
+  // on a node that holds none. kFailedPrecondition: smaller than the volume (replicated volumes
+  // do not shrink), or being deleted.
+  Status Resize(const std::string& name, uint64_t size_bytes);
   // Makes this node `name`'s primary: only if its copy is in sync. The primary hands the volume
   // over (it steps down and deletes its key; writes in flight there fail, its clients must
   // reconnect here), and this node takes it. Blocks until it has (at most 15 s).
@@ -178,6 +185,10 @@ class ReplicationManager {
   void DeleteCopy(const std::string& name, const Parsed& p);
   // Before a hand-over: the set's final barrier, and the same generation on the local copy.
   bool Quiesce(const std::string& name);
+  // This node's copy of `name` is smaller than its spec (replication_resize.cc). The primary
+  // (`running`: its set serves) grows the replicas in sync, then its copy; a node about to
+  // serve grows its copy before its set starts. False: not now (logged; tried again).
+  bool GrowCopy(const std::string& name, uint64_t size_bytes, bool running);
   void RecordStates(const std::string& name, Primary* p);
   void MarkLoop();
   // After etcd lost its data (replica/cluster_recovery.h; replication_recovery.cc): settles the

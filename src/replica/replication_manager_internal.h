@@ -2,6 +2,7 @@
 // by its files (replication_manager_calls.cc, replication_recovery.cc).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -64,6 +65,8 @@ struct ReplicationManager::Primary {
 };
 
 Parsed Parse(const PrefixMirror::Snapshot& s);
+// Runs fn on `r` and waits for it (a posted task). REQUIRES: not on `r`'s thread.
+void RunOnAndWait(Reactor* r, std::function<void()> fn);
 // Sets `field` of `name`'s spec in etcd to `value`, only while the spec is still at `spec.rev`
 // (kAborted when it changed meanwhile: the caller's view is stale).
 Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spec& spec,

@@ -255,7 +255,11 @@ int Main(int argc, char** argv) {
   });
 
   CLI::App* vr = vol->add_subcommand(
-      "resize", "Grow or shrink a volume (shrinking is refused while data lies beyond the end)");
+      "resize",
+      "Grow or shrink a volume (shrinking is refused while data lies beyond the end). A "
+      "replicated volume (spd2 --cluster) grows on every copy, asked of any node: the primary's "
+      "replicas first, then the primary itself; it cannot shrink. Connected NBD clients keep the "
+      "size they negotiated: reconnect to see the new one");
   vr->add_option("name", name, "Volume name")->required();
   vr->add_option("--size", size_text, "New size: bytes or with K, M, G, T")->required();
   vr->callback([&] {

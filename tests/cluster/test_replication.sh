@@ -63,14 +63,9 @@ ctl a volume create av --size 16M --replicas 2 --durability async
 expect 5 --socket "${DIR[a]}/control.sock" volume set-durability av sync
 grep -q "asynchronous replicated volume" "$T/err" || fail "async set-durability: $(cat "$T/err")"
 
-# --- A copy of a replicated volume is not resized alone, on the primary or a replica, and a
-# delete asked of a replica without --force is refused (the clients are on the primary): once,
-# a delete answered "deleted" and the replication re-created the primary's copy empty, still
-# "in sync". (The delete in the cluster is tested at the end.)
-for n in a b; do
-  expect 5 --socket "${DIR[$n]}/control.sock" volume resize rv --size 128M
-  grep -q "is a replicated volume" "$T/err" || fail "resize on $n: $(cat "$T/err")"
-done
+# --- A delete asked of a replica without --force is refused (the clients are on the primary):
+# once, a delete answered "deleted" and the replication re-created the primary's copy empty,
+# still "in sync". (The delete in the cluster is tested at the end.)
 expect 5 --socket "${DIR[b]}/control.sock" volume delete rv
 grep -q "the primary of 'rv' is node a" "$T/err" || fail "delete on b: $(cat "$T/err")"
 for n in a b c; do
@@ -145,6 +140,34 @@ $PY "$BC" write --uri "$(nbd_uri "$P2")" --state "$T/bc.json" --seed 10 --qd 16 
 $PY "$BC" verify --uri "$(nbd_uri $OTHER)" --state "$T/bc.json" >"$T/v5.log" ||
   { cat "$T/v5.log"; fail "the resynced copy on $OTHER lacks acknowledged writes"; }
 
+# --- Resize in the cluster while a is down, asked of the replica: the primary grows its replica
+# in sync first, then its own copy, and a write past the old end is on both; a shrink is
+# refused. a's copy grows when it returns (its hello names the new size) and gets that write.
+ctl $OTHER volume resize rv --size 96M -o json
+[ "$(json 'd["sizeBytes"]')" = 100663296 ] || fail "resize answered $(cat "$T/out")"
+sized() { nbdinfo --size "$(nbd_uri "$1")" >"$T/size" && [ "$(cat "$T/size")" = "$2" ]; }
+for n in "$P2" $OTHER; do sized "$n" 100663296 || fail "copy on $n is $(cat "$T/size") bytes"; done
+expect 5 --socket "${DIR[$P2]}/control.sock" volume resize rv --size 64M
+grep -q "does not shrink" "$T/err" || fail "shrink: $(cat "$T/err")"
+# A size no pool takes is refused before it is recorded (else every node would fail to grow).
+expect 8 --socket "${DIR[$OTHER]}/control.sock" volume resize rv --size 1000000T
+ctl "$P2" replica list rv -o json
+[ "$(json 'd["items"][0]["sizeBytes"]')" = 100663296 ] || fail "recorded size: $(cat "$T/out")"
+past_end() {  # $1: URI; write: the block 64 MiB + 8 KiB in, with FUA, else read and compare
+  $PY -c "
+import nbd, sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+want = b'grown!' * 600 + b'.' * 496
+if sys.argv[2] == 'write':
+    h.pwrite(want, (64 << 20) + 8192, nbd.CMD_FLAG_FUA)
+elif h.pread(4096, (64 << 20) + 8192) != want:
+    sys.exit('the block past the old end differs')" "$1" "$2"
+}
+past_end "$(nbd_uri "$P2")" write || fail "a write past the old end through the primary"
+for n in "$P2" $OTHER; do past_end "$(nbd_uri "$n")" read || fail "copy on $n lacks it"; done
+[ "$(metric "$P2" spd_replication_copies_grown_total)" = 1 ] || fail "grown on $P2: not counted"
+[ "$(metric $OTHER spd_replica_grows_total)" = 1 ] || fail "grown on $OTHER: not counted"
+
 # --- The old primary returns: it is no primary (fenced: the new epoch is above its own), it
 # is resynced from the new primary and then holds every acknowledged write, and writes on it
 # fail.
@@ -156,6 +179,8 @@ read -r P3 E3 <<<"$(primary_of a)"
 [ "$P3" = "$P2" ] && [ "$E3" = "$E2" ] || fail "after a returned: primary '$P3' epoch $E3"
 $PY "$BC" verify --uri "$(nbd_uri a)" --state "$T/bc.json" >"$T/v6.log" ||
   { cat "$T/v6.log"; fail "the resynced old primary lacks acknowledged writes"; }
+sized a 100663296 || fail "the returning copy on a is $(cat "$T/size") bytes"
+past_end "$(nbd_uri a)" read || fail "the returning copy on a lacks the write past the old end"
 rc=0
 $PY -c "
 import nbd, sys
