@@ -568,25 +568,32 @@ void ReplicaSet::MaybeSendQuiesce() {
   uint32_t bits = 0;
   for (const auto& l : links_)
     if (l->info.state == LinkState::kInSync) bits |= l->bit();
-  IoRequest& m = quiesce_msg_;
-  m.op = RequestOp::kFlush;
-  m.offset_bytes = 0;
-  m.length_bytes = 0;
-  m.repl_seq = next_seq_++;
-  m.repl_waiting = bits;
-  m.repl_local_pending = false;
-  m.repl_result = 0;
-  m.repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
+  SendOwnMessage(&quiesce_msg_, RequestOp::kFlush, static_cast<uint16_t>(rw::Type::kBarrier), 0,
+                 bits);
+}
+
+void ReplicaSet::SendOwnMessage(IoRequest* m, RequestOp op, uint16_t type, uint64_t offset,
+                                uint32_t bits) {
+  m->op = op;
+  m->offset_bytes = 0;
+  m->length_bytes = 0;
+  m->flags = 0;
+  m->repl_seq = next_seq_++;
+  m->repl_waiting = bits;
+  m->repl_local_pending = false;
+  m->repl_result = 0;
+  m->repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
   rw::Header h;
-  h.type = static_cast<uint16_t>(rw::Type::kBarrier);
+  h.type = type;
   h.epoch = o_.epoch;
-  h.seq = m.repl_seq;
-  h.result = Gap(m.repl_seq);
-  rw::EncodeHeader(h, m.repl_hdr);
-  table_[m.repl_seq & mask_] = &m;
-  send_at_[m.repl_seq & mask_] = SendAt();
+  h.seq = m->repl_seq;
+  h.result = Gap(m->repl_seq);
+  h.offset = offset;
+  rw::EncodeHeader(h, m->repl_hdr);
+  table_[m->repl_seq & mask_] = m;
+  send_at_[m->repl_seq & mask_] = SendAt();
   if (bits != 0) SchedulePump();
-  MaybeComplete(&m);  // nothing in sync: done at once
+  MaybeComplete(m);  // no replica to wait for: done at once
 }
 
 void ReplicaSet::FinishQuiesce(uint64_t seq) {

@@ -303,6 +303,9 @@ class ReplicaSet final : public ReplicaHook {
   uint64_t SizeTarget() const;
   void MaybeSendGrow();
   void FinishGrow(int32_t result);
+  // Numbers and sends one of the set's own messages (no payload; `offset` in its header) to the
+  // links in `bits`, as if its local part were done.
+  void SendOwnMessage(IoRequest* m, RequestOp op, uint16_t type, uint64_t offset, uint32_t bits);
   // The set's own messages that are no client's request (the quiesce's barrier, the grow).
   bool IsOwnMessage(const IoRequest* req) const {
     return req == &quiesce_msg_ || req == &grow_msg_;

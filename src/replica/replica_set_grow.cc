@@ -37,28 +37,9 @@ void ReplicaSet::MaybeSendGrow() {
   if (stopping_ || deposed_) return FinishGrow(-EIO);
   if (table_[next_seq_ & mask_] != nullptr) return;  // a full table: again at a completion
   grow_sent_ = true;
-  IoRequest& m = grow_msg_;
   // No data and no barrier (a kFlush would count as one where acks are read): a range of none.
-  m.op = RequestOp::kBlockStatus;
-  m.offset_bytes = 0;
-  m.length_bytes = 0;
-  m.flags = 0;
-  m.repl_seq = next_seq_++;
-  m.repl_waiting = deposed_ ? 0 : InSyncBits();
-  m.repl_local_pending = false;
-  m.repl_result = 0;
-  m.repl_deadline_ns = MonotonicNs() + o_.ack_timeout_ms * 1'000'000;
-  rw::Header h;
-  h.type = static_cast<uint16_t>(rw::Type::kGrow);
-  h.epoch = o_.epoch;
-  h.seq = m.repl_seq;
-  h.result = Gap(m.repl_seq);
-  h.offset = grow_size_;
-  rw::EncodeHeader(h, m.repl_hdr);
-  table_[m.repl_seq & mask_] = &m;
-  send_at_[m.repl_seq & mask_] = SendAt();
-  if (m.repl_waiting != 0) SchedulePump();
-  MaybeComplete(&m);  // no replica in sync: done at once
+  SendOwnMessage(&grow_msg_, RequestOp::kBlockStatus, static_cast<uint16_t>(rw::Type::kGrow),
+                 grow_size_, deposed_ ? 0 : InSyncBits());
 }
 
 void ReplicaSet::FinishGrow(int32_t result) {

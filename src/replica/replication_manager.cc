@@ -601,16 +601,19 @@ void ReplicationManager::RecordStates(const std::string& name, Primary* p) {
   p->states_recorded = r.ok();
 }
 
+bool ReplicationManager::ServingSet(const std::string& name, ReplicaSet** set, Volume** v) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = primaries_.find(name);
+  if (it == primaries_.end()) return false;
+  *set = it->second->set.get();
+  *v = it->second->volume;
+  return true;
+}
+
 bool ReplicationManager::Quiesce(const std::string& name) {
   ReplicaSet* set = nullptr;
   Volume* v = nullptr;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = primaries_.find(name);
-    if (it == primaries_.end()) return false;
-    set = it->second->set.get();
-    v = it->second->volume;
-  }
+  if (!ServingSet(name, &set, &v)) return false;
   // The answer may come after this call gave up waiting: the promise is shared.
   auto answer = std::make_shared<std::promise<uint64_t>>();
   std::future<uint64_t> f = answer->get_future();

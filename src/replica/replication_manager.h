@@ -183,6 +183,9 @@ class ReplicationManager {
   // A volume marked "deleting" (replication_delete.cc): this node's part of the delete, then,
   // once every copy is gone, the volume's keys.
   void DeleteCopy(const std::string& name, const Parsed& p);
+  // The set and volume of `name` if this node serves it as the primary (only the reconciling
+  // thread starts and stops sets: they stay while it uses them).
+  bool ServingSet(const std::string& name, ReplicaSet** set, Volume** v);
   // Before a hand-over: the set's final barrier, and the same generation on the local copy.
   bool Quiesce(const std::string& name);
   // This node's copy of `name` is smaller than its spec (replication_resize.cc). The primary

@@ -177,14 +177,19 @@ Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spe
   return Status::Ok();
 }
 
-Status ReplicationManager::SetDurability(const std::string& name, Durability durability) {
-  const PrefixMirror::Snapshot vols = mirror_->Get();
+Result<Parsed::Spec> SpecToChange(const PrefixMirror::Snapshot& vols, const std::string& name) {
   if (!vols.listed) return Unavailable("the cluster's state is not known yet (etcd)");
   const Parsed p = Parse(vols);
   auto it = p.specs.find(name);
   if (it == p.specs.end()) return NotFound("no replicated volume '" + name + "' in the cluster");
-  const Parsed::Spec& spec = it->second;
-  if (spec.deleting) return FailedPrecondition("'" + name + "' is being deleted");
+  if (it->second.deleting) return FailedPrecondition("'" + name + "' is being deleted");
+  return it->second;
+}
+
+Status ReplicationManager::SetDurability(const std::string& name, Durability durability) {
+  Result<Parsed::Spec> found = SpecToChange(mirror_->Get(), name);
+  if (!found.ok()) return found.status();
+  const Parsed::Spec& spec = *found;
   if (spec.async)
     return FailedPrecondition("'" + name +
                               "' is an asynchronous replicated volume: its copies keep "

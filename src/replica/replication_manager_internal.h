@@ -67,6 +67,9 @@ struct ReplicationManager::Primary {
 Parsed Parse(const PrefixMirror::Snapshot& s);
 // Runs fn on `r` and waits for it (a posted task). REQUIRES: not on `r`'s thread.
 void RunOnAndWait(Reactor* r, std::function<void()> fn);
+// `name`'s spec, for a call that changes it: kUnavailable while etcd's state is not known yet,
+// kNotFound for no such volume, kFailedPrecondition while it is being deleted.
+Result<Parsed::Spec> SpecToChange(const PrefixMirror::Snapshot& vols, const std::string& name);
 // Sets `field` of `name`'s spec in etcd to `value`, only while the spec is still at `spec.rev`
 // (kAborted when it changed meanwhile: the caller's view is stale).
 Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spec& spec,

@@ -45,13 +45,9 @@ Status ResizeLocal(VolumeManager* volumes, const std::string& name, uint64_t siz
 }  // namespace
 
 Status ReplicationManager::Resize(const std::string& name, uint64_t size_bytes) {
-  const PrefixMirror::Snapshot vols = mirror_->Get();
-  if (!vols.listed) return Unavailable("the cluster's state is not known yet (etcd)");
-  const Parsed p = Parse(vols);
-  auto it = p.specs.find(name);
-  if (it == p.specs.end()) return NotFound("no replicated volume '" + name + "' in the cluster");
-  const Parsed::Spec& spec = it->second;
-  if (spec.deleting) return FailedPrecondition("'" + name + "' is being deleted");
+  Result<Parsed::Spec> found = SpecToChange(mirror_->Get(), name);
+  if (!found.ok()) return found.status();
+  const Parsed::Spec& spec = *found;
   if (size_bytes < spec.size)
     return FailedPrecondition("'" + name + "' is " + std::to_string(spec.size) +
                               " bytes: a replicated volume does not shrink (the data past the "
@@ -96,13 +92,7 @@ bool ReplicationManager::GrowCopy(const std::string& name, uint64_t size_bytes, 
   if (running) {
     ReplicaSet* set = nullptr;
     Volume* v = nullptr;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      auto it = primaries_.find(name);
-      if (it == primaries_.end()) return false;
-      set = it->second->set.get();
-      v = it->second->volume;
-    }
+    if (!ServingSet(name, &set, &v)) return false;
     // The answer may come after this call gave up waiting: the promise is shared.
     auto answer = std::make_shared<std::promise<int32_t>>();
     std::future<int32_t> f = answer->get_future();
