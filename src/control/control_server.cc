@@ -137,6 +137,11 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
                                           v1::ListReplicasResponse* resp) override {
     return DemoteReplicaVolume(impl_, ctx, req, resp);
   }
+  grpc::ServerUnaryReactor* MoveReplica(grpc::CallbackServerContext* ctx,
+                                        const v1::MoveReplicaRequest* req,
+                                        v1::ListReplicasResponse* resp) override {
+    return MoveReplicaVolume(impl_, ctx, req, resp);
+  }
 
   grpc::ServerUnaryReactor* CreateVolume(grpc::CallbackServerContext* ctx,
                                          const v1::CreateVolumeRequest* req,

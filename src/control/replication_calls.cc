@@ -216,8 +216,8 @@ grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
 
 namespace {
 
-// Promote and demote: admins only; `change` runs on the replication calls' thread (it waits up
-// to 15 s for the hand-over), then the volume is answered as ListReplicas would.
+// Promote, demote and move: admins only; `change` runs on the replication calls' thread (a
+// hand-over waits up to 15 s), then the volume is answered as ListReplicas would.
 template <typename Req>
 grpc::ServerUnaryReactor* HandOverCall(ControlServer::Impl* impl_, grpc::CallbackServerContext* ctx,
                                        const char* method, const Req* req,
@@ -253,6 +253,15 @@ grpc::ServerUnaryReactor* DemoteReplicaVolume(ControlServer::Impl* impl_,
                       [name = req->volume(), to = req->to()](ReplicationManager* rm) {
                         return rm->Demote(name, to);
                       });
+}
+
+grpc::ServerUnaryReactor* MoveReplicaVolume(ControlServer::Impl* impl_,
+                                            grpc::CallbackServerContext* ctx,
+                                            const v1::MoveReplicaRequest* req,
+                                            v1::ListReplicasResponse* resp) {
+  return HandOverCall(impl_, ctx, "spd.v1.VolumeService/MoveReplica", req, resp,
+                      [name = req->volume(), from = req->from(), to = req->to()](
+                          ReplicationManager* rm) { return rm->Move(name, from, to); });
 }
 
 }  // namespace spd

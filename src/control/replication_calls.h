@@ -51,5 +51,9 @@ grpc::ServerUnaryReactor* DemoteReplicaVolume(ControlServer::Impl* impl,
                                               grpc::CallbackServerContext* ctx,
                                               const v1::DemoteReplicaRequest* req,
                                               v1::ListReplicasResponse* resp);
+grpc::ServerUnaryReactor* MoveReplicaVolume(ControlServer::Impl* impl,
+                                            grpc::CallbackServerContext* ctx,
+                                            const v1::MoveReplicaRequest* req,
+                                            v1::ListReplicasResponse* resp);
 
 }  // namespace spd

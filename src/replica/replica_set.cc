@@ -106,30 +106,9 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
   // A primary that applied writes after its base (a replica until now, or restarted) may hold
   // some that no copy has: none is in sync with it until resynced.
   if (!v->CleanAtGeneration()) hello.flags |= rw::kHelloPrimaryDirty;
+  s->hello_ = hello;
   for (size_t i = 0; i < s->o_.replicas.size(); ++i) {
-    auto l = std::make_unique<Link>();
-    l->set = s.get();
-    l->index = i;
-    l->target = s->o_.replicas[i];
-    l->info.name = l->target.name;
-    l->rx.link = l.get();
-    l->rx.fn = &replica_internal::OnLinkReadable;
-    l->tx.link = l.get();
-    l->tx.fn = &replica_internal::OnLinkWritable;
-    l->connected.link = l.get();
-    l->connected.fn = [](Task* t) {
-      Link* k = static_cast<Link::Connected*>(t)->link;
-      k->set->Connected(k);
-    };
-    l->hello = hello;
-    l->dirty = DirtyMap(v->size_bytes());
-    const std::string& node = l->target.name;
-    if (const std::string path = DirtyMapPath(s->o_.state_dir, s->o_.volume, node);
-        !s->o_.state_dir.empty() && !path.empty()) {
-      if (Status st = l->dirty.Open(path, v->size_bytes()); !st.ok())
-        SPD_LOG_WARN("replication: volume %s: dirty map of %s kept in memory only: %s",
-                     s->o_.volume.c_str(), node.c_str(), st.ToString().c_str());
-    }
+    std::unique_ptr<Link> l = s->MakeLink(i, s->o_.replicas[i]);
     s->SeedDirty(l.get());
     l->connected_pending = true;
     Link* raw = l.get();
@@ -150,7 +129,7 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
 
 void ReplicaSet::Connected(Link* k) {
   k->connected_pending = false;
-  if (stopping_) {
+  if (stopping_ || k->removed) {  // a link removed while it connected (SetReplicas) too
     if (k->conn_tls != nullptr) gnutls_deinit(k->conn_tls);
     k->conn_tls = nullptr;
     if (k->conn_fd >= 0) close(k->conn_fd);
@@ -236,6 +215,33 @@ void ReplicaSet::Connected(Link* k) {
   CheckSettled();
 }
 
+std::unique_ptr<ReplicaSet::Link> ReplicaSet::MakeLink(size_t index, const ReplicaTarget& t) {
+  auto l = std::make_unique<Link>();
+  l->set = this;
+  l->index = index;
+  l->target = t;
+  l->info.name = t.name;
+  l->rx.link = l.get();
+  l->rx.fn = &replica_internal::OnLinkReadable;
+  l->tx.link = l.get();
+  l->tx.fn = &replica_internal::OnLinkWritable;
+  l->connected.link = l.get();
+  l->connected.fn = [](Task* x) {
+    Link* k = static_cast<Link::Connected*>(x)->link;
+    k->set->Connected(k);
+  };
+  l->hello = hello_;
+  l->hello.size_bytes = SizeTarget();
+  l->dirty = DirtyMap(SizeTarget());
+  if (const std::string path = DirtyMapPath(o_.state_dir, o_.volume, t.name);
+      !o_.state_dir.empty() && !path.empty()) {
+    if (Status st = l->dirty.Open(path, SizeTarget()); !st.ok())
+      SPD_LOG_WARN("replication: volume %s: dirty map of %s kept in memory only: %s",
+                   o_.volume.c_str(), t.name.c_str(), st.ToString().c_str());
+  }
+  return l;
+}
+
 void ReplicaSet::ReleaseFd(Link* l) {
   if (!l->closed || l->rx_armed || l->tx_armed || l->fd < 0) return;
   l->CloseFd();
@@ -318,7 +324,8 @@ void ReplicaSet::Stop() {
 std::vector<ReplicaSet::LinkInfo> ReplicaSet::Links() const {
   std::lock_guard<std::mutex> g(info_mu_);
   std::vector<LinkInfo> out;
-  for (const auto& l : links_) out.push_back(l->info);
+  for (const auto& l : links_)
+    if (!l->removed) out.push_back(l->info);
   return out;
 }
 
@@ -677,7 +684,7 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
     // whether it lost power (Connected).
   }
   if (l->info.state == LinkState::kResyncing) AbortCopy(why);
-  link_failures_total.Add();
+  if (!l->removed) link_failures_total.Add();  // a removal (SetReplicas) is no failure
   SPD_LOG_WARN("replication: volume %s: replica %s (%s) %s: %s", o_.volume.c_str(),
                l->target.name.c_str(), l->target.address.c_str(), LinkStateName(state),
                why.c_str());
@@ -749,14 +756,15 @@ void ReplicaSet::OnTick() {
         std::lock_guard<std::mutex> g(info_mu_);
         marked = l->info.marked;
       }
-      if (l->info.state == LinkState::kOutOfSync && marked && !l->connected_pending && l->fd < 0 &&
-          l->retry_at_ns != 0 && now >= l->retry_at_ns) {
+      if (l->info.state == LinkState::kOutOfSync && marked && !l->removed &&
+          !l->connected_pending && l->fd < 0 && l->retry_at_ns != 0 && now >= l->retry_at_ns) {
         Reconnect(l.get());
         busy = true;
       }
     }
   }
   if (copy_) CopyStep();  // a drain or a table slot it waits for
+  if (!stale_copies_.empty()) FreeStaleCopies();
   const bool lease_ok = !o_.lease_valid || o_.lease_valid();
   if (lease_ok && !Holding()) CompleteAll();  // requests held while the lease was not valid
   // Marks not confirmed, or no valid lease: requests held past hold_timeout_ms fail.

@@ -31,6 +31,7 @@
 
 #include "dispatch/dispatcher.h"
 #include "dispatch/replica_hook.h"
+#include "replica/replica_wire.h"
 #include "volume/replica_activity.h"
 
 namespace spd {
@@ -186,6 +187,17 @@ class ReplicaSet final : public ReplicaHook {
   // The caller grows the local copy after done(0), so that no write past a replica's end is
   // ever sent to it. A size not above the volume's: done(0) at once.
   void Grow(uint64_t size_bytes, std::function<void(int32_t result)> done);
+  // The replicas change (ReplicationManager, a copy moved to another node; replica_set_move.cc).
+  // A link to a node not in `targets` stops counting at once, with no out-of-sync mark (the
+  // placement in etcd, changed first, has dropped that copy already): it is closed, never
+  // connected again and no longer listed, and its dirty map's file goes. A target new to the set
+  // gets a link out of sync with no map (a stale file of that node is removed first), so its
+  // copy is resynced whole (allocated space only; resumable from its checkpoints) from the next
+  // tick on. 0: done; -EBUSY: no slot for a new link yet (kReplicasMax links, and a removed
+  // one's slot is free only once its last event came back): call again later; -EIO: closing or
+  // deposed.
+  int SetReplicas(const std::vector<ReplicaTarget>& targets);
+  // Links listed: those not removed by SetReplicas.
   std::vector<LinkInfo> Links() const;
   bool deposed() const { return deposed_.load(); }
   // A write or a flush failed on the local copy, or its pool turned read-only, while a replica
@@ -237,6 +249,11 @@ class ReplicaSet final : public ReplicaHook {
  private:
   ReplicaSet(Dispatcher* d, Volume* v, ReplicaSetOptions o);
   void Admit(IoRequest* req);
+  // A link to `t` at `index` (its callbacks, hello and dirty map; not yet connecting).
+  std::unique_ptr<Link> MakeLink(size_t index, const ReplicaTarget& t);
+  void RemoveLink(Link* l);            // replica_set_move.cc
+  bool SlotFree(const Link& l) const;  // a removed link nothing refers to any more
+  replica_wire::HelloBody hello_;      // every link's hello, as Start made it
   void LocalWriteFailed(IoRequest* req);
   // This copy lost, or will lose at a restart, what the replicas hold (what: why, for the log).
   void LocalCopyLost(const char* what);
@@ -337,6 +354,7 @@ class ReplicaSet final : public ReplicaHook {
   bool fg_busy_ = false;
   uint64_t fg_window_ns_ = 0;
   std::vector<std::unique_ptr<Copy>> stale_copies_;  // aborted with a local read in flight
+  void FreeStaleCopies();                            // those whose reads all came back (tick)
   void Reconnect(Link* l);
   void StartCopy(Link* l);
   void CopyStep();

@@ -99,5 +99,42 @@ TEST_F(ReplicaSetGrowTest, AReplicaThatCannotGrowStopsCounting) {
       << set_->Links()[0].detail;
 }
 
+// An asynchronous volume: the kGrow is numbered behind the writes its replicas still lag on
+// and, unlike a write, is not acknowledged ahead of them (the caller grows the primary's copy
+// only once every replica has grown); then writes past the old end reach every copy.
+TEST_F(ReplicaSetGrowTest, AnAsynchronousVolumeGrowsBehindItsLag) {
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.async = true;
+  o.inject_rtt_us = 1'000'000;  // every message leaves a second after it was numbered
+  o.ack_timeout_ms = 10'000;
+  StartSet(o);
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'a'), 0) << "acknowledged locally";
+  EXPECT_GT(set_->lag_bytes(), 0u) << "the replicas lag behind it";
+  int32_t got = 1;
+  set_->Grow(kBig, [&](int32_t x) { got = x; });
+  for (int i = 0; i < 100 && got == 1; ++i) reactor_->RunOnce(1'000'000);
+  EXPECT_EQ(got, 1) << "not done before the replicas have it";
+  EXPECT_EQ(r1_.v->size_bytes(), kVolBytes);
+  for (int i = 0; i < 10000 && got == 1; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(got, 0);
+  for (replica_test::Node* n : {&r1_, &r2_}) {
+    EXPECT_EQ(n->v->size_bytes(), kBig) << "every replica grew";
+    EXPECT_EQ(ByteAt(*n, 0), 'a') << "and had the write numbered before the grow";
+  }
+  bool resized = false;
+  primary_.volumes->Resize("vol", kBig, [&](Status s) {
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    resized = true;
+  });
+  for (int i = 0; i < 5000 && !resized; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(resized);
+  ASSERT_EQ(Do(RequestOp::kWrite, kBig - 8192, 4096, 'n'), 0);
+  for (int i = 0; i < 10000 && set_->lag_bytes() > 0; ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->lag_bytes(), 0u);
+  for (replica_test::Node* n : {&r1_, &r2_}) EXPECT_EQ(ByteAt(*n, kBig - 8192), 'n');
+  for (const auto& l : set_->Links())
+    EXPECT_EQ(l.state, ReplicaSet::LinkState::kInSync) << l.name << ": " << l.detail;
+}
+
 }  // namespace
 }  // namespace spd

@@ -93,7 +93,9 @@ struct ReplicaSet::Link {
   } rx, tx;
   bool rx_armed = false;
   bool tx_armed = false;
-  bool closed = false;             // the socket is shut down; waiting for the final poll events
+  bool closed = false;  // the socket is shut down; waiting for the final poll events
+  // No longer placed (SetReplicas): out of sync for good, never connected again, not listed.
+  bool removed = false;
   bool mark_inflight = false;      // its out-of-sync mark was asked for, no answer yet
   bool resync_attempt = false;     // the current connection asked for a resync
   bool resync_at_mark = false;     // it answered out of sync: resync once the mark is confirmed

@@ -477,6 +477,20 @@ void ReplicaSet::AbortCopy(const std::string& why) {
   AdmitWaiting();
 }
 
+void ReplicaSet::FreeStaleCopies() {
+  std::erase_if(stale_copies_,
+                [](const std::unique_ptr<Copy>& c) { return c->fe->inflight() == 0; });
+}
+
+bool ReplicaSet::SlotFree(const Link& l) const {
+  if (!l.removed || l.fd >= 0 || l.rx_armed || l.tx_armed || l.connected_pending || l.mark_inflight)
+    return false;
+  if (copy_ != nullptr && copy_->link == &l) return false;
+  for (const auto& c : stale_copies_)
+    if (c->link == &l) return false;
+  return true;
+}
+
 void ReplicaSet::SeedDirty(Link* l) {
   bool in_prior = false;
   for (const std::string& n : o_.prior_in_sync) in_prior |= n == l->target.name;

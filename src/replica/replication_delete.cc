@@ -10,6 +10,7 @@
 // back. Once every placed node has, any node removes the volume's keys (a transaction on the
 // spec's mod revision again); the name can then be used again. Until then a create of the name
 // is refused and `spdctl replica list` shows the volume with each copy "deleting" or "deleted".
+#include <sys/stat.h>
 #include <unistd.h>
 #include <chrono>
 #include <thread>
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/counters.h"
+#include "common/file_util.h"
 #include "common/log.h"
 #include "replica/activity_log.h"
 #include "replica/dirty_map.h"
@@ -52,6 +54,23 @@ Status RemoveReplicationFiles(const std::string& dir, const std::string& volume,
 }
 
 }  // namespace
+
+bool SavedSpecExists(const std::string& dir, const std::string& volume) {
+  struct stat st;
+  return !dir.empty() && stat(SpecPath(dir, volume).c_str(), &st) == 0;
+}
+
+std::vector<std::string> SavedSpecNodes(const std::string& dir, const std::string& volume) {
+  std::vector<std::string> out;
+  if (dir.empty()) return out;
+  Result<std::string> text = ReadFileText(SpecPath(dir, volume));
+  if (!text.ok()) return out;
+  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_object() && j.contains("nodes") && j["nodes"].is_array())
+    for (const auto& n : j["nodes"])
+      if (n.is_string()) out.push_back(n.get<std::string>());
+  return out;
+}
 
 Status ReplicationManager::Delete(const std::string& name, bool force) {
   const PrefixMirror::Snapshot vols = mirror_->Get();
@@ -97,6 +116,44 @@ Status ReplicationManager::Delete(const std::string& name, bool force) {
                     name + "; the daemon's log says why)");
 }
 
+bool ReplicationManager::DropCopy(const std::string& name, const std::vector<std::string>& nodes) {
+  StepDown(name);
+  candidacy_since_.erase(name);
+  recovery_ranks_.erase(name);
+  saved_specs_.erase(name);
+  auto failed = [&](const Status& s) {
+    copy_delete_failures_total.Add();
+    if (failure_logged_[name + "/delete"] != s.ToString())
+      SPD_LOG_WARN("replication: %s: cannot delete the copy here yet: %s", name.c_str(),
+                   s.ToString().c_str());
+    failure_logged_[name + "/delete"] = s.ToString();
+    return false;
+  };
+  if (volumes_->Find(name)) {
+    // Not waited for here: a forced delete may wait up to its close timeout (10 s) for the
+    // copy's users, and this thread serves every other volume's elections meanwhile.
+    std::shared_ptr<CopyDelete>& cd = copy_deletes_[name];
+    if (!cd) {
+      cd = std::make_shared<CopyDelete>();
+      volumes_->Delete(name, true, [cd](Status s) {
+        cd->status = std::move(s);
+        cd->done.store(true, std::memory_order_release);
+      });
+      return false;
+    }
+    if (!cd->done.load(std::memory_order_acquire)) return false;  // its users are being closed
+    const Status s = cd->status;
+    copy_deletes_.erase(name);  // done: a failed one starts again next round
+    if (!s.ok() && s.code() != StatusCode::kNotFound) return failed(s);
+  }
+  // A delete that ended before this round saw it (the copy is gone) is forgotten here, so that
+  // a copy created again under the name later starts a delete of its own.
+  copy_deletes_.erase(name);
+  if (Status s = RemoveReplicationFiles(o_.state_dir, name, nodes); !s.ok()) return failed(s);
+  failure_logged_.erase(name + "/delete");
+  return true;
+}
+
 void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
   const Parsed::Spec& spec = p.specs.at(name);
   const std::string me = cluster_->name();
@@ -109,43 +166,15 @@ void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
   auto mine = deleted_here_.find(name);
   const bool done_here = done(me) || (mine != deleted_here_.end() && mine->second == spec.rev);
   if (placed && !done_here) {
-    StepDown(name);
-    candidacy_since_.erase(name);
-    recovery_ranks_.erase(name);
-    saved_specs_.erase(name);
-    auto failed = [&](const Status& s) {
-      copy_delete_failures_total.Add();
-      if (failure_logged_[name + "/delete"] != s.ToString())
-        SPD_LOG_WARN("replication: %s: cannot delete the copy here yet: %s", name.c_str(),
-                     s.ToString().c_str());
-      failure_logged_[name + "/delete"] = s.ToString();
-    };
-    if (volumes_->Find(name)) {
-      // Not waited for here: a forced delete may wait up to its close timeout (10 s) for the
-      // copy's users, and this thread serves every other volume's elections meanwhile.
-      std::shared_ptr<CopyDelete>& cd = copy_deletes_[name];
-      if (!cd) {
-        cd = std::make_shared<CopyDelete>();
-        volumes_->Delete(name, true, [cd](Status s) {
-          cd->status = std::move(s);
-          cd->done.store(true, std::memory_order_release);
-        });
-        return;
-      }
-      if (!cd->done.load(std::memory_order_acquire)) return;  // its users are being closed
-      const Status s = cd->status;
-      copy_deletes_.erase(name);  // done: a failed one starts again next round
-      if (!s.ok() && s.code() != StatusCode::kNotFound) return failed(s);
-    }
-    // A delete that ended before this round saw it (the copy is gone) is forgotten here, so that
-    // a copy created again under the name later starts a delete of its own.
-    copy_deletes_.erase(name);
-    if (Status s = RemoveReplicationFiles(o_.state_dir, name, spec.nodes); !s.ok())
-      return failed(s);
+    if (!DropCopy(name, spec.nodes)) return;  // its users are being closed, or it failed
     const Result<int64_t> put =
         cluster_->client()->Put(std::string(kVolumesPrefix) + name + "/deleted/" + me, "{}");
-    if (!put.ok()) return failed(put.status());
-    failure_logged_.erase(name + "/delete");
+    if (!put.ok()) {
+      copy_delete_failures_total.Add();
+      SPD_LOG_WARN("replication: %s: cannot record the copy's delete: %s", name.c_str(),
+                   put.status().ToString().c_str());
+      return;
+    }
     deleted_here_[name] = spec.rev;
     copies_deleted_total.Add();
     SPD_LOG_INFO("replication: %s: the copy here is deleted", name.c_str());

@@ -145,6 +145,13 @@ void ReplicationManager::MarkLoop() {
       continue;
     }
     l.unlock();
+    if (!PlacedInMirror(mirror_->Get(), m.volume, m.node)) {
+      // Moved away (ReplicationManager::Move): it no longer counts and never campaigns, and a
+      // state recorded for it now would outlive its copy.
+      m.done(true);
+      l.lock();
+      continue;
+    }
     Txn txn;
     txn.compare.push_back(
         Compare::CreateRevision(std::string(kVolumesPrefix) + m.volume + "/primary",
@@ -165,6 +172,12 @@ void ReplicationManager::Start() {
                                   changed_ = true;
                                   cv_.notify_all();
                                 });
+  moved_mirror_ = PrefixMirror::Start(
+      cluster_->client(), {MovedPrefix(cluster_->name()), std::chrono::milliseconds(500)}, [this] {
+        std::lock_guard<std::mutex> l(mu_);
+        changed_ = true;
+        cv_.notify_all();
+      });
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -177,6 +190,7 @@ void ReplicationManager::Stop() {
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (mirror_) mirror_->Stop();
+  if (moved_mirror_) moved_mirror_->Stop();
   std::vector<std::string> names;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -239,12 +253,17 @@ void ReplicationManager::Reconcile() {
   }
   for (auto it = deleted_here_.begin(); it != deleted_here_.end();)  // the record is gone
     it = p.specs.count(it->first) ? std::next(it) : deleted_here_.erase(it);
+  std::set<std::string> dropping;  // copies that moved away: deleted first
+  DropMovedCopies(p, &dropping);
   for (const auto& [name, spec] : p.specs) {
+    if (dropping.count(name)) continue;
     if (spec.deleting) {
       DeleteCopy(name, p);
       continue;
     }
-    if (std::find(spec.nodes.begin(), spec.nodes.end(), me) == spec.nodes.end()) continue;
+    if (std::find(spec.nodes.begin(), spec.nodes.end(), me) == spec.nodes.end()) {
+      continue;
+    }
     if (!o_.state_dir.empty() && saved_specs_[name] != spec.json) {
       // Kept on disk, to be published again if etcd loses its data.
       if (Status s = SaveSpec(o_.state_dir, name, spec.json); s.ok())
@@ -359,6 +378,7 @@ void ReplicationManager::Reconcile() {
     if (mine) {
       if (!running && smaller && !GrowCopy(name, spec.size, false)) continue;
       if (running && smaller) GrowCopy(name, spec.size, true);
+      if (running) FollowPlacement(name, spec.nodes, nodes);
       if (!running) {
         StepDown(name);
         auto st = p.states.find(name);
@@ -561,6 +581,7 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
     QueueMark({name, node, epoch, "in_sync", std::move(done)});
   };
   auto p = std::make_unique<Primary>();
+  p->nodes = nodes;
   p->handle = volumes_->Find(name);
   p->volume = v;
   Status st;

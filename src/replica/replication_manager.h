@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,6 +47,8 @@ namespace spd {
 struct Parsed;  // the volumes' keys parsed (replication_manager_internal.h)
 
 inline constexpr const char* kVolumesPrefix = "/spd/v1/volumes/";
+// The copies node NODE is to delete, its copy having moved (ReplicationManager::Move): NAME.
+inline std::string MovedPrefix(const std::string& node) { return "/spd/v1/moved/" + node + "/"; }
 
 struct ReplicationManagerOptions {
   // The timeouts of every primary's ReplicaSet.
@@ -157,6 +160,15 @@ class ReplicationManager {
   // Asked of `name`'s primary: hands the volume over to `to` (empty: the first other copy in
   // sync), which must be in sync. Blocks until `to` is the primary (at most 15 s).
   Status Demote(const std::string& name, const std::string& to);
+  // Moves the copy of `name` on node `from` to node `to` (replication_move.cc;
+  // docs/replication.md, "Moving a copy"): the placement in etcd names `to` instead, `to` is
+  // recorded out of sync; the primary then copies the volume to `to` (whole, allocated space
+  // only) and stops counting `from`, which deletes its copy (now, or when it is back). Returns
+  // once the placement is recorded. kNotFound: no such volume, `from` holds no copy, `to` is not
+  // a node of the cluster; kFailedPrecondition: `to` holds a copy or serves no replicas, the
+  // volume has no primary or `from` is it, or it is being deleted; kAborted: the record changed
+  // meanwhile.
+  Status Move(const std::string& name, const std::string& from, const std::string& to);
 
  private:
   struct Primary;
@@ -183,6 +195,17 @@ class ReplicationManager {
   // A volume marked "deleting" (replication_delete.cc): this node's part of the delete, then,
   // once every copy is gone, the volume's keys.
   void DeleteCopy(const std::string& name, const Parsed& p);
+  // Deletes this node's copy of `name` (forced) and its state on disk (the dirty maps of
+  // `nodes`). True once both are gone; false while the copy's users close or after a failure
+  // (counted, logged once per reason): asked again next round.
+  bool DropCopy(const std::string& name, const std::vector<std::string>& nodes);
+  // The copies this node was asked to drop (/spd/v1/moved/NODE/NAME, written by a move;
+  // replication_move.cc): each is deleted with its state on disk, then its key goes. `dropping`
+  // gets their names (the round leaves those volumes alone meanwhile).
+  void DropMovedCopies(const Parsed& p, std::set<std::string>* dropping);
+  // This node's set of `name` follows a placement that changed (links added and removed).
+  void FollowPlacement(const std::string& name, const std::vector<std::string>& nodes,
+                       const PrefixMirror::Snapshot& nodes_snap);
   // The set and volume of `name` if this node serves it as the primary (only the reconciling
   // thread starts and stops sets: they stay while it uses them).
   bool ServingSet(const std::string& name, ReplicaSet** set, Volume** v);
@@ -214,6 +237,7 @@ class ReplicationManager {
   Dispatcher* dispatcher_;
   ReplicationManagerOptions o_;
   std::unique_ptr<PrefixMirror> mirror_;
+  std::unique_ptr<PrefixMirror> moved_mirror_;  // MovedPrefix(this node)
   std::thread thread_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/log.h"
 #include "replica/replication_manager.h"
 #include "replica/replication_manager_internal.h"
 

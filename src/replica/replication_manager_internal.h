@@ -62,6 +62,7 @@ struct ReplicationManager::Primary {
   Volume* volume = nullptr;
   std::shared_ptr<VolumeHandle> handle;
   bool states_recorded = false;
+  std::vector<std::string> nodes;  // the placement its set follows (FollowPlacement)
 };
 
 Parsed Parse(const PrefixMirror::Snapshot& s);
@@ -74,6 +75,13 @@ Result<Parsed::Spec> SpecToChange(const PrefixMirror::Snapshot& vols, const std:
 // (kAborted when it changed meanwhile: the caller's view is stale).
 Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spec& spec,
                     const std::string& field, const nlohmann::json& value);
+// Whether this node kept `volume`'s spec on disk (it held a copy), and the nodes it names
+// (replication_delete.cc). A state_dir of "": no.
+bool SavedSpecExists(const std::string& dir, const std::string& volume);
+std::vector<std::string> SavedSpecNodes(const std::string& dir, const std::string& volume);
+// Whether volume's spec in `vols` places `node` (true when the spec is not there or unreadable).
+bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volume,
+                    const std::string& node);
 // Node `node`'s replication address (HOST:PORT) from the nodes' mirror; "" if none.
 std::string ReplicationAddress(const PrefixMirror::Snapshot& nodes, const std::string& node);
 

@@ -393,6 +393,35 @@ int Main(int argc, char** argv) {
     rc = s.ok() ? C().Print(ReplicaListDoc(resp)) : C().Fail(s);
   });
 
+  std::string move_from, move_to;
+  CLI::App* rm = rep->add_subcommand(
+      "move",
+      "Move a volume's copy from one node to another (asked of any node; admins), e.g. to "
+      "replace a node that is gone for good or to retire one. The placement recorded in etcd "
+      "names --to instead of --from, and --to is recorded out of sync; the primary copies the "
+      "volume to --to (allocated space only, resumable, as the QoS rebuild class with --qos on) "
+      "and marks it in sync when done (watch `spdctl replica list VOLUME`); until then the "
+      "volume has one copy in sync fewer. --from stops counting at once and deletes its copy "
+      "(now, or when it is back); a delete of the volume no longer waits for it. Answers once "
+      "the placement is recorded. Refused: no such volume, --from holds no copy, --to is not a "
+      "node of the cluster (exit 3); --to holds a copy or serves no replicas, the volume has no "
+      "primary, --from is its primary (demote it first), or it is being deleted (exit 5); "
+      "--from or --to missing or the same (exit 8)");
+  rm->add_option("volume", rep_volume, "The volume")->required();
+  rm->add_option("--from", move_from, "The node whose copy moves")->required();
+  rm->add_option("--to", move_to, "The node to hold the new copy (`spdctl node list`)")->required();
+  rm->callback([&] {
+    v1::MoveReplicaRequest req;
+    req.set_volume(rep_volume);
+    req.set_from(move_from);
+    req.set_to(move_to);
+    v1::ListReplicasResponse resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->MoveReplica(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(ReplicaListDoc(resp)) : C().Fail(s);
+  });
+
   // ---- node ----
   CLI::App* node = app.add_subcommand("node", "This daemon and its host");
   node->require_subcommand(1);

@@ -206,6 +206,10 @@ MATRIX = [
     row("DemoteReplica own", "admin", V + "DemoteReplica", {"volume": "a1"}, ok=FP, obj="own"),
     row("DemoteReplica other", "admin", V + "DemoteReplica", {"volume": "b1", "to": "n2"}, ok=FP,
         obj="other"),
+    row("MoveReplica own", "admin", V + "MoveReplica", {"volume": "a1", "from": "n1", "to": "n2"},
+        ok=FP, obj="own"),
+    row("MoveReplica other", "admin", V + "MoveReplica",
+        {"volume": "b1", "from": "n1", "to": "n2"}, ok=FP, obj="other"),
     row("GetAuditHead", "audit", AU + "GetAuditHead", {}),
     row("VerifyAudit", "audit", AU + "VerifyAudit", {}),
     # Volumes.

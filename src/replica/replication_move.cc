@@ -1,0 +1,185 @@
+// Moving a copy of a replicated volume to another node (ReplicationManager::Move;
+// docs/replication.md, "Moving a copy").
+//
+// The call changes the volume's placement in etcd in one transaction, which holds only while the
+// spec and the primary are the ones it read: node FROM is replaced by TO in `nodes` (same
+// position), FROM's recorded state goes and TO is recorded out of sync under the primary's
+// epoch, so that TO never campaigns before it holds the volume. Then:
+//   - the primary, at its next reconciliation, removes its link to FROM (it no longer counts:
+//     nothing it missed can be promoted, it is no longer placed) and adds one to TO, whose copy
+//     the resync copies whole (allocated space only) and then marks in sync;
+//   - TO creates its (empty) copy and guards it, as for any volume placed there;
+//   - FROM, now or when it is back, deletes its copy and the copy's state on disk.
+// FROM learns it from a key of its own, /spd/v1/moved/FROM/NAME, written in the same
+// transaction and outside the volume's keys: it deletes its copy by it whenever it is back, even
+// after the volume was deleted (which no longer waits for FROM) or created again; then the key
+// goes. A node that never comes back leaves its keys. FROM must not be the primary (demote it
+// first), and the volume must have one (the new copy is copied from it).
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/counters.h"
+#include "common/log.h"
+#include "replica/replication_manager.h"
+#include "replica/replication_manager_internal.h"
+
+namespace spd {
+namespace {
+
+Counter moves_total("spd_replication_moves_total",
+                    "Copies of replicated volumes this node moved to another node in the "
+                    "cluster's record (spdctl replica move)");
+Counter placement_changes_total("spd_replication_placement_changes_total",
+                                "Placement changes this node's primaries followed (links added "
+                                "and removed while serving)");
+Counter placement_failures_total("spd_replication_placement_failures_total",
+                                 "Attempts of this node's primaries to follow a placement change "
+                                 "that could not be done yet; each is tried again");
+Counter copies_dropped_total("spd_replication_copies_dropped_total",
+                             "Copies deleted here because their volume's placement no longer "
+                             "names this node (the copy moved to another node)");
+
+}  // namespace
+
+bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volume,
+                    const std::string& node) {
+  auto it = vols.kvs.find(std::string(kVolumesPrefix) + volume);
+  if (it == vols.kvs.end()) return true;  // not known here: as if placed
+  const nlohmann::json j = nlohmann::json::parse(it->second.value, nullptr, false);
+  if (!j.is_object() || !j.contains("nodes") || !j["nodes"].is_array()) return true;
+  for (const auto& n : j["nodes"])
+    if (n.is_string() && n.get<std::string>() == node) return true;
+  return false;
+}
+
+Status ReplicationManager::Move(const std::string& name, const std::string& from,
+                                const std::string& to) {
+  const PrefixMirror::Snapshot vols = mirror_->Get();
+  Result<Parsed::Spec> found = SpecToChange(vols, name);
+  if (!found.ok()) return found.status();
+  const Parsed::Spec& spec = *found;
+  if (from.empty() || to.empty()) return InvalidArgument("a move needs --from and --to");
+  if (from == to) return InvalidArgument("--from and --to are the same node");
+  const auto placed = [&](const std::string& n) {
+    return std::find(spec.nodes.begin(), spec.nodes.end(), n) != spec.nodes.end();
+  };
+  if (!placed(from)) return NotFound("node " + from + " holds no copy of '" + name + "'");
+  if (placed(to))
+    return FailedPrecondition("node " + to + " holds a copy of '" + name + "' already");
+  const PrefixMirror::Snapshot nodes = cluster_->Nodes();
+  if (!nodes.kvs.count(std::string(kNodesPrefix) + to))
+    return NotFound("no node " + to + " in the cluster now (spdctl node list)");
+  if (ReplicationAddress(nodes, to).empty())
+    return FailedPrecondition("node " + to + " serves no replicas (no --replication-listen)");
+  const Parsed p = Parse(vols);
+  auto prim = p.primaries.find(name);
+  if (prim == p.primaries.end())
+    return FailedPrecondition("'" + name +
+                              "' has no primary now: the new copy is copied from the primary");
+  if (prim->second.node == from)
+    return FailedPrecondition("node " + from + " is the primary of '" + name +
+                              "': hand the volume over first (spdctl replica demote)");
+  nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
+  if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
+  std::vector<std::string> moved = spec.nodes;
+  std::replace(moved.begin(), moved.end(), from, to);
+  j["nodes"] = moved;
+  const std::string key = std::string(kVolumesPrefix) + name;
+  Txn txn;
+  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
+  txn.compare.push_back(
+      Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, prim->second.rev));
+  txn.then.push_back(TxnOp::Put(key, j.dump()));
+  txn.then.push_back(TxnOp::Delete(key + "/replicas/" + from));
+  txn.then.push_back(TxnOp::Delete(key + "/candidates/" + from));
+  txn.then.push_back(
+      TxnOp::Put(key + "/replicas/" + to,
+                 nlohmann::json{{"state", "out_of_sync"}, {"epoch", prim->second.epoch}}.dump()));
+  // Outside the volume's keys, so that a delete of the volume leaves it: `from` deletes its copy
+  // by it whenever it is back, even after the volume is gone or was created again.
+  txn.then.push_back(TxnOp::Put(MovedPrefix(from) + name,
+                                nlohmann::json{{"to", to}, {"by", cluster_->name()}}.dump()));
+  SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
+  if (!r.succeeded)
+    return Status(StatusCode::kAborted,
+                  "the record of '" + name + "' or its primary changed meanwhile: try again");
+  moves_total.Add();
+  SPD_LOG_INFO("replication: %s: its copy on %s moves to %s", name.c_str(), from.c_str(),
+               to.c_str());
+  if (o_.on_event)
+    o_.on_event(
+        false, name,
+        "the copy on " + from + " moves to " + to + " (asked of node " + cluster_->name() + ")");
+  Poke();
+  return Status::Ok();
+}
+
+void ReplicationManager::FollowPlacement(const std::string& name,
+                                         const std::vector<std::string>& nodes,
+                                         const PrefixMirror::Snapshot& nodes_snap) {
+  ReplicaSet* set = nullptr;
+  Volume* v = nullptr;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = primaries_.find(name);
+    if (it == primaries_.end() || it->second->nodes == nodes) return;
+    set = it->second->set.get();
+    v = it->second->volume;
+  }
+  std::vector<ReplicaTarget> targets;
+  for (const std::string& n : nodes)
+    if (n != cluster_->name()) targets.push_back({n, ReplicationAddress(nodes_snap, n)});
+  int rc = 0;
+  RunOnAndWait(v->owner(), [&] { rc = set->SetReplicas(targets); });
+  std::string& logged = failure_logged_[name + "/placement"];
+  if (rc != 0) {
+    placement_failures_total.Add();
+    if (logged.empty())
+      SPD_LOG_WARN("replication: %s: cannot follow the new placement yet (%s): tried again",
+                   name.c_str(), rc == -EBUSY ? "no free link slot" : "closing or deposed");
+    logged = "failed";
+    return;
+  }
+  failure_logged_.erase(name + "/placement");
+  placement_changes_total.Add();
+  std::string list;
+  for (const std::string& n : nodes) list += " " + n;
+  SPD_LOG_INFO("replication: %s: the primary follows the placement:%s", name.c_str(), list.c_str());
+  std::lock_guard<std::mutex> l(mu_);
+  if (auto it = primaries_.find(name); it != primaries_.end() && it->second->set.get() == set)
+    it->second->nodes = nodes;
+}
+
+void ReplicationManager::DropMovedCopies(const Parsed& p, std::set<std::string>* dropping) {
+  const PrefixMirror::Snapshot moved = moved_mirror_->Get();
+  const std::string prefix = MovedPrefix(cluster_->name());
+  for (const auto& [key, kv] : moved.kvs) {
+    if (key.size() <= prefix.size()) continue;
+    const std::string name = key.substr(prefix.size());
+    dropping->insert(name);
+    // The maps it may have kept as a primary: of the nodes its saved spec and the record name.
+    std::vector<std::string> nodes = SavedSpecNodes(o_.state_dir, name);
+    if (auto it = p.specs.find(name); it != p.specs.end())
+      for (const std::string& n : it->second.nodes)
+        if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
+    const bool had = volumes_->Find(name) != nullptr || SavedSpecExists(o_.state_dir, name);
+    if (!DropCopy(name, nodes)) continue;  // again next round
+    if (had) {
+      copies_dropped_total.Add();
+      SPD_LOG_INFO("replication: %s: the copy here moved to another node: deleted", name.c_str());
+      if (o_.on_event)
+        o_.on_event(false, name, "node " + cluster_->name() + " deleted its copy (it moved)");
+    }
+    // Done: the mark goes (unless a newer one replaced it meanwhile).
+    Txn txn;
+    txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, kv.mod_revision));
+    txn.then.push_back(TxnOp::Delete(key));
+    (void)cluster_->client()->Txn(txn);
+  }
+}
+
+}  // namespace spd

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# spd-it: alone (etcd, lease timing)
+# Moving a copy of a replicated volume to another node (docs/replication.md, "Moving a copy"):
+# three spd2 nodes on loopback and a real etcd. A 2-way volume on a and X; X goes down (as if
+# for good); `spdctl replica move` asked of the third node Y puts the copy on Y, which the
+# primary copies whole while writes go on, and Y holds every acknowledged write. The refusals.
+# A delete of the volume then no longer waits for X, and X, when it is back, deletes its copy
+# and the copy's state (its key under /spd/v1/moved/ says so), then the key goes.
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
+
+VOL=mv
+repl_cluster_init
+for n in a b c; do start_repl_node $n; done
+registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
+wait_for "three nodes registered" 15 registered
+
+# --- A 2-way volume, created on a: a and one more node, X; the third is Y.
+ctl a volume create mv --size 64M --replicas 2 --durability sync
+placed() { ctl a replica list mv -o json; json '" ".join(c["node"] for c in d["items"][0]["copies"])'; }
+read -r _ X <<<"$(placed)"
+case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
+in_sync_on() { [ "$(copies a)" = "a=in_sync $1=in_sync" ]; }
+wait_for "a and $X in sync" 15 in_sync_on "$X"
+read -r P1 E1 <<<"$(primary_of a)"
+[ "$P1" = a ] || fail "primary is '$P1', wanted a"
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 11 --blocks 4096 --qd 16 \
+  --ops 2000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" >"$T/w1.log" ||
+  { cat "$T/w1.log"; fail "writes through the primary failed"; }
+
+# --- X goes down; writes go on without it.
+kill -TERM "${PID[$X]}"
+wait "${PID[$X]}" || fail "node $X exited $? on SIGTERM"
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 12 --blocks 4096 --qd 16 \
+  --ops 1000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" >"$T/w2.log" ||
+  { cat "$T/w2.log"; fail "writes with $X down failed"; }
+
+# --- Refusals: the primary cannot move (exit 5), nor onto a copy (5); a node with no copy, an
+# unknown node, an unknown volume (3); the same node twice (8). Nothing changed by them.
+expect 5 --socket "${DIR[$Y]}/control.sock" replica move mv --from a --to "$Y"
+grep -q "is the primary" "$T/err" || fail "move of the primary: $(cat "$T/err")"
+expect 5 --socket "${DIR[$Y]}/control.sock" replica move mv --from "$X" --to a
+grep -q "holds a copy" "$T/err" || fail "move onto a copy: $(cat "$T/err")"
+expect 3 --socket "${DIR[$Y]}/control.sock" replica move mv --from "$Y" --to "$X"
+grep -q "holds no copy" "$T/err" || fail "move of no copy: $(cat "$T/err")"
+expect 3 --socket "${DIR[$Y]}/control.sock" replica move mv --from "$X" --to nosuch
+grep -q "no node nosuch" "$T/err" || fail "move to an unknown node: $(cat "$T/err")"
+expect 3 --socket "${DIR[$Y]}/control.sock" replica move nosuch --from "$X" --to "$Y"
+expect 8 --socket "${DIR[$Y]}/control.sock" replica move mv --from "$X" --to "$X"
+[ "$(placed)" = "a $X" ] || fail "a refused move changed the placement: $(placed)"
+
+# --- The move, asked of Y: Y gets the whole volume while writes go on, then is in sync.
+ctl "$Y" replica move mv --from "$X" --to "$Y"
+[ "$(placed)" = "a $Y" ] || fail "placement after the move: $(placed)"
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 13 --blocks 4096 --qd 16 \
+  --ops 1000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" >"$T/w3.log" ||
+  { cat "$T/w3.log"; fail "writes during the move failed"; }
+wait_for "a and $Y in sync" 30 in_sync_on "$Y"
+$PY "$BC" verify --uri "$(nbd_uri "$Y")" --state "$T/bc.json" --min-durable 500 >"$T/v1.log" ||
+  { cat "$T/v1.log"; fail "the new copy on $Y lacks acknowledged writes"; }
+[ "$(metric "$Y" spd_replication_moves_total)" = 1 ] || fail "moves_total on $Y"
+[ "$(metric a spd_replication_links_added_total)" = 1 ] || fail "links_added_total on a"
+[ "$(metric a spd_replication_links_removed_total)" = 1 ] || fail "links_removed_total on a"
+[ "$(metric a spd_replication_placement_changes_total)" = 1 ] || fail "placement_changes on a"
+ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout=5s get --prefix /spd/v1/moved/ --keys-only >"$T/moved"
+grep -q "^/spd/v1/moved/$X/mv$" "$T/moved" || fail "no moved key for $X: $(cat "$T/moved")"
+ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout=5s get --prefix "/spd/v1/volumes/mv/replicas/" --keys-only >"$T/st"
+! grep -q "/replicas/$X$" "$T/st" || fail "a state of $X stayed: $(cat "$T/st")"
+
+# --- A delete no longer waits for X, which is still down.
+ctl a volume delete mv --force
+no_record() {
+  local rc=0
+  "$SPDCTL" --socket "${DIR[a]}/control.sock" replica list mv >/dev/null 2>&1 || rc=$?
+  [ "$rc" -eq 3 ]
+}
+wait_for "the volume's record gone with $X down" 20 no_record
+
+# --- X is back: it deletes its copy and the copy's state, then its moved key goes; it never
+# served the volume again.
+ls "${DIR[$X]}/replication/" >"$T/files"
+grep -q "^mv\.spec$" "$T/files" || fail "$X's state went while it was down: $(cat "$T/files")"
+start_repl_node "$X"
+dropped() {
+  ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout=5s get --prefix /spd/v1/moved/ --keys-only >"$T/moved" &&
+    ! grep -q . "$T/moved"
+}
+wait_for "$X deleted its copy and its key" 20 dropped
+ctl "$X" volume list -o json
+[ "$(json '[v["name"] for v in d["items"]].count("mv")')" = 0 ] || fail "mv still on $X: $(cat "$T/out")"
+ls "${DIR[$X]}/replication/" >"$T/files"
+! grep -q "^mv\." "$T/files" || fail "replication state of mv left on $X: $(cat "$T/files")"
+[ "$(metric "$X" spd_replication_copies_dropped_total)" = 1 ] || fail "copies_dropped on $X"
+echo "replication move: OK ($X -> $Y; the delete did not wait for $X; $X dropped its copy)"
