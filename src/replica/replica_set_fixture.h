@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <vector>
 
@@ -212,6 +213,23 @@ class ReplicaSetTest : public ::testing::Test {
   std::unique_ptr<InprocFrontend> fe_;
   std::unique_ptr<ReplicaSet> set_;
   std::vector<std::unique_ptr<Op>> ops_;
+};
+
+// The same with a state directory of its own (dir_: activity records, dirty maps), removed at
+// the end.
+class ReplicaSetStateTest : public ReplicaSetTest {
+ protected:
+  void SetUp() override {
+    ReplicaSetTest::SetUp();
+    char dir[] = "/tmp/spd-replica-state-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+  }
+  void TearDown() override {
+    ReplicaSetTest::TearDown();
+    std::filesystem::remove_all(dir_);
+  }
+  std::string dir_;
 };
 
 }  // namespace replica_test

@@ -16,21 +16,10 @@
 namespace spd {
 namespace {
 
-using replica_test::kVolBytes;
 using LinkState = ReplicaSet::LinkState;
 
-class ReplicaSetMoveTest : public replica_test::ReplicaSetTest {
+class ReplicaSetMoveTest : public replica_test::ReplicaSetStateTest {
  protected:
-  void SetUp() override {
-    ReplicaSetTest::SetUp();
-    char dir[] = "/tmp/spd-replica-move-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
-  }
-  void TearDown() override {
-    ReplicaSetTest::TearDown();
-    std::filesystem::remove_all(dir_);
-  }
   // One replica, node n as `name`; marks confirmed at once; maps kept in dir_.
   ReplicaSetOptions Opts(const std::string& name, const replica_test::Node& n) {
     ReplicaSetOptions o = ResyncOptions(name, n);
@@ -51,7 +40,6 @@ class ReplicaSetMoveTest : public replica_test::ReplicaSetTest {
     struct stat st;
     return stat(path.c_str(), &st) == 0;
   }
-  std::string dir_;
 };
 
 TEST_F(ReplicaSetMoveTest, TheNewCopyIsCopiedWholeAndTheOldOneStopsCounting) {

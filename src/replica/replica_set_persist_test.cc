@@ -16,18 +16,8 @@ namespace {
 
 using replica_test::kVolBytes;
 
-class ReplicaSetPersistTest : public replica_test::ReplicaSetTest {
+class ReplicaSetPersistTest : public replica_test::ReplicaSetStateTest {
  protected:
-  void SetUp() override {
-    ReplicaSetTest::SetUp();
-    char dir[] = "/tmp/spd-replica-state-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
-  }
-  void TearDown() override {
-    ReplicaSetTest::TearDown();
-    std::filesystem::remove_all(dir_);
-  }
   ReplicaSetOptions Marked(uint64_t epoch, std::vector<ReplicaTarget> targets) {
     ReplicaSetOptions o = Options(epoch, std::move(targets));
     o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
@@ -108,7 +98,6 @@ class ReplicaSetPersistTest : public replica_test::ReplicaSetTest {
     for (uint64_t off = 0; off < kVolBytes; off += 4096)
       ASSERT_EQ(ByteAt(a, off), ByteAt(b, off)) << "offset " << off;
   }
-  std::string dir_;
 };
 
 // The primary restarts while a replica is out of sync: the map its last process kept (the

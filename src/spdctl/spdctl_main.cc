@@ -406,7 +406,8 @@ int Main(int argc, char** argv) {
       "the placement is recorded. Refused: no such volume, --from holds no copy, --to is not a "
       "node of the cluster (exit 3); --to holds a copy or serves no replicas, the volume has no "
       "primary, --from is its primary (demote it first), or it is being deleted (exit 5); "
-      "--from or --to missing or the same (exit 8)");
+      "--from and --to the same (exit 8); the volume's record changed meanwhile (ABORTED, "
+      "exit 10: ask again)");
   rm->add_option("volume", rep_volume, "The volume")->required();
   rm->add_option("--from", move_from, "The node whose copy moves")->required();
   rm->add_option("--to", move_to, "The node to hold the new copy (`spdctl node list`)")->required();

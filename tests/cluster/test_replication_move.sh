@@ -18,6 +18,7 @@ wait_for "three nodes registered" 15 registered
 # --- A 2-way volume, created on a: a and one more node, X; the third is Y.
 ctl a volume create mv --size 64M --replicas 2 --durability sync
 placed() { ctl a replica list mv -o json; json '" ".join(c["node"] for c in d["items"][0]["copies"])'; }
+placed_vol() { ctl a replica list "$VOL" -o json; json '" ".join(c["node"] for c in d["items"][0]["copies"])'; }
 read -r _ X <<<"$(placed)"
 case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
 in_sync_on() { [ "$(copies a)" = "a=in_sync $1=in_sync" ]; }
@@ -91,4 +92,29 @@ ctl "$X" volume list -o json
 ls "${DIR[$X]}/replication/" >"$T/files"
 ! grep -q "^mv\." "$T/files" || fail "replication state of mv left on $X: $(cat "$T/files")"
 [ "$(metric "$X" spd_replication_copies_dropped_total)" = 1 ] || fail "copies_dropped on $X"
-echo "replication move: OK ($X -> $Y; the delete did not wait for $X; $X dropped its copy)"
+
+# --- A move with both nodes up, under writes: the copy leaving is in sync until the move, and
+# deletes itself while the primary may still send to it; no write fails, and the new copy holds
+# every acknowledged one.
+VOL=mw
+ctl a volume create mw --size 64M --replicas 2 --durability sync
+read -r _ Z <<<"$(placed_vol)"
+case "$Z" in b) W=c ;; c) W=b ;; *) fail "mw placed on: $(placed_vol)" ;; esac
+wait_for "a and $Z in sync" 15 in_sync_on "$Z"
+read -r _ E2 <<<"$(primary_of a)"
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc2.json" --seed 21 --blocks 4096 --qd 16 \
+  --ops 6000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E2" >"$T/w4.log" 2>&1 &
+WRITER=$!
+sleep 1
+ctl a replica move mw --from "$Z" --to "$W"
+kill -0 "$WRITER" 2>/dev/null || fail "the writes ended before the move (too few to span it)"
+rc=0
+wait "$WRITER" || rc=$?
+[ "$rc" -eq 0 ] || { cat "$T/w4.log"; fail "writes across the live move failed ($rc)"; }
+wait_for "a and $W in sync" 30 in_sync_on "$W"
+$PY "$BC" verify --uri "$(nbd_uri "$W")" --state "$T/bc2.json" --min-durable 500 >"$T/v2.log" ||
+  { cat "$T/v2.log"; fail "the copy moved live to $W lacks acknowledged writes"; }
+wait_for "$Z deleted its copy of mw and its key" 20 dropped
+ctl "$Z" volume list -o json
+[ "$(json '[v["name"] for v in d["items"]].count("mw")')" = 0 ] || fail "mw still on $Z"
+echo "replication move: OK ($X -> $Y with $X down; the delete did not wait for $X; $X dropped its copy; $Z -> $W live under writes)"
