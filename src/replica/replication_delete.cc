@@ -106,10 +106,8 @@ Status ReplicationManager::Delete(const std::string& name, bool force) {
   }
   Poke();
   if (std::find(spec.nodes.begin(), spec.nodes.end(), me) == spec.nodes.end()) return Status::Ok();
-  for (int i = 0; i < 300; ++i) {
-    if (!volumes_->Find(name)) return Status::Ok();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  if (PollUntil(std::chrono::seconds(15), [&] { return volumes_->Find(name) == nullptr; }))
+    return Status::Ok();
   return Status(StatusCode::kDeadlineExceeded,
                 "deleted in the cluster, but the copy here is not gone after 15 s (spdctl "
                 "replica list " +

@@ -278,11 +278,11 @@ void ReplicationManager::Reconcile() {
       vs.name = name;
       vs.size_bytes = spec.size;
       vs.durability = spec.durability;
-      std::promise<Status> done;
-      volumes_->Create(vs, [&done](Result<std::shared_ptr<VolumeHandle>> r) {
-        done.set_value(r.ok() ? Status::Ok() : r.status());
+      const Status s = Await([&](std::function<void(Status)> cb) {
+        volumes_->Create(vs, [cb = std::move(cb)](Result<std::shared_ptr<VolumeHandle>> r) {
+          cb(r.ok() ? Status::Ok() : r.status());
+        });
       });
-      const Status s = done.get_future().get();
       if (!s.ok()) {
         SPD_LOG_WARN("replication: cannot create the local copy of %s: %s", name.c_str(),
                      s.ToString().c_str());
@@ -304,16 +304,15 @@ void ReplicationManager::Reconcile() {
       logged = "bigger";
       continue;
     }
-    failure_logged_.erase(name + "/size");
+    if (!failure_logged_.empty()) failure_logged_.erase(name + "/size");  // no string each round
     // Smaller: the volume grew (ReplicationManager::Resize). A replica grows on its primary's
     // word (a kGrow, or the hello of a bigger volume); the primary below.
     const bool smaller = v->size_bytes() < spec.size;
     if (!spec.async && h->info().durability != spec.durability) {
       // Changed in the cluster (ReplicationManager::SetDurability): this copy follows.
-      std::promise<Status> done;
-      volumes_->SetDurability(name, spec.durability,
-                              [&done](Status s) { done.set_value(std::move(s)); });
-      const Status s = done.get_future().get();
+      const Status s = Await([&](std::function<void(Status)> cb) {
+        volumes_->SetDurability(name, spec.durability, std::move(cb));
+      });
       std::string& logged = failure_logged_[name + "/durability"];
       if (s.ok()) {
         SPD_LOG_INFO("replication: %s: the copy here is now of durability %s", name.c_str(),

@@ -2,6 +2,7 @@
 #include <unistd.h>
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -58,10 +59,8 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
   SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
   if (!r.succeeded) return AlreadyExists("replicated volume '" + name + "' exists in the cluster");
   Poke();
-  for (int i = 0; i < 80; ++i) {
-    if (volumes_->Find(name)) return Status::Ok();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  if (PollUntil(std::chrono::seconds(4), [&] { return volumes_->Find(name) != nullptr; }))
+    return Status::Ok();
   return Status(StatusCode::kDeadlineExceeded,
                 "recorded in the cluster, but the local copy did not appear within 4 s");
 }
@@ -152,14 +151,27 @@ void ReplicationManager::Poke() {
   cv_.notify_all();
 }
 
+bool PollUntil(std::chrono::milliseconds limit, const std::function<bool()>& done) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (true) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+Status Await(const std::function<void(std::function<void(Status)>)>& start) {
+  std::promise<Status> done;
+  start([&done](Status s) { done.set_value(std::move(s)); });
+  return done.get_future().get();
+}
+
 bool ReplicationManager::WaitForPrimary(const std::string& name, Parsed* last,
                                         const std::function<bool()>& wanted) {
-  for (int i = 0; i < 300; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  return PollUntil(std::chrono::seconds(15), [&] {
     *last = Parse(mirror_->Get());
-    if (last->primaries.count(name) && wanted()) return true;
-  }
-  return false;
+    return last->primaries.count(name) && wanted();
+  });
 }
 
 Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spec& spec,
@@ -204,11 +216,11 @@ Status ReplicationManager::SetDurability(const std::string& name, Durability dur
   Poke();
   if (std::find(spec.nodes.begin(), spec.nodes.end(), cluster_->name()) == spec.nodes.end())
     return Status::Ok();
-  for (int i = 0; i < 80; ++i) {
-    std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
-    if (h && h->info().durability == durability) return Status::Ok();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  if (PollUntil(std::chrono::seconds(4), [&] {
+        std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
+        return h && h->info().durability == durability;
+      }))
+    return Status::Ok();
   return Status(StatusCode::kDeadlineExceeded,
                 "recorded in the cluster, but the copy here did not change within 4 s (the "
                 "daemon's log says why)");

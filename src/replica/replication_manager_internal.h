@@ -2,6 +2,7 @@
 // by its files (replication_manager_calls.cc, replication_recovery.cc).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <set>
@@ -79,6 +80,12 @@ Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spe
 // (replication_delete.cc). A state_dir of "": no.
 bool SavedSpecExists(const std::string& dir, const std::string& volume);
 std::vector<std::string> SavedSpecNodes(const std::string& dir, const std::string& volume);
+// Checks `done` every 50 ms until it holds (true) or `limit` passed (false): a call waiting for
+// the reconciling thread to act on what it recorded.
+bool PollUntil(std::chrono::milliseconds limit, const std::function<bool()>& done);
+// Starts an asynchronous operation of the VolumeManager (`start` is given its callback) and
+// waits for its status. REQUIRES: not on the thread that completes it.
+Status Await(const std::function<void(std::function<void(Status)>)>& start);
 // Whether volume's spec in `vols` places `node` (true when the spec is not there or unreadable).
 bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volume,
                     const std::string& node);

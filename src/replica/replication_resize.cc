@@ -37,9 +37,7 @@ Counter grow_failures_total("spd_replication_grow_failures_total",
                             "failed (its replicas or its own copy); each is tried again");
 
 Status ResizeLocal(VolumeManager* volumes, const std::string& name, uint64_t size_bytes) {
-  std::promise<Status> done;
-  volumes->Resize(name, size_bytes, [&done](Status s) { done.set_value(std::move(s)); });
-  return done.get_future().get();
+  return Await([&](std::function<void(Status)> cb) { volumes->Resize(name, size_bytes, cb); });
 }
 
 }  // namespace
@@ -68,11 +66,11 @@ Status ReplicationManager::Resize(const std::string& name, uint64_t size_bytes) 
   Poke();
   if (std::find(spec.nodes.begin(), spec.nodes.end(), cluster_->name()) == spec.nodes.end())
     return Status::Ok();
-  for (int i = 0; i < 300; ++i) {
-    std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
-    if (h && h->info().size_bytes >= size_bytes) return Status::Ok();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  if (PollUntil(std::chrono::seconds(15), [&] {
+        std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
+        return h && h->info().size_bytes >= size_bytes;
+      }))
+    return Status::Ok();
   return Status(StatusCode::kDeadlineExceeded,
                 "recorded in the cluster, but the copy here did not grow within 15 s: the "
                 "primary grows its replicas in sync first, then its own copy, and a copy that "
