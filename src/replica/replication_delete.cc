@@ -179,14 +179,18 @@ void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {
     if (o_.on_event) o_.on_event(false, name, "node " + me + " deleted its copy");
     return;  // the mirror brings the key; the next round looks at the others
   }
+  // A node that is down does its part when it is back; but a copy that was leaving in a live
+  // move (ReplicationManager::Move) is not waited for: it deletes itself by its key.
   for (const std::string& n : spec.nodes)
-    if (!done(n)) return;  // a node that is down does its part when it is back
+    if (!done(n) && n != spec.moving_from) return;
   // Every copy is gone: the volume's keys go (unless its record changed meanwhile).
   const std::string key = std::string(kVolumesPrefix) + name;
   Txn txn;
   txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
   txn.then.push_back(TxnOp::Delete(key));
   txn.then.push_back(TxnOp::DeletePrefix(key + "/"));
+  if (!spec.moving_from.empty() && !done(spec.moving_from))
+    txn.then.push_back(TxnOp::Put(MovedPrefix(spec.moving_from) + name, "{}"));
   if (Result<TxnResult> r = cluster_->client()->Txn(txn); r.ok() && r->succeeded)
     SPD_LOG_INFO("replication: %s: every copy is deleted; its record in etcd is gone",
                  name.c_str());

@@ -67,6 +67,10 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
       sp.async = d == "async";
       sp.recovered = j.value("recovered", false);
       sp.deleting = j.value("deleting", false);
+      if (j.contains("moving") && j["moving"].is_object()) {
+        sp.moving_from = j["moving"].value("from", std::string());
+        sp.moving_to = j["moving"].value("to", std::string());
+      }
       sp.json = kv.value;
       sp.rev = kv.mod_revision;
       if (j.contains("nodes") && j["nodes"].is_array())
@@ -378,6 +382,7 @@ void ReplicationManager::Reconcile() {
       if (!running && smaller && !GrowCopy(name, spec.size, false)) continue;
       if (running && smaller) GrowCopy(name, spec.size, true);
       if (running) FollowPlacement(name, spec.nodes, nodes);
+      if (running && !spec.moving_from.empty()) FinishMove(name, p);
       if (!running) {
         StepDown(name);
         auto st = p.states.find(name);

@@ -161,13 +161,14 @@ class ReplicationManager {
   // sync), which must be in sync. Blocks until `to` is the primary (at most 15 s).
   Status Demote(const std::string& name, const std::string& to);
   // Moves the copy of `name` on node `from` to node `to` (replication_move.cc;
-  // docs/replication.md, "Moving a copy"): the placement in etcd names `to` instead, `to` is
-  // recorded out of sync; the primary then copies the volume to `to` (whole, allocated space
-  // only) and stops counting `from`, which deletes its copy (now, or when it is back). Returns
-  // once the placement is recorded. kNotFound: no such volume, `from` holds no copy, `to` is not
+  // docs/replication.md, "Moving a copy"): `to` joins the placement in etcd, recorded out of
+  // sync, and the primary copies the volume to it (whole, allocated space only). A `from` in
+  // sync keeps counting until `to` is in sync, then leaves; one out of sync (down) leaves at
+  // once. `from` deletes its copy once it left (now, or when it is back). Returns once the
+  // change is recorded. kNotFound: no such volume, `from` holds no copy, `to` is not
   // a node of the cluster; kFailedPrecondition: `to` holds a copy or serves no replicas, the
-  // volume has no primary or `from` is it, or it is being deleted; kAborted: the record changed
-  // meanwhile.
+  // volume has no primary or `from` is it, another move of it is under way, or it is being
+  // deleted; kAborted: the record changed meanwhile.
   Status Move(const std::string& name, const std::string& from, const std::string& to);
 
  private:
@@ -203,6 +204,9 @@ class ReplicationManager {
   // replication_move.cc): each is deleted with its state on disk, then its key goes. `dropping`
   // gets their names (the round leaves those volumes alone meanwhile).
   void DropMovedCopies(const Parsed& p, std::set<std::string>* dropping);
+  // A live move whose new copy is in sync: the copy leaving goes from the placement (as the
+  // primary, under its epoch; replication_move.cc).
+  void FinishMove(const std::string& name, const Parsed& p);
   // This node's set of `name` follows a placement that changed (links added and removed).
   void FollowPlacement(const std::string& name, const std::vector<std::string>& nodes,
                        const PrefixMirror::Snapshot& nodes_snap);

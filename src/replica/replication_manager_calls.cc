@@ -277,6 +277,8 @@ std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {
             r.detail = "resyncing: at byte " + std::to_string(li.resynced_bytes) + " of " +
                        std::to_string(spec.size);
         }
+      if (node == spec.moving_from && r.detail.empty())
+        r.detail = "leaving: it counts until the copy on " + spec.moving_to + " is in sync";
       v.states.push_back(r);
     }
     out.push_back(std::move(v));

@@ -27,8 +27,11 @@ struct Parsed {
     bool async = false;      // "durability": "async": the copies get flush
     bool recovered = false;  // published again after etcd lost its data (cluster_recovery.h)
     bool deleting = false;   // being deleted on every node (ReplicationManager::Delete)
-    std::string json;        // the value as in etcd
-    int64_t rev = 0;         // its mod revision
+    // A live move (ReplicationManager::Move): `moving_from`, in sync, keeps counting until
+    // `moving_to` (placed too, after it) is in sync; then it leaves. Empty: none.
+    std::string moving_from, moving_to;
+    std::string json;  // the value as in etcd
+    int64_t rev = 0;   // its mod revision
   };
   struct Prim {
     std::string node;

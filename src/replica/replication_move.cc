@@ -1,20 +1,24 @@
 // Moving a copy of a replicated volume to another node (ReplicationManager::Move;
 // docs/replication.md, "Moving a copy").
 //
-// The call changes the volume's placement in etcd in one transaction, which holds only while the
-// spec and the primary are the ones it read: node FROM is replaced by TO in `nodes` (same
-// position), FROM's recorded state goes and TO is recorded out of sync under the primary's
-// epoch, so that TO never campaigns before it holds the volume. Then:
-//   - the primary, at its next reconciliation, removes its link to FROM (it no longer counts:
-//     nothing it missed can be promoted, it is no longer placed) and adds one to TO, whose copy
-//     the resync copies whole (allocated space only) and then marks in sync;
+// The call records the change in one transaction, which holds only while the spec and the
+// primary are the ones it read: TO joins `nodes`, recorded out of sync under the primary's epoch
+// (it never campaigns before it holds the volume). FROM leaves:
+//   - at once if it is out of sync (down, or behind: it counts for nothing): TO takes its place;
+//   - if it is in sync (a live move), only once TO is: the spec names the move ("moving"), FROM
+//     keeps counting meanwhile, and the primary, seeing TO in sync, takes FROM out of the
+//     placement in a transaction of its own under its epoch (FinishMove).
+// Leaving, FROM's recorded state goes and /spd/v1/moved/FROM/NAME is written (LeaveOps). Then:
+//   - the primary, at its next reconciliation, follows the placement while it serves
+//     (ReplicaSet::SetReplicas): a link added to TO, whose copy the resync copies whole
+//     (allocated space only) and then marks in sync; the link to FROM, once it left, stops
+//     counting at once (no longer placed, nothing it missed can be promoted);
 //   - TO creates its (empty) copy and guards it, as for any volume placed there;
-//   - FROM, now or when it is back, deletes its copy and the copy's state on disk.
-// FROM learns it from a key of its own, /spd/v1/moved/FROM/NAME, written in the same
-// transaction and outside the volume's keys: it deletes its copy by it whenever it is back, even
-// after the volume was deleted (which no longer waits for FROM) or created again; then the key
-// goes. A node that never comes back leaves its keys. FROM must not be the primary (demote it
-// first), and the volume must have one (the new copy is copied from it).
+//   - FROM deletes its copy and the copy's state on disk by its key, whenever it is back (even
+//     after the volume was deleted or created again); then the key goes. A node that never
+//     comes back leaves its keys.
+// FROM must not be the primary (demote it first), the volume must have one (the new copy is
+// copied from it), and one move of a volume runs at a time.
 #include <algorithm>
 #include <set>
 #include <string>
@@ -33,6 +37,9 @@ namespace {
 Counter moves_total("spd_replication_moves_total",
                     "Copies of replicated volumes this node moved to another node in the "
                     "cluster's record (spdctl replica move)");
+Counter moves_finished_total("spd_replication_moves_finished_total",
+                             "Live moves this node's primaries finished: the new copy in sync, "
+                             "the copy that stayed counting until then left the placement");
 Counter placement_changes_total("spd_replication_placement_changes_total",
                                 "Placement changes this node's primaries followed (links added "
                                 "and removed while serving)");
@@ -44,6 +51,17 @@ Counter copies_dropped_total("spd_replication_copies_dropped_total",
                              "names this node (the copy moved to another node)");
 
 }  // namespace
+
+// What `from` leaving `name`'s placement adds to a transaction: its state and candidacy go, and
+// its key of copies to delete is written, outside the volume's keys, so that a delete of the
+// volume leaves it: `from` deletes its copy by it whenever it is back, even after the volume is
+// gone or was created again.
+void LeaveOps(const std::string& name, const std::string& from, const std::string& to, Txn* txn) {
+  const std::string key = std::string(kVolumesPrefix) + name;
+  txn->then.push_back(TxnOp::Delete(key + "/replicas/" + from));
+  txn->then.push_back(TxnOp::Delete(key + "/candidates/" + from));
+  txn->then.push_back(TxnOp::Put(MovedPrefix(from) + name, nlohmann::json{{"to", to}}.dump()));
+}
 
 bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volume,
                     const std::string& node) {
@@ -64,6 +82,10 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
   const Parsed::Spec& spec = *found;
   if (from.empty() || to.empty()) return InvalidArgument("a move needs --from and --to");
   if (from == to) return InvalidArgument("--from and --to are the same node");
+  if (!spec.moving_from.empty())
+    return FailedPrecondition("a move of '" + name + "' is under way (" + spec.moving_from +
+                              " to " + spec.moving_to + "): one at a time");
+
   const auto placed = [&](const std::string& n) {
     return std::find(spec.nodes.begin(), spec.nodes.end(), n) != spec.nodes.end();
   };
@@ -85,8 +107,18 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
                               "': hand the volume over first (spdctl replica demote)");
   nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
   if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
+  // A copy in sync keeps counting until the new one is (FinishMove); one out of sync, which
+  // counts for nothing, leaves at once.
+  auto st = p.states.find(name);
+  const bool live =
+      st != p.states.end() && st->second.count(from) && st->second.at(from).first == "in_sync";
   std::vector<std::string> moved = spec.nodes;
-  std::replace(moved.begin(), moved.end(), from, to);
+  if (live) {
+    moved.push_back(to);
+    j["moving"] = {{"from", from}, {"to", to}};
+  } else {
+    std::replace(moved.begin(), moved.end(), from, to);
+  }
   j["nodes"] = moved;
   const std::string key = std::string(kVolumesPrefix) + name;
   Txn txn;
@@ -94,28 +126,67 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
   txn.compare.push_back(
       Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, prim->second.rev));
   txn.then.push_back(TxnOp::Put(key, j.dump()));
-  txn.then.push_back(TxnOp::Delete(key + "/replicas/" + from));
-  txn.then.push_back(TxnOp::Delete(key + "/candidates/" + from));
   txn.then.push_back(
       TxnOp::Put(key + "/replicas/" + to,
                  nlohmann::json{{"state", "out_of_sync"}, {"epoch", prim->second.epoch}}.dump()));
-  // Outside the volume's keys, so that a delete of the volume leaves it: `from` deletes its copy
-  // by it whenever it is back, even after the volume is gone or was created again.
-  txn.then.push_back(TxnOp::Put(MovedPrefix(from) + name,
-                                nlohmann::json{{"to", to}, {"by", cluster_->name()}}.dump()));
+  if (!live) LeaveOps(name, from, to, &txn);
   SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
   if (!r.succeeded)
     return Status(StatusCode::kAborted,
                   "the record of '" + name + "' or its primary changed meanwhile: try again");
   moves_total.Add();
-  SPD_LOG_INFO("replication: %s: its copy on %s moves to %s", name.c_str(), from.c_str(),
-               to.c_str());
+  const std::string how =
+      live ? " (it keeps counting until the new copy is in sync)" : " (it leaves at once)";
+  SPD_LOG_INFO("replication: %s: its copy on %s moves to %s%s", name.c_str(), from.c_str(),
+               to.c_str(), how.c_str());
   if (o_.on_event)
     o_.on_event(
         false, name,
-        "the copy on " + from + " moves to " + to + " (asked of node " + cluster_->name() + ")");
+        "the copy on " + from + " moves to " + to + how + ", asked of node " + cluster_->name());
   Poke();
   return Status::Ok();
+}
+
+void ReplicationManager::FinishMove(const std::string& name, const Parsed& p) {
+  const Parsed::Spec& spec = p.specs.at(name);
+  auto st = p.states.find(name);
+  if (st == p.states.end() || !st->second.count(spec.moving_to) ||
+      st->second.at(spec.moving_to).first != "in_sync")
+    return;  // the new copy is not in sync yet
+  std::string& logged = failure_logged_[name + "/move"];
+  if (spec.moving_from == cluster_->name()) {  // it became the primary meanwhile
+    if (logged.empty())
+      SPD_LOG_WARN(
+          "replication: %s: the copy leaving is the primary's: the move finishes once "
+          "the volume is handed over (spdctl replica demote)",
+          name.c_str());
+    logged = "primary";
+    return;
+  }
+  const Parsed::Prim& prim = p.primaries.at(name);
+  nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
+  if (!j.is_object()) return;
+  std::vector<std::string> nodes;
+  for (const std::string& n : spec.nodes)
+    if (n != spec.moving_from) nodes.push_back(n);
+  j["nodes"] = nodes;
+  j.erase("moving");
+  const std::string key = std::string(kVolumesPrefix) + name;
+  Txn txn;
+  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
+  txn.compare.push_back(Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, prim.rev));
+  txn.then.push_back(TxnOp::Put(key, j.dump()));
+  LeaveOps(name, spec.moving_from, spec.moving_to, &txn);
+  Result<TxnResult> r = cluster_->client()->Txn(txn);
+  if (!r.ok() || !r->succeeded) return;  // again next round, from a newer view
+  failure_logged_.erase(name + "/move");
+  moves_finished_total.Add();
+  SPD_LOG_INFO("replication: %s: the copy on %s is in sync: the copy on %s leaves", name.c_str(),
+               spec.moving_to.c_str(), spec.moving_from.c_str());
+  if (o_.on_event)
+    o_.on_event(false, name,
+                "the move is done: the copy on " + spec.moving_to + " is in sync, the copy on " +
+                    spec.moving_from + " leaves");
 }
 
 void ReplicationManager::FollowPlacement(const std::string& name,

@@ -397,17 +397,18 @@ int Main(int argc, char** argv) {
   CLI::App* rm = rep->add_subcommand(
       "move",
       "Move a volume's copy from one node to another (asked of any node; admins), e.g. to "
-      "replace a node that is gone for good or to retire one. The placement recorded in etcd "
-      "names --to instead of --from, and --to is recorded out of sync; the primary copies the "
-      "volume to --to (allocated space only, resumable, as the QoS rebuild class with --qos on) "
-      "and marks it in sync when done (watch `spdctl replica list VOLUME`); until then the "
-      "volume has one copy in sync fewer. --from stops counting at once and deletes its copy "
-      "(now, or when it is back); a delete of the volume no longer waits for it. Answers once "
-      "the placement is recorded. Refused: no such volume, --from holds no copy, --to is not a "
-      "node of the cluster (exit 3); --to holds a copy or serves no replicas, the volume has no "
-      "primary, --from is its primary (demote it first), or it is being deleted (exit 5); "
-      "--from and --to the same (exit 8); the volume's record changed meanwhile (ABORTED, "
-      "exit 10: ask again)");
+      "replace a node that is gone for good or to retire one. --to joins the placement recorded "
+      "in etcd, out of sync, and the primary copies the volume to it (allocated space only, "
+      "resumable, as the QoS rebuild class with --qos on), then marks it in sync (watch "
+      "`spdctl replica list VOLUME`). A --from in sync keeps counting until then and leaves "
+      "after (a live move: the volume never has a copy in sync fewer); one out of sync (down) "
+      "leaves at once. Once it left, --from deletes its copy (now, or when it is back), and a "
+      "delete of the volume does not wait for it. Answers once the change is recorded. "
+      "Refused: no such volume, --from holds no copy, --to is not a node of the cluster (exit "
+      "3); --to holds a copy or serves no replicas, the volume has no primary, --from is its "
+      "primary (demote it first), another move of it is under way, or it is being deleted "
+      "(exit 5); --from and --to the same (exit 8); the volume's record changed meanwhile "
+      "(ABORTED, exit 10: ask again)");
   rm->add_option("volume", rep_volume, "The volume")->required();
   rm->add_option("--from", move_from, "The node whose copy moves")->required();
   rm->add_option("--to", move_to, "The node to hold the new copy (`spdctl node list`)")->required();

@@ -18,6 +18,7 @@ wait_for "three nodes registered" 15 registered
 # --- A 2-way volume, created on a: a and one more node, X; the third is Y.
 ctl a volume create mv --size 64M --replicas 2 --durability sync
 placed() { ctl a replica list mv -o json; json '" ".join(c["node"] for c in d["items"][0]["copies"])'; }
+deleting_mx() { [ "$(copies a)" = "a=deleted $P=deleting $Q=deleting" ]; }
 placed_vol() { ctl a replica list "$VOL" -o json; json '" ".join(c["node"] for c in d["items"][0]["copies"])'; }
 read -r _ X <<<"$(placed)"
 case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
@@ -50,7 +51,8 @@ expect 3 --socket "${DIR[$Y]}/control.sock" replica move nosuch --from "$X" --to
 expect 8 --socket "${DIR[$Y]}/control.sock" replica move mv --from "$X" --to "$X"
 [ "$(placed)" = "a $X" ] || fail "a refused move changed the placement: $(placed)"
 
-# --- The move, asked of Y: Y gets the whole volume while writes go on, then is in sync.
+# --- The move, asked of Y: X, down and out of sync, leaves at once; Y gets the whole volume
+# while writes go on, then is in sync.
 ctl "$Y" replica move mv --from "$X" --to "$Y"
 [ "$(placed)" = "a $Y" ] || fail "placement after the move: $(placed)"
 $PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 13 --blocks 4096 --qd 16 \
@@ -93,9 +95,9 @@ ls "${DIR[$X]}/replication/" >"$T/files"
 ! grep -q "^mv\." "$T/files" || fail "replication state of mv left on $X: $(cat "$T/files")"
 [ "$(metric "$X" spd_replication_copies_dropped_total)" = 1 ] || fail "copies_dropped on $X"
 
-# --- A move with both nodes up, under writes: the copy leaving is in sync until the move, and
-# deletes itself while the primary may still send to it; no write fails, and the new copy holds
-# every acknowledged one.
+# --- A live move, both nodes up, under writes: the copy leaving, in sync, keeps counting until
+# the new one is, then leaves and deletes itself; no write fails, and the new copy holds every
+# acknowledged one.
 VOL=mw
 ctl a volume create mw --size 64M --replicas 2 --durability sync
 read -r _ Z <<<"$(placed_vol)"
@@ -112,9 +114,60 @@ rc=0
 wait "$WRITER" || rc=$?
 [ "$rc" -eq 0 ] || { cat "$T/w4.log"; fail "writes across the live move failed ($rc)"; }
 wait_for "a and $W in sync" 30 in_sync_on "$W"
+# A live move: Z, in sync, kept counting until W was in sync, then left (a's events, in order).
+rc=0
+timeout 3 "$SPDCTL" --socket "${DIR[a]}/control.sock" events --since 1 -o json >"$T/ev" || rc=$?
+[ "$rc" -eq 124 ] || fail "events: exit $rc"
+grep -q "the copy on $Z moves to $W (it keeps counting until the new copy is in sync)" "$T/ev" ||
+  fail "no live move event: $(grep mw "$T/ev")"
+synced=$(grep -n "copy on $W: in-sync" "$T/ev" | tail -1 | cut -d: -f1)
+done_at=$(grep -n "the move is done: the copy on $W is in sync, the copy on $Z leaves" "$T/ev" |
+  cut -d: -f1)
+[ -n "$synced" ] && [ -n "$done_at" ] && [ "$synced" -lt "$done_at" ] ||
+  fail "the copy on $Z left before $W was in sync: $(grep mw "$T/ev")"
+[ "$(metric a spd_replication_moves_finished_total)" = 1 ] || fail "moves_finished on a"
 $PY "$BC" verify --uri "$(nbd_uri "$W")" --state "$T/bc2.json" --min-durable 500 >"$T/v2.log" ||
   { cat "$T/v2.log"; fail "the copy moved live to $W lacks acknowledged writes"; }
 wait_for "$Z deleted its copy of mw and its key" 20 dropped
 ctl "$Z" volume list -o json
 [ "$(json '[v["name"] for v in d["items"]].count("mw")')" = 0 ] || fail "mw still on $Z"
-echo "replication move: OK ($X -> $Y with $X down; the delete did not wait for $X; $X dropped its copy; $Z -> $W live under writes)"
+
+# --- A live move that cannot finish (the new copy's node stopped before its copy), then a
+# delete with the copy leaving down: the delete waits for the new copy's node (placed), not for
+# the leaving one, whose key the delete writes; each deletes its copy when it is back.
+VOL=mx
+ctl a volume create mx --size 64M --replicas 2 --durability sync
+read -r _ P <<<"$(placed_vol)"
+case "$P" in b) Q=c ;; c) Q=b ;; *) fail "mx placed on: $(placed_vol)" ;; esac
+wait_for "a and $P in sync" 15 in_sync_on "$P"
+kill -STOP "${PID[$Q]}"  # its lease still runs for a while: the move takes it
+ctl a replica move mx --from "$P" --to "$Q"
+[ "$(placed_vol)" = "a $P $Q" ] || fail "a live move's placement: $(placed_vol)"
+ctl a replica list mx -o json
+json '[c["detail"] for c in d["items"][0]["copies"] if c["node"] == "'"$P"'"][0]' >"$T/detail"
+grep -q "^leaving" "$T/detail" || fail "the leaving copy's detail: $(cat "$T/detail")"
+expect 5 --socket "${DIR[a]}/control.sock" replica move mx --from "$P" --to "$Q"
+grep -q "under way" "$T/err" || fail "a second move: $(cat "$T/err")"
+kill -KILL "${PID[$Q]}"
+rc=0
+wait "${PID[$Q]}" || rc=$?
+[ "$rc" -eq 137 ] || fail "node $Q, stopped and killed, exited $rc"
+kill -TERM "${PID[$P]}"
+wait "${PID[$P]}" || fail "node $P exited $? on SIGTERM"
+ctl a volume delete mx --force
+VOL=mx wait_for "a deleted its copy, $Q deleting" 10 deleting_mx
+start_repl_node "$Q"
+mx_gone() {
+  local rc=0
+  "$SPDCTL" --socket "${DIR[a]}/control.sock" replica list mx >/dev/null 2>&1 || rc=$?
+  [ "$rc" -eq 3 ]
+}
+wait_for "the record of mx gone with $P, leaving, still down" 20 mx_gone
+ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout=5s get --prefix /spd/v1/moved/ \
+  --keys-only >"$T/moved"
+grep -q "^/spd/v1/moved/$P/mx$" "$T/moved" || fail "no moved key for $P: $(cat "$T/moved")"
+start_repl_node "$P"
+wait_for "$P deleted its copy of mx and its key" 20 dropped
+ls "${DIR[$P]}/replication/" >"$T/files"
+! grep -q "^mx\." "$T/files" || fail "replication state of mx left on $P: $(cat "$T/files")"
+echo "replication move: OK ($X -> $Y with $X down; the delete did not wait for $X; $X dropped its copy; $Z -> $W live under writes; a delete during a live move)"
