@@ -314,8 +314,10 @@ void ReplicationManager::Reconcile() {
     const bool smaller = v->size_bytes() < spec.size;
     if (!spec.async && h->info().durability != spec.durability) {
       // Changed in the cluster (ReplicationManager::SetDurability): this copy follows.
+      const Durability want = spec.durability;  // (clang 14 captures no structured binding)
+      const std::string& vol = name;
       const Status s = Await([&](std::function<void(Status)> cb) {
-        volumes_->SetDurability(name, spec.durability, std::move(cb));
+        volumes_->SetDurability(vol, want, std::move(cb));
       });
       std::string& logged = failure_logged_[name + "/durability"];
       if (s.ok()) {
