@@ -242,6 +242,17 @@ std::unique_ptr<ReplicaSet::Link> ReplicaSet::MakeLink(size_t index, const Repli
   return l;
 }
 
+bool ReplicaSet::ShutLink(Link* l) {
+  if (l->fd < 0 || l->closed) return false;
+  l->closed = true;
+  shutdown(l->fd, SHUT_RDWR);  // an armed one-shot poll fires once more
+  if (owner_->engine() != ReactorEngine::kUring) {
+    owner_->Unwatch(l->fd, &l->rx);
+    l->rx_armed = l->tx_armed = false;
+  }
+  return true;
+}
+
 void ReplicaSet::ReleaseFd(Link* l) {
   if (!l->closed || l->rx_armed || l->tx_armed || l->fd < 0) return;
   l->CloseFd();
@@ -287,14 +298,7 @@ void ReplicaSet::Close() {
   FinishQuiesce(0);  // a hand-over that had not sent its barrier yet
   FinishGrow(-EIO);  // a grow whose message had not gone
   for (auto& l : links_) {
-    if (l->fd >= 0 && !l->closed) {
-      l->closed = true;
-      shutdown(l->fd, SHUT_RDWR);
-      if (owner_->engine() != ReactorEngine::kUring) {
-        owner_->Unwatch(l->fd, &l->rx);
-        l->rx_armed = l->tx_armed = false;
-      }
-    }
+    ShutLink(l.get());
   }
 }
 
@@ -689,15 +693,7 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
                l->target.name.c_str(), l->target.address.c_str(), LinkStateName(state),
                why.c_str());
   l->SetState(state, why);
-  if (l->fd >= 0 && !l->closed) {
-    l->closed = true;
-    shutdown(l->fd, SHUT_RDWR);  // an armed one-shot poll fires once more
-    if (owner_->engine() != ReactorEngine::kUring) {
-      owner_->Unwatch(l->fd, &l->rx);
-      l->rx_armed = l->tx_armed = false;
-    }
-    ReleaseFd(l);
-  }
+  if (ShutLink(l)) ReleaseFd(l);
   l->retry_at_ns = MonotonicNs() + o_.resync_retry_ms * 1'000'000;
   if (state == LinkState::kDeposedUs && !deposed_.exchange(true)) {
     deposed_total.Add();

@@ -222,6 +222,9 @@ class ReplicaSet final : public ReplicaHook {
 
   // Internal: the links' (replica_set.cc, replica_set_resync.cc).
   void ReleaseFd(Link* l);
+  // Shuts a connected link's socket down (its last poll events still to come back); false when
+  // it has none or it was shut down already.
+  bool ShutLink(Link* l);
   void Connected(Link* l);
   void FailLink(Link* l, LinkState state, const std::string& why);
   void MaybeComplete(IoRequest* req);
@@ -251,9 +254,10 @@ class ReplicaSet final : public ReplicaHook {
   void Admit(IoRequest* req);
   // A link to `t` at `index` (its callbacks, hello and dirty map; not yet connecting).
   std::unique_ptr<Link> MakeLink(size_t index, const ReplicaTarget& t);
-  void RemoveLink(Link* l);            // replica_set_move.cc
-  bool SlotFree(const Link& l) const;  // a removed link nothing refers to any more
-  replica_wire::HelloBody hello_;      // every link's hello, as Start made it
+  void RemoveLink(Link* l);                     // replica_set_move.cc
+  void RemoveMapFile(const std::string& node);  // a node's dirty map file (none: fine)
+  bool SlotFree(const Link& l) const;           // a removed link nothing refers to any more
+  replica_wire::HelloBody hello_;               // every link's hello, as Start made it
   void LocalWriteFailed(IoRequest* req);
   // This copy lost, or will lose at a restart, what the replicas hold (what: why, for the log).
   void LocalCopyLost(const char* what);

@@ -24,6 +24,12 @@ Counter links_removed_total("spd_replication_links_removed_total",
 
 }  // namespace
 
+void ReplicaSet::RemoveMapFile(const std::string& node) {
+  const std::string path = DirtyMapPath(o_.state_dir, o_.volume, node);
+  if (!o_.state_dir.empty() && !path.empty() && unlink(path.c_str()) != 0 && errno != ENOENT)
+    SPD_LOG_WARN("replication: volume %s: cannot remove %s: %m", o_.volume.c_str(), path.c_str());
+}
+
 void ReplicaSet::RemoveLink(Link* l) {
   l->removed = true;
   // Nothing to mark: requests held for its mark are not any more.
@@ -34,21 +40,12 @@ void ReplicaSet::RemoveLink(Link* l) {
   }
   l->resync_at_mark = false;
   FailLink(l, LinkState::kOutOfSync, "no longer placed here: the copy moved to another node");
-  if (l->fd >= 0 && !l->closed) {  // out of sync already, but a resync hello may be connected
-    l->closed = true;
-    shutdown(l->fd, SHUT_RDWR);
-    if (owner_->engine() != ReactorEngine::kUring) {
-      owner_->Unwatch(l->fd, &l->rx);
-      l->rx_armed = l->tx_armed = false;
-    }
-    ReleaseFd(l);
-  }
+  // Out of sync already (FailLink did nothing), but a resync hello may have connected it.
+  if (ShutLink(l)) ReleaseFd(l);
   l->retry_at_ns = 0;
   l->DropUnbarriered();
   l->dirty = DirtyMap();  // its file's mapping goes, then the file
-  if (const std::string path = DirtyMapPath(o_.state_dir, o_.volume, l->target.name);
-      !o_.state_dir.empty() && !path.empty() && unlink(path.c_str()) != 0 && errno != ENOENT)
-    SPD_LOG_WARN("replication: volume %s: cannot remove %s: %m", o_.volume.c_str(), path.c_str());
+  RemoveMapFile(l->target.name);
   links_removed_total.Add();
   SPD_LOG_INFO("replication: volume %s: the copy on %s is no longer placed: its link is gone",
                o_.volume.c_str(), l->target.name.c_str());
@@ -76,9 +73,7 @@ int ReplicaSet::SetReplicas(const std::vector<ReplicaTarget>& targets) {
       if (index == kReplicasMax) return -EBUSY;
     }
     // A map file of this node left from an earlier copy there describes a copy that is gone.
-    if (const std::string path = DirtyMapPath(o_.state_dir, o_.volume, t.name);
-        !o_.state_dir.empty() && !path.empty() && unlink(path.c_str()) != 0 && errno != ENOENT)
-      SPD_LOG_WARN("replication: volume %s: cannot remove %s: %m", o_.volume.c_str(), path.c_str());
+    RemoveMapFile(t.name);
     std::unique_ptr<Link> l = MakeLink(index, t);
     l->dirty.Invalidate();  // a new copy: the whole volume
     {

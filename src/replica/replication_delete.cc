@@ -61,15 +61,10 @@ bool SavedSpecExists(const std::string& dir, const std::string& volume) {
 }
 
 std::vector<std::string> SavedSpecNodes(const std::string& dir, const std::string& volume) {
-  std::vector<std::string> out;
-  if (dir.empty()) return out;
+  if (dir.empty()) return {};
   Result<std::string> text = ReadFileText(SpecPath(dir, volume));
-  if (!text.ok()) return out;
-  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_object() && j.contains("nodes") && j["nodes"].is_array())
-    for (const auto& n : j["nodes"])
-      if (n.is_string()) out.push_back(n.get<std::string>());
-  return out;
+  if (!text.ok()) return {};
+  return NodesOf(nlohmann::json::parse(*text, nullptr, false));
 }
 
 Status ReplicationManager::Delete(const std::string& name, bool force) {

@@ -73,9 +73,7 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
       }
       sp.json = kv.value;
       sp.rev = kv.mod_revision;
-      if (j.contains("nodes") && j["nodes"].is_array())
-        for (const auto& n : j["nodes"])
-          if (n.is_string()) sp.nodes.push_back(n.get<std::string>());
+      sp.nodes = NodesOf(j);
       p.specs[rest] = sp;
       continue;
     }
@@ -89,10 +87,7 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
     } else if (sub == "handover") {
       p.handovers[name] = j.value("to", std::string());
     } else if (sub == "given_up") {
-      std::vector<std::string>& g = p.given_up[name];
-      if (j.contains("nodes") && j["nodes"].is_array())
-        for (const auto& n : j["nodes"])
-          if (n.is_string()) g.push_back(n.get<std::string>());
+      p.given_up[name] = NodesOf(j);
       p.given_up_rev[name] = kv.mod_revision;
     } else if (sub.rfind("candidates/", 0) == 0) {
       p.candidates[name][sub.substr(11)] = {j.value("epoch", uint64_t{0}),

@@ -55,6 +55,15 @@ struct Parsed {
   std::map<std::string, std::set<std::string>> deleted;
 };
 
+// The node names of `j`'s "nodes" array (a spec's placement, a given-up list); none if absent.
+inline std::vector<std::string> NodesOf(const nlohmann::json& j) {
+  std::vector<std::string> out;
+  if (j.is_object() && j.contains("nodes") && j["nodes"].is_array())
+    for (const auto& n : j["nodes"])
+      if (n.is_string()) out.push_back(n.get<std::string>());
+  return out;
+}
+
 // A recovered volume's key of the copies given up on (Parsed::given_up).
 inline std::string GivenUpKey(const std::string& volume) {
   return std::string(kVolumesPrefix) + volume + "/given_up";

@@ -69,9 +69,8 @@ bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volum
   if (it == vols.kvs.end()) return true;  // not known here: as if placed
   const nlohmann::json j = nlohmann::json::parse(it->second.value, nullptr, false);
   if (!j.is_object() || !j.contains("nodes") || !j["nodes"].is_array()) return true;
-  for (const auto& n : j["nodes"])
-    if (n.is_string() && n.get<std::string>() == node) return true;
-  return false;
+  const std::vector<std::string> nodes = NodesOf(j);
+  return std::find(nodes.begin(), nodes.end(), node) != nodes.end();
 }
 
 Status ReplicationManager::Move(const std::string& name, const std::string& from,
