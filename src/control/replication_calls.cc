@@ -260,8 +260,10 @@ grpc::ServerUnaryReactor* MoveReplicaVolume(ControlServer::Impl* impl_,
                                             const v1::MoveReplicaRequest* req,
                                             v1::ListReplicasResponse* resp) {
   return HandOverCall(impl_, ctx, "spd.v1.VolumeService/MoveReplica", req, resp,
-                      [name = req->volume(), from = req->from(), to = req->to()](
-                          ReplicationManager* rm) { return rm->Move(name, from, to); });
+                      [name = req->volume(), from = req->from(), to = req->to(),
+                       cancel = req->cancel()](ReplicationManager* rm) {
+                        return cancel ? rm->CancelMove(name, from, to) : rm->Move(name, from, to);
+                      });
 }
 
 }  // namespace spd

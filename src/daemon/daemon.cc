@@ -468,6 +468,23 @@ int RunDaemon(const DaemonOptions& o) {
   // The slow-request line's breakdown is made of the stage stamps.
   dopt.stamp_stages =
       o.stage_stamps || o.slow_request_ms > 0 || no.trace_sample_period > 0 || no.trace_slow_ns > 0;
+  // The replication link's TLS credentials, loaded (and refused, exit 2) before anything
+  // serves. Declared before the replica server and the primaries' sets, which use them until
+  // they are gone.
+  std::unique_ptr<ReplicaTls> replica_tls;
+  if (!o.replication_tls_psk.empty() || !o.replication_tls_cert.empty()) {
+    const bool psk = !o.replication_tls_psk.empty();
+    Result<std::unique_ptr<ReplicaTls>> t =
+        psk ? ReplicaTls::Load(o.replication_tls_psk)
+            : ReplicaTls::LoadCertificates(o.replication_tls_cert, o.replication_tls_key,
+                                           o.replication_tls_ca, node_name);
+    if (!t.ok()) {
+      SPD_LOG_ERROR("%s: %s", psk ? "--replication-tls-psk" : "--replication-tls-cert",
+                    t.status().ToString().c_str());
+      return 2;
+    }
+    replica_tls = std::move(*t);
+  }
   // The control server, which reports violations as events, starts later.
   auto control_events = std::make_shared<std::atomic<ControlServer*>>(nullptr);
   auto qos_or = MakeQosScheduler(
@@ -523,22 +540,21 @@ int RunDaemon(const DaemonOptions& o) {
                             std::to_string(server.tcp_port()));
 
   // The replica server: primaries of replicated volumes on other nodes send their writes here.
-  // Declared first: the server and the primaries' sets use it until they are gone.
-  std::unique_ptr<ReplicaTls> replica_tls;
-  if (!o.replication_tls_psk.empty()) {
-    Result<std::unique_ptr<ReplicaTls>> t = ReplicaTls::Load(o.replication_tls_psk);
-    if (!t.ok()) {
-      SPD_LOG_ERROR("--replication-tls-psk: %s", t.status().ToString().c_str());
-      return 2;
-    }
-    replica_tls = std::move(*t);
-  }
   std::unique_ptr<ReplicaServer> replica;
   std::string replica_address;
+  auto primaries_of = std::make_shared<std::atomic<ReplicationManager*>>(nullptr);
   if (!o.replication_listen.empty()) {
     ReplicaServerOptions ro;
     ro.tls = replica_tls.get();
     ro.state_dir = o.data_dir + "/replication";
+    // With certificates a peer is a node: only the one etcd names the primary may be one.
+    if (replica_tls && replica_tls->certificates())
+      ro.authorize_primary = [primaries_of](const std::string& volume, uint64_t epoch,
+                                            const std::string& node) {
+        ReplicationManager* rm = primaries_of->load(std::memory_order_acquire);
+        return rm ? rm->AuthorizePrimary(volume, epoch, node)
+                  : Unavailable("the replication manager has not started");
+      };
     if (!SplitHostPort(o.replication_listen, &ro.host, &ro.port)) {
       SPD_LOG_ERROR("--replication-listen wants HOST:PORT, got '%s'", o.replication_listen.c_str());
       return 2;
@@ -595,6 +611,7 @@ int RunDaemon(const DaemonOptions& o) {
     };
     replication = std::make_unique<ReplicationManager>(cluster.get(), &volumes, &dispatcher, rmo);
     replication->Start();
+    primaries_of->store(replication.get(), std::memory_order_release);
   }
 
   std::unique_ptr<ControlServer> control;
@@ -689,6 +706,7 @@ int RunDaemon(const DaemonOptions& o) {
   // running beside it.
   group->StopThreads();
   if (replication) replication->Release();  // the closed primaries' sets, their owners stopped
+  primaries_of->store(nullptr, std::memory_order_release);
   replication.reset();
   replica.reset();
   if (exporter) exporter->Stop();  // the spans of the last requests go out

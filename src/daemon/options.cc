@@ -469,7 +469,25 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "TLS sessions made with a key of the file: a peer without it fails the handshake "
                  "and nothing it sends is applied. Without it the link is plaintext TCP, and "
                  "anyone who reaches --replication-listen can write to the replicas "
-                 "(docs/replication.md, \"TLS\"). Needs --replication-listen")
+                 "(docs/replication.md, \"TLS\"). Needs --replication-listen; not with "
+                 "--replication-tls-cert")
+      ->check(CLI::ExistingFile);
+  app.add_option("--replication-tls-cert", o.replication_tls_cert,
+                 "TLS on the replication link with x509 certificates instead of keys: this "
+                 "node's certificate (PEM, chain), which names the node (--node-name) as a host "
+                 "name (a DNS subjectAltName, or the CN without one) and serves both ends (an "
+                 "extended key usage, if any, must allow TLS server and client authentication). "
+                 "As a primary this node accepts only a replica whose certificate the CA signed "
+                 "and names the node it connects to; as a replica it takes only a primary with a "
+                 "certificate the CA signed, naming the node etcd names the volume's primary at "
+                 "the hello's epoch. Needs --replication-tls-key and --replication-tls-ca")
+      ->check(CLI::ExistingFile);
+  app.add_option("--replication-tls-key", o.replication_tls_key,
+                 "The private key (PEM) of --replication-tls-cert (mode 0600)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--replication-tls-ca", o.replication_tls_ca,
+                 "The CA certificate(s) (PEM) that sign the nodes' replication certificates; "
+                 "with --replication-tls-cert")
       ->check(CLI::ExistingFile);
   app.add_option("--replication-resync-inflight", o.replication_resync_inflight,
                  "How many regions a resync or rebuild of a replica (docs/replication.md, "
@@ -601,10 +619,20 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
     return InvalidArgument(
         "--replication-async-lag-bytes and --replication-async-lag-ms need "
         "--replication-listen (and --cluster): they bound asynchronous replicated volumes");
-  if (!o.replication_tls_psk.empty() && o.replication_listen.empty())
+  const bool repl_certs = !o.replication_tls_cert.empty() || !o.replication_tls_key.empty() ||
+                          !o.replication_tls_ca.empty();
+  if ((!o.replication_tls_psk.empty() || repl_certs) && o.replication_listen.empty())
     return InvalidArgument(
-        "--replication-tls-psk needs --replication-listen (and --cluster): it secures the "
-        "replication link");
+        "--replication-tls-psk and --replication-tls-cert need --replication-listen (and "
+        "--cluster): they secure the replication link");
+  if (repl_certs && !o.replication_tls_psk.empty())
+    return InvalidArgument(
+        "--replication-tls-psk or --replication-tls-cert, not both: the link uses one kind of "
+        "credentials");
+  if (repl_certs && (o.replication_tls_cert.empty() || o.replication_tls_key.empty() ||
+                     o.replication_tls_ca.empty()))
+    return InvalidArgument(
+        "--replication-tls-cert, --replication-tls-key and --replication-tls-ca go together");
   for (const std::string& e : o.cluster)
     if (e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0)
       return InvalidArgument("--cluster wants etcd client URLs (http://HOST:PORT), got '" + e +

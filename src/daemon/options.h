@@ -95,11 +95,13 @@ struct DaemonOptions {
   bool quiet = false;               // no connection hints on stdout
   // Cluster membership (docs/replication.md): etcd endpoints; empty: this node runs alone.
   std::vector<std::string> cluster;
-  std::string node_name;                     // default: the host name
-  int64_t cluster_lease_ttl_s = 10;          // ClusterNodeOptions::ttl_seconds
-  std::string replication_listen;            // HOST:PORT of the replica server; "" off
-  std::string replication_tls_psk;           // psktool FILE: TLS on the replication link; "" off
-  uint32_t replication_resync_inflight = 4;  // ReplicaSetOptions::resync_regions_inflight
+  std::string node_name;             // default: the host name
+  int64_t cluster_lease_ttl_s = 10;  // ClusterNodeOptions::ttl_seconds
+  std::string replication_listen;    // HOST:PORT of the replica server; "" off
+  std::string replication_tls_psk;   // psktool FILE: TLS on the replication link; "" off
+  // Or x509: this node's certificate and key, and the CA of the nodes' certificates (PEM).
+  std::string replication_tls_cert, replication_tls_key, replication_tls_ca;
+  uint32_t replication_resync_inflight = 4;       // ReplicaSetOptions::resync_regions_inflight
   uint32_t replication_resync_region_kib = 1024;  // ReplicaSetOptions::resync_region_bytes
   uint32_t replication_activity_window_mib = 64;  // ReplicaSetOptions::activity_log_units / 16
   uint32_t replication_unbarriered_mib = 64;      // ReplicaSetOptions::unbarriered_bytes >> 20

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -52,6 +53,12 @@ struct ReplicaServerOptions {
   // first (within hello_timeout_ms); plaintext peers fail it. Null: plaintext. Outlives the
   // server.
   const ReplicaTls* tls = nullptr;
+  // With TLS by certificates: asked at each hello whether `node` (its certificate's CN) is the
+  // volume's primary at `epoch` (ReplicationManager::AuthorizePrimary, from etcd); a refusal
+  // answers the hello kError and closes the session. Runs on the server's reactor; must not
+  // block. Empty: any peer that completed the handshake may be a primary (the epoch fences).
+  std::function<Status(const std::string& volume, uint64_t epoch, const std::string& node)>
+      authorize_primary;
   // Where each volume's activity record is kept (DIR/VOLUME.activity; volume/replica_activity.h)
   // so that it outlives this process. "": in memory only.
   std::string state_dir;

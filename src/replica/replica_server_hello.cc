@@ -4,10 +4,12 @@
 #include <vector>
 
 #include "common/crc32c.h"
+#include "common/log.h"
 #include "replica/activity_log.h"
 #include "replica/dirty_map.h"
 #include "replica/replica_server_internal.h"
 #include "replica/replica_server_metrics.h"
+#include "replica/replica_tls.h"
 #include "replica/replica_wire.h"
 
 namespace spd::replica_session {
@@ -38,6 +40,17 @@ void CheckHello(Session* s);
 void HandleHello(Session* s) {
   const std::string name(s->hello.volume, strnlen(s->hello.volume, sizeof s->hello.volume));
   ReplicaServer* srv = s->server;
+  // With certificates, only the node etcd names the volume's primary, at the hello's epoch.
+  if (srv->o_.authorize_primary && s->tls != nullptr) {
+    const std::string node = ReplicaTls::PeerNode(s->tls);
+    if (Status st = srv->o_.authorize_primary(name, s->epoch, node); !st.ok()) {
+      primaries_refused_total.Add();
+      SPD_LOG_WARN("replica: %s: node '%s' refused as the primary of %s at epoch %llu: %s",
+                   s->Peer().c_str(), node.c_str(), name.c_str(),
+                   static_cast<unsigned long long>(s->epoch), std::string(st.message()).c_str());
+      return RefuseHello(s, {}, rw::HelloStatus::kError);
+    }
+  }
   s->handle = srv->volumes_->Find(name);
   if (!s->handle || !(s->user = s->handle->AddUser()) || s->handle->volume() == nullptr)
     return RefuseHello(s, {}, rw::HelloStatus::kNoVolume);

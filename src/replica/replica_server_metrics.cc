@@ -8,6 +8,10 @@ Counter sessions_refused_total("spd_replica_sessions_refused_total",
 Counter hellos_refused_total("spd_replica_hellos_refused_total",
                              "Replication hellos refused (stale epoch, no volume, size mismatch, "
                              "fence not recorded)");
+Counter primaries_refused_total(
+    "spd_replica_primaries_refused_total",
+    "Replication hellos refused because etcd does not name the certificate's node the volume's "
+    "primary at the hello's epoch (TLS by certificates; counted in hellos_refused too)");
 Counter fenced_total("spd_replica_fenced_total",
                      "Replicated writes refused because a newer primary's epoch fences them");
 Counter protocol_errors_total("spd_replica_protocol_errors_total",

@@ -138,8 +138,16 @@ void ReplicaSet::Connected(Link* k) {
   if (!k->conn_error.empty()) {
     if (k->resync_attempt) {  // still out of sync (and marked): try again later
       k->retry_at_ns = MonotonicNs() + o_.resync_retry_ms * 1'000'000;
-      std::lock_guard<std::mutex> g(info_mu_);
-      k->info.detail = "resync: " + k->conn_error;
+      const std::string detail = "resync: " + k->conn_error;
+      bool changed;
+      {
+        std::lock_guard<std::mutex> g(info_mu_);
+        changed = k->info.detail != detail;
+        k->info.detail = detail;
+      }
+      if (changed)  // logged when the reason changes, not at every attempt
+        SPD_LOG_WARN("replication: volume %s: replica %s (%s): %s", o_.volume.c_str(),
+                     k->target.name.c_str(), k->target.address.c_str(), detail.c_str());
       return;
     }
     return FailLink(k, LinkState::kOutOfSync, k->conn_error);
@@ -687,13 +695,11 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
     // What it acknowledged since its last barrier stays in its ring: its next hello tells
     // whether it lost power (Connected).
   }
-  if (l->info.state == LinkState::kResyncing) AbortCopy(why);
-  if (!l->removed) link_failures_total.Add();  // a removal (SetReplicas) is no failure
+  link_failures_total.Add();
   SPD_LOG_WARN("replication: volume %s: replica %s (%s) %s: %s", o_.volume.c_str(),
                l->target.name.c_str(), l->target.address.c_str(), LinkStateName(state),
                why.c_str());
-  l->SetState(state, why);
-  if (ShutLink(l)) ReleaseFd(l);
+  StopCounting(l, state, why);
   l->retry_at_ns = MonotonicNs() + o_.resync_retry_ms * 1'000'000;
   if (state == LinkState::kDeposedUs && !deposed_.exchange(true)) {
     deposed_total.Add();
@@ -702,9 +708,7 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
         "fails from now on",
         o_.volume.c_str(), static_cast<unsigned long long>(o_.epoch));
   }
-  // Requests stop waiting for it; none completes until its mark is confirmed.
-  for (IoRequest* r : table_)
-    if (r != nullptr) r->repl_waiting &= ~l->bit();
+  // Requests no longer wait for it (StopCounting); none completes until its mark is confirmed.
   bool already_marked;
   {
     std::lock_guard<std::mutex> g(info_mu_);
@@ -719,6 +723,14 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
   }
   CheckSettled();
   CompleteAll();
+}
+
+void ReplicaSet::StopCounting(Link* l, LinkState state, const std::string& why) {
+  if (l->info.state == LinkState::kResyncing) AbortCopy(why);
+  l->SetState(state, why);
+  if (ShutLink(l)) ReleaseFd(l);
+  for (IoRequest* r : table_)
+    if (r != nullptr) r->repl_waiting &= ~l->bit();
 }
 
 void ReplicaSet::OnTick() {

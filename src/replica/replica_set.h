@@ -226,7 +226,11 @@ class ReplicaSet final : public ReplicaHook {
   // it has none or it was shut down already.
   bool ShutLink(Link* l);
   void Connected(Link* l);
+  // A link that fails: what it may miss from now on goes into its map, the failure is counted,
+  // it stops counting (StopCounting) and is marked out of sync before requests go on without it.
   void FailLink(Link* l, LinkState state, const std::string& why);
+  // The link leaves `state`: its copy aborted, its socket shut, requests no longer wait for it.
+  void StopCounting(Link* l, LinkState state, const std::string& why);
   void MaybeComplete(IoRequest* req);
   void WaitToSend(uint64_t at);  // a message waits until `at` for an injected delay
   // Empties a table slot and moves the watermark (low_seq_) past the slots that are empty.

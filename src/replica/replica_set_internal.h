@@ -256,7 +256,7 @@ struct ReplicaSet::Link {
       if (rc < 0) {
         err = std::string("connect: ") + std::strerror(errno);
       } else if (set->o_.tls != nullptr) {
-        Result<gnutls_session_t> t = set->o_.tls->NewClientSession(fd);
+        Result<gnutls_session_t> t = set->o_.tls->NewClientSession(fd, target.name);
         std::string why;
         if (!t.ok()) {
           err = t.status().ToString();

@@ -39,8 +39,10 @@ void ReplicaSet::RemoveLink(Link* l) {
     l->info.marked = true;
   }
   l->resync_at_mark = false;
-  FailLink(l, LinkState::kOutOfSync, "no longer placed here: the copy moved to another node");
-  // Out of sync already (FailLink did nothing), but a resync hello may have connected it.
+  // No failure and no mark: no longer placed, what it misses from now on counts nowhere.
+  if (l->info.state != LinkState::kOutOfSync && l->info.state != LinkState::kDeposedUs)
+    StopCounting(l, LinkState::kOutOfSync, "no longer placed here: the copy moved to another node");
+  // Out of sync already, but a resync hello may have connected it.
   if (ShutLink(l)) ReleaseFd(l);
   l->retry_at_ns = 0;
   l->DropUnbarriered();
@@ -49,6 +51,7 @@ void ReplicaSet::RemoveLink(Link* l) {
   links_removed_total.Add();
   SPD_LOG_INFO("replication: volume %s: the copy on %s is no longer placed: its link is gone",
                o_.volume.c_str(), l->target.name.c_str());
+  CheckSettled();
   CompleteAll();
 }
 

@@ -170,6 +170,17 @@ class ReplicationManager {
   // volume has no primary or `from` is it, another move of it is under way, or it is being
   // deleted; kAborted: the record changed meanwhile.
   Status Move(const std::string& name, const std::string& from, const std::string& to);
+  // Calls off the live move of `name` under way: its new copy leaves the placement (and
+  // deletes itself, now or when its node is back), the old one stays. `from` and `to`, when
+  // not empty, must name that move. kFailedPrecondition: no move under way, another one, the
+  // new copy is the primary, or it is in sync and the old one is not (the move is finishing);
+  // kAborted: the record changed meanwhile.
+  Status CancelMove(const std::string& name, const std::string& from, const std::string& to);
+  // Whether node `node` is `volume`'s primary at `epoch` in this node's mirror of etcd (the
+  // replica server's check of a hello, with TLS by certificates). kUnavailable: etcd's state is
+  // not known yet; kFailedPrecondition: no primary, or another epoch; kPermissionDenied:
+  // another node is the primary. Thread-safe; does not block on etcd.
+  Status AuthorizePrimary(const std::string& volume, uint64_t epoch, const std::string& node);
 
  private:
   struct Primary;
@@ -178,6 +189,9 @@ class ReplicationManager {
   Status HandOver(const std::string& name, const std::string& to);
   // Wakes the reconciling thread to act on what changed now.
   void Poke();
+  // Waits (2 s at most) until this node's mirror of the volumes holds etcd's `revision`: a call
+  // that changed the record answers from the mirror, and must answer the change.
+  void AwaitMirror(int64_t revision);
   // Polls the volumes' mirror (every 50 ms, 15 s at most) into `last` until `name` has a
   // primary and `wanted()` (which may read `last`) holds. False: not within 15 s.
   bool WaitForPrimary(const std::string& name, Parsed* last, const std::function<bool()>& wanted);
@@ -227,6 +241,9 @@ class ReplicationManager {
   // identity known yet, or etcd names another cluster).
   bool CheckCluster(const PrefixMirror::Snapshot& snap);
   void Republish();
+  // Republish's `name`, found published by another node: `ours` (its spec as kept here) replaces
+  // that one if its placement is newer and no copy was elected yet.
+  void ReplaceOlderPlacement(const std::string& name, const std::string& ours);
   uint64_t MaxFenceEra();
   // A recovered volume with no primary and no recorded states: this copy stands with its rank;
   // true when every placed copy stood and this one is the best (it campaigns).

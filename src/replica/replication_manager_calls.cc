@@ -199,6 +199,26 @@ Result<Parsed::Spec> SpecToChange(const PrefixMirror::Snapshot& vols, const std:
   return it->second;
 }
 
+void ReplicationManager::AwaitMirror(int64_t revision) {
+  (void)PollUntil(std::chrono::seconds(2), [&] { return mirror_->Get().revision >= revision; });
+}
+
+Status ReplicationManager::AuthorizePrimary(const std::string& volume, uint64_t epoch,
+                                            const std::string& node) {
+  const PrefixMirror::Snapshot vols = mirror_->Get();
+  if (!vols.listed) return Unavailable("the cluster's state is not known here yet (etcd)");
+  const Parsed p = Parse(vols);
+  auto it = p.primaries.find(volume);
+  if (it == p.primaries.end())
+    return FailedPrecondition("etcd names no primary of '" + volume + "' (as this node sees it)");
+  if (it->second.node != node)
+    return PermissionDenied("etcd names node '" + it->second.node + "' the primary of '" + volume +
+                            "'");
+  if (static_cast<uint64_t>(it->second.epoch) != epoch)
+    return FailedPrecondition("the primary's epoch in etcd is " + std::to_string(it->second.epoch));
+  return Status::Ok();
+}
+
 Status ReplicationManager::SetDurability(const std::string& name, Durability durability) {
   Result<Parsed::Spec> found = SpecToChange(mirror_->Get(), name);
   if (!found.ok()) return found.status();

@@ -64,6 +64,22 @@ inline std::vector<std::string> NodesOf(const nlohmann::json& j) {
   return out;
 }
 
+// A spec's placement generation ("placement"; 0 when absent, as at its creation): one more at
+// each change of its "nodes" (a move, the end of a live one, its cancel: NextPlacement), so that
+// when etcd lost its data the newest placement kept on the nodes' disks is the one published
+// again (ReplicationManager::Republish), not the one of a node that was away when its copy
+// moved.
+inline uint64_t PlacementOf(const nlohmann::json& j) {
+  if (!j.is_object()) return 0;
+  auto it = j.find("placement");
+  return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+inline void NextPlacement(nlohmann::json* j) { (*j)["placement"] = PlacementOf(*j) + 1; }
+
+// What `from` leaving `name`'s placement adds to a transaction (replication_move.cc): its state
+// and candidacy go, and its key of copies to delete, /spd/v1/moved/FROM/NAME, is written.
+void LeaveOps(const std::string& name, const std::string& from, const std::string& to, Txn* txn);
+
 // A recovered volume's key of the copies given up on (Parsed::given_up).
 inline std::string GivenUpKey(const std::string& volume) {
   return std::string(kVolumesPrefix) + volume + "/given_up";

@@ -18,7 +18,8 @@
 //     after the volume was deleted or created again); then the key goes. A node that never
 //     comes back leaves its keys.
 // FROM must not be the primary (demote it first), the volume must have one (the new copy is
-// copied from it), and one move of a volume runs at a time.
+// copied from it), and one move of a volume runs at a time. A live move can be called off
+// (CancelMove) until it finishes: TO leaves as FROM would have (LeaveOps), FROM stays.
 #include <algorithm>
 #include <set>
 #include <string>
@@ -46,6 +47,9 @@ Counter placement_changes_total("spd_replication_placement_changes_total",
 Counter placement_failures_total("spd_replication_placement_failures_total",
                                  "Attempts of this node's primaries to follow a placement change "
                                  "that could not be done yet; each is tried again");
+Counter moves_cancelled_total("spd_replication_moves_cancelled_total",
+                              "Live moves this node called off in the cluster's record (spdctl "
+                              "replica move --cancel): the new copy left, the old one stayed");
 Counter copies_dropped_total("spd_replication_copies_dropped_total",
                              "Copies deleted here because their volume's placement no longer "
                              "names this node (the copy moved to another node)");
@@ -72,6 +76,36 @@ bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volum
   const std::vector<std::string> nodes = NodesOf(j);
   return std::find(nodes.begin(), nodes.end(), node) != nodes.end();
 }
+
+namespace {
+
+bool InSync(const Parsed& p, const std::string& volume, const std::string& node) {
+  auto st = p.states.find(volume);
+  return st != p.states.end() && st->second.count(node) && st->second.at(node).first == "in_sync";
+}
+
+// The transaction that ends the live move of `spec` with `leaving` out of the placement (the
+// copy moving away once the new one is in sync, or the new one when the move is called off),
+// `staying` in: only while the spec is the one read.
+Result<Txn> EndMoveTxn(const std::string& name, const Parsed::Spec& spec,
+                       const std::string& leaving, const std::string& staying) {
+  nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
+  if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
+  std::vector<std::string> nodes;
+  for (const std::string& n : spec.nodes)
+    if (n != leaving) nodes.push_back(n);
+  j["nodes"] = nodes;
+  j.erase("moving");
+  NextPlacement(&j);
+  const std::string key = std::string(kVolumesPrefix) + name;
+  Txn txn;
+  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
+  txn.then.push_back(TxnOp::Put(key, j.dump()));
+  LeaveOps(name, leaving, staying, &txn);
+  return txn;
+}
+
+}  // namespace
 
 Status ReplicationManager::Move(const std::string& name, const std::string& from,
                                 const std::string& to) {
@@ -108,9 +142,7 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
   if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
   // A copy in sync keeps counting until the new one is (FinishMove); one out of sync, which
   // counts for nothing, leaves at once.
-  auto st = p.states.find(name);
-  const bool live =
-      st != p.states.end() && st->second.count(from) && st->second.at(from).first == "in_sync";
+  const bool live = InSync(p, name, from);
   std::vector<std::string> moved = spec.nodes;
   if (live) {
     moved.push_back(to);
@@ -119,6 +151,7 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
     std::replace(moved.begin(), moved.end(), from, to);
   }
   j["nodes"] = moved;
+  NextPlacement(&j);
   const std::string key = std::string(kVolumesPrefix) + name;
   Txn txn;
   txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
@@ -128,12 +161,16 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
   txn.then.push_back(
       TxnOp::Put(key + "/replicas/" + to,
                  nlohmann::json{{"state", "out_of_sync"}, {"epoch", prim->second.epoch}}.dump()));
+  // A copy `to` was to delete (it left this volume before, and has not done so yet) is placed
+  // again: not deleted under the new copy, which the primary copies whole anyway.
+  txn.then.push_back(TxnOp::Delete(MovedPrefix(to) + name));
   if (!live) LeaveOps(name, from, to, &txn);
   SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
   if (!r.succeeded)
     return Status(StatusCode::kAborted,
                   "the record of '" + name + "' or its primary changed meanwhile: try again");
   moves_total.Add();
+  AwaitMirror(r.revision);
   const std::string how =
       live ? " (it keeps counting until the new copy is in sync)" : " (it leaves at once)";
   SPD_LOG_INFO("replication: %s: its copy on %s moves to %s%s", name.c_str(), from.c_str(),
@@ -146,12 +183,47 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
   return Status::Ok();
 }
 
+Status ReplicationManager::CancelMove(const std::string& name, const std::string& from,
+                                      const std::string& to) {
+  const PrefixMirror::Snapshot vols = mirror_->Get();
+  Result<Parsed::Spec> found = SpecToChange(vols, name);
+  if (!found.ok()) return found.status();
+  const Parsed::Spec& spec = *found;
+  if (spec.moving_from.empty()) return FailedPrecondition("no move of '" + name + "' is under way");
+  const std::string under_way = spec.moving_from + " to " + spec.moving_to;
+  if ((!from.empty() && from != spec.moving_from) || (!to.empty() && to != spec.moving_to))
+    return FailedPrecondition("the move of '" + name + "' under way is " + under_way);
+  const Parsed p = Parse(vols);
+  if (auto prim = p.primaries.find(name);
+      prim != p.primaries.end() && prim->second.node == spec.moving_to)
+    return FailedPrecondition("node " + spec.moving_to + ", the new copy's, is the primary of '" +
+                              name + "' now: the move finishes instead");
+  if (InSync(p, name, spec.moving_to) && !InSync(p, name, spec.moving_from))
+    return FailedPrecondition("the copy on " + spec.moving_to + " is in sync and the one on " +
+                              spec.moving_from + " is not: the move is finishing");
+  SPD_ASSIGN_OR_RETURN(Txn txn, EndMoveTxn(name, spec, spec.moving_to, spec.moving_from));
+  SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
+  if (!r.succeeded)
+    return Status(StatusCode::kAborted,
+                  "the record of '" + name + "' changed meanwhile: try again");
+  moves_cancelled_total.Add();
+  AwaitMirror(r.revision);
+  SPD_LOG_INFO(
+      "replication: %s: the move %s is called off: the copy on %s stays, the one on %s "
+      "leaves",
+      name.c_str(), under_way.c_str(), spec.moving_from.c_str(), spec.moving_to.c_str());
+  if (o_.on_event)
+    o_.on_event(false, name,
+                "the move " + under_way + " is called off: the copy on " + spec.moving_from +
+                    " stays, the one on " + spec.moving_to + " leaves, asked of node " +
+                    cluster_->name());
+  Poke();
+  return Status::Ok();
+}
+
 void ReplicationManager::FinishMove(const std::string& name, const Parsed& p) {
   const Parsed::Spec& spec = p.specs.at(name);
-  auto st = p.states.find(name);
-  if (st == p.states.end() || !st->second.count(spec.moving_to) ||
-      st->second.at(spec.moving_to).first != "in_sync")
-    return;  // the new copy is not in sync yet
+  if (!InSync(p, name, spec.moving_to)) return;  // the new copy is not in sync yet
   std::string& logged = failure_logged_[name + "/move"];
   if (spec.moving_from == cluster_->name()) {  // it became the primary meanwhile
     if (logged.empty())
@@ -162,21 +234,12 @@ void ReplicationManager::FinishMove(const std::string& name, const Parsed& p) {
     logged = "primary";
     return;
   }
-  const Parsed::Prim& prim = p.primaries.at(name);
-  nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
-  if (!j.is_object()) return;
-  std::vector<std::string> nodes;
-  for (const std::string& n : spec.nodes)
-    if (n != spec.moving_from) nodes.push_back(n);
-  j["nodes"] = nodes;
-  j.erase("moving");
-  const std::string key = std::string(kVolumesPrefix) + name;
-  Txn txn;
-  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
-  txn.compare.push_back(Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, prim.rev));
-  txn.then.push_back(TxnOp::Put(key, j.dump()));
-  LeaveOps(name, spec.moving_from, spec.moving_to, &txn);
-  Result<TxnResult> r = cluster_->client()->Txn(txn);
+  Result<Txn> txn = EndMoveTxn(name, spec, spec.moving_from, spec.moving_to);
+  if (!txn.ok()) return;
+  // Under this primary's epoch.
+  txn->compare.push_back(Compare::CreateRevision(std::string(kVolumesPrefix) + name + "/primary",
+                                                 Compare::Op::kEqual, p.primaries.at(name).rev));
+  Result<TxnResult> r = cluster_->client()->Txn(*txn);
   if (!r.ok() || !r->succeeded) return;  // again next round, from a newer view
   failure_logged_.erase(name + "/move");
   moves_finished_total.Add();

@@ -22,6 +22,10 @@ Counter etcd_losses_total("spd_replication_etcd_losses_total",
 Counter republished_total("spd_replication_volumes_republished_total",
                           "Replicated volumes this node published again from its disk after "
                           "etcd was re-created");
+Counter placements_replaced_total(
+    "spd_replication_placements_replaced_total",
+    "Volumes this node published again after etcd lost its data over an older placement that "
+    "another node had published (a node that was away when a copy moved)");
 Counter identity_errors_total("spd_replication_identity_errors_total",
                               "Checks of the cluster's identity in etcd that failed, or found "
                               "another cluster's");
@@ -108,8 +112,53 @@ void ReplicationManager::Republish() {
     if (r->succeeded) {
       republished_total.Add();
       SPD_LOG_INFO("replication: %s published again from this node's disk", name.c_str());
+    } else {
+      ReplaceOlderPlacement(name, j.dump());
     }
   }
+}
+
+// Another node published `name` again first. A node that was away when a copy of the volume
+// moved kept the placement of before (its copy left it, but it could not know): ours, newer
+// (a higher PlacementOf), takes its place while no copy has been elected yet, and the nodes it
+// no longer names leave as after a move (their state goes, and each deletes its copy by its
+// moved key).
+void ReplicationManager::ReplaceOlderPlacement(const std::string& name,
+                                               const std::string& ours_json) {
+  const nlohmann::json ours = nlohmann::json::parse(ours_json, nullptr, false);
+  const std::string key = std::string(kVolumesPrefix) + name;
+  Result<GetResult> got = cluster_->client()->Get(key);
+  if (!got.ok() || !got->kv) return;
+  const nlohmann::json theirs = nlohmann::json::parse(got->kv->value, nullptr, false);
+  if (!theirs.is_object() || PlacementOf(ours) <= PlacementOf(theirs)) return;
+  // A volume being deleted stays deleted (the spec kept here must not bring it back).
+  if (auto d = theirs.find("deleting"); d != theirs.end() && d->is_boolean() && d->get<bool>())
+    return;
+  const std::vector<std::string> now = NodesOf(ours);
+  Txn txn;
+  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, got->kv->mod_revision));
+  txn.compare.push_back(Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, 0));
+  txn.then.push_back(TxnOp::Put(key, ours_json));
+  std::string left;
+  for (const std::string& n : NodesOf(theirs))
+    if (std::find(now.begin(), now.end(), n) == now.end()) {
+      LeaveOps(name, n, "", &txn);
+      left += " " + n;
+    }
+  Result<TxnResult> r = cluster_->client()->Txn(txn);
+  if (!r.ok() || !r->succeeded) {
+    SPD_LOG_WARN(
+        "replication: %s: another node published an older placement of it and it "
+        "could not be replaced (%s): the copies' ranks decide among that one's",
+        name.c_str(), r.ok() ? "elected meanwhile, or changed" : r.status().ToString().c_str());
+    return;
+  }
+  placements_replaced_total.Add();
+  SPD_LOG_INFO(
+      "replication: %s published again from this node's disk over an older placement "
+      "(%llu over %llu; leaving:%s)",
+      name.c_str(), static_cast<unsigned long long>(PlacementOf(ours)),
+      static_cast<unsigned long long>(PlacementOf(theirs)), left.c_str());
 }
 
 bool ReplicationManager::RecoveryCandidacy(const std::string& name, Volume* v,

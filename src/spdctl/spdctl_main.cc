@@ -394,6 +394,7 @@ int Main(int argc, char** argv) {
   });
 
   std::string move_from, move_to;
+  bool move_cancel = false;
   CLI::App* rm = rep->add_subcommand(
       "move",
       "Move a volume's copy from one node to another (asked of any node; admins), e.g. to "
@@ -408,15 +409,28 @@ int Main(int argc, char** argv) {
       "3); --to holds a copy or serves no replicas, the volume has no primary, --from is its "
       "primary (demote it first), another move of it is under way, or it is being deleted "
       "(exit 5); --from and --to the same (exit 8); the volume's record changed meanwhile "
-      "(ABORTED, exit 10: ask again)");
+      "(ABORTED, exit 10: ask again). With --cancel, the live move under way is called off "
+      "instead (e.g. its new node is down): the new copy leaves the placement and deletes "
+      "itself (now, or when its node is back), the old one stays and counts as before; "
+      "refused (exit 5) when no move is under way, --from or --to name another, the new copy "
+      "is the primary, or it is in sync and the old one is not (the move is finishing)");
   rm->add_option("volume", rep_volume, "The volume")->required();
-  rm->add_option("--from", move_from, "The node whose copy moves")->required();
-  rm->add_option("--to", move_to, "The node to hold the new copy (`spdctl node list`)")->required();
+  rm->add_option("--from", move_from, "The node whose copy moves (needed without --cancel)");
+  rm->add_option("--to", move_to,
+                 "The node to hold the new copy (`spdctl node list`; needed without --cancel)");
+  rm->add_flag("--cancel", move_cancel,
+               "Call off the live move under way (--from and --to, if given, must name it)");
   rm->callback([&] {
+    if (!move_cancel && (move_from.empty() || move_to.empty())) {
+      std::fprintf(stderr, "spdctl: replica move: --from and --to are needed (or --cancel)\n");
+      rc = kExitUsage;
+      return;
+    }
     v1::MoveReplicaRequest req;
     req.set_volume(rep_volume);
     req.set_from(move_from);
     req.set_to(move_to);
+    req.set_cancel(move_cancel);
     v1::ListReplicasResponse resp;
     grpc::ClientContext ctx;
     C().Prepare(&ctx);

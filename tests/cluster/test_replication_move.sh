@@ -99,6 +99,14 @@ ls "${DIR[$X]}/replication/" >"$T/files"
 # the new one is, then leaves and deletes itself; no write fails, and the new copy holds every
 # acknowledged one.
 VOL=mw
+# Every node registered by its current process (a restarted node waits until its old lease
+# ends), as node $1 sees it.
+registered_now() {
+  ctl "$1" node list -o json
+  [ "$(json '" ".join(sorted(n["name"] + ":" + str(n["pid"]) for n in d["items"]))')" = \
+    "a:${PID[a]} b:${PID[b]} c:${PID[c]}" ]
+}
+wait_for "three nodes registered again ($X restarted)" 15 registered_now a
 ctl a volume create mw --size 64M --replicas 2 --durability sync
 read -r _ Z <<<"$(placed_vol)"
 case "$Z" in b) W=c ;; c) W=b ;; *) fail "mw placed on: $(placed_vol)" ;; esac
@@ -140,14 +148,26 @@ ctl a volume create mx --size 64M --replicas 2 --durability sync
 read -r _ P <<<"$(placed_vol)"
 case "$P" in b) Q=c ;; c) Q=b ;; *) fail "mx placed on: $(placed_vol)" ;; esac
 wait_for "a and $P in sync" 15 in_sync_on "$P"
-kill -STOP "${PID[$Q]}"  # its lease still runs for a while: the move takes it
+kill -STOP "${PID[$Q]}"  # its lease still runs for a while: the moves take it
+# Called off at once and asked again: the cancel's key for Q (Q, stopped, has not deleted its
+# copy by it) goes with the second move, which places Q again.
+ctl a replica move mx --from "$P" --to "$Q"
+ctl a replica move mx --cancel -o json
+[ "$(json '" ".join(c["node"] for c in d["items"][0]["copies"])')" = "a $P" ] ||
+  fail "placement after the cancel: $(cat "$T/out")"
 ctl a replica move mx --from "$P" --to "$Q"
 [ "$(placed_vol)" = "a $P $Q" ] || fail "a live move's placement: $(placed_vol)"
+ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout=5s get --prefix /spd/v1/moved/ \
+  --keys-only >"$T/moved"
+! grep -q "^/spd/v1/moved/$Q/mx$" "$T/moved" || fail "$Q placed again keeps its key: $(cat "$T/moved")"
 ctl a replica list mx -o json
 json '[c["detail"] for c in d["items"][0]["copies"] if c["node"] == "'"$P"'"][0]' >"$T/detail"
 grep -q "^leaving" "$T/detail" || fail "the leaving copy's detail: $(cat "$T/detail")"
 expect 5 --socket "${DIR[a]}/control.sock" replica move mx --from "$P" --to "$Q"
 grep -q "under way" "$T/err" || fail "a second move: $(cat "$T/err")"
+expect 5 --socket "${DIR[a]}/control.sock" replica move mx --cancel --to a
+grep -q "under way is $P to $Q" "$T/err" || fail "a cancel of another move: $(cat "$T/err")"
+expect 2 --socket "${DIR[a]}/control.sock" replica move mx --from "$P"
 kill -KILL "${PID[$Q]}"
 rc=0
 wait "${PID[$Q]}" || rc=$?
@@ -170,4 +190,41 @@ start_repl_node "$P"
 wait_for "$P deleted its copy of mx and its key" 20 dropped
 ls "${DIR[$P]}/replication/" >"$T/files"
 ! grep -q "^mx\." "$T/files" || fail "replication state of mx left on $P: $(cat "$T/files")"
-echo "replication move: OK ($X -> $Y with $X down; the delete did not wait for $X; $X dropped its copy; $Z -> $W live under writes; a delete during a live move)"
+
+# --- A live move called off: its new node stopped before its copy, the cancel (asked of that
+# node's peer, not the primary) takes it out of the placement while writes go on; the old copy
+# never stopped counting and holds every acknowledged write; the new node, back, never serves
+# the volume and its key goes. A second cancel finds no move.
+VOL=my
+wait_for "three nodes registered again ($P and $Q restarted), as a sees it" 15 registered_now a
+ctl a volume create my --size 64M --replicas 2 --durability sync
+read -r _ R <<<"$(placed_vol)"
+case "$R" in b) S=c ;; c) S=b ;; *) fail "my placed on: $(placed_vol)" ;; esac
+wait_for "three nodes registered again, as $R sees it" 15 registered_now "$R"
+wait_for "a and $R in sync" 15 in_sync_on "$R"
+read -r _ E3 <<<"$(primary_of a)"
+removed0=$(metric a spd_replication_links_removed_total)
+kill -STOP "${PID[$S]}"
+ctl "$R" replica move my --from "$R" --to "$S"
+[ "$(placed_vol)" = "a $R $S" ] || fail "my's live move: $(placed_vol)"
+ctl "$R" replica move my --cancel --from "$R" --to "$S"
+[ "$(placed_vol)" = "a $R" ] || fail "placement after the cancel: $(placed_vol)"
+ctl a replica list my -o json
+[ "$(json '[c["detail"] for c in d["items"][0]["copies"] if c["node"] == "'"$R"'"][0]')" = "" ] ||
+  fail "the copy staying still leaves: $(cat "$T/out")"
+expect 5 --socket "${DIR[a]}/control.sock" replica move my --cancel
+grep -q "no move of 'my' is under way" "$T/err" || fail "a second cancel: $(cat "$T/err")"
+[ "$(metric "$R" spd_replication_moves_cancelled_total)" = 1 ] || fail "moves_cancelled on $R"
+left_link() { [ "$(metric a spd_replication_links_removed_total)" = $((removed0 + 1)) ]; }
+wait_for "a removed its link to $S" 10 left_link
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc3.json" --seed 31 --blocks 4096 --qd 16 \
+  --ops 1000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E3" >"$T/w5.log" ||
+  { cat "$T/w5.log"; fail "writes after the cancel failed"; }
+in_sync_on "$R" || fail "after the cancel: $(copies a)"
+$PY "$BC" verify --uri "$(nbd_uri "$R")" --state "$T/bc3.json" --min-durable 200 >"$T/v3.log" ||
+  { cat "$T/v3.log"; fail "the copy that stayed on $R lacks acknowledged writes"; }
+kill -CONT "${PID[$S]}"
+wait_for "$S done with its key of my" 30 dropped
+ctl "$S" volume list -o json
+[ "$(json '[v["name"] for v in d["items"]].count("my")')" = 0 ] || fail "my still on $S"
+echo "replication move: OK ($X -> $Y with $X down; the delete did not wait for $X; $X dropped its copy; $Z -> $W live under writes; a delete during a live move; a live move called off)"

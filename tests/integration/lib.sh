@@ -26,12 +26,14 @@ expect() {
   [ "$rc" -eq "$want" ] || { cat "$T/out" "$T/err"; fail "spdctl $* exited $rc, wanted $want"; }
 }
 # start_cluster_node NAME ARGS...: spd2 with its data in $T/NAME (log $T/NAME.log, no NBD TCP
-# listener) and ARGS, in the background; returns once its control socket is there. Sets
-# NODE_PID (killed at exit with the others).
+# listener, its health cache in $T/NAME.health: nodes killed with -9 leave nothing in /dev/shm,
+# and nodes of one test do not share one cache) and ARGS, in the background; returns once its
+# control socket is there. Sets NODE_PID (killed at exit with the others).
 start_cluster_node() {
   local n=$1
   shift
-  "$SPD2" --data-dir "$T/$n" --nbd-listen off --quiet "$@" >>"$T/$n.log" 2>&1 &
+  "$SPD2" --data-dir "$T/$n" --nbd-listen off --quiet --health-shm "$T/$n.health" "$@" \
+    >>"$T/$n.log" 2>&1 &
   NODE_PID=$!
   EXTRA_PIDS+=("$NODE_PID")
   for _ in $(seq 200); do

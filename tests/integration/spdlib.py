@@ -1,16 +1,29 @@
 """Shared helpers for the Python integration tests (imported, not run: run.sh runs test_*).
 
-Each test makes its own temp directory and starts its own spd2 processes; every process started
-here is stopped by its pid at exit (stop_all), never by name."""
+Each test makes its own temp directory (temp_dir) and starts its own spd2 processes; at exit
+every process started here is stopped by its pid (SIGTERM, so that it removes what it made, such
+as its health cache in /dev/shm; SIGKILL after 10 s), never by name, and the temp directories
+are removed (stop_all)."""
 import atexit
 import os
+import shutil
+import signal
 import subprocess
+import tempfile
 import time
 
 import nbd
 
 SPD2 = os.environ["SPD2"]
 STARTED = []
+TEMPS = []
+
+
+def temp_dir(prefix):
+    """A new directory under /tmp, removed at exit after the processes are stopped."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    TEMPS.append(d)
+    return d
 
 
 def start_spd2(data_dir, args, uri, stderr=subprocess.DEVNULL):
@@ -37,8 +50,17 @@ def start_spd2(data_dir, args, uri, stderr=subprocess.DEVNULL):
 def stop_all():
     for p in STARTED:
         if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in STARTED:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+    if os.environ.get("KEEP_T"):
+        return
+    for d in TEMPS:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 atexit.register(stop_all)

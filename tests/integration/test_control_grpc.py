@@ -5,18 +5,17 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import grpc
 import nbd
 
-from spdlib import check, start_spd2
+from spdlib import check, start_spd2, temp_dir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 API = os.path.join(HERE, "..", "..", "api")
-tmp = tempfile.mkdtemp(prefix="spd-grpc-")
+tmp = temp_dir("spd-grpc-")
 gen = os.path.join(tmp, "gen")
 os.makedirs(gen)
 protos = ["spd/v1/%s.proto" % p for p in ("volumes", "pools", "node", "events", "policy")]

@@ -17,15 +17,14 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import grpc
 
-from spdlib import check, free_port, self_signed_cert, start_spd2
+from spdlib import check, free_port, self_signed_cert, start_spd2, temp_dir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 API = os.path.join(HERE, "..", "..", "api")
-tmp = tempfile.mkdtemp(prefix="spd-roles-")
+tmp = temp_dir("spd-roles-")
 os.chmod(tmp, 0o755)
 gen = os.path.join(tmp, "gen")
 os.makedirs(gen)

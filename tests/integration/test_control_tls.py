@@ -7,17 +7,16 @@ spdctl reaches the daemon with --address, --tls-ca and --token-file (or SPDCTL_T
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import grpc
 import json
 
-from spdlib import SPD2, check, free_port, self_signed_cert, start_spd2
+from spdlib import SPD2, check, free_port, self_signed_cert, start_spd2, temp_dir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 API = os.path.join(HERE, "..", "..", "api")
-tmp = tempfile.mkdtemp(prefix="spd-ctls-")
+tmp = temp_dir("spd-ctls-")
 gen = os.path.join(tmp, "gen")
 os.makedirs(gen)
 protos = ["spd/v1/%s.proto" % p for p in ("volumes", "access", "policy", "audit")]

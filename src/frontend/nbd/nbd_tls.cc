@@ -1,13 +1,12 @@
 #include "frontend/nbd/nbd_tls.h"
 
-#include <gnutls/x509.h>
-
 #include <cstring>
 #include <sstream>
 
 #include "common/log.h"
 #include "common/psk_file.h"
 #include "common/psk_gnutls.h"
+#include "common/x509_gnutls.h"
 
 namespace spd {
 namespace {
@@ -16,92 +15,18 @@ Status GnutlsError(const std::string& what, int rc) {
   return InvalidArgument("nbd tls: " + what + ": " + gnutls_strerror(rc));
 }
 
-// Longest Common Name taken (X.520 allows 64 characters; UTF-8 may need 4 bytes each).
-constexpr size_t kCommonNameBytesMax = 256;
-
-// The one Common Name of the subject of `der` (a DER certificate), not empty and without control
-// characters; else a GnuTLS error code and, in *why, the reason.
-int CommonName(const gnutls_datum_t& der, std::string* cn, std::string* why) {
-  gnutls_x509_crt_t crt = nullptr;
-  int rc = gnutls_x509_crt_init(&crt);
-  if (rc < 0) {
-    *why = gnutls_strerror(rc);
-    return rc;
-  }
-  rc = gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER);
-  char name[kCommonNameBytesMax + 1];
-  size_t size = sizeof name;
-  if (rc == 0)
-    rc = gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, name, &size);
-  size_t more = 0;
-  const bool second =
-      rc == 0 && gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 1, 0, nullptr,
-                                               &more) != GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE;
-  gnutls_x509_crt_deinit(crt);
-  if (rc < 0) {
-    *why = rc == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE ? "the subject has no Common Name (CN)"
-           : rc == GNUTLS_E_SHORT_MEMORY_BUFFER        ? "the subject's Common Name is too long"
-                                                       : gnutls_strerror(rc);
-    return GNUTLS_E_CERTIFICATE_ERROR;
-  }
-  if (second) {
-    *why = "the subject has more than one Common Name";
-    return GNUTLS_E_CERTIFICATE_ERROR;
-  }
-  std::string got(name, size);
-  for (char c : got) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-      *why = "the subject's Common Name has control characters";
-      return GNUTLS_E_CERTIFICATE_ERROR;
-    }
-  }
-  if (got.empty()) {
-    *why = "the subject's Common Name is empty";
-    return GNUTLS_E_CERTIFICATE_ERROR;
-  }
-  *cn = std::move(got);
-  return 0;
-}
-
 // The handshake's check of the client's certificate (with --nbd-tls-ca): 0 when GnuTLS
 // verifies the chain the client sent against the CA: trusted, every certificate of it within
 // its validity period, fit for TLS client use (an extended key usage that leaves out TLS client
-// authentication is refused; none at all means any use), and CommonName finds the subject's
-// one CN, the client's identity. The CN, not a subjectAltName: a client certificate names a
-// tenant, not a host, and the CN is the field every CA tool sets. Else a GnuTLS error code,
-// which fails the handshake, and the reason in *why.
+// authentication is refused; none at all means any use), and CertificateCommonName finds the
+// subject's one CN, the client's identity. The CN, not a subjectAltName: a client certificate names
+// a tenant, not a host, and the CN is the field every CA tool sets. Else a GnuTLS error code, which
+// fails the handshake, and the reason in *why.
 int CheckClientCertificate(gnutls_session_t s, std::string* why) {
-  if (gnutls_certificate_type_get2(s, GNUTLS_CTYPE_PEERS) != GNUTLS_CRT_X509) {
-    *why = "not an x509 certificate";
-    return GNUTLS_E_CERTIFICATE_ERROR;
-  }
-  unsigned n = 0;
-  const gnutls_datum_t* chain = gnutls_certificate_get_peers(s, &n);
-  if (chain == nullptr || n == 0) {
-    *why = "no client certificate";
-    return GNUTLS_E_NO_CERTIFICATE_FOUND;
-  }
-  gnutls_typed_vdata_st purpose{};
-  purpose.type = GNUTLS_DT_KEY_PURPOSE_OID;
-  purpose.data = reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT));
-  unsigned status = 0;
-  int rc = gnutls_certificate_verify_peers(s, &purpose, 1, &status);
-  if (rc < 0) {
-    *why = std::string("verification failed: ") + gnutls_strerror(rc);
-    return rc;
-  }
-  if (status != 0) {
-    gnutls_datum_t text{};
-    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0) == 0) {
-      *why = std::string(reinterpret_cast<const char*>(text.data), text.size);
-      gnutls_free(text.data);
-    } else {
-      *why = "not trusted";
-    }
-    return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
-  }
   std::string cn;
-  return CommonName(chain[0], &cn, why);
+  const int rc = VerifyPeerCertificate(s, GNUTLS_KP_TLS_WWW_CLIENT, &cn, why);
+  if (rc == GNUTLS_E_NO_CERTIFICATE_FOUND) *why = "no client certificate";
+  return rc;
 }
 
 // The session's verify function (GnuTLS calls it once it has the client's certificate).
@@ -209,7 +134,7 @@ std::string NbdTlsCredentials::Identity(gnutls_session_t session) {
       const gnutls_datum_t* chain = gnutls_certificate_get_peers(session, &n);
       if (chain == nullptr || n == 0) return "";
       std::string cn, why;
-      if (CommonName(chain[0], &cn, &why) != 0) {
+      if (CertificateCommonName(chain[0], &cn, &why) != 0) {
         // Cannot happen after VerifyClient (short of memory): an identity no tenant can have
         // (not a valid tenant name), never "", which would be every volume.
         SPD_LOG_WARN("nbd tls: client certificate: %s", why.c_str());
