@@ -62,14 +62,11 @@ struct SignalWatch : Completion {
   } after_control, after_nbd;
 };
 
-void OnSignal(Completion* c, int32_t res, uint32_t flags) {
-  auto* w = static_cast<SignalWatch*>(c);
-  signalfd_siginfo si;
-  bool got = false;
-  while (read(w->fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) got = true;
-  if (!got || w->stopping) return;
+// Stops everything that started, in order: on SIGTERM or SIGINT, and when the start failed
+// half-way (a server torn down while the reactor still watches its sockets would be called
+// after it is gone). The reactor's loop ends once all of it drained.
+void BeginStop(SignalWatch* w) {
   w->stopping = true;
-  SPD_LOG_INFO("signal %u: draining in-flight requests", si.ssi_signo);
   if (w->stop_first) w->stop_first();
   w->after_nbd.w = w;
   w->after_nbd.fn = [](Task* t) {
@@ -88,6 +85,16 @@ void OnSignal(Completion* c, int32_t res, uint32_t flags) {
     if (w->replication) w->replication->Stop();
     w->reactor->Post(&w->after_control);
   });
+}
+
+void OnSignal(Completion* c, int32_t res, uint32_t flags) {
+  auto* w = static_cast<SignalWatch*>(c);
+  signalfd_siginfo si;
+  bool got = false;
+  while (read(w->fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) got = true;
+  if (!got || w->stopping) return;
+  SPD_LOG_INFO("signal %u: draining in-flight requests", si.ssi_signo);
+  BeginStop(w);
 }
 
 Status MakeDirs(const std::string& dir) {
@@ -507,11 +514,6 @@ int RunDaemon(const DaemonOptions& o) {
   if (qos) pool->SetBackgroundGate(qos->BackgroundGate(reactor.get()));
   Dispatcher dispatcher(pool.get(), dopt, qos.get());
   NbdServer server(reactor.get(), &dispatcher, &volumes, no, conn_reactors);
-  if (Status s = server.Start(); !s.ok()) {
-    SPD_LOG_ERROR("%s", s.ToString().c_str());
-    return 1;
-  }
-
   MetricsServer metrics(reactor.get());
   // Per-volume figures (spd_volume_*), the tenant label from the control plane once it runs.
   VolumeMetrics volume_metrics(&volumes, [tenancy](const std::string& volume) {
@@ -520,162 +522,23 @@ int RunDaemon(const DaemonOptions& o) {
   });
   // Pool figures (spd_pool_*): rendered on this reactor, the pool's, where the server runs.
   PoolMetrics pool_metrics(pool.get(), "default");
-  if (o.metrics_listen != "off") {
-    std::string host;
-    uint16_t port = 0;
-    if (!SplitHostPort(o.metrics_listen, &host, &port)) {
-      SPD_LOG_ERROR("--metrics-listen wants HOST:PORT, got '%s'", o.metrics_listen.c_str());
-      return 2;
-    }
-    if (Status s = metrics.Start(host, port); !s.ok()) {
-      SPD_LOG_ERROR("%s", s.ToString().c_str());
-      return 1;
-    }
-  }
-
   std::vector<std::string> nbd_endpoints;
-  if (o.nbd_unix != "off") nbd_endpoints.push_back("unix:" + o.nbd_unix);
-  if (o.nbd_listen != "off")
-    nbd_endpoints.push_back("tcp:" + o.nbd_listen.substr(0, o.nbd_listen.rfind(':')) + ":" +
-                            std::to_string(server.tcp_port()));
-
   // The replica server: primaries of replicated volumes on other nodes send their writes here.
   std::unique_ptr<ReplicaServer> replica;
-  std::string replica_address;
   auto primaries_of = std::make_shared<std::atomic<ReplicationManager*>>(nullptr);
-  if (!o.replication_listen.empty()) {
-    ReplicaServerOptions ro;
-    ro.tls = replica_tls.get();
-    ro.state_dir = o.data_dir + "/replication";
-    // With certificates a peer is a node: only the one etcd names the primary may be one.
-    if (replica_tls && replica_tls->certificates())
-      ro.authorize_primary = [primaries_of](const std::string& volume, uint64_t epoch,
-                                            const std::string& node) {
-        ReplicationManager* rm = primaries_of->load(std::memory_order_acquire);
-        return rm ? rm->AuthorizePrimary(volume, epoch, node)
-                  : Unavailable("the replication manager has not started");
-      };
-    if (!SplitHostPort(o.replication_listen, &ro.host, &ro.port)) {
-      SPD_LOG_ERROR("--replication-listen wants HOST:PORT, got '%s'", o.replication_listen.c_str());
-      return 2;
-    }
-    replica = std::make_unique<ReplicaServer>(reactor.get(), &dispatcher, &volumes, ro);
-    if (Status s = replica->Start(); !s.ok()) {
-      SPD_LOG_ERROR("--replication-listen: %s", s.ToString().c_str());
-      return s.code() == StatusCode::kInvalidArgument ? 2 : 1;
-    }
-    replica_address = ro.host + ":" + std::to_string(replica->port());
-  }
-
-  // Cluster membership: registers in the background; the node serves whether etcd answers or not.
   std::unique_ptr<ClusterNode> cluster;
-  if (!o.cluster.empty()) {
-    char host[256] = {};
-    gethostname(host, sizeof host - 1);
-    nlohmann::json info = {{"name", node_name},
-                           {"hostname", host},
-                           {"pid", static_cast<uint32_t>(getpid())},
-                           {"version", "0.1.0"},
-                           {"nbd", nbd_endpoints}};
-    if (replica) info["replication"] = replica_address;
-    ClusterNodeOptions cno;
-    cno.endpoints = o.cluster;
-    cno.name = node_name;
-    cno.info_json = info.dump();
-    cno.ttl_seconds = o.cluster_lease_ttl_s;
-    Result<std::unique_ptr<ClusterNode>> c = ClusterNode::Start(cno);
-    if (!c.ok()) {
-      SPD_LOG_ERROR("--cluster: %s", c.status().ToString().c_str());
-      return 2;
-    }
-    cluster = std::move(*c);
-  }
   std::unique_ptr<ReplicationManager> replication;
-  if (cluster && replica) {
-    ReplicationManagerOptions rmo;
-    rmo.resync_regions_inflight = o.replication_resync_inflight;
-    rmo.resync_region_bytes = o.replication_resync_region_kib << 10;
-    rmo.activity_log_units = o.replication_activity_window_mib * 16;
-    rmo.unbarriered_bytes = uint64_t{o.replication_unbarriered_mib} << 20;
-    rmo.inject_rtt_us = o.replication_inject_rtt_us;
-    rmo.inject_loss_ppm = o.replication_inject_loss_ppm;
-    rmo.inject_seed = o.replication_inject_seed;
-    rmo.async_lag_bytes = o.replication_async_lag_bytes;
-    rmo.async_lag_ms = o.replication_async_lag_ms;
-    rmo.tls = replica_tls.get();
-    rmo.state_dir = o.data_dir + "/replication";
-    rmo.on_event = [control_events](bool primary_changed, const std::string& volume,
-                                    const std::string& message) {
-      if (ControlServer* c = control_events->load(std::memory_order_acquire))
-        c->ReportReplication(primary_changed, volume, message);
-    };
-    replication = std::make_unique<ReplicationManager>(cluster.get(), &volumes, &dispatcher, rmo);
-    replication->Start();
-    primaries_of->store(replication.get(), std::memory_order_release);
-  }
-
   std::unique_ptr<ControlServer> control;
-  if (o.control_socket != "off") {
-    ControlServerOptions co;
-    co.socket_path = o.control_socket;
-    co.socket_mode = o.control_socket_mode;
-    co.socket_group = o.control_socket_gid;
-    co.version = "0.1.0";
-    co.data_dir = o.data_dir;
-    co.engine = reactor->engine() == ReactorEngine::kUring ? "io_uring" : "epoll";
-    co.reactors = group->size();
-    co.nbd_endpoints = nbd_endpoints;
-    co.cluster = cluster.get();
-    co.replication = replication.get();
-    if (o.metrics_listen != "off") co.metrics_endpoint = o.metrics_listen;
-    co.pool_path = o.pool_path;
-    co.audit_dir = o.data_dir + "/audit";
-    co.state_dir = o.data_dir;
-    co.tcp_listen = o.control_listen;
-    co.calls_in_flight_max = o.control_calls_max;
-    co.batch_threads = o.control_batch_threads;
-    co.qos = qos.get();
-    co.dispatcher = &dispatcher;
-    co.tls_cert_file = o.control_tls_cert;
-    co.tls_key_file = o.control_tls_key;
-    control = std::make_unique<ControlServer>(&volumes, co);
-    if (Status s = control->Start(); !s.ok()) {
-      SPD_LOG_ERROR("%s", s.ToString().c_str());
-      return 1;
-    }
-    tenancy->store(control.get(), std::memory_order_release);
-    control_events->store(control.get(), std::memory_order_release);
-    ControlServer* cs = control.get();
-    pool->set_read_only_listener([cs](const std::string& why) { cs->ReportPoolReadOnly(why); });
-    // A fallback, not the posix backend asked for (--backend posix: no io_uring wanted).
-    if (reactor->engine() == ReactorEngine::kEpoll && o.backend != BackendKind::kPosix)
-      control->ReportBackendFallback("io_uring unavailable (" + reactor->fallback_reason() +
-                                     "): the epoll reactor and the posix backend serve");
-  }
+  std::unique_ptr<health::Collector> health;
+  std::unique_ptr<RedfishRuntime> redfish;
 
-  // Host health: after the pool opened (its drive's SMART is read), on a thread of its own.
-  auto health_or = StartHealth(o);
-  if (!health_or.ok()) {
-    SPD_LOG_ERROR("%s", health_or.status().ToString().c_str());
-    return 1;
-  }
-  std::unique_ptr<health::Collector> health = std::move(health_or).value();
-  // Redfish serves that cache, on threads of its own.
-  auto redfish_or = StartRedfish(o, health != nullptr);
-  if (!redfish_or.ok()) {
-    SPD_LOG_ERROR("%s", redfish_or.status().ToString().c_str());
-    return redfish_or.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  std::unique_ptr<RedfishRuntime> redfish = std::move(redfish_or).value();
-
+  // SIGTERM and SIGINT, watched before anything serves: the same stop serves a start that
+  // fails half-way.
   SignalWatch sig;
   sig.stop_first = [&health, &redfish] {
     if (redfish) redfish->server->Stop();
     if (health) health->Stop();
   };
-  sig.control = control.get();
-  sig.replication = replication.get();
-  sig.replica = replica.get();
   sig.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   sig.server = &server;
   sig.reactor = reactor.get();
@@ -687,13 +550,174 @@ int RunDaemon(const DaemonOptions& o) {
   };
   if (sig.fd < 0 || !reactor->Watch(sig.fd, &sig).ok()) {
     SPD_LOG_ERROR("signalfd: %s", strerror(errno));
+    if (sig.fd >= 0) close(sig.fd);
     return 1;
   }
 
-  SPD_LOG_INFO("spd2 serving %zu volume(s) from %s on %s backend, %u %s reactor(s)",
-               pool->ListVolumes().size(), o.pool_path.c_str(), pool->backend()->name(),
-               group->size(), reactor->engine() == ReactorEngine::kUring ? "io_uring" : "epoll");
-  if (!o.quiet) PrintHowToConnect(o, server, *pool);
+  // Everything else starts here, in order. A failure (a port taken, a refused file) is
+  // returned as the exit status once what did start has stopped as on a signal.
+  const int start_rc = [&]() -> int {
+    if (Status s = server.Start(); !s.ok()) {
+      SPD_LOG_ERROR("%s", s.ToString().c_str());
+      return 1;
+    }
+    if (o.metrics_listen != "off") {
+      std::string host;
+      uint16_t port = 0;
+      if (!SplitHostPort(o.metrics_listen, &host, &port)) {
+        SPD_LOG_ERROR("--metrics-listen wants HOST:PORT, got '%s'", o.metrics_listen.c_str());
+        return 2;
+      }
+      if (Status s = metrics.Start(host, port); !s.ok()) {
+        SPD_LOG_ERROR("%s", s.ToString().c_str());
+        return 1;
+      }
+    }
+
+    if (o.nbd_unix != "off") nbd_endpoints.push_back("unix:" + o.nbd_unix);
+    if (o.nbd_listen != "off")
+      nbd_endpoints.push_back("tcp:" + o.nbd_listen.substr(0, o.nbd_listen.rfind(':')) + ":" +
+                              std::to_string(server.tcp_port()));
+
+    std::string replica_address;
+    if (!o.replication_listen.empty()) {
+      ReplicaServerOptions ro;
+      ro.tls = replica_tls.get();
+      ro.state_dir = o.data_dir + "/replication";
+      // With certificates a peer is a node: only the one etcd names the primary may be one.
+      if (replica_tls && replica_tls->certificates())
+        ro.authorize_primary = [primaries_of](const std::string& volume, uint64_t epoch,
+                                              const std::string& node) {
+          ReplicationManager* rm = primaries_of->load(std::memory_order_acquire);
+          return rm ? rm->AuthorizePrimary(volume, epoch, node)
+                    : Unavailable("the replication manager has not started");
+        };
+      if (!SplitHostPort(o.replication_listen, &ro.host, &ro.port)) {
+        SPD_LOG_ERROR("--replication-listen wants HOST:PORT, got '%s'",
+                      o.replication_listen.c_str());
+        return 2;
+      }
+      replica = std::make_unique<ReplicaServer>(reactor.get(), &dispatcher, &volumes, ro);
+      if (Status s = replica->Start(); !s.ok()) {
+        SPD_LOG_ERROR("--replication-listen: %s", s.ToString().c_str());
+        replica.reset();
+        return s.code() == StatusCode::kInvalidArgument ? 2 : 1;
+      }
+      replica_address = ro.host + ":" + std::to_string(replica->port());
+    }
+
+    // Cluster membership: registers in the background; the node serves whether etcd answers or not.
+    if (!o.cluster.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof host - 1);
+      nlohmann::json info = {{"name", node_name},
+                             {"hostname", host},
+                             {"pid", static_cast<uint32_t>(getpid())},
+                             {"version", "0.1.0"},
+                             {"nbd", nbd_endpoints}};
+      if (replica) info["replication"] = replica_address;
+      ClusterNodeOptions cno;
+      cno.endpoints = o.cluster;
+      cno.name = node_name;
+      cno.info_json = info.dump();
+      cno.ttl_seconds = o.cluster_lease_ttl_s;
+      Result<std::unique_ptr<ClusterNode>> c = ClusterNode::Start(cno);
+      if (!c.ok()) {
+        SPD_LOG_ERROR("--cluster: %s", c.status().ToString().c_str());
+        return 2;
+      }
+      cluster = std::move(*c);
+    }
+    if (cluster && replica) {
+      ReplicationManagerOptions rmo;
+      rmo.resync_regions_inflight = o.replication_resync_inflight;
+      rmo.resync_region_bytes = o.replication_resync_region_kib << 10;
+      rmo.activity_log_units = o.replication_activity_window_mib * 16;
+      rmo.unbarriered_bytes = uint64_t{o.replication_unbarriered_mib} << 20;
+      rmo.inject_rtt_us = o.replication_inject_rtt_us;
+      rmo.inject_loss_ppm = o.replication_inject_loss_ppm;
+      rmo.inject_seed = o.replication_inject_seed;
+      rmo.async_lag_bytes = o.replication_async_lag_bytes;
+      rmo.async_lag_ms = o.replication_async_lag_ms;
+      rmo.tls = replica_tls.get();
+      rmo.state_dir = o.data_dir + "/replication";
+      rmo.on_event = [control_events](bool primary_changed, const std::string& volume,
+                                      const std::string& message) {
+        if (ControlServer* c = control_events->load(std::memory_order_acquire))
+          c->ReportReplication(primary_changed, volume, message);
+      };
+      replication = std::make_unique<ReplicationManager>(cluster.get(), &volumes, &dispatcher, rmo);
+      replication->Start();
+      primaries_of->store(replication.get(), std::memory_order_release);
+    }
+
+    if (o.control_socket != "off") {
+      ControlServerOptions co;
+      co.socket_path = o.control_socket;
+      co.socket_mode = o.control_socket_mode;
+      co.socket_group = o.control_socket_gid;
+      co.version = "0.1.0";
+      co.data_dir = o.data_dir;
+      co.engine = reactor->engine() == ReactorEngine::kUring ? "io_uring" : "epoll";
+      co.reactors = group->size();
+      co.nbd_endpoints = nbd_endpoints;
+      co.cluster = cluster.get();
+      co.replication = replication.get();
+      if (o.metrics_listen != "off") co.metrics_endpoint = o.metrics_listen;
+      co.pool_path = o.pool_path;
+      co.audit_dir = o.data_dir + "/audit";
+      co.state_dir = o.data_dir;
+      co.tcp_listen = o.control_listen;
+      co.calls_in_flight_max = o.control_calls_max;
+      co.batch_threads = o.control_batch_threads;
+      co.qos = qos.get();
+      co.dispatcher = &dispatcher;
+      co.tls_cert_file = o.control_tls_cert;
+      co.tls_key_file = o.control_tls_key;
+      control = std::make_unique<ControlServer>(&volumes, co);
+      if (Status s = control->Start(); !s.ok()) {
+        SPD_LOG_ERROR("%s", s.ToString().c_str());
+        control.reset();
+        return 1;
+      }
+      tenancy->store(control.get(), std::memory_order_release);
+      control_events->store(control.get(), std::memory_order_release);
+      ControlServer* cs = control.get();
+      pool->set_read_only_listener([cs](const std::string& why) { cs->ReportPoolReadOnly(why); });
+      // A fallback, not the posix backend asked for (--backend posix: no io_uring wanted).
+      if (reactor->engine() == ReactorEngine::kEpoll && o.backend != BackendKind::kPosix)
+        control->ReportBackendFallback("io_uring unavailable (" + reactor->fallback_reason() +
+                                       "): the epoll reactor and the posix backend serve");
+    }
+
+    // Host health: after the pool opened (its drive's SMART is read), on a thread of its own.
+    auto health_or = StartHealth(o);
+    if (!health_or.ok()) {
+      SPD_LOG_ERROR("%s", health_or.status().ToString().c_str());
+      return 1;
+    }
+    health = std::move(health_or).value();
+    // Redfish serves that cache, on threads of its own.
+    auto redfish_or = StartRedfish(o, health != nullptr);
+    if (!redfish_or.ok()) {
+      SPD_LOG_ERROR("%s", redfish_or.status().ToString().c_str());
+      return redfish_or.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    redfish = std::move(redfish_or).value();
+    return 0;
+  }();
+  sig.control = control.get();
+  sig.replication = replication.get();
+  sig.replica = replica.get();
+  if (start_rc == 0) {
+    SPD_LOG_INFO("spd2 serving %zu volume(s) from %s on %s backend, %u %s reactor(s)",
+                 pool->ListVolumes().size(), o.pool_path.c_str(), pool->backend()->name(),
+                 group->size(), reactor->engine() == ReactorEngine::kUring ? "io_uring" : "epoll");
+    if (!o.quiet) PrintHowToConnect(o, server, *pool);
+  } else {
+    SPD_LOG_INFO("the start failed: stopping what started");
+    BeginStop(&sig);
+  }
   reactor->Run();
   if (sig.control_stopper.joinable()) sig.control_stopper.join();
   tenancy->store(nullptr, std::memory_order_release);
@@ -716,6 +740,7 @@ int RunDaemon(const DaemonOptions& o) {
     SPD_LOG_ERROR("final flush failed: %s", s.ToString().c_str());
     return 1;
   }
+  if (start_rc != 0) return start_rc;
   SPD_LOG_INFO("spd2 stopped cleanly");
   return 0;
 }

@@ -63,3 +63,31 @@ copies() {
   ctl "$1" replica list "${VOL:-rv}" -o json
   json '" ".join(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"])'
 }
+# registered_now NODE: the nodes a, b and c each registered by its current process (a restarted
+# node waits until its old lease ends), as NODE sees it.
+registered_now() {
+  ctl "$1" node list -o json
+  [ "$(json '" ".join(sorted(n["name"] + ":" + str(n["pid"]) for n in d["items"]))')" = \
+    "a:${PID[a]} b:${PID[b]} c:${PID[c]}" ]
+}
+# wait_registered [NODE [WHAT]]: until registered_now NODE (a by default), 15 s at most.
+wait_registered() { wait_for "${2:-three nodes registered}" 15 registered_now "${1:-a}"; }
+# stop_repl_node NAME: SIGTERM, and fails unless the node exits 0.
+stop_repl_node() {
+  kill -TERM "${PID[$1]}"
+  wait "${PID[$1]}" 2>/dev/null || fail "node $1 did not stop cleanly"
+}
+# placed: the nodes of the volume's copies as node a sees them, "a b ...".
+placed() {
+  ctl a replica list "${VOL:-rv}" -o json
+  json '" ".join(c["node"] for c in d["items"][0]["copies"])'
+}
+# in_sync_on NODE: a 2-way volume's copies, as a sees them, are a's and NODE's, both in sync.
+in_sync_on() { [ "$(copies a)" = "a=in_sync $1=in_sync" ]; }
+# bc_write NODE SEED EPOCH BLOCKS OPS: blockcheck's writes through NODE's export (the state in
+# $T/bc.json, the log in $T/wSEED.log); fails unless every one of them completed.
+bc_write() {
+  $PY "$BC" write --uri "$(nbd_uri "$1")" --state "$T/bc.json" --seed "$2" --blocks "$4" \
+    --qd 16 --ops "$5" --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$3" \
+    >"$T/w$2.log" || { cat "$T/w$2.log"; fail "writes (seed $2) through $1 failed"; }
+}

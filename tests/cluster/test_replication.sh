@@ -14,8 +14,7 @@ repl_cluster_init
 start_node() { start_repl_node "$1"; }
 
 for n in a b c; do start_node $n; done
-registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
-wait_for "three nodes registered" 15 registered
+wait_registered
 
 # --- Create on a: a copy on each node, a the primary, every copy in sync.
 ctl a volume create rv --size 64M --replicas 3 --durability sync

@@ -34,8 +34,7 @@ rc=0
 grep -q "need --replication-listen" "$T/x.log" || fail "refusal: $(cat "$T/x.log")"
 
 for n in a b c; do start_node $n; done
-registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
-wait_for "three nodes registered" 15 registered
+wait_registered
 expect 8 --socket "${DIR[a]}/control.sock" volume create lone --size 16M --durability async
 grep -q "async is for replicated volumes" "$T/err" || fail "refusal: $(cat "$T/err")"
 ctl a volume create rv --size 64M --replicas 3 --durability async

@@ -12,30 +12,22 @@
 VOL=mv
 repl_cluster_init
 for n in a b c; do start_repl_node $n; done
-registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
-wait_for "three nodes registered" 15 registered
+wait_registered
 
 # --- A 2-way volume, created on a: a and one more node, X; the third is Y.
 ctl a volume create mv --size 64M --replicas 2 --durability sync
-placed() { ctl a replica list mv -o json; json '" ".join(c["node"] for c in d["items"][0]["copies"])'; }
 deleting_mx() { [ "$(copies a)" = "a=deleted $P=deleting $Q=deleting" ]; }
-placed_vol() { ctl a replica list "$VOL" -o json; json '" ".join(c["node"] for c in d["items"][0]["copies"])'; }
 read -r _ X <<<"$(placed)"
 case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
-in_sync_on() { [ "$(copies a)" = "a=in_sync $1=in_sync" ]; }
 wait_for "a and $X in sync" 15 in_sync_on "$X"
 read -r P1 E1 <<<"$(primary_of a)"
 [ "$P1" = a ] || fail "primary is '$P1', wanted a"
-$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 11 --blocks 4096 --qd 16 \
-  --ops 2000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" >"$T/w1.log" ||
-  { cat "$T/w1.log"; fail "writes through the primary failed"; }
+bc_write a 11 "$E1" 4096 2000
 
 # --- X goes down; writes go on without it.
 kill -TERM "${PID[$X]}"
 wait "${PID[$X]}" || fail "node $X exited $? on SIGTERM"
-$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 12 --blocks 4096 --qd 16 \
-  --ops 1000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" >"$T/w2.log" ||
-  { cat "$T/w2.log"; fail "writes with $X down failed"; }
+bc_write a 12 "$E1" 4096 1000
 
 # --- Refusals: the primary cannot move (exit 5), nor onto a copy (5); a node with no copy, an
 # unknown node, an unknown volume (3); the same node twice (8). Nothing changed by them.
@@ -55,9 +47,7 @@ expect 8 --socket "${DIR[$Y]}/control.sock" replica move mv --from "$X" --to "$X
 # while writes go on, then is in sync.
 ctl "$Y" replica move mv --from "$X" --to "$Y"
 [ "$(placed)" = "a $Y" ] || fail "placement after the move: $(placed)"
-$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 13 --blocks 4096 --qd 16 \
-  --ops 1000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" >"$T/w3.log" ||
-  { cat "$T/w3.log"; fail "writes during the move failed"; }
+bc_write a 13 "$E1" 4096 1000
 wait_for "a and $Y in sync" 30 in_sync_on "$Y"
 $PY "$BC" verify --uri "$(nbd_uri "$Y")" --state "$T/bc.json" --min-durable 500 >"$T/v1.log" ||
   { cat "$T/v1.log"; fail "the new copy on $Y lacks acknowledged writes"; }
@@ -99,17 +89,10 @@ ls "${DIR[$X]}/replication/" >"$T/files"
 # the new one is, then leaves and deletes itself; no write fails, and the new copy holds every
 # acknowledged one.
 VOL=mw
-# Every node registered by its current process (a restarted node waits until its old lease
-# ends), as node $1 sees it.
-registered_now() {
-  ctl "$1" node list -o json
-  [ "$(json '" ".join(sorted(n["name"] + ":" + str(n["pid"]) for n in d["items"]))')" = \
-    "a:${PID[a]} b:${PID[b]} c:${PID[c]}" ]
-}
-wait_for "three nodes registered again ($X restarted)" 15 registered_now a
+wait_registered a "three nodes registered again ($X restarted)"
 ctl a volume create mw --size 64M --replicas 2 --durability sync
-read -r _ Z <<<"$(placed_vol)"
-case "$Z" in b) W=c ;; c) W=b ;; *) fail "mw placed on: $(placed_vol)" ;; esac
+read -r _ Z <<<"$(placed)"
+case "$Z" in b) W=c ;; c) W=b ;; *) fail "mw placed on: $(placed)" ;; esac
 wait_for "a and $Z in sync" 15 in_sync_on "$Z"
 read -r _ E2 <<<"$(primary_of a)"
 $PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc2.json" --seed 21 --blocks 4096 --qd 16 \
@@ -145,8 +128,8 @@ ctl "$Z" volume list -o json
 # the leaving one, whose key the delete writes; each deletes its copy when it is back.
 VOL=mx
 ctl a volume create mx --size 64M --replicas 2 --durability sync
-read -r _ P <<<"$(placed_vol)"
-case "$P" in b) Q=c ;; c) Q=b ;; *) fail "mx placed on: $(placed_vol)" ;; esac
+read -r _ P <<<"$(placed)"
+case "$P" in b) Q=c ;; c) Q=b ;; *) fail "mx placed on: $(placed)" ;; esac
 wait_for "a and $P in sync" 15 in_sync_on "$P"
 kill -STOP "${PID[$Q]}"  # its lease still runs for a while: the moves take it
 # Called off at once and asked again: the cancel's key for Q (Q, stopped, has not deleted its
@@ -156,7 +139,7 @@ ctl a replica move mx --cancel -o json
 [ "$(json '" ".join(c["node"] for c in d["items"][0]["copies"])')" = "a $P" ] ||
   fail "placement after the cancel: $(cat "$T/out")"
 ctl a replica move mx --from "$P" --to "$Q"
-[ "$(placed_vol)" = "a $P $Q" ] || fail "a live move's placement: $(placed_vol)"
+[ "$(placed)" = "a $P $Q" ] || fail "a live move's placement: $(placed)"
 ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout=5s get --prefix /spd/v1/moved/ \
   --keys-only >"$T/moved"
 ! grep -q "^/spd/v1/moved/$Q/mx$" "$T/moved" || fail "$Q placed again keeps its key: $(cat "$T/moved")"
@@ -196,19 +179,19 @@ ls "${DIR[$P]}/replication/" >"$T/files"
 # never stopped counting and holds every acknowledged write; the new node, back, never serves
 # the volume and its key goes. A second cancel finds no move.
 VOL=my
-wait_for "three nodes registered again ($P and $Q restarted), as a sees it" 15 registered_now a
+wait_registered a "three nodes registered again ($P and $Q restarted), as a sees it"
 ctl a volume create my --size 64M --replicas 2 --durability sync
-read -r _ R <<<"$(placed_vol)"
-case "$R" in b) S=c ;; c) S=b ;; *) fail "my placed on: $(placed_vol)" ;; esac
-wait_for "three nodes registered again, as $R sees it" 15 registered_now "$R"
+read -r _ R <<<"$(placed)"
+case "$R" in b) S=c ;; c) S=b ;; *) fail "my placed on: $(placed)" ;; esac
+wait_registered "$R" "three nodes registered again, as $R sees it"
 wait_for "a and $R in sync" 15 in_sync_on "$R"
 read -r _ E3 <<<"$(primary_of a)"
 removed0=$(metric a spd_replication_links_removed_total)
 kill -STOP "${PID[$S]}"
 ctl "$R" replica move my --from "$R" --to "$S"
-[ "$(placed_vol)" = "a $R $S" ] || fail "my's live move: $(placed_vol)"
+[ "$(placed)" = "a $R $S" ] || fail "my's live move: $(placed)"
 ctl "$R" replica move my --cancel --from "$R" --to "$S"
-[ "$(placed_vol)" = "a $R" ] || fail "placement after the cancel: $(placed_vol)"
+[ "$(placed)" = "a $R" ] || fail "placement after the cancel: $(placed)"
 ctl a replica list my -o json
 [ "$(json '[c["detail"] for c in d["items"][0]["copies"] if c["node"] == "'"$R"'"][0]')" = "" ] ||
   fail "the copy staying still leaves: $(cat "$T/out")"

@@ -13,30 +13,19 @@
 
 VOL=mr
 repl_cluster_init
-stop_node() {
-  kill -TERM "${PID[$1]}"
-  wait "${PID[$1]}" 2>/dev/null || fail "node $1 did not stop cleanly"
-}
 for n in a b c; do start_repl_node $n; done
-registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
-wait_for "three nodes registered" 15 registered
+wait_registered
 ctl a volume create mr --size 64M --replicas 2 --durability sync
-placed() { ctl a replica list mr -o json; json '" ".join(c["node"] for c in d["items"][0]["copies"])'; }
 read -r _ X <<<"$(placed)"
 case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
-in_sync_on() { [ "$(copies a)" = "a=in_sync $1=in_sync" ]; }
 wait_for "a and $X in sync" 15 in_sync_on "$X"
 read -r P1 E1 <<<"$(primary_of a)"
 [ "$P1" = a ] || fail "primary is '$P1', wanted a"
-write() {  # SEED EPOCH
-  $PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed "$1" --blocks 4096 --qd 16 \
-    --ops 1000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "$2" >"$T/w$1.log" ||
-    { cat "$T/w$1.log"; fail "writes (seed $1) failed"; }
-}
+write() { bc_write a "$1" "$2" 4096 1000; }  # SEED EPOCH
 write 11 "$E1"
 
 # --- X stops; its copy moves to Y; writes go on (X misses them).
-stop_node "$X"
+stop_repl_node "$X"
 write 12 "$E1"
 ctl "$Y" replica move mr --from "$X" --to "$Y"
 wait_for "a and $Y in sync" 30 in_sync_on "$Y"
@@ -47,8 +36,8 @@ wait_for "a and $Y keep the moved placement" 10 eval "saved_newer a && saved_new
   fail "$X's saved spec has a placement generation: $(cat "${DIR[$X]}/replication/mr.spec")"
 
 # --- Every node stops, etcd loses its data; X comes back first and publishes its placement.
-stop_node a
-stop_node "$Y"
+stop_repl_node a
+stop_repl_node "$Y"
 stop_etcd
 rm -rf "$T/etcd/data"
 start_etcd

@@ -12,15 +12,9 @@
 . "$(dirname "$0")/cluster_lib.sh"
 
 repl_cluster_init
-start_node() { start_repl_node "$1"; }
-stop_node() {
-  kill -TERM "${PID[$1]}"
-  wait "${PID[$1]}" 2>/dev/null || fail "node $1 did not stop cleanly"
-}
 
-for n in a b c; do start_node $n; done
-registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
-wait_for "three nodes registered" 15 registered
+for n in a b c; do start_repl_node $n; done
+wait_registered
 ctl a volume create rv --size 64M --replicas 3 --durability sync
 all_in_sync() { [ "$(copies a)" = "a=in_sync b=in_sync c=in_sync" ]; }
 wait_for "every copy in sync" 15 all_in_sync
@@ -31,12 +25,12 @@ $PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 11 --blocks 409
   { cat "$T/w1.log"; fail "writes through the primary failed"; }
 
 # --- Every node stops, etcd loses its data, a and b come back; c does not.
-for n in a b c; do stop_node $n; done
+for n in a b c; do stop_repl_node $n; done
 stop_etcd
 rm -rf "$T/etcd/data"
 start_etcd
-start_node a
-start_node b
+start_repl_node a
+start_repl_node b
 stood() { grep -q "rv: recovered volume: this copy stands" "$T/$1.log"; }
 wait_for "a and b stand in the recovered volume's election" 30 eval 'stood a && stood b'
 waits_for_c() {
@@ -88,7 +82,7 @@ $PY "$BC" write --uri "$(nbd_uri "$P2")" --state "$T/bc.json" --seed 12 --qd 16 
   { cat "$T/w2.log"; fail "writes through the recovered primary failed"; }
 
 # --- c returns after all: resynced from the new primary, it holds every acknowledged write.
-start_node c
+start_repl_node c
 all_in_sync_p2() { [ "$(copies "$P2")" = "a=in_sync b=in_sync c=in_sync" ]; }
 wait_for "c resynced after its return" 30 all_in_sync_p2
 $PY "$BC" verify --uri "$(nbd_uri c)" --state "$T/bc.json" >"$T/v-c.log" ||

@@ -43,8 +43,7 @@ start_node() {  # NAME
   PID[$n]=$NODE_PID
 }
 for n in a b c; do start_node $n; done
-registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
-wait_for "three nodes registered" 15 registered
+wait_registered
 ctl a volume create tv --size 32M --replicas 3
 copies() {
   ctl a replica list tv -o json

@@ -98,8 +98,7 @@ start_x509_node() {  # NAME CERT CA
 start_x509_node a a ca
 start_x509_node b b ca
 start_x509_node c c other  # its own certificate, but it trusts only another CA
-registered() { ctl a node list -o json; [ "$(json 'len(d["items"])')" = 3 ]; }
-wait_for "three nodes registered" 15 registered
+wait_registered
 # When a's certificate expires, for monitoring (two days from now, as made above).
 expiry=$(metric a spd_replication_tls_certificate_expiry_seconds)
 [ "$((expiry - $(date +%s)))" -gt 86400 ] && [ "$((expiry - $(date +%s)))" -le 172800 ] ||
@@ -183,12 +182,7 @@ $PY -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(not (d["connec
 # certificate in their handshakes (as replicas), and its copies there stay out of sync and hold
 # nothing; a refuses c's as a replica of xv too.
 start_x509_node c c-forged ca
-registered_now() {  # every node registered by its current process, as a sees it
-  ctl a node list -o json
-  [ "$(json '" ".join(sorted(n["name"] + ":" + str(n["pid"]) for n in d["items"]))')" = \
-    "a:${PID[a]} b:${PID[b]} c:${PID[c]}" ]
-}
-wait_for "c registered again" 15 registered_now
+wait_registered a "c registered again"
 VOL=xw
 ctl c volume create xw --size 16M --replicas 3
 c_primary() { [ "$(primary_of c | cut -d' ' -f1)" = c ]; }
