@@ -244,6 +244,24 @@ int RunDaemon(const DaemonOptions& o) {
     }
   }
 
+  // The replication link's TLS credentials, loaded (and refused, exit 2) before the pool opens
+  // or anything serves. Declared before the replica server and the primaries' sets, which use
+  // them until they are gone.
+  std::unique_ptr<ReplicaTls> replica_tls;
+  if (!o.replication_tls_psk.empty() || !o.replication_tls_cert.empty()) {
+    const bool psk = !o.replication_tls_psk.empty();
+    Result<std::unique_ptr<ReplicaTls>> t =
+        psk ? ReplicaTls::Load(o.replication_tls_psk)
+            : ReplicaTls::LoadCertificates(o.replication_tls_cert, o.replication_tls_key,
+                                           o.replication_tls_ca, node_name);
+    if (!t.ok()) {
+      SPD_LOG_ERROR("%s: %s", psk ? "--replication-tls-psk" : "--replication-tls-cert",
+                    t.status().ToString().c_str());
+      return 2;
+    }
+    replica_tls = std::move(*t);
+  }
+
   // Signals go through a signalfd so that they are handled on the reactor like any event.
   sigset_t mask;
   sigemptyset(&mask);
@@ -475,23 +493,6 @@ int RunDaemon(const DaemonOptions& o) {
   // The slow-request line's breakdown is made of the stage stamps.
   dopt.stamp_stages =
       o.stage_stamps || o.slow_request_ms > 0 || no.trace_sample_period > 0 || no.trace_slow_ns > 0;
-  // The replication link's TLS credentials, loaded (and refused, exit 2) before anything
-  // serves. Declared before the replica server and the primaries' sets, which use them until
-  // they are gone.
-  std::unique_ptr<ReplicaTls> replica_tls;
-  if (!o.replication_tls_psk.empty() || !o.replication_tls_cert.empty()) {
-    const bool psk = !o.replication_tls_psk.empty();
-    Result<std::unique_ptr<ReplicaTls>> t =
-        psk ? ReplicaTls::Load(o.replication_tls_psk)
-            : ReplicaTls::LoadCertificates(o.replication_tls_cert, o.replication_tls_key,
-                                           o.replication_tls_ca, node_name);
-    if (!t.ok()) {
-      SPD_LOG_ERROR("%s: %s", psk ? "--replication-tls-psk" : "--replication-tls-cert",
-                    t.status().ToString().c_str());
-      return 2;
-    }
-    replica_tls = std::move(*t);
-  }
   // The control server, which reports violations as events, starts later.
   auto control_events = std::make_shared<std::atomic<ControlServer*>>(nullptr);
   auto qos_or = MakeQosScheduler(

@@ -27,6 +27,8 @@ printf 'x:abcd\n' >"$T/short.psk"
 expect_start_refused "a short key" --cluster http://127.0.0.1:1 --node-name x \
   --replication-listen 127.0.0.1:0 --replication-tls-psk "$T/short.psk"
 grep -q "shorter than 16 bytes" "$T/refused.log" || fail "short key: $(cat "$T/refused.log")"
+# Refused before the pool opens: none was made for it.
+[ ! -e "$T/refused/pool.img" ] || fail "a refused key file left a pool behind"
 
 start_etcd
 printf 'cluster:%s\n' "$(printf '5a%.0s' $(seq 32))" >"$T/shared.psk"
