@@ -261,6 +261,16 @@ int RunDaemon(const DaemonOptions& o) {
     }
     replica_tls = std::move(*t);
   }
+  // NBD's TLS credentials likewise (the server takes them as loaded here).
+  std::shared_ptr<NbdTlsCredentials> nbd_tls;
+  if (o.nbd_tls != "off") {
+    auto t = NbdTlsCredentials::Load({o.nbd_tls_psk, o.nbd_tls_cert, o.nbd_tls_key, o.nbd_tls_ca});
+    if (!t.ok()) {
+      SPD_LOG_ERROR("%s", t.status().ToString().c_str());
+      return 2;
+    }
+    nbd_tls = std::move(t).value();
+  }
 
   // Signals go through a signalfd so that they are handled on the reactor like any event.
   sigset_t mask;
@@ -420,6 +430,7 @@ int RunDaemon(const DaemonOptions& o) {
                                        : nbd::TlsMode::kOff;
   no.tls_unix = o.nbd_tls_unix;
   no.tls_files = {o.nbd_tls_psk, o.nbd_tls_cert, o.nbd_tls_key, o.nbd_tls_ca};
+  no.tls_credentials = nbd_tls;
   no.allow_insecure_tcp = o.nbd_insecure;
   no.volume_stats = o.volume_metrics;
   // Authorization by TLS identity (nbd_handshake.h: it filters NBD_OPT_LIST and refuses the

@@ -97,6 +97,15 @@ rc=0
 "$SPD2" --data-dir "$T/data" --nbd-listen "0.0.0.0:$SPD_PORT" --metrics-listen off --quiet \
   --nbd-tls on --nbd-tls-psk "$PSK" >"$T/insecure.log" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] || { cat "$T/insecure.log"; fail "--nbd-tls on on 0.0.0.0: exit $rc, want 2"; }
+# A key file that does not parse: refused at start (exit 2) before the pool opens (none is made).
+printf 'alice:zz\n' >"$T/bad.psk"
+chmod 600 "$T/bad.psk"
+rc=0
+"$SPD2" --data-dir "$T/fresh" --nbd-listen "127.0.0.1:$SPD_PORT" --metrics-listen off --quiet \
+  --nbd-tls on --nbd-tls-psk "$T/bad.psk" >"$T/badkey.log" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] || { cat "$T/badkey.log"; fail "a bad key file: exit $rc, want 2"; }
+grep -q "bad.psk:1" "$T/badkey.log" || { cat "$T/badkey.log"; fail "the refusal names no line"; }
+[ ! -e "$T/fresh/pool.img" ] || fail "a refused key file left a pool behind"
 # ... require is, and so is --nbd-insecure.
 SPD_NBD_LISTEN=0.0.0.0:$SPD_PORT start_spd2 --nbd-tls require --nbd-tls-psk "$PSK" \
   --nbd-tls-admin-identity alice

@@ -290,7 +290,9 @@ Status NbdServer::Start() {
   for (const VolumeInfo& vi : volumes_->List()) SPD_RETURN_IF_ERROR(ExportVolume(vi));
   if (catalog_->size() == 0) return FailedPrecondition("nbd: the pool has no volume to export");
   SPD_RETURN_IF_ERROR(CheckOptions(options_));
-  if (options_.tls_mode != nbd::TlsMode::kOff) {
+  if (options_.tls_mode != nbd::TlsMode::kOff && options_.tls_credentials) {
+    tls_ = options_.tls_credentials;
+  } else if (options_.tls_mode != nbd::TlsMode::kOff) {
     auto creds = NbdTlsCredentials::Load(options_.tls_files);
     if (!creds.ok()) return creds.status();
     tls_ = std::move(creds).value();

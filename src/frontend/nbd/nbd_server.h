@@ -87,6 +87,9 @@ struct NbdServerOptions {
   nbd::TlsMode tls_mode = nbd::TlsMode::kOff;
   bool tls_unix = false;
   NbdTlsFiles tls_files;
+  // The credentials of tls_files, already loaded (spd2 loads them before the pool opens, so that
+  // a refused file changes nothing); null: Start loads them.
+  std::shared_ptr<NbdTlsCredentials> tls_credentials;
   // A TCP listener on an address outside 127.0.0.0/8 without tls_mode kRequire is refused
   // unless this is set (--nbd-insecure).
   bool allow_insecure_tcp = false;
@@ -227,7 +230,7 @@ class NbdServer : private VolumeManager::Listener {
   // Either trace option set: the one test a reply makes for tracing.
   bool trace_io_ = false;
   std::unique_ptr<Catalog> catalog_;
-  std::unique_ptr<NbdTlsCredentials> tls_;
+  std::shared_ptr<NbdTlsCredentials> tls_;
   Listener unix_listener_;
   Listener tcp_listener_;
   uint16_t bound_tcp_port_ = 0;
