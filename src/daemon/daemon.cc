@@ -19,6 +19,7 @@
 #include "cluster/cluster_node.h"
 #include "common/log.h"
 #include "common/trace.h"
+#include "common/x509_gnutls.h"
 #include "control/control_server.h"
 #include "daemon/health_setup.h"
 #include "daemon/qos_setup.h"
@@ -260,6 +261,21 @@ int RunDaemon(const DaemonOptions& o) {
       return 2;
     }
     replica_tls = std::move(*t);
+  }
+  // The control API's on TCP too (gRPC loads them later, and says only that it did not start).
+  if (!o.control_listen.empty()) {
+    if (o.control_tls_cert.empty() || o.control_tls_key.empty()) {
+      SPD_LOG_ERROR(
+          "--control-listen needs --control-tls-cert and --control-tls-key: the API is never "
+          "served on TCP without TLS");
+      return 2;
+    }
+    std::string why;
+    if (CheckPemKeyPair(o.control_tls_cert, o.control_tls_key, &why) != 0) {
+      SPD_LOG_ERROR("--control-tls-cert %s, --control-tls-key %s: %s", o.control_tls_cert.c_str(),
+                    o.control_tls_key.c_str(), why.c_str());
+      return 2;
+    }
   }
   // NBD's TLS credentials likewise (the server takes them as loaded here).
   std::shared_ptr<NbdTlsCredentials> nbd_tls;

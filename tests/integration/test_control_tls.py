@@ -40,6 +40,23 @@ p = subprocess.run([SPD2, "--data-dir", data0, "--pool-size", "1G", "--nbd-liste
 check("--control-listen without TLS files refuses to start (%r)" % p.stderr.strip()[-120:],
       p.returncode != 0 and "control-tls-cert" in p.stderr)
 
+# Files that are not a certificate and its key: refused at start (exit 2) with GnuTLS's reason,
+# before the pool opens (none is made); gRPC alone said only that its server did not start.
+cert2, key2 = self_signed_cert(tmp, name="other")
+junk = os.path.join(tmp, "junk.pem")
+with open(junk, "w") as f:
+    f.write("not a certificate\n")
+for what, c, k in (("a file that is no certificate", junk, key), ("another certificate's key",
+                                                                   cert, key2)):
+    fresh = os.path.join(tmp, "fresh")
+    p = subprocess.run([SPD2, "--data-dir", fresh, "--pool-size", "1G", "--nbd-listen", "off",
+                        "--metrics-listen", "off", "--quiet", "--control-listen",
+                        "127.0.0.1:%d" % port, "--control-tls-cert", c, "--control-tls-key", k],
+                       capture_output=True, text=True, timeout=30)
+    check("%s is refused at start with exit 2 (%r)" % (what, p.stderr.strip()[-160:]),
+          p.returncode == 2 and "--control-tls-cert" in p.stderr)
+    check("%s leaves no pool behind" % what, not os.path.exists(os.path.join(fresh, "pool.img")))
+
 data = os.path.join(tmp, "data")
 start_spd2(data, ["--pool-size", "1G", "--volume", "vol0:16M", "--control-listen",
                   "127.0.0.1:%d" % port, "--control-tls-cert", cert, "--control-tls-key", key],
