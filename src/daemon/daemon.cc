@@ -277,6 +277,11 @@ int RunDaemon(const DaemonOptions& o) {
       return 2;
     }
   }
+  // Redfish's flags too.
+  if (Status s = CheckRedfishFlags(o); !s.ok()) {
+    SPD_LOG_ERROR("%s", s.ToString().c_str());
+    return 2;
+  }
   // NBD's TLS credentials likewise (the server takes them as loaded here).
   std::shared_ptr<NbdTlsCredentials> nbd_tls;
   if (o.nbd_tls != "off") {

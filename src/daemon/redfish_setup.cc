@@ -12,6 +12,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/os_util.h"
+#include "common/x509_gnutls.h"
 #include "daemon/health_setup.h"
 #include "redfish/redfish_auth.h"
 #include "redfish/redfish_tls.h"
@@ -63,19 +64,42 @@ RedfishRuntime::~RedfishRuntime() {
   spdr_cache_close(cache);
 }
 
+namespace {
+
+Status ParseRedfishListen(const std::string& listen, redfish::ServerOptions* so) {
+  const size_t colon = listen.rfind(':');
+  try {
+    if (colon == std::string::npos) throw std::invalid_argument("no port");
+    so->host = listen.substr(0, colon);
+    const unsigned long port = std::stoul(listen.substr(colon + 1));
+    if (port > 65535) throw std::out_of_range("port");
+    so->port = static_cast<uint16_t>(port);
+  } catch (...) {
+    return InvalidArgument("--redfish-listen wants HOST:PORT, got '" + listen + "'");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status CheckRedfishFlags(const DaemonOptions& o) {
+  if (o.redfish_listen == "off") return Status::Ok();
+  redfish::ServerOptions so;
+  SPD_RETURN_IF_ERROR(ParseRedfishListen(o.redfish_listen, &so));
+  auto accounts = redfish::LoadAccounts(o.redfish_users);
+  if (!accounts.ok()) return InvalidArgument("--redfish-users: " + accounts.status().ToString());
+  std::string why;
+  if (!o.redfish_cert.empty() && !o.redfish_key.empty() &&
+      CheckPemKeyPair(o.redfish_cert, o.redfish_key, &why) != 0)
+    return InvalidArgument("--redfish-cert " + o.redfish_cert + ", --redfish-key " + o.redfish_key +
+                           ": " + why);
+  return Status::Ok();
+}
+
 Result<std::unique_ptr<RedfishRuntime>> StartRedfish(const DaemonOptions& o, bool health_running) {
   if (o.redfish_listen == "off") return std::unique_ptr<RedfishRuntime>();
   redfish::ServerOptions so;
-  const size_t colon = o.redfish_listen.rfind(':');
-  try {
-    if (colon == std::string::npos) throw std::invalid_argument("no port");
-    so.host = o.redfish_listen.substr(0, colon);
-    const unsigned long port = std::stoul(o.redfish_listen.substr(colon + 1));
-    if (port > 65535) throw std::out_of_range("port");
-    so.port = static_cast<uint16_t>(port);
-  } catch (...) {
-    return InvalidArgument("--redfish-listen wants HOST:PORT, got '" + o.redfish_listen + "'");
-  }
+  SPD_RETURN_IF_ERROR(ParseRedfishListen(o.redfish_listen, &so));
   if (!health_running)
     return FailedPrecondition("--redfish-listen: the health collector is not running (see above)");
   auto accounts = redfish::LoadAccounts(o.redfish_users);

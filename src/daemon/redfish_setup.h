@@ -23,5 +23,8 @@ struct RedfishRuntime {
 // nullptr when --redfish-listen is off. Errors: bad flags (kInvalidArgument: exit 2), no health
 // cache to serve, the port taken, a certificate that cannot be made (exit 1).
 Result<std::unique_ptr<RedfishRuntime>> StartRedfish(const DaemonOptions& o, bool health_running);
+// The same flags checked before the pool opens (the address, the users file, a certificate and
+// key given as files): kInvalidArgument, exit 2, with nothing made.
+Status CheckRedfishFlags(const DaemonOptions& o);
 
 }  // namespace spd
