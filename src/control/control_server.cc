@@ -142,6 +142,11 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
                                         v1::ListReplicasResponse* resp) override {
     return MoveReplicaVolume(impl_, ctx, req, resp);
   }
+  grpc::ServerUnaryReactor* SetReplicas(grpc::CallbackServerContext* ctx,
+                                        const v1::SetReplicasRequest* req,
+                                        v1::ListReplicasResponse* resp) override {
+    return SetReplicasVolume(impl_, ctx, req, resp);
+  }
 
   grpc::ServerUnaryReactor* CreateVolume(grpc::CallbackServerContext* ctx,
                                          const v1::CreateVolumeRequest* req,

@@ -216,8 +216,8 @@ grpc::ServerUnaryReactor* ListReplicatedVolumes(ControlServer::Impl* impl_,
 
 namespace {
 
-// Promote, demote and move: admins only; `change` runs on the replication calls' thread (a
-// hand-over waits up to 15 s), then the volume is answered as ListReplicas would.
+// Promote, demote, move and the number of copies: admins only; `change` runs on the replication
+// calls' thread (a hand-over waits up to 15 s), then the volume is answered as ListReplicas would.
 template <typename Req>
 grpc::ServerUnaryReactor* HandOverCall(ControlServer::Impl* impl_, grpc::CallbackServerContext* ctx,
                                        const char* method, const Req* req,
@@ -263,6 +263,16 @@ grpc::ServerUnaryReactor* MoveReplicaVolume(ControlServer::Impl* impl_,
                       [name = req->volume(), from = req->from(), to = req->to(),
                        cancel = req->cancel()](ReplicationManager* rm) {
                         return cancel ? rm->CancelMove(name, from, to) : rm->Move(name, from, to);
+                      });
+}
+
+grpc::ServerUnaryReactor* SetReplicasVolume(ControlServer::Impl* impl_,
+                                            grpc::CallbackServerContext* ctx,
+                                            const v1::SetReplicasRequest* req,
+                                            v1::ListReplicasResponse* resp) {
+  return HandOverCall(impl_, ctx, "spd.v1.VolumeService/SetReplicas", req, resp,
+                      [name = req->volume(), n = req->replicas()](ReplicationManager* rm) {
+                        return rm->SetReplicaCount(name, n);
                       });
 }
 

@@ -55,5 +55,9 @@ grpc::ServerUnaryReactor* MoveReplicaVolume(ControlServer::Impl* impl,
                                             grpc::CallbackServerContext* ctx,
                                             const v1::MoveReplicaRequest* req,
                                             v1::ListReplicasResponse* resp);
+grpc::ServerUnaryReactor* SetReplicasVolume(ControlServer::Impl* impl,
+                                            grpc::CallbackServerContext* ctx,
+                                            const v1::SetReplicasRequest* req,
+                                            v1::ListReplicasResponse* resp);
 
 }  // namespace spd

@@ -176,6 +176,16 @@ class ReplicationManager {
   // new copy is the primary, or it is in sync and the old one is not (the move is finishing);
   // kAborted: the record changed meanwhile.
   Status CancelMove(const std::string& name, const std::string& from, const std::string& to);
+  // Sets the number of copies of `name` to `replicas` (2..9; replication_count.cc;
+  // docs/replication.md, "Changing the number of copies"), in one transaction under the
+  // primary's epoch. More: new copies on the nodes holding the fewest, recorded out of sync,
+  // which the primary copies whole (as a move's). Fewer: copies other than the primary's leave
+  // (those out of sync first, then the last placed), at once, and delete themselves (now, or
+  // when their node is back). Returns once the change is recorded. kInvalidArgument:
+  // `replicas` out of range; kNotFound: no such volume; kFailedPrecondition: not enough nodes,
+  // no primary, a move or a hand-over under way, or the volume is being deleted; kAborted: the
+  // record changed meanwhile.
+  Status SetReplicaCount(const std::string& name, uint32_t replicas);
   // Whether node `node` is `volume`'s primary at `epoch` in this node's mirror of etcd (the
   // replica server's check of a hello, with TLS by certificates). kUnavailable: etcd's state is
   // not known yet; kFailedPrecondition: no primary, or another epoch; kPermissionDenied:

@@ -33,20 +33,12 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
     return AlreadyExists("replicated volume '" + name +
                          "' is still being deleted; copies not deleted yet on:" + waiting);
   }
-  std::map<std::string, int> load;
-  for (const auto& [n, spec] : p.specs)
-    for (const std::string& node : spec.nodes) ++load[node];
-  std::vector<std::pair<int, std::string>> others;
-  for (const auto& [key, kv] : nodes.kvs) {
-    const std::string n = key.substr(std::string(kNodesPrefix).size());
-    if (n != me && !ReplicationAddress(nodes, n).empty()) others.push_back({load[n], n});
-  }
-  std::sort(others.begin(), others.end());
+  const std::vector<std::string> others = NodesByLoad(nodes, p, {me});
   if (others.size() + 1 < replicas)
     return FailedPrecondition("only " + std::to_string(others.size() + 1) +
                               " node(s) serve replicas; " + std::to_string(replicas) + " asked");
   std::vector<std::string> placed{me};
-  for (uint32_t i = 0; i + 1 < replicas; ++i) placed.push_back(others[i].second);
+  placed.insert(placed.end(), others.begin(), others.begin() + (replicas - 1));
   const std::string key = std::string(kVolumesPrefix) + name;
   Txn txn;
   txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, 0));
@@ -63,6 +55,24 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
     return Status::Ok();
   return Status(StatusCode::kDeadlineExceeded,
                 "recorded in the cluster, but the local copy did not appear within 4 s");
+}
+
+std::vector<std::string> NodesByLoad(const PrefixMirror::Snapshot& nodes, const Parsed& p,
+                                     const std::vector<std::string>& exclude) {
+  std::map<std::string, int> load;
+  for (const auto& [n, spec] : p.specs)
+    for (const std::string& node : spec.nodes) ++load[node];
+  std::vector<std::pair<int, std::string>> by_load;
+  for (const auto& [key, kv] : nodes.kvs) {
+    const std::string n = key.substr(std::string(kNodesPrefix).size());
+    if (std::find(exclude.begin(), exclude.end(), n) == exclude.end() &&
+        !ReplicationAddress(nodes, n).empty())
+      by_load.push_back({load[n], n});
+  }
+  std::sort(by_load.begin(), by_load.end());
+  std::vector<std::string> out;
+  for (auto& [l, n] : by_load) out.push_back(std::move(n));
+  return out;
 }
 
 Status ReplicationManager::Promote(const std::string& name,

@@ -119,5 +119,9 @@ bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volum
                     const std::string& node);
 // Node `node`'s replication address (HOST:PORT) from the nodes' mirror; "" if none.
 std::string ReplicationAddress(const PrefixMirror::Snapshot& nodes, const std::string& node);
+// The registered nodes that serve replicas, not in `exclude`, those holding the fewest copies of
+// replicated volumes (by `p`'s specs) first: where new copies go.
+std::vector<std::string> NodesByLoad(const PrefixMirror::Snapshot& nodes, const Parsed& p,
+                                     const std::vector<std::string>& exclude);
 
 }  // namespace spd

@@ -73,15 +73,15 @@ _spdctl() {
     "") COMPREPLY=($(compgen -W "volume pool replica node calibrate events audit tenant class policy access token apply diff completion version $opts" -- "$cur")) ;;
     volume)
       case "$verb" in
-        "") COMPREPLY=($(compgen -W "create get list delete resize set-durability" -- "$cur")) ;;
-        create) COMPREPLY=($(compgen -W "--size --durability --read-only $opts" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "create get list delete resize set-durability set-replicas" -- "$cur")) ;;
+        create) COMPREPLY=($(compgen -W "--size --durability --read-only --replicas $opts" -- "$cur")) ;;
         delete) COMPREPLY=($(compgen -W "--force $opts" -- "$cur")) ;;
         resize) COMPREPLY=($(compgen -W "--size $opts" -- "$cur")) ;;
         set-durability) COMPREPLY=($(compgen -W "flush sync none $opts" -- "$cur")) ;;
         *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
       esac ;;
     pool) [ -z "$verb" ] && COMPREPLY=($(compgen -W "get list" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
-    replica) [ -z "$verb" ] && COMPREPLY=($(compgen -W "list promote" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+    replica) [ -z "$verb" ] && COMPREPLY=($(compgen -W "list promote demote move" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
     node) [ -z "$verb" ] && COMPREPLY=($(compgen -W "info list" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--since --count $opts" -- "$cur")) ;;
     audit)
@@ -292,6 +292,31 @@ int Main(int argc, char** argv) {
     C().Prepare(&ctx);
     grpc::Status s = C().volumes->SetDurability(&ctx, req, &resp);
     rc = s.ok() ? C().Print(VolumeDoc(resp)) : C().Fail(s);
+  });
+
+  int set_replicas = 0;
+  CLI::App* vsr = vol->add_subcommand(
+      "set-replicas",
+      "Change how many copies a replicated volume has (asked of any node; admins). More: new "
+      "copies on the nodes holding the fewest, each copied whole from the primary while it "
+      "serves (allocated space only) and counted once in sync (`spdctl replica list` shows the "
+      "progress). Fewer: copies other than the primary's leave at once, those out of sync "
+      "first, then the last placed, and delete themselves (now, or when their node is back). "
+      "Prints the copies. Refused (exit 5) when fewer nodes serve replicas than asked, the "
+      "volume has no primary, or a move or hand-over of it is under way; exit 3 for no such "
+      "replicated volume; exit 8 for a count outside 2..9; exit 10 when its record changed "
+      "meanwhile (ask again)");
+  vsr->add_option("name", name, "Volume name")->required();
+  vsr->add_option("replicas", set_replicas, "The number of copies, 2..9")->required();
+  vsr->callback([&] {
+    v1::SetReplicasRequest req;
+    req.set_volume(name);
+    req.set_replicas(static_cast<uint32_t>(set_replicas < 0 ? 0 : set_replicas));
+    v1::ListReplicasResponse resp;
+    grpc::ClientContext ctx;
+    C().Prepare(&ctx);
+    grpc::Status s = C().volumes->SetReplicas(&ctx, req, &resp);
+    rc = s.ok() ? C().Print(ReplicaListDoc(resp)) : C().Fail(s);
   });
 
   // ---- pool ----

@@ -209,6 +209,10 @@ MATRIX = [
         ok=FP, obj="own"),
     row("MoveReplica other", "admin", V + "MoveReplica",
         {"volume": "b1", "from": "n1", "to": "n2"}, ok=FP, obj="other"),
+    row("SetReplicas own", "admin", V + "SetReplicas", {"volume": "a1", "replicas": 3}, ok=FP,
+        obj="own"),
+    row("SetReplicas other", "admin", V + "SetReplicas", {"volume": "b1", "replicas": 3}, ok=FP,
+        obj="other"),
     row("GetAuditHead", "audit", AU + "GetAuditHead", {}),
     row("VerifyAudit", "audit", AU + "VerifyAudit", {}),
     # Volumes.

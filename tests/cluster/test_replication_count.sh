@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# spd-it: alone (etcd, lease timing)
+# Changing the number of copies of a replicated volume at run time (docs/replication.md,
+# "Changing the number of copies"): three spd2 nodes on loopback and a real etcd. A 2-way volume
+# on a and X gets a third copy (`spdctl volume set-replicas cv 3`, asked of X) under QD16 writes
+# with FUA and FLUSH: no write fails, the new copy on Y is copied whole and counted once in sync,
+# and holds every acknowledged write. Back to 2 copies: the last placed in-sync copy leaves at
+# once (not the primary's), its node deletes it, and writes go on with the two left. Three again,
+# X's node stopped under writes, down to 2: X's out-of-sync copy leaves, not Y's (the last
+# placed), and X, back, deletes its copy.
+# The refusals, each changing nothing. Each part fails with its guard removed (see the doc).
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
+
+VOL=cv
+repl_cluster_init
+for n in a b c; do start_repl_node $n; done
+wait_registered
+ctl a volume create cv --size 64M --replicas 2 --durability sync
+read -r _ X <<<"$(placed)"
+case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
+wait_for "a and $X in sync" 15 in_sync_on "$X"
+read -r P1 E1 <<<"$(primary_of a)"
+[ "$P1" = a ] || fail "primary is '$P1', wanted a"
+bc_write a 11 "$E1" 4096 1000
+
+# --- Refusals: counts out of range (8), an unknown volume (3), a local volume (3); nothing
+# changed by them.
+expect 8 --socket "${DIR[$X]}/control.sock" volume set-replicas cv 1
+grep -q "2..9" "$T/err" || fail "a count of 1: $(cat "$T/err")"
+expect 8 --socket "${DIR[$X]}/control.sock" volume set-replicas cv 10
+expect 5 --socket "${DIR[$X]}/control.sock" volume set-replicas cv 4
+grep -q "1 more node(s) serve replicas; 4 asked" "$T/err" || fail "4 copies: $(cat "$T/err")"
+expect 3 --socket "${DIR[$X]}/control.sock" volume set-replicas nosuch 3
+[ "$(placed)" = "a $X" ] || fail "placement changed by a refusal: $(placed)"
+# The same count: nothing to do, exit 0.
+ctl "$X" volume set-replicas cv 2
+[ "$(placed)" = "a $X" ] || fail "placement changed by the same count: $(placed)"
+
+# --- A third copy under writes, asked of X (not the primary).
+$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 12 --blocks 4096 --qd 16 \
+  --ops 6000 --seconds 90 --flush-every 32 --fua-ratio 0.2 --epoch "$E1" >"$T/w12.log" 2>&1 &
+writer=$!
+sleep 1
+ctl "$X" volume set-replicas cv 3
+[ "$(placed)" = "a $X $Y" ] || fail "placement after set-replicas 3: $(placed)"
+all_in_sync() { [ "$(copies a)" = "a=in_sync $X=in_sync $Y=in_sync" ]; }
+wait_for "three copies in sync" 60 all_in_sync
+rc=0
+wait "$writer" || rc=$?
+[ "$rc" -eq 0 ] || { cat "$T/w12.log"; fail "writes while a copy was added failed ($rc)"; }
+grep -q "cv: 2 copies now, 3 asked: new copies on $Y" "$T/$X.log" ||
+  fail "X did not log the change: $(grep 'copies now' "$T/$X.log")"
+[ "$(metric "$X" spd_replication_copies_added_total)" = 1 ] ||
+  fail "copies added on X: $(metric "$X" spd_replication_copies_added_total)"
+$PY "$BC" verify --uri "$(nbd_uri "$Y")" --state "$T/bc.json" --min-durable 500 >"$T/v1.log" ||
+  { cat "$T/v1.log"; fail "the new copy on $Y lacks acknowledged writes"; }
+read -r P2 E2 <<<"$(primary_of a)"
+[ "$P2" = a ] && [ "$E2" = "$E1" ] || fail "the primary changed: $P2 $E2 (was a $E1)"
+
+# --- Back to two: the last placed copy in sync leaves (Y's), never the primary's; Y deletes it.
+ctl a volume set-replicas cv 2
+[ "$(placed)" = "a $X" ] || fail "placement after set-replicas 2: $(placed)"
+dropped() { ! nbdinfo --size "$(nbd_uri "$Y")" >/dev/null 2>&1; }
+wait_for "$Y deleted its copy" 15 dropped
+bc_write a 13 "$E1" 4096 500
+$PY "$BC" verify --uri "$(nbd_uri "$X")" --state "$T/bc.json" --min-durable 500 >"$T/v2.log" ||
+  { cat "$T/v2.log"; fail "$X lacks acknowledged writes after the copy left"; }
+[ "$(metric a spd_replication_copies_removed_total)" = 1 ] ||
+  fail "copies removed on a: $(metric a spd_replication_copies_removed_total)"
+
+# --- Three again; X's node stops and misses writes (out of sync). Down to two: X's copy leaves
+# (it counts for nothing), not Y's, the last placed; X, back, deletes its copy and its key.
+ctl a volume set-replicas cv 3
+wait_for "three copies in sync again" 60 all_in_sync
+stop_repl_node "$X"
+bc_write a 14 "$E1" 4096 300
+x_out() { [ "$(copies a)" = "a=in_sync $X=out_of_sync $Y=in_sync" ]; }
+wait_for "$X out of sync" 15 x_out
+ctl a volume set-replicas cv 2
+[ "$(placed)" = "a $Y" ] || fail "placement after the out-of-sync copy left: $(placed)"
+[ "$(copies a)" = "a=in_sync $Y=in_sync" ] || fail "copies: $(copies a)"
+bc_write a 15 "$E1" 4096 300
+start_repl_node "$X"
+wait_registered a "$X registered again"
+gone() {
+  ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout=5s get --prefix --keys-only \
+    "/spd/v1/moved/$X/" >"$T/moved" && [ ! -s "$T/moved" ]
+}
+wait_for "$X deleted its copy and its key" 20 gone
+! nbdinfo --size "$(nbd_uri "$X")" >/dev/null 2>&1 || fail "$X still serves its copy"
+$PY "$BC" verify --uri "$(nbd_uri "$Y")" --state "$T/bc.json" --min-durable 500 >"$T/v3.log" ||
+  { cat "$T/v3.log"; fail "$Y lacks acknowledged writes"; }
+$PY "$BC" verify --uri "$(nbd_uri a)" --state "$T/bc.json" --min-durable 500 >"$T/v3.log" ||
+  { cat "$T/v3.log"; fail "a lacks acknowledged writes"; }
+echo "replication count: OK (a copy added under writes and in sync, removed, an out-of-sync one removed first)"
