@@ -84,6 +84,21 @@ placed() {
 }
 # in_sync_on NODE: a 2-way volume's copies, as a sees them, are a's and NODE's, both in sync.
 in_sync_on() { [ "$(copies a)" = "a=in_sync $1=in_sync" ]; }
+# three_nodes_two_way: the usual start: etcd and nodes a, b and c (repl_cluster_init), all
+# registered; volume $VOL (64M, 2 copies, sync) created through a. Sets X (the other copy's
+# node), Y (the third node) and E1 (the epoch of a, its primary), once both copies are in sync.
+three_nodes_two_way() {
+  repl_cluster_init
+  for n in a b c; do start_repl_node $n; done
+  wait_registered
+  ctl a volume create "$VOL" --size 64M --replicas 2 --durability sync
+  read -r _ X <<<"$(placed)"
+  case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
+  wait_for "a and $X in sync" 15 in_sync_on "$X"
+  local p
+  read -r p E1 <<<"$(primary_of a)"
+  [ "$p" = a ] || fail "primary is '$p', wanted a"
+}
 # bc_write NODE SEED EPOCH BLOCKS OPS: blockcheck's writes through NODE's export (the state in
 # $T/bc.json, the log in $T/wSEED.log); fails unless every one of them completed.
 bc_write() {

@@ -13,15 +13,7 @@
 . "$(dirname "$0")/cluster_lib.sh"
 
 VOL=cv
-repl_cluster_init
-for n in a b c; do start_repl_node $n; done
-wait_registered
-ctl a volume create cv --size 64M --replicas 2 --durability sync
-read -r _ X <<<"$(placed)"
-case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
-wait_for "a and $X in sync" 15 in_sync_on "$X"
-read -r P1 E1 <<<"$(primary_of a)"
-[ "$P1" = a ] || fail "primary is '$P1', wanted a"
+three_nodes_two_way
 bc_write a 11 "$E1" 4096 1000
 
 # --- Refusals: counts out of range (8), an unknown volume (3), a local volume (3); nothing

@@ -9,19 +9,10 @@
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
 
-VOL=mv
-repl_cluster_init
-for n in a b c; do start_repl_node $n; done
-wait_registered
-
 # --- A 2-way volume, created on a: a and one more node, X; the third is Y.
-ctl a volume create mv --size 64M --replicas 2 --durability sync
+VOL=mv
+three_nodes_two_way
 deleting_mx() { [ "$(copies a)" = "a=deleted $P=deleting $Q=deleting" ]; }
-read -r _ X <<<"$(placed)"
-case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
-wait_for "a and $X in sync" 15 in_sync_on "$X"
-read -r P1 E1 <<<"$(primary_of a)"
-[ "$P1" = a ] || fail "primary is '$P1', wanted a"
 bc_write a 11 "$E1" 4096 2000
 
 # --- X goes down; writes go on without it.

@@ -12,15 +12,7 @@
 . "$(dirname "$0")/cluster_lib.sh"
 
 VOL=mr
-repl_cluster_init
-for n in a b c; do start_repl_node $n; done
-wait_registered
-ctl a volume create mr --size 64M --replicas 2 --durability sync
-read -r _ X <<<"$(placed)"
-case "$X" in b) Y=c ;; c) Y=b ;; *) fail "placed on: $(placed)" ;; esac
-wait_for "a and $X in sync" 15 in_sync_on "$X"
-read -r P1 E1 <<<"$(primary_of a)"
-[ "$P1" = a ] || fail "primary is '$P1', wanted a"
+three_nodes_two_way
 write() { bc_write a "$1" "$2" 4096 1000; }  # SEED EPOCH
 write 11 "$E1"
 
