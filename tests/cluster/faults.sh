@@ -28,6 +28,9 @@
 #   kill_resync_target  a replica that missed writes is killed mid-resync, then returns
 #   kill_new_primary_mid_resync  the primary dies while one replica is away, the new one dies
 #                    while copying the volume to it: that out-of-sync copy must not be promoted
+#   recount_kill_primary  down to two copies and up to three again (set-replicas) under
+#                    writes; the primary is killed while the new copy is copied whole: that
+#                    out-of-sync copy must not be promoted
 #   last_standing    the replicas go away one after the other, the primary (alone) dies, the
 #                    replicas return: neither may take the volume until the primary returns
 #   flap_resync      a replica's network is cut (beyond the ack timeout) and healed twice
@@ -533,6 +536,36 @@ row_kill_new_primary_mid_resync() {
   round_converges "$old"
 }
 
+# The number of copies changed while the primary dies (spdctl volume set-replicas): down to two
+# (one replica, r, leaves and deletes its copy), writes, up to three again, asked of the other
+# replica, o (r gets a new copy, copied whole; the messages carry an injected 20 ms round trip
+# so that the copy lasts), and the primary is killed under writes while r is out of sync: r must
+# not take the volume; o does, holds every acknowledged write, and copies r whole.
+row_recount_kill_primary() {
+  local old=$E p=$P r="" o k v
+  ctl "$p" volume set-replicas rv 2
+  v=$(view "$p") || fail "$ROUND_LOG: node n$p does not answer"
+  for k in 1 2 3; do [[ "$v" == *"n$k="* ]] || r=$k; done
+  [ -n "$r" ] && [ "$r" != "$p" ] || fail "$ROUND_LOG: after set-replicas 2: $v"
+  o=$((6 - p - r))
+  bc_write "$p" $((SEED + 500)) $((200 + RANDOM % 300)) >"$T/w0b.log" 2>&1 ||
+    { cat "$T/w0b.log" >&2; fail "$ROUND_LOG: writes with two copies"; }
+  ctl "$o" volume set-replicas rv 3
+  v=$(view "$p") || fail "$ROUND_LOG: node n$p does not answer"
+  [[ "$v" == *"n$r=out_of_sync"* ]] || fail "$ROUND_LOG: n$r placed again, not out of sync: $v"
+  kill_under_writes "$p" "$SEED" $((300 + RANDOM % 1500)) "$T/w1.log"
+  wait_until "$ROUND_LOG: a new primary" $((FAULT_TTL + 15)) primary_is_known "$o" "$p"
+  # n$r may take it only if its copy was whole, and in sync, before the kill (the copy outran
+  # the writes: it should not, the volume being filled over all of its 64 MiB).
+  if [ "$P" != "$o" ] && ! round_log "$p" | grep -q "replica n$r resynced .*; in sync"; then
+    fail "$ROUND_LOG: n$P took the volume, not the in-sync n$o"
+  fi
+  [ "$E" -gt "$old" ] || fail "$ROUND_LOG: new primary n$P with epoch $E, not above $old"
+  bc_verify "$P" "the new primary"
+  start_node "$p"
+  round_converges "$old"
+}
+
 # The last replica standing fails and older ones return: one replica goes away (stopped
 # cleanly), writes go on; the other goes away, writes go on (the primary alone); the primary is
 # killed under writes. Both replicas return: neither may take the volume (each missed
@@ -729,10 +762,12 @@ run_row() {
     NODE_ARGS=(--replication-inject-rtt-us "${row#rtt_}" --replication-inject-loss-ppm 10000
       --replication-inject-seed "$SEED")
     fn=rtt
-  elif [ "$row" = kill_new_primary_mid_resync ] || [ "$row" = flap_resync ]; then
+  elif [ "$row" = kill_new_primary_mid_resync ] || [ "$row" = flap_resync ] ||
+    [ "$row" = recount_kill_primary ]; then
     NODE_ARGS=(--replication-inject-rtt-us 20000)
   fi
   SETUP_BLOCKS=4096
+  [ "$row" != recount_kill_primary ] || SETUP_BLOCKS=16384  # a whole copy that lasts
   NODE3_ARGS=""
   NODE1_ARGS=""
   # From its 20th data operation on: a failure in the node's start-up (its pool's first
