@@ -270,10 +270,11 @@ grpc::ServerUnaryReactor* SetReplicasVolume(ControlServer::Impl* impl_,
                                             grpc::CallbackServerContext* ctx,
                                             const v1::SetReplicasRequest* req,
                                             v1::ListReplicasResponse* resp) {
-  return HandOverCall(impl_, ctx, "spd.v1.VolumeService/SetReplicas", req, resp,
-                      [name = req->volume(), n = req->replicas()](ReplicationManager* rm) {
-                        return rm->SetReplicaCount(name, n);
-                      });
+  return HandOverCall(
+      impl_, ctx, "spd.v1.VolumeService/SetReplicas", req, resp,
+      [name = req->volume(), n = req->replicas(),
+       remove = std::vector<std::string>(req->remove().begin(), req->remove().end())](
+          ReplicationManager* rm) { return rm->SetReplicaCount(name, n, remove); });
 }
 
 }  // namespace spd

@@ -41,7 +41,8 @@ std::string Joined(const std::vector<std::string>& v) {
 
 }  // namespace
 
-Status ReplicationManager::SetReplicaCount(const std::string& name, uint32_t replicas) {
+Status ReplicationManager::SetReplicaCount(const std::string& name, uint32_t replicas,
+                                           const std::vector<std::string>& remove) {
   constexpr uint32_t kMax = ReplicaSet::kReplicasMax + 1;
   if (replicas < 2 || replicas > kMax)
     return InvalidArgument("a replicated volume has 2.." + std::to_string(kMax) + " copies, not " +
@@ -63,6 +64,19 @@ Status ReplicationManager::SetReplicaCount(const std::string& name, uint32_t rep
                               "' has no primary now: new copies are copied from the primary, and "
                               "without one the copies to keep are not known");
   const size_t now = spec.nodes.size();
+  if (!remove.empty() && replicas >= now)
+    return InvalidArgument("'" + name + "' has " + std::to_string(now) + " copies: --remove " +
+                           "goes with fewer");
+  if (remove.size() > now - replicas)
+    return InvalidArgument("--remove names " + std::to_string(remove.size()) + " nodes; " +
+                           std::to_string(now - replicas) + " copies leave");
+  for (const std::string& n : remove) {
+    if (std::find(spec.nodes.begin(), spec.nodes.end(), n) == spec.nodes.end())
+      return NotFound("node " + n + " holds no copy of '" + name + "'");
+    if (n == prim->second.node)
+      return FailedPrecondition("node " + n + " is the primary of '" + name +
+                                "': hand the volume over first (spdctl replica demote)");
+  }
   if (replicas == now) return Status::Ok();
 
   nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
@@ -91,15 +105,20 @@ Status ReplicationManager::SetReplicaCount(const std::string& name, uint32_t rep
       txn.then.push_back(TxnOp::Delete(MovedPrefix(n) + name));
     }
   } else {
-    // Out of sync first (they count for nothing), then the last placed; never the primary.
+    // Those named first, then out of sync (they count for nothing), then the last placed;
+    // never the primary.
     auto st = p.states.find(name);
     auto in_sync = [&](const std::string& n) {
       return st != p.states.end() && st->second.count(n) && st->second.at(n).first == "in_sync";
     };
     std::vector<std::string> order;
+    for (const std::string& n : remove)
+      if (std::find(order.begin(), order.end(), n) == order.end()) order.push_back(n);
     for (int pass = 0; pass < 2; ++pass)
       for (auto it = spec.nodes.rbegin(); it != spec.nodes.rend(); ++it)
-        if (*it != prim->second.node && in_sync(*it) == (pass == 1)) order.push_back(*it);
+        if (*it != prim->second.node && in_sync(*it) == (pass == 1) &&
+            std::find(order.begin(), order.end(), *it) == order.end())
+          order.push_back(*it);
     changed.assign(order.begin(), order.begin() + (now - replicas));
     for (const std::string& n : changed) {
       nodes.erase(std::find(nodes.begin(), nodes.end(), n));

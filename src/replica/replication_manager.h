@@ -185,7 +185,9 @@ class ReplicationManager {
   // `replicas` out of range; kNotFound: no such volume; kFailedPrecondition: not enough nodes,
   // no primary, a move or a hand-over under way, or the volume is being deleted; kAborted: the
   // record changed meanwhile.
-  Status SetReplicaCount(const std::string& name, uint32_t replicas);
+  // `remove`: with fewer copies, the nodes whose copies leave first (placed, not the primary).
+  Status SetReplicaCount(const std::string& name, uint32_t replicas,
+                         const std::vector<std::string>& remove = {});
   // Whether node `node` is `volume`'s primary at `epoch` in this node's mirror of etcd (the
   // replica server's check of a hello, with TLS by certificates). kUnavailable: etcd's state is
   // not known yet; kFailedPrecondition: no primary, or another epoch; kPermissionDenied:

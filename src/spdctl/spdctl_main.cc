@@ -308,10 +308,16 @@ int Main(int argc, char** argv) {
       "meanwhile (ask again)");
   vsr->add_option("name", name, "Volume name")->required();
   vsr->add_option("replicas", set_replicas, "The number of copies, 2..9")->required();
+  std::vector<std::string> remove_nodes;
+  vsr->add_option("--remove", remove_nodes,
+                  "With fewer copies: the node whose copy leaves first (repeat it for more; "
+                  "it holds a copy and is not the primary: `spdctl replica demote` first), e.g. "
+                  "a node being retired");
   vsr->callback([&] {
     v1::SetReplicasRequest req;
     req.set_volume(name);
     req.set_replicas(static_cast<uint32_t>(set_replicas < 0 ? 0 : set_replicas));
+    for (const std::string& n : remove_nodes) req.add_remove(n);
     v1::ListReplicasResponse resp;
     grpc::ClientContext ctx;
     C().Prepare(&ctx);

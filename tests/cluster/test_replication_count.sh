@@ -7,7 +7,8 @@
 # and holds every acknowledged write. Back to 2 copies: the last placed in-sync copy leaves at
 # once (not the primary's), its node deletes it, and writes go on with the two left. Three again,
 # X's node stopped under writes, down to 2: X's out-of-sync copy leaves, not Y's (the last
-# placed), and X, back, deletes its copy.
+# placed), and X, back, deletes its copy. Three again, then two with --remove naming the copy to
+# go (not the last placed).
 # The refusals, each changing nothing. Each part fails with its guard removed (see the doc).
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
@@ -85,4 +86,27 @@ $PY "$BC" verify --uri "$(nbd_uri "$Y")" --state "$T/bc.json" --min-durable 500 
   { cat "$T/v3.log"; fail "$Y lacks acknowledged writes"; }
 $PY "$BC" verify --uri "$(nbd_uri a)" --state "$T/bc.json" --min-durable 500 >"$T/v3.log" ||
   { cat "$T/v3.log"; fail "a lacks acknowledged writes"; }
-echo "replication count: OK (a copy added under writes and in sync, removed, an out-of-sync one removed first)"
+
+# --- Three again (X's copy comes back, placed last), then down to two naming the copy to go:
+# --remove Y takes Y's, not X's (the last placed, which would leave without it). Refused first:
+# the primary's (5), a node with no copy (3), --remove with as many copies (8).
+ctl a volume set-replicas cv 3
+[ "$(placed)" = "a $Y $X" ] || fail "placement after set-replicas 3: $(placed)"
+three_in_sync() {
+  local c
+  c=$(copies a)
+  [[ "$c" == *"a=in_sync"* && "$c" == *"$X=in_sync"* && "$c" == *"$Y=in_sync"* ]]
+}
+wait_for "three copies in sync a third time" 60 three_in_sync
+expect 5 --socket "${DIR[a]}/control.sock" volume set-replicas cv 2 --remove a
+grep -q "is the primary" "$T/err" || fail "--remove of the primary: $(cat "$T/err")"
+expect 3 --socket "${DIR[a]}/control.sock" volume set-replicas cv 2 --remove zz
+expect 8 --socket "${DIR[a]}/control.sock" volume set-replicas cv 3 --remove "$Y"
+[ "$(placed)" = "a $Y $X" ] || fail "placement changed by a refusal: $(placed)"
+ctl a volume set-replicas cv 2 --remove "$Y"
+[ "$(placed)" = "a $X" ] || fail "placement after --remove $Y: $(placed)"
+wait_for "$Y deleted its copy (--remove)" 15 dropped
+bc_write a 16 "$E1" 4096 300
+$PY "$BC" verify --uri "$(nbd_uri "$X")" --state "$T/bc.json" --min-durable 500 >"$T/v4.log" ||
+  { cat "$T/v4.log"; fail "$X lacks acknowledged writes"; }
+echo "replication count: OK (a copy added under writes and in sync, removed, an out-of-sync one removed first, one named removed)"
