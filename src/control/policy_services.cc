@@ -8,6 +8,7 @@
 
 #include "control/control_internal.h"
 #include "control/convert.h"
+#include "control/replication_calls.h"
 #include "spd/v1/policy.grpc.pb.h"
 
 namespace spd {
@@ -253,8 +254,12 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
           const v1::Durability want = resp->effective().durability();
           if (want == v1::DURABILITY_UNSPECIFIED || want == spd::ToProto(h->info().durability))
             return done(Status::Ok());
-          impl->volumes->SetDurability(m.volume, spd::FromProto(want, false).value(),
-                                       [done](Status s) { done(s); });
+          // A replicated volume's on every copy, through its record in etcd (the copy here
+          // alone would be set back to the record's at the next reconciliation).
+          const Durability d = spd::FromProto(want, false).value();
+          if (IsReplicated(*impl, m.volume))
+            return SetDurabilityOfReplicated(impl, m.volume, d, [done](Status s) { done(s); });
+          impl->volumes->SetDurability(m.volume, d, [done](Status s) { done(s); });
         },
         Access::kWriteVolume);
   }

@@ -159,6 +159,15 @@ grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
                              });
 }
 
+void SetDurabilityOfReplicated(ControlServer::Impl* impl, const std::string& volume,
+                               Durability durability, std::function<void(Status)> done) {
+  ReplicationManager* rm = impl->options.replication;
+  if (!impl->replication_calls.Submit([rm, volume, durability, done](const Status& refused) {
+        done(refused.ok() ? rm->SetDurability(volume, durability) : refused);
+      }))
+    done(BusyReplicationCalls());
+}
+
 grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
                                                   grpc::CallbackServerContext* ctx,
                                                   const v1::SetDurabilityRequest* req,

@@ -24,6 +24,11 @@ grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
                                                  grpc::CallbackServerContext* ctx,
                                                  const v1::DeleteVolumeRequest* req,
                                                  AuditCall audit);
+// A durability for replicated `volume` from elsewhere (a volume policy's effective intent): on
+// every copy (ReplicationManager::SetDurability), on the replication calls' thread; `done` gets
+// the outcome there (RESOURCE_EXHAUSTED when too many such calls wait).
+void SetDurabilityOfReplicated(ControlServer::Impl* impl, const std::string& volume,
+                               Durability durability, std::function<void(Status)> done);
 // SetDurability of a replicated volume: on every copy (ReplicationManager::SetDurability);
 // answered with the copy here. REQUIRES: as DeleteReplicatedVolume.
 grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,

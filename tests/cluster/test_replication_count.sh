@@ -8,7 +8,7 @@
 # once (not the primary's), its node deletes it, and writes go on with the two left. Three again,
 # X's node stopped under writes, down to 2: X's out-of-sync copy leaves, not Y's (the last
 # placed), and X, back, deletes its copy. Three again, then two with --remove naming the copy to
-# go (not the last placed).
+# go (not the last placed). A volume policy's durability then reaches every copy.
 # The refusals, each changing nothing. Each part fails with its guard removed (see the doc).
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
@@ -109,4 +109,16 @@ wait_for "$Y deleted its copy (--remove)" 15 dropped
 bc_write a 16 "$E1" 4096 300
 $PY "$BC" verify --uri "$(nbd_uri "$X")" --state "$T/bc.json" --min-durable 500 >"$T/v4.log" ||
   { cat "$T/v4.log"; fail "$X lacks acknowledged writes"; }
+
+# --- A volume policy's durability is the replicated volume's, on every copy (through its record
+# in etcd: the copy of the node asked alone would be set back at its next reconciliation).
+ctl "$X" policy set cv --durability flush
+spec_durability() { ctl a replica list cv -o json; json 'd["items"][0]["durability"]'; }
+copy_durability() { ctl "$1" volume get cv -o json; json 'd["durability"]'; }
+flushed() { [ "$(spec_durability)" = flush ] && [ "$(copy_durability a)" = flush ] &&
+  [ "$(copy_durability "$X")" = flush ]; }
+wait_for "every copy of cv flush after its policy" 10 flushed
+sleep 1
+flushed || fail "the policy's durability did not stay: $(spec_durability) $(copy_durability a)"
+
 echo "replication count: OK (a copy added under writes and in sync, removed, an out-of-sync one removed first, one named removed)"
