@@ -429,17 +429,20 @@ Status ReadRate(const Reader& r, const YNode& n, const std::string& field, polic
   return Status::Ok();
 }
 
-// `tenant`: a tenant's intent, which may not have a latency target or a durability
+// `tenant`: a tenant's intent, which may not have a latency target, a durability or a replica
+// count
 // (policy::ValidateTenantIntent).
 Status ReadIntent(const Reader& r, const YNode& n, const std::string& field, policy::Intent* out,
                   bool tenant = false) {
   SPD_RETURN_IF_ERROR(r.CheckMap(
-      n, field, {"latency", "reservation", "limit", "weight", "priority", "durability"}));
+      n, field,
+      {"latency", "reservation", "limit", "weight", "priority", "durability", "replicas"}));
   if (tenant) {
     // Refused whatever their value (policy's words): before a bad value is reported as such.
     policy::Intent keys;
     if (Reader::Find(n, "latency")) keys.latency = policy::LatencyTarget{};
     if (Reader::Find(n, "durability")) keys.durability = Durability::kFlush;
+    if (Reader::Find(n, "replicas")) keys.replicas = 1;
     SPD_RETURN_IF_ERROR(Located(r, n, field, policy::ValidateTenantIntent(field, keys)));
   }
   if (const YNode* v = Reader::Find(n, "latency")) {
@@ -486,6 +489,16 @@ Status ReadIntent(const Reader& r, const YNode& n, const std::string& field, pol
     SPD_RETURN_IF_ERROR(r.String(*v, f, &s));
     out->durability = policy::ParseDurability(s);
     if (!out->durability) return r.Err(*v, f, "must be flush, sync or none, got '" + s + "'");
+  }
+  if (const YNode* v = Reader::Find(n, "replicas")) {
+    const std::string f = Join(field, "replicas");
+    uint64_t c = 0;
+    SPD_RETURN_IF_ERROR(r.Uint(*v, f, &c));
+    if (c == 0 || c > policy::kReplicasMax)  // before narrowing to uint32_t
+      return r.Err(
+          *v, f,
+          "must be 1 to " + std::to_string(policy::kReplicasMax) + ", got " + std::to_string(c));
+    out->replicas = static_cast<uint32_t>(c);
   }
   // The relations between fields (a limit below the reservation) and the ranges.
   return Located(

@@ -167,6 +167,17 @@ TEST(ApplyFile, UnknownKeysAreRefusedAtTheirPosition) {
   ExpectRefused(VolumeDoc("  size: 20G\n"), "f.yaml:7:3: spec.size: given twice (first at line 6)");
 }
 
+TEST(ApplyFile, AReplicaCountParsesInAClassAndAVolume) {
+  const DesiredState d = MustParse(
+      "apiVersion: spd.v1\nkind: StorageClass\nmetadata: {name: ha}\nspec:\n  intent:\n"
+      "    replicas: 3\n---\napiVersion: spd.v1\nkind: Volume\nmetadata: {name: v}\n"
+      "spec: {size: 1G, storageClass: ha, intent: {replicas: 2}}\n");
+  ASSERT_EQ(d.classes.size(), 1u);
+  EXPECT_EQ(d.classes[0].sc.defaults.replicas, 3u);
+  ASSERT_EQ(d.volumes.size(), 1u);
+  EXPECT_EQ(d.volumes[0].intent.replicas, 2u);
+}
+
 TEST(ApplyFile, WrongTypesAreRefused) {
   ExpectRefused(VolumeDoc("  intent: {weight: \"300\"}\n"),
                 "f.yaml:7:20: spec.intent.weight: must be a number, got the string \"300\"");
@@ -185,6 +196,10 @@ TEST(ApplyFile, WrongTypesAreRefused) {
                 "f.yaml:7:22: spec.intent.priority: must be standard, critical or background");
   ExpectRefused(VolumeDoc("  intent: {durability: fsync}\n"),
                 "f.yaml:7:24: spec.intent.durability: must be flush, sync or none");
+  ExpectRefused(VolumeDoc("  intent: {replicas: 0}\n"),
+                "f.yaml:7:22: spec.intent.replicas: must be 1 to 9, got 0");
+  ExpectRefused(VolumeDoc("  intent: {replicas: 10}\n"),
+                "f.yaml:7:22: spec.intent.replicas: must be 1 to 9, got 10");
   ExpectRefused(VolumeDoc("  intent: {latency: {percentile: p99, boundUs: 5}}\n"),
                 "f.yaml:7:34: spec.intent.latency.percentile: must be a decimal number");
   ExpectRefused(VolumeDoc("  storageClass: [a, b]\n"),
@@ -329,6 +344,9 @@ TEST(ApplyFile, ATenantIntentIsRefusedNamingTheFieldAndLine) {
   ExpectRefused(head + "    durability: sync\n",
                 "f.yaml:6:17: spec.intent.durability: a tenant has no durability; set it on its "
                 "volumes");
+  ExpectRefused(head + "    replicas: 2\n",
+                "f.yaml:6:15: spec.intent.replicas: a tenant has no replica count; set it on its "
+                "volumes");
   // The rest is an intent's rules, as for a volume or a class.
   ExpectRefused(head + "    reservation: {iops: 700}\n    limit: {iops: 600}\n",
                 "f.yaml:7:19: spec.intent.limit.iops: must be at least "
@@ -445,11 +463,12 @@ TEST(ApplyPlan, FormatIntentWritesTheFilesOwnSyntax) {
   in.weight = policy::kWeightMax;
   in.priority = policy::PriorityClass::kBackground;
   in.durability = Durability::kFlush;
+  in.replicas = policy::kReplicasMax;
   const std::string text = FormatIntent(in);
   EXPECT_EQ(text,
             "{latency: {percentile: 0.00001, boundUs: 3600000000}, reservation: {iops: 1, "
             "bytesPerSecond: 4K}, limit: {iops: 10000000, bytesPerSecond: 1T}, weight: 10000, "
-            "priority: background, durability: flush}");
+            "priority: background, durability: flush, replicas: 9}");
   const DesiredState d = MustParse(
       "apiVersion: spd.v1\nkind: StorageClass\nmetadata: {name: c}\nspec: {intent: " + text +
       "}\n");

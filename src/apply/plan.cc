@@ -80,6 +80,7 @@ void DiffIntent(const policy::Intent& was, const policy::Intent& now,
        Opt(now.priority, policy::PriorityClassName), out);
   Diff("intent.durability", Opt(was.durability, policy::DurabilityName),
        Opt(now.durability, policy::DurabilityName), out);
+  Diff("intent.replicas", Opt(was.replicas, num), Opt(now.replicas, num), out);
 }
 
 std::string OrNone(const std::string& s) { return s.empty() ? std::string(kNone) : s; }
@@ -148,6 +149,7 @@ std::string FormatIntent(const policy::Intent& in) {
   if (in.weight) add("weight", std::to_string(*in.weight));
   if (in.priority) add("priority", std::string(policy::PriorityClassName(*in.priority)));
   if (in.durability) add("durability", std::string(policy::DurabilityName(*in.durability)));
+  if (in.replicas) add("replicas", std::to_string(*in.replicas));
   return "{" + out + "}";
 }
 

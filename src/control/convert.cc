@@ -60,6 +60,7 @@ v1::Intent IntentToProto(const policy::Intent& in) {
   if (in.weight) out.set_weight(*in.weight);
   if (in.priority) out.set_priority(PriorityToProto(*in.priority));
   if (in.durability) out.set_durability(DurabilityToProto(*in.durability));
+  if (in.replicas) out.set_replicas(*in.replicas);
   return out;
 }
 
@@ -95,6 +96,7 @@ Result<policy::Intent> ConvertIntent(const std::string& field, const v1::Intent&
     if (!d.ok()) return InvalidArgument(field + "." + std::string(d.status().message()));
     out.durability = d.value();
   }
+  if (in.has_replicas()) out.replicas = in.replicas();
   return out;
 }
 

@@ -241,6 +241,19 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
             if (effective.ok()) {
               if (Status s = impl->AdmitIntent(m.volume, effective.value()); !s.ok())
                 return done(s);
+              // A replica count: a replicated volume's follows it (below); a local volume does
+              // not become replicated, nor a replicated one local.
+              if (const std::optional<uint32_t> n = effective.value().replicas) {
+                const bool replicated = IsReplicated(*impl, m.volume);
+                if (*n >= 2 && !replicated)
+                  return done(FailedPrecondition(
+                      "policy.intent.replicas: '" + m.volume +
+                      "' is a local volume: it does not become replicated (create a volume "
+                      "with --replicas and copy the data)"));
+                if (*n == 1 && replicated)
+                  return done(FailedPrecondition("policy.intent.replicas: '" + m.volume +
+                                                 "' is a replicated volume: 2 copies at least"));
+              }
             }
           }
           if (Status s = impl->store->PutVolumeMeta(m); !s.ok()) return done(s);
@@ -250,16 +263,24 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
           auto pol = PolicyOf(impl->store.get(), m);
           if (!pol.ok()) return done(pol.status());
           *resp = pol.value();
+          // A replica count in the effective intent is a replicated volume's number of copies
+          // (after its durability, below).
+          const bool replicated = IsReplicated(*impl, m.volume);
+          std::function<void(Status)> then = [done](Status s) { done(s); };
+          if (replicated && resp->effective().has_replicas())
+            then = [impl, name = m.volume, n = resp->effective().replicas(), done](Status s) {
+              if (!s.ok()) return done(s);
+              SetReplicasOfReplicated(impl, name, n, [done](Status s2) { done(s2); });
+            };
           // A durability in the effective intent is the volume's durability.
           const v1::Durability want = resp->effective().durability();
           if (want == v1::DURABILITY_UNSPECIFIED || want == spd::ToProto(h->info().durability))
-            return done(Status::Ok());
+            return then(Status::Ok());
           // A replicated volume's on every copy, through its record in etcd (the copy here
           // alone would be set back to the record's at the next reconciliation).
           const Durability d = spd::FromProto(want, false).value();
-          if (IsReplicated(*impl, m.volume))
-            return SetDurabilityOfReplicated(impl, m.volume, d, [done](Status s) { done(s); });
-          impl->volumes->SetDurability(m.volume, d, [done](Status s) { done(s); });
+          if (replicated) return SetDurabilityOfReplicated(impl, m.volume, d, then);
+          impl->volumes->SetDurability(m.volume, d, then);
         },
         Access::kWriteVolume);
   }

@@ -168,6 +168,15 @@ void SetDurabilityOfReplicated(ControlServer::Impl* impl, const std::string& vol
     done(BusyReplicationCalls());
 }
 
+void SetReplicasOfReplicated(ControlServer::Impl* impl, const std::string& volume,
+                             uint32_t replicas, std::function<void(Status)> done) {
+  ReplicationManager* rm = impl->options.replication;
+  if (!impl->replication_calls.Submit([rm, volume, replicas, done](const Status& refused) {
+        done(refused.ok() ? rm->SetReplicaCount(volume, replicas) : refused);
+      }))
+    done(BusyReplicationCalls());
+}
+
 grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
                                                   grpc::CallbackServerContext* ctx,
                                                   const v1::SetDurabilityRequest* req,

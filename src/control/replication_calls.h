@@ -29,6 +29,10 @@ grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
 // the outcome there (RESOURCE_EXHAUSTED when too many such calls wait).
 void SetDurabilityOfReplicated(ControlServer::Impl* impl, const std::string& volume,
                                Durability durability, std::function<void(Status)> done);
+// A number of copies for replicated `volume` from a volume policy's effective intent
+// (ReplicationManager::SetReplicaCount), likewise.
+void SetReplicasOfReplicated(ControlServer::Impl* impl, const std::string& volume,
+                             uint32_t replicas, std::function<void(Status)> done);
 // SetDurability of a replicated volume: on every copy (ReplicationManager::SetDurability);
 // answered with the copy here. REQUIRES: as DeleteReplicatedVolume.
 grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,

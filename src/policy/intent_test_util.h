@@ -14,6 +14,7 @@ inline Intent FullIntent() {
   in.weight = 200;
   in.priority = PriorityClass::kCritical;
   in.durability = Durability::kSync;
+  in.replicas = 3;
   return in;
 }
 

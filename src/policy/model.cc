@@ -133,6 +133,9 @@ Status ValidateIntent(std::string_view field, const Intent& in) {
   if (in.weight && (*in.weight == 0 || *in.weight > kWeightMax))
     return InvalidArgument(F(field, "weight") + ": must be 1 to " + std::to_string(kWeightMax) +
                            ", got " + std::to_string(*in.weight));
+  if (in.replicas && (*in.replicas == 0 || *in.replicas > kReplicasMax))
+    return InvalidArgument(F(field, "replicas") + ": must be 1 to " + std::to_string(kReplicasMax) +
+                           ", got " + std::to_string(*in.replicas));
   return Status::Ok();
 }
 
@@ -144,6 +147,7 @@ Intent MergeIntent(const Intent& base, const Intent& over) {
   if (over.weight) out.weight = over.weight;
   if (over.priority) out.priority = over.priority;
   if (over.durability) out.durability = over.durability;
+  if (over.replicas) out.replicas = over.replicas;
   return out;
 }
 
@@ -159,6 +163,9 @@ Status ValidateTenantIntent(std::string_view field, const Intent& in) {
   if (in.durability)
     return InvalidArgument(F(field, "durability") +
                            ": a tenant has no durability; set it on its volumes");
+  if (in.replicas)
+    return InvalidArgument(F(field, "replicas") +
+                           ": a tenant has no replica count; set it on its volumes");
   return ValidateIntent(field, in);
 }
 

@@ -65,10 +65,15 @@ struct Intent {
   std::optional<uint32_t> weight;  // 1..10000, default 100
   std::optional<PriorityClass> priority;
   std::optional<Durability> durability;
+  // How many copies the volume has on the nodes of the cluster, 1..9 (1: this node's alone).
+  // A replicated volume's count follows it (ReplicationManager::SetReplicaCount); a volume is
+  // created replicated when its effective intent at create has 2 or more (spdctl apply).
+  std::optional<uint32_t> replicas;
   bool operator==(const Intent&) const = default;
 };
 inline constexpr uint32_t kWeightDefault = 100;
 inline constexpr uint32_t kWeightMax = 10000;
+inline constexpr uint32_t kReplicasMax = 9;
 // Reservations and limits above this are refused as typos (10 M IOPS, 1 TB/s).
 inline constexpr uint64_t kIopsMax = 10'000'000;
 inline constexpr uint64_t kBytesPerSecondMax = 1ull << 40;
@@ -89,7 +94,8 @@ struct StorageClass {
 // Who owns volumes. Its intent applies to the sum of its volumes (the QoS scheduler's tenant
 // level, above each volume's own): a reservation the tenant's volumes together get at least, a
 // limit they together never exceed, the tenant's weight against other tenants and its priority.
-// A latency target or a durability belongs to a volume, not to a sum: refused on a tenant.
+// A latency target, a durability or a replica count belongs to a volume, not to a sum: refused
+// on a tenant.
 // Unset fields: the built-in defaults (nothing reserved or limited, weight 100, standard).
 struct Tenant {
   std::string name;

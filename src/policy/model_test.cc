@@ -54,6 +54,15 @@ TEST(PolicyModel, IntentsAreCheckedFieldByFieldAndAsAWhole) {
   bad.limit = Rate{0, 1};
   bad.reservation = Rate{0, 2};
   expect_field(bad, "limit.bytes_per_second");
+  bad = ok;
+  bad.replicas = 0;
+  expect_field(bad, "replicas");
+  bad.replicas = kReplicasMax + 1;
+  expect_field(bad, "replicas");
+  bad.replicas = 1;
+  EXPECT_TRUE(ValidateIntent("intent", bad).ok());
+  bad.replicas = kReplicasMax;
+  EXPECT_TRUE(ValidateIntent("intent", bad).ok());
 }
 
 TEST(PolicyModel, ATenantIntentHasRatesWeightAndPriorityButNoLatencyOrDurability) {
@@ -77,6 +86,11 @@ TEST(PolicyModel, ATenantIntentHasRatesWeightAndPriorityButNoLatencyOrDurability
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message().rfind("spec.intent.durability: a tenant has no durability", 0), 0u)
       << s.ToString();
+  bad = t;
+  bad.intent.replicas = 2;
+  s = ValidateTenant(bad);
+  EXPECT_EQ(s.message().rfind("tenant.intent.replicas: a tenant has no replica count", 0), 0u)
+      << s.ToString();
   // The rest is ValidateIntent's, under the tenant's names.
   bad = t;
   bad.intent.limit = Rate{10, 0};
@@ -98,12 +112,16 @@ TEST(PolicyModel, AVolumeIntentOverridesItsClassFieldByField) {
   cls.limit = Rate{1000, 0};
   cls.weight = 50;
   cls.durability = Durability::kSync;
+  cls.replicas = 3;
   Intent vol;
   vol.weight = 300;
   Intent m = MergeIntent(cls, vol);
   EXPECT_EQ(m.limit, cls.limit);
   EXPECT_EQ(m.weight, 300u);
   EXPECT_EQ(m.durability, Durability::kSync);
+  EXPECT_EQ(m.replicas, 3u);
+  vol.replicas = 2;
+  EXPECT_EQ(MergeIntent(cls, vol).replicas, 2u);
   EXPECT_FALSE(m.reservation.has_value());
 }
 

@@ -20,7 +20,7 @@ struct IntentFlags {
   std::string latency;  // PCT:US, e.g. 99:2000
   uint64_t reserve_iops = 0, limit_iops = 0;
   std::string reserve_bps, limit_bps;
-  uint32_t weight = 0;
+  uint32_t weight = 0, replicas = 0;
   std::string priority, durability;
 
   // `tenant`: only the flags a tenant's intent may have (no latency target, no durability);
@@ -43,6 +43,11 @@ struct IntentFlags {
     if (!tenant)
       c->add_option("--durability", durability, "flush, sync or none")
           ->check(CLI::IsMember({"flush", "sync", "none"}));
+    if (!tenant)
+      c->add_option("--replicas", replicas,
+                    "Copies on the nodes of the cluster, 1-9: a replicated volume's number of "
+                    "copies follows it (docs/replication.md); a local volume does not become "
+                    "replicated by it");
   }
   // Builds the intent (only what was given); errors name the flag.
   Result<v1::Intent> Build() const {
@@ -75,6 +80,7 @@ struct IntentFlags {
     if (weight) in.weight = weight;
     if (!priority.empty()) in.priority = policy::ParsePriorityClass(priority);
     if (!durability.empty()) in.durability = policy::ParseDurability(durability);
+    if (replicas) in.replicas = replicas;
     SPD_RETURN_IF_ERROR(policy::ValidateIntent("intent", in));
     return IntentToProto(in);
   }
@@ -197,6 +203,23 @@ grpc::Status Execute(Client& c, const apply::Plan& plan, const apply::DesiredSta
           v1::CreateVolumeRequest req;
           req.set_name(v.name);
           req.set_size_bytes(v.size_bytes);
+          // Its effective replica count (its own, else its class's: the file's, else the
+          // server's) decides whether it is created replicated.
+          std::optional<uint32_t> copies = v.intent.replicas;
+          if (!copies && !v.storage_class.empty()) {
+            if (auto it = classes.find(v.storage_class); it != classes.end()) {
+              copies = it->second->sc.defaults.replicas;
+            } else {
+              grpc::ClientContext cctx;
+              c.Prepare(&cctx);
+              v1::GetStorageClassRequest creq;
+              creq.set_name(v.storage_class);
+              v1::StorageClass sc;
+              if (c.classes->GetStorageClass(&cctx, creq, &sc).ok() && sc.defaults().has_replicas())
+                copies = sc.defaults().replicas();
+            }
+          }
+          if (copies && *copies > 1) req.set_replicas(*copies);
           v1::Volume r;
           s = c.volumes->CreateVolume(&ctx, req, &r);
         } else {

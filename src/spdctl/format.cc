@@ -371,6 +371,7 @@ Doc IntentDoc(const v1::Intent& in) {
   }
   if (in.durability() != v1::DURABILITY_UNSPECIFIED)
     d["durability"] = DurabilityText(in.durability());
+  if (in.has_replicas()) d["replicas"] = in.replicas();
   return d;
 }
 

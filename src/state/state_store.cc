@@ -98,6 +98,7 @@ std::string IntentJson(const policy::Intent& in) {
   if (in.weight) j["weight"] = *in.weight;
   if (in.priority) j["priority"] = std::string(policy::PriorityClassName(*in.priority));
   if (in.durability) j["durability"] = std::string(policy::DurabilityName(*in.durability));
+  if (in.replicas) j["replicas"] = *in.replicas;
   return j.dump();
 }
 
@@ -149,6 +150,9 @@ Result<policy::Intent> ParseIntentJson(std::string_view text) {
       if (v.is_string()) d = policy::ParseDurability(v.get<std::string>());
       ok = d.has_value();
       if (ok) in.durability = d;
+    } else if (key == "replicas") {
+      ok = v.is_number_unsigned() && v.get<uint64_t>() <= UINT32_MAX;
+      if (ok) in.replicas = static_cast<uint32_t>(v.get<uint64_t>());
     } else {
       return InvalidArgument("unknown field '" + key + "'");
     }

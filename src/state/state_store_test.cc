@@ -51,12 +51,14 @@ TEST(StateStore, TenantsPersistAndPutIsIdempotent) {
   EXPECT_EQ(*list, (std::vector<policy::Tenant>{{"acme"}}));
 }
 
-// What a tenant's intent may hold (no latency target, no durability), in varied shapes.
+// What a tenant's intent may hold (no latency target, durability or replica count), in varied
+// shapes.
 std::vector<policy::Intent> TenantIntents() {
   std::vector<policy::Intent> v;
   for (policy::Intent in : VariedIntents()) {
     in.latency.reset();
     in.durability.reset();
+    in.replicas.reset();
     v.push_back(in);
   }
   return v;

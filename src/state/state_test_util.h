@@ -124,6 +124,7 @@ inline std::vector<policy::Intent> VariedIntents() {
   d.priority = policy::PriorityClass::kStandard;
   d.durability = Durability::kFlush;
   d.latency = policy::LatencyTarget{0.001, 3'600'000'000ull};
+  d.replicas = policy::kReplicasMax;
   v.push_back(d);
   return v;
 }

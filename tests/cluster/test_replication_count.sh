@@ -114,11 +114,47 @@ $PY "$BC" verify --uri "$(nbd_uri "$X")" --state "$T/bc.json" --min-durable 500 
 # in etcd: the copy of the node asked alone would be set back at its next reconciliation).
 ctl "$X" policy set cv --durability flush
 spec_durability() { ctl a replica list cv -o json; json 'd["items"][0]["durability"]'; }
+spec_durability_of() { ctl a replica list "$VOL" -o json; json 'd["items"][0]["durability"]'; }
+three_in_sync_any() {
+  ctl a replica list cv -o json
+  [ "$(json '" ".join(c["state"] for c in d["items"][0]["copies"])')" = "in_sync in_sync in_sync" ]
+}
 copy_durability() { ctl "$1" volume get cv -o json; json 'd["durability"]'; }
 flushed() { [ "$(spec_durability)" = flush ] && [ "$(copy_durability a)" = flush ] &&
   [ "$(copy_durability "$X")" = flush ]; }
 wait_for "every copy of cv flush after its policy" 10 flushed
 sleep 1
 flushed || fail "the policy's durability did not stay: $(spec_durability) $(copy_durability a)"
+
+
+# --- The replica count in a volume's intent (docs/replication.md, "Changing the number of
+# copies"): a policy's count is the replicated volume's; a local volume is refused one of 2 or
+# more (exit 5) and keeps its policy; `spdctl apply` creates a volume of a class with a count as
+# a replicated one with that many copies.
+ctl "$X" policy set cv --replicas 3
+three_placed() { [ "$(placed | wc -w)" = 3 ]; }
+wait_for "three copies of cv by its policy" 10 three_placed
+wait_for "three copies of cv in sync" 60 three_in_sync_any
+ctl a policy set cv --replicas 2
+[ "$(placed | wc -w)" = 2 ] || fail "copies after the policy's 2: $(placed)"
+ctl a volume create lv --size 16M
+expect 5 --socket "${DIR[a]}/control.sock" policy set lv --replicas 2
+grep -q "is a local volume" "$T/err" || fail "a local volume's replica count: $(cat "$T/err")"
+cat >"$T/ha.yaml" <<'YAML'
+apiVersion: spd.v1
+kind: StorageClass
+metadata: {name: ha}
+spec:
+  intent: {replicas: 3, durability: sync}
+---
+apiVersion: spd.v1
+kind: Volume
+metadata: {name: av}
+spec: {size: 32M, storageClass: ha}
+YAML
+ctl a apply -f "$T/ha.yaml"
+av_three() { [ "$(VOL=av placed | wc -w)" = 3 ]; }
+wait_for "av created with three copies by its class" 10 av_three
+[ "$(VOL=av spec_durability_of)" = sync ] || fail "av's durability: $(VOL=av spec_durability_of)"
 
 echo "replication count: OK (a copy added under writes and in sync, removed, an out-of-sync one removed first, one named removed)"
