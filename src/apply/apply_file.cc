@@ -465,16 +465,19 @@ Status ReadIntent(const Reader& r, const YNode& n, const std::string& field, pol
     out->limit.emplace();
     SPD_RETURN_IF_ERROR(ReadRate(r, *v, Join(field, "limit"), &*out->limit));
   }
-  if (const YNode* v = Reader::Find(n, "weight")) {
-    const std::string f = Join(field, "weight");
-    uint64_t w = 0;
-    SPD_RETURN_IF_ERROR(r.Uint(*v, f, &w));
-    if (w == 0 || w > policy::kWeightMax)  // before narrowing to uint32_t
-      return r.Err(
-          *v, f,
-          "must be 1 to " + std::to_string(policy::kWeightMax) + ", got " + std::to_string(w));
-    out->weight = static_cast<uint32_t>(w);
-  }
+  // An integer of 1..max at `key`, checked before narrowing to uint32_t.
+  const auto count = [&](const char* key, uint32_t max, std::optional<uint32_t>* to) -> Status {
+    const YNode* v = Reader::Find(n, key);
+    if (v == nullptr) return Status::Ok();
+    const std::string f = Join(field, key);
+    uint64_t x = 0;
+    SPD_RETURN_IF_ERROR(r.Uint(*v, f, &x));
+    if (x == 0 || x > max)
+      return r.Err(*v, f, "must be 1 to " + std::to_string(max) + ", got " + std::to_string(x));
+    *to = static_cast<uint32_t>(x);
+    return Status::Ok();
+  };
+  SPD_RETURN_IF_ERROR(count("weight", policy::kWeightMax, &out->weight));
   if (const YNode* v = Reader::Find(n, "priority")) {
     const std::string f = Join(field, "priority");
     std::string s;
@@ -490,16 +493,7 @@ Status ReadIntent(const Reader& r, const YNode& n, const std::string& field, pol
     out->durability = policy::ParseDurability(s);
     if (!out->durability) return r.Err(*v, f, "must be flush, sync or none, got '" + s + "'");
   }
-  if (const YNode* v = Reader::Find(n, "replicas")) {
-    const std::string f = Join(field, "replicas");
-    uint64_t c = 0;
-    SPD_RETURN_IF_ERROR(r.Uint(*v, f, &c));
-    if (c == 0 || c > policy::kReplicasMax)  // before narrowing to uint32_t
-      return r.Err(
-          *v, f,
-          "must be 1 to " + std::to_string(policy::kReplicasMax) + ", got " + std::to_string(c));
-    out->replicas = static_cast<uint32_t>(c);
-  }
+  SPD_RETURN_IF_ERROR(count("replicas", policy::kReplicasMax, &out->replicas));
   // The relations between fields (a limit below the reservation) and the ranges.
   return Located(
       r, n, field,

@@ -9,6 +9,7 @@
 #include "control/control_internal.h"
 #include "control/convert.h"
 #include "control/replication_calls.h"
+#include "replica/replication_manager.h"
 #include "spd/v1/policy.grpc.pb.h"
 
 namespace spd {
@@ -270,7 +271,9 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
           if (replicated && resp->effective().has_replicas())
             then = [impl, name = m.volume, n = resp->effective().replicas(), done](Status s) {
               if (!s.ok()) return done(s);
-              SetReplicasOfReplicated(impl, name, n, [done](Status s2) { done(s2); });
+              RunReplicationCall(
+                  impl, [name, n](ReplicationManager* rm) { return rm->SetReplicaCount(name, n); },
+                  [done](Status s2) { done(s2); });
             };
           // A durability in the effective intent is the volume's durability.
           const v1::Durability want = resp->effective().durability();
@@ -279,7 +282,11 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
           // A replicated volume's on every copy, through its record in etcd (the copy here
           // alone would be set back to the record's at the next reconciliation).
           const Durability d = spd::FromProto(want, false).value();
-          if (replicated) return SetDurabilityOfReplicated(impl, m.volume, d, then);
+          if (replicated)
+            return RunReplicationCall(
+                impl,
+                [name = m.volume, d](ReplicationManager* rm) { return rm->SetDurability(name, d); },
+                then);
           impl->volumes->SetDurability(m.volume, d, then);
         },
         Access::kWriteVolume);

@@ -159,21 +159,11 @@ grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
                              });
 }
 
-void SetDurabilityOfReplicated(ControlServer::Impl* impl, const std::string& volume,
-                               Durability durability, std::function<void(Status)> done) {
+void RunReplicationCall(ControlServer::Impl* impl, std::function<Status(ReplicationManager*)> call,
+                        std::function<void(Status)> done) {
   ReplicationManager* rm = impl->options.replication;
-  if (!impl->replication_calls.Submit([rm, volume, durability, done](const Status& refused) {
-        done(refused.ok() ? rm->SetDurability(volume, durability) : refused);
-      }))
-    done(BusyReplicationCalls());
-}
-
-void SetReplicasOfReplicated(ControlServer::Impl* impl, const std::string& volume,
-                             uint32_t replicas, std::function<void(Status)> done) {
-  ReplicationManager* rm = impl->options.replication;
-  if (!impl->replication_calls.Submit([rm, volume, replicas, done](const Status& refused) {
-        done(refused.ok() ? rm->SetReplicaCount(volume, replicas) : refused);
-      }))
+  if (!impl->replication_calls.Submit(
+          [rm, call, done](const Status& refused) { done(refused.ok() ? call(rm) : refused); }))
     done(BusyReplicationCalls());
 }
 

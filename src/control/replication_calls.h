@@ -24,15 +24,11 @@ grpc::ServerUnaryReactor* DeleteReplicatedVolume(ControlServer::Impl* impl,
                                                  grpc::CallbackServerContext* ctx,
                                                  const v1::DeleteVolumeRequest* req,
                                                  AuditCall audit);
-// A durability for replicated `volume` from elsewhere (a volume policy's effective intent): on
-// every copy (ReplicationManager::SetDurability), on the replication calls' thread; `done` gets
-// the outcome there (RESOURCE_EXHAUSTED when too many such calls wait).
-void SetDurabilityOfReplicated(ControlServer::Impl* impl, const std::string& volume,
-                               Durability durability, std::function<void(Status)> done);
-// A number of copies for replicated `volume` from a volume policy's effective intent
-// (ReplicationManager::SetReplicaCount), likewise.
-void SetReplicasOfReplicated(ControlServer::Impl* impl, const std::string& volume,
-                             uint32_t replicas, std::function<void(Status)> done);
+// Runs `call` (a change of a replicated volume asked from elsewhere: a volume policy's effective
+// durability or replica count) on the replication calls' thread; `done` gets its outcome there
+// (RESOURCE_EXHAUSTED when too many such calls wait).
+void RunReplicationCall(ControlServer::Impl* impl, std::function<Status(ReplicationManager*)> call,
+                        std::function<void(Status)> done);
 // SetDurability of a replicated volume: on every copy (ReplicationManager::SetDurability);
 // answered with the copy here. REQUIRES: as DeleteReplicatedVolume.
 grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
