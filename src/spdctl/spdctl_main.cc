@@ -303,8 +303,8 @@ int Main(int argc, char** argv) {
       "progress). Fewer: copies other than the primary's leave at once, those out of sync "
       "first, then the last placed, and delete themselves (now, or when their node is back). "
       "Prints the copies. Refused (exit 5) when fewer nodes serve replicas than asked, the "
-      "volume has no primary, or a move or hand-over of it is under way; exit 3 for no such "
-      "replicated volume; exit 8 for a count outside 2..9; exit 10 when its record changed "
+      "volume has no primary or is local, or a move or hand-over of it is under way; exit 3 "
+      "for no such volume; exit 8 for a count outside 2..9; exit 10 when its record changed "
       "meanwhile (ask again)");
   vsr->add_option("name", name, "Volume name")->required();
   vsr->add_option("replicas", set_replicas, "The number of copies, 2..9")->required();

@@ -138,6 +138,8 @@ wait_for "three copies of cv in sync" 60 three_in_sync_any
 ctl a policy set cv --replicas 2
 [ "$(placed | wc -w)" = 2 ] || fail "copies after the policy's 2: $(placed)"
 ctl a volume create lv --size 16M
+expect 5 --socket "${DIR[a]}/control.sock" volume set-replicas lv 2
+grep -q "is a local volume" "$T/err" || fail "set-replicas of a local volume: $(cat "$T/err")"
 expect 5 --socket "${DIR[a]}/control.sock" policy set lv --replicas 2
 grep -q "is a local volume" "$T/err" || fail "a local volume's replica count: $(cat "$T/err")"
 cat >"$T/ha.yaml" <<'YAML'
