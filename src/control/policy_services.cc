@@ -216,6 +216,11 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
             if (!in.tenant().empty() && in.tenant() != c.tenant)
               return done(PermissionDenied(
                   "policy.tenant: a tenant cannot move a volume to another tenant"));
+            // Copies take other nodes' space: a tenant chooses a storage class that has a count.
+            if (in.intent().has_replicas())
+              return done(PermissionDenied(
+                  "policy.intent.replicas: a tenant does not set a replica count; choose a "
+                  "storage class that has one"));
             in.set_tenant(c.tenant);
           }
           if (Status s = policy::ValidateName("policy.volume", in.volume()); !s.ok())

@@ -239,6 +239,10 @@ MATRIX = [
     # Volume policies.
     row("SetVolumePolicy own", "volume", IS + "SetVolumePolicy",
         {"policy": {"volume": "a1", "tenant": "acme"}}, obj="own"),
+    # A replica count of its own: not a tenant's to set (copies take other nodes' space).
+    row("SetVolumePolicy own replicas", "volume", IS + "SetVolumePolicy",
+        {"policy": {"volume": "a1", "tenant": "acme", "intent": {"replicas": 1}}}, obj="own",
+        tenant=D),
     row("SetVolumePolicy other", "volume", IS + "SetVolumePolicy",
         {"policy": {"volume": "b1", "tenant": "beta"}}, obj="other"),
     row("SetVolumePolicy give away", "volume", IS + "SetVolumePolicy",
