@@ -238,6 +238,7 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
           std::shared_ptr<VolumeHandle> h = impl->volumes->Find(in.volume());
           if (!h) return done(NotFound("no volume '" + in.volume() + "'"));
           state::VolumeMeta m{in.volume(), in.tenant(), in.storage_class(), intent.value()};
+          const bool replicated = IsReplicated(*impl, m.volume);
           {
             // A reservation must fit beside the ones granted (admission control).
             // (An unknown class: PutVolumeMeta below says so.)
@@ -250,7 +251,6 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
               // A replica count: a replicated volume's follows it (below); a local volume does
               // not become replicated, nor a replicated one local.
               if (const std::optional<uint32_t> n = effective.value().replicas) {
-                const bool replicated = IsReplicated(*impl, m.volume);
                 if (*n >= 2 && !replicated)
                   return done(FailedPrecondition(
                       "policy.intent.replicas: '" + m.volume +
@@ -271,7 +271,6 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
           *resp = pol.value();
           // A replica count in the effective intent is a replicated volume's number of copies
           // (after its durability, below).
-          const bool replicated = IsReplicated(*impl, m.volume);
           std::function<void(Status)> then = [done](Status s) { done(s); };
           if (replicated && resp->effective().has_replicas())
             then = [impl, name = m.volume, n = resp->effective().replicas(), done](Status s) {

@@ -278,8 +278,9 @@ int RunDaemon(const DaemonOptions& o) {
     }
   }
   // Redfish's flags too.
-  if (Status s = CheckRedfishFlags(o); !s.ok()) {
-    SPD_LOG_ERROR("%s", s.ToString().c_str());
+  Result<RedfishFlags> redfish_flags = ReadRedfishFlags(o);
+  if (!redfish_flags.ok()) {
+    SPD_LOG_ERROR("%s", redfish_flags.status().ToString().c_str());
     return 2;
   }
   // NBD's TLS credentials likewise (the server takes them as loaded here).
@@ -731,7 +732,7 @@ int RunDaemon(const DaemonOptions& o) {
     }
     health = std::move(health_or).value();
     // Redfish serves that cache, on threads of its own.
-    auto redfish_or = StartRedfish(o, health != nullptr);
+    auto redfish_or = StartRedfish(o, std::move(*redfish_flags), health != nullptr);
     if (!redfish_or.ok()) {
       SPD_LOG_ERROR("%s", redfish_or.status().ToString().c_str());
       return redfish_or.status().code() == StatusCode::kInvalidArgument ? 2 : 1;

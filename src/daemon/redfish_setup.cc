@@ -82,32 +82,32 @@ Status ParseRedfishListen(const std::string& listen, redfish::ServerOptions* so)
 
 }  // namespace
 
-Status CheckRedfishFlags(const DaemonOptions& o) {
-  if (o.redfish_listen == "off") return Status::Ok();
-  redfish::ServerOptions so;
-  SPD_RETURN_IF_ERROR(ParseRedfishListen(o.redfish_listen, &so));
+Result<RedfishFlags> ReadRedfishFlags(const DaemonOptions& o) {
+  RedfishFlags f;
+  if (o.redfish_listen == "off") return f;
+  f.on = true;
+  SPD_RETURN_IF_ERROR(ParseRedfishListen(o.redfish_listen, &f.server));
   auto accounts = redfish::LoadAccounts(o.redfish_users);
   if (!accounts.ok()) return InvalidArgument("--redfish-users: " + accounts.status().ToString());
+  f.accounts = std::move(*accounts);
+  struct stat st {};
+  if (stat(o.redfish_users.c_str(), &st) == 0 && (st.st_mode & 0077) != 0)
+    SPD_LOG_WARN("redfish: %s is readable by other users (mode %03o): chmod 600 it",
+                 o.redfish_users.c_str(), static_cast<unsigned>(st.st_mode & 0777));
   std::string why;
   if (!o.redfish_cert.empty() && !o.redfish_key.empty() &&
       CheckPemKeyPair(o.redfish_cert, o.redfish_key, &why) != 0)
     return InvalidArgument("--redfish-cert " + o.redfish_cert + ", --redfish-key " + o.redfish_key +
                            ": " + why);
-  return Status::Ok();
+  return f;
 }
 
-Result<std::unique_ptr<RedfishRuntime>> StartRedfish(const DaemonOptions& o, bool health_running) {
-  if (o.redfish_listen == "off") return std::unique_ptr<RedfishRuntime>();
-  redfish::ServerOptions so;
-  SPD_RETURN_IF_ERROR(ParseRedfishListen(o.redfish_listen, &so));
+Result<std::unique_ptr<RedfishRuntime>> StartRedfish(const DaemonOptions& o, RedfishFlags flags,
+                                                     bool health_running) {
+  if (!flags.on) return std::unique_ptr<RedfishRuntime>();
+  redfish::ServerOptions so = std::move(flags.server);
   if (!health_running)
     return FailedPrecondition("--redfish-listen: the health collector is not running (see above)");
-  auto accounts = redfish::LoadAccounts(o.redfish_users);
-  if (!accounts.ok()) return InvalidArgument("--redfish-users: " + accounts.status().ToString());
-  struct stat st {};
-  if (stat(o.redfish_users.c_str(), &st) == 0 && (st.st_mode & 0077) != 0)
-    SPD_LOG_WARN("redfish: %s is readable by other users (mode %03o): chmod 600 it",
-                 o.redfish_users.c_str(), static_cast<unsigned>(st.st_mode & 0777));
   char host[256] = {};
   gethostname(host, sizeof host - 1);
   auto cert = redfish::LoadOrMakeCert(o.redfish_cert, o.redfish_key, o.data_dir, host);
@@ -132,7 +132,8 @@ Result<std::unique_ptr<RedfishRuntime>> StartRedfish(const DaemonOptions& o, boo
   if (svc.test_break_odata_version)
     SPD_LOG_WARN(
         "redfish: --redfish-test-break-odata-version: replies lack OData-Version (test only)");
-  rt->service = std::make_unique<redfish::RedfishService>(svc, std::move(*accounts), rt->cache);
+  rt->service =
+      std::make_unique<redfish::RedfishService>(svc, std::move(flags.accounts), rt->cache);
   so.cert_pem = cert->cert_pem;
   so.key_pem = cert->key_pem;
   so.threads = o.redfish_threads;

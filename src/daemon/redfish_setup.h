@@ -2,9 +2,11 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "common/status.h"
 #include "daemon/options.h"
+#include "redfish/redfish_auth.h"
 #include "redfish/redfish_server.h"
 #include "redfish/redfish_service.h"
 #include "spd/libspdr.h"
@@ -20,11 +22,18 @@ struct RedfishRuntime {
   ~RedfishRuntime();
 };
 
-// nullptr when --redfish-listen is off. Errors: bad flags (kInvalidArgument: exit 2), no health
-// cache to serve, the port taken, a certificate that cannot be made (exit 1).
-Result<std::unique_ptr<RedfishRuntime>> StartRedfish(const DaemonOptions& o, bool health_running);
-// The same flags checked before the pool opens (the address, the users file, a certificate and
-// key given as files): kInvalidArgument, exit 2, with nothing made.
-Status CheckRedfishFlags(const DaemonOptions& o);
+// The Redfish flags, checked and read before the pool opens: the address, the accounts of the
+// users file, and a certificate and key given as files (checked; read again by StartRedfish,
+// which may make them instead). kInvalidArgument (exit 2) with nothing made.
+struct RedfishFlags {
+  bool on = false;  // --redfish-listen is not off
+  redfish::ServerOptions server;
+  std::vector<redfish::Account> accounts;
+};
+Result<RedfishFlags> ReadRedfishFlags(const DaemonOptions& o);
+// nullptr when --redfish-listen is off. Errors: no health cache to serve, the port taken, a
+// certificate that cannot be made (exit 1).
+Result<std::unique_ptr<RedfishRuntime>> StartRedfish(const DaemonOptions& o, RedfishFlags flags,
+                                                     bool health_running);
 
 }  // namespace spd

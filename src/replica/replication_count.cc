@@ -71,7 +71,7 @@ Status ReplicationManager::SetReplicaCount(const std::string& name, uint32_t rep
   if (!remove.empty() && replicas >= now)
     return InvalidArgument("'" + name + "' has " + std::to_string(now) + " copies: --remove " +
                            "goes with fewer");
-  if (remove.size() > now - replicas)
+  if (!remove.empty() && remove.size() > now - replicas)  // replicas < now here
     return InvalidArgument("--remove names " + std::to_string(remove.size()) + " nodes; " +
                            std::to_string(now - replicas) + " copies leave");
   for (const std::string& n : remove) {
@@ -101,26 +101,17 @@ Status ReplicationManager::SetReplicaCount(const std::string& name, uint32_t rep
     changed.assign(free.begin(), free.begin() + (replicas - now));
     for (const std::string& n : changed) {
       nodes.push_back(n);
-      txn.then.push_back(TxnOp::Put(
-          key + "/replicas/" + n,
-          nlohmann::json{{"state", "out_of_sync"}, {"epoch", prim->second.epoch}}.dump()));
-      // A copy `n` was to delete (it left this volume before, and has not done so yet) is
-      // placed again: not deleted under the new copy, which the primary copies whole anyway.
-      txn.then.push_back(TxnOp::Delete(MovedPrefix(n) + name));
+      JoinOps(name, n, prim->second.epoch, &txn);
     }
   } else {
     // Those named first, then out of sync (they count for nothing), then the last placed;
     // never the primary.
-    auto st = p.states.find(name);
-    auto in_sync = [&](const std::string& n) {
-      return st != p.states.end() && st->second.count(n) && st->second.at(n).first == "in_sync";
-    };
     std::vector<std::string> order;
     for (const std::string& n : remove)
       if (std::find(order.begin(), order.end(), n) == order.end()) order.push_back(n);
     for (int pass = 0; pass < 2; ++pass)
       for (auto it = spec.nodes.rbegin(); it != spec.nodes.rend(); ++it)
-        if (*it != prim->second.node && in_sync(*it) == (pass == 1) &&
+        if (*it != prim->second.node && InSync(p, name, *it) == (pass == 1) &&
             std::find(order.begin(), order.end(), *it) == order.end())
           order.push_back(*it);
     changed.assign(order.begin(), order.begin() + (now - replicas));

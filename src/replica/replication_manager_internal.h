@@ -79,6 +79,13 @@ inline void NextPlacement(nlohmann::json* j) { (*j)["placement"] = PlacementOf(*
 // What `from` leaving `name`'s placement adds to a transaction (replication_move.cc): its state
 // and candidacy go, and its key of copies to delete, /spd/v1/moved/FROM/NAME, is written.
 void LeaveOps(const std::string& name, const std::string& from, const std::string& to, Txn* txn);
+// What `to` joining `name`'s placement adds (a move's new copy, one more copy): its state, out of
+// sync under the primary's `epoch`, so that it never campaigns before it holds the volume; and
+// its key of copies to delete goes (a copy it was to delete, having left the volume before, is
+// placed again: the primary copies it whole anyway).
+void JoinOps(const std::string& name, const std::string& to, int64_t epoch, Txn* txn);
+// Whether `node`'s copy of `volume` is recorded in sync.
+bool InSync(const Parsed& p, const std::string& volume, const std::string& node);
 
 // A recovered volume's key of the copies given up on (Parsed::given_up).
 inline std::string GivenUpKey(const std::string& volume) {

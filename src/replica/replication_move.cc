@@ -67,6 +67,18 @@ void LeaveOps(const std::string& name, const std::string& from, const std::strin
   txn->then.push_back(TxnOp::Put(MovedPrefix(from) + name, nlohmann::json{{"to", to}}.dump()));
 }
 
+void JoinOps(const std::string& name, const std::string& to, int64_t epoch, Txn* txn) {
+  const std::string key = std::string(kVolumesPrefix) + name;
+  txn->then.push_back(TxnOp::Put(
+      key + "/replicas/" + to, nlohmann::json{{"state", "out_of_sync"}, {"epoch", epoch}}.dump()));
+  txn->then.push_back(TxnOp::Delete(MovedPrefix(to) + name));
+}
+
+bool InSync(const Parsed& p, const std::string& volume, const std::string& node) {
+  auto st = p.states.find(volume);
+  return st != p.states.end() && st->second.count(node) && st->second.at(node).first == "in_sync";
+}
+
 bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volume,
                     const std::string& node) {
   auto it = vols.kvs.find(std::string(kVolumesPrefix) + volume);
@@ -78,11 +90,6 @@ bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volum
 }
 
 namespace {
-
-bool InSync(const Parsed& p, const std::string& volume, const std::string& node) {
-  auto st = p.states.find(volume);
-  return st != p.states.end() && st->second.count(node) && st->second.at(node).first == "in_sync";
-}
 
 // The transaction that ends the live move of `spec` with `leaving` out of the placement (the
 // copy moving away once the new one is in sync, or the new one when the move is called off),
@@ -158,12 +165,7 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
   txn.compare.push_back(
       Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, prim->second.rev));
   txn.then.push_back(TxnOp::Put(key, j.dump()));
-  txn.then.push_back(
-      TxnOp::Put(key + "/replicas/" + to,
-                 nlohmann::json{{"state", "out_of_sync"}, {"epoch", prim->second.epoch}}.dump()));
-  // A copy `to` was to delete (it left this volume before, and has not done so yet) is placed
-  // again: not deleted under the new copy, which the primary copies whole anyway.
-  txn.then.push_back(TxnOp::Delete(MovedPrefix(to) + name));
+  JoinOps(name, to, prim->second.epoch, &txn);
   if (!live) LeaveOps(name, from, to, &txn);
   SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
   if (!r.succeeded)

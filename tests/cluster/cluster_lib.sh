@@ -99,6 +99,22 @@ three_nodes_two_way() {
   read -r p E1 <<<"$(primary_of a)"
   [ "$p" = a ] || fail "primary is '$p', wanted a"
 }
+# c_refuses_the_link WHY SEED: $VOL (3 copies, created through a) with node c refusing the
+# link's TLS (WHY): b in sync, c out of sync; writes through a are all on b, c's copy holds none
+# of them (it never took a session), c counted failed handshakes and b none.
+c_refuses_the_link() {
+  settled() { [ "$(copies a)" = "a=in_sync b=in_sync c=out_of_sync" ]; }
+  wait_for "b in sync over TLS, c ($1) out of sync" 20 settled
+  bc_write a "$2" 1 2048 2000
+  $PY "$BC" verify --uri "$(nbd_uri b)" --state "$T/bc.json" --min-durable 500 >"$T/v.log" ||
+    { cat "$T/v.log"; fail "b lacks acknowledged writes"; }
+  nbdinfo --map "$(nbd_uri c)" >"$T/map" || fail "no copy on c"
+  ! grep -q "data" "$T/map" || fail "c ($1) holds data: $(cat "$T/map")"
+  [ "$(metric c spd_replica_tls_handshake_failures_total)" -gt 0 ] ||
+    fail "c ($1) counted no failed handshake"
+  [ "$(metric b spd_replica_tls_handshake_failures_total)" -eq 0 ] ||
+    fail "b failed a handshake with the cluster's credentials"
+}
 # bc_write NODE SEED EPOCH BLOCKS OPS: blockcheck's writes through NODE's export (the state in
 # $T/bc.json, the log in $T/wSEED.log); fails unless every one of them completed.
 bc_write() {

@@ -7,7 +7,6 @@
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
 VOL=tv
-BC="$(dirname "$0")/blockcheck.py"
 
 # Flags first: no file, and no --replication-listen.
 expect_start_refused() {  # WHAT ARGS...: spd2 must exit 2 at once
@@ -47,23 +46,5 @@ start_node() {  # NAME
 for n in a b c; do start_node $n; done
 wait_registered
 ctl a volume create tv --size 32M --replicas 3
-copies() {
-  ctl a replica list tv -o json
-  json '" ".join(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"])'
-}
-settled() { [ "$(copies)" = "a=in_sync b=in_sync c=out_of_sync" ]; }
-wait_for "b in sync over TLS, c (another key) out of sync" 20 settled
-
-$PY "$BC" write --uri "$(nbd_uri a)" --state "$T/bc.json" --seed 3 --blocks 2048 --qd 16 \
-  --ops 2000 --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch 1 >"$T/w.log" ||
-  { cat "$T/w.log"; fail "writes through the primary failed"; }
-$PY "$BC" verify --uri "$(nbd_uri b)" --state "$T/bc.json" --min-durable 500 >"$T/v.log" ||
-  { cat "$T/v.log"; fail "b lacks acknowledged writes"; }
-# c never took a session: its copy holds none of them, and it counted the failed handshakes.
-nbdinfo --map "$(nbd_uri c)" >"$T/map" || fail "no copy on c"
-grep -q "data" "$T/map" && fail "c holds data: $(cat "$T/map")"
-[ "$(metric c spd_replica_tls_handshake_failures_total)" -gt 0 ] ||
-  fail "c counted no failed handshake"
-[ "$(metric b spd_replica_tls_handshake_failures_total)" -eq 0 ] ||
-  fail "b failed a handshake with the same key"
+c_refuses_the_link "another key" 3
 echo "replication tls: OK (b in sync over TLS; c refused $(metric c spd_replica_tls_handshake_failures_total) handshakes)"
