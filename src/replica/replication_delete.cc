@@ -12,6 +12,7 @@
 // is refused and `spdctl replica list` shows the volume with each copy "deleting" or "deleted".
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -122,12 +123,15 @@ bool ReplicationManager::DropCopy(const std::string& name, const std::vector<std
     failure_logged_[name + "/delete"] = s.ToString();
     return false;
   };
-  if (volumes_->Find(name)) {
+  if (std::shared_ptr<VolumeHandle> h = volumes_->Find(name)) {
     // Not waited for here: a forced delete may wait up to its close timeout (10 s) for the
     // copy's users, and this thread serves every other volume's elections meanwhile.
     std::shared_ptr<CopyDelete>& cd = copy_deletes_[name];
+    // One of an earlier copy under the name, done: this one was created after it.
+    if (cd && cd->handle != h && cd->done.load(std::memory_order_acquire)) cd.reset();
     if (!cd) {
       cd = std::make_shared<CopyDelete>();
+      cd->handle = h;
       volumes_->Delete(name, true, [cd](Status s) {
         cd->status = std::move(s);
         cd->done.store(true, std::memory_order_release);
@@ -145,6 +149,22 @@ bool ReplicationManager::DropCopy(const std::string& name, const std::vector<std
   if (Status s = RemoveReplicationFiles(o_.state_dir, name, nodes); !s.ok()) return failed(s);
   failure_logged_.erase(name + "/delete");
   return true;
+}
+
+bool ReplicationManager::FinishingDelete(const std::string& name,
+                                         const std::vector<std::string>& placed) {
+  auto it = copy_deletes_.find(name);
+  if (it == copy_deletes_.end()) return false;
+  if (!it->second->done.load(std::memory_order_acquire)) return true;
+  std::vector<std::string> nodes = SavedSpecNodes(o_.state_dir, name);
+  for (const std::string& n : placed)
+    if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
+  if (!DropCopy(name, nodes)) return true;
+  SPD_LOG_INFO(
+      "replication: %s: the earlier copy here is deleted (it was placed here again "
+      "while it was being deleted): a new one is made",
+      name.c_str());
+  return false;
 }
 
 void ReplicationManager::DeleteCopy(const std::string& name, const Parsed& p) {

@@ -263,6 +263,8 @@ void ReplicationManager::Reconcile() {
     if (std::find(spec.nodes.begin(), spec.nodes.end(), me) == spec.nodes.end()) {
       continue;
     }
+    // An earlier copy here still being deleted (placed here again meanwhile): gone first.
+    if (FinishingDelete(name, spec.nodes)) continue;
     if (!o_.state_dir.empty() && saved_specs_[name] != spec.json) {
       // Kept on disk, to be published again if etcd loses its data.
       if (Status s = SaveSpec(o_.state_dir, name, spec.json); s.ok())

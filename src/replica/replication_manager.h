@@ -226,6 +226,11 @@ class ReplicationManager {
   // `nodes`). True once both are gone; false while the copy's users close or after a failure
   // (counted, logged once per reason): asked again next round.
   bool DropCopy(const std::string& name, const std::vector<std::string>& nodes);
+  // A copy of `name` whose delete this node started and has not seen through (its moved/ key
+  // went before the next round: the copy was placed here again): true while that delete runs,
+  // and until it is finished (its state on disk gone) here; then false, and the volume's copy
+  // may be created anew. `placed`: the nodes the volume's record names now.
+  bool FinishingDelete(const std::string& name, const std::vector<std::string>& placed);
   // The copies this node was asked to drop (/spd/v1/moved/NODE/NAME, written by a move;
   // replication_move.cc): each is deleted with its state on disk, then its key goes. `dropping`
   // gets their names (the round leaves those volumes alone meanwhile).
@@ -292,7 +297,10 @@ class ReplicationManager {
   // "VOLUME/what" -> the failure of a change logged last (logged once per reason).
   std::map<std::string, std::string> failure_logged_;
   // Copies being deleted (the pool's reactor finishes each; the reconciling thread looks).
+  // Each is of one handle: a copy placed here again and created anew under the name is another
+  // volume, which a finished delete of the old one must not pass for deleted.
   struct CopyDelete {
+    std::shared_ptr<VolumeHandle> handle;
     std::atomic<bool> done{false};
     Status status;  // written before `done`
   };

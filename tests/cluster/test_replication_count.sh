@@ -8,7 +8,8 @@
 # once (not the primary's), its node deletes it, and writes go on with the two left. Three again,
 # X's node stopped under writes, down to 2: X's out-of-sync copy leaves, not Y's (the last
 # placed), and X, back, deletes its copy. Three again, then two with --remove naming the copy to
-# go (not the last placed). A volume policy's durability then reaches every copy.
+# go (not the last placed); a copy removed and placed again at once is deleted when removed again.
+# A volume policy's durability then reaches every copy.
 # The refusals, each changing nothing. Each part fails with its guard removed (see the doc).
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
@@ -109,6 +110,24 @@ wait_for "$Y deleted its copy (--remove)" 15 dropped
 bc_write a 16 "$E1" 4096 300
 $PY "$BC" verify --uri "$(nbd_uri "$X")" --state "$T/bc.json" --min-durable 500 >"$T/v4.log" ||
   { cat "$T/v4.log"; fail "$X lacks acknowledged writes"; }
+
+# --- A copy removed and placed again at once, within its node's round (500 ms): the node finishes
+# deleting the old copy before it makes the new one, and removed again, the new one is deleted
+# (before, the old copy's finished delete was taken for the new one's: nothing was deleted and Y
+# went on serving its copy). Three times, each with writes.
+for i in 1 2 3; do
+  ctl a volume set-replicas cv 3
+  wait_for "three copies in sync ($i)" 60 three_in_sync
+  ctl a volume set-replicas cv 2 --remove "$Y"
+  ctl a volume set-replicas cv 3
+  [ "$(placed)" = "a $X $Y" ] || fail "placement after $Y left and came back ($i): $(placed)"
+  wait_for "three copies in sync after $Y came back ($i)" 60 three_in_sync
+  bc_write a $((20 + i)) "$E1" 4096 200
+  $PY "$BC" verify --uri "$(nbd_uri "$Y")" --state "$T/bc.json" --min-durable 500 \
+    >"$T/v5.log" || { cat "$T/v5.log"; fail "$Y's new copy lacks acknowledged writes ($i)"; }
+  ctl a volume set-replicas cv 2 --remove "$Y"
+  wait_for "$Y deleted its copy, placed again and removed ($i)" 15 dropped
+done
 
 # --- A volume policy's durability is the replicated volume's, on every copy (through its record
 # in etcd: the copy of the node asked alone would be set back at its next reconciliation).
