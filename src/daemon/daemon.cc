@@ -618,6 +618,7 @@ int RunDaemon(const DaemonOptions& o) {
       ReplicaServerOptions ro;
       ro.tls = replica_tls.get();
       ro.state_dir = o.data_dir + "/replication";
+      ro.copies_only = true;
       // With certificates a peer is a node: only the one etcd names the primary may be one.
       if (replica_tls && replica_tls->certificates())
         ro.authorize_primary = [primaries_of](const std::string& volume, uint64_t epoch,

@@ -59,6 +59,12 @@ struct ReplicaServerOptions {
   // block. Empty: any peer that completed the handshake may be a primary (the epoch fences).
   std::function<Status(const std::string& volume, uint64_t epoch, const std::string& node)>
       authorize_primary;
+  // Only copies of replicated volumes take a primary's session: a volume whose replica hook is
+  // unset (dispatch/replica_hook.h; the ReplicationManager sets its write guard, or a primary's
+  // set, on every copy it holds) is answered kNoVolume, so that a local volume that shares a
+  // replicated volume's name is never written over by its primary. Off: any volume (tests of
+  // the server alone).
+  bool copies_only = false;
   // Where each volume's activity record is kept (DIR/VOLUME.activity; volume/replica_activity.h)
   // so that it outlives this process. "": in memory only.
   std::string state_dir;

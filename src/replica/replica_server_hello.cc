@@ -55,6 +55,14 @@ void HandleHello(Session* s) {
   if (!s->handle || !(s->user = s->handle->AddUser()) || s->handle->volume() == nullptr)
     return RefuseHello(s, {}, rw::HelloStatus::kNoVolume);
   s->volume = s->handle->volume();
+  if (srv->o_.copies_only && s->volume->replica_hook.load() == nullptr) {
+    local_volumes_refused_total.Add();
+    SPD_LOG_WARN(
+        "replica: %s: volume %s here is a local volume, not a copy of the replicated "
+        "one: hello refused",
+        s->Peer().c_str(), name.c_str());
+    return RefuseHello(s, {}, rw::HelloStatus::kNoVolume);
+  }
   // The volume grew while this copy was away (or before the primary's grow reached it): it
   // grows first, unless the primary is a deposed one (the fence check below refuses it).
   if (s->volume->size_bytes() < s->hello.size_bytes && s->epoch >= s->volume->fence_epoch()) {

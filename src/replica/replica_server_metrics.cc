@@ -8,6 +8,10 @@ Counter sessions_refused_total("spd_replica_sessions_refused_total",
 Counter hellos_refused_total("spd_replica_hellos_refused_total",
                              "Replication hellos refused (stale epoch, no volume, size mismatch, "
                              "fence not recorded)");
+Counter local_volumes_refused_total(
+    "spd_replica_local_volumes_refused_total",
+    "Replication hellos refused because the volume of that name here is a local volume, not a "
+    "copy of the replicated one (its primary does not write over it)");
 Counter primaries_refused_total(
     "spd_replica_primaries_refused_total",
     "Replication hellos refused because etcd does not name the certificate's node the volume's "

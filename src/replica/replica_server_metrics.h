@@ -9,6 +9,7 @@ extern Gauge sessions_gauge;
 extern Counter sessions_refused_total;
 extern Counter hellos_refused_total;
 extern Counter primaries_refused_total;
+extern Counter local_volumes_refused_total;
 extern Counter fenced_total;
 extern Counter protocol_errors_total;
 extern Counter timeouts_total;

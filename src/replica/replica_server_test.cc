@@ -21,8 +21,10 @@
 #include "common/crc32c.h"
 #include "io/sim_backend.h"
 #include "replica/activity_log.h"
+#include "replica/replica_server_metrics.h"
 #include "replica/replica_test_util.h"
 #include "replica/replica_wire.h"
+#include "replica/write_guard.h"
 #include "testing/volume_io_util.h"
 
 namespace spd {
@@ -367,6 +369,34 @@ TEST_F(ReplicaServerTest, AVolumeWithOtherDataIsOutOfSyncAndTakesNoWrites) {
             static_cast<uint32_t>(rw::HelloStatus::kOutOfSync));
   EXPECT_EQ(Write(fd, 1, 1, 0, 4096, 'w'), -ENOTCONN);
   EXPECT_EQ(ReadByte("used", 0), 'o');
+}
+
+// With copies_only (the daemon's), a local volume that shares a replicated volume's name takes no
+// primary's session: only a copy (its replica hook set, as the ReplicationManager sets it) does.
+TEST_F(ReplicaServerTest, WithCopiesOnlyALocalVolumeTakesNoPrimary) {
+  ASSERT_TRUE(replica_test::ShutdownServer(reactor_.get(), server_.get()));
+  ReplicaServerOptions so;
+  so.hello_timeout_ms = 300;
+  so.copies_only = true;
+  server_ = std::make_unique<ReplicaServer>(reactor_.get(), dispatcher_.get(), volumes_.get(), so);
+  ASSERT_TRUE(server_->Start().ok());
+  const uint64_t refused = replica_server_metrics::local_volumes_refused_total.value();
+  int fd = Connect();
+  EXPECT_EQ(Hello(fd, "v", 1, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kNoVolume));
+  EXPECT_TRUE(Closed(fd));
+  EXPECT_EQ(replica_server_metrics::local_volumes_refused_total.value(), refused + 1);
+  Volume* v = pool_->FindVolume("v");
+  EXPECT_EQ(v->fence_epoch_durable(), 0u) << "the refused primary's fence was recorded";
+  WriteGuard guard;
+  v->replica_hook.store(static_cast<ReplicaHook*>(&guard));
+  fd = Connect();
+  EXPECT_EQ(Hello(fd, "v", 1, {0, 0}).status, static_cast<uint32_t>(rw::HelloStatus::kInSync));
+  EXPECT_EQ(Write(fd, 1, 1, 0, 4096, 'c'), 0);
+  EXPECT_EQ(ReadByte("v", 0), 'c');
+  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), server_.get()));
+  v->replica_hook.store(nullptr);
+  server_ = std::make_unique<ReplicaServer>(reactor_.get(), dispatcher_.get(), volumes_.get(), so);
+  ASSERT_TRUE(server_->Start().ok());
 }
 
 TEST_F(ReplicaServerTest, RefusesWhatItCannotServe) {

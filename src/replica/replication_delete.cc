@@ -123,7 +123,9 @@ bool ReplicationManager::DropCopy(const std::string& name, const std::vector<std
     failure_logged_[name + "/delete"] = s.ToString();
     return false;
   };
-  if (std::shared_ptr<VolumeHandle> h = volumes_->Find(name)) {
+  std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
+  if (h && IsLocalVolume(name, *h)) h = nullptr;  // a local volume of the name: never deleted
+  if (h) {
     // Not waited for here: a forced delete may wait up to its close timeout (10 s) for the
     // copy's users, and this thread serves every other volume's elections meanwhile.
     std::shared_ptr<CopyDelete>& cd = copy_deletes_[name];

@@ -27,6 +27,10 @@ Counter read_only_step_downs_total("spd_replication_read_only_step_downs_total",
                                    "read-only (a failed commit)");
 Counter campaigns_won_total("spd_replication_campaigns_won_total",
                             "Campaigns this node won: it became a volume's primary");
+Counter local_volumes_kept_total("spd_replication_local_volumes_kept_total",
+                                 "Replicated volumes placed on this node while a local volume of "
+                                 "the same name was here: the local one is kept, no copy served "
+                                 "(counted once per volume until it goes)");
 Counter step_downs_total("spd_replication_step_downs_total",
                          "Primaries this node gave up (its key gone or another node's)");
 
@@ -224,6 +228,36 @@ void ReplicationManager::Loop() {
   }
 }
 
+bool ReplicationManager::IsLocalVolume(const std::string& name, const VolumeHandle& h) const {
+  // A copy has its spec saved here (before it was created, or by an earlier process), or is
+  // guarded or served as a copy by this process.
+  Volume* v = h.volume();
+  return !o_.state_dir.empty() && v != nullptr && v->replica_hook.load() == nullptr &&
+         !SavedSpecExists(o_.state_dir, name);
+}
+
+bool ReplicationManager::LocalVolume(const std::string& name, const VolumeHandle& h) {
+  if (!IsLocalVolume(name, h)) {
+    if (!failure_logged_.empty()) failure_logged_.erase(name + "/local");
+    return false;
+  }
+  std::string& logged = failure_logged_[name + "/local"];
+  if (logged.empty()) {
+    local_volumes_kept_total.Add();
+    SPD_LOG_WARN(
+        "replication: %s: a local volume of that name is here, not a copy of the "
+        "replicated one: it is kept as it is and this node holds no copy (delete or "
+        "rename the local volume, or move the copy elsewhere)",
+        name.c_str());
+    if (o_.on_event)
+      o_.on_event(false, name,
+                  "node " + cluster_->name() +
+                      " holds a local volume of that name: no copy here until it goes");
+  }
+  logged = "local";
+  return true;
+}
+
 void ReplicationManager::Guard(Volume* v) {
   void* want = static_cast<ReplicaHook*>(&guard_);
   void* cur = v->replica_hook.load();
@@ -265,6 +299,8 @@ void ReplicationManager::Reconcile() {
     }
     // An earlier copy here still being deleted (placed here again meanwhile): gone first.
     if (FinishingDelete(name, spec.nodes)) continue;
+    std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
+    if (h && LocalVolume(name, *h)) continue;
     if (!o_.state_dir.empty() && saved_specs_[name] != spec.json) {
       // Kept on disk, to be published again if etcd loses its data.
       if (Status s = SaveSpec(o_.state_dir, name, spec.json); s.ok())
@@ -273,7 +309,6 @@ void ReplicationManager::Reconcile() {
         SPD_LOG_WARN("replication: cannot keep the spec of %s: %s", name.c_str(),
                      s.ToString().c_str());
     }
-    std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
     if (!h) {
       VolumeSpec vs;
       vs.name = name;

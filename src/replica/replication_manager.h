@@ -127,7 +127,8 @@ class ReplicationManager {
   // Whether `name` is a replicated volume this node knows of: in the cluster's record, or with
   // a copy's spec kept here (DATA_DIR/replication/NAME.spec). Its local copy is the
   // replication's: deleting or resizing it alone would leave the copies apart (the control
-  // API refuses that).
+  // API refuses that). Not if the volume of the name here is a local volume and no copy
+  // (IsLocalVolume): on this node the name is that volume's.
   bool Replicated(const std::string& name) const;
   // Deletes replicated volume `name` on every node (docs/replication.md, "Deleting a
   // replicated volume"): its spec in etcd is marked "deleting"; every placed node then steps
@@ -226,6 +227,12 @@ class ReplicationManager {
   // `nodes`). True once both are gone; false while the copy's users close or after a failure
   // (counted, logged once per reason): asked again next round.
   bool DropCopy(const std::string& name, const std::vector<std::string>& nodes);
+  // True if `h`, the volume here of a replicated volume's name, is a local volume and no copy
+  // (any thread): no spec of it saved here and no replica hook. Kept as it is: never served,
+  // written over or deleted as the copy.
+  bool IsLocalVolume(const std::string& name, const VolumeHandle& h) const;
+  // IsLocalVolume, on the reconciling thread: logged once, counted, an event.
+  bool LocalVolume(const std::string& name, const VolumeHandle& h);
   // A copy of `name` whose delete this node started and has not seen through (its moved/ key
   // went before the next round: the copy was placed here again): true while that delete runs,
   // and until it is finished (its state on disk gone) here; then false, and the volume's copy

@@ -24,6 +24,10 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
   const std::string me = cluster_->name();
   if (ReplicationAddress(nodes, me).empty())
     return FailedPrecondition("this node serves no replicas (--replication-listen)");
+  if (auto h = volumes_->Find(name); h && IsLocalVolume(name, *h))
+    return AlreadyExists("a local volume '" + name +
+                         "' is on this node: a replicated volume of that name would take it "
+                         "for its copy (delete it first, or choose another name)");
   // This node first, then the nodes that hold the fewest replicated volumes.
   const Parsed p = Parse(vols);
   if (auto it = p.specs.find(name); it != p.specs.end() && it->second.deleting) {
@@ -257,6 +261,8 @@ Status ReplicationManager::SetDurability(const std::string& name, Durability dur
 }
 
 bool ReplicationManager::Replicated(const std::string& name) const {
+  // A local volume of the name here (no copy): on this node the name is that volume's.
+  if (auto h = volumes_->Find(name); h && IsLocalVolume(name, *h)) return false;
   if (Parse(mirror_->Get()).specs.count(name) > 0) return true;
   return !o_.state_dir.empty() && access(SpecPath(o_.state_dir, name).c_str(), F_OK) == 0;
 }

@@ -301,7 +301,8 @@ void ReplicationManager::DropMovedCopies(const Parsed& p, std::set<std::string>*
     if (auto it = p.specs.find(name); it != p.specs.end())
       for (const std::string& n : it->second.nodes)
         if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
-    const bool had = volumes_->Find(name) != nullptr || SavedSpecExists(o_.state_dir, name);
+    const std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
+    const bool had = (h && !IsLocalVolume(name, *h)) || SavedSpecExists(o_.state_dir, name);
     if (!DropCopy(name, nodes)) continue;  // again next round
     if (had) {
       copies_dropped_total.Add();
