@@ -168,6 +168,14 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
       return impl_->RefuseAudited(ctx, std::move(audit),
                                   AlreadyExists("volume '" + req->name() + "' exists"));
     }
+    // One name, one volume in the cluster: not a local volume of a replicated one's name.
+    if (req->replicas() <= 1 && InCluster(*impl_, req->name())) {
+      impl_->in_flight.fetch_sub(1);  // admitted, refused here: answered like a refusal
+      return impl_->RefuseAudited(ctx, std::move(audit),
+                                  AlreadyExists("'" + req->name() +
+                                                "' is a replicated volume of the cluster: a local "
+                                                "volume of that name is not created"));
+    }
     const bool placed = impl_->PlaceNewVolume(caller, req->name());
     if (req->replicas() > 1)
       return CreateReplicatedVolume(impl_, ctx, req, resp, std::move(audit), caller, placed);

@@ -14,6 +14,10 @@ bool IsReplicated(const ControlServer::Impl& impl, const std::string& volume) {
   return impl.options.replication != nullptr && impl.options.replication->Replicated(volume);
 }
 
+bool InCluster(const ControlServer::Impl& impl, const std::string& volume) {
+  return impl.options.replication != nullptr && impl.options.replication->InCluster(volume);
+}
+
 namespace {
 
 // The replicated volumes (all, or `only`) as ListReplicas answers them; `visible` filters (a

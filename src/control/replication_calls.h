@@ -17,6 +17,8 @@ grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl,
                                                  const Caller& caller, bool placed);
 // Whether `volume` is a replicated volume (ReplicationManager::Replicated); false without one.
 bool IsReplicated(const ControlServer::Impl& impl, const std::string& volume);
+// Whether the cluster's record holds a replicated volume `volume` (whatever this node holds).
+bool InCluster(const ControlServer::Impl& impl, const std::string& volume);
 // DeleteVolume of a replicated volume: deleted on every node (ReplicationManager::Delete).
 // REQUIRES: admitted (in_flight counted), visible to the caller, `audit` described, a
 // ReplicationManager.

@@ -130,6 +130,8 @@ class ReplicationManager {
   // API refuses that). Not if the volume of the name here is a local volume and no copy
   // (IsLocalVolume): on this node the name is that volume's.
   bool Replicated(const std::string& name) const;
+  // Whether the cluster's record (etcd, as last mirrored) holds a replicated volume `name`.
+  bool InCluster(const std::string& name) const;
   // Deletes replicated volume `name` on every node (docs/replication.md, "Deleting a
   // replicated volume"): its spec in etcd is marked "deleting"; every placed node then steps
   // down if it is the primary, deletes its copy (forced: its users are closed) and the copy's

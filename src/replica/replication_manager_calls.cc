@@ -260,6 +260,10 @@ Status ReplicationManager::SetDurability(const std::string& name, Durability dur
                 "daemon's log says why)");
 }
 
+bool ReplicationManager::InCluster(const std::string& name) const {
+  return Parse(mirror_->Get()).specs.count(name) > 0;
+}
+
 bool ReplicationManager::Replicated(const std::string& name) const {
   // A local volume of the name here (no copy): on this node the name is that volume's.
   if (auto h = volumes_->Find(name); h && IsLocalVolume(name, *h)) return false;

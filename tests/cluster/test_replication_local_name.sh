@@ -4,7 +4,7 @@
 # (docs/replication.md, "A local volume of the same name"): three spd2 nodes on loopback and a
 # real etcd.
 # - a replicated create of a name that is a local volume on the node asked is refused (exit 4)
-#   and records nothing in etcd;
+#   and records nothing in etcd; a local create of a replicated volume's name too, on any node;
 # - placed on a node that holds a local volume of the name, the volume runs without a copy
 #   there: the node logs and counts it, refuses the primary's hello, and its local volume keeps
 #   its data while writes go on through the primary;
@@ -60,6 +60,12 @@ bc_write a 1 1 2048 500
 holds b x "$T/pb" || fail "b's local x was written over"
 read -r P1 E1 <<<"$(primary_of a)"
 [ "$P1" = a ] || fail "x's primary: $P1"
+# One name, one volume in the cluster: no local x made on c (no copy there) or over a's copy.
+for n in c a; do
+  expect 4 --socket "${DIR[$n]}/control.sock" volume create x --size 16M
+  grep -q "'x' is a replicated volume of the cluster" "$T/err" ||
+    fail "a local x created on $n: $(cat "$T/out" "$T/err")"
+done
 
 # --- Moved to c: b keeps its local x (its moved/ key is done with, nothing deleted).
 ctl a replica move x --from b --to c
