@@ -49,10 +49,13 @@ Status ReplicationManager::SetReplicaCount(const std::string& name, uint32_t rep
                            std::to_string(replicas));
   const PrefixMirror::Snapshot vols = mirror_->Get();
   Result<Parsed::Spec> found = SpecToChange(vols, name);
-  if (found.status().code() == StatusCode::kNotFound && volumes_->Find(name) != nullptr)
-    return FailedPrecondition("'" + name +
-                              "' is a local volume: it does not become replicated (create a "
-                              "volume with --replicas and copy the data)");
+  if (found.status().code() == StatusCode::kNotFound && volumes_->Find(name) != nullptr) {
+    if (!remove.empty())
+      return InvalidArgument("'" + name +
+                             "' is a local volume: --remove goes with fewer copies "
+                             "of a replicated one");
+    return Convert(name, replicas);  // made replicated, this node its primary
+  }
   if (!found.ok()) return found.status();
   const Parsed::Spec& spec = *found;
   if (!spec.moving_from.empty())

@@ -226,6 +226,8 @@ void ReplicationManager::Loop() {
     l.lock();
     cv_.wait_for(l, std::chrono::milliseconds(500), [&] { return stop_ || changed_; });
   }
+  l.unlock();
+  FailConversions();
 }
 
 bool ReplicationManager::IsLocalVolume(const std::string& name, const VolumeHandle& h) const {
@@ -268,6 +270,7 @@ void ReplicationManager::Reconcile() {
   const PrefixMirror::Snapshot snap = mirror_->Get();
   if (!snap.listed) return;
   if (!CheckCluster(snap)) return;
+  RunConversions(snap);  // the next round acts on what they recorded (changed_)
   const PrefixMirror::Snapshot nodes = cluster_->Nodes();
   const Parsed p = Parse(snap);
   const std::string me = cluster_->name();

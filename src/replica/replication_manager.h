@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -189,6 +190,9 @@ class ReplicationManager {
   // no primary, a move or a hand-over under way, or the volume is being deleted; kAborted: the
   // record changed meanwhile.
   // `remove`: with fewer copies, the nodes whose copies leave first (placed, not the primary).
+  // On the node that holds a local volume `name` (no replicated volume of that name in the
+  // cluster), it makes it replicated with `replicas` copies, this node its primary
+  // (replication_convert.cc); `remove` must be empty then.
   Status SetReplicaCount(const std::string& name, uint32_t replicas,
                          const std::vector<std::string>& remove = {});
   // Whether node `node` is `volume`'s primary at `epoch` in this node's mirror of etcd (the
@@ -214,6 +218,19 @@ class ReplicationManager {
   Status PromoteWithout(const std::string& name, const std::vector<std::string>& without);
   void Loop();
   void Reconcile();
+  // A local volume made replicated (replication_convert.cc): Convert, on the calling thread,
+  // queues it for the reconciling thread (RunConversions: DoConvert each) and waits until this
+  // node serves it as the primary (10 s at most each). FailConversions answers those left when
+  // the thread ends.
+  struct Conversion {
+    std::string name;
+    uint32_t replicas = 0;
+    std::promise<Status> done;
+  };
+  Status Convert(const std::string& name, uint32_t replicas);
+  void RunConversions(const PrefixMirror::Snapshot& vols);
+  void FailConversions();
+  Status DoConvert(const std::string& name, uint32_t replicas, const PrefixMirror::Snapshot& vols);
   void Guard(Volume* v);
   // Each copy's state in etcd: node -> (state, the epoch of the primary that wrote it).
   using CopyStates = std::map<std::string, std::pair<std::string, uint64_t>>;
@@ -292,6 +309,7 @@ class ReplicationManager {
   bool changed_ = false;                                       // guarded by mu_
   std::map<std::string, std::unique_ptr<Primary>> primaries_;  // guarded by mu_
   std::vector<std::unique_ptr<ReplicaSet>> closed_;            // guarded by mu_
+  std::vector<std::shared_ptr<Conversion>> conversions_;       // guarded by mu_
   // Asynchronous volumes with no primary: since when this copy stands as a candidate (the
   // reconciling thread's own).
   std::map<std::string, std::chrono::steady_clock::time_point> candidacy_since_;
