@@ -249,13 +249,14 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
               if (Status s = impl->AdmitIntent(m.volume, effective.value()); !s.ok())
                 return done(s);
               // A replica count: a replicated volume's follows it (below); a local volume does
-              // not become replicated, nor a replicated one local.
+              // not become replicated by its policy (SetReplicas on its node makes it so), nor a
+              // replicated one local.
               if (const std::optional<uint32_t> n = effective.value().replicas) {
                 if (*n >= 2 && !replicated)
                   return done(FailedPrecondition(
                       "policy.intent.replicas: '" + m.volume +
-                      "' is a local volume: it does not become replicated (create a volume "
-                      "with --replicas and copy the data)"));
+                      "' is a local volume: its policy does not make it replicated (spdctl "
+                      "volume set-replicas on its node does)"));
                 if (*n == 1 && replicated)
                   return done(FailedPrecondition("policy.intent.replicas: '" + m.volume +
                                                  "' is a replicated volume: 2 copies at least"));

@@ -270,9 +270,10 @@ void ReplicationManager::Reconcile() {
   const PrefixMirror::Snapshot snap = mirror_->Get();
   if (!snap.listed) return;
   if (!CheckCluster(snap)) return;
-  RunConversions(snap);  // the next round acts on what they recorded (changed_)
   const PrefixMirror::Snapshot nodes = cluster_->Nodes();
   const Parsed p = Parse(snap);
+  SettleConversions(p);
+  RunConversions();  // the next round acts on what they recorded (changed_)
   const std::string me = cluster_->name();
   // A primary whose volume is gone from etcd (etcd lost its data: the volume comes back, with
   // an election, once published again) stops.

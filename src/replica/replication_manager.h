@@ -228,9 +228,13 @@ class ReplicationManager {
     std::promise<Status> done;
   };
   Status Convert(const std::string& name, uint32_t replicas);
-  void RunConversions(const PrefixMirror::Snapshot& vols);
+  void RunConversions();
   void FailConversions();
-  Status DoConvert(const std::string& name, uint32_t replicas, const PrefixMirror::Snapshot& vols);
+  Status DoConvert(const std::string& name, uint32_t replicas);
+  // At the first round: conversions a stop cut short (their spec file NAME.spec.converting)
+  // kept if recorded, else undone (the volume stays local).
+  void SettleConversions(const Parsed& p);
+  bool conversions_settled_ = false;  // the reconciling thread's own
   void Guard(Volume* v);
   // Each copy's state in etcd: node -> (state, the epoch of the primary that wrote it).
   using CopyStates = std::map<std::string, std::pair<std::string, uint64_t>>;

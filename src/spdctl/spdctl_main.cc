@@ -302,10 +302,12 @@ int Main(int argc, char** argv) {
       "serves (allocated space only) and counted once in sync (`spdctl replica list` shows the "
       "progress). Fewer: copies other than the primary's leave at once, those out of sync "
       "first, then the last placed, and delete themselves (now, or when their node is back). "
-      "Prints the copies. Refused (exit 5) when fewer nodes serve replicas than asked, the "
-      "volume has no primary or is local, or a move or hand-over of it is under way; exit 3 "
-      "for no such volume; exit 8 for a count outside 2..9; exit 10 when its record changed "
-      "meanwhile (ask again)");
+      "Asked of the node that holds a local volume of that name: makes it replicated while "
+      "it serves, that node its primary (its clients' writes go on), the new copies copied "
+      "whole from it. Prints the copies. Refused (exit 5) when fewer nodes serve replicas "
+      "than asked, the volume has no primary, a local one is read-only, or a move or "
+      "hand-over of it is under way; exit 3 for no such volume; exit 8 for a count outside "
+      "2..9; exit 10 when its record changed meanwhile (ask again)");
   vsr->add_option("name", name, "Volume name")->required();
   vsr->add_option("replicas", set_replicas, "The number of copies, 2..9")->required();
   std::vector<std::string> remove_nodes;

@@ -6,7 +6,7 @@
 # between the record and the primary), the node is lv's primary at once, the new copy is copied
 # whole and in sync and holds every acknowledged write, and with the first node stopped it
 # takes lv over with them all; the first node, back, is a copy again. The refusals first, each
-# changing nothing. Each part fails with its guard removed (see the doc).
+# changing nothing. Last, the on-disk states a stop can leave mid-conversion, settled at start. Each part fails with its guard removed (see the doc).
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
 
@@ -69,4 +69,28 @@ start_repl_node a
 both() { [ "$(copies b)" = "a=in_sync b=in_sync" ]; }
 wait_for "a back in sync as b's copy" 30 both
 
-echo "replication convert: OK (lv replicated under writes, none failed; b in sync with every acknowledged write, took it over; a back as a copy)"
+# --- A stop cut short a conversion (the on-disk states it can leave, made by hand while the node
+# is stopped): recorded (its spec still NAME.spec.converting): the spec is kept and the node is
+# a copy; not recorded: the file goes and the volume stays local (no spec recovery publishes).
+stop_repl_node a
+mv "${DIR[a]}/replication/lv.spec" "${DIR[a]}/replication/lv.spec.converting"
+ctl c volume create nv --size 16M
+stop_repl_node c
+echo '{"durability":"flush","nodes":["c","a"],"replicas":2,"size":16777216}' \
+  >"${DIR[c]}/replication/nv.spec.converting"
+start_repl_node a
+start_repl_node c
+wait_registered b "three nodes registered again"
+wait_for "a in sync again, its spec kept" 30 both
+[ -f "${DIR[a]}/replication/lv.spec" ] && [ ! -e "${DIR[a]}/replication/lv.spec.converting" ] ||
+  fail "a's conversion files: $(ls "${DIR[a]}/replication/")"
+grep -q "lv: a conversion cut short by a stop was recorded" "$T/a.log" || fail "a did not log it"
+settled_c() { grep -q "nv: a conversion cut short by a stop was not recorded" "$T/c.log"; }
+wait_for "c settled nv" 10 settled_c
+[ ! -e "${DIR[c]}/replication/nv.spec.converting" ] && [ ! -e "${DIR[c]}/replication/nv.spec" ] ||
+  fail "c's conversion files: $(ls "${DIR[c]}/replication/")"
+[ -z "$(etcd_keys /spd/v1/volumes/nv)" ] || fail "nv published: $(etcd_keys /spd/v1/volumes/nv)"
+ctl c volume set-replicas nv 2
+[ "$(VOL=nv primary_of c | cut -d' ' -f1)" = c ] || fail "nv's primary is not c"
+
+echo "replication convert: OK (lv replicated under writes, none failed; b in sync with every acknowledged write, took it over; a back as a copy; cut-short conversions settled)"
