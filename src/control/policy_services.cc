@@ -248,15 +248,14 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
             if (effective.ok()) {
               if (Status s = impl->AdmitIntent(m.volume, effective.value()); !s.ok())
                 return done(s);
-              // A replica count: a replicated volume's follows it (below); a local volume does
-              // not become replicated by its policy (SetReplicas on its node makes it so), nor a
-              // replicated one local.
+              // A replica count: a replicated volume's follows it, a local volume's of 2 or
+              // more makes it replicated (below); a replicated one does not become local.
               if (const std::optional<uint32_t> n = effective.value().replicas) {
-                if (*n >= 2 && !replicated)
+                if (*n >= 2 && !replicated && impl->options.replication == nullptr)
                   return done(FailedPrecondition(
                       "policy.intent.replicas: '" + m.volume +
-                      "' is a local volume: its policy does not make it replicated (spdctl "
-                      "volume set-replicas on its node does)"));
+                      "' is a local volume and this node runs without a cluster (--cluster): "
+                      "it has no other copies"));
                 if (*n == 1 && replicated)
                   return done(FailedPrecondition("policy.intent.replicas: '" + m.volume +
                                                  "' is a replicated volume: 2 copies at least"));
@@ -270,10 +269,11 @@ class IntentServiceImpl final : public v1::IntentService::CallbackService, Polic
           auto pol = PolicyOf(impl->store.get(), m);
           if (!pol.ok()) return done(pol.status());
           *resp = pol.value();
-          // A replica count in the effective intent is a replicated volume's number of copies
-          // (after its durability, below).
+          // A replica count in the effective intent is a replicated volume's number of copies,
+          // and makes a local volume replicated with that many (replication_convert.cc), after
+          // its durability (below).
           std::function<void(Status)> then = [done](Status s) { done(s); };
-          if (replicated && resp->effective().has_replicas())
+          if (resp->effective().has_replicas() && (replicated || resp->effective().replicas() >= 2))
             then = [impl, name = m.volume, n = resp->effective().replicas(), done](Status s) {
               if (!s.ok()) return done(s);
               RunReplicationCall(

@@ -148,8 +148,12 @@ expect 3 volume get db2
 expect 3 tenant get gamma
 expect 3 class get slowpoke
 
-# Refusals through the API: a policy naming a missing class; a class in use cannot go.
+# Refusals through the API: a policy naming a missing class, or copies without a cluster; a
+# class in use cannot go.
 expect 5 policy set vol0 --class nope
+# A replica count of 2 makes a local volume replicated, with a cluster only (none here).
+expect 5 policy set vol0 --replicas 2
+grep -q "runs without a cluster" "$T/err" || fail "replicas without a cluster: $(cat "$T/err")"
 expect 5 class delete fast
 expect 2 class put slow --limit-iops 10 --reserve-iops 100  # spdctl checks first
 grep -q "intent.limit.iops" "$T/err" || fail "$(cat "$T/err")"
