@@ -2,13 +2,12 @@
 // that holds it; docs/replication.md, "Making a local volume replicated").
 //
 // The call (the replication calls' thread) queues the change for the reconciling thread and
-// waits. That thread checks the volume again, saves the new spec on disk first (from then on the
-// volume is this node's copy), then records in one
-// transaction, only if the name is new to the cluster: the spec (this node first, then the N-1
-// nodes holding the fewest copies), this copy in sync, every other copy out of sync (none
-// campaigns before it holds the volume), and this node's primary key, bound to its lease, as
-// its election does (CampaignTxn: under the cluster's identity it read). So there is no
-// election and no write guard between the record and the primary: the volume's clients go on
+// waits. That thread checks the volume again, writes the new spec on disk first (below), then
+// records in one transaction, only if the name is new to the cluster: the spec (this node
+// first, then the N-1 nodes holding the fewest copies), this copy in sync, every other copy out
+// of sync (none campaigns before it holds the volume), and this node's primary key, bound to
+// its lease, as its election does (CampaignTxn: under the cluster's identity it read). So no
+// election and no write guard come between the record and the primary: the volume's clients go on
 // writing, to this copy only until the primary's set is on it, and the set then copies the
 // volume whole (allocated space only) to every other copy and marks each in sync, as for a new
 // copy of set-replicas.
@@ -112,10 +111,22 @@ Status ReplicationManager::Convert(const std::string& name, uint32_t replicas) {
     changed_ = true;
   }
   cv_.notify_all();
-  if (answer.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+  if (answer.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    // Still queued (the thread waits for etcd's state): taken back, so that it is not done
+    // later behind the caller's back.
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto it = conversions_.begin(); it != conversions_.end(); ++it) {
+      if (*it != c) continue;
+      conversions_.erase(it);
+      conversion_failures_total.Add();
+      return Unavailable("the conversion of '" + name +
+                         "' did not start within 10 s (the cluster's state is not known: etcd?); "
+                         "nothing was done");
+    }
     return Status(StatusCode::kDeadlineExceeded,
                   "the conversion of '" + name +
                       "' was not answered within 10 s (it may still be done: spdctl replica list)");
+  }
   if (Status s = answer.get(); !s.ok()) {
     conversion_failures_total.Add();
     return s;
