@@ -45,7 +45,7 @@
 #                    sim --sim-error-rate): it is marked out of sync whenever it fails one,
 #                    writes go on; it is restarted on a sound device (empty: the sim device
 #                    keeps nothing) and resynced whole
-#   powercut_all, powercut_replica, powercut_primary: tests/cluster/faults_power.sh
+#   powercut_all, _replica, _primary: faults_power.sh; convert_kill_primary: faults_convert.sh
 #   rtt_R            every primary's messages carry an injected round trip of R us (0, 500,
 #                    2000, 10000), 1% of them "lost" (200 ms late); then kill -9 of the primary
 # FAULT_ROUNDS rounds of each (default 1), seeds FAULT_SEED, FAULT_SEED+1, ...
@@ -73,7 +73,7 @@ fail() {
 # The node named nK lives in namespace K, data in $T/nK, replication on its address, port 7000.
 node_dir() { echo "$T/n$1"; }
 sock() { echo "$(node_dir "$1")/control.sock"; }
-nbd_uri() { echo "nbd+unix:///rv?socket=$(node_dir "$1")/nbd.sock"; }
+nbd_uri() { echo "nbd+unix:///${FVOL:-rv}?socket=$(node_dir "$1")/nbd.sock"; }
 
 start_node() {  # K
   local k=$1 d extra=()
@@ -119,10 +119,10 @@ ctl() {
   shift
   expect 0 --socket "$(sock "$k")" "$@"
 }
-# view K: "PRIMARY EPOCH COPIES" as node K sees volume rv (COPIES "n1=in_sync,..." sorted).
+# view K: "PRIMARY EPOCH COPIES" as node K sees volume rv, or FVOL (COPIES "n1=in_sync,...").
 view() {
   local rc=0
-  "$SPDCTL" --socket "$(sock "$1")" replica list rv -o json >"$T/out" 2>"$T/err" || rc=$?
+  "$SPDCTL" --socket "$(sock "$1")" replica list "${FVOL:-rv}" -o json >"$T/out" 2>"$T/err" || rc=$?
   [ "$rc" -eq 0 ] || return 1
   json '(d["items"][0]["primary"] or "-") + " " + str(d["items"][0]["epoch"]) + " " + ",".join(sorted(c["node"] + "=" + c["state"] for c in d["items"][0]["copies"]))'
 }
@@ -171,7 +171,7 @@ all_in_sync() {  # K: node K sees every copy in sync and a primary
 bc_write() {  # K SEED OPS [more blockcheck write args]: through node K's export
   local k=$1 seed=$2 ops=$3
   shift 3
-  $PY "$BC" write --uri "$(nbd_uri "$k")" --state "$T/bc.json" --seed "$seed" --qd 32 \
+  $PY "$BC" write --uri "$(nbd_uri "$k")" --state "${BCSTATE:-$T/bc.json}" --seed "$seed" --qd 32 \
     --ops "$ops" --seconds 60 --flush-every 32 --fua-ratio 0.2 --epoch "${E:-0}" --stall 10 "$@"
 }
 # Every write acknowledged through the checker is on node K and none regressed. TRIES > 1: the
@@ -180,7 +180,7 @@ bc_write() {  # K SEED OPS [more blockcheck write args]: through node K's export
 bc_verify() {  # K WHAT [TRIES]
   local i tries=${3:-1}
   for ((i = 1; i <= tries; i++)); do
-    if $PY "$BC" verify --uri "$(nbd_uri "$1")" --state "$T/bc.json" >"$T/verify.log" 2>&1; then
+    if $PY "$BC" verify --uri "$(nbd_uri "$1")" --state "${BCSTATE:-$T/bc.json}" >"$T/verify.log" 2>&1; then
       return 0
     fi
     grep -q "command failed: Input/output error" "$T/verify.log" || break
@@ -763,7 +763,7 @@ run_row() {
       --replication-inject-seed "$SEED")
     fn=rtt
   elif [ "$row" = kill_new_primary_mid_resync ] || [ "$row" = flap_resync ] ||
-    [ "$row" = recount_kill_primary ]; then
+    [ "$row" = recount_kill_primary ] || [ "$row" = convert_kill_primary ]; then
     NODE_ARGS=(--replication-inject-rtt-us 20000)
   fi
   SETUP_BLOCKS=4096

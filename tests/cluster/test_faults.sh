@@ -14,14 +14,16 @@
 . "$(dirname "$0")/netns.sh"
 . "$(dirname "$0")/faults.sh"
 . "$(dirname "$0")/faults_power.sh"
+. "$(dirname "$0")/faults_convert.sh"
 
 ALL_ROWS="kill9_primary isolate_primary cut_primary_etcd isolate_replica oneway sigstop_primary
 rejoin_clean kill_all promote_cycles etcd_leader etcd_all_down etcd_lost kill_resync_target
 kill_new_primary_mid_resync last_standing flap_resync enospc_replica enospc_primary io_errors_replica io_errors_primary rtt_0
-recount_kill_primary rtt_500 rtt_2000 rtt_10000 powercut_all powercut_replica powercut_primary"
+recount_kill_primary convert_kill_primary rtt_500 rtt_2000 rtt_10000 powercut_all powercut_replica
+powercut_primary"
 CI_ROWS="kill9_primary isolate_primary isolate_replica sigstop_primary rejoin_clean promote_cycles
 kill_new_primary_mid_resync enospc_replica enospc_primary io_errors_replica io_errors_primary rtt_2000
-etcd_lost powercut_all powercut_primary recount_kill_primary"
+etcd_lost powercut_all powercut_primary recount_kill_primary convert_kill_primary"
 # Under the ASan daemon (about twice as slow) three rows keep the test within its 300 s.
 if sanitizer_build; then CI_ROWS="kill9_primary isolate_primary promote_cycles"; fi
 # The CI selection writes for 12 s around each fault (the long mode 20 s): every row's fault
