@@ -309,7 +309,9 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
                                           v1::Volume* resp) override {
     AuditCall audit = impl_->Describe(ctx, "spd.v1.VolumeService/SetDurability", *req);
     Status s = policy::ValidateName("name", req->name());
-    auto dur = FromProto(req->durability(), false);
+    // DURABILITY_ASYNC: a replicated volume's mode (SetReplicatedDurability).
+    const bool async = req->durability() == v1::DURABILITY_ASYNC;
+    auto dur = async ? Result<Durability>(Durability::kFlush) : FromProto(req->durability(), false);
     if (s.ok() && !dur.ok()) s = dur.status();
     Caller caller;
     if (s.ok()) s = impl_->AdmitWrite(ctx, Access::kWriteVolume, &caller);
@@ -320,6 +322,12 @@ class VolumeServiceImpl final : public v1::VolumeService::CallbackService {
     }
     if (IsReplicated(*impl_, req->name()))
       return SetReplicatedDurability(impl_, ctx, req, dur.value(), resp, std::move(audit));
+    if (async) {
+      impl_->in_flight.fetch_sub(1);
+      return impl_->RefuseAudited(
+          ctx, std::move(audit),
+          InvalidArgument("durability: async is for replicated volumes (replicas 2 or more)"));
+    }
     return AfterChange(ctx, req->name(), resp, std::move(audit), [&](auto done) {
       impl_->volumes->SetDurability(req->name(), dur.value(), done);
     });

@@ -178,9 +178,8 @@ grpc::ServerUnaryReactor* SetReplicatedDurability(ControlServer::Impl* impl,
                                                   AuditCall audit) {
   return OnReplicationThread(
       impl, ctx, std::move(audit),
-      [name = req->name(), durability](ReplicationManager* rm) {
-        return rm->SetDurability(name, durability);
-      },
+      [name = req->name(), durability, async = req->durability() == v1::DURABILITY_ASYNC](
+          ReplicationManager* rm) { return rm->SetReplicationMode(name, async, durability); },
       [impl, resp, name = req->name()] {
         if (auto h = impl->volumes->Find(name)) impl->Fill(h->info(), resp);
       });

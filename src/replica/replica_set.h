@@ -214,6 +214,14 @@ class ReplicaSet final : public ReplicaHook {
   // of the requests already complete. Any thread.
   uint64_t lag_bytes() const { return lag_bytes_.load(std::memory_order_relaxed); }
   uint64_t lag_ms() const;
+  // Asynchronous from now on, or not (the volume's record changed: ReplicationManager; on the
+  // set's reactor). Off: new completions wait for the acks again; the requests completed ahead
+  // of theirs (shadows) retire as the acks come, until AsyncDrained().
+  void SetAsync(bool on) { o_.async = on; }
+  bool async() const { return o_.async; }  // on the set's reactor
+  // No request completed ahead of its acks is still waiting for one (on the set's reactor):
+  // every write completed so far is on every in-sync replica.
+  bool AsyncDrained() const { return shadows_live_ == 0 && shadow_pending_.empty(); }
 
   void Start(IoRequest* req) override;
   void LocalDone(IoRequest* req) override;

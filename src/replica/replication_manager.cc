@@ -69,6 +69,7 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
                       : d == "none" ? Durability::kNone
                                     : Durability::kFlush;
       sp.async = d == "async";
+      if (sp.async) sp.to_sync = j.value("to_sync", std::string());
       sp.recovered = j.value("recovered", false);
       sp.deleting = j.value("deleting", false);
       if (j.contains("moving") && j["moving"].is_object()) {
@@ -348,9 +349,10 @@ void ReplicationManager::Reconcile() {
     // Smaller: the volume grew (ReplicationManager::Resize). A replica grows on its primary's
     // word (a kGrow, or the hello of a bigger volume); the primary below.
     const bool smaller = v->size_bytes() < spec.size;
-    if (!spec.async && h->info().durability != spec.durability) {
+    // An asynchronous volume's copies are durable at FLUSH.
+    if (const Durability want = spec.async ? Durability::kFlush : spec.durability;
+        h->info().durability != want) {
       // Changed in the cluster (ReplicationManager::SetDurability): this copy follows.
-      const Durability want = spec.durability;  // (clang 14 captures no structured binding)
       const std::string& vol = name;
       const Status s = Await([&](std::function<void(Status)> cb) {
         volumes_->SetDurability(vol, want, std::move(cb));
@@ -358,11 +360,11 @@ void ReplicationManager::Reconcile() {
       std::string& logged = failure_logged_[name + "/durability"];
       if (s.ok()) {
         SPD_LOG_INFO("replication: %s: the copy here is now of durability %s", name.c_str(),
-                     DurabilityName(spec.durability));
+                     DurabilityName(want));
         failure_logged_.erase(name + "/durability");
       } else if (logged != s.ToString()) {  // once per reason: it is tried every round
         SPD_LOG_WARN("replication: %s: cannot change the copy's durability to %s: %s", name.c_str(),
-                     DurabilityName(spec.durability), s.ToString().c_str());
+                     DurabilityName(want), s.ToString().c_str());
         logged = s.ToString();
       }
     }
@@ -420,6 +422,7 @@ void ReplicationManager::Reconcile() {
       if (!running && smaller && !GrowCopy(name, spec.size, false)) continue;
       if (running && smaller) GrowCopy(name, spec.size, true);
       if (running) FollowPlacement(name, spec.nodes, nodes);
+      if (running) FollowMode(name, p);
       if (running && !spec.moving_from.empty()) FinishMove(name, p);
       if (!running) {
         StepDown(name);
@@ -439,8 +442,9 @@ void ReplicationManager::Reconcile() {
                        list.empty() ? " none" : list.c_str());
         }
         recovery_ranks_.erase(name);
+        // Becoming synchronous (to_sync): its set starts so, and records it once settled.
         if (Status s = BecomePrimary(name, v, static_cast<uint64_t>(prim->second.epoch), spec.nodes,
-                                     nodes, states, spec.async);
+                                     nodes, states, spec.async && spec.to_sync.empty());
             !s.ok())
           SPD_LOG_WARN("replication: %s: cannot serve as primary: %s", name.c_str(),
                        s.ToString().c_str());

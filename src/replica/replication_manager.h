@@ -146,6 +146,14 @@ class ReplicationManager {
   // here has it (at most 4 s). kFailedPrecondition for an asynchronous volume (its copies keep
   // flush) or one being deleted.
   Status SetDurability(const std::string& name, Durability durability);
+  // Makes replicated volume `name` asynchronous (`async`), or synchronous with `durability`
+  // (replication_mode.cc; docs/replication.md, "Synchronous or asynchronous at run time"); a
+  // synchronous volume asked a durability changes it as SetDurability does. To asynchronous:
+  // recorded, and its primary follows at its next round. To synchronous: recorded as wanted;
+  // its primary completes writes with their acks again and records the durability once every
+  // write it completed ahead of them is on every in-sync copy; returns then (15 s at most,
+  // kDeadlineExceeded after: it goes on).
+  Status SetReplicationMode(const std::string& name, bool async, Durability durability);
   // Grows replicated volume `name` on every copy (replication_resize.cc): the size is recorded
   // in its spec in etcd; the primary grows its replicas in sync first (a kGrow on the link:
   // no write past a replica's end ever reaches one), then its own copy; a copy that was away
@@ -231,6 +239,9 @@ class ReplicationManager {
   void RunConversions();
   void FailConversions();
   Status DoConvert(const std::string& name, uint32_t replicas);
+  // This node's primary of `name` follows its record's mode (replication_mode.cc): its set
+  // asynchronous or not, and a volume becoming synchronous recorded so once drained.
+  void FollowMode(const std::string& name, const Parsed& p);
   // At the first round: conversions a stop cut short (their spec file NAME.spec.converting)
   // kept if recorded, else undone (the volume stays local).
   void SettleConversions(const Parsed& p);

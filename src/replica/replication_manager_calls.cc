@@ -192,7 +192,11 @@ Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spe
                     const std::string& field, const nlohmann::json& value) {
   nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
   if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
-  j[field] = value;
+  if (value.is_null()) {
+    j.erase(field);
+  } else {
+    j[field] = value;
+  }
   const std::string key = std::string(kVolumesPrefix) + name;
   Txn txn;
   txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));

@@ -30,6 +30,9 @@ struct Parsed {
     // A live move (ReplicationManager::Move): `moving_from`, in sync, keeps counting until
     // `moving_to` (placed too, after it) is in sync; then it leaves. Empty: none.
     std::string moving_from, moving_to;
+    // An asynchronous volume becoming synchronous (ReplicationManager::SetDurability): the
+    // durability it gets once its primary's writes are all on every in-sync copy. Empty: none.
+    std::string to_sync;
     std::string json;  // the value as in etcd
     int64_t rev = 0;   // its mod revision
   };
@@ -107,7 +110,8 @@ void RunOnAndWait(Reactor* r, std::function<void()> fn);
 // `name`'s spec, for a call that changes it: kUnavailable while etcd's state is not known yet,
 // kNotFound for no such volume, kFailedPrecondition while it is being deleted.
 Result<Parsed::Spec> SpecToChange(const PrefixMirror::Snapshot& vols, const std::string& name);
-// Sets `field` of `name`'s spec in etcd to `value`, only while the spec is still at `spec.rev`
+// Sets `field` of `name`'s spec in etcd to `value` (null: takes it out), only while the spec is
+// still at `spec.rev`
 // (kAborted when it changed meanwhile: the caller's view is stale).
 Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spec& spec,
                     const std::string& field, const nlohmann::json& value);

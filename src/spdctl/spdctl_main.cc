@@ -77,7 +77,7 @@ _spdctl() {
         create) COMPREPLY=($(compgen -W "--size --durability --read-only --replicas $opts" -- "$cur")) ;;
         delete) COMPREPLY=($(compgen -W "--force $opts" -- "$cur")) ;;
         resize) COMPREPLY=($(compgen -W "--size $opts" -- "$cur")) ;;
-        set-durability) COMPREPLY=($(compgen -W "flush sync none $opts" -- "$cur")) ;;
+        set-durability) COMPREPLY=($(compgen -W "flush sync none async $opts" -- "$cur")) ;;
         *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
       esac ;;
     pool) [ -z "$verb" ] && COMPREPLY=($(compgen -W "get list" -- "$cur")) || COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
@@ -278,11 +278,14 @@ int Main(int argc, char** argv) {
   CLI::App* vs = vol->add_subcommand(
       "set-durability",
       "Change when a volume's writes are durable. A replicated volume's copies all change (asked "
-      "of any node); an asynchronous one's keep flush");
+      "of any node). `async` makes a replicated volume asynchronous (its primary completes "
+      "writes ahead of their acks; its copies keep flush); flush, sync or none make an "
+      "asynchronous one synchronous again, once its primary's lag is drained (the call waits "
+      "for that, 15 s at most). Exit 8 for async on a local volume");
   vs->add_option("name", name, "Volume name")->required();
-  vs->add_option("durability", durability, "flush, sync or none")
+  vs->add_option("durability", durability, "flush, sync, none, or async (replicated volumes)")
       ->required()
-      ->check(CLI::IsMember({"flush", "sync", "none"}));
+      ->check(CLI::IsMember({"flush", "sync", "none", "async"}));
   vs->callback([&] {
     v1::SetDurabilityRequest req;
     req.set_name(name);
