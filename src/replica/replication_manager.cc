@@ -628,6 +628,7 @@ Status ReplicationManager::BecomePrimary(const std::string& name, Volume* v, uin
   };
   auto p = std::make_unique<Primary>();
   p->nodes = nodes;
+  p->async = async;
   p->handle = volumes_->Find(name);
   p->volume = v;
   Status st;

@@ -102,6 +102,7 @@ struct ReplicationManager::Primary {
   std::shared_ptr<VolumeHandle> handle;
   bool states_recorded = false;
   std::vector<std::string> nodes;  // the placement its set follows (FollowPlacement)
+  bool async = false;              // its set's mode (FollowMode; the reconciling thread's)
 };
 
 Parsed Parse(const PrefixMirror::Snapshot& s);

@@ -70,12 +70,16 @@ void ReplicationManager::FollowMode(const std::string& name, const Parsed& p) {
   const Parsed::Spec& spec = p.specs.at(name);  // the caller's: placed, this node the primary
   const int64_t primary_rev = p.primaries.at(name).rev;
   const bool want_async = spec.async && spec.to_sync.empty();
+  const bool draining = spec.async && !spec.to_sync.empty();
   ReplicaSet* set = nullptr;
   Volume* v = nullptr;
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = primaries_.find(name);
     if (it == primaries_.end()) return;
+    // Nothing to do: no task for the set's reactor (an idle node stays idle).
+    if (it->second->async == want_async && !draining) return;
+    it->second->async = want_async;
     set = it->second->set.get();
     v = it->second->volume;
   }
@@ -97,7 +101,7 @@ void ReplicationManager::FollowMode(const std::string& name, const Parsed& p) {
       o_.on_event(false, name,
                   want_async ? "asynchronous now" : "becoming synchronous: the lag drains");
   }
-  if (!spec.async || spec.to_sync.empty() || !drained || !settled) return;
+  if (!draining || !drained || !settled) return;
   // Every write completed so far is on every in-sync copy, and new ones wait for their acks:
   // the record may say synchronous (under this primary's epoch).
   nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
