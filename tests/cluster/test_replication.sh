@@ -59,8 +59,13 @@ wait_for "durability flush on every copy" 5 durability_everywhere flush
 ctl a volume set-durability rv sync
 wait_for "durability sync on every copy" 5 durability_everywhere sync
 ctl a volume create av --size 16M --replicas 2 --durability async
-expect 5 --socket "${DIR[a]}/control.sock" volume set-durability av sync
-grep -q "asynchronous replicated volume" "$T/err" || fail "async set-durability: $(cat "$T/err")"
+# set-durability makes an asynchronous volume synchronous (test_replication_mode.sh); a policy's
+# durability does not.
+expect 5 --socket "${DIR[a]}/control.sock" policy set av --durability sync
+grep -q "asynchronous replicated volume" "$T/err" || fail "async policy durability: $(cat "$T/err")"
+ctl a volume set-durability av sync
+ctl a replica list av -o json
+[ "$(json 'd["items"][0]["durability"]')" = sync ] || fail "av after set-durability sync: $(cat "$T/out")"
 
 # --- A delete asked of a replica without --force is refused (the clients are on the primary):
 # once, a delete answered "deleted" and the replication re-created the primary's copy empty,
