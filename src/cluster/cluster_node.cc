@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "common/os_util.h"
 
 namespace spd {
 
@@ -47,7 +48,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptions o) {
   n->nodes_ = PrefixMirror::Start(n->client_.get(), {kNodesPrefix, std::chrono::milliseconds(500)});
   n->metrics_ =
       std::make_unique<MetricsCollector>([p = n.get()](std::string* out) { p->Render(out); });
-  n->thread_ = std::thread([p = n.get()] { p->Loop(); });
+  n->thread_ = std::thread([p = n.get()] {
+    NameThisThread("spd-cluster");
+    p->Loop();
+  });
   return n;
 }
 
@@ -116,6 +120,11 @@ void ClusterNode::Loop() {
       lo.value = o_.info_json;
       lo.ttl_seconds = o_.ttl_seconds;
       lo.exclusive = true;
+      // Its expiry wakes this loop (which holds mu_ while it looks, so none is missed).
+      lo.on_lost = [this] {
+        { std::lock_guard<std::mutex> g(mu_); }
+        cv_.notify_all();
+      };
       Result<std::unique_ptr<NodeLease>> r = NodeLease::Start(client_.get(), lo);
       l.lock();
       const State before = state_;
@@ -139,8 +148,9 @@ void ClusterNode::Loop() {
       }
       if (stop_) break;
     }
-    cv_.wait_for(l, lease_ != nullptr ? std::chrono::milliseconds(200) : o_.retry,
-                 [&] { return stop_; });
+    // Registered: woken by Stop or the lease's expiry (on_lost); the 5 s bound is a backstop.
+    cv_.wait_for(l, lease_ != nullptr ? std::chrono::milliseconds(5000) : o_.retry,
+                 [&] { return stop_ || (lease_ != nullptr && lease_->lost()); });
   }
 }
 

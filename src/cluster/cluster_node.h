@@ -65,6 +65,8 @@ class ClusterNode {
   void Stop();
 
   const std::string& name() const { return o_.name; }
+  // The registration's value as this node writes it (known before etcd holds it).
+  const std::string& info_json() const { return o_.info_json; }
   State state() const;
   std::string detail() const;  // why not registered, or ""
   // The lease-safety rule (NodeLease::Valid) for what this node holds in etcd.

@@ -8,8 +8,9 @@ namespace spd::etcd_internal {
 namespace {
 
 // How long one poll slice lasts at most: the longest keep_going goes unasked when nothing
-// happens and nobody calls Wake.
-constexpr int kPollSliceMs = 200;
+// happens and nobody calls Wake (a watcher's Stop does; curl's own timers end a slice early).
+// An idle watch wakes once a second for it.
+constexpr int kPollSliceMs = 1000;
 
 struct Sink {
   const HttpRequest* req = nullptr;

@@ -15,6 +15,7 @@
 #include "cluster/etcd_codec.h"
 #include "cluster/etcd_http.h"
 #include "common/log.h"
+#include "common/os_util.h"
 
 namespace spd {
 
@@ -280,7 +281,10 @@ Result<std::unique_ptr<EtcdWatcher>> EtcdClient::Watch(std::string_view prefix,
   s->range_end = etcd_codec::PrefixEnd(prefix);
   s->callback = std::move(callback);
   s->next.store(opts.start_revision);
-  w->thread_ = std::thread([s] { s->Run(); });
+  w->thread_ = std::thread([s] {
+    NameThisThread("spd-etcd-watch");
+    s->Run();
+  });
   return w;
 }
 

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "common/os_util.h"
+
 namespace spd {
 
 Result<std::unique_ptr<NodeLease>> NodeLease::Start(EtcdClient* client, NodeLeaseOptions o) {
@@ -17,7 +19,10 @@ Result<std::unique_ptr<NodeLease>> NodeLease::Start(EtcdClient* client, NodeLeas
     return put;
   }
   n->Extend(sent, lease.ttl);
-  n->thread_ = std::thread([p = n.get()] { p->Loop(); });
+  n->thread_ = std::thread([p = n.get()] {
+    NameThisThread("spd-lease");
+    p->Loop();
+  });
   return n;
 }
 
@@ -82,6 +87,7 @@ void NodeLease::Loop() {
         // Expired in etcd: nothing can bring it back.
         lost_.store(true);
         valid_until_ns_.store(0);
+        if (o_.on_lost) o_.on_lost();
         return;
       }
       // Otherwise (etcd unreachable) Valid() runs out by itself at the deadline.

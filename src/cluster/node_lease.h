@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,6 +39,9 @@ struct NodeLeaseOptions {
   // Put the key only if it does not exist (a node name two daemons must not share): Start
   // fails with kAlreadyExists, naming the holder's value, and revokes its new lease.
   bool exclusive = false;
+  // Called once, on the keepalive thread (holding no lock of the lease), when etcd says the
+  // lease expired (lost() turned true): the owner need not poll lost(). May be empty.
+  std::function<void()> on_lost;
 };
 
 class NodeLease {

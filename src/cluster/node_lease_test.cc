@@ -4,6 +4,7 @@
 #include "cluster/node_lease.h"
 
 #include <gtest/gtest.h>
+#include <atomic>
 
 #include "cluster/etcd_test_util.h"
 
@@ -107,13 +108,17 @@ TEST_F(NodeLeaseTest, AnExpiredLeaseIsLost) {
   NodeLeaseOptions o;
   o.key = "/spd/v1/nodes/revoked-behind-its-back";
   o.ttl_seconds = 3;
+  std::atomic<int> told{0};
+  o.on_lost = [&] { told.fetch_add(1); };
   auto lease = NodeLease::Start(client, o);
   ASSERT_TRUE(lease.ok()) << lease.status().ToString();
   NodeLease& n = **lease;
-  // Someone else (an operator, a bug) revokes it: the next keepalive finds it gone.
+  // Someone else (an operator, a bug) revokes it: the next keepalive finds it gone, and says so
+  // (ClusterNode registers again on that, without polling lost()).
   ASSERT_TRUE(client->LeaseRevoke(n.lease_id()).ok());
   ASSERT_TRUE(WaitFor([&] { return n.lost(); }, 5s));
   EXPECT_FALSE(n.Valid());
+  ASSERT_TRUE(WaitFor([&] { return told.load() == 1; }, 5s)) << "on_lost was not called";
 }
 
 TEST_F(NodeLeaseTest, BadOptionsAreRefused) {

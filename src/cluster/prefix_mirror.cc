@@ -2,12 +2,17 @@
 
 #include <utility>
 
+#include "common/os_util.h"
+
 namespace spd {
 
 std::unique_ptr<PrefixMirror> PrefixMirror::Start(EtcdClient* client, Options o,
                                                   std::function<void()> on_change) {
   std::unique_ptr<PrefixMirror> m(new PrefixMirror(client, std::move(o), std::move(on_change)));
-  m->thread_ = std::thread([p = m.get()] { p->ListThenWatch(); });
+  m->thread_ = std::thread([p = m.get()] {
+    NameThisThread("spd-etcd-mirror");
+    p->ListThenWatch();
+  });
   return m;
 }
 

@@ -1,8 +1,10 @@
 #include "common/os_util.h"
 
+#include <pthread.h>
 #include <sys/random.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "common/assert.h"
 
@@ -33,6 +35,12 @@ std::string RandomHex(size_t bytes) {
     out += kHex[c & 15];
   }
   return out;
+}
+
+void NameThisThread(const char* name) {
+  char cut[16] = {};
+  std::memcpy(cut, name, strnlen(name, sizeof cut - 1));
+  (void)pthread_setname_np(pthread_self(), cut);
 }
 
 }  // namespace spd

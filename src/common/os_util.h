@@ -18,4 +18,8 @@ uint64_t ClockNs(clockid_t clock);
 // EINTR and short reads), as 2 * `bytes` lower-case hex digits: tokens, ids, nonces.
 std::string RandomHex(size_t bytes);
 
+// Names the calling thread (what top -H, perf and gdb show; /proc/PID/task/TID/comm), cut to
+// the kernel's 15 bytes: "spd-reactor1", "spd-replication". Best effort: a failure is ignored.
+void NameThisThread(const char* name);
+
 }  // namespace spd

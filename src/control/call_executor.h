@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/os_util.h"
 #include "common/status.h"
 
 namespace spd {
@@ -35,7 +36,11 @@ class CallExecutor {
     std::lock_guard<std::mutex> l(mu_);
     if (stop_ || queue_.size() >= queued_max_) return false;
     queue_.push_back(std::move(call));
-    if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+    if (!thread_.joinable())
+      thread_ = std::thread([this] {
+        NameThisThread("spd-ctl-calls");
+        Loop();
+      });
     cv_.notify_one();
     return true;
   }

@@ -17,6 +17,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "common/os_util.h"
 #include "common/unix_socket.h"
 #include "reactor/reactor.h"
 
@@ -47,7 +48,10 @@ Status ControlListener::Start(const std::string& path, uint32_t mode, int gid,
   if (listen(listen_fd_, 128) < 0) return Status::FromErrno(errno, "listen " + path);
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stop_fd_ < 0) return Status::FromErrno(errno, "eventfd");
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("spd-ctl-listen");
+    Loop();
+  });
   return Status::Ok();
 }
 

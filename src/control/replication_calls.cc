@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "replica/replication_manager.h"
@@ -20,35 +21,38 @@ bool InCluster(const ControlServer::Impl& impl, const std::string& volume) {
 
 namespace {
 
+void FillOne(const ReplicatedVolumeStatus& v, v1::ReplicatedVolume* out) {
+  out->set_name(v.name);
+  out->set_size_bytes(v.size_bytes);
+  out->set_replicas(v.replicas);
+  for (const std::string& n : v.nodes) out->add_nodes(n);
+  out->set_primary(v.primary);
+  out->set_epoch(v.epoch);
+  out->set_durability(v.durability == "async"  ? v1::DURABILITY_ASYNC
+                      : v.durability == "sync" ? v1::DURABILITY_SYNC
+                      : v.durability == "none" ? v1::DURABILITY_NONE
+                                               : v1::DURABILITY_FLUSH);
+  out->set_deleting(v.deleting);
+  out->set_lag_bytes(v.lag_bytes);
+  out->set_lag_ms(v.lag_ms);
+  for (const ReplicaStatus& st : v.states) {
+    v1::ReplicaState* x = out->add_states();
+    x->set_node(st.node);
+    x->set_state(st.state);
+    x->set_epoch(st.epoch);
+    x->set_detail(st.detail);
+    x->set_acked(st.acked);
+  }
+}
+
 // The replicated volumes (all, or `only`) as ListReplicas answers them; `visible` filters (a
 // tenant caller's own).
 void FillReplicated(ReplicationManager* rm, const std::string& only, v1::ListReplicasResponse* resp,
                     const std::function<bool(const std::string&)>& visible = nullptr) {
-  for (const ReplicatedVolumeStatus& v : rm->List()) {
+  for (const ReplicatedVolumeStatus& v : rm->List(only)) {
     if (!only.empty() && only != v.name) continue;
     if (visible && !visible(v.name)) continue;
-    v1::ReplicatedVolume* out = resp->add_volumes();
-    out->set_name(v.name);
-    out->set_size_bytes(v.size_bytes);
-    out->set_replicas(v.replicas);
-    for (const std::string& n : v.nodes) out->add_nodes(n);
-    out->set_primary(v.primary);
-    out->set_epoch(v.epoch);
-    out->set_durability(v.durability == "async"  ? v1::DURABILITY_ASYNC
-                        : v.durability == "sync" ? v1::DURABILITY_SYNC
-                        : v.durability == "none" ? v1::DURABILITY_NONE
-                                                 : v1::DURABILITY_FLUSH);
-    out->set_deleting(v.deleting);
-    out->set_lag_bytes(v.lag_bytes);
-    out->set_lag_ms(v.lag_ms);
-    for (const ReplicaStatus& st : v.states) {
-      v1::ReplicaState* x = out->add_states();
-      x->set_node(st.node);
-      x->set_state(st.state);
-      x->set_epoch(st.epoch);
-      x->set_detail(st.detail);
-      x->set_acked(st.acked);
-    }
+    FillOne(v, resp->add_volumes());
   }
 }
 
@@ -87,6 +91,26 @@ void FinishReplicatedCreate(ControlServer::Impl* impl, grpc::ServerUnaryReactor*
 }
 
 }  // namespace
+
+void FillReplication(const ControlServer::Impl& impl, const std::string& volume, v1::Volume* out) {
+  if (!IsReplicated(impl, volume)) return;  // not a local volume of the same name
+  const std::vector<ReplicatedVolumeStatus> found = impl.options.replication->List(volume);
+  if (!found.empty()) FillOne(found.front(), out->mutable_replication());
+}
+
+void FillReplication(const ControlServer::Impl& impl, v1::ListVolumesResponse* out) {
+  std::vector<v1::Volume*> replicated;
+  for (v1::Volume& v : *out->mutable_volumes())
+    if (IsReplicated(impl, v.name())) replicated.push_back(&v);
+  if (replicated.empty()) return;
+  // One status of every replicated volume (one pass over the mirror), not one per volume.
+  std::unordered_map<std::string, const ReplicatedVolumeStatus*> by_name;
+  const std::vector<ReplicatedVolumeStatus> all = impl.options.replication->List();
+  for (const ReplicatedVolumeStatus& s : all) by_name.emplace(s.name, &s);
+  for (v1::Volume* v : replicated)
+    if (auto it = by_name.find(v->name()); it != by_name.end())
+      FillOne(*it->second, v->mutable_replication());
+}
 
 // Placed and recorded in etcd on the replication calls' thread (blocking, bounded by etcd's
 // timeouts).

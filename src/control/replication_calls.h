@@ -19,6 +19,11 @@ grpc::ServerUnaryReactor* CreateReplicatedVolume(ControlServer::Impl* impl,
 bool IsReplicated(const ControlServer::Impl& impl, const std::string& volume);
 // Whether the cluster's record holds a replicated volume `volume` (whatever this node holds).
 bool InCluster(const ControlServer::Impl& impl, const std::string& volume);
+// GetVolume: a replicated volume's set (Volume.replication) as ListReplicas answers it; nothing
+// for a local volume (one of a replicated volume's name too) or one the record does not hold.
+void FillReplication(const ControlServer::Impl& impl, const std::string& volume, v1::Volume* out);
+// ListVolumes: the same for each replicated volume of the page (the record read once).
+void FillReplication(const ControlServer::Impl& impl, v1::ListVolumesResponse* out);
 // DeleteVolume of a replicated volume: deleted on every node (ReplicationManager::Delete).
 // REQUIRES: admitted (in_flight counted), visible to the caller, `audit` described, a
 // ReplicationManager.

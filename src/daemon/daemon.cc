@@ -18,6 +18,7 @@
 
 #include "cluster/cluster_node.h"
 #include "common/log.h"
+#include "common/os_util.h"
 #include "common/trace.h"
 #include "common/x509_gnutls.h"
 #include "control/control_server.h"
@@ -82,6 +83,7 @@ void BeginStop(SignalWatch* w) {
   };
   if (w->control == nullptr && w->replication == nullptr) return w->server->Shutdown(&w->after_nbd);
   w->control_stopper = std::thread([w] {
+    NameThisThread("spd-stopper");
     if (w->control) w->control->Stop();
     if (w->replication) w->replication->Stop();
     w->reactor->Post(&w->after_control);

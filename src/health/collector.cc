@@ -304,7 +304,10 @@ Status Collector::Start() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = false;
   }
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("spd-health");
+    Run();
+  });
   return Status::Ok();
 }
 

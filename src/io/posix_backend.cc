@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "common/counters.h"
+#include "common/os_util.h"
 
 namespace spd {
 namespace {
@@ -55,7 +56,11 @@ Result<std::unique_ptr<IoBackend>> PosixBackend::OpenChannel(Reactor* reactor) {
 PosixBackend::PosixBackend(Reactor* reactor, OpenedFile file, unsigned threads,
                            unsigned queue_depth_max, bool owns_file)
     : FileBackend(file, owns_file), reactor_(reactor), queue_depth_max_(queue_depth_max) {
-  for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { Worker(); });
+  for (unsigned i = 0; i < threads; ++i)
+    workers_.emplace_back([this] {
+      NameThisThread("spd-posix-io");
+      Worker();
+    });
 }
 
 PosixBackend::~PosixBackend() {

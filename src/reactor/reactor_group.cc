@@ -6,6 +6,7 @@
 #include <future>
 
 #include "common/log.h"
+#include "common/os_util.h"
 
 namespace spd {
 
@@ -35,6 +36,7 @@ Result<std::unique_ptr<ReactorGroup>> ReactorGroup::Start(Reactor* main, unsigne
     auto made_f = made.get_future();
     options.name = std::to_string(i);
     g->threads_.emplace_back([cpu, options, &made] {
+      NameThisThread(("spd-reactor" + options.name).c_str());
       // Pinning is a preference: a failure must not stop the daemon.
       if (options.pin_threads && cpu >= 0) {
         cpu_set_t set;

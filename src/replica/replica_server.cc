@@ -29,6 +29,13 @@ namespace rw = replica_wire;
 using namespace replica_server_metrics;  // NOLINT: the counters of replica_server_metrics.cc
 
 constexpr uint64_t kTickNs = 200'000'000;
+// A session past its hello with nothing half-way has only a stall to notice when one starts:
+// its tick slows to an eighth of stall_timeout_ms, between kTickNs and 1 s (a replica of many
+// volumes wakes once a second per session rather than five times; a stall is found at most
+// that much late, 1 s in the default 30 s).
+uint64_t IdleTickNs(const ReplicaServerOptions& o) {
+  return std::clamp<uint64_t>(o.stall_timeout_ms * 1'000'000 / 8, kTickNs, 1'000'000'000);
+}
 constexpr size_t kOutMax = 64u << 10;  // unsent replies beyond which reading pauses
 
 }  // namespace
@@ -456,8 +463,10 @@ void OnTick(Timer* t) {
     setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
     return Close(s, "a message or reply stalled half-way");
   }
+  const bool idle =
+      s->hello_done && s->partial_since_ns == 0 && !s->record_pending && !s->grow_pending;
   s->tick_armed = true;
-  s->server->reactor_->ArmTimer(&s->tick, now + kTickNs);
+  s->server->reactor_->ArmTimer(&s->tick, now + (idle ? IdleTickNs(o) : kTickNs));
 }
 
 void Close(Session* s, const char* why) {

@@ -17,6 +17,7 @@
 #include "common/counters.h"
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "common/os_util.h"
 #include "replica/replica_set_internal.h"
 #include "replica/replica_wire.h"
 
@@ -28,9 +29,6 @@ namespace rw = replica_wire;
 Counter link_failures_total("spd_replication_link_failures_total",
                             "Replicas that stopped counting for a volume (connection, error, "
                             "timeout, out of sync at the hello)");
-Counter held_failed_total("spd_replication_held_failed_total",
-                          "Requests failed with EIO after waiting hold_timeout_ms for an "
-                          "out-of-sync mark");
 Counter deposed_total("spd_replication_deposed_total",
                       "Volumes whose primary learned from a replica that a newer one exists");
 Counter local_failures_total("spd_replication_local_write_failures_total",
@@ -46,8 +44,6 @@ Counter lost_copies_total("spd_replication_lost_copies_total",
                           "new disk, a restored image), with another copy than their map's (a "
                           "new disk) or from a power loss (their record left open by a boot "
                           "that ended): resynced whole, not by their dirty map");
-
-constexpr uint64_t kTickNs = 100'000'000;
 
 }  // namespace
 
@@ -114,8 +110,10 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(Dispatcher* d, Volume* v,
     Link* raw = l.get();
     const uint64_t epoch = s->o_.epoch;
     const uint64_t timeout = s->o_.connect_timeout_ms;
-    l->connector =
-        std::thread([raw, hello, epoch, timeout] { raw->Connect(hello, epoch, timeout); });
+    l->connector = std::thread([raw, hello, epoch, timeout] {
+      NameThisThread("spd-repl-conn");
+      raw->Connect(hello, epoch, timeout);
+    });
     s->links_.push_back(std::move(l));
   }
   // This copy's record of the new term, as its primary (after the maps took the old one's).
@@ -283,7 +281,10 @@ void ReplicaSet::Reconnect(Link* l) {
   hello.base_seq = volume_->generation().seq;
   const uint64_t epoch = o_.epoch;
   const uint64_t timeout = o_.connect_timeout_ms;
-  l->connector = std::thread([l, hello, epoch, timeout] { l->Connect(hello, epoch, timeout); });
+  l->connector = std::thread([l, hello, epoch, timeout] {
+    NameThisThread("spd-repl-conn");
+    l->Connect(hello, epoch, timeout);
+  });
 }
 
 void ReplicaSet::Close() {
@@ -416,6 +417,7 @@ void ReplicaSet::Admit(IoRequest* req) {
   const uint64_t seq = next_seq_++;
   req->repl_seq = seq;
   table_[seq & mask_] = req;
+  WakeTick();  // its ack's deadline
   // This copy's own record of the term: what it has in flight, should it crash or restart.
   if (req->op != RequestOp::kFlush)
     volume_->replica_activity.Record(o_.epoch, seq, req->offset_bytes, req->length_bytes);
@@ -610,6 +612,7 @@ void ReplicaSet::SendOwnMessage(IoRequest* m, RequestOp op, uint16_t type, uint6
   h.offset = offset;
   rw::EncodeHeader(h, m->repl_hdr);
   table_[m->repl_seq & mask_] = m;
+  WakeTick();
   send_at_[m->repl_seq & mask_] = SendAt();
   if (bits != 0) SchedulePump();
   MaybeComplete(m);  // no replica to wait for: done at once
@@ -701,6 +704,7 @@ void ReplicaSet::FailLink(Link* l, LinkState state, const std::string& why) {
                why.c_str());
   StopCounting(l, state, why);
   l->retry_at_ns = MonotonicNs() + o_.resync_retry_ms * 1'000'000;
+  WakeTick();  // its reconnect, its mark
   if (state == LinkState::kDeposedUs && !deposed_.exchange(true)) {
     deposed_total.Add();
     SPD_LOG_ERROR(
@@ -731,67 +735,6 @@ void ReplicaSet::StopCounting(Link* l, LinkState state, const std::string& why) 
   if (ShutLink(l)) ReleaseFd(l);
   for (IoRequest* r : table_)
     if (r != nullptr) r->repl_waiting &= ~l->bit();
-}
-
-void ReplicaSet::OnTick() {
-  tick_armed_ = false;
-  if (stopping_) return;
-  const uint64_t now = MonotonicNs();
-  // A pool turned read-only by another volume's commit, or by one of this volume's with no
-  // request of it failing yet, loses this copy's acknowledged writes since its last commit
-  // just as well. Then the manager may act on it (read_only_checked).
-  if (!read_only_checked_ && volume_->pool()->read_only()) {
-    LocalCopyLost("is on a pool turned read-only");
-    read_only_checked_ = true;
-  }
-  // Replicas that did not answer in time stop counting.
-  for (IoRequest* r : table_) {
-    if (r == nullptr || r->repl_waiting == 0 || now < r->repl_deadline_ns) continue;
-    for (auto& l : links_)
-      if (r->repl_waiting & l->bit())
-        FailLink(l.get(), LinkState::kOutOfSync,
-                 "no ack within " + std::to_string(o_.ack_timeout_ms) + " ms");
-  }
-  // Out-of-sync replicas whose mark is confirmed: connect again for a resync.
-  if (o_.resync && !deposed_) {
-    // One resync at a time: none while a copy runs or a resync hello is on its way.
-    bool busy = copy_ != nullptr;
-    for (auto& l : links_) busy |= l->connected_pending && l->resync_attempt;
-    for (auto& l : links_) {
-      if (busy) break;
-      bool marked;
-      {
-        std::lock_guard<std::mutex> g(info_mu_);
-        marked = l->info.marked;
-      }
-      if (l->info.state == LinkState::kOutOfSync && marked && !l->removed &&
-          !l->connected_pending && l->fd < 0 && l->retry_at_ns != 0 && now >= l->retry_at_ns) {
-        Reconnect(l.get());
-        busy = true;
-      }
-    }
-  }
-  if (copy_) CopyStep();  // a drain or a table slot it waits for
-  if (!stale_copies_.empty()) FreeStaleCopies();
-  const bool lease_ok = !o_.lease_valid || o_.lease_valid();
-  if (lease_ok && !Holding()) CompleteAll();  // requests held while the lease was not valid
-  // Marks not confirmed, or no valid lease: requests held past hold_timeout_ms fail.
-  if (Holding() || !lease_ok) {
-    for (auto& l : links_)
-      if ((marks_pending_ & l->bit()) && !l->mark_inflight) AskMark(l.get());
-    for (IoRequest*& r : table_) {
-      if (r == nullptr || r->repl_local_pending || (r->flags & kReqReplShadow) ||
-          now < r->repl_deadline_ns + o_.hold_timeout_ms * 1'000'000)
-        continue;
-      held_failed_total.Add();
-      IoRequest* req = r;
-      req->result = -EIO;
-      Retire(req);
-      Dispatcher::FinishReplicated(req);
-    }
-  }
-  tick_armed_ = true;
-  owner_->ArmTimer(&tick_, now + kTickNs);
 }
 
 }  // namespace spd

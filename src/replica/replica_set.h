@@ -209,6 +209,9 @@ class ReplicaSet final : public ReplicaHook {
   bool read_only_checked() const { return read_only_checked_.load(); }
   // Every link has connected or failed (requests flow).
   bool settled() const { return settled_.load(); }
+  // The tick is at its idle period (1 s, not 100 ms): nothing in flight, every copy in sync.
+  // On the owner's thread (tests).
+  bool tick_idle() const { return tick_idle_; }
   uint64_t epoch() const { return o_.epoch; }
   // Asynchronous volumes: payload bytes and age (ms) of what the replicas have not acknowledged
   // of the requests already complete. Any thread.
@@ -287,6 +290,9 @@ class ReplicaSet final : public ReplicaHook {
   void Marked(Link* l, bool ok);
   void CheckSettled();
   void OnTick();
+  // A request, a message or a failure that the tick watches (an ack's deadline, a reconnect):
+  // the tick back at kTickNs if it was idle. On the owner's thread.
+  void WakeTick();
   void PumpLinks();
   // Sends once the reactor's current batch of events is handled: the messages numbered in one
   // batch leave in one sendmsg per link.
@@ -312,10 +318,14 @@ class ReplicaSet final : public ReplicaHook {
   std::atomic<bool> local_failed_{false};
   std::atomic<bool> read_only_checked_{false};
   bool stopping_ = false;
+  static constexpr uint64_t kTickNs = 100'000'000;  // the tick's period (replica_set_tick.cc)
   struct TickTimer : Timer {
     ReplicaSet* set = nullptr;
   } tick_;
   bool tick_armed_ = false;
+  // The tick is at its idle period (OnTick found nothing it could have to do): WakeTick
+  // brings it back to kTickNs when something starts.
+  bool tick_idle_ = false;
   struct PumpTask : Task {
     ReplicaSet* set = nullptr;
   } pump_task_;

@@ -85,6 +85,7 @@ int ReplicaSet::SetReplicas(const std::vector<ReplicaTarget>& targets) {
     }
     l->SetState(LinkState::kOutOfSync, "a new copy: it is copied whole");
     l->retry_at_ns = MonotonicNs();  // the next tick connects it for its resync
+    WakeTick();
     if (index < links_.size() && links_[index]->connector.joinable())
       links_[index]->connector.join();
     {

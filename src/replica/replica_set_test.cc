@@ -63,6 +63,35 @@ TEST_F(ReplicaSetTest, ThreeWayWritesAndFlushesReachEveryReplica) {
   for (const auto& l : set_->Links()) EXPECT_EQ(l.acked, 28u) << l.name;
 }
 
+// Idle means idle: a set with nothing in flight and every copy in sync ticks once a second,
+// not ten times; a request (its ack's deadline) or a replica lost (its reconnect) brings the
+// short tick back at once.
+TEST_F(ReplicaSetTest, AnIdleSetTicksSlowlyUntilARequestOrAFailure) {
+  ReplicaSetOptions o = Options(1, {{"r1", Addr(r1_)}, {"r2", Addr(r2_)}});
+  o.mark_out_of_sync = [](const std::string&, std::function<void(bool)> done) { done(true); };
+  StartSet(o);
+  ASSERT_EQ(Do(RequestOp::kWrite, 0, 4096, 'i'), 0);
+  for (int i = 0; i < 3000 && !set_->tick_idle(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(set_->tick_idle()) << "a set with nothing to do kept its 100 ms tick";
+  Op* w = Submit(RequestOp::kWrite, 4096, 4096, 'j');
+  EXPECT_FALSE(set_->tick_idle()) << "a request did not bring the short tick back";
+  ASSERT_EQ(Wait(w), 0);
+  for (int i = 0; i < 3000 && !set_->tick_idle(); ++i) reactor_->RunOnce(1'000'000);
+  ASSERT_TRUE(set_->tick_idle());
+  // r2 goes away while the set is idle: the failure wakes the tick (its mark, its reconnect).
+  EXPECT_TRUE(replica_test::ShutdownServer(reactor_.get(), r2_.server.get()));
+  r2_.server.reset();
+  for (int i = 0; i < 3000 && set_->Links()[1].state == ReplicaSet::LinkState::kInSync; ++i)
+    reactor_->RunOnce(1'000'000);
+  ASSERT_EQ(set_->Links()[1].state, ReplicaSet::LinkState::kOutOfSync);
+  EXPECT_FALSE(set_->tick_idle()) << "a lost replica did not bring the short tick back";
+  // Out of sync, it keeps the short tick (its reconnects), however long nothing is written.
+  for (int i = 0; i < 1500; ++i) reactor_->RunOnce(1'000'000);
+  EXPECT_FALSE(set_->tick_idle());
+  EXPECT_EQ(Do(RequestOp::kWrite, 8192, 4096, 'k'), 0);
+  EXPECT_EQ(ByteAt(r1_, 8192), 'k');
+}
+
 TEST_F(ReplicaSetTest, AReplicaThatIsDownIsMarkedOutOfSyncBeforeAnythingCompletes) {
   std::vector<std::string> marked;
   std::function<void(bool)> pending;

@@ -185,19 +185,10 @@ Status ReplicationManager::DoConvert(const std::string& name, uint32_t replicas)
   if (h->volume()->pool()->read_only()) return FailedPrecondition("this node's pool is read-only");
   if (!cluster_->LeaseValid()) return Unavailable("this node's lease is not valid now");
   const PrefixMirror::Snapshot nodes = cluster_->Nodes();
-  if (ReplicationAddress(nodes, me).empty())
-    return FailedPrecondition("this node serves no replicas (--replication-listen)");
-  const std::vector<std::string> others = NodesByLoad(nodes, p, {me});
-  if (others.size() + 1 < replicas)
-    return FailedPrecondition("only " + std::to_string(others.size() + 1) +
-                              " node(s) serve replicas; " + std::to_string(replicas) + " asked");
-  std::vector<std::string> placed{me};
-  placed.insert(placed.end(), others.begin(), others.begin() + (replicas - 1));
-  const std::string spec = nlohmann::json{{"size", info.size_bytes},
-                                          {"replicas", replicas},
-                                          {"nodes", placed},
-                                          {"durability", DurabilityName(info.durability)}}
-                               .dump();
+  SPD_ASSIGN_OR_RETURN(const std::vector<std::string> placed,
+                       PlaceNew(nodes, p, me, cluster_->info_json(), replicas));
+  const std::string spec =
+      NewSpecJson(info.size_bytes, replicas, placed, DurabilityName(info.durability));
   // Kept first (not as a spec recovery publishes): settled after a crash (SettleConversions).
   if (Status s = WriteFileAtomic(ConvertingPath(o_.state_dir, name), spec + "\n"); !s.ok())
     return s;

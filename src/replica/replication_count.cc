@@ -89,14 +89,14 @@ Status ReplicationManager::SetReplicaCount(const std::string& name, uint32_t rep
   nlohmann::json j = nlohmann::json::parse(spec.json, nullptr, false);
   if (!j.is_object()) return Internal("the spec of '" + name + "' in etcd is not an object");
   const std::string key = std::string(kVolumesPrefix) + name;
-  Txn txn;
-  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
-  txn.compare.push_back(
-      Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, prim->second.rev));
+  Txn txn = UnderPrimary(name, spec.rev, prim->second.rev);
   std::vector<std::string> nodes = spec.nodes;
   std::vector<std::string> changed;
   if (replicas > now) {
-    const std::vector<std::string> free = NodesByLoad(cluster_->Nodes(), p, spec.nodes);
+    // Not onto a node that holds a local volume of the name (replication_local.cc).
+    std::vector<std::string> exclude = spec.nodes;
+    for (const std::string& n : LocalHolders(p, name)) exclude.push_back(n);
+    const std::vector<std::string> free = NodesByLoad(cluster_->Nodes(), p, exclude);
     if (free.size() < replicas - now)
       return FailedPrecondition("'" + name + "' has " + std::to_string(now) + " copies and " +
                                 std::to_string(free.size()) + " more node(s) serve replicas; " +

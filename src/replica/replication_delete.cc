@@ -61,11 +61,15 @@ bool SavedSpecExists(const std::string& dir, const std::string& volume) {
   return !dir.empty() && stat(SpecPath(dir, volume).c_str(), &st) == 0;
 }
 
-std::vector<std::string> SavedSpecNodes(const std::string& dir, const std::string& volume) {
-  if (dir.empty()) return {};
-  Result<std::string> text = ReadFileText(SpecPath(dir, volume));
-  if (!text.ok()) return {};
-  return NodesOf(nlohmann::json::parse(*text, nullptr, false));
+std::vector<std::string> SavedSpecNodes(const std::string& dir, const std::string& volume,
+                                        const std::vector<std::string>& also) {
+  std::vector<std::string> nodes;
+  if (!dir.empty())
+    if (Result<std::string> text = ReadFileText(SpecPath(dir, volume)); text.ok())
+      nodes = NodesOf(nlohmann::json::parse(*text, nullptr, false));
+  for (const std::string& n : also)
+    if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
+  return nodes;
 }
 
 Status ReplicationManager::Delete(const std::string& name, bool force) {
@@ -158,9 +162,7 @@ bool ReplicationManager::FinishingDelete(const std::string& name,
   auto it = copy_deletes_.find(name);
   if (it == copy_deletes_.end()) return false;
   if (!it->second->done.load(std::memory_order_acquire)) return true;
-  std::vector<std::string> nodes = SavedSpecNodes(o_.state_dir, name);
-  for (const std::string& n : placed)
-    if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
+  const std::vector<std::string> nodes = SavedSpecNodes(o_.state_dir, name, placed);
   if (!DropCopy(name, nodes)) return true;
   SPD_LOG_INFO(
       "replication: %s: the earlier copy here is deleted (it was placed here again "

@@ -9,6 +9,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "common/os_util.h"
 #include "replica/dirty_map.h"
 #include "replica/replication_manager_internal.h"
 
@@ -101,6 +102,8 @@ Parsed Parse(const PrefixMirror::Snapshot& s) {
         p.ranks[name][sub.substr(11)] = *r;
     } else if (sub.rfind("deleted/", 0) == 0) {
       p.deleted[name].insert(sub.substr(8));
+    } else if (sub.rfind("local/", 0) == 0) {
+      p.locals[name].insert(sub.substr(6));
     } else if (sub.rfind("replicas/", 0) == 0) {
       p.states[name][sub.substr(9)] = {j.value("state", std::string()),
                                        j.value("epoch", uint64_t{0})};
@@ -169,7 +172,10 @@ void ReplicationManager::MarkLoop() {
 }
 
 void ReplicationManager::Start() {
-  mark_thread_ = std::thread([this] { MarkLoop(); });
+  mark_thread_ = std::thread([this] {
+    NameThisThread("spd-repl-marks");
+    MarkLoop();
+  });
   mirror_ = PrefixMirror::Start(cluster_->client(),
                                 {kVolumesPrefix, std::chrono::milliseconds(500)}, [this] {
                                   std::lock_guard<std::mutex> l(mu_);
@@ -182,7 +188,10 @@ void ReplicationManager::Start() {
         changed_ = true;
         cv_.notify_all();
       });
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("spd-replication");
+    Loop();
+  });
 }
 
 void ReplicationManager::Stop() {
@@ -299,13 +308,16 @@ void ReplicationManager::Reconcile() {
       DeleteCopy(name, p);
       continue;
     }
-    if (std::find(spec.nodes.begin(), spec.nodes.end(), me) == spec.nodes.end()) {
-      continue;
-    }
+    std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
+    const bool placed_here =
+        std::find(spec.nodes.begin(), spec.nodes.end(), me) != spec.nodes.end();
+    // A local volume of the name here, placed or not: the primaries place no copy here.
+    const bool local = h && (placed_here ? LocalVolume(name, *h) : IsLocalVolume(name, *h));
+    MarkLocal(name, p, local);
+    if (!placed_here) continue;
     // An earlier copy here still being deleted (placed here again meanwhile): gone first.
     if (FinishingDelete(name, spec.nodes)) continue;
-    std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
-    if (h && LocalVolume(name, *h)) continue;
+    if (local) continue;
     if (!o_.state_dir.empty() && saved_specs_[name] != spec.json) {
       // Kept on disk, to be published again if etcd loses its data.
       if (Status s = SaveSpec(o_.state_dir, name, spec.json); s.ok())
@@ -423,6 +435,7 @@ void ReplicationManager::Reconcile() {
       if (running && smaller) GrowCopy(name, spec.size, true);
       if (running) FollowPlacement(name, spec.nodes, nodes);
       if (running) FollowMode(name, p);
+      if (running) ReplaceLocalHolders(name, p);
       if (running && !spec.moving_from.empty()) FinishMove(name, p);
       if (!running) {
         StepDown(name);

@@ -124,7 +124,8 @@ class ReplicationManager {
   // `async`: an asynchronous volume (ReplicaSetOptions::async; its copies get `durability`).
   Status Create(const std::string& name, uint64_t size_bytes, uint32_t replicas,
                 Durability durability = Durability::kFlush, bool async = false);
-  std::vector<ReplicatedVolumeStatus> List() const;
+  // Every replicated volume the record holds, or only `only` (none if the record lacks it).
+  std::vector<ReplicatedVolumeStatus> List(const std::string& only = "") const;
   // Whether `name` is a replicated volume this node knows of: in the cluster's record, or with
   // a copy's spec kept here (DATA_DIR/replication/NAME.spec). Its local copy is the
   // replication's: deleting or resizing it alone would leave the copies apart (the control
@@ -267,6 +268,11 @@ class ReplicationManager {
   bool IsLocalVolume(const std::string& name, const VolumeHandle& h) const;
   // IsLocalVolume, on the reconciling thread: logged once, counted, an event.
   bool LocalVolume(const std::string& name, const VolumeHandle& h);
+  // This node's NAME/local/NODE key in etcd follows `local_here` (replication_local.cc).
+  void MarkLocal(const std::string& name, const Parsed& p, bool local_here);
+  // As the primary of `name`: a placed node that holds a local volume of the name is replaced
+  // by another (or the move onto it called off); at most one change a round.
+  void ReplaceLocalHolders(const std::string& name, const Parsed& p);
   // A copy of `name` whose delete this node started and has not seen through (its moved/ key
   // went before the next round: the copy was placed here again): true while that delete runs,
   // and until it is finished (its state on disk gone) here; then false, and the volume's copy

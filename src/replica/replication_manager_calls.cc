@@ -22,8 +22,6 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
   if (!nodes.listed || !vols.listed)
     return Status(StatusCode::kUnavailable, "the cluster's state is not known yet (etcd)");
   const std::string me = cluster_->name();
-  if (ReplicationAddress(nodes, me).empty())
-    return FailedPrecondition("this node serves no replicas (--replication-listen)");
   if (auto h = volumes_->Find(name); h && IsLocalVolume(name, *h))
     return AlreadyExists("a local volume '" + name +
                          "' is on this node: a replicated volume of that name would take it "
@@ -37,21 +35,14 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
     return AlreadyExists("replicated volume '" + name +
                          "' is still being deleted; copies not deleted yet on:" + waiting);
   }
-  const std::vector<std::string> others = NodesByLoad(nodes, p, {me});
-  if (others.size() + 1 < replicas)
-    return FailedPrecondition("only " + std::to_string(others.size() + 1) +
-                              " node(s) serve replicas; " + std::to_string(replicas) + " asked");
-  std::vector<std::string> placed{me};
-  placed.insert(placed.end(), others.begin(), others.begin() + (replicas - 1));
+  SPD_ASSIGN_OR_RETURN(const std::vector<std::string> placed,
+                       PlaceNew(nodes, p, me, cluster_->info_json(), replicas));
   const std::string key = std::string(kVolumesPrefix) + name;
   Txn txn;
   txn.compare.push_back(Compare::CreateRevision(key, Compare::Op::kEqual, 0));
-  txn.then.push_back(TxnOp::Put(
-      key, nlohmann::json{{"size", size_bytes},
-                          {"replicas", replicas},
-                          {"nodes", placed},
-                          {"durability", async ? std::string("async") : DurabilityName(durability)}}
-               .dump()));
+  txn.then.push_back(
+      TxnOp::Put(key, NewSpecJson(size_bytes, replicas, placed,
+                                  async ? std::string("async") : DurabilityName(durability))));
   SPD_ASSIGN_OR_RETURN(TxnResult r, cluster_->client()->Txn(txn));
   if (!r.succeeded) return AlreadyExists("replicated volume '" + name + "' exists in the cluster");
   Poke();
@@ -59,6 +50,37 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
     return Status::Ok();
   return Status(StatusCode::kDeadlineExceeded,
                 "recorded in the cluster, but the local copy did not appear within 4 s");
+}
+
+Result<std::vector<std::string>> PlaceNew(const PrefixMirror::Snapshot& nodes, const Parsed& p,
+                                          const std::string& me, const std::string& my_info,
+                                          uint32_t replicas) {
+  const nlohmann::json info = nlohmann::json::parse(my_info, nullptr, false);
+  if (!info.is_object() || info.value("replication", std::string()).empty())
+    return FailedPrecondition("this node serves no replicas (--replication-listen)");
+  const std::vector<std::string> others = NodesByLoad(nodes, p, {me});
+  if (others.size() + 1 < replicas)
+    return FailedPrecondition("only " + std::to_string(others.size() + 1) +
+                              " node(s) serve replicas; " + std::to_string(replicas) + " asked");
+  std::vector<std::string> placed{me};
+  placed.insert(placed.end(), others.begin(), others.begin() + (replicas - 1));
+  return placed;
+}
+
+Txn UnderPrimary(const std::string& name, int64_t spec_rev, int64_t primary_rev) {
+  const std::string key = std::string(kVolumesPrefix) + name;
+  Txn txn;
+  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec_rev));
+  txn.compare.push_back(
+      Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, primary_rev));
+  return txn;
+}
+
+std::string NewSpecJson(uint64_t size_bytes, uint32_t replicas,
+                        const std::vector<std::string>& placed, const std::string& durability) {
+  return nlohmann::json{
+      {"size", size_bytes}, {"replicas", replicas}, {"nodes", placed}, {"durability", durability}}
+      .dump();
 }
 
 std::vector<std::string> NodesByLoad(const PrefixMirror::Snapshot& nodes, const Parsed& p,
@@ -275,11 +297,12 @@ bool ReplicationManager::Replicated(const std::string& name) const {
   return !o_.state_dir.empty() && access(SpecPath(o_.state_dir, name).c_str(), F_OK) == 0;
 }
 
-std::vector<ReplicatedVolumeStatus> ReplicationManager::List() const {
+std::vector<ReplicatedVolumeStatus> ReplicationManager::List(const std::string& only) const {
   const Parsed p = Parse(mirror_->Get());
   std::vector<ReplicatedVolumeStatus> out;
   std::lock_guard<std::mutex> l(mu_);
   for (const auto& [name, spec] : p.specs) {
+    if (!only.empty() && name != only) continue;
     ReplicatedVolumeStatus v;
     v.name = name;
     v.size_bytes = spec.size;

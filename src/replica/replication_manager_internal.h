@@ -56,7 +56,15 @@ struct Parsed {
   std::map<std::string, int64_t> given_up_rev;
   // Volumes being deleted: the nodes that deleted their copies (NAME/deleted/NODE).
   std::map<std::string, std::set<std::string>> deleted;
+  // Nodes that hold a local volume of a replicated volume's name (NAME/local/NODE, under the
+  // node's lease; replication_local.cc).
+  std::map<std::string, std::set<std::string>> locals;
 };
+// A transaction that holds only while volume `name`'s spec is at `spec_rev` and its primary key
+// was created at `primary_rev` (the primary's epoch): a change of the record under the primary.
+Txn UnderPrimary(const std::string& name, int64_t spec_rev, int64_t primary_rev);
+// The nodes `p` says hold a local volume named `name` (replication_local.cc).
+std::set<std::string> LocalHolders(const Parsed& p, const std::string& name);
 
 // The node names of `j`'s "nodes" array (a spec's placement, a given-up list); none if absent.
 inline std::vector<std::string> NodesOf(const nlohmann::json& j) {
@@ -117,9 +125,10 @@ Result<Parsed::Spec> SpecToChange(const PrefixMirror::Snapshot& vols, const std:
 Status PutSpecField(EtcdClient* etcd, const std::string& name, const Parsed::Spec& spec,
                     const std::string& field, const nlohmann::json& value);
 // Whether this node kept `volume`'s spec on disk (it held a copy), and the nodes it names
-// (replication_delete.cc). A state_dir of "": no.
+// (replication_delete.cc), then those of `also` it does not name. A state_dir of "": no.
 bool SavedSpecExists(const std::string& dir, const std::string& volume);
-std::vector<std::string> SavedSpecNodes(const std::string& dir, const std::string& volume);
+std::vector<std::string> SavedSpecNodes(const std::string& dir, const std::string& volume,
+                                        const std::vector<std::string>& also = {});
 // Checks `done` every 50 ms until it holds (true) or `limit` passed (false): a call waiting for
 // the reconciling thread to act on what it recorded.
 bool PollUntil(std::chrono::milliseconds limit, const std::function<bool()>& done);
@@ -131,6 +140,16 @@ bool PlacedInMirror(const PrefixMirror::Snapshot& vols, const std::string& volum
                     const std::string& node);
 // Node `node`'s replication address (HOST:PORT) from the nodes' mirror; "" if none.
 std::string ReplicationAddress(const PrefixMirror::Snapshot& nodes, const std::string& node);
+// Where a new replicated volume's `replicas` copies go: node `me` first, then the nodes that hold
+// the fewest copies. Whether `me` serves replicas is read from its own registration value
+// (`my_info`, a JSON object), not from the mirror, which may not hold it yet. kFailedPrecondition
+// when `me` serves no replicas or too few nodes do.
+Result<std::vector<std::string>> PlaceNew(const PrefixMirror::Snapshot& nodes, const Parsed& p,
+                                          const std::string& me, const std::string& my_info,
+                                          uint32_t replicas);
+// A replicated volume's spec (its value under kVolumesPrefix).
+std::string NewSpecJson(uint64_t size_bytes, uint32_t replicas,
+                        const std::vector<std::string>& placed, const std::string& durability);
 // The registered nodes that serve replicas, not in `exclude`, those holding the fewest copies of
 // replicated volumes (by `p`'s specs) first: where new copies go.
 std::vector<std::string> NodesByLoad(const PrefixMirror::Snapshot& nodes, const Parsed& p,

@@ -109,10 +109,7 @@ void ReplicationManager::FollowMode(const std::string& name, const Parsed& p) {
   j["durability"] = spec.to_sync;
   j.erase("to_sync");
   const std::string key = std::string(kVolumesPrefix) + name;
-  Txn txn;
-  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
-  txn.compare.push_back(
-      Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, primary_rev));
+  Txn txn = UnderPrimary(name, spec.rev, primary_rev);
   txn.then.push_back(TxnOp::Put(key, j.dump()));
   Result<TxnResult> r = cluster_->client()->Txn(txn);
   if (!r.ok() || !r->succeeded) return;  // again next round, from a newer view

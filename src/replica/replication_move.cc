@@ -138,6 +138,9 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
   if (ReplicationAddress(nodes, to).empty())
     return FailedPrecondition("node " + to + " serves no replicas (no --replication-listen)");
   const Parsed p = Parse(vols);
+  if (LocalHolders(p, name).count(to))
+    return FailedPrecondition("node " + to + " holds a local volume named '" + name +
+                              "': it would hold no copy (delete or rename it there first)");
   auto prim = p.primaries.find(name);
   if (prim == p.primaries.end())
     return FailedPrecondition("'" + name +
@@ -160,10 +163,7 @@ Status ReplicationManager::Move(const std::string& name, const std::string& from
   j["nodes"] = moved;
   NextPlacement(&j);
   const std::string key = std::string(kVolumesPrefix) + name;
-  Txn txn;
-  txn.compare.push_back(Compare::ModRevision(key, Compare::Op::kEqual, spec.rev));
-  txn.compare.push_back(
-      Compare::CreateRevision(key + "/primary", Compare::Op::kEqual, prim->second.rev));
+  Txn txn = UnderPrimary(name, spec.rev, prim->second.rev);
   txn.then.push_back(TxnOp::Put(key, j.dump()));
   JoinOps(name, to, prim->second.epoch, &txn);
   if (!live) LeaveOps(name, from, to, &txn);
@@ -297,10 +297,10 @@ void ReplicationManager::DropMovedCopies(const Parsed& p, std::set<std::string>*
     const std::string name = key.substr(prefix.size());
     dropping->insert(name);
     // The maps it may have kept as a primary: of the nodes its saved spec and the record name.
-    std::vector<std::string> nodes = SavedSpecNodes(o_.state_dir, name);
-    if (auto it = p.specs.find(name); it != p.specs.end())
-      for (const std::string& n : it->second.nodes)
-        if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
+    const auto spec = p.specs.find(name);
+    const std::vector<std::string> nodes =
+        SavedSpecNodes(o_.state_dir, name,
+                       spec != p.specs.end() ? spec->second.nodes : std::vector<std::string>{});
     const std::shared_ptr<VolumeHandle> h = volumes_->Find(name);
     const bool had = (h && !IsLocalVolume(name, *h)) || SavedSpecExists(o_.state_dir, name);
     if (!DropCopy(name, nodes)) continue;  // again next round

@@ -20,6 +20,29 @@ Doc Header(const char* kind) {
   return d;
 }
 
+// A replicated volume's set in a line: "sync, 3 copies (1 not in sync), primary a", the lag
+// where known (the primary answered: else 0), a deletion. `get_line`: volume get's REPLICATION
+// line, which names the primary's epoch and lists each copy's state after it (so no count).
+std::string ReplicationText(const Doc& r, bool get_line = false) {
+  const std::string primary = r["primary"].get<std::string>();
+  const uint32_t replicas = r["replicas"].get<uint32_t>();
+  std::string t = r["durability"].get<std::string>() + ", " + std::to_string(replicas) + " copies";
+  size_t behind = 0;
+  for (const Doc& c : r["copies"]) behind += c["state"].get<std::string>() != "in_sync" ? 1 : 0;
+  if (!get_line && behind > 0) t += " (" + std::to_string(behind) + " not in sync)";
+  t += ", primary ";
+  if (primary.empty())
+    t += "none now";
+  else
+    t += get_line ? primary + " (epoch " + std::to_string(r["epoch"].get<uint64_t>()) + ")"
+                  : primary;
+  if (r["lagBytes"].get<uint64_t>() > 0)
+    t += ", lag " + std::to_string(r["lagBytes"].get<uint64_t>()) + " B / " +
+         std::to_string(r["lagMs"].get<uint64_t>()) + " ms";
+  if (r.value("deleting", false)) t += ", being deleted";
+  return t;
+}
+
 // Seconds since the epoch as "2026-12-02T01:00:00Z".
 std::string UtcTime(int64_t unix_seconds) {
   const auto t = static_cast<std::time_t>(unix_seconds);
@@ -28,6 +51,36 @@ std::string UtcTime(int64_t unix_seconds) {
   if (gmtime_r(&t, &tm) == nullptr || std::strftime(buf, sizeof buf, "%FT%TZ", &tm) == 0)
     return std::to_string(unix_seconds);
   return buf;
+}
+
+// A replicated volume as ReplicatedVolumeList lists it.
+Doc ReplicatedFields(const v1::ReplicatedVolume& v) {
+  Doc x;
+  x["name"] = v.name();
+  x["sizeBytes"] = v.size_bytes();
+  x["replicas"] = v.replicas();
+  x["nodes"] = Doc::array();
+  for (const std::string& n : v.nodes()) x["nodes"].push_back(n);
+  x["primary"] = v.primary();
+  x["epoch"] = v.epoch();
+  x["durability"] = v.durability() == v1::DURABILITY_ASYNC  ? "async"
+                    : v.durability() == v1::DURABILITY_SYNC ? "sync"
+                    : v.durability() == v1::DURABILITY_NONE ? "none"
+                                                            : "flush";
+  if (v.deleting()) x["deleting"] = true;  // its copies are "deleting" or "deleted"
+  x["lagBytes"] = v.lag_bytes();
+  x["lagMs"] = v.lag_ms();
+  x["copies"] = Doc::array();
+  for (const v1::ReplicaState& s : v.states()) {
+    Doc c;
+    c["node"] = s.node();
+    c["state"] = s.state();
+    c["epoch"] = s.epoch();
+    c["detail"] = s.detail();
+    c["acked"] = s.acked();
+    x["copies"].push_back(std::move(c));
+  }
+  return x;
 }
 
 Doc VolumeFields(const v1::Volume& v) {
@@ -55,6 +108,7 @@ Doc VolumeFields(const v1::Volume& v) {
     q["queuedSecondsMean"] = st.queued_seconds_mean();
     d["intentStatus"] = q;
   }
+  if (v.has_replication()) d["replication"] = ReplicatedFields(v.replication());
   return d;
 }
 
@@ -255,34 +309,7 @@ Doc NodeDoc(const v1::NodeInfo& n) {
 Doc ReplicaListDoc(const v1::ListReplicasResponse& r) {
   Doc d = Header("ReplicatedVolumeList");
   d["items"] = Doc::array();
-  for (const v1::ReplicatedVolume& v : r.volumes()) {
-    Doc x;
-    x["name"] = v.name();
-    x["sizeBytes"] = v.size_bytes();
-    x["replicas"] = v.replicas();
-    x["nodes"] = Doc::array();
-    for (const std::string& n : v.nodes()) x["nodes"].push_back(n);
-    x["primary"] = v.primary();
-    x["epoch"] = v.epoch();
-    x["durability"] = v.durability() == v1::DURABILITY_ASYNC  ? "async"
-                      : v.durability() == v1::DURABILITY_SYNC ? "sync"
-                      : v.durability() == v1::DURABILITY_NONE ? "none"
-                                                              : "flush";
-    if (v.deleting()) x["deleting"] = true;  // its copies are "deleting" or "deleted"
-    x["lagBytes"] = v.lag_bytes();
-    x["lagMs"] = v.lag_ms();
-    x["copies"] = Doc::array();
-    for (const v1::ReplicaState& s : v.states()) {
-      Doc c;
-      c["node"] = s.node();
-      c["state"] = s.state();
-      c["epoch"] = s.epoch();
-      c["detail"] = s.detail();
-      c["acked"] = s.acked();
-      x["copies"].push_back(std::move(c));
-    }
-    d["items"].push_back(std::move(x));
-  }
+  for (const v1::ReplicatedVolume& v : r.volumes()) d["items"].push_back(ReplicatedFields(v));
   return d;
 }
 
@@ -560,9 +587,27 @@ std::string Render(const Doc& doc, Output out) {
   if (out == Output::kYaml) return ToYaml(doc);
   const std::string kind = doc.value("kind", "");
   std::vector<const Doc*> rows;
-  if (kind == "VolumeList" || kind == "PoolList") {
+  if (kind == "PoolList") {
     for (const Doc& x : doc["items"]) rows.push_back(&x);
-    return Table(rows, kind == "VolumeList" ? kVolumeCols : kPoolCols);
+    return Table(rows, kPoolCols);
+  }
+  if (kind == "VolumeList") {
+    // A column more where a volume is replicated: its set in short ("-" for a local volume).
+    std::vector<Doc> flat;
+    bool any = false;
+    for (const Doc& x : doc["items"]) {
+      flat.push_back(x);
+      any = any || x.contains("replication");
+      if (x.contains("replication"))
+        flat.back()["replicationText"] = ReplicationText(x["replication"]);
+      else
+        flat.back()["replicationText"] = "-";
+    }
+    for (const Doc& f : flat) rows.push_back(&f);
+    if (!any) return Table(rows, kVolumeCols);
+    std::vector<Col> cols = kVolumeCols;
+    cols.push_back({"REPLICATION", "replicationText", false});
+    return Table(rows, cols);
   }
   if (kind == "ReplicatedVolumeList") {
     std::vector<Doc> flat;
@@ -646,6 +691,15 @@ std::string Render(const Doc& doc, Output out) {
       const std::string reason = q["reason"].get<std::string>();
       if (!reason.empty()) t += ": " + reason;
       t += "\n";
+    }
+    if (doc.contains("replication")) {
+      // One line under the table: the replicated volume's set, as this node's mirror has it.
+      const Doc& r = doc["replication"];
+      t += "REPLICATION: " + ReplicationText(r, true);
+      std::string copies;
+      for (const Doc& c : r["copies"])
+        copies += " " + c["node"].get<std::string>() + "=" + c["state"].get<std::string>();
+      t += ";" + copies + "\n";
     }
     return t;
   }

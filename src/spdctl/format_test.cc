@@ -340,6 +340,19 @@ TEST(SpdctlFormat, ClusterShapesArePinned) {
   ExpectGolden("replica_list.json", Render(ReplicaListDoc(reps), Output::kJson));
   ExpectGolden("replica_list.yaml", Render(ReplicaListDoc(reps), Output::kYaml));
   ExpectGolden("replica_list.txt", Render(ReplicaListDoc(reps), Output::kTable));
+  // GetVolume of a replicated volume: its set under the volume, one line under the table.
+  v1::Volume rv = SampleVolume("db2", 9);
+  *rv.mutable_replication() = reps.volumes(0);
+  ExpectGolden("volume_replicated.json", Render(VolumeDoc(rv), Output::kJson));
+  ExpectGolden("volume_replicated.txt", Render(VolumeDoc(rv), Output::kTable));
+  rv.mutable_replication()->set_primary("");
+  rv.mutable_replication()->set_lag_bytes(0);
+  ExpectGolden("volume_replicated_no_primary.txt", Render(VolumeDoc(rv), Output::kTable));
+  // ListVolumes: a column more when a volume of the list is replicated ("-" for a local one).
+  rv.mutable_replication()->set_primary("n2");
+  const std::vector<v1::Volume> mixed = {SampleVolume("db1", 7), rv};
+  ExpectGolden("volume_list_replicated.json", Render(VolumeListDoc(mixed), Output::kJson));
+  ExpectGolden("volume_list_replicated.txt", Render(VolumeListDoc(mixed), Output::kTable));
 }
 
 // Every kind spdctl prints has a JSON and a YAML golden file whose document is of that kind, and

@@ -196,7 +196,11 @@ int Main(int argc, char** argv) {
     rc = s.ok() ? C().Print(VolumeDoc(resp)) : C().Fail(s);
   });
 
-  CLI::App* vg = vol->add_subcommand("get", "Show one volume");
+  CLI::App* vg = vol->add_subcommand(
+      "get",
+      "Show one volume: size, allocation, durability, users; with the QoS scheduler its "
+      "intent's status (INTENT:); a replicated volume's copy also its set as `replica list` "
+      "shows it (REPLICATION: durability, copies, primary and epoch, each copy's state)");
   vg->add_option("name", name, "Volume name")->required();
   vg->callback([&] {
     v1::GetVolumeRequest req;
@@ -208,7 +212,10 @@ int Main(int argc, char** argv) {
     rc = s.ok() ? C().Print(VolumeDoc(resp)) : C().Fail(s);
   });
 
-  CLI::App* vl = vol->add_subcommand("list", "List every volume (all pages)");
+  CLI::App* vl = vol->add_subcommand(
+      "list",
+      "List every volume (all pages); when one is replicated, a REPLICATION column: its "
+      "durability, copies (how many not in sync), primary; '-' for a local volume");
   vl->callback([&] {
     std::vector<v1::Volume> all;
     std::string token;

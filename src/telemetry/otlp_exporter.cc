@@ -8,6 +8,7 @@
 
 #include "common/counters.h"
 #include "common/log.h"
+#include "common/os_util.h"
 
 namespace spd {
 namespace {
@@ -150,7 +151,10 @@ Status OtlpExporter::Start() {
   if (init != CURLE_OK)
     return Internal(std::string("libcurl initialisation failed: ") + curl_easy_strerror(init));
   stop_.store(false);
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("spd-traces");
+    Loop();
+  });
   return Status::Ok();
 }
 

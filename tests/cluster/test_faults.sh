@@ -15,6 +15,7 @@
 . "$(dirname "$0")/faults.sh"
 . "$(dirname "$0")/faults_power.sh"
 . "$(dirname "$0")/faults_convert.sh"
+. "$(dirname "$0")/faults_storage.sh"
 
 ALL_ROWS="kill9_primary isolate_primary cut_primary_etcd isolate_replica oneway sigstop_primary
 rejoin_clean kill_all promote_cycles etcd_leader etcd_all_down etcd_lost kill_resync_target

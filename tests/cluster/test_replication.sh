@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# spd-it: alone (etcd, lease timing)
+# spd-it: pair (etcd, lease timing: not beside a measurement)
 # Synchronous replication end to end (docs/replication.md): three spd2 nodes on loopback and a
 # real etcd. A volume created with --replicas 3 gets a copy on every node, a primary elected in
 # etcd, and every write acknowledged through the primary's NBD export is on every copy
@@ -32,7 +32,30 @@ for n in b c; do
   # Every copy has the durability asked for.
   ctl $n volume get rv -o json
   [ "$(json 'd["durability"]')" = sync ] || fail "copy on $n: durability $(cat "$T/out")"
+  # ... and shows its set: every node sees a as the primary and every copy in sync.
+  [ "$(json 'd["replication"]["primary"] + " " + str(d["replication"]["epoch"]) + " " + " ".join(c["node"] + "=" + c["state"] for c in d["replication"]["copies"])')" = \
+    "a $E1 a=in_sync b=in_sync c=in_sync" ] || fail "copy on $n: replication $(cat "$T/out")"
 done
+ctl c volume get rv
+grep -q "^REPLICATION: sync, 3 copies, primary a (epoch $E1); a=in_sync b=in_sync c=in_sync$" "$T/out" ||
+  fail "volume get on c: $(cat "$T/out")"
+# A local volume shows none.
+ctl a volume get vol0 -o json
+[ "$(json '"replication" in d')" = False ] || fail "vol0 shows a replication: $(cat "$T/out")"
+# Each of spd2's threads says what it is (top -H, perf, gdb): the primary's, by name.
+comms=$(cat /proc/"${PID[a]}"/task/*/comm | sort -u | tr '\n' ' ')
+want="spd-cluster spd-lease spd-replication spd-repl-marks spd-etcd-watch spd-ctl-worker spd-health"
+[ "$(nproc)" -lt 2 ] || want+=" spd-reactor1"
+for w in $want; do
+  [[ " $comms" == *" $w "* ]] || fail "no thread named $w in node a (threads: $comms)"
+done
+# The list shows the same: a column more, "-" for the local volume.
+ctl b volume list -o json
+[ "$(json '" ".join(v["name"] + "=" + (v["replication"]["primary"] if "replication" in v else "-") for v in d["items"])')" = \
+  "vol0=- rv=a" ] || fail "volume list on b: $(cat "$T/out")"
+ctl b volume list
+grep -q "^vol0 .*  -$" "$T/out" && grep -q "^rv .*  sync, 3 copies, primary a$" "$T/out" ||
+  fail "volume list on b: $(cat "$T/out")"
 ctl a replica list
 grep -q "^rv *a *primary *sync *in_sync" "$T/out" || fail "table: $(cat "$T/out")"
 

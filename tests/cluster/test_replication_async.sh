@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# spd-it: alone (etcd, lease timing)
+# spd-it: pair (etcd, lease timing: not beside a measurement)
 # Asynchronous replication end to end (docs/replication.md, "Asynchronous volumes"): three spd2
 # nodes on loopback and a real etcd; every primary's messages carry an injected 20 ms round
 # trip, and the lag bound is 1 MiB. A volume created with --replicas 3 --durability async:

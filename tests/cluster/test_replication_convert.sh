@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# spd-it: alone (etcd, lease timing)
+# spd-it: pair (etcd, lease timing: not beside a measurement)
 # A local volume made replicated while it serves (docs/replication.md, "Making a local volume
 # replicated"): three spd2 nodes on loopback and a real etcd. `spdctl volume set-replicas lv 2`
 # on the node that holds lv, under QD16 writes with FUA and FLUSH: no write fails (no guard

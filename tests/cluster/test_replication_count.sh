@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# spd-it: alone (etcd, lease timing)
+# spd-it: pair (etcd, lease timing: not beside a measurement)
 # Changing the number of copies of a replicated volume at run time (docs/replication.md,
 # "Changing the number of copies"): three spd2 nodes on loopback and a real etcd. A 2-way volume
 # on a and X gets a third copy (`spdctl volume set-replicas cv 3`, asked of X) under QD16 writes

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# spd-it: alone (etcd, lease timing)
+# spd-it: pair (etcd, lease timing: not beside a measurement)
 # Moving a copy of a replicated volume to another node (docs/replication.md, "Moving a copy"):
 # three spd2 nodes on loopback and a real etcd. A 2-way volume on a and X; X goes down (as if
 # for good); `spdctl replica move` asked of the third node Y puts the copy on Y, which the

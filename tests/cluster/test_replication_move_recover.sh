@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# spd-it: alone (etcd, lease timing)
+# spd-it: pair (etcd, lease timing: not beside a measurement)
 # etcd lost after a copy moved away from a node that was down (docs/replication.md, "When etcd
 # loses its data" and "Moving a copy"): three spd2 nodes on loopback and a real etcd. A 2-way
 # volume on a and X; X stops; its copy moves to Y; more writes. Then every node stops, etcd

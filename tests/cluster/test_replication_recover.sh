@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# spd-it: alone (etcd, lease timing)
+# spd-it: pair (etcd, lease timing: not beside a measurement)
 # etcd lost with a copy gone for good (docs/replication.md, "When etcd loses its data"): three
 # spd2 nodes on loopback and a real etcd, a 3-way volume written through its primary. Every
 # node stops, etcd loses its data, and only a and b come back: the recovered volume's election

@@ -171,7 +171,8 @@ $PY -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(not (d["connec
 # certificate in their handshakes (as replicas), and its copies there stay out of sync and hold
 # nothing; a refuses c's as a replica of xv too.
 start_x509_node c c-forged ca
-wait_registered a "c registered again"
+wait_registered a "c registered again (as a sees it)"
+wait_registered c "c registered again (as c sees it)"
 VOL=xw
 ctl c volume create xw --size 16M --replicas 3
 c_primary() { [ "$(primary_of c | cut -d' ' -f1)" = c ]; }

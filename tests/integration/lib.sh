@@ -7,8 +7,32 @@ PY=/usr/bin/python3  # Debian's python3-libnbd lives here only
 T=$(mktemp -d /tmp/spd-it.XXXXXX)
 SPD_PID=""
 SPD_SOCK="$T/data/nbd.sock"
-# Below the kernel's ephemeral range (32768-60999), so that no client socket can hold it.
-SPD_PORT=$((20000 + RANDOM % 12000))
+# The test's ports: a block of 8 below the kernel's ephemeral range (32768-60999, so that no
+# client socket can hold one), SPD_PORT the first. Tests that run at the same time (run.sh's
+# shared and pair passes) must not draw the same block: each holds a lock on its block's file
+# under /tmp/spd-it-ports for as long as the test's shell (or a daemon it started) lives (flock
+# goes with the last process that has the file open, so a test killed -9 leaves no stale lock),
+# and takes no block where something still listens (a daemon of a test that ended, whose port
+# io_uring's teardown still holds). SPD_PORT+0..3 are for the test's daemons, +4 and +5 etcd's.
+PORT_BLOCK_SIZE=8
+take_port_block() {
+  mkdir -p /tmp/spd-it-ports
+  local blk base
+  for _ in $(seq 200); do
+    blk=$((RANDOM % (12000 / PORT_BLOCK_SIZE)))
+    base=$((20000 + blk * PORT_BLOCK_SIZE))
+    exec {PORT_LOCK_FD}>"/tmp/spd-it-ports/$base"
+    if flock -n "$PORT_LOCK_FD" &&
+      [ -z "$(ss -Htan "sport >= :$base and sport < :$((base + PORT_BLOCK_SIZE))")" ]; then
+      SPD_PORT=$base
+      return 0
+    fi
+    exec {PORT_LOCK_FD}>&-
+  done
+  echo "FAIL: no free block of $PORT_BLOCK_SIZE loopback ports in 200 draws" >&2
+  exit 1
+}
+take_port_block
 
 fail() {
   echo "FAIL: $*" >&2
@@ -28,10 +52,12 @@ expect() {
 # start_cluster_node NAME ARGS...: spd2 with its data in $T/NAME (log $T/NAME.log, no NBD TCP
 # listener, its health cache in $T/NAME.health: nodes killed with -9 leave nothing in /dev/shm,
 # and nodes of one test do not share one cache) and ARGS, in the background; returns once its
-# control socket is there. Sets NODE_PID (killed at exit with the others).
+# control socket is there (a new one). Sets NODE_PID (killed at exit with the others).
 start_cluster_node() {
   local n=$1
   shift
+  # A node killed with -9 left its socket file: waiting for that one would return at once.
+  rm -f "$T/$n/control.sock"
   "$SPD2" --data-dir "$T/$n" --nbd-listen off --quiet --health-shm "$T/$n.health" "$@" \
     >>"$T/$n.log" 2>&1 &
   NODE_PID=$!
@@ -114,7 +140,7 @@ uri() { echo "nbd+unix:///${1:-vol0}?socket=$SPD_SOCK"; }
 # sets ETCD_PID and ETCD_URL (http://127.0.0.1:PORT), waits until it answers. Stopped by pid
 # with stop_etcd or at exit. Started again by start_etcd on the same data and ports.
 ETCD_PID=""
-ETCD_PORT=${ETCD_PORT:-$((20000 + RANDOM % 12000))}
+ETCD_PORT=${ETCD_PORT:-$((SPD_PORT + 4))}
 ETCD_PEER_PORT=$((ETCD_PORT + 1))
 ETCD_URL="http://127.0.0.1:$ETCD_PORT"
 start_etcd() {

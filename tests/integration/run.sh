@@ -5,7 +5,9 @@
 # SPD_IT_JOBS=N (default 1) runs up to N tests at a time, except those that say
 # "# spd-it: alone (why)" in their first lines, which run one by one with nothing else running:
 # tests that measure the daemon's CPU, rates, latencies or lease timing, or start many
-# processes (etcd members, network namespaces); a neighbour would skew what they measure.
+# processes (etcd members, network namespaces); a neighbour would skew what they measure. Those
+# that say "# spd-it: pair (why)" (a cluster of three nodes and an etcd on loopback: they wait
+# on leases but measure nothing) run after the others, two at a time with each other only.
 # Results are printed in the tests' order either way.
 # A test that exits 77 skipped itself (its "SKIP: why" line is shown); it counts as skipped.
 set -uo pipefail
@@ -59,9 +61,9 @@ report() {
 # tests/cluster holds the replication tests (and their tools), run the same way.
 tests=("$here"/test_* "$here"/../cluster/test_*)
 # First the tests that may share the machine, up to $jobs at a time (reported when all are
-# done); then the others one by one, each reported as it ends. With SPD_IT_JOBS=1 every test
-# runs in the second pass, in order.
-for pass in shared alone; do
+# done); then the pairs, up to two at a time (likewise); then the others one by one, each
+# reported as it ends. With SPD_IT_JOBS=1 every test runs in the last pass, in order.
+for pass in shared pair alone; do
   ran=()
   for i in "${!tests[@]}"; do
     t=${tests[$i]}
@@ -70,17 +72,20 @@ for pass in shared alone; do
     # test the machine or the harness rather than the daemon).
     case " ${SPD_IT_SKIP:-} " in
       *" $name "*)
-        [ "$pass" = shared ] || { echo "SKIP $name (SPD_IT_SKIP)"; skipped=$((skipped + 1)); }
+        [ "$pass" != alone ] || { echo "SKIP $name (SPD_IT_SKIP)"; skipped=$((skipped + 1)); }
         continue
         ;;
     esac
-    alone=0
-    head -n 3 "$t" | grep -q '^# spd-it: alone' && alone=1
-    if [ "$pass" = shared ] && [ "$alone" = 0 ] && [ "$jobs" -gt 1 ]; then
-      while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+    class=shared
+    head -n 3 "$t" | grep -q '^# spd-it: alone' && class=alone
+    head -n 3 "$t" | grep -q '^# spd-it: pair' && class=pair
+    if [ "$pass" != alone ] && [ "$class" = "$pass" ] && [ "$jobs" -gt 1 ]; then
+      local_jobs=$jobs
+      [ "$pass" = shared ] || local_jobs=2
+      while [ "$(jobs -rp | wc -l)" -ge "$local_jobs" ]; do wait -n; done
       run_one "$i" "$t" &
       ran+=("$i")
-    elif [ "$pass" = alone ] && { [ "$alone" = 1 ] || [ "$jobs" -eq 1 ]; }; then
+    elif [ "$pass" = alone ] && { [ "$class" = alone ] || [ "$jobs" -eq 1 ]; }; then
       run_one "$i" "$t"
       report "$i" "$name"
     fi

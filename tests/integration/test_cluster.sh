@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# spd-it: alone (etcd, lease timing)
+# spd-it: pair (etcd, lease timing: not beside a measurement)
 # Cluster membership (--cluster, docs/replication.md): nodes register in a real etcd with a
 # lease, `spdctl node list` shows every node from any of them, a name is exclusive, a stopped
 # node leaves at once and a killed one when its lease expires, a node without etcd keeps
