@@ -27,7 +27,9 @@ void AddHealthOptions(CLI::App* app, DaemonOptions* o, std::vector<std::string>*
                   "The health cache: a POSIX shared-memory name (/NAME, in /dev/shm; the default "
                   "is libspdr's SPDR_DEFAULT_SHM_NAME, so spdr_cache_open(NULL) finds it), or an "
                   "absolute file path with more than one slash (spdr_cache_open_path). Mode 0644: "
-                  "every local user may read it, only spd2 writes it")
+                  "every local user may read it, only spd2 writes it. One writer per name "
+                  "(NAME.lock, held while spd2 runs): a second spd2 on this host needs its own, "
+                  "else it runs without health (auto) or does not start (on)")
       ->capture_default_str();
   app->add_option("--health-period-ms", o->health_period_ms,
                   "How often every sensor is read, in milliseconds")

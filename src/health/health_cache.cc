@@ -1,6 +1,7 @@
 #include "health/health_cache.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,6 +39,55 @@ Result<int> OpenFresh(const CacheOptions& o, std::string* build_path) {
   return fd;
 }
 
+// The writer's lock of the cache's name: NAME.lock beside it (a file, or a shared-memory object),
+// held with flock for the writer's life and holding its pid. Held by another live writer:
+// kFailedPrecondition naming it (two daemons on one name would replace each other's segment
+// and, at exit, unlink the other's). The lock object is unlinked by its holder at close, so a
+// lock is taken only once the name is seen to still be the object locked (else again).
+Result<int> LockName(const CacheOptions& o, std::string* lock_name) {
+  const bool file = !o.path.empty();
+  *lock_name = (file ? o.path : o.shm_name) + ".lock";
+  auto open_lock = [&](int flags) {
+    return file ? open(lock_name->c_str(), flags | O_CLOEXEC, 0644)
+                : shm_open(lock_name->c_str(), flags, 0644);
+  };
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const int fd = open_lock(O_RDWR | O_CREAT);
+    if (fd < 0) return Status::FromErrno(errno, "create the health cache's lock " + *lock_name);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      char pid[32] = {};
+      const ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+      close(fd);
+      if (err != EWOULDBLOCK) return Status::FromErrno(err, "lock " + *lock_name);
+      std::string holder = n > 0 ? std::string(pid, size_t(n)) : "";
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+      return FailedPrecondition("the health cache " + (file ? o.path : o.shm_name) +
+                                " is written by another process" +
+                                (holder.empty() ? "" : " (pid " + holder + ")") +
+                                ": give each spd2 a --health-shm of its own");
+    }
+    // Still the object under the name (a holder closing unlinks it before it unlocks)?
+    struct stat mine {
+    }, named{};
+    const int again = open_lock(O_RDONLY);
+    const bool same = again >= 0 && fstat(fd, &mine) == 0 && fstat(again, &named) == 0 &&
+                      mine.st_dev == named.st_dev && mine.st_ino == named.st_ino;
+    if (again >= 0) close(again);
+    if (!same) {
+      close(fd);
+      continue;
+    }
+    const std::string pid = std::to_string(getpid()) + "\n";
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+      // Best effort: the pid only names the holder in another writer's error.
+    }
+    return fd;
+  }
+  return Unavailable("cannot take the health cache's lock " + *lock_name +
+                     ": it kept being replaced");
+}
+
 }  // namespace
 
 void CopyField(char* dst, size_t capacity, std::string_view s) {
@@ -50,6 +100,12 @@ Result<std::unique_ptr<HealthCacheWriter>> HealthCacheWriter::Create(const Cache
   if (o.capacity == 0 || o.capacity > kSensorsMax) {
     return InvalidArgument("health cache capacity must be 1.." + std::to_string(kSensorsMax));
   }
+  std::string lock_name;
+  SPD_ASSIGN_OR_RETURN(const int lock_fd, LockName(o, &lock_name));
+  std::unique_ptr<HealthCacheWriter> w(new HealthCacheWriter());
+  w->options_ = o;
+  w->lock_fd_ = lock_fd;
+  w->lock_name_ = lock_name;
   std::string build_path;
   SPD_ASSIGN_OR_RETURN(int fd, OpenFresh(o, &build_path));
   const size_t bytes = SegmentBytes(o.capacity);
@@ -68,8 +124,6 @@ Result<std::unique_ptr<HealthCacheWriter>> HealthCacheWriter::Create(const Cache
   close(fd);
   if (base == MAP_FAILED) return Status::FromErrno(map_errno, "mmap health cache");
 
-  std::unique_ptr<HealthCacheWriter> w(new HealthCacheWriter());
-  w->options_ = o;
   w->base_ = base;
   w->bytes_ = bytes;
   w->location_ = o.path.empty() ? o.shm_name : o.path;
@@ -96,12 +150,21 @@ Result<std::unique_ptr<HealthCacheWriter>> HealthCacheWriter::Create(const Cache
 
 HealthCacheWriter::~HealthCacheWriter() {
   if (base_ != nullptr) munmap(base_, bytes_);
-  if (!options_.unlink_on_close) return;
-  if (!options_.path.empty()) {
-    unlink(options_.path.c_str());
-  } else {
-    shm_unlink(options_.shm_name.c_str());
+  if (base_ != nullptr && options_.unlink_on_close) {
+    if (!options_.path.empty()) {
+      unlink(options_.path.c_str());
+    } else {
+      shm_unlink(options_.shm_name.c_str());
+    }
   }
+  if (lock_fd_ < 0) return;
+  // Unlinked while still held: the next writer locks a new object (LockName).
+  if (!options_.path.empty()) {
+    unlink(lock_name_.c_str());
+  } else {
+    shm_unlink(lock_name_.c_str());
+  }
+  close(lock_fd_);
 }
 
 Result<uint32_t> HealthCacheWriter::AddSensor(const SensorIdentity& id) {

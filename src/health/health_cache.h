@@ -40,7 +40,9 @@ struct SensorIdentity {
 
 class HealthCacheWriter {
  public:
-  // Replaces any segment of the same name (readers of the old one see its heartbeat stop).
+  // Replaces any segment of the same name left by a writer that is gone (readers of the old one
+  // see its heartbeat stop). While another writer of the name lives (its NAME.lock held):
+  // kFailedPrecondition naming its pid, and nothing of the name is touched.
   static Result<std::unique_ptr<HealthCacheWriter>> Create(const CacheOptions& options);
   ~HealthCacheWriter();
   HealthCacheWriter(const HealthCacheWriter&) = delete;
@@ -69,6 +71,8 @@ class HealthCacheWriter {
   HealthHeader* header_ = nullptr;
   SensorRecord* records_ = nullptr;
   bool in_round_ = false;
+  int lock_fd_ = -1;       // NAME.lock, flock'ed for the writer's life
+  std::string lock_name_;  // its file path or shm name
 };
 
 // Copies s into a fixed char field, truncating, always NUL-terminated and zero-padded.

@@ -111,6 +111,58 @@ TEST(HealthCache, HeaderAndModeForReaders) {
   EXPECT_NE(access(fs.Path("cache").c_str(), F_OK), 0);  // unlinked on close
 }
 
+// Two daemons on one cache name would replace each other's segment and, at exit, unlink the
+// other's: while a writer lives, a second one of its name is refused and touches nothing.
+TEST(HealthCache, ASecondWriterOfANameIsRefusedWhileTheFirstLives) {
+  FakeSysfs fs;
+  const std::string path = fs.Path("cache");
+  {  // a lock left by a writer that is gone (its pid, no flock) does not count
+    FILE* f = fopen((path + ".lock").c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    fputs("999999\n", f);
+    fclose(f);
+  }
+  auto first = MakeCache(fs);
+  struct stat before {
+  }, after{};
+  ASSERT_EQ(stat(path.c_str(), &before), 0);
+  CacheOptions o;
+  o.path = path;
+  o.capacity = kRecords;
+  auto second = HealthCacheWriter::Create(o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().ToString().find("pid " + std::to_string(getpid())), std::string::npos)
+      << second.status().ToString();
+  ASSERT_EQ(stat(path.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);  // the first's segment, still under the name
+  EXPECT_EQ(MapReadOnly(path).header->sensor_count.load(), kRecords);
+  first.reset();
+  EXPECT_NE(access(path.c_str(), F_OK), 0);
+  EXPECT_NE(access((path + ".lock").c_str(), F_OK), 0);  // its lock went with it
+  auto third = HealthCacheWriter::Create(o);
+  EXPECT_TRUE(third.ok()) << third.status().ToString();
+}
+
+// The same with a shared-memory name, the daemon's default kind.
+TEST(HealthCache, ASecondWriterOfAShmNameIsRefusedToo) {
+  CacheOptions o;
+  o.shm_name = "/spd-health-test-" + std::to_string(getpid());
+  o.capacity = kRecords;
+  auto made = HealthCacheWriter::Create(o);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  std::unique_ptr<HealthCacheWriter> first = std::move(*made);
+  auto second = HealthCacheWriter::Create(o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
+  const int fd = shm_open(o.shm_name.c_str(), O_RDONLY, 0);
+  ASSERT_GE(fd, 0);  // the first's segment stays
+  close(fd);
+  first.reset();
+  EXPECT_LT(shm_open(o.shm_name.c_str(), O_RDONLY, 0), 0);
+  EXPECT_LT(shm_open((o.shm_name + ".lock").c_str(), O_RDONLY, 0), 0);
+}
+
 // A writer rewrites every record as fast as it can, one round each time; readers (on their own
 // read-only mapping) check that no record they accept mixes two writes and that no snapshot
 // they accept mixes two rounds.

@@ -74,7 +74,34 @@ shopt -s nullglob
 own=(/sys/class/hwmon/hwmon* /sys/class/thermal/thermal_zone*)
 shopt -u nullglob
 [ "${#own[@]}" -gt 0 ] || grep -q "health: 0 sensor(s)" "$T/spd2.log" || fail "sensors on a host without"
+# A second spd2 on the same cache name while the first lives: with --health on it refuses to
+# start (exit 1) naming the first's pid; with auto it starts without health; either way the
+# first's cache stays as it is, also once the second has stopped (before: the second replaced
+# it, and at its exit unlinked it).
+ino() { stat -c %i "$T/own.cache"; }
+ino0=$(ino)
+rc=0
+timeout 20 "$SPD2" --data-dir "$T/second" --nbd-listen off --quiet --health on \
+  --health-shm "$T/own.cache" >"$T/second-on.log" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] || { cat "$T/second-on.log"; fail "a second --health on exited $rc, want 1"; }
+grep -q "written by another process (pid $SPD_PID)" "$T/second-on.log" ||
+  { cat "$T/second-on.log"; fail "the refusal does not name the first spd2"; }
+"$SPD2" --data-dir "$T/second" --nbd-listen off --quiet --health-shm "$T/own.cache" \
+  >"$T/second.log" 2>&1 &
+second=$!
+for _ in $(seq 200); do
+  grep -q "spd2 serving" "$T/second.log" && break
+  kill -0 "$second" 2>/dev/null || { cat "$T/second.log"; fail "a second auto spd2 exited"; }
+  sleep 0.05
+done
+grep -q "health: not collecting.*written by another process" "$T/second.log" ||
+  { cat "$T/second.log"; fail "the second auto spd2 did not say why it has no health"; }
+kill -TERM "$second"
+wait "$second" || fail "the second spd2 did not stop cleanly"
+[ "$(ino)" = "$ino0" ] || fail "the second spd2 replaced or removed the first's cache"
+"$DUMP" --open "$T/own.cache" >/dev/null || fail "the first's cache unreadable after the second"
 stop_spd2
+[ ! -e "$T/own.cache" ] && [ ! -e "$T/own.cache.lock" ] || fail "the cache or its lock outlived spd2"
 # A cache that cannot be made: auto goes on without health, on refuses to start (exit 1).
 start_spd2 --health-shm /nonexistent-dir/x/health.cache
 grep -q "health: not collecting" "$T/spd2.log" || fail "auto: no warning"
