@@ -46,8 +46,9 @@ struct IntentFlags {
     if (!tenant)
       c->add_option("--replicas", replicas,
                     "Copies on the nodes of the cluster, 1-9: a replicated volume's number of "
-                    "copies follows it (docs/replication.md); a local volume does not become "
-                    "replicated by it");
+                    "copies follows it; on the node holding a local volume, 2 or more makes it "
+                    "replicated while it serves, as volume set-replicas does (spd2 --cluster; "
+                    "docs/replication.md)");
   }
   // Builds the intent (only what was given); errors name the flag.
   Result<v1::Intent> Build() const {
