@@ -53,6 +53,7 @@ class PoolServiceImpl final : public v1::PoolService::CallbackService {
       out->set_allocated_bytes((st.chunks_total - st.chunks_free) * st.chunk_size_bytes);
       out->set_read_only(p->read_only());
       out->set_volumes(static_cast<uint32_t>(p->ListVolumes().size()));
+      out->set_provisioned_bytes(st.provisioned_bytes);
       out->set_commits(st.commits);
       impl->Done(r, Status::Ok());
     });

@@ -121,6 +121,7 @@ Doc PoolFields(const v1::Pool& p) {
   d["chunkSizeBytes"] = p.chunk_size_bytes();
   d["allocatedBytes"] = p.allocated_bytes();
   d["freeBytes"] = p.free_bytes();
+  d["provisionedBytes"] = p.provisioned_bytes();
   d["readOnly"] = p.read_only();
   d["volumes"] = p.volumes();
   d["commits"] = p.commits();
@@ -210,11 +211,15 @@ const std::vector<Col> kVolumeCols = {{"NAME", "name", false},
                                       {"DURABILITY", "durability", false},
                                       {"READ-ONLY", "readOnly", false},
                                       {"USERS", "users", false}};
-const std::vector<Col> kPoolCols = {
-    {"NAME", "name", false},          {"BACKEND", "backend", false},
-    {"SIZE", "sizeBytes", true},      {"ALLOCATED", "allocatedBytes", true},
-    {"FREE", "freeBytes", true},      {"VOLUMES", "volumes", false},
-    {"READ-ONLY", "readOnly", false}, {"PATH", "path", false}};
+const std::vector<Col> kPoolCols = {{"NAME", "name", false},
+                                    {"BACKEND", "backend", false},
+                                    {"SIZE", "sizeBytes", true},
+                                    {"PROVISIONED", "provisionedBytes", true},
+                                    {"ALLOCATED", "allocatedBytes", true},
+                                    {"FREE", "freeBytes", true},
+                                    {"VOLUMES", "volumes", false},
+                                    {"READ-ONLY", "readOnly", false},
+                                    {"PATH", "path", false}};
 
 }  // namespace
 

@@ -89,10 +89,12 @@ TEST(SpdctlFormat, PoolNodeAndEventShapesArePinned) {
   p.set_free_bytes(11ull << 30);
   p.set_volumes(3);
   p.set_commits(42);
+  p.set_provisioned_bytes(40ull << 30);  // thin: more than the pool's size
   ExpectGolden("pool_list.json", Render(PoolListDoc({p}), Output::kJson));
   ExpectGolden("pool_list.yaml", Render(PoolListDoc({p}), Output::kYaml));
   ExpectGolden("pool.json", Render(PoolDoc(p), Output::kJson));
   ExpectGolden("pool.yaml", Render(PoolDoc(p), Output::kYaml));
+  ExpectGolden("pool_list.txt", Render(PoolListDoc({p}), Output::kTable));
   v1::NodeInfo n;
   n.set_hostname("node-a");
   n.set_version("0.1.0");

@@ -119,6 +119,9 @@ struct PoolStats {
   uint64_t log_size_bytes = 0;  // the metadata log region
   uint64_t log_used_bytes = 0;  // written since the last checkpoint (one starts at half)
   uint32_t volumes = 0;         // live volumes (table slots in use)
+  // The live volumes' sizes summed: what the pool has promised (thin: may exceed the data area;
+  // over chunks_total * chunk_size_bytes it is the overcommit).
+  uint64_t provisioned_bytes = 0;
   uint32_t volumes_max = 0;
   bool read_only = false;
 };

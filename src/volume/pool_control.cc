@@ -576,7 +576,11 @@ PoolStats Pool::stats() const {
   s.log_size_bytes = log_bytes_;
   s.log_used_bytes = log_pos_;
   s.volumes_max = volumes_max_;
-  for (const auto& v : slots_) s.volumes += v != nullptr ? 1 : 0;
+  for (const auto& v : slots_) {
+    if (v == nullptr) continue;
+    ++s.volumes;
+    s.provisioned_bytes += v->size_bytes();
+  }
   s.read_only = read_only();
   return s;
 }

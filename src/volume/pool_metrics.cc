@@ -26,6 +26,10 @@ void PoolMetrics::Render(std::string* out) const {
        "gauge", static_cast<double>(data - free)},
       {"spd_pool_free_bytes", "Bytes of the data area free for new allocations.", "gauge",
        static_cast<double>(free)},
+      {"spd_pool_provisioned_bytes",
+       "The pool's volumes' sizes summed (thin: may exceed spd_pool_size_bytes; the ratio of the "
+       "two is the overcommit).",
+       "gauge", static_cast<double>(s.provisioned_bytes)},
       {"spd_pool_read_only",
        "1 once the pool turned read-only after a failed commit or device flush (restart to "
        "re-open from the last durable state).",

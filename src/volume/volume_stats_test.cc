@@ -188,6 +188,7 @@ TEST_F(VolumeMetricsTest, PoolFamiliesFollowAllocationAndVolumes) {
   EXPECT_EQ(value("spd_pool_allocated_bytes"), 0);
   EXPECT_EQ(value("spd_pool_free_bytes"), size);
   EXPECT_EQ(value("spd_pool_volumes"), 0);
+  EXPECT_EQ(value("spd_pool_provisioned_bytes"), 0);
   EXPECT_EQ(value("spd_pool_read_only"), 0);
   EXPECT_EQ(value("spd_pool_log_size_bytes"), 1 << 20);
   const double commits0 = value("spd_pool_commits_total");
@@ -198,6 +199,7 @@ TEST_F(VolumeMetricsTest, PoolFamiliesFollowAllocationAndVolumes) {
   auto ha = mgr_->CreateBlocking(a);
   ASSERT_TRUE(ha.ok()) << ha.status().ToString();
   EXPECT_EQ(value("spd_pool_volumes"), 1);
+  EXPECT_EQ(value("spd_pool_provisioned_bytes"), 4 << 20);  // its size, none of it written yet
   EXPECT_GT(value("spd_pool_commits_total"), commits0);
   // One 4 KiB write allocates one 64 KiB chunk.
   std::vector<uint8_t> buf(4096, 7);

@@ -53,6 +53,11 @@ expect 0 pool list -o json
   fail "pool list: $(cat "$T/out")"
 expect 0 pool get
 expect 3 pool get other
+# Thin provisioning: the pool reports what its volumes were promised (their sizes summed), here
+# 64 MiB + 12 GiB, more than its 2 GiB.
+expect 0 pool get -o json
+[ "$(json "d['provisionedBytes'], d['provisionedBytes'] > d['sizeBytes']")" = \
+  "$(((64 << 20) + (12 << 30))) True" ] || fail "pool get provisionedBytes: $(cat "$T/out")"
 
 # Data beyond a shrink, and a delete while a client has the volume open.
 head -c 64M /dev/urandom >"$T/data64"
