@@ -118,6 +118,15 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   app.add_option("--chunk-size", chunk_size,
                  "Thin-provisioning unit of a new pool (power of two, >= 64K)")
       ->capture_default_str();
+  app.add_option("--pool-overcommit-max", o.pool_overcommit_max,
+                 "Thin provisioning's bound: a volume create or growth that would make the "
+                 "volumes' sizes summed (spdctl pool list: PROVISIONED) exceed this many times "
+                 "the pool's data area (SIZE) is refused with RESOURCE_EXHAUSTED (spdctl exit 9), "
+                 "and so is a --volume at start. 0: no bound (thin: writes that find no free "
+                 "chunk fail with ENOSPC); 1: no overcommit; 3: at most three times. Applies to "
+                 "this run; volumes that exceed it already stay (they cannot grow)")
+      ->check(CLI::Range(0.0, 1'000'000.0))
+      ->capture_default_str();
   app.add_option("--pool-volumes-max", o.pool_volumes_max,
                  "Volume table slots of a new pool: the most volumes it can ever hold (1 to "
                  "65536; a create beyond it fails with RESOURCE_EXHAUSTED). Applies only when "

@@ -305,6 +305,7 @@ void Pool::ApplyRunTimeOptions(const PoolOptions& options) {
   // Choices of this run, not part of the format (chunk and log sizes are fixed at Format).
   fault_skip_commit_flush_ = options.fault_skip_commit_flush;
   space_wait_ns_ = options.space_wait_ns;
+  overcommit_max_ = options.overcommit_max;
   group_->set_overlap(options.overlap_flush && !options.fault_skip_commit_flush);
 }
 

@@ -103,6 +103,10 @@ struct PoolOptions {
   // How long a write that needs a chunk waits, while freed chunks are being zeroed and
   // committed, before it fails with ENOSPC (docs/pool_format.md, "Space being reclaimed").
   uint64_t space_wait_ns = 5'000'000'000;
+  // Thin provisioning's bound: a create or a growth that would make the volumes' sizes summed
+  // (PoolStats::provisioned_bytes) exceed this many times the data area is refused
+  // (kResourceExhausted). 0: no bound; 1: no overcommit. A choice of this run, not of the format.
+  double overcommit_max = 0;
   // Fault injection for the crash harness's own test, never set in production: a commit
   // acknowledges its waiters without the device flush. Proves the harness catches that bug.
   bool fault_skip_commit_flush = false;
@@ -756,6 +760,10 @@ class Pool : private GroupCommit::Owner {
   size_t space_waiters_ = 0;
   bool space_wake_ = false;
   uint64_t space_wait_ns_ = PoolOptions{}.space_wait_ns;
+  double overcommit_max_ = 0;  // PoolOptions::overcommit_max
+  // kResourceExhausted when volumes summing `provisioned` bytes would exceed overcommit_max_
+  // times the data area (`what`: the operation, for the message).
+  Status CheckOvercommit(uint64_t provisioned, const std::string& what) const;
   struct SpaceTimer : Timer {
     Pool* pool = nullptr;
   } space_timer_;

@@ -3,6 +3,7 @@
 // restored on failure), their blocking wrappers, and the volume table's lookups.
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstring>
 
 #include "common/counters.h"
@@ -148,6 +149,8 @@ void Pool::ControlStart(ControlOp* op) {
       return ControlFinish(op, s.WithContext(op->What()));
     if (FindVolume(op->name))
       return ControlFinish(op, AlreadyExists("volume '" + op->name + "' exists"));
+    if (Status s = CheckOvercommit(stats().provisioned_bytes + op->size_bytes, op->What()); !s.ok())
+      return ControlFinish(op, s);
     // The lowest free slot (a linear search: at most 65,536, once per create, next to a
     // checkpoint write). A deleted volume's slot is free again once its delete committed.
     uint32_t slot = volumes_max_;
@@ -178,6 +181,11 @@ void Pool::ControlStart(ControlOp* op) {
     if (Status s = CheckVolumeSize(op->size_bytes, chunk_bytes_); !s.ok())
       return ControlFinish(op, s.WithContext(op->What()));
     if (op->size_bytes == v->info_.size_bytes) return ControlFinish(op, Status::Ok());
+    if (op->size_bytes > v->info_.size_bytes)
+      if (Status s = CheckOvercommit(
+              stats().provisioned_bytes - v->info_.size_bytes + op->size_bytes, op->What());
+          !s.ok())
+        return ControlFinish(op, s);
   }
   if (op->kind == Kind::kSetDurability && op->durability == v->info_.durability)
     return ControlFinish(op, Status::Ok());
@@ -565,6 +573,18 @@ std::vector<VolumeInfo> Pool::ListVolumes() const {
   std::sort(out.begin(), out.end(),
             [](const VolumeInfo& a, const VolumeInfo& b) { return a.id < b.id; });
   return out;
+}
+
+Status Pool::CheckOvercommit(uint64_t provisioned, const std::string& what) const {
+  const uint64_t data = chunks_total_ * chunk_bytes_;
+  if (overcommit_max_ <= 0 || static_cast<double>(provisioned) <= overcommit_max_ * data)
+    return Status::Ok();
+  char bound[32];
+  std::snprintf(bound, sizeof(bound), "%g", overcommit_max_);
+  return ResourceExhausted(what + ": the pool's volumes would be given " +
+                           std::to_string(provisioned) + " bytes, over " + bound +
+                           " times its data area of " + std::to_string(data) +
+                           " bytes (--pool-overcommit-max)");
 }
 
 PoolStats Pool::stats() const {

@@ -457,5 +457,39 @@ TEST_F(PoolV3Test, FormatOneAndTwoPoolsKeepTheirLayout) {
   EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
 }
 
+// --pool-overcommit-max: creates and growths beyond the bound are refused with
+// kResourceExhausted and change nothing; shrinks, deletes and creates within it are not; a
+// reopen with another bound applies that one (it is not part of the format).
+TEST_F(PoolV3Test, TheOvercommitBoundRefusesCreatesAndGrowthsBeyondIt) {
+  PoolOptions o = Options();
+  o.overcommit_max = 2;
+  SimBackend* sim;
+  auto pool = Create(64 * kMiB, o, &sim);
+  ASSERT_TRUE(pool);
+  const uint64_t data = pool->stats().chunks_total * pool->stats().chunk_size_bytes;
+  constexpr uint64_t kChunk = 64 << 10;
+  ASSERT_TRUE(pool->CreateVolume("a", data).ok());  // once the data area
+  auto over = pool->CreateVolume("b", data + kChunk);
+  EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(over.status().ToString().find("--pool-overcommit-max"), std::string::npos)
+      << over.status().ToString();
+  EXPECT_EQ(pool->stats().volumes, 1u);
+  ASSERT_TRUE(pool->CreateVolume("b", data).ok());  // exactly twice: allowed
+  EXPECT_EQ(pool->stats().provisioned_bytes, data * 2);
+  EXPECT_EQ(pool->ResizeVolume("b", data + kChunk).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(pool->stats().provisioned_bytes, data * 2);      // unchanged
+  ASSERT_TRUE(pool->ResizeVolume("a", data - kChunk).ok());  // a shrink is never refused
+  ASSERT_TRUE(pool->ResizeVolume("b", data + kChunk).ok());  // and makes room to grow
+  ASSERT_TRUE(pool->DeleteVolume("a").ok());
+  ASSERT_TRUE(pool->CreateVolume("c", data - kChunk).ok());
+  EXPECT_EQ(pool->stats().provisioned_bytes, data * 2);
+  // Reopened without a bound: anything goes.
+  SimBackend::Image img = Durable(sim);
+  pool.reset();
+  auto reopened = Pool::OpenOrCreate(Device(img), reactor_.get(), Options());
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_TRUE((*reopened)->CreateVolume("d", data * 10).ok());
+}
+
 }  // namespace
 }  // namespace spd

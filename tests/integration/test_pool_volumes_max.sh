@@ -2,7 +2,7 @@
 # (RESOURCE_EXHAUSTED: spdctl exit 9) and the pool keeps its 8 slots when restarted without the
 # flag or with another value (logged at info); out-of-range values (0, 65537) are refused at
 # start with one clear line and exit 2, before any pool is made (so is a value that is not a
-# number).
+# number). --pool-overcommit-max bounds the volumes' sizes summed (thin provisioning).
 source "$(dirname "$0")/lib.sh"
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
 
@@ -66,5 +66,31 @@ grep -q "has a volume table of 8 slots, fixed when it was created: --pool-volume
   "$T/spd2.log" || { cat "$T/spd2.log"; fail "the differing flag was not logged"; }
 expect 9 volume create v10 --size 4M
 grep -q "maximum of 8 volumes" "$T/err" || { cat "$T/err"; fail "limit after --pool-volumes-max 16"; }
+stop_spd2
+
+# --pool-overcommit-max 1: the volumes' sizes summed (PROVISIONED) may not exceed the data area.
+# A create or a growth beyond it is refused (exit 9, the flag named) and changes nothing; one
+# within it, and a shrink, are not. Out-of-range values are refused at start.
+for bad in -1 1000001 many; do
+  run_refused "--pool-overcommit-max" --pool-overcommit-max "$bad"
+done
+start_spd2 --pool-overcommit-max 1
+expect 0 volume delete v9  # a free table slot, so that only the bound can refuse
+expect 0 pool get -o json
+size=$(json "d['sizeBytes']")
+prov=$(json "d['provisionedBytes']")
+room=$(((size - prov) / 4194304 * 4194304))  # what is left, in 4 MiB steps
+[ "$room" -gt $((256 << 20)) ] || fail "no room left to test with: $(cat "$T/out")"
+expect 9 volume create big --size $((room + 4194304))
+grep -q "RESOURCE_EXHAUSTED: create volume big: .*--pool-overcommit-max" "$T/err" ||
+  { cat "$T/err"; fail "a create over the bound: not refused by it"; }
+expect 0 volume create big --size "$room"
+expect 9 volume resize big --size $((room + 4194304))
+grep -q "RESOURCE_EXHAUSTED: resize volume big: .*--pool-overcommit-max" "$T/err" ||
+  { cat "$T/err"; fail "a growth over the bound: not refused by it"; }
+expect 0 volume resize big --size $((room - 4194304))
+expect 0 pool get -o json
+[ "$(json "d['provisionedBytes']")" = $((prov + room - 4194304)) ] ||
+  fail "provisioned after the refusals: $(cat "$T/out")"
 stop_spd2
 echo "ok"
