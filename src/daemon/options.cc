@@ -587,6 +587,15 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   SPD_ASSIGN_OR_RETURN(o.pool_size_bytes, ParseSize(pool_size));
   o.pool_size_given = app.count("--pool-size") > 0;
   o.pool_volumes_max_given = app.count("--pool-volumes-max") > 0;
+  // CLI11's range checks let "nan" through (every comparison with it is false).
+  const std::pair<const char*, double> reals[] = {
+      {"--pool-overcommit-max", o.pool_overcommit_max},
+      {"--qos-budget-factor", o.qos_budget_factor},
+      {"--qos-budget-max-factor", o.qos_budget_max_factor},
+      {"--qos-limit-burst-ms", o.qos_limit_burst_ms},
+      {"--trace-sample-rate", o.trace_sample_rate}};
+  for (const auto& [flag, v] : reals)
+    if (!std::isfinite(v)) return InvalidArgument(std::string(flag) + " must be a number, got nan");
   const bool handshakes_given = app.count("--nbd-handshakes-max") > 0;
   uint64_t chunk;
   SPD_ASSIGN_OR_RETURN(chunk, ParseSize(chunk_size));

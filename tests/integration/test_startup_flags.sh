@@ -1,6 +1,7 @@
 # Start-up flags on an existing pool: --volume grows a volume (data kept) and applies a new
 # durability; a smaller size, an explicit --pool-size of another size and a size that is not a
-# multiple of 4 KiB are each refused with one clear line and exit status 2, harming nothing.
+# multiple of 4 KiB are each refused with one clear line and exit status 2, harming nothing; so
+# is "nan" for a real-valued flag.
 source "$(dirname "$0")/lib.sh"
 
 # run_refused EXPECTED_TEXT ARGS...: spd2 must exit 2 at once, printing EXPECTED_TEXT.
@@ -37,6 +38,14 @@ run_refused "shrinking a volume at start-up is refused" --pool-size 2G --volume 
 # --pool-size of another size on the existing pool: refused (the default value never is: the
 # other runs here give 2G, the pool's size, and this one gives none).
 run_refused "changing the size of an existing pool is not supported yet" --pool-size 4G
+# A real-valued flag given "nan" (CLI11's range checks let it through: every comparison with it
+# is false), on the command line or in the config file.
+for flag in --pool-overcommit-max --qos-budget-factor --qos-budget-max-factor \
+  --qos-limit-burst-ms --trace-sample-rate; do
+  run_refused "$flag must be a number, got nan" "$flag" nan
+done
+printf 'qos-budget-factor = nan\n' >"$T/nan.toml"
+run_refused "--qos-budget-factor must be a number, got nan" --config "$T/nan.toml"
 # A volume size that is not a multiple of 4096.
 run_refused "positive multiple of 4096 bytes, got 1000" --pool-size 2G --volume small:1000
 run_refused "must be at least --qos-budget-factor" --qos on --qos-budget-factor 4 \
