@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -142,6 +143,8 @@ int Main(int argc, char** argv) {
                  "$SPDCTL_TOKEN");
   // Before any command's callback: the files of --address, or a usage error (exit 2).
   app.parse_complete_callback([&] {
+    // CLI::PositiveNumber lets "nan" through (every comparison with it is false).
+    if (!std::isfinite(g.timeout_s)) throw CLI::ValidationError("--timeout must be a number");
     if (Status s = ResolveRemote(&g); !s.ok()) throw CLI::ValidationError(std::string(s.message()));
   });
   int rc = kExitOk;

@@ -39,6 +39,8 @@ grep -q "size_bytes: must be a positive multiple of 4096" "$T/err" || fail "$(ca
 expect 8 volume create "bad/name" --size 1G
 grep -q "INVALID_ARGUMENT: name:" "$T/err" || fail "$(cat "$T/err")"
 expect 2 volume frobnicate
+expect 2 --timeout nan volume list  # CLI11's range check lets nan through; spdctl does not
+grep -q -- "--timeout must be a number" "$T/err" || fail "--timeout nan: $(cat "$T/err")"
 expect 0 volume resize db1 --size 12G -o yaml
 /usr/bin/python3 -c "import yaml,sys; d=yaml.safe_load(open('$T/out')); \
   assert d['apiVersion'] == 'spd.v1' and d['kind'] == 'Volume' and d['sizeBytes'] == 12 << 30, d" ||
