@@ -378,6 +378,7 @@ int RunDaemon(const DaemonOptions& o) {
   po.overlap_flush = o.commit_overlap;
   po.volumes_max = o.pool_volumes_max;
   po.overcommit_max = o.pool_overcommit_max;
+  po.map_memory_max = o.pool_map_memory_max;
   auto pool_or = Pool::OpenOrCreate(std::move(backend).value(), reactor.get(), po);
   if (!pool_or.ok()) {
     SPD_LOG_ERROR("pool %s: %s", o.pool_path.c_str(), pool_or.status().ToString().c_str());

@@ -127,6 +127,14 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
                  "this run; volumes that exceed it already stay (they cannot grow)")
       ->check(CLI::Range(0.0, 1'000'000.0))
       ->capture_default_str();
+  std::string map_memory_max = "1G";
+  app.add_option("--pool-map-memory-max", map_memory_max,
+                 "Memory the volumes' chunk maps may take: every volume's map is in memory "
+                 "whole, 4 bytes per chunk of its size whether written or not (a 2P thin volume "
+                 "of 1M chunks: 8G), so a volume create or growth beyond this is refused with "
+                 "RESOURCE_EXHAUSTED (spdctl exit 9), and so is a --volume at start; 1G holds "
+                 "256T of volumes with 1M chunks. 0: no bound")
+      ->capture_default_str();
   app.add_option("--pool-volumes-max", o.pool_volumes_max,
                  "Volume table slots of a new pool: the most volumes it can ever hold (1 to "
                  "65536; a create beyond it fails with RESOURCE_EXHAUSTED). Applies only when "
@@ -585,6 +593,11 @@ Result<DaemonOptions> ParseDaemonOptions(int argc, char** argv, std::string* hel
   o.sim.write_extra_ns *= 1000;
   o.sim.flush_extra_ns *= 1000;
   SPD_ASSIGN_OR_RETURN(o.pool_size_bytes, ParseSize(pool_size));
+  if (Result<uint64_t> m = ParseSize(map_memory_max); m.ok()) {
+    o.pool_map_memory_max = *m;  // 0: no bound
+  } else {
+    return InvalidArgument("--pool-map-memory-max: " + std::string(m.status().message()));
+  }
   o.pool_size_given = app.count("--pool-size") > 0;
   o.pool_volumes_max_given = app.count("--pool-volumes-max") > 0;
   // CLI11's range checks let "nan" through (every comparison with it is false).

@@ -34,6 +34,7 @@ struct DaemonOptions {
   uint32_t pool_volumes_max = PoolOptions{}.volumes_max;
   bool pool_volumes_max_given = false;  // given, not defaulted (a differing pool is logged)
   double pool_overcommit_max = 0;       // PoolOptions::overcommit_max (--pool-overcommit-max)
+  uint64_t pool_map_memory_max = PoolOptions{}.map_memory_max;  // --pool-map-memory-max
   std::vector<VolumeFlag> volumes;
   BackendKind backend = BackendKind::kUring;
   uint32_t reactor_poll_us = 100;  // adaptive poll window (ReactorOptions::poll_ns)

@@ -306,6 +306,7 @@ void Pool::ApplyRunTimeOptions(const PoolOptions& options) {
   fault_skip_commit_flush_ = options.fault_skip_commit_flush;
   space_wait_ns_ = options.space_wait_ns;
   overcommit_max_ = options.overcommit_max;
+  map_memory_max_ = options.map_memory_max;
   group_->set_overlap(options.overlap_flush && !options.fault_skip_commit_flush);
 }
 

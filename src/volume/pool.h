@@ -107,6 +107,11 @@ struct PoolOptions {
   // (PoolStats::provisioned_bytes) exceed this many times the data area is refused
   // (kResourceExhausted). 0: no bound; 1: no overcommit. A choice of this run, not of the format.
   double overcommit_max = 0;
+  // Every volume's chunk map is in memory whole, 4 bytes per chunk of its size (written or not):
+  // a create or growth that would make them all take more than this is refused
+  // (kResourceExhausted), so that no caller can make the daemon allocate without bound (a 2 PiB
+  // thin volume of 1 MiB chunks: 8 GiB). 0: no bound. A choice of this run.
+  uint64_t map_memory_max = 1ull << 30;
   // Fault injection for the crash harness's own test, never set in production: a commit
   // acknowledges its waiters without the device flush. Proves the harness catches that bug.
   bool fault_skip_commit_flush = false;
@@ -125,7 +130,8 @@ struct PoolStats {
   uint32_t volumes = 0;         // live volumes (table slots in use)
   // The live volumes' sizes summed: what the pool has promised (thin: may exceed the data area;
   // over chunks_total * chunk_size_bytes it is the overcommit).
-  uint64_t provisioned_bytes = 0;
+  uint64_t provisioned_bytes = 0;  // saturates at UINT64_MAX
+  uint64_t map_bytes = 0;          // memory the live volumes' chunk maps take
   uint32_t volumes_max = 0;
   bool read_only = false;
 };
@@ -760,10 +766,12 @@ class Pool : private GroupCommit::Owner {
   size_t space_waiters_ = 0;
   bool space_wake_ = false;
   uint64_t space_wait_ns_ = PoolOptions{}.space_wait_ns;
-  double overcommit_max_ = 0;  // PoolOptions::overcommit_max
-  // kResourceExhausted when volumes summing `provisioned` bytes would exceed overcommit_max_
-  // times the data area (`what`: the operation, for the message).
-  Status CheckOvercommit(uint64_t provisioned, const std::string& what) const;
+  double overcommit_max_ = 0;    // PoolOptions::overcommit_max
+  uint64_t map_memory_max_ = 0;  // PoolOptions::map_memory_max
+  // kResourceExhausted when a volume of `old_size` bytes (0: a new one) made `new_size` would
+  // take the volumes' sizes summed beyond overcommit_max_ times the data area, or their chunk
+  // maps beyond map_memory_max_ (`what`: the operation, for the message).
+  Status CheckGrowth(uint64_t old_size, uint64_t new_size, const std::string& what) const;
   struct SpaceTimer : Timer {
     Pool* pool = nullptr;
   } space_timer_;

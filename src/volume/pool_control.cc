@@ -149,8 +149,7 @@ void Pool::ControlStart(ControlOp* op) {
       return ControlFinish(op, s.WithContext(op->What()));
     if (FindVolume(op->name))
       return ControlFinish(op, AlreadyExists("volume '" + op->name + "' exists"));
-    if (Status s = CheckOvercommit(stats().provisioned_bytes + op->size_bytes, op->What()); !s.ok())
-      return ControlFinish(op, s);
+    if (Status s = CheckGrowth(0, op->size_bytes, op->What()); !s.ok()) return ControlFinish(op, s);
     // The lowest free slot (a linear search: at most 65,536, once per create, next to a
     // checkpoint write). A deleted volume's slot is free again once its delete committed.
     uint32_t slot = volumes_max_;
@@ -182,9 +181,7 @@ void Pool::ControlStart(ControlOp* op) {
       return ControlFinish(op, s.WithContext(op->What()));
     if (op->size_bytes == v->info_.size_bytes) return ControlFinish(op, Status::Ok());
     if (op->size_bytes > v->info_.size_bytes)
-      if (Status s = CheckOvercommit(
-              stats().provisioned_bytes - v->info_.size_bytes + op->size_bytes, op->What());
-          !s.ok())
+      if (Status s = CheckGrowth(v->info_.size_bytes, op->size_bytes, op->What()); !s.ok())
         return ControlFinish(op, s);
   }
   if (op->kind == Kind::kSetDurability && op->durability == v->info_.durability)
@@ -575,16 +572,30 @@ std::vector<VolumeInfo> Pool::ListVolumes() const {
   return out;
 }
 
-Status Pool::CheckOvercommit(uint64_t provisioned, const std::string& what) const {
+Status Pool::CheckGrowth(uint64_t old_size, uint64_t new_size, const std::string& what) const {
+  const PoolStats st = stats();
   const uint64_t data = chunks_total_ * chunk_bytes_;
-  if (overcommit_max_ <= 0 || static_cast<double>(provisioned) <= overcommit_max_ * data)
-    return Status::Ok();
-  char bound[32];
-  std::snprintf(bound, sizeof(bound), "%g", overcommit_max_);
-  return ResourceExhausted(what + ": the pool's volumes would be given " +
-                           std::to_string(provisioned) + " bytes, over " + bound +
-                           " times its data area of " + std::to_string(data) +
-                           " bytes (--pool-overcommit-max)");
+  const uint64_t rest = st.provisioned_bytes - std::min(st.provisioned_bytes, old_size);
+  const uint64_t provisioned = rest > UINT64_MAX - new_size ? UINT64_MAX : rest + new_size;
+  if (overcommit_max_ > 0 && static_cast<double>(provisioned) > overcommit_max_ * data) {
+    char bound[32];
+    std::snprintf(bound, sizeof(bound), "%g", overcommit_max_);
+    return ResourceExhausted(what + ": the pool's volumes would be given " +
+                             std::to_string(provisioned) + " bytes, over " + bound +
+                             " times its data area of " + std::to_string(data) +
+                             " bytes (--pool-overcommit-max)");
+  }
+  // Each volume's chunk map is in memory whole (4 bytes per chunk of its size, written or not).
+  auto map_bytes = [&](uint64_t size) {
+    return (size + chunk_bytes_ - 1) / chunk_bytes_ * sizeof(uint32_t);
+  };
+  const uint64_t maps = st.map_bytes - map_bytes(old_size) + map_bytes(new_size);
+  if (map_memory_max_ > 0 && maps > map_memory_max_)
+    return ResourceExhausted(what + ": the volumes' chunk maps would take " + std::to_string(maps) +
+                             " bytes of memory, over " + std::to_string(map_memory_max_) +
+                             " (--pool-map-memory-max; 4 bytes " + "per " +
+                             std::to_string(chunk_bytes_) + "-byte chunk of each volume's size)");
+  return Status::Ok();
 }
 
 PoolStats Pool::stats() const {
@@ -599,7 +610,10 @@ PoolStats Pool::stats() const {
   for (const auto& v : slots_) {
     if (v == nullptr) continue;
     ++s.volumes;
-    s.provisioned_bytes += v->size_bytes();
+    const uint64_t size = v->size_bytes();
+    s.provisioned_bytes =
+        s.provisioned_bytes > UINT64_MAX - size ? UINT64_MAX : s.provisioned_bytes + size;
+    s.map_bytes += v->map_.size() * sizeof(uint32_t);
   }
   s.read_only = read_only();
   return s;

@@ -30,6 +30,10 @@ void PoolMetrics::Render(std::string* out) const {
        "The pool's volumes' sizes summed (thin: may exceed spd_pool_size_bytes; the ratio of the "
        "two is the overcommit).",
        "gauge", static_cast<double>(s.provisioned_bytes)},
+      {"spd_pool_map_bytes",
+       "Memory the volumes' chunk maps take (4 bytes per chunk of each volume's size; bounded by "
+       "spd2 --pool-map-memory-max).",
+       "gauge", static_cast<double>(s.map_bytes)},
       {"spd_pool_read_only",
        "1 once the pool turned read-only after a failed commit or device flush (restart to "
        "re-open from the last durable state).",

@@ -3,6 +3,7 @@
 //
 //   spd_pool_size_bytes, spd_pool_allocated_bytes, spd_pool_free_bytes   gauges (data area)
 //   spd_pool_provisioned_bytes                                          gauge, volumes' sizes
+//   spd_pool_map_bytes                                                  gauge, their maps' memory
 //   spd_pool_read_only                                                  gauge, 1 after a failure
 //   spd_pool_volumes, spd_pool_volumes_max                              gauges
 //   spd_pool_commits_total, spd_pool_log_records_total, spd_pool_checkpoints_total

@@ -491,5 +491,30 @@ TEST_F(PoolV3Test, TheOvercommitBoundRefusesCreatesAndGrowthsBeyondIt) {
   EXPECT_TRUE((*reopened)->CreateVolume("d", data * 10).ok());
 }
 
+// Every volume's chunk map is in memory whole (4 bytes per chunk of its size): a create or growth
+// that would take the maps beyond PoolOptions::map_memory_max is refused, so that no caller can
+// make the daemon allocate without bound; the pool's stats and metric report the maps' memory.
+TEST_F(PoolV3Test, TheMapMemoryBoundRefusesVolumesWhoseMapsWouldNotFit) {
+  PoolOptions o = Options();    // 64 KiB chunks
+  o.map_memory_max = 64 << 10;  // 16,384 chunks of maps: 1 GiB of volumes
+  SimBackend* sim;
+  auto pool = Create(64 * kMiB, o, &sim);
+  ASSERT_TRUE(pool);
+  ASSERT_TRUE(pool->CreateVolume("a", 768 * kMiB).ok());
+  EXPECT_EQ(pool->stats().map_bytes, 768u * kMiB / (64 << 10) * 4);
+  auto over = pool->CreateVolume("b", 512 * kMiB);
+  EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(over.status().ToString().find("--pool-map-memory-max"), std::string::npos)
+      << over.status().ToString();
+  ASSERT_TRUE(pool->CreateVolume("b", 256 * kMiB).ok());  // exactly the bound
+  EXPECT_EQ(pool->stats().map_bytes, uint64_t{64 << 10});
+  EXPECT_EQ(pool->ResizeVolume("b", 320 * kMiB).code(), StatusCode::kResourceExhausted);
+  ASSERT_TRUE(pool->ResizeVolume("a", 512 * kMiB).ok());  // a shrink frees map memory
+  ASSERT_TRUE(pool->ResizeVolume("b", 512 * kMiB).ok());
+  EXPECT_EQ(pool->stats().map_bytes, uint64_t{64 << 10});
+  ASSERT_TRUE(pool->DeleteVolume("a").ok());
+  EXPECT_EQ(pool->stats().map_bytes, uint64_t{32 << 10});
+}
+
 }  // namespace
 }  // namespace spd

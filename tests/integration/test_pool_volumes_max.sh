@@ -2,7 +2,8 @@
 # (RESOURCE_EXHAUSTED: spdctl exit 9) and the pool keeps its 8 slots when restarted without the
 # flag or with another value (logged at info); out-of-range values (0, 65537) are refused at
 # start with one clear line and exit 2, before any pool is made (so is a value that is not a
-# number). --pool-overcommit-max bounds the volumes' sizes summed (thin provisioning).
+# number). --pool-overcommit-max bounds the volumes' sizes summed (thin provisioning), and
+# --pool-map-memory-max the memory of their chunk maps.
 source "$(dirname "$0")/lib.sh"
 export SPD_CONTROL_SOCKET="$T/data/control.sock"
 
@@ -92,5 +93,23 @@ expect 0 volume resize big --size $((room - 4194304))
 expect 0 pool get -o json
 [ "$(json "d['provisionedBytes']")" = $((prov + room - 4194304)) ] ||
   fail "provisioned after the refusals: $(cat "$T/out")"
+stop_spd2
+
+# --pool-map-memory-max (default 1G): every volume's chunk map is in memory whole, 4 bytes per
+# 1 MiB chunk of its size. A 2 PiB thin volume (an 8 GiB map) is refused, not allocated: before,
+# any caller allowed to create a volume (a tenant too) could make the daemon take 8 GiB.
+run_refused "--pool-map-memory-max: not a size" --pool-map-memory-max lots
+start_spd2
+expect 0 volume delete big  # a free table slot (of 8), so that only the bound can refuse
+expect 9 volume create huge --size 2P
+grep -q "RESOURCE_EXHAUSTED: create volume huge: the volumes' chunk maps would take .*--pool-map-memory-max" \
+  "$T/err" || { cat "$T/err"; fail "a 2 PiB volume: not refused by the map bound"; }
+rss=$(awk '/^VmRSS/ {print $2}' "/proc/$SPD_PID/status")
+[ "$rss" -lt $((512 << 10)) ] || fail "spd2 holds $rss KiB after the refusal"
+stop_spd2
+start_spd2 --pool-map-memory-max 1M  # 1 MiB of maps: 256 GiB of volumes in all
+expect 9 volume create bigmap --size 256G
+grep -q -- "--pool-map-memory-max" "$T/err" || { cat "$T/err"; fail "256G under a 1M map bound"; }
+expect 0 volume create bigmap --size 128G
 stop_spd2
 echo "ok"
