@@ -53,6 +53,14 @@ void RunOnAndWait(Reactor* r, std::function<void()> fn) {
   f.wait();
 }
 
+Status FitsPool(VolumeManager* volumes, uint64_t old_size, uint64_t new_size,
+                const std::string& what) {
+  Pool* pool = volumes->pool();
+  Status s;
+  RunOnAndWait(pool->reactor(), [&] { s = pool->CheckGrowth(old_size, new_size, what); });
+  return s;
+}
+
 Parsed Parse(const PrefixMirror::Snapshot& s) {
   Parsed p;
   const std::string prefix = kVolumesPrefix;

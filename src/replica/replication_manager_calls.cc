@@ -26,6 +26,8 @@ Status ReplicationManager::Create(const std::string& name, uint64_t size_bytes, 
     return AlreadyExists("a local volume '" + name +
                          "' is on this node: a replicated volume of that name would take it "
                          "for its copy (delete it first, or choose another name)");
+  // This node's pool takes the first copy: a size its bounds refuse is not recorded.
+  SPD_RETURN_IF_ERROR(FitsPool(volumes_, 0, size_bytes, "create volume " + name));
   // This node first, then the nodes that hold the fewest replicated volumes.
   const Parsed p = Parse(vols);
   if (auto it = p.specs.find(name); it != p.specs.end() && it->second.deleting) {

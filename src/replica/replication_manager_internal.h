@@ -116,6 +116,11 @@ struct ReplicationManager::Primary {
 Parsed Parse(const PrefixMirror::Snapshot& s);
 // Runs fn on `r` and waits for it (a posted task). REQUIRES: not on `r`'s thread.
 void RunOnAndWait(Reactor* r, std::function<void()> fn);
+// Whether this node's pool takes a copy of `old_size` bytes (0: a new one) grown to `new_size`
+// (Pool::CheckGrowth: --pool-overcommit-max, --pool-map-memory-max), asked before a size every
+// copy must take is recorded. REQUIRES: not on the pool's reactor.
+Status FitsPool(VolumeManager* volumes, uint64_t old_size, uint64_t new_size,
+                const std::string& what);
 // `name`'s spec, for a call that changes it: kUnavailable while etcd's state is not known yet,
 // kNotFound for no such volume, kFailedPrecondition while it is being deleted.
 Result<Parsed::Spec> SpecToChange(const PrefixMirror::Snapshot& vols, const std::string& name);

@@ -58,6 +58,11 @@ Status ReplicationManager::Resize(const std::string& name, uint64_t size_bytes) 
                            ": a positive multiple of 4096 bytes below " +
                            std::to_string(chunk * uint64_t{UINT32_MAX}) + " is needed");
   if (size_bytes > spec.size) {
+    // The copy here must take it too: a size this node's bounds refuse is not recorded (every
+    // node then failing to grow to it). Other nodes' bounds are theirs (docs/pool_format.md).
+    if (std::shared_ptr<VolumeHandle> h = volumes_->Find(name); h && !IsLocalVolume(name, *h))
+      SPD_RETURN_IF_ERROR(
+          FitsPool(volumes_, h->info().size_bytes, size_bytes, "resize volume " + name));
     SPD_RETURN_IF_ERROR(PutSpecField(cluster_->client(), name, spec, "size", size_bytes));
     resizes_total.Add();
     SPD_LOG_INFO("replication: %s: grows to %llu bytes on every copy", name.c_str(),

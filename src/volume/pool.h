@@ -518,6 +518,12 @@ class Pool : private GroupCommit::Owner {
   uint64_t chunks_zeroing() const { return zero_queue_.size() + zeroing_inflight_; }
 
   PoolStats stats() const;
+  // kResourceExhausted when a volume of `old_size` bytes (0: a new one) made `new_size` would
+  // take the volumes' sizes summed beyond PoolOptions::overcommit_max times the data area, or
+  // their chunk maps beyond PoolOptions::map_memory_max (`what`: the operation, for the
+  // message). Creates and resizes check it themselves; replication asks it before it records a
+  // size every copy must take. REQUIRES: on the pool's reactor.
+  Status CheckGrowth(uint64_t old_size, uint64_t new_size, const std::string& what) const;
   IoBackend* backend() const { return backend_.get(); }
   Reactor* reactor() { return reactor_; }
 
@@ -768,10 +774,6 @@ class Pool : private GroupCommit::Owner {
   uint64_t space_wait_ns_ = PoolOptions{}.space_wait_ns;
   double overcommit_max_ = 0;    // PoolOptions::overcommit_max
   uint64_t map_memory_max_ = 0;  // PoolOptions::map_memory_max
-  // kResourceExhausted when a volume of `old_size` bytes (0: a new one) made `new_size` would
-  // take the volumes' sizes summed beyond overcommit_max_ times the data area, or their chunk
-  // maps beyond map_memory_max_ (`what`: the operation, for the message).
-  Status CheckGrowth(uint64_t old_size, uint64_t new_size, const std::string& what) const;
   struct SpaceTimer : Timer {
     Pool* pool = nullptr;
   } space_timer_;

@@ -178,6 +178,15 @@ expect 5 --socket "${DIR[$P2]}/control.sock" volume resize rv --size 64M
 grep -q "does not shrink" "$T/err" || fail "shrink: $(cat "$T/err")"
 # A size no pool takes is refused before it is recorded (else every node would fail to grow).
 expect 8 --socket "${DIR[$OTHER]}/control.sock" volume resize rv --size 1000000T
+# So is a size the asked node's pool bounds refuse (--pool-map-memory-max, 1G: a 2P copy's chunk
+# map would take 8 GiB), and a replicated create of such a size.
+expect 9 --socket "${DIR[$OTHER]}/control.sock" volume resize rv --size 2P
+grep -q "RESOURCE_EXHAUSTED: resize volume rv: .*--pool-map-memory-max" "$T/err" ||
+  fail "2P resize: $(cat "$T/err")"
+expect 9 --socket "${DIR[$OTHER]}/control.sock" volume create rhuge --size 2P --replicas 2
+ctl "$P2" replica list -o json
+[ "$(json '[v["name"] for v in d["items"] if v["name"] == "rhuge"]')" = "[]" ] ||
+  fail "a refused create recorded: $(cat "$T/out")"
 ctl "$P2" replica list rv -o json
 [ "$(json 'd["items"][0]["sizeBytes"]')" = 100663296 ] || fail "recorded size: $(cat "$T/out")"
 past_end() {  # $1: URI; write: the block 64 MiB + 8 KiB in, with FUA, else read and compare
