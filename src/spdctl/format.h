@@ -54,6 +54,8 @@ inline constexpr const char* kKinds[] = {"Volume",
 enum class Output { kTable, kJson, kYaml };
 
 using Doc = nlohmann::ordered_json;
+// A document's first two fields: apiVersion and kind (format.cc, format_policy.cc).
+Doc Header(const char* kind);
 
 Doc VolumeDoc(const v1::Volume& v);  // kind Volume
 Doc VolumeListDoc(const std::vector<v1::Volume>& vs);

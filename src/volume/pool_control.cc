@@ -593,7 +593,7 @@ Status Pool::CheckGrowth(uint64_t old_size, uint64_t new_size, const std::string
   if (map_memory_max_ > 0 && maps > map_memory_max_)
     return ResourceExhausted(what + ": the volumes' chunk maps would take " + std::to_string(maps) +
                              " bytes of memory, over " + std::to_string(map_memory_max_) +
-                             " (--pool-map-memory-max; 4 bytes " + "per " +
+                             " (--pool-map-memory-max; 4 bytes per " +
                              std::to_string(chunk_bytes_) + "-byte chunk of each volume's size)");
   return Status::Ok();
 }
